@@ -1,0 +1,91 @@
+"""Shared fixtures: bundled real models, tiny random models built from configs, shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RAGTUNE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def _shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"shared data set '{name}' not found at {path} (set RAGTUNE_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    """BEIR SciFact folder from ../shared/data (skips when absent)."""
+    return _shared("scifact")
+
+
+@pytest.fixture(scope="session")
+def squad_path() -> Path:
+    """SQuAD 2.0 dev-half JSON from ../shared/data (skips when absent)."""
+    return _shared("squad_v2_dev_half") / "dev-v2.0.cs224n_half.json"
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """The bundled all-MiniLM-L6-v2 folder (real weights)."""
+    from llama_index_ragtune.models import default_encoder
+
+    return default_encoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_path(tmp_path_factory, minilm_path) -> str:
+    """A tiny random BERT with the real MiniLM tokenizer, saved as a sentence-transformers folder."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny_encoder")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+    )
+    hf_dir = out / "hf"
+    BertModel(config).save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    word = models.Transformer(str(hf_dir), max_seq_length=64)
+    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    model = SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu")
+    st_dir = out / "st"
+    model.save(str(st_dir))
+    return str(st_dir)
+
+
+@pytest.fixture(scope="session")
+def decoder_path() -> str:
+    """The bundled SmolLM2-135M-Instruct, converted once to a Hugging Face folder."""
+    from llama_index_ragtune.models import default_decoder
+
+    return default_decoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm_path(tmp_path_factory, decoder_path) -> str:
+    """A tiny random Llama with the real SmolLM2 tokenizer and chat template."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny_lm")
+    tokenizer = AutoTokenizer.from_pretrained(decoder_path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
