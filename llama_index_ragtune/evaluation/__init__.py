@@ -1,0 +1,26 @@
+"""Evaluation that proves each step: retrieval metrics and generation metrics.
+
+Names are imported lazily from their modules, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module (relative to this package). One concept per module.
+_EXPORTS = {
+    "RetrievalEvaluator": "retrieval",
+    "RetrievalReport": "retrieval",
+    "GenerationEvaluator": "generation",
+    "GenerationReport": "generation",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
