@@ -1,0 +1,117 @@
+"""Retrieval metrics as pure functions over one query's ranking and judgements.
+
+Every function takes ``ranked`` (document ids, best first), ``qrels`` (``{doc_id:
+grade}`` for that query; grade 0 = judged non-relevant) and a cut-off ``k``. They
+follow trec_eval (as used by BEIR, ir-measures and pytrec_eval):
+
+* relevant means grade > 0;
+* nDCG uses the grade itself as the gain (linear, like trec_eval's ``ndcg_cut``)
+  with a ``log2(rank + 1)`` discount, and its ideal DCG is computed over the best
+  ``k`` judged documents (capped at ``k``, unlike core LlamaIndex);
+* precision divides by ``k`` even when fewer than ``k`` documents were retrieved;
+* a document id repeated in ``ranked`` counts only at its first (best) rank.
+
+Example::
+
+    from llama_index_ragtune.evaluation.metrics import ndcg_at_k, recall_at_k
+
+    qrels = {"d1": 2, "d2": 1, "d3": 0}
+    ndcg_at_k(["d2", "d9", "d1"], qrels, k=10)       # 0.760...
+    recall_at_k(["d2", "d9", "d1"], qrels, k=2)      # 0.5
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+Qrels = Mapping[str, int]
+MetricFn = Callable[[Sequence[str], Qrels, int], float]
+
+
+def _top_k(ranked: Iterable[str], k: int) -> list[str]:
+    """The first ``k`` distinct ids of ``ranked``, keeping first occurrences."""
+    if k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    seen: set[str] = set()
+    out: list[str] = []
+    for doc_id in ranked:
+        if doc_id not in seen:
+            seen.add(doc_id)
+            out.append(doc_id)
+            if len(out) == k:
+                break
+    return out
+
+
+def _num_relevant(qrels: Qrels) -> int:
+    return sum(1 for grade in qrels.values() if grade > 0)
+
+
+def recall_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
+    """Share of the relevant documents found in the top ``k`` (0.0 when none is relevant)."""
+    total = _num_relevant(qrels)
+    if total == 0:
+        return 0.0
+    found = sum(1 for doc_id in _top_k(ranked, k) if qrels.get(doc_id, 0) > 0)
+    return found / total
+
+
+def precision_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
+    """Relevant documents in the top ``k``, divided by ``k``."""
+    found = sum(1 for doc_id in _top_k(ranked, k) if qrels.get(doc_id, 0) > 0)
+    return found / k
+
+
+def hit_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
+    """1.0 when at least one relevant document is in the top ``k``, else 0.0."""
+    return float(any(qrels.get(doc_id, 0) > 0 for doc_id in _top_k(ranked, k)))
+
+
+def mrr_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
+    """Reciprocal rank of the first relevant document within the top ``k`` (0.0 if none)."""
+    for rank, doc_id in enumerate(_top_k(ranked, k), start=1):
+        if qrels.get(doc_id, 0) > 0:
+            return 1.0 / rank
+    return 0.0
+
+
+def dcg(gains: Iterable[float]) -> float:
+    """Discounted cumulative gain of gains listed best rank first: ``sum g_i / log2(i + 1)``."""
+    return sum(gain / math.log2(rank + 1) for rank, gain in enumerate(gains, start=1) if gain > 0)
+
+
+def ndcg_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
+    """Graded nDCG@k: linear gains, ideal DCG over the best ``k`` judged documents."""
+    actual = dcg(max(qrels.get(doc_id, 0), 0) for doc_id in _top_k(ranked, k))
+    ideal = dcg(sorted((g for g in qrels.values() if g > 0), reverse=True)[:k])
+    return actual / ideal if ideal > 0 else 0.0
+
+
+METRICS: dict[str, MetricFn] = {
+    "ndcg": ndcg_at_k,
+    "recall": recall_at_k,
+    "mrr": mrr_at_k,
+    "hit": hit_at_k,
+    "precision": precision_at_k,
+}
+
+
+def compute_metrics(
+    ranked: Sequence[str],
+    qrels: Qrels,
+    k_values: Iterable[int] = (1, 3, 5, 10, 100),
+    metrics: Iterable[str] = ("ndcg", "recall", "mrr", "hit", "precision"),
+) -> dict[str, float]:
+    """All ``metric@k`` values for one query, keyed like ``"ndcg@10"``.
+
+    Example::
+
+        compute_metrics(["d2", "d1"], {"d1": 1}, k_values=(1, 10), metrics=("mrr",))
+        # {'mrr@1': 0.0, 'mrr@10': 0.5}
+    """
+    names = list(metrics)
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
+    return {f"{name}@{k}": METRICS[name](ranked, qrels, k) for name in names for k in k_values}
