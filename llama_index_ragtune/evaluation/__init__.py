@@ -11,9 +11,13 @@ from typing import Any
 # public name -> module (relative to this package). One concept per module.
 _EXPORTS = {
     "RetrievalEvaluator": "retrieval",
-    "RetrievalReport": "retrieval",
+    "RetrievalReport": "report",
+    "compare_reports": "report",
+    "reports_table": "report",
     "GenerationEvaluator": "generation",
     "GenerationReport": "generation",
+    "CrossEncoderEntailment": "entailment",
+    "LLMJudgeEntailment": "entailment",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,0 +1,24 @@
+"""Local decoders as LlamaIndex LLMs.
+
+Example::
+
+    from llama_index_ragtune.llms import LocalChatLLM
+
+    llm = LocalChatLLM()          # bundled SmolLM2-135M-Instruct, greedy
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {"LocalChatLLM": "local"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -74,3 +74,18 @@ def is_refusal(answer: str, refusal: str = DEFAULT_REFUSAL) -> bool:
     norm = " ".join(answer.lower().split()).strip(" .")
     target = " ".join(refusal.lower().split()).strip(" .")
     return norm.startswith(target)
+
+
+def truncate_source(text: str, max_chars: int | None) -> str:
+    """Cut ``text`` to at most ``max_chars`` at a word boundary, marked with `` ...`` (``None`` keeps it whole).
+
+    The citation query engine and the grounded training data use this same rule,
+    so a tuned decoder sees sources cut the way it was trained on.
+    """
+    text = text.strip()
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    if " " in cut[max_chars // 2 :]:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut + " ..."

@@ -1,0 +1,212 @@
+"""Retrieval reports: per-query rows, aggregates, Markdown tables and before/after comparison.
+
+Example::
+
+    report = RetrievalEvaluator(retriever).evaluate(ds.queries, ds.qrels)
+    print(report.aggregate["ndcg@10"], report.latency["p50_ms"])
+    print(report.to_markdown())
+    report.to_json("runs/bm25.json")
+    print(compare_reports(RetrievalReport.from_json("runs/bm25.json"), tuned_report))
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class QueryResult:
+    """One evaluated query: its metrics, the retrieved doc ids (best first) and the latency."""
+
+    qid: str
+    metrics: dict[str, float]
+    retrieved: list[str]
+    latency_ms: float
+    scores: list[float | None] = field(default_factory=list)
+
+
+@dataclass
+class RetrievalReport:
+    """Per-query results of a retrieval evaluation and their means.
+
+    ``aggregate`` maps ``"metric@k"`` (e.g. ``"ndcg@10"``) to the mean over the
+    evaluated queries; ``latency`` gives p50 / p95 / mean milliseconds per query.
+    """
+
+    rows: list[QueryResult]
+    k_values: tuple[int, ...] = (1, 3, 5, 10, 100)
+    metrics: tuple[str, ...] = ("ndcg", "recall", "mrr", "hit", "precision")
+    name: str | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: str) -> float:
+        return self.aggregate[key]
+
+    @property
+    def aggregate(self) -> dict[str, float]:
+        """Mean of every ``metric@k`` over the evaluated queries."""
+        keys = [f"{m}@{k}" for m in self.metrics for k in self.k_values]
+        if not self.rows:
+            return dict.fromkeys(keys, 0.0)
+        return {key: statistics.fmean(row.metrics[key] for row in self.rows) for key in keys}
+
+    @property
+    def latency(self) -> dict[str, float]:
+        """Per-query latency in milliseconds: ``p50_ms``, ``p95_ms``, ``mean_ms``."""
+        values = sorted(row.latency_ms for row in self.rows)
+        if not values:
+            return {"p50_ms": 0.0, "p95_ms": 0.0, "mean_ms": 0.0}
+        return {
+            "p50_ms": _percentile(values, 50),
+            "p95_ms": _percentile(values, 95),
+            "mean_ms": statistics.fmean(values),
+        }
+
+    def per_query(self, key: str) -> dict[str, float]:
+        """``{qid: value}`` of one ``metric@k`` for every evaluated query."""
+        return {row.qid: row.metrics[key] for row in self.rows}
+
+    # ------------------------------------------------------------------ export
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: settings, aggregate, latency and every per-query row."""
+        return {
+            "name": self.name,
+            "k_values": list(self.k_values),
+            "metrics": list(self.metrics),
+            "num_queries": len(self.rows),
+            "aggregate": self.aggregate,
+            "latency": self.latency,
+            "skipped": list(self.skipped),
+            "queries": [asdict(row) for row in self.rows],
+        }
+
+    def to_json(self, path: str | Path | None = None, indent: int | None = 2) -> str:
+        """The report as JSON; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RetrievalReport:
+        """Rebuild a report written by ``to_dict``."""
+        return cls(
+            rows=[QueryResult(**row) for row in data["queries"]],
+            k_values=tuple(data["k_values"]),
+            metrics=tuple(data["metrics"]),
+            name=data.get("name"),
+            skipped=list(data.get("skipped", [])),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> RetrievalReport:
+        """Load a report saved with ``to_json(path)``."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_dataframe(self) -> Any:
+        """One row per query (qid, latency_ms, every ``metric@k``) as a pandas DataFrame."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - pandas ships with datasets
+            raise ImportError("to_dataframe needs pandas: `pip install pandas`") from exc
+        return pd.DataFrame(
+            [{"qid": row.qid, "latency_ms": row.latency_ms, **row.metrics} for row in self.rows]
+        )
+
+    def to_markdown(self, digits: int = 4) -> str:
+        """A Markdown table: one row per metric, one column per cut-off, plus latency."""
+        agg = self.aggregate
+        header = ["metric", *[f"@{k}" for k in self.k_values]]
+        lines = [_row(header), _row(["---"] * len(header))]
+        for metric in self.metrics:
+            lines.append(_row([metric, *[f"{agg[f'{metric}@{k}']:.{digits}f}" for k in self.k_values]]))
+        lat = self.latency
+        title = f"**{self.name}** — " if self.name else ""
+        footer = (
+            f"{title}{len(self.rows)} queries; latency p50 {lat['p50_ms']:.1f} ms, "
+            f"p95 {lat['p95_ms']:.1f} ms"
+        )
+        return "\n".join([*lines, "", footer])
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def compare_reports(
+    before: RetrievalReport,
+    after: RetrievalReport,
+    keys: Sequence[str] | None = None,
+    names: tuple[str, str] = ("before", "after"),
+    digits: int = 4,
+) -> str:
+    """A before/after Markdown table with absolute and relative deltas.
+
+    ``keys`` defaults to the ``metric@k`` keys both reports share. When both reports
+    cover the same queries, a last line counts the queries that got better or worse
+    on the first key.
+
+    Example::
+
+        print(compare_reports(base_report, tuned_report, keys=["ndcg@10", "recall@100"]))
+    """
+    left, right = before.aggregate, after.aggregate
+    if keys is None:
+        keys = [key for key in left if key in right]
+    missing = [key for key in keys if key not in left or key not in right]
+    if missing:
+        raise KeyError(f"metric(s) {missing} are not in both reports; available: {sorted(set(left) & set(right))}")
+    header = ["metric", before.name or names[0], after.name or names[1], "Δ", "Δ%"]
+    lines = [_row(header), _row(["---"] * len(header))]
+    for key in keys:
+        delta = right[key] - left[key]
+        rel = f"{100 * delta / left[key]:+.1f}%" if left[key] else "—"
+        lines.append(_row([key, f"{left[key]:.{digits}f}", f"{right[key]:.{digits}f}", f"{delta:+.{digits}f}", rel]))
+    lat_b, lat_a = before.latency["p50_ms"], after.latency["p50_ms"]
+    lines.append(_row(["latency p50 (ms)", f"{lat_b:.1f}", f"{lat_a:.1f}", f"{lat_a - lat_b:+.1f}", "—"]))
+    if keys and {r.qid for r in before.rows} == {r.qid for r in after.rows} and before.rows:
+        first = keys[0]
+        base, new = before.per_query(first), after.per_query(first)
+        better = sum(1 for q in base if new[q] > base[q] + 1e-12)
+        worse = sum(1 for q in base if new[q] < base[q] - 1e-12)
+        lines += ["", f"{first}: {better} queries better, {worse} worse, {len(base) - better - worse} unchanged"]
+    return "\n".join(lines)
+
+
+def reports_table(reports: Mapping[str, RetrievalReport], keys: Iterable[str] = ("ndcg@10", "recall@100", "mrr@10"), digits: int = 3) -> str:
+    """One Markdown row per named report (e.g. BM25, dense, hybrid), with p50 latency.
+
+    Example::
+
+        print(reports_table({"BM25": bm25_report, "hybrid": hybrid_report}))
+    """
+    keys = list(keys)
+    lines = [_row(["system", *keys, "p50 ms"]), _row(["---"] * (len(keys) + 2))]
+    for name, report in reports.items():
+        agg = report.aggregate
+        cells = [f"{agg[key]:.{digits}f}" if key in agg else "—" for key in keys]
+        lines.append(_row([name, *cells, f"{report.latency['p50_ms']:.1f}"]))
+    return "\n".join(lines)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Linear-interpolated percentile of already sorted values."""
+    if len(sorted_values) == 1:
+        return float(sorted_values[0])
+    pos = (len(sorted_values) - 1) * pct / 100
+    low = int(pos)
+    high = min(low + 1, len(sorted_values) - 1)
+    return float(sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low))

@@ -1,0 +1,253 @@
+"""Evaluate any LlamaIndex retriever (plus optional node postprocessors) against graded qrels.
+
+Each retrieved node maps to a document id with ``node.ref_doc_id or node.node_id``
+(override with ``doc_id_fn``); when several chunks of one document come back, the
+document keeps its best rank. Metrics are those of
+:mod:`llama_index_ragtune.evaluation.metrics` (trec_eval conventions).
+
+Example::
+
+    from llama_index.core import VectorStoreIndex
+    from llama_index_ragtune.data import load_beir
+    from llama_index_ragtune.evaluation import RetrievalEvaluator
+
+    ds = load_beir("../shared/data/scifact", split="test")
+    retriever = VectorStoreIndex(ds.documents).as_retriever(similarity_top_k=100)
+    report = RetrievalEvaluator(retriever).evaluate(ds.queries, ds.qrels)
+    print(report.aggregate["ndcg@10"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from llama_index.core.schema import NodeWithScore, QueryBundle
+
+from llama_index_ragtune.evaluation.metrics import METRICS, compute_metrics
+from llama_index_ragtune.evaluation.report import QueryResult, RetrievalReport
+
+__all__ = ["RetrievalEvaluator", "RetrievalReport", "QueryResult", "default_doc_id"]
+
+QrelsLike = Mapping[str, Mapping[str, int] | Iterable[str]]
+
+
+def default_doc_id(node: NodeWithScore) -> str:
+    """The evaluated document id of a retrieved node: its source document id, else its own id."""
+    source = node.node.source_node
+    return (source.node_id if source is not None else None) or node.node.node_id
+
+
+class RetrievalEvaluator:
+    """Run a retriever (and postprocessors, e.g. a reranker) over queries and score the rankings.
+
+    Args:
+        retriever: any object with ``retrieve(QueryBundle)`` (and ``aretrieve`` for
+            :meth:`aevaluate`), such as a LlamaIndex ``BaseRetriever``.
+        node_postprocessors: applied in order to each query's nodes with the query's
+            ``QueryBundle`` (so a ``CrossEncoderRerank`` works).
+        k_values: cut-offs for every metric.
+        metrics: names among ``ndcg``, ``recall``, ``mrr``, ``hit``, ``precision``.
+        doc_id_fn: maps a ``NodeWithScore`` to the document id used in the qrels.
+        workers: queries evaluated at once (threads in :meth:`evaluate`, tasks in
+            :meth:`aevaluate`). 1 measures latency without contention.
+
+    Example::
+
+        evaluator = RetrievalEvaluator(retriever, node_postprocessors=[reranker], k_values=(10,))
+        report = evaluator.evaluate(ds.queries, ds.qrels)
+    """
+
+    def __init__(
+        self,
+        retriever: Any,
+        node_postprocessors: Sequence[Any] | None = None,
+        k_values: Iterable[int] = (1, 3, 5, 10, 100),
+        metrics: Iterable[str] = ("ndcg", "recall", "mrr", "hit", "precision"),
+        doc_id_fn: Callable[[NodeWithScore], str] | None = None,
+        workers: int = 1,
+        name: str | None = None,
+    ) -> None:
+        if not hasattr(retriever, "retrieve") and not hasattr(retriever, "aretrieve"):
+            raise TypeError(
+                f"RetrievalEvaluator needs a retriever with .retrieve()/.aretrieve(), got {type(retriever).__name__}"
+            )
+        self.retriever = retriever
+        self.node_postprocessors = list(node_postprocessors or [])
+        self.k_values = tuple(sorted({int(k) for k in k_values}))
+        if not self.k_values or self.k_values[0] <= 0:
+            raise ValueError(f"k_values must be positive integers, got {tuple(k_values)}")
+        self.metrics = tuple(metrics)
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.doc_id_fn = doc_id_fn or default_doc_id
+        self.workers = workers
+        self.name = name
+
+    # ------------------------------------------------------------------ public
+
+    def evaluate(
+        self,
+        queries: Mapping[str, str] | Any,
+        qrels: QrelsLike | None = None,
+        show_progress: bool = True,
+    ) -> RetrievalReport:
+        """Retrieve for every judged query (``workers`` threads) and return the report.
+
+        ``queries`` is ``{qid: text}``, or a data set with ``.queries`` and ``.qrels``
+        (``BeirDataset``) or ``.relevant_docs`` (``RetrievalDataset``) when ``qrels`` is
+        omitted. ``qrels`` values are ``{doc_id: grade}`` or a list of relevant doc ids.
+        """
+        todo, judgements, skipped = self._prepare(queries, qrels)
+        bar = _progress(len(todo), show_progress, self.name)
+        try:
+            if self.workers == 1:
+                rows = []
+                for qid, text in todo:
+                    rows.append(self._run_one(qid, text, judgements[qid]))
+                    bar.update(1)
+            else:
+                with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                    futures = [pool.submit(self._run_one, qid, text, judgements[qid]) for qid, text in todo]
+                    for future in futures:
+                        future.add_done_callback(lambda _: bar.update(1))
+                    try:
+                        rows = [future.result() for future in futures]
+                    except BaseException:
+                        for future in futures:  # fail fast: drop the queries not started yet
+                            future.cancel()
+                        raise
+        finally:
+            bar.close()
+        return self._report(rows, skipped)
+
+    async def aevaluate(
+        self,
+        queries: Mapping[str, str] | Any,
+        qrels: QrelsLike | None = None,
+        show_progress: bool = True,
+    ) -> RetrievalReport:
+        """Async twin of :meth:`evaluate`: ``aretrieve`` and ``apostprocess_nodes``, at most ``workers`` at once."""
+        todo, judgements, skipped = self._prepare(queries, qrels)
+        semaphore = asyncio.Semaphore(self.workers)
+        bar = _progress(len(todo), show_progress, self.name)
+
+        async def one(qid: str, text: str) -> QueryResult:
+            async with semaphore:
+                row = await self._arun_one(qid, text, judgements[qid])
+            bar.update(1)
+            return row
+
+        try:
+            rows = await asyncio.gather(*(one(qid, text) for qid, text in todo))
+        finally:
+            bar.close()
+        return self._report(list(rows), skipped)
+
+    # ----------------------------------------------------------------- per query
+
+    def _run_one(self, qid: str, text: str, judged: Mapping[str, int]) -> QueryResult:
+        bundle = QueryBundle(query_str=text)
+        start = time.perf_counter()
+        try:
+            nodes = self.retriever.retrieve(bundle)
+            for post in self.node_postprocessors:
+                nodes = post.postprocess_nodes(nodes, query_bundle=bundle)
+        except Exception as exc:
+            raise RuntimeError(f"retrieval failed for query {qid!r} ({text[:80]!r}): {exc}") from exc
+        return self._score(qid, nodes, judged, start)
+
+    async def _arun_one(self, qid: str, text: str, judged: Mapping[str, int]) -> QueryResult:
+        bundle = QueryBundle(query_str=text)
+        start = time.perf_counter()
+        try:
+            if hasattr(self.retriever, "aretrieve"):
+                nodes = await self.retriever.aretrieve(bundle)
+            else:
+                nodes = await asyncio.to_thread(self.retriever.retrieve, bundle)
+            for post in self.node_postprocessors:
+                apost = getattr(post, "apostprocess_nodes", None)
+                if apost is not None and inspect.iscoroutinefunction(apost):
+                    nodes = await apost(nodes, query_bundle=bundle)
+                else:
+                    nodes = await asyncio.to_thread(post.postprocess_nodes, nodes, query_bundle=bundle)
+        except Exception as exc:
+            raise RuntimeError(f"retrieval failed for query {qid!r} ({text[:80]!r}): {exc}") from exc
+        return self._score(qid, nodes, judged, start)
+
+    def _score(self, qid: str, nodes: Sequence[NodeWithScore], judged: Mapping[str, int], start: float) -> QueryResult:
+        latency_ms = (time.perf_counter() - start) * 1000
+        ranked: list[str] = []
+        scores: list[float | None] = []
+        seen: set[str] = set()
+        for node in nodes:
+            doc_id = self.doc_id_fn(node)
+            if doc_id not in seen:  # a document keeps its best (first) rank
+                seen.add(doc_id)
+                ranked.append(doc_id)
+                scores.append(None if node.score is None else float(node.score))
+        return QueryResult(
+            qid=qid,
+            metrics=compute_metrics(ranked, judged, self.k_values, self.metrics),
+            retrieved=ranked,
+            latency_ms=latency_ms,
+            scores=scores,
+        )
+
+    # ------------------------------------------------------------------- helpers
+
+    def _prepare(
+        self, queries: Any, qrels: QrelsLike | None
+    ) -> tuple[list[tuple[str, str]], dict[str, dict[str, int]], list[str]]:
+        if qrels is None:
+            qrels = getattr(queries, "qrels", None)
+            if qrels is None:
+                qrels = getattr(queries, "relevant_docs", None)
+            if qrels is None:
+                raise TypeError("evaluate() needs qrels, or a data set with .queries and .qrels / .relevant_docs")
+            queries = queries.queries
+        judgements = {str(qid): _as_grades(qid, judged) for qid, judged in qrels.items()}
+        todo = [(str(qid), text) for qid, text in queries.items() if str(qid) in judgements]
+        skipped = [str(qid) for qid in queries if str(qid) not in judgements]
+        if skipped:
+            warnings.warn(
+                f"skipping {len(skipped)} queries without qrels (e.g. {', '.join(map(repr, skipped[:5]))})",
+                stacklevel=3,
+            )
+        if not todo:
+            raise ValueError("no query has qrels: check that the query ids match the qrels' query ids")
+        return todo, judgements, skipped
+
+    def _report(self, rows: list[QueryResult], skipped: list[str]) -> RetrievalReport:
+        most = max((len(row.retrieved) for row in rows), default=0)
+        if most < self.k_values[-1]:
+            warnings.warn(
+                f"the retriever returned at most {most} documents per query, fewer than k={self.k_values[-1]}: "
+                f"metrics at cut-offs above {most} only see {most} documents (raise similarity_top_k / top_n)",
+                stacklevel=3,
+            )
+        return RetrievalReport(
+            rows=rows, k_values=self.k_values, metrics=self.metrics, name=self.name, skipped=skipped
+        )
+
+
+def _as_grades(qid: Any, judged: Mapping[str, int] | Iterable[str]) -> dict[str, int]:
+    if isinstance(judged, Mapping):
+        return {str(doc_id): int(grade) for doc_id, grade in judged.items()}
+    if isinstance(judged, str):
+        raise TypeError(f"qrels for query {qid!r} must be {{doc_id: grade}} or a list of doc ids, got a string")
+    return {str(doc_id): 1 for doc_id in judged}
+
+
+def _progress(total: int, show: bool, name: str | None) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not show, desc=f"Evaluating {name}" if name else "Evaluating", unit="query")

@@ -1,0 +1,225 @@
+"""Rerank retrieved nodes with a sentence-transformers cross-encoder.
+
+A cross-encoder reads the query and each node's text together and scores their
+relevance; it is slower than the retriever but far more precise, so it reorders
+a short candidate list (top-100 -> top-10). Any folder written by
+``CrossEncoder.save`` (for instance by ``RerankerFinetuneEngine``) or a hub id
+works.
+
+Example::
+
+    from llama_index_ragtune.postprocessor import CrossEncoderRerank
+
+    reranker = CrossEncoderRerank(model="runs/reranker", top_n=5)
+    query_engine = index.as_query_engine(similarity_top_k=50, node_postprocessors=[reranker])
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+dispatcher = get_dispatcher(__name__)
+
+NO_MODEL_MESSAGE = (
+    "CrossEncoderRerank needs a cross-encoder: no pretrained cross-encoder ships offline with "
+    "llama-index-ragtune. Train one on your data with "
+    "`RerankerFinetuneEngine(...).finetune()` (or `ragtune train reranker`) and pass the output "
+    "folder, or, with internet access, pass a hub id such as "
+    "'cross-encoder/ms-marco-MiniLM-L6-v2'."
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+RETRIEVAL_SCORE_KEY = "retrieval_score"
+
+
+class CrossEncoderRerank(BaseNodePostprocessor):
+    """Reorder nodes by a cross-encoder's (query, node text) relevance score; keep the best ``top_n``.
+
+    The model is loaded lazily, once, on first use. Scores are the model's activated
+    outputs (a sigmoid probability for the usual 1-logit rerankers), so
+    ``score_threshold=0.5`` drops the nodes the model calls irrelevant.
+
+    Example::
+
+        reranker = CrossEncoderRerank(model="runs/reranker", top_n=3, score_threshold=0.2)
+        nodes = reranker.postprocess_nodes(retriever.retrieve("what lowers LDL?"),
+                                           query_str="what lowers LDL?")
+    """
+
+    model: str = Field(description="Local folder written by CrossEncoder.save, or a hub id.")
+    top_n: int | None = Field(default=10, ge=1, description="Nodes kept after reranking (None keeps all).")
+    batch_size: int = Field(default=32, ge=1, description="(query, text) pairs scored per forward pass.")
+    max_length: int | None = Field(
+        default=None, ge=1, description="Token limit per pair; None uses the model's own."
+    )
+    score_threshold: float | None = Field(
+        default=None, description="Drop nodes whose reranker score is below this value."
+    )
+    device: str | None = Field(default=None, description="torch device; None picks cuda, mps or cpu.")
+    keep_retrieval_score: bool = Field(
+        default=False, description="Store the retriever's score in node.metadata['retrieval_score']."
+    )
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.EMBED, description="Which metadata the scored node text includes."
+    )
+    trust_remote_code: bool = Field(default=False, description="Allow custom model code from the hub.")
+
+    _model: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(self, model: Any = None, top_n: int | None = 10, **kwargs: Any) -> None:
+        if model is None:
+            raise ValueError(NO_MODEL_MESSAGE)
+        loaded = None
+        if hasattr(model, "predict") and not isinstance(model, (str, os.PathLike)):
+            loaded, model = model, _model_name(model)
+        else:
+            model = _resolve_model_path(model)
+        super().__init__(model=model, top_n=top_n, **kwargs)
+        self._model = loaded
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "CrossEncoderRerank"
+
+    @property
+    def cross_encoder(self) -> Any:
+        """The sentence-transformers ``CrossEncoder``, loaded on first access."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        try:
+            from sentence_transformers import CrossEncoder
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise ImportError(
+                "CrossEncoderRerank needs sentence-transformers: `pip install sentence-transformers`"
+            ) from exc
+        local = Path(self.model).exists()
+        try:
+            model = CrossEncoder(
+                self.model,
+                device=self.device,
+                max_length=self.max_length,
+                trust_remote_code=self.trust_remote_code,
+                local_files_only=local,
+            )
+        except Exception as exc:
+            if local:
+                hint = (
+                    f"{self.model!r} is not a cross-encoder folder: expected config.json, the weights "
+                    "and the tokenizer files that CrossEncoder.save (or RerankerFinetuneEngine) writes"
+                )
+            else:
+                hint = (
+                    f"{self.model!r} is not a local folder and could not be loaded from the hub "
+                    "(offline machines cannot download models). " + NO_MODEL_MESSAGE
+                )
+            raise OSError(f"Could not load the cross-encoder: {hint}. Cause: {exc}") from exc
+        if model.num_labels > 2:
+            raise ValueError(
+                f"CrossEncoderRerank needs a relevance model with 1 output (or 2 classes), but "
+                f"{self.model!r} has {model.num_labels} labels"
+            )
+        return model
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        """Relevance scores of ``texts`` for ``query`` (higher is more relevant)."""
+        if not texts:
+            return []
+        model = self.cross_encoder
+        pairs = [(query, text) for text in texts]
+        if model.num_labels == 2:
+            probs = model.predict(pairs, batch_size=self.batch_size, apply_softmax=True, show_progress_bar=False)
+            return [float(p[1]) for p in probs]
+        scores = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
+        return [float(s) for s in scores.reshape(-1)]
+
+    def _postprocess_nodes(
+        self,
+        nodes: list[NodeWithScore],
+        query_bundle: QueryBundle | None = None,
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise ValueError(
+                "CrossEncoderRerank needs the query: call postprocess_nodes(nodes, query_str=...) "
+                "or pass query_bundle=QueryBundle(...)"
+            )
+        if not nodes:
+            return []
+        dispatcher.event(
+            ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes), model_name=self.model)
+        )
+        with self.callback_manager.event(
+            CBEventType.RERANKING,
+            payload={
+                EventPayload.NODES: nodes,
+                EventPayload.MODEL_NAME: self.model,
+                EventPayload.QUERY_STR: query_bundle.query_str,
+                EventPayload.TOP_K: self.top_n,
+            },
+        ) as event:
+            texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+            scores = self.score(query_bundle.query_str, texts)
+            reranked = []
+            for node, score in zip(nodes, scores, strict=True):
+                if self.score_threshold is not None and score < self.score_threshold:
+                    continue
+                if self.keep_retrieval_score:
+                    _keep_retrieval_score(node)
+                reranked.append(NodeWithScore(node=node.node, score=score))
+            reranked.sort(key=lambda n: n.score, reverse=True)  # stable: ties keep retrieval order
+            if self.top_n is not None:
+                reranked = reranked[: self.top_n]
+            event.on_end(payload={EventPayload.NODES: reranked})
+        dispatcher.event(ReRankEndEvent(nodes=reranked))
+        return reranked
+
+
+def _keep_retrieval_score(node: NodeWithScore) -> None:
+    """Store the retriever's score on the node, hidden from embedding and LLM text."""
+    inner = node.node
+    inner.metadata[RETRIEVAL_SCORE_KEY] = node.score
+    for excluded in (inner.excluded_embed_metadata_keys, inner.excluded_llm_metadata_keys):
+        if RETRIEVAL_SCORE_KEY not in excluded:
+            excluded.append(RETRIEVAL_SCORE_KEY)
+
+
+def _resolve_model_path(model: str | os.PathLike) -> str:
+    """Expand an existing local folder; pass hub ids through; reject missing local paths."""
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"Cross-encoder path {text!r} is a file; pass the folder written by CrossEncoder.save "
+                "(config.json, weights, tokenizer)."
+            )
+        return str(path.resolve())
+    if text.startswith((".", "/", "~")) or "\\" in text or not _HUB_ID.match(text):
+        raise FileNotFoundError(
+            f"Cross-encoder folder {text!r} does not exist. Pass the folder written by "
+            "CrossEncoder.save / RerankerFinetuneEngine, or a hub id such as "
+            "'cross-encoder/ms-marco-MiniLM-L6-v2'."
+        )
+    return text
+
+
+def _model_name(model: Any) -> str:
+    """A readable name for an in-memory CrossEncoder (its source path or hub id)."""
+    inner = getattr(model, "model", None)
+    name = getattr(inner, "name_or_path", None) or getattr(getattr(inner, "config", None), "_name_or_path", None)
+    return str(name) if name else type(model).__name__
