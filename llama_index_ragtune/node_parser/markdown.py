@@ -1,0 +1,242 @@
+"""Structure-aware Markdown node parser.
+
+Headings (ATX and setext) define sections; paragraphs, nested lists, GFM
+tables, fenced and indented code, blockquotes, raw HTML blocks and YAML/TOML
+front matter become blocks that are never cut in the middle (see
+:mod:`.structure`). Tokenising uses markdown-it-py (CommonMark + GFM tables),
+so a ``#`` inside a code fence is code, not a heading.
+
+A node's text is the Markdown source itself, and ``start_char_idx`` /
+``end_char_idx`` point into the document: ``text[start:end]`` is the node's
+source span (for the second and later parts of a split table or code block,
+the repeated header row / fences are not part of the span).
+
+Example::
+
+    from llama_index.core import Document
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index_ragtune.node_parser import StructuredMarkdownNodeParser
+
+    doc = Document(text="# Returns\\n\\n## Perishables\\n\\nFresh produce: 48 hours.",
+                   metadata={"store": "FreshMart"})
+    nodes = IngestionPipeline(transformations=[StructuredMarkdownNodeParser()]).run(documents=[doc])
+    nodes[0].metadata["section_path"]   # 'Returns > Perishables'
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from itertools import islice
+
+from llama_index_ragtune.node_parser.base import StructuredNodeParser
+from llama_index_ragtune.node_parser.structure import Block
+
+_FRONT_MATTER_FENCES = {"---": ("---", "..."), "+++": ("+++",)}
+_LINE = re.compile(r"[^\n]+")
+_FRONT_MATTER_KEY = re.compile(r"[\w\"'.-]+\s*[:=]")
+_COMMENTS_ONLY = re.compile(r"\s*(?:<!--.*?-->\s*)+", re.S)
+
+
+@lru_cache(maxsize=2)
+def _markdown_it(block_only: bool = True):
+    """CommonMark + GFM tables; block-only skips inline parsing (only headings need it)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark").enable("table")
+    return md.disable("inline") if block_only else md
+
+
+def _plain_inline(source: str) -> str:
+    """The visible text of inline Markdown (emphasis, links and code spans unwrapped)."""
+    parts = []
+    for child in _markdown_it(block_only=False).parseInline(source)[0].children or ():
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+    return " ".join("".join(parts).split())
+
+
+class _Lines:
+    """Character offsets of the lines of a text (``\\r\\n``, ``\\r`` and ``\\n`` all end a line)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", text)]
+
+    def start(self, line: int) -> int:
+        return self.starts[line] if line < len(self.starts) else len(self.text)
+
+    def end(self, line_stop: int) -> int:
+        """End of the last non-blank character before line ``line_stop``."""
+        end = self.start(line_stop)
+        while end > 0 and self.text[end - 1].isspace():
+            end -= 1
+        return end
+
+
+def _front_matter_end(lines: _Lines) -> int:
+    """Number of lines of front matter at the top of the document (0 when there is none)."""
+    text = lines.text
+    first = text[: lines.start(1)].strip()
+    closers = _FRONT_MATTER_FENCES.get(first)
+    if closers is None:
+        return 0
+    for line in range(1, len(lines.starts)):
+        if text[lines.start(line) : lines.start(line + 1)].strip() in closers:
+            body = text[lines.start(1) : lines.start(line)].strip()
+            # YAML "key: value" / TOML "key = value"; otherwise "---" was a thematic break
+            return line + 1 if _FRONT_MATTER_KEY.match(body) else 0
+    return 0
+
+
+def _line_units(text: str, a: int, b: int) -> list[tuple[int, int]]:
+    units = []
+    for match in _LINE.finditer(text, a, b):
+        start, end = match.span()
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if text[start:end].strip():
+            units.append((start, end))
+    return units
+
+
+def markdown_blocks(text: str) -> list[Block]:
+    """Parse Markdown into blocks whose ``start`` offsets point into ``text``."""
+    lines = _Lines(text)
+    blocks: list[Block] = []
+    skip = _front_matter_end(lines)
+    if skip:
+        start, end = 0, lines.end(skip)
+        body = text[start:end]
+        head = len(text[: lines.start(1)].rstrip("\r\n")) + 1
+        tail = lines.start(skip - 1)
+        blocks.append(
+            Block("front_matter", body, start, _line_units(body, head, tail), head=head, tail=tail)
+        )
+    # markdown-it numbers lines like _Lines; blank out the front matter, keep line numbers.
+    parsed = "\n" * skip + text[lines.start(skip) :] if skip else text
+    tokens = _markdown_it().parse(parsed)
+    for i, token in enumerate(tokens):
+        if token.level != 0 or token.nesting == -1 or token.map is None:
+            continue
+        first, stop = token.map
+        start, end = lines.start(first), lines.end(stop)
+        if end <= start:
+            continue
+        body = text[start:end]
+        kind = token.type
+        if kind == "heading_open":
+            title = _plain_inline(tokens[i + 1].content)
+            if title:
+                blocks.append(Block("heading", body, start, level=int(token.tag[1]), title=title))
+        elif kind in ("bullet_list_open", "ordered_list_open"):
+            units = _child_spans(tokens, i, "list_item_open", lines, start)
+            blocks.append(Block("list", body, start, units))
+        elif kind == "table_open":
+            header_stop = lines.start(first + 2) - start  # header row + delimiter row
+            units = _child_spans(tokens, i, "tr_open", lines, start)
+            units = [u for u in units if u[0] >= header_stop]
+            head = min(header_stop, len(body))
+            blocks.append(
+                Block("table", body, start, units, head=head, head_text=_compact_head(body[:head]))
+            )
+        elif kind == "fence":
+            blocks.append(_fence_block(token, body, start))
+        elif kind == "code_block":
+            blocks.append(Block("code", body, start, _line_units(body, 0, len(body))))
+        elif kind == "blockquote_open":
+            blocks.append(Block("blockquote", body, start))
+        elif kind == "html_block":
+            if not _COMMENTS_ONLY.fullmatch(body):  # comments are not visible text
+                blocks.append(Block("html", body, start))
+        elif kind == "hr":
+            continue
+        else:  # paragraph_open and anything a plugin may add
+            blocks.append(Block("paragraph", body, start))
+    return blocks
+
+
+def _child_spans(tokens, index: int, child_type: str, lines: _Lines, offset: int):
+    """Local spans of the direct children (list items, table rows) of the block opened at ``index``."""
+    opener = tokens[index]
+    spans = []
+    depth = 0
+    for token in islice(tokens, index + 1, None):
+        if token.level == opener.level and token.nesting == -1 and depth == 0:
+            break
+        if token.type == child_type and token.map is not None and depth == 0:
+            spans.append((lines.start(token.map[0]) - offset, lines.end(token.map[1]) - offset))
+        if token.type in ("bullet_list_open", "ordered_list_open", "table_open"):
+            depth += 1
+        elif token.type in ("bullet_list_close", "ordered_list_close", "table_close"):
+            depth -= 1
+    return [(a, b) for a, b in spans if b > a]
+
+
+def _compact_head(head: str) -> str:
+    """A table's header row with runs of spaces collapsed and a ``| --- |`` delimiter row."""
+    lines = head.strip().splitlines()
+    if len(lines) < 2:
+        return head
+    header = re.sub(r"[ \t]+", " ", lines[0].strip())
+    cells = lines[1].strip().strip("|").split("|")
+    marks = []
+    for cell in cells:
+        cell = cell.strip()
+        mark = "---"
+        if cell.startswith(":"):
+            mark = ":" + mark
+        if cell.endswith(":") and len(cell) > 1:
+            mark += ":"
+        marks.append(mark)
+    return f"{header}\n| {' | '.join(marks)} |"
+
+
+def _fence_block(token, body: str, start: int) -> Block:
+    first_newline = body.find("\n")
+    if first_newline < 0:
+        return Block("code", body, start)
+    head = first_newline + 1
+    last_line_start = body.rfind("\n") + 1
+    last_line = body[last_line_start:].strip()
+    closed = (
+        last_line_start >= head
+        and len(last_line) >= len(token.markup)
+        and set(last_line) == {token.markup[0]}
+    )
+    tail = last_line_start if closed else None
+    units = _line_units(body, head, tail if tail is not None else len(body))
+    return Block("code", body, start, units, head=head, tail=tail)
+
+
+class StructuredMarkdownNodeParser(StructuredNodeParser):
+    """Split Markdown into section-aware nodes that never cut a list, table or code block.
+
+    Every node gets ``section_path`` (the heading chain including its own
+    heading, joined with " > "), ``section_title``, ``block_types`` (e.g.
+    "paragraph,list,table") and ``oversized`` metadata on top of the
+    document's own metadata. Nodes hold at most ``chunk_size`` tokens (default:
+    the bundled encoder's max sequence length minus its special tokens, counting
+    the embed-mode metadata), except a single line or word that cannot be split,
+    which is logged and flagged ``oversized=True``.
+
+    Example::
+
+        from llama_index.core import Document
+        from llama_index_ragtune.node_parser import StructuredMarkdownNodeParser
+
+        parser = StructuredMarkdownNodeParser.from_defaults(chunk_size=128)
+        text = "# Returns\\n\\n- Apples: 2 days\\n- Pears: 3 days"
+        node = parser.get_nodes_from_documents([Document(text=text)])[0]
+        assert text[node.start_char_idx : node.end_char_idx] == node.text
+        node.metadata["block_types"]   # 'heading,list'
+    """
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "StructuredMarkdownNodeParser"
+
+    def _document_blocks(self, text: str) -> tuple[list[Block], str | None]:
+        return markdown_blocks(text), text

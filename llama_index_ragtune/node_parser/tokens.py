@@ -1,0 +1,105 @@
+"""Token counters for the structured node parsers.
+
+The default counter is the bundled encoder's own tokenizer, and the default
+cap is that encoder's ``max_seq_length`` minus the special tokens the
+tokenizer adds (``[CLS]``/``[SEP]``): 256 - 2 = 254 for all-MiniLM-L6-v2, so a
+node is embedded without truncation. Counters are picklable (an
+``IngestionPipeline`` with ``num_workers`` sends the parser to other processes);
+a Hugging Face tokenizer is reloaded there by name.
+
+Example::
+
+    from llama_index_ragtune.node_parser.tokens import HFTokenCounter
+
+    count = HFTokenCounter(None)          # bundled MiniLM tokenizer, loaded on first use
+    count("Opened boxes can be returned within 14 days.")
+    count.default_cap                     # 254
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+TokenCounter = Callable[[str], int]
+
+#: ``model_max_length`` values at or above this are "unknown" sentinels in transformers.
+_UNKNOWN_MAX_LENGTH = 100_000
+
+
+class CallableTokenCounter:
+    """Counts tokens with a ``text -> tokens`` callable (e.g. ``str.split``, tiktoken's ``encode``)."""
+
+    def __init__(self, tokenizer: Callable[[str], Sequence]):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str) -> int:
+        return len(self.tokenizer(text))
+
+
+class HFTokenCounter:
+    """Counts tokens (without special tokens) with a Hugging Face tokenizer loaded on first use.
+
+    ``name_or_path`` is a local folder or hub id; None means the bundled default encoder.
+    """
+
+    def __init__(self, name_or_path: str | None = None):
+        self.name_or_path = name_or_path
+
+    def __call__(self, text: str) -> int:
+        return _load(self.name_or_path)[0](text)
+
+    @property
+    def default_cap(self) -> int | None:
+        """The model's max sequence length minus its special tokens (None when unknown)."""
+        return _load(self.name_or_path)[1]
+
+
+def _max_seq_length(path: Path) -> int | None:
+    config = path / "sentence_bert_config.json"
+    if config.is_file():
+        value = json.loads(config.read_text()).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+@lru_cache(maxsize=8)
+def _load(name_or_path: str | None) -> tuple[TokenCounter, int | None]:
+    """Load a tokenizer with ``AutoTokenizer``; return ``(count, default_cap)`` (cached per process)."""
+    from transformers import AutoTokenizer
+
+    from llama_index_ragtune.models import resolve_model
+
+    path = resolve_model(name_or_path, kind="encoder")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    max_length = _max_seq_length(Path(path)) if Path(path).is_dir() else None
+    if max_length is None:
+        model_max = getattr(tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and 0 < model_max < _UNKNOWN_MAX_LENGTH:
+            max_length = model_max
+    cap = None
+    if max_length is not None:
+        cap = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        from tokenizers import Tokenizer
+
+        # A private copy without the truncation/padding saved in tokenizer.json.
+        fast = Tokenizer.from_str(backend.to_str())
+        fast.no_truncation()
+        fast.no_padding()
+
+        def count(text: str) -> int:
+            return len(fast.encode(text, add_special_tokens=False).ids)
+
+    else:
+        tokenizer.model_max_length = int(1e30)  # silence the "sequence too long" warning
+
+        def count(text: str) -> int:
+            return len(tokenizer.encode(text, add_special_tokens=False))
+
+    return count, cap
