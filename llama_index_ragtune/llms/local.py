@@ -1,0 +1,466 @@
+"""``LocalChatLLM``: any Hugging Face causal LM (or LoRA adapter folder) as a LlamaIndex chat LLM.
+
+The prompt is always built by the model's own chat template, so a decoder
+tuned on chat-formatted data (``DecoderFinetuneEngine``) is queried in exactly
+the format it was trained on. Generation is greedy by default (reproducible),
+stops at the template's end-of-turn token (``<|im_end|>`` for SmolLM2), and
+records token counts and tokens/s in every response's ``raw["usage"]`` so
+LlamaIndex's ``TokenCountingHandler`` sees them.
+
+Why not ``llama-index-llms-huggingface``'s ``HuggingFaceLLM``? Its ``chat``
+works with chat templates, but ``complete`` sends raw text to an instruct
+model (SmolLM2 then answers nothing), streaming ignores ``completion_to_prompt``,
+async calls block the event loop, there is no batched generation, no token
+counts, no PEFT adapter loading, and control tokens inside a document
+(``<|im_end|>``) are tokenized as real turn delimiters. This class fixes those.
+
+Example::
+
+    from llama_index.core.llms import ChatMessage
+    from llama_index_ragtune.llms import LocalChatLLM
+
+    llm = LocalChatLLM(max_new_tokens=32)            # bundled SmolLM2-135M-Instruct
+    llm.chat([ChatMessage(role="user", content="Capital of France?")]).message.content
+    llm.generate_batch([[{"role": "user", "content": "Hi"}]] * 4, batch_size=4)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+
+MessagesLike = Sequence[ChatMessage | Mapping[str, Any]]
+
+
+def _to_dicts(messages: MessagesLike) -> list[dict[str, str]]:
+    out = []
+    for m in messages:
+        if isinstance(m, ChatMessage):
+            role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
+            out.append({"role": role, "content": m.content or ""})
+        elif isinstance(m, Mapping) and "role" in m and "content" in m:
+            out.append({"role": str(m["role"]), "content": str(m["content"] or "")})
+        else:
+            raise TypeError(
+                f"Cannot use {m!r} as a chat message: pass ChatMessage objects or "
+                "dicts with 'role' and 'content' keys."
+            )
+    if not out:
+        raise ValueError("Cannot generate from an empty list of messages.")
+    return out
+
+
+def _torch_dtype(dtype: str | None, device: str):
+    import torch
+
+    if dtype in (None, "auto"):
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, str):
+        value = getattr(torch, dtype, None)
+        if not isinstance(value, torch.dtype):
+            raise ValueError(f"Unknown dtype '{dtype}': use e.g. 'float32', 'bfloat16', 'float16'.")
+        return value
+    return dtype
+
+
+class LocalChatLLM(CustomLLM):
+    """A local Hugging Face causal LM behind LlamaIndex's ``LLM`` interface, prompted by its chat template.
+
+    ``model`` is ``None`` (the bundled SmolLM2-135M-Instruct), a local folder,
+    or a hub id. A folder holding ``adapter_config.json`` (a PEFT/LoRA output
+    directory) loads its base model plus the adapter, merged by default.
+    """
+
+    model: str | None = Field(
+        default=None,
+        description="None (bundled SmolLM2-135M-Instruct), a local model folder, a PEFT adapter folder, or a hub id.",
+    )
+    max_new_tokens: int = Field(default=256, gt=0, description="Most tokens generated per answer.")
+    temperature: float = Field(
+        default=0.0, ge=0.0, description="0 = greedy decoding (reproducible); > 0 samples at this temperature."
+    )
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (only when sampling).")
+    device: str | None = Field(default=None, description="Torch device; None picks 'cuda' when available, else 'cpu'.")
+    dtype: str | None = Field(
+        default=None, description="Weights dtype name; None = float32 on CPU, bfloat16/float16 on GPU."
+    )
+    context_window: int | None = Field(
+        default=None, description="Prompt + answer token budget; None reads max_position_embeddings from the config."
+    )
+    merge_adapter: bool = Field(default=True, description="Merge a loaded LoRA adapter into the base weights (faster).")
+    sanitize_control_tokens: bool = Field(
+        default=True,
+        description="Encode control tokens found inside message text (e.g. '<|im_end|>' in a document) as plain text.",
+    )
+    generate_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for transformers' generate() (e.g. repetition_penalty)."
+    )
+
+    _model: Any = PrivateAttr(default=None)
+    _tokenizer: Any = PrivateAttr(default=None)
+    _stop_ids: list[int] = PrivateAttr(default_factory=list)
+    _lock: Any = PrivateAttr(default=None)
+    _model_name: str = PrivateAttr(default="")
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        hf_model: Any | None = None,
+        tokenizer: Any | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model=None if model is None else str(model), **kwargs)
+        import torch
+
+        if self.device is None:
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if hf_model is not None:
+            if tokenizer is None:
+                raise ValueError("LocalChatLLM: pass `tokenizer=` together with `hf_model=`.")
+            self._model, self._tokenizer = hf_model, tokenizer
+            self._model_name = str(getattr(hf_model, "name_or_path", "") or "in-memory model")
+        else:
+            self._model, self._tokenizer, self._model_name = self._load(self.model, tokenizer)
+        self._model.eval()
+        if self._tokenizer.pad_token_id is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        if self.context_window is None:
+            self.context_window = int(getattr(self._model.config, "max_position_embeddings", 0) or 2048)
+        self._stop_ids = self._find_stop_ids()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    def _load(self, model: str | None, tokenizer: Any | None) -> tuple[Any, Any, str]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from llama_index_ragtune.models import resolve_model
+
+        name = resolve_model(model, kind="decoder")
+        dtype = _torch_dtype(self.dtype, self.device)
+        adapter_cfg = Path(name) / "adapter_config.json"
+        if adapter_cfg.is_file():
+            try:
+                from peft import PeftModel
+            except ImportError as exc:  # pragma: no cover - peft is a core dependency
+                raise ImportError(f"Loading the adapter folder '{name}' needs peft: pip install peft") from exc
+            base_id = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+            if not base_id:
+                raise ValueError(
+                    f"{adapter_cfg} has no 'base_model_name_or_path'; load the base model yourself "
+                    "and pass `hf_model=PeftModel.from_pretrained(base, folder)` and `tokenizer=`."
+                )
+            base = AutoModelForCausalLM.from_pretrained(resolve_model(base_id, kind="decoder"), dtype=dtype)
+            hf_model = PeftModel.from_pretrained(base, name)
+            if self.merge_adapter:
+                hf_model = hf_model.merge_and_unload()
+            tok_src = name if (Path(name) / "tokenizer_config.json").is_file() else resolve_model(base_id, "decoder")
+        else:
+            hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+            tok_src = name
+        hf_model.to(self.device)
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(tok_src)
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                f"The tokenizer of '{name}' has no chat template. LocalChatLLM needs an instruct/chat "
+                "model; set `tokenizer.chat_template` and pass `hf_model=`/`tokenizer=` for a base model."
+            )
+        return hf_model, tokenizer, name
+
+    def _find_stop_ids(self) -> list[int]:
+        ids: list[int] = []
+        gen_eos = getattr(getattr(self._model, "generation_config", None), "eos_token_id", None)
+        for value in (gen_eos, self._tokenizer.eos_token_id):
+            if value is None:
+                continue
+            ids.extend(value if isinstance(value, (list, tuple)) else [value])
+        for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+            tid = self._tokenizer.convert_tokens_to_ids(token)
+            if isinstance(tid, int) and tid != self._tokenizer.unk_token_id and token in self._tokenizer.get_vocab():
+                ids.append(tid)
+        return sorted(set(ids))
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LocalChatLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self.context_window or 2048,
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            model_name=self._model_name,
+        )
+
+    @property
+    def hf_model(self) -> Any:
+        """The underlying ``transformers`` model."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The underlying tokenizer (with the chat template)."""
+        return self._tokenizer
+
+    # --------------------------------------------------------------- prompting
+    def _with_system(self, messages: MessagesLike) -> list[dict[str, str]]:
+        dicts = _to_dicts(messages)
+        if self.system_prompt and dicts[0]["role"] != "system":
+            dicts.insert(0, {"role": "system", "content": self.system_prompt})
+        return dicts
+
+    def encode(self, messages: MessagesLike) -> list[int]:
+        """Token ids of ``messages`` rendered by the chat template, with the assistant header appended."""
+        dicts = self._with_system(messages)
+        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": True, "return_dict": True}
+        if self.sanitize_control_tokens:
+            try:
+                out = self._tokenizer.apply_chat_template(dicts, sanitize_control_tokens=True, **kwargs)
+                return list(out["input_ids"])
+            except (TypeError, NotImplementedError, ValueError):
+                pass  # older transformers or a template that writes no special tokens
+        return list(self._tokenizer.apply_chat_template(dicts, **kwargs)["input_ids"])
+
+    def _encode_raw(self, prompt: str) -> list[int]:
+        return list(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def _check_length(self, n_prompt: int, max_new: int) -> None:
+        if self.context_window and n_prompt + max_new > self.context_window:
+            raise ValueError(
+                f"Prompt of {n_prompt} tokens + max_new_tokens={max_new} exceeds the context window "
+                f"({self.context_window}) of {self._model_name}. Send fewer or shorter sources "
+                "(CitationQueryEngine(max_sources=..., max_source_chars=...)) or lower max_new_tokens."
+            )
+
+    def _gen_kwargs(self, max_new_tokens: int | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens or self.max_new_tokens,
+            "eos_token_id": self._stop_ids or None,
+            "pad_token_id": self._tokenizer.pad_token_id,
+        }
+        if self.temperature > 0:
+            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
+        else:
+            kw["do_sample"] = False
+        kw.update(self.generate_kwargs)
+        kw.update({k: v for k, v in overrides.items() if k not in ("formatted",)})
+        return kw
+
+    def _count_completion(self, ids: Sequence[int]) -> int:
+        for i, tid in enumerate(ids):
+            if tid in self._stop_ids:
+                return i + 1
+        return len(ids)
+
+    # -------------------------------------------------------------- generation
+    def _generate_ids(self, batch_ids: list[list[int]], **kwargs: Any) -> list[list[int]]:
+        """Generate for token-id prompts (left padded); returns the new token ids of each prompt."""
+        import torch
+
+        gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
+        for ids in batch_ids:
+            self._check_length(len(ids), gen["max_new_tokens"])
+        enc = self._tokenizer.pad(
+            {"input_ids": batch_ids}, padding=True, padding_side="left", return_tensors="pt"
+        ).to(self._model.device)
+        with self._lock, torch.inference_mode():
+            out = self._model.generate(**enc, **gen)
+        width = enc["input_ids"].shape[1]
+        return [row[width:].tolist() for row in out]
+
+    def _response(self, prompt_ids: list[int], new_ids: list[int], seconds: float) -> ChatResponse:
+        n_out = self._count_completion(new_ids)
+        text = self._tokenizer.decode(new_ids[:n_out], skip_special_tokens=True).strip()
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+            raw=self._usage(len(prompt_ids), n_out, seconds),
+            additional_kwargs={"prompt_tokens": len(prompt_ids), "completion_tokens": n_out,
+                               "total_tokens": len(prompt_ids) + n_out},
+        )
+
+    @staticmethod
+    def _usage(n_in: int, n_out: int, seconds: float) -> dict[str, Any]:
+        return {
+            "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
+            "seconds": seconds,
+            "tokens_per_second": n_out / seconds if seconds > 0 else None,
+        }
+
+    def _chat_ids(self, prompt_ids: list[int], **kwargs: Any) -> ChatResponse:
+        start = time.perf_counter()
+        new_ids = self._generate_ids([prompt_ids], **kwargs)[0]
+        return self._response(prompt_ids, new_ids, time.perf_counter() - start)
+
+    def generate_batch(
+        self,
+        conversations: Sequence[MessagesLike],
+        *,
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        show_progress: bool = False,
+        **generate_kwargs: Any,
+    ) -> list[ChatResponse]:
+        """Answer many conversations, ``batch_size`` at a time (left padding, prompts sorted by length).
+
+        Returns one ``ChatResponse`` per conversation, in input order, each with
+        token counts in ``raw["usage"]`` and the batch's wall time share in ``raw["seconds"]``.
+        Greedy results equal ``chat`` up to floating-point noise from padding.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        encoded = [self.encode(c) for c in conversations]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[ChatResponse | None] = [None] * len(encoded)
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc="Generating", unit="batch")
+        for chunk in chunks:
+            start = time.perf_counter()
+            outs = self._generate_ids([encoded[i] for i in chunk], max_new_tokens=max_new_tokens, **generate_kwargs)
+            seconds = (time.perf_counter() - start) / len(chunk)
+            for i, new_ids in zip(chunk, outs, strict=True):
+                results[i] = self._response(encoded[i], new_ids, seconds)
+        return results  # type: ignore[return-value]
+
+    def _stream_ids(self, prompt_ids: list[int], **kwargs: Any) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Yield (delta text, None) while generating, then ("", usage) once done."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
+        self._check_length(len(prompt_ids), gen["max_new_tokens"])
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        counter = {"calls": 0, "tokens": 0}
+        put = streamer.put
+
+        def counting_put(value: Any) -> None:
+            counter["calls"] += 1
+            if counter["calls"] > 1:  # the first call carries the prompt
+                counter["tokens"] += int(value.numel())
+            put(value)
+
+        streamer.put = counting_put  # type: ignore[method-assign]
+        errors: list[BaseException] = []
+        input_ids = torch.tensor([prompt_ids], device=self._model.device)
+
+        def work() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self._model.generate(
+                        input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **gen
+                    )
+            except BaseException as exc:  # surfaced in the consuming thread
+                errors.append(exc)
+                streamer.end()
+
+        start = time.perf_counter()
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        for delta in streamer:
+            if delta:
+                yield delta, None
+        thread.join()
+        if errors:
+            raise errors[0]
+        n_out = min(counter["tokens"], gen["max_new_tokens"])
+        yield "", self._usage(len(prompt_ids), n_out, time.perf_counter() - start)
+
+    # ----------------------------------------------------------- LLM interface
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._chat_ids(self.encode(messages), **kwargs)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Complete ``prompt``; unless ``formatted``, it is sent as one user turn through the chat template."""
+        ids = self._encode_raw(prompt) if formatted else self.encode([{"role": "user", "content": prompt}])
+        r = self._chat_ids(ids, **kwargs)
+        return CompletionResponse(text=r.message.content or "", raw=r.raw, additional_kwargs=r.additional_kwargs)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        ids = self.encode(messages)
+
+        def gen() -> ChatResponseGen:
+            text = ""
+            for delta, usage in self._stream_ids(ids, **kwargs):
+                text += delta
+                yield ChatResponse(
+                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text.strip()),
+                    delta=delta,
+                    raw=usage,
+                    additional_kwargs=dict(usage["usage"]) if usage else {},
+                )
+
+        return gen()
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        ids = self._encode_raw(prompt) if formatted else self.encode([{"role": "user", "content": prompt}])
+
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for delta, usage in self._stream_ids(ids, **kwargs):
+                text += delta
+                yield CompletionResponse(
+                    text=text.strip(), delta=delta, raw=usage,
+                    additional_kwargs=dict(usage["usage"]) if usage else {},
+                )
+
+        return gen()
+
+    # Async twins run generation in a worker thread so the event loop stays free.
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        ids = self.encode(messages)
+        return await asyncio.to_thread(self._chat_ids, ids, **kwargs)
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        ids = self._encode_raw(prompt) if formatted else self.encode([{"role": "user", "content": prompt}])
+        r = await asyncio.to_thread(self._chat_ids, ids, **kwargs)
+        return CompletionResponse(text=r.message.content or "", raw=r.raw, additional_kwargs=r.additional_kwargs)
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        return _aiter_in_thread(self.stream_chat(messages, **kwargs))
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        return _aiter_in_thread(self.stream_complete(prompt, formatted=formatted, **kwargs))
+
+
+async def _aiter_in_thread(sync_gen: Iterator[Any]):
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, sync_gen, done)
+        if item is done:
+            return
+        yield item
