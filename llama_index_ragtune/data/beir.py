@@ -13,7 +13,7 @@ Example::
 
     scifact = load_beir("../shared/data/scifact", split="test")
     print(len(scifact.queries), len(scifact.corpus))    # 300 5183
-    index = VectorStoreIndex(scifact.documents)           # Document.id_ is the BEIR _id
+    scifact.documents[0].id_                              # '4983': Document.id_ is the BEIR _id
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ class BeirDataset:
     ``Document`` objects (built once, on first access). ``queries`` holds only the
     queries judged in this split; ``qrels`` maps each of them to ``{doc_id: grade}``,
     where grade 0 means judged non-relevant.
+
+    Example::
+
+        ds = BeirDataset(name="toy", split="test", corpus={"d1": "Statins lower LDL."},
+                         queries={"q1": "what lowers LDL?"}, qrels={"q1": {"d1": 2}})
+        ds.relevant_docs(), ds.documents[0].id_      # ({'q1': ['d1']}, 'd1')
     """
 
     name: str
@@ -91,7 +97,9 @@ class BeirDataset:
         """Map each query id to its documents with grade >= ``min_grade`` (best grade first)."""
         out: dict[str, list[str]] = {}
         for qid, judged in self.qrels.items():
-            docs = sorted((d for d, g in judged.items() if g >= min_grade), key=lambda d: -judged[d])
+            docs = sorted(
+                (d for d, g in judged.items() if g >= min_grade), key=lambda d: -judged[d]
+            )
             if docs:
                 out[qid] = docs
         return out
@@ -117,6 +125,8 @@ def load_beir(
 
         ds = load_beir("../shared/data/scifact", split="train", max_queries=100)
     """
+    if max_queries is not None and max_queries < 0:
+        raise ValueError(f"max_queries must be >= 0, got {max_queries}")
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"BEIR folder not found: {root} ({EXPECTED_LAYOUT})")
@@ -133,8 +143,6 @@ def load_beir(
 
     qids = [qid for qid in all_queries if qid in qrels]
     if max_queries is not None:
-        if max_queries < 0:
-            raise ValueError(f"max_queries must be >= 0, got {max_queries}")
         qids = qids[:max_queries]
     return BeirDataset(
         name=root.resolve().name,
@@ -149,12 +157,21 @@ def load_beir(
 
 
 def available_splits(path: str | Path) -> list[str]:
-    """The split names that ``path/qrels`` holds (``["test", "train"]`` for SciFact)."""
+    """The split names that ``path/qrels`` holds.
+
+    Example::
+
+        available_splits("../shared/data/scifact")     # ['test', 'train']
+    """
     qrels_dir = Path(path) / "qrels"
     if not qrels_dir.is_dir():
         return []
     names = {p.name.removesuffix(".gz").removesuffix(".tsv") for p in qrels_dir.iterdir()}
-    return sorted(n for n in names if (qrels_dir / f"{n}.tsv").exists() or (qrels_dir / f"{n}.tsv.gz").exists())
+    return sorted(
+        n
+        for n in names
+        if (qrels_dir / f"{n}.tsv").exists() or (qrels_dir / f"{n}.tsv.gz").exists()
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -173,8 +190,12 @@ def _find_qrels(root: Path, split: str) -> Path:
             return candidate
     splits = available_splits(root)
     if not splits:
-        raise FileNotFoundError(f"missing qrels folder with <split>.tsv files in {root} ({EXPECTED_LAYOUT})")
-    raise ValueError(f"unknown split {split!r} for BEIR folder {root}; available splits: {', '.join(splits)}")
+        raise FileNotFoundError(
+            f"missing qrels folder with <split>.tsv files in {root} ({EXPECTED_LAYOUT})"
+        )
+    raise ValueError(
+        f"unknown split {split!r} for BEIR folder {root}; available splits: {', '.join(splits)}"
+    )
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -198,6 +219,18 @@ def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, record
 
 
+def _text_field(record: dict[str, Any], key: str, path: Path, number: int) -> str:
+    """``record[key]`` as text ("" when missing or null; a number is turned into text)."""
+    value = record.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise BeirFormatError(
+        f"{path}:{number}: field {key!r} must be a string, got {type(value).__name__}"
+    )
+
+
 def _read_corpus(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     corpus: dict[str, str] = {}
     titles: dict[str, str] = {}
@@ -205,8 +238,8 @@ def _read_corpus(path: Path) -> tuple[dict[str, str], dict[str, str]]:
         doc_id = str(record["_id"])
         if doc_id in corpus:
             raise BeirFormatError(f"{path}:{number}: duplicate document id {doc_id!r}")
-        title = (record.get("title") or "").strip()
-        text = record.get("text") or ""
+        title = _text_field(record, "title", path, number).strip()
+        text = _text_field(record, "text", path, number)
         corpus[doc_id] = f"{title}\n{text}" if title else text
         if title:
             titles[doc_id] = title
@@ -220,7 +253,7 @@ def _read_queries(path: Path) -> tuple[dict[str, str], dict[str, dict[str, Any]]
         qid = str(record["_id"])
         if qid in queries:
             raise BeirFormatError(f"{path}:{number}: duplicate query id {qid!r}")
-        queries[qid] = record.get("text") or ""
+        queries[qid] = _text_field(record, "text", path, number)
         meta = record.get("metadata")
         if isinstance(meta, dict):
             metadata[qid] = meta
@@ -244,7 +277,9 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
         except ValueError:
             if number == 1 or not qrels:  # the header row
                 continue
-            raise BeirFormatError(f"{path}:{number}: relevance score {grade_text!r} is not a number") from None
+            raise BeirFormatError(
+                f"{path}:{number}: relevance score {grade_text!r} is not a number"
+            ) from None
         judged = qrels.setdefault(qid, {})
         if doc_id in judged and judged[doc_id] != grade:
             conflicts += 1
@@ -284,7 +319,11 @@ def _drop_unknown(
         warnings.warn(
             f"{qrels_file}: dropped {len(unknown_docs)} judgements of document ids missing from the corpus "
             f"(e.g. {', '.join(repr(d) for d in unknown_docs[:5])})"
-            + (f"; {emptied} queries had no judged document left and were dropped" if emptied else ""),
+            + (
+                f"; {emptied} queries had no judged document left and were dropped"
+                if emptied
+                else ""
+            ),
             stacklevel=3,
         )
     if unknown_queries:

@@ -15,7 +15,7 @@ _EXPORTS = {
     "compare_reports": "report",
     "reports_table": "report",
     "GenerationEvaluator": "generation",
-    "GenerationReport": "generation",
+    "GenerationReport": "generation_report",
     "CrossEncoderEntailment": "entailment",
     "LLMJudgeEntailment": "entailment",
 }

@@ -19,15 +19,27 @@ from llama_index_ragtune.query_engine.prompts import DEFAULT_REFUSAL, is_refusal
 
 NOT_ENOUGH_INFO = "NOT ENOUGH INFO"
 _LABEL_ALIASES = {
-    "SUPPORT": "SUPPORT", "SUPPORTS": "SUPPORT", "SUPPORTED": "SUPPORT",
-    "CONTRADICT": "CONTRADICT", "CONTRADICTS": "CONTRADICT", "CONTRADICTED": "CONTRADICT",
-    "REFUTED": "CONTRADICT", "REFUTES": "CONTRADICT",
-    "NEI": NOT_ENOUGH_INFO, "NOT ENOUGH INFO": NOT_ENOUGH_INFO, "NOINFO": NOT_ENOUGH_INFO,
+    "SUPPORT": "SUPPORT",
+    "SUPPORTS": "SUPPORT",
+    "SUPPORTED": "SUPPORT",
+    "CONTRADICT": "CONTRADICT",
+    "CONTRADICTS": "CONTRADICT",
+    "CONTRADICTED": "CONTRADICT",
+    "REFUTED": "CONTRADICT",
+    "REFUTES": "CONTRADICT",
+    "NEI": NOT_ENOUGH_INFO,
+    "NOT ENOUGH INFO": NOT_ENOUGH_INFO,
+    "NOINFO": NOT_ENOUGH_INFO,
 }
 _CITATION_MARK = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 _QUOTED_TAIL = re.compile(r'\s*:\s*["\u201c].*$', re.DOTALL)
 _ANSWER_PREFIX = re.compile(r"^\s*answer\s*:\s*", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"\u201c(])")
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+# A sentence ends at ". ! ?" + whitespace (when a capital letter or an opening quote
+# follows), or at a CJK full stop, which takes no space after it.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f])\s*")
+_SENTENCE_OPENERS = frozenset("\"'\u201c\u2018(")
 
 
 # ---------------------------------------------------------------- text rules
@@ -41,10 +53,8 @@ def clean_answer(answer: str) -> str:
 
 def normalize_answer(text: str) -> str:
     """Official SQuAD normalisation: lowercase, no punctuation, no articles, single spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def squad_exact_match(prediction: str, gold_answers: Sequence[str]) -> float:
@@ -74,7 +84,9 @@ def squad_f1(prediction: str, gold_answers: Sequence[str]) -> float:
 def squad_contains(prediction: str, gold_answers: Sequence[str]) -> float:
     """1.0 when a normalised gold answer occurs (as whole words) in the normalised prediction."""
     pred = f" {normalize_answer(prediction)} "
-    return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in pred for g in gold_answers))
+    return float(
+        any(normalize_answer(g) and f" {normalize_answer(g)} " in pred for g in gold_answers)
+    )
 
 
 def normalize_label(label: str | None) -> str | None:
@@ -83,7 +95,9 @@ def normalize_label(label: str | None) -> str | None:
         return None
     key = " ".join(label.upper().replace("_", " ").split())
     if key not in _LABEL_ALIASES:
-        raise ValueError(f"Unknown claim label {label!r}; expected SUPPORT, CONTRADICT or NOT ENOUGH INFO.")
+        raise ValueError(
+            f"Unknown claim label {label!r}; expected SUPPORT, CONTRADICT or NOT ENOUGH INFO."
+        )
     return _LABEL_ALIASES[key]
 
 
@@ -105,5 +119,24 @@ def extract_label(answer: str, refusal: str = DEFAULT_REFUSAL) -> str | None:
 
 
 def split_claims(answer: str) -> list[str]:
-    """Sentences of ``answer`` (split after ``. ! ?`` before a capital letter or quote)."""
-    return [s.strip() for s in _SENTENCE_END.split(answer.strip()) if s.strip()]
+    """Sentences of ``answer``: split after ``. ! ?`` before a capital (or caseless) letter or an
+    opening quote or parenthesis, and after the CJK full stops ``。！？``.
+
+    A citation written after the full stop (``"Paris is big. [1]"``) stays with its sentence.
+
+    Example::
+
+        split_claims("Paris is in France [1]. É.U. is not [2]. 巴黎很大[1]。罗马也是[2]。")
+        # ['Paris is in France [1].', 'É.U. is not [2].', '巴黎很大[1]。', '罗马也是[2]。']
+    """
+    text = answer.strip()
+    claims, start = [], 0
+    for match in _SENTENCE_BREAK.finditer(text):
+        after = text[match.end() : match.end() + 1]
+        cjk = text[match.start() - 1] in "\u3002\uff01\uff1f"
+        capital = after.isalpha() and not after.islower()  # caseless scripts count too
+        if after and (cjk or capital or after in _SENTENCE_OPENERS):
+            claims.append(text[start : match.start()])
+            start = match.end()
+    claims.append(text[start:])
+    return [claim.strip() for claim in claims if claim.strip()]

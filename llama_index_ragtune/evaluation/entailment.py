@@ -7,10 +7,15 @@ LlamaIndex LLM as a yes/no judge.
 
 Example::
 
-    from llama_index_ragtune.evaluation.entailment import LLMJudgeEntailment
-    from llama_index_ragtune.evaluation import GenerationEvaluator
+    from llama_index_ragtune.evaluation import GenerationEvaluator, LLMJudgeEntailment
+    from llama_index_ragtune.llms import LocalChatLLM
 
-    evaluator = GenerationEvaluator(entailment=LLMJudgeEntailment(llm))
+    evaluator = GenerationEvaluator(entailment=LLMJudgeEntailment(LocalChatLLM(max_new_tokens=4)))
+    row = evaluator.evaluate_example(
+        "Capital of France?", "Paris is the capital [1].", source_node_ids=["n1"],
+        gold_answers=["Paris"], source_texts=["Paris is the capital of France."],
+    )
+    row["nli_citation_recall"]      # 1.0 when the judge answers "yes"
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ class EntailmentCheck(Protocol):
     def __call__(self, claim: str, source_text: str) -> bool | float: ...
 
 
-
 # --------------------------------------------------------- entailment checks
 class CrossEncoderEntailment:
     """Entailment (or relevance) score from a sentence-transformers ``CrossEncoder``.
@@ -39,11 +43,18 @@ class CrossEncoderEntailment:
 
     Example::
 
-        check = CrossEncoderEntailment("cross-encoder/nli-deberta-v3-small")
-        GenerationEvaluator(entailment=check, entailment_threshold=0.5)
+        from sentence_transformers import CrossEncoder
+        from llama_index_ragtune.models import default_encoder
+
+        # In practice an NLI model ("cross-encoder/nli-deberta-v3-small", from the hub) or a
+        # trained reranker folder; offline, the bundled MiniLM with a fresh 1-logit head runs too.
+        check = CrossEncoderEntailment(CrossEncoder(default_encoder(), num_labels=1))
+        0.0 <= check("Statins lower LDL.", "Statins reduced LDL by 30%.") <= 1.0    # True
     """
 
-    def __init__(self, model: Any = None, device: str | None = None, max_length: int | None = 512) -> None:
+    def __init__(
+        self, model: Any = None, device: str | None = None, max_length: int | None = 512
+    ) -> None:
         from sentence_transformers import CrossEncoder
 
         if isinstance(model, CrossEncoder):
@@ -67,7 +78,9 @@ class CrossEncoderEntailment:
     def __call__(self, claim: str, source_text: str) -> float:
         if self.entail_index is None:
             return float(self.model.predict([(claim, source_text)], show_progress_bar=False)[0])
-        probs = self.model.predict([(source_text, claim)], apply_softmax=True, show_progress_bar=False)[0]
+        probs = self.model.predict(
+            [(source_text, claim)], apply_softmax=True, show_progress_bar=False
+        )[0]
         return float(probs[self.entail_index])
 
 
@@ -80,15 +93,27 @@ DEFAULT_JUDGE_PROMPT = (
 class LLMJudgeEntailment:
     """Any LlamaIndex ``LLM`` as a yes/no support judge (``None`` = ``Settings.llm``).
 
-    Returns True when the reply's first word is "yes" (case-insensitive).
+    Returns True when the reply's first word is "yes" (case-insensitive). ``prompt``
+    needs ``{claim}`` and ``{source}`` slots.
 
     Example::
 
-        from llama_index.core import Settings
-        GenerationEvaluator(entailment=LLMJudgeEntailment(Settings.llm))
+        from llama_index_ragtune.llms import LocalChatLLM
+
+        judge = LLMJudgeEntailment(LocalChatLLM(max_new_tokens=4))
+        judge("Paris is in France.", "Paris is the capital of France.")   # True or False
     """
 
     def __init__(self, llm: Any = None, prompt: str = DEFAULT_JUDGE_PROMPT) -> None:
+        try:
+            prompt.format(claim="", source="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"LLMJudgeEntailment: prompt has a slot other than {{claim}} and {{source}} "
+                f"({exc!r}); double literal braces as '{{{{' and '}}}}'."
+            ) from exc
+        if "{claim}" not in prompt or "{source}" not in prompt:
+            raise ValueError("LLMJudgeEntailment: prompt must contain '{claim}' and '{source}'.")
         if llm is None:
             from llama_index.core import Settings
 
@@ -99,7 +124,9 @@ class LLMJudgeEntailment:
     def __call__(self, claim: str, source_text: str) -> bool:
         from llama_index.core.llms import ChatMessage
 
-        text = self.prompt.format(claim=claim, source=source_text.replace("</source>", "</ source>"))
+        text = self.prompt.format(
+            claim=claim, source=source_text.replace("</source>", "</ source>")
+        )
         reply = self.llm.chat([ChatMessage(role="user", content=text)]).message.content or ""
         words = re.findall(r"[a-z]+", reply.lower())
         return bool(words) and words[0] == "yes"

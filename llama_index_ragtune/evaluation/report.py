@@ -2,11 +2,20 @@
 
 Example::
 
-    report = RetrievalEvaluator(retriever).evaluate(ds.queries, ds.qrels)
-    print(report.aggregate["ndcg@10"], report.latency["p50_ms"])
-    print(report.to_markdown())
-    report.to_json("runs/bm25.json")
-    print(compare_reports(RetrievalReport.from_json("runs/bm25.json"), tuned_report))
+    from llama_index.core import SummaryIndex
+    from llama_index.core.schema import TextNode
+    from llama_index_ragtune.evaluation import RetrievalEvaluator, RetrievalReport, compare_reports
+
+    nodes = [TextNode(id_="d1", text="Cats purr."), TextNode(id_="d2", text="Statins lower LDL.")]
+    queries, qrels = {"q1": "what lowers LDL?"}, {"q1": {"d2": 1}}
+    base = RetrievalEvaluator(SummaryIndex(nodes).as_retriever(), k_values=(1, 2), name="base")
+    base_report = base.evaluate(queries, qrels, show_progress=False)
+    base_report["ndcg@2"], base_report.latency["p50_ms"]     # (0.63..., ...)
+    print(base_report.to_markdown())
+    base_report.to_json("runs/base.json")
+    tuned = RetrievalEvaluator(SummaryIndex(nodes[::-1]).as_retriever(), k_values=(1, 2), name="tuned")
+    tuned_report = tuned.evaluate(queries, qrels, show_progress=False)
+    print(compare_reports(RetrievalReport.from_json("runs/base.json"), tuned_report))
 """
 
 from __future__ import annotations
@@ -19,9 +28,57 @@ from pathlib import Path
 from typing import Any
 
 
+class ReportIO:
+    """What every evaluation report shares: ``len``, ``report[key]``, JSON files and DataFrames.
+
+    A report subclass provides ``rows``, ``aggregate``, ``to_dict``, ``from_dict``,
+    ``to_markdown`` and ``_records`` (the per-row dicts of ``to_dataframe``).
+    """
+
+    rows: list
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.aggregate[key]  # type: ignore[attr-defined]
+
+    def __str__(self) -> str:
+        return self.to_markdown()  # type: ignore[attr-defined]
+
+    def to_json(self, path: str | Path | None = None, indent: int | None = 2) -> str:
+        """The report as JSON; also written to ``path`` (parent folders created) when given."""
+        text = json.dumps(self.to_dict(), indent=indent, default=str)  # type: ignore[attr-defined]
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Any:
+        """Load a report saved with ``to_json(path)``."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))  # type: ignore[attr-defined]
+
+    def to_dataframe(self) -> Any:
+        """One row per evaluated query or example as a pandas DataFrame."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - pandas ships with datasets
+            raise ImportError("to_dataframe needs pandas: `pip install pandas`") from exc
+        return pd.DataFrame(self._records())
+
+    def _records(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
 @dataclass
 class QueryResult:
-    """One evaluated query: its metrics, the retrieved doc ids (best first) and the latency."""
+    """One evaluated query: its metrics, the retrieved doc ids (best first) and the latency.
+
+    Example::
+
+        QueryResult(qid="q1", metrics={"recall@10": 1.0}, retrieved=["d2", "d1"], latency_ms=3.2)
+    """
 
     qid: str
     metrics: dict[str, float]
@@ -31,11 +88,21 @@ class QueryResult:
 
 
 @dataclass
-class RetrievalReport:
+class RetrievalReport(ReportIO):
     """Per-query results of a retrieval evaluation and their means.
 
     ``aggregate`` maps ``"metric@k"`` (e.g. ``"ndcg@10"``) to the mean over the
-    evaluated queries; ``latency`` gives p50 / p95 / mean milliseconds per query.
+    evaluated queries (``report["ndcg@10"]`` reads it too); ``latency`` gives
+    p50 / p95 / mean milliseconds per query.
+
+    Example::
+
+        report = RetrievalReport(
+            rows=[QueryResult("q1", {"recall@10": 1.0}, ["d1"], 2.0),
+                  QueryResult("q2", {"recall@10": 0.0}, ["d9"], 4.0)],
+            k_values=(10,), metrics=("recall",),
+        )
+        report["recall@10"], report.latency["p50_ms"]     # (0.5, 3.0)
     """
 
     rows: list[QueryResult]
@@ -43,12 +110,6 @@ class RetrievalReport:
     metrics: tuple[str, ...] = ("ndcg", "recall", "mrr", "hit", "precision")
     name: str | None = None
     skipped: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, key: str) -> float:
-        return self.aggregate[key]
 
     @property
     def aggregate(self) -> dict[str, float]:
@@ -89,14 +150,6 @@ class RetrievalReport:
             "queries": [asdict(row) for row in self.rows],
         }
 
-    def to_json(self, path: str | Path | None = None, indent: int | None = 2) -> str:
-        """The report as JSON; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text, encoding="utf-8")
-        return text
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RetrievalReport:
         """Rebuild a report written by ``to_dict``."""
@@ -108,20 +161,9 @@ class RetrievalReport:
             skipped=list(data.get("skipped", [])),
         )
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> RetrievalReport:
-        """Load a report saved with ``to_json(path)``."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-    def to_dataframe(self) -> Any:
-        """One row per query (qid, latency_ms, every ``metric@k``) as a pandas DataFrame."""
-        try:
-            import pandas as pd
-        except ImportError as exc:  # pragma: no cover - pandas ships with datasets
-            raise ImportError("to_dataframe needs pandas: `pip install pandas`") from exc
-        return pd.DataFrame(
-            [{"qid": row.qid, "latency_ms": row.latency_ms, **row.metrics} for row in self.rows]
-        )
+    def _records(self) -> list[dict[str, Any]]:
+        """qid, latency_ms and every ``metric@k`` of each query (the ``to_dataframe`` rows)."""
+        return [{"qid": row.qid, "latency_ms": row.latency_ms, **row.metrics} for row in self.rows]
 
     def to_markdown(self, digits: int = 4) -> str:
         """A Markdown table: one row per metric, one column per cut-off, plus latency."""
@@ -129,7 +171,9 @@ class RetrievalReport:
         header = ["metric", *[f"@{k}" for k in self.k_values]]
         lines = [_row(header), _row(["---"] * len(header))]
         for metric in self.metrics:
-            lines.append(_row([metric, *[f"{agg[f'{metric}@{k}']:.{digits}f}" for k in self.k_values]]))
+            lines.append(
+                _row([metric, *[f"{agg[f'{metric}@{k}']:.{digits}f}" for k in self.k_values]])
+            )
         lat = self.latency
         title = f"**{self.name}** — " if self.name else ""
         footer = (
@@ -137,9 +181,6 @@ class RetrievalReport:
             f"p95 {lat['p95_ms']:.1f} ms"
         )
         return "\n".join([*lines, "", footer])
-
-    def __str__(self) -> str:
-        return self.to_markdown()
 
 
 def compare_reports(
@@ -157,37 +198,58 @@ def compare_reports(
 
     Example::
 
-        print(compare_reports(base_report, tuned_report, keys=["ndcg@10", "recall@100"]))
+        print(compare_reports(base_report, tuned_report, keys=["ndcg@2", "mrr@2"]))
     """
     left, right = before.aggregate, after.aggregate
     if keys is None:
         keys = [key for key in left if key in right]
     missing = [key for key in keys if key not in left or key not in right]
     if missing:
-        raise KeyError(f"metric(s) {missing} are not in both reports; available: {sorted(set(left) & set(right))}")
+        raise KeyError(
+            f"metric(s) {missing} are not in both reports; available: {sorted(set(left) & set(right))}"
+        )
     header = ["metric", before.name or names[0], after.name or names[1], "Δ", "Δ%"]
     lines = [_row(header), _row(["---"] * len(header))]
     for key in keys:
         delta = right[key] - left[key]
         rel = f"{100 * delta / left[key]:+.1f}%" if left[key] else "—"
-        lines.append(_row([key, f"{left[key]:.{digits}f}", f"{right[key]:.{digits}f}", f"{delta:+.{digits}f}", rel]))
+        lines.append(
+            _row(
+                [
+                    key,
+                    f"{left[key]:.{digits}f}",
+                    f"{right[key]:.{digits}f}",
+                    f"{delta:+.{digits}f}",
+                    rel,
+                ]
+            )
+        )
     lat_b, lat_a = before.latency["p50_ms"], after.latency["p50_ms"]
-    lines.append(_row(["latency p50 (ms)", f"{lat_b:.1f}", f"{lat_a:.1f}", f"{lat_a - lat_b:+.1f}", "—"]))
+    lines.append(
+        _row(["latency p50 (ms)", f"{lat_b:.1f}", f"{lat_a:.1f}", f"{lat_a - lat_b:+.1f}", "—"])
+    )
     if keys and {r.qid for r in before.rows} == {r.qid for r in after.rows} and before.rows:
         first = keys[0]
         base, new = before.per_query(first), after.per_query(first)
         better = sum(1 for q in base if new[q] > base[q] + 1e-12)
         worse = sum(1 for q in base if new[q] < base[q] - 1e-12)
-        lines += ["", f"{first}: {better} queries better, {worse} worse, {len(base) - better - worse} unchanged"]
+        lines += [
+            "",
+            f"{first}: {better} queries better, {worse} worse, {len(base) - better - worse} unchanged",
+        ]
     return "\n".join(lines)
 
 
-def reports_table(reports: Mapping[str, RetrievalReport], keys: Iterable[str] = ("ndcg@10", "recall@100", "mrr@10"), digits: int = 3) -> str:
+def reports_table(
+    reports: Mapping[str, RetrievalReport],
+    keys: Iterable[str] = ("ndcg@10", "recall@100", "mrr@10"),
+    digits: int = 3,
+) -> str:
     """One Markdown row per named report (e.g. BM25, dense, hybrid), with p50 latency.
 
     Example::
 
-        print(reports_table({"BM25": bm25_report, "hybrid": hybrid_report}))
+        print(reports_table({"base": base_report, "tuned": tuned_report}, keys=["ndcg@2"]))
     """
     keys = list(keys)
     lines = [_row(["system", *keys, "p50 ms"]), _row(["---"] * (len(keys) + 2))]

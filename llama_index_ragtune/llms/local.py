@@ -27,7 +27,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,6 +47,8 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+
+from llama_index_ragtune.llms.loading import load_causal_lm, require_chat_template
 
 MessagesLike = Sequence[ChatMessage | Mapping[str, Any]]
 
@@ -70,27 +71,23 @@ def _to_dicts(messages: MessagesLike) -> list[dict[str, str]]:
     return out
 
 
-def _torch_dtype(dtype: str | None, device: str):
-    import torch
-
-    if dtype in (None, "auto"):
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if isinstance(dtype, str):
-        value = getattr(torch, dtype, None)
-        if not isinstance(value, torch.dtype):
-            raise ValueError(f"Unknown dtype '{dtype}': use e.g. 'float32', 'bfloat16', 'float16'.")
-        return value
-    return dtype
-
-
 class LocalChatLLM(CustomLLM):
     """A local Hugging Face causal LM behind LlamaIndex's ``LLM`` interface, prompted by its chat template.
 
     ``model`` is ``None`` (the bundled SmolLM2-135M-Instruct), a local folder,
     or a hub id. A folder holding ``adapter_config.json`` (a PEFT/LoRA output
-    directory) loads its base model plus the adapter, merged by default.
+    directory) loads its base model plus the adapter, merged by default. An
+    in-memory model is passed as ``hf_model=`` with its ``tokenizer=``. The
+    model is loaded when the LLM is built; generation is serialised by a lock,
+    so one instance can be shared between threads.
+
+    Example::
+
+        from llama_index.core import Settings
+        from llama_index_ragtune.llms import LocalChatLLM
+
+        Settings.llm = LocalChatLLM(max_new_tokens=16)        # or LocalChatLLM("runs/decoder/merged")
+        Settings.llm.complete("Name a primary colour.").raw["usage"]["completion_tokens"]   # <= 16
     """
 
     model: str | None = Field(
@@ -99,23 +96,34 @@ class LocalChatLLM(CustomLLM):
     )
     max_new_tokens: int = Field(default=256, gt=0, description="Most tokens generated per answer.")
     temperature: float = Field(
-        default=0.0, ge=0.0, description="0 = greedy decoding (reproducible); > 0 samples at this temperature."
+        default=0.0,
+        ge=0.0,
+        description="0 = greedy decoding (reproducible); > 0 samples at this temperature.",
     )
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (only when sampling).")
-    device: str | None = Field(default=None, description="Torch device; None picks 'cuda' when available, else 'cpu'.")
+    top_p: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (only when sampling)."
+    )
+    device: str | None = Field(
+        default=None, description="Torch device; None picks 'cuda' when available, else 'cpu'."
+    )
     dtype: str | None = Field(
-        default=None, description="Weights dtype name; None = float32 on CPU, bfloat16/float16 on GPU."
+        default=None,
+        description="Weights dtype name; None = float32 on CPU, bfloat16/float16 on GPU.",
     )
     context_window: int | None = Field(
-        default=None, description="Prompt + answer token budget; None reads max_position_embeddings from the config."
+        default=None,
+        description="Prompt + answer token budget; None reads max_position_embeddings from the config.",
     )
-    merge_adapter: bool = Field(default=True, description="Merge a loaded LoRA adapter into the base weights (faster).")
+    merge_adapter: bool = Field(
+        default=True, description="Merge a loaded LoRA adapter into the base weights (faster)."
+    )
     sanitize_control_tokens: bool = Field(
         default=True,
         description="Encode control tokens found inside message text (e.g. '<|im_end|>' in a document) as plain text.",
     )
     generate_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Extra keyword arguments for transformers' generate() (e.g. repetition_penalty)."
+        default_factory=dict,
+        description="Extra keyword arguments for transformers' generate() (e.g. repetition_penalty).",
     )
 
     _model: Any = PrivateAttr(default=None)
@@ -143,52 +151,25 @@ class LocalChatLLM(CustomLLM):
             self._model, self._tokenizer = hf_model, tokenizer
             self._model_name = str(getattr(hf_model, "name_or_path", "") or "in-memory model")
         else:
-            self._model, self._tokenizer, self._model_name = self._load(self.model, tokenizer)
+            self._model, self._tokenizer, self._model_name = load_causal_lm(
+                self.model,
+                device=self.device,
+                dtype=self.dtype,
+                merge_adapter=self.merge_adapter,
+                tokenizer=tokenizer,
+            )
+        require_chat_template(self._tokenizer, self._model_name)
         self._model.eval()
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         if self.context_window is None:
-            self.context_window = int(getattr(self._model.config, "max_position_embeddings", 0) or 2048)
+            self.context_window = int(
+                getattr(self._model.config, "max_position_embeddings", 0) or 2048
+            )
         self._stop_ids = self._find_stop_ids()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
-    def _load(self, model: str | None, tokenizer: Any | None) -> tuple[Any, Any, str]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from llama_index_ragtune.models import resolve_model
-
-        name = resolve_model(model, kind="decoder")
-        dtype = _torch_dtype(self.dtype, self.device)
-        adapter_cfg = Path(name) / "adapter_config.json"
-        if adapter_cfg.is_file():
-            try:
-                from peft import PeftModel
-            except ImportError as exc:  # pragma: no cover - peft is a core dependency
-                raise ImportError(f"Loading the adapter folder '{name}' needs peft: pip install peft") from exc
-            base_id = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
-            if not base_id:
-                raise ValueError(
-                    f"{adapter_cfg} has no 'base_model_name_or_path'; load the base model yourself "
-                    "and pass `hf_model=PeftModel.from_pretrained(base, folder)` and `tokenizer=`."
-                )
-            base = AutoModelForCausalLM.from_pretrained(resolve_model(base_id, kind="decoder"), dtype=dtype)
-            hf_model = PeftModel.from_pretrained(base, name)
-            if self.merge_adapter:
-                hf_model = hf_model.merge_and_unload()
-            tok_src = name if (Path(name) / "tokenizer_config.json").is_file() else resolve_model(base_id, "decoder")
-        else:
-            hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-            tok_src = name
-        hf_model.to(self.device)
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(tok_src)
-        if getattr(tokenizer, "chat_template", None) is None:
-            raise ValueError(
-                f"The tokenizer of '{name}' has no chat template. LocalChatLLM needs an instruct/chat "
-                "model; set `tokenizer.chat_template` and pass `hf_model=`/`tokenizer=` for a base model."
-            )
-        return hf_model, tokenizer, name
-
     def _find_stop_ids(self) -> list[int]:
         ids: list[int] = []
         gen_eos = getattr(getattr(self._model, "generation_config", None), "eos_token_id", None)
@@ -198,16 +179,22 @@ class LocalChatLLM(CustomLLM):
             ids.extend(value if isinstance(value, (list, tuple)) else [value])
         for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
             tid = self._tokenizer.convert_tokens_to_ids(token)
-            if isinstance(tid, int) and tid != self._tokenizer.unk_token_id and token in self._tokenizer.get_vocab():
+            if (
+                isinstance(tid, int)
+                and tid != self._tokenizer.unk_token_id
+                and token in self._tokenizer.get_vocab()
+            ):
                 ids.append(tid)
         return sorted(set(ids))
 
     @classmethod
     def class_name(cls) -> str:
+        """The name LlamaIndex serialisation stores for this class."""
         return "LocalChatLLM"
 
     @property
     def metadata(self) -> LLMMetadata:
+        """Context window, output budget and model name; always a chat model."""
         return LLMMetadata(
             context_window=self.context_window or 2048,
             num_output=self.max_new_tokens,
@@ -235,10 +222,16 @@ class LocalChatLLM(CustomLLM):
     def encode(self, messages: MessagesLike) -> list[int]:
         """Token ids of ``messages`` rendered by the chat template, with the assistant header appended."""
         dicts = self._with_system(messages)
-        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": True, "return_dict": True}
+        kwargs: dict[str, Any] = {
+            "add_generation_prompt": True,
+            "tokenize": True,
+            "return_dict": True,
+        }
         if self.sanitize_control_tokens:
             try:
-                out = self._tokenizer.apply_chat_template(dicts, sanitize_control_tokens=True, **kwargs)
+                out = self._tokenizer.apply_chat_template(
+                    dicts, sanitize_control_tokens=True, **kwargs
+                )
                 return list(out["input_ids"])
             except (TypeError, NotImplementedError, ValueError):
                 pass  # older transformers or a template that writes no special tokens
@@ -255,7 +248,9 @@ class LocalChatLLM(CustomLLM):
                 "(CitationQueryEngine(max_sources=..., max_source_chars=...)) or lower max_new_tokens."
             )
 
-    def _gen_kwargs(self, max_new_tokens: int | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    def _gen_kwargs(
+        self, max_new_tokens: int | None, overrides: Mapping[str, Any]
+    ) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "max_new_tokens": max_new_tokens or self.max_new_tokens,
             "eos_token_id": self._stop_ids or None,
@@ -297,14 +292,21 @@ class LocalChatLLM(CustomLLM):
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             raw=self._usage(len(prompt_ids), n_out, seconds),
-            additional_kwargs={"prompt_tokens": len(prompt_ids), "completion_tokens": n_out,
-                               "total_tokens": len(prompt_ids) + n_out},
+            additional_kwargs={
+                "prompt_tokens": len(prompt_ids),
+                "completion_tokens": n_out,
+                "total_tokens": len(prompt_ids) + n_out,
+            },
         )
 
     @staticmethod
     def _usage(n_in: int, n_out: int, seconds: float) -> dict[str, Any]:
         return {
-            "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
+            "usage": {
+                "prompt_tokens": n_in,
+                "completion_tokens": n_out,
+                "total_tokens": n_in + n_out,
+            },
             "seconds": seconds,
             "tokens_per_second": n_out / seconds if seconds > 0 else None,
         }
@@ -341,13 +343,17 @@ class LocalChatLLM(CustomLLM):
             chunks = tqdm(chunks, desc="Generating", unit="batch")
         for chunk in chunks:
             start = time.perf_counter()
-            outs = self._generate_ids([encoded[i] for i in chunk], max_new_tokens=max_new_tokens, **generate_kwargs)
+            outs = self._generate_ids(
+                [encoded[i] for i in chunk], max_new_tokens=max_new_tokens, **generate_kwargs
+            )
             seconds = (time.perf_counter() - start) / len(chunk)
             for i, new_ids in zip(chunk, outs, strict=True):
                 results[i] = self._response(encoded[i], new_ids, seconds)
         return results  # type: ignore[return-value]
 
-    def _stream_ids(self, prompt_ids: list[int], **kwargs: Any) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    def _stream_ids(
+        self, prompt_ids: list[int], **kwargs: Any
+    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
         """Yield (delta text, None) while generating, then ("", usage) once done."""
         import torch
         from transformers import TextIteratorStreamer
@@ -372,7 +378,10 @@ class LocalChatLLM(CustomLLM):
             try:
                 with self._lock, torch.inference_mode():
                     self._model.generate(
-                        input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **gen
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        streamer=streamer,
+                        **gen,
                     )
             except BaseException as exc:  # surfaced in the consuming thread
                 errors.append(exc)
@@ -390,74 +399,94 @@ class LocalChatLLM(CustomLLM):
         n_out = min(counter["tokens"], gen["max_new_tokens"])
         yield "", self._usage(len(prompt_ids), n_out, time.perf_counter() - start)
 
+    # ------------------------------------------------------------ undecorated cores
+    def _prompt_ids(self, prompt: str, formatted: bool) -> list[int]:
+        """A completion prompt as ids: one user turn through the chat template unless ``formatted``."""
+        if formatted:
+            return self._encode_raw(prompt)
+        return self.encode([{"role": "user", "content": prompt}])
+
+    def _chat_stream(self, ids: list[int], **kwargs: Any) -> ChatResponseGen:
+        text = ""
+        for delta, usage in self._stream_ids(ids, **kwargs):
+            text += delta
+            yield ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=text.strip()),
+                delta=delta,
+                raw=usage,
+                additional_kwargs=dict(usage["usage"]) if usage else {},
+            )
+
+    def _completion_stream(self, ids: list[int], **kwargs: Any) -> CompletionResponseGen:
+        for chunk in self._chat_stream(ids, **kwargs):
+            yield _as_completion(chunk)
+
     # ----------------------------------------------------------- LLM interface
+    # Each public method is decorated once and calls only undecorated cores, so every
+    # call emits exactly one set of LLM callback and instrumentation events.
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Answer ``messages`` (rendered by the chat template); ``kwargs`` override generate()."""
         return self._chat_ids(self.encode(messages), **kwargs)
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Complete ``prompt``; unless ``formatted``, it is sent as one user turn through the chat template."""
-        ids = self._encode_raw(prompt) if formatted else self.encode([{"role": "user", "content": prompt}])
-        r = self._chat_ids(ids, **kwargs)
-        return CompletionResponse(text=r.message.content or "", raw=r.raw, additional_kwargs=r.additional_kwargs)
+        return _as_completion(self._chat_ids(self._prompt_ids(prompt, formatted), **kwargs))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        ids = self.encode(messages)
-
-        def gen() -> ChatResponseGen:
-            text = ""
-            for delta, usage in self._stream_ids(ids, **kwargs):
-                text += delta
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text.strip()),
-                    delta=delta,
-                    raw=usage,
-                    additional_kwargs=dict(usage["usage"]) if usage else {},
-                )
-
-        return gen()
+        """Stream the answer: each chunk has the new ``delta`` and the text so far; the last, the usage."""
+        return self._chat_stream(self.encode(messages), **kwargs)
 
     @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        ids = self._encode_raw(prompt) if formatted else self.encode([{"role": "user", "content": prompt}])
-
-        def gen() -> CompletionResponseGen:
-            text = ""
-            for delta, usage in self._stream_ids(ids, **kwargs):
-                text += delta
-                yield CompletionResponse(
-                    text=text.strip(), delta=delta, raw=usage,
-                    additional_kwargs=dict(usage["usage"]) if usage else {},
-                )
-
-        return gen()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        """Streaming twin of :meth:`complete`."""
+        return self._completion_stream(self._prompt_ids(prompt, formatted), **kwargs)
 
     # Async twins run generation in a worker thread so the event loop stays free.
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        ids = self.encode(messages)
-        return await asyncio.to_thread(self._chat_ids, ids, **kwargs)
+        """Async twin of :meth:`chat` (generation in a worker thread)."""
+        return await asyncio.to_thread(self._chat_ids, self.encode(messages), **kwargs)
 
     @llm_completion_callback()
-    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        ids = self._encode_raw(prompt) if formatted else self.encode([{"role": "user", "content": prompt}])
-        r = await asyncio.to_thread(self._chat_ids, ids, **kwargs)
-        return CompletionResponse(text=r.message.content or "", raw=r.raw, additional_kwargs=r.additional_kwargs)
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        """Async twin of :meth:`complete` (generation in a worker thread)."""
+        ids = self._prompt_ids(prompt, formatted)
+        return _as_completion(await asyncio.to_thread(self._chat_ids, ids, **kwargs))
 
     @llm_chat_callback()
-    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return _aiter_in_thread(self.stream_chat(messages, **kwargs))
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        """Async twin of :meth:`stream_chat` (each chunk produced in a worker thread)."""
+        return _aiter_in_thread(self._chat_stream(self.encode(messages), **kwargs))
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        return _aiter_in_thread(self.stream_complete(prompt, formatted=formatted, **kwargs))
+        """Async twin of :meth:`stream_complete`."""
+        ids = self._prompt_ids(prompt, formatted)
+        return _aiter_in_thread(self._completion_stream(ids, **kwargs))
+
+
+def _as_completion(chat: ChatResponse) -> CompletionResponse:
+    return CompletionResponse(
+        text=chat.message.content or "",
+        delta=chat.delta,
+        raw=chat.raw,
+        additional_kwargs=chat.additional_kwargs,
+    )
 
 
 async def _aiter_in_thread(sync_gen: Iterator[Any]):
+    """Iterate a blocking generator from async code, one ``next`` per worker-thread call."""
     done = object()
     while True:
         item = await asyncio.to_thread(next, sync_gen, done)

@@ -27,7 +27,7 @@ from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.node_parser.interface import NodeParser
-from llama_index.core.node_parser.node_utils import build_nodes_from_splits
+from llama_index.core.node_parser.node_utils import build_nodes_from_splits, default_id_func
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from llama_index.core.utils import get_tqdm_iterable
 
@@ -55,7 +55,15 @@ _MAX_NON_PRINTABLE_SHARE = 0.1
 
 
 def document_text(node: BaseNode) -> str:
-    """The text of ``node``, or a ``ValueError`` naming it when the content is binary or undecodable."""
+    """The text of ``node``, or a ``ValueError`` naming it when the content is binary or undecodable.
+
+    Example::
+
+        from llama_index.core.schema import MediaResource
+
+        document_text(Document(text_resource=MediaResource(data=b"# Hi")))     # '# Hi'
+        # Document(text="%PDF\\x00\\x01", id_="report.pdf") -> ValueError naming 'report.pdf'
+    """
     text = node.get_content(metadata_mode=MetadataMode.NONE) or ""
     resource = getattr(node, "text_resource", None)
     if not text and resource is not None and resource.data:
@@ -179,6 +187,30 @@ class StructuredNodeParser(NodeParser):
         counter = (state.get("__pydantic_private__") or {}).get("_counter")
         if counter is not None:
             self._counter = counter
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> StructuredNodeParser:
+        """Rebuild a parser from ``to_dict()`` (core node parsers cannot: their ``id_func``
+        serialises to a name). A custom ``id_func`` or tokenizer callable is passed again
+        as a keyword argument.
+
+        Example::
+
+            parser = StructuredMarkdownNodeParser(chunk_size=128)
+            StructuredMarkdownNodeParser.from_dict(parser.to_dict()).chunk_size     # 128
+        """
+        data = {**data, **kwargs}
+        id_func = data.get("id_func")
+        if isinstance(id_func, dict):
+            if id_func.get("id_func_name") not in (None, default_id_func.__name__):
+                raise ValueError(
+                    f"{cls.__name__}.from_dict: the id_func '{id_func.get('id_func_name')}' was "
+                    "saved by name only; pass it again: from_dict(data, id_func=my_id_func)."
+                )
+            data.pop("id_func")
+        if "tokenizer" in data and data["tokenizer"] is not None:
+            data.pop("tokenizer_callable", None)  # the callable is given again
+        return super().from_dict(data)
 
     @classmethod
     def from_defaults(

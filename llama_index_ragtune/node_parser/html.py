@@ -79,6 +79,7 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
 
     @classmethod
     def class_name(cls) -> str:
+        """The name LlamaIndex serialisation stores for this class."""
         return "StructuredHTMLNodeParser"
 
     def converter(self) -> HTMLConverter:

@@ -36,58 +36,13 @@ DEFAULT_BOILERPLATE_ROLES = (
 #: ``header``/``footer`` inside these belong to the content (an article's title, say).
 _CONTENT_ROOTS = ["article", "main"]
 
-_BLOCK_TAGS = frozenset(
-    [
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "body",
-        "caption",
-        "center",
-        "dd",
-        "details",
-        "dialog",
-        "dir",
-        "div",
-        "dl",
-        "dt",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "header",
-        "hgroup",
-        "hr",
-        "html",
-        "legend",
-        "li",
-        "main",
-        "menu",
-        "nav",
-        "ol",
-        "p",
-        "pre",
-        "search",
-        "section",
-        "summary",
-        "table",
-        "tbody",
-        "td",
-        "tfoot",
-        "th",
-        "thead",
-        "tr",
-        "ul",
-    ]
-)
+_BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details",
+    "dialog", "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form",
+    "h1", "h2", "h3", "h4", "h5", "h6", "header", "hgroup", "hr", "html", "legend", "li",
+    "main", "menu", "nav", "ol", "p", "pre", "search", "section", "summary", "table", "tbody",
+    "td", "tfoot", "th", "thead", "tr", "ul",
+})  # fmt: skip
 _BLOCK_TAG_LIST = sorted(_BLOCK_TAGS)
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
 _LI = frozenset({"li"})
@@ -112,6 +67,7 @@ def _bs4():
 
 
 def _normalize(raw: str) -> str:
+    raw = raw.replace("\ufeff", "")  # a byte-order mark / zero-width no-break space is invisible
     lines = (_SPACES.sub(" ", line).strip() for line in raw.split(_BR))
     return "\n".join(line for line in lines if line)
 
@@ -132,7 +88,14 @@ def _indent_item(marker: str, body: str) -> str:
 
 
 class HTMLConverter:
-    """Walks a parsed HTML tree and emits :class:`Block` objects (without source offsets)."""
+    """Walks a parsed HTML tree and emits :class:`Block` objects (without source offsets).
+
+    Example::
+
+        converter = HTMLConverter("html.parser", boilerplate_tags=["nav"], boilerplate_roles=[])
+        [b.text for b in converter.blocks("<nav>Home</nav><p>Kept <b>bold</b></p>")]
+        # ['Kept bold']
+    """
 
     def __init__(
         self,
@@ -149,6 +112,7 @@ class HTMLConverter:
     # ---------------------------------------------------------- entry point
 
     def parse(self, html: str):
+        """The BeautifulSoup tree of ``html`` (``html.parser`` when the chosen builder is missing)."""
         bs4 = _bs4()
         try:
             return bs4.BeautifulSoup(html, self.features)
@@ -156,11 +120,13 @@ class HTMLConverter:
             return bs4.BeautifulSoup(html, "html.parser")
 
     def blocks(self, html: str) -> list[Block]:
+        """The page's content blocks, boilerplate dropped, each rendered as Markdown."""
         soup = self.parse(html)
         self.drop_boilerplate(soup)
         return self._flow(soup.children)
 
     def is_boilerplate(self, tag) -> bool:
+        """True for a boilerplate element (by tag, ARIA role, or hidden) to drop with its content."""
         name = (tag.name or "").lower()
         if name in ("header", "footer") and name in self.boilerplate_tags:
             return tag.find_parent(_CONTENT_ROOTS) is None
@@ -175,6 +141,7 @@ class HTMLConverter:
         return bool(_HIDDEN_STYLE.search(str(attrs.get("style", ""))))
 
     def drop_boilerplate(self, soup) -> None:
+        """Remove every boilerplate element from ``soup`` in place."""
         for tag in [t for t in soup.find_all(True) if self.is_boilerplate(t)]:
             if not tag.decomposed:
                 tag.decompose()

@@ -26,12 +26,14 @@ Example::
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import lru_cache
 from itertools import islice
 
 from llama_index_ragtune.node_parser.base import StructuredNodeParser
 from llama_index_ragtune.node_parser.structure import Block
 
+_BOM = "\ufeff"
 _FRONT_MATTER_FENCES = {"---": ("---", "..."), "+++": ("+++",)}
 _LINE = re.compile(r"[^\n]+")
 _FRONT_MATTER_KEY = re.compile(r"[\w\"'.-]+\s*[:=]")
@@ -66,6 +68,7 @@ class _Lines:
         self.starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", text)]
 
     def start(self, line: int) -> int:
+        """Offset of the first character of line ``line`` (the text's length past the end)."""
         return self.starts[line] if line < len(self.starts) else len(self.text)
 
     def end(self, line_stop: int) -> int:
@@ -103,7 +106,18 @@ def _line_units(text: str, a: int, b: int) -> list[tuple[int, int]]:
 
 
 def markdown_blocks(text: str) -> list[Block]:
-    """Parse Markdown into blocks whose ``start`` offsets point into ``text``."""
+    """Parse Markdown into blocks whose ``start`` offsets point into ``text``.
+
+    A leading byte-order mark (a file read as ``utf-8`` rather than ``utf-8-sig``) is
+    skipped, so a first-line heading or front matter is still recognised.
+
+    Example::
+
+        [(b.kind, b.start) for b in markdown_blocks("# Returns\\n\\n- Apples\\n- Pears")]
+        # [('heading', 0), ('list', 11)]
+    """
+    if text.startswith(_BOM):
+        return [replace(block, start=block.start + 1) for block in markdown_blocks(text[1:])]
     lines = _Lines(text)
     blocks: list[Block] = []
     skip = _front_matter_end(lines)
@@ -236,6 +250,7 @@ class StructuredMarkdownNodeParser(StructuredNodeParser):
 
     @classmethod
     def class_name(cls) -> str:
+        """The name LlamaIndex serialisation stores for this class."""
         return "StructuredMarkdownNodeParser"
 
     def _document_blocks(self, text: str) -> tuple[list[Block], str | None]:

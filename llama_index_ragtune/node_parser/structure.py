@@ -41,7 +41,12 @@ LINE_KINDS = frozenset({"list", "definition_list", "table", "code", "front_matte
 PROSE_KINDS = frozenset({"heading", "paragraph", "blockquote", "html"})
 
 _BLANK_LINE = re.compile(r"\n[ \t\r>]*\n")
-_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]]*(?=\s)")
+# A sentence ends at ". ! ? …" (plus closing quotes/brackets) before whitespace, or at a
+# CJK full stop "。！？", which takes no space after it.
+_SENTENCE_END = re.compile(
+    r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)"
+    r"|[\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]\u300d\u300f\uff09]*"
+)
 _WORD = re.compile(r"\S+")
 _LINE = re.compile(r"[^\n]+")
 
@@ -106,6 +111,7 @@ class Chunk:
 
     @property
     def oversized(self) -> bool:
+        """True when the node is over its budget (one line or word that cannot be cut)."""
         return self.tokens > self.budget
 
 

@@ -17,12 +17,13 @@ Example::
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import threading
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -49,30 +50,51 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     outputs (a sigmoid probability for the usual 1-logit rerankers), so
     ``score_threshold=0.5`` drops the nodes the model calls irrelevant.
 
+    ``to_dict()`` and pickling keep the settings only; the model is reloaded from
+    ``model`` on first use.
+
     Example::
 
-        reranker = CrossEncoderRerank(model="runs/reranker", top_n=3, score_threshold=0.2)
-        nodes = reranker.postprocess_nodes(retriever.retrieve("what lowers LDL?"),
-                                           query_str="what lowers LDL?")
+        from llama_index.core.schema import NodeWithScore, TextNode
+        from sentence_transformers import CrossEncoder
+        from llama_index_ragtune.models import default_encoder
+        from llama_index_ragtune.postprocessor import CrossEncoderRerank
+
+        # In practice the folder RerankerFinetuneEngine writes (CrossEncoderRerank("runs/reranker"));
+        # here an untrained 1-logit head on the bundled MiniLM, so the example runs offline.
+        reranker = CrossEncoderRerank(CrossEncoder(default_encoder(), num_labels=1), top_n=1)
+        nodes = [NodeWithScore(node=TextNode(text=t), score=0.5)
+                 for t in ("Cats purr.", "Statins lower LDL cholesterol.")]
+        best = reranker.postprocess_nodes(nodes, query_str="what lowers LDL?")
+        len(best), 0.0 <= best[0].score <= 1.0     # (1, True)
     """
 
     model: str = Field(description="Local folder written by CrossEncoder.save, or a hub id.")
-    top_n: int | None = Field(default=10, ge=1, description="Nodes kept after reranking (None keeps all).")
-    batch_size: int = Field(default=32, ge=1, description="(query, text) pairs scored per forward pass.")
+    top_n: int | None = Field(
+        default=10, ge=1, description="Nodes kept after reranking (None keeps all)."
+    )
+    batch_size: int = Field(
+        default=32, ge=1, description="(query, text) pairs scored per forward pass."
+    )
     max_length: int | None = Field(
         default=None, ge=1, description="Token limit per pair; None uses the model's own."
     )
     score_threshold: float | None = Field(
         default=None, description="Drop nodes whose reranker score is below this value."
     )
-    device: str | None = Field(default=None, description="torch device; None picks cuda, mps or cpu.")
+    device: str | None = Field(
+        default=None, description="torch device; None picks cuda, mps or cpu."
+    )
     keep_retrieval_score: bool = Field(
-        default=False, description="Store the retriever's score in node.metadata['retrieval_score']."
+        default=False,
+        description="Store the retriever's score in node.metadata['retrieval_score'].",
     )
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Which metadata the scored node text includes."
     )
-    trust_remote_code: bool = Field(default=False, description="Allow custom model code from the hub.")
+    trust_remote_code: bool = Field(
+        default=False, description="Allow custom model code from the hub."
+    )
 
     _model: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -90,7 +112,23 @@ class CrossEncoderRerank(BaseNodePostprocessor):
 
     @classmethod
     def class_name(cls) -> str:
+        """The name LlamaIndex serialisation stores for this class."""
         return "CrossEncoderRerank"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the settings only: the model is reloaded from ``model`` on first use.
+
+        (``BaseComponent.__getstate__`` would pickle the whole model once just to test it.)
+        """
+        state = BaseModel.__getstate__(self)
+        private = state.get("__pydantic_private__") or {}
+        return {
+            **state,
+            "__dict__": {k: v for k, v in state["__dict__"].items() if _picklable(v)},
+            "__pydantic_private__": {
+                k: v for k, v in private.items() if k not in ("_model", "_lock")
+            },
+        }
 
     @property
     def cross_encoder(self) -> Any:
@@ -137,13 +175,20 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         return model
 
     def score(self, query: str, texts: list[str]) -> list[float]:
-        """Relevance scores of ``texts`` for ``query`` (higher is more relevant)."""
+        """Relevance scores of ``texts`` for ``query`` (higher is more relevant), in input order.
+
+        Example::
+
+            reranker.score("what lowers LDL?", ["Cats purr.", "Statins lower LDL."])  # two floats
+        """
         if not texts:
             return []
         model = self.cross_encoder
         pairs = [(query, text) for text in texts]
         if model.num_labels == 2:
-            probs = model.predict(pairs, batch_size=self.batch_size, apply_softmax=True, show_progress_bar=False)
+            probs = model.predict(
+                pairs, batch_size=self.batch_size, apply_softmax=True, show_progress_bar=False
+            )
             return [float(p[1]) for p in probs]
         scores = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
         return [float(s) for s in scores.reshape(-1)]
@@ -161,7 +206,12 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         if not nodes:
             return []
         dispatcher.event(
-            ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes), model_name=self.model)
+            ReRankStartEvent(
+                query=query_bundle,
+                nodes=nodes,
+                top_n=self.top_n or len(nodes),
+                model_name=self.model,
+            )
         )
         with self.callback_manager.event(
             CBEventType.RERANKING,
@@ -187,6 +237,14 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             event.on_end(payload={EventPayload.NODES: reranked})
         dispatcher.event(ReRankEndEvent(nodes=reranked))
         return reranked
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
 
 
 def _keep_retrieval_score(node: NodeWithScore) -> None:
@@ -221,5 +279,7 @@ def _resolve_model_path(model: str | os.PathLike) -> str:
 def _model_name(model: Any) -> str:
     """A readable name for an in-memory CrossEncoder (its source path or hub id)."""
     inner = getattr(model, "model", None)
-    name = getattr(inner, "name_or_path", None) or getattr(getattr(inner, "config", None), "_name_or_path", None)
+    name = getattr(inner, "name_or_path", None) or getattr(
+        getattr(inner, "config", None), "_name_or_path", None
+    )
     return str(name) if name else type(model).__name__

@@ -17,7 +17,10 @@ What it does better than core's ``CitationQueryEngine``:
 appearance), ``cited_node_ids``, ``refused``, ``uncited`` (an answer that
 is neither cited nor a refusal), ``invalid_citations``, ``raw_answer`` (the
 LLM text before cleaning), ``source_node_ids`` (the numbered sources in
-order) and ``finished``. ``Response.source_nodes`` are the numbered sources.
+order), ``no_sources`` (nothing was retrieved) and ``finished``.
+``Response.source_nodes`` are the numbered sources. Like core's query
+engines it emits QUERY and SYNTHESIZE callback events (the retriever emits
+RETRIEVE, the LLM its own) and the instrumentation Synthesize events.
 
 Streaming (``streaming=True``): ``query`` returns a ``StreamingResponse``
 (``aquery`` an ``AsyncStreamingResponse``) whose generator yields the
@@ -27,11 +30,14 @@ dict object) when the stream ends; ``metadata["finished"]`` turns True then.
 
 Example::
 
-    from llama_index.core import VectorStoreIndex
+    from llama_index.core import SummaryIndex
+    from llama_index.core.schema import TextNode
+    from llama_index_ragtune.llms import LocalChatLLM
     from llama_index_ragtune.query_engine import CitationQueryEngine
 
-    index = VectorStoreIndex(nodes)
-    engine = CitationQueryEngine.from_index(index, similarity_top_k=4, max_source_chars=1500)
+    nodes = [TextNode(id_="volthub-returns", text="Opened iPhones can be returned within 14 days.")]
+    llm = LocalChatLLM(max_new_tokens=48)    # bundled SmolLM2-135M-Instruct, or a tuned decoder
+    engine = CitationQueryEngine.from_index(SummaryIndex(nodes), llm=llm, max_source_chars=1500)
     response = engine.query("What is the return window for opened iPhones?")
     response.response, response.metadata["cited_node_ids"], response.metadata["refused"]
 """
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -52,12 +59,18 @@ from llama_index.core.base.response.schema import (
     StreamingResponse,
 )
 from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.synthesis import (
+    SynthesizeEndEvent,
+    SynthesizeStartEvent,
+)
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.settings import Settings
 
+from llama_index_ragtune.query_engine.citation_filter import CitationFilter, StreamCleaner
 from llama_index_ragtune.query_engine.prompts import (
     DEFAULT_REFUSAL,
     DEFAULT_SYSTEM_PROMPT,
@@ -67,100 +80,12 @@ from llama_index_ragtune.query_engine.prompts import (
     truncate_source,
 )
 
-_CITATION_GROUP = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-_OPEN_GROUP = re.compile(r"\[[\d,\s]*")
+__all__ = ["CitationFilter", "CitationQueryEngine"]
+
+dispatcher = get_dispatcher(__name__)
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _MARKER = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
-
-
-class CitationFilter:
-    """Removes citations to sources outside ``1..n_sources`` from text, also when fed chunk by chunk.
-
-    ``[9]`` disappears together with the whitespace before it; ``[1, 9]``
-    becomes ``[1]``. Feeding a text in any chunks gives the same output as
-    feeding it whole, so streamed and non-streamed answers read the same.
-    """
-
-    def __init__(self, n_sources: int) -> None:
-        self.n_sources = n_sources
-        self.invalid: list[int] = []
-        self._space = ""
-        self._bracket: str | None = None
-
-    def _resolve(self, group: str) -> str:
-        match = _CITATION_GROUP.fullmatch(group)
-        if match is None:
-            return group  # "[x]", "[ 1 ]": not a citation, kept as written
-        numbers = [int(p) for p in match.group(1).split(",")]
-        bad = [n for n in numbers if not 1 <= n <= self.n_sources]
-        for n in bad:
-            if n not in self.invalid:
-                self.invalid.append(n)
-        if not bad:
-            return group
-        good = [str(n) for n in numbers if n not in bad]
-        return f"[{', '.join(good)}]" if good else ""
-
-    def feed(self, chunk: str) -> str:
-        out: list[str] = []
-        for ch in chunk:
-            if self._bracket is not None:
-                self._bracket += ch
-                if ch == "]":
-                    resolved = self._resolve(self._bracket)
-                    if resolved:
-                        out.append(self._space + resolved)
-                    self._space, self._bracket = "", None
-                elif not _OPEN_GROUP.fullmatch(self._bracket):
-                    out.append(self._space + self._bracket)
-                    self._space, self._bracket = "", None
-            elif ch == "[":
-                self._bracket = "["
-            elif ch.isspace():
-                self._space += ch
-            else:
-                out.append(self._space + ch)
-                self._space = ""
-        return "".join(out)
-
-    def flush(self) -> str:
-        rest = self._space + (self._bracket or "")
-        self._space, self._bracket = "", None
-        return rest
-
-    def clean(self, text: str) -> str:
-        return self.feed(text) + self.flush()
-
-
-class _StreamCleaner:
-    """Streams ``CitationFilter`` output with the same outer whitespace stripping as a whole answer."""
-
-    def __init__(self, n_sources: int) -> None:
-        self.filter = CitationFilter(n_sources)
-        self._raw: list[str] = []
-        self._out: list[str] = []
-
-    def _emit(self, text: str) -> str:
-        if not self._out:
-            text = text.lstrip()
-        if text:
-            self._out.append(text)
-        return text
-
-    def feed(self, delta: str) -> str:
-        self._raw.append(delta)
-        return self._emit(self.filter.feed(delta))  # trailing whitespace stays pending in the filter
-
-    def finish(self) -> str:
-        return self._emit(self.filter.flush().rstrip())
-
-    @property
-    def raw(self) -> str:
-        return "".join(self._raw)
-
-    @property
-    def text(self) -> str:
-        return "".join(self._out)
 
 
 class CitationQueryEngine(BaseQueryEngine):
@@ -176,6 +101,17 @@ class CitationQueryEngine(BaseQueryEngine):
         max_source_chars: cut each source's text to this many characters (word boundary).
         metadata_mode: which node metadata is shown with the text (default: none).
         streaming: return streaming responses.
+
+    Example::
+
+        from llama_index.core import SummaryIndex
+        from llama_index.core.llms import MockLLM
+        from llama_index.core.schema import TextNode
+
+        index = SummaryIndex([TextNode(id_="rome", text="Rome is the capital of Italy.")])
+        engine = CitationQueryEngine(index.as_retriever(), llm=MockLLM(max_tokens=4))
+        [m.role.value for m in engine.messages("Capital of Italy?", engine.retrieve(QueryBundle("x")))]
+        # ['system', 'user']: the exact prompt the decoder is tuned on
     """
 
     def __init__(
@@ -193,8 +129,9 @@ class CitationQueryEngine(BaseQueryEngine):
     ) -> None:
         if max_sources is not None and max_sources < 1:
             raise ValueError(f"max_sources must be >= 1 or None, got {max_sources}.")
-        if "{refusal}" not in system_prompt and refusal not in system_prompt:
-            raise ValueError("system_prompt must contain '{refusal}' (or the refusal sentence itself).")
+        if max_source_chars is not None and max_source_chars < 1:
+            raise ValueError(f"max_source_chars must be >= 1 or None, got {max_source_chars}.")
+        _check_system_prompt(system_prompt, refusal)
         self._retriever = retriever
         self._llm = llm
         self._node_postprocessors = list(node_postprocessors or [])
@@ -232,15 +169,19 @@ class CitationQueryEngine(BaseQueryEngine):
         """An engine over ``index.as_retriever(similarity_top_k=...)``."""
         return cls(
             retriever=index.as_retriever(similarity_top_k=similarity_top_k),
-            llm=llm, node_postprocessors=node_postprocessors, **kwargs,
+            llm=llm,
+            node_postprocessors=node_postprocessors,
+            **kwargs,
         )
 
     @property
     def llm(self) -> Any:
+        """The answering LLM (``Settings.llm`` when none was given)."""
         return self._llm if self._llm is not None else Settings.llm
 
     @property
     def retriever(self) -> BaseRetriever:
+        """The retriever whose nodes become the numbered sources."""
         return self._retriever
 
     def _get_prompt_modules(self) -> PromptMixinType:
@@ -252,8 +193,7 @@ class CitationQueryEngine(BaseQueryEngine):
     def _update_prompts(self, prompts: PromptDictType) -> None:
         if "system_prompt" in prompts:
             template = prompts["system_prompt"].get_template()
-            if "{refusal}" not in template and self.refusal not in template:
-                raise ValueError("The new system_prompt must contain '{refusal}' (or the refusal sentence).")
+            _check_system_prompt(template, self.refusal)
             self.system_prompt = template
 
     # ---------------------------------------------------------------- sources
@@ -268,6 +208,7 @@ class CitationQueryEngine(BaseQueryEngine):
         return self._limit(nodes)
 
     async def aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        """Async twin of :meth:`retrieve` (``aretrieve`` and ``apostprocess_nodes``)."""
         nodes = await self._retriever.aretrieve(query_bundle)
         for postprocessor in self._node_postprocessors:
             nodes = await postprocessor.apostprocess_nodes(nodes, query_bundle=query_bundle)
@@ -275,50 +216,85 @@ class CitationQueryEngine(BaseQueryEngine):
 
     def source_texts(self, nodes: Sequence[NodeWithScore]) -> list[str]:
         """The text shown for each source (metadata per ``metadata_mode``, cut to ``max_source_chars``)."""
-        return [truncate_source(n.node.get_content(metadata_mode=self.metadata_mode), self.max_source_chars)
-                for n in nodes]
+        return [
+            truncate_source(
+                n.node.get_content(metadata_mode=self.metadata_mode), self.max_source_chars
+            )
+            for n in nodes
+        ]
 
-    def messages(self, query_bundle: QueryBundle | str, nodes: Sequence[NodeWithScore]) -> list[ChatMessage]:
+    def messages(
+        self, query_bundle: QueryBundle | str, nodes: Sequence[NodeWithScore]
+    ) -> list[ChatMessage]:
         """The chat messages sent to the LLM for this question and these sources."""
         question = query_bundle if isinstance(query_bundle, str) else query_bundle.query_str
-        return build_messages(question, self.source_texts(nodes), refusal=self.refusal,
-                              system_prompt=self.system_prompt)
+        return build_messages(
+            question,
+            self.source_texts(nodes),
+            refusal=self.refusal,
+            system_prompt=self.system_prompt,
+        )
 
     # --------------------------------------------------------------- answers
     def _base_metadata(self, question: str, nodes: Sequence[NodeWithScore]) -> dict[str, Any]:
         return {
             "question": question,
             "source_node_ids": [n.node.node_id for n in nodes],
-            "citations": [], "cited_node_ids": [], "invalid_citations": [],
-            "refused": False, "uncited": False, "raw_answer": None, "finished": False,
+            "citations": [],
+            "cited_node_ids": [],
+            "invalid_citations": [],
+            "refused": False,
+            "uncited": False,
+            "raw_answer": None,
+            "no_sources": not nodes,
+            "finished": False,
         }
 
-    def _finish(self, metadata: dict[str, Any], nodes: Sequence[NodeWithScore], raw: str, clean: str,
-                invalid: list[int]) -> None:
+    def _finish(
+        self,
+        metadata: dict[str, Any],
+        nodes: Sequence[NodeWithScore],
+        raw: str,
+        clean: str,
+        invalid: list[int],
+    ) -> None:
         """Fill ``metadata`` from the final answer (in place, so streaming responses see it)."""
         refused = is_refusal(clean, self.refusal)
         sentences = _SENTENCE_END.split(clean)
         citations = []
         for number in parse_citations(clean):
+            if not 1 <= number <= len(nodes):  # CitationFilter leaves none; never index blindly
+                continue
             node = nodes[number - 1].node
             claim = next((s for s in sentences if number in parse_citations(s)), clean)
-            citations.append({
-                "number": number, "node_id": node.node_id, "ref_doc_id": node.ref_doc_id,
-                "claim": _MARKER.sub("", claim).strip(),
-                "source_snippet": truncate_source(node.get_content(), 200),
-            })
+            citations.append(
+                {
+                    "number": number,
+                    "node_id": node.node_id,
+                    "ref_doc_id": node.ref_doc_id,
+                    "claim": _MARKER.sub("", claim).strip(),
+                    "source_snippet": truncate_source(node.get_content(), 200),
+                }
+            )
         cited_ids = list(dict.fromkeys(c["node_id"] for c in citations))
         metadata.update(
-            citations=citations, cited_node_ids=cited_ids, invalid_citations=list(invalid),
-            refused=refused, uncited=not refused and not citations, raw_answer=raw, finished=True,
+            citations=citations,
+            cited_node_ids=cited_ids,
+            invalid_citations=list(invalid),
+            refused=refused,
+            uncited=not refused and not citations,
+            raw_answer=raw,
+            finished=True,
         )
 
-    def _refusal_response(self, question: str) -> RESPONSE_TYPE:
+    def _refusal_response(self, question: str, asynchronous: bool = False) -> RESPONSE_TYPE:
+        """The refusal, without calling the LLM (nothing was retrieved)."""
         metadata = self._base_metadata(question, [])
         self._finish(metadata, [], self.refusal, self.refusal, [])
-        metadata["no_sources"] = True
         if not self.streaming:
             return Response(self.refusal, source_nodes=[], metadata=metadata)
+        if asynchronous:
+            return AsyncStreamingResponse(_one(self.refusal), source_nodes=[], metadata=metadata)
         return StreamingResponse(iter([self.refusal]), source_nodes=[], metadata=metadata)
 
     def _complete(self, question: str, nodes: list[NodeWithScore], raw: str) -> Response:
@@ -328,9 +304,11 @@ class CitationQueryEngine(BaseQueryEngine):
         self._finish(metadata, nodes, raw, clean, filt.invalid)
         return Response(clean, source_nodes=nodes, metadata=metadata)
 
-    def _stream(self, question: str, nodes: list[NodeWithScore], deltas: Iterator[str]) -> StreamingResponse:
+    def _stream(
+        self, question: str, nodes: list[NodeWithScore], deltas: Iterator[str]
+    ) -> StreamingResponse:
         metadata = self._base_metadata(question, nodes)
-        cleaner = _StreamCleaner(len(nodes))
+        cleaner = StreamCleaner(len(nodes))
 
         def gen() -> Iterator[str]:
             for delta in deltas:
@@ -344,9 +322,11 @@ class CitationQueryEngine(BaseQueryEngine):
 
         return StreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
 
-    def _astream(self, question: str, nodes: list[NodeWithScore], deltas: AsyncIterator[str]) -> AsyncStreamingResponse:
+    def _astream(
+        self, question: str, nodes: list[NodeWithScore], deltas: AsyncIterator[str]
+    ) -> AsyncStreamingResponse:
         metadata = self._base_metadata(question, nodes)
-        cleaner = _StreamCleaner(len(nodes))
+        cleaner = StreamCleaner(len(nodes))
 
         async def gen() -> AsyncIterator[str]:
             async for delta in deltas:
@@ -361,46 +341,74 @@ class CitationQueryEngine(BaseQueryEngine):
         return AsyncStreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
 
     # ----------------------------------------------------------------- hooks
-    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+    @contextmanager
+    def _synthesis(self, query_bundle: QueryBundle) -> Iterator[dict[str, Any]]:
+        """Wrap answering in a SYNTHESIZE callback event and Synthesize{Start,End}Event, like core.
+
+        Retrieval needs no event of its own: the retriever emits RETRIEVE itself.
+        """
+        dispatcher.event(SynthesizeStartEvent(query=query_bundle))
+        out: dict[str, Any] = {}
+        with self.callback_manager.event(
+            CBEventType.SYNTHESIZE, payload={EventPayload.QUERY_STR: query_bundle.query_str}
+        ) as event:
+            yield out
+            event.on_end(payload={EventPayload.RESPONSE: out["response"]})
+        dispatcher.event(SynthesizeEndEvent(query=query_bundle, response=out["response"]))
+
+    def _answer(self, query_bundle: QueryBundle, nodes: list[NodeWithScore]) -> RESPONSE_TYPE:
         question = query_bundle.query_str
-        with self.callback_manager.event(CBEventType.QUERY, payload={EventPayload.QUERY_STR: question}) as q_event:
-            with self.callback_manager.event(
-                CBEventType.RETRIEVE, payload={EventPayload.QUERY_STR: question}
-            ) as r_event:
-                nodes = self.retrieve(query_bundle)
-                r_event.on_end(payload={EventPayload.NODES: nodes})
-            if not nodes:
-                response = self._refusal_response(question)
-            elif self.streaming:
-                chunks = self.llm.stream_chat(self.messages(query_bundle, nodes))
-                response = self._stream(question, nodes, (c.delta or "" for c in chunks))
-            else:
-                answer = self.llm.chat(self.messages(query_bundle, nodes)).message.content or ""
-                response = self._complete(question, nodes, answer)
-            q_event.on_end(payload={EventPayload.RESPONSE: response})
-        return response
+        if not nodes:
+            return self._refusal_response(question)
+        messages = self.messages(query_bundle, nodes)
+        if self.streaming:
+            chunks = self.llm.stream_chat(messages)
+            return self._stream(question, nodes, (c.delta or "" for c in chunks))
+        return self._complete(question, nodes, self.llm.chat(messages).message.content or "")
+
+    async def _aanswer(
+        self, query_bundle: QueryBundle, nodes: list[NodeWithScore]
+    ) -> RESPONSE_TYPE:
+        question = query_bundle.query_str
+        if not nodes:
+            return self._refusal_response(question, asynchronous=True)
+        messages = self.messages(query_bundle, nodes)
+        if self.streaming:
+            chunks = await self.llm.astream_chat(messages)
+            return self._astream(question, nodes, _deltas(chunks))
+        answer = (await self.llm.achat(messages)).message.content or ""
+        return self._complete(question, nodes, answer)
+
+    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        payload = {EventPayload.QUERY_STR: query_bundle.query_str}
+        with self.callback_manager.event(CBEventType.QUERY, payload=payload) as query_event:
+            nodes = self.retrieve(query_bundle)
+            with self._synthesis(query_bundle) as out:
+                out["response"] = self._answer(query_bundle, nodes)
+            query_event.on_end(payload={EventPayload.RESPONSE: out["response"]})
+        return out["response"]
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        question = query_bundle.query_str
-        with self.callback_manager.event(CBEventType.QUERY, payload={EventPayload.QUERY_STR: question}) as q_event:
-            with self.callback_manager.event(
-                CBEventType.RETRIEVE, payload={EventPayload.QUERY_STR: question}
-            ) as r_event:
-                nodes = await self.aretrieve(query_bundle)
-                r_event.on_end(payload={EventPayload.NODES: nodes})
-            if not nodes:
-                response = self._refusal_response(question)
-                if self.streaming:
-                    response = AsyncStreamingResponse(_one(self.refusal), source_nodes=[],
-                                                      metadata=response.metadata)
-            elif self.streaming:
-                chunks = await self.llm.astream_chat(self.messages(query_bundle, nodes))
-                response = self._astream(question, nodes, _deltas(chunks))
-            else:
-                answer = (await self.llm.achat(self.messages(query_bundle, nodes))).message.content or ""
-                response = self._complete(question, nodes, answer)
-            q_event.on_end(payload={EventPayload.RESPONSE: response})
-        return response
+        payload = {EventPayload.QUERY_STR: query_bundle.query_str}
+        with self.callback_manager.event(CBEventType.QUERY, payload=payload) as query_event:
+            nodes = await self.aretrieve(query_bundle)
+            with self._synthesis(query_bundle) as out:
+                out["response"] = await self._aanswer(query_bundle, nodes)
+            query_event.on_end(payload={EventPayload.RESPONSE: out["response"]})
+        return out["response"]
+
+
+def _check_system_prompt(template: str, refusal: str) -> None:
+    """A clear error for a system prompt without the refusal, or with slots other than ``{refusal}``."""
+    if "{refusal}" not in template and refusal not in template:
+        raise ValueError("system_prompt must contain '{refusal}' (or the refusal sentence itself).")
+    try:
+        template.format(refusal=refusal)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"system_prompt may only have the slot {{refusal}} ({exc!r}); write literal braces "
+            "as '{{' and '}}'."
+        ) from exc
 
 
 async def _one(text: str) -> AsyncIterator[str]:

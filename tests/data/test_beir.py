@@ -111,7 +111,9 @@ def test_missing_folder_and_files(tmp_path: Path, toy_dir: Path) -> None:
     with pytest.raises(FileNotFoundError, match="BEIR folder not found.*corpus.jsonl"):
         load_beir(tmp_path / "nope")
     (toy_dir / "queries.jsonl").unlink()
-    with pytest.raises(FileNotFoundError, match=r"missing queries\.jsonl.*expected the BEIR layout"):
+    with pytest.raises(
+        FileNotFoundError, match=r"missing queries\.jsonl.*expected the BEIR layout"
+    ):
         load_beir(toy_dir)
 
 
@@ -130,7 +132,9 @@ def test_malformed_json_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unknown_doc_ids_are_dropped_with_a_warning(tmp_path: Path) -> None:
-    qrels = {"test": [*QRELS["test"], ("q1", "ghost-1", 1), ("q2", "ghost-2", 1), ("q4", "ghost-3", 1)]}
+    qrels = {
+        "test": [*QRELS["test"], ("q1", "ghost-1", 1), ("q2", "ghost-2", 1), ("q4", "ghost-3", 1)]
+    }
     root = _write_beir(tmp_path / "ghost", CORPUS, QUERIES, qrels)
     with pytest.warns(UserWarning, match=r"dropped 3 judgements.*'ghost-1'") as record:
         ds = load_beir(root)
@@ -164,3 +168,17 @@ def test_scifact(scifact_dir: Path) -> None:
     assert not set(train.queries) & set(test.queries)
     # claims with evidence carry it in the query metadata
     assert any(meta for meta in test.query_metadata.values())
+
+
+def test_numeric_titles_are_text_and_other_types_are_errors(tmp_path: Path) -> None:
+    corpus = [{"_id": "d1", "title": 1984, "text": "A novel."}, *CORPUS[1:]]
+    ds = load_beir(_write_beir(tmp_path / "num", corpus, QUERIES, QRELS))
+    assert ds.corpus["d1"] == "1984\nA novel." and ds.titles["d1"] == "1984"
+    corpus = [{"_id": "d1", "title": {"en": "Aspirin"}, "text": "x"}, *CORPUS[1:]]
+    with pytest.raises(BeirFormatError, match=r"corpus\.jsonl:1: field 'title' must be a string"):
+        load_beir(_write_beir(tmp_path / "dict", corpus, QUERIES, QRELS))
+
+
+def test_negative_max_queries_fails_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_queries must be >= 0"):
+        load_beir(tmp_path / "not-even-there", max_queries=-1)

@@ -36,16 +36,24 @@ SOURCES = ["a", "b", "c"]
 
 def test_citation_validity_precision_recall():
     ev = GenerationEvaluator()
-    row = ev.evaluate_example("q", "X is Y [1][2][5].", SOURCES, gold_node_ids=["a", "d"], gold_answers=["Y"])
+    row = ev.evaluate_example(
+        "q", "X is Y [1][2][5].", SOURCES, gold_node_ids=["a", "d"], gold_answers=["Y"]
+    )
     assert row["cited"] == [1, 2, 5] and row["invalid_citations"] == [5]
     assert row["cited_node_ids"] == ["a", "b"]
     assert row["citation_valid"] == 0.0
-    assert row["citation_precision"] == pytest.approx(1 / 3)  # a is gold; b wrong; [5] points nowhere
+    assert row["citation_precision"] == pytest.approx(
+        1 / 3
+    )  # a is gold; b wrong; [5] points nowhere
     assert row["citation_recall"] == pytest.approx(1 / 2)  # a of {a, d}
     assert row["citation_recall_retrieved"] == 1.0  # d was never among the sources
 
     row = ev.evaluate_example("q", "X [2, 3].", SOURCES, gold_node_ids=["b", "c"])
-    assert (row["citation_valid"], row["citation_precision"], row["citation_recall"]) == (1.0, 1.0, 1.0)
+    assert (row["citation_valid"], row["citation_precision"], row["citation_recall"]) == (
+        1.0,
+        1.0,
+        1.0,
+    )
 
     row = ev.evaluate_example("q", "X.", SOURCES, gold_node_ids=["a"])
     assert row["citation_valid"] is None and row["citation_precision"] is None
@@ -65,15 +73,28 @@ def test_squad_normalisation_em_f1():
     assert squad_exact_match("The Eiffel Tower.", ["Eiffel tower"]) == 1.0
     assert squad_exact_match("Eiffel", ["Eiffel tower"]) == 0.0
     assert squad_f1("in Paris, France", ["Paris"]) == pytest.approx(0.5)  # P 1/3, R 1
-    assert squad_f1("in Paris, France", ["France Paris", "Paris"]) == pytest.approx(0.8)  # max: P 2/3, R 1
+    assert squad_f1("in Paris, France", ["France Paris", "Paris"]) == pytest.approx(
+        0.8
+    )  # max: P 2/3, R 1
     assert squad_f1("Rome", ["Paris"]) == 0.0
 
     ev = GenerationEvaluator(answer_metric="squad")
-    row = ev.evaluate_example("q", "The Eiffel Tower [1].", SOURCES, ["a"], gold_answers=["Eiffel tower", "tower"])
-    assert (row["exact_match"], row["f1"], row["contains"], row["answer_score"]) == (1.0, 1.0, 1.0, 1.0)
-    row = ev.evaluate_example("q", "It is in Paris, France [1].", SOURCES, ["a"], gold_answers=["Paris"])
+    row = ev.evaluate_example(
+        "q", "The Eiffel Tower [1].", SOURCES, ["a"], gold_answers=["Eiffel tower", "tower"]
+    )
+    assert (row["exact_match"], row["f1"], row["contains"], row["answer_score"]) == (
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    )
+    row = ev.evaluate_example(
+        "q", "It is in Paris, France [1].", SOURCES, ["a"], gold_answers=["Paris"]
+    )
     assert row["exact_match"] == 0.0 and row["contains"] == 1.0
-    assert row["f1"] == pytest.approx(2 * (1 / 5) * 1 / (1 / 5 + 1))  # 5 tokens: it is in paris france
+    assert row["f1"] == pytest.approx(
+        2 * (1 / 5) * 1 / (1 / 5 + 1)
+    )  # 5 tokens: it is in paris france
     row = ev.evaluate_example("q", DEFAULT_REFUSAL, SOURCES, ["a"], gold_answers=["Paris"])
     assert (row["exact_match"], row["f1"], row["contains"]) == (0.0, 0.0, 0.0)
 
@@ -81,13 +102,33 @@ def test_squad_normalisation_em_f1():
 def test_refusal_calibration_and_aggregate():
     ev = GenerationEvaluator()
     examples = [
-        dict(question="A1", answer_text=DEFAULT_REFUSAL, source_node_ids=SOURCES, gold_node_ids=["a"],
-             gold_answers=["Paris"]),                                                        # FP
-        dict(question="A2", answer_text="Paris [1].", source_node_ids=SOURCES, gold_node_ids=["a"],
-             gold_answers=["Paris"]),
-        dict(question="A3", answer_text="Rome [2].", source_node_ids=SOURCES, gold_node_ids=["a"],
-             gold_answers=["Paris"]),
-        dict(question="U1", answer_text=DEFAULT_REFUSAL.upper(), source_node_ids=SOURCES, answerable=False),  # TP
+        dict(
+            question="A1",
+            answer_text=DEFAULT_REFUSAL,
+            source_node_ids=SOURCES,
+            gold_node_ids=["a"],
+            gold_answers=["Paris"],
+        ),  # FP
+        dict(
+            question="A2",
+            answer_text="Paris [1].",
+            source_node_ids=SOURCES,
+            gold_node_ids=["a"],
+            gold_answers=["Paris"],
+        ),
+        dict(
+            question="A3",
+            answer_text="Rome [2].",
+            source_node_ids=SOURCES,
+            gold_node_ids=["a"],
+            gold_answers=["Paris"],
+        ),
+        dict(
+            question="U1",
+            answer_text=DEFAULT_REFUSAL.upper(),
+            source_node_ids=SOURCES,
+            answerable=False,
+        ),  # TP
         dict(question="U2", answer_text="Berlin.", source_node_ids=SOURCES, answerable=False),  # FN
     ]
     report = ev.evaluate(examples, show_progress=False, name="toy")
@@ -112,8 +153,15 @@ def test_refusal_calibration_and_aggregate():
 def test_report_json_round_trip(tmp_path):
     ev = GenerationEvaluator()
     report = ev.evaluate(
-        [dict(question="q", answer_text="Paris [1].", source_node_ids=["a"], gold_node_ids=["a"],
-              gold_answers=["Paris"])],
+        [
+            dict(
+                question="q",
+                answer_text="Paris [1].",
+                source_node_ids=["a"],
+                gold_node_ids=["a"],
+                gold_answers=["Paris"],
+            )
+        ],
         show_progress=False,
     )
     report.to_json(tmp_path / "r.json")
@@ -121,9 +169,17 @@ def test_report_json_round_trip(tmp_path):
     assert loaded.aggregate == report.aggregate
     assert GenerationReport(rows=[], metric_keys=("f1",)).aggregate["f1"] is None
     worse = ev.evaluate(
-        [dict(question="q", answer_text="Rome [1].", source_node_ids=["a"], gold_node_ids=["a"],
-              gold_answers=["Paris"])],
-        show_progress=False, name="worse",
+        [
+            dict(
+                question="q",
+                answer_text="Rome [1].",
+                source_node_ids=["a"],
+                gold_node_ids=["a"],
+                gold_answers=["Paris"],
+            )
+        ],
+        show_progress=False,
+        name="worse",
     )
     table = worse.compare(report, keys=["exact_match", "refusal_recall"])
     assert "| exact_match | 0.000 | 1.000 | +1.000 |" in table
@@ -141,13 +197,16 @@ def test_scifact_labels():
 
     ev = GenerationEvaluator(answer_metric="scifact")
     examples = [
-        ('Supported [1]: "x"', "SUPPORT", True),      # right
-        ("Contradicted [2].", "SUPPORT", True),       # wrong
-        (DEFAULT_REFUSAL, None, False),               # right: NEI
-        (DEFAULT_REFUSAL, "CONTRADICT", True),        # wrong: refused an answerable claim
-        ("Maybe.", "contradict", True),               # wrong: no label
+        ('Supported [1]: "x"', "SUPPORT", True),  # right
+        ("Contradicted [2].", "SUPPORT", True),  # wrong
+        (DEFAULT_REFUSAL, None, False),  # right: NEI
+        (DEFAULT_REFUSAL, "CONTRADICT", True),  # wrong: refused an answerable claim
+        ("Maybe.", "contradict", True),  # wrong: no label
     ]
-    rows = [ev.evaluate_example("claim", a, SOURCES, ["a"], answerable=ok, gold_label=g) for a, g, ok in examples]
+    rows = [
+        ev.evaluate_example("claim", a, SOURCES, ["a"], answerable=ok, gold_label=g)
+        for a, g, ok in examples
+    ]
     assert [r["label_accuracy"] for r in rows] == [1.0, 0.0, 1.0, 0.0, 0.0]
     assert rows[2]["gold_label"] == "NOT ENOUGH INFO" and "answer_score" not in rows[2]
     report = GenerationReport(rows=rows, metric_keys=ev.metric_keys())
@@ -159,14 +218,26 @@ def test_scifact_labels():
 
 def test_custom_answer_metric():
     def metric(prediction: str, golds: list[str]) -> dict[str, float]:
-        return {"score": float(prediction.lower().startswith(golds[0].lower())), "length": len(prediction)}
+        return {
+            "score": float(prediction.lower().startswith(golds[0].lower())),
+            "length": len(prediction),
+        }
 
     ev = GenerationEvaluator(answer_metric=metric)
     report = ev.evaluate(
-        [dict(question="q", answer_text="Paris, France [1].", source_node_ids=["a"], gold_answers=["paris"])],
+        [
+            dict(
+                question="q",
+                answer_text="Paris, France [1].",
+                source_node_ids=["a"],
+                gold_answers=["paris"],
+            )
+        ],
         show_progress=False,
     )
-    assert report.rows[0]["answer_score"] == 1.0 and report.rows[0]["custom_length"] == len("Paris, France.")
+    assert report.rows[0]["answer_score"] == 1.0 and report.rows[0]["custom_length"] == len(
+        "Paris, France."
+    )
     assert report.aggregate["custom_length"] == len("Paris, France.")
     with pytest.raises(ValueError, match="answer_metric"):
         GenerationEvaluator(answer_metric="bleu")
@@ -182,11 +253,17 @@ def test_entailment_hook_claim_level():
     texts = ["Paris is in France", "Rome is in Italy", "Berlin is in Germany"]
     ev = GenerationEvaluator(entailment=entails, entailment_threshold=0.5)
     row = ev.evaluate_example(
-        "q", "Paris is in France [1]. Rome is in Italy [2][3]. No citation here.",
-        SOURCES, ["a", "b"], gold_answers=["x"], source_texts=texts,
+        "q",
+        "Paris is in France [1]. Rome is in Italy [2][3]. No citation here.",
+        SOURCES,
+        ["a", "b"],
+        gold_answers=["x"],
+        source_texts=texts,
     )
     assert row["nli_citation_recall"] == 1.0  # both cited claims supported by their cited sources
-    assert row["nli_citation_precision"] == pytest.approx(2 / 3)  # (Rome, Berlin source) is imprecise
+    assert row["nli_citation_precision"] == pytest.approx(
+        2 / 3
+    )  # (Rome, Berlin source) is imprecise
     assert ("Rome is in Italy.", "Berlin is in Germany") in calls
     assert ("Rome is in Italy.", "Rome is in Italy\n\nBerlin is in Germany") in calls
     assert not any("No citation" in c for c, _ in calls)
@@ -239,8 +316,11 @@ def test_cross_encoder_entailment(tiny_encoder_path):
     nli = CrossEncoder(hf_dir, num_labels=3, device="cpu")
     nli.config.id2label = {0: "contradiction", 1: "entailment", 2: "neutral"}
     check = CrossEncoderEntailment(nli)
-    logits = nli.predict([("Paris is the capital of France.", "Paris is in France.")],
-                         activation_fn=torch.nn.Identity(), convert_to_tensor=True)
+    logits = nli.predict(
+        [("Paris is the capital of France.", "Paris is in France.")],
+        activation_fn=torch.nn.Identity(),
+        convert_to_tensor=True,
+    )
     assert check("Paris is in France.", "Paris is the capital of France.") == pytest.approx(
         torch.softmax(logits[0], -1)[1].item(), abs=1e-5
     )
@@ -259,30 +339,108 @@ def test_evaluate_response_from_citation_engine_output():
 
     nodes[1].node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id="doc-rome")
     response = Response(
-        "Paris [1].", source_nodes=nodes,
+        "Paris [1].",
+        source_nodes=nodes,
         metadata={"raw_answer": "Paris [1][4].", "question": "capital of France?"},
     )
     ev = GenerationEvaluator()
     row = ev.evaluate_response(response, gold_node_ids=["n1", "doc-rome"], gold_answers=["Paris"])
     assert row["question"] == "capital of France?"
     assert row["invalid_citations"] == [4] and row["citation_precision"] == pytest.approx(1 / 2)
-    assert row["citation_recall"] == pytest.approx(1 / 2)  # doc-rome (source 2, by ref_doc_id) not cited
+    assert row["citation_recall"] == pytest.approx(
+        1 / 2
+    )  # doc-rome (source 2, by ref_doc_id) not cited
     assert row["citation_recall_retrieved"] == pytest.approx(1 / 2)
     assert row["exact_match"] == 1.0
-    report = ev.evaluate([{"response": response, "gold_node_ids": ["n1"], "gold_answers": ["Paris"]}],
-                         show_progress=False)
+    report = ev.evaluate(
+        [{"response": response, "gold_node_ids": ["n1"], "gold_answers": ["Paris"]}],
+        show_progress=False,
+    )
     assert report.rows[0]["citation_recall"] == 1.0
 
 
 def test_refusal_f1_is_zero_when_nothing_is_refused():
     ev = GenerationEvaluator()
     report = ev.evaluate(
-        [dict(question="U", answer_text="Berlin.", source_node_ids=["a"], answerable=False),
-         dict(question="A", answer_text="Paris [1].", source_node_ids=["a"], gold_answers=["Paris"])],
+        [
+            dict(question="U", answer_text="Berlin.", source_node_ids=["a"], answerable=False),
+            dict(
+                question="A",
+                answer_text="Paris [1].",
+                source_node_ids=["a"],
+                gold_answers=["Paris"],
+            ),
+        ],
         show_progress=False,
     )
     agg = report.aggregate
-    assert agg["refusal_precision"] is None and agg["refusal_recall"] == 0.0 and agg["refusal_f1"] == 0.0
-    only_answerable = ev.evaluate([dict(question="A", answer_text="Paris [1].", source_node_ids=["a"])],
-                                  show_progress=False)
-    assert only_answerable.aggregate["refusal_recall"] is None and only_answerable.aggregate["refusal_f1"] is None
+    assert (
+        agg["refusal_precision"] is None
+        and agg["refusal_recall"] == 0.0
+        and agg["refusal_f1"] == 0.0
+    )
+    only_answerable = ev.evaluate(
+        [dict(question="A", answer_text="Paris [1].", source_node_ids=["a"])], show_progress=False
+    )
+    assert (
+        only_answerable.aggregate["refusal_recall"] is None
+        and only_answerable.aggregate["refusal_f1"] is None
+    )
+
+
+def test_split_claims_handles_any_script_and_cjk_full_stops():
+    from llama_index_ragtune.evaluation.answers import split_claims
+
+    assert split_claims(
+        "Paris is in France [1]. Évora is in Portugal [2]. 巴黎很大[1]。罗马也是[2]。"
+    ) == [
+        "Paris is in France [1].",
+        "Évora is in Portugal [2].",
+        "巴黎很大[1]。",
+        "罗马也是[2]。",
+    ]
+    assert split_claims("It costs 3. 5 apples, e.g. the red ones [1].") == [
+        "It costs 3. 5 apples, e.g. the red ones [1]."
+    ]
+    ev = GenerationEvaluator(entailment=lambda claim, source: claim.rstrip("。") in source)
+    row = ev.evaluate_example(
+        "q", "巴黎很大[1]。罗马也是[2]。", SOURCES[:2], ["a"], source_texts=["巴黎很大", "柏林"]
+    )
+    assert row["nli_citation_recall"] == pytest.approx(1 / 2)  # two claims, one supported
+
+
+def test_unknown_example_keys_name_the_example():
+    ev = GenerationEvaluator()
+    bad = dict(
+        question="q", answer_text="x", source_node_ids=["a"], gold_answer=["x"], example_id="e7"
+    )
+    with pytest.raises(ValueError, match=r"'e7'.*unknown key\(s\) \['gold_answer'\]"):
+        ev.evaluate([bad], show_progress=False)
+
+
+def test_report_dict_and_dataframe_round_trip():
+    ev = GenerationEvaluator()
+    report = ev.evaluate(
+        [
+            dict(
+                question="q",
+                answer_text="Paris [1].",
+                source_node_ids=["a"],
+                gold_answers=["Paris"],
+            )
+        ],
+        show_progress=False,
+        name="r",
+    )
+    again = GenerationReport.from_dict(json.loads(report.to_json()))
+    assert again.aggregate == report.aggregate and again.name == "r" and len(again) == 1
+    frame = report.to_dataframe()
+    assert list(frame["f1"]) == [1.0] and report["f1"] == 1.0
+    assert str(report) == report.to_markdown()
+
+
+def test_llm_judge_prompt_needs_its_slots():
+    with pytest.raises(ValueError, match="claim"):
+        LLMJudgeEntailment(YesNoLLM(prompts=[]), prompt="Is {source} true?")
+    with pytest.raises(ValueError, match="slot other than"):
+        LLMJudgeEntailment(YesNoLLM(prompts=[]), prompt='{claim} {source} as JSON {"yes": 1}')

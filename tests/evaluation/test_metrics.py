@@ -65,6 +65,7 @@ def test_compute_metrics_keys_and_unknown_metric() -> None:
 
 # --------------------------------------------------------------------- ir-measures
 
+
 def _ir_measures_compare(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> int:
     """Assert per-query equality with ir-measures; returns the number of values compared."""
     ir_measures = pytest.importorskip("ir_measures")
@@ -109,7 +110,9 @@ def test_matches_ir_measures_on_bm25_scifact(scifact_dir) -> None:
     ds = load_beir(scifact_dir, split="test")
     doc_ids = list(ds.corpus)
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(list(ds.corpus.values()), show_progress=False), show_progress=False)
+    retriever.index(
+        bm25s.tokenize(list(ds.corpus.values()), show_progress=False), show_progress=False
+    )
     qids = list(ds.queries)
     tokens = bm25s.tokenize([ds.queries[q] for q in qids], show_progress=False)
     results, _ = retriever.retrieve(tokens, k=100, show_progress=False)

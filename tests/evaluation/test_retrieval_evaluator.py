@@ -35,7 +35,9 @@ def _chunk(chunk_id: str, doc_id: str | None) -> TextNode:
 class FixedRetriever(BaseRetriever):
     """Returns a fixed list of (chunk id, doc id) per query text; counts sync and async calls."""
 
-    def __init__(self, rankings: dict[str, list[tuple[str, str | None]]], fail_on: str | None = None):
+    def __init__(
+        self, rankings: dict[str, list[tuple[str, str | None]]], fail_on: str | None = None
+    ):
         super().__init__()
         self.rankings = rankings
         self.fail_on = fail_on
@@ -45,7 +47,10 @@ class FixedRetriever(BaseRetriever):
         if query == self.fail_on:
             raise ConnectionError("vector store unreachable")
         ranked = self.rankings[query]
-        return [NodeWithScore(node=_chunk(c, d), score=float(len(ranked) - i)) for i, (c, d) in enumerate(ranked)]
+        return [
+            NodeWithScore(node=_chunk(c, d), score=float(len(ranked) - i))
+            for i, (c, d) in enumerate(ranked)
+        ]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         self.calls["sync"] += 1
@@ -97,19 +102,25 @@ def test_maps_chunks_to_documents_keeping_best_rank() -> None:
     assert rows["q1"].retrieved == ["B", "A", "X"]
     assert rows["q2"].retrieved == ["X", "C"]
     assert rows["q1"].scores == [4.0, 2.0, 1.0]
-    assert rows["q1"].metrics["ndcg@10"] == pytest.approx(ndcg_at_k(["B", "A", "X"], QRELS["q1"], 10))
+    assert rows["q1"].metrics["ndcg@10"] == pytest.approx(
+        ndcg_at_k(["B", "A", "X"], QRELS["q1"], 10)
+    )
     assert rows["q1"].metrics["recall@1"] == pytest.approx(0.5)
     assert rows["q2"].metrics["mrr@10"] == pytest.approx(0.5)
     assert rows["q3"].metrics["hit@10"] == 0.0
     expected = sum(ndcg_at_k(r.retrieved, QRELS[r.qid], 10) for r in report.rows) / 3
     assert report.aggregate["ndcg@10"] == pytest.approx(expected)
     assert report["mrr@10"] == pytest.approx((1 / 1 + 1 / 2 + 0) / 3)
-    assert set(report.aggregate) == {f"{m}@{k}" for m in ("ndcg", "recall", "mrr", "hit", "precision") for k in K}
+    assert set(report.aggregate) == {
+        f"{m}@{k}" for m in ("ndcg", "recall", "mrr", "hit", "precision") for k in K
+    }
     assert all(row.latency_ms >= 0 for row in report.rows)
 
 
 def test_doc_id_fn_override() -> None:
-    evaluator = _evaluator(doc_id_fn=lambda n: n.node.node_id.split("#")[0].upper(), metrics=("recall",))
+    evaluator = _evaluator(
+        doc_id_fn=lambda n: n.node.node_id.split("#")[0].upper(), metrics=("recall",)
+    )
     report = evaluator.evaluate({"q1": "alpha"}, {"q1": {"A": 1}}, show_progress=False)
     assert report.rows[0].retrieved == ["B", "A", "X"]
     assert report.aggregate == {"recall@1": 0.0, "recall@3": 1.0, "recall@10": 1.0}
@@ -121,7 +132,11 @@ def test_postprocessors_get_the_query_bundle() -> None:
     report = _evaluator(node_postprocessors=[post]).evaluate(QUERIES, QRELS, show_progress=False)
     assert sorted(post.seen) == ["alpha", "beta", "gamma"]
     rows = {row.qid: row for row in report.rows}
-    assert rows["q1"].retrieved == ["X", "A", "B"]  # reversed chunks, B's best rank is its last chunk
+    assert rows["q1"].retrieved == [
+        "X",
+        "A",
+        "B",
+    ]  # reversed chunks, B's best rank is its last chunk
     assert rows["q2"].metrics["mrr@1"] == 1.0
 
 
@@ -137,7 +152,9 @@ def test_threads_and_async_match_sequential() -> None:
     report = asyncio.run(evaluator.aevaluate(QUERIES, QRELS, show_progress=False))
     assert evaluator.retriever.calls == {"sync": 0, "async": 3}
     assert post.async_calls == 3
-    expected = _evaluator(node_postprocessors=[ReverseAndRecord()]).evaluate(QUERIES, QRELS, show_progress=False)
+    expected = _evaluator(node_postprocessors=[ReverseAndRecord()]).evaluate(
+        QUERIES, QRELS, show_progress=False
+    )
     assert report.aggregate == expected.aggregate
 
 
@@ -146,7 +163,10 @@ def test_queries_without_qrels_are_skipped_with_a_warning() -> None:
     with pytest.warns(UserWarning, match=r"skipping 1 queries without qrels \(e.g. 'q9'\)"):
         report = _evaluator().evaluate(queries, QRELS, show_progress=False)
     assert [r.qid for r in report.rows] == ["q1", "q2", "q3"] and report.skipped == ["q9"]
-    with pytest.warns(UserWarning, match="skipping"), pytest.raises(ValueError, match="no query has qrels"):
+    with (
+        pytest.warns(UserWarning, match="skipping"),
+        pytest.raises(ValueError, match="no query has qrels"),
+    ):
         _evaluator().evaluate({"q9": "unjudged"}, QRELS, show_progress=False)
 
 
@@ -175,7 +195,9 @@ def test_bad_arguments() -> None:
 def test_report_export_roundtrip_and_compare(tmp_path) -> None:
     before = _evaluator(name="fixed").evaluate(QUERIES, QRELS, show_progress=False)
     post = ReverseAndRecord()
-    after = _evaluator(node_postprocessors=[post], name="reversed").evaluate(QUERIES, QRELS, show_progress=False)
+    after = _evaluator(node_postprocessors=[post], name="reversed").evaluate(
+        QUERIES, QRELS, show_progress=False
+    )
 
     path = tmp_path / "report.json"
     text = before.to_json(path)
@@ -218,10 +240,13 @@ def test_bm25_on_scifact_matches_ir_measures(scifact_dir) -> None:
 
     ds = load_beir(scifact_dir, split="test", max_queries=100)
     retriever = BM25Retriever.from_defaults(nodes=ds.documents, similarity_top_k=100)
-    report = RetrievalEvaluator(retriever, k_values=(10, 100), workers=2).evaluate(ds, show_progress=False)
+    report = RetrievalEvaluator(retriever, k_values=(10, 100), workers=2).evaluate(
+        ds, show_progress=False
+    )
     assert len(report) == 100
     run = {
-        row.qid: {doc_id: float(100 - i) for i, doc_id in enumerate(row.retrieved)} for row in report.rows
+        row.qid: {doc_id: float(100 - i) for i, doc_id in enumerate(row.retrieved)}
+        for row in report.rows
     }
     expected = ir_measures.calc_aggregate([nDCG @ 10, R @ 100, RR @ 10], ds.qrels, run)
     assert report["ndcg@10"] == pytest.approx(expected[nDCG @ 10], abs=1e-6)
@@ -232,3 +257,46 @@ def test_bm25_on_scifact_matches_ir_measures(scifact_dir) -> None:
     assert row.metrics["recall@100"] == recall_at_k(row.retrieved, ds.qrels[row.qid], 100)
     assert row.metrics["mrr@10"] == mrr_at_k(row.retrieved, ds.qrels[row.qid], 10)
     assert report["ndcg@10"] > 0.55  # BM25 on SciFact: about .66-.69
+
+
+def test_async_failure_cancels_the_other_queries() -> None:
+    started: list[str] = []
+    finished: list[str] = []
+
+    class SlowAndFailing(FixedRetriever):
+        async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+            started.append(query_bundle.query_str)
+            if query_bundle.query_str == "alpha":
+                raise ConnectionError("vector store unreachable")
+            await asyncio.sleep(5)
+            finished.append(query_bundle.query_str)
+            return self._nodes(query_bundle.query_str)
+
+    evaluator = RetrievalEvaluator(SlowAndFailing(RANKINGS), k_values=K, workers=3)
+
+    async def run() -> None:
+        with pytest.raises(RuntimeError, match="query 'q1'.*unreachable"):
+            await evaluator.aevaluate(QUERIES, QRELS, show_progress=False)
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing left running
+
+    asyncio.run(run())
+    assert sorted(started) == ["alpha", "beta", "gamma"] and finished == []
+
+
+def test_dataset_with_explicit_qrels_and_async_only_retrievers() -> None:
+    class Dataset:
+        queries = QUERIES
+        qrels = {"q1": {"Z": 1}}  # ignored: explicit qrels win
+
+    with pytest.warns(UserWarning, match="skipping 2 queries"):
+        report = _evaluator(metrics=("recall",)).evaluate(
+            Dataset(), {"q1": {"A": 1}}, show_progress=False
+        )
+    assert [r.qid for r in report.rows] == ["q1"] and report["recall@3"] == 1.0
+
+    class AsyncOnly:
+        async def aretrieve(self, query_bundle):
+            return []
+
+    with pytest.raises(TypeError, match="aevaluate"):
+        RetrievalEvaluator(AsyncOnly()).evaluate(QUERIES, QRELS, show_progress=False)

@@ -150,3 +150,22 @@ def test_invalid_chunk_size_is_rejected(chunk_size):
 def test_callable_tokenizer_needs_chunk_size():
     with pytest.raises(ValueError, match="chunk_size"):
         StructuredMarkdownNodeParser(tokenizer=whitespace_tokens)
+
+
+def test_cjk_paragraph_splits_at_full_stops_without_spaces():
+    sentence = "生鲜 食品 须在 48 小时内 退货。"  # 6 whitespace tokens, no space after "。"
+    text = "# 退货\n\n" + sentence * 12
+    nodes = parse(text, chunk_size=20)
+    assert len(nodes) > 3 and not any(n.metadata["oversized"] for n in nodes)
+    body = "".join(n.text for n in nodes).replace("# 退货", "", 1).strip()
+    assert body == sentence * 12  # cut only between sentences, nothing lost
+    for node in nodes[1:]:
+        assert node.text.endswith("。") and ntok(node.text) <= 20
+
+
+def test_leading_byte_order_mark_keeps_headings_and_offsets():
+    text = "\ufeff---\ntitle: Guide\n---\n# Returns\n\nWithin 30 days."
+    nodes = parse(text, chunk_size=50)
+    assert [n.metadata["section_path"] for n in nodes] == ["", "Returns"]
+    assert nodes[0].metadata["block_types"] == "front_matter"
+    assert all(text[n.start_char_idx : n.end_char_idx] == n.text for n in nodes)

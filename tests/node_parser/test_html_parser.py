@@ -197,3 +197,11 @@ def test_class_name_and_fields():
     assert parser.to_dict()["parser_features"] == "lxml"
     for name in ("parser_features", "boilerplate_tags", "boilerplate_roles", "chunk_size"):
         assert StructuredHTMLNodeParser.model_fields[name].description
+
+
+def test_byte_order_marks_are_not_content():
+    for features in ("lxml", "html.parser"):
+        nodes = parse(
+            "\ufeff<h1>Returns</h1><p>Within\ufeff 30 days.</p>", parser_features=features
+        )
+        assert [n.text for n in nodes] == ["# Returns\n\nWithin 30 days."], features

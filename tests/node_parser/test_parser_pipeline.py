@@ -108,3 +108,34 @@ def test_unpicklable_tokenizer_fails_clearly_after_a_round_trip():
     clone = pickle.loads(pickle.dumps(parser))
     with pytest.raises(ValueError, match="lambda"):
         clone(help_centre_documents())
+
+
+def _doc_id(i: int, doc) -> str:
+    return f"{doc.node_id}-part-{i}"
+
+
+def test_to_dict_from_dict_round_trip():
+    docs = help_centre_documents()
+    for parser in (StructuredHTMLNodeParser(chunk_size=64), StructuredMarkdownNodeParser()):
+        data = parser.to_dict()
+        clone = type(parser).from_dict(data)
+        assert clone.to_dict() == data
+        assert type(parser).from_json(parser.to_json()).to_dict() == data
+    html = StructuredHTMLNodeParser(chunk_size=64, parser_features="html.parser")
+    assert [n.text for n in StructuredHTMLNodeParser.from_dict(html.to_dict())(docs)] == [
+        n.text for n in html(docs)
+    ]
+
+
+def test_from_dict_asks_for_callables_saved_by_name_only():
+    parser = StructuredHTMLNodeParser(tokenizer=whitespace_tokens, chunk_size=64, id_func=_doc_id)
+    data = parser.to_dict()
+    with pytest.raises(ValueError, match="_doc_id.*id_func=my_id_func"):
+        StructuredHTMLNodeParser.from_dict(data)
+    clone = StructuredHTMLNodeParser.from_dict(data, id_func=_doc_id, tokenizer=whitespace_tokens)
+    nodes = clone(help_centre_documents())
+    assert nodes[0].node_id == "freshmart-returns-part-0"
+    assert [n.text for n in nodes] == [n.text for n in parser(help_centre_documents())]
+    no_tokenizer = StructuredHTMLNodeParser.from_dict(data, id_func=_doc_id)
+    with pytest.raises(ValueError, match="did not survive serialisation"):
+        no_tokenizer(help_centre_documents())

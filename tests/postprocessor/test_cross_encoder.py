@@ -61,7 +61,9 @@ def _relevant_id(query: str) -> str:
 def _mrr(reranker: CrossEncoderRerank) -> float:
     total = 0.0
     for query in TOY:
-        ranked = [n.node.node_id for n in reranker.postprocess_nodes(_toy_nodes(query), query_str=query)]
+        ranked = [
+            n.node.node_id for n in reranker.postprocess_nodes(_toy_nodes(query), query_str=query)
+        ]
         total += 1.0 / (ranked.index(_relevant_id(query)) + 1)
     return total / len(TOY)
 
@@ -76,9 +78,15 @@ def untrained_dir(tmp_path_factory, minilm_path) -> Path:
     out = tmp_path_factory.mktemp("cross_encoder")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, num_labels=1,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     BertForSequenceClassification(config).save_pretrained(out / "hf")
     tokenizer.save_pretrained(out / "hf")
@@ -107,14 +115,26 @@ def trained_dir(untrained_dir: Path) -> Path:
     model = CrossEncoder(str(untrained_dir), device="cpu")
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     args = CrossEncoderTrainingArguments(
-        output_dir=str(untrained_dir.parent / "checkpoints"), num_train_epochs=20,
-        per_device_train_batch_size=16, learning_rate=3e-3, lr_scheduler_type="constant",
-        report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
-        use_cpu=True, seed=0, data_seed=0,
+        output_dir=str(untrained_dir.parent / "checkpoints"),
+        num_train_epochs=20,
+        per_device_train_batch_size=16,
+        learning_rate=3e-3,
+        lr_scheduler_type="constant",
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
     )
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(3.0))
-    CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=loss).train()
-    changed = [name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())]
+    CrossEncoderTrainer(
+        model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=loss
+    ).train()
+    changed = [
+        name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())
+    ]
     assert "model.classifier.weight" in " ".join(changed) or any("classifier" in n for n in changed)
     out = untrained_dir.parent / "trained"
     model.save(str(out))
@@ -140,9 +160,13 @@ def test_trained_reranker_puts_relevant_first(trained_dir: Path, untrained_dir: 
 
 def test_top_n_threshold_and_retrieval_score(trained_dir: Path) -> None:
     query = "coral reef bleaching"
-    full = CrossEncoderRerank(model=str(trained_dir), top_n=None).postprocess_nodes(_toy_nodes(query), query_str=query)
+    full = CrossEncoderRerank(model=str(trained_dir), top_n=None).postprocess_nodes(
+        _toy_nodes(query), query_str=query
+    )
     assert len(full) == 4
-    top2 = CrossEncoderRerank(model=str(trained_dir), top_n=2).postprocess_nodes(_toy_nodes(query), query_str=query)
+    top2 = CrossEncoderRerank(model=str(trained_dir), top_n=2).postprocess_nodes(
+        _toy_nodes(query), query_str=query
+    )
     assert [n.node.node_id for n in top2] == [n.node.node_id for n in full[:2]]
 
     cut = (full[0].score + full[1].score) / 2
@@ -157,7 +181,9 @@ def test_top_n_threshold_and_retrieval_score(trained_dir: Path) -> None:
     by_id = {n.node.node_id: n for n in nodes}
     for node in out:
         original = by_id[node.node.node_id]
-        assert node.node.metadata["retrieval_score"] == pytest.approx(1.0 - 0.1 * int(node.node.node_id[-1]))
+        assert node.node.metadata["retrieval_score"] == pytest.approx(
+            1.0 - 0.1 * int(node.node.node_id[-1])
+        )
         assert original.score == node.node.metadata["retrieval_score"]  # input list not rescored
         assert "retrieval_score" not in node.node.get_content(metadata_mode=MetadataMode.LLM)
 
@@ -167,10 +193,14 @@ def test_model_is_loaded_once_and_async_works(trained_dir: Path) -> None:
 
     reranker = CrossEncoderRerank(model=str(trained_dir), top_n=1)
     first = reranker.cross_encoder
-    reranker.postprocess_nodes(_toy_nodes("vaccine antibody response"), query_str="vaccine antibody response")
+    reranker.postprocess_nodes(
+        _toy_nodes("vaccine antibody response"), query_str="vaccine antibody response"
+    )
     assert reranker.cross_encoder is first
     query = "password hashing salt"
-    out = asyncio.run(reranker.apostprocess_nodes(_toy_nodes(query), query_bundle=QueryBundle(query)))
+    out = asyncio.run(
+        reranker.apostprocess_nodes(_toy_nodes(query), query_bundle=QueryBundle(query))
+    )
     assert [n.node.node_id for n in out] == [_relevant_id(query)]
 
 
@@ -181,7 +211,9 @@ def test_accepts_an_in_memory_cross_encoder(trained_dir: Path) -> None:
     reranker = CrossEncoderRerank(model=model, top_n=1)
     assert reranker.cross_encoder is model
     query = "solar panel efficiency"
-    assert reranker.postprocess_nodes(_toy_nodes(query), query_str=query)[0].node.node_id == _relevant_id(query)
+    assert reranker.postprocess_nodes(_toy_nodes(query), query_str=query)[
+        0
+    ].node.node_id == _relevant_id(query)
 
 
 class _Collector(BaseEventHandler):
@@ -202,7 +234,9 @@ def test_query_engine_integration_and_events(trained_dir: Path) -> None:
     module.dispatcher.add_event_handler(collector)
     try:
         engine = SummaryIndex(nodes).as_query_engine(
-            llm=MockLLM(max_tokens=8), node_postprocessors=[reranker], callback_manager=CallbackManager([debug])
+            llm=MockLLM(max_tokens=8),
+            node_postprocessors=[reranker],
+            callback_manager=CallbackManager([debug]),
         )
         response = engine.query(query)
     finally:
@@ -212,8 +246,14 @@ def test_query_engine_integration_and_events(trained_dir: Path) -> None:
     starts = [e for e in collector.events if isinstance(e, ReRankStartEvent)]
     ends = [e for e in collector.events if isinstance(e, ReRankEndEvent)]
     assert len(starts) == 1 and len(ends) == 1
-    assert starts[0].top_n == 2 and len(starts[0].nodes) == 4 and starts[0].model_name == str(trained_dir)
-    assert [n.node.node_id for n in ends[0].nodes] == [n.node.node_id for n in response.source_nodes]
+    assert (
+        starts[0].top_n == 2
+        and len(starts[0].nodes) == 4
+        and starts[0].model_name == str(trained_dir)
+    )
+    assert [n.node.node_id for n in ends[0].nodes] == [
+        n.node.node_id for n in response.source_nodes
+    ]
     assert len(debug.get_event_pairs(CBEventType.RERANKING)) == 1
 
 
@@ -229,12 +269,17 @@ def test_empty_nodes_and_missing_query(trained_dir: Path) -> None:
 
 
 def test_no_model_explains_how_to_get_one() -> None:
-    with pytest.raises(ValueError, match="no pretrained cross-encoder ships offline.*RerankerFinetuneEngine.*ms-marco-MiniLM"):
+    with pytest.raises(
+        ValueError,
+        match="no pretrained cross-encoder ships offline.*RerankerFinetuneEngine.*ms-marco-MiniLM",
+    ):
         CrossEncoderRerank()
 
 
 def test_bad_model_paths(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"'\./missing/reranker' does not exist.*CrossEncoder\.save"):
+    with pytest.raises(
+        FileNotFoundError, match=r"'\./missing/reranker' does not exist.*CrossEncoder\.save"
+    ):
         CrossEncoderRerank(model="./missing/reranker")
     file_path = tmp_path / "weights.bin"
     file_path.write_bytes(b"0")
@@ -244,7 +289,9 @@ def test_bad_model_paths(tmp_path: Path) -> None:
     empty.mkdir()
     reranker = CrossEncoderRerank(model=empty)  # lazily loaded: the error comes on first use
     with pytest.raises(OSError, match="is not a cross-encoder folder: expected config.json"):
-        reranker.postprocess_nodes(_toy_nodes("coral reef bleaching"), query_str="coral reef bleaching")
+        reranker.postprocess_nodes(
+            _toy_nodes("coral reef bleaching"), query_str="coral reef bleaching"
+        )
 
 
 def test_random_order_is_fixed_by_the_reranker(trained_dir: Path) -> None:
@@ -253,4 +300,26 @@ def test_random_order_is_fixed_by_the_reranker(trained_dir: Path) -> None:
     for query in TOY:
         nodes = _toy_nodes(query)
         rng.shuffle(nodes)
-        assert reranker.postprocess_nodes(nodes, query_str=query)[0].node.node_id == _relevant_id(query)
+        assert reranker.postprocess_nodes(nodes, query_str=query)[0].node.node_id == _relevant_id(
+            query
+        )
+
+
+def test_serialisation_keeps_settings_never_the_model(trained_dir: Path, caplog) -> None:
+    import logging
+    import pickle
+
+    reranker = CrossEncoderRerank(model=str(trained_dir), top_n=2, score_threshold=0.1)
+    query = "coral reef bleaching"
+    expected = reranker.postprocess_nodes(_toy_nodes(query), query_str=query)  # model loaded
+    data = reranker.to_dict()
+    assert data["model"] == str(trained_dir.resolve()) and data["top_n"] == 2
+    assert CrossEncoderRerank.from_dict(data).to_dict() == data
+    with caplog.at_level(logging.WARNING):
+        blob = pickle.dumps(reranker)
+    assert len(blob) < 10_000  # the settings, not the weights
+    assert "unpickleable" not in caplog.text
+    clone = pickle.loads(blob)
+    assert clone._model is None and clone.score_threshold == 0.1
+    got = clone.postprocess_nodes(_toy_nodes(query), query_str=query)  # reloaded on first use
+    assert [(n.node.node_id, n.score) for n in got] == [(n.node.node_id, n.score) for n in expected]

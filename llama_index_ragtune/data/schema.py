@@ -1,0 +1,513 @@
+"""Retrieval training data: queries, a corpus, positives per query and hard negatives.
+
+``RetrievalDataset`` is the one training-set type of the encoder side. The
+bi-encoder and cross-encoder engines read it; the hard-negative miner fills its
+``negatives``; it loads from BEIR folders, from (query, node ids) pairs, from
+synthetic questions over LlamaIndex nodes, and from LlamaIndex's
+``EmbeddingQAFinetuneDataset`` JSON, which it also writes.
+
+Example::
+
+    from llama_index_ragtune.data import RetrievalDataset
+
+    ds = RetrievalDataset.from_pairs(
+        [("how do I return apples?", ["grocery-returns"])],
+        corpus={"grocery-returns": "Fresh produce can be returned within 7 days.",
+                "electronics-returns": "Apple devices can be returned within 14 days."},
+    )
+    ds = ds.with_negatives({ds.query_ids[0]: ["electronics-returns"]})
+    ds.to_triplets()   # [{"anchor": ..., "positive": ..., "negative": ...}]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import LLM
+    from llama_index.core.schema import BaseNode, MetadataMode
+
+FORMAT_NAME = "llama-index-ragtune/retrieval-dataset"
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, Unicode-normalised text with punctuation dropped and spaces collapsed.
+
+    Used to detect duplicate queries and passages (``"What is X?" == "what is x"``).
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(re.findall(r"\w+", text))
+
+
+def stable_query_id(text: str, prefix: str = "q-") -> str:
+    """A deterministic id for a query text (hash of its normalised form)."""
+    digest = hashlib.sha1(normalize_text(text).encode("utf-8")).hexdigest()
+    return f"{prefix}{digest[:16]}"
+
+
+def _fmt_ids(ids: Iterable[Any], limit: int = 5) -> str:
+    ids = list(ids)
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    if len(ids) > limit:
+        shown += f", ... ({len(ids)} in total)"
+    return shown
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Negative:
+    """A hard negative for one query.
+
+    Args:
+        doc_id: corpus id of the negative passage.
+        source: where it came from: ``"bm25"``, ``"dense"``, ``"curated"``, ``"judged"``
+            (graded 0 in qrels) or any user string.
+        score: the source's score for (query, passage), when it has one.
+        rank: 1-based rank among the source's non-positive candidates, when ranked.
+    """
+
+    doc_id: str
+    source: str
+    score: float | None = None
+    rank: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Negative:
+        try:
+            return cls(
+                doc_id=str(data["doc_id"]),
+                source=str(data["source"]),
+                score=None if data.get("score") is None else float(data["score"]),
+                rank=None if data.get("rank") is None else int(data["rank"]),
+            )
+        except KeyError as err:
+            raise ValueError(
+                f"a negative needs 'doc_id' and 'source' keys, got {dict(data)!r}"
+            ) from err
+
+
+class RetrievalExample(NamedTuple):
+    """One query of a ``RetrievalDataset``, as yielded by iterating over it."""
+
+    qid: str
+    query: str
+    positive_ids: list[str]
+    negatives: list[Negative]
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class RetrievalDataset:
+    """Queries, a corpus, several positives per query, and hard negatives.
+
+    Fields match LlamaIndex's ``EmbeddingQAFinetuneDataset`` (``queries``, ``corpus``,
+    ``relevant_docs``, ``mode``) plus ``negatives`` and free-form ``metadata``
+    (provenance such as the miner's settings). The dataset is checked on
+    construction (see ``validate``); its methods return new datasets.
+
+    Example::
+
+        ds = RetrievalDataset(
+            queries={"q1": "apple return policy?"},
+            corpus={"d1": "Groceries: apples can be returned...", "d2": "Electronics: Apple..."},
+            relevant_docs={"q1": ["d1"]},
+            negatives={"q1": [Negative("d2", source="curated")]},
+        )
+        for qid, query, positive_ids, negatives in ds:
+            ...
+    """
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    relevant_docs: dict[str, list[str]]
+    negatives: dict[str, list[Negative]] = field(default_factory=dict)
+    mode: str = "text"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.queries = {str(k): v for k, v in self.queries.items()}
+        self.corpus = {str(k): v for k, v in self.corpus.items()}
+        self.relevant_docs = {
+            str(k): [v] if isinstance(v, str) else [str(d) for d in v]
+            for k, v in self.relevant_docs.items()
+        }
+        self.negatives = {
+            str(k): [n if isinstance(n, Negative) else Negative.from_dict(n) for n in v]
+            for k, v in self.negatives.items()
+        }
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+
+    def validate(self) -> RetrievalDataset:
+        """Raise ``ValueError`` naming the offending ids when the dataset is inconsistent.
+
+        Checks: non-empty corpus and query set; every query has non-empty text and at
+        least one positive; every positive and negative refers to a corpus id; no
+        negative is a positive of its own query; no positives/negatives for unknown
+        queries. Returns ``self`` so it can be chained.
+        """
+        if not self.corpus:
+            raise ValueError("RetrievalDataset has an empty corpus: give at least one document")
+        if not self.queries:
+            raise ValueError("RetrievalDataset has no queries: give at least one query")
+        bad_text = [q for q, t in self.queries.items() if not isinstance(t, str) or not t.strip()]
+        if bad_text:
+            raise ValueError(
+                f"RetrievalDataset has queries with empty text: {_fmt_ids(bad_text)}; "
+                "drop them or give them a text"
+            )
+        bad_docs = [d for d, t in self.corpus.items() if not isinstance(t, str)]
+        if bad_docs:
+            raise ValueError(f"corpus texts must be strings; not for doc ids {_fmt_ids(bad_docs)}")
+        orphan = [q for q in self.relevant_docs if q not in self.queries]
+        if orphan:
+            raise ValueError(
+                f"relevant_docs names query ids that are not in queries: {_fmt_ids(orphan)}"
+            )
+        no_positive = [q for q in self.queries if not self.relevant_docs.get(q)]
+        if no_positive:
+            raise ValueError(
+                f"queries without any positive document: {_fmt_ids(no_positive)}; "
+                "give each query at least one relevant doc id, or drop it (dataset.subset(...))"
+            )
+        unknown = sorted({d for ids in self.relevant_docs.values() for d in ids if d not in self.corpus})
+        if unknown:
+            raise ValueError(
+                f"positives reference doc ids missing from the corpus: {_fmt_ids(unknown)}; "
+                "add these documents to the corpus or remove them from relevant_docs"
+            )
+        orphan = [q for q in self.negatives if q not in self.queries]
+        if orphan:
+            raise ValueError(f"negatives name query ids that are not in queries: {_fmt_ids(orphan)}")
+        unknown = sorted(
+            {n.doc_id for negs in self.negatives.values() for n in negs if n.doc_id not in self.corpus}
+        )
+        if unknown:
+            raise ValueError(
+                f"negatives reference doc ids missing from the corpus: {_fmt_ids(unknown)}"
+            )
+        clash = []
+        for q, negs in self.negatives.items():
+            positives = set(self.relevant_docs[q])
+            clash.extend(f"{q}:{n.doc_id}" for n in negs if n.doc_id in positives)
+        if clash:
+            raise ValueError(
+                f"documents are both a positive and a negative of the same query "
+                f"(query:doc): {_fmt_ids(clash)}"
+            )
+        return self
+
+    # ------------------------------------------------------------------ basics
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def __iter__(self) -> Iterator[RetrievalExample]:
+        for qid, query in self.queries.items():
+            yield RetrievalExample(
+                qid, query, list(self.relevant_docs[qid]), list(self.negatives.get(qid, []))
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"RetrievalDataset(queries={len(self.queries)}, corpus={len(self.corpus)}, "
+            f"pairs={self.num_pairs}, negatives={self.num_negatives})"
+        )
+
+    @property
+    def query_ids(self) -> list[str]:
+        return list(self.queries)
+
+    @property
+    def num_pairs(self) -> int:
+        """Number of (query, positive) pairs."""
+        return sum(len(self.relevant_docs[q]) for q in self.queries)
+
+    @property
+    def num_negatives(self) -> int:
+        return sum(len(v) for v in self.negatives.values())
+
+    def negative_sources(self) -> dict[str, int]:
+        """Count of negatives per source."""
+        counts: dict[str, int] = {}
+        for negs in self.negatives.values():
+            for n in negs:
+                counts[n.source] = counts.get(n.source, 0) + 1
+        return counts
+
+    def _replace(self, **changes: Any) -> RetrievalDataset:
+        data = {
+            "queries": self.queries,
+            "corpus": self.corpus,
+            "relevant_docs": self.relevant_docs,
+            "negatives": self.negatives,
+            "mode": self.mode,
+            "metadata": dict(self.metadata),
+        }
+        data.update(changes)
+        return RetrievalDataset(**data)
+
+    # ------------------------------------------------------------------ derived sets
+
+    def subset(self, qids: Iterable[str]) -> RetrievalDataset:
+        """The dataset restricted to ``qids`` (the corpus is kept whole)."""
+        qids = list(dict.fromkeys(qids))
+        unknown = [q for q in qids if q not in self.queries]
+        if unknown:
+            raise ValueError(f"subset: unknown query ids {_fmt_ids(unknown)}")
+        return self._replace(
+            queries={q: self.queries[q] for q in qids},
+            relevant_docs={q: list(self.relevant_docs[q]) for q in qids},
+            negatives={q: list(self.negatives[q]) for q in qids if q in self.negatives},
+        )
+
+    def with_negatives(
+        self,
+        negatives: Mapping[str, Sequence[Negative | str]],
+        source: str = "curated",
+        replace: bool = False,
+    ) -> RetrievalDataset:
+        """A copy with ``negatives`` added (or, with ``replace=True``, instead of the old ones).
+
+        Plain doc-id strings become ``Negative(doc_id, source)``. A doc id already
+        listed for the query is kept once (first occurrence wins).
+        """
+        unknown = [q for q in negatives if q not in self.queries]
+        if unknown:
+            raise ValueError(f"with_negatives: unknown query ids {_fmt_ids(unknown)}")
+        merged = {} if replace else {q: list(v) for q, v in self.negatives.items()}
+        for qid, negs in negatives.items():
+            current = merged.setdefault(qid, [])
+            seen = {n.doc_id for n in current}
+            for neg in negs:
+                neg = Negative(neg, source) if isinstance(neg, str) else neg
+                if neg.doc_id not in seen:
+                    current.append(neg)
+                    seen.add(neg.doc_id)
+        return self._replace(negatives={q: v for q, v in merged.items() if v})
+
+    def split(
+        self, val_fraction: float = 0.1, seed: int = 0, group_by_positive: bool = False
+    ) -> tuple[RetrievalDataset, RetrievalDataset]:
+        """Split by query into ``(train, val)``; both keep the whole corpus.
+
+        A query's positives and negatives stay with it. When a document is a positive
+        of queries on both sides, a warning gives the count; ``group_by_positive=True``
+        keeps queries that share a positive (or the same normalised text) on one side.
+        """
+        from llama_index_ragtune.data.splitting import split_by_query
+
+        return split_by_query(self, val_fraction=val_fraction, seed=seed, group_by_positive=group_by_positive)
+
+    # ------------------------------------------------------------------ training rows
+
+    def to_pairs(self) -> list[dict[str, str]]:
+        """One ``{"anchor", "positive"}`` row per (query, positive) pair."""
+        return [
+            {"anchor": query, "positive": self.corpus[pos]}
+            for _, query, positives, _ in self
+            for pos in positives
+        ]
+
+    def to_triplets(
+        self, max_negatives_per_query: int = 1, on_missing: Literal["skip", "error"] = "skip"
+    ) -> list[dict[str, str]]:
+        """Rows for sentence-transformers: ``{"anchor", "positive", "negative"}``.
+
+        One row per (query, positive) pair. With ``max_negatives_per_query=n > 1`` the
+        negative columns are ``negative_1 ... negative_n`` (the multi-negative layout
+        of ``MultipleNegativesRankingLoss``). Negatives are handed out round-robin, so
+        the pairs of one query use different negatives; a query with fewer than ``n``
+        negatives reuses them. Queries without negatives are skipped with a warning
+        (``on_missing="error"`` raises instead).
+        """
+        if max_negatives_per_query < 1:
+            raise ValueError(f"max_negatives_per_query must be >= 1, got {max_negatives_per_query}")
+        n = max_negatives_per_query
+        columns = ["negative"] if n == 1 else [f"negative_{i + 1}" for i in range(n)]
+        rows: list[dict[str, str]] = []
+        missing: list[str] = []
+        for qid, query, positives, negatives in self:
+            if not negatives:
+                missing.append(qid)
+                continue
+            cursor = 0
+            for pos in positives:
+                row = {"anchor": query, "positive": self.corpus[pos]}
+                for col in columns:
+                    row[col] = self.corpus[negatives[cursor % len(negatives)].doc_id]
+                    cursor += 1
+                rows.append(row)
+        if missing:
+            msg = f"to_triplets: {len(missing)} queries have no negatives: {_fmt_ids(missing)}"
+            if on_missing == "error":
+                raise ValueError(msg + "; mine some with HardNegativeMiner")
+            warnings.warn(msg + " (skipped)", stacklevel=2)
+        return rows
+
+    def to_cross_encoder_rows(self, num_negatives: int | None = None) -> list[dict[str, Any]]:
+        """``{"query", "passage", "label"}`` rows: 1.0 for every positive, 0.0 for up to
+        ``num_negatives`` negatives per query (all of them when ``None``)."""
+        rows: list[dict[str, Any]] = []
+        for _, query, positives, negatives in self:
+            rows.extend({"query": query, "passage": self.corpus[p], "label": 1.0} for p in positives)
+            chosen = negatives if num_negatives is None else negatives[:num_negatives]
+            rows.extend(
+                {"query": query, "passage": self.corpus[n.doc_id], "label": 0.0} for n in chosen
+            )
+        return rows
+
+    # ------------------------------------------------------------------ JSON / LlamaIndex
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "mode": self.mode,
+            "queries": self.queries,
+            "corpus": self.corpus,
+            "relevant_docs": self.relevant_docs,
+            "negatives": {q: [n.to_dict() for n in v] for q, v in self.negatives.items()},
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RetrievalDataset:
+        """Build from our JSON layout or LlamaIndex's ``EmbeddingQAFinetuneDataset`` layout."""
+        from llama_index_ragtune.data.serialization import parse_dataset_dict
+
+        return cls(**parse_dataset_dict(data))
+
+    def save_json(self, path: str | Path, format: Literal["ragtune", "llama_index"] = "ragtune") -> None:
+        """Write the dataset as JSON.
+
+        ``format="ragtune"`` (default) keeps everything. ``format="llama_index"`` writes
+        the ``EmbeddingQAFinetuneDataset`` layout (``queries``, ``corpus``,
+        ``relevant_docs``, ``mode``) that LlamaIndex tools read; it has no place for
+        negatives, so they are dropped with a warning.
+        """
+        from llama_index_ragtune.data.serialization import write_dataset_json
+
+        write_dataset_json(self, path, format=format)
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> RetrievalDataset:
+        """Read a dataset saved by ``save_json`` or by LlamaIndex (format auto-detected)."""
+        from llama_index_ragtune.data.serialization import read_dataset_json
+
+        return cls(**read_dataset_json(path))
+
+    def to_llama_index(self) -> Any:
+        """This dataset as LlamaIndex's ``EmbeddingQAFinetuneDataset`` (negatives are dropped)."""
+        from llama_index_ragtune.data.serialization import embedding_qa_dataset_class
+
+        return embedding_qa_dataset_class()(
+            queries=dict(self.queries),
+            corpus=dict(self.corpus),
+            relevant_docs={q: list(v) for q, v in self.relevant_docs.items()},
+            mode=self.mode,
+        )
+
+    @classmethod
+    def from_llama_index(cls, dataset: Any) -> RetrievalDataset:
+        """From an ``EmbeddingQAFinetuneDataset`` (or any object/mapping with its fields)."""
+        if isinstance(dataset, Mapping):
+            return cls.from_dict(dataset)
+        missing = [k for k in ("queries", "corpus", "relevant_docs") if not hasattr(dataset, k)]
+        if missing:
+            raise TypeError(
+                f"from_llama_index expects an EmbeddingQAFinetuneDataset; "
+                f"{type(dataset).__name__} has no {', '.join(missing)}"
+            )
+        return cls(
+            queries=dict(dataset.queries),
+            corpus=dict(dataset.corpus),
+            relevant_docs={q: list(v) for q, v in dataset.relevant_docs.items()},
+            mode=getattr(dataset, "mode", "text"),
+        )
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def from_beir(
+        cls, path: str | Path, split: str = "train", min_grade: int = 1,
+        max_queries: int | None = None, judged_negatives: bool = True,
+    ) -> RetrievalDataset:
+        """From a BEIR folder: positives are the docs graded ``>= min_grade``.
+
+        Docs judged below ``min_grade`` become negatives with source ``"judged"`` when
+        ``judged_negatives`` is true. Queries without any positive are dropped (logged).
+
+        Example::
+
+            train = RetrievalDataset.from_beir("../shared/data/scifact", split="train")
+        """
+        from llama_index_ragtune.data.builders import dataset_from_beir
+
+        return dataset_from_beir(path, split=split, min_grade=min_grade, max_queries=max_queries,
+                                 judged_negatives=judged_negatives)
+
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs: Iterable[tuple[str, Sequence[str] | str]],
+        corpus: Mapping[str, str] | Sequence[BaseNode],
+        metadata_mode: MetadataMode | str = "embed",
+    ) -> RetrievalDataset:
+        """From ``(query text, relevant doc/node ids)`` pairs.
+
+        ``corpus`` is ``{doc_id: text}`` or LlamaIndex nodes (text taken with
+        ``metadata_mode``, "embed" by default: what an embedding model sees at index
+        time). Query ids are stable hashes of the normalised text; pairs with the same
+        normalised query are merged.
+
+        Example::
+
+            ds = RetrievalDataset.from_pairs([("apple return policy?", ["node-1"])], nodes)
+        """
+        from llama_index_ragtune.data.builders import dataset_from_pairs
+
+        return dataset_from_pairs(pairs, corpus, metadata_mode=metadata_mode)
+
+    @classmethod
+    def from_nodes(
+        cls,
+        nodes: Sequence[BaseNode],
+        llm: LLM | None = None,
+        num_questions_per_node: int = 2,
+        prompt_template: Any = None,
+        metadata_mode: MetadataMode | str = "embed",
+        **kwargs: Any,
+    ) -> RetrievalDataset:
+        """Synthetic questions for every node, asked to ``llm`` (``Settings.llm`` when None).
+
+        See ``llama_index_ragtune.data.synthetic.generate_synthetic_queries`` for the
+        prompt, the copy filter, dedupe and async options (passed through ``kwargs``).
+
+        Example::
+
+            ds = RetrievalDataset.from_nodes(nodes, llm=my_llm, num_questions_per_node=2)
+        """
+        from llama_index_ragtune.data.builders import dataset_from_nodes
+
+        return dataset_from_nodes(nodes, llm=llm, num_questions_per_node=num_questions_per_node,
+                                  prompt_template=prompt_template, metadata_mode=metadata_mode, **kwargs)

@@ -1,0 +1,100 @@
+"""Loading a local causal LM, or a PEFT/LoRA adapter folder over its base model, for ``LocalChatLLM``.
+
+``model`` is ``None`` (the bundled SmolLM2-135M-Instruct), a local folder or a
+hub id (:func:`llama_index_ragtune.models.resolve_model`). A folder holding
+``adapter_config.json`` -- what ``DecoderFinetuneEngine`` and PEFT's
+``save_pretrained`` write -- loads the base model named there plus the adapter.
+
+Example::
+
+    from llama_index_ragtune.llms.loading import load_causal_lm
+
+    model, tokenizer, name = load_causal_lm(None, device="cpu")   # bundled SmolLM2-135M-Instruct
+    tokenizer.chat_template is not None                            # True
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_causal_lm", "require_chat_template", "torch_dtype"]
+
+
+def torch_dtype(dtype: Any, device: str) -> Any:
+    """The ``torch.dtype`` for a dtype name; None/"auto": float32 on CPU, bfloat16/float16 on GPU.
+
+    Example::
+
+        torch_dtype("bfloat16", "cpu"), torch_dtype(None, "cpu")   # (torch.bfloat16, torch.float32)
+    """
+    import torch
+
+    if dtype in (None, "auto"):
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, str):
+        value = getattr(torch, dtype, None)
+        if not isinstance(value, torch.dtype):
+            raise ValueError(f"Unknown dtype '{dtype}': use e.g. 'float32', 'bfloat16', 'float16'.")
+        return value
+    return dtype
+
+
+def require_chat_template(tokenizer: Any, name: str) -> None:
+    """A clear error when ``tokenizer`` has no chat template (a base model, not a chat model)."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            f"The tokenizer of '{name}' has no chat template. LocalChatLLM needs an instruct/chat "
+            "model; set `tokenizer.chat_template` and pass `hf_model=`/`tokenizer=` for a base model."
+        )
+
+
+def load_causal_lm(
+    model: str | None,
+    *,
+    device: str,
+    dtype: Any = None,
+    merge_adapter: bool = True,
+    tokenizer: Any | None = None,
+) -> tuple[Any, Any, str]:
+    """Load ``(hf_model, tokenizer, resolved name)``, the model moved to ``device``.
+
+    An adapter folder loads its base model plus the adapter (merged into the base
+    weights when ``merge_adapter``); its tokenizer comes from the adapter folder when
+    saved there, else from the base model.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llama_index_ragtune.models import resolve_model
+
+    name = resolve_model(model, kind="decoder")
+    weights_dtype = torch_dtype(dtype, device)
+    adapter_cfg = Path(name) / "adapter_config.json"
+    if adapter_cfg.is_file():
+        try:
+            from peft import PeftModel
+        except ImportError as exc:  # pragma: no cover - peft is a core dependency
+            raise ImportError(
+                f"Loading the adapter folder '{name}' needs peft: pip install peft"
+            ) from exc
+        base_id = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+        if not base_id:
+            raise ValueError(
+                f"{adapter_cfg} has no 'base_model_name_or_path'; load the base model yourself "
+                "and pass `hf_model=PeftModel.from_pretrained(base, folder)` and `tokenizer=`."
+            )
+        base_name = resolve_model(base_id, kind="decoder")
+        base = AutoModelForCausalLM.from_pretrained(base_name, dtype=weights_dtype)
+        hf_model = PeftModel.from_pretrained(base, name)
+        if merge_adapter:
+            hf_model = hf_model.merge_and_unload()
+        has_tokenizer = (Path(name) / "tokenizer_config.json").is_file()
+        tokenizer_source = name if has_tokenizer else base_name
+    else:
+        hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=weights_dtype)
+        tokenizer_source = name
+    hf_model.to(device)
+    return hf_model, tokenizer or AutoTokenizer.from_pretrained(tokenizer_source), name
