@@ -1,0 +1,414 @@
+"""``ragtune bench generation``: base decoder vs grounded SFT vs SFT + DPO on the same retrieved contexts.
+
+One retriever is built once over all paragraphs (SQuAD 2.0) or abstracts
+(SciFact); every question is retrieved once and its document ids are cached
+(``retrieved.json``), so every row answers over identical sources. Training
+contexts put the gold passage among retrieved distractors (``GroundedSFTBuilder``,
+some with the gold removed -> refusal); test contexts are the retriever's own
+top-k, so a test question expects the refusal when retrieval missed its
+evidence. Each row is scored by ``GenerationEvaluator`` with greedy, batched
+generation.
+
+Splits: SQuAD 2.0 by article (all but the last 4 articles train, the last 4
+test); SciFact claims by its qrels (``train`` / ``test``).
+
+Example::
+
+    ragtune bench generation --squad ../shared/data/squad_v2_dev_half/dev-v2.0.cs224n_half.json \\
+        --max-train-examples 300 --max-test-examples 200 --out benchmarks/results/generation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llama_index_ragtune.data.grounded import GroundedContext, GroundedSFTBuilder
+from llama_index_ragtune.data.qa import QAExample
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = (
+    ("citation_precision", "citation precision"),
+    ("citation_recall", "citation recall"),
+    ("answer", "answer F1 / label acc."),
+    ("refusal_f1", "refusal F1"),
+    ("over_refusal_rate", "over-refusal"),
+    ("train_seconds", "training wall time (s)"),
+    ("tokens_per_second", "generation tokens/s"),
+)
+
+
+@dataclass
+class GenerationTask:
+    """Train/test questions and the documents a retriever indexes for them."""
+
+    name: str
+    train: list[QAExample]
+    test: list[QAExample]
+    documents: list[Any]
+    answer_metric: str
+
+
+def _sample(examples: list[QAExample], n: int | None, seed: int) -> list[QAExample]:
+    if n is None or n >= len(examples):
+        return list(examples)
+    return random.Random(seed).sample(examples, n)
+
+
+def load_task(
+    squad: str | Path | None = None,
+    scifact: str | Path | None = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    seed: int = 0,
+) -> GenerationTask:
+    """SQuAD 2.0 (article split) or SciFact claims (qrels split), sampled with ``seed``."""
+    from llama_index_ragtune.data.qa import load_scifact_claims, load_squad_v2
+
+    if (squad is None) == (scifact is None):
+        raise ValueError("Pass exactly one of --squad PATH or --scifact DIR.")
+    if squad is not None:
+        train, _ = load_squad_v2(squad, split="train")
+        test, _ = load_squad_v2(squad, split="test")
+        _, documents = load_squad_v2(squad)
+        name, metric = "squad_v2", "squad"
+    else:
+        train, documents = load_scifact_claims(scifact, split="train")
+        test, _ = load_scifact_claims(scifact, split="test")
+        name, metric = "scifact", "scifact"
+    return GenerationTask(
+        name, _sample(train, max_train, seed), _sample(test, max_test, seed + 1), documents, metric
+    )
+
+
+def build_retriever(documents: Sequence[Any], kind: str = "bm25", top_k: int = 10) -> Any:
+    """A retriever over ``documents``: ``bm25`` (this package's BM25) or ``hybrid`` (dense + BM25)."""
+    if kind == "bm25":
+        try:
+            from llama_index_ragtune.retrievers.bm25 import BM25Retriever
+        except ImportError:  # pragma: no cover - fallback to the LlamaIndex integration
+            from llama_index.retrievers.bm25 import BM25Retriever
+        return BM25Retriever.from_defaults(nodes=list(documents), similarity_top_k=top_k)
+    if kind == "hybrid":
+        from llama_index_ragtune.retrievers import HybridRetriever
+
+        return HybridRetriever.from_defaults(nodes=list(documents), similarity_top_k=top_k)
+    raise ValueError(f"Unknown retriever {kind!r}; use 'bm25' or 'hybrid'.")
+
+
+def retrieve_all(
+    builder: GroundedSFTBuilder,
+    examples: Sequence[QAExample],
+    cache: str | Path | None = None,
+    show_progress: bool = True,
+) -> dict[str, list[str]]:
+    """Document ids retrieved for every question, read from / written to the JSON ``cache``."""
+    from tqdm.auto import tqdm
+
+    path = Path(cache) if cache is not None else None
+    retrieved: dict[str, list[str]] = (
+        json.loads(path.read_text()) if path is not None and path.exists() else {}
+    )
+    missing = [e for e in examples if e.qid not in retrieved]
+    for example in tqdm(missing, desc="Retrieving", disable=not show_progress):
+        retrieved[example.qid] = builder.retrieve_ids(example.question)
+    if path is not None and missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(retrieved))
+    return retrieved
+
+
+def evaluate_llm(
+    llm: Any,
+    contexts: Sequence[GroundedContext],
+    evaluator: Any,
+    name: str,
+    batch_size: int = 8,
+    max_new_tokens: int = 48,
+    show_progress: bool = True,
+) -> tuple[Any, float]:
+    """Greedy batched answers on ``contexts`` scored by ``evaluator``: (GenerationReport, tokens/s)."""
+    conversations = [c.messages() for c in contexts]
+    start = time.perf_counter()
+    responses = llm.generate_batch(
+        conversations,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        show_progress=show_progress,
+    )
+    seconds = time.perf_counter() - start
+    tokens = sum(int((r.raw or {}).get("usage", {}).get("completion_tokens", 0)) for r in responses)
+    answers = [r.message.content or "" for r in responses]
+    report = evaluator.evaluate(
+        [c.evaluation_kwargs(a) for c, a in zip(contexts, answers, strict=True)],
+        show_progress=False,
+        name=name,
+    )
+    return report, tokens / seconds if seconds > 0 else 0.0
+
+
+def summarize(
+    report: Any, answer_metric: str, train_seconds: float | None, tokens_per_second: float
+) -> dict:
+    """The benchmark columns of one row."""
+    agg = report.aggregate
+    return {
+        "citation_precision": agg.get("citation_precision"),
+        "citation_recall": agg.get("citation_recall"),
+        "answer": agg.get("label_accuracy" if answer_metric == "scifact" else "f1"),
+        "refusal_f1": agg.get("refusal_f1"),
+        "over_refusal_rate": agg.get("over_refusal_rate"),
+        "train_seconds": train_seconds,
+        "tokens_per_second": tokens_per_second,
+    }
+
+
+def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
+    """Rows x ``COLUMNS`` as a Markdown table."""
+    lines = [
+        "| model | " + " | ".join(label for _, label in COLUMNS) + " |",
+        "| --- |" + " --- |" * len(COLUMNS),
+    ]
+    for name, row in rows.items():
+        cells = []
+        for key, _ in COLUMNS:
+            value = row.get(key)
+            cells.append(
+                "—"
+                if value is None
+                else (
+                    f"{value:.0f}"
+                    if key in ("train_seconds",)
+                    else f"{value:.1f}"
+                    if key == "tokens_per_second"
+                    else f"{value:.3f}"
+                )
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- command
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``bench generation`` and ``train decoder``."""
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--squad", help="SQuAD 2.0 JSON (split by article: last 4 articles = test)")
+    data.add_argument("--scifact", help="BEIR SciFact folder (claims; train/test from its qrels)")
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        help="decoder folder or hub id (default: bundled SmolLM2-135M)",
+    )
+    parser.add_argument("--retriever", choices=("bm25", "hybrid"), default="bm25")
+    parser.add_argument("--top-k", type=int, default=3, help="sources per prompt")
+    parser.add_argument(
+        "--max-context-chars",
+        type=int,
+        default=800,
+        help="cut each source to N characters (same rule in training and test)",
+    )
+    parser.add_argument(
+        "--p-no-gold",
+        type=float,
+        default=0.1,
+        help="share of training answers turned into refusals",
+    )
+    parser.add_argument("--max-test-examples", type=int, default=200)
+    parser.add_argument("--epochs", type=float, default=1.0, help="SFT and DPO epochs")
+    parser.add_argument(
+        "--max-steps", type=int, default=-1, help="cap optimizer steps per stage (smoke tests)"
+    )
+    parser.add_argument(
+        "--max-length", type=int, default=1024, help="token limit of a training sequence"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=3e-4, help="SFT learning rate (LoRA)"
+    )
+    parser.add_argument(
+        "--dpo-learning-rate", type=float, default=5e-5, help="DPO learning rate (LoRA)"
+    )
+    parser.add_argument(
+        "--lora-top-layers",
+        type=int,
+        default=None,
+        help="LoRA on the top N transformer layers only (faster backward on CPU; default: all)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=8, help="generation batch size")
+    parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--max-train-examples", type=int, default=300)
+    parser.add_argument(
+        "--max-preference-examples",
+        type=int,
+        default=None,
+        help="contexts used for DPO pairs (default: all training contexts)",
+    )
+    parser.add_argument("--no-dpo", action="store_true", help="skip the SFT + DPO row")
+    parser.add_argument(
+        "--out", default="benchmarks/results/generation", help="folder for JSON + Markdown"
+    )
+
+
+def make_configs(
+    args: argparse.Namespace, work: Path, device: str, base_model: str
+) -> tuple[Any, Any, Any]:
+    """SFT, DPO and LoRA configs: the engine defaults with the command's flags applied."""
+    from llama_index_ragtune.finetuning.decoder import (
+        default_dpo_config,
+        default_lora_config,
+        default_sft_config,
+    )
+
+    sft = default_sft_config(work / "sft", device)
+    dpo = default_dpo_config(work / "dpo", device)
+    sft.learning_rate, dpo.learning_rate = args.learning_rate, args.dpo_learning_rate
+    for config in (sft, dpo):
+        config.num_train_epochs = args.epochs
+        config.max_steps = args.max_steps
+        config.max_length = args.max_length
+        config.seed = args.seed
+    lora = default_lora_config()
+    if args.lora_top_layers:
+        from peft import LoraConfig
+        from transformers import AutoConfig
+
+        n_layers = AutoConfig.from_pretrained(base_model).num_hidden_layers
+        lora = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.lora_dropout,
+            task_type="CAUSAL_LM",
+            target_modules=[
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
+            layers_to_transform=list(range(max(0, n_layers - args.lora_top_layers), n_layers)),
+        )
+    return sft, dpo, lora
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Build data once, evaluate base / SFT / SFT + DPO, return the result dict."""
+    import torch
+
+    from llama_index_ragtune.data.preference import PreferenceBuilder
+    from llama_index_ragtune.evaluation.generation import GenerationEvaluator
+    from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
+    from llama_index_ragtune.llms import LocalChatLLM
+    from llama_index_ragtune.models import resolve_model
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    base_model = resolve_model(args.base_model, kind="decoder")
+    task = load_task(
+        args.squad, args.scifact, args.max_train_examples, args.max_test_examples, args.seed
+    )
+    retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
+    builder = GroundedSFTBuilder(
+        retriever,
+        task.documents,
+        top_k=args.top_k,
+        p_no_gold=args.p_no_gold,
+        max_context_chars=args.max_context_chars,
+        seed=args.seed,
+    )
+    retrieved = retrieve_all(
+        builder, task.train + task.test, cache=out / f"retrieved-{task.name}-{args.retriever}.json"
+    )
+    train_contexts = builder.build_contexts(task.train, retrieved, force_gold=True)
+    test_contexts = builder.build_contexts(task.test, retrieved, force_gold=False)
+    evaluator = GenerationEvaluator(answer_metric=task.answer_metric)
+    gen = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+    rows: dict[str, dict[str, Any]] = {}
+    reports: dict[str, Any] = {}
+
+    def score(name: str, llm: Any, train_seconds: float | None) -> None:
+        report, tps = evaluate_llm(llm, test_contexts, evaluator, name, **gen)
+        reports[name] = report
+        rows[name] = summarize(report, task.answer_metric, train_seconds, tps)
+        print(f"{name}: {json.dumps(rows[name])}", flush=True)
+
+    score("base", LocalChatLLM(base_model, device=device), None)
+
+    sft_config, dpo_config, lora_config = make_configs(args, out / "work", device, base_model)
+    preference = None
+    if not args.no_dpo:
+        pref_contexts = train_contexts[: args.max_preference_examples or len(train_contexts)]
+        preference = PreferenceBuilder(seed=args.seed).build(pref_contexts)
+    engine = DecoderFinetuneEngine(
+        builder.to_dataset(train_contexts),
+        base_model=base_model,
+        output_dir=out / "work",
+        preference_dataset=preference,
+        sft_config=sft_config,
+        dpo_config=dpo_config,
+        lora_config=lora_config,
+        device=device,
+    )
+    engine.train_sft()
+    sft_seconds = engine.timings["sft_seconds"]
+    score("+ grounded SFT", LocalChatLLM(str(engine.sft_adapter_dir), device=device), sft_seconds)
+    if preference is not None:
+        engine.train_preference()
+        engine.save()
+        score(
+            "+ SFT + DPO", engine.get_finetuned_model(), sft_seconds + engine.timings["dpo_seconds"]
+        )
+
+    result = {
+        "task": task.name,
+        "config": {k: v for k, v in vars(args).items() if not callable(v)},
+        "base_model": base_model,
+        "device": device,
+        "n_train": len(train_contexts),
+        "n_train_answer_targets": sum(c.answerable for c in train_contexts),
+        "n_preference_pairs": 0 if preference is None else len(preference),
+        "n_test": len(test_contexts),
+        "n_test_answerable": sum(c.answerable for c in test_contexts),
+        "rows": rows,
+        "reports": {name: r.aggregate for name, r in reports.items()},
+    }
+    (out / f"generation-{task.name}.json").write_text(json.dumps(result, indent=2, default=str))
+    for name, report in reports.items():
+        report.to_json(out / f"answers-{task.name}-{_slug(name)}.json")
+    table = markdown_table(rows)
+    (out / f"generation-{task.name}.md").write_text(
+        f"# Generation benchmark: {task.name}\n\n{len(train_contexts)} training contexts "
+        f"({result['n_preference_pairs']} DPO pairs), {len(test_contexts)} test questions "
+        f"({result['n_test_answerable']} answerable in their retrieved top-{args.top_k}), "
+        f"{args.retriever} retrieval, device {device}.\n\n{table}\n"
+    )
+    result["table"] = table
+    return result
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "row"
+
+
+def run(args: argparse.Namespace) -> int:
+    result = run_benchmark(args)
+    print()
+    print(result["table"])
+    print(f"\nWritten to {Path(args.out).resolve()}")
+    return 0

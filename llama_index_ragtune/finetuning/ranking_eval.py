@@ -1,0 +1,299 @@
+"""Evaluators the encoder-side engines run before, during and after training.
+
+Both are sentence-transformers evaluators (pass them to a trainer as
+``evaluator=``) that score rankings with :mod:`llama_index_ragtune.evaluation.metrics`,
+so their numbers match ``RetrievalEvaluator`` and the benchmarks (graded qrels,
+ideal DCG capped at K):
+
+- ``DenseRetrievalEvaluator`` embeds the whole corpus with a ``SentenceTransformer``
+  and ranks it for every query by cosine similarity;
+- ``CandidateRerankingEvaluator`` re-scores each query's first-stage candidates
+  (e.g. the hybrid retriever's top 50) with a ``CrossEncoder``; candidates below
+  the rerank depth keep their first-stage order, so Recall@100 stays meaningful.
+
+Example::
+
+    from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator
+
+    evaluator = DenseRetrievalEvaluator(val.queries, val.corpus, val.relevant_docs)
+    evaluator(SentenceTransformer(path))   # {"ndcg@10": ..., "recall@100": ..., "mrr@10": ...}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sentence_transformers.base.evaluation import BaseEvaluator
+
+from llama_index_ragtune.evaluation.metrics import compute_metrics
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METRICS = (("ndcg", 10), ("recall", 100), ("mrr", 10))
+
+
+def as_graded_qrels(qrels: Mapping[str, Mapping[str, int] | Iterable[str]]) -> dict[str, dict[str, int]]:
+    """``{qid: {doc_id: grade}}`` from graded qrels or from ``{qid: [relevant doc ids]}``."""
+    out: dict[str, dict[str, int]] = {}
+    for qid, judged in qrels.items():
+        if isinstance(judged, Mapping):
+            out[str(qid)] = {str(d): int(g) for d, g in judged.items()}
+        elif isinstance(judged, str):
+            out[str(qid)] = {judged: 1}
+        else:
+            out[str(qid)] = {str(d): 1 for d in judged}
+    return out
+
+
+def score_rankings(
+    rankings: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    metrics: Sequence[tuple[str, int]] = DEFAULT_METRICS,
+) -> dict[str, float]:
+    """Mean of each ``metric@k`` over the judged queries (a missing ranking scores 0)."""
+    judged = [q for q, docs in qrels.items() if any(g > 0 for g in docs.values())]
+    if not judged:
+        raise ValueError("no query has a relevant document in the qrels; nothing to evaluate")
+    totals = {f"{name}@{k}": 0.0 for name, k in metrics}
+    for qid in judged:
+        ranked = list(rankings.get(qid, ()))
+        for name, k in metrics:
+            totals[f"{name}@{k}"] += compute_metrics(ranked, qrels[qid], k_values=(k,), metrics=(name,))[f"{name}@{k}"]
+    return {key: value / len(judged) for key, value in totals.items()}
+
+
+def _check_inputs(queries: Mapping[str, str], corpus: Mapping[str, str], qrels: Mapping[str, Any]) -> None:
+    if not corpus:
+        raise ValueError("the evaluation corpus is empty")
+    unknown = [q for q in qrels if q not in queries]
+    if unknown:
+        raise ValueError(f"qrels name query ids without a query text: {unknown[:5]}")
+
+
+class DenseRetrievalEvaluator(BaseEvaluator):
+    """Rank the whole corpus for each query with a bi-encoder and score the rankings.
+
+    Args:
+        queries: ``{qid: text}``; only queries with relevant documents are scored.
+        corpus: ``{doc_id: text}`` searched for every query.
+        qrels: ``{qid: {doc_id: grade}}`` or ``{qid: [relevant doc ids]}``.
+        top_k: length of each ranking (at least the largest metric cut-off).
+        query_prompt, passage_prompt: text prepended to queries / passages; ``None``
+            uses the model's own ``"query"`` / ``"document"`` prompts if it has any.
+        batch_size: encoding batch size.
+        name: prefix of the metric names reported to a trainer (``"val_ndcg@10"``).
+        cache_dir: keep corpus embeddings here as ``.npy``, keyed by a fingerprint of
+            the model's weights, its max sequence length, the prompt and the corpus, so
+            re-evaluating an unchanged model (the starting one) skips the corpus pass.
+
+    Example::
+
+        evaluator = DenseRetrievalEvaluator(queries, corpus, qrels)
+        metrics = evaluator.evaluate(model)          # unprefixed: {"ndcg@10": ...}
+    """
+
+    def __init__(
+        self,
+        queries: Mapping[str, str],
+        corpus: Mapping[str, str],
+        qrels: Mapping[str, Mapping[str, int] | Iterable[str]],
+        top_k: int = 100,
+        query_prompt: str | None = None,
+        passage_prompt: str | None = None,
+        batch_size: int = 32,
+        metrics: Sequence[tuple[str, int]] = DEFAULT_METRICS,
+        name: str = "val",
+        show_progress_bar: bool = True,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.qrels = as_graded_qrels(qrels)
+        _check_inputs(queries, corpus, self.qrels)
+        self.query_ids = [q for q in self.qrels if any(g > 0 for g in self.qrels[q].values())]
+        self.queries = {q: queries[q] for q in self.query_ids}
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.corpus_ids = list(corpus)
+        self.corpus_texts = [corpus[d] for d in self.corpus_ids]
+        self.top_k = max(top_k, *(k for _, k in metrics))
+        self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
+        self.batch_size = batch_size
+        self.metrics = tuple(metrics)
+        self.name = name
+        self.show_progress_bar = show_progress_bar
+        self.primary_metric = f"{self.metrics[0][0]}@{self.metrics[0][1]}"
+        self.corpus_embeddings: Any = None
+
+    def rank(self, model: SentenceTransformer) -> dict[str, list[str]]:
+        """``{qid: [doc ids, best first]}`` (``top_k`` long) for every scored query.
+
+        The normalised corpus embeddings stay in ``self.corpus_embeddings`` (a CPU
+        tensor in ``corpus_ids`` order) for reuse, e.g. to build an index.
+        """
+        import torch
+
+        doc_emb = self._corpus_embeddings(model)
+        query_emb = model.encode_query(
+            [self.queries[q] for q in self.query_ids], prompt=self.query_prompt,
+            batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        self.corpus_embeddings = doc_emb.detach().cpu()
+        k = min(self.top_k, len(self.corpus_ids))
+        rankings: dict[str, list[str]] = {}
+        for start in range(0, len(self.query_ids), 256):
+            scores = query_emb[start : start + 256] @ doc_emb.T
+            top = torch.topk(scores, k, dim=1).indices.cpu().tolist()
+            for qid, idx in zip(self.query_ids[start : start + 256], top, strict=True):
+                rankings[qid] = [self.corpus_ids[i] for i in idx]
+        return rankings
+
+    def _corpus_embeddings(self, model: SentenceTransformer) -> Any:
+        import torch
+
+        cache_file = None
+        if self.cache_dir is not None:
+            cache_file = self.cache_dir / f"corpus-{self._cache_key(model)}.npy"
+            if cache_file.exists():
+                logger.info("corpus embeddings read from %s", cache_file)
+                return torch.from_numpy(np.load(cache_file)).to(model.device)
+        doc_emb = model.encode_document(
+            self.corpus_texts, prompt=self.passage_prompt, batch_size=self.batch_size,
+            convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=self.show_progress_bar,
+        )
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(".tmp.npy")
+            np.save(tmp, doc_emb.detach().cpu().numpy())
+            tmp.replace(cache_file)
+        return doc_emb
+
+    def _cache_key(self, model: SentenceTransformer) -> str:
+        """Fingerprint of what the corpus embeddings depend on (weights, length, prompt, corpus)."""
+        import hashlib
+
+        import torch
+
+        digest = hashlib.sha256()
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                p = param.detach().double()
+                digest.update(f"{name}{tuple(p.shape)}{p.sum().item():.10e}{p.abs().sum().item():.10e}".encode())
+        digest.update(f"{getattr(model, 'max_seq_length', None)}|{self.passage_prompt}|{model.prompts}".encode())
+        for doc_id, text in zip(self.corpus_ids, self.corpus_texts, strict=True):
+            digest.update(doc_id.encode() + b"\0" + text.encode() + b"\1")
+        return digest.hexdigest()[:24]
+
+    def evaluate(self, model: SentenceTransformer) -> dict[str, float]:
+        """Unprefixed metrics, e.g. ``{"ndcg@10": 0.64, "recall@100": 0.92, "mrr@10": 0.61}``."""
+        was_training = model.training
+        model.eval()
+        try:
+            return score_rankings(self.rank(model), self.qrels, self.metrics)
+        finally:
+            model.train(was_training)
+
+    def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        metrics = self.prefix_name_to_metrics(self.evaluate(model), self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
+
+
+class CandidateRerankingEvaluator(BaseEvaluator):
+    """Re-score first-stage candidates with a cross-encoder and score the new rankings.
+
+    Args:
+        queries, corpus, qrels: as for ``DenseRetrievalEvaluator``.
+        candidates: ``{qid: [doc ids, best first]}`` from the first stage (e.g. the
+            hybrid retriever); queries without candidates score 0.
+        depth: how many top candidates the cross-encoder re-scores; the rest keep
+            their first-stage order after them.
+        batch_size: cross-encoder batch size.
+
+    Example::
+
+        evaluator = CandidateRerankingEvaluator(queries, corpus, qrels, candidates, depth=50)
+        evaluator.baseline()          # metrics of the first-stage order
+        evaluator.evaluate(model)     # metrics after re-ranking
+    """
+
+    def __init__(
+        self,
+        queries: Mapping[str, str],
+        corpus: Mapping[str, str],
+        qrels: Mapping[str, Mapping[str, int] | Iterable[str]],
+        candidates: Mapping[str, Sequence[str]],
+        depth: int = 50,
+        batch_size: int = 32,
+        metrics: Sequence[tuple[str, int]] = DEFAULT_METRICS,
+        name: str = "val",
+        show_progress_bar: bool = True,
+    ) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.qrels = as_graded_qrels(qrels)
+        _check_inputs(queries, corpus, self.qrels)
+        self.query_ids = [q for q in self.qrels if any(g > 0 for g in self.qrels[q].values())]
+        unknown = sorted({d for q in self.query_ids for d in candidates.get(q, ()) if d not in corpus})
+        if unknown:
+            raise ValueError(
+                f"candidates name doc ids missing from the corpus: {unknown[:5]}; build the candidates "
+                "over the same corpus"
+            )
+        missing = [q for q in self.query_ids if not candidates.get(q)]
+        if missing:
+            logger.warning("%d evaluated queries have no candidates (they score 0): %s", len(missing), missing[:5])
+        self.queries = {q: queries[q] for q in self.query_ids}
+        self.corpus = corpus
+        self.candidates = {q: list(dict.fromkeys(candidates.get(q, ()))) for q in self.query_ids}
+        self.depth = depth
+        self.batch_size = batch_size
+        self.metrics = tuple(metrics)
+        self.name = name
+        self.show_progress_bar = show_progress_bar
+        self.primary_metric = f"{self.metrics[0][0]}@{self.metrics[0][1]}"
+
+    def rerank(self, model: CrossEncoder) -> dict[str, list[str]]:
+        """``{qid: reranked doc ids}``: the top ``depth`` re-scored, the rest unchanged."""
+        pairs: list[tuple[str, str]] = []
+        spans: list[tuple[str, int, int]] = []
+        for qid in self.query_ids:
+            head = self.candidates[qid][: self.depth]
+            spans.append((qid, len(pairs), len(pairs) + len(head)))
+            pairs.extend((self.queries[qid], self.corpus[d]) for d in head)
+        scores = (
+            np.asarray(model.predict(pairs, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar,
+                                     convert_to_numpy=True), dtype=np.float64).reshape(-1)
+            if pairs else np.zeros(0)
+        )
+        rankings: dict[str, list[str]] = {}
+        for qid, start, _ in spans:
+            head = self.candidates[qid][: self.depth]
+            order = sorted(range(len(head)), key=lambda i: -scores[start + i])
+            rankings[qid] = [head[i] for i in order] + self.candidates[qid][self.depth :]
+        return rankings
+
+    def baseline(self) -> dict[str, float]:
+        """Metrics of the candidates in their first-stage order."""
+        return score_rankings(self.candidates, self.qrels, self.metrics)
+
+    def evaluate(self, model: CrossEncoder) -> dict[str, float]:
+        """Unprefixed metrics of the re-ranked candidates."""
+        was_training = model.training
+        model.eval()
+        try:
+            return score_rankings(self.rerank(model), self.qrels, self.metrics)
+        finally:
+            model.train(was_training)
+
+    def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        metrics = self.prefix_name_to_metrics(self.evaluate(model), self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics

@@ -1,0 +1,439 @@
+"""HybridRetriever: dense + BM25 retrieval fused by RRF or normalised scores, filter-exact.
+
+By default the dense side is a ``VectorStoreIndex`` on FAISS (``IndexFlatIP``
+over normalised vectors, :class:`FilterableFaissVectorStore`) and the lexical
+side our :class:`BM25Retriever` (bm25s, English stemming and stopwords) over
+the same nodes. Either side can be any LlamaIndex ``BaseRetriever``.
+
+* **Fusion** (:mod:`~llama_index_ragtune.retrievers.fusion`): ``"rrf"`` (k and
+  side weights honoured), ``"minmax"`` or ``"zscore"`` score fusion with the
+  convex weight ``alpha`` on the dense side. Defaults chosen on SciFact train
+  queries (:mod:`~llama_index_ragtune.retrievers.defaults`).
+* **Filters**: ``MetadataFilters`` are pushed into both built-in sides and
+  applied before their top-k cut (FAISS searches only the allowed ids; BM25
+  masks its scores), so every returned node passes and ``similarity_top_k`` is
+  filled from allowed nodes. A custom side's results are filtered afterwards
+  (give it the filters too, to keep its depth).
+* **Results** are :class:`FusedNodeWithScore` (a ``NodeWithScore``) whose
+  ``score`` is the fused score and whose ``dense_rank``/``dense_score``/
+  ``sparse_rank``/``sparse_score`` tell where each side put the node. Nodes
+  themselves are never modified (node metadata stays clean).
+* **Async**: ``aretrieve`` runs both sides concurrently (``asyncio.gather``;
+  sides without a native async path run in a worker thread).
+* **Embedding model**: ``embed_model`` if given, else an explicitly set
+  ``Settings.embed_model``, else the bundled MiniLM through ONNX Runtime
+  (PyTorch when the ``onnx`` extra is missing). See
+  :func:`~llama_index_ragtune.embeddings.resolve_embed_model`.
+
+Example::
+
+    from llama_index.core.query_engine import RetrieverQueryEngine
+    from llama_index_ragtune.retrievers import HybridRetriever
+
+    retriever = HybridRetriever.from_defaults(nodes=nodes, similarity_top_k=5)
+    retriever.retrieve("apple return policy?")
+    engine = RetrieverQueryEngine.from_args(retriever)
+    retriever.persist("hybrid_index")
+    again = HybridRetriever.from_persist_dir("hybrid_index")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.callbacks.base import CallbackManager
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.vector_stores.types import MetadataFilters
+
+from llama_index_ragtune.retrievers.bm25 import BM25Retriever
+from llama_index_ragtune.retrievers.defaults import fusion_preset
+from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
+from llama_index_ragtune.retrievers.fusion import fuse
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FusedNodeWithScore", "HybridRetriever", "build_faiss_index"]
+
+
+class FusedNodeWithScore(NodeWithScore):
+    """A fused result: ``score`` is the fused score; per-side ranks (1-based) and raw scores ride along."""
+
+    dense_rank: int | None = Field(
+        default=None, description="1-based rank on the dense side (None: not retrieved)."
+    )
+    dense_score: float | None = Field(
+        default=None, description="Raw dense similarity (None: not retrieved)."
+    )
+    sparse_rank: int | None = Field(
+        default=None, description="1-based rank on the BM25 side (None: not retrieved)."
+    )
+    sparse_score: float | None = Field(
+        default=None, description="Raw BM25 score (None: not retrieved)."
+    )
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "FusedNodeWithScore"
+
+
+def _has_native_async(retriever: BaseRetriever) -> bool:
+    return type(retriever)._aretrieve is not BaseRetriever._aretrieve
+
+
+def build_faiss_index(
+    nodes: Sequence[BaseNode],
+    embed_model: BaseEmbedding,
+    show_progress: bool = False,
+) -> Any:
+    """A ``VectorStoreIndex`` on a :class:`FilterableFaissVectorStore` (``IndexFlatIP``) over ``nodes``.
+
+    Nodes are copied before their embedding is attached; the caller's nodes stay untouched.
+    """
+    import faiss
+    from llama_index.core import StorageContext, VectorStoreIndex
+
+    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
+
+    nodes = list(nodes)
+    if not nodes:
+        raise ValueError("cannot build a dense index over an empty list of nodes")
+    todo = [i for i, n in enumerate(nodes) if n.embedding is None]
+    texts = [nodes[i].get_content(metadata_mode=MetadataMode.EMBED) for i in todo]
+    vectors = (
+        embed_model.get_text_embedding_batch(texts, show_progress=show_progress) if texts else []
+    )
+    embedded = [n.model_copy() for n in nodes]
+    for i, vector in zip(todo, vectors, strict=True):
+        embedded[i].embedding = list(vector)
+    dims = {len(n.embedding) for n in embedded}
+    if len(dims) != 1:
+        raise ValueError(
+            f"nodes carry embeddings of different sizes {sorted(dims)}; re-embed them with one model"
+        )
+    store = FilterableFaissVectorStore(faiss.IndexFlatIP(dims.pop()))
+    storage = StorageContext.from_defaults(vector_store=store)
+    return VectorStoreIndex(
+        embedded, storage_context=storage, embed_model=embed_model, show_progress=False
+    )
+
+
+class HybridRetriever(BaseRetriever):
+    """Dense + lexical retrieval, fused; see the module docstring.
+
+    Args:
+        dense_retriever: the dense side (built from ``index`` when omitted).
+        sparse_retriever: the lexical side.
+        similarity_top_k: fused results returned.
+        fusion_mode: ``"rrf"``, ``"minmax"`` or ``"zscore"`` (default: the mode chosen on SciFact train).
+        alpha: weight of the dense side in [0, 1]; the lexical side gets ``1 - alpha``
+            (RRF weights too).
+        rrf_k: RRF smoothing constant.
+        dense_top_k, sparse_top_k: candidates fetched per side (set on sides that have
+            ``similarity_top_k``).
+        filters: ``MetadataFilters`` for every query (see :attr:`filters`, :meth:`with_filters`).
+        index: the ``VectorStoreIndex`` of the built-in dense side (needed by
+            :meth:`persist` and to push filters down).
+        embed_model: the query encoder of the built-in dense side.
+    """
+
+    def __init__(
+        self,
+        dense_retriever: BaseRetriever | None = None,
+        sparse_retriever: BaseRetriever | None = None,
+        similarity_top_k: int = 10,
+        fusion_mode: str | None = None,
+        alpha: float | None = None,
+        rrf_k: float | None = None,
+        dense_top_k: int | None = None,
+        sparse_top_k: int | None = None,
+        filters: MetadataFilters | None = None,
+        index: Any = None,
+        embed_model: BaseEmbedding | None = None,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+    ) -> None:
+        preset = fusion_preset(fusion_mode)
+        self.fusion_mode = preset["fusion_mode"]
+        self.alpha = float(preset["alpha"] if alpha is None else alpha)
+        self.rrf_k = float(preset["rrf_k"] if rrf_k is None else rrf_k)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(
+                f"alpha (weight of the dense side) must be in [0, 1], got {self.alpha}"
+            )
+        if self.rrf_k <= 0:
+            raise ValueError(f"rrf_k must be > 0, got {self.rrf_k}")
+        if similarity_top_k < 1:
+            raise ValueError(f"similarity_top_k must be >= 1, got {similarity_top_k}")
+        self.similarity_top_k = int(similarity_top_k)
+        self._index = index
+        self._embed_model = (
+            embed_model if embed_model is not None else getattr(index, "_embed_model", None)
+        )
+        self._dense_built_in = dense_retriever is None
+        if dense_retriever is None and index is None:
+            raise ValueError(
+                "HybridRetriever needs a dense_retriever or an index to build one from"
+            )
+        if sparse_retriever is None:
+            raise ValueError(
+                "HybridRetriever needs a sparse_retriever (e.g. BM25Retriever); or use from_defaults()"
+            )
+        self.dense_top_k = int(dense_top_k if dense_top_k is not None else preset["dense_top_k"])
+        self.sparse_top_k = int(
+            sparse_top_k if sparse_top_k is not None else preset["sparse_top_k"]
+        )
+        self._dense = dense_retriever
+        self._sparse = sparse_retriever
+        for side, depth, explicit in (
+            ("sparse", self.sparse_top_k, sparse_top_k is not None),
+            ("dense", self.dense_top_k, dense_top_k is not None),
+        ):
+            retriever = self._sparse if side == "sparse" else self._dense
+            if retriever is None:
+                continue
+            if hasattr(retriever, "similarity_top_k"):
+                retriever.similarity_top_k = depth
+            elif explicit:
+                raise ValueError(
+                    f"the {side} retriever {type(retriever).__name__} has no similarity_top_k to set"
+                )
+        self._filters: MetadataFilters | None = None
+        self._apply_filters(filters)
+        super().__init__(callback_manager=callback_manager, verbose=verbose)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_defaults(
+        cls,
+        nodes: Sequence[BaseNode] | None = None,
+        index: Any = None,
+        embed_model: BaseEmbedding | None = None,
+        similarity_top_k: int = 10,
+        fusion_mode: str | None = None,
+        alpha: float | None = None,
+        rrf_k: float | None = None,
+        dense_top_k: int | None = None,
+        sparse_top_k: int | None = None,
+        filters: MetadataFilters | None = None,
+        embed_cache_dir: str | Path | None = None,
+        bm25_kwargs: dict[str, Any] | None = None,
+        dense_retriever: BaseRetriever | None = None,
+        sparse_retriever: BaseRetriever | None = None,
+        show_progress: bool = False,
+        callback_manager: CallbackManager | None = None,
+    ) -> HybridRetriever:
+        """Build both sides over exactly one of ``nodes`` or ``index``.
+
+        ``nodes``: a FAISS ``VectorStoreIndex`` is built (document embeddings cached in
+        ``embed_cache_dir`` when given, see :class:`~llama_index_ragtune.embeddings.CachedEmbedding`)
+        and BM25 indexes the same nodes. ``index``: its retriever is the dense side and
+        BM25 indexes the nodes of its docstore. ``dense_retriever`` / ``sparse_retriever``
+        replace a side.
+        """
+        from llama_index_ragtune.embeddings import resolve_embed_model
+
+        given = [name for name, value in (("nodes", nodes), ("index", index)) if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"pass exactly one of nodes or index to HybridRetriever.from_defaults (got {given or 'none'})"
+            )
+        if index is not None:
+            nodes = list(index.docstore.docs.values())
+            if not nodes and sparse_retriever is None:
+                raise ValueError(
+                    "index.docstore holds no nodes (its vector store keeps the text); pass nodes=... instead, "
+                    "or a sparse_retriever"
+                )
+            embed = embed_model if embed_model is not None else index._embed_model
+        else:
+            nodes = list(nodes)
+            if not nodes:
+                raise ValueError("HybridRetriever.from_defaults got an empty list of nodes")
+            embed = resolve_embed_model(embed_model)
+            if dense_retriever is None:
+                index_embed = embed
+                if embed_cache_dir is not None:
+                    from llama_index_ragtune.embeddings import CachedEmbedding
+
+                    index_embed = CachedEmbedding(embed, cache_dir=embed_cache_dir)
+                index = build_faiss_index(nodes, index_embed, show_progress=show_progress)
+        if sparse_retriever is None:
+            sparse_retriever = BM25Retriever(
+                nodes, show_progress=show_progress, **(bm25_kwargs or {})
+            )
+        return cls(
+            dense_retriever=dense_retriever,
+            sparse_retriever=sparse_retriever,
+            similarity_top_k=similarity_top_k,
+            fusion_mode=fusion_mode,
+            alpha=alpha,
+            rrf_k=rrf_k,
+            dense_top_k=dense_top_k,
+            sparse_top_k=sparse_top_k,
+            filters=filters,
+            index=index if dense_retriever is None else None,
+            embed_model=embed,
+            callback_manager=callback_manager,
+        )
+
+    # ------------------------------------------------------------------ sides and filters
+
+    @property
+    def dense_retriever(self) -> BaseRetriever:
+        return self._dense
+
+    @property
+    def sparse_retriever(self) -> BaseRetriever:
+        return self._sparse
+
+    @property
+    def index(self) -> Any:
+        """The dense side's ``VectorStoreIndex`` (``None`` for a custom dense retriever)."""
+        return self._index
+
+    @property
+    def filters(self) -> MetadataFilters | None:
+        """Metadata filters applied to every query; assign to change (``None`` removes them)."""
+        return self._filters
+
+    @filters.setter
+    def filters(self, filters: MetadataFilters | None) -> None:
+        self._apply_filters(filters)
+
+    def with_filters(self, filters: MetadataFilters | None) -> HybridRetriever:
+        """A copy of this retriever with other filters; the indexes are shared, not copied."""
+        other = copy.copy(self)
+        if isinstance(self._sparse, BM25Retriever):
+            other._sparse = copy.copy(self._sparse)
+        other._apply_filters(filters)
+        return other
+
+    def _apply_filters(self, filters: MetadataFilters | None) -> None:
+        if filters is not None and not isinstance(filters, MetadataFilters):
+            raise TypeError(
+                f"filters must be llama_index MetadataFilters, got {type(filters).__name__}"
+            )
+        if self._dense_built_in:
+            _check_filterable(self._index, filters)
+            kwargs = {"similarity_top_k": self.dense_top_k, "filters": filters}
+            if self._embed_model is not None:
+                kwargs["embed_model"] = self._embed_model
+            self._dense = self._index.as_retriever(**kwargs)
+        if isinstance(self._sparse, BM25Retriever):
+            self._sparse.filters = filters
+        self._filters = filters
+
+    def _post_filter(self, nodes: list[NodeWithScore], built_in: bool) -> list[NodeWithScore]:
+        if self._filters is None or built_in:
+            return nodes
+        return [n for n in nodes if node_passes(filterable_metadata(n.node), self._filters)]
+
+    # ------------------------------------------------------------------ retrieval
+
+    def _fuse(self, dense: list[NodeWithScore], sparse: list[NodeWithScore]) -> list[NodeWithScore]:
+        dense = self._post_filter(dense, self._dense_built_in)
+        sparse = self._post_filter(sparse, isinstance(self._sparse, BM25Retriever))
+        by_id: dict[str, NodeWithScore] = {}
+        rankings = []
+        for side in (dense, sparse):
+            ranking = []
+            for n in side:
+                node_id = n.node.node_id
+                by_id.setdefault(node_id, n)
+                ranking.append((node_id, 0.0 if n.score is None else float(n.score)))
+            rankings.append(ranking)
+        hits = fuse(
+            rankings,
+            mode=self.fusion_mode,
+            weights=(self.alpha, 1.0 - self.alpha),
+            rrf_k=self.rrf_k,
+            top_k=self.similarity_top_k,
+        )
+        return [
+            FusedNodeWithScore(
+                node=by_id[h.node_id].node,
+                score=h.score,
+                dense_rank=h.ranks[0],
+                dense_score=h.scores[0],
+                sparse_rank=h.ranks[1],
+                sparse_score=h.scores[1],
+            )
+            for h in hits
+        ]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        dense = self._dense.retrieve(query_bundle)
+        sparse = self._sparse.retrieve(query_bundle)
+        return self._fuse(dense, sparse)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        dense, sparse = await asyncio.gather(
+            self._aretrieve_side(self._dense, query_bundle),
+            self._aretrieve_side(self._sparse, query_bundle),
+        )
+        return self._fuse(dense, sparse)
+
+    @staticmethod
+    async def _aretrieve_side(
+        retriever: BaseRetriever, query_bundle: QueryBundle
+    ) -> list[NodeWithScore]:
+        if _has_native_async(retriever):
+            return await retriever.aretrieve(query_bundle)
+        return await asyncio.to_thread(retriever.retrieve, query_bundle)
+
+    # ------------------------------------------------------------------ persistence
+
+    def params(self) -> dict[str, Any]:
+        """The fusion parameters (what :meth:`persist` records besides the indexes)."""
+        return {
+            "similarity_top_k": self.similarity_top_k,
+            "fusion_mode": self.fusion_mode,
+            "alpha": self.alpha,
+            "rrf_k": self.rrf_k,
+            "dense_top_k": self.dense_top_k,
+            "sparse_top_k": self.sparse_top_k,
+        }
+
+    def persist(self, persist_dir: str | Path) -> None:
+        """Save the FAISS index, docstore, BM25 index and parameters (JSON, versioned) to ``persist_dir``."""
+        from llama_index_ragtune.retrievers.persist_hybrid import persist_hybrid
+
+        persist_hybrid(self, Path(persist_dir))
+
+    @classmethod
+    def from_persist_dir(
+        cls,
+        persist_dir: str | Path,
+        embed_model: BaseEmbedding | None = None,
+        **overrides: Any,
+    ) -> HybridRetriever:
+        """Load what :meth:`persist` wrote. ``embed_model`` defaults as in :meth:`from_defaults`;
+        ``overrides`` replace saved parameters (e.g. ``similarity_top_k=20``)."""
+        from llama_index_ragtune.retrievers.persist_hybrid import load_hybrid
+
+        return load_hybrid(cls, Path(persist_dir), embed_model, overrides)
+
+
+def _check_filterable(index: Any, filters: MetadataFilters | None) -> None:
+    if filters is None:
+        return
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
+
+    store = index.vector_store
+    if isinstance(store, FaissVectorStore) and not isinstance(store, FilterableFaissVectorStore):
+        raise ValueError(
+            "the index's FaissVectorStore cannot filter by metadata; build the index on "
+            "llama_index_ragtune.retrievers.FilterableFaissVectorStore (HybridRetriever.from_defaults(nodes=...) "
+            "does), or pass a dense_retriever that applies the filters itself"
+        )

@@ -1,0 +1,141 @@
+"""``ragtune bench generation`` and ``ragtune train decoder`` end to end on a tiny model and a tiny SQuAD file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llama_index_ragtune.cli import main
+
+
+@pytest.fixture
+def tiny_squad(tmp_path):
+    data = []
+    for a in range(6):
+        paragraphs = []
+        for p in range(3):
+            context = f"Topic{a} part {p} is described here. Its founder was Person{a}{p}. It lies near River{a}{p}."
+            paragraphs.append(
+                {
+                    "context": context,
+                    "qas": [
+                        {
+                            "id": f"q{a}{p}a",
+                            "question": f"Who founded Topic{a} part {p}?",
+                            "is_impossible": False,
+                            "answers": [
+                                {
+                                    "text": f"Person{a}{p}",
+                                    "answer_start": context.index(f"Person{a}{p}"),
+                                }
+                            ],
+                        },
+                        {
+                            "id": f"q{a}{p}u",
+                            "question": f"When did Topic{a} part {p} end?",
+                            "is_impossible": True,
+                            "answers": [],
+                        },
+                    ],
+                }
+            )
+        data.append({"title": f"Topic{a}", "paragraphs": paragraphs})
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps({"version": "v2.0", "data": data}))
+    return path
+
+
+def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "bench",
+            "generation",
+            "--squad",
+            str(tiny_squad),
+            "--base-model",
+            tiny_causal_lm_path,
+            "--max-train-examples",
+            "6",
+            "--max-test-examples",
+            "4",
+            "--max-steps",
+            "1",
+            "--top-k",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "4",
+            "--lora-top-layers",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    result = json.loads((out / "generation-squad_v2.json").read_text())
+    assert list(result["rows"]) == ["base", "+ grounded SFT", "+ SFT + DPO"]
+    assert result["n_train"] == 6 and result["n_test"] == 4 and result["n_preference_pairs"] == 6
+    for name, row in result["rows"].items():
+        assert set(row) == {
+            "citation_precision",
+            "citation_recall",
+            "answer",
+            "refusal_f1",
+            "over_refusal_rate",
+            "train_seconds",
+            "tokens_per_second",
+        }
+        assert row["tokens_per_second"] > 0
+        assert (row["train_seconds"] is None) == (name == "base")
+    assert (
+        result["rows"]["+ SFT + DPO"]["train_seconds"]
+        > result["rows"]["+ grounded SFT"]["train_seconds"]
+    )
+    # Every row answered over the same cached sources.
+    retrieved = json.loads((out / "retrieved-squad_v2-bm25.json").read_text())
+    assert len(retrieved) == 10
+    answers = [
+        json.loads((out / f"answers-squad_v2-{slug}.json").read_text())["rows"]
+        for slug in ("base", "grounded-SFT", "SFT-DPO")
+    ]
+    assert [r["id"] for r in answers[0]] == [r["id"] for r in answers[2]]
+    markdown = (out / "generation-squad_v2.md").read_text()
+    assert "| + SFT + DPO |" in markdown and "citation precision" in markdown
+    assert "| base |" in capsys.readouterr().out
+
+
+def test_train_decoder_command(tmp_path, tiny_squad, tiny_causal_lm_path, capsys):
+    out = tmp_path / "decoder"
+    code = main(
+        [
+            "train",
+            "decoder",
+            "--squad",
+            str(tiny_squad),
+            "--base-model",
+            tiny_causal_lm_path,
+            "--output",
+            str(out),
+            "--dpo",
+            "--max-examples",
+            "4",
+            "--max-test-examples",
+            "2",
+            "--max-steps",
+            "1",
+            "--top-k",
+            "2",
+            "--max-new-tokens",
+            "4",
+        ]
+    )
+    assert code == 0
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert (out / "merged" / "config.json").exists()
+    printed = capsys.readouterr().out
+    assert "| tuned |" in printed and "| base |" in printed
+    training = json.loads((out / "merged" / "ragtune_training.json").read_text())
+    assert training["preference_method"] == "dpo" and training["timings"]["dpo_seconds"] > 0

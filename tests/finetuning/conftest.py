@@ -1,0 +1,49 @@
+"""Toy retrieval data for the encoder-side engine tests.
+
+Each query names one rare topic word that only its positive passage contains;
+every passage is otherwise filler drawn from a shared small vocabulary. A
+random tiny encoder ranks these poorly (mean pooling drowns the one shared
+token among the filler), and a few contrastive steps fix it, so "the ranking
+improved" is a reliable, fast signal.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from llama_index_ragtune.data.schema import Negative, RetrievalDataset
+
+FILLER = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "iota", "kappa", "lambda", "sigma", "omega", "river", "forest", "stone", "cloud", "ember", "frost", "meadow", "harbor"]
+TOPICS = ["cardiology", "astronomy", "volcano", "penguin", "saxophone", "glacier", "tornado", "orchid", "mosaic", "lantern", "compass", "galaxy", "pyramid", "dolphin", "cactus", "violin"]
+
+
+def toy_dataset(seed: int = 0, with_negatives: bool = True, filler_words: int = 8) -> RetrievalDataset:
+    rng = random.Random(seed)
+    corpus, queries, relevant, negatives = {}, {}, {}, {}
+    for i, topic in enumerate(TOPICS):
+        left = " ".join(rng.choice(FILLER) for _ in range(filler_words))
+        right = " ".join(rng.choice(FILLER) for _ in range(filler_words))
+        corpus[f"d{i}"] = f"{left} {topic} {right}"
+        queries[f"q{i}"] = f"{rng.choice(FILLER)} {topic}"
+        relevant[f"q{i}"] = [f"d{i}"]
+        if with_negatives:
+            negatives[f"q{i}"] = [Negative(f"d{(i + 1) % len(TOPICS)}", "curated")]
+    return RetrievalDataset(queries, corpus, relevant, negatives)
+
+
+@pytest.fixture(scope="session")
+def make_toy():
+    """The toy-data builder, for module-scoped fixtures."""
+    return toy_dataset
+
+
+@pytest.fixture()
+def toy() -> RetrievalDataset:
+    return toy_dataset()
+
+
+@pytest.fixture()
+def toy_without_negatives() -> RetrievalDataset:
+    return toy_dataset(with_negatives=False)

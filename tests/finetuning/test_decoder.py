@@ -1,0 +1,228 @@
+"""DecoderFinetuneEngine on a tiny random Llama: LoRA SFT, then DPO / ORPO, merge, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+datasets = pytest.importorskip("datasets")
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
+
+from llama_index_ragtune.finetuning.decoder import (  # noqa: E402
+    DecoderFinetuneEngine,
+    default_dpo_config,
+    default_orpo_config,
+    default_sft_config,
+)
+
+PROMPT = [
+    {"role": "system", "content": "Answer from the numbered sources and cite them like [1]."},
+    {
+        "role": "user",
+        "content": 'Sources:\n<source id="1">\nRouen is the capital of Normandy.\n</source>\n\n'
+        "Question: What is the capital of Normandy?",
+    },
+]
+CHOSEN = "Rouen [1]"
+REJECTED = "Paris"
+
+
+@pytest.fixture(scope="module")
+def sft_data():
+    return datasets.Dataset.from_dict(
+        {
+            "prompt": [PROMPT] * 8,
+            "completion": [[{"role": "assistant", "content": CHOSEN}]] * 8,
+            "qid": [f"q{i}" for i in range(8)],  # metadata columns are dropped by the engine
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def preference_data():
+    return datasets.Dataset.from_dict(
+        {
+            "prompt": [PROMPT] * 8,
+            "chosen": [[{"role": "assistant", "content": CHOSEN}]] * 8,
+            "rejected": [[{"role": "assistant", "content": REJECTED}]] * 8,
+        }
+    )
+
+
+def _fast(config, steps):
+    config.max_steps = steps
+    config.per_device_train_batch_size = 2
+    config.gradient_accumulation_steps = 1
+    config.learning_rate = 1e-2
+    config.warmup_steps = 0
+    config.logging_steps = 1
+    config.save_steps = 1
+    config.max_length = 256
+    config.disable_tqdm = True
+    return config
+
+
+class Snapshot(TrainerCallback):
+    """Keeps the trainable weights as they are when training starts, and the steps run."""
+
+    def __init__(self):
+        self.before = None
+        self.steps = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = {
+            n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
+        }
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+def _changed(before, model):
+    params = dict(model.named_parameters())
+    return [n for n, p in before.items() if n in params and not torch.equal(p, params[n])]
+
+
+def _logprob(model, tokenizer, answer):
+    """Sum of the answer tokens' log-probabilities after the chat prompt."""
+    prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(
+        PROMPT + [{"role": "assistant", "content": answer}], tokenize=False
+    )
+    ids = tokenizer(full, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1].float()
+    logps = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
+    return float(logps[n_prompt - 1 :].sum())
+
+
+def test_sft_then_dpo_change_weights_improve_and_merge(
+    tmp_path, tiny_causal_lm_path, sft_data, preference_data
+):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm_path)
+    base = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_path)
+    base_logprob = _logprob(base, tokenizer, CHOSEN)
+    snapshot = Snapshot()
+    engine = DecoderFinetuneEngine(
+        sft_data,
+        base_model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        preference_dataset=preference_data,
+        sft_config=_fast(default_sft_config(tmp_path / "sft"), 3),
+        dpo_config=_fast(default_dpo_config(tmp_path / "dpo"), 3),
+        callbacks=[snapshot],
+    )
+    assert engine.train_dataset.column_names == ["prompt", "completion"]
+    assert engine.lora_config.r == 16 and engine.lora_config.lora_alpha == 32
+
+    engine.train_sft()
+    assert engine.sft_trainer.completion_only_loss  # loss on the answer tokens only
+    lora = [n for n in snapshot.before if "lora_" in n]
+    assert lora and len(_changed(snapshot.before, engine.model)) == len(snapshot.before)
+    assert (engine.sft_adapter_dir / "adapter_config.json").exists()
+    sft_logprob = _logprob(engine.model, tokenizer, CHOSEN)
+    assert sft_logprob > base_logprob
+    sft_margin = sft_logprob - _logprob(engine.model, tokenizer, REJECTED)
+
+    engine.train_preference()
+    # The snapshot was re-taken when DPO started: DPO moved the adapter further.
+    assert _changed(snapshot.before, engine.model)
+    assert list(engine.model.peft_config) == ["default"]  # DPO's frozen reference copy is gone
+    dpo_margin = _logprob(engine.model, tokenizer, CHOSEN) - _logprob(
+        engine.model, tokenizer, REJECTED
+    )
+    assert dpo_margin > sft_margin
+    assert engine.timings["sft_seconds"] > 0 and engine.timings["dpo_seconds"] > 0
+
+    engine.save()
+    assert (engine.adapter_dir / "adapter_model.safetensors").exists()
+    merged = AutoModelForCausalLM.from_pretrained(engine.merged_dir)
+    assert _logprob(merged, tokenizer, CHOSEN) == pytest.approx(
+        _logprob(engine.model, tokenizer, CHOSEN), abs=1e-3
+    )
+    assert AutoTokenizer.from_pretrained(engine.merged_dir).chat_template == tokenizer.chat_template
+
+    llm = engine.get_finetuned_model(max_new_tokens=3)
+    from llama_index.core.base.llms.types import ChatMessage
+
+    reply = llm.chat([ChatMessage(role=m["role"], content=m["content"]) for m in PROMPT])
+    assert reply.raw["usage"]["completion_tokens"] >= 1
+
+
+def test_resume_from_checkpoint_and_finished_sft(tmp_path, tiny_causal_lm_path, sft_data):
+    first = DecoderFinetuneEngine(
+        sft_data,
+        base_model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        sft_config=_fast(default_sft_config(tmp_path / "sft"), 2),
+    )
+    first.train_sft()
+    assert (tmp_path / "sft" / "checkpoint-2").is_dir()
+    saved = {n: p.detach().clone() for n, p in first.model.named_parameters() if "lora_" in n}
+
+    # A finished SFT stage is not run again: its adapter is loaded.
+    again = DecoderFinetuneEngine(
+        sft_data,
+        base_model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        sft_config=_fast(default_sft_config(tmp_path / "sft"), 2),
+    )
+    again.train_sft(resume_from_checkpoint=True)
+    assert again.sft_trainer is None
+    assert not _changed(saved, again.model)
+
+    # An interrupted one continues from its last checkpoint (step 2 -> 3), not from scratch.
+    (tmp_path / "sft-adapter" / "sft_complete.json").unlink()
+    steps = Snapshot()
+    longer = DecoderFinetuneEngine(
+        sft_data,
+        base_model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        sft_config=_fast(default_sft_config(tmp_path / "sft"), 3),
+        callbacks=[steps],
+    )
+    longer.train_sft(resume_from_checkpoint=True)
+    assert steps.steps == [3]
+    assert longer.sft_trainer.state.global_step == 3
+
+
+def test_orpo_preference_stage(tmp_path, tiny_causal_lm_path, sft_data, preference_data):
+    pytest.importorskip("trl.experimental.orpo")
+    snapshot = Snapshot()
+    engine = DecoderFinetuneEngine(
+        sft_data,
+        base_model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        preference_dataset=preference_data,
+        preference_method="orpo",
+        sft_config=_fast(default_sft_config(tmp_path / "sft"), 1),
+        orpo_config=_fast(default_orpo_config(tmp_path / "orpo"), 2),
+        callbacks=[snapshot],
+    )
+    engine.train_sft()
+    engine.train_preference()
+    assert _changed(snapshot.before, engine.model)
+    assert "orpo_seconds" in engine.timings
+
+
+def test_bad_input_and_compat(tmp_path, tiny_causal_lm_path, sft_data):
+    with pytest.raises(ValueError, match=r"\['completion'\]"):
+        DecoderFinetuneEngine(sft_data.remove_columns("completion"), base_model=tiny_causal_lm_path)
+    with pytest.raises(ValueError, match="preference_dataset lacks"):
+        DecoderFinetuneEngine(sft_data, base_model=tiny_causal_lm_path, preference_dataset=sft_data)
+    with pytest.raises(ValueError, match="'dpo' or 'orpo'"):
+        DecoderFinetuneEngine(sft_data, base_model=tiny_causal_lm_path, preference_method="kto")
+    with pytest.raises(FileNotFoundError, match="missing-model"):
+        DecoderFinetuneEngine(sft_data, base_model=str(tmp_path / "missing-model"))
+    engine = DecoderFinetuneEngine(sft_data, base_model=tiny_causal_lm_path, output_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="finetune"):
+        engine.get_finetuned_model()
+    import sys
+
+    base = getattr(sys.modules.get("llama_index.finetuning.types"), "BaseLLMFinetuneEngine", None)
+    if base is None:
+        pytest.skip("llama-index-finetuning is not installed")
+    assert isinstance(engine, base)

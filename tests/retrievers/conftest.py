@@ -1,0 +1,103 @@
+"""Fixtures for the retriever tests: a deterministic keyword embedding and a small store corpus."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.schema import TextNode
+
+VOCAB = (
+    "apple",
+    "return",
+    "refund",
+    "perishable",
+    "grocery",
+    "electronics",
+    "opened",
+    "box",
+    "days",
+    "banana",
+    "phone",
+    "case",
+    "ship",
+    "store",
+    "open",
+    "hours",
+    "laptop",
+    "warranty",
+    "milk",
+    "fresh",
+)
+
+
+class KeywordEmbedding(BaseEmbedding):
+    """Bag-of-keywords vectors (prefix match on VOCAB), L2-normalised; counts its calls."""
+
+    calls: int = 0
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "KeywordEmbedding"
+
+    def _vector(self, text: str) -> list[float]:
+        words = re.findall(r"\w+", text.lower())
+        vec = (
+            np.array([sum(w.startswith(v[:5]) for w in words) for v in VOCAB], dtype=np.float32)
+            + 1e-3
+        )
+        return (vec / np.linalg.norm(vec)).tolist()
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        self.calls += 1
+        return self._vector(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        self.calls += 1
+        return self._vector(text)
+
+
+STORE_DOCS = [
+    (
+        "g1",
+        "grocery",
+        "Apples and other perishable groceries cannot be returned; we refund them instead.",
+    ),
+    ("g2", "grocery", "Fresh milk and bananas: refund within 2 days with the receipt."),
+    ("g3", "grocery", "Grocery store opening hours are 8am to 9pm."),
+    ("g4", "grocery", "Apple pie recipes from our bakery."),
+    (
+        "e1",
+        "electronics",
+        "Opened electronics such as an Apple phone can be returned within 14 days in the box.",
+    ),
+    (
+        "e2",
+        "electronics",
+        "Laptop warranty covers two years; returns of opened laptops within 14 days.",
+    ),
+    ("e3", "electronics", "Phone cases ship in two days."),
+    ("e4", "electronics", "Electronics store opening hours are 10am to 8pm."),
+]
+
+
+@pytest.fixture()
+def store_nodes() -> list[TextNode]:
+    return [
+        TextNode(
+            id_=node_id,
+            text=text,
+            metadata={"store": store, "department": "returns" if "return" in text else "info"},
+        )
+        for node_id, store, text in STORE_DOCS
+    ]
+
+
+@pytest.fixture()
+def keyword_embedding() -> KeywordEmbedding:
+    return KeywordEmbedding()
