@@ -58,7 +58,7 @@ def tiny_encoder_path(tmp_path_factory, minilm_path) -> str:
     BertModel(config).save_pretrained(hf_dir)
     tokenizer.save_pretrained(hf_dir)
     word = models.Transformer(str(hf_dir), max_seq_length=64)
-    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu")
     st_dir = out / "st"
     model.save(str(st_dir))

@@ -93,6 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-eval-queries", type=int, help="report on the first N eval queries")
     parser.add_argument("--model", help="starting bi-encoder (default: bundled all-MiniLM-L6-v2)")
+    parser.add_argument(
+        "--reranker-model",
+        help="starting reranker: a cross-encoder, or a bi-encoder to put a new "
+        "head on (default: bundled all-MiniLM-L6-v2)",
+    )
     parser.add_argument("--device", help="cpu, cuda, mps... (default: the best available)")
     parser.add_argument(
         "--num-negatives",
@@ -105,7 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
-        "--embedding-cache", metavar="DIR", help="cache of the dense miner's corpus embeddings"
+        "--embedding-cache",
+        metavar="DIR",
+        help="cache corpus embeddings of unchanged models here (reused across runs)",
     )
     for prefix, what in (("", "encoder"), ("reranker-", "reranker")):
         parser.add_argument(f"--{prefix}epochs", type=float, help=f"{what}: num_train_epochs")
@@ -164,7 +171,11 @@ class TuningBenchmark:
         from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator
 
         return DenseRetrievalEvaluator(
-            self.val.queries, self.corpus, self.qrels, show_progress_bar=True
+            self.val.queries,
+            self.corpus,
+            self.qrels,
+            show_progress_bar=True,
+            cache_dir=self.args.embedding_cache,
         )
 
     def _base_model(self):
@@ -288,6 +299,7 @@ class TuningBenchmark:
         )
         engine = RerankerFinetuneEngine(
             train,
+            model=self.args.reranker_model,
             val_dataset=self.val,
             candidates=self._hybrid_rankings,
             rerank_depth=depth,

@@ -34,17 +34,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_negative_arguments(parser, num_negatives=3)
     add_training_arguments(parser)
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="starting cross-encoder, or a bi-encoder to put a new one-logit head on "
-                                       "(default: bundled all-MiniLM-L6-v2)")
-    group.add_argument("--encoder", help="bi-encoder for the hybrid candidates and dense negatives "
-                                         "(e.g. runs/encoder/final; default: bundled MiniLM)")
-    group.add_argument("--rerank-depth", type=int, default=50, help="candidates re-scored per query (default: 50)")
-    group.add_argument("--loss", default="bce", choices=("bce", "lambda", "listnet", "margin_mse"),
-                       help="BinaryCrossEntropy (default), LambdaLoss / ListNet (listwise), MarginMSE (distillation)")
-    group.add_argument("--teacher", help="cross-encoder (folder or hub id) whose score margins --loss margin_mse distils")
-    group.add_argument("--max-negatives-per-query", type=int, default=3,
-                       help="negatives per query in the training rows (default: 3)")
-    group.add_argument("--max-length", type=int, help="token limit of (query, passage) pairs (default: 256 for the bundled start)")
+    group.add_argument(
+        "--model",
+        help="starting cross-encoder, or a bi-encoder to put a new one-logit head on "
+        "(default: bundled all-MiniLM-L6-v2)",
+    )
+    group.add_argument(
+        "--encoder",
+        help="bi-encoder for the hybrid candidates and dense negatives "
+        "(e.g. runs/encoder/final; default: bundled MiniLM)",
+    )
+    group.add_argument(
+        "--rerank-depth", type=int, default=50, help="candidates re-scored per query (default: 50)"
+    )
+    group.add_argument(
+        "--loss",
+        default="bce",
+        choices=("bce", "lambda", "listnet", "margin_mse"),
+        help="BinaryCrossEntropy (default), LambdaLoss / ListNet (listwise), MarginMSE (distillation)",
+    )
+    group.add_argument(
+        "--teacher",
+        help="cross-encoder (folder or hub id) whose score margins --loss margin_mse distils",
+    )
+    group.add_argument(
+        "--max-negatives-per-query",
+        type=int,
+        default=3,
+        help="negatives per query in the training rows (default: 3)",
+    )
+    group.add_argument(
+        "--max-length",
+        type=int,
+        help="token limit of (query, passage) pairs (default: 256 for the bundled start)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,27 +89,52 @@ def run(args: argparse.Namespace) -> int:
     extra: dict = {}
     if data.val is not None:
         # One corpus pass with the encoder serves its dense metrics, the hybrid index and the miner.
-        dense = DenseRetrievalEvaluator(data.val.queries, data.val.corpus, data.qrels or data.val.relevant_docs,
-                                        cache_dir=args.embedding_cache)
+        dense = DenseRetrievalEvaluator(
+            data.val.queries,
+            data.val.corpus,
+            data.qrels or data.val.relevant_docs,
+            cache_dir=args.embedding_cache,
+        )
         extra["encoder_dense"] = dense.evaluate(encoder)
         candidates = hybrid_candidates(
-            data.val.queries, data.val.corpus, top_k=max(100, args.rerank_depth), embed_model=args.encoder,
+            data.val.queries,
+            data.val.corpus,
+            top_k=max(100, args.rerank_depth),
+            embed_model=args.encoder,
             corpus_embeddings=dense.corpus_embeddings.numpy(),
         )
         evaluator = CandidateRerankingEvaluator(
-            data.val.queries, data.val.corpus, data.qrels or data.val.relevant_docs, candidates,
+            data.val.queries,
+            data.val.corpus,
+            data.qrels or data.val.relevant_docs,
+            candidates,
             depth=args.rerank_depth,
         )
     train, mining = mine_negatives(
-        args, data.train, embed_model=encoder, corpus_embeddings=shared_corpus_embeddings(dense, data.train)
+        args,
+        data.train,
+        embed_model=encoder,
+        corpus_embeddings=shared_corpus_embeddings(dense, data.train),
     )
     engine = RerankerFinetuneEngine(
-        train, model=args.model, val_dataset=data.val, loss=args.loss, teacher=args.teacher,
+        train,
+        model=args.model,
+        val_dataset=data.val,
+        loss=args.loss,
+        teacher=args.teacher,
         args=RerankerFinetuneEngine.default_training_args(args.output, **training_overrides(args)),
-        max_negatives_per_query=args.max_negatives_per_query, candidates=candidates,
-        rerank_depth=args.rerank_depth, encoder=args.encoder, max_length=args.max_length,
-        evaluator=evaluator, device=args.device,
+        max_negatives_per_query=args.max_negatives_per_query,
+        candidates=candidates,
+        rerank_depth=args.rerank_depth,
+        encoder=args.encoder,
+        max_length=args.max_length,
+        evaluator=evaluator,
+        device=args.device,
     )
     result = engine.finetune(resume_from_checkpoint=True if args.resume else None)
-    report(result, args.output, {"mining": mining, "data": data.info, "arguments": namespace_dict(args), **extra})
+    report(
+        result,
+        args.output,
+        {"mining": mining, "data": data.info, "arguments": namespace_dict(args), **extra},
+    )
     return 0

@@ -22,19 +22,27 @@ def as_embed_model(embed_model: Any) -> Any:
     Paths go through ``default_embed_model`` (ONNX Runtime when the ``onnx`` extra
     is installed, else PyTorch). ``None`` stays ``None``: the retriever's default.
     """
-    if embed_model is None or not isinstance(embed_model, str) and not hasattr(embed_model, "__fspath__"):
+    if (
+        embed_model is None
+        or not isinstance(embed_model, str)
+        and not hasattr(embed_model, "__fspath__")
+    ):
         return embed_model
     from llama_index_ragtune.embeddings import default_embed_model
 
     return default_embed_model(embed_model)
 
 
-def retrieve_rankings(retriever: Any, queries: Mapping[str, str], show_progress: bool = True) -> dict[str, list[str]]:
+def retrieve_rankings(
+    retriever: Any, queries: Mapping[str, str], show_progress: bool = True
+) -> dict[str, list[str]]:
     """``{qid: [doc ids, best first]}`` from any LlamaIndex retriever (doc id rule of the evaluator)."""
     from llama_index_ragtune.evaluation.retrieval import default_doc_id
 
     rankings: dict[str, list[str]] = {}
-    for qid, text in tqdm(queries.items(), desc="first-stage candidates", disable=not show_progress):
+    for qid, text in tqdm(
+        queries.items(), desc="first-stage candidates", disable=not show_progress
+    ):
         ids = (default_doc_id(node) for node in retriever.retrieve(text))
         rankings[qid] = list(dict.fromkeys(ids))
     return rankings
@@ -62,13 +70,23 @@ def hybrid_candidates(
     from llama_index_ragtune.retrievers import HybridRetriever
 
     if corpus_embeddings is not None and len(corpus_embeddings) != len(corpus):
-        raise ValueError(f"corpus_embeddings has {len(corpus_embeddings)} rows for {len(corpus)} documents")
+        raise ValueError(
+            f"corpus_embeddings has {len(corpus_embeddings)} rows for {len(corpus)} documents"
+        )
     nodes = [
-        TextNode(id_=doc_id, text=text, embedding=None if corpus_embeddings is None else
-                 [float(x) for x in corpus_embeddings[i]])
+        TextNode(
+            id_=doc_id,
+            text=text,
+            embedding=None
+            if corpus_embeddings is None
+            else [float(x) for x in corpus_embeddings[i]],
+        )
         for i, (doc_id, text) in enumerate(corpus.items())
     ]
     retriever = HybridRetriever.from_defaults(
-        nodes=nodes, embed_model=as_embed_model(embed_model), similarity_top_k=top_k, **retriever_kwargs
+        nodes=nodes,
+        embed_model=as_embed_model(embed_model),
+        similarity_top_k=top_k,
+        **retriever_kwargs,
     )
     return retrieve_rankings(retriever, queries, show_progress=show_progress)

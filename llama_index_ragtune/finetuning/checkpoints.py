@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 FINAL_DIR = "final"
 
 
-def resolve_resume(resume: bool | str | os.PathLike | None, output_dir: str | os.PathLike) -> str | None:
+def resolve_resume(
+    resume: bool | str | os.PathLike | None, output_dir: str | os.PathLike
+) -> str | None:
     """The checkpoint to pass as ``trainer.train(resume_from_checkpoint=...)``.
 
     ``True`` picks the last ``checkpoint-*`` in ``output_dir`` and starts fresh (with

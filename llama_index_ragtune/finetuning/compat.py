@@ -52,7 +52,9 @@ _lock = threading.Lock()
 def _register_into(module: ModuleType, cls: type, kind: str) -> bool:
     base = getattr(module, _BASES[kind], None)
     if base is None or not hasattr(base, "register"):
-        logger.warning("%s has no ABC %s; %s not registered", TYPES_MODULE, _BASES[kind], cls.__name__)
+        logger.warning(
+            "%s has no ABC %s; %s not registered", TYPES_MODULE, _BASES[kind], cls.__name__
+        )
         return False
     base.register(cls)
     return True
@@ -130,12 +132,19 @@ def finetuning_types() -> ModuleType | None:
             import llama_index.finetuning.types as types
     except ImportError as err:
         if getattr(err, "name", None) not in {"llama_index.finetuning", TYPES_MODULE}:
-            logger.warning("llama-index-finetuning is installed but does not import (%s); reinstall it with: %s",
-                           err, INSTALL_HINT)
+            logger.warning(
+                "llama-index-finetuning is installed but does not import (%s); reinstall it with: %s",
+                err,
+                INSTALL_HINT,
+            )
         return None
     except Exception as err:  # noqa: BLE001 - a broken optional install must not break training
-        logger.warning("llama-index-finetuning does not import (%s: %s); reinstall it with: %s",
-                       type(err).__name__, err, INSTALL_HINT)
+        logger.warning(
+            "llama-index-finetuning does not import (%s: %s); reinstall it with: %s",
+            type(err).__name__,
+            err,
+            INSTALL_HINT,
+        )
         return None
     finally:
         for handler in [h for h in root.handlers if h not in handlers]:

@@ -107,7 +107,9 @@ class EncoderFinetuneEngine:
         show_progress: bool = True,
     ) -> None:
         self.train_dataset = check_trainable(train_dataset, "train_dataset")
-        self.val_dataset = None if val_dataset is None else check_trainable(val_dataset, "val_dataset")
+        self.val_dataset = (
+            None if val_dataset is None else check_trainable(val_dataset, "val_dataset")
+        )
         if args is None:
             args = self.default_training_args()
         elif not isinstance(args, SentenceTransformerTrainingArguments):
@@ -116,7 +118,9 @@ class EncoderFinetuneEngine:
                 "build one with EncoderFinetuneEngine.default_training_args(output_dir, **overrides)"
             )
         if isinstance(loss, str) and loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}, a loss module or a callable")
+            raise ValueError(
+                f"unknown loss {loss!r}; use one of {LOSSES}, a loss module or a callable"
+            )
         if max_negatives_per_query < 0:
             raise ValueError(f"max_negatives_per_query must be >= 0, got {max_negatives_per_query}")
         self.args = args
@@ -131,9 +135,15 @@ class EncoderFinetuneEngine:
             dim = self.model.get_embedding_dimension()
             bad = [d for d in self.matryoshka_dims if d < 1 or (dim and d > dim)]
             if bad:
-                raise ValueError(f"matryoshka_dims {bad} are outside 1..{dim} (the model's embedding size)")
+                raise ValueError(
+                    f"matryoshka_dims {bad} are outside 1..{dim} (the model's embedding size)"
+                )
         if query_prompt is not None or passage_prompt is not None:
-            self.model.prompts = {**self.model.prompts, "query": query_prompt or "", "document": passage_prompt or ""}
+            self.model.prompts = {
+                **self.model.prompts,
+                "query": query_prompt or "",
+                "document": passage_prompt or "",
+            }
         self.evaluator = evaluator if evaluator is not None else self._default_evaluator()
         self.trainer: SentenceTransformerTrainer | None = None
         self.result: FinetuneResult | None = None
@@ -141,7 +151,9 @@ class EncoderFinetuneEngine:
     # ------------------------------------------------------------------ defaults
 
     @staticmethod
-    def default_training_args(output_dir: str | Path = DEFAULT_OUTPUT_DIR, **overrides: Any) -> SentenceTransformerTrainingArguments:
+    def default_training_args(
+        output_dir: str | Path = DEFAULT_OUTPUT_DIR, **overrides: Any
+    ) -> SentenceTransformerTrainingArguments:
         """The default recipe as ``SentenceTransformerTrainingArguments`` (``overrides`` win).
 
         One epoch at batch 32 (a few minutes per thousand pairs on a 2-core CPU),
@@ -181,7 +193,9 @@ class EncoderFinetuneEngine:
         elif model is None or isinstance(model, (str, Path)):
             st = SentenceTransformer(resolve_model(model, kind="encoder"), device=device)
         else:
-            raise TypeError(f"model must be None, a path, a hub id or a SentenceTransformer, got {type(model).__name__}")
+            raise TypeError(
+                f"model must be None, a path, a hub id or a SentenceTransformer, got {type(model).__name__}"
+            )
         if loss_model is not None and loss_model is not st:
             raise ValueError(
                 "the loss module was built on a different model than the engine's; pass that model as "
@@ -193,8 +207,11 @@ class EncoderFinetuneEngine:
         if self.val_dataset is None:
             return None
         return DenseRetrievalEvaluator(
-            self.val_dataset.queries, self.val_dataset.corpus, self.val_dataset.relevant_docs,
-            query_prompt=self.query_prompt, passage_prompt=self.passage_prompt,
+            self.val_dataset.queries,
+            self.val_dataset.corpus,
+            self.val_dataset.relevant_docs,
+            query_prompt=self.query_prompt,
+            passage_prompt=self.passage_prompt,
             show_progress_bar=self.show_progress,
         )
 
@@ -210,17 +227,24 @@ class EncoderFinetuneEngine:
         elif callable(self.loss):
             loss = self.loss(self.model)
         else:
-            raise TypeError(f"loss must be a name, a loss module or a callable, got {type(self.loss).__name__}")
+            raise TypeError(
+                f"loss must be a name, a loss module or a callable, got {type(self.loss).__name__}"
+            )
         if self.matryoshka_dims:
             loss = losses.MatryoshkaLoss(self.model, loss, matryoshka_dims=self.matryoshka_dims)
         return loss
 
     def build_train_rows(self) -> tuple[dict[str, list[str]], dict[str, Any]]:
         """The trainer's columns (``anchor``, ``positive``, ``negative``...) and their stats."""
-        columns, stats = encoder_rows(self.train_dataset, self.max_negatives_per_query, seed=self.args.seed)
-        if (self.query_prompt is not None or self.passage_prompt is not None) and self.args.prompts is None:
+        columns, stats = encoder_rows(
+            self.train_dataset, self.max_negatives_per_query, seed=self.args.seed
+        )
+        if (
+            self.query_prompt is not None or self.passage_prompt is not None
+        ) and self.args.prompts is None:
             self.args.prompts = {
-                col: (self.query_prompt if col == "anchor" else self.passage_prompt) or "" for col in columns
+                col: (self.query_prompt if col == "anchor" else self.passage_prompt) or ""
+                for col in columns
             }
         return columns, stats.as_dict()
 
@@ -231,7 +255,11 @@ class EncoderFinetuneEngine:
         if callable(evaluate):
             return dict(evaluate(self.model))
         raw = self.evaluator(self.model)
-        return {_strip_prefix(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {"score": float(raw)}
+        return (
+            {_strip_prefix(k): float(v) for k, v in raw.items()}
+            if isinstance(raw, dict)
+            else {"score": float(raw)}
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -240,7 +268,9 @@ class EncoderFinetuneEngine:
         """``<output_dir>/final``: where ``finetune()`` saves the fine-tuned model."""
         return Path(self.args.output_dir) / FINAL_DIR
 
-    def finetune(self, resume_from_checkpoint: bool | str | None = None, evaluate_before: bool = True) -> FinetuneResult:
+    def finetune(
+        self, resume_from_checkpoint: bool | str | None = None, evaluate_before: bool = True
+    ) -> FinetuneResult:
         """Train, save to ``<output_dir>/final`` and return the before/after metrics.
 
         Args:
@@ -256,22 +286,35 @@ class EncoderFinetuneEngine:
         loss = self._build_loss()
         use_evaluator = self.evaluator if self.args.eval_strategy != "no" else None
         self.trainer = SentenceTransformerTrainer(
-            model=self.model, args=self.args, train_dataset=Dataset.from_dict(columns),
-            loss=loss, evaluator=use_evaluator, callbacks=self.callbacks,
+            model=self.model,
+            args=self.args,
+            train_dataset=Dataset.from_dict(columns),
+            loss=loss,
+            evaluator=use_evaluator,
+            callbacks=self.callbacks,
         )
         checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir)
-        logger.info("training %s on %d rows (%s)", type(loss).__name__, row_stats["rows"], row_stats)
+        logger.info(
+            "training %s on %d rows (%s)", type(loss).__name__, row_stats["rows"], row_stats
+        )
         with PeakMemory() as memory:
             output = self.trainer.train(resume_from_checkpoint=checkpoint)
         self.model.save(str(self.final_model_path))
         after = self._evaluate()
         self.result = FinetuneResult(
-            before=before, after=after, train_seconds=memory.seconds, peak_memory_mb=memory.peak_mb,
-            process_peak_memory_mb=process_peak_rss_mb(), global_step=self.trainer.state.global_step,
+            before=before,
+            after=after,
+            train_seconds=memory.seconds,
+            peak_memory_mb=memory.peak_mb,
+            process_peak_memory_mb=process_peak_rss_mb(),
+            global_step=self.trainer.state.global_step,
             model_path=str(self.final_model_path),
             info={
-                "loss": type(loss).__name__, "train_loss": getattr(output, "training_loss", None),
-                "rows": row_stats, "resumed_from": checkpoint, "matryoshka_dims": self.matryoshka_dims,
+                "loss": type(loss).__name__,
+                "train_loss": getattr(output, "training_loss", None),
+                "rows": row_stats,
+                "resumed_from": checkpoint,
+                "matryoshka_dims": self.matryoshka_dims,
                 "val_queries": len(self.val_dataset) if self.val_dataset is not None else 0,
             },
         )

@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_METRICS = (("ndcg", 10), ("recall", 100), ("mrr", 10))
 
 
-def as_graded_qrels(qrels: Mapping[str, Mapping[str, int] | Iterable[str]]) -> dict[str, dict[str, int]]:
+def as_graded_qrels(
+    qrels: Mapping[str, Mapping[str, int] | Iterable[str]],
+) -> dict[str, dict[str, int]]:
     """``{qid: {doc_id: grade}}`` from graded qrels or from ``{qid: [relevant doc ids]}``."""
     out: dict[str, dict[str, int]] = {}
     for qid, judged in qrels.items():
@@ -65,11 +67,15 @@ def score_rankings(
     for qid in judged:
         ranked = list(rankings.get(qid, ()))
         for name, k in metrics:
-            totals[f"{name}@{k}"] += compute_metrics(ranked, qrels[qid], k_values=(k,), metrics=(name,))[f"{name}@{k}"]
+            totals[f"{name}@{k}"] += compute_metrics(
+                ranked, qrels[qid], k_values=(k,), metrics=(name,)
+            )[f"{name}@{k}"]
     return {key: value / len(judged) for key, value in totals.items()}
 
 
-def _check_inputs(queries: Mapping[str, str], corpus: Mapping[str, str], qrels: Mapping[str, Any]) -> None:
+def _check_inputs(
+    queries: Mapping[str, str], corpus: Mapping[str, str], qrels: Mapping[str, Any]
+) -> None:
     if not corpus:
         raise ValueError("the evaluation corpus is empty")
     unknown = [q for q in qrels if q not in queries]
@@ -140,8 +146,11 @@ class DenseRetrievalEvaluator(BaseEvaluator):
 
         doc_emb = self._corpus_embeddings(model)
         query_emb = model.encode_query(
-            [self.queries[q] for q in self.query_ids], prompt=self.query_prompt,
-            batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True,
+            [self.queries[q] for q in self.query_ids],
+            prompt=self.query_prompt,
+            batch_size=self.batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
             show_progress_bar=False,
         )
         self.corpus_embeddings = doc_emb.detach().cpu()
@@ -164,8 +173,12 @@ class DenseRetrievalEvaluator(BaseEvaluator):
                 logger.info("corpus embeddings read from %s", cache_file)
                 return torch.from_numpy(np.load(cache_file)).to(model.device)
         doc_emb = model.encode_document(
-            self.corpus_texts, prompt=self.passage_prompt, batch_size=self.batch_size,
-            convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=self.show_progress_bar,
+            self.corpus_texts,
+            prompt=self.passage_prompt,
+            batch_size=self.batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=self.show_progress_bar,
         )
         if cache_file is not None:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -184,8 +197,12 @@ class DenseRetrievalEvaluator(BaseEvaluator):
         with torch.no_grad():
             for name, param in model.named_parameters():
                 p = param.detach().double()
-                digest.update(f"{name}{tuple(p.shape)}{p.sum().item():.10e}{p.abs().sum().item():.10e}".encode())
-        digest.update(f"{getattr(model, 'max_seq_length', None)}|{self.passage_prompt}|{model.prompts}".encode())
+                digest.update(
+                    f"{name}{tuple(p.shape)}{p.sum().item():.10e}{p.abs().sum().item():.10e}".encode()
+                )
+        digest.update(
+            f"{getattr(model, 'max_seq_length', None)}|{self.passage_prompt}|{model.prompts}".encode()
+        )
         for doc_id, text in zip(self.corpus_ids, self.corpus_texts, strict=True):
             digest.update(doc_id.encode() + b"\0" + text.encode() + b"\1")
         return digest.hexdigest()[:24]
@@ -199,7 +216,9 @@ class DenseRetrievalEvaluator(BaseEvaluator):
         finally:
             model.train(was_training)
 
-    def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+    def __call__(
+        self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1
+    ) -> dict[str, float]:
         metrics = self.prefix_name_to_metrics(self.evaluate(model), self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
@@ -241,7 +260,9 @@ class CandidateRerankingEvaluator(BaseEvaluator):
         self.qrels = as_graded_qrels(qrels)
         _check_inputs(queries, corpus, self.qrels)
         self.query_ids = [q for q in self.qrels if any(g > 0 for g in self.qrels[q].values())]
-        unknown = sorted({d for q in self.query_ids for d in candidates.get(q, ()) if d not in corpus})
+        unknown = sorted(
+            {d for q in self.query_ids for d in candidates.get(q, ()) if d not in corpus}
+        )
         if unknown:
             raise ValueError(
                 f"candidates name doc ids missing from the corpus: {unknown[:5]}; build the candidates "
@@ -249,7 +270,11 @@ class CandidateRerankingEvaluator(BaseEvaluator):
             )
         missing = [q for q in self.query_ids if not candidates.get(q)]
         if missing:
-            logger.warning("%d evaluated queries have no candidates (they score 0): %s", len(missing), missing[:5])
+            logger.warning(
+                "%d evaluated queries have no candidates (they score 0): %s",
+                len(missing),
+                missing[:5],
+            )
         self.queries = {q: queries[q] for q in self.query_ids}
         self.corpus = corpus
         self.candidates = {q: list(dict.fromkeys(candidates.get(q, ()))) for q in self.query_ids}
@@ -269,9 +294,17 @@ class CandidateRerankingEvaluator(BaseEvaluator):
             spans.append((qid, len(pairs), len(pairs) + len(head)))
             pairs.extend((self.queries[qid], self.corpus[d]) for d in head)
         scores = (
-            np.asarray(model.predict(pairs, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar,
-                                     convert_to_numpy=True), dtype=np.float64).reshape(-1)
-            if pairs else np.zeros(0)
+            np.asarray(
+                model.predict(
+                    pairs,
+                    batch_size=self.batch_size,
+                    show_progress_bar=self.show_progress_bar,
+                    convert_to_numpy=True,
+                ),
+                dtype=np.float64,
+            ).reshape(-1)
+            if pairs
+            else np.zeros(0)
         )
         rankings: dict[str, list[str]] = {}
         for qid, start, _ in spans:
@@ -293,7 +326,9 @@ class CandidateRerankingEvaluator(BaseEvaluator):
         finally:
             model.train(was_training)
 
-    def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+    def __call__(
+        self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1
+    ) -> dict[str, float]:
         metrics = self.prefix_name_to_metrics(self.evaluate(model), self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics

@@ -60,7 +60,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOSSES = ("bce", "lambda", "listnet", "margin_mse")
-_LAYOUTS = {"bce": "pointwise", "lambda": "listwise", "listnet": "listwise", "margin_mse": "triplets"}
+_LAYOUTS = {
+    "bce": "pointwise",
+    "lambda": "listwise",
+    "listnet": "listwise",
+    "margin_mse": "triplets",
+}
 DEFAULT_OUTPUT_DIR = "ragtune-reranker"
 DEFAULT_MAX_LENGTH = 256
 Teacher = str | CrossEncoder | Callable[[list[tuple[str, str]]], Sequence[float]]
@@ -116,7 +121,9 @@ class RerankerFinetuneEngine:
         show_progress: bool = True,
     ) -> None:
         self.train_dataset = check_trainable(train_dataset, "train_dataset")
-        self.val_dataset = None if val_dataset is None else check_trainable(val_dataset, "val_dataset")
+        self.val_dataset = (
+            None if val_dataset is None else check_trainable(val_dataset, "val_dataset")
+        )
         if args is None:
             args = self.default_training_args()
         elif not isinstance(args, CrossEncoderTrainingArguments):
@@ -125,9 +132,13 @@ class RerankerFinetuneEngine:
                 "build one with RerankerFinetuneEngine.default_training_args(output_dir, **overrides)"
             )
         if isinstance(loss, str) and loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}, a loss module or a callable")
+            raise ValueError(
+                f"unknown loss {loss!r}; use one of {LOSSES}, a loss module or a callable"
+            )
         if loss == "margin_mse" and teacher is None:
-            raise ValueError("loss='margin_mse' distils a teacher: pass teacher= (a CrossEncoder path or a callable)")
+            raise ValueError(
+                "loss='margin_mse' distils a teacher: pass teacher= (a CrossEncoder path or a callable)"
+            )
         if rerank_depth < 1:
             raise ValueError(f"rerank_depth must be >= 1, got {rerank_depth}")
         if max_negatives_per_query < 1:
@@ -149,7 +160,9 @@ class RerankerFinetuneEngine:
     # ------------------------------------------------------------------ defaults
 
     @staticmethod
-    def default_training_args(output_dir: str | Path = DEFAULT_OUTPUT_DIR, **overrides: Any) -> CrossEncoderTrainingArguments:
+    def default_training_args(
+        output_dir: str | Path = DEFAULT_OUTPUT_DIR, **overrides: Any
+    ) -> CrossEncoderTrainingArguments:
         """The default recipe as ``CrossEncoderTrainingArguments`` (``overrides`` win).
 
         One epoch at batch 32 pairs, learning rate 5e-5 with 10% linear warm-up, a
@@ -178,7 +191,9 @@ class RerankerFinetuneEngine:
     # ------------------------------------------------------------------ building
 
     @staticmethod
-    def _load_model(model: Any, loss: Any, max_length: int | None, device: str | None) -> CrossEncoder:
+    def _load_model(
+        model: Any, loss: Any, max_length: int | None, device: str | None
+    ) -> CrossEncoder:
         loss_model = getattr(loss, "model", None) if isinstance(loss, nn.Module) else None
         if model is None and isinstance(loss_model, CrossEncoder):
             return loss_model
@@ -188,9 +203,16 @@ class RerankerFinetuneEngine:
             if max_length is None and model is None:
                 max_length = DEFAULT_MAX_LENGTH
             # num_labels=1: a bi-encoder checkpoint gets a new one-logit head.
-            ce = CrossEncoder(resolve_model(model, kind="encoder"), num_labels=1, max_length=max_length, device=device)
+            ce = CrossEncoder(
+                resolve_model(model, kind="encoder"),
+                num_labels=1,
+                max_length=max_length,
+                device=device,
+            )
         else:
-            raise TypeError(f"model must be None, a path, a hub id or a CrossEncoder, got {type(model).__name__}")
+            raise TypeError(
+                f"model must be None, a path, a hub id or a CrossEncoder, got {type(model).__name__}"
+            )
         if ce.num_labels != 1:
             raise ValueError(
                 f"the reranker must output one score per pair, but the model has {ce.num_labels} labels; "
@@ -221,10 +243,14 @@ class RerankerFinetuneEngine:
             teacher = CrossEncoder(resolve_model(teacher, kind="encoder"))
         if isinstance(teacher, CrossEncoder):
             model = teacher
-            return lambda pairs: model.predict(pairs, batch_size=32, show_progress_bar=False, activation_fn=nn.Identity())
+            return lambda pairs: model.predict(
+                pairs, batch_size=32, show_progress_bar=False, activation_fn=nn.Identity()
+            )
         if callable(teacher):
             return teacher
-        raise TypeError(f"teacher must be a CrossEncoder, a path or a callable, got {type(teacher).__name__}")
+        raise TypeError(
+            f"teacher must be a CrossEncoder, a path or a callable, got {type(teacher).__name__}"
+        )
 
     def _build_loss(self, columns: Mapping[str, list[Any]]) -> nn.Module:
         from sentence_transformers.cross_encoder import losses
@@ -244,7 +270,9 @@ class RerankerFinetuneEngine:
             return self.loss
         if callable(self.loss):
             return self.loss(self.model)
-        raise TypeError(f"loss must be a name, a loss module or a callable, got {type(self.loss).__name__}")
+        raise TypeError(
+            f"loss must be a name, a loss module or a callable, got {type(self.loss).__name__}"
+        )
 
     # ------------------------------------------------------------------ evaluation
 
@@ -255,8 +283,11 @@ class RerankerFinetuneEngine:
             from llama_index_ragtune.finetuning.candidates import hybrid_candidates
 
             self._candidates = hybrid_candidates(
-                self.val_dataset.queries, self.val_dataset.corpus,
-                top_k=max(100, self.rerank_depth), embed_model=self.encoder, show_progress=self.show_progress,
+                self.val_dataset.queries,
+                self.val_dataset.corpus,
+                top_k=max(100, self.rerank_depth),
+                embed_model=self.encoder,
+                show_progress=self.show_progress,
             )
         return self._candidates
 
@@ -265,8 +296,12 @@ class RerankerFinetuneEngine:
         """The evaluator used before/after training (``None`` without a validation split)."""
         if self._evaluator is None and self.val_dataset is not None:
             self._evaluator = CandidateRerankingEvaluator(
-                self.val_dataset.queries, self.val_dataset.corpus, self.val_dataset.relevant_docs,
-                self.candidates, depth=self.rerank_depth, show_progress_bar=self.show_progress,
+                self.val_dataset.queries,
+                self.val_dataset.corpus,
+                self.val_dataset.relevant_docs,
+                self.candidates,
+                depth=self.rerank_depth,
+                show_progress_bar=self.show_progress,
             )
         return self._evaluator
 
@@ -279,7 +314,11 @@ class RerankerFinetuneEngine:
         if hasattr(evaluator, "evaluate"):
             return dict(evaluator.evaluate(self.model))
         raw = evaluator(self.model)
-        return {k.rsplit("_", 1)[-1]: float(v) for k, v in raw.items()} if isinstance(raw, dict) else {"score": float(raw)}
+        return (
+            {k.rsplit("_", 1)[-1]: float(v) for k, v in raw.items()}
+            if isinstance(raw, dict)
+            else {"score": float(raw)}
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -288,7 +327,9 @@ class RerankerFinetuneEngine:
         """``<output_dir>/final``: where ``finetune()`` saves the fine-tuned reranker."""
         return Path(self.args.output_dir) / FINAL_DIR
 
-    def finetune(self, resume_from_checkpoint: bool | str | None = None, evaluate_before: bool = True) -> FinetuneResult:
+    def finetune(
+        self, resume_from_checkpoint: bool | str | None = None, evaluate_before: bool = True
+    ) -> FinetuneResult:
         """Train, save to ``<output_dir>/final`` and return the before/after metrics.
 
         "before" is the first-stage order of the candidates (a fresh one-logit head
@@ -308,28 +349,43 @@ class RerankerFinetuneEngine:
         loss = self._build_loss(columns)
         use_evaluator = self.evaluator if self.args.eval_strategy != "no" else None
         self.trainer = CrossEncoderTrainer(
-            model=self.model, args=self.args, train_dataset=Dataset.from_dict(columns),
-            loss=loss, evaluator=use_evaluator, callbacks=self.callbacks,
+            model=self.model,
+            args=self.args,
+            train_dataset=Dataset.from_dict(columns),
+            loss=loss,
+            evaluator=use_evaluator,
+            callbacks=self.callbacks,
         )
         checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir)
-        logger.info("training %s on %d rows (%s)", type(loss).__name__, row_stats["rows"], row_stats)
+        logger.info(
+            "training %s on %d rows (%s)", type(loss).__name__, row_stats["rows"], row_stats
+        )
         with PeakMemory() as memory:
             output = self.trainer.train(resume_from_checkpoint=checkpoint)
         self.model.save(str(self.final_model_path))
         after = self._evaluate()
         self.result = FinetuneResult(
-            before=before, after=after, train_seconds=memory.seconds, peak_memory_mb=memory.peak_mb,
-            process_peak_memory_mb=process_peak_rss_mb(), global_step=self.trainer.state.global_step,
+            before=before,
+            after=after,
+            train_seconds=memory.seconds,
+            peak_memory_mb=memory.peak_mb,
+            process_peak_memory_mb=process_peak_rss_mb(),
+            global_step=self.trainer.state.global_step,
             model_path=str(self.final_model_path),
             info={
-                "loss": type(loss).__name__, "train_loss": getattr(output, "training_loss", None),
-                "rows": row_stats, "resumed_from": checkpoint, "rerank_depth": self.rerank_depth,
+                "loss": type(loss).__name__,
+                "train_loss": getattr(output, "training_loss", None),
+                "rows": row_stats,
+                "resumed_from": checkpoint,
+                "rerank_depth": self.rerank_depth,
                 "val_queries": len(self.val_dataset) if self.val_dataset is not None else 0,
             },
         )
         return self.result
 
-    def get_finetuned_model(self, model_name: str | None = None, top_n: int = 10, **kwargs: Any) -> BaseNodePostprocessor:
+    def get_finetuned_model(
+        self, model_name: str | None = None, top_n: int = 10, **kwargs: Any
+    ) -> BaseNodePostprocessor:
         """The fine-tuned reranker as our ``CrossEncoderRerank`` node postprocessor.
 
         Args:

@@ -44,8 +44,13 @@ class RowStats:
     sources: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "queries": self.queries, "mined_negatives": self.mined_negatives,
-                "random_negatives": self.random_negatives, "sources": dict(self.sources)}
+        return {
+            "rows": self.rows,
+            "queries": self.queries,
+            "mined_negatives": self.mined_negatives,
+            "random_negatives": self.random_negatives,
+            "sources": dict(self.sources),
+        }
 
 
 def check_trainable(dataset: Any, what: str) -> RetrievalDataset:
@@ -56,7 +61,9 @@ def check_trainable(dataset: Any, what: str) -> RetrievalDataset:
     from llama_index_ragtune.data.schema import RetrievalDataset
 
     if dataset is None:
-        raise ValueError(f"{what} is None; pass a RetrievalDataset (e.g. RetrievalDataset.from_beir(path, 'train'))")
+        raise ValueError(
+            f"{what} is None; pass a RetrievalDataset (e.g. RetrievalDataset.from_beir(path, 'train'))"
+        )
     if not isinstance(dataset, RetrievalDataset):
         if all(hasattr(dataset, k) for k in ("queries", "corpus", "relevant_docs")):
             dataset = RetrievalDataset.from_llama_index(dataset)
@@ -111,7 +118,9 @@ class _NegativeSampler:
         return out
 
 
-def _negatives_per_pair(sampler: _NegativeSampler, qid: str, positives: Sequence[str], n: int) -> list[list[str]]:
+def _negatives_per_pair(
+    sampler: _NegativeSampler, qid: str, positives: Sequence[str], n: int
+) -> list[list[str]]:
     pool = sampler.for_query(qid, n * len(positives))
     return [pool[i * n : (i + 1) * n] for i in range(len(positives))]
 
@@ -129,7 +138,9 @@ def encoder_rows(
     columns: dict[str, list[str]] = {"anchor": [], "positive": [], **{c: [] for c in neg_cols}}
     sampler = _NegativeSampler(dataset, seed, stats)
     for qid, query, positives, _ in dataset:
-        negatives = _negatives_per_pair(sampler, qid, positives, n) if n else [[] for _ in positives]
+        negatives = (
+            _negatives_per_pair(sampler, qid, positives, n) if n else [[] for _ in positives]
+        )
         for pos, negs in zip(positives, negatives, strict=True):
             columns["anchor"].append(query)
             columns["positive"].append(dataset.corpus[pos])
@@ -154,7 +165,9 @@ def cross_encoder_rows(
     negatives per query; triplets take one negative per positive.
     """
     if max_negatives_per_query < 1:
-        raise ValueError(f"a cross-encoder needs negatives: max_negatives_per_query must be >= 1, got {max_negatives_per_query}")
+        raise ValueError(
+            f"a cross-encoder needs negatives: max_negatives_per_query must be >= 1, got {max_negatives_per_query}"
+        )
     stats = RowStats(queries=len(dataset))
     sampler = _NegativeSampler(dataset, seed, stats)
     if layout == "pointwise":
@@ -176,7 +189,9 @@ def cross_encoder_rows(
     elif layout == "triplets":
         columns = {"query": [], "positive": [], "negative": []}
         for qid, query, positives, _ in dataset:
-            for pos, negs in zip(positives, _negatives_per_pair(sampler, qid, positives, 1), strict=True):
+            for pos, negs in zip(
+                positives, _negatives_per_pair(sampler, qid, positives, 1), strict=True
+            ):
                 columns["query"].append(query)
                 columns["positive"].append(dataset.corpus[pos])
                 columns["negative"].append(dataset.corpus[negs[0]])

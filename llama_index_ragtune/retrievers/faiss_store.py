@@ -146,7 +146,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
     def persist(self, persist_path: str = "", fs: Any = None) -> None:
         """Write the FAISS index and, beside it, the metadata used by filters."""
         super().persist(persist_path=persist_path, fs=fs)
-        payload = {"normalize": self.normalize, "metadata": self._masks._metadata}
+        payload = {"normalize": self.normalize, "metadata": self._masks.metadata}
         atomic_write_text(Path(persist_path + METADATA_SUFFIX), json.dumps(payload, default=str))
 
     @classmethod

@@ -71,6 +71,11 @@ class FilterMaskCache:
     def __len__(self) -> int:
         return len(self._metadata)
 
+    @property
+    def metadata(self) -> list[Mapping[str, Any]]:
+        """The filterable metadata, one mapping per position."""
+        return self._metadata
+
     def extend(self, metadata: Sequence[Mapping[str, Any]]) -> None:
         """Append positions (invalidates cached masks)."""
         with self._lock:

@@ -9,19 +9,53 @@ import pytest
 
 from llama_index_ragtune.cli import main
 
-TOPICS = ["cardiology", "astronomy", "volcano", "penguin", "saxophone", "glacier", "tornado", "orchid", "mosaic", "lantern", "compass", "galaxy", "pyramid", "dolphin", "cactus", "violin"]
-FILLER = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "iota", "kappa", "lambda", "river", "forest", "stone", "cloud"]
+TOPICS = [
+    "cardiology",
+    "astronomy",
+    "volcano",
+    "penguin",
+    "saxophone",
+    "glacier",
+    "tornado",
+    "orchid",
+    "mosaic",
+    "lantern",
+    "compass",
+    "galaxy",
+    "pyramid",
+    "dolphin",
+    "cactus",
+    "violin",
+]
+FILLER = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "river",
+    "forest",
+    "stone",
+    "cloud",
+]
 
 
-@pytest.fixture()
-def beir_dir(tmp_path):
+def write_toy_beir(root):
     """A BEIR folder: 16 documents, 12 train and 4 test queries (CRLF qrels with a header)."""
     rng = random.Random(0)
-    root = tmp_path / "toybeir"
     (root / "qrels").mkdir(parents=True)
     with open(root / "corpus.jsonl", "w") as corpus, open(root / "queries.jsonl", "w") as queries:
         for i, topic in enumerate(TOPICS):
-            text = " ".join(rng.choice(FILLER) for _ in range(6)) + f" {topic} " + " ".join(rng.choice(FILLER) for _ in range(6))
+            text = (
+                " ".join(rng.choice(FILLER) for _ in range(6))
+                + f" {topic} "
+                + " ".join(rng.choice(FILLER) for _ in range(6))
+            )
             corpus.write(json.dumps({"_id": f"d{i}", "title": topic.title(), "text": text}) + "\n")
             words = " ".join(rng.choice(FILLER) for _ in range(3))
             queries.write(json.dumps({"_id": f"q{i}", "text": f"{topic} {words}"}) + "\n")
@@ -31,13 +65,41 @@ def beir_dir(tmp_path):
     return root
 
 
+@pytest.fixture()
+def beir_dir(tmp_path):
+    return write_toy_beir(tmp_path / "toybeir")
+
+
 def test_train_encoder_on_a_beir_folder_then_resume(beir_dir, tiny_encoder_path, tmp_path, capsys):
     out = tmp_path / "enc"
-    common = ["train", "encoder", "--beir", str(beir_dir), "--model", tiny_encoder_path, "--negatives", "bm25",
-              "--num-negatives", "2", "--batch-size", "4", "--save-steps", "1", "--output", str(out), "--device", "cpu"]
+    common = [
+        "train",
+        "encoder",
+        "--beir",
+        str(beir_dir),
+        "--model",
+        tiny_encoder_path,
+        "--negatives",
+        "bm25",
+        "--num-negatives",
+        "2",
+        "--batch-size",
+        "4",
+        "--save-steps",
+        "1",
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert main([*common, "--max-steps", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "ndcg@10" in printed and "recall@100" in printed and "mrr@10" in printed and "peak memory" in printed
+    assert (
+        "ndcg@10" in printed
+        and "recall@100" in printed
+        and "mrr@10" in printed
+        and "peak memory" in printed
+    )
     results = json.loads((out / "results.json").read_text())
     assert set(results["before"]) == {"ndcg@10", "recall@100", "mrr@10"} == set(results["after"])
     assert results["global_step"] == 2
@@ -51,14 +113,34 @@ def test_train_encoder_on_a_beir_folder_then_resume(beir_dir, tiny_encoder_path,
     assert results["global_step"] == 3 and results["info"]["resumed_from"].endswith("checkpoint-2")
 
 
-def test_train_encoder_from_a_llama_index_dataset_json(beir_dir, tiny_encoder_path, tmp_path, capsys):
+def test_train_encoder_from_a_llama_index_dataset_json(
+    beir_dir, tiny_encoder_path, tmp_path, capsys
+):
     from llama_index_ragtune.data.schema import RetrievalDataset
 
     path = tmp_path / "qa.json"
     RetrievalDataset.from_beir(beir_dir, split="train").save_json(path, format="llama_index")
     out = tmp_path / "enc"
-    code = main(["train", "encoder", "--dataset", str(path), "--val-fraction", "0.25", "--negatives", "none",
-                 "--model", tiny_encoder_path, "--max-steps", "1", "--batch-size", "4", "--output", str(out)])
+    code = main(
+        [
+            "train",
+            "encoder",
+            "--dataset",
+            str(path),
+            "--val-fraction",
+            "0.25",
+            "--negatives",
+            "none",
+            "--model",
+            tiny_encoder_path,
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["info"]["val_queries"] == 3 and results["info"]["rows"]["rows"] == 9
@@ -67,9 +149,30 @@ def test_train_encoder_from_a_llama_index_dataset_json(beir_dir, tiny_encoder_pa
 
 def test_train_reranker_over_hybrid_candidates(beir_dir, tiny_encoder_path, tmp_path, capsys):
     out = tmp_path / "rr"
-    code = main(["train", "reranker", "--beir", str(beir_dir), "--model", tiny_encoder_path,
-                 "--encoder", tiny_encoder_path, "--negatives", "bm25", "--rerank-depth", "5",
-                 "--max-steps", "2", "--batch-size", "8", "--output", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "train",
+            "reranker",
+            "--beir",
+            str(beir_dir),
+            "--model",
+            tiny_encoder_path,
+            "--encoder",
+            tiny_encoder_path,
+            "--negatives",
+            "bm25",
+            "--rerank-depth",
+            "5",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert "ndcg@10" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
@@ -81,8 +184,41 @@ def test_train_reranker_over_hybrid_candidates(beir_dir, tiny_encoder_path, tmp_
 
 def test_bad_arguments_exit_with_a_message(beir_dir, tmp_path):
     with pytest.raises(SystemExit, match="unknown source"):
-        main(["train", "encoder", "--beir", str(beir_dir), "--negatives", "bm25,colbert", "--output", str(tmp_path)])
+        main(
+            [
+                "train",
+                "encoder",
+                "--beir",
+                str(beir_dir),
+                "--negatives",
+                "bm25,colbert",
+                "--output",
+                str(tmp_path),
+            ]
+        )
     with pytest.raises(SystemExit, match="teacher"):
-        main(["train", "reranker", "--beir", str(beir_dir), "--loss", "margin_mse", "--output", str(tmp_path)])
+        main(
+            [
+                "train",
+                "reranker",
+                "--beir",
+                str(beir_dir),
+                "--loss",
+                "margin_mse",
+                "--output",
+                str(tmp_path),
+            ]
+        )
     with pytest.raises(ValueError, match="unknown split"):
-        main(["train", "encoder", "--beir", str(beir_dir), "--train-split", "dev", "--output", str(tmp_path)])
+        main(
+            [
+                "train",
+                "encoder",
+                "--beir",
+                str(beir_dir),
+                "--train-split",
+                "dev",
+                "--output",
+                str(tmp_path),
+            ]
+        )

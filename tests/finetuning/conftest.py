@@ -15,11 +15,51 @@ import pytest
 
 from llama_index_ragtune.data.schema import Negative, RetrievalDataset
 
-FILLER = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "iota", "kappa", "lambda", "sigma", "omega", "river", "forest", "stone", "cloud", "ember", "frost", "meadow", "harbor"]
-TOPICS = ["cardiology", "astronomy", "volcano", "penguin", "saxophone", "glacier", "tornado", "orchid", "mosaic", "lantern", "compass", "galaxy", "pyramid", "dolphin", "cactus", "violin"]
+FILLER = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "sigma",
+    "omega",
+    "river",
+    "forest",
+    "stone",
+    "cloud",
+    "ember",
+    "frost",
+    "meadow",
+    "harbor",
+]
+TOPICS = [
+    "cardiology",
+    "astronomy",
+    "volcano",
+    "penguin",
+    "saxophone",
+    "glacier",
+    "tornado",
+    "orchid",
+    "mosaic",
+    "lantern",
+    "compass",
+    "galaxy",
+    "pyramid",
+    "dolphin",
+    "cactus",
+    "violin",
+]
 
 
-def toy_dataset(seed: int = 0, with_negatives: bool = True, filler_words: int = 8) -> RetrievalDataset:
+def toy_dataset(
+    seed: int = 0, with_negatives: bool = True, filler_words: int = 8
+) -> RetrievalDataset:
     rng = random.Random(seed)
     corpus, queries, relevant, negatives = {}, {}, {}, {}
     for i, topic in enumerate(TOPICS):

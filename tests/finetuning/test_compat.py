@@ -35,8 +35,10 @@ def test_engines_are_virtual_subclasses_of_its_bases(ft_types):
 
 
 def test_engines_offer_its_method_names(ft_types):
-    for ours, base in ((EncoderFinetuneEngine, ft_types.BaseEmbeddingFinetuneEngine),
-                       (RerankerFinetuneEngine, ft_types.BaseCrossEncoderFinetuningEngine)):
+    for ours, base in (
+        (EncoderFinetuneEngine, ft_types.BaseEmbeddingFinetuneEngine),
+        (RerankerFinetuneEngine, ft_types.BaseCrossEncoderFinetuningEngine),
+    ):
         for name in base.__abstractmethods__:
             assert callable(getattr(ours, name, None)), f"{ours.__name__} lacks {name}()"
     # its reranker signature: get_finetuned_model(model_name, top_n=3)
@@ -49,16 +51,25 @@ def test_dataset_saved_by_its_tools_trains_our_engine(ft_types, tmp_path, toy, t
 
     from llama_index_ragtune.data.schema import RetrievalDataset
 
-    theirs = EmbeddingQAFinetuneDataset(queries=toy.queries, corpus=toy.corpus, relevant_docs=toy.relevant_docs)
+    theirs = EmbeddingQAFinetuneDataset(
+        queries=toy.queries, corpus=toy.corpus, relevant_docs=toy.relevant_docs
+    )
     path = tmp_path / "qa_finetune_dataset.json"
     theirs.save_json(str(path))
     ours = RetrievalDataset.load_json(path)
-    assert ours.queries == toy.queries and ours.relevant_docs == toy.relevant_docs and ours.corpus == toy.corpus
+    assert (
+        ours.queries == toy.queries
+        and ours.relevant_docs == toy.relevant_docs
+        and ours.corpus == toy.corpus
+    )
 
     # their in-memory object is accepted as it is, too
     engine = EncoderFinetuneEngine(
-        theirs, model=tiny_encoder_path,
-        args=EncoderFinetuneEngine.default_training_args(tmp_path / "run", max_steps=1, save_strategy="no"),
+        theirs,
+        model=tiny_encoder_path,
+        args=EncoderFinetuneEngine.default_training_args(
+            tmp_path / "run", max_steps=1, save_strategy="no"
+        ),
     )
     assert isinstance(engine, ft_types.BaseEmbeddingFinetuneEngine)
     assert engine.finetune(evaluate_before=False).global_step == 1
@@ -80,7 +91,9 @@ def test_engine_import_does_not_import_it_and_registers_when_it_is_imported(ft_t
         print("ok")
     """)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
 

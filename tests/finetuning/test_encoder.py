@@ -16,8 +16,13 @@ from llama_index_ragtune.finetuning.rows import encoder_rows
 
 def fast_args(output_dir, **overrides):
     settings = dict(
-        max_steps=12, per_device_train_batch_size=16, learning_rate=2e-3, warmup_steps=0,
-        save_strategy="no", logging_steps=50, disable_tqdm=True,
+        max_steps=12,
+        per_device_train_batch_size=16,
+        learning_rate=2e-3,
+        warmup_steps=0,
+        save_strategy="no",
+        logging_steps=50,
+        disable_tqdm=True,
     )
     settings.update(overrides)
     return EncoderFinetuneEngine.default_training_args(output_dir, **settings)
@@ -28,8 +33,11 @@ def trained(tiny_encoder_path, tmp_path_factory, make_toy):
     """One short training run shared by the assertions below."""
     data = make_toy()
     engine = EncoderFinetuneEngine(
-        data, model=tiny_encoder_path, val_dataset=data,
-        args=fast_args(tmp_path_factory.mktemp("encoder")), show_progress=False,
+        data,
+        model=tiny_encoder_path,
+        val_dataset=data,
+        args=fast_args(tmp_path_factory.mktemp("encoder")),
+        show_progress=False,
     )
     initial = {name: p.detach().clone() for name, p in engine.model.named_parameters()}
     result = engine.finetune()
@@ -38,7 +46,11 @@ def trained(tiny_encoder_path, tmp_path_factory, make_toy):
 
 def test_training_changes_the_weights(trained):
     engine, _, initial = trained
-    changed = [name for name, p in engine.model.named_parameters() if not torch.equal(initial[name], p.detach())]
+    changed = [
+        name
+        for name, p in engine.model.named_parameters()
+        if not torch.equal(initial[name], p.detach())
+    ]
     assert changed, "no parameter changed during training"
     word_embeddings = next(n for n in initial if "word_embeddings" in n)
     assert word_embeddings in changed
@@ -50,13 +62,17 @@ def test_toy_ranking_improves(trained):
     assert result.before["ndcg@10"] < 0.6
     assert result.after["ndcg@10"] > result.before["ndcg@10"] + 0.25
     assert result.after["mrr@10"] > result.before["mrr@10"] + 0.25
-    assert result.delta["ndcg@10"] == pytest.approx(result.after["ndcg@10"] - result.before["ndcg@10"])
+    assert result.delta["ndcg@10"] == pytest.approx(
+        result.after["ndcg@10"] - result.before["ndcg@10"]
+    )
 
 
 def test_result_records_run_and_saves_a_sentence_transformers_folder(trained, tmp_path):
     engine, result, _ = trained
     assert result.global_step == 12
-    assert result.train_seconds > 0 and result.peak_memory_mb > 0 and result.process_peak_memory_mb > 0
+    assert (
+        result.train_seconds > 0 and result.peak_memory_mb > 0 and result.process_peak_memory_mb > 0
+    )
     assert result.info["loss"] == "MultipleNegativesRankingLoss"
     assert result.info["rows"]["rows"] == 16 and result.info["rows"]["mined_negatives"] == 16
     assert (engine.final_model_path / "modules.json").exists()
@@ -86,14 +102,18 @@ class StepCounter(TrainerCallback):
 
 def test_interrupted_training_resumes_from_its_checkpoint(tiny_encoder_path, tmp_path, toy):
     first = EncoderFinetuneEngine(
-        toy, model=tiny_encoder_path, args=fast_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1),
+        toy,
+        model=tiny_encoder_path,
+        args=fast_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1),
     )
     assert first.finetune().global_step == 2
     assert (tmp_path / "checkpoint-2").is_dir()
 
     counter = StepCounter()
     second = EncoderFinetuneEngine(
-        toy, model=tiny_encoder_path, callbacks=[counter],
+        toy,
+        model=tiny_encoder_path,
+        callbacks=[counter],
         args=fast_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=1),
     )
     result = second.finetune(resume_from_checkpoint=True)
@@ -102,8 +122,12 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_encoder_path, tmp
     assert result.global_step == 4
 
 
-def test_resume_without_a_checkpoint_starts_fresh_and_bad_path_fails(tiny_encoder_path, tmp_path, toy):
-    engine = EncoderFinetuneEngine(toy, model=tiny_encoder_path, args=fast_args(tmp_path, max_steps=1))
+def test_resume_without_a_checkpoint_starts_fresh_and_bad_path_fails(
+    tiny_encoder_path, tmp_path, toy
+):
+    engine = EncoderFinetuneEngine(
+        toy, model=tiny_encoder_path, args=fast_args(tmp_path, max_steps=1)
+    )
     assert engine.finetune(resume_from_checkpoint=True).info["resumed_from"] is None
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         engine.finetune(resume_from_checkpoint=str(tmp_path / "checkpoint-99"))
@@ -111,14 +135,23 @@ def test_resume_without_a_checkpoint_starts_fresh_and_bad_path_fails(tiny_encode
 
 def test_cached_mnrl_matryoshka_and_prompts(tiny_encoder_path, tmp_path, toy):
     engine = EncoderFinetuneEngine(
-        toy, model=tiny_encoder_path, loss="cached_mnrl", matryoshka_dims=[32, 16],
-        query_prompt="query: ", passage_prompt="passage: ", max_negatives_per_query=2,
+        toy,
+        model=tiny_encoder_path,
+        loss="cached_mnrl",
+        matryoshka_dims=[32, 16],
+        query_prompt="query: ",
+        passage_prompt="passage: ",
+        max_negatives_per_query=2,
         args=fast_args(tmp_path, max_steps=2),
     )
     result = engine.finetune(evaluate_before=False)
     assert result.info["loss"] == "MatryoshkaLoss"
-    assert engine.args.prompts == {"anchor": "query: ", "positive": "passage: ",
-                                   "negative_1": "passage: ", "negative_2": "passage: "}
+    assert engine.args.prompts == {
+        "anchor": "query: ",
+        "positive": "passage: ",
+        "negative_1": "passage: ",
+        "negative_2": "passage: ",
+    }
     assert engine.model.prompts["query"] == "query: "
     embed = engine.get_finetuned_model(device="cpu")
     assert embed.query_instruction == "query: " and embed.text_instruction == "passage: "
@@ -139,7 +172,9 @@ def test_rows_pairs_without_negatives_and_source_mix(toy, toy_without_negatives)
 
 
 def test_random_negatives_fill_queries_without_mined_ones(toy):
-    partial = RetrievalDataset(toy.queries, toy.corpus, toy.relevant_docs, {"q0": toy.negatives["q0"]})
+    partial = RetrievalDataset(
+        toy.queries, toy.corpus, toy.relevant_docs, {"q0": toy.negatives["q0"]}
+    )
     columns, stats = encoder_rows(partial, max_negatives_per_query=1)
     assert stats.mined_negatives == 1 and stats.random_negatives == 15
     for positive, negative in zip(columns["positive"], columns["negative"], strict=True):
@@ -150,7 +185,9 @@ def test_bad_inputs_give_clear_errors(tiny_encoder_path, toy):
     with pytest.raises(ValueError, match="empty corpus"):
         EncoderFinetuneEngine(RetrievalDataset({}, {}, {}), model=tiny_encoder_path)
     with pytest.raises(ValueError, match="without any positive"):
-        EncoderFinetuneEngine(RetrievalDataset({"q": "x"}, {"d": "y"}, {"q": []}), model=tiny_encoder_path)
+        EncoderFinetuneEngine(
+            RetrievalDataset({"q": "x"}, {"d": "y"}, {"q": []}), model=tiny_encoder_path
+        )
     with pytest.raises(TypeError, match="RetrievalDataset"):
         EncoderFinetuneEngine([("q", "d")], model=tiny_encoder_path)
     with pytest.raises(TypeError, match="SentenceTransformerTrainingArguments"):

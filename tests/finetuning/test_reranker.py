@@ -20,8 +20,13 @@ from llama_index_ragtune.finetuning.rows import cross_encoder_rows, teacher_marg
 
 def fast_args(output_dir, **overrides):
     settings = dict(
-        max_steps=20, per_device_train_batch_size=16, learning_rate=1e-3, warmup_steps=0,
-        save_strategy="no", logging_steps=50, disable_tqdm=True,
+        max_steps=20,
+        per_device_train_batch_size=16,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        save_strategy="no",
+        logging_steps=50,
+        disable_tqdm=True,
     )
     settings.update(overrides)
     return RerankerFinetuneEngine.default_training_args(output_dir, **settings)
@@ -41,8 +46,12 @@ def trained(minilm_path, tmp_path_factory, make_toy):
     data = make_toy(with_negatives=False, filler_words=3)  # 4 random negatives per query
     torch.manual_seed(0)  # the new head's initialisation
     engine = RerankerFinetuneEngine(
-        data, model=minilm_path, val_dataset=data, candidates=worst_first_candidates(data),
-        rerank_depth=8, args=fast_args(tmp_path_factory.mktemp("reranker"), learning_rate=2e-4),
+        data,
+        model=minilm_path,
+        val_dataset=data,
+        candidates=worst_first_candidates(data),
+        rerank_depth=8,
+        args=fast_args(tmp_path_factory.mktemp("reranker"), learning_rate=2e-4),
         show_progress=False,
     )
     initial = {name: p.detach().clone() for name, p in engine.model.named_parameters()}
@@ -53,7 +62,11 @@ def trained(minilm_path, tmp_path_factory, make_toy):
 
 def test_training_changes_the_weights_including_the_new_head(trained):
     engine, _, initial, _ = trained
-    changed = {name for name, p in engine.model.named_parameters() if not torch.equal(initial[name], p.detach())}
+    changed = {
+        name
+        for name, p in engine.model.named_parameters()
+        if not torch.equal(initial[name], p.detach())
+    }
     assert any("classifier" in name for name in changed)
     assert any("word_embeddings" in name for name in changed)
 
@@ -78,31 +91,46 @@ def test_result_and_saved_reranker(trained):
     from llama_index.core.schema import NodeWithScore, TextNode
 
     data = engine.val_dataset
-    nodes = [NodeWithScore(node=TextNode(id_=d, text=data.corpus[d]), score=0.0) for d in ("d5", "d6", "d3")]
+    nodes = [
+        NodeWithScore(node=TextNode(id_=d, text=data.corpus[d]), score=0.0)
+        for d in ("d5", "d6", "d3")
+    ]
     ranked = reranker.postprocess_nodes(nodes, query_str=data.queries["q3"])
     assert len(ranked) == 3 and ranked[0].node.node_id == "d3"
 
 
 def test_pos_weight_matches_the_negative_ratio(tiny_encoder_path, toy_without_negatives, tmp_path):
     engine = RerankerFinetuneEngine(
-        toy_without_negatives, model=tiny_encoder_path, max_negatives_per_query=3, args=fast_args(tmp_path)
+        toy_without_negatives,
+        model=tiny_encoder_path,
+        max_negatives_per_query=3,
+        args=fast_args(tmp_path),
     )
     columns, _ = engine.build_train_rows()
     loss = engine._build_loss(columns)
     assert float(loss.pos_weight) == pytest.approx(3.0)
 
 
-@pytest.mark.parametrize("loss, layout_column, loss_name", [
-    ("lambda", "docs", "LambdaLoss"),
-    ("listnet", "docs", "ListNetLoss"),
-    ("margin_mse", "positive", "MarginMSELoss"),
-])
-def test_listwise_and_distillation_losses_train(tiny_encoder_path, toy, tmp_path, loss, layout_column, loss_name):
+@pytest.mark.parametrize(
+    "loss, layout_column, loss_name",
+    [
+        ("lambda", "docs", "LambdaLoss"),
+        ("listnet", "docs", "ListNetLoss"),
+        ("margin_mse", "positive", "MarginMSELoss"),
+    ],
+)
+def test_listwise_and_distillation_losses_train(
+    tiny_encoder_path, toy, tmp_path, loss, layout_column, loss_name
+):
     def teacher(pairs):  # knows the answer: the query's topic word is in the passage
         return [5.0 if query.split()[-1] in passage else -5.0 for query, passage in pairs]
 
     engine = RerankerFinetuneEngine(
-        toy, model=tiny_encoder_path, loss=loss, teacher=teacher, max_negatives_per_query=2,
+        toy,
+        model=tiny_encoder_path,
+        loss=loss,
+        teacher=teacher,
+        max_negatives_per_query=2,
         args=fast_args(tmp_path, max_steps=2, per_device_train_batch_size=4),
     )
     columns, _ = engine.build_train_rows()
@@ -112,7 +140,10 @@ def test_listwise_and_distillation_losses_train(tiny_encoder_path, toy, tmp_path
     initial = [p.detach().clone() for p in engine.model.parameters()]
     result = engine.finetune()
     assert result.info["loss"] == loss_name and result.global_step == 2 and result.before == {}
-    assert any(not torch.equal(a, b.detach()) for a, b in zip(initial, engine.model.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b.detach())
+        for a, b in zip(initial, engine.model.parameters(), strict=True)
+    )
 
 
 class StepCounter(TrainerCallback):
@@ -128,15 +159,17 @@ def test_reranker_resumes_from_its_checkpoint(tiny_encoder_path, toy, tmp_path):
     RerankerFinetuneEngine(toy, model=tiny_encoder_path, args=args).finetune()
     counter = StepCounter()
     args = fast_args(tmp_path, max_steps=3, save_strategy="steps", save_steps=1)
-    result = RerankerFinetuneEngine(toy, model=tiny_encoder_path, args=args, callbacks=[counter]).finetune(
-        resume_from_checkpoint=True
-    )
+    result = RerankerFinetuneEngine(
+        toy, model=tiny_encoder_path, args=args, callbacks=[counter]
+    ).finetune(resume_from_checkpoint=True)
     assert counter.steps == [3] and result.global_step == 3
     assert result.info["resumed_from"].endswith("checkpoint-2")
 
 
 def test_rows_layouts(toy, toy_without_negatives):
-    columns, stats = cross_encoder_rows(toy_without_negatives, "pointwise", max_negatives_per_query=2)
+    columns, stats = cross_encoder_rows(
+        toy_without_negatives, "pointwise", max_negatives_per_query=2
+    )
     assert columns["label"].count(1.0) == 16 and columns["label"].count(0.0) == 32
     assert stats.random_negatives == 32 and stats.mined_negatives == 0
     columns, stats = cross_encoder_rows(toy, "pointwise", max_negatives_per_query=2)
@@ -165,8 +198,12 @@ def test_candidate_evaluator_keeps_the_tail_after_the_rerank_depth():
 
     corpus = {f"d{i}": f"text {i}" for i in range(6)}
     evaluator = CandidateRerankingEvaluator(
-        {"q": "x"}, corpus, {"q": {"d2": 1, "d5": 1}}, {"q": ["d0", "d1", "d2", "d3", "d4", "d5"]},
-        depth=3, show_progress_bar=False,
+        {"q": "x"},
+        corpus,
+        {"q": {"d2": 1, "d5": 1}},
+        {"q": ["d0", "d1", "d2", "d3", "d4", "d5"]},
+        depth=3,
+        show_progress_bar=False,
     )
     assert evaluator.rerank(Reverse()) == {"q": ["d2", "d1", "d0", "d3", "d4", "d5"]}
     assert evaluator.evaluate(Reverse())["mrr@10"] == 1.0
@@ -193,12 +230,18 @@ def test_bad_inputs_give_clear_errors(tiny_encoder_path, toy):
 
 def test_candidates_come_from_the_hybrid_retriever(tiny_encoder_path, toy):
     engine = RerankerFinetuneEngine(
-        toy, model=tiny_encoder_path, val_dataset=toy, encoder=tiny_encoder_path, rerank_depth=5,
+        toy,
+        model=tiny_encoder_path,
+        val_dataset=toy,
+        encoder=tiny_encoder_path,
+        rerank_depth=5,
         show_progress=False,
     )
     candidates = engine.candidates
     assert set(candidates) == set(toy.queries)
-    assert all(set(docs) <= set(toy.corpus) and len(docs) == len(set(docs)) for docs in candidates.values())
+    assert all(
+        set(docs) <= set(toy.corpus) and len(docs) == len(set(docs)) for docs in candidates.values()
+    )
     baseline = engine.evaluator.baseline()
     # BM25 finds each query's unique topic word, so the positives come near the top.
     assert baseline["recall@100"] == 1.0 and baseline["mrr@10"] > 0.5
