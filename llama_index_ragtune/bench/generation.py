@@ -58,10 +58,21 @@ class GenerationTask:
     answer_metric: str
 
 
-def _sample(examples: list[QAExample], n: int | None, seed: int) -> list[QAExample]:
-    if n is None or n >= len(examples):
-        return list(examples)
-    return random.Random(seed).sample(examples, n)
+def _sample(
+    examples: list[QAExample], n: int | None, seed: int, answerable_share: float | None = None
+) -> list[QAExample]:
+    """``n`` examples drawn with ``seed``; ``answerable_share`` fixes the answerable fraction."""
+    rng = random.Random(seed)
+    if answerable_share is None:
+        return list(examples) if n is None or n >= len(examples) else rng.sample(examples, n)
+    answerable = [e for e in examples if e.answerable]
+    unanswerable = [e for e in examples if not e.answerable]
+    n = len(examples) if n is None else n
+    n_answerable = min(len(answerable), round(n * answerable_share))
+    n_unanswerable = min(len(unanswerable), n - n_answerable)
+    picked = rng.sample(answerable, n_answerable) + rng.sample(unanswerable, n_unanswerable)
+    rng.shuffle(picked)
+    return picked
 
 
 def load_task(
@@ -70,8 +81,13 @@ def load_task(
     max_train: int | None = None,
     max_test: int | None = None,
     seed: int = 0,
+    train_answerable_share: float | None = None,
 ) -> GenerationTask:
-    """SQuAD 2.0 (article split) or SciFact claims (qrels split), sampled with ``seed``."""
+    """SQuAD 2.0 (article split) or SciFact claims (qrels split), sampled with ``seed``.
+
+    ``train_answerable_share`` fixes the answerable fraction of the training
+    sample (the test sample keeps the data's own mix).
+    """
     from llama_index_ragtune.data.qa import load_scifact_claims, load_squad_v2
 
     if (squad is None) == (scifact is None):
@@ -86,7 +102,11 @@ def load_task(
         test, _ = load_scifact_claims(scifact, split="test")
         name, metric = "scifact", "scifact"
     return GenerationTask(
-        name, _sample(train, max_train, seed), _sample(test, max_test, seed + 1), documents, metric
+        name,
+        _sample(train, max_train, seed, train_answerable_share),
+        _sample(test, max_test, seed + 1),
+        documents,
+        metric,
     )
 
 
@@ -223,6 +243,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of training answers turned into refusals",
     )
     parser.add_argument("--max-test-examples", type=int, default=200)
+    parser.add_argument(
+        "--train-answerable-share",
+        type=float,
+        default=0.6,
+        help="answerable fraction of the sampled training questions (before --p-no-gold)",
+    )
     parser.add_argument("--epochs", type=float, default=1.0, help="SFT and DPO epochs")
     parser.add_argument(
         "--max-steps", type=int, default=-1, help="cap optimizer steps per stage (smoke tests)"
@@ -234,7 +260,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--learning-rate", type=float, default=3e-4, help="SFT learning rate (LoRA)"
     )
     parser.add_argument(
-        "--dpo-learning-rate", type=float, default=5e-5, help="DPO learning rate (LoRA)"
+        "--dpo-learning-rate", type=float, default=1e-4, help="DPO learning rate (LoRA)"
     )
     parser.add_argument(
         "--lora-top-layers",
@@ -257,7 +283,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="contexts used for DPO pairs (default: all training contexts)",
     )
-    parser.add_argument("--no-dpo", action="store_true", help="skip the SFT + DPO row")
+    parser.add_argument(
+        "--rows",
+        default="base,sft,dpo",
+        help="comma-separated rows to run: base (untuned), sft (+ grounded SFT), dpo (+ SFT + DPO)",
+    )
     parser.add_argument(
         "--out", default="benchmarks/results/generation", help="folder for JSON + Markdown"
     )
@@ -321,7 +351,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base_model = resolve_model(args.base_model, kind="decoder")
     task = load_task(
-        args.squad, args.scifact, args.max_train_examples, args.max_test_examples, args.seed
+        args.squad,
+        args.scifact,
+        args.max_train_examples,
+        args.max_test_examples,
+        args.seed,
+        args.train_answerable_share,
     )
     retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
     builder = GroundedSFTBuilder(
@@ -346,34 +381,42 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         report, tps = evaluate_llm(llm, test_contexts, evaluator, name, **gen)
         reports[name] = report
         rows[name] = summarize(report, task.answer_metric, train_seconds, tps)
+        report.to_json(out / f"answers-{task.name}-{_slug(name)}.json")
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
 
-    score("base", LocalChatLLM(base_model, device=device), None)
+    wanted = {r.strip() for r in args.rows.split(",") if r.strip()}
+    unknown = wanted - {"base", "sft", "dpo"}
+    if unknown:
+        raise ValueError(f"--rows: unknown rows {sorted(unknown)}; use base, sft and/or dpo.")
+    if "base" in wanted:
+        score("base", LocalChatLLM(base_model, device=device), None)
 
-    sft_config, dpo_config, lora_config = make_configs(args, out / "work", device, base_model)
     preference = None
-    if not args.no_dpo:
-        pref_contexts = train_contexts[: args.max_preference_examples or len(train_contexts)]
-        preference = PreferenceBuilder(seed=args.seed).build(pref_contexts)
-    engine = DecoderFinetuneEngine(
-        builder.to_dataset(train_contexts),
-        base_model=base_model,
-        output_dir=out / "work",
-        preference_dataset=preference,
-        sft_config=sft_config,
-        dpo_config=dpo_config,
-        lora_config=lora_config,
-        device=device,
-    )
-    engine.train_sft()
-    sft_seconds = engine.timings["sft_seconds"]
-    score("+ grounded SFT", LocalChatLLM(str(engine.sft_adapter_dir), device=device), sft_seconds)
-    if preference is not None:
-        engine.train_preference()
-        engine.save()
-        score(
-            "+ SFT + DPO", engine.get_finetuned_model(), sft_seconds + engine.timings["dpo_seconds"]
+    if wanted & {"sft", "dpo"}:
+        sft_config, dpo_config, lora_config = make_configs(args, out / "work", device, base_model)
+        if "dpo" in wanted:
+            pref_contexts = train_contexts[: args.max_preference_examples or len(train_contexts)]
+            preference = PreferenceBuilder(seed=args.seed).build(pref_contexts)
+        engine = DecoderFinetuneEngine(
+            builder.to_dataset(train_contexts),
+            base_model=base_model,
+            output_dir=out / "work",
+            preference_dataset=preference,
+            sft_config=sft_config,
+            dpo_config=dpo_config,
+            lora_config=lora_config,
+            device=device,
         )
+        engine.train_sft()
+        sft_seconds = engine.timings["sft_seconds"]
+        if "sft" in wanted:
+            adapter = LocalChatLLM(str(engine.sft_adapter_dir), device=device)
+            score("+ grounded SFT", adapter, sft_seconds)
+        if preference is not None:
+            engine.train_preference()
+            engine.save()
+            seconds = sft_seconds + engine.timings["dpo_seconds"]
+            score("+ SFT + DPO", engine.get_finetuned_model(), seconds)
 
     result = {
         "task": task.name,
@@ -389,8 +432,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "reports": {name: r.aggregate for name, r in reports.items()},
     }
     (out / f"generation-{task.name}.json").write_text(json.dumps(result, indent=2, default=str))
-    for name, report in reports.items():
-        report.to_json(out / f"answers-{task.name}-{_slug(name)}.json")
     table = markdown_table(rows)
     (out / f"generation-{task.name}.md").write_text(
         f"# Generation benchmark: {task.name}\n\n{len(train_contexts)} training contexts "

@@ -358,6 +358,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag)
         if value is not None:
             parts.append(f"--{flag.replace('_', '-')} {value}")
+    if args.out != DEFAULT_OUT:
+        parts.append(f"--out {args.out}")
     if args.embedding != "auto":
         parts.append(f"--embedding {args.embedding}")
     if args.reranker:

@@ -58,7 +58,14 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base_model = resolve_model(args.base_model, kind="decoder")
-    task = load_task(args.squad, args.scifact, args.max_examples, args.max_test_examples, args.seed)
+    task = load_task(
+        args.squad,
+        args.scifact,
+        args.max_examples,
+        args.max_test_examples,
+        args.seed,
+        args.train_answerable_share,
+    )
     retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
     builder = GroundedSFTBuilder(
         retriever,

@@ -9,14 +9,20 @@ random ones), shuffled with a seed. With probability ``p_no_gold`` the gold
 passages are replaced by further retrieved non-gold passages and the target
 becomes the refusal sentence; unanswerable examples always get the refusal.
 
-Target format (one line, what ``GenerationEvaluator`` parses):
+Target format, one line: ``<answer> [n]: "<evidence quote>"``, or the refusal.
 
-- extractive QA: ``<answer span> [n]`` — the first reference answer, cited
-  with the number(s) of the gold source(s) in the context, e.g. ``France [2]``;
-- claims (``QAExample.label``): ``Supported [n]: "<evidence sentence>"`` or
-  ``Contradicted [n]: "<evidence sentence>"`` with the first rationale
-  sentence, clipped to ``max_quote_chars``;
+- extractive QA: the first reference answer span, cited with the number(s)
+  of the gold source(s), then the sentence holding it, e.g.
+  ``Rouen [2]: "The capital of Normandy is Rouen."``;
+- claims (``QAExample.label``): ``Supported [n]: "<rationale sentence>"`` or
+  ``Contradicted [n]: "<rationale sentence>"``;
 - no answer in the sources: the refusal sentence, exactly.
+
+The quote is clipped to ``max_quote_chars`` (0 leaves it out: ``Rouen [2]``).
+``GenerationEvaluator`` reads the answer (or the label from the first word)
+before the ``: "..."`` tail and the citations anywhere. The quote makes the
+model locate the evidence, and it keeps answer targets longer than the
+refusal, so the refusal's tokens do not dominate the SFT loss.
 
 Sources are whole documents (looked up by the retrieved node's
 ``ref_doc_id``; index one node per document, as ``CitationQueryEngine`` shows
@@ -67,26 +73,26 @@ def cite(numbers: Sequence[int]) -> str:
 
 
 def format_target(
-    example: QAExample, gold_numbers: Sequence[int], max_quote_chars: int = 200
+    example: QAExample, gold_numbers: Sequence[int], max_quote_chars: int = 150
 ) -> str:
     """The assistant answer for ``example`` when its gold sources sit at ``gold_numbers`` (1-based)."""
     if not gold_numbers:
         raise ValueError(f"format_target: example {example.qid} has no gold source in the context.")
     if example.label is not None:
-        word = LABEL_WORDS.get(example.label.upper())
-        if word is None:
+        answer = LABEL_WORDS.get(example.label.upper())
+        if answer is None:
             raise ValueError(
                 f"example {example.qid}: unknown label {example.label!r} (expected {list(LABEL_WORDS)})."
             )
-        if not example.evidence:
-            return f"{word} {cite(gold_numbers)}."
-        quote = _clip(example.evidence[0], max_quote_chars)
-        return f'{word} {cite(gold_numbers)}: "{quote}"'
-    if not example.answers:
+    elif example.answers:
+        answer = example.answers[0].strip()
+    else:
         raise ValueError(
             f"example {example.qid} is answerable but has no answers; mark it answerable=False."
         )
-    return f"{example.answers[0].strip()} {cite(gold_numbers)}"
+    if max_quote_chars <= 0 or not example.evidence:
+        return f"{answer} {cite(gold_numbers)}"
+    return f'{answer} {cite(gold_numbers)}: "{_clip(example.evidence[0], max_quote_chars)}"'
 
 
 def _clip(text: str, max_chars: int) -> str:
@@ -171,7 +177,7 @@ class GroundedSFTBuilder:
         max_context_chars: cut each source to this many characters (None = whole).
         refusal / system_prompt: the shared prompt's refusal sentence and system message.
         seed: makes shuffling and gold removal reproducible (per question id).
-        max_quote_chars: longest evidence quote in a claim target.
+        max_quote_chars: longest evidence quote in a target (0: no quote).
     """
 
     def __init__(
@@ -184,7 +190,7 @@ class GroundedSFTBuilder:
         refusal: str = DEFAULT_REFUSAL,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         seed: int = 0,
-        max_quote_chars: int = 200,
+        max_quote_chars: int = 150,
     ) -> None:
         if top_k < 1:
             raise ValueError(f"GroundedSFTBuilder: top_k must be >= 1, got {top_k}.")

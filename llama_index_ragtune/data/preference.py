@@ -123,18 +123,19 @@ class PreferenceBuilder:
 
     @staticmethod
     def _fabricate(context: GroundedContext, number: int, rng: random.Random) -> str:
+        """A cited answer in the target format, made up from a sentence of source ``number``."""
         sentences = split_sentences(context.source_texts[number - 1]) or [
             context.source_texts[number - 1]
         ]
         sentence = rng.choice(sentences).strip()
+        quote = sentence if len(sentence) <= 150 else sentence[:150].rsplit(" ", 1)[0] + " ..."
         if context.example.label is not None:
-            word = LABEL_WORDS[rng.choice(sorted(LABEL_WORDS))]
-            quote = sentence if len(sentence) <= 200 else sentence[:200].rsplit(" ", 1)[0] + " ..."
-            return f'{word} {cite([number])}: "{quote}"'
-        starts = [m.start() for m in _SPAN_START.finditer(sentence)] or [0]
-        words = sentence[rng.choice(starts) :].split()[: rng.randint(1, 4)]
-        span = " ".join(words).strip(" ,.;:()\"'")
-        return f"{span or sentence.split()[0]} {cite([number])}"
+            answer = LABEL_WORDS[rng.choice(sorted(LABEL_WORDS))]
+        else:
+            starts = [m.start() for m in _SPAN_START.finditer(sentence)] or [0]
+            words = sentence[rng.choice(starts) :].split()[: rng.randint(1, 4)]
+            answer = " ".join(words).strip(" ,.;:()\"'") or sentence.split()[0]
+        return f'{answer} {cite([number])}: "{quote}"'
 
     def build(
         self, contexts: Sequence[GroundedContext], show_progress: bool = True

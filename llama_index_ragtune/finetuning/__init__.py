@@ -13,6 +13,9 @@ _EXPORTS = {
     "EncoderFinetuneEngine": "encoder",
     "RerankerFinetuneEngine": "reranker",
     "DecoderFinetuneEngine": "decoder",
+    "FinetuneResult": "result",
+    "DenseRetrievalEvaluator": "ranking_eval",
+    "CandidateRerankingEvaluator": "ranking_eval",
 }
 
 __all__ = list(_EXPORTS)

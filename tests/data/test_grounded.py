@@ -73,8 +73,13 @@ def test_contexts_hold_gold_plus_retrieved_hard_distractors(retriever, corpus, e
     # Distractors come from the retriever's ranking: the other Normandy paragraphs, not random topics.
     assert set(ctx.source_ids) == {"0-0", "0-1", "0-2"}
     assert ctx.gold_numbers == [ctx.source_ids.index("0-1") + 1]
-    assert ctx.answerable and ctx.target == f"Rouen [{ctx.gold_numbers[0]}]"
+    n = ctx.gold_numbers[0]
+    assert ctx.answerable and ctx.target == f'Rouen [{n}]: "The capital of Normandy is Rouen."'
     assert ctx.source_texts[ctx.gold_numbers[0] - 1] == corpus[1].text
+    no_quote = GroundedSFTBuilder(
+        retriever, corpus, top_k=3, p_no_gold=0.0, seed=1, max_quote_chars=0
+    )
+    assert no_quote.context_for(examples[0]).target == f"Rouen [{n}]"
     # Unanswerable questions always get the refusal, gold paragraph or not.
     unanswerable = builder.context_for(examples[1])
     assert not unanswerable.answerable and unanswerable.target == DEFAULT_REFUSAL
