@@ -20,14 +20,32 @@ from collections.abc import Sequence
 # command group -> name -> (module, one-line help)
 COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
     "bench": {
-        "retrieval": ("llama_index_ragtune.bench.retrieval", "BM25 / dense / hybrid / reranked retrieval on a BEIR set"),
-        "tuning": ("llama_index_ragtune.bench.tuning", "encoder and reranker fine-tuning ablation on a BEIR set"),
-        "generation": ("llama_index_ragtune.bench.generation", "base vs grounded SFT vs SFT+DPO decoder"),
+        "retrieval": (
+            "llama_index_ragtune.bench.retrieval",
+            "BM25 / dense / hybrid / reranked retrieval on a BEIR set",
+        ),
+        "tuning": (
+            "llama_index_ragtune.bench.tuning",
+            "encoder and reranker fine-tuning ablation on a BEIR set",
+        ),
+        "generation": (
+            "llama_index_ragtune.bench.generation",
+            "base vs grounded SFT vs SFT+DPO decoder",
+        ),
     },
     "train": {
-        "encoder": ("llama_index_ragtune.commands.train_encoder", "fine-tune the bi-encoder with mined hard negatives"),
-        "reranker": ("llama_index_ragtune.commands.train_reranker", "fine-tune the cross-encoder reranker"),
-        "decoder": ("llama_index_ragtune.commands.train_decoder", "grounded SFT (+ DPO) of the decoder"),
+        "encoder": (
+            "llama_index_ragtune.commands.train_encoder",
+            "fine-tune the bi-encoder with mined hard negatives",
+        ),
+        "reranker": (
+            "llama_index_ragtune.commands.train_reranker",
+            "fine-tune the cross-encoder reranker",
+        ),
+        "decoder": (
+            "llama_index_ragtune.commands.train_decoder",
+            "grounded SFT (+ DPO) of the decoder",
+        ),
     },
 }
 

@@ -51,8 +51,12 @@ def tiny_encoder_path(tmp_path_factory, minilm_path) -> str:
     out = tmp_path_factory.mktemp("tiny_encoder")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     hf_dir = out / "hf"
     BertModel(config).save_pretrained(hf_dir)
@@ -81,10 +85,17 @@ def tiny_causal_lm_path(tmp_path_factory, decoder_path) -> str:
     out = tmp_path_factory.mktemp("tiny_lm")
     tokenizer = AutoTokenizer.from_pretrained(decoder_path)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
     )
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

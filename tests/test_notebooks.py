@@ -19,7 +19,10 @@ def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
     errors = [

@@ -27,8 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 def dataset_from_beir(
-    path: str | Path, split: str = "train", min_grade: int = 1,
-    max_queries: int | None = None, judged_negatives: bool = True,
+    path: str | Path,
+    split: str = "train",
+    min_grade: int = 1,
+    max_queries: int | None = None,
+    judged_negatives: bool = True,
 ) -> RetrievalDataset:
     """See ``RetrievalDataset.from_beir``."""
     from llama_index_ragtune.data.beir import load_beir
@@ -37,11 +40,17 @@ def dataset_from_beir(
     relevant = beir.relevant_docs(min_grade=min_grade)
     dropped = [q for q in beir.queries if q not in relevant]
     if dropped:
-        logger.info("from_beir: dropped %d queries without a positive: %s", len(dropped), _fmt_ids(dropped))
+        logger.info(
+            "from_beir: dropped %d queries without a positive: %s", len(dropped), _fmt_ids(dropped)
+        )
     negatives: dict[str, list[Negative]] = {}
     if judged_negatives:
         for qid in relevant:
-            judged = [Negative(d, "judged", score=float(g)) for d, g in beir.qrels[qid].items() if g < min_grade]
+            judged = [
+                Negative(d, "judged", score=float(g))
+                for d, g in beir.qrels[qid].items()
+                if g < min_grade
+            ]
             if judged:
                 negatives[qid] = judged
     return RetrievalDataset(
@@ -59,7 +68,9 @@ def dataset_from_pairs(
     metadata_mode: MetadataMode | str = "embed",
 ) -> RetrievalDataset:
     """See ``RetrievalDataset.from_pairs``."""
-    corpus_dict = dict(corpus) if isinstance(corpus, Mapping) else corpus_from_nodes(corpus, metadata_mode)
+    corpus_dict = (
+        dict(corpus) if isinstance(corpus, Mapping) else corpus_from_nodes(corpus, metadata_mode)
+    )
     queries: dict[str, str] = {}
     relevant: dict[str, list[str]] = {}
     for i, pair in enumerate(pairs):
@@ -74,8 +85,9 @@ def dataset_from_pairs(
         queries.setdefault(qid, query)
         docs = relevant.setdefault(qid, [])
         docs.extend(d for d in doc_ids if d not in docs)
-    return RetrievalDataset(queries=queries, corpus=corpus_dict, relevant_docs=relevant,
-                            metadata={"source": "pairs"})
+    return RetrievalDataset(
+        queries=queries, corpus=corpus_dict, relevant_docs=relevant, metadata={"source": "pairs"}
+    )
 
 
 def dataset_from_nodes(
@@ -90,8 +102,11 @@ def dataset_from_nodes(
     from llama_index_ragtune.data.synthetic import generate_synthetic_queries
 
     result = generate_synthetic_queries(
-        nodes, llm=llm, num_questions_per_node=num_questions_per_node,
-        prompt_template=prompt_template, **kwargs,
+        nodes,
+        llm=llm,
+        num_questions_per_node=num_questions_per_node,
+        prompt_template=prompt_template,
+        **kwargs,
     )
     if not result.pairs:
         raise ValueError(
@@ -103,7 +118,9 @@ def dataset_from_nodes(
     return ds
 
 
-def corpus_from_nodes(nodes: Sequence[BaseNode], metadata_mode: MetadataMode | str = "embed") -> dict[str, str]:
+def corpus_from_nodes(
+    nodes: Sequence[BaseNode], metadata_mode: MetadataMode | str = "embed"
+) -> dict[str, str]:
     """``{node_id: text}`` for LlamaIndex nodes; duplicate node ids raise ``ValueError``."""
     from llama_index.core.schema import MetadataMode
 
@@ -112,7 +129,9 @@ def corpus_from_nodes(nodes: Sequence[BaseNode], metadata_mode: MetadataMode | s
     dupes: list[str] = []
     for node in nodes:
         if not hasattr(node, "get_content"):
-            raise TypeError(f"corpus must be a mapping or LlamaIndex nodes, got {type(node).__name__}")
+            raise TypeError(
+                f"corpus must be a mapping or LlamaIndex nodes, got {type(node).__name__}"
+            )
         if node.node_id in corpus:
             dupes.append(node.node_id)
         corpus[node.node_id] = node.get_content(metadata_mode=mode)

@@ -40,16 +40,22 @@ class BM25Scorer:
     name = "bm25"
 
     def __init__(
-        self, texts: Sequence[str], language: str = "english", stopwords: str | list[str] | None = "en",
-        k1: float = 1.5, b: float = 0.75, show_progress: bool = True,
+        self,
+        texts: Sequence[str],
+        language: str = "english",
+        stopwords: str | list[str] | None = "en",
+        k1: float = 1.5,
+        b: float = 0.75,
+        show_progress: bool = True,
     ) -> None:
         import bm25s
         import Stemmer
 
         self._stemmer = Stemmer.Stemmer(language) if language else None
         self._stopwords = stopwords
-        tokens = bm25s.tokenize(list(texts), stopwords=stopwords, stemmer=self._stemmer,
-                                show_progress=show_progress)
+        tokens = bm25s.tokenize(
+            list(texts), stopwords=stopwords, stemmer=self._stemmer, show_progress=show_progress
+        )
         self._bm25 = bm25s.BM25(k1=k1, b=b)
         self._bm25.index(tokens, show_progress=show_progress)
         self.num_docs = len(texts)
@@ -57,18 +63,28 @@ class BM25Scorer:
     def _query_ids(self, queries: Sequence[str]) -> list[list[int]]:
         import bm25s
 
-        tokens = bm25s.tokenize(list(queries), stopwords=self._stopwords, stemmer=self._stemmer,
-                                return_ids=False, show_progress=False)
+        tokens = bm25s.tokenize(
+            list(queries),
+            stopwords=self._stopwords,
+            stemmer=self._stemmer,
+            return_ids=False,
+            show_progress=False,
+        )
         return [self._bm25.get_tokens_ids(t) for t in tokens]
 
-    def search(self, queries: Sequence[str], k: int, extra: Sequence[Sequence[int]]) -> SearchResult:
+    def search(
+        self, queries: Sequence[str], k: int, extra: Sequence[Sequence[int]]
+    ) -> SearchResult:
         k = min(k, self.num_docs)
         top_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         top_idx = np.full((len(queries), k), -1, dtype=np.int64)
         extra_scores: list[np.ndarray] = []
         for row, ids in enumerate(self._query_ids(queries)):
-            scores = (self._bm25.get_scores_from_ids(ids) if ids
-                      else np.zeros(self.num_docs, dtype=np.float32))
+            scores = (
+                self._bm25.get_scores_from_ids(ids)
+                if ids
+                else np.zeros(self.num_docs, dtype=np.float32)
+            )
             extra_scores.append(scores[np.asarray(extra[row], dtype=np.int64)].astype(np.float32))
             idx = _top_k(scores, k)
             keep = idx[scores[idx] > 0]
@@ -92,10 +108,14 @@ class DenseScorer:
     name = "dense"
 
     def __init__(
-        self, texts: Sequence[str], doc_ids: Sequence[str],
+        self,
+        texts: Sequence[str],
+        doc_ids: Sequence[str],
         model: str | SentenceTransformer | BaseEmbedding | None = None,
-        corpus_embeddings: np.ndarray | None = None, cache_dir: str | Path | None = None,
-        batch_size: int = 64, show_progress: bool = True,
+        corpus_embeddings: np.ndarray | None = None,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 64,
+        show_progress: bool = True,
     ) -> None:
         import faiss
 
@@ -133,18 +153,29 @@ class DenseScorer:
                 vectors = model.get_text_embedding_batch(texts, show_progress=self._show_progress)
             return _normalise(np.asarray(vectors, dtype=np.float32))
         encode = getattr(model, "encode_query" if is_query else "encode_document", model.encode)
-        out = encode(texts, batch_size=self._batch_size, normalize_embeddings=True,
-                     convert_to_numpy=True, show_progress_bar=self._show_progress and not is_query)
+        out = encode(
+            texts,
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=self._show_progress and not is_query,
+        )
         return np.asarray(out, dtype=np.float32)
 
-    def search(self, queries: Sequence[str], k: int, extra: Sequence[Sequence[int]]) -> SearchResult:
+    def search(
+        self, queries: Sequence[str], k: int, extra: Sequence[Sequence[int]]
+    ) -> SearchResult:
         k = min(k, self.num_docs)
         q = self._encode(list(queries), is_query=True)
         top_scores, top_idx = self._index.search(q, k)
         extra_scores = []
         for row, docs in enumerate(extra):
             docs = np.asarray(docs, dtype=np.int64)
-            vectors = np.stack([self._index.reconstruct(int(d)) for d in docs]) if len(docs) else np.zeros((0, q.shape[1]), np.float32)
+            vectors = (
+                np.stack([self._index.reconstruct(int(d)) for d in docs])
+                if len(docs)
+                else np.zeros((0, q.shape[1]), np.float32)
+            )
             extra_scores.append((vectors @ q[row]).astype(np.float32))
         return top_scores, top_idx.astype(np.int64), extra_scores
 
@@ -163,8 +194,10 @@ def load_cross_encoder_scorer(
         model = cross_encoder
 
         def score(pairs: list[tuple[str, str]]) -> np.ndarray:
-            return np.asarray(model.predict(pairs, batch_size=batch_size, show_progress_bar=False),
-                              dtype=np.float32).reshape(len(pairs))
+            return np.asarray(
+                model.predict(pairs, batch_size=batch_size, show_progress_bar=False),
+                dtype=np.float32,
+            ).reshape(len(pairs))
 
         return score
     if callable(cross_encoder):
@@ -173,7 +206,9 @@ def load_cross_encoder_scorer(
         def score_callable(pairs: list[tuple[str, str]]) -> np.ndarray:
             out = np.asarray(fn(pairs), dtype=np.float32).reshape(-1)
             if len(out) != len(pairs):
-                raise ValueError(f"cross_encoder callable returned {len(out)} scores for {len(pairs)} pairs")
+                raise ValueError(
+                    f"cross_encoder callable returned {len(out)} scores for {len(pairs)} pairs"
+                )
             return out
 
         return score_callable

@@ -50,7 +50,15 @@ MINED_SOURCES = ("bm25", "dense")
 KNOWN_SOURCES = (*MINED_SOURCES, "curated")
 CuratedFn = Callable[[str, str, list[str], RetrievalDataset], Iterable[str]]
 DEFAULT_RELATIVE_MARGIN: Mapping[str, float] = MappingProxyType({"dense": 0.95})
-FILTERS = ("positive", "same_text", "duplicate", "max_score", "margin", "relative_margin", "cross_encoder")
+FILTERS = (
+    "positive",
+    "same_text",
+    "duplicate",
+    "max_score",
+    "margin",
+    "relative_margin",
+    "cross_encoder",
+)
 
 
 @dataclass
@@ -72,15 +80,21 @@ class MiningStats:
         bucket[reason] += n
 
     def as_dict(self) -> dict[str, Any]:
-        return {"queries": self.queries, "negatives": dict(self.negatives),
-                "filtered": {s: dict(v) for s, v in self.filtered.items()}, "short": dict(self.short)}
+        return {
+            "queries": self.queries,
+            "negatives": dict(self.negatives),
+            "filtered": {s: dict(v) for s, v in self.filtered.items()},
+            "short": dict(self.short),
+        }
 
     def __str__(self) -> str:
         parts = []
         for source, kept in self.negatives.items():
             removed = {k: v for k, v in self.filtered.get(source, {}).items() if v}
-            parts.append(f"{source}: {kept} kept, filtered {removed or 'none'}, "
-                         f"{self.short.get(source, 0)} queries short")
+            parts.append(
+                f"{source}: {kept} kept, filtered {removed or 'none'}, "
+                f"{self.short.get(source, 0)} queries short"
+            )
         return f"mined {self.queries} queries; " + "; ".join(parts)
 
 
@@ -132,7 +146,10 @@ class HardNegativeMiner:
         margin: float | Mapping[str, float] | None = None,
         relative_margin: float | Mapping[str, float] | None = DEFAULT_RELATIVE_MARGIN,
         dedupe_text: bool = True,
-        cross_encoder: str | CrossEncoder | Callable[[list[tuple[str, str]]], Sequence[float]] | None = None,
+        cross_encoder: str
+        | CrossEncoder
+        | Callable[[list[tuple[str, str]]], Sequence[float]]
+        | None = None,
         cross_encoder_max_score: float | None = None,
         cross_encoder_margin: float | None = None,
         curated: Mapping[str, Sequence[str]] | CuratedFn | None = None,
@@ -150,27 +167,45 @@ class HardNegativeMiner:
             sources.append("curated")
         unknown = [s for s in sources if s not in KNOWN_SOURCES]
         if unknown:
-            raise ValueError(f"unknown negative source(s) {_fmt_ids(unknown)}; choose from {KNOWN_SOURCES}")
+            raise ValueError(
+                f"unknown negative source(s) {_fmt_ids(unknown)}; choose from {KNOWN_SOURCES}"
+            )
         if not sources:
             raise ValueError("HardNegativeMiner needs at least one source")
         if "curated" in sources and curated is None:
-            raise ValueError("source 'curated' needs `curated=` (a {query_id: doc_ids} mapping or a callable)")
+            raise ValueError(
+                "source 'curated' needs `curated=` (a {query_id: doc_ids} mapping or a callable)"
+            )
         if curated is not None and not isinstance(curated, Mapping) and not callable(curated):
-            raise TypeError(f"curated must be a {{query_id: doc_ids}} mapping or a callable, got {type(curated).__name__}")
+            raise TypeError(
+                f"curated must be a {{query_id: doc_ids}} mapping or a callable, got {type(curated).__name__}"
+            )
         if not 0 <= range_min < range_max:
-            raise ValueError(f"need 0 <= range_min < range_max, got range_min={range_min}, range_max={range_max}")
+            raise ValueError(
+                f"need 0 <= range_min < range_max, got range_min={range_min}, range_max={range_max}"
+            )
         if sampling not in ("top", "random"):
             raise ValueError(f"sampling must be 'top' or 'random', got {sampling!r}")
         for name, value in (("relative_margin", relative_margin),):
-            for v in (value.values() if isinstance(value, Mapping) else [value]):
+            for v in value.values() if isinstance(value, Mapping) else [value]:
                 if v is not None and not 0 < v <= 1:
-                    raise ValueError(f"{name} must be in (0, 1] (0.95 = skip above 95% of the positive's score), got {v}")
+                    raise ValueError(
+                        f"{name} must be in (0, 1] (0.95 = skip above 95% of the positive's score), got {v}"
+                    )
                 if v is not None and v < 0.5:
                     warnings.warn(
                         f"relative_margin={v} skips every negative above {v:.0%} of the positive's score; "
-                        f"for sentence-transformers' convention use {1 - v:g}", stacklevel=2)
-        if cross_encoder is not None and cross_encoder_max_score is None and cross_encoder_margin is None:
-            raise ValueError("cross_encoder needs cross_encoder_max_score and/or cross_encoder_margin")
+                        f"for sentence-transformers' convention use {1 - v:g}",
+                        stacklevel=2,
+                    )
+        if (
+            cross_encoder is not None
+            and cross_encoder_max_score is None
+            and cross_encoder_margin is None
+        ):
+            raise ValueError(
+                "cross_encoder needs cross_encoder_max_score and/or cross_encoder_margin"
+            )
         self.sources = sources
         self.num_negatives = num_negatives
         self.range_min, self.range_max = range_min, range_max
@@ -178,7 +213,10 @@ class HardNegativeMiner:
         self.max_score, self.margin, self.relative_margin = max_score, margin, relative_margin
         self.dedupe_text = dedupe_text
         self.cross_encoder = cross_encoder
-        self.cross_encoder_max_score, self.cross_encoder_margin = cross_encoder_max_score, cross_encoder_margin
+        self.cross_encoder_max_score, self.cross_encoder_margin = (
+            cross_encoder_max_score,
+            cross_encoder_margin,
+        )
         self.curated = curated
         self.embed_model = embed_model
         self.corpus_embeddings = corpus_embeddings
@@ -199,8 +237,9 @@ class HardNegativeMiner:
         dataset.validate()
         self.mine_stats = stats = MiningStats(queries=len(dataset))
         ctx = _Context(dataset, self.dedupe_text)
-        chosen: dict[str, list[Negative]] = {
-            q: list(v) for q, v in dataset.negatives.items()} if self.keep_existing else {}
+        chosen: dict[str, list[Negative]] = (
+            {q: list(v) for q, v in dataset.negatives.items()} if self.keep_existing else {}
+        )
         for source in self.sources:
             stats.negatives.setdefault(source, 0)
             stats.filtered.setdefault(source, dict.fromkeys(FILTERS, 0))
@@ -221,7 +260,9 @@ class HardNegativeMiner:
             return int(self.num_negatives.get(source, 5))
         return int(self.num_negatives)
 
-    def _mine_curated(self, ds: RetrievalDataset, ctx: _Context, chosen: dict[str, list[Negative]]) -> None:
+    def _mine_curated(
+        self, ds: RetrievalDataset, ctx: _Context, chosen: dict[str, list[Negative]]
+    ) -> None:
         stats, n = self.mine_stats, self._n("curated")
         if isinstance(self.curated, Mapping):
             unknown_q = [q for q in self.curated if q not in ds.queries]
@@ -235,7 +276,9 @@ class HardNegativeMiner:
                 docs = list(self.curated(qid, query, list(ds.relevant_docs[qid]), ds) or [])
             unknown = [d for d in docs if d not in ds.corpus]
             if unknown:
-                raise ValueError(f"curated negatives for query {qid!r} reference unknown doc ids {_fmt_ids(unknown)}")
+                raise ValueError(
+                    f"curated negatives for query {qid!r} reference unknown doc ids {_fmt_ids(unknown)}"
+                )
             taken = {x.doc_id for x in chosen.get(qid, [])}
             kept = 0
             for rank, doc_id in enumerate(dict.fromkeys(docs), start=1):
@@ -252,40 +295,64 @@ class HardNegativeMiner:
             stats.negatives["curated"] += kept
             stats.short["curated"] += kept < min(n, len(docs))
         if conflicts:
-            warnings.warn(f"{conflicts} curated negatives are positives of their query and were skipped",
-                          stacklevel=3)
+            warnings.warn(
+                f"{conflicts} curated negatives are positives of their query and were skipped",
+                stacklevel=3,
+            )
 
-    def _mine_scored(self, source: str, ds: RetrievalDataset, ctx: _Context,
-                     chosen: dict[str, list[Negative]]) -> None:
+    def _mine_scored(
+        self, source: str, ds: RetrievalDataset, ctx: _Context, chosen: dict[str, list[Negative]]
+    ) -> None:
         from tqdm.auto import tqdm
 
         from llama_index_ragtune.data.negative_sources import BM25Scorer, DenseScorer
 
         texts = list(ds.corpus.values())
         if source == "bm25":
-            scorer: Any = BM25Scorer(texts, language=self.bm25_language, show_progress=self.show_progress)
+            scorer: Any = BM25Scorer(
+                texts, language=self.bm25_language, show_progress=self.show_progress
+            )
         else:
             scorer = DenseScorer(
-                texts, ctx.doc_ids, model=self.embed_model, corpus_embeddings=self.corpus_embeddings,
-                cache_dir=self.embedding_cache_dir, batch_size=self.encode_batch_size,
+                texts,
+                ctx.doc_ids,
+                model=self.embed_model,
+                corpus_embeddings=self.corpus_embeddings,
+                cache_dir=self.embedding_cache_dir,
+                batch_size=self.encode_batch_size,
                 show_progress=self.show_progress,
             )
         qids = list(ds.queries)
-        bar = tqdm(total=len(qids), desc=f"Mining {source} negatives", disable=not self.show_progress)
+        bar = tqdm(
+            total=len(qids), desc=f"Mining {source} negatives", disable=not self.show_progress
+        )
         for start in range(0, len(qids), self.query_batch_size):
             batch = qids[start : start + self.query_batch_size]
             pos_idx = [sorted(ctx.positive_idx[q]) for q in batch]
             k = self.range_max + max(len(p) for p in pos_idx)
-            top_scores, top_idx, pos_scores = scorer.search([ds.queries[q] for q in batch], k, pos_idx)
+            top_scores, top_idx, pos_scores = scorer.search(
+                [ds.queries[q] for q in batch], k, pos_idx
+            )
             for row, qid in enumerate(batch):
-                self._select(source, ds, ctx, qid, top_scores[row], top_idx[row], pos_scores[row], chosen)
+                self._select(
+                    source, ds, ctx, qid, top_scores[row], top_idx[row], pos_scores[row], chosen
+                )
             bar.update(len(batch))
         bar.close()
 
     # ------------------------------------------------------------------ selection
 
-    def _select(self, source: str, ds: RetrievalDataset, ctx: _Context, qid: str, scores: np.ndarray,
-                idx: np.ndarray, pos_scores: np.ndarray, chosen: dict[str, list[Negative]]) -> None:
+    def _select(
+        self,
+        source: str,
+        ds: RetrievalDataset,
+        ctx: _Context,
+        qid: str,
+        scores: np.ndarray,
+        idx: np.ndarray,
+        pos_scores: np.ndarray,
+        chosen: dict[str, list[Negative]],
+    ) -> None:
         stats, n = self.mine_stats, self._n(source)
         taken = {x.doc_id for x in chosen.get(qid, [])}
         min_pos = float(pos_scores.min()) if len(pos_scores) else None
@@ -308,9 +375,20 @@ class HardNegativeMiner:
             reason = ctx.exclusion(qid, doc, taken)
             if reason is None and max_score is not None and score > max_score:
                 reason = "max_score"
-            if reason is None and margin is not None and min_pos is not None and score > min_pos - margin:
+            if (
+                reason is None
+                and margin is not None
+                and min_pos is not None
+                and score > min_pos - margin
+            ):
                 reason = "margin"
-            if reason is None and rel is not None and min_pos is not None and min_pos > 0 and score > rel * min_pos:
+            if (
+                reason is None
+                and rel is not None
+                and min_pos is not None
+                and min_pos > 0
+                and score > rel * min_pos
+            ):
                 reason = "relative_margin"
             if reason:
                 stats._count(source, reason)
@@ -318,23 +396,38 @@ class HardNegativeMiner:
                 window.append((doc, score, rank))
         if self.sampling == "random":
             random.Random(f"{self.seed}:{source}:{qid}").shuffle(window)
-        picked = self._cross_encoder_pick(source, ds, ctx, qid, window, n) if self.cross_encoder else window[:n]
+        picked = (
+            self._cross_encoder_pick(source, ds, ctx, qid, window, n)
+            if self.cross_encoder
+            else window[:n]
+        )
         picked.sort(key=lambda t: t[2])
         negs = chosen.setdefault(qid, [])
         negs.extend(Negative(ctx.doc_ids[d], source, float(s), r) for d, s, r in picked)
         stats.negatives[source] += len(picked)
         stats.short[source] += len(picked) < n
 
-    def _cross_encoder_pick(self, source: str, ds: RetrievalDataset, ctx: _Context, qid: str,
-                            window: list[tuple[int, float, int]], n: int) -> list[tuple[int, float, int]]:
+    def _cross_encoder_pick(
+        self,
+        source: str,
+        ds: RetrievalDataset,
+        ctx: _Context,
+        qid: str,
+        window: list[tuple[int, float, int]],
+        n: int,
+    ) -> list[tuple[int, float, int]]:
         from llama_index_ragtune.data.negative_sources import load_cross_encoder_scorer
 
         if self._ce_scorer is None:
-            self._ce_scorer = load_cross_encoder_scorer(self.cross_encoder, batch_size=self.encode_batch_size)
+            self._ce_scorer = load_cross_encoder_scorer(
+                self.cross_encoder, batch_size=self.encode_batch_size
+            )
         query = ds.queries[qid]
         limit = self.cross_encoder_max_score
         if self.cross_encoder_margin is not None:
-            pos = self._ce_scorer([(query, ds.corpus[ctx.doc_ids[d]]) for d in sorted(ctx.positive_idx[qid])])
+            pos = self._ce_scorer(
+                [(query, ds.corpus[ctx.doc_ids[d]]) for d in sorted(ctx.positive_idx[qid])]
+            )
             bound = float(pos.min()) - self.cross_encoder_margin
             limit = bound if limit is None else min(limit, bound)
         picked: list[tuple[int, float, int]] = []
@@ -361,12 +454,16 @@ class _Context:
         self.index = {d: i for i, d in enumerate(self.doc_ids)}
         by_text: dict[str, set[int]] = {}
         for qid, query in ds.queries.items():
-            by_text.setdefault(normalize_text(query), set()).update(self.index[d] for d in ds.relevant_docs[qid])
+            by_text.setdefault(normalize_text(query), set()).update(
+                self.index[d] for d in ds.relevant_docs[qid]
+            )
         self.positive_idx = {q: by_text[normalize_text(t)] for q, t in ds.queries.items()}
         self.dedupe_text = dedupe_text
         self._norm: dict[int, str] = {}
         self.positive_texts = (
-            {q: {self._text(d) for d in self.positive_idx[q]} for q in ds.queries} if dedupe_text else {}
+            {q: {self._text(d) for d in self.positive_idx[q]} for q in ds.queries}
+            if dedupe_text
+            else {}
         )
 
     def _text(self, doc: int) -> str:

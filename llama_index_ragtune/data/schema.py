@@ -189,7 +189,9 @@ class RetrievalDataset:
                 f"queries without any positive document: {_fmt_ids(no_positive)}; "
                 "give each query at least one relevant doc id, or drop it (dataset.subset(...))"
             )
-        unknown = sorted({d for ids in self.relevant_docs.values() for d in ids if d not in self.corpus})
+        unknown = sorted(
+            {d for ids in self.relevant_docs.values() for d in ids if d not in self.corpus}
+        )
         if unknown:
             raise ValueError(
                 f"positives reference doc ids missing from the corpus: {_fmt_ids(unknown)}; "
@@ -197,9 +199,16 @@ class RetrievalDataset:
             )
         orphan = [q for q in self.negatives if q not in self.queries]
         if orphan:
-            raise ValueError(f"negatives name query ids that are not in queries: {_fmt_ids(orphan)}")
+            raise ValueError(
+                f"negatives name query ids that are not in queries: {_fmt_ids(orphan)}"
+            )
         unknown = sorted(
-            {n.doc_id for negs in self.negatives.values() for n in negs if n.doc_id not in self.corpus}
+            {
+                n.doc_id
+                for negs in self.negatives.values()
+                for n in negs
+                if n.doc_id not in self.corpus
+            }
         )
         if unknown:
             raise ValueError(
@@ -316,7 +325,9 @@ class RetrievalDataset:
         """
         from llama_index_ragtune.data.splitting import split_by_query
 
-        return split_by_query(self, val_fraction=val_fraction, seed=seed, group_by_positive=group_by_positive)
+        return split_by_query(
+            self, val_fraction=val_fraction, seed=seed, group_by_positive=group_by_positive
+        )
 
     # ------------------------------------------------------------------ training rows
 
@@ -369,7 +380,9 @@ class RetrievalDataset:
         ``num_negatives`` negatives per query (all of them when ``None``)."""
         rows: list[dict[str, Any]] = []
         for _, query, positives, negatives in self:
-            rows.extend({"query": query, "passage": self.corpus[p], "label": 1.0} for p in positives)
+            rows.extend(
+                {"query": query, "passage": self.corpus[p], "label": 1.0} for p in positives
+            )
             chosen = negatives if num_negatives is None else negatives[:num_negatives]
             rows.extend(
                 {"query": query, "passage": self.corpus[n.doc_id], "label": 0.0} for n in chosen
@@ -397,7 +410,9 @@ class RetrievalDataset:
 
         return cls(**parse_dataset_dict(data))
 
-    def save_json(self, path: str | Path, format: Literal["ragtune", "llama_index"] = "ragtune") -> None:
+    def save_json(
+        self, path: str | Path, format: Literal["ragtune", "llama_index"] = "ragtune"
+    ) -> None:
         """Write the dataset as JSON.
 
         ``format="ragtune"`` (default) keeps everything. ``format="llama_index"`` writes
@@ -449,8 +464,12 @@ class RetrievalDataset:
 
     @classmethod
     def from_beir(
-        cls, path: str | Path, split: str = "train", min_grade: int = 1,
-        max_queries: int | None = None, judged_negatives: bool = True,
+        cls,
+        path: str | Path,
+        split: str = "train",
+        min_grade: int = 1,
+        max_queries: int | None = None,
+        judged_negatives: bool = True,
     ) -> RetrievalDataset:
         """From a BEIR folder: positives are the docs graded ``>= min_grade``.
 
@@ -463,8 +482,13 @@ class RetrievalDataset:
         """
         from llama_index_ragtune.data.builders import dataset_from_beir
 
-        return dataset_from_beir(path, split=split, min_grade=min_grade, max_queries=max_queries,
-                                 judged_negatives=judged_negatives)
+        return dataset_from_beir(
+            path,
+            split=split,
+            min_grade=min_grade,
+            max_queries=max_queries,
+            judged_negatives=judged_negatives,
+        )
 
     @classmethod
     def from_pairs(
@@ -509,5 +533,11 @@ class RetrievalDataset:
         """
         from llama_index_ragtune.data.builders import dataset_from_nodes
 
-        return dataset_from_nodes(nodes, llm=llm, num_questions_per_node=num_questions_per_node,
-                                  prompt_template=prompt_template, metadata_mode=metadata_mode, **kwargs)
+        return dataset_from_nodes(
+            nodes,
+            llm=llm,
+            num_questions_per_node=num_questions_per_node,
+            prompt_template=prompt_template,
+            metadata_mode=metadata_mode,
+            **kwargs,
+        )

@@ -110,7 +110,9 @@ def parse_dataset_dict(data: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "queries": dict(data["queries"]),
         "corpus": dict(data["corpus"]),
-        "relevant_docs": {q: list(v) if not isinstance(v, str) else [v] for q, v in data["relevant_docs"].items()},
+        "relevant_docs": {
+            q: list(v) if not isinstance(v, str) else [v] for q, v in data["relevant_docs"].items()
+        },
         "negatives": dict(data.get("negatives") or {}),
         "mode": data.get("mode", "text"),
         "metadata": dict(data.get("metadata") or {}),
@@ -118,7 +120,9 @@ def parse_dataset_dict(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_dataset_json(
-    dataset: RetrievalDataset, path: str | Path, format: Literal["ragtune", "llama_index"] = "ragtune"
+    dataset: RetrievalDataset,
+    path: str | Path,
+    format: Literal["ragtune", "llama_index"] = "ragtune",
 ) -> None:
     """Write ``dataset`` to ``path``; see ``RetrievalDataset.save_json``."""
     if format == "ragtune":
@@ -130,8 +134,12 @@ def write_dataset_json(
                 "the LlamaIndex layout cannot hold them (use format='ragtune')",
                 stacklevel=3,
             )
-        data = {"queries": dataset.queries, "corpus": dataset.corpus,
-                "relevant_docs": dataset.relevant_docs, "mode": dataset.mode}
+        data = {
+            "queries": dataset.queries,
+            "corpus": dataset.corpus,
+            "relevant_docs": dataset.relevant_docs,
+            "mode": dataset.mode,
+        }
     else:
         raise ValueError(f"unknown format {format!r}; use 'ragtune' or 'llama_index'")
     path = Path(path)

@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 
 
 def split_by_query(
-    dataset: RetrievalDataset, val_fraction: float = 0.1, seed: int = 0, group_by_positive: bool = False
+    dataset: RetrievalDataset,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    group_by_positive: bool = False,
 ) -> tuple[RetrievalDataset, RetrievalDataset]:
     """``(train, val)`` with about ``val_fraction`` of the queries in val; see ``RetrievalDataset.split``."""
     if not 0.0 < val_fraction < 1.0:

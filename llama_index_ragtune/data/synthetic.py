@@ -174,11 +174,22 @@ def generate_synthetic_queries(
     copy_filter = copy_filter if copy_filter is not None else CopyFilter()
     texts = {node.node_id: node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes}
 
-    answers = _ask(llm, prompt, texts, num_questions_per_node, use_async, num_workers,
-                   retries, on_failure, show_progress)
+    answers = _ask(
+        llm,
+        prompt,
+        texts,
+        num_questions_per_node,
+        use_async,
+        num_workers,
+        retries,
+        on_failure,
+        show_progress,
+    )
 
     result = SyntheticQueries()
-    stats = dict.fromkeys(("nodes", "generated", "kept", "too_short", "copy", "duplicate", "failed_nodes"), 0)
+    stats = dict.fromkeys(
+        ("nodes", "generated", "kept", "too_short", "copy", "duplicate", "failed_nodes"), 0
+    )
     stats["nodes"] = len(texts)
     candidates: list[tuple[str, str]] = []
     for node_id, text in texts.items():
@@ -230,7 +241,9 @@ def _as_prompt(template: Any) -> BasePromptTemplate:
     if isinstance(template, str):
         template = PromptTemplate(template)
     if not isinstance(template, BasePromptTemplate):
-        raise TypeError(f"prompt_template must be a str or PromptTemplate, got {type(template).__name__}")
+        raise TypeError(
+            f"prompt_template must be a str or PromptTemplate, got {type(template).__name__}"
+        )
     if "context_str" not in template.template_vars:
         raise ValueError(
             "prompt_template must contain {context_str} (the passage); "
@@ -248,21 +261,34 @@ def _prompt_args(prompt: BasePromptTemplate, text: str, n: int) -> dict[str, Any
 
 
 def _ask(
-    llm: LLM, prompt: BasePromptTemplate, texts: dict[str, str], n: int, use_async: bool,
-    num_workers: int, retries: int, on_failure: str, show_progress: bool,
+    llm: LLM,
+    prompt: BasePromptTemplate,
+    texts: dict[str, str],
+    n: int,
+    use_async: bool,
+    num_workers: int,
+    retries: int,
+    on_failure: str,
+    show_progress: bool,
 ) -> dict[str, str | None]:
     """The LLM's raw answer per node id (``None`` for nodes that failed)."""
 
     def failed(node_id: str, err: Exception) -> None:
         if on_failure == "raise":
-            raise RuntimeError(f"LLM failed on node {node_id!r} after {retries + 1} tries: {err}") from err
-        logger.warning("LLM failed on node %r after %d tries, skipped: %s", node_id, retries + 1, err)
+            raise RuntimeError(
+                f"LLM failed on node {node_id!r} after {retries + 1} tries: {err}"
+            ) from err
+        logger.warning(
+            "LLM failed on node %r after %d tries, skipped: %s", node_id, retries + 1, err
+        )
 
     if not use_async:
         from tqdm.auto import tqdm
 
         answers: dict[str, str | None] = {}
-        for node_id, text in tqdm(texts.items(), desc="Synthetic queries", disable=not show_progress):
+        for node_id, text in tqdm(
+            texts.items(), desc="Synthetic queries", disable=not show_progress
+        ):
             answers[node_id] = None
             for attempt in range(retries + 1):
                 try:
@@ -285,6 +311,7 @@ def _ask(
         return node_id, None
 
     jobs = [one(node_id, text) for node_id, text in texts.items()]
-    results = asyncio_run(run_jobs(jobs, show_progress=show_progress, workers=num_workers,
-                                   desc="Synthetic queries"))
+    results = asyncio_run(
+        run_jobs(jobs, show_progress=show_progress, workers=num_workers, desc="Synthetic queries")
+    )
     return dict(results)

@@ -14,31 +14,53 @@ from llama_index_ragtune.data.negatives import HardNegativeMiner
 from llama_index_ragtune.data.schema import RetrievalDataset, normalize_text
 
 STORE = {
-    "groc-apple": ("grocery", "Grocery returns: fresh apples and other fruit can be returned within 7 days with a receipt."),
+    "groc-apple": (
+        "grocery",
+        "Grocery returns: fresh apples and other fruit can be returned within 7 days with a receipt.",
+    ),
     "groc-bread": ("grocery", "Grocery bakery: bread and cakes are baked fresh every morning."),
     "groc-milk": ("grocery", "Grocery dairy: milk must be returned unopened before its date."),
-    "elec-apple": ("electronics", "Electronics returns: Apple iPhone and MacBook returns are accepted within 14 days."),
+    "elec-apple": (
+        "electronics",
+        "Electronics returns: Apple iPhone and MacBook returns are accepted within 14 days.",
+    ),
     "elec-tv": ("electronics", "Electronics: television warranty covers defects for two years."),
-    "elec-cable": ("electronics", "Electronics: cables and chargers can be returned within 30 days."),
+    "elec-cable": (
+        "electronics",
+        "Electronics: cables and chargers can be returned within 30 days.",
+    ),
     "pharm-refill": ("pharmacy", "Pharmacy: prescription refills are ready within 24 hours."),
     "pharm-flu": ("pharmacy", "Pharmacy: flu shots take ten minutes and need no prescription."),
     "garden-seeds": ("garden", "Garden centre: seeds and bulbs cannot be returned once opened."),
-    "garden-tools": ("garden", "Garden centre: tools can be returned within 30 days with a receipt."),
+    "garden-tools": (
+        "garden",
+        "Garden centre: tools can be returned within 30 days with a receipt.",
+    ),
     "hours": ("store", "Store opening hours: every day from 8 am to 10 pm."),
     "parking": ("store", "Parking is free for two hours with any purchase."),
 }
-NODES = [TextNode(id_=k, text=t, metadata={"department": d}, excluded_embed_metadata_keys=["department"])
-         for k, (d, t) in STORE.items()]
+NODES = [
+    TextNode(id_=k, text=t, metadata={"department": d}, excluded_embed_metadata_keys=["department"])
+    for k, (d, t) in STORE.items()
+]
 CORPUS = {k: t for k, (_, t) in STORE.items()}
 
 
 def store_dataset(**overrides) -> RetrievalDataset:
     data = dict(
-        queries={"q-apple": "apple return policy?", "q-refill": "how long do prescription refills take",
-                 "q-tools": "can I return garden tools", "q-receipt": "returns with a receipt"},
+        queries={
+            "q-apple": "apple return policy?",
+            "q-refill": "how long do prescription refills take",
+            "q-tools": "can I return garden tools",
+            "q-receipt": "returns with a receipt",
+        },
         corpus=dict(CORPUS),
-        relevant_docs={"q-apple": ["groc-apple"], "q-refill": ["pharm-refill"],
-                       "q-tools": ["garden-tools"], "q-receipt": ["groc-apple", "garden-tools"]},
+        relevant_docs={
+            "q-apple": ["groc-apple"],
+            "q-refill": ["pharm-refill"],
+            "q-tools": ["garden-tools"],
+            "q-receipt": ["groc-apple", "garden-tools"],
+        },
     )
     data.update(overrides)
     return RetrievalDataset(**data)
@@ -74,8 +96,15 @@ def tiny_cross_encoder(tmp_path_factory, minilm_path):
     import torch
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=1)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=1,
+    )
     BertForSequenceClassification(config).save_pretrained(out)
     tok.save_pretrained(out)
     return CrossEncoder(str(out), device="cpu", max_length=64)
@@ -111,15 +140,25 @@ def test_bm25_negatives_exclude_positives_and_record_source():
 
 def test_shared_positives_and_duplicate_queries_are_never_negatives():
     # "groc-apple" answers q-apple and q-receipt; q-apple-2 has q-apple's text with another positive.
-    queries = {"q-apple": "apple return policy?", "q-receipt": "returns with a receipt",
-               "q-apple-2": "Apple return policy", "q-tools": "can I return garden tools"}
-    relevant = {"q-apple": ["groc-apple"], "q-receipt": ["groc-apple", "garden-tools"],
-                "q-apple-2": ["elec-apple"], "q-tools": ["garden-tools"]}
+    queries = {
+        "q-apple": "apple return policy?",
+        "q-receipt": "returns with a receipt",
+        "q-apple-2": "Apple return policy",
+        "q-tools": "can I return garden tools",
+    }
+    relevant = {
+        "q-apple": ["groc-apple"],
+        "q-receipt": ["groc-apple", "garden-tools"],
+        "q-apple-2": ["elec-apple"],
+        "q-tools": ["garden-tools"],
+    }
     ds = store_dataset(queries=queries, relevant_docs=relevant)
     out = bm25_miner(num_negatives=20, range_max=20).mine(ds)
     negs = all_negative_ids(out)
     for qid in queries:
-        same_text = [q for q in queries if normalize_text(queries[q]) == normalize_text(queries[qid])]
+        same_text = [
+            q for q in queries if normalize_text(queries[q]) == normalize_text(queries[qid])
+        ]
         forbidden = {d for q in same_text for d in relevant[q]}
         assert not forbidden & set(negs.get(qid, []))
     assert "elec-apple" not in negs["q-apple"]  # positive of the same question asked twice
@@ -138,13 +177,18 @@ def test_range_min_range_max_and_num_negatives():
     windowed = bm25_miner(num_negatives=20, range_max=3).mine(ds)
     assert all(n.rank <= 3 for negs in windowed.negatives.values() for n in negs)
     two = bm25_miner(num_negatives=2).mine(ds)
-    assert {q: len(v) for q, v in two.negatives.items()} == {q: min(2, len(v)) for q, v in full.items()}
+    assert {q: len(v) for q, v in two.negatives.items()} == {
+        q: min(2, len(v)) for q, v in full.items()
+    }
     assert all_negative_ids(two)["q-apple"] == full["q-apple"][:2]
 
 
 def test_random_sampling_is_seeded_and_inside_the_window():
     ds = store_dataset()
-    runs = [bm25_miner(num_negatives=2, range_max=6, sampling="random", seed=s).mine(ds) for s in (0, 0, 1, 2, 3)]
+    runs = [
+        bm25_miner(num_negatives=2, range_max=6, sampling="random", seed=s).mine(ds)
+        for s in (0, 0, 1, 2, 3)
+    ]
     assert runs[0].negatives == runs[1].negatives
     assert any(r.negatives != runs[0].negatives for r in runs[2:])
     for run in runs:
@@ -169,7 +213,9 @@ def test_margin_filters_remove_a_near_duplicate_of_the_positive(minilm):
     ds = store_dataset(corpus=dict(CORPUS, **{"near-dup": near_dup}))
     kwargs = dict(sources=("dense",), embed_model=minilm, num_negatives=3, show_progress=False)
     q = minilm.encode_query(["apple return policy?"], normalize_embeddings=True)[0]
-    pos, dup = (minilm.encode_document([CORPUS["groc-apple"], near_dup], normalize_embeddings=True) @ q).tolist()
+    pos, dup = (
+        minilm.encode_document([CORPUS["groc-apple"], near_dup], normalize_embeddings=True) @ q
+    ).tolist()
     assert dup > pos  # the near-duplicate looks more relevant than the positive itself
 
     plain = HardNegativeMiner(relative_margin=None, **kwargs).mine(ds)
@@ -177,7 +223,9 @@ def test_margin_filters_remove_a_near_duplicate_of_the_positive(minilm):
     assert "near-dup" in by_id and by_id["near-dup"].score == pytest.approx(dup, abs=1e-4)
 
     # the other runs reuse the corpus embeddings instead of encoding the corpus again
-    kwargs["corpus_embeddings"] = minilm.encode_document(list(ds.corpus.values()), normalize_embeddings=True)
+    kwargs["corpus_embeddings"] = minilm.encode_document(
+        list(ds.corpus.values()), normalize_embeddings=True
+    )
     miner = HardNegativeMiner(relative_margin=0.95, **kwargs)
     relative = miner.mine(ds)
     assert "near-dup" not in all_negative_ids(relative)["q-apple"]
@@ -188,15 +236,22 @@ def test_margin_filters_remove_a_near_duplicate_of_the_positive(minilm):
     margin = HardNegativeMiner(relative_margin=None, margin=0.05, **kwargs).mine(ds)
     assert "near-dup" not in all_negative_ids(margin)["q-apple"]
     assert all(n.score <= pos - 0.05 for n in margin.negatives["q-apple"])
-    capped = HardNegativeMiner(relative_margin=None, max_score={"dense": dup - 1e-4}, **kwargs).mine(ds)
+    capped = HardNegativeMiner(
+        relative_margin=None, max_score={"dense": dup - 1e-4}, **kwargs
+    ).mine(ds)
     assert "near-dup" not in all_negative_ids(capped)["q-apple"]
     assert all(n.score <= dup for n in capped.negatives["q-apple"])
 
 
 def test_bm25_and_dense_combined_without_duplicates(tiny_encoder):
     ds = store_dataset()
-    miner = HardNegativeMiner(sources=("bm25", "dense"), embed_model=tiny_encoder,
-                              num_negatives={"bm25": 1, "dense": 2}, relative_margin=None, show_progress=False)
+    miner = HardNegativeMiner(
+        sources=("bm25", "dense"),
+        embed_model=tiny_encoder,
+        num_negatives={"bm25": 1, "dense": 2},
+        relative_margin=None,
+        show_progress=False,
+    )
     out = miner.mine(ds)
     for _, _, positives, negs in out:
         assert [n.source for n in negs] == ["bm25", "dense", "dense"]
@@ -214,7 +269,9 @@ def test_precomputed_embeddings_and_cache(tiny_encoder, tiny_encoder_path, tmp_p
     pre = HardNegativeMiner(embed_model=tiny_encoder, corpus_embeddings=emb, **kwargs).mine(ds)
     assert all_negative_ids(pre) == all_negative_ids(reference)
 
-    cached = HardNegativeMiner(embed_model=tiny_encoder_path, embedding_cache_dir=tmp_path, **kwargs)
+    cached = HardNegativeMiner(
+        embed_model=tiny_encoder_path, embedding_cache_dir=tmp_path, **kwargs
+    )
     first = cached.mine(ds)
     assert len(list(tmp_path.glob("*.npy"))) == 1
     from sentence_transformers import SentenceTransformer
@@ -223,7 +280,9 @@ def test_precomputed_embeddings_and_cache(tiny_encoder, tiny_encoder_path, tmp_p
         raise AssertionError("corpus re-embedded despite the cache")
 
     monkeypatch.setattr(SentenceTransformer, "encode_document", no_corpus_encoding)
-    assert all_negative_ids(cached.mine(ds)) == all_negative_ids(first) == all_negative_ids(reference)
+    assert (
+        all_negative_ids(cached.mine(ds)) == all_negative_ids(first) == all_negative_ids(reference)
+    )
 
     with pytest.raises(ValueError, match="corpus_embeddings must have shape"):
         HardNegativeMiner(embed_model=tiny_encoder, corpus_embeddings=emb[:3], **kwargs).mine(ds)
@@ -251,14 +310,27 @@ class BagOfWordsEmbedding(BaseEmbedding):
 def test_llama_index_embedding_as_dense_source():
     ds = store_dataset()
     embed = BagOfWordsEmbedding()
-    out = HardNegativeMiner(sources=("dense",), embed_model=embed, num_negatives=2,
-                            relative_margin=None, show_progress=False).mine(ds)
+    out = HardNegativeMiner(
+        sources=("dense",),
+        embed_model=embed,
+        num_negatives=2,
+        relative_margin=None,
+        show_progress=False,
+    ).mine(ds)
     q = np.asarray(embed.get_query_embedding("apple return policy?"))
-    docs = {d: np.asarray(embed.get_text_embedding(t)) for d, t in ds.corpus.items() if d != "groc-apple"}
-    cosine = {d: float(v @ q / (np.linalg.norm(v) * np.linalg.norm(q) or 1.0)) for d, v in docs.items()}
+    docs = {
+        d: np.asarray(embed.get_text_embedding(t))
+        for d, t in ds.corpus.items()
+        if d != "groc-apple"
+    }
+    cosine = {
+        d: float(v @ q / (np.linalg.norm(v) * np.linalg.norm(q) or 1.0)) for d, v in docs.items()
+    }
     negs = out.negatives["q-apple"]
     assert [n.source for n in negs] == ["dense", "dense"]
-    assert [n.score for n in negs] == pytest.approx(sorted(cosine.values(), reverse=True)[:2], abs=1e-5)
+    assert [n.score for n in negs] == pytest.approx(
+        sorted(cosine.values(), reverse=True)[:2], abs=1e-5
+    )
     assert cosine[negs[0].doc_id] == pytest.approx(negs[0].score, abs=1e-5)
 
 
@@ -268,17 +340,30 @@ def test_llama_index_embedding_as_dense_source():
 def test_curated_callable_the_apple_case():
     """A grocery 'apple return policy?' gets the electronics 'Apple returns' page as a confuser."""
     department = {n.node_id: n.metadata["department"] for n in NODES}
-    ds = RetrievalDataset.from_pairs([("apple return policy?", ["groc-apple"]),
-                                      ("how long do prescription refills take", ["pharm-refill"])], NODES)
+    ds = RetrievalDataset.from_pairs(
+        [
+            ("apple return policy?", ["groc-apple"]),
+            ("how long do prescription refills take", ["pharm-refill"]),
+        ],
+        NODES,
+    )
 
     def same_term_other_department(qid, query, positive_ids, dataset):
         own = {department[p] for p in positive_ids}
         terms = set(normalize_text(query).split()) - {"how", "long", "do", "take"}
-        return [d for d, text in dataset.corpus.items()
-                if department[d] not in own and terms & set(normalize_text(text).split())]
+        return [
+            d
+            for d, text in dataset.corpus.items()
+            if department[d] not in own and terms & set(normalize_text(text).split())
+        ]
 
-    miner = HardNegativeMiner(sources=("curated", "bm25"), curated=same_term_other_department,
-                              num_negatives=2, relative_margin=None, show_progress=False)
+    miner = HardNegativeMiner(
+        sources=("curated", "bm25"),
+        curated=same_term_other_department,
+        num_negatives=2,
+        relative_margin=None,
+        show_progress=False,
+    )
     out = miner.mine(ds)
     apple_q = next(q for q, t in out.queries.items() if t.startswith("apple"))
     negs = out.negatives[apple_q]
@@ -286,17 +371,22 @@ def test_curated_callable_the_apple_case():
     assert [n.source for n in negs].count("bm25") == 2
     assert len({n.doc_id for n in negs}) == len(negs)  # bm25 did not take the curated one again
     assert miner.mine_stats.negatives["curated"] == sum(
-        n.source == "curated" for v in out.negatives.values() for n in v)
+        n.source == "curated" for v in out.negatives.values() for n in v
+    )
 
 
 def test_curated_mapping_skips_positives_with_a_warning():
     ds = store_dataset()
-    miner = HardNegativeMiner(sources=(), curated={"q-apple": ["elec-apple", "groc-apple", "hours"]},
-                              show_progress=False)
+    miner = HardNegativeMiner(
+        sources=(), curated={"q-apple": ["elec-apple", "groc-apple", "hours"]}, show_progress=False
+    )
     with pytest.warns(UserWarning, match="1 curated negatives are positives"):
         out = miner.mine(ds)
     assert out.negatives == {"q-apple": [out.negatives["q-apple"][0], out.negatives["q-apple"][1]]}
-    assert [(n.doc_id, n.rank) for n in out.negatives["q-apple"]] == [("elec-apple", 1), ("hours", 3)]
+    assert [(n.doc_id, n.rank) for n in out.negatives["q-apple"]] == [
+        ("elec-apple", 1),
+        ("hours", 3),
+    ]
     assert miner.mine_stats.filtered["curated"]["positive"] == 1
 
 
@@ -304,8 +394,12 @@ def test_cross_encoder_rescoring_filters_candidates(tiny_cross_encoder):
     ds = store_dataset()
     pairs = [(q, t) for q in ds.queries.values() for t in ds.corpus.values()]
     threshold = float(np.median(tiny_cross_encoder.predict(pairs)))
-    miner = bm25_miner(num_negatives=20, range_max=20, cross_encoder=tiny_cross_encoder,
-                       cross_encoder_max_score=threshold)
+    miner = bm25_miner(
+        num_negatives=20,
+        range_max=20,
+        cross_encoder=tiny_cross_encoder,
+        cross_encoder_max_score=threshold,
+    )
     out = miner.mine(ds)
     kept = [(ds.queries[q], ds.corpus[n.doc_id]) for q, v in out.negatives.items() for n in v]
     assert kept and all(s <= threshold for s in tiny_cross_encoder.predict(kept))
@@ -318,10 +412,23 @@ def test_cross_encoder_callable_and_margin():
     ds = store_dataset()
 
     def judge(pairs):  # "answers" = the passage mentions a word of the query other than 'return'
-        return [float(len((set(normalize_text(q).split()) - {"return", "returns", "with", "a", "can", "i"})
-                          & set(normalize_text(p).split())) > 0) for q, p in pairs]
+        return [
+            float(
+                len(
+                    (
+                        set(normalize_text(q).split())
+                        - {"return", "returns", "with", "a", "can", "i"}
+                    )
+                    & set(normalize_text(p).split())
+                )
+                > 0
+            )
+            for q, p in pairs
+        ]
 
-    out = bm25_miner(num_negatives=20, range_max=20, cross_encoder=judge, cross_encoder_margin=0.5).mine(ds)
+    out = bm25_miner(
+        num_negatives=20, range_max=20, cross_encoder=judge, cross_encoder_margin=0.5
+    ).mine(ds)
     for _qid, query, _, negs in out:
         assert negs == [] or all(judge([(query, ds.corpus[n.doc_id])]) == [0.0] for n in negs)
     assert "elec-apple" not in all_negative_ids(out).get("q-apple", [])
@@ -353,8 +460,14 @@ def test_clear_errors_on_bad_input():
     with pytest.raises(ValueError, match="unknown query ids 'q-none'"):
         HardNegativeMiner(sources=(), curated={"q-none": ["hours"]}, show_progress=False).mine(ds)
     with pytest.raises(ValueError, match="without any positive document: 'q-apple'"):
-        store_dataset(relevant_docs={"q-apple": [], "q-refill": ["pharm-refill"], "q-tools": ["hours"],
-                                     "q-receipt": ["hours"]})
+        store_dataset(
+            relevant_docs={
+                "q-apple": [],
+                "q-refill": ["pharm-refill"],
+                "q-tools": ["hours"],
+                "q-receipt": ["hours"],
+            }
+        )
 
 
 # --------------------------------------------------------------------------- real data
@@ -375,12 +488,20 @@ def test_scifact_bm25_and_dense_negatives_respect_every_positive(scifact_dir, mi
     # these queries' positives + 200 other abstracts keep the test fast and the corpus realistic
     keep = {d for q in qids for d in full.relevant_docs[q]}
     keep |= set(random.Random(0).sample(sorted(full.corpus), 200))
-    ds = RetrievalDataset(queries=full.queries, corpus=full.corpus,
-                          relevant_docs=full.relevant_docs).subset(qids)
-    ds = RetrievalDataset(ds.queries, {d: t for d, t in ds.corpus.items() if d in keep}, ds.relevant_docs)
+    ds = RetrievalDataset(
+        queries=full.queries, corpus=full.corpus, relevant_docs=full.relevant_docs
+    ).subset(qids)
+    ds = RetrievalDataset(
+        ds.queries, {d: t for d, t in ds.corpus.items() if d in keep}, ds.relevant_docs
+    )
     minilm.max_seq_length = 128
-    miner = HardNegativeMiner(sources=("bm25", "dense"), embed_model=minilm, num_negatives=3,
-                              range_max=30, show_progress=False)
+    miner = HardNegativeMiner(
+        sources=("bm25", "dense"),
+        embed_model=minilm,
+        num_negatives=3,
+        range_max=30,
+        show_progress=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = miner.mine(ds)
@@ -396,7 +517,10 @@ def test_scifact_bm25_and_dense_negatives_respect_every_positive(scifact_dir, mi
             for other in doc_queries.get(n.doc_id, []):
                 assert normalize_text(full.queries[other]) != normalize_text(full.queries[qid])
             assert n.score is not None and n.rank >= 1
-    assert miner.mine_stats.filtered["bm25"]["positive"] > 0 and miner.mine_stats.filtered["dense"]["positive"] > 0
+    assert (
+        miner.mine_stats.filtered["bm25"]["positive"] > 0
+        and miner.mine_stats.filtered["dense"]["positive"] > 0
+    )
     assert miner.mine_stats.negatives == out.negative_sources()
 
 
@@ -411,9 +535,16 @@ def test_memory_stays_bounded_on_50k_documents(tiny_encoder):
     relevant = {f"q{i}": [f"d{i}"] for i in range(2_000)}
     ds = RetrievalDataset(queries, corpus, relevant)
     tiny_encoder.max_seq_length = 32
-    miner = HardNegativeMiner(sources=("bm25", "dense"), embed_model=tiny_encoder, num_negatives=5,
-                              range_max=50, relative_margin=None, encode_batch_size=256,
-                              query_batch_size=256, show_progress=False)
+    miner = HardNegativeMiner(
+        sources=("bm25", "dense"),
+        embed_model=tiny_encoder,
+        num_negatives=5,
+        range_max=50,
+        relative_margin=None,
+        encode_batch_size=256,
+        query_batch_size=256,
+        show_progress=False,
+    )
     tracemalloc.start()
     out = miner.mine(ds)
     _, peak = tracemalloc.get_traced_memory()

@@ -25,8 +25,10 @@ def make(**overrides) -> RetrievalDataset:
         queries={"q1": "apple return policy?", "q2": "when is bread baked", "q3": "refill time"},
         corpus=dict(CORPUS),
         relevant_docs={"q1": ["d1"], "q2": ["d3"], "q3": ["d4", "d5"]},
-        negatives={"q1": [Negative("d2", "curated")], "q3": [Negative("d1", "bm25", 1.5, 1),
-                                                          Negative("d3", "dense", 0.4, 2)]},
+        negatives={
+            "q1": [Negative("d2", "curated")],
+            "q3": [Negative("d1", "bm25", 1.5, 1), Negative("d3", "dense", 0.4, 2)],
+        },
     )
     data.update(overrides)
     return RetrievalDataset(**data)
@@ -50,8 +52,14 @@ def test_basics_and_iteration():
     [
         ({"corpus": {}}, "empty corpus"),
         ({"queries": {"q1": "  ", "q2": "when is bread baked", "q3": "x"}}, "'q1'"),
-        ({"relevant_docs": {"q1": ["d1"], "q2": [], "q3": ["d4"]}}, "without any positive document: 'q2'"),
-        ({"relevant_docs": {"q1": ["d1"], "q2": ["nope"], "q3": ["d4"]}}, "missing from the corpus: 'nope'"),
+        (
+            {"relevant_docs": {"q1": ["d1"], "q2": [], "q3": ["d4"]}},
+            "without any positive document: 'q2'",
+        ),
+        (
+            {"relevant_docs": {"q1": ["d1"], "q2": ["nope"], "q3": ["d4"]}},
+            "missing from the corpus: 'nope'",
+        ),
         ({"negatives": {"q1": [Negative("ghost", "bm25")]}}, "'ghost'"),
         ({"negatives": {"q1": [Negative("d1", "bm25")]}}, "'q1:d1'"),
         ({"negatives": {"qX": [Negative("d1", "bm25")]}}, "'qX'"),
@@ -72,9 +80,17 @@ def test_validation_reports_first_ids_and_count():
 
 
 def test_from_pairs_with_nodes_and_stable_ids():
-    nodes = [TextNode(id_="n1", text="Apples return in 7 days.", metadata={"department": "grocery"}),
-             TextNode(id_="n2", text="iPhones return in 14 days.", metadata={"department": "electronics"})]
-    pairs = [("Apple return policy?", ["n1"]), ("apple return policy", "n2"), ("iphone returns", ["n2"])]
+    nodes = [
+        TextNode(id_="n1", text="Apples return in 7 days.", metadata={"department": "grocery"}),
+        TextNode(
+            id_="n2", text="iPhones return in 14 days.", metadata={"department": "electronics"}
+        ),
+    ]
+    pairs = [
+        ("Apple return policy?", ["n1"]),
+        ("apple return policy", "n2"),
+        ("iphone returns", ["n2"]),
+    ]
     ds = RetrievalDataset.from_pairs(pairs, nodes)
     again = RetrievalDataset.from_pairs(pairs, nodes)
     assert ds.queries == again.queries
@@ -146,8 +162,13 @@ def test_loads_generate_qa_embedding_pairs_output(tmp_path):
     out = tmp_path / "qa_finetune_dataset.json"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        generate_qa_embedding_pairs(nodes, llm=MockLLM(), qa_generate_prompt_tmpl="Q1 about {context_str}\nQ2 {num_questions_per_chunk}",
-                                    output_path=str(out), verbose=False)
+        generate_qa_embedding_pairs(
+            nodes,
+            llm=MockLLM(),
+            qa_generate_prompt_tmpl="Q1 about {context_str}\nQ2 {num_questions_per_chunk}",
+            output_path=str(out),
+            verbose=False,
+        )
     ds = RetrievalDataset.load_json(out)
     assert len(ds) == 6 and set(ds.corpus) == {"n0", "n1", "n2"}
     assert all(len(p) == 1 and p[0] in ds.corpus for p in ds.relevant_docs.values())
@@ -182,7 +203,9 @@ def test_split_by_query_without_leakage():
     for part in (train, val):
         assert part.corpus == corpus
         for qid in part.queries:
-            assert part.relevant_docs[qid] == relevant[qid] and part.negatives[qid] == negatives[qid]
+            assert (
+                part.relevant_docs[qid] == relevant[qid] and part.negatives[qid] == negatives[qid]
+            )
     assert ds.split(0.25, seed=3)[1].queries == val.queries  # deterministic
     assert ds.split(0.25, seed=4)[1].queries != val.queries
 
@@ -197,14 +220,18 @@ def test_split_warns_on_shared_positives_and_groups_them():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             train, val = ds.split(0.3, seed=seed)
-        sides = {"train" if q in train.queries else "val" for q in queries if relevant[q] == ["shared"]}
+        sides = {
+            "train" if q in train.queries else "val" for q in queries if relevant[q] == ["shared"]
+        }
         if len(sides) == 2:
             seen.append(seed)
             assert any("1 positive documents are shared" in str(w.message) for w in caught)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             g_train, g_val = ds.split(0.3, seed=seed, group_by_positive=True)
-        grouped = {"train" if q in g_train.queries else "val" for q in queries if relevant[q] == ["shared"]}
+        grouped = {
+            "train" if q in g_train.queries else "val" for q in queries if relevant[q] == ["shared"]
+        }
         assert len(grouped) == 1
     assert seen, "some seed should put the shared-positive queries on both sides"
 
@@ -254,7 +281,9 @@ def test_subset_and_with_negatives():
     assert list(sub.queries) == ["q3"] and sub.negatives["q3"] == ds.negatives["q3"]
     with pytest.raises(ValueError, match="'nope'"):
         ds.subset(["nope"])
-    more = ds.with_negatives({"q2": ["d5", "d5", Negative("d1", "dense", 0.3, 4)], "q1": ["d2", "d4"]})
+    more = ds.with_negatives(
+        {"q2": ["d5", "d5", Negative("d1", "dense", 0.3, 4)], "q1": ["d2", "d4"]}
+    )
     assert more.negatives["q2"] == [Negative("d5", "curated"), Negative("d1", "dense", 0.3, 4)]
     assert [n.doc_id for n in more.negatives["q1"]] == ["d2", "d4"]
     assert ds.negatives["q1"] == [Negative("d2", "curated")]  # original untouched
@@ -267,11 +296,18 @@ def test_subset_and_with_negatives():
 def test_from_beir(tmp_path):
     root = tmp_path / "mini"
     (root / "qrels").mkdir(parents=True)
-    docs = [{"_id": "a", "title": "T", "text": "alpha"}, {"_id": "b", "title": "", "text": "beta"},
-            {"_id": "c", "title": "", "text": "gamma"}]
+    docs = [
+        {"_id": "a", "title": "T", "text": "alpha"},
+        {"_id": "b", "title": "", "text": "beta"},
+        {"_id": "c", "title": "", "text": "gamma"},
+    ]
     (root / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
-    (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": q, "text": f"query {q}"}) for q in "123"))
-    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\r\n1\ta\t1\r\n1\tc\t0\r\n2\tb\t2\r\n3\tc\t0\r\n")
+    (root / "queries.jsonl").write_text(
+        "\n".join(json.dumps({"_id": q, "text": f"query {q}"}) for q in "123")
+    )
+    (root / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\r\n1\ta\t1\r\n1\tc\t0\r\n2\tb\t2\r\n3\tc\t0\r\n"
+    )
     ds = RetrievalDataset.from_beir(root, split="train")
     assert ds.relevant_docs == {"1": ["a"], "2": ["b"]}  # query 3 has no positive: dropped
     assert ds.negatives == {"1": [Negative("c", "judged", 0.0)]}
