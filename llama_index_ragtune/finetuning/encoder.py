@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,10 +40,10 @@ from sentence_transformers.sentence_transformer.training_args import (
 )
 from torch import nn
 
-from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, resolve_resume
+from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR
 from llama_index_ragtune.finetuning.compat import register_engine
 from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator
-from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.finetuning.result import FinetuneResult, train_and_measure
 from llama_index_ragtune.finetuning.rows import check_trainable, encoder_rows
 from llama_index_ragtune.models import resolve_model
 
@@ -55,7 +54,6 @@ if TYPE_CHECKING:
 
     from llama_index_ragtune.data.schema import RetrievalDataset
 
-logger = logging.getLogger(__name__)
 
 LOSSES = ("mnrl", "cached_mnrl")
 DEFAULT_OUTPUT_DIR = "ragtune-encoder"
@@ -293,30 +291,16 @@ class EncoderFinetuneEngine:
             evaluator=use_evaluator,
             callbacks=self.callbacks,
         )
-        checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir)
-        logger.info(
-            "training %s on %d rows (%s)", type(loss).__name__, row_stats["rows"], row_stats
-        )
-        with PeakMemory() as memory:
-            output = self.trainer.train(resume_from_checkpoint=checkpoint)
-        self.model.save(str(self.final_model_path))
-        after = self._evaluate()
-        self.result = FinetuneResult(
-            before=before,
-            after=after,
-            train_seconds=memory.seconds,
-            peak_memory_mb=memory.peak_mb,
-            process_peak_memory_mb=process_peak_rss_mb(),
-            global_step=self.trainer.state.global_step,
-            model_path=str(self.final_model_path),
-            info={
-                "loss": type(loss).__name__,
-                "train_loss": getattr(output, "training_loss", None),
-                "rows": row_stats,
-                "resumed_from": checkpoint,
-                "matryoshka_dims": self.matryoshka_dims,
-                "val_queries": len(self.val_dataset) if self.val_dataset is not None else 0,
-            },
+        self.result = train_and_measure(
+            self.trainer,
+            self.final_model_path,
+            resume_from_checkpoint,
+            self._evaluate,
+            before,
+            loss,
+            row_stats,
+            matryoshka_dims=self.matryoshka_dims,
+            val_queries=len(self.val_dataset) if self.val_dataset is not None else 0,
         )
         return self.result
 
