@@ -147,6 +147,56 @@ def retrieve_all(
     return retrieved
 
 
+@dataclass
+class GroundedData:
+    """What ``bench generation`` and ``train decoder`` build before training: the task,
+    the context builder and the train / test contexts over the same retrieved sources."""
+
+    task: GenerationTask
+    builder: GroundedSFTBuilder
+    train_contexts: list[GroundedContext]
+    test_contexts: list[GroundedContext]
+
+
+def prepare_grounded_data(
+    args: argparse.Namespace, max_train_examples: int | None, cache_dir: str | Path
+) -> GroundedData:
+    """Load the task named by the command's flags, retrieve every question once (cached
+    in ``cache_dir/retrieved-<task>-<retriever>.json``) and build the contexts.
+
+    Training contexts always hold the gold passage (``force_gold``; ``--p-no-gold``
+    turns some into refusals); test contexts are the retriever's own top-k.
+    """
+    task = load_task(
+        args.squad,
+        args.scifact,
+        max_train_examples,
+        args.max_test_examples,
+        args.seed,
+        args.train_answerable_share,
+    )
+    retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
+    builder = GroundedSFTBuilder(
+        retriever,
+        task.documents,
+        top_k=args.top_k,
+        p_no_gold=args.p_no_gold,
+        max_context_chars=args.max_context_chars,
+        seed=args.seed,
+    )
+    retrieved = retrieve_all(
+        builder,
+        task.train + task.test,
+        cache=Path(cache_dir) / f"retrieved-{task.name}-{args.retriever}.json",
+    )
+    return GroundedData(
+        task,
+        builder,
+        builder.build_contexts(task.train, retrieved, force_gold=True),
+        builder.build_contexts(task.test, retrieved, force_gold=False),
+    )
+
+
 def evaluate_llm(
     llm: Any,
     contexts: Sequence[GroundedContext],
@@ -350,28 +400,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base_model = resolve_model(args.base_model, kind="decoder")
-    task = load_task(
-        args.squad,
-        args.scifact,
-        args.max_train_examples,
-        args.max_test_examples,
-        args.seed,
-        args.train_answerable_share,
-    )
-    retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
-    builder = GroundedSFTBuilder(
-        retriever,
-        task.documents,
-        top_k=args.top_k,
-        p_no_gold=args.p_no_gold,
-        max_context_chars=args.max_context_chars,
-        seed=args.seed,
-    )
-    retrieved = retrieve_all(
-        builder, task.train + task.test, cache=out / f"retrieved-{task.name}-{args.retriever}.json"
-    )
-    train_contexts = builder.build_contexts(task.train, retrieved, force_gold=True)
-    test_contexts = builder.build_contexts(task.test, retrieved, force_gold=False)
+    data = prepare_grounded_data(args, args.max_train_examples, out)
+    task, builder = data.task, data.builder
+    train_contexts, test_contexts = data.train_contexts, data.test_contexts
     evaluator = GenerationEvaluator(answer_metric=task.answer_metric)
     gen = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
     rows: dict[str, dict[str, Any]] = {}

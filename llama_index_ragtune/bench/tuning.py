@@ -10,6 +10,9 @@ folder in the BEIR layout. Rows:
 ``hybrid``             fine-tuned dense + BM25 (``HybridRetriever``)
 ``hybrid+reranker``    the hybrid's top ``--rerank-depth`` (50) re-scored by the
                        reranker fine-tuned on the same mined negatives
+``hybrid+reranker-blend`` the same reranker's score blended with the hybrid's
+                       (``CrossEncoderRerank(retrieval_weight=...)``, weight
+                       ``--rerank-retrieval-weight``, 0.5)
 ``inbatch``            ablation: in-batch negatives only
 ``bm25-neg``           ablation: + BM25 negatives
 ``dense-neg``          ablation: + dense negatives
@@ -41,7 +44,7 @@ from typing import Any
 
 DEFAULT_OUT = "benchmarks/results/tuning"
 KEYS = ("ndcg@10", "recall@100", "mrr@10")
-MAIN_ROWS = ("dense-before", "dense-after", "hybrid", "hybrid+reranker")
+MAIN_ROWS = ("dense-before", "dense-after", "hybrid", "hybrid+reranker", "hybrid+reranker-blend")
 # ablation row -> (negative sources, relative margin, dedupe_text, negatives per training row)
 ABLATIONS: dict[str, tuple[tuple[str, ...], float | None, bool, int]] = {
     "inbatch": ((), None, True, 0),
@@ -56,6 +59,7 @@ TITLES = {
     "dense-after": "dense, fine-tuned (BM25 + dense negatives)",
     "hybrid": "hybrid: fine-tuned dense + BM25",
     "hybrid+reranker": "hybrid + fine-tuned reranker (top {depth})",
+    "hybrid+reranker-blend": "hybrid + fine-tuned reranker (top {depth}), blended with the hybrid score (w={weight})",
     "inbatch": "ablation: in-batch negatives only",
     "bm25-neg": "ablation: + BM25 negatives",
     "dense-neg": "ablation: + dense negatives",
@@ -107,6 +111,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rerank-depth", type=int, default=50, help="hybrid candidates re-scored (default: 50)"
+    )
+    parser.add_argument(
+        "--rerank-retrieval-weight",
+        type=float,
+        default=0.5,
+        help="weight of the hybrid score in the blended reranker row (default: 0.5)",
+    )
+    parser.add_argument(
+        "--reranker-max-length",
+        type=int,
+        help="reranker token limit per (query, passage) pair (default: the engine's, 256)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each training row from its last checkpoint in <out>/models/<row> "
+        "(an interrupted benchmark picks up where it stopped; a finished row is not retrained, "
+        "so its training time covers the resumed part only)",
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
@@ -164,6 +186,8 @@ class TuningBenchmark:
         self._base_corpus_embeddings: Any = None
         self._finetuned: dict[str, Any] = {}  # row -> (engine, evaluator)
         self._hybrid_rankings: dict[str, list[str]] | None = None
+        self._hybrid_scores: dict[str, list[float]] | None = None
+        self._reranker: Any = None
 
     # ------------------------------------------------------------------ pieces
 
@@ -241,7 +265,9 @@ class TuningBenchmark:
                 self.out / "models" / name, **_overrides(self.args, "")
             ),
         )
-        result = engine.finetune(evaluate_before=False)
+        result = engine.finetune(
+            evaluate_before=False, resume_from_checkpoint=self.args.resume or None
+        )
         self._finetuned[name] = (engine, evaluator)
         return Row(
             name,
@@ -254,6 +280,7 @@ class TuningBenchmark:
                 "rows": result.info["rows"],
                 "steps": result.global_step,
                 "model": result.model_path,
+                "resumed_from": result.info["resumed_from"],
             },
         )
 
@@ -279,6 +306,7 @@ class TuningBenchmark:
             retriever, k_values=(10, 100), metrics=("ndcg", "recall", "mrr")
         ).evaluate(self.val.queries, self.qrels)
         self._hybrid_rankings = {row.qid: row.retrieved for row in report.rows}
+        self._hybrid_scores = {row.qid: row.scores for row in report.rows}
         metrics = {k: report.aggregate[k] for k in KEYS}
         return Row(
             "hybrid", TITLES["hybrid"], metrics, details={"retriever": repr(retriever)[:200]}
@@ -305,11 +333,15 @@ class TuningBenchmark:
             rerank_depth=depth,
             evaluator=evaluator,
             device=self.args.device,
+            max_length=self.args.reranker_max_length,
             args=RerankerFinetuneEngine.default_training_args(
                 self.out / "models" / "reranker", **_overrides(self.args, "reranker_")
             ),
         )
-        result = engine.finetune(evaluate_before=False)
+        result = engine.finetune(
+            evaluate_before=False, resume_from_checkpoint=self.args.resume or None
+        )
+        self._reranker = engine
         return Row(
             "hybrid+reranker",
             TITLES["hybrid+reranker"].format(depth=depth),
@@ -321,13 +353,37 @@ class TuningBenchmark:
                 "rows": result.info["rows"],
                 "steps": result.global_step,
                 "model": result.model_path,
+                "resumed_from": result.info["resumed_from"],
             },
+        )
+
+    def hybrid_reranker_blend(self) -> Row:
+        from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
+
+        depth, weight = self.args.rerank_depth, self.args.rerank_retrieval_weight
+        evaluator = CandidateRerankingEvaluator(
+            self.val.queries,
+            self.corpus,
+            self.qrels,
+            self._hybrid_rankings,
+            depth=depth,
+            candidate_scores=self._hybrid_scores,
+            retrieval_weight=weight,
+        )
+        trained = self.rows["hybrid+reranker"]
+        return Row(
+            "hybrid+reranker-blend",
+            TITLES["hybrid+reranker-blend"].format(depth=depth, weight=weight),
+            evaluator.evaluate(self._reranker.model),
+            details={"retrieval_weight": weight, "model": trained.details.get("model")},
         )
 
     # ------------------------------------------------------------------ driver
 
     def run(self, wanted: list[str]) -> list[Row]:
         needs = set(wanted)
+        if "hybrid+reranker-blend" in needs:
+            needs.add("hybrid+reranker")
         if "hybrid+reranker" in needs:
             needs.add("hybrid")
         if "hybrid" in needs or "dense-after" in needs:
@@ -339,6 +395,7 @@ class TuningBenchmark:
             "both-neg",
             "hybrid",
             "hybrid+reranker",
+            "hybrid+reranker-blend",
             "inbatch",
             "bm25-neg",
             "dense-neg",
@@ -354,6 +411,8 @@ class TuningBenchmark:
                 row = self.hybrid()
             elif name == "hybrid+reranker":
                 row = self.hybrid_reranker()
+            elif name == "hybrid+reranker-blend":
+                row = self.hybrid_reranker_blend()
             else:
                 row = self.encoder_row(name)
             self.rows[name] = row
@@ -411,6 +470,8 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
     ]
     for row in rows:
         train = "" if row.train_minutes is None else f"{row.train_minutes:.1f}"
+        if row.details.get("resumed_from"):
+            train += f" (resumed from {Path(row.details['resumed_from']).name})"
         memory = "" if row.peak_memory_mb is None else f"{row.peak_memory_mb:.0f}"
         cells = " | ".join(f"{row.metrics.get(k, float('nan')):.3f}" for k in KEYS)
         lines.append(f"| {row.title} | {cells} | {train} | {memory} |")

@@ -19,12 +19,10 @@ from pathlib import Path
 
 from llama_index_ragtune.bench.generation import (
     add_common_arguments,
-    build_retriever,
     evaluate_llm,
-    load_task,
     make_configs,
     markdown_table,
-    retrieve_all,
+    prepare_grounded_data,
     summarize,
 )
 
@@ -48,7 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from llama_index_ragtune.data.grounded import GroundedSFTBuilder
     from llama_index_ragtune.data.preference import PreferenceBuilder
     from llama_index_ragtune.evaluation.generation import GenerationEvaluator
     from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
@@ -58,30 +55,9 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base_model = resolve_model(args.base_model, kind="decoder")
-    task = load_task(
-        args.squad,
-        args.scifact,
-        args.max_examples,
-        args.max_test_examples,
-        args.seed,
-        args.train_answerable_share,
-    )
-    retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
-    builder = GroundedSFTBuilder(
-        retriever,
-        task.documents,
-        top_k=args.top_k,
-        p_no_gold=args.p_no_gold,
-        max_context_chars=args.max_context_chars,
-        seed=args.seed,
-    )
-    evaluate = args.max_test_examples > 0
-    retrieved = retrieve_all(
-        builder,
-        task.train + (task.test if evaluate else []),
-        cache=output / f"retrieved-{task.name}-{args.retriever}.json",
-    )
-    train_contexts = builder.build_contexts(task.train, retrieved, force_gold=True)
+    data = prepare_grounded_data(args, args.max_examples, output)
+    task, builder, train_contexts = data.task, data.builder, data.train_contexts
+    evaluate = bool(data.test_contexts)
     preference = PreferenceBuilder(seed=args.seed).build(train_contexts) if args.dpo else None
     sft_config, dpo_config, lora_config = make_configs(args, output, device, base_model)
     engine = DecoderFinetuneEngine(
@@ -101,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if not evaluate:
         return 0
 
-    test_contexts = builder.build_contexts(task.test, retrieved, force_gold=False)
+    test_contexts = data.test_contexts
     evaluator = GenerationEvaluator(answer_metric=task.answer_metric)
     rows = {}
     for name, llm, seconds in (

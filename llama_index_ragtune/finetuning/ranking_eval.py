@@ -30,6 +30,7 @@ import numpy as np
 from sentence_transformers.base.evaluation import BaseEvaluator
 
 from llama_index_ragtune.evaluation.metrics import compute_metrics
+from llama_index_ragtune.postprocessor.cross_encoder import blend_scores
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -234,6 +235,10 @@ class CandidateRerankingEvaluator(BaseEvaluator):
         depth: how many top candidates the cross-encoder re-scores; the rest keep
             their first-stage order after them.
         batch_size: cross-encoder batch size.
+        candidate_scores: ``{qid: [first-stage scores]}`` aligned with ``candidates``;
+            needed when ``retrieval_weight > 0``.
+        retrieval_weight: blend the first-stage score into the order as
+            ``CrossEncoderRerank(retrieval_weight=...)`` does (0: the reranker alone).
 
     Example::
 
@@ -253,10 +258,19 @@ class CandidateRerankingEvaluator(BaseEvaluator):
         metrics: Sequence[tuple[str, int]] = DEFAULT_METRICS,
         name: str = "val",
         show_progress_bar: bool = True,
+        candidate_scores: Mapping[str, Sequence[float]] | None = None,
+        retrieval_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        if not 0.0 <= retrieval_weight <= 1.0:
+            raise ValueError(f"retrieval_weight must be in [0, 1], got {retrieval_weight}")
+        if retrieval_weight > 0 and candidate_scores is None:
+            raise ValueError(
+                "retrieval_weight > 0 blends in the first-stage scores: pass candidate_scores="
+                "{qid: [scores aligned with candidates]}"
+            )
         self.qrels = as_graded_qrels(qrels)
         _check_inputs(queries, corpus, self.qrels)
         self.query_ids = [q for q in self.qrels if any(g > 0 for g in self.qrels[q].values())]
@@ -278,6 +292,19 @@ class CandidateRerankingEvaluator(BaseEvaluator):
         self.queries = {q: queries[q] for q in self.query_ids}
         self.corpus = corpus
         self.candidates = {q: list(dict.fromkeys(candidates.get(q, ()))) for q in self.query_ids}
+        self.candidate_scores: dict[str, list[float]] = {}
+        for qid in self.query_ids if candidate_scores is not None else ():
+            scores = list(candidate_scores.get(qid, ()))
+            if len(scores) != len(candidates.get(qid, ())):
+                raise ValueError(
+                    f"query {qid}: {len(scores)} candidate scores for "
+                    f"{len(candidates.get(qid, ()))} candidates; give one score per candidate"
+                )
+            first_score: dict[str, float] = {}  # a doc id listed twice keeps its first score
+            for doc_id, score in zip(candidates.get(qid, ()), scores, strict=True):
+                first_score.setdefault(doc_id, float(score))
+            self.candidate_scores[qid] = list(first_score.values())
+        self.retrieval_weight = retrieval_weight
         self.depth = depth
         self.batch_size = batch_size
         self.metrics = tuple(metrics)
@@ -307,9 +334,13 @@ class CandidateRerankingEvaluator(BaseEvaluator):
             else np.zeros(0)
         )
         rankings: dict[str, list[str]] = {}
-        for qid, start, _ in spans:
+        for qid, start, end in spans:
             head = self.candidates[qid][: self.depth]
-            order = sorted(range(len(head)), key=lambda i: -scores[start + i])
+            final = scores[start:end].tolist()
+            if self.retrieval_weight > 0 and head:
+                first = self.candidate_scores[qid][: self.depth]
+                final = blend_scores(final, first, self.retrieval_weight)
+            order = sorted(range(len(head)), key=lambda i: -final[i])
             rankings[qid] = [head[i] for i in order] + self.candidates[qid][self.depth :]
         return rankings
 

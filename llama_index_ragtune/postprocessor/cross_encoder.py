@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from llama_index_ragtune.retrievers.fusion import normalize_scores
 
 dispatcher = get_dispatcher(__name__)
 
@@ -49,6 +52,13 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     The model is loaded lazily, once, on first use. Scores are the model's activated
     outputs (a sigmoid probability for the usual 1-logit rerankers), so
     ``score_threshold=0.5`` drops the nodes the model calls irrelevant.
+
+    ``retrieval_weight=w`` keeps part of the first stage's judgement: nodes are
+    ordered by ``(1 - w) * z(reranker score) + w * z(retriever score)`` (z-scores
+    over the query's candidates), and that blend becomes the node score. A reranker
+    trained on a few thousand pairs is noisy on its own; blending it with a strong
+    hybrid retriever keeps the retriever's wins. ``score_threshold`` still applies to
+    the reranker's own score.
 
     ``to_dict()`` and pickling keep the settings only; the model is reloaded from
     ``model`` on first use.
@@ -84,6 +94,16 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     )
     device: str | None = Field(
         default=None, description="torch device; None picks cuda, mps or cpu."
+    )
+    retrieval_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Blend in the retriever's score: the final score is (1 - w) * z(reranker) + "
+            "w * z(retriever), z-scored over the candidates of the query; 0 ranks by the "
+            "reranker alone."
+        ),
     )
     keep_retrieval_score: bool = Field(
         default=False,
@@ -224,19 +244,55 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         ) as event:
             texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
             scores = self.score(query_bundle.query_str, texts)
+            final = scores
+            if self.retrieval_weight > 0:
+                final = blend_scores(scores, _retrieval_scores(nodes), self.retrieval_weight)
             reranked = []
-            for node, score in zip(nodes, scores, strict=True):
+            for node, score, blended in zip(nodes, scores, final, strict=True):
                 if self.score_threshold is not None and score < self.score_threshold:
                     continue
                 if self.keep_retrieval_score:
                     _keep_retrieval_score(node)
-                reranked.append(NodeWithScore(node=node.node, score=score))
+                reranked.append(NodeWithScore(node=node.node, score=blended))
             reranked.sort(key=lambda n: n.score, reverse=True)  # stable: ties keep retrieval order
             if self.top_n is not None:
                 reranked = reranked[: self.top_n]
             event.on_end(payload={EventPayload.NODES: reranked})
         dispatcher.event(ReRankEndEvent(nodes=reranked))
         return reranked
+
+
+def blend_scores(
+    reranker_scores: Sequence[float], retrieval_scores: Sequence[float], retrieval_weight: float
+) -> list[float]:
+    """``(1 - w) * z(reranker) + w * z(retriever)`` per candidate (z-scores over the list).
+
+    Example::
+
+        blend_scores([2.0, 0.0], [0.0, 1.0], retrieval_weight=0.25)   # [0.5, -0.5]
+    """
+    if not 0.0 <= retrieval_weight <= 1.0:
+        raise ValueError(f"retrieval_weight must be in [0, 1], got {retrieval_weight}")
+    if len(reranker_scores) != len(retrieval_scores):
+        raise ValueError(
+            f"{len(reranker_scores)} reranker scores but {len(retrieval_scores)} retrieval scores"
+        )
+    rerank_z, _ = normalize_scores(reranker_scores, "zscore")
+    retrieval_z, _ = normalize_scores(retrieval_scores, "zscore")
+    return [
+        (1.0 - retrieval_weight) * r + retrieval_weight * f
+        for r, f in zip(rerank_z, retrieval_z, strict=True)
+    ]
+
+
+def _retrieval_scores(nodes: list[NodeWithScore]) -> list[float]:
+    missing = [n.node.node_id for n in nodes if n.score is None]
+    if missing:
+        raise ValueError(
+            f"retrieval_weight > 0 blends in the retriever's scores, but {len(missing)} nodes have "
+            f"none (e.g. {missing[:3]}); pass scored nodes or set retrieval_weight=0"
+        )
+    return [float(n.score) for n in nodes]
 
 
 def _picklable(value: Any) -> bool:

@@ -211,6 +211,46 @@ def test_candidate_evaluator_keeps_the_tail_after_the_rerank_depth():
     with pytest.raises(ValueError, match="missing from the corpus"):
         CandidateRerankingEvaluator({"q": "x"}, corpus, {"q": ["d2"]}, {"q": ["zz"]})
 
+    # Blending in the first-stage scores: w=1 keeps the first-stage order, w=0.5 mixes.
+    candidates = {"q": ["d0", "d1", "d2", "d3", "d4", "d5"]}
+    first_stage = {"q": [3.0, 2.0, 1.0, 0.5, 0.4, 0.3]}
+    kept = CandidateRerankingEvaluator(
+        {"q": "x"},
+        corpus,
+        {"q": {"d2": 1}},
+        candidates,
+        depth=3,
+        candidate_scores=first_stage,
+        retrieval_weight=1.0,
+        show_progress_bar=False,
+    )
+    assert kept.rerank(Reverse()) == candidates
+    mixed = CandidateRerankingEvaluator(
+        {"q": "x"},
+        corpus,
+        {"q": {"d2": 1}},
+        candidates,
+        depth=3,
+        candidate_scores={"q": [1.0, 0.0, 0.0, 0.5, 0.4, 0.3]},
+        retrieval_weight=0.5,
+        show_progress_bar=False,
+    )
+    # reranker z (-1.22, 0, 1.22) + first-stage z (1.41, -0.71, -0.71): d0 0.10, d1 -0.35, d2 0.26
+    assert mixed.rerank(Reverse())["q"] == ["d2", "d0", "d1", "d3", "d4", "d5"]
+    with pytest.raises(ValueError, match="pass candidate_scores"):
+        CandidateRerankingEvaluator(
+            {"q": "x"}, corpus, {"q": ["d2"]}, candidates, retrieval_weight=0.5
+        )
+    with pytest.raises(ValueError, match="2 candidate scores for 6 candidates"):
+        CandidateRerankingEvaluator(
+            {"q": "x"},
+            corpus,
+            {"q": ["d2"]},
+            candidates,
+            candidate_scores={"q": [1.0, 2.0]},
+            retrieval_weight=0.5,
+        )
+
 
 def test_bad_inputs_give_clear_errors(tiny_encoder_path, toy):
     with pytest.raises(ValueError, match="teacher"):

@@ -323,3 +323,50 @@ def test_serialisation_keeps_settings_never_the_model(trained_dir: Path, caplog)
     assert clone._model is None and clone.score_threshold == 0.1
     got = clone.postprocess_nodes(_toy_nodes(query), query_str=query)  # reloaded on first use
     assert [(n.node.node_id, n.score) for n in got] == [(n.node.node_id, n.score) for n in expected]
+
+
+def test_retrieval_weight_blends_reranker_and_retriever_scores(trained_dir: Path) -> None:
+    from llama_index_ragtune.postprocessor.cross_encoder import blend_scores
+
+    query = "coral reef bleaching"
+    alone = CrossEncoderRerank(model=str(trained_dir), top_n=None)
+    raw = alone.score(query, [n.node.get_content() for n in _toy_nodes(query)])
+    retrieval = [n.score for n in _toy_nodes(query)]
+
+    # All the weight on the retriever keeps the retriever's order (the relevant node is last).
+    kept = CrossEncoderRerank(model=str(trained_dir), top_n=None, retrieval_weight=1.0)
+    ids = [n.node.node_id for n in kept.postprocess_nodes(_toy_nodes(query), query_str=query)]
+    assert ids == [n.node.node_id for n in _toy_nodes(query)]
+
+    # A blend: node scores are the z-score mix, and the order follows them.
+    half = CrossEncoderRerank(model=str(trained_dir), top_n=None, retrieval_weight=0.5)
+    out = half.postprocess_nodes(_toy_nodes(query), query_str=query)
+    expected = dict(
+        zip(
+            [n.node.node_id for n in _toy_nodes(query)],
+            blend_scores(raw, retrieval, 0.5),
+            strict=True,
+        )
+    )
+    assert [n.score for n in out] == pytest.approx([expected[n.node.node_id] for n in out])
+    assert [n.score for n in out] == sorted((n.score for n in out), reverse=True)
+    assert out[0].score == pytest.approx(max(expected.values()))
+
+    unscored = [NodeWithScore(node=n.node, score=None) for n in _toy_nodes(query)]
+    with pytest.raises(ValueError, match="retrieval_weight > 0 blends in the retriever's scores"):
+        half.postprocess_nodes(unscored, query_str=query)
+    with pytest.raises(ValueError):
+        CrossEncoderRerank(model=str(trained_dir), retrieval_weight=1.5)
+
+
+def test_blend_scores_is_a_weighted_sum_of_z_scores() -> None:
+    from llama_index_ragtune.postprocessor.cross_encoder import blend_scores
+
+    assert blend_scores([2.0, 0.0], [0.0, 1.0], retrieval_weight=0.25) == pytest.approx([0.5, -0.5])
+    assert blend_scores([3.0, 1.0, 2.0], [0.0, 0.0, 0.0], 0.5) == pytest.approx(
+        [0.5 * 1.2247449 + 0.5, 0.5 * -1.2247449 + 0.5, 0.5]
+    )
+    with pytest.raises(ValueError, match="2 reranker scores but 1 retrieval"):
+        blend_scores([1.0, 2.0], [1.0], 0.5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        blend_scores([1.0], [1.0], -0.1)
