@@ -10,6 +10,9 @@ Example::
 
     ragtune train reranker --beir ../shared/data/scifact --encoder runs/encoder/final --output runs/reranker
     ragtune train reranker --beir DIR --loss margin_mse --teacher cross-encoder/ms-marco-MiniLM-L6-v2 --output runs/rr
+    # offline, from the bundled MiniLM: distil the fine-tuned bi-encoder (what `bench tuning` does)
+    ragtune train reranker --beir DIR --encoder runs/encoder/final --loss margin_mse \
+        --teacher-encoder runs/encoder/final --output runs/reranker
 """
 
 from __future__ import annotations
@@ -53,9 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("bce", "lambda", "listnet", "margin_mse"),
         help="BinaryCrossEntropy (default), LambdaLoss / ListNet (listwise), MarginMSE (distillation)",
     )
-    group.add_argument(
+    teacher = group.add_mutually_exclusive_group()
+    teacher.add_argument(
         "--teacher",
         help="cross-encoder (folder or hub id) whose score margins --loss margin_mse distils",
+    )
+    teacher.add_argument(
+        "--teacher-encoder",
+        help="bi-encoder (folder or hub id) whose scaled cosine margins --loss margin_mse distils "
+        "(e.g. the fine-tuned runs/encoder/final)",
     )
     group.add_argument(
         "--max-negatives-per-query",
@@ -81,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
     from llama_index_ragtune.models import resolve_model
 
-    if args.loss == "margin_mse" and not args.teacher:
-        raise SystemExit("--loss margin_mse needs --teacher (a cross-encoder folder or hub id)")
+    if args.loss == "margin_mse" and not (args.teacher or args.teacher_encoder):
+        raise SystemExit(
+            "--loss margin_mse needs --teacher (a cross-encoder) or --teacher-encoder (a bi-encoder)"
+        )
     data = load_training_data(args)
     encoder = SentenceTransformer(resolve_model(args.encoder, kind="encoder"), device=args.device)
     candidates = evaluator = dense = None
@@ -116,12 +127,21 @@ def run(args: argparse.Namespace) -> int:
         embed_model=encoder,
         corpus_embeddings=shared_corpus_embeddings(dense, data.train),
     )
+    teacher = args.teacher
+    if args.teacher_encoder:
+        teacher = (
+            encoder
+            if args.teacher_encoder == args.encoder
+            else SentenceTransformer(
+                resolve_model(args.teacher_encoder, kind="encoder"), device=args.device
+            )
+        )
     engine = RerankerFinetuneEngine(
         train,
         model=args.model,
         val_dataset=data.val,
         loss=args.loss,
-        teacher=args.teacher,
+        teacher=teacher,
         args=RerankerFinetuneEngine.default_training_args(args.output, **training_overrides(args)),
         max_negatives_per_query=args.max_negatives_per_query,
         candidates=candidates,

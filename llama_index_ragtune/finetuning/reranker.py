@@ -10,8 +10,14 @@ with one of:
 - ``"lambda"`` / ``"listnet"``: ``LambdaLoss`` / ``ListNetLoss`` over
   (query, [positives + negatives], [labels]) lists;
 - ``"margin_mse"``: ``MarginMSELoss`` distilling a teacher's score margins on
-  (query, positive, negative) triplets (``teacher=`` a CrossEncoder path or a
-  callable ``pairs -> scores``).
+  (query, positive, negative) triplets (``teacher=`` a CrossEncoder path, a
+  ``SentenceTransformer`` bi-encoder whose scaled cosine similarity is the score,
+  or a callable ``pairs -> scores``).
+
+A new head on a bi-encoder learns slowly from binary labels: on SciFact, one
+CPU epoch of BCE leaves it ranking at random. Distilling a fine-tuned
+bi-encoder's margins gives every pair a graded target and trains in the same
+budget (``ragtune bench tuning`` does this; see the README).
 
 Before and after, it reports reranking nDCG@10 / Recall@100 / MRR@10 of the
 validation queries' first-stage candidates (the hybrid retriever's top K, or
@@ -66,7 +72,35 @@ _LAYOUTS = {
 }
 DEFAULT_OUTPUT_DIR = "ragtune-reranker"
 DEFAULT_MAX_LENGTH = 256
-Teacher = str | CrossEncoder | Callable[[list[tuple[str, str]]], Sequence[float]]
+Teacher = str | CrossEncoder | Any | Callable[[list[tuple[str, str]]], Sequence[float]]
+BI_ENCODER_TEACHER_SCALE = 10.0
+
+
+def bi_encoder_scorer(
+    model: Any, scale: float = BI_ENCODER_TEACHER_SCALE, batch_size: int = 64
+) -> Callable[[list[tuple[str, str]]], list[float]]:
+    """A teacher from a bi-encoder: ``scale * cos(query, passage)`` for each pair.
+
+    Example::
+
+        from sentence_transformers import SentenceTransformer
+        teacher = bi_encoder_scorer(SentenceTransformer("runs/encoder/final"))
+        teacher([("what lowers LDL?", "Statins lower LDL cholesterol.")])   # [~6.0]
+    """
+    import numpy as np
+
+    def score(pairs: list[tuple[str, str]]) -> list[float]:
+        encode = {
+            "batch_size": batch_size,
+            "normalize_embeddings": True,
+            "convert_to_numpy": True,
+            "show_progress_bar": False,
+        }
+        queries = model.encode([q for q, _ in pairs], **encode)
+        passages = model.encode([p for _, p in pairs], **encode)
+        return (scale * np.sum(queries * passages, axis=1)).astype(float).tolist()
+
+    return score
 
 
 class RerankerFinetuneEngine:
@@ -81,7 +115,8 @@ class RerankerFinetuneEngine:
         args: ``CrossEncoderTrainingArguments``; ``None`` uses ``default_training_args()``.
         loss: ``"bce"``, ``"lambda"``, ``"listnet"``, ``"margin_mse"``, a loss module
             built on the model, or a callable ``model -> loss``.
-        teacher: for ``"margin_mse"``: a CrossEncoder (path, hub id or instance) or a
+        teacher: for ``"margin_mse"``: a CrossEncoder (path, hub id or instance), a
+            ``SentenceTransformer`` bi-encoder (scores: ``bi_encoder_scorer``) or a
             callable ``[(query, passage), ...] -> scores``.
         max_negatives_per_query: negatives per query in pointwise / listwise rows.
         candidates: ``{qid: [doc ids, best first]}`` first-stage candidates of the
@@ -244,10 +279,15 @@ class RerankerFinetuneEngine:
             return lambda pairs: model.predict(
                 pairs, batch_size=32, show_progress_bar=False, activation_fn=nn.Identity()
             )
+        from sentence_transformers import SentenceTransformer
+
+        if isinstance(teacher, SentenceTransformer):
+            return bi_encoder_scorer(teacher)
         if callable(teacher):
             return teacher
         raise TypeError(
-            f"teacher must be a CrossEncoder, a path or a callable, got {type(teacher).__name__}"
+            "teacher must be a CrossEncoder, a SentenceTransformer, a path or a callable, "
+            f"got {type(teacher).__name__}"
         )
 
     def _build_loss(self, columns: Mapping[str, list[Any]]) -> nn.Module:

@@ -6,7 +6,8 @@
 - cross-encoder: pointwise ``{"query", "passage", "label"}`` rows
   (``BinaryCrossEntropyLoss``), listwise ``{"query", "docs", "labels"}`` rows
   (``LambdaLoss`` / ``ListNetLoss``), or ``{"query", "positive", "negative"}``
-  triplets (``MarginMSELoss`` after a teacher labels them).
+  triplets, one per (positive, negative) (``MarginMSELoss`` after a teacher
+  labels them).
 
 Every (query, positive) pair gives one row. A query's negatives are shuffled
 (seeded per query) and handed out round-robin, so its rows use different
@@ -161,8 +162,8 @@ def cross_encoder_rows(
 ) -> tuple[dict[str, list[Any]], RowStats]:
     """Columns for a cross-encoder trainer in the given ``layout`` (see module doc).
 
-    Pointwise and listwise rows take up to ``max_negatives_per_query`` distinct
-    negatives per query; triplets take one negative per positive.
+    Every layout takes up to ``max_negatives_per_query`` distinct negatives per
+    query; triplets pair each positive with each of them (one row per pair).
     """
     if max_negatives_per_query < 1:
         raise ValueError(
@@ -189,12 +190,12 @@ def cross_encoder_rows(
     elif layout == "triplets":
         columns = {"query": [], "positive": [], "negative": []}
         for qid, query, positives, _ in dataset:
-            for pos, negs in zip(
-                positives, _negatives_per_pair(sampler, qid, positives, 1), strict=True
-            ):
-                columns["query"].append(query)
-                columns["positive"].append(dataset.corpus[pos])
-                columns["negative"].append(dataset.corpus[negs[0]])
+            negatives = sampler.for_query(qid, max_negatives_per_query, distinct=True)
+            for pos in positives:
+                for neg in negatives:
+                    columns["query"].append(query)
+                    columns["positive"].append(dataset.corpus[pos])
+                    columns["negative"].append(dataset.corpus[neg])
     else:
         raise ValueError(f"unknown layout {layout!r}; use 'pointwise', 'listwise' or 'triplets'")
     stats.rows = len(columns["query"])

@@ -65,6 +65,7 @@ def test_main_rows_are_measured_and_written(beir_dir, tiny_encoder_path, tmp_pat
     assert rows["dense-after"]["details"]["steps"] == 2 and rows["dense-after"]["train_minutes"] > 0
     assert rows["dense-after"]["details"]["mining"]["sources"] == ["bm25", "dense"]
     assert rows["hybrid+reranker"]["details"]["steps"] == 2
+    assert rows["hybrid+reranker"]["details"]["loss"] == "MarginMSELoss"  # distils the encoder
     # All the weight on the hybrid's own score keeps the hybrid's order.
     assert rows["hybrid+reranker-blend"]["details"]["retrieval_weight"] == 1.0
     assert rows["hybrid+reranker-blend"]["metrics"] == rows["hybrid"]["metrics"]

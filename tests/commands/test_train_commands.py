@@ -147,12 +147,17 @@ def test_train_encoder_from_a_llama_index_dataset_json(
     assert results["info"]["rows"]["mined_negatives"] == 0  # pairs: in-batch negatives only
 
 
-def test_train_reranker_over_hybrid_candidates(beir_dir, tiny_encoder_path, tmp_path, capsys):
+@pytest.mark.parametrize("distil", [False, True], ids=["bce", "bi-encoder-teacher"])
+def test_train_reranker_over_hybrid_candidates(
+    beir_dir, tiny_encoder_path, tmp_path, capsys, distil
+):
     out = tmp_path / "rr"
+    teacher = ["--loss", "margin_mse", "--teacher-encoder", tiny_encoder_path] if distil else []
     code = main(
         [
             "train",
             "reranker",
+            *teacher,
             "--beir",
             str(beir_dir),
             "--model",
@@ -177,6 +182,7 @@ def test_train_reranker_over_hybrid_candidates(beir_dir, tiny_encoder_path, tmp_
     assert "ndcg@10" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert results["info"]["rerank_depth"] == 5 and results["global_step"] == 2
+    assert results["info"]["loss"] == ("MarginMSELoss" if distil else "BinaryCrossEntropyLoss")
     # BM25 finds every test query's unique topic word: the hybrid "before" is near perfect.
     assert results["before"]["recall@100"] == 1.0 and results["before"]["mrr@10"] > 0.5
     assert (out / "final" / "config.json").exists()

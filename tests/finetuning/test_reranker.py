@@ -146,6 +146,39 @@ def test_listwise_and_distillation_losses_train(
     )
 
 
+def test_a_bi_encoder_teaches_its_scaled_cosine_margins(tiny_encoder_path, toy, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from llama_index_ragtune.finetuning.reranker import bi_encoder_scorer
+
+    bi_encoder = SentenceTransformer(tiny_encoder_path, device="cpu")
+    pairs = [("coral reef", "coral reef bleaching"), ("coral reef", "tax law")]
+    embeddings = bi_encoder.encode(
+        ["coral reef", "coral reef bleaching", "tax law"], normalize_embeddings=True
+    )
+    expected = [
+        10.0 * float(embeddings[0] @ embeddings[1]),
+        10.0 * float(embeddings[0] @ embeddings[2]),
+    ]
+    assert bi_encoder_scorer(bi_encoder)(pairs) == pytest.approx(expected, abs=1e-4)
+
+    engine = RerankerFinetuneEngine(
+        toy,
+        model=tiny_encoder_path,
+        loss="margin_mse",
+        teacher=bi_encoder,
+        args=fast_args(tmp_path, max_steps=1, per_device_train_batch_size=4),
+    )
+    columns, _ = engine.build_train_rows()
+    scorer = bi_encoder_scorer(bi_encoder)
+    first = (
+        (columns["query"][0], columns["positive"][0]),
+        (columns["query"][0], columns["negative"][0]),
+    )
+    pos, neg = scorer(list(first))
+    assert columns["label"][0] == pytest.approx(pos - neg, abs=1e-4)
+
+
 class StepCounter(TrainerCallback):
     def __init__(self):
         self.steps = []
@@ -178,7 +211,12 @@ def test_rows_layouts(toy, toy_without_negatives):
     assert all(labels == [1.0, 0.0, 0.0] for labels in columns["labels"])
     assert all(len(docs) == 3 for docs in columns["docs"])
     columns, _ = cross_encoder_rows(toy, "triplets")
-    assert len(columns["query"]) == 16
+    assert len(columns["query"]) == 16  # one mined negative per query
+    columns, _ = cross_encoder_rows(toy_without_negatives, "triplets", max_negatives_per_query=2)
+    assert len(columns["query"]) == 32  # each positive with each of two distinct negatives
+    for start in range(0, 32, 2):
+        assert columns["query"][start] == columns["query"][start + 1]
+        assert columns["negative"][start] != columns["negative"][start + 1]
     with pytest.raises(ValueError, match="one score per pair"):
         teacher_margins(lambda pairs: [0.0], columns)
 
