@@ -57,6 +57,11 @@ ABLATIONS: dict[str, tuple[tuple[str, ...], float | None, bool, int]] = {
     "both-neg-no-filter": (("bm25", "dense"), None, False, 1),
 }
 ROWS = (*MAIN_ROWS, *ABLATIONS)
+# The reranker recipe of the recorded run (distillation of the fine-tuned bi-encoder, see the
+# README): more, smaller steps at a higher rate than the engine's generic defaults.
+RERANKER_RECIPE = {"per_device_train_batch_size": 16, "learning_rate": 2e-4}
+RERANKER_MAX_LENGTH = 192
+RERANKER_NEGATIVES_PER_QUERY = 3  # triplets per positive: ~2,700 on SciFact, one CPU epoch < 20 min
 TITLES = {
     "dense-before": "dense, before fine-tuning",
     "dense-after": "dense, fine-tuned (BM25 + dense negatives)",
@@ -163,13 +168,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             f"--{prefix}lr", type=float, help=f"{what}: learning_rate{default('learning_rate')}"
         )
         parser.add_argument(f"--{prefix}max-steps", type=int, help=f"{what}: max_steps")
-
-
-# The reranker recipe of the recorded run (distillation of the fine-tuned bi-encoder, see the
-# README): more, smaller steps at a higher rate than the engine's generic defaults.
-RERANKER_RECIPE = {"per_device_train_batch_size": 16, "learning_rate": 2e-4}
-RERANKER_MAX_LENGTH = 192
-RERANKER_NEGATIVES_PER_QUERY = 3  # triplets per positive: ~2,700 on SciFact, one CPU epoch < 20 min
 
 
 def _overrides(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
