@@ -390,7 +390,10 @@ class TuningBenchmark:
         )
 
     def hybrid_reranker_blend(self) -> Row:
-        from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
+        from llama_index_ragtune.finetuning.ranking_eval import (
+            CandidateRerankingEvaluator,
+            score_rankings,
+        )
 
         depth, weight = self.args.rerank_depth, self.args.rerank_retrieval_weight
         evaluator = CandidateRerankingEvaluator(
@@ -403,10 +406,16 @@ class TuningBenchmark:
             retrieval_weight=weight,
         )
         trained = self.rows["hybrid+reranker"]
+        scores = self._reranker.evaluator.last_scores  # the reranker row's scores: no second pass
+        rankings = (
+            evaluator.rerank_with(scores)
+            if scores is not None
+            else evaluator.rerank(self._reranker.model)
+        )
         return Row(
             "hybrid+reranker-blend",
             TITLES["hybrid+reranker-blend"].format(depth=depth, weight=weight),
-            evaluator.evaluate(self._reranker.model),
+            score_rankings(rankings, evaluator.qrels, evaluator.metrics),
             details={"retrieval_weight": weight, "model": trained.details.get("model")},
         )
 

@@ -305,6 +305,7 @@ class CandidateRerankingEvaluator(BaseEvaluator):
                 first_score.setdefault(doc_id, float(score))
             self.candidate_scores[qid] = list(first_score.values())
         self.retrieval_weight = retrieval_weight
+        self.last_scores: dict[str, list[float]] | None = None
         self.depth = depth
         self.batch_size = batch_size
         self.metrics = tuple(metrics)
@@ -312,8 +313,12 @@ class CandidateRerankingEvaluator(BaseEvaluator):
         self.show_progress_bar = show_progress_bar
         self.primary_metric = f"{self.metrics[0][0]}@{self.metrics[0][1]}"
 
-    def rerank(self, model: CrossEncoder) -> dict[str, list[str]]:
-        """``{qid: reranked doc ids}``: the top ``depth`` re-scored, the rest unchanged."""
+    def predict(self, model: CrossEncoder) -> dict[str, list[float]]:
+        """``{qid: cross-encoder scores of its top ``depth`` candidates}``, in candidate order.
+
+        The last result is kept as ``last_scores``, so a second evaluator over the same
+        candidates (say, a different ``retrieval_weight``) can reuse it with ``rerank_with``.
+        """
         pairs: list[tuple[str, str]] = []
         spans: list[tuple[str, int, int]] = []
         for qid in self.query_ids:
@@ -333,16 +338,29 @@ class CandidateRerankingEvaluator(BaseEvaluator):
             if pairs
             else np.zeros(0)
         )
+        self.last_scores = {qid: scores[start:end].tolist() for qid, start, end in spans}
+        return self.last_scores
+
+    def rerank_with(self, scores: Mapping[str, Sequence[float]]) -> dict[str, list[str]]:
+        """``{qid: reranked doc ids}`` from given scores of the top ``depth`` candidates."""
         rankings: dict[str, list[str]] = {}
-        for qid, start, end in spans:
+        for qid in self.query_ids:
             head = self.candidates[qid][: self.depth]
-            final = scores[start:end].tolist()
+            final = [float(x) for x in scores[qid]]
+            if len(final) != len(head):
+                raise ValueError(
+                    f"query {qid}: {len(final)} scores for its top {len(head)} candidates"
+                )
             if self.retrieval_weight > 0 and head:
                 first = self.candidate_scores[qid][: self.depth]
                 final = blend_scores(final, first, self.retrieval_weight)
             order = sorted(range(len(head)), key=lambda i: -final[i])
             rankings[qid] = [head[i] for i in order] + self.candidates[qid][self.depth :]
         return rankings
+
+    def rerank(self, model: CrossEncoder) -> dict[str, list[str]]:
+        """``{qid: reranked doc ids}``: the top ``depth`` re-scored, the rest unchanged."""
+        return self.rerank_with(self.predict(model))
 
     def baseline(self) -> dict[str, float]:
         """Metrics of the candidates in their first-stage order."""

@@ -275,6 +275,11 @@ def test_candidate_evaluator_keeps_the_tail_after_the_rerank_depth():
     )
     # reranker z (-1.22, 0, 1.22) + first-stage z (1.41, -0.71, -0.71): d0 0.10, d1 -0.35, d2 0.26
     assert mixed.rerank(Reverse())["q"] == ["d2", "d0", "d1", "d3", "d4", "d5"]
+    # Scores of one pass serve another evaluator over the same candidates.
+    assert kept.last_scores == {"q": [0.0, 1.0, 2.0]}
+    assert mixed.rerank_with(kept.last_scores) == mixed.rerank(Reverse())
+    with pytest.raises(ValueError, match="2 scores for its top 3 candidates"):
+        mixed.rerank_with({"q": [1.0, 2.0]})
     with pytest.raises(ValueError, match="pass candidate_scores"):
         CandidateRerankingEvaluator(
             {"q": "x"}, corpus, {"q": ["d2"]}, candidates, retrieval_weight=0.5
