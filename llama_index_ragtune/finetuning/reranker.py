@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from sentence_transformers import SentenceTransformer
 from sentence_transformers.cross_encoder import (
     CrossEncoder,
     CrossEncoderTrainer,
@@ -72,12 +73,14 @@ _LAYOUTS = {
 }
 DEFAULT_OUTPUT_DIR = "ragtune-reranker"
 DEFAULT_MAX_LENGTH = 256
-Teacher = str | CrossEncoder | Any | Callable[[list[tuple[str, str]]], Sequence[float]]
+Teacher = (
+    str | CrossEncoder | SentenceTransformer | Callable[[list[tuple[str, str]]], Sequence[float]]
+)
 BI_ENCODER_TEACHER_SCALE = 10.0
 
 
 def bi_encoder_scorer(
-    model: Any, scale: float = BI_ENCODER_TEACHER_SCALE, batch_size: int = 64
+    model: SentenceTransformer, scale: float = BI_ENCODER_TEACHER_SCALE, batch_size: int = 64
 ) -> Callable[[list[tuple[str, str]]], list[float]]:
     """A teacher from a bi-encoder: ``scale * cos(query, passage)`` for each pair.
 
@@ -85,7 +88,7 @@ def bi_encoder_scorer(
 
         from sentence_transformers import SentenceTransformer
         teacher = bi_encoder_scorer(SentenceTransformer("runs/encoder/final"))
-        teacher([("what lowers LDL?", "Statins lower LDL cholesterol.")])   # [~6.0]
+        teacher([("what lowers LDL?", "Statins lower LDL cholesterol.")])   # one float per pair
     """
     import numpy as np
 
@@ -279,8 +282,6 @@ class RerankerFinetuneEngine:
             return lambda pairs: model.predict(
                 pairs, batch_size=32, show_progress_bar=False, activation_fn=nn.Identity()
             )
-        from sentence_transformers import SentenceTransformer
-
         if isinstance(teacher, SentenceTransformer):
             return bi_encoder_scorer(teacher)
         if callable(teacher):
