@@ -295,20 +295,7 @@ class TuningBenchmark:
             evaluate_before=False, resume_from_checkpoint=self.args.resume or None
         )
         self._finetuned[name] = (engine, evaluator)
-        return Row(
-            name,
-            TITLES[name],
-            result.after,
-            result.train_seconds / 60,
-            result.peak_memory_mb,
-            {
-                "mining": mining,
-                "rows": result.info["rows"],
-                "steps": result.global_step,
-                "model": result.model_path,
-                "resumed_from": result.info["resumed_from"],
-            },
-        )
+        return _trained_row(name, TITLES[name], result, mining)
 
     def hybrid(self) -> Row:
         from llama_index.core.schema import TextNode
@@ -338,19 +325,25 @@ class TuningBenchmark:
             "hybrid", TITLES["hybrid"], metrics, details={"retriever": repr(retriever)[:200]}
         )
 
-    def hybrid_reranker(self) -> Row:
+    def _reranking_evaluator(self, retrieval_weight: float = 0.0):
+        """Scores re-rankings of the hybrid's candidates (blended with its scores when w > 0)."""
         from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
-        from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
 
-        train, mining = self.mined(*ABLATIONS["both-neg"][:3])
-        depth = self.args.rerank_depth
-        evaluator = CandidateRerankingEvaluator(
+        return CandidateRerankingEvaluator(
             self.val.queries,
             self.corpus,
             self.qrels,
             self._hybrid_rankings,
-            depth=depth,
+            depth=self.args.rerank_depth,
+            candidate_scores=self._hybrid_scores if retrieval_weight > 0 else None,
+            retrieval_weight=retrieval_weight,
         )
+
+    def hybrid_reranker(self) -> Row:
+        from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
+
+        train, mining = self.mined(*ABLATIONS["both-neg"][:3])
+        depth = self.args.rerank_depth
         loss = self.args.reranker_loss
         teacher = self._finetuned["both-neg"][0].model if loss == "margin_mse" else None
         engine = RerankerFinetuneEngine(
@@ -362,7 +355,7 @@ class TuningBenchmark:
             val_dataset=self.val,
             candidates=self._hybrid_rankings,
             rerank_depth=depth,
-            evaluator=evaluator,
+            evaluator=self._reranking_evaluator(),
             device=self.args.device,
             max_length=self.args.reranker_max_length,
             args=RerankerFinetuneEngine.default_training_args(
@@ -373,50 +366,23 @@ class TuningBenchmark:
             evaluate_before=False, resume_from_checkpoint=self.args.resume or None
         )
         self._reranker = engine
-        return Row(
-            "hybrid+reranker",
-            TITLES["hybrid+reranker"].format(depth=depth),
-            result.after,
-            result.train_seconds / 60,
-            result.peak_memory_mb,
-            {
-                "mining": mining,
-                "rows": result.info["rows"],
-                "steps": result.global_step,
-                "model": result.model_path,
-                "resumed_from": result.info["resumed_from"],
-                "loss": result.info["loss"],
-            },
+        return _trained_row(
+            "hybrid+reranker", TITLES["hybrid+reranker"].format(depth=depth), result, mining
         )
 
     def hybrid_reranker_blend(self) -> Row:
-        from llama_index_ragtune.finetuning.ranking_eval import (
-            CandidateRerankingEvaluator,
-            score_rankings,
-        )
-
-        depth, weight = self.args.rerank_depth, self.args.rerank_retrieval_weight
-        evaluator = CandidateRerankingEvaluator(
-            self.val.queries,
-            self.corpus,
-            self.qrels,
-            self._hybrid_rankings,
-            depth=depth,
-            candidate_scores=self._hybrid_scores,
-            retrieval_weight=weight,
-        )
-        trained = self.rows["hybrid+reranker"]
-        scores = self._reranker.evaluator.last_scores  # the reranker row's scores: no second pass
-        rankings = (
-            evaluator.rerank_with(scores)
-            if scores is not None
-            else evaluator.rerank(self._reranker.model)
-        )
+        weight = self.args.rerank_retrieval_weight
+        evaluator = self._reranking_evaluator(weight)
+        # The reranker row's evaluation kept its scores: blend them, no second model pass.
+        metrics = evaluator.evaluate_scores(self._reranker.evaluator.last_scores)
         return Row(
             "hybrid+reranker-blend",
-            TITLES["hybrid+reranker-blend"].format(depth=depth, weight=weight),
-            score_rankings(rankings, evaluator.qrels, evaluator.metrics),
-            details={"retrieval_weight": weight, "model": trained.details.get("model")},
+            TITLES["hybrid+reranker-blend"].format(depth=self.args.rerank_depth, weight=weight),
+            metrics,
+            details={
+                "retrieval_weight": weight,
+                "model": self.rows["hybrid+reranker"].details.get("model"),
+            },
         )
 
     # ------------------------------------------------------------------ driver
@@ -489,6 +455,25 @@ class TuningBenchmark:
             encoding="utf-8",
         )
         (self.out / "tuning.md").write_text(markdown(rows, meta), encoding="utf-8")
+
+
+def _trained_row(name: str, title: str, result: Any, mining: dict[str, Any]) -> Row:
+    """A row for a training run: its after metrics, time, peak memory and how it was trained."""
+    return Row(
+        name,
+        title,
+        result.after,
+        result.train_seconds / 60,
+        result.peak_memory_mb,
+        {
+            "mining": mining,
+            "rows": result.info["rows"],
+            "steps": result.global_step,
+            "model": result.model_path,
+            "resumed_from": result.info["resumed_from"],
+            "loss": result.info["loss"],
+        },
+    )
 
 
 def format_row(row: Row) -> str:

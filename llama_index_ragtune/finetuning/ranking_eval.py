@@ -366,6 +366,14 @@ class CandidateRerankingEvaluator(BaseEvaluator):
         """Metrics of the candidates in their first-stage order."""
         return score_rankings(self.candidates, self.qrels, self.metrics)
 
+    def evaluate_scores(self, scores: Mapping[str, Sequence[float]] | None) -> dict[str, float]:
+        """Unprefixed metrics of the candidates re-ranked by given scores (``last_scores``)."""
+        if scores is None:
+            raise ValueError(
+                "no cross-encoder scores to rank by: evaluate a model first and pass its last_scores"
+            )
+        return score_rankings(self.rerank_with(scores), self.qrels, self.metrics)
+
     def evaluate(self, model: CrossEncoder) -> dict[str, float]:
         """Unprefixed metrics of the re-ranked candidates."""
         was_training = model.training

@@ -278,6 +278,9 @@ def test_candidate_evaluator_keeps_the_tail_after_the_rerank_depth():
     # Scores of one pass serve another evaluator over the same candidates.
     assert kept.last_scores == {"q": [0.0, 1.0, 2.0]}
     assert mixed.rerank_with(kept.last_scores) == mixed.rerank(Reverse())
+    assert mixed.evaluate_scores(kept.last_scores) == mixed.evaluate(Reverse())
+    with pytest.raises(ValueError, match="evaluate a model first"):
+        mixed.evaluate_scores(None)
     with pytest.raises(ValueError, match="2 scores for its top 3 candidates"):
         mixed.rerank_with({"q": [1.0, 2.0]})
     with pytest.raises(ValueError, match="pass candidate_scores"):
