@@ -42,6 +42,7 @@ COLUMNS = (
     ("answer", "answer F1 / label acc."),
     ("refusal_f1", "refusal F1"),
     ("over_refusal_rate", "over-refusal"),
+    ("refusal_auc", "refusal AUC"),
     ("train_seconds", "training wall time (s)"),
     ("tokens_per_second", "generation tokens/s"),
 )
@@ -223,6 +224,10 @@ def evaluate_llm(
         show_progress=False,
         name=name,
     )
+    for row, response in zip(report.rows, responses, strict=True):
+        probability = (response.raw or {}).get("refusal_probability")
+        if probability is not None:
+            row["refusal_probability"] = probability
     return report, tokens / seconds if seconds > 0 else 0.0
 
 
@@ -237,6 +242,7 @@ def summarize(
         "answer": agg.get("label_accuracy" if answer_metric == "scifact" else "f1"),
         "refusal_f1": agg.get("refusal_f1"),
         "over_refusal_rate": agg.get("over_refusal_rate"),
+        "refusal_auc": agg.get("refusal_auc"),
         "train_seconds": train_seconds,
         "tokens_per_second": tokens_per_second,
     }
@@ -321,7 +327,33 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8, help="generation batch size")
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="generation weights dtype (auto: bfloat16 on GPUs and on CPUs with native bfloat16)",
+    )
+    parser.add_argument(
+        "--refusal-threshold",
+        type=_optional_probability,
+        default=0.5,
+        help="refuse exactly when the model gives the refusal sentence this probability "
+        "(LocalChatLLM(refusal_threshold=...)); 'none' decodes greedily",
+    )
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _optional_probability(value: str) -> float | None:
+    if value.strip().lower() == "none":
+        return None
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1] or 'none', got {value}")
+    return number
+
+
+def llm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``LocalChatLLM`` keyword arguments from the command's flags (same for every row)."""
+    return {"dtype": args.dtype, "refusal_threshold": args.refusal_threshold}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -420,7 +452,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"--rows: unknown rows {sorted(unknown)}; use base, sft and/or dpo.")
     if "base" in wanted:
-        score("base", LocalChatLLM(base_model, device=device), None)
+        score("base", LocalChatLLM(base_model, device=device, **llm_options(args)), None)
 
     preference = None
     if wanted & {"sft", "dpo"}:
@@ -441,13 +473,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         engine.train_sft()
         sft_seconds = engine.timings["sft_seconds"]
         if "sft" in wanted:
-            adapter = LocalChatLLM(str(engine.sft_adapter_dir), device=device)
+            adapter = LocalChatLLM(str(engine.sft_adapter_dir), device=device, **llm_options(args))
             score("+ grounded SFT", adapter, sft_seconds)
         if preference is not None:
             engine.train_preference()
             engine.save()
             seconds = sft_seconds + engine.timings["dpo_seconds"]
-            score("+ SFT + DPO", engine.get_finetuned_model(), seconds)
+            score("+ SFT + DPO", engine.get_finetuned_model(**llm_options(args)), seconds)
 
     result = {
         "task": task.name,

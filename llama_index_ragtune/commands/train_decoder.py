@@ -20,6 +20,7 @@ from pathlib import Path
 from llama_index_ragtune.bench.generation import (
     add_common_arguments,
     evaluate_llm,
+    llm_options,
     make_configs,
     markdown_table,
     prepare_grounded_data,
@@ -81,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     evaluator = GenerationEvaluator(answer_metric=task.answer_metric)
     rows = {}
     for name, llm, seconds in (
-        ("base", LocalChatLLM(base_model, device=device), None),
-        ("tuned", engine.get_finetuned_model(), sum(engine.timings.values())),
+        ("base", LocalChatLLM(base_model, device=device, **llm_options(args)), None),
+        ("tuned", engine.get_finetuned_model(**llm_options(args)), sum(engine.timings.values())),
     ):
         report, tps = evaluate_llm(
             llm, test_contexts, evaluator, name, args.batch_size, args.max_new_tokens

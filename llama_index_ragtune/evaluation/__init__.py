@@ -16,6 +16,7 @@ _EXPORTS = {
     "reports_table": "report",
     "GenerationEvaluator": "generation",
     "GenerationReport": "generation_report",
+    "refusal_auc": "generation",
     "CrossEncoderEntailment": "entailment",
     "LLMJudgeEntailment": "entailment",
 }

@@ -71,7 +71,11 @@ class GenerationReport(ReportIO):
 
     @property
     def aggregate(self) -> dict[str, Any]:
-        """Counts, the mean of every metric key, and the refusal confusion counts and rates."""
+        """Counts, the mean of every metric key, and the refusal confusion counts and rates.
+
+        When every row has a ``refusal_probability`` (``LocalChatLLM(refusal_threshold=...)``
+        reports it), ``refusal_auc`` says how well it separates unanswerable questions.
+        """
         rows = self.rows
         answerable = [r for r in rows if r["answerable"]]
         unanswerable = [r for r in rows if not r["answerable"]]
@@ -104,6 +108,11 @@ class GenerationReport(ReportIO):
             refusal_fp=fp,
             refusal_fn=fn,
         )
+        probabilities = [r.get("refusal_probability") for r in rows]
+        if rows and all(p is not None for p in probabilities):
+            from llama_index_ragtune.evaluation.generation import refusal_auc
+
+            agg["refusal_auc"] = refusal_auc(probabilities, [r["answerable"] for r in rows])
         return agg
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,6 +7,16 @@ stops at the template's end-of-turn token (``<|im_end|>`` for SmolLM2), and
 records token counts and tokens/s in every response's ``raw["usage"]`` so
 LlamaIndex's ``TokenCountingHandler`` sees them.
 
+Calibrated refusal (``refusal_threshold``): greedy decoding picks the refusal
+sentence whenever its first token beats the first token of every single
+answer, although the answer's probability is spread over many first tokens;
+a tuned decoder then refuses questions it would answer. With a threshold,
+the LLM scores P(refusal sentence | prompt) in one teacher-forced pass and
+refuses exactly when it reaches the threshold; below it, decoding may not
+open with the refusal. 0.5 means "refuse when refusing is more likely than
+any answer"; tune it on a dev set to trade refusals against answers. Each
+response carries the probability in ``raw["refusal_probability"]``.
+
 Why not ``llama-index-llms-huggingface``'s ``HuggingFaceLLM``? Its ``chat``
 works with chat templates, but ``complete`` sends raw text to an instruct
 model (SmolLM2 then answers nothing), streaming ignores ``completion_to_prompt``,
@@ -22,6 +32,7 @@ Example::
     llm = LocalChatLLM(max_new_tokens=32)            # bundled SmolLM2-135M-Instruct
     llm.chat([ChatMessage(role="user", content="Capital of France?")]).message.content
     llm.generate_batch([[{"role": "user", "content": "Hi"}]] * 4, batch_size=4)
+    tuned = LocalChatLLM("runs/decoder/merged", refusal_threshold=0.5)   # calibrated refusal
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 
 from llama_index_ragtune.llms.loading import load_causal_lm, require_chat_template
+from llama_index_ragtune.query_engine.prompts import DEFAULT_REFUSAL
 
 MessagesLike = Sequence[ChatMessage | Mapping[str, Any]]
 
@@ -108,7 +120,10 @@ class LocalChatLLM(CustomLLM):
     )
     dtype: str | None = Field(
         default=None,
-        description="Weights dtype name; None = float32 on CPU, bfloat16/float16 on GPU.",
+        description=(
+            "Weights dtype name; None = float32 on CPU, bfloat16/float16 on GPU; "
+            "'auto' = the same but bfloat16 on a CPU with native bfloat16 (about 2x faster)."
+        ),
     )
     context_window: int | None = Field(
         default=None,
@@ -124,6 +139,19 @@ class LocalChatLLM(CustomLLM):
     generate_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra keyword arguments for transformers' generate() (e.g. repetition_penalty).",
+    )
+    refusal_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Calibrated refusal: answer with `refusal` exactly when the model gives it a probability "
+            ">= this threshold; below it, the model may not start the refusal. None: plain decoding."
+        ),
+    )
+    refusal: str = Field(
+        default=DEFAULT_REFUSAL,
+        description="The refusal sentence `refusal_threshold` applies to (CitationQueryEngine's).",
     )
 
     _model: Any = PrivateAttr(default=None)
@@ -271,27 +299,92 @@ class LocalChatLLM(CustomLLM):
         return len(ids)
 
     # -------------------------------------------------------------- generation
-    def _generate_ids(self, batch_ids: list[list[int]], **kwargs: Any) -> list[list[int]]:
-        """Generate for token-id prompts (left padded); returns the new token ids of each prompt."""
+    def _generate_ids(
+        self, batch_ids: list[list[int]], **kwargs: Any
+    ) -> tuple[list[list[int]], list[float] | None]:
+        """Generate for token-id prompts (left padded): the new token ids of each prompt, and
+        each prompt's refusal probability (None without ``refusal_threshold``).
+
+        With ``refusal_threshold``, prompts whose refusal probability reaches it get
+        the refusal's tokens without decoding; the others decode with the refusal barred.
+        """
         import torch
 
         gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
         for ids in batch_ids:
             self._check_length(len(ids), gen["max_new_tokens"])
-        enc = self._tokenizer.pad(
+        results: list[list[int] | None] = [None] * len(batch_ids)
+        todo = list(range(len(batch_ids)))
+        probs = None
+        if self.refusal_threshold is not None:
+            probs = self.refusal_probabilities(batch_ids)
+            refused = self._refusal_ids() + self._stop_ids[:1]
+            for i, p in enumerate(probs):
+                if p >= self.refusal_threshold:
+                    results[i] = list(refused)
+            todo = [i for i in todo if results[i] is None]
+            gen = self._barring_refusal(gen)
+        if todo:
+            enc = self._pad([batch_ids[i] for i in todo])
+            with self._lock, torch.inference_mode():
+                out = self._model.generate(**enc, **gen)
+            width = enc["input_ids"].shape[1]
+            for i, row in zip(todo, out, strict=True):
+                results[i] = row[width:].tolist()
+        return results, probs  # type: ignore[return-value]
+
+    def _pad(self, batch_ids: list[list[int]]) -> Any:
+        return self._tokenizer.pad(
             {"input_ids": batch_ids}, padding=True, padding_side="left", return_tensors="pt"
         ).to(self._model.device)
-        with self._lock, torch.inference_mode():
-            out = self._model.generate(**enc, **gen)
-        width = enc["input_ids"].shape[1]
-        return [row[width:].tolist() for row in out]
 
-    def _response(self, prompt_ids: list[int], new_ids: list[int], seconds: float) -> ChatResponse:
+    # --------------------------------------------------------- calibrated refusal
+    def _refusal_ids(self) -> list[int]:
+        return self._encode_raw(self.refusal.strip())
+
+    def refusal_probabilities(self, batch_ids: Sequence[Sequence[int]]) -> list[float]:
+        """P(the whole ``refusal`` sentence | prompt) for token-id prompts (one teacher-forced pass).
+
+        Example::
+
+            llm = LocalChatLLM(refusal_threshold=0.5)
+            llm.refusal_probabilities([llm.encode([{"role": "user", "content": "Hi"}])])   # [~0.0]
+        """
+        import torch
+
+        refusal = self._refusal_ids()
+        enc = self._pad([list(ids) + refusal for ids in batch_ids])
+        n = len(refusal)
+        with self._lock, torch.inference_mode():
+            try:
+                logits = self._model(**enc, logits_to_keep=n + 1).logits
+            except TypeError:  # a model whose forward has no logits_to_keep
+                logits = self._model(**enc).logits
+        logits = logits[:, -(n + 1) : -1].float()
+        target = torch.tensor(refusal, device=logits.device).expand(logits.shape[0], n)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(2, target[..., None])[..., 0]
+        return logprobs.sum(dim=1).exp().tolist()
+
+    def _barring_refusal(self, gen: dict[str, Any]) -> dict[str, Any]:
+        """``gen`` plus a logits processor that stops an answer from opening with the refusal."""
+        from transformers import LogitsProcessorList
+
+        processors = LogitsProcessorList(gen.get("logits_processor") or [])
+        processors.append(_BarRefusalStart(self._refusal_ids()))
+        return {**gen, "logits_processor": processors}
+
+    def _response(
+        self,
+        prompt_ids: list[int],
+        new_ids: list[int],
+        seconds: float,
+        refusal_probability: float | None = None,
+    ) -> ChatResponse:
         n_out = self._count_completion(new_ids)
         text = self._tokenizer.decode(new_ids[:n_out], skip_special_tokens=True).strip()
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-            raw=self._usage(len(prompt_ids), n_out, seconds),
+            raw=self._usage(len(prompt_ids), n_out, seconds, refusal_probability),
             additional_kwargs={
                 "prompt_tokens": len(prompt_ids),
                 "completion_tokens": n_out,
@@ -300,8 +393,12 @@ class LocalChatLLM(CustomLLM):
         )
 
     @staticmethod
-    def _usage(n_in: int, n_out: int, seconds: float) -> dict[str, Any]:
+    def _usage(
+        n_in: int, n_out: int, seconds: float, refusal_probability: float | None = None
+    ) -> dict[str, Any]:
+        extra = {} if refusal_probability is None else {"refusal_probability": refusal_probability}
         return {
+            **extra,
             "usage": {
                 "prompt_tokens": n_in,
                 "completion_tokens": n_out,
@@ -313,8 +410,9 @@ class LocalChatLLM(CustomLLM):
 
     def _chat_ids(self, prompt_ids: list[int], **kwargs: Any) -> ChatResponse:
         start = time.perf_counter()
-        new_ids = self._generate_ids([prompt_ids], **kwargs)[0]
-        return self._response(prompt_ids, new_ids, time.perf_counter() - start)
+        new_ids, probs = self._generate_ids([prompt_ids], **kwargs)
+        seconds = time.perf_counter() - start
+        return self._response(prompt_ids, new_ids[0], seconds, probs[0] if probs else None)
 
     def generate_batch(
         self,
@@ -343,12 +441,14 @@ class LocalChatLLM(CustomLLM):
             chunks = tqdm(chunks, desc="Generating", unit="batch")
         for chunk in chunks:
             start = time.perf_counter()
-            outs = self._generate_ids(
+            outs, probs = self._generate_ids(
                 [encoded[i] for i in chunk], max_new_tokens=max_new_tokens, **generate_kwargs
             )
             seconds = (time.perf_counter() - start) / len(chunk)
-            for i, new_ids in zip(chunk, outs, strict=True):
-                results[i] = self._response(encoded[i], new_ids, seconds)
+            for j, (i, new_ids) in enumerate(zip(chunk, outs, strict=True)):
+                results[i] = self._response(
+                    encoded[i], new_ids, seconds, probs[j] if probs else None
+                )
         return results  # type: ignore[return-value]
 
     def _stream_ids(
@@ -360,6 +460,17 @@ class LocalChatLLM(CustomLLM):
 
         gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
         self._check_length(len(prompt_ids), gen["max_new_tokens"])
+        probability = None
+        if self.refusal_threshold is not None:
+            start = time.perf_counter()
+            probability = self.refusal_probabilities([prompt_ids])[0]
+            if probability >= self.refusal_threshold:
+                yield self.refusal.strip(), None
+                n_out = len(self._refusal_ids())
+                seconds = time.perf_counter() - start
+                yield "", self._usage(len(prompt_ids), n_out, seconds, probability)
+                return
+            gen = self._barring_refusal(gen)
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
         counter = {"calls": 0, "tokens": 0}
         put = streamer.put
@@ -397,7 +508,7 @@ class LocalChatLLM(CustomLLM):
         if errors:
             raise errors[0]
         n_out = min(counter["tokens"], gen["max_new_tokens"])
-        yield "", self._usage(len(prompt_ids), n_out, time.perf_counter() - start)
+        yield "", self._usage(len(prompt_ids), n_out, time.perf_counter() - start, probability)
 
     # ------------------------------------------------------------ undecorated cores
     def _prompt_ids(self, prompt: str, formatted: bool) -> list[int]:
@@ -493,3 +604,30 @@ async def _aiter_in_thread(sync_gen: Iterator[Any]):
         if item is done:
             return
         yield item
+
+
+class _BarRefusalStart:
+    """A ``transformers`` logits processor: the answer may not open with the refusal.
+
+    It bars the refusal's second token after its first one at the start of the
+    answer (its first token when the refusal is one token), so an answer that
+    merely begins with the same word piece (``In 1754 ...``) is still possible.
+    """
+
+    def __init__(self, refusal_ids: Sequence[int]) -> None:
+        self.refusal_ids = list(refusal_ids)
+        self.prompt_width: int | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.prompt_width is None:
+            self.prompt_width = input_ids.shape[1]
+        step = input_ids.shape[1] - self.prompt_width
+        if not self.refusal_ids:
+            return scores
+        if len(self.refusal_ids) == 1:
+            if step == 0:
+                scores[:, self.refusal_ids[0]] = float("-inf")
+        elif step == 1:
+            opened = input_ids[:, -1] == self.refusal_ids[0]
+            scores[opened, self.refusal_ids[1]] = float("-inf")
+        return scores

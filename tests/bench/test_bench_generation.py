@@ -85,10 +85,13 @@ def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_
             "answer",
             "refusal_f1",
             "over_refusal_rate",
+            "refusal_auc",
             "train_seconds",
             "tokens_per_second",
         }
         assert row["tokens_per_second"] > 0
+        # The default calibrated refusal (threshold 0.5) scores every answer's refusal.
+        assert row["refusal_auc"] is None or 0.0 <= row["refusal_auc"] <= 1.0
         assert (row["train_seconds"] is None) == (name == "base")
     assert (
         result["rows"]["+ SFT + DPO"]["train_seconds"]
@@ -102,6 +105,8 @@ def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_
         for slug in ("base", "grounded-SFT", "SFT-DPO")
     ]
     assert [r["id"] for r in answers[0]] == [r["id"] for r in answers[2]]
+    for rows in answers:
+        assert all(0.0 <= r["refusal_probability"] <= 1.0 for r in rows)
     markdown = (out / "generation-squad_v2.md").read_text()
     assert "| + SFT + DPO |" in markdown and "citation precision" in markdown
     assert "| base |" in capsys.readouterr().out

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  #
 
 from llama_index_ragtune.finetuning.decoder import (  # noqa: E402
     DecoderFinetuneEngine,
+    _score_completion_tokens_only,
     default_dpo_config,
     default_orpo_config,
     default_sft_config,
@@ -226,3 +227,43 @@ def test_bad_input_and_compat(tmp_path, tiny_causal_lm_path, sft_data):
     if base is None:
         pytest.skip("llama-index-finetuning is not installed")
     assert isinstance(engine, base)
+
+
+def test_cpu_scoring_of_completion_tokens_only_matches_scoring_every_position(
+    tiny_causal_lm_path,
+):
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_path)
+    add_fused_lm_head(model)
+    ids = torch.randint(0, 1000, (2, 24))
+    labels = ids.clone()
+    labels[:, :18] = -100  # the prompt
+    labels[1, 22:] = -100  # padding
+
+    def score():
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out.log_probs.detach(), out.loss.detach(), grads
+
+    original = trl_utils._use_triton
+    full = score()
+    with _score_completion_tokens_only("cpu"):
+        assert trl_utils._use_triton(torch.device("cpu")) is True
+        compact = score()
+    assert trl_utils._use_triton is original  # restored
+    with _score_completion_tokens_only("cuda"):
+        assert trl_utils._use_triton is original  # GPUs: untouched
+    assert torch.allclose(full[0], compact[0], atol=1e-5)
+    assert torch.allclose(full[1], compact[1], atol=1e-6)
+    assert full[2].keys() == compact[2].keys() and full[2]
+    for name, grad in full[2].items():
+        assert torch.allclose(grad, compact[2][name], atol=1e-5), name
+
+
+def test_dpo_default_adds_the_chosen_answer_nll(tmp_path):
+    config = default_dpo_config(tmp_path)
+    assert config.loss_type == ["sigmoid", "sft"]

@@ -128,6 +128,46 @@ def test_peft_adapter_folder_loads_base_plus_adapter(tiny_causal_lm_path, tiny_l
     assert not torch.allclose(got, untouched, atol=1e-4)
 
 
+def test_adapter_merged_in_float32_then_cast_to_the_asked_dtype(tiny_causal_lm_path, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_path)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged32 = peft_model.merge_and_unload()
+
+    tuned = LocalChatLLM(str(tmp_path / "adapter"), max_new_tokens=4, dtype="bfloat16")
+    params = dict(tuned.hf_model.named_parameters())
+    assert {p.dtype for p in params.values()} == {torch.bfloat16}
+    for name, weight in merged32.named_parameters():
+        assert torch.equal(params[name], weight.to(torch.bfloat16)), name
+
+
+def test_auto_dtype_is_bfloat16_only_on_cpus_with_native_bfloat16(monkeypatch):
+    from llama_index_ragtune.llms import loading
+
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    assert loading.torch_dtype("auto", "cpu") == torch.bfloat16
+    assert loading.torch_dtype(None, "cpu") == torch.float32  # None stays float32
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
+    assert loading.torch_dtype("auto", "cpu") == torch.float32
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
+    from llama_index_ragtune.llms.loading import cpu_has_native_bf16
+
+    zen4 = tmp_path / "zen4"
+    zen4.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    older = tmp_path / "older"
+    older.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert cpu_has_native_bf16(zen4) is True
+    assert cpu_has_native_bf16(older) is False
+    assert cpu_has_native_bf16(tmp_path / "missing") is False
+
+
 def test_real_decoder_short_greedy_answer(decoder_path):
     llm = LocalChatLLM(decoder_path, max_new_tokens=10)
     response = llm.chat([ChatMessage(role="user", content="What is the capital of France?")])
@@ -196,3 +236,56 @@ def test_in_memory_model_without_chat_template_is_a_clear_error(tiny_llm):
     tokenizer.chat_template = None
     with pytest.raises(ValueError, match="no chat template"):
         LocalChatLLM(hf_model=tiny_llm.hf_model, tokenizer=tokenizer)
+
+
+def test_refusal_probability_is_the_teacher_forced_sequence_probability(tiny_causal_lm_path):
+    llm = LocalChatLLM(tiny_causal_lm_path, max_new_tokens=4, refusal_threshold=0.5)
+    prompts = [llm.encode(QUESTION), llm.encode([ChatMessage(role="user", content="Hi")])]
+    refusal = llm.tokenizer(llm.refusal, add_special_tokens=False)["input_ids"]
+    expected = []
+    for ids in prompts:
+        full = torch.tensor([ids + refusal])
+        with torch.no_grad():
+            logits = llm.hf_model(input_ids=full).logits[0].float()
+        logprobs = torch.log_softmax(logits[len(ids) - 1 : -1], -1)
+        expected.append(float(logprobs.gather(1, torch.tensor(refusal)[:, None]).sum().exp()))
+    got = llm.refusal_probabilities(prompts)  # batched, left padded
+    assert got == pytest.approx(expected, rel=1e-3, abs=1e-12)
+
+
+def test_threshold_zero_refuses_everywhere_and_streams_the_refusal(tiny_causal_lm_path):
+    llm = LocalChatLLM(
+        tiny_causal_lm_path, max_new_tokens=6, refusal_threshold=0.0, refusal="No idea."
+    )
+    assert llm.chat(QUESTION).message.content == "No idea."
+    batch = llm.generate_batch([QUESTION, [{"role": "user", "content": "Hi"}]], batch_size=2)
+    assert [r.message.content for r in batch] == ["No idea.", "No idea."]
+    assert batch[0].raw["usage"]["completion_tokens"] > 0
+    chunks = list(llm.stream_chat(QUESTION))
+    assert chunks[-1].message.content == "No idea."
+
+
+def test_below_the_threshold_the_answer_cannot_open_with_the_refusal(tiny_causal_lm_path):
+    from llama_index_ragtune.llms.local import _BarRefusalStart
+
+    refusal = [7, 8, 9]
+    bar = _BarRefusalStart(refusal)
+    prompt = torch.tensor([[1, 2, 3], [1, 2, 3]])
+    first = bar(prompt, torch.zeros(2, 16))
+    assert torch.isfinite(first).all()  # "In 1754" may still start like "Insufficient"
+    after = torch.tensor([[1, 2, 3, 7], [1, 2, 3, 5]])
+    second = bar(after, torch.zeros(2, 16))
+    assert second[0, 8] == float("-inf") and torch.isfinite(second[0, :8]).all()
+    assert torch.isfinite(second[1]).all()  # an answer not opening with the refusal is free
+    later = bar(torch.tensor([[1, 2, 3, 7, 8], [1, 2, 3, 5, 6]]), torch.zeros(2, 16))
+    assert torch.isfinite(later).all()
+
+    one_token = _BarRefusalStart([4])
+    assert one_token(prompt, torch.zeros(2, 16))[:, 4].eq(float("-inf")).all()
+
+    # End to end: a threshold nothing reaches decodes, and never produces the refusal.
+    llm = LocalChatLLM(tiny_causal_lm_path, max_new_tokens=6, refusal_threshold=1.0)
+    plain = LocalChatLLM(tiny_causal_lm_path, max_new_tokens=6)
+    answer = llm.chat(QUESTION).message.content
+    assert not answer.startswith(llm.refusal)
+    assert answer == plain.chat(QUESTION).message.content  # random model: it never chose it
