@@ -363,7 +363,8 @@ class LocalChatLLM(CustomLLM):
         logits = logits[:, -(n + 1) : -1].float()
         target = torch.tensor(refusal, device=logits.device).expand(logits.shape[0], n)
         logprobs = torch.log_softmax(logits, dim=-1).gather(2, target[..., None])[..., 0]
-        return logprobs.sum(dim=1).exp().tolist()
+        # float64: a float32 exp of a long unlikely sentence underflows to tied zeros.
+        return logprobs.double().sum(dim=1).exp().tolist()
 
     def _barring_refusal(self, gen: dict[str, Any]) -> dict[str, Any]:
         """``gen`` plus a logits processor that stops an answer from opening with the refusal."""
