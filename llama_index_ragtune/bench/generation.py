@@ -7,10 +7,13 @@ contexts put the gold passage among retrieved distractors (``GroundedSFTBuilder`
 some with the gold removed -> refusal); test contexts are the retriever's own
 top-k, so a test question expects the refusal when retrieval missed its
 evidence. Each row is scored by ``GenerationEvaluator`` with greedy, batched
-generation.
+generation and calibrated refusal: by default every row's refusal threshold is
+chosen on dev questions (``choose_refusal_threshold``), then applied to the test.
 
 Splits: SQuAD 2.0 by article (all but the last 4 articles train, the last 4
-test); SciFact claims by its qrels (``train`` / ``test``).
+test); SciFact claims by its qrels (``train`` / ``test``). Dev questions are
+training-split questions left out of the training sample, over the
+retriever's own top-k like the test ones.
 
 Example::
 
@@ -27,7 +30,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ from llama_index_ragtune.data.qa import QAExample
 
 logger = logging.getLogger(__name__)
 
+TUNE = "tune"  # --refusal-threshold: choose it on dev questions
+
 COLUMNS = (
     ("citation_precision", "citation precision"),
     ("citation_recall", "citation recall"),
@@ -43,6 +48,7 @@ COLUMNS = (
     ("refusal_f1", "refusal F1"),
     ("over_refusal_rate", "over-refusal"),
     ("refusal_auc", "refusal AUC"),
+    ("refusal_threshold", "refusal threshold"),
     ("train_seconds", "training wall time (s)"),
     ("tokens_per_second", "generation tokens/s"),
 )
@@ -50,13 +56,14 @@ COLUMNS = (
 
 @dataclass
 class GenerationTask:
-    """Train/test questions and the documents a retriever indexes for them."""
+    """Train/dev/test questions and the documents a retriever indexes for them."""
 
     name: str
     train: list[QAExample]
     test: list[QAExample]
     documents: list[Any]
     answer_metric: str
+    dev: list[QAExample] = field(default_factory=list)
 
 
 def _sample(
@@ -83,11 +90,13 @@ def load_task(
     max_test: int | None = None,
     seed: int = 0,
     train_answerable_share: float | None = None,
+    max_dev: int = 0,
 ) -> GenerationTask:
     """SQuAD 2.0 (article split) or SciFact claims (qrels split), sampled with ``seed``.
 
     ``train_answerable_share`` fixes the answerable fraction of the training
-    sample (the test sample keeps the data's own mix).
+    sample (the dev and test samples keep the data's own mix). ``max_dev`` dev
+    questions come from the training split, outside the training sample.
     """
     from llama_index_ragtune.data.qa import load_scifact_claims, load_squad_v2
 
@@ -102,12 +111,14 @@ def load_task(
         train, documents = load_scifact_claims(scifact, split="train")
         test, _ = load_scifact_claims(scifact, split="test")
         name, metric = "scifact", "scifact"
+    train_sample = _sample(train, max_train, seed, train_answerable_share)
+    taken = {e.qid for e in train_sample}
+    rest = [e for e in train if e.qid not in taken]
+    dev = _sample(rest, max_dev, seed + 2) if max_dev > 0 else []
+    if max_dev > 0 and len(dev) < max_dev:
+        logger.warning("Only %d dev questions left outside the training sample.", len(dev))
     return GenerationTask(
-        name,
-        _sample(train, max_train, seed, train_answerable_share),
-        _sample(test, max_test, seed + 1),
-        documents,
-        metric,
+        name, train_sample, _sample(test, max_test, seed + 1), documents, metric, dev
     )
 
 
@@ -157,6 +168,7 @@ class GroundedData:
     builder: GroundedSFTBuilder
     train_contexts: list[GroundedContext]
     test_contexts: list[GroundedContext]
+    dev_contexts: list[GroundedContext] = field(default_factory=list)
 
 
 def prepare_grounded_data(
@@ -166,7 +178,8 @@ def prepare_grounded_data(
     in ``cache_dir/retrieved-<task>-<retriever>.json``) and build the contexts.
 
     Training contexts always hold the gold passage (``force_gold``; ``--p-no-gold``
-    turns some into refusals); test contexts are the retriever's own top-k.
+    turns some into refusals); dev and test contexts are the retriever's own top-k.
+    Dev questions are drawn only when ``--refusal-threshold tune`` needs them.
     """
     task = load_task(
         args.squad,
@@ -175,6 +188,7 @@ def prepare_grounded_data(
         args.max_test_examples,
         args.seed,
         args.train_answerable_share,
+        max_dev=args.dev_examples if args.refusal_threshold == TUNE else 0,
     )
     retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
     builder = GroundedSFTBuilder(
@@ -187,7 +201,7 @@ def prepare_grounded_data(
     )
     retrieved = retrieve_all(
         builder,
-        task.train + task.test,
+        task.train + task.dev + task.test,
         cache=Path(cache_dir) / f"retrieved-{task.name}-{args.retriever}.json",
     )
     return GroundedData(
@@ -195,6 +209,7 @@ def prepare_grounded_data(
         builder,
         builder.build_contexts(task.train, retrieved, force_gold=True),
         builder.build_contexts(task.test, retrieved, force_gold=False),
+        builder.build_contexts(task.dev, retrieved, force_gold=False),
     )
 
 
@@ -231,8 +246,37 @@ def evaluate_llm(
     return report, tokens / seconds if seconds > 0 else 0.0
 
 
+def calibrate_refusal(
+    llm: Any, args: argparse.Namespace, dev_contexts: Sequence[GroundedContext]
+) -> Any:
+    """Apply ``--refusal-threshold`` to ``llm``: a fixed value as is, ``tune`` = the threshold
+    ``choose_refusal_threshold`` picks on ``dev_contexts``. Returns the ThresholdChoice (or None)."""
+    if args.refusal_threshold != TUNE:
+        return None
+    from llama_index_ragtune.evaluation.refusal_calibration import choose_refusal_threshold
+
+    probabilities = llm.conversation_refusal_probabilities(
+        [c.messages() for c in dev_contexts], batch_size=args.batch_size
+    )
+    try:
+        choice = choose_refusal_threshold(probabilities, [c.answerable for c in dev_contexts])
+    except ValueError as err:
+        raise ValueError(
+            f"--refusal-threshold tune: {err} Raise --dev-examples or pass a fixed threshold."
+        ) from err
+    llm.refusal_threshold = choice.threshold
+    logger.info(
+        "Refusal threshold %.4g chosen on %d dev questions.", choice.threshold, len(dev_contexts)
+    )
+    return choice
+
+
 def summarize(
-    report: Any, answer_metric: str, train_seconds: float | None, tokens_per_second: float
+    report: Any,
+    answer_metric: str,
+    train_seconds: float | None,
+    tokens_per_second: float,
+    refusal_threshold: float | None = None,
 ) -> dict:
     """The benchmark columns of one row."""
     agg = report.aggregate
@@ -243,6 +287,7 @@ def summarize(
         "refusal_f1": agg.get("refusal_f1"),
         "over_refusal_rate": agg.get("over_refusal_rate"),
         "refusal_auc": agg.get("refusal_auc"),
+        "refusal_threshold": refusal_threshold,
         "train_seconds": train_seconds,
         "tokens_per_second": tokens_per_second,
     }
@@ -263,7 +308,9 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
                 if value is None
                 else (
                     f"{value:.0f}"
-                    if key in ("train_seconds",)
+                    if key == "train_seconds"
+                    else f"{value:.3g}"
+                    if key == "refusal_threshold"
                     else f"{value:.1f}"
                     if key == "tokens_per_second"
                     else f"{value:.3f}"
@@ -334,26 +381,39 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--refusal-threshold",
-        type=_optional_probability,
-        default=0.5,
+        type=_threshold,
+        default=TUNE,
         help="refuse exactly when the model gives the refusal sentence this probability "
-        "(LocalChatLLM(refusal_threshold=...)); 'none' decodes greedily",
+        "(LocalChatLLM(refusal_threshold=...)); 'tune' (default) picks it per model on "
+        "--dev-examples held-out questions; 'none' decodes greedily",
+    )
+    parser.add_argument(
+        "--dev-examples",
+        type=int,
+        default=100,
+        help="training-split questions held out to tune the refusal threshold on",
     )
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _optional_probability(value: str) -> float | None:
+def _threshold(value: str) -> float | str | None:
     if value.strip().lower() == "none":
         return None
+    if value.strip().lower() == TUNE:
+        return TUNE
     number = float(value)
     if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1] or 'none', got {value}")
+        raise argparse.ArgumentTypeError(
+            f"expected a probability in [0, 1], 'tune' or 'none', got {value}"
+        )
     return number
 
 
 def llm_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``LocalChatLLM`` keyword arguments from the command's flags (same for every row)."""
-    return {"dtype": args.dtype, "refusal_threshold": args.refusal_threshold}
+    """``LocalChatLLM`` keyword arguments from the command's flags (same for every row);
+    ``tune`` starts at 0.5 until ``calibrate_refusal`` sets the tuned threshold."""
+    threshold = 0.5 if args.refusal_threshold == TUNE else args.refusal_threshold
+    return {"dtype": args.dtype, "refusal_threshold": threshold}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -439,11 +499,17 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     gen = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
     rows: dict[str, dict[str, Any]] = {}
     reports: dict[str, Any] = {}
+    calibration: dict[str, dict[str, Any]] = {}
 
     def score(name: str, llm: Any, train_seconds: float | None) -> None:
+        choice = calibrate_refusal(llm, args, data.dev_contexts)
+        if choice is not None:
+            calibration[name] = asdict(choice)
         report, tps = evaluate_llm(llm, test_contexts, evaluator, name, **gen)
         reports[name] = report
-        rows[name] = summarize(report, task.answer_metric, train_seconds, tps)
+        rows[name] = summarize(
+            report, task.answer_metric, train_seconds, tps, llm.refusal_threshold
+        )
         report.to_json(out / f"answers-{task.name}-{_slug(name)}.json")
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
 
@@ -491,8 +557,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "n_preference_pairs": 0 if preference is None else len(preference),
         "n_test": len(test_contexts),
         "n_test_answerable": sum(c.answerable for c in test_contexts),
+        "n_dev": len(data.dev_contexts),
+        "n_dev_answerable": sum(c.answerable for c in data.dev_contexts),
         "rows": rows,
         "reports": {name: r.aggregate for name, r in reports.items()},
+        "refusal_calibration": calibration,
     }
     (out / f"generation-{task.name}.json").write_text(json.dumps(result, indent=2, default=str))
     table = markdown_table(rows)
@@ -500,10 +569,21 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         f"# Generation benchmark: {task.name}\n\n{len(train_contexts)} training contexts "
         f"({result['n_preference_pairs']} DPO pairs), {len(test_contexts)} test questions "
         f"({result['n_test_answerable']} answerable in their retrieved top-{args.top_k}), "
-        f"{args.retriever} retrieval, device {device}.\n\n{table}\n"
+        f"{args.retriever} retrieval, device {device}; {_threshold_note(args, result)}.\n\n{table}\n"
     )
     result["table"] = table
     return result
+
+
+def _threshold_note(args: argparse.Namespace, result: dict[str, Any]) -> str:
+    if args.refusal_threshold == TUNE:
+        return (
+            f"refusal threshold chosen per row on {result['n_dev']} dev questions "
+            f"({result['n_dev_answerable']} answerable; macro F1 of refusing / answering)"
+        )
+    if args.refusal_threshold is None:
+        return "greedy decoding, no refusal threshold"
+    return f"refusal threshold {args.refusal_threshold}"
 
 
 def _slug(name: str) -> str:

@@ -3,7 +3,9 @@
 Builds cite-or-refuse training data over contexts retrieved by BM25 (or the
 hybrid retriever), trains a LoRA adapter with ``DecoderFinetuneEngine``,
 writes ``<output>/adapter`` and ``<output>/merged`` and scores the base and
-the tuned model on the test split over the same retrieved sources.
+the tuned model on the test split over the same retrieved sources, each
+with its refusal threshold chosen on held-out dev questions (written to
+``<output>/refusal_threshold.json`` for the tuned model).
 
 Example::
 
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from llama_index_ragtune.bench.generation import (
     add_common_arguments,
+    calibrate_refusal,
     evaluate_llm,
     llm_options,
     make_configs,
@@ -85,10 +89,18 @@ def run(args: argparse.Namespace) -> int:
         ("base", LocalChatLLM(base_model, device=device, **llm_options(args)), None),
         ("tuned", engine.get_finetuned_model(**llm_options(args)), sum(engine.timings.values())),
     ):
+        choice = calibrate_refusal(llm, args, data.dev_contexts)
+        if choice is not None and name == "tuned":
+            (output / "refusal_threshold.json").write_text(json.dumps(asdict(choice), indent=2))
+            print(
+                f"Refusal threshold {choice.threshold:.4g} (chosen on {choice.n_examples} dev "
+                f'questions): LocalChatLLM("{engine.merged_dir}", '
+                f"refusal_threshold={choice.threshold:.4g})"
+            )
         report, tps = evaluate_llm(
             llm, test_contexts, evaluator, name, args.batch_size, args.max_new_tokens
         )
-        rows[name] = summarize(report, task.answer_metric, seconds, tps)
+        rows[name] = summarize(report, task.answer_metric, seconds, tps, llm.refusal_threshold)
     table = markdown_table(rows)
     (output / "evaluation.md").write_text(table + "\n")
     print()

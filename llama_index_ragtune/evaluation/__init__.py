@@ -16,7 +16,9 @@ _EXPORTS = {
     "reports_table": "report",
     "GenerationEvaluator": "generation",
     "GenerationReport": "generation_report",
-    "refusal_auc": "generation",
+    "refusal_auc": "refusal_calibration",
+    "choose_refusal_threshold": "refusal_calibration",
+    "ThresholdChoice": "refusal_calibration",
     "CrossEncoderEntailment": "entailment",
     "LLMJudgeEntailment": "entailment",
 }

@@ -99,33 +99,9 @@ __all__ = [
     "clean_answer",
     "extract_label",
     "normalize_answer",
-    "refusal_auc",
     "squad_exact_match",
     "squad_f1",
 ]
-
-
-def refusal_auc(refusal_probabilities: Sequence[float], answerable: Sequence[bool]) -> float | None:
-    """ROC AUC of a model's refusal probability as a detector of unanswerable questions.
-
-    1.0: every unanswerable question gets a higher refusal probability than every
-    answerable one; 0.5: chance, no threshold can calibrate the refusals. None
-    when one of the two groups is empty. Ties count one half (Mann-Whitney U).
-
-    Example::
-
-        refusal_auc([0.9, 0.2, 0.6], [False, True, True])   # 1.0
-    """
-    if len(refusal_probabilities) != len(answerable):
-        raise ValueError(
-            f"refusal_auc: {len(refusal_probabilities)} probabilities for {len(answerable)} examples."
-        )
-    positives = [p for p, a in zip(refusal_probabilities, answerable, strict=True) if not a]
-    negatives = [p for p, a in zip(refusal_probabilities, answerable, strict=True) if a]
-    if not positives or not negatives:
-        return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
-    return wins / (len(positives) * len(negatives))
 
 
 # ---------------------------------------------------------------- evaluator

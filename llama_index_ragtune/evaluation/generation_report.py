@@ -110,7 +110,7 @@ class GenerationReport(ReportIO):
         )
         probabilities = [r.get("refusal_probability") for r in rows]
         if rows and all(p is not None for p in probabilities):
-            from llama_index_ragtune.evaluation.generation import refusal_auc
+            from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
 
             agg["refusal_auc"] = refusal_auc(probabilities, [r["answerable"] for r in rows])
         return agg

@@ -13,7 +13,7 @@ answer, although the answer's probability is spread over many first tokens;
 a tuned decoder then refuses questions it would answer. With a threshold,
 the LLM scores P(refusal sentence | prompt) in one teacher-forced pass and
 refuses exactly when it reaches the threshold; below it, decoding may not
-open with the refusal. 0.5 means "refuse when refusing is more likely than
+open with the refusal's first token (nor, so, with a paraphrase of it). 0.5 means "refuse when refusing is more likely than
 any answer"; tune it on a dev set to trade refusals against answers. Each
 response carries the probability in ``raw["refusal_probability"]``.
 
@@ -366,6 +366,33 @@ class LocalChatLLM(CustomLLM):
         # float64: a float32 exp of a long unlikely sentence underflows to tied zeros.
         return logprobs.double().sum(dim=1).exp().tolist()
 
+    def conversation_refusal_probabilities(
+        self,
+        conversations: Sequence[MessagesLike],
+        *,
+        batch_size: int = 8,
+        show_progress: bool = False,
+    ) -> list[float]:
+        """P(``refusal`` | conversation) for many conversations, ``batch_size`` at a time, without
+        generating: what ``choose_refusal_threshold`` needs from a dev set.
+
+        Example::
+
+            from llama_index_ragtune.evaluation import choose_refusal_threshold
+
+            probabilities = llm.conversation_refusal_probabilities([c.messages() for c in dev])
+            choice = choose_refusal_threshold(probabilities, [c.answerable for c in dev])
+            llm.refusal_threshold = choice.threshold
+        """
+        encoded = [self.encode(c) for c in conversations]
+        chunks = _length_sorted_chunks(encoded, batch_size, show_progress, "Scoring refusals")
+        probabilities: list[float] = [0.0] * len(encoded)
+        for chunk in chunks:
+            scores = self.refusal_probabilities([encoded[i] for i in chunk])
+            for i, p in zip(chunk, scores, strict=True):
+                probabilities[i] = p
+        return probabilities
+
     def _barring_refusal(self, gen: dict[str, Any]) -> dict[str, Any]:
         """``gen`` plus a logits processor that stops an answer from opening with the refusal."""
         from transformers import LogitsProcessorList
@@ -430,16 +457,9 @@ class LocalChatLLM(CustomLLM):
         token counts in ``raw["usage"]`` and the batch's wall time share in ``raw["seconds"]``.
         Greedy results equal ``chat`` up to floating-point noise from padding.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         encoded = [self.encode(c) for c in conversations]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[ChatResponse | None] = [None] * len(encoded)
-        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            chunks = tqdm(chunks, desc="Generating", unit="batch")
+        chunks = _length_sorted_chunks(encoded, batch_size, show_progress, "Generating")
         for chunk in chunks:
             start = time.perf_counter()
             outs, probs = self._generate_ids(
@@ -588,6 +608,21 @@ class LocalChatLLM(CustomLLM):
         return _aiter_in_thread(self._completion_stream(ids, **kwargs))
 
 
+def _length_sorted_chunks(
+    encoded: Sequence[Sequence[int]], batch_size: int, show_progress: bool, desc: str
+) -> Any:
+    """Indices of ``encoded`` in batches of similar length (less padding), with a progress bar."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(chunks, desc=desc, unit="batch")
+    return chunks
+
+
 def _as_completion(chat: ChatResponse) -> CompletionResponse:
     return CompletionResponse(
         text=chat.message.content or "",
@@ -608,27 +643,21 @@ async def _aiter_in_thread(sync_gen: Iterator[Any]):
 
 
 class _BarRefusalStart:
-    """A ``transformers`` logits processor: the answer may not open with the refusal.
+    """A ``transformers`` logits processor: the answer may not open with the refusal's first token.
 
-    It bars the refusal's second token after its first one at the start of the
-    answer (its first token when the refusal is one token), so an answer that
-    merely begins with the same word piece (``In 1754 ...``) is still possible.
+    Barring only the refusal's exact continuation is not enough: a tuned model
+    that leans towards refusing paraphrases it (``In|sufficiency ...``,
+    ``In|adequate information ...``). An answer that happens to open with the
+    same word piece (``In 1754``) opens differently (``1754``) instead.
     """
 
     def __init__(self, refusal_ids: Sequence[int]) -> None:
-        self.refusal_ids = list(refusal_ids)
+        self.first = list(refusal_ids[:1])
         self.prompt_width: int | None = None
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if self.prompt_width is None:
             self.prompt_width = input_ids.shape[1]
-        step = input_ids.shape[1] - self.prompt_width
-        if not self.refusal_ids:
-            return scores
-        if len(self.refusal_ids) == 1:
-            if step == 0:
-                scores[:, self.refusal_ids[0]] = float("-inf")
-        elif step == 1:
-            opened = input_ids[:, -1] == self.refusal_ids[0]
-            scores[opened, self.refusal_ids[1]] = float("-inf")
+        if self.first and input_ids.shape[1] == self.prompt_width:
+            scores[:, self.first] = float("-inf")
         return scores

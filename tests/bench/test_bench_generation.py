@@ -70,6 +70,8 @@ def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_
             "4",
             "--lora-top-layers",
             "1",
+            "--dev-examples",
+            "6",
             "--out",
             str(out),
         ]
@@ -78,6 +80,11 @@ def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_
     result = json.loads((out / "generation-squad_v2.json").read_text())
     assert list(result["rows"]) == ["base", "+ grounded SFT", "+ SFT + DPO"]
     assert result["n_train"] == 6 and result["n_test"] == 4 and result["n_preference_pairs"] == 6
+    # Dev questions: training-split questions outside the training sample (2 train articles).
+    assert result["n_dev"] == 6 and 0 < result["n_dev_answerable"] < 6
+    for name, choice in result["refusal_calibration"].items():
+        assert choice["threshold"] == result["rows"][name]["refusal_threshold"]
+        assert choice["n_examples"] == 6 and 0.0 <= choice["score"] <= 1.0
     for name, row in result["rows"].items():
         assert set(row) == {
             "citation_precision",
@@ -86,12 +93,15 @@ def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_
             "refusal_f1",
             "over_refusal_rate",
             "refusal_auc",
+            "refusal_threshold",
             "train_seconds",
             "tokens_per_second",
         }
         assert row["tokens_per_second"] > 0
-        # The default calibrated refusal (threshold 0.5) scores every answer's refusal.
+        # The default calibrated refusal scores every answer's refusal, with a
+        # threshold chosen per row on the dev questions.
         assert row["refusal_auc"] is None or 0.0 <= row["refusal_auc"] <= 1.0
+        assert 0.0 <= row["refusal_threshold"] <= 1.0
         assert (row["train_seconds"] is None) == (name == "base")
     assert (
         result["rows"]["+ SFT + DPO"]["train_seconds"]
@@ -99,16 +109,17 @@ def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_
     )
     # Every row answered over the same cached sources.
     retrieved = json.loads((out / "retrieved-squad_v2-bm25.json").read_text())
-    assert len(retrieved) == 10
     answers = [
         json.loads((out / f"answers-squad_v2-{slug}.json").read_text())["rows"]
         for slug in ("base", "grounded-SFT", "SFT-DPO")
     ]
     assert [r["id"] for r in answers[0]] == [r["id"] for r in answers[2]]
+    assert len(retrieved) == 6 + 4 + 6  # train + test + dev
     for rows in answers:
         assert all(0.0 <= r["refusal_probability"] <= 1.0 for r in rows)
     markdown = (out / "generation-squad_v2.md").read_text()
     assert "| + SFT + DPO |" in markdown and "citation precision" in markdown
+    assert "refusal threshold chosen per row on 6 dev questions" in markdown
     assert "| base |" in capsys.readouterr().out
 
 
@@ -142,5 +153,31 @@ def test_train_decoder_command(tmp_path, tiny_squad, tiny_causal_lm_path, capsys
     assert (out / "merged" / "config.json").exists()
     printed = capsys.readouterr().out
     assert "| tuned |" in printed and "| base |" in printed
+    threshold = json.loads((out / "refusal_threshold.json").read_text())
+    assert 0.0 <= threshold["threshold"] <= 1.0 and threshold["objective"] == "macro_f1"
+    assert f"refusal_threshold={threshold['threshold']:.4g}" in printed
     training = json.loads((out / "merged" / "ragtune_training.json").read_text())
     assert training["preference_method"] == "dpo" and training["timings"]["dpo_seconds"] > 0
+
+
+def test_bench_generation_fixed_threshold_needs_no_dev_questions(
+    tmp_path, tiny_squad, tiny_causal_lm_path
+):
+    out = tmp_path / "out"
+    args = ["bench", "generation", "--squad", str(tiny_squad), "--base-model", tiny_causal_lm_path]
+    args += ["--rows", "base", "--max-train-examples", "6", "--max-test-examples", "4"]
+    args += ["--max-new-tokens", "2", "--refusal-threshold", "0.5", "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads((out / "generation-squad_v2.json").read_text())
+    assert result["n_dev"] == 0 and result["rows"]["base"]["refusal_threshold"] == 0.5
+    assert len(json.loads((out / "retrieved-squad_v2-bm25.json").read_text())) == 10
+
+
+def test_bench_generation_tune_explains_a_dev_set_without_both_kinds(
+    tmp_path, tiny_squad, tiny_causal_lm_path
+):
+    args = ["bench", "generation", "--squad", str(tiny_squad), "--base-model", tiny_causal_lm_path]
+    args += ["--rows", "base", "--max-train-examples", "12", "--max-test-examples", "2"]
+    args += ["--dev-examples", "5", "--out", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match="Raise --dev-examples"):
+        main(args)  # every training-split question is in the training sample: no dev

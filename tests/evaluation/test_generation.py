@@ -26,7 +26,6 @@ from llama_index_ragtune.evaluation.generation import (
     clean_answer,
     extract_label,
     normalize_answer,
-    refusal_auc,
     squad_exact_match,
     squad_f1,
 )
@@ -445,16 +444,6 @@ def test_llm_judge_prompt_needs_its_slots():
         LLMJudgeEntailment(YesNoLLM(prompts=[]), prompt="Is {source} true?")
     with pytest.raises(ValueError, match="slot other than"):
         LLMJudgeEntailment(YesNoLLM(prompts=[]), prompt='{claim} {source} as JSON {"yes": 1}')
-
-
-def test_refusal_auc_ranks_unanswerable_above_answerable():
-    assert refusal_auc([0.9, 0.2, 0.6], [False, True, True]) == 1.0
-    assert refusal_auc([0.1, 0.8], [False, True]) == 0.0
-    # 2 unanswerable x 2 answerable pairs: win, tie (1/2), loss, win -> 2.5 / 4
-    assert refusal_auc([0.7, 0.3, 0.3, 0.5], [False, False, True, True]) == pytest.approx(0.625)
-    assert refusal_auc([0.5, 0.4], [True, True]) is None
-    with pytest.raises(ValueError, match="2 probabilities for 3"):
-        refusal_auc([0.1, 0.2], [True, False, True])
 
 
 def test_report_aggregates_refusal_auc_only_when_every_row_has_a_probability():

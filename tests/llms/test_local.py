@@ -253,6 +253,16 @@ def test_refusal_probability_is_the_teacher_forced_sequence_probability(tiny_cau
     assert got == pytest.approx(expected, rel=1e-3, abs=1e-12)
 
 
+def test_conversation_refusal_probabilities_batch_in_input_order(tiny_causal_lm_path):
+    llm = LocalChatLLM(tiny_causal_lm_path, max_new_tokens=4)
+    conversations = [QUESTION, [{"role": "user", "content": "Hi"}], QUESTION * 3]
+    one_by_one = [llm.refusal_probabilities([llm.encode(c)])[0] for c in conversations]
+    batched = llm.conversation_refusal_probabilities(conversations, batch_size=2)
+    assert batched == pytest.approx(one_by_one, rel=1e-3, abs=1e-12)
+    with pytest.raises(ValueError, match="batch_size"):
+        llm.conversation_refusal_probabilities(conversations, batch_size=0)
+
+
 def test_threshold_zero_refuses_everywhere_and_streams_the_refusal(tiny_causal_lm_path):
     llm = LocalChatLLM(
         tiny_causal_lm_path, max_new_tokens=6, refusal_threshold=0.0, refusal="No idea."
@@ -268,17 +278,13 @@ def test_threshold_zero_refuses_everywhere_and_streams_the_refusal(tiny_causal_l
 def test_below_the_threshold_the_answer_cannot_open_with_the_refusal(tiny_causal_lm_path):
     from llama_index_ragtune.llms.local import _BarRefusalStart
 
-    refusal = [7, 8, 9]
-    bar = _BarRefusalStart(refusal)
+    bar = _BarRefusalStart([7, 8, 9])
     prompt = torch.tensor([[1, 2, 3], [1, 2, 3]])
     first = bar(prompt, torch.zeros(2, 16))
-    assert torch.isfinite(first).all()  # "In 1754" may still start like "Insufficient"
-    after = torch.tensor([[1, 2, 3, 7], [1, 2, 3, 5]])
-    second = bar(after, torch.zeros(2, 16))
-    assert second[0, 8] == float("-inf") and torch.isfinite(second[0, :8]).all()
-    assert torch.isfinite(second[1]).all()  # an answer not opening with the refusal is free
-    later = bar(torch.tensor([[1, 2, 3, 7, 8], [1, 2, 3, 5, 6]]), torch.zeros(2, 16))
-    assert torch.isfinite(later).all()
+    # The first token is barred, so no paraphrase of the refusal (In|sufficiency) can start.
+    assert first[:, 7].eq(float("-inf")).all() and torch.isfinite(first[:, :7]).all()
+    later = bar(torch.tensor([[1, 2, 3, 5], [1, 2, 3, 6]]), torch.zeros(2, 16))
+    assert torch.isfinite(later).all()  # only the opening token is constrained
 
     one_token = _BarRefusalStart([4])
     assert one_token(prompt, torch.zeros(2, 16))[:, 4].eq(float("-inf")).all()

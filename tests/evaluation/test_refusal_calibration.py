@@ -1,0 +1,78 @@
+"""Refusal calibration: AUC of the refusal probability and the threshold chosen on dev questions."""
+
+import random
+
+import pytest
+
+from llama_index_ragtune.evaluation import choose_refusal_threshold, refusal_auc
+
+
+def test_refusal_auc_ranks_unanswerable_above_answerable():
+    assert refusal_auc([0.9, 0.2, 0.6], [False, True, True]) == 1.0
+    assert refusal_auc([0.1, 0.8], [False, True]) == 0.0
+    # 2 unanswerable x 2 answerable pairs: win, tie (1/2), loss, win -> 2.5 / 4
+    assert refusal_auc([0.7, 0.3, 0.3, 0.5], [False, False, True, True]) == pytest.approx(0.625)
+    assert refusal_auc([0.5, 0.4], [True, True]) is None
+    with pytest.raises(ValueError, match="2 probabilities for 3"):
+        refusal_auc([0.1, 0.2], [True, False, True])
+
+
+def test_threshold_separates_perfectly_ranked_questions():
+    choice = choose_refusal_threshold([0.9, 0.7, 0.6, 0.2], [False, False, True, True])
+    assert choice.threshold == pytest.approx(0.65)
+    assert choice.refusal_f1 == choice.answer_f1 == choice.score == 1.0
+    assert choice.over_refusal_rate == 0.0 and choice.n_examples == 4
+
+
+def test_threshold_follows_the_ranking_not_the_scale():
+    """DPO can lift every refusal probability above 0.5: the cut moves with them."""
+    low = [0.30, 0.20, 0.10, 0.05, 0.02]
+    answerable = [False, False, True, True, True]
+    shifted = [0.5 + p for p in low]
+    assert choose_refusal_threshold(low, answerable).threshold == pytest.approx(0.15)
+    assert choose_refusal_threshold(shifted, answerable).threshold == pytest.approx(0.65)
+
+
+def test_macro_f1_does_not_reward_refusing_everything():
+    rng = random.Random(0)
+    answerable = [i % 4 == 0 for i in range(200)]  # 75% unanswerable
+    # Uninformative probabilities: refusing everything maximises the refusal F1 alone.
+    probabilities = [rng.random() for _ in answerable]
+    everything = choose_refusal_threshold(probabilities, answerable, objective="refusal_f1")
+    assert everything.over_refusal_rate >= 0.9 and everything.refusal_f1 >= 6 / 7
+    balanced = choose_refusal_threshold(probabilities, answerable)
+    assert balanced.over_refusal_rate < 0.8 and balanced.answer_f1 > 2 * everything.answer_f1
+
+
+def test_threshold_matches_a_brute_force_search():
+    rng = random.Random(1)
+    for _ in range(20):
+        answerable = [rng.random() < 0.4 for _ in range(30)]
+        answerable[0], answerable[1] = True, False
+        probabilities = [round(rng.random(), 2) for _ in answerable]  # with ties
+        choice = choose_refusal_threshold(probabilities, answerable)
+
+        pairs = list(zip(probabilities, answerable, strict=True))
+
+        def f1(tp, fp, fn):
+            return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+        def macro(t, pairs=pairs):
+            tp = sum(p >= t and not a for p, a in pairs)  # refused, should refuse
+            fp = sum(p >= t and a for p, a in pairs)
+            fn = sum(p < t and not a for p, a in pairs)
+            tn = sum(p < t and a for p, a in pairs)
+            return (f1(tp, fp, fn) + f1(tn, fn, fp)) / 2
+
+        best = max(macro(t / 1000) for t in range(0, 1001))
+        assert choice.score == pytest.approx(best)
+        assert macro(choice.threshold) == pytest.approx(choice.score)
+
+
+def test_threshold_needs_both_kinds_of_question():
+    with pytest.raises(ValueError, match="0 answerable and 2 unanswerable"):
+        choose_refusal_threshold([0.1, 0.2], [False, False])
+    with pytest.raises(ValueError, match="objective"):
+        choose_refusal_threshold([0.1, 0.2], [False, True], objective="accuracy")
+    with pytest.raises(ValueError, match="1 probabilities for 2"):
+        choose_refusal_threshold([0.1], [False, True])
