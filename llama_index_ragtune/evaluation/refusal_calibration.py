@@ -10,6 +10,7 @@ the threshold on a dev split drawn like the test data, never on the test set.
 Example::
 
     from llama_index_ragtune.evaluation import choose_refusal_threshold
+    from llama_index_ragtune.llms import LocalChatLLM
 
     choice = choose_refusal_threshold([0.9, 0.7, 0.6, 0.2], answerable=[False, False, True, True])
     choice.threshold                                     # 0.65: refuse at 0.7 and 0.9 only
@@ -84,7 +85,7 @@ def choose_refusal_threshold(
     values = sorted(set(refusal_probabilities))
     candidates = [values[0] / 2]  # refuse all (0 stays >= a threshold of 0)
     candidates += [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)]
-    candidates.append(min(1.0, values[-1] + (1.0 - values[-1]) / 2) if values[-1] < 1 else 1.0)
+    candidates.append((values[-1] + 1.0) / 2 if values[-1] < 1 else 1.0)  # refuse none
     best: ThresholdChoice | None = None
     for threshold in candidates:
         choice = _score(threshold, positives, negatives, objective)

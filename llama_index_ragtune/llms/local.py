@@ -12,10 +12,12 @@ sentence whenever its first token beats the first token of every single
 answer, although the answer's probability is spread over many first tokens;
 a tuned decoder then refuses questions it would answer. With a threshold,
 the LLM scores P(refusal sentence | prompt) in one teacher-forced pass and
-refuses exactly when it reaches the threshold; below it, decoding may not
-open with the refusal's first token (nor, so, with a paraphrase of it). 0.5 means "refuse when refusing is more likely than
-any answer"; tune it on a dev set to trade refusals against answers. Each
-response carries the probability in ``raw["refusal_probability"]``.
+refuses exactly when it reaches the threshold; below it, the answer may not
+open with the refusal's first token (which also rules out paraphrases of the
+refusal). 0.5 means "refuse when refusing is more likely than any answer";
+choose it on dev questions (``evaluation.choose_refusal_threshold``) to trade
+refusals against answers. Each response carries the probability in
+``raw["refusal_probability"]``.
 
 Why not ``llama-index-llms-huggingface``'s ``HuggingFaceLLM``? Its ``chat``
 works with chat templates, but ``complete`` sends raw text to an instruct
@@ -146,7 +148,8 @@ class LocalChatLLM(CustomLLM):
         le=1.0,
         description=(
             "Calibrated refusal: answer with `refusal` exactly when the model gives it a probability "
-            ">= this threshold; below it, the model may not start the refusal. None: plain decoding."
+            ">= this threshold; below it, the answer may not open with the refusal's first token. "
+            "None: plain decoding."
         ),
     )
     refusal: str = Field(
