@@ -2,12 +2,14 @@
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)``
 and ``run(args) -> int``; modules are imported only when their command runs,
-so ``ragtune --help`` is instant.
+so ``ragtune --help`` is instant. A ``COMMANDS`` entry is either a group of
+commands (``ragtune train encoder``) or a single command (``ragtune report``).
 
 Example::
 
     ragtune bench retrieval --beir ../shared/data/scifact --split test
     ragtune train encoder --beir ../shared/data/scifact --out runs/encoder
+    ragtune report runs/bundle/evaluation.json --out runs/report
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# command group -> name -> (module, one-line help)
-COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
+# command group -> name -> (module, one-line help), or single command -> (module, one-line help)
+COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
     "bench": {
         "retrieval": (
             "llama_index_ragtune.bench.retrieval",
@@ -47,6 +49,10 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
             "grounded SFT (+ DPO) of the decoder",
         ),
     },
+    "report": (
+        "llama_index_ragtune.commands.report",
+        "evaluation JSON -> one self-contained HTML page with charts + a Markdown summary",
+    ),
 }
 
 
@@ -56,15 +62,25 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     # Only the module of the command actually invoked is imported.
     wanted = tuple(argv[:2])
     for group, commands in COMMANDS.items():
+        if isinstance(commands, tuple):  # a single command: ragtune <name> ...
+            _add_command(groups, group, commands, wanted[:1] == (group,))
+            continue
         group_parser = groups.add_parser(group, help=f"{group} commands")
         sub = group_parser.add_subparsers(dest="command", required=True)
-        for name, (module, help_text) in commands.items():
-            cmd = sub.add_parser(name, help=help_text, description=help_text)
-            if wanted == (group, name):
-                mod = importlib.import_module(module)
-                mod.add_arguments(cmd)
-                cmd.set_defaults(_run=mod.run)
+        for name, entry in commands.items():
+            _add_command(sub, name, entry, wanted == (group, name))
     return parser
+
+
+def _add_command(
+    subparsers: argparse._SubParsersAction, name: str, entry: tuple[str, str], wanted: bool
+) -> None:
+    module, help_text = entry
+    cmd = subparsers.add_parser(name, help=help_text, description=help_text)
+    if wanted:
+        mod = importlib.import_module(module)
+        mod.add_arguments(cmd)
+        cmd.set_defaults(_run=mod.run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

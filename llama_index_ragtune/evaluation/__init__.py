@@ -1,4 +1,4 @@
-"""Evaluation that proves each step: retrieval metrics and generation metrics.
+"""Evaluation that proves each step: retrieval and generation metrics, and the report showing them.
 
 Names are imported lazily from their modules, so importing this package is cheap.
 """
@@ -21,6 +21,17 @@ _EXPORTS = {
     "ThresholdChoice": "refusal_calibration",
     "CrossEncoderEntailment": "entailment",
     "LLMJudgeEntailment": "entailment",
+    "EvaluationResults": "results",
+    "EvaluationFileError": "results",
+    "SystemResult": "system_result",
+    "RefusalScores": "system_result",
+    "Decision": "system_result",
+    "reliability_bins": "reliability",
+    "expected_calibration_error": "reliability",
+    "business_proxies": "report_summary",
+    "render_html": "dashboard",
+    "render_markdown": "dashboard_markdown",
+    "write_report": "dashboard",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,0 +1,168 @@
+"""Typed reads from parsed JSON that fail with the dotted path of the bad field.
+
+Used by :mod:`llama_index_ragtune.evaluation.results`; ``Invalid`` carries the field
+path (``generation[1].refusal.threshold``) and what is wrong with it.
+
+Example::
+
+    fields = Fields({"name": "hybrid", "latency_ms": [1.0, -2.0]}, "retrieval[0]",
+                    required=("name",), optional=("latency_ms",))
+    fields.text("name")                   # "hybrid"
+    fields.numbers("latency_ms", low=0)   # Invalid: retrieval[0].latency_ms[1] ... >= 0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+
+class Invalid(Exception):
+    """A bad field: ``field`` is its dotted path, ``message`` what is wrong."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Fields:
+    """A JSON object at ``base`` (a dotted path) with typed, path-naming accessors."""
+
+    def __init__(
+        self,
+        data: Any,
+        base: str,
+        required: Sequence[str] = (),
+        optional: Sequence[str] | None = None,
+    ):
+        if not isinstance(data, dict):
+            where = base or "the top level"
+            raise Invalid(base, f"expected a JSON object at {where}, got {_kind(data)}")
+        self.data = data
+        self.base = base
+        self.check_keys(required, optional)
+
+    def check_keys(self, required: Sequence[str] = (), optional: Sequence[str] | None = ()) -> None:
+        """Every ``required`` key is present; with ``optional`` given, no other key is."""
+        for key in required:
+            if key not in self.data:
+                raise Invalid(self.path(key), "missing (required)")
+        if optional is None:
+            return
+        known = (*required, *optional)
+        for key in self.data:
+            if key not in known:
+                raise Invalid(self.path(key), f"unknown field; known fields here: {list(known)}")
+
+    def path(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.base}[{key}]"
+        return f"{self.base}.{key}" if self.base else key
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def names(self) -> list[str]:
+        return list(self.data)
+
+    def text(self, key: str, allow_empty: bool = False) -> str:
+        value = self.data.get(key)
+        if not isinstance(value, str):
+            raise Invalid(self.path(key), f"expected a string, got {_kind(value)}")
+        if not allow_empty and not value.strip():
+            raise Invalid(self.path(key), "expected a non-empty string")
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self.data.get(key)
+        if not isinstance(value, bool):
+            raise Invalid(self.path(key), f"expected true or false, got {_kind(value)}")
+        return value
+
+    def number(
+        self,
+        key: str,
+        low: float | None = None,
+        high: float | None = None,
+        nullable: bool = False,
+    ) -> float | None:  # type: ignore[return]
+        return _number(self.data.get(key), self.path(key), low, high, nullable)
+
+    def count(self, key: str) -> int:
+        value = self.data.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise Invalid(self.path(key), f"expected a whole number >= 0, got {_kind(value)}")
+        return value
+
+    def _list(self, key: str) -> list[Any]:
+        value = self.data.get(key)
+        if not isinstance(value, list):
+            raise Invalid(self.path(key), f"expected a list, got {_kind(value)}")
+        return value
+
+    def numbers(self, key: str, low: float | None = None, high: float | None = None) -> list[float]:
+        base = self.path(key)
+        return [
+            _number(v, f"{base}[{i}]", low, high, False)  # type: ignore[misc]
+            for i, v in enumerate(self._list(key))
+        ]
+
+    def flags(self, key: str) -> list[int]:
+        """A list of 0/1 (``true``/``false`` accepted)."""
+        out = []
+        for i, value in enumerate(self._list(key)):
+            if value not in (0, 1) or isinstance(value, float):
+                raise Invalid(f"{self.path(key)}[{i}]", f"expected 0 or 1, got {_kind(value)}")
+            out.append(int(value))
+        return out
+
+    def child(
+        self, key: str, required: Sequence[str] = (), optional: Sequence[str] | None = None
+    ) -> Fields:
+        return Fields(self.data.get(key), self.path(key), required, optional)
+
+    def items(self, key: str) -> list[Fields]:
+        """The objects of an optional list field (absent or null: none)."""
+        if self.data.get(key) is None:
+            return []
+        base = self.path(key)
+        return [Fields(item, f"{base}[{i}]") for i, item in enumerate(self._list(key))]
+
+
+def _number(
+    value: Any, field: str, low: float | None, high: float | None, nullable: bool
+) -> float | None:
+    if value is None and nullable:
+        return None
+    if not _is_number(value) or not math.isfinite(value):
+        expected = "a finite number or null" if nullable else "a finite number"
+        raise Invalid(field, f"expected {expected}, got {_kind(value)}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = (
+            f"in [{low:g}, {high:g}]"
+            if low is not None and high is not None
+            else (f">= {low:g}" if low is not None else f"<= {high:g}")
+        )
+        raise Invalid(field, f"expected a number {bounds}, got {value!r}")
+    return float(value)

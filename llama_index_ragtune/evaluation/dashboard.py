@@ -1,0 +1,393 @@
+"""The evaluation report: one self-contained HTML page with charts, and a Markdown summary.
+
+``render_html`` turns :class:`~llama_index_ragtune.evaluation.results.EvaluationResults`
+(the evaluation JSON) into a single page: headline business proxies (answer rate,
+refusal rate, time-to-answer p50 / p95), the champion / challenger decisions,
+before / after bars per stage, latency box plots, refusal reliability diagrams and
+step timings. Charts are inline SVG; the page loads nothing (no script, no external
+CSS, fonts or images; a Content-Security-Policy forbids it) and every string from
+the JSON is HTML-escaped. ``render_markdown`` gives the same tables without charts;
+``write_report`` writes both atomically.
+
+Example::
+
+    from llama_index_ragtune.evaluation.dashboard import write_report
+    from llama_index_ragtune.evaluation.results import EvaluationResults
+
+    results = EvaluationResults.load("runs/bundle/evaluation.json")
+    paths = write_report(results, "runs/bundle/report")
+    paths.html, paths.markdown      # runs/bundle/report/report.html, .../report.md
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from llama_index_ragtune.evaluation.dashboard_style import PAGE_CSS
+from llama_index_ragtune.evaluation.report_summary import (
+    SECTION_TITLES,
+    baseline_index,
+    best_value,
+    business_proxies,
+    format_number,
+    format_rate,
+    headline,
+    is_baseline,
+    metric_keys,
+    reference_indices,
+)
+from llama_index_ragtune.evaluation.results import EvaluationResults, SystemResult
+from llama_index_ragtune.evaluation.svg_charts import (
+    PALETTE,
+    Series,
+    calibration_diagram,
+    format_ms,
+    latency_boxes,
+    metric_bars,
+    metric_direction,
+    percentile,
+    timing_bars,
+    tint,
+)
+
+__all__ = ["ReportPaths", "render_html", "write_report"]
+
+SECTION_LEDES = {
+    "retrieval": "First-stage retrieval on the held-out queries.",
+    "reranking": "Retrieve, then rerank with the cross-encoder.",
+    "generation": "Answers with citations, or a refusal, on the held-out questions.",
+}
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where ``write_report`` put the two files."""
+
+    html: Path
+    markdown: Path
+
+
+def _e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _chart_keys(systems: list[SystemResult]) -> list[str]:
+    """Metrics every system gives as a 0-1 number (or null): the ones a 0-1 bar can show."""
+    return [
+        key
+        for key in metric_keys(systems)
+        if all(0.0 <= v <= 1.0 for s in systems if (v := s.metrics.get(key)) is not None)
+        and any(s.metrics.get(key) is not None for s in systems)
+    ]
+
+
+def _hues(results: EvaluationResults) -> dict[str, str]:
+    """One palette hue per system name, in order of first appearance."""
+    hues: dict[str, str] = {}
+    for section in SECTION_TITLES:
+        for system in getattr(results, section):
+            hues.setdefault(system.name, PALETTE[len(hues) % len(PALETTE)])
+    return hues
+
+
+def _color(hues: dict[str, str], system: SystemResult) -> str:
+    """The system's hue; a light tint of it for the baseline stage."""
+    hue = hues[system.name]
+    return tint(hue, 0.55) if is_baseline(system) else hue
+
+
+def _label(system: SystemResult) -> str:
+    return f"{system.name} · {system.stage}"
+
+
+# ---------------------------------------------------------------------- HTML
+def _kpis(results: EvaluationResults) -> str:
+    head, base = headline(results.generation)
+    if head is None:
+        return '<p class="muted">No generation results: no business proxies to show.</p>'
+    now = business_proxies(head)
+    before = business_proxies(base) if base is not None else None
+    cards = [
+        ("Answer rate", "answer_rate", format_rate, "share of questions answered", 0),
+        ("Refusal rate", "refusal_rate", format_rate, "share of questions refused", 0),
+        ("Time to answer · p50", "p50_ms", format_ms, "median end-to-end", -1),
+        ("Time to answer · p95", "p95_ms", format_ms, "95th percentile", -1),
+    ]
+    out = []
+    for title, attr, fmt, hint, direction in cards:
+        value = getattr(now, attr)
+        compare = ""
+        if before is not None and value is not None and getattr(before, attr) is not None:
+            old = getattr(before, attr)
+            delta = value - old
+            sign = "+" if delta >= 0 else "−"
+            if attr.endswith("rate"):
+                change = f"{sign}{abs(delta) * 100:.1f} pts"
+            else:
+                change = sign + format_ms(abs(delta))
+            css = {1: "good", -1: "bad"}.get(direction * (1 if delta > 0 else -1), "muted")
+            if not delta or not direction:
+                css = "muted"
+            compare = (
+                f'<div class="kpi-compare"><span class="delta {css}">{_e(change)}</span> '
+                f"vs {_e(fmt(old))} {_e(base.stage)}</div>"  # type: ignore[union-attr]
+            )
+        out.append(
+            f'<div class="kpi"><div class="kpi-title">{_e(title)}</div>'
+            f'<div class="kpi-value">{_e(fmt(value))}</div>{compare}'
+            f'<div class="kpi-hint">{_e(hint)}</div></div>'
+        )
+    caption = (
+        f'{_e(head.name)} <span class="stage">{_e(head.stage)}</span> on '
+        f"{now.questions} held-out questions"
+    )
+    return f'<p class="kpi-caption">{caption}</p><div class="kpis">{"".join(out)}</div>'
+
+
+def _table(head: list[str], rows: list[list[str]], align: str = "") -> str:
+    """An HTML table of already-escaped cells; ``align`` per column: "l" text, "r" number.
+
+    Columns past ``align`` are numbers, except the first (the row's name).
+    """
+    align = align or "l"
+
+    def css(i: int) -> str:
+        return "num" if (align[i] if i < len(align) else "r") == "r" else ""
+
+    th = "".join(f'<th class="{css(i)}">{h}</th>' for i, h in enumerate(head))
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{css(i)}">{c}</td>' for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return (
+        f'<div class="table-wrap"><table><thead><tr>{th}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def _decisions_html(results: EvaluationResults) -> str:
+    if not results.decisions:
+        return '<p class="muted">No champion / challenger decisions recorded.</p>'
+    rows = []
+    for d in results.decisions:
+        badge = (
+            '<span class="badge promoted">promoted</span>'
+            if d.promoted
+            else '<span class="badge kept">kept champion</span>'
+        )
+        delta = d.challenger - d.champion
+        rows.append(
+            [
+                _e(d.part),
+                badge,
+                _e(d.metric),
+                format_number(d.champion),
+                format_number(d.challenger),
+                f'<span class="delta {"good" if delta > 0 else "bad" if delta < 0 else "muted"}">'
+                f"{delta:+.3f}</span>",
+                format_number(d.margin),
+                f'<span class="reason">{_e(d.reason)}</span>',
+            ]
+        )
+    head = ["part", "decision", "metric", "champion", "challenger", "Δ", "margin", "reason"]
+    return _table(head, rows, align="lllrrrrl")
+
+
+def _delta_html(key: str, value: float | None, reference: float | None) -> str:
+    if value is None or reference is None:
+        return ""
+    delta = value - reference
+    sign = metric_direction(key) * (1 if delta > 0 else -1 if delta < 0 else 0)
+    css = {1: "good", -1: "bad"}.get(sign, "muted")
+    return f' <span class="delta small {css}">{delta:+.3f}</span>'
+
+
+def _system_table(systems: list[SystemResult], latency_name: str) -> str:
+    """Metrics as rows, systems as columns (best value in bold, Δ against the reference)."""
+    refs = reference_indices(systems)
+    rows = []
+    for key in metric_keys(systems):
+        best = best_value(systems, key)
+        cells = [_e(key)]
+        for s, ref in zip(systems, refs, strict=True):
+            value = s.metrics.get(key)
+            text = format_number(value)
+            text = f"<b>{text}</b>" if value is not None and value == best else text
+            other = None if ref is None else systems[ref].metrics.get(key)
+            cells.append(text + _delta_html(key, value, other))
+        rows.append(cells)
+    for pct in (50, 95):
+        rows.append(
+            [f"{latency_name} p{pct}"]
+            + [_e(format_ms(percentile(s.latency_ms, pct))) for s in systems]
+        )
+    head = ["metric"] + [
+        f'<span class="sys">{_e(s.name)}</span> <span class="stage">{_e(s.stage)}</span>'
+        for s in systems
+    ]
+    return _table(head, rows)
+
+
+def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]) -> str:
+    systems: list[SystemResult] = getattr(results, section)
+    if not systems:
+        return ""
+    title = SECTION_TITLES[section]
+    series = [Series(_label(s), _color(hues, s), s.metrics) for s in systems]
+    keys = _chart_keys(systems)
+    lede = SECTION_LEDES[section]
+    if len(systems) > 1:
+        lede += (
+            " Δ: each tuned system against the <i>before</i> row of the same name (else the "
+            f"first one, <b>{_e(_label(systems[baseline_index(systems)]))}</b>)."
+        )
+    parts = [f'<section id="{section}"><h2>{title}</h2><p class="lede">{lede}</p>']
+    if keys:
+        chart = metric_bars(
+            series, keys, f"{title}: metrics per system", reference_indices(systems)
+        )
+        parts.append(f'<figure class="card">{chart}</figure>')
+    latency_name = "time to answer" if section == "generation" else "latency"
+    parts.append(_system_table(systems, latency_name))
+    lat_series = [Series(_label(s), _color(hues, s), s.latency_ms) for s in systems]
+    if any(s.values for s in lat_series):
+        what = "Time to answer" if section == "generation" else "Latency per query"
+        parts.append(
+            f'<h3>{what}</h3><figure class="card">'
+            + latency_boxes(lat_series, f"{title}: {what.lower()}")
+            + "</figure>"
+        )
+    if section == "generation":
+        parts.append(_proxies_html(systems))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _proxies_html(systems: list[SystemResult]) -> str:
+    rows = []
+    for s in systems:
+        p = business_proxies(s)
+        rows.append(
+            [
+                f'{_e(s.name)} <span class="stage">{_e(s.stage)}</span>',
+                format_rate(p.answer_rate),
+                format_rate(p.refusal_rate),
+                _e(format_ms(p.p50_ms)),
+                _e(format_ms(p.p95_ms)),
+                str(p.questions),
+            ]
+        )
+    head = ["system", "answer rate", "refusal rate", "time to answer p50", "p95", "questions"]
+    return "<h3>Business proxies</h3>" + _table(head, rows)
+
+
+def _calibration_html(results: EvaluationResults, hues: dict[str, str]) -> str:
+    systems = [s for s in results.generation if s.refusal is not None]
+    if not systems:
+        return ""
+    figures = []
+    for s in systems:
+        scores = s.refusal
+        assert scores is not None
+        ece = scores.calibration_error()
+        should = sum(scores.should_refuse)
+        svg = calibration_diagram(
+            scores.reliability_bins(10),
+            scores.threshold,
+            f"Refusal calibration: {_label(s)}",
+            color=hues[s.name],
+        )
+        threshold = "none" if scores.threshold is None else f"{scores.threshold:.2f}"
+        figures.append(
+            f'<figure class="card calib"><figcaption><b>{_e(s.name)}</b> '
+            f'<span class="stage">{_e(s.stage)}</span><br><span class="muted">'
+            f"{len(scores.probabilities)} questions, {should} should be refused · threshold "
+            f"{threshold} · calibration error {format_number(ece)}</span></figcaption>{svg}</figure>"
+        )
+    return (
+        '<section id="refusal"><h2>Refusal calibration</h2><p class="lede">Questions binned '
+        "by the model's refusal probability: a calibrated model's bars meet the diagonal. "
+        "Right of the threshold it refuses.</p>"
+        f'<div class="calib-grid">{"".join(figures)}</div></section>'
+    )
+
+
+def render_html(results: EvaluationResults, source: str | None = None) -> str:
+    """The self-contained HTML report of ``results`` (``source``: the JSON's name, for the footer).
+
+    Example::
+
+        html = render_html(EvaluationResults.load("evaluation.json"), source="evaluation.json")
+    """
+    from llama_index_ragtune import __version__
+
+    hues = _hues(results)
+    queries = " · ".join(f"{_e(split)} {n}" for split, n in results.queries.items())
+    nav = [("decisions", "Decisions")]
+    nav += [(sec, SECTION_TITLES[sec]) for sec in SECTION_TITLES if getattr(results, sec)]
+    if any(s.refusal is not None for s in results.generation):
+        nav.append(("refusal", "Refusal calibration"))
+    if results.timings:
+        nav.append(("timings", "Timings"))
+    notes = f'<p class="notes">{_e(results.notes)}</p>' if results.notes else ""
+    body = [
+        '<header><p class="eyebrow">ragtune · evaluation report</p>',
+        f"<h1>{_e(results.title)}</h1>",
+        f'<p class="meta">bundle <b>{_e(results.bundle_version)}</b> · dataset '
+        f"<b>{_e(results.dataset_name)}</b> ({queries} queries) · created "
+        f"{_e(results.created)}</p>{notes}",
+        "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in nav) + "</nav></header>",
+        f'<section id="headline">{_kpis(results)}</section>',
+        '<section id="decisions"><h2>Champion / challenger</h2><p class="lede">Each tuned part '
+        "replaces the one before it only when it beats it by the margin on the held-out "
+        f"queries.</p>{_decisions_html(results)}</section>",
+    ]
+    body += [_section_html(results, section, hues) for section in SECTION_TITLES]
+    body.append(_calibration_html(results, hues))
+    if results.timings:
+        body.append(
+            '<section id="timings"><h2>Timings</h2><figure class="card">'
+            + timing_bars(results.timings, "Wall time per pipeline step")
+            + "</figure></section>"
+        )
+    origin = f" from {_e(source)}" if source else ""
+    body.append(
+        f"<footer>Generated by llama-index-ragtune {_e(__version__)}{origin} · "
+        "format ragtune-evaluation v1 · no scripts, nothing loaded from the network.</footer>"
+    )
+    csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(results.title)} · ragtune report</title><style>{PAGE_CSS}</style></head>"
+        f"<body><main>{''.join(body)}</main></body></html>\n"
+    )
+
+
+def write_report(
+    results: EvaluationResults, out_dir: str | Path, source: str | None = None
+) -> ReportPaths:
+    """Validate ``results``, then write ``report.html`` and ``report.md`` into ``out_dir``.
+
+    The folder is created; each file is written atomically (a temporary sibling
+    renamed into place), so a crash leaves the old report or the new one. Invalid
+    results raise ``EvaluationFileError`` naming the field before anything is written.
+
+    Example::
+
+        paths = write_report(EvaluationResults.load("evaluation.json"), "runs/report")
+    """
+    from llama_index_ragtune.evaluation.dashboard_markdown import render_markdown
+    from llama_index_ragtune.retrievers.persistence import atomic_write_text
+
+    results.validate()
+    out = Path(out_dir)
+    html_text, md_text = render_html(results, source=source), render_markdown(results)
+    paths = ReportPaths(html=out / "report.html", markdown=out / "report.md")
+    atomic_write_text(paths.html, html_text)
+    atomic_write_text(paths.markdown, md_text)
+    return paths

@@ -1,0 +1,454 @@
+"""Inline SVG charts for the evaluation report, in plain Python (no plotting dependency).
+
+Each function returns one ``<svg class="chart">`` string ready to drop into an HTML
+page: labelled axes, value labels, a legend, and a ``<title>`` tooltip on every
+mark. Every string that reaches the SVG is HTML-escaped. Styling comes from the
+page's CSS classes (``.axis``, ``.grid``, ``.label``, ``.value``, ...), so the
+charts follow the report's look.
+
+Example::
+
+    from llama_index_ragtune.evaluation.svg_charts import Series, metric_bars
+
+    before = Series("hybrid · before", "#93b4f5", {"ndcg@10": 0.61, "recall@10": 0.80})
+    after = Series("hybrid · after", "#2563eb", {"ndcg@10": 0.70, "recall@10": 0.88})
+    svg = metric_bars([before, after], ["ndcg@10", "recall@10"], title="Retrieval")
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+__all__ = [
+    "PALETTE",
+    "Series",
+    "calibration_diagram",
+    "format_ms",
+    "format_seconds",
+    "latency_boxes",
+    "metric_direction",
+    "metric_bars",
+    "percentile",
+    "timing_bars",
+    "tint",
+]
+
+# Colour-blind-friendly hues, strong enough for white text-free bars.
+PALETTE = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#475569")
+WIDTH = 1000
+LABEL_W = 250  # left column for metric / system names
+CHAR_W = 7.2  # a generous glyph width at 12 px (bold, wide fonts), for layout and truncation
+HIGHER_IS_BETTER = (
+    "ndcg", "recall", "mrr", "map", "hit", "precision", "f1", "accuracy", "exact_match",
+    "auc", "answer_score", "citation_valid",
+)  # fmt: skip
+LOWER_IS_BETTER = ("over_refusal", "uncited", "error", "calibration_error", "ece")
+
+
+@dataclass
+class Series:
+    """One system in a chart: its legend label, colour and values (per metric, or a list)."""
+
+    label: str
+    color: str
+    values: Any
+
+
+def _e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def tint(color: str, amount: float) -> str:
+    """``color`` (``#rrggbb``) mixed with white by ``amount`` (0: unchanged, 1: white)."""
+    rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * pct / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def format_ms(ms: float | None) -> str:
+    """``"840 ms"``, ``"1.24 s"``, ``"—"`` for None."""
+    if ms is None:
+        return "—"
+    if ms == 0:
+        return "0 ms"
+    if ms >= 1000:
+        return f"{ms / 1000:.2f} s"
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
+def format_seconds(seconds: float) -> str:
+    """``"0.4 s"``, ``"12.3 s"``, ``"2 min 05 s"``, ``"1 h 02 min"``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _fit(text: str, width: float, size: float = 12) -> str:
+    """``text`` cut with an ellipsis to about ``width`` pixels."""
+    chars = max(4, int(width / (CHAR_W * size / 12)))
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def _label_column(labels: Sequence[str]) -> int:
+    """Width of a left label column that fits ``labels`` (at most ``LABEL_W``)."""
+    longest = max((len(label) for label in labels), default=0)
+    return int(min(LABEL_W, max(110, longest * CHAR_W + 26)))
+
+
+def _nice_step(span: float, target: int = 5) -> float:
+    raw = span / max(target, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    for mult in (1, 2, 2.5, 5, 10):
+        if raw <= mult * power:
+            return mult * power
+    return 10 * power  # pragma: no cover
+
+
+def metric_direction(metric: str) -> int:
+    """+1 when higher is better, -1 when lower is, 0 when it depends (e.g. refusal_rate)."""
+    name = metric.lower()
+    if any(token in name for token in LOWER_IS_BETTER):
+        return -1
+    return 1 if any(token in name for token in HIGHER_IS_BETTER) else 0
+
+
+def _svg(width: float, height: float, title: str, body: list[str], css: str = "") -> str:
+    return (
+        f'<svg class="chart {css}" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'width="{width:.0f}" height="{height:.0f}" role="img" aria-label="{_e(title)}">'
+        f"<title>{_e(title)}</title>" + "".join(body) + "</svg>"
+    )
+
+
+def _legend(series: Sequence[Series], y: float, x0: float = LABEL_W) -> tuple[list[str], float]:
+    """Legend swatches wrapped over lines from (x0, y); returns the marks and the next free y."""
+    out, x = [], x0
+    for s in series:
+        text = _fit(s.label, 260)
+        w = 18 + len(text) * CHAR_W + 18
+        if x + w > WIDTH - 8 and x > x0:
+            x, y = x0, y + 20
+        out.append(
+            f'<rect class="swatch" x="{x:.1f}" y="{y - 10:.1f}" width="12" height="12" rx="2" '
+            f'fill="{s.color}"><title>{_e(s.label)}</title></rect>'
+            f'<text class="legend" x="{x + 18:.1f}" y="{y:.1f}">{_e(text)}</text>'
+        )
+        x += w
+    return out, y + 22
+
+
+def metric_bars(
+    series: Sequence[Series],
+    metrics: Sequence[str],
+    title: str,
+    references: Sequence[int | None] | None = None,
+) -> str:
+    """Grouped horizontal bars on a 0-1 axis: one group per metric, one bar per system.
+
+    Each bar carries its value; a series whose ``references[i]`` names another series
+    (default: every series after the first against the first) also carries the
+    difference to it, green when better and red when worse (grey when the metric's
+    direction is not known, e.g. ``refusal_rate``). Missing / null values read "n/a".
+    """
+    if references is None:
+        references = [None] + [0] * (len(series) - 1)
+    bar_h, gap, group_gap = 16, 3, 16
+    plot_x = _label_column(metrics)
+    plot_w = WIDTH - plot_x - 130
+    body, y = _legend(series, 22, plot_x)
+    axis_y = y + 4
+    top = axis_y + 8
+    group_h = len(series) * (bar_h + gap) - gap
+    height = top + len(metrics) * (group_h + group_gap) + 8
+    for tick in range(6):
+        x = plot_x + plot_w * tick / 5
+        body.append(
+            f'<line class="grid" x1="{x:.1f}" y1="{top - 4:.1f}" x2="{x:.1f}" '
+            f'y2="{height - 8:.1f}"/><text class="axis" x="{x:.1f}" y="{axis_y:.1f}" '
+            f'text-anchor="middle">{tick / 5:.1f}</text>'
+        )
+    for m_index, metric in enumerate(metrics):
+        gy = top + m_index * (group_h + group_gap)
+        body.append(
+            f'<text class="label" x="{plot_x - 10}" y="{gy + group_h / 2 + 4:.1f}" '
+            f'text-anchor="end">{_e(_fit(metric, plot_x - 16))}<title>{_e(metric)}</title></text>'
+        )
+        for s_index, s in enumerate(series):
+            ref = references[s_index]
+            base = None if ref is None else series[ref].values.get(metric)
+            value = s.values.get(metric)
+            by = gy + s_index * (bar_h + gap)
+            tip = f"{s.label} — {metric}: " + ("n/a" if value is None else f"{value:.3f}")
+            if value is None:
+                body.append(
+                    f'<text class="value muted" x="{plot_x + 4}" y="{by + 12:.1f}">n/a'
+                    f"<title>{_e(tip)}</title></text>"
+                )
+                continue
+            w = max(plot_w * min(max(value, 0.0), 1.0), 1.0)
+            body.append(
+                f'<rect x="{plot_x}" y="{by:.1f}" width="{w:.1f}" height="{bar_h}" rx="2" '
+                f'fill="{s.color}"><title>{_e(tip)}</title></rect>'
+            )
+            label = f'<tspan class="value">{value:.3f}</tspan>'
+            if base is not None:
+                delta = value - base
+                sign = metric_direction(metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
+                css = {1: "good", -1: "bad"}.get(sign, "muted")
+                label += f' <tspan class="delta {css}">{delta:+.3f}</tspan>'
+            body.append(f'<text x="{plot_x + w + 6:.1f}" y="{by + 12:.1f}">{label}</text>')
+    return _svg(WIDTH, height, title, body, "bars")
+
+
+def _scale(lo: float, hi: float, x0: float, width: float, log: bool) -> Any:
+    if log:
+        a, b = math.log10(lo), math.log10(hi)
+        return lambda v: x0 + width * (math.log10(max(v, lo)) - a) / (b - a)
+    return lambda v: x0 + width * (v - lo) / (hi - lo)
+
+
+def _log_steps(value: float) -> list[float]:
+    power = 10 ** math.floor(math.log10(value))
+    return [m * power for m in (0.5, 1, 2, 5, 10, 20)]
+
+
+def _log_floor(value: float) -> float:
+    """The largest 1 / 2 / 5 x 10^k at or below ``value``."""
+    return max(v for v in _log_steps(value) if v <= value)
+
+
+def _log_ceil(value: float) -> float:
+    """The smallest 1 / 2 / 5 x 10^k at or above ``value``."""
+    return min(v for v in _log_steps(value) if v >= value)
+
+
+def _latency_ticks(lo: float, hi: float, log: bool) -> list[float]:
+    if log:
+        ticks = []
+        for power in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+            ticks += [m * 10**power for m in (1, 2, 5) if lo <= m * 10**power <= hi]
+        return ticks
+    step = _nice_step(hi - lo)
+    return [i * step for i in range(int(hi / step + 1e-9) + 1)]
+
+
+def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> str:
+    """Box plots of per-query latencies (ms), one row per system, with p50 and p95 marked.
+
+    Box: 25th-75th percentile; whiskers: min-max; thick line: p50; diamond: p95; dots:
+    the individual queries (at most ``max_dots`` per system, evenly spaced in rank).
+    A log axis is used when the slowest query is over 30x the fastest.
+    """
+    rows = [s for s in series if s.values]
+    row_h = 60
+    plot_x, plot_w = 40, WIDTH - 80
+    top, height = 24, 24 + max(len(rows), 1) * row_h + 40
+    body: list[str] = []
+    if not rows:
+        body.append(f'<text class="muted" x="{plot_x}" y="40">no latencies recorded</text>')
+        return _svg(WIDTH, 80, title, body, "latency")
+    lo = min(min(s.values) for s in rows)
+    hi = max(max(s.values) for s in rows)
+    log = lo > 0 and hi / lo > 30
+    if log:
+        lo, hi = _log_floor(lo), _log_ceil(hi)
+    else:
+        lo, hi = 0.0, max(hi, 1e-9) * 1.05
+        step = _nice_step(hi)
+        hi = math.ceil(hi / step) * step
+    x_of = _scale(lo, hi, plot_x, plot_w, log)
+    bottom = top + len(rows) * row_h
+    for tick in _latency_ticks(lo, hi, log):
+        x = x_of(tick)
+        body.append(
+            f'<line class="grid" x1="{x:.1f}" y1="{top:.1f}" x2="{x:.1f}" y2="{bottom:.1f}"/>'
+            f'<text class="axis" x="{x:.1f}" y="{bottom + 16:.1f}" text-anchor="middle">'
+            f"{_e(format_ms(tick))}</text>"
+        )
+    axis_name = "milliseconds per query" + (" (log scale)" if log else "")
+    body.append(
+        f'<text class="axis-title" x="{plot_x + plot_w / 2:.1f}" y="{bottom + 34:.1f}" '
+        f'text-anchor="middle">{axis_name}</text>'
+    )
+    for index, s in enumerate(rows):
+        cy = top + index * row_h + 36
+        values = sorted(s.values)
+        q = {p: percentile(values, p) for p in (25, 50, 75, 95)}
+        summary = f"p50 {format_ms(q[50])} · p95 {format_ms(q[95])} · n={len(values)}"
+        body.append(
+            f'<text x="{plot_x}" y="{cy - 20:.1f}"><tspan class="label">'
+            f"{_e(_fit(s.label, plot_w * 0.6))}</tspan>"
+            f'<tspan class="note" dx="12">{_e(summary)}</tspan><title>{_e(s.label)}</title></text>'
+        )
+        stride = max(1, math.ceil(len(values) / max_dots))
+        for rank, v in enumerate(values[::stride]):
+            jitter = ((rank * 7919) % 13 - 6) * 1.1
+            body.append(
+                f'<circle class="dot" cx="{x_of(v):.1f}" cy="{cy + jitter:.1f}" r="2" '
+                f'fill="{s.color}"/>'
+            )
+        x_min, x_max = x_of(values[0]), x_of(values[-1])
+        x25, x50, x75, x95 = (x_of(q[p]) for p in (25, 50, 75, 95))
+        tip = f"{s.label}: {summary}, min {format_ms(values[0])}, max {format_ms(values[-1])}"
+        body.append(
+            f"<g><title>{_e(tip)}</title>"
+            f'<line class="whisker" x1="{x_min:.1f}" y1="{cy:.1f}" x2="{x_max:.1f}" y2="{cy:.1f}"'
+            f' stroke="{s.color}"/>'
+            f'<rect x="{x25:.1f}" y="{cy - 9:.1f}" width="{max(x75 - x25, 1.5):.1f}" height="18" '
+            f'rx="3" fill="{tint(s.color, 0.6)}" fill-opacity="0.75" stroke="{s.color}"/>'
+            f'<line x1="{x50:.1f}" y1="{cy - 11:.1f}" x2="{x50:.1f}" y2="{cy + 11:.1f}" '
+            f'stroke="{s.color}" stroke-width="3"/>'
+            f'<path d="M{x95:.1f},{cy - 7:.1f} l6,7 l-6,7 l-6,-7 z" fill="{s.color}" '
+            f'stroke="white" stroke-width="1"/></g>'
+        )
+    body.append(
+        f'<text class="note" x="{WIDTH - 24}" y="{12}" text-anchor="end">box: p25–p75 · '
+        "bar: p50 · ◆ p95 · whiskers: min–max · dots: queries</text>"
+    )
+    return _svg(WIDTH, height, title, body, "latency")
+
+
+def calibration_diagram(
+    bins: Sequence[Any],
+    threshold: float | None,
+    title: str,
+    color: str = PALETTE[0],
+    size: int = 340,
+) -> str:
+    """A reliability diagram of refusal probabilities.
+
+    ``bins`` are ``CalibrationBin``s (``RefusalScores.reliability_bins``). Bars: the
+    observed share of should-refuse questions per bin; dots: that share at the bin's
+    mean predicted probability; dashed diagonal: perfect calibration; red line: the
+    refusal threshold (refuse at or right of it). The strip below is the histogram of
+    predicted probabilities, each bin labelled with its question count.
+    """
+    left, top, strip = 56, 28, 54
+    plot = size
+    y0 = top + plot
+    strip_top = y0 + 46
+    width, height = left + plot + 16, strip_top + strip + 34
+    body = [f'<rect class="frame" x="{left}" y="{top}" width="{plot}" height="{plot}"/>']
+    for tick in range(6):
+        v = tick / 5
+        x, y = left + plot * v, y0 - plot * v
+        body.append(
+            f'<line class="grid" x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{y0}"/>'
+            f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{left + plot}" y2="{y:.1f}"/>'
+            f'<text class="axis" x="{x:.1f}" y="{y0 + 15}" text-anchor="middle">{v:.1f}</text>'
+            f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.1f}</text>'
+        )
+    body.append(
+        f'<text class="axis-title" x="{left + plot / 2}" y="{y0 + 32}" text-anchor="middle">'
+        "predicted refusal probability</text>"
+        f'<text class="axis-title" transform="rotate(-90 16 {top + plot / 2})" x="16" '
+        f'y="{top + plot / 2}" text-anchor="middle">share that should be refused</text>'
+    )
+    points = []
+    for b in bins:
+        if not b.count:
+            continue
+        x, w = left + plot * b.lower, plot * (b.upper - b.lower)
+        h = plot * b.refuse_share
+        tip = (
+            f"P(refusal) {b.lower:.1f}–{b.upper:.1f}: {b.count} questions, mean predicted "
+            f"{b.mean_probability:.2f}, {b.refuse_share:.0%} should be refused"
+        )
+        body.append(
+            f'<rect x="{x + 1:.1f}" y="{y0 - h:.1f}" width="{w - 2:.1f}" height="{h:.1f}" '
+            f'fill="{tint(color, 0.6)}"><title>{_e(tip)}</title></rect>'
+        )
+        points.append((left + plot * b.mean_probability, y0 - h, tip))
+    mid = left + plot * 0.75, top + plot * 0.25
+    body.append(
+        f'<line class="diagonal" x1="{left}" y1="{y0}" x2="{left + plot}" y2="{top}"/>'
+        f'<text class="note" x="{mid[0] - 8:.1f}" y="{mid[1] - 8:.1f}" '
+        f'transform="rotate(-45 {mid[0] - 8:.1f} {mid[1] - 8:.1f})" text-anchor="middle">'
+        "perfectly calibrated</text>"
+    )
+    if points:
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in points)
+        body.append(f'<polyline class="curve" points="{path}" stroke="{color}"/>')
+        body += [
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="{color}" stroke="white" '
+            f'stroke-width="1.5"><title>{_e(tip)}</title></circle>'
+            for x, y, tip in points
+        ]
+    # the predicted-probability histogram, with counts
+    biggest = max((b.count for b in bins), default=0) or 1
+    base_y = strip_top + strip
+    body.append(
+        f'<line class="axis-line" x1="{left}" y1="{base_y}" x2="{left + plot}" y2="{base_y}"/>'
+        f'<text class="note" x="{left - 6}" y="{strip_top + strip / 2 + 4}" '
+        'text-anchor="end">n</text>'
+    )
+    for b in bins:
+        if b.count:
+            x, w = left + plot * b.lower, plot * (b.upper - b.lower)
+            h = (strip - 14) * b.count / biggest
+            body.append(
+                f'<rect x="{x + 1:.1f}" y="{base_y - h:.1f}" width="{w - 2:.1f}" '
+                f'height="{h:.1f}" fill="{color}" fill-opacity="0.6">'
+                f"<title>{b.count} questions</title></rect>"
+                f'<text class="count" x="{x + w / 2:.1f}" y="{base_y - h - 3:.1f}" '
+                f'text-anchor="middle">{b.count}</text>'
+            )
+    body.append(
+        f'<text class="note" x="{left + plot / 2}" y="{base_y + 16}" text-anchor="middle">'
+        "questions per probability bin</text>"
+    )
+    if threshold is not None:
+        x = left + plot * threshold
+        anchor = "end" if threshold > 0.6 else "start"
+        dx = -4 if threshold > 0.6 else 4
+        body.append(
+            f'<line class="threshold" x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{y0}"/>'
+            f'<line class="threshold" x1="{x:.1f}" y1="{strip_top}" x2="{x:.1f}" y2="{base_y}"/>'
+            f'<text class="threshold-label" x="{x + dx:.1f}" y="{top - 10}" '
+            f'text-anchor="{anchor}">refusal threshold {threshold:.2f}</text>'
+        )
+    return _svg(width, height, title, body, "calibration")
+
+
+def timing_bars(timings: Mapping[str, float], title: str, color: str = PALETTE[7]) -> str:
+    """Horizontal bars of each pipeline step's wall time, in run order, with the total."""
+    bar_h, gap = 18, 8
+    plot_x = _label_column(list(timings))
+    plot_w = WIDTH - plot_x - 160
+    total = sum(timings.values())
+    biggest = max(timings.values(), default=0.0) or 1.0
+    body = [f'<text class="note" x="{plot_x}" y="14">total {_e(format_seconds(total))}</text>']
+    for index, (step, seconds) in enumerate(timings.items()):
+        y = 26 + index * (bar_h + gap)
+        w = max(plot_w * seconds / biggest, 1.0)
+        share = ""
+        if total:
+            share = " · <1%" if 0 < seconds / total < 0.005 else f" · {seconds / total:.0%}"
+        body.append(
+            f'<text class="label" x="{plot_x - 10}" y="{y + 13}" text-anchor="end">'
+            f"{_e(_fit(step, plot_x - 16))}<title>{_e(step)}</title></text>"
+            f'<rect x="{plot_x}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="2" '
+            f'fill="{color}"><title>{_e(step)}: {_e(format_seconds(seconds))}</title></rect>'
+            f'<text class="value" x="{plot_x + w + 6:.1f}" y="{y + 13}">'
+            f"{_e(format_seconds(seconds) + share)}</text>"
+        )
+    height = 26 + len(timings) * (bar_h + gap) + 4
+    return _svg(WIDTH, height, title, body, "timings")
