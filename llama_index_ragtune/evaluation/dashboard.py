@@ -32,6 +32,8 @@ from llama_index_ragtune.evaluation.report_summary import (
     baseline_index,
     best_value,
     business_proxies,
+    decision_label,
+    format_gain,
     format_number,
     format_rate,
     headline,
@@ -110,6 +112,7 @@ def _kpis(results: EvaluationResults) -> str:
         return '<p class="muted">No generation results: no business proxies to show.</p>'
     now = business_proxies(head)
     before = business_proxies(base) if base is not None else None
+    base_stage = base.stage if base is not None else ""
     cards = [
         ("Answer rate", "answer_rate", format_rate, "share of questions answered", 0),
         ("Refusal rate", "refusal_rate", format_rate, "share of questions refused", 0),
@@ -133,7 +136,7 @@ def _kpis(results: EvaluationResults) -> str:
                 css = "muted"
             compare = (
                 f'<div class="kpi-compare"><span class="delta {css}">{_e(change)}</span> '
-                f"vs {_e(fmt(old))} {_e(base.stage)}</div>"  # type: ignore[union-attr]
+                f"vs {_e(fmt(old))} {_e(base_stage)}</div>"
             )
         out.append(
             f'<div class="kpi"><div class="kpi-title">{_e(title)}</div>'
@@ -173,26 +176,23 @@ def _decisions_html(results: EvaluationResults) -> str:
         return '<p class="muted">No champion / challenger decisions recorded.</p>'
     rows = []
     for d in results.decisions:
-        badge = (
-            '<span class="badge promoted">promoted</span>'
-            if d.promoted
-            else '<span class="badge kept">kept champion</span>'
-        )
-        delta = d.challenger - d.champion
+        verdict = decision_label(d)
+        badge = f'<span class="badge {"promoted" if d.promoted else "kept"}">{_e(verdict)}</span>'
+        gain = d.gain
+        css = "muted" if not gain else "good" if gain > 0 else "bad"
         rows.append(
             [
                 _e(d.part),
                 badge,
-                _e(d.metric),
+                _e(d.metric) + ("" if d.greater_is_better else " (lower is better)"),
                 format_number(d.champion),
                 format_number(d.challenger),
-                f'<span class="delta {"good" if delta > 0 else "bad" if delta < 0 else "muted"}">'
-                f"{delta:+.3f}</span>",
+                f'<span class="delta {css}">{format_gain(gain)}</span>',
                 format_number(d.margin),
                 f'<span class="reason">{_e(d.reason)}</span>',
             ]
         )
-    head = ["part", "decision", "metric", "champion", "challenger", "Δ", "margin", "reason"]
+    head = ["part", "decision", "metric", "champion", "challenger", "gain", "margin", "reason"]
     return _table(head, rows, align="lllrrrrl")
 
 
@@ -244,6 +244,9 @@ def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]
             " Δ: each tuned system against the <i>before</i> row of the same name (else the "
             f"first one, <b>{_e(_label(systems[baseline_index(systems)]))}</b>)."
         )
+    table_only = [k for k in metric_keys(systems) if k not in keys]
+    if table_only:
+        lede += f" Not on the 0–1 chart, in the table: {_e(', '.join(table_only))}."
     parts = [f'<section id="{section}"><h2>{title}</h2><p class="lede">{lede}</p>']
     if keys:
         chart = metric_bars(

@@ -20,6 +20,8 @@ from typing import Any
 from llama_index_ragtune.evaluation.report_summary import (
     SECTION_TITLES,
     business_proxies,
+    decision_label,
+    format_gain,
     format_number,
     format_rate,
     metric_keys,
@@ -111,17 +113,17 @@ def render_markdown(results: EvaluationResults) -> str:
         rows = [
             [
                 _md(d.part),
-                "promoted" if d.promoted else "kept champion",
-                _md(d.metric),
+                decision_label(d),
+                _md(d.metric) + ("" if d.greater_is_better else " (lower is better)"),
                 format_number(d.champion),
                 format_number(d.challenger),
-                f"{d.challenger - d.champion:+.3f}",
+                format_gain(d.gain),
                 format_number(d.margin),
                 _md(d.reason),
             ]
             for d in results.decisions
         ]
-        head = ["part", "decision", "metric", "champion", "challenger", "Δ", "margin", "reason"]
+        head = ["part", "decision", "metric", "champion", "challenger", "gain", "margin", "reason"]
         out += _md_table(head, rows, align="lllrrrrl")
     else:
         out += ["No champion / challenger decisions recorded.", ""]

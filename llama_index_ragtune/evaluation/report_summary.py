@@ -7,7 +7,7 @@ the order of metric columns, and how numbers are written.
 Example::
 
     from llama_index_ragtune.evaluation.report_summary import business_proxies
-    from llama_index_ragtune.evaluation.results import SystemResult
+    from llama_index_ragtune.evaluation.system_result import Decision, SystemResult
 
     tuned = SystemResult("tuned", "after", {"refusal_rate": 0.2}, [800.0, 900.0, 2000.0])
     proxies = business_proxies(tuned)
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llama_index_ragtune.evaluation.results import SystemResult
 from llama_index_ragtune.evaluation.svg_charts import metric_direction, percentile
+from llama_index_ragtune.evaluation.system_result import Decision, SystemResult
 
 __all__ = [
     "BASELINE_STAGES",
@@ -28,6 +28,8 @@ __all__ = [
     "baseline_index",
     "best_value",
     "business_proxies",
+    "decision_label",
+    "format_gain",
     "format_number",
     "format_rate",
     "headline",
@@ -154,6 +156,22 @@ def best_value(systems: list[SystemResult], key: str) -> float | None:
     if not direction or len(values) < 2:
         return None
     return max(values) if direction > 0 else min(values)
+
+
+def decision_label(decision: Decision) -> str:
+    """``"promoted"``, ``"kept champion"``, or ``"promoted (forced)"``.
+
+    Example::
+
+        decision_label(Decision("encoder", True, "ndcg@10", 0.6, 0.7, 0.005, "", forced=True))
+    """
+    verdict = "promoted" if decision.promoted else "kept champion"
+    return f"{verdict} (forced)" if decision.forced else verdict
+
+
+def format_gain(value: float | None) -> str:
+    """``"+0.089"`` / ``"-0.010"``; ``"—"`` for None."""
+    return "—" if value is None else f"{value:+.3f}"
 
 
 def format_number(value: float | None, digits: int = 3) -> str:

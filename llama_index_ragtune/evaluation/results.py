@@ -28,7 +28,8 @@ measured on its held-out queries, before and after tuning, for each stage::
       "decisions": [                                      # champion / challenger, one per part
         {"part": "encoder", "promoted": true, "metric": "ndcg@10",
          "champion": 0.61, "challenger": 0.70, "margin": 0.005,
-         "reason": "challenger beats champion by 0.09 >= 0.005"}
+         "reason": "challenger beats champion by 0.09 >= 0.005",
+         "greater_is_better": true, "forced": false}     # these two optional (defaults shown)
       ],
       "timings": {"parse": 1.2, "tune encoder": 95.0}    # step -> seconds
     }
@@ -36,7 +37,8 @@ measured on its held-out queries, before and after tuning, for each stage::
 Metric values are numbers or ``null`` (undefined, e.g. ``refusal_f1`` without
 unanswerable questions). ``part`` is one of ``encoder``, ``reranker``,
 ``decoder``, ``fusion``; ``champion`` / ``challenger`` are the two parts'
-values of ``metric`` and ``margin`` the improvement promotion required.
+values of ``metric`` (``null`` when there was nothing to compare), ``margin`` the
+improvement promotion required; ``add_promotion`` records a ``PromotionDecision``.
 Unknown fields are errors (a typo never silently drops data); every error
 names the file and the field, e.g. ``generation[1].refusal.threshold``.
 
@@ -63,7 +65,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -196,15 +198,38 @@ class EvaluationResults:
         part: str,
         promoted: bool,
         metric: str,
-        champion: float,
-        challenger: float,
+        champion: float | None,
+        challenger: float | None,
         margin: float,
         reason: str,
+        greater_is_better: bool = True,
+        forced: bool = False,
     ) -> Decision:
         """Record whether the challenger ``part`` replaced the champion, and why."""
-        decision = Decision(part, promoted, metric, champion, challenger, margin, reason)
+        decision = Decision(
+            part, promoted, metric, champion, challenger, margin, reason, greater_is_better, forced
+        )
         self.decisions.append(decision)
         return decision
+
+    def add_promotion(self, part: str, decision: Any) -> Decision:
+        """Record a ``PromotionDecision`` (``finetuning.promotion.decide_promotion``) for ``part``.
+
+        Example::
+
+            results.add_promotion("encoder", decide_promotion(before, after, metric="ndcg@10"))
+        """
+        return self.add_decision(
+            part,
+            bool(decision.promoted),
+            decision.metric,
+            decision.champion,
+            decision.challenger,
+            decision.margin,
+            decision.reason,
+            getattr(decision, "greater_is_better", True),
+            getattr(decision, "forced", False),
+        )
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -230,7 +255,7 @@ class EvaluationResults:
             data["notes"] = self.notes
         for section in SECTIONS:
             data[section] = [_system_dict(s) for s in getattr(self, section)]
-        data["decisions"] = [vars(d).copy() for d in self.decisions]
+        data["decisions"] = [asdict(d) for d in self.decisions]
         data["timings"] = dict(self.timings)
         return data
 
@@ -393,7 +418,8 @@ def _parse_system(item: Fields, generation: bool) -> SystemResult:
 
 def _parse_decision(item: Fields) -> Decision:
     item.check_keys(
-        required=("part", "promoted", "metric", "champion", "challenger", "margin", "reason")
+        required=("part", "promoted", "metric", "champion", "challenger", "margin", "reason"),
+        optional=("greater_is_better", "forced"),
     )
     part = item.text("part")
     if part not in PARTS:
@@ -402,8 +428,12 @@ def _parse_decision(item: Fields) -> Decision:
         part=part,
         promoted=item.boolean("promoted"),
         metric=item.text("metric"),
-        champion=item.number("champion"),
-        challenger=item.number("challenger"),
-        margin=item.number("margin"),
+        champion=item.number("champion", nullable=True),
+        challenger=item.number("challenger", nullable=True),
+        margin=item.number("margin"),  # type: ignore[arg-type]
         reason=item.text("reason", allow_empty=True),
+        greater_is_better=item.boolean("greater_is_better")
+        if item.has("greater_is_better")
+        else True,
+        forced=item.boolean("forced") if item.has("forced") else False,
     )

@@ -155,19 +155,34 @@ class SystemResult:
 class Decision:
     """A champion/challenger decision: was the tuned ``part`` promoted, on which metric, why.
 
+    ``champion`` / ``challenger`` are the two parts' values of ``metric`` (None when
+    there was nothing to compare); ``greater_is_better`` is False for losses; ``forced``
+    marks a promotion made without (or against) the check.
+
     Example::
 
         Decision("reranker", promoted=False, metric="ndcg@10", champion=0.70,
-                 challenger=0.69, margin=0.005, reason="challenger below champion + margin")
+                 challenger=0.69, margin=0.005, reason="challenger below champion + margin").gain
+        # -0.01 (up to rounding)
     """
 
     part: str
     promoted: bool
     metric: str
-    champion: float
-    challenger: float
+    champion: float | None
+    challenger: float | None
     margin: float
     reason: str
+    greater_is_better: bool = True
+    forced: bool = False
+
+    @property
+    def gain(self) -> float | None:
+        """How much better the challenger is (positive = better); None without both values."""
+        if self.champion is None or self.challenger is None:
+            return None
+        diff = self.challenger - self.champion
+        return diff if self.greater_is_better else -diff
 
 
 def plain_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -255,3 +255,38 @@ def test_reliability_bins_and_calibration_error():
     assert expected_calibration_error([], []) is None
     with pytest.raises(ValueError, match="outside"):
         reliability_bins([1.5], [1])
+
+
+def test_decisions_keep_missing_values_loss_direction_and_forced_promotions(tmp_path):
+    from llama_index_ragtune.evaluation.dashboard import render_html
+    from llama_index_ragtune.evaluation.dashboard_markdown import render_markdown
+
+    results = EvaluationResults(title="t", dataset_name="d", queries={}, bundle_version="v1")
+    unchecked = results.add_decision(
+        "decoder", False, "loss", None, None, 0.0, "no validation split", greater_is_better=False
+    )
+    loss = results.add_decision(
+        "reranker", True, "loss", 0.50, 0.40, 0.01, "lower loss", greater_is_better=False
+    )
+    forced = results.add_decision(
+        "encoder", True, "ndcg@10", 0.7, 0.69, 0.005, "forced", forced=True
+    )
+    assert unchecked.gain is None and loss.gain == pytest.approx(0.10)
+    assert forced.gain == pytest.approx(-0.01)
+    loaded = EvaluationResults.load(results.save(tmp_path / "evaluation.json"))
+    assert loaded.decisions == results.decisions
+    md = render_markdown(loaded)
+    assert "| decoder | kept champion | loss (lower is better) | — | — | — | 0.000 |" in md
+    assert "| reranker | promoted | loss (lower is better) | 0.500 | 0.400 | +0.100 |" in md
+    assert "| encoder | promoted (forced) | ndcg@10 | 0.700 | 0.690 | -0.010 |" in md
+    assert "promoted (forced)" in render_html(loaded)
+
+
+def test_add_promotion_records_the_engine_contract_decision():
+    promotion = pytest.importorskip("llama_index_ragtune.finetuning.promotion")
+    results = EvaluationResults(title="t", dataset_name="d", queries={}, bundle_version="v1")
+    decision = promotion.decide_promotion({"ndcg@10": 0.30}, {"ndcg@10": 0.35}, metric="ndcg@10")
+    recorded = results.add_promotion("encoder", decision)
+    assert recorded.promoted and recorded.champion == 0.30 and recorded.challenger == 0.35
+    assert recorded.reason == decision.reason and recorded.gain == pytest.approx(decision.gain)
+    results.validate()
