@@ -1,0 +1,162 @@
+"""What goes into a feedback record: every field checked and normalised before any SQL runs.
+
+``prepare_entry`` turns ``FeedbackStore.record``'s arguments into one plain
+dict (or raises ``TypeError`` / ``ValueError`` naming the bad field), so a bad
+record never reaches the database and a batch never stops half-written.
+
+Example::
+
+    from llama_index_ragtune.feedback.entries import prepare_entry
+
+    entry = prepare_entry("apple return policy?", answer="7 days.", rating=1)
+    entry["rating"], entry["nodes"]          # (1, [])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from llama_index.core.schema import MetadataMode
+
+__all__ = ["check_rating", "check_text", "prepare_entry", "text_hash", "timestamp"]
+
+
+def timestamp(value: datetime | float, name: str) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a datetime or a finite UNIX time, got {value!r}")
+    return float(value)
+
+
+def check_text(value: Any, name: str, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise ValueError(f"{name} must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{name} is not valid Unicode text (a lone surrogate at position {exc.start}); "
+            "decode the input properly before storing it"
+        ) from None
+    return value
+
+
+def check_rating(rating: Any) -> int | None:
+    if rating is None:
+        return None
+    if isinstance(rating, bool) or rating not in (1, -1):
+        raise ValueError(f"rating must be +1 (up), -1 (down) or None (unrated), got {rating!r}")
+    return int(rating)
+
+
+def text_hash(text: str, embed_text: str) -> str:
+    """The key of one stored node version: a hash of its plain and embedded texts."""
+    payload = f"{len(text)}:{text}{embed_text}".encode()
+    return hashlib.sha256(payload).hexdigest()[:32]
+
+
+def _node_row(item: Any, index: int) -> tuple[str, str, str, str, str, float | None]:
+    """``(node_id, text_hash, text, embed_text, metadata JSON, score)`` of one source."""
+    if hasattr(item, "node") and hasattr(item, "score"):
+        node, score = item.node, item.score
+    elif hasattr(item, "node_id") and hasattr(item, "get_content"):
+        node, score = item, None
+    else:
+        raise TypeError(
+            f"retrieved[{index}] must be a NodeWithScore or a node, got {type(item).__name__}"
+        )
+    node_id = check_text(node.node_id, f"retrieved[{index}].node_id")
+    text = check_text(
+        node.get_content(metadata_mode=MetadataMode.NONE), f"retrieved[{index}] text", True
+    )
+    embed = check_text(
+        node.get_content(metadata_mode=MetadataMode.EMBED), f"retrieved[{index}] text", True
+    )
+    if score is not None:
+        score = float(score)
+        score = None if math.isnan(score) else score
+    meta = json.dumps(dict(node.metadata or {}), sort_keys=True, default=str)
+    return node_id, text_hash(text, embed), text, embed, meta, score
+
+
+def _ids(values: Any, name: str) -> list[str]:
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a list of node ids, got {values!r}")
+    return [check_text(v, f"{name}[{i}]") for i, v in enumerate(values)]
+
+
+def prepare_entry(
+    query: str,
+    retrieved: Sequence[Any] = (),
+    cited_node_ids: Sequence[str] = (),
+    answer: str | None = None,
+    refused: bool = False,
+    rating: int | None = None,
+    clicked_node_ids: Sequence[str] = (),
+    latency_ms: float | None = None,
+    bundle_version: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    created_at: datetime | float | None = None,
+    record_id: str | None = None,
+) -> dict[str, Any]:
+    """Check and normalise one record's fields (raises naming the bad one)."""
+    query = check_text(query, "query")
+    if answer is not None:
+        answer = check_text(answer, "answer", allow_empty=True)
+    if not isinstance(refused, bool):
+        raise TypeError(f"refused must be True or False, got {refused!r}")
+    if isinstance(retrieved, (str, bytes)) or not isinstance(retrieved, Iterable):
+        raise TypeError(
+            f"retrieved must be a list of NodeWithScore, got {type(retrieved).__name__}"
+        )
+    nodes = [_node_row(item, i) for i, item in enumerate(retrieved)]
+    sources = {n[0] for n in nodes}
+    cited = list(dict.fromkeys(_ids(cited_node_ids, "cited_node_ids")))
+    clicked = list(dict.fromkeys(_ids(clicked_node_ids, "clicked_node_ids")))
+    for name, ids in (("cited_node_ids", cited), ("clicked_node_ids", clicked)):
+        missing = [i for i in ids if i not in sources]
+        if missing:
+            raise ValueError(
+                f"{name} {missing[:5]} are not among the retrieved nodes {sorted(sources)[:10]}; "
+                "an answer can only cite (and a user only open) one of its sources"
+            )
+    if latency_ms is not None:
+        if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)):
+            raise TypeError(f"latency_ms must be a number or None, got {latency_ms!r}")
+        if not math.isfinite(latency_ms) or latency_ms < 0:
+            raise ValueError(f"latency_ms must be a finite number >= 0, got {latency_ms!r}")
+        latency_ms = float(latency_ms)
+    if bundle_version is not None:
+        bundle_version = check_text(bundle_version, "bundle_version")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+    try:
+        meta = json.dumps(dict(metadata or {}), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"metadata must be JSON-serialisable (strings, numbers, lists, dicts): {exc}"
+        ) from None
+    return {
+        "id": uuid.uuid4().hex if record_id is None else check_text(record_id, "record_id"),
+        "created_at": time.time() if created_at is None else timestamp(created_at, "created_at"),
+        "query": query,
+        "answer": answer,
+        "refused": refused,
+        "rating": check_rating(rating),
+        "latency_ms": latency_ms,
+        "bundle_version": bundle_version,
+        "metadata": meta,
+        "nodes": nodes,
+        "cited": cited,
+        "clicked": clicked,
+    }

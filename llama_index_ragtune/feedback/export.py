@@ -1,0 +1,424 @@
+"""Training and evaluation data from a ``FeedbackStore``: retrieval sets and DPO pairs.
+
+Queries merge by normalised text (``data.schema.normalize_text``: case,
+punctuation and spacing ignored), optionally kept apart by record metadata
+(``query_metadata_keys=("store",)`` when the app filters by store). The query id
+is ``stable_query_id(text)`` (the id ``RetrievalDataset.from_pairs`` gives the
+same text), with a suffix per metadata value when keys are given.
+
+Labels (rules "feedback-v1"), per record, then merged per query:
+
+- **positive**: a node cited by an upvoted answer; a citation the user opened
+  (clicked) on an answer that was not downvoted;
+- **negative** (``Negative(source="feedback")``): on a downvoted answer, every
+  source that was neither cited nor clicked; on an upvoted refusal (the user
+  agrees the sources lack the answer), every source not clicked. ``score`` is the
+  retriever's score, ``rank`` the 1-based rank among that answer's rejected sources;
+- **neither**: nodes cited by a downvoted answer (the answer may be wrong for
+  another reason than its source), clicks on a downvoted answer (the user may
+  have opened a citation to check it), sources of unrated answers;
+- a node that is a positive of a query is never its negative (positive wins);
+  a query without any positive is left out (counted in the dataset's
+  ``metadata["queries_without_positive"]``).
+
+Held-out split: a query is on the evaluation side when a hash of
+``(seed, query id)`` falls below ``eval_fraction``, so the same query always
+lands on the same side, however much feedback arrives later, and never leaks
+into training (``split="train"`` / ``split="eval"``).
+
+Preference pairs: an upvoted answer over a downvoted one for the same query
+and the same sources (same node ids, same stored texts, same order: the
+answers' ``[n]`` citations refer to the same numbered sources). The prompt is
+the grounded prompt (``build_messages``) over the stored source texts, cut by
+``max_source_chars`` exactly as ``CitationQueryEngine(max_source_chars=...)`` cuts
+them; an answer text that was both upvoted and downvoted for the group is left
+out.
+
+Example::
+
+    from llama_index_ragtune.feedback import FeedbackStore
+
+    store = FeedbackStore("feedback.sqlite", create=False)
+    eval_set = store.to_evaluation_set(eval_fraction=0.2)          # fixed held-out queries
+    train = store.to_retrieval_dataset(split="train", corpus=nodes)
+    pairs = store.to_preference_pairs(split="train", max_source_chars=1500)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from llama_index_ragtune.data.schema import Negative, RetrievalDataset, stable_query_id
+from llama_index_ragtune.feedback.records import FeedbackRecord
+from llama_index_ragtune.grounding import (
+    DEFAULT_REFUSAL,
+    DEFAULT_SYSTEM_PROMPT,
+    build_messages,
+    truncate_source,
+)
+
+if TYPE_CHECKING:
+    import datasets
+    from llama_index.core.schema import BaseNode
+
+    from llama_index_ragtune.feedback.store import FeedbackStore
+
+__all__ = [
+    "LABEL_RULES",
+    "PREFERENCE_COLUMNS",
+    "feedback_evaluation_set",
+    "feedback_preference_pairs",
+    "feedback_query_id",
+    "feedback_retrieval_dataset",
+    "is_eval_query",
+]
+
+logger = logging.getLogger(__name__)
+
+LABEL_RULES = "feedback-v1"
+"""Name of the labelling rules above; written to every exported dataset's metadata."""
+
+PREFERENCE_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "qid",
+    "strategy",
+    "chosen_score",
+    "rejected_score",
+)
+"""The columns of ``PreferenceBuilder``'s datasets, so both concatenate."""
+
+Split = Literal["all", "train", "eval"]
+
+
+def feedback_query_id(query: str, metadata: Mapping[str, Any], keys: Sequence[str] = ()) -> str:
+    """The query id of a record: ``stable_query_id(query)``, plus a suffix for ``keys``' metadata values.
+
+    Example::
+
+        feedback_query_id("Apple return policy?", {"store": "grocery"}, ("store",))
+    """
+    qid = stable_query_id(query)
+    if not keys:
+        return qid
+    values = json.dumps([metadata.get(k) for k in keys], sort_keys=True, default=str)
+    return f"{qid}-{hashlib.sha1(values.encode()).hexdigest()[:8]}"
+
+
+def is_eval_query(qid: str, eval_fraction: float, seed: int = 0) -> bool:
+    """True when query ``qid`` belongs to the held-out evaluation side (stable per seed).
+
+    Example::
+
+        is_eval_query("q-1a2b", 0.2)        # the same answer on every export
+    """
+    digest = hashlib.sha256(f"{seed}:{qid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+
+
+@dataclass
+class _Query:
+    text: str
+    positives: list[str] = field(default_factory=list)
+    rejected: list[Negative] = field(default_factory=list)
+    records: int = 0
+
+
+def _check_split(split: str, eval_fraction: float) -> None:
+    if split not in ("all", "train", "eval"):
+        raise ValueError(f"split must be 'all', 'train' or 'eval', got {split!r}")
+    if isinstance(eval_fraction, bool) or not 0.0 <= float(eval_fraction) <= 1.0:
+        raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction!r}")
+
+
+def _keep(qid: str, split: str, eval_fraction: float, seed: int) -> bool:
+    return split == "all" or is_eval_query(qid, eval_fraction, seed) == (split == "eval")
+
+
+def _filters(since: Any, until: Any, bundle_version: Any) -> dict[str, Any]:
+    def show(value: Any) -> Any:
+        return value.isoformat() if isinstance(value, datetime) else value
+
+    return {
+        "since": show(since),
+        "until": show(until),
+        "bundle_version": bundle_version
+        if bundle_version is None or isinstance(bundle_version, str)
+        else list(bundle_version),
+    }
+
+
+def _label(record: FeedbackRecord, query: _Query) -> None:
+    """Add one record's positives and rejected sources to its query (rules "feedback-v1")."""
+    cited = set(record.cited_node_ids)
+    clicked = set(record.clicked_node_ids)
+    if record.rating == 1:
+        query.positives.extend(record.cited_node_ids)
+    if record.rating != -1:
+        query.positives.extend(record.clicked_node_ids)
+    if record.rating == -1 or (record.rating == 1 and record.refused):
+        rank = 0
+        for source in record.retrieved:
+            if source.node_id in cited or source.node_id in clicked:
+                continue
+            rank += 1
+            score = (
+                source.score if source.score is not None and math.isfinite(source.score) else None
+            )
+            query.rejected.append(
+                Negative(source.node_id, source="feedback", score=score, rank=rank)
+            )
+
+
+def _corpus(
+    corpus: Mapping[str, str] | Sequence[BaseNode] | None, metadata_mode: str
+) -> dict[str, str]:
+    if corpus is None:
+        return {}
+    if isinstance(corpus, Mapping):
+        return {str(k): v for k, v in corpus.items()}
+    from llama_index.core.schema import MetadataMode
+
+    mode = MetadataMode.EMBED if metadata_mode == "embed" else MetadataMode.NONE
+    return {node.node_id: node.get_content(metadata_mode=mode) for node in corpus}
+
+
+def feedback_retrieval_dataset(
+    store: FeedbackStore,
+    *,
+    corpus: Mapping[str, str] | Sequence[BaseNode] | None = None,
+    metadata_mode: Literal["embed", "none"] = "embed",
+    split: Split = "all",
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    negatives: bool = True,
+    query_metadata_keys: Sequence[str] = (),
+    since: datetime | float | None = None,
+    until: datetime | float | None = None,
+    bundle_version: str | Sequence[str] | None = None,
+) -> RetrievalDataset:
+    """A ``RetrievalDataset`` from the feedback log (labels: see the module docstring).
+
+    Args:
+        corpus: documents to merge into the corpus (``{id: text}`` or LlamaIndex nodes,
+            e.g. the current index's nodes). Their texts win over the stored ones; stored
+            node texts (the version seen last in the selection) fill in the rest, so
+            nodes since removed from the index still have a text.
+        metadata_mode: stored text used for the corpus: ``"embed"`` (as embedded, the
+            default of ``RetrievalDataset.from_pairs``) or ``"none"`` (plain text).
+        split / eval_fraction / seed: ``"train"`` or ``"eval"`` keep one side of the
+            stable held-out split; ``"all"`` keeps every query.
+        negatives: ``False`` leaves the feedback negatives out.
+        query_metadata_keys: record metadata keys that keep equal query texts apart.
+        since / until / bundle_version: which records to read (``FeedbackStore.records``).
+
+    Raises ``ValueError`` when no selected query has a positive.
+
+    Example::
+
+        train = store.to_retrieval_dataset(split="train", corpus=nodes)
+        train = HardNegativeMiner(...).mine(train)     # add BM25 / dense negatives as usual
+    """
+    _check_split(split, eval_fraction)
+    if metadata_mode not in ("embed", "none"):
+        raise ValueError(f"metadata_mode must be 'embed' or 'none', got {metadata_mode!r}")
+    keys = tuple(query_metadata_keys)
+    queries: dict[str, _Query] = {}
+    latest: dict[str, str] = {}  # node id -> text hash of the last version in the selection
+    used = 0
+    for record in store.records(since=since, until=until, bundle_version=bundle_version):
+        for source in record.retrieved:
+            latest[source.node_id] = source.text_hash
+        qid = feedback_query_id(record.query, record.metadata, keys)
+        if not _keep(qid, split, eval_fraction, seed):
+            continue
+        used += 1
+        query = queries.setdefault(qid, _Query(record.query))
+        query.records += 1
+        _label(record, query)
+
+    texts = store.node_texts(latest.items(), embed=metadata_mode == "embed")
+    merged = {
+        node_id: texts[(node_id, h)] for node_id, h in latest.items() if (node_id, h) in texts
+    }
+    merged.update(_corpus(corpus, metadata_mode))
+
+    relevant: dict[str, list[str]] = {}
+    negs: dict[str, list[Negative]] = {}
+    for qid, query in queries.items():
+        positives = list(dict.fromkeys(query.positives))
+        if not positives:
+            continue
+        relevant[qid] = positives
+        if negatives:
+            seen = set(positives)
+            kept = []
+            for neg in query.rejected:
+                if neg.doc_id not in seen:
+                    seen.add(neg.doc_id)
+                    kept.append(neg)
+            if kept:
+                negs[qid] = kept
+    dropped = len(queries) - len(relevant)
+    filters = _filters(since, until, bundle_version)
+    if not relevant:
+        raise ValueError(
+            f"no query among the {used} selected records of {store.path} (split {split!r}, "
+            f"filters {filters}) has a positive: a positive is a node cited by an upvoted "
+            "answer, or a citation opened on an answer that was not downvoted; collect ratings "
+            "or clicks (store.rate / store.click) first"
+            + (", or raise eval_fraction" if split == "eval" else "")
+        )
+    if dropped:
+        logger.info("feedback export: %d queries without a positive left out", dropped)
+    return RetrievalDataset(
+        queries={qid: queries[qid].text for qid in relevant},
+        corpus=merged,
+        relevant_docs=relevant,
+        negatives=negs,
+        metadata={
+            "source": "feedback",
+            "feedback_store": str(store.path),
+            "label_rules": LABEL_RULES,
+            "records": used,
+            "queries_without_positive": dropped,
+            "split": split,
+            "eval_fraction": eval_fraction,
+            "seed": seed,
+            "query_metadata_keys": list(keys),
+            "metadata_mode": metadata_mode,
+            "filters": filters,
+        },
+    )
+
+
+def feedback_evaluation_set(
+    store: FeedbackStore,
+    *,
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    corpus: Mapping[str, str] | Sequence[BaseNode] | None = None,
+    metadata_mode: Literal["embed", "none"] = "embed",
+    query_metadata_keys: Sequence[str] = (),
+    since: datetime | float | None = None,
+    until: datetime | float | None = None,
+    bundle_version: str | Sequence[str] | None = None,
+) -> RetrievalDataset:
+    """The held-out queries with their positive node ids, for champion/challenger checks.
+
+    The evaluation side of the stable split (``split="eval"``, no negatives): give
+    the same ``eval_fraction`` and ``seed`` to every export, and training exports
+    (``split="train"``) never see these queries. Save it next to a bundle
+    (``save_json``) to compare later models on exactly the same set, and score a
+    retriever on it with ``RetrievalEvaluator(retriever).evaluate(eval_set)``.
+
+    Example::
+
+        eval_set = store.to_evaluation_set(eval_fraction=0.2, until=cutoff)
+        eval_set.save_json("bundle/feedback_eval.json")
+    """
+    return feedback_retrieval_dataset(
+        store,
+        corpus=corpus,
+        metadata_mode=metadata_mode,
+        split="eval",
+        eval_fraction=eval_fraction,
+        seed=seed,
+        negatives=False,
+        query_metadata_keys=query_metadata_keys,
+        since=since,
+        until=until,
+        bundle_version=bundle_version,
+    )
+
+
+def feedback_preference_pairs(
+    store: FeedbackStore,
+    *,
+    refusal: str = DEFAULT_REFUSAL,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    max_source_chars: int | None = None,
+    max_pairs_per_group: int | None = None,
+    split: Split = "all",
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    query_metadata_keys: Sequence[str] = (),
+    since: datetime | float | None = None,
+    until: datetime | float | None = None,
+    bundle_version: str | Sequence[str] | None = None,
+) -> datasets.Dataset:
+    """DPO pairs: an upvoted answer over a downvoted one, same query and same sources.
+
+    Columns are ``PreferenceBuilder``'s (``prompt`` = system + user messages,
+    ``chosen`` / ``rejected`` = one assistant message each, ``qid``,
+    ``strategy="feedback"``, ``chosen_score=1.0``, ``rejected_score=0.0``), so the
+    two concatenate and ``DecoderFinetuneEngine`` / TRL's ``DPOTrainer`` read them.
+    ``refusal``, ``system_prompt`` and ``max_source_chars`` must be the answering
+    engine's. Pairs per (query, sources) group follow answer time, capped by
+    ``max_pairs_per_group``. No pair gives an empty dataset with these columns.
+
+    Example::
+
+        pairs = store.to_preference_pairs(max_source_chars=1500, split="train")
+        pairs[0]["chosen"][0]["content"], pairs[0]["rejected"][0]["content"]
+    """
+    _check_split(split, eval_fraction)
+    if max_pairs_per_group is not None and (
+        isinstance(max_pairs_per_group, bool)
+        or not isinstance(max_pairs_per_group, int)
+        or max_pairs_per_group < 1
+    ):
+        raise ValueError(
+            f"max_pairs_per_group must be a positive integer or None, got {max_pairs_per_group!r}"
+        )
+    keys = tuple(query_metadata_keys)
+    groups: dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, dict[str, FeedbackRecord]]] = {}
+    for record in store.records(since=since, until=until, bundle_version=bundle_version):
+        if record.rating is None or record.answer is None:
+            continue
+        qid = feedback_query_id(record.query, record.metadata, keys)
+        if not _keep(qid, split, eval_fraction, seed):
+            continue
+        sources = tuple((s.node_id, s.text_hash) for s in record.retrieved)
+        by_rating = groups.setdefault((qid, sources), {1: {}, -1: {}})
+        by_rating[record.rating].setdefault(record.answer, record)
+
+    rows: list[dict[str, Any]] = []
+    needed = {key for (_, sources), g in groups.items() if g[1] and g[-1] for key in sources}
+    texts = store.node_texts(needed)
+    for (qid, sources), by_rating in groups.items():
+        contested = set(by_rating[1]) & set(by_rating[-1])
+        chosen = [r for answer, r in by_rating[1].items() if answer not in contested]
+        rejected = [r for answer, r in by_rating[-1].items() if answer not in contested]
+        pairs = [(c, r) for c in chosen for r in rejected]
+        if max_pairs_per_group is not None:
+            pairs = pairs[:max_pairs_per_group]
+        for good, bad in pairs:
+            source_texts = [truncate_source(texts[key], max_source_chars) for key in sources]
+            messages = build_messages(
+                good.query, source_texts, refusal=refusal, system_prompt=system_prompt
+            )
+            rows.append(
+                {
+                    "prompt": [
+                        {"role": m.role.value, "content": m.content or ""} for m in messages
+                    ],
+                    "chosen": [{"role": "assistant", "content": good.answer}],
+                    "rejected": [{"role": "assistant", "content": bad.answer}],
+                    "qid": qid,
+                    "strategy": "feedback",
+                    "chosen_score": 1.0,
+                    "rejected_score": 0.0,
+                }
+            )
+    import datasets
+
+    return datasets.Dataset.from_dict({k: [row[k] for row in rows] for k in PREFERENCE_COLUMNS})

@@ -1,0 +1,226 @@
+"""The feedback database: SQLite tables, the schema version, and opening a connection safely.
+
+One file holds the whole log. ``ragtune_meta`` names the format and its schema
+version; a file of another format, of a newer schema, or not SQLite at all is
+refused with :class:`FeedbackStoreError` naming the file. Connections run in
+WAL mode (readers never block the writer, a killed writer leaves every
+committed record), wait up to ``timeout`` seconds for another writer's lock,
+and run every write in one short ``BEGIN IMMEDIATE`` transaction.
+
+Tables (node texts are kept per (node id, text hash), so exports still work
+after the index changed):
+
+- ``records``: one row per answer (query, answer, refused, rating, latency,
+  bundle version, timestamps, metadata JSON);
+- ``retrieved``: the answer's sources in rank order (node id, score, text hash);
+- ``cited``: the node ids the answer cites, in order;
+- ``clicks``: one row per citation the user opened;
+- ``nodes``: node texts (plain and as embedded) and node metadata.
+
+Example::
+
+    from llama_index_ragtune.feedback.schema import open_database
+
+    conn = open_database("feedback.sqlite", timeout=30.0)
+    conn.execute("PRAGMA journal_mode").fetchone()     # ('wal',)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+
+__all__ = ["FORMAT_NAME", "SCHEMA_VERSION", "FeedbackStoreError", "open_database"]
+
+FORMAT_NAME = "llama-index-ragtune/feedback"
+SCHEMA_VERSION = 1
+
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS ragtune_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS records (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        query TEXT NOT NULL,
+        query_norm TEXT NOT NULL,
+        answer TEXT,
+        refused INTEGER NOT NULL DEFAULT 0 CHECK (refused IN (0, 1)),
+        rating INTEGER CHECK (rating IN (-1, 1)),
+        rated_at REAL,
+        latency_ms REAL,
+        bundle_version TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX IF NOT EXISTS records_by_time ON records (created_at)",
+    "CREATE INDEX IF NOT EXISTS records_by_bundle ON records (bundle_version)",
+    "CREATE INDEX IF NOT EXISTS records_by_query ON records (query_norm)",
+    """CREATE TABLE IF NOT EXISTS nodes (
+        node_id TEXT NOT NULL,
+        text_hash TEXT NOT NULL,
+        text TEXT NOT NULL,
+        embed_text TEXT NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (node_id, text_hash)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS retrieved (
+        record_id TEXT NOT NULL REFERENCES records (id) ON DELETE CASCADE,
+        rank INTEGER NOT NULL,
+        node_id TEXT NOT NULL,
+        text_hash TEXT NOT NULL,
+        score REAL,
+        PRIMARY KEY (record_id, rank)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS cited (
+        record_id TEXT NOT NULL REFERENCES records (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        node_id TEXT NOT NULL,
+        PRIMARY KEY (record_id, position)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS clicks (
+        id INTEGER PRIMARY KEY,
+        record_id TEXT NOT NULL REFERENCES records (id) ON DELETE CASCADE,
+        node_id TEXT NOT NULL,
+        clicked_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS clicks_by_record ON clicks (record_id)",
+)
+
+
+_SYNCHRONOUS = {"NORMAL": "PRAGMA synchronous=NORMAL", "FULL": "PRAGMA synchronous=FULL"}
+
+
+class FeedbackStoreError(ValueError):
+    """The feedback database is not SQLite, of another format, or of a newer schema."""
+
+
+def _retry_locked(conn: sqlite3.Connection, sql: str, timeout: float) -> sqlite3.Cursor:
+    """Run ``sql``, retrying while another process holds a lock SQLite does not wait for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return conn.execute(sql)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
+    """True when the schema is in place and readable; raise when it is foreign or newer."""
+    tables = {
+        row[0]
+        for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not row[0].startswith("sqlite_")
+    }
+    if "ragtune_meta" not in tables:
+        if tables:
+            shown = ", ".join(sorted(tables)[:8])
+            raise FeedbackStoreError(
+                f"{path} is an SQLite database but not a llama-index-ragtune feedback store "
+                f"(it holds the tables {shown}); pass the path of a feedback store, or a new "
+                "file name to create one"
+            )
+        return False
+    meta = dict(conn.execute("SELECT key, value FROM ragtune_meta").fetchall())
+    if meta.get("format") != FORMAT_NAME:
+        raise FeedbackStoreError(
+            f"{path} holds format {meta.get('format')!r}, expected {FORMAT_NAME!r}; "
+            "pass the path of a llama-index-ragtune feedback store"
+        )
+    try:
+        version = int(meta.get("schema_version", ""))
+    except ValueError:
+        raise FeedbackStoreError(
+            f"{path} has an unreadable schema version {meta.get('schema_version')!r} in "
+            "ragtune_meta; the file was edited or damaged"
+        ) from None
+    if version > SCHEMA_VERSION:
+        raise FeedbackStoreError(
+            f"{path} was written with feedback schema version {version}, but this "
+            f"llama-index-ragtune reads versions up to {SCHEMA_VERSION}: upgrade "
+            "llama-index-ragtune (`pip install -U llama-index-ragtune`)"
+        )
+    if version < 1:
+        raise FeedbackStoreError(f"{path} has an unknown feedback schema version {version}")
+    return True
+
+
+def open_database(
+    path: str | Path, timeout: float = 30.0, create: bool = True, synchronous: str = "NORMAL"
+) -> sqlite3.Connection:
+    """Open (and, with ``create``, initialise) the feedback database at ``path``.
+
+    ``":memory:"`` gives a private in-memory store (no WAL). Raises
+    ``FileNotFoundError`` when ``create=False`` and the file is missing, and
+    :class:`FeedbackStoreError` for a file that is not a feedback store of a
+    schema this version can read.
+
+    Example::
+
+        conn = open_database("feedback.sqlite", create=False)   # never makes an empty file
+    """
+    path_str = str(path)
+    memory = path_str == ":memory:"
+    if synchronous.upper() not in _SYNCHRONOUS:
+        raise ValueError(
+            f"synchronous must be 'NORMAL' (survives a killed process) or 'FULL' (also "
+            f"survives power loss), got {synchronous!r}"
+        )
+    if not memory:
+        file = Path(path_str)
+        if file.is_dir():
+            raise FeedbackStoreError(f"{file} is a directory; pass the path of a database file")
+        if not file.exists():
+            if not create:
+                raise FileNotFoundError(
+                    f"feedback store {file} does not exist; check the path (or open it with "
+                    "create=True to start an empty store)"
+                )
+            if not file.parent.is_dir():
+                raise FileNotFoundError(
+                    f"cannot create feedback store {file}: the folder {file.parent} does not exist"
+                )
+    conn = sqlite3.connect(path_str, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        try:
+            mode = _retry_locked(conn, "PRAGMA journal_mode=WAL", timeout).fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise TimeoutError(
+                    f"{path_str} stayed locked for {timeout} s while switching to WAL mode"
+                ) from exc
+            raise FeedbackStoreError(
+                f"{path_str} is not a readable SQLite database ({exc}); pass the path of a "
+                "feedback store, or a new file name to create one"
+            ) from exc
+        if not memory and str(mode).lower() != "wal":
+            warnings.warn(
+                f"{path_str}: SQLite could not switch to WAL mode (journal mode {mode!r}; a "
+                "network file system?); concurrent readers will block writers",
+                stacklevel=3,
+            )
+        conn.execute(_SYNCHRONOUS[synchronous.upper()])
+        conn.execute("PRAGMA foreign_keys=ON")
+        if not _check_meta(conn, path_str):
+            _retry_locked(conn, "BEGIN IMMEDIATE", timeout)
+            try:
+                if not _check_meta(conn, path_str):  # another process may have won the race
+                    for statement in _DDL:
+                        conn.execute(statement)
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO ragtune_meta (key, value) VALUES (?, ?)",
+                        [("format", FORMAT_NAME), ("schema_version", str(SCHEMA_VERSION))],
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,0 +1,240 @@
+"""Row-level SQL of the feedback store: insert one entry, filter and read records back.
+
+Every statement is parameterised: the only strings put together are fixed
+fragments from this module and ``?`` placeholders; values always travel as
+parameters.
+
+Example::
+
+    from llama_index_ragtune.feedback.sql import where_clause
+
+    where_clause(since=None, until=None, bundle_version=["v1", "v2"], rating=-1)
+    # (['bundle_version IN (?, ?)', 'rating = ?'], ['v1', 'v2', -1])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from llama_index_ragtune.data.schema import normalize_text
+from llama_index_ragtune.feedback.entries import timestamp
+from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats, RetrievedNode
+
+__all__ = [
+    "COLUMNS",
+    "build_records",
+    "insert_entry",
+    "join_where",
+    "percentile",
+    "read_stats",
+    "utc",
+    "where_clause",
+]
+
+
+def insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], path: Any) -> None:
+    """Insert one checked entry (``entries.prepare_entry``) with its sources, citations and clicks."""
+    try:
+        conn.execute(
+            "INSERT INTO records (id, created_at, query, query_norm, answer, refused, rating, "
+            "rated_at, latency_ms, bundle_version, metadata) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry["id"],
+                entry["created_at"],
+                entry["query"],
+                normalize_text(entry["query"]),
+                entry["answer"],
+                int(entry["refused"]),
+                entry["rating"],
+                entry["created_at"] if entry["rating"] is not None else None,
+                entry["latency_ms"],
+                entry["bundle_version"],
+                entry["metadata"],
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise ValueError(
+            f"record id {entry['id']!r} is already in {path}; give a new record_id"
+        ) from exc
+    at = entry["created_at"]
+    conn.executemany(
+        "INSERT INTO nodes (node_id, text_hash, text, embed_text, metadata, first_seen, "
+        "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (node_id, text_hash) DO UPDATE SET "
+        "metadata = CASE WHEN excluded.last_seen >= last_seen THEN excluded.metadata "
+        "ELSE metadata END, "
+        "first_seen = min(first_seen, excluded.first_seen), "
+        "last_seen = max(last_seen, excluded.last_seen)",
+        [(n[0], n[1], n[2], n[3], n[4], at, at) for n in entry["nodes"]],
+    )
+    conn.executemany(
+        "INSERT INTO retrieved (record_id, rank, node_id, text_hash, score) VALUES (?, ?, ?, ?, ?)",
+        [(entry["id"], rank, n[0], n[1], n[5]) for rank, n in enumerate(entry["nodes"], 1)],
+    )
+    conn.executemany(
+        "INSERT INTO cited (record_id, position, node_id) VALUES (?, ?, ?)",
+        [(entry["id"], i, node_id) for i, node_id in enumerate(entry["cited"], 1)],
+    )
+    conn.executemany(
+        "INSERT INTO clicks (record_id, node_id, clicked_at) VALUES (?, ?, ?)",
+        [(entry["id"], node_id, at) for node_id in entry["clicked"]],
+    )
+
+
+COLUMNS = (
+    "id, created_at, query, answer, refused, rating, rated_at, latency_ms, bundle_version, metadata"
+)
+
+
+def join_where(clauses: Sequence[str]) -> str:
+    return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def where_clause(
+    since: Any, until: Any, bundle_version: Any, rating: Any
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions (fixed fragments) and their parameters for the record filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        clauses.append("created_at >= ?")
+        params.append(timestamp(since, "since"))
+    if until is not None:
+        clauses.append("created_at < ?")
+        params.append(timestamp(until, "until"))
+    if bundle_version is not None:
+        versions = [bundle_version] if isinstance(bundle_version, str) else list(bundle_version)
+        if not versions or not all(isinstance(v, str) for v in versions):
+            raise TypeError(
+                f"bundle_version must be a string or a non-empty list of strings, got {bundle_version!r}"
+            )
+        clauses.append(f"bundle_version IN ({', '.join('?' for _ in versions)})")
+        params.extend(versions)
+    if rating is not None:
+        if rating == "unrated":
+            clauses.append("rating IS NULL")
+        elif rating in (1, -1) and not isinstance(rating, bool):
+            clauses.append("rating = ?")
+            params.append(int(rating))
+        else:
+            raise ValueError(f"rating filter must be 1, -1, 'unrated' or None, got {rating!r}")
+    return clauses, params
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    pos = (len(sorted_values) - 1) * q
+    low = math.floor(pos)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
+
+
+def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackRecord]:
+    """Records for ``rows`` (``COLUMNS`` order) with their sources, citations and clicks."""
+    ids = [row[0] for row in rows]
+    retrieved: dict[str, list[RetrievedNode]] = {i: [] for i in ids}
+    cited: dict[str, list[str]] = {i: [] for i in ids}
+    clicked: dict[str, list[str]] = {i: [] for i in ids}
+    marks = ", ".join("?" for _ in ids)
+    if ids:
+        for rid, node_id, score, text_hash in conn.execute(
+            f"SELECT record_id, node_id, score, text_hash FROM retrieved WHERE record_id IN ({marks}) "
+            "ORDER BY record_id, rank",
+            ids,
+        ):
+            retrieved[rid].append(RetrievedNode(node_id, score, text_hash))
+        for rid, node_id in conn.execute(
+            f"SELECT record_id, node_id FROM cited WHERE record_id IN ({marks}) "
+            "ORDER BY record_id, position",
+            ids,
+        ):
+            cited[rid].append(node_id)
+        for rid, node_id in conn.execute(
+            f"SELECT record_id, node_id FROM clicks WHERE record_id IN ({marks}) ORDER BY record_id, id",
+            ids,
+        ):
+            if node_id not in clicked[rid]:
+                clicked[rid].append(node_id)
+    return [
+        FeedbackRecord(
+            id=rid,
+            query=query,
+            answer=answer,
+            retrieved=tuple(retrieved[rid]),
+            cited_node_ids=tuple(cited[rid]),
+            clicked_node_ids=tuple(clicked[rid]),
+            refused=bool(refused),
+            rating=rating,
+            latency_ms=latency,
+            bundle_version=version,
+            created_at=utc(created),
+            rated_at=None if rated_at is None else utc(rated_at),
+            metadata=json.loads(metadata),
+        )
+        for rid, created, query, answer, refused, rating, rated_at, latency, version, metadata in (
+            row[:10] for row in rows
+        )
+    ]
+
+
+def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) -> FeedbackStats:
+    """``FeedbackStore.stats`` over the records matching ``where`` / ``params``."""
+    selected = f"SELECT id FROM records{join_where(where)}"
+    n, up, down, unrated, refused, first, last = conn.execute(
+        "SELECT count(*), total(rating = 1), total(rating = -1), total(rating IS NULL), "
+        f"total(refused), min(created_at), max(created_at) FROM records{join_where(where)}",
+        params,
+    ).fetchone()
+    clicks, clicked_records = conn.execute(
+        f"SELECT count(*), count(DISTINCT record_id) FROM clicks WHERE record_id IN ({selected})",
+        params,
+    ).fetchone()
+    versions = conn.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT node_id, text_hash FROM retrieved "
+        f"WHERE record_id IN ({selected}))",
+        params,
+    ).fetchone()[0]
+    bundles = {
+        "" if v is None else v: c
+        for v, c in conn.execute(
+            f"SELECT bundle_version, count(*) FROM records{join_where(where)} "
+            "GROUP BY bundle_version ORDER BY bundle_version",
+            params,
+        )
+    }
+    latencies = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT latency_ms FROM records{join_where([*where, 'latency_ms IS NOT NULL'])} "
+            "ORDER BY latency_ms",
+            params,
+        )
+    ]
+    return FeedbackStats(
+        records=n,
+        upvoted=int(up),
+        downvoted=int(down),
+        unrated=int(unrated),
+        refused=int(refused),
+        clicks=clicks,
+        records_with_clicks=clicked_records,
+        node_versions=versions,
+        bundle_versions=bundles,
+        refusal_rate=refused / n if n else None,
+        answer_rate=1 - refused / n if n else None,
+        latency_p50_ms=percentile(latencies, 0.50),
+        latency_p95_ms=percentile(latencies, 0.95),
+        first=None if first is None else utc(first),
+        last=None if last is None else utc(last),
+    )
