@@ -31,6 +31,8 @@ __all__ = [
     "insert_entry",
     "join_where",
     "percentile",
+    "read_node_text",
+    "read_node_texts",
     "read_stats",
     "utc",
     "where_clause",
@@ -238,3 +240,35 @@ def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) ->
         first=None if first is None else utc(first),
         last=None if last is None else utc(last),
     )
+
+
+def read_node_text(
+    conn: sqlite3.Connection, node_id: str, text_hash: str | None, embed: bool
+) -> tuple[str] | None:
+    """The row holding one node version's text (the one seen last when ``text_hash`` is None)."""
+    column = "embed_text" if embed else "text"
+    sql = f"SELECT {column} FROM nodes WHERE node_id = ?"
+    params: list[Any] = [node_id]
+    if text_hash is not None:
+        sql += " AND text_hash = ?"
+        params.append(str(text_hash))
+    return conn.execute(sql + " ORDER BY last_seen DESC LIMIT 1", params).fetchone()
+
+
+def read_node_texts(
+    conn: sqlite3.Connection, keys: Sequence[tuple[str, str]], embed: bool, chunk: int = 500
+) -> dict[tuple[str, str], str]:
+    """Texts of the ``(node_id, text_hash)`` versions in ``keys`` (unknown keys are absent)."""
+    column = "embed_text" if embed else "text"
+    out: dict[tuple[str, str], str] = {}
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        marks = ", ".join("(?, ?)" for _ in part)
+        flat = [value for key in part for value in key]
+        for node_id, text_hash, text in conn.execute(
+            f"SELECT node_id, text_hash, {column} FROM nodes "
+            f"WHERE (node_id, text_hash) IN (VALUES {marks})",
+            flat,
+        ):
+            out[(node_id, text_hash)] = text
+    return out

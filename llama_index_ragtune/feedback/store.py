@@ -45,6 +45,8 @@ from llama_index_ragtune.feedback.sql import (
     build_records,
     insert_entry,
     join_where,
+    read_node_text,
+    read_node_texts,
     read_stats,
     where_clause,
 )
@@ -483,14 +485,8 @@ class FeedbackStore:
 
             store.node_text(record.retrieved[0].node_id, record.retrieved[0].text_hash)
         """
-        column = "embed_text" if embed else "text"
-        sql = f"SELECT {column} FROM nodes WHERE node_id = ?"
-        params: list[Any] = [str(node_id)]
-        if text_hash is not None:
-            sql += " AND text_hash = ?"
-            params.append(str(text_hash))
         with self._read() as conn:
-            row = conn.execute(sql + " ORDER BY last_seen DESC LIMIT 1", params).fetchone()
+            row = read_node_text(conn, str(node_id), text_hash, embed)
         if row is None:
             version = "" if text_hash is None else f" with text hash {text_hash!r}"
             raise KeyError(f"the feedback store {self._path} has no node {node_id!r}{version}")
@@ -500,21 +496,9 @@ class FeedbackStore:
         self, keys: Iterable[tuple[str, str]], embed: bool = False
     ) -> dict[tuple[str, str], str]:
         """Texts of many ``(node_id, text_hash)`` versions at once (unknown keys are absent)."""
-        column = "embed_text" if embed else "text"
         wanted = list(dict.fromkeys((str(a), str(b)) for a, b in keys))
-        out: dict[tuple[str, str], str] = {}
         with self._read() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ", ".join("(?, ?)" for _ in chunk)
-                flat = [v for key in chunk for v in key]
-                for node_id, text_hash, text in conn.execute(
-                    f"SELECT node_id, text_hash, {column} FROM nodes "
-                    f"WHERE (node_id, text_hash) IN (VALUES {marks})",
-                    flat,
-                ):
-                    out[(node_id, text_hash)] = text
-        return out
+            return read_node_texts(conn, wanted, embed)
 
     # ------------------------------------------------------------------ exports
     def to_retrieval_dataset(self, **kwargs: Any) -> RetrievalDataset:
