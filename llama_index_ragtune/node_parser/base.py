@@ -16,14 +16,11 @@ Example::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import os
-import re
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.node_parser.interface import NodeParser
@@ -31,6 +28,8 @@ from llama_index.core.node_parser.node_utils import build_nodes_from_splits, def
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from llama_index.core.utils import get_tqdm_iterable
 
+from llama_index_ragtune.node_parser.documents import DocumentParseError, document_text
+from llama_index_ragtune.node_parser.split import clip_to_tokens
 from llama_index_ragtune.node_parser.structure import Block, Chunk, Section, chunk_blocks
 from llama_index_ragtune.node_parser.tokens import (
     CallableTokenCounter,
@@ -38,63 +37,18 @@ from llama_index_ragtune.node_parser.tokens import (
     TokenCounter,
 )
 
+__all__ = ["DocumentParseError", "StructuredNodeParser", "document_text"]
+
 logger = logging.getLogger(__name__)
 
 SECTION_PATH = "section_path"
 SECTION_TITLE = "section_title"
 BLOCK_TYPES = "block_types"
 OVERSIZED = "oversized"
+PARTIAL_UNIT = "partial_unit"
 #: Kept out of what the embedding model and the LLM see: the title repeats the
-#: end of ``section_path``; block types and the oversized flag are bookkeeping.
-DEFAULT_EXCLUDED_KEYS = (SECTION_TITLE, BLOCK_TYPES, OVERSIZED)
-
-_NON_PRINTABLE = re.compile("[\x01-\x08\x0e-\x1f\x7f\ufffd\ud800-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_WHITESPACE = re.compile(r"\s")
-_MAX_NON_PRINTABLE_SHARE = 0.1
-
-
-def document_text(node: BaseNode) -> str:
-    """The text of ``node``, or a ``ValueError`` naming it when the content is binary or undecodable.
-
-    Example::
-
-        from llama_index.core.schema import MediaResource
-
-        document_text(Document(text_resource=MediaResource(data=b"# Hi")))     # '# Hi'
-        # Document(text="%PDF\\x00\\x01", id_="report.pdf") -> ValueError naming 'report.pdf'
-    """
-    text = node.get_content(metadata_mode=MetadataMode.NONE) or ""
-    resource = getattr(node, "text_resource", None)
-    if not text and resource is not None and resource.data:
-        try:
-            text = base64.b64decode(resource.data).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as err:
-            raise ValueError(
-                f"Document '{node.node_id}' holds bytes that are not valid UTF-8 text ({err}). "
-                "Decode the file with its real encoding, or extract its text with a reader "
-                "(e.g. llama_index.core.SimpleDirectoryReader) before parsing."
-            ) from err
-    if "\x00" in text:
-        raise ValueError(
-            f"Document '{node.node_id}' contains NUL bytes: it looks like binary content "
-            "(a PDF, image or archive), not text. Extract its text with a reader "
-            "(e.g. llama_index.core.SimpleDirectoryReader) or leave it out."
-        )
-    if _SURROGATE.search(text):
-        raise ValueError(
-            f"Document '{node.node_id}' contains undecodable bytes (lone surrogates from a "
-            "lossy decode). Decode the file with its real encoding before parsing."
-        )
-    visible = len(text) - len(_WHITESPACE.findall(text))
-    bad = len(_NON_PRINTABLE.findall(text))
-    if visible and bad / visible > _MAX_NON_PRINTABLE_SHARE:
-        raise ValueError(
-            f"Document '{node.node_id}' is mostly non-printable characters ({bad} of {visible}): "
-            "it looks like binary content or text decoded with the wrong encoding. "
-            "Decode it correctly or extract its text with a reader before parsing."
-        )
-    return text
+#: end of ``section_path``; block types and the two flags are bookkeeping.
+DEFAULT_EXCLUDED_KEYS = (SECTION_TITLE, BLOCK_TYPES, OVERSIZED, PARTIAL_UNIT)
 
 
 def _merged_keys(*groups: Sequence[str]) -> list[str]:
@@ -148,6 +102,14 @@ class StructuredNodeParser(NodeParser):
     excluded_llm_metadata_keys: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EXCLUDED_KEYS),
         description="Metadata keys added to every node's excluded_llm_metadata_keys.",
+    )
+    on_error: Literal["raise", "skip"] = Field(
+        default="raise",
+        description=(
+            "What a document that cannot be parsed (binary or undecodable content, metadata "
+            "larger than the cap) does: 'raise' a DocumentParseError naming it (nothing is "
+            "dropped silently), or 'skip' it with a warning naming it and parse the others."
+        ),
     )
 
     _counter: TokenCounter | None = PrivateAttr(default=None)
@@ -272,74 +234,116 @@ class StructuredNodeParser(NodeParser):
 
     # ---------------------------------------------------------- parsing
 
-    def _section_metadata(self, path: tuple[str, ...], kinds: str, oversized: bool) -> dict:
+    def _section_metadata(self, path: tuple[str, ...], kinds: str, flags: tuple = ()) -> dict:
+        oversized, partial = (*flags, False, False)[:2]
         return {
             SECTION_PATH: self.section_separator.join(path),
             SECTION_TITLE: path[-1] if path else "",
             BLOCK_TYPES: kinds,
             OVERSIZED: oversized,
+            PARTIAL_UNIT: partial,
         }
 
-    def _budget_for(self, node: BaseNode, cap: int, count: TokenCounter):
-        cache: dict[tuple, int] = {}
+    def _sections_for(self, node: BaseNode, cap: int, count: TokenCounter):
+        """``plan(path, kinds) -> (budget, shown_path)`` for the sections of ``node``.
 
-        def budget(section: Section) -> int:
-            if not (self.include_metadata and self.count_metadata):
-                return cap
-            kinds = ",".join(dict.fromkeys(block.kind for block in section.blocks))
-            key = (section.path, kinds)
+        The budget is the cap minus the embed-mode metadata (when counted). A heading
+        chain that would take more than half of what the document's own metadata
+        leaves of the cap is shown shortened ("…") in ``section_path``/``section_title``;
+        the headings themselves stay whole in the node text.
+        """
+        counting = self.include_metadata and self.count_metadata
+        template = getattr(node, "text_template", TextNode().text_template)
+        excluded = _merged_keys(
+            node.excluded_embed_metadata_keys, self.excluded_embed_metadata_keys
+        )
+
+        def used(path: tuple[str, ...], kinds: str) -> int:
+            probe = TextNode(
+                text="",
+                metadata={**node.metadata, **self._section_metadata(path, kinds)},
+                excluded_embed_metadata_keys=excluded,
+                metadata_template=node.metadata_template,
+                metadata_separator=node.metadata_separator,
+                text_template=template,
+            )
+            meta = probe.get_metadata_str(MetadataMode.EMBED)
+            return count(template.format(metadata_str=meta, content="")) if meta else 0
+
+        base = used((), "") if counting else 0
+        if base >= cap:
+            raise DocumentParseError(
+                node.node_id,
+                f"The embed-mode metadata of document '{node.node_id}' takes {base} tokens, not "
+                f"less than chunk_size={cap}. Shorten the metadata, exclude keys from embedding "
+                "(excluded_embed_metadata_keys), raise chunk_size, or set count_metadata=False.",
+            )
+        allowance = (cap - base) // 2
+        cache: dict[tuple, tuple[int, tuple[str, ...]]] = {}
+
+        def plan(path: tuple[str, ...], kinds: str) -> tuple[int, tuple[str, ...]]:
+            key = (path, kinds)
             if key not in cache:
-                probe = TextNode(
-                    text="",
-                    metadata={
-                        **node.metadata,
-                        **self._section_metadata(section.path, kinds, False),
-                    },
-                    excluded_embed_metadata_keys=_merged_keys(
-                        node.excluded_embed_metadata_keys, self.excluded_embed_metadata_keys
-                    ),
-                    metadata_template=node.metadata_template,
-                    metadata_separator=node.metadata_separator,
-                    text_template=getattr(node, "text_template", TextNode().text_template),
-                )
-                meta = probe.get_metadata_str(MetadataMode.EMBED)
-                used = (
-                    count(probe.text_template.format(metadata_str=meta, content="")) if meta else 0
-                )
-                if used >= cap:
-                    raise ValueError(
-                        f"The embed-mode metadata of document '{node.node_id}' (section "
-                        f"'{self.section_separator.join(section.path)}') takes {used} tokens, not "
-                        f"less than chunk_size={cap}. Shorten the metadata, exclude keys from "
-                        "embedding (excluded_embed_metadata_keys), raise chunk_size, or set "
-                        "count_metadata=False."
+                shown = path
+                if counting and used(path, kinds) - base > allowance:
+                    shown = self._clip_path(
+                        path, lambda p: used(p, kinds) - base <= allowance, count
                     )
-                cache[key] = cap - used
+                budget = cap - used(shown, kinds) if counting else cap
+                if budget < 1:
+                    raise DocumentParseError(
+                        node.node_id,
+                        f"The embed-mode metadata of document '{node.node_id}' (section "
+                        f"'{self.section_separator.join(shown)}') takes {cap - budget} tokens, "
+                        f"not less than chunk_size={cap}. Shorten the metadata, exclude keys "
+                        "from embedding (excluded_embed_metadata_keys), raise chunk_size, or "
+                        "set count_metadata=False.",
+                    )
+                cache[key] = (budget, shown)
             return cache[key]
 
-        return budget
+        return plan
 
-    def _nodes_from(self, node: BaseNode) -> list[BaseNode]:
+    @staticmethod
+    def _clip_path(path: tuple[str, ...], fits, count: TokenCounter) -> tuple[str, ...]:
+        """``path`` with every title clipped to the most tokens (the same for all) that ``fits``."""
+        lo, hi = 0, max(count(title) for title in path)  # clipping to `lo` tokens fits (or 0)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(tuple(clip_to_tokens(t, mid, count) for t in path)):
+                lo = mid
+            else:
+                hi = mid - 1
+        clipped = tuple(clip_to_tokens(t, lo, count) for t in path)
+        return clipped if fits(clipped) else clipped[-1:]
+
+    def _nodes_from(self, node: BaseNode, count: TokenCounter, cap: int) -> list[BaseNode]:
         text = document_text(node)
         if not text.strip():
             return []
         blocks, source = self._document_blocks(text)
         if not blocks:
             return []
-        count = self._token_counter()
-        cap = self.effective_chunk_size
-        chunks = chunk_blocks(blocks, self._budget_for(node, cap, count), count, source)
+        plan = self._sections_for(node, cap, count)
+
+        def budget(section: Section) -> int:
+            kinds = ",".join(dict.fromkeys(block.kind for block in section.blocks))
+            return plan(section.path, kinds)[0]
+
+        chunks = chunk_blocks(blocks, budget, count, source)
         nodes = build_nodes_from_splits([c.text for c in chunks], node, id_func=self.id_func)
         for text_node, chunk in zip(nodes, chunks, strict=True):
-            self._annotate(text_node, chunk, node)
+            self._annotate(text_node, chunk, node, plan)
+        self._log_cuts(node, chunks)
         return nodes
 
-    def _annotate(self, text_node: TextNode, chunk: Chunk, parent: BaseNode) -> None:
+    def _annotate(self, text_node: TextNode, chunk: Chunk, parent: BaseNode, plan) -> None:
         if self.include_metadata:
             kinds = ",".join(chunk.block_types)
+            shown = plan(chunk.section_path, kinds)[1] if chunk.section_path else ()
             text_node.metadata = {
                 **parent.metadata,
-                **self._section_metadata(chunk.section_path, kinds, chunk.oversized),
+                **self._section_metadata(shown, kinds, (chunk.oversized, chunk.partial)),
             }
         text_node.excluded_embed_metadata_keys = _merged_keys(
             parent.excluded_embed_metadata_keys, self.excluded_embed_metadata_keys
@@ -349,25 +353,56 @@ class StructuredNodeParser(NodeParser):
         )
         text_node.start_char_idx = chunk.start
         text_node.end_char_idx = chunk.end
-        if chunk.oversized:
+
+    def _log_cuts(self, parent: BaseNode, chunks: list[Chunk]) -> None:
+        partial = sum(chunk.partial for chunk in chunks)
+        over = [chunk for chunk in chunks if chunk.oversized]
+        if partial:
+            logger.info(
+                "%s: %d node(s) of document '%s' hold part of a list item, table row, code line "
+                "or sentence longer than the cap (cut at sentence, word or character "
+                "boundaries; metadata %s=True).",
+                type(self).__name__, partial, parent.node_id, PARTIAL_UNIT,
+            )  # fmt: skip
+        for chunk in over:
             logger.warning(
-                "%s: a node of document '%s' (section '%s', %s) has %d tokens, over its budget "
-                "of %d: it is a single line or word that cannot be split without cutting it.",
-                type(self).__name__,
-                parent.node_id,
-                self.section_separator.join(chunk.section_path),
-                ",".join(chunk.block_types),
-                chunk.tokens,
-                chunk.budget,
-            )
+                "%s: a node of document '%s' (section '%s') has %d tokens, over its budget of %d: "
+                "a single character takes more tokens than the budget; raise chunk_size.",
+                type(self).__name__, parent.node_id,
+                self.section_separator.join(chunk.section_path), chunk.tokens, chunk.budget,
+            )  # fmt: skip
 
     def _parse_nodes(
         self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any
     ) -> list[BaseNode]:
         out: list[BaseNode] = []
+        if not nodes:
+            return out
+        # Configuration errors (a missing tokenizer, say) are not a document's fault: raised
+        # here whatever on_error says.
+        count, cap = self._token_counter(), self.effective_chunk_size
         for node in get_tqdm_iterable(nodes, show_progress, "Parsing nodes"):
-            out.extend(self._nodes_from(node))
+            try:
+                out.extend(self._nodes_from(node, count, cap))
+            except Exception as err:
+                error = self._document_error(node, err)
+                if self.on_error == "raise":
+                    if error is err:
+                        raise
+                    raise error from err
+                logger.warning("Skipped document '%s' (on_error='skip'): %s", node.node_id, error)
         return out
+
+    def _document_error(self, node: BaseNode, err: Exception) -> DocumentParseError:
+        """``err`` itself when it already names the document, else a DocumentParseError that does."""
+        if isinstance(err, DocumentParseError):
+            return err
+        return DocumentParseError(
+            node.node_id,
+            f"{type(self).__name__} could not parse document '{node.node_id}': "
+            f"{type(err).__name__}: {err} (on_error='skip' skips such a document with a warning "
+            "and parses the others).",
+        )
 
     def _postprocess_parsed_nodes(
         self, nodes: list[BaseNode], parent_doc_map: dict[str, Document]

@@ -1,14 +1,16 @@
 """Structure-aware HTML node parser.
 
 The page is parsed leniently with BeautifulSoup (lxml, or the standard
-library's ``html.parser``), boilerplate is dropped (script, style, nav, page
-header/footer, aside, form, noscript, ``role="navigation"`` and similar, hidden
-elements), and what remains is converted to the same block model as Markdown
-(:mod:`.html_blocks`): h1-h6 sections, paragraphs, nested ul/ol, dl, tables
-(thead/tbody/th, colspan and rowspan flattened) rendered as Markdown tables,
-pre/code as fenced code, and blockquotes. Splitting and packing are shared
-with :class:`~.markdown.StructuredMarkdownNodeParser`, so both give the same
-text form and metadata schema.
+library's ``html.parser``), boilerplate is dropped (scripts, styles, navigation,
+page banner/footer and sidebars, form controls, hidden elements: the rules are
+in :mod:`.html_clean`), and what remains is converted to the same block model
+as Markdown (:mod:`.html_blocks`): h1-h6 sections, paragraphs, nested ul/ol,
+dl, tables (thead/tbody/th; colspan and rowspan flattened, with the output
+bounded, see :mod:`.html_tables`) rendered as Markdown tables, pre/code as
+fenced code, and blockquotes. Image alt text, figure captions, details/summary,
+footnotes and notes are kept (:mod:`.html_text`). Splitting and packing are
+shared with :class:`~.markdown.StructuredMarkdownNodeParser`, so both give the
+same text form and metadata schema.
 
 ``start_char_idx``/``end_char_idx`` are left None: a node's text is the
 rendered Markdown, not a substring of the raw HTML.

@@ -2,11 +2,16 @@
 
 Headings become ``## Title`` lines, lists ``-``/``1.`` items (nesting kept by
 indentation), definition lists ``Term`` / ``: definition`` lines, tables
-Markdown tables (``colspan``/``rowspan`` flattened into a rectangular grid by
-repeating the spanning cell's text), ``pre`` fenced code and blockquotes
+Markdown tables (:mod:`.html_tables`), ``pre`` fenced code and blockquotes
 ``>`` lines, so the HTML and Markdown parsers give the same text form.
-Scripts, styles, navigation, page headers/footers, sidebars, forms and hidden
-elements are dropped before conversion.
+Boilerplate is dropped first (:mod:`.html_clean`); what counts as visible text
+(image alt text, ``<br>``, word breaks at block boundaries) is in :mod:`.html_text`.
+
+The tree is walked once, iteratively (an explicit stack), so nesting depth is
+unlimited. Lists, definition lists and quotes nested more than
+``MAX_NESTING`` deep are written at that depth: their text is kept, only the
+indentation / quote markers stop growing (so deep nesting cannot multiply the
+output). Everything inside a heading or a definition term is read as one line.
 
 Example::
 
@@ -20,71 +25,307 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
+from llama_index_ragtune.node_parser.html_clean import (
+    DEFAULT_BOILERPLATE_ROLES,
+    DEFAULT_BOILERPLATE_TAGS,
+    BoilerplatePolicy,
+)
+from llama_index_ragtune.node_parser.html_tables import render_table
+from llama_index_ragtune.node_parser.html_text import (
+    BLOCK_TAGS,
+    BR,
+    _bs4,
+    alt_text,
+    normalize,
+    text_types,
+)
 from llama_index_ragtune.node_parser.structure import Block
 
-DEFAULT_BOILERPLATE_TAGS = (
-    "script", "style", "noscript", "template", "head", "nav", "aside", "form",
-    "header", "footer", "iframe", "svg", "canvas", "object", "embed",
-    "button", "select", "textarea", "input",
-)  # fmt: skip
-DEFAULT_BOILERPLATE_ROLES = (
-    "navigation", "banner", "contentinfo", "complementary", "search",
-    "menu", "menubar", "toolbar",
-)  # fmt: skip
-#: ``header``/``footer`` inside these belong to the content (an article's title, say).
-_CONTENT_ROOTS = ["article", "main"]
+__all__ = ["DEFAULT_BOILERPLATE_ROLES", "DEFAULT_BOILERPLATE_TAGS", "MAX_NESTING", "HTMLConverter"]
 
-_BLOCK_TAGS = frozenset({
-    "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details",
-    "dialog", "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form",
-    "h1", "h2", "h3", "h4", "h5", "h6", "header", "hgroup", "hr", "html", "legend", "li",
-    "main", "menu", "nav", "ol", "p", "pre", "search", "section", "summary", "table", "tbody",
-    "td", "tfoot", "th", "thead", "tr", "ul",
-})  # fmt: skip
-_BLOCK_TAG_LIST = sorted(_BLOCK_TAGS)
+#: Lists, definitions and quotes deeper than this are written at this depth.
+MAX_NESTING = 4
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
-_LI = frozenset({"li"})
-_DT_DD = frozenset({"dt", "dd"})
-_CELLS = frozenset({"td", "th"})
-_LIST_TAGS = ("ul", "ol", "menu", "dir")
-_BR = "\u2028"
-_SPACES = re.compile(r"[ \t\n\r\f\v\u00a0]+")
+_LIST_TAGS = frozenset({"ul", "ol", "menu", "dir"})
+_BLOCK_KIND = {"list": "list", "dl": "definition_list", "quote": "blockquote"}
 _PERMALINK_MARK = re.compile("\\s*[\u00b6\u00a7\U0001f517]+$")  # Sphinx/MkDocs "¶" anchors
 _LANGUAGE = re.compile(r"^(?:language|lang|highlight)-([\w+#.-]+)$")
-_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 
 
-def _bs4():
+@dataclass(eq=False)
+class _Context:
+    """An open list, item, definition list, definition, quote, heading or term."""
+
+    kind: str  # list | item | dl | term | dd | quote | heading
+    tag: object  # the element that opened it
+    owner: object  # the element whose end closes it (an implied sibling's outer element)
+    marker: str = ""  # item/dd: "- ", "3. ", ": "
+    first: bool = True  # item/dd: the marker is still to be written
+    ordered: bool = False
+    number: int = 1  # list: the next item's number
+    had_item: bool = False  # list: an item was opened
+    last_dt: bool = False  # dl: the previous entry was a term
+    level: int = 0  # heading level
+    top: bool = False  # opened at the top level: it makes a block of its own
+    content: bool = False  # something was written inside it
+    indent: str = ""  # a list/quote directly inside a list, after an item: under that item
+
+    @property
+    def prefixes(self) -> bool:
+        return self.kind in ("item", "dd", "quote") or bool(self.indent)
+
+
+def _start_number(value) -> int:
     try:
-        import bs4
-    except ImportError as err:  # pragma: no cover - bs4 is a hard dependency
-        raise ImportError(
-            "StructuredHTMLNodeParser needs beautifulsoup4: pip install beautifulsoup4 lxml"
-        ) from err
-    return bs4
+        number = int(str(value).strip()[:10])
+    except (TypeError, ValueError):
+        return 1
+    return number if abs(number) < 10**9 else 1
 
 
-def _normalize(raw: str) -> str:
-    raw = raw.replace("\ufeff", "")  # a byte-order mark / zero-width no-break space is invisible
-    lines = (_SPACES.sub(" ", line).strip() for line in raw.split(_BR))
-    return "\n".join(line for line in lines if line)
+@dataclass
+class _Writer:
+    """Turns the walk's events into blocks (one document)."""
 
+    contains_table: object
+    blocks: list[Block] = field(default_factory=list)
+    buffer: list[str] = field(default_factory=list)
+    stack: list[_Context] = field(default_factory=list)
+    prefixers: list[_Context] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # the open top-level container's lines
+    unit_starts: list[int] = field(default_factory=list)
+    flat: int = 0  # open headings/terms: read as one line
 
-def _join_units(parts: Sequence[str], sep: str = "\n") -> tuple[str, list[tuple[int, int]]]:
-    units, offset = [], 0
-    for part in parts:
-        units.append((offset, offset + len(part)))
-        offset += len(part) + len(sep)
-    return sep.join(parts), units
+    # ---------------------------------------------------------- contexts
 
+    def push(self, ctx: _Context) -> None:
+        if not self.stack:
+            ctx.top = ctx.kind in _BLOCK_KIND
+            self.lines, self.unit_starts = [], []
+        self.stack.append(ctx)
+        if ctx.prefixes:
+            self.prefixers.append(ctx)
+        if ctx.kind in ("heading", "term"):
+            self.flat += 1
 
-def _indent_item(marker: str, body: str) -> str:
-    lines = body.split("\n")
-    pad = " " * (len(marker) + 1)
-    rest = [pad + line if line else "" for line in lines[1:]]
-    return "\n".join([f"{marker} {lines[0]}".rstrip(), *rest])
+    def pop(self) -> None:
+        ctx = self.stack[-1]
+        if ctx.kind == "heading":
+            self._heading(ctx)
+        elif ctx.kind == "term":
+            text = " ".join("".join(self.buffer).replace("\ufeff", "").split())
+            self.buffer.clear()
+            self.stack.pop()  # the term's line belongs to its definition list
+            if text:
+                self.emit([text])
+            self.stack.append(ctx)
+        else:
+            self.flush()
+        self.stack.pop()
+        if ctx.prefixes:
+            self.prefixers.pop()
+        if ctx.kind in ("heading", "term"):
+            self.flat -= 1
+        if self.stack:
+            self.stack[-1].content |= ctx.content
+        elif ctx.top:
+            self._close_block(ctx)
+
+    def close_owned(self, tag) -> None:
+        while self.stack and self.stack[-1].owner is tag:
+            self.pop()
+
+    # ------------------------------------------------------------ output
+
+    def prefix(self, consume: bool = True) -> str:
+        parts = []
+        for ctx in self.prefixers[:MAX_NESTING]:
+            parts.append(ctx.indent)
+            if ctx.kind == "quote":
+                parts.append("> ")
+            elif ctx.kind in ("item", "dd"):
+                parts.append(ctx.marker if ctx.first else " " * len(ctx.marker))
+                ctx.first = ctx.first and not consume
+        top = self.stack[-1]
+        if top.kind == "list" and top.had_item and len(self.prefixers) < MAX_NESTING:
+            parts.append("  ")  # stray content directly in a list: under the previous item
+        return "".join(parts)
+
+    def emit(self, lines: list[str]) -> None:
+        for text in lines:
+            self.lines.append((self.prefix() + text).rstrip())
+        if lines:
+            self.stack[-1].content = True
+
+    def begin_block(self) -> None:
+        """A new block starts inside the innermost container: quotes separate blocks by '>'."""
+        top = self.stack[-1]
+        if top.kind == "quote" and top.content:
+            self.lines.append(self.prefix(consume=False).rstrip())
+
+    def add(self, kind: str, text: str, **kwargs) -> None:
+        """A block at the top level, or its lines inside the open container."""
+        if not self.stack:
+            self.blocks.append(Block(kind, text, **kwargs))
+        else:
+            self.begin_block()
+            self.emit(text.split("\n"))
+
+    def flush(self) -> None:
+        if self.buffer:
+            text = normalize("".join(self.buffer))
+            self.buffer.clear()
+            if text:
+                self.add("paragraph", text)
+
+    def _heading(self, ctx: _Context) -> None:
+        title = " ".join("".join(self.buffer).replace("\ufeff", "").split())
+        self.buffer.clear()
+        title = _PERMALINK_MARK.sub("", title).strip()
+        if not title:
+            return
+        self.stack.pop()
+        self.add("heading", f"{'#' * ctx.level} {title}", level=ctx.level, title=title)
+        self.stack.append(ctx)
+
+    def _close_block(self, ctx: _Context) -> None:
+        lines, starts = self.lines, self.unit_starts
+        self.lines, self.unit_starts = [], []
+        if not lines:
+            return
+        text = "\n".join(lines)
+        units: list[tuple[int, int]] = []
+        if ctx.kind != "quote":
+            offsets = [0]
+            for line in lines:
+                offsets.append(offsets[-1] + len(line) + 1)
+            bounds = sorted({0, *(s for s in starts if s < len(lines))}) + [len(lines)]
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                if "".join(lines[a:b]).strip():
+                    units.append((offsets[a], offsets[b] - 1))
+        self.blocks.append(Block(_BLOCK_KIND[ctx.kind], text, units=units))
+
+    # ------------------------------------------------------------ events
+
+    def enter(self, tag) -> bool:
+        """Handle the start of ``tag``; True when its children are to be walked."""
+        name = tag.name
+        top = self.stack[-1] if self.stack else None
+        if (
+            top is not None
+            and top.kind in ("item", "term", "dd")
+            and tag.parent is top.tag
+            and name in (("li",) if top.kind == "item" else ("dt", "dd"))
+        ):  # an unclosed <li>/<dt>/<dd> swallowed its next sibling (html.parser)
+            owner = top.owner
+            if top.kind != "term":
+                self.flush()
+            top.owner = tag  # so that close_owned closes it now
+            self.close_owned(tag)
+            self._open_entry(tag, owner)
+            return True
+        if self.flat:
+            if name in BLOCK_TAGS or name == "br":
+                self.buffer.append(" ")
+            else:
+                self.buffer.append(alt_text(tag))
+            return True
+        if name == "br":
+            self.buffer.append(BR)
+            return False
+        if name not in BLOCK_TAGS:
+            self.buffer.append(alt_text(tag))
+            return True
+        self.flush()
+        if name in _HEADINGS:
+            self.push(_Context("heading", tag, tag, level=_HEADINGS[name]))
+        elif name == "pre":
+            self._code(tag)
+            return False
+        elif name == "table":
+            return self._table(tag)
+        elif name in _LIST_TAGS or name in ("dl", "blockquote"):
+            if self.stack:
+                self.begin_block()
+            kind = "quote" if name == "blockquote" else "dl" if name == "dl" else "list"
+            ctx = _Context(kind, tag, tag, ordered=name == "ol")
+            ctx.number = _start_number(tag.get("start", 1))
+            if top is not None and top.kind == "list" and top.had_item:
+                ctx.indent = "  "
+            self.push(ctx)
+        elif top is not None and (
+            (name == "li" and top.kind == "list") or (name in ("dt", "dd") and top.kind == "dl")
+        ):
+            self._open_entry(tag, tag)
+        return True
+
+    def exit(self, tag) -> None:
+        if self.flat:
+            if tag.name in BLOCK_TAGS:
+                self.buffer.append(" ")
+        elif tag.name in BLOCK_TAGS:
+            self.flush()
+        self.close_owned(tag)
+
+    def _open_entry(self, tag, owner) -> None:
+        """A list item, definition term or definition in the innermost list/dl."""
+        container = self.stack[-1]
+        if tag.name == "li":
+            marker = f"{container.number}. " if container.ordered else "- "
+            container.number += 1
+            container.had_item = True
+            if container.top:
+                self.unit_starts.append(len(self.lines))
+            self.push(_Context("item", tag, owner, marker=marker))
+            return
+        new_group = tag.name == "dt" and not container.last_dt
+        if container.top and (new_group or not self.unit_starts):
+            self.unit_starts.append(len(self.lines))
+        container.last_dt = tag.name == "dt"
+        kind = "term" if tag.name == "dt" else "dd"
+        self.push(_Context(kind, tag, owner, marker=": " if kind == "dd" else ""))
+
+    def _code(self, pre) -> None:
+        code = pre.get_text().strip("\n").rstrip()
+        if not code.strip():
+            return
+        language = ""
+        tag_type = _bs4().Tag
+        candidates = [pre, pre.find("code"), pre.parent, pre.parent.parent if pre.parent else None]
+        for tag in candidates:
+            for cls in (tag.get("class") or []) if isinstance(tag, tag_type) else []:
+                match = _LANGUAGE.match(cls)
+                if match:
+                    language = match.group(1)
+                    break
+            if language:
+                break
+        fence = "```"
+        while fence in code:
+            fence += "`"
+        opening = f"{fence}{language}"
+        text = f"{opening}\n{code}\n{fence}"
+        head, tail = len(opening) + 1, len(text) - len(fence)
+        units = []
+        offset = head
+        for line in code.split("\n"):
+            if line.strip():
+                units.append((offset, offset + len(line.rstrip())))
+            offset += len(line) + 1
+        self.add("code", text, units=units, head=head, tail=tail)
+
+    def _table(self, table) -> bool:
+        rendered = render_table(table, self.contains_table)
+        if rendered is None:  # a layout table: its cells are ordinary block content
+            return True
+        for paragraph in rendered.before:
+            self.add("paragraph", paragraph)
+        if rendered.text:
+            self.add("table", rendered.text, units=rendered.units, head=rendered.head)
+        return False
 
 
 class HTMLConverter:
@@ -104,12 +345,8 @@ class HTMLConverter:
         boilerplate_roles: Iterable[str] = DEFAULT_BOILERPLATE_ROLES,
     ):
         self.features = features
-        self.boilerplate_tags = {t.lower() for t in boilerplate_tags}
-        self.boilerplate_roles = {r.lower() for r in boilerplate_roles}
-        bs4 = _bs4()
-        self._string, self._tag = bs4.NavigableString, bs4.Tag
-
-    # ---------------------------------------------------------- entry point
+        self.policy = BoilerplatePolicy(boilerplate_tags, boilerplate_roles)
+        self.boilerplate_tags, self.boilerplate_roles = self.policy.tags, self.policy.roles
 
     def parse(self, html: str):
         """The BeautifulSoup tree of ``html`` (``html.parser`` when the chosen builder is missing)."""
@@ -119,334 +356,38 @@ class HTMLConverter:
         except bs4.FeatureNotFound:
             return bs4.BeautifulSoup(html, "html.parser")
 
+    def is_boilerplate(self, tag) -> bool:
+        """True for a boilerplate element (see :mod:`.html_clean`) to drop with its content."""
+        return self.policy.is_boilerplate(tag)
+
+    def drop_boilerplate(self, soup) -> None:
+        """Remove every boilerplate element from ``soup`` in place."""
+        self.policy.drop(soup)
+
     def blocks(self, html: str) -> list[Block]:
         """The page's content blocks, boilerplate dropped, each rendered as Markdown."""
         soup = self.parse(html)
         self.drop_boilerplate(soup)
-        return self._flow(soup.children)
-
-    def is_boilerplate(self, tag) -> bool:
-        """True for a boilerplate element (by tag, ARIA role, or hidden) to drop with its content."""
-        name = (tag.name or "").lower()
-        if name in ("header", "footer") and name in self.boilerplate_tags:
-            return tag.find_parent(_CONTENT_ROOTS) is None
-        if name in self.boilerplate_tags:
-            return True
-        attrs = tag.attrs or {}
-        role = str(attrs.get("role", "")).lower()
-        if role and set(role.split()) & self.boilerplate_roles:
-            return True
-        if "hidden" in attrs or str(attrs.get("aria-hidden", "")).lower() == "true":
-            return True
-        return bool(_HIDDEN_STYLE.search(str(attrs.get("style", ""))))
-
-    def drop_boilerplate(self, soup) -> None:
-        """Remove every boilerplate element from ``soup`` in place."""
-        for tag in [t for t in soup.find_all(True) if self.is_boilerplate(t)]:
-            if not tag.decomposed:
-                tag.decompose()
-
-    # ------------------------------------------------------------- inline
-
-    def _is_text(self, node) -> bool:
-        return type(node) is self._string
-
-    def _inline_raw(self, tag) -> str:
-        parts = []
-        for node in tag.descendants:
-            if self._is_text(node):
-                parts.append(str(node))
-            elif isinstance(node, self._tag) and node.name == "br":
-                parts.append(_BR)
-        return "".join(parts)
-
-    def _is_inline(self, tag) -> bool:
-        return tag.name not in _BLOCK_TAGS and tag.find(_BLOCK_TAG_LIST) is None
-
-    # --------------------------------------------------------------- flow
-
-    def _flow(self, children: Iterable) -> list[Block]:
-        """Blocks for a run of sibling nodes; loose text between block elements becomes paragraphs."""
-        blocks: list[Block] = []
-        buffer: list[str] = []
-
-        def flush() -> None:
-            text = _normalize("".join(buffer))
-            buffer.clear()
-            if text:
-                blocks.append(Block("paragraph", text))
-
-        for child in list(children):
-            if self._is_text(child):
-                buffer.append(str(child))
-            elif not isinstance(child, self._tag):
-                continue
-            elif child.name == "br":
-                buffer.append(_BR)
-            elif self._is_inline(child):
-                buffer.append(self._inline_raw(child))
-            else:
-                flush()
-                blocks.extend(self._block(child))
-        flush()
-        return blocks
-
-    def _flow_text(self, tag, sep: str = "\n") -> str:
-        children = tag.children if isinstance(tag, self._tag) else tag
-        return sep.join(block.text for block in self._flow(children))
-
-    def _split_implied(self, tag, names: frozenset) -> list[tuple[object, list]]:
-        """``(element, children)`` for ``tag`` and the ``names`` elements nested directly in it.
-
-        With ``html.parser`` an unclosed ``<li>``/``<dt>``/``<dd>``/``<td>`` swallows
-        its following siblings; this puts them back side by side.
-        """
-        out: list[tuple[object, list]] = [(tag, [])]
-        for child in tag.children:
-            if isinstance(child, self._tag) and child.name in names:
-                out.extend(self._split_implied(child, names))
-            else:
-                out[-1][1].append(child)
-        return out
-
-    def _block(self, tag) -> list[Block]:
-        name = tag.name
-        if name in _HEADINGS:
-            title = " ".join(_normalize(self._inline_raw(tag)).split())
-            title = _PERMALINK_MARK.sub("", title).strip()
-            if not title:
-                return []
-            level = _HEADINGS[name]
-            return [Block("heading", f"{'#' * level} {title}", level=level, title=title)]
-        if name in _LIST_TAGS:
-            return self._list(tag)
-        if name == "dl":
-            return self._definition_list(tag)
-        if name == "table":
-            return self._table(tag)
-        if name == "pre":
-            return self._code(tag)
-        if name == "blockquote":
-            body = "\n\n".join(block.text for block in self._flow(tag.children))
-            if not body:
-                return []
-            lines = (f"> {line}" if line.strip() else ">" for line in body.split("\n"))
-            return [Block("blockquote", "\n".join(lines))]
-        if name == "hr":
-            return []
-        return self._flow(tag.children)
-
-    # ------------------------------------------------------------- lists
-
-    def _list(self, tag) -> list[Block]:
-        ordered = tag.name == "ol"
-        try:
-            number = int(tag.get("start", 1))
-        except (TypeError, ValueError):
-            number = 1
-        items: list[str] = []
-        for child in tag.children:
-            if isinstance(child, self._tag) and child.name == "li":
-                for _, children in self._split_implied(child, _LI):
-                    marker = f"{number}." if ordered else "-"
-                    number += 1
-                    body = self._flow_text(children)
-                    if body:
-                        items.append(_indent_item(marker, body))
-                continue
-            # Stray content directly in the list (text, or a nested list outside any <li>).
-            stray = "\n".join(b.text for b in self._flow([child]))
-            if not stray:
-                continue
-            indented = "\n".join("  " + line if line else "" for line in stray.split("\n"))
-            if items:
-                items[-1] = f"{items[-1]}\n{indented}"
-            else:
-                items.append(stray)
-        if not items:
-            return []
-        text, units = _join_units(items)
-        return [Block("list", text, units=units)]
-
-    def _definition_list(self, tag) -> list[Block]:
-        groups: list[list[str]] = []
-        last = None
-        entries: list[tuple[object, list]] = []
-        for child in tag.children:  # <div> may wrap dt/dd groups
-            grouped = (
-                child.children if isinstance(child, self._tag) and child.name == "div" else [child]
-            )
-            for node in grouped:
-                if isinstance(node, self._tag) and node.name in _DT_DD:
-                    entries.extend(self._split_implied(node, _DT_DD))
-                else:
-                    entries.append((None, [node]))
-        for element, children in entries:
-            name = element.name if element is not None else None
-            if name == "dt":
-                text = self._flow_text(children, " ")
-                if last != "dt" or not groups:
-                    groups.append([])
-                if text:
-                    groups[-1].append(text)
-            else:
-                body = self._flow_text(children)
-                if not body:
-                    continue
-                if not groups:
-                    groups.append([])
-                groups[-1].append(_indent_item(":", body) if name == "dd" else body)
-            last = name if name in _DT_DD else last
-        parts = ["\n".join(group) for group in groups if group]
-        if not parts:
-            return []
-        text, units = _join_units(parts)
-        return [Block("definition_list", text, units=units)]
-
-    # ------------------------------------------------------------- tables
-
-    def _rows(self, table) -> list[tuple[object, bool]]:
-        rows = []
-        for child in table.children:
-            if not isinstance(child, self._tag):
-                continue
-            if child.name in ("thead", "tbody", "tfoot"):
-                for row in child.children:
-                    if isinstance(row, self._tag) and row.name == "tr":
-                        rows.append((row, child.name == "thead"))
-            elif child.name == "tr":
-                rows.append((child, False))
-        return rows
-
-    def _cell_text(self, children) -> str:
-        return " ".join(self._flow_text(children, " ").split()).replace("|", "\\|")
-
-    def _grid(self, rows) -> list[list[str]]:
-        grid: list[list[str]] = []
-        pending: dict[int, list] = {}  # column -> [text, rows still covered]
-        for index, (row, _) in enumerate(rows):
-            cells = [
-                (cell, children)
-                for c in row.children
-                if isinstance(c, self._tag) and c.name in _CELLS
-                for cell, children in self._split_implied(c, _CELLS)
-            ]
-            line: list[str] = []
-            col = i = 0
-            while i < len(cells) or any(c >= col for c in pending):
-                if col in pending:
-                    text, left = pending[col]
-                    line.append(text)
-                    if left <= 1:
-                        del pending[col]
-                    else:
-                        pending[col][1] = left - 1
-                    col += 1
-                    continue
-                if i >= len(cells):
-                    line.append("")
-                    col += 1
-                    continue
-                cell, children = cells[i]
-                i += 1
-                text = self._cell_text(children)
-                colspan = _span(cell.get("colspan"), 1000, zero_means_rest=False)
-                rowspan = _span(cell.get("rowspan"), len(rows) - index, zero_means_rest=True)
-                for _ in range(colspan):
-                    line.append(text)
-                    if rowspan > 1:
-                        pending[col] = [text, rowspan - 1]
-                    col += 1
-            grid.append(line)
-        width = max((len(line) for line in grid), default=0)
-        return [line + [""] * (width - len(line)) for line in grid]
-
-    def _table(self, table) -> list[Block]:
-        out: list[Block] = []
-        caption = table.find("caption", recursive=False)
-        if caption is not None:
-            out.extend(self._flow(caption.children))
-        rows = self._rows(table)
-        nested = any(row.find("table") is not None for row, _ in rows)
-        grid = self._grid(rows)
-        width = len(grid[0]) if grid else 0
-        role = str(table.get("role", "")).lower()
-        if nested or width <= 1 or role in ("presentation", "none"):  # a layout table
-            children = [c for c in table.children if c is not caption]
-            return out + self._flow(children)
-        header_count = 0
-        while header_count < len(rows) and rows[header_count][1]:
-            header_count += 1
-        if header_count == 0:
-            while (
-                header_count < len(rows) - 1
-                and all(
-                    c.name == "th"
-                    for c in rows[header_count][0].children
-                    if isinstance(c, self._tag) and c.name in ("td", "th")
-                )
-                and rows[header_count][0].find(["td", "th"], recursive=False) is not None
-            ):
-                header_count += 1
-        header = [
-            " ".join(dict.fromkeys(r[c] for r in grid[:header_count] if r[c])) for c in range(width)
-        ]
-        body = [r for r in grid[header_count:] if any(r)]
-        if not any(header) and not body:
-            return out
-        header_line = _row_line(header)
-        delimiter = _row_line(["---"] * width)
-        lines = [_row_line(r) for r in body]
-        head = f"{header_line}\n{delimiter}"
-        text = head + ("\n" + "\n".join(lines) if lines else "")
-        offset = len(head) + 1
-        units = []
-        for line in lines:
-            units.append((offset, offset + len(line)))
-            offset += len(line) + 1
-        out.append(Block("table", text, units=units, head=min(len(head) + 1, len(text))))
-        return out
-
-    # --------------------------------------------------------------- code
-
-    def _code(self, pre) -> list[Block]:
-        code = pre.get_text().strip("\n").rstrip()
-        if not code.strip():
-            return []
-        language = ""
-        candidates = [pre, pre.find("code"), pre.parent, pre.parent.parent if pre.parent else None]
-        for tag in candidates:
-            for cls in (tag.get("class") or []) if isinstance(tag, self._tag) else []:
-                match = _LANGUAGE.match(cls)
-                if match:
-                    language = match.group(1)
-                    break
-            if language:
-                break
-        fence = "```"
-        while fence in code:
-            fence += "`"
-        opening = f"{fence}{language}"
-        text = f"{opening}\n{code}\n{fence}"
-        head, tail = len(opening) + 1, len(text) - len(fence)
-        units = []
-        offset = head
-        for line in code.split("\n"):
-            if line.strip():
-                units.append((offset, offset + len(line.rstrip())))
-            offset += len(line) + 1
-        return [Block("code", text, units=units, head=head, tail=tail)]
-
-
-def _span(value, limit: int, zero_means_rest: bool) -> int:
-    try:
-        number = int(str(value).strip())
-    except (TypeError, ValueError):
-        return 1
-    if number == 0 and zero_means_rest:  # rowspan="0": to the end of the table
-        return max(limit, 1)
-    return max(1, min(number, max(limit, 1)))
-
-
-def _row_line(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+        with_tables: set[int] = set()  # elements that hold a table
+        for table in soup.find_all("table"):
+            parent = table.parent
+            while parent is not None and id(parent) not in with_tables:
+                with_tables.add(id(parent))
+                parent = parent.parent
+        writer = _Writer(contains_table=lambda tag: id(tag) in with_tables)
+        tag_type, texts = _bs4().Tag, text_types()
+        stack: list[tuple[object, Iterable]] = [(None, iter(list(soup.contents)))]
+        while stack:
+            parent, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                if parent is not None:
+                    writer.exit(parent)
+            elif not isinstance(child, tag_type):
+                if type(child) in texts:
+                    writer.buffer.append(str(child))
+            elif writer.enter(child):
+                stack.append((child, iter(child.contents)))
+        writer.flush()
+        return writer.blocks

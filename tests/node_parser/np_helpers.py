@@ -13,9 +13,10 @@ from bs4 import BeautifulSoup, NavigableString
 FIXTURES = Path(__file__).parent / "fixtures"
 WORD = re.compile(r"[^\W_]+")
 
-# Written independently of the parser: what a reader of the page does not see as content.
+# Written independently of the parser, from the documented rules (html_clean's docstring):
+# what a reader of the page does not see as content, or sees as page chrome.
 _INVISIBLE = ["script", "style", "noscript", "template", "head", "svg", "iframe", "object", "embed"]
-_BOILERPLATE = ["nav", "aside", "form", "header", "footer", "button", "select", "textarea", "input"]
+_ALWAYS = ["nav", "button", "select", "textarea", "input", "canvas"]
 _BOILERPLATE_ROLES = [
     "navigation",
     "banner",
@@ -28,6 +29,28 @@ _BOILERPLATE_ROLES = [
 ]
 
 
+def _page_chrome(tag) -> bool:
+    """header/footer outside article/aside/main/nav/section; aside outside article/aside/nav/section
+    (unless it is a note or footnote); a form that does not hold the page's content."""
+    if tag.name in ("header", "footer"):
+        scopes = ["article", "aside", "main", "nav", "section"]
+        return tag.find_parent(scopes) is None and tag.find_parent(role=["main", "article"]) is None
+    if tag.name == "aside":
+        roles = " ".join(tag.get("role", "").split()).lower()
+        classes = " ".join(tag.get("class", [])).lower()
+        if (
+            "note" in roles.split()
+            or "doc-" in roles
+            or "footnote" in classes
+            or "endnote" in classes
+        ):
+            return False
+        return tag.find_parent(["article", "aside", "nav", "section"]) is None
+    if tag.name == "form":
+        return tag.find(["main", "article", "h1", "h2"]) is None and tag.find(role="main") is None
+    return False
+
+
 def whitespace_tokens(text: str) -> list[str]:
     return text.split()
 
@@ -37,17 +60,22 @@ def fixture(name: str) -> str:
 
 
 def visible_html_strings(markup: str) -> list[str]:
-    """The text strings a reader sees on the page, without navigation/header/footer boilerplate."""
+    """The text strings (and image alt texts) a reader sees on the page, without boilerplate."""
     soup = BeautifulSoup(markup, "lxml")
-    for tag in soup(_INVISIBLE + _BOILERPLATE):
-        tag.decompose()
+    for tag in soup(_INVISIBLE + _ALWAYS):
+        if not tag.decomposed:
+            tag.decompose()
+    for tag in [t for t in soup(["header", "footer", "aside", "form"]) if _page_chrome(t)]:
+        if not tag.decomposed:
+            tag.decompose()
     for tag in soup.find_all(attrs={"role": _BOILERPLATE_ROLES}):
         if not tag.decomposed:
             tag.decompose()
     for tag in soup.find_all(attrs={"aria-hidden": "true"}):
         if not tag.decomposed:
             tag.decompose()
-    return [str(s) for s in soup.find_all(string=True) if type(s) is NavigableString]
+    strings = [str(s) for s in soup.find_all(string=True) if type(s) is NavigableString]
+    return strings + [img["alt"] for img in soup.find_all("img", alt=True)]
 
 
 def markdown_visible_text(markdown: str) -> str:

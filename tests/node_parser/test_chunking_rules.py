@@ -78,16 +78,20 @@ def test_code_block_larger_than_cap_is_split_at_lines_with_fences_repeated():
     assert got == lines
 
 
-def test_single_overlong_line_is_kept_whole_flagged_and_logged(caplog):
+def test_single_overlong_line_is_split_at_words_and_marked_partial(caplog):
     long_line = "- " + " ".join(f"w{i}" for i in range(80))
     text = f"# Notes\n\n- a\n{long_line}\n- b"
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         nodes = parse(text, chunk_size=20)
-    over = [n for n in nodes if n.metadata["oversized"]]
-    assert len(over) == 1
-    assert over[0].text == long_line  # the only node past the cap is that one line, uncut
-    assert all(ntok(n.text) <= 20 for n in nodes if not n.metadata["oversized"])
-    assert "doc-1" in caplog.text and "Notes" in caplog.text
+    assert all(ntok(n.text) <= 20 for n in nodes)
+    assert not any(n.metadata["oversized"] for n in nodes)
+    partial = [n for n in nodes if n.metadata["partial_unit"]]
+    assert len(partial) >= 4  # 81 words at most 20 a node
+    assert " ".join(n.text for n in nodes).split() == text.split()  # every word once, in order
+    for node in nodes:  # every part is a verbatim slice of the source, offsets honest
+        assert text[node.start_char_idx : node.end_char_idx] == node.text
+    assert nodes[0].text == "# Notes\n\n- a" and not nodes[0].metadata["partial_unit"]
+    assert "doc-1" in caplog.text and "partial_unit" in caplog.text
 
 
 def test_long_paragraph_splits_at_sentences_then_words():

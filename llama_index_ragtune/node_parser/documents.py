@@ -1,0 +1,112 @@
+"""Reading a document's text for the structured parsers, and the error that names a bad document.
+
+:func:`document_text` refuses content that is not text (NUL bytes, undecodable
+bytes, mostly control characters) with a :class:`DocumentParseError` that
+names the document and says how to fix it; a few U+FFFD replacement
+characters in otherwise good text are accepted.
+
+Example::
+
+    from llama_index.core import Document
+    from llama_index_ragtune.node_parser.documents import DocumentParseError, document_text
+
+    document_text(Document(text="# Hi", id_="hi.md"))           # '# Hi'
+    try:
+        document_text(Document(text="%PDF\\x00\\x01", id_="report.pdf"))
+    except DocumentParseError as err:
+        err.document_id                                        # 'report.pdf'
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from llama_index.core.schema import BaseNode, MetadataMode
+
+_NON_PRINTABLE = re.compile("[\x01-\x08\x0e-\x1f\x7f\ufffd\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_WHITESPACE = re.compile(r"\s")
+_MAX_NON_PRINTABLE_SHARE = 0.1
+
+
+class DocumentParseError(ValueError):
+    """A document that a structured parser could not turn into nodes; ``document_id`` names it.
+
+    Raised with ``on_error="raise"`` (the default). With ``on_error="skip"`` the
+    parser logs the same message as a warning and parses the other documents.
+
+    Example::
+
+        from llama_index.core import Document
+        from llama_index_ragtune.node_parser import StructuredMarkdownNodeParser
+
+        parser = StructuredMarkdownNodeParser(chunk_size=64, tokenizer=str.split)
+        try:
+            parser.get_nodes_from_documents([Document(text="\\x00PK\\x03", id_="upload.zip")])
+        except DocumentParseError as err:
+            print(err.document_id)     # upload.zip
+    """
+
+    def __init__(self, document_id: str, message: str):
+        super().__init__(message)
+        self.document_id = document_id
+
+    def __reduce__(self):  # keep the id through pickling (multiprocess pipelines)
+        return (type(self), (self.document_id, str(self)))
+
+
+def document_text(node: BaseNode) -> str:
+    """The text of ``node``, or a :class:`DocumentParseError` naming it when the content is not text.
+
+    Example::
+
+        from llama_index.core import Document
+        from llama_index.core.schema import MediaResource
+
+        document_text(Document(text_resource=MediaResource(data=b"# Hi")))     # '# Hi'
+        # Document(text="%PDF\\x00\\x01", id_="report.pdf") -> DocumentParseError naming 'report.pdf'
+    """
+    doc_id = node.node_id
+    text = node.get_content(metadata_mode=MetadataMode.NONE) or ""
+    resource = getattr(node, "text_resource", None)
+    if not text and resource is not None and resource.data:
+        try:
+            text = base64.b64decode(resource.data).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as err:
+            raise DocumentParseError(
+                doc_id,
+                f"Document '{doc_id}' holds bytes that are not valid UTF-8 text ({err}). "
+                "Decode the file with its real encoding, or extract its text with a reader "
+                "(e.g. llama_index.core.SimpleDirectoryReader) before parsing.",
+            ) from err
+    if not isinstance(text, str):
+        raise DocumentParseError(
+            doc_id,
+            f"Document '{doc_id}' has content of type {type(text).__name__}, not str. "
+            "Pass the decoded text (Document(text=...)).",
+        )
+    if "\x00" in text:
+        raise DocumentParseError(
+            doc_id,
+            f"Document '{doc_id}' contains NUL bytes: it looks like binary content "
+            "(a PDF, image or archive), not text. Extract its text with a reader "
+            "(e.g. llama_index.core.SimpleDirectoryReader) or leave it out.",
+        )
+    if _SURROGATE.search(text):
+        raise DocumentParseError(
+            doc_id,
+            f"Document '{doc_id}' contains undecodable bytes (lone surrogates from a "
+            "lossy decode). Decode the file with its real encoding before parsing.",
+        )
+    visible = len(text) - len(_WHITESPACE.findall(text))
+    bad = len(_NON_PRINTABLE.findall(text))
+    if visible and bad / visible > _MAX_NON_PRINTABLE_SHARE:
+        raise DocumentParseError(
+            doc_id,
+            f"Document '{doc_id}' is mostly non-printable characters ({bad} of {visible}): "
+            "it looks like binary content or text decoded with the wrong encoding. "
+            "Decode it correctly or extract its text with a reader before parsing.",
+        )
+    return text

@@ -1,0 +1,174 @@
+"""Which HTML elements are boilerplate, dropped with their content before conversion.
+
+Always dropped (by default): what is never read as page text (``script``, ``style``,
+``noscript``, ``template``, ``head``), graphics and embeds (``svg``, ``canvas``,
+``iframe``, ``object``, ``embed``), form controls (``button``, ``select``,
+``textarea``, ``input``), ``nav``, elements with a chrome ARIA role (navigation,
+banner, contentinfo, complementary, search, menu, menubar, toolbar), and hidden
+elements (``hidden`` except ``hidden="until-found"``, ``aria-hidden="true"``,
+inline ``display: none`` / ``visibility: hidden``).
+
+Dropped only where they are page chrome, following the HTML accessibility
+mappings (HTML-AAM), so that article content is kept:
+
+- ``header`` / ``footer``: the page's banner and footer, i.e. not inside an
+  ``article``, ``aside``, ``main``, ``nav``, ``section`` or ``role="main"``
+  element (inside one they are that part's title block or notes);
+- ``aside``: a page sidebar, i.e. not inside an ``article``, ``aside``, ``nav``
+  or ``section``; an aside that is a footnote or note (``role="note"`` or a
+  ``doc-*`` role such as ``doc-footnote``/``doc-endnotes``, or a class naming
+  footnotes/endnotes, as Sphinx and Pandoc write them) is always kept;
+- ``form``: dropped unless it holds the page's content (a ``main``, ``article``,
+  ``role="main"``, ``h1`` or ``h2`` inside it, as on pages built as one big form);
+  its controls are dropped either way.
+
+Example::
+
+    from bs4 import BeautifulSoup
+    from llama_index_ragtune.node_parser.html_clean import BoilerplatePolicy
+
+    soup = BeautifulSoup("<aside>Ads</aside><section><p>Text<aside>Footnote</aside></section>",
+                         "html.parser")
+    BoilerplatePolicy().drop(soup)
+    soup.get_text(" ")     # 'Text Footnote'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+DEFAULT_BOILERPLATE_TAGS = (
+    "script", "style", "noscript", "template", "head", "nav", "aside", "form",
+    "header", "footer", "iframe", "svg", "canvas", "object", "embed",
+    "button", "select", "textarea", "input",
+)  # fmt: skip
+DEFAULT_BOILERPLATE_ROLES = (
+    "navigation", "banner", "contentinfo", "complementary", "search",
+    "menu", "menubar", "toolbar",
+)  # fmt: skip
+#: header/footer inside these are content (HTML-AAM: not banner/contentinfo).
+_HEADER_SCOPES = frozenset({"article", "aside", "main", "nav", "section"})
+#: an aside inside these is content (HTML-AAM: not complementary).
+_ASIDE_SCOPES = frozenset({"article", "aside", "nav", "section"})
+_FORM_CONTENT = ("main", "article", "h1", "h2")
+_NOTE_CLASS = re.compile(r"footnote|endnote", re.I)
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+
+
+def _tokens(value) -> set[str]:
+    if isinstance(value, (list, tuple)):
+        value = " ".join(str(v) for v in value)
+    return set(str(value or "").lower().split())
+
+
+def _is_note(tag) -> bool:
+    roles = _tokens(tag.get("role"))
+    if "note" in roles or any(role.startswith("doc-") for role in roles):
+        return True
+    return any(_NOTE_CLASS.search(cls) for cls in _tokens(tag.get("class")))
+
+
+class BoilerplatePolicy:
+    """Decides which elements are boilerplate (see the module docstring for the rules).
+
+    Example::
+
+        policy = BoilerplatePolicy(tags=["nav", "footer"], roles=["navigation"])
+        soup = BeautifulSoup("<nav>Menu</nav><p>Kept</p><footer>(c) 2025</footer>", "html.parser")
+        policy.drop(soup)                    # 2 elements dropped
+        soup.get_text()                      # 'Kept'
+    """
+
+    def __init__(
+        self,
+        tags: Iterable[str] = DEFAULT_BOILERPLATE_TAGS,
+        roles: Iterable[str] = DEFAULT_BOILERPLATE_ROLES,
+    ):
+        self.tags = frozenset(t.lower() for t in tags)
+        self.roles = frozenset(r.lower() for r in roles)
+
+    def _verdict(self, tag, header_scoped: bool, aside_scoped: bool, holds_content) -> bool:
+        name = (tag.name or "").lower()
+        if name in self.tags:
+            if name in ("header", "footer"):
+                if not header_scoped:
+                    return True
+            elif name == "aside":
+                if not (aside_scoped or _is_note(tag)):
+                    return True
+            elif name == "form":
+                if not holds_content(tag):
+                    return True
+            else:
+                return True
+        attrs = tag.attrs or {}
+        if _tokens(attrs.get("role")) & self.roles:
+            return True
+        if "hidden" in attrs and str(attrs.get("hidden") or "").lower() != "until-found":
+            return True
+        if str(attrs.get("aria-hidden", "")).lower() == "true":
+            return True
+        return bool(_HIDDEN_STYLE.search(str(attrs.get("style", ""))))
+
+    @staticmethod
+    def _scopes(tag, header_scoped: bool, aside_scoped: bool) -> tuple[bool, bool]:
+        name = (tag.name or "").lower()
+        roles = _tokens(tag.get("role"))
+        return (
+            header_scoped or name in _HEADER_SCOPES or bool(roles & {"main", "article"}),
+            aside_scoped or name in _ASIDE_SCOPES or "article" in roles,
+        )
+
+    def is_boilerplate(self, tag) -> bool:
+        """True when ``tag`` is boilerplate where it stands in its tree.
+
+        Example::
+
+            soup = BeautifulSoup("<main><aside>Sidebar</aside></main>", "html.parser")
+            BoilerplatePolicy().is_boilerplate(soup.aside)     # True
+        """
+        header_scoped = aside_scoped = False
+        for parent in reversed(list(tag.parents)):
+            header_scoped, aside_scoped = self._scopes(parent, header_scoped, aside_scoped)
+
+        def holds_content(form) -> bool:
+            return form.find(_FORM_CONTENT) is not None or form.find(role="main") is not None
+
+        return self._verdict(tag, header_scoped, aside_scoped, holds_content)
+
+    def drop(self, soup) -> int:
+        """Remove every boilerplate element from ``soup`` in place; return how many were removed.
+
+        One iterative pass over the tree (any nesting depth, linear time).
+        """
+        import bs4
+
+        holders: set[int] | None = None
+
+        def holds_content(form) -> bool:
+            nonlocal holders
+            if holders is None:  # ancestors of content markers, marked once for the page
+                holders = set()
+                markers = soup.find_all(_FORM_CONTENT) + soup.find_all(role="main")
+                for marker in markers:
+                    parent = marker.parent
+                    while parent is not None and id(parent) not in holders:
+                        holders.add(id(parent))
+                        parent = parent.parent
+            return id(form) in holders
+
+        doomed = []
+        stack = [(soup, False, False)]
+        while stack:
+            node, header_scoped, aside_scoped = stack.pop()
+            for child in node.contents:
+                if not isinstance(child, bs4.Tag):
+                    continue
+                if self._verdict(child, header_scoped, aside_scoped, holds_content):
+                    doomed.append(child)
+                else:
+                    stack.append((child, *self._scopes(child, header_scoped, aside_scoped)))
+        for tag in doomed:
+            tag.decompose()
+        return len(doomed)

@@ -1,0 +1,110 @@
+"""What counts as visible text in HTML, shared by the HTML block converter and table renderer.
+
+- text nodes (comments, CDATA, doctype and the contents of script/style/template are not);
+- ruby annotations (``<rt>``), shown above the base text;
+- the ``alt`` text of images (``<img>``, ``<area>``, ``<input type="image">``): what a
+  reader gets when the image does not load, and often the only words of a figure;
+- ``<br>`` breaks a line; entering or leaving a block element separates words, so
+  ``Title<div>Subtitle</div>`` reads "Title Subtitle", never "TitleSubtitle".
+
+Every walk here is iterative (an explicit stack), so nesting depth is unlimited.
+
+Example::
+
+    from bs4 import BeautifulSoup
+    from llama_index_ragtune.node_parser.html_text import flat_text
+
+    soup = BeautifulSoup('<h2>Title<div>Subtitle</div><img alt="a chart"></h2>', "html.parser")
+    flat_text(soup.h2.children)     # 'Title Subtitle a chart'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details",
+    "dialog", "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form",
+    "frameset", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hgroup", "hr", "html", "legend",
+    "li", "listing", "main", "menu", "nav", "ol", "optgroup", "option", "p", "plaintext", "pre",
+    "search", "section", "summary", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
+    "xmp",
+})  # fmt: skip
+#: Marks a ``<br>`` line break inside collected text (a character no HTML text contains
+#: after whitespace normalisation, turned into a newline by :func:`normalize`).
+BR = "\u2028"
+_SPACES = re.compile(r"[ \t\n\r\f\v\u00a0]+")
+_EXACT_TEXT = ("NavigableString", "RubyTextString")
+
+
+def _bs4():
+    try:
+        import bs4
+    except ImportError as err:  # pragma: no cover - bs4 is a hard dependency
+        raise ImportError(
+            "StructuredHTMLNodeParser needs beautifulsoup4: pip install beautifulsoup4 lxml"
+        ) from err
+    return bs4
+
+
+def text_types() -> tuple[type, ...]:
+    """The bs4 string classes that are visible text (exact types: subclasses such as
+    ``Comment`` or ``Script`` are not)."""
+    bs4 = _bs4()
+    return tuple(getattr(bs4.element, name) for name in _EXACT_TEXT if hasattr(bs4.element, name))
+
+
+def alt_text(tag) -> str:
+    """The alternative text an image-like element shows in place of the image ('' if none)."""
+    name = tag.name
+    if name in ("img", "area") or (name == "input" and str(tag.get("type", "")).lower() == "image"):
+        alt = tag.get("alt")
+        if isinstance(alt, str) and alt.strip():
+            return f" {alt.strip()} "
+    return ""
+
+
+def normalize(raw: str) -> str:
+    """Collapse whitespace, keep ``<br>`` breaks as newlines, drop empty lines."""
+    raw = raw.replace("\ufeff", "")  # a byte-order mark / zero-width no-break space is invisible
+    lines = (_SPACES.sub(" ", line).strip() for line in raw.split(BR))
+    return "\n".join(line for line in lines if line)
+
+
+def events(nodes: Iterable) -> Iterator[tuple[bool, object]]:
+    """``(entering, node)`` for ``nodes`` and all their descendants, in document order.
+
+    Tags are reported twice (``True`` on entry, ``False`` on exit), other nodes
+    once with ``True``. Iterative: no recursion whatever the nesting depth.
+    """
+    bs4 = _bs4()
+    tag_type = bs4.Tag
+    stack: list[tuple[object, Iterator]] = [(None, iter(list(nodes)))]
+    while stack:
+        parent, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            if parent is not None:
+                yield False, parent
+            continue
+        yield True, child
+        if isinstance(child, tag_type):
+            stack.append((child, iter(child.contents)))
+
+
+def flat_text(nodes: Iterable) -> str:
+    """The visible text of ``nodes`` on one line: block boundaries and ``<br>`` become spaces."""
+    bs4 = _bs4()
+    tag_type, texts = bs4.Tag, text_types()
+    parts: list[str] = []
+    for entering, node in events(nodes):
+        if not isinstance(node, tag_type):
+            if type(node) in texts:
+                parts.append(str(node))
+        elif node.name in BLOCK_TAGS or node.name == "br":
+            parts.append(" ")
+        elif entering:
+            parts.append(alt_text(node))
+    return " ".join("".join(parts).replace("\ufeff", "").split())

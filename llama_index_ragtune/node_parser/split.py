@@ -1,0 +1,413 @@
+"""Splitting one block into parts that fit a token budget.
+
+A block is split at the coarsest boundaries that work, one ladder per kind of
+block (every level keeps all the text of the level above):
+
+- lists, definition lists, tables, code and front matter: their units (list
+  items, definition groups, table rows, code lines), then lines, then
+  sentences, then words, then characters;
+- prose (paragraphs, headings, blockquotes, raw HTML): blank lines, then
+  sentences, then words, then characters.
+
+Only a part that is still too large goes down a level, and consecutive parts
+are packed greedily up to the budget. Every size decision counts the exact
+text that will be emitted, so the cap holds for any tokenizer. A part cut
+below the natural level of its block (a single list item, table row, code
+line or, for prose, a single sentence longer than the budget) is flagged
+``partial``; a part over the budget (``oversized``) can only be a single
+character that alone exceeds the budget (a budget of a few tokens).
+
+A table's header rows and a code block's fences are repeated in every part
+while they take at most a third of the budget; a larger header is split like
+any other line instead, so repeated headers never multiply the output.
+
+Example::
+
+    from llama_index_ragtune.node_parser.split import split_block
+    from llama_index_ragtune.node_parser.structure import Block
+
+    line = "- " + " ".join(f"w{i}" for i in range(30))
+    pieces = split_block(Block("list", line, units=[(0, len(line))]), 10, lambda t: len(t.split()))
+    [len(p.text.split()) for p in pieces]    # [10, 10, 10, 1]
+    pieces[0].partial                        # True: one list item cut at words
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llama_index_ragtune.node_parser.structure import Block
+
+TokenCounter = Callable[[str], int]
+Span = tuple[int, int]
+
+#: Block kinds whose units and lines are natural boundaries (cut below them: ``partial``).
+LINE_KINDS = frozenset({"list", "definition_list", "table", "code", "front_matter"})
+#: Block kinds split like prose: blank lines, then sentences (cut below them: ``partial``).
+PROSE_KINDS = frozenset({"heading", "paragraph", "blockquote", "html"})
+#: A repeated header/fence may take at most this share of the budget.
+MAX_REPEATED_SHARE = 3
+
+_BLANK_LINE = re.compile(r"\n[ \t\r>]*\n")
+# A sentence ends at ". ! ? …" (plus closing quotes/brackets) before whitespace, or at a
+# CJK full stop "。！？", which takes no space after it.
+_SENTENCE_END = re.compile(
+    r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)"
+    r"|[\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]\u300d\u300f\uff09]*"
+)
+_WORD = re.compile(r"\S+")
+_LINE = re.compile(r"[^\n]+")
+_JOINERS = frozenset("\u200c\u200d")
+
+
+@dataclass
+class Piece:
+    """A part of one block that fits the budget (unless ``oversized``).
+
+    ``partial``: the part holds only a fragment of one unit (list item, table row,
+    code line, or a prose sentence) that was larger than the budget on its own.
+    """
+
+    text: str
+    kind: str
+    tokens: int
+    start: int | None = None
+    end: int | None = None
+    verbatim: bool = False
+    oversized: bool = False
+    partial: bool = False
+
+
+# ------------------------------------------------------------- boundaries
+
+
+def _trim(text: str, a: int, b: int) -> Span | None:
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return (a, b) if a < b else None
+
+
+def _pieces_between(text: str, a: int, b: int, cuts: list[int]) -> list[Span]:
+    bounds = [a, *cuts, b]
+    spans = (_trim(text, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
+    return [span for span in spans if span is not None]
+
+
+def _paragraph_spans(block: Block, span: Span) -> Sequence[Span]:
+    cuts = [m.end() for m in _BLANK_LINE.finditer(block.text, *span)]
+    return _pieces_between(block.text, *span, cuts)
+
+
+def _sentence_spans(block: Block, span: Span) -> Sequence[Span]:
+    cuts = [m.end() for m in _SENTENCE_END.finditer(block.text, *span)]
+    return _pieces_between(block.text, *span, cuts)
+
+
+def _word_spans(block: Block, span: Span) -> Sequence[Span]:
+    return [m.span() for m in _WORD.finditer(block.text, *span)]
+
+
+def _line_spans(block: Block, span: Span) -> Sequence[Span]:
+    """Non-blank lines, with their indentation (a nested list item keeps its place)."""
+    out = []
+    for m in _LINE.finditer(block.text, *span):
+        a, b = m.span()
+        while b > a and block.text[b - 1].isspace():
+            b -= 1
+        if block.text[a:b].strip():
+            out.append((a, b))
+    return out
+
+
+def _unit_spans(block: Block, span: Span) -> Sequence[Span]:
+    """The block's units inside ``span``, plus any text between them as units of its own."""
+    a, b = span
+    out: list[Span] = []
+    pos = a
+    for u0, u1 in block.units:
+        u0, u1 = max(u0, pos), min(u1, b)
+        if u1 <= u0:
+            continue
+        gap = _trim(block.text, pos, u0)
+        if gap is not None:
+            out.append(gap)
+        if block.text[u0:u1].strip():  # the unit as given (a code line keeps its indentation)
+            out.append((u0, u1))
+        pos = u1
+    rest = _trim(block.text, pos, b)
+    return [*out, rest] if rest is not None else out
+
+
+class _Chars(Sequence):
+    """Every character of ``text[a:b]`` as a one-character span (lazily: huge words stay cheap)."""
+
+    def __init__(self, a: int, b: int):
+        self.a, self.b = a, b
+
+    def __len__(self) -> int:
+        return self.b - self.a
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            raise TypeError("_Chars does not support slicing")
+        if k < 0:
+            k += len(self)
+        return (self.a + k, self.a + k + 1)
+
+
+def _char_spans(block: Block, span: Span) -> Sequence[Span]:
+    return _Chars(*span)
+
+
+def _cluster_end(text: str, lo: int, cut: int) -> int:
+    """Move ``cut`` back so it does not split a character from its combining marks or joiners."""
+    at = cut
+    while at > lo and at < len(text) and (
+        unicodedata.combining(text[at]) or text[at] in _JOINERS or text[at - 1] in _JOINERS
+        or 0xFE00 <= ord(text[at]) <= 0xFE0F
+    ):  # fmt: skip
+        at -= 1
+    return at if at > lo else cut
+
+
+_PROSE_LADDER = (_paragraph_spans, _sentence_spans, _word_spans, _char_spans)
+_LINE_LADDER = (_unit_spans, _line_spans, _sentence_spans, _word_spans, _char_spans)
+#: Levels at and below this index of a ladder cut a natural unit (the part is ``partial``).
+_NATURAL_DEPTH = 2
+
+
+# -------------------------------------------------------------- rendering
+
+
+def _content_bounds(block: Block) -> Span:
+    tail = len(block.text) if block.tail is None else block.tail
+    return block.head, tail
+
+
+def render_span(
+    block: Block, a: int, b: int, region: Span | None = None
+) -> tuple[str, int, int, bool]:
+    """Text of the part of ``block`` covering ``text[a:b]``, with the repeated head/tail.
+
+    Returns ``(text, begin, end, verbatim)`` where ``block.text[begin:end]`` is the
+    part's own span and ``verbatim`` says the text is exactly that span.
+
+    Example::
+
+        block = Block("code", "```\\nx = 1\\ny = 2\\n```", units=[(4, 9), (10, 15)], head=4, tail=16)
+        render_span(block, 10, 15)[0]     # '```\\ny = 2\\n```'
+    """
+    text = block.text
+    lo, hi = _content_bounds(block)
+    if region is None:  # the content without surrounding whitespace (pass it when known)
+        region = _trim(text, lo, hi) or (lo, lo)
+    at_top = a <= region[0]
+    at_bottom = b >= region[1]
+    begin = 0 if at_top else a
+    end = len(text) if at_bottom else b
+    if at_top and block.head_text is None:
+        prefix, body_start = "", 0
+    else:
+        head = text[:lo] if block.head_text is None else block.head_text
+        prefix = head.rstrip() + "\n" if head.strip() else ""
+        body_start = a
+    if at_bottom:
+        suffix, body_end = "", len(text)
+    else:
+        suffix = "\n" + text[hi:].strip() if text[hi:].strip() else ""
+        body_end = b
+    body = text[body_start:body_end]
+    if prefix or suffix:
+        body = body.strip("\n")
+    return prefix + body + suffix, begin, end, not (prefix or suffix)
+
+
+def _repeated_tokens(block: Block, count: TokenCounter) -> int:
+    lo, hi = _content_bounds(block)
+    head = block.text[:lo] if block.head_text is None else block.head_text
+    tail = block.text[hi:]
+    repeated = (head.strip() + "\n" if head.strip() else "") + tail.strip()
+    return count(repeated) if repeated else 0
+
+
+def _without_repetition(block: Block) -> Block:
+    """The block with its header/fences treated as ordinary lines (never repeated)."""
+    return replace(block, head=0, tail=None, head_text=None)
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def longest_fit(
+    i: int, n: int, guess: int, measure: Callable[[int, int], int], limit: int
+) -> tuple[int, int]:
+    """The largest ``j`` in ``(i, n]`` with ``measure(i, j) <= limit``, and that measure.
+
+    Gallops from ``i + guess`` then bisects, so a part costs a few counts of
+    about its own size whatever the number of items. Returns ``(i, 0)`` when
+    even ``measure(i, i + 1)`` is over the limit.
+
+    Example::
+
+        words = "a b c d e f".split()
+        longest_fit(0, 6, 1, lambda i, j: j - i, 4)     # (4, 4)
+    """
+    lo, lo_tokens = i, 0
+    hi = n + 1  # smallest end known not to fit
+    j = min(n, i + max(1, guess))
+    while lo + 1 < hi:
+        tokens = measure(i, j)
+        if tokens <= limit:
+            lo, lo_tokens = j, tokens
+            if hi == n + 1:  # nothing failed yet: gallop
+                if j == n:
+                    break
+                j = min(n, i + 2 * (j - i))
+                continue
+        else:
+            hi = j
+        j = max((lo + hi) // 2, lo + 1)
+    return lo, lo_tokens
+
+
+@dataclass
+class _Group:
+    a: int
+    b: int
+    tokens: int
+    partial: bool
+    oversized: bool = False
+
+
+def _split(
+    block: Block,
+    span: Span,
+    level: int,
+    budget: int,
+    room: int | None,
+    count: TokenCounter,
+    out: list[_Group],
+    region: Span,
+) -> None:
+    ladder = _LINE_LADDER if block.kind in LINE_KINDS else _PROSE_LADDER
+    kids: Sequence[Span] = ()
+    while level < len(ladder):
+        kids = ladder[level](block, span)
+        if len(kids) > 1:
+            break
+        if len(kids) == 1:
+            span = kids[0]
+        level += 1
+    if level >= len(ladder):  # a single character over the budget: nothing left to cut
+        tokens = count(render_span(block, *span, region)[0])
+        out.append(_Group(span[0], span[1], tokens, True, tokens > budget))
+        return
+
+    def measure(i: int, j: int) -> int:
+        return count(render_span(block, kids[i][0], kids[j - 1][1], region)[0])
+
+    partial = level >= _NATURAL_DEPTH
+    chars = ladder[level] is _char_spans
+    i, n, guess = 0, len(kids), 1
+    while i < n:
+        limit = room if (room is not None and not out) else budget
+        j, tokens = longest_fit(i, n, guess, measure, limit)
+        if j == i and limit != budget:  # not even one part fits the room left: use a fresh node
+            j, tokens = longest_fit(i, n, guess, measure, budget)
+        if j == i:
+            _split(block, kids[i], level + 1, budget, room, count, out, region)
+            i += 1
+            continue
+        if chars and j < n:
+            cut = _cluster_end(block.text, kids[i][0], kids[j - 1][1])
+            if cut != kids[j - 1][1]:
+                j = cut - kids[0][0]
+                tokens = measure(i, j)
+        out.append(_Group(kids[i][0], kids[j - 1][1], tokens, partial))
+        guess, i = j - i, j
+
+
+def split_block(
+    block: Block, budget: int, count: TokenCounter, room: int | None = None
+) -> list[Piece]:
+    """Split ``block`` into pieces of at most ``budget`` tokens at its natural boundaries.
+
+    A block that fits ``budget`` is returned whole. One that must be split anyway
+    gets a first piece of at most ``room`` tokens (what is left in the node being
+    filled, e.g. after the section heading) when its first part fits there.
+
+    Example::
+
+        block = Block("paragraph", "One two. Three four five. Six.")
+        [p.text for p in split_block(block, 3, lambda t: len(t.split()))]
+        # ['One two.', 'Three four five.', 'Six.']
+    """
+    offset = block.start
+
+    def piece(text: str, begin: int, end: int, verbatim: bool, group: _Group) -> Piece:
+        oversized = group.tokens > budget
+        if offset is None:
+            return Piece(
+                text, block.kind, group.tokens, None, None, False, oversized, group.partial
+            )
+        return Piece(
+            text, block.kind, group.tokens, offset + begin, offset + end, verbatim, oversized,
+            group.partial,
+        )  # fmt: skip
+
+    lo, hi = _content_bounds(block)
+    region = _trim(block.text, lo, hi)
+    if region is None:  # nothing but head/tail (an empty code fence, a header-only table)
+        tokens = count(block.text)
+        if tokens <= budget or not block.text.strip():
+            return [piece(block.text, 0, len(block.text), True, _Group(0, 0, tokens, False))]
+    else:
+        whole, begin, end, verbatim = render_span(block, *region)
+        tokens = count(whole)
+        if tokens <= budget:
+            return [piece(whole, begin, end, verbatim, _Group(0, 0, tokens, False))]
+    if region is None or _repeated_tokens(block, count) * MAX_REPEATED_SHARE > budget:
+        block = _without_repetition(block)
+        region = _trim(block.text, 0, len(block.text))
+        if region is None:
+            return []
+    groups: list[_Group] = []
+    if room is not None and not 0 < room < budget:
+        room = None
+    _split(block, region, 0, budget, room, count, groups, region)
+    pieces = []
+    for group in groups:
+        text, begin, end, verbatim = render_span(block, group.a, group.b, region)
+        pieces.append(piece(text, begin, end, verbatim, group))
+    return pieces
+
+
+def clip_to_tokens(text: str, limit: int, count: TokenCounter, mark: str = "\u2026") -> str:
+    """``text`` shortened at a word (else character) boundary to at most ``limit`` tokens, ``mark`` appended.
+
+    Example::
+
+        clip_to_tokens("Returns and refunds for opened items", 4, lambda t: len(t.split()))
+        # 'Returns and refunds…'
+    """
+    if count(text) <= limit:
+        return text
+    words = [m.span() for m in _WORD.finditer(text)]
+    for items in (words, _Chars(*words[0]) if words else ()):
+        if not items:
+            continue
+
+        def measure(i: int, j: int, items: Sequence[Span] = items) -> int:
+            return count(text[items[0][0] : items[j - 1][1]] + mark)
+
+        j, _ = longest_fit(0, len(items), 1, measure, limit)
+        if j:
+            return text[items[0][0] : items[j - 1][1]] + mark
+    return mark
