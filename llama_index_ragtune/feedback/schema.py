@@ -89,6 +89,7 @@ _DDL = (
 )
 
 
+_TABLES = frozenset({"ragtune_meta", "records", "nodes", "retrieved", "cited", "clicks"})
 _SYNCHRONOUS = {"NORMAL": "PRAGMA synchronous=NORMAL", "FULL": "PRAGMA synchronous=FULL"}
 
 
@@ -147,7 +148,25 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
         )
     if version < 1:
         raise FeedbackStoreError(f"{path} has an unknown feedback schema version {version}")
+    missing = sorted(_TABLES - tables)
+    if missing:
+        raise FeedbackStoreError(
+            f"{path} is a feedback store without the tables {', '.join(missing)}; the file was "
+            "edited or damaged: restore it from a backup or start a new store"
+        )
     return True
+
+
+def _checked(conn: sqlite3.Connection, path: str) -> bool:
+    """``_check_meta`` with a damaged file reported as :class:`FeedbackStoreError`."""
+    try:
+        return _check_meta(conn, path)
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is not sqlite3.DatabaseError:  # locks and the like
+            raise
+        raise FeedbackStoreError(
+            f"{path} is damaged ({exc}); restore it from a backup or start a new store"
+        ) from exc
 
 
 def open_database(
@@ -206,10 +225,10 @@ def open_database(
             )
         conn.execute(_SYNCHRONOUS[synchronous.upper()])
         conn.execute("PRAGMA foreign_keys=ON")
-        if not _check_meta(conn, path_str):
+        if not _checked(conn, path_str):
             _retry_locked(conn, "BEGIN IMMEDIATE", timeout)
             try:
-                if not _check_meta(conn, path_str):  # another process may have won the race
+                if not _checked(conn, path_str):  # another process may have won the race
                     for statement in _DDL:
                         conn.execute(statement)
                     conn.executemany(

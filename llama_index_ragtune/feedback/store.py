@@ -32,14 +32,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index_ragtune.feedback.entries import check_rating, check_text, prepare_entry
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats
-from llama_index_ragtune.feedback.schema import open_database
+from llama_index_ragtune.feedback.schema import FeedbackStoreError, open_database
 from llama_index_ragtune.feedback.sql import (
     COLUMNS,
     build_records,
@@ -59,6 +59,13 @@ if TYPE_CHECKING:
 __all__ = ["FeedbackStore"]
 
 RatingFilter = Literal[1, -1, "unrated"]
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """A corrupt file, not a lock, constraint or programming error."""
+    return type(exc) is sqlite3.DatabaseError
+
+
 _CHUNK = 500  # ids per `IN (...)` query and records per page
 
 
@@ -159,9 +166,12 @@ class FeedbackStore:
             try:
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    with suppress(sqlite3.Error):  # the original error is the one to report
+                        conn.execute("ROLLBACK")
+                if _is_damage(exc):
+                    raise self._damaged(exc) from exc
                 raise
 
     @contextmanager
@@ -172,9 +182,20 @@ class FeedbackStore:
             conn.execute("BEGIN")
             try:
                 yield conn
+            except sqlite3.DatabaseError as exc:
+                if _is_damage(exc):
+                    raise self._damaged(exc) from exc
+                raise
             finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
+                if conn.in_transaction:  # a read-only transaction: ending it cannot lose data
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+
+    def _damaged(self, exc: BaseException) -> FeedbackStoreError:
+        return FeedbackStoreError(
+            f"{self._path} is damaged ({exc}); restore it from a backup (SQLite's `.recover` "
+            "command can save what is left) or start a new store"
+        )
 
     def close(self) -> None:
         """Close the connection (idempotent); committed records are on disk already."""

@@ -76,6 +76,32 @@ def test_newer_foreign_and_broken_files_are_refused_with_the_path(tmp_path):
         FeedbackStore(tmp_path / "no" / "such" / "dir.sqlite")
 
 
+def test_damaged_or_edited_files_name_the_file(tmp_path):
+    path = tmp_path / "feedback.sqlite"
+    with FeedbackStore(path) as store:
+        store.record_many(
+            {"query": f"question {i} " * 20, "answer": "a" * 2000, "retrieved": sources("g1")}
+            for i in range(300)
+        )
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:  # garbage over the middle pages; the header survives
+        handle.seek(size // 2)
+        handle.write(b"\xa5" * 20000)
+    store = FeedbackStore(path)  # the header is intact: opening works, reading cannot
+    with pytest.raises(FeedbackStoreError, match=r"feedback.sqlite is damaged.*malformed"):
+        list(store)
+    store.close()
+
+    edited = tmp_path / "edited.sqlite"
+    FeedbackStore(edited).close()
+    raw = sqlite3.connect(edited)
+    raw.execute("DROP TABLE clicks")
+    raw.commit()
+    raw.close()
+    with pytest.raises(FeedbackStoreError, match=r"edited.sqlite .* without the tables clicks"):
+        FeedbackStore(edited)
+
+
 def test_record_round_trip(store):
     at = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
     rid = store.record(
