@@ -16,7 +16,8 @@ Labels (rules "feedback-v1"), per record, then merged per query:
   retriever's score, ``rank`` the 1-based rank among that answer's rejected sources;
 - **neither**: nodes cited by a downvoted answer (the answer may be wrong for
   another reason than its source), clicks on a downvoted answer (the user may
-  have opened a citation to check it), sources of unrated answers;
+  have opened a citation to check it), unclicked sources of unrated answers
+  (cited or not);
 - a node that is a positive of a query is never its negative (positive wins);
   a query without any positive is left out (counted in the dataset's
   ``metadata["queries_without_positive"]``).
