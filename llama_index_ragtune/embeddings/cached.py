@@ -16,7 +16,10 @@ measurements stay honest.
 * **Corruption**: every vector is stored with a CRC32; a damaged entry (bad
   checksum, wrong length, non-finite values) is treated as a miss, recomputed
   and overwritten. A damaged database file is moved aside
-  (``*.corrupt-<time>``) and a fresh one is started.
+  (``*.corrupt-<time>``, its write-ahead log first) and a fresh one is started.
+* **Crash safety**: every write is one SQLite transaction (WAL journal), so a
+  process killed mid-write leaves the cache as it was before that batch; no
+  other file is written. Vectors are stored as raw float32 bytes, never pickled.
 
 Example::
 
@@ -131,7 +134,9 @@ class EmbeddingStore:
             exc,
             aside.name,
         )
-        for suffix in ("", "-wal", "-shm"):
+        # the write-ahead log first: a crash midway must never leave the old log beside a
+        # fresh database (SQLite would replay it into the new file); each move is atomic
+        for suffix in ("-wal", "-shm", ""):
             src = Path(str(self.path) + suffix)
             if src.exists():
                 os.replace(src, Path(str(aside) + suffix))

@@ -16,40 +16,36 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
-import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr
+from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr, field_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from llama_index_ragtune.postprocessor.model_folder import NO_MODEL_MESSAGE, resolve_model_path
+from llama_index_ragtune.retrievers.checks import clean_text
 from llama_index_ragtune.retrievers.fusion import normalize_scores
 
 dispatcher = get_dispatcher(__name__)
 
-NO_MODEL_MESSAGE = (
-    "CrossEncoderRerank needs a cross-encoder: no pretrained cross-encoder ships offline with "
-    "llama-index-ragtune. Train one on your data with "
-    "`RerankerFinetuneEngine(...).finetune()` (or `ragtune train reranker`) and pass the output "
-    "folder, or, with internet access, pass a hub id such as "
-    "'cross-encoder/ms-marco-MiniLM-L6-v2'."
-)
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
 
 class CrossEncoderRerank(BaseNodePostprocessor):
     """Reorder nodes by a cross-encoder's (query, node text) relevance score; keep the best ``top_n``.
 
-    The model is loaded lazily, once, on first use. Scores are the model's activated
+    The model folder is checked when the reranker is built (a missing folder, a folder
+    without config/weights/tokenizer, or a bi-encoder folder raise there, naming the
+    path); the weights are loaded lazily, once, on first use. Scores are the model's activated
     outputs (a sigmoid probability for the usual 1-logit rerankers), so
     ``score_threshold=0.5`` drops the nodes the model calls irrelevant.
 
@@ -81,13 +77,16 @@ class CrossEncoderRerank(BaseNodePostprocessor):
 
     model: str = Field(description="Local folder written by CrossEncoder.save, or a hub id.")
     top_n: int | None = Field(
-        default=10, ge=1, description="Nodes kept after reranking (None keeps all)."
+        default=10, ge=1, strict=True, description="Nodes kept after reranking (None keeps all)."
     )
     batch_size: int = Field(
-        default=32, ge=1, description="(query, text) pairs scored per forward pass."
+        default=32, ge=1, strict=True, description="(query, text) pairs scored per forward pass."
     )
     max_length: int | None = Field(
-        default=None, ge=1, description="Token limit per pair; None uses the model's own."
+        default=None,
+        ge=1,
+        strict=True,
+        description="Token limit per pair (longer pairs are truncated); None uses the model's own.",
     )
     score_threshold: float | None = Field(
         default=None, description="Drop nodes whose reranker score is below this value."
@@ -119,6 +118,13 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     _model: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
+    @field_validator("score_threshold")
+    @classmethod
+    def _finite_threshold(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"score_threshold must be a finite number or None, got {value}")
+        return value
+
     def __init__(self, model: Any = None, top_n: int | None = 10, **kwargs: Any) -> None:
         if model is None:
             raise ValueError(NO_MODEL_MESSAGE)
@@ -126,7 +132,7 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         if hasattr(model, "predict") and not isinstance(model, (str, os.PathLike)):
             loaded, model = model, _model_name(model)
         else:
-            model = _resolve_model_path(model)
+            model = resolve_model_path(model)
         super().__init__(model=model, top_n=top_n, **kwargs)
         self._model = loaded
 
@@ -204,7 +210,8 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         if not texts:
             return []
         model = self.cross_encoder
-        pairs = [(query, text) for text in texts]
+        query = clean_text(query)  # lone surrogates / NUL would crash the tokenizer
+        pairs = [(query, clean_text(text)) for text in texts]
         if model.num_labels == 2:
             probs = model.predict(
                 pairs, batch_size=self.batch_size, apply_softmax=True, show_progress_bar=False
@@ -225,6 +232,11 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             )
         if not nodes:
             return []
+        if not query_bundle.query_str.strip():
+            raise ValueError(
+                "CrossEncoderRerank got an empty query: there is nothing to rank the nodes "
+                "against; pass the user's question as query_str"
+            )
         dispatcher.event(
             ReRankStartEvent(
                 query=query_bundle,
@@ -310,26 +322,6 @@ def _keep_retrieval_score(node: NodeWithScore) -> None:
     for excluded in (inner.excluded_embed_metadata_keys, inner.excluded_llm_metadata_keys):
         if RETRIEVAL_SCORE_KEY not in excluded:
             excluded.append(RETRIEVAL_SCORE_KEY)
-
-
-def _resolve_model_path(model: str | os.PathLike) -> str:
-    """Expand an existing local folder; pass hub ids through; reject missing local paths."""
-    text = os.fspath(model)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"Cross-encoder path {text!r} is a file; pass the folder written by CrossEncoder.save "
-                "(config.json, weights, tokenizer)."
-            )
-        return str(path.resolve())
-    if text.startswith((".", "/", "~")) or "\\" in text or not _HUB_ID.match(text):
-        raise FileNotFoundError(
-            f"Cross-encoder folder {text!r} does not exist. Pass the folder written by "
-            "CrossEncoder.save / RerankerFinetuneEngine, or a hub id such as "
-            "'cross-encoder/ms-marco-MiniLM-L6-v2'."
-        )
-    return text
 
 
 def _model_name(model: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 _EXPORTS = {
     "HybridRetriever": "hybrid",
     "FusedNodeWithScore": "hybrid",
-    "build_faiss_index": "hybrid",
+    "build_faiss_index": "dense",
     "BM25Retriever": "bm25",
     "BM25Tokenizer": "bm25",
     "FilterableFaissVectorStore": "faiss_store",

@@ -20,8 +20,8 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,27 +30,25 @@ import numpy as np
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
-from llama_index.core.storage.docstore import SimpleDocumentStore
 from llama_index.core.storage.docstore.types import BaseDocumentStore
 from llama_index.core.vector_stores.types import MetadataFilters
 
-from llama_index_ragtune.retrievers.filters import FilterMaskCache, filterable_metadata
-from llama_index_ragtune.retrievers.persistence import (
-    PersistenceError,
-    read_manifest,
-    require_file,
-    write_manifest,
+from llama_index_ragtune.retrievers.checks import (
+    check_filter_keys,
+    clean_text,
+    non_negative_float,
+    positive_int,
+    prepare_query,
+    unit_float,
 )
+from llama_index_ragtune.retrievers.filters import FilterMaskCache, filterable_metadata
 
 __all__ = ["BM25Retriever", "BM25Tokenizer"]
 
-MANIFEST = "bm25_retriever.json"
-FORMAT = "ragtune-bm25"
-FORMAT_VERSION = 1
-DOCSTORE_FILE = "docstore.json"
-INDEX_DIR = "bm25s"
+logger = logging.getLogger(__name__)
+
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
-_QUERY_TIME_PARAMS = {"similarity_top_k", "filters", "callback_manager", "verbose"}
+BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 
 
 class BM25Tokenizer:
@@ -90,7 +88,7 @@ class BM25Tokenizer:
                 ) from exc
 
     def __call__(self, text: str) -> list[str]:
-        tokens = [t for t in self._findall(text.lower()) if t not in self._stopwords]
+        tokens = [t for t in self._findall(clean_text(text).lower()) if t not in self._stopwords]
         return self._stem(tokens) if self._stem is not None and tokens else tokens
 
     def config(self) -> dict[str, Any]:
@@ -147,19 +145,21 @@ class BM25Retriever(BaseRetriever):
             raise ValueError("BM25Retriever needs at least one node; got an empty list")
         ids = [n.node_id for n in nodes]
         if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
+            seen: set[str] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))
             raise ValueError(
                 f"duplicate node id {dup!r} in the nodes given to BM25Retriever; node ids must be unique"
             )
-        if similarity_top_k < 1:
-            raise ValueError(f"similarity_top_k must be >= 1, got {similarity_top_k}")
-        self.similarity_top_k = int(similarity_top_k)
-        self.k1, self.b, self.method = float(k1), float(b), method
+        self.similarity_top_k = positive_int(similarity_top_k, "similarity_top_k")
+        self.k1 = non_negative_float(k1, "k1")
+        self.b = unit_float(b, "b")
+        if method not in BM25_METHODS:
+            raise ValueError(f"unknown BM25 method {method!r}; choose one of {BM25_METHODS}")
+        self.method = method
         self.metadata_mode = MetadataMode(metadata_mode)
         self.tokenizer = BM25Tokenizer(language, stopwords, token_pattern)
         self._nodes = nodes
         self._masks = FilterMaskCache([filterable_metadata(n) for n in nodes])
-        self._filters = filters
         if _bm25 is None:
             from tqdm.auto import tqdm
 
@@ -167,12 +167,18 @@ class BM25Retriever(BaseRetriever):
                 self.tokenizer(n.get_content(metadata_mode=self.metadata_mode))
                 for n in tqdm(nodes, desc="BM25 tokenize", disable=not show_progress, unit="node")
             ]
+            if not any(corpus_tokens):
+                raise ValueError(
+                    f"none of the {len(nodes)} nodes has a term BM25 can index after lower-casing, "
+                    f"stopword removal (stopwords={self.tokenizer.stopwords_spec!r}) and stemming "
+                    f"(e.g. node ids {ids[:3]}); index nodes with text, or pass stopwords=None"
+                )
             _bm25 = bm25s.BM25(k1=self.k1, b=self.b, method=method)
             _bm25.index(corpus_tokens, show_progress=show_progress)
         self._bm25 = _bm25
         self._vocab = _bm25.vocab_dict
-        if filters is not None:
-            self._masks.mask(filters)  # validate early: unknown operators fail here
+        self._filters: MetadataFilters | None = None
+        self.filters = filters  # validated: type, operators, keys
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     # ------------------------------------------------------------------ constructors
@@ -216,7 +222,12 @@ class BM25Retriever(BaseRetriever):
     @filters.setter
     def filters(self, filters: MetadataFilters | None) -> None:
         if filters is not None:
-            self._masks.mask(filters)
+            if not isinstance(filters, MetadataFilters):
+                raise TypeError(
+                    f"filters must be llama_index MetadataFilters, got {type(filters).__name__}"
+                )
+            check_filter_keys(filters, self._masks.keys, "BM25Retriever")
+            self._masks.mask(filters)  # unknown operators fail here
         self._filters = filters
 
     # ------------------------------------------------------------------ scoring
@@ -247,6 +258,9 @@ class BM25Retriever(BaseRetriever):
         return [(int(i), float(scores[i])) for i in candidates]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        query_bundle = prepare_query(query_bundle)
+        if query_bundle is None:
+            return []
         hits = self.rank(query_bundle.query_str, self.similarity_top_k, self._filters)
         return [NodeWithScore(node=self._nodes[i], score=score) for i, score in hits]
 
@@ -265,24 +279,14 @@ class BM25Retriever(BaseRetriever):
     def persist(self, persist_dir: str | Path, save_nodes: bool = True) -> None:
         """Write the bm25s index, the node-id order, the parameters and (optionally) the nodes.
 
-        Filters are not persisted (they are query-time settings).
+        The folder is replaced atomically (a crash leaves the old or the new one) and its
+        manifest records the SHA-256 of every file; see
+        :mod:`~llama_index_ragtune.retrievers.bm25_persist`. Filters are not persisted
+        (they are query-time settings).
         """
-        folder = Path(persist_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        index_dir = folder / INDEX_DIR
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        self._bm25.save(str(index_dir), show_progress=False)
-        if save_nodes:
-            store = SimpleDocumentStore()
-            store.add_documents(self._nodes, allow_update=True)
-            store.persist(str(folder / DOCSTORE_FILE))
-        params = self.params() | {
-            "node_ids": [n.node_id for n in self._nodes],
-            "nodes_saved": save_nodes,
-            "num_docs": len(self._nodes),
-        }
-        write_manifest(folder, MANIFEST, FORMAT, FORMAT_VERSION, params)
+        from llama_index_ragtune.retrievers.bm25_persist import persist_bm25
+
+        persist_bm25(self, Path(persist_dir), save_nodes=save_nodes)
 
     @classmethod
     def from_persist_dir(
@@ -291,52 +295,12 @@ class BM25Retriever(BaseRetriever):
         docstore: BaseDocumentStore | None = None,
         **overrides: Any,
     ) -> BM25Retriever:
-        """Load what :meth:`persist` wrote; nodes come from ``docstore`` when the folder has none."""
-        import bm25s
+        """Load what :meth:`persist` wrote; nodes come from ``docstore`` when the folder has none.
 
-        folder = Path(persist_dir)
-        params = dict(read_manifest(folder, MANIFEST, FORMAT, FORMAT_VERSION)["params"])
-        node_ids = params.pop("node_ids", None)
-        nodes_saved = params.pop("nodes_saved", False)
-        num_docs = params.pop("num_docs", None)
-        if not isinstance(node_ids, list) or len(node_ids) != num_docs:
-            raise PersistenceError(
-                f"{folder / MANIFEST} is corrupt: 'node_ids' does not list {num_docs} ids"
-            )
-        if docstore is None:
-            if not nodes_saved:
-                raise PersistenceError(
-                    f"{folder} was persisted without nodes (save_nodes=False); pass the docstore holding them: "
-                    "BM25Retriever.from_persist_dir(path, docstore=...)"
-                )
-            docstore = SimpleDocumentStore.from_persist_path(
-                str(require_file(folder / DOCSTORE_FILE, "the nodes"))
-            )
-        missing = [i for i in node_ids if not docstore.document_exists(i)]
-        if missing:
-            raise PersistenceError(
-                f"{len(missing)} node ids of {folder / MANIFEST} are not in the docstore (e.g. {missing[:3]}); "
-                "the docstore does not belong to this index — pass the one saved with it, or rebuild"
-            )
-        nodes = docstore.get_nodes(node_ids)
-        index_dir = folder / INDEX_DIR
-        require_file(index_dir / "params.index.json", "the bm25s index")
-        try:
-            bm25 = bm25s.BM25.load(str(index_dir), show_progress=False)
-        except Exception as exc:  # bm25s raises numpy/json errors on damaged files
-            raise PersistenceError(
-                f"{index_dir} holds a damaged bm25s index ({exc}); rebuild and persist again"
-            ) from exc
-        if int(bm25.scores.get("num_docs", -1)) != len(node_ids):
-            raise PersistenceError(
-                f"{index_dir} indexes {bm25.scores.get('num_docs')} documents but {folder / MANIFEST} lists "
-                f"{len(node_ids)} nodes: the folder mixes two indexes; rebuild and persist again"
-            )
-        fixed = sorted(set(overrides) - _QUERY_TIME_PARAMS)
-        if fixed:
-            raise ValueError(
-                f"{fixed} are fixed by the persisted index; only {sorted(_QUERY_TIME_PARAMS)} can be overridden "
-                "when loading (rebuild the retriever to change the others)"
-            )
-        params.update(overrides)
-        return cls(nodes=nodes, _bm25=bm25, **params)
+        ``overrides``: the query-time settings ``similarity_top_k``, ``filters``,
+        ``callback_manager``, ``verbose``. Raises
+        :class:`~llama_index_ragtune.retrievers.PersistenceError` for a damaged or edited folder.
+        """
+        from llama_index_ragtune.retrievers.bm25_persist import load_bm25
+
+        return load_bm25(cls, Path(persist_dir), docstore, overrides, verify=True)

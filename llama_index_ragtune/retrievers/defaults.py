@@ -36,7 +36,7 @@ FUSION_PRESETS: dict[str, dict[str, Any]] = {
 
 def fusion_preset(mode: str | None = None) -> dict[str, Any]:
     """A copy of the preset for ``mode`` (``None``: the default mode), with ``fusion_mode`` set."""
-    mode = mode or DEFAULT_FUSION_MODE
+    mode = DEFAULT_FUSION_MODE if mode is None else mode
     if mode not in FUSION_PRESETS:
         raise ValueError(f"unknown fusion mode {mode!r}; choose one of {', '.join(FUSION_PRESETS)}")
     return {"fusion_mode": mode, **FUSION_PRESETS[mode]}

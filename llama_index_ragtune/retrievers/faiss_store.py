@@ -32,8 +32,9 @@ from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryResult
 from llama_index.vector_stores.faiss import FaissVectorStore
 
+from llama_index_ragtune._atomic import atomic_path, atomic_write_text, sha256_file
 from llama_index_ragtune.retrievers.filters import FilterMaskCache, filter_key, filterable_metadata
-from llama_index_ragtune.retrievers.persistence import PersistenceError, atomic_write_text
+from llama_index_ragtune.retrievers.persistence import PersistenceError, field
 
 __all__ = ["FilterableFaissVectorStore"]
 
@@ -99,7 +100,10 @@ class FilterableFaissVectorStore(FaissVectorStore):
         """Top ``similarity_top_k`` among the vectors passing ``query.filters``."""
 
         if query.query_embedding is None:
-            raise ValueError("FilterableFaissVectorStore.query needs query.query_embedding")
+            raise ValueError(
+                "FilterableFaissVectorStore.query needs query.query_embedding (embed the query "
+                "first; retrievers such as HybridRetriever return no results for an empty query)"
+            )
         vector = np.asarray(query.query_embedding, dtype=np.float32)[np.newaxis, :]
         if self.normalize:
             vector = _normalize(vector)
@@ -144,43 +148,69 @@ class FilterableFaissVectorStore(FaissVectorStore):
     # ------------------------------------------------------------------ persistence
 
     def persist(self, persist_path: str = "", fs: Any = None) -> None:
-        """Write the FAISS index and, beside it, the metadata used by filters."""
-        super().persist(persist_path=persist_path, fs=fs)
-        payload = {"normalize": self.normalize, "metadata": self._masks.metadata}
+        """Write the FAISS index and, beside it, the metadata used by filters (each atomically).
+
+        The metadata file records the SHA-256 of the FAISS file, so a pair of files from
+        two different ``persist`` calls (e.g. after a crash between the two writes) is
+        refused by :meth:`from_persist_path`.
+        """
+        import faiss
+
+        if fs is not None and type(fs).__name__ != "LocalFileSystem":
+            raise NotImplementedError("FilterableFaissVectorStore persists to local files only")
+        path = Path(persist_path)
+        with atomic_path(path) as tmp:
+            faiss.write_index(self._faiss_index, os.fspath(tmp))
+        payload = {
+            "normalize": self.normalize,
+            "metadata": self._masks.metadata,
+            "faiss_sha256": sha256_file(path),
+            "index_type": type(self._faiss_index).__name__,
+        }
         atomic_write_text(Path(persist_path + METADATA_SUFFIX), json.dumps(payload, default=str))
 
     @classmethod
     def from_persist_path(cls, persist_path: str, fs: Any = None) -> FilterableFaissVectorStore:
+        """Load what :meth:`persist` wrote (FAISS' own binary format: nothing is unpickled)."""
+        return cls._load(Path(persist_path), verify=True)
+
+    @classmethod
+    def _load(cls, path: Path, verify: bool) -> FilterableFaissVectorStore:
         import faiss
 
-        path = Path(persist_path)
+        fix = "rebuild the index and persist again"
         if not path.is_file():
-            raise PersistenceError(
-                f"{path} (the FAISS index) is missing; rebuild the index and persist again"
-            )
-        meta_path = Path(persist_path + METADATA_SUFFIX)
+            raise PersistenceError(f"{path} (the FAISS index) is missing; {fix}")
+        meta_path = Path(f"{path}{METADATA_SUFFIX}")
         if not meta_path.is_file():
             raise PersistenceError(
                 f"{meta_path} (metadata for filters) is missing beside {path.name}; it was not written by "
-                "FilterableFaissVectorStore.persist — rebuild the index and persist again"
+                f"FilterableFaissVectorStore.persist — {fix}"
+            )
+        try:
+            payload = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise PersistenceError(f"{meta_path} is corrupt ({exc}); {fix}") from exc
+        if not isinstance(payload, dict):
+            raise PersistenceError(f"{meta_path} is corrupt (not a JSON object); {fix}")
+        metadata = field(payload, "metadata", (list,), meta_path, fix, where="")
+        normalize = field(payload, "normalize", (bool,), meta_path, fix, where="")
+        digest = field(payload, "faiss_sha256", (str, type(None)), meta_path, fix, "", None)
+        if not all(isinstance(m, dict) for m in metadata):
+            raise PersistenceError(f"{meta_path} is corrupt: 'metadata' must list objects; {fix}")
+        if verify and digest is not None and sha256_file(path) != digest:
+            raise PersistenceError(
+                f"{path} does not match the SHA-256 recorded in {meta_path.name}: the two files come "
+                f"from different persist() calls, or the index was edited; {fix}"
             )
         try:
             index = faiss.read_index(os.fspath(path))
         except RuntimeError as exc:
-            raise PersistenceError(
-                f"{path} is not a readable FAISS index ({exc}); rebuild and persist again"
-            ) from exc
-        try:
-            payload = json.loads(meta_path.read_text(encoding="utf-8"))
-            metadata, normalize = payload["metadata"], bool(payload["normalize"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PersistenceError(
-                f"{meta_path} is corrupt ({exc}); rebuild the index and persist again"
-            ) from exc
+            raise PersistenceError(f"{path} is not a readable FAISS index ({exc}); {fix}") from exc
         if len(metadata) != index.ntotal:
             raise PersistenceError(
                 f"{meta_path} lists {len(metadata)} vectors but {path.name} holds {index.ntotal}: the files come "
-                "from different indexes; rebuild and persist again"
+                f"from different indexes; {fix}"
             )
         return cls(faiss_index=index, metadata=metadata, normalize=normalize)
 

@@ -67,6 +67,7 @@ class FilterMaskCache:
         self._max = max_entries
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._keys: frozenset[str] | None = None
 
     def __len__(self) -> int:
         return len(self._metadata)
@@ -76,11 +77,22 @@ class FilterMaskCache:
         """The filterable metadata, one mapping per position."""
         return self._metadata
 
+    @property
+    def keys(self) -> frozenset[str]:
+        """Every metadata key present at some position (what filters can test)."""
+        if self._keys is None:
+            keys: set[str] = set()
+            for metadata in self._metadata:
+                keys.update(metadata)
+            self._keys = frozenset(keys)
+        return self._keys
+
     def extend(self, metadata: Sequence[Mapping[str, Any]]) -> None:
         """Append positions (invalidates cached masks)."""
         with self._lock:
             self._metadata.extend(metadata)
             self._cache.clear()
+            self._keys = None
 
     def mask(self, filters: MetadataFilters) -> np.ndarray:
         """Read-only boolean array: ``True`` where the position passes ``filters``."""

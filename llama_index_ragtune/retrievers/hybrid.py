@@ -20,6 +20,17 @@ the same nodes. Either side can be any LlamaIndex ``BaseRetriever``.
   themselves are never modified (node metadata stays clean).
 * **Async**: ``aretrieve`` runs both sides concurrently (``asyncio.gather``;
   sides without a native async path run in a worker thread).
+* **Degenerate input**: a query with no text (empty or whitespace only) and no
+  precomputed embedding returns no results; lone surrogates and NUL characters in a
+  query are replaced before either side sees it; a very long query is scored whole by
+  BM25 and truncated by the embedding model (its ``max_seq_length``). Nodes with empty
+  or whitespace-only text are skipped on both sides with a warning naming them.
+  Numeric arguments are validated when the retriever is built (``dense_top_k=0`` is an
+  error, not "dense side off"), and filters naming a metadata key that no node has
+  raise ``ValueError``.
+* **Persistence** (:mod:`~llama_index_ragtune.retrievers.persist_hybrid`): atomic (a
+  crash leaves the old or the new folder), every file hashed in the manifest and
+  checked on load, nothing unpickled.
 * **Embedding model**: ``embed_model`` if given, else an explicitly set
   ``Settings.embed_model``, else the bundled MiniLM through ONNX Runtime
   (PyTorch when the ``onnx`` extra is missing). See
@@ -50,11 +61,22 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks.base import CallbackManager
-from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
+from llama_index_ragtune.retrievers.checks import (
+    positive_float,
+    positive_int,
+    prepare_query,
+    unit_float,
+)
 from llama_index_ragtune.retrievers.defaults import fusion_preset
+from llama_index_ragtune.retrievers.dense import (
+    build_faiss_index,
+    check_dense_filters,
+    drop_blank_nodes,
+)
 from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
 from llama_index_ragtune.retrievers.fusion import fuse
 
@@ -88,43 +110,6 @@ def _has_native_async(retriever: BaseRetriever) -> bool:
     return type(retriever)._aretrieve is not BaseRetriever._aretrieve
 
 
-def build_faiss_index(
-    nodes: Sequence[BaseNode],
-    embed_model: BaseEmbedding,
-    show_progress: bool = False,
-) -> Any:
-    """A ``VectorStoreIndex`` on a :class:`FilterableFaissVectorStore` (``IndexFlatIP``) over ``nodes``.
-
-    Nodes are copied before their embedding is attached; the caller's nodes stay untouched.
-    """
-    import faiss
-    from llama_index.core import StorageContext, VectorStoreIndex
-
-    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
-
-    nodes = list(nodes)
-    if not nodes:
-        raise ValueError("cannot build a dense index over an empty list of nodes")
-    todo = [i for i, n in enumerate(nodes) if n.embedding is None]
-    texts = [nodes[i].get_content(metadata_mode=MetadataMode.EMBED) for i in todo]
-    vectors = (
-        embed_model.get_text_embedding_batch(texts, show_progress=show_progress) if texts else []
-    )
-    embedded = [n.model_copy() for n in nodes]
-    for i, vector in zip(todo, vectors, strict=True):
-        embedded[i].embedding = list(vector)
-    dims = {len(n.embedding) for n in embedded}
-    if len(dims) != 1:
-        raise ValueError(
-            f"nodes carry embeddings of different sizes {sorted(dims)}; re-embed them with one model"
-        )
-    store = FilterableFaissVectorStore(faiss.IndexFlatIP(dims.pop()))
-    storage = StorageContext.from_defaults(vector_store=store)
-    return VectorStoreIndex(
-        embedded, storage_context=storage, embed_model=embed_model, show_progress=False
-    )
-
-
 class HybridRetriever(BaseRetriever):
     """Dense + lexical retrieval, fused; see the module docstring.
 
@@ -136,9 +121,11 @@ class HybridRetriever(BaseRetriever):
         alpha: weight of the dense side in [0, 1]; the lexical side gets ``1 - alpha``
             (RRF weights too).
         rrf_k: RRF smoothing constant.
-        dense_top_k, sparse_top_k: candidates fetched per side (set on sides that have
-            ``similarity_top_k``).
-        filters: ``MetadataFilters`` for every query (see :attr:`filters`, :meth:`with_filters`).
+        dense_top_k, sparse_top_k: candidates fetched per side, integers >= 1 (set on sides
+            that have ``similarity_top_k``). 0 is an error, not "side off": to rank by one
+            side, use that retriever alone (or ``alpha=0``/``1`` to give a side no weight).
+        filters: ``MetadataFilters`` for every query (see :attr:`filters`, :meth:`with_filters`);
+            a key that no indexed node has raises ``ValueError`` (usually a typo).
         index: the ``VectorStoreIndex`` of the built-in dense side (needed by
             :meth:`persist` and to push filters down).
         embed_model: the query encoder of the built-in dense side.
@@ -160,19 +147,33 @@ class HybridRetriever(BaseRetriever):
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
+        if fusion_mode is not None and not isinstance(fusion_mode, str):
+            raise TypeError(f"fusion_mode must be a string or None, got {fusion_mode!r}")
         preset = fusion_preset(fusion_mode)
         self.fusion_mode = preset["fusion_mode"]
-        self.alpha = float(preset["alpha"] if alpha is None else alpha)
-        self.rrf_k = float(preset["rrf_k"] if rrf_k is None else rrf_k)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(
-                f"alpha (weight of the dense side) must be in [0, 1], got {self.alpha}"
+        self.alpha = unit_float(preset["alpha"] if alpha is None else alpha, "alpha")
+        self.rrf_k = positive_float(preset["rrf_k"] if rrf_k is None else rrf_k, "rrf_k")
+        self.similarity_top_k = positive_int(similarity_top_k, "similarity_top_k")
+        # 0 is refused, not read as "switch the side off": use BM25Retriever or the dense
+        # retriever alone for that, or alpha=0/1 to give one side no weight.
+        self.dense_top_k = positive_int(
+            preset["dense_top_k"] if dense_top_k is None else dense_top_k, "dense_top_k"
+        )
+        self.sparse_top_k = positive_int(
+            preset["sparse_top_k"] if sparse_top_k is None else sparse_top_k, "sparse_top_k"
+        )
+        for name, value in (
+            ("dense_retriever", dense_retriever),
+            ("sparse_retriever", sparse_retriever),
+        ):
+            if value is not None and not isinstance(value, BaseRetriever):
+                raise TypeError(
+                    f"{name} must be a llama_index BaseRetriever, got {type(value).__name__}"
+                )
+        if embed_model is not None and not isinstance(embed_model, BaseEmbedding):
+            raise TypeError(
+                f"embed_model must be a llama_index BaseEmbedding, got {type(embed_model).__name__}"
             )
-        if self.rrf_k <= 0:
-            raise ValueError(f"rrf_k must be > 0, got {self.rrf_k}")
-        if similarity_top_k < 1:
-            raise ValueError(f"similarity_top_k must be >= 1, got {similarity_top_k}")
-        self.similarity_top_k = int(similarity_top_k)
         self._index = index
         self._embed_model = (
             embed_model if embed_model is not None else getattr(index, "_embed_model", None)
@@ -182,14 +183,14 @@ class HybridRetriever(BaseRetriever):
             raise ValueError(
                 "HybridRetriever needs a dense_retriever or an index to build one from"
             )
+        if dense_retriever is None and not hasattr(index, "as_retriever"):
+            raise TypeError(
+                f"index must be a llama_index VectorStoreIndex, got {type(index).__name__}"
+            )
         if sparse_retriever is None:
             raise ValueError(
                 "HybridRetriever needs a sparse_retriever (e.g. BM25Retriever); or use from_defaults()"
             )
-        self.dense_top_k = int(dense_top_k if dense_top_k is not None else preset["dense_top_k"])
-        self.sparse_top_k = int(
-            sparse_top_k if sparse_top_k is not None else preset["sparse_top_k"]
-        )
         self._dense = dense_retriever
         self._sparse = sparse_retriever
         for side, depth, explicit in (
@@ -258,6 +259,8 @@ class HybridRetriever(BaseRetriever):
             nodes = list(nodes)
             if not nodes:
                 raise ValueError("HybridRetriever.from_defaults got an empty list of nodes")
+            # the same nodes on both sides: blank ones are skipped on both, with a warning
+            nodes = drop_blank_nodes(nodes, "HybridRetriever.from_defaults")
             embed = resolve_embed_model(embed_model)
             if dense_retriever is None:
                 index_embed = embed
@@ -323,7 +326,7 @@ class HybridRetriever(BaseRetriever):
                 f"filters must be llama_index MetadataFilters, got {type(filters).__name__}"
             )
         if self._dense_built_in:
-            _check_filterable(self._index, filters)
+            check_dense_filters(self._index, filters)
             kwargs = {"similarity_top_k": self.dense_top_k, "filters": filters}
             if self._embed_model is not None:
                 kwargs["embed_model"] = self._embed_model
@@ -370,12 +373,28 @@ class HybridRetriever(BaseRetriever):
             for h in hits
         ]
 
+    def retrieve(self, str_or_query_bundle: str | QueryBundle) -> list[NodeWithScore]:
+        """Fused results for a query string or ``QueryBundle`` (empty query: ``[]``)."""
+        _check_query_type(str_or_query_bundle)
+        return super().retrieve(str_or_query_bundle)
+
+    async def aretrieve(self, str_or_query_bundle: str | QueryBundle) -> list[NodeWithScore]:
+        """Async :meth:`retrieve`; both sides run concurrently."""
+        _check_query_type(str_or_query_bundle)
+        return await super().aretrieve(str_or_query_bundle)
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        query_bundle = prepare_query(query_bundle)
+        if query_bundle is None:  # no text and no embedding: nothing to search for
+            return []
         dense = self._dense.retrieve(query_bundle)
         sparse = self._sparse.retrieve(query_bundle)
         return self._fuse(dense, sparse)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        query_bundle = prepare_query(query_bundle)
+        if query_bundle is None:
+            return []
         dense, sparse = await asyncio.gather(
             self._aretrieve_side(self._dense, query_bundle),
             self._aretrieve_side(self._sparse, query_bundle),
@@ -423,17 +442,8 @@ class HybridRetriever(BaseRetriever):
         return load_hybrid(cls, Path(persist_dir), embed_model, overrides)
 
 
-def _check_filterable(index: Any, filters: MetadataFilters | None) -> None:
-    if filters is None:
-        return
-    from llama_index.vector_stores.faiss import FaissVectorStore
-
-    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
-
-    store = index.vector_store
-    if isinstance(store, FaissVectorStore) and not isinstance(store, FilterableFaissVectorStore):
-        raise ValueError(
-            "the index's FaissVectorStore cannot filter by metadata; build the index on "
-            "llama_index_ragtune.retrievers.FilterableFaissVectorStore (HybridRetriever.from_defaults(nodes=...) "
-            "does), or pass a dense_retriever that applies the filters itself"
+def _check_query_type(query: Any) -> None:
+    if not isinstance(query, (str, QueryBundle)):
+        raise TypeError(
+            f"the query must be a str or a llama_index QueryBundle, got {type(query).__name__}"
         )

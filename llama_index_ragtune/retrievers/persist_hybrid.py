@@ -1,11 +1,28 @@
-"""Persisting and loading a HybridRetriever folder, with checks that name what is wrong.
+"""Persisting and loading a HybridRetriever folder: atomic, hashed, checked, no pickle.
 
-Layout of a persisted folder::
+Layout of a persisted folder (format ``ragtune-hybrid``, version 2)::
 
-    hybrid_retriever.json     format tag + version, fusion parameters, filters, encoder info
+    hybrid_retriever.json     format tag + version; "params": fusion parameters, filters,
+                              encoder info; "dense": {"kind": "faiss", "index_type":
+                              "IndexFlatIP", ...}; "sparse": {"kind": "bm25", ...};
+                              "files": SHA-256 and size of every other file
     storage/                  LlamaIndex StorageContext: docstore.json, index_store.json,
-                              default__vector_store.json (FAISS) + .metadata.json (filters)
+                              default__vector_store.json (FAISS) + .metadata.json (filters), ...
     bm25/                     bm25_retriever.json + bm25s/ (the BM25 index; nodes from storage/)
+
+* **Atomic** (:func:`llama_index_ragtune._atomic.atomic_dir`): ``persist`` writes the
+  whole folder to ``<dir>.tmp-<pid>-<token>`` and swaps it in with two renames; a
+  process killed at any point leaves the old or the new index loadable (a loader that
+  finds ``<dir>`` missing after a kill between the renames restores the old one).
+  ``persist`` refuses a folder holding entries it did not write (they would be lost).
+* **Checked**: ``from_persist_dir`` verifies every file against the manifest before
+  parsing anything, type-checks every manifest field, and raises
+  :class:`~llama_index_ragtune.retrievers.PersistenceError` naming the file or key and
+  saying to re-persist. Version-1 folders (no hashes) still load, with a warning.
+* **No pickle**: JSON, FAISS' binary format and ``np.load(allow_pickle=False)`` only.
+* **Extensible**: ``dense.kind`` / ``dense.index_type`` and ``sparse.kind`` say what to
+  load; this version loads ``faiss`` (any FAISS index type ``faiss.read_index`` reads
+  whose ids are positions) and ``bm25`` and refuses other kinds by name.
 
 Example::
 
@@ -17,18 +34,25 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import os
 from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.vector_stores.types import MetadataFilters
 
+from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
+from llama_index_ragtune.retrievers.bm25_persist import load_bm25, write_bm25_files
+from llama_index_ragtune.retrievers.checks import positive_float, positive_int, unit_float
+from llama_index_ragtune.retrievers.defaults import fusion_preset
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
+    field,
+    file_digests,
     read_manifest,
     require_file,
+    verify_files,
     write_manifest,
 )
 
@@ -36,16 +60,21 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "hybrid_retriever.json"
 FORMAT = "ragtune-hybrid"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 STORAGE_DIR = "storage"
 BM25_DIR = "bm25"
 VECTOR_STORE_FILE = "default__vector_store.json"
+DENSE_KINDS = ("faiss",)
+SPARSE_KINDS = ("bm25",)
 _REBUILD = "rebuild it with HybridRetriever.from_defaults(...) and call persist() again"
+_FUSION_KEYS = ("similarity_top_k", "fusion_mode", "alpha", "rrf_k", "dense_top_k", "sparse_top_k")
+_OVERRIDABLE = (*_FUSION_KEYS, "filters", "callback_manager", "verbose")
 
 __all__ = ["load_hybrid", "persist_hybrid"]
 
 
-def persist_hybrid(retriever: Any, folder: Path) -> None:
+def _check_persistable(retriever: Any) -> None:
     from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 
     if retriever.index is None or not retriever._dense_built_in:
@@ -63,26 +92,127 @@ def persist_hybrid(retriever: Any, folder: Path) -> None:
             "HybridRetriever.persist saves the built-in BM25Retriever only; the lexical side is "
             f"{type(retriever.sparse_retriever).__name__}: persist that yourself"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    storage = folder / STORAGE_DIR
-    if storage.exists():
-        shutil.rmtree(storage)
-    retriever.index.storage_context.persist(persist_dir=str(storage))
-    retriever.sparse_retriever.persist(folder / BM25_DIR, save_nodes=False)
-    embed = retriever._embed_model
-    params = retriever.params() | {
-        "filters": None if retriever.filters is None else retriever.filters.model_dump(mode="json"),
-        "index_id": retriever.index.index_id,
-        "num_nodes": retriever.index.vector_store.client.ntotal,
-        "dimension": retriever.index.vector_store.client.d,
-        "embed_model": None
-        if embed is None
-        else {"class_name": embed.class_name(), "model_name": getattr(embed, "model_name", None)},
+    dense_ids = set(retriever.index.index_struct.nodes_dict.values())
+    sparse_ids = {n.node_id for n in retriever.sparse_retriever.nodes}
+    only_sparse = sorted(sparse_ids - dense_ids)
+    only_dense = sorted(dense_ids - sparse_ids)
+    if only_sparse or only_dense:
+        raise ValueError(
+            "HybridRetriever.persist: the two sides hold different nodes "
+            f"({len(only_sparse)} only in BM25, e.g. {only_sparse[:3]}; {len(only_dense)} only in the "
+            f"dense index, e.g. {only_dense[:3]}), so the folder could not be loaded again; build "
+            "both sides over the same nodes (HybridRetriever.from_defaults(nodes=...) does)"
+        )
+
+
+def persist_hybrid(retriever: Any, folder: Path) -> None:
+    """Replace ``folder`` atomically with the persisted ``retriever`` (module docstring)."""
+    _check_persistable(retriever)
+    owned = {MANIFEST, STORAGE_DIR, BM25_DIR}
+    with atomic_dir(folder, owned_entries=owned, what="HybridRetriever.persist") as tmp:
+        retriever.index.storage_context.persist(persist_dir=str(tmp / STORAGE_DIR))
+        write_bm25_files(retriever.sparse_retriever, tmp / BM25_DIR, save_nodes=False)
+        embed = retriever._embed_model
+        client = retriever.index.vector_store.client
+        params = retriever.params() | {
+            "filters": None
+            if retriever.filters is None
+            else retriever.filters.model_dump(mode="json"),
+            "embed_model": None
+            if embed is None
+            else {
+                "class_name": embed.class_name(),
+                "model_name": getattr(embed, "model_name", None),
+            },
+        }
+        dense = {
+            "kind": "faiss",
+            "index_type": type(client).__name__,
+            "path": STORAGE_DIR,
+            "index_id": retriever.index.index_id,
+            "num_nodes": int(client.ntotal),
+            "dimension": int(client.d),
+        }
+        sparse = {"kind": "bm25", "path": BM25_DIR}
+        files = file_digests(tmp, exclude={MANIFEST})
+        write_manifest(
+            tmp, MANIFEST, FORMAT, FORMAT_VERSION, params, files=files, dense=dense, sparse=sparse
+        )
+
+
+def _sections(manifest: dict[str, Any], path: Path) -> tuple[dict, dict, dict]:
+    """(fusion kwargs, dense section, embed-model info), every field type-checked."""
+    params = manifest["params"]
+    if manifest["format_version"] == 1:  # v1 kept the dense facts among the params
+        dense = {
+            "kind": "faiss",
+            **{k: params.get(k) for k in ("index_id", "num_nodes", "dimension")},
+        }
+        dense = {k: v for k, v in dense.items() if v is not None}
+    else:
+        dense = field(manifest, "dense", (dict,), path, _REBUILD, where="")
+        sparse = field(manifest, "sparse", (dict,), path, _REBUILD, where="")
+        kind = field(sparse, "kind", (str,), path, _REBUILD, where="sparse")
+        if kind not in SPARSE_KINDS:
+            raise PersistenceError(
+                f"{path}: the lexical side is of kind {kind!r}, which this version of "
+                f"llama-index-ragtune cannot load (it loads {SPARSE_KINDS}); upgrade, or {_REBUILD}"
+            )
+    kind = field(dense, "kind", (str,), path, _REBUILD, where="dense")
+    if kind not in DENSE_KINDS:
+        raise PersistenceError(
+            f"{path}: the dense side is of kind {kind!r}, which this version of llama-index-ragtune "
+            f"cannot load (it loads {DENSE_KINDS}); upgrade, or {_REBUILD}"
+        )
+    for key, kinds in (("index_id", (str,)), ("num_nodes", (int,)), ("dimension", (int,))):
+        field(dense, key, kinds, path, _REBUILD, where="dense")
+    kinds = {
+        "similarity_top_k": (int,),
+        "fusion_mode": (str,),
+        "alpha": (float,),
+        "rrf_k": (float,),
+        "dense_top_k": (int,),
+        "sparse_top_k": (int,),
     }
-    write_manifest(folder, MANIFEST, FORMAT, FORMAT_VERSION, params)
+    kwargs = {key: field(params, key, kinds[key], path, _REBUILD) for key in _FUSION_KEYS}
+    filters = field(params, "filters", (dict, type(None)), path, _REBUILD, default=None)
+    embed_info = field(params, "embed_model", (dict, type(None)), path, _REBUILD, default=None)
+    try:
+        fusion_preset(kwargs["fusion_mode"])
+        for key in ("similarity_top_k", "dense_top_k", "sparse_top_k"):
+            positive_int(kwargs[key], key)
+        unit_float(kwargs["alpha"], "alpha")
+        positive_float(kwargs["rrf_k"], "rrf_k")
+        kwargs["filters"] = None if filters is None else MetadataFilters.model_validate(filters)
+    except (ValueError, TypeError) as exc:
+        raise PersistenceError(f"{path} holds invalid parameters ({exc}); {_REBUILD}") from exc
+    return kwargs, dense, embed_info or {}
+
+
+def _inode(folder: Path) -> int | None:
+    try:
+        return os.stat(folder).st_ino
+    except OSError:
+        return None
 
 
 def load_hybrid(
+    cls: type, folder: Path, embed_model: BaseEmbedding | None, overrides: dict[str, Any]
+) -> Any:
+    """Load a hybrid folder; retried once if a concurrent ``persist`` swapped it mid-read."""
+    unknown = sorted(set(overrides) - set(_OVERRIDABLE))
+    if unknown:
+        raise TypeError(f"unknown override(s) {unknown}; allowed: {sorted(_OVERRIDABLE)}")
+    before = _inode(folder)
+    try:
+        return _load(cls, folder, embed_model, overrides)
+    except PersistenceError:
+        if before is None or _inode(folder) in (None, before):
+            raise
+    return _load(cls, folder, embed_model, overrides)
+
+
+def _load(
     cls: type, folder: Path, embed_model: BaseEmbedding | None, overrides: dict[str, Any]
 ) -> Any:
     from llama_index.core import StorageContext, load_index_from_storage
@@ -90,7 +220,18 @@ def load_hybrid(
     from llama_index_ragtune.embeddings import resolve_embed_model
     from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 
-    params = dict(read_manifest(folder, MANIFEST, FORMAT, FORMAT_VERSION, _REBUILD)["params"])
+    manifest = read_manifest(folder, MANIFEST, FORMAT, READABLE_VERSIONS, _REBUILD)
+    path = folder / MANIFEST
+    hashed = manifest["format_version"] >= 2
+    if hashed:
+        verify_files(folder, manifest, MANIFEST, _REBUILD)
+    else:
+        logger.warning(
+            "%s was written by an older llama-index-ragtune without content hashes; persist it "
+            "again to have its files checked when loading",
+            folder,
+        )
+    kwargs, dense, embed_info = _sections(manifest, path)
     storage = folder / STORAGE_DIR
     for name, what in (
         ("docstore.json", "the nodes"),
@@ -98,19 +239,19 @@ def load_hybrid(
         (VECTOR_STORE_FILE, "the FAISS index"),
     ):
         require_file(storage / name, what, _REBUILD)
-    store = FilterableFaissVectorStore.from_persist_path(str(storage / VECTOR_STORE_FILE))
-    if store.client.ntotal != params.get("num_nodes") or store.client.d != params.get("dimension"):
+    store = FilterableFaissVectorStore._load(storage / VECTOR_STORE_FILE, verify=not hashed)
+    if store.client.ntotal != dense["num_nodes"] or store.client.d != dense["dimension"]:
         raise PersistenceError(
             f"{storage / VECTOR_STORE_FILE} holds {store.client.ntotal} vectors of dimension {store.client.d} but "
-            f"{folder / MANIFEST} records {params.get('num_nodes')} of dimension {params.get('dimension')}: the "
+            f"{path} records {dense['num_nodes']} of dimension {dense['dimension']}: the "
             f"folder mixes two indexes; {_REBUILD}"
         )
     embed = resolve_embed_model(embed_model)
-    _check_encoder(embed, params, folder, explicit=embed_model is not None)
+    _check_encoder(embed, dense["dimension"], embed_info, path, explicit=embed_model is not None)
     try:
         context = StorageContext.from_defaults(persist_dir=str(storage), vector_store=store)
-        index = load_index_from_storage(context, index_id=params.get("index_id"), embed_model=embed)
-    except (ValueError, KeyError, json.JSONDecodeError) as exc:
+        index = load_index_from_storage(context, index_id=dense["index_id"], embed_model=embed)
+    except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise PersistenceError(
             f"{storage} could not be loaded ({type(exc).__name__}: {exc}); {_REBUILD}"
         ) from exc
@@ -120,51 +261,33 @@ def load_hybrid(
             f"{storage / 'index_store.json'} maps {node_count} vectors but the FAISS index holds "
             f"{store.client.ntotal}; {_REBUILD}"
         )
-    sparse = BM25Retriever.from_persist_dir(folder / BM25_DIR, docstore=index.docstore)
+    sparse = load_bm25(BM25Retriever, folder / BM25_DIR, index.docstore, {}, verify=False)
     if len(sparse.nodes) != node_count:
         raise PersistenceError(
             f"{folder / BM25_DIR} indexes {len(sparse.nodes)} nodes but the dense index {node_count}; {_REBUILD}"
         )
-    filters = params.pop("filters", None)
-    kwargs = {
-        k: params[k]
-        for k in (
-            "similarity_top_k",
-            "fusion_mode",
-            "alpha",
-            "rrf_k",
-            "dense_top_k",
-            "sparse_top_k",
-        )
-    }
-    kwargs["filters"] = None if filters is None else MetadataFilters.model_validate(filters)
-    unknown = sorted(set(overrides) - set(kwargs) - {"callback_manager", "verbose"})
-    if unknown:
-        raise TypeError(f"unknown override(s) {unknown}; allowed: {sorted(kwargs)}")
-    kwargs.update(overrides)
+    kwargs.update(overrides)  # the saved values were checked: errors here name an override
     return cls(
         dense_retriever=None, sparse_retriever=sparse, index=index, embed_model=embed, **kwargs
     )
 
 
 def _check_encoder(
-    embed: BaseEmbedding, params: dict[str, Any], folder: Path, explicit: bool
+    embed: BaseEmbedding, dimension: int, saved: dict[str, Any], path: Path, explicit: bool
 ) -> None:
     """The query encoder must produce vectors of the index's dimension; warn if it is another model."""
-    dimension = len(embed.get_query_embedding("dimension check"))
-    if dimension != params.get("dimension"):
-        saved = params.get("embed_model") or {}
+    got = len(embed.get_query_embedding("dimension check"))
+    if got != dimension:
         raise PersistenceError(
-            f"{folder / MANIFEST}: the index was built with {saved.get('class_name')}({saved.get('model_name')}) "
-            f"giving {params.get('dimension')}-d vectors, but the embedding model "
-            f"{embed.class_name()}({getattr(embed, 'model_name', '')}) gives {dimension}-d vectors; pass "
+            f"{path}: the index was built with {saved.get('class_name')}({saved.get('model_name')}) "
+            f"giving {dimension}-d vectors, but the embedding model "
+            f"{embed.class_name()}({getattr(embed, 'model_name', '')}) gives {got}-d vectors; pass "
             "embed_model=<the model used to build the index> to from_persist_dir"
         )
-    saved = params.get("embed_model") or {}
     if saved.get("model_name") and saved.get("model_name") != getattr(embed, "model_name", None):
         logger.warning(
             "%s was built with %s(%s); querying it with %s(%s)%s",
-            folder,
+            path.parent,
             saved.get("class_name"),
             saved.get("model_name"),
             embed.class_name(),

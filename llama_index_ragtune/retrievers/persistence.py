@@ -1,63 +1,144 @@
-"""Versioned JSON manifests for persisted retrievers, with errors that say how to fix them.
+"""Versioned JSON manifests with content hashes for persisted retrievers; errors say how to fix.
 
-A persisted retriever folder holds its artifacts plus one manifest JSON file
-(``{"format": ..., "format_version": ..., "params": {...}}``). Loading checks the
-manifest first, so a folder written by another retriever, by an incompatible
-version, or damaged on disk fails with a message naming the file, what is wrong
-and how to fix it, instead of a stack trace from deep inside numpy or faiss.
+A persisted retriever folder holds its artifacts plus one manifest JSON file::
+
+    {"format": "ragtune-bm25", "format_version": 2,
+     "params": {...constructor parameters...},
+     "files": {"bm25s/vocab.index.json": {"sha256": "...", "bytes": 1234}, ...},
+     ...other sections, e.g. "dense": {"kind": "faiss", "index_type": "IndexFlatIP"}}
+
+Loading checks the manifest first (format, version, the type of every field) and then
+every file against its recorded SHA-256 and size, before any file is parsed. So a folder
+written by another retriever or an incompatible version, a file edited, truncated or
+swapped after ``persist()``, or a file that does not belong there, fails with a
+:class:`PersistenceError` naming the file and saying how to fix it, instead of a stack
+trace from deep inside numpy or faiss (or, worse, a silently different index). The
+hashes detect accidents and tampering with the data files; they are not a signature
+(whoever can rewrite the files can rewrite the manifest too).
+
+Nothing here, nor in the loaders that use it, unpickles: manifests and docstores are
+JSON, FAISS indexes use FAISS' own binary format, bm25s arrays are read with
+``np.load(allow_pickle=False)``.
+
+Folders are written through :func:`llama_index_ragtune._atomic.atomic_dir`, so a crash
+leaves the old or the new folder (see that module for the protocol).
 
 Example::
 
-    write_manifest(path, "bm25_retriever.json", "ragtune-bm25", 1, {"k1": 1.5})
-    params = read_manifest(path, "bm25_retriever.json", "ragtune-bm25", 1)["params"]
+    write_manifest(path, "bm25_retriever.json", "ragtune-bm25", 2, {"k1": 1.5},
+                   files=file_digests(path, exclude={"bm25_retriever.json"}))
+    manifest = read_manifest(path, "bm25_retriever.json", "ragtune-bm25", (1, 2))
+    verify_files(path, manifest, "bm25_retriever.json")
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
-import tempfile
-from pathlib import Path
+import re
+from collections.abc import Collection
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["PersistenceError", "atomic_write_text", "read_manifest", "write_manifest"]
+from llama_index_ragtune._atomic import atomic_write_json, recover_dir, sha256_file
+from llama_index_ragtune._atomic import atomic_write_text as _atomic_write_text
+
+__all__ = [
+    "PersistenceError",
+    "atomic_write_text",
+    "field",
+    "file_digests",
+    "read_manifest",
+    "require_file",
+    "verify_files",
+    "write_manifest",
+]
+
+_DEFAULT_HINT = "rebuild the retriever and call persist() again"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MISSING = object()
 
 
 class PersistenceError(ValueError):
-    """A persisted retriever folder is missing, corrupt, or of another format/version."""
+    """A persisted retriever folder is missing, corrupt, edited, or of another format/version."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (no half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (no half-written file).
+
+    Example::
+
+        atomic_write_text(Path("out/report.md"), "# Report\\n")
+    """
+    _atomic_write_text(path, text)
 
 
 def write_manifest(
-    folder: str | Path, name: str, fmt: str, version: int, params: dict[str, Any]
+    folder: str | Path,
+    name: str,
+    fmt: str,
+    version: int,
+    params: dict[str, Any],
+    files: dict[str, dict[str, Any]] | None = None,
+    **sections: Any,
 ) -> Path:
-    """Write ``folder/name`` with the format tag, its version and the constructor parameters."""
+    """Write ``folder/name``: format tag, version, parameters, file digests and extra sections.
+
+    Example::
+
+        write_manifest("idx", "m.json", "ragtune-x", 2, {"k": 1}, files=file_digests("idx"))
+    """
     path = Path(folder) / name
-    payload = {"format": fmt, "format_version": version, "params": params}
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True))
+    payload: dict[str, Any] = {"format": fmt, "format_version": version, "params": params}
+    payload.update(sections)
+    if files is not None:
+        payload["files"] = files
+    atomic_write_json(path, payload, indent=2, sort_keys=True)
     return path
 
 
+def _missing_folder_error(folder: Path, hint: str) -> PersistenceError:
+    leftovers = (
+        sorted(p.name for p in folder.parent.glob(f"{folder.name}.old-*"))
+        if folder.parent.is_dir()
+        else []
+    )
+    extra = ""
+    if leftovers:
+        extra = (
+            f" ({leftovers[0]} beside it is the previous version left by an interrupted persist(); "
+            f"rename it to {folder.name} to use it)"
+        )
+    return PersistenceError(f"persist directory {folder} does not exist{extra}; {hint}")
+
+
 def read_manifest(
-    folder: str | Path, name: str, fmt: str, version: int, rebuild_hint: str = ""
+    folder: str | Path,
+    name: str,
+    fmt: str,
+    version: int | Collection[int],
+    rebuild_hint: str = "",
 ) -> dict[str, Any]:
-    """Read and check ``folder/name``; raise :class:`PersistenceError` naming the problem."""
+    """Read and check ``folder/name`` (format, version, shape); raise :class:`PersistenceError`.
+
+    ``version`` is the version this code writes, or all the versions it reads. A folder
+    missing because a writer was killed mid-swap is first restored (:func:`recover_dir`).
+
+    Example::
+
+        manifest = read_manifest("idx", "bm25_retriever.json", "ragtune-bm25", (1, 2))
+        manifest["format_version"], manifest["params"]["k1"]
+    """
     folder = Path(folder)
-    hint = rebuild_hint or "rebuild the retriever and call persist() again"
+    hint = rebuild_hint or _DEFAULT_HINT
+    versions = (version,) if isinstance(version, int) else tuple(version)
+    if not folder.exists():
+        with contextlib.suppress(OSError):
+            recover_dir(folder)
     if not folder.is_dir():
-        raise PersistenceError(f"persist directory {folder} does not exist; {hint}")
+        raise _missing_folder_error(folder, hint)
     path = folder / name
     if not path.is_file():
         present = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
@@ -67,7 +148,7 @@ def read_manifest(
         )
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PersistenceError(f"{path} is corrupt (not valid JSON: {exc}); {hint}") from exc
     if (
         not isinstance(payload, dict)
@@ -81,19 +162,171 @@ def read_manifest(
             f"another class; load it with that class, or {hint}"
         )
     found = payload.get("format_version")
-    if found != version:
+    if isinstance(found, bool) or found not in versions:
+        readable = " or ".join(str(v) for v in versions)
         raise PersistenceError(
-            f"{path} has format_version {found!r}, this version of llama-index-ragtune reads {version}; "
+            f"{path} has format_version {found!r}, this version of llama-index-ragtune reads {readable}; "
             f"install the matching llama-index-ragtune version, or {hint}"
         )
     return payload
 
 
+def _describe(kinds: tuple[type, ...]) -> str:
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true/false",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def field(
+    section: dict[str, Any],
+    key: str,
+    kinds: tuple[type, ...],
+    path: Path,
+    hint: str = "",
+    where: str = "params",
+    default: Any = _MISSING,
+) -> Any:
+    """``section[key]`` checked against ``kinds``, else :class:`PersistenceError` naming the key.
+
+    ``int`` never accepts a bool; ``float`` accepts an int and must be finite.
+    Without ``default`` the key is required.
+
+    Example::
+
+        k1 = field(manifest["params"], "k1", (float,), manifest_path)
+    """
+    hint = hint or _DEFAULT_HINT
+    name = f"{where}.{key}" if where else key
+    if key not in section:
+        if default is not _MISSING:
+            return default
+        raise PersistenceError(f"{path} is corrupt: '{name}' is missing; {hint}")
+    value = section[key]
+    ok = False
+    for kind in kinds:
+        if kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+        elif kind is type(None):
+            ok = value is None
+        else:
+            ok = isinstance(value, kind)
+        if ok:
+            break
+    if not ok:
+        raise PersistenceError(
+            f"{path} is corrupt: '{name}' must be {_describe(kinds)}, got "
+            f"{type(value).__name__} {str(value)[:60]!r}; {hint}"
+        )
+    return float(value) if kinds[0] is float and isinstance(value, int) else value
+
+
+def file_digests(folder: str | Path, exclude: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+    """``{relative posix path: {"sha256": hex, "bytes": size}}`` of every file under ``folder``.
+
+    Example::
+
+        file_digests("idx", exclude={"hybrid_retriever.json"})
+    """
+    folder = Path(folder)
+    digests: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel in exclude:
+            continue
+        digests[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return digests
+
+
+def _safe_relative(rel: Any, manifest_path: Path, hint: str) -> PurePosixPath:
+    if not isinstance(rel, str) or not rel:
+        raise PersistenceError(f"{manifest_path} is corrupt: a 'files' entry has no name; {hint}")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts or "\\" in rel or ":" in rel:
+        raise PersistenceError(
+            f"{manifest_path} lists {rel!r}, which points outside the persist directory; the "
+            f"manifest was tampered with — {hint}"
+        )
+    return pure
+
+
+def verify_files(
+    folder: str | Path, manifest: dict[str, Any], manifest_name: str, hint: str = ""
+) -> None:
+    """Check every file of ``folder`` against ``manifest["files"]`` (hash, size, nothing extra).
+
+    Raises :class:`PersistenceError` naming the first file that is missing, truncated,
+    edited, swapped, or not recorded in the manifest.
+
+    Example::
+
+        verify_files("idx", read_manifest("idx", "m.json", "ragtune-x", 2), "m.json")
+    """
+    folder = Path(folder)
+    hint = hint or _DEFAULT_HINT
+    manifest_path = folder / manifest_name
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise PersistenceError(
+            f"{manifest_path} is corrupt: 'files' (the content hash of every file) is missing; {hint}"
+        )
+    listed = set()
+    for rel, entry in files.items():
+        pure = _safe_relative(rel, manifest_path, hint)
+        listed.add(pure.as_posix())
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not _SHA256.match(entry["sha256"])
+            or not isinstance(entry.get("bytes"), int)
+            or isinstance(entry.get("bytes"), bool)
+        ):
+            raise PersistenceError(
+                f"{manifest_path} is corrupt: the entry of {rel!r} in 'files' needs a 64-digit "
+                f"'sha256' and an integer 'bytes'; {hint}"
+            )
+        path = folder / pure
+        if not path.is_file():
+            raise PersistenceError(f"{path} is missing (it is recorded in {manifest_path}); {hint}")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise PersistenceError(
+                f"{path} holds {size} bytes but {manifest_path} records {entry['bytes']}: it was "
+                f"truncated or replaced after persist(); {hint}"
+            )
+        if sha256_file(path) != entry["sha256"]:
+            raise PersistenceError(
+                f"{path} does not match the SHA-256 recorded in {manifest_path}: it was edited or "
+                f"swapped after persist(); {hint}"
+            )
+    for path in folder.rglob("*"):
+        if path.is_file():
+            rel = path.relative_to(folder).as_posix()
+            if rel != manifest_name and rel not in listed:
+                raise PersistenceError(
+                    f"{path} is not part of the persisted index (not recorded in {manifest_path}); "
+                    f"remove it, or {hint}"
+                )
+
+
 def require_file(path: Path, what: str, hint: str = "") -> Path:
-    """Return ``path`` if it is a file, else raise :class:`PersistenceError` naming it."""
+    """Return ``path`` if it is a file, else raise :class:`PersistenceError` naming it.
+
+    Example::
+
+        require_file(folder / "docstore.json", "the nodes")
+    """
     if not path.is_file():
         raise PersistenceError(
-            f"{path} ({what}) is missing from the persist directory; "
-            f"{hint or 'rebuild the retriever and call persist() again'}"
+            f"{path} ({what}) is missing from the persist directory; {hint or _DEFAULT_HINT}"
         )
     return path

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +18,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 
 from llama_index_ragtune.embeddings import CachedEmbedding, model_identity
+from llama_index_ragtune.embeddings.cached import EmbeddingStore
 
 
 class CountingEmbedding(BaseEmbedding):
@@ -159,3 +167,41 @@ def test_concurrent_readers_and_writers(inner, tmp_path):
 def test_rejects_non_embeddings(tmp_path):
     with pytest.raises(TypeError, match="BaseEmbedding"):
         CachedEmbedding("not a model", cache_dir=tmp_path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
+def test_killed_writer_leaves_a_consistent_cache(tmp_path):
+    """A writer SIGKILLed mid-batch: every committed batch reads back exactly, the rest is absent."""
+    child = Path(__file__).with_name("cache_writer_child.py")
+    spec = importlib.util.spec_from_file_location("cache_writer_child", child)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for delay in (0.05, 0.3):
+        proc = subprocess.Popen(
+            [sys.executable, str(child), str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert proc.stdout.readline().strip() == "READY"
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate(timeout=60)
+        assert proc.returncode == -9
+    cached = CachedEmbedding(
+        module.DigestEmbedding(model_name="digest"), tmp_path, identity=module.IDENTITY
+    )
+    with sqlite3.connect(cached.store.path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    complete = 0
+    for i in itertools.count():
+        texts = module.batch_texts(i)
+        keys = [EmbeddingStore.key(t) for t in texts]
+        found, damaged = cached.store.get_many(keys)
+        assert damaged == 0
+        assert len(found) in (0, len(set(keys)))  # one batch = one transaction: all or nothing
+        if not found:
+            break
+        for text, key in zip(texts, keys, strict=True):
+            assert found[key].tolist() == pytest.approx(module.DigestEmbedding().vector(text))
+        complete += 1
+    assert complete >= 1
+    assert not any(".corrupt-" in p.name for p in tmp_path.iterdir())

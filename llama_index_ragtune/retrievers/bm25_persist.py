@@ -1,0 +1,200 @@
+"""Persisting and loading a :class:`~llama_index_ragtune.retrievers.BM25Retriever` folder.
+
+Layout (format ``ragtune-bm25``, version 2)::
+
+    bm25_retriever.json   format tag + version, parameters, node-id order, index kind,
+                          SHA-256 and size of every other file
+    bm25s/                the bm25s index: params/vocab JSON + .npy arrays
+    docstore.json         the nodes (only with save_nodes=True)
+
+* **Atomic**: the folder is written to a temporary sibling and swapped in
+  (:func:`llama_index_ragtune._atomic.atomic_dir`); a crash leaves the old or the new
+  folder. ``persist`` refuses a folder holding other entries (they would be lost).
+* **Checked**: loading verifies every file against the manifest before parsing it and
+  type-checks every manifest field; anything wrong is a ``PersistenceError`` naming the
+  file or key. Version-1 folders (no hashes) still load, with a warning.
+* **No pickle**: arrays are read with ``np.load(allow_pickle=False)``, the rest is JSON.
+
+Example::
+
+    retriever.persist("bm25_dir")
+    BM25Retriever.from_persist_dir("bm25_dir", similarity_top_k=5)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.storage.docstore import SimpleDocumentStore
+from llama_index.core.storage.docstore.types import BaseDocumentStore
+
+from llama_index_ragtune._atomic import atomic_dir
+from llama_index_ragtune.retrievers.checks import positive_int
+from llama_index_ragtune.retrievers.persistence import (
+    PersistenceError,
+    field,
+    file_digests,
+    read_manifest,
+    require_file,
+    verify_files,
+    write_manifest,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_bm25", "persist_bm25", "write_bm25_files"]
+
+MANIFEST = "bm25_retriever.json"
+FORMAT = "ragtune-bm25"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+DOCSTORE_FILE = "docstore.json"
+INDEX_DIR = "bm25s"
+QUERY_TIME_PARAMS = ("similarity_top_k", "filters", "callback_manager", "verbose")
+_FIX = "rebuild the BM25Retriever and call persist() again"
+_PARAM_KINDS: dict[str, tuple[type, ...]] = {
+    "similarity_top_k": (int,),
+    "k1": (float,),
+    "b": (float,),
+    "method": (str,),
+    "metadata_mode": (str,),
+    "language": (str, type(None)),
+    "stopwords": (str, list, type(None)),
+    "token_pattern": (str,),
+}
+_LAYOUT_KEYS = ("node_ids", "nodes_saved", "num_docs")
+
+
+def write_bm25_files(retriever: Any, folder: Path, save_nodes: bool) -> None:
+    """Write the index, nodes and manifest into ``folder`` (new or empty; no atomic swap)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    retriever._bm25.save(str(folder / INDEX_DIR), allow_pickle=False, show_progress=False)
+    if save_nodes:
+        store = SimpleDocumentStore()
+        store.add_documents(retriever.nodes, allow_update=True)
+        store.persist(str(folder / DOCSTORE_FILE))
+    params = retriever.params() | {
+        "node_ids": [n.node_id for n in retriever.nodes],
+        "nodes_saved": save_nodes,
+        "num_docs": len(retriever.nodes),
+    }
+    write_manifest(
+        folder,
+        MANIFEST,
+        FORMAT,
+        FORMAT_VERSION,
+        params,
+        files=file_digests(folder, exclude={MANIFEST}),
+        index={"kind": "bm25s", "path": INDEX_DIR},
+    )
+
+
+def persist_bm25(retriever: Any, folder: Path, save_nodes: bool = True) -> None:
+    """Replace ``folder`` atomically with the persisted ``retriever``."""
+    owned = {MANIFEST, INDEX_DIR, DOCSTORE_FILE}
+    with atomic_dir(folder, owned_entries=owned, what="BM25Retriever.persist") as tmp:
+        write_bm25_files(retriever, tmp, save_nodes)
+
+
+def _checked_params(manifest: dict[str, Any], path: Path) -> tuple[dict[str, Any], list[str], bool]:
+    params = manifest["params"]
+    kwargs = {key: field(params, key, kinds, path, _FIX) for key, kinds in _PARAM_KINDS.items()}
+    if isinstance(kwargs["stopwords"], list) and not all(
+        isinstance(w, str) for w in kwargs["stopwords"]
+    ):
+        raise PersistenceError(f"{path} is corrupt: 'params.stopwords' must list strings; {_FIX}")
+    unknown = sorted(set(params) - set(_PARAM_KINDS) - set(_LAYOUT_KEYS))
+    if unknown:
+        raise PersistenceError(
+            f"{path} holds unknown parameter(s) {unknown}: it was edited, or written by another "
+            f"version of llama-index-ragtune; {_FIX}"
+        )
+    node_ids = field(params, "node_ids", (list,), path, _FIX)
+    num_docs = field(params, "num_docs", (int,), path, _FIX)
+    if not all(isinstance(i, str) for i in node_ids) or len(node_ids) != num_docs:
+        raise PersistenceError(
+            f"{path} is corrupt: 'params.node_ids' must list {num_docs} node ids (strings); {_FIX}"
+        )
+    if len(set(node_ids)) != len(node_ids):
+        raise PersistenceError(f"{path} is corrupt: 'params.node_ids' repeats ids; {_FIX}")
+    nodes_saved = field(params, "nodes_saved", (bool,), path, _FIX)
+    return kwargs, node_ids, nodes_saved
+
+
+def _load_docstore(folder: Path) -> BaseDocumentStore:
+    path = require_file(folder / DOCSTORE_FILE, "the nodes", _FIX)
+    try:
+        return SimpleDocumentStore.from_persist_path(str(path))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise PersistenceError(f"{path} is not a readable docstore ({exc}); {_FIX}") from exc
+
+
+def load_bm25(
+    cls: type,
+    folder: Path,
+    docstore: BaseDocumentStore | None,
+    overrides: dict[str, Any],
+    verify: bool = True,
+) -> Any:
+    """Load a BM25 folder; ``verify=False`` when the caller already checked every file's hash."""
+    import bm25s
+
+    fixed = sorted(set(overrides) - set(QUERY_TIME_PARAMS))
+    if fixed:
+        raise ValueError(
+            f"{fixed} are fixed by the persisted index; only {sorted(QUERY_TIME_PARAMS)} can be "
+            "overridden when loading (rebuild the retriever to change the others)"
+        )
+    manifest = read_manifest(folder, MANIFEST, FORMAT, READABLE_VERSIONS, _FIX)
+    path = folder / MANIFEST
+    if manifest["format_version"] >= 2:
+        if verify:
+            verify_files(folder, manifest, MANIFEST, _FIX)
+    elif verify:
+        logger.warning(
+            "%s was written by an older llama-index-ragtune without content hashes; persist it "
+            "again to have its files checked when loading",
+            folder,
+        )
+    kwargs, node_ids, nodes_saved = _checked_params(manifest, path)
+    if docstore is None:
+        if not nodes_saved:
+            raise PersistenceError(
+                f"{folder} was persisted without nodes (save_nodes=False); pass the docstore holding them: "
+                "BM25Retriever.from_persist_dir(path, docstore=...)"
+            )
+        docstore = _load_docstore(folder)
+    missing = [i for i in node_ids if not docstore.document_exists(i)]
+    if missing:
+        raise PersistenceError(
+            f"{len(missing)} node ids of {path} are not in the docstore (e.g. {missing[:3]}); "
+            "the docstore does not belong to this index — pass the one saved with it, or rebuild"
+        )
+    nodes = docstore.get_nodes(node_ids)
+    index_dir = folder / INDEX_DIR
+    require_file(index_dir / "params.index.json", "the bm25s index", _FIX)
+    try:
+        bm25 = bm25s.BM25.load(
+            str(index_dir), load_corpus=False, mmap=False, allow_pickle=False, show_progress=False
+        )
+    except Exception as exc:  # bm25s raises numpy/json errors on damaged files
+        raise PersistenceError(
+            f"{index_dir} holds a damaged bm25s index ({type(exc).__name__}: {exc}); {_FIX}"
+        ) from exc
+    if int(bm25.scores.get("num_docs", -1)) != len(node_ids):
+        raise PersistenceError(
+            f"{index_dir} indexes {bm25.scores.get('num_docs')} documents but {path} lists "
+            f"{len(node_ids)} nodes: the folder mixes two indexes; {_FIX}"
+        )
+    extra = {k: overrides[k] for k in ("callback_manager", "verbose") if k in overrides}
+    try:
+        retriever = cls(nodes=nodes, _bm25=bm25, **kwargs, **extra)
+    except (ValueError, TypeError) as exc:
+        raise PersistenceError(f"{path} holds invalid parameters ({exc}); {_FIX}") from exc
+    if "similarity_top_k" in overrides:
+        retriever.similarity_top_k = positive_int(overrides["similarity_top_k"], "similarity_top_k")
+    if "filters" in overrides:
+        retriever.filters = overrides["filters"]
+    return retriever

@@ -1,0 +1,208 @@
+"""Input checks shared by the retrievers: arguments, query text, node text, filter keys.
+
+Every check raises at construction (or when filters are set) with a message that names
+the argument, instead of failing later deep inside FAISS, bm25s or a tokenizer.
+
+* :func:`positive_int`, :func:`unit_float`, :func:`positive_float`: numeric arguments
+  (a bool, a float such as ``2.5``, a string or ``None`` is refused, never rounded).
+* :func:`clean_text`: lone UTF-16 surrogates (which cannot be encoded as UTF-8 and crash
+  Hugging Face tokenizers) become U+FFFD, NUL characters become spaces; other text is
+  returned unchanged.
+* :func:`prepare_query`: a cleaned ``QueryBundle``, or ``None`` for a query with no text
+  and no precomputed embedding (retrievers return no results for it).
+* :func:`split_blank_nodes`: nodes whose embedded text is empty or whitespace only.
+* :func:`check_filter_keys`: ``MetadataFilters`` naming keys that no node has.
+
+Example::
+
+    from llama_index_ragtune.retrievers.checks import positive_int, clean_text
+
+    positive_int(10, "similarity_top_k")      # 10
+    clean_text("caf\\ud800e")                 # 'caf\\ufffde'
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from llama_index.core.schema import BaseNode, MetadataMode, QueryBundle
+from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
+
+__all__ = [
+    "check_filter_keys",
+    "clean_text",
+    "non_negative_float",
+    "positive_float",
+    "positive_int",
+    "prepare_query",
+    "split_blank_nodes",
+    "unit_float",
+]
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; ``TypeError``/``ValueError`` naming ``name`` otherwise.
+
+    Example::
+
+        positive_int(5, "sparse_top_k")    # 5; positive_int(2.5, ...) raises TypeError
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}"
+        )
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _real(value: Any, name: str, requirement: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {requirement}, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be {requirement}, got {value}")
+    return value
+
+
+def unit_float(value: Any, name: str) -> float:
+    """``value`` as a float in [0, 1]; ``TypeError``/``ValueError`` naming ``name`` otherwise.
+
+    Example::
+
+        unit_float(0.3, "alpha")    # 0.3
+    """
+    value = _real(value, name, "a number in [0, 1]")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value}")
+    return value
+
+
+def non_negative_float(value: Any, name: str) -> float:
+    """``value`` as a finite float >= 0; ``TypeError``/``ValueError`` naming ``name`` otherwise.
+
+    Example::
+
+        non_negative_float(1.2, "k1")    # 1.2
+    """
+    value = _real(value, name, "a finite number >= 0")
+    if value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def positive_float(value: Any, name: str) -> float:
+    """``value`` as a finite float > 0; ``TypeError``/``ValueError`` naming ``name`` otherwise.
+
+    Example::
+
+        positive_float(60, "rrf_k")    # 60.0
+    """
+    value = _real(value, name, "a finite number > 0")
+    if value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD and NUL characters by spaces.
+
+    Example::
+
+        clean_text("a\\x00b")    # 'a b'
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", " ")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATES.sub("\ufffd", text)
+    return text
+
+
+def prepare_query(query_bundle: QueryBundle) -> QueryBundle | None:
+    """A cleaned copy of ``query_bundle``; ``None`` when it has no text and no embedding.
+
+    Example::
+
+        prepare_query(QueryBundle("   "))    # None: nothing to search for
+    """
+    if not isinstance(query_bundle, QueryBundle) or not isinstance(query_bundle.query_str, str):
+        raise TypeError(
+            f"the query must be a string or a QueryBundle with a string query_str, got "
+            f"{type(query_bundle).__name__}"
+        )
+    text = clean_text(query_bundle.query_str)
+    custom = query_bundle.custom_embedding_strs
+    if custom is not None:
+        custom = [clean_text(s) for s in custom if isinstance(s, str) and s.strip()]
+    if query_bundle.embedding is None and not text.strip() and not custom:
+        return None
+    if text is query_bundle.query_str and custom == query_bundle.custom_embedding_strs:
+        return query_bundle
+    return QueryBundle(
+        query_str=text,
+        custom_embedding_strs=custom or None,
+        embedding=query_bundle.embedding,
+        image_path=query_bundle.image_path,
+    )
+
+
+def split_blank_nodes(
+    nodes: Sequence[BaseNode], metadata_mode: MetadataMode = MetadataMode.EMBED
+) -> tuple[list[BaseNode], list[str]]:
+    """``(nodes with text, ids of nodes whose text in metadata_mode is empty or whitespace)``.
+
+    Example::
+
+        kept, blank_ids = split_blank_nodes(nodes)
+    """
+    kept, blank = [], []
+    for node in nodes:
+        if node.get_content(metadata_mode=metadata_mode).strip():
+            kept.append(node)
+        else:
+            blank.append(node.node_id)
+    return kept, blank
+
+
+def _filter_keys(filters: MetadataFilters) -> list[tuple[str, Any]]:
+    keys = []
+    for item in filters.filters:
+        if isinstance(item, MetadataFilters):
+            keys.extend(_filter_keys(item))
+        elif isinstance(item, MetadataFilter):
+            keys.append((item.key, item.operator))
+    return keys
+
+
+def check_filter_keys(
+    filters: MetadataFilters | None, known_keys: Collection[str], where: str
+) -> None:
+    """Raise ``ValueError`` if ``filters`` names a key that no node's metadata has.
+
+    Such a filter can never match (``is_empty`` excepted), so it would silently return
+    nothing; the usual cause is a misspelt key.
+
+    Example::
+
+        check_filter_keys(filters, {"store", "department"}, "BM25Retriever")
+    """
+    if filters is None:
+        return
+    unknown = sorted(
+        {key for key, op in _filter_keys(filters) if op != FilterOperator.IS_EMPTY}
+        - set(known_keys)
+    )
+    if unknown:
+        known = ", ".join(sorted(known_keys)[:20]) or "none"
+        raise ValueError(
+            f"metadata filter key(s) {unknown} appear in no node indexed by {where} (keys present: "
+            f"{known}); fix the key name, or add that metadata to the nodes before indexing"
+        )
