@@ -286,9 +286,7 @@ class StructuredNodeParser(NodeParser):
             if key not in cache:
                 shown = path
                 if counting and used(path, kinds) - base > allowance:
-                    shown = self._clip_path(
-                        path, lambda p: used(p, kinds) - base <= allowance, count
-                    )
+                    shown = self._clip_path(path, lambda p: used(p, kinds) - base, allowance, count)
                 budget = cap - used(shown, kinds) if counting else cap
                 if budget < 1:
                     raise DocumentParseError(
@@ -305,17 +303,19 @@ class StructuredNodeParser(NodeParser):
         return plan
 
     @staticmethod
-    def _clip_path(path: tuple[str, ...], fits, count: TokenCounter) -> tuple[str, ...]:
-        """``path`` with every title clipped to the most tokens (the same for all) that ``fits``."""
-        lo, hi = 0, max(count(title) for title in path)  # clipping to `lo` tokens fits (or 0)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if fits(tuple(clip_to_tokens(t, mid, count) for t in path)):
-                lo = mid
-            else:
-                hi = mid - 1
-        clipped = tuple(clip_to_tokens(t, lo, count) for t in path)
-        return clipped if fits(clipped) else clipped[-1:]
+    def _clip_path(path: tuple[str, ...], extra, allowance: int, count) -> tuple[str, ...]:
+        """``path`` with every title clipped to the same number of tokens, so that
+        ``extra(path)`` (the tokens it adds to the metadata) is at most ``allowance``;
+        only the last title, clipped, when even one token a title is too many."""
+        k = max(0, allowance // len(path))
+        while True:
+            shown = tuple(clip_to_tokens(title, k, count) for title in path)
+            over = extra(shown) - allowance
+            if over <= 0:
+                return shown
+            if k == 0:
+                return shown[-1:]
+            k = max(0, k - max(1, -(-over // len(path))))
 
     def _nodes_from(self, node: BaseNode, count: TokenCounter, cap: int) -> list[BaseNode]:
         text = document_text(node)

@@ -250,30 +250,41 @@ def longest_fit(
 ) -> tuple[int, int]:
     """The largest ``j`` in ``(i, n]`` with ``measure(i, j) <= limit``, and that measure.
 
-    Gallops from ``i + guess`` then bisects, so a part costs a few counts of
-    about its own size whatever the number of items. Returns ``(i, 0)`` when
-    even ``measure(i, i + 1)`` is over the limit.
+    Probes ``i + guess`` first, then interpolates from the measured tokens (sizes
+    grow about linearly with the number of items), falling back to bisection
+    after a few probes, so a part costs a few counts of about its own size
+    whatever the number of items. Returns ``(i, 0)`` when even
+    ``measure(i, i + 1)`` is over the limit.
 
     Example::
 
-        words = "a b c d e f".split()
         longest_fit(0, 6, 1, lambda i, j: j - i, 4)     # (4, 4)
     """
-    lo, lo_tokens = i, 0
+    lo, lo_tokens = i, 0  # largest end known to fit
     hi = n + 1  # smallest end known not to fit
     j = min(n, i + max(1, guess))
+    probes = 0
     while lo + 1 < hi:
         tokens = measure(i, j)
+        probes += 1
         if tokens <= limit:
             lo, lo_tokens = j, tokens
-            if hi == n + 1:  # nothing failed yet: gallop
-                if j == n:
-                    break
-                j = min(n, i + 2 * (j - i))
-                continue
+            if tokens == limit or j == n:
+                break
         else:
             hi = j
-        j = max((lo + hi) // 2, lo + 1)
+        if lo + 1 >= hi:
+            break
+        if probes < 4 and tokens > 0:  # interpolate: tokens grow about linearly with items
+            target = i + int((j - i) * limit / tokens)
+            if tokens <= limit:
+                target = max(target, lo + 1) if hi > n else min(max(target, lo + 1), hi - 1)
+                target = min(target, n, i + 2 * (j - i) + 1) if hi > n else target
+            else:
+                target = min(max(target, lo + 1), hi - 1)
+            j = target
+        else:
+            j = (lo + hi) // 2 if hi <= n else min(n, i + 2 * (lo - i) + 1)
     return lo, lo_tokens
 
 
@@ -315,7 +326,9 @@ def _split(
 
     partial = level >= _NATURAL_DEPTH
     chars = ladder[level] is _char_spans
-    i, n, guess = 0, len(kids), 1
+    n = len(kids)
+    total = measure(0, n)  # one count of the whole span gives a first guess of a part's size
+    i, guess = 0, max(1, n * budget // max(total, 1))
     while i < n:
         limit = room if (room is not None and not out) else budget
         j, tokens = longest_fit(i, n, guess, measure, limit)
