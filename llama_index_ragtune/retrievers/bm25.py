@@ -302,5 +302,9 @@ class BM25Retriever(BaseRetriever):
         :class:`~llama_index_ragtune.retrievers.PersistenceError` for a damaged or edited folder.
         """
         from llama_index_ragtune.retrievers.bm25_persist import load_bm25
+        from llama_index_ragtune.retrievers.persistence import load_snapshot
 
-        return load_bm25(cls, Path(persist_dir), docstore, overrides, verify=True)
+        folder = Path(persist_dir)
+        return load_snapshot(
+            folder, lambda: load_bm25(cls, folder, docstore, overrides, verify=True)
+        )

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
     field,
     file_digests,
+    load_snapshot,
     read_manifest,
     require_file,
     verify_files,
@@ -189,27 +189,14 @@ def _sections(manifest: dict[str, Any], path: Path) -> tuple[dict, dict, dict]:
     return kwargs, dense, embed_info or {}
 
 
-def _inode(folder: Path) -> int | None:
-    try:
-        return os.stat(folder).st_ino
-    except OSError:
-        return None
-
-
 def load_hybrid(
     cls: type, folder: Path, embed_model: BaseEmbedding | None, overrides: dict[str, Any]
 ) -> Any:
-    """Load a hybrid folder; retried once if a concurrent ``persist`` swapped it mid-read."""
+    """Load a hybrid folder as one consistent snapshot (see :func:`load_snapshot`)."""
     unknown = sorted(set(overrides) - set(_OVERRIDABLE))
     if unknown:
         raise TypeError(f"unknown override(s) {unknown}; allowed: {sorted(_OVERRIDABLE)}")
-    before = _inode(folder)
-    try:
-        return _load(cls, folder, embed_model, overrides)
-    except PersistenceError:
-        if before is None or _inode(folder) in (None, before):
-            raise
-    return _load(cls, folder, embed_model, overrides)
+    return load_snapshot(folder, lambda: _load(cls, folder, embed_model, overrides))
 
 
 def _load(

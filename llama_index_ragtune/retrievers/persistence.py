@@ -38,7 +38,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "atomic_write_text",
     "field",
     "file_digests",
+    "load_snapshot",
     "read_manifest",
     "require_file",
     "verify_files",
@@ -59,6 +60,7 @@ __all__ = [
 _DEFAULT_HINT = "rebuild the retriever and call persist() again"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MISSING = object()
+_ATTEMPTS = 3
 
 
 class PersistenceError(ValueError):
@@ -316,6 +318,45 @@ def verify_files(
                     f"{path} is not part of the persisted index (not recorded in {manifest_path}); "
                     f"remove it, or {hint}"
                 )
+
+
+def _identity(folder: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(folder)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_ctime_ns
+
+
+def load_snapshot(folder: str | Path, load: Callable[[], Any]) -> Any:
+    """Run ``load()`` until ``folder`` is the same directory before and after it.
+
+    Writers never change a persisted folder in place; they swap in a new directory
+    (:func:`~llama_index_ragtune._atomic.atomic_dir`). So if ``folder`` is the same
+    directory (device, inode, change time) when loading starts and ends, every file came
+    from one ``persist()``; otherwise a concurrent ``persist()`` replaced it mid-read and
+    the load is repeated (up to 3 times). A ``PersistenceError`` raised while the folder
+    was being replaced is retried too.
+
+    Example::
+
+        retriever = load_snapshot(path, lambda: BM25Retriever.from_persist_dir(path))
+    """
+    folder = Path(folder)
+    for attempt in range(_ATTEMPTS):
+        before = _identity(folder)
+        try:
+            result = load()
+        except PersistenceError:
+            if attempt + 1 < _ATTEMPTS and _identity(folder) != before:
+                continue
+            raise
+        if before is not None and _identity(folder) == before:
+            return result
+    raise PersistenceError(
+        f"{folder} was replaced {_ATTEMPTS} times while it was being loaded (another process keeps "
+        "persisting to it); load it again when the writer is done"
+    )
 
 
 def require_file(path: Path, what: str, hint: str = "") -> Path:

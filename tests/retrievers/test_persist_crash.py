@@ -1,6 +1,7 @@
-"""A re-persist killed with SIGKILL at any point leaves the old or the new index, loadable.
+"""A re-persist killed with SIGKILL at any point leaves the old or the new index, loadable;
+a load racing a re-persist reads one whole generation.
 
-Two tests:
+Crash tests:
 
 * a child *process* (fresh interpreter) re-persists a 2,000-node index over an older one
   and is SIGKILLed at 10 %, 30 %, 60 % and 90 % of the usual persist duration;
@@ -22,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -234,3 +236,31 @@ def test_crash_before_every_mutation_leaves_old_or_new(tmp_path):
     # fell between the two renames, where the loader restored the old folder
     assert seen[0] == "old" and seen[-1] == "new", seen
     assert any(missing) and seen[missing.index(True)] == "old"
+
+
+def test_loads_during_repersists_see_whole_generations(tmp_path):
+    # equal sizes: node counts cannot tell the generations apart, only a consistent read can
+    old, new = generation("old", 300, 0), generation("new", 300, 1)
+    sizes = {"old": 300, "new": 300}
+    folder = tmp_path / "live"
+    old.persist(folder)
+    stop, errors = threading.Event(), []
+
+    def writer() -> None:
+        try:
+            while not stop.is_set():
+                new.persist(folder)
+                old.persist(folder)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        seen = [which_generation(folder, sizes) for _ in range(30)]
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
+    assert set(seen) <= {"old", "new"}
+    assert leftovers(folder) == []
