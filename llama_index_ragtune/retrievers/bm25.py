@@ -69,13 +69,30 @@ class BM25Tokenizer:
     ) -> None:
         from bm25s.tokenization import _infer_stopwords
 
+        if language is not None and not isinstance(language, str):
+            raise TypeError(f"language must be a stemmer name or None, got {language!r}")
+        word_list = isinstance(stopwords, Sequence) and all(isinstance(w, str) for w in stopwords)
+        if stopwords is not None and not isinstance(stopwords, str) and not word_list:
+            raise TypeError(
+                "stopwords must be a language code, a list of words or None, got "
+                f"{type(stopwords).__name__}"
+            )
         self.language = language
         self.stopwords_spec = (
             stopwords if stopwords is None or isinstance(stopwords, str) else list(stopwords)
         )
         self.token_pattern = token_pattern
-        self._stopwords = frozenset(_infer_stopwords(stopwords) if stopwords is not None else ())
-        self._findall = re.compile(token_pattern).findall
+        try:
+            self._stopwords = frozenset(
+                _infer_stopwords(stopwords) if stopwords is not None else ()
+            )
+            self._findall = re.compile(token_pattern).findall
+        except re.error as exc:
+            raise ValueError(
+                f"token_pattern {token_pattern!r} is not a valid regular expression: {exc}"
+            ) from exc
+        except ValueError as exc:
+            raise ValueError(f"stopwords={stopwords!r}: {exc}") from exc
         self._stem = None
         if language:
             import Stemmer
@@ -156,7 +173,12 @@ class BM25Retriever(BaseRetriever):
         if method not in BM25_METHODS:
             raise ValueError(f"unknown BM25 method {method!r}; choose one of {BM25_METHODS}")
         self.method = method
-        self.metadata_mode = MetadataMode(metadata_mode)
+        try:
+            self.metadata_mode = MetadataMode(metadata_mode)
+        except ValueError as exc:
+            raise ValueError(
+                f"metadata_mode must be one of {[m.value for m in MetadataMode]}, got {metadata_mode!r}"
+            ) from exc
         self.tokenizer = BM25Tokenizer(language, stopwords, token_pattern)
         self._nodes = nodes
         self._masks = FilterMaskCache([filterable_metadata(n) for n in nodes])

@@ -139,6 +139,10 @@ def read_manifest(
     if not folder.exists():
         with contextlib.suppress(OSError):
             recover_dir(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PersistenceError(
+            f"{folder} is a file, not a persist directory; pass the folder given to persist()"
+        )
     if not folder.is_dir():
         raise _missing_folder_error(folder, hint)
     path = folder / name

@@ -223,6 +223,11 @@ def test_persist_never_deletes_foreign_files(hybrid, tmp_path):
 def test_missing_folder_names_the_path(keyword_embedding, tmp_path):
     with pytest.raises(PersistenceError, match="nowhere does not exist"):
         HybridRetriever.from_persist_dir(tmp_path / "nowhere", embed_model=keyword_embedding)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(PersistenceError, match="a_file is a file, not a persist directory"):
+        HybridRetriever.from_persist_dir(tmp_path / "a_file", embed_model=keyword_embedding)
+    with pytest.raises(PersistenceError, match="a_file is a file"):
+        BM25Retriever.from_persist_dir(tmp_path / "a_file")
 
 
 # ------------------------------------------------------------------ BM25 corpora
@@ -259,6 +264,11 @@ def test_one_document_corpus(keyword_embedding, tmp_path):
         ({"method": "bm99"}, "unknown BM25 method 'bm99'"),
         ({"language": "klingon"}, "unknown stemmer language 'klingon'"),
         ({"filters": "store=x"}, "filters must be llama_index MetadataFilters"),
+        ({"stopwords": "xx"}, "stopwords='xx': xx not recognized"),
+        ({"stopwords": 5}, "stopwords must be a language code, a list of words or None"),
+        ({"language": 5}, "language must be a stemmer name or None"),
+        ({"token_pattern": "("}, "token_pattern '\\(' is not a valid regular expression"),
+        ({"metadata_mode": "everything"}, "metadata_mode must be one of"),
     ],
 )
 def test_bm25_arguments(store_nodes, kwargs, message):
