@@ -12,6 +12,7 @@ from typing import Any
 _EXPORTS = {
     "load_beir": "beir",
     "BeirDataset": "beir",
+    "DataError": "errors",
     "RetrievalDataset": "schema",
     "Negative": "schema",
     "generate_synthetic_queries": "synthetic",

@@ -25,12 +25,13 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+from llama_index_ragtune.data.reading import JsonFields, read_json_file
 
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
@@ -193,6 +194,21 @@ def _select_articles(n_articles: int, articles, split) -> list[int]:
     return chosen
 
 
+def _check_limit(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+_SQUAD_SCHEMA = (
+    "expected the SQuAD 2.0 layout {'data': [{'title', 'paragraphs': [{'context', "
+    "'qas': [{'id', 'question', 'is_impossible', 'answers': [{'text', 'answer_start'}]}]}]}]}"
+)
+
+
 def load_squad_v2(
     path: str | Path,
     articles: slice | list[int] | None = None,
@@ -202,7 +218,7 @@ def load_squad_v2(
     """Load a SQuAD 2.0 JSON file as QA examples plus one ``Document`` per paragraph.
 
     Args:
-        path: the SQuAD 2.0 JSON (official schema).
+        path: the SQuAD 2.0 JSON (official schema; UTF-8, optionally gzip-compressed).
         articles: which articles (by index) to load; all when None.
         split: ``"train"`` = every article but the last 4, ``"test"`` = the last 4
             (the split used by the benchmarks). Exclusive with ``articles``.
@@ -212,28 +228,49 @@ def load_squad_v2(
         ``(examples, documents)``: documents have ids ``"<article>-<paragraph>"``
         (indices in the file, stable across splits) and metadata ``title``,
         ``article``; unanswerable questions get ``answerable=False`` with their
-        own paragraph as gold. Evidence is the sentence holding the first answer span.
+        own paragraph as gold. Evidence is the sentence holding the first answer
+        span (an ``answer_start`` that does not point at the answer text is
+        corrected to the text's first occurrence in the paragraph).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (``IsADirectoryError``: it is a folder).
+        DataError: (a ``ValueError``) the file is not UTF-8 JSON in the SQuAD 2.0
+            layout: a missing field or one of the wrong type, an empty paragraph or
+            question, a duplicate question id, an answerable question without an
+            answer (or an unanswerable one with answers), an answer that is not in
+            its paragraph. The message names the file and the JSON path.
+
+    Example::
+
+        test, documents = load_squad_v2("dev-v2.0.json", split="test", max_examples=200)
     """
     from llama_index.core.schema import Document
 
+    _check_limit("max_examples", max_examples)
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; pass the SQuAD 2.0 JSON file")
     if not path.is_file():
         raise FileNotFoundError(f"SQuAD 2.0 file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(
-            f"{path} is not a SQuAD JSON file (expected {{'data': [articles]}}): {exc}"
-        ) from exc
+    reader = JsonFields(path, _SQUAD_SCHEMA)
+    top = read_json_file(path)
+    if not isinstance(top, dict):
+        raise reader.error(f"the file holds a JSON {type(top).__name__}, not an object", "$")
+    data = reader.items(top, "data", "$")
+    if not data:
+        raise reader.error("no articles", "$.data")
 
     examples: list[QAExample] = []
     documents: list[Document] = []
+    seen: dict[str, str] = {}
     for a in _select_articles(len(data), articles, split):
-        article = data[a]
-        title = article.get("title", "").replace("_", " ")
-        for p, paragraph in enumerate(article["paragraphs"]):
+        where, article = data[a]
+        title = reader.get(article, "title", (str,), where, default="").replace("_", " ")
+        for p, (p_where, paragraph) in enumerate(reader.items(article, "paragraphs", where)):
             doc_id = f"{a}-{p}"
-            context = paragraph["context"]
+            context = reader.get(paragraph, "context", (str,), p_where)
+            if not context.strip():
+                raise reader.error("empty paragraph text", f"{p_where}.context", "give it a text")
             documents.append(
                 Document(
                     id_=doc_id,
@@ -243,34 +280,70 @@ def load_squad_v2(
                     excluded_llm_metadata_keys=["title", "article"],
                 )
             )
-            for qa in paragraph["qas"]:
-                answers_raw = qa.get("answers") or []
-                impossible = bool(qa.get("is_impossible", not answers_raw))
-                answers = list(
-                    dict.fromkeys(x["text"].strip() for x in answers_raw if x["text"].strip())
-                )
-                if not impossible and not answers:
-                    raise ValueError(
-                        f"{path}: question {qa['id']} is answerable but has no answer text."
+            for q_where, qa in reader.items(paragraph, "qas", p_where):
+                example = _squad_example(reader, qa, q_where, context, doc_id)
+                if example.qid in seen:
+                    raise reader.error(
+                        f"duplicate question id {example.qid!r} (first at {seen[example.qid]})",
+                        f"{q_where}.id",
+                        "question ids must be unique",
                     )
-                evidence = []
-                if not impossible:
-                    first = answers_raw[0]
-                    begin = int(first["answer_start"])
-                    evidence = [_sentences_around(context, begin, begin + len(first["text"]))]
-                examples.append(
-                    QAExample(
-                        qid=str(qa["id"]),
-                        question=qa["question"].strip(),
-                        gold_doc_ids=[doc_id],
-                        answers=[] if impossible else answers,
-                        answerable=not impossible,
-                        evidence=evidence,
-                    )
-                )
+                seen[example.qid] = q_where
+                examples.append(example)
     if max_examples is not None:
         examples = examples[:max_examples]
     return examples, documents
+
+
+def _squad_example(
+    reader: JsonFields, qa: dict, where: str, context: str, doc_id: str
+) -> QAExample:
+    qid = str(reader.get(qa, "id", (str, int), where))
+    if not qid.strip():
+        raise reader.error("empty question id", f"{where}.id")
+    question = reader.get(qa, "question", (str,), where).strip()
+    if not question:
+        raise reader.error("empty question", f"{where}.question", "give it a text or remove it")
+    answers_raw = reader.items(qa, "answers", where, default=[])
+    impossible = reader.get(qa, "is_impossible", (bool,), where, default=not answers_raw)
+    texts: list[tuple[str, str, int]] = []
+    for a_where, answer in answers_raw:
+        text = reader.get(answer, "text", (str,), a_where)
+        start = reader.get(answer, "answer_start", (int,), a_where, default=-1)
+        texts.append((a_where, text, start))
+    if impossible and answers_raw:
+        raise reader.error(
+            "'is_impossible' is true but 'answers' is not empty",
+            f"{where}.answers",
+            "move them to 'plausible_answers' or set 'is_impossible' to false",
+        )
+    answers = list(dict.fromkeys(t.strip() for _, t, _ in texts if t.strip()))
+    if not impossible and not answers:
+        raise reader.error(
+            f"question {qid!r} is answerable but has no answer text",
+            f"{where}.answers",
+            "add an answer or set 'is_impossible' to true",
+        )
+    evidence = []
+    if not impossible:
+        a_where, text, start = next(t for t in texts if t[1].strip())
+        if context[start : start + len(text)] != text or start < 0:
+            start = context.find(text)
+            if start < 0:
+                raise reader.error(
+                    f"the answer {text[:60]!r} does not occur in the paragraph",
+                    a_where,
+                    "fix the answer text or the paragraph",
+                )
+        evidence = [_sentences_around(context, start, start + len(text))]
+    return QAExample(
+        qid=qid,
+        question=question,
+        gold_doc_ids=[doc_id],
+        answers=[] if impossible else answers,
+        answerable=not impossible,
+        evidence=evidence,
+    )
 
 
 # -------------------------------------------------------------------- SciFact
@@ -298,12 +371,35 @@ def load_scifact_claims(
     neighbours do; an index past the end of its abstract falls back to the
     abstract's last sentence (logged).
 
+    Raises:
+        FileNotFoundError, DataError: see ``load_beir``; also a rationale that is
+            not ``{"sentences": [non-negative ints], "label": "SUPPORT" | "CONTRADICT"}``,
+            one naming a document missing from the corpus, and a claim whose
+            rationales mix SUPPORT and CONTRADICT (the message names queries.jsonl,
+            the claim id and the JSON path).
+        ValueError: ``question_template`` lacks ``{claim}`` or has other fields.
+
     Returns:
         ``(examples, documents)``: documents = the whole corpus (``load_beir``).
-    """
-    from llama_index_ragtune.data.beir import load_beir
 
+    Example::
+
+        claims, abstracts = load_scifact_claims("../shared/data/scifact", split="test")
+    """
+    from llama_index_ragtune.data.beir import _find, load_beir
+
+    _check_limit("max_examples", max_examples)
+    try:
+        question_template.format(claim="")
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"question_template {question_template!r} must contain {{claim}} and no other "
+            f"fields ({type(exc).__name__}: {exc})"
+        ) from None
+    if "{claim}" not in question_template:
+        raise ValueError(f"question_template {question_template!r} must contain {{claim}}")
     dataset = load_beir(beir_dir, split=split)
+    queries_file = _find(Path(beir_dir).expanduser(), "queries.jsonl")
     examples: list[QAExample] = []
     fallbacks = 0
     for qid, claim in dataset.queries.items():
@@ -315,27 +411,56 @@ def load_scifact_claims(
                 QAExample(qid=qid, question=question, gold_doc_ids=gold, answerable=False)
             )
             continue
-        labels: list[str] = []
+        reader = JsonFields(
+            queries_file,
+            "rationales look like {doc_id: [{'sentences': [0, 2], 'label': 'SUPPORT'}]}",
+        )
+        labels: dict[str, str] = {}
         evidence: list[str] = []
         for doc_id, entries in rationales.items():
+            where = f"query {qid!r}, $.metadata[{doc_id!r}]"
             if doc_id not in dataset.corpus:
-                raise ValueError(
-                    f"SciFact claim {qid}: rationale document {doc_id} is not in {dataset.path}/corpus.jsonl."
+                raise reader.error(
+                    f"rationale document {doc_id!r} is not in corpus.jsonl",
+                    where,
+                    "add the document or remove the rationale",
                 )
+            if not isinstance(entries, list):
+                raise reader.error(f"must be a list, got {type(entries).__name__}", where)
             sentences = split_sentences(_abstract(dataset, doc_id))
-            for entry in entries:
-                labels.append(str(entry.get("label", "")).upper())
-                for index in entry.get("sentences", []):
+            for i, entry in enumerate(entries):
+                e_where = f"{where}[{i}]"
+                if not isinstance(entry, dict):
+                    raise reader.error(f"must be an object, got {type(entry).__name__}", e_where)
+                label = str(reader.get(entry, "label", (str,), e_where)).upper()
+                if label not in (SUPPORT, CONTRADICT):
+                    raise reader.error(
+                        f"unknown rationale label {label!r}",
+                        f"{e_where}.label",
+                        "use SUPPORT or CONTRADICT",
+                    )
+                labels.setdefault(label, f"{e_where}.label")
+                for j, index in enumerate(
+                    reader.get(entry, "sentences", (list,), e_where, default=[])
+                ):
+                    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                        raise reader.error(
+                            f"sentence index {index!r} is not a non-negative integer",
+                            f"{e_where}.sentences[{j}]",
+                        )
                     if index >= len(sentences):
                         fallbacks += 1
                         index = len(sentences) - 1
                     if sentences and sentences[index] not in evidence:
                         evidence.append(sentences[index])
-        label = max(set(labels), key=labels.count)
-        if label not in (SUPPORT, CONTRADICT):
-            raise ValueError(
-                f"SciFact claim {qid}: unknown rationale label {label!r} (expected SUPPORT/CONTRADICT)."
+        if len(labels) > 1:
+            raise reader.error(
+                f"claim {qid!r} has both SUPPORT ({labels[SUPPORT]}) and CONTRADICT "
+                f"({labels[CONTRADICT]}) rationales",
+                f"query {qid!r}, $.metadata",
+                "a claim takes one label: fix the labels or split the claim in two",
             )
+        label = next(iter(labels))
         examples.append(
             QAExample(
                 qid=qid,

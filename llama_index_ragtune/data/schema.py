@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 import warnings
@@ -29,6 +30,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.validation import (
+    check_dataset,
+    coerce_ids,
+    coerce_negatives,
+    coerce_positives,
+)
+from llama_index_ragtune.data.validation import fmt_ids as _fmt_ids
 
 if TYPE_CHECKING:
     from llama_index.core.llms import LLM
@@ -56,14 +66,6 @@ def stable_query_id(text: str, prefix: str = "q-") -> str:
     return f"{prefix}{digest[:16]}"
 
 
-def _fmt_ids(ids: Iterable[Any], limit: int = 5) -> str:
-    ids = list(ids)
-    shown = ", ".join(repr(i) for i in ids[:limit])
-    if len(ids) > limit:
-        shown += f", ... ({len(ids)} in total)"
-    return shown
-
-
 # --------------------------------------------------------------------------- records
 
 
@@ -89,17 +91,39 @@ class Negative:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Negative:
-        try:
-            return cls(
-                doc_id=str(data["doc_id"]),
-                source=str(data["source"]),
-                score=None if data.get("score") is None else float(data["score"]),
-                rank=None if data.get("rank") is None else int(data["rank"]),
+        """A negative from ``{"doc_id", "source", "score"?, "rank"?}``; ``DataError`` when malformed.
+
+        Example::
+
+            Negative.from_dict({"doc_id": "d7", "source": "bm25", "score": 11.2, "rank": 1})
+        """
+        if not isinstance(data, Mapping):
+            raise DataError(
+                f"a negative must be an object {{'doc_id', 'source', ...}}, got {type(data).__name__}"
             )
-        except KeyError as err:
-            raise ValueError(
-                f"a negative needs 'doc_id' and 'source' keys, got {dict(data)!r}"
-            ) from err
+        missing = [k for k in ("doc_id", "source") if k not in data]
+        if missing:
+            raise DataError(f"a negative needs 'doc_id' and 'source' keys, got {dict(data)!r}")
+        doc_id, source = data["doc_id"], data["source"]
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+            raise DataError(f"a negative's doc_id must be a string, got {doc_id!r}")
+        if not isinstance(source, str):
+            raise DataError(f"a negative's source must be a string, got {source!r}")
+        score, rank = data.get("score"), data.get("rank")
+        if score is not None and (
+            isinstance(score, bool)
+            or not isinstance(score, (int, float))
+            or not math.isfinite(score)
+        ):
+            raise DataError(f"a negative's score must be a finite number or null, got {score!r}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise DataError(f"a negative's rank must be an integer >= 1 or null, got {rank!r}")
+        return cls(
+            doc_id=str(doc_id),
+            source=source,
+            score=None if score is None else float(score),
+            rank=rank,
+        )
 
 
 class RetrievalExample(NamedTuple):
@@ -143,87 +167,56 @@ class RetrievalDataset:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.queries = {str(k): v for k, v in self.queries.items()}
-        self.corpus = {str(k): v for k, v in self.corpus.items()}
+        self.queries = coerce_ids(self.queries, "queries", "{query_id: text}")
+        self.corpus = coerce_ids(self.corpus, "corpus", "{doc_id: text}")
         self.relevant_docs = {
-            str(k): [v] if isinstance(v, str) else [str(d) for d in v]
-            for k, v in self.relevant_docs.items()
+            qid: coerce_positives(qid, ids)
+            for qid, ids in coerce_ids(
+                self.relevant_docs, "relevant_docs", "{query_id: [doc_id]}"
+            ).items()
         }
         self.negatives = {
-            str(k): [n if isinstance(n, Negative) else Negative.from_dict(n) for n in v]
-            for k, v in self.negatives.items()
+            qid: coerce_negatives(qid, negs)
+            for qid, negs in coerce_ids(
+                self.negatives, "negatives", "{query_id: [Negative]}"
+            ).items()
         }
+        if not isinstance(self.mode, str):
+            raise DataError(f"RetrievalDataset.mode must be a string, got {self.mode!r}")
+        if not isinstance(self.metadata, Mapping):
+            raise DataError(
+                f"RetrievalDataset.metadata must be a mapping, got {type(self.metadata).__name__}"
+            )
+        self.metadata = dict(self.metadata)
         self.validate()
 
     # ------------------------------------------------------------------ checks
 
     def validate(self) -> RetrievalDataset:
-        """Raise ``ValueError`` naming the offending ids when the dataset is inconsistent.
+        """Raise ``DataError`` (a ``ValueError``) naming the offending ids when inconsistent.
 
         Checks: non-empty corpus and query set; every query has non-empty text and at
-        least one positive; every positive and negative refers to a corpus id; no
-        negative is a positive of its own query; no positives/negatives for unknown
-        queries. Returns ``self`` so it can be chained.
+        least one positive; every positive and negative refers to a corpus id whose
+        text is not empty; no negative is a positive of its own query; no
+        positives/negatives for unknown queries. Returns ``self`` so it can be chained
+        (call it again after changing the dicts in place).
+
+        Example::
+
+            RetrievalDataset(queries={"q1": "hi"}, corpus={"d1": ""}, relevant_docs={"q1": ["d1"]})
+            # DataError: RetrievalDataset: positives with empty text (query:doc): 'q1:d1'; ...
         """
-        if not self.corpus:
-            raise ValueError("RetrievalDataset has an empty corpus: give at least one document")
-        if not self.queries:
-            raise ValueError("RetrievalDataset has no queries: give at least one query")
-        bad_text = [q for q, t in self.queries.items() if not isinstance(t, str) or not t.strip()]
-        if bad_text:
-            raise ValueError(
-                f"RetrievalDataset has queries with empty text: {_fmt_ids(bad_text)}; "
-                "drop them or give them a text"
-            )
-        bad_docs = [d for d, t in self.corpus.items() if not isinstance(t, str)]
-        if bad_docs:
-            raise ValueError(f"corpus texts must be strings; not for doc ids {_fmt_ids(bad_docs)}")
-        orphan = [q for q in self.relevant_docs if q not in self.queries]
-        if orphan:
-            raise ValueError(
-                f"relevant_docs names query ids that are not in queries: {_fmt_ids(orphan)}"
-            )
-        no_positive = [q for q in self.queries if not self.relevant_docs.get(q)]
-        if no_positive:
-            raise ValueError(
-                f"queries without any positive document: {_fmt_ids(no_positive)}; "
-                "give each query at least one relevant doc id, or drop it (dataset.subset(...))"
-            )
-        unknown = sorted(
-            {d for ids in self.relevant_docs.values() for d in ids if d not in self.corpus}
-        )
-        if unknown:
-            raise ValueError(
-                f"positives reference doc ids missing from the corpus: {_fmt_ids(unknown)}; "
-                "add these documents to the corpus or remove them from relevant_docs"
-            )
-        orphan = [q for q in self.negatives if q not in self.queries]
-        if orphan:
-            raise ValueError(
-                f"negatives name query ids that are not in queries: {_fmt_ids(orphan)}"
-            )
-        unknown = sorted(
-            {
-                n.doc_id
-                for negs in self.negatives.values()
-                for n in negs
-                if n.doc_id not in self.corpus
-            }
-        )
-        if unknown:
-            raise ValueError(
-                f"negatives reference doc ids missing from the corpus: {_fmt_ids(unknown)}"
-            )
-        clash = []
-        for q, negs in self.negatives.items():
-            positives = set(self.relevant_docs[q])
-            clash.extend(f"{q}:{n.doc_id}" for n in negs if n.doc_id in positives)
-        if clash:
-            raise ValueError(
-                f"documents are both a positive and a negative of the same query "
-                f"(query:doc): {_fmt_ids(clash)}"
-            )
+        check_dataset(self)
         return self
+
+    def _label(self) -> str:
+        """``RetrievalDataset`` plus where it came from, for error messages."""
+        origin = [
+            str(self.metadata[k])
+            for k in ("source", "name", "split", "path")
+            if isinstance(self.metadata, Mapping) and self.metadata.get(k)
+        ]
+        return "RetrievalDataset" + (f" ({' '.join(origin)})" if origin else "")
 
     # ------------------------------------------------------------------ basics
 
@@ -232,9 +225,14 @@ class RetrievalDataset:
 
     def __iter__(self) -> Iterator[RetrievalExample]:
         for qid, query in self.queries.items():
-            yield RetrievalExample(
-                qid, query, list(self.relevant_docs[qid]), list(self.negatives.get(qid, []))
-            )
+            positives = self.relevant_docs.get(qid)
+            if not positives:
+                raise DataError(
+                    f"{self._label()}: query {qid!r} has no positive document (were the dicts "
+                    "changed after the dataset was built?); call dataset.validate() to list all "
+                    "problems"
+                )
+            yield RetrievalExample(qid, query, list(positives), list(self.negatives.get(qid, [])))
 
     def __repr__(self) -> str:
         return (
@@ -249,7 +247,7 @@ class RetrievalDataset:
     @property
     def num_pairs(self) -> int:
         """Number of (query, positive) pairs."""
-        return sum(len(self.relevant_docs[q]) for q in self.queries)
+        return sum(len(self.relevant_docs.get(q, ())) for q in self.queries)
 
     @property
     def num_negatives(self) -> int:
@@ -426,10 +424,22 @@ class RetrievalDataset:
 
     @classmethod
     def load_json(cls, path: str | Path) -> RetrievalDataset:
-        """Read a dataset saved by ``save_json`` or by LlamaIndex (format auto-detected)."""
+        """Read a dataset saved by ``save_json`` or by LlamaIndex (format auto-detected).
+
+        Raises ``FileNotFoundError`` for a missing file and ``DataError`` (naming the
+        file and the line, JSON path or ids) for a malformed or inconsistent one.
+
+        Example::
+
+            train = RetrievalDataset.load_json("runs/train_dataset.json")
+        """
         from llama_index_ragtune.data.serialization import read_dataset_json
 
-        return cls(**read_dataset_json(path))
+        kwargs = read_dataset_json(path)
+        try:
+            return cls(**kwargs)
+        except DataError as err:
+            raise DataError(str(err), path=Path(path).expanduser()) from None
 
     def to_llama_index(self) -> Any:
         """This dataset as LlamaIndex's ``EmbeddingQAFinetuneDataset`` (negatives are dropped)."""

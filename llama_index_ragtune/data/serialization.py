@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Mapping
 from functools import lru_cache
@@ -30,8 +32,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.bridge.pydantic import BaseModel
 
+from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.reading import read_json_file
+
 if TYPE_CHECKING:
-    from llama_index_ragtune.data.schema import RetrievalDataset
+    from llama_index_ragtune.data.schema import Negative, RetrievalDataset
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +60,12 @@ class EmbeddingQAFinetuneDataset(BaseModel):
         return [(query, self.relevant_docs[qid]) for qid, query in self.queries.items()]
 
     def save_json(self, path: str) -> None:
-        with open(path, "w") as f:
+        with open(path, "w", encoding="utf-8") as f:
             json.dump(self.model_dump(), f, indent=4)
 
     @classmethod
     def from_json(cls, path: str) -> EmbeddingQAFinetuneDataset:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return cls(**json.load(f))
 
 
@@ -81,42 +86,125 @@ def embedding_qa_dataset_class() -> type:
     return EmbeddingQAFinetuneDataset
 
 
-def parse_dataset_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+_LAYOUT_HINT = (
+    "expected {'queries': {id: text}, 'corpus': {id: text}, 'relevant_docs': {query id: "
+    "[doc ids]}} (plus 'negatives', 'mode', 'metadata' in the ragtune layout)"
+)
+
+
+def parse_dataset_dict(data: Mapping[str, Any], path: str | Path | None = None) -> dict[str, Any]:
     """Keyword arguments for ``RetrievalDataset`` from either JSON layout.
 
     Our layout carries ``format`` / ``format_version``; LlamaIndex's has just
-    ``queries``, ``corpus``, ``relevant_docs`` and ``mode``.
+    ``queries``, ``corpus``, ``relevant_docs`` and ``mode``. Every field is checked;
+    a ``DataError`` names the JSON path (and ``path``, the file, when given).
+
+    Example::
+
+        kwargs = parse_dataset_dict({"queries": {"q1": "hi"}, "corpus": {"d1": "hello"},
+                                     "relevant_docs": {"q1": ["d1"]}})
+        RetrievalDataset(**kwargs)
     """
     from llama_index_ragtune.data.schema import FORMAT_NAME, FORMAT_VERSION
 
+    def error(message: str, where: str, hint: str | None = _LAYOUT_HINT) -> DataError:
+        return DataError(message, path=path, location=where, hint=hint)
+
     if not isinstance(data, Mapping):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        raise error(f"expected a JSON object, got {type(data).__name__}", "$")
     fmt = data.get("format")
     if fmt is not None:
         if fmt != FORMAT_NAME:
-            raise ValueError(f"unknown dataset format {fmt!r} (expected {FORMAT_NAME!r})")
-        version = int(data.get("format_version", 0))
+            raise error(
+                f"unknown dataset format {fmt!r} (expected {FORMAT_NAME!r})",
+                "$.format",
+                "this file was not written by RetrievalDataset.save_json",
+            )
+        version = data.get("format_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise error(f"must be an integer, got {version!r}", "$.format_version", None)
         if version > FORMAT_VERSION:
-            raise ValueError(
+            raise error(
                 f"dataset format version {version} is newer than this library reads "
-                f"({FORMAT_VERSION}); upgrade llama-index-ragtune"
+                f"({FORMAT_VERSION})",
+                "$.format_version",
+                "upgrade llama-index-ragtune",
             )
     missing = [k for k in ("queries", "corpus", "relevant_docs") if k not in data]
     if missing:
-        raise ValueError(
+        raise error(
             f"not a retrieval dataset: missing {', '.join(missing)} "
-            f"(found keys: {', '.join(sorted(data)) or 'none'})"
+            f"(found keys: {', '.join(sorted(map(str, data))) or 'none'})",
+            "$",
         )
+    mode = data.get("mode", "text")
+    if not isinstance(mode, str):
+        raise error(f"must be a string, got {type(mode).__name__}", "$.mode", None)
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise error(f"must be an object, got {type(metadata).__name__}", "$.metadata", None)
     return {
-        "queries": dict(data["queries"]),
-        "corpus": dict(data["corpus"]),
-        "relevant_docs": {
-            q: list(v) if not isinstance(v, str) else [v] for q, v in data["relevant_docs"].items()
-        },
-        "negatives": dict(data.get("negatives") or {}),
-        "mode": data.get("mode", "text"),
-        "metadata": dict(data.get("metadata") or {}),
+        "queries": _texts(data["queries"], "queries", error),
+        "corpus": _texts(data["corpus"], "corpus", error),
+        "relevant_docs": _id_lists(data["relevant_docs"], error),
+        "negatives": _negatives(data.get("negatives") or {}, error),
+        "mode": mode,
+        "metadata": dict(metadata),
     }
+
+
+def _object(value: Any, where: str, error: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise error(f"must be an object, got {type(value).__name__}", where)
+    return value
+
+
+def _texts(value: Any, name: str, error: Any) -> dict[str, str]:
+    out = {}
+    for key, text in _object(value, f"$.{name}", error).items():
+        if not isinstance(text, str):
+            raise error(f"must be a string, got {type(text).__name__}", f"$.{name}[{key!r}]", None)
+        out[key] = text
+    return out
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _id_lists(value: Any, error: Any) -> dict[str, list[str]]:
+    out = {}
+    for qid, ids in _object(value, "$.relevant_docs", error).items():
+        where = f"$.relevant_docs[{qid!r}]"
+        if _is_id(ids):
+            ids = [ids]
+        if not isinstance(ids, list):
+            raise error(f"must be a list of doc ids, got {type(ids).__name__}", where, None)
+        for i, doc_id in enumerate(ids):
+            if not _is_id(doc_id):
+                raise error(
+                    f"must be a doc id (string), got {type(doc_id).__name__}", f"{where}[{i}]", None
+                )
+        out[qid] = [str(d) for d in ids]
+    return out
+
+
+def _negatives(value: Any, error: Any) -> dict[str, list[Negative]]:
+    from llama_index_ragtune.data.schema import Negative
+
+    out = {}
+    for qid, negs in _object(value, "$.negatives", error).items():
+        where = f"$.negatives[{qid!r}]"
+        if not isinstance(negs, list):
+            raise error(f"must be a list, got {type(negs).__name__}", where, None)
+        parsed = []
+        for i, neg in enumerate(negs):
+            try:
+                parsed.append(Negative.from_dict(neg))
+            except DataError as err:
+                raise error(str(err), f"{where}[{i}]", None) from None
+        out[qid] = parsed
+    return out
 
 
 def write_dataset_json(
@@ -124,7 +212,7 @@ def write_dataset_json(
     path: str | Path,
     format: Literal["ragtune", "llama_index"] = "ragtune",
 ) -> None:
-    """Write ``dataset`` to ``path``; see ``RetrievalDataset.save_json``."""
+    """Write ``dataset`` to ``path`` (a temporary file renamed into place); see ``save_json``."""
     if format == "ragtune":
         data = dataset.to_dict()
     elif format == "llama_index":
@@ -144,21 +232,25 @@ def write_dataset_json(
         raise ValueError(f"unknown format {format!r}; use 'ragtune' or 'llama_index'")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2 if format == "ragtune" else 4)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=2 if format == "ragtune" else 4)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def read_dataset_json(path: str | Path) -> dict[str, Any]:
-    """``RetrievalDataset`` keyword arguments from a file in either layout."""
-    path = Path(path)
+    """``RetrievalDataset`` keyword arguments from a file in either layout.
+
+    Raises ``FileNotFoundError`` / ``IsADirectoryError`` for a wrong path and
+    ``DataError`` (naming the file and the line or JSON path) for a bad file.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; pass the dataset JSON file")
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
-    try:
-        return parse_dataset_dict(data)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
+    return parse_dataset_dict(read_json_file(path, allow_nan=True), path=path)

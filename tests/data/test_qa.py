@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.qa import (
     SCIFACT_QUESTION,
     QAExample,
@@ -205,3 +206,139 @@ def test_real_scifact_claims(scifact_dir):
     claim = next(e for e in examples if e.qid == "2")
     assert claim.label == "CONTRADICT"
     assert claim.evidence[0].startswith("RESULTS Of the 32,441 appendix samples 16 were positive")
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _squad_doc(tmp_path, mutate):
+    path = _squad(tmp_path)
+    data = json.loads(path.read_text())
+    mutate(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda d: d.update(data={"x": 1}), "at $.data: must be a list, got dict"),
+        (lambda d: d.pop("data"), "at $: missing field 'data'"),
+        (lambda d: d.update(data=[]), "at $.data: no articles"),
+        (lambda d: d["data"].__setitem__(1, "article"), "at $.data[1]: must be an object, got str"),
+        (
+            lambda d: d["data"][0]["paragraphs"][0].pop("context"),
+            "at $.data[0].paragraphs[0]: missing field 'context'",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][0].update(context="  "),
+            "at $.data[0].paragraphs[0].context: empty paragraph text",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(
+                answer_start="12"
+            ),
+            "at $.data[0].paragraphs[0].qas[0].answers[0].answer_start: must be an integer, got str",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][0]["qas"][0].update(is_impossible="no"),
+            "qas[0].is_impossible: must be true/false, got str",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][0]["qas"][0].update(question=" "),
+            "qas[0].question: empty question",
+        ),
+        (
+            lambda d: d["data"][2]["paragraphs"][0]["qas"][0].update(id="q0a"),
+            "at $.data[2].paragraphs[0].qas[0].id: duplicate question id 'q0a' "
+            "(first at $.data[0].paragraphs[0].qas[0])",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][0]["qas"][1].update(
+                answers=[{"text": "City0", "answer_start": 0}]
+            ),
+            "qas[1].answers: 'is_impossible' is true but 'answers' is not empty",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][0]["qas"][0].update(
+                answers=[{"text": "Atlantis", "answer_start": 3}]
+            ),
+            "qas[0].answers[0]: the answer 'Atlantis' does not occur in the paragraph",
+        ),
+    ],
+)
+def test_load_squad_v2_names_the_json_path(tmp_path, mutate, needle):
+    path = _squad_doc(tmp_path, mutate)
+    with pytest.raises(DataError) as err:
+        load_squad_v2(path)
+    assert str(err.value).startswith(str(path)) and needle in str(err.value)
+
+
+def test_load_squad_v2_wrong_answer_start_is_corrected(tmp_path):
+    def shift(d):
+        d["data"][0]["paragraphs"][0]["qas"][0]["answers"] = [{"text": "City0", "answer_start": 0}]
+
+    examples, _ = load_squad_v2(_squad_doc(tmp_path, shift), articles=[0])
+    assert examples[0].evidence == ["Its capital is City0."]
+
+
+def test_load_squad_v2_bad_files(tmp_path):
+    path = _squad(tmp_path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match=r"squad\.json:1:\d+: malformed JSON"):
+        load_squad_v2(path)
+    path.write_bytes(raw.replace(b"Topic_1", b"Topic_\xe91"))
+    with pytest.raises(DataError, match=r"squad\.json:1:\d+: not valid UTF-8 \(byte 0xe9\)"):
+        load_squad_v2(path)
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match="the file is empty"):
+        load_squad_v2(path)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        load_squad_v2(tmp_path)
+    with pytest.raises(ValueError, match="max_examples must be >= 0"):
+        load_squad_v2(path, max_examples=-1)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "needle"),
+    [
+        ({"d1": [{"sentences": [-1], "label": "SUPPORT"}]}, "sentences[0]: sentence index -1"),
+        ({"d1": [{"sentences": ["2"], "label": "SUPPORT"}]}, "sentence index '2' is not"),
+        ({"d1": [{"sentences": [0], "label": "SUPPRT"}]}, "unknown rationale label 'SUPPRT'"),
+        ({"d1": [{"sentences": [0]}]}, "$.metadata['d1'][0]: missing field 'label'"),
+        ({"d1": {"sentences": [0]}}, "$.metadata['d1']: must be a list, got dict"),
+        ({"d1": ["SUPPORT"]}, "$.metadata['d1'][0]: must be an object, got str"),
+        ({"ghost": [{"sentences": [0], "label": "SUPPORT"}]}, "document 'ghost' is not in"),
+        (
+            {
+                "d1": [{"sentences": [0], "label": "SUPPORT"}],
+                "d2": [{"sentences": [0], "label": "CONTRADICT"}],
+            },
+            "claim '1' has both SUPPORT",
+        ),
+    ],
+)
+def test_load_scifact_claims_bad_rationales(tmp_path, metadata, needle):
+    root, _ = _scifact(tmp_path)
+    lines = (root / "queries.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["metadata"] = metadata
+    lines[0] = json.dumps(first)
+    (root / "queries.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as err:
+        load_scifact_claims(root, split="test")
+    assert str(err.value).startswith(str(root / "queries.jsonl") + " at query '1'")
+    assert needle in str(err.value)
+
+
+def test_load_scifact_claims_bad_template_and_folder(tmp_path):
+    root, _ = _scifact(tmp_path)
+    with pytest.raises(ValueError, match=r"must contain \{claim\}"):
+        load_scifact_claims(root, question_template="Is this true?")
+    with pytest.raises(ValueError, match="no other fields"):
+        load_scifact_claims(root, question_template="{claim} {source}")
+    with pytest.raises(DataError, match="unknown split 'dev'.*available splits: test, train"):
+        load_scifact_claims(root, split="dev")
+    with pytest.raises(FileNotFoundError, match="BEIR folder not found"):
+        load_scifact_claims(tmp_path / "nope")

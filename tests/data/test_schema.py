@@ -9,6 +9,7 @@ import warnings
 import pytest
 from llama_index.core.schema import TextNode
 
+from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.schema import Negative, RetrievalDataset, stable_query_id
 
 CORPUS = {
@@ -313,3 +314,108 @@ def test_from_beir(tmp_path):
     assert ds.negatives == {"1": [Negative("c", "judged", 0.0)]}
     assert ds.corpus["a"] == "T\nalpha"
     assert RetrievalDataset.from_beir(root, split="train", judged_negatives=False).negatives == {}
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"queries": ["q1"]}, "RetrievalDataset.queries must be a mapping {query_id: text}"),
+        ({"relevant_docs": {"q1": None, "q2": ["d3"], "q3": ["d4"]}}, "relevant_docs['q1'] must"),
+        ({"relevant_docs": {"q1": [["d1"]], "q2": ["d3"], "q3": ["d4"]}}, "not doc ids"),
+        ({"negatives": {"q1": "d2"}}, "negatives['q1'] must be a list of Negative"),
+        ({"negatives": {"q1": [{"doc_id": "d2"}]}}, "negatives['q1'][0]: a negative needs"),
+        (
+            {"negatives": {"q1": [{"doc_id": "d2", "source": "x", "score": float("nan")}]}},
+            "score must be a finite number",
+        ),
+        ({"negatives": {"q1": [{"doc_id": "d2", "source": "x", "rank": 0}]}}, "rank must be"),
+        ({"negatives": {"q1": [Negative("d2", "x", float("inf"))]}}, "NaN or infinite score"),
+        ({"corpus": {**CORPUS, "d1": " "}}, "positives or negatives with empty text"),
+        ({"corpus": {**CORPUS, "d2": ""}}, "'q1:d2'"),
+        ({"corpus": {**CORPUS, 1: "a", "1": "b"}}, "ids 1 and '1' are the same id"),
+        ({"mode": None}, "mode must be a string"),
+        ({"metadata": ["x"]}, "metadata must be a mapping"),
+    ],
+)
+def test_malformed_fields_raise_data_errors(overrides, needle):
+    with pytest.raises(DataError) as err:
+        make(**overrides)
+    assert needle in str(err.value)
+
+
+def test_error_names_the_origin_and_positives_are_deduplicated():
+    with pytest.raises(DataError, match=r"RetrievalDataset \(beir scifact train\): queries"):
+        make(
+            relevant_docs={"q1": ["d1"]},
+            metadata={"source": "beir", "name": "scifact", "split": "train"},
+        )
+    ds = make(relevant_docs={"q1": ["d1", "d1"], "q2": "d3", "q3": ("d4", "d5")})
+    assert ds.relevant_docs == {"q1": ["d1"], "q2": ["d3"], "q3": ["d4", "d5"]}
+
+
+def test_changes_after_construction_fail_clearly_at_training_time():
+    ds = make()
+    ds.relevant_docs["q2"] = []
+    with pytest.raises(DataError, match="query 'q2' has no positive document"):
+        ds.to_pairs()
+    with pytest.raises(DataError, match="queries without any positive document: 'q2'"):
+        ds.validate()
+
+
+def _write(tmp_path, data, name="ds.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda d: d.update(queries=["q1"]), "at $.queries: must be an object, got list"),
+        (lambda d: d["queries"].update(q1=5), "at $.queries['q1']: must be a string, got int"),
+        (lambda d: d["relevant_docs"].update(q1={"d": 1}), "at $.relevant_docs['q1']: must be"),
+        (lambda d: d["relevant_docs"].update(q1=[True]), "at $.relevant_docs['q1'][0]: must be"),
+        (lambda d: d["negatives"].update(q1=[{"doc_id": "d2"}]), "at $.negatives['q1'][0]:"),
+        (lambda d: d.update(format_version="1"), "at $.format_version: must be an integer"),
+        (lambda d: d.update(format_version=10**30), "newer than this library reads"),
+        (lambda d: d.update(format="other"), "at $.format: unknown dataset format 'other'"),
+        (lambda d: d.update(mode=3), "at $.mode: must be a string"),
+        (lambda d: d["relevant_docs"].update(q1=["nope"]), "missing from the corpus: 'nope'"),
+    ],
+)
+def test_load_json_names_file_and_json_path(tmp_path, change, needle):
+    data = make().to_dict()
+    change(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(DataError) as err:
+        RetrievalDataset.load_json(path)
+    assert str(err.value).startswith(str(path)) and needle in str(err.value)
+
+
+def test_load_json_bad_bytes(tmp_path):
+    text = json.dumps(make().to_dict(), indent=2)
+    path = _write(tmp_path, text[: len(text) // 2])
+    with pytest.raises(DataError, match=r"ds\.json:\d+:\d+: malformed JSON"):
+        RetrievalDataset.load_json(path)
+    path.write_bytes(text.encode("utf-8").replace(b"apple", b"appl\xe9", 1))
+    with pytest.raises(DataError, match=r"ds\.json:\d+:\d+: not valid UTF-8"):
+        RetrievalDataset.load_json(path)
+    path.write_text('{"queries": {}, "queries": {}, "corpus": {}, "relevant_docs": {}}')
+    with pytest.raises(DataError, match="the key 'queries' appears twice"):
+        RetrievalDataset.load_json(path)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        RetrievalDataset.load_json(tmp_path)
+
+
+def test_save_json_replaces_the_file_atomically(tmp_path):
+    path = tmp_path / "ds.json"
+    make().save_json(path)
+    before = path.read_text()
+    broken = make(metadata={"not json": object()})
+    with pytest.raises(TypeError):
+        broken.save_json(path)
+    assert path.read_text() == before  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds.json"]  # no temporary left

@@ -1,0 +1,259 @@
+"""Reading data files with errors that name the file and line: encodings, gzip, JSON.
+
+Files are UTF-8 (a byte-order mark is allowed) and may be gzip-compressed
+(detected from the content, whatever the name). Lines end in ``\\n``, ``\\r\\n``
+or ``\\r``. JSON is strict: ``NaN``, ``Infinity`` and numbers that overflow a
+float are rejected instead of turning into ``nan`` / ``inf``. Every failure is a
+``DataError`` that says where and how to fix it.
+
+Example::
+
+    from llama_index_ragtune.data.reading import iter_lines, parse_json, read_json_file
+
+    for number, line in iter_lines("corpus.jsonl"):
+        record = parse_json(line, "corpus.jsonl", number)
+    squad = read_json_file("dev-v2.0.json")
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from llama_index_ragtune.data.errors import DataError
+
+GZIP_MAGIC = b"\x1f\x8b"
+_UTF16_32_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+_REENCODE = "re-save it as UTF-8 (e.g. `iconv -t UTF-8`)"
+
+
+def _open(path: Path, error: type[DataError]) -> IO[bytes]:
+    """The file as a binary stream, decompressed when its content is gzip."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    for bom, name in _UTF16_32_BOMS:
+        if head.startswith(bom):
+            raise error(f"the file is {name}-encoded, not UTF-8", path=path, hint=_REENCODE)
+    if head[:2] == GZIP_MAGIC:
+        return gzip.open(path, "rb")
+    if path.suffix == ".gz":
+        raise error(
+            "the name ends in .gz but the file is not gzip-compressed",
+            path=path,
+            hint="compress it with gzip or drop the .gz suffix",
+        )
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller
+
+
+def _decode(raw: bytes, path: Path, number: int, error: type[DataError]) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)",
+            path=path,
+            line=number,
+            hint=_REENCODE,
+        ) from None
+
+
+def iter_lines(path: str | Path, error: type[DataError] = DataError) -> Iterator[tuple[int, str]]:
+    """Yield ``(1-based line number, stripped text)`` for every non-blank line of ``path``.
+
+    Problems raise ``error`` (``DataError`` or a subclass).
+
+    Example::
+
+        for number, line in iter_lines("qrels/test.tsv"):
+            qid, doc_id, grade = line.split("\\t")
+    """
+    path = Path(path)
+    number = 0
+    try:
+        with _open(path, error) as handle:
+            for raw in handle:
+                raw = raw.rstrip(b"\n")
+                if raw.endswith(b"\r"):
+                    raw = raw[:-1]
+                # A lone \r ends a line too (it never occurs inside a UTF-8 sequence).
+                for part in raw.split(b"\r"):
+                    number += 1
+                    if number == 1 and part.startswith(b"\xef\xbb\xbf"):
+                        part = part[3:]
+                    text = _decode(part, path, number, error).strip()
+                    if text:
+                        yield number, text
+    except _GZIP_ERRORS as exc:
+        raise error(
+            f"the gzip data is corrupt or truncated after line {number} ({exc or type(exc).__name__})",
+            path=path,
+            hint="download or compress the file again",
+        ) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON; write a number or null")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key!r} appears twice in one object (keep one)")
+            seen.add(key)
+    return out
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large for a float")
+    return value
+
+
+def parse_json(
+    text: str,
+    path: str | Path,
+    line: int | None = None,
+    error: type[DataError] = DataError,
+    allow_nan: bool = False,
+) -> Any:
+    """Parse one JSON document (``text`` is line ``line`` of ``path``, or the whole file).
+
+    A key repeated in one object is an error (JSON would keep the last silently);
+    so are ``NaN`` / ``Infinity`` and overflowing floats unless ``allow_nan``.
+
+    Example::
+
+        parse_json('{"_id": "d1"}', "corpus.jsonl", 1)     # {'_id': 'd1'}
+    """
+    try:
+        return json.loads(
+            text,
+            parse_constant=None if allow_nan else _reject_constant,
+            parse_float=None if allow_nan else _finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except json.JSONDecodeError as exc:
+        if line is None:
+            raise error(
+                f"malformed JSON ({exc.msg})", path=path, line=exc.lineno, column=exc.colno
+            ) from None
+        raise error(
+            f"malformed JSON ({exc.msg} at column {exc.colno})",
+            path=path,
+            line=line,
+            hint="each line must hold one JSON object",
+        ) from None
+    except RecursionError:
+        raise error(
+            "JSON nested too deeply to read", path=path, line=line, hint="flatten the record"
+        ) from None
+    except ValueError as exc:  # an int with too many digits, NaN / Infinity, a float overflow
+        raise error(f"bad JSON value: {exc}", path=path, line=line) from None
+
+
+def read_json_file(
+    path: str | Path, error: type[DataError] = DataError, allow_nan: bool = False
+) -> Any:
+    """Read and parse a whole JSON file (UTF-8, optionally gzip-compressed).
+
+    Example::
+
+        data = read_json_file("dev-v2.0.json")["data"]
+    """
+    path = Path(path)
+    try:
+        with _open(path, error) as handle:
+            raw = handle.read()
+    except _GZIP_ERRORS as exc:
+        raise error(
+            f"the gzip data is corrupt or truncated ({exc or type(exc).__name__})",
+            path=path,
+            hint="download or compress the file again",
+        ) from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+            path=path,
+            line=line,
+            column=column,
+            hint=_REENCODE,
+        ) from None
+    if not text.strip():
+        raise error("the file is empty", path=path, hint="expected a JSON document")
+    return parse_json(text, path, error=error, allow_nan=allow_nan)
+
+
+_MISSING = object()
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    list: "a list",
+    dict: "an object",
+    bool: "true/false",
+}
+
+
+class JsonFields:
+    """Typed access to one parsed JSON file; errors name the file and the JSON path.
+
+    ``schema`` is the default hint (what the layout should look like).
+
+    Example::
+
+        fields = JsonFields(Path("squad.json"), schema="expected {'data': [...]}")
+        for where, article in fields.items(document, "data", "$"):
+            title = fields.get(article, "title", (str,), where, default="")
+    """
+
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        self.schema = schema
+
+    def error(self, message: str, where: str, hint: str | None = None) -> DataError:
+        """A ``DataError`` at JSON path ``where`` of the file."""
+        return DataError(message, path=self.path, location=where, hint=hint or self.schema)
+
+    def get(self, obj: dict, key: str, kinds: tuple[type, ...], where: str, default=_MISSING):
+        """``obj[key]`` checked against ``kinds`` (``default`` when missing, else an error)."""
+        if key not in obj:
+            if default is not _MISSING:
+                return default
+            raise self.error(f"missing field {key!r}", where)
+        value = obj[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            wanted = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise self.error(f"must be {wanted}, got {type(value).__name__}", f"{where}.{key}")
+        return value
+
+    def items(self, obj: dict, key: str, where: str, default=_MISSING) -> list[tuple[str, dict]]:
+        """``(json path, object)`` for every entry of the list ``obj[key]``."""
+        values = self.get(obj, key, (list,), where, default)
+        out = []
+        for i, value in enumerate(values):
+            if not isinstance(value, dict):
+                raise self.error(
+                    f"must be an object, got {type(value).__name__}", f"{where}.{key}[{i}]"
+                )
+            out.append((f"{where}.{key}[{i}]", value))
+        return out
