@@ -248,7 +248,8 @@ def _find_qrels(root: Path, split: str) -> Path:
         raise DataError(
             f"invalid split name {split!r}",
             path=root,
-            hint=f"pass the name of a file in {root / 'qrels'} without .tsv; available splits: {listed}",
+            hint=f"pass the name of a file in {root / 'qrels'} without .tsv; "
+            f"available splits: {listed}",
         )
     for candidate in (root / "qrels" / f"{split}.tsv", root / "qrels" / f"{split}.tsv.gz"):
         if candidate.is_file():
@@ -483,10 +484,11 @@ def _drop_unknown(
             hint="check that the qrels file belongs to this corpus.jsonl and queries.jsonl",
         )
     if unknown_docs:
+        unknown_doc_ids = list(dict.fromkeys(unknown_docs))
         emptied = sum(1 for qid in qrels if qid in queries and qid not in kept)
         warnings.warn(
             f"{qrels_file}: dropped {len(unknown_docs)} judgements of document ids missing from "
-            f"the corpus (e.g. {_examples(list(dict.fromkeys(unknown_docs)), judgements.doc_lines)})"
+            f"the corpus (e.g. {_examples(unknown_doc_ids, judgements.doc_lines)})"
             + (
                 f"; {emptied} queries had no judged document left and were dropped"
                 if emptied

@@ -96,7 +96,8 @@ def iter_lines(path: str | Path, error: type[DataError] = DataError) -> Iterator
                         yield number, text
     except _GZIP_ERRORS as exc:
         raise error(
-            f"the gzip data is corrupt or truncated after line {number} ({exc or type(exc).__name__})",
+            f"the gzip data is corrupt or truncated after line {number} "
+            f"({exc or type(exc).__name__})",
             path=path,
             hint="download or compress the file again",
         ) from None

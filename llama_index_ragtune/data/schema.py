@@ -91,7 +91,7 @@ class Negative:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Negative:
-        """A negative from ``{"doc_id", "source", "score"?, "rank"?}``; ``DataError`` when malformed.
+        """A negative from ``{"doc_id", "source", "score"?, "rank"?}`` (``DataError`` if malformed).
 
         Example::
 
@@ -99,7 +99,8 @@ class Negative:
         """
         if not isinstance(data, Mapping):
             raise DataError(
-                f"a negative must be an object {{'doc_id', 'source', ...}}, got {type(data).__name__}"
+                "a negative must be an object {'doc_id', 'source', ...}, "
+                f"got {type(data).__name__}"
             )
         missing = [k for k in ("doc_id", "source") if k not in data]
         if missing:

@@ -58,7 +58,8 @@ def coerce_positives(qid: str, ids: Any) -> list[str]:
         return [str(ids)]
     if not isinstance(ids, (list, tuple, set, frozenset)):
         raise DataError(
-            f"relevant_docs[{qid!r}] must be a doc id or a list of doc ids, got {type(ids).__name__}"
+            f"relevant_docs[{qid!r}] must be a doc id or a list of doc ids, "
+            f"got {type(ids).__name__}"
         )
     if isinstance(ids, (set, frozenset)):
         ids = sorted(ids, key=str)
@@ -69,7 +70,7 @@ def coerce_positives(qid: str, ids: Any) -> list[str]:
 
 
 def coerce_negatives(qid: str, negs: Any) -> list[Negative]:
-    """A query's negatives as ``Negative`` objects (dicts are parsed with ``Negative.from_dict``)."""
+    """A query's negatives as ``Negative`` objects (dicts go through ``Negative.from_dict``)."""
     from llama_index_ragtune.data.schema import Negative
 
     if not isinstance(negs, (list, tuple)):

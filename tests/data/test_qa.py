@@ -238,7 +238,8 @@ def _squad_doc(tmp_path, mutate):
             lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(
                 answer_start="12"
             ),
-            "at $.data[0].paragraphs[0].qas[0].answers[0].answer_start: must be an integer, got str",
+            "at $.data[0].paragraphs[0].qas[0].answers[0].answer_start: "
+            "must be an integer, got str",
         ),
         (
             lambda d: d["data"][0]["paragraphs"][0]["qas"][0].update(is_impossible="no"),
