@@ -5,7 +5,8 @@ path fails there (naming it) instead of at the first query:
 
 * a missing path or a file: ``FileNotFoundError``;
 * a folder without ``config.json``, weights or tokenizer files: ``FileNotFoundError``
-  naming what is missing; an unreadable ``config.json``: ``ValueError``;
+  naming what is missing; an unreadable ``config.json`` or a truncated
+  ``model.safetensors`` (header and size checked, cheap): ``ValueError``;
 * a bi-encoder folder (a sentence-transformers model with pooling, or a config whose
   architecture is not ``*ForSequenceClassification``): ``ValueError`` (CrossEncoder would
   silently score with an untrained head);
@@ -128,6 +129,9 @@ def _check_model_folder(path: Path) -> None:
             f"{str(path)!r} is not a cross-encoder folder: expected {_FOLDER_FILES}; no tokenizer "
             "files (tokenizer.json, vocab.txt, ...) found"
         )
+    weights = path / "model.safetensors"
+    if weights.is_file():
+        _check_safetensors(weights)
     st_config = _read_json(path / "config_sentence_transformers.json")
     if isinstance(st_config, dict) and st_config.get("model_type") == "CrossEncoder":
         return
@@ -143,6 +147,33 @@ def _check_model_folder(path: Path) -> None:
             f"{str(path)!r} holds {kind}, not a cross-encoder: CrossEncoder would score with an "
             "untrained head. Pass a folder written by CrossEncoder.save / RerankerFinetuneEngine, or "
             "load the model yourself and pass the CrossEncoder object"
+        )
+
+
+def _check_safetensors(path: Path) -> None:
+    """A truncated or garbled safetensors file is refused now (header and size only, cheap)."""
+    size = path.stat().st_size
+    problem = None
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if length <= 0 or 8 + length > size:
+                problem = "its header is cut off"
+            else:
+                header = json.loads(handle.read(length))
+                ends = [
+                    v["data_offsets"][1]
+                    for k, v in header.items()
+                    if k != "__metadata__" and isinstance(v, dict)
+                ]
+                needed = 8 + length + max(ends, default=0)
+                if size < needed:
+                    problem = f"it holds {size} bytes but its header describes {needed}"
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError) as exc:
+        problem = f"its header is unreadable ({exc})"
+    if problem:
+        raise ValueError(
+            f"{path} is truncated or corrupt ({problem}); save the model again (CrossEncoder.save)"
         )
 
 

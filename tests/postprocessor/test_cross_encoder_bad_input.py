@@ -43,6 +43,20 @@ def test_missing_parts_are_named_at_construction(untrained_dir, tmp_path):
         CrossEncoderRerank(model=broken)
 
 
+def test_truncated_weights_are_refused_at_construction(untrained_dir, tmp_path):
+    cut = copy_without(untrained_dir, tmp_path / "cut")
+    weights = cut / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(
+        ValueError, match=r"cut/model\.safetensors is truncated or corrupt \(it holds"
+    ):
+        CrossEncoderRerank(model=cut)
+    weights.write_bytes(b"\x01")
+    with pytest.raises(ValueError, match="model.safetensors is truncated or corrupt"):
+        CrossEncoderRerank(model=cut)
+
+
 def test_a_bi_encoder_folder_is_refused(tiny_encoder_path):
     with pytest.raises(
         ValueError, match="holds a sentence-transformers bi-encoder, not a cross-encoder"
