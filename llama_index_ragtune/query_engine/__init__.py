@@ -1,5 +1,8 @@
 """Query engines: answers with citations mapped to node ids, or an explicit refusal.
 
+The grounded format they use (prompt, refusal, citation grammar) lives in
+:mod:`llama_index_ragtune.grounding`.
+
 Example::
 
     from llama_index_ragtune.query_engine import CitationQueryEngine
@@ -9,23 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from llama_index_ragtune.query_engine.citation import CitationQueryEngine
 
-_EXPORTS = {
-    "CitationQueryEngine": "citation",
-    "CitationFilter": "citation",
-    "DEFAULT_REFUSAL": "prompts",
-    "build_messages": "prompts",
-    "parse_citations": "prompts",
-    "is_refusal": "prompts",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__all__ = ["CitationQueryEngine"]

@@ -5,17 +5,20 @@ What it does better than core's ``CitationQueryEngine``:
 - each retrieved (and postprocessed) node is one numbered source that keeps its
   own ``node_id`` -- nothing is re-split, so a citation points at a node of
   *your* index and can be scored against gold ids;
-- the prompt is ``prompts.build_messages``: sources fenced as data in
+- the prompt is ``grounding.build_messages``: sources fenced as data in
   ``<source id="n">`` blocks, one fixed refusal sentence -- the same format the
   decoder is tuned on (``GroundedSFTBuilder``);
-- citations are checked: a citation to a source that does not exist is removed
+- citations are read by the grammar of :mod:`llama_index_ragtune.grounding`
+  (``[1, 2]``, ``[1-3]``, ``[Source 2]``, full-width brackets...; code and
+  links never count): a citation to a source that does not exist is removed
   from the answer and reported in ``metadata["invalid_citations"]``;
 - no retrieved node -> the refusal, without calling the LLM.
 
 ``Response.metadata`` holds ``citations`` (``[{"number", "node_id",
 "ref_doc_id", "claim", "source_snippet"}]``, valid ones, in order of first
-appearance), ``cited_node_ids``, ``refused``, ``uncited`` (an answer that
-is neither cited nor a refusal), ``invalid_citations``, ``raw_answer`` (the
+appearance), ``cited_node_ids``, ``refused`` (the answer opens with the refusal and cites
+nothing; exactly one of ``refused``, cited and ``uncited`` holds), ``uncited``
+(an answer that is neither cited nor a refusal), ``invalid_citations``, ``raw_answer`` (the
 LLM text before cleaning), ``source_node_ids`` (the numbered sources in
 order), ``no_sources`` (nothing was retrieved) and ``finished``.
 ``Response.source_nodes`` are the numbered sources. Like core's query
@@ -24,9 +27,11 @@ RETRIEVE, the LLM its own) and the instrumentation Synthesize events.
 
 Streaming (``streaming=True``): ``query`` returns a ``StreamingResponse``
 (``aquery`` an ``AsyncStreamingResponse``) whose generator yields the
-cleaned text as it comes -- a ``[`` is held back until its ``]`` arrives, so
-invalid citations never reach the reader -- and fills ``metadata`` (the same
-dict object) when the stream ends; ``metadata["finished"]`` turns True then.
+cleaned text as it comes -- what may still be a citation or code is held back
+(a bounded amount, in time linear in the answer's length), so invalid
+citations never reach the reader and the text equals the non-streamed one --
+and fills ``metadata`` (the same dict object) when the stream ends;
+``metadata["finished"]`` turns True then.
 
 Example::
 
@@ -44,7 +49,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -70,22 +74,22 @@ from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.settings import Settings
 
-from llama_index_ragtune.query_engine.citation_filter import CitationFilter, StreamCleaner
-from llama_index_ragtune.query_engine.prompts import (
+from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
     DEFAULT_SYSTEM_PROMPT,
+    AnswerStream,
+    GroundedAnswer,
     build_messages,
-    is_refusal,
-    parse_citations,
+    check_refusal,
+    cited_claims,
+    parse_answer,
+    strip_citations,
     truncate_source,
 )
 
-__all__ = ["CitationFilter", "CitationQueryEngine"]
+__all__ = ["CitationQueryEngine"]
 
 dispatcher = get_dispatcher(__name__)
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_MARKER = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 
 
 class CitationQueryEngine(BaseQueryEngine):
@@ -95,7 +99,8 @@ class CitationQueryEngine(BaseQueryEngine):
         retriever: any LlamaIndex retriever (``HybridRetriever``, a vector index retriever, BM25...).
         llm: the answering LLM; ``None`` uses ``Settings.llm``.
         node_postprocessors: applied in order after retrieval (e.g. ``CrossEncoderRerank``).
-        refusal: the exact sentence the model must use when the sources lack the answer.
+        refusal: the exact sentence the model must use when the sources lack the answer
+            (``ValueError`` if blank or citing).
         system_prompt: system message template with a ``{refusal}`` slot.
         max_sources: keep at most this many nodes (after postprocessing) as sources.
         max_source_chars: cut each source's text to this many characters (word boundary).
@@ -131,6 +136,7 @@ class CitationQueryEngine(BaseQueryEngine):
             raise ValueError(f"max_sources must be >= 1 or None, got {max_sources}.")
         if max_source_chars is not None and max_source_chars < 1:
             raise ValueError(f"max_source_chars must be >= 1 or None, got {max_source_chars}.")
+        check_refusal(refusal)
         _check_system_prompt(system_prompt, refusal)
         self._retriever = retriever
         self._llm = llm
@@ -251,46 +257,37 @@ class CitationQueryEngine(BaseQueryEngine):
         }
 
     def _finish(
-        self,
-        metadata: dict[str, Any],
-        nodes: Sequence[NodeWithScore],
-        raw: str,
-        clean: str,
-        invalid: list[int],
+        self, metadata: dict[str, Any], nodes: Sequence[NodeWithScore], answer: GroundedAnswer
     ) -> None:
         """Fill ``metadata`` from the final answer (in place, so streaming responses see it)."""
-        refused = is_refusal(clean, self.refusal)
-        sentences = _SENTENCE_END.split(clean)
+        claims = cited_claims(answer.text)
         citations = []
-        for number in parse_citations(clean):
-            if not 1 <= number <= len(nodes):  # CitationFilter leaves none; never index blindly
-                continue
+        for number in answer.citations:  # valid by construction: 1 <= number <= len(nodes)
             node = nodes[number - 1].node
-            claim = next((s for s in sentences if number in parse_citations(s)), clean)
+            claim = next((c for c, cited in claims if number in cited), None)
             citations.append(
                 {
                     "number": number,
                     "node_id": node.node_id,
                     "ref_doc_id": node.ref_doc_id,
-                    "claim": _MARKER.sub("", claim).strip(),
+                    "claim": claim if claim is not None else strip_citations(answer.text),
                     "source_snippet": truncate_source(node.get_content(), 200),
                 }
             )
-        cited_ids = list(dict.fromkeys(c["node_id"] for c in citations))
         metadata.update(
             citations=citations,
-            cited_node_ids=cited_ids,
-            invalid_citations=list(invalid),
-            refused=refused,
-            uncited=not refused and not citations,
-            raw_answer=raw,
+            cited_node_ids=list(dict.fromkeys(c["node_id"] for c in citations)),
+            invalid_citations=list(answer.invalid_citations),
+            refused=answer.refused,
+            uncited=answer.uncited,
+            raw_answer=answer.raw,
             finished=True,
         )
 
     def _refusal_response(self, question: str, asynchronous: bool = False) -> RESPONSE_TYPE:
         """The refusal, without calling the LLM (nothing was retrieved)."""
         metadata = self._base_metadata(question, [])
-        self._finish(metadata, [], self.refusal, self.refusal, [])
+        self._finish(metadata, [], parse_answer(self.refusal, 0, self.refusal))
         if not self.streaming:
             return Response(self.refusal, source_nodes=[], metadata=metadata)
         if asynchronous:
@@ -299,26 +296,25 @@ class CitationQueryEngine(BaseQueryEngine):
 
     def _complete(self, question: str, nodes: list[NodeWithScore], raw: str) -> Response:
         metadata = self._base_metadata(question, nodes)
-        filt = CitationFilter(len(nodes))
-        clean = filt.clean(raw).strip()
-        self._finish(metadata, nodes, raw, clean, filt.invalid)
-        return Response(clean, source_nodes=nodes, metadata=metadata)
+        answer = parse_answer(raw, len(nodes), self.refusal)
+        self._finish(metadata, nodes, answer)
+        return Response(answer.text, source_nodes=nodes, metadata=metadata)
 
     def _stream(
         self, question: str, nodes: list[NodeWithScore], deltas: Iterator[str]
     ) -> StreamingResponse:
         metadata = self._base_metadata(question, nodes)
-        cleaner = StreamCleaner(len(nodes))
+        stream = AnswerStream(len(nodes), self.refusal)
 
         def gen() -> Iterator[str]:
             for delta in deltas:
-                out = cleaner.feed(delta)
+                out = stream.feed(delta)
                 if out:
                     yield out
-            rest = cleaner.finish()
+            rest = stream.finish()
             if rest:
                 yield rest
-            self._finish(metadata, nodes, cleaner.raw, cleaner.text, cleaner.filter.invalid)
+            self._finish(metadata, nodes, stream.answer)  # type: ignore[arg-type]
 
         return StreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
 
@@ -326,17 +322,17 @@ class CitationQueryEngine(BaseQueryEngine):
         self, question: str, nodes: list[NodeWithScore], deltas: AsyncIterator[str]
     ) -> AsyncStreamingResponse:
         metadata = self._base_metadata(question, nodes)
-        cleaner = StreamCleaner(len(nodes))
+        stream = AnswerStream(len(nodes), self.refusal)
 
         async def gen() -> AsyncIterator[str]:
             async for delta in deltas:
-                out = cleaner.feed(delta)
+                out = stream.feed(delta)
                 if out:
                     yield out
-            rest = cleaner.finish()
+            rest = stream.finish()
             if rest:
                 yield rest
-            self._finish(metadata, nodes, cleaner.raw, cleaner.text, cleaner.filter.invalid)
+            self._finish(metadata, nodes, stream.answer)  # type: ignore[arg-type]
 
         return AsyncStreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
 

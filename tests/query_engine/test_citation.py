@@ -27,9 +27,8 @@ from llama_index.core.llms import CustomLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from llama_index_ragtune.grounding import DEFAULT_REFUSAL, CitationFilter
 from llama_index_ragtune.query_engine import CitationQueryEngine
-from llama_index_ragtune.query_engine.citation import CitationFilter
-from llama_index_ragtune.query_engine.prompts import DEFAULT_REFUSAL
 
 
 class ScriptedLLM(CustomLLM):
@@ -463,3 +462,47 @@ def test_prompt_with_stray_braces_or_bad_sizes_fails_early():
         engine_for("x", max_source_chars=0)
     engine, _ = engine_for("x", system_prompt="Reply {{as JSON}}. Otherwise: {refusal}")
     assert engine.messages("q", make_nodes())[0].content.startswith("Reply {as JSON}.")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_hostile_citation_forms_are_mapped_or_removed_and_reported(streaming):
+    raw = (
+        "Paris [Source 1]; Rome [source 2] and [4; 8]. Berlin [1-3][5-9]. "
+        "Code `arr[2]` stays, \uff3b9\uff3d goes, [3](link) is a link."
+    )
+    engine, _ = engine_for(raw, streaming=streaming)
+    response = engine.query("capitals?")
+    text = response.get_response().response if streaming else response.response
+    assert text == (
+        "Paris [Source 1]; Rome [source 2] and. Berlin [1-3]. "
+        "Code `arr[2]` stays, goes, [3](link) is a link."
+    )
+    meta = response.metadata
+    assert [c["number"] for c in meta["citations"]] == [1, 2, 3]
+    assert meta["invalid_citations"] == [4, 8, 5, 6, 7, 9]
+    assert meta["citations"][2]["claim"] == "Berlin."
+    assert meta["cited_node_ids"] == ["doc-paris", "doc-rome", "doc-berlin"]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_refusal_that_cites_is_an_answer(streaming):
+    engine, _ = engine_for(f"{DEFAULT_REFUSAL} Still, [2] says Rome.", streaming=streaming)
+    response = engine.query("capital of Italy?")
+    if streaming:
+        response.get_response()
+    meta = response.metadata
+    assert meta["refused"] is False and meta["uncited"] is False
+    assert meta["cited_node_ids"] == ["doc-rome"]
+    engine, _ = engine_for(f"{DEFAULT_REFUSAL} [7]", streaming=streaming)
+    response = engine.query("capital of Italy?")
+    if streaming:
+        response.get_response()
+    meta = response.metadata
+    assert meta["refused"] is True and meta["invalid_citations"] == [7]
+    assert meta["citations"] == [] and meta["uncited"] is False
+
+
+@pytest.mark.parametrize("refusal", ["", "  ", "\n"])
+def test_blank_refusal_is_a_clear_error(refusal):
+    with pytest.raises(ValueError, match="refusal must be a sentence"):
+        engine_for("Paris [1].", refusal=refusal)
