@@ -185,7 +185,12 @@ def _select_articles(n_articles: int, articles, split) -> list[int]:
         return list(range(n_articles))
     if isinstance(articles, slice):
         return list(range(n_articles))[articles]
-    chosen = [int(a) for a in articles]
+    try:
+        chosen = [int(a) for a in articles]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"load_squad_v2: articles must be a slice or a list of article indices, got {articles!r}"
+        ) from None
     bad = [a for a in chosen if not 0 <= a < n_articles]
     if bad:
         raise IndexError(
