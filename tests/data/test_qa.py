@@ -300,7 +300,7 @@ def test_load_squad_v2_bad_files(tmp_path):
     with pytest.raises(ValueError, match="max_examples must be >= 0"):
         load_squad_v2(path, max_examples=-1)
     with pytest.raises(TypeError, match="articles must be a slice or a list of article indices"):
-        load_squad_v2(path, articles=["first"])
+        load_squad_v2(_squad(tmp_path), articles=["first"])
 
 
 @pytest.mark.parametrize(
