@@ -1,4 +1,5 @@
-"""Embedding models: ONNX Runtime encoding, an on-disk embedding cache, default-model resolution.
+"""Embedding models: ONNX Runtime encoding, an on-disk embedding cache, micro-batched queries,
+default-model resolution.
 
 Names are imported lazily from their modules, so importing this package is cheap.
 
@@ -18,6 +19,8 @@ from typing import Any
 _EXPORTS = {
     "OnnxEmbedding": "onnx",
     "CachedEmbedding": "cached",
+    "MicroBatchEmbedding": "micro_batch",
+    "micro_batched": "micro_batch",
     "model_identity": "cached",
     "export_sentence_transformer": "onnx_export",
     "default_embed_model": "defaults",

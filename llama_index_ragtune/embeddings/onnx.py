@@ -226,8 +226,23 @@ class OnnxEmbedding(BaseEmbedding):
             [prefix + t for t in texts], batch_size or self.embed_batch_size
         )
 
+    def encode_queries(self, queries: list[str], batch_size: int | None = None) -> np.ndarray:
+        """Query embeddings as one float32 array (``query_instruction`` applied).
+
+        Used by :class:`~llama_index_ragtune.embeddings.MicroBatchEmbedding` to embed the
+        queries of concurrent callers in one pass.
+
+        Example::
+
+            OnnxEmbedding().encode_queries(["apple return policy?", "store hours"]).shape  # (2, 384)
+        """
+        prefix = self.query_instruction or ""
+        return self._encoder.encode(
+            [prefix + q for q in queries], batch_size or self.embed_batch_size
+        )
+
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._encoder.encode([(self.query_instruction or "") + query])[0].tolist()
+        return self.encode_queries([query])[0].tolist()
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self.encode([text])[0].tolist()
