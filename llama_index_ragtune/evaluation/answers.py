@@ -1,5 +1,7 @@
 """Answer-text rules of ``GenerationEvaluator``: cleaning, SQuAD EM/F1 and SciFact labels.
 
+Citations are read by the grammar of :mod:`llama_index_ragtune.grounding`.
+
 Example::
 
     from llama_index_ragtune.evaluation.answers import clean_answer, squad_f1, extract_label
@@ -15,7 +17,7 @@ import re
 import string
 from collections.abc import Sequence
 
-from llama_index_ragtune.query_engine.prompts import DEFAULT_REFUSAL, is_refusal
+from llama_index_ragtune.grounding import DEFAULT_REFUSAL, is_refusal, strip_citations
 
 NOT_ENOUGH_INFO = "NOT ENOUGH INFO"
 _LABEL_ALIASES = {
@@ -31,21 +33,16 @@ _LABEL_ALIASES = {
     "NOT ENOUGH INFO": NOT_ENOUGH_INFO,
     "NOINFO": NOT_ENOUGH_INFO,
 }
-_CITATION_MARK = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 _QUOTED_TAIL = re.compile(r'\s*:\s*["\u201c].*$', re.DOTALL)
 _ANSWER_PREFIX = re.compile(r"^\s*answer\s*:\s*", re.IGNORECASE)
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-# A sentence ends at ". ! ?" + whitespace (when a capital letter or an opening quote
-# follows), or at a CJK full stop, which takes no space after it.
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f])\s*")
-_SENTENCE_OPENERS = frozenset("\"'\u201c\u2018(")
 
 
 # ---------------------------------------------------------------- text rules
 def clean_answer(answer: str) -> str:
     """The answer without citation markers, a leading ``Answer:`` or a trailing ``: "quoted evidence"``."""
-    text = _CITATION_MARK.sub("", answer)
+    text = strip_citations(answer)
     text = _ANSWER_PREFIX.sub("", text)
     text = _QUOTED_TAIL.sub("", text)
     return " ".join(text.split()).strip()
@@ -111,32 +108,8 @@ def extract_label(answer: str, refusal: str = DEFAULT_REFUSAL) -> str | None:
     """
     if is_refusal(answer, refusal):
         return NOT_ENOUGH_INFO
-    words = re.findall(r"[A-Za-z]+", _ANSWER_PREFIX.sub("", _CITATION_MARK.sub("", answer)))
+    words = re.findall(r"[A-Za-z]+", _ANSWER_PREFIX.sub("", strip_citations(answer)))
     if not words:
         return None
     label = _LABEL_ALIASES.get(words[0].upper())
     return label if label != NOT_ENOUGH_INFO else None
-
-
-def split_claims(answer: str) -> list[str]:
-    """Sentences of ``answer``: split after ``. ! ?`` before a capital (or caseless) letter or an
-    opening quote or parenthesis, and after the CJK full stops ``。！？``.
-
-    A citation written after the full stop (``"Paris is big. [1]"``) stays with its sentence.
-
-    Example::
-
-        split_claims("Paris is in France [1]. É.U. is not [2]. 巴黎很大[1]。罗马也是[2]。")
-        # ['Paris is in France [1].', 'É.U. is not [2].', '巴黎很大[1]。', '罗马也是[2]。']
-    """
-    text = answer.strip()
-    claims, start = [], 0
-    for match in _SENTENCE_BREAK.finditer(text):
-        after = text[match.end() : match.end() + 1]
-        cjk = text[match.start() - 1] in "\u3002\uff01\uff1f"
-        capital = after.isalpha() and not after.islower()  # caseless scripts count too
-        if after and (cjk or capital or after in _SENTENCE_OPENERS):
-            claims.append(text[start : match.start()])
-            start = match.end()
-    claims.append(text[start:])
-    return [claim.strip() for claim in claims if claim.strip()]

@@ -5,10 +5,13 @@ Each example is one answer over numbered sources (source ``n`` has id
 whether it is answerable. Definitions (per example, then averaged over the
 examples where the value is defined; ``None`` = undefined, left out of the mean):
 
-Citations (parsed with ``prompts.parse_citations``; distinct numbers):
+Citations (read by the grammar of :mod:`llama_index_ragtune.grounding`, the one the
+query engine uses; distinct numbers; code never counts):
 
 - ``citation_valid``: every cited number is within ``1..n_sources``
-  (``None`` when nothing is cited).
+  (``None`` when nothing is cited). ``refused`` / ``uncited`` follow
+  :func:`~llama_index_ragtune.grounding.parse_answer`: a refusal cites no valid
+  source, so ``refused``, cited and ``uncited`` never overlap.
 - ``citation_precision`` (id-based): cited numbers whose source id is gold,
   over all cited numbers -- a citation to a source that does not exist counts
   as wrong. Answerable examples with at least one citation.
@@ -71,13 +74,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from llama_index_ragtune.evaluation.answers import (
-    _CITATION_MARK,
     NOT_ENOUGH_INFO,
     clean_answer,
     extract_label,
     normalize_answer,
     normalize_label,
-    split_claims,
     squad_contains,
     squad_exact_match,
     squad_f1,
@@ -88,7 +89,12 @@ from llama_index_ragtune.evaluation.entailment import (
     LLMJudgeEntailment,
 )
 from llama_index_ragtune.evaluation.generation_report import GenerationReport
-from llama_index_ragtune.query_engine.prompts import DEFAULT_REFUSAL, is_refusal, parse_citations
+from llama_index_ragtune.grounding import (
+    DEFAULT_REFUSAL,
+    check_refusal,
+    cited_claims,
+    parse_answer,
+)
 
 __all__ = [
     "CrossEncoderEntailment",
@@ -140,7 +146,7 @@ class GenerationEvaluator:
             raise ValueError(
                 f"answer_metric must be 'squad', 'scifact' or a callable, got {answer_metric!r}."
             )
-        self.refusal = refusal
+        self.refusal = check_refusal(refusal)
         self.entailment = entailment
         self.answer_metric = answer_metric
         self.entailment_threshold = entailment_threshold
@@ -155,12 +161,8 @@ class GenerationEvaluator:
     ) -> tuple[float | None, float | None]:
         """(pair-level NLI precision, claim-level NLI recall) over the answer's cited claims."""
         supported = pairs = precise = n_claims = 0
-        for sentence in split_claims(answer):
-            numbers = parse_citations(sentence)
-            if not numbers:
-                continue
+        for claim, numbers in cited_claims(answer):
             n_claims += 1
-            claim = " ".join(_CITATION_MARK.sub("", sentence).split())
             valid = [n for n in numbers if 1 <= n <= n_sources]
             if valid and self._entailed(claim, "\n\n".join(source_texts[n - 1] for n in valid)):
                 supported += 1
@@ -194,7 +196,7 @@ class GenerationEvaluator:
                 raise ValueError(
                     "answer_metric='scifact' needs gold_label for answerable examples."
                 )
-            predicted = extract_label(answer_text, self.refusal)
+            predicted = NOT_ENOUGH_INFO if refused else extract_label(answer_text, self.refusal)
             out["predicted_label"], out["gold_label"] = predicted, gold
             out["label_accuracy"] = float(predicted == gold)
             if answerable:
@@ -227,10 +229,11 @@ class GenerationEvaluator:
                 f"{len(source_node_ids)} source_node_ids; pass one text per numbered source."
             )
         n_sources = len(source_node_ids)
-        refused = is_refusal(answer_text, self.refusal)
-        cited = parse_citations(answer_text)
-        valid = [n for n in cited if 1 <= n <= n_sources]
-        invalid = [n for n in cited if n not in valid]
+        parsed = parse_answer(answer_text, n_sources, self.refusal)
+        refused = parsed.refused
+        cited = list(parsed.numbers)
+        valid = list(parsed.citations)
+        invalid = list(parsed.invalid_citations)
         cited_ids = [source_node_ids[n - 1] for n in valid]
         gold = set(gold_node_ids)
         row: dict[str, Any] = {
@@ -243,7 +246,7 @@ class GenerationEvaluator:
             "cited": cited,
             "cited_node_ids": cited_ids,
             "invalid_citations": invalid,
-            "uncited": not refused and not cited,
+            "uncited": parsed.uncited,
             "citation_valid": None if not cited else float(not invalid),
             "citation_precision": None,
             "citation_recall": None,

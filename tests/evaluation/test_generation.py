@@ -29,7 +29,7 @@ from llama_index_ragtune.evaluation.generation import (
     squad_exact_match,
     squad_f1,
 )
-from llama_index_ragtune.query_engine.prompts import DEFAULT_REFUSAL
+from llama_index_ragtune.grounding import DEFAULT_REFUSAL
 
 SOURCES = ["a", "b", "c"]
 
@@ -64,6 +64,26 @@ def test_citation_validity_precision_recall():
 
     row = ev.evaluate_example("q", DEFAULT_REFUSAL, SOURCES, answerable=False)
     assert row["refused"] and row["citation_precision"] is None and row["citation_recall"] is None
+
+
+def test_citations_and_refusals_read_like_the_query_engine():
+    ev = GenerationEvaluator(answer_metric="scifact")
+    row = ev.evaluate_example(
+        "q", "Supported [Source 1; 3-4]. `a[2]`", SOURCES, gold_node_ids=["a"], gold_label="SUPPORT"
+    )
+    assert row["cited"] == [1, 3, 4] and row["invalid_citations"] == [4]
+    assert row["cited_node_ids"] == ["a", "c"] and row["predicted_label"] == "SUPPORT"
+    hedged = ev.evaluate_example(
+        "q", f"{DEFAULT_REFUSAL} But [2] says so.", SOURCES, answerable=False
+    )
+    assert not hedged["refused"] and not hedged["uncited"] and hedged["predicted_label"] is None
+    refused = ev.evaluate_example("q", f"{DEFAULT_REFUSAL} [9]", SOURCES, answerable=False)
+    assert refused["refused"] and refused["invalid_citations"] == [9]
+    assert refused["predicted_label"] == "NOT ENOUGH INFO" and not refused["uncited"]
+    only_invalid = ev.evaluate_example("q", "Supported [9].", SOURCES, gold_label="SUPPORT")
+    assert only_invalid["uncited"] and not only_invalid["refused"]
+    with pytest.raises(ValueError, match="refusal must be a sentence"):
+        GenerationEvaluator(refusal=" ")
 
 
 def test_squad_normalisation_em_f1():
@@ -389,7 +409,7 @@ def test_refusal_f1_is_zero_when_nothing_is_refused():
 
 
 def test_split_claims_handles_any_script_and_cjk_full_stops():
-    from llama_index_ragtune.evaluation.answers import split_claims
+    from llama_index_ragtune.grounding import split_claims
 
     assert split_claims(
         "Paris is in France [1]. Évora is in Portugal [2]. 巴黎很大[1]。罗马也是[2]。"
