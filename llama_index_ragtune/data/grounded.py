@@ -2,7 +2,7 @@
 
 Each ``QAExample`` becomes one conversation in TRL's prompt-completion format:
 ``prompt`` = the system + user messages that ``CitationQueryEngine`` sends at
-answer time (``query_engine.prompts.build_messages``), ``completion`` = the
+answer time (``grounding.build_messages``), ``completion`` = the
 assistant target. The context is the gold passage(s) plus distractors
 *retrieved* for the question by the retriever you pass (hard negatives, not
 random ones), shuffled with a seed. With probability ``p_no_gold`` the gold
@@ -26,7 +26,7 @@ refusal, so the refusal's tokens do not dominate the SFT loss.
 
 Sources are whole documents (looked up by the retrieved node's
 ``ref_doc_id``; index one node per document, as ``CitationQueryEngine`` shows
-node texts), cut to ``max_context_chars`` by ``prompts.truncate_source`` -- the
+node texts), cut to ``max_context_chars`` by ``grounding.truncate_source`` -- the
 rule ``CitationQueryEngine(max_source_chars=...)`` applies at answer time, so
 no window is centred on the answer. If that cut removes the evidence from
 every gold passage, the target is the refusal: the answer is no longer in the
@@ -51,10 +51,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.qa import QAExample
-from llama_index_ragtune.query_engine.prompts import (
+from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
     DEFAULT_SYSTEM_PROMPT,
     build_messages,
+    check_refusal,
+    cite,
     truncate_source,
 )
 
@@ -65,11 +67,6 @@ if TYPE_CHECKING:
 
 LABEL_WORDS = {"SUPPORT": "Supported", "CONTRADICT": "Contradicted"}
 """How a claim label is written in a target (``GenerationEvaluator`` reads the same words)."""
-
-
-def cite(numbers: Sequence[int]) -> str:
-    """``[1]`` for one source, ``[1][3]`` for several."""
-    return "".join(f"[{n}]" for n in numbers)
 
 
 def format_target(
@@ -201,7 +198,7 @@ class GroundedSFTBuilder:
         self.top_k = top_k
         self.p_no_gold = p_no_gold
         self.max_context_chars = max_context_chars
-        self.refusal = refusal
+        self.refusal = check_refusal(refusal)
         self.system_prompt = system_prompt
         self.seed = seed
         self.max_quote_chars = max_quote_chars

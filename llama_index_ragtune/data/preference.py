@@ -33,15 +33,21 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llama_index_ragtune.data.grounded import LABEL_WORDS, GroundedContext, cite
+from llama_index_ragtune.data.grounded import LABEL_WORDS, GroundedContext
 from llama_index_ragtune.data.qa import split_sentences
-from llama_index_ragtune.query_engine.prompts import DEFAULT_REFUSAL, DEFAULT_SYSTEM_PROMPT
+from llama_index_ragtune.grounding import (
+    DEFAULT_REFUSAL,
+    DEFAULT_SYSTEM_PROMPT,
+    check_refusal,
+    cite,
+    find_citations,
+    strip_citations,
+)
 
 if TYPE_CHECKING:
     import datasets
 
 STRATEGIES = ("uncited", "wrong_citation", "refusal", "fabricated")
-_CITES = re.compile(r"(\s*\[\d+(?:\s*,\s*\d+)*\])+")
 _SPAN_START = re.compile(r"\b(?:[A-Z][\w'-]*|\d[\d,.]*)")
 
 
@@ -90,7 +96,7 @@ class PreferenceBuilder:
             raise ValueError(
                 f"PreferenceBuilder: pairs_per_context must be >= 1, got {pairs_per_context}."
             )
-        self.refusal = refusal
+        self.refusal = check_refusal(refusal)
         self.system_prompt = system_prompt
         self.strategies = tuple(strategies)
         self.pairs_per_context = pairs_per_context
@@ -103,14 +109,12 @@ class PreferenceBuilder:
         out: dict[str, str] = {}
         n_sources = len(context.source_ids)
         if context.answerable:
-            bare = " ".join(_CITES.sub("", context.target).split())
+            bare = " ".join(strip_citations(context.target).split())
             out["uncited"] = bare
             distractors = [n for n in range(1, n_sources + 1) if n not in context.gold_numbers]
             if distractors:
                 wrong = rng.choice(distractors)
-                out["wrong_citation"] = _CITES.sub(
-                    " " + cite([wrong]), context.target, count=1
-                ).strip()
+                out["wrong_citation"] = _recite(context.target, cite([wrong]))
             out["refusal"] = self.refusal
         else:
             number = rng.randint(1, n_sources)
@@ -250,6 +254,19 @@ class PreferenceBuilder:
         if not rows:
             return datasets.Dataset.from_dict({k: [] for k in _COLUMNS})
         return _to_dataset(rows)
+
+
+def _recite(text: str, citation: str) -> str:
+    """``text`` with its first run of adjacent citation markers replaced by ``citation``."""
+    marks = find_citations(text)
+    if not marks:
+        return text
+    end = marks[0].end
+    for mark in marks[1:]:
+        if mark.start != end:
+            break
+        end = mark.end
+    return f"{text[: marks[0].start]} {citation}{text[end:]}".strip()
 
 
 _COLUMNS = ("prompt", "chosen", "rejected", "qid", "strategy", "chosen_score", "rejected_score")

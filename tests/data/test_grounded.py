@@ -7,10 +7,11 @@ from llama_index.core.schema import Document
 
 from llama_index_ragtune.data.grounded import GroundedSFTBuilder, format_target
 from llama_index_ragtune.data.qa import QAExample
-from llama_index_ragtune.query_engine.prompts import (
+from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
     build_messages,
     parse_citations,
+    truncate_source,
 )
 
 TOPICS = ["Normandy", "Warsaw", "Huguenots", "Steam engines", "Packet switching", "Harvard"]
@@ -121,8 +122,6 @@ def test_dataset_is_trl_prompt_completion_with_the_shared_prompt(retriever, corp
     ]
     row = dataset[0]
     texts = [builder.texts[i] for i in row["source_node_ids"]]
-    from llama_index_ragtune.query_engine.prompts import truncate_source
-
     expected = build_messages(examples[0].question, [truncate_source(t, 200) for t in texts])
     assert row["prompt"] == [{"role": m.role.value, "content": m.content} for m in expected]
     assert row["completion"][0]["role"] == "assistant"
@@ -178,6 +177,8 @@ def test_targets_score_perfectly_with_the_generation_evaluator(retriever, corpus
 def test_bad_input_is_named(retriever, corpus, examples):
     with pytest.raises(ValueError, match="p_no_gold"):
         GroundedSFTBuilder(retriever, corpus, p_no_gold=1.5)
+    with pytest.raises(ValueError, match="refusal must be a sentence"):
+        GroundedSFTBuilder(retriever, corpus, refusal="  ")
     builder = GroundedSFTBuilder(retriever, {"0-0": "only one document"}, top_k=2)
     with pytest.raises(KeyError, match="question qa"):
         builder.context_for(examples[0])

@@ -9,7 +9,7 @@ from llama_index_ragtune.data.grounded import GroundedContext
 from llama_index_ragtune.data.preference import PreferenceBuilder, composite_score
 from llama_index_ragtune.data.qa import QAExample
 from llama_index_ragtune.evaluation.generation import GenerationEvaluator
-from llama_index_ragtune.query_engine.prompts import DEFAULT_REFUSAL, parse_citations
+from llama_index_ragtune.grounding import DEFAULT_REFUSAL, parse_citations
 
 SOURCES = [
     "Rouen is the capital of Normandy.",
@@ -145,3 +145,15 @@ def test_from_model_failures_pairs_best_against_worst():
     assert len(ties) == 0
     with pytest.raises(ValueError, match="temperature"):
         PreferenceBuilder().from_model_failures(llm, contexts, temperature=0.0)
+
+
+def test_rejected_answers_use_the_citation_grammar():
+    context = _context("g")
+    context.target = 'Rouen [2][source 2]: "Rouen is the capital of `x[2]` Normandy."'
+    out = PreferenceBuilder(seed=0).rejected_candidates(context)
+    assert out["uncited"] == 'Rouen: "Rouen is the capital of `x[2]` Normandy."'
+    wrong = out["wrong_citation"]
+    assert wrong.startswith(("Rouen [1]: ", "Rouen [3]: ")) and wrong.endswith('`x[2]` Normandy."')
+    assert len(parse_citations(wrong)) == 1
+    with pytest.raises(ValueError, match="refusal must be a sentence"):
+        PreferenceBuilder(refusal="")
