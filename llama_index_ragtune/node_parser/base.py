@@ -60,6 +60,25 @@ class StructuredNodeParser(NodeParser):
 
     Subclasses implement ``_document_blocks(text) -> (blocks, source)``, where
     ``source`` is ``text`` when block offsets point into it, else None.
+
+    Per document: empty or whitespace-only text gives no nodes; binary or
+    undecodable content, or document metadata that leaves no room under the cap,
+    raises a :class:`DocumentParseError` naming the document (``on_error="raise"``,
+    the default, so that nothing is lost silently) or is skipped with a warning
+    naming it while the other documents are parsed (``on_error="skip"``). Any
+    other failure on one document is reported the same way, as a
+    ``DocumentParseError`` chained to the original exception. A missing
+    tokenizer or an unusable custom tokenizer is a configuration error and is
+    raised whatever ``on_error`` says.
+
+    Example::
+
+        from llama_index.core import Document
+        from llama_index_ragtune.node_parser import StructuredMarkdownNodeParser
+
+        parser = StructuredMarkdownNodeParser(chunk_size=64, tokenizer=str.split, on_error="skip")
+        docs = [Document(text="# A\n\nText.", id_="a.md"), Document(text="\x00PK", id_="b.zip")]
+        [n.ref_doc_id for n in parser.get_nodes_from_documents(docs)]   # ['a.md'] (b.zip logged)
     """
 
     chunk_size: int | None = Field(

@@ -40,7 +40,10 @@ class DocumentParseError(ValueError):
     Example::
 
         from llama_index.core import Document
-        from llama_index_ragtune.node_parser import StructuredMarkdownNodeParser
+        from llama_index_ragtune.node_parser import (
+            DocumentParseError,
+            StructuredMarkdownNodeParser,
+        )
 
         parser = StructuredMarkdownNodeParser(chunk_size=64, tokenizer=str.split)
         try:

@@ -46,7 +46,9 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
     Metadata, the token cap and the splitting rules are those of
     :class:`~.markdown.StructuredMarkdownNodeParser`; the node text is the
     page rendered as Markdown (tables as Markdown tables), and
-    ``start_char_idx``/``end_char_idx`` stay None.
+    ``start_char_idx``/``end_char_idx`` stay None. Any nesting depth is
+    handled (the tree walk is iterative); image alt text, figure captions,
+    details/summary, footnotes and text outside table cells are kept.
 
     Example::
 
@@ -70,8 +72,10 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
     boilerplate_tags: list[str] = Field(
         default_factory=lambda: list(DEFAULT_BOILERPLATE_TAGS),
         description=(
-            "Elements dropped with their content. header/footer are dropped only outside "
-            "article/main (inside, they belong to the content)."
+            "Elements dropped with their content. header/footer are dropped only as the page's "
+            "banner/footer (outside article, aside, main, nav, section), aside only as a page "
+            "sidebar (outside article, aside, nav, section; footnotes and notes are kept), and "
+            "form only when it does not hold the page's content (see html_clean)."
         ),
     )
     boilerplate_roles: list[str] = Field(

@@ -113,22 +113,20 @@ class _Writer:
 
     def pop(self) -> None:
         ctx = self.stack[-1]
-        if ctx.kind == "heading":
-            self._heading(ctx)
-        elif ctx.kind == "term":
-            text = " ".join("".join(self.buffer).replace("\ufeff", "").split())
-            self.buffer.clear()
-            self.stack.pop()  # the term's line belongs to its definition list
-            if text:
-                self.emit([text])
-            self.stack.append(ctx)
-        else:
-            self.flush()
+        line = ctx.kind in ("heading", "term")  # read as one line, written to the container
+        if not line:
+            self.flush()  # the pending text belongs inside (under an item's marker, say)
         self.stack.pop()
         if ctx.prefixes:
             self.prefixers.pop()
-        if ctx.kind in ("heading", "term"):
+        if line:
             self.flat -= 1
+            text = " ".join("".join(self.buffer).replace("\ufeff", "").split())
+            self.buffer.clear()
+            if ctx.kind == "heading":
+                self._heading(ctx, text)
+            elif text:
+                self.emit([text])
         if self.stack:
             self.stack[-1].content |= ctx.content
         elif ctx.top:
@@ -181,15 +179,10 @@ class _Writer:
             if text:
                 self.add("paragraph", text)
 
-    def _heading(self, ctx: _Context) -> None:
-        title = " ".join("".join(self.buffer).replace("\ufeff", "").split())
-        self.buffer.clear()
+    def _heading(self, ctx: _Context, title: str) -> None:
         title = _PERMALINK_MARK.sub("", title).strip()
-        if not title:
-            return
-        self.stack.pop()
-        self.add("heading", f"{'#' * ctx.level} {title}", level=ctx.level, title=title)
-        self.stack.append(ctx)
+        if title:
+            self.add("heading", f"{'#' * ctx.level} {title}", level=ctx.level, title=title)
 
     def _close_block(self, ctx: _Context) -> None:
         lines, starts = self.lines, self.unit_starts

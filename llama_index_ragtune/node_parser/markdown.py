@@ -2,9 +2,15 @@
 
 Headings (ATX and setext) define sections; paragraphs, nested lists, GFM
 tables, fenced and indented code, blockquotes, raw HTML blocks and YAML/TOML
-front matter become blocks that are never cut in the middle (see
-:mod:`.structure`). Tokenising uses markdown-it-py (CommonMark + GFM tables),
-so a ``#`` inside a code fence is code, not a heading.
+front matter become blocks that are kept whole when they fit the cap and
+otherwise split between items, rows and lines (see :mod:`.split`). Tokenising
+uses markdown-it-py (CommonMark + GFM tables), so a ``#`` inside a code fence
+is code, not a heading.
+
+Nesting depth is unlimited (the source is kept verbatim; markdown-it's own
+nesting limit only decides which lines belong to which top-level block). An
+unclosed code fence runs to the end of the document, as in CommonMark, and is
+kept as code.
 
 A node's text is the Markdown source itself, and ``start_char_idx`` /
 ``end_char_idx`` point into the document: ``text[start:end]`` is the node's
@@ -226,15 +232,20 @@ def _fence_block(token, body: str, start: int) -> Block:
 
 
 class StructuredMarkdownNodeParser(StructuredNodeParser):
-    """Split Markdown into section-aware nodes that never cut a list, table or code block.
+    """Split Markdown into section-aware nodes that keep lists, tables and code blocks whole.
 
     Every node gets ``section_path`` (the heading chain including its own
-    heading, joined with " > "), ``section_title``, ``block_types`` (e.g.
-    "paragraph,list,table") and ``oversized`` metadata on top of the
-    document's own metadata. Nodes hold at most ``chunk_size`` tokens (default:
-    the bundled encoder's max sequence length minus its special tokens, counting
-    the embed-mode metadata), except a single line or word that cannot be split,
-    which is logged and flagged ``oversized=True``.
+    heading, joined with " > "; shortened with "…" when it would take more
+    than half of the cap), ``section_title``, ``block_types`` (e.g.
+    "paragraph,list,table"), ``oversized`` and ``partial_unit`` metadata on
+    top of the document's own metadata. Nodes hold at most ``chunk_size``
+    tokens (default: the bundled encoder's max sequence length minus its
+    special tokens, counting the embed-mode metadata). A block larger than that
+    is split between its items, rows or lines; a single item, row, line or
+    sentence larger than that is cut at sentence, word and, as a last resort,
+    character boundaries, and its nodes get ``partial_unit=True``.
+    ``oversized=True`` (a node over the cap) can only be a single character that
+    alone takes more tokens than the cap. Bad documents: see ``on_error``.
 
     Example::
 

@@ -408,7 +408,7 @@ def clip_to_tokens(text: str, limit: int, count: TokenCounter, mark: str = "\u20
     Example::
 
         clip_to_tokens("Returns and refunds for opened items", 4, lambda t: len(t.split()))
-        # 'Returns and refunds…'
+        # 'Returns and refunds for…'
     """
     if count(text) <= limit:
         return text

@@ -36,6 +36,7 @@ from llama_index_ragtune.node_parser.split import (
     PROSE_KINDS,
     Piece,
     TokenCounter,
+    longest_fit,
     render_span,
     split_block,
 )
@@ -131,34 +132,59 @@ def _join(pieces: Sequence[Piece], source: str | None) -> str:
 
 
 class _Packer:
-    """Greedy packing of consecutive pieces into node texts of at most ``budget`` tokens."""
+    """Greedy packing of consecutive pieces into node texts of at most ``budget`` tokens.
+
+    Pieces are added on an estimate (their token counts plus separators) and every
+    node is counted exactly when it is closed; a node over the budget (a tokenizer
+    that is not additive, or source text between pieces) gives back its last
+    pieces to the next node. So a node costs a few counts, not one per piece.
+    """
 
     def __init__(self, budget: int, count: TokenCounter, source: str | None):
         self.budget, self.count, self.source = budget, count, source
         self.groups: list[tuple[list[Piece], int]] = []
         self.current: list[Piece] = []
-        self.tokens = 0
+        self.estimate = 0
         self.separator = count("\n\n")
 
     def room(self) -> int | None:
         """Tokens left in the node being filled (None when it is empty or already full)."""
-        left = self.budget - self.tokens - self.separator
+        left = self.budget - self.estimate - self.separator
         return left if self.current and left > 0 else None
 
     def add(self, piece: Piece) -> None:
-        if self.current and self.tokens + piece.tokens <= self.budget and not piece.oversized:
-            merged = self.count(_join([*self.current, piece], self.source))
-            if merged <= self.budget:
-                self.current.append(piece)
-                self.tokens = merged
+        grown = self.estimate + self.separator + piece.tokens
+        if self.current and not piece.oversized and grown <= self.budget:
+            self.current.append(piece)
+            self.estimate = grown
+            return
+        self._flush()
+        self.current, self.estimate = [piece], piece.tokens
+
+    def _flush(self) -> None:
+        pieces = self.current
+        while pieces:
+            tokens = (
+                pieces[0].tokens if len(pieces) == 1 else self.count(_join(pieces, self.source))
+            )
+            if tokens <= self.budget or len(pieces) == 1:
+                self.groups.append((pieces, tokens))
                 return
-        self.close()
-        self.current, self.tokens = [piece], piece.tokens
+
+            def measure(i: int, j: int, pieces=pieces) -> int:
+                return (
+                    pieces[i].tokens if j == i + 1 else self.count(_join(pieces[i:j], self.source))
+                )
+
+            j, tokens = longest_fit(0, len(pieces) - 1, len(pieces) - 1, measure, self.budget)
+            if j == 0:
+                j, tokens = 1, pieces[0].tokens
+            self.groups.append((pieces[:j], tokens))
+            pieces = pieces[j:]
 
     def close(self) -> list[tuple[list[Piece], int]]:
-        if self.current:
-            self.groups.append((self.current, self.tokens))
-        self.current, self.tokens = [], 0
+        self._flush()
+        self.current, self.estimate = [], 0
         return self.groups
 
 
