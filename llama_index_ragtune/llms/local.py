@@ -57,12 +57,12 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
+from llama_index_ragtune.grounding import DEFAULT_REFUSAL, check_refusal
 from llama_index_ragtune.llms.loading import load_causal_lm, require_chat_template
-from llama_index_ragtune.query_engine.prompts import DEFAULT_REFUSAL
 
 MessagesLike = Sequence[ChatMessage | Mapping[str, Any]]
 
@@ -156,6 +156,11 @@ class LocalChatLLM(CustomLLM):
         default=DEFAULT_REFUSAL,
         description="The refusal sentence `refusal_threshold` applies to (CitationQueryEngine's).",
     )
+
+    @field_validator("refusal")
+    @classmethod
+    def _check_refusal(cls, value: str) -> str:
+        return check_refusal(value)
 
     _model: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)

@@ -295,3 +295,9 @@ def test_below_the_threshold_the_answer_cannot_open_with_the_refusal(tiny_causal
     answer = llm.chat(QUESTION).message.content
     assert not answer.startswith(llm.refusal)
     assert answer == plain.chat(QUESTION).message.content  # random model: it never chose it
+
+
+@pytest.mark.parametrize("refusal", ["", "   ", "Cite [1]."])
+def test_unusable_refusal_is_rejected_before_loading(tiny_causal_lm_path, refusal):
+    with pytest.raises(ValueError, match="refusal"):
+        LocalChatLLM(tiny_causal_lm_path, refusal_threshold=0.5, refusal=refusal)
