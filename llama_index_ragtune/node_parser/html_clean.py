@@ -141,6 +141,12 @@ class BoilerplatePolicy:
         """Remove every boilerplate element from ``soup`` in place; return how many were removed.
 
         One iterative pass over the tree (any nesting depth, linear time).
+
+        Example::
+
+            soup = BeautifulSoup("<header>Site</header><article><header>Title</header></article>",
+                                 "html.parser")
+            BoilerplatePolicy().drop(soup), soup.get_text()     # (1, 'Title')
         """
         import bs4
 

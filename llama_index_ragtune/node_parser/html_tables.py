@@ -220,7 +220,16 @@ def _grid(rows: list[_Row], spans: bool, copies: bool, limit: int) -> list[list[
 
 
 def render_table(table, contains_table: Callable[[object], bool]) -> RenderedTable | None:
-    """``table`` as Markdown, or None for a layout table (see the module docstring)."""
+    """``table`` as Markdown, or None for a layout table (see the module docstring).
+
+    ``contains_table(tag)`` tells whether an element holds another table.
+
+    Example::
+
+        soup = BeautifulSoup("<table role=presentation><tr><td>a</td><td>b</td></tr></table>",
+                             "html.parser")
+        render_table(soup.table, contains_table=lambda tag: False)     # None (layout)
+    """
     if str(table.get("role", "")).lower() in ("presentation", "none") or contains_table(table):
         return None
     rows, captions, stray = _collect(table)

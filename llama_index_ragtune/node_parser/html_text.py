@@ -50,13 +50,24 @@ def _bs4():
 
 def text_types() -> tuple[type, ...]:
     """The bs4 string classes that are visible text (exact types: subclasses such as
-    ``Comment`` or ``Script`` are not)."""
+    ``Comment`` or ``Script`` are not).
+
+    Example::
+
+        soup = BeautifulSoup("<p>Hi<!-- note --></p>", "html.parser")
+        [str(s) for s in soup.p.contents if type(s) in text_types()]     # ['Hi']
+    """
     bs4 = _bs4()
     return tuple(getattr(bs4.element, name) for name in _EXACT_TEXT if hasattr(bs4.element, name))
 
 
 def alt_text(tag) -> str:
-    """The alternative text an image-like element shows in place of the image ('' if none)."""
+    """The alternative text an image-like element shows in place of the image ('' if none).
+
+    Example::
+
+        alt_text(BeautifulSoup('<img alt="A chart">', "html.parser").img)     # ' A chart '
+    """
     name = tag.name
     if name in ("img", "area") or (name == "input" and str(tag.get("type", "")).lower() == "image"):
         alt = tag.get("alt")
@@ -66,7 +77,12 @@ def alt_text(tag) -> str:
 
 
 def normalize(raw: str) -> str:
-    """Collapse whitespace, keep ``<br>`` breaks as newlines, drop empty lines."""
+    """Collapse whitespace, keep ``<br>`` breaks as newlines, drop empty lines.
+
+    Example::
+
+        normalize("  Line  one" + BR + "line\ttwo ")     # 'Line one\nline two'
+    """
     raw = raw.replace("\ufeff", "")  # a byte-order mark / zero-width no-break space is invisible
     lines = (_SPACES.sub(" ", line).strip() for line in raw.split(BR))
     return "\n".join(line for line in lines if line)
@@ -77,6 +93,12 @@ def events(nodes: Iterable) -> Iterator[tuple[bool, object]]:
 
     Tags are reported twice (``True`` on entry, ``False`` on exit), other nodes
     once with ``True``. Iterative: no recursion whatever the nesting depth.
+
+    Example::
+
+        soup = BeautifulSoup("<p>a<b>b</b></p>", "html.parser")
+        [(entering, getattr(node, "name", None) or str(node)) for entering, node in events([soup.p])]
+        # [(True, 'p'), (True, 'a'), (True, 'b'), (True, 'b'), (False, 'b'), (False, 'p')]
     """
     bs4 = _bs4()
     tag_type = bs4.Tag
@@ -95,7 +117,13 @@ def events(nodes: Iterable) -> Iterator[tuple[bool, object]]:
 
 
 def flat_text(nodes: Iterable) -> str:
-    """The visible text of ``nodes`` on one line: block boundaries and ``<br>`` become spaces."""
+    """The visible text of ``nodes`` on one line: block boundaries and ``<br>`` become spaces.
+
+    Example::
+
+        soup = BeautifulSoup("<td>Box<div>large</div>fits<br>two</td>", "html.parser")
+        flat_text(soup.td.contents)     # 'Box large fits two'
+    """
     bs4 = _bs4()
     tag_type, texts = bs4.Tag, text_types()
     parts: list[str] = []
