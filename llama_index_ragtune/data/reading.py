@@ -3,8 +3,10 @@
 Files are UTF-8 (a byte-order mark is allowed) and may be gzip-compressed
 (detected from the content, whatever the name). Lines end in ``\\n``, ``\\r\\n``
 or ``\\r``. JSON is strict: ``NaN``, ``Infinity`` and numbers that overflow a
-float are rejected instead of turning into ``nan`` / ``inf``. Every failure is a
-``DataError`` that says where and how to fix it.
+float are rejected instead of turning into ``nan`` / ``inf``, and a key repeated
+in one object is an error instead of a silent last-wins. ``JsonFields`` reads
+typed fields of a parsed document, naming the JSON path of a bad one. Every
+failure is a ``DataError`` that says where and how to fix it.
 
 Example::
 
@@ -13,6 +15,8 @@ Example::
     for number, line in iter_lines("corpus.jsonl"):
         record = parse_json(line, "corpus.jsonl", number)
     squad = read_json_file("dev-v2.0.json")
+    fields = JsonFields(Path("dev-v2.0.json"), schema="expected {'data': [...]}")
+    articles = fields.items(squad, "data", "$")     # [('$.data[0]', {...}), ...]
 """
 
 from __future__ import annotations
@@ -235,7 +239,9 @@ class JsonFields:
         """A ``DataError`` at JSON path ``where`` of the file."""
         return DataError(message, path=self.path, location=where, hint=hint or self.schema)
 
-    def get(self, obj: dict, key: str, kinds: tuple[type, ...], where: str, default=_MISSING):
+    def get(
+        self, obj: dict, key: str, kinds: tuple[type, ...], where: str, default: Any = _MISSING
+    ) -> Any:
         """``obj[key]`` checked against ``kinds`` (``default`` when missing, else an error)."""
         if key not in obj:
             if default is not _MISSING:
@@ -247,7 +253,9 @@ class JsonFields:
             raise self.error(f"must be {wanted}, got {type(value).__name__}", f"{where}.{key}")
         return value
 
-    def items(self, obj: dict, key: str, where: str, default=_MISSING) -> list[tuple[str, dict]]:
+    def items(
+        self, obj: dict, key: str, where: str, default: Any = _MISSING
+    ) -> list[tuple[str, dict]]:
         """``(json path, object)`` for every entry of the list ``obj[key]``."""
         values = self.get(obj, key, (list,), where, default)
         out = []
