@@ -82,6 +82,11 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _is_active(path: Path) -> bool:
+    with _ACTIVE_LOCK:
+        return str(path) in _ACTIVE
+
+
 def _inside_active_dir(path: Path) -> bool:
     text = str(path.absolute())
     with _ACTIVE_LOCK:
@@ -228,11 +233,12 @@ def _recover_locked(target: Path, locked: bool) -> bool:
     pattern = _leftover_pattern(target.name)
     olds: list[Path] = []
     changed = False
-    with _ACTIVE_LOCK:
-        active = set(_ACTIVE)
     for entry in target.parent.iterdir():
         match = pattern.match(entry.name)
-        if match is None or str(entry) in active:
+        # membership is checked now, not on a snapshot: a writer of this process registers
+        # its folder before creating it, so a folder listed here that is not registered
+        # has no writer
+        if match is None or _is_active(entry):
             continue
         kind, pid = match.group(1), int(match.group(2))
         if kind == "old" and (locked or not _pid_alive(pid)):

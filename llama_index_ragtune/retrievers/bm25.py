@@ -35,6 +35,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from llama_index_ragtune.retrievers.checks import (
     check_filter_keys,
+    check_nodes,
     clean_text,
     non_negative_float,
     positive_int,
@@ -157,16 +158,10 @@ class BM25Retriever(BaseRetriever):
     ) -> None:
         import bm25s
 
-        nodes = list(nodes)
+        nodes = check_nodes(nodes, "BM25Retriever")
         if not nodes:
             raise ValueError("BM25Retriever needs at least one node; got an empty list")
         ids = [n.node_id for n in nodes]
-        if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            dup = next(i for i in ids if i in seen or seen.add(i))
-            raise ValueError(
-                f"duplicate node id {dup!r} in the nodes given to BM25Retriever; node ids must be unique"
-            )
         self.similarity_top_k = positive_int(similarity_top_k, "similarity_top_k")
         self.k1 = non_negative_float(k1, "k1")
         self.b = unit_float(b, "b")

@@ -10,6 +10,7 @@ the argument, instead of failing later deep inside FAISS, bm25s or a tokenizer.
   returned unchanged.
 * :func:`prepare_query`: a cleaned ``QueryBundle``, or ``None`` for a query with no text
   and no precomputed embedding (retrievers return no results for it).
+* :func:`check_nodes`: a list of distinct LlamaIndex nodes.
 * :func:`split_blank_nodes`: nodes whose embedded text is empty or whitespace only.
 * :func:`check_filter_keys`: ``MetadataFilters`` naming keys that no node has.
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode, QueryBundle
@@ -34,6 +35,7 @@ from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter,
 
 __all__ = [
     "check_filter_keys",
+    "check_nodes",
     "clean_text",
     "non_negative_float",
     "positive_float",
@@ -152,6 +154,32 @@ def prepare_query(query_bundle: QueryBundle) -> QueryBundle | None:
         embedding=query_bundle.embedding,
         image_path=query_bundle.image_path,
     )
+
+
+def check_nodes(nodes: Any, where: str) -> list[BaseNode]:
+    """``nodes`` as a list of ``BaseNode`` with unique ids; ``TypeError``/``ValueError`` otherwise.
+
+    Example::
+
+        nodes = check_nodes(nodes, "BM25Retriever")
+    """
+    if isinstance(nodes, (str, bytes, BaseNode)) or not isinstance(nodes, Iterable):
+        raise TypeError(f"{where} needs a list of llama_index nodes, got {type(nodes).__name__}")
+    nodes = list(nodes)
+    seen: set[str] = set()
+    for position, node in enumerate(nodes):
+        if not isinstance(node, BaseNode):
+            raise TypeError(
+                f"{where} needs llama_index nodes (BaseNode, e.g. TextNode); item {position} is "
+                f"{type(node).__name__}"
+            )
+        if node.node_id in seen:
+            raise ValueError(
+                f"duplicate node id {node.node_id!r} in the nodes given to {where}; node ids "
+                "must be unique"
+            )
+        seen.add(node.node_id)
+    return nodes
 
 
 def split_blank_nodes(

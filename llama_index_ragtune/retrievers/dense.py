@@ -29,7 +29,12 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import MetadataFilters
 
-from llama_index_ragtune.retrievers.checks import check_filter_keys, clean_text, split_blank_nodes
+from llama_index_ragtune.retrievers.checks import (
+    check_filter_keys,
+    check_nodes,
+    clean_text,
+    split_blank_nodes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +44,14 @@ __all__ = ["build_faiss_index", "drop_blank_nodes"]
 def drop_blank_nodes(nodes: Sequence[BaseNode], where: str) -> list[BaseNode]:
     """``nodes`` without those whose embedded text is blank; warns naming the skipped ids.
 
-    Raises ``ValueError`` when no node is left.
+    Raises ``TypeError`` for items that are not nodes, ``ValueError`` for duplicate ids or
+    when no node is left.
 
     Example::
 
         nodes = drop_blank_nodes(nodes, "HybridRetriever.from_defaults")
     """
-    kept, blank = split_blank_nodes(nodes)
+    kept, blank = split_blank_nodes(check_nodes(nodes, where))
     if blank:
         if not kept:
             raise ValueError(
@@ -82,7 +88,7 @@ def build_faiss_index(
 
     from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 
-    nodes = list(nodes)
+    nodes = check_nodes(nodes, "build_faiss_index")
     if not nodes:
         raise ValueError("cannot build a dense index over an empty list of nodes")
     nodes = drop_blank_nodes(nodes, "build_faiss_index")

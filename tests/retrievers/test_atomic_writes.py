@@ -144,3 +144,15 @@ def test_concurrent_writers_each_leave_a_whole_folder(tmp_path):
     labels = {p.read_text() for p in target.iterdir()}
     assert len(labels) == 1 and len(list(target.iterdir())) == 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_a_writer_in_progress_is_never_cleaned_up(tmp_path):
+    target = tmp_path / "index"
+    with atomic_dir(target) as slow:
+        (slow / "a.txt").write_text("slow")
+        with atomic_dir(target) as fast:  # a second writer that starts later and finishes first
+            (fast / "a.txt").write_text("fast")
+        assert (target / "a.txt").read_text() == "fast"
+        assert (slow / "a.txt").read_text() == "slow"  # not mistaken for a leftover
+    assert (target / "a.txt").read_text() == "slow"  # the last writer to finish wins
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]

@@ -84,6 +84,22 @@ def test_sides_over_different_nodes_are_refused_before_writing(
     assert not (tmp_path / "h").exists()
 
 
+def test_nodes_are_checked_before_anything_is_embedded(store_nodes, keyword_embedding):
+    with pytest.raises(ValueError, match="duplicate node id 'g1'"):
+        HybridRetriever.from_defaults(
+            nodes=[store_nodes[0], store_nodes[0]], embed_model=keyword_embedding
+        )
+    assert keyword_embedding.calls == 0
+    with pytest.raises(TypeError, match="needs llama_index nodes .*item 1 is str"):
+        HybridRetriever.from_defaults(
+            nodes=[store_nodes[0], "plain text"], embed_model=keyword_embedding
+        )
+    with pytest.raises(TypeError, match="BM25Retriever needs a list of llama_index nodes, got str"):
+        BM25Retriever("some text")
+    with pytest.raises(TypeError, match="got TextNode"):
+        BM25Retriever(store_nodes[0])
+
+
 # ------------------------------------------------------------------ queries
 
 
