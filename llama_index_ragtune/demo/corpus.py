@@ -49,11 +49,8 @@ def demo_dir() -> Path:
 
 
 def _doc_paths(docs: Path) -> list[str]:
-    return sorted(
-        p.relative_to(docs).as_posix()
-        for p in docs.rglob("*")
-        if p.is_file() and p.suffix in (".md", ".html")
-    )
+    """Every file under ``docs`` (any suffix: a stray file fails the metadata check, not silently)."""
+    return sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*") if p.is_file())
 
 
 def load_demo_documents() -> list[Document]:
