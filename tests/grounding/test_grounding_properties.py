@@ -139,13 +139,14 @@ def test_code_spans_are_left_unchanged(parts, tail, n):
 
 
 HOSTILE_STREAMS = {
-    "unclosed bracket": "[" + "1" * 1_000_000,
-    "unclosed backtick": "`" + "a [1] " * 170_000,
-    "unclosed fence line": "```" + "x" * 1_000_000,
-    "nested brackets": "[" * 1_000_000,
-    "removed groups inside a bracket": "[" + "[9]" * 330_000,
-    "whitespace": " " * 1_000_000,
-    "citations": "Paris [1][9]. " * 70_000,
+    "1 MB unclosed bracket": "[" + "1" * 1_000_000,
+    "unclosed backtick": "`" + "a [1] " * 40_000,
+    "unclosed fence line": "```" + "x" * 200_000,
+    "nested brackets": "[" * 200_000,
+    "removed groups inside a bracket": "[" + "[9]" * 70_000,
+    "removed groups after a backtick": "`" + "[9]" * 70_000,
+    "whitespace": " " * 200_000,
+    "citations": "Paris [1][9]. " * 15_000,
 }
 
 
