@@ -34,7 +34,13 @@ from llama_index.core.callbacks.base import CallbackManager
 
 from llama_index_ragtune.embeddings.onnx_export import export_sentence_transformer, require_onnx
 
-__all__ = ["OnnxEmbedding", "OnnxSessionEncoder", "available_cores"]
+__all__ = ["QUERY_BATCH_SIZE", "OnnxEmbedding", "OnnxSessionEncoder", "available_cores"]
+
+#: Queries per ONNX Runtime call in :meth:`OnnxEmbedding.encode_queries`. Queries are short
+#: and of mixed length: in length-sorted groups of 4 they cost clearly less CPU per query
+#: than one at a time, and than one batch padded to its longest query (SciFact test
+#: queries, MiniLM, 2 cores).
+QUERY_BATCH_SIZE = 4
 
 
 def available_cores() -> int:
@@ -229,17 +235,17 @@ class OnnxEmbedding(BaseEmbedding):
     def encode_queries(self, queries: list[str], batch_size: int | None = None) -> np.ndarray:
         """Query embeddings as one float32 array (``query_instruction`` applied).
 
+        Queries are run in length-sorted groups of ``batch_size`` (default
+        ``QUERY_BATCH_SIZE``): short texts of mixed lengths pad least in small groups.
         Used by :class:`~llama_index_ragtune.embeddings.MicroBatchEmbedding` to embed the
-        queries of concurrent callers in one pass.
+        queries of concurrent callers together.
 
         Example::
 
             OnnxEmbedding().encode_queries(["apple return policy?", "store hours"]).shape  # (2, 384)
         """
         prefix = self.query_instruction or ""
-        return self._encoder.encode(
-            [prefix + q for q in queries], batch_size or self.embed_batch_size
-        )
+        return self._encoder.encode([prefix + q for q in queries], batch_size or QUERY_BATCH_SIZE)
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self.encode_queries([query])[0].tolist()

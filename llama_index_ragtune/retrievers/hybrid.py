@@ -34,7 +34,10 @@ the same nodes. Either side can be any LlamaIndex ``BaseRetriever``.
 * **Embedding model**: ``embed_model`` if given, else an explicitly set
   ``Settings.embed_model``, else the bundled MiniLM through ONNX Runtime
   (PyTorch when the ``onnx`` extra is missing). See
-  :func:`~llama_index_ragtune.embeddings.resolve_embed_model`.
+  :func:`~llama_index_ragtune.embeddings.resolve_embed_model`. The queries of
+  concurrent callers are embedded in shared batches
+  (:class:`~llama_index_ragtune.embeddings.MicroBatchEmbedding`; ``micro_batch=False``
+  turns this off).
 
 Example::
 
@@ -129,6 +132,9 @@ class HybridRetriever(BaseRetriever):
         index: the ``VectorStoreIndex`` of the built-in dense side (needed by
             :meth:`persist` and to push filters down).
         embed_model: the query encoder of the built-in dense side.
+        micro_batch: embed the queries of concurrent callers in shared batches
+            (:class:`~llama_index_ragtune.embeddings.MicroBatchEmbedding`) when the query
+            encoder can batch; a lone caller is embedded at once, as without it.
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class HybridRetriever(BaseRetriever):
         embed_model: BaseEmbedding | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        micro_batch: bool = True,
     ) -> None:
         if fusion_mode is not None and not isinstance(fusion_mode, str):
             raise TypeError(f"fusion_mode must be a string or None, got {fusion_mode!r}")
@@ -179,6 +186,10 @@ class HybridRetriever(BaseRetriever):
             embed_model if embed_model is not None else getattr(index, "_embed_model", None)
         )
         self._dense_built_in = dense_retriever is None
+        if micro_batch and self._dense_built_in and self._embed_model is not None:
+            from llama_index_ragtune.embeddings.micro_batch import micro_batched
+
+            self._embed_model = micro_batched(self._embed_model)
         if dense_retriever is None and index is None:
             raise ValueError(
                 "HybridRetriever needs a dense_retriever or an index to build one from"
@@ -231,6 +242,7 @@ class HybridRetriever(BaseRetriever):
         sparse_retriever: BaseRetriever | None = None,
         show_progress: bool = False,
         callback_manager: CallbackManager | None = None,
+        micro_batch: bool = True,
     ) -> HybridRetriever:
         """Build both sides over exactly one of ``nodes`` or ``index``.
 
@@ -286,6 +298,7 @@ class HybridRetriever(BaseRetriever):
             index=index if dense_retriever is None else None,
             embed_model=embed,
             callback_manager=callback_manager,
+            micro_batch=micro_batch,
         )
 
     # ------------------------------------------------------------------ sides and filters

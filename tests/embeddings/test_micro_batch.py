@@ -353,27 +353,34 @@ def test_cache_identity_is_the_wrapped_models_and_cached_embedding_batches(tmp_p
     cached.close()
 
 
-async def test_hybrid_retriever_concurrent_aretrieve_batches_query_embeddings(tiny_encoder_path):
+async def test_hybrid_retriever_batches_concurrent_query_embeddings_by_default(
+    tiny_encoder_path, tmp_path
+):
+    pytest.importorskip("onnxruntime")
     from llama_index.core.schema import TextNode
 
-    from llama_index_ragtune.embeddings import default_embed_model
+    from llama_index_ragtune.embeddings import default_embed_model, micro_batched
     from llama_index_ragtune.retrievers import HybridRetriever
 
-    texts = [
-        f"document {i} on {w} and {v}"
-        for i, (w, v) in enumerate(
-            (w, v) for w in ("apples", "phones", "milk", "laptops") for v in ("returns", "hours")
-        )
-    ]
-    nodes = [TextNode(id_=f"n{i}", text=t) for i, t in enumerate(texts)]
-    inner = default_embed_model(tiny_encoder_path)
-    plain = HybridRetriever.from_defaults(nodes=nodes, embed_model=inner, similarity_top_k=3)
-    embed = MicroBatchEmbedding(inner, max_wait_ms=2)
-    batched = HybridRetriever.from_defaults(nodes=nodes, embed_model=embed, similarity_top_k=3)
-    queries = [f"{w} {v}" for w in ("apples", "milk", "laptops") for v in ("returns", "hours")] * 4
+    topics = [(w, v) for w in ("apples", "phones", "milk", "laptops") for v in ("returns", "hours")]
+    nodes = [TextNode(id_=f"n{i}", text=f"document {i} on {w} and {v}") for i, (w, v) in
+             enumerate(topics)]  # fmt: skip
+    inner = default_embed_model(tiny_encoder_path, cache_dir=tmp_path / "onnx")
+    plain = HybridRetriever.from_defaults(
+        nodes=nodes, embed_model=inner, similarity_top_k=3, micro_batch=False
+    )
+    batched = HybridRetriever.from_defaults(nodes=nodes, embed_model=inner, similarity_top_k=3)
+    queue = micro_batched(inner)  # the queue every retriever over this model shares
+    queries = [f"{w} {v}" for w, v in topics[2:]] * 4
+    plain.retrieve(queries[0])
+    assert queue.stats["requests"] == 0  # micro_batch=False: the model is used directly
     results = await asyncio.gather(*(batched.aretrieve(q) for q in queries))
     for query, got in zip(queries, results, strict=True):
         assert [n.node.node_id for n in got] == [n.node.node_id for n in plain.retrieve(query)]
-    assert embed.stats["requests"] == len(queries)
-    assert embed.stats["batches"] < len(queries)
-    embed.close()
+    assert queue.stats["requests"] == len(queries)
+    assert queue.stats["batches"] < len(queries)
+    # persisted and loaded again, the retriever still batches through the same queue
+    batched.persist(tmp_path / "index")
+    again = HybridRetriever.from_persist_dir(tmp_path / "index", embed_model=inner)
+    await asyncio.gather(*(again.aretrieve(q) for q in queries))
+    assert queue.stats["requests"] == 2 * len(queries)
