@@ -125,7 +125,7 @@ def test_module_entry_point_exits_with_status_2(tmp_path: Path) -> None:
         (
             ["train", "encoder", "--beir", "{beir}"],
             "ragtune train encoder",
-            "the following arguments are required: --output",
+            "the following arguments are required: --out",
         ),
         (["nope"], "ragtune", "argument group: invalid choice: 'nope'"),
     ],
