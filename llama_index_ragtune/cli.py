@@ -81,6 +81,7 @@ INPUT_ARGUMENTS: dict[str, Literal["beir", "file", "model"]] = {
     "evaluation": "file",
     "model": "model",
     "base_model": "model",
+    "decoder": "model",
     "encoder": "model",
     "reranker": "model",
     "reranker_model": "model",
