@@ -26,6 +26,10 @@ _EXPORTS = {
     "default_embed_model": "defaults",
     "resolve_embed_model": "defaults",
     "onnx_available": "defaults",
+    "StaticEmbeddingModel": "static",
+    "distill_static_embedding": "static_distill",
+    "embed_corpus": "corpus",
+    "RayCorpusEncoder": "corpus_ray",
 }
 
 __all__ = list(_EXPORTS)
