@@ -68,6 +68,14 @@ COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
         "llama_index_ragtune.commands.report",
         "evaluation JSON -> one self-contained HTML page with charts + a Markdown summary",
     ),
+    "tune": (
+        "llama_index_ragtune.commands.tune",
+        "your documents (+ questions) -> tuned encoder, reranker, decoder, evaluated, as a bundle",
+    ),
+    "demo": (
+        "llama_index_ragtune.commands.demo",
+        "tune and evaluate on the shipped help-centre corpus, offline, before/after answers",
+    ),
 }
 
 

@@ -1,0 +1,169 @@
+"""``ragtune tune``: your documents (+ labelled questions) -> a tuned, evaluated bundle.
+
+Runs the tuning pipeline (:mod:`llama_index_ragtune.pipeline`): parse, hybrid index,
+training data, encoder / fusion / reranker / decoder tuning (each part promoted
+only when it beats the one it replaces on validation), evaluation on held-out
+test questions, and a versioned bundle with its HTML report. Prints a cost
+estimate before training and the before/after tables at the end.
+
+Example::
+
+    ragtune tune --docs help_centre/docs --queries help_centre/queries.jsonl --out runs/shop
+    ragtune tune --docs docs/ --out runs/shop --time-budget 30 --skip decoder
+    ragtune tune --docs docs/ --queries q.jsonl --out runs/shop --resume     # after a crash
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from llama_index_ragtune.cli import existing_dir, existing_file
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``ragtune tune`` and ``ragtune demo``."""
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="minutes of training in all, shared by encoder 30%%, reranker 30%%, decoder 40%%",
+    )
+    parser.add_argument(
+        "--skip",
+        metavar="STEP,...",
+        help="steps to leave out: encoder, fusion, reranker, decoder, evaluate, report",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT/work: finished steps are skipped, training resumes "
+        "from the last checkpoint",
+    )
+    parser.add_argument(
+        "--max-test-questions",
+        type=int,
+        metavar="N",
+        help="test questions answered by each decoder in the evaluation (default: all)",
+    )
+    parser.add_argument(
+        "--dpo", action="store_true", help="add a DPO stage after the decoder's SFT"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of splits and sampling")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--docs",
+        required=True,
+        type=existing_dir,
+        metavar="DIR",
+        help="folder of Markdown / HTML / text documents (searched recursively)",
+    )
+    parser.add_argument(
+        "--queries",
+        type=existing_file,
+        metavar="FILE",
+        help="labelled questions (JSONL: question, gold doc_id/section or node_id, answer, "
+        "answerable, split); without it: --feedback, else synthetic questions",
+    )
+    parser.add_argument(
+        "--metadata",
+        type=existing_file,
+        metavar="FILE",
+        help="metadata JSON {relative path or glob: {key: value}} (default: DIR/metadata.json "
+        "or DIR/../metadata.json)",
+    )
+    parser.add_argument(
+        "--feedback",
+        type=existing_file,
+        metavar="DB",
+        help="a FeedbackStore SQLite file to take the questions from (instead of --queries)",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (bundles/, work/)"
+    )
+    parser.add_argument("--encoder", metavar="MODEL", help="starting bi-encoder (default: bundled)")
+    parser.add_argument(
+        "--reranker-model",
+        metavar="MODEL",
+        help="starting cross-encoder (default: a new head on the encoder)",
+    )
+    parser.add_argument(
+        "--decoder",
+        metavar="MODEL",
+        help="starting causal LM with a chat template (default: bundled)",
+    )
+    add_pipeline_options(parser)
+
+
+def build_config(args: argparse.Namespace, base: Any = None) -> Any:
+    """A ``PipelineConfig`` from the command's options (over ``base`` when given)."""
+    from dataclasses import replace
+
+    from llama_index_ragtune.pipeline.config import PipelineConfig
+
+    config = base or PipelineConfig()
+    changes: dict[str, Any] = {"seed": args.seed, "dpo": args.dpo or config.dpo}
+    for option, field in (
+        ("encoder", "encoder_model"),
+        ("reranker_model", "reranker_model"),
+        ("decoder", "decoder_model"),
+        ("device", "device"),
+        ("max_test_questions", "max_test_questions"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            changes[field] = value
+    config = replace(config, **changes)
+    if args.time_budget is not None:
+        config = config.with_time_budget(args.time_budget)
+    return config
+
+
+def run_pipeline(pipeline: Any) -> Any:
+    """Run ``pipeline``; its user errors become one-line CLI errors (``UsageError``)."""
+    from llama_index_ragtune.cli import UsageError
+    from llama_index_ragtune.pipeline.bundle import BundleError
+    from llama_index_ragtune.pipeline.state import PipelineStateError
+
+    try:
+        return pipeline.run()
+    except (BundleError, PipelineStateError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    from llama_index_ragtune.cli import UsageError
+    from llama_index_ragtune.models import check_model_path
+    from llama_index_ragtune.pipeline import TuningPipeline
+
+    if args.queries and args.feedback:
+        raise UsageError("give --queries or --feedback, not both")
+    if args.decoder:
+        try:
+            check_model_path(args.decoder)
+        except FileNotFoundError as exc:
+            raise UsageError(f"argument --decoder: {exc}") from None
+    try:
+        config = build_config(args)
+        pipeline = TuningPipeline(
+            args.docs,
+            args.out,
+            queries=args.queries,
+            metadata=args.metadata,
+            feedback=args.feedback,
+            config=config,
+            skip=args.skip,
+            resume=args.resume,
+            echo=lambda line: print(line, flush=True),
+        )
+    except ValueError as exc:  # bad --skip, --time-budget or settings
+        raise UsageError(str(exc)) from None
+    result = run_pipeline(pipeline)
+    print()
+    print(result.summary())
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,401 @@
+"""The bundle: one versioned, verified folder with everything a tuned RAG system serves.
+
+Layout (written by the pipeline's ``bundle`` step, atomically: a crash leaves the
+previous version and ``CURRENT`` untouched)::
+
+    <out>/bundles/CURRENT          the served version's name, e.g. "v3"
+    <out>/bundles/v3/
+        manifest.json              format "ragtune-bundle" v1: versions, data hashes, model ids,
+                                   decisions, settings, and the SHA-256 + size of every file
+        index/                     the persisted hybrid retriever (promoted encoder's vectors)
+        encoder/                   the promoted encoder (absent: the manifest names the base)
+        reranker/                  the promoted reranker (absent when none was promoted)
+        decoder/                   the promoted decoder, merged (absent: the manifest names the base)
+        evaluation.json            what the run measured (``ragtune report`` renders it)
+        report/report.html, report/report.md
+
+Older versions stay next to it; :func:`set_current_version` rolls back.
+
+:func:`load_bundle` verifies the manifest (every file present, unchanged, and no
+unlisted file) and returns a :class:`Bundle` whose ``query_engine`` is a ready
+``CitationQueryEngine``: ``load_bundle("runs/demo").query_engine.query("...")``.
+
+Example::
+
+    from llama_index_ragtune.pipeline import load_bundle
+
+    bundle = load_bundle("ragtune-demo")                   # the CURRENT version
+    response = bundle.query_engine.query("Apple return policy?")
+    response.metadata["cited_node_ids"], bundle.manifest["version"]
+    grocery = bundle.as_query_engine(filters={"store": "grocery"})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llama_index_ragtune._atomic import atomic_write_text, recover_dir, sha256_file
+
+FORMAT = "ragtune-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+BUNDLES_DIR = "bundles"
+_VERSION = re.compile(r"^v(\d+)$")
+_REWRITE = "run the tuning pipeline again to write a fresh bundle"
+
+
+class BundleError(ValueError):
+    """A bundle is missing, incomplete, edited, or of another format (the message names the file)."""
+
+
+# ---------------------------------------------------------------------- versions
+
+
+def bundles_root(path: str | Path) -> Path:
+    """The ``bundles`` folder for a run's ``--out`` folder or the ``bundles`` folder itself."""
+    path = Path(path).expanduser()
+    return path if path.name == BUNDLES_DIR or (path / CURRENT).is_file() else path / BUNDLES_DIR
+
+
+def bundle_versions(path: str | Path) -> list[str]:
+    """Versions present under ``path`` (a run's ``--out`` or its ``bundles`` folder), oldest first.
+
+    Example::
+
+        bundle_versions("ragtune-demo")       # ['v1', 'v2']
+    """
+    root = bundles_root(path)
+    if not root.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p.name)
+        for p in root.iterdir()
+        if p.is_dir() and (m := _VERSION.match(p.name)) and (p / MANIFEST).is_file()
+    ]
+    return [name for _, name in sorted(found)]
+
+
+def next_version(path: str | Path) -> str:
+    """The name the next bundle gets: ``v<highest + 1>`` (``v1`` for the first)."""
+    root = bundles_root(path)
+    numbers = [
+        int(m.group(1))
+        for p in (root.iterdir() if root.is_dir() else [])
+        if (m := _VERSION.match(p.name.split(".", 1)[0]))
+    ]
+    return f"v{max(numbers, default=0) + 1}"
+
+
+def current_version(path: str | Path) -> str | None:
+    """The version ``CURRENT`` names (None when there is no bundle yet)."""
+    pointer = bundles_root(path) / CURRENT
+    if not pointer.is_file():
+        return None
+    return pointer.read_text(encoding="utf-8").strip() or None
+
+
+def set_current_version(path: str | Path, version: str) -> Path:
+    """Point ``CURRENT`` at ``version`` (atomically): roll back or forward between kept versions.
+
+    Example::
+
+        set_current_version("ragtune-demo", "v1")      # serve the previous bundle again
+    """
+    root = bundles_root(path)
+    folder = root / version
+    recover_dir(folder)
+    if not (folder / MANIFEST).is_file():
+        raise BundleError(
+            f"{folder / MANIFEST} not found: {version!r} is not a bundle version here "
+            f"(versions: {bundle_versions(root) or 'none'})"
+        )
+    return atomic_write_text(root / CURRENT, version + "\n")
+
+
+def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
+    """The version folder for ``path``: a version folder, a ``bundles`` folder or a run's
+    ``--out`` (their ``CURRENT`` version unless ``version`` is given)."""
+    path = Path(path).expanduser()
+    if version is None and (path / MANIFEST).is_file():
+        return path
+    root = bundles_root(path)
+    if version is None:
+        if not root.is_dir() and not path.exists():
+            raise BundleError(f"bundle not found: {path} does not exist")
+        version = current_version(root)
+        if version is None:
+            raise BundleError(
+                f"{root / CURRENT} not found: {path} holds no bundle (pass the --out folder of a "
+                "tuning run, its bundles/ folder, or a version folder)"
+            )
+    folder = root / version
+    recover_dir(folder)
+    if not (folder / MANIFEST).is_file():
+        raise BundleError(
+            f"{folder / MANIFEST} not found: version {version!r} is missing or incomplete; "
+            f"versions here: {bundle_versions(root) or 'none'}; {_REWRITE}"
+        )
+    return folder
+
+
+# ---------------------------------------------------------------------- manifest
+
+
+def file_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"sha256", "size"}}`` of every file under ``folder`` but the manifest."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and rel != MANIFEST:
+            out[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return out
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The checked manifest of a version folder (``BundleError`` naming the file otherwise)."""
+    path = folder / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{path} not found; {_REWRITE}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is not readable JSON ({exc}); {_REWRITE}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(f"{path} is not a {FORMAT} manifest; {_REWRITE}")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path} has format version {data.get('format_version')!r}; this version of "
+            f"llama-index-ragtune reads {FORMAT_VERSION}: upgrade it, or {_REWRITE}"
+        )
+    for key in ("version", "models", "retrieval", "generation", "files"):
+        if key not in data:
+            raise BundleError(f"{path} lacks the field {key!r}; {_REWRITE}")
+    if not isinstance(data["files"], dict):
+        raise BundleError(f"{path}: 'files' must be an object; {_REWRITE}")
+    return data
+
+
+def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
+    """Check every file the manifest lists (present, same size, same SHA-256 when ``hashes``)
+    and that no unlisted file was added; return the manifest.
+
+    Example::
+
+        verify_bundle("ragtune-demo/bundles/v1")      # BundleError naming an edited file
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    listed = manifest["files"]
+    for rel, info in listed.items():
+        path = folder / rel
+        if not path.is_file():
+            raise BundleError(f"{path} is missing from the bundle; {_REWRITE}")
+        if path.stat().st_size != info.get("size"):
+            raise BundleError(
+                f"{path} was changed after the bundle was written (size {path.stat().st_size}, "
+                f"manifest {info.get('size')}); {_REWRITE}"
+            )
+        if hashes and sha256_file(path) != info.get("sha256"):
+            raise BundleError(
+                f"{path} was changed after the bundle was written (SHA-256 differs from "
+                f"{folder / MANIFEST}); {_REWRITE}"
+            )
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder).as_posix()
+        hidden = any(part.startswith(".") for part in Path(rel).parts)
+        if path.is_file() and rel != MANIFEST and rel not in listed and not hidden:
+            raise BundleError(
+                f"{path} is not listed in {folder / MANIFEST}: the bundle was edited; remove the "
+                f"file, or {_REWRITE}"
+            )
+    return manifest
+
+
+# ---------------------------------------------------------------------- loading
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the ready query engine and its parts.
+
+    Attributes:
+        path: the version folder.
+        manifest: the verified ``manifest.json``.
+        retriever: the hybrid retriever (served encoder, chosen fusion).
+        postprocessors: ``[CrossEncoderRerank]`` when a reranker was promoted, else ``[]``.
+        llm: the served decoder (``LocalChatLLM`` with the chosen refusal threshold).
+        query_engine: ``CitationQueryEngine`` over all of them.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    retriever: Any
+    postprocessors: list[Any]
+    llm: Any
+    query_engine: Any
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    def as_query_engine(self, filters: Mapping[str, Any] | Any = None, **kwargs: Any) -> Any:
+        """Another ``CitationQueryEngine`` over the same parts, with metadata ``filters``
+        (``{key: value}`` or ``MetadataFilters``) and engine ``kwargs`` (e.g. ``streaming=True``).
+
+        Example::
+
+            bundle.as_query_engine(filters={"store": "grocery"}).query("apple return policy?")
+        """
+        from llama_index_ragtune.pipeline.context import metadata_filters
+        from llama_index_ragtune.query_engine import CitationQueryEngine
+
+        if isinstance(filters, Mapping):
+            filters = metadata_filters(filters)
+        retriever = self.retriever.with_filters(filters)
+        options = {**self.settings, **kwargs}
+        return CitationQueryEngine(
+            retriever, llm=self.llm, node_postprocessors=self.postprocessors or None, **options
+        )
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _model_path(folder: Path, entry: Mapping[str, Any], kind: str) -> str:
+    from llama_index_ragtune.models import resolve_model
+
+    if entry.get("path"):
+        return str(folder / entry["path"])
+    return resolve_model(entry.get("reference"), kind=kind)  # type: ignore[arg-type]
+
+
+def load_bundle(
+    path: str | Path,
+    version: str | None = None,
+    *,
+    llm: Any = None,
+    device: str | None = None,
+    verify: bool = True,
+    **llm_kwargs: Any,
+) -> Bundle:
+    """Load (and verify) a bundle: ``load_bundle(out).query_engine.query(question)``.
+
+    Args:
+        path: a run's ``--out`` folder, its ``bundles/`` folder, or a version folder.
+        version: a version to load instead of ``CURRENT`` (e.g. ``"v1"``).
+        llm: any LlamaIndex LLM to answer with instead of the bundled decoder.
+        device: torch device for the reranker and the decoder.
+        verify: check every file's SHA-256 (sizes and presence are always checked).
+        llm_kwargs: passed to ``LocalChatLLM`` (e.g. ``max_new_tokens=128``).
+
+    Raises ``BundleError`` naming the file for a missing, incomplete or edited bundle.
+    """
+    from llama_index_ragtune.embeddings import default_embed_model
+    from llama_index_ragtune.query_engine import CitationQueryEngine
+    from llama_index_ragtune.retrievers import HybridRetriever
+
+    folder = resolve_bundle_dir(path, version)
+    manifest = verify_bundle(folder, hashes=verify)
+    models, retrieval, generation = (
+        manifest["models"],
+        manifest["retrieval"],
+        manifest["generation"],
+    )
+    encoder = _model_path(folder, models["encoder"], "encoder")
+    reranker_entry = models.get("reranker")
+    top_k = int(retrieval["similarity_top_k"])
+    candidates = int(retrieval.get("rerank_candidates") or top_k)
+    with _quiet("llama_index_ragtune.retrievers.persist_hybrid"):
+        # The index names the encoder folder it was built from (in the work folder); the
+        # manifest pairs it with the bundle's copy, whose files were just verified.
+        retriever = HybridRetriever.from_persist_dir(
+            folder / "index",
+            embed_model=default_embed_model(encoder),
+            similarity_top_k=candidates if reranker_entry else top_k,
+        )
+    postprocessors = []
+    if reranker_entry:
+        from llama_index_ragtune.postprocessor import CrossEncoderRerank
+
+        postprocessors.append(
+            CrossEncoderRerank(
+                model=str(folder / reranker_entry["path"]),
+                top_n=top_k,
+                retrieval_weight=float(reranker_entry.get("retrieval_weight") or 0.0),
+                device=device,
+            )
+        )
+    if llm is None:
+        from llama_index_ragtune.llms import LocalChatLLM
+
+        options = {
+            "max_new_tokens": generation["max_new_tokens"],
+            "refusal_threshold": generation.get("refusal_threshold"),
+            "dtype": "auto",
+            "device": device,
+            **llm_kwargs,
+        }
+        llm = LocalChatLLM(_model_path(folder, models["decoder"], "decoder"), **options)
+    settings = {
+        "max_sources": generation.get("max_sources"),
+        "max_source_chars": generation.get("max_source_chars"),
+    }
+    engine = CitationQueryEngine(
+        retriever, llm=llm, node_postprocessors=postprocessors or None, **settings
+    )
+    return Bundle(folder, manifest, retriever, postprocessors, llm, engine, settings)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages a bundle depends on (None: not installed)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = (
+        "llama-index-ragtune",
+        "llama-index-core",
+        "sentence-transformers",
+        "transformers",
+        "trl",
+        "peft",
+        "torch",
+        "faiss-cpu",
+        "bm25s",
+        "onnxruntime",
+    )
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def link_or_copy(src: str, dst: str) -> str:
+    """Hard-link ``src`` to ``dst`` (no second copy of model weights), else copy it."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst

@@ -1,0 +1,292 @@
+"""What a tuning run does and how much it may spend: ``PipelineConfig`` and the step names.
+
+The pipeline runs these steps in order (:data:`STEPS`); each writes its output
+into the work folder and is recorded in the state file, so a rerun with
+``resume=True`` skips the finished ones:
+
+``parse``
+    documents -> nodes (structure-aware parsers, stable node ids ``<doc id>#<n>``)
+``index``
+    the untuned hybrid retriever (FAISS + BM25, library fusion defaults): the baseline
+``data``
+    labelled / feedback / synthetic queries, split by query into train and test,
+    training pairs with hard negatives (BM25, the starting encoder, curated confusers)
+``encoder``
+    fine-tune the bi-encoder; promoted only when it beats the starting one on validation
+``fusion``
+    choose the fusion mode and weights on the training queries; rebuild the index
+``reranker``
+    fine-tune the cross-encoder; left out unless it beats the first stage on validation
+``decoder``
+    grounded SFT (+ DPO with ``dpo=True``) of the LLM; promoted on validation loss
+``evaluate``
+    held-out test queries: retrieval before/after, generation base vs tuned decoder
+``bundle``
+    the versioned bundle (plus the HTML/Markdown report unless ``report`` is skipped)
+
+Steps in :data:`SKIPPABLE` may be skipped (``skip=("reranker",)``, CLI ``--skip``);
+a skipped tuning step keeps the part it would have replaced.
+
+Example::
+
+    from llama_index_ragtune.pipeline import PipelineConfig
+
+    config = PipelineConfig.from_time_budget(30)        # 30 minutes of training in all
+    config.encoder_budget.minutes, config.decoder_budget.minutes   # (9.0, 12.0)
+    demo = PipelineConfig.demo()                         # what `ragtune demo` runs
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from llama_index_ragtune.finetuning.budget import TrainingBudget
+
+STEPS = (
+    "parse",
+    "index",
+    "data",
+    "encoder",
+    "fusion",
+    "reranker",
+    "decoder",
+    "evaluate",
+    "bundle",
+)
+SKIPPABLE = ("encoder", "fusion", "reranker", "decoder", "evaluate", "report")
+"""Steps a run may leave out (``report``: the bundle gets no HTML/Markdown report)."""
+TUNED_PARTS = ("encoder", "reranker", "decoder")
+BUDGET_SHARES = {"encoder": 0.3, "reranker": 0.3, "decoder": 0.4}
+"""How ``from_time_budget`` splits a total number of training minutes between the parts."""
+
+
+def check_skip(skip: Any) -> tuple[str, ...]:
+    """``skip`` as a tuple of step names (a comma-separated string works); ``ValueError`` names
+    an unknown or required step.
+
+    Example::
+
+        check_skip("reranker,decoder")      # ('reranker', 'decoder')
+    """
+    if skip is None:
+        return ()
+    names = [s.strip() for s in skip.split(",")] if isinstance(skip, str) else list(skip)
+    names = [n for n in names if n]
+    required = [n for n in names if n in STEPS and n not in SKIPPABLE]
+    if required:
+        raise ValueError(
+            f"step(s) {required} cannot be skipped: every later step needs their output "
+            f"(skippable: {', '.join(SKIPPABLE)}); to reuse a finished run's output, resume it"
+        )
+    unknown = [n for n in names if n not in SKIPPABLE]
+    if unknown:
+        raise ValueError(f"unknown step(s) {unknown} to skip; choose from {', '.join(SKIPPABLE)}")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class PipelineConfig:
+    """Models, budgets and evaluation settings of one tuning run.
+
+    Models (``None``: the bundled defaults, all-MiniLM-L6-v2 and SmolLM2-135M-Instruct):
+        encoder_model: starting bi-encoder (folder or hub id); also the parsers'
+            tokenizer, so node caps match what the encoder reads.
+        reranker_model: starting cross-encoder (``None``: a new head on the encoder).
+        decoder_model: starting causal LM (chat template needed).
+
+    Budgets (``TrainingBudget``: pairs per query, total pairs, minutes; engines plan
+    their steps from the minutes):
+        encoder_budget, reranker_budget, decoder_budget: one per tuned part
+            (``max_pairs`` of the decoder caps its SFT examples).
+        encoder_args, reranker_args, decoder_args: overrides of each engine's
+            upstream config (``Engine.default_args(output_dir, **overrides)``),
+            e.g. ``{"num_train_epochs": 3}``.
+        dpo: add a DPO stage after the decoder's SFT (rule-made preference pairs).
+        promotion_margin: the engines' margin (``None``: each engine's default).
+        force_promotion: parts promoted whatever validation says (for tests and
+            experiments; the decision records it as forced).
+
+    Data:
+        test_fraction: share of labelled queries held out for the test split when the
+            queries carry no split (by question text, seeded).
+        dev_fraction: share of training questions kept out of the decoder's training,
+            on which the refusal threshold is chosen.
+        negatives_per_source: hard negatives per query from each of BM25, the starting
+            encoder and the curated confusers.
+        curated_keys: metadata keys whose *other* values hold confusers (e.g. the same
+            section title or query term in another ``store``, then another ``department``).
+        p_no_gold: share of answerable training contexts whose gold sources are removed
+            (target: the refusal), so the decoder learns when to refuse.
+        synthetic_questions_per_node / max_synthetic_nodes: synthetic queries when
+            none are given.
+
+    Answering and evaluation:
+        similarity_top_k: retrieved nodes (and the cut-off of the retrieval metrics).
+        rerank_candidates: first-stage candidates the reranker re-scores.
+        max_sources / max_source_chars: sources shown to the LLM and their length cut
+            (the same at training and at answer time).
+        max_new_tokens: longest generated answer.
+        max_test_questions / max_dev_questions: generation questions evaluated /
+            used to choose the refusal threshold (``None``: all).
+        group_key: metadata key for the right-store citation rate (``None``: off).
+        seed, device, show_progress.
+
+    Example::
+
+        config = PipelineConfig(decoder_budget=TrainingBudget(max_pairs=200, minutes=5),
+                                dpo=True, max_test_questions=100)
+    """
+
+    encoder_model: str | None = None
+    reranker_model: str | None = None
+    decoder_model: str | None = None
+    encoder_budget: TrainingBudget | None = field(
+        default_factory=lambda: TrainingBudget(max_pairs_per_query=8, minutes=10.0)
+    )
+    reranker_budget: TrainingBudget | None = field(
+        default_factory=lambda: TrainingBudget(max_pairs_per_query=4, minutes=10.0)
+    )
+    decoder_budget: TrainingBudget | None = field(
+        default_factory=lambda: TrainingBudget(max_pairs=400, minutes=15.0)
+    )
+    encoder_args: dict[str, Any] = field(default_factory=dict)
+    reranker_args: dict[str, Any] = field(default_factory=dict)
+    decoder_args: dict[str, Any] = field(default_factory=dict)
+    dpo: bool = False
+    promotion_margin: float | None = None
+    force_promotion: tuple[str, ...] = ()
+    test_fraction: float = 0.2
+    dev_fraction: float = 0.2
+    negatives_per_source: int = 2
+    curated_keys: tuple[str, ...] = ("store", "department")
+    p_no_gold: float = 0.2
+    synthetic_questions_per_node: int = 2
+    max_synthetic_nodes: int | None = None
+    similarity_top_k: int = 10
+    rerank_candidates: int = 30
+    max_sources: int = 3
+    max_source_chars: int | None = 800
+    max_new_tokens: int = 96
+    max_test_questions: int | None = None
+    max_dev_questions: int | None = 80
+    group_key: str | None = "store"
+    seed: int = 0
+    device: str | None = None
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("encoder_budget", "reranker_budget", "decoder_budget"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, TrainingBudget):
+                raise TypeError(
+                    f"PipelineConfig.{name} must be a TrainingBudget or None, got "
+                    f"{type(value).__name__}"
+                )
+        for name in ("test_fraction", "dev_fraction", "p_no_gold"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"PipelineConfig.{name} must be in [0, 1), got {value}")
+        for name in (
+            "negatives_per_source",
+            "synthetic_questions_per_node",
+            "similarity_top_k",
+            "rerank_candidates",
+            "max_sources",
+            "max_new_tokens",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"PipelineConfig.{name} must be a whole number >= 1, got {value!r}"
+                )
+        for name in ("max_test_questions", "max_dev_questions", "max_synthetic_nodes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"PipelineConfig.{name} must be None or >= 1, got {value!r}")
+        if self.max_source_chars is not None and self.max_source_chars < 1:
+            raise ValueError(
+                f"PipelineConfig.max_source_chars must be >= 1, got {self.max_source_chars}"
+            )
+        self.force_promotion = tuple(self.force_promotion)
+        unknown = [p for p in self.force_promotion if p not in TUNED_PARTS]
+        if unknown:
+            raise ValueError(f"force_promotion names unknown parts {unknown}; use {TUNED_PARTS}")
+        self.curated_keys = tuple(self.curated_keys)
+
+    # ------------------------------------------------------------------ presets
+
+    @classmethod
+    def from_time_budget(cls, minutes: float, **overrides: Any) -> PipelineConfig:
+        """A config whose three parts share ``minutes`` of training (:data:`BUDGET_SHARES`).
+
+        Example::
+
+            PipelineConfig.from_time_budget(10).reranker_budget.minutes      # 3.0
+        """
+        config = cls(**overrides)
+        return config.with_time_budget(minutes)
+
+    def with_time_budget(self, minutes: float) -> PipelineConfig:
+        """A copy whose parts share ``minutes`` of training; pair caps are kept."""
+        if (
+            isinstance(minutes, bool)
+            or not isinstance(minutes, (int, float))
+            or not (math.isfinite(minutes) and minutes > 0)
+        ):
+            raise ValueError(f"the time budget must be a number of minutes > 0, got {minutes!r}")
+        budgets = {}
+        for part, share in BUDGET_SHARES.items():
+            old = getattr(self, f"{part}_budget") or TrainingBudget()
+            budgets[f"{part}_budget"] = replace(old, minutes=round(minutes * share, 2))
+        return replace(self, **budgets)
+
+    @classmethod
+    def demo(cls, **overrides: Any) -> PipelineConfig:
+        """The settings of ``ragtune demo``: the whole run fits 10 minutes on 2 CPU cores.
+
+        About 1.2 + 1.2 + 2 minutes of training, 24 generation test questions (every
+        retrieval test query), answers of at most 48 tokens over 3 sources of 600
+        characters.
+        """
+        settings: dict[str, Any] = {
+            "encoder_budget": TrainingBudget(max_pairs_per_query=4, minutes=1.2),
+            "reranker_budget": TrainingBudget(max_pairs_per_query=2, minutes=1.2),
+            "decoder_budget": TrainingBudget(max_pairs=64, minutes=2.0),
+            "encoder_args": {"num_train_epochs": 4},
+            "reranker_args": {"num_train_epochs": 2},
+            "decoder_args": {},
+            "rerank_candidates": 20,
+            "max_source_chars": 600,
+            "max_new_tokens": 48,
+            "max_test_questions": 24,
+            "max_dev_questions": 40,
+        }
+        settings.update(overrides)
+        return cls(**settings)
+
+    # ------------------------------------------------------------------ helpers
+
+    def budget(self, part: str) -> TrainingBudget | None:
+        """The ``TrainingBudget`` of ``part`` (``"encoder"``, ``"reranker"``, ``"decoder"``)."""
+        if part not in TUNED_PARTS:
+            raise ValueError(f"unknown part {part!r}; use one of {TUNED_PARTS}")
+        return getattr(self, f"{part}_budget")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready settings (budgets as dicts)."""
+        data = asdict(self)
+        for part in TUNED_PARTS:
+            budget = getattr(self, f"{part}_budget")
+            data[f"{part}_budget"] = None if budget is None else budget.to_dict()
+        data["force_promotion"] = list(self.force_promotion)
+        data["curated_keys"] = list(self.curated_keys)
+        return data
+
+    def fingerprint(self) -> str:
+        """A short hash of the settings (recorded in the state file and the manifest)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,332 @@
+"""The evaluation step: held-out test questions, before and after tuning, into ``evaluation.json``.
+
+Retrieval (every answerable test question, each under its own filters; gold =
+its nodes): the untuned hybrid (``before``) against the served hybrid and, when
+a reranker was promoted, the served hybrid + reranker (``after``): nDCG@10,
+Recall@10, MRR@10 and the latency of each query (retrieval + reranking, one at
+a time after a warm-up).
+
+Generation (``max_test_questions`` test questions, a seeded sample keeping the
+answerable / unanswerable mix): the starting decoder (``before``) and the
+promoted one (``after``), both over the served retrieval stack and the prompt
+``CitationQueryEngine`` sends. Each decoder's refusal threshold is chosen on dev
+questions (training questions the decoder never trained on) with
+``choose_refusal_threshold``: there a question should be refused when none of
+its gold nodes is among the sources. Metrics: citation precision / recall, the
+right-source citation rate (answerable questions whose answer cites a gold node),
+the right-store citation rate (answerable questions whose answer cites only
+nodes of its gold's ``group_key`` values, e.g. the right store, and at least
+one), answer F1 (SQuAD token F1 against the reference answer), refusal F1
+(refusing the questions the corpus cannot answer), answer and refusal rates and
+time-to-answer per question (retrieval + generation, one question at a time).
+
+Example::
+
+    from llama_index_ragtune.pipeline.evaluate import evaluate
+
+    outputs = evaluate(ctx)      # writes <work>/evaluation.json and answers.json
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index_ragtune.pipeline.context import RunContext
+from llama_index_ragtune.pipeline.queries import LabelledQuery
+
+RETRIEVAL_METRICS = ("ndcg@10", "recall@10", "mrr@10")
+GENERATION_METRICS = (
+    "citation_precision",
+    "citation_recall",
+    "right_source_citation_rate",
+    "right_store_citation_rate",
+    "answer_f1",
+    "refusal_f1",
+    "answer_rate",
+    "refusal_rate",
+)
+
+
+def sample_questions(
+    questions: Sequence[LabelledQuery], limit: int | None, seed: int
+) -> list[LabelledQuery]:
+    """At most ``limit`` questions, drawn per class (answerable / not) in proportion, seeded."""
+    if limit is None or len(questions) <= limit:
+        return list(questions)
+    rng = random.Random(f"sample:{seed}")
+    answerable = [q for q in questions if q.answerable]
+    others = [q for q in questions if not q.answerable]
+    n_other = round(limit * len(others) / len(questions))
+    picked = rng.sample(answerable, limit - n_other) + rng.sample(others, n_other)
+    order = {q.id: i for i, q in enumerate(questions)}
+    return sorted(picked, key=lambda q: order[q.id])
+
+
+# ---------------------------------------------------------------------- retrieval
+
+
+def retrieval_rows(
+    ctx: RunContext, questions: Sequence[LabelledQuery], served: bool, rerank: bool
+) -> tuple[dict[str, float], list[float]]:
+    """Mean retrieval metrics and per-query latency (ms) of one system on ``questions``."""
+    from llama_index_ragtune.evaluation.metrics import compute_metrics
+
+    reranker = ctx.reranker() if rerank else None
+    retriever = ctx.served_retriever() if served else ctx.baseline_retriever
+    depth = ctx.config.rerank_candidates if reranker else ctx.config.similarity_top_k
+    from llama_index_ragtune.pipeline.context import metadata_filters
+
+    def run(question: LabelledQuery) -> list[str]:
+        filtered = retriever.with_filters(metadata_filters(question.filters))
+        filtered.similarity_top_k = depth
+        hits = filtered.retrieve(question.question)
+        if reranker is not None:
+            hits = reranker.postprocess_nodes(hits, query_str=question.question)
+        return [h.node.node_id for h in hits[: ctx.config.similarity_top_k]]
+
+    run(questions[0])  # warm-up: first-call costs are not a query's latency
+    sums: dict[str, float] = dict.fromkeys(RETRIEVAL_METRICS, 0.0)
+    latency = []
+    for question in questions:
+        start = time.perf_counter()
+        ranked = run(question)
+        latency.append((time.perf_counter() - start) * 1000)
+        scores = compute_metrics(
+            ranked, dict.fromkeys(question.gold_node_ids, 1), (10,), ("ndcg", "recall", "mrr")
+        )
+        for key in RETRIEVAL_METRICS:
+            sums[key] += scores[key]
+    return {k: v / len(questions) for k, v in sums.items()}, latency
+
+
+def evaluate_retrieval(ctx: RunContext, results: Any, questions: Sequence[LabelledQuery]) -> None:
+    """Add the retrieval (and reranking) rows to ``results``."""
+    metrics, latency = retrieval_rows(ctx, questions, served=False, rerank=False)
+    results.add_retrieval("hybrid, untuned", "before", metrics, latency)
+    tuned = ctx.served_retriever() is not ctx.baseline_retriever
+    if tuned:
+        metrics, latency = retrieval_rows(ctx, questions, served=True, rerank=False)
+        results.add_retrieval("hybrid, tuned encoder + fusion", "after", metrics, latency)
+    if ctx.reranker() is not None:
+        metrics, latency = retrieval_rows(ctx, questions, served=False, rerank=False)
+        results.add_reranking("hybrid, untuned", "before", metrics, latency)
+        metrics, latency = retrieval_rows(ctx, questions, served=True, rerank=True)
+        name = "hybrid + tuned reranker" if not tuned else "tuned hybrid + tuned reranker"
+        results.add_reranking(name, "after", metrics, latency)
+
+
+# ---------------------------------------------------------------------- generation
+
+
+def choose_threshold(ctx: RunContext, llm: Any, dev: Sequence[LabelledQuery]) -> dict[str, Any]:
+    """The refusal threshold of ``llm`` chosen on ``dev`` over the served stack (or None when
+    the dev questions lack one of the two classes)."""
+    from llama_index_ragtune.evaluation.refusal_calibration import choose_refusal_threshold
+
+    conversations, answerable = [], []
+    for q in dev:
+        engine = ctx.query_engine(llm, q.filters)
+        from llama_index.core.schema import QueryBundle
+
+        nodes = engine.retrieve(QueryBundle(q.question))
+        conversations.append(engine.messages(q.question, nodes))
+        answerable.append(q.answerable and bool(set(q.gold_node_ids) & _ids(nodes)))
+    llm.refusal_threshold = None
+    probabilities = llm.conversation_refusal_probabilities(
+        conversations, show_progress=ctx.config.show_progress
+    )
+    try:
+        choice = choose_refusal_threshold(probabilities, answerable)
+    except ValueError as exc:
+        return {"threshold": None, "note": str(exc), "dev_questions": len(dev)}
+    return {
+        "threshold": choice.threshold,
+        "dev_questions": len(dev),
+        "dev_answerable": sum(answerable),
+        "dev_macro_f1": choice.score,
+    }
+
+
+def _ids(nodes: Sequence[Any]) -> set[str]:
+    return {n.node.node_id for n in nodes}
+
+
+def answer_questions(
+    ctx: RunContext, llm: Any, questions: Sequence[LabelledQuery], name: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Ask every question through the served stack with ``llm``: (metrics, per-question rows)."""
+    from llama_index.core.schema import QueryBundle
+    from tqdm.auto import tqdm
+
+    from llama_index_ragtune.evaluation.generation import GenerationEvaluator
+    from llama_index_ragtune.evaluation.generation_report import GenerationReport
+
+    evaluator = GenerationEvaluator(answer_metric="squad")
+    group = ctx.config.group_key
+    rows = []
+    for q in tqdm(questions, desc=f"Answering ({name})", disable=not ctx.config.show_progress):
+        engine = ctx.query_engine(llm, q.filters)
+        start = time.perf_counter()
+        nodes = engine.retrieve(QueryBundle(q.question))
+        if nodes:
+            reply = llm.chat(engine.messages(q.question, nodes))
+            answer = reply.message.content or ""
+            probability = (reply.raw or {}).get("refusal_probability")
+        else:
+            answer, probability = engine.refusal, 1.0
+        seconds = time.perf_counter() - start
+        row = evaluator.evaluate_example(
+            question=q.question,
+            answer_text=answer,
+            source_node_ids=[n.node.node_id for n in nodes],
+            gold_node_ids=q.gold_node_ids,
+            gold_answers=[q.answer] if q.answer else [],
+            answerable=q.answerable,
+            example_id=q.id,
+        )
+        row["latency_ms"] = seconds * 1000
+        row["refusal_probability"] = probability
+        row["should_refuse"] = not (q.answerable and bool(set(q.gold_node_ids) & _ids(nodes)))
+        row.update(_right_citations(ctx, q, row["cited_node_ids"], group))
+        rows.append(row)
+    agg = GenerationReport(rows=rows, metric_keys=evaluator.metric_keys()).aggregate
+    answerable = [r for r in rows if r["answerable"]]
+    metrics = {
+        "citation_precision": agg.get("citation_precision"),
+        "citation_recall": agg.get("citation_recall"),
+        "right_source_citation_rate": _mean(r["right_source"] for r in answerable),
+        "right_store_citation_rate": _mean(r["right_store"] for r in answerable) if group else None,
+        "answer_f1": agg.get("f1"),
+        "refusal_f1": agg.get("refusal_f1"),
+        "answer_rate": None if agg.get("refusal_rate") is None else 1 - agg["refusal_rate"],
+        "refusal_rate": agg.get("refusal_rate"),
+    }
+    return metrics, rows
+
+
+def _right_citations(
+    ctx: RunContext, q: LabelledQuery, cited: Sequence[str], group: str | None
+) -> dict[str, Any]:
+    if not q.answerable:
+        return {"right_source": None, "right_store": None}
+    right_source = float(bool(set(cited) & set(q.gold_node_ids)))
+    if not group:
+        return {"right_source": right_source, "right_store": None}
+    meta = ctx.node_map
+    wanted = {meta[g].metadata.get(group) for g in q.gold_node_ids if g in meta}
+    stores = [meta[c].metadata.get(group) for c in cited if c in meta]
+    right_store = float(bool(stores) and all(s in wanted for s in stores))
+    return {"right_source": right_source, "right_store": right_store}
+
+
+def _mean(values: Any) -> float | None:
+    kept = [float(v) for v in values if v is not None]
+    return statistics.fmean(kept) if kept else None
+
+
+def evaluate_generation(
+    ctx: RunContext, results: Any, test: Sequence[LabelledQuery], dev: Sequence[LabelledQuery]
+) -> dict[str, Any]:
+    """Add the generation rows to ``results``; return thresholds and per-question answers."""
+    systems = [("starting decoder", "before", ctx.base_decoder)]
+    if ctx.served_decoder != ctx.base_decoder:
+        systems.append(("tuned decoder", "after", ctx.served_decoder))
+    out: dict[str, Any] = {"thresholds": {}, "answers": {}}
+    for name, stage, path in systems:
+        llm = ctx.llm(path)
+        calibration = choose_threshold(ctx, llm, dev)
+        llm.refusal_threshold = calibration["threshold"]
+        metrics, rows = answer_questions(ctx, llm, test, name)
+        probabilities = [r["refusal_probability"] for r in rows]
+        calibrated = all(p is not None for p in probabilities)
+        results.add_generation(
+            name,
+            stage,
+            metrics,
+            latency_ms=[r["latency_ms"] for r in rows],
+            refusal_probabilities=probabilities if calibrated else None,
+            should_refuse=[r["should_refuse"] for r in rows] if calibrated else None,
+            refusal_threshold=calibration["threshold"],
+        )
+        out["thresholds"][stage] = calibration
+        out["answers"][name] = rows
+    served_stage = "after" if len(systems) == 2 else "before"
+    out["served_threshold"] = out["thresholds"][served_stage]["threshold"]
+    return out
+
+
+# ---------------------------------------------------------------------- the step
+
+PART_CHAMPIONS = {
+    "encoder": "the starting encoder",
+    "fusion": "the library's fusion preset",
+    "reranker": "no reranker",
+    "decoder": "the starting decoder",
+}
+
+
+def add_decisions(ctx: RunContext, results: Any) -> None:
+    """Record every part's champion / challenger decision (a skipped step keeps the champion)."""
+    for part, champion in PART_CHAMPIONS.items():
+        decision = ctx.state.get(part, "decision")
+        if decision:
+            results.add_decision(
+                part,
+                bool(decision["promoted"]),
+                decision["metric"],
+                decision.get("champion"),
+                decision.get("challenger"),
+                float(decision.get("margin") or 0.0),
+                decision.get("reason") or "",
+                bool(decision.get("greater_is_better", True)),
+                bool(decision.get("forced", False)),
+            )
+        else:
+            results.add_decision(
+                part, False, "none", None, None, 0.0, f"step skipped: kept {champion}"
+            )
+
+
+def evaluate(ctx: RunContext) -> dict[str, Any]:
+    """Measure the test split before / after tuning; write ``evaluation.json`` and ``answers.json``."""
+    from llama_index_ragtune._atomic import atomic_write_json
+    from llama_index_ragtune.evaluation.results import EvaluationResults
+
+    config = ctx.config
+    test = ctx.split("test")
+    with_gold = [q for q in test if q.answerable and q.gold_node_ids]
+    if not with_gold:
+        raise ValueError("the test split has no answerable question with gold nodes to evaluate")
+    generation_questions = sample_questions(test, config.max_test_questions, config.seed)
+    dev = sample_questions(ctx.split("dev"), config.max_dev_questions, config.seed)
+    results = EvaluationResults(
+        title="Tuning run",
+        dataset_name=ctx.state.get("data", "queries_source") or "queries",
+        queries={
+            "train": len(ctx.split("train")),
+            "test": len(test),
+            "retrieval_test": len(with_gold),
+            "generation_test": len(generation_questions),
+            "dev": len(dev),
+        },
+        bundle_version="unversioned",
+    )
+    add_decisions(ctx, results)
+    results.timings.update(ctx.state.timings())
+    with results.timed("evaluate retrieval"):
+        evaluate_retrieval(ctx, results, with_gold)
+    generation: dict[str, Any] = {"served_threshold": None, "thresholds": {}, "answers": {}}
+    if generation_questions:
+        with results.timed("evaluate generation"):
+            generation = evaluate_generation(ctx, results, generation_questions, dev)
+    results.save(ctx.path("evaluation.json"))
+    atomic_write_json(ctx.path("answers.json"), generation["answers"], default=str)
+    return {
+        "refusal_threshold": generation["served_threshold"],
+        "thresholds": generation["thresholds"],
+        "evaluation": str(ctx.path("evaluation.json")),
+    }

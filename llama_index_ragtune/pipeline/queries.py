@@ -1,0 +1,301 @@
+"""Labelled questions for tuning and evaluation: read, checked against the nodes, split.
+
+A queries file is JSONL, one question a line (the demo's ``queries.jsonl`` format)::
+
+    {"id": "q001", "question": "apple return policy?", "store": "grocery",
+     "gold": [{"doc_id": "grocery/perishables.html", "section": "Perishable Food Returns"}],
+     "answer": "Apples can be returned within 48 hours ...", "answerable": true, "split": "test"}
+
+Fields: ``question`` (required); ``id`` (default ``line-<n>``; unique); ``gold``, a
+list of references, each ``{"doc_id", "section"}`` (the nodes of that document whose
+``section_path`` is the section or below it), ``{"doc_id"}`` (any node of the
+document) or ``{"node_id"}``; ``answer`` (reference answer, optional);
+``answerable`` (default: whether there is gold; ``false`` = the corpus cannot
+answer, the right reply is the refusal); ``split`` (``"train"`` / ``"test"`` /
+null); ``store`` (shorthand for ``"filters": {"store": ...}``) and ``filters``
+(``{metadata key: value}``: the question is asked of those nodes only). Any other
+field, an unknown document / section / node, a gold node outside the question's
+filters, or a duplicate id is a ``DataError`` naming the file and line.
+
+Example::
+
+    from llama_index_ragtune.pipeline.queries import load_queries, split_queries
+
+    queries = load_queries("help_centre/queries.jsonl", nodes)
+    train, test = split_queries(queries, test_fraction=0.2, seed=0)
+    train[0].gold_node_ids       # ['grocery/perishables.html#2', ...]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.schema import normalize_text
+
+if TYPE_CHECKING:
+    from llama_index.core.schema import BaseNode
+
+FIELDS = ("id", "question", "store", "filters", "gold", "answer", "answerable", "split")
+SPLITS = ("train", "test")
+
+
+@dataclass
+class LabelledQuery:
+    """One question with its gold node ids, reference answer, filters and split.
+
+    Attributes:
+        id: unique id.
+        question: the text asked.
+        gold_node_ids: nodes that answer it (empty for an unanswerable question).
+        answer: reference answer (None when unknown or unanswerable).
+        answerable: False when the right reply is the refusal.
+        filters: ``{metadata key: value}`` the question is asked under (e.g. one store).
+        split: ``"train"``, ``"test"`` or None (assigned by :func:`split_queries`).
+        source: where it came from: ``"file"``, ``"feedback"``, ``"synthetic"``.
+        negative_node_ids: nodes known not to answer it (e.g. sources users rejected).
+    """
+
+    id: str
+    question: str
+    gold_node_ids: list[str] = field(default_factory=list)
+    answer: str | None = None
+    answerable: bool = True
+    filters: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
+    source: str = "file"
+    negative_node_ids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelledQuery:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def _section_matches(path: str, section: str) -> bool:
+    return path == section or path.startswith(section + " > ")
+
+
+class _NodeIndex:
+    """Lookups from documents and sections to node ids, and node metadata."""
+
+    def __init__(self, nodes: Sequence[BaseNode]) -> None:
+        self.meta = {n.node_id: dict(n.metadata) for n in nodes}
+        self.by_doc: dict[str, list[str]] = {}
+        for n in nodes:
+            self.by_doc.setdefault(n.ref_doc_id or n.node_id, []).append(n.node_id)
+        self.keys = {k for m in self.meta.values() for k in m}
+
+    def resolve(self, ref: Any, where: dict[str, Any]) -> list[str]:
+        if isinstance(ref, str):
+            ref = {"node_id": ref} if ref in self.meta else {"doc_id": ref}
+        if not isinstance(ref, Mapping):
+            raise DataError(
+                f"a gold reference must be an object ({{'doc_id', 'section'}}, {{'doc_id'}} or "
+                f"{{'node_id'}}), got {ref!r}",
+                **where,
+            )
+        extra = sorted(set(ref) - {"doc_id", "section", "node_id"})
+        if extra or ("node_id" in ref) == ("doc_id" in ref):
+            raise DataError(
+                f"gold reference {dict(ref)!r} must have either 'node_id', or 'doc_id' with an "
+                "optional 'section'",
+                **where,
+            )
+        if "node_id" in ref:
+            if ref["node_id"] not in self.meta:
+                raise DataError(
+                    f"gold node id {ref['node_id']!r} is not a node of the parsed documents",
+                    hint="node ids look like '<document path>#<n>'; or give 'doc_id' and 'section'",
+                    **where,
+                )
+            return [ref["node_id"]]
+        doc_id = ref["doc_id"]
+        if doc_id not in self.by_doc:
+            close = [d for d in self.by_doc if str(doc_id).lower() in d.lower()][:3]
+            raise DataError(
+                f"gold doc_id {doc_id!r} is not one of the documents",
+                hint=f"doc ids are paths relative to the docs folder{f', e.g. {close}' if close else ''}",
+                **where,
+            )
+        ids = self.by_doc[doc_id]
+        section = ref.get("section")
+        if section is None:
+            return list(ids)
+        hits = [
+            i for i in ids if _section_matches(str(self.meta[i].get("section_path", "")), section)
+        ]
+        if not hits:
+            sections = list(dict.fromkeys(str(self.meta[i].get("section_path")) for i in ids))
+            raise DataError(
+                f"no section {section!r} in {doc_id!r}",
+                hint=f"its sections are {sections[:8]}",
+                **where,
+            )
+        return hits
+
+
+def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> LabelledQuery:
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}", **where)
+    unknown = sorted(set(obj) - set(FIELDS))
+    if unknown:
+        raise DataError(
+            f"unknown field(s) {unknown}", hint=f"the fields are {list(FIELDS)}", **where
+        )
+    question = obj.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise DataError("'question' must be a non-empty string", **where)
+    qid = obj.get("id", f"line-{n}")
+    if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
+        raise DataError(f"'id' must be a non-empty string, got {qid!r}", **where)
+    filters = obj.get("filters") or {}
+    if not isinstance(filters, dict):
+        raise DataError(f"'filters' must be an object {{key: value}}, got {filters!r}", **where)
+    if obj.get("store") is not None:
+        filters = {**filters, "store": obj["store"]}
+    for key, value in filters.items():
+        if key not in nodes.keys:
+            raise DataError(f"filter key {key!r} is not metadata of any node", **where)
+        if not isinstance(value, (str, int, float, bool)):
+            raise DataError(f"filter {key!r} must compare a flat value, got {value!r}", **where)
+    gold = obj.get("gold") or []
+    if not isinstance(gold, list):
+        raise DataError(f"'gold' must be a list of references, got {type(gold).__name__}", **where)
+    gold_ids = list(dict.fromkeys(i for ref in gold for i in nodes.resolve(ref, where)))
+    answerable = obj.get("answerable", bool(gold_ids))
+    if not isinstance(answerable, bool):
+        raise DataError(f"'answerable' must be true or false, got {answerable!r}", **where)
+    if answerable and not gold_ids:
+        raise DataError(
+            "an answerable question needs 'gold' references",
+            hint='add the documents/sections that answer it, or set "answerable": false',
+            **where,
+        )
+    for node_id in gold_ids:
+        outside = {k: v for k, v in filters.items() if nodes.meta[node_id].get(k) != v}
+        if outside and answerable:
+            raise DataError(
+                f"gold node {node_id!r} does not pass the question's filters {outside} (its "
+                f"metadata: { {k: nodes.meta[node_id].get(k) for k in outside} }), so it can "
+                "never be retrieved for it",
+                **where,
+            )
+    answer = obj.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        raise DataError(f"'answer' must be a string or null, got {type(answer).__name__}", **where)
+    split = obj.get("split")
+    if split is not None and split not in SPLITS:
+        raise DataError(f"'split' must be 'train', 'test' or null, got {split!r}", **where)
+    return LabelledQuery(
+        id=str(qid),
+        question=question.strip(),
+        gold_node_ids=gold_ids,
+        answer=answer.strip() if answer and answer.strip() else None,
+        answerable=answerable,
+        filters=dict(filters),
+        split=split,
+    )
+
+
+def load_queries(path: str | Path, nodes: Sequence[BaseNode]) -> list[LabelledQuery]:
+    """Read and check a queries JSONL file against the parsed ``nodes`` (module docstring).
+
+    Raises ``FileNotFoundError`` for a missing file and ``DataError`` naming the file
+    and line for anything malformed.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"queries file not found: {path}")
+    index = _NodeIndex(nodes)
+    queries: list[LabelledQuery] = []
+    first_line: dict[str, int] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte {exc.start})", path=path) from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = {"path": path, "line": n}
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON: {exc.msg}", column=exc.colno, **where) from None
+        query = _parse_line(obj, index, where, n)
+        if query.id in first_line:
+            raise DataError(
+                f"duplicate id {query.id!r} (first used on line {first_line[query.id]})", **where
+            )
+        first_line[query.id] = n
+        queries.append(query)
+    if not queries:
+        raise DataError("no questions in the file", path=path)
+    return queries
+
+
+def split_queries(
+    queries: Sequence[LabelledQuery], test_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
+    """``(train, test)``: the queries' own splits, else a seeded split by question text.
+
+    Questions with the same normalised text (asked under different filters) stay on
+    one side, so none is tested on a twin it was trained on. Answerable and
+    unanswerable groups are split separately, so both sides get some of each.
+    Queries without a split among queries with one are assigned the same way.
+
+    Example::
+
+        train, test = split_queries(queries, test_fraction=0.25, seed=0)
+    """
+    fixed = [q for q in queries if q.split is not None]
+    free = [q for q in queries if q.split is None]
+    assigned = {q.id: q.split for q in fixed}
+    groups: dict[tuple[bool, str], list[LabelledQuery]] = {}
+    for q in free:
+        groups.setdefault((q.answerable, normalize_text(q.question)), []).append(q)
+    rng = random.Random(seed)
+    for answerable in (True, False):
+        keys = sorted(k for k in groups if k[0] is answerable)
+        rng.shuffle(keys)
+        n_test = round(len(keys) * test_fraction)
+        if test_fraction > 0 and n_test == 0 and len(keys) > 1:
+            n_test = 1
+        for i, key in enumerate(keys):
+            for q in groups[key]:
+                assigned[q.id] = "test" if i < n_test else "train"
+    done = [replace(q, split=assigned[q.id]) for q in queries]
+    return [q for q in done if q.split == "train"], [q for q in done if q.split == "test"]
+
+
+def carve_dev(
+    train: Sequence[LabelledQuery], fraction: float, seed: int = 0
+) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
+    """``(rest, dev)``: training questions kept out of the decoder's training to choose the
+    refusal threshold on, drawn per class (answerable / unanswerable) with ``seed``."""
+    rng = random.Random(f"dev:{seed}")
+    dev_ids: set[str] = set()
+    for answerable in (True, False):
+        ids = sorted(q.id for q in train if q.answerable is answerable)
+        rng.shuffle(ids)
+        dev_ids.update(ids[: round(len(ids) * fraction)])
+    return [q for q in train if q.id not in dev_ids], [q for q in train if q.id in dev_ids]
+
+
+def save_queries(queries: Iterable[LabelledQuery], path: str | Path) -> Path:
+    """Write resolved queries as JSON (the work folder's copy), atomically."""
+    from llama_index_ragtune._atomic import atomic_write_json
+
+    return atomic_write_json(Path(path), [q.to_dict() for q in queries])
+
+
+def read_saved_queries(path: str | Path) -> list[LabelledQuery]:
+    """Read queries written by :func:`save_queries`."""
+    return [LabelledQuery.from_dict(d) for d in json.loads(Path(path).read_text("utf-8"))]

@@ -1,0 +1,156 @@
+"""Questions when no labelled file is given: from a feedback log, or synthetic from an LLM.
+
+- :func:`feedback_queries`: a ``FeedbackStore`` (or its SQLite path). Positives are
+  the nodes users upvoted or opened (``FeedbackStore.to_retrieval_dataset``), the
+  test split is the store's fixed evaluation side (``to_evaluation_set``), and
+  sources users rejected become negatives. Nodes no longer in the index are left
+  out, and a question left without any positive is dropped (both logged).
+- :func:`synthetic_queries`: ``generate_synthetic_queries`` asks an LLM (any
+  LlamaIndex LLM; default the bundled SmolLM2-135M-Instruct, offline) for
+  questions each node answers; each question's positive is its node. They have no
+  reference answer; the decoder's training targets then quote the node's sentence
+  that best matches the question (see ``training_data``). A 135M model writes
+  short, often generic questions: see the README for what it measured on the demo.
+
+Example::
+
+    from llama_index_ragtune.pipeline.query_sources import feedback_queries, synthetic_queries
+
+    queries = feedback_queries("feedback.sqlite", nodes)     # train + test splits
+    queries, stats = synthetic_queries(nodes[:50], llm=my_llm)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llama_index_ragtune.pipeline.queries import LabelledQuery
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import LLM
+    from llama_index.core.schema import BaseNode
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_MAX_NEW_TOKENS = 64
+
+
+def synthetic_queries(
+    nodes: Sequence[BaseNode],
+    llm: LLM | None = None,
+    questions_per_node: int = 2,
+    max_nodes: int | None = None,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> tuple[list[LabelledQuery], dict[str, int]]:
+    """``(queries, stats)``: synthetic questions for ``nodes`` (a seeded sample of
+    ``max_nodes`` of them), each with its node as the positive.
+
+    ``llm=None`` loads the bundled decoder (``LocalChatLLM``, greedy, 64 new tokens).
+    ``stats`` counts generated, kept and dropped questions (copies, too short, duplicates).
+    """
+    from llama_index_ragtune.data.synthetic import generate_synthetic_queries
+
+    nodes = list(nodes)
+    if max_nodes is not None and len(nodes) > max_nodes:
+        nodes = random.Random(seed).sample(nodes, max_nodes)
+    if llm is None:
+        from llama_index_ragtune.llms import LocalChatLLM
+
+        llm = LocalChatLLM(max_new_tokens=SYNTHETIC_MAX_NEW_TOKENS, dtype="auto")
+    result = generate_synthetic_queries(
+        nodes,
+        llm=llm,
+        num_questions_per_node=questions_per_node,
+        show_progress=show_progress,
+    )
+    queries = [
+        LabelledQuery(
+            id=f"synthetic-{i}",
+            question=question,
+            gold_node_ids=[node_id],
+            source="synthetic",
+        )
+        for i, (question, node_id) in enumerate(result.pairs)
+    ]
+    if not queries:
+        raise ValueError(
+            f"the LLM gave no usable synthetic question for {len(nodes)} nodes ({result.stats}); "
+            "pass labelled queries, or a stronger LLM"
+        )
+    return queries, dict(result.stats)
+
+
+def feedback_queries(
+    store: Any,
+    nodes: Sequence[BaseNode],
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+) -> list[LabelledQuery]:
+    """Train and test questions from a feedback log over the current ``nodes`` (module docs).
+
+    ``store`` is a ``FeedbackStore`` or the path of its SQLite file.
+    """
+    from llama_index_ragtune.feedback import FeedbackStore
+
+    if isinstance(store, (str, Path)):
+        path = Path(store).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"feedback store not found: {path}")
+        store = FeedbackStore(path, create=False)
+    known = {n.node_id for n in nodes}
+    out: list[LabelledQuery] = []
+    dropped = {"nodes": 0, "queries": 0}
+    for split, export in (
+        (
+            "train",
+            lambda: store.to_retrieval_dataset(
+                split="train", eval_fraction=eval_fraction, seed=seed, corpus=nodes
+            ),
+        ),
+        (
+            "test",
+            lambda: store.to_evaluation_set(eval_fraction=eval_fraction, seed=seed, corpus=nodes),
+        ),
+    ):
+        try:
+            data = export()
+        except ValueError as exc:
+            if split == "test":
+                logger.warning("feedback: no held-out test questions (%s)", exc)
+                continue
+            raise
+        for qid, question in data.queries.items():
+            gold = [d for d in data.relevant_docs[qid] if d in known]
+            dropped["nodes"] += len(data.relevant_docs[qid]) - len(gold)
+            if not gold:
+                dropped["queries"] += 1
+                continue
+            negatives = [n.doc_id for n in data.negatives.get(qid, []) if n.doc_id in known]
+            out.append(
+                LabelledQuery(
+                    id=qid,
+                    question=question,
+                    gold_node_ids=gold,
+                    split=split,
+                    source="feedback",
+                    negative_node_ids=negatives,
+                )
+            )
+    if dropped["nodes"]:
+        logger.warning(
+            "feedback: %d positive node(s) are no longer in the index; %d question(s) left "
+            "without a positive were dropped",
+            dropped["nodes"],
+            dropped["queries"],
+        )
+    if not any(q.split == "train" for q in out):
+        raise ValueError(
+            f"the feedback in {store.path} gives no training question whose positive is a node of "
+            "the current documents"
+        )
+    return out

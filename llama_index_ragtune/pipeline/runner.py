@@ -1,0 +1,277 @@
+"""``TuningPipeline``: documents (+ questions) in, a tuned, evaluated, versioned bundle out.
+
+Runs the steps of :mod:`~llama_index_ragtune.pipeline.config` in order, records
+each in the work folder's state file (``<out>/work/state.json``), prints a cost
+estimate before training and the before/after tables at the end, and writes the
+bundle (:mod:`~llama_index_ragtune.pipeline.bundle`). With ``resume=True`` a
+rerun skips finished steps and resumes training from the engines' checkpoints.
+
+Example::
+
+    from llama_index_ragtune.pipeline import PipelineConfig, TuningPipeline, load_bundle
+
+    result = TuningPipeline(
+        "help_centre/docs", out="runs/shop", queries="help_centre/queries.jsonl",
+        config=PipelineConfig.from_time_budget(20),
+    ).run()
+    print(result.summary())                      # where the bundle and report are, the tables
+    engine = load_bundle("runs/shop").query_engine
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llama_index_ragtune.pipeline.config import STEPS, PipelineConfig, check_skip
+from llama_index_ragtune.pipeline.context import RunContext
+from llama_index_ragtune.pipeline.state import RunState, hash_inputs
+
+logger = logging.getLogger(__name__)
+
+WORK_DIR = "work"
+
+
+@dataclass
+class PipelineResult:
+    """What a run produced.
+
+    Attributes:
+        out: the run's output folder; ``bundle_path`` the version folder written
+            (``None`` when the run stopped before the bundle step).
+        version: the bundle version (``"v1"``...).
+        report: the HTML report's path (``None`` when skipped).
+        evaluation: the ``EvaluationResults`` measured (``None`` when skipped).
+        timings: seconds per step (from the state file).
+    """
+
+    out: Path
+    work: Path
+    bundle_path: Path | None = None
+    version: str | None = None
+    report: Path | None = None
+    evaluation: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """Where the bundle and the report are, and the before/after tables."""
+        from llama_index_ragtune.pipeline.summary import format_tables
+
+        lines = []
+        if self.bundle_path is not None:
+            lines.append(f"Bundle {self.version}: {self.bundle_path}")
+            lines.append(f"  load it with: load_bundle({str(self.out)!r}).query_engine")
+        if self.report is not None:
+            lines.append(f"Report: {self.report}")
+        if self.evaluation is not None:
+            lines += ["", format_tables(self.evaluation)]
+        total = sum(self.timings.values())
+        if total:
+            lines.append(
+                f"\nStep times: {', '.join(f'{k} {v:.0f}s' for k, v in self.timings.items())}"
+            )
+        return "\n".join(lines)
+
+
+class TuningPipeline:
+    """Tune both halves of a RAG system on your documents and write a bundle.
+
+    Args:
+        documents: a folder of Markdown / HTML / text files, or LlamaIndex ``Document``s.
+        out: output folder: ``bundles/`` (versions + ``CURRENT``) and ``work/`` go there.
+        queries: a labelled queries JSONL (``pipeline.queries``); else ``feedback``; else
+            synthetic questions from ``synthetic_llm`` (default: the bundled decoder).
+        metadata: the documents' metadata JSON (default: found beside the folder).
+        feedback: a ``FeedbackStore`` or its SQLite path (instead of ``queries``).
+        config: a ``PipelineConfig`` (default settings when None).
+        skip: steps to leave out (``"reranker,decoder"`` or a sequence; see ``SKIPPABLE``).
+        resume: continue the run in the work folder (finished steps are skipped).
+        work_dir: the work folder (default ``<out>/work``).
+        echo: where progress lines go (default: the logger); the CLI passes ``print``.
+    """
+
+    def __init__(
+        self,
+        documents: str | Path | Sequence[Any],
+        out: str | Path,
+        *,
+        queries: str | Path | None = None,
+        metadata: str | Path | None = None,
+        feedback: Any = None,
+        synthetic_llm: Any = None,
+        config: PipelineConfig | None = None,
+        skip: str | Sequence[str] | None = None,
+        resume: bool = False,
+        work_dir: str | Path | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        if queries is not None and feedback is not None:
+            raise ValueError("pass either queries= (a labelled file) or feedback=, not both")
+        if isinstance(documents, (str, Path)):
+            folder = Path(documents).expanduser()
+            if not folder.exists():
+                raise FileNotFoundError(f"documents folder not found: {folder}")
+            if not folder.is_dir():
+                raise NotADirectoryError(f"{folder} is a file; pass the folder of documents")
+        if queries is not None and not Path(queries).expanduser().is_file():
+            raise FileNotFoundError(f"queries file not found: {queries}")
+        if metadata is not None and not Path(metadata).expanduser().is_file():
+            raise FileNotFoundError(f"metadata file not found: {metadata}")
+        self.out = Path(out).expanduser()
+        if self.out.exists() and not self.out.is_dir():
+            raise NotADirectoryError(f"--out {self.out} is a file; pass a folder")
+        self.config = config or PipelineConfig()
+        if not isinstance(self.config, PipelineConfig):
+            raise TypeError(f"config must be a PipelineConfig, got {type(self.config).__name__}")
+        self.skip = check_skip(skip)
+        self.resume = resume
+        self.work = Path(work_dir).expanduser() if work_dir is not None else self.out / WORK_DIR
+        self.echo = echo or logger.info
+        self._sources = {
+            "documents": documents,
+            "metadata": metadata,
+            "queries": queries,
+            "feedback": feedback,
+            "synthetic_llm": synthetic_llm,
+        }
+        self._ctx: RunContext | None = None
+
+    # ------------------------------------------------------------------ context
+
+    def _queries_key(self) -> bytes | str:
+        source = self._sources
+        if source["queries"] is not None:
+            return Path(source["queries"]).expanduser().read_bytes()
+        if source["feedback"] is not None:
+            return f"feedback:{getattr(source['feedback'], 'path', source['feedback'])}"
+        llm = source["synthetic_llm"]
+        return f"synthetic:{type(llm).__name__ if llm is not None else 'bundled'}"
+
+    @property
+    def context(self) -> RunContext:
+        """The run's shared context (opens the work folder's state on first use)."""
+        if self._ctx is None:
+            ctx = RunContext(
+                self.config,
+                self.work,
+                state=None,  # type: ignore[arg-type]
+                documents=self._sources["documents"],
+                metadata=self._sources["metadata"],
+                queries=self._sources["queries"],
+                feedback=self._sources["feedback"],
+                synthetic_llm=self._sources["synthetic_llm"],
+                skip=self.skip,
+                resume=self.resume,
+            )
+            inputs = hash_inputs(ctx.documents, self._queries_key())
+            ctx.state = RunState.open(self.work, inputs, self.config.fingerprint(), self.resume)
+            ctx.state.save()
+            self._ctx = ctx
+        return self._ctx
+
+    # ------------------------------------------------------------------ steps
+
+    def _run_step(self, name: str) -> None:
+        from llama_index_ragtune.pipeline.steps import STEP_FUNCTIONS
+
+        ctx = self.context
+        number = f"[{STEPS.index(name) + 1}/{len(STEPS)}] {name}"
+        if ctx.state.done(name):
+            self.echo(f"{number}: done in an earlier run (resumed)")
+            return
+        if name in self.skip:
+            ctx.state.record(name, status="skipped", promoted=False)
+            self.echo(f"{number}: skipped")
+            return
+        self.echo(f"{number} ...")
+        start = time.perf_counter()
+        if name == "evaluate":
+            from llama_index_ragtune.pipeline.evaluate import evaluate
+
+            outputs = evaluate(ctx)
+        elif name == "bundle":
+            from llama_index_ragtune.pipeline.bundle_writer import write_bundle
+
+            outputs = write_bundle(ctx, self.out, report="report" not in self.skip)
+        else:
+            outputs = STEP_FUNCTIONS[name](ctx)
+        seconds = time.perf_counter() - start
+        ctx.state.record(name, seconds=round(seconds, 2), **outputs)
+        note = ""
+        if "decision" in outputs and outputs["decision"]:
+            note = f": {outputs['decision']['reason']}"
+        self.echo(f"{number}: done in {seconds:.1f} s{note}")
+        if name == "data":
+            self.echo(self.estimate())
+
+    def estimate(self) -> str:
+        """The cost estimate (needs the ``data`` step's output)."""
+        from llama_index_ragtune.finetuning.budget import select_positives
+        from llama_index_ragtune.pipeline.evaluate import sample_questions
+        from llama_index_ragtune.pipeline.summary import estimate_text
+
+        ctx, config = self.context, self.config
+        counts: dict[str, Any] = {}
+        if ctx.path("data", "retrieval.json").is_file():
+            dataset = ctx.retrieval_dataset
+            for part, batch in (("encoder", 32), ("reranker", 16)):
+                chosen = select_positives(dataset, config.budget(part), seed=config.seed)
+                args = getattr(config, f"{part}_args")
+                counts[f"{part}_rows"] = sum(len(v) for v in chosen.values())
+                counts[f"{part}_batch"] = int(args.get("per_device_train_batch_size", batch))
+                counts[f"{part}_epochs"] = int(args.get("num_train_epochs", 1))
+        dev = {q.id for q in ctx.split("dev")}
+        sft = len([q for q in ctx.split("train") if q.id not in dev])
+        cap = config.decoder_budget.max_pairs if config.decoder_budget else None
+        counts["decoder_rows"] = min(sft, cap) if cap else sft
+        counts["decoder_batch"] = int(
+            config.decoder_args.get("per_device_train_batch_size", 2)
+        ) * int(config.decoder_args.get("gradient_accumulation_steps", 2))
+        counts["decoder_epochs"] = int(config.decoder_args.get("num_train_epochs", 1))
+        test = ctx.split("test")
+        counts["retrieval_test"] = sum(1 for q in test if q.answerable and q.gold_node_ids)
+        counts["generation_test"] = len(sample_questions(test, config.max_test_questions, 0))
+        counts["dev"] = len(sample_questions(ctx.split("dev"), config.max_dev_questions, 0))
+        return estimate_text(config, counts, self.skip)
+
+    def run(self, until: str | None = None) -> PipelineResult:
+        """Run every step (or up to and including ``until``); return the :class:`PipelineResult`."""
+        if until is not None and until not in STEPS:
+            raise ValueError(f"until must be one of {STEPS}, got {until!r}")
+        for name in STEPS:
+            self._run_step(name)
+            if name == until:
+                break
+        return self.result()
+
+    def result(self) -> PipelineResult:
+        """The outcome recorded so far (bundle, report, evaluation, timings)."""
+        from llama_index_ragtune.evaluation.results import EvaluationResults
+
+        state = self.context.state
+        result = PipelineResult(out=self.out, work=self.work, timings=state.timings())
+        bundle = state.step("bundle")
+        if bundle.get("status") == "done":
+            result.bundle_path = Path(bundle["path"])
+            result.version = bundle["version"]
+            result.report = Path(bundle["report"]) if bundle.get("report") else None
+            evaluation = result.bundle_path / "evaluation.json"
+        else:
+            evaluation = self.work / "evaluation.json"
+        if evaluation.is_file():
+            result.evaluation = EvaluationResults.load(evaluation)
+        return result
+
+
+def tune(documents: str | Path | Sequence[Any], out: str | Path, **kwargs: Any) -> PipelineResult:
+    """One call: ``TuningPipeline(documents, out, **kwargs).run()``.
+
+    Example::
+
+        result = tune("help_centre/docs", "runs/shop", queries="help_centre/queries.jsonl")
+    """
+    return TuningPipeline(documents, out, **kwargs).run()

@@ -1,0 +1,301 @@
+"""The pipeline's documents: a folder of Markdown / HTML / text with a metadata file, parsed to nodes.
+
+Folder layout (the demo corpus in ``llama_index_ragtune/demo/help_centre`` is one)::
+
+    docs/grocery/returns.md            any depth; .md .markdown .html .htm .txt
+    docs/electronics/returns.html
+    metadata.json                      optional: {relative path or glob: {key: value}}
+
+``metadata.json`` maps paths relative to the docs folder, or glob patterns
+(``"grocery/*"``, ``"**/*.html"``; ``*`` does not cross ``/``, ``**`` does), to flat
+metadata (strings, numbers, booleans). Every entry that matches a file is merged
+into its metadata in file order, so later entries override earlier ones. An entry
+that matches no file is an error (usually a typo), as is a key the parsers own
+(``section_path``...). Without ``--metadata`` the file is looked for as
+``<docs>/metadata.json``, then ``<docs>/../metadata.json``.
+
+Each document's ``id_`` is its path relative to the docs folder (``"grocery/returns.md"``):
+the ``doc_id`` that labelled queries refer to. Nodes get stable ids
+``"<doc id>#<n>"``, so citations and labels survive a rerun.
+
+Example::
+
+    from llama_index_ragtune.pipeline.sources import parse_documents, read_documents
+
+    documents = read_documents("help_centre/docs", metadata="help_centre/metadata.json")
+    nodes = parse_documents(documents)
+    nodes[0].node_id, nodes[0].metadata["store"], nodes[0].metadata["section_path"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llama_index_ragtune.data.errors import DataError
+
+if TYPE_CHECKING:
+    from llama_index.core.schema import BaseNode, Document
+
+logger = logging.getLogger(__name__)
+
+SUFFIXES = (".md", ".markdown", ".html", ".htm", ".txt")
+HTML_SUFFIXES = (".html", ".htm")
+METADATA_FILE = "metadata.json"
+RESERVED_KEYS = ("section_path", "section_title", "block_types", "oversized", "partial_unit")
+"""Metadata keys the structure-aware parsers set on every node."""
+_BOOKKEEPING = ["file_path"]
+
+
+def find_metadata_file(docs_dir: str | Path) -> Path | None:
+    """``<docs>/metadata.json`` or ``<docs>/../metadata.json``, whichever exists first (or None)."""
+    docs = Path(docs_dir)
+    for candidate in (docs / METADATA_FILE, docs.parent / METADATA_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` = any characters but ``/``, ``**`` (with an optional ``/``) = anything, ``?`` = one."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{relative file: merged metadata}`` from a metadata JSON file (see the module docs).
+
+    Raises ``DataError`` naming the file and the entry for a bad value, an entry that
+    matches no file, or a reserved key.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"metadata file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+    if not isinstance(data, dict):
+        raise DataError(
+            f"expected an object {{relative path or glob: {{key: value}}}}, got {type(data).__name__}",
+            path=path,
+        )
+    merged: dict[str, dict[str, Any]] = {f: {} for f in files}
+    unmatched = []
+    for pattern, values in data.items():
+        where = f"$[{json.dumps(pattern)}]"
+        if not isinstance(values, dict):
+            raise DataError(
+                f"the metadata of {pattern!r} must be an object, got {type(values).__name__}",
+                path=path,
+                location=where,
+            )
+        for key, value in values.items():
+            if key in RESERVED_KEYS:
+                raise DataError(
+                    f"key {key!r} is set by the node parsers; rename it",
+                    path=path,
+                    location=where,
+                )
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise DataError(
+                    f"value of {key!r} must be a string, number, boolean or null (metadata filters "
+                    f"compare flat values), got {type(value).__name__}",
+                    path=path,
+                    location=where,
+                )
+        matches = [f for f in files if f == pattern] or [
+            f for f in files if _glob_regex(pattern).match(f)
+        ]
+        if not matches:
+            unmatched.append(pattern)
+        for f in matches:
+            merged[f].update(values)
+    if unmatched:
+        raise DataError(
+            f"{len(unmatched)} entr{'y' if len(unmatched) == 1 else 'ies'} match no document: "
+            f"{unmatched[:5]}",
+            path=path,
+            hint="keys are paths relative to the docs folder (or glob patterns); fix or remove them",
+        )
+    return merged
+
+
+def read_documents(
+    docs_dir: str | Path, metadata: str | Path | None = None, suffixes: Sequence[str] = SUFFIXES
+) -> list[Document]:
+    """The files under ``docs_dir`` as LlamaIndex ``Document`` objects, sorted by path.
+
+    Args:
+        docs_dir: the folder (searched recursively; hidden files and folders are skipped).
+        metadata: a metadata JSON file (default: see :func:`find_metadata_file`).
+        suffixes: file types read.
+
+    Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a missing folder,
+    ``DataError`` for a folder without documents, a file that is not UTF-8 or bad
+    metadata. Empty files are skipped with a warning naming them.
+
+    Example::
+
+        docs = read_documents("help_centre/docs")
+        docs[0].id_, docs[0].metadata      # ('electronics/brands/apple.html', {'store': ...})
+    """
+    from llama_index.core.schema import Document
+
+    root = Path(docs_dir).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"documents folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is a file; pass the folder holding the documents")
+    files = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in suffixes
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise DataError(
+            f"no documents ({', '.join(suffixes)}) found under {root}",
+            hint="point --docs at the folder holding your Markdown / HTML / text files",
+        )
+    meta_path = Path(metadata).expanduser() if metadata is not None else find_metadata_file(root)
+    per_file = read_metadata(meta_path, files) if meta_path is not None else {f: {} for f in files}
+    if meta_path is not None:
+        logger.info("document metadata read from %s", meta_path)
+    documents, empty = [], []
+    for rel in files:
+        path = root / rel
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"not UTF-8 text (byte {exc.start})", path=path, hint="convert it to UTF-8"
+            ) from None
+        if not text.strip():
+            empty.append(rel)
+            continue
+        documents.append(
+            Document(
+                id_=rel,
+                text=text,
+                metadata={**per_file[rel], "file_path": rel},
+                excluded_embed_metadata_keys=list(_BOOKKEEPING),
+                excluded_llm_metadata_keys=list(_BOOKKEEPING),
+            )
+        )
+    if empty:
+        logger.warning("skipped %d empty file(s) under %s: %s", len(empty), root, empty[:10])
+    if not documents:
+        raise DataError(f"every document under {root} is empty")
+    return documents
+
+
+def check_documents(documents: Sequence[Any]) -> list[Document]:
+    """``documents`` as a list of LlamaIndex ``Document`` objects with unique ids (``TypeError`` /
+    ``ValueError`` naming the offender otherwise)."""
+    from llama_index.core.schema import Document
+
+    documents = list(documents)
+    if not documents:
+        raise ValueError("no documents given: pass a folder or a non-empty list of Documents")
+    seen: set[str] = set()
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, Document):
+            raise TypeError(
+                f"documents[{i}] is a {type(doc).__name__}, expected a llama_index Document"
+            )
+        if doc.id_ in seen:
+            raise ValueError(f"two documents share the id {doc.id_!r}; give each a unique id_")
+        seen.add(doc.id_)
+    return documents
+
+
+def _node_id(index: int, document: Any) -> str:
+    return f"{document.id_}#{index}"
+
+
+def _is_html(doc: Document) -> bool:
+    name = str(doc.metadata.get("file_path") or doc.id_).lower()
+    return name.endswith(HTML_SUFFIXES)
+
+
+def parse_documents(
+    documents: Sequence[Document], tokenizer: str | None = None, show_progress: bool = False
+) -> list[BaseNode]:
+    """Parse each document with the structure-aware parser its type calls for.
+
+    HTML (by ``file_path`` metadata or id suffix) goes to ``StructuredHTMLNodeParser``,
+    everything else to ``StructuredMarkdownNodeParser`` (plain text is Markdown
+    without headings). ``tokenizer`` (the encoder's folder or hub id) sets the node
+    cap; node ids are ``"<document id>#<n>"``.
+
+    Example::
+
+        nodes = parse_documents([Document(id_="faq.md", text="# FAQ\\n\\nOpen 9-5.")])
+        nodes[0].node_id           # 'faq.md#0'
+    """
+    from llama_index_ragtune.node_parser import (
+        StructuredHTMLNodeParser,
+        StructuredMarkdownNodeParser,
+    )
+
+    kwargs: dict[str, Any] = {"id_func": _node_id}
+    if tokenizer is not None:
+        kwargs["tokenizer"] = tokenizer
+    markdown = StructuredMarkdownNodeParser.from_defaults(**kwargs)
+    html = StructuredHTMLNodeParser.from_defaults(**kwargs)
+    html_docs = [d for d in documents if _is_html(d)]
+    text_docs = [d for d in documents if not _is_html(d)]
+    nodes: list[BaseNode] = []
+    if text_docs:
+        nodes.extend(markdown.get_nodes_from_documents(text_docs, show_progress=show_progress))
+    if html_docs:
+        nodes.extend(html.get_nodes_from_documents(html_docs, show_progress=show_progress))
+    order = {d.id_: i for i, d in enumerate(documents)}
+    nodes.sort(key=lambda n: (order.get(n.ref_doc_id or "", len(order)), _index(n.node_id)))
+    if not nodes:
+        raise ValueError("the documents gave no nodes: every one is empty after parsing")
+    return nodes
+
+
+def _index(node_id: str) -> int:
+    tail = node_id.rsplit("#", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def save_nodes(nodes: Sequence[BaseNode], path: str | Path) -> Path:
+    """Write nodes as JSON (``node.to_dict()``, no pickle), atomically."""
+    from llama_index_ragtune._atomic import atomic_write_json
+
+    return atomic_write_json(Path(path), [n.to_dict() for n in nodes])
+
+
+def load_nodes(path: str | Path) -> list[BaseNode]:
+    """Read nodes written by :func:`save_nodes`."""
+    from llama_index.core.schema import TextNode
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [TextNode.from_dict(item) for item in data]

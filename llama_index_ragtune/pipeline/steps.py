@@ -1,0 +1,339 @@
+"""The pipeline's steps up to the tuned parts: parse, index, data, encoder, fusion, reranker, decoder.
+
+Each step function takes the ``RunContext``, writes its output into the work
+folder and returns what the state file records about it (``PipelineRunner``
+times it and writes the state). The evaluation step lives in
+:mod:`~llama_index_ragtune.pipeline.evaluate`, the bundle in
+:mod:`~llama_index_ragtune.pipeline.bundle`. Tuning steps promote their part only
+on the engine's champion / challenger decision and record it either way.
+
+Example::
+
+    from llama_index_ragtune.pipeline.steps import STEP_FUNCTIONS
+
+    outputs = STEP_FUNCTIONS["parse"](ctx)      # {'documents': 35, 'nodes': 212, ...}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from llama_index_ragtune.pipeline.context import RunContext
+
+if TYPE_CHECKING:
+    from llama_index_ragtune.finetuning.promotion import PromotionDecision
+
+logger = logging.getLogger(__name__)
+
+QUICK_FUSION_GRID_BELOW = 300
+"""Fewer training queries than this: the fusion sweep uses the quick grid (less to overfit)."""
+
+
+def _margin(ctx: RunContext) -> dict[str, Any]:
+    margin = ctx.config.promotion_margin
+    return {} if margin is None else {"promotion_margin": margin}
+
+
+def _forced(ctx: RunContext, part: str) -> bool:
+    return part in ctx.config.force_promotion
+
+
+def _decision(decision: PromotionDecision | None) -> dict[str, Any] | None:
+    return None if decision is None else decision.to_dict()
+
+
+# ---------------------------------------------------------------------- parse / index / data
+
+
+def parse(ctx: RunContext) -> dict[str, Any]:
+    """Documents -> nodes (``nodes.json``)."""
+    from llama_index_ragtune.pipeline.sources import parse_documents, save_nodes
+
+    nodes = parse_documents(
+        ctx.documents, tokenizer=ctx.config.encoder_model, show_progress=ctx.config.show_progress
+    )
+    save_nodes(nodes, ctx.path("nodes.json"))
+    return {"documents": len(ctx.documents), "nodes": len(nodes)}
+
+
+def index(ctx: RunContext) -> dict[str, Any]:
+    """The untuned hybrid retriever over the starting encoder (``index/baseline``)."""
+    from llama_index_ragtune.retrievers import HybridRetriever
+
+    retriever = HybridRetriever.from_defaults(
+        nodes=ctx.nodes,
+        embed_model=ctx.embed_model(ctx.base_encoder),
+        similarity_top_k=ctx.config.similarity_top_k,
+        show_progress=ctx.config.show_progress,
+    )
+    retriever.persist(ctx.path("index", "baseline"))
+    return {"baseline": str(ctx.path("index", "baseline")), "fusion": retriever.params()}
+
+
+def data(ctx: RunContext) -> dict[str, Any]:
+    """Questions (file, feedback or synthetic), their train/test split, and training pairs."""
+    from llama_index_ragtune.pipeline.queries import carve_dev, save_queries, split_queries
+    from llama_index_ragtune.pipeline.training_data import (
+        describe_dataset,
+        mine_negatives,
+        retrieval_dataset,
+    )
+
+    config = ctx.config
+    info: dict[str, Any] = {}
+    if ctx.queries_source is not None:
+        from llama_index_ragtune.pipeline.queries import load_queries
+
+        queries = load_queries(ctx.queries_source, ctx.nodes)
+        info["queries_source"] = "file"
+    elif ctx.feedback is not None:
+        from llama_index_ragtune.pipeline.query_sources import feedback_queries
+
+        queries = feedback_queries(ctx.feedback, ctx.nodes, config.test_fraction, config.seed)
+        info["queries_source"] = "feedback"
+    else:
+        from llama_index_ragtune.pipeline.query_sources import synthetic_queries
+
+        queries, stats = synthetic_queries(
+            ctx.nodes,
+            llm=ctx.synthetic_llm,
+            questions_per_node=config.synthetic_questions_per_node,
+            max_nodes=config.max_synthetic_nodes,
+            seed=config.seed,
+            show_progress=config.show_progress,
+        )
+        info.update(queries_source="synthetic", synthetic=stats)
+    train, test = split_queries(queries, config.test_fraction, config.seed)
+    if not test:
+        raise ValueError(
+            f"no test question: all {len(queries)} questions went to training; mark some with "
+            '"split": "test" or raise test_fraction'
+        )
+    _, dev = carve_dev(train, config.dev_fraction, config.seed)
+    save_queries([*train, *test], ctx.path("data", "queries.json"))
+    ctx.__dict__.pop("queries", None)
+    info.update(train=len(train), test=len(test), dev_ids=[q.id for q in dev])
+    wants_pairs = any(p not in ctx.skip for p in ("encoder", "reranker"))
+    if wants_pairs:
+        dataset = retrieval_dataset(train, ctx.nodes)
+        dataset = mine_negatives(
+            dataset,
+            ctx.nodes,
+            encoder=ctx.base_encoder,
+            per_source=config.negatives_per_source,
+            curated_keys=config.curated_keys,
+            seed=config.seed,
+            show_progress=config.show_progress,
+        )
+        dataset.save_json(ctx.path("data", "retrieval.json"))
+        ctx.__dict__.pop("retrieval_dataset", None)
+        info["pairs"] = describe_dataset(dataset)
+    return info
+
+
+# ---------------------------------------------------------------------- encoder side
+
+
+def encoder(ctx: RunContext) -> dict[str, Any]:
+    """Fine-tune the bi-encoder on the training pairs; serve it only when promoted."""
+    from llama_index_ragtune.finetuning import EncoderFinetuneEngine
+
+    config = ctx.config
+    folder = ctx.path("encoder")
+    engine = EncoderFinetuneEngine(
+        ctx.retrieval_dataset,
+        model=ctx.base_encoder,
+        args=EncoderFinetuneEngine.default_args(folder, **config.encoder_args),
+        budget=config.encoder_budget,
+        force_promotion=_forced(ctx, "encoder"),
+        device=config.device,
+        show_progress=config.show_progress,
+        **_margin(ctx),
+    )
+    result = engine.finetune(resume_from_checkpoint=True if ctx.resume else None)
+    result.save_json(folder / "result.json")
+    promoted = bool(result.promoted)
+    return {
+        "promoted": promoted,
+        "served": str(engine.final_model_path) if promoted else None,
+        "decision": _decision(result.decision),
+        "result": result.summary(),
+        "plan": result.info.get("plan"),
+        "engine_fusion": result.info.get("fusion"),
+    }
+
+
+def fusion(ctx: RunContext) -> dict[str, Any]:
+    """Choose the fusion mode and weights for the served encoder on the training queries.
+
+    The library preset is the champion; the best setting of the sweep
+    (``retrievers.fusion_sweep.choose_fusion``; quick grid below 300 queries)
+    replaces it only when it scores better by more than the promotion margin.
+    The choice is made on training queries, never on the test split.
+    """
+    import dataclasses
+
+    from sentence_transformers import SentenceTransformer
+
+    from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
+    from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
+    from llama_index_ragtune.pipeline.training_data import retrieval_dataset
+    from llama_index_ragtune.retrievers.defaults import fusion_preset
+    from llama_index_ragtune.retrievers.fusion_sweep import choose_fusion
+
+    train = retrieval_dataset(ctx.split("train"), ctx.nodes)
+    qrels = {q: dict.fromkeys(train.relevant_docs[q], 1) for q in train.queries}
+    evaluator = HybridRetrievalEvaluator(
+        train.queries, train.corpus, qrels, show_progress_bar=ctx.config.show_progress
+    )
+    model = SentenceTransformer(ctx.served_encoder, device=ctx.config.device)
+    champion = evaluator.evaluate(model)["hybrid_ndcg@10"]
+    grid = "quick" if len(train) < QUICK_FUSION_GRID_BELOW else "full"
+    choice = choose_fusion(evaluator.fusion_rankings(), qrels, grid=grid)
+    margin = (
+        ctx.config.promotion_margin if ctx.config.promotion_margin is not None else DEFAULT_MARGIN
+    )
+    decision = decide_promotion(
+        {"hybrid_ndcg@10": champion},
+        {"hybrid_ndcg@10": choice.ndcg_at_10},
+        "hybrid_ndcg@10",
+        margin,
+        champion_name="the library's fusion preset",
+    )
+    decision = dataclasses.replace(
+        decision, reason=decision.reason.replace("the tuned model", "the fusion chosen on them")
+    )
+    params = choice.params if decision.promoted else fusion_preset(None)
+    return {
+        "promoted": decision.promoted,
+        "params": params,
+        "chosen": choice.params,
+        "grid": grid,
+        "queries": len(train),
+        "decision": _decision(decision),
+    }
+
+
+def reranker(ctx: RunContext) -> dict[str, Any]:
+    """Fine-tune the cross-encoder over the served first stage; serve it only when promoted.
+
+    From the bundled encoder (a new one-logit head) it distils the served
+    bi-encoder (``MarginMSELoss``); from a given cross-encoder it trains on labels.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from llama_index_ragtune.finetuning import RerankerFinetuneEngine
+
+    config = ctx.config
+    folder = ctx.path("reranker")
+    teacher = None
+    if config.reranker_model is None:
+        teacher = SentenceTransformer(ctx.served_encoder, device=config.device)
+    engine = RerankerFinetuneEngine(
+        ctx.retrieval_dataset,
+        model=config.reranker_model or ctx.base_encoder,
+        args=RerankerFinetuneEngine.default_args(folder, **config.reranker_args),
+        teacher=teacher,
+        budget=config.reranker_budget,
+        rerank_depth=config.rerank_candidates,
+        encoder=ctx.embed_model(ctx.served_encoder),
+        fusion={k: v for k, v in ctx.fusion.items() if k != "similarity_top_k"},
+        force_promotion=_forced(ctx, "reranker"),
+        device=config.device,
+        show_progress=config.show_progress,
+        **_margin(ctx),
+    )
+    result = engine.finetune(resume_from_checkpoint=True if ctx.resume else None)
+    result.save_json(folder / "result.json")
+    promoted = bool(result.promoted) and engine.final_model_path.is_dir()
+    weight = result.info.get("retrieval_weight")
+    return {
+        "promoted": promoted,
+        "served": {"path": str(engine.final_model_path), "retrieval_weight": weight}
+        if promoted
+        else None,
+        "decision": _decision(result.decision),
+        "result": result.summary(),
+        "plan": result.info.get("plan"),
+    }
+
+
+# ---------------------------------------------------------------------- decoder
+
+
+def decoder(ctx: RunContext) -> dict[str, Any]:
+    """Grounded SFT (+ DPO) of the decoder over contexts from the served retriever.
+
+    Training questions minus the dev ones (kept for the refusal threshold); each
+    context holds the gold nodes among the served stack's own retrieved nodes, or
+    drops them (refusal target) with ``p_no_gold``.
+    """
+    from llama_index_ragtune.finetuning import DecoderFinetuneEngine
+    from llama_index_ragtune.pipeline.training_data import sft_dataset, training_contexts
+
+    config = ctx.config
+    folder = ctx.path("decoder")
+    dev = {q.id for q in ctx.split("dev")}
+    questions = [q for q in ctx.split("train") if q.id not in dev]
+    depth = 3 * config.max_sources
+
+    def retrieve(query: Any) -> list[str]:
+        hits = ctx.ranked_nodes(query.question, query.filters)
+        return [h.node.node_id for h in hits[:depth]]
+
+    contexts = training_contexts(
+        questions,
+        retrieve,
+        ctx.llm_texts,
+        top_k=config.max_sources,
+        max_source_chars=config.max_source_chars,
+        p_no_gold=config.p_no_gold,
+        seed=config.seed,
+        show_progress=config.show_progress,
+    )
+    preference = None
+    if config.dpo:
+        from llama_index_ragtune.data.preference import PreferenceBuilder
+
+        preference = PreferenceBuilder(seed=config.seed).build(
+            contexts, show_progress=config.show_progress
+        )
+    engine = DecoderFinetuneEngine(
+        sft_dataset(contexts),
+        model=ctx.base_decoder,
+        args=DecoderFinetuneEngine.default_args(folder, **config.decoder_args),
+        output_dir=folder,
+        preference_dataset=preference,
+        budget=config.decoder_budget,
+        # No checkpoint selection during SFT: short CPU runs keep the last one, and the
+        # validation loss still decides promotion.
+        eval_points=0,
+        force_promotion=_forced(ctx, "decoder"),
+        device=config.device,
+        show_progress=config.show_progress,
+        **_margin(ctx),
+    )
+    result = engine.finetune(resume_from_checkpoint=True if ctx.resume else None)
+    result.save_json(folder / "result.json")
+    promoted = bool(result.promoted) and (engine.merged_dir / "config.json").is_file()
+    return {
+        "promoted": promoted,
+        "served": str(engine.merged_dir) if promoted else None,
+        "decision": _decision(result.decision),
+        "result": result.summary(),
+        "contexts": len(contexts),
+        "answer_targets": sum(c.answerable for c in contexts),
+        "preference_pairs": 0 if preference is None else len(preference),
+    }
+
+
+STEP_FUNCTIONS = {
+    "parse": parse,
+    "index": index,
+    "data": data,
+    "encoder": encoder,
+    "fusion": fusion,
+    "reranker": reranker,
+    "decoder": decoder,
+}

@@ -1,0 +1,160 @@
+"""Plain-text output of a run: the cost estimate before training and the before/after tables.
+
+Example::
+
+    from llama_index_ragtune.evaluation import EvaluationResults
+    from llama_index_ragtune.pipeline.summary import format_tables
+
+    print(format_tables(EvaluationResults.load("runs/shop/bundles/v1/evaluation.json")))
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index_ragtune.pipeline.config import PipelineConfig
+
+RETRIEVAL_COLUMNS = (("ndcg@10", "nDCG@10"), ("recall@10", "Recall@10"), ("mrr@10", "MRR@10"))
+GENERATION_COLUMNS = (
+    ("citation_precision", "cit. prec."),
+    ("citation_recall", "cit. recall"),
+    ("right_source_citation_rate", "right source"),
+    ("right_store_citation_rate", "right store"),
+    ("answer_f1", "answer F1"),
+    ("refusal_f1", "refusal F1"),
+    ("answer_rate", "answer rate"),
+    ("refusal_rate", "refusal rate"),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (also readable as plain text)."""
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def retrieval_table(systems: Sequence[Any]) -> str:
+    """Rows of retrieval / reranking systems: metrics and latency p50 / p95 in ms."""
+    head = ["system", "stage", *(label for _, label in RETRIEVAL_COLUMNS), "p50 ms", "p95 ms"]
+    rows = [
+        [
+            s.name,
+            s.stage,
+            *(s.metrics.get(key) for key, _ in RETRIEVAL_COLUMNS),
+            _ms(_percentile(s.latency_ms, 0.5)),
+            _ms(_percentile(s.latency_ms, 0.95)),
+        ]
+        for s in systems
+    ]
+    return markdown_table(head, rows)
+
+
+def generation_table(systems: Sequence[Any]) -> str:
+    """Rows of answering systems: citation, answer and refusal metrics, time-to-answer p50 / p95."""
+    head = ["decoder", *(label for _, label in GENERATION_COLUMNS), "p50 s", "p95 s", "threshold"]
+    rows = []
+    for s in systems:
+        threshold = s.refusal.threshold if s.refusal is not None else None
+        rows.append(
+            [
+                f"{s.name} ({s.stage})",
+                *(s.metrics.get(key) for key, _ in GENERATION_COLUMNS),
+                _s(_percentile(s.latency_ms, 0.5)),
+                _s(_percentile(s.latency_ms, 0.95)),
+                "-" if threshold is None else f"{threshold:.3g}",
+            ]
+        )
+    return markdown_table(head, rows)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1000:.2f}"
+
+
+def format_tables(results: Any) -> str:
+    """The retrieval, reranking and generation tables of an ``EvaluationResults``, with counts."""
+    parts = []
+    queries = results.queries
+    if results.retrieval:
+        parts.append(
+            f"Retrieval ({queries.get('retrieval_test', '?')} answerable test questions):\n"
+            + retrieval_table(results.retrieval)
+        )
+    if results.reranking:
+        parts.append("Reranking:\n" + retrieval_table(results.reranking))
+    if results.generation:
+        parts.append(
+            f"Generation ({queries.get('generation_test', '?')} test questions over the served "
+            f"retriever; refusal threshold chosen on {queries.get('dev', '?')} held-out training "
+            "questions):\n" + generation_table(results.generation)
+        )
+    if results.decisions:
+        parts.append(
+            "Decisions:\n"
+            + "\n".join(
+                f"  {d.part:<9} {'PROMOTED' if d.promoted else 'kept    '} {d.reason}"
+                for d in results.decisions
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def estimate_text(config: PipelineConfig, counts: dict[str, Any], skip: Sequence[str]) -> str:
+    """The cost estimate printed before training starts (pairs, steps, minutes per part)."""
+    lines = ["Cost estimate (the engines plan their steps to fit each time budget):"]
+    total = 0.0
+    for part in ("encoder", "reranker", "decoder"):
+        if part in skip:
+            lines.append(f"  {part:<9} skipped")
+            continue
+        budget = config.budget(part)
+        minutes = budget.minutes if budget is not None else None
+        rows = counts.get(f"{part}_rows", 0)
+        batch = counts.get(f"{part}_batch", 1)
+        epochs = counts.get(f"{part}_epochs", 1)
+        steps = math.ceil(rows / max(batch, 1)) * epochs
+        what = "SFT examples" if part == "decoder" else "training pairs"
+        extra = " + DPO" if part == "decoder" and config.dpo else ""
+        limit = "no time limit" if minutes is None else f"at most {minutes:g} min"
+        lines.append(
+            f"  {part:<9} {rows} {what}, up to {steps} steps of {batch} ({epochs} epoch(s)){extra}, "
+            f"{limit}"
+        )
+        total += minutes or 0.0
+    lines.append(
+        f"  evaluate  {counts.get('retrieval_test', 0)} retrieval test questions; "
+        f"{counts.get('generation_test', 0)} generation questions per decoder, "
+        f"{counts.get('dev', 0)} dev questions for the refusal threshold"
+    )
+    if total:
+        lines.append(f"  training time budget: {total:g} min in all (plus evaluation)")
+    return "\n".join(lines)
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None

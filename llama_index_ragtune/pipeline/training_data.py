@@ -1,0 +1,320 @@
+"""Training data from labelled questions: retrieval pairs with hard negatives, grounded SFT contexts.
+
+Encoder side (:func:`retrieval_dataset`, :func:`mine_negatives`): one query per
+answerable training question, its gold nodes as positives, the corpus is every
+node's text as the encoder sees it (``MetadataMode.EMBED``: store, department,
+section path and text). Hard negatives come from three sources
+(``HardNegativeMiner``, false-negative filtered): BM25's false positives, the
+starting encoder's near misses, and curated confusers (:func:`curated_confusers`):
+nodes in *another* store (or department: any of ``curated_keys``) that share a
+positive's section title ("Returns > Opened items" in both shops) or the query's
+terms ("apple" in the grocery's produce guide and the electronics store's Apple
+page). Sources users rejected (feedback) are kept as negatives too.
+
+Decoder side (:func:`grounded_context`, :func:`sft_dataset`): each training
+question becomes a cite-or-refuse conversation over the sources the served
+retriever returns for it, in the exact prompt ``CitationQueryEngine`` sends. The
+gold nodes are put among the retrieved distractors (shuffled); with probability
+``p_no_gold`` they are left out and the target is the refusal, as it is for an
+unanswerable question. The target is the reference answer with the gold
+sources' citation after each sentence (``"Apples ... 48 hours [2]. After ... [2]."``),
+so an answer cut short by ``max_new_tokens`` still carries its citation. A
+question without a reference answer (synthetic, feedback) gets the gold node's
+sentence that shares most words with the question, cited.
+
+Example::
+
+    from llama_index_ragtune.pipeline.training_data import mine_negatives, retrieval_dataset
+
+    train = retrieval_dataset(train_queries, nodes)
+    train = mine_negatives(train, nodes, encoder=None, per_source=2)
+    train.negative_sources()        # {'bm25': ..., 'dense': ..., 'curated': ...}
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from llama_index_ragtune.data.schema import Negative, RetrievalDataset, normalize_text
+from llama_index_ragtune.pipeline.queries import LabelledQuery
+
+if TYPE_CHECKING:
+    import datasets
+    from llama_index.core.schema import BaseNode
+
+    from llama_index_ragtune.data.grounded import GroundedContext
+
+CURATED_DEPTH = 50
+_TRAILING_PUNCT = re.compile(r"^(.*?)([.!?]*)$", re.S)
+
+
+def corpus_texts(nodes: Sequence[BaseNode], mode: str = "embed") -> dict[str, str]:
+    """``{node id: text}`` as the encoder (``"embed"``) or the LLM (``"none"``) sees each node."""
+    from llama_index.core.schema import MetadataMode
+
+    metadata_mode = MetadataMode.EMBED if mode == "embed" else MetadataMode.NONE
+    return {n.node_id: n.get_content(metadata_mode=metadata_mode) for n in nodes}
+
+
+def retrieval_dataset(
+    queries: Sequence[LabelledQuery], nodes: Sequence[BaseNode]
+) -> RetrievalDataset:
+    """Answerable questions with gold as a ``RetrievalDataset`` over every node (embed text).
+
+    Known negatives of a question (``negative_node_ids``) are kept with source ``"feedback"``.
+    """
+    usable = [q for q in queries if q.answerable and q.gold_node_ids]
+    if not usable:
+        raise ValueError(
+            "no answerable training question with gold nodes: the encoder and reranker need some"
+        )
+    negatives = {
+        q.id: [Negative(d, "feedback") for d in q.negative_node_ids if d not in q.gold_node_ids]
+        for q in usable
+        if q.negative_node_ids
+    }
+    return RetrievalDataset(
+        queries={q.id: q.question for q in usable},
+        corpus=corpus_texts(nodes, "embed"),
+        relevant_docs={q.id: list(q.gold_node_ids) for q in usable},
+        negatives={q: v for q, v in negatives.items() if v},
+        metadata={"source": "pipeline"},
+    )
+
+
+def curated_confusers(
+    dataset: RetrievalDataset,
+    nodes: Sequence[BaseNode],
+    keys: Sequence[str] = ("store", "department"),
+    per_query: int = 2,
+) -> dict[str, list[str]]:
+    """``{query id: node ids}``: nodes of another ``keys`` value (another store, then another
+    department) that share a positive's section title, then those BM25 ranks highest for the
+    query among them. Queries whose positives span every value of a key get none from it."""
+    from llama_index_ragtune.data.negative_sources import BM25Scorer
+
+    meta = {n.node_id: dict(n.metadata) for n in nodes}
+    keys = [k for k in keys if any(k in m for m in meta.values())]
+    if not keys:
+        return {}
+    ids = list(dataset.corpus)
+    scorer = BM25Scorer([dataset.corpus[d] for d in ids], show_progress=False)
+    qids = list(dataset.queries)
+    _, top_idx, _ = scorer.search(
+        [dataset.queries[q] for q in qids], CURATED_DEPTH, [[] for _ in qids]
+    )
+    titles: dict[str, list[str]] = {}
+    for d in ids:
+        title = normalize_text(str(meta.get(d, {}).get("section_title", "")))
+        if title:
+            titles.setdefault(title, []).append(d)
+    # Queries with the same normalised text share their positives (as HardNegativeMiner
+    # treats them): "apple return policy?" and "Apple return policy?" read the same to an
+    # uncased encoder, only the store filter tells them apart.
+    shared: dict[str, set[str]] = {}
+    for qid in qids:
+        shared.setdefault(normalize_text(dataset.queries[qid]), set()).update(
+            dataset.relevant_docs[qid]
+        )
+    out: dict[str, list[str]] = {}
+    for row, qid in enumerate(qids):
+        positives = dataset.relevant_docs[qid]
+        excluded = shared[normalize_text(dataset.queries[qid])]
+        picked: list[str] = []
+        for key in keys:
+            own = {meta[p].get(key) for p in positives if p in meta}
+
+            def other(d: str, key: str = key, own: set = own) -> bool:
+                value = meta.get(d, {}).get(key)
+                return value is not None and value not in own
+
+            same_title = [
+                d
+                for p in positives
+                for d in titles.get(
+                    normalize_text(str(meta.get(p, {}).get("section_title", ""))), []
+                )
+                if other(d)
+            ]
+            by_terms = [ids[i] for i in top_idx[row].tolist() if i >= 0 and other(ids[i])]
+            for d in [*same_title, *by_terms]:
+                if d not in picked and d not in excluded and len(picked) < per_query * len(keys):
+                    picked.append(d)
+        if picked:
+            out[qid] = picked[: per_query * len(keys)]
+    return out
+
+
+def mine_negatives(
+    dataset: RetrievalDataset,
+    nodes: Sequence[BaseNode],
+    encoder: str | None = None,
+    per_source: int = 2,
+    curated_keys: Sequence[str] = ("store", "department"),
+    seed: int = 0,
+    show_progress: bool = True,
+) -> RetrievalDataset:
+    """``dataset`` with hard negatives from BM25, ``encoder`` (the starting model) and curated
+    confusers (see the module docstring); ``dataset.metadata["mining"]`` has the counts."""
+    from llama_index_ragtune.data.negatives import HardNegativeMiner
+
+    curated = curated_confusers(dataset, nodes, curated_keys, per_query=per_source)
+    miner = HardNegativeMiner(
+        sources=("bm25", "dense", "curated") if curated else ("bm25", "dense"),
+        num_negatives={"bm25": per_source, "dense": per_source, "curated": 2 * per_source},
+        range_max=30,
+        curated=curated or None,
+        embed_model=encoder,
+        seed=seed,
+        show_progress=show_progress,
+    )
+    return miner.mine(dataset)
+
+
+# ------------------------------------------------------------------ decoder
+
+
+def cited_answer(answer: str, numbers: Sequence[int]) -> str:
+    """``answer`` with ``[n]`` citations of ``numbers`` after each sentence.
+
+    Example::
+
+        cited_answer("Within 48 hours. Bring the receipt.", [2])
+        # 'Within 48 hours [2]. Bring the receipt [2].'
+    """
+    from llama_index_ragtune.data.qa import split_sentences
+    from llama_index_ragtune.grounding import cite
+
+    marks = cite(numbers)
+    out = []
+    for sentence in split_sentences(answer.strip()) or [answer.strip()]:
+        body, punct = _TRAILING_PUNCT.match(sentence.strip()).groups()  # type: ignore[union-attr]
+        out.append(f"{body.rstrip()} {marks}{punct}")
+    return " ".join(out)
+
+
+def evidence_sentence(question: str, text: str) -> str:
+    """The sentence of ``text`` sharing most words with ``question`` (ties: the earliest)."""
+    from llama_index_ragtune.data.qa import split_sentences
+
+    words = set(normalize_text(question).split())
+    lines = [s for line in text.splitlines() for s in split_sentences(line.strip("#-* "))]
+    sentences = [s.strip() for s in lines if len(s.split()) >= 3] or [text.strip()]
+    return max(sentences, key=lambda s: len(words & set(normalize_text(s).split())))
+
+
+def grounded_context(
+    query: LabelledQuery,
+    retrieved: Sequence[str],
+    texts: Mapping[str, str],
+    top_k: int = 3,
+    max_source_chars: int | None = None,
+    force_gold: bool = True,
+    drop_gold: bool = False,
+) -> GroundedContext:
+    """The numbered sources and target of one question (a ``data.grounded.GroundedContext``).
+
+    Args:
+        retrieved: node ids the served retriever returned, best first.
+        texts: ``{node id: text shown to the LLM}``.
+        force_gold: training: the gold nodes are among the sources, shuffled with a seed.
+            ``False``: the retriever's top ``top_k`` as they are (what the test sees).
+        drop_gold: training: leave the gold out (the target becomes the refusal).
+    """
+    from llama_index_ragtune.data.grounded import GroundedContext
+    from llama_index_ragtune.data.qa import QAExample
+    from llama_index_ragtune.grounding import DEFAULT_REFUSAL, truncate_source
+
+    rng = random.Random(f"context:{query.id}")
+    gold = list(query.gold_node_ids) if query.answerable else []
+    distractors = [d for d in retrieved if d not in gold]
+    if not force_gold:
+        chosen = list(retrieved[:top_k])
+    elif drop_gold or not gold:
+        chosen = distractors[:top_k]
+    else:
+        keep = gold[:top_k]
+        chosen = keep + distractors[: top_k - len(keep)]
+        rng.shuffle(chosen)
+    if not chosen:
+        raise ValueError(f"question {query.id!r}: no sources (the retriever returned nothing)")
+    numbers = [i for i, d in enumerate(chosen, 1) if d in gold]
+    answerable = bool(numbers)
+    answer = query.answer or (
+        evidence_sentence(query.question, texts[chosen[numbers[0] - 1]]) if answerable else ""
+    )
+    target = cited_answer(answer, numbers) if answerable else DEFAULT_REFUSAL
+    example = QAExample(
+        qid=query.id,
+        question=query.question,
+        gold_doc_ids=list(query.gold_node_ids),
+        answers=[answer] if answer else [],
+        answerable=query.answerable,
+    )
+    return GroundedContext(
+        qid=query.id,
+        question=query.question,
+        source_ids=list(chosen),
+        source_texts=[truncate_source(texts[d], max_source_chars) for d in chosen],
+        gold_numbers=numbers,
+        answerable=answerable,
+        target=target,
+        example=example,
+        gold_removed=drop_gold and bool(gold),
+    )
+
+
+def training_contexts(
+    queries: Sequence[LabelledQuery],
+    retrieve: Callable[[LabelledQuery], list[str]],
+    texts: Mapping[str, str],
+    top_k: int,
+    max_source_chars: int | None,
+    p_no_gold: float,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> list[GroundedContext]:
+    """Training contexts for ``queries`` (gold forced in, dropped with ``p_no_gold``)."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for query in tqdm(queries, desc="Grounded training contexts", disable=not show_progress):
+        drop = random.Random(f"{seed}:drop:{query.id}").random() < p_no_gold
+        out.append(
+            grounded_context(
+                query,
+                retrieve(query),
+                texts,
+                top_k,
+                max_source_chars,
+                force_gold=True,
+                drop_gold=drop,
+            )
+        )
+    return out
+
+
+def sft_dataset(contexts: Sequence[GroundedContext]) -> datasets.Dataset:
+    """TRL conversational prompt-completion rows (plus ``qid`` and ``answerable``)."""
+    import datasets
+
+    return datasets.Dataset.from_dict(
+        {
+            "prompt": [c.messages() for c in contexts],
+            "completion": [[{"role": "assistant", "content": c.target}] for c in contexts],
+            "qid": [c.qid for c in contexts],
+            "answerable": [c.answerable for c in contexts],
+        }
+    )
+
+
+def describe_dataset(dataset: RetrievalDataset) -> dict[str, Any]:
+    """Counts for logs and the cost estimate: queries, pairs, negatives per source."""
+    return {
+        "queries": len(dataset),
+        "pairs": dataset.num_pairs,
+        "negatives": dataset.negative_sources(),
+    }

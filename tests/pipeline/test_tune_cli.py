@@ -1,0 +1,65 @@
+"""``ragtune tune`` / ``ragtune demo`` on the command line: arguments and bad input as one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llama_index_ragtune.cli import main
+
+
+def test_missing_docs_folder_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--docs", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --docs: folder not found" in err and str(tmp_path / "nope") in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_options_are_one_line_errors(tmp_path, tiny_corpus, capsys):
+    docs = str(tiny_corpus["docs"])
+    assert main(["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--skip", "parse"]) == 1
+    assert "cannot be skipped" in capsys.readouterr().err
+    code = main(["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--time-budget", "-3"])
+    assert code == 1 and "minutes > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--queries", str(tmp_path / "q")]
+        )
+    assert exit_info.value.code == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_a_bad_queries_file_names_the_file_and_line(
+    tmp_path, tiny_corpus, tiny_encoder_path, capsys
+):
+    queries = tmp_path / "queries.jsonl"
+    good = tiny_corpus["queries"].read_text().splitlines()[0]
+    bad = json.dumps({"question": "x", "gold": [{"doc_id": "grocery/retruns.md"}]})
+    queries.write_text(f"{good}\n{bad}\n", encoding="utf-8")
+    code = main(
+        [
+            "tune",
+            "--docs",
+            str(tiny_corpus["docs"]),
+            "--queries",
+            str(queries),
+            "--encoder",
+            tiny_encoder_path,
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # progress bars go to stderr too
+    assert code == 1 and err.startswith("ragtune tune: error: ")
+    assert f"{queries}:2: gold doc_id 'grocery/retruns.md' is not one of the documents" in err
+
+
+def test_demo_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--out DIR" in out and "--resume" in out and "--time-budget" in out
