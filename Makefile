@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ragtune bench retrieval --beir $(BEIR) --split test --max-queries 100 --out benchmarks/results/demo
+	$(VENV)/bin/ragtune demo --out ragtune-demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check llama_index_ragtune tests benchmarks
