@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args, argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"embedding_scale_{args.passages // 1000}k"
+    size = f"{args.passages // 1000}k" if args.passages % 1000 == 0 else str(args.passages)
+    stem = f"embedding_scale_{size}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     markdown = render_markdown(result)
     (out / f"{stem}.md").write_text(markdown, encoding="utf-8")

@@ -158,7 +158,8 @@ def evaluate(doc_vectors: np.ndarray, query_vectors: np.ndarray, ids: list[str],
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     scores = unit(query_vectors) @ unit(doc_vectors).T
-    top = np.argpartition(-scores, DEPTH, axis=1)[:, :DEPTH]
+    depth = min(DEPTH, scores.shape[1])
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
     rows = {"ndcg@10": [], "recall@100": [], "mrr@10": []}
     for q, qid in enumerate(dataset.queries):
         ranked_idx = top[q][np.argsort(-scores[q, top[q]], kind="stable")]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BlockEncoder", "is_static_folder", "model_spec"]
+__all__ = ["BlockEncoder", "finish", "is_static_folder", "model_spec"]
 
 
 def is_static_folder(path: str | os.PathLike) -> bool:
@@ -147,7 +147,12 @@ class BlockEncoder:
 
 
 def finish(vectors: Any, normalize: bool) -> np.ndarray:
-    """``vectors`` as a float32 2-D array, L2-normalised when asked."""
+    """``vectors`` as a float32 2-D array, L2-normalised when asked.
+
+    Example::
+
+        finish([[3.0, 4.0]], normalize=True)   # array([[0.6, 0.8]], dtype=float32)
+    """
     out = np.asarray(vectors, dtype=np.float32)
     if out.ndim != 2:
         raise ValueError(f"the encoder returned an array of shape {out.shape}, expected (n, dim)")

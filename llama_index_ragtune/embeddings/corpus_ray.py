@@ -109,6 +109,13 @@ class RayEngine:
     Ray is initialised locally when nothing initialised it (call ``ray.init(address=...)``
     first to use a cluster). Each shard starts its own actor pool, so shards should be
     large enough for the model load to be small next to the work (thousands of texts).
+    On a cluster, a model given as a folder must exist at that path on every node
+    (shared storage); a ``SentenceTransformer`` object is shipped to the actors instead.
+
+    Example::
+
+        engine = RayEngine("runs/encoder/final", normalize=True, batch_size=64, workers=4)
+        vectors = engine.encode(["first passage", "second passage"])   # (2, dim), in order
     """
 
     def __init__(self, model: Any, normalize: bool, batch_size: int, workers: int | None) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
 import time
 import warnings
@@ -250,9 +249,3 @@ def _version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover
         return None
-
-
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The ``static_embedding.json`` of a distilled folder (empty dict when absent)."""
-    path = Path(folder) / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
