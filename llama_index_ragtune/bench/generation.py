@@ -526,14 +526,18 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         if "dpo" in wanted:
             pref_contexts = train_contexts[: args.max_preference_examples or len(train_contexts)]
             preference = PreferenceBuilder(seed=args.seed).build(pref_contexts)
+        # the benchmark measures the tuned model on the test split, so nothing is held out
+        # for a promotion decision here (the dev questions choose the refusal threshold)
         engine = DecoderFinetuneEngine(
             builder.to_dataset(train_contexts),
-            base_model=base_model,
+            model=base_model,
             output_dir=out / "work",
             preference_dataset=preference,
-            sft_config=sft_config,
-            dpo_config=dpo_config,
+            args=sft_config,
+            preference_args=dpo_config,
             lora_config=lora_config,
+            val_fraction=0,
+            force_promotion=True,
             device=device,
         )
         engine.train_sft()

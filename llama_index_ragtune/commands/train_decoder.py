@@ -67,18 +67,22 @@ def run(args: argparse.Namespace) -> int:
     sft_config, dpo_config, lora_config = make_configs(args, output, device, base_model)
     engine = DecoderFinetuneEngine(
         builder.to_dataset(train_contexts),
-        base_model=base_model,
+        model=base_model,
         output_dir=output,
         preference_dataset=preference,
-        sft_config=sft_config,
-        dpo_config=dpo_config,
+        args=sft_config,
+        preference_args=dpo_config,
         lora_config=lora_config,
         device=device,
     )
-    engine.finetune(resume_from_checkpoint=True if args.resume else None)
-    print(
-        f"Adapter: {engine.adapter_dir}\nMerged model: {engine.merged_dir}\nTimings: {json.dumps(engine.timings)}"
-    )
+    result = engine.finetune(resume_from_checkpoint=True if args.resume else None)
+    print("validation (held-out training questions):")
+    print(result.format_table())
+    if result.promoted:
+        print(f"Adapter: {engine.adapter_dir}\nMerged model: {engine.merged_dir}")
+    else:
+        print(f"Kept the base model; the tuned adapter is in {engine.challenger_path / 'adapter'}")
+    print(f"Timings: {json.dumps(engine.timings)}")
     if not evaluate:
         return 0
 

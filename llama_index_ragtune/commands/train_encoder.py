@@ -1,29 +1,37 @@
-"""``ragtune train encoder``: mine hard negatives and fine-tune the bi-encoder.
+"""``ragtune train encoder``: mine hard negatives, fine-tune the bi-encoder, keep it only if better.
 
-Prints nDCG@10 / Recall@100 / MRR@10 on the evaluation split before and after,
-the training wall time and peak memory, and writes ``<output>/results.json``;
-the fine-tuned model is ``<output>/final`` (a sentence-transformers folder).
+Validation queries are carved off the training queries (``--val-fraction``):
+they choose the hybrid fusion setting for the starting and the tuned encoder,
+pick the best checkpoint, and decide promotion. ``<out>/final`` is the model to
+use: the tuned one when it beat the starting one on validation by more than
+``--promotion-margin``, else the starting one (the tuned one is kept in
+``<out>/challenger``; ``--force-promotion`` opts into it). The fusion setting
+that goes with it is written to ``<out>/fusion.json``. A BEIR ``--test-split``
+is reported before and after, never used for a decision. Training stays within
+``--time-budget`` minutes (steps are planned before training starts).
 
 Example::
 
-    ragtune train encoder --beir ../shared/data/scifact --output runs/encoder
-    ragtune train encoder --dataset qa_pairs.json --val-fraction 0.1 --negatives bm25 --output runs/enc
-    ragtune train encoder --beir ../shared/data/scifact --output runs/encoder --resume
+    ragtune train encoder --beir ../shared/data/scifact --out runs/encoder
+    ragtune train encoder --dataset qa_pairs.json --negatives bm25 --time-budget 5 --out runs/enc
+    ragtune train encoder --beir ../shared/data/scifact --out runs/encoder --resume
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from llama_index_ragtune.commands.training_data import (
     add_data_arguments,
     add_negative_arguments,
     add_training_arguments,
+    engine_options,
     load_training_data,
     mine_negatives,
     namespace_dict,
     report,
-    shared_corpus_embeddings,
+    training_budget,
     training_overrides,
 )
 
@@ -38,9 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--loss",
-        default="mnrl",
-        choices=("mnrl", "cached_mnrl"),
-        help="MultipleNegativesRankingLoss, or its cached variant for big batches (default: mnrl)",
+        default=None,
+        choices=("mnrl", "cached_mnrl", "gist", "cached_gist"),
+        help="MultipleNegativesRankingLoss, its cached variant, or GIST (the starting model "
+        "decides which in-batch candidates are negatives) (default: the engine's)",
     )
     group.add_argument(
         "--max-negatives-per-query",
@@ -51,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--matryoshka-dims", help="comma-separated dimensions for MatryoshkaLoss, e.g. 384,256,128"
     )
+    group.add_argument(
+        "--fusion",
+        default="auto",
+        help="hybrid fusion validated against: 'auto' (chosen on the validation queries), "
+        "rrf, minmax or zscore (default: auto)",
+    )
     group.add_argument("--query-prompt", help="text prepended to queries (e.g. 'query: ')")
     group.add_argument("--passage-prompt", help="text prepended to passages (e.g. 'passage: ')")
 
@@ -58,50 +73,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sentence_transformers import SentenceTransformer
 
-    from llama_index_ragtune.finetuning.encoder import EncoderFinetuneEngine
-    from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator
+    from llama_index_ragtune._atomic import atomic_write_text
+    from llama_index_ragtune.finetuning.encoder import DEFAULT_BUDGET, EncoderFinetuneEngine
+    from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
     from llama_index_ragtune.models import resolve_model
 
     data = load_training_data(args)
     model = SentenceTransformer(resolve_model(args.model, kind="encoder"), device=args.device)
-    evaluator, before = None, {}
-    if data.val is not None:
-        # BEIR keeps its graded judgements; the corpus pass also feeds the dense miner.
-        evaluator = DenseRetrievalEvaluator(
-            data.val.queries,
-            data.val.corpus,
-            data.qrels or data.val.relevant_docs,
+    test_eval, test_before_rankings, shared = None, None, None
+    if data.test is not None:
+        test_eval = HybridRetrievalEvaluator(
+            data.test.queries,
+            data.test.corpus,
+            data.test.graded_qrels(),
             query_prompt=args.query_prompt,
             passage_prompt=args.passage_prompt,
             cache_dir=args.embedding_cache,
         )
-        before = evaluator.evaluate(model)
-    train, mining = mine_negatives(
-        args,
-        data.train,
-        embed_model=model,
-        corpus_embeddings=shared_corpus_embeddings(evaluator, data.train),
-    )
+        test_before = {k: v for k, v in test_eval.evaluate(model).items() if "@" in k}
+        test_before_rankings = dict(test_eval.last_scored_rankings)
+        if list(data.train.corpus) == test_eval.corpus_ids:  # BEIR splits share one corpus
+            shared = test_eval.corpus_embeddings.numpy()
+    train, mining = mine_negatives(args, data.train, embed_model=model, corpus_embeddings=shared)
     dims = [int(d) for d in args.matryoshka_dims.split(",")] if args.matryoshka_dims else None
+    optional = {"loss": args.loss} if args.loss else {}
     engine = EncoderFinetuneEngine(
         train,
         model=model,
         val_dataset=data.val,
-        loss=args.loss,
+        output_dir=args.out,
+        args=EncoderFinetuneEngine.default_args(args.out, **training_overrides(args)),
+        budget=training_budget(args, DEFAULT_BUDGET),
+        min_grade=args.min_grade,
         matryoshka_dims=dims,
-        args=EncoderFinetuneEngine.default_training_args(args.output, **training_overrides(args)),
         query_prompt=args.query_prompt,
         passage_prompt=args.passage_prompt,
-        evaluator=evaluator,
         max_negatives_per_query=args.max_negatives_per_query,
+        fusion=args.fusion,
+        device=args.device,
+        **optional,
+        **engine_options(args),
     )
-    result = engine.finetune(
-        resume_from_checkpoint=True if args.resume else None, evaluate_before=False
-    )
-    result.before = before
+    result = engine.finetune(resume_from_checkpoint=True if args.resume else None)
+    fusion = result.info.get("fusion")
+    if fusion:
+        atomic_write_text(engine.output_dir / "fusion.json", json.dumps(fusion, indent=2) + "\n")
+    test = None
+    if test_eval is not None:
+        # the model in memory is the promoted one (the starting weights are restored otherwise)
+        test_after = {k: v for k, v in test_eval.evaluate(engine.model).items() if "@" in k}
+        start_fusion = result.info.get("fusion_start") or fusion
+        if start_fusion:
+            test_before.update(test_eval.hybrid_metrics(test_before_rankings, start_fusion))
+            test_after.update(test_eval.hybrid_metrics(test_eval.last_scored_rankings, fusion))
+        test = {"before": test_before, "after": test_after, "queries": len(test_eval.query_ids)}
     report(
         result,
-        args.output,
+        args.out,
         {"mining": mining, "data": data.info, "arguments": namespace_dict(args)},
+        test=test,
     )
     return 0

@@ -1,18 +1,20 @@
-"""``ragtune train reranker``: fine-tune the cross-encoder reranker on mined negatives.
+"""``ragtune train reranker``: fine-tune the cross-encoder reranker; keep it only where it helps.
 
-The evaluation split is reranked over the hybrid retriever's candidates (dense
-with ``--encoder`` + BM25, top ``--rerank-depth``): "before" is the hybrid
-order, "after" the fine-tuned reranker's. Prints nDCG@10 / Recall@100 / MRR@10,
-the training wall time and peak memory, and writes ``<output>/results.json``;
-the reranker is ``<output>/final`` (load it with ``CrossEncoderRerank``).
+Validation queries are carved off the training queries. Their first-stage
+candidates come from the hybrid retriever (dense with ``--encoder`` + BM25, top
+``--rerank-depth``): "before" is the hybrid order, "after" the tuned reranker
+blended with the hybrid score at the weight that validates best. The reranker is
+promoted (``<out>/final``) only when it beats the hybrid alone by more than
+``--promotion-margin``; otherwise the command says to leave it out, and the
+tuned model waits in ``<out>/challenger``. A BEIR ``--test-split`` is reported.
 
 Example::
 
-    ragtune train reranker --beir ../shared/data/scifact --encoder runs/encoder/final --output runs/reranker
-    ragtune train reranker --beir DIR --loss margin_mse --teacher cross-encoder/ms-marco-MiniLM-L6-v2 --output runs/rr
-    # offline, from the bundled MiniLM: distil the fine-tuned bi-encoder (what `bench tuning` does)
-    ragtune train reranker --beir DIR --encoder runs/encoder/final --loss margin_mse \
-        --teacher-encoder runs/encoder/final --output runs/reranker
+    ragtune train reranker --beir ../shared/data/scifact --encoder runs/encoder/final --out runs/reranker
+    # offline, from the bundled MiniLM: distil the fine-tuned bi-encoder
+    ragtune train reranker --beir DIR --encoder runs/encoder/final --loss margin_mse \\
+        --teacher-encoder runs/encoder/final --out runs/reranker
+    ragtune train reranker --beir DIR --loss margin_mse --teacher cross-encoder/ms-marco-MiniLM-L6-v2 --out runs/rr
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from llama_index_ragtune.commands.training_data import (
     add_data_arguments,
     add_negative_arguments,
     add_training_arguments,
+    engine_options,
     load_training_data,
     mine_negatives,
     namespace_dict,
     report,
-    shared_corpus_embeddings,
+    training_budget,
     training_overrides,
 )
 
@@ -48,13 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(e.g. runs/encoder/final; default: bundled MiniLM)",
     )
     group.add_argument(
+        "--fusion",
+        default=None,
+        help="hybrid fusion of the candidates: rrf, minmax, zscore (default: the library's, or "
+        "<encoder>/../fusion.json written by `ragtune train encoder`)",
+    )
+    group.add_argument(
         "--rerank-depth", type=int, default=50, help="candidates re-scored per query (default: 50)"
     )
     group.add_argument(
         "--loss",
-        default="bce",
+        default=None,
         choices=("bce", "lambda", "listnet", "margin_mse"),
-        help="BinaryCrossEntropy (default), LambdaLoss / ListNet (listwise), MarginMSE (distillation)",
+        help="MarginMSE distillation (default with a teacher), BinaryCrossEntropy (default "
+        "without), LambdaLoss / ListNet (listwise)",
     )
     teacher = group.add_mutually_exclusive_group()
     teacher.add_argument(
@@ -79,15 +89,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fusion(args: argparse.Namespace) -> object:
+    import json
+    from pathlib import Path
+
+    if args.fusion:
+        return args.fusion
+    if args.encoder:
+        saved = Path(args.encoder).parent / "fusion.json"
+        if saved.is_file():
+            return json.loads(saved.read_text(encoding="utf-8"))
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from sentence_transformers import SentenceTransformer
 
-    from llama_index_ragtune.finetuning.candidates import hybrid_candidates
-    from llama_index_ragtune.finetuning.ranking_eval import (
-        CandidateRerankingEvaluator,
-        DenseRetrievalEvaluator,
-    )
-    from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
+    from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
+    from llama_index_ragtune.finetuning.hybrid_eval import fusion_params
+    from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
+    from llama_index_ragtune.finetuning.reranker import DEFAULT_BUDGET, RerankerFinetuneEngine
     from llama_index_ragtune.models import resolve_model
 
     if args.loss == "margin_mse" and not (args.teacher or args.teacher_encoder):
@@ -96,37 +117,7 @@ def run(args: argparse.Namespace) -> int:
         )
     data = load_training_data(args)
     encoder = SentenceTransformer(resolve_model(args.encoder, kind="encoder"), device=args.device)
-    candidates = evaluator = dense = None
-    extra: dict = {}
-    if data.val is not None:
-        # One corpus pass with the encoder serves its dense metrics, the hybrid index and the miner.
-        dense = DenseRetrievalEvaluator(
-            data.val.queries,
-            data.val.corpus,
-            data.qrels or data.val.relevant_docs,
-            cache_dir=args.embedding_cache,
-        )
-        extra["encoder_dense"] = dense.evaluate(encoder)
-        candidates = hybrid_candidates(
-            data.val.queries,
-            data.val.corpus,
-            top_k=max(100, args.rerank_depth),
-            embed_model=args.encoder,
-            corpus_embeddings=dense.corpus_embeddings.numpy(),
-        )
-        evaluator = CandidateRerankingEvaluator(
-            data.val.queries,
-            data.val.corpus,
-            data.qrels or data.val.relevant_docs,
-            candidates,
-            depth=args.rerank_depth,
-        )
-    train, mining = mine_negatives(
-        args,
-        data.train,
-        embed_model=encoder,
-        corpus_embeddings=shared_corpus_embeddings(dense, data.train),
-    )
+    train, mining = mine_negatives(args, data.train, embed_model=encoder)
     teacher = args.teacher
     if args.teacher_encoder:
         teacher = (
@@ -136,25 +127,60 @@ def run(args: argparse.Namespace) -> int:
                 resolve_model(args.teacher_encoder, kind="encoder"), device=args.device
             )
         )
+    fusion = _fusion(args)
+    optional = {"loss": args.loss} if args.loss else {}
     engine = RerankerFinetuneEngine(
         train,
         model=args.model,
         val_dataset=data.val,
-        loss=args.loss,
+        output_dir=args.out,
+        args=RerankerFinetuneEngine.default_args(args.out, **training_overrides(args)),
+        budget=training_budget(args, DEFAULT_BUDGET),
         teacher=teacher,
-        args=RerankerFinetuneEngine.default_training_args(args.output, **training_overrides(args)),
         max_negatives_per_query=args.max_negatives_per_query,
-        candidates=candidates,
         rerank_depth=args.rerank_depth,
         encoder=args.encoder,
+        fusion=fusion,
         max_length=args.max_length,
-        evaluator=evaluator,
         device=args.device,
+        **optional,
+        **engine_options(args),
     )
     result = engine.finetune(resume_from_checkpoint=True if args.resume else None)
+    test = None
+    if data.test is not None:
+        candidates, scores = hybrid_candidates_with_scores(
+            data.test.queries,
+            data.test.corpus,
+            top_k=max(100, args.rerank_depth),
+            embed_model=args.encoder,
+            **fusion_params(fusion),
+        )
+        weight = engine.retrieval_weight or 0.0
+        evaluator = CandidateRerankingEvaluator(
+            data.test.queries,
+            data.test.corpus,
+            data.test.graded_qrels(),
+            candidates,
+            depth=args.rerank_depth,
+            candidate_scores=scores if weight > 0 else None,
+            retrieval_weight=weight,
+        )
+        before = evaluator.baseline()
+        # the model in memory is the promoted one (the starting weights are restored otherwise)
+        after = evaluator.evaluate(engine.model) if result.promoted else dict(before)
+        test = {"before": before, "after": after, "queries": len(evaluator.query_ids)}
+    if not result.promoted:
+        print("the tuned reranker does not beat the hybrid retriever on validation: leave it out")
     report(
         result,
-        args.output,
-        {"mining": mining, "data": data.info, "arguments": namespace_dict(args), **extra},
+        args.out,
+        {
+            "mining": mining,
+            "data": data.info,
+            "retrieval_weight": engine.retrieval_weight,
+            "arguments": namespace_dict(args),
+        },
+        test=test,
     )
     return 0

@@ -1,16 +1,23 @@
 """Arguments and steps shared by ``ragtune train encoder`` and ``ragtune train reranker``.
 
 Data (``--beir DIR`` or ``--dataset JSON``), hard-negative mining
-(``--negatives bm25,dense``), the training settings that map onto the upstream
-training-arguments object (``--epochs``, ``--batch-size``, ``--lr``,
-``--max-steps``...), and printing / saving the before-after table.
+(``--negatives bm25,dense``), the budget (``--time-budget``, ``--max-pairs``,
+``--max-pairs-per-query``), the promotion rule (``--promotion-margin``,
+``--force-promotion``), the training settings that map onto the upstream
+training-arguments object (``--epochs``, ``--train-batch-size``,
+``--learning-rate``, ``--max-steps``...), and printing / saving the results.
+
+Validation comes from the training queries (``--val-fraction``, or
+``--val-dataset``): it picks the best checkpoint and decides promotion. The
+``--test-split`` of a BEIR folder is only reported, before and after, never
+used for a decision.
 
 Example::
 
     parser = argparse.ArgumentParser()
     add_data_arguments(parser); add_negative_arguments(parser); add_training_arguments(parser)
-    args = parser.parse_args(["--beir", "../shared/data/scifact", "--output", "runs/x"])
-    data = load_training_data(args)       # TrainingData(train=..., val=..., qrels=...)
+    args = parser.parse_args(["--beir", "../shared/data/scifact", "--out", "runs/x"])
+    data = load_training_data(args)       # TrainingData(train=..., val=None, test=...)
 """
 
 from __future__ import annotations
@@ -26,20 +33,22 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llama_index_ragtune.data.schema import RetrievalDataset
+    from llama_index_ragtune.finetuning.budget import TrainingBudget
     from llama_index_ragtune.finetuning.result import FinetuneResult
 
 logger = logging.getLogger(__name__)
 
 NEGATIVE_SOURCES = ("bm25", "dense")
+DEFAULT_TIME_BUDGET = 10.0
 
 
 @dataclass
 class TrainingData:
-    """Train and validation sets; ``qrels`` keeps BEIR's graded judgements of the validation queries."""
+    """Training queries, an optional given validation set, and an optional reported test set."""
 
     train: RetrievalDataset
-    val: RetrievalDataset | None
-    qrels: dict[str, dict[str, int]] | None = None
+    val: RetrievalDataset | None = None
+    test: RetrievalDataset | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,23 +70,37 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-split", default="train", help="BEIR split to train on (default: train)"
     )
     group.add_argument(
-        "--eval-split",
+        "--test-split",
         default="test",
-        help="BEIR split reported before/after (default: test; 'none' skips evaluation)",
+        help="BEIR split reported before/after, never used for decisions (default: test; "
+        "'none' skips it)",
     )
     group.add_argument(
-        "--val-dataset", metavar="JSON", help="validation set for --dataset (same formats)"
+        "--val-dataset",
+        metavar="JSON",
+        help="validation queries (same formats); default: carved off the training queries",
     )
     group.add_argument(
         "--val-fraction",
         type=float,
-        default=0.0,
-        help="with --dataset and no --val-dataset: hold out this share of the queries",
+        default=0.1,
+        help="share of the training queries held out for validation (default: 0.1; at least "
+        "min(50, n/4), at most --max-val-queries; 0 = no validation, then only "
+        "--force-promotion promotes)",
+    )
+    group.add_argument(
+        "--max-val-queries", type=int, default=200, help="cap on validation queries (default: 200)"
+    )
+    group.add_argument(
+        "--min-grade",
+        type=int,
+        default=1,
+        help="train on positives graded at least this (BEIR grades; default: 1)",
     )
     group.add_argument(
         "--max-train-queries", type=int, help="train on the first N queries only (quick runs)"
     )
-    group.add_argument("--max-eval-queries", type=int, help="evaluate on the first N queries only")
+    group.add_argument("--max-test-queries", type=int, help="report on the first N test queries")
 
 
 def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int = 3) -> None:
@@ -102,8 +125,8 @@ def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int =
     group.add_argument(
         "--relative-margin",
         default="0.95",
-        help="false-negative filter: skip candidates scoring above this share of the positive's "
-        "score; 'none' disables it (default: 0.95)",
+        help="false-negative filter of the dense source: skip candidates scoring above this share "
+        "of the query's weakest positive; 'none' disables it (default: 0.95)",
     )
     group.add_argument(
         "--embedding-cache",
@@ -115,24 +138,51 @@ def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int =
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (mapped onto the upstream training arguments)")
     group.add_argument(
+        "--out",
         "--output",
+        dest="out",
         required=True,
         metavar="DIR",
-        help="checkpoints, the final model (<DIR>/final) and results.json",
+        help="checkpoints, the model to use (<DIR>/final), decision.json and results.json",
     )
     group.add_argument("--epochs", type=float, help="num_train_epochs")
-    group.add_argument("--batch-size", type=int, help="per_device_train_batch_size")
-    group.add_argument("--lr", type=float, help="learning_rate")
-    group.add_argument("--max-steps", type=int, help="max_steps (overrides --epochs)")
+    group.add_argument("--train-batch-size", type=int, help="per_device_train_batch_size")
+    group.add_argument("--learning-rate", type=float, help="learning_rate")
+    group.add_argument("--max-steps", type=int, help="max_steps (overrides --epochs and the plan)")
     group.add_argument("--warmup", type=float, help="warmup_steps (a float < 1 is a ratio)")
     group.add_argument("--save-steps", type=int, help="save_steps (checkpoint interval)")
     group.add_argument(
         "--seed", type=int, default=42, help="seed for data order, negatives and splits"
     )
     group.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in --output"
+        "--resume", action="store_true", help="continue from the last checkpoint in --out"
     )
     group.add_argument("--device", help="cpu, cuda, mps... (default: the best available)")
+    budget = parser.add_argument_group("budget")
+    budget.add_argument(
+        "--time-budget",
+        metavar="MINUTES",
+        default=str(DEFAULT_TIME_BUDGET),
+        help=f"minutes of training; steps are planned to fit (default: {DEFAULT_TIME_BUDGET:g}; "
+        "'none' = one full epoch)",
+    )
+    budget.add_argument("--max-pairs", type=int, help="cap on (query, positive) training pairs")
+    budget.add_argument(
+        "--max-pairs-per-query",
+        type=int,
+        help="strongest positives used per query (default: the engine's)",
+    )
+    promotion = parser.add_argument_group("promotion (champion / challenger)")
+    promotion.add_argument(
+        "--promotion-margin",
+        type=float,
+        help="how much better on validation the tuned model must be (default: the engine's)",
+    )
+    promotion.add_argument(
+        "--force-promotion",
+        action="store_true",
+        help="use the tuned model even when validation says it is not better",
+    )
 
 
 # --------------------------------------------------------------------------- steps
@@ -142,8 +192,8 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The CLI's training settings as keyword arguments of the upstream training-arguments class."""
     mapping = {
         "epochs": "num_train_epochs",
-        "batch_size": "per_device_train_batch_size",
-        "lr": "learning_rate",
+        "train_batch_size": "per_device_train_batch_size",
+        "learning_rate": "learning_rate",
         "max_steps": "max_steps",
         "warmup": "warmup_steps",
         "save_steps": "save_steps",
@@ -159,41 +209,51 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def training_budget(
+    args: argparse.Namespace, default: TrainingBudget | None
+) -> TrainingBudget | None:
+    """The ``TrainingBudget`` asked for on the command line (engine defaults fill the gaps)."""
+    from llama_index_ragtune.finetuning.budget import TrainingBudget
+
+    minutes = parse_optional_float(args.time_budget, "--time-budget")
+    per_query = args.max_pairs_per_query
+    if per_query is None and default is not None:
+        per_query = default.max_pairs_per_query
+    if minutes is None and args.max_pairs is None and per_query is None:
+        return None
+    return TrainingBudget(max_pairs=args.max_pairs, max_pairs_per_query=per_query, minutes=minutes)
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments every engine takes from the shared flags."""
+    options: dict[str, Any] = {
+        "val_fraction": args.val_fraction,
+        "max_val_queries": args.max_val_queries,
+        "force_promotion": args.force_promotion,
+    }
+    if args.promotion_margin is not None:
+        options["promotion_margin"] = args.promotion_margin
+    return options
+
+
 def load_training_data(args: argparse.Namespace) -> TrainingData:
-    """Train / validation sets from ``--beir`` or ``--dataset`` (+ ``--val-dataset`` / ``--val-fraction``)."""
+    """Training queries from ``--beir`` or ``--dataset``, ``--val-dataset``, and the BEIR test split."""
     from llama_index_ragtune.data.schema import RetrievalDataset
 
-    no_eval = str(args.eval_split).lower() == "none"
+    val = RetrievalDataset.load_json(args.val_dataset) if args.val_dataset else None
     if args.beir:
-        from llama_index_ragtune.data.beir import load_beir
-
         train = RetrievalDataset.from_beir(
             args.beir, split=args.train_split, max_queries=args.max_train_queries
         )
-        if no_eval:
-            return TrainingData(train, None, info={"source": args.beir})
-        beir = load_beir(args.beir, split=args.eval_split, max_queries=args.max_eval_queries)
-        relevant = beir.relevant_docs()
-        val = RetrievalDataset(
-            queries={q: beir.queries[q] for q in relevant},
-            corpus=beir.corpus,
-            relevant_docs=relevant,
-            metadata={"source": "beir", "name": beir.name, "split": args.eval_split},
-        )
-        qrels = {q: beir.qrels[q] for q in val.queries}
-        return TrainingData(
-            train, val, qrels, info={"source": args.beir, "eval_split": args.eval_split}
-        )
+        test = None
+        if str(args.test_split).lower() != "none":
+            test = RetrievalDataset.from_beir(
+                args.beir, split=args.test_split, max_queries=args.max_test_queries
+            )
+        return TrainingData(train, val, test, info={"source": args.beir})
     train = RetrievalDataset.load_json(args.dataset)
-    val = None
-    if args.val_dataset:
-        val = RetrievalDataset.load_json(args.val_dataset)
-    elif args.val_fraction and not no_eval:
-        train, val = train.split(val_fraction=args.val_fraction, seed=args.seed)
     if args.max_train_queries:
         train = train.subset(train.query_ids[: args.max_train_queries])
-    if val is not None and args.max_eval_queries:
-        val = val.subset(val.query_ids[: args.max_eval_queries])
     return TrainingData(train, val, None, info={"source": args.dataset})
 
 
@@ -210,19 +270,16 @@ def parse_sources(text: str) -> list[str]:
     return sources
 
 
-def parse_margin(text: str) -> float | None:
-    if str(text).strip().lower() in {"none", "off", "no", ""}:
+def parse_optional_float(text: Any, flag: str = "--relative-margin") -> float | None:
+    if text is None or str(text).strip().lower() in {"none", "off", "no", ""}:
         return None
-    return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        raise SystemExit(f"{flag}: expected a number or 'none', got {text!r}") from None
 
 
-def shared_corpus_embeddings(evaluator: Any, dataset: RetrievalDataset) -> Any:
-    """The evaluator's corpus embeddings as a numpy array when they cover ``dataset``'s corpus in
-    the same order (BEIR splits share one corpus), so the dense miner skips its own corpus pass."""
-    embeddings = getattr(evaluator, "corpus_embeddings", None)
-    if embeddings is None or list(dataset.corpus) != getattr(evaluator, "corpus_ids", None):
-        return None
-    return embeddings.numpy()
+parse_margin = parse_optional_float
 
 
 def mine_negatives(
@@ -238,12 +295,13 @@ def mine_negatives(
         return train, {"sources": [], "negatives": train.num_negatives}
     from llama_index_ragtune.data.negatives import HardNegativeMiner
 
+    margin = parse_optional_float(args.relative_margin)
     miner = HardNegativeMiner(
         sources=sources,
         num_negatives=args.num_negatives,
         range_min=args.range_min,
         range_max=args.range_max,
-        relative_margin=parse_margin(args.relative_margin),
+        relative_margin=None if margin is None else {"dense": margin},
         embed_model=embed_model,
         embedding_cache_dir=args.embedding_cache,
         seed=args.seed,
@@ -260,15 +318,30 @@ def mine_negatives(
     return mined, stats
 
 
-def report(result: FinetuneResult, output: str | Path, extra: dict[str, Any]) -> Path:
-    """Print the before/after table and write ``<output>/results.json``."""
+def report(
+    result: FinetuneResult,
+    output: str | Path,
+    extra: dict[str, Any],
+    test: dict[str, dict[str, float]] | None = None,
+) -> Path:
+    """Print the validation table, the decision and the test figures; write ``<out>/results.json``."""
+    print("validation (held-out training queries):")
     print(result.format_table())
-    data = {**result.to_dict(), **extra}
+    if test:
+        print(f"\ntest split (reported only): {format_test(test)}")
+    data = {**result.to_dict(), "test": test or {}, **extra}
     path = Path(output) / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    print(f"results: {path}\nmodel: {result.model_path}")
+    from llama_index_ragtune._atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
+    print(f"results: {path}\nmodel to use: {Path(output) / 'final'}")
     return path
+
+
+def format_test(test: dict[str, dict[str, float]]) -> str:
+    before, after = test.get("before", {}), test.get("after", {})
+    keys = [k for k in after if k.endswith("ndcg@10")]
+    return ", ".join(f"{k} {before.get(k, float('nan')):.4f} -> {after[k]:.4f}" for k in keys)
 
 
 def namespace_dict(args: argparse.Namespace) -> dict[str, Any]:

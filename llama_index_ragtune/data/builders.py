@@ -53,12 +53,16 @@ def dataset_from_beir(
             ]
             if judged:
                 negatives[qid] = judged
+    # strongest positives first; the grades travel with the dataset
+    grades = {q: {d: int(beir.qrels[q][d]) for d in docs} for q, docs in relevant.items()}
+    relevant = {q: sorted(docs, key=lambda d, q=q: -grades[q][d]) for q, docs in relevant.items()}
     return RetrievalDataset(
         queries={q: beir.queries[q] for q in relevant},
         corpus=dict(beir.corpus),
         relevant_docs=relevant,
         negatives=negatives,
         metadata={"source": "beir", "name": beir.name, "split": split},
+        grades=grades,
     )
 
 

@@ -144,9 +144,12 @@ class RetrievalDataset:
     """Queries, a corpus, several positives per query, and hard negatives.
 
     Fields match LlamaIndex's ``EmbeddingQAFinetuneDataset`` (``queries``, ``corpus``,
-    ``relevant_docs``, ``mode``) plus ``negatives`` and free-form ``metadata``
-    (provenance such as the miner's settings). The dataset is checked on
-    construction (see ``validate``); its methods return new datasets.
+    ``relevant_docs``, ``mode``) plus ``negatives``, free-form ``metadata``
+    (provenance such as the miner's settings) and optional graded relevance:
+    ``grades`` maps a query to ``{positive doc id: grade}`` (BEIR qrels keep their
+    grades; a positive without a grade counts as grade 1, and engines train on the
+    strongest positives first). The dataset is checked on construction (see
+    ``validate``); its methods return new datasets.
 
     Example::
 
@@ -166,6 +169,7 @@ class RetrievalDataset:
     negatives: dict[str, list[Negative]] = field(default_factory=dict)
     mode: str = "text"
     metadata: dict[str, Any] = field(default_factory=dict)
+    grades: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.queries = coerce_ids(self.queries, "queries", "{query_id: text}")
@@ -189,7 +193,46 @@ class RetrievalDataset:
                 f"RetrievalDataset.metadata must be a mapping, got {type(self.metadata).__name__}"
             )
         self.metadata = dict(self.metadata)
+        self.grades = self._coerce_grades(self.grades)
         self.validate()
+
+    def _coerce_grades(self, grades: Any) -> dict[str, dict[str, int]]:
+        """``{qid: {doc: int grade}}`` naming positives of known queries, else ``DataError``."""
+        if not isinstance(grades, Mapping):
+            raise DataError(
+                f"RetrievalDataset.grades must be {{query_id: {{doc_id: grade}}}}, "
+                f"got {type(grades).__name__}"
+            )
+        out: dict[str, dict[str, int]] = {}
+        for qid, graded in grades.items():
+            qid = str(qid)
+            if qid not in self.queries:
+                raise DataError(f"RetrievalDataset.grades names an unknown query id {qid!r}")
+            if not isinstance(graded, Mapping):
+                raise DataError(f"RetrievalDataset.grades[{qid!r}] must be {{doc_id: grade}}")
+            positives = set(self.relevant_docs.get(qid, ()))
+            for doc_id, grade in graded.items():
+                if str(doc_id) not in positives:
+                    raise DataError(
+                        f"RetrievalDataset.grades[{qid!r}] grades {str(doc_id)!r}, which is not "
+                        "one of the query's positives (relevant_docs)"
+                    )
+                if isinstance(grade, bool) or not isinstance(grade, int) or grade < 1:
+                    raise DataError(
+                        f"RetrievalDataset.grades[{qid!r}][{str(doc_id)!r}] must be an integer "
+                        f">= 1, got {grade!r}"
+                    )
+            if graded:
+                out[qid] = {str(d): int(g) for d, g in graded.items()}
+        return out
+
+    def grade(self, qid: str, doc_id: str) -> int:
+        """The grade of positive ``doc_id`` for query ``qid`` (1 when none is recorded)."""
+        return self.grades.get(qid, {}).get(doc_id, 1)
+
+    def graded_qrels(self) -> dict[str, dict[str, int]]:
+        """``{qid: {doc_id: grade}}`` for every positive (the qrels evaluators take)."""
+        return {q: {d: self.grade(q, d) for d in docs} for q, docs in self.relevant_docs.items()}
 
     # ------------------------------------------------------------------ checks
 
@@ -270,8 +313,16 @@ class RetrievalDataset:
             "negatives": self.negatives,
             "mode": self.mode,
             "metadata": dict(self.metadata),
+            "grades": self.grades,
         }
         data.update(changes)
+        if "grades" not in changes:  # keep the grades of the queries and positives that remain
+            relevant = data["relevant_docs"]
+            data["grades"] = {
+                q: {d: g for d, g in graded.items() if d in set(relevant.get(q, ()))}
+                for q, graded in self.grades.items()
+                if q in data["queries"]
+            }
         return RetrievalDataset(**data)
 
     # ------------------------------------------------------------------ derived sets
@@ -400,6 +451,7 @@ class RetrievalDataset:
             "relevant_docs": self.relevant_docs,
             "negatives": {q: [n.to_dict() for n in v] for q, v in self.negatives.items()},
             "metadata": self.metadata,
+            **({"grades": self.grades} if self.grades else {}),
         }
 
     @classmethod

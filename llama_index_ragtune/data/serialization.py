@@ -143,6 +143,9 @@ def parse_dataset_dict(data: Mapping[str, Any], path: str | Path | None = None) 
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, Mapping):
         raise error(f"must be an object, got {type(metadata).__name__}", "$.metadata", None)
+    grades = data.get("grades") or {}
+    if not isinstance(grades, Mapping) or not all(isinstance(g, Mapping) for g in grades.values()):
+        raise error("must be an object {query_id: {doc_id: grade}}", "$.grades", None)
     return {
         "queries": _texts(data["queries"], "queries", error),
         "corpus": _texts(data["corpus"], "corpus", error),
@@ -150,6 +153,7 @@ def parse_dataset_dict(data: Mapping[str, Any], path: str | Path | None = None) 
         "negatives": _negatives(data.get("negatives") or {}, error),
         "mode": mode,
         "metadata": dict(metadata),
+        "grades": {str(q): dict(g) for q, g in grades.items()},
     }
 
 

@@ -14,7 +14,12 @@ _EXPORTS = {
     "RerankerFinetuneEngine": "reranker",
     "DecoderFinetuneEngine": "decoder",
     "FinetuneResult": "result",
+    "TrainingBudget": "budget",
+    "PromotionDecision": "promotion",
+    "decide_promotion": "promotion",
+    "RerankerNotPromotedError": "reranker",
     "DenseRetrievalEvaluator": "ranking_eval",
+    "HybridRetrievalEvaluator": "hybrid_eval",
     "CandidateRerankingEvaluator": "ranking_eval",
 }
 

@@ -37,15 +37,27 @@ def retrieve_rankings(
     retriever: Any, queries: Mapping[str, str], show_progress: bool = True
 ) -> dict[str, list[str]]:
     """``{qid: [doc ids, best first]}`` from any LlamaIndex retriever (doc id rule of the evaluator)."""
+    return retrieve_scored(retriever, queries, show_progress)[0]
+
+
+def retrieve_scored(
+    retriever: Any, queries: Mapping[str, str], show_progress: bool = True
+) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
+    """``({qid: doc ids}, {qid: scores})`` from any LlamaIndex retriever; a doc id returned
+    twice (several nodes of one document) keeps its first, best score."""
     from llama_index_ragtune.evaluation.retrieval import default_doc_id
 
     rankings: dict[str, list[str]] = {}
+    scores: dict[str, list[float]] = {}
     for qid, text in tqdm(
         queries.items(), desc="first-stage candidates", disable=not show_progress
     ):
-        ids = (default_doc_id(node) for node in retriever.retrieve(text))
-        rankings[qid] = list(dict.fromkeys(ids))
-    return rankings
+        best: dict[str, float] = {}
+        for node in retriever.retrieve(text):
+            best.setdefault(default_doc_id(node), float(node.score or 0.0))
+        rankings[qid] = list(best)
+        scores[qid] = list(best.values())
+    return rankings, scores
 
 
 def hybrid_candidates(
@@ -65,6 +77,21 @@ def hybrid_candidates(
     ``corpus_embeddings`` (rows in ``corpus`` order, made by the same model) skip
     embedding the corpus again.
     """
+    return hybrid_candidates_with_scores(
+        queries, corpus, top_k, embed_model, show_progress, corpus_embeddings, **retriever_kwargs
+    )[0]
+
+
+def hybrid_candidates_with_scores(
+    queries: Mapping[str, str],
+    corpus: Mapping[str, str],
+    top_k: int = 100,
+    embed_model: Any = None,
+    show_progress: bool = True,
+    corpus_embeddings: Sequence[Sequence[float]] | None = None,
+    **retriever_kwargs: Any,
+) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
+    """Like ``hybrid_candidates``, plus the fused score of every candidate (for blending)."""
     from llama_index.core.schema import TextNode
 
     from llama_index_ragtune.retrievers import HybridRetriever
@@ -89,4 +116,4 @@ def hybrid_candidates(
         similarity_top_k=top_k,
         **retriever_kwargs,
     )
-    return retrieve_rankings(retriever, queries, show_progress=show_progress)
+    return retrieve_scored(retriever, queries, show_progress=show_progress)

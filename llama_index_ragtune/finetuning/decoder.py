@@ -1,4 +1,4 @@
-"""``DecoderFinetuneEngine``: grounded SFT with LoRA, then DPO (or ORPO), with TRL's trainers.
+"""``DecoderFinetuneEngine``: grounded SFT with LoRA, then DPO (or ORPO), validated and gated.
 
 Stage 1 runs TRL's ``SFTTrainer`` on prompt-completion conversations (e.g.
 ``GroundedSFTBuilder.build``): for that format TRL computes the loss on the
@@ -11,6 +11,16 @@ SFT adapter into a frozen ``ref`` adapter). ``preference_method="orpo"`` uses
 ``trl.experimental.orpo.ORPOTrainer`` instead (reference-free; experimental
 upstream).
 
+The engine keeps the contract of :mod:`~llama_index_ragtune.finetuning.base`:
+``model`` (the starting causal LM), ``args`` (TRL's ``SFTConfig``; the preference
+stage takes ``preference_args``, a ``DPOConfig`` or ``ORPOConfig``), ``output_dir``,
+``val_dataset`` (SFT rows; carved off the training rows by question when None),
+``finetune()`` returning a ``FinetuneResult`` and ``get_finetuned_model()``.
+Validation is the mean negative log-likelihood of the held-out completions
+(``loss``): measured on the starting model, during SFT to keep the best
+checkpoint, and on the tuned model; the tuned adapter is promoted only when it
+lowers it by more than ``promotion_margin``.
+
 Upstream config objects pass through untouched (``SFTConfig``, ``DPOConfig``,
 ``ORPOConfig``, ``LoraConfig``); when one is None a CPU-friendly default is
 built (see ``default_sft_config`` and friends). Layout of ``output_dir``::
@@ -18,15 +28,17 @@ built (see ``default_sft_config`` and friends). Layout of ``output_dir``::
     sft/            SFT checkpoints (resume with resume_from_checkpoint=True)
     sft-adapter/    the LoRA adapter after SFT (a resumed run skips SFT when present)
     dpo/ | orpo/    preference-stage checkpoints
-    adapter/        the final LoRA adapter (+ tokenizer): LocalChatLLM loads it as is
-    merged/         base weights with the adapter merged in (+ tokenizer)
+    adapter/        the promoted LoRA adapter (+ tokenizer): LocalChatLLM loads it as is
+    merged/         base weights with the promoted adapter merged in (+ tokenizer)
+    challenger/     the adapter of a tuned model that lost on validation
+    decision.json   the promotion decision
 
 Example::
 
     from llama_index_ragtune.finetuning import DecoderFinetuneEngine
 
     engine = DecoderFinetuneEngine(sft_dataset, preference_dataset=dpo_pairs, output_dir="runs/decoder")
-    engine.finetune()
+    print(engine.finetune().format_table())   # validation loss before / after, and the decision
     llm = engine.get_finetuned_model(max_new_tokens=48)   # a LlamaIndex LLM over merged/
 """
 
@@ -35,11 +47,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
+import os
+import random
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, validation_size
+from llama_index_ragtune.finetuning.budget import TrainingBudget
+from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
+from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 
 if TYPE_CHECKING:
     import datasets
@@ -211,41 +230,128 @@ def _check_columns(dataset: Any, needed: tuple[str, ...], what: str, hint: str) 
         )
     if len(dataset) == 0:
         raise ValueError(f"DecoderFinetuneEngine: {what} is empty.")
-    # Metadata columns (qid, source ids...) stay out of the trainers' collators.
+    return dataset
+
+
+def _columns(dataset: datasets.Dataset, needed: tuple[str, ...]) -> datasets.Dataset:
+    """Only the trainer's columns: metadata (qid, source ids...) stays out of the collators."""
     return dataset.select_columns(list(needed))
 
 
-class DecoderFinetuneEngine:
+def completion_nll(model: Any, tokenizer: Any, rows: Any, max_length: int = 1024) -> float:
+    """Mean negative log-likelihood per completion token of prompt/completion ``rows``.
+
+    The validation metric of ``DecoderFinetuneEngine``: the same number for the
+    base model and for a LoRA-tuned one (a ``PeftModel``), computed one row at a
+    time with the tokenizer's chat template, prompt tokens masked.
+
+    Example::
+
+        completion_nll(model, tokenizer, val_rows)   # e.g. 1.93 before SFT, 0.41 after
+    """
+    import torch
+
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for row in rows:
+                prompt = list(row["prompt"])
+                prefix = tokenizer.apply_chat_template(
+                    prompt, tokenize=True, add_generation_prompt=True
+                )
+                full = tokenizer.apply_chat_template(
+                    prompt + list(row["completion"]), tokenize=True
+                )
+                prefix, full = _ids(prefix), _ids(full)
+                start = (
+                    len(prefix) if full[: len(prefix)] == prefix else _common_prefix(prefix, full)
+                )
+                full = full[:max_length]
+                if start >= len(full):
+                    continue
+                ids = torch.tensor([full], device=device)
+                labels = ids.clone()
+                labels[:, :start] = -100
+                out = model(input_ids=ids, labels=labels)
+                n = len(full) - start
+                total += float(out.loss) * n
+                count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("completion_nll: no completion token left within max_length")
+    return total / count
+
+
+def _ids(encoded: Any) -> list[int]:
+    if isinstance(encoded, dict) or hasattr(encoded, "input_ids"):
+        encoded = encoded["input_ids"]
+    return [int(x) for x in encoded]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class DecoderFinetuneEngine(BaseFinetuneEngine):
     """Fine-tune a causal LM for grounded, cited answers: LoRA SFT, then optional DPO/ORPO.
 
     Args:
         train_dataset: SFT rows ``prompt`` (system+user messages) and ``completion``
-            (the assistant message); extra columns are ignored.
-        base_model: None (bundled SmolLM2-135M-Instruct), a local folder or a hub id.
-        output_dir: where checkpoints, the adapter and the merged model go.
+            (the assistant message); extra columns are kept out of the trainers (a
+            ``qid`` column keeps one question's rows together when validation is carved).
+        model: None (bundled SmolLM2-135M-Instruct), a local folder or a hub id.
+        args: TRL ``SFTConfig`` for the SFT stage; None builds ``default_args``
+            (checkpoints in ``<output_dir>/sft``).
+        output_dir: where checkpoints, the adapter, the merged model and the decision go.
+        val_dataset: SFT-format rows for validation; None carves ``val_fraction`` of
+            the training rows off (by question), at most ``max_val_queries`` of them.
         preference_dataset: optional ``prompt``/``chosen``/``rejected`` rows for stage 2.
-        eval_dataset: optional SFT-format rows evaluated by the SFT trainer.
-        sft_config / dpo_config / orpo_config / lora_config: upstream config
-            objects; None builds the defaults of this module.
+        preference_args: ``DPOConfig`` or ``ORPOConfig`` (``trl.experimental.orpo``);
+            None builds the defaults of this module.
+        lora_config: PEFT ``LoraConfig``; None builds ``default_lora_config()``.
         preference_method: ``"dpo"`` (default) or ``"orpo"``.
+        budget: a ``TrainingBudget``: ``max_pairs`` caps the SFT rows (sampled),
+            ``minutes`` stops each stage when its time is up.
+        promotion_margin: how much the validation loss must drop to promote the adapter.
+        force_promotion: promote whatever validation says.
+        eval_points: validation passes during SFT that pick the best checkpoint.
         device: ``"cpu"``, ``"cuda"``...; None picks cuda when available.
         callbacks: ``transformers.TrainerCallback`` objects for both trainers.
     """
 
+    kind = "decoder"
+    default_output_dir = "ragtune-decoder"
+
     def __init__(
         self,
         train_dataset: datasets.Dataset,
-        base_model: str | Path | None = None,
-        output_dir: str | Path = "ragtune-decoder",
+        *,
+        model: str | os.PathLike | None = None,
+        args: SFTConfig | None = None,
+        output_dir: str | os.PathLike | None = None,
+        val_dataset: datasets.Dataset | None = None,
         preference_dataset: datasets.Dataset | None = None,
-        eval_dataset: datasets.Dataset | None = None,
-        sft_config: SFTConfig | None = None,
-        dpo_config: DPOConfig | None = None,
-        orpo_config: Any | None = None,
+        preference_args: Any | None = None,
         lora_config: LoraConfig | None = None,
         preference_method: Literal["dpo", "orpo"] = "dpo",
+        budget: TrainingBudget | None = None,
+        promotion_margin: float = DEFAULT_MARGIN,
+        force_promotion: bool = False,
+        val_fraction: float = 0.1,
+        max_val_queries: int = 50,
+        eval_points: int = 2,
         device: str | None = None,
         callbacks: list[Any] | None = None,
+        show_progress: bool = True,
     ) -> None:
         import torch
 
@@ -255,12 +361,28 @@ class DecoderFinetuneEngine:
             raise ValueError(
                 f"DecoderFinetuneEngine: preference_method must be 'dpo' or 'orpo', got {preference_method!r}."
             )
+        if budget is not None and not isinstance(budget, TrainingBudget):
+            raise TypeError(f"budget must be a TrainingBudget or None, got {type(budget).__name__}")
+        if eval_points < 0:
+            raise ValueError(f"eval_points must be >= 0, got {eval_points}")
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._root = Path(output_dir or self.default_output_dir)
+        self._init_common(
+            args,
+            None,
+            promotion_margin,
+            force_promotion,
+            val_fraction,
+            max_val_queries,
+            callbacks,
+            show_progress,
+        )
         hint_sft = "e.g. GroundedSFTBuilder(...).build(examples)"
         self.train_dataset = _check_columns(train_dataset, SFT_COLUMNS, "train_dataset", hint_sft)
-        self.eval_dataset = (
+        self.val_dataset = (
             None
-            if eval_dataset is None
-            else _check_columns(eval_dataset, SFT_COLUMNS, "eval_dataset", hint_sft)
+            if val_dataset is None
+            else _check_columns(val_dataset, SFT_COLUMNS, "val_dataset", hint_sft)
         )
         self.preference_dataset = (
             None
@@ -272,26 +394,54 @@ class DecoderFinetuneEngine:
                 "e.g. PreferenceBuilder().build(contexts)",
             )
         )
-        self.base_model = resolve_model(base_model, kind="decoder")
-        self.output_dir = Path(output_dir)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.base_model = resolve_model(model, kind="decoder")
         self.preference_method = preference_method
-        self.sft_config = sft_config or default_sft_config(self.output_dir / "sft", self.device)
-        if preference_method == "dpo":
-            self.preference_config = dpo_config or default_dpo_config(
-                self.output_dir / "dpo", self.device
+        if preference_args is None:
+            preference_args = (
+                default_dpo_config(self._root / "dpo", self.device)
+                if preference_method == "dpo"
+                else default_orpo_config(self._root / "orpo", self.device)
             )
-        else:
-            self.preference_config = orpo_config or default_orpo_config(
-                self.output_dir / "orpo", self.device
-            )
+        self.preference_args = preference_args
         self.lora_config = lora_config or default_lora_config()
-        self.callbacks = list(callbacks or [])
+        self.budget = budget
+        self.eval_points = eval_points
         self.model: Any = None
         self.tokenizer: Any = None
         self.sft_trainer: Any = None
         self.preference_trainer: Any = None
         self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ config
+
+    @classmethod
+    def default_args(
+        cls, output_dir: str | os.PathLike | None = None, **overrides: Any
+    ) -> SFTConfig:
+        """TRL ``SFTConfig`` defaults (see ``default_sft_config``) for ``<output_dir>/sft``."""
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        root = Path(output_dir or cls.default_output_dir)
+        config = default_sft_config(root / "sft", device)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return config
+
+    def _resolve_args(self, args: Any, output_dir: Any) -> Any:
+        from trl import SFTConfig
+
+        if args is None:
+            return default_sft_config(self._root / "sft", self.device)
+        if not isinstance(args, SFTConfig):
+            raise TypeError(
+                f"DecoderFinetuneEngine: args must be trl.SFTConfig, got {type(args).__name__}; "
+                "build one with DecoderFinetuneEngine.default_args(output_dir, **overrides)"
+            )
+        return args
+
+    def _args_root(self, args: Any) -> Path:
+        return self._root
 
     # ------------------------------------------------------------------- paths
     @property
@@ -312,7 +462,7 @@ class DecoderFinetuneEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         # GPU bf16 training holds bf16 weights; on CPU, bf16 is autocast over float32 weights.
-        bf16_weights = getattr(self.sft_config, "bf16", False) and _on_gpu(self.device)
+        bf16_weights = getattr(self.args, "bf16", False) and _on_gpu(self.device)
         dtype = torch.bfloat16 if bf16_weights else torch.float32
         if self.tokenizer is None:
             self.tokenizer = AutoTokenizer.from_pretrained(self.base_model)
@@ -325,46 +475,75 @@ class DecoderFinetuneEngine:
                 )
         return AutoModelForCausalLM.from_pretrained(self.base_model, dtype=dtype)
 
-    @staticmethod
-    def _resume_arg(resume: bool | str | None, output_dir: str) -> bool | str | None:
-        """``True`` resumes from the last checkpoint when there is one, else starts fresh."""
-        if resume is True:
-            from transformers.trainer_utils import get_last_checkpoint
+    # ---------------------------------------------------------------- validation
+    def split_validation(self) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+        """``(train, val)`` rows: the given ``val_dataset``, or rows carved off by question."""
+        if self.val_dataset is not None:
+            return self.train_dataset, self.val_dataset
+        data = self.train_dataset
+        keys = data["qid"] if "qid" in data.column_names else list(range(len(data)))
+        groups = list(dict.fromkeys(str(k) for k in keys))
+        n_val = validation_size(len(groups), self.val_fraction, self.max_val_queries)
+        if self.val_fraction == 0 or n_val == 0:
+            return data, None
+        held = set(random.Random(self.args.seed).sample(groups, n_val))
+        val_idx = [i for i, k in enumerate(keys) if str(k) in held]
+        train_idx = [i for i, k in enumerate(keys) if str(k) not in held]
+        return data.select(train_idx), data.select(val_idx)
 
-            folder = Path(output_dir)
-            return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-        return resume or None
+    def _validation_loss(self, model: Any, val: datasets.Dataset | None) -> dict[str, float]:
+        if val is None:
+            return {}
+        max_length = getattr(self.args, "max_length", None) or 1024
+        return {"loss": completion_nll(model, self.tokenizer, val, max_length=max_length)}
 
     # ---------------------------------------------------------------- training
-    def train_sft(self, resume_from_checkpoint: bool | str | None = None) -> None:
+    def train_sft(
+        self,
+        resume_from_checkpoint: bool | str | None = None,
+        train: datasets.Dataset | None = None,
+        val: datasets.Dataset | None = None,
+    ) -> None:
         """Stage 1: LoRA SFT on the completion tokens; saves ``sft-adapter/``.
 
         With ``resume_from_checkpoint=True`` and a finished ``sft-adapter/``,
-        the adapter is loaded and SFT is skipped.
+        the adapter is loaded and SFT is skipped. ``val`` rows are evaluated during
+        training to keep the best checkpoint.
         """
         from peft import PeftModel
         from trl import SFTTrainer
 
+        train = self.train_dataset if train is None else train
         if resume_from_checkpoint and (self.sft_adapter_dir / _SFT_DONE).exists():
             logger.info("SFT already finished in %s; loading its adapter.", self.sft_adapter_dir)
             self.model = PeftModel.from_pretrained(
                 self._load_base(), str(self.sft_adapter_dir), is_trainable=True
             )
             return
+        if self.budget is not None and self.budget.max_pairs and len(train) > self.budget.max_pairs:
+            keep = sorted(
+                random.Random(self.args.seed).sample(range(len(train)), self.budget.max_pairs)
+            )
+            train = train.select(keep)
+        if val is not None:
+            self._configure_checkpoint_selection(
+                _LossPool(), _sft_steps(self.args, len(train)), self.eval_points
+            )
+        callbacks, _ = self._budget_callbacks(self.budget)
         start = time.perf_counter()
         self.sft_trainer = SFTTrainer(
             model=self._load_base(),
-            args=self.sft_config,
-            train_dataset=self.train_dataset,
-            eval_dataset=self.eval_dataset,
+            args=self.args,
+            train_dataset=_columns(train, SFT_COLUMNS),
+            eval_dataset=None if val is None else _columns(val, SFT_COLUMNS),
             processing_class=self.tokenizer,
             peft_config=self.lora_config,
-            callbacks=self.callbacks or None,
+            callbacks=callbacks or None,
         )
         with _score_completion_tokens_only(self.device):
             self.sft_trainer.train(
-                resume_from_checkpoint=self._resume_arg(
-                    resume_from_checkpoint, self.sft_config.output_dir
+                resume_from_checkpoint=self._checkpoint_to_resume(
+                    resume_from_checkpoint, Path(self.args.output_dir)
                 )
             )
         self.model = self.sft_trainer.model
@@ -387,17 +566,18 @@ class DecoderFinetuneEngine:
             from trl import DPOTrainer as Trainer
         else:
             from trl.experimental.orpo import ORPOTrainer as Trainer
+        callbacks, _ = self._budget_callbacks(self.budget)
         self.preference_trainer = Trainer(
             model=self.model,
-            args=self.preference_config,
-            train_dataset=self.preference_dataset,
+            args=self.preference_args,
+            train_dataset=_columns(self.preference_dataset, PREFERENCE_COLUMNS),
             processing_class=self.tokenizer,
-            callbacks=self.callbacks or None,
+            callbacks=callbacks or None,
         )
         with _score_completion_tokens_only(self.device):
             self.preference_trainer.train(
-                resume_from_checkpoint=self._resume_arg(
-                    resume_from_checkpoint, self.preference_config.output_dir
+                resume_from_checkpoint=self._checkpoint_to_resume(
+                    resume_from_checkpoint, Path(self.preference_args.output_dir)
                 )
             )
         self.model = self.preference_trainer.model
@@ -405,83 +585,142 @@ class DecoderFinetuneEngine:
             self.model.delete_adapter("ref")  # DPO's frozen copy of the SFT adapter
         self.timings[f"{self.preference_method}_seconds"] = time.perf_counter() - start
 
-    def finetune(self, resume_from_checkpoint: bool | str | None = None) -> None:
-        """SFT, then the preference stage when pairs were given, then save ``adapter/`` and ``merged/``."""
-        self.train_sft(resume_from_checkpoint)
-        if self.preference_dataset is not None:
-            self.train_preference(resume_from_checkpoint)
-        self.save()
+    def finetune(self, resume_from_checkpoint: bool | str | None = None) -> FinetuneResult:
+        """SFT, then the preference stage when pairs were given; validate, decide, save.
+
+        Promoted: ``adapter/`` and ``merged/`` hold the tuned model. Kept: they are
+        removed, the adapter goes to ``challenger/adapter`` and ``get_finetuned_model()``
+        serves the starting model.
+        """
+        train, val = self.split_validation()
+        before: dict[str, float] = {}
+        if val is not None:
+            self.tokenizer = None
+            base = self._load_base()
+            before = self._validation_loss(base, val)
+            del base
+        with PeakMemory() as memory:
+            self.train_sft(resume_from_checkpoint, train=train, val=val)
+            if self.preference_dataset is not None:
+                self.train_preference(resume_from_checkpoint)
+        after = self._validation_loss(self.model, val)
+        decision = decide_promotion(
+            before,
+            after,
+            "loss",
+            self.promotion_margin,
+            greater_is_better=False,
+            force=self.force_promotion,
+        )
+        if decision.promoted:
+            self.save()
+            shutil.rmtree(self.challenger_path, ignore_errors=True)
+        else:
+            self._save_adapter(self.challenger_path / "adapter")
+            for folder in (self.adapter_dir, self.merged_dir):
+                shutil.rmtree(folder, ignore_errors=True)
+        steps = sum(
+            t.state.global_step
+            for t in (self.sft_trainer, self.preference_trainer)
+            if t is not None
+        )
+        self.result = FinetuneResult(
+            before=before,
+            after=after,
+            train_seconds=memory.seconds,
+            peak_memory_mb=memory.peak_mb,
+            process_peak_memory_mb=process_peak_rss_mb(),
+            global_step=steps,
+            model_path=str(self.merged_dir if decision.promoted else self.base_model),
+            decision=decision,
+            info={
+                "timings": dict(self.timings),
+                "train_rows": len(train),
+                "val_rows": 0 if val is None else len(val),
+                "preference_method": self.preference_method
+                if self.preference_dataset is not None
+                else None,
+                "preference_pairs": 0
+                if self.preference_dataset is None
+                else len(self.preference_dataset),
+                "best_checkpoint": None
+                if self.sft_trainer is None
+                else self.sft_trainer.state.best_model_checkpoint,
+                "challenger_path": None if decision.promoted else str(self.challenger_path),
+            },
+        )
+        self._write_decision(decision, {"result": self.result.summary()})
+        return self.result
 
     # ------------------------------------------------------------------ saving
     def _save_adapter(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(folder))
-        self.tokenizer.save_pretrained(str(folder))
+        from llama_index_ragtune._atomic import atomic_dir
+
+        with atomic_dir(folder) as tmp:
+            self.model.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
 
     def save(self) -> None:
         """Write the LoRA adapter to ``adapter/`` and the merged model to ``merged/`` (both with the tokenizer).
 
         Merging folds the adapter into the base weights in memory, so the
-        engine holds the merged model afterwards.
+        engine holds the merged model afterwards. Both folders are written atomically.
         """
+        from llama_index_ragtune._atomic import atomic_dir
+
         if self.model is None:
             raise RuntimeError("DecoderFinetuneEngine: nothing to save; call finetune() first.")
         if hasattr(self.model, "merge_and_unload"):
             self._save_adapter(self.adapter_dir)
             self.model = self.model.merge_and_unload()
-        self.merged_dir.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(self.merged_dir))
-        self.tokenizer.save_pretrained(str(self.merged_dir))
-        (self.merged_dir / "ragtune_training.json").write_text(
-            json.dumps(
-                {
-                    "base_model": self.base_model,
-                    "preference_method": self.preference_method
-                    if self.preference_dataset is not None
-                    else None,
-                    "timings": self.timings,
-                },
-                indent=2,
+        with atomic_dir(self.merged_dir) as tmp:
+            self.model.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+            (tmp / "ragtune_training.json").write_text(
+                json.dumps(
+                    {
+                        "base_model": self.base_model,
+                        "preference_method": self.preference_method
+                        if self.preference_dataset is not None
+                        else None,
+                        "timings": self.timings,
+                    },
+                    indent=2,
+                )
             )
-        )
 
     def get_finetuned_model(self, **llm_kwargs: Any) -> LLM:
-        """The merged model as a LlamaIndex LLM (``LocalChatLLM``); ``llm_kwargs`` go to its constructor."""
+        """The model that won, as a LlamaIndex LLM (``LocalChatLLM``); ``llm_kwargs`` go to it.
+
+        The merged tuned model when it was promoted, else the starting model.
+        """
         from llama_index_ragtune.llms import LocalChatLLM
 
+        llm_kwargs.setdefault("device", self.device)
+        decision = self.decision
+        if decision is not None and not decision.promoted:
+            logger.warning("%s; serving the starting model %s", decision.reason, self.base_model)
+            return LocalChatLLM(model=str(self.base_model), **llm_kwargs)
         if not (self.merged_dir / "config.json").exists():
             raise RuntimeError(
                 f"No merged model in {self.merged_dir}; call finetune() (or save()) before get_finetuned_model()."
             )
-        llm_kwargs.setdefault("device", self.device)
         return LocalChatLLM(model=str(self.merged_dir), **llm_kwargs)
 
 
-def _register_with_llama_index_finetuning() -> None:
-    """Make the engine a virtual subclass of llama-index-finetuning's ``BaseLLMFinetuneEngine``.
+class _LossPool:
+    """Names the SFT trainer's own validation loss for checkpoint selection."""
 
-    The package's ``__init__`` imports every provider (OpenAI, Mistral...) and
-    can fail on one of them; ``types`` is loaded before that and stays in
-    ``sys.modules``, so the registration works either way.
-    """
-    import importlib.util
-    import warnings
-
-    try:
-        if importlib.util.find_spec("llama_index.finetuning") is None:
-            return
-    except (ImportError, ValueError):
-        return
-    base = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            from llama_index.finetuning.types import BaseLLMFinetuneEngine as base
-        except Exception:  # noqa: BLE001 - a broken optional provider must not break this import
-            module = sys.modules.get("llama_index.finetuning.types")
-            base = getattr(module, "BaseLLMFinetuneEngine", None)
-    if base is not None:
-        base.register(DecoderFinetuneEngine)
+    name = "sft"
+    primary_metric = "loss"
+    metric_key = "eval_loss"
+    greater_is_better = False
 
 
-_register_with_llama_index_finetuning()
+def _sft_steps(args: Any, rows: int) -> int:
+    import math
+
+    if args.max_steps and args.max_steps > 0:
+        return int(args.max_steps)
+    per_step = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps)
+    return math.ceil(rows / per_step) * int(math.ceil(args.num_train_epochs))

@@ -1,15 +1,26 @@
-"""Fine-tune the bi-encoder on a ``RetrievalDataset`` with mined hard negatives.
+"""Fine-tune the bi-encoder on a ``RetrievalDataset``, validated, within a budget, never worse.
 
-``EncoderFinetuneEngine`` wraps sentence-transformers' ``SentenceTransformerTrainer``:
-it builds the training rows (query, positive, hard negative), the loss
-(``MultipleNegativesRankingLoss`` by default, ``CachedMultipleNegativesRankingLoss``
-for large batches in small memory, optionally inside ``MatryoshkaLoss``),
-evaluates the held-out split before and after (nDCG@10, Recall@100, MRR@10
-against the full corpus), saves a plain sentence-transformers folder and hands
-the result back as a LlamaIndex ``BaseEmbedding``.
+``EncoderFinetuneEngine`` wraps sentence-transformers' ``SentenceTransformerTrainer``
+and keeps the engine contract of :mod:`~llama_index_ragtune.finetuning.base`:
+
+- training rows (query, positive, mined negative) within a ``TrainingBudget``:
+  strongest positives first, queries covered evenly, a wall-clock budget
+  planned before training starts (``finetuning.budget``);
+- the loss: ``MultipleNegativesRankingLoss`` (``"mnrl"``), its cached variant,
+  or GIST (``"gist"`` / ``"cached_gist"``: the starting model, frozen, guides which
+  in-batch negatives count, so other queries' positives that are relevant to this
+  query are not pushed away); optionally inside ``MatryoshkaLoss``;
+- validation on held-out training queries (carved off when none is given),
+  scored as the retriever is used: dense alone and fused with BM25
+  (``HybridRetrievalEvaluator``); during training a small candidate pool of the
+  validation queries picks the best checkpoint (``load_best_model_at_end``);
+- champion / challenger: ``<output_dir>/final`` holds the tuned model only when
+  it beats the starting model on validation (``hybrid_ndcg@10`` by default) by
+  more than ``promotion_margin``; otherwise it holds the starting model and the
+  tuned one waits in ``<output_dir>/challenger``.
 
 Hyperparameters live in the upstream ``SentenceTransformerTrainingArguments``;
-``default_training_args()`` builds the defaults (tuned for a 2-core CPU).
+``default_args()`` builds the defaults (tuned for a 2-core CPU).
 
 Example::
 
@@ -19,17 +30,17 @@ Example::
 
     train = RetrievalDataset.from_beir("../shared/data/scifact", split="train")
     train = HardNegativeMiner(sources=("bm25", "dense"), num_negatives=3).mine(train)
-    val = RetrievalDataset.from_beir("../shared/data/scifact", split="test")
-    engine = EncoderFinetuneEngine(train, val_dataset=val,
-                                   args=EncoderFinetuneEngine.default_training_args("runs/encoder"))
+    engine = EncoderFinetuneEngine(train, output_dir="runs/encoder")
     result = engine.finetune()
-    print(result.format_table())
+    print(result.format_table())          # validation before / after, and the decision
     Settings.embed_model = engine.get_finetuned_model()
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,95 +51,140 @@ from sentence_transformers.sentence_transformer.training_args import (
 )
 from torch import nn
 
+from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
+from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR
-from llama_index_ragtune.finetuning.compat import register_engine
-from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator
-from llama_index_ragtune.finetuning.result import FinetuneResult, train_and_measure
+from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
+from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 from llama_index_ragtune.finetuning.rows import check_trainable, encoder_rows
 from llama_index_ragtune.models import resolve_model
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
-    from sentence_transformers.base.evaluation import BaseEvaluator
     from transformers import TrainerCallback
 
     from llama_index_ragtune.data.schema import RetrievalDataset
 
+logger = logging.getLogger(__name__)
 
-LOSSES = ("mnrl", "cached_mnrl")
-DEFAULT_OUTPUT_DIR = "ragtune-encoder"
+LOSSES = ("mnrl", "cached_mnrl", "gist", "cached_gist")
+DEFAULT_LOSS = "mnrl"
+DEFAULT_BUDGET = TrainingBudget(max_pairs_per_query=8, minutes=10.0)
+"""Default training budget: the 8 strongest positives of each query, 10 minutes of training."""
+POOL_DEPTH = 10
+MAX_POOL_DOCS = 2000
+GIST_TEMPERATURE = 0.05  # = MultipleNegativesRankingLoss's default scale of 20
 
 
-class EncoderFinetuneEngine:
-    """Contrastive fine-tuning of a sentence-transformers bi-encoder.
+class EncoderFinetuneEngine(BaseFinetuneEngine):
+    """Contrastive fine-tuning of a sentence-transformers bi-encoder, validated and gated.
 
     Args:
         train_dataset: queries, corpus, positives and (optionally) mined negatives.
             A LlamaIndex ``EmbeddingQAFinetuneDataset`` is accepted too.
         model: ``None`` (bundled all-MiniLM-L6-v2), a local path, a hub id or a
-            ``SentenceTransformer`` (trained in place).
-        val_dataset: held-out queries scored before and after training against
-            their full corpus. ``None`` skips both evaluations.
-        args: ``SentenceTransformerTrainingArguments``; ``None`` uses
-            ``default_training_args()``. ``output_dir`` holds the checkpoints and
-            the final model (``<output_dir>/final``).
-        loss: ``"mnrl"`` (``MultipleNegativesRankingLoss``), ``"cached_mnrl"``
-            (``CachedMultipleNegativesRankingLoss``, mini-batch 16), a loss module
-            built on the model, or a callable ``model -> loss``.
+            ``SentenceTransformer`` (trained in place; restored when not promoted).
+        args: ``SentenceTransformerTrainingArguments``; ``None`` builds
+            ``default_args(output_dir)``.
+        output_dir: the engine folder (checkpoints, ``final/``, ``challenger/``,
+            ``decision.json``); must equal ``args.output_dir`` when both are given.
+        val_dataset: held-out queries for validation. ``None`` carves
+            ``val_fraction`` of the training queries off (at least ``min(50, n/4)``,
+            at most ``max_val_queries``); ``val_fraction=0`` trains on every query
+            and promotes only with ``force_promotion=True``.
+        loss: ``"mnrl"``, ``"cached_mnrl"``, ``"gist"``, ``"cached_gist"``, a loss
+            module built on the model, or a callable ``model -> loss``.
+        budget: a ``TrainingBudget`` (pairs per query, total pairs, minutes);
+            ``None`` trains one epoch over every pair.
+        min_grade: positives graded below this (``train_dataset.grades``) are not trained on.
+        max_negatives_per_query: negative columns per row (0 = pairs, in-batch
+            negatives only). Ignored when the dataset has no negatives.
         matryoshka_dims: wrap the loss in ``MatryoshkaLoss`` over these dimensions.
         query_prompt, passage_prompt: text prepended to queries / passages in
             training, evaluation and the saved model's ``prompts``.
-        evaluator: a sentence-transformers evaluator that replaces the default
-            ``DenseRetrievalEvaluator`` on ``val_dataset`` (for before/after and,
-            when ``args.eval_strategy`` is not ``"no"``, during training).
-        max_negatives_per_query: negative columns per row (0 = pairs, in-batch
-            negatives only). Ignored when the dataset has no negatives.
+        evaluator: a sentence-transformers evaluator replacing the default
+            ``HybridRetrievalEvaluator`` on the validation split (before/after).
+        fusion: the hybrid setting validated against: ``"auto"`` (default) chooses
+            the fusion mode and weights on the validation queries for the starting
+            and for the tuned model (``retrievers.fusion_sweep``); or a mode name,
+            ``HybridRetriever`` fusion arguments, ``None`` for the library preset.
+        decision_metric: validation metric that decides promotion (default: the
+            evaluator's primary metric, ``hybrid_ndcg@10``).
+        promotion_margin: how much better the tuned model must be on it.
+        force_promotion: promote the tuned model whatever validation says.
+        eval_points: evaluations of the candidate pool during training that pick
+            the best checkpoint (0 = keep the last one).
         callbacks: ``transformers.TrainerCallback`` objects passed to the trainer.
         device: where to load the model (``None``: let sentence-transformers choose).
         show_progress: progress bars for evaluation.
     """
 
+    kind = "encoder"
+    args_class = SentenceTransformerTrainingArguments
+    default_output_dir = "ragtune-encoder"
+
     def __init__(
         self,
         train_dataset: RetrievalDataset,
+        *,
         model: str | SentenceTransformer | None = None,
-        val_dataset: RetrievalDataset | None = None,
         args: SentenceTransformerTrainingArguments | None = None,
-        loss: str | nn.Module | Callable[[SentenceTransformer], nn.Module] = "mnrl",
+        output_dir: str | os.PathLike | None = None,
+        val_dataset: RetrievalDataset | None = None,
+        loss: str | nn.Module | Callable[[SentenceTransformer], nn.Module] = DEFAULT_LOSS,
+        budget: TrainingBudget | None = DEFAULT_BUDGET,
+        min_grade: int = 1,
+        max_negatives_per_query: int = 1,
         matryoshka_dims: Sequence[int] | None = None,
         query_prompt: str | None = None,
         passage_prompt: str | None = None,
-        evaluator: BaseEvaluator | None = None,
-        max_negatives_per_query: int = 1,
+        evaluator: Any = None,
+        fusion: str | Mapping[str, Any] | None = "auto",
+        decision_metric: str | None = None,
+        promotion_margin: float = DEFAULT_MARGIN,
+        force_promotion: bool = False,
+        val_fraction: float = 0.1,
+        max_val_queries: int = 200,
+        eval_points: int = 2,
         callbacks: list[TrainerCallback] | None = None,
         device: str | None = None,
         show_progress: bool = True,
     ) -> None:
+        self._init_common(
+            args,
+            output_dir,
+            promotion_margin,
+            force_promotion,
+            val_fraction,
+            max_val_queries,
+            callbacks,
+            show_progress,
+        )
         self.train_dataset = check_trainable(train_dataset, "train_dataset")
         self.val_dataset = (
             None if val_dataset is None else check_trainable(val_dataset, "val_dataset")
         )
-        if args is None:
-            args = self.default_training_args()
-        elif not isinstance(args, SentenceTransformerTrainingArguments):
-            raise TypeError(
-                f"args must be SentenceTransformerTrainingArguments, got {type(args).__name__}; "
-                "build one with EncoderFinetuneEngine.default_training_args(output_dir, **overrides)"
-            )
         if isinstance(loss, str) and loss not in LOSSES:
             raise ValueError(
                 f"unknown loss {loss!r}; use one of {LOSSES}, a loss module or a callable"
             )
         if max_negatives_per_query < 0:
             raise ValueError(f"max_negatives_per_query must be >= 0, got {max_negatives_per_query}")
-        self.args = args
+        if budget is not None and not isinstance(budget, TrainingBudget):
+            raise TypeError(f"budget must be a TrainingBudget or None, got {type(budget).__name__}")
+        if eval_points < 0:
+            raise ValueError(f"eval_points must be >= 0, got {eval_points}")
         self.loss = loss
+        self.budget = budget
+        self.min_grade = min_grade
         self.matryoshka_dims = list(matryoshka_dims) if matryoshka_dims else None
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self.max_negatives_per_query = max_negatives_per_query
-        self.callbacks = list(callbacks or [])
-        self.show_progress = show_progress
+        self.fusion = fusion
+        self.eval_points = eval_points
+        self.device = device
         self.model = self._load_model(model, loss, device)
+        self.start_model = model if isinstance(model, (str, Path)) else None
         if self.matryoshka_dims:
             dim = self.model.get_embedding_dimension()
             bad = [d for d in self.matryoshka_dims if d < 1 or (dim and d > dim)]
@@ -142,25 +198,26 @@ class EncoderFinetuneEngine:
                 "query": query_prompt or "",
                 "document": passage_prompt or "",
             }
-        self.evaluator = evaluator if evaluator is not None else self._default_evaluator()
+        self._user_evaluator = evaluator
+        self.decision_metric = decision_metric
+        self.evaluator: Any = evaluator
         self.trainer: SentenceTransformerTrainer | None = None
         self.result: FinetuneResult | None = None
 
     # ------------------------------------------------------------------ defaults
 
-    @staticmethod
-    def default_training_args(
-        output_dir: str | Path = DEFAULT_OUTPUT_DIR, **overrides: Any
+    @classmethod
+    def default_args(
+        cls, output_dir: str | os.PathLike | None = None, **overrides: Any
     ) -> SentenceTransformerTrainingArguments:
         """The default recipe as ``SentenceTransformerTrainingArguments`` (``overrides`` win).
 
-        One epoch at batch 32 (a few minutes per thousand pairs on a 2-core CPU),
-        learning rate 5e-5 with 10% linear warm-up, no duplicate texts in a batch
-        (so in-batch negatives are true negatives), a checkpoint every 50 steps
-        (two kept), no evaluation during training, no external loggers.
+        One epoch at batch 32, learning rate 5e-5 with 10% linear warm-up, no
+        duplicate texts in a batch (so in-batch negatives are not copies of the
+        positive), checkpoints when validation runs, no external loggers.
         """
         defaults: dict[str, Any] = {
-            "output_dir": str(output_dir),
+            "output_dir": str(output_dir or cls.default_output_dir),
             "num_train_epochs": 1,
             "per_device_train_batch_size": 32,
             "learning_rate": 5e-5,
@@ -178,6 +235,8 @@ class EncoderFinetuneEngine:
         }
         defaults.update(overrides)
         return SentenceTransformerTrainingArguments(**defaults)
+
+    default_training_args = default_args
 
     # ------------------------------------------------------------------ building
 
@@ -201,18 +260,6 @@ class EncoderFinetuneEngine:
             )
         return st
 
-    def _default_evaluator(self) -> DenseRetrievalEvaluator | None:
-        if self.val_dataset is None:
-            return None
-        return DenseRetrievalEvaluator(
-            self.val_dataset.queries,
-            self.val_dataset.corpus,
-            self.val_dataset.relevant_docs,
-            query_prompt=self.query_prompt,
-            passage_prompt=self.passage_prompt,
-            show_progress_bar=self.show_progress,
-        )
-
     def _build_loss(self) -> nn.Module:
         from sentence_transformers.sentence_transformer import losses
 
@@ -220,6 +267,19 @@ class EncoderFinetuneEngine:
             loss: nn.Module = losses.MultipleNegativesRankingLoss(self.model)
         elif self.loss == "cached_mnrl":
             loss = losses.CachedMultipleNegativesRankingLoss(self.model, mini_batch_size=16)
+        elif self.loss in ("gist", "cached_gist"):
+            guide = self._guide_model()
+            # query -> document terms only, like MultipleNegativesRankingLoss: the guide
+            # only decides which in-batch and mined candidates count as negatives.
+            gist = {
+                "temperature": GIST_TEMPERATURE,
+                "contrast_anchors": False,
+                "contrast_positives": False,
+            }
+            if self.loss == "gist":
+                loss = losses.GISTEmbedLoss(self.model, guide, **gist)
+            else:
+                loss = losses.CachedGISTEmbedLoss(self.model, guide, mini_batch_size=16, **gist)
         elif isinstance(self.loss, nn.Module):
             loss = self.loss
         elif callable(self.loss):
@@ -232,10 +292,30 @@ class EncoderFinetuneEngine:
             loss = losses.MatryoshkaLoss(self.model, loss, matryoshka_dims=self.matryoshka_dims)
         return loss
 
-    def build_train_rows(self) -> tuple[dict[str, list[str]], dict[str, Any]]:
-        """The trainer's columns (``anchor``, ``positive``, ``negative``...) and their stats."""
+    def _guide_model(self) -> SentenceTransformer:
+        """A frozen copy of the starting model: GIST's judge of which in-batch negatives count."""
+        import copy
+
+        guide = copy.deepcopy(self.model)
+        guide.eval()
+        for param in guide.parameters():
+            param.requires_grad_(False)
+        return guide
+
+    def build_train_rows(
+        self, dataset: RetrievalDataset | None = None
+    ) -> tuple[dict[str, list[str]], dict[str, Any]]:
+        """The trainer's columns (``anchor``, ``positive``, ``negative``...) within the budget."""
+        dataset = dataset if dataset is not None else self.train_dataset
+        positives = select_positives(
+            dataset, self.budget, seed=self.args.seed, min_grade=self.min_grade
+        )
+        if not positives:
+            raise ValueError(
+                f"no training pair left: every positive is graded below min_grade={self.min_grade}"
+            )
         columns, stats = encoder_rows(
-            self.train_dataset, self.max_negatives_per_query, seed=self.args.seed
+            dataset, self.max_negatives_per_query, seed=self.args.seed, positives=positives
         )
         if (
             self.query_prompt is not None or self.passage_prompt is not None
@@ -244,70 +324,192 @@ class EncoderFinetuneEngine:
                 col: (self.query_prompt if col == "anchor" else self.passage_prompt) or ""
                 for col in columns
             }
-        return columns, stats.as_dict()
+        info = stats.as_dict()
+        info["pairs_available"] = dataset.num_pairs
+        return columns, info
 
-    def _evaluate(self) -> dict[str, float]:
-        if self.evaluator is None:
+    def _validation_evaluator(self, val: RetrievalDataset | None) -> Any:
+        if self._user_evaluator is not None or val is None:
+            return self._user_evaluator
+        from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
+
+        return HybridRetrievalEvaluator(
+            val.queries,
+            val.corpus,
+            val.graded_qrels(),
+            fusion=self.fusion,
+            query_prompt=self.query_prompt,
+            passage_prompt=self.passage_prompt,
+            show_progress_bar=self.show_progress,
+        )
+
+    def _pool_evaluator(self, val: RetrievalDataset | None, evaluator: Any) -> Any:
+        """A cheap evaluator for checkpoint selection: the validation queries over a
+        pool of their positives and their top BM25 / starting-model candidates."""
+        from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
+        from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator
+
+        if (
+            val is None
+            or self.eval_points == 0
+            or not isinstance(evaluator, HybridRetrievalEvaluator)
+        ):
+            return None
+        pool: dict[str, None] = {}
+        bm25 = evaluator.bm25_rankings()
+        for qid in evaluator.query_ids:
+            pool.update(dict.fromkeys(val.relevant_docs[qid]))
+            pool.update(dict.fromkeys(d for d, _ in bm25[qid][:POOL_DEPTH]))
+            pool.update(
+                dict.fromkeys(
+                    d for d, _ in evaluator.last_scored_rankings.get(qid, [])[:POOL_DEPTH]
+                )
+            )
+            if len(pool) >= MAX_POOL_DOCS:
+                break
+        corpus = {d: val.corpus[d] for d in pool}
+        qids = [q for q in evaluator.query_ids if all(d in corpus for d in val.relevant_docs[q])]
+        if not qids:
+            return None
+        return DenseRetrievalEvaluator(
+            {q: val.queries[q] for q in qids},
+            corpus,
+            {q: evaluator.qrels[q] for q in qids},
+            query_prompt=self.query_prompt,
+            passage_prompt=self.passage_prompt,
+            show_progress_bar=False,
+            name="pool",
+        )
+
+    def _evaluate(self, evaluator: Any) -> dict[str, float]:
+        if evaluator is None:
             return {}
-        evaluate = getattr(self.evaluator, "evaluate", None)
+        evaluate = getattr(evaluator, "evaluate", None)
         if callable(evaluate):
             return dict(evaluate(self.model))
-        raw = self.evaluator(self.model)
+        raw = evaluator(self.model)
         return (
             {_strip_prefix(k): float(v) for k, v in raw.items()}
             if isinstance(raw, dict)
             else {"score": float(raw)}
         )
 
+    def _decision_metric(self, evaluator: Any, after: Mapping[str, float]) -> str:
+        if self.decision_metric:
+            return self.decision_metric
+        primary = getattr(evaluator, "primary_metric", None)
+        if primary and primary in after:
+            return primary
+        return "ndcg@10" if "ndcg@10" in after else next(iter(after), "ndcg@10")
+
+    # ------------------------------------------------------------------ planning
+
+    def _probe_step(self, loss: nn.Module, columns: Mapping[str, list[str]]) -> Callable[[], None]:
+        """One forward + backward on real rows, without an optimizer step (weights unchanged)."""
+        batch = min(self.args.per_device_train_batch_size, len(columns["anchor"]))
+        texts = [list(v[:batch]) for v in columns.values()]
+
+        def step() -> None:
+            from sentence_transformers.util import batch_to_device
+
+            features = [
+                batch_to_device(self.model.preprocess(col), self.model.device) for col in texts
+            ]
+            loss(features, None).backward()
+            self.model.zero_grad(set_to_none=True)
+
+        return step
+
     # ------------------------------------------------------------------ public
 
     @property
     def final_model_path(self) -> Path:
-        """``<output_dir>/final``: where ``finetune()`` saves the fine-tuned model."""
-        return Path(self.args.output_dir) / FINAL_DIR
+        """``<output_dir>/final``: the model to use (tuned if promoted, else the starting one)."""
+        return self.output_dir / FINAL_DIR
 
     def finetune(
         self, resume_from_checkpoint: bool | str | None = None, evaluate_before: bool = True
     ) -> FinetuneResult:
-        """Train, save to ``<output_dir>/final`` and return the before/after metrics.
+        """Train, validate, decide, and save ``final/`` (and ``challenger/`` when kept).
 
         Args:
             resume_from_checkpoint: ``True`` continues from the last checkpoint in
-                ``output_dir`` (starting fresh when there is none), a path continues
-                from that checkpoint.
-            evaluate_before: score the starting model on the validation split first.
+                ``output_dir`` (fresh start when there is none); a path continues from
+                that checkpoint.
+            evaluate_before: score the starting model on validation first (needed for
+                the decision; ``False`` only with ``force_promotion=True``).
         """
         from datasets import Dataset
 
-        columns, row_stats = self.build_train_rows()
-        before = self._evaluate() if evaluate_before else {}
+        train, val = self.split_validation()
+        self.evaluator = self._validation_evaluator(val)
+        columns, row_stats = self.build_train_rows(train)
+        start_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        before = self._evaluate(self.evaluator) if evaluate_before else {}
         loss = self._build_loss()
-        use_evaluator = self.evaluator if self.args.eval_strategy != "no" else None
+        plan = self._plan_steps(
+            self.budget, len(columns["anchor"]), self._probe_step(loss, columns)
+        )
+        pool = self._pool_evaluator(val, self.evaluator)
+        self._configure_checkpoint_selection(pool, plan["steps"], self.eval_points)
+        callbacks, timer = self._budget_callbacks(self.budget)
         self.trainer = SentenceTransformerTrainer(
             model=self.model,
             args=self.args,
             train_dataset=Dataset.from_dict(columns),
             loss=loss,
-            evaluator=use_evaluator,
-            callbacks=self.callbacks,
+            evaluator=pool,
+            callbacks=callbacks,
         )
-        self.result = train_and_measure(
-            self.trainer,
-            self.final_model_path,
-            resume_from_checkpoint,
-            self._evaluate,
-            before,
-            loss,
-            row_stats,
-            matryoshka_dims=self.matryoshka_dims,
-            val_queries=len(self.val_dataset) if self.val_dataset is not None else 0,
+        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
+        with PeakMemory() as memory:
+            output = self.trainer.train(resume_from_checkpoint=checkpoint)
+        fusion_before = getattr(self.evaluator, "chosen_fusion", None)
+        after = self._evaluate(self.evaluator)
+        fusion_after = getattr(self.evaluator, "chosen_fusion", None)
+        metric = self._decision_metric(self.evaluator, after)
+        decision = decide_promotion(
+            before, after, metric, self.promotion_margin, force=self.force_promotion
+        )
+        self._save_outcome(decision, start_state)
+        self.result = FinetuneResult(
+            before=before,
+            after=after,
+            train_seconds=memory.seconds,
+            peak_memory_mb=memory.peak_mb,
+            process_peak_memory_mb=process_peak_rss_mb(),
+            global_step=self.trainer.state.global_step,
+            model_path=str(self.final_model_path),
+            decision=decision,
+            info={
+                "loss": type(loss).__name__,
+                "train_loss": getattr(output, "training_loss", None),
+                "rows": row_stats,
+                "plan": plan,
+                "budget": self.budget.to_dict() if self.budget else None,
+                "stopped_by_time_budget": bool(timer and timer.stopped_at_step is not None),
+                "best_checkpoint": self.trainer.state.best_model_checkpoint,
+                "resumed_from": checkpoint,
+                "val_queries": len(val) if val is not None else 0,
+                "train_queries": len(train),
+                "matryoshka_dims": self.matryoshka_dims,
+                "challenger_path": None if decision.promoted else str(self.challenger_path),
+                "fusion": _fusion_of(decision, fusion_before, fusion_after, self.evaluator),
+                "fusion_start": _fusion_params(fusion_before),
+                "fusion_tuned": _fusion_params(fusion_after),
+            },
+        )
+        self._write_decision(
+            decision, {"fusion": self.result.info["fusion"], "result": self.result.summary()}
         )
         return self.result
 
     def get_finetuned_model(self, **kwargs: Any) -> BaseEmbedding:
-        """The fine-tuned model as a LlamaIndex ``HuggingFaceEmbedding`` (``kwargs`` go to it).
+        """The model that won (``final/``) as a LlamaIndex ``HuggingFaceEmbedding`` (``kwargs`` go to it).
 
         Ready for ``Settings.embed_model = ...`` or ``HybridRetriever.from_defaults(embed_model=...)``.
+        When the tuned model lost on validation this is the starting model (see
+        ``result.decision``); the tuned one is in ``challenger_path``.
         """
         path = self.final_model_path
         if not (path / "modules.json").exists():
@@ -324,9 +526,19 @@ class EncoderFinetuneEngine:
         return HuggingFaceEmbedding(model_name=str(path), **kwargs)
 
 
+def _fusion_params(choice: Any) -> dict[str, Any] | None:
+    return None if choice is None else dict(choice.params)
+
+
+def _fusion_of(decision: Any, before: Any, after: Any, evaluator: Any) -> dict[str, Any] | None:
+    """The hybrid fusion setting that goes with the promoted model (``None`` if not hybrid)."""
+    chosen = after if decision.promoted else before
+    if chosen is not None:
+        return {**chosen.params, "chosen_on": "validation", "val_ndcg@10": chosen.ndcg_at_10}
+    fusion = getattr(evaluator, "fusion", None)
+    return dict(fusion) if fusion else None
+
+
 def _strip_prefix(key: str) -> str:
     """``"val_ndcg@10"`` -> ``"ndcg@10"``; ``"val_cosine_ndcg@10"`` -> ``"ndcg@10"``."""
     return key.rsplit("_", 1)[-1] if "@" in key else key
-
-
-register_engine(EncoderFinetuneEngine, "embedding")

@@ -136,6 +136,8 @@ class DenseRetrievalEvaluator(BaseEvaluator):
         self.show_progress_bar = show_progress_bar
         self.primary_metric = f"{self.metrics[0][0]}@{self.metrics[0][1]}"
         self.corpus_embeddings: Any = None
+        #: ``{qid: [(doc id, cosine), ...]}`` of the last ``rank()`` call (for fusion).
+        self.last_scored_rankings: dict[str, list[tuple[str, float]]] = {}
 
     def rank(self, model: SentenceTransformer) -> dict[str, list[str]]:
         """``{qid: [doc ids, best first]}`` (``top_k`` long) for every scored query.
@@ -157,11 +159,19 @@ class DenseRetrievalEvaluator(BaseEvaluator):
         self.corpus_embeddings = doc_emb.detach().cpu()
         k = min(self.top_k, len(self.corpus_ids))
         rankings: dict[str, list[str]] = {}
+        scored: dict[str, list[tuple[str, float]]] = {}
         for start in range(0, len(self.query_ids), 256):
             scores = query_emb[start : start + 256] @ doc_emb.T
-            top = torch.topk(scores, k, dim=1).indices.cpu().tolist()
-            for qid, idx in zip(self.query_ids[start : start + 256], top, strict=True):
+            top = torch.topk(scores, k, dim=1)
+            values, indices = top.values.cpu().tolist(), top.indices.cpu().tolist()
+            for qid, idx, vals in zip(
+                self.query_ids[start : start + 256], indices, values, strict=True
+            ):
                 rankings[qid] = [self.corpus_ids[i] for i in idx]
+                scored[qid] = [
+                    (self.corpus_ids[i], float(v)) for i, v in zip(idx, vals, strict=True)
+                ]
+        self.last_scored_rankings = scored
         return rankings
 
     def _corpus_embeddings(self, model: SentenceTransformer) -> Any:

@@ -1,42 +1,50 @@
-"""Fine-tune the cross-encoder reranker on a ``RetrievalDataset`` with mined negatives.
+"""Fine-tune the cross-encoder reranker on a ``RetrievalDataset``; keep it only where it helps.
 
-``RerankerFinetuneEngine`` wraps sentence-transformers' ``CrossEncoderTrainer``.
+``RerankerFinetuneEngine`` wraps sentence-transformers' ``CrossEncoderTrainer``
+and keeps the engine contract of :mod:`~llama_index_ragtune.finetuning.base`.
 It starts from a cross-encoder, or from a bi-encoder checkpoint with a new
 one-logit head (the offline default: the bundled all-MiniLM-L6-v2), and trains
 with one of:
 
+- ``"margin_mse"`` (default when a teacher is given): ``MarginMSELoss`` distilling a
+  teacher's score margins on (query, positive, negative) triplets (``teacher=`` a
+  CrossEncoder path, a ``SentenceTransformer`` bi-encoder whose scaled cosine
+  similarity is the score, e.g. the fine-tuned encoder, or a callable ``pairs -> scores``);
 - ``"bce"``: ``BinaryCrossEntropyLoss`` on (query, passage, label) rows, positives
-  weighted by the negative-to-positive ratio (default);
+  weighted by the negative-to-positive ratio (default without a teacher);
 - ``"lambda"`` / ``"listnet"``: ``LambdaLoss`` / ``ListNetLoss`` over
-  (query, [positives + negatives], [labels]) lists;
-- ``"margin_mse"``: ``MarginMSELoss`` distilling a teacher's score margins on
-  (query, positive, negative) triplets (``teacher=`` a CrossEncoder path, a
-  ``SentenceTransformer`` bi-encoder whose scaled cosine similarity is the score,
-  or a callable ``pairs -> scores``).
+  (query, [positives + negatives], [labels]) lists.
 
 A new head on a bi-encoder learns slowly from binary labels: on SciFact, one
 CPU epoch of BCE leaves it ranking at random. Distilling a fine-tuned
-bi-encoder's margins gives every pair a graded target and trains in the same
-budget (``ragtune bench tuning`` does this; see the README).
+bi-encoder's margins gives every pair a graded target and trains in the same budget.
 
-Before and after, it reports reranking nDCG@10 / Recall@100 / MRR@10 of the
-validation queries' first-stage candidates (the hybrid retriever's top K, or
-``candidates=`` given as ``{qid: [doc ids]}``): "before" is the first-stage
-order, "after" the fine-tuned reranker's order of the top ``rerank_depth``.
+Validation reranks the first-stage candidates of held-out queries (the hybrid
+retriever's top ``rerank_depth`` over the validation corpus, or ``candidates=``):
+"before" is the first-stage order (or the starting cross-encoder's, when it is a
+trained one), "after" the tuned reranker blended with the first-stage score at the
+``retrieval_weights`` value that validates best. The reranker is promoted only
+when that beats "before" by more than ``promotion_margin``; otherwise
+``get_finetuned_model()`` raises ``RerankerNotPromotedError`` (leave the reranker
+out: it does not help on this data) and the tuned model waits in ``challenger/``.
 
 Example::
 
     from llama_index_ragtune.finetuning import RerankerFinetuneEngine
 
-    engine = RerankerFinetuneEngine(train, val_dataset=val, encoder="runs/encoder/final",
-                                    args=RerankerFinetuneEngine.default_training_args("runs/reranker"))
-    print(engine.finetune().format_table())
-    reranker = engine.get_finetuned_model(top_n=10)      # a CrossEncoderRerank postprocessor
-    query_engine = index.as_query_engine(similarity_top_k=50, node_postprocessors=[reranker])
+    engine = RerankerFinetuneEngine(train, output_dir="runs/reranker", encoder="runs/encoder/final",
+                                    teacher=SentenceTransformer("runs/encoder/final"))
+    result = engine.finetune()
+    print(result.format_table())
+    if result.promoted:
+        reranker = engine.get_finetuned_model(top_n=10)   # CrossEncoderRerank, blend weight chosen
+        query_engine = index.as_query_engine(similarity_top_k=50, node_postprocessors=[reranker])
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,10 +58,12 @@ from sentence_transformers.cross_encoder import (
 )
 from torch import nn
 
+from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
+from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR
-from llama_index_ragtune.finetuning.compat import register_engine
+from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
-from llama_index_ragtune.finetuning.result import FinetuneResult, train_and_measure
+from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 from llama_index_ragtune.finetuning.rows import check_trainable, cross_encoder_rows, teacher_margins
 from llama_index_ragtune.models import resolve_model
 
@@ -71,8 +81,12 @@ _LAYOUTS = {
     "listnet": "listwise",
     "margin_mse": "triplets",
 }
-DEFAULT_OUTPUT_DIR = "ragtune-reranker"
 DEFAULT_MAX_LENGTH = 256
+DEFAULT_BUDGET = TrainingBudget(max_pairs_per_query=4, minutes=10.0)
+"""Default budget: the 4 strongest positives of each query, 10 minutes of training."""
+RETRIEVAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
+POOL_QUERY_DEPTH = 20
+logger = logging.getLogger(__name__)
 Teacher = (
     str | CrossEncoder | SentenceTransformer | Callable[[list[tuple[str, str]]], Sequence[float]]
 )
@@ -106,110 +120,161 @@ def bi_encoder_scorer(
     return score
 
 
-class RerankerFinetuneEngine:
-    """Fine-tuning of a cross-encoder reranker with hard negatives.
+class RerankerNotPromotedError(RuntimeError):
+    """The tuned reranker did not beat the first stage on validation: leave it out."""
+
+
+class RerankerFinetuneEngine(BaseFinetuneEngine):
+    """Fine-tuning of a cross-encoder reranker with hard negatives, validated and gated.
 
     Args:
         train_dataset: queries, corpus, positives and mined negatives (queries
             without negatives get random corpus passages).
         model: ``None`` (bundled MiniLM with a new one-logit head), a path or hub id
             of a cross-encoder or of a bi-encoder, or a ``CrossEncoder``.
-        val_dataset: held-out queries; ``None`` skips evaluation.
-        args: ``CrossEncoderTrainingArguments``; ``None`` uses ``default_training_args()``.
-        loss: ``"bce"``, ``"lambda"``, ``"listnet"``, ``"margin_mse"``, a loss module
-            built on the model, or a callable ``model -> loss``.
+        args: ``CrossEncoderTrainingArguments``; ``None`` builds ``default_args(output_dir)``.
+        output_dir: the engine folder (checkpoints, ``final/``, ``challenger/``, ``decision.json``).
+        val_dataset: held-out queries; ``None`` carves them off the training queries.
+        loss: ``"margin_mse"``, ``"bce"``, ``"lambda"``, ``"listnet"``, a loss module
+            built on the model, or a callable ``model -> loss``. ``None``: ``"margin_mse"``
+            with a teacher, else ``"bce"``.
         teacher: for ``"margin_mse"``: a CrossEncoder (path, hub id or instance), a
             ``SentenceTransformer`` bi-encoder (scores: ``bi_encoder_scorer``) or a
             callable ``[(query, passage), ...] -> scores``.
-        max_negatives_per_query: negatives per query in pointwise / listwise rows.
+        budget: a ``TrainingBudget``; ``None`` trains one epoch over every row.
+        max_negatives_per_query: negatives per query in the training rows.
         candidates: ``{qid: [doc ids, best first]}`` first-stage candidates of the
-            validation queries; built with ``HybridRetriever`` over the validation
-            corpus when ``None``.
-        rerank_depth: how many top candidates the reranker re-scores in evaluation.
+            validation queries, with ``candidate_scores`` aligned to them; built with
+            ``HybridRetriever`` over the validation corpus when ``None``.
+        candidate_scores: ``{qid: [first-stage scores]}`` (needed to blend).
+        rerank_depth: how many top candidates the reranker re-scores.
         encoder: the hybrid retriever's embedding model when building candidates
             (path, hub id or LlamaIndex ``BaseEmbedding``; e.g. a fine-tuned encoder).
+        fusion: the hybrid's fusion setting when building candidates.
         max_length: token limit of (query, passage) inputs; ``None`` keeps the
             model's, or 256 when starting from the bundled default.
+        retrieval_weights: blend weights of the first-stage score tried on validation
+            (``CrossEncoderRerank(retrieval_weight=...)``); the best one is kept.
         evaluator: a sentence-transformers evaluator replacing the default
-            ``CandidateRerankingEvaluator`` (before/after, and during training when
-            ``args.eval_strategy`` is not ``"no"``).
+            ``CandidateRerankingEvaluator`` (before/after).
+        promotion_margin, force_promotion, val_fraction, max_val_queries: the
+            engine contract (see ``finetuning.base``).
+        eval_points: evaluations during training that pick the best checkpoint.
         callbacks: ``transformers.TrainerCallback`` objects passed to the trainer.
         device: where to load the model (``None``: let sentence-transformers choose).
         show_progress: progress bars for candidate retrieval and evaluation.
     """
 
+    kind = "reranker"
+    args_class = CrossEncoderTrainingArguments
+    default_output_dir = "ragtune-reranker"
+
     def __init__(
         self,
         train_dataset: RetrievalDataset,
+        *,
         model: str | CrossEncoder | None = None,
-        val_dataset: RetrievalDataset | None = None,
         args: CrossEncoderTrainingArguments | None = None,
-        loss: str | nn.Module | Callable[[CrossEncoder], nn.Module] = "bce",
+        output_dir: str | os.PathLike | None = None,
+        val_dataset: RetrievalDataset | None = None,
+        loss: str | nn.Module | Callable[[CrossEncoder], nn.Module] | None = None,
         teacher: Teacher | None = None,
-        max_negatives_per_query: int = 4,
+        budget: TrainingBudget | None = DEFAULT_BUDGET,
+        max_negatives_per_query: int = 3,
         candidates: Mapping[str, Sequence[str]] | None = None,
+        candidate_scores: Mapping[str, Sequence[float]] | None = None,
         rerank_depth: int = 50,
         encoder: Any = None,
+        fusion: str | Mapping[str, Any] | None = None,
         max_length: int | None = None,
+        retrieval_weights: Sequence[float] = RETRIEVAL_WEIGHTS,
         evaluator: Any = None,
+        promotion_margin: float = DEFAULT_MARGIN,
+        force_promotion: bool = False,
+        val_fraction: float = 0.1,
+        max_val_queries: int = 200,
+        eval_points: int = 2,
         callbacks: list[TrainerCallback] | None = None,
         device: str | None = None,
         show_progress: bool = True,
     ) -> None:
+        self._init_common(
+            args,
+            output_dir,
+            promotion_margin,
+            force_promotion,
+            val_fraction,
+            max_val_queries,
+            callbacks,
+            show_progress,
+        )
         self.train_dataset = check_trainable(train_dataset, "train_dataset")
         self.val_dataset = (
             None if val_dataset is None else check_trainable(val_dataset, "val_dataset")
         )
-        if args is None:
-            args = self.default_training_args()
-        elif not isinstance(args, CrossEncoderTrainingArguments):
-            raise TypeError(
-                f"args must be CrossEncoderTrainingArguments, got {type(args).__name__}; "
-                "build one with RerankerFinetuneEngine.default_training_args(output_dir, **overrides)"
-            )
+        if loss is None:
+            loss = "margin_mse" if teacher is not None else "bce"
         if isinstance(loss, str) and loss not in LOSSES:
             raise ValueError(
                 f"unknown loss {loss!r}; use one of {LOSSES}, a loss module or a callable"
             )
         if loss == "margin_mse" and teacher is None:
             raise ValueError(
-                "loss='margin_mse' distils a teacher: pass teacher= (a CrossEncoder path or a callable)"
+                "loss='margin_mse' distils a teacher: pass teacher= (a CrossEncoder path, a "
+                "SentenceTransformer bi-encoder such as the fine-tuned encoder, or a callable)"
             )
         if rerank_depth < 1:
             raise ValueError(f"rerank_depth must be >= 1, got {rerank_depth}")
         if max_negatives_per_query < 1:
             raise ValueError(f"max_negatives_per_query must be >= 1, got {max_negatives_per_query}")
-        self.args = args
+        weights = tuple(float(w) for w in retrieval_weights)
+        if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
+            raise ValueError(
+                f"retrieval_weights must be values in [0, 1], got {retrieval_weights!r}"
+            )
+        if budget is not None and not isinstance(budget, TrainingBudget):
+            raise TypeError(f"budget must be a TrainingBudget or None, got {type(budget).__name__}")
+        if candidates is not None and self.val_dataset is None and val_dataset is None:
+            raise ValueError(
+                "candidates= are first-stage candidates of the validation queries: pass val_dataset= too"
+            )
         self.loss = loss
         self.teacher = teacher
+        self.budget = budget
         self.max_negatives_per_query = max_negatives_per_query
         self.rerank_depth = rerank_depth
         self.encoder = encoder
-        self.callbacks = list(callbacks or [])
-        self.show_progress = show_progress
+        self.fusion = fusion
+        self.retrieval_weights = weights
+        self.eval_points = eval_points
+        self.device = device
+        self.starts_trained = _is_trained_cross_encoder(model)
         self.model = self._load_model(model, loss, max_length, device)
         self._candidates = dict(candidates) if candidates is not None else None
-        self._evaluator = evaluator
+        self._candidate_scores = dict(candidate_scores) if candidate_scores is not None else None
+        self._user_evaluator = evaluator
+        self.evaluator: Any = evaluator
+        self.retrieval_weight: float | None = None
         self.trainer: CrossEncoderTrainer | None = None
         self.result: FinetuneResult | None = None
 
     # ------------------------------------------------------------------ defaults
 
-    @staticmethod
-    def default_training_args(
-        output_dir: str | Path = DEFAULT_OUTPUT_DIR, **overrides: Any
+    @classmethod
+    def default_args(
+        cls, output_dir: str | os.PathLike | None = None, **overrides: Any
     ) -> CrossEncoderTrainingArguments:
         """The default recipe as ``CrossEncoderTrainingArguments`` (``overrides`` win).
 
-        One epoch at batch 32 pairs, learning rate 5e-5 with 10% linear warm-up, a
-        checkpoint every 50 steps (two kept), no evaluation during training, no
-        external loggers.
+        One epoch at batch 16, learning rate 2e-4 with 10% linear warm-up (a new
+        one-logit head learns slowly at the usual 2e-5), checkpoints when
+        validation runs, no external loggers.
         """
         defaults: dict[str, Any] = {
-            "output_dir": str(output_dir),
+            "output_dir": str(output_dir or cls.default_output_dir),
             "num_train_epochs": 1,
-            "per_device_train_batch_size": 32,
-            "learning_rate": 5e-5,
+            "per_device_train_batch_size": 16,
+            "learning_rate": 2e-4,
             "warmup_steps": 0.1,
             "weight_decay": 0.01,
             "save_strategy": "steps",
@@ -224,6 +289,8 @@ class RerankerFinetuneEngine:
         defaults.update(overrides)
         return CrossEncoderTrainingArguments(**defaults)
 
+    default_training_args = default_args
+
     # ------------------------------------------------------------------ building
 
     @staticmethod
@@ -235,6 +302,8 @@ class RerankerFinetuneEngine:
             return loss_model
         if isinstance(model, CrossEncoder):
             ce = model
+            if max_length is not None:
+                ce.max_length = max_length
         elif model is None or isinstance(model, (str, Path)):
             if max_length is None and model is None:
                 max_length = DEFAULT_MAX_LENGTH
@@ -264,10 +333,18 @@ class RerankerFinetuneEngine:
     def _layout(self) -> str:
         return _LAYOUTS.get(self.loss, "pointwise") if isinstance(self.loss, str) else "pointwise"
 
-    def build_train_rows(self) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-        """The trainer's columns for the loss's layout, and their stats."""
+    def build_train_rows(
+        self, dataset: RetrievalDataset | None = None
+    ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+        """The trainer's columns for the loss's layout (within the budget), and their stats."""
+        dataset = dataset if dataset is not None else self.train_dataset
+        positives = select_positives(dataset, self.budget, seed=self.args.seed)
         columns, stats = cross_encoder_rows(
-            self.train_dataset, self._layout(), self.max_negatives_per_query, seed=self.args.seed
+            dataset,
+            self._layout(),
+            self.max_negatives_per_query,
+            seed=self.args.seed,
+            positives=positives,
         )
         if self.loss == "margin_mse":
             columns["label"] = teacher_margins(self._teacher_scorer(), columns)
@@ -315,43 +392,100 @@ class RerankerFinetuneEngine:
 
     # ------------------------------------------------------------------ evaluation
 
+    def _first_stage(
+        self, val: RetrievalDataset
+    ) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
+        """First-stage candidates (and scores) of the validation queries."""
+        if self._candidates is not None:
+            scores = self._candidate_scores or {}
+            return self._candidates, scores
+        from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
+        from llama_index_ragtune.finetuning.hybrid_eval import fusion_params
+
+        self._candidates, self._candidate_scores = hybrid_candidates_with_scores(
+            val.queries,
+            val.corpus,
+            top_k=max(100, self.rerank_depth),
+            embed_model=self.encoder,
+            show_progress=self.show_progress,
+            **fusion_params(self.fusion),
+        )
+        return self._candidates, self._candidate_scores
+
     @property
     def candidates(self) -> dict[str, list[str]] | None:
         """First-stage candidates of the validation queries (built on first use)."""
-        if self._candidates is None and self.val_dataset is not None:
-            from llama_index_ragtune.finetuning.candidates import hybrid_candidates
-
-            self._candidates = hybrid_candidates(
-                self.val_dataset.queries,
-                self.val_dataset.corpus,
-                top_k=max(100, self.rerank_depth),
-                embed_model=self.encoder,
-                show_progress=self.show_progress,
-            )
+        if self._candidates is None:
+            _, val = self.split_validation()
+            if val is not None:
+                self._first_stage(val)
         return self._candidates
 
-    @property
-    def evaluator(self) -> Any:
-        """The evaluator used before/after training (``None`` without a validation split)."""
-        if self._evaluator is None and self.val_dataset is not None:
-            self._evaluator = CandidateRerankingEvaluator(
-                self.val_dataset.queries,
-                self.val_dataset.corpus,
-                self.val_dataset.relevant_docs,
-                self.candidates,
-                depth=self.rerank_depth,
-                show_progress_bar=self.show_progress,
+    def _evaluators(self, val: RetrievalDataset | None) -> tuple[Any, dict[float, Any], Any]:
+        """(before/after evaluator, blend evaluators by weight, cheap pool evaluator)."""
+        if self._user_evaluator is not None:
+            return self._user_evaluator, {}, None
+        if val is None:
+            return None, {}, None
+        candidates, scores = self._first_stage(val)
+        qrels = val.graded_qrels()
+        base = CandidateRerankingEvaluator(
+            val.queries,
+            val.corpus,
+            qrels,
+            candidates,
+            depth=self.rerank_depth,
+            show_progress_bar=self.show_progress,
+        )
+        blends: dict[float, Any] = {0.0: base}
+        if scores:
+            for w in self.retrieval_weights:
+                if w > 0:
+                    blends[w] = CandidateRerankingEvaluator(
+                        val.queries,
+                        val.corpus,
+                        qrels,
+                        candidates,
+                        depth=self.rerank_depth,
+                        candidate_scores=scores,
+                        retrieval_weight=w,
+                        show_progress_bar=False,
+                    )
+        pool = None
+        if self.eval_points > 0:
+            pool = CandidateRerankingEvaluator(
+                val.queries,
+                val.corpus,
+                qrels,
+                candidates,
+                depth=min(POOL_QUERY_DEPTH, self.rerank_depth),
+                show_progress_bar=False,
+                name="pool",
             )
-        return self._evaluator
+        return base, blends, pool
 
-    def _evaluate(self, baseline: bool = False) -> dict[str, float]:
-        evaluator = self.evaluator
-        if evaluator is None:
-            return {}
-        if baseline and hasattr(evaluator, "baseline"):
-            return dict(evaluator.baseline())
-        if hasattr(evaluator, "evaluate"):
-            return dict(evaluator.evaluate(self.model))
+    def _measure(
+        self, base: Any, blends: Mapping[float, Any]
+    ) -> tuple[dict[str, float], float | None]:
+        """The tuned model's metrics at its best blend weight, and that weight."""
+        if base is None:
+            return {}, None
+        if not blends:
+            return self._evaluate_with(base), None
+        raw = base.predict(self.model)
+        best_weight, best = None, None
+        for weight, evaluator in blends.items():
+            if weight not in self.retrieval_weights:
+                continue
+            metrics = evaluator.evaluate_scores(raw)
+            if best is None or metrics[base.primary_metric] > best[base.primary_metric]:
+                best_weight, best = weight, metrics
+        return dict(best or {}), best_weight
+
+    def _evaluate_with(self, evaluator: Any) -> dict[str, float]:
+        evaluate = getattr(evaluator, "evaluate", None)
+        if callable(evaluate):
+            return dict(evaluate(self.model))
         raw = evaluator(self.model)
         return (
             {k.rsplit("_", 1)[-1]: float(v) for k, v in raw.items()}
@@ -359,72 +493,166 @@ class RerankerFinetuneEngine:
             else {"score": float(raw)}
         )
 
+    def _before(self, base: Any) -> dict[str, float]:
+        if base is None:
+            return {}
+        if self.starts_trained or not hasattr(base, "baseline"):
+            return self._evaluate_with(base)
+        return dict(base.baseline())
+
+    # ------------------------------------------------------------------ planning
+
+    def _probe_step(
+        self, loss: nn.Module, columns: Mapping[str, list[Any]]
+    ) -> Callable[[], None] | None:
+        """One forward + backward on real rows (no optimizer step); ``None`` for listwise rows."""
+        if "docs" in columns:
+            return None
+        batch = min(self.args.per_device_train_batch_size, len(columns["query"]))
+        inputs = [list(v[:batch]) for k, v in columns.items() if k != "label"]
+        labels = torch.tensor([float(x) for x in columns["label"][:batch]])
+
+        def step() -> None:
+            loss(inputs, labels).backward()
+            self.model.zero_grad(set_to_none=True)
+
+        return step
+
     # ------------------------------------------------------------------ public
 
     @property
     def final_model_path(self) -> Path:
-        """``<output_dir>/final``: where ``finetune()`` saves the fine-tuned reranker."""
-        return Path(self.args.output_dir) / FINAL_DIR
+        """``<output_dir>/final``: the promoted reranker (absent when none was promoted)."""
+        return self.output_dir / FINAL_DIR
 
     def finetune(
         self, resume_from_checkpoint: bool | str | None = None, evaluate_before: bool = True
     ) -> FinetuneResult:
-        """Train, save to ``<output_dir>/final`` and return the before/after metrics.
-
-        "before" is the first-stage order of the candidates (a fresh one-logit head
-        ranks at random, so scoring it would say nothing); "after" re-ranks their top
-        ``rerank_depth`` with the fine-tuned model.
+        """Train, validate against the first stage, decide; save ``final/`` or ``challenger/``.
 
         Args:
             resume_from_checkpoint: ``True`` continues from the last checkpoint in
-                ``output_dir`` (fresh start when there is none); a path continues
-                from that checkpoint.
-            evaluate_before: compute the first-stage metrics first.
+                ``output_dir`` (fresh start when there is none); a path continues from it.
+            evaluate_before: score the first stage (or the starting cross-encoder) first.
         """
         from datasets import Dataset
 
-        columns, row_stats = self.build_train_rows()
-        before = self._evaluate(baseline=True) if evaluate_before else {}
+        train, val = self.split_validation()
+        base, blends, pool = self._evaluators(val)
+        self.evaluator = base
+        columns, row_stats = self.build_train_rows(train)
+        start_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        before = self._before(base) if evaluate_before else {}
         loss = self._build_loss(columns)
-        use_evaluator = self.evaluator if self.args.eval_strategy != "no" else None
+        plan = self._plan_steps(self.budget, len(columns["query"]), self._probe_step(loss, columns))
+        self._configure_checkpoint_selection(pool, plan["steps"], self.eval_points)
+        callbacks, timer = self._budget_callbacks(self.budget)
         self.trainer = CrossEncoderTrainer(
             model=self.model,
             args=self.args,
             train_dataset=Dataset.from_dict(columns),
             loss=loss,
-            evaluator=use_evaluator,
-            callbacks=self.callbacks,
+            evaluator=pool if self.args.eval_strategy != "no" else None,
+            callbacks=callbacks,
         )
-        self.result = train_and_measure(
-            self.trainer,
-            self.final_model_path,
-            resume_from_checkpoint,
-            self._evaluate,
+        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
+        with PeakMemory() as memory:
+            output = self.trainer.train(resume_from_checkpoint=checkpoint)
+        after, weight = self._measure(base, blends)
+        self.retrieval_weight = weight
+        metric = getattr(base, "primary_metric", None) or "ndcg@10"
+        champion = (
+            "the starting cross-encoder"
+            if self.starts_trained
+            else "the first-stage order (no reranker)"
+        )
+        decision = decide_promotion(
             before,
-            loss,
-            row_stats,
-            rerank_depth=self.rerank_depth,
-            val_queries=len(self.val_dataset) if self.val_dataset is not None else 0,
+            after,
+            metric,
+            self.promotion_margin,
+            force=self.force_promotion,
+            champion_name=champion,
+        )
+        self._save_outcome(decision, start_state, keep_start=self.starts_trained)
+        self.result = FinetuneResult(
+            before=before,
+            after=after,
+            train_seconds=memory.seconds,
+            peak_memory_mb=memory.peak_mb,
+            process_peak_memory_mb=process_peak_rss_mb(),
+            global_step=self.trainer.state.global_step,
+            model_path=str(self.final_model_path) if self.final_model_path.exists() else None,
+            decision=decision,
+            info={
+                "loss": type(loss).__name__,
+                "train_loss": getattr(output, "training_loss", None),
+                "rows": row_stats,
+                "plan": plan,
+                "budget": self.budget.to_dict() if self.budget else None,
+                "stopped_by_time_budget": bool(timer and timer.stopped_at_step is not None),
+                "best_checkpoint": self.trainer.state.best_model_checkpoint,
+                "resumed_from": checkpoint,
+                "rerank_depth": self.rerank_depth,
+                "retrieval_weight": weight,
+                "val_queries": len(val) if val is not None else 0,
+                "train_queries": len(train),
+                "starts_trained": self.starts_trained,
+                "challenger_path": None if decision.promoted else str(self.challenger_path),
+            },
+        )
+        self._write_decision(
+            decision, {"retrieval_weight": weight, "result": self.result.summary()}
         )
         return self.result
 
     def get_finetuned_model(
         self, model_name: str | None = None, top_n: int = 10, **kwargs: Any
     ) -> BaseNodePostprocessor:
-        """The fine-tuned reranker as our ``CrossEncoderRerank`` node postprocessor.
+        """The promoted reranker as our ``CrossEncoderRerank`` node postprocessor.
 
         Args:
             model_name: a saved reranker folder to load instead of this engine's
                 ``final`` model (kept for llama-index-finetuning's signature).
             top_n: nodes kept after re-ranking.
-            kwargs: passed to ``CrossEncoderRerank``.
+            kwargs: passed to ``CrossEncoderRerank``; ``retrieval_weight`` defaults to
+                the blend weight chosen on validation.
+
+        Raises:
+            RerankerNotPromotedError: the tuned reranker did not beat the first stage
+                on validation (leave it out; ``challenger_path`` holds it for inspection).
         """
         from llama_index_ragtune.postprocessor import CrossEncoderRerank
 
         path = Path(model_name) if model_name is not None else self.final_model_path
         if model_name is None and not path.is_dir():
+            decision = self.decision
+            if decision is not None and not decision.promoted:
+                raise RerankerNotPromotedError(
+                    f"{decision.reason}. Leave the reranker out, or load the challenger from "
+                    f"{self.challenger_path} with get_finetuned_model(model_name=...) to inspect it"
+                )
             raise RuntimeError(f"no fine-tuned reranker at {path}; call finetune() first")
+        if model_name is None and self.retrieval_weight is not None:
+            kwargs.setdefault("retrieval_weight", self.retrieval_weight)
         return CrossEncoderRerank(model=str(path), top_n=top_n, **kwargs)
 
 
-register_engine(RerankerFinetuneEngine, "cross_encoder")
+def _is_trained_cross_encoder(model: Any) -> bool:
+    """Whether the starting model already is a one-score cross-encoder (not a new head)."""
+    if isinstance(model, CrossEncoder):
+        return True
+    if model is None:
+        return False
+    config = Path(str(model)) / "config.json"
+    if not config.is_file():
+        return False  # a hub id: assume a bi-encoder checkpoint unless its config says otherwise
+    import json
+
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(
+        str(a).endswith("ForSequenceClassification") for a in data.get("architectures") or []
+    )

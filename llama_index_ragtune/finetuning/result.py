@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.finetuning.promotion import PromotionDecision
+
 REPORTED_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
@@ -54,16 +56,35 @@ class FinetuneResult:
     global_step: int = 0
     model_path: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    decision: PromotionDecision | None = None
 
     @property
     def delta(self) -> dict[str, float]:
         """``after - before`` for every metric present in both."""
         return {k: self.after[k] - self.before[k] for k in self.after if k in self.before}
 
+    @property
+    def promoted(self) -> bool | None:
+        """Whether the tuned model replaced the starting one (``None``: no decision was made)."""
+        return None if self.decision is None else self.decision.promoted
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["decision"] = None if self.decision is None else self.decision.to_dict()
         data["delta"] = self.delta
         return data
+
+    def summary(self) -> dict[str, Any]:
+        """The headline figures (no per-run details): before, after, time, memory, decision."""
+        return {
+            "before": self.before,
+            "after": self.after,
+            "train_minutes": round(self.train_seconds / 60, 2),
+            "peak_memory_mb": round(self.peak_memory_mb),
+            "steps": self.global_step,
+            "model_path": self.model_path,
+            "promoted": self.promoted,
+        }
 
     def save_json(self, path: str | os.PathLike) -> Path:
         """Write the result as JSON (parent folders are created)."""
@@ -72,16 +93,23 @@ class FinetuneResult:
         path.write_text(json.dumps(self.to_dict(), indent=2, default=str), encoding="utf-8")
         return path
 
-    def format_table(self, metrics: tuple[str, ...] = REPORTED_METRICS) -> str:
-        """A plain-text before/after/delta table plus the wall time and peak memory."""
-        names = [m for m in metrics if m in self.after or m in self.before]
-        names += [m for m in self.after if m not in names and m in metrics]
-        lines = [f"{'metric':<12} {'before':>8} {'after':>8} {'delta':>8}"]
+    def format_table(self, metrics: tuple[str, ...] | None = None) -> str:
+        """A plain-text before/after/delta table, the wall time, peak memory and the decision.
+
+        ``metrics`` picks rows (default: every metric measured, in the order measured).
+        """
+        names = (
+            list(dict.fromkeys([*self.after, *self.before]))
+            if metrics is None
+            else [m for m in metrics if m in self.after or m in self.before]
+        )
+        width = max([12, *(len(n) for n in names)])
+        lines = [f"{'metric':<{width}} {'before':>8} {'after':>8} {'delta':>8}"]
         for name in names:
             before, after = self.before.get(name), self.after.get(name)
             delta = self.delta.get(name)
             lines.append(
-                f"{name:<12} {_fmt(before):>8} {_fmt(after):>8} "
+                f"{name:<{width}} {_fmt(before):>8} {_fmt(after):>8} "
                 f"{'' if delta is None else f'{delta:+.4f}':>8}"
             )
         lines.append(
@@ -89,6 +117,8 @@ class FinetuneResult:
             f"{self.peak_memory_mb:.0f} MiB (process peak {self.process_peak_memory_mb:.0f} MiB), "
             f"{self.global_step} steps"
         )
+        if self.decision is not None:
+            lines.append(self.decision.reason)
         return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ Example::
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -127,22 +127,38 @@ def _negatives_per_pair(
 
 
 def encoder_rows(
-    dataset: RetrievalDataset, max_negatives_per_query: int = 1, seed: int = 0
+    dataset: RetrievalDataset,
+    max_negatives_per_query: int = 1,
+    seed: int = 0,
+    positives: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, list[str]], RowStats]:
     """Columns for a bi-encoder trainer: pairs when the dataset has no negatives (or
-    ``max_negatives_per_query=0``), else anchor/positive/negative(s)."""
+    ``max_negatives_per_query=0``), else anchor/positive/negative(s).
+
+    ``positives`` (``{qid: doc ids}``, e.g. from ``budget.select_positives``) restricts
+    the rows to those pairs and those queries; by default every pair gives a row.
+    """
     if max_negatives_per_query < 0:
         raise ValueError(f"max_negatives_per_query must be >= 0, got {max_negatives_per_query}")
-    stats = RowStats(queries=len(dataset))
+    chosen = positives if positives is not None else dataset.relevant_docs
+    stats = RowStats(queries=len(chosen))
     n = max_negatives_per_query if dataset.num_negatives else 0
     neg_cols = [] if n == 0 else ["negative"] if n == 1 else [f"negative_{i + 1}" for i in range(n)]
     columns: dict[str, list[str]] = {"anchor": [], "positive": [], **{c: [] for c in neg_cols}}
     sampler = _NegativeSampler(dataset, seed, stats)
-    for qid, query, positives, _ in dataset:
+    for qid, query, all_positives, _ in dataset:
+        if qid not in chosen:
+            continue
+        positives_of_query = list(chosen[qid])
+        unknown = [d for d in positives_of_query if d not in all_positives]
+        if unknown:
+            raise ValueError(f"query {qid!r}: {unknown[:3]} are not among its positives")
         negatives = (
-            _negatives_per_pair(sampler, qid, positives, n) if n else [[] for _ in positives]
+            _negatives_per_pair(sampler, qid, positives_of_query, n)
+            if n
+            else [[] for _ in positives_of_query]
         )
-        for pos, negs in zip(positives, negatives, strict=True):
+        for pos, negs in zip(positives_of_query, negatives, strict=True):
             columns["anchor"].append(query)
             columns["positive"].append(dataset.corpus[pos])
             for col, doc in zip(neg_cols, negs, strict=True):
@@ -159,15 +175,23 @@ def cross_encoder_rows(
     layout: CrossEncoderLayout = "pointwise",
     max_negatives_per_query: int = 4,
     seed: int = 0,
+    positives: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, list[Any]], RowStats]:
     """Columns for a cross-encoder trainer in the given ``layout`` (see module doc).
 
     Every layout takes up to ``max_negatives_per_query`` distinct negatives per
     query; triplets pair each positive with each of them (one row per pair).
+    ``positives`` (``{qid: doc ids}``) restricts the rows to those queries and pairs.
     """
     if max_negatives_per_query < 1:
         raise ValueError(
             f"a cross-encoder needs negatives: max_negatives_per_query must be >= 1, got {max_negatives_per_query}"
+        )
+    if positives is not None:
+        dataset = dataset._replace(
+            queries={q: dataset.queries[q] for q in positives},
+            relevant_docs={q: list(p) for q, p in positives.items()},
+            negatives={q: dataset.negatives[q] for q in positives if q in dataset.negatives},
         )
     stats = RowStats(queries=len(dataset))
     sampler = _NegativeSampler(dataset, seed, stats)

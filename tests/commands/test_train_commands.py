@@ -83,30 +83,36 @@ def test_train_encoder_on_a_beir_folder_then_resume(beir_dir, tiny_encoder_path,
         "bm25",
         "--num-negatives",
         "2",
-        "--batch-size",
+        "--train-batch-size",
         "4",
+        "--learning-rate",
+        "2e-3",
         "--save-steps",
         "1",
-        "--output",
+        "--val-fraction",
+        "0.25",
+        "--out",
         str(out),
         "--device",
         "cpu",
     ]
     assert main([*common, "--max-steps", "2"]) == 0
     printed = capsys.readouterr().out
-    assert (
-        "ndcg@10" in printed
-        and "recall@100" in printed
-        and "mrr@10" in printed
-        and "peak memory" in printed
-    )
+    for word in ("validation", "hybrid_ndcg@10", "recall@100", "peak memory", "test split"):
+        assert word in printed
+    assert "promoted" in printed or "kept the starting model" in printed
     results = json.loads((out / "results.json").read_text())
-    assert set(results["before"]) == {"ndcg@10", "recall@100", "mrr@10"} == set(results["after"])
+    assert {"ndcg@10", "recall@100", "mrr@10", "hybrid_ndcg@10"} <= set(results["before"])
+    assert set(results["before"]) == set(results["after"])
+    assert results["info"]["val_queries"] == 3  # carved off the 12 training queries
+    assert results["test"]["queries"] == 4 and "hybrid_ndcg@10" in results["test"]["after"]
+    assert results["decision"]["metric"] == "hybrid_ndcg@10"
     assert results["global_step"] == 2
     assert results["mining"]["sources"] == ["bm25"] and results["mining"]["negatives"]["bm25"] > 0
-    assert results["info"]["rows"]["mined_negatives"] == 12
+    assert results["info"]["rows"]["mined_negatives"] == 9
     assert results["arguments"]["max_steps"] == 2
-    assert (out / "final" / "modules.json").exists()
+    assert (out / "final" / "modules.json").exists() and (out / "decision.json").exists()
+    assert json.loads((out / "fusion.json").read_text())["chosen_on"] == "validation"
 
     assert main([*common, "--max-steps", "3", "--resume"]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -135,9 +141,9 @@ def test_train_encoder_from_a_llama_index_dataset_json(
             tiny_encoder_path,
             "--max-steps",
             "1",
-            "--batch-size",
+            "--train-batch-size",
             "4",
-            "--output",
+            "--out",
             str(out),
         ]
     )
@@ -145,6 +151,7 @@ def test_train_encoder_from_a_llama_index_dataset_json(
     results = json.loads((out / "results.json").read_text())
     assert results["info"]["val_queries"] == 3 and results["info"]["rows"]["rows"] == 9
     assert results["info"]["rows"]["mined_negatives"] == 0  # pairs: in-batch negatives only
+    assert results["test"] == {}
 
 
 @pytest.mark.parametrize("distil", [False, True], ids=["bce", "bi-encoder-teacher"])
@@ -170,22 +177,29 @@ def test_train_reranker_over_hybrid_candidates(
             "5",
             "--max-steps",
             "2",
-            "--batch-size",
+            "--train-batch-size",
             "8",
-            "--output",
+            "--val-fraction",
+            "0.25",
+            "--out",
             str(out),
             "--device",
             "cpu",
         ]
     )
     assert code == 0
-    assert "ndcg@10" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ndcg@10" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["info"]["rerank_depth"] == 5 and results["global_step"] == 2
     assert results["info"]["loss"] == ("MarginMSELoss" if distil else "BinaryCrossEntropyLoss")
-    # BM25 finds every test query's unique topic word: the hybrid "before" is near perfect.
+    # BM25 finds every query's unique topic word: the hybrid "before" is near perfect, so two
+    # steps of a random tiny reranker do not beat it and the reranker is left out.
     assert results["before"]["recall@100"] == 1.0 and results["before"]["mrr@10"] > 0.5
-    assert (out / "final" / "config.json").exists()
+    assert results["decision"]["promoted"] is False
+    assert "leave it out" in printed
+    assert not (out / "final").exists() and (out / "challenger" / "config.json").exists()
+    assert results["test"]["after"] == results["test"]["before"]
 
 
 def test_bad_arguments_exit_with_a_message(beir_dir, tmp_path):
@@ -198,7 +212,7 @@ def test_bad_arguments_exit_with_a_message(beir_dir, tmp_path):
                 str(beir_dir),
                 "--negatives",
                 "bm25,colbert",
-                "--output",
+                "--out",
                 str(tmp_path),
             ]
         )
@@ -211,20 +225,7 @@ def test_bad_arguments_exit_with_a_message(beir_dir, tmp_path):
                 str(beir_dir),
                 "--loss",
                 "margin_mse",
-                "--output",
-                str(tmp_path),
-            ]
-        )
-    with pytest.raises(ValueError, match="unknown split"):
-        main(
-            [
-                "train",
-                "encoder",
-                "--beir",
-                str(beir_dir),
-                "--train-split",
-                "dev",
-                "--output",
+                "--out",
                 str(tmp_path),
             ]
         )

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from llama_index_ragtune.finetuning import compat
+from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
 from llama_index_ragtune.finetuning.encoder import EncoderFinetuneEngine
 from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
 
@@ -19,6 +20,7 @@ from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
 @pytest.fixture(scope="module")
 def ft_types():
     types = compat.finetuning_types()
+    compat.register_engines()
     if types is None:
         pytest.skip(
             "llama-index-finetuning is not installed or does not import "
@@ -31,6 +33,7 @@ def test_engines_are_virtual_subclasses_of_its_bases(ft_types):
     assert inspect.isabstract(ft_types.BaseEmbeddingFinetuneEngine)
     assert issubclass(EncoderFinetuneEngine, ft_types.BaseEmbeddingFinetuneEngine)
     assert issubclass(RerankerFinetuneEngine, ft_types.BaseCrossEncoderFinetuningEngine)
+    assert issubclass(DecoderFinetuneEngine, ft_types.BaseLLMFinetuneEngine)
     assert not issubclass(EncoderFinetuneEngine, ft_types.BaseCrossEncoderFinetuningEngine)
 
 
@@ -67,26 +70,34 @@ def test_dataset_saved_by_its_tools_trains_our_engine(ft_types, tmp_path, toy, t
     engine = EncoderFinetuneEngine(
         theirs,
         model=tiny_encoder_path,
-        args=EncoderFinetuneEngine.default_training_args(
-            tmp_path / "run", max_steps=1, save_strategy="no"
-        ),
+        budget=None,
+        val_fraction=0,
+        force_promotion=True,
+        args=EncoderFinetuneEngine.default_args(tmp_path / "run", max_steps=1, save_strategy="no"),
     )
     assert isinstance(engine, ft_types.BaseEmbeddingFinetuneEngine)
     assert engine.finetune(evaluate_before=False).global_step == 1
 
 
-def test_engine_import_does_not_import_it_and_registers_when_it_is_imported(ft_types):
-    """Run in a fresh interpreter: our modules must not import llama_index.finetuning (3 s, and its
-    MistralAI module configures root logging on stdout), yet registration follows its import."""
+def test_engine_import_has_no_side_effect_and_registration_is_explicit(ft_types):
+    """Run in a fresh interpreter: importing our engines neither imports llama_index.finetuning
+    (3 s, and its MistralAI module configures root logging on stdout) nor changes the import
+    system; ``register_engines()`` registers all three and leaves the root logger alone."""
     code = textwrap.dedent("""
         import logging, sys
+        hooks = list(sys.meta_path)
+        from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
         from llama_index_ragtune.finetuning.encoder import EncoderFinetuneEngine
         from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
         assert "llama_index.finetuning" not in sys.modules
-        from llama_index_ragtune.finetuning.compat import finetuning_types
-        types = finetuning_types()
+        ours = [f for f in sys.meta_path if f not in hooks and "ragtune" in type(f).__module__]
+        assert not ours, ours
+        from llama_index_ragtune.finetuning.compat import register_engines
+        assert register_engines()
+        types = sys.modules["llama_index.finetuning.types"]
         assert issubclass(EncoderFinetuneEngine, types.BaseEmbeddingFinetuneEngine)
         assert issubclass(RerankerFinetuneEngine, types.BaseCrossEncoderFinetuningEngine)
+        assert issubclass(DecoderFinetuneEngine, types.BaseLLMFinetuneEngine)
         assert logging.getLogger().handlers == [] and logging.getLogger().level == logging.WARNING
         print("ok")
     """)
@@ -96,8 +107,3 @@ def test_engine_import_does_not_import_it_and_registers_when_it_is_imported(ft_t
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
-
-
-def test_unknown_engine_kind_is_rejected():
-    with pytest.raises(ValueError, match="unknown engine kind"):
-        compat.register_engine(type("Engine", (), {}), "llm")

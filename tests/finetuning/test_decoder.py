@@ -36,7 +36,7 @@ def sft_data():
         {
             "prompt": [PROMPT] * 8,
             "completion": [[{"role": "assistant", "content": CHOSEN}]] * 8,
-            "qid": [f"q{i}" for i in range(8)],  # metadata columns are dropped by the engine
+            "qid": [f"q{i}" for i in range(8)],  # metadata columns stay out of the trainers
         }
     )
 
@@ -109,14 +109,14 @@ def test_sft_then_dpo_change_weights_improve_and_merge(
     snapshot = Snapshot()
     engine = DecoderFinetuneEngine(
         sft_data,
-        base_model=tiny_causal_lm_path,
+        model=tiny_causal_lm_path,
         output_dir=tmp_path,
         preference_dataset=preference_data,
-        sft_config=_fast(default_sft_config(tmp_path / "sft"), 3),
-        dpo_config=_fast(default_dpo_config(tmp_path / "dpo"), 3),
+        args=_fast(default_sft_config(tmp_path / "sft"), 3),
+        preference_args=_fast(default_dpo_config(tmp_path / "dpo"), 3),
         callbacks=[snapshot],
     )
-    assert engine.train_dataset.column_names == ["prompt", "completion"]
+    assert {"prompt", "completion"} <= set(engine.train_dataset.column_names)
     assert engine.lora_config.r == 16 and engine.lora_config.lora_alpha == 32
 
     engine.train_sft()
@@ -156,9 +156,9 @@ def test_sft_then_dpo_change_weights_improve_and_merge(
 def test_resume_from_checkpoint_and_finished_sft(tmp_path, tiny_causal_lm_path, sft_data):
     first = DecoderFinetuneEngine(
         sft_data,
-        base_model=tiny_causal_lm_path,
+        model=tiny_causal_lm_path,
         output_dir=tmp_path,
-        sft_config=_fast(default_sft_config(tmp_path / "sft"), 2),
+        args=_fast(default_sft_config(tmp_path / "sft"), 2),
     )
     first.train_sft()
     assert (tmp_path / "sft" / "checkpoint-2").is_dir()
@@ -167,9 +167,9 @@ def test_resume_from_checkpoint_and_finished_sft(tmp_path, tiny_causal_lm_path, 
     # A finished SFT stage is not run again: its adapter is loaded.
     again = DecoderFinetuneEngine(
         sft_data,
-        base_model=tiny_causal_lm_path,
+        model=tiny_causal_lm_path,
         output_dir=tmp_path,
-        sft_config=_fast(default_sft_config(tmp_path / "sft"), 2),
+        args=_fast(default_sft_config(tmp_path / "sft"), 2),
     )
     again.train_sft(resume_from_checkpoint=True)
     assert again.sft_trainer is None
@@ -180,9 +180,9 @@ def test_resume_from_checkpoint_and_finished_sft(tmp_path, tiny_causal_lm_path, 
     steps = Snapshot()
     longer = DecoderFinetuneEngine(
         sft_data,
-        base_model=tiny_causal_lm_path,
+        model=tiny_causal_lm_path,
         output_dir=tmp_path,
-        sft_config=_fast(default_sft_config(tmp_path / "sft"), 3),
+        args=_fast(default_sft_config(tmp_path / "sft"), 3),
         callbacks=[steps],
     )
     longer.train_sft(resume_from_checkpoint=True)
@@ -195,12 +195,12 @@ def test_orpo_preference_stage(tmp_path, tiny_causal_lm_path, sft_data, preferen
     snapshot = Snapshot()
     engine = DecoderFinetuneEngine(
         sft_data,
-        base_model=tiny_causal_lm_path,
+        model=tiny_causal_lm_path,
         output_dir=tmp_path,
         preference_dataset=preference_data,
         preference_method="orpo",
-        sft_config=_fast(default_sft_config(tmp_path / "sft"), 1),
-        orpo_config=_fast(default_orpo_config(tmp_path / "orpo"), 2),
+        args=_fast(default_sft_config(tmp_path / "sft"), 1),
+        preference_args=_fast(default_orpo_config(tmp_path / "orpo"), 2),
         callbacks=[snapshot],
     )
     engine.train_sft()
@@ -211,14 +211,14 @@ def test_orpo_preference_stage(tmp_path, tiny_causal_lm_path, sft_data, preferen
 
 def test_bad_input_and_compat(tmp_path, tiny_causal_lm_path, sft_data):
     with pytest.raises(ValueError, match=r"\['completion'\]"):
-        DecoderFinetuneEngine(sft_data.remove_columns("completion"), base_model=tiny_causal_lm_path)
+        DecoderFinetuneEngine(sft_data.remove_columns("completion"), model=tiny_causal_lm_path)
     with pytest.raises(ValueError, match="preference_dataset lacks"):
-        DecoderFinetuneEngine(sft_data, base_model=tiny_causal_lm_path, preference_dataset=sft_data)
+        DecoderFinetuneEngine(sft_data, model=tiny_causal_lm_path, preference_dataset=sft_data)
     with pytest.raises(ValueError, match="'dpo' or 'orpo'"):
-        DecoderFinetuneEngine(sft_data, base_model=tiny_causal_lm_path, preference_method="kto")
+        DecoderFinetuneEngine(sft_data, model=tiny_causal_lm_path, preference_method="kto")
     with pytest.raises(FileNotFoundError, match="missing-model"):
-        DecoderFinetuneEngine(sft_data, base_model=str(tmp_path / "missing-model"))
-    engine = DecoderFinetuneEngine(sft_data, base_model=tiny_causal_lm_path, output_dir=tmp_path)
+        DecoderFinetuneEngine(sft_data, model=str(tmp_path / "missing-model"))
+    engine = DecoderFinetuneEngine(sft_data, model=tiny_causal_lm_path, output_dir=tmp_path)
     with pytest.raises(RuntimeError, match="finetune"):
         engine.get_finetuned_model()
     import sys
@@ -267,3 +267,43 @@ def test_cpu_scoring_of_completion_tokens_only_matches_scoring_every_position(
 def test_dpo_default_adds_the_chosen_answer_nll(tmp_path):
     config = default_dpo_config(tmp_path)
     assert config.loss_type == ["sigmoid", "sft"]
+
+
+def test_finetune_validates_promotes_and_reports(tmp_path, tiny_causal_lm_path, sft_data):
+    """The contract: a validation split carved by question, loss before/after, a decision."""
+    import json
+
+    engine = DecoderFinetuneEngine(
+        sft_data,
+        model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        val_fraction=0.25,
+        args=_fast(default_sft_config(tmp_path / "sft"), 4),
+    )
+    train, val = engine.split_validation()
+    assert len(train) + len(val) == len(sft_data) and len(val) == 2
+    assert not set(train["qid"]) & set(val["qid"])
+    result = engine.finetune()
+    assert result.before["loss"] > result.after["loss"]
+    assert result.promoted and (engine.merged_dir / "config.json").exists()
+    assert json.loads((tmp_path / "decision.json").read_text())["decision"]["metric"] == "loss"
+    assert result.info["val_rows"] == 2 and result.train_seconds > 0
+
+
+def test_finetune_keeps_the_starting_model_when_the_gain_is_under_the_margin(
+    tmp_path, tiny_causal_lm_path, sft_data
+):
+    engine = DecoderFinetuneEngine(
+        sft_data,
+        model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        val_dataset=sft_data.select(range(2)),
+        promotion_margin=50.0,  # more than any loss can drop
+        args=_fast(default_sft_config(tmp_path / "sft"), 2),
+    )
+    result = engine.finetune()
+    assert result.promoted is False and "kept the starting model" in result.decision.reason
+    assert (engine.challenger_path / "adapter" / "adapter_config.json").exists()
+    assert not engine.merged_dir.exists() and not engine.adapter_dir.exists()
+    llm = engine.get_finetuned_model(max_new_tokens=2)
+    assert llm.model == str(engine.base_model)

@@ -25,7 +25,7 @@ def fast_args(output_dir, **overrides):
         disable_tqdm=True,
     )
     settings.update(overrides)
-    return EncoderFinetuneEngine.default_training_args(output_dir, **settings)
+    return EncoderFinetuneEngine.default_args(output_dir, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,8 @@ def trained(tiny_encoder_path, tmp_path_factory, make_toy):
         data,
         model=tiny_encoder_path,
         val_dataset=data,
+        budget=None,
+        fusion={"fusion_mode": "rrf", "alpha": 0.9},
         args=fast_args(tmp_path_factory.mktemp("encoder")),
         show_progress=False,
     )
@@ -58,7 +60,7 @@ def test_training_changes_the_weights(trained):
 
 def test_toy_ranking_improves(trained):
     _, result, _ = trained
-    assert set(result.before) == {"ndcg@10", "recall@100", "mrr@10"}
+    assert {"ndcg@10", "recall@100", "mrr@10", "hybrid_ndcg@10"} <= set(result.before)
     assert result.before["ndcg@10"] < 0.6
     assert result.after["ndcg@10"] > result.before["ndcg@10"] + 0.25
     assert result.after["mrr@10"] > result.before["mrr@10"] + 0.25
@@ -78,7 +80,11 @@ def test_result_records_run_and_saves_a_sentence_transformers_folder(trained, tm
     assert (engine.final_model_path / "modules.json").exists()
     saved = json.loads(result.save_json(tmp_path / "r.json").read_text())
     assert saved["after"] == result.after and "delta" in saved
-    assert "ndcg@10" in result.format_table()
+    assert saved["decision"]["promoted"] is True
+    assert "ndcg@10" in result.format_table() and "promoted" in result.format_table()
+    decision = json.loads((engine.output_dir / "decision.json").read_text())
+    assert decision["decision"]["metric"] == "hybrid_ndcg@10"
+    assert not engine.challenger_path.exists()
 
 
 def test_finetuned_model_is_a_llama_index_embedding(trained):
@@ -104,6 +110,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_encoder_path, tmp
     first = EncoderFinetuneEngine(
         toy,
         model=tiny_encoder_path,
+        budget=None,
+        val_fraction=0,
         args=fast_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1),
     )
     assert first.finetune().global_step == 2
@@ -113,6 +121,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_encoder_path, tmp
     second = EncoderFinetuneEngine(
         toy,
         model=tiny_encoder_path,
+        budget=None,
+        val_fraction=0,
         callbacks=[counter],
         args=fast_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=1),
     )
@@ -126,7 +136,11 @@ def test_resume_without_a_checkpoint_starts_fresh_and_bad_path_fails(
     tiny_encoder_path, tmp_path, toy
 ):
     engine = EncoderFinetuneEngine(
-        toy, model=tiny_encoder_path, args=fast_args(tmp_path, max_steps=1)
+        toy,
+        model=tiny_encoder_path,
+        budget=None,
+        val_fraction=0,
+        args=fast_args(tmp_path, max_steps=1),
     )
     assert engine.finetune(resume_from_checkpoint=True).info["resumed_from"] is None
     with pytest.raises(FileNotFoundError, match="checkpoint"):
@@ -142,9 +156,13 @@ def test_cached_mnrl_matryoshka_and_prompts(tiny_encoder_path, tmp_path, toy):
         query_prompt="query: ",
         passage_prompt="passage: ",
         max_negatives_per_query=2,
+        budget=None,
+        val_fraction=0,
+        force_promotion=True,
         args=fast_args(tmp_path, max_steps=2),
     )
     result = engine.finetune(evaluate_before=False)
+    assert result.decision.forced
     assert result.info["loss"] == "MatryoshkaLoss"
     assert engine.args.prompts == {
         "anchor": "query: ",
@@ -198,7 +216,16 @@ def test_bad_inputs_give_clear_errors(tiny_encoder_path, toy):
         EncoderFinetuneEngine(toy, model=tiny_encoder_path, matryoshka_dims=[64])
     with pytest.raises(FileNotFoundError):
         EncoderFinetuneEngine(toy, model="./no/such/model")
-    engine = EncoderFinetuneEngine(toy, model=tiny_encoder_path)
+    with pytest.raises(ValueError, match="output_dir"):
+        EncoderFinetuneEngine(
+            toy,
+            model=tiny_encoder_path,
+            output_dir="a",
+            args=EncoderFinetuneEngine.default_args("b"),
+        )
+    with pytest.raises(ValueError, match="val_fraction"):
+        EncoderFinetuneEngine(toy, model=tiny_encoder_path, val_fraction=1.5)
+    engine = EncoderFinetuneEngine(toy, model=tiny_encoder_path, output_dir="/nonexistent/x")
     with pytest.raises(RuntimeError, match="finetune"):
         engine.get_finetuned_model()
 

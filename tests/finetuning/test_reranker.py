@@ -29,7 +29,7 @@ def fast_args(output_dir, **overrides):
         disable_tqdm=True,
     )
     settings.update(overrides)
-    return RerankerFinetuneEngine.default_training_args(output_dir, **settings)
+    return RerankerFinetuneEngine.default_args(output_dir, **settings)
 
 
 def worst_first_candidates(data: RetrievalDataset, size: int = 8) -> dict[str, list[str]]:
@@ -45,17 +45,23 @@ def worst_first_candidates(data: RetrievalDataset, size: int = 8) -> dict[str, l
 def trained(minilm_path, tmp_path_factory, make_toy):
     data = make_toy(with_negatives=False, filler_words=3)  # 4 random negatives per query
     torch.manual_seed(0)  # the new head's initialisation
+    candidates = worst_first_candidates(data)
     engine = RerankerFinetuneEngine(
         data,
         model=minilm_path,
         val_dataset=data,
-        candidates=worst_first_candidates(data),
+        candidates=candidates,
         rerank_depth=8,
+        max_negatives_per_query=4,
+        budget=None,
+        eval_points=0,
         args=fast_args(tmp_path_factory.mktemp("reranker"), learning_rate=2e-4),
         show_progress=False,
     )
     initial = {name: p.detach().clone() for name, p in engine.model.named_parameters()}
-    untrained = engine.evaluator.evaluate(engine.model)
+    untrained = CandidateRerankingEvaluator(
+        data.queries, data.corpus, data.relevant_docs, candidates, depth=8, show_progress_bar=False
+    ).evaluate(engine.model)
     result = engine.finetune()
     return engine, result, initial, untrained
 
@@ -87,6 +93,7 @@ def test_result_and_saved_reranker(trained):
     assert result.info["rows"]["rows"] == 16 * 5  # each positive and 4 random negatives
     assert result.info["rows"]["random_negatives"] == 16 * 4
     assert (engine.final_model_path / "config.json").exists()
+    assert result.promoted and "first-stage order" in result.decision.reason
     reranker = engine.get_finetuned_model(top_n=3)
     from llama_index.core.schema import NodeWithScore, TextNode
 
@@ -104,6 +111,7 @@ def test_pos_weight_matches_the_negative_ratio(tiny_encoder_path, toy_without_ne
         toy_without_negatives,
         model=tiny_encoder_path,
         max_negatives_per_query=3,
+        budget=None,
         args=fast_args(tmp_path),
     )
     columns, _ = engine.build_train_rows()
@@ -131,6 +139,9 @@ def test_listwise_and_distillation_losses_train(
         loss=loss,
         teacher=teacher,
         max_negatives_per_query=2,
+        budget=None,
+        val_fraction=0,
+        force_promotion=True,
         args=fast_args(tmp_path, max_steps=2, per_device_train_batch_size=4),
     )
     columns, _ = engine.build_train_rows()
@@ -167,6 +178,7 @@ def test_a_bi_encoder_teaches_its_scaled_cosine_margins(tiny_encoder_path, toy, 
         model=tiny_encoder_path,
         loss="margin_mse",
         teacher=bi_encoder,
+        budget=None,
         args=fast_args(tmp_path, max_steps=1, per_device_train_batch_size=4),
     )
     columns, _ = engine.build_train_rows()
@@ -189,11 +201,12 @@ class StepCounter(TrainerCallback):
 
 def test_reranker_resumes_from_its_checkpoint(tiny_encoder_path, toy, tmp_path):
     args = fast_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
-    RerankerFinetuneEngine(toy, model=tiny_encoder_path, args=args).finetune()
+    quick = {"budget": None, "val_fraction": 0}
+    RerankerFinetuneEngine(toy, model=tiny_encoder_path, args=args, **quick).finetune()
     counter = StepCounter()
     args = fast_args(tmp_path, max_steps=3, save_strategy="steps", save_steps=1)
     result = RerankerFinetuneEngine(
-        toy, model=tiny_encoder_path, args=args, callbacks=[counter]
+        toy, model=tiny_encoder_path, args=args, callbacks=[counter], **quick
     ).finetune(resume_from_checkpoint=True)
     assert counter.steps == [3] and result.global_step == 3
     assert result.info["resumed_from"].endswith("checkpoint-2")
@@ -309,7 +322,9 @@ def test_bad_inputs_give_clear_errors(tiny_encoder_path, toy):
         RerankerFinetuneEngine(toy, model=tiny_encoder_path, rerank_depth=0)
     with pytest.raises(ValueError, match="empty corpus"):
         RerankerFinetuneEngine(RetrievalDataset({}, {}, {}), model=tiny_encoder_path)
-    engine = RerankerFinetuneEngine(toy, model=tiny_encoder_path)
+    with pytest.raises(ValueError, match="retrieval_weights"):
+        RerankerFinetuneEngine(toy, model=tiny_encoder_path, retrieval_weights=[1.5])
+    engine = RerankerFinetuneEngine(toy, model=tiny_encoder_path, output_dir="/nonexistent/rr")
     with pytest.raises(RuntimeError, match="finetune"):
         engine.get_finetuned_model()
 
@@ -328,6 +343,38 @@ def test_candidates_come_from_the_hybrid_retriever(tiny_encoder_path, toy):
     assert all(
         set(docs) <= set(toy.corpus) and len(docs) == len(set(docs)) for docs in candidates.values()
     )
-    baseline = engine.evaluator.baseline()
+    base, blends, _ = engine._evaluators(toy)
+    assert set(blends) == {0.0, 0.25, 0.5, 0.75}  # hybrid scores come with the candidates
+    baseline = base.baseline()
     # BM25 finds each query's unique topic word, so the positives come near the top.
     assert baseline["recall@100"] == 1.0 and baseline["mrr@10"] > 0.5
+
+
+def test_reranker_that_does_not_beat_the_first_stage_is_left_out(tiny_encoder_path, toy, tmp_path):
+    """Good first-stage candidates and two steps of a random head: no promotion, a clear error."""
+    from llama_index_ragtune.finetuning.reranker import RerankerNotPromotedError
+
+    perfect = {
+        q: list(docs) + [d for d in toy.corpus if d not in docs][:4]
+        for q, docs in toy.relevant_docs.items()
+    }
+    engine = RerankerFinetuneEngine(
+        toy,
+        model=tiny_encoder_path,
+        val_dataset=toy,
+        candidates=perfect,
+        rerank_depth=5,
+        budget=None,
+        output_dir=tmp_path,
+        args=fast_args(tmp_path, max_steps=2),
+        show_progress=False,
+    )
+    result = engine.finetune()
+    assert result.before["mrr@10"] == 1.0 and result.promoted is False
+    assert "no reranker" in result.decision.reason
+    assert not engine.final_model_path.exists()
+    assert (engine.challenger_path / "config.json").exists()
+    with pytest.raises(RerankerNotPromotedError, match="Leave the reranker out"):
+        engine.get_finetuned_model()
+    # the challenger can still be inspected explicitly
+    assert engine.get_finetuned_model(model_name=str(engine.challenger_path)).top_n == 10

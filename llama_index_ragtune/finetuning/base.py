@@ -1,0 +1,295 @@
+"""The contract every fine-tune engine keeps: train, validate, promote only what is better.
+
+``EncoderFinetuneEngine``, ``RerankerFinetuneEngine`` and ``DecoderFinetuneEngine``
+share one shape:
+
+- the same argument names: ``model`` (the starting model: ``None`` for the
+  bundled default, a folder, a hub id or a loaded model), ``args`` (the upstream
+  config object: ``SentenceTransformerTrainingArguments``,
+  ``CrossEncoderTrainingArguments`` or TRL's ``SFTConfig``; ``None`` builds the
+  defaults with ``default_args(output_dir)``), ``output_dir``, ``val_dataset``,
+  ``promotion_margin``, ``callbacks``, ``device``;
+- a validation split: when none is given, ``val_fraction`` of the training
+  queries is carved off by query (never trained on);
+- ``finetune(resume_from_checkpoint=None)`` trains, keeps the best checkpoint
+  seen on validation, and returns a ``FinetuneResult`` (validation metrics
+  before and after, wall time, peak memory, and the promotion decision);
+- champion / challenger: the tuned model replaces the starting one only when it
+  beats it on validation by more than ``promotion_margin``
+  (``promotion.decide_promotion``). Either way ``<output_dir>/decision.json``
+  says what happened; a challenger that lost is kept in
+  ``<output_dir>/challenger`` for inspection, and ``get_finetuned_model()``
+  returns the model that won. ``force_promotion=True`` opts into the tuned
+  model whatever validation says.
+
+Example::
+
+    from llama_index_ragtune.finetuning import EncoderFinetuneEngine
+
+    engine = EncoderFinetuneEngine(train, output_dir="runs/encoder")   # validation carved from train
+    result = engine.finetune()
+    print(result.format_table())      # before / after / delta, and "promoted ..." or "kept ..."
+    embed_model = engine.get_finetuned_model()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from llama_index_ragtune.finetuning.checkpoints import resolve_resume
+from llama_index_ragtune.finetuning.promotion import PromotionDecision
+
+logger = logging.getLogger(__name__)
+
+DECISION_FILE = "decision.json"
+CHALLENGER_DIR = "challenger"
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_MAX_VAL_QUERIES = 200
+MIN_VAL_QUERIES = 50
+
+
+def validation_size(n_queries: int, val_fraction: float, max_val: int) -> int:
+    """How many of ``n_queries`` go to validation: ``val_fraction`` of them, at least
+    ``min(50, n / 4)`` (decisions on a handful of queries are noise), at most ``max_val``."""
+    if n_queries < 2:
+        return 0
+    wanted = max(round(n_queries * val_fraction), min(MIN_VAL_QUERIES, n_queries // 4), 1)
+    return max(1, min(wanted, max_val, n_queries - 1))
+
+
+class BaseFinetuneEngine(ABC):
+    """Shared constructor checks, paths, resume, decision and result of the engines.
+
+    Subclasses set ``kind``, ``args_class`` and ``default_output_dir``, implement
+    ``default_args`` and the hooks ``_run`` and ``_load_model_for_llama_index``.
+    """
+
+    kind: ClassVar[str] = "model"
+    args_class: ClassVar[type] = object
+    default_output_dir: ClassVar[str] = "ragtune-model"
+
+    def _init_common(
+        self,
+        args: Any,
+        output_dir: str | os.PathLike | None,
+        promotion_margin: float,
+        force_promotion: bool,
+        val_fraction: float,
+        max_val_queries: int,
+        callbacks: list[Any] | None,
+        show_progress: bool,
+    ) -> None:
+        from llama_index_ragtune.finetuning.compat import register_if_loaded
+
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(
+                f"{type(self).__name__}: val_fraction must be in [0, 1) (0 = no validation split), "
+                f"got {val_fraction}"
+            )
+        if (
+            isinstance(max_val_queries, bool)
+            or not isinstance(max_val_queries, int)
+            or max_val_queries < 1
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: max_val_queries must be a whole number >= 1, got {max_val_queries!r}"
+            )
+        if promotion_margin < 0:
+            raise ValueError(
+                f"{type(self).__name__}: promotion_margin must be >= 0, got {promotion_margin}"
+            )
+        self.args = self._resolve_args(args, output_dir)
+        self.promotion_margin = float(promotion_margin)
+        self.force_promotion = bool(force_promotion)
+        self.val_fraction = val_fraction
+        self.max_val_queries = max_val_queries
+        self.callbacks = list(callbacks or [])
+        self.show_progress = show_progress
+        self.result: Any = None
+        register_if_loaded(type(self))
+
+    # ------------------------------------------------------------------ config
+
+    @classmethod
+    @abstractmethod
+    def default_args(cls, output_dir: str | os.PathLike | None = None, **overrides: Any) -> Any:
+        """The upstream config object with this engine's defaults (``overrides`` win)."""
+
+    def _resolve_args(self, args: Any, output_dir: str | os.PathLike | None) -> Any:
+        name = type(self).__name__
+        if args is None:
+            return self.default_args(output_dir or self.default_output_dir)
+        if not isinstance(args, self.args_class):
+            raise TypeError(
+                f"{name}: args must be {self.args_class.__name__}, got {type(args).__name__}; "
+                f"build one with {name}.default_args(output_dir, **overrides)"
+            )
+        if output_dir is not None and self._args_root(args) != Path(output_dir):
+            raise ValueError(
+                f"{name}: output_dir={str(output_dir)!r} differs from args.output_dir="
+                f"{args.output_dir!r}; give one of them (args.output_dir is where checkpoints go)"
+            )
+        return args
+
+    def _args_root(self, args: Any) -> Path:
+        """The engine folder implied by ``args`` (encoder-side engines: ``args.output_dir``)."""
+        return Path(args.output_dir)
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def output_dir(self) -> Path:
+        """The engine's folder: checkpoints, ``final/``, ``challenger/``, ``decision.json``."""
+        return self._args_root(self.args)
+
+    @property
+    def challenger_path(self) -> Path:
+        """``<output_dir>/challenger``: a tuned model that lost on validation, kept for inspection."""
+        return self.output_dir / CHALLENGER_DIR
+
+    @property
+    def decision_path(self) -> Path:
+        return self.output_dir / DECISION_FILE
+
+    def _checkpoint_to_resume(
+        self, resume: bool | str | os.PathLike | None, folder: Path
+    ) -> str | None:
+        return resolve_resume(resume, folder)
+
+    # ------------------------------------------------------------------ decision
+
+    @property
+    def decision(self) -> PromotionDecision | None:
+        """The last promotion decision (from this run, or read from ``decision.json``)."""
+        if self.result is not None and getattr(self.result, "decision", None) is not None:
+            return self.result.decision
+        if self.decision_path.is_file():
+            data = json.loads(self.decision_path.read_text(encoding="utf-8"))
+            return PromotionDecision.from_dict(data.get("decision", data))
+        return None
+
+    def _write_decision(self, decision: PromotionDecision, extra: Mapping[str, Any]) -> None:
+        from llama_index_ragtune._atomic import atomic_write_text
+
+        payload = {"engine": type(self).__name__, "decision": decision.to_dict(), **extra}
+        atomic_write_text(self.decision_path, json.dumps(payload, indent=2, default=str) + "\n")
+        log = logger.info if decision.promoted else logger.warning
+        log("%s: %s", type(self).__name__, decision.reason)
+
+    # ------------------------------------------------------------------ shared steps
+
+    def split_validation(self) -> tuple[Any, Any]:
+        """``(train, val)``: the given validation set, or one carved off the training queries.
+
+        Carving is by query and seeded by ``args.seed``; ``val_fraction=0`` (or a
+        single training query) gives no validation split.
+        """
+        import random
+
+        if self.val_dataset is not None:
+            return self.train_dataset, self.val_dataset
+        ids = list(self.train_dataset.query_ids)
+        n_val = validation_size(len(ids), self.val_fraction, self.max_val_queries)
+        if self.val_fraction == 0 or n_val == 0:
+            return self.train_dataset, None
+        val_ids = set(random.Random(self.args.seed).sample(ids, n_val))
+        train = self.train_dataset.subset([q for q in ids if q not in val_ids])
+        val = self.train_dataset.subset([q for q in ids if q in val_ids])
+        logger.info("validation: %d of %d training queries held out", len(val), len(ids))
+        return train, val
+
+    def _configure_checkpoint_selection(
+        self, pool: Any, total_steps: int, eval_points: int
+    ) -> None:
+        """Evaluate ``pool`` ``eval_points`` times during training and keep the best checkpoint
+        (``load_best_model_at_end``), unless the caller configured evaluation in ``args``."""
+        import math
+
+        if pool is None or eval_points < 1 or self.args.eval_strategy != "no" or total_steps < 2:
+            return
+        every = max(1, math.ceil(total_steps / eval_points))
+        self.args.eval_strategy = "steps"
+        self.args.eval_steps = every
+        self.args.save_strategy = "steps"
+        self.args.save_steps = every
+        self.args.load_best_model_at_end = True
+        self.args.metric_for_best_model = getattr(
+            pool, "metric_key", f"eval_{pool.name}_{pool.primary_metric}"
+        )
+        self.args.greater_is_better = getattr(pool, "greater_is_better", True)
+
+    def _budget_callbacks(self, budget: Any) -> tuple[list[Any], Any]:
+        """The user's callbacks plus a ``TimeBudgetCallback`` when ``budget.minutes`` is set."""
+        from llama_index_ragtune.finetuning.budget import TimeBudgetCallback
+
+        callbacks = list(self.callbacks)
+        timer = None
+        if budget is not None and budget.minutes is not None:
+            timer = TimeBudgetCallback(budget.minutes)
+            callbacks.append(timer)
+        return callbacks, timer
+
+    def _plan_steps(self, budget: Any, rows: int, probe: Any) -> dict[str, Any]:
+        """Plan ``args.max_steps`` for ``budget.minutes`` by timing ``probe()`` (one step)."""
+        import math
+
+        from llama_index_ragtune.finetuning.budget import describe_plan, plan_steps, time_steps
+
+        batch = self.args.per_device_train_batch_size
+        plan: dict[str, Any] = {"rows": rows, "batch_size": batch}
+        if budget is not None and budget.minutes is not None and self.args.max_steps <= 0 and probe:
+            seconds = time_steps(probe, repeats=2)
+            steps = plan_steps(budget.minutes, seconds, rows, batch)
+            plan.update(seconds_per_step=round(seconds, 2), planned_steps=steps)
+            logger.info(describe_plan(rows, batch, steps, seconds))
+            if steps is not None:
+                self.args.max_steps = steps
+        plan["steps"] = (
+            self.args.max_steps
+            if self.args.max_steps > 0
+            else math.ceil(rows / batch) * int(math.ceil(self.args.num_train_epochs))
+        )
+        return plan
+
+    def _save_outcome(
+        self, decision: PromotionDecision, start_state: Mapping[str, Any], keep_start: bool = True
+    ) -> None:
+        """Save the challenger to ``final/`` when promoted; else to ``challenger/``, and restore
+        the starting weights (saved to ``final/`` when ``keep_start``, else ``final/`` removed)."""
+        import shutil
+
+        import torch
+
+        from llama_index_ragtune._atomic import atomic_dir
+
+        final = self.output_dir / "final"
+        if decision.promoted:
+            with atomic_dir(final) as tmp:
+                self.model.save(str(tmp))
+            shutil.rmtree(self.challenger_path, ignore_errors=True)
+            return
+        with atomic_dir(self.challenger_path) as tmp:
+            self.model.save(str(tmp))
+        with torch.no_grad():
+            self.model.load_state_dict(start_state)
+        if keep_start:
+            with atomic_dir(final) as tmp:
+                self.model.save(str(tmp))
+        else:
+            shutil.rmtree(final, ignore_errors=True)
+
+    # ------------------------------------------------------------------ public
+
+    @abstractmethod
+    def finetune(self, resume_from_checkpoint: bool | str | None = None) -> Any:
+        """Train, validate, decide; return a ``FinetuneResult``."""
+
+    @abstractmethod
+    def get_finetuned_model(self, **kwargs: Any) -> Any:
+        """The promoted model as a LlamaIndex object."""

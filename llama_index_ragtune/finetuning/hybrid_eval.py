@@ -1,0 +1,157 @@
+"""Validate a bi-encoder the way it is used: alone, and fused with BM25 in the hybrid retriever.
+
+``HybridRetrievalEvaluator`` ranks the corpus with the bi-encoder (exactly as
+``DenseRetrievalEvaluator`` does) and fuses that ranking with a BM25 ranking
+of the same corpus by the retriever's own :func:`~llama_index_ragtune.retrievers.fusion.fuse`.
+It reports the dense metrics (``ndcg@10``...) and the hybrid ones
+(``hybrid_ndcg@10``...); ``primary_metric`` is ``hybrid_ndcg@10``, so a
+champion/challenger decision asks whether the tuned encoder improves the
+retriever a user deploys, not only the dense side. BM25 is computed once.
+
+Example::
+
+    from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
+
+    evaluator = HybridRetrievalEvaluator(val.queries, val.corpus, val_qrels, fusion="minmax")
+    evaluator.evaluate(model)   # {"ndcg@10": ..., "hybrid_ndcg@10": ..., ...}
+    evaluator.fusion_rankings() # {qid: (dense, bm25)} for retrievers.fusion_sweep.choose_fusion
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator, score_rankings
+from llama_index_ragtune.retrievers.fusion import fuse
+from llama_index_ragtune.retrievers.fusion_sweep import MAX_DEPTH
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+HYBRID_PREFIX = "hybrid_"
+
+
+def fusion_params(fusion: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``HybridRetriever`` fusion arguments from a mode name (its preset), a dict, or ``None`` (default)."""
+    from llama_index_ragtune.retrievers.defaults import fusion_preset
+
+    if fusion == "auto":
+        raise ValueError("fusion='auto' is chosen per model by HybridRetrievalEvaluator")
+    if fusion is None or isinstance(fusion, str):
+        return fusion_preset(fusion)
+    params = fusion_preset(fusion.get("fusion_mode") or fusion.get("mode"))
+    params.update({k: v for k, v in fusion.items() if k in params})
+    return params
+
+
+class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
+    """Dense and hybrid (dense + BM25) ranking metrics of a bi-encoder over a corpus.
+
+    Args:
+        queries, corpus, qrels: as for ``DenseRetrievalEvaluator``.
+        fusion: the hybrid's fusion setting: a mode name (``"zscore"``, ``"rrf"``,
+            ``"minmax"``: its preset), a dict of ``HybridRetriever`` arguments
+            (``fusion_mode``, ``alpha``, ``rrf_k``, ``dense_top_k``, ``sparse_top_k``),
+            ``None`` for the library default, or ``"auto"``: each evaluated model gets
+            the setting that scores best on these queries (``choose_fusion``, quick
+            grid), kept in ``chosen_fusion``.
+        bm25_language: stemmer language of the BM25 side.
+        kwargs: passed to ``DenseRetrievalEvaluator`` (prompts, batch size, cache...).
+    """
+
+    def __init__(
+        self,
+        queries: Mapping[str, str],
+        corpus: Mapping[str, str],
+        qrels: Mapping[str, Mapping[str, int] | Iterable[str]],
+        fusion: str | Mapping[str, Any] | None = None,
+        bm25_language: str = "english",
+        **kwargs: Any,
+    ) -> None:
+        kwargs["top_k"] = max(kwargs.get("top_k", 100), MAX_DEPTH)
+        super().__init__(queries, corpus, qrels, **kwargs)
+        self.auto_fusion = fusion == "auto"
+        self.fusion = fusion_params(None if self.auto_fusion else fusion)
+        self.chosen_fusion: Any = None
+        self.bm25_language = bm25_language
+        self.primary_metric = HYBRID_PREFIX + self.primary_metric
+        self._bm25: dict[str, list[tuple[str, float]]] | None = None
+
+    def bm25_rankings(self) -> dict[str, list[tuple[str, float]]]:
+        """``{qid: [(doc id, BM25 score), ...]}`` to depth 200 (computed once)."""
+        if self._bm25 is None:
+            from llama_index.core.schema import TextNode
+
+            from llama_index_ragtune.retrievers.bm25 import BM25Retriever
+
+            nodes = [
+                TextNode(id_=doc_id, text=text)
+                for doc_id, text in zip(self.corpus_ids, self.corpus_texts, strict=True)
+            ]
+            bm25 = BM25Retriever.from_defaults(
+                nodes=nodes, similarity_top_k=MAX_DEPTH, language=self.bm25_language
+            )
+            self._bm25 = {
+                qid: [(bm25.nodes[i].node_id, float(s)) for i, s in bm25.rank(text, MAX_DEPTH)]
+                for qid, text in self.queries.items()
+            }
+        return self._bm25
+
+    def fusion_rankings(self) -> dict[str, tuple[list[tuple[str, float]], list[tuple[str, float]]]]:
+        """``{qid: (dense, bm25)}`` of the last evaluated model, for ``choose_fusion``."""
+        if not self.last_scored_rankings:
+            raise RuntimeError("evaluate a model first: there are no dense rankings yet")
+        bm25 = self.bm25_rankings()
+        return {q: (self.last_scored_rankings[q], bm25[q]) for q in self.query_ids}
+
+    def hybrid_metrics(
+        self,
+        scored_rankings: Mapping[str, list[tuple[str, float]]],
+        fusion: str | Mapping[str, Any] | None,
+    ) -> dict[str, float]:
+        """``hybrid_``-prefixed metrics of stored dense rankings (a ``last_scored_rankings``
+        kept from an earlier model) fused with BM25 under ``fusion``.
+
+        Example::
+
+            evaluator.evaluate(start_model)
+            kept = dict(evaluator.last_scored_rankings)
+            ...                                          # the model is trained in place
+            evaluator.hybrid_metrics(kept, {"fusion_mode": "minmax", "alpha": 0.4})
+        """
+        bm25 = self.bm25_rankings()
+        f = fusion_params(fusion)
+        ranked = self._fuse({q: (scored_rankings[q], bm25[q]) for q in self.query_ids}, f)
+        return {HYBRID_PREFIX + k: v for k, v in score_rankings(ranked, self.qrels, self.metrics).items()}
+
+    def hybrid_rankings(self) -> dict[str, list[str]]:
+        """The fused rankings of the last evaluated model (doc ids, best first)."""
+        return self._fuse(self.fusion_rankings(), self.fusion)
+
+    def _fuse(
+        self, rankings: Mapping[str, tuple[Any, Any]], f: Mapping[str, Any]
+    ) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for qid, (dense, sparse) in rankings.items():
+            hits = fuse(
+                [dense[: f["dense_top_k"]], sparse[: f["sparse_top_k"]]],
+                mode=f["fusion_mode"],
+                weights=(f["alpha"], 1 - f["alpha"]),
+                rrf_k=f["rrf_k"],
+                top_k=max(k for _, k in self.metrics),
+            )
+            out[qid] = [h.node_id for h in hits]
+        return out
+
+    def evaluate(self, model: SentenceTransformer) -> dict[str, float]:
+        """Dense metrics plus ``hybrid_``-prefixed metrics of the fused ranking."""
+        metrics = super().evaluate(model)
+        if self.auto_fusion:
+            from llama_index_ragtune.retrievers.fusion_sweep import choose_fusion
+
+            self.chosen_fusion = choose_fusion(self.fusion_rankings(), self.qrels, grid="quick")
+            self.fusion = dict(self.chosen_fusion.params)
+        hybrid = score_rankings(self.hybrid_rankings(), self.qrels, self.metrics)
+        metrics.update({HYBRID_PREFIX + k: v for k, v in hybrid.items()})
+        return metrics

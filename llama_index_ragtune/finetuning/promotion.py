@@ -1,0 +1,145 @@
+"""Champion / challenger: promote a tuned model only when it measurably beats the one it replaces.
+
+Every engine (``EncoderFinetuneEngine``, ``RerankerFinetuneEngine``,
+``DecoderFinetuneEngine``), the ``ragtune train`` commands, the tuning pipeline
+and ``ragtune refresh`` decide with the same rule: the challenger (the tuned
+model) replaces the champion (the starting model, or the part in use) only
+when its validation metric is better by more than ``margin``. Otherwise the
+champion stays, the decision says so plainly, and the challenger is still kept
+on disk for inspection.
+
+Example::
+
+    from llama_index_ragtune.finetuning.promotion import decide_promotion
+
+    decision = decide_promotion({"ndcg@10": 0.317}, {"ndcg@10": 0.265}, metric="ndcg@10",
+                                margin=0.005)
+    decision.promoted          # False
+    print(decision)            # kept the starting model: ndcg@10 0.2650 vs 0.3170 (-0.0520; ...)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DEFAULT_MARGIN = 0.005
+"""Default promotion margin for ranking metrics (nDCG@10): half a point.
+
+Validation splits carved from training queries are small (tens to a few
+hundred queries), so a challenger must win by more than noise-level ties."""
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Whether a challenger replaces the champion, and why.
+
+    Attributes:
+        promoted: ``True`` when the challenger won by more than ``margin``.
+        metric: the validation metric compared (e.g. ``"ndcg@10"``, ``"loss"``).
+        champion: the champion's value (``None`` when there was nothing to compare).
+        challenger: the challenger's value.
+        margin: how much better the challenger had to be.
+        greater_is_better: ``False`` for losses.
+        forced: the caller promoted without (or against) the validation check.
+        reason: one plain sentence for logs, reports and the CLI.
+    """
+
+    promoted: bool
+    metric: str
+    champion: float | None
+    challenger: float | None
+    margin: float
+    greater_is_better: bool = True
+    forced: bool = False
+    reason: str = ""
+
+    @property
+    def gain(self) -> float | None:
+        """How much better the challenger is (positive = better), ``None`` without both values."""
+        if self.champion is None or self.challenger is None:
+            return None
+        diff = self.challenger - self.champion
+        return diff if self.greater_is_better else -diff
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "gain": self.gain}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PromotionDecision:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**fields)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def decide_promotion(
+    champion: Mapping[str, float] | None,
+    challenger: Mapping[str, float] | None,
+    metric: str,
+    margin: float = DEFAULT_MARGIN,
+    greater_is_better: bool = True,
+    force: bool = False,
+    champion_name: str = "the starting model",
+) -> PromotionDecision:
+    """Compare ``challenger[metric]`` with ``champion[metric]``: promote only on a win by > ``margin``.
+
+    Args:
+        champion, challenger: validation metrics of the model in use and of the tuned one.
+        metric: the key compared.
+        margin: the challenger must be better by more than this (``>= 0``).
+        greater_is_better: ``False`` for losses.
+        force: promote whatever the numbers say (the decision records it as forced).
+        champion_name: how the champion is named in ``reason``.
+
+    Without a value for both (no validation split), the challenger is promoted
+    only when ``force`` is true; otherwise the champion stays and ``reason``
+    says that nothing could be checked.
+    """
+    if margin < 0 or not math.isfinite(margin):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    old = _value(champion, metric)
+    new = _value(challenger, metric)
+    common = {
+        "metric": metric,
+        "champion": old,
+        "challenger": new,
+        "margin": margin,
+        "greater_is_better": greater_is_better,
+    }
+    if old is None or new is None:
+        reason = f"no validation {metric} for both models, so the tuned model could not be checked"
+        if force:
+            return PromotionDecision(
+                True, forced=True, reason=f"promoted (forced): {reason}", **common
+            )
+        return PromotionDecision(False, reason=f"kept {champion_name}: {reason}", **common)
+    gain = (new - old) if greater_is_better else (old - new)
+    summary = f"{metric} {new:.4f} vs {old:.4f} ({gain:+.4f}; margin {margin:g})"
+    if force:
+        won = "it won" if gain > margin else "it did not win"
+        return PromotionDecision(
+            True,
+            forced=True,
+            reason=f"promoted the tuned model (forced; {won}): {summary}",
+            **common,
+        )
+    if gain > margin:
+        return PromotionDecision(
+            True, reason=f"promoted the tuned model over {champion_name}: {summary}", **common
+        )
+    return PromotionDecision(
+        False,
+        reason=f"kept {champion_name}: the tuned model is not better on validation: {summary}",
+        **common,
+    )
+
+
+def _value(metrics: Mapping[str, float] | None, metric: str) -> float | None:
+    if not metrics or metric not in metrics:
+        return None
+    value = float(metrics[metric])
+    return value if math.isfinite(value) else None
