@@ -1,4 +1,5 @@
-"""Retrievers: the dense + BM25 HybridRetriever, our BM25Retriever, fusion functions, a filterable FAISS store.
+"""Retrievers: the dense + BM25 HybridRetriever, our BM25Retriever, fusion functions, a filterable
+FAISS store (flat, HNSW, IVF, IVF-PQ) and the dense side on a vector database (Qdrant).
 
 Names are imported lazily from their modules, so importing this package is cheap.
 
@@ -22,6 +23,8 @@ _EXPORTS = {
     "BM25Retriever": "bm25",
     "BM25Tokenizer": "bm25",
     "FilterableFaissVectorStore": "faiss_store",
+    "FaissIndexConfig": "faiss_index",
+    "build_dense_index": "dense",
     "fuse": "fusion",
     "reciprocal_rank_fusion": "fusion",
     "score_fusion": "fusion",

@@ -1,8 +1,12 @@
-"""The HybridRetriever's built-in dense side: a FAISS ``VectorStoreIndex`` over nodes.
+"""The HybridRetriever's built-in dense side: a ``VectorStoreIndex`` over nodes, on FAISS or a vector store.
 
 :func:`build_faiss_index` embeds the nodes (only those without an embedding) and
 stores them in a :class:`~llama_index_ragtune.retrievers.FilterableFaissVectorStore`
-(``IndexFlatIP`` over L2-normalised vectors, i.e. cosine similarity).
+over L2-normalised vectors (inner product = cosine similarity): ``IndexFlatIP``
+(exact, the default) or an HNSW / IVF / IVF-PQ index
+(:class:`~llama_index_ragtune.retrievers.FaissIndexConfig`). :func:`build_dense_index`
+also accepts a LlamaIndex vector store (Qdrant, ...) to hold the vectors instead
+(:mod:`~llama_index_ragtune.retrievers.external_store`).
 
 Nodes whose embedded text (``MetadataMode.EMBED``) is empty or whitespace only are
 skipped with a warning naming them: they have nothing to embed, and LlamaIndex's
@@ -25,6 +29,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import MetadataFilters
@@ -38,7 +43,7 @@ from llama_index_ragtune.retrievers.checks import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_faiss_index", "drop_blank_nodes"]
+__all__ = ["build_dense_index", "build_faiss_index", "drop_blank_nodes"]
 
 
 def drop_blank_nodes(nodes: Sequence[BaseNode], where: str) -> list[BaseNode]:
@@ -69,29 +74,21 @@ def drop_blank_nodes(nodes: Sequence[BaseNode], where: str) -> list[BaseNode]:
     return kept
 
 
-def build_faiss_index(
-    nodes: Sequence[BaseNode],
-    embed_model: BaseEmbedding,
-    show_progress: bool = False,
-) -> Any:
-    """A ``VectorStoreIndex`` on a :class:`FilterableFaissVectorStore` (``IndexFlatIP``) over ``nodes``.
+def embed_nodes(
+    nodes: Sequence[BaseNode], embed_model: BaseEmbedding, where: str, show_progress: bool = False
+) -> list[BaseNode]:
+    """Copies of ``nodes`` (blank ones skipped) carrying embeddings of one size.
 
-    Nodes are copied before their embedding is attached; the caller's nodes stay untouched.
-    Blank nodes are skipped with a warning (module docstring).
+    Only nodes without an embedding are embedded; the caller's nodes stay untouched.
 
     Example::
 
-        index = build_faiss_index(nodes, embed_model)
+        embedded = embed_nodes(nodes, embed_model, "build_faiss_index")
     """
-    import faiss
-    from llama_index.core import StorageContext, VectorStoreIndex
-
-    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
-
-    nodes = check_nodes(nodes, "build_faiss_index")
+    nodes = check_nodes(nodes, where)
     if not nodes:
-        raise ValueError("cannot build a dense index over an empty list of nodes")
-    nodes = drop_blank_nodes(nodes, "build_faiss_index")
+        raise ValueError(f"{where}: cannot build a dense index over an empty list of nodes")
+    nodes = drop_blank_nodes(nodes, where)
     todo = [i for i, n in enumerate(nodes) if n.embedding is None]
     texts = [clean_text(nodes[i].get_content(metadata_mode=MetadataMode.EMBED)) for i in todo]
     vectors = (
@@ -105,11 +102,68 @@ def build_faiss_index(
         raise ValueError(
             f"nodes carry embeddings of different sizes {sorted(dims)}; re-embed them with one model"
         )
-    store = FilterableFaissVectorStore(faiss.IndexFlatIP(dims.pop()))
+    return embedded
+
+
+def build_faiss_index(
+    nodes: Sequence[BaseNode],
+    embed_model: BaseEmbedding,
+    show_progress: bool = False,
+    dense_index: Any = "flat",
+) -> Any:
+    """A ``VectorStoreIndex`` on a :class:`FilterableFaissVectorStore` over ``nodes``.
+
+    ``dense_index``: ``"flat"`` (``IndexFlatIP``, exact), ``"hnsw"``, ``"ivf"``, ``"ivfpq"``
+    or a :class:`~llama_index_ragtune.retrievers.FaissIndexConfig`; IVF kinds are trained
+    on the nodes' vectors. Nodes are copied before their embedding is attached; the
+    caller's nodes stay untouched. Blank nodes are skipped with a warning (module docstring).
+
+    Example::
+
+        index = build_faiss_index(nodes, embed_model, dense_index="hnsw")
+    """
+    from llama_index.core import StorageContext, VectorStoreIndex
+
+    from llama_index_ragtune.retrievers.faiss_index import resolve_index_config
+    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore, _normalize
+
+    config = resolve_index_config(dense_index)
+    embedded = embed_nodes(nodes, embed_model, "build_faiss_index", show_progress)
+    vectors = _normalize(np.asarray([n.embedding for n in embedded], dtype=np.float32))
+    config = config.resolve(*vectors.shape)
+    faiss_index = config.build(vectors, add=False)  # created and, for IVF, trained
+    del vectors
+    store = FilterableFaissVectorStore(faiss_index, config=config)
     storage = StorageContext.from_defaults(vector_store=store)
     return VectorStoreIndex(
         embedded, storage_context=storage, embed_model=embed_model, show_progress=False
     )
+
+
+def build_dense_index(
+    nodes: Sequence[BaseNode],
+    embed_model: BaseEmbedding,
+    dense_index: Any = "flat",
+    show_progress: bool = False,
+) -> Any:
+    """The dense side's ``VectorStoreIndex``: on FAISS (a kind or config) or on a vector store.
+
+    ``dense_index``: ``"flat"``, ``"hnsw"``, ``"ivf"``, ``"ivfpq"``, a
+    :class:`~llama_index_ragtune.retrievers.FaissIndexConfig`, or a LlamaIndex vector store
+    such as ``QdrantVectorStore`` (an empty collection; see
+    :mod:`~llama_index_ragtune.retrievers.external_store`).
+
+    Example::
+
+        index = build_dense_index(nodes, embed_model, "hnsw")
+    """
+    from llama_index.core.vector_stores.types import BasePydanticVectorStore
+
+    if isinstance(dense_index, BasePydanticVectorStore):
+        from llama_index_ragtune.retrievers.external_store import build_store_index
+
+        return build_store_index(nodes, embed_model, dense_index, show_progress)
+    return build_faiss_index(nodes, embed_model, show_progress, dense_index=dense_index)
 
 
 def check_dense_filters(index: Any, filters: MetadataFilters | None) -> None:
@@ -121,6 +175,9 @@ def check_dense_filters(index: Any, filters: MetadataFilters | None) -> None:
     from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 
     store = index.vector_store
+    from llama_index_ragtune.retrievers.external_store import check_store_filters
+
+    check_store_filters(store, filters)
     if isinstance(store, FaissVectorStore) and not isinstance(store, FilterableFaissVectorStore):
         raise ValueError(
             "the index's FaissVectorStore cannot filter by metadata; build the index on "

@@ -1,12 +1,29 @@
-"""A FAISS vector store that honours LlamaIndex ``MetadataFilters`` exactly.
+"""A FAISS vector store that honours LlamaIndex ``MetadataFilters`` exactly, on any index type.
 
 ``llama-index-vector-stores-faiss`` raises on any filter. This subclass keeps
 each vector's filterable metadata beside the FAISS index, compiles a filter to
 an allowed-id mask once (cached), and lets FAISS search only those ids
-(``SearchParameters(sel=IDSelectorBitmap)``), so the top-k is computed among
+(``IDSelectorBitmap`` in the search parameters), so the top-k is computed among
 allowed vectors: no over-fetching, no filtered-out node, no missing hits. It
 also adds whole batches at once and L2-normalises vectors (inner product =
 cosine) unless told not to.
+
+Filters on approximate indexes (HNSW, IVF, IVF-PQ; see
+:class:`~llama_index_ragtune.retrievers.FaissIndexConfig`): every returned vector
+passes the filter (the selector is applied inside FAISS' search), and the result is
+filled to ``min(similarity_top_k, allowed vectors)``:
+
+* a filter passing at most ``exhaustive_below`` vectors (default 20,000) is answered
+  by scanning exactly those vectors: HNSW scans its flat vector storage (exact), IVF
+  probes every list (exact for IVF-Flat, product-quantised scores for IVF-PQ);
+* a broader filter runs the approximate search with its breadth widened by the
+  inverse of the allowed fraction (``efSearch`` up to 1,024, ``nprobe`` up to
+  ``nlist``), because a graph or list search finds allowed neighbours at that
+  rate; recall stays close to the unfiltered recall (measured in
+  ``benchmarks/scale.py``);
+* when that search still returns fewer than top-k hits (e.g. a small IVF list set),
+  the query is repeated as the exhaustive scan above. The same fallback fills
+  unfiltered queries that an IVF index answers short.
 
 Example::
 
@@ -21,6 +38,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -33,33 +51,59 @@ from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQu
 from llama_index.vector_stores.faiss import FaissVectorStore
 
 from llama_index_ragtune._atomic import atomic_path, atomic_write_text, sha256_file
+from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
 from llama_index_ragtune.retrievers.filters import FilterMaskCache, filter_key, filterable_metadata
 from llama_index_ragtune.retrievers.persistence import PersistenceError, field
 
 __all__ = ["FilterableFaissVectorStore"]
 
 METADATA_SUFFIX = ".metadata.json"
+#: Widest ``efSearch`` a filtered HNSW query is given (see the module docstring).
+MAX_FILTERED_EF_SEARCH = 1024
 
 
 class FilterableFaissVectorStore(FaissVectorStore):
     """``FaissVectorStore`` with exact metadata filtering and batched, normalised adds.
 
     Args:
-        faiss_index: a FAISS index whose ids are positions (e.g. ``IndexFlatIP``).
+        faiss_index: a FAISS index whose ids are positions: ``IndexFlatIP``, ``IndexHNSWFlat``,
+            ``IndexIVFFlat``, ``IndexIVFPQ`` (IVF ones trained), e.g. from
+            :meth:`FaissIndexConfig.build <llama_index_ragtune.retrievers.FaissIndexConfig.build>`.
         metadata: filterable metadata per stored vector (restored by ``from_persist_path``).
         normalize: L2-normalise added vectors and queries (use with inner-product indexes).
+        exhaustive_below: on approximate indexes, filters passing at most this many vectors
+            are answered by an exhaustive scan of them (module docstring).
+        config: the config the index was built from (recorded by ``persist``; what the
+            index itself does not store, e.g. ``train_size``).
     """
 
     normalize: bool = True
+    exhaustive_below: int = 20_000
     _masks: FilterMaskCache = PrivateAttr()
     _selectors: dict = PrivateAttr(default_factory=dict)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _kind: str = PrivateAttr(default="flat")
+    _config: Any = PrivateAttr(default=None)
 
     def __init__(
-        self, faiss_index: Any, metadata: list[dict[str, Any]] | None = None, normalize: bool = True
+        self,
+        faiss_index: Any,
+        metadata: list[dict[str, Any]] | None = None,
+        normalize: bool = True,
+        exhaustive_below: int = 20_000,
+        config: FaissIndexConfig | None = None,
     ) -> None:
         super().__init__(faiss_index=faiss_index)
         self.normalize = normalize
+        if isinstance(exhaustive_below, bool) or not isinstance(exhaustive_below, int):
+            raise TypeError(f"exhaustive_below must be an integer, got {exhaustive_below!r}")
+        self.exhaustive_below = max(0, exhaustive_below)
+        self._kind = index_kind(faiss_index)
+        if config is not None and not isinstance(config, FaissIndexConfig):
+            raise TypeError(
+                f"config must be a FaissIndexConfig or None, got {type(config).__name__}"
+            )
+        self._config = config
         metadata = list(metadata or [])
         if metadata and len(metadata) != faiss_index.ntotal:
             raise ValueError(
@@ -85,6 +129,11 @@ class FilterableFaissVectorStore(FaissVectorStore):
                 f"embeddings of shape {vectors.shape[1:]} do not fit the FAISS index of dimension {self._faiss_index.d}; "
                 "the embedding model and the index disagree"
             )
+        if not self._faiss_index.is_trained:
+            raise ValueError(
+                f"the FAISS index {type(self._faiss_index).__name__} is not trained; train it on the "
+                "corpus vectors first (FaissIndexConfig.build(vectors, add=False) does)"
+            )
         if self.normalize:
             vectors = _normalize(vectors)
         with self._lock:
@@ -108,42 +157,139 @@ class FilterableFaissVectorStore(FaissVectorStore):
         if self.normalize:
             vector = _normalize(vector)
         top_k = int(query.similarity_top_k)
-        params = None
+        entry = None
         if query.filters is not None and query.filters.filters:
-            allowed, params = self._selector(query.filters)
-            top_k = min(top_k, allowed)
+            entry = self._selector(query.filters)
+            top_k = min(top_k, entry["allowed"])
         top_k = min(top_k, self._faiss_index.ntotal)
         if top_k <= 0:
             return VectorStoreQueryResult(similarities=[], ids=[], nodes=None)
-        if params is None:
-            scores, ids = self._faiss_index.search(vector, top_k)
-        else:
-            scores, ids = self._faiss_index.search(vector, top_k, params=params)
+        scores, ids = self._search(vector, top_k, entry)
         keep = ids[0] >= 0
         return VectorStoreQueryResult(
             similarities=[float(s) for s in scores[0][keep]],
             ids=[str(int(i)) for i in ids[0][keep]],
         )
 
-    def _selector(self, filters: Any) -> tuple[int, Any]:
-        """(number of allowed vectors, cached faiss SearchParameters selecting them)."""
+    def _search(self, vector: np.ndarray, top_k: int, entry: dict | None) -> tuple[Any, Any]:
+        """Search policy of the module docstring: exact, widened approximate, exhaustive fallback."""
+        index = self._faiss_index
+        if self._kind in ("flat", "other"):
+            if entry is None:
+                return index.search(vector, top_k)
+            return index.search(vector, top_k, params=entry["exact"])
+        if entry is None:
+            scores, ids = index.search(vector, top_k)
+        elif entry["approx"] is not None:
+            scores, ids = index.search(vector, top_k, params=entry["approx"])
+        else:  # a narrow filter: scan its vectors
+            return self._exhaustive(vector, top_k, entry)
+        if int((ids[0] >= 0).sum()) >= top_k:
+            return scores, ids
+        return self._exhaustive(vector, top_k, entry)
+
+    def _exhaustive(self, vector: np.ndarray, top_k: int, entry: dict | None) -> tuple[Any, Any]:
+        import faiss
+
+        index = self._faiss_index
+        if self._kind == "hnsw":
+            storage = faiss.downcast_index(index.storage)
+            params = None if entry is None else entry["exact"]
+            return storage.search(vector, top_k, params=params)
+        sel = None if entry is None else entry["selector"]
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=int(index.nlist))
+        return index.search(vector, top_k, params=params)
+
+    def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Change the query-time breadth of an approximate index (not while queries run).
+
+        ``ef_search``: HNSW candidate list size; ``nprobe``: IVF lists scanned (capped at
+        ``nlist``). A parameter the index does not have raises ``ValueError``.
+
+        Example::
+
+            retriever.index.vector_store.set_search_params(ef_search=256)
+        """
+        for name, value in (("ef_search", ef_search), ("nprobe", nprobe)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        index = self._faiss_index
+        if ef_search is not None:
+            if self._kind != "hnsw":
+                raise ValueError(
+                    f"ef_search applies to HNSW indexes; this store holds {type(index).__name__}"
+                )
+            index.hnsw.efSearch = ef_search
+        if nprobe is not None:
+            if self._kind not in ("ivf", "ivfpq"):
+                raise ValueError(
+                    f"nprobe applies to IVF indexes; this store holds {type(index).__name__}"
+                )
+            index.nprobe = min(nprobe, int(index.nlist))
+        with self._lock:
+            self._selectors.clear()
+
+    def index_config(self) -> FaissIndexConfig | None:
+        """The :class:`~llama_index_ragtune.retrievers.FaissIndexConfig` of the held index, with its
+        current search settings (``None`` for FAISS index types outside the four kinds).
+
+        Example::
+
+            store.index_config().kind  # 'hnsw'
+        """
+        return FaissIndexConfig.from_index(self._faiss_index, base=self._config)
+
+    def search_params(self) -> dict[str, int]:
+        """The index's query-time settings: ``{"ef_search": ...}`` or ``{"nprobe": ...}`` (``{}``: exact)."""
+        if self._kind == "hnsw":
+            return {"ef_search": int(self._faiss_index.hnsw.efSearch)}
+        if self._kind in ("ivf", "ivfpq"):
+            return {"nprobe": int(self._faiss_index.nprobe)}
+        return {}
+
+    def _selector(self, filters: Any) -> dict[str, Any]:
+        """Cached per filter: allowed count, the selector and the search parameters using it."""
         import faiss
 
         key = filter_key(filters)
         with self._lock:
             hit = self._selectors.get(key)
         if hit is not None:
-            return hit[0], hit[1]
+            return hit
         mask = self._masks.mask(filters)
         bitmap = np.packbits(mask, bitorder="little")
         selector = faiss.IDSelectorBitmap(bitmap)
-        params = faiss.SearchParameters(sel=selector)
-        entry = (int(mask.sum()), params, selector, bitmap)  # keep the buffers alive
+        allowed = int(mask.sum())
+        entry = {
+            "allowed": allowed,
+            "selector": selector,
+            "exact": faiss.SearchParameters(sel=selector),
+            "approx": self._approx_params(selector, allowed),
+            "buffers": bitmap,  # keeps the bitmap alive while FAISS reads it
+        }
         with self._lock:
             if len(self._selectors) >= 64:
                 self._selectors.pop(next(iter(self._selectors)))
             self._selectors[key] = entry
-        return entry[0], entry[1]
+        return entry
+
+    def _approx_params(self, selector: Any, allowed: int) -> Any:
+        """Widened approximate-search parameters, or ``None`` when the filter is narrow enough
+        for an exhaustive scan (or the index is exact)."""
+        import faiss
+
+        index = self._faiss_index
+        if self._kind not in ("hnsw", "ivf", "ivfpq") or allowed <= self.exhaustive_below:
+            return None
+        widen = index.ntotal / max(allowed, 1)
+        if self._kind == "hnsw":
+            ef = int(index.hnsw.efSearch)
+            ef = min(max(ef, math.ceil(ef * widen)), max(ef, MAX_FILTERED_EF_SEARCH))
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+        nprobe = min(int(index.nlist), math.ceil(int(index.nprobe) * widen))
+        return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
 
     # ------------------------------------------------------------------ persistence
 
@@ -166,6 +312,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
             "metadata": self._masks.metadata,
             "faiss_sha256": sha256_file(path),
             "index_type": type(self._faiss_index).__name__,
+            "exhaustive_below": self.exhaustive_below,
         }
         atomic_write_text(Path(persist_path + METADATA_SUFFIX), json.dumps(payload, default=str))
 
@@ -196,6 +343,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
         metadata = field(payload, "metadata", (list,), meta_path, fix, where="")
         normalize = field(payload, "normalize", (bool,), meta_path, fix, where="")
         digest = field(payload, "faiss_sha256", (str, type(None)), meta_path, fix, "", None)
+        exhaustive = field(payload, "exhaustive_below", (int,), meta_path, fix, "", 20_000)
         if not all(isinstance(m, dict) for m in metadata):
             raise PersistenceError(f"{meta_path} is corrupt: 'metadata' must list objects; {fix}")
         if verify and digest is not None and sha256_file(path) != digest:
@@ -212,7 +360,9 @@ class FilterableFaissVectorStore(FaissVectorStore):
                 f"{meta_path} lists {len(metadata)} vectors but {path.name} holds {index.ntotal}: the files come "
                 f"from different indexes; {fix}"
             )
-        return cls(faiss_index=index, metadata=metadata, normalize=normalize)
+        return cls(
+            faiss_index=index, metadata=metadata, normalize=normalize, exhaustive_below=exhaustive
+        )
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

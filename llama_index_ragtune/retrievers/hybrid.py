@@ -76,6 +76,7 @@ from llama_index_ragtune.retrievers.checks import (
 )
 from llama_index_ragtune.retrievers.defaults import fusion_preset
 from llama_index_ragtune.retrievers.dense import (
+    build_dense_index,
     build_faiss_index,
     check_dense_filters,
     drop_blank_nodes,
@@ -110,7 +111,10 @@ class FusedNodeWithScore(NodeWithScore):
 
 
 def _has_native_async(retriever: BaseRetriever) -> bool:
-    return type(retriever)._aretrieve is not BaseRetriever._aretrieve
+    from llama_index_ragtune.retrievers.external_store import store_supports_async
+
+    native = type(retriever)._aretrieve is not BaseRetriever._aretrieve
+    return native and store_supports_async(getattr(retriever, "_vector_store", None))
 
 
 class HybridRetriever(BaseRetriever):
@@ -243,12 +247,17 @@ class HybridRetriever(BaseRetriever):
         show_progress: bool = False,
         callback_manager: CallbackManager | None = None,
         micro_batch: bool = True,
+        dense_index: Any = "flat",
     ) -> HybridRetriever:
         """Build both sides over exactly one of ``nodes`` or ``index``.
 
         ``nodes``: a FAISS ``VectorStoreIndex`` is built (document embeddings cached in
         ``embed_cache_dir`` when given, see :class:`~llama_index_ragtune.embeddings.CachedEmbedding`)
-        and BM25 indexes the same nodes. ``index``: its retriever is the dense side and
+        and BM25 indexes the same nodes. ``dense_index`` picks what holds the vectors:
+        ``"flat"`` (exact), ``"hnsw"``, ``"ivf"``, ``"ivfpq"``, a
+        :class:`~llama_index_ragtune.retrievers.FaissIndexConfig`, or a LlamaIndex vector
+        store such as Qdrant (:mod:`~llama_index_ragtune.retrievers.external_store`).
+        ``index``: its retriever is the dense side and
         BM25 indexes the nodes of its docstore. ``dense_retriever`` / ``sparse_retriever``
         replace a side.
         """
@@ -258,6 +267,12 @@ class HybridRetriever(BaseRetriever):
         if len(given) != 1:
             raise ValueError(
                 f"pass exactly one of nodes or index to HybridRetriever.from_defaults (got {given or 'none'})"
+            )
+        default_dense = isinstance(dense_index, str) and dense_index == "flat"
+        if not default_dense and (index is not None or dense_retriever is not None):
+            raise ValueError(
+                "dense_index chooses the index built over nodes=...; it does not apply to the "
+                "index= or dense_retriever= given (drop one of them)"
             )
         if index is not None:
             nodes = list(index.docstore.docs.values())
@@ -280,7 +295,7 @@ class HybridRetriever(BaseRetriever):
                     from llama_index_ragtune.embeddings import CachedEmbedding
 
                     index_embed = CachedEmbedding(embed, cache_dir=embed_cache_dir)
-                index = build_faiss_index(nodes, index_embed, show_progress=show_progress)
+                index = build_dense_index(nodes, index_embed, dense_index, show_progress)
         if sparse_retriever is None:
             sparse_retriever = BM25Retriever(
                 nodes, show_progress=show_progress, **(bm25_kwargs or {})

@@ -4,7 +4,9 @@ Layout of a persisted folder (format ``ragtune-hybrid``, version 2)::
 
     hybrid_retriever.json     format tag + version; "params": fusion parameters, filters,
                               encoder info; "dense": {"kind": "faiss", "index_type":
-                              "IndexFlatIP", ...}; "sparse": {"kind": "bm25", ...};
+                              "IndexHNSWFlat", "index": {"kind": "hnsw", "hnsw_m": 32, ...},
+                              ...} or {"kind": "qdrant", "collection": ..., "location":
+                              {"path": ...} | {"url": ...}, ...}; "sparse": {"kind": "bm25"};
                               "files": SHA-256 and size of every other file
     storage/                  LlamaIndex StorageContext: docstore.json, index_store.json,
                               default__vector_store.json (FAISS) + .metadata.json (filters), ...
@@ -22,7 +24,11 @@ Layout of a persisted folder (format ``ragtune-hybrid``, version 2)::
 * **No pickle**: JSON, FAISS' binary format and ``np.load(allow_pickle=False)`` only.
 * **Extensible**: ``dense.kind`` / ``dense.index_type`` and ``sparse.kind`` say what to
   load; this version loads ``faiss`` (any FAISS index type ``faiss.read_index`` reads
-  whose ids are positions) and ``bm25`` and refuses other kinds by name.
+  whose ids are positions; ``dense.index`` records the
+  :class:`~llama_index_ragtune.retrievers.FaissIndexConfig`, absent in older folders,
+  which load as before), ``qdrant`` (the vectors stay in the Qdrant collection; see
+  :mod:`~llama_index_ragtune.retrievers.external_store`) and ``bm25``, and refuses other
+  kinds by name.
 
 Example::
 
@@ -45,6 +51,12 @@ from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.bm25_persist import load_bm25, write_bm25_files
 from llama_index_ragtune.retrievers.checks import positive_float, positive_int, unit_float
 from llama_index_ragtune.retrievers.defaults import fusion_preset
+from llama_index_ragtune.retrievers.external_store import (
+    check_store,
+    describe_store,
+    open_store,
+    store_kind,
+)
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
     field,
@@ -65,27 +77,25 @@ READABLE_VERSIONS = (1, 2)
 STORAGE_DIR = "storage"
 BM25_DIR = "bm25"
 VECTOR_STORE_FILE = "default__vector_store.json"
-DENSE_KINDS = ("faiss",)
+DENSE_KINDS = ("faiss", "qdrant")
 SPARSE_KINDS = ("bm25",)
 _REBUILD = "rebuild it with HybridRetriever.from_defaults(...) and call persist() again"
 _FUSION_KEYS = ("similarity_top_k", "fusion_mode", "alpha", "rrf_k", "dense_top_k", "sparse_top_k")
-_OVERRIDABLE = (*_FUSION_KEYS, "filters", "callback_manager", "verbose")
+_OVERRIDABLE = (*_FUSION_KEYS, "filters", "callback_manager", "verbose", "vector_store")
 
 __all__ = ["load_hybrid", "persist_hybrid"]
 
 
 def _check_persistable(retriever: Any) -> None:
-    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
-
     if retriever.index is None or not retriever._dense_built_in:
         raise NotImplementedError(
             "HybridRetriever.persist saves the built-in FAISS dense side only; this retriever has a custom "
             f"dense retriever ({type(retriever.dense_retriever).__name__}): persist that yourself"
         )
-    if not isinstance(retriever.index.vector_store, FilterableFaissVectorStore):
+    if store_kind(retriever.index.vector_store) is None:
         raise NotImplementedError(
-            f"HybridRetriever.persist saves FAISS indexes; this index uses {type(retriever.index.vector_store).__name__} "
-            "(persist it through its own storage context)"
+            f"HybridRetriever.persist saves FAISS indexes and Qdrant collections; this index uses "
+            f"{type(retriever.index.vector_store).__name__} (persist it through its own storage context)"
         )
     if not isinstance(retriever.sparse_retriever, BM25Retriever):
         raise NotImplementedError(
@@ -105,15 +115,33 @@ def _check_persistable(retriever: Any) -> None:
         )
 
 
+def _dense_section(retriever: Any) -> dict[str, Any]:
+    store = retriever.index.vector_store
+    common = {"path": STORAGE_DIR, "index_id": retriever.index.index_id}
+    if store_kind(store) != "faiss":
+        num_nodes = len(retriever.index.index_struct.nodes_dict)
+        return describe_store(store, num_nodes) | common
+    client = store.client
+    config = store.index_config()
+    return {
+        "kind": "faiss",
+        "index_type": type(client).__name__,
+        **common,
+        "num_nodes": int(client.ntotal),
+        "dimension": int(client.d),
+        "index": None if config is None else config.model_dump(mode="json"),
+    }
+
+
 def persist_hybrid(retriever: Any, folder: Path) -> None:
     """Replace ``folder`` atomically with the persisted ``retriever`` (module docstring)."""
     _check_persistable(retriever)
+    dense = _dense_section(retriever)  # an unpersistable store fails before anything is written
     owned = {MANIFEST, STORAGE_DIR, BM25_DIR}
     with atomic_dir(folder, owned_entries=owned, what="HybridRetriever.persist") as tmp:
         retriever.index.storage_context.persist(persist_dir=str(tmp / STORAGE_DIR))
         write_bm25_files(retriever.sparse_retriever, tmp / BM25_DIR, save_nodes=False)
         embed = retriever._embed_model
-        client = retriever.index.vector_store.client
         params = retriever.params() | {
             "filters": None
             if retriever.filters is None
@@ -124,14 +152,6 @@ def persist_hybrid(retriever: Any, folder: Path) -> None:
                 "class_name": embed.class_name(),
                 "model_name": getattr(embed, "model_name", None),
             },
-        }
-        dense = {
-            "kind": "faiss",
-            "index_type": type(client).__name__,
-            "path": STORAGE_DIR,
-            "index_id": retriever.index.index_id,
-            "num_nodes": int(client.ntotal),
-            "dimension": int(client.d),
         }
         sparse = {"kind": "bm25", "path": BM25_DIR}
         files = file_digests(tmp, exclude={MANIFEST})
@@ -205,8 +225,9 @@ def _load(
     from llama_index.core import StorageContext, load_index_from_storage
 
     from llama_index_ragtune.embeddings import resolve_embed_model
-    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 
+    overrides = dict(overrides)
+    given_store = overrides.pop("vector_store", None)
     manifest = read_manifest(folder, MANIFEST, FORMAT, READABLE_VERSIONS, _REBUILD)
     path = folder / MANIFEST
     hashed = manifest["format_version"] >= 2
@@ -220,19 +241,23 @@ def _load(
         )
     kwargs, dense, embed_info = _sections(manifest, path)
     storage = folder / STORAGE_DIR
+    faiss_side = dense["kind"] == "faiss"
     for name, what in (
         ("docstore.json", "the nodes"),
         ("index_store.json", "the index structure"),
-        (VECTOR_STORE_FILE, "the FAISS index"),
+        *([(VECTOR_STORE_FILE, "the FAISS index")] if faiss_side else []),
     ):
         require_file(storage / name, what, _REBUILD)
-    store = FilterableFaissVectorStore._load(storage / VECTOR_STORE_FILE, verify=not hashed)
-    if store.client.ntotal != dense["num_nodes"] or store.client.d != dense["dimension"]:
-        raise PersistenceError(
-            f"{storage / VECTOR_STORE_FILE} holds {store.client.ntotal} vectors of dimension {store.client.d} but "
-            f"{path} records {dense['num_nodes']} of dimension {dense['dimension']}: the "
-            f"folder mixes two indexes; {_REBUILD}"
-        )
+    if faiss_side:
+        if given_store is not None:
+            raise TypeError(
+                f"vector_store= reopens a dense side kept in a vector database; {folder} holds "
+                "its FAISS index itself"
+            )
+        store = _load_faiss(storage / VECTOR_STORE_FILE, dense, path, verify=not hashed)
+    else:
+        store = given_store if given_store is not None else open_store(dense, path)
+        check_store(store, dense, path)
     embed = resolve_embed_model(embed_model)
     _check_encoder(embed, dense["dimension"], embed_info, path, explicit=embed_model is not None)
     try:
@@ -243,10 +268,10 @@ def _load(
             f"{storage} could not be loaded ({type(exc).__name__}: {exc}); {_REBUILD}"
         ) from exc
     node_count = len(index.index_struct.nodes_dict)
-    if node_count != store.client.ntotal:
+    if node_count != dense["num_nodes"]:
         raise PersistenceError(
-            f"{storage / 'index_store.json'} maps {node_count} vectors but the FAISS index holds "
-            f"{store.client.ntotal}; {_REBUILD}"
+            f"{storage / 'index_store.json'} maps {node_count} vectors but the dense index holds "
+            f"{dense['num_nodes']}; {_REBUILD}"
         )
     sparse = load_bm25(BM25Retriever, folder / BM25_DIR, index.docstore, {}, verify=False)
     if len(sparse.nodes) != node_count:
@@ -257,6 +282,49 @@ def _load(
     return cls(
         dense_retriever=None, sparse_retriever=sparse, index=index, embed_model=embed, **kwargs
     )
+
+
+def _load_faiss(file: Path, dense: dict[str, Any], path: Path, verify: bool) -> Any:
+    """The FAISS store, checked against the manifest (size, dimension, recorded index config)."""
+    from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
+    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
+
+    store = FilterableFaissVectorStore._load(file, verify=verify)
+    client = store.client
+    if client.ntotal != dense["num_nodes"] or client.d != dense["dimension"]:
+        raise PersistenceError(
+            f"{file} holds {client.ntotal} vectors of dimension {client.d} but "
+            f"{path} records {dense['num_nodes']} of dimension {dense['dimension']}: the "
+            f"folder mixes two indexes; {_REBUILD}"
+        )
+    recorded = field(
+        dense, "index", (dict, type(None)), path, _REBUILD, where="dense", default=None
+    )
+    if recorded is None:  # folders written before index types were recorded: flat
+        return store
+    try:
+        config = FaissIndexConfig.model_validate(recorded)
+    except ValueError as exc:
+        raise PersistenceError(
+            f"{path} holds an invalid 'dense.index' ({exc}); {_REBUILD}"
+        ) from exc
+    if config.kind != index_kind(client):
+        raise PersistenceError(
+            f"{path} records a {config.kind!r} index but {file.name} holds {type(client).__name__}: "
+            f"the folder mixes two indexes; {_REBUILD}"
+        )
+    store._config = config
+    store.set_search_params(**config_search_params(config))
+    return store
+
+
+def config_search_params(config: Any) -> dict[str, int]:
+    """The query-time settings a config carries for its kind (``ef_search`` / ``nprobe``)."""
+    if config.kind == "hnsw":
+        return {"ef_search": config.ef_search}
+    if config.kind in ("ivf", "ivfpq"):
+        return {"nprobe": config.nprobe}
+    return {}
 
 
 def _check_encoder(

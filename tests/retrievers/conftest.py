@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import uuid
+import zlib
 
 import numpy as np
 import pytest
@@ -101,3 +103,57 @@ def store_nodes() -> list[TextNode]:
 @pytest.fixture()
 def keyword_embedding() -> KeywordEmbedding:
     return KeywordEmbedding()
+
+
+class HashEmbedding(BaseEmbedding):
+    """Deterministic text vectors: the sum of one fixed random vector per word, L2-normalised.
+
+    Texts sharing words are close, so a corpus of topical texts forms clusters (what
+    approximate indexes are built for); no model is loaded.
+    """
+
+    dim: int = 32
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "HashEmbedding"
+
+    def _vector(self, text: str) -> list[float]:
+        vec = np.zeros(self.dim, dtype=np.float64)
+        for word in re.findall(r"\w+", text.lower()):
+            seed = zlib.crc32(word.encode("utf-8"))
+            vec += np.random.default_rng(seed).standard_normal(self.dim)
+        norm = np.linalg.norm(vec)
+        return (vec / norm if norm else vec + 1.0 / np.sqrt(self.dim)).tolist()
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._vector(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._vector(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._vector(text)
+
+
+TOPICS = ("returns", "shipping", "warranty", "grocery", "billing", "hours", "phones", "laptops")
+
+
+def topical_nodes(n: int, seed: int = 0, uuid_ids: bool = False) -> list[TextNode]:
+    """``n`` short texts, each mostly words of one of 8 topics; metadata topic, year, rank."""
+    rng = np.random.default_rng(seed)
+    words = {t: [f"{t}{j}" for j in range(40)] for t in TOPICS}
+    common = [f"word{j}" for j in range(200)]
+    nodes = []
+    for i in range(n):
+        topic = TOPICS[int(rng.integers(len(TOPICS)))]
+        text = " ".join(list(rng.choice(words[topic], 6)) + list(rng.choice(common, 4)) + [topic])
+        node_id = str(uuid.UUID(int=int(rng.integers(2**62)) * 7919 + i)) if uuid_ids else f"n{i}"
+        meta = {"topic": topic, "year": 2000 + i % 20, "rank": i % 7}
+        nodes.append(TextNode(id_=node_id, text=text, metadata=meta))
+    return nodes
+
+
+@pytest.fixture()
+def hash_embedding() -> HashEmbedding:
+    return HashEmbedding()

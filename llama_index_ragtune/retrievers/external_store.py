@@ -1,0 +1,328 @@
+"""The hybrid retriever's dense side on a vector database (Qdrant), filters pushed down.
+
+``HybridRetriever.from_defaults(nodes=..., dense_index=store)`` with a LlamaIndex
+vector store embeds the nodes and indexes them into ``store`` through a plain
+``VectorStoreIndex`` (the nodes are kept in its docstore too, for the BM25 side and
+for ``persist``). Retrieval goes through LlamaIndex's own retriever, so metadata
+filters are translated by the store's integration and evaluated inside the database
+(Qdrant: ``MetadataFilters`` -> a Qdrant ``Filter``), before its top-k cut.
+
+Qdrant (the ``qdrant`` extra: ``llama-index-vector-stores-qdrant``, ``qdrant-client``)
+runs in-process in local mode, or against a server or cluster; only the client line
+changes::
+
+    from qdrant_client import QdrantClient
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+
+    client = QdrantClient(path="qdrant_data")                # local mode, on disk, in-process
+    # client = QdrantClient(url="http://qdrant:6333")        # a Qdrant server / cluster
+    store = QdrantVectorStore(collection_name="docs", client=client)
+    retriever = HybridRetriever.from_defaults(nodes=nodes, dense_index=store)
+    retriever.persist("hybrid_index")                        # BM25 + docstore + manifest
+    HybridRetriever.from_persist_dir("hybrid_index")         # reopens the collection
+
+``persist`` records the store kind, collection, vector name, dimension and where the
+collection lives (the local-mode path, absolute, or the server URL; never an API key)
+in the manifest; the vectors stay in the store. ``from_persist_dir`` reopens it
+(``QdrantClient(path=...)``, or ``QdrantClient(url=..., api_key=$QDRANT_API_KEY)``), or
+takes ``vector_store=`` (a store you opened, e.g. with credentials), and checks that the
+collection holds as many vectors of the recorded dimension as the folder has nodes.
+
+Limits, each refused with a message saying what to do: the collection must be empty
+when the nodes are indexed; Qdrant point ids must be UUIDs, so node ids must be UUIDs
+(LlamaIndex's default ids are); an in-memory client (``":memory:"``) works but cannot
+be persisted; local mode allows one client per path (close the first, or pass it as
+``vector_store=``). Filters use the store's semantics, which for the usual operators
+(``==``, ``!=``, ``<``, ``>``, ``in``, ``nin``) match LlamaIndex's in-memory semantics that
+the BM25 side uses; an operator the store does not support is refused when the filter
+is set. Qdrant local mode answers queries by exact search, so it returns the same
+ranking as the exact FAISS side (``tests/retrievers/test_external_store.py``).
+
+Example::
+
+    retriever = HybridRetriever.from_defaults(nodes=nodes, dense_index=store, filters=filters)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.schema import BaseNode
+from llama_index.core.vector_stores.types import MetadataFilters
+
+from llama_index_ragtune.retrievers.persistence import PersistenceError, field
+
+__all__ = [
+    "build_store_index",
+    "check_store_filters",
+    "describe_store",
+    "open_store",
+    "store_kind",
+]
+
+STORE_KINDS = ("qdrant",)
+_QDRANT_MODULE = "llama_index.vector_stores.qdrant"
+_REBUILD = "rebuild it with HybridRetriever.from_defaults(...) and call persist() again"
+
+
+def store_kind(store: Any) -> str | None:
+    """``"faiss"`` (ours), ``"qdrant"``, or ``None`` for a store ``persist`` cannot record.
+
+    Example::
+
+        store_kind(QdrantVectorStore(collection_name="docs", client=client))  # 'qdrant'
+    """
+    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
+
+    if isinstance(store, FilterableFaissVectorStore):
+        return "faiss"
+    qdrant = sys.modules.get(_QDRANT_MODULE)  # never imported here: only if the user did
+    if qdrant is not None and isinstance(store, qdrant.QdrantVectorStore):
+        return "qdrant"
+    return None
+
+
+# ---------------------------------------------------------------------- building
+
+
+def build_store_index(
+    nodes: Sequence[BaseNode],
+    embed_model: BaseEmbedding,
+    store: Any,
+    show_progress: bool = False,
+) -> Any:
+    """Embed ``nodes`` into ``store`` (an empty collection) and return the ``VectorStoreIndex``.
+
+    The nodes are also kept in the index's docstore (``store_nodes_override=True``).
+
+    Example::
+
+        index = build_store_index(nodes, embed_model, QdrantVectorStore("docs", client=client))
+    """
+    from llama_index.core import StorageContext, VectorStoreIndex
+
+    from llama_index_ragtune.retrievers.checks import check_nodes
+    from llama_index_ragtune.retrievers.dense import embed_nodes
+
+    kind = store_kind(store)
+    if kind == "qdrant":
+        _check_qdrant_ids(check_nodes(nodes, "HybridRetriever.from_defaults"))
+        _check_qdrant_empty(store)
+    embedded = embed_nodes(nodes, embed_model, "HybridRetriever.from_defaults", show_progress)
+    storage = StorageContext.from_defaults(vector_store=store)
+    return VectorStoreIndex(
+        embedded,
+        storage_context=storage,
+        embed_model=embed_model,
+        store_nodes_override=True,
+        show_progress=False,
+    )
+
+
+def _check_qdrant_ids(nodes: Sequence[BaseNode]) -> None:
+    for position, node in enumerate(nodes):
+        try:
+            uuid.UUID(node.node_id)
+        except ValueError:
+            raise ValueError(
+                f"node {node.node_id!r} (position {position}) cannot be stored in Qdrant: Qdrant "
+                "point ids are UUIDs, and LlamaIndex uses the node id as the point id. Give the "
+                "nodes UUID ids (LlamaIndex's default), e.g. "
+                "node.id_ = str(uuid.uuid5(uuid.NAMESPACE_URL, your_id)), keeping your id in "
+                "node.metadata"
+            ) from None
+
+
+def _check_qdrant_empty(store: Any) -> None:
+    client = store.client
+    name = store.collection_name
+    if client.collection_exists(name):
+        count = client.count(name, exact=True).count
+        if count:
+            raise ValueError(
+                f"the Qdrant collection {name!r} already holds {count} points; the hybrid "
+                "retriever indexes its nodes into an empty collection (the BM25 side must hold "
+                "the same nodes). Use a new collection_name, delete the collection, or reload a "
+                "persisted retriever with HybridRetriever.from_persist_dir"
+            )
+
+
+def check_store_filters(store: Any, filters: MetadataFilters | None) -> None:
+    """Refuse, when the filter is set, an operator the store's integration cannot translate.
+
+    Example::
+
+        check_store_filters(qdrant_store, MetadataFilters(filters=[...]))
+    """
+    if filters is None or not filters.filters or store_kind(store) != "qdrant":
+        return
+    try:
+        store._build_subfilter(filters)
+    except NotImplementedError as exc:
+        raise ValueError(
+            f"filters {filters.model_dump(mode='json')} cannot run on Qdrant: {exc}"
+        ) from exc
+
+
+# ---------------------------------------------------------------------- manifest
+
+
+def describe_store(store: Any, num_nodes: int) -> dict[str, Any]:
+    """The manifest's ``dense`` section for a vector-store dense side (vectors stay in the store).
+
+    Example::
+
+        describe_store(qdrant_store, num_nodes=100)["location"]  # {'path': '/data/qdrant'}
+    """
+    if store_kind(store) != "qdrant":
+        raise NotImplementedError(
+            f"HybridRetriever.persist records dense sides on FAISS or Qdrant; this one is on "
+            f"{type(store).__name__} (persist it through its own storage context)"
+        )
+    client = store.client
+    options = client.init_options
+    name = store.collection_name
+    if options.get("location") == ":memory:" or (
+        all(options.get(k) is None for k in ("location", "url", "host", "path"))
+        and type(client._client).__name__ == "QdrantLocal"
+    ):
+        raise ValueError(
+            f"the Qdrant collection {name!r} lives in an in-memory client (QdrantClient(':memory:')) "
+            "and would be gone when this process ends; use QdrantClient(path=...) or a server URL "
+            "to persist the hybrid retriever"
+        )
+    if options.get("path") is not None:
+        location = {"path": os.path.abspath(os.fspath(options["path"]))}
+    else:
+        location = {"url": _qdrant_url(client, options)}
+    info = client.get_collection(name)
+    vectors = info.config.params.vectors
+    params = vectors.get(store.dense_vector_name) if isinstance(vectors, dict) else vectors
+    return {
+        "kind": "qdrant",
+        "collection": name,
+        "location": location,
+        "vector_name": store.dense_vector_name,
+        "dimension": int(params.size),
+        "distance": str(params.distance.value),
+        "num_points": int(client.count(name, exact=True).count),
+        "num_nodes": num_nodes,
+    }
+
+
+def _qdrant_url(client: Any, options: dict[str, Any]) -> str:
+    remote = client._client
+    uri = getattr(remote, "rest_uri", None)
+    if uri:
+        return str(uri)
+    url = options.get("url") or options.get("location") or options.get("host")
+    return str(url)
+
+
+def open_store(dense: dict[str, Any], manifest_path: Path) -> Any:
+    """Reopen the vector store recorded in a manifest ``dense`` section.
+
+    Example::
+
+        store = open_store(manifest["dense"], folder / "hybrid_retriever.json")
+    """
+    kind = field(dense, "kind", (str,), manifest_path, _REBUILD, where="dense")
+    if kind != "qdrant":
+        raise PersistenceError(
+            f"{manifest_path}: cannot reopen a dense side of kind {kind!r}; {_REBUILD}"
+        )
+    try:
+        from llama_index.vector_stores.qdrant import QdrantVectorStore
+        from qdrant_client import QdrantClient
+    except ImportError as exc:
+        raise ImportError(
+            f"{manifest_path} keeps its vectors in Qdrant; install the qdrant extra: "
+            "pip install 'llama-index-ragtune[qdrant]'"
+        ) from exc
+    name = field(dense, "collection", (str,), manifest_path, _REBUILD, where="dense")
+    location = field(dense, "location", (dict,), manifest_path, _REBUILD, where="dense")
+    vector_name = field(dense, "vector_name", (str,), manifest_path, _REBUILD, where="dense")
+    if isinstance(location.get("path"), str):
+        path = location["path"]
+        if not Path(path).is_dir():
+            raise PersistenceError(
+                f"{manifest_path} keeps its vectors in the local Qdrant storage {path}, which does "
+                f"not exist (moved or deleted?); pass vector_store=<a QdrantVectorStore on the "
+                f"collection {name!r}> to from_persist_dir, or {_REBUILD}"
+            )
+        try:
+            client = QdrantClient(path=path)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"the local Qdrant storage {path} is open in another client ({exc}); close that "
+                "client (client.close()) or pass its store as vector_store= to from_persist_dir"
+            ) from exc
+    elif isinstance(location.get("url"), str):
+        client = QdrantClient(url=location["url"], api_key=os.environ.get("QDRANT_API_KEY"))
+    else:
+        raise PersistenceError(
+            f"{manifest_path} is corrupt: 'dense.location' needs a 'path' or a 'url'; {_REBUILD}"
+        )
+    return QdrantVectorStore(collection_name=name, client=client, dense_vector_name=vector_name)
+
+
+def check_store(store: Any, dense: dict[str, Any], manifest_path: Path) -> None:
+    """The reopened store holds the recorded collection: same kind, size and dimension.
+
+    Example::
+
+        check_store(store, manifest["dense"], folder / "hybrid_retriever.json")
+    """
+    kind = store_kind(store)
+    if kind != dense.get("kind"):
+        raise PersistenceError(
+            f"{manifest_path} records a dense side on {dense.get('kind')!r}, but the vector_store "
+            f"given is {type(store).__name__}; pass a store of that kind"
+        )
+    name = store.collection_name
+    where = f"the Qdrant collection {name!r}"
+    if name != dense.get("collection"):
+        raise PersistenceError(
+            f"{manifest_path} records the collection {dense.get('collection')!r}, but the "
+            f"vector_store given uses {name!r}; pass a store on the recorded collection"
+        )
+    client = store.client
+    if not client.collection_exists(name):
+        raise PersistenceError(
+            f"{where} recorded in {manifest_path} does not exist in that Qdrant (deleted, or "
+            f"another storage path/server); {_REBUILD}"
+        )
+    count = int(client.count(name, exact=True).count)
+    expected = field(dense, "num_nodes", (int,), manifest_path, _REBUILD, where="dense")
+    dimension = field(dense, "dimension", (int,), manifest_path, _REBUILD, where="dense")
+    vectors = client.get_collection(name).config.params.vectors
+    params = vectors.get(store.dense_vector_name) if isinstance(vectors, dict) else vectors
+    if params is None or int(params.size) != dimension:
+        got = None if params is None else int(params.size)
+        raise PersistenceError(
+            f"{where} holds vectors of dimension {got} under {store.dense_vector_name!r}, but "
+            f"{manifest_path} records {dimension}; the collection was replaced — {_REBUILD}"
+        )
+    if count != expected:
+        raise PersistenceError(
+            f"{where} holds {count} points but {manifest_path} records {expected} nodes: the "
+            f"collection changed after persist(); {_REBUILD}"
+        )
+
+
+def store_supports_async(store: Any) -> bool:
+    """Whether a store's native ``aquery`` can run (Qdrant needs an async client for it).
+
+    Example::
+
+        store_supports_async(QdrantVectorStore("docs", client=client))  # False: no aclient
+    """
+    if store_kind(store) == "qdrant":
+        return getattr(store, "_aclient", None) is not None
+    return True
