@@ -59,11 +59,11 @@ logger = logging.getLogger(__name__)
 INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 #: FAISS warns below this many training points per k-means centroid.
 MIN_POINTS_PER_CENTROID = 39
-#: When the largest k-means of a training run (the coarse lists, or one PQ sub-quantiser)
-#: costs fewer multiply-adds per iteration than this, training runs on one thread: FAISS'
-#: many small OpenMP loops cost more in thread synchronisation than they save, badly so on
-#: a busy machine (10 s instead of 0.03 s for 1,200 vectors on 2 shared cores).
-SMALL_TRAINING_WORK = 5e8
+#: A k-means (the coarse lists, or one PQ sub-quantiser) costing fewer multiply-adds per
+#: iteration than this runs on one thread: FAISS' many small OpenMP loops cost more in
+#: thread synchronisation than they save, badly so on a busy machine (10 s instead of
+#: 0.03 s for 1,200 vectors on 2 shared cores).
+SMALL_TRAINING_WORK = 5e7
 
 
 class FaissIndexConfig(BaseModel):
@@ -218,12 +218,22 @@ class FaissIndexConfig(BaseModel):
         if config.train_size < n:
             rows = np.random.default_rng(config.seed).choice(n, config.train_size, replace=False)
             sample = vectors[np.sort(rows)]
+        import faiss
+
         sample = np.ascontiguousarray(sample, dtype=np.float32)
-        # the largest single k-means: the coarse lists, or one PQ sub-quantiser
-        work = len(sample) * config.nlist * index.d
+        # The coarse lists first, with FAISS' own clustering parameters (index.cp); then
+        # index.train skips them (the quantizer is full) and trains the PQ codebooks. Each
+        # step gets one thread when it is small (see SMALL_TRAINING_WORK).
+        coarse = len(sample) * config.nlist * index.d
+        with _threads(1 if coarse < SMALL_TRAINING_WORK else None):
+            clustering = faiss.Clustering(index.d, config.nlist, index.cp)
+            index.quantizer.reset()
+            clustering.train(sample, index.quantizer)
+        codebook = 0
         if config.kind == "ivfpq":
-            work = max(work, len(sample) * 2**config.pq_nbits * (index.d // config.pq_m))
-        with _threads(1 if work < SMALL_TRAINING_WORK else None):
+            points = min(len(sample), index.pq.cp.max_points_per_centroid * 2**config.pq_nbits)
+            codebook = points * 2**config.pq_nbits * (index.d // config.pq_m)
+        with _threads(1 if codebook < SMALL_TRAINING_WORK else None):
             index.train(sample)
 
     def build(self, vectors: np.ndarray, add: bool = True, batch_size: int = 65_536) -> Any:

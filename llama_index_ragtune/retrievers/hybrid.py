@@ -464,7 +464,8 @@ class HybridRetriever(BaseRetriever):
         **overrides: Any,
     ) -> HybridRetriever:
         """Load what :meth:`persist` wrote. ``embed_model`` defaults as in :meth:`from_defaults`;
-        ``overrides`` replace saved parameters (e.g. ``similarity_top_k=20``)."""
+        ``overrides`` replace saved parameters (e.g. ``similarity_top_k=20``); ``vector_store=``
+        hands over an open store for a dense side kept in Qdrant."""
         from llama_index_ragtune.retrievers.persist_hybrid import load_hybrid
 
         return load_hybrid(cls, Path(persist_dir), embed_model, overrides)
