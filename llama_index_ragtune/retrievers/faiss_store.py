@@ -242,7 +242,12 @@ class FilterableFaissVectorStore(FaissVectorStore):
         return FaissIndexConfig.from_index(self._faiss_index, base=self._config)
 
     def search_params(self) -> dict[str, int]:
-        """The index's query-time settings: ``{"ef_search": ...}`` or ``{"nprobe": ...}`` (``{}``: exact)."""
+        """The index's query-time settings: ``{"ef_search": ...}`` or ``{"nprobe": ...}`` (``{}``: exact).
+
+        Example::
+
+            retriever.index.vector_store.search_params()  # {'ef_search': 128}
+        """
         if self._kind == "hnsw":
             return {"ef_search": int(self._faiss_index.hnsw.efSearch)}
         if self._kind in ("ivf", "ivfpq"):
