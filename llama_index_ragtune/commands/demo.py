@@ -9,8 +9,9 @@ SmolLM2-135M-Instruct) and the time budgets of ``PipelineConfig.demo()``:
 1. answers the seed questions with the untuned stack ("apple return policy?" asked
    of the grocery, "Apple return policy?" of the electronics store, and both without
    a store filter);
-2. tunes the encoder, the fusion, the reranker and the decoder, each promoted only
-   when it beats the part it replaces on validation;
+2. tunes the encoder, the fusion and the decoder (the reranker too with
+   ``--with-reranker``), each promoted only when it beats the part it replaces on
+   validation;
 3. evaluates before / after on the held-out test questions (retrieval and generation
    tables, including how often answers cite the right store);
 4. loads the bundle it wrote (``load_bundle``) and answers the same questions again;
@@ -43,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--with-reranker",
+        action="store_true",
+        help="tune the reranker too (left out by default: a new cross-encoder head needs about "
+        "10 minutes of CPU training to help, more than the demo's budget)",
     )
     add_pipeline_options(parser)
 
@@ -95,6 +102,14 @@ def _rates(evaluation: Any) -> str:
     return "\n".join(rows)
 
 
+def _skip(args: argparse.Namespace) -> list[str]:
+    """``--skip`` plus the reranker unless ``--with-reranker``."""
+    skip = [s.strip() for s in (args.skip or "").split(",") if s.strip()]
+    if not args.with_reranker and "reranker" not in skip:
+        skip.append("reranker")
+    return skip
+
+
 def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.cli import UsageError
     from llama_index_ragtune.commands.tune import build_config, run_pipeline
@@ -111,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             queries=root / "queries.jsonl",
             metadata=root / "metadata.json",
             config=config,
-            skip=args.skip,
+            skip=_skip(args),
             resume=args.resume,
             echo=_say,
         )

@@ -146,6 +146,8 @@ def encoder(ctx: RunContext) -> dict[str, Any]:
         model=ctx.base_encoder,
         args=EncoderFinetuneEngine.default_args(folder, **config.encoder_args),
         budget=config.encoder_budget,
+        eval_points=config.eval_points,
+        max_val_queries=config.max_val_queries,
         force_promotion=_forced(ctx, "encoder"),
         device=config.device,
         show_progress=config.show_progress,
@@ -239,6 +241,8 @@ def reranker(ctx: RunContext) -> dict[str, Any]:
         rerank_depth=config.rerank_candidates,
         encoder=ctx.embed_model(ctx.served_encoder),
         fusion={k: v for k, v in ctx.fusion.items() if k != "similarity_top_k"},
+        eval_points=config.eval_points,
+        max_val_queries=config.max_val_queries,
         force_promotion=_forced(ctx, "reranker"),
         device=config.device,
         show_progress=config.show_progress,
@@ -309,6 +313,7 @@ def decoder(ctx: RunContext) -> dict[str, Any]:
         # No checkpoint selection during SFT: short CPU runs keep the last one, and the
         # validation loss still decides promotion.
         eval_points=0,
+        max_val_queries=min(config.max_val_queries, 50),
         force_promotion=_forced(ctx, "decoder"),
         device=config.device,
         show_progress=config.show_progress,

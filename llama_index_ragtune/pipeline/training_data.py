@@ -16,11 +16,13 @@ question becomes a cite-or-refuse conversation over the sources the served
 retriever returns for it, in the exact prompt ``CitationQueryEngine`` sends. The
 gold nodes are put among the retrieved distractors (shuffled); with probability
 ``p_no_gold`` they are left out and the target is the refusal, as it is for an
-unanswerable question. The target is the reference answer with the gold
-sources' citation after each sentence (``"Apples ... 48 hours [2]. After ... [2]."``),
-so an answer cut short by ``max_new_tokens`` still carries its citation. A
-question without a reference answer (synthetic, feedback) gets the gold node's
-sentence that shares most words with the question, cited.
+unanswerable question. The target opens with the gold sources' citation, then
+gives the reference answer (``"[2] Apples are perishable: report ... 48 hours ..."``):
+an answer cut short by ``max_new_tokens`` still cites, and a small decoder learns a
+format that starts with ``[`` from far fewer examples than one that cites at the
+end of each sentence (the citation grammar reads ``[n]`` anywhere). A question
+without a reference answer (synthetic, feedback) gets the gold node's sentence
+that shares most words with the question.
 
 Example::
 
@@ -34,7 +36,6 @@ Example::
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from llama_index_ragtune.data.grounded import GroundedContext
 
 CURATED_DEPTH = 50
-_TRAILING_PUNCT = re.compile(r"^(.*?)([.!?]*)$", re.S)
 
 
 def corpus_texts(nodes: Sequence[BaseNode], mode: str = "embed") -> dict[str, str]:
@@ -178,22 +178,16 @@ def mine_negatives(
 
 
 def cited_answer(answer: str, numbers: Sequence[int]) -> str:
-    """``answer`` with ``[n]`` citations of ``numbers`` after each sentence.
+    """``answer`` opened by the citation of ``numbers`` (the training target's format).
 
     Example::
 
         cited_answer("Within 48 hours. Bring the receipt.", [2])
-        # 'Within 48 hours [2]. Bring the receipt [2].'
+        # '[2] Within 48 hours. Bring the receipt.'
     """
-    from llama_index_ragtune.data.qa import split_sentences
     from llama_index_ragtune.grounding import cite
 
-    marks = cite(numbers)
-    out = []
-    for sentence in split_sentences(answer.strip()) or [answer.strip()]:
-        body, punct = _TRAILING_PUNCT.match(sentence.strip()).groups()  # type: ignore[union-attr]
-        out.append(f"{body.rstrip()} {marks}{punct}")
-    return " ".join(out)
+    return f"{cite(numbers)} {' '.join(answer.split())}"
 
 
 def evidence_sentence(question: str, text: str) -> str:

@@ -41,11 +41,11 @@ def test_curated_confusers_come_from_the_other_store(tiny_corpus, nodes):
         assert not set(docs) & set(dataset.relevant_docs[qid])
 
 
-def test_cited_answer_puts_the_citation_after_each_sentence():
-    assert cited_answer("Within 48 hours. Bring the receipt!", [2]) == (
-        "Within 48 hours [2]. Bring the receipt [2]!"
+def test_cited_answer_opens_with_the_citation():
+    assert cited_answer("Within 48 hours.\n Bring the receipt!", [2]) == (
+        "[2] Within 48 hours. Bring the receipt!"
     )
-    assert cited_answer("No punctuation", [1, 3]) == "No punctuation [1][3]"
+    assert cited_answer("No punctuation", [1, 3]) == "[1][3] No punctuation"
     assert evidence_sentence(
         "when are oranges in season", "Apples are red. Oranges are in season in May."
     ) == ("Oranges are in season in May.")
@@ -58,7 +58,7 @@ def test_grounded_contexts_force_or_drop_the_gold(nodes):
     forced = grounded_context(query, retrieved, texts, top_k=2, max_source_chars=40)
     assert "electronics/returns.md#0" in forced.source_ids and len(forced.source_ids) == 2
     number = forced.source_ids.index("electronics/returns.md#0") + 1
-    assert forced.target == f"14 days [{number}]." and forced.answerable
+    assert forced.target == f"[{number}] 14 days." and forced.answerable
     assert all(len(t) <= 44 for t in forced.source_texts)
     dropped = grounded_context(query, retrieved, texts, top_k=2, drop_gold=True)
     assert (
@@ -70,7 +70,7 @@ def test_grounded_contexts_force_or_drop_the_gold(nodes):
     assert as_is.target == DEFAULT_REFUSAL
     no_answer = LabelledQuery("s", "opened laptop return", ["electronics/returns.md#0"])
     cited = grounded_context(no_answer, retrieved, texts, top_k=1)
-    assert cited.target.endswith("[1].") and "Opened electronics" in cited.target
+    assert cited.target.startswith("[1] Opened electronics")
     rows = sft_dataset([forced, dropped])
     assert rows.column_names == ["prompt", "completion", "qid", "answerable"]
     assert (
