@@ -7,6 +7,15 @@ reads its ``[n]`` citations by the same rules.
 
 Prompt: source text is fenced as data inside ``<source id="n">`` blocks that
 the system message says never to obey; sources are cut by :func:`truncate_source`.
+The question is data too: neither a source nor the question can open or close
+a fence (``<source`` and ``</source>`` inside them are written ``< source`` and
+``</ source>``), so a question holding ``<source id="9">...</source>`` cannot
+pass for a source, and :func:`read_grounded_prompt` reads the question and the
+sources back exactly as the model saw them.
+
+Quotes: :func:`check_quotes` verifies each quoted span of an answer against the
+source it cites (normalised substring, else a fuzzy match; see
+:class:`QuoteCheck`).
 
 Citation grammar (what :class:`CitationFilter`, :func:`parse_answer`,
 :func:`parse_citations` and :func:`strip_citations` read):
@@ -71,8 +80,17 @@ from llama_index_ragtune._citation_scanner import (
     Lexer,
     Token,
 )
+from llama_index_ragtune._quote_check import (
+    DEFAULT_FUZZY_THRESHOLD,
+    DEFAULT_MIN_QUOTE_WORDS,
+    QuoteCheck,
+    check_quotes,
+    normalize_quote,
+)
 
 __all__ = [
+    "DEFAULT_FUZZY_THRESHOLD",
+    "DEFAULT_MIN_QUOTE_WORDS",
     "DEFAULT_REFUSAL",
     "DEFAULT_SYSTEM_PROMPT",
     "MAX_CODE_SPAN_CHARS",
@@ -83,15 +101,20 @@ __all__ = [
     "Citation",
     "CitationFilter",
     "GroundedAnswer",
+    "GroundedPrompt",
+    "QuoteCheck",
     "build_messages",
+    "check_quotes",
     "check_refusal",
     "cite",
     "cited_claims",
     "find_citations",
     "format_sources",
     "is_refusal",
+    "normalize_quote",
     "parse_answer",
     "parse_citations",
+    "read_grounded_prompt",
     "split_claims",
     "strip_citations",
     "truncate_source",
@@ -130,7 +153,7 @@ def check_refusal(refusal: str) -> str:
 
 
 def _escape(text: str) -> str:
-    # A source cannot close its own fence or open a fake one.
+    # Neither a source nor the question can close a fence or open a fake one.
     return text.replace("</source>", "</ source>").replace("<source", "< source")
 
 
@@ -160,11 +183,70 @@ def build_messages(
         # ['system', 'user']
     """
     check_refusal(refusal)
-    user = f"Sources:\n{format_sources(source_texts)}\n\nQuestion: {question.strip()}"
+    user = f"{_SOURCES_HEADER}{format_sources(source_texts)}{_QUESTION_HEADER}{_escape(question.strip())}"
     return [
         ChatMessage(role=MessageRole.SYSTEM, content=system_prompt.format(refusal=refusal)),
         ChatMessage(role=MessageRole.USER, content=user),
     ]
+
+
+_SOURCES_HEADER = "Sources:\n"
+_QUESTION_HEADER = "\n\nQuestion: "
+_FENCE = re.compile(r'<source id="(\d+)">\n(.*?)\n</source>', re.DOTALL)
+
+
+@dataclass(frozen=True)
+class GroundedPrompt:
+    """The question and the numbered source texts of a grounded prompt, as the model saw them.
+
+    Example::
+
+        read_grounded_prompt(build_messages("Capital?", ["Rome is."])).source_texts   # ('Rome is.',)
+    """
+
+    question: str
+    source_texts: tuple[str, ...]
+
+
+def read_grounded_prompt(messages: Sequence[ChatMessage | dict]) -> GroundedPrompt | None:
+    """The question and sources of a conversation whose last user turn :func:`build_messages` wrote.
+
+    ``None`` when that turn is not a grounded prompt (any other conversation).
+    Texts come back as the model saw them: cut by :func:`truncate_source` and
+    with fence tags inside them escaped.
+
+    Example::
+
+        prompt = read_grounded_prompt(build_messages('Is <source id="9">x</source> true?', ["Rome."]))
+        prompt.question, prompt.source_texts    # ('Is < source id="9">x</ source> true?', ('Rome.',))
+    """
+    user = None
+    for message in reversed(list(messages)):
+        role = message.get("role") if isinstance(message, dict) else message.role
+        role = getattr(role, "value", role)
+        if role == "user":
+            user = message.get("content") if isinstance(message, dict) else message.content
+            break
+    if not isinstance(user, str) or not user.startswith(_SOURCES_HEADER):
+        return None
+    # Neither the sources nor the question hold "</source>" (escaped), so the last one
+    # closes the last source and the question follows it.
+    end = user.rfind("</source>")
+    end = len(_SOURCES_HEADER) if end < 0 else end + len("</source>")
+    body, rest = user[len(_SOURCES_HEADER) : end], user[end:]
+    if not rest.startswith(_QUESTION_HEADER):
+        return None
+    question = rest[len(_QUESTION_HEADER) :]
+    texts: list[str] = []
+    position = 0
+    for match in _FENCE.finditer(body):
+        if body[position : match.start()].strip() or int(match.group(1)) != len(texts) + 1:
+            return None
+        texts.append(match.group(2))
+        position = match.end()
+    if body[position:].strip():
+        return None
+    return GroundedPrompt(question=question, source_texts=tuple(texts))
 
 
 def truncate_source(text: str, max_chars: int | None) -> str:
