@@ -19,6 +19,8 @@ _EXPORTS = {
     "refusal_auc": "refusal_calibration",
     "choose_refusal_threshold": "refusal_calibration",
     "ThresholdChoice": "refusal_calibration",
+    "RefusalCombination": "refusal_calibration",
+    "fit_refusal_combination": "refusal_calibration",
     "CrossEncoderEntailment": "entailment",
     "LLMJudgeEntailment": "entailment",
     "EvaluationResults": "results",

@@ -1,6 +1,8 @@
 """Refusal calibration: how well a refusal probability separates unanswerable questions
-(``refusal_auc``), and the threshold that turns it into refuse / answer decisions
-(``choose_refusal_threshold``, picked on held-out questions).
+(``refusal_auc``), the threshold that turns it into refuse / answer decisions
+(``choose_refusal_threshold``, picked on held-out questions), and a logistic
+combination of several refusal signals (``fit_refusal_combination``: the
+decoder's P(refusal) and the encoder side's P(no answer in the sources)).
 
 A tuned decoder's ``P(refusal | prompt)`` (``LocalChatLLM.conversation_refusal_probabilities``)
 ranks questions; where to cut depends on the model and the data: DPO, for
@@ -19,7 +21,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 OBJECTIVES = ("macro_f1", "refusal_f1")
@@ -137,3 +140,142 @@ def _split(
     positives = [float(p) for p, a in zip(probabilities, answerable, strict=True) if not a]
     negatives = [float(p) for p, a in zip(probabilities, answerable, strict=True) if a]
     return positives, negatives
+
+
+# ------------------------------------------------------------------ combination
+_EPS = 1e-6
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), _EPS), 1.0 - _EPS)
+    return math.log(p / (1.0 - p))
+
+
+@dataclass(frozen=True)
+class RefusalCombination:
+    """Logistic regression over the logits of several refusal signals (each in [0, 1]).
+
+    ``P(unanswerable) = sigmoid(intercept + sum_k weights[k] * (logit(s_k) - means[k]) / scales[k])``:
+    features are standardised with the ``means`` / ``scales`` of the questions
+    it was fitted on. ``signals`` names them in order (e.g. ``("decoder", "answerability")``).
+
+    Example::
+
+        combo = RefusalCombination(("decoder",), weights=(2.0,), intercept=0.0, means=(0.0,), scales=(1.0,))
+        round(combo.probability({"decoder": 0.5}), 2)     # 0.5
+    """
+
+    signals: tuple[str, ...]
+    weights: tuple[float, ...]
+    intercept: float
+    means: tuple[float, ...]
+    scales: tuple[float, ...]
+    n_examples: int = 0
+    l2: float = 1.0
+
+    def probability(self, values: Mapping[str, float]) -> float:
+        """The combined P(unanswerable) for one question's signal ``values`` (a dict by name)."""
+        missing = [s for s in self.signals if s not in values]
+        if missing:
+            raise KeyError(
+                f"RefusalCombination needs the signals {list(self.signals)}; missing {missing}."
+            )
+        z = self.intercept + sum(
+            w * (_logit(values[s]) - m) / sc
+            for s, w, m, sc in zip(self.signals, self.weights, self.means, self.scales, strict=True)
+        )
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (``from_dict`` rebuilds it)."""
+        return {
+            "signals": list(self.signals),
+            "weights": list(self.weights),
+            "intercept": self.intercept,
+            "means": list(self.means),
+            "scales": list(self.scales),
+            "n_examples": self.n_examples,
+            "l2": self.l2,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> RefusalCombination:
+        """Rebuild a combination written by ``to_dict``."""
+        return cls(
+            signals=tuple(data["signals"]),
+            weights=tuple(float(w) for w in data["weights"]),
+            intercept=float(data["intercept"]),
+            means=tuple(float(m) for m in data["means"]),
+            scales=tuple(float(s) for s in data["scales"]),
+            n_examples=int(data.get("n_examples", 0)),
+            l2=float(data.get("l2", 1.0)),
+        )
+
+
+def fit_refusal_combination(
+    signals: Mapping[str, Sequence[float]],
+    answerable: Sequence[bool],
+    l2: float = 1.0,
+    iterations: int = 50,
+) -> RefusalCombination:
+    """Fit a logistic regression predicting "unanswerable" from the logits of ``signals``.
+
+    ``signals`` maps each signal's name to one value in [0, 1] per question,
+    higher = more likely to refuse (the decoder's P(refusal sentence), the
+    encoder's P(no answer) = 1 - P(answerable)). Newton's method with an L2
+    penalty ``l2`` on the weights (not the intercept), on standardised logits.
+    Fit on held-out training questions (dev), then choose the threshold of the
+    combined probability on the same questions with :func:`choose_refusal_threshold`.
+
+    Example::
+
+        combo = fit_refusal_combination(
+            {"decoder": [0.9, 0.6, 0.4, 0.1], "answerability": [0.8, 0.7, 0.2, 0.3]},
+            answerable=[False, False, True, True],
+        )
+        combo.probability({"decoder": 0.9, "answerability": 0.8}) > 0.5    # True
+    """
+    import numpy as np
+
+    names = tuple(signals)
+    if not names:
+        raise ValueError("fit_refusal_combination: pass at least one signal.")
+    n = len(answerable)
+    for name in names:
+        if len(signals[name]) != n:
+            raise ValueError(
+                f"fit_refusal_combination: signal {name!r} has {len(signals[name])} values for "
+                f"{n} questions; pass one value per question."
+            )
+    y = np.array([0.0 if a else 1.0 for a in answerable])
+    if n == 0 or y.min() == y.max():
+        raise ValueError(
+            "fit_refusal_combination needs both answerable and unanswerable questions; got "
+            f"{int((y == 0).sum())} answerable and {int((y == 1).sum())} unanswerable."
+        )
+    if l2 < 0:
+        raise ValueError(f"fit_refusal_combination: l2 must be >= 0, got {l2}.")
+    raw = np.array([[_logit(v) for v in signals[name]] for name in names]).T
+    means = raw.mean(axis=0)
+    scales = raw.std(axis=0)
+    scales[scales < 1e-9] = 1.0
+    x = np.hstack([np.ones((n, 1)), (raw - means) / scales])
+    beta = np.zeros(x.shape[1])
+    penalty = np.diag([0.0] + [l2] * len(names))
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -700, 700)))
+        gradient = x.T @ (p - y) + penalty @ beta
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty + 1e-9 * np.eye(len(beta))
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return RefusalCombination(
+        signals=names,
+        weights=tuple(float(b) for b in beta[1:]),
+        intercept=float(beta[0]),
+        means=tuple(float(m) for m in means),
+        scales=tuple(float(s) for s in scales),
+        n_examples=n,
+        l2=float(l2),
+    )

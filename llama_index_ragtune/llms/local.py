@@ -19,6 +19,17 @@ choose it on dev questions (``evaluation.choose_refusal_threshold``) to trade
 refusals against answers. Each response carries the probability in
 ``raw["refusal_probability"]``.
 
+Refusal policies (``refusal_policy``, see :mod:`llama_index_ragtune.llms.refusal_policy`)
+generalise the threshold: the decision may also read the encoder side's
+answerability of the sources (read back from the grounded prompt with
+``grounding.read_grounded_prompt``), or a calibrated combination of both.
+``refusal_threshold=t`` is the policy ``DecoderRefusalPolicy(t)``. Each
+response explains its decision in ``raw["refusal_decision"]`` (signal, value,
+threshold). A caller that already decided passes ``refuse=True/False`` to
+``chat`` / ``generate_batch`` (the refusal, or an answer with the refusal
+barred). ``citation_probabilities`` gives the model's probability of citing
+each source after a partial answer (the post-check that cites uncited claims).
+
 Why not ``llama-index-llms-huggingface``'s ``HuggingFaceLLM``? Its ``chat``
 works with chat templates, but ``complete`` sends raw text to an instruct
 model (SmolLM2 then answers nothing), streaming ignores ``completion_to_prompt``,
@@ -61,7 +72,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
-from llama_index_ragtune.grounding import DEFAULT_REFUSAL, check_refusal
+from llama_index_ragtune.grounding import DEFAULT_REFUSAL, check_refusal, read_grounded_prompt
 from llama_index_ragtune.llms.loading import load_causal_lm, require_chat_template
 
 MessagesLike = Sequence[ChatMessage | Mapping[str, Any]]
@@ -156,11 +167,31 @@ class LocalChatLLM(CustomLLM):
         default=DEFAULT_REFUSAL,
         description="The refusal sentence `refusal_threshold` applies to (CitationQueryEngine's).",
     )
+    refusal_policy: Any = Field(
+        default=None,
+        description=(
+            "A RefusalPolicy (llms.refusal_policy) deciding each refusal before decoding, e.g. "
+            "the decoder's and the encoder's signals combined; exclusive with refusal_threshold."
+        ),
+        exclude=True,
+    )
 
     @field_validator("refusal")
     @classmethod
     def _check_refusal(cls, value: str) -> str:
         return check_refusal(value)
+
+    @field_validator("refusal_policy")
+    @classmethod
+    def _check_policy(cls, value: Any) -> Any:
+        from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
+
+        if value is not None and not isinstance(value, RefusalPolicy):
+            raise TypeError(
+                f"refusal_policy must be a RefusalPolicy (llms.refusal_policy), got "
+                f"{type(value).__name__}."
+            )
+        return value
 
     _model: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
@@ -178,6 +209,12 @@ class LocalChatLLM(CustomLLM):
     ) -> None:
         super().__init__(model=None if model is None else str(model), **kwargs)
         import torch
+
+        if self.refusal_policy is not None and self.refusal_threshold is not None:
+            raise ValueError(
+                "LocalChatLLM: pass refusal_threshold= or refusal_policy=, not both "
+                "(refusal_threshold=t is DecoderRefusalPolicy(t))."
+            )
 
         if self.device is None:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -307,14 +344,64 @@ class LocalChatLLM(CustomLLM):
         return len(ids)
 
     # -------------------------------------------------------------- generation
-    def _generate_ids(
-        self, batch_ids: list[list[int]], **kwargs: Any
-    ) -> tuple[list[list[int]], list[float] | None]:
-        """Generate for token-id prompts (left padded): the new token ids of each prompt, and
-        each prompt's refusal probability (None without ``refusal_threshold``).
+    def active_refusal_policy(self) -> Any:
+        """The policy applied to each answer: ``refusal_policy``, else ``DecoderRefusalPolicy``
+        of ``refusal_threshold``, else None (plain decoding)."""
+        if self.refusal_policy is not None:
+            return self.refusal_policy
+        if self.refusal_threshold is not None:
+            from llama_index_ragtune.llms.refusal_policy import DecoderRefusalPolicy
 
-        With ``refusal_threshold``, prompts whose refusal probability reaches it get
-        the refusal's tokens without decoding; the others decode with the refusal barred.
+            return DecoderRefusalPolicy(self.refusal_threshold)
+        return None
+
+    def _decide(
+        self,
+        batch_ids: Sequence[Sequence[int]],
+        conversations: Sequence[MessagesLike] | None,
+        refuse: Sequence[bool] | None,
+    ) -> tuple[list[bool] | None, list[float] | None, list[Any] | None]:
+        """(refuse flags, decoder refusal probabilities, RefusalDecisions) for a batch."""
+        if refuse is not None:
+            if len(refuse) != len(batch_ids):
+                raise ValueError(f"refuse: {len(refuse)} flags for {len(batch_ids)} prompts.")
+            return [bool(r) for r in refuse], None, None
+        policy = self.active_refusal_policy()
+        if policy is None:
+            return None, None, None
+        probs = self.refusal_probabilities(batch_ids) if policy.uses_decoder else None
+        questions: list[str] = [""] * len(batch_ids)
+        sources: list[Sequence[str]] = [()] * len(batch_ids)
+        if policy.uses_sources:
+            if conversations is None:
+                raise ValueError(
+                    f"{type(policy).__name__} reads the question and the sources: call chat() / "
+                    "generate_batch() with the grounded messages, not raw prompt ids."
+                )
+            for i, conversation in enumerate(conversations):
+                prompt = read_grounded_prompt(_to_dicts(conversation))
+                if prompt is None:
+                    raise ValueError(
+                        f"{type(policy).__name__} needs grounded prompts (grounding.build_messages, "
+                        f"as CitationQueryEngine sends); conversation {i} is not one. Use "
+                        "refusal_threshold= (decoder only) for other conversations."
+                    )
+                questions[i], sources[i] = prompt.question, prompt.source_texts
+        decisions = policy.decide(questions, sources, probs)
+        return [d.refused for d in decisions], probs, decisions
+
+    def _generate_ids(
+        self,
+        batch_ids: list[list[int]],
+        conversations: Sequence[MessagesLike] | None = None,
+        refuse: Sequence[bool] | None = None,
+        **kwargs: Any,
+    ) -> tuple[list[list[int]], list[float] | None, list[Any] | None]:
+        """Generate for token-id prompts (left padded): the new token ids of each prompt, each
+        prompt's decoder refusal probability and refusal decision (None without a policy).
+
+        Prompts the policy (or ``refuse``) refuses get the refusal's tokens without
+        decoding; the others decode with the refusal barred.
         """
         import torch
 
@@ -323,12 +410,11 @@ class LocalChatLLM(CustomLLM):
             self._check_length(len(ids), gen["max_new_tokens"])
         results: list[list[int] | None] = [None] * len(batch_ids)
         todo = list(range(len(batch_ids)))
-        probs = None
-        if self.refusal_threshold is not None:
-            probs = self.refusal_probabilities(batch_ids)
+        flags, probs, decisions = self._decide(batch_ids, conversations, refuse)
+        if flags is not None:
             refused = self._refusal_ids() + self._stop_ids[:1]
-            for i, p in enumerate(probs):
-                if p >= self.refusal_threshold:
+            for i, flag in enumerate(flags):
+                if flag:
                     results[i] = list(refused)
             todo = [i for i in todo if results[i] is None]
             gen = self._barring_refusal(gen)
@@ -339,7 +425,7 @@ class LocalChatLLM(CustomLLM):
             width = enc["input_ids"].shape[1]
             for i, row in zip(todo, out, strict=True):
                 results[i] = row[width:].tolist()
-        return results, probs  # type: ignore[return-value]
+        return results, probs, decisions  # type: ignore[return-value]
 
     def _pad(self, batch_ids: list[list[int]]) -> Any:
         return self._tokenizer.pad(
@@ -401,6 +487,45 @@ class LocalChatLLM(CustomLLM):
                 probabilities[i] = p
         return probabilities
 
+    def citation_probabilities(
+        self, messages: MessagesLike, answer_prefix: str, n_sources: int
+    ) -> list[float]:
+        """P(the next citation is ``[n]``) for n = 1..``n_sources`` after ``answer_prefix``,
+        normalised over the sources: which source the model would cite at that point.
+
+        One teacher-forced pass over ``prompt + answer_prefix + " [n]"`` for every n.
+
+        Example::
+
+            llm.citation_probabilities(messages, "Rouen", n_sources=3)   # e.g. [0.1, 0.8, 0.1]
+        """
+        import math
+
+        import torch
+
+        if n_sources < 1:
+            raise ValueError(f"citation_probabilities: n_sources must be >= 1, got {n_sources}.")
+        prompt = self.encode(messages)
+        prefix = answer_prefix.rstrip()
+        variants = [self._encode_raw(f"{prefix} [{n}]") for n in range(1, n_sources + 1)]
+        shared = min(_common_prefix(variants[0], v) for v in variants) if len(variants) > 1 else 0
+        if len(variants) == 1:
+            return [1.0]
+        enc = self._pad([prompt + v for v in variants])
+        width = max(len(v) - shared for v in variants)
+        with self._lock, torch.inference_mode():
+            logits = self._model(**enc).logits[:, -(width + 1) : -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        scores = []
+        for row, ids in enumerate(variants):
+            tail = ids[shared:]
+            offset = width - len(tail)  # left padding aligns every sequence's end
+            total = sum(float(logprobs[row, offset + j, tok]) for j, tok in enumerate(tail))
+            scores.append(total)
+        top = max(scores)
+        weights = [math.exp(x - top) for x in scores]
+        return [w / sum(weights) for w in weights]
+
     def _barring_refusal(self, gen: dict[str, Any]) -> dict[str, Any]:
         """``gen`` plus a logits processor that stops an answer from opening with the refusal."""
         from transformers import LogitsProcessorList
@@ -415,12 +540,13 @@ class LocalChatLLM(CustomLLM):
         new_ids: list[int],
         seconds: float,
         refusal_probability: float | None = None,
+        decision: Any = None,
     ) -> ChatResponse:
         n_out = self._count_completion(new_ids)
         text = self._tokenizer.decode(new_ids[:n_out], skip_special_tokens=True).strip()
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-            raw=self._usage(len(prompt_ids), n_out, seconds, refusal_probability),
+            raw=self._usage(len(prompt_ids), n_out, seconds, refusal_probability, decision),
             additional_kwargs={
                 "prompt_tokens": len(prompt_ids),
                 "completion_tokens": n_out,
@@ -430,9 +556,17 @@ class LocalChatLLM(CustomLLM):
 
     @staticmethod
     def _usage(
-        n_in: int, n_out: int, seconds: float, refusal_probability: float | None = None
+        n_in: int,
+        n_out: int,
+        seconds: float,
+        refusal_probability: float | None = None,
+        decision: Any = None,
     ) -> dict[str, Any]:
-        extra = {} if refusal_probability is None else {"refusal_probability": refusal_probability}
+        extra: dict[str, Any] = {}
+        if refusal_probability is not None:
+            extra["refusal_probability"] = refusal_probability
+        if decision is not None:
+            extra["refusal_decision"] = decision.to_dict()
         return {
             **extra,
             "usage": {
@@ -444,11 +578,28 @@ class LocalChatLLM(CustomLLM):
             "tokens_per_second": n_out / seconds if seconds > 0 else None,
         }
 
-    def _chat_ids(self, prompt_ids: list[int], **kwargs: Any) -> ChatResponse:
+    def _chat_ids(
+        self,
+        prompt_ids: list[int],
+        messages: MessagesLike | None = None,
+        refuse: bool | None = None,
+        **kwargs: Any,
+    ) -> ChatResponse:
         start = time.perf_counter()
-        new_ids, probs = self._generate_ids([prompt_ids], **kwargs)
+        new_ids, probs, decisions = self._generate_ids(
+            [prompt_ids],
+            None if messages is None else [messages],
+            None if refuse is None else [refuse],
+            **kwargs,
+        )
         seconds = time.perf_counter() - start
-        return self._response(prompt_ids, new_ids[0], seconds, probs[0] if probs else None)
+        return self._response(
+            prompt_ids,
+            new_ids[0],
+            seconds,
+            probs[0] if probs else None,
+            decisions[0] if decisions else None,
+        )
 
     def generate_batch(
         self,
@@ -457,6 +608,7 @@ class LocalChatLLM(CustomLLM):
         batch_size: int = 8,
         max_new_tokens: int | None = None,
         show_progress: bool = False,
+        refuse: Sequence[bool] | None = None,
         **generate_kwargs: Any,
     ) -> list[ChatResponse]:
         """Answer many conversations, ``batch_size`` at a time (left padding, prompts sorted by length).
@@ -464,24 +616,42 @@ class LocalChatLLM(CustomLLM):
         Returns one ``ChatResponse`` per conversation, in input order, each with
         token counts in ``raw["usage"]`` and the batch's wall time share in ``raw["seconds"]``.
         Greedy results equal ``chat`` up to floating-point noise from padding.
+        ``refuse`` (one flag per conversation) overrides the refusal policy: True
+        gives the refusal, False an answer with the refusal barred.
         """
+        if refuse is not None and len(refuse) != len(conversations):
+            raise ValueError(
+                f"generate_batch: {len(refuse)} refuse flags for {len(conversations)} conversations."
+            )
         encoded = [self.encode(c) for c in conversations]
         results: list[ChatResponse | None] = [None] * len(encoded)
         chunks = _length_sorted_chunks(encoded, batch_size, show_progress, "Generating")
         for chunk in chunks:
             start = time.perf_counter()
-            outs, probs = self._generate_ids(
-                [encoded[i] for i in chunk], max_new_tokens=max_new_tokens, **generate_kwargs
+            outs, probs, decisions = self._generate_ids(
+                [encoded[i] for i in chunk],
+                [conversations[i] for i in chunk],
+                None if refuse is None else [refuse[i] for i in chunk],
+                max_new_tokens=max_new_tokens,
+                **generate_kwargs,
             )
             seconds = (time.perf_counter() - start) / len(chunk)
             for j, (i, new_ids) in enumerate(zip(chunk, outs, strict=True)):
                 results[i] = self._response(
-                    encoded[i], new_ids, seconds, probs[j] if probs else None
+                    encoded[i],
+                    new_ids,
+                    seconds,
+                    probs[j] if probs else None,
+                    decisions[j] if decisions else None,
                 )
         return results  # type: ignore[return-value]
 
     def _stream_ids(
-        self, prompt_ids: list[int], **kwargs: Any
+        self,
+        prompt_ids: list[int],
+        messages: MessagesLike | None = None,
+        refuse: bool | None = None,
+        **kwargs: Any,
     ) -> Iterator[tuple[str, dict[str, Any] | None]]:
         """Yield (delta text, None) while generating, then ("", usage) once done."""
         import torch
@@ -489,15 +659,20 @@ class LocalChatLLM(CustomLLM):
 
         gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
         self._check_length(len(prompt_ids), gen["max_new_tokens"])
-        probability = None
-        if self.refusal_threshold is not None:
-            start = time.perf_counter()
-            probability = self.refusal_probabilities([prompt_ids])[0]
-            if probability >= self.refusal_threshold:
+        start = time.perf_counter()
+        flags, probs, decisions = self._decide(
+            [prompt_ids],
+            None if messages is None else [messages],
+            None if refuse is None else [refuse],
+        )
+        probability = probs[0] if probs else None
+        decision = decisions[0] if decisions else None
+        if flags is not None:
+            if flags[0]:
                 yield self.refusal.strip(), None
                 n_out = len(self._refusal_ids())
                 seconds = time.perf_counter() - start
-                yield "", self._usage(len(prompt_ids), n_out, seconds, probability)
+                yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision)
                 return
             gen = self._barring_refusal(gen)
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -537,7 +712,8 @@ class LocalChatLLM(CustomLLM):
         if errors:
             raise errors[0]
         n_out = min(counter["tokens"], gen["max_new_tokens"])
-        yield "", self._usage(len(prompt_ids), n_out, time.perf_counter() - start, probability)
+        seconds = time.perf_counter() - start
+        yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision)
 
     # ------------------------------------------------------------ undecorated cores
     def _prompt_ids(self, prompt: str, formatted: bool) -> list[int]:
@@ -546,9 +722,11 @@ class LocalChatLLM(CustomLLM):
             return self._encode_raw(prompt)
         return self.encode([{"role": "user", "content": prompt}])
 
-    def _chat_stream(self, ids: list[int], **kwargs: Any) -> ChatResponseGen:
+    def _chat_stream(
+        self, ids: list[int], messages: MessagesLike | None = None, **kwargs: Any
+    ) -> ChatResponseGen:
         text = ""
-        for delta, usage in self._stream_ids(ids, **kwargs):
+        for delta, usage in self._stream_ids(ids, messages, **kwargs):
             text += delta
             yield ChatResponse(
                 message=ChatMessage(role=MessageRole.ASSISTANT, content=text.strip()),
@@ -557,8 +735,10 @@ class LocalChatLLM(CustomLLM):
                 additional_kwargs=dict(usage["usage"]) if usage else {},
             )
 
-    def _completion_stream(self, ids: list[int], **kwargs: Any) -> CompletionResponseGen:
-        for chunk in self._chat_stream(ids, **kwargs):
+    def _completion_stream(
+        self, ids: list[int], messages: MessagesLike | None = None, **kwargs: Any
+    ) -> CompletionResponseGen:
+        for chunk in self._chat_stream(ids, messages, **kwargs):
             yield _as_completion(chunk)
 
     # ----------------------------------------------------------- LLM interface
@@ -566,31 +746,38 @@ class LocalChatLLM(CustomLLM):
     # call emits exactly one set of LLM callback and instrumentation events.
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        """Answer ``messages`` (rendered by the chat template); ``kwargs`` override generate()."""
-        return self._chat_ids(self.encode(messages), **kwargs)
+        """Answer ``messages`` (rendered by the chat template); ``kwargs`` override generate().
+
+        ``refuse=True`` / ``False`` overrides the refusal policy for this call.
+        """
+        return self._chat_ids(self.encode(messages), messages, **kwargs)
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Complete ``prompt``; unless ``formatted``, it is sent as one user turn through the chat template."""
-        return _as_completion(self._chat_ids(self._prompt_ids(prompt, formatted), **kwargs))
+        ids = self._prompt_ids(prompt, formatted)
+        return _as_completion(
+            self._chat_ids(ids, _completion_messages(prompt, formatted), **kwargs)
+        )
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Stream the answer: each chunk has the new ``delta`` and the text so far; the last, the usage."""
-        return self._chat_stream(self.encode(messages), **kwargs)
+        return self._chat_stream(self.encode(messages), messages, **kwargs)
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
         """Streaming twin of :meth:`complete`."""
-        return self._completion_stream(self._prompt_ids(prompt, formatted), **kwargs)
+        messages = _completion_messages(prompt, formatted)
+        return self._completion_stream(self._prompt_ids(prompt, formatted), messages, **kwargs)
 
     # Async twins run generation in a worker thread so the event loop stays free.
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async twin of :meth:`chat` (generation in a worker thread)."""
-        return await asyncio.to_thread(self._chat_ids, self.encode(messages), **kwargs)
+        return await asyncio.to_thread(self._chat_ids, self.encode(messages), messages, **kwargs)
 
     @llm_completion_callback()
     async def acomplete(
@@ -598,14 +785,15 @@ class LocalChatLLM(CustomLLM):
     ) -> CompletionResponse:
         """Async twin of :meth:`complete` (generation in a worker thread)."""
         ids = self._prompt_ids(prompt, formatted)
-        return _as_completion(await asyncio.to_thread(self._chat_ids, ids, **kwargs))
+        messages = _completion_messages(prompt, formatted)
+        return _as_completion(await asyncio.to_thread(self._chat_ids, ids, messages, **kwargs))
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         """Async twin of :meth:`stream_chat` (each chunk produced in a worker thread)."""
-        return _aiter_in_thread(self._chat_stream(self.encode(messages), **kwargs))
+        return _aiter_in_thread(self._chat_stream(self.encode(messages), messages, **kwargs))
 
     @llm_completion_callback()
     async def astream_complete(
@@ -613,7 +801,8 @@ class LocalChatLLM(CustomLLM):
     ) -> CompletionResponseAsyncGen:
         """Async twin of :meth:`stream_complete`."""
         ids = self._prompt_ids(prompt, formatted)
-        return _aiter_in_thread(self._completion_stream(ids, **kwargs))
+        messages = _completion_messages(prompt, formatted)
+        return _aiter_in_thread(self._completion_stream(ids, messages, **kwargs))
 
 
 def _length_sorted_chunks(
@@ -629,6 +818,20 @@ def _length_sorted_chunks(
 
         return tqdm(chunks, desc=desc, unit="batch")
     return chunks
+
+
+def _completion_messages(prompt: str, formatted: bool) -> list[dict[str, str]] | None:
+    """The conversation a completion prompt stands for (None when pre-formatted)."""
+    return None if formatted else [{"role": "user", "content": prompt}]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _as_completion(chat: ChatResponse) -> CompletionResponse:

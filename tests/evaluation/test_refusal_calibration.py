@@ -76,3 +76,33 @@ def test_threshold_needs_both_kinds_of_question():
         choose_refusal_threshold([0.1, 0.2], [False, True], objective="accuracy")
     with pytest.raises(ValueError, match="1 probabilities for 2"):
         choose_refusal_threshold([0.1], [False, True])
+
+
+def test_refusal_combination_learns_which_signal_separates():
+    from llama_index_ragtune.evaluation import RefusalCombination, fit_refusal_combination
+
+    rng = random.Random(1)
+    answerable = [i % 2 == 0 for i in range(200)]
+    # "informative" separates the classes, "noise" does not
+    informative = [rng.uniform(0.0, 0.45) if a else rng.uniform(0.55, 1.0) for a in answerable]
+    noise = [rng.random() for _ in answerable]
+    combo = fit_refusal_combination({"noise": noise, "informative": informative}, answerable)
+    assert combo.signals == ("noise", "informative")
+    assert abs(combo.weights[1]) > 5 * abs(combo.weights[0]) and combo.weights[1] > 0
+    combined = [
+        combo.probability({"noise": n, "informative": i})
+        for n, i in zip(noise, informative, strict=True)
+    ]
+    assert refusal_auc(combined, answerable) == 1.0
+    assert RefusalCombination.from_dict(combo.to_dict()) == combo
+
+
+def test_refusal_combination_checks_its_input():
+    from llama_index_ragtune.evaluation import fit_refusal_combination
+
+    with pytest.raises(ValueError, match="both answerable and unanswerable"):
+        fit_refusal_combination({"a": [0.1, 0.2]}, [True, True])
+    with pytest.raises(ValueError, match="signal 'a' has 1 values for 2"):
+        fit_refusal_combination({"a": [0.1]}, [True, False])
+    with pytest.raises(ValueError, match="at least one signal"):
+        fit_refusal_combination({}, [True, False])
