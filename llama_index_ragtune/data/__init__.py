@@ -24,6 +24,11 @@ _EXPORTS = {
     "load_scifact_claims": "qa",
     "GroundedSFTBuilder": "grounded",
     "PreferenceBuilder": "preference",
+    "MultiHopExample": "multihop",
+    "MultiHopSet": "multihop",
+    "build_squad_multihop": "multihop",
+    "answerability_pairs": "answerability",
+    "with_gold_removed": "answerability",
 }
 
 __all__ = list(_EXPORTS)

@@ -13,7 +13,11 @@ Target format, one line: ``<answer> [n]: "<evidence quote>"``, or the refusal.
 
 - extractive QA: the first reference answer span, cited with the number(s)
   of the gold source(s), then the sentence holding it, e.g.
-  ``Rouen [2]: "The capital of Normandy is Rouen."``;
+  ``Rouen [2]: "The capital of Normandy is Rouen."``; an answer whose evidence
+  spans several sources cites every one of them (``Vistula [1][3]: "..."``):
+  a SciFact claim cites each gold abstract whose rationale is shown, a
+  multi-hop question (``data.multihop``, every gold document needed) cites
+  all its gold sources, or gets the refusal when one of them is missing;
 - claims (``QAExample.label``): ``Supported [n]: "<rationale sentence>"`` or
   ``Contradicted [n]: "<rationale sentence>"``;
 - no answer in the sources: the refusal sentence, exactly.
@@ -276,8 +280,10 @@ class GroundedSFTBuilder:
         texts = [self._source(d, example.qid) for d in chosen]
         present = [i for i, d in enumerate(chosen, 1) if d in gold]
         # The head cut must not silently drop the evidence the target relies on.
-        citable = [n for n in present if _visible(example, texts[n - 1])]
+        citable = [n for n in present if _visible(example, chosen[n - 1], texts[n - 1])]
         answerable = bool(example.answerable and citable)
+        if getattr(example, "evidence_by_doc", None):  # every hop is needed (multi-hop)
+            answerable = answerable and len(citable) == len(gold)
         target = (
             format_target(example, citable, self.max_quote_chars) if answerable else self.refusal
         )
@@ -340,9 +346,13 @@ class GroundedSFTBuilder:
         return self.to_dataset(self.build_contexts(examples, show_progress=show_progress))
 
 
-def _visible(example: QAExample, text: str) -> bool:
-    """True when the answer (QA) or a rationale sentence (claims) is still in the source text."""
+def _visible(example: QAExample, doc_id: str, text: str) -> bool:
+    """True when the answer (QA) or a rationale sentence (claims) is still in the source text;
+    for an example with ``evidence_by_doc`` (multi-hop), when this document's own evidence is."""
     low = " ".join(text.lower().split())
+    by_doc = getattr(example, "evidence_by_doc", None)
+    if by_doc and doc_id in by_doc:
+        return " ".join(by_doc[doc_id].lower().split()) in low
     if example.label is not None:
         quotes = [" ".join(e.lower().split())[:60] for e in example.evidence]
         return not quotes or any(q in low for q in quotes)

@@ -13,6 +13,7 @@ _EXPORTS = {
     "EncoderFinetuneEngine": "encoder",
     "RerankerFinetuneEngine": "reranker",
     "DecoderFinetuneEngine": "decoder",
+    "AnswerabilityFinetuneEngine": "answerability",
     "FinetuneResult": "result",
     "TrainingBudget": "budget",
     "PromotionDecision": "promotion",
