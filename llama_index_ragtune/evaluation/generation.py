@@ -20,6 +20,13 @@ query engine uses; distinct numbers; code never counts):
 - ``citation_recall_retrieved``: the same over the gold ids that were among the
   sources, ``|cited ∩ gold| / |gold ∩ sources|`` -- the decoder's share of the
   job, free of retrieval misses (``None`` when no gold source was retrieved).
+- ``citation_hit`` / ``citation_all``: 1.0 when at least one / every gold id
+  is cited (answerable examples with gold ids): with several gold sources
+  (multi-hop), ``citation_all`` asks for all of them.
+- ``quote_valid`` (with ``source_texts``): the share of the answer's quotes
+  found in the source they cite (:func:`~llama_index_ragtune.grounding.check_quotes`:
+  normalised substring, else a fuzzy match >= ``quote_threshold``); ``None``
+  when the answer quotes nothing or is a refusal. ``quote_checks`` lists each.
 - With an ``entailment`` check and ``source_texts`` (ALCE-style, claim level;
   a claim is a sentence of the answer that carries citations):
   ``nli_citation_recall`` = claims entailed by the concatenation of their cited
@@ -43,6 +50,12 @@ Answers (answerable examples; a refusal scores 0):
   ``answer_score`` = ``label_accuracy`` on answerable examples.
 - a callable ``(clean_prediction, gold_answers) -> float | dict`` sets
   ``answer_score`` (a dict's ``"score"`` key, other keys are kept as columns).
+
+Trust score (:mod:`~llama_index_ragtune.evaluation.trust_score`): the report's
+``trust_score`` is the mean of ``trust_refusal`` (macro F1 of refusing and
+answering), ``trust_answer`` (F1 of answer precision and recall) and
+``trust_citation`` (F1 of citation precision and recall): one number to track,
+its parts beside it.
 
 Refusals (the unanswerable class is positive): refused & unanswerable = TP,
 refused & answerable = FP, answered & unanswerable = FN. ``refusal_precision``
@@ -90,7 +103,9 @@ from llama_index_ragtune.evaluation.entailment import (
 )
 from llama_index_ragtune.evaluation.generation_report import GenerationReport
 from llama_index_ragtune.grounding import (
+    DEFAULT_FUZZY_THRESHOLD,
     DEFAULT_REFUSAL,
+    check_quotes,
     check_refusal,
     cited_claims,
     parse_answer,
@@ -120,6 +135,7 @@ class GenerationEvaluator:
             the ALCE-style NLI citation metrics (e.g. :class:`CrossEncoderEntailment`
             or :class:`LLMJudgeEntailment`).
         entailment_threshold: a float score counts as "entailed" at or above it.
+        quote_threshold: a quote counts as found at or above this fuzzy score.
         answer_metric: ``"squad"``, ``"scifact"`` or a callable
             ``(clean_prediction, gold_answers) -> float | dict``.
 
@@ -141,6 +157,7 @@ class GenerationEvaluator:
         entailment: EntailmentCheck | Callable[[str, str], bool | float] | None = None,
         answer_metric: str | Callable[[str, list[str]], float | Mapping[str, float]] = "squad",
         entailment_threshold: float = 0.5,
+        quote_threshold: float = DEFAULT_FUZZY_THRESHOLD,
     ) -> None:
         if isinstance(answer_metric, str) and answer_metric not in ("squad", "scifact"):
             raise ValueError(
@@ -150,6 +167,9 @@ class GenerationEvaluator:
         self.entailment = entailment
         self.answer_metric = answer_metric
         self.entailment_threshold = entailment_threshold
+        if not 0.0 < quote_threshold <= 1.0:
+            raise ValueError(f"quote_threshold must be in (0, 1], got {quote_threshold}.")
+        self.quote_threshold = quote_threshold
 
     # -------------------------------------------------------------- pieces
     def _entailed(self, claim: str, text: str) -> bool:
@@ -251,16 +271,28 @@ class GenerationEvaluator:
             "citation_precision": None,
             "citation_recall": None,
             "citation_recall_retrieved": None,
+            "citation_hit": None,
+            "citation_all": None,
+            "quote_valid": None,
         }
         if answerable and gold:
             if cited:
                 row["citation_precision"] = sum(1 for i in cited_ids if i in gold) / len(cited)
             hit = gold & set(cited_ids)
             row["citation_recall"] = len(hit) / len(gold)
+            row["citation_hit"] = float(bool(hit))
+            row["citation_all"] = float(hit == gold)
             retrieved_gold = gold & set(source_node_ids)
             row["citation_recall_retrieved"] = (
                 len(hit) / len(retrieved_gold) if retrieved_gold else None
             )
+        if source_texts is not None and not refused:
+            checks = check_quotes(
+                parsed.text, list(source_texts), fuzzy_threshold=self.quote_threshold
+            )
+            row["quote_checks"] = [c.to_dict() for c in checks]
+            if checks:
+                row["quote_valid"] = sum(c.verified for c in checks) / len(checks)
         if self.entailment is not None and source_texts is not None:
             row["nli_citation_precision"], row["nli_citation_recall"] = (
                 self._nli(answer_text, n_sources, source_texts)
@@ -333,6 +365,9 @@ class GenerationEvaluator:
             "citation_precision",
             "citation_recall",
             "citation_recall_retrieved",
+            "citation_hit",
+            "citation_all",
+            "quote_valid",
         ]
         if self.entailment is not None:
             keys += ["nli_citation_precision", "nli_citation_recall"]

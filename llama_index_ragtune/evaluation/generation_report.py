@@ -74,7 +74,10 @@ class GenerationReport(ReportIO):
         """Counts, the mean of every metric key, and the refusal confusion counts and rates.
 
         When every row has a ``refusal_probability`` (``LocalChatLLM(refusal_threshold=...)``
-        reports it), ``refusal_auc`` says how well it separates unanswerable questions.
+        reports it), ``refusal_auc`` says how well it separates unanswerable questions;
+        rows with ``refusal_signals`` (a dict of refusal signals, e.g. ``decoder``,
+        ``answerability``, ``combined``) add ``refusal_auc_<signal>`` for each. The
+        Trust-Score-style ``trust_score`` and its parts (``evaluation.trust_score``) close it.
         """
         rows = self.rows
         answerable = [r for r in rows if r["answerable"]]
@@ -108,11 +111,21 @@ class GenerationReport(ReportIO):
             refusal_fp=fp,
             refusal_fn=fn,
         )
+        from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
+        from llama_index_ragtune.evaluation.trust_score import trust_score
+
+        labels = [r["answerable"] for r in rows]
         probabilities = [r.get("refusal_probability") for r in rows]
         if rows and all(p is not None for p in probabilities):
-            from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
-
-            agg["refusal_auc"] = refusal_auc(probabilities, [r["answerable"] for r in rows])
+            agg["refusal_auc"] = refusal_auc(probabilities, labels)
+        # refusal_signals: {"decoder": p, "answerability": q, "combined": r} per row
+        names = [n for r in rows[:1] for n in (r.get("refusal_signals") or {})]
+        for name in names:
+            values = [(r.get("refusal_signals") or {}).get(name) for r in rows]
+            if all(v is not None for v in values):
+                agg[f"refusal_auc_{name}"] = refusal_auc(values, labels)
+        if rows:
+            agg.update(trust_score(rows))
         return agg
 
     def to_dict(self) -> dict[str, Any]:
