@@ -555,7 +555,10 @@ def parse_answer(raw: str, n_sources: int, refusal: str = DEFAULT_REFUSAL) -> Gr
 # --------------------------------------------------------------------- claims
 # A sentence ends at ". ! ?" + whitespace (when a capital letter or an opening quote
 # follows), or at a CJK full stop, which takes no space after it.
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f])\s*")
+# A closing quotation mark or bracket right after the stop belongs to the sentence it ends.
+_SENTENCE_BREAK = re.compile(
+    r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d\u2019)])\s+|(?<=[\u3002\uff01\uff1f])\s*"
+)
 _SENTENCE_OPENERS = frozenset("\"'\u201c\u2018(")
 
 
@@ -578,8 +581,9 @@ def _claim_spans(text: str) -> list[tuple[int, int]]:
 
 
 def split_claims(answer: str) -> list[str]:
-    """Sentences of ``answer``: split after ``. ! ?`` before a capital (or caseless) letter or an
-    opening quote or parenthesis, and after the CJK full stops ``。！？``.
+    """Sentences of ``answer``: split after ``. ! ?`` (and a closing quote or parenthesis right
+    after it) before a capital (or caseless) letter or an opening quote or parenthesis, and
+    after the CJK full stops ``。！？``.
 
     A citation written after the full stop (``"Paris is big. [1]"``) stays with its sentence.
 

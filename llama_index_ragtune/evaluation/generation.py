@@ -324,7 +324,8 @@ class GenerationEvaluator:
         """Score a LlamaIndex ``Response`` whose ``source_nodes`` are the numbered sources in order.
 
         For a ``CitationQueryEngine`` response the model's own text
-        (``metadata["raw_answer"]``, invalid citations included) is scored.
+        (``metadata["raw_answer"]``, invalid citations included; with the citations
+        its post-check added, ``metadata["post_checked_answer"]``) is scored.
 
         A source matches a gold id by its ``node_id`` or, failing that, its
         ``ref_doc_id`` (so gold document ids work for chunked documents).
@@ -342,8 +343,9 @@ class GenerationEvaluator:
             texts.append(node.get_content())
         metadata = getattr(response, "metadata", None) or {}
         # Score what the model wrote: CitationQueryEngine strips invalid citations from
-        # the text it shows but keeps the original in metadata["raw_answer"].
-        answer = metadata.get("raw_answer")
+        # the text it shows but keeps the original in metadata["raw_answer"] (and, after
+        # its uncited="cite" post-check, the original plus the added citations).
+        answer = metadata.get("post_checked_answer") or metadata.get("raw_answer")
         if answer is None:
             answer = str(response.response or "")
         return self.evaluate_example(

@@ -14,13 +14,11 @@ What it does better than core's ``CitationQueryEngine``:
   from the answer and reported in ``metadata["invalid_citations"]``;
 - no retrieved node -> the refusal, without calling the LLM.
 
-``Response.metadata`` holds ``citations`` (``[{"number", "node_id",
-"ref_doc_id", "claim", "source_snippet"}]``, valid ones, in order of first
-appearance), ``cited_node_ids``, ``refused`` (the answer opens with the refusal and cites
-nothing; exactly one of ``refused``, cited and ``uncited`` holds), ``uncited``
-(an answer that is neither cited nor a refusal), ``invalid_citations``, ``raw_answer`` (the
-LLM text before cleaning), ``source_node_ids`` (the numbered sources in
-order), ``no_sources`` (nothing was retrieved) and ``finished``.
+``Response.metadata`` (:mod:`~llama_index_ragtune.query_engine.response_metadata`)
+maps each citation to its node id and says whether the answer was refused and
+why (``refusal_decision``: which signal, value, threshold), which answered
+claims lack a citation (``post_check``) and whether its quotes are in the
+sources it cites (``quotes``).
 ``Response.source_nodes`` are the numbered sources. Like core's query
 engines it emits QUERY and SYNTHESIZE callback events (the retriever emits
 RETRIEVE, the LLM its own) and the instrumentation Synthesize events.
@@ -49,6 +47,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -81,10 +80,14 @@ from llama_index_ragtune.grounding import (
     GroundedAnswer,
     build_messages,
     check_refusal,
-    cited_claims,
     parse_answer,
-    strip_citations,
     truncate_source,
+)
+from llama_index_ragtune.query_engine.post_check import MODES, check_citations, uncited_claims
+from llama_index_ragtune.query_engine.response_metadata import (
+    base_metadata,
+    fill_metadata,
+    llm_decision,
 )
 
 __all__ = ["CitationQueryEngine"]
@@ -106,6 +109,12 @@ class CitationQueryEngine(BaseQueryEngine):
         max_source_chars: cut each source's text to this many characters (word boundary).
         metadata_mode: which node metadata is shown with the text (default: none).
         streaming: return streaming responses.
+        refusal_policy: a ``RefusalPolicy`` (``llms.refusal_policy``) deciding before the
+            LLM is called whether to refuse; a policy that reads the decoder's P(refusal)
+            needs a ``LocalChatLLM``, an answerability-only one works with any LLM.
+        uncited: ``"flag"`` (report answered claims without a valid citation) or
+            ``"cite"`` (give each the source the model finds most likely; not with
+            ``streaming``).
 
     Example::
 
@@ -131,7 +140,23 @@ class CitationQueryEngine(BaseQueryEngine):
         metadata_mode: MetadataMode = MetadataMode.NONE,
         streaming: bool = False,
         callback_manager: Any | None = None,
+        refusal_policy: Any | None = None,
+        uncited: str = "flag",
     ) -> None:
+        from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
+
+        if refusal_policy is not None and not isinstance(refusal_policy, RefusalPolicy):
+            raise TypeError(
+                f"refusal_policy must be a RefusalPolicy (llms.refusal_policy), got "
+                f"{type(refusal_policy).__name__}."
+            )
+        if uncited not in MODES:
+            raise ValueError(f"uncited must be one of {MODES}, got {uncited!r}.")
+        if uncited == "cite" and streaming:
+            raise ValueError(
+                "uncited='cite' rewrites the answer once it is complete; use streaming=False, "
+                "or uncited='flag' to stream."
+            )
         if max_sources is not None and max_sources < 1:
             raise ValueError(f"max_sources must be >= 1 or None, got {max_sources}.")
         if max_source_chars is not None and max_source_chars < 1:
@@ -147,6 +172,10 @@ class CitationQueryEngine(BaseQueryEngine):
         self.max_source_chars = max_source_chars
         self.metadata_mode = metadata_mode
         self.streaming = streaming
+        self.refusal_policy = refusal_policy
+        self.uncited = uncited
+        if llm is not None:
+            self._check_llm(llm)
         callback_manager = callback_manager or Settings.callback_manager
         for postprocessor in self._node_postprocessors:
             postprocessor.callback_manager = callback_manager
@@ -179,6 +208,21 @@ class CitationQueryEngine(BaseQueryEngine):
             node_postprocessors=node_postprocessors,
             **kwargs,
         )
+
+    def _check_llm(self, llm: Any) -> None:
+        """A clear error when the LLM cannot serve the policy or the post-check."""
+        policy = self.refusal_policy
+        if policy is not None and policy.uses_decoder and not _is_local(llm):
+            raise ValueError(
+                f"{type(policy).__name__} reads the decoder's refusal probability, which "
+                f"{type(llm).__name__} does not give; use LocalChatLLM, or an "
+                "AnswerabilityRefusalPolicy (encoder side only)."
+            )
+        if self.uncited == "cite" and not hasattr(llm, "citation_probabilities"):
+            raise ValueError(
+                f"uncited='cite' asks the LLM which source to cite; {type(llm).__name__} has no "
+                "citation_probabilities (use LocalChatLLM, or uncited='flag')."
+            )
 
     @property
     def llm(self) -> Any:
@@ -243,96 +287,114 @@ class CitationQueryEngine(BaseQueryEngine):
 
     # --------------------------------------------------------------- answers
     def _base_metadata(self, question: str, nodes: Sequence[NodeWithScore]) -> dict[str, Any]:
-        return {
-            "question": question,
-            "source_node_ids": [n.node.node_id for n in nodes],
-            "citations": [],
-            "cited_node_ids": [],
-            "invalid_citations": [],
-            "refused": False,
-            "uncited": False,
-            "raw_answer": None,
-            "no_sources": not nodes,
-            "finished": False,
-        }
+        return base_metadata(question, nodes)
 
     def _finish(
-        self, metadata: dict[str, Any], nodes: Sequence[NodeWithScore], answer: GroundedAnswer
+        self,
+        metadata: dict[str, Any],
+        nodes: Sequence[NodeWithScore],
+        answer: GroundedAnswer,
+        raw: str | None = None,
+        decision: Any = None,
     ) -> None:
         """Fill ``metadata`` from the final answer (in place, so streaming responses see it)."""
-        claims = cited_claims(answer.text)
-        citations = []
-        for number in answer.citations:  # valid by construction: 1 <= number <= len(nodes)
-            node = nodes[number - 1].node
-            claim = next((c for c, cited in claims if number in cited), None)
-            citations.append(
-                {
-                    "number": number,
-                    "node_id": node.node_id,
-                    "ref_doc_id": node.ref_doc_id,
-                    "claim": claim if claim is not None else strip_citations(answer.text),
-                    "source_snippet": truncate_source(node.get_content(), 200),
-                }
-            )
-        metadata.update(
-            citations=citations,
-            cited_node_ids=list(dict.fromkeys(c["node_id"] for c in citations)),
-            invalid_citations=list(answer.invalid_citations),
-            refused=answer.refused,
-            uncited=answer.uncited,
-            raw_answer=answer.raw,
-            finished=True,
-        )
+        fill_metadata(metadata, nodes, answer, self.source_texts(nodes), raw, decision)
 
-    def _refusal_response(self, question: str, asynchronous: bool = False) -> RESPONSE_TYPE:
-        """The refusal, without calling the LLM (nothing was retrieved)."""
-        metadata = self._base_metadata(question, [])
-        self._finish(metadata, [], parse_answer(self.refusal, 0, self.refusal))
-        if not self.streaming:
-            return Response(self.refusal, source_nodes=[], metadata=metadata)
-        if asynchronous:
-            return AsyncStreamingResponse(_one(self.refusal), source_nodes=[], metadata=metadata)
-        return StreamingResponse(iter([self.refusal]), source_nodes=[], metadata=metadata)
-
-    def _complete(self, question: str, nodes: list[NodeWithScore], raw: str) -> Response:
+    def _refusal_response(
+        self,
+        question: str,
+        asynchronous: bool = False,
+        nodes: Sequence[NodeWithScore] = (),
+        decision: Any = None,
+    ) -> RESPONSE_TYPE:
+        """The refusal, without calling the LLM (nothing retrieved, or the policy refused)."""
+        nodes = list(nodes)
         metadata = self._base_metadata(question, nodes)
-        answer = parse_answer(raw, len(nodes), self.refusal)
-        self._finish(metadata, nodes, answer)
+        answer = parse_answer(self.refusal, len(nodes), self.refusal)
+        self._finish(metadata, nodes, answer, decision=decision)
+        if not self.streaming:
+            return Response(self.refusal, source_nodes=nodes, metadata=metadata)
+        if asynchronous:
+            return AsyncStreamingResponse(_one(self.refusal), source_nodes=nodes, metadata=metadata)
+        return StreamingResponse(iter([self.refusal]), source_nodes=nodes, metadata=metadata)
+
+    def _complete(
+        self,
+        question: str,
+        nodes: list[NodeWithScore],
+        raw: str,
+        messages: Sequence[ChatMessage] = (),
+        decision: Any = None,
+    ) -> Response:
+        metadata = self._base_metadata(question, nodes)
+        checked = raw
+        if self.uncited == "cite":
+            llm, n = self.llm, len(nodes)
+            result = check_citations(
+                raw,
+                n,
+                "cite",
+                choose=lambda prefix: llm.citation_probabilities(messages, prefix, n),
+                refusal=self.refusal,
+            )
+            checked = result.text
+            metadata["post_check"] = {
+                **result.to_dict(),
+                "uncited_claims": [
+                    " ".join(checked[a:b].split())
+                    for a, b in uncited_claims(checked, n, self.refusal)
+                ],
+            }
+            metadata["post_checked_answer"] = checked
+        answer = parse_answer(checked, len(nodes), self.refusal)
+        self._finish(metadata, nodes, answer, raw=raw, decision=decision)
         return Response(answer.text, source_nodes=nodes, metadata=metadata)
 
     def _stream(
-        self, question: str, nodes: list[NodeWithScore], deltas: Iterator[str]
+        self,
+        question: str,
+        nodes: list[NodeWithScore],
+        chunks: Iterator[Any],
+        decision: Any = None,
     ) -> StreamingResponse:
         metadata = self._base_metadata(question, nodes)
         stream = AnswerStream(len(nodes), self.refusal)
+        seen: dict[str, Any] = {"decision": decision}
 
         def gen() -> Iterator[str]:
-            for delta in deltas:
-                out = stream.feed(delta)
+            for chunk in chunks:
+                seen["decision"] = seen["decision"] or llm_decision(chunk)
+                out = stream.feed(chunk.delta or "")
                 if out:
                     yield out
             rest = stream.finish()
             if rest:
                 yield rest
-            self._finish(metadata, nodes, stream.answer)  # type: ignore[arg-type]
+            self._finish(metadata, nodes, stream.answer, decision=seen["decision"])  # type: ignore[arg-type]
 
         return StreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
 
     def _astream(
-        self, question: str, nodes: list[NodeWithScore], deltas: AsyncIterator[str]
+        self,
+        question: str,
+        nodes: list[NodeWithScore],
+        chunks: AsyncIterator[Any],
+        decision: Any = None,
     ) -> AsyncStreamingResponse:
         metadata = self._base_metadata(question, nodes)
         stream = AnswerStream(len(nodes), self.refusal)
+        seen: dict[str, Any] = {"decision": decision}
 
         async def gen() -> AsyncIterator[str]:
-            async for delta in deltas:
-                out = stream.feed(delta)
+            async for chunk in chunks:
+                seen["decision"] = seen["decision"] or llm_decision(chunk)
+                out = stream.feed(chunk.delta or "")
                 if out:
                     yield out
             rest = stream.finish()
             if rest:
                 yield rest
-            self._finish(metadata, nodes, stream.answer)  # type: ignore[arg-type]
+            self._finish(metadata, nodes, stream.answer, decision=seen["decision"])  # type: ignore[arg-type]
 
         return AsyncStreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
 
@@ -352,15 +414,40 @@ class CitationQueryEngine(BaseQueryEngine):
             event.on_end(payload={EventPayload.RESPONSE: out["response"]})
         dispatcher.event(SynthesizeEndEvent(query=query_bundle, response=out["response"]))
 
+    def decide_refusal(
+        self, question: str, nodes: Sequence[NodeWithScore], messages: Sequence[ChatMessage]
+    ) -> Any:
+        """The ``refusal_policy``'s decision for this question and these sources (None without one)."""
+        policy = self.refusal_policy
+        if policy is None:
+            return None
+        llm = self.llm
+        self._check_llm(llm)
+        probabilities = (
+            llm.conversation_refusal_probabilities([messages]) if policy.uses_decoder else None
+        )
+        return policy.decide([question], [self.source_texts(nodes)], probabilities)[0]
+
+    def _chat_kwargs(self, decision: Any) -> dict[str, Any]:
+        # the policy decided to answer: a LocalChatLLM answers with the refusal barred
+        return {"refuse": False} if decision is not None and _is_local(self.llm) else {}
+
     def _answer(self, query_bundle: QueryBundle, nodes: list[NodeWithScore]) -> RESPONSE_TYPE:
         question = query_bundle.query_str
         if not nodes:
             return self._refusal_response(question)
         messages = self.messages(query_bundle, nodes)
+        decision = self.decide_refusal(question, nodes, messages)
+        if decision is not None and decision.refused:
+            return self._refusal_response(question, nodes=nodes, decision=decision)
+        kwargs = self._chat_kwargs(decision)
         if self.streaming:
-            chunks = self.llm.stream_chat(messages)
-            return self._stream(question, nodes, (c.delta or "" for c in chunks))
-        return self._complete(question, nodes, self.llm.chat(messages).message.content or "")
+            chunks = self.llm.stream_chat(messages, **kwargs)
+            return self._stream(question, nodes, chunks, decision)
+        response = self.llm.chat(messages, **kwargs)
+        raw = response.message.content or ""
+        decision = decision or llm_decision(response)
+        return self._complete(question, nodes, raw, messages, decision)
 
     async def _aanswer(
         self, query_bundle: QueryBundle, nodes: list[NodeWithScore]
@@ -369,11 +456,20 @@ class CitationQueryEngine(BaseQueryEngine):
         if not nodes:
             return self._refusal_response(question, asynchronous=True)
         messages = self.messages(query_bundle, nodes)
+        decision = await asyncio.to_thread(self.decide_refusal, question, nodes, messages)
+        if decision is not None and decision.refused:
+            return self._refusal_response(question, True, nodes, decision)
+        kwargs = self._chat_kwargs(decision)
         if self.streaming:
-            chunks = await self.llm.astream_chat(messages)
-            return self._astream(question, nodes, _deltas(chunks))
-        answer = (await self.llm.achat(messages)).message.content or ""
-        return self._complete(question, nodes, answer)
+            chunks = await self.llm.astream_chat(messages, **kwargs)
+            return self._astream(question, nodes, chunks, decision)
+        response = await self.llm.achat(messages, **kwargs)
+        decision = decision or llm_decision(response)
+        if self.uncited == "cite":  # the post-check asks the model again: off the event loop
+            return await asyncio.to_thread(
+                self._complete, question, nodes, response.message.content or "", messages, decision
+            )
+        return self._complete(question, nodes, response.message.content or "", messages, decision)
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         payload = {EventPayload.QUERY_STR: query_bundle.query_str}
@@ -411,6 +507,8 @@ async def _one(text: str) -> AsyncIterator[str]:
     yield text
 
 
-async def _deltas(chunks: Any) -> AsyncIterator[str]:
-    async for chunk in chunks:
-        yield chunk.delta or ""
+def _is_local(llm: Any) -> bool:
+    """An LLM that reports its refusal probability and takes ``refuse=`` (``LocalChatLLM``)."""
+    return hasattr(llm, "conversation_refusal_probabilities") and hasattr(
+        llm, "active_refusal_policy"
+    )

@@ -1,0 +1,167 @@
+"""The citation post-check: every answered claim carries a valid citation, or is flagged.
+
+A claim is a sentence of the answer (``grounding.split_claims``; a quotation
+is never split). An answered claim without a valid citation is either
+
+- flagged (``mode="flag"``): reported, the text left as written; or
+- cited (``mode="cite"``): given the source the model itself finds most likely
+  at that point -- ``choose(prefix)`` returns a probability per source for the
+  answer text up to where the citation goes (``LocalChatLLM.citation_probabilities``)
+  -- written as ``[n]`` after the claim's answer (before ``: "quote"``, else
+  before its final full stop, else at its end).
+
+A refusal has no claims to check.
+
+Example::
+
+    from llama_index_ragtune.query_engine.post_check import check_citations
+
+    checked = check_citations("Rouen. Paris [2].", n_sources=2, mode="cite",
+                              choose=lambda prefix: [0.7, 0.3])
+    checked.text, [c.number for c in checked.added]       # ('Rouen [1]. Paris [2].', [1])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from llama_index_ragtune._quote_check import _QUOTE, _code_mask
+from llama_index_ragtune.grounding import (
+    DEFAULT_REFUSAL,
+    _claim_spans,
+    find_citations,
+    is_refusal,
+)
+
+MODES = ("flag", "cite")
+_QUOTE_TAIL = re.compile(r"\s*:\s*[\"\u201c\u00ab]")
+_END = ".!?\u3002\uff01\uff1f"
+
+
+@dataclass(frozen=True)
+class AddedCitation:
+    """A citation the post-check wrote: after ``claim``, source ``number``, chosen with ``probability``."""
+
+    claim: str
+    number: int
+    probability: float
+
+    def to_dict(self) -> dict:
+        return {"claim": self.claim, "number": self.number, "probability": self.probability}
+
+
+@dataclass(frozen=True)
+class CitationCheck:
+    """The answer after the post-check, the citations it added and the claims it flagged."""
+
+    text: str
+    mode: str
+    added: list[AddedCitation] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "added_citations": [a.to_dict() for a in self.added],
+            "uncited_claims": list(self.flagged),
+        }
+
+
+def claim_spans(answer: str) -> list[tuple[int, int]]:
+    """Sentence spans of ``answer`` (``grounding.split_claims``), never cut inside a quotation.
+
+    Example::
+
+        text = 'Rouen [1]: "It is big. It is old." Paris [2].'
+        [text[a:b] for a, b in claim_spans(text)]   # ['Rouen [1]: "It is big. It is old."', 'Paris [2].']
+    """
+    spans = _claim_spans(answer)
+    quotes = [(m.start(), m.end()) for m in _QUOTE.finditer(answer)]
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and any(q0 < start < q1 for q0, q1 in quotes):
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def uncited_claims(
+    answer: str, n_sources: int, refusal: str = DEFAULT_REFUSAL
+) -> list[tuple[int, int]]:
+    """Spans of the claims of ``answer`` that cite no valid source (none for a refusal).
+
+    Example::
+
+        text = "Rouen is big. Paris [2]."
+        [text[a:b] for a, b in uncited_claims(text, n_sources=2)]   # ['Rouen is big.']
+    """
+    if is_refusal(answer, refusal):
+        return []
+    marks = [c for c in find_citations(answer, n_sources) if c.cited]
+    code = _code_mask(answer)
+    out = []
+    for start, end in claim_spans(answer):
+        if all(code[start:end]):
+            continue  # a code block is not a claim
+        if not any(start <= m.end - len(m.text) and m.end <= end for m in marks):
+            out.append((start, end))
+    return out
+
+
+def _insertion_point(answer: str, start: int, end: int) -> int:
+    claim = answer[start:end]
+    tail = _QUOTE_TAIL.search(claim)
+    if tail is not None and tail.start() > 0:
+        return start + tail.start()
+    stripped = claim.rstrip()
+    if stripped and stripped[-1] in _END:
+        return start + len(stripped) - 1
+    return start + len(stripped)
+
+
+def check_citations(
+    answer: str,
+    n_sources: int,
+    mode: str = "flag",
+    choose: Callable[[str], Sequence[float]] | None = None,
+    refusal: str = DEFAULT_REFUSAL,
+) -> CitationCheck:
+    """Flag (``mode="flag"``) or cite (``mode="cite"``) the answered claims without a valid citation.
+
+    ``choose(prefix)`` gives one probability per source (``n_sources`` of them) for
+    the answer text ``prefix`` that the citation will follow; needed for ``"cite"``.
+    With no source at all, ``"cite"`` cannot cite and flags instead.
+    """
+    if mode not in MODES:
+        raise ValueError(f"check_citations: mode must be one of {MODES}, got {mode!r}.")
+    if mode == "cite" and choose is None:
+        raise ValueError(
+            "check_citations(mode='cite') needs choose= (prefix -> a probability per source), "
+            "e.g. lambda prefix: llm.citation_probabilities(messages, prefix, n_sources)."
+        )
+    spans = uncited_claims(answer, n_sources, refusal)
+    if not spans:
+        return CitationCheck(answer, mode)
+    claims = [" ".join(answer[a:b].split()) for a, b in spans]
+    if mode == "flag" or n_sources < 1:
+        return CitationCheck(answer, mode, flagged=claims)
+    added: list[AddedCitation] = []
+    pieces, cursor = [], 0
+    for (start, end), claim in zip(spans, claims, strict=True):
+        point = _insertion_point(answer, start, end)
+        prefix = "".join(pieces) + answer[cursor:point]
+        probabilities = list(choose(prefix.rstrip()))
+        if len(probabilities) != n_sources:
+            raise ValueError(
+                f"check_citations: choose() returned {len(probabilities)} probabilities for "
+                f"{n_sources} sources."
+            )
+        number = max(range(n_sources), key=lambda i: probabilities[i]) + 1
+        pieces.append(answer[cursor:point].rstrip() + f" [{number}]")
+        cursor = point
+        added.append(AddedCitation(claim, number, float(probabilities[number - 1])))
+    pieces.append(answer[cursor:])
+    return CitationCheck("".join(pieces), mode, added=added)
