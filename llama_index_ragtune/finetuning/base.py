@@ -20,7 +20,11 @@ share one shape:
   says what happened; a challenger that lost is kept in
   ``<output_dir>/challenger`` for inspection, and ``get_finetuned_model()``
   returns the model that won. ``force_promotion=True`` opts into the tuned
-  model whatever validation says.
+  model whatever validation says;
+- distributed training: under ``torchrun`` / ``accelerate launch`` (DDP) every
+  process trains on its share of each batch; only the main process evaluates (the
+  others serve its model inference), decides and writes ``final/``,
+  ``challenger/`` and ``decision.json``, and every process returns its result.
 
 Example::
 
@@ -177,6 +181,8 @@ class BaseFinetuneEngine(ABC):
     def _write_decision(self, decision: PromotionDecision, extra: Mapping[str, Any]) -> None:
         from llama_index_ragtune._atomic import atomic_write_text
 
+        if not self.is_main_process:
+            return
         payload = {"engine": type(self).__name__, "decision": decision.to_dict(), **extra}
         atomic_write_text(self.decision_path, json.dumps(payload, indent=2, default=str) + "\n")
         log = logger.info if decision.promoted else logger.warning
@@ -236,15 +242,19 @@ class BaseFinetuneEngine(ABC):
         return callbacks, timer
 
     def _plan_steps(self, budget: Any, rows: int, probe: Any) -> dict[str, Any]:
-        """Plan ``args.max_steps`` for ``budget.minutes`` by timing ``probe()`` (one step)."""
+        """Plan ``args.max_steps`` for ``budget.minutes`` by timing ``probe()`` (one micro-batch
+        of one process); steps count global batches (all processes, all accumulation steps)."""
         import math
 
         from llama_index_ragtune.finetuning.budget import describe_plan, plan_steps, time_steps
 
-        batch = self.args.per_device_train_batch_size
+        # an optimizer step takes a global batch: every process's batch, every accumulation step
+        accumulation = max(1, self.args.gradient_accumulation_steps)
+        batch = self.args.per_device_train_batch_size * self.args.world_size * accumulation
         plan: dict[str, Any] = {"rows": rows, "batch_size": batch}
         if budget is not None and budget.minutes is not None and self.args.max_steps <= 0 and probe:
-            seconds = time_steps(probe, repeats=2)
+            # every process plans with the main one's timing: DDP ranks must agree on max_steps
+            seconds = self._from_main(time_steps(probe, repeats=2)) * accumulation
             steps = plan_steps(budget.minutes, seconds, rows, batch)
             plan.update(seconds_per_step=round(seconds, 2), planned_steps=steps)
             logger.info(describe_plan(rows, batch, steps, seconds))
@@ -269,20 +279,117 @@ class BaseFinetuneEngine(ABC):
         from llama_index_ragtune._atomic import atomic_dir
 
         final = self.output_dir / "final"
+        main = self.is_main_process  # under DDP every process holds the same weights; one writes
         if decision.promoted:
-            with atomic_dir(final) as tmp:
-                self.model.save(str(tmp))
-            shutil.rmtree(self.challenger_path, ignore_errors=True)
+            if main:
+                with atomic_dir(final) as tmp:
+                    self.model.save(str(tmp))
+                shutil.rmtree(self.challenger_path, ignore_errors=True)
             return
-        with atomic_dir(self.challenger_path) as tmp:
-            self.model.save(str(tmp))
+        if main:
+            with atomic_dir(self.challenger_path) as tmp:
+                self.model.save(str(tmp))
         with torch.no_grad():
             self.model.load_state_dict(start_state)
+        if not main:
+            return
         if keep_start:
             with atomic_dir(final) as tmp:
                 self.model.save(str(tmp))
         else:
             shutil.rmtree(final, ignore_errors=True)
+
+    # ------------------------------------------------------------------ distributed
+
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process evaluates, decides and writes ``final/``, ``challenger/`` and
+        ``decision.json``: always in a single process; under ``torchrun`` / ``accelerate
+        launch`` only rank 0 (every rank trains).
+
+        Example::
+
+            result = engine.finetune()          # every process returns the same result
+            if engine.is_main_process:
+                print(result.format_table())    # printed once under torchrun
+        """
+        return self.args.process_index == 0
+
+    def _distributed(self) -> bool:
+        """Whether training runs in several processes (DDP through ``torchrun`` / ``accelerate``).
+
+        Raises ``RuntimeError`` when the launcher started several processes but ``args``
+        sees only one (on a machine without a GPU, DDP needs ``use_cpu=True``): each
+        process would then train alone on all the data and write the same folders.
+        """
+        launched = int(os.environ.get("WORLD_SIZE") or 1)
+        world = self.args.world_size
+        if launched > 1 and world == 1:
+            raise RuntimeError(
+                f"{type(self).__name__}: the launcher started {launched} processes "
+                f"(WORLD_SIZE={launched}) but args.world_size is 1, so each process would train "
+                "alone; without a GPU pass use_cpu=True in args (DDP over the gloo backend), "
+                "e.g. default_args(output_dir, use_cpu=True), or ragtune train ... --device cpu"
+            )
+        return world > 1
+
+    def _from_main(self, value: Any) -> Any:
+        """The main process's ``value`` on every process (``value`` itself in a single process)."""
+        if not self._distributed():
+            return value
+        from torch import distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _on_main(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` run by the main process only; its return value reaches every process.
+
+        Under DDP the other processes serve the model inference that ``fn`` asks for
+        (sentence-transformers' ``distributed_evaluation``: encode/predict calls are
+        sharded over the ranks), and raise too when ``fn`` raises on the main process,
+        so no rank waits forever.
+        """
+        if not self._distributed():
+            return fn(*args)
+        import pickle
+
+        from sentence_transformers.util.distributed import distributed_evaluation
+
+        value = None
+        with distributed_evaluation(self.model) as run:
+            if run:
+                value = fn(*args)
+                pickle.dumps(value)  # an unpicklable value fails here, stopping the other ranks
+        return self._from_main(value)
+
+    def _same_on_every_process(self, columns: Mapping[str, Any]) -> Any:
+        """``columns`` (the training rows), checked to be identical on every DDP process.
+
+        Row selection is seeded, so the processes normally build the same rows; rows
+        that differ (a dataset built differently per process, scores computed on
+        different devices) are replaced by the main process's, with a warning.
+        """
+        if not self._distributed():
+            return columns
+        import hashlib
+
+        from torch import distributed as dist
+
+        text = json.dumps(columns, sort_keys=True, default=str).encode("utf-8")
+        digests: list[Any] = [None] * self.args.world_size
+        dist.all_gather_object(digests, hashlib.sha256(text).hexdigest())
+        if len(set(digests)) == 1:
+            return columns
+        if self.is_main_process:
+            logger.warning(
+                "%s: the training rows differ across the %d processes; every process trains "
+                "on the main process's rows (build the dataset the same way in every process)",
+                type(self).__name__,
+                len(digests),
+            )
+        return self._from_main(columns)
 
     # ------------------------------------------------------------------ public
 

@@ -176,7 +176,8 @@ class TimeBudgetCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.started is None or self.stopped_at_step is not None:
             return control
-        if time.perf_counter() - self.started >= self.minutes * 60:
+        over = time.perf_counter() - self.started >= self.minutes * 60
+        if _on_any_process(over, args):
             self.stopped_at_step = state.global_step
             logger.warning(
                 "time budget of %.1f min reached at step %d of %d: stopping training",
@@ -189,6 +190,21 @@ class TimeBudgetCallback(TrainerCallback):
             if args.eval_strategy != "no":
                 control.should_evaluate = True
         return control
+
+
+def _on_any_process(flag: bool, args: Any) -> bool:
+    """``flag`` or-ed over the DDP processes (itself in a single process): ranks whose clocks
+    disagree must still stop at the same step, or the others would wait for them forever."""
+    if getattr(args, "world_size", 1) <= 1:
+        return flag
+    import torch
+    from torch import distributed as dist
+
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=args.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def describe_plan(rows: int, batch_size: int, steps: int | None, seconds_per_step: float) -> str:

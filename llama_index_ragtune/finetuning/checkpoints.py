@@ -4,6 +4,12 @@ An engine's ``output_dir`` holds the trainer's ``checkpoint-<step>`` folders
 (model, optimizer, scheduler and RNG state, written every ``save_steps``) and,
 once training ends, ``final/``: a plain sentence-transformers folder.
 
+The trainer writes a checkpoint in place, ``trainer_state.json`` last. A run killed
+while writing one leaves a folder without it (or with it cut short): resuming skips
+such a folder and continues from the last complete checkpoint, which restores the
+weights, optimizer, scheduler, RNG states and the position in the data, so the
+resumed run reaches the weights an uninterrupted run would have.
+
 Example::
 
     from llama_index_ragtune.finetuning.checkpoints import resolve_resume
@@ -13,13 +19,59 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 FINAL_DIR = "final"
+TRAINER_STATE = "trainer_state.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a checkpoint the trainer finished writing (its
+    ``trainer_state.json``, written last, is there and whole).
+
+    Example::
+
+        is_complete_checkpoint("runs/encoder/checkpoint-100")   # False if killed mid-write
+    """
+    try:
+        json.loads((Path(folder) / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest complete ``checkpoint-<step>`` in ``output_dir`` (``None`` if there is none);
+    newer folders a killed run left half-written are skipped with a warning.
+
+    Example::
+
+        last_complete_checkpoint("runs/encoder")   # "runs/encoder/checkpoint-99" if 100 is cut short
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = sorted(
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+    )
+    for _, path in reversed(steps):
+        if is_complete_checkpoint(path):
+            return str(path)
+        logger.warning(
+            "%s is incomplete (no whole %s: the run stopped while writing it); skipping it",
+            path,
+            TRAINER_STATE,
+        )
+    return None
 
 
 def resolve_resume(
@@ -27,15 +79,14 @@ def resolve_resume(
 ) -> str | None:
     """The checkpoint to pass as ``trainer.train(resume_from_checkpoint=...)``.
 
-    ``True`` picks the last ``checkpoint-*`` in ``output_dir`` and starts fresh (with
-    a log line) when there is none; a path must exist; ``None``/``False`` start fresh.
+    ``True`` picks the last complete ``checkpoint-*`` in ``output_dir`` and starts fresh
+    (with a log line) when there is none; a path must be a complete checkpoint;
+    ``None``/``False`` start fresh.
     """
     if resume is None or resume is False:
         return None
     if resume is True:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+        last = last_complete_checkpoint(output_dir)
         if last is None:
             logger.info("no checkpoint in %s to resume from; training from the start", output_dir)
         else:
@@ -46,5 +97,11 @@ def resolve_resume(
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; pass a checkpoint-<step> folder of a previous run, "
             "or resume_from_checkpoint=True to pick the last one in output_dir"
+        )
+    if not is_complete_checkpoint(path):
+        raise ValueError(
+            f"checkpoint {path} is incomplete (no whole {TRAINER_STATE}: the run stopped while "
+            "writing it); pass an earlier checkpoint-<step> folder, or resume_from_checkpoint=True "
+            "to pick the last complete one"
         )
     return str(path)

@@ -45,6 +45,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -424,9 +425,8 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         root = Path(output_dir or cls.default_output_dir)
         config = default_sft_config(root / "sft", device)
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        return config
+        # through __init__ (dataclasses.replace): __post_init__ then sets up fsdp=, deepspeed=...
+        return dataclasses.replace(config, **overrides) if overrides else config
 
     def _resolve_args(self, args: Any, output_dir: Any) -> Any:
         from trl import SFTConfig
@@ -549,9 +549,10 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         self.model = self.sft_trainer.model
         self.timings["sft_seconds"] = time.perf_counter() - start
         self._save_adapter(self.sft_adapter_dir)
-        (self.sft_adapter_dir / _SFT_DONE).write_text(
-            json.dumps({"steps": self.sft_trainer.state.global_step})
-        )
+        if self.is_main_process:
+            (self.sft_adapter_dir / _SFT_DONE).write_text(
+                json.dumps({"steps": self.sft_trainer.state.global_step})
+            )
 
     def train_preference(self, resume_from_checkpoint: bool | str | None = None) -> None:
         """Stage 2: DPO (reference = the SFT model) or ORPO on ``preference_dataset``."""
@@ -614,11 +615,13 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         )
         if decision.promoted:
             self.save()
-            shutil.rmtree(self.challenger_path, ignore_errors=True)
+            if self.is_main_process:
+                shutil.rmtree(self.challenger_path, ignore_errors=True)
         else:
             self._save_adapter(self.challenger_path / "adapter")
-            for folder in (self.adapter_dir, self.merged_dir):
-                shutil.rmtree(folder, ignore_errors=True)
+            if self.is_main_process:
+                for folder in (self.adapter_dir, self.merged_dir):
+                    shutil.rmtree(folder, ignore_errors=True)
         steps = sum(
             t.state.global_step
             for t in (self.sft_trainer, self.preference_trainer)
@@ -650,12 +653,15 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             },
         )
         self._write_decision(decision, {"result": self.result.summary()})
+        self.result = self._from_main(self.result)  # under DDP: the main process's result
         return self.result
 
     # ------------------------------------------------------------------ saving
     def _save_adapter(self, folder: Path) -> None:
         from llama_index_ragtune._atomic import atomic_dir
 
+        if not self.is_main_process:  # under DDP every process holds the weights; one writes
+            return
         with atomic_dir(folder) as tmp:
             self.model.save_pretrained(str(tmp))
             self.tokenizer.save_pretrained(str(tmp))
@@ -673,6 +679,8 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         if hasattr(self.model, "merge_and_unload"):
             self._save_adapter(self.adapter_dir)
             self.model = self.model.merge_and_unload()
+        if not self.is_main_process:
+            return
         with atomic_dir(self.merged_dir) as tmp:
             self.model.save_pretrained(str(tmp))
             self.tokenizer.save_pretrained(str(tmp))
@@ -722,5 +730,9 @@ def _sft_steps(args: Any, rows: int) -> int:
 
     if args.max_steps and args.max_steps > 0:
         return int(args.max_steps)
-    per_step = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps)
+    per_step = (
+        args.per_device_train_batch_size
+        * max(1, args.gradient_accumulation_steps)
+        * max(1, args.world_size)  # under DDP a step takes every process's batch
+    )
     return math.ceil(rows / per_step) * int(math.ceil(args.num_train_epochs))

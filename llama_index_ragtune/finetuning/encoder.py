@@ -93,7 +93,9 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             at most ``max_val_queries``); ``val_fraction=0`` trains on every query
             and promotes only with ``force_promotion=True``.
         loss: ``"mnrl"``, ``"cached_mnrl"``, ``"gist"``, ``"cached_gist"``, a loss
-            module built on the model, or a callable ``model -> loss``.
+            module built on the model, or a callable ``model -> loss``. Under DDP
+            the named losses draw in-batch negatives from the global batch
+            (``gather_across_devices=True``), as one process would.
         budget: a ``TrainingBudget`` (pairs per query, total pairs, minutes);
             ``None`` trains one epoch over every pair.
         min_grade: positives graded below this (``train_dataset.grades``) are not trained on.
@@ -263,10 +265,14 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
     def _build_loss(self) -> nn.Module:
         from sentence_transformers.sentence_transformer import losses
 
+        # under DDP the in-batch negatives come from the whole global batch, as in one process
+        gather = {"gather_across_devices": self._distributed()}
         if self.loss == "mnrl":
-            loss: nn.Module = losses.MultipleNegativesRankingLoss(self.model)
+            loss: nn.Module = losses.MultipleNegativesRankingLoss(self.model, **gather)
         elif self.loss == "cached_mnrl":
-            loss = losses.CachedMultipleNegativesRankingLoss(self.model, mini_batch_size=16)
+            loss = losses.CachedMultipleNegativesRankingLoss(
+                self.model, mini_batch_size=16, **gather
+            )
         elif self.loss in ("gist", "cached_gist"):
             guide = self._guide_model()
             # query -> document terms only, like MultipleNegativesRankingLoss: the guide
@@ -275,6 +281,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
                 "temperature": GIST_TEMPERATURE,
                 "contrast_anchors": False,
                 "contrast_positives": False,
+                **gather,
             }
             if self.loss == "gist":
                 loss = losses.GISTEmbedLoss(self.model, guide, **gist)
@@ -444,13 +451,14 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         train, val = self.split_validation()
         self.evaluator = self._validation_evaluator(val)
         columns, row_stats = self.build_train_rows(train)
+        columns = self._same_on_every_process(columns)
         start_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        before = self._evaluate(self.evaluator) if evaluate_before else {}
+        before = self._on_main(self._evaluate, self.evaluator) if evaluate_before else {}
         loss = self._build_loss()
         plan = self._plan_steps(
             self.budget, len(columns["anchor"]), self._probe_step(loss, columns)
         )
-        pool = self._pool_evaluator(val, self.evaluator)
+        pool = self._on_main(self._pool_evaluator, val, self.evaluator)
         self._configure_checkpoint_selection(pool, plan["steps"], self.eval_points)
         callbacks, timer = self._budget_callbacks(self.budget)
         self.trainer = SentenceTransformerTrainer(
@@ -465,7 +473,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         with PeakMemory() as memory:
             output = self.trainer.train(resume_from_checkpoint=checkpoint)
         fusion_before = getattr(self.evaluator, "chosen_fusion", None)
-        after = self._evaluate(self.evaluator)
+        after = self._on_main(self._evaluate, self.evaluator)
         fusion_after = getattr(self.evaluator, "chosen_fusion", None)
         metric = self._decision_metric(self.evaluator, after)
         decision = decide_promotion(
@@ -502,6 +510,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         self._write_decision(
             decision, {"fusion": self.result.info["fusion"], "result": self.result.summary()}
         )
+        self.result = self._from_main(self.result)  # under DDP: the main process's result
         return self.result
 
     def get_finetuned_model(self, **kwargs: Any) -> BaseEmbedding:

@@ -541,12 +541,17 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         base, blends, pool = self._evaluators(val)
         self.evaluator = base
         columns, row_stats = self.build_train_rows(train)
+        columns = self._same_on_every_process(columns)
         start_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        before = self._before(base) if evaluate_before else {}
+        before = self._on_main(self._before, base) if evaluate_before else {}
         loss = self._build_loss(columns)
         plan = self._plan_steps(self.budget, len(columns["query"]), self._probe_step(loss, columns))
         self._configure_checkpoint_selection(pool, plan["steps"], self.eval_points)
         callbacks, timer = self._budget_callbacks(self.budget)
+        if self._distributed() and self.args.ddp_find_unused_parameters is None:
+            # every parameter scores each pair; with DDP's default search for unused ones
+            # the cross-encoder's first backward fails ("... marked as ready twice")
+            self.args.ddp_find_unused_parameters = False
         self.trainer = CrossEncoderTrainer(
             model=self.model,
             args=self.args,
@@ -558,7 +563,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
         with PeakMemory() as memory:
             output = self.trainer.train(resume_from_checkpoint=checkpoint)
-        after, weight = self._measure(base, blends)
+        after, weight = self._on_main(self._measure, base, blends)
         self.retrieval_weight = weight
         metric = getattr(base, "primary_metric", None) or "ndcg@10"
         champion = (
@@ -604,6 +609,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         self._write_decision(
             decision, {"retrieval_weight": weight, "result": self.result.summary()}
         )
+        self.result = self._from_main(self.result)  # under DDP: the main process's result
         return self.result
 
     def get_finetuned_model(
