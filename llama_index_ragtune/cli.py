@@ -42,8 +42,8 @@ COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
             "BM25 / dense / hybrid / reranked retrieval on a BEIR set",
         ),
         "tuning": (
-            "llama_index_ragtune.bench.tuning",
-            "encoder and reranker fine-tuning ablation on a BEIR set",
+            "benchmarks.tuning",
+            "encoder and reranker tuning on a BEIR set: defaults, decisions, ablations",
         ),
         "generation": (
             "llama_index_ragtune.bench.generation",
@@ -166,13 +166,33 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+HARNESS = "benchmarks"
+
+
+def _import_command(module: str) -> Any:
+    """Import a command module; ``benchmarks.*`` must be this project's harness (a checkout)."""
+    if module.split(".")[0] == HARNESS:
+        try:
+            harness = importlib.import_module(HARNESS)
+        except ImportError:
+            harness = None
+        if getattr(harness, "HARNESS_OF", None) != "llama-index-ragtune":
+            print(
+                "ragtune: error: `ragtune bench` runs the benchmark harness in the benchmarks/ folder "
+                "of a source checkout; clone the repository and install it with `pip install -e .`",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+    return importlib.import_module(module)
+
+
 def _add_command(
     subparsers: argparse._SubParsersAction, name: str, entry: tuple[str, str], wanted: bool
 ) -> None:
     module, help_text = entry
     cmd = subparsers.add_parser(name, help=help_text, description=help_text)
     if wanted:
-        mod = importlib.import_module(module)
+        mod = _import_command(module)
         mod.add_arguments(cmd)
         with contextlib.suppress(argparse.ArgumentError):  # the command defines its own
             cmd.add_argument(

@@ -100,3 +100,70 @@ def tiny_causal_lm_path(tmp_path_factory, decoder_path) -> str:
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+# ---------------------------------------------------------------- a tiny BEIR folder
+
+_TOY_TOPICS = [
+    "cardiology",
+    "astronomy",
+    "volcano",
+    "penguin",
+    "saxophone",
+    "glacier",
+    "tornado",
+    "orchid",
+    "mosaic",
+    "lantern",
+    "compass",
+    "galaxy",
+    "pyramid",
+    "dolphin",
+    "cactus",
+    "violin",
+]
+_TOY_FILLER = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "river",
+    "forest",
+    "stone",
+    "cloud",
+]
+
+
+def _write_toy_beir(root: Path) -> Path:
+    """A BEIR folder: 16 documents, 12 train and 4 test queries (CRLF qrels with a header)."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    (root / "qrels").mkdir(parents=True)
+    with open(root / "corpus.jsonl", "w") as corpus, open(root / "queries.jsonl", "w") as queries:
+        for i, topic in enumerate(_TOY_TOPICS):
+            text = (
+                " ".join(rng.choice(_TOY_FILLER) for _ in range(6))
+                + f" {topic} "
+                + " ".join(rng.choice(_TOY_FILLER) for _ in range(6))
+            )
+            corpus.write(json.dumps({"_id": f"d{i}", "title": topic.title(), "text": text}) + "\n")
+            words = " ".join(rng.choice(_TOY_FILLER) for _ in range(3))
+            queries.write(json.dumps({"_id": f"q{i}", "text": f"{topic} {words}"}) + "\n")
+    for split, ids in (("train", range(12)), ("test", range(12, 16))):
+        lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in ids]
+        (root / "qrels" / f"{split}.tsv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    return root
+
+
+@pytest.fixture()
+def toy_beir_dir(tmp_path) -> Path:
+    """A tiny BEIR folder (16 topic documents; 12 train, 4 test queries) where BM25 is near perfect."""
+    return _write_toy_beir(tmp_path / "toybeir")

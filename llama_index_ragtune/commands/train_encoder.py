@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         passage_prompt=args.passage_prompt,
         max_negatives_per_query=args.max_negatives_per_query,
         fusion=args.fusion,
+        cache_dir=args.embedding_cache,
         device=args.device,
         **optional,
         **engine_options(args),

@@ -116,6 +116,8 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         force_promotion: promote the tuned model whatever validation says.
         eval_points: evaluations of the candidate pool during training that pick
             the best checkpoint (0 = keep the last one).
+        cache_dir: keep validation corpus embeddings here, keyed by the model's
+            weights (the starting model's are computed once across runs).
         callbacks: ``transformers.TrainerCallback`` objects passed to the trainer.
         device: where to load the model (``None``: let sentence-transformers choose).
         show_progress: progress bars for evaluation.
@@ -148,6 +150,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         val_fraction: float = 0.1,
         max_val_queries: int = 200,
         eval_points: int = 2,
+        cache_dir: str | os.PathLike | None = None,
         callbacks: list[TrainerCallback] | None = None,
         device: str | None = None,
         show_progress: bool = True,
@@ -184,6 +187,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         self.max_negatives_per_query = max_negatives_per_query
         self.fusion = fusion
         self.eval_points = eval_points
+        self.cache_dir = cache_dir
         self.device = device
         self.model = self._load_model(model, loss, device)
         self.start_model = model if isinstance(model, (str, Path)) else None
@@ -348,6 +352,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             query_prompt=self.query_prompt,
             passage_prompt=self.passage_prompt,
             show_progress_bar=self.show_progress,
+            cache_dir=self.cache_dir,
         )
 
     def _pool_evaluator(self, val: RetrievalDataset | None, evaluator: Any) -> Any:
@@ -540,10 +545,13 @@ def _fusion_params(choice: Any) -> dict[str, Any] | None:
 
 
 def _fusion_of(decision: Any, before: Any, after: Any, evaluator: Any) -> dict[str, Any] | None:
-    """The hybrid fusion setting that goes with the promoted model (``None`` if not hybrid)."""
+    """``HybridRetriever`` fusion arguments that go with the promoted model (``None`` if not hybrid).
+
+    With ``fusion="auto"`` they were chosen on the validation queries for that model.
+    """
     chosen = after if decision.promoted else before
     if chosen is not None:
-        return {**chosen.params, "chosen_on": "validation", "val_ndcg@10": chosen.ndcg_at_10}
+        return dict(chosen.params)
     fusion = getattr(evaluator, "fusion", None)
     return dict(fusion) if fusion else None
 
