@@ -1,323 +1,90 @@
-"""``ragtune bench generation``: base decoder vs grounded SFT vs SFT + DPO on the same retrieved contexts.
+"""``ragtune bench generation``: base decoder vs grounded SFT vs preference tuning, refusal from both halves.
 
-One retriever is built once over all paragraphs (SQuAD 2.0) or abstracts
-(SciFact); every question is retrieved once and its document ids are cached
-(``retrieved.json``), so every row answers over identical sources. Training
-contexts put the gold passage among retrieved distractors (``GroundedSFTBuilder``,
-some with the gold removed -> refusal); test contexts are the retriever's own
-top-k, so a test question expects the refusal when retrieval missed its
-evidence. Each row is scored by ``GenerationEvaluator`` with greedy, batched
-generation and calibrated refusal: by default every row's refusal threshold is
-chosen on dev questions (``choose_refusal_threshold``), then applied to the test.
+Every row answers the same retrieved contexts (``bench.generation_data``): the
+SQuAD 2.0 or SciFact test questions and, for SQuAD, a multi-hop set made from
+the test articles (two needed halves + a distractor, and the same question
+with the gold removed). The encoder side's answerability head is trained once
+(``--answerability-minutes``); every row fits its refusal policies -- decoder,
+answerability, their logistic combination -- on dev questions and is scored
+with each (``bench.generation_scoring``), the combination as headline, with
+the citation post-check measured both ways (flag / cite).
 
-Splits: SQuAD 2.0 by article (all but the last 4 articles train, the last 4
-test); SciFact claims by its qrels (``train`` / ``test``). Dev questions are
-training-split questions left out of the training sample, over the
-retriever's own top-k like the test ones.
+Rows (``--rows``): ``base`` (untuned), ``sft`` (grounded SFT, multi-source
+targets included), ``dpo`` (+ DPO on rule-made pairs), ``mined`` (+ DPO on
+pairs mined from the SFT model's own sampled answers), ``grpo`` (+ GRPO from
+the SFT adapter, rewarded by our evaluator; a GPU row).
 
 Example::
 
     ragtune bench generation --squad ../shared/data/squad_v2_dev_half/dev-v2.0.cs224n_half.json \\
-        --max-train-examples 300 --max-test-examples 200 --out benchmarks/results/generation
+        --max-train-examples 300 --max-test-examples 200 --rows base,sft,mined \\
+        --out benchmarks/results/generation
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
-import random
 import re
-import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune.data.grounded import GroundedContext, GroundedSFTBuilder
-from llama_index_ragtune.data.qa import QAExample
+from llama_index_ragtune.bench.generation_data import (
+    TUNE,
+    GenerationTask,
+    GroundedData,
+    build_retriever,
+    load_task,
+    prepare_grounded_data,
+    retrieve_all,
+)
+from llama_index_ragtune.bench.generation_scoring import (
+    COLUMNS,
+    CachedScorer,
+    fit_policies,
+    markdown_table,
+    policy_table,
+    post_check_table,
+    score_set,
+    summarize,
+)
+from llama_index_ragtune.bench.generation_training import (
+    make_configs,
+    mined_preferences,
+    train_answerability,
+    train_grpo,
+)
+
+__all__ = [
+    "COLUMNS",
+    "TUNE",
+    "GenerationTask",
+    "GroundedData",
+    "add_arguments",
+    "add_common_arguments",
+    "build_retriever",
+    "llm_options",
+    "load_task",
+    "make_configs",
+    "markdown_table",
+    "prepare_grounded_data",
+    "retrieve_all",
+    "run",
+    "run_benchmark",
+    "summarize",
+]
 
 logger = logging.getLogger(__name__)
 
-TUNE = "tune"  # --refusal-threshold: choose it on dev questions
-
-COLUMNS = (
-    ("citation_precision", "citation precision"),
-    ("citation_recall", "citation recall"),
-    ("answer", "answer F1 / label acc."),
-    ("refusal_f1", "refusal F1"),
-    ("over_refusal_rate", "over-refusal"),
-    ("refusal_auc", "refusal AUC"),
-    ("refusal_threshold", "refusal threshold"),
-    ("train_seconds", "training wall time (s)"),
-    ("tokens_per_second", "generation tokens/s"),
-)
-
-
-@dataclass
-class GenerationTask:
-    """Train/dev/test questions and the documents a retriever indexes for them."""
-
-    name: str
-    train: list[QAExample]
-    test: list[QAExample]
-    documents: list[Any]
-    answer_metric: str
-    dev: list[QAExample] = field(default_factory=list)
-
-
-def _sample(
-    examples: list[QAExample], n: int | None, seed: int, answerable_share: float | None = None
-) -> list[QAExample]:
-    """``n`` examples drawn with ``seed``; ``answerable_share`` fixes the answerable fraction."""
-    rng = random.Random(seed)
-    if answerable_share is None:
-        return list(examples) if n is None or n >= len(examples) else rng.sample(examples, n)
-    answerable = [e for e in examples if e.answerable]
-    unanswerable = [e for e in examples if not e.answerable]
-    n = len(examples) if n is None else n
-    n_answerable = min(len(answerable), round(n * answerable_share))
-    n_unanswerable = min(len(unanswerable), n - n_answerable)
-    picked = rng.sample(answerable, n_answerable) + rng.sample(unanswerable, n_unanswerable)
-    rng.shuffle(picked)
-    return picked
-
-
-def load_task(
-    squad: str | Path | None = None,
-    scifact: str | Path | None = None,
-    max_train: int | None = None,
-    max_test: int | None = None,
-    seed: int = 0,
-    train_answerable_share: float | None = None,
-    max_dev: int = 0,
-) -> GenerationTask:
-    """SQuAD 2.0 (article split) or SciFact claims (qrels split), sampled with ``seed``.
-
-    ``train_answerable_share`` fixes the answerable fraction of the training
-    sample (the dev and test samples keep the data's own mix). ``max_dev`` dev
-    questions come from the training split, outside the training sample.
-    """
-    from llama_index_ragtune.data.qa import load_scifact_claims, load_squad_v2
-
-    if (squad is None) == (scifact is None):
-        raise ValueError("Pass exactly one of --squad PATH or --scifact DIR.")
-    if squad is not None:
-        train, _ = load_squad_v2(squad, split="train")
-        test, _ = load_squad_v2(squad, split="test")
-        _, documents = load_squad_v2(squad)
-        name, metric = "squad_v2", "squad"
-    else:
-        train, documents = load_scifact_claims(scifact, split="train")
-        test, _ = load_scifact_claims(scifact, split="test")
-        name, metric = "scifact", "scifact"
-    train_sample = _sample(train, max_train, seed, train_answerable_share)
-    taken = {e.qid for e in train_sample}
-    rest = [e for e in train if e.qid not in taken]
-    dev = _sample(rest, max_dev, seed + 2) if max_dev > 0 else []
-    if max_dev > 0 and len(dev) < max_dev:
-        logger.warning("Only %d dev questions left outside the training sample.", len(dev))
-    return GenerationTask(
-        name, train_sample, _sample(test, max_test, seed + 1), documents, metric, dev
-    )
-
-
-def build_retriever(documents: Sequence[Any], kind: str = "bm25", top_k: int = 10) -> Any:
-    """A retriever over ``documents``: ``bm25`` (this package's BM25) or ``hybrid`` (dense + BM25)."""
-    if kind == "bm25":
-        try:
-            from llama_index_ragtune.retrievers.bm25 import BM25Retriever
-        except ImportError:  # pragma: no cover - fallback to the LlamaIndex integration
-            from llama_index.retrievers.bm25 import BM25Retriever
-        return BM25Retriever.from_defaults(nodes=list(documents), similarity_top_k=top_k)
-    if kind == "hybrid":
-        from llama_index_ragtune.retrievers import HybridRetriever
-
-        return HybridRetriever.from_defaults(nodes=list(documents), similarity_top_k=top_k)
-    raise ValueError(f"Unknown retriever {kind!r}; use 'bm25' or 'hybrid'.")
-
-
-def retrieve_all(
-    builder: GroundedSFTBuilder,
-    examples: Sequence[QAExample],
-    cache: str | Path | None = None,
-    show_progress: bool = True,
-) -> dict[str, list[str]]:
-    """Document ids retrieved for every question, read from / written to the JSON ``cache``."""
-    from tqdm.auto import tqdm
-
-    path = Path(cache) if cache is not None else None
-    retrieved: dict[str, list[str]] = (
-        json.loads(path.read_text()) if path is not None and path.exists() else {}
-    )
-    missing = [e for e in examples if e.qid not in retrieved]
-    for example in tqdm(missing, desc="Retrieving", disable=not show_progress):
-        retrieved[example.qid] = builder.retrieve_ids(example.question)
-    if path is not None and missing:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(retrieved))
-    return retrieved
-
-
-@dataclass
-class GroundedData:
-    """What ``bench generation`` and ``train decoder`` build before training: the task,
-    the context builder and the train / test contexts over the same retrieved sources."""
-
-    task: GenerationTask
-    builder: GroundedSFTBuilder
-    train_contexts: list[GroundedContext]
-    test_contexts: list[GroundedContext]
-    dev_contexts: list[GroundedContext] = field(default_factory=list)
-
-
-def prepare_grounded_data(
-    args: argparse.Namespace, max_train_examples: int | None, cache_dir: str | Path
-) -> GroundedData:
-    """Load the task named by the command's flags, retrieve every question once (cached
-    in ``cache_dir/retrieved-<task>-<retriever>.json``) and build the contexts.
-
-    Training contexts always hold the gold passage (``force_gold``; ``--p-no-gold``
-    turns some into refusals); dev and test contexts are the retriever's own top-k.
-    Dev questions are drawn only when ``--refusal-threshold tune`` needs them.
-    """
-    task = load_task(
-        args.squad,
-        args.scifact,
-        max_train_examples,
-        args.max_test_examples,
-        args.seed,
-        args.train_answerable_share,
-        max_dev=args.dev_examples if args.refusal_threshold == TUNE else 0,
-    )
-    retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
-    builder = GroundedSFTBuilder(
-        retriever,
-        task.documents,
-        top_k=args.top_k,
-        p_no_gold=args.p_no_gold,
-        max_context_chars=args.max_context_chars,
-        seed=args.seed,
-    )
-    retrieved = retrieve_all(
-        builder,
-        task.train + task.dev + task.test,
-        cache=Path(cache_dir) / f"retrieved-{task.name}-{args.retriever}.json",
-    )
-    return GroundedData(
-        task,
-        builder,
-        builder.build_contexts(task.train, retrieved, force_gold=True),
-        builder.build_contexts(task.test, retrieved, force_gold=False),
-        builder.build_contexts(task.dev, retrieved, force_gold=False),
-    )
-
-
-def evaluate_llm(
-    llm: Any,
-    contexts: Sequence[GroundedContext],
-    evaluator: Any,
-    name: str,
-    batch_size: int = 8,
-    max_new_tokens: int = 48,
-    show_progress: bool = True,
-) -> tuple[Any, float]:
-    """Greedy batched answers on ``contexts`` scored by ``evaluator``: (GenerationReport, tokens/s)."""
-    conversations = [c.messages() for c in contexts]
-    start = time.perf_counter()
-    responses = llm.generate_batch(
-        conversations,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        show_progress=show_progress,
-    )
-    seconds = time.perf_counter() - start
-    tokens = sum(int((r.raw or {}).get("usage", {}).get("completion_tokens", 0)) for r in responses)
-    answers = [r.message.content or "" for r in responses]
-    report = evaluator.evaluate(
-        [c.evaluation_kwargs(a) for c, a in zip(contexts, answers, strict=True)],
-        show_progress=False,
-        name=name,
-    )
-    for row, response in zip(report.rows, responses, strict=True):
-        probability = (response.raw or {}).get("refusal_probability")
-        if probability is not None:
-            row["refusal_probability"] = probability
-    return report, tokens / seconds if seconds > 0 else 0.0
-
-
-def calibrate_refusal(
-    llm: Any, args: argparse.Namespace, dev_contexts: Sequence[GroundedContext]
-) -> Any:
-    """Apply ``--refusal-threshold`` to ``llm``: a fixed value as is, ``tune`` = the threshold
-    ``choose_refusal_threshold`` picks on ``dev_contexts``. Returns the ThresholdChoice (or None)."""
-    if args.refusal_threshold != TUNE:
-        return None
-    from llama_index_ragtune.evaluation.refusal_calibration import choose_refusal_threshold
-
-    probabilities = llm.conversation_refusal_probabilities(
-        [c.messages() for c in dev_contexts], batch_size=args.batch_size
-    )
-    try:
-        choice = choose_refusal_threshold(probabilities, [c.answerable for c in dev_contexts])
-    except ValueError as err:
-        raise ValueError(
-            f"--refusal-threshold tune: {err} Raise --dev-examples or pass a fixed threshold."
-        ) from err
-    llm.refusal_threshold = choice.threshold
-    logger.info(
-        "Refusal threshold %.4g chosen on %d dev questions.", choice.threshold, len(dev_contexts)
-    )
-    return choice
-
-
-def summarize(
-    report: Any,
-    answer_metric: str,
-    train_seconds: float | None,
-    tokens_per_second: float,
-    refusal_threshold: float | None = None,
-) -> dict:
-    """The benchmark columns of one row."""
-    agg = report.aggregate
-    return {
-        "citation_precision": agg.get("citation_precision"),
-        "citation_recall": agg.get("citation_recall"),
-        "answer": agg.get("label_accuracy" if answer_metric == "scifact" else "f1"),
-        "refusal_f1": agg.get("refusal_f1"),
-        "over_refusal_rate": agg.get("over_refusal_rate"),
-        "refusal_auc": agg.get("refusal_auc"),
-        "refusal_threshold": refusal_threshold,
-        "train_seconds": train_seconds,
-        "tokens_per_second": tokens_per_second,
-    }
-
-
-def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
-    """Rows x ``COLUMNS`` as a Markdown table."""
-    lines = [
-        "| model | " + " | ".join(label for _, label in COLUMNS) + " |",
-        "| --- |" + " --- |" * len(COLUMNS),
-    ]
-    for name, row in rows.items():
-        cells = []
-        for key, _ in COLUMNS:
-            value = row.get(key)
-            cells.append(
-                "—"
-                if value is None
-                else (
-                    f"{value:.0f}"
-                    if key == "train_seconds"
-                    else f"{value:.3g}"
-                    if key == "refusal_threshold"
-                    else f"{value:.1f}"
-                    if key == "tokens_per_second"
-                    else f"{value:.3f}"
-                )
-            )
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+ROWS = {
+    "base": "base",
+    "sft": "+ grounded SFT",
+    "dpo": "+ SFT + DPO",
+    "mined": "+ SFT + DPO (own failures)",
+    "grpo": "+ SFT + GRPO",
+}
 
 
 # ------------------------------------------------------------------- command
@@ -393,6 +160,47 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=100,
         help="training-split questions held out to tune the refusal threshold on",
     )
+    parser.add_argument(
+        "--multihop-train-examples",
+        type=int,
+        default=48,
+        help="SQuAD: two-hop questions (each + its gold-removed twin) added to the training data",
+    )
+    parser.add_argument(
+        "--multihop-dev-examples",
+        type=int,
+        default=25,
+        help="SQuAD: two-hop questions (+ twins) added to the dev questions the refusal is fitted on",
+    )
+    parser.add_argument(
+        "--multihop-test-examples",
+        type=int,
+        default=50,
+        help="SQuAD: two-hop test questions (+ twins) from the test articles, scored as a second set",
+    )
+    parser.add_argument(
+        "--answerability-minutes",
+        type=float,
+        default=8.0,
+        help="training budget of the encoder-side answerability head (0: decoder signal only)",
+    )
+    parser.add_argument(
+        "--answerability-steps",
+        type=int,
+        default=-1,
+        help="fixed answerability training steps instead of the minutes budget",
+    )
+    parser.add_argument(
+        "--answerability-model",
+        default=None,
+        help="starting encoder of the answerability head (default: bundled MiniLM, new head)",
+    )
+    parser.add_argument(
+        "--answerability-max-length",
+        type=int,
+        default=320,
+        help="token limit of a (question, source) pair for the answerability head",
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -410,10 +218,9 @@ def _threshold(value: str) -> float | str | None:
 
 
 def llm_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``LocalChatLLM`` keyword arguments from the command's flags (same for every row);
-    ``tune`` starts at 0.5 until ``calibrate_refusal`` sets the tuned threshold."""
-    threshold = 0.5 if args.refusal_threshold == TUNE else args.refusal_threshold
-    return {"dtype": args.dtype, "refusal_threshold": threshold}
+    """``LocalChatLLM`` keyword arguments shared by every row (refusals are decided by the
+    policies fitted per row, so the LLM itself decodes plainly)."""
+    return {"dtype": args.dtype}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -423,63 +230,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-preference-examples",
         type=int,
         default=None,
-        help="contexts used for DPO pairs (default: all training contexts)",
+        help="contexts used for DPO pairs, rule-made or mined (default: all training contexts)",
     )
     parser.add_argument(
         "--rows",
         default="base,sft,dpo",
-        help="comma-separated rows to run: base (untuned), sft (+ grounded SFT), dpo (+ SFT + DPO)",
+        help="comma-separated rows: base, sft, dpo (rule-made pairs), mined (pairs from the SFT "
+        "model's own failures), grpo (GRPO with our evaluator's reward)",
     )
+    parser.add_argument(
+        "--mined-samples", type=int, default=4, help="answers sampled per context for mined pairs"
+    )
+    parser.add_argument(
+        "--mined-temperature", type=float, default=0.9, help="sampling temperature (mined, GRPO)"
+    )
+    parser.add_argument("--grpo-steps", type=int, default=50, help="GRPO optimizer steps")
+    parser.add_argument(
+        "--grpo-generations", type=int, default=4, help="answers sampled per GRPO prompt"
+    )
+    parser.add_argument("--grpo-learning-rate", type=float, default=2e-5)
     parser.add_argument(
         "--out", default="benchmarks/results/generation", help="folder for JSON + Markdown"
     )
 
 
-def make_configs(
-    args: argparse.Namespace, work: Path, device: str, base_model: str
-) -> tuple[Any, Any, Any]:
-    """SFT, DPO and LoRA configs: the engine defaults with the command's flags applied."""
-    from llama_index_ragtune.finetuning.decoder import (
-        default_dpo_config,
-        default_lora_config,
-        default_sft_config,
-    )
+def _mined_dpo_config(args: argparse.Namespace, work: Path, device: str) -> Any:
+    """The DPO config of the mined-pairs stage (its own checkpoint folder)."""
+    from llama_index_ragtune.finetuning.decoder import default_dpo_config
 
-    sft = default_sft_config(work / "sft", device)
-    dpo = default_dpo_config(work / "dpo", device)
-    sft.learning_rate, dpo.learning_rate = args.learning_rate, args.dpo_learning_rate
-    for config in (sft, dpo):
-        config.num_train_epochs = args.epochs
-        config.max_steps = args.max_steps
-        config.max_length = args.max_length
-        config.seed = args.seed
-    lora = default_lora_config()
-    if args.lora_top_layers:
-        from peft import LoraConfig
-        from transformers import AutoConfig
+    config = default_dpo_config(work / "dpo-mined", device)
+    config.learning_rate = args.dpo_learning_rate
+    config.num_train_epochs = args.epochs
+    config.max_steps = args.max_steps
+    config.max_length = args.max_length
+    config.seed = args.seed
+    return config
 
-        n_layers = AutoConfig.from_pretrained(base_model).num_hidden_layers
-        lora = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.lora_alpha,
-            lora_dropout=lora.lora_dropout,
-            task_type="CAUSAL_LM",
-            target_modules=[
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ],
-            layers_to_transform=list(range(max(0, n_layers - args.lora_top_layers), n_layers)),
-        )
-    return sft, dpo, lora
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "row"
+
+
+def _wanted_rows(spec: str) -> list[str]:
+    wanted = [r.strip() for r in spec.split(",") if r.strip()]
+    unknown = sorted(set(wanted) - set(ROWS))
+    if unknown:
+        raise ValueError(f"--rows: unknown rows {unknown}; use {', '.join(ROWS)}.")
+    return [r for r in ROWS if r in wanted]
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Build data once, evaluate base / SFT / SFT + DPO, return the result dict."""
+    """Build data once, train what the rows need, score every row; return the result dict."""
     import torch
 
     from llama_index_ragtune.data.preference import PreferenceBuilder
@@ -488,51 +289,81 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from llama_index_ragtune.llms import LocalChatLLM
     from llama_index_ragtune.models import resolve_model
 
+    wanted = _wanted_rows(args.rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base_model = resolve_model(args.base_model, kind="decoder")
     data = prepare_grounded_data(args, args.max_train_examples, out)
-    task, builder = data.task, data.builder
-    train_contexts, test_contexts = data.train_contexts, data.test_contexts
+    task = data.task
     evaluator = GenerationEvaluator(answer_metric=task.answer_metric)
-    gen = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
-    rows: dict[str, dict[str, Any]] = {}
+    sets = {task.name: data.test_contexts}
+    if data.multihop_test_contexts:
+        sets["multihop"] = data.multihop_test_contexts
+    scorer, head = None, None
+    train_answerability_head = args.answerability_minutes > 0 or args.answerability_steps > 0
+    if args.refusal_threshold == TUNE and train_answerability_head:
+        trained, head = train_answerability(args, data, out / "work" / "answerability", device)
+        scorer = CachedScorer(trained)
+    tables: dict[str, dict[str, Any]] = {name: {} for name in sets}
+    policies_out: dict[str, dict[str, Any]] = {name: {} for name in sets}
+    post_checks: dict[str, dict[str, Any]] = {name: {} for name in sets}
+    calibration: dict[str, Any] = {}
     reports: dict[str, Any] = {}
-    calibration: dict[str, dict[str, Any]] = {}
+    gen = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
 
     def score(name: str, llm: Any, train_seconds: float | None) -> None:
-        choice = calibrate_refusal(llm, args, data.dev_contexts)
-        if choice is not None:
-            calibration[name] = asdict(choice)
-        report, tps = evaluate_llm(llm, test_contexts, evaluator, name, **gen)
-        reports[name] = report
-        rows[name] = summarize(
-            report, task.answer_metric, train_seconds, tps, llm.refusal_threshold
+        policies = fit_policies(
+            llm, data.dev_contexts, args.refusal_threshold, scorer, args.batch_size
         )
-        report.to_json(out / f"answers-{task.name}-{_slug(name)}.json")
-        print(f"{name}: {json.dumps(rows[name])}", flush=True)
+        calibration[name] = {p: policy.to_dict() for p, policy in policies.items()}
+        for set_name, contexts in sets.items():
+            scores = score_set(set_name, llm, contexts, policies, evaluator, **gen)
+            headline = scores.reports[scores.headline]
+            thresholds = {p: policy.threshold for p, policy in policies.items()}
+            tables[set_name][name] = summarize(
+                headline,
+                task.answer_metric,
+                train_seconds,
+                scores.tokens_per_second,
+                thresholds.get(scores.headline),
+                scores.headline,
+            )
+            policies_out[set_name][name] = {
+                p: summarize(r, task.answer_metric, None, 0.0, thresholds.get(p), p)
+                for p, r in scores.reports.items()
+            }
+            post_checks[set_name][name] = scores.post_check
+            reports[f"{set_name}/{name}"] = headline.aggregate
+            headline.to_json(out / f"answers-{set_name}-{_slug(name)}.json")
+            print(f"{set_name} / {name}: {json.dumps(tables[set_name][name])}", flush=True)
 
-    wanted = {r.strip() for r in args.rows.split(",") if r.strip()}
-    unknown = wanted - {"base", "sft", "dpo"}
-    if unknown:
-        raise ValueError(f"--rows: unknown rows {sorted(unknown)}; use base, sft and/or dpo.")
+    def release(llm: Any) -> None:
+        del llm
+        gc.collect()
+
     if "base" in wanted:
-        score("base", LocalChatLLM(base_model, device=device, **llm_options(args)), None)
+        llm = LocalChatLLM(base_model, device=device, **llm_options(args))
+        score(ROWS["base"], llm, None)
+        release(llm)
 
-    preference = None
-    if wanted & {"sft", "dpo"}:
+    n_pairs: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    if set(wanted) - {"base"}:
         sft_config, dpo_config, lora_config = make_configs(args, out / "work", device, base_model)
+        n_pref = args.max_preference_examples or len(data.train_contexts)
+        pref_contexts = data.train_contexts[:n_pref]
+        rule_pairs = None
         if "dpo" in wanted:
-            pref_contexts = train_contexts[: args.max_preference_examples or len(train_contexts)]
-            preference = PreferenceBuilder(seed=args.seed).build(pref_contexts)
+            rule_pairs = PreferenceBuilder(seed=args.seed).build(pref_contexts)
+            n_pairs["dpo"] = len(rule_pairs)
         # the benchmark measures the tuned model on the test split, so nothing is held out
-        # for a promotion decision here (the dev questions choose the refusal threshold)
+        # for a promotion decision here (the dev questions fit the refusal policies)
         engine = DecoderFinetuneEngine(
-            builder.to_dataset(train_contexts),
+            data.builder.to_dataset(data.train_contexts),
             model=base_model,
             output_dir=out / "work",
-            preference_dataset=preference,
+            preference_dataset=rule_pairs,
             args=sft_config,
             preference_args=dpo_config,
             lora_config=lora_config,
@@ -542,56 +373,143 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         )
         engine.train_sft()
         sft_seconds = engine.timings["sft_seconds"]
+        sft_llm = None
+        if "sft" in wanted or "mined" in wanted:
+            sft_llm = LocalChatLLM(str(engine.sft_adapter_dir), device=device, **llm_options(args))
         if "sft" in wanted:
-            adapter = LocalChatLLM(str(engine.sft_adapter_dir), device=device, **llm_options(args))
-            score("+ grounded SFT", adapter, sft_seconds)
-        if preference is not None:
+            score(ROWS["sft"], sft_llm, sft_seconds)
+        if "dpo" in wanted:
             engine.train_preference()
             engine.save()
             seconds = sft_seconds + engine.timings["dpo_seconds"]
-            score("+ SFT + DPO", engine.get_finetuned_model(**llm_options(args)), seconds)
+            llm = engine.get_finetuned_model(**llm_options(args))
+            score(ROWS["dpo"], llm, seconds)
+            release(llm)
+        if "mined" in wanted:
+            mined, mining_seconds = mined_preferences(
+                sft_llm, pref_contexts, evaluator, args, args.seed
+            )
+            n_pairs["mined"] = len(mined)
+            if len(mined) == 0:
+                skipped["mined"] = (
+                    f"no pair mined: the {args.mined_samples} sampled answers of every context "
+                    "scored the same (raise --mined-samples or --mined-temperature)"
+                )
+                logger.warning("--rows mined: %s", skipped["mined"])
+            else:
+                engine.train_sft(resume_from_checkpoint=True)  # back to the SFT adapter
+                engine.preference_dataset = mined
+                engine.preference_args = _mined_dpo_config(args, out / "work", device)
+                engine.train_preference()
+                engine.save()
+                seconds = sft_seconds + mining_seconds + engine.timings["dpo_seconds"]
+                llm = engine.get_finetuned_model(**llm_options(args))
+                score(ROWS["mined"], llm, seconds)
+                release(llm)
+        if sft_llm is not None:
+            release(sft_llm)
+        if "grpo" in wanted:
+            folder, grpo_seconds = train_grpo(
+                args,
+                base_model,
+                engine.sft_adapter_dir,
+                pref_contexts,
+                evaluator,
+                out / "work",
+                device,
+            )
+            llm = LocalChatLLM(str(folder), device=device, **llm_options(args))
+            score(ROWS["grpo"], llm, sft_seconds + grpo_seconds)
+            release(llm)
 
+    main = task.name
+    multihop = data.multihop_test_contexts
     result = {
-        "task": task.name,
+        "task": main,
         "config": {k: v for k, v in vars(args).items() if not callable(v)},
         "base_model": base_model,
         "device": device,
-        "n_train": len(train_contexts),
-        "n_train_answer_targets": sum(c.answerable for c in train_contexts),
-        "n_preference_pairs": 0 if preference is None else len(preference),
-        "n_test": len(test_contexts),
-        "n_test_answerable": sum(c.answerable for c in test_contexts),
+        "n_train": len(data.train_contexts),
+        "n_train_answer_targets": sum(c.answerable for c in data.train_contexts),
+        "n_train_multi_source_targets": sum(
+            c.answerable and len(c.gold_numbers) > 1 for c in data.train_contexts
+        ),
+        "n_preference_pairs": n_pairs.get("dpo", 0),
+        "n_mined_pairs": n_pairs.get("mined", 0),
+        "n_test": len(data.test_contexts),
+        "n_test_answerable": sum(c.answerable for c in data.test_contexts),
+        "n_multihop_test": len(multihop),
+        "n_multihop_test_answerable": sum(c.answerable for c in multihop),
         "n_dev": len(data.dev_contexts),
         "n_dev_answerable": sum(c.answerable for c in data.dev_contexts),
-        "rows": rows,
-        "reports": {name: r.aggregate for name, r in reports.items()},
+        "answerability_head": head,
+        "skipped_rows": skipped,
+        "rows": tables[main],
+        "multihop_rows": tables.get("multihop", {}),
+        "policies": policies_out,
+        "post_check": post_checks,
+        "reports": reports,
         "refusal_calibration": calibration,
     }
-    (out / f"generation-{task.name}.json").write_text(json.dumps(result, indent=2, default=str))
-    table = markdown_table(rows)
-    (out / f"generation-{task.name}.md").write_text(
-        f"# Generation benchmark: {task.name}\n\n{len(train_contexts)} training contexts "
-        f"({result['n_preference_pairs']} DPO pairs), {len(test_contexts)} test questions "
-        f"({result['n_test_answerable']} answerable in their retrieved top-{args.top_k}), "
-        f"{args.retriever} retrieval, device {device}; {_threshold_note(args, result)}.\n\n{table}\n"
-    )
-    result["table"] = table
+    (out / f"generation-{main}.json").write_text(json.dumps(result, indent=2, default=str))
+    result["table"] = _markdown(result, tables, policies_out, post_checks, args)
+    (out / f"generation-{main}.md").write_text(result["table"] + "\n")
     return result
+
+
+def _markdown(
+    result: dict[str, Any],
+    tables: dict[str, Any],
+    policies: dict[str, Any],
+    post_checks: dict[str, Any],
+    args: argparse.Namespace,
+) -> str:
+    head = result["answerability_head"]
+    lines = [
+        f"# Generation benchmark: {result['task']}",
+        "",
+        f"{result['n_train']} training contexts ({result['n_train_multi_source_targets']} with "
+        f"several citations; {result['n_preference_pairs']} rule-made DPO pairs, "
+        f"{result['n_mined_pairs']} mined pairs), {result['n_test']} test questions "
+        f"({result['n_test_answerable']} answerable in their retrieved top-{args.top_k}), "
+        f"{args.retriever} retrieval, device {result['device']}; {_threshold_note(args, result)}.",
+    ]
+    for row, reason in result["skipped_rows"].items():
+        lines.append(f"Row {ROWS[row]!r} skipped: {reason}.")
+    if head:
+        lines.append(
+            f"Answerability head: {head['pairs']} (question, source) pairs, validation AUC "
+            f"{_fmt(head['validation_auc_before'])} -> {_fmt(head['validation_auc_after'])}, "
+            f"{head['train_seconds']:.0f} s."
+        )
+    for set_name, rows in tables.items():
+        if set_name == "multihop":
+            lines += [
+                "",
+                f"## Multi-hop ({result['n_multihop_test']} contexts, "
+                f"{result['n_multihop_test_answerable']} answerable: two halves + a distractor; "
+                "the rest the same questions with the gold removed)",
+            ]
+        lines += ["", markdown_table(rows)]
+        lines += ["", f"Refusal policies ({set_name}):", "", policy_table(policies[set_name])]
+        lines += ["", f"Citation post-check ({set_name}, headline policy):", ""]
+        lines.append(post_check_table(post_checks[set_name]))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _threshold_note(args: argparse.Namespace, result: dict[str, Any]) -> str:
     if args.refusal_threshold == TUNE:
         return (
-            f"refusal threshold chosen per row on {result['n_dev']} dev questions "
+            f"refusal policies fitted per row on {result['n_dev']} dev questions "
             f"({result['n_dev_answerable']} answerable; macro F1 of refusing / answering)"
         )
     if args.refusal_threshold is None:
-        return "greedy decoding, no refusal threshold"
+        return "greedy decoding, no refusal policy"
     return f"refusal threshold {args.refusal_threshold}"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "row"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,11 +1,19 @@
-"""``ragtune train decoder``: grounded SFT (+ DPO) of the decoder on SQuAD 2.0 or SciFact, with a before/after table.
+"""``ragtune train decoder``: grounded SFT (+ DPO) of the decoder and a refusal decided by both halves.
 
 Builds cite-or-refuse training data over contexts retrieved by BM25 (or the
-hybrid retriever), trains a LoRA adapter with ``DecoderFinetuneEngine``,
-writes ``<output>/adapter`` and ``<output>/merged`` and scores the base and
-the tuned model on the test split over the same retrieved sources, each
-with its refusal threshold chosen on held-out dev questions (written to
-``<output>/refusal_threshold.json`` for the tuned model).
+hybrid retriever) -- for SQuAD 2.0 with two-hop questions whose answers cite
+both needed sources (``data.multihop``) --, trains a LoRA adapter with
+``DecoderFinetuneEngine``, writes ``<output>/adapter`` and ``<output>/merged``,
+trains the encoder-side answerability head (``<output>/answerability/final``),
+and fits the refusal policies on held-out dev questions:
+
+- ``<output>/refusal_threshold.json``: the decoder-only threshold
+  (``LocalChatLLM(merged, refusal_threshold=t)``);
+- ``<output>/refusal_policy.json``: the decoder's and the encoder's signals
+  combined (``LocalChatLLM(merged, refusal_policy=load_refusal_policy(path))``).
+
+The base and the tuned model are then scored on the test split (and, for
+SQuAD, the multi-hop test set) over the same retrieved sources.
 
 Example::
 
@@ -17,19 +25,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from llama_index_ragtune.bench.generation import (
+    TUNE,
     add_common_arguments,
-    calibrate_refusal,
-    evaluate_llm,
     llm_options,
     make_configs,
     markdown_table,
     prepare_grounded_data,
     summarize,
 )
+from llama_index_ragtune.bench.generation_scoring import CachedScorer, fit_policies, score_set
+from llama_index_ragtune.bench.generation_training import train_answerability
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
     base_model = resolve_model(args.base_model, kind="decoder")
     data = prepare_grounded_data(args, args.max_examples, output)
     task, builder, train_contexts = data.task, data.builder, data.train_contexts
-    evaluate = bool(data.test_contexts)
     preference = PreferenceBuilder(seed=args.seed).build(train_contexts) if args.dpo else None
     sft_config, dpo_config, lora_config = make_configs(args, output, device, base_model)
     engine = DecoderFinetuneEngine(
@@ -83,30 +90,70 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"Kept the base model; the tuned adapter is in {engine.challenger_path / 'adapter'}")
     print(f"Timings: {json.dumps(engine.timings)}")
-    if not evaluate:
+    scorer = None
+    if args.refusal_threshold == TUNE and (
+        args.answerability_minutes > 0 or args.answerability_steps > 0
+    ):
+        trained, head = train_answerability(args, data, output / "answerability", device)
+        print(f"Answerability head: {json.dumps(head)}")
+        scorer = CachedScorer(trained)
+    if not data.test_contexts:
         return 0
 
-    test_contexts = data.test_contexts
     evaluator = GenerationEvaluator(answer_metric=task.answer_metric)
-    rows = {}
+    sets = {task.name: data.test_contexts}
+    if data.multihop_test_contexts:
+        sets["multihop"] = data.multihop_test_contexts
+    rows: dict[str, dict] = {name: {} for name in sets}
+    gen = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
     for name, llm, seconds in (
         ("base", LocalChatLLM(base_model, device=device, **llm_options(args)), None),
         ("tuned", engine.get_finetuned_model(**llm_options(args)), sum(engine.timings.values())),
     ):
-        choice = calibrate_refusal(llm, args, data.dev_contexts)
-        if choice is not None and name == "tuned":
-            (output / "refusal_threshold.json").write_text(json.dumps(asdict(choice), indent=2))
-            print(
-                f"Refusal threshold {choice.threshold:.4g} (chosen on {choice.n_examples} dev "
-                f'questions): LocalChatLLM("{engine.merged_dir}", '
-                f"refusal_threshold={choice.threshold:.4g})"
-            )
-        report, tps = evaluate_llm(
-            llm, test_contexts, evaluator, name, args.batch_size, args.max_new_tokens
+        policies = fit_policies(
+            llm, data.dev_contexts, args.refusal_threshold, scorer, args.batch_size
         )
-        rows[name] = summarize(report, task.answer_metric, seconds, tps, llm.refusal_threshold)
-    table = markdown_table(rows)
-    (output / "evaluation.md").write_text(table + "\n")
+        if name == "tuned":
+            _write_policies(output, engine, policies)
+        for set_name, contexts in sets.items():
+            scores = score_set(set_name, llm, contexts, policies, evaluator, **gen)
+            policy = policies.get(scores.headline)
+            rows[set_name][name] = summarize(
+                scores.reports[scores.headline],
+                task.answer_metric,
+                seconds,
+                scores.tokens_per_second,
+                None if policy is None else policy.threshold,
+                scores.headline,
+            )
+    tables = [markdown_table(rows[task.name])]
+    if "multihop" in rows:
+        tables += ["Multi-hop (two needed sources + a distractor; gold-removed twins):"]
+        tables += [markdown_table(rows["multihop"])]
+    text = "\n\n".join(tables)
+    (output / "evaluation.md").write_text(text + "\n")
     print()
-    print(table)
+    print(text)
     return 0
+
+
+def _write_policies(output: Path, engine, policies: dict) -> None:
+    """``refusal_threshold.json`` (decoder only) and ``refusal_policy.json`` (combined)."""
+    decoder = policies.get("decoder")
+    if decoder is not None and decoder.calibration is not None:
+        (output / "refusal_threshold.json").write_text(
+            json.dumps(decoder.calibration, indent=2) + "\n"
+        )
+        print(
+            f"Refusal threshold {decoder.threshold:.4g} (chosen on "
+            f"{decoder.calibration['n_examples']} dev questions): "
+            f'LocalChatLLM("{engine.merged_dir}", refusal_threshold={decoder.threshold:.4g})'
+        )
+    combined = policies.get("combined")
+    if combined is not None:
+        path = combined.save(output / "refusal_policy.json")
+        print(
+            f"Refusal policy (decoder + answerability, threshold {combined.threshold:.4g}, dev "
+            f"AUC {combined.calibration['auc']:.3f}): LocalChatLLM(\"{engine.merged_dir}\", "
+            f'refusal_policy=load_refusal_policy("{path}"))'
+        )

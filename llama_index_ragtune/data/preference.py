@@ -54,19 +54,14 @@ _SPAN_START = re.compile(r"\b(?:[A-Z][\w'-]*|\d[\d,.]*)")
 def composite_score(row: Mapping[str, Any]) -> float:
     """One number per evaluated answer (a ``GenerationEvaluator.evaluate_example`` row), in [0, 1].
 
-    Unanswerable context: 1 for the refusal, 0 otherwise. Answerable: 0 for a
+    The verifiable reward of :func:`llama_index_ragtune.evaluation.rewards.grounded_reward`:
+    unanswerable context: 1 for the refusal, 0 otherwise. Answerable: 0 for a
     refusal, else ``0.4 * answer_score + 0.3 * citation_precision + 0.3 * citation_recall``
     (missing citation figures count as 0).
     """
-    if not row["answerable"]:
-        return 1.0 if row["refused"] else 0.0
-    if row["refused"]:
-        return 0.0
-    return (
-        0.4 * float(row.get("answer_score") or 0.0)
-        + 0.3 * float(row.get("citation_precision") or 0.0)
-        + 0.3 * float(row.get("citation_recall") or 0.0)
-    )
+    from llama_index_ragtune.evaluation.rewards import grounded_reward
+
+    return grounded_reward(row)
 
 
 class PreferenceBuilder:

@@ -46,7 +46,12 @@ def tiny_squad(tmp_path):
     return path
 
 
-def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_path, capsys):
+HEAD = ["--answerability-steps", "2", "--answerability-max-length", "64"]
+
+
+def test_bench_generation_rows_and_outputs(
+    tmp_path, tiny_squad, tiny_causal_lm_path, tiny_encoder_path, capsys
+):
     out = tmp_path / "out"
     code = main(
         [
@@ -56,8 +61,11 @@ def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_
             str(tiny_squad),
             "--base-model",
             tiny_causal_lm_path,
+            "--answerability-model",
+            tiny_encoder_path,
+            *HEAD,
             "--max-train-examples",
-            "6",
+            "4",
             "--max-test-examples",
             "4",
             "--max-steps",
@@ -71,38 +79,58 @@ def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_
             "--lora-top-layers",
             "1",
             "--dev-examples",
-            "6",
+            "4",
+            "--multihop-train-examples",
+            "2",
+            "--multihop-dev-examples",
+            "2",
+            "--multihop-test-examples",
+            "3",
+            "--rows",
+            "base,sft,dpo,mined",
+            "--mined-samples",
+            "3",
             "--out",
             str(out),
         ]
     )
     assert code == 0
     result = json.loads((out / "generation-squad_v2.json").read_text())
-    assert list(result["rows"]) == ["base", "+ grounded SFT", "+ SFT + DPO"]
-    assert result["n_train"] == 6 and result["n_test"] == 4 and result["n_preference_pairs"] == 6
-    # Dev questions: training-split questions outside the training sample (2 train articles).
-    assert result["n_dev"] == 6 and 0 < result["n_dev_answerable"] < 6
-    for name, choice in result["refusal_calibration"].items():
-        assert choice["threshold"] == result["rows"][name]["refusal_threshold"]
-        assert choice["n_examples"] == 6 and 0.0 <= choice["score"] <= 1.0
-    for name, row in result["rows"].items():
-        assert set(row) == {
-            "citation_precision",
-            "citation_recall",
-            "answer",
-            "refusal_f1",
-            "over_refusal_rate",
-            "refusal_auc",
-            "refusal_threshold",
-            "train_seconds",
-            "tokens_per_second",
-        }
-        assert row["tokens_per_second"] > 0
-        # The default calibrated refusal scores every answer's refusal, with a
-        # threshold chosen per row on the dev questions.
-        assert row["refusal_auc"] is None or 0.0 <= row["refusal_auc"] <= 1.0
-        assert 0.0 <= row["refusal_threshold"] <= 1.0
-        assert (row["train_seconds"] is None) == (name == "base")
+    names = ["base", "+ grounded SFT", "+ SFT + DPO"]
+    assert list(result["rows"]) == names and list(result["multihop_rows"]) == names
+    # the random tiny model's sampled answers all score 0: no pair to mine, the row says why
+    assert result["n_mined_pairs"] == 0 and "scored the same" in result["skipped_rows"]["mined"]
+    # 4 sampled questions + 2 two-hop questions, each with its gold-removed twin
+    assert result["n_train"] == 4 + 4 and result["n_train_multi_source_targets"] == 2
+    assert result["n_test"] == 4 and result["n_preference_pairs"] == 8
+    assert result["n_multihop_test"] == 6 and result["n_multihop_test_answerable"] == 3
+    # Dev questions: training-split questions outside the training sample, + two-hop ones.
+    assert result["n_dev"] == 4 + 4 and 0 < result["n_dev_answerable"] < 8
+    assert result["answerability_head"]["steps"] == 2
+    for name, policies in result["refusal_calibration"].items():
+        assert set(policies) == {"decoder", "answerability", "combined"}
+        combined = policies["combined"]
+        assert combined["threshold"] == result["rows"][name]["refusal_threshold"]
+        assert combined["calibration"]["n_examples"] == 8
+        assert combined["scorer"].endswith("final")
+    for rows in (result["rows"], result["multihop_rows"]):
+        for name, row in rows.items():
+            assert row["refusal_policy"] == "combined" and row["tokens_per_second"] > 0
+            for key in ("refusal_auc", "refusal_auc_answerability", "refusal_auc_combined"):
+                assert row[key] is None or 0.0 <= row[key] <= 1.0
+            assert 0.0 <= row["trust_score"] <= 1.0
+            assert (row["train_seconds"] is None) == (name == "base")
+    for set_name in ("squad_v2", "multihop"):
+        for name in names:
+            assert set(result["policies"][set_name][name]) == {
+                "decoder",
+                "answerability",
+                "combined",
+            }
+            check = result["post_check"][set_name][name]
+            assert set(check) == {"flag", "cite"}
+            flag, cite = check["flag"]["uncited_rate"], check["cite"]["uncited_rate"]
+            assert flag is None or cite <= flag  # only empty answers stay uncited
     assert (
         result["rows"]["+ SFT + DPO"]["train_seconds"]
         > result["rows"]["+ grounded SFT"]["train_seconds"]
@@ -114,16 +142,24 @@ def test_bench_generation_rows_and_outputs(tmp_path, tiny_squad, tiny_causal_lm_
         for slug in ("base", "grounded-SFT", "SFT-DPO")
     ]
     assert [r["id"] for r in answers[0]] == [r["id"] for r in answers[2]]
-    assert len(retrieved) == 6 + 4 + 6  # train + test + dev
+    assert len(retrieved) == 4 + 4 + 4  # train + test + dev
     for rows in answers:
-        assert all(0.0 <= r["refusal_probability"] <= 1.0 for r in rows)
+        for row in rows:
+            assert 0.0 <= row["refusal_probability"] <= 1.0
+            assert set(row["refusal_signals"]) == {"decoder", "answerability", "combined"}
+            assert row["refusal_decision"]["signal"] == "combined"
     markdown = (out / "generation-squad_v2.md").read_text()
     assert "| + SFT + DPO |" in markdown and "citation precision" in markdown
-    assert "refusal threshold chosen per row on 6 dev questions" in markdown
+    assert "Row '+ SFT + DPO (own failures)' skipped" in markdown
+    assert "refusal policies fitted per row on 8 dev questions" in markdown
+    assert "## Multi-hop (6 contexts, 3 answerable" in markdown
+    assert "Citation post-check (multihop, headline policy)" in markdown
     assert "| base |" in capsys.readouterr().out
 
 
-def test_train_decoder_command(tmp_path, tiny_squad, tiny_causal_lm_path, capsys):
+def test_train_decoder_command(
+    tmp_path, tiny_squad, tiny_causal_lm_path, tiny_encoder_path, capsys
+):
     out = tmp_path / "decoder"
     code = main(
         [
@@ -133,12 +169,17 @@ def test_train_decoder_command(tmp_path, tiny_squad, tiny_causal_lm_path, capsys
             str(tiny_squad),
             "--base-model",
             tiny_causal_lm_path,
+            "--answerability-model",
+            tiny_encoder_path,
+            *HEAD,
             "--output",
             str(out),
             "--dpo",
             "--max-examples",
             "4",
             "--max-test-examples",
+            "2",
+            "--multihop-test-examples",
             "2",
             "--max-steps",
             "3",
@@ -152,18 +193,24 @@ def test_train_decoder_command(tmp_path, tiny_squad, tiny_causal_lm_path, capsys
     printed = capsys.readouterr().out
     decision = json.loads((out / "decision.json").read_text())["decision"]
     assert decision["metric"] == "loss" and "validation" in printed
+    assert (out / "answerability" / "final").is_dir()
     if not decision["promoted"]:  # a tiny model after 3 steps may not clear the margin
         assert (out / "challenger" / "adapter" / "adapter_config.json").exists()
         assert "Kept the base model" in printed
-        return
-    assert (out / "adapter" / "adapter_config.json").exists()
-    assert (out / "merged" / "config.json").exists()
-    assert "| tuned |" in printed and "| base |" in printed
+    else:
+        assert (out / "adapter" / "adapter_config.json").exists()
+        assert (out / "merged" / "config.json").exists()
+        training = json.loads((out / "merged" / "ragtune_training.json").read_text())
+        assert training["preference_method"] == "dpo" and training["timings"]["dpo_seconds"] > 0
+    assert "| tuned |" in printed and "| base |" in printed and "Multi-hop" in printed
     threshold = json.loads((out / "refusal_threshold.json").read_text())
     assert 0.0 <= threshold["threshold"] <= 1.0 and threshold["objective"] == "macro_f1"
     assert f"refusal_threshold={threshold['threshold']:.4g}" in printed
-    training = json.loads((out / "merged" / "ragtune_training.json").read_text())
-    assert training["preference_method"] == "dpo" and training["timings"]["dpo_seconds"] > 0
+    from llama_index_ragtune.llms import CombinedRefusalPolicy, load_refusal_policy
+
+    policy = load_refusal_policy(out / "refusal_policy.json", max_length=64)
+    assert isinstance(policy, CombinedRefusalPolicy)
+    assert "refusal_policy=load_refusal_policy(" in printed
 
 
 def test_bench_generation_fixed_threshold_needs_no_dev_questions(
@@ -173,9 +220,12 @@ def test_bench_generation_fixed_threshold_needs_no_dev_questions(
     args = ["bench", "generation", "--squad", str(tiny_squad), "--base-model", tiny_causal_lm_path]
     args += ["--rows", "base", "--max-train-examples", "6", "--max-test-examples", "4"]
     args += ["--max-new-tokens", "2", "--refusal-threshold", "0.5", "--out", str(out)]
+    args += ["--multihop-test-examples", "0"]
     assert main(args) == 0
     result = json.loads((out / "generation-squad_v2.json").read_text())
     assert result["n_dev"] == 0 and result["rows"]["base"]["refusal_threshold"] == 0.5
+    assert result["rows"]["base"]["refusal_policy"] == "decoder"
+    assert result["answerability_head"] is None and result["multihop_rows"] == {}
     assert len(json.loads((out / "retrieved-squad_v2-bm25.json").read_text())) == 10
 
 
@@ -184,6 +234,6 @@ def test_bench_generation_tune_explains_a_dev_set_without_both_kinds(
 ):
     args = ["bench", "generation", "--squad", str(tiny_squad), "--base-model", tiny_causal_lm_path]
     args += ["--rows", "base", "--max-train-examples", "12", "--max-test-examples", "2"]
-    args += ["--dev-examples", "5", "--out", str(tmp_path / "out")]
+    args += ["--dev-examples", "5", "--out", str(tmp_path / "out"), "--answerability-minutes", "0"]
     with pytest.raises(ValueError, match="Raise --dev-examples"):
         main(args)  # every training-split question is in the training sample: no dev

@@ -1,0 +1,258 @@
+"""Data of ``ragtune bench generation`` and ``ragtune train decoder``: tasks, cached retrieval, contexts.
+
+One retriever is built once over all paragraphs (SQuAD 2.0) or abstracts
+(SciFact); every question is retrieved once and its document ids are cached
+(``retrieved-<task>-<retriever>.json``), so every row answers over identical
+sources. Training contexts put the gold passage among retrieved distractors
+(``GroundedSFTBuilder``, some with the gold removed -> refusal); dev and test
+contexts are the retriever's own top-k, so a question expects the refusal when
+retrieval missed its evidence.
+
+Multi-hop (SQuAD 2.0 only, ``data.multihop``): two-hop questions made by
+splitting a paragraph at its bridge, shown as the two halves plus a
+distractor, each with its gold-removed twin. Test multi-hop questions come
+from the test articles; training ones from the training sample's questions
+(a two-source version of a question already trained on); dev ones from the
+training articles outside the training and dev samples.
+
+Splits: SQuAD 2.0 by article (all but the last 4 articles train, the last 4
+test); SciFact claims by its qrels (``train`` / ``test``). Dev questions are
+training-split questions left out of the training sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llama_index_ragtune.data.grounded import GroundedContext, GroundedSFTBuilder
+from llama_index_ragtune.data.qa import QAExample
+
+logger = logging.getLogger(__name__)
+
+TUNE = "tune"  # --refusal-threshold: choose it on dev questions
+MULTIHOP_SOURCES = 3  # two gold halves and a distractor, as in the multi-hop test
+
+
+@dataclass
+class GenerationTask:
+    """Train/dev/test questions and the documents a retriever indexes for them.
+
+    ``train_pool`` / ``test_pool``: every question of the two splits (the
+    multi-hop sets are drawn from them).
+    """
+
+    name: str
+    train: list[QAExample]
+    test: list[QAExample]
+    documents: list[Any]
+    answer_metric: str
+    dev: list[QAExample] = field(default_factory=list)
+    train_pool: list[QAExample] = field(default_factory=list)
+    test_pool: list[QAExample] = field(default_factory=list)
+
+
+def _sample(
+    examples: list[QAExample], n: int | None, seed: int, answerable_share: float | None = None
+) -> list[QAExample]:
+    """``n`` examples drawn with ``seed``; ``answerable_share`` fixes the answerable fraction."""
+    rng = random.Random(seed)
+    if answerable_share is None:
+        return list(examples) if n is None or n >= len(examples) else rng.sample(examples, n)
+    answerable = [e for e in examples if e.answerable]
+    unanswerable = [e for e in examples if not e.answerable]
+    n = len(examples) if n is None else n
+    n_answerable = min(len(answerable), round(n * answerable_share))
+    n_unanswerable = min(len(unanswerable), n - n_answerable)
+    picked = rng.sample(answerable, n_answerable) + rng.sample(unanswerable, n_unanswerable)
+    rng.shuffle(picked)
+    return picked
+
+
+def load_task(
+    squad: str | Path | None = None,
+    scifact: str | Path | None = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    seed: int = 0,
+    train_answerable_share: float | None = None,
+    max_dev: int = 0,
+) -> GenerationTask:
+    """SQuAD 2.0 (article split) or SciFact claims (qrels split), sampled with ``seed``.
+
+    ``train_answerable_share`` fixes the answerable fraction of the training
+    sample (the dev and test samples keep the data's own mix). ``max_dev`` dev
+    questions come from the training split, outside the training sample.
+    """
+    from llama_index_ragtune.data.qa import load_scifact_claims, load_squad_v2
+
+    if (squad is None) == (scifact is None):
+        raise ValueError("Pass exactly one of --squad PATH or --scifact DIR.")
+    if squad is not None:
+        train, _ = load_squad_v2(squad, split="train")
+        test, _ = load_squad_v2(squad, split="test")
+        _, documents = load_squad_v2(squad)
+        name, metric = "squad_v2", "squad"
+    else:
+        train, documents = load_scifact_claims(scifact, split="train")
+        test, _ = load_scifact_claims(scifact, split="test")
+        name, metric = "scifact", "scifact"
+    train_sample = _sample(train, max_train, seed, train_answerable_share)
+    taken = {e.qid for e in train_sample}
+    rest = [e for e in train if e.qid not in taken]
+    dev = _sample(rest, max_dev, seed + 2) if max_dev > 0 else []
+    if max_dev > 0 and len(dev) < max_dev:
+        logger.warning("Only %d dev questions left outside the training sample.", len(dev))
+    return GenerationTask(
+        name,
+        train_sample,
+        _sample(test, max_test, seed + 1),
+        documents,
+        metric,
+        dev,
+        train_pool=list(train),
+        test_pool=list(test),
+    )
+
+
+def build_retriever(documents: Sequence[Any], kind: str = "bm25", top_k: int = 10) -> Any:
+    """A retriever over ``documents``: ``bm25`` (this package's BM25) or ``hybrid`` (dense + BM25)."""
+    if kind == "bm25":
+        try:
+            from llama_index_ragtune.retrievers.bm25 import BM25Retriever
+        except ImportError:  # pragma: no cover - fallback to the LlamaIndex integration
+            from llama_index.retrievers.bm25 import BM25Retriever
+        return BM25Retriever.from_defaults(nodes=list(documents), similarity_top_k=top_k)
+    if kind == "hybrid":
+        from llama_index_ragtune.retrievers import HybridRetriever
+
+        return HybridRetriever.from_defaults(nodes=list(documents), similarity_top_k=top_k)
+    raise ValueError(f"Unknown retriever {kind!r}; use 'bm25' or 'hybrid'.")
+
+
+def retrieve_all(
+    builder: GroundedSFTBuilder,
+    examples: Sequence[QAExample],
+    cache: str | Path | None = None,
+    show_progress: bool = True,
+) -> dict[str, list[str]]:
+    """Document ids retrieved for every question, read from / written to the JSON ``cache``."""
+    from tqdm.auto import tqdm
+
+    path = Path(cache) if cache is not None else None
+    retrieved: dict[str, list[str]] = (
+        json.loads(path.read_text()) if path is not None and path.exists() else {}
+    )
+    missing = [e for e in examples if e.qid not in retrieved]
+    for example in tqdm(missing, desc="Retrieving", disable=not show_progress):
+        retrieved[example.qid] = builder.retrieve_ids(example.question)
+    if path is not None and missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(retrieved))
+    return retrieved
+
+
+@dataclass
+class GroundedData:
+    """What ``bench generation`` and ``train decoder`` build before training: the task,
+    the context builder and the train / test contexts over the same retrieved sources."""
+
+    task: GenerationTask
+    builder: GroundedSFTBuilder
+    train_contexts: list[GroundedContext]
+    test_contexts: list[GroundedContext]
+    dev_contexts: list[GroundedContext] = field(default_factory=list)
+    multihop_test_contexts: list[GroundedContext] = field(default_factory=list)
+    retrieved: dict[str, list[str]] = field(default_factory=dict)
+
+
+def prepare_grounded_data(
+    args: argparse.Namespace, max_train_examples: int | None, cache_dir: str | Path
+) -> GroundedData:
+    """Load the task named by the command's flags, retrieve every question once (cached
+    in ``cache_dir/retrieved-<task>-<retriever>.json``) and build the contexts.
+
+    Training contexts always hold the gold passage (``force_gold``; ``--p-no-gold``
+    turns some into refusals); dev and test contexts are the retriever's own top-k.
+    Dev questions are drawn only when ``--refusal-threshold tune`` needs them.
+    """
+    task = load_task(
+        args.squad,
+        args.scifact,
+        max_train_examples,
+        args.max_test_examples,
+        args.seed,
+        args.train_answerable_share,
+        max_dev=args.dev_examples if args.refusal_threshold == TUNE else 0,
+    )
+    retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
+    builder = GroundedSFTBuilder(
+        retriever,
+        task.documents,
+        top_k=args.top_k,
+        p_no_gold=args.p_no_gold,
+        max_context_chars=args.max_context_chars,
+        seed=args.seed,
+    )
+    retrieved = retrieve_all(
+        builder,
+        task.train + task.dev + task.test,
+        cache=Path(cache_dir) / f"retrieved-{task.name}-{args.retriever}.json",
+    )
+    train_contexts = builder.build_contexts(task.train, retrieved, force_gold=True)
+    dev_contexts = builder.build_contexts(task.dev, retrieved, force_gold=False)
+    multihop_test: list[GroundedContext] = []
+    if task.name == "squad_v2":
+        taken = {e.qid for e in task.train + task.dev}
+        rest = [e for e in task.train_pool if e.qid not in taken]
+        train_contexts += _multihop(task.train, task, retriever, args, "multihop_train_examples", 0)
+        if task.dev:  # dev questions are drawn only when the refusal is tuned on them
+            dev_contexts += _multihop(rest, task, retriever, args, "multihop_dev_examples", 1)
+        multihop_test = _multihop(
+            task.test_pool, task, retriever, args, "multihop_test_examples", 2
+        )
+    return GroundedData(
+        task,
+        builder,
+        train_contexts,
+        builder.build_contexts(task.test, retrieved, force_gold=False),
+        dev_contexts,
+        multihop_test,
+        retrieved,
+    )
+
+
+def _multihop(
+    examples: Sequence[QAExample],
+    task: GenerationTask,
+    retriever: Any,
+    args: argparse.Namespace,
+    flag: str,
+    offset: int,
+) -> list[GroundedContext]:
+    """Two-hop contexts (each with its gold-removed twin) for ``--<flag>`` questions of ``examples``."""
+    from llama_index_ragtune.data.multihop import build_squad_multihop
+
+    wanted = getattr(args, flag, 0) or 0
+    if wanted <= 0:
+        return []
+    try:
+        multihop = build_squad_multihop(
+            examples, task.documents, retriever, max_examples=wanted, seed=args.seed + offset
+        )
+    except ValueError as err:
+        logger.warning("No multi-hop questions for --%s: %s", flag.replace("_", "-"), err)
+        return []
+    if len(multihop) < wanted:
+        logger.warning(
+            "Only %d multi-hop questions for --%s.", len(multihop), flag.replace("_", "-")
+        )
+    return multihop.contexts(
+        top_k=MULTIHOP_SOURCES, max_context_chars=args.max_context_chars, seed=args.seed
+    )
