@@ -154,6 +154,6 @@ def _write_policies(output: Path, engine, policies: dict) -> None:
         path = combined.save(output / "refusal_policy.json")
         print(
             f"Refusal policy (decoder + answerability, threshold {combined.threshold:.4g}, dev "
-            f"AUC {combined.calibration['auc']:.3f}): LocalChatLLM(\"{engine.merged_dir}\", "
+            f'AUC {combined.calibration["auc"]:.3f}): LocalChatLLM("{engine.merged_dir}", '
             f'refusal_policy=load_refusal_policy("{path}"))'
         )

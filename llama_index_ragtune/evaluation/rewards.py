@@ -130,7 +130,9 @@ def reward_dataset(contexts: Sequence[GroundedContext]) -> datasets.Dataset:
     import datasets
 
     if not contexts:
-        raise ValueError("reward_dataset: no contexts given (use GroundedSFTBuilder.build_contexts).")
+        raise ValueError(
+            "reward_dataset: no contexts given (use GroundedSFTBuilder.build_contexts)."
+        )
     rows: dict[str, list[Any]] = {"prompt": [], **{k: [] for k in REWARD_COLUMNS}}
     for context in contexts:
         rows["prompt"].append(context.messages())
