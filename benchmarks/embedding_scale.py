@@ -209,7 +209,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             flush=True,
         )
         rows.append(run_engine(engine, args, scratch / f"{engine}.npy"))
-        print(f"  {rows[-1]['seconds_in_child']:.1f} s", file=sys.stderr, flush=True)
+        print(f"  {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     reference = np.load(scratch / f"{args.engines[0]}.npy", mmap_mode="r")
     for row in rows:
         other = np.load(scratch / f"{row['engine']}.npy", mmap_mode="r")

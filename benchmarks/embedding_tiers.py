@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 SLICES = 12
-DEPTH = 100
+DEPTH = 100  # results evaluated per query (Recall@100)
+HYBRID_DEPTH = 200  # candidates per side for the hybrid (the fusion presets' largest depth)
 LABELS = {
     "torch": "PyTorch (HuggingFaceEmbedding, LlamaIndex defaults: batch 10)",
     "onnx": "ONNX Runtime fp32 (OnnxEmbedding, batch 32)",
@@ -150,20 +151,64 @@ def time_queries(encoders: dict[str, Any], queries: list[str]) -> tuple[dict, di
     return latency, {n: np.asarray(v, dtype=np.float32) for n, v in vectors.items()}
 
 
-def evaluate(doc_vectors: np.ndarray, query_vectors: np.ndarray, ids: list[str], dataset) -> dict:
-    """Exact cosine search, top 100; mean nDCG@10, Recall@100, MRR@10 over the judged queries."""
-    from llama_index_ragtune.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+def dense_rankings(
+    doc_vectors: np.ndarray, query_vectors: np.ndarray, ids: list[str], depth: int
+) -> list[list[tuple[str, float]]]:
+    """Exact cosine search: per query, the top ``depth`` ``(doc id, score)`` pairs, best first."""
 
     def unit(x: np.ndarray) -> np.ndarray:
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     scores = unit(query_vectors) @ unit(doc_vectors).T
-    depth = min(DEPTH, scores.shape[1])
+    depth = min(depth, scores.shape[1])
     top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-    rows = {"ndcg@10": [], "recall@100": [], "mrr@10": []}
-    for q, qid in enumerate(dataset.queries):
-        ranked_idx = top[q][np.argsort(-scores[q, top[q]], kind="stable")]
-        ranked = [ids[i] for i in ranked_idx]
+    out = []
+    for q in range(scores.shape[0]):
+        ranked = top[q][np.argsort(-scores[q, top[q]], kind="stable")]
+        out.append([(ids[i], float(scores[q, i])) for i in ranked])
+    return out
+
+
+def bm25_rankings(dataset, depth: int) -> list[list[tuple[str, float]]]:
+    """Our BM25Retriever's top ``depth`` per query (the hybrid's sparse side)."""
+    from llama_index.core.schema import TextNode
+
+    from llama_index_ragtune.retrievers import BM25Retriever
+
+    nodes = [TextNode(id_=doc_id, text=text) for doc_id, text in dataset.corpus.items()]
+    bm25 = BM25Retriever(nodes, similarity_top_k=depth)
+    return [
+        [(hit.node.node_id, float(hit.score or 0.0)) for hit in bm25.retrieve(query)]
+        for query in dataset.queries.values()
+    ]
+
+
+def hybrid_rankings(dense: list, sparse: list) -> list[list[tuple[str, float]]]:
+    """Two runs fused as HybridRetriever does by default (mode and preset chosen on SciFact train)."""
+    from llama_index_ragtune.retrievers import DEFAULT_FUSION_MODE, FUSION_PRESETS
+    from llama_index_ragtune.retrievers.fusion import fuse
+
+    preset = FUSION_PRESETS[DEFAULT_FUSION_MODE]
+    out = []
+    for d, s in zip(dense, sparse, strict=True):
+        hits = fuse(
+            [d[: preset["dense_top_k"]], s[: preset["sparse_top_k"]]],
+            mode=DEFAULT_FUSION_MODE,
+            weights=(preset["alpha"], 1.0 - preset["alpha"]),
+            rrf_k=preset["rrf_k"],
+            top_k=DEPTH,
+        )
+        out.append([(h.node_id, h.score) for h in hits])
+    return out
+
+
+def evaluate(rankings: list[list[tuple[str, float]]], dataset) -> dict[str, float]:
+    """Mean nDCG@10, Recall@100 and MRR@10 of one run (rankings in query order)."""
+    from llama_index_ragtune.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+
+    rows: dict[str, list[float]] = {"ndcg@10": [], "recall@100": [], "mrr@10": []}
+    for ranking, qid in zip(rankings, dataset.queries, strict=True):
+        ranked = [doc_id for doc_id, _ in ranking[:DEPTH]]
         qrels = dataset.qrels[qid]
         rows["ndcg@10"].append(ndcg_at_k(ranked, qrels, 10))
         rows["recall@100"].append(recall_at_k(ranked, qrels, 100))
@@ -211,9 +256,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     corpus_seconds, doc_vectors = time_corpus(encoders, texts, show)
     print("embedding the queries one at a time ...", file=sys.stderr, flush=True)
     latency, query_vectors = time_queries(encoders, queries)
+    sparse = bm25_rankings(dataset, HYBRID_DEPTH)
+    bm25 = evaluate(sparse, dataset)
     rows = []
     for name in encoders:
-        metrics = evaluate(doc_vectors[name], query_vectors[name], ids, dataset)
+        dense = dense_rankings(doc_vectors[name], query_vectors[name], ids, HYBRID_DEPTH)
+        metrics = evaluate(dense, dataset)
+        hybrid = evaluate(hybrid_rankings(dense, sparse), dataset)
         extra = {k: v for k, v in static.get(name, {}).items() if k != "embed"}
         rows.append(
             {
@@ -225,6 +274,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 "query_p95_ms": float(np.percentile(latency[name], 95)),
                 "dimension": int(doc_vectors[name].shape[1]),
                 "metrics": metrics,
+                "hybrid_metrics": hybrid,
                 **extra,
             }
         )
@@ -235,6 +285,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         row["ndcg@10_delta_vs_torch"] = (
             row["metrics"]["ndcg@10"] - base["torch"]["metrics"]["ndcg@10"]
         )
+        row["hybrid_ndcg@10_delta_vs_torch"] = (
+            row["hybrid_metrics"]["ndcg@10"] - base["torch"]["hybrid_metrics"]["ndcg@10"]
+        )
     return {
         "benchmark": "embedding_tiers",
         "dataset": Path(args.beir).name,
@@ -243,6 +296,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "num_queries": len(queries),
         "model": args.model or "bundled all-MiniLM-L6-v2",
         "rows": rows,
+        "bm25_metrics": bm25,
         "machine": {
             "cores": len(os.sched_getaffinity(0))
             if hasattr(os, "sched_getaffinity")
@@ -271,8 +325,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"queries, {result['num_documents']} documents; encoder: {result['model']})",
         "",
         "| encoder | dim | corpus (s) | docs/s | speed-up vs PyTorch | vs ONNX int8 "
-        "| nDCG@10 | Δ vs PyTorch | Recall@100 | query p50 ms | distil (s) | model MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| dense nDCG@10 | Δ vs PyTorch | dense Recall@100 | hybrid nDCG@10 | hybrid Δ "
+        "| query p50 ms | distil (s) | model MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
         m = r["metrics"]
@@ -281,8 +336,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['label']} | {r['dimension']} | {r['corpus_seconds']:.1f} | {r['docs_per_second']:.0f} "
             f"| {r['speedup_vs_torch']:.2f}x | {r['speedup_vs_onnx_int8']:.2f}x | {m['ndcg@10']:.3f} "
-            f"| {r['ndcg@10_delta_vs_torch']:+.4f} | {m['recall@100']:.3f} | {r['query_p50_ms']:.2f} "
-            f"| {distil} | {size} |"
+            f"| {r['ndcg@10_delta_vs_torch']:+.4f} | {m['recall@100']:.3f} "
+            f"| {r['hybrid_metrics']['ndcg@10']:.3f} | {r['hybrid_ndcg@10_delta_vs_torch']:+.4f} "
+            f"| {r['query_p50_ms']:.2f} | {distil} | {size} |"
         )
     machine = result["machine"]
     lines += [
@@ -291,7 +347,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"({SLICES} slices, rotating order) through `get_text_embedding_batch`. Queries: one at a "
         "time (`get_query_embedding`), rotating order. Retrieval: exact cosine search, top 100. "
         "Static models are distilled from the same encoder in this run (model2vec; distil time "
-        "is a one-off cost, not part of the corpus time).",
+        "is a one-off cost, not part of the corpus time). Hybrid: our BM25Retriever (top 200) "
+        "fused with the encoder's dense run as HybridRetriever does by default "
+        "(`fuse`, default mode and preset); BM25 alone: nDCG@10 "
+        f"{result['bm25_metrics']['ndcg@10']:.3f}, Recall@100 {result['bm25_metrics']['recall@100']:.3f}.",
         "",
         f"Command: `{result['command']}`  ",
         f"Machine: {machine['cores']} cores, load before {machine['load_before']}, after "

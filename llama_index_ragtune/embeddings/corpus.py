@@ -11,8 +11,9 @@ Engines (same result, to float32 rounding; the choice is about where the work ru
 
 - ``"local"``: this process (PyTorch / ONNX Runtime / static model threads).
 - ``"multiprocess"``: sentence-transformers' multi-process pool
-  (``start_multi_process_pool``), one worker per CPU core or GPU; a
-  sentence-transformers model only.
+  (``start_multi_process_pool``), one worker per CPU core or GPU, each with
+  ``cores / workers`` threads; a sentence-transformers model only. Workers are
+  spawned, so a script must call it under ``if __name__ == "__main__":``.
 - ``"ray"``: Ray Data ``map_batches`` over an actor pool
   (:class:`~llama_index_ragtune.embeddings.RayCorpusEncoder`), which runs on every
   node of a Ray cluster when ``ray.init(address=...)`` was called first (the
