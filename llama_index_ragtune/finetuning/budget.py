@@ -81,12 +81,15 @@ def select_positives(
     budget: TrainingBudget | None = None,
     seed: int = 0,
     min_grade: int = 1,
+    top_grade_only: bool = False,
 ) -> dict[str, list[str]]:
     """``{qid: positive doc ids}`` to train on, strongest first, within ``budget``.
 
-    Grades come from ``dataset.grades`` (a positive without a grade counts as grade 1). Positives below ``min_grade`` are left
-    out; a query left without any positive is dropped. Queries keep their order
-    in ``dataset``.
+    Grades come from ``dataset.grades`` (a positive without a grade counts as grade
+    1). Positives below ``min_grade`` are left out; with ``top_grade_only`` so are
+    those below the query's own best grade (a weak "on topic" positive next to a
+    strong one teaches the encoder to prefer passages that do not answer). A query
+    left without any positive is dropped. Queries keep their order in ``dataset``.
     """
     grades: Mapping[str, Mapping[str, int]] = dataset.grades
     per_query = budget.max_pairs_per_query if budget else None
@@ -94,6 +97,9 @@ def select_positives(
     for qid in dataset.query_ids:
         graded = grades.get(qid, {})
         positives = [d for d in dataset.relevant_docs[qid] if graded.get(d, 1) >= min_grade]
+        if top_grade_only and positives:
+            best = max(graded.get(d, 1) for d in positives)
+            positives = [d for d in positives if graded.get(d, 1) == best]
         rng = random.Random(f"{seed}:{qid}")
         rng.shuffle(positives)
         positives.sort(key=lambda d: -graded.get(d, 1))  # stable: ties stay shuffled

@@ -99,6 +99,9 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         budget: a ``TrainingBudget`` (pairs per query, total pairs, minutes);
             ``None`` trains one epoch over every pair.
         min_grade: positives graded below this (``train_dataset.grades``) are not trained on.
+        top_grade_only: train on each query's best-graded positives only (default): a
+            weak positive next to a strong one teaches the encoder to rank passages that
+            do not answer above mined near misses that may (see the README's tuning notes).
         max_negatives_per_query: negative columns per row (0 = pairs, in-batch
             negatives only). Ignored when the dataset has no negatives.
         matryoshka_dims: wrap the loss in ``MatryoshkaLoss`` over these dimensions.
@@ -138,6 +141,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         loss: str | nn.Module | Callable[[SentenceTransformer], nn.Module] = DEFAULT_LOSS,
         budget: TrainingBudget | None = DEFAULT_BUDGET,
         min_grade: int = 1,
+        top_grade_only: bool = True,
         max_negatives_per_query: int = 1,
         matryoshka_dims: Sequence[int] | None = None,
         query_prompt: str | None = None,
@@ -182,6 +186,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         self.loss = loss
         self.budget = budget
         self.min_grade = min_grade
+        self.top_grade_only = top_grade_only
         self.matryoshka_dims = list(matryoshka_dims) if matryoshka_dims else None
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self.max_negatives_per_query = max_negatives_per_query
@@ -319,7 +324,11 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         """The trainer's columns (``anchor``, ``positive``, ``negative``...) within the budget."""
         dataset = dataset if dataset is not None else self.train_dataset
         positives = select_positives(
-            dataset, self.budget, seed=self.args.seed, min_grade=self.min_grade
+            dataset,
+            self.budget,
+            seed=self.args.seed,
+            min_grade=self.min_grade,
+            top_grade_only=self.top_grade_only,
         )
         if not positives:
             raise ValueError(

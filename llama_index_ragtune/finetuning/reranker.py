@@ -142,6 +142,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             ``SentenceTransformer`` bi-encoder (scores: ``bi_encoder_scorer``) or a
             callable ``[(query, passage), ...] -> scores``.
         budget: a ``TrainingBudget``; ``None`` trains one epoch over every row.
+        top_grade_only: train on each query's best-graded positives only (default).
         max_negatives_per_query: negatives per query in the training rows.
         candidates: ``{qid: [doc ids, best first]}`` first-stage candidates of the
             validation queries, with ``candidate_scores`` aligned to them; built with
@@ -180,6 +181,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         loss: str | nn.Module | Callable[[CrossEncoder], nn.Module] | None = None,
         teacher: Teacher | None = None,
         budget: TrainingBudget | None = DEFAULT_BUDGET,
+        top_grade_only: bool = True,
         max_negatives_per_query: int = 3,
         candidates: Mapping[str, Sequence[str]] | None = None,
         candidate_scores: Mapping[str, Sequence[float]] | None = None,
@@ -241,6 +243,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         self.loss = loss
         self.teacher = teacher
         self.budget = budget
+        self.top_grade_only = top_grade_only
         self.max_negatives_per_query = max_negatives_per_query
         self.rerank_depth = rerank_depth
         self.encoder = encoder
@@ -338,7 +341,9 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
     ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         """The trainer's columns for the loss's layout (within the budget), and their stats."""
         dataset = dataset if dataset is not None else self.train_dataset
-        positives = select_positives(dataset, self.budget, seed=self.args.seed)
+        positives = select_positives(
+            dataset, self.budget, seed=self.args.seed, top_grade_only=self.top_grade_only
+        )
         columns, stats = cross_encoder_rows(
             dataset,
             self._layout(),

@@ -86,6 +86,13 @@ def test_budget_takes_strongest_positives_first_and_covers_queries_evenly():
     assert all(data.grades[q][ds[0]] == 2 for q, ds in total.items())
     strong_only = select_positives(data, None, min_grade=2)
     assert all(len(ds) == 1 for ds in strong_only.values())
+    top = select_positives(data, None, top_grade_only=True)
+    assert top == strong_only  # every query's best grade here is 2
+    mixed = RetrievalDataset(
+        data.queries, data.corpus, data.relevant_docs, grades={"q0": data.grades["q0"]}
+    )
+    top = select_positives(mixed, None, top_grade_only=True)
+    assert len(top["q0"]) == 1 and len(top["q1"]) == 4  # ungraded: all positives tie at 1
     assert select_positives(data, None) == {q: _strongest_first(data, q) for q in data.queries}
     with pytest.raises(ValueError, match="max_pairs"):
         TrainingBudget(max_pairs=0)
