@@ -10,7 +10,7 @@ Each engine runs in its own child process (a fresh interpreter: no model or
 cache shared between rows); the parent samples the proportional set size (PSS,
 shared pages split between the processes that map them) of the child's whole
 process tree - for Ray that includes the raylet, GCS and actor processes - every
-0.2 s and reports the peak, with the wall time and throughput. Every engine's
+second and reports the peak, with the wall time and throughput. Every engine's
 vectors are compared with the local engine's.
 
 On a 2-core machine the parallel engines cannot beat one process that already
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 ENGINES = ("local", "multiprocess", "ray")
+SAMPLE_SECONDS = 1.0  # reading /proc/<pid>/smaps costs CPU: sample once a second
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -167,7 +168,7 @@ def run_engine(engine: str, args: argparse.Namespace, vectors: Path) -> dict[str
         while not done.is_set():
             pss, rss = _tree_pss(child.pid)
             peak["pss"], peak["rss"] = max(peak["pss"], pss), max(peak["rss"], rss)
-            done.wait(0.2)
+            done.wait(SAMPLE_SECONDS)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -262,7 +263,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "Time: in the engine's process, from start (model load, Ray start-up) to the finished "
         ".npy. Memory: peak PSS of the process tree (Ray: raylet, GCS and actors included), "
-        "sampled every 0.2 s. One process per row.",
+        f"sampled every {SAMPLE_SECONDS:g} s. One process per row.",
         "",
         f"Command: `{result['command']}`  ",
         f"Machine: {machine['cores']} cores, load before {machine['load_before']}, after "
@@ -281,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     size = f"{args.passages // 1000}k" if args.passages % 1000 == 0 else str(args.passages)
-    stem = f"embedding_scale_{size}"
+    model = f"_{Path(args.model).name}" if args.model else ""
+    stem = f"embedding_scale_{size}{model}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     markdown = render_markdown(result)
     (out / f"{stem}.md").write_text(markdown, encoding="utf-8")

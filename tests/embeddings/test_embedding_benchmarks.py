@@ -65,7 +65,7 @@ def test_embedding_scale_runs_every_engine(tiny_beir, tiny_encoder_path, tmp_pat
     out = tmp_path / "results"
     argv = ["--beir", str(tiny_beir), "--passages", "150", "--model", tiny_encoder_path]
     assert embedding_scale.main([*argv, "--shard-size", "64", "--out", str(out)]) == 0
-    result = json.loads((out / "embedding_scale_150.json").read_text())
+    result = json.loads((out / "embedding_scale_150_st.json").read_text())
     rows = {r["engine"]: r for r in result["rows"]}
     assert set(rows) == {"local", "multiprocess", "ray"}
     for row in rows.values():
