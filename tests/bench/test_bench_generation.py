@@ -237,3 +237,47 @@ def test_bench_generation_tune_explains_a_dev_set_without_both_kinds(
     args += ["--dev-examples", "5", "--out", str(tmp_path / "out"), "--answerability-minutes", "0"]
     with pytest.raises(ValueError, match="Raise --dev-examples"):
         main(args)  # every training-split question is in the training sample: no dev
+
+
+def test_bench_generation_grpo_row_trains_with_the_evaluator_reward(
+    tmp_path, tiny_squad, tiny_causal_lm_path
+):
+    out = tmp_path / "out"
+    args = ["bench", "generation", "--squad", str(tiny_squad), "--base-model", tiny_causal_lm_path]
+    args += ["--rows", "grpo", "--max-train-examples", "4", "--max-test-examples", "2"]
+    args += ["--max-steps", "1", "--grpo-steps", "1", "--grpo-generations", "2", "--top-k", "2"]
+    args += ["--max-new-tokens", "4", "--refusal-threshold", "0.5", "--lora-top-layers", "1"]
+    args += ["--multihop-test-examples", "0", "--multihop-train-examples", "0", "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads((out / "generation-squad_v2.json").read_text())
+    assert list(result["rows"]) == ["+ SFT + GRPO"]
+    assert result["rows"]["+ SFT + GRPO"]["train_seconds"] > 0
+    assert (out / "work" / "grpo-merged" / "config.json").exists()
+
+
+def test_grounded_reward_scores_completions_with_the_evaluator():
+    from llama_index_ragtune.data.grounded import GroundedContext
+    from llama_index_ragtune.data.qa import QAExample
+    from llama_index_ragtune.evaluation.rewards import GroundedReward, reward_dataset
+
+    example = QAExample("q", "Capital of Normandy?", ["d2"], ["Rouen"])
+    context = GroundedContext(
+        qid="q",
+        question=example.question,
+        source_ids=["d1", "d2"],
+        source_texts=["Caen is a city.", "Rouen is the capital of Normandy."],
+        gold_numbers=[2],
+        answerable=True,
+        target="Rouen [2]",
+        example=example,
+    )
+    dataset = reward_dataset([context, context])
+    columns = {k: dataset[k] for k in dataset.column_names if k != "prompt"}
+    completions = [
+        [{"role": "assistant", "content": "Rouen [2]"}],
+        [{"role": "assistant", "content": "Caen [1]"}],
+    ]
+    rewards = GroundedReward()(prompts=dataset["prompt"], completions=completions, **columns)
+    assert rewards == [1.0, 0.0]
+    with pytest.raises(ValueError, match="reward_dataset"):
+        GroundedReward()(prompts=[], completions=[])
