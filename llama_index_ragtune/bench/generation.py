@@ -191,6 +191,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="fixed answerability training steps instead of the minutes budget",
     )
     parser.add_argument(
+        "--answerability-examples",
+        type=int,
+        default=1000,
+        help="further training-split questions (outside the training and dev samples) the "
+        "answerability head learns from, on top of the training contexts",
+    )
+    parser.add_argument(
         "--answerability-model",
         default=None,
         help="starting encoder of the answerability head (default: bundled MiniLM, new head)",

@@ -61,6 +61,11 @@ class CachedScorer:
 
     Every row and policy sees the same encoder scores without re-running the
     cross-encoder; ``path`` is the scorer's model folder (recorded by saved policies).
+
+    Example::
+
+        scorer = CachedScorer(AnswerabilityScorer("runs/answerability/final"))
+        scorer(["q"], [["s"]]) == scorer(["q"], [["s"]])    # the second call is a lookup
     """
 
     def __init__(self, scorer: Any) -> None:

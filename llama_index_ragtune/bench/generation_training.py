@@ -68,7 +68,9 @@ def make_configs(
 def train_answerability(
     args: argparse.Namespace, data: Any, output_dir: Path, device: str
 ) -> tuple[Any, dict[str, Any]]:
-    """Train the answerability head on the training contexts (+ gold-removed twins).
+    """Train the answerability head on the training contexts, ``--answerability-examples``
+    further training-split questions (never dev or test ones), and gold-removed twins of
+    half the answerable ones.
 
     Returns ``(AnswerabilityScorer, summary)``. The head is served whatever validation
     says (``force_promotion``: the benchmark measures it on the test split); the
@@ -78,9 +80,11 @@ def train_answerability(
     from llama_index_ragtune.finetuning.answerability import AnswerabilityFinetuneEngine
     from llama_index_ragtune.finetuning.budget import TrainingBudget
 
-    contexts = with_gold_removed(
-        data.builder, data.train_contexts, data.retrieved, share=0.5, seed=args.seed
-    )
+    contexts = list(data.train_contexts)
+    extra = _extra_questions(data, args.answerability_examples, args.seed)
+    if extra:  # more labelled questions for the head, never the dev or test ones
+        contexts += data.builder.build_contexts(extra, force_gold=True, show_progress=False)
+    contexts = with_gold_removed(data.builder, contexts, data.retrieved, share=0.5, seed=args.seed)
     pairs = answerability_pairs(contexts)
     engine_args = AnswerabilityFinetuneEngine.default_args(
         output_dir, seed=args.seed, use_cpu=device == "cpu"
@@ -115,6 +119,17 @@ def train_answerability(
     }
     logger.info("Answerability head: %s", summary)
     return engine.get_finetuned_model(), summary
+
+
+def _extra_questions(data: Any, n: int, seed: int) -> list[Any]:
+    """``n`` training-split questions outside the training and dev samples (seeded)."""
+    import random
+
+    if n <= 0:
+        return []
+    taken = {e.qid for e in data.task.train + data.task.dev}
+    pool = [e for e in data.task.train_pool if e.qid not in taken]
+    return random.Random(seed + 3).sample(pool, min(n, len(pool)))
 
 
 def mined_preferences(

@@ -147,6 +147,12 @@ class MultiHopExample(QAExample):
     (the bridge half's naming sentence, the answer sentence); a source counts
     as cited-worthy only when that text is still in it after truncation.
     ``origin`` is the id of the question it was made from.
+
+    Example::
+
+        MultiHopExample("q1", "When was it re-established?", ["q1#bridge", "q1#answer"],
+                        ["April 1991"], evidence_by_doc={"q1#bridge": "Warsaw's exchange opened.",
+                                                         "q1#answer": "It re-opened in April 1991."})
     """
 
     evidence_by_doc: dict[str, str] = field(default_factory=dict)
@@ -156,7 +162,12 @@ class MultiHopExample(QAExample):
 @dataclass(frozen=True)
 class Bridge:
     """Where a paragraph splits for one question: ``bridge`` (before) and ``answer`` (from the
-    answer sentence on), the question words only the bridge half names, and its naming sentence."""
+    answer sentence on), the question words only the bridge half names, and its naming sentence.
+
+    Example::
+
+        find_bridge(question, paragraph).answer_sentence   # 'It was re-established in April 1991.'
+    """
 
     bridge: str
     answer: str
@@ -225,6 +236,11 @@ class MultiHopSet:
     ``texts`` holds the split halves and every paragraph of the corpus;
     ``distractors`` maps each question id to paragraph ids retrieved for it,
     best first (never its own paragraph, never one holding an answer text).
+
+    Example::
+
+        multihop = build_squad_multihop(examples, documents, max_examples=50)
+        contexts = multihop.contexts(top_k=3)       # 50 answerable + 50 gold-removed twins
     """
 
     examples: list[MultiHopExample]

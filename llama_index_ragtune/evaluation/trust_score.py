@@ -51,6 +51,10 @@ def trust_score(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
 
     A part is None when it is undefined (e.g. no answerable question); the score
     is the mean of the defined parts, None when none is.
+
+    Example::
+
+        trust_score(report.rows)    # {'trust_score': 0.61, 'trust_refusal': ..., ...}
     """
     answerable = [r for r in rows if r["answerable"]]
     unanswerable = [r for r in rows if not r["answerable"]]

@@ -116,6 +116,13 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
         callbacks: ``transformers.TrainerCallback`` objects passed to the trainer.
         device: where to load the model.
         show_progress: progress bars while scoring validation pairs.
+
+    Example::
+
+        engine = AnswerabilityFinetuneEngine(pairs, output_dir="runs/answerability",
+                                             budget=TrainingBudget(minutes=8))
+        result = engine.finetune()
+        result.before["auc"], result.after["auc"]     # question-level validation AUC
     """
 
     kind = "answerability"

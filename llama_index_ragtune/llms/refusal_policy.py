@@ -116,6 +116,20 @@ class RefusalPolicy(ABC):
     Subclasses set ``signal`` (the name of the value compared with ``threshold``),
     ``uses_decoder`` (needs the decoder's P(refusal)), ``uses_sources`` (needs the
     question and the source texts) and implement :meth:`signals`.
+
+    Example::
+
+        class NoSourcesPolicy(RefusalPolicy):
+            # refuse when every source is shorter than 20 characters
+
+            signal = "short_sources"
+            uses_sources = True
+
+            def signals(self, questions, sources, decoder_probabilities):
+                return [{"short_sources": float(all(len(s) < 20 for s in texts))}
+                        for texts in sources]
+
+        NoSourcesPolicy(threshold=0.5).decide(["q"], [["tiny"]])[0].refused    # True
     """
 
     signal: ClassVar[str] = ""

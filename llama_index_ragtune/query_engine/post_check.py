@@ -42,7 +42,12 @@ _END = ".!?\u3002\uff01\uff1f"
 
 @dataclass(frozen=True)
 class AddedCitation:
-    """A citation the post-check wrote: after ``claim``, source ``number``, chosen with ``probability``."""
+    """A citation the post-check wrote: after ``claim``, source ``number``, chosen with ``probability``.
+
+    Example::
+
+        AddedCitation("Rouen.", 2, 0.8).to_dict()   # {'claim': 'Rouen.', 'number': 2, 'probability': 0.8}
+    """
 
     claim: str
     number: int
@@ -54,7 +59,12 @@ class AddedCitation:
 
 @dataclass(frozen=True)
 class CitationCheck:
-    """The answer after the post-check, the citations it added and the claims it flagged."""
+    """The answer after the post-check, the citations it added and the claims it flagged.
+
+    Example::
+
+        check_citations("Rouen. Paris [2].", n_sources=2).flagged    # ['Rouen.']
+    """
 
     text: str
     mode: str

@@ -48,7 +48,12 @@ from llama_index_ragtune.query_engine.post_check import check_citations
 
 
 def base_metadata(question: str, nodes: Sequence[NodeWithScore]) -> dict[str, Any]:
-    """The metadata of an answer in progress: every key present, nothing decided yet."""
+    """The metadata of an answer in progress: every key present, nothing decided yet.
+
+    Example::
+
+        base_metadata("Capital of Italy?", nodes)["finished"]    # False
+    """
     return {
         "question": question,
         "source_node_ids": [n.node.node_id for n in nodes],
@@ -80,6 +85,12 @@ def fill_metadata(
     ``source_texts`` are the texts the model was shown (quotes are checked
     against them); ``raw`` the model's own text when a post-check changed it;
     ``decision`` the refusal decision (a ``RefusalDecision`` or its dict).
+
+    Example::
+
+        metadata = base_metadata(question, nodes)
+        fill_metadata(metadata, nodes, parse_answer("Rome [2].", len(nodes)), texts)
+        metadata["cited_node_ids"]     # the id of the second node
     """
     claims = cited_claims(answer.text)
     citations = []
@@ -113,7 +124,12 @@ def fill_metadata(
 
 
 def llm_decision(response: Any) -> Any:
-    """The refusal decision an LLM reported in ``raw`` (``LocalChatLLM`` with a policy), or None."""
+    """The refusal decision an LLM reported in ``raw`` (``LocalChatLLM`` with a policy), or None.
+
+    Example::
+
+        llm_decision(LocalChatLLM(path, refusal_threshold=0.4).chat(messages))["signal"]  # 'decoder'
+    """
     raw = getattr(response, "raw", None)
     return raw.get("refusal_decision") if isinstance(raw, dict) else None
 
