@@ -71,9 +71,7 @@ def passage_spans(text: str, window: int = WINDOW) -> list[tuple[int, int]]:
     ]
 
 
-def grade_passages(
-    spans: list[tuple[int, int]], answers: list[tuple[int, int]]
-) -> dict[int, int]:
+def grade_passages(spans: list[tuple[int, int]], answers: list[tuple[int, int]]) -> dict[int, int]:
     """``{passage index: grade}``: 2 where an answer span lies inside, else 1.
 
     An answer that lies inside no passage (it crosses a window boundary) makes

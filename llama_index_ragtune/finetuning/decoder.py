@@ -44,7 +44,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -52,12 +51,20 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, validation_size
 from llama_index_ragtune.finetuning.budget import TrainingBudget
+from llama_index_ragtune.finetuning.decoder_config import (
+    default_dpo_config,
+    default_lora_config,
+    default_orpo_config,
+    default_sft_config,
+    on_gpu,
+    score_completion_tokens_only,
+)
+from llama_index_ragtune.finetuning.decoder_validation import completion_nll
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 
@@ -65,153 +72,13 @@ if TYPE_CHECKING:
     import datasets
     from llama_index.core.llms.llm import LLM
     from peft import LoraConfig
-    from trl import DPOConfig, SFTConfig
+    from trl import SFTConfig
 
 logger = logging.getLogger(__name__)
 
 SFT_COLUMNS = ("prompt", "completion")
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 _SFT_DONE = "sft_complete.json"
-
-
-def _on_gpu(device: str) -> bool:
-    return device.startswith("cuda")
-
-
-def _bf16_default(device: str) -> bool:
-    """bf16 mixed precision where the hardware computes it natively (GPU, or a CPU with
-    ``avx512_bf16``/``amx_bf16``, where it roughly halves a training step)."""
-    import torch
-
-    from llama_index_ragtune.llms.loading import cpu_has_native_bf16
-
-    if _on_gpu(device):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16()
-
-
-@contextlib.contextmanager
-def _score_completion_tokens_only(device: str) -> Iterator[None]:
-    """On CPU, let TRL's fused LM head score only the positions that carry a label.
-
-    TRL projects hidden states through the 49k-token LM head in tiles. On
-    CUDA/XPU it tiles only the labelled (completion) positions; elsewhere it
-    scores every position, so that tile shapes stay static for graph compilers.
-    Eager CPU training has no such constraint, and the prompt is most of a
-    grounded example: scoring the completion only gives the same loss and
-    gradients at about half the step time. A no-op on GPUs and when TRL's
-    internals differ from the version this was written for.
-    """
-    try:
-        import trl.trainer.utils as trl_utils
-    except ImportError:  # pragma: no cover - trl is a core dependency
-        yield
-        return
-    original = getattr(trl_utils, "_use_triton", None)
-    if _on_gpu(device) or original is None:
-        yield
-        return
-    trl_utils._use_triton = lambda d: d.type == "cpu" or original(d)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
-
-
-def _common_defaults(device: str) -> dict[str, Any]:
-    from transformers import TrainingArguments
-
-    # TRL turns activation checkpointing on by default; small models on CPU want speed
-    # over memory. transformers 5 renamed the flag (the old name warns).
-    fields = TrainingArguments.__dataclass_fields__
-    checkpointing = (
-        "activation_checkpointing"
-        if "activation_checkpointing" in fields
-        else "gradient_checkpointing"
-    )
-    bf16 = _bf16_default(device)
-    return {
-        checkpointing: False,
-        "num_train_epochs": 1,
-        "lr_scheduler_type": "cosine",
-        "warmup_steps": 0.05,
-        "logging_steps": 10,
-        "save_strategy": "steps",
-        "save_steps": 50,
-        "save_total_limit": 2,
-        "bf16": bf16,
-        "use_cpu": not _on_gpu(device),
-        "dataloader_pin_memory": _on_gpu(device),
-        "report_to": "none",
-        "seed": 0,
-    }
-
-
-def default_sft_config(output_dir: str | Path, device: str = "cpu") -> SFTConfig:
-    """SFT defaults for LoRA on a small model: lr 2e-4, batch 2 x 2 accumulation, max_length 1024.
-
-    bf16 mixed precision where the hardware has it natively (see ``_bf16_default``).
-    Batches stay small to bound activation memory on CPU.
-    """
-    from trl import SFTConfig
-
-    return SFTConfig(
-        output_dir=str(output_dir),
-        learning_rate=2e-4,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        max_length=1024,
-        **_common_defaults(device),
-    )
-
-
-def default_dpo_config(output_dir: str | Path, device: str = "cpu") -> DPOConfig:
-    """DPO defaults for a LoRA adapter: lr 5e-5, beta 0.1, 1 pair x 4 accumulation, max_length 1024.
-
-    The loss is DPO's sigmoid loss plus the NLL of the chosen answer (``loss_type=
-    ["sigmoid", "sft"]``, as in RPO): DPO alone may lower both answers' likelihoods
-    and drift towards the fixed refusal sentence, the one target shared by many pairs.
-    """
-    from trl import DPOConfig
-
-    return DPOConfig(
-        output_dir=str(output_dir),
-        learning_rate=5e-5,
-        beta=0.1,
-        loss_type=["sigmoid", "sft"],
-        per_device_train_batch_size=1,
-        gradient_accumulation_steps=4,
-        max_length=1024,
-        **_common_defaults(device),
-    )
-
-
-def default_orpo_config(output_dir: str | Path, device: str = "cpu") -> Any:
-    """ORPO defaults (``trl.experimental.orpo.ORPOConfig``): lr 5e-5, beta 0.1, 1 pair x 4 accumulation."""
-    from trl.experimental.orpo import ORPOConfig
-
-    return ORPOConfig(
-        output_dir=str(output_dir),
-        learning_rate=5e-5,
-        beta=0.1,
-        per_device_train_batch_size=1,
-        gradient_accumulation_steps=4,
-        max_length=1024,
-        remove_unused_columns=False,
-        **_common_defaults(device),
-    )
-
-
-def default_lora_config() -> LoraConfig:
-    """LoRA r=16, alpha=32 on every linear layer (q,k,v,o,gate,up,down for Llama-style), no dropout.
-
-    LoRA dropout (PEFT's default is 0 too) adds about a third to a CPU training step.
-    """
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
-    )
 
 
 def _check_columns(dataset: Any, needed: tuple[str, ...], what: str, hint: str) -> datasets.Dataset:
@@ -237,69 +104,6 @@ def _check_columns(dataset: Any, needed: tuple[str, ...], what: str, hint: str) 
 def _columns(dataset: datasets.Dataset, needed: tuple[str, ...]) -> datasets.Dataset:
     """Only the trainer's columns: metadata (qid, source ids...) stays out of the collators."""
     return dataset.select_columns(list(needed))
-
-
-def completion_nll(model: Any, tokenizer: Any, rows: Any, max_length: int = 1024) -> float:
-    """Mean negative log-likelihood per completion token of prompt/completion ``rows``.
-
-    The validation metric of ``DecoderFinetuneEngine``: the same number for the
-    base model and for a LoRA-tuned one (a ``PeftModel``), computed one row at a
-    time with the tokenizer's chat template, prompt tokens masked.
-
-    Example::
-
-        completion_nll(model, tokenizer, val_rows)   # e.g. 1.93 before SFT, 0.41 after
-    """
-    import torch
-
-    total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for row in rows:
-                prompt = list(row["prompt"])
-                prefix = tokenizer.apply_chat_template(
-                    prompt, tokenize=True, add_generation_prompt=True
-                )
-                full = tokenizer.apply_chat_template(
-                    prompt + list(row["completion"]), tokenize=True
-                )
-                prefix, full = _ids(prefix), _ids(full)
-                start = (
-                    len(prefix) if full[: len(prefix)] == prefix else _common_prefix(prefix, full)
-                )
-                full = full[:max_length]
-                if start >= len(full):
-                    continue
-                ids = torch.tensor([full], device=device)
-                labels = ids.clone()
-                labels[:, :start] = -100
-                out = model(input_ids=ids, labels=labels)
-                n = len(full) - start
-                total += float(out.loss) * n
-                count += n
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("completion_nll: no completion token left within max_length")
-    return total / count
-
-
-def _ids(encoded: Any) -> list[int]:
-    if isinstance(encoded, dict) or hasattr(encoded, "input_ids"):
-        encoded = encoded["input_ids"]
-    return [int(x) for x in encoded]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class DecoderFinetuneEngine(BaseFinetuneEngine):
@@ -462,7 +266,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         # GPU bf16 training holds bf16 weights; on CPU, bf16 is autocast over float32 weights.
-        bf16_weights = getattr(self.args, "bf16", False) and _on_gpu(self.device)
+        bf16_weights = getattr(self.args, "bf16", False) and on_gpu(self.device)
         dtype = torch.bfloat16 if bf16_weights else torch.float32
         if self.tokenizer is None:
             self.tokenizer = AutoTokenizer.from_pretrained(self.base_model)
@@ -540,7 +344,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             peft_config=self.lora_config,
             callbacks=callbacks or None,
         )
-        with _score_completion_tokens_only(self.device):
+        with score_completion_tokens_only(self.device):
             self.sft_trainer.train(
                 resume_from_checkpoint=self._checkpoint_to_resume(
                     resume_from_checkpoint, Path(self.args.output_dir)
@@ -575,7 +379,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             processing_class=self.tokenizer,
             callbacks=callbacks or None,
         )
-        with _score_completion_tokens_only(self.device):
+        with score_completion_tokens_only(self.device):
             self.preference_trainer.train(
                 resume_from_checkpoint=self._checkpoint_to_resume(
                     resume_from_checkpoint, Path(self.preference_args.output_dir)

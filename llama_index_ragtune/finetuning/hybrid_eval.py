@@ -123,7 +123,10 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
         bm25 = self.bm25_rankings()
         f = fusion_params(fusion)
         ranked = self._fuse({q: (scored_rankings[q], bm25[q]) for q in self.query_ids}, f)
-        return {HYBRID_PREFIX + k: v for k, v in score_rankings(ranked, self.qrels, self.metrics).items()}
+        return {
+            HYBRID_PREFIX + k: v
+            for k, v in score_rankings(ranked, self.qrels, self.metrics).items()
+        }
 
     def hybrid_rankings(self) -> dict[str, list[str]]:
         """The fused rankings of the last evaluated model (doc ids, best first)."""

@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from sentence_transformers import SentenceTransformer
 from sentence_transformers.cross_encoder import (
     CrossEncoder,
     CrossEncoderTrainer,
@@ -62,9 +61,18 @@ from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
-from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
+from llama_index_ragtune.finetuning.rerank_validation import (
+    DEFAULT_WEIGHTS,
+    best_blend,
+    rerank_evaluators,
+)
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 from llama_index_ragtune.finetuning.rows import check_trainable, cross_encoder_rows, teacher_margins
+from llama_index_ragtune.finetuning.teachers import (  # noqa: F401 - bi_encoder_scorer: public here too
+    Teacher,
+    bi_encoder_scorer,
+    teacher_scorer,
+)
 from llama_index_ragtune.models import resolve_model
 
 if TYPE_CHECKING:
@@ -84,40 +92,8 @@ _LAYOUTS = {
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_BUDGET = TrainingBudget(max_pairs_per_query=4, minutes=10.0)
 """Default budget: the 4 strongest positives of each query, 10 minutes of training."""
-RETRIEVAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
 POOL_QUERY_DEPTH = 20
 logger = logging.getLogger(__name__)
-Teacher = (
-    str | CrossEncoder | SentenceTransformer | Callable[[list[tuple[str, str]]], Sequence[float]]
-)
-BI_ENCODER_TEACHER_SCALE = 10.0
-
-
-def bi_encoder_scorer(
-    model: SentenceTransformer, scale: float = BI_ENCODER_TEACHER_SCALE, batch_size: int = 64
-) -> Callable[[list[tuple[str, str]]], list[float]]:
-    """A teacher from a bi-encoder: ``scale * cos(query, passage)`` for each pair.
-
-    Example::
-
-        from sentence_transformers import SentenceTransformer
-        teacher = bi_encoder_scorer(SentenceTransformer("runs/encoder/final"))
-        teacher([("what lowers LDL?", "Statins lower LDL cholesterol.")])   # one float per pair
-    """
-    import numpy as np
-
-    def score(pairs: list[tuple[str, str]]) -> list[float]:
-        encode = {
-            "batch_size": batch_size,
-            "normalize_embeddings": True,
-            "convert_to_numpy": True,
-            "show_progress_bar": False,
-        }
-        queries = model.encode([q for q, _ in pairs], **encode)
-        passages = model.encode([p for _, p in pairs], **encode)
-        return (scale * np.sum(queries * passages, axis=1)).astype(float).tolist()
-
-    return score
 
 
 class RerankerNotPromotedError(RuntimeError):
@@ -155,7 +131,8 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         max_length: token limit of (query, passage) inputs; ``None`` keeps the
             model's, or 256 when starting from the bundled default.
         retrieval_weights: blend weights of the first-stage score tried on validation
-            (``CrossEncoderRerank(retrieval_weight=...)``); the best one is kept.
+            (``CrossEncoderRerank(retrieval_weight=...)``) besides 0 (the reranker
+            alone); the best one is kept and served by ``get_finetuned_model()``.
         evaluator: a sentence-transformers evaluator replacing the default
             ``CandidateRerankingEvaluator`` (before/after).
         promotion_margin, force_promotion, val_fraction, max_val_queries: the
@@ -189,7 +166,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         encoder: Any = None,
         fusion: str | Mapping[str, Any] | None = None,
         max_length: int | None = None,
-        retrieval_weights: Sequence[float] = RETRIEVAL_WEIGHTS,
+        retrieval_weights: Sequence[float] = DEFAULT_WEIGHTS,
         evaluator: Any = None,
         promotion_margin: float = DEFAULT_MARGIN,
         force_promotion: bool = False,
@@ -356,22 +333,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         return columns, stats.as_dict()
 
     def _teacher_scorer(self) -> Callable[[list[tuple[str, str]]], Sequence[float]]:
-        teacher = self.teacher
-        if isinstance(teacher, (str, Path)):
-            teacher = CrossEncoder(resolve_model(teacher, kind="encoder"))
-        if isinstance(teacher, CrossEncoder):
-            model = teacher
-            return lambda pairs: model.predict(
-                pairs, batch_size=32, show_progress_bar=False, activation_fn=nn.Identity()
-            )
-        if isinstance(teacher, SentenceTransformer):
-            return bi_encoder_scorer(teacher)
-        if callable(teacher):
-            return teacher
-        raise TypeError(
-            "teacher must be a CrossEncoder, a SentenceTransformer, a path or a callable, "
-            f"got {type(teacher).__name__}"
-        )
+        return teacher_scorer(self.teacher)
 
     def _build_loss(self, columns: Mapping[str, list[Any]]) -> nn.Module:
         from sentence_transformers.cross_encoder import losses
@@ -433,41 +395,15 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         if val is None:
             return None, {}, None
         candidates, scores = self._first_stage(val)
-        qrels = val.graded_qrels()
-        base = CandidateRerankingEvaluator(
-            val.queries,
-            val.corpus,
-            qrels,
+        return rerank_evaluators(
+            val,
             candidates,
+            scores,
             depth=self.rerank_depth,
-            show_progress_bar=self.show_progress,
+            retrieval_weights=self.retrieval_weights,
+            pool_depth=min(POOL_QUERY_DEPTH, self.rerank_depth) if self.eval_points > 0 else None,
+            show_progress=self.show_progress,
         )
-        blends: dict[float, Any] = {0.0: base}
-        if scores:
-            for w in self.retrieval_weights:
-                if w > 0:
-                    blends[w] = CandidateRerankingEvaluator(
-                        val.queries,
-                        val.corpus,
-                        qrels,
-                        candidates,
-                        depth=self.rerank_depth,
-                        candidate_scores=scores,
-                        retrieval_weight=w,
-                        show_progress_bar=False,
-                    )
-        pool = None
-        if self.eval_points > 0:
-            pool = CandidateRerankingEvaluator(
-                val.queries,
-                val.corpus,
-                qrels,
-                candidates,
-                depth=min(POOL_QUERY_DEPTH, self.rerank_depth),
-                show_progress_bar=False,
-                name="pool",
-            )
-        return base, blends, pool
 
     def _measure(
         self, base: Any, blends: Mapping[float, Any]
@@ -477,15 +413,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             return {}, None
         if not blends:
             return self._evaluate_with(base), None
-        raw = base.predict(self.model)
-        best_weight, best = None, None
-        for weight, evaluator in blends.items():
-            if weight not in self.retrieval_weights:
-                continue
-            metrics = evaluator.evaluate_scores(raw)
-            if best is None or metrics[base.primary_metric] > best[base.primary_metric]:
-                best_weight, best = weight, metrics
-        return dict(best or {}), best_weight
+        return best_blend(self.model, base, blends)
 
     def _evaluate_with(self, evaluator: Any) -> dict[str, float]:
         evaluate = getattr(evaluator, "evaluate", None)

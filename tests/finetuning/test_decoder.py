@@ -12,10 +12,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  #
 
 from llama_index_ragtune.finetuning.decoder import (  # noqa: E402
     DecoderFinetuneEngine,
-    _score_completion_tokens_only,
     default_dpo_config,
     default_orpo_config,
     default_sft_config,
+    score_completion_tokens_only,
 )
 
 PROMPT = [
@@ -251,11 +251,11 @@ def test_cpu_scoring_of_completion_tokens_only_matches_scoring_every_position(
 
     original = trl_utils._use_triton
     full = score()
-    with _score_completion_tokens_only("cpu"):
+    with score_completion_tokens_only("cpu"):
         assert trl_utils._use_triton(torch.device("cpu")) is True
         compact = score()
     assert trl_utils._use_triton is original  # restored
-    with _score_completion_tokens_only("cuda"):
+    with score_completion_tokens_only("cuda"):
         assert trl_utils._use_triton is original  # GPUs: untouched
     assert torch.allclose(full[0], compact[0], atol=1e-5)
     assert torch.allclose(full[1], compact[1], atol=1e-6)
