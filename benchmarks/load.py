@@ -94,9 +94,11 @@ def build_systems(dataset: Any, args: argparse.Namespace) -> tuple[list[System],
         micro_batch=False,
     )
     build_seconds = time.perf_counter() - start
-    # the default retriever over the same index: its query encoder is micro_batched(embed),
-    # one shared queue per model (so the statistics below are that queue's)
-    hybrid = HybridRetriever.from_defaults(index=plain.index, similarity_top_k=10)
+    # the default retriever over the same index and query encoder: it wraps the encoder in
+    # micro_batched(embed), one shared queue per model (whose statistics are read below)
+    hybrid = HybridRetriever.from_defaults(
+        index=plain.index, embed_model=embed, similarity_top_k=10
+    )
     batched = micro_batched(embed)
     systems = [
         System("hybrid", hybrid.retrieve, hybrid.aretrieve, batched),
@@ -113,7 +115,9 @@ def build_systems(dataset: Any, args: argparse.Namespace) -> tuple[list[System],
     }
     if args.rerank_queries > 0:
         reranker = _reranker(args, CrossEncoderRerank)
-        deep = HybridRetriever.from_defaults(index=plain.index, similarity_top_k=args.rerank_depth)
+        deep = HybridRetriever.from_defaults(
+            index=plain.index, embed_model=embed, similarity_top_k=args.rerank_depth
+        )
 
         def rerank(query: str) -> Any:
             return reranker.postprocess_nodes(deep.retrieve(query), query_str=query)
@@ -398,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-queries", type=int, default=10_000, help="long async run for RSS (0: skip)"
     )
     parser.add_argument(
-        "--rerank-queries", type=int, default=150, help="queries per reranked run (0: skip)"
+        "--rerank-queries", type=int, default=100, help="queries per reranked run (0: skip)"
     )
     parser.add_argument("--rerank-depth", type=int, default=10, help="candidates reranked")
     parser.add_argument("--rerank-max-length", type=int, default=256, help="tokens per pair")

@@ -58,7 +58,7 @@ def test_load_benchmark_end_to_end(
     out = tmp_path / "results"
     argv = [
         "--beir", str(beir_dir), "--out", str(out), "--model", tiny_encoder_path,
-        "--reranker", tiny_cross_encoder, "--cache-dir", "none", "--queries", "30",
+        "--reranker", tiny_cross_encoder, "--cache-dir", str(tmp_path / "vectors"), "--queries", "30",
         "--memory-queries", "60", "--rerank-queries", "4", "--rerank-depth", "3",
         "--concurrency", "5", "--threads", "3", "--warmup", "2",
     ]  # fmt: skip
@@ -80,6 +80,7 @@ def test_load_benchmark_end_to_end(
             assert batches is None
         else:  # every query embedding went through the shared queue, in <= as many batches
             assert batches["queries"] == expected and 1 <= batches["batches"] <= expected
+            assert batches["mean_batch"] == pytest.approx(expected / batches["batches"], abs=0.01)
         sequential = next(r for r in rows if r["system"] == row["system"])
         assert row["x_sequential"] == pytest.approx(row["qps"] / sequential["qps"], abs=0.01)
     memory = results["memory"]
@@ -97,6 +98,7 @@ def test_load_benchmark_end_to_end(
     assert markdown.count("| hybrid") == len(rows) and f"`{command}`" in markdown
     assert "| hybrid | async (5) | 30 | 0 |" in markdown
     assert "resident memory" in markdown
+    assert list((tmp_path / "vectors").glob("*.sqlite"))  # the corpus vectors were cached
     assert "| hybrid | sequential |" in capsys.readouterr().out
 
 
