@@ -59,18 +59,16 @@ from llama_index_ragtune.retrievers.fusion_sweep import choose_fusion
 KEYS = ("ndcg@10", "recall@100", "mrr@10")
 #: ablation -> (title, encoder engine overrides, miner overrides)
 ABLATIONS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "mnrl": ("ablation: MultipleNegativesRankingLoss instead of GIST", {"loss": "mnrl"}, {}),
-    "gist": ("ablation: GIST instead of MultipleNegativesRankingLoss", {"loss": "gist"}, {}),
-    "inbatch": ("ablation: in-batch negatives only (no mined negatives)", {}, {"sources": ()}),
-    "all-positives": (
-        "ablation: every positive, uniformly (no per-query cap, no strongest-first)",
-        {"budget_pairs_per_query": None},
+    "gist": (
+        "ablation: GISTEmbedLoss instead of MultipleNegativesRankingLoss",
+        {"loss": "gist"},
         {},
     ),
-    "loose-filter": (
-        "ablation: false-negative filter on the dense source only (the old default)",
+    "inbatch": ("ablation: in-batch negatives only (no mined negatives)", {}, {"sources": ()}),
+    "all-positives": (
+        "ablation: every positive of every grade, uniformly (no per-query cap; the old recipe)",
+        {"top_grade_only": False, "budget": {"max_pairs_per_query": None}},
         {},
-        {"relative_margin": {"dense": 0.95}},
     ),
 }
 
@@ -175,27 +173,23 @@ class TuningBenchmark:
         }
 
     def _encoder(self, name: str, train: RetrievalDataset, **overrides: Any) -> Any:
-        options: dict[str, Any] = {
-            "output_dir": self.out / "models" / name,
-            "cache_dir": self.cache,
-        }
-        budget = overrides.pop("budget_pairs_per_query", "default")
-        if budget != "default" or self.args.time_budget is not None:
-            from llama_index_ragtune.finetuning import TrainingBudget
-            from llama_index_ragtune.finetuning.encoder import DEFAULT_BUDGET
+        """Train with the engine's defaults; ``budget={...}`` changes single budget fields."""
+        from dataclasses import replace
 
-            options["budget"] = TrainingBudget(
-                max_pairs_per_query=(
-                    DEFAULT_BUDGET.max_pairs_per_query if budget == "default" else budget
-                ),
-                minutes=self.args.time_budget or DEFAULT_BUDGET.minutes,
-            )
-        options.update(overrides)
+        from llama_index_ragtune.finetuning.encoder import DEFAULT_BUDGET
+
+        budget = replace(DEFAULT_BUDGET, **overrides.pop("budget", {}))
+        if self.args.time_budget is not None:
+            budget = replace(budget, minutes=self.args.time_budget)
+        output_dir = self.out / "models" / name
         engine = EncoderFinetuneEngine(
             train,
             model=self._start_model(),
-            args=EncoderFinetuneEngine.default_args(options["output_dir"], seed=self.args.seed),
-            **options,
+            args=EncoderFinetuneEngine.default_args(output_dir, seed=self.args.seed),
+            output_dir=output_dir,
+            cache_dir=self.cache,
+            budget=budget,
+            **overrides,
         )
         return engine, engine.finetune()
 

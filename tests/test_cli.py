@@ -107,7 +107,7 @@ def test_module_entry_point_exits_with_status_2(tmp_path: Path) -> None:
             "argument --out: {beir}/corpus.jsonl is a file, expected a folder",
         ),
         (
-            ["bench", "tuning", "--beir", "{beir}/corpus.jsonl"],
+            ["bench", "tuning", "--beir", "{beir}/corpus.jsonl", "--out", "{o}"],
             "ragtune bench tuning",
             "argument --beir: {beir}/corpus.jsonl is a file, not a BEIR folder",
         ),

@@ -60,7 +60,7 @@ __all__ = [
 _DEFAULT_HINT = "rebuild the retriever and call persist() again"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MISSING = object()
-_ATTEMPTS = 3
+_ATTEMPTS = 5
 
 
 class PersistenceError(ValueError):
@@ -339,21 +339,22 @@ def load_snapshot(folder: str | Path, load: Callable[[], Any]) -> Any:
     (:func:`~llama_index_ragtune._atomic.atomic_dir`). So if ``folder`` is the same
     directory (device, inode, change time) when loading starts and ends, every file came
     from one ``persist()``; otherwise a concurrent ``persist()`` replaced it mid-read and
-    the load is repeated (up to 3 times). A ``PersistenceError`` raised while the folder
-    was being replaced is retried too.
+    the load is repeated (up to 5 times). A ``PersistenceError`` or ``OSError`` (a file or
+    folder vanishing under the reader) raised while the folder was being replaced is
+    retried too.
 
     Example::
 
         retriever = load_snapshot(path, lambda: BM25Retriever.from_persist_dir(path))
     """
     folder = Path(folder)
-    for attempt in range(_ATTEMPTS):
+    for _ in range(_ATTEMPTS):
         before = _identity(folder)
         try:
             result = load()
-        except PersistenceError:
-            if attempt + 1 < _ATTEMPTS and _identity(folder) != before:
-                continue
+        except (PersistenceError, OSError):
+            if _identity(folder) != before:
+                continue  # replaced mid-read: read the new generation
             raise
         if before is not None and _identity(folder) == before:
             return result

@@ -177,9 +177,9 @@ def test_ragtune_report_writes_both_files_and_prints_their_paths(tmp_path, capsy
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        (None, "no such file"),
-        ("{not json", "not valid JSON (line 1, column 2"),
-        ('{"format": "ragtune-evaluation", "format_version": 1}', "field 'title': missing"),
+        (None, "argument EVAL_JSON: file not found: {path}"),
+        ("{not json", "{path}: not valid JSON (line 1, column 2"),
+        ('{"format": "ragtune-evaluation", "format_version": 1}', "{path}: field 'title': missing"),
     ],
 )
 def test_ragtune_report_bad_input_is_one_line_without_traceback(
@@ -191,7 +191,7 @@ def test_ragtune_report_bad_input_is_one_line_without_traceback(
     assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"ragtune report: error: {path}: ") and expected in err
+    assert err.startswith(f"ragtune report: error: {expected.format(path=path)}")
     assert not (tmp_path / "out").exists()
 
 
