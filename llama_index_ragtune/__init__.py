@@ -7,10 +7,35 @@ Example::
     from llama_index_ragtune import HybridRetriever, CrossEncoderRerank
 """
 
+# ruff: noqa: F401  (names imported under TYPE_CHECKING are re-exported lazily)
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from llama_index_ragtune._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
+    from llama_index_ragtune.data import (
+        GroundedSFTBuilder,
+        HardNegativeMiner,
+        PreferenceBuilder,
+        RetrievalDataset,
+        load_beir,
+    )
+    from llama_index_ragtune.evaluation import GenerationEvaluator, RetrievalEvaluator
+    from llama_index_ragtune.finetuning import (
+        DecoderFinetuneEngine,
+        EncoderFinetuneEngine,
+        RerankerFinetuneEngine,
+    )
+    from llama_index_ragtune.models import default_decoder, default_encoder
+    from llama_index_ragtune.node_parser import (
+        StructuredHTMLNodeParser,
+        StructuredMarkdownNodeParser,
+    )
+    from llama_index_ragtune.postprocessor import CrossEncoderRerank
+    from llama_index_ragtune.query_engine import CitationQueryEngine
+    from llama_index_ragtune.retrievers import HybridRetriever
 
 __version__ = "0.1.0"
 
@@ -35,10 +60,4 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'llama_index_ragtune' has no attribute '{name}'")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,10 +3,24 @@
 Names are imported lazily from their modules, so importing this package is cheap.
 """
 
+# ruff: noqa: F401  (names imported under TYPE_CHECKING are re-exported lazily)
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from llama_index_ragtune._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
+    from llama_index_ragtune.data.answerability import answerability_pairs, with_gold_removed
+    from llama_index_ragtune.data.beir import BeirDataset, load_beir
+    from llama_index_ragtune.data.errors import DataError
+    from llama_index_ragtune.data.grounded import GroundedSFTBuilder
+    from llama_index_ragtune.data.multihop import MultiHopExample, MultiHopSet, build_squad_multihop
+    from llama_index_ragtune.data.negatives import HardNegativeMiner, MiningStats
+    from llama_index_ragtune.data.preference import PreferenceBuilder
+    from llama_index_ragtune.data.qa import QAExample, load_scifact_claims, load_squad_v2
+    from llama_index_ragtune.data.schema import Negative, RetrievalDataset
+    from llama_index_ragtune.data.synthetic import CopyFilter, generate_synthetic_queries
 
 # public name -> module (relative to this package). One concept per module.
 _EXPORTS = {
@@ -32,10 +46,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

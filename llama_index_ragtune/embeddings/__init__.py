@@ -10,10 +10,27 @@ Example::
     embed_model = CachedEmbedding(OnnxEmbedding(quantize=True), cache_dir=".ragtune_cache/embeddings")
 """
 
+# ruff: noqa: F401  (names imported under TYPE_CHECKING are re-exported lazily)
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from llama_index_ragtune._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
+    from llama_index_ragtune.embeddings.cached import CachedEmbedding, model_identity
+    from llama_index_ragtune.embeddings.corpus import embed_corpus
+    from llama_index_ragtune.embeddings.corpus_ray import RayCorpusEncoder
+    from llama_index_ragtune.embeddings.defaults import (
+        default_embed_model,
+        onnx_available,
+        resolve_embed_model,
+    )
+    from llama_index_ragtune.embeddings.micro_batch import MicroBatchEmbedding, micro_batched
+    from llama_index_ragtune.embeddings.onnx import OnnxEmbedding
+    from llama_index_ragtune.embeddings.onnx_export import export_sentence_transformer
+    from llama_index_ragtune.embeddings.static import StaticEmbeddingModel
+    from llama_index_ragtune.embeddings.static_distill import distill_static_embedding
 
 # public name -> module (relative to this package). One concept per module.
 _EXPORTS = {
@@ -33,10 +50,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

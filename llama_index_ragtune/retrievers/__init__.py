@@ -10,10 +10,27 @@ Example::
     retriever = HybridRetriever.from_defaults(nodes=nodes, similarity_top_k=10)
 """
 
+# ruff: noqa: F401  (names imported under TYPE_CHECKING are re-exported lazily)
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from llama_index_ragtune._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
+    from llama_index_ragtune.retrievers.bm25 import BM25Retriever, BM25Tokenizer
+    from llama_index_ragtune.retrievers.defaults import DEFAULT_FUSION_MODE, FUSION_PRESETS
+    from llama_index_ragtune.retrievers.dense import build_dense_index, build_faiss_index
+    from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig
+    from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
+    from llama_index_ragtune.retrievers.fusion import (
+        FusedHit,
+        fuse,
+        reciprocal_rank_fusion,
+        score_fusion,
+    )
+    from llama_index_ragtune.retrievers.hybrid import FusedNodeWithScore, HybridRetriever
+    from llama_index_ragtune.retrievers.persistence import PersistenceError
 
 # public name -> module (relative to this package). One concept per module.
 _EXPORTS = {
@@ -35,10 +52,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
