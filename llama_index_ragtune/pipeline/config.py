@@ -266,8 +266,8 @@ class PipelineConfig:
         About 0.75 minute of encoder training (batch 16, no mid-training validation)
         and 2 minutes of decoder SFT (64 examples, learning rate 5e-4: the rate at which
         the bundled 135M decoder learned to cite in the generation benchmark);
-        validation on 30 held-out training questions per part; 16 generation test
-        questions per decoder and 24 dev questions for the refusal threshold; answers
+        validation on 16 held-out training questions per part; 16 generation test
+        questions per decoder and 16 dev questions for the refusal threshold; answers
         of at most 40 tokens over 3 sources of 600 characters. The demo command leaves
         the reranker out unless asked (see ``commands.demo``).
         """
@@ -279,12 +279,12 @@ class PipelineConfig:
             "reranker_args": {},
             "decoder_args": {"learning_rate": 5e-4},
             "eval_points": 0,
-            "max_val_queries": 30,
+            "max_val_queries": 16,
             "rerank_candidates": 20,
             "max_source_chars": 600,
             "max_new_tokens": 40,
             "max_test_questions": 16,
-            "max_dev_questions": 24,
+            "max_dev_questions": 16,
         }
         settings.update(overrides)
         return cls(**settings)

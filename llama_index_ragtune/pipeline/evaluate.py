@@ -217,7 +217,9 @@ def _right_citations(
     if not group:
         return {"right_source": right_source, "right_store": None}
     meta = ctx.node_map
-    wanted = {meta[g].metadata.get(group) for g in q.gold_node_ids if g in meta}
+    wanted = {meta[g].metadata.get(group) for g in q.gold_node_ids if g in meta} - {None}
+    if not wanted:  # the gold nodes carry no such metadata: nothing to compare
+        return {"right_source": right_source, "right_store": None}
     stores = [meta[c].metadata.get(group) for c in cited if c in meta]
     right_store = float(bool(stores) and all(s in wanted for s in stores))
     return {"right_source": right_source, "right_store": right_store}

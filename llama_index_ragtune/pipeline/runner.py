@@ -139,6 +139,7 @@ class TuningPipeline:
             "synthetic_llm": synthetic_llm,
         }
         self._ctx: RunContext | None = None
+        self._finished: set[str] = set()
 
     # ------------------------------------------------------------------ context
 
@@ -181,8 +182,11 @@ class TuningPipeline:
         ctx = self.context
         number = f"[{STEPS.index(name) + 1}/{len(STEPS)}] {name}"
         if ctx.state.done(name):
-            self.echo(f"{number}: done in an earlier run (resumed)")
+            if name not in self._finished:  # not this object's own run(until=...) before
+                self.echo(f"{number}: done in an earlier run (resumed)")
+            self._finished.add(name)
             return
+        self._finished.add(name)
         if name in self.skip:
             ctx.state.record(name, status="skipped", promoted=False)
             self.echo(f"{number}: skipped")

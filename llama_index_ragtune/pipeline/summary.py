@@ -11,7 +11,6 @@ Example::
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,7 +153,3 @@ def estimate_text(config: PipelineConfig, counts: dict[str, Any], skip: Sequence
     if total:
         lines.append(f"  training time budget: {total:g} min in all (plus evaluation)")
     return "\n".join(lines)
-
-
-def mean(values: Sequence[float]) -> float | None:
-    return statistics.fmean(values) if values else None
