@@ -49,6 +49,10 @@ COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
             "llama_index_ragtune.bench.generation",
             "base vs grounded SFT vs SFT+DPO decoder",
         ),
+        "scale": (
+            "benchmarks.scale",
+            "FAISS index types at 1M vectors and BM25 at 1M documents: build, memory, recall, latency",
+        ),
     },
     "train": {
         "encoder": (
