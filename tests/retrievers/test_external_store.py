@@ -4,6 +4,9 @@ filters pushed down, persist/reload, clear errors."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,3 +249,21 @@ def test_vector_store_override_on_a_faiss_folder_is_refused(nodes, embed, tmp_pa
         HybridRetriever.from_persist_dir(
             tmp_path / "hybrid", embed_model=embed, vector_store=_store(QdrantClient(":memory:"))
         )
+
+
+def test_the_faiss_side_never_imports_qdrant(tmp_path):
+    """Qdrant is an optional extra: building, persisting and reloading on FAISS leaves it out."""
+    code = (
+        "import sys\n"
+        "from llama_index_ragtune.retrievers import HybridRetriever\n"
+        "from tests.retrievers.conftest import HashEmbedding, topical_nodes\n"
+        "embed = HashEmbedding()\n"
+        "r = HybridRetriever.from_defaults(nodes=topical_nodes(40, seed=1), embed_model=embed,\n"
+        "                                  dense_index='hnsw', micro_batch=False)\n"
+        f"r.persist({str(tmp_path / 'hybrid')!r})\n"
+        f"again = HybridRetriever.from_persist_dir({str(tmp_path / 'hybrid')!r}, embed_model=embed)\n"
+        "assert again.retrieve('billing3 word2')\n"
+        "loaded = sorted(m for m in sys.modules if 'qdrant' in m)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
