@@ -16,8 +16,9 @@ includes the wait for the CPU). A long ``async`` run of the default hybrid
 queries and at the end, to show it stays flat.
 
 Systems: ``hybrid`` is ``HybridRetriever.from_defaults(nodes, similarity_top_k=10)``
-(query embeddings micro-batched across concurrent callers, the default);
-``hybrid, micro_batch=False`` is the same retriever without micro-batching;
+(the queries of concurrent callers answered in shared batches, the default: one
+encoder call per batch, see :mod:`llama_index_ragtune.retrievers.hybrid_batch`);
+``hybrid, micro_batch=False`` is the same retriever answering query by query;
 ``hybrid + rerank`` reranks the hybrid's top ``--rerank-depth`` to 10 with a
 ``CrossEncoderRerank``. No trained cross-encoder ships offline: without
 ``--reranker`` it is the bundled MiniLM with a new, untrained 1-logit head (the
@@ -27,8 +28,11 @@ The corpus vectors come from the embedding cache (``--cache-dir``, default the
 ragtune cache) when present; queries are never cached. Only the public API of
 ``llama_index_ragtune`` is used.
 
+The same runs as ``ragtune bench load``.
+
 Example::
 
+    ragtune bench load --beir ../shared/data/scifact --rerank-queries 30
     python -m benchmarks.load --beir ../shared/data/scifact --out benchmarks/results
     python -m benchmarks.load --beir ../shared/data/scifact --queries 200 --memory-queries 2000 \\
         --rerank-queries 50 --out /tmp/load-quick
@@ -52,6 +56,7 @@ from benchmarks.loadgen import rss_mb, run_async, run_sequential, run_threads
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = "benchmarks/results"
 MODES = ("sequential", "async", "threads")
+UNBATCHED = "hybrid, micro_batch=False"
 
 
 # ---------------------------------------------------------------------- systems
@@ -62,7 +67,7 @@ class System:
     name: str
     search: Callable[[str], Any]
     asearch: Callable[[str], Any]
-    micro_batch: Any = None  # the MicroBatchEmbedding, for its batch statistics
+    batch_stats: Callable[[], dict | None] | None = None  # the retriever's batch counts
     reranks: bool = False
 
 
@@ -78,7 +83,8 @@ def build_systems(dataset: Any, args: argparse.Namespace) -> tuple[list[System],
     from llama_index.core.schema import TextNode
 
     from llama_index_ragtune import CrossEncoderRerank, HybridRetriever
-    from llama_index_ragtune.embeddings import default_embed_model, micro_batched
+    from llama_index_ragtune.embeddings import default_embed_model
+    from llama_index_ragtune.retrievers import hybrid_batch
 
     nodes = [
         TextNode(id_=doc.id_, text=doc.text, metadata=dict(doc.metadata))
@@ -94,14 +100,12 @@ def build_systems(dataset: Any, args: argparse.Namespace) -> tuple[list[System],
         micro_batch=False,
     )
     build_seconds = time.perf_counter() - start
-    # the default retriever over the same index and query encoder: it wraps the encoder in
-    # micro_batched(embed), one shared queue per model (whose statistics are read below)
+    # the default retriever (micro_batch=True) over the same index and query encoder
     hybrid = HybridRetriever.from_defaults(
         index=plain.index, embed_model=embed, similarity_top_k=10
     )
-    batched = micro_batched(embed)
     systems = [
-        System("hybrid", hybrid.retrieve, hybrid.aretrieve, batched),
+        System("hybrid", hybrid.retrieve, hybrid.aretrieve, lambda: hybrid.batch_stats),
         System("hybrid, micro_batch=False", plain.retrieve, plain.aretrieve),
     ]
     info: dict[str, Any] = {
@@ -109,8 +113,9 @@ def build_systems(dataset: Any, args: argparse.Namespace) -> tuple[list[System],
         "index_seconds": round(build_seconds, 1),
         "embed_model": f"{type(embed).__name__}({Path(embed.model_name).name})",
         "micro_batch": {
-            "max_wait_ms": batched.max_wait_ms,
-            "max_batch_size": batched.max_batch_size,
+            "batched": "whole retrievals of concurrent callers (HybridRetriever, micro_batch=True)",
+            "max_wait_ms": hybrid_batch.DEFAULT_MAX_WAIT_MS,
+            "max_batch_size": hybrid_batch.DEFAULT_MAX_BATCH_SIZE,
         },
     }
     if args.rerank_queries > 0:
@@ -125,7 +130,9 @@ def build_systems(dataset: Any, args: argparse.Namespace) -> tuple[list[System],
         async def arerank(query: str) -> Any:
             return await reranker.apostprocess_nodes(await deep.aretrieve(query), query_str=query)
 
-        systems.append(System("hybrid + rerank", rerank, arerank, batched, reranks=True))
+        systems.append(
+            System("hybrid + rerank", rerank, arerank, lambda: deep.batch_stats, reranks=True)
+        )
         info["reranker"] = {
             "model": _display_path(args.reranker)
             if args.reranker
@@ -175,8 +182,9 @@ def _display_path(value: str | os.PathLike) -> str:
 
 
 def _batch_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict | None:
-    if before is None or after is None:
+    if after is None:
         return None
+    before = before or {"requests": 0, "batches": 0}
     requests = after["requests"] - before["requests"]
     batches = after["batches"] - before["batches"]
     return {
@@ -189,14 +197,14 @@ def _batch_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
 def measure(system: System, mode: str, queries: Sequence[str], args: argparse.Namespace) -> dict:
     """One run of ``system`` in ``mode``, after a short untimed warm-up."""
     run_sequential(system.search, queries[: args.warmup])
-    stats = system.micro_batch.stats if system.micro_batch is not None else None
+    stats = system.batch_stats() if system.batch_stats is not None else None
     if mode == "sequential":
         run = run_sequential(system.search, queries)
     elif mode == "async":
         run = run_async(system.asearch, queries, args.concurrency)
     else:
         run = run_threads(system.search, queries, args.threads)
-    after = system.micro_batch.stats if system.micro_batch is not None else None
+    after = system.batch_stats() if system.batch_stats is not None else None
     row = {
         "system": system.name,
         "mode": mode,
@@ -303,7 +311,19 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for row in rows:
         if row["mode"] != "sequential":
             out[f"{row['system']} / {row['mode']}"] = row["x_sequential"]
-    return {"throughput_vs_one_at_a_time": out}
+    summary: dict[str, Any] = {"throughput_vs_one_at_a_time": out}
+    base = _row(rows, UNBATCHED, "sequential")
+    if base is not None and base["qps"]:
+        summary["hybrid_vs_unbatched_one_at_a_time"] = {
+            row["mode"]: round(row["qps"] / base["qps"], 2)
+            for row in rows
+            if row["system"] == "hybrid" and row["qps"]
+        }
+    return summary
+
+
+def _row(rows: list[dict[str, Any]], system: str, mode: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r["system"] == system and r["mode"] == mode), None)
 
 
 def _cores() -> int:
@@ -352,10 +372,18 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"ms): resident memory {points} ({memory['rss_growth_mb']:+.1f} MiB).",
         ]
     micro = setup["micro_batch"]
+    versus = results["summary"].get("hybrid_vs_unbatched_one_at_a_time")
+    if versus:
+        lines += [
+            "",
+            "hybrid (micro-batched) against the unbatched retriever one at a time: "
+            + ", ".join(f"{mode} {x:.2f}x" for mode, x in versus.items())
+            + ".",
+        ]
     lines += [
         "",
-        f"Query encoder {setup['embed_model']}; micro-batching: max_wait_ms "
-        f"{micro['max_wait_ms']:g}, max_batch_size {micro['max_batch_size']}. "
+        f"Query encoder {setup['embed_model']}; micro-batching ({micro.get('batched', 'query embeddings')}): "
+        f"max_wait_ms {micro['max_wait_ms']:g}, max_batch_size {micro['max_batch_size']}. "
         f"Latency is per query, from the call to its result (under concurrency it includes the "
         f"wait for the CPU).",
     ]
@@ -377,10 +405,11 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (paths relative to the repository)."""
-    parts = ["python -m benchmarks.load", f"--beir {_display_path(args.beir)}"]
+    prog = getattr(args, "_prog", None) or "python -m benchmarks.load"  # ragtune bench load
+    parts = [prog, f"--beir {_display_path(args.beir)}"]
     defaults = vars(build_parser().parse_args(["--beir", "x"]))
     for name, value in vars(args).items():
-        if name == "beir" or value == defaults[name]:
+        if name == "beir" or name not in defaults or value == defaults[name]:
             continue
         if name in ("out", "reranker", "model", "cache_dir") and value and value != "none":
             value = _display_path(value)
@@ -392,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.load", description=__doc__.splitlines()[0]
     )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options (``ragtune bench load`` and ``python -m benchmarks.load``)."""
     parser.add_argument("--beir", required=True, help="BEIR folder (corpus, queries, qrels)")
     parser.add_argument("--split", default="test", help="whose queries to send (default: test)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
@@ -414,12 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir", default=None, help="corpus-embedding cache ('none' disables)"
     )
     parser.add_argument("--warmup", type=int, default=20, help="untimed queries before each run")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed ``args`` (``ragtune bench load`` calls this)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
     for name in ("queries", "concurrency", "threads", "rerank_depth", "rerank_max_length"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

@@ -53,6 +53,10 @@ COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
             "benchmarks.scale",
             "FAISS index types at 1M vectors and BM25 at 1M documents: build, memory, recall, latency",
         ),
+        "load": (
+            "benchmarks.load",
+            "hybrid retrieval (+ reranking) one at a time, 50 concurrent, threaded: q/s, p50/p95/p99",
+        ),
     },
     "train": {
         "encoder": (

@@ -93,6 +93,9 @@ class QueryBatcher:
         max_wait_ms: longest a queued query waits for others before its batch runs.
         max_batch_size: queries per batch; a full queue runs at once.
         name: the worker thread's name (a number is appended).
+        as_result: turns each item ``batch_fn`` returns into what its caller gets (default:
+            a vector as a list of floats); the queue itself works for any item and result,
+            e.g. whole retrievals (:mod:`~llama_index_ragtune.retrievers.hybrid_batch`).
 
     Example::
 
@@ -107,12 +110,14 @@ class QueryBatcher:
         max_wait_ms: float = 2.0,
         max_batch_size: int = 16,
         name: str = "ragtune-micro-batch",
+        as_result: Callable[[Any], Any] | None = None,
     ) -> None:
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.batch_fn = batch_fn
+        self.as_result = _as_vector if as_result is None else as_result
         self.max_wait = max_wait_ms / 1000.0
         self.max_batch_size = int(max_batch_size)
         self.name = f"{name}-{next(_worker_ids)}"
@@ -248,7 +253,7 @@ class QueryBatcher:
                 f"the batch function returned {len(vectors)} vectors for {len(queries)} queries; "
                 "it must return one vector per query, in order"
             )
-        return [_as_vector(v) for v in vectors]
+        return [self.as_result(v) for v in vectors]
 
     def _embed_batch(self, batch: list[_Request]) -> None:
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]

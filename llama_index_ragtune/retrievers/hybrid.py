@@ -18,8 +18,13 @@ the same nodes. Either side can be any LlamaIndex ``BaseRetriever``.
   ``score`` is the fused score and whose ``dense_rank``/``dense_score``/
   ``sparse_rank``/``sparse_score`` tell where each side put the node. Nodes
   themselves are never modified (node metadata stays clean).
-* **Async**: ``aretrieve`` runs both sides concurrently (``asyncio.gather``;
-  sides without a native async path run in a worker thread).
+* **Concurrency**: with the built-in sides (FAISS + BM25) the queries of concurrent
+  callers (``aretrieve`` on an event loop, ``retrieve`` from threads) are answered in
+  shared batches, one encoder call per batch, with the results of one-at-a-time
+  retrieval (:mod:`~llama_index_ragtune.retrievers.hybrid_batch`); a lone caller runs at
+  once. ``aretrieve`` never blocks the event loop. With other sides, ``aretrieve`` runs
+  both concurrently (``asyncio.gather``; sides without a native async path run in a
+  worker thread) and only the query embeddings are micro-batched.
 * **Degenerate input**: a query with no text (empty or whitespace only) and no
   precomputed embedding returns no results; lone surrogates and NUL characters in a
   query are replaced before either side sees it; a very long query is scored whole by
@@ -37,7 +42,7 @@ the same nodes. Either side can be any LlamaIndex ``BaseRetriever``.
   :func:`~llama_index_ragtune.embeddings.resolve_embed_model`. The queries of
   concurrent callers are embedded in shared batches
   (:class:`~llama_index_ragtune.embeddings.MicroBatchEmbedding`; ``micro_batch=False``
-  turns this off).
+  turns this and the batched retrieval off).
 
 Example::
 
@@ -56,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +93,8 @@ from llama_index_ragtune.retrievers.fusion import fuse
 logger = logging.getLogger(__name__)
 
 __all__ = ["FusedNodeWithScore", "HybridRetriever", "build_faiss_index"]
+
+_BATCH_LOCK = threading.Lock()
 
 
 class FusedNodeWithScore(NodeWithScore):
@@ -136,9 +144,11 @@ class HybridRetriever(BaseRetriever):
         index: the ``VectorStoreIndex`` of the built-in dense side (needed by
             :meth:`persist` and to push filters down).
         embed_model: the query encoder of the built-in dense side.
-        micro_batch: embed the queries of concurrent callers in shared batches
-            (:class:`~llama_index_ragtune.embeddings.MicroBatchEmbedding`) when the query
-            encoder can batch; a lone caller is embedded at once, as without it.
+        micro_batch: answer the queries of concurrent callers in shared batches
+            (:mod:`~llama_index_ragtune.retrievers.hybrid_batch`; with other sides than
+            the built-in ones, only their query embeddings:
+            :class:`~llama_index_ragtune.embeddings.MicroBatchEmbedding`); a lone caller
+            is answered at once, as without it.
     """
 
     def __init__(
@@ -190,6 +200,9 @@ class HybridRetriever(BaseRetriever):
             embed_model if embed_model is not None else getattr(index, "_embed_model", None)
         )
         self._dense_built_in = dense_retriever is None
+        self._micro_batch = bool(micro_batch)
+        self._batch: Any = None  # HybridBatchSearch, made at the first query when batchable
+        self._batch_checked = False
         if micro_batch and self._dense_built_in and self._embed_model is not None:
             from llama_index_ragtune.embeddings.micro_batch import micro_batched
 
@@ -327,6 +340,18 @@ class HybridRetriever(BaseRetriever):
         return self._sparse
 
     @property
+    def embed_model(self) -> BaseEmbedding | None:
+        """The built-in dense side's query encoder (micro-batched when ``micro_batch``)."""
+        return self._embed_model
+
+    @property
+    def batch_stats(self) -> dict[str, Any] | None:
+        """Counts of the batched retrieval (``requests``, ``batches``, ``largest_batch``,
+        ``flushes``); ``None`` while no query has been batched or when this retriever does not
+        batch (``micro_batch=False``, or sides other than the built-in ones)."""
+        return None if self._batch is None else self._batch.stats
+
+    @property
     def index(self) -> Any:
         """The dense side's ``VectorStoreIndex`` (``None`` for a custom dense retriever)."""
         return self._index
@@ -343,6 +368,7 @@ class HybridRetriever(BaseRetriever):
     def with_filters(self, filters: MetadataFilters | None) -> HybridRetriever:
         """A copy of this retriever with other filters; the indexes are shared, not copied."""
         other = copy.copy(self)
+        other._batch, other._batch_checked = None, False  # its own queue, with its filters
         if isinstance(self._sparse, BM25Retriever):
             other._sparse = copy.copy(self._sparse)
         other._apply_filters(filters)
@@ -370,6 +396,22 @@ class HybridRetriever(BaseRetriever):
 
     # ------------------------------------------------------------------ retrieval
 
+    def fuse_rankings(self, rankings: Sequence[Sequence[tuple[str, float]]]) -> list[Any]:
+        """Fuse ``[dense, sparse]`` rankings of ``(node_id, score)`` with this retriever's
+        settings; returns the top ``similarity_top_k`` :class:`~.fusion.FusedHit`.
+
+        Example::
+
+            retriever.fuse_rankings([[("a", 0.9), ("b", 0.5)], [("b", 7.0)]])[0].node_id
+        """
+        return fuse(
+            rankings,
+            mode=self.fusion_mode,
+            weights=(self.alpha, 1.0 - self.alpha),
+            rrf_k=self.rrf_k,
+            top_k=self.similarity_top_k,
+        )
+
     def _fuse(self, dense: list[NodeWithScore], sparse: list[NodeWithScore]) -> list[NodeWithScore]:
         dense = self._post_filter(dense, self._dense_built_in)
         sparse = self._post_filter(sparse, isinstance(self._sparse, BM25Retriever))
@@ -382,13 +424,7 @@ class HybridRetriever(BaseRetriever):
                 by_id.setdefault(node_id, n)
                 ranking.append((node_id, 0.0 if n.score is None else float(n.score)))
             rankings.append(ranking)
-        hits = fuse(
-            rankings,
-            mode=self.fusion_mode,
-            weights=(self.alpha, 1.0 - self.alpha),
-            rrf_k=self.rrf_k,
-            top_k=self.similarity_top_k,
-        )
+        hits = self.fuse_rankings(rankings)
         return [
             FusedNodeWithScore(
                 node=by_id[h.node_id].node,
@@ -415,6 +451,9 @@ class HybridRetriever(BaseRetriever):
         query_bundle = prepare_query(query_bundle)
         if query_bundle is None:  # no text and no embedding: nothing to search for
             return []
+        batch = self._batch_search()
+        if batch is not None:
+            return batch.search(query_bundle)
         dense = self._dense.retrieve(query_bundle)
         sparse = self._sparse.retrieve(query_bundle)
         return self._fuse(dense, sparse)
@@ -423,11 +462,26 @@ class HybridRetriever(BaseRetriever):
         query_bundle = prepare_query(query_bundle)
         if query_bundle is None:
             return []
+        batch = self._batch_search()
+        if batch is not None:
+            return await batch.asearch(query_bundle)
         dense, sparse = await asyncio.gather(
             self._aretrieve_side(self._dense, query_bundle),
             self._aretrieve_side(self._sparse, query_bundle),
         )
         return self._fuse(dense, sparse)
+
+    def _batch_search(self) -> Any:
+        """The batched retrieval of this retriever, made once; ``None`` when it does not batch."""
+        if not self._batch_checked:
+            from llama_index_ragtune.retrievers.hybrid_batch import HybridBatchSearch, batchable
+
+            with _BATCH_LOCK:
+                if not self._batch_checked:
+                    if self._micro_batch and batchable(self, self._dense_built_in):
+                        self._batch = HybridBatchSearch(self)
+                    self._batch_checked = True
+        return self._batch
 
     @staticmethod
     async def _aretrieve_side(
