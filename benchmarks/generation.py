@@ -1,12 +1,12 @@
 """``ragtune bench generation``: base decoder vs grounded SFT vs preference tuning, refusal from both halves.
 
-Every row answers the same retrieved contexts (``bench.generation_data``): the
+Every row answers the same retrieved contexts (``llama_index_ragtune.data.grounded_tasks``): the
 SQuAD 2.0 or SciFact test questions and, for SQuAD, a multi-hop set made from
 the test articles (two needed halves + a distractor, and the same question
 with the gold removed). The encoder side's answerability head is trained once
 (``--answerability-minutes``); every row fits its refusal policies -- decoder,
 answerability, their logistic combination -- on dev questions and is scored
-with each (``bench.generation_scoring``), the combination as headline, with
+with each (``llama_index_ragtune.evaluation.decoder_scoring``), the combination as headline, with
 the citation post-check measured both ways (flag / cite).
 
 Rows (``--rows``): ``base`` (untuned), ``sft`` (grounded SFT, multi-source
@@ -28,10 +28,13 @@ import gc
 import json
 import logging
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune.bench.generation_data import (
+from benchmarks._paths import display_path, display_value
+from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
+from llama_index_ragtune.data.grounded_tasks import (
     TUNE,
     GenerationTask,
     GroundedData,
@@ -40,7 +43,7 @@ from llama_index_ragtune.bench.generation_data import (
     prepare_grounded_data,
     retrieve_all,
 )
-from llama_index_ragtune.bench.generation_scoring import (
+from llama_index_ragtune.evaluation.decoder_scoring import (
     COLUMNS,
     CachedScorer,
     fit_policies,
@@ -50,7 +53,7 @@ from llama_index_ragtune.bench.generation_scoring import (
     score_set,
     summarize,
 )
-from llama_index_ragtune.bench.generation_training import (
+from llama_index_ragtune.finetuning.decoder_recipes import (
     make_configs,
     mined_preferences,
     train_answerability,
@@ -88,148 +91,6 @@ ROWS = {
 
 
 # ------------------------------------------------------------------- command
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by ``bench generation`` and ``train decoder``."""
-    data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--squad", help="SQuAD 2.0 JSON (split by article: last 4 articles = test)")
-    data.add_argument("--scifact", help="BEIR SciFact folder (claims; train/test from its qrels)")
-    parser.add_argument(
-        "--base-model",
-        default=None,
-        help="decoder folder or hub id (default: bundled SmolLM2-135M)",
-    )
-    parser.add_argument("--retriever", choices=("bm25", "hybrid"), default="bm25")
-    parser.add_argument("--top-k", type=int, default=3, help="sources per prompt")
-    parser.add_argument(
-        "--max-context-chars",
-        type=int,
-        default=800,
-        help="cut each source to N characters (same rule in training and test)",
-    )
-    parser.add_argument(
-        "--p-no-gold",
-        type=float,
-        default=0.1,
-        help="share of training answers turned into refusals",
-    )
-    parser.add_argument("--max-test-examples", type=int, default=200)
-    parser.add_argument(
-        "--train-answerable-share",
-        type=float,
-        default=0.6,
-        help="answerable fraction of the sampled training questions (before --p-no-gold)",
-    )
-    parser.add_argument("--epochs", type=float, default=1.0, help="SFT and DPO epochs")
-    parser.add_argument(
-        "--max-steps", type=int, default=-1, help="cap optimizer steps per stage (smoke tests)"
-    )
-    parser.add_argument(
-        "--max-length", type=int, default=1024, help="token limit of a training sequence"
-    )
-    parser.add_argument(
-        "--learning-rate", type=float, default=3e-4, help="SFT learning rate (LoRA)"
-    )
-    parser.add_argument(
-        "--dpo-learning-rate", type=float, default=1e-4, help="DPO learning rate (LoRA)"
-    )
-    parser.add_argument(
-        "--lora-top-layers",
-        type=int,
-        default=None,
-        help="LoRA on the top N transformer layers only (faster backward on CPU; default: all)",
-    )
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=8, help="generation batch size")
-    parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        help="generation weights dtype (auto: bfloat16 on GPUs and on CPUs with native bfloat16)",
-    )
-    parser.add_argument(
-        "--refusal-threshold",
-        type=_threshold,
-        default=TUNE,
-        help="refuse exactly when the model gives the refusal sentence this probability "
-        "(LocalChatLLM(refusal_threshold=...)); 'tune' (default) picks it per model on "
-        "--dev-examples held-out questions; 'none' decodes greedily",
-    )
-    parser.add_argument(
-        "--dev-examples",
-        type=int,
-        default=100,
-        help="training-split questions held out to tune the refusal threshold on",
-    )
-    parser.add_argument(
-        "--multihop-train-examples",
-        type=int,
-        default=48,
-        help="SQuAD: two-hop questions (each + its gold-removed twin) added to the training data",
-    )
-    parser.add_argument(
-        "--multihop-dev-examples",
-        type=int,
-        default=25,
-        help="SQuAD: two-hop questions (+ twins) added to the dev questions the refusal is fitted on",
-    )
-    parser.add_argument(
-        "--multihop-test-examples",
-        type=int,
-        default=50,
-        help="SQuAD: two-hop test questions (+ twins) from the test articles, scored as a second set",
-    )
-    parser.add_argument(
-        "--answerability-minutes",
-        type=float,
-        default=8.0,
-        help="training budget of the encoder-side answerability head (0: decoder signal only)",
-    )
-    parser.add_argument(
-        "--answerability-steps",
-        type=int,
-        default=-1,
-        help="fixed answerability training steps instead of the minutes budget",
-    )
-    parser.add_argument(
-        "--answerability-examples",
-        type=int,
-        default=1000,
-        help="further training-split questions (outside the training and dev samples) the "
-        "answerability head learns from, on top of the training contexts",
-    )
-    parser.add_argument(
-        "--answerability-model",
-        default=None,
-        help="starting encoder of the answerability head (default: bundled MiniLM, new head)",
-    )
-    parser.add_argument(
-        "--answerability-max-length",
-        type=int,
-        default=320,
-        help="token limit of a (question, source) pair for the answerability head",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def _threshold(value: str) -> float | str | None:
-    if value.strip().lower() == "none":
-        return None
-    if value.strip().lower() == TUNE:
-        return TUNE
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(
-            f"expected a probability in [0, 1], 'tune' or 'none', got {value}"
-        )
-    return number
-
-
-def llm_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``LocalChatLLM`` keyword arguments shared by every row (refusals are decided by the
-    policies fitted per row, so the LLM itself decodes plainly)."""
-    return {"dtype": args.dtype}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--max-train-examples", type=int, default=300)
@@ -433,8 +294,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     multihop = data.multihop_test_contexts
     result = {
         "task": main,
-        "config": {k: v for k, v in vars(args).items() if not callable(v)},
-        "base_model": base_model,
+        "config": {k: display_value(v) for k, v in vars(args).items() if not callable(v)},
+        "base_model": _model_name(args.base_model, base_model),
         "device": device,
         "n_train": len(data.train_contexts),
         "n_train_answer_targets": sum(c.answerable for c in data.train_contexts),
@@ -457,6 +318,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "post_check": post_checks,
         "reports": reports,
         "refusal_calibration": calibration,
+        "command": command_line(args),
     }
     (out / f"generation-{main}.json").write_text(json.dumps(result, indent=2, default=str))
     result["table"] = _markdown(result, tables, policies_out, post_checks, args)
@@ -501,7 +363,45 @@ def _markdown(
         lines += ["", f"Refusal policies ({set_name}):", "", policy_table(policies[set_name])]
         lines += ["", f"Citation post-check ({set_name}, headline policy):", ""]
         lines.append(post_check_table(post_checks[set_name]))
+    lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines)
+
+
+def _model_name(given: str | None, resolved: str) -> str:
+    """The decoder as recorded: the path or id given, or the bundled model's folder name."""
+    return display_path(given) if given is not None else Path(resolved).name
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces a result: every option that differs from its default,
+    paths relative to the working directory."""
+    defaults = vars(_parser().parse_args(_data_argv(args)))
+    parts = ["ragtune", "bench", "generation"]
+    for name, value in vars(args).items():
+        if name not in defaults or value == defaults[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif value is None:
+            parts += [flag, "none"]
+        else:
+            parts += [flag, str(display_value(value))]
+    return shlex.join(parts)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return parser
+
+
+def _data_argv(args: argparse.Namespace) -> list[str]:
+    """The required data flag, so that the defaults of every other option can be read."""
+    for name in ("squad", "scifact", "qa"):
+        if getattr(args, name, None) is not None:
+            return [f"--{name}", "x"]
+    return []
 
 
 def _fmt(value: Any) -> str:

@@ -25,10 +25,13 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from benchmarks._paths import display_path, display_value
 
 DEFAULT_OUT = "benchmarks/results/retrieval"
 WARMUP_QUERIES = (
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_beir(args.beir, split=args.split, max_queries=args.max_queries)
     cache_dir = _cache_dir(args.cache_dir)
     if args.sweep:
-        from llama_index_ragtune.bench.retrieval_sweep import run_sweep
+        from benchmarks.retrieval_sweep import run_sweep
 
         return run_sweep(dataset, args, cache_dir)
     results = benchmark(dataset, args, cache_dir)
@@ -130,7 +133,7 @@ def _cache_dir(value: str | None) -> Path | None:
 
 def benchmark(dataset: Any, args: argparse.Namespace, cache_dir: Path | None) -> dict[str, Any]:
     """Build every system, evaluate them interleaved, and return a JSON-ready result."""
-    from llama_index_ragtune.bench import retrieval_systems as S
+    from benchmarks import retrieval_systems as S
     from llama_index_ragtune.embeddings import default_embed_model, onnx_available
     from llama_index_ragtune.retrievers import DEFAULT_FUSION_MODE, FUSION_PRESETS
 
@@ -139,7 +142,12 @@ def benchmark(dataset: Any, args: argparse.Namespace, cache_dir: Path | None) ->
     backend = (
         args.embedding if args.embedding != "auto" else ("onnx" if onnx_available() else "torch")
     )
-    stock_bm25, bm25 = S.build_stock_bm25(corpus), S.build_bm25(corpus)
+    stock_bm25, skipped = S.build_stock_bm25(corpus), {}
+    if stock_bm25 is None:
+        skipped[S.STOCK_BM25] = S.STOCK_BM25_MISSING
+        skipped[S.ANCHOR] = S.STOCK_BM25_MISSING
+        print(f"skipped: {S.STOCK_BM25} and {S.ANCHOR}: {S.STOCK_BM25_MISSING}", file=sys.stderr)
+    bm25 = S.build_bm25(corpus)
     # the stock LlamaIndex encoder: HuggingFaceEmbedding with its default settings (batch 10)
     torch_embed = default_embed_model(args.model, backend="torch")
     encoders: dict[str, Any] = {}
@@ -148,13 +156,15 @@ def benchmark(dataset: Any, args: argparse.Namespace, cache_dir: Path | None) ->
     stock_dense, _ = S.build_stock_dense(corpus, torch_embed, "dense (VectorStoreIndex, PyTorch)")
     embed = torch_embed if backend == "torch" else default_embed_model(args.model, backend=backend)
     dense, index, _ = S.build_dense(corpus, embed, f"dense (ragtune FAISS, {backend})")
-    systems = [stock_bm25, bm25, stock_dense, dense]
+    systems = [s for s in (stock_bm25, bm25, stock_dense, dense) if s is not None]
     for other in ("onnx", "onnx-int8") if args.onnx else ():
         if other != backend:
             other_embed = encoders[other]["embed"]
             systems.append(S.build_dense(corpus, other_embed, f"dense (ragtune FAISS, {other})")[0])
-    anchor = S.build_anchor(stock_dense, stock_bm25, use_async=args.anchor_async)
-    systems.append(anchor)
+    anchor = None
+    if stock_bm25 is not None:
+        anchor = S.build_anchor(stock_dense, stock_bm25, use_async=args.anchor_async)
+        systems.append(anchor)
     hybrids = {mode: S.build_hybrid(index, bm25, dense, embed, mode) for mode in FUSION_PRESETS}
     systems.extend(hybrids.values())
     if args.reranker:
@@ -179,15 +189,16 @@ def benchmark(dataset: Any, args: argparse.Namespace, cache_dir: Path | None) ->
             }
         )
     default_hybrid = reports[hybrids[DEFAULT_FUSION_MODE].name]
-    anchor_report = reports[anchor.name]
-    summary = {
-        "default_hybrid": hybrids[DEFAULT_FUSION_MODE].name,
-        "anchor": anchor.name,
-        "ndcg@10_gain_over_anchor": default_hybrid.aggregate["ndcg@10"]
-        - anchor_report.aggregate["ndcg@10"],
-        "p50_latency_ratio_to_anchor": default_hybrid.latency["p50_ms"]
-        / anchor_report.latency["p50_ms"],
-    }
+    summary: dict[str, Any] = {"default_hybrid": hybrids[DEFAULT_FUSION_MODE].name}
+    if anchor is not None:
+        anchor_report = reports[anchor.name]
+        summary |= {
+            "anchor": anchor.name,
+            "ndcg@10_gain_over_anchor": default_hybrid.aggregate["ndcg@10"]
+            - anchor_report.aggregate["ndcg@10"],
+            "p50_latency_ratio_to_anchor": default_hybrid.latency["p50_ms"]
+            / anchor_report.latency["p50_ms"],
+        }
     return {
         "dataset": dataset.name,
         "split": dataset.split,
@@ -197,13 +208,14 @@ def benchmark(dataset: Any, args: argparse.Namespace, cache_dir: Path | None) ->
         "model": str(args.model or "bundled all-MiniLM-L6-v2"),
         "rows": rows,
         "summary": summary,
+        **({"skipped_rows": skipped} if skipped else {}),
         "encoders": {
             k: {kk: vv for kk, vv in v.items() if kk != "embed"} for k, v in encoders.items()
         },
         "fusion_presets": FUSION_PRESETS,
         "default_fusion_mode": DEFAULT_FUSION_MODE,
         "machine": _machine(),
-        "command": "ragtune bench retrieval " + " ".join(_argv(args)),
+        "command": command_line(args),
     }
 
 
@@ -290,11 +302,14 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} | {row['notes']} |"
         )
     summary = results["summary"]
-    lines += [
-        "",
-        f"{summary['default_hybrid']} vs {summary['anchor']}: nDCG@10 {summary['ndcg@10_gain_over_anchor']:+.3f}, "
-        f"p50 latency ratio {summary['p50_latency_ratio_to_anchor']:.2f}x",
-    ]
+    if "anchor" in summary:
+        lines += [
+            "",
+            f"{summary['default_hybrid']} vs {summary['anchor']}: nDCG@10 {summary['ndcg@10_gain_over_anchor']:+.3f}, "
+            f"p50 latency ratio {summary['p50_latency_ratio_to_anchor']:.2f}x",
+        ]
+    for system, reason in results.get("skipped_rows", {}).items():
+        lines += ["", f"Row {system!r} skipped: {reason}."]
     if results.get("encoders"):
         dense_rows = {
             row["system"]: row for row in results["rows"] if row["system"].startswith("dense")
@@ -352,14 +367,19 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces a result, paths relative to the working directory."""
+    return "ragtune bench retrieval " + " ".join(_argv(args))
+
+
 def _argv(args: argparse.Namespace) -> list[str]:
-    parts = [f"--beir {args.beir}", f"--split {args.split}"]
+    parts = [f"--beir {display_path(args.beir)}", f"--split {args.split}"]
     for flag in ("max_queries", "model", "reranker", "cache_dir"):
         value = getattr(args, flag)
         if value is not None:
-            parts.append(f"--{flag.replace('_', '-')} {value}")
+            parts.append(f"--{flag.replace('_', '-')} {display_value(value)}")
     if args.out != DEFAULT_OUT:
-        parts.append(f"--out {args.out}")
+        parts.append(f"--out {display_path(args.out)}")
     if args.embedding != "auto":
         parts.append(f"--embedding {args.embedding}")
     if args.reranker:

@@ -99,7 +99,8 @@ def _settings_stage2(best: dict[str, tuple]):
 def run_sweep(dataset: Any, args: argparse.Namespace, cache_dir: Path | None) -> int:
     from tqdm.auto import tqdm
 
-    from llama_index_ragtune.bench import retrieval_systems as S
+    from benchmarks import retrieval_systems as S
+    from benchmarks.retrieval import command_line
     from llama_index_ragtune.embeddings import default_embed_model, onnx_available
 
     show = not args.no_progress
@@ -142,6 +143,7 @@ def run_sweep(dataset: Any, args: argparse.Namespace, cache_dir: Path | None) ->
         "selection": f"highest nDCG@10; within {TOLERANCE} of it, highest Recall@100",
         "top20": [_as_dict(s, v) for s, v in sorted(scored.items(), key=lambda kv: -kv[1][0])[:20]],
         "settings_scored": len(scored),
+        "command": command_line(args),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,6 +217,8 @@ def _markdown(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [_row(row) for row in result["top20"]]
+    if result.get("command"):
+        lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
 
 

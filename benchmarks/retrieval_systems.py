@@ -4,7 +4,8 @@ Stock LlamaIndex pieces (``llama-index-retrievers-bm25``'s ``BM25Retriever``, a
 ``VectorStoreIndex`` with ``HuggingFaceEmbedding`` in PyTorch, and
 ``QueryFusionRetriever`` RRF over the two: the anchor) next to ours (BM25Retriever,
 FAISS dense with ONNX Runtime query encoding, HybridRetriever in each fusion mode,
-and the hybrid + cross-encoder reranker).
+and the hybrid + cross-encoder reranker). Without ``llama-index-retrievers-bm25``
+(the ``bench`` extra) the stock BM25 row and the anchor are skipped, with a message.
 
 Example::
 
@@ -36,6 +37,12 @@ __all__ = [
 ]
 
 EVAL_DEPTH = 100
+STOCK_BM25 = "BM25 (llama-index BM25Retriever)"
+ANCHOR = "QueryFusionRetriever RRF (anchor)"
+STOCK_BM25_MISSING = (
+    "llama-index-retrievers-bm25 is not installed (a reference row only, not a dependency of "
+    'the library); install it with `pip install -e ".[bench]"` to add this row'
+)
 
 
 @dataclass
@@ -178,15 +185,16 @@ def _cache_note(embedded: EmbeddedCorpus) -> str:
     return ""
 
 
-def build_stock_bm25(corpus: BenchCorpus) -> System:
-    """llama-index-retrievers-bm25 as documented (bm25s, English stemmer)."""
-    from llama_index.retrievers.bm25 import BM25Retriever as LlamaIndexBM25
-
+def build_stock_bm25(corpus: BenchCorpus) -> System | None:
+    """llama-index-retrievers-bm25 as documented (bm25s, English stemmer); None when the
+    package is not installed (``STOCK_BM25_MISSING`` says how to add it)."""
+    try:
+        from llama_index.retrievers.bm25 import BM25Retriever as LlamaIndexBM25
+    except ImportError:
+        return None
     start = time.perf_counter()
     retriever = LlamaIndexBM25.from_defaults(nodes=corpus.nodes, similarity_top_k=EVAL_DEPTH)
-    return System(
-        "BM25 (llama-index BM25Retriever)", retriever, index_seconds=time.perf_counter() - start
-    )
+    return System(STOCK_BM25, retriever, index_seconds=time.perf_counter() - start)
 
 
 def build_bm25(corpus: BenchCorpus) -> System:
@@ -278,7 +286,7 @@ def build_anchor(stock_dense: System, stock_bm25: System, use_async: bool = Fals
         use_async=use_async,
     )
     return System(
-        "QueryFusionRetriever RRF (anchor)",
+        ANCHOR,
         retriever,
         index_seconds=stock_dense.index_seconds + stock_bm25.index_seconds,
         notes=f"stock BM25 + stock dense, use_async={use_async}",

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks._paths import display_value
 from llama_index_ragtune.data import HardNegativeMiner, RetrievalDataset
 from llama_index_ragtune.finetuning import (
     EncoderFinetuneEngine,
@@ -417,15 +418,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _relative(value: Any) -> str:
-    """A path argument inside the working directory, written relative to it."""
-    text = str(value)
-    path = Path(text)
-    if path.is_absolute() and path.exists():
-        try:
-            return str(path.resolve().relative_to(Path.cwd().resolve()))
-        except ValueError:
-            return text
-    return text
+    """A path argument written relative to the working directory (never absolute)."""
+    return str(display_value(str(value)))
 
 
 def _cores() -> int:

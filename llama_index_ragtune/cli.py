@@ -38,7 +38,7 @@ from typing import Any, Literal, NoReturn
 COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
     "bench": {
         "retrieval": (
-            "llama_index_ragtune.bench.retrieval",
+            "benchmarks.retrieval",
             "BM25 / dense / hybrid / reranked retrieval on a BEIR set",
         ),
         "tuning": (
@@ -46,7 +46,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
             "encoder and reranker tuning on a BEIR set: defaults, decisions, ablations",
         ),
         "generation": (
-            "llama_index_ragtune.bench.generation",
+            "benchmarks.generation",
             "base vs grounded SFT vs SFT+DPO decoder",
         ),
         "scale": (
@@ -92,6 +92,7 @@ INPUT_ARGUMENTS: dict[str, Literal["beir", "file", "model"]] = {
     "beir": "beir",
     "scifact": "beir",
     "squad": "file",
+    "qa": "file",
     "dataset": "file",
     "val_dataset": "file",
     "evaluation": "file",

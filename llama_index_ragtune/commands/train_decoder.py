@@ -27,17 +27,16 @@ import argparse
 import json
 from pathlib import Path
 
-from llama_index_ragtune.bench.generation import (
-    TUNE,
-    add_common_arguments,
-    llm_options,
-    make_configs,
+from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
+from llama_index_ragtune.data.grounded_tasks import TUNE, prepare_grounded_data
+from llama_index_ragtune.evaluation.decoder_scoring import (
+    CachedScorer,
+    fit_policies,
     markdown_table,
-    prepare_grounded_data,
+    score_set,
     summarize,
 )
-from llama_index_ragtune.bench.generation_scoring import CachedScorer, fit_policies, score_set
-from llama_index_ragtune.bench.generation_training import train_answerability
+from llama_index_ragtune.finetuning.decoder_recipes import make_configs, train_answerability
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -38,8 +38,8 @@ sources.
 
 Example::
 
-    from llama_index.retrievers.bm25 import BM25Retriever
     from llama_index_ragtune.data import GroundedSFTBuilder, load_squad_v2
+    from llama_index_ragtune.retrievers import BM25Retriever
 
     examples, documents = load_squad_v2(path, split="train")
     retriever = BM25Retriever.from_defaults(nodes=documents, similarity_top_k=10)
@@ -353,7 +353,8 @@ def _visible(example: QAExample, doc_id: str, text: str) -> bool:
     by_doc = getattr(example, "evidence_by_doc", None)
     if by_doc and doc_id in by_doc:
         return " ".join(by_doc[doc_id].lower().split()) in low
-    if example.label is not None:
+    # claims, and abstractive answers from a QA file (``qa_jsonl``): the evidence quote
+    if example.label is not None or getattr(example, "match_evidence", False):
         quotes = [" ".join(e.lower().split())[:60] for e in example.evidence]
         return not quotes or any(q in low for q in quotes)
     return any(" ".join(a.lower().split()) in low for a in example.answers)

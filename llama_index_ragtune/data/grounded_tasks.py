@@ -1,4 +1,7 @@
-"""Data of ``ragtune bench generation`` and ``ragtune train decoder``: tasks, cached retrieval, contexts.
+"""Grounded QA tasks for decoder tuning: SQuAD 2.0 / SciFact splits, cached retrieval, contexts.
+
+``ragtune train decoder`` and the decoder benchmark (``ragtune bench generation``)
+build their data here.
 
 One retriever is built once over all paragraphs (SQuAD 2.0) or abstracts
 (SciFact); every question is retrieved once and its document ids are cached
@@ -18,6 +21,12 @@ training articles outside the training and dev samples.
 Splits: SQuAD 2.0 by article (all but the last 4 articles train, the last 4
 test); SciFact claims by its qrels (``train`` / ``test``). Dev questions are
 training-split questions left out of the training sample.
+
+Your own QA file (``--qa``, JSONL, ``data.qa_jsonl``): each question shows its
+own sources, in the order written, instead of retrieved ones (training
+contexts with the gold sources first kept, some turned into refusals by
+``--p-no-gold``); its ``split`` field makes the test set; the training sample
+keeps the file's mix of answerable and unanswerable questions.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from llama_index_ragtune.data.qa import QAExample
 logger = logging.getLogger(__name__)
 
 TUNE = "tune"  # --refusal-threshold: choose it on dev questions
+DEFAULT_ANSWERABLE_SHARE = 0.6  # --squad / --scifact training samples (--qa keeps the file's mix)
 MULTIHOP_SOURCES = 3  # two gold halves and a distractor, as in the multi-hop test
 
 
@@ -45,7 +55,14 @@ class GenerationTask:
     """Train/dev/test questions and the documents a retriever indexes for them.
 
     ``train_pool`` / ``test_pool``: every question of the two splits (the
-    multi-hop sets are drawn from them).
+    multi-hop sets are drawn from them). ``sources``: for a QA file, each
+    question's own sources (question id -> document ids), shown instead of
+    retrieved ones.
+
+    Example::
+
+        task = load_task(squad="dev-v2.0.json", max_train=300, max_test=100)
+        task.train[0].question, task.documents[0].id_
     """
 
     name: str
@@ -56,6 +73,7 @@ class GenerationTask:
     dev: list[QAExample] = field(default_factory=list)
     train_pool: list[QAExample] = field(default_factory=list)
     test_pool: list[QAExample] = field(default_factory=list)
+    sources: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _sample(
@@ -83,18 +101,33 @@ def load_task(
     seed: int = 0,
     train_answerable_share: float | None = None,
     max_dev: int = 0,
+    qa: str | Path | None = None,
 ) -> GenerationTask:
-    """SQuAD 2.0 (article split) or SciFact claims (qrels split), sampled with ``seed``.
+    """SQuAD 2.0 (article split), SciFact claims (qrels split) or your own QA file
+    (``qa``: JSONL, see ``data.qa_jsonl``; its ``split`` field), sampled with ``seed``.
 
     ``train_answerable_share`` fixes the answerable fraction of the training
-    sample (the dev and test samples keep the data's own mix). ``max_dev`` dev
-    questions come from the training split, outside the training sample.
+    sample (None: the data's own mix; the dev and test samples always keep it).
+    ``max_dev`` dev questions come from the training split, outside the training sample.
+
+    Example::
+
+        task = load_task(qa="my_qa.jsonl", max_train=500, max_test=100, max_dev=50)
+        task.name, task.answer_metric, len(task.sources)      # ('qa', 'squad', ...)
     """
     from llama_index_ragtune.data.qa import load_scifact_claims, load_squad_v2
 
-    if (squad is None) == (scifact is None):
-        raise ValueError("Pass exactly one of --squad PATH or --scifact DIR.")
-    if squad is not None:
+    if sum(x is not None for x in (squad, scifact, qa)) != 1:
+        raise ValueError("Pass exactly one of --squad PATH, --scifact DIR or --qa FILE.")
+    sources: dict[str, list[str]] = {}
+    if qa is not None:
+        from llama_index_ragtune.data.qa_jsonl import load_grounded_qa
+
+        loaded = load_grounded_qa(qa)
+        train, test, documents = loaded.train, loaded.test, loaded.documents
+        sources = loaded.sources
+        name, metric = "qa", "squad"
+    elif squad is not None:
         train, _ = load_squad_v2(squad, split="train")
         test, _ = load_squad_v2(squad, split="test")
         _, documents = load_squad_v2(squad)
@@ -118,16 +151,15 @@ def load_task(
         dev,
         train_pool=list(train),
         test_pool=list(test),
+        sources=sources,
     )
 
 
 def build_retriever(documents: Sequence[Any], kind: str = "bm25", top_k: int = 10) -> Any:
     """A retriever over ``documents``: ``bm25`` (this package's BM25) or ``hybrid`` (dense + BM25)."""
     if kind == "bm25":
-        try:
-            from llama_index_ragtune.retrievers.bm25 import BM25Retriever
-        except ImportError:  # pragma: no cover - fallback to the LlamaIndex integration
-            from llama_index.retrievers.bm25 import BM25Retriever
+        from llama_index_ragtune.retrievers.bm25 import BM25Retriever
+
         return BM25Retriever.from_defaults(nodes=list(documents), similarity_top_k=top_k)
     if kind == "hybrid":
         from llama_index_ragtune.retrievers import HybridRetriever
@@ -160,8 +192,14 @@ def retrieve_all(
 
 @dataclass
 class GroundedData:
-    """What ``bench generation`` and ``train decoder`` build before training: the task,
-    the context builder and the train / test contexts over the same retrieved sources."""
+    """What ``train decoder`` (and the decoder benchmark) build before training: the task,
+    the context builder and the train / test contexts over the same retrieved sources.
+
+    Example::
+
+        data = prepare_grounded_data(args, max_train_examples=300, cache_dir="runs/decoder")
+        data.builder.to_dataset(data.train_contexts)    # the SFT rows
+    """
 
     task: GenerationTask
     builder: GroundedSFTBuilder
@@ -182,14 +220,19 @@ def prepare_grounded_data(
     turns some into refusals); dev and test contexts are the retriever's own top-k.
     Dev questions are drawn only when ``--refusal-threshold tune`` needs them.
     """
+    qa = getattr(args, "qa", None)
+    share = args.train_answerable_share
+    if share is None and qa is None:
+        share = DEFAULT_ANSWERABLE_SHARE
     task = load_task(
         args.squad,
         args.scifact,
         max_train_examples,
         args.max_test_examples,
         args.seed,
-        args.train_answerable_share,
+        share,
         max_dev=args.dev_examples if args.refusal_threshold == TUNE else 0,
+        qa=qa,
     )
     retriever = build_retriever(task.documents, args.retriever, top_k=max(10, 3 * args.top_k))
     builder = GroundedSFTBuilder(
@@ -200,12 +243,17 @@ def prepare_grounded_data(
         max_context_chars=args.max_context_chars,
         seed=args.seed,
     )
-    retrieved = retrieve_all(
-        builder,
-        task.train + task.dev + task.test,
-        cache=Path(cache_dir) / f"retrieved-{task.name}-{args.retriever}.json",
-    )
+    if task.sources:  # a QA file: every question shows its own sources
+        retrieved = dict(task.sources)
+    else:
+        retrieved = retrieve_all(
+            builder,
+            task.train + task.dev + task.test,
+            cache=Path(cache_dir) / f"retrieved-{task.name}-{args.retriever}.json",
+        )
     train_contexts = builder.build_contexts(task.train, retrieved, force_gold=True)
+    if task.sources:
+        _warn_lost_evidence(train_contexts, args.max_context_chars)
     dev_contexts = builder.build_contexts(task.dev, retrieved, force_gold=False)
     multihop_test: list[GroundedContext] = []
     if task.name == "squad_v2":
@@ -226,6 +274,22 @@ def prepare_grounded_data(
         multihop_test,
         retrieved,
     )
+
+
+def _warn_lost_evidence(contexts: Sequence[GroundedContext], max_chars: int | None) -> None:
+    """Say how many answerable training questions became refusals because the cut of each
+    source to ``max_chars`` removed their evidence (``GroundedSFTBuilder``'s rule)."""
+    lost = [
+        c.qid for c in contexts if c.example.answerable and not c.answerable and not c.gold_removed
+    ]
+    if lost:
+        logger.warning(
+            "%d answerable training questions (e.g. %s) are trained as refusals: the cut of "
+            "each source to --max-context-chars %s removed their answer or evidence.",
+            len(lost),
+            ", ".join(lost[:3]),
+            max_chars,
+        )
 
 
 def _multihop(

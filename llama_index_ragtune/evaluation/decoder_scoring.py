@@ -1,6 +1,7 @@
-"""Scoring of ``ragtune bench generation`` rows: refusal policies, answers, post-check, tables.
+"""Scoring a decoder on grounded contexts: refusal policies, answers, post-check, tables.
 
-Each row (a decoder) is scored the way ``LocalChatLLM`` / ``CitationQueryEngine``
+Used by ``ragtune train decoder`` (base vs tuned) and the decoder benchmark
+(``ragtune bench generation``, one row per decoder). Each row (a decoder) is scored the way ``LocalChatLLM`` / ``CitationQueryEngine``
 answer with a refusal policy -- refuse when the policy says so, else decode
 with the refusal barred -- but the answers are decoded once per question
 (``generate_batch(refuse=[False] * n)``) and every policy's decisions are
@@ -17,6 +18,13 @@ else the decoder's. The citation post-check is measured both ways on the
 headline answers: ``flag`` (the answers as written) and ``cite`` (answered
 claims without a valid citation get the source the model finds most likely,
 ``LocalChatLLM.citation_probabilities``).
+
+Example::
+
+    policies = fit_policies(llm, dev_contexts, "tune", scorer=None, batch_size=8)
+    scores = score_set("squad_v2", llm, test_contexts, policies, GenerationEvaluator())
+    print(markdown_table({"tuned": summarize(scores.reports[scores.headline], "squad", None,
+                                             scores.tokens_per_second)}))
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training steps of ``ragtune bench generation`` / ``ragtune train decoder`` beyond grounded SFT.
+"""Decoder training steps beyond grounded SFT, used by ``ragtune train decoder`` and the benchmark.
 
 - ``make_configs``: the SFT / DPO / LoRA configs with the command's flags applied;
 - ``train_answerability``: the encoder side's answerability head
@@ -8,6 +8,14 @@
   answers (``PreferenceBuilder.from_model_failures``);
 - ``train_grpo``: TRL's ``GRPOTrainer`` from the SFT adapter, rewarded by our
   evaluator (``evaluation.rewards.GroundedReward``), merged for serving.
+
+``args`` is the parsed command line of ``ragtune train decoder`` (or any object
+with the same attributes: ``learning_rate``, ``epochs``, ``max_steps``...).
+
+Example::
+
+    sft, dpo, lora = make_configs(args, Path("runs/decoder"), "cpu", base_model)
+    scorer, summary = train_answerability(args, data, Path("runs/decoder/answerability"), "cpu")
 """
 
 from __future__ import annotations
@@ -84,7 +92,14 @@ def train_answerability(
     extra = _extra_questions(data, args.answerability_examples, args.seed)
     if extra:  # more labelled questions for the head, never the dev or test ones
         contexts += data.builder.build_contexts(extra, force_gold=True, show_progress=False)
-    contexts = with_gold_removed(data.builder, contexts, data.retrieved, share=0.5, seed=args.seed)
+    # a twin needs a non-gold source: a question whose own sources (a QA file) are all gold
+    # gets its distractors from the retriever
+    retrieved = {
+        qid: ids
+        for qid, ids in data.retrieved.items()
+        if not data.task.sources or qid not in data.task.sources or len(ids) > _n_gold(data, qid)
+    }
+    contexts = with_gold_removed(data.builder, contexts, retrieved, share=0.5, seed=args.seed)
     pairs = answerability_pairs(contexts)
     engine_args = AnswerabilityFinetuneEngine.default_args(
         output_dir, seed=args.seed, use_cpu=device == "cpu"
@@ -119,6 +134,11 @@ def train_answerability(
     }
     logger.info("Answerability head: %s", summary)
     return engine.get_finetuned_model(), summary
+
+
+def _n_gold(data: Any, qid: str) -> int:
+    example = next((e for e in data.task.train_pool if e.qid == qid), None)
+    return len(example.gold_doc_ids) if example is not None else 0
 
 
 def _extra_questions(data: Any, n: int, seed: int) -> list[Any]:

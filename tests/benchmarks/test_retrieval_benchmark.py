@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -184,3 +185,31 @@ def test_cli_with_reranker(beir_dir, tiny_encoder_path, tmp_path):
     assert (
         "| — |" in (out / "retrieval_tinybeir_test.md").read_text()
     )  # no Recall@100 after a top-10 cut
+
+
+def test_cli_skips_the_stock_bm25_rows_without_the_bench_extra(
+    beir_dir, tiny_encoder_path, tmp_path, monkeypatch, capsys
+):
+    # `import llama_index.retrievers.bm25` raises ImportError, as without the `bench` extra
+    monkeypatch.setitem(sys.modules, "llama_index.retrievers.bm25", None)
+    out = tmp_path / "results"
+    argv = ["bench", "retrieval", "--beir", str(beir_dir), "--out", str(out)]
+    argv += ["--model", tiny_encoder_path, "--cache-dir", "none", "--warmup", "0", "--no-progress"]
+    assert main(argv) == 0
+    result = json.loads((out / "retrieval_tinybeir_test.json").read_text())
+    names = [row["system"] for row in result["rows"]]
+    assert "BM25 (llama-index BM25Retriever)" not in names
+    assert "QueryFusionRetriever RRF (anchor)" not in names
+    assert "BM25 (ragtune BM25Retriever)" in names and "hybrid rrf (ragtune)" in names
+    assert set(result["skipped_rows"]) == {
+        "BM25 (llama-index BM25Retriever)",
+        "QueryFusionRetriever RRF (anchor)",
+    }
+    assert "anchor" not in result["summary"]
+    assert "pip install" in result["skipped_rows"]["QueryFusionRetriever RRF (anchor)"]
+    markdown = (out / "retrieval_tinybeir_test.md").read_text()
+    assert "skipped: llama-index-retrievers-bm25 is not installed" in markdown
+    assert "skipped: BM25 (llama-index BM25Retriever)" in capsys.readouterr().err
+    # the recorded command names no absolute path (paths relative to the working directory)
+    assert not [part for part in result["command"].split() if part.startswith("/")]
+    assert result["command"].startswith("ragtune bench retrieval --beir ")

@@ -1,0 +1,263 @@
+"""Your own grounded QA data as JSONL: questions with their sources, answers or refusals.
+
+``ragtune train decoder --qa FILE`` reads this format (next to the ready-made
+``--squad`` / ``--scifact`` loaders). One question a line::
+
+    {"id": "q1", "question": "How long can I return opened electronics?",
+     "sources": [{"id": "returns", "text": "Opened electronics can be returned within 14 days."},
+                 {"id": "hours", "text": "The store opens at 8am."}],
+     "gold": ["returns"], "answer": "within 14 days", "split": "train"}
+    {"question": "Do you sell concert tickets?",
+     "sources": [{"id": "hours", "text": "The store opens at 8am."}], "answer": ""}
+
+Fields:
+
+- ``question`` (required): a non-empty string.
+- ``sources`` (required; ``contexts`` is accepted as its other name): a non-empty
+  list of ``{"id": string, "text": string}``, the passages the model is shown, in
+  this order (at most ``--top-k`` of them per prompt). A source id names one text
+  across the file: the same id on two lines must carry the same text.
+- ``answer``: the reference answer. ``""``, ``null`` or no ``answer`` field marks the
+  question unanswerable from its sources: the target is the refusal sentence.
+- ``gold``: the ids of this line's sources that hold the answer (required when
+  there is an answer; each must be one of the line's ``sources``).
+- ``evidence`` (optional): a quote from a gold source that supports the answer; it
+  is written into the target after the citation. Without it the answer itself
+  must appear in a gold source (case and spacing ignored), so an abstractive
+  answer needs an ``evidence`` quote.
+- ``id`` (optional, unique; default ``line-<n>``) and ``split`` (optional:
+  ``"train"``, the default, or ``"test"``: held out and scored after training).
+
+Any other field, a wrong type, an unknown gold id, a repeated id or a source id
+with two texts is a ``DataError`` naming the file and line.
+
+Example::
+
+    from llama_index_ragtune.data.qa_jsonl import load_grounded_qa
+
+    qa = load_grounded_qa("my_qa.jsonl")
+    qa.train[0].question, qa.train[0].gold_doc_ids, qa.sources[qa.train[0].qid]
+    len(qa.documents)               # one Document per distinct source id
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.qa import QAExample
+from llama_index_ragtune.data.reading import iter_lines, parse_json
+
+if TYPE_CHECKING:
+    from llama_index.core.schema import Document
+
+FIELDS = ("id", "question", "sources", "contexts", "gold", "answer", "evidence", "split")
+SPLITS = ("train", "test")
+SCHEMA = (
+    'each line: {"question": str, "sources": [{"id": str, "text": str}, ...], '
+    '"gold": [source id, ...], "answer": str or "" (unanswerable), '
+    'optional "id", "evidence", "split": "train"/"test"}'
+)
+
+
+@dataclass
+class GroundedQAExample(QAExample):
+    """A ``QAExample`` from a QA file: ``split`` as written, and how its evidence is checked.
+
+    ``match_evidence``: the answer is abstractive, so ``GroundedSFTBuilder`` checks
+    that the ``evidence`` quote (not the answer) is still in a shown source.
+
+    Example::
+
+        GroundedQAExample("q1", "Return window?", ["returns"], ["14 days"], split="test")
+    """
+
+    split: str = "train"
+    match_evidence: bool = False
+
+
+@dataclass
+class GroundedQAData:
+    """What ``load_grounded_qa`` read: examples by split, the sources of each, the documents.
+
+    Attributes:
+        train / test: the examples of each split, in file order.
+        sources: question id -> the ids of its sources, in the order written.
+        documents: one ``Document`` per distinct source id (``id_`` = the source id).
+
+    Example::
+
+        qa = load_grounded_qa("my_qa.jsonl")
+        builder.build_contexts(qa.train, qa.sources, force_gold=True)
+    """
+
+    train: list[GroundedQAExample]
+    test: list[GroundedQAExample]
+    sources: dict[str, list[str]]
+    documents: list[Document] = field(default_factory=list)
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+class _Line:
+    """Typed fields of one parsed line; errors name the file, the line and the field."""
+
+    def __init__(self, path: Path, number: int, record: Any) -> None:
+        self.path, self.number = path, number
+        if not isinstance(record, dict):
+            raise self.error(f"expected a JSON object, got {type(record).__name__}")
+        self.record = record
+
+    def error(self, message: str, hint: str = SCHEMA) -> DataError:
+        return DataError(message, path=self.path, line=self.number, hint=hint)
+
+    def text(self, key: str, required: bool = False, empty_ok: bool = False) -> str | None:
+        value = self.record.get(key)
+        if value is None:
+            if required:
+                raise self.error(f"missing field {key!r}")
+            return None
+        if not isinstance(value, str):
+            raise self.error(f"field {key!r} must be a string, got {type(value).__name__}")
+        if not value.strip() and not empty_ok:
+            raise self.error(f"field {key!r} is empty")
+        return value
+
+
+def load_grounded_qa(path: str | Path) -> GroundedQAData:
+    """Read a grounded QA JSONL file (format in the module docstring); raise ``DataError``.
+
+    Example::
+
+        qa = load_grounded_qa("my_qa.jsonl")
+        [e.answerable for e in qa.train]          # False where "answer" is empty
+    """
+    path = Path(path)
+    texts: dict[str, tuple[str, int]] = {}  # source id -> (text, first line)
+    seen_ids: dict[str, int] = {}
+    examples: list[GroundedQAExample] = []
+    sources: dict[str, list[str]] = {}
+    for number, raw in iter_lines(path):
+        line = _Line(path, number, parse_json(raw, path, number))
+        example, shown = _example(line, texts)
+        if example.qid in seen_ids:
+            raise line.error(
+                f"id {example.qid!r} is used on line {seen_ids[example.qid]} too",
+                hint="give every question its own id",
+            )
+        seen_ids[example.qid] = number
+        examples.append(example)
+        sources[example.qid] = shown
+    if not examples:
+        raise DataError("the file holds no questions", path=path, hint=SCHEMA)
+    from llama_index.core.schema import Document
+
+    documents = [Document(text=text, id_=doc_id) for doc_id, (text, _) in texts.items()]
+    return GroundedQAData(
+        train=[e for e in examples if e.split == "train"],
+        test=[e for e in examples if e.split == "test"],
+        sources=sources,
+        documents=documents,
+    )
+
+
+def _example(line: _Line, texts: dict[str, tuple[str, int]]) -> tuple[GroundedQAExample, list[str]]:
+    record = line.record
+    unknown = sorted(set(record) - set(FIELDS))
+    if unknown:
+        raise line.error(f"unknown field(s) {unknown}")
+    if "sources" in record and "contexts" in record:
+        raise line.error("both 'sources' and 'contexts' given", hint="keep one of them")
+    question = line.text("question", required=True)
+    qid = line.text("id") or f"line-{line.number}"
+    split = line.text("split") or "train"
+    if split not in SPLITS:
+        raise line.error(f"split must be 'train' or 'test', got {split!r}")
+    shown = _sources(line, texts)
+    answer = (line.text("answer", empty_ok=True) or "").strip()
+    gold = _gold(line, shown)
+    evidence = (line.text("evidence") or "").strip()
+    if not answer:
+        if evidence:
+            raise line.error(
+                "'evidence' given for an unanswerable question (empty 'answer')",
+                hint="write the answer, or drop 'evidence'",
+            )
+        return GroundedQAExample(qid, question, gold, [], False, split=split), shown
+    if not gold:
+        raise line.error(
+            "the question has an answer but no 'gold' source ids",
+            hint="list the ids of the sources that hold the answer in 'gold', "
+            'or write "answer": "" for a question its sources cannot answer',
+        )
+    gold_texts = [_normal(texts[g][0]) for g in gold]
+    if evidence and not any(_normal(evidence) in t for t in gold_texts):
+        raise line.error(
+            "the 'evidence' quote is not in any gold source",
+            hint="copy the quote verbatim from one of the 'gold' sources",
+        )
+    if not evidence and not any(_normal(answer) in t for t in gold_texts):
+        raise line.error(
+            "the answer does not appear in any gold source",
+            hint="add an 'evidence' field quoting the sentence of a gold source that supports it",
+        )
+    example = GroundedQAExample(
+        qid,
+        question,
+        gold,
+        [answer],
+        True,
+        evidence=[evidence] if evidence else [],
+        split=split,
+        match_evidence=bool(evidence),
+    )
+    return example, shown
+
+
+def _sources(line: _Line, texts: dict[str, tuple[str, int]]) -> list[str]:
+    key = "contexts" if "contexts" in line.record else "sources"
+    value = line.record.get(key)
+    if value is None:
+        raise line.error("missing field 'sources'")
+    if not isinstance(value, list) or not value:
+        raise line.error(f"field {key!r} must be a non-empty list of {{'id', 'text'}} objects")
+    shown: list[str] = []
+    for i, source in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(source, dict) or set(source) != {"id", "text"}:
+            raise line.error(f"{where} must be an object with exactly 'id' and 'text'")
+        doc_id, text = source["id"], source["text"]
+        if not isinstance(doc_id, str) or not doc_id.strip():
+            raise line.error(f"{where}.id must be a non-empty string")
+        if not isinstance(text, str) or not text.strip():
+            raise line.error(f"{where}.text must be a non-empty string (source {doc_id!r})")
+        if doc_id in shown:
+            raise line.error(f"source id {doc_id!r} appears twice on the line")
+        known = texts.get(doc_id)
+        if known is not None and known[0] != text:
+            raise line.error(
+                f"source id {doc_id!r} has another text on line {known[1]}",
+                hint="a source id names one text across the file; rename one of them",
+            )
+        texts.setdefault(doc_id, (text, line.number))
+        shown.append(doc_id)
+    return shown
+
+
+def _gold(line: _Line, shown: list[str]) -> list[str]:
+    value = line.record.get("gold")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
+        raise line.error("field 'gold' must be a list of source ids (strings)")
+    missing = [g for g in value if g not in shown]
+    if missing:
+        raise line.error(
+            f"gold id(s) {missing} are not among the line's sources {shown}",
+            hint="each gold id must be the 'id' of one of the line's sources",
+        )
+    return list(dict.fromkeys(value))
