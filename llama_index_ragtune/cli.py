@@ -84,6 +84,14 @@ COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
         "llama_index_ragtune.commands.demo",
         "tune and evaluate on the shipped help-centre corpus, offline, before/after answers",
     ),
+    "refresh": (
+        "llama_index_ragtune.commands.refresh",
+        "retrain a bundle from user feedback; write a new version only when it measures better",
+    ),
+    "rollback": (
+        "llama_index_ragtune.commands.rollback",
+        "serve an earlier bundle version again (atomically)",
+    ),
 }
 
 

@@ -5,7 +5,9 @@
   -> evaluate on held-out questions -> bundle + report (``ragtune tune``, ``ragtune demo``);
 - ``PipelineConfig``: models, time budgets, evaluation settings;
 - ``load_bundle``: the bundle as a ready ``CitationQueryEngine`` plus its parts;
-- ``read_documents`` / ``load_queries``: the input formats.
+- ``read_documents`` / ``load_queries``: the input formats;
+- ``refresh_bundle`` / ``rollback_bundle``: retrain from user feedback and promote only a
+  measured win as the next bundle version; serve an earlier version again.
 
 Names are imported lazily from their modules, so importing this package is cheap.
 
@@ -45,6 +47,11 @@ _EXPORTS = {
     "synthetic_queries": "query_sources",
     "feedback_queries": "query_sources",
     "PipelineStateError": "state",
+    "refresh_bundle": "refresh",
+    "rollback_bundle": "refresh",
+    "RefreshResult": "refresh",
+    "RefreshError": "refresh_data",
+    "read_history": "refresh_writer",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,0 +1,47 @@
+"""``ragtune rollback``: serve an earlier bundle version again (atomically).
+
+Points ``bundles/CURRENT`` at the version before the one served now, or at
+``--to VERSION``, after checking every file of that version against its
+manifest. Versions are never deleted, so a rollback can itself be undone
+(``--to`` the newer version). The switch is recorded in ``bundles/history.jsonl``.
+
+Example::
+
+    ragtune rollback --bundle runs/shop              # v3 -> v2
+    ragtune rollback --bundle runs/shop --to v3      # and forward again
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from llama_index_ragtune.cli import existing_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle",
+        required=True,
+        type=existing_dir,
+        metavar="DIR",
+        help="the tuning run's --out folder (or its bundles/ folder)",
+    )
+    parser.add_argument(
+        "--to",
+        metavar="VERSION",
+        help="the version to serve, e.g. v1 (default: the one before the current version)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from llama_index_ragtune.cli import UsageError
+    from llama_index_ragtune.pipeline.bundle import BundleError, bundle_versions, current_version
+    from llama_index_ragtune.pipeline.refresh import rollback_bundle
+
+    before = current_version(args.bundle)
+    try:
+        served = rollback_bundle(args.bundle, to=args.to)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"CURRENT: {before} -> {served} (versions: {', '.join(bundle_versions(args.bundle))})")
+    return 0

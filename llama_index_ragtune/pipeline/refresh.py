@@ -1,0 +1,489 @@
+"""Refresh a bundle from user feedback: retrain, compare with the bundle in use, promote only a win.
+
+``refresh_bundle`` (CLI ``ragtune refresh``):
+
+1. reads the bundle served now (``CURRENT``) and its nodes (or re-parses ``docs``);
+2. turns the feedback log into questions (:mod:`~llama_index_ragtune.pipeline.refresh_data`):
+   its training side, plus the labelled questions the bundle was tuned on when they are
+   still there, and its fixed held-out side;
+3. re-runs the pipeline's tuning steps **from the bundle's own models**: the encoder,
+   the fusion, the reranker (when the bundle serves one, or ``reranker=True``) and the
+   decoder (only with ``decoder=True``); each engine promotes its part only when it
+   beats the bundle's part on validation questions carved from the training side,
+   and a part not promoted stays the bundle's;
+4. measures the bundle in use (champion) and the refreshed stack (challenger) on the
+   same held-out questions: the feedback's held-out side decides (nDCG@10 by more than
+   the margin), and the earlier test questions, when there are any, must not get worse
+   by more than the margin (without held-out feedback they decide);
+5. writes the next bundle version and moves ``CURRENT`` to it only when the challenger
+   won; either way the decision goes to ``<out>/refresh.json`` and
+   ``bundles/history.jsonl``, and the refresh's work folder (``<out>/work``) keeps
+   the challenger's parts for inspection.
+
+:func:`rollback_bundle` (CLI ``ragtune rollback``) points ``CURRENT`` at an earlier
+version (the one before it by default), atomically, after verifying its files.
+
+Example::
+
+    from llama_index_ragtune.pipeline import load_bundle, refresh_bundle, rollback_bundle
+
+    result = refresh_bundle("runs/shop", "feedback.sqlite", out="runs/refresh-1")
+    print(result.summary())                 # the decision, before/after on held-out questions
+    engine = load_bundle("runs/shop").query_engine      # the new version when it won
+    rollback_bundle("runs/shop")            # serve the previous version again
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index_ragtune.pipeline.refresh_data import RefreshError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RefreshError", "RefreshResult", "refresh_bundle", "rollback_bundle"]
+
+
+@dataclasses.dataclass
+class RefreshResult:
+    """What a refresh decided.
+
+    Attributes:
+        promoted: whether a new version was written and is served now.
+        decision: the champion / challenger decision (``PromotionDecision``).
+        champion_version: the version in use when the refresh started.
+        served_version: the version served now (the new one when promoted).
+        bundle_path: the served version's folder.
+        out: the refresh's folder (``refresh.json``, ``work/``).
+        metrics: ``{"feedback" | "earlier": {"champion": {...}, "challenger": {...}}}``.
+        parts: each part's own decision (``{"encoder": {...}, ...}``; ``None`` when left out).
+        questions: counts of training and held-out questions by origin.
+        report: the new version's HTML report (``None`` when nothing was promoted).
+
+    Example::
+
+        result = refresh_bundle("runs/shop", "feedback.sqlite", out="runs/refresh-1")
+        result.promoted, result.served_version, result.metrics["feedback"]["challenger"]
+    """
+
+    promoted: bool
+    decision: Any
+    champion_version: str
+    served_version: str
+    bundle_path: Path
+    out: Path
+    metrics: dict[str, dict[str, dict[str, float]]]
+    parts: dict[str, Any]
+    questions: dict[str, int]
+    report: Path | None = None
+
+    def summary(self) -> str:
+        """The decision, the held-out figures and where the served bundle is."""
+        lines = [
+            f"Refresh of bundle {self.champion_version}: "
+            + (f"promoted as {self.served_version}" if self.promoted else "nothing promoted"),
+            f"  {self.decision.reason}",
+        ]
+        for name, pair in self.metrics.items():
+            champion, challenger = pair["champion"], pair["challenger"]
+            figures = ", ".join(
+                f"{k} {champion[k]:.3f} -> {challenger[k]:.3f}" for k in champion if k in challenger
+            )
+            count = self.questions.get(f"{name}_test", 0)
+            lines.append(f"  {name} held-out questions ({count}): {figures}")
+        for part, info in self.parts.items():
+            lines.append(f"  {part}: {info['reason'] if info else 'left out'}")
+        lines.append(f"Served: bundle {self.served_version} at {self.bundle_path}")
+        if self.report is not None:
+            lines.append(f"Report: {self.report}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- set-up
+
+
+def _refresh_config(
+    manifest: dict[str, Any], folder: Path, config: Any, time_budget: float | None
+) -> Any:
+    """The bundle's own settings (or ``config``) with the bundle's models as starting models."""
+    from llama_index_ragtune.finetuning.budget import TrainingBudget
+    from llama_index_ragtune.pipeline.config import PipelineConfig
+
+    if config is None:
+        saved = dict(manifest.get("config") or {})
+        fields = {f.name for f in dataclasses.fields(PipelineConfig)}
+        saved = {k: v for k, v in saved.items() if k in fields}
+        for part in ("encoder", "reranker", "decoder"):
+            budget = saved.get(f"{part}_budget")
+            if isinstance(budget, dict):
+                saved[f"{part}_budget"] = TrainingBudget(**budget)
+        saved["force_promotion"] = ()
+        config = PipelineConfig(**saved)
+    models = manifest["models"]
+
+    def start(part: str) -> str | None:
+        entry = models.get(part) or {}
+        if entry.get("path"):
+            return str(folder / entry["path"])
+        return entry.get("reference")
+
+    reranker = models.get("reranker")
+    config = dataclasses.replace(
+        config,
+        encoder_model=start("encoder"),
+        decoder_model=start("decoder"),
+        reranker_model=str(folder / reranker["path"]) if reranker else config.reranker_model,
+    )
+    if time_budget is not None:
+        config = config.with_time_budget(time_budget)
+    return config
+
+
+def _nodes_from_bundle(bundle: Any) -> list[Any]:
+    nodes = list(bundle.retriever.index.docstore.docs.values())
+    if not nodes:
+        raise RefreshError(
+            f"{bundle.path / 'index'} holds no nodes; pass docs= (--docs) to parse the documents"
+        )
+    return nodes
+
+
+def _run_step(
+    ctx: Any, name: str, function: Callable[[Any], dict[str, Any]], say: Callable[[str], None]
+) -> dict[str, Any]:
+    say(f"[refresh] {name} ...")
+    start = time.perf_counter()
+    outputs = function(ctx)
+    seconds = time.perf_counter() - start
+    ctx.state.record(name, seconds=round(seconds, 2), **outputs)
+    decision = outputs.get("decision")
+    say(
+        f"[refresh] {name}: done in {seconds:.1f} s"
+        + (f": {decision['reason']}" if decision else "")
+    )
+    return outputs
+
+
+def _data_step(
+    store: Any,
+    manifest: dict[str, Any],
+    keys: Sequence[str],
+    eval_fraction: float,
+    include_earlier: bool,
+    say: Callable[[str], None],
+) -> Callable[[Any], dict[str, Any]]:
+    def data(ctx: Any) -> dict[str, Any]:
+        from llama_index_ragtune.pipeline.queries import carve_dev, save_queries
+        from llama_index_ragtune.pipeline.refresh_data import (
+            earlier_queries,
+            feedback_split,
+            merge_queries,
+        )
+        from llama_index_ragtune.pipeline.training_data import (
+            describe_dataset,
+            mine_negatives,
+            retrieval_dataset,
+        )
+
+        config = ctx.config
+        feedback = feedback_split(store, ctx.nodes, keys, eval_fraction, config.seed, say)
+        earlier = earlier_queries(manifest, ctx.nodes, say) if include_earlier else []
+        queries = merge_queries(feedback, earlier)
+        train = [q for q in queries if q.split == "train"]
+        _, dev = carve_dev(train, config.dev_fraction, config.seed)
+        save_queries(queries, ctx.path("data", "queries.json"))
+        ctx.__dict__.pop("queries", None)
+        dataset = mine_negatives(
+            retrieval_dataset(train, ctx.nodes),
+            ctx.nodes,
+            encoder=ctx.base_encoder,
+            per_source=config.negatives_per_source,
+            curated_keys=config.curated_keys,
+            seed=config.seed,
+            show_progress=config.show_progress,
+        )
+        dataset.save_json(ctx.path("data", "retrieval.json"))
+        ctx.__dict__.pop("retrieval_dataset", None)
+        counts = {
+            f"{origin}_{split}": sum(
+                1 for q in queries if q.split == split and (q.source == "feedback") == fb
+            )
+            for origin, fb in (("feedback", True), ("earlier", False))
+            for split in ("train", "test")
+        }
+        say(
+            "[refresh] questions: "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+        )
+        return {
+            "queries_source": "feedback",
+            "train": len(train),
+            "test": len(queries) - len(train),
+            "dev_ids": [q.id for q in dev],
+            "counts": counts,
+            "pairs": describe_dataset(dataset),
+        }
+
+    return data
+
+
+def _keep_champion_parts(ctx: Any, manifest: dict[str, Any], champion_dir: Path) -> None:
+    """A part the refresh did not promote stays the bundle's (fusion and reranker; the
+    encoder and decoder already start from the bundle's)."""
+    steps = ctx.state.data["steps"]
+    fusion = steps.get("fusion") or {}
+    if not fusion.get("promoted"):
+        params = dict(manifest["retrieval"]["fusion"])
+        params.pop("similarity_top_k", None)
+        fusion["params"] = params
+        steps["fusion"] = fusion
+    reranker = manifest["models"].get("reranker")
+    if reranker and not (steps.get("reranker") or {}).get("promoted"):
+        steps.setdefault("reranker", {})["served"] = {
+            "path": str(champion_dir / reranker["path"]),
+            "retrieval_weight": reranker.get("retrieval_weight"),
+        }
+    ctx.state.save()
+
+
+# ---------------------------------------------------------------------- the refresh
+
+
+def refresh_bundle(
+    bundle: str | Path,
+    feedback: Any,
+    out: str | Path,
+    *,
+    docs: str | Path | Sequence[Any] | None = None,
+    metadata: str | Path | None = None,
+    config: Any = None,
+    time_budget: float | None = None,
+    reranker: bool | None = None,
+    decoder: bool = False,
+    keys: Sequence[str] = ("store",),
+    eval_fraction: float = 0.2,
+    include_earlier: bool = True,
+    margin: float | None = None,
+    force: bool = False,
+    device: str | None = None,
+    report: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> RefreshResult:
+    """Retrain from feedback, compare with the bundle in use, promote only a win (module docs).
+
+    Args:
+        bundle: a tuning run's ``--out`` folder or its ``bundles/`` folder (its ``CURRENT``
+            version is the champion; new versions go beside it).
+        feedback: a ``FeedbackStore`` or the path of its SQLite file.
+        out: the refresh's folder (``refresh.json`` and ``work/``; a rerun starts over).
+        docs / metadata: re-parse these documents (default: the bundle's own nodes).
+        config: a ``PipelineConfig`` (default: the bundle's settings); the starting
+            models are always the bundle's.
+        time_budget: minutes of training in all (split as ``from_time_budget`` does).
+        reranker: retrain the reranker (default: when the bundle serves one).
+        decoder: retrain the decoder too (grounded SFT from the bundle's decoder).
+        keys: feedback metadata keys that are filters (``("store",)``).
+        eval_fraction: the feedback's held-out share (stable per question).
+        include_earlier: also train on (and guard) the bundle's labelled questions.
+        margin: how much better (nDCG@10) the challenger must be (default: the config's,
+            else ``DEFAULT_MARGIN``).
+        force: promote whatever the figures say (recorded as forced).
+        device: torch device for training and the reranker (default: the config's).
+        report: write the HTML / Markdown report into a new version.
+        echo: where progress lines go (default: the logger; the CLI passes ``print``).
+
+    Raises ``BundleError`` for a missing or edited bundle, ``FileNotFoundError`` for a
+    missing store, ``RefreshError`` when the feedback gives nothing to train or judge on.
+    """
+    from llama_index.core.llms import MockLLM
+
+    from llama_index_ragtune._atomic import sha256_file
+    from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN
+    from llama_index_ragtune.pipeline.bundle import MANIFEST, load_bundle, resolve_bundle_dir
+    from llama_index_ragtune.pipeline.context import RunContext
+    from llama_index_ragtune.pipeline.refresh_data import open_store
+    from llama_index_ragtune.pipeline.refresh_eval import (
+        decide,
+        evaluation_results,
+        generation_settings,
+        rankers,
+        score,
+    )
+    from llama_index_ragtune.pipeline.refresh_writer import (
+        append_history,
+        nodes_digest,
+        write_refreshed_version,
+    )
+    from llama_index_ragtune.pipeline.sources import save_nodes
+    from llama_index_ragtune.pipeline.state import RunState, hash_inputs
+    from llama_index_ragtune.pipeline.steps import STEP_FUNCTIONS
+
+    say = echo or logger.info
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(
+            f"eval_fraction must be between 0 and 1 (exclusive), got {eval_fraction!r}"
+        )
+    champion_dir = resolve_bundle_dir(bundle)
+    champion = load_bundle(champion_dir, llm=MockLLM())  # verifies every file
+    manifest, version = champion.manifest, champion.version
+    store = open_store(feedback)
+    config = _refresh_config(manifest, champion_dir, config, time_budget)
+    if device is not None:
+        config = dataclasses.replace(config, device=device)
+    margin = margin if margin is not None else config.promotion_margin
+    margin = DEFAULT_MARGIN if margin is None else float(margin)
+    with_reranker = bool(manifest["models"].get("reranker")) if reranker is None else reranker
+    skip = tuple(p for p, on in (("reranker", with_reranker), ("decoder", decoder)) if not on)
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out {out} is a file; pass a folder")
+    work = out / "work"
+    key = f"refresh:{sha256_file(champion_dir / MANIFEST)}:{Path(str(store.path)).resolve()}"
+    state = RunState.open(work, hash_inputs([], key), config.fingerprint(), resume=False)
+    state.save()
+    ctx = RunContext(
+        config, work, state, documents=docs, metadata=metadata, feedback=store, skip=skip
+    )
+    say(f"[refresh] bundle {version} ({champion_dir}), feedback {store.path}: {len(store)} records")
+
+    if docs is not None:
+        _run_step(ctx, "parse", STEP_FUNCTIONS["parse"], say)
+    else:
+        nodes = _nodes_from_bundle(champion)
+        save_nodes(nodes, ctx.path("nodes.json"))
+        state.record("parse", seconds=0.0, nodes=len(nodes), source=f"bundle {version}")
+    _run_step(ctx, "index", STEP_FUNCTIONS["index"], say)
+    _run_step(
+        ctx, "data", _data_step(store, manifest, keys, eval_fraction, include_earlier, say), say
+    )
+    parts: dict[str, Any] = {}
+    for name in ("encoder", "fusion", "reranker", "decoder"):
+        if name in skip:
+            state.record(name, status="skipped", promoted=False)
+            say(f"[refresh] {name}: left out")
+            parts[name] = None
+            continue
+        parts[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], say).get("decision")
+    _keep_champion_parts(ctx, manifest, champion_dir)
+
+    test = [q for q in ctx.split("test") if q.answerable and q.gold_node_ids]
+    groups = {
+        "feedback": [q for q in test if q.source == "feedback"],
+        "earlier": [q for q in test if q.source != "feedback"],
+    }
+    groups = {k: v for k, v in groups.items() if v}
+    if not groups:
+        raise RefreshError(
+            f"no held-out question to compare the refreshed bundle with bundle {version} on: the "
+            f"feedback in {store.path} has none with a positive on its held-out side and the "
+            "bundle's own test questions are not available; collect more feedback or raise "
+            "eval_fraction"
+        )
+    champion_rank, challenger_rank = rankers(ctx, champion)
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    latency: dict[str, dict[str, list[float]]] = {}
+    for name, questions in groups.items():
+        metrics[name], latency[name] = {}, {}
+        for side, rank in (("champion", champion_rank), ("challenger", challenger_rank)):
+            metrics[name][side], latency[name][side] = score(rank, questions)
+    decision = decide(metrics, margin, force, version)
+    say(f"[refresh] decision: {decision.reason}")
+    results = evaluation_results(ctx, metrics, latency, decision, version)
+    counts = dict(ctx.state.get("data", "counts") or {})
+    refresh_info = {
+        "champion": version,
+        "feedback": str(store.path),
+        "feedback_records": len(store),
+        "keys": list(keys),
+        "eval_fraction": eval_fraction,
+        "questions": counts,
+        "metrics": metrics,
+        "decision": decision.to_dict(),
+        "parts": parts,
+        "out": str(out),
+    }
+    served, path, report_path = version, champion_dir, None
+    if decision.promoted:
+        data = {
+            "documents": manifest.get("data", {}).get("documents")
+            if docs is None
+            else {"count": len(ctx.documents), "sha256": hash_inputs(ctx.documents, None)},
+            "nodes": nodes_digest(ctx),
+            "queries": {"source": "feedback", "feedback_store": str(store.path), **counts},
+        }
+        written = write_refreshed_version(
+            ctx,
+            champion_dir,
+            manifest,
+            results,
+            refresh_info,
+            generation_settings(ctx, manifest, bool(state.get("decoder", "promoted"))),
+            data,
+            report=report,
+        )
+        served, path, report_path = written["version"], written["path"], written["report"]
+    else:
+        results.save(out / "evaluation.json")
+    from llama_index_ragtune._atomic import atomic_write_json
+
+    record = {"action": "refresh", "promoted": decision.promoted, "served": served, **refresh_info}
+    atomic_write_json(out / "refresh.json", record, indent=2, default=str)
+    append_history(champion_dir.parent, {**record, "reason": decision.reason})
+    return RefreshResult(
+        promoted=decision.promoted,
+        decision=decision,
+        champion_version=version,
+        served_version=served,
+        bundle_path=Path(path),
+        out=out,
+        metrics=metrics,
+        parts=parts,
+        questions={**counts, **{f"{k}_test": len(v) for k, v in groups.items()}},
+        report=report_path,
+    )
+
+
+def rollback_bundle(path: str | Path, to: str | None = None) -> str:
+    """Serve an earlier bundle version again: point ``CURRENT`` at ``to`` (default: the version
+    before the current one), atomically, after verifying its files. Returns the version.
+
+    Raises ``BundleError`` when there is no earlier version, or ``to`` is unknown or damaged.
+
+    Example::
+
+        rollback_bundle("runs/shop")              # v3 -> v2
+        rollback_bundle("runs/shop", to="v1")
+    """
+    from llama_index_ragtune.pipeline.bundle import (
+        BundleError,
+        bundle_versions,
+        bundles_root,
+        current_version,
+        set_current_version,
+        verify_bundle,
+    )
+    from llama_index_ragtune.pipeline.refresh_writer import append_history
+
+    root = bundles_root(path)
+    versions = bundle_versions(root)
+    current = current_version(root)
+    if not versions:
+        raise BundleError(f"no bundle in {root}: nothing to roll back")
+    if to is None:
+        if current not in versions or versions.index(current) == 0:
+            raise BundleError(
+                f"bundle {current} is the oldest version in {root} (versions: {versions}); "
+                "there is nothing earlier to roll back to"
+            )
+        to = versions[versions.index(current) - 1]
+    elif to not in versions:
+        raise BundleError(f"no version {to!r} in {root}; versions here: {versions}")
+    verify_bundle(root / to)
+    set_current_version(root, to)
+    append_history(root, {"action": "rollback", "from": current, "served": to})
+    return to

@@ -1,0 +1,204 @@
+"""The questions a refresh learns from and is judged on: a feedback log plus the earlier data.
+
+:func:`feedback_split` turns a ``FeedbackStore`` into labelled questions with the
+feedback module's export rules ("feedback-v1": positives are citations of upvoted
+answers and opened citations; negatives are the sources of downvoted answers that
+were neither cited nor opened). Each question keeps the record metadata it was
+asked under as its filters (``keys``, e.g. ``("store",)``: "apple return policy?"
+asked of the grocery and of the electronics store are two questions), and its
+side of the store's stable held-out split: ``"train"`` questions are trained on,
+``"test"`` questions (``store.to_evaluation_set``) only judge champion against
+challenger, and a question never changes side however much feedback arrives.
+
+:func:`earlier_queries` reads the labelled queries file the bundle was tuned on
+(named in its manifest) when it is still there and unchanged, with the split the
+tuning run used, so a refresh trains on the earlier data too and checks that the
+earlier test questions do not get worse.
+
+Example::
+
+    from llama_index_ragtune.pipeline.refresh_data import feedback_split
+
+    queries = feedback_split("feedback.sqlite", nodes, keys=("store",))
+    [q for q in queries if q.split == "test"]      # the fixed held-out questions
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llama_index_ragtune.pipeline.queries import LabelledQuery
+
+if TYPE_CHECKING:
+    from llama_index.core.schema import BaseNode
+
+logger = logging.getLogger(__name__)
+
+
+class RefreshError(ValueError):
+    """A refresh cannot run on these inputs (no usable feedback, nothing to evaluate on...)."""
+
+
+def open_store(store: Any) -> Any:
+    """A ``FeedbackStore`` for ``store`` (a store, or the path of an existing SQLite file)."""
+    from llama_index_ragtune.feedback import FeedbackStore
+
+    if isinstance(store, FeedbackStore):
+        return store
+    path = Path(store).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"feedback store not found: {path}")
+    return FeedbackStore(path, create=False)
+
+
+def _filters_by_query(store: Any, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{feedback query id: {key: value}}`` from the records' metadata."""
+    from llama_index_ragtune.feedback import feedback_query_id
+
+    out: dict[str, dict[str, Any]] = {}
+    for record in store.records():
+        qid = feedback_query_id(record.query, record.metadata, keys)
+        if qid not in out:
+            out[qid] = {k: record.metadata[k] for k in keys if record.metadata.get(k) is not None}
+    return out
+
+
+def feedback_split(
+    store: Any,
+    nodes: Sequence[BaseNode],
+    keys: Sequence[str] = ("store",),
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    echo: Callable[[str], None] | None = None,
+) -> list[LabelledQuery]:
+    """Train and held-out test questions from a feedback log over the current ``nodes``.
+
+    Args:
+        store: a ``FeedbackStore`` or the path of its SQLite file.
+        nodes: the nodes served now; positives and negatives outside them are left out
+            (a question left without a positive is dropped; both are reported).
+        keys: record metadata keys that keep equal question texts apart and become the
+            question's filters (only keys that are node metadata are used).
+        eval_fraction / seed: the stable held-out split (the same for every refresh).
+
+    Raises ``RefreshError`` when no training question has a positive.
+
+    Example::
+
+        queries = feedback_split(store, nodes, keys=("store",), eval_fraction=0.2)
+    """
+    say = echo or logger.info
+    store = open_store(store)
+    node_keys = {k for n in nodes for k in n.metadata}
+    keys = tuple(k for k in keys if k in node_keys)
+    filters = _filters_by_query(store, keys)
+    known = {n.node_id: n for n in nodes}
+    options = {"eval_fraction": eval_fraction, "seed": seed, "query_metadata_keys": keys}
+    out: list[LabelledQuery] = []
+    dropped = {"nodes": 0, "questions": 0}
+    for split in ("train", "test"):
+        try:
+            if split == "train":
+                data = store.to_retrieval_dataset(split="train", corpus=nodes, **options)
+            else:
+                data = store.to_evaluation_set(corpus=nodes, **options)
+        except ValueError as exc:
+            if split == "test":
+                say(f"feedback: no held-out question with a positive yet ({exc})")
+                continue
+            raise RefreshError(f"nothing to learn from in {store.path}: {exc}") from None
+        for qid, question in data.queries.items():
+            where = filters.get(qid, {})
+
+            def usable(node_id: str, where: Mapping[str, Any] = where) -> bool:
+                node = known.get(node_id)
+                return node is not None and all(node.metadata.get(k) == v for k, v in where.items())
+
+            gold = [d for d in data.relevant_docs[qid] if usable(d)]
+            dropped["nodes"] += len(data.relevant_docs[qid]) - len(gold)
+            if not gold:
+                dropped["questions"] += 1
+                continue
+            negatives = [n.doc_id for n in data.negatives.get(qid, []) if usable(n.doc_id)]
+            out.append(
+                LabelledQuery(
+                    id=qid,
+                    question=question,
+                    gold_node_ids=gold,
+                    filters=dict(where),
+                    split=split,
+                    source="feedback",
+                    negative_node_ids=[d for d in negatives if d not in gold],
+                )
+            )
+    if dropped["nodes"]:
+        say(
+            f"feedback: {dropped['nodes']} positive node(s) are not among the current nodes (or "
+            f"outside the question's filters); {dropped['questions']} question(s) left without a "
+            "positive were dropped"
+        )
+    if not any(q.split == "train" for q in out):
+        raise RefreshError(
+            f"the feedback in {store.path} gives no training question whose positive is one of "
+            "the current nodes; collect ratings or citation clicks on answers of this bundle first"
+        )
+    return out
+
+
+def earlier_queries(
+    manifest: Mapping[str, Any],
+    nodes: Sequence[BaseNode],
+    echo: Callable[[str], None] | None = None,
+) -> list[LabelledQuery]:
+    """The labelled questions the bundle was tuned on, with that run's train / test split.
+
+    Empty (and said through ``echo``) when the bundle was tuned on synthetic or feedback
+    questions, or when its queries file is gone, changed, or no longer matches the nodes.
+
+    Example::
+
+        earlier = earlier_queries(load_bundle("runs/shop").manifest, nodes)
+    """
+    from llama_index_ragtune._atomic import sha256_file
+    from llama_index_ragtune.data.errors import DataError
+    from llama_index_ragtune.pipeline.queries import load_queries, split_queries
+
+    say = echo or logger.info
+    info = (manifest.get("data") or {}).get("queries") or {}
+    file = info.get("file")
+    if info.get("source") != "file" or not file:
+        return []
+    path = Path(file)
+    if not path.is_file():
+        say(
+            f"earlier data: {path} (the bundle's queries file) is gone; refreshing from feedback only"
+        )
+        return []
+    if info.get("file_sha256") and sha256_file(path) != info["file_sha256"]:
+        say(f"earlier data: {path} changed since the bundle was tuned; left out")
+        return []
+    try:
+        queries = load_queries(path, nodes)
+    except DataError as exc:
+        say(f"earlier data: {path} no longer matches the documents ({exc}); left out")
+        return []
+    config = manifest.get("config") or {}
+    train, test = split_queries(
+        queries, float(config.get("test_fraction", 0.2)), int(config.get("seed", 0))
+    )
+    return [*train, *test]
+
+
+def merge_queries(
+    feedback: Sequence[LabelledQuery], earlier: Sequence[LabelledQuery]
+) -> list[LabelledQuery]:
+    """Feedback and earlier questions together; an earlier id that a feedback question also
+    uses gets the prefix ``earlier:`` (ids must be unique)."""
+    from dataclasses import replace
+
+    taken = {q.id for q in feedback}
+    renamed = [q if q.id not in taken else replace(q, id=f"earlier:{q.id}") for q in earlier]
+    return [*feedback, *renamed]

@@ -1,0 +1,184 @@
+"""Champion against challenger for a refresh: the bundle in use and the refreshed stack, measured
+on the same held-out questions, and the decision between them.
+
+The champion is the bundle exactly as ``load_bundle`` serves it (its retriever with its
+fusion, its reranker); the challenger is the refresh's served stack. Both rank each
+held-out question under its own filters; nDCG@10, Recall@10 and MRR@10 are averaged per
+question set (``"feedback"``: the feedback's held-out side; ``"earlier"``: the test
+questions the bundle was tuned with). :func:`decide` promotes on the feedback set (by more
+than the margin, ``finetuning.promotion.decide_promotion``) unless the earlier set gets
+worse by more than the margin; without held-out feedback the earlier set decides.
+
+Example::
+
+    champion_rank, challenger_rank = rankers(ctx, load_bundle("runs/shop", llm=MockLLM()))
+    metrics, latency = score(champion_rank, questions)
+    decision = decide({"feedback": {"champion": old, "challenger": new}}, 0.005, False, "v1")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+METRIC = "ndcg@10"
+
+
+def score(rank: Callable[[Any], list[str]], questions: Sequence[Any]) -> tuple[dict, list]:
+    """``(mean metrics, per-question latency in ms)`` of ``rank`` (question -> ranked node ids)
+    on ``questions`` (``LabelledQuery`` with gold nodes), after one warm-up call.
+
+    Example::
+
+        metrics, latency = score(lambda q: ["grocery/returns.md#1"], questions)
+        metrics["ndcg@10"]
+    """
+    from llama_index_ragtune.evaluation.metrics import compute_metrics
+
+    rank(questions[0])  # warm-up
+    sums = {"ndcg@10": 0.0, "recall@10": 0.0, "mrr@10": 0.0}
+    latency = []
+    for q in questions:
+        start = time.perf_counter()
+        ranked = rank(q)
+        latency.append((time.perf_counter() - start) * 1000)
+        scores = compute_metrics(
+            ranked, dict.fromkeys(q.gold_node_ids, 1), (10,), ("ndcg", "recall", "mrr")
+        )
+        for key in sums:
+            sums[key] += scores[key]
+    return {k: v / len(questions) for k, v in sums.items()}, latency
+
+
+def rankers(ctx: Any, champion: Any) -> tuple[Callable, Callable]:
+    """``(champion_rank, challenger_rank)``: the loaded bundle ``champion`` as it serves, and
+    the refresh run's served stack (``ctx``), each ranking one question under its filters.
+
+    Example::
+
+        champion_rank, challenger_rank = rankers(ctx, load_bundle("runs/shop", llm=MockLLM()))
+        champion_rank(question)[:3]
+    """
+    from llama_index_ragtune.pipeline.context import metadata_filters
+
+    top_k = int(champion.manifest["retrieval"]["similarity_top_k"])
+
+    def champion_rank(q: Any) -> list[str]:
+        hits = champion.retriever.with_filters(metadata_filters(q.filters)).retrieve(q.question)
+        for post in champion.postprocessors:
+            hits = post.postprocess_nodes(hits, query_str=q.question)
+        return [h.node.node_id for h in hits[:top_k]]
+
+    def challenger_rank(q: Any) -> list[str]:
+        hits = ctx.ranked_nodes(q.question, q.filters)
+        return [h.node.node_id for h in hits[: ctx.config.similarity_top_k]]
+
+    return champion_rank, challenger_rank
+
+
+def decide(
+    metrics: dict[str, dict[str, dict[str, float]]], margin: float, force: bool, version: str
+) -> Any:
+    """The refresh's ``PromotionDecision`` from ``{set: {"champion": m, "challenger": m}}``
+    (see the module docstring).
+
+    Example::
+
+        decide({"feedback": {"champion": {"ndcg@10": 0.61}, "challenger": {"ndcg@10": 0.68}}},
+               margin=0.005, force=False, version="v1").promoted      # True
+    """
+    from llama_index_ragtune.finetuning.promotion import PromotionDecision, decide_promotion
+
+    main = "feedback" if "feedback" in metrics else "earlier"
+    decision = decide_promotion(
+        metrics[main]["champion"],
+        metrics[main]["challenger"],
+        METRIC,
+        margin,
+        force=force,
+        champion_name=f"bundle {version}",
+    )
+    where = "held-out feedback questions" if main == "feedback" else "earlier test questions"
+    reason = decision.reason.replace("the tuned model", "the refreshed bundle").replace(
+        "on validation", f"on the {where}"
+    )
+    decision = dataclasses.replace(decision, reason=reason)
+    if decision.promoted and not force and main == "feedback" and "earlier" in metrics:
+        old = metrics["earlier"]["champion"][METRIC]
+        new = metrics["earlier"]["challenger"][METRIC]
+        if new < old - margin:
+            decision = PromotionDecision(
+                False,
+                METRIC,
+                decision.champion,
+                decision.challenger,
+                margin,
+                reason=f"kept bundle {version}: the refreshed bundle is better on the held-out "
+                f"feedback questions ({decision.challenger:.4f} vs {decision.champion:.4f}) but "
+                f"worse on the earlier test questions ({METRIC} {new:.4f} vs {old:.4f}; margin "
+                f"{margin:g})",
+            )
+    return decision
+
+
+def evaluation_results(ctx: Any, metrics: dict, latency: dict, decision: Any, version: str) -> Any:
+    """The refresh's measurements as ``EvaluationResults`` (the report's input): each part's
+    decision, and champion ("before") / challenger ("after") rows per question set.
+
+    Example::
+
+        results = evaluation_results(ctx, metrics, latency, decision, "v1")
+        results.save("runs/refresh-1/evaluation.json")
+    """
+    from llama_index_ragtune.evaluation.results import EvaluationResults
+    from llama_index_ragtune.pipeline.evaluate import add_decisions
+
+    counts = ctx.state.get("data", "counts") or {}
+    results = EvaluationResults(
+        title=f"Refresh of bundle {version} from feedback",
+        dataset_name="feedback",
+        queries={k: int(v) for k, v in counts.items()},
+        bundle_version="unversioned",
+        notes=decision.reason,
+    )
+    add_decisions(ctx, results)
+    results.timings.update(ctx.state.timings())
+    for name, label in (("feedback", "held-out feedback"), ("earlier", "earlier test")):
+        if name in metrics:
+            results.add_retrieval(
+                f"bundle {version} ({label})",
+                "before",
+                metrics[name]["champion"],
+                latency[name]["champion"],
+            )
+            results.add_retrieval(
+                f"refreshed ({label})",
+                "after",
+                metrics[name]["challenger"],
+                latency[name]["challenger"],
+            )
+    return results
+
+
+def generation_settings(
+    ctx: Any, manifest: dict[str, Any], promoted_decoder: bool
+) -> dict[str, Any]:
+    """The bundle's answering settings; a refreshed decoder gets its own refusal threshold,
+    chosen on the dev questions over the refreshed stack.
+
+    Example::
+
+        generation_settings(ctx, manifest, promoted_decoder=False) == manifest["generation"]
+    """
+    generation = dict(manifest["generation"])
+    if promoted_decoder:
+        from llama_index_ragtune.pipeline.evaluate import choose_threshold, sample_questions
+
+        dev = sample_questions(ctx.split("dev"), ctx.config.max_dev_questions, ctx.config.seed)
+        llm = ctx.llm(ctx.served_decoder)
+        generation["refusal_threshold"] = (
+            choose_threshold(ctx, llm, dev)["threshold"] if dev else None
+        )
+    return generation
