@@ -178,11 +178,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     post_checks: dict[str, dict[str, Any]] = {name: {} for name in sets}
     calibration: dict[str, Any] = {}
     reports: dict[str, Any] = {}
-    gen = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+    gen = {"batch_size": args.generation_batch_size, "max_new_tokens": args.max_new_tokens}
 
     def score(name: str, llm: Any, train_seconds: float | None) -> None:
         policies = fit_policies(
-            llm, data.dev_contexts, args.refusal_threshold, scorer, args.batch_size
+            llm, data.dev_contexts, args.refusal_threshold, scorer, args.generation_batch_size
         )
         calibration[name] = {p: policy.to_dict() for p, policy in policies.items()}
         for set_name, contexts in sets.items():

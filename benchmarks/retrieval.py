@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_path, display_value
+from llama_index_ragtune.cli import DeprecatedNames
 
 DEFAULT_OUT = "benchmarks/results/retrieval"
 WARMUP_QUERIES = (
@@ -81,9 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rerank-depth", type=int, default=100, help="hybrid candidates reranked (default: 100)"
     )
     parser.add_argument(
+        "--embedding-cache",
         "--cache-dir",
+        dest="cache_dir",
+        action=DeprecatedNames,
+        deprecated=("--cache-dir",),
         default=None,
-        help="corpus embedding cache (default: <ragtune cache>/embeddings; 'none' disables)",
+        metavar="DIR",
+        help="corpus embedding cache (default: <ragtune cache>/embeddings; 'none' disables; "
+        "--cache-dir: deprecated name)",
     )
     parser.add_argument(
         "--warmup", type=int, default=3, help="warm-up queries per system before timing"
@@ -367,6 +374,14 @@ def _machine() -> dict[str, Any]:
     }
 
 
+FLAGS = {
+    "max_queries": "--max-queries",
+    "model": "--model",
+    "reranker": "--reranker",
+    "cache_dir": "--embedding-cache",
+}
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces a result, paths relative to the working directory."""
     return "ragtune bench retrieval " + " ".join(_argv(args))
@@ -374,10 +389,10 @@ def command_line(args: argparse.Namespace) -> str:
 
 def _argv(args: argparse.Namespace) -> list[str]:
     parts = [f"--beir {display_path(args.beir)}", f"--split {args.split}"]
-    for flag in ("max_queries", "model", "reranker", "cache_dir"):
+    for flag, option in FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
-            parts.append(f"--{flag.replace('_', '-')} {display_value(value)}")
+            parts.append(f"{option} {display_value(value)}")
     if args.out != DEFAULT_OUT:
         parts.append(f"--out {display_path(args.out)}")
     if args.embedding != "auto":

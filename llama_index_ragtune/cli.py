@@ -120,6 +120,57 @@ SPLIT_ARGUMENTS = ("split", "train_split", "eval_split")
 DEBUG_ENV = "RAGTUNE_DEBUG"
 
 
+VOCABULARY = """\
+One name per concept in every command:
+  --out DIR                 the folder a command writes (--output: deprecated name)
+  --learning-rate, --lr     the optimizer's learning rate (--dpo-/--grpo-learning-rate: those stages)
+  --train-batch-size N      examples per training step (per device)
+  --generation-batch-size N prompts answered at once when a decoder generates
+                            (--batch-size: its deprecated name in the decoder commands)
+  --embedding-cache DIR     corpus embeddings of unchanged models, reused across runs
+                            (--cache-dir: its deprecated name in `bench retrieval`)
+  --max-train-examples N    training questions sampled (--max-examples: deprecated, train decoder)
+  --time-budget MINUTES     training time; steps are planned to fit
+  --seed N, --device NAME   as everywhere
+"""
+
+
+class DeprecatedNames(argparse.Action):
+    """``store`` that accepts old option names and says the current one on stderr.
+
+    Example::
+
+        parser.add_argument("--out", "--output", dest="out", action=DeprecatedNames,
+                            deprecated=("--output",), help="output folder")
+        # `--output runs/x` works and prints: warning: --output is deprecated; use --out
+    """
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        deprecated: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        self.deprecated = tuple(deprecated)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string in self.deprecated:
+            current = next(o for o in self.option_strings if o not in self.deprecated)
+            print(
+                f"{parser.prog}: warning: {option_string} is deprecated; use {current}",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
 class UsageError(Exception):
     """A command-line argument is wrong; ``main`` prints the message and exits with status 2."""
 
@@ -162,7 +213,12 @@ def existing_dir(text: str) -> str:
 
 
 def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = _Parser(prog="ragtune", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="ragtune",
+        description=__doc__.splitlines()[0],
+        epilog=VOCABULARY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--debug",
         dest="_debug",
@@ -219,11 +275,18 @@ def _add_command(
                 default=argparse.SUPPRESS,
                 help="show the full traceback of an error",
             )
-        options = {
-            action.dest: action.option_strings[-1] if action.option_strings else action.metavar
-            for action in cmd._actions
-        }
+        options = {action.dest: _shown_name(action) for action in cmd._actions}
         cmd.set_defaults(_run=mod.run, _prog=cmd.prog, _options=options)
+
+
+def _shown_name(action: argparse.Action) -> str | None:
+    """The name an argument goes by in messages: its first current long option, else its metavar."""
+    old = getattr(action, "deprecated", ())
+    names = [o for o in action.option_strings if o not in old]
+    longs = [o for o in names if o.startswith("--")]
+    if longs or names:
+        return (longs or names)[0]
+    return action.metavar if isinstance(action.metavar, str) else None
 
 
 # --------------------------------------------------------------------------- checks

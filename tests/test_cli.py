@@ -43,7 +43,7 @@ def test_wrong_path_fails_before_heavy_imports(tmp_path: Path) -> None:
         f"""
         import sys
         from llama_index_ragtune.cli import main
-        status = main(["train", "encoder", "--beir", "/nope", "--output", {str(out)!r}])
+        status = main(["train", "encoder", "--beir", "/nope", "--out", {str(out)!r}])
         print(status, *[name for name in {HEAVY!r} if name in sys.modules])
         """
     )
@@ -76,18 +76,18 @@ def test_module_entry_point_exits_with_status_2(tmp_path: Path) -> None:
     ("argv", "prefix", "needle"),
     [
         (
-            ["train", "encoder", "--beir", "{beir}", "--train-split", "tran", "--output", "{o}"],
+            ["train", "encoder", "--beir", "{beir}", "--train-split", "tran", "--out", "{o}"],
             "ragtune train encoder",
             "argument --train-split: unknown split 'tran' for BEIR folder {beir}; "
             "available splits: test, train",
         ),
         (
-            ["train", "reranker", "--dataset", "{tmp}/missing.json", "--output", "{o}"],
+            ["train", "reranker", "--dataset", "{tmp}/missing.json", "--out", "{o}"],
             "ragtune train reranker",
             "argument --dataset: file not found: {tmp}/missing.json",
         ),
         (
-            ["train", "encoder", "--dataset", "{tmp}", "--output", "{o}"],
+            ["train", "encoder", "--dataset", "{tmp}", "--out", "{o}"],
             "ragtune train encoder",
             "argument --dataset: {tmp} is a folder, expected a file",
         ),
@@ -112,9 +112,16 @@ def test_module_entry_point_exits_with_status_2(tmp_path: Path) -> None:
             "argument --beir: {beir}/corpus.jsonl is a file, not a BEIR folder",
         ),
         (
-            ["bench", "retrieval", "--beir", "{beir}", "--cache-dir", "{beir}/corpus.jsonl/x"],
+            [
+                "bench",
+                "retrieval",
+                "--beir",
+                "{beir}",
+                "--embedding-cache",
+                "{beir}/corpus.jsonl/x",
+            ],
             "ragtune bench retrieval",
-            "argument --cache-dir: cannot create {beir}/corpus.jsonl/x: "
+            "argument --embedding-cache: cannot create {beir}/corpus.jsonl/x: "
             "{beir}/corpus.jsonl is a file",
         ),
         (
@@ -285,3 +292,129 @@ def test_remote_code_is_never_trusted_by_default() -> None:
         str(path.relative_to(PACKAGE)) for path, text in _package_sources() if pattern.search(text)
     ]
     assert hits == []
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_documents_the_vocabulary(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help([], capsys)
+    for name in (
+        "--out DIR",
+        "--learning-rate, --lr",
+        "--train-batch-size",
+        "--generation-batch-size",
+    ):
+        assert name in text
+
+
+@pytest.mark.parametrize(
+    ("command", "present", "absent"),
+    [
+        (
+            ["train", "encoder"],
+            ["--out DIR", "--learning-rate LEARNING_RATE, --lr", "--train-batch-size"],
+            ["--batch-size"],
+        ),
+        (
+            ["train", "reranker"],
+            ["--out DIR", "--learning-rate LEARNING_RATE, --lr", "--train-batch-size"],
+            ["--batch-size"],
+        ),
+        (
+            ["train", "decoder"],
+            [
+                "--out DIR",
+                "--learning-rate LEARNING_RATE, --lr",
+                "--generation-batch-size",
+                "--max-train-examples",
+                "--qa FILE",
+            ],
+            ["--train-batch-size"],
+        ),
+        (
+            ["bench", "generation"],
+            [
+                "--out OUT",
+                "--learning-rate LEARNING_RATE, --lr",
+                "--generation-batch-size",
+                "--max-train-examples",
+            ],
+            ["--train-batch-size"],
+        ),
+        (["bench", "retrieval"], ["--out OUT", "--embedding-cache DIR"], []),
+        (["bench", "tuning"], ["--out", "--embedding-cache"], []),
+        (["tune"], ["--out DIR"], []),
+        (["demo"], ["--out DIR"], []),
+        (["report"], ["--out DIR"], []),
+    ],
+)
+def test_each_command_uses_the_shared_names(
+    command: list[str], present: list[str], absent: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = " ".join(_help(command, capsys).split())
+    for name in present:
+        assert name in text, f"{' '.join(command)} --help lacks {name}"
+    for name in absent:
+        assert f"{name} " not in text.replace("(" + name, ""), f"{' '.join(command)}: {name}"
+
+
+@pytest.mark.parametrize(
+    ("command", "old", "new", "dest", "value"),
+    [
+        (["train", "decoder", "--squad", "s.json"], "--output", "--out", "out", "runs/d"),
+        (
+            ["train", "decoder", "--squad", "s.json", "--out", "o"],
+            "--batch-size",
+            "--generation-batch-size",
+            "generation_batch_size",
+            4,
+        ),
+        (
+            ["train", "decoder", "--squad", "s.json", "--out", "o"],
+            "--max-examples",
+            "--max-train-examples",
+            "max_train_examples",
+            7,
+        ),
+        (["train", "encoder", "--beir", "b"], "--output", "--out", "out", "runs/e"),
+        (
+            ["bench", "retrieval", "--beir", "b"],
+            "--cache-dir",
+            "--embedding-cache",
+            "cache_dir",
+            "c",
+        ),
+    ],
+)
+def test_deprecated_names_still_work_and_say_the_new_one(
+    command: list[str],
+    old: str,
+    new: str,
+    dest: str,
+    value: object,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [*command, old, str(value)]
+    args = cli._build_parser(argv).parse_args(argv)
+    assert getattr(args, dest) == value
+    assert f"warning: {old} is deprecated; use {new}" in capsys.readouterr().err
+    argv = [*command, new, str(value)]
+    assert getattr(cli._build_parser(argv).parse_args(argv), dest) == value
+    assert capsys.readouterr().err == ""
+
+
+def test_lr_is_a_short_name_of_learning_rate() -> None:
+    for command in (
+        ["train", "encoder", "--beir", "b", "--out", "o"],
+        ["train", "decoder", "--qa", "q", "--out", "o"],
+    ):
+        argv = [*command, "--lr", "2e-5"]
+        assert cli._build_parser(argv).parse_args(argv).learning_rate == 2e-5

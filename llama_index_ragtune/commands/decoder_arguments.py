@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from llama_index_ragtune.cli import DeprecatedNames
 from llama_index_ragtune.data.grounded_tasks import TUNE
 
 __all__ = ["add_common_arguments", "llm_options"]
@@ -77,7 +78,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-length", type=int, default=1024, help="token limit of a training sequence"
     )
     parser.add_argument(
-        "--learning-rate", type=float, default=3e-4, help="SFT learning rate (LoRA)"
+        "--learning-rate", "--lr", type=float, default=3e-4, help="SFT learning rate (LoRA)"
     )
     parser.add_argument(
         "--dpo-learning-rate", type=float, default=1e-4, help="DPO learning rate (LoRA)"
@@ -89,7 +90,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="LoRA on the top N transformer layers only (faster backward on CPU; default: all)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=8, help="generation batch size")
+    parser.add_argument(
+        "--generation-batch-size",
+        "--batch-size",
+        dest="generation_batch_size",
+        action=DeprecatedNames,
+        deprecated=("--batch-size",),
+        type=int,
+        default=8,
+        help="prompts answered at once when generating (--batch-size: deprecated name)",
+    )
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     parser.add_argument(
         "--dtype",

@@ -15,10 +15,15 @@ and fits the refusal policies on held-out dev questions:
 The base and the tuned model are then scored on the test split (and, for
 SQuAD, the multi-hop test set) over the same retrieved sources.
 
+Your own data: ``--qa FILE``, grounded QA as JSONL (``data.qa_jsonl``; the format is
+at the end of ``ragtune train decoder --help``): each question is shown its own
+sources, and the lines with ``"split": "test"`` are scored after training.
+
 Example::
 
+    ragtune train decoder --qa my_qa.jsonl --out runs/decoder --refusal-threshold 0.5
     ragtune train decoder --squad ../shared/data/squad_v2_dev_half/dev-v2.0.cs224n_half.json \\
-        --output runs/decoder --dpo --max-examples 300 --max-test-examples 100
+        --out runs/decoder --dpo --max-train-examples 300 --max-test-examples 100
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import json
 from pathlib import Path
 
+from llama_index_ragtune.cli import DeprecatedNames
 from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
 from llama_index_ragtune.data.grounded_tasks import TUNE, prepare_grounded_data
 from llama_index_ragtune.evaluation.decoder_scoring import (
@@ -40,18 +46,44 @@ from llama_index_ragtune.finetuning.decoder_recipes import make_configs, train_a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``ragtune train decoder`` (the ``--qa`` file format as the help's epilog).
+
+    Example::
+
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        args = parser.parse_args(["--qa", "my_qa.jsonl", "--out", "runs/decoder"])
+    """
+    from llama_index_ragtune.data.qa_jsonl import FORMAT
+
+    parser.epilog = FORMAT
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_common_arguments(parser)
     parser.add_argument(
-        "--output", required=True, help="folder for checkpoints, adapter/ and merged/"
+        "--out",
+        "--output",
+        dest="out",
+        action=DeprecatedNames,
+        deprecated=("--output",),
+        required=True,
+        metavar="DIR",
+        help="folder for checkpoints, adapter/ and merged/ (--output: deprecated name)",
     )
     parser.add_argument(
         "--dpo", action="store_true", help="run DPO on rule-made preference pairs after SFT"
     )
     parser.add_argument(
-        "--max-examples", type=int, default=300, help="training questions (sampled)"
+        "--max-train-examples",
+        "--max-examples",
+        dest="max_train_examples",
+        action=DeprecatedNames,
+        deprecated=("--max-examples",),
+        type=int,
+        default=300,
+        help="training questions (sampled; --max-examples: deprecated name)",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="resume from the last checkpoints in --output"
+        "--resume", action="store_true", help="resume from the last checkpoints in --out"
     )
 
 
@@ -64,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.llms import LocalChatLLM
     from llama_index_ragtune.models import resolve_model
 
-    output = Path(args.output)
+    output = Path(args.out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base_model = resolve_model(args.base_model, kind="decoder")
-    data = prepare_grounded_data(args, args.max_examples, output)
+    data = prepare_grounded_data(args, args.max_train_examples, output)
     task, builder, train_contexts = data.task, data.builder, data.train_contexts
     preference = PreferenceBuilder(seed=args.seed).build(train_contexts) if args.dpo else None
     sft_config, dpo_config, lora_config = make_configs(args, output, device, base_model)
@@ -104,13 +136,13 @@ def run(args: argparse.Namespace) -> int:
     if data.multihop_test_contexts:
         sets["multihop"] = data.multihop_test_contexts
     rows: dict[str, dict] = {name: {} for name in sets}
-    gen = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+    gen = {"batch_size": args.generation_batch_size, "max_new_tokens": args.max_new_tokens}
     for name, llm, seconds in (
         ("base", LocalChatLLM(base_model, device=device, **llm_options(args)), None),
         ("tuned", engine.get_finetuned_model(**llm_options(args)), sum(engine.timings.values())),
     ):
         policies = fit_policies(
-            llm, data.dev_contexts, args.refusal_threshold, scorer, args.batch_size
+            llm, data.dev_contexts, args.refusal_threshold, scorer, args.generation_batch_size
         )
         if name == "tuned":
             _write_policies(output, engine, policies)

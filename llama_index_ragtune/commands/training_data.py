@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune.cli import DeprecatedNames
+
 if TYPE_CHECKING:
     from llama_index_ragtune.data.schema import RetrievalDataset
     from llama_index_ragtune.finetuning.budget import TrainingBudget
@@ -141,13 +143,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         "--output",
         dest="out",
+        action=DeprecatedNames,
+        deprecated=("--output",),
         required=True,
         metavar="DIR",
-        help="checkpoints, the model to use (<DIR>/final), decision.json and results.json",
+        help="checkpoints, the model to use (<DIR>/final), decision.json and results.json "
+        "(--output: deprecated name)",
     )
     group.add_argument("--epochs", type=float, help="num_train_epochs")
     group.add_argument("--train-batch-size", type=int, help="per_device_train_batch_size")
-    group.add_argument("--learning-rate", type=float, help="learning_rate")
+    group.add_argument("--learning-rate", "--lr", type=float, help="learning_rate")
     group.add_argument("--max-steps", type=int, help="max_steps (overrides --epochs and the plan)")
     group.add_argument("--warmup", type=float, help="warmup_steps (a float < 1 is a ratio)")
     group.add_argument("--save-steps", type=int, help="save_steps (checkpoint interval)")

@@ -53,6 +53,22 @@ from llama_index_ragtune.data.reading import iter_lines, parse_json
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
 
+FORMAT = """\
+--qa FILE: JSONL, one question a line:
+  {"id": "q1", "question": "How long can I return opened electronics?",
+   "sources": [{"id": "returns", "text": "Opened electronics can be returned within 14 days."},
+               {"id": "hours", "text": "The store opens at 8am."}],
+   "gold": ["returns"], "answer": "within 14 days", "split": "train"}
+  question   required, a non-empty string
+  sources    required (or "contexts"): [{"id", "text"}, ...], shown in this order (at most --top-k);
+             one source id names one text across the file
+  answer     the reference answer; "" / null / absent = unanswerable (the target is the refusal)
+  gold       ids of this line's sources that hold the answer (required with an answer)
+  evidence   optional quote from a gold source, written after the citation; without it the
+             answer itself must appear in a gold source
+  id         optional, unique (default line-<n>);  split: "train" (default) or "test" (scored)
+A wrong line stops the run with FILE:LINE, what is wrong and how to fix it.
+"""
 FIELDS = ("id", "question", "sources", "contexts", "gold", "answer", "evidence", "split")
 SPLITS = ("train", "test")
 SCHEMA = (

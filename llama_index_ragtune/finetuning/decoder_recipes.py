@@ -166,7 +166,7 @@ def mined_preferences(
         num_samples=args.mined_samples,
         temperature=args.mined_temperature,
         max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
+        batch_size=args.generation_batch_size,
         show_progress=False,
     )
     return pairs, time.perf_counter() - start
