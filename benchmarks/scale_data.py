@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._paths import display_path
+
 DIM = 384
 TOP_K = 10
 GROUPS = 100  # the filter field: group = a uniform draw in [0, 100), independent of clusters
@@ -35,18 +37,6 @@ FILTERS = {"10%": ("<", 10), "1%": ("==", 7)}
 
 def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def display_path(value: str | os.PathLike) -> str:
-    """A path as recorded in the results: relative to the working directory the command ran in
-    (the repository, usually), never absolute."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        return str(value)
-    try:
-        return os.path.relpath(path, Path.cwd())
-    except ValueError:  # pragma: no cover - another drive on Windows
-        return path.name
 
 
 def recall_at_k(found: Sequence[Sequence[int]], truth: np.ndarray, k: int = TOP_K) -> float:
