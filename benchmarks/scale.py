@@ -35,8 +35,8 @@ repository, and the command that produced them is in both files.
 
 Example::
 
-    python -m benchmarks.scale --parts embed                      # cache the MiniLM vectors
-    python -m benchmarks.scale --out benchmarks/results           # everything
+    ragtune bench scale --parts embed                             # cache the MiniLM vectors
+    ragtune bench scale --out benchmarks/results                  # everything
     python -m benchmarks.scale --synthetic 20000 --real 5000 --bm25 20000 --queries 100 \\
         --out /tmp/scale-quick                                    # a quick check
 """
