@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
     from llama_index_ragtune.data.negatives import HardNegativeMiner, MiningStats
     from llama_index_ragtune.data.preference import PreferenceBuilder
     from llama_index_ragtune.data.qa import QAExample, load_scifact_claims, load_squad_v2
+    from llama_index_ragtune.data.qa_jsonl import GroundedQAExample, load_grounded_qa
     from llama_index_ragtune.data.schema import Negative, RetrievalDataset
     from llama_index_ragtune.data.synthetic import CopyFilter, generate_synthetic_queries
 
@@ -36,6 +37,8 @@ _EXPORTS = {
     "QAExample": "qa",
     "load_squad_v2": "qa",
     "load_scifact_claims": "qa",
+    "load_grounded_qa": "qa_jsonl",
+    "GroundedQAExample": "qa_jsonl",
     "GroundedSFTBuilder": "grounded",
     "PreferenceBuilder": "preference",
     "MultiHopExample": "multihop",

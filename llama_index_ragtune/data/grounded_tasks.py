@@ -156,7 +156,13 @@ def load_task(
 
 
 def build_retriever(documents: Sequence[Any], kind: str = "bm25", top_k: int = 10) -> Any:
-    """A retriever over ``documents``: ``bm25`` (this package's BM25) or ``hybrid`` (dense + BM25)."""
+    """A retriever over ``documents``: ``bm25`` (this package's BM25) or ``hybrid`` (dense + BM25).
+
+    Example::
+
+        retriever = build_retriever(task.documents, "bm25", top_k=10)
+        retriever.retrieve("Who founded Warsaw?")[0].node.node_id
+    """
     if kind == "bm25":
         from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 
@@ -174,7 +180,13 @@ def retrieve_all(
     cache: str | Path | None = None,
     show_progress: bool = True,
 ) -> dict[str, list[str]]:
-    """Document ids retrieved for every question, read from / written to the JSON ``cache``."""
+    """Document ids retrieved for every question, read from / written to the JSON ``cache``.
+
+    Example::
+
+        retrieved = retrieve_all(builder, task.train, cache="runs/retrieved-squad_v2-bm25.json")
+        retrieved[task.train[0].qid]          # ['12-3', '12-0', ...], best first
+    """
     from tqdm.auto import tqdm
 
     path = Path(cache) if cache is not None else None
@@ -219,6 +231,14 @@ def prepare_grounded_data(
     Training contexts always hold the gold passage (``force_gold``; ``--p-no-gold``
     turns some into refusals); dev and test contexts are the retriever's own top-k.
     Dev questions are drawn only when ``--refusal-threshold tune`` needs them.
+    ``args`` is the parsed command line of ``ragtune train decoder`` (``--squad`` /
+    ``--scifact`` / ``--qa``, ``--top-k``, ``--p-no-gold``...); a QA file's questions
+    keep their own sources and nothing is retrieved.
+
+    Example::
+
+        data = prepare_grounded_data(args, max_train_examples=300, cache_dir="runs/decoder")
+        dataset = data.builder.to_dataset(data.train_contexts)
     """
     qa = getattr(args, "qa", None)
     share = args.train_answerable_share

@@ -98,7 +98,13 @@ def fit_policies(
     batch_size: int,
 ) -> dict[str, Any]:
     """The refusal policies of one row: fitted on ``dev_contexts`` (``"tune"``), the decoder's at a
-    fixed threshold (a number), or none (``None``: the model's own greedy refusals)."""
+    fixed threshold (a number), or none (``None``: the model's own greedy refusals).
+
+    Example::
+
+        policies = fit_policies(llm, dev_contexts, "tune", scorer=None, batch_size=8)
+        policies["decoder"].threshold
+    """
     from llama_index_ragtune.llms.refusal_policy import (
         AnswerabilityRefusalPolicy,
         CombinedRefusalPolicy,
@@ -158,7 +164,13 @@ def score_set(
     max_new_tokens: int = 48,
     refusal: str = DEFAULT_REFUSAL,
 ) -> SetScores:
-    """Answer ``contexts`` once, apply every policy, score each, and post-check the headline."""
+    """Answer ``contexts`` once, apply every policy, score each, and post-check the headline.
+
+    Example::
+
+        scores = score_set("squad_v2", llm, test_contexts, policies, GenerationEvaluator())
+        scores.reports[scores.headline].aggregate["refusal_f1"], scores.post_check["cite"]
+    """
     from llama_index_ragtune.query_engine.post_check import check_citations
 
     messages = [c.messages() for c in contexts]
@@ -242,7 +254,13 @@ def summarize(
     refusal_threshold: float | None = None,
     policy: str | None = None,
 ) -> dict[str, Any]:
-    """The benchmark columns of one row (``COLUMNS``) from its report."""
+    """The benchmark columns of one row (``COLUMNS``) from its report.
+
+    Example::
+
+        row = summarize(scores.reports[scores.headline], "squad", None, scores.tokens_per_second)
+        row["answer"]          # answer F1 (SciFact: label accuracy)
+    """
     agg = report.aggregate
     return {
         "citation_precision": agg.get("citation_precision"),
@@ -280,7 +298,12 @@ def _cell(key: str, value: Any) -> str:
 def markdown_table(
     rows: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str]] = COLUMNS
 ) -> str:
-    """Rows x ``columns`` as a Markdown table (the refusal policy cell shows its threshold)."""
+    """Rows x ``columns`` as a Markdown table (the refusal policy cell shows its threshold).
+
+    Example::
+
+        print(markdown_table({"base": base_row, "tuned": tuned_row}))
+    """
     lines = [
         "| model | " + " | ".join(label for _, label in columns) + " |",
         "| --- |" + " --- |" * len(columns),
@@ -299,7 +322,12 @@ def markdown_table(
 
 
 def policy_table(policies: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    """``{row: {policy: summary}}`` as one Markdown table (a line per row and policy)."""
+    """``{row: {policy: summary}}`` as one Markdown table (a line per row and policy).
+
+    Example::
+
+        print(policy_table({"tuned": {"decoder": row, "combined": row2}}))
+    """
     lines = [
         "| model | refusal policy | " + " | ".join(label for _, label in POLICY_COLUMNS) + " |",
         "| --- | --- |" + " --- |" * len(POLICY_COLUMNS),
@@ -312,7 +340,12 @@ def policy_table(policies: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str
 
 
 def post_check_table(post_checks: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    """``{row: {"flag": ..., "cite": ...}}``: uncited answers and citation quality both ways."""
+    """``{row: {"flag": ..., "cite": ...}}``: uncited answers and citation quality both ways.
+
+    Example::
+
+        print(post_check_table({"tuned": scores.post_check}))
+    """
     lines = [
         "| model | uncited answers (flag) | citation precision flag / cite | "
         "citation recall flag / cite | trust score flag / cite | citations added |",

@@ -33,7 +33,13 @@ logger = logging.getLogger(__name__)
 def make_configs(
     args: argparse.Namespace, work: Path, device: str, base_model: str
 ) -> tuple[Any, Any, Any]:
-    """SFT, DPO and LoRA configs: the engine defaults with the command's flags applied."""
+    """SFT, DPO and LoRA configs: the engine defaults with the command's flags applied.
+
+    Example::
+
+        sft, dpo, lora = make_configs(args, Path("runs/decoder"), "cpu", base_model)
+        sft.learning_rate == args.learning_rate          # True
+    """
     from llama_index_ragtune.finetuning.decoder import (
         default_dpo_config,
         default_lora_config,
@@ -83,6 +89,11 @@ def train_answerability(
     Returns ``(AnswerabilityScorer, summary)``. The head is served whatever validation
     says (``force_promotion``: the benchmark measures it on the test split); the
     summary records the validation AUC before and after.
+
+    Example::
+
+        scorer, summary = train_answerability(args, data, Path("runs/answerability"), "cpu")
+        scorer(["Who founded Warsaw?"], [["Warsaw was founded by ..."]])   # [P(no answer)]
     """
     from llama_index_ragtune.data.answerability import answerability_pairs, with_gold_removed
     from llama_index_ragtune.finetuning.answerability import AnswerabilityFinetuneEngine
@@ -155,7 +166,12 @@ def _extra_questions(data: Any, n: int, seed: int) -> list[Any]:
 def mined_preferences(
     llm: Any, contexts: Sequence[Any], evaluator: Any, args: argparse.Namespace, seed: int
 ) -> tuple[Any, float]:
-    """DPO pairs from ``llm``'s own sampled answers, best against worst: (dataset, seconds)."""
+    """DPO pairs from ``llm``'s own sampled answers, best against worst: (dataset, seconds).
+
+    Example::
+
+        pairs, seconds = mined_preferences(sft_llm, contexts, GenerationEvaluator(), args, seed=0)
+    """
     from llama_index_ragtune.data.preference import PreferenceBuilder
 
     start = time.perf_counter()
@@ -181,7 +197,14 @@ def train_grpo(
     output_dir: Path,
     device: str,
 ) -> tuple[Path, float]:
-    """GRPO from the SFT adapter with our evaluator's reward; returns (merged folder, seconds)."""
+    """GRPO from the SFT adapter with our evaluator's reward; returns (merged folder, seconds).
+
+    Example::
+
+        folder, seconds = train_grpo(args, base_model, Path("runs/work/sft/adapter"), contexts,
+                                     GenerationEvaluator(), Path("runs/work"), "cuda")
+        LocalChatLLM(str(folder))
+    """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
