@@ -199,6 +199,8 @@ def search_batch(
     store = index.vector_store
     nodes_dict = index.index_struct.nodes_dict
     filters = retriever.filters
+    # the depth the dense retriever was built with (what one-at-a-time retrieval uses)
+    dense_top_k = getattr(retriever.dense_retriever, "similarity_top_k", retriever.dense_top_k)
     vectors = _embeddings(retriever, bundles)
     answers: list[list[NodeWithScore]] = []
     for bundle, vector in zip(bundles, vectors, strict=True):
@@ -206,7 +208,7 @@ def search_batch(
         found = store.query(
             VectorStoreQuery(
                 query_embedding=vector,
-                similarity_top_k=retriever.dense_top_k,
+                similarity_top_k=dense_top_k,
                 query_str=bundle.query_str,
                 filters=filters,
             )

@@ -124,3 +124,19 @@ def test_percentiles_interpolate():
     assert loadgen.percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
     assert loadgen.percentile([5.0], 99) == 5.0
     assert loadgen.percentile([1.0, 3.0], 100) == 3.0
+
+
+def test_ragtune_bench_load_is_wired(tmp_path, capsys):
+    from llama_index_ragtune import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["bench", "load", "--help"])
+    assert done.value.code == 0
+    assert "--concurrency" in capsys.readouterr().out
+    # run through the CLI, the recorded command is the CLI's
+    args = load.build_parser().parse_args(["--beir", "data/x", "--rerank-queries", "30"])
+    args._prog = "ragtune bench load"
+    assert load.command_line(args) == "ragtune bench load --beir data/x --rerank-queries 30"
+    # an unknown folder is refused before anything loads, with status 2
+    assert cli.main(["bench", "load", "--beir", str(tmp_path / "missing")]) == 2
+    assert "BEIR folder not found" in capsys.readouterr().err

@@ -353,13 +353,11 @@ def test_cache_identity_is_the_wrapped_models_and_cached_embedding_batches(tmp_p
     cached.close()
 
 
-async def test_hybrid_retriever_batches_concurrent_query_embeddings_by_default(
-    tiny_encoder_path, tmp_path
-):
+async def test_hybrid_retriever_batches_concurrent_queries_by_default(tiny_encoder_path, tmp_path):
     pytest.importorskip("onnxruntime")
     from llama_index.core.schema import TextNode
 
-    from llama_index_ragtune.embeddings import default_embed_model, micro_batched
+    from llama_index_ragtune.embeddings import default_embed_model
     from llama_index_ragtune.retrievers import HybridRetriever
 
     topics = [(w, v) for w in ("apples", "phones", "milk", "laptops") for v in ("returns", "hours")]
@@ -370,17 +368,18 @@ async def test_hybrid_retriever_batches_concurrent_query_embeddings_by_default(
         nodes=nodes, embed_model=inner, similarity_top_k=3, micro_batch=False
     )
     batched = HybridRetriever.from_defaults(nodes=nodes, embed_model=inner, similarity_top_k=3)
-    queue = micro_batched(inner)  # the queue every retriever over this model shares
     queries = [f"{w} {v}" for w, v in topics[2:]] * 4
     plain.retrieve(queries[0])
-    assert queue.stats["requests"] == 0  # micro_batch=False: the model is used directly
+    assert plain.batch_stats is None  # micro_batch=False: query by query
     results = await asyncio.gather(*(batched.aretrieve(q) for q in queries))
     for query, got in zip(queries, results, strict=True):
         assert [n.node.node_id for n in got] == [n.node.node_id for n in plain.retrieve(query)]
-    assert queue.stats["requests"] == len(queries)
-    assert queue.stats["batches"] < len(queries)
-    # persisted and loaded again, the retriever still batches through the same queue
+    # the built-in sides answer whole batches: one encoder call per batch (hybrid_batch)
+    assert batched.batch_stats["requests"] == len(queries)
+    assert batched.batch_stats["batches"] < len(queries)
+    # persisted and loaded again, the retriever still batches
     batched.persist(tmp_path / "index")
     again = HybridRetriever.from_persist_dir(tmp_path / "index", embed_model=inner)
     await asyncio.gather(*(again.aretrieve(q) for q in queries))
-    assert queue.stats["requests"] == 2 * len(queries)
+    assert again.batch_stats["requests"] == len(queries)
+    assert again.batch_stats["batches"] < len(queries)
