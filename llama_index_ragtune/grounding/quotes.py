@@ -1,4 +1,4 @@
-"""Quote checking behind :mod:`llama_index_ragtune.grounding` (private; grounding is the public home).
+"""Quotes in an answer checked against the sources they cite (part of :mod:`llama_index_ragtune.grounding`).
 
 A quote is text between double quotes (``"..."``, ``“...”``, ``«...»``) outside
 code, of at least ``min_words`` words. It is checked against the sources cited
@@ -20,12 +20,24 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llama_index_ragtune._citation_scanner import CodeReader, Lexer
+from llama_index_ragtune.grounding._scanner import CodeReader, Lexer
+from llama_index_ragtune.grounding.citations import find_citations
 
 DEFAULT_MIN_QUOTE_WORDS = 3
 DEFAULT_FUZZY_THRESHOLD = 0.9
 
-_QUOTE = re.compile(r"\"([^\"\n]+)\"|\u201c([^\u201d\n]+)\u201d|\u00ab([^\u00bb\n]+)\u00bb")
+__all__ = [
+    "DEFAULT_FUZZY_THRESHOLD",
+    "DEFAULT_MIN_QUOTE_WORDS",
+    "QUOTE_PATTERN",
+    "QuoteCheck",
+    "check_quotes",
+    "code_mask",
+    "normalize_quote",
+]
+
+#: A quoted span: ``"..."``, ``“...”`` or ``«...»`` on one line (group 1, 2 or 3: the text).
+QUOTE_PATTERN = re.compile(r"\"([^\"\n]+)\"|\u201c([^\u201d\n]+)\u201d|\u00ab([^\u00bb\n]+)\u00bb")
 _ELLIPSIS = re.compile(r"\s*(?:\.\.\.|\u2026)\s*")
 _JOINERS = frozenset(" \t:;,-\u2013\u2014")
 _PUNCT = re.compile(r"[^\w\s]")
@@ -115,8 +127,13 @@ def _score(quote: str, source: str) -> float:
     return sum(_fuzzy(p, text) * w for p, w in zip(pieces, weights, strict=True)) / sum(weights)
 
 
-def _code_mask(answer: str) -> list[bool]:
-    """For each character of ``answer``: inside inline code or a fenced block."""
+def code_mask(answer: str) -> list[bool]:
+    """For each character of ``answer``: inside inline code or a fenced block.
+
+    Example::
+
+        code_mask("a `b` c")   # [False, False, True, True, True, False, False]
+    """
     mask = [False] * len(answer)
     position = 0
 
@@ -166,17 +183,15 @@ def check_quotes(
         [c.verified for c in check_quotes('Forever [2]: "gift cards last a lifetime"', sources)]
         # [False]
     """
-    from llama_index_ragtune.grounding import find_citations
-
     if not 0.0 < fuzzy_threshold <= 1.0:
         raise ValueError(f"fuzzy_threshold must be in (0, 1], got {fuzzy_threshold}.")
     n_sources = len(source_texts)
     citations = find_citations(answer, n_sources)
     marks = [(c.start, c.end, c.cited) for c in citations]
     everywhere = tuple(dict.fromkeys(n for c in citations for n in c.cited))
-    code = _code_mask(answer)
+    code = code_mask(answer)
     checks: list[QuoteCheck] = []
-    for match in _QUOTE.finditer(answer):
+    for match in QUOTE_PATTERN.finditer(answer):
         quote = next(g for g in match.groups() if g is not None).strip()
         if len(quote.split()) < min_words or code[match.start()]:
             continue

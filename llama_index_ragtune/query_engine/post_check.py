@@ -27,13 +27,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from llama_index_ragtune._quote_check import _QUOTE, _code_mask
 from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
-    _claim_spans,
     find_citations,
     is_refusal,
+    sentence_spans,
 )
+from llama_index_ragtune.grounding.quotes import QUOTE_PATTERN, code_mask
 
 MODES = ("flag", "cite")
 _QUOTE_TAIL = re.compile(r"\s*:\s*[\"\u201c\u00ab]")
@@ -87,8 +87,8 @@ def claim_spans(answer: str) -> list[tuple[int, int]]:
         text = 'Rouen [1]: "It is big. It is old." Paris [2].'
         [text[a:b] for a, b in claim_spans(text)]   # ['Rouen [1]: "It is big. It is old."', 'Paris [2].']
     """
-    spans = _claim_spans(answer)
-    quotes = [(m.start(), m.end()) for m in _QUOTE.finditer(answer)]
+    spans = sentence_spans(answer)
+    quotes = [(m.start(), m.end()) for m in QUOTE_PATTERN.finditer(answer)]
     merged: list[tuple[int, int]] = []
     for start, end in spans:
         if merged and any(q0 < start < q1 for q0, q1 in quotes):
@@ -111,7 +111,7 @@ def uncited_claims(
     if is_refusal(answer, refusal):
         return []
     marks = [c for c in find_citations(answer, n_sources) if c.cited]
-    code = _code_mask(answer)
+    code = code_mask(answer)
     out = []
     for start, end in claim_spans(answer):
         if all(code[start:end]):

@@ -1,0 +1,228 @@
+"""A grounded answer read back: refusal or answer, its citations, its claims, streamed or whole.
+
+Part of :mod:`llama_index_ragtune.grounding` (import the names from there).
+
+Example::
+
+    from llama_index_ragtune.grounding import parse_answer, cited_claims
+
+    answer = parse_answer("14 days [1][4].", n_sources=1)
+    answer.text, answer.citations, answer.invalid_citations   # ('14 days [1].', (1,), (4,))
+    cited_claims("Opened: 14 days [1]. Sealed: 30 days [2].")
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from llama_index_ragtune.grounding.citations import (
+    CitationFilter,
+    find_citations,
+    parse_citations,
+)
+from llama_index_ragtune.grounding.prompt import DEFAULT_REFUSAL, check_refusal
+
+
+def _opens_with(answer: str, refusal: str) -> bool:
+    norm = " ".join(answer.lower().split()).strip(" .")
+    target = " ".join(refusal.lower().split()).strip(" .")
+    return norm.startswith(target) and not norm[len(target) : len(target) + 1].isalnum()
+
+
+def is_refusal(answer: str, refusal: str = DEFAULT_REFUSAL) -> bool:
+    """True when ``answer`` opens with the refusal sentence and cites nothing.
+
+    Case, spacing and a final full stop are ignored; a refusal followed by a
+    citation is an answer. On an answer cleaned by :func:`parse_answer` this
+    gives its ``refused`` flag.
+
+    Example::
+
+        is_refusal("insufficient information in the provided sources")   # True
+        is_refusal(DEFAULT_REFUSAL + " But [1] says Paris.")              # False
+    """
+    check_refusal(refusal)
+    return _opens_with(answer, refusal) and not parse_citations(answer)
+
+
+@dataclass(frozen=True)
+class GroundedAnswer:
+    """An answer read by the grounded format.
+
+    ``text``: the answer with invalid citations removed and outer whitespace
+    stripped; ``raw``: the model's own text; ``citations``: the valid source
+    numbers, in order of first appearance; ``invalid_citations``: the removed
+    ones; ``numbers``: every number cited, valid or not; ``refused``: a refusal
+    (see :func:`is_refusal`); ``uncited``: neither refused nor cited.
+
+    Example::
+
+        parse_answer("Insufficient information in the provided sources. [1]", 1).refused  # False
+    """
+
+    text: str
+    raw: str
+    citations: tuple[int, ...]
+    invalid_citations: tuple[int, ...]
+    refused: bool
+    numbers: tuple[int, ...]
+
+    @property
+    def uncited(self) -> bool:
+        """Neither a refusal nor backed by a valid citation."""
+        return not self.refused and not self.citations
+
+
+class AnswerStream:
+    """:func:`parse_answer` for a streamed answer: cleaned text per delta, the answer at the end.
+
+    The text shown is the same as :func:`parse_answer`'s, whatever the chunks
+    (leading and trailing whitespace held back and dropped).
+
+    Example::
+
+        stream = AnswerStream(n_sources=1)
+        shown = [stream.feed(" Paris [1]"), stream.feed("[3]. "), stream.finish()]
+        "".join(shown), stream.answer.invalid_citations     # ('Paris [1].', (3,))
+    """
+
+    def __init__(self, n_sources: int, refusal: str = DEFAULT_REFUSAL) -> None:
+        self.refusal = check_refusal(refusal)
+        self.filter = CitationFilter(n_sources)
+        self.answer: GroundedAnswer | None = None
+        self._raw: list[str] = []
+        self._shown: list[str] = []
+        self._space: list[str] = []  # trailing whitespace, shown once more text follows
+
+    def _show(self, text: str) -> str:
+        if not self._shown:
+            text = text.lstrip()
+        body = text.rstrip()
+        if not body:
+            self._space.append(text)
+            return ""
+        out = "".join(self._space) + body
+        self._space = [text[len(body) :]]
+        self._shown.append(out)
+        return out
+
+    def feed(self, delta: str) -> str:
+        """The cleaned text to show for the next streamed ``delta``."""
+        self._raw.append(delta)
+        return self._show(self.filter.feed(delta))
+
+    def finish(self) -> str:
+        """The cleaned rest once the stream has ended; sets :attr:`answer`."""
+        out = self._show(self.filter.flush())
+        text = "".join(self._shown)
+        cited = tuple(self.filter.cited)
+        self.answer = GroundedAnswer(
+            text=text,
+            raw="".join(self._raw),
+            citations=cited,
+            invalid_citations=tuple(self.filter.invalid),
+            refused=not cited and _opens_with(text, self.refusal),
+            numbers=tuple(self.filter.numbers),
+        )
+        return out
+
+    @property
+    def raw(self) -> str:
+        """Everything fed so far, unfiltered (the model's own text)."""
+        return "".join(self._raw)
+
+    @property
+    def text(self) -> str:
+        """Everything shown so far."""
+        return "".join(self._shown)
+
+
+def parse_answer(raw: str, n_sources: int, refusal: str = DEFAULT_REFUSAL) -> GroundedAnswer:
+    """Read a model's answer over ``n_sources`` numbered sources (module docstring: the rules).
+
+    Example::
+
+        answer = parse_answer("Rome [2][5-6].", n_sources=3)
+        answer.text, answer.citations, answer.invalid_citations   # ('Rome [2].', (2,), (5, 6))
+    """
+    stream = AnswerStream(n_sources, refusal)
+    stream.feed(raw)
+    stream.finish()
+    assert stream.answer is not None
+    return stream.answer
+
+
+# --------------------------------------------------------------------- claims
+# A sentence ends at ". ! ?" + whitespace (when a capital letter or an opening quote
+# follows), or at a CJK full stop, which takes no space after it.
+# A closing quotation mark or bracket right after the stop belongs to the sentence it ends.
+_SENTENCE_BREAK = re.compile(
+    r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d\u2019)])\s+|(?<=[\u3002\uff01\uff1f])\s*"
+)
+_SENTENCE_OPENERS = frozenset("\"'\u201c\u2018(")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each claim (sentence) of ``text``; see :func:`split_claims`.
+
+    Example::
+
+        sentence_spans("Opened: 14 days [1]. Sealed: 30 days [2].")   # [(0, 20), (21, 41)]
+    """
+    cuts, start = [], 0
+    for match in _SENTENCE_BREAK.finditer(text):
+        after = text[match.end() : match.end() + 1]
+        cjk = text[match.start() - 1] in "\u3002\uff01\uff1f"
+        capital = after.isalpha() and not after.islower()  # caseless scripts count too
+        if after and (cjk or capital or after in _SENTENCE_OPENERS):
+            cuts.append((start, match.start()))
+            start = match.end()
+    cuts.append((start, len(text)))
+    spans = []
+    for a, b in cuts:
+        piece = text[a:b]
+        if piece.strip():
+            spans.append((a + len(piece) - len(piece.lstrip()), a + len(piece.rstrip())))
+    return spans
+
+
+def split_claims(answer: str) -> list[str]:
+    """Sentences of ``answer``: split after ``. ! ?`` (and a closing quote or parenthesis right
+    after it) before a capital (or caseless) letter or an opening quote or parenthesis, and
+    after the CJK full stops ``。！？``.
+
+    A citation written after the full stop (``"Paris is big. [1]"``) stays with its sentence.
+
+    Example::
+
+        split_claims("Paris is in France [1]. É.U. is not [2]. 巴黎很大[1]。罗马也是[2]。")
+        # ['Paris is in France [1].', 'É.U. is not [2].', '巴黎很大[1]。', '罗马也是[2]。']
+    """
+    return [answer[a:b] for a, b in sentence_spans(answer)]
+
+
+def cited_claims(answer: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(claim, numbers) for each sentence of ``answer`` that cites: the sentence without its
+    markers (whitespace collapsed) and every number it cites, valid or not, in order.
+
+    Example::
+
+        cited_claims("Paris is in France [1]. Rome is big. It is old [2][1].")
+        # [('Paris is in France.', (1,)), ('It is old.', (2, 1))]
+    """
+    marks = find_citations(answer)
+    out: list[tuple[str, tuple[int, ...]]] = []
+    i = 0
+    for start, end in sentence_spans(answer):
+        pieces, cursor, numbers = [], start, []
+        while i < len(marks) and marks[i].end - len(marks[i].text) < end:
+            mark = marks[i]
+            i += 1
+            pieces.append(answer[cursor : max(cursor, mark.start)])
+            cursor = max(cursor, mark.end)
+            numbers.extend(n for n in (*mark.cited, *mark.invalid) if n not in numbers)
+        pieces.append(answer[cursor:end])
+        if numbers:
+            out.append((" ".join("".join(pieces).split()), tuple(numbers)))
+    return out
