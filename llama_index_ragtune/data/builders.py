@@ -1,7 +1,8 @@
-"""Build a ``RetrievalDataset`` from a BEIR folder, (query, node ids) pairs, or synthetic questions.
+"""The fields of a ``RetrievalDataset`` from a BEIR folder, (query, node ids) pairs, or synthetic questions.
 
 These are the bodies of ``RetrievalDataset.from_beir`` / ``from_pairs`` /
-``from_nodes``; call them through the class.
+``from_nodes``: each returns the dataset's keyword arguments, which the class
+checks on construction; call them through the class.
 
 Example::
 
@@ -17,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llama_index_ragtune.data.schema import Negative, RetrievalDataset, _fmt_ids, stable_query_id
+from llama_index_ragtune.data.records import Negative, stable_query_id
+from llama_index_ragtune.data.validation import fmt_ids as _fmt_ids
 
 if TYPE_CHECKING:
     from llama_index.core.llms import LLM
@@ -26,14 +28,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def dataset_from_beir(
+def beir_fields(
     path: str | Path,
     split: str = "train",
     min_grade: int = 1,
     max_queries: int | None = None,
     judged_negatives: bool = True,
-) -> RetrievalDataset:
-    """See ``RetrievalDataset.from_beir``."""
+) -> dict[str, Any]:
+    """``RetrievalDataset`` keyword arguments; see ``RetrievalDataset.from_beir``."""
     from llama_index_ragtune.data.beir import load_beir
 
     beir = load_beir(path, split=split, max_queries=max_queries)
@@ -56,22 +58,22 @@ def dataset_from_beir(
     # strongest positives first; the grades travel with the dataset
     grades = {q: {d: int(beir.qrels[q][d]) for d in docs} for q, docs in relevant.items()}
     relevant = {q: sorted(docs, key=lambda d, q=q: -grades[q][d]) for q, docs in relevant.items()}
-    return RetrievalDataset(
-        queries={q: beir.queries[q] for q in relevant},
-        corpus=dict(beir.corpus),
-        relevant_docs=relevant,
-        negatives=negatives,
-        metadata={"source": "beir", "name": beir.name, "split": split},
-        grades=grades,
-    )
+    return {
+        "queries": {q: beir.queries[q] for q in relevant},
+        "corpus": dict(beir.corpus),
+        "relevant_docs": relevant,
+        "negatives": negatives,
+        "metadata": {"source": "beir", "name": beir.name, "split": split},
+        "grades": grades,
+    }
 
 
-def dataset_from_pairs(
+def pairs_fields(
     pairs: Iterable[tuple[str, Sequence[str] | str]],
     corpus: Mapping[str, str] | Sequence[BaseNode],
     metadata_mode: MetadataMode | str = "embed",
-) -> RetrievalDataset:
-    """See ``RetrievalDataset.from_pairs``."""
+) -> dict[str, Any]:
+    """``RetrievalDataset`` keyword arguments; see ``RetrievalDataset.from_pairs``."""
     corpus_dict = (
         dict(corpus) if isinstance(corpus, Mapping) else corpus_from_nodes(corpus, metadata_mode)
     )
@@ -89,20 +91,23 @@ def dataset_from_pairs(
         queries.setdefault(qid, query)
         docs = relevant.setdefault(qid, [])
         docs.extend(d for d in doc_ids if d not in docs)
-    return RetrievalDataset(
-        queries=queries, corpus=corpus_dict, relevant_docs=relevant, metadata={"source": "pairs"}
-    )
+    return {
+        "queries": queries,
+        "corpus": corpus_dict,
+        "relevant_docs": relevant,
+        "metadata": {"source": "pairs"},
+    }
 
 
-def dataset_from_nodes(
+def nodes_fields(
     nodes: Sequence[BaseNode],
     llm: LLM | None = None,
     num_questions_per_node: int = 2,
     prompt_template: Any = None,
     metadata_mode: MetadataMode | str = "embed",
     **kwargs: Any,
-) -> RetrievalDataset:
-    """See ``RetrievalDataset.from_nodes``."""
+) -> dict[str, Any]:
+    """``RetrievalDataset`` keyword arguments; see ``RetrievalDataset.from_nodes``."""
     from llama_index_ragtune.data.synthetic import generate_synthetic_queries
 
     result = generate_synthetic_queries(
@@ -117,9 +122,8 @@ def dataset_from_nodes(
             f"no synthetic query survived for {len(nodes)} nodes ({result.stats}); "
             "check the LLM output or loosen the copy filter"
         )
-    ds = dataset_from_pairs([(q, [n]) for q, n in result.pairs], nodes, metadata_mode=metadata_mode)
-    ds.metadata = {"source": "synthetic", "stats": dict(result.stats)}
-    return ds
+    fields = pairs_fields([(q, [n]) for q, n in result.pairs], nodes, metadata_mode=metadata_mode)
+    return {**fields, "metadata": {"source": "synthetic", "stats": dict(result.stats)}}
 
 
 def corpus_from_nodes(

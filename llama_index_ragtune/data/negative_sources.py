@@ -12,13 +12,15 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from llama_index_ragtune.embeddings.fingerprint import encoder_identity
+from llama_index_ragtune.embeddings.store import open_store
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -32,9 +34,11 @@ scores of the requested extra docs per query)."""
 
 
 class BM25Scorer:
-    """Okapi BM25 over a corpus with bm25s, an English Snowball stemmer and stopwords.
+    """Okapi BM25 over a corpus: the package's one BM25 (English Snowball stemmer, stopwords).
 
-    Only documents sharing at least one term with the query (score > 0) are returned.
+    The same tokenizer and scoring as :class:`~llama_index_ragtune.retrievers.BM25Retriever`
+    (:class:`~llama_index_ragtune.retrievers.bm25_index.BM25Index`). Only documents
+    sharing at least one term with the query (score > 0) are returned.
     """
 
     name = "bm25"
@@ -48,29 +52,16 @@ class BM25Scorer:
         b: float = 0.75,
         show_progress: bool = True,
     ) -> None:
-        import bm25s
-        import Stemmer
+        from llama_index_ragtune.retrievers.bm25_index import BM25Index, BM25Tokenizer
 
-        self._stemmer = Stemmer.Stemmer(language) if language else None
-        self._stopwords = stopwords
-        tokens = bm25s.tokenize(
-            list(texts), stopwords=stopwords, stemmer=self._stemmer, show_progress=show_progress
+        self._index = BM25Index.build(
+            texts,
+            BM25Tokenizer(language or None, stopwords),
+            k1=k1,
+            b=b,
+            show_progress=show_progress,
         )
-        self._bm25 = bm25s.BM25(k1=k1, b=b)
-        self._bm25.index(tokens, show_progress=show_progress)
         self.num_docs = len(texts)
-
-    def _query_ids(self, queries: Sequence[str]) -> list[list[int]]:
-        import bm25s
-
-        tokens = bm25s.tokenize(
-            list(queries),
-            stopwords=self._stopwords,
-            stemmer=self._stemmer,
-            return_ids=False,
-            show_progress=False,
-        )
-        return [self._bm25.get_tokens_ids(t) for t in tokens]
 
     def search(
         self, queries: Sequence[str], k: int, extra: Sequence[Sequence[int]]
@@ -79,15 +70,10 @@ class BM25Scorer:
         top_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         top_idx = np.full((len(queries), k), -1, dtype=np.int64)
         extra_scores: list[np.ndarray] = []
-        for row, ids in enumerate(self._query_ids(queries)):
-            scores = (
-                self._bm25.get_scores_from_ids(ids)
-                if ids
-                else np.zeros(self.num_docs, dtype=np.float32)
-            )
+        for row, query in enumerate(queries):
+            scores = self._index.get_scores(query)
             extra_scores.append(scores[np.asarray(extra[row], dtype=np.int64)].astype(np.float32))
-            idx = _top_k(scores, k)
-            keep = idx[scores[idx] > 0]
+            keep = self._index.top(scores, k)
             top_idx[row, : len(keep)] = keep
             top_scores[row, : len(keep)] = scores[keep]
         return top_scores, top_idx, extra_scores
@@ -101,8 +87,10 @@ class DenseScorer:
             LlamaIndex ``BaseEmbedding``.
         corpus_embeddings: precomputed ``[num_docs, dim]`` embeddings in corpus order
             (skips embedding the corpus).
-        cache_dir: folder where corpus embeddings are stored as ``.npy``, keyed by the
-            model path and a hash of the corpus; used only when ``model`` is a path/id.
+        cache_dir: folder where corpus embeddings are kept between runs: the package's
+            embedding store (:mod:`~llama_index_ragtune.embeddings.store`), keyed by the
+            content of the model's weights and each text, so a model retrained in place
+            is embedded afresh.
     """
 
     name = "dense"
@@ -121,18 +109,20 @@ class DenseScorer:
 
         self._batch_size = batch_size
         self._show_progress = show_progress
-        self._model, model_key = _load_encoder(model)
-        cache_file = None
-        if corpus_embeddings is None and cache_dir is not None and model_key is not None:
-            cache_file = Path(cache_dir) / f"{_corpus_key(model_key, doc_ids, texts)}.npy"
-            if cache_file.exists():
-                corpus_embeddings = np.load(cache_file, mmap_mode="r")
-                logger.info("dense scorer: corpus embeddings read from %s", cache_file)
+        self._model = _load_encoder(model)
+        if corpus_embeddings is None and cache_dir is not None:
+            store = open_store(cache_dir, _identity(self._model))
+            corpus_embeddings, counts = store.fetch_or_embed(
+                list(texts), lambda batch: self._encode(batch, is_query=False)
+            )
+            logger.info(
+                "dense scorer: %d corpus embeddings read from %s, %d embedded",
+                counts["hits"],
+                store.path,
+                counts["misses"],
+            )
         if corpus_embeddings is None:
             corpus_embeddings = self._encode(list(texts), is_query=False)
-            if cache_file is not None:
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                np.save(cache_file, corpus_embeddings)
         if corpus_embeddings.ndim != 2 or corpus_embeddings.shape[0] != len(texts):
             raise ValueError(
                 f"corpus_embeddings must have shape [num_docs={len(texts)}, dim], "
@@ -221,38 +211,32 @@ def load_cross_encoder_scorer(
 # --------------------------------------------------------------------------- helpers
 
 
-def _load_encoder(model: Any) -> tuple[Any, str | None]:
-    """(model object, cache key or None)."""
+def _load_encoder(model: Any) -> Any:
+    """A SentenceTransformer (loaded from a path or hub id) or the given model object."""
     if model is None or isinstance(model, str | Path):
         from sentence_transformers import SentenceTransformer
 
         from llama_index_ragtune.models import resolve_model
 
         path = resolve_model(None if model is None else str(model), kind="encoder")
-        return SentenceTransformer(str(path)), str(path)
+        return SentenceTransformer(str(path))
     if hasattr(model, "encode") or hasattr(model, "get_text_embedding_batch"):
-        return model, None
+        return model
     raise TypeError(
         "embed_model must be None, a model path/hub id, a SentenceTransformer or a LlamaIndex "
         f"BaseEmbedding; got {type(model).__name__}"
     )
 
 
-def _corpus_key(model_key: str, doc_ids: Sequence[str], texts: Sequence[str]) -> str:
-    h = hashlib.sha1(model_key.encode("utf-8"))
-    for doc_id, text in zip(doc_ids, texts, strict=True):
-        h.update(doc_id.encode("utf-8") + b"\x00" + text.encode("utf-8") + b"\x01")
-    return h.hexdigest()[:24]
+def _identity(model: Any) -> str:
+    """The embedding-store identity of the corpus vectors ``model`` gives (normalised)."""
+    if hasattr(model, "get_text_embedding_batch"):  # LlamaIndex BaseEmbedding
+        from llama_index_ragtune.embeddings.cached import model_identity
+
+        return f"normalised|{model_identity(model)}"
+    return encoder_identity(model)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, best first (ties broken by index)."""
-    if k >= len(scores):
-        return np.argsort(-scores, kind="stable")
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.lexsort((part, -scores[part]))]

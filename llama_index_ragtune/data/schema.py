@@ -21,19 +21,32 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import math
-import re
-import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
+from llama_index_ragtune.data.builders import beir_fields, nodes_fields, pairs_fields
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.records import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    Negative,
+    RetrievalExample,
+    normalize_text,
+    stable_query_id,
+)
+from llama_index_ragtune.data.serialization import (
+    embedding_qa_dataset_class,
+    parse_dataset_dict,
+    read_dataset_json,
+    write_dataset_json,
+)
+from llama_index_ragtune.data.splitting import split_query_ids
 from llama_index_ragtune.data.validation import (
-    check_dataset,
+    check_fields,
+    coerce_grades,
     coerce_ids,
     coerce_negatives,
     coerce_positives,
@@ -44,96 +57,16 @@ if TYPE_CHECKING:
     from llama_index.core.llms import LLM
     from llama_index.core.schema import BaseNode, MetadataMode
 
-FORMAT_NAME = "llama-index-ragtune/retrieval-dataset"
-FORMAT_VERSION = 1
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def normalize_text(text: str) -> str:
-    """Lower-case, Unicode-normalised text with punctuation dropped and spaces collapsed.
-
-    Used to detect duplicate queries and passages (``"What is X?" == "what is x"``).
-    """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(re.findall(r"\w+", text))
-
-
-def stable_query_id(text: str, prefix: str = "q-") -> str:
-    """A deterministic id for a query text (hash of its normalised form)."""
-    digest = hashlib.sha1(normalize_text(text).encode("utf-8")).hexdigest()
-    return f"{prefix}{digest[:16]}"
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class Negative:
-    """A hard negative for one query.
-
-    Args:
-        doc_id: corpus id of the negative passage.
-        source: where it came from: ``"bm25"``, ``"dense"``, ``"curated"``, ``"judged"``
-            (graded 0 in qrels) or any user string.
-        score: the source's score for (query, passage), when it has one.
-        rank: 1-based rank among the source's non-positive candidates, when ranked.
-    """
-
-    doc_id: str
-    source: str
-    score: float | None = None
-    rank: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Negative:
-        """A negative from ``{"doc_id", "source", "score"?, "rank"?}`` (``DataError`` if malformed).
-
-        Example::
-
-            Negative.from_dict({"doc_id": "d7", "source": "bm25", "score": 11.2, "rank": 1})
-        """
-        if not isinstance(data, Mapping):
-            raise DataError(
-                "a negative must be an object {'doc_id', 'source', ...}, "
-                f"got {type(data).__name__}"
-            )
-        missing = [k for k in ("doc_id", "source") if k not in data]
-        if missing:
-            raise DataError(f"a negative needs 'doc_id' and 'source' keys, got {dict(data)!r}")
-        doc_id, source = data["doc_id"], data["source"]
-        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
-            raise DataError(f"a negative's doc_id must be a string, got {doc_id!r}")
-        if not isinstance(source, str):
-            raise DataError(f"a negative's source must be a string, got {source!r}")
-        score, rank = data.get("score"), data.get("rank")
-        if score is not None and (
-            isinstance(score, bool)
-            or not isinstance(score, (int, float))
-            or not math.isfinite(score)
-        ):
-            raise DataError(f"a negative's score must be a finite number or null, got {score!r}")
-        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-            raise DataError(f"a negative's rank must be an integer >= 1 or null, got {rank!r}")
-        return cls(
-            doc_id=str(doc_id),
-            source=source,
-            score=None if score is None else float(score),
-            rank=rank,
-        )
-
-
-class RetrievalExample(NamedTuple):
-    """One query of a ``RetrievalDataset``, as yielded by iterating over it."""
-
-    qid: str
-    query: str
-    positive_ids: list[str]
-    negatives: list[Negative]
+# the records live in ``records``; importing them from here keeps working
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "Negative",
+    "RetrievalDataset",
+    "RetrievalExample",
+    "normalize_text",
+    "stable_query_id",
+]
 
 
 # --------------------------------------------------------------------------- dataset
@@ -193,38 +126,8 @@ class RetrievalDataset:
                 f"RetrievalDataset.metadata must be a mapping, got {type(self.metadata).__name__}"
             )
         self.metadata = dict(self.metadata)
-        self.grades = self._coerce_grades(self.grades)
+        self.grades = coerce_grades(self.grades, self.queries, self.relevant_docs)
         self.validate()
-
-    def _coerce_grades(self, grades: Any) -> dict[str, dict[str, int]]:
-        """``{qid: {doc: int grade}}`` naming positives of known queries, else ``DataError``."""
-        if not isinstance(grades, Mapping):
-            raise DataError(
-                f"RetrievalDataset.grades must be {{query_id: {{doc_id: grade}}}}, "
-                f"got {type(grades).__name__}"
-            )
-        out: dict[str, dict[str, int]] = {}
-        for qid, graded in grades.items():
-            qid = str(qid)
-            if qid not in self.queries:
-                raise DataError(f"RetrievalDataset.grades names an unknown query id {qid!r}")
-            if not isinstance(graded, Mapping):
-                raise DataError(f"RetrievalDataset.grades[{qid!r}] must be {{doc_id: grade}}")
-            positives = set(self.relevant_docs.get(qid, ()))
-            for doc_id, grade in graded.items():
-                if str(doc_id) not in positives:
-                    raise DataError(
-                        f"RetrievalDataset.grades[{qid!r}] grades {str(doc_id)!r}, which is not "
-                        "one of the query's positives (relevant_docs)"
-                    )
-                if isinstance(grade, bool) or not isinstance(grade, int) or grade < 1:
-                    raise DataError(
-                        f"RetrievalDataset.grades[{qid!r}][{str(doc_id)!r}] must be an integer "
-                        f">= 1, got {grade!r}"
-                    )
-            if graded:
-                out[qid] = {str(d): int(g) for d, g in graded.items()}
-        return out
 
     def grade(self, qid: str, doc_id: str) -> int:
         """The grade of positive ``doc_id`` for query ``qid`` (1 when none is recorded)."""
@@ -250,7 +153,7 @@ class RetrievalDataset:
             RetrievalDataset(queries={"q1": "hi"}, corpus={"d1": ""}, relevant_docs={"q1": ["d1"]})
             # DataError: RetrievalDataset: positives with empty text (query:doc): 'q1:d1'; ...
         """
-        check_dataset(self)
+        check_fields(self._label(), self.queries, self.corpus, self.relevant_docs, self.negatives)
         return self
 
     def _label(self) -> str:
@@ -373,11 +276,14 @@ class RetrievalDataset:
         of queries on both sides, a warning gives the count; ``group_by_positive=True``
         keeps queries that share a positive (or the same normalised text) on one side.
         """
-        from llama_index_ragtune.data.splitting import split_by_query
-
-        return split_by_query(
-            self, val_fraction=val_fraction, seed=seed, group_by_positive=group_by_positive
+        train_ids, val_ids = split_query_ids(
+            self.queries,
+            self.relevant_docs,
+            val_fraction=val_fraction,
+            seed=seed,
+            group_by_positive=group_by_positive,
         )
+        return self.subset(train_ids), self.subset(val_ids)
 
     # ------------------------------------------------------------------ training rows
 
@@ -457,8 +363,6 @@ class RetrievalDataset:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RetrievalDataset:
         """Build from our JSON layout or LlamaIndex's ``EmbeddingQAFinetuneDataset`` layout."""
-        from llama_index_ragtune.data.serialization import parse_dataset_dict
-
         return cls(**parse_dataset_dict(data))
 
     def save_json(
@@ -471,9 +375,13 @@ class RetrievalDataset:
         ``relevant_docs``, ``mode``) that LlamaIndex tools read; it has no place for
         negatives, so they are dropped with a warning.
         """
-        from llama_index_ragtune.data.serialization import write_dataset_json
-
-        write_dataset_json(self, path, format=format)
+        if format == "llama_index" and self.negatives:
+            warnings.warn(
+                f"save_json(format='llama_index') drops {self.num_negatives} negatives: "
+                "the LlamaIndex layout cannot hold them (use format='ragtune')",
+                stacklevel=2,
+            )
+        write_dataset_json(self.to_dict(), path, format=format)
 
     @classmethod
     def load_json(cls, path: str | Path) -> RetrievalDataset:
@@ -486,8 +394,6 @@ class RetrievalDataset:
 
             train = RetrievalDataset.load_json("runs/train_dataset.json")
         """
-        from llama_index_ragtune.data.serialization import read_dataset_json
-
         kwargs = read_dataset_json(path)
         try:
             return cls(**kwargs)
@@ -496,8 +402,6 @@ class RetrievalDataset:
 
     def to_llama_index(self) -> Any:
         """This dataset as LlamaIndex's ``EmbeddingQAFinetuneDataset`` (negatives are dropped)."""
-        from llama_index_ragtune.data.serialization import embedding_qa_dataset_class
-
         return embedding_qa_dataset_class()(
             queries=dict(self.queries),
             corpus=dict(self.corpus),
@@ -543,14 +447,14 @@ class RetrievalDataset:
 
             train = RetrievalDataset.from_beir("../shared/data/scifact", split="train")
         """
-        from llama_index_ragtune.data.builders import dataset_from_beir
-
-        return dataset_from_beir(
-            path,
-            split=split,
-            min_grade=min_grade,
-            max_queries=max_queries,
-            judged_negatives=judged_negatives,
+        return cls(
+            **beir_fields(
+                path,
+                split=split,
+                min_grade=min_grade,
+                max_queries=max_queries,
+                judged_negatives=judged_negatives,
+            )
         )
 
     @classmethod
@@ -571,9 +475,7 @@ class RetrievalDataset:
 
             ds = RetrievalDataset.from_pairs([("apple return policy?", ["node-1"])], nodes)
         """
-        from llama_index_ragtune.data.builders import dataset_from_pairs
-
-        return dataset_from_pairs(pairs, corpus, metadata_mode=metadata_mode)
+        return cls(**pairs_fields(pairs, corpus, metadata_mode=metadata_mode))
 
     @classmethod
     def from_nodes(
@@ -594,13 +496,13 @@ class RetrievalDataset:
 
             ds = RetrievalDataset.from_nodes(nodes, llm=my_llm, num_questions_per_node=2)
         """
-        from llama_index_ragtune.data.builders import dataset_from_nodes
-
-        return dataset_from_nodes(
-            nodes,
-            llm=llm,
-            num_questions_per_node=num_questions_per_node,
-            prompt_template=prompt_template,
-            metadata_mode=metadata_mode,
-            **kwargs,
+        return cls(
+            **nodes_fields(
+                nodes,
+                llm=llm,
+                num_questions_per_node=num_questions_per_node,
+                prompt_template=prompt_template,
+                metadata_mode=metadata_mode,
+                **kwargs,
+            )
         )

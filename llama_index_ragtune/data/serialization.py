@@ -24,19 +24,16 @@ import json
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from llama_index.core.bridge.pydantic import BaseModel
 
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.reading import read_json_file
-
-if TYPE_CHECKING:
-    from llama_index_ragtune.data.schema import Negative, RetrievalDataset
+from llama_index_ragtune.data.records import FORMAT_NAME, FORMAT_VERSION, Negative
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +102,6 @@ def parse_dataset_dict(data: Mapping[str, Any], path: str | Path | None = None) 
                                      "relevant_docs": {"q1": ["d1"]}})
         RetrievalDataset(**kwargs)
     """
-    from llama_index_ragtune.data.schema import FORMAT_NAME, FORMAT_VERSION
 
     def error(message: str, where: str, hint: str | None = _LAYOUT_HINT) -> DataError:
         return DataError(message, path=path, location=where, hint=hint)
@@ -194,8 +190,6 @@ def _id_lists(value: Any, error: Any) -> dict[str, list[str]]:
 
 
 def _negatives(value: Any, error: Any) -> dict[str, list[Negative]]:
-    from llama_index_ragtune.data.schema import Negative
-
     out = {}
     for qid, negs in _object(value, "$.negatives", error).items():
         where = f"$.negatives[{qid!r}]"
@@ -212,26 +206,19 @@ def _negatives(value: Any, error: Any) -> dict[str, list[Negative]]:
 
 
 def write_dataset_json(
-    dataset: RetrievalDataset,
+    data: Mapping[str, Any],
     path: str | Path,
     format: Literal["ragtune", "llama_index"] = "ragtune",
 ) -> None:
-    """Write ``dataset`` to ``path`` (a temporary file renamed into place); see ``save_json``."""
+    """Write a dataset's ``to_dict()`` to ``path`` (a temporary file renamed into place).
+
+    ``format="llama_index"`` keeps the ``EmbeddingQAFinetuneDataset`` fields alone; see
+    ``RetrievalDataset.save_json``.
+    """
     if format == "ragtune":
-        data = dataset.to_dict()
+        data = dict(data)
     elif format == "llama_index":
-        if dataset.negatives:
-            warnings.warn(
-                f"save_json(format='llama_index') drops {dataset.num_negatives} negatives: "
-                "the LlamaIndex layout cannot hold them (use format='ragtune')",
-                stacklevel=3,
-            )
-        data = {
-            "queries": dataset.queries,
-            "corpus": dataset.corpus,
-            "relevant_docs": dataset.relevant_docs,
-            "mode": dataset.mode,
-        }
+        data = {k: data[k] for k in ("queries", "corpus", "relevant_docs", "mode")}
     else:
         raise ValueError(f"unknown format {format!r}; use 'ragtune' or 'llama_index'")
     path = Path(path)

@@ -14,44 +14,49 @@ from __future__ import annotations
 import logging
 import random
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
 
-from llama_index_ragtune.data.schema import normalize_text
-
-if TYPE_CHECKING:
-    from llama_index_ragtune.data.schema import RetrievalDataset
+from llama_index_ragtune.data.records import normalize_text
 
 logger = logging.getLogger(__name__)
 
 
-def split_by_query(
-    dataset: RetrievalDataset,
+def split_query_ids(
+    queries: Mapping[str, str],
+    relevant_docs: Mapping[str, Sequence[str]],
     val_fraction: float = 0.1,
     seed: int = 0,
     group_by_positive: bool = False,
-) -> tuple[RetrievalDataset, RetrievalDataset]:
-    """``(train, val)`` with about ``val_fraction`` of the queries in val; see ``RetrievalDataset.split``."""
+) -> tuple[list[str], list[str]]:
+    """``(train ids, val ids)`` with about ``val_fraction`` of the queries in val.
+
+    The body of ``RetrievalDataset.split`` (which returns the two datasets).
+
+    Example::
+
+        train_ids, val_ids = split_query_ids(ds.queries, ds.relevant_docs, val_fraction=0.2)
+    """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if len(dataset) < 2:
-        raise ValueError(f"cannot split a dataset with {len(dataset)} query; need at least 2")
-    n_val = min(len(dataset) - 1, max(1, round(len(dataset) * val_fraction)))
-    groups = query_groups(dataset) if group_by_positive else [[q] for q in dataset.queries]
+    if len(queries) < 2:
+        raise ValueError(f"cannot split a dataset with {len(queries)} query; need at least 2")
+    n_val = min(len(queries) - 1, max(1, round(len(queries) * val_fraction)))
+    groups = query_groups(queries, relevant_docs) if group_by_positive else [[q] for q in queries]
     random.Random(seed).shuffle(groups)
     val: set[str] = set()
     for group in groups:
         if len(val) >= n_val:
             break
         val.update(group)
-    train_ids = [q for q in dataset.queries if q not in val]
+    train_ids = [q for q in queries if q not in val]
     if not train_ids:
         raise ValueError(
             "split: all queries are linked by shared positives, so no query is left "
             "for training; use group_by_positive=False"
         )
-    val_ids = [q for q in dataset.queries if q in val]
-    train_pos = {d for q in train_ids for d in dataset.relevant_docs[q]}
-    shared = {d for q in val_ids for d in dataset.relevant_docs[q]} & train_pos
+    val_ids = [q for q in queries if q in val]
+    train_pos = {d for q in train_ids for d in relevant_docs[q]}
+    shared = {d for q in val_ids for d in relevant_docs[q]} & train_pos
     if shared:
         msg = (
             f"split: {len(shared)} positive documents are shared by train and val queries "
@@ -59,12 +64,14 @@ def split_by_query(
         )
         warnings.warn(msg, stacklevel=3)
         logger.warning(msg)
-    return dataset.subset(train_ids), dataset.subset(val_ids)
+    return train_ids, val_ids
 
 
-def query_groups(dataset: RetrievalDataset) -> list[list[str]]:
+def query_groups(
+    queries: Mapping[str, str], relevant_docs: Mapping[str, Sequence[str]]
+) -> list[list[str]]:
     """Connected components of queries linked by a shared positive or identical normalised text."""
-    parent = {q: q for q in dataset.queries}
+    parent = {q: q for q in queries}
 
     def find(q: str) -> str:
         while parent[q] != q:
@@ -73,8 +80,8 @@ def query_groups(dataset: RetrievalDataset) -> list[list[str]]:
         return q
 
     owner: dict[tuple[str, str], str] = {}
-    for qid, query in dataset.queries.items():
-        keys = [("doc", d) for d in dataset.relevant_docs[qid]]
+    for qid, query in queries.items():
+        keys = [("doc", d) for d in relevant_docs[qid]]
         keys.append(("text", normalize_text(query)))
         for key in keys:
             if key in owner:
@@ -82,6 +89,6 @@ def query_groups(dataset: RetrievalDataset) -> list[list[str]]:
             else:
                 owner[key] = qid
     groups: dict[str, list[str]] = {}
-    for qid in dataset.queries:
+    for qid in queries:
         groups.setdefault(find(qid), []).append(qid)
     return list(groups.values())

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from llama_index_ragtune.data.schema import normalize_text
+from llama_index_ragtune.data.records import normalize_text
 
 if TYPE_CHECKING:
     from llama_index.core.llms import LLM

@@ -16,12 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llama_index_ragtune.data.errors import DataError
-
-if TYPE_CHECKING:
-    from llama_index_ragtune.data.schema import Negative, RetrievalDataset
+from llama_index_ragtune.data.records import Negative
 
 
 def fmt_ids(ids: Iterable[Any], limit: int = 5) -> str:
@@ -71,8 +69,6 @@ def coerce_positives(qid: str, ids: Any) -> list[str]:
 
 def coerce_negatives(qid: str, negs: Any) -> list[Negative]:
     """A query's negatives as ``Negative`` objects (dicts go through ``Negative.from_dict``)."""
-    from llama_index_ragtune.data.schema import Negative
-
     if not isinstance(negs, (list, tuple)):
         raise DataError(f"negatives[{qid!r}] must be a list of Negative, got {type(negs).__name__}")
     out = []
@@ -87,57 +83,96 @@ def coerce_negatives(qid: str, negs: Any) -> list[Negative]:
     return out
 
 
-def check_dataset(dataset: RetrievalDataset) -> None:
-    """Raise ``DataError`` naming the ids when ``dataset`` is inconsistent (see ``validate``)."""
-    name = dataset._label()
-    if not dataset.corpus:
+def coerce_grades(
+    grades: Any, queries: Mapping[str, str], relevant_docs: Mapping[str, list[str]]
+) -> dict[str, dict[str, int]]:
+    """``{qid: {doc: int grade}}`` naming positives of known queries, else ``DataError``."""
+    if not isinstance(grades, Mapping):
+        raise DataError(
+            f"RetrievalDataset.grades must be {{query_id: {{doc_id: grade}}}}, "
+            f"got {type(grades).__name__}"
+        )
+    out: dict[str, dict[str, int]] = {}
+    for qid, graded in grades.items():
+        qid = str(qid)
+        if qid not in queries:
+            raise DataError(f"RetrievalDataset.grades names an unknown query id {qid!r}")
+        if not isinstance(graded, Mapping):
+            raise DataError(f"RetrievalDataset.grades[{qid!r}] must be {{doc_id: grade}}")
+        positives = set(relevant_docs.get(qid, ()))
+        for doc_id, grade in graded.items():
+            if str(doc_id) not in positives:
+                raise DataError(
+                    f"RetrievalDataset.grades[{qid!r}] grades {str(doc_id)!r}, which is not "
+                    "one of the query's positives (relevant_docs)"
+                )
+            if isinstance(grade, bool) or not isinstance(grade, int) or grade < 1:
+                raise DataError(
+                    f"RetrievalDataset.grades[{qid!r}][{str(doc_id)!r}] must be an integer "
+                    f">= 1, got {grade!r}"
+                )
+        if graded:
+            out[qid] = {str(d): int(g) for d, g in graded.items()}
+    return out
+
+
+def check_fields(
+    name: str,
+    queries: Mapping[str, str],
+    corpus: Mapping[str, str],
+    relevant_docs: Mapping[str, list[str]],
+    negatives: Mapping[str, list[Negative]],
+) -> None:
+    """Raise ``DataError`` naming the ids when a dataset's fields are inconsistent.
+
+    ``name`` labels the dataset in the message; see ``RetrievalDataset.validate``.
+
+    Example::
+
+        check_fields("RetrievalDataset", {"q1": "hi"}, {"d1": "x"}, {"q1": ["d9"]}, {})
+        # DataError: RetrievalDataset: positives reference doc ids missing from the corpus: 'd9'; ...
+    """
+    if not corpus:
         raise DataError(f"{name} has an empty corpus: give at least one document")
-    if not dataset.queries:
+    if not queries:
         raise DataError(f"{name} has no queries: give at least one query")
-    bad_text = [q for q, t in dataset.queries.items() if not isinstance(t, str) or not t.strip()]
+    bad_text = [q for q, t in queries.items() if not isinstance(t, str) or not t.strip()]
     if bad_text:
         raise DataError(
             f"{name} has queries with empty text: {fmt_ids(bad_text)}; "
             "drop them or give them a text"
         )
-    bad_docs = [d for d, t in dataset.corpus.items() if not isinstance(t, str)]
+    bad_docs = [d for d, t in corpus.items() if not isinstance(t, str)]
     if bad_docs:
         raise DataError(
             f"{name}: corpus texts must be strings; not for doc ids {fmt_ids(bad_docs)}"
         )
-    orphan = [q for q in dataset.relevant_docs if q not in dataset.queries]
+    orphan = [q for q in relevant_docs if q not in queries]
     if orphan:
         raise DataError(
             f"{name}: relevant_docs names query ids that are not in queries: {fmt_ids(orphan)}; "
             "add these queries or remove their entries"
         )
-    no_positive = [q for q in dataset.queries if not dataset.relevant_docs.get(q)]
+    no_positive = [q for q in queries if not relevant_docs.get(q)]
     if no_positive:
         raise DataError(
             f"{name}: queries without any positive document: {fmt_ids(no_positive)}; "
             "give each query at least one relevant doc id, or drop it (dataset.subset(...))"
         )
-    unknown = sorted(
-        {d for ids in dataset.relevant_docs.values() for d in ids if d not in dataset.corpus}
-    )
+    unknown = sorted({d for ids in relevant_docs.values() for d in ids if d not in corpus})
     if unknown:
         raise DataError(
             f"{name}: positives reference doc ids missing from the corpus: {fmt_ids(unknown)}; "
             "add these documents to the corpus or remove them from relevant_docs"
         )
-    orphan = [q for q in dataset.negatives if q not in dataset.queries]
+    orphan = [q for q in negatives if q not in queries]
     if orphan:
         raise DataError(
             f"{name}: negatives name query ids that are not in queries: {fmt_ids(orphan)}; "
             "remove their entries"
         )
     unknown = sorted(
-        {
-            n.doc_id
-            for negs in dataset.negatives.values()
-            for n in negs
-            if n.doc_id not in dataset.corpus
-        }
+        {n.doc_id for negs in negatives.values() for n in negs if n.doc_id not in corpus}
     )
     if unknown:
         raise DataError(
@@ -145,12 +180,12 @@ def check_dataset(dataset: RetrievalDataset) -> None:
             "add these documents or remove the negatives"
         )
     clash, empty, bad_score = [], [], []
-    for q, positives in dataset.relevant_docs.items():
-        empty.extend(f"{q}:{d}" for d in positives if not dataset.corpus[d].strip())
-    for q, negs in dataset.negatives.items():
-        positives = set(dataset.relevant_docs[q])
+    for q, positives in relevant_docs.items():
+        empty.extend(f"{q}:{d}" for d in positives if not corpus[d].strip())
+    for q, negs in negatives.items():
+        positives = set(relevant_docs[q])
         clash.extend(f"{q}:{n.doc_id}" for n in negs if n.doc_id in positives)
-        empty.extend(f"{q}:{n.doc_id}" for n in negs if not dataset.corpus[n.doc_id].strip())
+        empty.extend(f"{q}:{n.doc_id}" for n in negs if not corpus[n.doc_id].strip())
         bad_score.extend(
             f"{q}:{n.doc_id}" for n in negs if n.score is not None and not math.isfinite(n.score)
         )

@@ -8,9 +8,11 @@ measurements stay honest.
 
 * **Model identity**: ``embed_model.cache_identity()`` when the model has one
   (:class:`~llama_index_ragtune.embeddings.OnnxEmbedding` does); otherwise the
-  class name, the ``model_name`` (for a local folder: its files' names, sizes and
-  mtimes; for a hub id: the id) and the model's settings. Each identity gets its
-  own SQLite file, so two models never share vectors.
+  class name, the ``model_name`` (for a local folder: the content of its files, so a
+  model retrained in place gets a new identity; for a hub id: the id) and the model's
+  settings. Each identity gets its own SQLite file, so two models never share vectors.
+  The store is :class:`~llama_index_ragtune.embeddings.store.EmbeddingStore`, the one
+  corpus-embedding cache of the package.
 * **Concurrency**: SQLite in WAL mode; any number of processes can read while
   one writes.
 * **Corruption**: every vector is stored with a CRC32; a damaged entry (bad
@@ -34,25 +36,16 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import json
-import logging
 import os
-import sqlite3
-import threading
-import time
-import zlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
-from llama_index_ragtune.embeddings.onnx_export import model_fingerprint
-
-logger = logging.getLogger(__name__)
+from llama_index_ragtune.embeddings.fingerprint import model_fingerprint
+from llama_index_ragtune.embeddings.store import EmbeddingStore, open_store
 
 __all__ = ["CachedEmbedding", "EmbeddingStore", "model_identity"]
 
@@ -71,7 +64,6 @@ _VOLATILE_FIELDS = {
     "num_threads",
     "onnx_dir",
 }
-_SCHEMA_VERSION = 1
 
 
 def model_identity(embed_model: BaseEmbedding) -> str:
@@ -85,141 +77,6 @@ def model_identity(embed_model: BaseEmbedding) -> str:
         f"{embed_model.class_name()}|{model_fingerprint(name) if name else 'unnamed'}|"
         + json.dumps(settings, sort_keys=True, default=str)
     )
-
-
-class EmbeddingStore:
-    """SQLite table ``text hash -> float32 vector`` (with CRC32) for one model identity."""
-
-    def __init__(self, path: str | Path, identity: str) -> None:
-        self.path = Path(path)
-        self.identity = identity
-        self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = self._open()
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corruption(exc):
-                raise
-            return self._recover(exc)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            str(self.path), timeout=60, check_same_thread=False, isolation_level=None
-        )
-        conn.execute("PRAGMA busy_timeout=60000")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS vectors (hash BLOB PRIMARY KEY, dim INTEGER NOT NULL, "
-            "crc INTEGER NOT NULL, data BLOB NOT NULL)"
-        )
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)", (self.identity,))
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
-        stored = conn.execute("SELECT value FROM meta WHERE key='identity'").fetchone()[0]
-        if stored != self.identity:
-            conn.close()
-            raise sqlite3.DatabaseError(
-                f"identity mismatch (file holds vectors of {stored[:80]!r})"
-            )
-        return conn
-
-    def _recover(self, exc: Exception) -> sqlite3.Connection:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-        logger.warning(
-            "embedding cache %s is unusable (%s); moved to %s and starting afresh",
-            self.path,
-            exc,
-            aside.name,
-        )
-        # the write-ahead log first: a crash midway must never leave the old log beside a
-        # fresh database (SQLite would replay it into the new file); each move is atomic
-        for suffix in ("-wal", "-shm", ""):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                os.replace(src, Path(str(aside) + suffix))
-        return self._connect()
-
-    @staticmethod
-    def key(text: str) -> bytes:
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:20]
-
-    def get_many(self, keys: list[bytes]) -> tuple[dict[bytes, np.ndarray], int]:
-        """Vectors found for ``keys`` and the number of damaged entries skipped."""
-        found: dict[bytes, np.ndarray] = {}
-        damaged = 0
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            with self._lock:
-                rows = self._query(
-                    f"SELECT hash, dim, crc, CAST(data AS BLOB) FROM vectors WHERE hash IN ({marks})",
-                    chunk,
-                )
-            for key, dim, crc, data in rows:
-                vector = _decode(dim, crc, data)
-                if vector is None:
-                    damaged += 1
-                else:
-                    found[bytes(key)] = vector
-        return found, damaged
-
-    def put_many(self, items: list[tuple[bytes, np.ndarray]]) -> None:
-        rows = []
-        for key, vector in items:
-            data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
-            rows.append((key, int(vector.shape[0]), zlib.crc32(data), data))
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
-                self._conn.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                self._safe_rollback()
-                if not _is_corruption(exc):
-                    raise
-                self._conn.close()
-                self._conn = self._recover(exc)
-                self._conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
-
-    def _query(self, sql: str, params: list) -> list:
-        try:
-            return self._conn.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corruption(exc):
-                raise
-            self._conn.close()
-            self._conn = self._recover(exc)
-            return []
-
-    def _safe_rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.execute("ROLLBACK")
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
-    """A damaged or foreign file (recoverable by starting afresh), not a lock or a full disk."""
-    text = str(exc).lower()
-    if "malformed" in text or "not a database" in text or "identity mismatch" in text:
-        return True
-    return not isinstance(exc, sqlite3.OperationalError)
-
-
-def _decode(dim: int, crc: int, data: bytes) -> np.ndarray | None:
-    if not isinstance(data, bytes) or len(data) != 4 * dim or zlib.crc32(data) != crc:
-        return None
-    vector = np.frombuffer(data, dtype="<f4")
-    return vector if np.isfinite(vector).all() else None
 
 
 class CachedEmbedding(BaseEmbedding):
@@ -262,12 +119,8 @@ class CachedEmbedding(BaseEmbedding):
             **kwargs,
         )
         self._inner = embed_model
-        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-        stem = "".join(
-            c if c.isalnum() else "-"
-            for c in f"{embed_model.class_name()}-{Path(embed_model.model_name or 'model').name}"
-        )
-        self._store = EmbeddingStore(folder / f"{stem[:60]}-{digest}.sqlite", identity)
+        stem = f"{embed_model.class_name()}-{Path(embed_model.model_name or 'model').name}"
+        self._store = open_store(folder, identity, stem=stem)
         self._stats = {"hits": 0, "misses": 0, "corrupt": 0}
 
     @classmethod
@@ -305,25 +158,10 @@ class CachedEmbedding(BaseEmbedding):
         return self._get_text_embeddings([text])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        keys = [EmbeddingStore.key(t) for t in texts]
-        found, damaged = self._store.get_many(list(dict.fromkeys(keys)))
-        missing = [i for i, k in enumerate(keys) if k not in found]
-        unique_missing: dict[bytes, int] = {}
-        for i in missing:
-            unique_missing.setdefault(keys[i], i)
-        if unique_missing:
-            order = sorted(unique_missing.values(), key=lambda i: -len(texts[i]))
-            vectors = self._inner.get_text_embedding_batch([texts[i] for i in order])
-            new = [
-                (keys[i], np.asarray(v, dtype=np.float32))
-                for i, v in zip(order, vectors, strict=True)
-            ]
-            self._store.put_many(new)
-            found.update(new)
-        self._stats["hits"] += len(texts) - len(missing)
-        self._stats["misses"] += len(unique_missing)
-        self._stats["corrupt"] += damaged
-        return [found[k].tolist() for k in keys]
+        vectors, counts = self._store.fetch_or_embed(texts, self._inner.get_text_embedding_batch)
+        for name, count in counts.items():
+            self._stats[name] += count
+        return vectors.tolist()
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
         return await asyncio.to_thread(self._get_text_embedding, text)

@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from llama_index_ragtune._cores import available_cores
 from llama_index_ragtune.embeddings.corpus_encoders import BlockEncoder, finish, model_spec
 from llama_index_ragtune.embeddings.npy_writer import NpyRowWriter
 
@@ -75,13 +76,6 @@ def iter_shards(texts: Iterable[str], shard_size: int) -> Iterator[list[str]]:
                 )
         position += len(shard)
         yield shard
-
-
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -130,7 +124,7 @@ class _MultiprocessEngine:
             )
         self.model = BlockEncoder.load((kind, value)).model
         self.normalize, self.batch_size = normalize, batch_size
-        threads = max(1, _cpu_count() // workers)
+        threads = max(1, available_cores() // workers)
         # each spawned worker reads the thread count at start-up: no oversubscription
         with _env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)):
             self.pool = self.model.start_multi_process_pool(["cpu"] * workers)
@@ -239,7 +233,7 @@ def _start(engine: str, model: Any, normalize: bool, batch_size: int, workers: i
     if engine == "local":
         return _LocalEngine(model, normalize, batch_size)
     if engine == "multiprocess":
-        return _MultiprocessEngine(model, normalize, batch_size, int(workers or _cpu_count()))
+        return _MultiprocessEngine(model, normalize, batch_size, int(workers or available_cores()))
     from llama_index_ragtune.embeddings.corpus_ray import RayEngine
 
     return RayEngine(model, normalize, batch_size, workers)

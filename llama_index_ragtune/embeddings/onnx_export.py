@@ -35,6 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.embeddings.fingerprint import model_fingerprint
+from llama_index_ragtune.embeddings.onnx_session import (
+    OnnxSessionEncoder,
+    require_onnx,
+)
 from llama_index_ragtune.models import cache_dir as default_cache_dir
 from llama_index_ragtune.models import resolve_model
 
@@ -42,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT_VERSION = 1
 OPSET = 17
-ONNX_INSTALL_HINT = "pip install 'llama-index-ragtune[onnx]'  (onnxruntime and onnx)"
 _VERIFY_TEXTS = (
     "What is the return policy for opened electronics?",
     "Perishable groceries such as apples cannot be returned, only refunded.",
@@ -52,38 +56,6 @@ _VERIFY_TEXTS = (
 _SUPPORTED_TAIL = {"Pooling", "Normalize", "Dense"}
 
 __all__ = ["ExportedEncoder", "export_sentence_transformer", "model_fingerprint", "require_onnx"]
-
-
-def require_onnx() -> None:
-    """Raise an ImportError with the install hint when onnxruntime or onnx is missing."""
-    import importlib.util
-
-    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ImportError(
-            f"ONNX embedding needs {', '.join(missing)}; install with: {ONNX_INSTALL_HINT}"
-        )
-
-
-def model_fingerprint(name_or_path: str) -> str:
-    """Identity of a model: a local folder's file names, sizes and mtimes; a hub id as given."""
-    path = Path(name_or_path)
-    if not path.exists():
-        return f"hub:{name_or_path}"
-    digest = hashlib.sha256(str(path.resolve()).encode())
-    files = (
-        [path]
-        if path.is_file()
-        else sorted(p for p in path.rglob("*") if p.is_file() and ".git" not in p.parts)
-    )
-    for file in files:
-        if file.name.lower().startswith("readme"):
-            continue
-        stat = file.stat()
-        digest.update(
-            f"{file.relative_to(path) if path.is_dir() else file.name}:{stat.st_size}:{stat.st_mtime_ns};".encode()
-        )
-    return f"path:{path.resolve()}:{digest.hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -218,8 +190,6 @@ def _export(name_or_path: str, out: Path) -> dict[str, Any]:
         "prompts": prompts,
     }
     # Verify: same token ids as the HF tokenizer, same embeddings as PyTorch.
-    from llama_index_ragtune.embeddings.onnx import OnnxSessionEncoder
-
     encoder = OnnxSessionEncoder(out / "model.onnx", out / "tokenizer.json", config, num_threads=1)
     texts = list(_VERIFY_TEXTS)
     for text in texts:

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sentence_transformers.base.evaluation import BaseEvaluator
 
+from llama_index_ragtune.embeddings.fingerprint import encoder_identity
+from llama_index_ragtune.embeddings.store import open_store
 from llama_index_ragtune.evaluation.metrics import compute_metrics
 from llama_index_ragtune.postprocessor.cross_encoder import blend_scores
 
@@ -96,8 +98,9 @@ class DenseRetrievalEvaluator(BaseEvaluator):
             uses the model's own ``"query"`` / ``"document"`` prompts if it has any.
         batch_size: encoding batch size.
         name: prefix of the metric names reported to a trainer (``"val_ndcg@10"``).
-        cache_dir: keep corpus embeddings here as ``.npy``, keyed by a fingerprint of
-            the model's weights, its max sequence length, the prompt and the corpus, so
+        cache_dir: keep corpus embeddings here (the package's embedding store, see
+            :mod:`~llama_index_ragtune.embeddings.store`), keyed by the content of the
+            model's weights, its max sequence length, the prompt and each text, so
             re-evaluating an unchanged model (the starting one) skips the corpus pass.
 
     Example::
@@ -177,46 +180,34 @@ class DenseRetrievalEvaluator(BaseEvaluator):
     def _corpus_embeddings(self, model: SentenceTransformer) -> Any:
         import torch
 
-        cache_file = None
-        if self.cache_dir is not None:
-            cache_file = self.cache_dir / f"corpus-{self._cache_key(model)}.npy"
-            if cache_file.exists():
-                logger.info("corpus embeddings read from %s", cache_file)
-                return torch.from_numpy(np.load(cache_file)).to(model.device)
-        doc_emb = model.encode_document(
+        if self.cache_dir is None:
+            return model.encode_document(
+                self.corpus_texts,
+                prompt=self.passage_prompt,
+                batch_size=self.batch_size,
+                convert_to_tensor=True,
+                normalize_embeddings=True,
+                show_progress_bar=self.show_progress_bar,
+            )
+        store = open_store(self.cache_dir, encoder_identity(model, self.passage_prompt))
+        vectors, counts = store.fetch_or_embed(
             self.corpus_texts,
-            prompt=self.passage_prompt,
-            batch_size=self.batch_size,
-            convert_to_tensor=True,
-            normalize_embeddings=True,
-            show_progress_bar=self.show_progress_bar,
+            lambda texts: model.encode_document(
+                texts,
+                prompt=self.passage_prompt,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=self.show_progress_bar,
+            ),
         )
-        if cache_file is not None:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp.npy")
-            np.save(tmp, doc_emb.detach().cpu().numpy())
-            tmp.replace(cache_file)
-        return doc_emb
-
-    def _cache_key(self, model: SentenceTransformer) -> str:
-        """Fingerprint of what the corpus embeddings depend on (weights, length, prompt, corpus)."""
-        import hashlib
-
-        import torch
-
-        digest = hashlib.sha256()
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                p = param.detach().double()
-                digest.update(
-                    f"{name}{tuple(p.shape)}{p.sum().item():.10e}{p.abs().sum().item():.10e}".encode()
-                )
-        digest.update(
-            f"{getattr(model, 'max_seq_length', None)}|{self.passage_prompt}|{model.prompts}".encode()
+        logger.info(
+            "corpus embeddings: %d read from %s, %d embedded",
+            counts["hits"],
+            store.path,
+            counts["misses"],
         )
-        for doc_id, text in zip(self.corpus_ids, self.corpus_texts, strict=True):
-            digest.update(doc_id.encode() + b"\0" + text.encode() + b"\1")
-        return digest.hexdigest()[:24]
+        return torch.from_numpy(vectors).to(model.device)
 
     def evaluate(self, model: SentenceTransformer) -> dict[str, float]:
         """Unprefixed metrics, e.g. ``{"ndcg@10": 0.64, "recall@100": 0.92, "mrr@10": 0.61}``."""

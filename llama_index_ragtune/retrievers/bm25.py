@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,15 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, Query
 from llama_index.core.storage.docstore.types import BaseDocumentStore
 from llama_index.core.vector_stores.types import MetadataFilters
 
+from llama_index_ragtune.retrievers.bm25_index import (
+    BM25_METHODS,
+    DEFAULT_TOKEN_PATTERN,
+    BM25Index,
+    BM25Tokenizer,
+)
 from llama_index_ragtune.retrievers.checks import (
     check_filter_keys,
     check_nodes,
-    clean_text,
     non_negative_float,
     positive_int,
     prepare_query,
@@ -47,74 +51,6 @@ from llama_index_ragtune.retrievers.filters import FilterMaskCache, filterable_m
 __all__ = ["BM25Retriever", "BM25Tokenizer"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
-BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
-
-
-class BM25Tokenizer:
-    """Lower-case, split on a regex, drop stopwords, stem (PyStemmer) — the same for documents and queries.
-
-    Args:
-        language: PyStemmer algorithm name (``"english"``), or ``None`` for no stemming.
-        stopwords: ``"en"``/``"english"`` (bm25s' NLTK list), another bm25s language code,
-            a list of words, or ``None`` for none.
-        token_pattern: regex whose matches are the tokens.
-    """
-
-    def __init__(
-        self,
-        language: str | None = "english",
-        stopwords: str | Sequence[str] | None = "en",
-        token_pattern: str = DEFAULT_TOKEN_PATTERN,
-    ) -> None:
-        from bm25s.tokenization import _infer_stopwords
-
-        if language is not None and not isinstance(language, str):
-            raise TypeError(f"language must be a stemmer name or None, got {language!r}")
-        word_list = isinstance(stopwords, Sequence) and all(isinstance(w, str) for w in stopwords)
-        if stopwords is not None and not isinstance(stopwords, str) and not word_list:
-            raise TypeError(
-                "stopwords must be a language code, a list of words or None, got "
-                f"{type(stopwords).__name__}"
-            )
-        self.language = language
-        self.stopwords_spec = (
-            stopwords if stopwords is None or isinstance(stopwords, str) else list(stopwords)
-        )
-        self.token_pattern = token_pattern
-        try:
-            self._stopwords = frozenset(
-                _infer_stopwords(stopwords) if stopwords is not None else ()
-            )
-            self._findall = re.compile(token_pattern).findall
-        except re.error as exc:
-            raise ValueError(
-                f"token_pattern {token_pattern!r} is not a valid regular expression: {exc}"
-            ) from exc
-        except ValueError as exc:
-            raise ValueError(f"stopwords={stopwords!r}: {exc}") from exc
-        self._stem = None
-        if language:
-            import Stemmer
-
-            try:
-                self._stem = Stemmer.Stemmer(language).stemWords
-            except KeyError as exc:
-                raise ValueError(
-                    f"unknown stemmer language {language!r}; use one of {Stemmer.algorithms()} or None"
-                ) from exc
-
-    def __call__(self, text: str) -> list[str]:
-        tokens = [t for t in self._findall(clean_text(text).lower()) if t not in self._stopwords]
-        return self._stem(tokens) if self._stem is not None and tokens else tokens
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "language": self.language,
-            "stopwords": self.stopwords_spec,
-            "token_pattern": self.token_pattern,
-        }
 
 
 class BM25Retriever(BaseRetriever):
@@ -156,8 +92,6 @@ class BM25Retriever(BaseRetriever):
         verbose: bool = False,
         _bm25: Any = None,
     ) -> None:
-        import bm25s
-
         nodes = check_nodes(nodes, "BM25Retriever")
         if not nodes:
             raise ValueError("BM25Retriever needs at least one node; got an empty list")
@@ -190,10 +124,17 @@ class BM25Retriever(BaseRetriever):
                     f"stopword removal (stopwords={self.tokenizer.stopwords_spec!r}) and stemming "
                     f"(e.g. node ids {ids[:3]}); index nodes with text, or pass stopwords=None"
                 )
-            _bm25 = bm25s.BM25(k1=self.k1, b=self.b, method=method)
-            _bm25.index(corpus_tokens, show_progress=show_progress)
-        self._bm25 = _bm25
-        self._vocab = _bm25.vocab_dict
+            self._index = BM25Index.build(
+                None,
+                self.tokenizer,
+                k1=self.k1,
+                b=self.b,
+                method=method,
+                show_progress=show_progress,
+                corpus_tokens=corpus_tokens,
+            )
+        else:
+            self._index = BM25Index(_bm25, self.tokenizer)
         self._filters: MetadataFilters | None = None
         self.filters = filters  # validated: type, operators, keys
         super().__init__(callback_manager=callback_manager, verbose=verbose)
@@ -232,6 +173,11 @@ class BM25Retriever(BaseRetriever):
         return self._nodes
 
     @property
+    def index(self) -> BM25Index:
+        """The BM25 index (bm25s) over the nodes' texts, in node order."""
+        return self._index
+
+    @property
     def filters(self) -> MetadataFilters | None:
         """Metadata filters applied to every query (``None``: all nodes allowed)."""
         return self._filters
@@ -251,28 +197,15 @@ class BM25Retriever(BaseRetriever):
 
     def get_scores(self, query: str) -> np.ndarray:
         """BM25 score of every node for ``query`` (index order; 0 = no query term)."""
-        ids = [self._vocab[t] for t in self.tokenizer(query) if t in self._vocab]
-        if not ids:
-            return np.zeros(len(self._nodes), dtype=np.float32)
-        return np.asarray(self._bm25.get_scores_from_ids(ids), dtype=np.float32)
+        return self._index.get_scores(query)
 
     def rank(
         self, query: str, top_k: int, filters: MetadataFilters | None = None
     ) -> list[tuple[int, float]]:
         """``(node position, score)`` of the ``top_k`` best nodes with a score > 0 that pass ``filters``."""
         scores = self.get_scores(query)
-        allowed = scores > 0
-        if filters is not None:
-            allowed &= self._masks.mask(filters)
-        candidates = np.flatnonzero(allowed)
-        if candidates.size > top_k:
-            cand_scores = scores[candidates]
-            keep = np.argpartition(-cand_scores, top_k - 1)[:top_k]
-            candidates = candidates[keep]
-        # best score first, ties by index order (deterministic)
-        order = np.lexsort((candidates, -scores[candidates]))
-        candidates = candidates[order]
-        return [(int(i), float(scores[i])) for i in candidates]
+        allowed = None if filters is None else self._masks.mask(filters)
+        return [(int(i), float(scores[i])) for i in BM25Index.top(scores, top_k, allowed)]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query_bundle = prepare_query(query_bundle)

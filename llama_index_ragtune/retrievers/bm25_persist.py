@@ -70,7 +70,7 @@ _LAYOUT_KEYS = ("node_ids", "nodes_saved", "num_docs")
 def write_bm25_files(retriever: Any, folder: Path, save_nodes: bool) -> None:
     """Write the index, nodes and manifest into ``folder`` (new or empty; no atomic swap)."""
     folder.mkdir(parents=True, exist_ok=True)
-    retriever._bm25.save(str(folder / INDEX_DIR), allow_pickle=False, show_progress=False)
+    retriever.index.bm25.save(str(folder / INDEX_DIR), allow_pickle=False, show_progress=False)
     if save_nodes:
         store = SimpleDocumentStore()
         store.add_documents(retriever.nodes, allow_update=True)

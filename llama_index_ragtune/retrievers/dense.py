@@ -31,78 +31,15 @@ from typing import Any
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.schema import BaseNode, MetadataMode
+from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import MetadataFilters
 
-from llama_index_ragtune.retrievers.checks import (
-    check_filter_keys,
-    check_nodes,
-    clean_text,
-    split_blank_nodes,
-)
+from llama_index_ragtune.retrievers.checks import check_filter_keys
+from llama_index_ragtune.retrievers.node_embedding import drop_blank_nodes, embed_nodes
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["build_dense_index", "build_faiss_index", "drop_blank_nodes"]
-
-
-def drop_blank_nodes(nodes: Sequence[BaseNode], where: str) -> list[BaseNode]:
-    """``nodes`` without those whose embedded text is blank; warns naming the skipped ids.
-
-    Raises ``TypeError`` for items that are not nodes, ``ValueError`` for duplicate ids or
-    when no node is left.
-
-    Example::
-
-        nodes = drop_blank_nodes(nodes, "HybridRetriever.from_defaults")
-    """
-    kept, blank = split_blank_nodes(check_nodes(nodes, where))
-    if blank:
-        if not kept:
-            raise ValueError(
-                f"{where}: all {len(blank)} nodes have empty or whitespace-only text (e.g. node ids "
-                f"{blank[:5]}); there is nothing to index"
-            )
-        shown = ", ".join(repr(i) for i in blank[:20]) + (" ..." if len(blank) > 20 else "")
-        logger.warning(
-            "%s: skipping %d node(s) with empty or whitespace-only text (nothing to embed or "
-            "match), on both the dense and the BM25 side: %s",
-            where,
-            len(blank),
-            shown,
-        )
-    return kept
-
-
-def embed_nodes(
-    nodes: Sequence[BaseNode], embed_model: BaseEmbedding, where: str, show_progress: bool = False
-) -> list[BaseNode]:
-    """Copies of ``nodes`` (blank ones skipped) carrying embeddings of one size.
-
-    Only nodes without an embedding are embedded; the caller's nodes stay untouched.
-
-    Example::
-
-        embedded = embed_nodes(nodes, embed_model, "build_faiss_index")
-    """
-    nodes = check_nodes(nodes, where)
-    if not nodes:
-        raise ValueError(f"{where}: cannot build a dense index over an empty list of nodes")
-    nodes = drop_blank_nodes(nodes, where)
-    todo = [i for i, n in enumerate(nodes) if n.embedding is None]
-    texts = [clean_text(nodes[i].get_content(metadata_mode=MetadataMode.EMBED)) for i in todo]
-    vectors = (
-        embed_model.get_text_embedding_batch(texts, show_progress=show_progress) if texts else []
-    )
-    embedded = [n.model_copy() for n in nodes]
-    for i, vector in zip(todo, vectors, strict=True):
-        embedded[i].embedding = list(vector)
-    dims = {len(n.embedding) for n in embedded}
-    if len(dims) != 1:
-        raise ValueError(
-            f"nodes carry embeddings of different sizes {sorted(dims)}; re-embed them with one model"
-        )
-    return embedded
 
 
 def build_faiss_index(

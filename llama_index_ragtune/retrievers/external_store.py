@@ -56,6 +56,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import MetadataFilters
 
+from llama_index_ragtune.retrievers.node_embedding import embed_nodes
 from llama_index_ragtune.retrievers.persistence import PersistenceError, field
 
 __all__ = [
@@ -108,7 +109,6 @@ def build_store_index(
     from llama_index.core import StorageContext, VectorStoreIndex
 
     from llama_index_ragtune.retrievers.checks import check_nodes
-    from llama_index_ragtune.retrievers.dense import embed_nodes
 
     kind = store_kind(store)
     if kind == "qdrant":

@@ -89,6 +89,7 @@ from llama_index_ragtune.retrievers.dense import (
 )
 from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
 from llama_index_ragtune.retrievers.fusion import fuse
+from llama_index_ragtune.retrievers.node_embedding import index_embed_model
 
 logger = logging.getLogger(__name__)
 
@@ -196,9 +197,7 @@ class HybridRetriever(BaseRetriever):
                 f"embed_model must be a llama_index BaseEmbedding, got {type(embed_model).__name__}"
             )
         self._index = index
-        self._embed_model = (
-            embed_model if embed_model is not None else getattr(index, "_embed_model", None)
-        )
+        self._embed_model = embed_model if embed_model is not None else index_embed_model(index)
         self._dense_built_in = dense_retriever is None
         self._micro_batch = bool(micro_batch)
         self._batch: Any = None  # HybridBatchSearch, made at the first query when batchable
@@ -294,7 +293,7 @@ class HybridRetriever(BaseRetriever):
                     "index.docstore holds no nodes (its vector store keeps the text); pass nodes=... instead, "
                     "or a sparse_retriever"
                 )
-            embed = embed_model if embed_model is not None else index._embed_model
+            embed = embed_model if embed_model is not None else index_embed_model(index)
         else:
             nodes = list(nodes)
             if not nodes:
@@ -343,6 +342,12 @@ class HybridRetriever(BaseRetriever):
     def embed_model(self) -> BaseEmbedding | None:
         """The built-in dense side's query encoder (micro-batched when ``micro_batch``)."""
         return self._embed_model
+
+    @property
+    def has_built_in_dense(self) -> bool:
+        """``True`` when the dense side is the built-in one over :attr:`index` (no
+        ``dense_retriever`` was given): what ``persist`` can save."""
+        return self._dense_built_in
 
     @property
     def batch_stats(self) -> dict[str, Any] | None:

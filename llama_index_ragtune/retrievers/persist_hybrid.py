@@ -87,7 +87,7 @@ __all__ = ["load_hybrid", "persist_hybrid"]
 
 
 def _check_persistable(retriever: Any) -> None:
-    if retriever.index is None or not retriever._dense_built_in:
+    if retriever.index is None or not retriever.has_built_in_dense:
         raise NotImplementedError(
             "HybridRetriever.persist saves the built-in FAISS dense side only; this retriever has a custom "
             f"dense retriever ({type(retriever.dense_retriever).__name__}): persist that yourself"
@@ -141,7 +141,7 @@ def persist_hybrid(retriever: Any, folder: Path) -> None:
     with atomic_dir(folder, owned_entries=owned, what="HybridRetriever.persist") as tmp:
         retriever.index.storage_context.persist(persist_dir=str(tmp / STORAGE_DIR))
         write_bm25_files(retriever.sparse_retriever, tmp / BM25_DIR, save_nodes=False)
-        embed = retriever._embed_model
+        embed = retriever.embed_model
         params = retriever.params() | {
             "filters": None
             if retriever.filters is None

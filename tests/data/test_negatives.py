@@ -273,7 +273,7 @@ def test_precomputed_embeddings_and_cache(tiny_encoder, tiny_encoder_path, tmp_p
         embed_model=tiny_encoder_path, embedding_cache_dir=tmp_path, **kwargs
     )
     first = cached.mine(ds)
-    assert len(list(tmp_path.glob("*.npy"))) == 1
+    assert len(list(tmp_path.glob("*.sqlite"))) == 1
     from sentence_transformers import SentenceTransformer
 
     def no_corpus_encoding(*args, **kw):
@@ -286,6 +286,39 @@ def test_precomputed_embeddings_and_cache(tiny_encoder, tiny_encoder_path, tmp_p
 
     with pytest.raises(ValueError, match="corpus_embeddings must have shape"):
         HardNegativeMiner(embed_model=tiny_encoder, corpus_embeddings=emb[:3], **kwargs).mine(ds)
+
+
+def test_dense_cache_follows_weights_retrained_in_place(tiny_encoder_path, tmp_path):
+    import shutil
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_encoder_path, folder)
+    cache = tmp_path / "cache"
+    ds = store_dataset()
+    kwargs = dict(sources=("dense",), num_negatives=3, relative_margin=None, show_progress=False)
+    HardNegativeMiner(embed_model=str(folder), embedding_cache_dir=cache, **kwargs).mine(ds)
+    assert len(list(cache.glob("*.sqlite"))) == 1
+
+    # the validation evaluator reads the miner's vectors: one store, one key
+    model = SentenceTransformer(str(folder))
+    evaluator = DenseRetrievalEvaluator(
+        ds.queries, ds.corpus, ds.relevant_docs, top_k=5, show_progress_bar=False, cache_dir=cache
+    )
+    evaluator.evaluate(model)
+    assert len(list(cache.glob("*.sqlite"))) == 1
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    model.save(str(folder))  # retrained in place: same folder, new weights
+    HardNegativeMiner(embed_model=str(folder), embedding_cache_dir=cache, **kwargs).mine(ds)
+    assert len(list(cache.glob("*.sqlite"))) == 2
 
 
 class BagOfWordsEmbedding(BaseEmbedding):

@@ -54,7 +54,7 @@ def _queries(embed: HashEmbedding, n: int = 40) -> list[str]:
 
 def _dense_ids(retriever: HybridRetriever, query: str, k: int = 10) -> list[str]:
     store = retriever.index.vector_store
-    vector = retriever._embed_model.get_query_embedding(query)
+    vector = retriever.embed_model.get_query_embedding(query)
     filters = retriever.filters
     result = store.query(
         VectorStoreQuery(query_embedding=vector, similarity_top_k=k, filters=filters)

@@ -1,0 +1,224 @@
+"""A SQLite store of embeddings, one file per model identity, keyed by a hash of each text.
+
+The one corpus-embedding cache of the package: :class:`CachedEmbedding` (any
+LlamaIndex embedding model), the validation evaluator of the encoder engine
+(``DenseRetrievalEvaluator(cache_dir=...)``) and the hard-negative miner's dense
+scorer all keep their vectors here, under an identity built from the content of
+the model's weights (:mod:`~llama_index_ragtune.embeddings.fingerprint`).
+
+* **Concurrency**: WAL mode; any number of processes read while one writes.
+* **Corruption**: each vector carries a CRC32; a damaged entry is a miss, recomputed
+  and overwritten; a damaged file is moved aside (``*.corrupt-<time>``) and started afresh.
+* **Crash safety**: each write is one transaction. Vectors are raw float32, never pickled.
+
+Example::
+
+    from llama_index_ragtune.embeddings.store import open_store
+
+    store = open_store("cache", identity="my-model|v1")
+    vectors, counts = store.fetch_or_embed(["a text", "another"], embed_fn)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EmbeddingStore", "open_store"]
+
+_SCHEMA_VERSION = 1
+
+
+def open_store(cache_dir: str | os.PathLike, identity: str, stem: str = "corpus") -> EmbeddingStore:
+    """The store for ``identity`` in ``cache_dir``: ``<stem>-<digest of identity>.sqlite``.
+
+    Example::
+
+        store = open_store("~/.cache/ragtune-embeddings", encoder_identity(model))
+    """
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() else "-" for c in stem)[:60]
+    return EmbeddingStore(Path(cache_dir).expanduser() / f"{safe}-{digest}.sqlite", identity)
+
+
+class EmbeddingStore:
+    """SQLite table ``text hash -> float32 vector`` (with CRC32) for one model identity.
+
+    Example::
+
+        store = EmbeddingStore("cache/corpus.sqlite", identity=model_identity(embed_model))
+        vectors, counts = store.fetch_or_embed(texts, embed)   # counts: hits, misses, corrupt
+    """
+
+    def __init__(self, path: str | Path, identity: str) -> None:
+        self.path = Path(path)
+        self.identity = identity
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            return self._recover(exc)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.path), timeout=60, check_same_thread=False, isolation_level=None
+        )
+        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS vectors (hash BLOB PRIMARY KEY, dim INTEGER NOT NULL, "
+            "crc INTEGER NOT NULL, data BLOB NOT NULL)"
+        )
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)", (self.identity,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
+        stored = conn.execute("SELECT value FROM meta WHERE key='identity'").fetchone()[0]
+        if stored != self.identity:
+            conn.close()
+            raise sqlite3.DatabaseError(
+                f"identity mismatch (file holds vectors of {stored[:80]!r})"
+            )
+        return conn
+
+    def _recover(self, exc: Exception) -> sqlite3.Connection:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        logger.warning(
+            "embedding cache %s is unusable (%s); moved to %s and starting afresh",
+            self.path,
+            exc,
+            aside.name,
+        )
+        # the write-ahead log first: a crash midway must never leave the old log beside a
+        # fresh database (SQLite would replay it into the new file); each move is atomic
+        for suffix in ("-wal", "-shm", ""):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(aside) + suffix))
+        return self._connect()
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:20]
+
+    def get_many(self, keys: list[bytes]) -> tuple[dict[bytes, np.ndarray], int]:
+        """Vectors found for ``keys`` and the number of damaged entries skipped."""
+        found: dict[bytes, np.ndarray] = {}
+        damaged = 0
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._query(
+                    f"SELECT hash, dim, crc, CAST(data AS BLOB) FROM vectors WHERE hash IN ({marks})",
+                    chunk,
+                )
+            for key, dim, crc, data in rows:
+                vector = _decode(dim, crc, data)
+                if vector is None:
+                    damaged += 1
+                else:
+                    found[bytes(key)] = vector
+        return found, damaged
+
+    def put_many(self, items: list[tuple[bytes, np.ndarray]]) -> None:
+        rows = []
+        for key, vector in items:
+            data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+            rows.append((key, int(vector.shape[0]), zlib.crc32(data), data))
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+                self._conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._safe_rollback()
+                if not _is_corruption(exc):
+                    raise
+                self._conn.close()
+                self._conn = self._recover(exc)
+                self._conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+
+    def fetch_or_embed(
+        self, texts: Sequence[str], embed: Callable[[list[str]], Any]
+    ) -> tuple[np.ndarray, dict[str, int]]:
+        """Vectors of ``texts`` in order: read where stored, else embedded now and stored.
+
+        ``embed`` gets the distinct missing texts, longest first, and returns one vector
+        each. Returns ``(float32 array [len(texts), dim], {"hits", "misses", "corrupt"})``.
+        """
+        keys = [self.key(t) for t in texts]
+        found, damaged = self.get_many(list(dict.fromkeys(keys)))
+        missing: dict[bytes, int] = {}
+        for i, key in enumerate(keys):
+            if key not in found:
+                missing.setdefault(key, i)
+        if missing:
+            order = sorted(missing.values(), key=lambda i: -len(texts[i]))
+            vectors = embed([texts[i] for i in order])
+            new = [
+                (keys[i], np.asarray(v, dtype=np.float32))
+                for i, v in zip(order, vectors, strict=True)
+            ]
+            self.put_many(new)
+            found.update(new)
+        hits = sum(1 for k in keys if k not in missing)
+        counts = {"hits": hits, "misses": len(missing), "corrupt": damaged}
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float32), counts
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False), counts
+
+    def _query(self, sql: str, params: list) -> list:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            self._conn.close()
+            self._conn = self._recover(exc)
+            return []
+
+    def _safe_rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """A damaged or foreign file (recoverable by starting afresh), not a lock or a full disk."""
+    text = str(exc).lower()
+    if "malformed" in text or "not a database" in text or "identity mismatch" in text:
+        return True
+    return not isinstance(exc, sqlite3.OperationalError)
+
+
+def _decode(dim: int, crc: int, data: bytes) -> np.ndarray | None:
+    if not isinstance(data, bytes) or len(data) != 4 * dim or zlib.crc32(data) != crc:
+        return None
+    vector = np.frombuffer(data, dtype="<f4")
+    return vector if np.isfinite(vector).all() else None

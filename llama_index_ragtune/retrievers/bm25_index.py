@@ -1,0 +1,169 @@
+"""The one BM25 of the package: a tokenizer and a bm25s index over plain texts.
+
+:class:`~llama_index_ragtune.retrievers.BM25Retriever` (nodes, filters,
+persistence) and the hard-negative miner's BM25 scorer
+(:class:`~llama_index_ragtune.data.negative_sources.BM25Scorer`) both score with
+:class:`BM25Index`, so a query ranks the same documents in either.
+
+Example::
+
+    from llama_index_ragtune.retrievers.bm25_index import BM25Index, BM25Tokenizer
+
+    index = BM25Index.build(["Opened electronics: 14 days.", "Groceries are refunded."],
+                            BM25Tokenizer())
+    scores = index.get_scores("return opened headphones")
+    index.top(scores, k=1)          # array([0]): positions, best first, score > 0 only
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from llama_index_ragtune.retrievers.checks import clean_text
+
+__all__ = ["BM25_METHODS", "DEFAULT_TOKEN_PATTERN", "BM25Index", "BM25Tokenizer"]
+
+DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+
+
+class BM25Tokenizer:
+    """Lower-case, split on a regex, drop stopwords, stem (PyStemmer) — the same for documents and queries.
+
+    Args:
+        language: PyStemmer algorithm name (``"english"``), or ``None`` for no stemming.
+        stopwords: ``"en"``/``"english"`` (bm25s' NLTK list), another bm25s language code,
+            a list of words, or ``None`` for none.
+        token_pattern: regex whose matches are the tokens.
+    """
+
+    def __init__(
+        self,
+        language: str | None = "english",
+        stopwords: str | Sequence[str] | None = "en",
+        token_pattern: str = DEFAULT_TOKEN_PATTERN,
+    ) -> None:
+        from bm25s.tokenization import _infer_stopwords
+
+        if language is not None and not isinstance(language, str):
+            raise TypeError(f"language must be a stemmer name or None, got {language!r}")
+        word_list = isinstance(stopwords, Sequence) and all(isinstance(w, str) for w in stopwords)
+        if stopwords is not None and not isinstance(stopwords, str) and not word_list:
+            raise TypeError(
+                "stopwords must be a language code, a list of words or None, got "
+                f"{type(stopwords).__name__}"
+            )
+        self.language = language
+        self.stopwords_spec = (
+            stopwords if stopwords is None or isinstance(stopwords, str) else list(stopwords)
+        )
+        self.token_pattern = token_pattern
+        try:
+            self._stopwords = frozenset(
+                _infer_stopwords(stopwords) if stopwords is not None else ()
+            )
+            self._findall = re.compile(token_pattern).findall
+        except re.error as exc:
+            raise ValueError(
+                f"token_pattern {token_pattern!r} is not a valid regular expression: {exc}"
+            ) from exc
+        except ValueError as exc:
+            raise ValueError(f"stopwords={stopwords!r}: {exc}") from exc
+        self._stem = None
+        if language:
+            import Stemmer
+
+            try:
+                self._stem = Stemmer.Stemmer(language).stemWords
+            except KeyError as exc:
+                raise ValueError(
+                    f"unknown stemmer language {language!r}; use one of {Stemmer.algorithms()} or None"
+                ) from exc
+
+    def __call__(self, text: str) -> list[str]:
+        tokens = [t for t in self._findall(clean_text(text).lower()) if t not in self._stopwords]
+        return self._stem(tokens) if self._stem is not None and tokens else tokens
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "language": self.language,
+            "stopwords": self.stopwords_spec,
+            "token_pattern": self.token_pattern,
+        }
+
+
+class BM25Index:
+    """A bm25s index over texts tokenised by a :class:`BM25Tokenizer`; scores and top-k.
+
+    Args:
+        bm25: a built (or loaded) ``bm25s.BM25``.
+        tokenizer: the tokenizer its corpus went through (queries go through it too).
+
+    Example::
+
+        index = BM25Index.build(texts, BM25Tokenizer(), k1=1.2, b=0.75)
+        best = index.top(index.get_scores("apple return policy"), k=10)
+    """
+
+    def __init__(self, bm25: Any, tokenizer: BM25Tokenizer) -> None:
+        self.bm25 = bm25
+        self.tokenizer = tokenizer
+        self.vocab: dict[str, int] = bm25.vocab_dict
+
+    @classmethod
+    def build(
+        cls,
+        texts: Sequence[str] | None,
+        tokenizer: BM25Tokenizer,
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+        show_progress: bool = False,
+        corpus_tokens: list[list[str]] | None = None,
+    ) -> BM25Index:
+        """Tokenise ``texts`` (or take ``corpus_tokens``) and index them with bm25s.
+
+        Example::
+
+            index = BM25Index.build(["a text", "another text"], BM25Tokenizer())
+        """
+        import bm25s
+
+        if method not in BM25_METHODS:
+            raise ValueError(f"unknown BM25 method {method!r}; choose one of {BM25_METHODS}")
+        if corpus_tokens is None:
+            corpus_tokens = [tokenizer(t) for t in texts or ()]
+        bm25 = bm25s.BM25(k1=k1, b=b, method=method)
+        bm25.index(corpus_tokens, show_progress=show_progress)
+        return cls(bm25, tokenizer)
+
+    @property
+    def num_docs(self) -> int:
+        """How many texts the index holds."""
+        return int(self.bm25.scores["num_docs"])
+
+    def get_scores(self, query: str) -> np.ndarray:
+        """BM25 score of every text for ``query`` (index order; 0 = no query term)."""
+        ids = [self.vocab[t] for t in self.tokenizer(query) if t in self.vocab]
+        if not ids:
+            return np.zeros(self.num_docs, dtype=np.float32)
+        return np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
+
+    @staticmethod
+    def top(scores: np.ndarray, k: int, allowed: np.ndarray | None = None) -> np.ndarray:
+        """Positions of the ``k`` best scores above 0 (within ``allowed``), best first.
+
+        Ties go to the earlier position, so rankings are deterministic.
+        """
+        mask = scores > 0
+        if allowed is not None:
+            mask &= allowed
+        candidates = np.flatnonzero(mask)
+        if candidates.size > k:
+            keep = np.argpartition(-scores[candidates], k - 1)[:k]
+            candidates = candidates[keep]
+        return candidates[np.lexsort((candidates, -scores[candidates]))]
