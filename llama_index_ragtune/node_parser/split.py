@@ -24,7 +24,7 @@ any other line instead, so repeated headers never multiply the output.
 Example::
 
     from llama_index_ragtune.node_parser.split import split_block
-    from llama_index_ragtune.node_parser.structure import Block
+    from llama_index_ragtune.node_parser.block import Block
 
     line = "- " + " ".join(f"w{i}" for i in range(30))
     pieces = split_block(Block("list", line, units=[(0, len(line))]), 10, lambda t: len(t.split()))
@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from llama_index_ragtune.node_parser.structure import Block
+    from llama_index_ragtune.node_parser.block import Block
 
 TokenCounter = Callable[[str], int]
 Span = tuple[int, int]

@@ -29,8 +29,9 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from llama_index_ragtune.node_parser.block import Block
 from llama_index_ragtune.node_parser.split import (
     LINE_KINDS,
     PROSE_KINDS,
@@ -53,31 +54,6 @@ __all__ = [
     "render_span",
     "split_block",
 ]
-
-
-@dataclass
-class Block:
-    """One structural unit of a document, already rendered as text.
-
-    ``units`` are local ``(start, end)`` spans of ``text`` at which the block may
-    be split (list items, table body rows, code lines); prose blocks leave it
-    empty. ``text[:head]`` is repeated at the top of every part when the block
-    is split (a table's header and delimiter rows, a code block's opening
-    fence) and ``text[tail:]`` at the bottom (a closing fence). When
-    ``head_text`` is set it is used instead of ``text[:head]`` in every part
-    (a Markdown table's header with a compact delimiter row: a long run of
-    dashes costs one token per dash and tells the embedding model nothing).
-    """
-
-    kind: str
-    text: str
-    start: int | None = None
-    units: list[tuple[int, int]] = field(default_factory=list)
-    head: int = 0
-    tail: int | None = None
-    level: int = 0
-    title: str = ""
-    head_text: str | None = None
 
 
 @dataclass

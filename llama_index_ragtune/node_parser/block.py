@@ -1,0 +1,44 @@
+"""The block model of the structured node parsers: one structural unit of a document.
+
+A parser (Markdown, HTML) turns a document into :class:`Block` objects; the
+splitter (:mod:`~llama_index_ragtune.node_parser.split`) cuts a block that is
+too large, and :mod:`~llama_index_ragtune.node_parser.structure` groups and packs
+them into nodes.
+
+Example::
+
+    from llama_index_ragtune.node_parser.block import Block
+
+    Block("heading", "# Returns", level=1, title="Returns")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Block"]
+
+
+@dataclass
+class Block:
+    """One structural unit of a document, already rendered as text.
+
+    ``units`` are local ``(start, end)`` spans of ``text`` at which the block may
+    be split (list items, table body rows, code lines); prose blocks leave it
+    empty. ``text[:head]`` is repeated at the top of every part when the block
+    is split (a table's header and delimiter rows, a code block's opening
+    fence) and ``text[tail:]`` at the bottom (a closing fence). When
+    ``head_text`` is set it is used instead of ``text[:head]`` in every part
+    (a Markdown table's header with a compact delimiter row: a long run of
+    dashes costs one token per dash and tells the embedding model nothing).
+    """
+
+    kind: str
+    text: str
+    start: int | None = None
+    units: list[tuple[int, int]] = field(default_factory=list)
+    head: int = 0
+    tail: int | None = None
+    level: int = 0
+    title: str = ""
+    head_text: str | None = None
