@@ -69,6 +69,7 @@ class System:
     asearch: Callable[[str], Any]
     batch_stats: Callable[[], dict | None] | None = None  # the retriever's batch counts
     reranks: bool = False
+    retriever: Any = None  # the HybridRetriever itself
 
 
 def load_queries(dataset: Any, total: int) -> list[str]:
@@ -105,8 +106,14 @@ def build_systems(dataset: Any, args: argparse.Namespace) -> tuple[list[System],
         index=plain.index, embed_model=embed, similarity_top_k=10
     )
     systems = [
-        System("hybrid", hybrid.retrieve, hybrid.aretrieve, lambda: hybrid.batch_stats),
-        System("hybrid, micro_batch=False", plain.retrieve, plain.aretrieve),
+        System(
+            "hybrid",
+            hybrid.retrieve,
+            hybrid.aretrieve,
+            lambda: hybrid.batch_stats,
+            retriever=hybrid,
+        ),
+        System(UNBATCHED, plain.retrieve, plain.aretrieve, retriever=plain),
     ]
     info: dict[str, Any] = {
         "corpus": len(nodes),
@@ -232,6 +239,42 @@ def measure_all(systems: list[System], dataset: Any, args: argparse.Namespace) -
     return rows
 
 
+def agreement(batched: Any, plain: Any, queries: Sequence[str], concurrency: int) -> dict:
+    """Results of ``concurrency`` concurrent ``aretrieve`` calls (batched) against the unbatched
+    retriever one query at a time: queries with the same nodes, order and per-side ranks, and
+    the largest fused-score difference."""
+    import asyncio
+
+    def key(results: Any) -> list:
+        return [(n.node.node_id, n.dense_rank, n.sparse_rank) for n in results]
+
+    distinct = list(dict.fromkeys(queries))
+    expected = [plain.retrieve(q) for q in distinct]
+
+    async def together() -> list:
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(query: str) -> Any:
+            async with limit:
+                return await batched.aretrieve(query)
+
+        return await asyncio.gather(*(one(q) for q in distinct))
+
+    got = asyncio.run(together())
+    same = sum(key(a) == key(b) for a, b in zip(expected, got, strict=True))
+    diffs = [
+        abs(x.score - y.score)
+        for a, b in zip(expected, got, strict=True)
+        if key(a) == key(b)
+        for x, y in zip(a, b, strict=True)
+    ]
+    return {
+        "queries": len(distinct),
+        "same_results": same,
+        "max_fused_score_difference": float(f"{max(diffs, default=0.0):.3g}"),
+    }
+
+
 def memory_run(system: System, queries: Sequence[str], concurrency: int) -> dict[str, Any]:
     """One long async run; resident memory after 1,000 queries and at the end."""
     samples: list[dict[str, float]] = [{"queries": 0, "rss_mb": round(rss_mb(), 1)}]
@@ -267,6 +310,17 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     dataset = load_beir(args.beir, split=args.split)
     systems, info = build_systems(dataset, args)
     rows = measure_all(systems, dataset, args)
+    check = agreement(
+        systems[0].retriever,
+        systems[1].retriever,
+        load_queries(dataset, len(dataset.queries)),
+        args.concurrency,
+    )
+    print(
+        f"concurrent vs one at a time: {check['same_results']}/{check['queries']} queries with "
+        f"the same results (max fused-score difference {check['max_fused_score_difference']})",
+        flush=True,
+    )
     memory = None
     if args.memory_queries > 0:
         memory = memory_run(
@@ -293,6 +347,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "warmup": args.warmup,
         },
         "rows": rows,
+        "agreement": check,
         "memory": memory,
         "summary": _summary(rows),
         "command": command_line(args),
@@ -370,6 +425,15 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"Memory ({memory['system']}, async {memory['workers']}, {memory['queries']:,} queries, "
             f"{memory['errors']} errors, {memory['qps']:.1f} queries/s, p99 {memory['p99_ms']:.1f} "
             f"ms): resident memory {points} ({memory['rss_growth_mb']:+.1f} MiB).",
+        ]
+    check = results.get("agreement")
+    if check:
+        lines += [
+            "",
+            f"Results of {setup['concurrency']} concurrent `aretrieve` calls (batched) against the "
+            f"unbatched retriever one query at a time: {check['same_results']} of "
+            f"{check['queries']} distinct queries with the same nodes, order and per-side ranks "
+            f"(largest fused-score difference {check['max_fused_score_difference']:g}).",
         ]
     micro = setup["micro_batch"]
     versus = results["summary"].get("hybrid_vs_unbatched_one_at_a_time")

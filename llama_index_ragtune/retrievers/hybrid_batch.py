@@ -20,9 +20,11 @@ runs at once, in its own thread). One worker thread then answers the batch:
 * **nodes**: only the fused top-k are read from the docstore (the dense side's
   candidates are otherwise built and read back one by one).
 
-Results are those of one-at-a-time retrieval: the same nodes, in the same order, with
-the same per-side ranks; scores agree to float32 rounding (an encoder run on a batch pads
-queries to a common length, which changes its float32 output in the last bits).
+Results are those of one-at-a-time retrieval, up to the float32 rounding of the query
+vectors: an encoder run on a batch (padded to a common length) gives vectors that differ
+in the last bits. Nodes, order and per-side ranks are the same unless two candidates
+tie to that precision (``ragtune bench load`` reports the agreement on its queries); a
+lone caller's results are bit-identical.
 
 Used when the dense side is the built-in FAISS one (:class:`FilterableFaissVectorStore`,
 any index kind) and the lexical side a :class:`BM25Retriever`; other retrievers (custom

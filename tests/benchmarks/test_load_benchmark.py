@@ -83,6 +83,12 @@ def test_load_benchmark_end_to_end(
             assert batches["mean_batch"] == pytest.approx(expected / batches["batches"], abs=0.01)
         sequential = next(r for r in rows if r["system"] == row["system"])
         assert row["x_sequential"] == pytest.approx(row["qps"] / sequential["qps"], abs=0.01)
+    # concurrent (batched) results against the unbatched retriever one query at a time
+    agreement = results["agreement"]
+    assert agreement["queries"] == len(QUERIES) and agreement["same_results"] == len(QUERIES)
+    assert 0 <= agreement["max_fused_score_difference"] < 1e-4
+    assert f"{len(QUERIES)} of {len(QUERIES)} distinct queries with the same nodes" in markdown
+    assert results["summary"]["hybrid_vs_unbatched_one_at_a_time"]["async"] > 0
     memory = results["memory"]
     assert memory["queries"] == 60 and memory["errors"] == 0
     assert [s["queries"] for s in memory["rss"]] == [0, 60]
