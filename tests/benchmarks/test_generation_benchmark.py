@@ -96,6 +96,12 @@ def test_bench_generation_rows_and_outputs(
     )
     assert code == 0
     result = json.loads((out / "generation-squad_v2.json").read_text())
+    # the command that reproduces it, recorded with paths relative to the working directory
+    assert result["command"].startswith("ragtune bench generation --squad ")
+    assert "--rows base,sft,dpo,mined" in result["command"]
+    assert not [part for part in result["command"].split() if part.startswith("/")]
+    assert result["config"]["out"] == result["command"].split("--out ")[1].split()[0]
+    assert f"Command: `{result['command']}`" in (out / "generation-squad_v2.md").read_text()
     names = ["base", "+ grounded SFT", "+ SFT + DPO"]
     assert list(result["rows"]) == names and list(result["multihop_rows"]) == names
     # the random tiny model's sampled answers all score 0: no pair to mine, the row says why

@@ -64,7 +64,7 @@ def test_cli_writes_json_and_markdown(beir_dir, tiny_encoder_path, tmp_path, cap
             str(out),
             "--model",
             tiny_encoder_path,
-            "--cache-dir",
+            "--embedding-cache",
             str(tmp_path / "cache"),
             "--warmup",
             "1",
@@ -107,7 +107,7 @@ def test_cli_writes_json_and_markdown(beir_dir, tiny_encoder_path, tmp_path, cap
             str(out),
             "--model",
             tiny_encoder_path,
-            "--cache-dir",
+            "--embedding-cache",
             str(tmp_path / "cache"),
             "--warmup",
             "0",
@@ -127,7 +127,7 @@ def test_cli_onnx_comparison_and_sweep(beir_dir, tiny_encoder_path, tmp_path):
         str(out),
         "--model",
         tiny_encoder_path,
-        "--cache-dir",
+        "--embedding-cache",
         "none",
         "--warmup",
         "0",
@@ -146,6 +146,9 @@ def test_cli_onnx_comparison_and_sweep(beir_dir, tiny_encoder_path, tmp_path):
     assert sweep["default_fusion_mode"] in sweep["best_per_mode"]
     assert sweep["num_queries"] == 3
     assert "FUSION_PRESETS" in (out / "fusion_sweep_tinybeir_train.md").read_text()
+    assert sweep["command"].startswith("ragtune bench retrieval --beir ")
+    assert sweep["command"].endswith("--sweep") and "--embedding-cache none" in sweep["command"]
+    assert not [part for part in sweep["command"].split() if part.startswith("/")]
 
 
 def test_cli_with_reranker(beir_dir, tiny_encoder_path, tmp_path):
@@ -167,7 +170,7 @@ def test_cli_with_reranker(beir_dir, tiny_encoder_path, tmp_path):
         str(out),
         "--model",
         tiny_encoder_path,
-        "--cache-dir",
+        "--embedding-cache",
         str(tmp_path / "cache"),
         "--warmup",
         "0",
@@ -194,7 +197,15 @@ def test_cli_skips_the_stock_bm25_rows_without_the_bench_extra(
     monkeypatch.setitem(sys.modules, "llama_index.retrievers.bm25", None)
     out = tmp_path / "results"
     argv = ["bench", "retrieval", "--beir", str(beir_dir), "--out", str(out)]
-    argv += ["--model", tiny_encoder_path, "--cache-dir", "none", "--warmup", "0", "--no-progress"]
+    argv += [
+        "--model",
+        tiny_encoder_path,
+        "--embedding-cache",
+        "none",
+        "--warmup",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     result = json.loads((out / "retrieval_tinybeir_test.json").read_text())
     names = [row["system"] for row in result["rows"]]
