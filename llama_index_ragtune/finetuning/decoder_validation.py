@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llama_index_ragtune.llms.chat_io import common_prefix
+
 
 def completion_nll(model: Any, tokenizer: Any, rows: Any, max_length: int = 1024) -> float:
     """Mean negative log-likelihood per completion token of prompt/completion ``rows``.
@@ -41,7 +43,7 @@ def completion_nll(model: Any, tokenizer: Any, rows: Any, max_length: int = 1024
                 )
                 prefix, full = _ids(prefix), _ids(full)
                 start = (
-                    len(prefix) if full[: len(prefix)] == prefix else _common_prefix(prefix, full)
+                    len(prefix) if full[: len(prefix)] == prefix else common_prefix(prefix, full)
                 )
                 full = full[:max_length]
                 if start >= len(full):
@@ -64,12 +66,3 @@ def _ids(encoded: Any) -> list[int]:
     if isinstance(encoded, dict) or hasattr(encoded, "input_ids"):
         encoded = encoded["input_ids"]
     return [int(x) for x in encoded]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,31 +72,21 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
-from llama_index_ragtune.grounding import DEFAULT_REFUSAL, check_refusal, read_grounded_prompt
+from llama_index_ragtune.grounding import DEFAULT_REFUSAL, check_refusal
+from llama_index_ragtune.llms.chat_io import (
+    MessagesLike,
+    aiter_in_thread,
+    as_completion,
+    completion_messages,
+    length_sorted_chunks,
+    to_dicts,
+)
 from llama_index_ragtune.llms.loading import load_causal_lm, require_chat_template
-
-MessagesLike = Sequence[ChatMessage | Mapping[str, Any]]
-
-
-def _to_dicts(messages: MessagesLike) -> list[dict[str, str]]:
-    out = []
-    for m in messages:
-        if isinstance(m, ChatMessage):
-            role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
-            out.append({"role": role, "content": m.content or ""})
-        elif isinstance(m, Mapping) and "role" in m and "content" in m:
-            out.append({"role": str(m["role"]), "content": str(m["content"] or "")})
-        else:
-            raise TypeError(
-                f"Cannot use {m!r} as a chat message: pass ChatMessage objects or "
-                "dicts with 'role' and 'content' keys."
-            )
-    if not out:
-        raise ValueError("Cannot generate from an empty list of messages.")
-    return out
+from llama_index_ragtune.llms.refusal_scoring import RefusalScoring
+from llama_index_ragtune.llms.streaming import Streaming
 
 
-class LocalChatLLM(CustomLLM):
+class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
     """A local Hugging Face causal LM behind LlamaIndex's ``LLM`` interface, prompted by its chat template.
 
     ``model`` is ``None`` (the bundled SmolLM2-135M-Instruct), a local folder,
@@ -287,7 +277,7 @@ class LocalChatLLM(CustomLLM):
 
     # --------------------------------------------------------------- prompting
     def _with_system(self, messages: MessagesLike) -> list[dict[str, str]]:
-        dicts = _to_dicts(messages)
+        dicts = to_dicts(messages)
         if self.system_prompt and dicts[0]["role"] != "system":
             dicts.insert(0, {"role": "system", "content": self.system_prompt})
         return dicts
@@ -344,51 +334,6 @@ class LocalChatLLM(CustomLLM):
         return len(ids)
 
     # -------------------------------------------------------------- generation
-    def active_refusal_policy(self) -> Any:
-        """The policy applied to each answer: ``refusal_policy``, else ``DecoderRefusalPolicy``
-        of ``refusal_threshold``, else None (plain decoding)."""
-        if self.refusal_policy is not None:
-            return self.refusal_policy
-        if self.refusal_threshold is not None:
-            from llama_index_ragtune.llms.refusal_policy import DecoderRefusalPolicy
-
-            return DecoderRefusalPolicy(self.refusal_threshold)
-        return None
-
-    def _decide(
-        self,
-        batch_ids: Sequence[Sequence[int]],
-        conversations: Sequence[MessagesLike] | None,
-        refuse: Sequence[bool] | None,
-    ) -> tuple[list[bool] | None, list[float] | None, list[Any] | None]:
-        """(refuse flags, decoder refusal probabilities, RefusalDecisions) for a batch."""
-        if refuse is not None:
-            if len(refuse) != len(batch_ids):
-                raise ValueError(f"refuse: {len(refuse)} flags for {len(batch_ids)} prompts.")
-            return [bool(r) for r in refuse], None, None
-        policy = self.active_refusal_policy()
-        if policy is None:
-            return None, None, None
-        probs = self.refusal_probabilities(batch_ids) if policy.uses_decoder else None
-        questions: list[str] = [""] * len(batch_ids)
-        sources: list[Sequence[str]] = [()] * len(batch_ids)
-        if policy.uses_sources:
-            if conversations is None:
-                raise ValueError(
-                    f"{type(policy).__name__} reads the question and the sources: call chat() / "
-                    "generate_batch() with the grounded messages, not raw prompt ids."
-                )
-            for i, conversation in enumerate(conversations):
-                prompt = read_grounded_prompt(_to_dicts(conversation))
-                if prompt is None:
-                    raise ValueError(
-                        f"{type(policy).__name__} needs grounded prompts (grounding.build_messages, "
-                        f"as CitationQueryEngine sends); conversation {i} is not one. Use "
-                        "refusal_threshold= (decoder only) for other conversations."
-                    )
-                questions[i], sources[i] = prompt.question, prompt.source_texts
-        decisions = policy.decide(questions, sources, probs)
-        return [d.refused for d in decisions], probs, decisions
 
     def _generate_ids(
         self,
@@ -431,108 +376,6 @@ class LocalChatLLM(CustomLLM):
         return self._tokenizer.pad(
             {"input_ids": batch_ids}, padding=True, padding_side="left", return_tensors="pt"
         ).to(self._model.device)
-
-    # --------------------------------------------------------- calibrated refusal
-    def _refusal_ids(self) -> list[int]:
-        return self._encode_raw(self.refusal.strip())
-
-    def refusal_probabilities(self, batch_ids: Sequence[Sequence[int]]) -> list[float]:
-        """P(the whole ``refusal`` sentence | prompt) for token-id prompts (one teacher-forced pass).
-
-        Example::
-
-            llm = LocalChatLLM(refusal_threshold=0.5)
-            llm.refusal_probabilities([llm.encode([{"role": "user", "content": "Hi"}])])   # [~0.0]
-        """
-        import torch
-
-        refusal = self._refusal_ids()
-        enc = self._pad([list(ids) + refusal for ids in batch_ids])
-        n = len(refusal)
-        with self._lock, torch.inference_mode():
-            try:
-                logits = self._model(**enc, logits_to_keep=n + 1).logits
-            except TypeError:  # a model whose forward has no logits_to_keep
-                logits = self._model(**enc).logits
-        logits = logits[:, -(n + 1) : -1].float()
-        target = torch.tensor(refusal, device=logits.device).expand(logits.shape[0], n)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(2, target[..., None])[..., 0]
-        # float64: a float32 exp of a long unlikely sentence underflows to tied zeros.
-        return logprobs.double().sum(dim=1).exp().tolist()
-
-    def conversation_refusal_probabilities(
-        self,
-        conversations: Sequence[MessagesLike],
-        *,
-        batch_size: int = 8,
-        show_progress: bool = False,
-    ) -> list[float]:
-        """P(``refusal`` | conversation) for many conversations, ``batch_size`` at a time, without
-        generating: what ``choose_refusal_threshold`` needs from a dev set.
-
-        Example::
-
-            from llama_index_ragtune.evaluation import choose_refusal_threshold
-
-            probabilities = llm.conversation_refusal_probabilities([c.messages() for c in dev])
-            choice = choose_refusal_threshold(probabilities, [c.answerable for c in dev])
-            llm.refusal_threshold = choice.threshold
-        """
-        encoded = [self.encode(c) for c in conversations]
-        chunks = _length_sorted_chunks(encoded, batch_size, show_progress, "Scoring refusals")
-        probabilities: list[float] = [0.0] * len(encoded)
-        for chunk in chunks:
-            scores = self.refusal_probabilities([encoded[i] for i in chunk])
-            for i, p in zip(chunk, scores, strict=True):
-                probabilities[i] = p
-        return probabilities
-
-    def citation_probabilities(
-        self, messages: MessagesLike, answer_prefix: str, n_sources: int
-    ) -> list[float]:
-        """P(the next citation is ``[n]``) for n = 1..``n_sources`` after ``answer_prefix``,
-        normalised over the sources: which source the model would cite at that point.
-
-        One teacher-forced pass over ``prompt + answer_prefix + " [n]"`` for every n.
-
-        Example::
-
-            llm.citation_probabilities(messages, "Rouen", n_sources=3)   # e.g. [0.1, 0.8, 0.1]
-        """
-        import math
-
-        import torch
-
-        if n_sources < 1:
-            raise ValueError(f"citation_probabilities: n_sources must be >= 1, got {n_sources}.")
-        prompt = self.encode(messages)
-        prefix = answer_prefix.rstrip()
-        variants = [self._encode_raw(f"{prefix} [{n}]") for n in range(1, n_sources + 1)]
-        shared = min(_common_prefix(variants[0], v) for v in variants) if len(variants) > 1 else 0
-        if len(variants) == 1:
-            return [1.0]
-        enc = self._pad([prompt + v for v in variants])
-        width = max(len(v) - shared for v in variants)
-        with self._lock, torch.inference_mode():
-            logits = self._model(**enc).logits[:, -(width + 1) : -1].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        scores = []
-        for row, ids in enumerate(variants):
-            tail = ids[shared:]
-            offset = width - len(tail)  # left padding aligns every sequence's end
-            total = sum(float(logprobs[row, offset + j, tok]) for j, tok in enumerate(tail))
-            scores.append(total)
-        top = max(scores)
-        weights = [math.exp(x - top) for x in scores]
-        return [w / sum(weights) for w in weights]
-
-    def _barring_refusal(self, gen: dict[str, Any]) -> dict[str, Any]:
-        """``gen`` plus a logits processor that stops an answer from opening with the refusal."""
-        from transformers import LogitsProcessorList
-
-        processors = LogitsProcessorList(gen.get("logits_processor") or [])
-        processors.append(_BarRefusalStart(self._refusal_ids()))
-        return {**gen, "logits_processor": processors}
 
     def _response(
         self,
@@ -625,7 +468,7 @@ class LocalChatLLM(CustomLLM):
             )
         encoded = [self.encode(c) for c in conversations]
         results: list[ChatResponse | None] = [None] * len(encoded)
-        chunks = _length_sorted_chunks(encoded, batch_size, show_progress, "Generating")
+        chunks = length_sorted_chunks(encoded, batch_size, show_progress, "Generating")
         for chunk in chunks:
             start = time.perf_counter()
             outs, probs, decisions = self._generate_ids(
@@ -646,100 +489,12 @@ class LocalChatLLM(CustomLLM):
                 )
         return results  # type: ignore[return-value]
 
-    def _stream_ids(
-        self,
-        prompt_ids: list[int],
-        messages: MessagesLike | None = None,
-        refuse: bool | None = None,
-        **kwargs: Any,
-    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        """Yield (delta text, None) while generating, then ("", usage) once done."""
-        import torch
-        from transformers import TextIteratorStreamer
-
-        gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
-        self._check_length(len(prompt_ids), gen["max_new_tokens"])
-        start = time.perf_counter()
-        flags, probs, decisions = self._decide(
-            [prompt_ids],
-            None if messages is None else [messages],
-            None if refuse is None else [refuse],
-        )
-        probability = probs[0] if probs else None
-        decision = decisions[0] if decisions else None
-        if flags is not None:
-            if flags[0]:
-                yield self.refusal.strip(), None
-                n_out = len(self._refusal_ids())
-                seconds = time.perf_counter() - start
-                yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision)
-                return
-            gen = self._barring_refusal(gen)
-        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
-        counter = {"calls": 0, "tokens": 0}
-        put = streamer.put
-
-        def counting_put(value: Any) -> None:
-            counter["calls"] += 1
-            if counter["calls"] > 1:  # the first call carries the prompt
-                counter["tokens"] += int(value.numel())
-            put(value)
-
-        streamer.put = counting_put  # type: ignore[method-assign]
-        errors: list[BaseException] = []
-        input_ids = torch.tensor([prompt_ids], device=self._model.device)
-
-        def work() -> None:
-            try:
-                with self._lock, torch.inference_mode():
-                    self._model.generate(
-                        input_ids=input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        streamer=streamer,
-                        **gen,
-                    )
-            except BaseException as exc:  # surfaced in the consuming thread
-                errors.append(exc)
-                streamer.end()
-
-        start = time.perf_counter()
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        for delta in streamer:
-            if delta:
-                yield delta, None
-        thread.join()
-        if errors:
-            raise errors[0]
-        n_out = min(counter["tokens"], gen["max_new_tokens"])
-        seconds = time.perf_counter() - start
-        yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision)
-
     # ------------------------------------------------------------ undecorated cores
     def _prompt_ids(self, prompt: str, formatted: bool) -> list[int]:
         """A completion prompt as ids: one user turn through the chat template unless ``formatted``."""
         if formatted:
             return self._encode_raw(prompt)
         return self.encode([{"role": "user", "content": prompt}])
-
-    def _chat_stream(
-        self, ids: list[int], messages: MessagesLike | None = None, **kwargs: Any
-    ) -> ChatResponseGen:
-        text = ""
-        for delta, usage in self._stream_ids(ids, messages, **kwargs):
-            text += delta
-            yield ChatResponse(
-                message=ChatMessage(role=MessageRole.ASSISTANT, content=text.strip()),
-                delta=delta,
-                raw=usage,
-                additional_kwargs=dict(usage["usage"]) if usage else {},
-            )
-
-    def _completion_stream(
-        self, ids: list[int], messages: MessagesLike | None = None, **kwargs: Any
-    ) -> CompletionResponseGen:
-        for chunk in self._chat_stream(ids, messages, **kwargs):
-            yield _as_completion(chunk)
 
     # ----------------------------------------------------------- LLM interface
     # Each public method is decorated once and calls only undecorated cores, so every
@@ -756,9 +511,7 @@ class LocalChatLLM(CustomLLM):
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Complete ``prompt``; unless ``formatted``, it is sent as one user turn through the chat template."""
         ids = self._prompt_ids(prompt, formatted)
-        return _as_completion(
-            self._chat_ids(ids, _completion_messages(prompt, formatted), **kwargs)
-        )
+        return as_completion(self._chat_ids(ids, completion_messages(prompt, formatted), **kwargs))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
@@ -770,7 +523,7 @@ class LocalChatLLM(CustomLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
         """Streaming twin of :meth:`complete`."""
-        messages = _completion_messages(prompt, formatted)
+        messages = completion_messages(prompt, formatted)
         return self._completion_stream(self._prompt_ids(prompt, formatted), messages, **kwargs)
 
     # Async twins run generation in a worker thread so the event loop stays free.
@@ -785,15 +538,15 @@ class LocalChatLLM(CustomLLM):
     ) -> CompletionResponse:
         """Async twin of :meth:`complete` (generation in a worker thread)."""
         ids = self._prompt_ids(prompt, formatted)
-        messages = _completion_messages(prompt, formatted)
-        return _as_completion(await asyncio.to_thread(self._chat_ids, ids, messages, **kwargs))
+        messages = completion_messages(prompt, formatted)
+        return as_completion(await asyncio.to_thread(self._chat_ids, ids, messages, **kwargs))
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         """Async twin of :meth:`stream_chat` (each chunk produced in a worker thread)."""
-        return _aiter_in_thread(self._chat_stream(self.encode(messages), messages, **kwargs))
+        return aiter_in_thread(self._chat_stream(self.encode(messages), messages, **kwargs))
 
     @llm_completion_callback()
     async def astream_complete(
@@ -801,74 +554,5 @@ class LocalChatLLM(CustomLLM):
     ) -> CompletionResponseAsyncGen:
         """Async twin of :meth:`stream_complete`."""
         ids = self._prompt_ids(prompt, formatted)
-        messages = _completion_messages(prompt, formatted)
-        return _aiter_in_thread(self._completion_stream(ids, messages, **kwargs))
-
-
-def _length_sorted_chunks(
-    encoded: Sequence[Sequence[int]], batch_size: int, show_progress: bool, desc: str
-) -> Any:
-    """Indices of ``encoded`` in batches of similar length (less padding), with a progress bar."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        return tqdm(chunks, desc=desc, unit="batch")
-    return chunks
-
-
-def _completion_messages(prompt: str, formatted: bool) -> list[dict[str, str]] | None:
-    """The conversation a completion prompt stands for (None when pre-formatted)."""
-    return None if formatted else [{"role": "user", "content": prompt}]
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _as_completion(chat: ChatResponse) -> CompletionResponse:
-    return CompletionResponse(
-        text=chat.message.content or "",
-        delta=chat.delta,
-        raw=chat.raw,
-        additional_kwargs=chat.additional_kwargs,
-    )
-
-
-async def _aiter_in_thread(sync_gen: Iterator[Any]):
-    """Iterate a blocking generator from async code, one ``next`` per worker-thread call."""
-    done = object()
-    while True:
-        item = await asyncio.to_thread(next, sync_gen, done)
-        if item is done:
-            return
-        yield item
-
-
-class _BarRefusalStart:
-    """A ``transformers`` logits processor: the answer may not open with the refusal's first token.
-
-    Barring only the refusal's exact continuation is not enough: a tuned model
-    that leans towards refusing paraphrases it (``In|sufficiency ...``,
-    ``In|adequate information ...``). An answer that happens to open with the
-    same word piece (``In 1754``) opens differently (``1754``) instead.
-    """
-
-    def __init__(self, refusal_ids: Sequence[int]) -> None:
-        self.first = list(refusal_ids[:1])
-        self.prompt_width: int | None = None
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if self.prompt_width is None:
-            self.prompt_width = input_ids.shape[1]
-        if self.first and input_ids.shape[1] == self.prompt_width:
-            scores[:, self.first] = float("-inf")
-        return scores
+        messages = completion_messages(prompt, formatted)
+        return aiter_in_thread(self._completion_stream(ids, messages, **kwargs))

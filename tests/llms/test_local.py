@@ -276,9 +276,9 @@ def test_threshold_zero_refuses_everywhere_and_streams_the_refusal(tiny_causal_l
 
 
 def test_below_the_threshold_the_answer_cannot_open_with_the_refusal(tiny_causal_lm_path):
-    from llama_index_ragtune.llms.local import _BarRefusalStart
+    from llama_index_ragtune.llms.refusal_scoring import BarRefusalStart
 
-    bar = _BarRefusalStart([7, 8, 9])
+    bar = BarRefusalStart([7, 8, 9])
     prompt = torch.tensor([[1, 2, 3], [1, 2, 3]])
     first = bar(prompt, torch.zeros(2, 16))
     # The first token is barred, so no paraphrase of the refusal (In|sufficiency) can start.
@@ -286,7 +286,7 @@ def test_below_the_threshold_the_answer_cannot_open_with_the_refusal(tiny_causal
     later = bar(torch.tensor([[1, 2, 3, 5], [1, 2, 3, 6]]), torch.zeros(2, 16))
     assert torch.isfinite(later).all()  # only the opening token is constrained
 
-    one_token = _BarRefusalStart([4])
+    one_token = BarRefusalStart([4])
     assert one_token(prompt, torch.zeros(2, 16))[:, 4].eq(float("-inf")).all()
 
     # End to end: a threshold nothing reaches decodes, and never produces the refusal.

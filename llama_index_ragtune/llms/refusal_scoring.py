@@ -1,0 +1,212 @@
+"""Refusal scoring of the local LLM: P(refusal | prompt), which source it would cite, the decision.
+
+:class:`RefusalScoring` is mixed into :class:`~llama_index_ragtune.llms.LocalChatLLM`
+(it uses the LLM's model, tokenizer, lock and refusal sentence): one teacher-forced
+pass gives the decoder's probability of the whole refusal sentence; the refusal
+policy (:mod:`~llama_index_ragtune.llms.refusal_policy`) decides from it and from
+the sources; an answer that is not refused may not open with the refusal
+(:class:`BarRefusalStart`).
+
+Example::
+
+    from llama_index_ragtune.llms import LocalChatLLM
+
+    llm = LocalChatLLM(refusal_threshold=0.5)
+    llm.refusal_probabilities([llm.encode([{"role": "user", "content": "Hi"}])])   # [~0.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index_ragtune.grounding import read_grounded_prompt
+from llama_index_ragtune.llms.chat_io import (
+    MessagesLike,
+    common_prefix,
+    length_sorted_chunks,
+    to_dicts,
+)
+
+__all__ = ["BarRefusalStart", "RefusalScoring"]
+
+
+class RefusalScoring:
+    """The refusal half of :class:`~llama_index_ragtune.llms.LocalChatLLM` (a mixin).
+
+    Example::
+
+        llm.citation_probabilities(messages, "Rouen", n_sources=3)   # e.g. [0.1, 0.8, 0.1]
+    """
+
+    def active_refusal_policy(self) -> Any:
+        """The policy applied to each answer: ``refusal_policy``, else ``DecoderRefusalPolicy``
+        of ``refusal_threshold``, else None (plain decoding)."""
+        if self.refusal_policy is not None:
+            return self.refusal_policy
+        if self.refusal_threshold is not None:
+            from llama_index_ragtune.llms.refusal_policy import DecoderRefusalPolicy
+
+            return DecoderRefusalPolicy(self.refusal_threshold)
+        return None
+
+    def _decide(
+        self,
+        batch_ids: Sequence[Sequence[int]],
+        conversations: Sequence[MessagesLike] | None,
+        refuse: Sequence[bool] | None,
+    ) -> tuple[list[bool] | None, list[float] | None, list[Any] | None]:
+        """(refuse flags, decoder refusal probabilities, RefusalDecisions) for a batch."""
+        if refuse is not None:
+            if len(refuse) != len(batch_ids):
+                raise ValueError(f"refuse: {len(refuse)} flags for {len(batch_ids)} prompts.")
+            return [bool(r) for r in refuse], None, None
+        policy = self.active_refusal_policy()
+        if policy is None:
+            return None, None, None
+        probs = self.refusal_probabilities(batch_ids) if policy.uses_decoder else None
+        questions: list[str] = [""] * len(batch_ids)
+        sources: list[Sequence[str]] = [()] * len(batch_ids)
+        if policy.uses_sources:
+            if conversations is None:
+                raise ValueError(
+                    f"{type(policy).__name__} reads the question and the sources: call chat() / "
+                    "generate_batch() with the grounded messages, not raw prompt ids."
+                )
+            for i, conversation in enumerate(conversations):
+                prompt = read_grounded_prompt(to_dicts(conversation))
+                if prompt is None:
+                    raise ValueError(
+                        f"{type(policy).__name__} needs grounded prompts (grounding.build_messages, "
+                        f"as CitationQueryEngine sends); conversation {i} is not one. Use "
+                        "refusal_threshold= (decoder only) for other conversations."
+                    )
+                questions[i], sources[i] = prompt.question, prompt.source_texts
+        decisions = policy.decide(questions, sources, probs)
+        return [d.refused for d in decisions], probs, decisions
+
+    def _refusal_ids(self) -> list[int]:
+        return self._encode_raw(self.refusal.strip())
+
+    def refusal_probabilities(self, batch_ids: Sequence[Sequence[int]]) -> list[float]:
+        """P(the whole ``refusal`` sentence | prompt) for token-id prompts (one teacher-forced pass).
+
+        Example::
+
+            llm = LocalChatLLM(refusal_threshold=0.5)
+            llm.refusal_probabilities([llm.encode([{"role": "user", "content": "Hi"}])])   # [~0.0]
+        """
+        import torch
+
+        refusal = self._refusal_ids()
+        enc = self._pad([list(ids) + refusal for ids in batch_ids])
+        n = len(refusal)
+        with self._lock, torch.inference_mode():
+            try:
+                logits = self._model(**enc, logits_to_keep=n + 1).logits
+            except TypeError:  # a model whose forward has no logits_to_keep
+                logits = self._model(**enc).logits
+        logits = logits[:, -(n + 1) : -1].float()
+        target = torch.tensor(refusal, device=logits.device).expand(logits.shape[0], n)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(2, target[..., None])[..., 0]
+        # float64: a float32 exp of a long unlikely sentence underflows to tied zeros.
+        return logprobs.double().sum(dim=1).exp().tolist()
+
+    def conversation_refusal_probabilities(
+        self,
+        conversations: Sequence[MessagesLike],
+        *,
+        batch_size: int = 8,
+        show_progress: bool = False,
+    ) -> list[float]:
+        """P(``refusal`` | conversation) for many conversations, ``batch_size`` at a time, without
+        generating: what ``choose_refusal_threshold`` needs from a dev set.
+
+        Example::
+
+            from llama_index_ragtune.evaluation import choose_refusal_threshold
+
+            probabilities = llm.conversation_refusal_probabilities([c.messages() for c in dev])
+            choice = choose_refusal_threshold(probabilities, [c.answerable for c in dev])
+            llm.refusal_threshold = choice.threshold
+        """
+        encoded = [self.encode(c) for c in conversations]
+        chunks = length_sorted_chunks(encoded, batch_size, show_progress, "Scoring refusals")
+        probabilities: list[float] = [0.0] * len(encoded)
+        for chunk in chunks:
+            scores = self.refusal_probabilities([encoded[i] for i in chunk])
+            for i, p in zip(chunk, scores, strict=True):
+                probabilities[i] = p
+        return probabilities
+
+    def citation_probabilities(
+        self, messages: MessagesLike, answer_prefix: str, n_sources: int
+    ) -> list[float]:
+        """P(the next citation is ``[n]``) for n = 1..``n_sources`` after ``answer_prefix``,
+        normalised over the sources: which source the model would cite at that point.
+
+        One teacher-forced pass over ``prompt + answer_prefix + " [n]"`` for every n.
+
+        Example::
+
+            llm.citation_probabilities(messages, "Rouen", n_sources=3)   # e.g. [0.1, 0.8, 0.1]
+        """
+        import math
+
+        import torch
+
+        if n_sources < 1:
+            raise ValueError(f"citation_probabilities: n_sources must be >= 1, got {n_sources}.")
+        prompt = self.encode(messages)
+        prefix = answer_prefix.rstrip()
+        variants = [self._encode_raw(f"{prefix} [{n}]") for n in range(1, n_sources + 1)]
+        shared = min(common_prefix(variants[0], v) for v in variants) if len(variants) > 1 else 0
+        if len(variants) == 1:
+            return [1.0]
+        enc = self._pad([prompt + v for v in variants])
+        width = max(len(v) - shared for v in variants)
+        with self._lock, torch.inference_mode():
+            logits = self._model(**enc).logits[:, -(width + 1) : -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        scores = []
+        for row, ids in enumerate(variants):
+            tail = ids[shared:]
+            offset = width - len(tail)  # left padding aligns every sequence's end
+            total = sum(float(logprobs[row, offset + j, tok]) for j, tok in enumerate(tail))
+            scores.append(total)
+        top = max(scores)
+        weights = [math.exp(x - top) for x in scores]
+        return [w / sum(weights) for w in weights]
+
+    def _barring_refusal(self, gen: dict[str, Any]) -> dict[str, Any]:
+        """``gen`` plus a logits processor that stops an answer from opening with the refusal."""
+        from transformers import LogitsProcessorList
+
+        processors = LogitsProcessorList(gen.get("logits_processor") or [])
+        processors.append(BarRefusalStart(self._refusal_ids()))
+        return {**gen, "logits_processor": processors}
+
+
+class BarRefusalStart:
+    """A ``transformers`` logits processor: the answer may not open with the refusal's first token.
+
+    Barring only the refusal's exact continuation is not enough: a tuned model
+    that leans towards refusing paraphrases it (``In|sufficiency ...``,
+    ``In|adequate information ...``). An answer that happens to open with the
+    same word piece (``In 1754``) opens differently (``1754``) instead.
+
+    Example::
+
+        gen_kwargs["logits_processor"] = LogitsProcessorList([BarRefusalStart(refusal_ids)])
+    """
+
+    def __init__(self, refusal_ids: Sequence[int]) -> None:
+        self.first = list(refusal_ids[:1])
+        self.prompt_width: int | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.prompt_width is None:
+            self.prompt_width = input_ids.shape[1]
+        if self.first and input_ids.shape[1] == self.prompt_width:
+            scores[:, self.first] = float("-inf")
+        return scores

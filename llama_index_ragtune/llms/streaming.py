@@ -1,0 +1,133 @@
+"""Streaming generation of the local LLM: tokens as they are decoded, usage at the end.
+
+:class:`Streaming` is mixed into :class:`~llama_index_ragtune.llms.LocalChatLLM`
+(it uses the LLM's model, tokenizer, lock, refusal decision and usage record);
+generation runs in a worker thread and ``transformers``' ``TextIteratorStreamer``
+hands the text over. ``stream_chat`` / ``stream_complete`` and their async twins
+on the LLM call these undecorated cores.
+
+Example::
+
+    from llama_index_ragtune.llms import LocalChatLLM
+
+    llm = LocalChatLLM(max_new_tokens=16)
+    for chunk in llm.stream_chat(messages):
+        print(chunk.delta, end="")
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseGen,
+    CompletionResponseGen,
+    MessageRole,
+)
+
+from llama_index_ragtune.llms.chat_io import MessagesLike, as_completion
+
+__all__ = ["Streaming"]
+
+
+class Streaming:
+    """The streaming half of :class:`~llama_index_ragtune.llms.LocalChatLLM` (a mixin).
+
+    Example::
+
+        chunks = list(llm._chat_stream(llm.encode(messages), messages))
+        chunks[-1].raw["usage"]     # token counts of the whole answer
+    """
+
+    def _stream_ids(
+        self,
+        prompt_ids: list[int],
+        messages: MessagesLike | None = None,
+        refuse: bool | None = None,
+        **kwargs: Any,
+    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Yield (delta text, None) while generating, then ("", usage) once done."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
+        self._check_length(len(prompt_ids), gen["max_new_tokens"])
+        start = time.perf_counter()
+        flags, probs, decisions = self._decide(
+            [prompt_ids],
+            None if messages is None else [messages],
+            None if refuse is None else [refuse],
+        )
+        probability = probs[0] if probs else None
+        decision = decisions[0] if decisions else None
+        if flags is not None:
+            if flags[0]:
+                yield self.refusal.strip(), None
+                n_out = len(self._refusal_ids())
+                seconds = time.perf_counter() - start
+                yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision)
+                return
+            gen = self._barring_refusal(gen)
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        counter = {"calls": 0, "tokens": 0}
+        put = streamer.put
+
+        def counting_put(value: Any) -> None:
+            counter["calls"] += 1
+            if counter["calls"] > 1:  # the first call carries the prompt
+                counter["tokens"] += int(value.numel())
+            put(value)
+
+        streamer.put = counting_put  # type: ignore[method-assign]
+        errors: list[BaseException] = []
+        input_ids = torch.tensor([prompt_ids], device=self._model.device)
+
+        def work() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self._model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        streamer=streamer,
+                        **gen,
+                    )
+            except BaseException as exc:  # surfaced in the consuming thread
+                errors.append(exc)
+                streamer.end()
+
+        start = time.perf_counter()
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        for delta in streamer:
+            if delta:
+                yield delta, None
+        thread.join()
+        if errors:
+            raise errors[0]
+        n_out = min(counter["tokens"], gen["max_new_tokens"])
+        seconds = time.perf_counter() - start
+        yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision)
+
+    def _chat_stream(
+        self, ids: list[int], messages: MessagesLike | None = None, **kwargs: Any
+    ) -> ChatResponseGen:
+        text = ""
+        for delta, usage in self._stream_ids(ids, messages, **kwargs):
+            text += delta
+            yield ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=text.strip()),
+                delta=delta,
+                raw=usage,
+                additional_kwargs=dict(usage["usage"]) if usage else {},
+            )
+
+    def _completion_stream(
+        self, ids: list[int], messages: MessagesLike | None = None, **kwargs: Any
+    ) -> CompletionResponseGen:
+        for chunk in self._chat_stream(ids, messages, **kwargs):
+            yield as_completion(chunk)
