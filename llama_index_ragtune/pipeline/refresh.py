@@ -332,120 +332,131 @@ def refresh_bundle(
     champion = load_bundle(champion_dir, llm=MockLLM())  # verifies every file
     manifest, version = champion.manifest, champion.version
     store = open_store(feedback)
-    config = _refresh_config(manifest, champion_dir, config, time_budget)
-    if device is not None:
-        config = dataclasses.replace(config, device=device)
-    margin = margin if margin is not None else config.promotion_margin
-    margin = DEFAULT_MARGIN if margin is None else float(margin)
-    with_reranker = bool(manifest["models"].get("reranker")) if reranker is None else reranker
-    skip = tuple(p for p, on in (("reranker", with_reranker), ("decoder", decoder)) if not on)
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"out {out} is a file; pass a folder")
-    work = out / "work"
-    key = f"refresh:{sha256_file(champion_dir / MANIFEST)}:{Path(str(store.path)).resolve()}"
-    state = RunState.open(work, hash_inputs([], key), config.fingerprint(), resume=False)
-    state.save()
-    ctx = RunContext(
-        config, work, state, documents=docs, metadata=metadata, feedback=store, skip=skip
-    )
-    say(f"[refresh] bundle {version} ({champion_dir}), feedback {store.path}: {len(store)} records")
-
-    if docs is not None:
-        _run_step(ctx, "parse", STEP_FUNCTIONS["parse"], say)
-    else:
-        nodes = _nodes_from_bundle(champion)
-        save_nodes(nodes, ctx.path("nodes.json"))
-        state.record("parse", seconds=0.0, nodes=len(nodes), source=f"bundle {version}")
-    _run_step(ctx, "index", STEP_FUNCTIONS["index"], say)
-    _run_step(
-        ctx, "data", _data_step(store, manifest, keys, eval_fraction, include_earlier, say), say
-    )
-    parts: dict[str, Any] = {}
-    for name in ("encoder", "fusion", "reranker", "decoder"):
-        if name in skip:
-            state.record(name, status="skipped", promoted=False)
-            say(f"[refresh] {name}: left out")
-            parts[name] = None
-            continue
-        parts[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], say).get("decision")
-    _keep_champion_parts(ctx, manifest, champion_dir)
-
-    test = [q for q in ctx.split("test") if q.answerable and q.gold_node_ids]
-    groups = {
-        "feedback": [q for q in test if q.source == "feedback"],
-        "earlier": [q for q in test if q.source != "feedback"],
-    }
-    groups = {k: v for k, v in groups.items() if v}
-    if not groups:
-        raise RefreshError(
-            f"no held-out question to compare the refreshed bundle with bundle {version} on: the "
-            f"feedback in {store.path} has none with a positive on its held-out side and the "
-            "bundle's own test questions are not available; collect more feedback or raise "
-            "eval_fraction"
+    try:
+        config = _refresh_config(manifest, champion_dir, config, time_budget)
+        if device is not None:
+            config = dataclasses.replace(config, device=device)
+        margin = margin if margin is not None else config.promotion_margin
+        margin = DEFAULT_MARGIN if margin is None else float(margin)
+        with_reranker = bool(manifest["models"].get("reranker")) if reranker is None else reranker
+        skip = tuple(p for p, on in (("reranker", with_reranker), ("decoder", decoder)) if not on)
+        out = Path(out).expanduser()
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(f"out {out} is a file; pass a folder")
+        work = out / "work"
+        key = f"refresh:{sha256_file(champion_dir / MANIFEST)}:{Path(str(store.path)).resolve()}"
+        state = RunState.open(work, hash_inputs([], key), config.fingerprint(), resume=False)
+        state.save()
+        ctx = RunContext(
+            config, work, state, documents=docs, metadata=metadata, feedback=store, skip=skip
         )
-    champion_rank, challenger_rank = rankers(ctx, champion)
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
-    latency: dict[str, dict[str, list[float]]] = {}
-    for name, questions in groups.items():
-        metrics[name], latency[name] = {}, {}
-        for side, rank in (("champion", champion_rank), ("challenger", challenger_rank)):
-            metrics[name][side], latency[name][side] = score(rank, questions)
-    decision = decide(metrics, margin, force, version)
-    say(f"[refresh] decision: {decision.reason}")
-    results = evaluation_results(ctx, metrics, latency, decision, version)
-    counts = dict(ctx.state.get("data", "counts") or {})
-    refresh_info = {
-        "champion": version,
-        "feedback": str(store.path),
-        "feedback_records": len(store),
-        "keys": list(keys),
-        "eval_fraction": eval_fraction,
-        "questions": counts,
-        "metrics": metrics,
-        "decision": decision.to_dict(),
-        "parts": parts,
-        "out": str(out),
-    }
-    served, path, report_path = version, champion_dir, None
-    if decision.promoted:
-        data = {
-            "documents": manifest.get("data", {}).get("documents")
-            if docs is None
-            else {"count": len(ctx.documents), "sha256": hash_inputs(ctx.documents, None)},
-            "nodes": nodes_digest(ctx),
-            "queries": {"source": "feedback", "feedback_store": str(store.path), **counts},
+        say(
+            f"[refresh] bundle {version} ({champion_dir}), feedback {store.path}: {len(store)} records"
+        )
+
+        if docs is not None:
+            _run_step(ctx, "parse", STEP_FUNCTIONS["parse"], say)
+        else:
+            nodes = _nodes_from_bundle(champion)
+            save_nodes(nodes, ctx.path("nodes.json"))
+            state.record("parse", seconds=0.0, nodes=len(nodes), source=f"bundle {version}")
+        _run_step(ctx, "index", STEP_FUNCTIONS["index"], say)
+        _run_step(
+            ctx, "data", _data_step(store, manifest, keys, eval_fraction, include_earlier, say), say
+        )
+        parts: dict[str, Any] = {}
+        for name in ("encoder", "fusion", "reranker", "decoder"):
+            if name in skip:
+                state.record(name, status="skipped", promoted=False)
+                say(f"[refresh] {name}: left out")
+                parts[name] = None
+                continue
+            parts[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], say).get("decision")
+        _keep_champion_parts(ctx, manifest, champion_dir)
+
+        test = [q for q in ctx.split("test") if q.answerable and q.gold_node_ids]
+        groups = {
+            "feedback": [q for q in test if q.source == "feedback"],
+            "earlier": [q for q in test if q.source != "feedback"],
         }
-        written = write_refreshed_version(
-            ctx,
-            champion_dir,
-            manifest,
-            results,
-            refresh_info,
-            generation_settings(ctx, manifest, bool(state.get("decoder", "promoted"))),
-            data,
-            report=report,
-        )
-        served, path, report_path = written["version"], written["path"], written["report"]
-    else:
-        results.save(out / "evaluation.json")
-    from llama_index_ragtune._atomic import atomic_write_json
+        groups = {k: v for k, v in groups.items() if v}
+        if not groups:
+            raise RefreshError(
+                f"no held-out question to compare the refreshed bundle with bundle {version} on: the "
+                f"feedback in {store.path} has none with a positive on its held-out side and the "
+                "bundle's own test questions are not available; collect more feedback or raise "
+                "eval_fraction"
+            )
+        champion_rank, challenger_rank = rankers(ctx, champion)
+        metrics: dict[str, dict[str, dict[str, float]]] = {}
+        latency: dict[str, dict[str, list[float]]] = {}
+        for name, questions in groups.items():
+            metrics[name], latency[name] = {}, {}
+            for side, rank in (("champion", champion_rank), ("challenger", challenger_rank)):
+                metrics[name][side], latency[name][side] = score(rank, questions)
+        decision = decide(metrics, margin, force, version)
+        say(f"[refresh] decision: {decision.reason}")
+        results = evaluation_results(ctx, metrics, latency, decision, version)
+        counts = dict(ctx.state.get("data", "counts") or {})
+        refresh_info = {
+            "champion": version,
+            "feedback": str(store.path),
+            "feedback_records": len(store),
+            "keys": list(keys),
+            "eval_fraction": eval_fraction,
+            "questions": counts,
+            "metrics": metrics,
+            "decision": decision.to_dict(),
+            "parts": parts,
+            "out": str(out),
+        }
+        served, path, report_path = version, champion_dir, None
+        if decision.promoted:
+            data = {
+                "documents": manifest.get("data", {}).get("documents")
+                if docs is None
+                else {"count": len(ctx.documents), "sha256": hash_inputs(ctx.documents, None)},
+                "nodes": nodes_digest(ctx),
+                "queries": {"source": "feedback", "feedback_store": str(store.path), **counts},
+            }
+            written = write_refreshed_version(
+                ctx,
+                champion_dir,
+                manifest,
+                results,
+                refresh_info,
+                generation_settings(ctx, manifest, bool(state.get("decoder", "promoted"))),
+                data,
+                report=report,
+            )
+            served, path, report_path = written["version"], written["path"], written["report"]
+        else:
+            results.save(out / "evaluation.json")
+        from llama_index_ragtune._atomic import atomic_write_json
 
-    record = {"action": "refresh", "promoted": decision.promoted, "served": served, **refresh_info}
-    atomic_write_json(out / "refresh.json", record, indent=2, default=str)
-    append_history(champion_dir.parent, {**record, "reason": decision.reason})
-    return RefreshResult(
-        promoted=decision.promoted,
-        decision=decision,
-        champion_version=version,
-        served_version=served,
-        bundle_path=Path(path),
-        out=out,
-        metrics=metrics,
-        parts=parts,
-        questions={**counts, **{f"{k}_test": len(v) for k, v in groups.items()}},
-        report=report_path,
-    )
+        record = {
+            "action": "refresh",
+            "promoted": decision.promoted,
+            "served": served,
+            **refresh_info,
+        }
+        atomic_write_json(out / "refresh.json", record, indent=2, default=str)
+        append_history(champion_dir.parent, {**record, "reason": decision.reason})
+        return RefreshResult(
+            promoted=decision.promoted,
+            decision=decision,
+            champion_version=version,
+            served_version=served,
+            bundle_path=Path(path),
+            out=out,
+            metrics=metrics,
+            parts=parts,
+            questions={**counts, **{f"{k}_test": len(v) for k, v in groups.items()}},
+            report=report_path,
+        )
+    finally:
+        if store is not feedback:  # opened here from a path
+            store.close()
 
 
 def rollback_bundle(path: str | Path, to: str | None = None) -> str:
