@@ -19,30 +19,43 @@ Example::
 from __future__ import annotations
 
 import logging
-import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune.data.beir_files import (
+    MAX_GRADE,
+    BeirFormatError,
+    Judgements,
+    read_corpus,
+    read_qrels,
+    read_queries,
+)
 from llama_index_ragtune.data.errors import DataError
-from llama_index_ragtune.data.reading import iter_lines, parse_json
 
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "EXPECTED_LAYOUT",
+    "MAX_GRADE",
+    "BeirDataset",
+    "BeirFormatError",
+    "available_splits",
+    "check_beir_folder",
+    "find_file",
+    "load_beir",
+]
+
 EXPECTED_LAYOUT = (
     "expected the BEIR layout: <dir>/corpus.jsonl (or corpus.jsonl.gz), <dir>/queries.jsonl "
     "(or queries.jsonl.gz) and <dir>/qrels/<split>.tsv"
 )
-
-
-class BeirFormatError(DataError):
-    """A BEIR file is malformed; the message names the file and line (a ``DataError``)."""
 
 
 @dataclass
@@ -147,15 +160,15 @@ def load_beir(
     root = Path(path).expanduser()
     corpus_file, queries_file, (qrels_file,) = check_beir_folder(root, [split])
 
-    corpus, titles, doc_lines = _read_corpus(corpus_file)
+    corpus, titles, doc_lines = read_corpus(corpus_file)
     if not corpus:
         raise DataError(
             "the corpus is empty (no document lines)",
             path=corpus_file,
             hint='add one {"_id", "title", "text"} object per line',
         )
-    all_queries, all_metadata, query_lines = _read_queries(queries_file)
-    qrels = _read_qrels(qrels_file)
+    all_queries, all_metadata, query_lines = read_queries(queries_file)
+    qrels = read_qrels(qrels_file)
     qrels = _drop_unknown(qrels, corpus, all_queries, qrels_file)
     _check_judged(qrels, qrels_file, split)
 
@@ -203,8 +216,8 @@ def check_beir_folder(
         raise NotADirectoryError(f"{root} is a file, not a BEIR folder ({EXPECTED_LAYOUT})")
     if not root.is_dir():
         raise FileNotFoundError(f"BEIR folder not found: {root} ({EXPECTED_LAYOUT})")
-    corpus_file = _find(root, "corpus.jsonl")
-    queries_file = _find(root, "queries.jsonl")
+    corpus_file = find_file(root, "corpus.jsonl")
+    queries_file = find_file(root, "queries.jsonl")
     return corpus_file, queries_file, [_find_qrels(root, split) for split in splits]
 
 
@@ -229,7 +242,13 @@ def available_splits(path: str | Path) -> list[str]:
 # --------------------------------------------------------------------------- files
 
 
-def _find(root: Path, name: str) -> Path:
+def find_file(root: Path, name: str) -> Path:
+    """``root/name``, else ``root/name.gz``; ``FileNotFoundError`` naming the layout otherwise.
+
+    Example::
+
+        find_file(Path("../shared/data/scifact"), "corpus.jsonl")
+    """
     for candidate in (root / name, root / f"{name}.gz"):
         if candidate.is_file():
             return candidate
@@ -263,191 +282,13 @@ def _find_qrels(root: Path, split: str) -> Path:
     )
 
 
-def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in iter_lines(path, BeirFormatError):
-        record = parse_json(line, path, number, BeirFormatError)
-        if not isinstance(record, dict) or "_id" not in record:
-            raise BeirFormatError(
-                "expected a JSON object with an '_id' field",
-                path=path,
-                line=number,
-                hint='each line must look like {"_id": "...", "text": "..."}',
-            )
-        yield number, record
-
-
-def _record_id(record: dict[str, Any], path: Path, number: int) -> str:
-    value = record["_id"]
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise BeirFormatError(
-            f"'_id' must be a string or an integer, got {type(value).__name__}",
-            path=path,
-            line=number,
-        )
-    text = str(value)
-    if not text.strip():
-        raise BeirFormatError("empty '_id'", path=path, line=number, hint="give every line an id")
-    if text != text.strip() or any(c in text for c in "\t\r\n"):
-        raise BeirFormatError(
-            f"'_id' {text!r} has surrounding whitespace or a tab/newline, so qrels rows "
-            "cannot refer to it",
-            path=path,
-            line=number,
-            hint="remove the whitespace from the id",
-        )
-    return text
-
-
-def _text_field(record: dict[str, Any], key: str, path: Path, number: int) -> str:
-    """``record[key]`` as text ("" when missing or null; a number is turned into text)."""
-    value = record.get(key)
-    if value is None:
-        return ""
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise BeirFormatError(
-        f"field {key!r} must be a string, got {type(value).__name__}", path=path, line=number
-    )
-
-
-def _duplicate(kind: str, ident: str, first: int, path: Path, number: int) -> BeirFormatError:
-    return BeirFormatError(
-        f"duplicate {kind} id {ident!r} (first on line {first})",
-        path=path,
-        line=number,
-        hint="ids must be unique: rename or remove one of the two lines",
-    )
-
-
-def _read_corpus(path: Path) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
-    corpus: dict[str, str] = {}
-    titles: dict[str, str] = {}
-    lines: dict[str, int] = {}
-    for number, record in _json_records(path):
-        doc_id = _record_id(record, path, number)
-        if doc_id in corpus:
-            raise _duplicate("document", doc_id, lines[doc_id], path, number)
-        title = _text_field(record, "title", path, number).strip()
-        text = _text_field(record, "text", path, number)
-        corpus[doc_id] = f"{title}\n{text}" if title else text
-        lines[doc_id] = number
-        if title:
-            titles[doc_id] = title
-    return corpus, titles, lines
-
-
-def _read_queries(
-    path: Path,
-) -> tuple[dict[str, str], dict[str, dict[str, Any]], dict[str, int]]:
-    queries: dict[str, str] = {}
-    metadata: dict[str, dict[str, Any]] = {}
-    lines: dict[str, int] = {}
-    for number, record in _json_records(path):
-        qid = _record_id(record, path, number)
-        if qid in queries:
-            raise _duplicate("query", qid, lines[qid], path, number)
-        queries[qid] = _text_field(record, "text", path, number)
-        lines[qid] = number
-        meta = record.get("metadata")
-        if isinstance(meta, dict):
-            metadata[qid] = meta
-        elif meta is not None:
-            raise BeirFormatError(
-                f"field 'metadata' must be a JSON object, got {type(meta).__name__}",
-                path=path,
-                line=number,
-            )
-    return queries, metadata, lines
-
-
-_GRADE = re.compile(r"[+-]?([0-9]+)(\.0*)?")
-MAX_GRADE = 2**31 - 1
-"""Largest accepted relevance grade (in absolute value): the range of trec_eval's integers."""
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _grade(text: str, path: Path, number: int) -> int:
-    match = _GRADE.fullmatch(text)
-    if match is None:
-        raise BeirFormatError(
-            f"relevance score {text!r} is not an integer",
-            path=path,
-            line=number,
-            hint="BEIR grades are integers: 0 (judged not relevant), 1, 2, ...",
-        )
-    if len(match.group(1).lstrip("0")) > 10 or abs(int(match.group(0).split(".")[0])) > MAX_GRADE:
-        raise BeirFormatError(
-            f"relevance score {text[:40]!r} is out of range",
-            path=path,
-            line=number,
-            hint=f"grades must lie between -{MAX_GRADE} and {MAX_GRADE}",
-        )
-    return int(match.group(0).split(".")[0])
-
-
-@dataclass
-class _Judgements:
-    """``grades[qid][doc_id]`` plus the first qrels line naming each query and document."""
-
-    grades: dict[str, dict[str, int]] = field(default_factory=dict)
-    query_lines: dict[str, int] = field(default_factory=dict)
-    doc_lines: dict[str, int] = field(default_factory=dict)
-
-
-def _read_qrels(path: Path) -> _Judgements:
-    qrels = _Judgements()
-    conflicts: list[str] = []
-    first = True
-    for number, line in iter_lines(path, BeirFormatError):
-        parts = line.split("\t") if "\t" in line else line.split()
-        if len(parts) == 4:  # TREC style: qid iter doc grade
-            parts = [parts[0], parts[2], parts[3]]
-        if len(parts) != 3:
-            raise BeirFormatError(
-                f"expected 'query-id<TAB>corpus-id<TAB>score', got {line[:200]!r}",
-                path=path,
-                line=number,
-            )
-        qid, doc_id, grade_text = (p.strip() for p in parts)
-        if first and not _is_number(grade_text):  # the header row
-            first = False
-            continue
-        first = False
-        if not qid or not doc_id:
-            raise BeirFormatError(
-                "empty query id or corpus id", path=path, line=number, hint="fill in both ids"
-            )
-        grade = _grade(grade_text, path, number)
-        qrels.query_lines.setdefault(qid, number)
-        qrels.doc_lines.setdefault(doc_id, number)
-        judged = qrels.grades.setdefault(qid, {})
-        if doc_id in judged and judged[doc_id] != grade:
-            conflicts.append(f"{qid}/{doc_id} (line {number})")
-            grade = max(grade, judged[doc_id])
-        judged[doc_id] = grade
-    if conflicts:
-        warnings.warn(
-            f"{path}: {len(conflicts)} (query, document) pairs are judged twice with different "
-            f"grades; kept the higher grade (e.g. {', '.join(conflicts[:5])})",
-            stacklevel=3,
-        )
-    return qrels
-
-
 def _examples(ids: list[str], lines: dict[str, int], limit: int = 5) -> str:
     shown = ", ".join(f"{i!r} (line {lines[i]})" if i in lines else repr(i) for i in ids[:limit])
     return shown + (f", ... ({len(ids)} in total)" if len(ids) > limit else "")
 
 
 def _drop_unknown(
-    judgements: _Judgements,
+    judgements: Judgements,
     corpus: dict[str, str],
     queries: dict[str, str],
     qrels_file: Path,

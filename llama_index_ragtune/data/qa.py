@@ -391,7 +391,7 @@ def load_scifact_claims(
 
         claims, abstracts = load_scifact_claims("../shared/data/scifact", split="test")
     """
-    from llama_index_ragtune.data.beir import _find, load_beir
+    from llama_index_ragtune.data.beir import find_file, load_beir
 
     _check_limit("max_examples", max_examples)
     try:
@@ -404,7 +404,7 @@ def load_scifact_claims(
     if "{claim}" not in question_template:
         raise ValueError(f"question_template {question_template!r} must contain {{claim}}")
     dataset = load_beir(beir_dir, split=split)
-    queries_file = _find(Path(beir_dir).expanduser(), "queries.jsonl")
+    queries_file = find_file(Path(beir_dir).expanduser(), "queries.jsonl")
     examples: list[QAExample] = []
     fallbacks = 0
     for qid, claim in dataset.queries.items():
