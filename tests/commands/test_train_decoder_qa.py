@@ -65,7 +65,8 @@ def test_train_decoder_on_a_qa_file(qa_file, tmp_path, tiny_causal_lm_path, caps
     out = tmp_path / "decoder"
     argv = ["train", "decoder", "--qa", str(qa_file), "--base-model", tiny_causal_lm_path]
     argv += ["--out", str(out), "--refusal-threshold", "0.5", "--answerability-minutes", "0"]
-    argv += ["--max-steps", "2", "--max-new-tokens", "4", "--top-k", "2", "--seed", "1"]
+    argv += ["--max-steps", "1", "--max-new-tokens", "2", "--top-k", "2", "--seed", "1"]
+    argv += ["--max-test-examples", "3", "--generation-batch-size", "8"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     decision = json.loads((out / "decision.json").read_text())["decision"]
