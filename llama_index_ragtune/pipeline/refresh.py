@@ -12,9 +12,9 @@
    beats the bundle's part on validation questions carved from the training side,
    and a part not promoted stays the bundle's;
 4. measures the bundle in use (champion) and the refreshed stack (challenger) on the
-   same held-out questions: the feedback's held-out side decides (nDCG@10 by more than
-   the margin), and the earlier test questions, when there are any, must not get worse
-   by more than the margin (without held-out feedback they decide);
+   same held-out questions, the feedback's fixed held-out side and the bundle's earlier
+   test questions: the challenger wins when its nDCG@10 is better by more than the
+   margin on one of the two and worse by more than the margin on neither;
 5. writes the next bundle version and moves ``CURRENT`` to it only when the challenger
    won; either way the decision goes to ``<out>/refresh.json`` and
    ``bundles/history.jsonl``, and the refresh's work folder (``<out>/work``) keeps

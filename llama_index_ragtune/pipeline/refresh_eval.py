@@ -5,9 +5,9 @@ The champion is the bundle exactly as ``load_bundle`` serves it (its retriever w
 fusion, its reranker); the challenger is the refresh's served stack. Both rank each
 held-out question under its own filters; nDCG@10, Recall@10 and MRR@10 are averaged per
 question set (``"feedback"``: the feedback's held-out side; ``"earlier"``: the test
-questions the bundle was tuned with). :func:`decide` promotes on the feedback set (by more
-than the margin, ``finetuning.promotion.decide_promotion``) unless the earlier set gets
-worse by more than the margin; without held-out feedback the earlier set decides.
+questions the bundle was tuned with). :func:`decide` promotes the challenger when it is
+better by more than the margin on one set (``finetuning.promotion.decide_promotion``) and
+worse by more than the margin on none.
 
 Example::
 
@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -78,11 +77,15 @@ def rankers(ctx: Any, champion: Any) -> tuple[Callable, Callable]:
     return champion_rank, challenger_rank
 
 
+SETS = {"feedback": "held-out feedback questions", "earlier": "earlier test questions"}
+
+
 def decide(
     metrics: dict[str, dict[str, dict[str, float]]], margin: float, force: bool, version: str
 ) -> Any:
-    """The refresh's ``PromotionDecision`` from ``{set: {"champion": m, "challenger": m}}``
-    (see the module docstring).
+    """The refresh's ``PromotionDecision`` from ``{set: {"champion": m, "challenger": m}}``:
+    promoted when the challenger's nDCG@10 is better by more than ``margin`` on one question
+    set and worse by more than ``margin`` on none (or when ``force``).
 
     Example::
 
@@ -91,36 +94,50 @@ def decide(
     """
     from llama_index_ragtune.finetuning.promotion import PromotionDecision, decide_promotion
 
-    main = "feedback" if "feedback" in metrics else "earlier"
-    decision = decide_promotion(
-        metrics[main]["champion"],
-        metrics[main]["challenger"],
+    per = {
+        name: decide_promotion(pair["champion"], pair["challenger"], METRIC, margin)
+        for name, pair in metrics.items()
+    }
+    won = [n for n, d in per.items() if d.promoted]
+    lost = [n for n, d in per.items() if d.gain is not None and d.gain < -margin]
+    main = won[0] if won else next(iter(per))
+    figures = "; ".join(
+        f"{SETS.get(n, n)}: {METRIC} {d.challenger:.4f} vs {d.champion:.4f} ({d.gain:+.4f})"
+        for n, d in per.items()
+        if d.gain is not None
+    )
+    figures += f"; margin {margin:g}"
+
+    def sets(names: list[str]) -> str:
+        return " and the ".join(SETS.get(n, n) for n in names)
+
+    promoted = force or (bool(won) and not lost)
+    if force:
+        reason = f"promoted the refreshed bundle over bundle {version} (forced): {figures}"
+    elif promoted:
+        reason = (
+            f"promoted the refreshed bundle over bundle {version}: better on the {sets(won)}"
+            f"{' and not worse on the others' if len(per) > len(won) else ''}: {figures}"
+        )
+    elif won:
+        reason = (
+            f"kept bundle {version}: the refreshed bundle is better on the {sets(won)} but "
+            f"worse on the {sets(lost)}: {figures}"
+        )
+    else:
+        reason = (
+            f"kept bundle {version}: the refreshed bundle is not better on the "
+            f"{' or the '.join(SETS.get(n, n) for n in per)}: {figures}"
+        )
+    return PromotionDecision(
+        promoted,
         METRIC,
+        per[main].champion,
+        per[main].challenger,
         margin,
-        force=force,
-        champion_name=f"bundle {version}",
+        forced=force,
+        reason=reason,
     )
-    where = "held-out feedback questions" if main == "feedback" else "earlier test questions"
-    reason = decision.reason.replace("the tuned model", "the refreshed bundle").replace(
-        "on validation", f"on the {where}"
-    )
-    decision = dataclasses.replace(decision, reason=reason)
-    if decision.promoted and not force and main == "feedback" and "earlier" in metrics:
-        old = metrics["earlier"]["champion"][METRIC]
-        new = metrics["earlier"]["challenger"][METRIC]
-        if new < old - margin:
-            decision = PromotionDecision(
-                False,
-                METRIC,
-                decision.champion,
-                decision.challenger,
-                margin,
-                reason=f"kept bundle {version}: the refreshed bundle is better on the held-out "
-                f"feedback questions ({decision.challenger:.4f} vs {decision.champion:.4f}) but "
-                f"worse on the earlier test questions ({METRIC} {new:.4f} vs {old:.4f}; margin "
-                f"{margin:g})",
-            )
-    return decision
 
 
 def evaluation_results(ctx: Any, metrics: dict, latency: dict, decision: Any, version: str) -> Any:

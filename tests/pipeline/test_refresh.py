@@ -166,3 +166,26 @@ def test_feedback_without_positives_is_a_clear_error(shop, tmp_path):
     with pytest.raises(RefreshError, match="nothing to learn from"):
         refresh_bundle(shop, db, tmp_path / "r")
     assert bundle_versions(shop) == ["v1"] and read_history(shop) == []
+
+
+def test_the_refreshed_bundle_must_win_on_one_held_out_set_and_lose_on_none():
+    from llama_index_ragtune.pipeline.refresh_eval import decide
+
+    def sets(feedback, earlier):
+        pairs = {"feedback": feedback, "earlier": earlier}
+        return {
+            name: {"champion": {"ndcg@10": old}, "challenger": {"ndcg@10": new}}
+            for name, (old, new) in pairs.items()
+        }
+
+    won = decide(sets((0.60, 0.70), (0.50, 0.50)), 0.005, False, "v3")
+    assert won.promoted and (won.champion, won.challenger) == (0.60, 0.70)
+    assert "better on the held-out feedback questions and not worse" in won.reason
+    tied_feedback = decide(sets((1.0, 1.0), (0.65, 0.70)), 0.005, False, "v3")
+    assert tied_feedback.promoted and "better on the earlier test questions" in tied_feedback.reason
+    regressed = decide(sets((0.60, 0.70), (0.50, 0.40)), 0.005, False, "v3")
+    assert not regressed.promoted and "worse on the earlier test questions" in regressed.reason
+    within_margin = decide(sets((0.60, 0.603), (0.50, 0.498)), 0.005, False, "v3")
+    assert not within_margin.promoted and within_margin.reason.startswith("kept bundle v3")
+    forced = decide(sets((0.60, 0.50), (0.50, 0.40)), 0.005, True, "v3")
+    assert forced.promoted and forced.forced and "(forced)" in forced.reason
