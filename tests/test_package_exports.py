@@ -73,3 +73,16 @@ def test_importing_the_package_loads_no_heavy_library():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_public_name_is_shadowed_by_a_submodule_of_the_same_name():
+    # importing a submodule sets the package attribute of its name: a public function
+    # named like its module would turn into that module once the module is imported
+    for package in LAZY_PACKAGES:
+        module = importlib.import_module(package)
+        clashes = [n for n, target in module._EXPORTS.items() if target.rsplit(".", 1)[-1] == n]
+        assert not clashes, f"{package}: {clashes} share their module's name"
+    import llama_index_ragtune.evaluation.generation_report  # noqa: F401
+    from llama_index_ragtune.evaluation import trust_score
+
+    assert callable(trust_score) and trust_score.__name__ == "trust_score"

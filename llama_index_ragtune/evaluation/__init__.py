@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
         reward_dataset,
     )
     from llama_index_ragtune.evaluation.system_result import Decision, RefusalScores, SystemResult
-    from llama_index_ragtune.evaluation.trust_score import trust_score
+    from llama_index_ragtune.evaluation.trust import trust_score
 
 # public name -> module (relative to this package). One concept per module.
 _EXPORTS = {
@@ -56,7 +56,7 @@ _EXPORTS = {
     "ThresholdChoice": "refusal_calibration",
     "RefusalCombination": "refusal_calibration",
     "fit_refusal_combination": "refusal_calibration",
-    "trust_score": "trust_score",
+    "trust_score": "trust",
     "GroundedReward": "rewards",
     "grounded_reward": "rewards",
     "reward_dataset": "rewards",

@@ -51,7 +51,7 @@ Answers (answerable examples; a refusal scores 0):
 - a callable ``(clean_prediction, gold_answers) -> float | dict`` sets
   ``answer_score`` (a dict's ``"score"`` key, other keys are kept as columns).
 
-Trust score (:mod:`~llama_index_ragtune.evaluation.trust_score`): the report's
+Trust score (:mod:`~llama_index_ragtune.evaluation.trust`): the report's
 ``trust_score`` is the mean of ``trust_refusal`` (macro F1 of refusing and
 answering), ``trust_answer`` (F1 of answer precision and recall) and
 ``trust_citation`` (F1 of citation precision and recall): one number to track,
@@ -83,6 +83,7 @@ Example::
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -415,8 +416,6 @@ class GenerationEvaluator:
         (``gold_node_ids``, ``gold_answers``, ``answerable``, ``gold_label``, ``example_id``).
         Each row also gets ``latency_s``, the query's wall time.
         """
-        import time
-
         from tqdm.auto import tqdm
 
         rows = []

@@ -26,7 +26,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
 from llama_index_ragtune.evaluation.report import ReportIO
+from llama_index_ragtune.evaluation.trust import trust_score
 
 __all__ = ["GenerationReport"]
 
@@ -77,7 +79,7 @@ class GenerationReport(ReportIO):
         reports it), ``refusal_auc`` says how well it separates unanswerable questions;
         rows with ``refusal_signals`` (a dict of refusal signals, e.g. ``decoder``,
         ``answerability``, ``combined``) add ``refusal_auc_<signal>`` for each. The
-        Trust-Score-style ``trust_score`` and its parts (``evaluation.trust_score``) close it.
+        Trust-Score-style ``trust_score`` and its parts (``evaluation.trust``) close it.
         """
         rows = self.rows
         answerable = [r for r in rows if r["answerable"]]
@@ -111,8 +113,6 @@ class GenerationReport(ReportIO):
             refusal_fp=fp,
             refusal_fn=fn,
         )
-        from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
-        from llama_index_ragtune.evaluation.trust_score import trust_score
 
         labels = [r["answerable"] for r in rows]
         probabilities = [r.get("refusal_probability") for r in rows]

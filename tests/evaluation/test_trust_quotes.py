@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llama_index_ragtune.evaluation import GenerationEvaluator
-from llama_index_ragtune.evaluation.trust_score import trust_score
+from llama_index_ragtune.evaluation.trust import trust_score
 from llama_index_ragtune.grounding import DEFAULT_REFUSAL
 
 SOURCES = ["Warsaw's stock exchange opened in 1817.", "It re-opened in April 1991.", "Zoo."]

@@ -18,7 +18,7 @@ correctly when it answers, and cites the right sources. Each part is an F1 in
 
 Example::
 
-    from llama_index_ragtune.evaluation.trust_score import trust_score
+    from llama_index_ragtune.evaluation.trust import trust_score
 
     rows = [
         {"answerable": True, "refused": False, "answer_score": 1.0,
