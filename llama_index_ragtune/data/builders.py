@@ -18,7 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune.data.beir import load_beir
 from llama_index_ragtune.data.records import Negative, stable_query_id
+from llama_index_ragtune.data.synthetic import generate_synthetic_queries
 from llama_index_ragtune.data.validation import fmt_ids as _fmt_ids
 
 if TYPE_CHECKING:
@@ -36,8 +38,6 @@ def beir_fields(
     judged_negatives: bool = True,
 ) -> dict[str, Any]:
     """``RetrievalDataset`` keyword arguments; see ``RetrievalDataset.from_beir``."""
-    from llama_index_ragtune.data.beir import load_beir
-
     beir = load_beir(path, split=split, max_queries=max_queries)
     relevant = beir.relevant_docs(min_grade=min_grade)
     dropped = [q for q in beir.queries if q not in relevant]
@@ -108,8 +108,6 @@ def nodes_fields(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """``RetrievalDataset`` keyword arguments; see ``RetrievalDataset.from_nodes``."""
-    from llama_index_ragtune.data.synthetic import generate_synthetic_queries
-
     result = generate_synthetic_queries(
         nodes,
         llm=llm,

@@ -38,6 +38,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from llama_index_ragtune.data.negative_sources import (
+    BM25Scorer,
+    DenseScorer,
+    load_cross_encoder_scorer,
+)
 from llama_index_ragtune.data.schema import Negative, RetrievalDataset, _fmt_ids, normalize_text
 
 if TYPE_CHECKING:
@@ -305,8 +310,6 @@ class HardNegativeMiner:
     ) -> None:
         from tqdm.auto import tqdm
 
-        from llama_index_ragtune.data.negative_sources import BM25Scorer, DenseScorer
-
         texts = list(ds.corpus.values())
         if source == "bm25":
             scorer: Any = BM25Scorer(
@@ -416,8 +419,6 @@ class HardNegativeMiner:
         window: list[tuple[int, float, int]],
         n: int,
     ) -> list[tuple[int, float, int]]:
-        from llama_index_ragtune.data.negative_sources import load_cross_encoder_scorer
-
         if self._ce_scorer is None:
             self._ce_scorer = load_cross_encoder_scorer(
                 self.cross_encoder, batch_size=self.encode_batch_size

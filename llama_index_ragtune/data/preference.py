@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.grounded import LABEL_WORDS, GroundedContext
 from llama_index_ragtune.data.qa import split_sentences
+from llama_index_ragtune.evaluation.rewards import grounded_reward
 from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
     DEFAULT_SYSTEM_PROMPT,
@@ -59,8 +60,6 @@ def composite_score(row: Mapping[str, Any]) -> float:
     refusal, else ``0.4 * answer_score + 0.3 * citation_precision + 0.3 * citation_recall``
     (missing citation figures count as 0).
     """
-    from llama_index_ragtune.evaluation.rewards import grounded_reward
-
     return grounded_reward(row)
 
 

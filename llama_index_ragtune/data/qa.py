@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from llama_index_ragtune.data.beir import find_file, load_beir
 from llama_index_ragtune.data.reading import JsonFields, read_json_file
 
 if TYPE_CHECKING:
@@ -391,8 +392,6 @@ def load_scifact_claims(
 
         claims, abstracts = load_scifact_claims("../shared/data/scifact", split="test")
     """
-    from llama_index_ragtune.data.beir import find_file, load_beir
-
     _check_limit("max_examples", max_examples)
     try:
         question_template.format(claim="")

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -69,8 +70,6 @@ class EmbeddingQAFinetuneDataset(BaseModel):
 @lru_cache(maxsize=1)
 def embedding_qa_dataset_class() -> type:
     """LlamaIndex's ``EmbeddingQAFinetuneDataset`` class, or the compatible local one."""
-    import importlib
-
     for module_name, attr in _CANDIDATES:
         try:
             module = importlib.import_module(module_name)

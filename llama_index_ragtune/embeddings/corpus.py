@@ -48,6 +48,7 @@ import numpy as np
 
 from llama_index_ragtune._cores import available_cores
 from llama_index_ragtune.embeddings.corpus_encoders import BlockEncoder, finish, model_spec
+from llama_index_ragtune.embeddings.corpus_ray import RayEngine
 from llama_index_ragtune.embeddings.npy_writer import NpyRowWriter
 
 __all__ = ["ENGINES", "embed_corpus", "iter_shards"]
@@ -234,6 +235,5 @@ def _start(engine: str, model: Any, normalize: bool, batch_size: int, workers: i
         return _LocalEngine(model, normalize, batch_size)
     if engine == "multiprocess":
         return _MultiprocessEngine(model, normalize, batch_size, int(workers or available_cores()))
-    from llama_index_ragtune.embeddings.corpus_ray import RayEngine
 
     return RayEngine(model, normalize, batch_size, workers)

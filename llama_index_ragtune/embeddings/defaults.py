@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
+from llama_index_ragtune.models import resolve_model
+
 Backend = Literal["auto", "onnx", "onnx-int8", "torch"]
 BACKENDS: tuple[str, ...] = ("auto", "onnx", "onnx-int8", "torch")
 
@@ -58,8 +60,6 @@ def default_embed_model(
 
         return OnnxEmbedding(model, quantize=backend == "onnx-int8", **kwargs)
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-
-    from llama_index_ragtune.models import resolve_model
 
     kwargs.setdefault("device", "cpu")
     return HuggingFaceEmbedding(model_name=resolve_model(model, kind="encoder"), **kwargs)

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,6 @@ ONNX_INSTALL_HINT = "pip install 'llama-index-ragtune[onnx]'  (onnxruntime and o
 
 def require_onnx() -> None:
     """Raise an ImportError with the install hint when onnxruntime or onnx is missing."""
-    import importlib.util
-
     missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(

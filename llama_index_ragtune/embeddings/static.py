@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -256,8 +257,6 @@ class StaticEmbeddingModel(BaseEmbedding):
 
 def _fingerprint(tokenizer_file: Path, weights: np.ndarray) -> str:
     """A hash of what determines the vectors: the token vectors and the tokenizer."""
-    import hashlib
-
     digest = hashlib.sha256(np.ascontiguousarray(weights).tobytes())
     digest.update(tokenizer_file.read_bytes())
     return digest.hexdigest()[:16]

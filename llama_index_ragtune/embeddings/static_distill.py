@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llama_index_ragtune._atomic import atomic_dir, atomic_write_json, sha256_file
+from llama_index_ragtune.models import resolve_model
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -68,7 +71,6 @@ def _load(model: str | os.PathLike | SentenceTransformer | None) -> tuple[Any, s
             or "SentenceTransformer"
         )
         return model, _portable(str(name))
-    from llama_index_ragtune.models import resolve_model
 
     if model is None:
         return SentenceTransformer(
@@ -161,8 +163,6 @@ def distill_static_embedding(
     from model2vec.distill import distill_from_model
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
-
-    from llama_index_ragtune._atomic import atomic_dir, atomic_write_json, sha256_file
 
     target = Path(output_dir).expanduser()
     if target.exists() and (

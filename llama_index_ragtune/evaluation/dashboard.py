@@ -26,6 +26,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.evaluation.dashboard_markdown import render_markdown
 from llama_index_ragtune.evaluation.dashboard_style import PAGE_CSS
 from llama_index_ragtune.evaluation.report_summary import (
     SECTION_TITLES,
@@ -54,6 +55,7 @@ from llama_index_ragtune.evaluation.svg_charts import (
     timing_bars,
     tint,
 )
+from llama_index_ragtune.retrievers.persistence import atomic_write_text
 
 __all__ = ["ReportPaths", "render_html", "write_report"]
 
@@ -384,9 +386,6 @@ def write_report(
 
         paths = write_report(EvaluationResults.load("evaluation.json"), "runs/report")
     """
-    from llama_index_ragtune.evaluation.dashboard_markdown import render_markdown
-    from llama_index_ragtune.retrievers.persistence import atomic_write_text
-
     results.validate()
     out = Path(out_dir)
     html_text, md_text = render_html(results, source=source), render_markdown(results)

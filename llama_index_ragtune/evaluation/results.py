@@ -77,6 +77,7 @@ from llama_index_ragtune.evaluation.system_result import (
     SystemResult,
     plain_metrics,
 )
+from llama_index_ragtune.retrievers.persistence import atomic_write_text
 
 __all__ = [
     "FORMAT",
@@ -299,8 +300,6 @@ class EvaluationResults:
 
     def save(self, path: str | Path) -> Path:
         """Validate, then write ``path`` atomically (a temporary sibling renamed into place)."""
-        from llama_index_ragtune.retrievers.persistence import atomic_write_text
-
         path = Path(path)
         atomic_write_text(path, self.to_json() + "\n")
         return path

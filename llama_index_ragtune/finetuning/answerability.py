@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -39,10 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainingArguments
 
+from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, validation_size
 from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.promotion import decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.llms.answerability import AnswerabilityScorer
+from llama_index_ragtune.models import resolve_model
 
 if TYPE_CHECKING:
     import datasets
@@ -88,8 +92,6 @@ def question_level_auc(
 
         question_level_auc([0.9, 0.1, 0.2, 0.3], [1, 0, 0, 0], ["a", "a", "b", "b"])   # 1.0
     """
-    from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
-
     best: dict[str, float] = {}
     answerable: dict[str, bool] = {}
     for score, label, group in zip(scores, labels, groups, strict=True):
@@ -192,8 +194,6 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
 
     @staticmethod
     def _load(model: Any, max_length: int | None, device: str | None) -> CrossEncoder:
-        from llama_index_ragtune.models import resolve_model
-
         if isinstance(model, CrossEncoder):
             ce = model
         elif model is None or isinstance(model, (str, os.PathLike)):
@@ -251,8 +251,6 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
         if val is None or len(val) == 0:
             return {}
         import torch
-
-        from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
 
         pairs = list(zip(val["question"], val["source"], strict=True))
         scores = [
@@ -360,8 +358,6 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
             AnswerabilityNotPromotedError: the tuned head lost on validation (it waits in
                 ``challenger/``; load it with ``AnswerabilityScorer(path)`` to inspect it).
         """
-        from llama_index_ragtune.llms.answerability import AnswerabilityScorer
-
         if not self.final_model_path.is_dir():
             decision = self.decision
             if decision is not None and not decision.promoted:
@@ -382,7 +378,6 @@ def _is_trained(model: Any) -> bool:
     config = Path(str(model)) / "config.json"
     if not config.is_file():
         return False
-    import json
 
     try:
         data = json.loads(config.read_text(encoding="utf-8"))

@@ -38,15 +38,22 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
+import pickle
+import random
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llama_index_ragtune._atomic import atomic_dir, atomic_write_text
 from llama_index_ragtune.finetuning.checkpoints import resolve_resume
+from llama_index_ragtune.finetuning.compat import register_if_loaded
 from llama_index_ragtune.finetuning.promotion import PromotionDecision
 
 logger = logging.getLogger(__name__)
@@ -89,8 +96,6 @@ class BaseFinetuneEngine(ABC):
         callbacks: list[Any] | None,
         show_progress: bool,
     ) -> None:
-        from llama_index_ragtune.finetuning.compat import register_if_loaded
-
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(
                 f"{type(self).__name__}: val_fraction must be in [0, 1) (0 = no validation split), "
@@ -179,8 +184,6 @@ class BaseFinetuneEngine(ABC):
         return None
 
     def _write_decision(self, decision: PromotionDecision, extra: Mapping[str, Any]) -> None:
-        from llama_index_ragtune._atomic import atomic_write_text
-
         if not self.is_main_process:
             return
         payload = {"engine": type(self).__name__, "decision": decision.to_dict(), **extra}
@@ -196,8 +199,6 @@ class BaseFinetuneEngine(ABC):
         Carving is by query and seeded by ``args.seed``; ``val_fraction=0`` (or a
         single training query) gives no validation split.
         """
-        import random
-
         if self.val_dataset is not None:
             return self.train_dataset, self.val_dataset
         ids = list(self.train_dataset.query_ids)
@@ -215,8 +216,6 @@ class BaseFinetuneEngine(ABC):
     ) -> None:
         """Evaluate ``pool`` ``eval_points`` times during training and keep the best checkpoint
         (``load_best_model_at_end``), unless the caller configured evaluation in ``args``."""
-        import math
-
         if pool is None or eval_points < 1 or self.args.eval_strategy != "no" or total_steps < 2:
             return
         every = max(1, math.ceil(total_steps / eval_points))
@@ -244,8 +243,6 @@ class BaseFinetuneEngine(ABC):
     def _plan_steps(self, budget: Any, rows: int, probe: Any) -> dict[str, Any]:
         """Plan ``args.max_steps`` for ``budget.minutes`` by timing ``probe()`` (one micro-batch
         of one process); steps count global batches (all processes, all accumulation steps)."""
-        import math
-
         from llama_index_ragtune.finetuning.budget import describe_plan, plan_steps, time_steps
 
         # an optimizer step takes a global batch: every process's batch, every accumulation step
@@ -272,11 +269,7 @@ class BaseFinetuneEngine(ABC):
     ) -> None:
         """Save the challenger to ``final/`` when promoted; else to ``challenger/``, and restore
         the starting weights (saved to ``final/`` when ``keep_start``, else ``final/`` removed)."""
-        import shutil
-
         import torch
-
-        from llama_index_ragtune._atomic import atomic_dir
 
         final = self.output_dir / "final"
         main = self.is_main_process  # under DDP every process holds the same weights; one writes
@@ -353,7 +346,6 @@ class BaseFinetuneEngine(ABC):
         """
         if not self._distributed():
             return fn(*args)
-        import pickle
 
         from sentence_transformers.util.distributed import distributed_evaluation
 
@@ -373,7 +365,6 @@ class BaseFinetuneEngine(ABC):
         """
         if not self._distributed():
             return columns
-        import hashlib
 
         from torch import distributed as dist
 

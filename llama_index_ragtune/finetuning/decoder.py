@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -54,6 +55,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, validation_size
 from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.decoder_config import (
@@ -67,6 +69,8 @@ from llama_index_ragtune.finetuning.decoder_config import (
 from llama_index_ragtune.finetuning.decoder_validation import completion_nll
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.llms import LocalChatLLM
+from llama_index_ragtune.models import resolve_model
 
 if TYPE_CHECKING:
     import datasets
@@ -159,8 +163,6 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         show_progress: bool = True,
     ) -> None:
         import torch
-
-        from llama_index_ragtune.models import resolve_model
 
         if preference_method not in ("dpo", "orpo"):
             raise ValueError(
@@ -462,8 +464,6 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
 
     # ------------------------------------------------------------------ saving
     def _save_adapter(self, folder: Path) -> None:
-        from llama_index_ragtune._atomic import atomic_dir
-
         if not self.is_main_process:  # under DDP every process holds the weights; one writes
             return
         with atomic_dir(folder) as tmp:
@@ -476,8 +476,6 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         Merging folds the adapter into the base weights in memory, so the
         engine holds the merged model afterwards. Both folders are written atomically.
         """
-        from llama_index_ragtune._atomic import atomic_dir
-
         if self.model is None:
             raise RuntimeError("DecoderFinetuneEngine: nothing to save; call finetune() first.")
         if hasattr(self.model, "merge_and_unload"):
@@ -506,8 +504,6 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
 
         The merged tuned model when it was promoted, else the starting model.
         """
-        from llama_index_ragtune.llms import LocalChatLLM
-
         llm_kwargs.setdefault("device", self.device)
         decision = self.decision
         if decision is not None and not decision.promoted:
@@ -530,8 +526,6 @@ class _LossPool:
 
 
 def _sft_steps(args: Any, rows: int) -> int:
-    import math
-
     if args.max_steps and args.max_steps > 0:
         return int(args.max_steps)
     per_step = (

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune.llms.loading import cpu_has_native_bf16
+
 if TYPE_CHECKING:
     from peft import LoraConfig
     from trl import DPOConfig, SFTConfig
@@ -33,8 +35,6 @@ def bf16_default(device: str) -> bool:
     """bf16 mixed precision where the hardware computes it natively (GPU, or a CPU with
     ``avx512_bf16``/``amx_bf16``, where it roughly halves a training step)."""
     import torch
-
-    from llama_index_ragtune.llms.loading import cpu_has_native_bf16
 
     if on_gpu(device):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

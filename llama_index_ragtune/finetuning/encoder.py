@@ -38,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -310,8 +311,6 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
 
     def _guide_model(self) -> SentenceTransformer:
         """A frozen copy of the starting model: GIST's judge of which in-batch negatives count."""
-        import copy
-
         guide = copy.deepcopy(self.model)
         guide.eval()
         for param in guide.parameters():

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator, score_rankings
+from llama_index_ragtune.retrievers.defaults import fusion_preset
 from llama_index_ragtune.retrievers.fusion import fuse
 from llama_index_ragtune.retrievers.fusion_sweep import MAX_DEPTH
 
@@ -34,8 +35,6 @@ HYBRID_PREFIX = "hybrid_"
 
 def fusion_params(fusion: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """``HybridRetriever`` fusion arguments from a mode name (its preset), a dict, or ``None`` (default)."""
-    from llama_index_ragtune.retrievers.defaults import fusion_preset
-
     if fusion == "auto":
         raise ValueError("fusion='auto' is chosen per model by HybridRetrievalEvaluator")
     if fusion is None or isinstance(fusion, str):

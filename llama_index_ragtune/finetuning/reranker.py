@@ -43,6 +43,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -59,6 +60,7 @@ from torch import nn
 
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
+from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.rerank_validation import (
@@ -74,6 +76,7 @@ from llama_index_ragtune.finetuning.teachers import (  # noqa: F401 - bi_encoder
     teacher_scorer,
 )
 from llama_index_ragtune.models import resolve_model
+from llama_index_ragtune.postprocessor import CrossEncoderRerank
 
 if TYPE_CHECKING:
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -366,7 +369,6 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         if self._candidates is not None:
             scores = self._candidate_scores or {}
             return self._candidates, scores
-        from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
         from llama_index_ragtune.finetuning.hybrid_eval import fusion_params
 
         self._candidates, self._candidate_scores = hybrid_candidates_with_scores(
@@ -561,8 +563,6 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             RerankerNotPromotedError: the tuned reranker did not beat the first stage
                 on validation (leave it out; ``challenger_path`` holds it for inspection).
         """
-        from llama_index_ragtune.postprocessor import CrossEncoderRerank
-
         path = Path(model_name) if model_name is not None else self.final_model_path
         if model_name is None and not path.is_dir():
             decision = self.decision
@@ -586,7 +586,6 @@ def _is_trained_cross_encoder(model: Any) -> bool:
     config = Path(str(model)) / "config.json"
     if not config.is_file():
         return False  # a hub id: assume a bi-encoder checkpoint unless its config says otherwise
-    import json
 
     try:
         data = json.loads(config.read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import sys
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.finetuning.checkpoints import resolve_resume
 from llama_index_ragtune.finetuning.promotion import PromotionDecision
 
 REPORTED_METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -198,9 +200,6 @@ def train_and_measure(
     Shared by the encoder and reranker engines: ``evaluate()`` gives the after
     metrics; ``info`` adds engine-specific entries to ``FinetuneResult.info``.
     """
-    import logging
-
-    from llama_index_ragtune.finetuning.checkpoints import resolve_resume
 
     checkpoint = resolve_resume(resume_from_checkpoint, trainer.args.output_dir)
     logging.getLogger(__name__).info(

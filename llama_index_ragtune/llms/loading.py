@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.models import resolve_model
+
 __all__ = ["cpu_has_native_bf16", "load_causal_lm", "require_chat_template", "torch_dtype"]
 
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -96,8 +98,6 @@ def load_causal_lm(
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from llama_index_ragtune.models import resolve_model
 
     name = resolve_model(model, kind="decoder")
     weights_dtype = torch_dtype(dtype, device)

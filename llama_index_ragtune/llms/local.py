@@ -82,6 +82,7 @@ from llama_index_ragtune.llms.chat_io import (
     to_dicts,
 )
 from llama_index_ragtune.llms.loading import load_causal_lm, require_chat_template
+from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
 from llama_index_ragtune.llms.refusal_scoring import RefusalScoring
 from llama_index_ragtune.llms.streaming import Streaming
 
@@ -174,8 +175,6 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
     @field_validator("refusal_policy")
     @classmethod
     def _check_policy(cls, value: Any) -> Any:
-        from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
-
         if value is not None and not isinstance(value, RefusalPolicy):
             raise TypeError(
                 f"refusal_policy must be a RefusalPolicy (llms.refusal_policy), got "

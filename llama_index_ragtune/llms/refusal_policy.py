@@ -49,9 +49,16 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from llama_index_ragtune.evaluation.refusal_calibration import (
+    RefusalCombination,
+    choose_refusal_threshold,
+    fit_refusal_combination,
+    refusal_auc,
+)
 
 DECODER, ANSWERABILITY, COMBINED = "decoder", "answerability", "combined"
 _DESCRIPTIONS = {
@@ -201,8 +208,6 @@ class RefusalPolicy(ABC):
 
 
 def _choose(values: Sequence[float], answerable: Sequence[bool]) -> Any:
-    from llama_index_ragtune.evaluation.refusal_calibration import choose_refusal_threshold
-
     return choose_refusal_threshold(values, answerable)
 
 
@@ -326,8 +331,6 @@ class CombinedRefusalPolicy(RefusalPolicy):
 
         ``answerability`` is the scorer's P(answerable) on them (computed once by the caller).
         """
-        from llama_index_ragtune.evaluation.refusal_calibration import fit_refusal_combination
-
         no_answer = [1.0 - float(p) for p in answerability]
         combination = fit_refusal_combination(
             {DECODER: decoder_probabilities, ANSWERABILITY: no_answer}, answerable, l2=l2
@@ -350,9 +353,6 @@ class CombinedRefusalPolicy(RefusalPolicy):
 
 
 def _calibration(choice: Any, values: Sequence[float], answerable: Sequence[bool]) -> dict:
-    from dataclasses import asdict
-
-    from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
 
     return {**asdict(choice), "auc": refusal_auc(values, answerable)}
 
@@ -377,8 +377,6 @@ def load_refusal_policy(
         policy = load_refusal_policy("runs/decoder/refusal_policy.json")
         LocalChatLLM("runs/decoder/merged", refusal_policy=policy)
     """
-    from llama_index_ragtune.evaluation.refusal_calibration import RefusalCombination
-
     base = None
     if isinstance(source, Mapping):
         data = dict(source)

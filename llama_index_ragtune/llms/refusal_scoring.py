@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,8 +152,6 @@ class RefusalScoring:
 
             llm.citation_probabilities(messages, "Rouen", n_sources=3)   # e.g. [0.1, 0.8, 0.1]
         """
-        import math
-
         import torch
 
         if n_sources < 1:

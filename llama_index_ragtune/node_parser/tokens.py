@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+from llama_index_ragtune.models import resolve_model
+
 TokenCounter = Callable[[str], int]
 
 #: ``model_max_length`` values at or above this are "unknown" sentinels in transformers.
@@ -70,8 +72,6 @@ def _max_seq_length(path: Path) -> int | None:
 def _load(name_or_path: str | None) -> tuple[TokenCounter, int | None]:
     """Load a tokenizer with ``AutoTokenizer``; return ``(count, default_cap)`` (cached per process)."""
     from transformers import AutoTokenizer
-
-    from llama_index_ragtune.models import resolve_model
 
     path = resolve_model(name_or_path, kind="encoder")
     tokenizer = AutoTokenizer.from_pretrained(path)

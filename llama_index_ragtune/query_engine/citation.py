@@ -83,6 +83,7 @@ from llama_index_ragtune.grounding import (
     parse_answer,
     truncate_source,
 )
+from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
 from llama_index_ragtune.query_engine.post_check import MODES, check_citations, uncited_claims
 from llama_index_ragtune.query_engine.response_metadata import (
     base_metadata,
@@ -143,8 +144,6 @@ class CitationQueryEngine(BaseQueryEngine):
         refusal_policy: Any | None = None,
         uncited: str = "flag",
     ) -> None:
-        from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
-
         if refusal_policy is not None and not isinstance(refusal_policy, RefusalPolicy):
             raise TypeError(
                 f"refusal_policy must be a RefusalPolicy (llms.refusal_policy), got "

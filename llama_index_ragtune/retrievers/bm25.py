@@ -47,6 +47,7 @@ from llama_index_ragtune.retrievers.checks import (
     unit_float,
 )
 from llama_index_ragtune.retrievers.filters import FilterMaskCache, filterable_metadata
+from llama_index_ragtune.retrievers.persistence import load_snapshot
 
 __all__ = ["BM25Retriever", "BM25Tokenizer"]
 
@@ -252,7 +253,6 @@ class BM25Retriever(BaseRetriever):
         :class:`~llama_index_ragtune.retrievers.PersistenceError` for a damaged or edited folder.
         """
         from llama_index_ragtune.retrievers.bm25_persist import load_bm25
-        from llama_index_ragtune.retrievers.persistence import load_snapshot
 
         folder = Path(persist_dir)
         return load_snapshot(

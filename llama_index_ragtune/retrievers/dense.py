@@ -35,6 +35,7 @@ from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from llama_index_ragtune.retrievers.checks import check_filter_keys
+from llama_index_ragtune.retrievers.faiss_index import resolve_index_config
 from llama_index_ragtune.retrievers.node_embedding import drop_blank_nodes, embed_nodes
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ def build_faiss_index(
     """
     from llama_index.core import StorageContext, VectorStoreIndex
 
-    from llama_index_ragtune.retrievers.faiss_index import resolve_index_config
     from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore, _normalize
 
     config = resolve_index_config(dense_index)

@@ -73,6 +73,7 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
+from llama_index_ragtune.embeddings import resolve_embed_model
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.checks import (
     positive_float,
@@ -273,8 +274,6 @@ class HybridRetriever(BaseRetriever):
         BM25 indexes the nodes of its docstore. ``dense_retriever`` / ``sparse_retriever``
         replace a side.
         """
-        from llama_index_ragtune.embeddings import resolve_embed_model
-
         given = [name for name, value in (("nodes", nodes), ("index", index)) if value is not None]
         if len(given) != 1:
             raise ValueError(

@@ -47,6 +47,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from llama_index_ragtune._atomic import atomic_dir
+from llama_index_ragtune.embeddings import resolve_embed_model
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.bm25_persist import load_bm25, write_bm25_files
 from llama_index_ragtune.retrievers.checks import positive_float, positive_int, unit_float
@@ -57,6 +58,7 @@ from llama_index_ragtune.retrievers.external_store import (
     open_store,
     store_kind,
 )
+from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
     field,
@@ -224,8 +226,6 @@ def _load(
 ) -> Any:
     from llama_index.core import StorageContext, load_index_from_storage
 
-    from llama_index_ragtune.embeddings import resolve_embed_model
-
     overrides = dict(overrides)
     given_store = overrides.pop("vector_store", None)
     manifest = read_manifest(folder, MANIFEST, FORMAT, READABLE_VERSIONS, _REBUILD)
@@ -286,7 +286,6 @@ def _load(
 
 def _load_faiss(file: Path, dense: dict[str, Any], path: Path, verify: bool) -> Any:
     """The FAISS store, checked against the manifest (size, dimension, recorded index config)."""
-    from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
     from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 
     store = FilterableFaissVectorStore._load(file, verify=verify)
