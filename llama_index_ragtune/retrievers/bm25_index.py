@@ -127,6 +127,9 @@ class BM25Index:
     ) -> BM25Index:
         """Tokenise ``texts`` (or take ``corpus_tokens``) and index them with bm25s.
 
+        Raises ``ValueError`` when no document keeps a term after tokenisation (an empty or
+        stopword-only corpus): BM25 would have nothing to score.
+
         Example::
 
             index = BM25Index.build(["a text", "another text"], BM25Tokenizer())
@@ -137,6 +140,12 @@ class BM25Index:
             raise ValueError(f"unknown BM25 method {method!r}; choose one of {BM25_METHODS}")
         if corpus_tokens is None:
             corpus_tokens = [tokenizer(t) for t in texts or ()]
+        if not any(corpus_tokens):
+            raise ValueError(
+                f"none of the {len(corpus_tokens)} documents has a term BM25 can index after "
+                f"lower-casing, stopword removal (stopwords={tokenizer.stopwords_spec!r}) and "
+                "stemming; give documents with text, or pass stopwords=None"
+            )
         bm25 = bm25s.BM25(k1=k1, b=b, method=method)
         bm25.index(corpus_tokens, show_progress=show_progress)
         return cls(bm25, tokenizer)

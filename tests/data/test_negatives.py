@@ -588,3 +588,23 @@ def test_memory_stays_bounded_on_50k_documents(tiny_encoder):
     assert peak < bound, f"peak traced memory {peak / 2**20:.0f} MiB"
     print(f"peak traced memory {peak / 2**20:.0f} MiB; {miner.mine_stats}")
     assert out.negative_sources() == {"bm25": 5 * len(queries), "dense": 5 * len(queries)}
+
+
+@pytest.mark.parametrize(
+    ("corpus", "expected"),
+    [
+        ({"d1": "the and of", "d2": "a the"}, "none of the 2 documents has a term BM25 can index"),
+        ({"d1": "apple returns within two days"}, None),
+    ],
+    ids=["stopword-only", "one-document"],
+)
+def test_degenerate_corpora_give_a_clear_error_or_no_negatives(corpus, expected):
+    dataset = RetrievalDataset(
+        queries={"q": "apple returns"}, corpus=corpus, relevant_docs={"q": ["d1"]}
+    )
+    miner = HardNegativeMiner(sources=("bm25",))
+    if expected:
+        with pytest.raises(ValueError, match=expected):
+            miner.mine(dataset)
+    else:
+        assert miner.mine(dataset).negatives.get("q", []) == []
