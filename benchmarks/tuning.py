@@ -96,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reranker", action="store_true", help="skip the reranker")
     parser.add_argument("--model", help="starting bi-encoder (default: bundled MiniLM)")
     parser.add_argument("--time-budget", type=float, help="minutes per training run")
+    parser.add_argument(
+        "--max-pairs",
+        type=int,
+        help="training pairs per run instead of a time budget: the same steps however busy "
+        "the machine is (one epoch over them)",
+    )
     parser.add_argument("--max-test-queries", type=int, help="report on the first N test queries")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
@@ -179,9 +185,7 @@ class TuningBenchmark:
 
         from llama_index_ragtune.finetuning.encoder import DEFAULT_BUDGET
 
-        budget = replace(DEFAULT_BUDGET, **overrides.pop("budget", {}))
-        if self.args.time_budget is not None:
-            budget = replace(budget, minutes=self.args.time_budget)
+        budget = self._budget(replace(DEFAULT_BUDGET, **overrides.pop("budget", {})))
         output_dir = self.out / "models" / name
         engine = EncoderFinetuneEngine(
             train,
@@ -193,6 +197,16 @@ class TuningBenchmark:
             **overrides,
         )
         return engine, engine.finetune()
+
+    def _budget(self, budget: Any) -> Any:
+        """``budget`` with ``--time-budget`` / ``--max-pairs`` applied."""
+        from dataclasses import replace
+
+        if self.args.max_pairs is not None:
+            return replace(budget, max_pairs=self.args.max_pairs, minutes=None)
+        if self.args.time_budget is not None:
+            return replace(budget, minutes=self.args.time_budget)
+        return budget
 
     def _challenger(self, engine: Any, result: Any) -> Any:
         """The tuned model whether or not it was promoted (the engine restores the start)."""
@@ -280,12 +294,15 @@ class TuningBenchmark:
         stack: dict[str, float],
         stack_title: str,
     ) -> dict[str, float]:
+        from llama_index_ragtune.finetuning import reranker as reranker_defaults
+
         engine = RerankerFinetuneEngine(
             mined,
             output_dir=self.out / "models" / "reranker",
             args=RerankerFinetuneEngine.default_args(
                 self.out / "models" / "reranker", seed=self.args.seed
             ),
+            budget=self._budget(reranker_defaults.DEFAULT_BUDGET),
             teacher=encoder,
             encoder=str(encoder_engine.final_model_path),
             fusion=fusion,
