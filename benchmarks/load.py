@@ -303,7 +303,7 @@ def _row_line(row: dict[str, Any]) -> str:
     )
 
 
-def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def benchmark(args: argparse.Namespace, prog: str = "ragtune bench load") -> dict[str, Any]:
     from llama_index_ragtune import load_beir
 
     load_before = _load()
@@ -350,7 +350,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "agreement": check,
         "memory": memory,
         "summary": _summary(rows),
-        "command": command_line(args),
+        "command": command_line(args, prog),
         "machine": {
             "cores": _cores(),
             "load_before": load_before,
@@ -467,9 +467,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def command_line(args: argparse.Namespace) -> str:
+def command_line(args: argparse.Namespace, prog: str = "ragtune bench load") -> str:
     """The command that reproduces this run (paths relative to the repository)."""
-    prog = getattr(args, "_prog", None) or "python -m benchmarks.load"  # ragtune bench load
     parts = [prog, f"--beir {_display_path(args.beir)}"]
     defaults = vars(build_parser().parse_args(["--beir", "x"]))
     for name, value in vars(args).items():
@@ -516,11 +515,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run(build_parser().parse_args(argv), prog="python -m benchmarks.load")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark for parsed ``args`` (``ragtune bench load`` calls this)."""
+def run(args: argparse.Namespace, prog: str = "ragtune bench load") -> int:
+    """Run the benchmark for parsed ``args`` (``ragtune bench load`` calls this); ``prog`` is
+    how the recorded command starts."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("queries", "concurrency", "threads", "rerank_depth", "rerank_max_length"):
         if getattr(args, name) < 1:
@@ -530,7 +530,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not Path(args.beir).is_dir():
         raise SystemExit(f"--beir {args.beir}: no such folder (expected a BEIR data set)")
-    results = benchmark(args)
+    results = benchmark(args, prog)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"load_{results['dataset']['name']}"

@@ -141,7 +141,6 @@ def test_ragtune_bench_load_is_wired(tmp_path, capsys):
     assert "--concurrency" in capsys.readouterr().out
     # run through the CLI, the recorded command is the CLI's
     args = load.build_parser().parse_args(["--beir", "data/x", "--rerank-queries", "30"])
-    args._prog = "ragtune bench load"
     assert load.command_line(args) == "ragtune bench load --beir data/x --rerank-queries 30"
     # an unknown folder is refused before anything loads, with status 2
     assert cli.main(["bench", "load", "--beir", str(tmp_path / "missing")]) == 2
