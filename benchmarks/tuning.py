@@ -94,6 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated ablations to run: {', '.join(ABLATIONS)} (default: none)",
     )
     parser.add_argument("--no-reranker", action="store_true", help="skip the reranker")
+    parser.add_argument(
+        "--only-ablations",
+        action="store_true",
+        help="the untuned rows and the --ablations only (no default recipe, no reranker)",
+    )
     parser.add_argument("--model", help="starting bi-encoder (default: bundled MiniLM)")
     parser.add_argument("--time-budget", type=float, help="minutes per training run")
     parser.add_argument(
@@ -229,6 +234,15 @@ class TuningBenchmark:
         self._add(Row("bm25", "BM25", self._bm25()))
         self._add(Row("dense-before", "dense, before tuning (bundled MiniLM)", dense))
         self._add(Row("hybrid-preset", "hybrid, before tuning, library fusion preset", preset))
+        if not self.args.only_ablations:
+            self._main_rows(start)
+        for name in [a.strip() for a in self.args.ablations.split(",") if a.strip()]:
+            self._ablation(name, start)
+        self.meta["finished"] = True
+        self.save()
+
+    def _main_rows(self, start: Any) -> None:
+        """Fusion on train, the default recipe, the promoted stack (and reranker)."""
         chosen = self._train_fusion(start)
         _, hybrid = self._test_metrics(start, chosen.params)
         self._add(
@@ -273,10 +287,6 @@ class TuningBenchmark:
             stack = self._reranker(mined, engine, promoted_model, stack_fusion, stack, stack_title)
         else:
             self._add(Row("stack", f"stack: {stack_title} encoder in the hybrid", stack))
-        for name in [a.strip() for a in self.args.ablations.split(",") if a.strip()]:
-            self._ablation(name, start)
-        self.meta["finished"] = True
-        self.save()
 
     def _bm25(self) -> dict[str, float]:
         from llama_index_ragtune.finetuning.ranking_eval import score_rankings
