@@ -170,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_policies(output: Path, engine, policies: dict) -> None:
     """``refusal_threshold.json`` (decoder only) and ``refusal_policy.json`` (combined)."""
+    decision = engine.decision
+    served = (
+        engine.base_model if decision is not None and not decision.promoted else engine.merged_dir
+    )
     decoder = policies.get("decoder")
     if decoder is not None and decoder.calibration is not None:
         (output / "refusal_threshold.json").write_text(
@@ -178,13 +182,13 @@ def _write_policies(output: Path, engine, policies: dict) -> None:
         print(
             f"Refusal threshold {decoder.threshold:.4g} (chosen on "
             f"{decoder.calibration['n_examples']} dev questions): "
-            f'LocalChatLLM("{engine.merged_dir}", refusal_threshold={decoder.threshold:.4g})'
+            f'LocalChatLLM("{served}", refusal_threshold={decoder.threshold:.4g})'
         )
     combined = policies.get("combined")
     if combined is not None:
         path = combined.save(output / "refusal_policy.json")
         print(
             f"Refusal policy (decoder + answerability, threshold {combined.threshold:.4g}, dev "
-            f'AUC {combined.calibration["auc"]:.3f}): LocalChatLLM("{engine.merged_dir}", '
+            f'AUC {combined.calibration["auc"]:.3f}): LocalChatLLM("{served}", '
             f'refusal_policy=load_refusal_policy("{path}"))'
         )
