@@ -57,6 +57,7 @@ from sentence_transformers.cross_encoder import (
     CrossEncoderTrainingArguments,
 )
 from torch import nn
+from transformers import set_seed
 
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
@@ -232,6 +233,9 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         self.eval_points = eval_points
         self.device = device
         self.starts_trained = _is_trained_cross_encoder(model)
+        # a new one-logit head is initialised from the global RNG: seed it with args.seed, as
+        # the Trainer's model_init would, so a run is reproducible whatever ran before it
+        set_seed(self.args.seed)
         self.model = self._load_model(model, loss, max_length, device)
         self._candidates = dict(candidates) if candidates is not None else None
         self._candidate_scores = dict(candidate_scores) if candidate_scores is not None else None

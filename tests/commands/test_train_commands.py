@@ -126,6 +126,8 @@ def test_train_reranker_over_hybrid_candidates(
             "8",
             "--val-fraction",
             "0.25",
+            "--promotion-margin",
+            "1",  # no reranker can gain a whole nDCG point: the left-out path, deterministically
             "--out",
             str(out),
             "--device",
@@ -138,8 +140,7 @@ def test_train_reranker_over_hybrid_candidates(
     results = json.loads((out / "results.json").read_text())
     assert results["info"]["rerank_depth"] == 5 and results["global_step"] == 2
     assert results["info"]["loss"] == ("MarginMSELoss" if distil else "BinaryCrossEntropyLoss")
-    # BM25 finds every query's unique topic word: the hybrid "before" is near perfect, so two
-    # steps of a random tiny reranker do not beat it and the reranker is left out.
+    # BM25 finds every query's unique topic word: the hybrid "before" is near perfect
     assert results["before"]["recall@100"] == 1.0 and results["before"]["mrr@10"] > 0.5
     assert results["decision"]["promoted"] is False
     assert "leave it out" in printed
