@@ -23,19 +23,20 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
     from llama_index_ragtune.retrievers.dense import build_dense_index, build_faiss_index
     from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig
     from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
+    from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
     from llama_index_ragtune.retrievers.fusion import (
         FusedHit,
         fuse,
         reciprocal_rank_fusion,
         score_fusion,
     )
-    from llama_index_ragtune.retrievers.hybrid import FusedNodeWithScore, HybridRetriever
+    from llama_index_ragtune.retrievers.hybrid import HybridRetriever
     from llama_index_ragtune.retrievers.persistence import PersistenceError
 
 # public name -> module (relative to this package). One concept per module.
 _EXPORTS = {
     "HybridRetriever": "hybrid",
-    "FusedNodeWithScore": "hybrid",
+    "FusedNodeWithScore": "fused_node",
     "build_faiss_index": "dense",
     "BM25Retriever": "bm25",
     "BM25Tokenizer": "bm25",

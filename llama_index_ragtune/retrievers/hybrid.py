@@ -68,7 +68,6 @@ from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
@@ -89,6 +88,7 @@ from llama_index_ragtune.retrievers.dense import (
     drop_blank_nodes,
 )
 from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
+from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 from llama_index_ragtune.retrievers.fusion import fuse
 from llama_index_ragtune.retrievers.node_embedding import index_embed_model
 
@@ -97,27 +97,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["FusedNodeWithScore", "HybridRetriever", "build_faiss_index"]
 
 _BATCH_LOCK = threading.Lock()
-
-
-class FusedNodeWithScore(NodeWithScore):
-    """A fused result: ``score`` is the fused score; per-side ranks (1-based) and raw scores ride along."""
-
-    dense_rank: int | None = Field(
-        default=None, description="1-based rank on the dense side (None: not retrieved)."
-    )
-    dense_score: float | None = Field(
-        default=None, description="Raw dense similarity (None: not retrieved)."
-    )
-    sparse_rank: int | None = Field(
-        default=None, description="1-based rank on the BM25 side (None: not retrieved)."
-    )
-    sparse_score: float | None = Field(
-        default=None, description="Raw BM25 score (None: not retrieved)."
-    )
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "FusedNodeWithScore"
 
 
 def _has_native_async(retriever: BaseRetriever) -> bool:

@@ -61,6 +61,7 @@ from llama_index_ragtune.embeddings.micro_batch import (
 )
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
+from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 
 if TYPE_CHECKING:
     from llama_index_ragtune.retrievers.hybrid import HybridRetriever
@@ -195,7 +196,6 @@ def search_batch(
 
         search_batch(retriever, [QueryBundle("store hours"), QueryBundle("refunds")])
     """
-    from llama_index_ragtune.retrievers.hybrid import FusedNodeWithScore
 
     index, sparse = retriever.index, retriever.sparse_retriever
     store = index.vector_store
