@@ -25,8 +25,9 @@ from llama_index_ragtune.feedback.export import (
     feedback_retrieval_dataset,
     is_eval_query,
 )
-from llama_index_ragtune.feedback.recorder import FeedbackQueryEngine, response_fields
+from llama_index_ragtune.feedback.recorder import FeedbackQueryEngine
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats, RetrievedNode
+from llama_index_ragtune.feedback.responses import response_fields
 from llama_index_ragtune.feedback.schema import SCHEMA_VERSION, FeedbackStoreError
 from llama_index_ragtune.feedback.store import FeedbackStore
 

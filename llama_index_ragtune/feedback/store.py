@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index_ragtune.feedback.entries import check_rating, check_text, prepare_entry
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats
+from llama_index_ragtune.feedback.responses import response_fields
 from llama_index_ragtune.feedback.schema import FeedbackStoreError, open_database
 from llama_index_ragtune.feedback.sql import (
     COLUMNS,
@@ -335,7 +336,6 @@ class FeedbackStore:
             response = engine.query("apple return policy?")
             rid = store.record_response("apple return policy?", response, latency_ms=350.0)
         """
-        from llama_index_ragtune.feedback.recorder import response_fields
 
         return self.record(
             query,
