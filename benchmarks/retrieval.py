@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sweep:
         from benchmarks.retrieval_sweep import run_sweep
 
-        return run_sweep(dataset, args, cache_dir)
+        return run_sweep(dataset, args, cache_dir, command_line(args))
     results = benchmark(dataset, args, cache_dir)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -96,11 +96,10 @@ def _settings_stage2(best: dict[str, tuple]):
                 yield (mode, a, k, dense_depth, sparse_depth)
 
 
-def run_sweep(dataset: Any, args: argparse.Namespace, cache_dir: Path | None) -> int:
+def run_sweep(dataset: Any, args: argparse.Namespace, cache_dir: Path | None, command: str) -> int:
     from tqdm.auto import tqdm
 
     from benchmarks import retrieval_systems as S
-    from benchmarks.retrieval import command_line
     from llama_index_ragtune.embeddings import default_embed_model, onnx_available
 
     show = not args.no_progress
@@ -143,7 +142,7 @@ def run_sweep(dataset: Any, args: argparse.Namespace, cache_dir: Path | None) ->
         "selection": f"highest nDCG@10; within {TOLERANCE} of it, highest Recall@100",
         "top20": [_as_dict(s, v) for s, v in sorted(scored.items(), key=lambda kv: -kv[1][0])[:20]],
         "settings_scored": len(scored),
-        "command": command_line(args),
+        "command": command,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
