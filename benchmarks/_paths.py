@@ -7,7 +7,7 @@ its folder name.
 
 Example::
 
-    display_path("/work/main/benchmarks/results")   # 'benchmarks/results' (run from /work/main)
+    display_path("/home/me/ragtune/benchmarks/results")  # 'benchmarks/results' (run from /home/me/ragtune)
     display_path("runs/encoder")                    # 'runs/encoder' (left as given)
 """
 
