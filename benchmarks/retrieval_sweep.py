@@ -2,8 +2,8 @@
 
 Both sides are run once per query to depth 200 (our FAISS dense side with the
 chosen encoder backend, our BM25); every fusion setting is then scored offline
-with the same :func:`~llama_index_ragtune.retrievers.fusion.fuse` the retriever
-uses. Stage 1 is a grid over mode x RRF k x alpha x (equal) per-side depth;
+by :func:`~llama_index_ragtune.retrievers.fusion_sweep.sweep` (the grid ``choose_fusion`` uses, with the same ``fuse`` the retriever
+uses). Stage 1 is a grid over mode x RRF k x alpha x (equal) per-side depth;
 stage 2 refines each mode's best alpha by +-0.05 and tries unequal depths. The
 best setting per mode is the one with the highest mean nDCG@10, except that
 among the settings within ``TOLERANCE`` of that best the one with the highest
@@ -20,22 +20,21 @@ Example::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune.evaluation.metrics import ndcg_at_k, recall_at_k
-from llama_index_ragtune.retrievers.fusion import fuse
+from llama_index_ragtune.evaluation.metrics import ndcg_at_k
+from llama_index_ragtune.retrievers.fusion_sweep import (
+    MAX_DEPTH,
+    TOLERANCE,
+    best_per_mode,
+    setting_as_dict,
+    sweep,
+)
 
-MAX_DEPTH = 200
-DEPTHS = (20, 50, 100, 200)
-ALPHAS = tuple(round(0.1 * i, 2) for i in range(1, 10))
-RRF_KS = (1.0, 5.0, 10.0, 20.0, 40.0, 60.0, 100.0)
-TOLERANCE = 0.001
-
-__all__ = ["collect_rankings", "run_sweep", "score_setting"]
+__all__ = ["collect_rankings", "run_sweep"]
 
 
 def collect_rankings(
@@ -53,52 +52,7 @@ def collect_rankings(
     return out
 
 
-def score_setting(
-    rankings: dict,
-    qrels: dict,
-    mode: str,
-    alpha: float,
-    rrf_k: float,
-    dense_depth: int,
-    sparse_depth: int,
-) -> tuple[float, float]:
-    """Mean (nDCG@10, Recall@100) of one fusion setting over the queries."""
-    ndcg, recall = [], []
-    for qid, (dense, sparse) in rankings.items():
-        hits = fuse(
-            [dense[:dense_depth], sparse[:sparse_depth]],
-            mode=mode,
-            weights=(alpha, 1 - alpha),
-            rrf_k=rrf_k,
-            top_k=100,
-        )
-        ranked = [h.node_id for h in hits]
-        ndcg.append(ndcg_at_k(ranked, qrels[qid], 10))
-        recall.append(recall_at_k(ranked, qrels[qid], 100))
-    return statistics.fmean(ndcg), statistics.fmean(recall)
-
-
-def _settings_stage1():
-    for depth in DEPTHS:
-        for alpha in ALPHAS:
-            for k in RRF_KS:
-                yield ("rrf", alpha, k, depth, depth)
-            yield ("minmax", alpha, 60.0, depth, depth)
-            yield ("zscore", alpha, 60.0, depth, depth)
-
-
-def _settings_stage2(best: dict[str, tuple]):
-    for mode, (_, alpha, k, _, _) in best.items():
-        for a in sorted(
-            {max(0.05, round(alpha - 0.05, 2)), alpha, min(0.95, round(alpha + 0.05, 2))}
-        ):
-            for dense_depth, sparse_depth in itertools.product(DEPTHS, DEPTHS):
-                yield (mode, a, k, dense_depth, sparse_depth)
-
-
 def run_sweep(dataset: Any, args: argparse.Namespace, cache_dir: Path | None, command: str) -> int:
-    from tqdm.auto import tqdm
-
     from benchmarks import retrieval_systems as S
     from llama_index_ragtune.embeddings import default_embed_model, onnx_available
 
@@ -114,15 +68,9 @@ def run_sweep(dataset: Any, args: argparse.Namespace, cache_dir: Path | None, co
     bm25 = S.build_bm25(corpus).retriever
     rankings = collect_rankings(dense.retriever, bm25, dataset.queries, show)
     qrels = dataset.qrels
-    scored: dict[tuple, tuple[float, float]] = {}
-    stage1 = list(_settings_stage1())
-    for setting in tqdm(stage1, desc="sweep stage 1", disable=not show):
-        scored[setting] = score_setting(rankings, qrels, *setting)
-    best = _best_per_mode(scored)
-    stage2 = [s for s in _settings_stage2(best) if s not in scored]
-    for setting in tqdm(stage2, desc="sweep stage 2", disable=not show):
-        scored[setting] = score_setting(rankings, qrels, *setting)
-    best = _best_per_mode(scored)
+    # the library's two-stage grid (the same one choose_fusion uses), full size
+    scored = sweep(rankings, qrels, grid="full", show_progress=show)
+    best = best_per_mode(scored)
     reference = {
         "dense only": statistics.fmean(
             ndcg_at_k([d for d, _ in r[0]], qrels[q], 10) for q, r in rankings.items()
@@ -137,10 +85,12 @@ def run_sweep(dataset: Any, args: argparse.Namespace, cache_dir: Path | None, co
         "num_queries": len(rankings),
         "embedding_backend": backend,
         "reference_ndcg@10": reference,
-        "best_per_mode": {m: _as_dict(s, scored[s]) for m, s in best.items()},
+        "best_per_mode": {m: setting_as_dict(s, scored[s]) for m, s in best.items()},
         "default_fusion_mode": max(best, key=lambda m: scored[best[m]][0]),
         "selection": f"highest nDCG@10; within {TOLERANCE} of it, highest Recall@100",
-        "top20": [_as_dict(s, v) for s, v in sorted(scored.items(), key=lambda kv: -kv[1][0])[:20]],
+        "top20": [
+            setting_as_dict(s, v) for s, v in sorted(scored.items(), key=lambda kv: -kv[1][0])[:20]
+        ],
         "settings_scored": len(scored),
         "command": command,
     }
@@ -152,30 +102,6 @@ def run_sweep(dataset: Any, args: argparse.Namespace, cache_dir: Path | None, co
     (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
     print(markdown)
     return 0
-
-
-def _best_per_mode(scored: dict[tuple, tuple[float, float]]) -> dict[str, tuple]:
-    """Per mode: highest nDCG@10, or within TOLERANCE of it the highest Recall@100."""
-    best: dict[str, tuple] = {}
-    for mode in dict.fromkeys(s[0] for s in scored):
-        mine = {s: v for s, v in scored.items() if s[0] == mode}
-        top = max(v[0] for v in mine.values())
-        near = [s for s, v in mine.items() if v[0] >= top - TOLERANCE]
-        best[mode] = max(near, key=lambda s: (mine[s][1], mine[s][0]))
-    return best
-
-
-def _as_dict(setting: tuple, value: tuple[float, float]) -> dict[str, Any]:
-    mode, alpha, k, dense_depth, sparse_depth = setting
-    return {
-        "mode": mode,
-        "alpha": alpha,
-        "rrf_k": k,
-        "dense_top_k": dense_depth,
-        "sparse_top_k": sparse_depth,
-        "ndcg@10": value[0],
-        "recall@100": value[1],
-    }
 
 
 def _markdown(result: dict[str, Any]) -> str:

@@ -45,7 +45,14 @@ TOLERANCE = 0.001
 Setting = tuple[str, float, float, int, int]  # mode, alpha, rrf_k, dense depth, sparse depth
 Rankings = Mapping[str, tuple[Sequence[tuple[str, float]], Sequence[tuple[str, float]]]]
 
-__all__ = ["FusionChoice", "choose_fusion", "score_setting", "sweep"]
+__all__ = [
+    "FusionChoice",
+    "best_per_mode",
+    "choose_fusion",
+    "score_setting",
+    "setting_as_dict",
+    "sweep",
+]
 
 
 @dataclass(frozen=True)
@@ -210,13 +217,19 @@ def choose_fusion(
         ndcg_at_10=scored[best[winner_mode]][0],
         recall_at_100=scored[best[winner_mode]][1],
         num_queries=len(judged),
-        best_per_mode={m: _as_dict(s, scored[s]) for m, s in best.items()},
+        best_per_mode={m: setting_as_dict(s, scored[s]) for m, s in best.items()},
         reference=reference,
         settings_scored=len(scored),
     )
 
 
-def _as_dict(setting: Setting, value: tuple[float, float]) -> dict[str, Any]:
+def setting_as_dict(setting: Setting, value: tuple[float, float]) -> dict[str, Any]:
+    """One scored setting as a record: mode, alpha, rrf_k, side depths, nDCG@10, Recall@100.
+
+    Example::
+
+        setting_as_dict(("zscore", 0.5, 60.0, 100, 200), (0.73, 0.95))["dense_top_k"]  # 100
+    """
     mode, alpha, k, dense_depth, sparse_depth = setting
     return {
         "mode": mode,
