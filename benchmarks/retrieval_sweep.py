@@ -2,8 +2,8 @@
 
 Both sides are run once per query to depth 200 (our FAISS dense side with the
 chosen encoder backend, our BM25); every fusion setting is then scored offline
-by :func:`~llama_index_ragtune.retrievers.fusion_sweep.sweep` (the grid ``choose_fusion`` uses, with the same ``fuse`` the retriever
-uses). Stage 1 is a grid over mode x RRF k x alpha x (equal) per-side depth;
+by :func:`~llama_index_ragtune.retrievers.fusion_sweep.sweep` (the grid that
+``choose_fusion`` uses, with the same ``fuse`` as the retriever). Stage 1 is a grid over mode x RRF k x alpha x (equal) per-side depth;
 stage 2 refines each mode's best alpha by +-0.05 and tries unequal depths. The
 best setting per mode is the one with the highest mean nDCG@10, except that
 among the settings within ``TOLERANCE`` of that best the one with the highest
