@@ -184,11 +184,8 @@ def _data_step(
             feedback_split,
             merge_queries,
         )
-        from llama_index_ragtune.pipeline.training_data import (
-            describe_dataset,
-            mine_negatives,
-            retrieval_dataset,
-        )
+        from llama_index_ragtune.pipeline.steps import write_training_pairs
+        from llama_index_ragtune.pipeline.training_data import describe_dataset
 
         config = ctx.config
         feedback = feedback_split(store, ctx.nodes, keys, eval_fraction, config.seed, say)
@@ -198,17 +195,7 @@ def _data_step(
         _, dev = carve_dev(train, config.dev_fraction, config.seed)
         save_queries(queries, ctx.path("data", "queries.json"))
         ctx.__dict__.pop("queries", None)
-        dataset = mine_negatives(
-            retrieval_dataset(train, ctx.nodes),
-            ctx.nodes,
-            encoder=ctx.base_encoder,
-            per_source=config.negatives_per_source,
-            curated_keys=config.curated_keys,
-            seed=config.seed,
-            show_progress=config.show_progress,
-        )
-        dataset.save_json(ctx.path("data", "retrieval.json"))
-        ctx.__dict__.pop("retrieval_dataset", None)
+        dataset = write_training_pairs(ctx, train)
         counts = {
             f"{origin}_{split}": sum(
                 1 for q in queries if q.split == split and (q.source == "feedback") == fb

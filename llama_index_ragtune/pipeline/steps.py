@@ -74,11 +74,7 @@ def index(ctx: RunContext) -> dict[str, Any]:
 def data(ctx: RunContext) -> dict[str, Any]:
     """Questions (file, feedback or synthetic), their train/test split, and training pairs."""
     from llama_index_ragtune.pipeline.queries import carve_dev, save_queries, split_queries
-    from llama_index_ragtune.pipeline.training_data import (
-        describe_dataset,
-        mine_negatives,
-        retrieval_dataset,
-    )
+    from llama_index_ragtune.pipeline.training_data import describe_dataset
 
     config = ctx.config
     info: dict[str, Any] = {}
@@ -116,20 +112,32 @@ def data(ctx: RunContext) -> dict[str, Any]:
     info.update(train=len(train), test=len(test), dev_ids=[q.id for q in dev])
     wants_pairs = any(p not in ctx.skip for p in ("encoder", "reranker"))
     if wants_pairs:
-        dataset = retrieval_dataset(train, ctx.nodes)
-        dataset = mine_negatives(
-            dataset,
-            ctx.nodes,
-            encoder=ctx.base_encoder,
-            per_source=config.negatives_per_source,
-            curated_keys=config.curated_keys,
-            seed=config.seed,
-            show_progress=config.show_progress,
-        )
-        dataset.save_json(ctx.path("data", "retrieval.json"))
-        ctx.__dict__.pop("retrieval_dataset", None)
-        info["pairs"] = describe_dataset(dataset)
+        info["pairs"] = describe_dataset(write_training_pairs(ctx, train))
     return info
+
+
+def write_training_pairs(ctx: RunContext, train: list[Any]) -> Any:
+    """Training pairs of ``train`` with the config's hard negatives, saved as ``data/retrieval.json``.
+
+    Example::
+
+        dataset = write_training_pairs(ctx, [q for q in ctx.queries if q.split == "train"])
+    """
+    from llama_index_ragtune.pipeline.training_data import mine_negatives, retrieval_dataset
+
+    config = ctx.config
+    dataset = mine_negatives(
+        retrieval_dataset(train, ctx.nodes),
+        ctx.nodes,
+        encoder=ctx.base_encoder,
+        per_source=config.negatives_per_source,
+        curated_keys=config.curated_keys,
+        seed=config.seed,
+        show_progress=config.show_progress,
+    )
+    dataset.save_json(ctx.path("data", "retrieval.json"))
+    ctx.__dict__.pop("retrieval_dataset", None)  # the cached property reads the new file
+    return dataset
 
 
 # ---------------------------------------------------------------------- encoder side
