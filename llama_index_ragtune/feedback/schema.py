@@ -157,12 +157,24 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
     return True
 
 
+def is_damage(exc: BaseException) -> bool:
+    """A corrupt or byte-edited file, not a lock, constraint or programming error.
+
+    SQLite reports a broken page as a plain ``DatabaseError`` ("malformed"); bytes
+    that are no longer UTF-8 inside a text column surface as an ``OperationalError``
+    ("Could not decode to UTF-8") when the row is read.
+    """
+    if type(exc) is sqlite3.DatabaseError:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "could not decode" in str(exc).lower()
+
+
 def _checked(conn: sqlite3.Connection, path: str) -> bool:
     """``_check_meta`` with a damaged file reported as :class:`FeedbackStoreError`."""
     try:
         return _check_meta(conn, path)
     except sqlite3.DatabaseError as exc:
-        if type(exc) is not sqlite3.DatabaseError:  # locks and the like
+        if not is_damage(exc):  # locks and the like
             raise
         raise FeedbackStoreError(
             f"{path} is damaged ({exc}); restore it from a backup or start a new store"

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llama_index_ragtune.feedback.entries import check_rating, check_text, prepare_entry
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats
 from llama_index_ragtune.feedback.responses import response_fields
-from llama_index_ragtune.feedback.schema import FeedbackStoreError, open_database
+from llama_index_ragtune.feedback.schema import FeedbackStoreError, is_damage, open_database
 from llama_index_ragtune.feedback.sql import (
     COLUMNS,
     build_records,
@@ -60,11 +60,6 @@ if TYPE_CHECKING:
 __all__ = ["FeedbackStore"]
 
 RatingFilter = Literal[1, -1, "unrated"]
-
-
-def _is_damage(exc: BaseException) -> bool:
-    """A corrupt file, not a lock, constraint or programming error."""
-    return type(exc) is sqlite3.DatabaseError
 
 
 _CHUNK = 500  # ids per `IN (...)` query and records per page
@@ -171,7 +166,7 @@ class FeedbackStore:
                 if conn.in_transaction:
                     with suppress(sqlite3.Error):  # the original error is the one to report
                         conn.execute("ROLLBACK")
-                if _is_damage(exc):
+                if is_damage(exc):
                     raise self._damaged(exc) from exc
                 raise
 
@@ -184,7 +179,7 @@ class FeedbackStore:
             try:
                 yield conn
             except sqlite3.DatabaseError as exc:
-                if _is_damage(exc):
+                if is_damage(exc):
                     raise self._damaged(exc) from exc
                 raise
             finally:

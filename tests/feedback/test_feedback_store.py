@@ -88,7 +88,9 @@ def test_damaged_or_edited_files_name_the_file(tmp_path):
         handle.seek(size // 2)
         handle.write(b"\xa5" * 20000)
     store = FeedbackStore(path)  # the header is intact: opening works, reading cannot
-    with pytest.raises(FeedbackStoreError, match=r"feedback.sqlite is damaged.*malformed"):
+    # which form the damage takes depends on where the garbage lands: a broken page
+    # ("malformed") or text bytes that no longer decode ("Could not decode to UTF-8")
+    with pytest.raises(FeedbackStoreError, match=r"feedback.sqlite is damaged.*(malformed|decode)"):
         list(store)
     store.close()
 
@@ -100,6 +102,22 @@ def test_damaged_or_edited_files_name_the_file(tmp_path):
     raw.close()
     with pytest.raises(FeedbackStoreError, match=r"edited.sqlite .* without the tables clicks"):
         FeedbackStore(edited)
+
+
+def test_text_edited_into_invalid_utf8_names_the_file(tmp_path):
+    path = tmp_path / "feedback.sqlite"
+    with FeedbackStore(path) as store:
+        rid = store.record("apple return policy?", retrieved=sources("g1"), answer="fine")
+        store.record("second question", retrieved=sources("e1"), answer="also fine")
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE records SET answer = CAST(x'a5a5ff' AS TEXT) WHERE id = ?", (rid,))
+    raw.commit()
+    raw.close()
+    with FeedbackStore(path) as store:
+        with pytest.raises(FeedbackStoreError, match=r"feedback.sqlite is damaged.*decode"):
+            list(store)
+        with pytest.raises(FeedbackStoreError, match=r"feedback.sqlite is damaged.*decode"):
+            store.get(rid)
 
 
 def test_record_round_trip(store):
