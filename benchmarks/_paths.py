@@ -36,7 +36,7 @@ def display_path(value: str | os.PathLike[str]) -> str:
 
 
 def display_value(value: Any) -> Any:
-    """``display_path`` for an absolute path (a string or a path object); anything else unchanged.
+    """``display_path`` for an absolute path (a string or a path object), inside dicts and lists too.
 
     Example::
 
@@ -46,4 +46,8 @@ def display_value(value: Any) -> Any:
         return display_path(value)
     if isinstance(value, str) and Path(value).expanduser().is_absolute():
         return display_path(value)
+    if isinstance(value, dict):
+        return {key: display_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [display_value(item) for item in value]
     return value

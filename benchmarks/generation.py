@@ -320,6 +320,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "refusal_calibration": calibration,
         "command": command_line(args),
     }
+    result = display_value(result)  # a scorer's or a head's folder must not name this machine
     (out / f"generation-{main}.json").write_text(json.dumps(result, indent=2, default=str))
     result["table"] = _markdown(result, tables, policies_out, post_checks, args)
     (out / f"generation-{main}.md").write_text(result["table"] + "\n")

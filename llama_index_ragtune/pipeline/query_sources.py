@@ -3,8 +3,9 @@
 - :func:`feedback_queries`: a ``FeedbackStore`` (or its SQLite path). Positives are
   the nodes users upvoted or opened (``FeedbackStore.to_retrieval_dataset``), the
   test split is the store's fixed evaluation side (``to_evaluation_set``), and
-  sources users rejected become negatives. Nodes no longer in the index are left
-  out, and a question left without any positive is dropped (both logged).
+  sources users rejected become negatives; the record metadata named by ``keys``
+  (default ``store``) becomes each question's filters. Nodes no longer in the index
+  are left out, and a question left without any positive is dropped (both logged).
 - :func:`synthetic_queries`: ``generate_synthetic_queries`` asks an LLM (any
   LlamaIndex LLM; default the bundled SmolLM2-135M-Instruct, offline) for
   questions each node answers; each question's positive is its node. They have no
@@ -25,7 +26,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.pipeline.queries import LabelledQuery
@@ -90,67 +90,15 @@ def feedback_queries(
     nodes: Sequence[BaseNode],
     eval_fraction: float = 0.2,
     seed: int = 0,
+    keys: Sequence[str] = ("store",),
 ) -> list[LabelledQuery]:
     """Train and test questions from a feedback log over the current ``nodes`` (module docs).
 
-    ``store`` is a ``FeedbackStore`` or the path of its SQLite file.
+    ``store`` is a ``FeedbackStore`` or the path of its SQLite file. ``keys`` are record
+    metadata keys that keep equal question texts apart and become the question's filters
+    ("apple return policy?" asked of two stores is two questions), exactly as a refresh
+    reads the log (``refresh_data.feedback_split``, the one implementation).
     """
-    from llama_index_ragtune.feedback import FeedbackStore
+    from llama_index_ragtune.pipeline.refresh_data import feedback_split
 
-    if isinstance(store, (str, Path)):
-        path = Path(store).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"feedback store not found: {path}")
-        store = FeedbackStore(path, create=False)
-    known = {n.node_id for n in nodes}
-    out: list[LabelledQuery] = []
-    dropped = {"nodes": 0, "queries": 0}
-    for split, export in (
-        (
-            "train",
-            lambda: store.to_retrieval_dataset(
-                split="train", eval_fraction=eval_fraction, seed=seed, corpus=nodes
-            ),
-        ),
-        (
-            "test",
-            lambda: store.to_evaluation_set(eval_fraction=eval_fraction, seed=seed, corpus=nodes),
-        ),
-    ):
-        try:
-            data = export()
-        except ValueError as exc:
-            if split == "test":
-                logger.warning("feedback: no held-out test questions (%s)", exc)
-                continue
-            raise
-        for qid, question in data.queries.items():
-            gold = [d for d in data.relevant_docs[qid] if d in known]
-            dropped["nodes"] += len(data.relevant_docs[qid]) - len(gold)
-            if not gold:
-                dropped["queries"] += 1
-                continue
-            negatives = [n.doc_id for n in data.negatives.get(qid, []) if n.doc_id in known]
-            out.append(
-                LabelledQuery(
-                    id=qid,
-                    question=question,
-                    gold_node_ids=gold,
-                    split=split,
-                    source="feedback",
-                    negative_node_ids=negatives,
-                )
-            )
-    if dropped["nodes"]:
-        logger.warning(
-            "feedback: %d positive node(s) are no longer in the index; %d question(s) left "
-            "without a positive were dropped",
-            dropped["nodes"],
-            dropped["queries"],
-        )
-    if not any(q.split == "train" for q in out):
-        raise ValueError(
-            f"the feedback in {store.path} gives no training question whose positive is a node of "
-            "the current documents"
-        )
-    return out
+    return feedback_split(store, nodes, keys=keys, eval_fraction=eval_fraction, seed=seed)

@@ -96,3 +96,5 @@ def test_display_path_writes_paths_relative_to_the_working_directory(tmp_path, m
     assert not display_path("/tmp/elsewhere").startswith("/")
     assert display_value(3) == 3
     assert display_value(str(tmp_path / "a")) == "a"
+    nested = {"policy": {"scorer": str(tmp_path / "head"), "threshold": 0.5}, "runs": [tmp_path]}
+    assert display_value(nested) == {"policy": {"scorer": "head", "threshold": 0.5}, "runs": ["."]}

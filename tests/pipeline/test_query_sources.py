@@ -86,3 +86,27 @@ def test_feedback_questions_use_upvoted_citations_and_drop_unknown_nodes(tmp_pat
     with pytest.raises(FileNotFoundError, match="feedback store not found"):
         feedback_queries(tmp_path / "missing.sqlite", nodes)
     assert json.dumps([q.to_dict() for q in queries])  # plain data, saved with the run
+
+
+def test_the_same_question_asked_of_two_stores_stays_two_questions(tmp_path, tiny_corpus):
+    nodes = parse_documents(read_documents(tiny_corpus["docs"]))
+    by_id = {n.node_id: n for n in nodes}
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    for name, gold in (
+        ("grocery", "grocery/returns.md#1"),
+        ("electronics", "electronics/apple.html#0"),
+    ):
+        for _ in range(3):
+            rid = store.record(
+                "apple return policy?",
+                retrieved=[NodeWithScore(node=by_id[gold], score=1.0)],
+                cited_node_ids=[gold],
+                metadata={"store": name},
+            )
+            store.rate(rid, 1)
+    queries = feedback_queries(store, nodes, eval_fraction=0.0)
+    store.close()
+    by_store = {q.filters["store"]: q for q in queries}
+    assert len(queries) == 2 and set(by_store) == {"grocery", "electronics"}
+    assert by_store["grocery"].gold_node_ids == ["grocery/returns.md#1"]
+    assert by_store["electronics"].gold_node_ids == ["electronics/apple.html#0"]
