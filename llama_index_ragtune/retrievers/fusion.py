@@ -18,6 +18,12 @@ and the offline parameter sweep of the retrieval benchmark.
 Ties are broken deterministically: by the best (lowest) rank on any side, then by
 the side that holds it (earlier side first), then by node id.
 
+Cost: the fused scores are a numpy vector over the union of the sides' node ids;
+the ``top_k`` best (and any node tied with the last of them) are picked with
+``numpy.partition``, and only those are sorted and built into :class:`FusedHit`.
+The floats are those of a plain Python loop over the pairs (sums run in the same
+order), so the ranking does not depend on how it is computed.
+
 Example::
 
     from llama_index_ragtune.retrievers.fusion import fuse
@@ -34,7 +40,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal
+
+import numpy as np
 
 FusionMode = Literal["rrf", "minmax", "zscore"]
 FUSION_MODES: tuple[str, ...] = ("rrf", "minmax", "zscore")
@@ -81,48 +90,88 @@ def _check_weights(n_sides: int, weights: Sequence[float] | None) -> tuple[float
 
 
 class _Table:
-    """Deduplicated rankings plus, per node id, its 1-based rank and raw score on every side."""
+    """The rankings deduplicated per side and laid out over the union of their node ids.
 
-    __slots__ = ("cleaned", "ranks", "scores")
+    Node ``j`` of the union (``ids[j]``, in order of first appearance, side by side) has
+    1-based rank ``ranks[side, j]`` on each side (0 when absent); fused scores are numpy
+    vectors over the union, so that only the ``top_k`` best nodes become :class:`FusedHit`.
+    """
+
+    __slots__ = ("ids", "positions", "ranks", "scores")
 
     def __init__(self, rankings: Sequence[Ranking]) -> None:
-        n = len(rankings)
-        self.cleaned: list[list[tuple[str, float]]] = []
-        self.ranks: dict[str, list[int | None]] = {}
-        self.scores: dict[str, list[float | None]] = {}
-        for side, ranking in enumerate(rankings):
-            clean: list[tuple[str, float]] = []
-            seen: set[str] = set()
-            for node_id, score in ranking:
-                if node_id in seen:  # keep the first (best) occurrence
-                    continue
-                seen.add(node_id)
-                score = float(score)
-                clean.append((node_id, score))
-                ranks = self.ranks.get(node_id)
-                if ranks is None:
-                    ranks = self.ranks[node_id] = [None] * n
-                    self.scores[node_id] = [None] * n
-                ranks[side] = len(clean)
-                self.scores[node_id][side] = score
-            self.cleaned.append(clean)
-
-    def hits(self, fused: dict[str, float], top_k: int | None) -> list[FusedHit]:
-        """Fused hits, best first (ties: best rank on any side, then side, then id)."""
-        keyed = []
-        for node_id, value in fused.items():
-            best_rank, best_side = 1 << 30, 0
-            for side, rank in enumerate(self.ranks[node_id]):
-                if rank is not None and rank < best_rank:
-                    best_rank, best_side = rank, side
-            keyed.append((-value, best_rank, best_side, node_id))
-        keyed.sort()
-        if top_k is not None:
-            keyed = keyed[: max(0, int(top_k))]
-        return [
-            FusedHit(node_id, -neg, tuple(self.ranks[node_id]), tuple(self.scores[node_id]))
-            for neg, _, _, node_id in keyed
+        sides = [_dedupe(ranking) for ranking in rankings]
+        #: raw scores per side, in (deduplicated) rank order
+        self.scores: list[list[float]] = [scores for _, scores in sides]
+        self.ids: list[str] = list(dict.fromkeys(chain.from_iterable(ids for ids, _ in sides)))
+        where = dict(zip(self.ids, range(len(self.ids)), strict=True))
+        #: union positions of each side's nodes, in rank order
+        self.positions = [
+            np.fromiter(map(where.__getitem__, ids), dtype=np.intp, count=len(ids))
+            for ids, _ in sides
         ]
+        self.ranks = np.zeros((len(sides), len(self.ids)), dtype=np.int64)
+        for side, positions in enumerate(self.positions):
+            self.ranks[side, positions] = np.arange(1, len(positions) + 1)
+
+    def zeros(self) -> np.ndarray:
+        """A fused score of 0.0 for every node of the union."""
+        return np.zeros(len(self.ids))
+
+    def hits(self, fused: np.ndarray, top_k: int | None) -> list[FusedHit]:
+        """Fused hits, best first (ties: best rank on any side, then side, then id)."""
+        size = len(self.ids)
+        limit = size if top_k is None else min(size, max(0, int(top_k)))
+        if not limit:
+            return []
+        neg = -fused
+        if limit < size and not np.isnan(neg).any():
+            # every node at least as good as the limit-th: the top_k and all ties with it
+            kth = np.partition(neg, limit - 1)[limit - 1]
+            candidates = np.flatnonzero(neg <= kth)
+        else:  # all nodes (a NaN score compares as a plain sort of every node has it)
+            candidates = np.arange(size)
+        ranks = self.ranks[:, candidates]
+        ranks = np.where(ranks > 0, ranks, 1 << 30)
+        chosen = candidates.tolist()
+        keyed = sorted(
+            zip(
+                neg[candidates].tolist(),
+                ranks.min(axis=0).tolist(),
+                ranks.argmin(axis=0).tolist(),  # the earliest side holding the best rank
+                [self.ids[j] for j in chosen],
+                chosen,
+                strict=True,
+            )
+        )[:limit]
+        top = [j for *_, j in keyed]
+        side_ranks = self.ranks[:, top].T.tolist()
+        return [
+            FusedHit(
+                node_id,
+                -neg_value,
+                tuple(rank or None for rank in node_ranks),
+                tuple(
+                    self.scores[side][rank - 1] if rank else None
+                    for side, rank in enumerate(node_ranks)
+                ),
+            )
+            for (neg_value, _, _, node_id, _), node_ranks in zip(keyed, side_ranks, strict=True)
+        ]
+
+
+def _dedupe(ranking: Ranking) -> tuple[list[str], list[float]]:
+    """A side's node ids and raw scores, keeping the first (best) occurrence of each id."""
+    pairs = list(ranking)
+    ids = [node_id for node_id, _ in pairs]
+    raw = [score for _, score in pairs]
+    if len(set(ids)) < len(ids):
+        first: dict[str, int] = {}
+        for i, node_id in enumerate(ids):
+            first.setdefault(node_id, i)
+        keep = list(first.values())  # increasing: rank order
+        ids, raw = [ids[i] for i in keep], [raw[i] for i in keep]
+    return ids, list(map(float, raw))
 
 
 def reciprocal_rank_fusion(
@@ -147,11 +196,10 @@ def _rrf(
         raise ValueError(f"rrf k must be > 0, got {k}")
     weights = _check_weights(len(rankings), weights)
     table = _Table(rankings)
-    fused: dict[str, float] = dict.fromkeys(table.ranks, 0.0)
-    for w, ranking in zip(weights, table.cleaned, strict=True):
+    fused = table.zeros()
+    for w, positions in zip(weights, table.positions, strict=True):
         if w:
-            for rank, (node_id, _) in enumerate(ranking, start=1):
-                fused[node_id] += w / (k + rank)
+            fused[positions] += w / (k + np.arange(1, len(positions) + 1))
     return table.hits(fused, top_k)
 
 
@@ -161,23 +209,33 @@ def normalize_scores(
     """Normalise one side's scores; returns (normalised scores, value for a missing node).
 
     Degenerate input (all scores equal) gives 1.0 for every score and 0.0 for missing nodes.
+
+    Example::
+
+        normalize_scores([12.0, 6.0, 3.0], "minmax")   # ([1.0, 0.333..., 0.0], 0.0)
     """
-    values = [float(s) for s in scores]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN scores: as Python floats
+        values, fill = _normalize([float(s) for s in scores], method)
+    return values.tolist(), fill
+
+
+def _normalize(values: list[float], method: str) -> tuple[np.ndarray, float]:
+    """:func:`normalize_scores` of float ``values``, as an array (the sums run left to right
+    in Python, the element-wise steps in numpy: the same floats either way)."""
     if not values:
-        return [], 0.0
+        return np.zeros(0), 0.0
     if method == "minmax":
         low, high = min(values), max(values)
         if high - low <= 1e-12 * max(1.0, abs(high)):
-            return [1.0] * len(values), 0.0
-        span = high - low
-        return [(v - low) / span for v in values], 0.0
+            return np.ones(len(values)), 0.0
+        return (np.array(values) - low) / (high - low), 0.0
     if method == "zscore":
         mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        std = math.sqrt(sum([(v - mean) ** 2 for v in values]) / len(values))
         if std <= 1e-12 * max(1.0, abs(mean)):
-            return [1.0] * len(values), 0.0
-        normed = [(v - mean) / std for v in values]
-        return normed, min(normed)
+            return np.ones(len(values)), 0.0
+        normed = (np.array(values) - mean) / std
+        return normed, float(normed.min())
     raise ValueError(f"unknown normalisation {method!r}; use 'minmax' or 'zscore'")
 
 
@@ -198,19 +256,16 @@ def _score_fusion(
 ) -> list[FusedHit]:
     weights = _check_weights(len(rankings), weights)
     table = _Table(rankings)
-    fused: dict[str, float] = dict.fromkeys(table.ranks, 0.0)
-    for w, ranking in zip(weights, table.cleaned, strict=True):
-        if not w:
-            continue
-        values, fill = normalize_scores([score for _, score in ranking], method)
-        if fill:
-            for node_id in fused:
-                fused[node_id] += w * fill
-            values = [
-                v - fill for v in values
-            ]  # nodes on this side: replace the fill with their value
-        for (node_id, _), value in zip(ranking, values, strict=True):
-            fused[node_id] += w * value
+    fused = table.zeros()
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN scores: as Python floats
+        for w, positions, scores in zip(weights, table.positions, table.scores, strict=True):
+            if not w:
+                continue
+            values, fill = _normalize(scores, method)
+            if fill:  # every node gets the fill; nodes on this side: their value instead
+                fused += w * fill
+                values = values - fill
+            fused[positions] += w * values
     return table.hits(fused, top_k)
 
 

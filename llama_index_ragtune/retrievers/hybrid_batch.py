@@ -220,9 +220,12 @@ def search_batch(
             for vid, score in zip(found.ids or [], found.similarities or [], strict=True)
         ]
         positions = sparse.rank(bundle.query_str, sparse.similarity_top_k, sparse.filters)
-        lexical = {sparse.nodes[i].node_id: i for i, _ in positions}
         sparse_ranking = [(sparse.nodes[i].node_id, score) for i, score in positions]
-        hits = retriever.fuse_rankings([_unique(dense), sparse_ranking])
+        lexical = {
+            node_id: i for (node_id, _), (i, _) in zip(sparse_ranking, positions, strict=True)
+        }
+        # fuse keeps the first occurrence of a node id on a side, as BaseRetriever.retrieve does
+        hits = retriever.fuse_rankings([dense, sparse_ranking])
         # nodes as the sides give them: the docstore's for dense hits, BM25's for the others
         dense_ids = [h.node_id for h in hits if h.ranks[0] is not None]
         stored = {n.node_id: n for n in index.docstore.get_nodes(dense_ids, raise_error=False)}
@@ -248,9 +251,3 @@ def search_batch(
             ]
         )
     return answers
-
-
-def _unique(ranking: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    """First occurrence of each node id (what ``BaseRetriever.retrieve`` keeps)."""
-    seen: set[str] = set()
-    return [pair for pair in ranking if not (pair[0] in seen or seen.add(pair[0]))]
