@@ -15,7 +15,10 @@ answer, the right reply is the refusal); ``split`` (``"train"`` / ``"test"`` /
 null); ``store`` (shorthand for ``"filters": {"store": ...}``) and ``filters``
 (``{metadata key: value}``: the question is asked of those nodes only). Any other
 field, an unknown document / section / node, a gold node outside the question's
-filters, or a duplicate id is a ``DataError`` naming the file and line.
+filters, or a duplicate id is a ``DataError`` naming the file and line. The file is
+read like every data file (``data.reading``): UTF-8 with an optional byte-order mark,
+``\n`` / ``\r\n`` / ``\r`` line ends, strict JSON (no repeated key, ``NaN`` or
+overflowing number).
 
 Example::
 
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.reading import iter_lines, parse_json
 from llama_index_ragtune.data.schema import normalize_text
 
 if TYPE_CHECKING:
@@ -109,6 +113,14 @@ class _NodeIndex:
                 "optional 'section'",
                 **where,
             )
+        for key in ("node_id", "doc_id", "section"):
+            value = ref.get(key)
+            if value is not None and not isinstance(value, str):
+                raise DataError(
+                    f"gold {key!r} must be a string, got {type(value).__name__} {value!r}",
+                    hint="write ids and sections as JSON strings",
+                    **where,
+                )
         if "node_id" in ref:
             if ref["node_id"] not in self.meta:
                 raise DataError(
@@ -217,19 +229,11 @@ def load_queries(path: str | Path, nodes: Sequence[BaseNode]) -> list[LabelledQu
     index = _NodeIndex(nodes)
     queries: list[LabelledQuery] = []
     first_line: dict[str, int] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text (byte {exc.start})", path=path) from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    # The shared strict reader: a BOM, CRLF / CR line ends and U+2028 inside strings are
+    # accepted; a repeated key, NaN, a huge number or deep nesting is a DataError at file:line.
+    for n, line in iter_lines(path):
         where = {"path": path, "line": n}
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON: {exc.msg}", column=exc.colno, **where) from None
-        query = _parse_line(obj, index, where, n)
+        query = _parse_line(parse_json(line, path, n), index, where, n)
         if query.id in first_line:
             raise DataError(
                 f"duplicate id {query.id!r} (first used on line {first_line[query.id]})", **where

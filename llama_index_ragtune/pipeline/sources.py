@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.reading import read_json_file
 
 if TYPE_CHECKING:
     from llama_index.core.schema import BaseNode, Document
@@ -60,26 +60,70 @@ def find_metadata_file(docs_dir: str | Path) -> Path | None:
     return None
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` = any characters but ``/``, ``**`` (with an optional ``/``) = anything, ``?`` = one."""
-    out, i = [], 0
+def _glob_tokens(pattern: str) -> list[str]:
+    """``**/``, ``**``, ``*``, ``?`` or one literal character per token."""
+    tokens, i = [], 0
     while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
+        for token in ("**/", "**", "*", "?"):
+            if pattern.startswith(token, i):
+                break
         else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
+            token = pattern[i]
+        if not (token == "**/" and tokens[-1:] == ["**/"]):  # a run of **/ is one **/
+            tokens.append(token)
+        i += len(token)
+    return tokens
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether ``path`` matches ``pattern`` (``*`` = any characters but ``/``, ``**/`` = any
+    folders or none, ``**`` = anything, ``?`` = one character but ``/``).
+
+    Runs in time proportional to ``len(pattern) * len(path)`` whatever the pattern
+    (a regular expression backtracks for minutes on ``**/**/**/...`` against a deep path).
+
+    Example::
+
+        glob_match("grocery/**/*.md", "grocery/fresh/apples.md")      # True
+    """
+    tokens = _glob_tokens(pattern)
+    end = len(tokens)
+    # States: token index i (about to match tokens[i]) or -1 - i (inside the ".*" of a
+    # "**/" at i, which must still end in "/").
+
+    def closure(states: set[int]) -> set[int]:
+        todo, out = list(states), set(states)
+        while todo:
+            i = todo.pop()
+            if 0 <= i < end and tokens[i] in ("**/", "**", "*") and i + 1 not in out:
+                out.add(i + 1)
+                todo.append(i + 1)
+        return out
+
+    states = closure({0})
+    for ch in path:
+        step: set[int] = set()
+        for i in states:
+            if i < 0:  # inside a "**/"
+                step.add(i)
+                if ch == "/":
+                    step.add(-i)  # -1 - i is the token; its successor is -i
+                continue
+            if i == end:
+                continue
+            token = tokens[i]
+            if token == "**/":
+                step.add(-1 - i)
+                if ch == "/":
+                    step.add(i + 1)
+            elif token == "**" or (token == "*" and ch != "/"):
+                step.add(i)
+            elif (token == "?" and ch != "/") or token == ch:
+                step.add(i + 1)
+        if not step:
+            return False
+        states = closure(step)
+    return end in states
 
 
 def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -89,14 +133,13 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
     matches no file, or a reserved key.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError("is a folder", path=path, hint="pass the metadata JSON file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # Strict JSON: a repeated pattern or key is an error, not a silent last-wins.
+        data = read_json_file(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"metadata file not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
     if not isinstance(data, dict):
         raise DataError(
             f"expected an object {{relative path or glob: {{key: value}}}}, got {type(data).__name__}",
@@ -113,9 +156,9 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
                 location=where,
             )
         for key, value in values.items():
-            if key in RESERVED_KEYS:
+            if key in RESERVED_KEYS or key in _BOOKKEEPING:
                 raise DataError(
-                    f"key {key!r} is set by the node parsers; rename it",
+                    f"key {key!r} is set by the node parsers or the reader; rename it",
                     path=path,
                     location=where,
                 )
@@ -126,9 +169,7 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
                     path=path,
                     location=where,
                 )
-        matches = [f for f in files if f == pattern] or [
-            f for f in files if _glob_regex(pattern).match(f)
-        ]
+        matches = [f for f in files if f == pattern] or [f for f in files if glob_match(pattern, f)]
         if not matches:
             unmatched.append(pattern)
         for f in matches:
@@ -154,8 +195,9 @@ def read_documents(
         suffixes: file types read.
 
     Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a missing folder,
-    ``DataError`` for a folder without documents, a file that is not UTF-8 or bad
-    metadata. Empty files are skipped with a warning naming them.
+    ``DataError`` for a folder without documents, a file (or file name) that is not
+    UTF-8 or bad metadata. Empty files are skipped with a warning naming them.
+    Symbolic links to files are read; linked folders are not descended into.
 
     Example::
 
@@ -176,6 +218,15 @@ def read_documents(
         and p.suffix.lower() in suffixes
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+    for rel in files:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # the name's bytes are not UTF-8 (kept as surrogates)
+            raise DataError(
+                "the file name is not valid UTF-8, so it cannot be a document id",
+                path=root / rel,
+                hint="rename the file (e.g. `convmv -f latin1 -t utf8 --notest`)",
+            ) from None
     if not files:
         raise DataError(
             f"no documents ({', '.join(suffixes)}) found under {root}",

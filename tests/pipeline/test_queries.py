@@ -64,7 +64,7 @@ def test_gold_by_section_by_document_and_by_node(tmp_path, nodes):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{bad json", r"q\.jsonl:2:\d+: not valid JSON"),
+        ("{bad json", r"q\.jsonl:2: malformed JSON"),
         (
             {"question": "x", "gold": [{"doc_id": "grocery/nope.md"}]},
             r"q\.jsonl:2: gold doc_id 'grocery/nope.md' is not one",
@@ -96,6 +96,42 @@ def test_bad_lines_name_file_and_line(tmp_path, nodes, line, message):
     path = _file(tmp_path, {"id": "first", "question": "ok", "answerable": False}, line)
     with pytest.raises(DataError, match=message):
         load_queries(path, nodes)
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        ({"doc_id": "grocery/returns.md", "section": 5}, "section"),
+        ({"doc_id": ["grocery/returns.md"]}, "doc_id"),
+        ({"node_id": ["grocery/produce.md#1"]}, "node_id"),
+        ({"node_id": {"id": "grocery/produce.md#1"}}, "node_id"),
+    ],
+)
+def test_gold_fields_of_the_wrong_type_name_the_field_and_line(tmp_path, nodes, ref, field):
+    path = _file(tmp_path, {"id": "first", "question": "ok", "answerable": False})
+    path.write_text(path.read_text() + json.dumps({"question": "x", "gold": [ref]}) + "\n")
+    with pytest.raises(DataError, match=rf"q\.jsonl:2: gold '{field}' must be a string"):
+        load_queries(path, nodes)
+
+
+def test_the_file_is_read_as_strict_utf8_jsonl(tmp_path, nodes):
+    """A BOM, CR line ends and U+2028 / U+0085 inside a string are text; a repeated key, NaN,
+    an oversized integer or deep nesting is a DataError at file:line, never lost or raw."""
+    good = {"id": "a", "question": "opened\u2028laptop\x85?", "answerable": False}
+    path = tmp_path / "q.jsonl"
+    line = json.dumps(good, ensure_ascii=False)
+    path.write_bytes(b"\xef\xbb\xbf" + line.encode() + b"\r" + line.replace('"a"', '"b"').encode())
+    a, b = load_queries(path, nodes)
+    assert (a.id, b.id) == ("a", "b") and a.question == "opened\u2028laptop\x85?"
+    for bad, message in [
+        ('{"question": "x", "question": "y", "answerable": false}', "'question' appears twice"),
+        ('{"id": "x", "question": "x", "filters": {"store": NaN}}', "NaN is not valid JSON"),
+        ('{"id": ' + "9" * 5000 + ', "question": "x"}', "bad JSON value"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ]:
+        path.write_text(line + "\n" + bad + "\n", encoding="utf-8")
+        with pytest.raises(DataError, match=rf"q\.jsonl:2: .*{message}"):
+            load_queries(path, nodes)
 
 
 def test_missing_or_empty_file(tmp_path, nodes):

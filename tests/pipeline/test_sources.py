@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 from llama_index.core.schema import Document
@@ -10,6 +12,7 @@ from llama_index.core.schema import Document
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.pipeline.sources import (
     check_documents,
+    glob_match,
     load_nodes,
     parse_documents,
     read_documents,
@@ -72,7 +75,72 @@ def test_unmatched_or_reserved_metadata_is_an_error_naming_the_file(tmp_path):
     with pytest.raises(DataError, match="string, number, boolean or null"):
         read_documents(tmp_path)
     (tmp_path / "metadata.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(DataError, match=r"metadata\.json:1: not valid JSON"):
+    with pytest.raises(DataError, match=r"metadata\.json:1:2: malformed JSON"):
+        read_documents(tmp_path)
+    _write(tmp_path, {}, {"a.md": {"file_path": "elsewhere.md"}})
+    with pytest.raises(
+        DataError, match=r"key 'file_path' is set by the node parsers or the reader"
+    ):
+        read_documents(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a.md": {"store": "x"}, "a.md": {"lang": "en"}}', "'a.md' appears twice"),
+        ('{"a.md": {"store": "x", "store": "y"}}', "'store' appears twice"),
+        ('{"a.md": {"rank": NaN}}', "NaN is not valid JSON"),
+        ('{"a.md": {"rank": ' + "9" * 5000 + "}}", "bad JSON value"),
+        ('{"a.md": {"rank": ' + "[" * 100_000 + "]" * 100_000 + "}}", "nested too deeply"),
+        ("", "the file is empty"),
+    ],
+)
+def test_metadata_json_is_strict_and_never_drops_a_repeated_key(tmp_path, text, message):
+    _write(tmp_path, {"a.md": "# A\n\nText."})
+    (tmp_path / "metadata.json").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"metadata\.json.*{message}"):
+        read_documents(tmp_path)
+    (tmp_path / "metadata.json").unlink()
+    (tmp_path / "metadata.json").mkdir()
+    with pytest.raises(DataError, match=r"metadata\.json: is a folder"):
+        read_documents(tmp_path, metadata=tmp_path / "metadata.json")
+
+
+def test_a_metadata_file_with_a_bom_is_read(tmp_path):
+    _write(tmp_path, {"a.md": "# A\n\nText."})
+    (tmp_path / "metadata.json").write_bytes(b'\xef\xbb\xbf{"a.md": {"store": "x"}}')
+    assert read_documents(tmp_path)[0].metadata["store"] == "x"
+
+
+def test_metadata_globs_match_in_linear_time(tmp_path):
+    """A pattern of many ``**/`` against a deep path used to backtrack for minutes."""
+    deep = "/".join(["d"] * 40) + "/b.md"
+    _write(tmp_path, {"a.md": "# A\n\nText.", deep: "# B\n\nText."})
+    pattern = "**/" * 25 + "x.md"
+    (tmp_path / "metadata.json").write_text(json.dumps({pattern: {"k": "v"}}), encoding="utf-8")
+    started = time.perf_counter()
+    with pytest.raises(DataError, match="match no document"):
+        read_documents(tmp_path)
+    assert time.perf_counter() - started < 5
+    cases = [
+        ("**/*.md", "a/b/c.md", True),
+        ("**/*.md", "c.md", True),
+        ("a/**/c.md", "a/c.md", True),
+        ("a/**/c.md", "a/x/y/c.md", True),
+        ("a/*", "a/b/c.md", False),
+        ("a/**", "a/b/c.md", True),
+        ("**/", "b", False),
+        ("?.md", "a.md", True),
+        ("?.md", "/.md", False),
+    ]
+    assert [glob_match(p, f) for p, f, _ in cases] == [want for _, _, want in cases]
+
+
+def test_a_file_name_that_is_not_utf8_is_named(tmp_path):
+    _write(tmp_path, {"a.md": "# A\n\nText."})
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.md"), "wb") as handle:
+        handle.write(b"# C\n\nText.")
+    with pytest.raises(DataError, match=r"caf.*\.md: the file name is not valid UTF-8"):
         read_documents(tmp_path)
 
 
