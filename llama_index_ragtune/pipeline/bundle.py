@@ -95,12 +95,39 @@ def next_version(path: str | Path) -> str:
     return f"v{max(numbers, default=0) + 1}"
 
 
+def check_version_name(version: Any, source: str, root: Path) -> str:
+    """``version`` when it is a version name (``v<number>``), else ``BundleError`` naming
+    ``source`` (``CURRENT`` or the argument): a name never leads outside ``root``."""
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise BundleError(
+            f"{source} names {version!r}, which is not a bundle version (v1, v2, ...); "
+            f"versions here: {bundle_versions(root) or 'none'}; pass one of them, or "
+            f"`ragtune rollback --to VERSION` to rewrite {root / CURRENT}"
+        )
+    return version
+
+
 def current_version(path: str | Path) -> str | None:
-    """The version ``CURRENT`` names (None when there is no bundle yet)."""
-    pointer = bundles_root(path) / CURRENT
+    """The version ``CURRENT`` names (None when there is no bundle yet).
+
+    Raises ``BundleError`` when ``CURRENT`` holds anything but a version name
+    (``../elsewhere``, an absolute path, binary junk).
+    """
+    root = bundles_root(path)
+    pointer = root / CURRENT
     if not pointer.is_file():
         return None
-    return pointer.read_text(encoding="utf-8").strip() or None
+    try:
+        text = pointer.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError:
+        text = pointer.read_bytes()[:40].decode("utf-8", "backslashreplace")
+        check_version_name(text + "…", str(pointer), root)
+    if not text:
+        raise BundleError(
+            f"{pointer} is empty; versions here: {bundle_versions(root) or 'none'}; "
+            "`ragtune rollback --to VERSION` rewrites it"
+        )
+    return check_version_name(text, str(pointer), root)
 
 
 def set_current_version(path: str | Path, version: str) -> Path:
@@ -111,7 +138,7 @@ def set_current_version(path: str | Path, version: str) -> Path:
         set_current_version("ragtune-demo", "v1")      # serve the previous bundle again
     """
     root = bundles_root(path)
-    folder = root / version
+    folder = root / check_version_name(version, "the version argument", root)
     recover_dir(folder)
     if not (folder / MANIFEST).is_file():
         raise BundleError(
@@ -137,6 +164,8 @@ def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
                 f"{root / CURRENT} not found: {path} holds no bundle (pass the --out folder of a "
                 "tuning run, its bundles/ folder, or a version folder)"
             )
+    else:
+        check_version_name(version, "the version argument", root)
     folder = root / version
     recover_dir(folder)
     if not (folder / MANIFEST).is_file():
@@ -167,7 +196,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{path} not found; {_REWRITE}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, UTF-8, digits
         raise BundleError(f"{path} is not readable JSON ({exc}); {_REWRITE}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{path} is not a {FORMAT} manifest; {_REWRITE}")
@@ -181,7 +210,64 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             raise BundleError(f"{path} lacks the field {key!r}; {_REWRITE}")
     if not isinstance(data["files"], dict):
         raise BundleError(f"{path}: 'files' must be an object; {_REWRITE}")
+    for rel, info in data["files"].items():
+        _inside(rel, f"files[{rel!r}]", path)
+        if not (
+            isinstance(info, dict)
+            and isinstance(info.get("sha256"), str)
+            and type(info.get("size")) is int
+        ):
+            raise BundleError(
+                f"{path}: files[{rel!r}] must be {{'sha256': str, 'size': int}}; {_REWRITE}"
+            )
+    for key in ("models", "retrieval", "generation"):
+        if not isinstance(data[key], dict):
+            raise BundleError(f"{path}: {key!r} must be an object; {_REWRITE}")
+    for kind in ("encoder", "decoder", "reranker"):
+        entry = data["models"].get(kind)
+        if entry is None and kind == "reranker":
+            continue
+        if not isinstance(entry, dict):
+            raise BundleError(f"{path}: models.{kind} must be an object; {_REWRITE}")
+        if entry.get("path") is not None:
+            _inside(entry["path"], f"models.{kind}.path", path)
+        elif kind == "reranker":
+            raise BundleError(f"{path}: models.reranker.path is missing; {_REWRITE}")
+        weight = entry.get("retrieval_weight")
+        if weight is not None and (
+            isinstance(weight, bool) or not isinstance(weight, (int, float))
+        ):
+            raise BundleError(
+                f"{path}: models.{kind}.retrieval_weight must be a number, got {weight!r}; "
+                f"{_REWRITE}"
+            )
+    optional = (("retrieval", "rerank_candidates"),)
+    for section, key in (("retrieval", "similarity_top_k"), ("generation", "max_new_tokens")) + (
+        optional
+    ):
+        value = data[section].get(key)
+        if (section, key) in optional and value is None:
+            continue
+        if type(value) is not int or value < 1:
+            raise BundleError(
+                f"{path}: {section}.{key} must be an integer >= 1, got {value!r}; {_REWRITE}"
+            )
     return data
+
+
+def _inside(rel: Any, field_name: str, manifest: Path) -> None:
+    """``BundleError`` unless ``rel`` is a relative path that stays inside the version folder."""
+    if (
+        not isinstance(rel, str)
+        or not rel
+        or "\0" in rel
+        or Path(rel).is_absolute()
+        or ".." in Path(rel).parts
+    ):
+        raise BundleError(
+            f"{manifest}: {field_name} must be a path inside the bundle folder, got {rel!r}; "
+            f"{_REWRITE}"
+        )
 
 
 def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:

@@ -469,7 +469,12 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
 
     root = bundles_root(path)
     versions = bundle_versions(root)
-    current = current_version(root)
+    try:
+        current = current_version(root)
+    except BundleError:  # a damaged CURRENT: rolling to a named version rewrites it
+        if to is None:
+            raise
+        current = None
     if not versions:
         raise BundleError(f"no bundle in {root}: nothing to roll back")
     if to is None:

@@ -13,6 +13,7 @@ from llama_index_ragtune.pipeline import (
     bundle_writer,
     current_version,
     load_bundle,
+    rollback_bundle,
     set_current_version,
     verify_bundle,
 )
@@ -107,3 +108,101 @@ def test_a_failed_write_leaves_the_previous_version_served(
     set_current_version(bundle_copy, "v1")  # roll back
     assert load_bundle(bundle_copy).version == "v1"
     assert load_bundle(bundle_copy, version="v2").version == "v2"
+
+
+def _fake_bundles(tmp_path, versions=("v1", "v2")):
+    """A ``bundles/`` folder of hand-written versions (a manifest and one listed file each)."""
+    from llama_index_ragtune._atomic import sha256_file
+
+    root = tmp_path / "out" / "bundles"
+    for version in versions:
+        folder = root / version
+        folder.mkdir(parents=True)
+        (folder / "notes.txt").write_text(version, encoding="utf-8")
+        manifest = {
+            "format": "ragtune-bundle",
+            "format_version": 1,
+            "version": version,
+            "models": {
+                "encoder": {"path": None, "reference": None},
+                "decoder": {"path": None, "reference": None},
+                "reranker": None,
+            },
+            "retrieval": {"similarity_top_k": 5, "rerank_candidates": None},
+            "generation": {"max_new_tokens": 32},
+            "files": {
+                "notes.txt": {
+                    "sha256": sha256_file(folder / "notes.txt"),
+                    "size": len(version),
+                }
+            },
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (root / "CURRENT").write_text(versions[-1] + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(
+    "pointer",
+    [b"../../elsewhere", b"/etc", b"..", b"v1/../../x", b"\xff\xfe junk", b"v2 extra", b"  \n"],
+)
+def test_a_current_pointer_that_is_not_a_version_name_is_named_and_never_followed(
+    tmp_path, pointer
+):
+    root = _fake_bundles(tmp_path)
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(root / "v1", outside)  # a valid bundle a traversal would reach
+    (root / "CURRENT").write_bytes(pointer)
+    with pytest.raises(
+        BundleError, match=r"CURRENT (names .*which is not a bundle version|is empty)"
+    ):
+        load_bundle(root.parent)
+    with pytest.raises(BundleError, match=r"versions here: \['v1', 'v2'\]"):
+        current_version(root)
+    assert rollback_bundle(root.parent, to="v1") == "v1"  # the fix the message names
+    assert current_version(root) == "v1"
+
+
+@pytest.mark.parametrize("version", ["../elsewhere", "/tmp", "v1/..", "", "V1"])
+def test_a_version_argument_that_is_not_a_version_name_is_refused(tmp_path, version):
+    root = _fake_bundles(tmp_path)
+    with pytest.raises(BundleError, match="the version argument names"):
+        load_bundle(root, version=version)
+    with pytest.raises(BundleError, match="the version argument names"):
+        set_current_version(root, version)
+    assert (root / "CURRENT").read_text() == "v2\n"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["files"].update({"../../etc/passwd": {"sha256": "0", "size": 1}}), "inside"),
+        (lambda m: m["files"].update({"notes.txt": ["sha", 2]}), r"files\['notes.txt'\] must be"),
+        (lambda m: m["models"]["encoder"].update(path="/abs/model"), "models.encoder.path"),
+        (lambda m: m["models"]["decoder"].update(path="../../model"), "models.decoder.path"),
+        (lambda m: m["models"].update(reranker={"path": None}), "models.reranker.path"),
+        (lambda m: m["models"].pop("encoder"), "models.encoder must be an object"),
+        (lambda m: m.update(models=[]), "'models' must be an object"),
+        (lambda m: m["retrieval"].update(similarity_top_k="ten"), "similarity_top_k must be"),
+        (lambda m: m["retrieval"].update(rerank_candidates=0), "rerank_candidates must be"),
+        (lambda m: m["generation"].pop("max_new_tokens"), "max_new_tokens must be"),
+    ],
+)
+def test_an_edited_manifest_is_a_bundle_error_naming_the_field(tmp_path, edit, message):
+    root = _fake_bundles(tmp_path)
+    path = root / "v2" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(BundleError, match=rf"manifest\.json: .*{message}"):
+        verify_bundle(root / "v2")
+
+
+@pytest.mark.parametrize(
+    "text", ['{"format": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000, "\udcff"]
+)
+def test_an_unreadable_manifest_is_a_bundle_error(tmp_path, text):
+    root = _fake_bundles(tmp_path)
+    (root / "v2" / "manifest.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(BundleError, match=r"manifest\.json is not readable JSON"):
+        verify_bundle(root / "v2")
