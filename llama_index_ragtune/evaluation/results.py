@@ -314,12 +314,18 @@ class EvaluationResults:
             raise EvaluationFileError("no such file", path) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise EvaluationFileError(f"cannot read it ({exc})", path) from None
-        try:
-            data = json.loads(text)
+        from llama_index_ragtune.data.reading import _unique_keys
+
+        try:  # a BOM is accepted; a repeated key is an error, not a silent last-wins
+            data = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise EvaluationFileError(
                 f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path
             ) from None
+        except RecursionError:
+            raise EvaluationFileError("not valid JSON (nested too deeply to read)", path) from None
+        except ValueError as exc:  # an integer of thousands of digits, a repeated key
+            raise EvaluationFileError(f"not valid JSON ({exc})", path) from None
         return cls.from_dict(data, source=path)
 
 

@@ -154,7 +154,7 @@ def read_manifest(
         )
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, an int of 5,000 digits
         raise PersistenceError(f"{path} is corrupt (not valid JSON: {exc}); {hint}") from exc
     if (
         not isinstance(payload, dict)

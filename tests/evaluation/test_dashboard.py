@@ -179,6 +179,8 @@ def test_ragtune_report_writes_both_files_and_prints_their_paths(tmp_path, capsy
     [
         (None, "argument EVAL_JSON: file not found: {path}"),
         ("{not json", "{path}: not valid JSON (line 1, column 2"),
+        ('{"format": ' + "9" * 5000 + "}", "{path}: not valid JSON (Exceeds the limit"),
+        ("[" * 100_000 + "]" * 100_000, "{path}: not valid JSON (nested too deeply"),
         ('{"format": "ragtune-evaluation", "format_version": 1}', "{path}: field 'title': missing"),
     ],
 )

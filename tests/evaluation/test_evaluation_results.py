@@ -185,6 +185,23 @@ def test_unreadable_files_name_the_file(tmp_path):
         EvaluationResults.load(listed)
 
 
+def test_hostile_json_is_an_evaluation_file_error_and_a_bom_is_accepted(tmp_path):
+    path = tmp_path / "evaluation.json"
+    text = sample_results().to_json()
+    for hostile, message in [
+        (text.replace('"metrics": {', '"metrics": {"k": 1, "k": 2, ', 1), "'k' appears twice"),
+        (text.replace('"metrics": {', '"metrics": {"k": ' + "9" * 5000 + ", ", 1), "digits"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ]:
+        path.write_text(hostile, encoding="utf-8")
+        with pytest.raises(
+            EvaluationFileError, match=rf"evaluation\.json: not valid JSON .*{message}"
+        ):
+            EvaluationResults.load(path)
+    path.write_text("\ufeff" + text, encoding="utf-8")
+    assert EvaluationResults.load(path).to_json() == text
+
+
 def test_invalid_results_are_not_saved_and_the_old_file_survives(tmp_path):
     path = sample_results().save(tmp_path / "evaluation.json")
     before = path.read_text(encoding="utf-8")

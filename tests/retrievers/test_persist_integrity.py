@@ -136,7 +136,9 @@ def test_edited_manifest_is_a_persistence_error(persisted, keyword_embedding, ed
     assert MANIFEST in str(info.value)
 
 
-@pytest.mark.parametrize("text", ["", "null", "[]", '"x"', "{", "\xff\xfe"])
+@pytest.mark.parametrize(
+    "text", ["", "null", "[]", '"x"', "{", "\xff\xfe", '{"params": ' + "9" * 5000 + "}"]
+)
 def test_unreadable_manifest(persisted, keyword_embedding, text):
     _, folder = persisted
     (folder / MANIFEST).write_bytes(text.encode("latin-1"))
