@@ -264,17 +264,17 @@ class PipelineConfig:
         """The settings of ``ragtune demo``, sized for about 10 minutes on 2 idle CPU cores.
 
         About 0.75 minute of encoder training (batch 16, no mid-training validation)
-        and 2 minutes of decoder SFT (64 examples, learning rate 5e-4: the rate at which
-        the bundled 135M decoder learned to cite in the generation benchmark);
-        validation on 16 held-out training questions per part; 16 generation test
-        questions per decoder and 16 dev questions for the refusal threshold; answers
-        of at most 40 tokens over 3 sources of 600 characters. The demo command leaves
+        and up to 3 minutes of decoder SFT (up to 192 examples, learning rate 5e-4:
+        the rate at which the bundled 135M decoder learned to cite in the generation
+        benchmark); validation on 16 held-out training questions per part; 32
+        generation test questions per decoder and 32 dev questions for the refusal
+        threshold; answers of at most 40 tokens over 3 sources of 600 characters. The demo command leaves
         the reranker out unless asked (see ``commands.demo``).
         """
         settings: dict[str, Any] = {
             "encoder_budget": TrainingBudget(max_pairs_per_query=4, minutes=0.75),
             "reranker_budget": TrainingBudget(max_pairs_per_query=2, minutes=1.5),
-            "decoder_budget": TrainingBudget(max_pairs=64, minutes=2.0),
+            "decoder_budget": TrainingBudget(max_pairs=192, minutes=3.0),
             "encoder_args": {"num_train_epochs": 2, "per_device_train_batch_size": 16},
             "reranker_args": {},
             "decoder_args": {"learning_rate": 5e-4},
@@ -283,8 +283,8 @@ class PipelineConfig:
             "rerank_candidates": 20,
             "max_source_chars": 600,
             "max_new_tokens": 40,
-            "max_test_questions": 16,
-            "max_dev_questions": 16,
+            "max_test_questions": 32,
+            "max_dev_questions": 32,
         }
         settings.update(overrides)
         return cls(**settings)
