@@ -15,7 +15,8 @@ Dense side (every index type through ``FaissIndexConfig.build`` and queried thro
   SQuAD questions. Vectors are cached in ``--work-dir`` (text hash checked), with the
   time they took to embed.
 
-Per index type (flat, hnsw, ivf, ivfpq, default parameters): build time (wall and CPU,
+Per index type (flat, hnsw, ivf, ivfpq; default parameters unless ``--ef-construction`` /
+``--hnsw-m`` are given): build time (wall and CPU,
 all cores), peak resident memory (RSS) of the process that built it (it includes the
 memory-mapped input vectors it read), the RSS the index keeps once the input is
 unmapped, its size on disk, recall@10 against exact search and p50/p95 latency of one
@@ -118,6 +119,14 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if len(values) else float("nan")
 
 
+def _build_options(kind: str, args: argparse.Namespace) -> dict[str, int]:
+    """``FaissIndexConfig`` build settings given on the command line for ``kind``."""
+    if kind != "hnsw":
+        return {}
+    given = {"ef_construction": args.ef_construction, "hnsw_m": args.hnsw_m}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 # ---------------------------------------------------------------------- one index, one process
 
 
@@ -137,7 +146,7 @@ def measure_index(job: dict[str, Any]) -> dict[str, Any]:
     queries = np.load(job["queries"])
     truth = {k: np.load(v) for k, v in job["truth"].items()}
     n = len(vectors)
-    config = FaissIndexConfig(kind=job["kind"]).resolve(n, vectors.shape[1])
+    config = FaissIndexConfig(kind=job["kind"], **job.get("build", {})).resolve(n, vectors.shape[1])
     threads = faiss.omp_get_max_threads()
     started, cpu = time.perf_counter(), time.process_time()
     index = config.build(vectors)
@@ -353,6 +362,7 @@ def dense_dataset(
             "warmup": args.warmup,
             "flat_queries": min(args.flat_queries, len(queries)),
             "filter_queries": min(args.filter_queries, len(queries)),
+            "build": _build_options(kind, args),
         }
         result = in_fresh_process(measure_index, job)
         print(f"    {json.dumps(result['row'])}", flush=True)
@@ -520,6 +530,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kinds", type=_csv(KINDS), default=list(KINDS), help="index types (flat,hnsw,ivf,ivfpq)"
+    )
+    parser.add_argument(
+        "--ef-construction",
+        type=_count(1),
+        default=None,
+        help="HNSW efConstruction (default: the library's FaissIndexConfig default)",
+    )
+    parser.add_argument(
+        "--hnsw-m", type=_count(2), default=None, help="HNSW M (default: the library's)"
     )
     parser.add_argument("--synthetic", type=_count(1), default=1_000_000, help="synthetic vectors")
     parser.add_argument("--real", type=_count(1), default=100_000, help="real MiniLM vectors")

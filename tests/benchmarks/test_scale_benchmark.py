@@ -52,6 +52,8 @@ def test_scale_benchmark_synthetic_and_bm25(toy_beir_dir, tmp_path, monkeypatch,
             "2",
             "--clusters",
             "20",
+            "--ef-construction",
+            "24",
             "--beir",
             str(toy_beir_dir),  # absolute, inside the working directory: recorded relative
             "--squad",
@@ -71,6 +73,8 @@ def test_scale_benchmark_synthetic_and_bm25(toy_beir_dir, tmp_path, monkeypatch,
     block = data["dense"]["synthetic"]
     rows = {r["index"]: r for r in block["rows"]}
     assert list(rows) == ["flat", "hnsw", "ivf"]
+    assert "efConstruction=24" in rows["hnsw"]["params"]  # --ef-construction reaches the build
+    assert "--ef-construction 24" in data["command"]
     assert rows["flat"]["recall_at_10"] == 1.0  # exact search agrees with the exact top-10
     assert rows["flat"]["queries"] == 20 and rows["hnsw"]["queries"] == 40
     for row in rows.values():
