@@ -19,7 +19,7 @@ ivfpq     ``IndexIVFPQ``: lists + product         memory-bound corpora: ``pq_m``
 ========  =====================================  ==========================================
 
 Defaults (see ``benchmarks/scale.py`` for what they give at 10^5 and 10^6 vectors):
-HNSW ``hnsw_m=32``, ``ef_construction=40``, ``ef_search=128``; IVF ``nlist`` =
+HNSW ``hnsw_m=32``, ``ef_construction=200``, ``ef_search=128``; IVF ``nlist`` =
 ``sqrt(N)`` (at most ``N / 39``, FAISS' minimum of training points per list),
 ``nprobe=32``; IVF-PQ ``pq_m = d / 8`` sub-quantisers of ``pq_nbits=8`` bits. IVF and
 IVF-PQ are trained (k-means) on a sample of ``train_size`` corpus vectors (default
@@ -88,7 +88,7 @@ class FaissIndexConfig(BaseModel):
         default=32, ge=2, le=256, description="HNSW: links per vector and layer (FAISS M)."
     )
     ef_construction: int = Field(
-        default=40, ge=1, description="HNSW: candidate list size while building (efConstruction)."
+        default=200, ge=1, description="HNSW: candidate list size while building (efConstruction)."
     )
     ef_search: int = Field(
         default=128,

@@ -92,7 +92,7 @@ def test_string_kind_uses_defaults(nodes, embed):
     assert (config.kind, config.hnsw_m, config.ef_construction, config.ef_search) == (
         "hnsw",
         32,
-        40,
+        200,
         128,
     )
 
