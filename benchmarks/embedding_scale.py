@@ -42,6 +42,7 @@ import numpy as np
 
 ENGINES = ("local", "multiprocess", "ray")
 SAMPLE_SECONDS = 1.0  # reading /proc/<pid>/smaps costs CPU: sample once a second
+WINDOWS = (1, 2, 3)  # passages: sentences, then 2- and 3-sentence windows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def generate_passages(beir: str, squad: str | None, limit: int) -> Iterator[str]:
-    """Sentences, then two-sentence windows, of the BEIR corpus; then SQuAD sentences."""
+    """Sentences, then 2- and 3-sentence windows, of the BEIR corpus and SQuAD's paragraphs.
+    ``SystemExit`` when they give fewer than ``limit`` passages."""
     from llama_index_ragtune.data import load_beir
     from llama_index_ragtune.data.qa import split_sentences
 
@@ -79,22 +81,17 @@ def generate_passages(beir: str, squad: str | None, limit: int) -> Iterator[str]
                 count += 1
                 yield text
 
-    def sentences() -> Iterator[list[str]]:
-        for doc in corpus.values():
-            yield split_sentences(doc.replace("\n", " "))
-
-    yield from emit(s for sents in sentences() for s in sents)
-    yield from emit(
-        " ".join(sents[i : i + 2]) for sents in sentences() for i in range(len(sents) - 1)
-    )
+    sources = [[split_sentences(doc.replace("\n", " ")) for doc in corpus.values()]]
     if squad:
         data = json.loads(Path(squad).read_text(encoding="utf-8"))["data"]
-        yield from emit(
-            s
-            for article in data
-            for p in article["paragraphs"]
-            for s in split_sentences(p["context"])
-        )
+        sources.append([split_sentences(p["context"]) for a in data for p in a["paragraphs"]])
+    for width in WINDOWS:  # every source's sentences, then its 2- and 3-sentence windows
+        for paragraphs in sources:
+            yield from emit(
+                " ".join(sents[i : i + width])
+                for sents in paragraphs
+                for i in range(len(sents) - width + 1)
+            )
     if count < limit:
         raise SystemExit(
             f"only {count} passages could be generated; pass --squad or fewer --passages"
@@ -202,6 +199,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     load_before = _load()
     scratch = Path(args.out) / "embedding_scale_vectors"
     scratch.mkdir(parents=True, exist_ok=True)
+    # too few passages must fail before an engine spends minutes embedding them
+    sum(1 for _ in generate_passages(args.beir, args.squad, args.passages))
     rows = []
     for engine in args.engines:
         print(
@@ -225,8 +224,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     return {
         "benchmark": "embedding_scale",
         "passages": args.passages,
-        "source": f"{Path(args.beir).name} sentences + 2-sentence windows"
-        + (f", {Path(args.squad).name} sentences" if args.squad else ""),
+        "source": f"1-3 sentence windows of {Path(args.beir).name}"
+        + (f" and {Path(args.squad).name}" if args.squad else ""),
         "model": args.model or "bundled all-MiniLM-L6-v2",
         "batch_size": args.batch_size,
         "shard_size": args.shard_size or "default (16384; Ray 65536)",
