@@ -111,7 +111,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON; write a number or null")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads(..., object_pairs_hook=unique_keys)``: a key repeated in one object is a
+    ``ValueError`` (JSON would keep the last one silently).
+
+    Example::
+
+        json.loads('{"a": 1, "a": 2}', object_pairs_hook=unique_keys)   # ValueError
+    """
     out = dict(pairs)
     if len(out) < len(pairs):
         seen: set[str] = set()
@@ -150,7 +157,7 @@ def parse_json(
             text,
             parse_constant=None if allow_nan else _reject_constant,
             parse_float=None if allow_nan else _finite_float,
-            object_pairs_hook=_unique_keys,
+            object_pairs_hook=unique_keys,
         )
     except json.JSONDecodeError as exc:
         if line is None:

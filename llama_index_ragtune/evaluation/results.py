@@ -314,10 +314,10 @@ class EvaluationResults:
             raise EvaluationFileError("no such file", path) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise EvaluationFileError(f"cannot read it ({exc})", path) from None
-        from llama_index_ragtune.data.reading import _unique_keys
+        from llama_index_ragtune.data.reading import unique_keys
 
         try:  # a BOM is accepted; a repeated key is an error, not a silent last-wins
-            data = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_unique_keys)
+            data = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=unique_keys)
         except json.JSONDecodeError as exc:
             raise EvaluationFileError(
                 f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path
