@@ -389,11 +389,16 @@ def test_with_index_retriever_and_cross_encoder_rerank(tiny_encoder_path):
     )
     response = engine.query("capital of Italy?")
     ids = [n.node.node_id for n in response.source_nodes]
-    expected = reranker.score("capital of Italy?", [TEXTS[i] for i in TEXTS])
-    best_two = [i for _, i in sorted(zip(expected, TEXTS, strict=True), reverse=True)][:2]
-    assert ids == best_two  # sources numbered in reranked order
-    assert response.metadata["cited_node_ids"] == best_two
-    assert f'<source id="1">\n{TEXTS[best_two[0]]}\n</source>' in llm.calls[0][-1].content
+    scores = [n.score for n in response.source_nodes]
+    # The head is freshly initialised, so two texts can score within float noise of each
+    # other and batch order may swap them: compare scores with a tolerance, not rank lists.
+    expected = dict(zip(TEXTS, reranker.score("capital of Italy?", list(TEXTS.values()))))
+    assert len(ids) == 2 and scores == sorted(scores, reverse=True)  # numbered in reranked order
+    assert scores == pytest.approx([expected[i] for i in ids], abs=1e-4)
+    (dropped,) = set(TEXTS) - set(ids)
+    assert expected[dropped] <= min(scores) + 1e-4  # the lowest-scored text is the one cut
+    assert response.metadata["cited_node_ids"] == ids
+    assert f'<source id="1">\n{TEXTS[ids[0]]}\n</source>' in llm.calls[0][-1].content
 
 
 @pytest.mark.parametrize(
