@@ -169,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_policies(output: Path, engine, policies: dict) -> None:
-    """``refusal_threshold.json`` (decoder only) and ``refusal_policy.json`` (combined)."""
+    """``refusal_threshold.json`` (the decoder's) and ``refusal_policy.json`` (the policy with
+    the best cross-validated macro F1 on the dev questions)."""
     decision = engine.decision
     served = (
         engine.base_model if decision is not None and not decision.promoted else engine.merged_dir
@@ -184,11 +185,12 @@ def _write_policies(output: Path, engine, policies: dict) -> None:
             f"{decoder.calibration['n_examples']} dev questions): "
             f'LocalChatLLM("{served}", refusal_threshold={decoder.threshold:.4g})'
         )
-    combined = policies.get("combined")
-    if combined is not None:
-        path = combined.save(output / "refusal_policy.json")
+    if policies:
+        name, chosen = next(iter(policies.items()))  # the cross-validated winner comes first
+        path = chosen.save(output / "refusal_policy.json")
+        score = (chosen.calibration or {}).get("cross_validated_macro_f1")
+        how = "" if score is None else f", cross-validated dev macro F1 {score:.3f}"
         print(
-            f"Refusal policy (decoder + answerability, threshold {combined.threshold:.4g}, dev "
-            f'AUC {combined.calibration["auc"]:.3f}): LocalChatLLM("{served}", '
-            f'refusal_policy=load_refusal_policy("{path}"))'
+            f"Refusal policy {name} (threshold {chosen.threshold:.4g}{how}): "
+            f'LocalChatLLM("{served}", refusal_policy=load_refusal_policy("{path}"))'
         )

@@ -103,6 +103,11 @@ def _color(hues: dict[str, str], system: SystemResult) -> str:
     return tint(hue, 0.55) if is_baseline(system) else hue
 
 
+def _policy_label(scores: Any) -> str:
+    """``"policy decoder · "`` when the results name the refusal policy, else ``""``."""
+    return f"policy {scores.policy} · " if scores.policy else ""
+
+
 def _label(system: SystemResult) -> str:
     return f"{system.name} · {system.stage}"
 
@@ -309,8 +314,9 @@ def _calibration_html(results: EvaluationResults, hues: dict[str, str]) -> str:
         figures.append(
             f'<figure class="card calib"><figcaption><b>{_e(s.name)}</b> '
             f'<span class="stage">{_e(s.stage)}</span><br><span class="muted">'
-            f"{len(scores.probabilities)} questions, {should} should be refused · threshold "
-            f"{threshold} · calibration error {format_number(ece)}</span></figcaption>{svg}</figure>"
+            f"{len(scores.probabilities)} questions, {should} should be refused · "
+            f"{_e(_policy_label(scores))}threshold {threshold} · calibration error "
+            f"{format_number(ece)}</span></figcaption>{svg}</figure>"
         )
     return (
         '<section id="refusal"><h2>Refusal calibration</h2><p class="lede">Questions binned '

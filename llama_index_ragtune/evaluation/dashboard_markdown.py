@@ -142,7 +142,9 @@ def render_markdown(results: EvaluationResults) -> str:
             threshold = "none" if scores.threshold is None else f"{scores.threshold:.2f}"
             out += [
                 f"**{_md_system(s)}**: {len(scores.probabilities)} questions, "
-                f"{sum(scores.should_refuse)} should be refused, threshold {threshold}, "
+                f"{sum(scores.should_refuse)} should be refused, "
+                + (f"policy {_md(scores.policy)}, " if scores.policy else "")
+                + f"threshold {threshold}, "
                 f"calibration error {format_number(scores.calibration_error())}",
                 "",
             ]

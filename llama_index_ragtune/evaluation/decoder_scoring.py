@@ -13,8 +13,8 @@ applied to the same answers, so the policies are compared on identical text:
 - ``combined``: logistic regression over both (``CombinedRefusalPolicy``).
 
 Each policy is fitted per row on the dev questions (``--refusal-threshold tune``);
-the row's headline is the combined policy when the encoder signal exists,
-else the decoder's. The citation post-check is measured both ways on the
+the row's headline is the one with the best cross-validated macro F1 there
+(``select_refusal_policy``; ``none``: no forced refusal, also scored). The citation post-check is measured both ways on the
 headline answers: ``flag`` (the answers as written) and ``cite`` (answered
 claims without a valid citation get the source the model finds most likely,
 ``LocalChatLLM.citation_probabilities``).
@@ -109,7 +109,9 @@ def fit_policies(
         AnswerabilityRefusalPolicy,
         CombinedRefusalPolicy,
         DecoderRefusalPolicy,
+        NoRefusalPolicy,
     )
+    from llama_index_ragtune.llms.refusal_selection import select_refusal_policy
 
     if refusal_threshold is None:
         return {}
@@ -120,6 +122,7 @@ def fit_policies(
     decoder = llm.conversation_refusal_probabilities(messages, batch_size=batch_size)
     try:
         policies: dict[str, Any] = {"decoder": DecoderRefusalPolicy.fit(decoder, answerable)}
+        answerability = None
         if scorer is not None:
             answerability = scorer(
                 [c.question for c in dev_contexts], [c.source_texts for c in dev_contexts]
@@ -130,11 +133,19 @@ def fit_policies(
             policies["combined"] = CombinedRefusalPolicy.fit(
                 scorer, decoder, answerability, answerable
             )
+        selection = select_refusal_policy(
+            answerable, decoder, answerability, scorer if answerability is not None else None
+        )
     except ValueError as err:
         raise ValueError(
             f"--refusal-threshold tune: {err} Raise --dev-examples or pass a fixed threshold."
         ) from err
-    return policies
+    policies["none"] = NoRefusalPolicy()
+    for policy in policies.values():
+        if policy.calibration is not None:
+            policy.calibration["cross_validated_macro_f1"] = selection.scores.get(policy.signal)
+    # the headline (first) is the policy with the best cross-validated macro F1 on dev
+    return {selection.name: policies[selection.name], **policies}
 
 
 @dataclass
@@ -148,10 +159,8 @@ class SetScores:
 
 
 def _headline(policies: Mapping[str, Any]) -> str:
-    for name in ("combined", "decoder", "answerability"):
-        if name in policies:
-            return name
-    return "greedy"
+    """The first policy (``fit_policies`` puts the cross-validated winner first), else greedy."""
+    return next(iter(policies), "greedy")
 
 
 def score_set(
@@ -189,6 +198,8 @@ def score_set(
     decoder = llm.conversation_refusal_probabilities(messages, batch_size=batch_size)
     signals: list[dict[str, float]] = [{"decoder": p} for p in decoder]
     for policy in policies.values():  # every signal any policy reads, for the per-signal AUC
+        if policy.signal == "none":
+            continue
         for row, values in zip(signals, policy.signals(questions, sources, decoder), strict=True):
             row.update(values)
     reports: dict[str, Any] = {}

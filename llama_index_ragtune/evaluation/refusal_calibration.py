@@ -104,6 +104,31 @@ def choose_refusal_threshold(
     return best  # type: ignore[return-value]
 
 
+def decision_scores(refused: Sequence[bool], answerable: Sequence[bool]) -> dict[str, float]:
+    """Macro F1, refusal F1, answer F1 and over-refusal rate of refuse / answer decisions.
+
+    Example::
+
+        decision_scores([True, False, False], answerable=[False, True, False])["refusal_f1"]  # 0.667
+    """
+    if len(refused) != len(answerable):
+        raise ValueError(
+            f"decision_scores: {len(refused)} decisions for {len(answerable)} questions."
+        )
+    pairs = list(zip(refused, answerable, strict=True))
+    tp = sum(r and not a for r, a in pairs)  # unanswerable, refused
+    fp = sum(r and a for r, a in pairs)  # answerable, refused
+    fn = sum(not r and not a for r, a in pairs)
+    tn = sum(not r and a for r, a in pairs)
+    refusal_f1, answer_f1 = _f1(tp, fp, fn), _f1(tn, fn, fp)
+    return {
+        "macro_f1": (refusal_f1 + answer_f1) / 2,
+        "refusal_f1": refusal_f1,
+        "answer_f1": answer_f1,
+        "over_refusal_rate": fp / (fp + tn) if fp + tn else 0.0,
+    }
+
+
 def _score(
     threshold: float, positives: list[float], negatives: list[float], objective: str
 ) -> ThresholdChoice:

@@ -23,7 +23,8 @@ measured on its held-out queries, before and after tuning, for each stage::
          "latency_ms": [812.0, ...],                     # end-to-end time-to-answer per question
          "refusal": {"probabilities": [0.1, 0.8, ...],   # optional; P(refusal) per question
                      "should_refuse": [0, 1, ...],       # 1 = the corpus cannot answer it
-                     "threshold": 0.42}}                 # refuse iff probability >= threshold
+                     "threshold": 0.42,                  # refuse iff probability >= threshold
+                     "policy": "decoder"}}               # optional: whose signal (or "none")
       ],
       "decisions": [                                      # champion / challenger, one per part
         {"part": "encoder", "promoted": true, "metric": "ndcg@10",
@@ -170,11 +171,13 @@ class EvaluationResults:
         refusal_probabilities: Sequence[float] | None = None,
         should_refuse: Sequence[int | bool] | None = None,
         refusal_threshold: float | None = None,
+        refusal_policy: str | None = None,
     ) -> SystemResult:
         """Add one answering system; ``latency_ms`` is each question's end-to-end time-to-answer.
 
         Pass ``refusal_probabilities`` and ``should_refuse`` together (one per question)
-        for the refusal calibration chart.
+        for the refusal calibration chart; ``refusal_policy`` names the policy whose signal
+        they are.
         """
         if (refusal_probabilities is None) != (should_refuse is None):
             raise ValueError(
@@ -187,6 +190,7 @@ class EvaluationResults:
                 [float(p) for p in refusal_probabilities],
                 [int(bool(y)) for y in should_refuse],
                 refusal_threshold,
+                refusal_policy,
             )
         system = SystemResult(
             name, stage, plain_metrics(metrics), [float(x) for x in latency_ms], refusal
@@ -342,6 +346,8 @@ def _system_dict(system: SystemResult) -> dict[str, Any]:
             "should_refuse": list(system.refusal.should_refuse),
             "threshold": system.refusal.threshold,
         }
+        if system.refusal.policy is not None:
+            data["refusal"]["policy"] = system.refusal.policy
     return data
 
 
@@ -397,7 +403,7 @@ def _parse_system(item: Fields, generation: bool) -> SystemResult:
     refusal = None
     if item.has("refusal") and item.get("refusal") is not None:
         block = item.child("refusal", required=("probabilities", "should_refuse"))
-        block.check_keys(("probabilities", "should_refuse"), optional=("threshold",))
+        block.check_keys(("probabilities", "should_refuse"), optional=("threshold", "policy"))
         probabilities = block.numbers("probabilities", low=0.0, high=1.0)
         should_refuse = block.flags("should_refuse")
         if len(should_refuse) != len(probabilities):
@@ -411,6 +417,7 @@ def _parse_system(item: Fields, generation: bool) -> SystemResult:
             probabilities,
             should_refuse,
             None if threshold is None else block.number("threshold", low=0.0, high=1.0),
+            block.text("policy") if block.get("policy") is not None else None,
         )
     return SystemResult(
         name=item.text("name"),

@@ -44,6 +44,9 @@ class RefusalScores:
     probabilities: list[float]
     should_refuse: list[int]
     threshold: float | None = None
+    #: the refusal policy whose signal ``probabilities`` are (``"decoder"``, ``"combined"``,
+    #: ...; ``"none"``: no forced refusal), when known
+    policy: str | None = None
 
     @property
     def refusal_rate(self) -> float | None:

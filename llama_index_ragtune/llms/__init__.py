@@ -17,26 +17,35 @@ from typing import TYPE_CHECKING
 from llama_index_ragtune._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
-    from llama_index_ragtune.llms.answerability import AnswerabilityScorer
+    from llama_index_ragtune.llms.answerability import (
+        AnswerabilityScorer,
+        SimilarityAnswerabilityScorer,
+    )
     from llama_index_ragtune.llms.local import LocalChatLLM
     from llama_index_ragtune.llms.refusal_policy import (
         AnswerabilityRefusalPolicy,
         CombinedRefusalPolicy,
         DecoderRefusalPolicy,
+        NoRefusalPolicy,
         RefusalDecision,
         RefusalPolicy,
         load_refusal_policy,
     )
+    from llama_index_ragtune.llms.refusal_selection import PolicySelection, select_refusal_policy
 
 _EXPORTS = {
     "LocalChatLLM": "local",
     "AnswerabilityScorer": "answerability",
+    "SimilarityAnswerabilityScorer": "answerability",
     "RefusalPolicy": "refusal_policy",
     "RefusalDecision": "refusal_policy",
     "DecoderRefusalPolicy": "refusal_policy",
     "AnswerabilityRefusalPolicy": "refusal_policy",
     "CombinedRefusalPolicy": "refusal_policy",
+    "NoRefusalPolicy": "refusal_policy",
     "load_refusal_policy": "refusal_policy",
+    "select_refusal_policy": "refusal_selection",
+    "PolicySelection": "refusal_selection",
 }
 
 __all__ = list(_EXPORTS)

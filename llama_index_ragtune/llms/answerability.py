@@ -118,3 +118,74 @@ class AnswerabilityScorer:
 
     def __repr__(self) -> str:
         return f"AnswerabilityScorer({self.path or type(self.model).__name__!r})"
+
+
+class SimilarityAnswerabilityScorer:
+    """P(answerable) from the embedder alone: ``(1 + cos) / 2`` of the question and its best source.
+
+    Needs no training: the (tuned) bi-encoder that retrieved the sources says how
+    close the nearest one is to the question. A weaker signal than a trained
+    ``AnswerabilityScorer`` on adversarial questions, but free wherever a retriever
+    runs; the tuning pipeline fits a refusal policy on it (and on the decoder's
+    P(refusal)) and keeps whichever scores best on held-out questions.
+
+    Args:
+        embed_model: any LlamaIndex embedding (``None``: ``Settings.embed_model`` at call time).
+
+    Example::
+
+        from llama_index_ragtune.embeddings import default_embed_model
+
+        scorer = SimilarityAnswerabilityScorer(default_embed_model())
+        scorer(["apple return policy?"], [["Fresh produce can be returned within 7 days."]])
+        # [0.78]
+    """
+
+    kind = "similarity"
+    path = None  # nothing to load from a folder: the embedder is the retriever's
+
+    def __init__(self, embed_model: Any = None) -> None:
+        self._embed_model = embed_model
+
+    @property
+    def embed_model(self) -> Any:
+        """The embedder in use (``Settings.embed_model`` when none was given)."""
+        if self._embed_model is not None:
+            return self._embed_model
+        from llama_index.core import Settings
+
+        return Settings.embed_model
+
+    def __call__(self, questions: Sequence[str], sources: Sequence[Sequence[str]]) -> list[float]:
+        """P(answerable) per question: ``(1 + cos) / 2`` of its closest source (0.0 without sources)."""
+        import numpy as np
+
+        if len(questions) != len(sources):
+            raise ValueError(
+                f"SimilarityAnswerabilityScorer: {len(questions)} questions for {len(sources)} "
+                "source lists; pass one list of source texts per question."
+            )
+        model = self.embed_model
+        texts = [t for group in sources for t in group]
+        if not texts:
+            return [0.0] * len(questions)
+        query_vectors = _unit([model.get_query_embedding(q) for q in questions])
+        text_vectors = _unit(model.get_text_embedding_batch(texts))
+        out, i = [], 0
+        for q_vec, group in zip(query_vectors, sources, strict=True):
+            block = text_vectors[i : i + len(group)]
+            i += len(group)
+            best = float(np.max(block @ q_vec)) if len(group) else -1.0
+            out.append(min(1.0, max(0.0, (1.0 + best) / 2.0)))
+        return out
+
+    def __repr__(self) -> str:
+        return f"SimilarityAnswerabilityScorer({type(self.embed_model).__name__})"
+
+
+def _unit(vectors: Any) -> Any:
+    import numpy as np
+
+    array = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return array / np.where(norms > 0, norms, 1.0)

@@ -279,7 +279,7 @@ class AnswerabilityRefusalPolicy(RefusalPolicy):
         return policy
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "scorer": getattr(self.scorer, "path", None)}
+        return {**super().to_dict(), **_scorer_record(self.scorer)}
 
 
 class CombinedRefusalPolicy(RefusalPolicy):
@@ -347,9 +347,16 @@ class CombinedRefusalPolicy(RefusalPolicy):
     def to_dict(self) -> dict[str, Any]:
         return {
             **super().to_dict(),
-            "scorer": getattr(self.scorer, "path", None),
+            **_scorer_record(self.scorer),
             "combination": self.combination.to_dict(),
         }
+
+
+def _scorer_record(scorer: Any) -> dict[str, Any]:
+    """How ``load_refusal_policy`` finds the scorer again: its model folder, or its kind
+    (``"similarity"``: the embedder's, passed again at load time)."""
+    kind = getattr(scorer, "kind", None)
+    return {"scorer": getattr(scorer, "path", None), **({"scorer_kind": kind} if kind else {})}
 
 
 def _calibration(choice: Any, values: Sequence[float], answerable: Sequence[bool]) -> dict:
@@ -357,9 +364,32 @@ def _calibration(choice: Any, values: Sequence[float], answerable: Sequence[bool
     return {**asdict(choice), "auc": refusal_auc(values, answerable)}
 
 
+class NoRefusalPolicy(RefusalPolicy):
+    """Never refuse before decoding: what ``select_refusal_policy`` keeps when no signal beats
+    answering every question out of fold (the answer is decoded with the refusal barred).
+
+    Example::
+
+        NoRefusalPolicy().decide(["q"], [["s"]])[0].refused     # False
+    """
+
+    signal = "none"
+
+    def __init__(self, threshold: float = 1.0) -> None:
+        super().__init__(threshold)
+
+    def signals(self, questions, sources, decoder_probabilities):  # noqa: D102
+        return [{"none": 0.0} for _ in questions]
+
+
 POLICIES = {
     cls.__name__: cls
-    for cls in (DecoderRefusalPolicy, AnswerabilityRefusalPolicy, CombinedRefusalPolicy)
+    for cls in (
+        DecoderRefusalPolicy,
+        AnswerabilityRefusalPolicy,
+        CombinedRefusalPolicy,
+        NoRefusalPolicy,
+    )
 }
 
 
@@ -370,7 +400,8 @@ def load_refusal_policy(
 
     ``scorer`` replaces the recorded scorer; otherwise an ``AnswerabilityScorer`` is
     loaded from the recorded model folder (relative paths: from the JSON file's folder)
-    with ``scorer_kwargs``.
+    with ``scorer_kwargs``, or, for a policy fitted on a ``SimilarityAnswerabilityScorer``,
+    one over ``scorer_kwargs["embed_model"]`` (default ``Settings.embed_model``).
 
     Example::
 
@@ -393,7 +424,13 @@ def load_refusal_policy(
         )
     if kind == "DecoderRefusalPolicy":
         policy: RefusalPolicy = DecoderRefusalPolicy(data["threshold"])
+    elif kind == "NoRefusalPolicy":
+        policy = NoRefusalPolicy()
     else:
+        if scorer is None and data.get("scorer_kind") == "similarity":
+            from llama_index_ragtune.llms.answerability import SimilarityAnswerabilityScorer
+
+            scorer = SimilarityAnswerabilityScorer(scorer_kwargs.get("embed_model"))
         if scorer is None:
             from llama_index_ragtune.llms.answerability import AnswerabilityScorer
 

@@ -52,6 +52,8 @@ BUNDLES_DIR = "bundles"
 _VERSION = re.compile(r"^v(\d+)$")
 _REWRITE = "run the tuning pipeline again to write a fresh bundle"
 
+logger = logging.getLogger(__name__)
+
 
 class BundleError(ValueError):
     """A bundle is missing, incomplete, edited, or of another format (the message names the file)."""
@@ -429,12 +431,14 @@ def load_bundle(
                 device=device,
             )
         )
+    policy = _refusal_policy(generation, retriever, bundled_llm=llm is None)
     if llm is None:
         from llama_index_ragtune.llms import LocalChatLLM
 
         options = {
             "max_new_tokens": generation["max_new_tokens"],
-            "refusal_threshold": generation.get("refusal_threshold"),
+            # a bundle written before refusal policies existed records a decoder threshold
+            "refusal_threshold": None if policy else generation.get("refusal_threshold"),
             "dtype": "auto",
             "device": device,
             **llm_kwargs,
@@ -443,11 +447,34 @@ def load_bundle(
     settings = {
         "max_sources": generation.get("max_sources"),
         "max_source_chars": generation.get("max_source_chars"),
+        "refusal_policy": policy,
     }
     engine = CitationQueryEngine(
         retriever, llm=llm, node_postprocessors=postprocessors or None, **settings
     )
     return Bundle(folder, manifest, retriever, postprocessors, llm, engine, settings)
+
+
+def _refusal_policy(generation: dict[str, Any], retriever: Any, bundled_llm: bool) -> Any:
+    """The bundle's refusal policy (its similarity signal reads the bundle's encoder), or None.
+
+    A policy that reads the decoder's P(refusal) is left out when another LLM answers:
+    only the bundled decoder gives that probability.
+    """
+    from llama_index_ragtune.llms.refusal_policy import load_refusal_policy
+
+    recorded = generation.get("refusal_policy")
+    if not recorded:
+        return None
+    policy = load_refusal_policy(recorded, embed_model=retriever.embed_model)
+    if policy.uses_decoder and not bundled_llm:
+        logger.warning(
+            "load_bundle: the bundle's %s reads the bundled decoder's refusal probability; "
+            "with llm= it is not applied (the LLM answers every question with sources)",
+            type(policy).__name__,
+        )
+        return None
+    return policy
 
 
 def package_versions() -> dict[str, str | None]:

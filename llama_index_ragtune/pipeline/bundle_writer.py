@@ -153,6 +153,7 @@ def write_bundle(ctx: RunContext, out: str | Path, report: bool = True) -> dict[
             },
             "generation": {
                 "refusal_threshold": ctx.state.get("evaluate", "refusal_threshold"),
+                "refusal_policy": ctx.state.get("evaluate", "refusal_policy"),
                 "max_sources": config.max_sources,
                 "max_source_chars": config.max_source_chars,
                 "max_new_tokens": config.max_new_tokens,

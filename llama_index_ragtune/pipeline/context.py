@@ -277,8 +277,10 @@ class RunContext:
         llm: Any,
         filters: Mapping[str, Any] | None = None,
         served: bool = True,
+        refusal_policy: Any = None,
     ) -> Any:
-        """A ``CitationQueryEngine`` over the served stack (or the baseline) with ``filters``."""
+        """A ``CitationQueryEngine`` over the served stack (or the baseline) with ``filters``
+        (and ``refusal_policy``)."""
         from llama_index_ragtune.query_engine import CitationQueryEngine
 
         retriever = (self.served_retriever() if served else self.baseline_retriever).with_filters(
@@ -293,6 +295,7 @@ class RunContext:
             node_postprocessors=[reranker] if reranker is not None else None,
             max_sources=self.config.max_sources,
             max_source_chars=self.config.max_source_chars,
+            refusal_policy=refusal_policy,
         )
 
 

@@ -9,9 +9,11 @@ a time after a warm-up).
 Generation (``max_test_questions`` test questions, a seeded sample keeping the
 answerable / unanswerable mix): the starting decoder (``before``) and the
 promoted one (``after``), both over the served retrieval stack and the prompt
-``CitationQueryEngine`` sends. Each decoder's refusal threshold is chosen on dev
+``CitationQueryEngine`` sends. Each decoder's refusal policy is chosen on dev
 questions (training questions the decoder never trained on) with
-``choose_refusal_threshold``: there a question should be refused when none of
+``select_refusal_policy``: never refusing, the decoder's P(refusal), the
+served encoder's question-source similarity or both combined, whichever has the
+best cross-validated macro F1; there a question should be refused when none of
 its gold nodes is among the sources. Metrics: citation precision / recall, the
 right-source citation rate (answerable questions whose answer cites a gold node),
 the right-store citation rate (answerable questions whose answer cites only
@@ -122,32 +124,48 @@ def evaluate_retrieval(ctx: RunContext, results: Any, questions: Sequence[Labell
 # ---------------------------------------------------------------------- generation
 
 
-def choose_threshold(ctx: RunContext, llm: Any, dev: Sequence[LabelledQuery]) -> dict[str, Any]:
-    """The refusal threshold of ``llm`` chosen on ``dev`` over the served stack (or None when
-    the dev questions lack one of the two classes)."""
-    from llama_index_ragtune.evaluation.refusal_calibration import choose_refusal_threshold
+def choose_refusal(ctx: RunContext, llm: Any, dev: Sequence[LabelledQuery]) -> dict[str, Any]:
+    """The refusal policy of ``llm`` chosen on ``dev`` over the served stack.
 
-    conversations, answerable = [], []
+    Candidates: none (``NoRefusalPolicy``), the decoder's P(refusal), the served
+    encoder's similarity of question and best source, and their combination,
+    compared by cross-validated macro F1 (``select_refusal_policy``). Returns the
+    selection's summary with ``policy`` (a ``RefusalPolicy``) and ``threshold``;
+    ``policy`` is None with a ``note`` when the dev questions lack one of the two classes.
+    """
+    from llama_index.core.schema import QueryBundle
+
+    from llama_index_ragtune.llms.answerability import SimilarityAnswerabilityScorer
+    from llama_index_ragtune.llms.refusal_selection import select_refusal_policy
+
+    conversations, answerable, questions, sources = [], [], [], []
     for q in dev:
         engine = ctx.query_engine(llm, q.filters)
-        from llama_index.core.schema import QueryBundle
-
         nodes = engine.retrieve(QueryBundle(q.question))
         conversations.append(engine.messages(q.question, nodes))
         answerable.append(q.answerable and bool(set(q.gold_node_ids) & _ids(nodes)))
+        questions.append(q.question)
+        sources.append(engine.source_texts(nodes))
     llm.refusal_threshold = None
+    llm.refusal_policy = None
     probabilities = llm.conversation_refusal_probabilities(
         conversations, show_progress=ctx.config.show_progress
     )
+    scorer = SimilarityAnswerabilityScorer(ctx.embed_model(ctx.served_encoder))
     try:
-        choice = choose_refusal_threshold(probabilities, answerable)
+        selection = select_refusal_policy(
+            answerable,
+            decoder_probabilities=probabilities,
+            answerability=scorer(questions, sources),
+            scorer=scorer,
+            seed=ctx.config.seed,
+        )
     except ValueError as exc:
-        return {"threshold": None, "note": str(exc), "dev_questions": len(dev)}
+        return {"policy": None, "threshold": None, "note": str(exc), "dev_questions": len(dev)}
     return {
-        "threshold": choice.threshold,
-        "dev_questions": len(dev),
+        **selection.to_dict(),
+        "policy": selection.policy,
         "dev_answerable": sum(answerable),
-        "dev_macro_f1": choice.score,
     }
 
 
@@ -156,9 +174,14 @@ def _ids(nodes: Sequence[Any]) -> set[str]:
 
 
 def answer_questions(
-    ctx: RunContext, llm: Any, questions: Sequence[LabelledQuery], name: str
+    ctx: RunContext,
+    llm: Any,
+    questions: Sequence[LabelledQuery],
+    name: str,
+    policy: Any = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Ask every question through the served stack with ``llm``: (metrics, per-question rows)."""
+    """Ask every question through the served stack with ``llm`` and refusal ``policy``
+    (None: the LLM's own): (metrics, per-question rows)."""
     from llama_index.core.schema import QueryBundle
     from tqdm.auto import tqdm
 
@@ -169,16 +192,28 @@ def answer_questions(
     group = ctx.config.group_key
     rows = []
     for q in tqdm(questions, desc=f"Answering ({name})", disable=not ctx.config.show_progress):
-        engine = ctx.query_engine(llm, q.filters)
+        engine = ctx.query_engine(llm, q.filters, refusal_policy=policy)
         start = time.perf_counter()
         nodes = engine.retrieve(QueryBundle(q.question))
+        decision = None
         if nodes:
-            reply = llm.chat(engine.messages(q.question, nodes))
-            answer = reply.message.content or ""
-            probability = (reply.raw or {}).get("refusal_probability")
+            messages = engine.messages(q.question, nodes)
+            decision = engine.decide_refusal(q.question, nodes, messages)
+            if decision is not None and decision.refused:
+                answer, probability = engine.refusal, decision.value
+            else:
+                reply = llm.chat(messages, **({} if decision is None else {"refuse": False}))
+                answer = reply.message.content or ""
+                probability = (reply.raw or {}).get("refusal_probability")
+                if decision is not None and decision.signal != "none":
+                    probability = decision.value
         else:
             answer, probability = engine.refusal, 1.0
         seconds = time.perf_counter() - start
+        if (
+            probability is None and nodes
+        ):  # no refusal signal: the decoder's P(refusal), for the curve
+            probability = llm.conversation_refusal_probabilities([messages])[0]
         row = evaluator.evaluate_example(
             question=q.question,
             answer_text=answer,
@@ -190,6 +225,8 @@ def answer_questions(
         )
         row["latency_ms"] = seconds * 1000
         row["refusal_probability"] = probability
+        if decision is not None:
+            row["refusal_decision"] = decision.to_dict()
         row["should_refuse"] = not (q.answerable and bool(set(q.gold_node_ids) & _ids(nodes)))
         row.update(_right_citations(ctx, q, row["cited_node_ids"], group))
         rows.append(row)
@@ -237,12 +274,12 @@ def evaluate_generation(
     systems = [("starting decoder", "before", ctx.base_decoder)]
     if ctx.served_decoder != ctx.base_decoder:
         systems.append(("tuned decoder", "after", ctx.served_decoder))
-    out: dict[str, Any] = {"thresholds": {}, "answers": {}}
+    out: dict[str, Any] = {"thresholds": {}, "policies": {}, "answers": {}}
     for name, stage, path in systems:
         llm = ctx.llm(path)
-        calibration = choose_threshold(ctx, llm, dev)
-        llm.refusal_threshold = calibration["threshold"]
-        metrics, rows = answer_questions(ctx, llm, test, name)
+        calibration = choose_refusal(ctx, llm, dev)
+        policy = calibration.pop("policy")
+        metrics, rows = answer_questions(ctx, llm, test, name, policy)
         probabilities = [r["refusal_probability"] for r in rows]
         calibrated = all(p is not None for p in probabilities)
         results.add_generation(
@@ -253,11 +290,14 @@ def evaluate_generation(
             refusal_probabilities=probabilities if calibrated else None,
             should_refuse=[r["should_refuse"] for r in rows] if calibrated else None,
             refusal_threshold=calibration["threshold"],
+            refusal_policy=calibration.get("name"),
         )
         out["thresholds"][stage] = calibration
+        out["policies"][stage] = None if policy is None else policy.to_dict()
         out["answers"][name] = rows
     served_stage = "after" if len(systems) == 2 else "before"
     out["served_threshold"] = out["thresholds"][served_stage]["threshold"]
+    out["served_policy"] = out["policies"][served_stage]
     return out
 
 
@@ -321,7 +361,12 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     results.timings.update(ctx.state.timings())
     with results.timed("evaluate retrieval"):
         evaluate_retrieval(ctx, results, with_gold)
-    generation: dict[str, Any] = {"served_threshold": None, "thresholds": {}, "answers": {}}
+    generation: dict[str, Any] = {
+        "served_threshold": None,
+        "served_policy": None,
+        "thresholds": {},
+        "answers": {},
+    }
     if generation_questions:
         with results.timed("evaluate generation"):
             generation = evaluate_generation(ctx, results, generation_questions, dev)
@@ -329,6 +374,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     atomic_write_json(ctx.path("answers.json"), generation["answers"], default=str)
     return {
         "refusal_threshold": generation["served_threshold"],
+        "refusal_policy": generation["served_policy"],
         "thresholds": generation["thresholds"],
         "evaluation": str(ctx.path("evaluation.json")),
     }

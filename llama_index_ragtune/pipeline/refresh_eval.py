@@ -182,20 +182,23 @@ def evaluation_results(ctx: Any, metrics: dict, latency: dict, decision: Any, ve
 def generation_settings(
     ctx: Any, manifest: dict[str, Any], promoted_decoder: bool
 ) -> dict[str, Any]:
-    """The bundle's answering settings; a refreshed decoder gets its own refusal threshold,
-    chosen on the dev questions over the refreshed stack.
+    """The bundle's answering settings for the refreshed stack: the refusal policy is chosen
+    again on the dev questions (its signals come from the served encoder and decoder, and a
+    refresh may have changed either); without dev questions the old settings are kept.
 
     Example::
 
-        generation_settings(ctx, manifest, promoted_decoder=False) == manifest["generation"]
+        generation_settings(ctx, manifest, promoted_decoder=False)["refusal_policy"]
     """
-    generation = dict(manifest["generation"])
-    if promoted_decoder:
-        from llama_index_ragtune.pipeline.evaluate import choose_threshold, sample_questions
+    from llama_index_ragtune.pipeline.evaluate import choose_refusal, sample_questions
 
-        dev = sample_questions(ctx.split("dev"), ctx.config.max_dev_questions, ctx.config.seed)
-        llm = ctx.llm(ctx.served_decoder)
-        generation["refusal_threshold"] = (
-            choose_threshold(ctx, llm, dev)["threshold"] if dev else None
-        )
+    generation = dict(manifest["generation"])
+    dev = sample_questions(ctx.split("dev"), ctx.config.max_dev_questions, ctx.config.seed)
+    if not dev:
+        return generation
+    choice = choose_refusal(ctx, ctx.llm(ctx.served_decoder), dev)
+    policy = choice.pop("policy")
+    generation["refusal_threshold"] = choice["threshold"]
+    generation["refusal_policy"] = None if policy is None else policy.to_dict()
+    generation["refusal_selection"] = choice
     return generation

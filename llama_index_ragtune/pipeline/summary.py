@@ -71,20 +71,35 @@ def retrieval_table(systems: Sequence[Any]) -> str:
 
 def generation_table(systems: Sequence[Any]) -> str:
     """Rows of answering systems: citation, answer and refusal metrics, time-to-answer p50 / p95."""
-    head = ["decoder", *(label for _, label in GENERATION_COLUMNS), "p50 s", "p95 s", "threshold"]
+    head = [
+        "decoder",
+        *(label for _, label in GENERATION_COLUMNS),
+        "p50 s",
+        "p95 s",
+        "refusal policy",
+    ]
     rows = []
     for s in systems:
-        threshold = s.refusal.threshold if s.refusal is not None else None
         rows.append(
             [
                 f"{s.name} ({s.stage})",
                 *(s.metrics.get(key) for key, _ in GENERATION_COLUMNS),
                 _s(_percentile(s.latency_ms, 0.5)),
                 _s(_percentile(s.latency_ms, 0.95)),
-                "-" if threshold is None else f"{threshold:.3g}",
+                _policy(s.refusal),
             ]
         )
     return markdown_table(head, rows)
+
+
+def _policy(refusal: Any) -> str:
+    """``"decoder @ 0.38"``, ``"none"`` (no forced refusal) or ``"-"`` (not recorded)."""
+    if refusal is None:
+        return "-"
+    name = refusal.policy
+    if refusal.threshold is None:
+        return name or "-"
+    return f"{name} @ {refusal.threshold:.3g}" if name else f"{refusal.threshold:.3g}"
 
 
 def _ms(value: float | None) -> str:
@@ -109,8 +124,8 @@ def format_tables(results: Any) -> str:
     if results.generation:
         parts.append(
             f"Generation ({queries.get('generation_test', '?')} test questions over the served "
-            f"retriever; refusal threshold chosen on {queries.get('dev', '?')} held-out training "
-            "questions):\n" + generation_table(results.generation)
+            f"retriever; refusal policy chosen on {queries.get('dev', '?')} held-out training "
+            "questions by cross-validation):\n" + generation_table(results.generation)
         )
     if results.decisions:
         parts.append(
@@ -148,7 +163,7 @@ def estimate_text(config: PipelineConfig, counts: dict[str, Any], skip: Sequence
     lines.append(
         f"  evaluate  {counts.get('retrieval_test', 0)} retrieval test questions; "
         f"{counts.get('generation_test', 0)} generation questions per decoder, "
-        f"{counts.get('dev', 0)} dev questions for the refusal threshold"
+        f"{counts.get('dev', 0)} dev questions for the refusal policy"
     )
     if total:
         lines.append(f"  training time budget: {total:g} min in all (plus evaluation)")

@@ -114,14 +114,23 @@ def test_bench_generation_rows_and_outputs(
     assert result["n_dev"] == 4 + 4 and 0 < result["n_dev_answerable"] < 8
     assert result["answerability_head"]["steps"] == 2
     for name, policies in result["refusal_calibration"].items():
-        assert set(policies) == {"decoder", "answerability", "combined"}
+        assert set(policies) == {"decoder", "answerability", "combined", "none"}
+        # the headline is the policy with the best cross-validated macro F1 on dev
+        headline = result["rows"][name]["refusal_policy"]
+        scores = {
+            p: policies[p]["calibration"]["cross_validated_macro_f1"]
+            for p in ("decoder", "answerability", "combined")
+        }
+        if headline != "none":
+            assert scores[headline] == max(scores.values())
+            assert policies[headline]["threshold"] == result["rows"][name]["refusal_threshold"]
         combined = policies["combined"]
-        assert combined["threshold"] == result["rows"][name]["refusal_threshold"]
         assert combined["calibration"]["n_examples"] == 8
         assert combined["scorer"].endswith("final")
     for rows in (result["rows"], result["multihop_rows"]):
         for name, row in rows.items():
-            assert row["refusal_policy"] == "combined" and row["tokens_per_second"] > 0
+            assert row["refusal_policy"] == result["rows"][name]["refusal_policy"]
+            assert row["tokens_per_second"] > 0
             for key in ("refusal_auc", "refusal_auc_answerability", "refusal_auc_combined"):
                 assert row[key] is None or 0.0 <= row[key] <= 1.0
             assert 0.0 <= row["trust_score"] <= 1.0
@@ -132,6 +141,7 @@ def test_bench_generation_rows_and_outputs(
                 "decoder",
                 "answerability",
                 "combined",
+                "none",
             }
             check = result["post_check"][set_name][name]
             assert set(check) == {"flag", "cite"}
@@ -149,11 +159,11 @@ def test_bench_generation_rows_and_outputs(
     ]
     assert [r["id"] for r in answers[0]] == [r["id"] for r in answers[2]]
     assert len(retrieved) == 4 + 4 + 4  # train + test + dev
-    for rows in answers:
+    for rows, name in zip(answers, ("base", "+ grounded SFT", "+ SFT + DPO"), strict=True):
         for row in rows:
             assert 0.0 <= row["refusal_probability"] <= 1.0
             assert set(row["refusal_signals"]) == {"decoder", "answerability", "combined"}
-            assert row["refusal_decision"]["signal"] == "combined"
+            assert row["refusal_decision"]["signal"] == result["rows"][name]["refusal_policy"]
     markdown = (out / "generation-squad_v2.md").read_text()
     assert "| + SFT + DPO |" in markdown and "citation precision" in markdown
     assert "Row '+ SFT + DPO (own failures)' skipped" in markdown
@@ -212,10 +222,11 @@ def test_train_decoder_command(
     threshold = json.loads((out / "refusal_threshold.json").read_text())
     assert 0.0 <= threshold["threshold"] <= 1.0 and threshold["objective"] == "macro_f1"
     assert f"refusal_threshold={threshold['threshold']:.4g}" in printed
-    from llama_index_ragtune.llms import CombinedRefusalPolicy, load_refusal_policy
+    from llama_index_ragtune.llms import load_refusal_policy
 
+    # the policy with the best cross-validated macro F1 on the dev questions is saved
     policy = load_refusal_policy(out / "refusal_policy.json", max_length=64)
-    assert isinstance(policy, CombinedRefusalPolicy)
+    assert f"Refusal policy {policy.signal} " in printed
     assert "refusal_policy=load_refusal_policy(" in printed
 
 

@@ -392,7 +392,9 @@ def test_with_index_retriever_and_cross_encoder_rerank(tiny_encoder_path):
     scores = [n.score for n in response.source_nodes]
     # The head is freshly initialised, so two texts can score within float noise of each
     # other and batch order may swap them: compare scores with a tolerance, not rank lists.
-    expected = dict(zip(TEXTS, reranker.score("capital of Italy?", list(TEXTS.values()))))
+    expected = dict(
+        zip(TEXTS, reranker.score("capital of Italy?", list(TEXTS.values())), strict=True)
+    )
     assert len(ids) == 2 and scores == sorted(scores, reverse=True)  # numbered in reranked order
     assert scores == pytest.approx([expected[i] for i in ids], abs=1e-4)
     (dropped,) = set(TEXTS) - set(ids)

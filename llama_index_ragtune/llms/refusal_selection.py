@@ -1,0 +1,182 @@
+"""Choosing the refusal policy on held-out questions, by cross-validation.
+
+Each policy (``llms.refusal_policy``) picks its threshold on the dev questions
+that maximises the macro F1 of refusing / answering. On a few dozen questions
+that maximum is optimistic: a signal that cannot tell answerable from
+unanswerable questions still finds some threshold that looks good there, and
+then refuses answerable questions at random. ``select_refusal_policy`` scores
+every candidate the honest way - k-fold cross-validation, each fold's
+decisions made by a policy fitted on the other folds - next to ``"none"``
+(``NoRefusalPolicy``: every question with sources is answered), and keeps the best; ties go to the simpler candidate
+(``none`` < ``decoder`` < ``answerability`` < ``combined``). The winner is
+refitted on all dev questions.
+
+Example::
+
+    from llama_index_ragtune.llms.refusal_selection import select_refusal_policy
+
+    selection = select_refusal_policy(
+        answerable=[c.answerable for c in dev_contexts],
+        decoder_probabilities=llm.conversation_refusal_probabilities(dev_messages),
+        answerability=scorer(dev_questions, dev_sources),
+        scorer=scorer,
+    )
+    selection.name, selection.scores     # e.g. 'decoder', {'none': 0.44, 'decoder': 0.61, ...}
+    CitationQueryEngine(retriever, llm=llm, refusal_policy=selection.policy)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_index_ragtune.evaluation.refusal_calibration import decision_scores
+from llama_index_ragtune.llms.refusal_policy import (
+    ANSWERABILITY,
+    COMBINED,
+    DECODER,
+    AnswerabilityRefusalPolicy,
+    CombinedRefusalPolicy,
+    DecoderRefusalPolicy,
+    NoRefusalPolicy,
+    RefusalPolicy,
+)
+
+NONE = "none"
+CANDIDATES = (NONE, DECODER, ANSWERABILITY, COMBINED)  # simplest first: ties go left
+
+
+@dataclass(frozen=True)
+class PolicySelection:
+    """The chosen policy, its name, and every candidate's cross-validated macro F1 on the
+    dev questions."""
+
+    name: str
+    policy: RefusalPolicy
+    scores: dict[str, float]
+    folds: int
+    n_examples: int
+    details: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (the policy itself saves with ``policy.save``)."""
+        return {
+            "name": self.name,
+            "threshold": None if self.name == NONE else self.policy.threshold,
+            "cross_validated_macro_f1": dict(self.scores),
+            "details": {k: dict(v) for k, v in self.details.items()},
+            "folds": self.folds,
+            "dev_questions": self.n_examples,
+        }
+
+
+def select_refusal_policy(
+    answerable: Sequence[bool],
+    decoder_probabilities: Sequence[float] | None = None,
+    answerability: Sequence[float] | None = None,
+    scorer: Any = None,
+    folds: int = 5,
+    seed: int = 0,
+) -> PolicySelection:
+    """Cross-validate every candidate the signals allow and return the best (module docstring).
+
+    ``decoder_probabilities``: the decoder's P(refusal) per dev question (enables
+    ``decoder``); ``answerability`` with its ``scorer``: the encoder side's
+    P(answerable) (enables ``answerability``, and ``combined`` with the decoder's).
+    Raises ``ValueError`` when either class has fewer than two questions.
+    """
+    n = len(answerable)
+    for name, values in (
+        ("decoder_probabilities", decoder_probabilities),
+        ("answerability", answerability),
+    ):
+        if values is not None and len(values) != n:
+            raise ValueError(
+                f"select_refusal_policy: {len(values)} {name} for {n} questions; pass one per question."
+            )
+    if answerability is not None and scorer is None:
+        raise ValueError("select_refusal_policy: answerability needs the scorer that produced it.")
+    labels = [bool(a) for a in answerable]
+    smallest = min(labels.count(True), labels.count(False))
+    if smallest < 2:
+        raise ValueError(
+            "select_refusal_policy needs at least two answerable and two unanswerable dev "
+            f"questions; got {labels.count(True)} answerable and {labels.count(False)} unanswerable."
+        )
+    k = max(2, min(folds, smallest))
+    fold_of = _stratified_folds(labels, k, seed)
+    fitters = _fitters(decoder_probabilities, answerability, scorer)
+    scores: dict[str, float] = {}
+    details: dict[str, dict[str, float]] = {}
+    for name in CANDIDATES:
+        if name == NONE:
+            refused = [False] * n
+        elif name in fitters:
+            refused = [False] * n
+            for fold in range(k):
+                train = [i for i in range(n) if fold_of[i] != fold]
+                policy = fitters[name](train, [labels[i] for i in train])
+                for i in (i for i in range(n) if fold_of[i] == fold):
+                    refused[i] = _refuses(policy, i, decoder_probabilities, answerability)
+        else:
+            continue
+        details[name] = decision_scores(refused, labels)
+        scores[name] = details[name]["macro_f1"]
+    best = max(scores, key=lambda name: (round(scores[name], 12), -CANDIDATES.index(name)))
+    policy = NoRefusalPolicy() if best == NONE else fitters[best](list(range(n)), labels)
+    return PolicySelection(best, policy, scores, k, n, details)
+
+
+def _fitters(
+    decoder: Sequence[float] | None, answerability: Sequence[float] | None, scorer: Any
+) -> dict[str, Any]:
+    """name -> fit(row indices, their labels) for every candidate the signals allow."""
+
+    def pick(values: Sequence[float], rows: list[int]) -> list[float]:
+        return [float(values[i]) for i in rows]
+
+    fitters: dict[str, Any] = {}
+    if decoder is not None:
+        fitters[DECODER] = lambda rows, labels: DecoderRefusalPolicy.fit(
+            pick(decoder, rows), labels
+        )
+    if answerability is not None:
+        fitters[ANSWERABILITY] = lambda rows, labels: AnswerabilityRefusalPolicy.fit(
+            scorer, pick(answerability, rows), labels
+        )
+    if decoder is not None and answerability is not None:
+        fitters[COMBINED] = lambda rows, labels: CombinedRefusalPolicy.fit(
+            scorer, pick(decoder, rows), pick(answerability, rows), labels
+        )
+    return fitters
+
+
+def _refuses(
+    policy: RefusalPolicy,
+    i: int,
+    decoder: Sequence[float] | None,
+    answerability: Sequence[float] | None,
+) -> bool:
+    """The fitted ``policy``'s decision for question ``i`` from the precomputed signals."""
+    values: dict[str, float] = {}
+    if decoder is not None:
+        values[DECODER] = float(decoder[i])
+    if answerability is not None:
+        values[ANSWERABILITY] = 1.0 - float(answerability[i])
+    if isinstance(policy, CombinedRefusalPolicy):
+        values[COMBINED] = policy.combination.probability(values)
+    return values[policy.signal] >= policy.threshold
+
+
+def _stratified_folds(labels: Sequence[bool], k: int, seed: int) -> list[int]:
+    """A fold number per question; each class dealt round-robin after a seeded shuffle."""
+    fold_of = [0] * len(labels)
+    rng = random.Random(seed)
+    for value in (True, False):
+        members = [i for i, a in enumerate(labels) if a == value]
+        rng.shuffle(members)
+        for j, i in enumerate(members):
+            fold_of[i] = j % k
+    return fold_of
