@@ -152,7 +152,11 @@ def write_bundle(ctx: RunContext, out: str | Path, report: bool = True) -> dict[
                 "rerank_candidates": config.rerank_candidates,
             },
             "generation": {
-                "refusal_threshold": ctx.state.get("evaluate", "refusal_threshold"),
+                # the decoder threshold of bundles written before refusal policies; a
+                # recorded policy carries its own threshold
+                "refusal_threshold": None
+                if ctx.state.get("evaluate", "refusal_policy")
+                else ctx.state.get("evaluate", "refusal_threshold"),
                 "refusal_policy": ctx.state.get("evaluate", "refusal_policy"),
                 "max_sources": config.max_sources,
                 "max_source_chars": config.max_source_chars,

@@ -210,9 +210,8 @@ def answer_questions(
         else:
             answer, probability = engine.refusal, 1.0
         seconds = time.perf_counter() - start
-        if (
-            probability is None and nodes
-        ):  # no refusal signal: the decoder's P(refusal), for the curve
+        if probability is None and nodes:
+            # no refusal signal was read: the decoder's P(refusal), for the calibration curve
             probability = llm.conversation_refusal_probabilities([messages])[0]
         row = evaluator.evaluate_example(
             question=q.question,

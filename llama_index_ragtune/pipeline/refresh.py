@@ -412,7 +412,7 @@ def refresh_bundle(
                 manifest,
                 results,
                 refresh_info,
-                generation_settings(ctx, manifest, bool(state.get("decoder", "promoted"))),
+                generation_settings(ctx, manifest),
                 data,
                 report=report,
             )

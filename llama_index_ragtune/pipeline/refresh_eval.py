@@ -179,16 +179,14 @@ def evaluation_results(ctx: Any, metrics: dict, latency: dict, decision: Any, ve
     return results
 
 
-def generation_settings(
-    ctx: Any, manifest: dict[str, Any], promoted_decoder: bool
-) -> dict[str, Any]:
+def generation_settings(ctx: Any, manifest: dict[str, Any]) -> dict[str, Any]:
     """The bundle's answering settings for the refreshed stack: the refusal policy is chosen
     again on the dev questions (its signals come from the served encoder and decoder, and a
     refresh may have changed either); without dev questions the old settings are kept.
 
     Example::
 
-        generation_settings(ctx, manifest, promoted_decoder=False)["refusal_policy"]
+        generation_settings(ctx, manifest)["refusal_policy"]
     """
     from llama_index_ragtune.pipeline.evaluate import choose_refusal, sample_questions
 
@@ -198,7 +196,6 @@ def generation_settings(
         return generation
     choice = choose_refusal(ctx, ctx.llm(ctx.served_decoder), dev)
     policy = choice.pop("policy")
-    generation["refusal_threshold"] = choice["threshold"]
+    generation["refusal_threshold"] = None if policy is not None else choice["threshold"]
     generation["refusal_policy"] = None if policy is None else policy.to_dict()
-    generation["refusal_selection"] = choice
     return generation

@@ -282,11 +282,12 @@ def tuned_run(tmp_path_factory, tiny_corpus, tiny_encoder_path, tiny_causal_lm_p
 
     out = tmp_path_factory.mktemp("run")
     lines: list[str] = []
-    result = TuningPipeline(
+    pipeline = TuningPipeline(
         tiny_corpus["docs"],
         out,
         queries=tiny_corpus["queries"],
         config=fast_config(tiny_encoder_path, tiny_causal_lm_path),
         echo=lines.append,
-    ).run()
-    return {"out": out, "result": result, "lines": lines}
+    )
+    result = pipeline.run()
+    return {"out": out, "result": result, "lines": lines, "pipeline": pipeline}

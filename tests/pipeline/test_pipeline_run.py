@@ -90,7 +90,14 @@ def test_evaluation_and_report_are_in_the_bundle(tuned_run):
 def test_load_bundle_answers_with_citations_to_real_nodes(tuned_run):
     bundle = load_bundle(tuned_run["out"])
     assert bundle.version == "v1" and bundle.postprocessors
-    assert bundle.llm.refusal_threshold == bundle.manifest["generation"]["refusal_threshold"]
+    generation = bundle.manifest["generation"]
+    policy = bundle.settings["refusal_policy"]
+    if generation["refusal_policy"] is None:  # too few dev questions of a class to choose one
+        assert policy is None
+        assert bundle.llm.refusal_threshold == generation["refusal_threshold"]
+    else:  # the policy decides before decoding; the decoder's own threshold stays off
+        assert policy.to_dict()["type"] == generation["refusal_policy"]["type"]
+        assert bundle.llm.refusal_threshold is None and generation["refusal_threshold"] is None
     indexed = set(bundle.retriever.index.docstore.docs)
     response = bundle.query_engine.query("apple return policy?")
     assert (
@@ -105,3 +112,22 @@ def test_load_bundle_answers_with_citations_to_real_nodes(tuned_run):
     assert cited == [answer.source_nodes[0].node.node_id] and cited[0] in indexed
     assert all(n.node.metadata["store"] == "grocery" for n in answer.source_nodes)
     assert len(answer.source_nodes) <= bundle.manifest["generation"]["max_sources"]
+
+
+def test_the_refusal_policy_is_chosen_on_held_out_questions_and_explains_each_answer(tuned_run):
+    from llama_index_ragtune.llms.refusal_selection import CANDIDATES
+    from llama_index_ragtune.pipeline.evaluate import answer_questions, choose_refusal
+
+    ctx = tuned_run["pipeline"].context
+    questions = ctx.split("train") + ctx.split("test")  # 4 unanswerable among them
+    llm = ctx.llm(ctx.served_decoder)
+    choice = choose_refusal(ctx, llm, questions)
+    policy = choice.pop("policy")
+    assert set(choice["cross_validated_macro_f1"]) == set(CANDIDATES)  # every signal was read
+    best = max(choice["cross_validated_macro_f1"].values())
+    assert choice["cross_validated_macro_f1"][choice["name"]] == best
+    assert policy.signal == choice["name"] and choice["dev_questions"] == len(questions)
+    _, rows = answer_questions(ctx, llm, questions[:4], "tuned", policy)
+    for row in rows:
+        decision = row["refusal_decision"]
+        assert decision["signal"] == policy.signal and decision["refused"] == row["refused"]
