@@ -117,8 +117,8 @@ class PipelineConfig:
     Data:
         test_fraction: share of labelled queries held out for the test split when the
             queries carry no split (by question text, seeded).
-        dev_fraction: share of training questions kept out of the decoder's training,
-            on which the refusal threshold is chosen.
+        dev_fraction: share of training questions kept out of every part's training
+            (encoder, reranker and decoder), on which the refusal policy is chosen.
         negatives_per_source: hard negatives per query from each of BM25, the starting
             encoder and the curated confusers.
         curated_keys: metadata keys whose *other* values hold confusers (e.g. the same

@@ -195,7 +195,8 @@ def _data_step(
         _, dev = carve_dev(train, config.dev_fraction, config.seed)
         save_queries(queries, ctx.path("data", "queries.json"))
         ctx.__dict__.pop("queries", None)
-        dataset = write_training_pairs(ctx, train)
+        held_out = {q.id for q in dev}  # they choose the refusal policy: not trained on
+        dataset = write_training_pairs(ctx, [q for q in train if q.id not in held_out])
         counts = {
             f"{origin}_{split}": sum(
                 1 for q in queries if q.split == split and (q.source == "feedback") == fb

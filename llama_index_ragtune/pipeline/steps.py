@@ -112,7 +112,11 @@ def data(ctx: RunContext) -> dict[str, Any]:
     info.update(train=len(train), test=len(test), dev_ids=[q.id for q in dev])
     wants_pairs = any(p not in ctx.skip for p in ("encoder", "reranker"))
     if wants_pairs:
-        info["pairs"] = describe_dataset(write_training_pairs(ctx, train))
+        # the dev questions choose the refusal policy, whose encoder-side signal must not
+        # have seen them: they are held out of the encoder and reranker pairs too
+        held_out = {q.id for q in dev}
+        pairs = write_training_pairs(ctx, [q for q in train if q.id not in held_out])
+        info["pairs"] = describe_dataset(pairs)
     return info
 
 
@@ -277,7 +281,7 @@ def reranker(ctx: RunContext) -> dict[str, Any]:
 def decoder(ctx: RunContext) -> dict[str, Any]:
     """Grounded SFT (+ DPO) of the decoder over contexts from the served retriever.
 
-    Training questions minus the dev ones (kept for the refusal threshold); each
+    Training questions minus the dev ones (kept for the refusal policy); each
     context holds the gold nodes among the served stack's own retrieved nodes, or
     drops them (refusal target) with ``p_no_gold``.
     """
