@@ -237,11 +237,29 @@ class RefusalCombination:
         )
 
 
+def _logistic(x, y, l2: float, iterations: int):
+    """L2-penalised logistic regression by Newton's method (column 0: the unpenalised intercept)."""
+    import numpy as np
+
+    beta = np.zeros(x.shape[1])
+    penalty = np.diag([0.0] + [l2] * (x.shape[1] - 1))
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -700, 700)))
+        gradient = x.T @ (p - y) + penalty @ beta
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty + 1e-9 * np.eye(len(beta))
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return beta
+
+
 def fit_refusal_combination(
     signals: Mapping[str, Sequence[float]],
     answerable: Sequence[bool],
     l2: float = 1.0,
     iterations: int = 50,
+    monotone: bool = True,
 ) -> RefusalCombination:
     """Fit a logistic regression predicting "unanswerable" from the logits of ``signals``.
 
@@ -251,6 +269,9 @@ def fit_refusal_combination(
     penalty ``l2`` on the weights (not the intercept), on standardised logits.
     Fit on held-out training questions (dev), then choose the threshold of the
     combined probability on the same questions with :func:`choose_refusal_threshold`.
+    ``monotone`` (default): every signal is oriented "higher = refuse", so a fit that
+    gives one a negative weight is fitting noise; that signal's weight is set to 0 and
+    the others are fitted again (until no weight is negative).
 
     Example::
 
@@ -285,16 +306,16 @@ def fit_refusal_combination(
     scales = raw.std(axis=0)
     scales[scales < 1e-9] = 1.0
     x = np.hstack([np.ones((n, 1)), (raw - means) / scales])
-    beta = np.zeros(x.shape[1])
-    penalty = np.diag([0.0] + [l2] * len(names))
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -700, 700)))
-        gradient = x.T @ (p - y) + penalty @ beta
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty + 1e-9 * np.eye(len(beta))
-        step = np.linalg.solve(hessian, gradient)
-        beta -= step
-        if np.abs(step).max() < 1e-10:
+    active = list(range(len(names)))
+    while True:
+        columns = [0] + [k + 1 for k in active]
+        fitted = _logistic(x[:, columns], y, l2, iterations)
+        beta = np.zeros(x.shape[1])
+        beta[columns] = fitted
+        negative = [k for k in active if beta[k + 1] < 0]
+        if not monotone or not negative:
             break
+        active.remove(min(negative, key=lambda k: beta[k + 1]))  # the most negative goes
     return RefusalCombination(
         signals=names,
         weights=tuple(float(b) for b in beta[1:]),

@@ -97,6 +97,24 @@ def test_refusal_combination_learns_which_signal_separates():
     assert RefusalCombination.from_dict(combo.to_dict()) == combo
 
 
+def test_a_signal_that_points_the_wrong_way_gets_no_weight():
+    """Signals are oriented "higher = refuse": a fit that would invert one drops it instead."""
+    from llama_index_ragtune.evaluation import fit_refusal_combination
+
+    rng = random.Random(3)
+    answerable = [i % 3 != 0 for i in range(90)]
+    informative = [rng.uniform(0.0, 0.5) if a else rng.uniform(0.4, 1.0) for a in answerable]
+    inverted = [rng.uniform(0.5, 1.0) if a else rng.uniform(0.0, 0.6) for a in answerable]
+    signals = {"inverted": inverted, "informative": informative}
+    free = fit_refusal_combination(signals, answerable, monotone=False)
+    assert free.weights[0] < 0  # unconstrained, the fit leans on the inverted signal
+    combo = fit_refusal_combination(signals, answerable)
+    assert combo.weights[0] == 0.0 and combo.weights[1] > 0
+    alone = fit_refusal_combination({"informative": informative}, answerable)
+    assert combo.weights[1] == pytest.approx(alone.weights[0])
+    assert combo.intercept == pytest.approx(alone.intercept)
+
+
 def test_refusal_combination_checks_its_input():
     from llama_index_ragtune.evaluation import fit_refusal_combination
 
