@@ -14,8 +14,8 @@ applied to the same answers, so the policies are compared on identical text:
 
 Each policy is fitted per row on the dev questions (``--refusal-threshold tune``);
 the row's headline is the one with the best cross-validated macro F1 there
-(``select_refusal_policy``; ``none``: no forced refusal, also scored). The citation post-check is measured both ways on the
-headline answers: ``flag`` (the answers as written) and ``cite`` (answered
+(``select_refusal_policy``; ``none``, never refusing, is scored too). The
+citation post-check is measured both ways on the headline answers: ``flag`` (the answers as written) and ``cite`` (answered
 claims without a valid citation get the source the model finds most likely,
 ``LocalChatLLM.citation_probabilities``).
 
