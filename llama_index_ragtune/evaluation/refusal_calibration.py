@@ -132,21 +132,17 @@ def decision_scores(refused: Sequence[bool], answerable: Sequence[bool]) -> dict
 def _score(
     threshold: float, positives: list[float], negatives: list[float], objective: str
 ) -> ThresholdChoice:
-    tp = sum(p >= threshold for p in positives)  # unanswerable, refused
-    fp = sum(n >= threshold for n in negatives)  # answerable, refused
-    fn = len(positives) - tp
-    tn = len(negatives) - fp
-    refusal_f1 = _f1(tp, fp, fn)
-    answer_f1 = _f1(tn, fn, fp)
-    score = refusal_f1 if objective == "refusal_f1" else (refusal_f1 + answer_f1) / 2
+    refused = [p >= threshold for p in positives] + [n >= threshold for n in negatives]
+    answerable = [False] * len(positives) + [True] * len(negatives)
+    scores = decision_scores(refused, answerable)
     return ThresholdChoice(
         threshold=threshold,
         objective=objective,
-        score=score,
-        refusal_f1=refusal_f1,
-        answer_f1=answer_f1,
-        over_refusal_rate=fp / len(negatives),
-        n_examples=len(positives) + len(negatives),
+        score=scores["refusal_f1"] if objective == "refusal_f1" else scores["macro_f1"],
+        refusal_f1=scores["refusal_f1"],
+        answer_f1=scores["answer_f1"],
+        over_refusal_rate=scores["over_refusal_rate"],
+        n_examples=len(refused),
     )
 
 

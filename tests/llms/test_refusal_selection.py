@@ -146,9 +146,7 @@ def test_similarity_scorer_ranks_the_source_that_answers_higher(embed_model):
         scorer(["a", "b"], [["x"]])
 
 
-def test_similarity_policy_saves_without_a_folder_and_loads_over_an_embedder(
-    embed_model, tmp_path, caplog
-):
+def test_similarity_policy_saves_without_a_folder_and_loads_over_an_embedder(embed_model, tmp_path):
     scorer = SimilarityAnswerabilityScorer(embed_model)
     policy = AnswerabilityRefusalPolicy(scorer, threshold=0.4)
     data = policy.to_dict()
