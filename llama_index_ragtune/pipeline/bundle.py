@@ -380,6 +380,7 @@ def load_bundle(
     version: str | None = None,
     *,
     llm: Any = None,
+    refusal_policy: Any = "bundle",
     device: str | None = None,
     verify: bool = True,
     **llm_kwargs: Any,
@@ -390,6 +391,8 @@ def load_bundle(
         path: a run's ``--out`` folder, its ``bundles/`` folder, or a version folder.
         version: a version to load instead of ``CURRENT`` (e.g. ``"v1"``).
         llm: any LlamaIndex LLM to answer with instead of the bundled decoder.
+        refusal_policy: ``"bundle"`` (the policy the run chose), ``None`` (answer every
+            question that has sources), or any ``RefusalPolicy`` to decide instead.
         device: torch device for the reranker and the decoder.
         verify: check every file's SHA-256 (sizes and presence are always checked).
         llm_kwargs: passed to ``LocalChatLLM`` (e.g. ``max_new_tokens=128``).
@@ -431,7 +434,15 @@ def load_bundle(
                 device=device,
             )
         )
-    policy = _refusal_policy(generation, retriever, bundled_llm=llm is None)
+    if isinstance(refusal_policy, str):
+        if refusal_policy != "bundle":
+            raise BundleError(
+                f"load_bundle: refusal_policy={refusal_policy!r}; pass 'bundle', None "
+                "or a RefusalPolicy"
+            )
+        policy = _refusal_policy(generation, retriever, bundled_llm=llm is None)
+    else:
+        policy = refusal_policy
     if llm is None:
         from llama_index_ragtune.llms import LocalChatLLM
 

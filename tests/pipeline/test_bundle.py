@@ -76,6 +76,8 @@ def test_missing_bundles_and_versions(tmp_path, bundle_copy):
         load_bundle(bundle_copy, version="v7")
     with pytest.raises(BundleError, match="not a bundle version here"):
         set_current_version(bundle_copy, "v7")
+    with pytest.raises(BundleError, match=r"refusal_policy='off'; pass 'bundle', None"):
+        load_bundle(bundle_copy, refusal_policy="off")
 
 
 def test_a_failed_write_leaves_the_previous_version_served(

@@ -104,7 +104,18 @@ def test_load_bundle_answers_with_citations_to_real_nodes(tuned_run):
         response.metadata["source_node_ids"]
         and set(response.metadata["source_node_ids"]) <= indexed
     )
-    citing = load_bundle(tuned_run["out"], llm=CitingLLM())
+    # The bundle's policy may refuse this question (tiny random models); its reason is recorded.
+    policed = load_bundle(tuned_run["out"], llm=CitingLLM()).query_engine.query(
+        "apple return policy?"
+    )
+    decision = policed.metadata.get("refusal_decision")
+    if policy is not None and not policy.uses_decoder:
+        assert decision["signal"] == policy.signal
+        assert decision["refused"] == policed.metadata["refused"]
+        assert policed.metadata["refused"] == (policed.response != CitingLLM().answer)
+    # With the policy turned off every question with sources is answered and cited.
+    citing = load_bundle(tuned_run["out"], llm=CitingLLM(), refusal_policy=None)
+    assert citing.settings["refusal_policy"] is None
     grocery = citing.as_query_engine(filters={"store": "grocery"})
     answer = grocery.query("apple return policy?")
     assert answer.response == "Within 48 hours [1]."
