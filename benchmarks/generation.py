@@ -7,7 +7,7 @@ with the gold removed). The encoder side's answerability head is trained once
 (``--answerability-minutes``); every row fits its refusal policies -- decoder,
 answerability, their logistic combination -- on dev questions and is scored
 with each and with none (``llama_index_ragtune.evaluation.decoder_scoring``); the headline is the
-policy with the best cross-validated macro F1 on dev (``select_refusal_policy``), with
+policy with the best cross-validated balanced accuracy on dev (``select_refusal_policy``), with
 the citation post-check measured both ways (flag / cite).
 
 Rows (``--rows``): ``base`` (untuned), ``sft`` (grounded SFT, multi-source
@@ -414,8 +414,8 @@ def _threshold_note(args: argparse.Namespace, result: dict[str, Any]) -> str:
     if args.refusal_threshold == TUNE:
         return (
             f"refusal policies fitted per row on {result['n_dev']} dev questions "
-            f"({result['n_dev_answerable']} answerable; macro F1 of refusing / answering; headline: "
-            "the best cross-validated macro F1)"
+            f"({result['n_dev_answerable']} answerable; balanced accuracy of refusing / answering; "
+            "headline: the best cross-validated balanced accuracy)"
         )
     if args.refusal_threshold is None:
         return "greedy decoding, no refusal policy"

@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_policies(output: Path, engine, policies: dict) -> None:
     """``refusal_threshold.json`` (the decoder's) and ``refusal_policy.json`` (the policy with
-    the best cross-validated macro F1 on the dev questions)."""
+    the best cross-validated balanced accuracy on the dev questions)."""
     decision = engine.decision
     served = (
         engine.base_model if decision is not None and not decision.promoted else engine.merged_dir
@@ -188,8 +188,12 @@ def _write_policies(output: Path, engine, policies: dict) -> None:
     if policies:
         name, chosen = next(iter(policies.items()))  # the cross-validated winner comes first
         path = chosen.save(output / "refusal_policy.json")
-        score = (chosen.calibration or {}).get("cross_validated_macro_f1")
-        how = "" if score is None else f", cross-validated dev macro F1 {score:.3f}"
+        calibration = chosen.calibration or {}
+        score, objective = (
+            calibration.get("cross_validated"),
+            calibration.get("selection_objective"),
+        )
+        how = "" if score is None else f", cross-validated dev {objective} {score:.3f}"
         print(
             f"Refusal policy {name} (threshold {chosen.threshold:.4g}{how}): "
             f'LocalChatLLM("{served}", refusal_policy=load_refusal_policy("{path}"))'

@@ -13,7 +13,7 @@ applied to the same answers, so the policies are compared on identical text:
 - ``combined``: logistic regression over both (``CombinedRefusalPolicy``).
 
 Each policy is fitted per row on the dev questions (``--refusal-threshold tune``);
-the row's headline is the one with the best cross-validated macro F1 there
+the row's headline is the one with the best cross-validated balanced accuracy there
 (``select_refusal_policy``; ``none``, never refusing, is scored too). The
 citation post-check is measured both ways on the headline answers: ``flag`` (the answers as written) and ``cite`` (answered
 claims without a valid citation get the source the model finds most likely,
@@ -143,8 +143,9 @@ def fit_policies(
     policies["none"] = NoRefusalPolicy()
     for policy in policies.values():
         if policy.calibration is not None:
-            policy.calibration["cross_validated_macro_f1"] = selection.scores.get(policy.signal)
-    # the headline (first) is the policy with the best cross-validated macro F1 on dev
+            policy.calibration["cross_validated"] = selection.scores.get(policy.signal)
+            policy.calibration["selection_objective"] = selection.objective
+    # the headline (first) is the policy with the best cross-validated score on dev
     return {selection.name: policies[selection.name], **policies}
 
 

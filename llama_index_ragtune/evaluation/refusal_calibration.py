@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-OBJECTIVES = ("macro_f1", "refusal_f1")
+OBJECTIVES = ("balanced_accuracy", "macro_f1", "refusal_f1")
 
 
 def refusal_auc(refusal_probabilities: Sequence[float], answerable: Sequence[bool]) -> float | None:
@@ -62,15 +62,18 @@ class ThresholdChoice:
 def choose_refusal_threshold(
     refusal_probabilities: Sequence[float],
     answerable: Sequence[bool],
-    objective: str = "macro_f1",
+    objective: str = "balanced_accuracy",
 ) -> ThresholdChoice:
     """The refusal threshold (refuse iff probability >= it) that scores best on these questions.
 
-    ``objective``: ``"macro_f1"`` (default) averages the F1 of refusing the
-    unanswerable questions and the F1 of answering the answerable ones, so
-    neither side wins by default when the classes are unbalanced (refusing
-    everything scores at most 0.5); ``"refusal_f1"`` maximises the refusal F1
-    alone. Candidates are midpoints between consecutive distinct probabilities
+    ``objective``: ``"balanced_accuracy"`` (default) averages the share of
+    unanswerable questions refused and the share of answerable ones answered:
+    it does not depend on how many dev questions are unanswerable, so refusing
+    everything and answering everything both score 0.5 and only a signal that
+    separates the two classes scores more. ``"macro_f1"`` averages the F1 of
+    refusing and of answering; on a dev set where most questions should be
+    refused it prefers thresholds that refuse most answerable questions too.
+    ``"refusal_f1"`` maximises the refusal F1 alone. Candidates are midpoints between consecutive distinct probabilities
     (plus "refuse all" and "refuse none"); ties go to the candidate nearest 0.5.
 
     Example::
@@ -105,7 +108,7 @@ def choose_refusal_threshold(
 
 
 def decision_scores(refused: Sequence[bool], answerable: Sequence[bool]) -> dict[str, float]:
-    """Macro F1, refusal F1, answer F1 and over-refusal rate of refuse / answer decisions.
+    """Balanced accuracy, macro F1, refusal F1, answer F1 and over-refusal rate of decisions.
 
     Example::
 
@@ -121,7 +124,10 @@ def decision_scores(refused: Sequence[bool], answerable: Sequence[bool]) -> dict
     fn = sum(not r and not a for r, a in pairs)
     tn = sum(not r and a for r, a in pairs)
     refusal_f1, answer_f1 = _f1(tp, fp, fn), _f1(tn, fn, fp)
+    refused_share = tp / (tp + fn) if tp + fn else 0.0  # of the unanswerable questions
+    answered_share = tn / (tn + fp) if tn + fp else 0.0  # of the answerable questions
     return {
+        "balanced_accuracy": (refused_share + answered_share) / 2,
         "macro_f1": (refusal_f1 + answer_f1) / 2,
         "refusal_f1": refusal_f1,
         "answer_f1": answer_f1,
@@ -138,7 +144,7 @@ def _score(
     return ThresholdChoice(
         threshold=threshold,
         objective=objective,
-        score=scores["refusal_f1"] if objective == "refusal_f1" else scores["macro_f1"],
+        score=scores[objective],
         refusal_f1=scores["refusal_f1"],
         answer_f1=scores["answer_f1"],
         over_refusal_rate=scores["over_refusal_rate"],

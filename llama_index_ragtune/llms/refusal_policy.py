@@ -13,8 +13,8 @@ A policy reads refusal *signals*, each a value in [0, 1] where higher means
   :class:`CombinedRefusalPolicy`.
 
 Every policy is fitted on held-out training questions (``fit``: the
-combination's weights, then the threshold with the best macro F1 of refusing
-and answering, ``choose_refusal_threshold``) and explains each decision in a
+combination's weights, then the threshold with the best balanced accuracy of
+refusing and answering, ``choose_refusal_threshold``) and explains each decision in a
 :class:`RefusalDecision` (signal, value, threshold, every signal's value),
 which ``LocalChatLLM`` puts in ``response.raw["refusal_decision"]`` and
 ``CitationQueryEngine`` in ``response.metadata["refusal_decision"]``.
@@ -207,8 +207,8 @@ class RefusalPolicy(ABC):
         return f"{type(self).__name__}(threshold={self.threshold:.4g})"
 
 
-def _choose(values: Sequence[float], answerable: Sequence[bool]) -> Any:
-    return choose_refusal_threshold(values, answerable)
+def _choose(values: Sequence[float], answerable: Sequence[bool], objective: str) -> Any:
+    return choose_refusal_threshold(values, answerable, objective=objective)
 
 
 class DecoderRefusalPolicy(RefusalPolicy):
@@ -227,10 +227,13 @@ class DecoderRefusalPolicy(RefusalPolicy):
 
     @classmethod
     def fit(
-        cls, decoder_probabilities: Sequence[float], answerable: Sequence[bool]
+        cls,
+        decoder_probabilities: Sequence[float],
+        answerable: Sequence[bool],
+        objective: str = "balanced_accuracy",
     ) -> DecoderRefusalPolicy:
-        """The threshold with the best macro F1 of refusing / answering on these (dev) questions."""
-        choice = _choose(decoder_probabilities, answerable)
+        """The threshold that scores best on these (dev) questions (``choose_refusal_threshold``)."""
+        choice = _choose(decoder_probabilities, answerable, objective)
         policy = cls(choice.threshold)
         policy.calibration = _calibration(choice, decoder_probabilities, answerable)
         return policy
@@ -269,11 +272,16 @@ class AnswerabilityRefusalPolicy(RefusalPolicy):
 
     @classmethod
     def fit(
-        cls, scorer: Any, answerability: Sequence[float], answerable: Sequence[bool]
+        cls,
+        scorer: Any,
+        answerability: Sequence[float],
+        answerable: Sequence[bool],
+        objective: str = "balanced_accuracy",
     ) -> AnswerabilityRefusalPolicy:
-        """``answerability``: the scorer's P(answerable) on dev questions; threshold by macro F1."""
+        """``answerability``: the scorer's P(answerable) on dev questions; threshold as in
+        ``choose_refusal_threshold``."""
         no_answer = [1.0 - float(p) for p in answerability]
-        choice = _choose(no_answer, answerable)
+        choice = _choose(no_answer, answerable, objective)
         policy = cls(scorer, choice.threshold)
         policy.calibration = _calibration(choice, no_answer, answerable)
         return policy
@@ -326,6 +334,7 @@ class CombinedRefusalPolicy(RefusalPolicy):
         answerability: Sequence[float],
         answerable: Sequence[bool],
         l2: float = 1.0,
+        objective: str = "balanced_accuracy",
     ) -> CombinedRefusalPolicy:
         """Fit the combination and its threshold on the same dev questions.
 
@@ -339,7 +348,7 @@ class CombinedRefusalPolicy(RefusalPolicy):
             combination.probability({DECODER: p, ANSWERABILITY: q})
             for p, q in zip(decoder_probabilities, no_answer, strict=True)
         ]
-        choice = _choose(combined, answerable)
+        choice = _choose(combined, answerable, objective)
         policy = cls(scorer, combination, choice.threshold)
         policy.calibration = _calibration(choice, combined, answerable)
         return policy

@@ -1,7 +1,10 @@
 """Choosing the refusal policy on held-out questions, by cross-validation.
 
 Each policy (``llms.refusal_policy``) picks its threshold on the dev questions
-that maximises the macro F1 of refusing / answering. On a few dozen questions
+that maximises the balanced accuracy of refusing / answering (the mean of the
+share of unanswerable questions refused and of answerable ones answered: it
+does not move with the share of unanswerable dev questions, so refusing
+everything scores no better than answering everything). On a few dozen questions
 that maximum is optimistic: a signal that cannot tell answerable from
 unanswerable questions still finds some threshold that looks good there, and
 then refuses answerable questions at random. ``select_refusal_policy`` scores
@@ -21,7 +24,7 @@ Example::
         answerability=scorer(dev_questions, dev_sources),
         scorer=scorer,
     )
-    selection.name, selection.scores     # e.g. 'decoder', {'none': 0.44, 'decoder': 0.61, ...}
+    selection.name, selection.scores     # e.g. 'decoder', {'none': 0.5, 'decoder': 0.61, ...}
     CitationQueryEngine(retriever, llm=llm, refusal_policy=selection.policy)
 """
 
@@ -32,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llama_index_ragtune.evaluation.refusal_calibration import decision_scores
+from llama_index_ragtune.evaluation.refusal_calibration import OBJECTIVES, decision_scores
 from llama_index_ragtune.llms.refusal_policy import (
     ANSWERABILITY,
     COMBINED,
@@ -50,8 +53,8 @@ CANDIDATES = (NONE, DECODER, ANSWERABILITY, COMBINED)  # simplest first: ties go
 
 @dataclass(frozen=True)
 class PolicySelection:
-    """The chosen policy, its name, and every candidate's cross-validated macro F1 on the
-    dev questions."""
+    """The chosen policy, its name, and every candidate's cross-validated ``objective`` on the
+    dev questions (``details``: every decision score of each candidate)."""
 
     name: str
     policy: RefusalPolicy
@@ -59,13 +62,15 @@ class PolicySelection:
     folds: int
     n_examples: int
     details: dict[str, dict[str, float]] = field(default_factory=dict)
+    objective: str = "balanced_accuracy"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (the policy itself saves with ``policy.save``)."""
         return {
             "name": self.name,
             "threshold": None if self.name == NONE else self.policy.threshold,
-            "cross_validated_macro_f1": dict(self.scores),
+            "objective": self.objective,
+            "cross_validated": dict(self.scores),
             "details": {k: dict(v) for k, v in self.details.items()},
             "folds": self.folds,
             "dev_questions": self.n_examples,
@@ -79,14 +84,19 @@ def select_refusal_policy(
     scorer: Any = None,
     folds: int = 5,
     seed: int = 0,
+    objective: str = "balanced_accuracy",
 ) -> PolicySelection:
     """Cross-validate every candidate the signals allow and return the best (module docstring).
 
     ``decoder_probabilities``: the decoder's P(refusal) per dev question (enables
     ``decoder``); ``answerability`` with its ``scorer``: the encoder side's
     P(answerable) (enables ``answerability``, and ``combined`` with the decoder's).
-    Raises ``ValueError`` when either class has fewer than two questions.
+    ``objective``: what thresholds and candidates are scored by (``OBJECTIVES`` of
+    ``evaluation.refusal_calibration``). Raises ``ValueError`` when either class has
+    fewer than two questions.
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"select_refusal_policy: objective must be one of {OBJECTIVES}.")
     n = len(answerable)
     for name, values in (
         ("decoder_probabilities", decoder_probabilities),
@@ -107,7 +117,7 @@ def select_refusal_policy(
         )
     k = max(2, min(folds, smallest))
     fold_of = _stratified_folds(labels, k, seed)
-    fitters = _fitters(decoder_probabilities, answerability, scorer)
+    fitters = _fitters(decoder_probabilities, answerability, scorer, objective)
     scores: dict[str, float] = {}
     details: dict[str, dict[str, float]] = {}
     for name in CANDIDATES:
@@ -123,14 +133,17 @@ def select_refusal_policy(
         else:
             continue
         details[name] = decision_scores(refused, labels)
-        scores[name] = details[name]["macro_f1"]
+        scores[name] = details[name][objective]
     best = max(scores, key=lambda name: (round(scores[name], 12), -CANDIDATES.index(name)))
     policy = NoRefusalPolicy() if best == NONE else fitters[best](list(range(n)), labels)
-    return PolicySelection(best, policy, scores, k, n, details)
+    return PolicySelection(best, policy, scores, k, n, details, objective)
 
 
 def _fitters(
-    decoder: Sequence[float] | None, answerability: Sequence[float] | None, scorer: Any
+    decoder: Sequence[float] | None,
+    answerability: Sequence[float] | None,
+    scorer: Any,
+    objective: str,
 ) -> dict[str, Any]:
     """name -> fit(row indices, their labels) for every candidate the signals allow."""
 
@@ -140,15 +153,15 @@ def _fitters(
     fitters: dict[str, Any] = {}
     if decoder is not None:
         fitters[DECODER] = lambda rows, labels: DecoderRefusalPolicy.fit(
-            pick(decoder, rows), labels
+            pick(decoder, rows), labels, objective=objective
         )
     if answerability is not None:
         fitters[ANSWERABILITY] = lambda rows, labels: AnswerabilityRefusalPolicy.fit(
-            scorer, pick(answerability, rows), labels
+            scorer, pick(answerability, rows), labels, objective=objective
         )
     if decoder is not None and answerability is not None:
         fitters[COMBINED] = lambda rows, labels: CombinedRefusalPolicy.fit(
-            scorer, pick(decoder, rows), pick(answerability, rows), labels
+            scorer, pick(decoder, rows), pick(answerability, rows), labels, objective=objective
         )
     return fitters
 

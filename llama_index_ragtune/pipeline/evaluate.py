@@ -13,7 +13,7 @@ promoted one (``after``), both over the served retrieval stack and the prompt
 questions (training questions the decoder never trained on) with
 ``select_refusal_policy``: never refusing, the decoder's P(refusal), the
 served encoder's question-source similarity or both combined, whichever has the
-best cross-validated macro F1; there a question should be refused when none of
+best cross-validated balanced accuracy; there a question should be refused when none of
 its gold nodes is among the sources. Metrics: citation precision / recall, the
 right-source citation rate (answerable questions whose answer cites a gold node),
 the right-store citation rate (answerable questions whose answer cites only
@@ -129,7 +129,7 @@ def choose_refusal(ctx: RunContext, llm: Any, dev: Sequence[LabelledQuery]) -> d
 
     Candidates: none (``NoRefusalPolicy``), the decoder's P(refusal), the served
     encoder's similarity of question and best source, and their combination,
-    compared by cross-validated macro F1 (``select_refusal_policy``). Returns the
+    compared by cross-validated balanced accuracy (``select_refusal_policy``). Returns the
     selection's summary with ``policy`` (a ``RefusalPolicy``) and ``threshold``;
     ``policy`` is None with a ``note`` when the dev questions lack one of the two classes.
     """

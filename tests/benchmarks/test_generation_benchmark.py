@@ -115,10 +115,10 @@ def test_bench_generation_rows_and_outputs(
     assert result["answerability_head"]["steps"] == 2
     for name, policies in result["refusal_calibration"].items():
         assert set(policies) == {"decoder", "answerability", "combined", "none"}
-        # the headline is the policy with the best cross-validated macro F1 on dev
+        # the headline is the policy with the best cross-validated balanced accuracy on dev
         headline = result["rows"][name]["refusal_policy"]
         scores = {
-            p: policies[p]["calibration"]["cross_validated_macro_f1"]
+            p: policies[p]["calibration"]["cross_validated"]
             for p in ("decoder", "answerability", "combined")
         }
         if headline != "none":
@@ -220,11 +220,11 @@ def test_train_decoder_command(
         assert training["preference_method"] == "dpo" and training["timings"]["dpo_seconds"] > 0
     assert "| tuned |" in printed and "| base |" in printed and "Multi-hop" in printed
     threshold = json.loads((out / "refusal_threshold.json").read_text())
-    assert 0.0 <= threshold["threshold"] <= 1.0 and threshold["objective"] == "macro_f1"
+    assert 0.0 <= threshold["threshold"] <= 1.0 and threshold["objective"] == "balanced_accuracy"
     assert f"refusal_threshold={threshold['threshold']:.4g}" in printed
     from llama_index_ragtune.llms import load_refusal_policy
 
-    # the policy with the best cross-validated macro F1 on the dev questions is saved
+    # the policy with the best cross-validated balanced accuracy on the dev questions is saved
     policy = load_refusal_policy(out / "refusal_policy.json", max_length=64)
     assert f"Refusal policy {policy.signal} " in printed
     assert "refusal_policy=load_refusal_policy(" in printed

@@ -33,24 +33,30 @@ def test_threshold_follows_the_ranking_not_the_scale():
     assert choose_refusal_threshold(shifted, answerable).threshold == pytest.approx(0.65)
 
 
-def test_macro_f1_does_not_reward_refusing_everything():
+@pytest.mark.parametrize("objective", ["balanced_accuracy", "macro_f1"])
+def test_balanced_objectives_do_not_reward_refusing_everything(objective):
     rng = random.Random(0)
     answerable = [i % 4 == 0 for i in range(200)]  # 75% unanswerable
     # Uninformative probabilities: refusing everything maximises the refusal F1 alone.
     probabilities = [rng.random() for _ in answerable]
     everything = choose_refusal_threshold(probabilities, answerable, objective="refusal_f1")
     assert everything.over_refusal_rate >= 0.9 and everything.refusal_f1 >= 6 / 7
-    balanced = choose_refusal_threshold(probabilities, answerable)
-    assert balanced.over_refusal_rate < 0.8 and balanced.answer_f1 > 2 * everything.answer_f1
+    balanced = choose_refusal_threshold(probabilities, answerable, objective=objective)
+    assert (
+        balanced.objective == objective
+        and balanced.over_refusal_rate < 0.8
+        and balanced.answer_f1 > 2 * everything.answer_f1
+    )
 
 
-def test_threshold_matches_a_brute_force_search():
+@pytest.mark.parametrize("objective", ["balanced_accuracy", "macro_f1"])
+def test_threshold_matches_a_brute_force_search(objective):
     rng = random.Random(1)
     for _ in range(20):
         answerable = [rng.random() < 0.4 for _ in range(30)]
         answerable[0], answerable[1] = True, False
         probabilities = [round(rng.random(), 2) for _ in answerable]  # with ties
-        choice = choose_refusal_threshold(probabilities, answerable)
+        choice = choose_refusal_threshold(probabilities, answerable, objective=objective)
 
         pairs = list(zip(probabilities, answerable, strict=True))
 
@@ -62,6 +68,8 @@ def test_threshold_matches_a_brute_force_search():
             fp = sum(p >= t and a for p, a in pairs)
             fn = sum(p < t and not a for p, a in pairs)
             tn = sum(p < t and a for p, a in pairs)
+            if objective == "balanced_accuracy":
+                return (tp / (tp + fn) + tn / (tn + fp)) / 2
             return (f1(tp, fp, fn) + f1(tn, fn, fp)) / 2
 
         best = max(macro(t / 1000) for t in range(0, 1001))

@@ -37,8 +37,12 @@ def test_decision_scores_counts_both_classes():
     scores = decision_scores([True, True, False, False], [False, True, True, False])
     assert scores["refusal_f1"] == pytest.approx(0.5) and scores["answer_f1"] == pytest.approx(0.5)
     assert scores["over_refusal_rate"] == pytest.approx(0.5)
+    assert scores["balanced_accuracy"] == pytest.approx(0.5)
     never = decision_scores([False] * 4, [True, True, True, False])
     assert never["refusal_f1"] == 0.0 and never["answer_f1"] == pytest.approx(6 / 7)
+    always = decision_scores([True] * 4, [True, True, True, False])
+    assert never["balanced_accuracy"] == always["balanced_accuracy"] == pytest.approx(0.5)
+    assert decision_scores([True, False], [False, True])["balanced_accuracy"] == 1.0
     with pytest.raises(ValueError, match="3 decisions for 2"):
         decision_scores([True] * 3, [True, False])
 
@@ -66,6 +70,27 @@ def test_noise_is_not_rewarded_over_answering_everything():
     selection = select_refusal_policy(labels, decoder_probabilities=noise)
     assert in_sample > selection.scores["decoder"]
     assert selection.scores["decoder"] < selection.scores["none"] + 0.05
+
+
+def test_a_weak_signal_on_a_mostly_unanswerable_dev_set_does_not_refuse_most_questions():
+    """62 % of the dev questions should be refused and the signal barely ranks them (AUC ~0.55):
+    macro F1 prefers a threshold that refuses nearly everything over answering everything;
+    balanced accuracy does not, because it does not move with the share of unanswerable questions.
+    """
+    rng = random.Random(3)
+    labels = _labels(50, 82)
+    rng.shuffle(labels)
+    weak = [min(1.0, rng.random() + (0.0 if a else 0.08)) for a in labels]
+    by_macro = select_refusal_policy(labels, decoder_probabilities=weak, objective="macro_f1")
+    assert by_macro.name == "decoder" and by_macro.scores["none"] < 0.3
+    assert by_macro.details["decoder"]["over_refusal_rate"] > 0.6
+    balanced = select_refusal_policy(labels, decoder_probabilities=weak)
+    assert balanced.objective == "balanced_accuracy" and balanced.scores["none"] == 0.5
+    chosen = balanced.details[balanced.name]
+    assert chosen["over_refusal_rate"] < by_macro.details["decoder"]["over_refusal_rate"]
+    assert balanced.to_dict()["objective"] == "balanced_accuracy"
+    with pytest.raises(ValueError, match="objective must be one of"):
+        select_refusal_policy(labels, decoder_probabilities=weak, objective="accuracy")
 
 
 def test_a_separating_decoder_wins_and_is_refitted_on_every_question():
