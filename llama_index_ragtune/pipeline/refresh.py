@@ -190,7 +190,7 @@ def _data_step(
         config = ctx.config
         feedback = feedback_split(store, ctx.nodes, keys, eval_fraction, config.seed, say)
         earlier = earlier_queries(manifest, ctx.nodes, say) if include_earlier else []
-        queries = merge_queries(feedback, earlier)
+        queries = merge_queries(feedback, earlier, say)
         train = [q for q in queries if q.split == "train"]
         _, dev = carve_dev(train, config.dev_fraction, config.seed)
         save_queries(queries, ctx.path("data", "queries.json"))

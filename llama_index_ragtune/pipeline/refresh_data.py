@@ -193,12 +193,40 @@ def earlier_queries(
 
 
 def merge_queries(
-    feedback: Sequence[LabelledQuery], earlier: Sequence[LabelledQuery]
+    feedback: Sequence[LabelledQuery],
+    earlier: Sequence[LabelledQuery],
+    echo: Callable[[str], None] | None = None,
 ) -> list[LabelledQuery]:
-    """Feedback and earlier questions together; an earlier id that a feedback question also
-    uses gets the prefix ``earlier:`` (ids must be unique)."""
+    """Feedback and earlier questions together, with nothing held out trained on.
+
+    An earlier id that a feedback question also uses gets the prefix ``earlier:`` (ids
+    must be unique). A question held out on either side (the feedback's fixed test side,
+    the earlier run's test split) is left out of training on the other side too: users
+    ask the labelled questions again, and training on a copy of a held-out question
+    would let the refreshed bundle win on what it memorised. Questions match by
+    normalised text (``data.schema.normalize_text``) and filters.
+
+    Example::
+
+        merge_queries(feedback_split(store, nodes), earlier_queries(manifest, nodes))
+    """
     from dataclasses import replace
 
     taken = {q.id for q in feedback}
     renamed = [q if q.id not in taken else replace(q, id=f"earlier:{q.id}") for q in earlier]
-    return [*feedback, *renamed]
+    merged = [*feedback, *renamed]
+    held_out = {_question_key(q) for q in merged if q.split == "test"}
+    kept = [q for q in merged if q.split == "test" or _question_key(q) not in held_out]
+    if len(kept) < len(merged):
+        (echo or logger.info)(
+            f"[refresh] {len(merged) - len(kept)} training question(s) left out: the same "
+            "question is held out (feedback test side or the earlier test split)"
+        )
+    return kept
+
+
+def _question_key(query: LabelledQuery) -> tuple[str, tuple[tuple[str, str], ...]]:
+    from llama_index_ragtune.data.schema import normalize_text
+
+    filters = tuple(sorted((str(k), str(v)) for k, v in query.filters.items()))
+    return normalize_text(query.question), filters
