@@ -5,7 +5,10 @@ SQuAD 2.0 or SciFact test questions and, for SQuAD, a multi-hop set made from
 the test articles (two needed halves + a distractor, and the same question
 with the gold removed). The encoder side's answerability head is trained once
 (``--answerability-minutes``); every row fits its refusal policies -- decoder,
-answerability, their logistic combination -- on dev questions and is scored
+answerability, their logistic combination -- per set on dev questions drawn
+like that set's test questions (the multi-hop set on multi-hop dev questions,
+the task's set on the task's own; a policy calibrated on a mixture misplaces
+its threshold on each part) and is scored
 with each and with none (``llama_index_ragtune.evaluation.decoder_scoring``); the headline is the
 policy with the best cross-validated balanced accuracy on dev (``select_refusal_policy``), with
 the citation post-check measured both ways (flag / cite).
@@ -181,12 +184,21 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     reports: dict[str, Any] = {}
     gen = {"batch_size": args.generation_batch_size, "max_new_tokens": args.max_new_tokens}
 
+    dev_sets = {name: dev_for_set(data, name) for name in sets}
+
     def score(name: str, llm: Any, train_seconds: float | None) -> None:
-        policies = fit_policies(
-            llm, data.dev_contexts, args.refusal_threshold, scorer, args.generation_batch_size
-        )
-        calibration[name] = {p: policy.to_dict() for p, policy in policies.items()}
         for set_name, contexts in sets.items():
+            # each set's policies are fitted on dev questions drawn like its test questions
+            policies = fit_policies(
+                llm,
+                dev_sets[set_name],
+                args.refusal_threshold,
+                scorer,
+                args.generation_batch_size,
+            )
+            calibration.setdefault(set_name, {})[name] = {
+                p: policy.to_dict() for p, policy in policies.items()
+            }
             scores = score_set(set_name, llm, contexts, policies, evaluator, **gen)
             headline = scores.reports[scores.headline]
             thresholds = {p: policy.threshold for p, policy in policies.items()}
@@ -311,6 +323,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "n_multihop_test_answerable": sum(c.answerable for c in multihop),
         "n_dev": len(data.dev_contexts),
         "n_dev_answerable": sum(c.answerable for c in data.dev_contexts),
+        "dev_by_set": {
+            name: {"questions": len(dev), "answerable": sum(c.answerable for c in dev)}
+            for name, dev in dev_sets.items()
+        },
         "answerability_head": head,
         "skipped_rows": skipped,
         "rows": tables[main],
@@ -410,12 +426,24 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def dev_for_set(data: Any, set_name: str) -> list[Any]:
+    """The dev questions a set's refusal policies are fitted on: its own (``dev_contexts_for``)
+    when they hold two questions of each class, else all of them."""
+    own = data.dev_contexts_for(set_name)
+    answerable = sum(c.answerable for c in own)
+    return own if min(answerable, len(own) - answerable) >= 2 else list(data.dev_contexts)
+
+
 def _threshold_note(args: argparse.Namespace, result: dict[str, Any]) -> str:
     if args.refusal_threshold == TUNE:
+        per_set = ", ".join(
+            f"{name} {d['questions']} ({d['answerable']} answerable)"
+            for name, d in result["dev_by_set"].items()
+        )
         return (
-            f"refusal policies fitted per row on {result['n_dev']} dev questions "
-            f"({result['n_dev_answerable']} answerable; balanced accuracy of refusing / answering; "
-            "headline: the best cross-validated balanced accuracy)"
+            f"refusal policies fitted per row and set on dev questions drawn like the set's "
+            f"test questions: {per_set}; balanced accuracy of refusing / answering; headline: "
+            "the best cross-validated balanced accuracy"
         )
     if args.refusal_threshold is None:
         return "greedy decoding, no refusal policy"

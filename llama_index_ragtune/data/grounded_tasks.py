@@ -220,6 +220,15 @@ class GroundedData:
     dev_contexts: list[GroundedContext] = field(default_factory=list)
     multihop_test_contexts: list[GroundedContext] = field(default_factory=list)
     retrieved: dict[str, list[str]] = field(default_factory=dict)
+    multihop_dev_contexts: list[GroundedContext] = field(default_factory=list)
+
+    def dev_contexts_for(self, set_name: str) -> list[GroundedContext]:
+        """The dev questions drawn like ``set_name``'s test questions: the multi-hop ones for
+        ``"multihop"``, the task's own for any other set (``dev_contexts`` holds both)."""
+        if set_name == "multihop":
+            return list(self.multihop_dev_contexts)
+        multihop = {id(c) for c in self.multihop_dev_contexts}
+        return [c for c in self.dev_contexts if id(c) not in multihop]
 
 
 def prepare_grounded_data(
@@ -276,12 +285,14 @@ def prepare_grounded_data(
         _warn_lost_evidence(train_contexts, args.max_context_chars)
     dev_contexts = builder.build_contexts(task.dev, retrieved, force_gold=False)
     multihop_test: list[GroundedContext] = []
+    multihop_dev: list[GroundedContext] = []
     if task.name == "squad_v2":
         taken = {e.qid for e in task.train + task.dev}
         rest = [e for e in task.train_pool if e.qid not in taken]
         train_contexts += _multihop(task.train, task, retriever, args, "multihop_train_examples", 0)
         if task.dev:  # dev questions are drawn only when the refusal is tuned on them
-            dev_contexts += _multihop(rest, task, retriever, args, "multihop_dev_examples", 1)
+            multihop_dev = _multihop(rest, task, retriever, args, "multihop_dev_examples", 1)
+            dev_contexts += multihop_dev
         multihop_test = _multihop(
             task.test_pool, task, retriever, args, "multihop_test_examples", 2
         )
@@ -293,6 +304,7 @@ def prepare_grounded_data(
         dev_contexts,
         multihop_test,
         retrieved,
+        multihop_dev,
     )
 
 

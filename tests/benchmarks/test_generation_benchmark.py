@@ -113,23 +113,29 @@ def test_bench_generation_rows_and_outputs(
     # Dev questions: training-split questions outside the training sample, + two-hop ones.
     assert result["n_dev"] == 4 + 4 and 0 < result["n_dev_answerable"] < 8
     assert result["answerability_head"]["steps"] == 2
-    for name, policies in result["refusal_calibration"].items():
-        assert set(policies) == {"decoder", "answerability", "combined", "none"}
-        # the headline is the policy with the best cross-validated balanced accuracy on dev
-        headline = result["rows"][name]["refusal_policy"]
-        scores = {
-            p: policies[p]["calibration"]["cross_validated"]
-            for p in ("decoder", "answerability", "combined")
-        }
-        if headline != "none":
-            assert scores[headline] == max(scores.values())
-            assert policies[headline]["threshold"] == result["rows"][name]["refusal_threshold"]
-        combined = policies["combined"]
-        assert combined["calibration"]["n_examples"] == 8
-        assert combined["scorer"].endswith("final")
+    # each set's policies are fitted on its own dev questions when they hold two of each
+    # class: the 4 two-hop ones do; the 4 squad_v2 ones do not, so that set uses all 8
+    assert result["dev_by_set"]["multihop"] == {"questions": 4, "answerable": 2}
+    assert result["dev_by_set"]["squad_v2"]["questions"] == 8
+    n_dev = {"squad_v2": 8, "multihop": 4}
+    assert "multihop 4 (2 answerable)" in (out / "generation-squad_v2.md").read_text()
+    for set_name, rows in (("squad_v2", result["rows"]), ("multihop", result["multihop_rows"])):
+        for name, policies in result["refusal_calibration"][set_name].items():
+            assert set(policies) == {"decoder", "answerability", "combined", "none"}
+            # the headline is the policy with the best cross-validated balanced accuracy on dev
+            headline = rows[name]["refusal_policy"]
+            scores = {
+                p: policies[p]["calibration"]["cross_validated"]
+                for p in ("decoder", "answerability", "combined")
+            }
+            if headline != "none":
+                assert scores[headline] == max(scores.values())
+                assert policies[headline]["threshold"] == rows[name]["refusal_threshold"]
+            combined = policies["combined"]
+            assert combined["calibration"]["n_examples"] == n_dev[set_name]
+            assert combined["scorer"].endswith("final")
     for rows in (result["rows"], result["multihop_rows"]):
         for name, row in rows.items():
-            assert row["refusal_policy"] == result["rows"][name]["refusal_policy"]
             assert row["tokens_per_second"] > 0
             for key in ("refusal_auc", "refusal_auc_answerability", "refusal_auc_combined"):
                 assert row[key] is None or 0.0 <= row[key] <= 1.0
@@ -167,7 +173,7 @@ def test_bench_generation_rows_and_outputs(
     markdown = (out / "generation-squad_v2.md").read_text()
     assert "| + SFT + DPO |" in markdown and "citation precision" in markdown
     assert "Row '+ SFT + DPO (own failures)' skipped" in markdown
-    assert "refusal policies fitted per row on 8 dev questions" in markdown
+    assert "refusal policies fitted per row and set on dev questions drawn like" in markdown
     assert "## Multi-hop (6 contexts, 3 answerable" in markdown
     assert "Citation post-check (multihop, headline policy)" in markdown
     assert "| base |" in capsys.readouterr().out
