@@ -43,30 +43,54 @@ def minilm_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder_path(tmp_path_factory, minilm_path) -> str:
-    """A tiny random BERT with the real MiniLM tokenizer, saved as a sentence-transformers folder."""
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
+def make_tiny_encoder(minilm_path):
+    """``make(out, seed=None, dropout=True, max_positions=128, max_seq_length=64)``: a tiny
+    random BERT with the real MiniLM tokenizer saved as a sentence-transformers folder
+    under ``out``; returns its path (``seed``: a fixed initialisation)."""
 
-    out = tmp_path_factory.mktemp("tiny_encoder")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    hf_dir = out / "hf"
-    BertModel(config).save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    word = models.Transformer(str(hf_dir), max_seq_length=64)
-    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
-    model = SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu")
-    st_dir = out / "st"
-    model.save(str(st_dir))
-    return str(st_dir)
+    def make(
+        out: Path,
+        seed: int | None = None,
+        dropout: bool = True,
+        max_positions: int = 128,
+        max_seq_length: int = 64,
+    ) -> str:
+        import torch
+        from sentence_transformers import SentenceTransformer, models
+        from transformers import AutoTokenizer, BertConfig, BertModel
+
+        tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+        no_dropout = {} if dropout else {"hidden_dropout_prob": 0.0}
+        if not dropout:
+            no_dropout["attention_probs_dropout_prob"] = 0.0
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=max_positions,
+            **no_dropout,
+        )
+        if seed is not None:
+            torch.manual_seed(seed)
+        hf_dir = Path(out) / "hf"
+        BertModel(config).save_pretrained(hf_dir)
+        tokenizer.save_pretrained(hf_dir)
+        word = models.Transformer(str(hf_dir), max_seq_length=max_seq_length)
+        pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+        model = SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu")
+        st_dir = Path(out) / "st"
+        model.save(str(st_dir))
+        return str(st_dir)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_path(tmp_path_factory, make_tiny_encoder) -> str:
+    """A tiny random BERT with the real MiniLM tokenizer, saved as a sentence-transformers folder."""
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
 
 
 @pytest.fixture(scope="session")

@@ -39,31 +39,9 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def dropout_free_encoder(tmp_path_factory, minilm_path) -> str:
+def dropout_free_encoder(tmp_path_factory, make_tiny_encoder) -> str:
     """A tiny random BERT without dropout (the MiniLM tokenizer), as a sentence-transformers folder."""
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("dropout_free_encoder")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(out / "hf")
-    tokenizer.save_pretrained(out / "hf")
-    word = models.Transformer(str(out / "hf"), max_seq_length=64)
-    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
-    model = SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu")
-    model.save(str(out / "st"))
-    return str(out / "st")
+    return make_tiny_encoder(tmp_path_factory.mktemp("dropout_free_encoder"), seed=0, dropout=False)
 
 
 def child_env() -> dict[str, str]:

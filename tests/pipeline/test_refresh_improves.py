@@ -31,30 +31,10 @@ MARGIN = 0.005
 
 
 @pytest.fixture(scope="module")
-def seeded_tiny_encoder(tmp_path_factory, minilm_path) -> str:
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("seeded_encoder")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
+def seeded_tiny_encoder(tmp_path_factory, make_tiny_encoder) -> str:
+    return make_tiny_encoder(
+        tmp_path_factory.mktemp("seeded_encoder"), seed=0, max_positions=512, max_seq_length=128
     )
-    BertModel(config).save_pretrained(out / "hf")
-    tokenizer.save_pretrained(out / "hf")
-    word = models.Transformer(str(out / "hf"), max_seq_length=128)
-    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
-    SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu").save(
-        str(out / "st")
-    )
-    return str(out / "st")
 
 
 def test_a_day_of_feedback_gives_a_refresh_that_improves_the_held_out_questions(
