@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,10 @@ def test_notebook_runs(path, monkeypatch):
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )
+    before = set(Path(tempfile.gettempdir()).glob("ragtune-*"))
     client.execute()
+    left = set(Path(tempfile.gettempdir()).glob("ragtune-*")) - before
+    assert not left, f"{path.name} left its work folder behind: {sorted(map(str, left))}"
     errors = [
         output
         for cell in notebook.cells
