@@ -193,7 +193,8 @@ def _write_policies(output: Path, engine, policies: dict) -> None:
             calibration.get("cross_validated"),
             calibration.get("selection_objective"),
         )
-        how = "" if score is None else f", cross-validated dev {objective} {score:.3f}"
+        what = str(objective or "score").replace("_", " ")
+        how = "" if score is None else f", cross-validated dev {what} {score:.3f}"
         print(
             f"Refusal policy {name} (threshold {chosen.threshold:.4g}{how}): "
             f'LocalChatLLM("{served}", refusal_policy=load_refusal_policy("{path}"))'

@@ -73,8 +73,9 @@ def choose_refusal_threshold(
     separates the two classes scores more. ``"macro_f1"`` averages the F1 of
     refusing and of answering; on a dev set where most questions should be
     refused it prefers thresholds that refuse most answerable questions too.
-    ``"refusal_f1"`` maximises the refusal F1 alone. Candidates are midpoints between consecutive distinct probabilities
-    (plus "refuse all" and "refuse none"); ties go to the candidate nearest 0.5.
+    ``"refusal_f1"`` maximises the refusal F1 alone. Candidates are midpoints between
+    consecutive distinct probabilities (plus "refuse all" and "refuse none"); ties go
+    to the candidate nearest 0.5.
 
     Example::
 
