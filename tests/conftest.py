@@ -60,9 +60,9 @@ def make_tiny_encoder(minilm_path):
         from transformers import AutoTokenizer, BertConfig, BertModel
 
         tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-        no_dropout = {} if dropout else {"hidden_dropout_prob": 0.0}
-        if not dropout:
-            no_dropout["attention_probs_dropout_prob"] = 0.0
+        no_dropout = (
+            {} if dropout else {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+        )
         config = BertConfig(
             vocab_size=tokenizer.vocab_size,
             hidden_size=32,
