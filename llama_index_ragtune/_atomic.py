@@ -49,6 +49,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -292,9 +293,13 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def _check_owned(target: Path, owned: Collection[str] | None, what: str) -> None:
-    if owned is None or not target.is_dir():
+    if owned is None:
         return
-    foreign = sorted(p.name for p in target.iterdir() if p.name not in owned)
+    try:  # one listing, no exists-then-list: another writer may be swapping the folder
+        names = os.listdir(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    foreign = sorted(name for name in names if name not in owned)
     if foreign:
         shown = ", ".join(foreign[:8]) + (", ..." if len(foreign) > 8 else "")
         raise FileExistsError(
@@ -307,7 +312,11 @@ def _resolve_target(path: str | os.PathLike) -> Path:
     target = Path(path).expanduser().resolve()
     if not target.name or target.parent == target:
         raise ValueError(f"cannot replace {os.fspath(path)!r} atomically: name a sub-folder")
-    if target.exists() and not target.is_dir():
+    try:  # one stat: a concurrent writer may rename the folder away between two checks
+        is_other = not stat.S_ISDIR(os.stat(target).st_mode)
+    except FileNotFoundError:
+        is_other = False
+    if is_other:
         raise NotADirectoryError(
             f"{target} exists and is not a folder; remove it or choose another path"
         )

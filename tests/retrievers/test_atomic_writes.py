@@ -122,24 +122,32 @@ def test_stale_old_folder_is_removed_when_the_new_one_is_in_place(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
 
 
-def test_concurrent_writers_each_leave_a_whole_folder(tmp_path):
+@pytest.mark.parametrize("owned", [None, {f"{i}.txt" for i in range(20)}], ids=["any", "owned"])
+def test_concurrent_writers_each_leave_a_whole_folder(tmp_path, owned):
+    # a tiny switch interval makes threads interleave between any two file-system calls,
+    # so a check that looks twice at a folder another writer is swapping shows up here
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
     target = tmp_path / "index"
     errors = []
 
     def write(label: str) -> None:
         try:
-            for _ in range(5):
-                with atomic_dir(target) as tmp:
+            for _ in range(25):
+                with atomic_dir(target, owned_entries=owned) as tmp:
                     for i in range(20):
                         (tmp / f"{i}.txt").write_text(label)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=write, args=(name,)) for name in "abc"]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    threads = [threading.Thread(target=write, args=(name,)) for name in "abcd"]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert not errors
     labels = {p.read_text() for p in target.iterdir()}
     assert len(labels) == 1 and len(list(target.iterdir())) == 20
