@@ -63,6 +63,10 @@ class LabelledQuery:
         split: ``"train"``, ``"test"`` or None (assigned by :func:`split_queries`).
         source: where it came from: ``"file"``, ``"feedback"``, ``"synthetic"``.
         negative_node_ids: nodes known not to answer it (e.g. sources users rejected).
+        judged_node_ids: the nodes whose relevance is known when only some are (feedback:
+            the sources users were shown); ``None`` when every node is judged. Rankings
+            are scored on the judged nodes only (a condensed list), so a model is not
+            penalised for ranking pages nobody has looked at.
     """
 
     id: str
@@ -74,6 +78,7 @@ class LabelledQuery:
     split: str | None = None
     source: str = "file"
     negative_node_ids: list[str] = field(default_factory=list)
+    judged_node_ids: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

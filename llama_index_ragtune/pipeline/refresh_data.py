@@ -9,6 +9,8 @@ asked of the grocery and of the electronics store are two questions), and its
 side of the store's stable held-out split: ``"train"`` questions are trained on,
 ``"test"`` questions (``store.to_evaluation_set``) only judge champion against
 challenger, and a question never changes side however much feedback arrives.
+Feedback judges only the pages users were shown: each question records them as its
+``judged_node_ids``, and rankings are scored on those alone (a condensed list).
 
 :func:`earlier_queries` reads the labelled queries file the bundle was tuned on
 (named in its manifest) when it is still there and unchanged, with the split the
@@ -54,16 +56,25 @@ def open_store(store: Any) -> Any:
     return FeedbackStore(path, create=False)
 
 
-def _filters_by_query(store: Any, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``{feedback query id: {key: value}}`` from the records' metadata."""
+def _filters_and_shown(
+    store: Any, keys: Sequence[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
+    """``({feedback query id: {key: value}}, {feedback query id: node ids users saw})`` from
+    the records (their metadata, and the sources retrieved, cited or opened)."""
     from llama_index_ragtune.feedback import feedback_query_id
 
-    out: dict[str, dict[str, Any]] = {}
+    filters: dict[str, dict[str, Any]] = {}
+    shown: dict[str, set[str]] = {}
     for record in store.records():
         qid = feedback_query_id(record.query, record.metadata, keys)
-        if qid not in out:
-            out[qid] = {k: record.metadata[k] for k in keys if record.metadata.get(k) is not None}
-    return out
+        if qid not in filters:
+            filters[qid] = {
+                k: record.metadata[k] for k in keys if record.metadata.get(k) is not None
+            }
+        shown.setdefault(qid, set()).update(
+            record.retrieved_node_ids, record.cited_node_ids, record.clicked_node_ids
+        )
+    return filters, shown
 
 
 def feedback_split(
@@ -94,7 +105,7 @@ def feedback_split(
     store = open_store(store)
     node_keys = {k for n in nodes for k in n.metadata}
     keys = tuple(k for k in keys if k in node_keys)
-    filters = _filters_by_query(store, keys)
+    filters, shown = _filters_and_shown(store, keys)
     known = {n.node_id: n for n in nodes}
     options = {"eval_fraction": eval_fraction, "seed": seed, "query_metadata_keys": keys}
     out: list[LabelledQuery] = []
@@ -132,6 +143,9 @@ def feedback_split(
                     split=split,
                     source="feedback",
                     negative_node_ids=[d for d in negatives if d not in gold],
+                    judged_node_ids=sorted(
+                        {d for d in shown.get(qid, ()) if usable(d)} | set(gold) | set(negatives)
+                    ),
                 )
             )
     if dropped["nodes"]:

@@ -29,6 +29,10 @@ def score(rank: Callable[[Any], list[str]], questions: Sequence[Any]) -> tuple[d
     """``(mean metrics, per-question latency in ms)`` of ``rank`` (question -> ranked node ids)
     on ``questions`` (``LabelledQuery`` with gold nodes), after one warm-up call.
 
+    A question with ``judged_node_ids`` (feedback: only the pages users saw are judged) is
+    scored on a condensed list - the ranking with unjudged nodes left out - so neither
+    side gains or loses for ranking pages nobody has looked at.
+
     Example::
 
         metrics, latency = score(lambda q: ["grocery/returns.md#1"], questions)
@@ -43,6 +47,9 @@ def score(rank: Callable[[Any], list[str]], questions: Sequence[Any]) -> tuple[d
         start = time.perf_counter()
         ranked = rank(q)
         latency.append((time.perf_counter() - start) * 1000)
+        if q.judged_node_ids is not None:
+            judged = set(q.judged_node_ids)
+            ranked = [node_id for node_id in ranked if node_id in judged]
         scores = compute_metrics(
             ranked, dict.fromkeys(q.gold_node_ids, 1), (10,), ("ndcg", "recall", "mrr")
         )
