@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -48,10 +49,29 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="test questions answered by each decoder in the evaluation (default: all)",
     )
     parser.add_argument(
+        "--max-over-refusal",
+        type=_share_or_none,
+        metavar="SHARE",
+        help="most share of answerable dev questions the refusal policy may refuse (default "
+        "0.1; 'none': the best balanced accuracy, whatever it refuses)",
+    )
+    parser.add_argument(
         "--dpo", action="store_true", help="add a DPO stage after the decoder's SFT"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of splits and sampling")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+
+
+def _share_or_none(text: str) -> float | str:
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1] or 'none', got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +137,9 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
         value = getattr(args, option, None)
         if value is not None:
             changes[field] = value
+    cap = getattr(args, "max_over_refusal", None)
+    if cap is not None:
+        changes["max_over_refusal"] = None if cap == "none" else cap
     config = replace(config, **changes)
     if args.time_budget is not None:
         config = config.with_time_budget(args.time_budget)

@@ -63,6 +63,7 @@ def choose_refusal_threshold(
     refusal_probabilities: Sequence[float],
     answerable: Sequence[bool],
     objective: str = "balanced_accuracy",
+    max_over_refusal: float | None = None,
 ) -> ThresholdChoice:
     """The refusal threshold (refuse iff probability >= it) that scores best on these questions.
 
@@ -75,7 +76,10 @@ def choose_refusal_threshold(
     refused it prefers thresholds that refuse most answerable questions too.
     ``"refusal_f1"`` maximises the refusal F1 alone. Candidates are midpoints between
     consecutive distinct probabilities (plus "refuse all" and "refuse none"); ties go
-    to the candidate nearest 0.5.
+    to the candidate nearest 0.5. ``max_over_refusal`` (e.g. ``0.1``) keeps only
+    thresholds that refuse at most that share of the answerable questions ("refuse
+    none" always qualifies): the operating point for an app that would rather answer
+    than refuse.
 
     Example::
 
@@ -83,6 +87,7 @@ def choose_refusal_threshold(
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"choose_refusal_threshold: objective must be one of {OBJECTIVES}.")
+    check_max_over_refusal(max_over_refusal, "choose_refusal_threshold")
     positives, negatives = _split(refusal_probabilities, answerable, "choose_refusal_threshold")
     if not positives or not negatives:
         raise ValueError(
@@ -96,6 +101,8 @@ def choose_refusal_threshold(
     best: ThresholdChoice | None = None
     for threshold in candidates:
         choice = _score(threshold, positives, negatives, objective)
+        if max_over_refusal is not None and choice.over_refusal_rate > max_over_refusal + 1e-12:
+            continue
         if (
             best is None
             or choice.score > best.score + 1e-12
@@ -106,6 +113,17 @@ def choose_refusal_threshold(
         ):
             best = choice
     return best  # type: ignore[return-value]
+
+
+def check_max_over_refusal(value: float | None, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``value`` is None or a share in [0, 1]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(
+            f"{where}: max_over_refusal must be None or a share of answerable questions in "
+            f"[0, 1] (e.g. 0.1), got {value!r}."
+        )
 
 
 def decision_scores(refused: Sequence[bool], answerable: Sequence[bool]) -> dict[str, float]:

@@ -207,8 +207,15 @@ class RefusalPolicy(ABC):
         return f"{type(self).__name__}(threshold={self.threshold:.4g})"
 
 
-def _choose(values: Sequence[float], answerable: Sequence[bool], objective: str) -> Any:
-    return choose_refusal_threshold(values, answerable, objective=objective)
+def _choose(
+    values: Sequence[float],
+    answerable: Sequence[bool],
+    objective: str,
+    max_over_refusal: float | None,
+) -> Any:
+    return choose_refusal_threshold(
+        values, answerable, objective=objective, max_over_refusal=max_over_refusal
+    )
 
 
 class DecoderRefusalPolicy(RefusalPolicy):
@@ -231,9 +238,10 @@ class DecoderRefusalPolicy(RefusalPolicy):
         decoder_probabilities: Sequence[float],
         answerable: Sequence[bool],
         objective: str = "balanced_accuracy",
+        max_over_refusal: float | None = None,
     ) -> DecoderRefusalPolicy:
         """The threshold that scores best on these (dev) questions (``choose_refusal_threshold``)."""
-        choice = _choose(decoder_probabilities, answerable, objective)
+        choice = _choose(decoder_probabilities, answerable, objective, max_over_refusal)
         policy = cls(choice.threshold)
         policy.calibration = _calibration(choice, decoder_probabilities, answerable)
         return policy
@@ -277,11 +285,12 @@ class AnswerabilityRefusalPolicy(RefusalPolicy):
         answerability: Sequence[float],
         answerable: Sequence[bool],
         objective: str = "balanced_accuracy",
+        max_over_refusal: float | None = None,
     ) -> AnswerabilityRefusalPolicy:
         """``answerability``: the scorer's P(answerable) on dev questions; threshold as in
         ``choose_refusal_threshold``."""
         no_answer = [1.0 - float(p) for p in answerability]
-        choice = _choose(no_answer, answerable, objective)
+        choice = _choose(no_answer, answerable, objective, max_over_refusal)
         policy = cls(scorer, choice.threshold)
         policy.calibration = _calibration(choice, no_answer, answerable)
         return policy
@@ -335,6 +344,7 @@ class CombinedRefusalPolicy(RefusalPolicy):
         answerable: Sequence[bool],
         l2: float = 1.0,
         objective: str = "balanced_accuracy",
+        max_over_refusal: float | None = None,
     ) -> CombinedRefusalPolicy:
         """Fit the combination and its threshold on the same dev questions.
 
@@ -348,7 +358,7 @@ class CombinedRefusalPolicy(RefusalPolicy):
             combination.probability({DECODER: p, ANSWERABILITY: q})
             for p, q in zip(decoder_probabilities, no_answer, strict=True)
         ]
-        choice = _choose(combined, answerable, objective)
+        choice = _choose(combined, answerable, objective, max_over_refusal)
         policy = cls(scorer, combination, choice.threshold)
         policy.calibration = _calibration(choice, combined, answerable)
         return policy

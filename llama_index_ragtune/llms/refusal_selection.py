@@ -12,7 +12,8 @@ every candidate the honest way - k-fold cross-validation, each fold's
 decisions made by a policy fitted on the other folds - next to ``"none"``
 (``NoRefusalPolicy``: every question with sources is answered), and keeps the best; ties go to the simpler candidate
 (``none`` < ``decoder`` < ``answerability`` < ``combined``). The winner is
-refitted on all dev questions.
+refitted on all dev questions. ``max_over_refusal`` caps the share of answerable
+questions any threshold may refuse (the tuning pipeline's default is 0.1).
 
 Example::
 
@@ -35,7 +36,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llama_index_ragtune.evaluation.refusal_calibration import OBJECTIVES, decision_scores
+from llama_index_ragtune.evaluation.refusal_calibration import (
+    OBJECTIVES,
+    check_max_over_refusal,
+    decision_scores,
+)
 from llama_index_ragtune.llms.refusal_policy import (
     ANSWERABILITY,
     COMBINED,
@@ -63,6 +68,7 @@ class PolicySelection:
     n_examples: int
     details: dict[str, dict[str, float]] = field(default_factory=dict)
     objective: str = "balanced_accuracy"
+    max_over_refusal: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (the policy itself saves with ``policy.save``)."""
@@ -70,6 +76,7 @@ class PolicySelection:
             "name": self.name,
             "threshold": None if self.name == NONE else self.policy.threshold,
             "objective": self.objective,
+            "max_over_refusal": self.max_over_refusal,
             "cross_validated": dict(self.scores),
             "details": {k: dict(v) for k, v in self.details.items()},
             "folds": self.folds,
@@ -85,6 +92,7 @@ def select_refusal_policy(
     folds: int = 5,
     seed: int = 0,
     objective: str = "balanced_accuracy",
+    max_over_refusal: float | None = None,
 ) -> PolicySelection:
     """Cross-validate every candidate the signals allow and return the best (module docstring).
 
@@ -92,11 +100,14 @@ def select_refusal_policy(
     ``decoder``); ``answerability`` with its ``scorer``: the encoder side's
     P(answerable) (enables ``answerability``, and ``combined`` with the decoder's).
     ``objective``: what thresholds and candidates are scored by (``OBJECTIVES`` of
-    ``evaluation.refusal_calibration``). Raises ``ValueError`` when either class has
-    fewer than two questions.
+    ``evaluation.refusal_calibration``). ``max_over_refusal``: every threshold (in each
+    fold and in the final fit) refuses at most that share of the answerable questions it
+    is fitted on; None lifts the cap. Raises ``ValueError`` when either class has fewer
+    than two questions.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"select_refusal_policy: objective must be one of {OBJECTIVES}.")
+    check_max_over_refusal(max_over_refusal, "select_refusal_policy")
     n = len(answerable)
     for name, values in (
         ("decoder_probabilities", decoder_probabilities),
@@ -117,7 +128,7 @@ def select_refusal_policy(
         )
     k = max(2, min(folds, smallest))
     fold_of = _stratified_folds(labels, k, seed)
-    fitters = _fitters(decoder_probabilities, answerability, scorer, objective)
+    fitters = _fitters(decoder_probabilities, answerability, scorer, objective, max_over_refusal)
     scores: dict[str, float] = {}
     details: dict[str, dict[str, float]] = {}
     for name in CANDIDATES:
@@ -136,7 +147,7 @@ def select_refusal_policy(
         scores[name] = details[name][objective]
     best = max(scores, key=lambda name: (round(scores[name], 12), -CANDIDATES.index(name)))
     policy = NoRefusalPolicy() if best == NONE else fitters[best](list(range(n)), labels)
-    return PolicySelection(best, policy, scores, k, n, details, objective)
+    return PolicySelection(best, policy, scores, k, n, details, objective, max_over_refusal)
 
 
 def _fitters(
@@ -144,8 +155,10 @@ def _fitters(
     answerability: Sequence[float] | None,
     scorer: Any,
     objective: str,
+    max_over_refusal: float | None,
 ) -> dict[str, Any]:
     """name -> fit(row indices, their labels) for every candidate the signals allow."""
+    options = {"objective": objective, "max_over_refusal": max_over_refusal}
 
     def pick(values: Sequence[float], rows: list[int]) -> list[float]:
         return [float(values[i]) for i in rows]
@@ -153,15 +166,15 @@ def _fitters(
     fitters: dict[str, Any] = {}
     if decoder is not None:
         fitters[DECODER] = lambda rows, labels: DecoderRefusalPolicy.fit(
-            pick(decoder, rows), labels, objective=objective
+            pick(decoder, rows), labels, **options
         )
     if answerability is not None:
         fitters[ANSWERABILITY] = lambda rows, labels: AnswerabilityRefusalPolicy.fit(
-            scorer, pick(answerability, rows), labels, objective=objective
+            scorer, pick(answerability, rows), labels, **options
         )
     if decoder is not None and answerability is not None:
         fitters[COMBINED] = lambda rows, labels: CombinedRefusalPolicy.fit(
-            scorer, pick(decoder, rows), pick(answerability, rows), labels, objective=objective
+            scorer, pick(decoder, rows), pick(answerability, rows), labels, **options
         )
     return fitters
 

@@ -44,6 +44,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from llama_index_ragtune.evaluation.refusal_calibration import check_max_over_refusal
 from llama_index_ragtune.finetuning.budget import TrainingBudget
 
 STEPS = (
@@ -136,6 +137,10 @@ class PipelineConfig:
         max_new_tokens: longest generated answer.
         max_test_questions / max_dev_questions: generation questions evaluated /
             used to choose the refusal threshold (``None``: all).
+        max_over_refusal: most share of answerable dev questions a refusal policy may
+            refuse (default 0.1: a help centre would rather answer than turn a customer
+            away; ``None``: the threshold with the best balanced accuracy, whatever it
+            refuses).
         group_key: metadata key for the right-store citation rate (``None``: off).
         seed, device, show_progress.
 
@@ -179,6 +184,7 @@ class PipelineConfig:
     max_new_tokens: int = 96
     max_test_questions: int | None = None
     max_dev_questions: int | None = 80
+    max_over_refusal: float | None = 0.1
     group_key: str | None = "store"
     seed: int = 0
     device: str | None = None
@@ -214,6 +220,7 @@ class PipelineConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"PipelineConfig.{name} must be None or >= 1, got {value!r}")
+        check_max_over_refusal(self.max_over_refusal, "PipelineConfig")
         if self.max_source_chars is not None and self.max_source_chars < 1:
             raise ValueError(
                 f"PipelineConfig.max_source_chars must be >= 1, got {self.max_source_chars}"

@@ -5,6 +5,7 @@ import random
 import pytest
 
 from llama_index_ragtune.evaluation import choose_refusal_threshold, refusal_auc
+from llama_index_ragtune.evaluation.refusal_calibration import decision_scores
 
 
 def test_refusal_auc_ranks_unanswerable_above_answerable():
@@ -75,6 +76,23 @@ def test_threshold_matches_a_brute_force_search(objective):
         best = max(macro(t / 1000) for t in range(0, 1001))
         assert choice.score == pytest.approx(best)
         assert macro(choice.threshold) == pytest.approx(choice.score)
+
+
+@pytest.mark.parametrize("cap", [0.0, 0.1, 0.25, 0.5])
+def test_a_capped_threshold_is_the_best_one_within_the_cap(cap):
+    rng = random.Random(11)
+    answerable = [rng.random() < 0.7 for _ in range(60)]
+    probabilities = [rng.random() * (0.7 if a else 1.0) for a in answerable]
+    choice = choose_refusal_threshold(probabilities, answerable, max_over_refusal=cap)
+    assert choice.over_refusal_rate <= cap
+    # brute force over every distinct cut: nothing within the cap scores better
+    for t in sorted(set(probabilities)) + [1.01]:
+        refused = [p >= t for p in probabilities]
+        scores = decision_scores(refused, answerable)
+        if scores["over_refusal_rate"] <= cap:
+            assert scores["balanced_accuracy"] <= choice.score + 1e-12
+    uncapped = choose_refusal_threshold(probabilities, answerable)
+    assert uncapped.score >= choice.score
 
 
 def test_threshold_needs_both_kinds_of_question():

@@ -140,6 +140,36 @@ def test_combined_is_chosen_when_both_signals_are_needed():
     )
 
 
+def test_an_over_refusal_cap_keeps_most_answerable_questions_answered():
+    """A signal that catches most unanswerable questions only by refusing a quarter of the
+    answerable ones: uncapped, balanced accuracy takes that trade; with a 10 % cap every
+    threshold (per fold and in the final fit) refuses at most that share of them."""
+    # 45 answerable questions score low; 15 answerable and all 20 unanswerable ones score
+    # high, interleaved: refusing all high scorers is the best balanced accuracy (0.875)
+    low = [0.01 * i for i in range(45)]
+    high = [0.6 + 0.01 * i for i in range(35)]
+    labels = [True] * 45 + [i % 7 in (0, 3, 5) for i in range(35)]
+    signal = low + high
+    assert labels.count(False) == 20
+    free = select_refusal_policy(labels, decoder_probabilities=signal)
+    capped = select_refusal_policy(labels, decoder_probabilities=signal, max_over_refusal=0.1)
+    assert free.name == capped.name == "decoder"
+    assert free.policy.calibration["over_refusal_rate"] > 0.2
+    assert capped.policy.calibration["over_refusal_rate"] <= 0.1
+    assert (
+        capped.details["decoder"]["over_refusal_rate"]
+        < free.details["decoder"]["over_refusal_rate"]
+    )
+    assert (
+        capped.to_dict()["max_over_refusal"] == 0.1 and free.to_dict()["max_over_refusal"] is None
+    )
+    # a cap of 0 leaves only "refuse none" for every threshold: nothing beats answering
+    never = select_refusal_policy(labels, decoder_probabilities=signal, max_over_refusal=0.0)
+    assert never.name == "none"
+    with pytest.raises(ValueError, match="max_over_refusal must be None or a share"):
+        select_refusal_policy(labels, decoder_probabilities=signal, max_over_refusal=1.5)
+
+
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="at least two answerable and two unanswerable"):
         select_refusal_policy([True, True, False], decoder_probabilities=[0.1, 0.2, 0.9])

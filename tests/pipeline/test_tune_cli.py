@@ -25,6 +25,10 @@ def test_bad_options_are_one_line_errors(tmp_path, tiny_corpus, capsys):
     code = main(["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--time-budget", "-3"])
     assert code == 1 and "minutes > 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--max-over-refusal", "2"])
+    assert exit_info.value.code == 2
+    assert "--max-over-refusal: expected a share in [0, 1] or 'none'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
         main(
             ["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--queries", str(tmp_path / "q")]
         )
