@@ -20,20 +20,72 @@ import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from llama_index.core.schema import MetadataMode
 
-__all__ = ["check_rating", "check_text", "prepare_entry", "text_hash", "timestamp"]
+__all__ = [
+    "check_json",
+    "check_rating",
+    "check_text",
+    "dump_metadata",
+    "in_time_range",
+    "prepare_entry",
+    "show",
+    "text_hash",
+    "timestamp",
+]
+
+TIME_RANGE = "between 0001-01-01 and 9999-12-31 UTC (UNIX time -62135596800 to 253402300799)"
 
 
-def timestamp(value: datetime | float, name: str) -> float:
+def show(value: Any) -> str:
+    """A short repr for error messages (a huge int by its size: its repr may not even exist)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def in_time_range(seconds: float) -> bool:
+    """Whether ``datetime.fromtimestamp(seconds, tz=UTC)`` can represent ``seconds``."""
+    try:
+        datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        return False
+    return True
+
+
+def timestamp(value: datetime | float, name: str, stored: bool = True) -> float:
+    """``value`` (a datetime or a UNIX time) as a UNIX time; raises naming ``name``.
+
+    ``stored`` times (``created_at``) must also be representable as a datetime
+    (years 1-9999), so every later read of the record works; filters need not be.
+    """
     if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a datetime or a finite UNIX time, got {value!r}")
-    return float(value)
+        try:
+            seconds = value.timestamp()
+        except (OverflowError, ValueError, OSError):
+            raise ValueError(
+                f"{name} {value!r} has no UNIX time (a naive datetime is local time); pass a "
+                f"timezone-aware datetime {TIME_RANGE}"
+            ) from None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a datetime or a finite UNIX time, got {show(value)}")
+    else:
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"{name} must be a time {TIME_RANGE}, got {show(value)}") from None
+        if not math.isfinite(seconds):
+            raise TypeError(f"{name} must be a datetime or a finite UNIX time, got {show(value)}")
+    if stored and not in_time_range(seconds):
+        raise ValueError(
+            f"{name} must be a time {TIME_RANGE}, got {show(value)}; pass the real time of the "
+            "answer (or leave it out for now)"
+        )
+    return seconds
 
 
 def check_text(value: Any, name: str, allow_empty: bool = False) -> str:
@@ -59,6 +111,36 @@ def check_rating(rating: Any) -> int | None:
     return int(rating)
 
 
+def check_json(value: Any, name: str) -> None:
+    """Raise ``ValueError`` naming the first key or string of decoded JSON that is not valid Unicode."""
+    if isinstance(value, str):
+        check_text(value, name, allow_empty=True)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, f"{name} key {key!r}", allow_empty=True)
+            check_json(item, f"{name}[{key!r}]")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_json(item, f"{name}[{i}]")
+
+
+def dump_metadata(metadata: Any, name: str, lenient: bool = False) -> str:
+    """``metadata`` as JSON (raises ``ValueError`` naming ``name`` when it is not JSON).
+
+    ``lenient`` (node metadata) writes values JSON does not know as ``str(value)``.
+    """
+    try:
+        if lenient:
+            text = json.dumps(dict(metadata or {}), sort_keys=True, default=str)
+        else:
+            text = json.dumps(dict(metadata or {}), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(
+            f"{name} must be JSON-serialisable (string keys; strings, numbers, lists, dicts): {exc}"
+        ) from None
+    return text
+
+
 def text_hash(text: str, embed_text: str) -> str:
     """The key of one stored node version: a hash of its plain and embedded texts."""
     payload = f"{len(text)}:{text}{embed_text}".encode()
@@ -76,16 +158,30 @@ def _node_row(item: Any, index: int) -> tuple[str, str, str, str, str, float | N
             f"retrieved[{index}] must be a NodeWithScore or a node, got {type(item).__name__}"
         )
     node_id = check_text(node.node_id, f"retrieved[{index}].node_id")
+    if node.metadata is not None and not isinstance(node.metadata, Mapping):
+        raise TypeError(
+            f"retrieved[{index}].metadata must be a dict, got {type(node.metadata).__name__}"
+        )
+    meta = dump_metadata(node.metadata, f"retrieved[{index}].metadata", lenient=True)
     text = check_text(
         node.get_content(metadata_mode=MetadataMode.NONE), f"retrieved[{index}] text", True
     )
-    embed = check_text(
-        node.get_content(metadata_mode=MetadataMode.EMBED), f"retrieved[{index}] text", True
-    )
+    embed = node.get_content(metadata_mode=MetadataMode.EMBED)
+    try:
+        check_text(embed, f"retrieved[{index}] text", True)
+    except ValueError:  # the text is fine, so the metadata shown with it is not: name the key
+        check_json(json.loads(meta), f"retrieved[{index}].metadata")
+        raise
     if score is not None:
-        score = float(score)
+        if isinstance(score, (str, bytes)):
+            raise TypeError(f"retrieved[{index}].score must be a number or None, got {show(score)}")
+        try:
+            score = float(score)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(
+                f"retrieved[{index}].score must be a number (as a float) or None, got {show(score)}"
+            ) from None
         score = None if math.isnan(score) else score
-    meta = json.dumps(dict(node.metadata or {}), sort_keys=True, default=str)
     return node_id, text_hash(text, embed), text, embed, meta, score
 
 
@@ -132,20 +228,19 @@ def prepare_entry(
             )
     if latency_ms is not None:
         if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)):
-            raise TypeError(f"latency_ms must be a number or None, got {latency_ms!r}")
-        if not math.isfinite(latency_ms) or latency_ms < 0:
-            raise ValueError(f"latency_ms must be a finite number >= 0, got {latency_ms!r}")
-        latency_ms = float(latency_ms)
+            raise TypeError(f"latency_ms must be a number or None, got {show(latency_ms)}")
+        try:
+            latency = float(latency_ms)
+        except OverflowError:
+            latency = math.inf
+        if not math.isfinite(latency) or latency < 0:
+            raise ValueError(f"latency_ms must be a finite number >= 0, got {show(latency_ms)}")
+        latency_ms = latency
     if bundle_version is not None:
         bundle_version = check_text(bundle_version, "bundle_version")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
-    try:
-        meta = json.dumps(dict(metadata or {}), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"metadata must be JSON-serialisable (strings, numbers, lists, dicts): {exc}"
-        ) from None
+    meta = dump_metadata(metadata, "metadata")
     return {
         "id": uuid.uuid4().hex if record_id is None else check_text(record_id, "record_id"),
         "created_at": time.time() if created_at is None else timestamp(created_at, "created_at"),

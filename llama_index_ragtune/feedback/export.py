@@ -51,12 +51,13 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index_ragtune.data.schema import Negative, RetrievalDataset, stable_query_id
+from llama_index_ragtune.feedback.entries import check_text, show
 from llama_index_ragtune.feedback.records import FeedbackRecord
 from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
@@ -133,11 +134,32 @@ class _Query:
     records: int = 0
 
 
-def _check_split(split: str, eval_fraction: float) -> None:
-    if split not in ("all", "train", "eval"):
-        raise ValueError(f"split must be 'all', 'train' or 'eval', got {split!r}")
-    if isinstance(eval_fraction, bool) or not 0.0 <= float(eval_fraction) <= 1.0:
-        raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction!r}")
+def _check_split(split: str, eval_fraction: float, seed: int = 0) -> None:
+    if not isinstance(split, str) or split not in ("all", "train", "eval"):
+        raise ValueError(f"split must be 'all', 'train' or 'eval', got {show(split)}")
+    if (
+        isinstance(eval_fraction, bool)
+        or not isinstance(eval_fraction, (int, float))
+        or not 0.0 <= eval_fraction <= 1.0
+    ):
+        raise ValueError(
+            f"eval_fraction must be a number between 0 and 1, got {show(eval_fraction)}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {show(seed)}")
+
+
+def _check_keys(keys: Any) -> tuple[str, ...]:
+    """``query_metadata_keys`` as a tuple of metadata key names (raises naming it)."""
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+        raise TypeError(
+            f"query_metadata_keys must be a list of metadata key names, got {show(keys)}; "
+            'write ("store",) for one key'
+        )
+    keys = tuple(keys)
+    for i, key in enumerate(keys):
+        check_text(key, f"query_metadata_keys[{i}]")
+    return keys
 
 
 def _keep(qid: str, split: str, eval_fraction: float, seed: int) -> bool:
@@ -228,10 +250,12 @@ def feedback_retrieval_dataset(
         train = store.to_retrieval_dataset(split="train", corpus=nodes)
         train = HardNegativeMiner(...).mine(train)     # add BM25 / dense negatives as usual
     """
-    _check_split(split, eval_fraction)
-    if metadata_mode not in ("embed", "none"):
-        raise ValueError(f"metadata_mode must be 'embed' or 'none', got {metadata_mode!r}")
-    keys = tuple(query_metadata_keys)
+    _check_split(split, eval_fraction, seed)
+    if not isinstance(metadata_mode, str) or metadata_mode not in ("embed", "none"):
+        raise ValueError(f"metadata_mode must be 'embed' or 'none', got {show(metadata_mode)}")
+    if not isinstance(negatives, bool):
+        raise TypeError(f"negatives must be True or False, got {show(negatives)}")
+    keys = _check_keys(query_metadata_keys)
     queries: dict[str, _Query] = {}
     latest: dict[str, str] = {}  # node id -> text hash of the last version in the selection
     used = 0
@@ -371,7 +395,17 @@ def feedback_preference_pairs(
         pairs = store.to_preference_pairs(max_source_chars=1500, split="train")
         pairs[0]["chosen"][0]["content"], pairs[0]["rejected"][0]["content"]
     """
-    _check_split(split, eval_fraction)
+    _check_split(split, eval_fraction, seed)
+    check_text(refusal, "refusal")
+    check_text(system_prompt, "system_prompt")
+    if max_source_chars is not None and (
+        isinstance(max_source_chars, bool)
+        or not isinstance(max_source_chars, int)
+        or max_source_chars < 1
+    ):
+        raise ValueError(
+            f"max_source_chars must be a positive integer or None, got {show(max_source_chars)}"
+        )
     if max_pairs_per_group is not None and (
         isinstance(max_pairs_per_group, bool)
         or not isinstance(max_pairs_per_group, int)
@@ -380,7 +414,7 @@ def feedback_preference_pairs(
         raise ValueError(
             f"max_pairs_per_group must be a positive integer or None, got {max_pairs_per_group!r}"
         )
-    keys = tuple(query_metadata_keys)
+    keys = _check_keys(query_metadata_keys)
     groups: dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, dict[str, FeedbackRecord]]] = {}
     for record in store.records(since=since, until=until, bundle_version=bundle_version):
         if record.rating is None or record.answer is None:

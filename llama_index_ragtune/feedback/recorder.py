@@ -28,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 import warnings
@@ -45,6 +44,7 @@ from llama_index.core.base.response.schema import (
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from llama_index_ragtune.feedback.entries import check_text, dump_metadata
 from llama_index_ragtune.feedback.responses import response_fields
 from llama_index_ragtune.feedback.store import FeedbackStore
 
@@ -98,10 +98,11 @@ class FeedbackQueryEngine(BaseQueryEngine):
             raise ValueError(
                 f"bundle_version must be a non-empty string or None, got {bundle_version!r}"
             )
-        try:
-            json.dumps(dict(metadata or {}), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
+        if bundle_version is not None:
+            check_text(bundle_version, "bundle_version")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+        dump_metadata(metadata, "metadata")
         self._query_engine = query_engine
         self.store = store if isinstance(store, FeedbackStore) else FeedbackStore(store)
         self.bundle_version = bundle_version

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import warnings
@@ -195,9 +196,13 @@ def open_database(
 
         conn = open_database("feedback.sqlite", create=False)   # never makes an empty file
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
     path_str = str(path)
+    if "\0" in path_str:
+        raise ValueError(f"path {path_str!r} contains a NUL character, which no file name can hold")
     memory = path_str == ":memory:"
-    if synchronous.upper() not in _SYNCHRONOUS:
+    if not isinstance(synchronous, str) or synchronous.upper() not in _SYNCHRONOUS:
         raise ValueError(
             f"synchronous must be 'NORMAL' (survives a killed process) or 'FULL' (also "
             f"survives power loss), got {synchronous!r}"

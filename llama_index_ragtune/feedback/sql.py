@@ -15,14 +15,15 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from llama_index_ragtune.data.schema import normalize_text
-from llama_index_ragtune.feedback.entries import timestamp
+from llama_index_ragtune.feedback.entries import TIME_RANGE, check_text, show, timestamp
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats, RetrievedNode
 
 __all__ = [
@@ -34,9 +35,15 @@ __all__ = [
     "read_node_text",
     "read_node_texts",
     "read_stats",
+    "read_time",
     "utc",
     "where_clause",
 ]
+
+logger = logging.getLogger(__name__)
+
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], path: Any) -> None:
@@ -99,7 +106,73 @@ def join_where(clauses: Sequence[str]) -> str:
 
 
 def utc(ts: float) -> datetime:
+    """A UNIX time as an aware UTC datetime (raises for one outside years 1-9999)."""
     return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def read_time(value: Any, where: str) -> datetime:
+    """A stored time as an aware UTC datetime; never raises, so one bad row cannot block a read.
+
+    ``record()`` only stores times in years 1-9999, but a file written by an older
+    version or another tool may hold a number outside them, text or a blob. Such a
+    value is read as the nearest representable time (a number below the range,
+    text that is not ISO 8601, or a blob: 0001-01-01 UTC; a number above it:
+    9999-12-31 UTC; ISO 8601 text: that time, naive as UTC), with a logged warning
+    naming ``where``; the file itself is left as it is.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return utc(value)
+        except (OverflowError, ValueError, OSError):
+            result = _EARLIEST if value < 0 or math.isnan(value) else _LATEST
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            result = _EARLIEST
+        else:
+            return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+    else:
+        result = _EARLIEST
+    logger.warning(
+        "feedback store: %s holds %s, not a UNIX time %s; read as %s. The row was written by "
+        "another tool or an older version: set it to the real UNIX time with SQL (UPDATE ...) "
+        "to silence this warning",
+        where,
+        show(value),
+        TIME_RANGE,
+        result.isoformat(),
+    )
+    return result
+
+
+def _metadata(text: Any, record_id: str) -> dict[str, Any]:
+    """A record's metadata JSON (``{}`` with a logged warning when another tool stored no JSON object)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        value = None
+    if isinstance(value, dict):
+        return value
+    logger.warning(
+        "feedback store: record %r holds metadata %s, not a JSON object; read as {}",
+        record_id,
+        show(text),
+    )
+    return {}
+
+
+def _number(value: Any, record_id: str, column: str) -> float | None:
+    """A stored REAL (``None`` with a logged warning when another tool stored text or a blob)."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    logger.warning(
+        "feedback store: record %r holds %s in %s, not a number; read as None",
+        record_id,
+        show(value),
+        column,
+    )
+    return None
 
 
 def where_clause(
@@ -110,16 +183,26 @@ def where_clause(
     params: list[Any] = []
     if since is not None:
         clauses.append("created_at >= ?")
-        params.append(timestamp(since, "since"))
+        params.append(timestamp(since, "since", stored=False))
     if until is not None:
         clauses.append("created_at < ?")
-        params.append(timestamp(until, "until"))
+        params.append(timestamp(until, "until", stored=False))
     if bundle_version is not None:
-        versions = [bundle_version] if isinstance(bundle_version, str) else list(bundle_version)
+        if isinstance(bundle_version, str):
+            versions = [bundle_version]
+        elif isinstance(bundle_version, (bytes, Mapping)) or not isinstance(
+            bundle_version, Iterable
+        ):
+            versions = []
+        else:
+            versions = list(bundle_version)
         if not versions or not all(isinstance(v, str) for v in versions):
             raise TypeError(
-                f"bundle_version must be a string or a non-empty list of strings, got {bundle_version!r}"
+                "bundle_version must be a string or a non-empty list of strings, got "
+                f"{show(bundle_version)}"
             )
+        for i, version in enumerate(versions):
+            check_text(version, "bundle_version" if len(versions) == 1 else f"bundle_version[{i}]")
         clauses.append(f"bundle_version IN ({', '.join('?' for _ in versions)})")
         params.extend(versions)
     if rating is not None:
@@ -155,6 +238,7 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
             "ORDER BY record_id, rank",
             ids,
         ):
+            score = _number(score, rid, f"retrieved.score (rank {len(retrieved[rid]) + 1})")
             retrieved[rid].append(RetrievedNode(node_id, score, text_hash))
         for rid, node_id in conn.execute(
             f"SELECT record_id, node_id FROM cited WHERE record_id IN ({marks}) "
@@ -178,11 +262,13 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
             clicked_node_ids=tuple(clicked[rid]),
             refused=bool(refused),
             rating=rating,
-            latency_ms=latency,
+            latency_ms=_number(latency, rid, "records.latency_ms"),
             bundle_version=version,
-            created_at=utc(created),
-            rated_at=None if rated_at is None else utc(rated_at),
-            metadata=json.loads(metadata),
+            created_at=read_time(created, f"record {rid!r} (records.created_at)"),
+            rated_at=None
+            if rated_at is None
+            else read_time(rated_at, f"record {rid!r} (records.rated_at)"),
+            metadata=_metadata(metadata, rid),
         )
         for rid, created, query, answer, refused, rating, rated_at, latency, version, metadata in (
             row[:10] for row in rows
@@ -215,10 +301,12 @@ def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) ->
             params,
         )
     }
+    typeof_number = "typeof(latency_ms) IN ('integer', 'real')"  # not text another tool wrote
     latencies = [
         row[0]
         for row in conn.execute(
-            f"SELECT latency_ms FROM records{join_where([*where, 'latency_ms IS NOT NULL'])} "
+            "SELECT latency_ms FROM records"
+            f"{join_where([*where, typeof_number])} "
             "ORDER BY latency_ms",
             params,
         )
@@ -237,8 +325,8 @@ def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) ->
         answer_rate=1 - refused / n if n else None,
         latency_p50_ms=percentile(latencies, 0.50),
         latency_p95_ms=percentile(latencies, 0.95),
-        first=None if first is None else utc(first),
-        last=None if last is None else utc(last),
+        first=None if first is None else read_time(first, "the earliest records.created_at"),
+        last=None if last is None else read_time(last, "the latest records.created_at"),
     )
 
 

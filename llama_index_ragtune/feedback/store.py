@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from llama_index_ragtune.feedback.entries import check_rating, check_text, prepare_entry
+from llama_index_ragtune.feedback.entries import check_rating, check_text, prepare_entry, show
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats
 from llama_index_ragtune.feedback.responses import response_fields
 from llama_index_ragtune.feedback.schema import FeedbackStoreError, is_damage, open_database
@@ -63,6 +63,40 @@ RatingFilter = Literal[1, -1, "unrated"]
 
 
 _CHUNK = 500  # ids per `IN (...)` query and records per page
+
+
+def _record_id(record_id: Any) -> str:
+    """A record id argument, checked like any other text."""
+    if record_id is None:
+        raise TypeError(
+            "record_id is None: that answer was not recorded (FeedbackQueryEngine sets "
+            "feedback_id=None when the store failed); pass the id record() returned"
+        )
+    return check_text(record_id, "record_id")
+
+
+def check_path(path: Any) -> str | Path:
+    """The ``path`` argument of a store: ``":memory:"`` or a file path (raises naming it)."""
+    if isinstance(path, str) and path == ":memory:":
+        return path
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"FeedbackStore: path must be a file path (str or pathlib.Path) or ':memory:', "
+            f"got {type(path).__name__}"
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(
+            f"FeedbackStore: path must be a text path, got {type(text).__name__}; decode it first"
+        )
+    if not text.strip():
+        raise ValueError("FeedbackStore: path must not be empty; pass the database file's path")
+    if "\0" in text:
+        raise ValueError(
+            f"FeedbackStore: path {text!r} contains a NUL character (\\0), which no file name "
+            "can hold; pass the database file's path"
+        )
+    return Path(text)
 
 
 class FeedbackStore:
@@ -97,11 +131,21 @@ class FeedbackStore:
         create: bool = True,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
     ) -> None:
-        if not isinstance(timeout, (int, float)) or not timeout > 0:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < 10**9
+        ):
             raise ValueError(
-                f"FeedbackStore: timeout must be a positive number of seconds, got {timeout!r}"
+                "FeedbackStore: timeout must be a positive (finite) number of seconds, got "
+                f"{show(timeout)}"
             )
-        self._path = path if str(path) == ":memory:" else Path(path)
+        if not isinstance(synchronous, str):
+            raise TypeError(
+                "FeedbackStore: synchronous must be 'NORMAL' or 'FULL', got "
+                f"{type(synchronous).__name__} {show(synchronous)}"
+            )
+        self._path = check_path(path)
         self._timeout = float(timeout)
         self._synchronous = synchronous
         self._lock = threading.RLock()
@@ -349,11 +393,12 @@ class FeedbackStore:
 
             store.rate(response.metadata["feedback_id"], -1)
         """
+        record_id = _record_id(record_id)
         rating = check_rating(rating)
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE records SET rating = ?, rated_at = ? WHERE id = ?",
-                (rating, None if rating is None else time.time(), str(record_id)),
+                (rating, None if rating is None else time.time(), record_id),
             )
             if cursor.rowcount == 0:
                 raise self._unknown(record_id)
@@ -368,18 +413,16 @@ class FeedbackStore:
 
             store.click(response.metadata["feedback_id"], response.metadata["cited_node_ids"][0])
         """
+        record_id = _record_id(record_id)
         node_id = check_text(node_id, "node_id")
         with self._write() as conn:
-            if (
-                conn.execute("SELECT 1 FROM records WHERE id = ?", (str(record_id),)).fetchone()
-                is None
-            ):
+            if conn.execute("SELECT 1 FROM records WHERE id = ?", (record_id,)).fetchone() is None:
                 raise self._unknown(record_id)
             sources = [
                 row[0]
                 for row in conn.execute(
                     "SELECT node_id FROM retrieved WHERE record_id = ? ORDER BY rank",
-                    (str(record_id),),
+                    (record_id,),
                 )
             ]
             if node_id not in sources:
@@ -389,7 +432,7 @@ class FeedbackStore:
                 )
             conn.execute(
                 "INSERT INTO clicks (record_id, node_id, clicked_at) VALUES (?, ?, ?)",
-                (str(record_id), node_id, time.time()),
+                (record_id, node_id, time.time()),
             )
 
     def _unknown(self, record_id: Any) -> KeyError:
@@ -406,9 +449,10 @@ class FeedbackStore:
 
             store.get(rid).rating
         """
+        record_id = _record_id(record_id)
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {COLUMNS} FROM records WHERE id = ?", (str(record_id),)
+                f"SELECT {COLUMNS} FROM records WHERE id = ?", (record_id,)
             ).fetchall()
             if not rows:
                 raise self._unknown(record_id)
@@ -501,8 +545,11 @@ class FeedbackStore:
 
             store.node_text(record.retrieved[0].node_id, record.retrieved[0].text_hash)
         """
+        node_id = check_text(node_id, "node_id", allow_empty=True)
+        if text_hash is not None:
+            text_hash = check_text(text_hash, "text_hash", allow_empty=True)
         with self._read() as conn:
-            row = read_node_text(conn, str(node_id), text_hash, embed)
+            row = read_node_text(conn, node_id, text_hash, embed)
         if row is None:
             version = "" if text_hash is None else f" with text hash {text_hash!r}"
             raise KeyError(f"the feedback store {self._path} has no node {node_id!r}{version}")
@@ -512,7 +559,17 @@ class FeedbackStore:
         self, keys: Iterable[tuple[str, str]], embed: bool = False
     ) -> dict[tuple[str, str], str]:
         """Texts of many ``(node_id, text_hash)`` versions at once (unknown keys are absent)."""
-        wanted = list(dict.fromkeys((str(a), str(b)) for a, b in keys))
+        wanted: list[tuple[str, str]] = []
+        for i, key in enumerate(keys):
+            if isinstance(key, (str, bytes)) or not isinstance(key, Sequence) or len(key) != 2:
+                raise TypeError(f"keys[{i}] must be a (node_id, text_hash) pair, got {show(key)}")
+            wanted.append(
+                (
+                    check_text(key[0], f"keys[{i}][0]", allow_empty=True),
+                    check_text(key[1], f"keys[{i}][1]", allow_empty=True),
+                )
+            )
+        wanted = list(dict.fromkeys(wanted))
         with self._read() as conn:
             return read_node_texts(conn, wanted, embed)
 

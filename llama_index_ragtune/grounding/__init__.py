@@ -32,6 +32,8 @@ full-width ``［1］``, ``【1】``, ``[１]``  the same as ``[1]`` (full-width 
 ``[0]``, ``[9]`` with 3 sources        out of range: removed with the space before it, reported
 ``[1, 9]``, ``[2-5]`` with 3 sources   the valid part stays (``[1]``, ``[2, 3]``), the rest reported
 ``[1](https://...)``                   a Markdown link: kept, not a citation
+``[a](https://x/[9])``, ``<…[9]>``     in a link's address: kept, not a citation
+``https://x.com/a[1]``                 a citation (a bare URL cannot hold a bracket)
 ``\\[1]``                               an escaped bracket: kept, not a citation
 ``(1)``, ``[^1]``, ``[x]``, ``[]``     not citations: kept as written
 inside inline code or a fenced block   code: kept as written, never a citation

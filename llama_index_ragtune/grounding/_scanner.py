@@ -92,6 +92,9 @@ class Lexer:
         self.closed = False  # the top group closed; one more character says if it is a link
         self.slashes = self.indent = 0  # trailing backslashes; spaces opening the line (-1: text)
         self.blank = True
+        self.word = ""  # the current word's first characters and last two (link detection)
+        self.link = False  # the current word opened a link: "<" or "]("
+        self.url = False  # inside a link's address: a bracket there is part of it
 
     # ------------------------------------------------------------ committing
     def _add(self, raw: str, clean: str, invalid: Sequence[int] = ()) -> None:
@@ -110,11 +113,28 @@ class Lexer:
         for ch in clean:
             if not ch.isspace():
                 self.indent, self.blank = -1, False
-            elif self.indent >= 0:
-                self.indent += 1 if ch == " " else 4
+                self._word(ch)
+            else:
+                self.word, self.link, self.url = "", False, False
+                if self.indent >= 0:
+                    self.indent += 1 if ch == " " else 4
         stripped = clean.rstrip("\\")
         tail = len(clean) - len(stripped)
         self.slashes = self.slashes + tail if not stripped else tail
+
+    def _word(self, ch: str) -> None:
+        """Track whether the text being written is the address of an autolink
+        (``<https://...>``) or of a Markdown link (``[text](https://...)``): a bracket
+        there is part of the address. A bare URL cannot hold a bracket (RFC 3986), so
+        ``https://example.com[1]`` stays a citation."""
+        if self.url:
+            self.url = ch not in ">)"
+            return
+        word = self.word + ch
+        if word[-2:] == "](" or word == "<":
+            self.link = True
+        self.url = self.link and word[-3:] == "://"
+        self.word = word if len(word) <= 4 else word[:4] + word[-2:]
 
     def _emit_text(self) -> None:
         if self.text_raw:
@@ -231,7 +251,7 @@ class Lexer:
 
     # ------------------------------------------------------------ characters
     def _plain(self, ch: str) -> None:
-        if ch in _CLOSE and (self.space or self.slashes % 2 == 0):
+        if ch in _CLOSE and (self.space or (self.slashes % 2 == 0 and not self.url)):
             start = self.space_at if self.space else self.pos
             self.stack.append([_CLOSE[ch], ch, ch, start, self.space])
             self.space, self.held_raw, self.held_clean = "", 1, 1
@@ -243,6 +263,7 @@ class Lexer:
             self._emit_text()
             self.emit(Token("nl", ch, ch, self.pos, blank=self.blank))
             self.indent, self.blank, self.slashes = 0, True, 0
+            self.word, self.link, self.url = "", False, False
         elif ch.isspace():
             if not self.space:
                 self.space_at = self.pos

@@ -22,7 +22,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.node_parser.interface import NodeParser
 from llama_index.core.node_parser.node_utils import build_nodes_from_splits, default_id_func
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
@@ -32,7 +32,9 @@ from llama_index_ragtune.node_parser.documents import DocumentParseError, docume
 from llama_index_ragtune.node_parser.split import clip_to_tokens
 from llama_index_ragtune.node_parser.structure import Block, Chunk, Section, chunk_blocks
 from llama_index_ragtune.node_parser.tokens import (
+    MAX_CHARS_PER_TOKEN,
     CallableTokenCounter,
+    CharBoundedCounter,
     HFTokenCounter,
     TokenCounter,
 )
@@ -49,6 +51,10 @@ PARTIAL_UNIT = "partial_unit"
 #: Kept out of what the embedding model and the LLM see: the title repeats the
 #: end of ``section_path``; block types and the two flags are bookkeeping.
 DEFAULT_EXCLUDED_KEYS = (SECTION_TITLE, BLOCK_TYPES, OVERSIZED, PARTIAL_UNIT)
+#: The metadata keys the parsers write on every node.
+PARSER_KEYS = (SECTION_PATH, SECTION_TITLE, BLOCK_TYPES, OVERSIZED, PARTIAL_UNIT)
+#: Any non-blank text has at least one token under a usable tokenizer.
+_TOKENIZER_PROBE = "Returns are accepted within 30 days."
 
 
 def _merged_keys(*groups: Sequence[str]) -> list[str]:
@@ -132,6 +138,15 @@ class StructuredNodeParser(NodeParser):
     )
 
     _counter: TokenCounter | None = PrivateAttr(default=None)
+
+    @field_validator("chunk_size", mode="before")
+    @classmethod
+    def _chunk_size_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(
+                f"chunk_size must be a positive integer number of tokens, got {value!r}."
+            )
+        return value
 
     def __init__(
         self, tokenizer: str | os.PathLike | Callable[[str], Sequence] | None = None, **data: Any
@@ -251,6 +266,10 @@ class StructuredNodeParser(NodeParser):
     def _document_blocks(self, text: str) -> tuple[list[Block], str | None]:
         """Turn a document's text into blocks; also return the text the offsets point into."""
 
+    def _blocks_of(self, node: BaseNode, text: str) -> tuple[list[Block], str | None]:
+        """``_document_blocks`` for the document ``node`` (a subclass may name it in warnings)."""
+        return self._document_blocks(text)
+
     # ---------------------------------------------------------- parsing
 
     def _section_metadata(self, path: tuple[str, ...], kinds: str, flags: tuple = ()) -> dict:
@@ -340,21 +359,33 @@ class StructuredNodeParser(NodeParser):
         text = document_text(node)
         if not text.strip():
             return []
-        blocks, source = self._document_blocks(text)
+        blocks, source = self._blocks_of(node, text)
         if not blocks:
             return []
         plan = self._sections_for(node, cap, count)
+        bounded = CharBoundedCounter(count, MAX_CHARS_PER_TOKEN)
 
         def budget(section: Section) -> int:
             kinds = ",".join(dict.fromkeys(block.kind for block in section.blocks))
             return plan(section.path, kinds)[0]
 
-        chunks = chunk_blocks(blocks, budget, count, source)
+        chunks = chunk_blocks(blocks, budget, bounded, source)
         nodes = build_nodes_from_splits([c.text for c in chunks], node, id_func=self.id_func)
         for text_node, chunk in zip(nodes, chunks, strict=True):
             self._annotate(text_node, chunk, node, plan)
-        self._log_cuts(node, chunks)
+        self._log_cuts(node, chunks, bounded)
+        self._log_shadowed_keys(node)
         return nodes
+
+    def _log_shadowed_keys(self, node: BaseNode) -> None:
+        shadowed = [key for key in PARSER_KEYS if key in node.metadata]
+        if self.include_metadata and shadowed:
+            logger.warning(
+                "%s: the metadata of document '%s' already has the key(s) %s, which the parser "
+                "writes on every node; the nodes hold the parser's values. Rename those keys "
+                "in the document metadata to keep yours.",
+                type(self).__name__, node.node_id, ", ".join(shadowed),
+            )  # fmt: skip
 
     def _annotate(self, text_node: TextNode, chunk: Chunk, parent: BaseNode, plan) -> None:
         if self.include_metadata:
@@ -373,8 +404,16 @@ class StructuredNodeParser(NodeParser):
         text_node.start_char_idx = chunk.start
         text_node.end_char_idx = chunk.end
 
-    def _log_cuts(self, parent: BaseNode, chunks: list[Chunk]) -> None:
+    def _log_cuts(self, parent: BaseNode, chunks: list[Chunk], bounded: CharBoundedCounter) -> None:
         partial = sum(chunk.partial for chunk in chunks)
+        by_length = sum(bounded.char_bound(chunk.text) for chunk in chunks if chunk.partial)
+        if by_length:
+            logger.warning(
+                "%s: %d node(s) of document '%s' were cut at the character bound (%d characters "
+                "per token of the cap): the document has words or runs far longer than its "
+                "tokens (encoded data, a hash, combining marks?). Check or clean the document.",
+                type(self).__name__, by_length, parent.node_id, bounded.chars_per_token,
+            )  # fmt: skip
         over = [chunk for chunk in chunks if chunk.oversized]
         if partial:
             logger.info(
@@ -400,6 +439,8 @@ class StructuredNodeParser(NodeParser):
         # Configuration errors (a missing tokenizer, say) are not a document's fault: raised
         # here whatever on_error says.
         count, cap = self._token_counter(), self.effective_chunk_size
+        if isinstance(count, CallableTokenCounter):
+            self._check_tokenizer(count)
         for node in get_tqdm_iterable(nodes, show_progress, "Parsing nodes"):
             try:
                 out.extend(self._nodes_from(node, count, cap))
@@ -411,6 +452,22 @@ class StructuredNodeParser(NodeParser):
                     raise error from err
                 logger.warning("Skipped document '%s' (on_error='skip'): %s", node.node_id, error)
         return out
+
+    def _check_tokenizer(self, count: TokenCounter) -> None:
+        """Raise a ValueError for a custom tokenizer that fails or counts no tokens."""
+        try:
+            tokens = count(_TOKENIZER_PROBE)
+        except Exception as err:
+            raise ValueError(
+                f"{type(self).__name__}: the tokenizer '{self.tokenizer_callable}' failed on plain "
+                f"text ({type(err).__name__}: {err}); it must map text to a sequence of tokens."
+            ) from err
+        if not isinstance(tokens, int) or tokens < 1:
+            raise ValueError(
+                f"{type(self).__name__}: the tokenizer '{self.tokenizer_callable}' returned "
+                f"{tokens} tokens for {_TOKENIZER_PROBE!r}, so it cannot cap node sizes; pass a "
+                "tokenizer that maps text to a non-empty sequence of tokens."
+            )
 
     def _document_error(self, node: BaseNode, err: Exception) -> DocumentParseError:
         """``err`` itself when it already names the document, else a DocumentParseError that does."""

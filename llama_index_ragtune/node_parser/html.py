@@ -3,7 +3,8 @@
 The page is parsed leniently with BeautifulSoup (lxml, or the standard
 library's ``html.parser``), boilerplate is dropped (scripts, styles, navigation,
 page banner/footer and sidebars, form controls, hidden elements: the rules are
-in :mod:`.html_clean`), and what remains is converted to the same block model
+in :mod:`.html_clean`; a page that they would empty is kept, with a warning),
+and what remains is converted to the same block model
 as Markdown (:mod:`.html_blocks`): h1-h6 sections, paragraphs, nested ul/ol,
 dl, tables (thead/tbody/th; colspan and rowspan flattened, with the output
 bounded, see :mod:`.html_tables`) rendered as Markdown tables, pre/code as
@@ -94,3 +95,6 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
 
     def _document_blocks(self, text: str) -> tuple[list[Block], str | None]:
         return self.converter().blocks(text), None
+
+    def _blocks_of(self, node, text: str) -> tuple[list[Block], str | None]:
+        return self.converter().blocks(text, document_id=node.node_id), None

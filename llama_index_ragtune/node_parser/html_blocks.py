@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,22 @@ _LIST_TAGS = frozenset({"ul", "ol", "menu", "dir"})
 _BLOCK_KIND = {"list": "list", "dl": "definition_list", "quote": "blockquote"}
 _PERMALINK_MARK = re.compile("\\s*[\u00b6\u00a7\U0001f517]+$")  # Sphinx/MkDocs "¶" anchors
 _LANGUAGE = re.compile(r"^(?:language|lang|highlight)-([\w+#.-]+)$")
+_WORD = re.compile(r"[^\W_]+")
+#: A page left with fewer words than this, by the removal of an element holding
+#: ``WRAPPER_SHARE`` times as many, is parsed again leniently.
+ALMOST_EMPTY_WORDS = 5
+WRAPPER_SHARE = 4
+logger = logging.getLogger(__name__)
+
+
+def _word_count(blocks: list[Block]) -> int:
+    return sum(len(_WORD.findall(block.text)) for block in blocks)
+
+
+def _largest(removed: list[tuple[str, int]], k: int = 3) -> str:
+    """The ``k`` removed elements that held the most text, for a message."""
+    top = sorted((item for item in removed if item[1]), key=lambda item: -item[1])[:k]
+    return ", ".join(f"{name} with {size} words" for name, size in top) or "no text"
 
 
 @dataclass(eq=False)
@@ -357,10 +374,43 @@ class HTMLConverter:
         """Remove every boilerplate element from ``soup`` in place."""
         self.policy.drop(soup)
 
-    def blocks(self, html: str) -> list[Block]:
-        """The page's content blocks, boilerplate dropped, each rendered as Markdown."""
+    def blocks(self, html: str, document_id: str | None = None) -> list[Block]:
+        """The page's content blocks, boilerplate dropped, each rendered as Markdown.
+
+        When the boilerplate rules leave (almost) no text of a page because one element
+        held it (a hidden ``body``, a ``header``, a ``role="menu"``, ...), the page is
+        converted again with only :data:`~.html_clean.NEVER_TEXT_TAGS` dropped, and a
+        warning names ``document_id`` and the elements that held the text.
+        """
+        removed: list[tuple[str, int]] = []
         soup = self.parse(html)
-        self.drop_boilerplate(soup)
+        self.policy.drop(soup, removed)
+        blocks = self._convert(soup)
+        kept = _word_count(blocks)
+        largest = max((size for _, size in removed), default=0)
+        if kept >= ALMOST_EMPTY_WORDS or largest < max(1, WRAPPER_SHARE * kept):
+            return blocks
+        soup = self.parse(html)
+        self.policy.lenient().drop(soup)
+        fallback = self._convert(soup)
+        if _word_count(fallback) <= 2 * kept:
+            if not blocks:
+                logger.warning(
+                    "HTML document '%s' holds only boilerplate (%s): it gives no nodes.",
+                    document_id, _largest(removed),
+                )  # fmt: skip
+            return blocks
+        logger.warning(
+            "The boilerplate rules removed (almost) all text of HTML document '%s' (%s); "
+            "kept the page with only scripts, styles, navigation and form controls removed. "
+            "If that text is boilerplate, remove it before parsing or adjust "
+            "boilerplate_tags / boilerplate_roles.",
+            document_id, _largest(removed),
+        )  # fmt: skip
+        return fallback
+
+    def _convert(self, soup) -> list[Block]:
+        """Walk ``soup`` (boilerplate already dropped) into blocks."""
         with_tables: set[int] = set()  # elements that hold a table
         for table in soup.find_all("table"):
             parent = table.parent

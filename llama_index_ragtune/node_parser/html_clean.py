@@ -18,9 +18,14 @@ mappings (HTML-AAM), so that article content is kept:
   or ``section``; an aside that is a footnote or note (``role="note"`` or a
   ``doc-*`` role such as ``doc-footnote``/``doc-endnotes``, or a class naming
   footnotes/endnotes, as Sphinx and Pandoc write them) is always kept;
-- ``form``: dropped unless it holds the page's content (a ``main``, ``article``,
-  ``role="main"``, ``h1`` or ``h2`` inside it, as on pages built as one big form);
-  its controls are dropped either way.
+- ``form``: dropped unless it holds content (a heading ``h1``-``h6``, ``main``,
+  ``article``, ``section``, ``table`` or ``role="main"`` inside it, as on ASP.NET
+  pages built as one big form); its controls are dropped either way.
+
+These rules never empty a whole page: :data:`NEVER_TEXT_TAGS` lists what is
+never page text, and :class:`~.html_blocks.HTMLConverter` parses a page again
+with only those and ``nav`` dropped when the full rules leave (almost) none
+of its text, with a warning naming the document.
 
 Example::
 
@@ -51,7 +56,14 @@ DEFAULT_BOILERPLATE_ROLES = (
 _HEADER_SCOPES = frozenset({"article", "aside", "main", "nav", "section"})
 #: an aside inside these is content (HTML-AAM: not complementary).
 _ASIDE_SCOPES = frozenset({"article", "aside", "nav", "section"})
-_FORM_CONTENT = ("main", "article", "h1", "h2")
+#: a form holding one of these is content (the page's body), not a form control group.
+_FORM_CONTENT = ("main", "article", "section", "table", "h1", "h2", "h3", "h4", "h5", "h6")
+#: Boilerplate tags that never hold page text.
+NEVER_TEXT_TAGS = frozenset(
+    {"script", "style", "noscript", "template", "head", "iframe", "svg", "canvas",
+     "object", "embed", "button", "select", "textarea", "input"}
+)  # fmt: skip
+_WORD = re.compile(r"[^\W_]+")
 _NOTE_CLASS = re.compile(r"footnote|endnote", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 
@@ -84,9 +96,17 @@ class BoilerplatePolicy:
         self,
         tags: Iterable[str] = DEFAULT_BOILERPLATE_TAGS,
         roles: Iterable[str] = DEFAULT_BOILERPLATE_ROLES,
+        hidden: bool = True,
     ):
         self.tags = frozenset(t.lower() for t in tags)
         self.roles = frozenset(r.lower() for r in roles)
+        self.hidden = hidden
+
+    def lenient(self) -> BoilerplatePolicy:
+        """This policy with only the never-text tags (:data:`NEVER_TEXT_TAGS`) and ``nav``
+        kept: no page chrome, role or hidden rules (the fallback when the full rules
+        empty a page)."""
+        return BoilerplatePolicy(self.tags & (NEVER_TEXT_TAGS | {"nav"}), (), hidden=False)
 
     def _verdict(self, tag, header_scoped: bool, aside_scoped: bool, holds_content) -> bool:
         name = (tag.name or "").lower()
@@ -105,6 +125,8 @@ class BoilerplatePolicy:
         attrs = tag.attrs or {}
         if _tokens(attrs.get("role")) & self.roles:
             return True
+        if not self.hidden:
+            return False
         if "hidden" in attrs and str(attrs.get("hidden") or "").lower() != "until-found":
             return True
         if str(attrs.get("aria-hidden", "")).lower() == "true":
@@ -137,10 +159,12 @@ class BoilerplatePolicy:
 
         return self._verdict(tag, header_scoped, aside_scoped, holds_content)
 
-    def drop(self, soup) -> int:
+    def drop(self, soup, removed: list | None = None) -> int:
         """Remove every boilerplate element from ``soup`` in place; return how many were removed.
 
-        One iterative pass over the tree (any nesting depth, linear time).
+        One iterative pass over the tree (any nesting depth, linear time). ``removed``,
+        when given, receives ``(description, words of text)`` of each removed element
+        that may hold page text (not those in :data:`NEVER_TEXT_TAGS`).
 
         Example::
 
@@ -176,5 +200,17 @@ class BoilerplatePolicy:
                 else:
                     stack.append((child, *self._scopes(child, header_scoped, aside_scoped)))
         for tag in doomed:
+            if removed is not None and tag.name not in NEVER_TEXT_TAGS:
+                removed.append((describe(tag), len(_WORD.findall(tag.get_text(" ")))))
             tag.decompose()
         return len(doomed)
+
+
+def describe(tag) -> str:
+    """A short start tag naming ``tag`` in a message, e.g. ``<form id="form1">``."""
+    attrs = "".join(
+        f' {key}="{" ".join(value) if isinstance(value, list) else value}"'[:60]
+        for key, value in (tag.attrs or {}).items()
+        if key in ("id", "class", "role", "style", "hidden", "aria-hidden")
+    )
+    return f"<{tag.name}{attrs}>"

@@ -27,6 +27,10 @@ from llama_index_ragtune.models import resolve_model
 
 TokenCounter = Callable[[str], int]
 
+#: A node holds at most this many characters per token of its budget, whatever the
+#: tokenizer counts (a word of over 100 characters is one [UNK] for BERT tokenizers).
+MAX_CHARS_PER_TOKEN = 16
+
 #: ``model_max_length`` values at or above this are "unknown" sentinels in transformers.
 _UNKNOWN_MAX_LENGTH = 100_000
 
@@ -39,6 +43,26 @@ class CallableTokenCounter:
 
     def __call__(self, text: str) -> int:
         return len(self.tokenizer(text))
+
+
+class CharBoundedCounter:
+    """``count`` raised to ``ceil(len(text) / chars_per_token)``: the token cap then also
+    bounds a node's characters (a giant "word" or a tokenizer that counts nothing).
+
+    Example::
+
+        CharBoundedCounter(lambda text: len(text.split()), 16)("a" * 200)     # 13, not 1
+    """
+
+    def __init__(self, count: TokenCounter, chars_per_token: int = MAX_CHARS_PER_TOKEN):
+        self.count, self.chars_per_token = count, chars_per_token
+
+    def __call__(self, text: str) -> int:
+        return max(self.count(text), -(-len(text) // self.chars_per_token))
+
+    def char_bound(self, text: str) -> bool:
+        """True when ``text`` is counted by its length, not by its tokens."""
+        return -(-len(text) // self.chars_per_token) > self.count(text)
 
 
 class HFTokenCounter:

@@ -49,8 +49,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 BUNDLES_DIR = "bundles"
-_VERSION = re.compile(r"^v(\d+)$")
+_VERSION = re.compile(r"^v(\d{1,9})$")
 _REWRITE = "run the tuning pipeline again to write a fresh bundle"
+_MAX_COUNT = 1_000_000  # upper bound of the manifest's counts (top k, tokens, sources)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,28 @@ class BundleError(ValueError):
 def bundles_root(path: str | Path) -> Path:
     """The ``bundles`` folder for a run's ``--out`` folder or the ``bundles`` folder itself."""
     path = Path(path).expanduser()
-    return path if path.name == BUNDLES_DIR or (path / CURRENT).is_file() else path / BUNDLES_DIR
+    return path if path.name == BUNDLES_DIR or _exists(path / CURRENT) else path / BUNDLES_DIR
+
+
+def _exists(path: Path) -> bool:
+    """``path`` exists (a dangling link counts); False for a name the system cannot look up."""
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    """``path`` is a file; False for a name the system cannot look up (too long, ...)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def bundle_versions(path: str | Path) -> list[str]:
@@ -102,7 +124,7 @@ def check_version_name(version: Any, source: str, root: Path) -> str:
     ``source`` (``CURRENT`` or the argument): a name never leads outside ``root``."""
     if not isinstance(version, str) or not _VERSION.match(version):
         raise BundleError(
-            f"{source} names {version!r}, which is not a bundle version (v1, v2, ...); "
+            f"{source} names {_short(version)}, which is not a bundle version (v1, v2, ...); "
             f"versions here: {bundle_versions(root) or 'none'}; pass one of them, or "
             f"`ragtune rollback --to VERSION` to rewrite {root / CURRENT}"
         )
@@ -117,8 +139,13 @@ def current_version(path: str | Path) -> str | None:
     """
     root = bundles_root(path)
     pointer = root / CURRENT
-    if not pointer.is_file():
+    if not _exists(pointer):
         return None
+    if not _is_file(pointer):
+        raise BundleError(
+            f"{pointer} is not a file; it must hold the served version's name; versions here: "
+            f"{bundle_versions(root) or 'none'}; `ragtune rollback --to VERSION` rewrites it"
+        )
     try:
         text = pointer.read_bytes().decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -142,7 +169,7 @@ def set_current_version(path: str | Path, version: str) -> Path:
     root = bundles_root(path)
     folder = root / check_version_name(version, "the version argument", root)
     recover_dir(folder)
-    if not (folder / MANIFEST).is_file():
+    if not _is_file(folder / MANIFEST):
         raise BundleError(
             f"{folder / MANIFEST} not found: {version!r} is not a bundle version here "
             f"(versions: {bundle_versions(root) or 'none'})"
@@ -154,11 +181,11 @@ def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
     """The version folder for ``path``: a version folder, a ``bundles`` folder or a run's
     ``--out`` (their ``CURRENT`` version unless ``version`` is given)."""
     path = Path(path).expanduser()
-    if version is None and (path / MANIFEST).is_file():
+    if version is None and _is_file(path / MANIFEST):
         return path
     root = bundles_root(path)
     if version is None:
-        if not root.is_dir() and not path.exists():
+        if not root.is_dir() and not _exists(path):
             raise BundleError(f"bundle not found: {path} does not exist")
         version = current_version(root)
         if version is None:
@@ -170,7 +197,7 @@ def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
         check_version_name(version, "the version argument", root)
     folder = root / version
     recover_dir(folder)
-    if not (folder / MANIFEST).is_file():
+    if not _is_file(folder / MANIFEST):
         raise BundleError(
             f"{folder / MANIFEST} not found: version {version!r} is missing or incomplete; "
             f"versions here: {bundle_versions(root) or 'none'}; {_REWRITE}"
@@ -202,7 +229,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise BundleError(f"{path} is not readable JSON ({exc}); {_REWRITE}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{path} is not a {FORMAT} manifest; {_REWRITE}")
-    if data.get("format_version") != FORMAT_VERSION:
+    if type(data.get("format_version")) is not int or data["format_version"] != FORMAT_VERSION:
         raise BundleError(
             f"{path} has format version {data.get('format_version')!r}; this version of "
             f"llama-index-ragtune reads {FORMAT_VERSION}: upgrade it, or {_REWRITE}"
@@ -210,6 +237,17 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     for key in ("version", "models", "retrieval", "generation", "files"):
         if key not in data:
             raise BundleError(f"{path} lacks the field {key!r}; {_REWRITE}")
+    version = data["version"]
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise BundleError(
+            f"{path}: version must be a version name (v1, v2, ...), got {_short(version)}; "
+            f"{_REWRITE}"
+        )
+    if _VERSION.match(folder.name) and version != folder.name:
+        raise BundleError(
+            f"{path}: version is {version!r} but the manifest is in the folder {folder.name!r}: "
+            f"the manifest was edited or moved; {_REWRITE}"
+        )
     if not isinstance(data["files"], dict):
         raise BundleError(f"{path}: 'files' must be an object; {_REWRITE}")
     for rel, info in data["files"].items():
@@ -235,26 +273,62 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             _inside(entry["path"], f"models.{kind}.path", path)
         elif kind == "reranker":
             raise BundleError(f"{path}: models.reranker.path is missing; {_REWRITE}")
+        reference = entry.get("reference")
+        if reference is not None and (not isinstance(reference, str) or not reference.strip()):
+            raise BundleError(
+                f"{path}: models.{kind}.reference must be a model id (a string) or null, got "
+                f"{_short(reference)}; {_REWRITE}"
+            )
         weight = entry.get("retrieval_weight")
-        if weight is not None and (
-            isinstance(weight, bool) or not isinstance(weight, (int, float))
-        ):
+        if weight is not None and not (_number(weight) and 0.0 <= weight <= 1.0):
             raise BundleError(
-                f"{path}: models.{kind}.retrieval_weight must be a number, got {weight!r}; "
-                f"{_REWRITE}"
+                f"{path}: models.{kind}.retrieval_weight must be a number in [0, 1], got "
+                f"{_short(weight)}; {_REWRITE}"
             )
-    optional = (("retrieval", "rerank_candidates"),)
-    for section, key in (("retrieval", "similarity_top_k"), ("generation", "max_new_tokens")) + (
-        optional
-    ):
+    counts = (
+        ("retrieval", "similarity_top_k", False),
+        ("retrieval", "rerank_candidates", True),
+        ("generation", "max_new_tokens", False),
+        ("generation", "max_sources", True),
+        ("generation", "max_source_chars", True),
+    )
+    for section, key, optional in counts:
         value = data[section].get(key)
-        if (section, key) in optional and value is None:
+        if optional and value is None:
             continue
-        if type(value) is not int or value < 1:
+        if type(value) is not int or not 1 <= value <= _MAX_COUNT:
             raise BundleError(
-                f"{path}: {section}.{key} must be an integer >= 1, got {value!r}; {_REWRITE}"
+                f"{path}: {section}.{key} must be a whole number from 1 to {_MAX_COUNT}"
+                f"{' or null' if optional else ''}, got {_short(value)}; {_REWRITE}"
             )
+    threshold = data["generation"].get("refusal_threshold")
+    if threshold is not None and not (_number(threshold) and 0.0 <= threshold <= 1.0):
+        raise BundleError(
+            f"{path}: generation.refusal_threshold must be a number in [0, 1] or null, got "
+            f"{_short(threshold)}; {_REWRITE}"
+        )
+    _check_policy(data["generation"].get("refusal_policy"), path)
     return data
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _check_policy(recorded: Any, manifest: Path) -> None:
+    """``BundleError`` naming ``generation.refusal_policy...`` unless the recorded policy
+    (None: none) can be loaded; a trained scorer's folder must be inside the bundle."""
+    from llama_index_ragtune.llms.refusal_policy import check_policy_record
+
+    if recorded is None:
+        return
+    field_name = "generation.refusal_policy"
+    try:
+        record = check_policy_record(recorded, str(manifest), prefix=field_name + ".")
+    except ValueError as exc:
+        raise BundleError(f"{str(exc).rstrip('.')}; {_REWRITE}") from None
+    if record.get("scorer") is not None and record.get("scorer_kind") != "similarity":
+        _inside(record["scorer"], field_name + ".scorer", manifest)
 
 
 def _inside(rel: Any, field_name: str, manifest: Path) -> None:
@@ -274,7 +348,7 @@ def _inside(rel: Any, field_name: str, manifest: Path) -> None:
 
 def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
     """Check every file the manifest lists (present, same size, same SHA-256 when ``hashes``)
-    and that no unlisted file was added; return the manifest.
+    and that nothing unlisted was added (files, links, dangling or not); return the manifest.
 
     Example::
 
@@ -285,27 +359,53 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
     listed = manifest["files"]
     for rel, info in listed.items():
         path = folder / rel
-        if not path.is_file():
-            raise BundleError(f"{path} is missing from the bundle; {_REWRITE}")
-        if path.stat().st_size != info.get("size"):
-            raise BundleError(
-                f"{path} was changed after the bundle was written (size {path.stat().st_size}, "
-                f"manifest {info.get('size')}); {_REWRITE}"
-            )
-        if hashes and sha256_file(path) != info.get("sha256"):
-            raise BundleError(
-                f"{path} was changed after the bundle was written (SHA-256 differs from "
-                f"{folder / MANIFEST}); {_REWRITE}"
-            )
-    for path in folder.rglob("*"):
+        try:
+            if not path.is_file():
+                raise BundleError(f"{path} is missing from the bundle; {_REWRITE}")
+            size = path.stat().st_size
+            if size != info.get("size"):
+                raise BundleError(
+                    f"{path} was changed after the bundle was written (size {size}, "
+                    f"manifest {info.get('size')}); {_REWRITE}"
+                )
+            if hashes and sha256_file(path) != info.get("sha256"):
+                raise BundleError(
+                    f"{path} was changed after the bundle was written (SHA-256 differs from "
+                    f"{folder / MANIFEST}); {_REWRITE}"
+                )
+        except OSError as exc:
+            raise BundleError(f"{path} cannot be read ({exc}); {_REWRITE}") from None
+    for path in _entries(folder):
         rel = path.relative_to(folder).as_posix()
-        hidden = any(part.startswith(".") for part in Path(rel).parts)
-        if path.is_file() and rel != MANIFEST and rel not in listed and not hidden:
+        if rel == MANIFEST or rel in listed:
+            continue
+        if path.is_symlink():
+            raise BundleError(
+                f"{path} is a symbolic link not listed in {folder / MANIFEST}: the bundle was "
+                f"edited; remove the link, or {_REWRITE}"
+            )
+        if not path.is_dir():
             raise BundleError(
                 f"{path} is not listed in {folder / MANIFEST}: the bundle was edited; remove the "
                 f"file, or {_REWRITE}"
             )
     return manifest
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Every entry under ``folder`` but hidden ones, links not followed (a linked folder is
+    one entry)."""
+
+    def fail(exc: OSError) -> None:
+        raise BundleError(f"{exc.filename} cannot be read ({exc.strerror}); {_REWRITE}")
+
+    out = []
+    for top, dirs, files in os.walk(folder, onerror=fail):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in [*dirs, *sorted(files)]:
+            if not name.startswith("."):
+                out.append(Path(top) / name)
+    return out
 
 
 # ---------------------------------------------------------------------- loading
@@ -368,11 +468,46 @@ def _quiet(name: str) -> Iterator[None]:
 
 
 def _model_path(folder: Path, entry: Mapping[str, Any], kind: str) -> str:
+    """The folder of the bundle's ``kind`` model (checked to exist), else its hub reference."""
     from llama_index_ragtune.models import resolve_model
 
     if entry.get("path"):
-        return str(folder / entry["path"])
-    return resolve_model(entry.get("reference"), kind=kind)  # type: ignore[arg-type]
+        path = folder / entry["path"]
+        if not path.is_dir():
+            raise BundleError(
+                f"{folder / MANIFEST}: models.{kind}.path names {entry['path']!r}, which is not a "
+                f"folder in the bundle; {_REWRITE}"
+            )
+        return str(path)
+    with _loading(folder, f"models.{kind}", entry):
+        return resolve_model(entry.get("reference"), kind=kind)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _loading(folder: Path, part: str, entry: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Turn an error raised while loading ``part`` into a ``BundleError`` naming the manifest,
+    the part and its folder (or hub reference)."""
+    try:
+        yield
+    except (BundleError, MemoryError):
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        entry = entry or {}
+        if entry.get("path"):
+            where = f"from the bundle folder {folder / entry['path']}"
+            hint = f"it does not hold a model of this kind; {_REWRITE}"
+        elif part.startswith("models."):
+            where = f"from its reference {entry.get('reference') or 'the default model'!r}"
+            hint = (
+                "the bundle holds no folder for it (incomplete), or the hub id cannot be "
+                f"reached offline; install or download the model, or {_REWRITE}"
+            )
+        else:
+            where, hint = f"in {folder}", _REWRITE
+        raise BundleError(
+            f"{folder / MANIFEST}: could not load {part} {where} ({reason}): {hint}"
+        ) from exc
 
 
 def load_bundle(
@@ -397,12 +532,36 @@ def load_bundle(
         verify: check every file's SHA-256 (sizes and presence are always checked).
         llm_kwargs: passed to ``LocalChatLLM`` (e.g. ``max_new_tokens=128``).
 
-    Raises ``BundleError`` naming the file for a missing, incomplete or edited bundle.
+    Raises ``BundleError`` naming the file (and field) for a missing, incomplete or edited
+    bundle, ``TypeError`` for an ``llm`` or ``refusal_policy`` of another type.
     """
+    from llama_index.core.base.llms.base import BaseLLM
+
     from llama_index_ragtune.embeddings import default_embed_model
+    from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
     from llama_index_ragtune.query_engine import CitationQueryEngine
     from llama_index_ragtune.retrievers import HybridRetriever
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"load_bundle: path must be a folder path (str or Path), got {type(path).__name__}."
+        )
+    if llm is not None and not isinstance(llm, BaseLLM):
+        raise TypeError(
+            f"load_bundle: llm must be a LlamaIndex LLM or None (the bundled decoder), got "
+            f"{type(llm).__name__}."
+        )
+    if isinstance(refusal_policy, str):
+        if refusal_policy != "bundle":
+            raise BundleError(
+                f"load_bundle: refusal_policy={refusal_policy!r}; pass 'bundle', None "
+                "or a RefusalPolicy"
+            )
+    elif refusal_policy is not None and not isinstance(refusal_policy, RefusalPolicy):
+        raise TypeError(
+            "load_bundle: refusal_policy must be 'bundle', None or a RefusalPolicy, got "
+            f"{type(refusal_policy).__name__}."
+        )
     folder = resolve_bundle_dir(path, version)
     manifest = verify_bundle(folder, hashes=verify)
     models, retrieval, generation = (
@@ -412,35 +571,37 @@ def load_bundle(
     )
     encoder = _model_path(folder, models["encoder"], "encoder")
     reranker_entry = models.get("reranker")
-    top_k = int(retrieval["similarity_top_k"])
-    candidates = int(retrieval.get("rerank_candidates") or top_k)
-    with _quiet("llama_index_ragtune.retrievers.persist_hybrid"):
+    top_k = retrieval["similarity_top_k"]
+    candidates = retrieval.get("rerank_candidates") or top_k
+    with _loading(folder, "models.encoder", models["encoder"]):
+        embed_model = default_embed_model(encoder)
+    with (
+        _quiet("llama_index_ragtune.retrievers.persist_hybrid"),
+        _loading(folder, "the index (index/) with models.encoder", models["encoder"]),
+    ):
         # The index names the encoder folder it was built from (in the work folder); the
         # manifest pairs it with the bundle's copy, whose files were just verified.
         retriever = HybridRetriever.from_persist_dir(
             folder / "index",
-            embed_model=default_embed_model(encoder),
+            embed_model=embed_model,
             similarity_top_k=candidates if reranker_entry else top_k,
         )
     postprocessors = []
     if reranker_entry:
         from llama_index_ragtune.postprocessor import CrossEncoderRerank
 
-        postprocessors.append(
-            CrossEncoderRerank(
-                model=str(folder / reranker_entry["path"]),
-                top_n=top_k,
-                retrieval_weight=float(reranker_entry.get("retrieval_weight") or 0.0),
-                device=device,
+        reranker = _model_path(folder, reranker_entry, "reranker")
+        with _loading(folder, "models.reranker", reranker_entry):
+            postprocessors.append(
+                CrossEncoderRerank(
+                    model=reranker,
+                    top_n=top_k,
+                    retrieval_weight=float(reranker_entry.get("retrieval_weight") or 0.0),
+                    device=device,
+                )
             )
-        )
     if isinstance(refusal_policy, str):
-        if refusal_policy != "bundle":
-            raise BundleError(
-                f"load_bundle: refusal_policy={refusal_policy!r}; pass 'bundle', None "
-                "or a RefusalPolicy"
-            )
-        policy = _refusal_policy(generation, retriever, bundled_llm=llm is None)
+        policy = _refusal_policy(generation, retriever, llm is None, folder, device)
     else:
         policy = refusal_policy
     if llm is None:
@@ -454,7 +615,9 @@ def load_bundle(
             "device": device,
             **llm_kwargs,
         }
-        llm = LocalChatLLM(_model_path(folder, models["decoder"], "decoder"), **options)
+        decoder = _model_path(folder, models["decoder"], "decoder")
+        with _loading(folder, "models.decoder", models["decoder"]):
+            llm = LocalChatLLM(decoder, **options)
     settings = {
         "max_sources": generation.get("max_sources"),
         "max_source_chars": generation.get("max_source_chars"),
@@ -466,8 +629,15 @@ def load_bundle(
     return Bundle(folder, manifest, retriever, postprocessors, llm, engine, settings)
 
 
-def _refusal_policy(generation: dict[str, Any], retriever: Any, bundled_llm: bool) -> Any:
-    """The bundle's refusal policy (its similarity signal reads the bundle's encoder), or None.
+def _refusal_policy(
+    generation: dict[str, Any],
+    retriever: Any,
+    bundled_llm: bool,
+    folder: Path | None = None,
+    device: str | None = None,
+) -> Any:
+    """The bundle's refusal policy (its similarity signal reads the bundle's encoder; a trained
+    scorer is loaded from its folder inside the bundle), or None.
 
     A policy that reads the decoder's P(refusal) is left out when another LLM answers:
     only the bundled decoder gives that probability.
@@ -475,9 +645,27 @@ def _refusal_policy(generation: dict[str, Any], retriever: Any, bundled_llm: boo
     from llama_index_ragtune.llms.refusal_policy import load_refusal_policy
 
     recorded = generation.get("refusal_policy")
-    if not recorded:
+    if recorded is None:
         return None
-    policy = load_refusal_policy(recorded, embed_model=retriever.embed_model)
+    field_name = "generation.refusal_policy"
+    scorer = None
+    if (
+        folder is not None
+        and recorded.get("scorer") is not None
+        and recorded.get("scorer_kind") != "similarity"
+    ):
+        from llama_index_ragtune.llms.answerability import AnswerabilityScorer
+
+        entry = {"path": recorded["scorer"]}
+        if not (folder / entry["path"]).is_dir():
+            raise BundleError(
+                f"{folder / MANIFEST}: {field_name}.scorer names {entry['path']!r}, which is "
+                f"not a folder in the bundle; {_REWRITE}"
+            )
+        with _loading(folder, f"{field_name}.scorer", entry):
+            scorer = AnswerabilityScorer(folder / entry["path"], device=device)
+    with _loading(folder, field_name) if folder else contextlib.nullcontext():
+        policy = load_refusal_policy(recorded, scorer=scorer, embed_model=retriever.embed_model)
     if policy.uses_decoder and not bundled_llm:
         logger.warning(
             "load_bundle: the bundle's %s reads the bundled decoder's refusal probability; "

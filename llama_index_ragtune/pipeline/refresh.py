@@ -153,6 +153,19 @@ def _nodes_from_bundle(bundle: Any) -> list[Any]:
     return nodes
 
 
+def _check_feedback(store: Any) -> None:
+    """Raise ``RefreshError`` when the store has no record, or no record with a positive."""
+    if len(store) == 0:
+        raise RefreshError(
+            f"nothing to learn from in {store.path}: the feedback store holds no records yet; "
+            "record answers (FeedbackQueryEngine) and collect ratings or clicks first"
+        )
+    try:
+        store.to_retrieval_dataset(split="all", negatives=False)
+    except ValueError as exc:
+        raise RefreshError(f"nothing to learn from in {store.path}: {exc}") from None
+
+
 def _run_step(
     ctx: Any, name: str, function: Callable[[Any], dict[str, Any]], say: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -321,6 +334,7 @@ def refresh_bundle(
     manifest, version = champion.manifest, champion.version
     store = open_store(feedback)
     try:
+        _check_feedback(store)  # before any folder is made or any work is done
         config = _refresh_config(manifest, champion_dir, config, time_budget)
         if device is not None:
             config = dataclasses.replace(config, device=device)

@@ -90,6 +90,7 @@ from llama_index_ragtune.query_engine.response_metadata import (
     fill_metadata,
     llm_decision,
 )
+from llama_index_ragtune.retrievers.checks import positive_int
 
 __all__ = ["CitationQueryEngine"]
 
@@ -156,10 +157,18 @@ class CitationQueryEngine(BaseQueryEngine):
                 "uncited='cite' rewrites the answer once it is complete; use streaming=False, "
                 "or uncited='flag' to stream."
             )
-        if max_sources is not None and max_sources < 1:
-            raise ValueError(f"max_sources must be >= 1 or None, got {max_sources}.")
-        if max_source_chars is not None and max_source_chars < 1:
-            raise ValueError(f"max_source_chars must be >= 1 or None, got {max_source_chars}.")
+        if max_sources is not None:
+            max_sources = positive_int(max_sources, "max_sources (or None)")
+        if max_source_chars is not None:
+            max_source_chars = positive_int(max_source_chars, "max_source_chars (or None)")
+        if not isinstance(metadata_mode, MetadataMode):
+            try:
+                metadata_mode = MetadataMode(metadata_mode)
+            except ValueError:
+                raise ValueError(
+                    f"metadata_mode must be a llama_index MetadataMode "
+                    f"({', '.join(m.value for m in MetadataMode)}), got {metadata_mode!r}."
+                ) from None
         check_refusal(refusal)
         _check_system_prompt(system_prompt, refusal)
         self._retriever = retriever
@@ -470,6 +479,16 @@ class CitationQueryEngine(BaseQueryEngine):
             )
         return self._complete(question, nodes, response.message.content or "", messages, decision)
 
+    def query(self, str_or_query_bundle: str | QueryBundle) -> RESPONSE_TYPE:
+        """Answer a question (``str`` or ``QueryBundle``) with citations; see the class docs."""
+        _check_query_type(str_or_query_bundle)
+        return super().query(str_or_query_bundle)
+
+    async def aquery(self, str_or_query_bundle: str | QueryBundle) -> RESPONSE_TYPE:
+        """Async twin of :meth:`query`."""
+        _check_query_type(str_or_query_bundle)
+        return await super().aquery(str_or_query_bundle)
+
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         payload = {EventPayload.QUERY_STR: query_bundle.query_str}
         with self.callback_manager.event(CBEventType.QUERY, payload=payload) as query_event:
@@ -511,3 +530,10 @@ def _is_local(llm: Any) -> bool:
     return hasattr(llm, "conversation_refusal_probabilities") and hasattr(
         llm, "active_refusal_policy"
     )
+
+
+def _check_query_type(query: Any) -> None:
+    if not isinstance(query, (str, QueryBundle)):
+        raise TypeError(
+            f"the question must be a str or a llama_index QueryBundle, got {type(query).__name__}"
+        )

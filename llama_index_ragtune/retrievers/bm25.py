@@ -39,6 +39,7 @@ from llama_index_ragtune.retrievers.bm25_index import (
     BM25Tokenizer,
 )
 from llama_index_ragtune.retrievers.checks import (
+    PositiveIntAttribute,
     check_filter_keys,
     check_nodes,
     non_negative_float,
@@ -75,6 +76,8 @@ class BM25Retriever(BaseRetriever):
         retriever.persist("bm25_dir")
         same = BM25Retriever.from_persist_dir("bm25_dir")
     """
+
+    similarity_top_k = PositiveIntAttribute()
 
     def __init__(
         self,

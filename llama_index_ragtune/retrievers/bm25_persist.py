@@ -34,6 +34,7 @@ from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.retrievers.checks import positive_int
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
+    check_json_metadata,
     field,
     file_digests,
     read_manifest,
@@ -93,6 +94,8 @@ def write_bm25_files(retriever: Any, folder: Path, save_nodes: bool) -> None:
 
 def persist_bm25(retriever: Any, folder: Path, save_nodes: bool = True) -> None:
     """Replace ``folder`` atomically with the persisted ``retriever``."""
+    if save_nodes:
+        check_json_metadata(retriever.nodes, "BM25Retriever.persist")
     owned = {MANIFEST, INDEX_DIR, DOCSTORE_FILE}
     with atomic_dir(folder, owned_entries=owned, what="BM25Retriever.persist") as tmp:
         write_bm25_files(retriever, tmp, save_nodes)

@@ -64,6 +64,26 @@ def positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+class PositiveIntAttribute:
+    """A class attribute that checks every assignment with :func:`positive_int`, so
+    ``retriever.similarity_top_k = 0`` after construction fails like the constructor would.
+
+    Example::
+
+        class MyRetriever(BaseRetriever):
+            similarity_top_k = PositiveIntAttribute()
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, f"_{name}_checked"
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.slot, positive_int(value, self.name))
+
+
 def _real(value: Any, name: str, requirement: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {requirement}, got {type(value).__name__} {value!r}")

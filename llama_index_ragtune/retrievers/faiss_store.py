@@ -153,7 +153,17 @@ class FilterableFaissVectorStore(FaissVectorStore):
                 "FilterableFaissVectorStore.query needs query.query_embedding (embed the query "
                 "first; retrievers such as HybridRetriever return no results for an empty query)"
             )
-        vector = np.asarray(query.query_embedding, dtype=np.float32)[np.newaxis, :]
+        vector = np.asarray(query.query_embedding, dtype=np.float32)
+        if vector.ndim != 1 or vector.shape[0] != self._faiss_index.d:
+            raise ValueError(
+                f"the query embedding has shape {tuple(vector.shape)} but the index holds "
+                f"{self._faiss_index.d}-d vectors; embed the query with the index's embedding model"
+            )
+        if not np.isfinite(vector).all():
+            raise ValueError(
+                "the query embedding holds NaN or infinite values; check the embedding model"
+            )
+        vector = vector[np.newaxis, :]
         if self.normalize:
             vector = _normalize(vector)
         top_k = int(query.similarity_top_k)

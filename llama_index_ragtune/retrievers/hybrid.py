@@ -75,6 +75,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index_ragtune.embeddings import resolve_embed_model
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.checks import (
+    PositiveIntAttribute,
     positive_float,
     positive_int,
     prepare_query,
@@ -131,6 +132,10 @@ class HybridRetriever(BaseRetriever):
             :class:`~llama_index_ragtune.embeddings.MicroBatchEmbedding`); a lone caller
             is answered at once, as without it.
     """
+
+    similarity_top_k = PositiveIntAttribute()
+    dense_top_k = PositiveIntAttribute()
+    sparse_top_k = PositiveIntAttribute()
 
     def __init__(
         self,

@@ -61,6 +61,7 @@ from llama_index_ragtune.retrievers.external_store import (
 from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
+    check_json_metadata,
     field,
     file_digests,
     load_snapshot,
@@ -138,6 +139,7 @@ def _dense_section(retriever: Any) -> dict[str, Any]:
 def persist_hybrid(retriever: Any, folder: Path) -> None:
     """Replace ``folder`` atomically with the persisted ``retriever`` (module docstring)."""
     _check_persistable(retriever)
+    check_json_metadata(retriever.sparse_retriever.nodes, "HybridRetriever.persist")
     dense = _dense_section(retriever)  # an unpersistable store fails before anything is written
     owned = {MANIFEST, STORAGE_DIR, BM25_DIR}
     with atomic_dir(folder, owned_entries=owned, what="HybridRetriever.persist") as tmp:

@@ -236,6 +236,34 @@ def field(
     return float(value) if kinds[0] is float and isinstance(value, int) else value
 
 
+def check_json_metadata(nodes: Any, what: str) -> None:
+    """Raise ``TypeError`` naming the node and key when a node's metadata cannot be saved as JSON.
+
+    Run before anything is written, so a failed persist leaves the old folder as it was.
+
+    Example::
+
+        check_json_metadata(retriever.nodes, "BM25Retriever.persist")
+    """
+    for node in nodes:
+        try:
+            json.dumps(node.metadata, allow_nan=True)
+        except (TypeError, ValueError):
+            for key, value in node.metadata.items():
+                try:
+                    json.dumps(value)
+                except (TypeError, ValueError):
+                    raise TypeError(
+                        f"{what}: node {node.node_id!r} has metadata {key!r} of type "
+                        f"{type(value).__name__}, which cannot be saved as JSON; convert it to a "
+                        "str, int, float, bool, list or dict before building the index"
+                    ) from None
+            raise TypeError(
+                f"{what}: the metadata of node {node.node_id!r} cannot be saved as JSON; convert "
+                "its values to str, int, float, bool, list or dict before building the index"
+            ) from None
+
+
 def file_digests(folder: str | Path, exclude: Collection[str] = ()) -> dict[str, dict[str, Any]]:
     """``{relative posix path: {"sha256": hex, "bytes": size}}`` of every file under ``folder``.
 

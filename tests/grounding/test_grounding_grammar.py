@@ -64,6 +64,14 @@ from llama_index_ragtune.grounding import (
         ),
         ("See [1](https://x.org/a) and [9](b).", "See [1](https://x.org/a) and [9](b).", [], []),
         ("See [the docs](https://x.org).", "See [the docs](https://x.org).", [], []),
+        # a bracket in a link's address is part of it; a bare URL cannot hold one (RFC 3986)
+        ("See <http://x.com/a[9]>.", "See <http://x.com/a[9]>.", [], []),
+        ("See [docs](http://x/[9]) [1].", "See [docs](http://x/[9]) [1].", [1], []),
+        ("[docs](http://x/[2]b)[2]", "[docs](http://x/[2]b)[2]", [2], []),
+        ("See <https://x.com>[2].", "See <https://x.com>[2].", [2], []),
+        ("Visit https://x.com/returns[1].", "Visit https://x.com/returns[1].", [1], []),
+        ("Visit https://x.com/a[9].", "Visit https://x.com/a.", [], [9]),
+        ("<b>14 days</b>[1]", "<b>14 days</b>[1]", [1], []),
         ("Escaped \\[9] stays.", "Escaped \\[9] stays.", [], []),
         ("Not escaped \\\\[9].", "Not escaped \\\\.", [], [9]),
         # code: never a citation

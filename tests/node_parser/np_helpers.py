@@ -47,7 +47,8 @@ def _page_chrome(tag) -> bool:
             return False
         return tag.find_parent(["article", "aside", "nav", "section"]) is None
     if tag.name == "form":
-        return tag.find(["main", "article", "h1", "h2"]) is None and tag.find(role="main") is None
+        markers = ["main", "article", "section", "table", "h1", "h2", "h3", "h4", "h5", "h6"]
+        return tag.find(markers) is None and tag.find(role="main") is None
     return False
 
 

@@ -168,6 +168,20 @@ def test_feedback_without_positives_is_a_clear_error(shop, tmp_path):
     with pytest.raises(RefreshError, match="nothing to learn from"):
         refresh_bundle(shop, db, tmp_path / "r")
     assert bundle_versions(shop) == ["v1"] and read_history(shop) == []
+    assert not (tmp_path / "r").exists()  # checked before any folder is made
+
+
+def test_an_empty_feedback_store_leaves_no_out_folder(shop, tmp_path, capsys):
+    db = tmp_path / "none.sqlite"
+    FeedbackStore(db).close()
+    with pytest.raises(RefreshError, match="holds no records"):
+        refresh_bundle(shop, db, tmp_path / "r")
+    out = tmp_path / "rf"
+    args = ["refresh", "--bundle", str(shop), "--feedback", str(db), "--out", str(out)]
+    assert main(args) == 1
+    assert "holds no records" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "r").exists()
+    assert bundle_versions(shop) == ["v1"] and read_history(shop) == []
 
 
 def test_the_refreshed_bundle_must_win_on_one_held_out_set_and_lose_on_none():

@@ -25,7 +25,7 @@ from llama_index.core.base.response.schema import (
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import CustomLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from llama_index_ragtune.grounding import DEFAULT_REFUSAL, CitationFilter
 from llama_index_ragtune.query_engine import CitationQueryEngine
@@ -311,6 +311,20 @@ def test_bad_arguments_are_clear_errors():
         engine_for("x", max_sources=0)
     with pytest.raises(ValueError, match="refusal"):
         engine_for("x", system_prompt="Answer briefly.")
+    for name, value in (("max_sources", 1.5), ("max_sources", "2"), ("max_sources", True)):
+        with pytest.raises(TypeError, match=f"{name} .*must be an integer >= 1"):
+            engine_for("x", **{name: value})
+    with pytest.raises(TypeError, match="max_source_chars"):
+        engine_for("x", max_source_chars=True)
+    with pytest.raises(ValueError, match="metadata_mode must be a llama_index MetadataMode"):
+        engine_for("x", metadata_mode="bogus")
+    assert engine_for("x", metadata_mode="llm")[0].metadata_mode is MetadataMode.LLM
+    engine, _ = engine_for("x")
+    for question in (None, 5, ["q"]):
+        with pytest.raises(TypeError, match="the question must be a str or a llama_index"):
+            engine.query(question)
+        with pytest.raises(TypeError, match="the question must be a str"):
+            asyncio.run(engine.aquery(question))
 
 
 def test_real_decoder_two_sources(decoder_path):

@@ -290,3 +290,50 @@ def test_one_document_corpus(keyword_embedding, tmp_path):
 def test_bm25_arguments(store_nodes, kwargs, message):
     with pytest.raises((TypeError, ValueError), match=message):
         BM25Retriever(store_nodes, **kwargs)
+
+
+def test_top_k_set_after_construction_is_checked_too(hybrid, store_nodes):
+    bm25 = BM25Retriever(store_nodes, similarity_top_k=3)
+    for retriever, name in (
+        (hybrid, "similarity_top_k"),
+        (hybrid, "dense_top_k"),
+        (hybrid, "sparse_top_k"),
+        (bm25, "similarity_top_k"),
+    ):
+        before = getattr(retriever, name)
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got 0"):
+            setattr(retriever, name, 0)
+        with pytest.raises(TypeError, match=name):
+            setattr(retriever, name, 2.5)
+        assert getattr(retriever, name) == before  # the bad value was not kept
+    hybrid.similarity_top_k = 2
+    assert len(hybrid.retrieve("apple return policy")) == 2
+
+
+def test_a_query_embedding_of_the_wrong_size_or_with_nan_is_named(hybrid):
+    with pytest.raises(ValueError, match=r"shape \(5,\) but the index holds"):
+        hybrid.retrieve(QueryBundle(query_str="apples", embedding=[0.1] * 5))
+    dim = hybrid.index.vector_store.client.d
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        hybrid.retrieve(QueryBundle(query_str="apples", embedding=[math.nan] * dim))
+
+
+def test_metadata_that_is_not_json_is_named_before_anything_is_written(
+    store_nodes, keyword_embedding, tmp_path
+):
+    import datetime
+
+    retriever = HybridRetriever.from_defaults(nodes=store_nodes, embed_model=keyword_embedding)
+    retriever.persist(tmp_path / "h")
+    before = sorted(p.name for p in (tmp_path / "h").rglob("*"))
+    odd = TextNode(
+        id_="dated", text="opened box fee", metadata={"since": datetime.date(2020, 1, 1)}
+    )
+    bad = HybridRetriever.from_defaults(nodes=[*store_nodes, odd], embed_model=keyword_embedding)
+    with pytest.raises(TypeError, match="node 'dated' has metadata 'since' of type date"):
+        bad.persist(tmp_path / "h")
+    with pytest.raises(TypeError, match="node 'dated'"):
+        BM25Retriever([*store_nodes, odd]).persist(tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "h").rglob("*")) == before
+    assert not (tmp_path / "b").exists()
+    HybridRetriever.from_persist_dir(tmp_path / "h", embed_model=keyword_embedding)
