@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.cli import UsageError
     from llama_index_ragtune.feedback import FeedbackStoreError
-    from llama_index_ragtune.pipeline.bundle import BundleError
+    from llama_index_ragtune.pipeline.bundle_folders import BundleError
     from llama_index_ragtune.pipeline.refresh import refresh_bundle
     from llama_index_ragtune.pipeline.refresh_data import RefreshError
     from llama_index_ragtune.pipeline.state import PipelineStateError

@@ -35,7 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.cli import UsageError
-    from llama_index_ragtune.pipeline.bundle import BundleError, bundle_versions, current_version
+    from llama_index_ragtune.pipeline.bundle_folders import (
+        BundleError,
+        bundle_versions,
+        current_version,
+    )
     from llama_index_ragtune.pipeline.refresh import rollback_bundle
 
     before = current_version(args.bundle)

@@ -149,7 +149,7 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
 def run_pipeline(pipeline: Any) -> Any:
     """Run ``pipeline``; its user errors become one-line CLI errors (``UsageError``)."""
     from llama_index_ragtune.cli import UsageError
-    from llama_index_ragtune.pipeline.bundle import BundleError
+    from llama_index_ragtune.pipeline.bundle_folders import BundleError
     from llama_index_ragtune.pipeline.state import PipelineStateError
 
     try:

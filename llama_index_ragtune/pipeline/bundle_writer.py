@@ -26,17 +26,14 @@ from llama_index_ragtune._atomic import (
     atomic_write_text,
     sha256_file,
 )
-from llama_index_ragtune.pipeline.bundle import (
+from llama_index_ragtune.pipeline.bundle import link_or_copy, package_versions
+from llama_index_ragtune.pipeline.bundle_folders import (
     BUNDLES_DIR,
     CURRENT,
-    FORMAT,
-    FORMAT_VERSION,
     MANIFEST,
-    file_digests,
-    link_or_copy,
     next_version,
-    package_versions,
 )
+from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, FORMAT_VERSION, file_digests
 from llama_index_ragtune.pipeline.context import RunContext
 
 

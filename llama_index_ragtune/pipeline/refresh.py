@@ -305,7 +305,8 @@ def refresh_bundle(
 
     from llama_index_ragtune._atomic import sha256_file
     from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN
-    from llama_index_ragtune.pipeline.bundle import MANIFEST, load_bundle, resolve_bundle_dir
+    from llama_index_ragtune.pipeline.bundle import load_bundle
+    from llama_index_ragtune.pipeline.bundle_folders import MANIFEST, resolve_bundle_dir
     from llama_index_ragtune.pipeline.context import RunContext
     from llama_index_ragtune.pipeline.refresh_data import open_store
     from llama_index_ragtune.pipeline.refresh_eval import (
@@ -472,14 +473,14 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
         rollback_bundle("runs/shop")              # v3 -> v2
         rollback_bundle("runs/shop", to="v1")
     """
-    from llama_index_ragtune.pipeline.bundle import (
+    from llama_index_ragtune.pipeline.bundle_folders import (
         BundleError,
         bundle_versions,
         bundles_root,
         current_version,
         set_current_version,
-        verify_bundle,
     )
+    from llama_index_ragtune.pipeline.bundle_manifest import verify_bundle
     from llama_index_ragtune.pipeline.refresh_writer import append_history
 
     root = bundles_root(path)

@@ -13,7 +13,7 @@ from llama_index.core.llms import MockLLM
 from llama_index_ragtune._atomic import sha256_file
 from llama_index_ragtune.llms.refusal_policy import load_refusal_policy
 from llama_index_ragtune.pipeline import BundleError, load_bundle, verify_bundle
-from llama_index_ragtune.pipeline.bundle import file_digests
+from llama_index_ragtune.pipeline.bundle_manifest import file_digests
 
 SIMILARITY = {"type": "AnswerabilityRefusalPolicy", "threshold": 0.5, "scorer_kind": "similarity"}
 COMBINATION = {

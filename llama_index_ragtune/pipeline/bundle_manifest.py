@@ -1,0 +1,232 @@
+"""A bundle version's ``manifest.json``: read with every field checked, and the folder verified.
+
+:func:`read_manifest` raises a :class:`~.bundle_folders.BundleError` naming the file and
+the field for anything malformed (types, ranges, paths leading outside the bundle, the
+refusal policy record); :func:`verify_bundle` checks that every listed file is present
+and unchanged (size, SHA-256) and that nothing unlisted was added.
+
+Example::
+
+    from llama_index_ragtune.pipeline.bundle_manifest import verify_bundle
+
+    verify_bundle("ragtune-demo/bundles/v1")["version"]      # 'v1'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from llama_index_ragtune._atomic import sha256_file
+from llama_index_ragtune.pipeline.bundle_folders import (
+    MANIFEST,
+    REWRITE,
+    VERSION_NAME,
+    BundleError,
+    short,
+)
+
+FORMAT = "ragtune-bundle"
+FORMAT_VERSION = 1
+MAX_COUNT = 1_000_000  # upper bound of the manifest's counts (top k, tokens, sources)
+
+
+def file_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"sha256", "size"}}`` of every file under ``folder`` but the manifest."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and rel != MANIFEST:
+            out[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return out
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The checked manifest of a version folder (``BundleError`` naming the file otherwise)."""
+    path = folder / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{path} not found; {REWRITE}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, UTF-8, digits
+        raise BundleError(f"{path} is not readable JSON ({exc}); {REWRITE}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(f"{path} is not a {FORMAT} manifest; {REWRITE}")
+    if type(data.get("format_version")) is not int or data["format_version"] != FORMAT_VERSION:
+        raise BundleError(
+            f"{path} has format version {data.get('format_version')!r}; this version of "
+            f"llama-index-ragtune reads {FORMAT_VERSION}: upgrade it, or {REWRITE}"
+        )
+    for key in ("version", "models", "retrieval", "generation", "files"):
+        if key not in data:
+            raise BundleError(f"{path} lacks the field {key!r}; {REWRITE}")
+    version = data["version"]
+    if not isinstance(version, str) or not VERSION_NAME.match(version):
+        raise BundleError(
+            f"{path}: version must be a version name (v1, v2, ...), got {short(version)}; {REWRITE}"
+        )
+    if VERSION_NAME.match(folder.name) and version != folder.name:
+        raise BundleError(
+            f"{path}: version is {version!r} but the manifest is in the folder {folder.name!r}: "
+            f"the manifest was edited or moved; {REWRITE}"
+        )
+    if not isinstance(data["files"], dict):
+        raise BundleError(f"{path}: 'files' must be an object; {REWRITE}")
+    for rel, info in data["files"].items():
+        _inside(rel, f"files[{rel!r}]", path)
+        if not (
+            isinstance(info, dict)
+            and isinstance(info.get("sha256"), str)
+            and type(info.get("size")) is int
+        ):
+            raise BundleError(
+                f"{path}: files[{rel!r}] must be {{'sha256': str, 'size': int}}; {REWRITE}"
+            )
+    for key in ("models", "retrieval", "generation"):
+        if not isinstance(data[key], dict):
+            raise BundleError(f"{path}: {key!r} must be an object; {REWRITE}")
+    for kind in ("encoder", "decoder", "reranker"):
+        entry = data["models"].get(kind)
+        if entry is None and kind == "reranker":
+            continue
+        if not isinstance(entry, dict):
+            raise BundleError(f"{path}: models.{kind} must be an object; {REWRITE}")
+        if entry.get("path") is not None:
+            _inside(entry["path"], f"models.{kind}.path", path)
+        elif kind == "reranker":
+            raise BundleError(f"{path}: models.reranker.path is missing; {REWRITE}")
+        reference = entry.get("reference")
+        if reference is not None and (not isinstance(reference, str) or not reference.strip()):
+            raise BundleError(
+                f"{path}: models.{kind}.reference must be a model id (a string) or null, got "
+                f"{short(reference)}; {REWRITE}"
+            )
+        weight = entry.get("retrieval_weight")
+        if weight is not None and not (_number(weight) and 0.0 <= weight <= 1.0):
+            raise BundleError(
+                f"{path}: models.{kind}.retrieval_weight must be a number in [0, 1], got "
+                f"{short(weight)}; {REWRITE}"
+            )
+    counts = (
+        ("retrieval", "similarity_top_k", False),
+        ("retrieval", "rerank_candidates", True),
+        ("generation", "max_new_tokens", False),
+        ("generation", "max_sources", True),
+        ("generation", "max_source_chars", True),
+    )
+    for section, key, optional in counts:
+        value = data[section].get(key)
+        if optional and value is None:
+            continue
+        if type(value) is not int or not 1 <= value <= MAX_COUNT:
+            raise BundleError(
+                f"{path}: {section}.{key} must be a whole number from 1 to {MAX_COUNT}"
+                f"{' or null' if optional else ''}, got {short(value)}; {REWRITE}"
+            )
+    threshold = data["generation"].get("refusal_threshold")
+    if threshold is not None and not (_number(threshold) and 0.0 <= threshold <= 1.0):
+        raise BundleError(
+            f"{path}: generation.refusal_threshold must be a number in [0, 1] or null, got "
+            f"{short(threshold)}; {REWRITE}"
+        )
+    _check_policy(data["generation"].get("refusal_policy"), path)
+    return data
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _check_policy(recorded: Any, manifest: Path) -> None:
+    """``BundleError`` naming ``generation.refusal_policy...`` unless the recorded policy
+    (None: none) can be loaded; a trained scorer's folder must be inside the bundle."""
+    from llama_index_ragtune.llms.refusal_policy import check_policy_record
+
+    if recorded is None:
+        return
+    field_name = "generation.refusal_policy"
+    try:
+        record = check_policy_record(recorded, str(manifest), prefix=field_name + ".")
+    except ValueError as exc:
+        raise BundleError(f"{str(exc).rstrip('.')}; {REWRITE}") from None
+    if record.get("scorer") is not None and record.get("scorer_kind") != "similarity":
+        _inside(record["scorer"], field_name + ".scorer", manifest)
+
+
+def _inside(rel: Any, field_name: str, manifest: Path) -> None:
+    """``BundleError`` unless ``rel`` is a relative path that stays inside the version folder."""
+    if (
+        not isinstance(rel, str)
+        or not rel
+        or "\0" in rel
+        or Path(rel).is_absolute()
+        or ".." in Path(rel).parts
+    ):
+        raise BundleError(
+            f"{manifest}: {field_name} must be a path inside the bundle folder, got {rel!r}; "
+            f"{REWRITE}"
+        )
+
+
+def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
+    """Check every file the manifest lists (present, same size, same SHA-256 when ``hashes``)
+    and that nothing unlisted was added (files, links, dangling or not); return the manifest.
+
+    Example::
+
+        verify_bundle("ragtune-demo/bundles/v1")      # BundleError naming an edited file
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    listed = manifest["files"]
+    for rel, info in listed.items():
+        path = folder / rel
+        try:
+            if not path.is_file():
+                raise BundleError(f"{path} is missing from the bundle; {REWRITE}")
+            size = path.stat().st_size
+            if size != info.get("size"):
+                raise BundleError(
+                    f"{path} was changed after the bundle was written (size {size}, "
+                    f"manifest {info.get('size')}); {REWRITE}"
+                )
+            if hashes and sha256_file(path) != info.get("sha256"):
+                raise BundleError(
+                    f"{path} was changed after the bundle was written (SHA-256 differs from "
+                    f"{folder / MANIFEST}); {REWRITE}"
+                )
+        except OSError as exc:
+            raise BundleError(f"{path} cannot be read ({exc}); {REWRITE}") from None
+    for path in _entries(folder):
+        rel = path.relative_to(folder).as_posix()
+        if rel == MANIFEST or rel in listed:
+            continue
+        if path.is_symlink():
+            raise BundleError(
+                f"{path} is a symbolic link not listed in {folder / MANIFEST}: the bundle was "
+                f"edited; remove the link, or {REWRITE}"
+            )
+        if not path.is_dir():
+            raise BundleError(
+                f"{path} is not listed in {folder / MANIFEST}: the bundle was edited; remove the "
+                f"file, or {REWRITE}"
+            )
+    return manifest
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Every entry under ``folder`` but hidden ones, links not followed (a linked folder is
+    one entry)."""
+
+    def fail(exc: OSError) -> None:
+        raise BundleError(f"{exc.filename} cannot be read ({exc.strerror}); {REWRITE}")
+
+    out = []
+    for top, dirs, files in os.walk(folder, onerror=fail):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in [*dirs, *sorted(files)]:
+            if not name.startswith("."):
+                out.append(Path(top) / name)
+    return out
