@@ -403,6 +403,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     for module, name in (
         ("llama_index_ragtune.retrievers.persistence", "PersistenceError"),
         ("llama_index_ragtune.evaluation.results", "EvaluationFileError"),
+        ("llama_index_ragtune.node_parser.documents", "DocumentParseError"),
     ):
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):

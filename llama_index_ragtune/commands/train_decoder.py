@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
-from llama_index_ragtune.cli import DeprecatedNames
+from llama_index_ragtune.cli import DeprecatedNames, UsageError
 from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
-from llama_index_ragtune.data.grounded_tasks import TUNE, prepare_grounded_data
+from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.grounded_tasks import TUNE, GroundedData, prepare_grounded_data
 from llama_index_ragtune.evaluation.decoder_scoring import (
     CachedScorer,
     fit_policies,
@@ -43,6 +45,8 @@ from llama_index_ragtune.evaluation.decoder_scoring import (
     summarize,
 )
 from llama_index_ragtune.finetuning.decoder_recipes import make_configs, train_answerability
+
+logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +103,16 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base_model = resolve_model(args.base_model, kind="decoder")
+    fresh = not output.exists()
     data = prepare_grounded_data(args, args.max_train_examples, output)
+    try:
+        check_data(args, data)
+    except (DataError, UsageError):
+        if fresh:  # leave no output folder behind: only the retrieval cache was written
+            for cache in output.glob("retrieved-*.json"):
+                cache.unlink()
+        raise
+    head = _head_wanted(args, data)
     task, builder, train_contexts = data.task, data.builder, data.train_contexts
     preference = PreferenceBuilder(seed=args.seed).build(train_contexts) if args.dpo else None
     sft_config, dpo_config, lora_config = make_configs(args, output, device, base_model)
@@ -122,9 +135,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Kept the base model; the tuned adapter is in {engine.challenger_path / 'adapter'}")
     print(f"Timings: {json.dumps(engine.timings)}")
     scorer = None
-    if args.refusal_threshold == TUNE and (
-        args.answerability_minutes > 0 or args.answerability_steps > 0
-    ):
+    if head:
         trained, head = train_answerability(args, data, output / "answerability", device)
         print(f"Answerability head: {json.dumps(head)}")
         scorer = CachedScorer(trained)
@@ -166,6 +177,83 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(text)
     return 0
+
+
+def check_data(args: argparse.Namespace, data: GroundedData) -> None:
+    """Stop before training when the questions cannot train (or tune) what the run asks for.
+
+    Needs training questions, some of them answerable (refusals alone teach no answer),
+    and, when ``--refusal-threshold tune`` fits the refusal before scoring, at least two
+    answerable and two unanswerable held-out dev questions. Raises ``DataError`` naming
+    the data file (``UsageError`` for a flag); warns when no test question is left to score.
+
+    Example::
+
+        check_data(args, prepare_grounded_data(args, args.max_train_examples, "runs/decoder"))
+    """
+    qa = getattr(args, "qa", None)
+    source = qa or args.squad or args.scifact
+    if not data.task.train_pool:
+        what = 'every line has "split": "test"' if qa else "the data has no training split"
+        hint = 'mark some lines "split": "train" (or leave split out)' if qa else None
+        raise DataError(f"no training questions ({what})", path=source, hint=hint)
+    train = data.train_contexts
+    if not train:
+        raise UsageError(
+            f"--max-train-examples {args.max_train_examples} leaves no training question; "
+            "pass a number >= 1"
+        )
+    if not any(c.answerable for c in train):
+        raise DataError(
+            f"none of the {len(train)} training questions has an answer: a decoder cannot "
+            "learn to answer and cite from refusals alone",
+            path=source,
+            hint='give some "train" lines an "answer" and the "gold" ids of the sources '
+            "that hold it"
+            if qa
+            else "raise --train-answerable-share",
+        )
+    if not data.test_contexts:
+        if args.max_test_examples > 0:
+            logger.warning(
+                "%s: no test questions%s: nothing is scored after training%s.",
+                source,
+                ' (no line has "split": "test")' if qa else "",
+                " and no refusal policy is fitted" if args.refusal_threshold == TUNE else "",
+            )
+        return
+    if args.refusal_threshold == TUNE:
+        dev = data.dev_contexts
+        answerable = sum(c.answerable for c in dev)
+        if min(answerable, len(dev) - answerable) < 2:
+            raise DataError(
+                "--refusal-threshold tune fits the refusal on held-out dev questions and "
+                f"needs at least 2 answerable and 2 unanswerable ones; got {answerable} "
+                f"answerable and {len(dev) - answerable} unanswerable (the training-split "
+                f"questions not among the {len(data.task.train)} trained on)",
+                path=source,
+                hint="add answerable and unanswerable training-split questions, train on "
+                "fewer (--max-train-examples) so more are held out (--dev-examples), or pass "
+                "a fixed --refusal-threshold (e.g. 0.5) or none",
+            )
+
+
+def _head_wanted(args: argparse.Namespace, data: GroundedData) -> bool:
+    """Whether to train the answerability head: asked for, and the training questions hold
+    an unanswerable one (gold-removed twins alone are drawn at random and may be none)."""
+    if args.refusal_threshold != TUNE or not (
+        args.answerability_minutes > 0 or args.answerability_steps > 0
+    ):
+        return False
+    if all(c.answerable for c in data.train_contexts):
+        logger.warning(
+            "%s: every training question is answerable: the answerability head is not "
+            'trained (add unanswerable questions, "answer": "", to train it); the refusal '
+            "is fitted on the decoder's signal alone.",
+            getattr(args, "qa", None) or args.squad or args.scifact,
+        )
+        return False
+    return True
 
 
 def _write_policies(output: Path, engine, policies: dict) -> None:

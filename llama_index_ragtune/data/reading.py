@@ -3,8 +3,10 @@
 Files are UTF-8 (a byte-order mark is allowed) and may be gzip-compressed
 (detected from the content, whatever the name). Lines end in ``\\n``, ``\\r\\n``
 or ``\\r``. JSON is strict: ``NaN``, ``Infinity`` and numbers that overflow a
-float are rejected instead of turning into ``nan`` / ``inf``, and a key repeated
-in one object is an error instead of a silent last-wins. ``JsonFields`` reads
+float are rejected instead of turning into ``nan`` / ``inf``, a key repeated
+in one object is an error instead of a silent last-wins, and a lone surrogate
+escape (``"\\ud800"``, text no UTF-8 file can hold) in any string or key is an error
+instead of a crash when the text is later encoded or tokenized. ``JsonFields`` reads
 typed fields of a parsed document, naming the JSON path of a bad one. Every
 failure is a ``DataError`` that says where and how to fix it.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +43,11 @@ _UTF16_32_BOMS = (
 )
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 _REENCODE = "re-save it as UTF-8 (e.g. `iconv -t UTF-8`)"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_HINT = (
+    "fix or remove the \\u escape: a surrogate is valid only as a high (\\ud800-\\udbff) "
+    "+ low (\\udc00-\\udfff) pair"
+)
 
 
 def _open(path: Path, error: type[DataError]) -> IO[bytes]:
@@ -136,6 +144,45 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def lone_surrogate(value: Any) -> tuple[str, str, str | None] | None:
+    """``(where, escape, key)`` of the first string or key in parsed JSON ``value`` holding
+    a lone surrogate, or None. ``where`` is a field path (``sources[0].text``; ``""``: the
+    top level); for a bad key, ``key`` is the key and ``where`` the object holding it.
+
+    Example::
+
+        lone_surrogate({"question": "\\ud800 Why?"})   # ('question', '\\\\ud800', None)
+    """
+    stack: list[tuple[str, Any, str | None]] = [("", value, None)]
+    while stack:
+        where, item, key = stack.pop()
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                return where, f"\\u{ord(found.group()):04x}", key
+        elif isinstance(item, dict):
+            for name, child in reversed(list(item.items())):
+                stack.append((f"{where}.{name}" if where else str(name), child, None))
+                stack.append((where, name, name))  # the key, checked before its value
+        elif isinstance(item, list):
+            stack.extend(
+                (f"{where}[{i}]", child, None) for i, child in reversed(list(enumerate(item)))
+            )
+    return None
+
+
+def _escape_line(text: str, escape: str) -> int | None:
+    """The 1-based line of ``text`` holding the lone JSON escape ``escape``, when found."""
+    code = escape[2:]
+    pattern = rf"(?<!\\)(?:\\\\)*\\u(?i:{code})"
+    if int(code, 16) < 0xDC00:  # a high surrogate not followed by a low one
+        pattern += r"(?!\\u[dD][c-fC-F])"
+    else:  # a low surrogate not preceded by a high one
+        pattern = r"(?<!\\u[dD][89abAB][0-9a-fA-F]{2})" + pattern
+    found = re.search(pattern, text)
+    return None if found is None else text.count("\n", 0, found.start()) + 1
+
+
 def parse_json(
     text: str,
     path: str | Path,
@@ -146,14 +193,15 @@ def parse_json(
     """Parse one JSON document (``text`` is line ``line`` of ``path``, or the whole file).
 
     A key repeated in one object is an error (JSON would keep the last silently);
-    so are ``NaN`` / ``Infinity`` and overflowing floats unless ``allow_nan``.
+    so is a lone surrogate escape in a string or key, and so are ``NaN`` / ``Infinity``
+    and overflowing floats unless ``allow_nan``.
 
     Example::
 
         parse_json('{"_id": "d1"}', "corpus.jsonl", 1)     # {'_id': 'd1'}
     """
     try:
-        return json.loads(
+        value = json.loads(
             text,
             parse_constant=None if allow_nan else _reject_constant,
             parse_float=None if allow_nan else _finite_float,
@@ -176,6 +224,18 @@ def parse_json(
         ) from None
     except ValueError as exc:  # an int with too many digits, NaN / Infinity, a float overflow
         raise error(f"bad JSON value: {exc}", path=path, line=line) from None
+    bad = lone_surrogate(value) if "\\u" in text else None  # only an escape makes one
+    if bad is not None:
+        where, escape, key = bad
+        if key is not None:
+            where = f"the key {key!r}" + (f" in {where}" if where else "")
+        raise error(
+            f"{where or 'the document'} contains an invalid character (a lone surrogate {escape})",
+            path=path,
+            line=line if line is not None else _escape_line(text, escape),
+            hint=_SURROGATE_HINT,
+        )
+    return value
 
 
 def read_json_file(

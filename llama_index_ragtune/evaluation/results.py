@@ -267,7 +267,18 @@ class EvaluationResults:
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> EvaluationResults:
         """Validate ``data`` and build the results; ``EvaluationFileError`` names a bad field."""
+        from llama_index_ragtune.data.reading import lone_surrogate
+
         try:
+            bad = lone_surrogate(data)
+            if bad is not None:  # it would fail later, when the report is encoded as UTF-8
+                where, escape, key = bad
+                what = "" if key is None else f"the key {key!r} "
+                raise Invalid(
+                    where,
+                    f"{what}contains an invalid character (a lone surrogate {escape}); "
+                    "fix or remove the \\u escape (a surrogate is valid only in a pair)",
+                )
             return _parse(data)
         except Invalid as exc:
             raise EvaluationFileError(exc.message, source, exc.field) from None

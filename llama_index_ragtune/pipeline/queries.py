@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,7 +95,8 @@ def _section_matches(path: str, section: str) -> bool:
 class _NodeIndex:
     """Lookups from documents and sections to node ids, and node metadata."""
 
-    def __init__(self, nodes: Sequence[BaseNode]) -> None:
+    def __init__(self, nodes: Sequence[BaseNode], skipped: Collection[str] = ()) -> None:
+        self.skipped = set(skipped)
         self.meta = {n.node_id: dict(n.metadata) for n in nodes}
         self.by_doc: dict[str, list[str]] = {}
         for n in nodes:
@@ -135,6 +136,13 @@ class _NodeIndex:
                 )
             return [ref["node_id"]]
         doc_id = ref["doc_id"]
+        if doc_id not in self.by_doc and doc_id in self.skipped:
+            raise DataError(
+                f"gold doc_id {doc_id!r} was skipped because it has no text (empty, or only "
+                "markup / headings), so no node can answer",
+                hint="give the file its text, or point the reference at another document",
+                **where,
+            )
         if doc_id not in self.by_doc:
             close = [d for d in self.by_doc if str(doc_id).lower() in d.lower()][:3]
             raise DataError(
@@ -222,16 +230,19 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
     )
 
 
-def load_queries(path: str | Path, nodes: Sequence[BaseNode]) -> list[LabelledQuery]:
+def load_queries(
+    path: str | Path, nodes: Sequence[BaseNode], skipped: Collection[str] = ()
+) -> list[LabelledQuery]:
     """Read and check a queries JSONL file against the parsed ``nodes`` (module docstring).
 
-    Raises ``FileNotFoundError`` for a missing file and ``DataError`` naming the file
-    and line for anything malformed.
+    ``skipped``: ids of documents left out for having no text (a gold reference to one
+    says so). Raises ``FileNotFoundError`` for a missing file and ``DataError`` naming
+    the file and line for anything malformed.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"queries file not found: {path}")
-    index = _NodeIndex(nodes)
+    index = _NodeIndex(nodes, skipped)
     queries: list[LabelledQuery] = []
     first_line: dict[str, int] = {}
     # The shared strict reader: a BOM, CRLF / CR line ends and U+2028 inside strings are
@@ -282,6 +293,24 @@ def split_queries(
                 assigned[q.id] = "test" if i < n_test else "train"
     done = [replace(q, split=assigned[q.id]) for q in queries]
     return [q for q in done if q.split == "train"], [q for q in done if q.split == "test"]
+
+
+def split_with_test(
+    queries: Sequence[LabelledQuery],
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    path: str | Path | None = None,
+) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
+    """:func:`split_queries`, or a ``DataError`` (naming ``path``, the questions' file)
+    when no question is left to test on."""
+    train, test = split_queries(queries, test_fraction, seed)
+    if not test:
+        raise DataError(
+            f"no test question: all {len(queries)} questions went to training",
+            path=path,
+            hint='mark some with "split": "test" or raise test_fraction',
+        )
+    return train, test
 
 
 def carve_dev(

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class TuningPipeline:
         config: a ``PipelineConfig`` (default settings when None).
         skip: steps to leave out (``"reranker,decoder"`` or a sequence; see ``SKIPPABLE``).
         resume: continue the run in the work folder (finished steps are skipped).
+            A run that fails before any step finished removes the folders it created.
         work_dir: the work folder (default ``<out>/work``).
         echo: where progress lines go (default: the logger); the CLI passes ``print``.
     """
@@ -140,6 +142,8 @@ class TuningPipeline:
         }
         self._ctx: RunContext | None = None
         self._finished: set[str] = set()
+        # Folders this run would create: removed again when it fails before any step finished.
+        self._new_folders = [f for f in map(_topmost_missing, (self.out, self.work)) if f]
 
     # ------------------------------------------------------------------ context
 
@@ -246,11 +250,23 @@ class TuningPipeline:
         """Run every step (or up to and including ``until``); return the :class:`PipelineResult`."""
         if until is not None and until not in STEPS:
             raise ValueError(f"until must be one of {STEPS}, got {until!r}")
-        for name in STEPS:
-            self._run_step(name)
-            if name == until:
-                break
+        try:
+            for name in STEPS:
+                self._run_step(name)
+                if name == until:
+                    break
+        except BaseException:
+            self._discard_if_nothing_done()
+            raise
         return self.result()
+
+    def _discard_if_nothing_done(self) -> None:
+        """Remove the folders this pipeline created when no step has finished (bad input)."""
+        if self._ctx is not None and self._ctx.state.data["steps"]:
+            return
+        for folder in self._new_folders:
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
 
     def result(self) -> PipelineResult:
         """The outcome recorded so far (bundle, report, evaluation, timings)."""
@@ -269,6 +285,16 @@ class TuningPipeline:
         if evaluation.is_file():
             result.evaluation = EvaluationResults.load(evaluation)
         return result
+
+
+def _topmost_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` that does not exist yet (None when ``path`` exists)."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def tune(documents: str | Path | Sequence[Any], out: str | Path, **kwargs: Any) -> PipelineResult:

@@ -49,6 +49,8 @@ METADATA_FILE = "metadata.json"
 RESERVED_KEYS = ("section_path", "section_title", "block_types", "oversized", "partial_unit")
 """Metadata keys the structure-aware parsers set on every node."""
 _BOOKKEEPING = ["file_path"]
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"))
+"""Characters without a glyph that ``str.strip()`` keeps (zero-width space, BOM...)."""
 
 
 def find_metadata_file(docs_dir: str | Path) -> Path | None:
@@ -129,8 +131,8 @@ def glob_match(pattern: str, path: str) -> bool:
 def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{relative file: merged metadata}`` from a metadata JSON file (see the module docs).
 
-    Raises ``DataError`` naming the file and the entry for a bad value, an entry that
-    matches no file, or a reserved key.
+    Raises ``DataError`` naming the file and the entry for a bad value (the shared
+    reader refuses a lone surrogate), an entry that matches no file, or a reserved key.
     """
     path = Path(path)
     if path.is_dir():
@@ -184,6 +186,18 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
     return merged
 
 
+def document_files(docs_dir: str | Path, suffixes: Sequence[str] = SUFFIXES) -> list[str]:
+    """The document files under ``docs_dir`` (relative POSIX paths, sorted; hidden ones left out)."""
+    root = Path(docs_dir).expanduser()
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in suffixes
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
 def read_documents(
     docs_dir: str | Path, metadata: str | Path | None = None, suffixes: Sequence[str] = SUFFIXES
 ) -> list[Document]:
@@ -196,7 +210,9 @@ def read_documents(
 
     Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a missing folder,
     ``DataError`` for a folder without documents, a file (or file name) that is not
-    UTF-8 or bad metadata. Empty files are skipped with a warning naming them.
+    UTF-8, a file that is not text (NUL bytes, mostly control characters: binary
+    content, refused like a non-UTF-8 file) or bad metadata. Empty files (nothing but
+    whitespace or zero-width characters) are skipped with a warning naming them.
     Symbolic links to files are read; linked folders are not descended into.
 
     Example::
@@ -206,18 +222,14 @@ def read_documents(
     """
     from llama_index.core.schema import Document
 
+    from llama_index_ragtune.node_parser.documents import DocumentParseError, document_text
+
     root = Path(docs_dir).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"documents folder not found: {root}")
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is a file; pass the folder holding the documents")
-    files = sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in suffixes
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    files = document_files(root, suffixes)
     for rel in files:
         try:
             rel.encode("utf-8")
@@ -245,23 +257,31 @@ def read_documents(
             raise DataError(
                 f"not UTF-8 text (byte {exc.start})", path=path, hint="convert it to UTF-8"
             ) from None
-        if not text.strip():
+        if is_blank(text):
             empty.append(rel)
             continue
-        documents.append(
-            Document(
-                id_=rel,
-                text=text,
-                metadata={**per_file[rel], "file_path": rel},
-                excluded_embed_metadata_keys=list(_BOOKKEEPING),
-                excluded_llm_metadata_keys=list(_BOOKKEEPING),
-            )
+        document = Document(
+            id_=rel,
+            text=text,
+            metadata={**per_file[rel], "file_path": rel},
+            excluded_embed_metadata_keys=list(_BOOKKEEPING),
+            excluded_llm_metadata_keys=list(_BOOKKEEPING),
         )
+        try:
+            document_text(document)  # the parsers' own test of "is this text"
+        except DocumentParseError as exc:
+            raise DataError(str(exc), path=path) from None
+        documents.append(document)
     if empty:
         logger.warning("skipped %d empty file(s) under %s: %s", len(empty), root, empty[:10])
     if not documents:
         raise DataError(f"every document under {root} is empty")
     return documents
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` is only whitespace and zero-width characters (U+200B, U+FEFF...)."""
+    return not text.translate(_INVISIBLE).strip()
 
 
 def check_documents(documents: Sequence[Any]) -> list[Document]:
@@ -301,7 +321,8 @@ def parse_documents(
     HTML (by ``file_path`` metadata or id suffix) goes to ``StructuredHTMLNodeParser``,
     everything else to ``StructuredMarkdownNodeParser`` (plain text is Markdown
     without headings). ``tokenizer`` (the encoder's folder or hub id) sets the node
-    cap; node ids are ``"<document id>#<n>"``.
+    cap; node ids are ``"<document id>#<n>"``. A document that gives no node (an
+    empty HTML shell, only heading markers) is skipped with a warning naming it.
 
     Example::
 
@@ -328,7 +349,19 @@ def parse_documents(
     order = {d.id_: i for i, d in enumerate(documents)}
     nodes.sort(key=lambda n: (order.get(n.ref_doc_id or "", len(order)), _index(n.node_id)))
     if not nodes:
-        raise ValueError("the documents gave no nodes: every one is empty after parsing")
+        raise DataError(
+            f"the documents gave no nodes: every one has no text after parsing "
+            f"(only markup or headings): {[d.id_ for d in documents][:5]}",
+            hint="add documents with text",
+        )
+    kept = {n.ref_doc_id for n in nodes}
+    textless = [d.id_ for d in documents if d.id_ not in kept]
+    if textless:
+        logger.warning(
+            "skipped %d document(s) with no text after parsing (only markup or headings): %s",
+            len(textless),
+            textless[:10],
+        )
     return nodes
 
 

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.pipeline.context import RunContext
@@ -47,14 +48,64 @@ def _decision(decision: PromotionDecision | None) -> dict[str, Any] | None:
 
 
 def parse(ctx: RunContext) -> dict[str, Any]:
-    """Documents -> nodes (``nodes.json``)."""
+    """Documents -> nodes (``nodes.json``); a queries file is checked against them here,
+    before the index step embeds the corpus."""
+    from llama_index_ragtune.node_parser.documents import DocumentParseError
     from llama_index_ragtune.pipeline.sources import parse_documents, save_nodes
 
-    nodes = parse_documents(
-        ctx.documents, tokenizer=ctx.config.encoder_model, show_progress=ctx.config.show_progress
-    )
+    try:
+        nodes = parse_documents(
+            ctx.documents,
+            tokenizer=ctx.config.encoder_model,
+            show_progress=ctx.config.show_progress,
+        )
+    except DocumentParseError as exc:
+        raise _parse_error(ctx, exc) from exc
+    if ctx.queries_source is not None:
+        _file_queries(ctx, nodes)  # bad input fails now, not after the index is built
     save_nodes(nodes, ctx.path("nodes.json"))
     return {"documents": len(ctx.documents), "nodes": len(nodes)}
+
+
+def _parse_error(ctx: RunContext, exc: Any) -> Exception:
+    """A ``DocumentParseError`` as a ``DataError`` naming the file at fault (the metadata file
+    when the document's metadata is what does not fit)."""
+    from llama_index_ragtune.data.errors import DataError
+    from llama_index_ragtune.pipeline.sources import find_metadata_file
+
+    source = ctx.documents_source
+    if not isinstance(source, (str, Path)):
+        return exc  # Documents given in code: the parser's error names the document
+    root = Path(source).expanduser()
+    # The parser's message for metadata that leaves no room for text (node_parser.base).
+    if str(exc).startswith("The embed-mode metadata"):
+        meta = Path(ctx.metadata).expanduser() if ctx.metadata else find_metadata_file(root)
+        if meta is not None:
+            return DataError(
+                f"the metadata of {exc.document_id!r} is too large to embed with its text: {exc}",
+                path=meta,
+                hint="shorten its values or remove keys",
+            )
+    return DataError(str(exc), path=root / exc.document_id)
+
+
+def _skipped_documents(ctx: RunContext, nodes: list[Any]) -> set[str]:
+    """Ids of the documents (and files of the docs folder) that gave no node."""
+    from llama_index_ragtune.pipeline.sources import document_files
+
+    ids = {d.id_ for d in ctx.documents}
+    if isinstance(ctx.documents_source, (str, Path)):
+        ids.update(document_files(ctx.documents_source))
+    return ids - {n.ref_doc_id for n in nodes}
+
+
+def _file_queries(ctx: RunContext, nodes: list[Any]) -> tuple[list[Any], list[Any]]:
+    """``(train, test)`` of the queries file, checked against ``nodes`` (``DataError`` if bad)."""
+    from llama_index_ragtune.pipeline.queries import load_queries, split_with_test
+
+    path = ctx.queries_source
+    queries = load_queries(path, nodes, skipped=_skipped_documents(ctx, nodes))
+    return split_with_test(queries, ctx.config.test_fraction, ctx.config.seed, path=path)
 
 
 def index(ctx: RunContext) -> dict[str, Any]:
@@ -73,21 +124,23 @@ def index(ctx: RunContext) -> dict[str, Any]:
 
 def data(ctx: RunContext) -> dict[str, Any]:
     """Questions (file, feedback or synthetic), their train/test split, and training pairs."""
-    from llama_index_ragtune.pipeline.queries import carve_dev, save_queries, split_queries
+    from llama_index_ragtune.pipeline.queries import carve_dev, save_queries, split_with_test
     from llama_index_ragtune.pipeline.training_data import describe_dataset
 
     config = ctx.config
     info: dict[str, Any] = {}
+    source: Any = None
     if ctx.queries_source is not None:
-        from llama_index_ragtune.pipeline.queries import load_queries
-
-        queries = load_queries(ctx.queries_source, ctx.nodes)
+        train, test = _file_queries(ctx, ctx.nodes)
+        queries = [*train, *test]
         info["queries_source"] = "file"
     elif ctx.feedback is not None:
         from llama_index_ragtune.pipeline.query_sources import feedback_queries
 
         queries = feedback_queries(ctx.feedback, ctx.nodes, config.test_fraction, config.seed)
         info["queries_source"] = "feedback"
+        where = getattr(ctx.feedback, "path", ctx.feedback)
+        source = where if isinstance(where, (str, Path)) else None
     else:
         from llama_index_ragtune.pipeline.query_sources import synthetic_queries
 
@@ -100,12 +153,8 @@ def data(ctx: RunContext) -> dict[str, Any]:
             show_progress=config.show_progress,
         )
         info.update(queries_source="synthetic", synthetic=stats)
-    train, test = split_queries(queries, config.test_fraction, config.seed)
-    if not test:
-        raise ValueError(
-            f"no test question: all {len(queries)} questions went to training; mark some with "
-            '"split": "test" or raise test_fraction'
-        )
+    if info["queries_source"] != "file":
+        train, test = split_with_test(queries, config.test_fraction, config.seed, path=source)
     _, dev = carve_dev(train, config.dev_fraction, config.seed)
     save_queries([*train, *test], ctx.path("data", "queries.json"))
     ctx.__dict__.pop("queries", None)
