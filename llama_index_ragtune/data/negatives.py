@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import random
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -167,6 +168,8 @@ class HardNegativeMiner:
         keep_existing: bool = True,
         show_progress: bool = True,
     ) -> None:
+        if isinstance(sources, str):  # "bm25" is one source, not four letters
+            sources = [sources]
         sources = list(dict.fromkeys(sources))
         if curated is not None and "curated" not in sources:
             sources.append("curated")
@@ -189,6 +192,19 @@ class HardNegativeMiner:
             raise ValueError(
                 f"need 0 <= range_min < range_max, got range_min={range_min}, range_max={range_max}"
             )
+        for name, value, check in (
+            ("num_negatives", num_negatives, _whole),
+            ("max_score", max_score, _finite),
+            ("margin", margin, _finite),
+        ):
+            for v in value.values() if isinstance(value, Mapping) else [value]:
+                check(v, name)
+        for name, value in (
+            ("query_batch_size", query_batch_size),
+            ("encode_batch_size", encode_batch_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
         if sampling not in ("top", "random"):
             raise ValueError(f"sampling must be 'top' or 'random', got {sampling!r}")
         for name, value in (("relative_margin", relative_margin),):
@@ -487,3 +503,17 @@ def _for(value: float | Mapping[str, float] | None, source: str) -> float | None
     if isinstance(value, Mapping):
         return value.get(source)
     return value
+
+
+def _whole(value: Any, name: str) -> None:
+    """``ValueError`` unless ``value`` is a whole number >= 0 (negatives per query)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0 per source, got {value!r}")
+
+
+def _finite(value: Any, name: str) -> None:
+    """``ValueError`` unless ``value`` is None or a finite number (a score bound)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number or None, got {value!r}")

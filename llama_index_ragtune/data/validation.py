@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.reading import lone_surrogate
 from llama_index_ragtune.data.records import Negative
 
 
@@ -147,6 +148,14 @@ def check_fields(
         raise DataError(
             f"{name}: corpus texts must be strings; not for doc ids {fmt_ids(bad_docs)}"
         )
+    for kind, texts in (("query", queries), ("doc", corpus)):
+        broken = [i for i, t in texts.items() if lone_surrogate(t) or lone_surrogate(i)]
+        if broken:
+            raise DataError(
+                f"{name}: {kind} ids {fmt_ids(broken)} hold an invalid character (a lone "
+                "surrogate, e.g. from a bad \\u escape or a mis-decoded file) in their id or "
+                "text; fix or remove it"
+            )
     orphan = [q for q in relevant_docs if q not in queries]
     if orphan:
         raise DataError(

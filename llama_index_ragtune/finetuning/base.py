@@ -42,6 +42,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
 import pickle
 import random
@@ -109,11 +110,21 @@ class BaseFinetuneEngine(ABC):
             raise ValueError(
                 f"{type(self).__name__}: max_val_queries must be a whole number >= 1, got {max_val_queries!r}"
             )
-        if promotion_margin < 0:
+        if isinstance(promotion_margin, bool) or not isinstance(promotion_margin, numbers.Real):
+            raise TypeError(
+                f"{type(self).__name__}: promotion_margin must be a finite number >= 0 (e.g. "
+                f"0.005), got {type(promotion_margin).__name__} {promotion_margin!r}"
+            )
+        if not (math.isfinite(promotion_margin) and promotion_margin >= 0):
             raise ValueError(
-                f"{type(self).__name__}: promotion_margin must be >= 0, got {promotion_margin}"
+                f"{type(self).__name__}: promotion_margin must be a finite number >= 0 (e.g. "
+                f"0.005), got {promotion_margin}"
             )
         self.args = self._resolve_args(args, output_dir)
+        if os.path.exists(self.args.output_dir) and not os.path.isdir(self.args.output_dir):
+            raise NotADirectoryError(
+                f"{type(self).__name__}: output_dir {self.args.output_dir} is a file; choose a folder"
+            )
         self.promotion_margin = float(promotion_margin)
         self.force_promotion = bool(force_promotion)
         self.val_fraction = val_fraction

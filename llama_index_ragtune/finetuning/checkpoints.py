@@ -44,7 +44,50 @@ def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
         json.loads((Path(folder) / TRAINER_STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return True
+    return damaged_weights(folder) is None
+
+
+def check_weights(folder: str | os.PathLike) -> None:
+    """``RuntimeError`` naming the file when a model folder's weights are cut short or garbled.
+
+    Example::
+
+        check_weights("runs/encoder/final")     # before loading a model someone may have damaged
+    """
+    bad = damaged_weights(folder)
+    if bad is not None:
+        raise RuntimeError(
+            f"{bad} is damaged (cut short or garbled: its size does not match its header); "
+            f"fine-tune again, or restore {folder} from a copy"
+        )
+
+
+def damaged_weights(folder: str | os.PathLike) -> Path | None:
+    """The first ``*.safetensors`` file under ``folder`` that is cut short or garbled (its
+    header or its size disagree with the tensors it lists), or None when all are whole.
+
+    Example::
+
+        damaged_weights("runs/encoder/final")   # PosixPath('.../model.safetensors') if truncated
+    """
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                header_len = int.from_bytes(handle.read(8), "little")
+                if size < 8 or header_len > size - 8:
+                    return path
+                header = json.loads(handle.read(header_len))
+            ends = [
+                int(info["data_offsets"][1])
+                for name, info in header.items()
+                if name != "__metadata__"
+            ]
+        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return path
+        if 8 + header_len + max(ends, default=0) != size:
+            return path
+    return None
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -67,7 +110,7 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
         if is_complete_checkpoint(path):
             return str(path)
         logger.warning(
-            "%s is incomplete (no whole %s: the run stopped while writing it); skipping it",
+            "%s is incomplete or damaged (no whole %s, or weights cut short); skipping it",
             path,
             TRAINER_STATE,
         )
@@ -100,8 +143,8 @@ def resolve_resume(
         )
     if not is_complete_checkpoint(path):
         raise ValueError(
-            f"checkpoint {path} is incomplete (no whole {TRAINER_STATE}: the run stopped while "
-            "writing it); pass an earlier checkpoint-<step> folder, or resume_from_checkpoint=True "
+            f"checkpoint {path} is incomplete or damaged (no whole {TRAINER_STATE}, or weights "
+            "cut short); pass an earlier checkpoint-<step> folder, or resume_from_checkpoint=True "
             "to pick the last complete one"
         )
     return str(path)

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, validation_size
 from llama_index_ragtune.finetuning.budget import TrainingBudget
+from llama_index_ragtune.finetuning.checkpoints import check_weights
 from llama_index_ragtune.finetuning.decoder_config import (
     default_dpo_config,
     default_lora_config,
@@ -513,6 +514,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             raise RuntimeError(
                 f"No merged model in {self.merged_dir}; call finetune() (or save()) before get_finetuned_model()."
             )
+        check_weights(self.merged_dir)
         return LocalChatLLM(model=str(self.merged_dir), **llm_kwargs)
 
 

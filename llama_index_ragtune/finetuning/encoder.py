@@ -54,7 +54,7 @@ from torch import nn
 
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
-from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR
+from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 from llama_index_ragtune.finetuning.rows import check_trainable, encoder_rows
@@ -536,6 +536,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         path = self.final_model_path
         if not (path / "modules.json").exists():
             raise RuntimeError(f"no fine-tuned model at {path}; call finetune() first")
+        check_weights(path)
         try:
             from llama_index.embeddings.huggingface import HuggingFaceEmbedding
         except ImportError as err:

@@ -62,7 +62,7 @@ from transformers import set_seed
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
-from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR
+from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.rerank_validation import (
     DEFAULT_WEIGHTS,
@@ -576,6 +576,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
                     f"{self.challenger_path} with get_finetuned_model(model_name=...) to inspect it"
                 )
             raise RuntimeError(f"no fine-tuned reranker at {path}; call finetune() first")
+        check_weights(path)
         if model_name is None and self.retrieval_weight is not None:
             kwargs.setdefault("retrieval_weight", self.retrieval_weight)
         return CrossEncoderRerank(model=str(path), top_n=top_n, **kwargs)

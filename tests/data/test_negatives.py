@@ -608,3 +608,25 @@ def test_degenerate_corpora_give_a_clear_error_or_no_negatives(corpus, expected)
             miner.mine(dataset)
     else:
         assert miner.mine(dataset).negatives.get("q", []) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_negatives": -1}, "num_negatives must be a whole number >= 0"),
+        ({"num_negatives": {"bm25": -2}}, "num_negatives must be a whole number >= 0"),
+        ({"num_negatives": True}, "num_negatives must be a whole number >= 0"),
+        ({"num_negatives": 2.5}, "num_negatives must be a whole number >= 0"),
+        ({"max_score": float("nan")}, "max_score must be a finite number or None"),
+        ({"margin": float("inf")}, "margin must be a finite number or None"),
+        ({"query_batch_size": 0}, "query_batch_size must be a whole number >= 1"),
+        ({"encode_batch_size": True}, "encode_batch_size must be a whole number >= 1"),
+    ],
+)
+def test_miner_arguments_are_checked_when_built(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HardNegativeMiner(sources=["bm25"], **kwargs)
+
+
+def test_one_source_given_as_a_string_is_one_source():
+    assert HardNegativeMiner(sources="bm25").sources == ["bm25"]

@@ -419,3 +419,15 @@ def test_save_json_replaces_the_file_atomically(tmp_path):
         broken.save_json(path)
     assert path.read_text() == before  # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds.json"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("queries", "corpus", "kind"),
+    [
+        ({"q": "h\ud800i"}, {"d": "doc"}, "query ids 'q'"),
+        ({"q": "hi"}, {"d": "do\udc80c"}, "doc ids 'd'"),
+    ],
+)
+def test_a_lone_surrogate_is_named_when_the_dataset_is_built(tmp_path, queries, corpus, kind):
+    with pytest.raises(DataError, match=f"{kind} hold an invalid character"):
+        RetrievalDataset(queries=queries, corpus=corpus, relevant_docs={"q": ["d"]})
