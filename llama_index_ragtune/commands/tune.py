@@ -52,8 +52,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         "--max-over-refusal",
         type=_share_or_none,
         metavar="SHARE",
-        help="most share of answerable dev questions the refusal policy may refuse (default "
-        "0.1; 'none': the best balanced accuracy, whatever it refuses)",
+        help="most share of answerable dev questions the refusal policy may refuse, e.g. 0.1 "
+        "(default 'none': the best balanced accuracy, whatever it refuses)",
     )
     parser.add_argument(
         "--dpo", action="store_true", help="add a DPO stage after the decoder's SFT"

@@ -315,6 +315,7 @@ class StructuredNodeParser(NodeParser):
                 f"The embed-mode metadata of document '{node.node_id}' takes {base} tokens, not "
                 f"less than chunk_size={cap}. Shorten the metadata, exclude keys from embedding "
                 "(excluded_embed_metadata_keys), raise chunk_size, or set count_metadata=False.",
+                cause="metadata",
             )
         allowance = (cap - base) // 2
         cache: dict[tuple, tuple[int, tuple[str, ...]]] = {}
@@ -334,6 +335,7 @@ class StructuredNodeParser(NodeParser):
                         f"not less than chunk_size={cap}. Shorten the metadata, exclude keys "
                         "from embedding (excluded_embed_metadata_keys), raise chunk_size, or "
                         "set count_metadata=False.",
+                        cause="metadata",
                     )
                 cache[key] = (budget, shown)
             return cache[key]

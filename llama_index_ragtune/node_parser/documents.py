@@ -52,12 +52,13 @@ class DocumentParseError(ValueError):
             print(err.document_id)     # upload.zip
     """
 
-    def __init__(self, document_id: str, message: str):
+    def __init__(self, document_id: str, message: str, cause: str = "content"):
         super().__init__(message)
         self.document_id = document_id
+        self.cause = cause  # "content" (the text), or "metadata" (it leaves no room for text)
 
-    def __reduce__(self):  # keep the id through pickling (multiprocess pipelines)
-        return (type(self), (self.document_id, str(self)))
+    def __reduce__(self):  # keep the id and cause through pickling (multiprocess pipelines)
+        return (type(self), (self.document_id, str(self), self.cause))
 
 
 def document_text(node: BaseNode) -> str:

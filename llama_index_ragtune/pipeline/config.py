@@ -138,9 +138,8 @@ class PipelineConfig:
         max_test_questions / max_dev_questions: generation questions evaluated /
             used to choose the refusal threshold (``None``: all).
         max_over_refusal: most share of answerable dev questions a refusal policy may
-            refuse (default 0.1: a help centre would rather answer than turn a customer
-            away; ``None``: the threshold with the best balanced accuracy, whatever it
-            refuses).
+            refuse, e.g. 0.1 when you would rather answer than turn a customer away
+            (default ``None``: the threshold with the best balanced accuracy).
         group_key: metadata key for the right-store citation rate (``None``: off).
         seed, device, show_progress.
 
@@ -184,7 +183,7 @@ class PipelineConfig:
     max_new_tokens: int = 96
     max_test_questions: int | None = None
     max_dev_questions: int | None = 80
-    max_over_refusal: float | None = 0.1
+    max_over_refusal: float | None = None
     group_key: str | None = "store"
     seed: int = 0
     device: str | None = None

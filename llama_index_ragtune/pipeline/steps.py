@@ -77,8 +77,7 @@ def _parse_error(ctx: RunContext, exc: Any) -> Exception:
     if not isinstance(source, (str, Path)):
         return exc  # Documents given in code: the parser's error names the document
     root = Path(source).expanduser()
-    # The parser's message for metadata that leaves no room for text (node_parser.base).
-    if str(exc).startswith("The embed-mode metadata"):
+    if exc.cause == "metadata":  # the document's metadata leaves no room for its text
         meta = Path(ctx.metadata).expanduser() if ctx.metadata else find_metadata_file(root)
         if meta is not None:
             return DataError(

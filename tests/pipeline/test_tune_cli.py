@@ -67,3 +67,15 @@ def test_demo_help_lists_its_options(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--out DIR" in out and "--resume" in out and "--time-budget" in out
+
+
+@pytest.mark.parametrize(("given", "expected"), [([], None), (["0.1"], 0.1), (["none"], None)])
+def test_the_over_refusal_cap_reaches_the_config(given, expected):
+    import argparse
+
+    from llama_index_ragtune.commands.tune import add_pipeline_options, build_config
+
+    parser = argparse.ArgumentParser()
+    add_pipeline_options(parser)
+    args = parser.parse_args(["--max-over-refusal", *given] if given else [])
+    assert build_config(args).max_over_refusal == expected
