@@ -309,13 +309,29 @@ def _check_owned(target: Path, owned: Collection[str] | None, what: str) -> None
 
 
 def _resolve_target(path: str | os.PathLike) -> Path:
-    target = Path(path).expanduser().resolve()
+    try:
+        target = Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # a symbolic-link loop (RuntimeError before 3.13)
+        if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+            raise
+        raise OSError(
+            errno.ELOOP,
+            f"{os.fspath(path)} is (or passes through) a loop of symbolic links; remove the "
+            "links or choose another path",
+        ) from exc
     if not target.name or target.parent == target:
         raise ValueError(f"cannot replace {os.fspath(path)!r} atomically: name a sub-folder")
     try:  # one stat: a concurrent writer may rename the folder away between two checks
         is_other = not stat.S_ISDIR(os.stat(target).st_mode)
     except FileNotFoundError:
         is_other = False
+    except NotADirectoryError:  # a file where a parent folder should be
+        files = [p for p in reversed(target.parents) if p.exists() and not p.is_dir()]
+        blocker = files[0] if files else target.parent
+        raise NotADirectoryError(
+            f"cannot write {target}: {blocker} is a file, not a folder; remove it or choose "
+            "another path"
+        ) from None
     if is_other:
         raise NotADirectoryError(
             f"{target} exists and is not a folder; remove it or choose another path"

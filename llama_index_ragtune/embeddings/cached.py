@@ -45,7 +45,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from llama_index_ragtune.embeddings.fingerprint import model_fingerprint
-from llama_index_ragtune.embeddings.store import EmbeddingStore, open_store
+from llama_index_ragtune.embeddings.store import EmbeddingStore, check_texts, open_store
 
 __all__ = ["CachedEmbedding", "EmbeddingStore", "model_identity"]
 
@@ -108,6 +108,12 @@ class CachedEmbedding(BaseEmbedding):
             raise TypeError(
                 f"CachedEmbedding wraps a LlamaIndex BaseEmbedding, got {type(embed_model).__name__}"
             )
+        if not isinstance(cache_dir, str | os.PathLike) or not os.fspath(cache_dir):
+            raise (ValueError if isinstance(cache_dir, str | os.PathLike) else TypeError)(
+                f"cache_dir must be a folder path (str or pathlib.Path), got {cache_dir!r}"
+            )
+        if isinstance(embed_batch_size, bool) or not isinstance(embed_batch_size, int):
+            raise TypeError(f"embed_batch_size must be an int >= 1, got {embed_batch_size!r}")
         identity = identity or model_identity(embed_model)
         folder = Path(cache_dir).expanduser()
         super().__init__(
@@ -153,6 +159,18 @@ class CachedEmbedding(BaseEmbedding):
         return await self._inner.aget_query_embedding(query)
 
     # ------------------------------------------------------------------ documents: cached
+
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        check_texts(texts)  # positions in the whole list, before anything is embedded
+        return super().get_text_embedding_batch(texts, show_progress=show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        check_texts(texts)
+        return await super().aget_text_embedding_batch(texts, show_progress=show_progress, **kwargs)
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._get_text_embeddings([text])[0]

@@ -23,7 +23,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,9 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index_ragtune._cores import available_cores
 from llama_index_ragtune.embeddings.onnx_export import export_sentence_transformer
 from llama_index_ragtune.embeddings.onnx_session import OnnxSessionEncoder
+from llama_index_ragtune.embeddings.store import check_texts
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["QUERY_BATCH_SIZE", "OnnxEmbedding", "OnnxSessionEncoder", "available_cores"]
 
@@ -89,9 +94,29 @@ class OnnxEmbedding(BaseEmbedding):
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
+        if (
+            isinstance(num_threads, bool)
+            or not isinstance(num_threads, int | None)
+            or (num_threads is not None and num_threads < 0)
+        ):
+            raise ValueError(
+                f"num_threads must be an int >= 1 (0 or None: all available cores), got {num_threads!r}"
+            )
+        _batch_size(embed_batch_size, 1, "embed_batch_size")
         exported = export_sentence_transformer(model, cache_dir=cache_dir)
-        prompts = exported.config.get("prompts", {})
         threads = int(num_threads or available_cores())
+        try:
+            encoder = _open(exported, quantize, threads)
+        except Exception as exc:  # a graph or tokenizer damaged on disk: export it once more
+            logger.warning(
+                "the ONNX export %s cannot be loaded (%s: %s); exporting it again",
+                exported.folder,
+                type(exc).__name__,
+                exc,
+            )
+            exported = export_sentence_transformer(model, cache_dir=cache_dir, force=True)
+            encoder = _open(exported, quantize, threads)
+        prompts = exported.config.get("prompts", {})
         super().__init__(
             model_name=exported.config["source"],
             embed_batch_size=embed_batch_size,
@@ -108,12 +133,7 @@ class OnnxEmbedding(BaseEmbedding):
             onnx_dir=str(exported.folder),
             **kwargs,
         )
-        self._encoder = OnnxSessionEncoder(
-            exported.model_path(quantize=quantize),
-            exported.folder / "tokenizer.json",
-            exported.config,
-            threads,
-        )
+        self._encoder = encoder
         self._fingerprint = exported.fingerprint
 
     @classmethod
@@ -135,9 +155,8 @@ class OnnxEmbedding(BaseEmbedding):
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Document embeddings as one float32 array (``text_instruction`` applied)."""
-        prefix = self.text_instruction or ""
         return self._encoder.encode(
-            [prefix + t for t in texts], batch_size or self.embed_batch_size
+            _prefixed(self.text_instruction, texts), _batch_size(batch_size, self.embed_batch_size)
         )
 
     def encode_queries(self, queries: list[str], batch_size: int | None = None) -> np.ndarray:
@@ -152,8 +171,9 @@ class OnnxEmbedding(BaseEmbedding):
 
             OnnxEmbedding().encode_queries(["apple return policy?", "store hours"]).shape  # (2, 384)
         """
-        prefix = self.query_instruction or ""
-        return self._encoder.encode([prefix + q for q in queries], batch_size or QUERY_BATCH_SIZE)
+        return self._encoder.encode(
+            _prefixed(self.query_instruction, queries), _batch_size(batch_size, QUERY_BATCH_SIZE)
+        )
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self.encode_queries([query])[0].tolist()
@@ -172,3 +192,31 @@ class OnnxEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+def _open(exported: Any, quantize: bool, threads: int) -> OnnxSessionEncoder:
+    return OnnxSessionEncoder(
+        exported.model_path(quantize=quantize),
+        exported.folder / "tokenizer.json",
+        exported.config,
+        threads,
+    )
+
+
+def _batch_size(value: Any, default: int, name: str = "batch_size") -> int:
+    """``batch_size`` of ``encode``: ``None`` for the default, else an int >= 1."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1 (or None), got {value!r}")
+    return value
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _prefixed(prefix: str | None, texts: list[str]) -> list[str]:
+    """``prefix + text`` for each text; lone surrogates (not encodable) become U+FFFD."""
+    check_texts(texts)
+    out = [(prefix or "") + t for t in texts]
+    return [_LONE_SURROGATE.sub("\ufffd", t) if _LONE_SURROGATE.search(t) else t for t in out]

@@ -40,6 +40,7 @@ from llama_index_ragtune.embeddings.onnx_session import (
     OnnxSessionEncoder,
     require_onnx,
 )
+from llama_index_ragtune.embeddings.store import _file_in_the_way
 from llama_index_ragtune.models import cache_dir as default_cache_dir
 from llama_index_ragtune.models import resolve_model
 
@@ -96,9 +97,19 @@ def export_sentence_transformer(
         or "model"
     )
     target = root / f"{slug}-{key}"
-    if not force and (target / "export.json").is_file() and (target / "model.onnx").is_file():
-        return ExportedEncoder(target, json.loads((target / "export.json").read_text()))
-    root.mkdir(parents=True, exist_ok=True)
+    if not force and target.is_dir():
+        config = _read_export(target)
+        if config is not None:
+            return ExportedEncoder(target, config)
+        logger.warning("the ONNX export %s is incomplete or damaged; exporting it again", target)
+        force = True
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise NotADirectoryError(
+            f"the ONNX cache folder {root} cannot be created: {_file_in_the_way(root)} is a file, "
+            "not a folder; pass another cache_dir or move that file"
+        ) from exc
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     try:
         config = _export(name_or_path, tmp)
@@ -115,6 +126,22 @@ def export_sentence_transformer(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return ExportedEncoder(target, json.loads((target / "export.json").read_text()))
+
+
+_CONFIG_KEYS = ("source", "input_names", "max_seq_length", "pad_token_id", "fingerprint")
+
+
+def _read_export(folder: Path) -> dict[str, Any] | None:
+    """The settings of a finished export in ``folder``, or ``None`` if a file is missing or damaged."""
+    if not all((folder / name).is_file() for name in ("model.onnx", "tokenizer.json")):
+        return None
+    try:
+        config = json.loads((folder / "export.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(config, dict) or any(key not in config for key in _CONFIG_KEYS):
+        return None
+    return config
 
 
 def _export_key(fingerprint: str) -> str:

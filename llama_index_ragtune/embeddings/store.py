@@ -37,7 +37,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingStore", "open_store"]
+__all__ = ["EmbeddingStore", "check_texts", "open_store"]
 
 _SCHEMA_VERSION = 1
 
@@ -67,7 +67,19 @@ class EmbeddingStore:
         self.path = Path(path)
         self.identity = identity
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise NotADirectoryError(
+                f"the embedding cache folder {folder} cannot be created: {_file_in_the_way(folder)} "
+                "is a file, not a folder; pass another cache_dir or move that file"
+            ) from exc
+        if self.path.exists() and not self.path.is_file():
+            raise IsADirectoryError(
+                f"the embedding cache file {self.path} is a folder (or another non-file); "
+                "remove it or pass another cache_dir"
+            )
         self._conn = self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -165,6 +177,7 @@ class EmbeddingStore:
         ``embed`` gets the distinct missing texts, longest first, and returns one vector
         each. Returns ``(float32 array [len(texts), dim], {"hits", "misses", "corrupt"})``.
         """
+        check_texts(texts)
         keys = [self.key(t) for t in texts]
         found, damaged = self.get_many(list(dict.fromkeys(keys)))
         missing: dict[bytes, int] = {}
@@ -173,18 +186,61 @@ class EmbeddingStore:
                 missing.setdefault(key, i)
         if missing:
             order = sorted(missing.values(), key=lambda i: -len(texts[i]))
-            vectors = embed([texts[i] for i in order])
-            new = [
-                (keys[i], np.asarray(v, dtype=np.float32))
-                for i, v in zip(order, vectors, strict=True)
-            ]
+            vectors = self._checked(embed([texts[i] for i in order]), order)
+            new = [(keys[i], v) for i, v in zip(order, vectors, strict=True)]
+            self._check_dimension(vectors[0].shape[0], found)
             self.put_many(new)
             found.update(new)
+        else:
+            self._check_dimension(None, found)
         hits = sum(1 for k in keys if k not in missing)
         counts = {"hits": hits, "misses": len(missing), "corrupt": damaged}
         if not keys:
             return np.zeros((0, 0), dtype=np.float32), counts
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False), counts
+
+    def _checked(self, vectors: Any, order: list[int]) -> list[np.ndarray]:
+        """The model's vectors for the texts at positions ``order``: one each, 1-D, finite, one size."""
+        arrays = [np.asarray(v, dtype=np.float32) for v in vectors]
+        if len(arrays) != len(order):
+            raise ValueError(
+                f"the embedding model returned {len(arrays)} vectors for {len(order)} texts "
+                f"(cache {self.path.name}); nothing was stored"
+            )
+        size = arrays[0].shape
+        for i, vector in zip(order, arrays, strict=True):
+            if vector.ndim != 1 or not vector.size:
+                raise ValueError(
+                    f"the embedding model returned a vector of shape {vector.shape} for text {i}; "
+                    f"each text needs one non-empty vector (cache {self.path.name}); nothing was stored"
+                )
+            if vector.shape != size:
+                raise ValueError(
+                    f"the embedding model returned a vector of shape {vector.shape} for text {i}, "
+                    f"and {size} for another; every text needs one vector of the same size "
+                    f"(cache {self.path.name}); nothing was stored"
+                )
+            if not np.isfinite(vector).all():
+                raise ValueError(
+                    f"the embedding model returned NaN or infinite values for text {i} "
+                    f"({len(order)} texts embedded; cache {self.path.name}); nothing was stored"
+                )
+        return arrays
+
+    def _check_dimension(self, new: int | None, found: dict[bytes, np.ndarray]) -> None:
+        """Refuse a file whose vectors differ in size from each other or from the model's."""
+        sizes = {int(v.shape[0]) for v in found.values()}
+        if new is not None:
+            with self._lock:
+                row = self._query("SELECT dim FROM vectors LIMIT 1", [])
+            sizes |= {new} | {int(r[0]) for r in row}
+        if len(sizes) > 1:
+            model = f"; the model now returns {new}" if new is not None else ""
+            raise ValueError(
+                f"the embedding cache {self.path} holds vectors of sizes {sorted(sizes)}{model}: "
+                f"it was written by another model under the same identity ({self.identity[:80]!r}). "
+                "Pass a distinct identity= for each model, or delete the file"
+            )
 
     def _query(self, sql: str, params: list) -> list:
         try:
@@ -207,6 +263,26 @@ class EmbeddingStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def check_texts(texts: Any) -> None:
+    """Refuse anything but a list of ``str`` (a plain string would be embedded letter by letter)."""
+    if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"text {i} is {type(text).__name__}, not str; embed only strings "
+                "(e.g. skip None, decode bytes)"
+            )
+
+
+def _file_in_the_way(folder: Path) -> Path:
+    """The path in ``folder`` or above it that exists but is not a folder."""
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            return path
+    return folder
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:

@@ -183,8 +183,16 @@ def _split(
         raise ValueError(
             f"{caller}: {len(probabilities)} probabilities for {len(answerable)} examples."
         )
-    positives = [float(p) for p, a in zip(probabilities, answerable, strict=True) if not a]
-    negatives = [float(p) for p, a in zip(probabilities, answerable, strict=True) if a]
+    values = [float(p) for p in probabilities]
+    bad = [i for i, p in enumerate(values) if not (0.0 <= p <= 1.0)]  # NaN fails both
+    if bad:
+        raise ValueError(
+            f"{caller}: probability {bad[0]} is {values[bad[0]]!r}, not a number in [0, 1] "
+            f"({len(bad)} such); a NaN would make every threshold look the same - check the "
+            "model or scorer that produced them."
+        )
+    positives = [p for p, a in zip(values, answerable, strict=True) if not a]
+    negatives = [p for p, a in zip(values, answerable, strict=True) if a]
     return positives, negatives
 
 

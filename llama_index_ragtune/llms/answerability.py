@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.retrievers.checks import positive_int
+
 DEFAULT_MAX_LENGTH = 320
 
 
@@ -55,8 +57,9 @@ class AnswerabilityScorer:
     ) -> None:
         from sentence_transformers import CrossEncoder
 
-        if batch_size < 1:
-            raise ValueError(f"AnswerabilityScorer: batch_size must be >= 1, got {batch_size}.")
+        positive_int(batch_size, "AnswerabilityScorer: batch_size")
+        if max_length is not None:
+            positive_int(max_length, "AnswerabilityScorer: max_length")
         if isinstance(model, CrossEncoder):
             self.model = model
             self.path: str | None = None
@@ -67,6 +70,8 @@ class AnswerabilityScorer:
                     f"AnswerabilityScorer: no model folder at {path}; train one with "
                     "AnswerabilityFinetuneEngine or pass a cross-encoder hub id."
                 )
+            if path.exists():
+                _check_scorer_folder(path)
             self.model = CrossEncoder(str(path if path.exists() else model), device=device)
             self.path = str(path.resolve()) if path.exists() else str(model)
         else:
@@ -118,6 +123,22 @@ class AnswerabilityScorer:
 
     def __repr__(self) -> str:
         return f"AnswerabilityScorer({self.path or type(self.model).__name__!r})"
+
+
+def _check_scorer_folder(path: Path) -> None:
+    """A folder that is not a cross-encoder (a file, a decoder, a bi-encoder, missing weights)
+    fails here, naming it: CrossEncoder would load it with a random scoring head."""
+    from llama_index_ragtune.postprocessor.model_folder import check_cross_encoder_folder
+
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"AnswerabilityScorer: {str(path)!r} is a file; pass the folder that "
+            "AnswerabilityFinetuneEngine (CrossEncoder.save) writes."
+        )
+    try:
+        check_cross_encoder_folder(path.resolve())
+    except (FileNotFoundError, ValueError) as exc:
+        raise type(exc)(f"AnswerabilityScorer: {exc}") from None
 
 
 class SimilarityAnswerabilityScorer:

@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -23,6 +23,8 @@ from llama_index.core.base.llms.types import (
     CompletionResponse,
     MessageRole,
 )
+
+from llama_index_ragtune.retrievers.checks import clean_text, positive_int
 
 __all__ = [
     "MessagesLike",
@@ -35,6 +37,7 @@ __all__ = [
 ]
 
 MessagesLike = Sequence[ChatMessage | Mapping[str, Any]]
+_ROLES = frozenset(role.value for role in MessageRole)
 
 
 def to_dicts(messages: MessagesLike) -> list[dict[str, str]]:
@@ -44,13 +47,30 @@ def to_dicts(messages: MessagesLike) -> list[dict[str, str]]:
 
         to_dicts([ChatMessage(role="user", content="Hi")])   # [{'role': 'user', 'content': 'Hi'}]
     """
+    if isinstance(messages, (str, bytes, ChatMessage, Mapping)) or not isinstance(
+        messages, Iterable
+    ):
+        raise TypeError(
+            f"Expected a list of chat messages (one conversation), got {type(messages).__name__}: "
+            "pass [ChatMessage(role='user', content=...)] or [{'role': 'user', 'content': ...}]."
+        )
     out = []
-    for m in messages:
+    for i, m in enumerate(messages):
         if isinstance(m, ChatMessage):
             role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
-            out.append({"role": role, "content": m.content or ""})
+            out.append({"role": role, "content": clean_text(m.content or "")})
         elif isinstance(m, Mapping) and "role" in m and "content" in m:
-            out.append({"role": str(m["role"]), "content": str(m["content"] or "")})
+            if m["role"] not in _ROLES:
+                raise ValueError(
+                    f"Chat message {i}: role must be one of {sorted(_ROLES)}, got {m['role']!r}."
+                )
+            content = m["content"]
+            if content is not None and not isinstance(content, str):
+                raise TypeError(
+                    f"Chat message {i}: content must be a str (or None), got "
+                    f"{type(content).__name__}; pass ChatMessage objects for multi-part content."
+                )
+            out.append({"role": str(m["role"]), "content": clean_text(content or "")})
         else:
             raise TypeError(
                 f"Cannot use {m!r} as a chat message: pass ChatMessage objects or "
@@ -65,8 +85,7 @@ def length_sorted_chunks(
     encoded: Sequence[Sequence[int]], batch_size: int, show_progress: bool, desc: str
 ) -> Any:
     """Indices of ``encoded`` in batches of similar length (less padding), with a progress bar."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    positive_int(batch_size, "batch_size")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if show_progress:

@@ -21,7 +21,13 @@ from typing import Any
 
 from llama_index_ragtune.models import resolve_model
 
-__all__ = ["cpu_has_native_bf16", "load_causal_lm", "require_chat_template", "torch_dtype"]
+__all__ = [
+    "check_device",
+    "cpu_has_native_bf16",
+    "load_causal_lm",
+    "require_chat_template",
+    "torch_dtype",
+]
 
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -71,6 +77,40 @@ def torch_dtype(dtype: Any, device: str) -> Any:
             raise ValueError(f"Unknown dtype '{dtype}': use e.g. 'float32', 'bfloat16', 'float16'.")
         return value
     return dtype
+
+
+def check_device(device: Any, where: str) -> str:
+    """``device`` when torch can run a model there, else ``TypeError`` / ``ValueError`` naming it
+    (a typo such as ``'gpu'``, CUDA on a machine without it, the data-less ``'meta'`` device).
+
+    Example::
+
+        check_device("cpu", "LocalChatLLM")   # 'cpu'
+    """
+    import torch
+
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(
+            f"{where}: device must be a torch device name such as 'cpu' or 'cuda', got "
+            f"{type(device).__name__} {device!r}."
+        )
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(
+            f"{where}: device={device!r} is not a torch device ({exc}); use e.g. 'cpu', 'cuda', "
+            "'cuda:0' or None to pick one."
+        ) from None
+    if parsed.type == "meta":
+        raise ValueError(f"{where}: device='meta' holds no weights; use e.g. 'cpu' or 'cuda'.")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (parsed.index is not None and parsed.index >= count):
+            raise ValueError(
+                f"{where}: device={device!r} is not available here ({count} CUDA devices); "
+                "use 'cpu' or None to pick one."
+            )
+    return str(device)
 
 
 def require_chat_template(tokenizer: Any, name: str) -> None:

@@ -51,6 +51,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -81,10 +83,55 @@ from llama_index_ragtune.llms.chat_io import (
     length_sorted_chunks,
     to_dicts,
 )
-from llama_index_ragtune.llms.loading import load_causal_lm, require_chat_template
+from llama_index_ragtune.llms.loading import check_device, load_causal_lm, require_chat_template
 from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
 from llama_index_ragtune.llms.refusal_scoring import RefusalScoring
 from llama_index_ragtune.llms.streaming import Streaming
+from llama_index_ragtune.retrievers.checks import (
+    clean_text,
+    non_negative_float,
+    positive_int,
+    unit_float,
+)
+
+
+def _check_settings(kwargs: Mapping[str, Any]) -> None:
+    """Numeric settings as the user passed them: ``TypeError`` / ``ValueError`` naming the argument
+    (a bool, a string or ``2.5`` is refused, never coerced)."""
+
+    def name(key: str) -> str:
+        return f"LocalChatLLM: {key}"
+
+    if "max_new_tokens" in kwargs:
+        positive_int(kwargs["max_new_tokens"], name("max_new_tokens"))
+    if kwargs.get("context_window") is not None:
+        positive_int(kwargs["context_window"], name("context_window"), minimum=2)
+    if "temperature" in kwargs:
+        non_negative_float(kwargs["temperature"], name("temperature"))
+    if "top_p" in kwargs and unit_float(kwargs["top_p"], name("top_p")) == 0.0:
+        raise ValueError(f"{name('top_p')} must be a number in (0, 1], got 0.0")
+    if kwargs.get("refusal_threshold") is not None:
+        unit_float(kwargs["refusal_threshold"], name("refusal_threshold"))
+
+
+def _checked_messages(method: Any) -> Any:
+    """Check ``messages`` before LlamaIndex's callback decorator turns a wrong one into a
+    pydantic error from its start event: a ``TypeError`` / ``ValueError`` naming the message."""
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def checked_async(self: Any, messages: Any, **kwargs: Any) -> Any:
+            to_dicts(messages)
+            return await method(self, messages, **kwargs)
+
+        return checked_async
+
+    @functools.wraps(method)
+    def checked(self: Any, messages: Any, **kwargs: Any) -> Any:
+        to_dicts(messages)
+        return method(self, messages, **kwargs)
+
+    return checked
 
 
 class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
@@ -196,6 +243,12 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         tokenizer: Any | None = None,
         **kwargs: Any,
     ) -> None:
+        if model is not None and not isinstance(model, (str, Path)):
+            raise TypeError(
+                f"LocalChatLLM: model must be None (the bundled decoder), a folder path or a hub "
+                f"id, got {type(model).__name__} {model!r}; pass an in-memory model as hf_model=."
+            )
+        _check_settings(kwargs)
         super().__init__(model=None if model is None else str(model), **kwargs)
         import torch
 
@@ -207,9 +260,20 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
 
         if self.device is None:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        check_device(self.device, "LocalChatLLM")
+        if tokenizer is not None and not callable(getattr(tokenizer, "apply_chat_template", None)):
+            raise TypeError(
+                "LocalChatLLM: tokenizer must be a transformers tokenizer (with a chat template), "
+                f"got {type(tokenizer).__name__}."
+            )
         if hf_model is not None:
             if tokenizer is None:
                 raise ValueError("LocalChatLLM: pass `tokenizer=` together with `hf_model=`.")
+            if not callable(getattr(hf_model, "generate", None)):
+                raise TypeError(
+                    "LocalChatLLM: hf_model must be a transformers causal LM (with generate()), "
+                    f"got {type(hf_model).__name__}."
+                )
             self._model, self._tokenizer = hf_model, tokenizer
             self._model_name = str(getattr(hf_model, "name_or_path", "") or "in-memory model")
         else:
@@ -224,9 +288,20 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         self._model.eval()
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
+        positions = getattr(self._model.config, "max_position_embeddings", None)
         if self.context_window is None:
-            self.context_window = int(
-                getattr(self._model.config, "max_position_embeddings", 0) or 2048
+            self.context_window = int(positions or 2048)
+        elif isinstance(positions, int) and self.context_window > positions:
+            raise ValueError(
+                f"LocalChatLLM: context_window={self.context_window} is larger than the "
+                f"{positions} positions {self._model_name} was built for; pass at most "
+                f"{positions} (or None to read it from the model)."
+            )
+        if self.max_new_tokens >= self.context_window:
+            raise ValueError(
+                f"LocalChatLLM: max_new_tokens={self.max_new_tokens} leaves no room for a prompt "
+                f"in the context window ({self.context_window}) of {self._model_name}; lower "
+                "max_new_tokens."
             )
         self._stop_ids = self._find_stop_ids()
         self._lock = threading.Lock()
@@ -300,7 +375,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         return list(self._tokenizer.apply_chat_template(dicts, **kwargs)["input_ids"])
 
     def _encode_raw(self, prompt: str) -> list[int]:
-        return list(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return list(self._tokenizer(clean_text(prompt), add_special_tokens=False)["input_ids"])
 
     def _check_length(self, n_prompt: int, max_new: int) -> None:
         if self.context_window and n_prompt + max_new > self.context_window:
@@ -314,7 +389,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         self, max_new_tokens: int | None, overrides: Mapping[str, Any]
     ) -> dict[str, Any]:
         kw: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens or self.max_new_tokens,
+            "max_new_tokens": self.max_new_tokens,
             "eos_token_id": self._stop_ids or None,
             "pad_token_id": self._tokenizer.pad_token_id,
         }
@@ -324,6 +399,9 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
             kw["do_sample"] = False
         kw.update(self.generate_kwargs)
         kw.update({k: v for k, v in overrides.items() if k not in ("formatted",)})
+        if max_new_tokens is not None:
+            kw["max_new_tokens"] = max_new_tokens
+        kw["max_new_tokens"] = positive_int(kw["max_new_tokens"], "LocalChatLLM: max_new_tokens")
         return kw
 
     def _count_completion(self, ids: Sequence[int]) -> int:
@@ -491,13 +569,21 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
     # ------------------------------------------------------------ undecorated cores
     def _prompt_ids(self, prompt: str, formatted: bool) -> list[int]:
         """A completion prompt as ids: one user turn through the chat template unless ``formatted``."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"LocalChatLLM: prompt must be a str, got {type(prompt).__name__}.")
         if formatted:
-            return self._encode_raw(prompt)
+            ids = self._encode_raw(prompt)
+            if not ids:
+                raise ValueError(
+                    "LocalChatLLM: the formatted prompt is empty; there is nothing to complete."
+                )
+            return ids
         return self.encode([{"role": "user", "content": prompt}])
 
     # ----------------------------------------------------------- LLM interface
     # Each public method is decorated once and calls only undecorated cores, so every
     # call emits exactly one set of LLM callback and instrumentation events.
+    @_checked_messages
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer ``messages`` (rendered by the chat template); ``kwargs`` override generate().
@@ -512,6 +598,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         ids = self._prompt_ids(prompt, formatted)
         return as_completion(self._chat_ids(ids, completion_messages(prompt, formatted), **kwargs))
 
+    @_checked_messages
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Stream the answer: each chunk has the new ``delta`` and the text so far; the last, the usage."""
@@ -526,6 +613,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         return self._completion_stream(self._prompt_ids(prompt, formatted), messages, **kwargs)
 
     # Async twins run generation in a worker thread so the event loop stays free.
+    @_checked_messages
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async twin of :meth:`chat` (generation in a worker thread)."""
@@ -540,6 +628,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         messages = completion_messages(prompt, formatted)
         return as_completion(await asyncio.to_thread(self._chat_ids, ids, messages, **kwargs))
 
+    @_checked_messages
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -111,7 +112,7 @@ class RefusalDecision:
 
 
 def _check_threshold(threshold: float, name: str) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise TypeError(f"{name}: threshold must be a number in [0, 1], got {threshold!r}.")
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"{name}: threshold must be in [0, 1], got {threshold}.")
@@ -165,23 +166,53 @@ class RefusalPolicy(ABC):
     ) -> list[RefusalDecision]:
         """One decision per question: refuse when its ``signal`` value is >= ``threshold``."""
         name = type(self).__name__
+        if isinstance(questions, str) or isinstance(sources, str):
+            raise TypeError(
+                f"{name}.decide: pass a list of questions and one list of source texts per "
+                "question, not a single string."
+            )
+        questions, sources = list(questions), list(sources)
+        if any(isinstance(texts, str) for texts in sources):
+            raise TypeError(
+                f"{name}.decide: each question's sources must be a list of source texts, "
+                "got a single string."
+            )
+        if decoder_probabilities is not None:
+            decoder_probabilities = list(decoder_probabilities)
+            for i, p in enumerate(decoder_probabilities):
+                if not _probability(p):
+                    raise ValueError(
+                        f"{name}.decide: decoder probability {i} is {p!r}, not a number in [0, 1]."
+                    )
         if len(questions) != len(sources):
             raise ValueError(
                 f"{name}.decide: {len(questions)} questions for {len(sources)} source lists."
             )
-        if self.uses_decoder:
-            if decoder_probabilities is None:
-                raise ValueError(
-                    f"{name} needs the decoder's refusal probabilities "
-                    "(LocalChatLLM.refusal_probabilities); pass decoder_probabilities=."
-                )
-            if len(decoder_probabilities) != len(questions):
-                raise ValueError(
-                    f"{name}.decide: {len(decoder_probabilities)} decoder probabilities for "
-                    f"{len(questions)} questions."
-                )
+        if self.uses_decoder and decoder_probabilities is None:
+            raise ValueError(
+                f"{name} needs the decoder's refusal probabilities "
+                "(LocalChatLLM.refusal_probabilities); pass decoder_probabilities=."
+            )
+        if decoder_probabilities is not None and len(decoder_probabilities) != len(questions):
+            raise ValueError(
+                f"{name}.decide: {len(decoder_probabilities)} decoder probabilities for "
+                f"{len(questions)} questions."
+            )
+        rows = list(self.signals(questions, sources, decoder_probabilities))
+        if len(rows) != len(questions):
+            raise ValueError(
+                f"{name}.decide: the signals hold {len(rows)} values for {len(questions)} "
+                "questions; the scorer must return one value per question."
+            )
         out = []
-        for values in self.signals(questions, sources, decoder_probabilities):
+        for i, values in enumerate(rows):
+            for signal, v in values.items():
+                if not _probability(v):
+                    raise ValueError(
+                        f"{name}.decide: question {i} has {_DESCRIPTIONS.get(signal, signal)} = "
+                        f"{v!r}; every signal must be a probability in [0, 1] (a NaN or an "
+                        "out-of-range value would decide silently)."
+                    )
             value = float(values[self.signal])
             out.append(
                 RefusalDecision(value >= self.threshold, self.signal, value, self.threshold, values)
@@ -319,6 +350,16 @@ class CombinedRefusalPolicy(RefusalPolicy):
 
     def __init__(self, scorer: Any, combination: Any, threshold: float) -> None:
         super().__init__(threshold)
+        if not callable(scorer):
+            raise TypeError(
+                "CombinedRefusalPolicy: scorer must be callable (questions, sources) -> "
+                "P(answerable), e.g. an AnswerabilityScorer."
+            )
+        if not callable(getattr(combination, "probability", None)):
+            raise TypeError(
+                "CombinedRefusalPolicy: combination must be a RefusalCombination "
+                f"(fit_refusal_combination), got {type(combination).__name__}."
+            )
         if set(combination.signals) != {DECODER, ANSWERABILITY}:
             raise ValueError(
                 f"CombinedRefusalPolicy: the combination must use the signals {DECODER!r} and "
@@ -557,6 +598,12 @@ def _check_combination(combination: Any, bad: Any) -> None:
         value = combination.get(name, default)
         if not _finite(value) or value < 0 or (name == "n_examples" and value != int(value)):
             raise bad(f"combination.{name}", f"must be a number >= 0, got {value!r}")
+
+
+def _probability(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return 0.0 <= float(value) <= 1.0  # False for NaN
 
 
 def _finite(value: Any) -> bool:

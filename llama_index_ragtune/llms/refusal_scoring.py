@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from llama_index_ragtune.grounding import read_grounded_prompt
 from llama_index_ragtune.llms.chat_io import (
     MessagesLike,
@@ -28,6 +30,7 @@ from llama_index_ragtune.llms.chat_io import (
     length_sorted_chunks,
     to_dicts,
 )
+from llama_index_ragtune.retrievers.checks import positive_int
 
 __all__ = ["BarRefusalStart", "RefusalScoring"]
 
@@ -61,6 +64,12 @@ class RefusalScoring:
         if refuse is not None:
             if len(refuse) != len(batch_ids):
                 raise ValueError(f"refuse: {len(refuse)} flags for {len(batch_ids)} prompts.")
+            for r in refuse:
+                if not isinstance(r, (bool, np.bool_)):
+                    raise TypeError(
+                        f"refuse must be True, False or None, got {type(r).__name__} {r!r} "
+                        "(a string such as 'no' would count as True)."
+                    )
             return [bool(r) for r in refuse], None, None
         policy = self.active_refusal_policy()
         if policy is None:
@@ -100,6 +109,14 @@ class RefusalScoring:
         import torch
 
         refusal = self._refusal_ids()
+        longest = max((len(ids) for ids in batch_ids), default=0)
+        if self.context_window and longest + len(refusal) > self.context_window:
+            raise ValueError(
+                f"Prompt of {longest} tokens + the refusal's {len(refusal)} tokens exceeds the "
+                f"context window ({self.context_window}) of {self._model_name}: its P(refusal) "
+                "would be read past the positions the model knows. Send fewer or shorter sources "
+                "(CitationQueryEngine(max_sources=..., max_source_chars=...))."
+            )
         enc = self._pad([list(ids) + refusal for ids in batch_ids])
         n = len(refusal)
         with self._lock, torch.inference_mode():
@@ -154,8 +171,12 @@ class RefusalScoring:
         """
         import torch
 
-        if n_sources < 1:
-            raise ValueError(f"citation_probabilities: n_sources must be >= 1, got {n_sources}.")
+        positive_int(n_sources, "citation_probabilities: n_sources")
+        if not isinstance(answer_prefix, str):
+            raise TypeError(
+                "citation_probabilities: answer_prefix must be a str, got "
+                f"{type(answer_prefix).__name__}."
+            )
         prompt = self.encode(messages)
         prefix = answer_prefix.rstrip()
         variants = [self._encode_raw(f"{prefix} [{n}]") for n in range(1, n_sources + 1)]

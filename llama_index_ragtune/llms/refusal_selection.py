@@ -11,9 +11,13 @@ then refuses answerable questions at random. ``select_refusal_policy`` scores
 every candidate the honest way - k-fold cross-validation, each fold's
 decisions made by a policy fitted on the other folds - next to ``"none"``
 (``NoRefusalPolicy``: every question with sources is answered), and keeps the best; ties go to the simpler candidate
-(``none`` < ``decoder`` < ``answerability`` < ``combined``). The winner is
-refitted on all dev questions. ``max_over_refusal`` caps the share of answerable
-questions any threshold may refuse (the tuning pipeline's default is 0.1).
+(``none`` < ``decoder`` < ``answerability`` < ``combined``). With a few dozen
+dev questions one split into folds is itself a coin toss (with 6 unanswerable
+questions a fold holds one or two): ``repeats`` repeats the cross-validation
+over differently seeded splits and averages the scores (repeated stratified
+k-fold; the tuning pipeline uses 10). The winner is refitted on all dev questions.
+``max_over_refusal`` caps the share of answerable questions any threshold may
+refuse (off unless given).
 
 Example::
 
@@ -26,12 +30,14 @@ Example::
         scorer=scorer,
     )
     selection.name, selection.scores     # e.g. 'decoder', {'none': 0.5, 'decoder': 0.61, ...}
+    selection.spread                     # e.g. {'decoder': 0.04, ...}: how much the splits disagree
     CitationQueryEngine(retriever, llm=llm, refusal_policy=selection.policy)
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +65,9 @@ CANDIDATES = (NONE, DECODER, ANSWERABILITY, COMBINED)  # simplest first: ties go
 @dataclass(frozen=True)
 class PolicySelection:
     """The chosen policy, its name, and every candidate's cross-validated ``objective`` on the
-    dev questions (``details``: every decision score of each candidate)."""
+    dev questions, averaged over ``repeats`` splits (``details``: every decision score of
+    each candidate, averaged the same way; ``spread``: the standard deviation of the
+    objective over the splits)."""
 
     name: str
     policy: RefusalPolicy
@@ -69,6 +77,8 @@ class PolicySelection:
     details: dict[str, dict[str, float]] = field(default_factory=dict)
     objective: str = "balanced_accuracy"
     max_over_refusal: float | None = None
+    repeats: int = 1
+    spread: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (the policy itself saves with ``policy.save``)."""
@@ -80,6 +90,8 @@ class PolicySelection:
             "cross_validated": dict(self.scores),
             "details": {k: dict(v) for k, v in self.details.items()},
             "folds": self.folds,
+            "repeats": self.repeats,
+            "spread": dict(self.spread),
             "dev_questions": self.n_examples,
         }
 
@@ -93,6 +105,7 @@ def select_refusal_policy(
     seed: int = 0,
     objective: str = "balanced_accuracy",
     max_over_refusal: float | None = None,
+    repeats: int = 1,
 ) -> PolicySelection:
     """Cross-validate every candidate the signals allow and return the best (module docstring).
 
@@ -102,11 +115,16 @@ def select_refusal_policy(
     ``objective``: what thresholds and candidates are scored by (``OBJECTIVES`` of
     ``evaluation.refusal_calibration``). ``max_over_refusal``: every threshold (in each
     fold and in the final fit) refuses at most that share of the answerable questions it
-    is fitted on; None lifts the cap. Raises ``ValueError`` when either class has fewer
-    than two questions.
+    is fitted on; None lifts the cap. ``repeats``: how many differently seeded fold splits
+    (``seed``, ``seed + 1``, ...) the scores are averaged over. Raises ``ValueError`` when
+    either class has fewer than two questions.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"select_refusal_policy: objective must be one of {OBJECTIVES}.")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(
+            f"select_refusal_policy: repeats must be a whole number >= 1, got {repeats!r}."
+        )
     check_max_over_refusal(max_over_refusal, "select_refusal_policy")
     n = len(answerable)
     for name, values in (
@@ -127,27 +145,34 @@ def select_refusal_policy(
             f"questions; got {labels.count(True)} answerable and {labels.count(False)} unanswerable."
         )
     k = max(2, min(folds, smallest))
-    fold_of = _stratified_folds(labels, k, seed)
     fitters = _fitters(decoder_probabilities, answerability, scorer, objective, max_over_refusal)
-    scores: dict[str, float] = {}
-    details: dict[str, dict[str, float]] = {}
-    for name in CANDIDATES:
-        if name == NONE:
-            refused = [False] * n
-        elif name in fitters:
-            refused = [False] * n
-            for fold in range(k):
-                train = [i for i in range(n) if fold_of[i] != fold]
-                policy = fitters[name](train, [labels[i] for i in train])
-                for i in (i for i in range(n) if fold_of[i] == fold):
-                    refused[i] = _refuses(policy, i, decoder_probabilities, answerability)
-        else:
-            continue
-        details[name] = decision_scores(refused, labels)
-        scores[name] = details[name][objective]
+    runs: dict[str, list[dict[str, float]]] = {}
+    for repeat in range(repeats):
+        fold_of = _stratified_folds(labels, k, seed + repeat)
+        for name in CANDIDATES:
+            if name == NONE:
+                refused = [False] * n
+            elif name in fitters:
+                refused = [False] * n
+                for fold in range(k):
+                    train = [i for i in range(n) if fold_of[i] != fold]
+                    policy = fitters[name](train, [labels[i] for i in train])
+                    for i in (i for i in range(n) if fold_of[i] == fold):
+                        refused[i] = _refuses(policy, i, decoder_probabilities, answerability)
+            else:
+                continue
+            runs.setdefault(name, []).append(decision_scores(refused, labels))
+    details = {
+        name: {key: statistics.fmean(r[key] for r in rs) for key in rs[0]}
+        for name, rs in runs.items()
+    }
+    scores = {name: details[name][objective] for name in details}
+    spread = {name: statistics.pstdev(r[objective] for r in rs) for name, rs in runs.items()}
     best = max(scores, key=lambda name: (round(scores[name], 12), -CANDIDATES.index(name)))
     policy = NoRefusalPolicy() if best == NONE else fitters[best](list(range(n)), labels)
-    return PolicySelection(best, policy, scores, k, n, details, objective, max_over_refusal)
+    return PolicySelection(
+        best, policy, scores, k, n, details, objective, max_over_refusal, repeats, spread
+    )
 
 
 def _fitters(

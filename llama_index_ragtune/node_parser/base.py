@@ -151,6 +151,7 @@ class StructuredNodeParser(NodeParser):
     def __init__(
         self, tokenizer: str | os.PathLike | Callable[[str], Sequence] | None = None, **data: Any
     ) -> None:
+        self._check_arguments(data)
         custom = None
         if isinstance(tokenizer, (str, os.PathLike)):
             if data.get("tokenizer_name") not in (None, os.fspath(tokenizer)):
@@ -176,6 +177,23 @@ class StructuredNodeParser(NodeParser):
         super().__init__(**data)
         if custom is not None:
             self._counter = CallableTokenCounter(custom)
+
+    @classmethod
+    def _check_arguments(cls, data: dict[str, Any]) -> None:
+        """Refuse unknown arguments (pydantic would ignore them: a typo, or ``chunk_overlap``)."""
+        unknown = sorted(key for key in data if key not in cls.model_fields)
+        if not unknown:
+            return
+        hint = ""
+        if "chunk_overlap" in unknown:
+            hint = (
+                " Nodes do not overlap (they are cut at section, list item, table row and line "
+                "boundaries); drop chunk_overlap."
+            )
+        raise TypeError(
+            f"{cls.__name__} got unknown argument(s) {', '.join(map(repr, unknown))}.{hint} "
+            f"Its arguments are: tokenizer, {', '.join(cls.model_fields)}."
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # BaseComponent re-runs __init__ from the fields alone; keep a custom counter too.

@@ -14,9 +14,25 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-__all__ = ["Block"]
+__all__ = ["Block", "visible_title"]
+
+#: Invisible format characters (zero-width space, soft hyphen, bidi marks and
+#: isolates, word joiner, BOM) that would make a section title differ from what a
+#: reader sees. ZWJ/ZWNJ are kept: they shape emoji and some scripts.
+_INVISIBLE = re.compile("[\u00ad\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def visible_title(text: str) -> str:
+    """A heading's title as a reader sees it: invisible format characters removed, spaces collapsed.
+
+    Example::
+
+        visible_title("Re\\u200bturns \\u200f ")     # 'Returns'
+    """
+    return " ".join(_INVISIBLE.sub("", text).split())
 
 
 @dataclass

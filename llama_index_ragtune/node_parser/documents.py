@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode
 
@@ -59,6 +60,22 @@ class DocumentParseError(ValueError):
 
     def __reduce__(self):  # keep the id and cause through pickling (multiprocess pipelines)
         return (type(self), (self.document_id, str(self), self.cause))
+
+
+def _surrogate_metadata_key(metadata: Any, depth: int = 0) -> str | None:
+    """The first metadata key whose name or (nested) string value holds a lone surrogate."""
+    if depth > 20 or not isinstance(metadata, dict):
+        return None
+    for key, value in metadata.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return key.encode("utf-8", "backslashreplace").decode()
+        for item in values:
+            if (isinstance(item, str) and _SURROGATE.search(item)) or (
+                isinstance(item, dict) and _surrogate_metadata_key(item, depth + 1) is not None
+            ):
+                return str(key)
+    return None
 
 
 def document_text(node: BaseNode) -> str:
@@ -103,6 +120,15 @@ def document_text(node: BaseNode) -> str:
             doc_id,
             f"Document '{doc_id}' contains undecodable bytes (lone surrogates from a "
             "lossy decode). Decode the file with its real encoding before parsing.",
+        )
+    key = _surrogate_metadata_key(node.metadata)
+    if key is not None:
+        raise DocumentParseError(
+            doc_id,
+            f"The metadata of document '{doc_id}' (key {key!r}) contains undecodable bytes "
+            "(lone surrogates from a lossy decode). Decode the value with its real encoding "
+            "or drop the key before parsing.",
+            cause="metadata",
         )
     visible = len(text) - len(_WHITESPACE.findall(text))
     bad = len(_NON_PRINTABLE.findall(text))

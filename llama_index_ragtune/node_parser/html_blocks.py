@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from llama_index_ragtune.node_parser.block import visible_title
 from llama_index_ragtune.node_parser.html_clean import (
     DEFAULT_BOILERPLATE_ROLES,
     DEFAULT_BOILERPLATE_TAGS,
@@ -197,7 +198,7 @@ class _Writer:
                 self.add("paragraph", text)
 
     def _heading(self, ctx: _Context, title: str) -> None:
-        title = _PERMALINK_MARK.sub("", title).strip()
+        title = _PERMALINK_MARK.sub("", visible_title(title)).strip()
         if title:
             self.add("heading", f"{'#' * ctx.level} {title}", level=ctx.level, title=title)
 

@@ -11,6 +11,9 @@ Nesting depth is unlimited (the source is kept verbatim; markdown-it's own
 nesting limit only decides which lines belong to which top-level block). An
 unclosed code fence runs to the end of the document, as in CommonMark, and is
 kept as code.
+Link reference definitions (``[1]: https://...``, which markdown-it consumes
+without a token) are kept as paragraph text; a heading with no visible title
+(only an HTML tag) is kept as a paragraph. ``\r\n``, ``\r`` and ``\n`` all end a line.
 
 A node's text is the Markdown source itself, and ``start_char_idx`` /
 ``end_char_idx`` point into the document: ``text[start:end]`` is the node's
@@ -37,13 +40,15 @@ from functools import lru_cache
 from itertools import islice
 
 from llama_index_ragtune.node_parser.base import StructuredNodeParser
+from llama_index_ragtune.node_parser.block import visible_title
 from llama_index_ragtune.node_parser.structure import Block
 
 _BOM = "\ufeff"
 _FRONT_MATTER_FENCES = {"---": ("---", "..."), "+++": ("+++",)}
-_LINE = re.compile(r"[^\n]+")
+_LINE = re.compile(r"[^\r\n]+")
 _FRONT_MATTER_KEY = re.compile(r"[\w\"'.-]+\s*[:=]")
 _COMMENTS_ONLY = re.compile(r"\s*(?:<!--.*?-->\s*)+", re.S)
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @lru_cache(maxsize=2)
@@ -56,14 +61,18 @@ def _markdown_it(block_only: bool = True):
 
 
 def _plain_inline(source: str) -> str:
-    """The visible text of inline Markdown (emphasis, links and code spans unwrapped)."""
+    """The visible text of inline Markdown (emphasis, links and code spans unwrapped, image alt text)."""
     parts = []
     for child in _markdown_it(block_only=False).parseInline(source)[0].children or ():
         if child.type in ("text", "code_inline"):
             parts.append(child.content)
+        elif child.type == "image":
+            parts.extend(
+                c.content for c in child.children or () if c.type in ("text", "code_inline")
+            )
         elif child.type in ("softbreak", "hardbreak"):
             parts.append(" ")
-    return " ".join("".join(parts).split())
+    return visible_title("".join(parts))
 
 
 class _Lines:
@@ -71,7 +80,7 @@ class _Lines:
 
     def __init__(self, text: str):
         self.text = text
-        self.starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", text)]
+        self.starts = [0] + [m.end() for m in _LINE_END.finditer(text)]
 
     def start(self, line: int) -> int:
         """Offset of the first character of line ``line`` (the text's length past the end)."""
@@ -138,10 +147,14 @@ def markdown_blocks(text: str) -> list[Block]:
     # markdown-it numbers lines like _Lines; blank out the front matter, keep line numbers.
     parsed = "\n" * skip + text[lines.start(skip) :] if skip else text
     tokens = _markdown_it().parse(parsed)
+    covered = skip  # lines before this one belong to a block (or are blank)
     for i, token in enumerate(tokens):
         if token.level != 0 or token.nesting == -1 or token.map is None:
             continue
         first, stop = token.map
+        if first > covered:
+            blocks.extend(_uncovered(lines, covered, first))
+        covered = max(covered, stop)
         start, end = lines.start(first), lines.end(stop)
         if end <= start:
             continue
@@ -151,6 +164,8 @@ def markdown_blocks(text: str) -> list[Block]:
             title = _plain_inline(tokens[i + 1].content)
             if title:
                 blocks.append(Block("heading", body, start, level=int(token.tag[1]), title=title))
+            elif visible_title(body.replace("#", "")):  # no title, but text: an image tag, say
+                blocks.append(Block("paragraph", body, start))
         elif kind in ("bullet_list_open", "ordered_list_open"):
             units = _child_spans(tokens, i, "list_item_open", lines, start)
             blocks.append(Block("list", body, start, units))
@@ -175,7 +190,16 @@ def markdown_blocks(text: str) -> list[Block]:
             continue
         else:  # paragraph_open and anything a plugin may add
             blocks.append(Block("paragraph", body, start))
+    blocks.extend(_uncovered(lines, covered, len(lines.starts)))
     return blocks
+
+
+def _uncovered(lines: _Lines, first: int, stop: int) -> list[Block]:
+    """Lines that markdown-it gives no block token (link reference definitions): kept as text."""
+    text, start, end = lines.text, lines.start(first), lines.end(stop)
+    while start < end and text[start].isspace():
+        start += 1
+    return [Block("paragraph", text[start:end], start)] if start < end else []
 
 
 def _child_spans(tokens, index: int, child_type: str, lines: _Lines, offset: int):
@@ -215,11 +239,11 @@ def _compact_head(head: str) -> str:
 
 
 def _fence_block(token, body: str, start: int) -> Block:
-    first_newline = body.find("\n")
-    if first_newline < 0:
+    first_newline = _LINE_END.search(body)
+    if first_newline is None:
         return Block("code", body, start)
-    head = first_newline + 1
-    last_line_start = body.rfind("\n") + 1
+    head = first_newline.end()
+    last_line_start = max(body.rfind("\n"), body.rfind("\r")) + 1
     last_line = body[last_line_start:].strip()
     closed = (
         last_line_start >= head

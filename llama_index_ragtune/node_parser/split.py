@@ -53,7 +53,7 @@ PROSE_KINDS = frozenset({"heading", "paragraph", "blockquote", "html"})
 #: A repeated header/fence may take at most this share of the budget.
 MAX_REPEATED_SHARE = 3
 
-_BLANK_LINE = re.compile(r"\n[ \t\r>]*\n")
+_BLANK_LINE = re.compile(r"(?:\r\n?|\n)[ \t>]*(?:\r\n?|\n)")  # any line ends (CR too)
 # A sentence ends at ". ! ? …" (plus closing quotes/brackets) before whitespace, or at a
 # CJK full stop "。！？", which takes no space after it.
 _SENTENCE_END = re.compile(
@@ -61,7 +61,7 @@ _SENTENCE_END = re.compile(
     r"|[\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]\u300d\u300f\uff09]*"
 )
 _WORD = re.compile(r"\S+")
-_LINE = re.compile(r"[^\n]+")
+_LINE = re.compile(r"[^\r\n]+")
 _JOINERS = frozenset("\u200c\u200d")
 
 

@@ -140,6 +140,9 @@ class PipelineConfig:
         max_over_refusal: most share of answerable dev questions a refusal policy may
             refuse, e.g. 0.1 when you would rather answer than turn a customer away
             (default ``None``: the threshold with the best balanced accuracy).
+        refusal_cv_repeats: differently seeded fold splits the refusal policy's
+            cross-validation is averaged over (one split of a few dozen dev questions
+            is a coin toss; see ``llms.refusal_selection``).
         group_key: metadata key for the right-store citation rate (``None``: off).
         seed, device, show_progress.
 
@@ -184,6 +187,7 @@ class PipelineConfig:
     max_test_questions: int | None = None
     max_dev_questions: int | None = 80
     max_over_refusal: float | None = None
+    refusal_cv_repeats: int = 10
     group_key: str | None = "store"
     seed: int = 0
     device: str | None = None
@@ -209,6 +213,7 @@ class PipelineConfig:
             "max_val_queries",
             "max_sources",
             "max_new_tokens",
+            "refusal_cv_repeats",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -273,8 +278,8 @@ class PipelineConfig:
         and up to 3 minutes of decoder SFT (up to 192 examples, learning rate 5e-4:
         the rate at which the bundled 135M decoder learned to cite in the generation
         benchmark); validation on 16 held-out training questions per part; 32
-        generation test questions per decoder and 32 dev questions for the refusal
-        threshold; answers of at most 40 tokens over 3 sources of 600 characters. The demo command leaves
+        generation test questions per decoder and every dev question (up to 80) for
+        the refusal policy; answers of at most 40 tokens over 3 sources of 600 characters. The demo command leaves
         the reranker out unless asked (see ``commands.demo``).
         """
         settings: dict[str, Any] = {
@@ -290,7 +295,6 @@ class PipelineConfig:
             "max_source_chars": 600,
             "max_new_tokens": 40,
             "max_test_questions": 32,
-            "max_dev_questions": 32,
         }
         settings.update(overrides)
         return cls(**settings)

@@ -129,7 +129,8 @@ def choose_refusal(ctx: RunContext, llm: Any, dev: Sequence[LabelledQuery]) -> d
 
     Candidates: none (``NoRefusalPolicy``), the decoder's P(refusal), the served
     encoder's similarity of question and best source, and their combination,
-    compared by cross-validated balanced accuracy (``select_refusal_policy``), each
+    compared by balanced accuracy cross-validated over ``config.refusal_cv_repeats``
+    fold splits (``select_refusal_policy``), each
     threshold refusing at most ``config.max_over_refusal`` of the answerable ones. Returns the
     selection's summary with ``policy`` (a ``RefusalPolicy``) and ``threshold``;
     ``policy`` is None with a ``note`` when the dev questions lack one of the two classes.
@@ -161,6 +162,7 @@ def choose_refusal(ctx: RunContext, llm: Any, dev: Sequence[LabelledQuery]) -> d
             scorer=scorer,
             seed=ctx.config.seed,
             max_over_refusal=ctx.config.max_over_refusal,
+            repeats=ctx.config.refusal_cv_repeats,
         )
     except ValueError as exc:
         return {"policy": None, "threshold": None, "note": str(exc), "dev_questions": len(dev)}

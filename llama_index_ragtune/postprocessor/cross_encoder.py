@@ -31,6 +31,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from llama_index_ragtune.llms.loading import check_device
 from llama_index_ragtune.postprocessor.model_folder import NO_MODEL_MESSAGE, resolve_model_path
 from llama_index_ragtune.retrievers.checks import clean_text
 from llama_index_ragtune.retrievers.fusion import normalize_scores
@@ -89,7 +90,9 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         description="Token limit per pair (longer pairs are truncated); None uses the model's own.",
     )
     score_threshold: float | None = Field(
-        default=None, description="Drop nodes whose reranker score is below this value."
+        default=None,
+        strict=True,
+        description="Drop nodes whose reranker score is below this value.",
     )
     device: str | None = Field(
         default=None, description="torch device; None picks cuda, mps or cpu."
@@ -98,6 +101,7 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         default=0.0,
         ge=0.0,
         le=1.0,
+        strict=True,
         description=(
             "Blend in the retriever's score: the final score is (1 - w) * z(reranker) + "
             "w * z(retriever), z-scored over the candidates of the query; 0 ranks by the "
@@ -130,10 +134,18 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             raise ValueError(NO_MODEL_MESSAGE)
         loaded = None
         if hasattr(model, "predict") and not isinstance(model, (str, os.PathLike)):
+            if not isinstance(getattr(model, "num_labels", None), int):
+                raise TypeError(
+                    "CrossEncoderRerank model must be a folder path, a hub id or a loaded "
+                    f"sentence-transformers CrossEncoder, got {type(model).__name__} (it has "
+                    "predict() but no num_labels)"
+                )
             loaded, model = model, _model_name(model)
         else:
             model = resolve_model_path(model)
         super().__init__(model=model, top_n=top_n, **kwargs)
+        if self.device is not None:
+            check_device(self.device, "CrossEncoderRerank")
         self._model = loaded
 
     @classmethod
@@ -207,6 +219,13 @@ class CrossEncoderRerank(BaseNodePostprocessor):
 
             reranker.score("what lowers LDL?", ["Cats purr.", "Statins lower LDL."])  # two floats
         """
+        if not isinstance(query, str):
+            raise TypeError(f"CrossEncoderRerank.score: query must be a str, got {query!r}")
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(
+                "CrossEncoderRerank.score: texts must be a list of str (one per node), got "
+                f"{type(texts).__name__}"
+            )
         if not texts:
             return []
         model = self.cross_encoder
@@ -230,8 +249,19 @@ class CrossEncoderRerank(BaseNodePostprocessor):
                 "CrossEncoderRerank needs the query: call postprocess_nodes(nodes, query_str=...) "
                 "or pass query_bundle=QueryBundle(...)"
             )
+        if not isinstance(query_bundle, QueryBundle) or not isinstance(query_bundle.query_str, str):
+            raise TypeError(
+                "CrossEncoderRerank: the query must be a str (query_str=...) or a QueryBundle "
+                f"holding one, got {query_bundle!r}"[:300]
+            )
         if not nodes:
             return []
+        if isinstance(nodes, str) or not all(isinstance(n, NodeWithScore) for n in nodes):
+            raise TypeError(
+                "CrossEncoderRerank reranks a list of NodeWithScore (what a retriever returns); "
+                "wrap bare nodes as NodeWithScore(node=node, score=None)"
+            )
+        nodes = _distinct(nodes)
         if not query_bundle.query_str.strip():
             raise ValueError(
                 "CrossEncoderRerank got an empty query: there is nothing to rank the nodes "
@@ -304,7 +334,26 @@ def _retrieval_scores(nodes: list[NodeWithScore]) -> list[float]:
             f"retrieval_weight > 0 blends in the retriever's scores, but {len(missing)} nodes have "
             f"none (e.g. {missing[:3]}); pass scored nodes or set retrieval_weight=0"
         )
-    return [float(n.score) for n in nodes]
+    scores = [float(n.score) for n in nodes]
+    bad = [n.node.node_id for n, x in zip(nodes, scores, strict=True) if not math.isfinite(x)]
+    if bad:
+        raise ValueError(
+            f"retrieval_weight > 0 blends in the retriever's scores, but {len(bad)} nodes have a "
+            f"NaN or infinite score (e.g. {bad[:3]}); fix the retriever or set retrieval_weight=0"
+        )
+    return scores
+
+
+def _distinct(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
+    """``nodes`` without repeats of a node id (the first, best retrieved, is kept): the same
+    passage twice would take two of the ``top_n`` places and reach the LLM twice."""
+    seen: set[str] = set()
+    out = []
+    for n in nodes:
+        if n.node.node_id not in seen:
+            seen.add(n.node.node_id)
+            out.append(n)
+    return out
 
 
 def _picklable(value: Any) -> bool:

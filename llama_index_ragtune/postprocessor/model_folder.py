@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NO_MODEL_MESSAGE", "resolve_model_path"]
+__all__ = ["NO_MODEL_MESSAGE", "check_cross_encoder_folder", "resolve_model_path"]
 
 NO_MODEL_MESSAGE = (
     "CrossEncoderRerank needs a cross-encoder: no pretrained cross-encoder ships offline with "
@@ -78,7 +78,7 @@ def resolve_model_path(model: Any) -> str:
                 f"Cross-encoder path {text!r} is a file; pass the folder written by CrossEncoder.save "
                 "(config.json, weights, tokenizer)."
             )
-        _check_model_folder(path.resolve())
+        check_cross_encoder_folder(path.resolve())
         return str(path.resolve())
     if text.startswith((".", "/", "~")) or "\\" in text or not _HUB_ID.match(text):
         raise FileNotFoundError(
@@ -97,7 +97,7 @@ def _check_hub_id(repo_id: str) -> None:
     offline = constants.HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
     cached = try_to_load_from_cache(repo_id, "config.json")
     if isinstance(cached, str):
-        _check_model_folder(Path(cached).parent)
+        check_cross_encoder_folder(Path(cached).parent)
     elif offline:
         raise OSError(
             f"Cross-encoder {repo_id!r} is not a local folder and is not in the Hugging Face cache, "
@@ -105,7 +105,7 @@ def _check_hub_id(repo_id: str) -> None:
         )
 
 
-def _check_model_folder(path: Path) -> None:
+def check_cross_encoder_folder(path: Path) -> None:
     """Refuse a folder that is not a loadable cross-encoder, naming what is missing."""
     config_path = path / "config.json"
     if not config_path.is_file():

@@ -48,7 +48,7 @@ from llama_index_ragtune.retrievers.checks import (
     unit_float,
 )
 from llama_index_ragtune.retrievers.filters import FilterMaskCache, filterable_metadata
-from llama_index_ragtune.retrievers.persistence import load_snapshot
+from llama_index_ragtune.retrievers.persistence import load_snapshot, persist_dir_path
 
 __all__ = ["BM25Retriever", "BM25Tokenizer"]
 
@@ -240,7 +240,8 @@ class BM25Retriever(BaseRetriever):
         """
         from llama_index_ragtune.retrievers.bm25_persist import persist_bm25
 
-        persist_bm25(self, Path(persist_dir), save_nodes=save_nodes)
+        folder = persist_dir_path(persist_dir, "BM25Retriever.persist")
+        persist_bm25(self, folder, save_nodes=save_nodes)
 
     @classmethod
     def from_persist_dir(
@@ -257,7 +258,7 @@ class BM25Retriever(BaseRetriever):
         """
         from llama_index_ragtune.retrievers.bm25_persist import load_bm25
 
-        folder = Path(persist_dir)
+        folder = persist_dir_path(persist_dir, "BM25Retriever.from_persist_dir")
         return load_snapshot(
             folder, lambda: load_bm25(cls, folder, docstore, overrides, verify=True)
         )

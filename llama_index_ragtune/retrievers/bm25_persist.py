@@ -27,6 +27,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from llama_index.core.storage.docstore import SimpleDocumentStore
 from llama_index.core.storage.docstore.types import BaseDocumentStore
 
@@ -134,14 +135,75 @@ def _load_docstore(folder: Path) -> BaseDocumentStore:
         raise PersistenceError(f"{path} is not a readable docstore ({exc}); {_FIX}") from exc
 
 
+def _get_nodes(
+    docstore: BaseDocumentStore, node_ids: list[str], path: Path, source: Path | None
+) -> list[Any]:
+    """The nodes of ``node_ids`` in order; a damaged or foreign docstore is a PersistenceError."""
+    where = "the docstore" if source is None else str(source)
+    try:
+        missing = [i for i in node_ids if not docstore.document_exists(i)]
+        if missing:
+            raise PersistenceError(
+                f"{len(missing)} node ids of {path} are not in {where} (e.g. {missing[:3]}); "
+                "the docstore does not belong to this index — pass the one saved with it, or rebuild"
+            )
+        nodes = docstore.get_nodes(node_ids)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        if isinstance(exc, PersistenceError):
+            raise
+        raise PersistenceError(
+            f"{where} holds damaged node data ({type(exc).__name__}: {str(exc)[:200]}); {_FIX}"
+        ) from exc
+    wrong = [(i, n.node_id) for i, n in zip(node_ids, nodes, strict=False) if n.node_id != i]
+    if wrong:
+        raise PersistenceError(
+            f"{where} stores node {wrong[0][1]!r} under the id {wrong[0][0]!r} ({len(wrong)} such "
+            f"nodes): it was edited or mixed with another index; {_FIX}"
+        )
+    return nodes
+
+
+def _check_bm25s(bm25: Any, index_dir: Path) -> None:
+    """The bm25s arrays and vocabulary must describe one index (a file from another index, or
+    an edited one, would silently score the wrong documents)."""
+    scores, vocab = bm25.scores, bm25.vocab_dict
+    data, indices, indptr = (np.asarray(scores.get(k)) for k in ("data", "indices", "indptr"))
+    num_docs = int(scores["num_docs"])
+    terms = len(vocab) - ("" in vocab)  # bm25s adds "" last, without a column
+    problem = None
+    if indptr.ndim != 1 or data.ndim != 1 or indices.ndim != 1 or len(indptr) < 1:
+        problem = "the score arrays are not one-dimensional"
+    elif len(data) != len(indices) or indptr[0] != 0 or indptr[-1] != len(data):
+        problem = "indptr does not span data/indices"
+    elif np.any(np.diff(indptr) < 0):
+        problem = "indptr decreases"
+    elif len(indices) and (indices.min() < 0 or indices.max() >= num_docs):
+        problem = f"document numbers outside 0..{num_docs - 1}"
+    elif not np.isfinite(data).all():
+        problem = "scores that are NaN or infinite"
+    elif terms != len(indptr) - 1 or sorted(
+        v if isinstance(v, int) and not isinstance(v, bool) else -1 for v in vocab.values()
+    ) != list(range(len(vocab))):
+        problem = f"a vocabulary of {len(vocab)} terms for {len(indptr) - 1} score columns"
+    if problem:
+        raise PersistenceError(
+            f"{index_dir} holds a damaged bm25s index ({problem}): a file was edited or comes "
+            f"from another index; {_FIX}"
+        )
+
+
 def load_bm25(
     cls: type,
     folder: Path,
     docstore: BaseDocumentStore | None,
     overrides: dict[str, Any],
     verify: bool = True,
+    docstore_file: Path | None = None,
 ) -> Any:
-    """Load a BM25 folder; ``verify=False`` when the caller already checked every file's hash."""
+    """Load a BM25 folder; ``verify=False`` when the caller already checked every file's hash.
+
+    ``docstore_file``: where a given ``docstore`` was read from (named in errors).
+    """
     import bm25s
 
     fixed = sorted(set(overrides) - set(QUERY_TIME_PARAMS))
@@ -169,13 +231,8 @@ def load_bm25(
                 "BM25Retriever.from_persist_dir(path, docstore=...)"
             )
         docstore = _load_docstore(folder)
-    missing = [i for i in node_ids if not docstore.document_exists(i)]
-    if missing:
-        raise PersistenceError(
-            f"{len(missing)} node ids of {path} are not in the docstore (e.g. {missing[:3]}); "
-            "the docstore does not belong to this index — pass the one saved with it, or rebuild"
-        )
-    nodes = docstore.get_nodes(node_ids)
+        docstore_file = folder / DOCSTORE_FILE
+    nodes = _get_nodes(docstore, node_ids, path, docstore_file)
     index_dir = folder / INDEX_DIR
     require_file(index_dir / "params.index.json", "the bm25s index", _FIX)
     try:
@@ -191,6 +248,7 @@ def load_bm25(
             f"{index_dir} indexes {bm25.scores.get('num_docs')} documents but {path} lists "
             f"{len(node_ids)} nodes: the folder mixes two indexes; {_FIX}"
         )
+    _check_bm25s(bm25, index_dir)
     extra = {k: overrides[k] for k in ("callback_manager", "verbose") if k in overrides}
     try:
         retriever = cls(nodes=nodes, _bm25=bm25, **kwargs, **extra)

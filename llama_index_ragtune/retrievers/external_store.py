@@ -115,6 +115,8 @@ def build_store_index(
         _check_qdrant_ids(check_nodes(nodes, "HybridRetriever.from_defaults"))
         _check_qdrant_empty(store)
     embedded = embed_nodes(nodes, embed_model, "HybridRetriever.from_defaults", show_progress)
+    if kind == "qdrant":
+        _check_qdrant_vectors(store, len(embedded[0].embedding))
     storage = StorageContext.from_defaults(vector_store=store)
     return VectorStoreIndex(
         embedded,
@@ -151,6 +153,35 @@ def _check_qdrant_empty(store: Any) -> None:
                 "the same nodes). Use a new collection_name, delete the collection, or reload a "
                 "persisted retriever with HybridRetriever.from_persist_dir"
             )
+
+
+def _check_qdrant_vectors(store: Any, dimension: int) -> None:
+    """An existing (empty) collection must take these vectors: its vector name, size, a similarity."""
+    client = store.client
+    name = store.collection_name
+    if not client.collection_exists(name):
+        return  # created by the store from the first vectors
+    vectors = client.get_collection(name).config.params.vectors
+    vector_name = store.dense_vector_name
+    params = vectors.get(vector_name) if isinstance(vectors, dict) else vectors
+    fix = "Use a new collection_name, or delete the collection so that it is created to fit"
+    if params is None:
+        names = sorted(vectors) if isinstance(vectors, dict) else ["(one unnamed vector)"]
+        raise ValueError(
+            f"the Qdrant collection {name!r} has no dense vector named {vector_name!r} (it has "
+            f"{names}); pass dense_vector_name= to QdrantVectorStore, or: {fix}"
+        )
+    if int(params.size) != dimension:
+        raise ValueError(
+            f"the Qdrant collection {name!r} holds vectors of size {params.size}, but the embedding "
+            f"model returns {dimension}; {fix}"
+        )
+    distance = str(params.distance.value)
+    if distance not in ("Cosine", "Dot"):
+        raise ValueError(
+            f"the Qdrant collection {name!r} ranks by {distance} distance (lower is closer), but "
+            "the hybrid retriever fuses similarities (higher is closer: Cosine or Dot); " + fix
+        )
 
 
 def check_store_filters(store: Any, filters: MetadataFilters | None) -> None:

@@ -495,8 +495,9 @@ class HybridRetriever(BaseRetriever):
     def persist(self, persist_dir: str | Path) -> None:
         """Save the FAISS index, docstore, BM25 index and parameters (JSON, versioned) to ``persist_dir``."""
         from llama_index_ragtune.retrievers.persist_hybrid import persist_hybrid
+        from llama_index_ragtune.retrievers.persistence import persist_dir_path
 
-        persist_hybrid(self, Path(persist_dir))
+        persist_hybrid(self, persist_dir_path(persist_dir, "HybridRetriever.persist"))
 
     @classmethod
     def from_persist_dir(
@@ -509,8 +510,10 @@ class HybridRetriever(BaseRetriever):
         ``overrides`` replace saved parameters (e.g. ``similarity_top_k=20``); ``vector_store=``
         hands over an open store for a dense side kept in Qdrant."""
         from llama_index_ragtune.retrievers.persist_hybrid import load_hybrid
+        from llama_index_ragtune.retrievers.persistence import persist_dir_path
 
-        return load_hybrid(cls, Path(persist_dir), embed_model, overrides)
+        folder = persist_dir_path(persist_dir, "HybridRetriever.from_persist_dir")
+        return load_hybrid(cls, folder, embed_model, overrides)
 
 
 def _check_query_type(query: Any) -> None:

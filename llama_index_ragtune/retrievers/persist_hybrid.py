@@ -199,6 +199,12 @@ def _sections(manifest: dict[str, Any], path: Path) -> tuple[dict, dict, dict]:
         "sparse_top_k": (int,),
     }
     kwargs = {key: field(params, key, kinds[key], path, _REBUILD) for key in _FUSION_KEYS}
+    unknown = sorted(set(params) - {*_FUSION_KEYS, "filters", "embed_model"})
+    if manifest["format_version"] >= 2 and unknown:
+        raise PersistenceError(
+            f"{path} holds unknown parameter(s) {unknown[:5]}: it was edited, or written by another "
+            f"version of llama-index-ragtune (install that version); {_REBUILD}"
+        )
     filters = field(params, "filters", (dict, type(None)), path, _REBUILD, default=None)
     embed_info = field(params, "embed_model", (dict, type(None)), path, _REBUILD, default=None)
     try:
@@ -265,25 +271,64 @@ def _load(
     try:
         context = StorageContext.from_defaults(persist_dir=str(storage), vector_store=store)
         index = load_index_from_storage(context, index_id=dense["index_id"], embed_model=embed)
-    except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+        json.JSONDecodeError,
+    ) as exc:
         raise PersistenceError(
-            f"{storage} could not be loaded ({type(exc).__name__}: {exc}); {_REBUILD}"
+            f"{_damaged_json(storage) or storage} could not be loaded ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); {_REBUILD}"
         ) from exc
-    node_count = len(index.index_struct.nodes_dict)
+    nodes_dict = index.index_struct.nodes_dict
+    index_store = storage / "index_store.json"
+    node_count = len(nodes_dict)
     if node_count != dense["num_nodes"]:
         raise PersistenceError(
-            f"{storage / 'index_store.json'} maps {node_count} vectors but the dense index holds "
+            f"{index_store} maps {node_count} vectors but the dense index holds "
             f"{dense['num_nodes']}; {_REBUILD}"
         )
-    sparse = load_bm25(BM25Retriever, folder / BM25_DIR, index.docstore, {}, verify=False)
-    if len(sparse.nodes) != node_count:
+    if faiss_side and set(nodes_dict) != {str(i) for i in range(node_count)}:
         raise PersistenceError(
-            f"{folder / BM25_DIR} indexes {len(sparse.nodes)} nodes but the dense index {node_count}; {_REBUILD}"
+            f"{index_store} maps vector positions that the FAISS index does not have (e.g. "
+            f"{sorted(set(nodes_dict) - {str(i) for i in range(node_count)})[:3]}); {_REBUILD}"
+        )
+    sparse = load_bm25(
+        BM25Retriever,
+        folder / BM25_DIR,
+        index.docstore,
+        {},
+        verify=False,
+        docstore_file=storage / "docstore.json",
+    )
+    dense_ids = list(nodes_dict.values())
+    only_dense = sorted(set(dense_ids) - {n.node_id for n in sparse.nodes})
+    if len(sparse.nodes) != node_count or len(set(dense_ids)) != node_count or only_dense:
+        raise PersistenceError(
+            f"{index_store} and {folder / BM25_DIR} hold different nodes ({node_count} vectors of "
+            f"{len(set(dense_ids))} distinct nodes, e.g. {only_dense[:3]} only in the dense "
+            f"index; {len(sparse.nodes)} nodes in BM25): the folder mixes two indexes; {_REBUILD}"
         )
     kwargs.update(overrides)  # the saved values were checked: errors here name an override
     return cls(
         dense_retriever=None, sparse_retriever=sparse, index=index, embed_model=embed, **kwargs
     )
+
+
+def _damaged_json(storage: Path) -> Path | None:
+    """The first JSON file of ``storage`` that is not a JSON object (to name it in an error)."""
+    for file in sorted(storage.glob("*.json")):
+        if file.name.startswith(VECTOR_STORE_FILE):
+            continue  # the FAISS index and its metadata are checked by _load_faiss
+        try:
+            if not isinstance(json.loads(file.read_text(encoding="utf-8")), dict):
+                return file
+        except (OSError, ValueError, RecursionError):
+            return file
+    return None
 
 
 def _load_faiss(file: Path, dense: dict[str, Any], path: Path, verify: bool) -> Any:
@@ -292,6 +337,12 @@ def _load_faiss(file: Path, dense: dict[str, Any], path: Path, verify: bool) -> 
 
     store = FilterableFaissVectorStore._load(file, verify=verify)
     client = store.client
+    index_type = field(dense, "index_type", (str,), path, _REBUILD, where="dense", default=None)
+    if index_type is not None and index_type != type(client).__name__:
+        raise PersistenceError(
+            f"{path} records a {index_type} but {file.name} holds {type(client).__name__}: the "
+            f"folder mixes two indexes; {_REBUILD}"
+        )
     if client.ntotal != dense["num_nodes"] or client.d != dense["dimension"]:
         raise PersistenceError(
             f"{file} holds {client.ntotal} vectors of dimension {client.d} but "

@@ -51,6 +51,7 @@ __all__ = [
     "field",
     "file_digests",
     "load_snapshot",
+    "persist_dir_path",
     "read_manifest",
     "require_file",
     "verify_files",
@@ -75,6 +76,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         atomic_write_text(Path("out/report.md"), "# Report\\n")
     """
     _atomic_write_text(path, text)
+
+
+def persist_dir_path(value: Any, what: str) -> Path:
+    """``value`` as a :class:`~pathlib.Path`; ``TypeError`` / ``ValueError`` naming ``what``.
+
+    ``None``, a number, ``bytes`` or a list is refused (pathlib's own error does not say
+    which argument), and so is ``""``, which pathlib reads as the current folder: a
+    ``persist("")`` from an unset setting would replace the working directory.
+
+    Example::
+
+        folder = persist_dir_path(persist_dir, "HybridRetriever.persist")
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"{what}: persist_dir must be a str or a path, got {type(value).__name__} {value!r:.60}"
+        )
+    path = Path(value)  # an os.PathLike returning bytes raises TypeError here
+    if not os.fspath(value).strip():
+        raise ValueError(
+            f"{what}: persist_dir is empty; name the folder (use '.' for the current one)"
+        )
+    return path
 
 
 def write_manifest(

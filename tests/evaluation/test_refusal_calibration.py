@@ -6,6 +6,7 @@ import pytest
 
 from llama_index_ragtune.evaluation import choose_refusal_threshold, refusal_auc
 from llama_index_ragtune.evaluation.refusal_calibration import decision_scores
+from llama_index_ragtune.llms.refusal_policy import DecoderRefusalPolicy
 
 
 def test_refusal_auc_ranks_unanswerable_above_answerable():
@@ -150,3 +151,16 @@ def test_refusal_combination_checks_its_input():
         fit_refusal_combination({"a": [0.1]}, [True, False])
     with pytest.raises(ValueError, match="at least one signal"):
         fit_refusal_combination({}, [True, False])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1, 1.7])
+def test_probabilities_that_are_not_probabilities_are_named(bad):
+    # a NaN compared false with every threshold: the search silently picked one
+    values = [0.9, 0.8, bad, 0.2]
+    labels = [False, False, True, True]
+    with pytest.raises(ValueError, match="probability 2 is .* not a number in"):
+        choose_refusal_threshold(values, labels)
+    with pytest.raises(ValueError, match="probability 2 is"):
+        refusal_auc(values, labels)
+    with pytest.raises(ValueError, match="probability 2 is"):
+        DecoderRefusalPolicy.fit(values, labels)

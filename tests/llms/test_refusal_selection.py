@@ -227,3 +227,61 @@ def test_bundle_policy_reading_the_decoder_is_dropped_for_another_llm(embed_mode
     kept = _refusal_policy({"refusal_policy": similarity.to_dict()}, retriever, bundled_llm=False)
     assert kept.scorer.embed_model is embed_model
     assert _refusal_policy({"refusal_threshold": 0.4}, retriever, bundled_llm=True) is None
+
+
+def _small_noisy_dev_set():
+    """36 dev questions, 6 unanswerable, two weak signals of about the same strength."""
+    rng = random.Random(7)
+    labels = _labels(30, 6)
+    decoder = [rng.gauss(0.35 if a else 0.5, 0.12) for a in labels]
+    answerability = [rng.gauss(0.62 if a else 0.5, 0.12) for a in labels]
+    return labels, decoder, answerability
+
+
+def test_repeated_cross_validation_averages_differently_seeded_splits():
+    labels, decoder, answerability = _small_noisy_dev_set()
+    scorer = TableScorer({})
+    repeated = select_refusal_policy(
+        labels, decoder, answerability, scorer=scorer, seed=3, repeats=3
+    )
+    single = [
+        select_refusal_policy(labels, decoder, answerability, scorer=scorer, seed=s)
+        for s in (3, 4, 5)
+    ]
+    for name in ("none", "decoder", "answerability", "combined"):
+        runs = [s.scores[name] for s in single]
+        assert repeated.scores[name] == pytest.approx(sum(runs) / 3)
+        spread = (sum((r - sum(runs) / 3) ** 2 for r in runs) / 3) ** 0.5
+        assert repeated.spread[name] == pytest.approx(spread)
+        over_refusal = [s.details[name]["over_refusal_rate"] for s in single]
+        assert repeated.details[name]["over_refusal_rate"] == pytest.approx(sum(over_refusal) / 3)
+    assert repeated.spread["none"] == 0.0
+    summary = repeated.to_dict()
+    assert summary["repeats"] == 3 and summary["spread"] == repeated.spread
+    assert single[0].repeats == 1 and single[0].to_dict()["repeats"] == 1
+
+
+def test_repeats_steady_the_choice_on_a_small_dev_set():
+    """One split of 36 questions (6 unanswerable) picks the policy by the luck of the folds;
+    ten splits averaged pick the same one whatever the seed."""
+    labels, decoder, answerability = _small_noisy_dev_set()
+    scorer = TableScorer({})
+
+    def majority_share(repeats: int) -> float:
+        names = [
+            select_refusal_policy(
+                labels, decoder, answerability, scorer=scorer, seed=s, repeats=repeats
+            ).name
+            for s in range(0, 200, 10)  # disjoint seed ranges for the repeated runs
+        ]
+        return max(names.count(n) for n in set(names)) / len(names)
+
+    one_split, ten_splits = majority_share(1), majority_share(10)
+    assert one_split <= 0.75, one_split
+    assert ten_splits >= 0.9 and ten_splits > one_split
+
+
+@pytest.mark.parametrize("repeats", [0, -1, True, 1.5])
+def test_repeats_must_be_a_whole_number_of_at_least_one(repeats):
+    with pytest.raises(ValueError, match="repeats must be a whole number >= 1"):
+        select_refusal_policy(_labels(4, 4), [0.1] * 4 + [0.9] * 4, repeats=repeats)

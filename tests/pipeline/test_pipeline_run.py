@@ -138,6 +138,8 @@ def test_the_refusal_policy_is_chosen_on_held_out_questions_and_explains_each_an
     best = max(choice["cross_validated"].values())
     assert choice["cross_validated"][choice["name"]] == best
     assert policy.signal == choice["name"] and choice["dev_questions"] == len(questions)
+    assert choice["repeats"] == ctx.config.refusal_cv_repeats == 10  # averaged over 10 splits
+    assert set(choice["spread"]) == set(CANDIDATES)
     _, rows = answer_questions(ctx, llm, questions[:4], "tuned", policy)
     for row in rows:
         decision = row["refusal_decision"]

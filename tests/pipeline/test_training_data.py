@@ -93,5 +93,8 @@ def test_skip_and_time_budget_settings():
         config.with_time_budget(0)
     with pytest.raises(ValueError, match="force_promotion"):
         PipelineConfig(force_promotion=("retriever",))
+    for repeats in (0, True, 2.5):
+        with pytest.raises(ValueError, match="refusal_cv_repeats must be a whole number >= 1"):
+            PipelineConfig(refusal_cv_repeats=repeats)
     assert PipelineConfig().fingerprint() == PipelineConfig().fingerprint()
     assert PipelineConfig(seed=1).fingerprint() != PipelineConfig().fingerprint()

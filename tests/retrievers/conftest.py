@@ -105,6 +105,46 @@ def keyword_embedding() -> KeywordEmbedding:
     return KeywordEmbedding()
 
 
+HYBRID_MANIFEST = "hybrid_retriever.json"
+
+
+@pytest.fixture()
+def persisted(store_nodes, keyword_embedding, tmp_path):
+    """``(retriever, folder)``: a hybrid retriever over ``store_nodes`` persisted to ``tmp_path/h``."""
+    from llama_index_ragtune.retrievers import HybridRetriever
+
+    retriever = HybridRetriever.from_defaults(
+        nodes=store_nodes, embed_model=keyword_embedding, similarity_top_k=4
+    )
+    folder = tmp_path / "h"
+    retriever.persist(folder)
+    return retriever, folder
+
+
+def _downgrade_to_v1(folder) -> None:
+    """Rewrite a persisted hybrid folder as version 1 wrote it: no content hashes (only the
+    loaders' own checks stand between a damaged file and the index), dense facts in params."""
+    import json
+
+    path = folder / HYBRID_MANIFEST
+    manifest = json.loads(path.read_text())
+    params = manifest["params"] | {
+        k: manifest["dense"][k] for k in ("index_id", "num_nodes", "dimension")
+    }
+    path.write_text(json.dumps({"format": "ragtune-hybrid", "format_version": 1, "params": params}))
+    bm25_path = folder / "bm25" / "bm25_retriever.json"
+    bm25 = json.loads(bm25_path.read_text())
+    bm25_path.write_text(
+        json.dumps({"format": "ragtune-bm25", "format_version": 1, "params": bm25["params"]})
+    )
+
+
+@pytest.fixture()
+def downgrade_to_v1():
+    """``downgrade_to_v1(folder)`` rewrites a persisted hybrid folder as version 1 wrote it."""
+    return _downgrade_to_v1
+
+
 class HashEmbedding(BaseEmbedding):
     """Deterministic text vectors: the sum of one fixed random vector per word, L2-normalised.
 

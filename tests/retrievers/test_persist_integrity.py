@@ -17,16 +17,6 @@ from llama_index_ragtune.retrievers.persistence import file_digests
 MANIFEST = "hybrid_retriever.json"
 
 
-@pytest.fixture()
-def persisted(store_nodes, keyword_embedding, tmp_path):
-    retriever = HybridRetriever.from_defaults(
-        nodes=store_nodes, embed_model=keyword_embedding, similarity_top_k=4
-    )
-    folder = tmp_path / "h"
-    retriever.persist(folder)
-    return retriever, folder
-
-
 def load(folder, embedding):
     return HybridRetriever.from_persist_dir(folder, embed_model=embedding)
 
@@ -172,24 +162,9 @@ def test_bm25_manifest_edits(store_nodes, tmp_path):
         BM25Retriever.from_persist_dir(folder)
 
 
-def _downgrade_to_v1(folder):
-    """Rewrite a v2 folder as the previous version wrote it (no hashes, dense facts in params)."""
-    path = folder / MANIFEST
-    manifest = json.loads(path.read_text())
-    params = manifest["params"] | {
-        k: manifest["dense"][k] for k in ("index_id", "num_nodes", "dimension")
-    }
-    path.write_text(json.dumps({"format": "ragtune-hybrid", "format_version": 1, "params": params}))
-    bm25_path = folder / "bm25" / "bm25_retriever.json"
-    bm25 = json.loads(bm25_path.read_text())
-    bm25_path.write_text(
-        json.dumps({"format": "ragtune-bm25", "format_version": 1, "params": bm25["params"]})
-    )
-
-
-def test_version_1_folders_still_load(persisted, keyword_embedding, caplog):
+def test_version_1_folders_still_load(downgrade_to_v1, persisted, keyword_embedding, caplog):
     retriever, folder = persisted
-    _downgrade_to_v1(folder)
+    downgrade_to_v1(folder)
     with caplog.at_level(logging.WARNING):
         loaded = load(folder, keyword_embedding)
     assert "without content hashes" in caplog.text
@@ -208,9 +183,11 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def test_pickled_arrays_are_refused_not_executed(persisted, keyword_embedding, tmp_path):
+def test_pickled_arrays_are_refused_not_executed(
+    downgrade_to_v1, persisted, keyword_embedding, tmp_path
+):
     _, folder = persisted
-    _downgrade_to_v1(folder)  # no hashes: the allow_pickle=False gate alone must hold
+    downgrade_to_v1(folder)  # no hashes: the allow_pickle=False gate alone must hold
     marker = tmp_path / "unpickled.txt"
     array = np.empty(1, dtype=object)
     array[0] = _Payload(marker)
