@@ -37,7 +37,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingStore", "check_texts", "open_store"]
+__all__ = ["EmbeddingStore", "check_texts", "file_in_the_way", "open_store"]
 
 _SCHEMA_VERSION = 1
 
@@ -72,7 +72,7 @@ class EmbeddingStore:
             folder.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
             raise NotADirectoryError(
-                f"the embedding cache folder {folder} cannot be created: {_file_in_the_way(folder)} "
+                f"the embedding cache folder {folder} cannot be created: {file_in_the_way(folder)} "
                 "is a file, not a folder; pass another cache_dir or move that file"
             ) from exc
         if self.path.exists() and not self.path.is_file():
@@ -277,8 +277,13 @@ def check_texts(texts: Any) -> None:
             )
 
 
-def _file_in_the_way(folder: Path) -> Path:
-    """The path in ``folder`` or above it that exists but is not a folder."""
+def file_in_the_way(folder: Path) -> Path:
+    """The path in ``folder`` or above it that exists but is not a folder (to name it in errors).
+
+    Example::
+
+        file_in_the_way(Path("notes.txt/cache"))     # Path('notes.txt') when that is a file
+    """
     for path in (folder, *folder.parents):
         if path.exists() or path.is_symlink():
             return path
