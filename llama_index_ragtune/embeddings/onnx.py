@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from llama_index_ragtune._cores import available_cores
 from llama_index_ragtune.embeddings.onnx_export import export_sentence_transformer
 from llama_index_ragtune.embeddings.onnx_session import OnnxSessionEncoder
 from llama_index_ragtune.embeddings.store import check_texts
+from llama_index_ragtune.retrievers.checks import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -212,11 +212,8 @@ def _batch_size(value: Any, default: int, name: str = "batch_size") -> int:
     return value
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _prefixed(prefix: str | None, texts: list[str]) -> list[str]:
-    """``prefix + text`` for each text; lone surrogates (not encodable) become U+FFFD."""
+    """``prefix + text`` for each text, cleaned like the retrievers' queries (``clean_text``:
+    lone surrogates, which the tokenizer cannot take, become U+FFFD)."""
     check_texts(texts)
-    out = [(prefix or "") + t for t in texts]
-    return [_LONE_SURROGATE.sub("\ufffd", t) if _LONE_SURROGATE.search(t) else t for t in out]
+    return [clean_text((prefix or "") + t) for t in texts]

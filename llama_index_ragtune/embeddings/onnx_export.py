@@ -40,7 +40,7 @@ from llama_index_ragtune.embeddings.onnx_session import (
     OnnxSessionEncoder,
     require_onnx,
 )
-from llama_index_ragtune.embeddings.store import file_in_the_way
+from llama_index_ragtune.embeddings.store import make_folder
 from llama_index_ragtune.models import cache_dir as default_cache_dir
 from llama_index_ragtune.models import resolve_model
 
@@ -103,13 +103,7 @@ def export_sentence_transformer(
             return ExportedEncoder(target, config)
         logger.warning("the ONNX export %s is incomplete or damaged; exporting it again", target)
         force = True
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise NotADirectoryError(
-            f"the ONNX cache folder {root} cannot be created: {file_in_the_way(root)} is a file, "
-            "not a folder; pass another cache_dir or move that file"
-        ) from exc
+    make_folder(root, "the ONNX cache folder")
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     try:
         config = _export(name_or_path, tmp)

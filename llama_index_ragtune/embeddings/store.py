@@ -37,7 +37,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingStore", "check_texts", "file_in_the_way", "open_store"]
+__all__ = ["EmbeddingStore", "check_texts", "make_folder", "open_store"]
 
 _SCHEMA_VERSION = 1
 
@@ -67,14 +67,7 @@ class EmbeddingStore:
         self.path = Path(path)
         self.identity = identity
         self._lock = threading.Lock()
-        folder = self.path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as exc:
-            raise NotADirectoryError(
-                f"the embedding cache folder {folder} cannot be created: {file_in_the_way(folder)} "
-                "is a file, not a folder; pass another cache_dir or move that file"
-            ) from exc
+        make_folder(self.path.parent, "the embedding cache folder")
         if self.path.exists() and not self.path.is_file():
             raise IsADirectoryError(
                 f"the embedding cache file {self.path} is a folder (or another non-file); "
@@ -277,17 +270,29 @@ def check_texts(texts: Any) -> None:
             )
 
 
-def file_in_the_way(folder: Path) -> Path:
-    """The path in ``folder`` or above it that exists but is not a folder (to name it in errors).
+def make_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` (and its parents); a file in the way is a ``NotADirectoryError`` naming it.
 
     Example::
 
-        file_in_the_way(Path("notes.txt/cache"))     # Path('notes.txt') when that is a file
+        make_folder(Path("notes.txt/cache"), "the embedding cache folder")
+        # NotADirectoryError: ... notes.txt is a file, not a folder ... (when notes.txt is a file)
     """
-    for path in (folder, *folder.parents):
-        if path.exists() or path.is_symlink():
-            return path
-    return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next(
+            (
+                p
+                for p in (folder, *folder.parents)
+                if (p.exists() or p.is_symlink()) and not p.is_dir()
+            ),
+            folder,
+        )
+        raise NotADirectoryError(
+            f"{what} {folder} cannot be created: {blocker} is a file, not a folder; pass another "
+            "cache_dir or move that file"
+        ) from exc
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
