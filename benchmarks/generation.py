@@ -97,6 +97,9 @@ ROWS = {
 # ------------------------------------------------------------------- command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    # The committed results chose each row's refusal policy on one fold split; pass
+    # --refusal-cv-repeats 10 for the choice `ragtune train decoder` and the pipeline make.
+    parser.set_defaults(refusal_cv_repeats=1)
     parser.add_argument("--max-train-examples", type=int, default=300)
     parser.add_argument(
         "--max-preference-examples",
@@ -195,6 +198,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 args.refusal_threshold,
                 scorer,
                 args.generation_batch_size,
+                repeats=args.refusal_cv_repeats,
             )
             calibration.setdefault(set_name, {})[name] = {
                 p: policy.to_dict() for p, policy in policies.items()

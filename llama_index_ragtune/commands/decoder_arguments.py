@@ -115,6 +115,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--dev-examples held-out questions; 'none' decodes greedily",
     )
     parser.add_argument(
+        "--refusal-cv-repeats",
+        type=_repeats,
+        default=10,
+        metavar="N",
+        help="with --refusal-threshold tune: differently seeded cross-validation splits of the "
+        "dev questions averaged when choosing the refusal policy (repeated stratified k-fold; "
+        "one split of a few dozen questions decides by luck)",
+    )
+    parser.add_argument(
         "--dev-examples",
         type=int,
         default=100,
@@ -169,6 +178,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="token limit of a (question, source) pair for the answerability head",
     )
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _repeats(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return number
 
 
 def _threshold(value: str) -> float | str | None:

@@ -153,7 +153,12 @@ def run(args: argparse.Namespace) -> int:
         ("tuned", engine.get_finetuned_model(**llm_options(args)), sum(engine.timings.values())),
     ):
         policies = fit_policies(
-            llm, data.dev_contexts, args.refusal_threshold, scorer, args.generation_batch_size
+            llm,
+            data.dev_contexts,
+            args.refusal_threshold,
+            scorer,
+            args.generation_batch_size,
+            repeats=args.refusal_cv_repeats,
         )
         if name == "tuned":
             _write_policies(output, engine, policies)
@@ -283,6 +288,9 @@ def _write_policies(output: Path, engine, policies: dict) -> None:
         )
         what = str(objective or "score").replace("_", " ")
         how = "" if score is None else f", cross-validated dev {what} {score:.3f}"
+        splits = calibration.get("cv_repeats")
+        if score is not None and splits:
+            how += f" over {splits} split{'s' if splits > 1 else ''}"
         print(
             f"Refusal policy {name} (threshold {chosen.threshold:.4g}{how}): "
             f'LocalChatLLM("{served}", refusal_policy=load_refusal_policy("{path}"))'

@@ -96,6 +96,7 @@ def fit_policies(
     refusal_threshold: float | str | None,
     scorer: Any | None,
     batch_size: int,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """The refusal policies of one row: fitted on ``dev_contexts`` (``"tune"``), the decoder's at a
     fixed threshold (a number), or none (``None``: the model's own greedy refusals).
@@ -134,7 +135,11 @@ def fit_policies(
                 scorer, decoder, answerability, answerable
             )
         selection = select_refusal_policy(
-            answerable, decoder, answerability, scorer if answerability is not None else None
+            answerable,
+            decoder,
+            answerability,
+            scorer if answerability is not None else None,
+            repeats=repeats,
         )
     except ValueError as err:
         raise ValueError(
@@ -145,6 +150,8 @@ def fit_policies(
         if policy.calibration is not None:
             policy.calibration["cross_validated"] = selection.scores.get(policy.signal)
             policy.calibration["selection_objective"] = selection.objective
+            policy.calibration["cv_repeats"] = selection.repeats
+            policy.calibration["cv_spread"] = selection.spread.get(policy.signal)
     # the headline (first) is the policy with the best cross-validated score on dev
     return {selection.name: policies[selection.name], **policies}
 

@@ -133,6 +133,8 @@ def test_bench_generation_rows_and_outputs(
                 assert policies[headline]["threshold"] == rows[name]["refusal_threshold"]
             combined = policies["combined"]
             assert combined["calibration"]["n_examples"] == n_dev[set_name]
+            # the benchmark's default: one fold split, as the committed results were made
+            assert combined["calibration"]["cv_repeats"] == 1
             assert combined["scorer"].endswith("final")
     for rows in (result["rows"], result["multihop_rows"]):
         for name, row in rows.items():
@@ -227,6 +229,8 @@ def test_train_decoder_command(
     assert "| tuned |" in printed and "| base |" in printed and "Multi-hop" in printed
     threshold = json.loads((out / "refusal_threshold.json").read_text())
     assert 0.0 <= threshold["threshold"] <= 1.0 and threshold["objective"] == "balanced_accuracy"
+    # ragtune train decoder averages the policy choice over 10 seeded fold splits
+    assert threshold["cv_repeats"] == 10 and threshold["cv_spread"] >= 0.0
     assert f"refusal_threshold={threshold['threshold']:.4g}" in printed
     from llama_index_ragtune.llms import load_refusal_policy
 

@@ -97,3 +97,15 @@ def test_train_decoder_qa_file_must_exist(tmp_path, capsys) -> None:
     argv = ["train", "decoder", "--qa", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     assert "argument --qa: file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("repeats", ["0", "-3", "2.5", "ten"])
+def test_refusal_cv_repeats_must_be_a_whole_number(tmp_path, qa_file, repeats, capsys) -> None:
+    argv = ["train", "decoder", "--qa", str(qa_file), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--refusal-cv-repeats", repeats])
+    assert exit_info.value.code == 2
+    assert f"--refusal-cv-repeats: expected a whole number >= 1, got {repeats!r}" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "o").exists()
