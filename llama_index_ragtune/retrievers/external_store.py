@@ -1,11 +1,13 @@
-"""The hybrid retriever's dense side on a vector database (Qdrant), filters pushed down.
+"""The hybrid retriever's dense side on a vector database (Qdrant, Milvus), filters pushed down.
 
 ``HybridRetriever.from_defaults(nodes=..., dense_index=store)`` with a LlamaIndex
 vector store embeds the nodes and indexes them into ``store`` through a plain
 ``VectorStoreIndex`` (the nodes are kept in its docstore too, for the BM25 side and
 for ``persist``). Retrieval goes through LlamaIndex's own retriever, so metadata
 filters are translated by the store's integration and evaluated inside the database
-(Qdrant: ``MetadataFilters`` -> a Qdrant ``Filter``), before its top-k cut.
+(Qdrant: ``MetadataFilters`` -> a Qdrant ``Filter``; Milvus: a filter expression), before
+its top-k cut. Milvus (Milvus Lite or a server) is wired the same way; its specifics are in
+:mod:`~llama_index_ragtune.retrievers.external_milvus`.
 
 Qdrant (the ``qdrant`` extra: ``llama-index-vector-stores-qdrant``, ``qdrant-client``)
 runs in-process in local mode, or against a server or cluster; only the client line
@@ -56,6 +58,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import MetadataFilters
 
+from llama_index_ragtune.retrievers import external_milvus
 from llama_index_ragtune.retrievers.node_embedding import embed_nodes
 from llama_index_ragtune.retrievers.persistence import PersistenceError, field
 
@@ -67,13 +70,18 @@ __all__ = [
     "store_kind",
 ]
 
-STORE_KINDS = ("qdrant",)
-_QDRANT_MODULE = "llama_index.vector_stores.qdrant"
+STORE_KINDS = ("qdrant", "milvus")
+# kind -> (module, class); a module is never imported here: only if the user did
+_STORE_CLASSES = {
+    "qdrant": ("llama_index.vector_stores.qdrant", "QdrantVectorStore"),
+    "milvus": ("llama_index.vector_stores.milvus", "MilvusVectorStore"),
+}
+_NAMES = {"qdrant": "Qdrant", "milvus": "Milvus"}
 _REBUILD = "rebuild it with HybridRetriever.from_defaults(...) and call persist() again"
 
 
 def store_kind(store: Any) -> str | None:
-    """``"faiss"`` (ours), ``"qdrant"``, or ``None`` for a store ``persist`` cannot record.
+    """``"faiss"`` (ours), ``"qdrant"``, ``"milvus"``, or ``None`` for a store ``persist`` cannot record.
 
     Example::
 
@@ -83,9 +91,10 @@ def store_kind(store: Any) -> str | None:
 
     if isinstance(store, FilterableFaissVectorStore):
         return "faiss"
-    qdrant = sys.modules.get(_QDRANT_MODULE)  # never imported here: only if the user did
-    if qdrant is not None and isinstance(store, qdrant.QdrantVectorStore):
-        return "qdrant"
+    for kind, (module_name, class_name) in _STORE_CLASSES.items():
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(store, getattr(module, class_name, ())):
+            return kind
     return None
 
 
@@ -114,9 +123,13 @@ def build_store_index(
     if kind == "qdrant":
         _check_qdrant_ids(check_nodes(nodes, "HybridRetriever.from_defaults"))
         _check_qdrant_empty(store)
+    elif kind == "milvus":
+        external_milvus.check_empty(store)
     embedded = embed_nodes(nodes, embed_model, "HybridRetriever.from_defaults", show_progress)
     if kind == "qdrant":
         _check_qdrant_vectors(store, len(embedded[0].embedding))
+    elif kind == "milvus":
+        external_milvus.check_vectors(store, len(embedded[0].embedding))
     storage = StorageContext.from_defaults(vector_store=store)
     return VectorStoreIndex(
         embedded,
@@ -191,7 +204,12 @@ def check_store_filters(store: Any, filters: MetadataFilters | None) -> None:
 
         check_store_filters(qdrant_store, MetadataFilters(filters=[...]))
     """
-    if filters is None or not filters.filters or store_kind(store) != "qdrant":
+    if filters is None or not filters.filters:
+        return
+    kind = store_kind(store)
+    if kind == "milvus":
+        external_milvus.check_filters(store, filters)
+    if kind != "qdrant":
         return
     try:
         store._build_subfilter(filters)
@@ -211,10 +229,13 @@ def describe_store(store: Any, num_nodes: int) -> dict[str, Any]:
 
         describe_store(qdrant_store, num_nodes=100)["location"]  # {'path': '/data/qdrant'}
     """
-    if store_kind(store) != "qdrant":
+    kind = store_kind(store)
+    if kind == "milvus":
+        return external_milvus.describe(store, num_nodes)
+    if kind != "qdrant":
         raise NotImplementedError(
-            f"HybridRetriever.persist records dense sides on FAISS or Qdrant; this one is on "
-            f"{type(store).__name__} (persist it through its own storage context)"
+            f"HybridRetriever.persist records dense sides on FAISS, Qdrant or Milvus; this one is "
+            f"on {type(store).__name__} (persist it through its own storage context)"
         )
     client = store.client
     options = client.init_options
@@ -264,6 +285,8 @@ def open_store(dense: dict[str, Any], manifest_path: Path) -> Any:
         store = open_store(manifest["dense"], folder / "hybrid_retriever.json")
     """
     kind = field(dense, "kind", (str,), manifest_path, _REBUILD, where="dense")
+    if kind == "milvus":
+        return external_milvus.open_collection(dense, manifest_path, _REBUILD)
     if kind != "qdrant":
         raise PersistenceError(
             f"{manifest_path}: cannot reopen a dense side of kind {kind!r}; {_REBUILD}"
@@ -304,7 +327,8 @@ def open_store(dense: dict[str, Any], manifest_path: Path) -> Any:
 
 
 def check_store(store: Any, dense: dict[str, Any], manifest_path: Path) -> None:
-    """The reopened store holds the recorded collection: same kind, size and dimension.
+    """The reopened store holds the recorded collection: same kind, size and dimension
+    (a Milvus collection is then loaded for search).
 
     Example::
 
@@ -317,34 +341,47 @@ def check_store(store: Any, dense: dict[str, Any], manifest_path: Path) -> None:
             f"given is {type(store).__name__}; pass a store of that kind"
         )
     name = store.collection_name
-    where = f"the Qdrant collection {name!r}"
+    product = _NAMES[kind]
+    where = f"the {product} collection {name!r}"
     if name != dense.get("collection"):
         raise PersistenceError(
             f"{manifest_path} records the collection {dense.get('collection')!r}, but the "
             f"vector_store given uses {name!r}; pass a store on the recorded collection"
         )
-    client = store.client
-    if not client.collection_exists(name):
+    exists, count, got = (
+        external_milvus.collection_facts(store) if kind == "milvus" else _qdrant_facts(store)
+    )
+    if not exists:
         raise PersistenceError(
-            f"{where} recorded in {manifest_path} does not exist in that Qdrant (deleted, or "
+            f"{where} recorded in {manifest_path} does not exist in that {product} (deleted, or "
             f"another storage path/server); {_REBUILD}"
         )
-    count = int(client.count(name, exact=True).count)
     expected = field(dense, "num_nodes", (int,), manifest_path, _REBUILD, where="dense")
     dimension = field(dense, "dimension", (int,), manifest_path, _REBUILD, where="dense")
-    vectors = client.get_collection(name).config.params.vectors
-    params = vectors.get(store.dense_vector_name) if isinstance(vectors, dict) else vectors
-    if params is None or int(params.size) != dimension:
-        got = None if params is None else int(params.size)
+    vector_name = store.embedding_field if kind == "milvus" else store.dense_vector_name
+    if got != dimension:
         raise PersistenceError(
-            f"{where} holds vectors of dimension {got} under {store.dense_vector_name!r}, but "
+            f"{where} holds vectors of dimension {got} under {vector_name!r}, but "
             f"{manifest_path} records {dimension}; the collection was replaced — {_REBUILD}"
         )
     if count != expected:
+        noun = "entities" if kind == "milvus" else "points"
         raise PersistenceError(
-            f"{where} holds {count} points but {manifest_path} records {expected} nodes: the "
+            f"{where} holds {count} {noun} but {manifest_path} records {expected} nodes: the "
             f"collection changed after persist(); {_REBUILD}"
         )
+    if kind == "milvus":
+        external_milvus.load(store)
+
+
+def _qdrant_facts(store: Any) -> tuple[bool, int, int | None]:
+    client, name = store.client, store.collection_name
+    if not client.collection_exists(name):
+        return False, 0, None
+    vectors = client.get_collection(name).config.params.vectors
+    params = vectors.get(store.dense_vector_name) if isinstance(vectors, dict) else vectors
+    size = None if params is None else int(params.size)
+    return True, int(client.count(name, exact=True).count), size
 
 
 def store_supports_async(store: Any) -> bool:
@@ -354,6 +391,9 @@ def store_supports_async(store: Any) -> bool:
 
         store_supports_async(QdrantVectorStore("docs", client=client))  # False: no aclient
     """
-    if store_kind(store) == "qdrant":
+    kind = store_kind(store)
+    if kind == "qdrant":
         return getattr(store, "_aclient", None) is not None
+    if kind == "milvus":
+        return store.aclient is not None
     return True

@@ -26,7 +26,7 @@ Layout of a persisted folder (format ``ragtune-hybrid``, version 2)::
   load; this version loads ``faiss`` (any FAISS index type ``faiss.read_index`` reads
   whose ids are positions; ``dense.index`` records the
   :class:`~llama_index_ragtune.retrievers.FaissIndexConfig`, absent in older folders,
-  which load as before), ``qdrant`` (the vectors stay in the Qdrant collection; see
+  which load as before), ``qdrant`` and ``milvus`` (the vectors stay in the collection; see
   :mod:`~llama_index_ragtune.retrievers.external_store`) and ``bm25``, and refuses other
   kinds by name.
 
@@ -53,6 +53,7 @@ from llama_index_ragtune.retrievers.bm25_persist import load_bm25, write_bm25_fi
 from llama_index_ragtune.retrievers.checks import positive_float, positive_int, unit_float
 from llama_index_ragtune.retrievers.defaults import fusion_preset
 from llama_index_ragtune.retrievers.external_store import (
+    STORE_KINDS,
     check_store,
     describe_store,
     open_store,
@@ -80,7 +81,7 @@ READABLE_VERSIONS = (1, 2)
 STORAGE_DIR = "storage"
 BM25_DIR = "bm25"
 VECTOR_STORE_FILE = "default__vector_store.json"
-DENSE_KINDS = ("faiss", "qdrant")
+DENSE_KINDS = ("faiss", *STORE_KINDS)
 SPARSE_KINDS = ("bm25",)
 _REBUILD = "rebuild it with HybridRetriever.from_defaults(...) and call persist() again"
 _FUSION_KEYS = ("similarity_top_k", "fusion_mode", "alpha", "rrf_k", "dense_top_k", "sparse_top_k")
@@ -97,7 +98,7 @@ def _check_persistable(retriever: Any) -> None:
         )
     if store_kind(retriever.index.vector_store) is None:
         raise NotImplementedError(
-            f"HybridRetriever.persist saves FAISS indexes and Qdrant collections; this index uses "
+            f"HybridRetriever.persist saves FAISS indexes and Qdrant or Milvus collections; this index uses "
             f"{type(retriever.index.vector_store).__name__} (persist it through its own storage context)"
         )
     if not isinstance(retriever.sparse_retriever, BM25Retriever):
