@@ -3,7 +3,8 @@
 The page is parsed leniently with BeautifulSoup (lxml, or the standard
 library's ``html.parser``), boilerplate is dropped (scripts, styles, navigation,
 page banner/footer and sidebars, form controls, hidden elements: the rules are
-in :mod:`.html_clean`; a page that they would empty is kept, with a warning),
+in :mod:`.html_clean`; a page that they would empty is kept, with a warning, and
+hidden elements that held much of a page's text are named in a warning),
 and what remains is converted to the same block model
 as Markdown (:mod:`.html_blocks`): h1-h6 sections, paragraphs, nested ul/ol,
 dl, tables (thead/tbody/th; colspan and rowspan flattened, with the output
@@ -30,13 +31,14 @@ Example::
 
 from __future__ import annotations
 
-from llama_index.core.bridge.pydantic import Field
+from llama_index.core.bridge.pydantic import Field, field_validator
 
 from llama_index_ragtune.node_parser.base import StructuredNodeParser
 from llama_index_ragtune.node_parser.html_blocks import (
     DEFAULT_BOILERPLATE_ROLES,
     DEFAULT_BOILERPLATE_TAGS,
     HTMLConverter,
+    check_features,
 )
 from llama_index_ragtune.node_parser.structure import Block
 
@@ -83,6 +85,20 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
         default_factory=lambda: list(DEFAULT_BOILERPLATE_ROLES),
         description="Elements with one of these ARIA roles are dropped with their content.",
     )
+    drop_hidden: bool = Field(
+        default=True,
+        description=(
+            'Drop hidden elements (hidden, aria-hidden="true", inline display: none / '
+            "visibility: hidden) with their content; a warning names the document when they "
+            "held much of its text. False keeps them: for saved pages whose collapsed FAQ "
+            "answers or tabs are content."
+        ),
+    )
+
+    @field_validator("parser_features")
+    @classmethod
+    def _html_tree_builder(cls, value: str) -> str:
+        return check_features(value)
 
     @classmethod
     def class_name(cls) -> str:
@@ -91,7 +107,9 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
 
     def converter(self) -> HTMLConverter:
         """The HTML-to-blocks converter configured like this parser."""
-        return HTMLConverter(self.parser_features, self.boilerplate_tags, self.boilerplate_roles)
+        return HTMLConverter(
+            self.parser_features, self.boilerplate_tags, self.boilerplate_roles, self.drop_hidden
+        )
 
     def _document_blocks(self, text: str) -> tuple[list[Block], str | None]:
         return self.converter().blocks(text), None

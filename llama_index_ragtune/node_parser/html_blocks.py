@@ -42,11 +42,18 @@ from llama_index_ragtune.node_parser.html_text import (
     _bs4,
     alt_text,
     normalize,
+    pre_text,
     text_types,
 )
 from llama_index_ragtune.node_parser.structure import Block
 
-__all__ = ["DEFAULT_BOILERPLATE_ROLES", "DEFAULT_BOILERPLATE_TAGS", "MAX_NESTING", "HTMLConverter"]
+__all__ = [
+    "DEFAULT_BOILERPLATE_ROLES",
+    "DEFAULT_BOILERPLATE_TAGS",
+    "MAX_NESTING",
+    "HTMLConverter",
+    "check_features",
+]
 
 #: Lists, definitions and quotes deeper than this are written at this depth.
 MAX_NESTING = 4
@@ -61,6 +68,34 @@ _WORD = re.compile(r"[^\W_]+")
 ALMOST_EMPTY_WORDS = 5
 WRAPPER_SHARE = 4
 logger = logging.getLogger(__name__)
+
+
+def check_features(features: str) -> str:
+    """``features`` when it names an HTML tree builder of BeautifulSoup installed here (or is
+    ``"lxml"``, which falls back to ``html.parser`` when lxml is missing); else a ValueError.
+
+    An XML builder is refused: it reads only the first top-level element of an HTML page
+    and stops at entities such as ``&nbsp;``, so the rest of the text would be lost.
+
+    Example::
+
+        check_features("html.parser")     # 'html.parser'
+        check_features("xml")             # ValueError: ... an XML parser ...
+    """
+    builder_registry = _bs4().builder.builder_registry
+    builder = builder_registry.lookup(*features.split()) if features.strip() else None
+    if builder is None and features != "lxml":
+        raise ValueError(
+            f"parser_features={features!r} names no BeautifulSoup tree builder installed here; "
+            "use 'lxml' or 'html.parser' (or 'html5lib' after `pip install html5lib`)."
+        )
+    if builder is not None and builder.is_xml:
+        raise ValueError(
+            f"parser_features={features!r} is an XML parser: it reads only the first top-level "
+            "element of an HTML page and stops at entities such as &nbsp;, losing the rest of "
+            "the text. Use 'lxml' or 'html.parser'."
+        )
+    return features
 
 
 def _word_count(blocks: list[Block]) -> int:
@@ -300,7 +335,7 @@ class _Writer:
         self.push(_Context(kind, tag, owner, marker=": " if kind == "dd" else ""))
 
     def _code(self, pre) -> None:
-        code = pre.get_text().strip("\n").rstrip()
+        code = pre_text(pre).strip("\n").rstrip()
         if not code.strip():
             return
         language = ""
@@ -354,9 +389,10 @@ class HTMLConverter:
         features: str = "lxml",
         boilerplate_tags: Iterable[str] = DEFAULT_BOILERPLATE_TAGS,
         boilerplate_roles: Iterable[str] = DEFAULT_BOILERPLATE_ROLES,
+        drop_hidden: bool = True,
     ):
-        self.features = features
-        self.policy = BoilerplatePolicy(boilerplate_tags, boilerplate_roles)
+        self.features = check_features(features)
+        self.policy = BoilerplatePolicy(boilerplate_tags, boilerplate_roles, hidden=drop_hidden)
         self.boilerplate_tags, self.boilerplate_roles = self.policy.tags, self.policy.roles
 
     def parse(self, html: str):
@@ -381,15 +417,27 @@ class HTMLConverter:
         When the boilerplate rules leave (almost) no text of a page because one element
         held it (a hidden ``body``, a ``header``, a ``role="menu"``, ...), the page is
         converted again with only :data:`~.html_clean.NEVER_TEXT_TAGS` dropped, and a
-        warning names ``document_id`` and the elements that held the text.
+        warning names ``document_id`` and the elements that held the text. When hidden
+        elements held at least ``ALMOST_EMPTY_WORDS`` words and a ``1 / WRAPPER_SHARE``
+        share of the text kept (the collapsed answers of a saved FAQ page, say), they are
+        dropped with a warning naming ``document_id``, them and ``drop_hidden=False``.
         """
         removed: list[tuple[str, int]] = []
+        hidden: list[tuple[str, int]] = []
         soup = self.parse(html)
-        self.policy.drop(soup, removed)
+        self.policy.drop(soup, removed, hidden)
         blocks = self._convert(soup)
         kept = _word_count(blocks)
         largest = max((size for _, size in removed), default=0)
         if kept >= ALMOST_EMPTY_WORDS or largest < max(1, WRAPPER_SHARE * kept):
+            hidden_words = sum(size for _, size in hidden)
+            if hidden_words >= max(ALMOST_EMPTY_WORDS, kept / WRAPPER_SHARE):
+                logger.warning(
+                    "HTML document '%s': %d hidden element(s) with %d words were dropped (%s). "
+                    "If they are content (collapsed FAQ answers or tabs of a saved page), "
+                    "parse with drop_hidden=False.",
+                    document_id, len(hidden), hidden_words, _largest(hidden),
+                )  # fmt: skip
             return blocks
         soup = self.parse(html)
         self.policy.lenient().drop(soup)

@@ -6,7 +6,9 @@ Always dropped (by default): what is never read as page text (``script``, ``styl
 ``textarea``, ``input``), ``nav``, elements with a chrome ARIA role (navigation,
 banner, contentinfo, complementary, search, menu, menubar, toolbar), and hidden
 elements (``hidden`` except ``hidden="until-found"``, ``aria-hidden="true"``,
-inline ``display: none`` / ``visibility: hidden``).
+inline ``display: none`` / ``visibility: hidden``; kept with the parser's
+``drop_hidden=False``, and a warning names a page that loses much text this way,
+such as a saved FAQ page with collapsed answers).
 
 Dropped only where they are page chrome, following the HTML accessibility
 mappings (HTML-AAM), so that article content is kept:
@@ -109,6 +111,12 @@ class BoilerplatePolicy:
         return BoilerplatePolicy(self.tags & (NEVER_TEXT_TAGS | {"nav"}), (), hidden=False)
 
     def _verdict(self, tag, header_scoped: bool, aside_scoped: bool, holds_content) -> bool:
+        if self._chrome(tag, header_scoped, aside_scoped, holds_content):
+            return True
+        return self.hidden and is_hidden(tag)
+
+    def _chrome(self, tag, header_scoped: bool, aside_scoped: bool, holds_content) -> bool:
+        """Boilerplate by its tag or role (the hidden rule aside)."""
         name = (tag.name or "").lower()
         if name in self.tags:
             if name in ("header", "footer"):
@@ -122,16 +130,7 @@ class BoilerplatePolicy:
                     return True
             else:
                 return True
-        attrs = tag.attrs or {}
-        if _tokens(attrs.get("role")) & self.roles:
-            return True
-        if not self.hidden:
-            return False
-        if "hidden" in attrs and str(attrs.get("hidden") or "").lower() != "until-found":
-            return True
-        if str(attrs.get("aria-hidden", "")).lower() == "true":
-            return True
-        return bool(_HIDDEN_STYLE.search(str(attrs.get("style", ""))))
+        return bool(_tokens(tag.get("role")) & self.roles)
 
     @staticmethod
     def _scopes(tag, header_scoped: bool, aside_scoped: bool) -> tuple[bool, bool]:
@@ -159,12 +158,14 @@ class BoilerplatePolicy:
 
         return self._verdict(tag, header_scoped, aside_scoped, holds_content)
 
-    def drop(self, soup, removed: list | None = None) -> int:
+    def drop(self, soup, removed: list | None = None, hidden: list | None = None) -> int:
         """Remove every boilerplate element from ``soup`` in place; return how many were removed.
 
         One iterative pass over the tree (any nesting depth, linear time). ``removed``,
         when given, receives ``(description, words of text)`` of each removed element
-        that may hold page text (not those in :data:`NEVER_TEXT_TAGS`).
+        that may hold page text (not those in :data:`NEVER_TEXT_TAGS`); ``hidden``
+        receives the same for those removed only for being hidden (collapsed FAQ
+        answers and tabs of a saved page look so).
 
         Example::
 
@@ -195,15 +196,37 @@ class BoilerplatePolicy:
             for child in node.contents:
                 if not isinstance(child, bs4.Tag):
                     continue
-                if self._verdict(child, header_scoped, aside_scoped, holds_content):
-                    doomed.append(child)
+                if self._chrome(child, header_scoped, aside_scoped, holds_content):
+                    doomed.append((child, False))
+                elif self.hidden and is_hidden(child):
+                    doomed.append((child, True))
                 else:
                     stack.append((child, *self._scopes(child, header_scoped, aside_scoped)))
-        for tag in doomed:
-            if removed is not None and tag.name not in NEVER_TEXT_TAGS:
-                removed.append((describe(tag), len(_WORD.findall(tag.get_text(" ")))))
+        for tag, only_hidden in doomed:
+            if tag.name not in NEVER_TEXT_TAGS and (removed is not None or hidden is not None):
+                entry = (describe(tag), len(_WORD.findall(tag.get_text(" "))))
+                if removed is not None:
+                    removed.append(entry)
+                if hidden is not None and only_hidden:
+                    hidden.append(entry)
             tag.decompose()
         return len(doomed)
+
+
+def is_hidden(tag) -> bool:
+    """True for an element hidden on the page: ``hidden`` (not ``"until-found"``),
+    ``aria-hidden="true"``, or inline ``display: none`` / ``visibility: hidden``.
+
+    Example::
+
+        is_hidden(BeautifulSoup('<div style="display:none">x</div>', "html.parser").div)  # True
+    """
+    attrs = tag.attrs or {}
+    if "hidden" in attrs and str(attrs.get("hidden") or "").lower() != "until-found":
+        return True
+    if str(attrs.get("aria-hidden", "")).lower() == "true":
+        return True
+    return bool(_HIDDEN_STYLE.search(str(attrs.get("style", ""))))
 
 
 def describe(tag) -> str:

@@ -116,6 +116,35 @@ def events(nodes: Iterable) -> Iterator[tuple[bool, object]]:
             stack.append((child, iter(child.contents)))
 
 
+def pre_text(pre) -> str:
+    """The text of a ``<pre>`` element as it shows: whitespace kept, ``<br>`` and block
+    elements inside it start a new line, image alt text kept, CR and CRLF line ends read
+    as LF (``get_text()`` glues ``a<br>b`` into "ab", and ``html.parser`` keeps CRs).
+
+    Example::
+
+        soup = BeautifulSoup("<pre>ls -la<br>cd /tmp<div>exit</div></pre>", "html.parser")
+        pre_text(soup.pre)     # 'ls -la\\ncd /tmp\\nexit\\n'
+    """
+    bs4 = _bs4()
+    tag_type, texts = bs4.Tag, text_types()
+    parts: list[str] = []
+    at_line_start = True
+    for entering, node in events(pre.contents):
+        if not isinstance(node, tag_type):
+            piece = str(node) if type(node) in texts else ""
+        elif node.name == "br":
+            piece = "\n" if entering else ""
+        elif node.name in BLOCK_TAGS:
+            piece = "" if at_line_start else "\n"
+        else:
+            piece = alt_text(node).strip() if entering else ""
+        if piece:
+            parts.append(piece)
+            at_line_start = piece[-1] in "\r\n"
+    return "".join(parts).replace("\r\n", "\n").replace("\r", "\n")
+
+
 def flat_text(nodes: Iterable) -> str:
     """The visible text of ``nodes`` on one line: block boundaries and ``<br>`` become spaces.
 

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +56,21 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"
 
 
 def find_metadata_file(docs_dir: str | Path) -> Path | None:
-    """``<docs>/metadata.json`` or ``<docs>/../metadata.json``, whichever exists first (or None)."""
+    """``<docs>/metadata.json`` or ``<docs>/../metadata.json``, whichever exists first (or None).
+
+    A candidate that is there but cannot be read as a file (a broken symbolic link, a
+    folder) is a ``DataError`` naming it, not passed over: its metadata would be lost.
+    """
     docs = Path(docs_dir)
     for candidate in (docs / METADATA_FILE, docs.parent / METADATA_FILE):
         if candidate.is_file():
             return candidate
+        if candidate.is_symlink() or candidate.exists():
+            raise DataError(
+                "is not a readable file (a broken symbolic link, or a folder)",
+                path=candidate,
+                hint="fix or remove it, or pass the metadata file with --metadata",
+            )
     return None
 
 
@@ -186,16 +198,49 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
     return merged
 
 
+@dataclass
+class _Scan:
+    """What a walk of the docs folder found (relative POSIX paths)."""
+
+    files: list[str] = field(default_factory=list)  # the documents
+    linked_folders: list[str] = field(default_factory=list)  # symbolic links to folders
+    broken_links: list[str] = field(default_factory=list)  # dangling, or a loop
+    special: list[str] = field(default_factory=list)  # FIFOs, devices, sockets
+    hidden: list[str] = field(default_factory=list)  # names starting with "."
+    unreadable: list[OSError] = field(default_factory=list)  # folders that cannot be listed
+
+
+def _scan(root: Path, suffixes: Sequence[str]) -> _Scan:
+    """Walk ``root`` (hidden entries and linked folders not descended into), sorting what
+    it holds; a folder that cannot be listed is recorded, not skipped silently."""
+    scan = _Scan()
+    for folder, dirs, names in os.walk(root, onerror=scan.unreadable.append):
+        rel = Path(folder).relative_to(root)
+        scan.hidden.extend((rel / d).as_posix() for d in dirs if d.startswith("."))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        scan.linked_folders.extend(
+            (rel / d).as_posix() for d in dirs if os.path.islink(os.path.join(folder, d))
+        )
+        for name in names:
+            if Path(name).suffix.lower() not in suffixes:
+                continue
+            path, rel_name = os.path.join(folder, name), (rel / name).as_posix()
+            if name.startswith("."):
+                scan.hidden.append(rel_name)
+            elif os.path.isfile(path):  # a regular file, or a link to one
+                scan.files.append(rel_name)
+            elif not os.path.exists(path):  # a link to nothing, or a loop of links
+                scan.broken_links.append(rel_name)
+            else:  # a FIFO or a device (or a link to one): reading it could block or never end
+                scan.special.append(rel_name)
+    for found in (scan.files, scan.linked_folders, scan.broken_links, scan.special, scan.hidden):
+        found.sort()
+    return scan
+
+
 def document_files(docs_dir: str | Path, suffixes: Sequence[str] = SUFFIXES) -> list[str]:
     """The document files under ``docs_dir`` (relative POSIX paths, sorted; hidden ones left out)."""
-    root = Path(docs_dir).expanduser()
-    return sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in suffixes
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    return _scan(Path(docs_dir).expanduser(), suffixes).files
 
 
 def read_documents(
@@ -209,11 +254,13 @@ def read_documents(
         suffixes: file types read.
 
     Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a missing folder,
-    ``DataError`` for a folder without documents, a file (or file name) that is not
-    UTF-8, a file that is not text (NUL bytes, mostly control characters: binary
-    content, refused like a non-UTF-8 file) or bad metadata. Empty files (nothing but
-    whitespace or zero-width characters) are skipped with a warning naming them.
-    Symbolic links to files are read; linked folders are not descended into.
+    ``DataError`` for a folder without documents, a subfolder that cannot be listed
+    (permissions), a file (or file name) that is not UTF-8, a file that is not text
+    (NUL bytes, mostly control characters: binary content, refused like a non-UTF-8
+    file) or bad metadata. Empty files (nothing but whitespace or zero-width
+    characters) are skipped with a warning naming them. Symbolic links to files are
+    read; linked folders are not descended into, and broken links, FIFOs and devices
+    with a document suffix are not read: a warning names each of those.
 
     Example::
 
@@ -229,7 +276,16 @@ def read_documents(
         raise FileNotFoundError(f"documents folder not found: {root}")
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is a file; pass the folder holding the documents")
-    files = document_files(root, suffixes)
+    scan = _scan(root, suffixes)
+    if scan.unreadable:
+        error = scan.unreadable[0]
+        raise DataError(
+            f"cannot list this folder of the documents ({error.strerror or error})",
+            path=error.filename or root,
+            hint="fix its permissions (chmod) or move it out of the docs folder",
+        )
+    _warn_passed_over(root, scan)
+    files = scan.files
     for rel in files:
         try:
             rel.encode("utf-8")
@@ -240,8 +296,9 @@ def read_documents(
                 hint="rename the file (e.g. `convmv -f latin1 -t utf8 --notest`)",
             ) from None
     if not files:
+        hidden = f" (hidden, so skipped: {scan.hidden[:5]})" if scan.hidden else ""
         raise DataError(
-            f"no documents ({', '.join(suffixes)}) found under {root}",
+            f"no documents ({', '.join(suffixes)}) found under {root}{hidden}",
             hint="point --docs at the folder holding your Markdown / HTML / text files",
         )
     meta_path = Path(metadata).expanduser() if metadata is not None else find_metadata_file(root)
@@ -254,8 +311,11 @@ def read_documents(
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
+            utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")  # a UTF-16 byte-order mark
             raise DataError(
-                f"not UTF-8 text (byte {exc.start})", path=path, hint="convert it to UTF-8"
+                "not UTF-8 text but UTF-16" if utf16 else f"not UTF-8 text (byte {exc.start})",
+                path=path,
+                hint="convert it to UTF-8" + (" (`iconv -f UTF-16 -t UTF-8`)" if utf16 else ""),
             ) from None
         if is_blank(text):
             empty.append(rel)
@@ -279,6 +339,23 @@ def read_documents(
     return documents
 
 
+def _warn_passed_over(root: Path, scan: _Scan) -> None:
+    """Name what looks like documents but is not read: linked folders, broken links, FIFOs."""
+    reasons = (
+        (scan.linked_folders, "symbolic links to folders are not followed; pass the folder itself"),
+        (
+            scan.broken_links,
+            "broken symbolic links (missing target, or a loop); fix or remove them",
+        ),
+        (scan.special, "not regular files (a FIFO, device or socket); replace them with files"),
+    )
+    for found, why in reasons:
+        if found:
+            logger.warning(
+                "skipped %d entries under %s: %s (%s)", len(found), root, found[:10], why
+            )
+
+
 def is_blank(text: str) -> bool:
     """Whether ``text`` is only whitespace and zero-width characters (U+200B, U+FEFF...)."""
     return not text.translate(_INVISIBLE).strip()
@@ -287,8 +364,22 @@ def is_blank(text: str) -> bool:
 def check_documents(documents: Sequence[Any]) -> list[Document]:
     """``documents`` as a list of LlamaIndex ``Document`` objects with unique ids (``TypeError`` /
     ``ValueError`` naming the offender otherwise)."""
-    from llama_index.core.schema import Document
+    from llama_index.core.schema import BaseNode, Document
 
+    if documents is None:
+        documents = []
+    if isinstance(documents, BaseNode):
+        raise TypeError(
+            f"documents must be a list of llama_index Documents, got one {type(documents).__name__}"
+            "; wrap it in a list: [document]"
+        )
+    if isinstance(documents, (str, bytes, os.PathLike, dict)) or not isinstance(
+        documents, Iterable
+    ):
+        raise TypeError(
+            "documents must be a folder (a str or pathlib.Path) or a list of llama_index "
+            f"Documents, got a {type(documents).__name__}"
+        )
     documents = list(documents)
     if not documents:
         raise ValueError("no documents given: pass a folder or a non-empty list of Documents")
@@ -297,6 +388,11 @@ def check_documents(documents: Sequence[Any]) -> list[Document]:
         if not isinstance(doc, Document):
             raise TypeError(
                 f"documents[{i}] is a {type(doc).__name__}, expected a llama_index Document"
+            )
+        if not doc.id_.strip():
+            raise ValueError(
+                f"documents[{i}] has an empty id_; give each document a unique id_ (its file "
+                "name, say): labelled questions and node ids refer to it"
             )
         if doc.id_ in seen:
             raise ValueError(f"two documents share the id {doc.id_!r}; give each a unique id_")
