@@ -50,6 +50,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
     "build_store_index",
     "check_store_filters",
     "describe_store",
+    "index_retriever",
     "open_store",
     "store_kind",
 ]
@@ -382,6 +384,52 @@ def _qdrant_facts(store: Any) -> tuple[bool, int, int | None]:
     params = vectors.get(store.dense_vector_name) if isinstance(vectors, dict) else vectors
     size = None if params is None else int(params.size)
     return True, int(client.count(name, exact=True).count), size
+
+
+def index_retriever(index: Any, **kwargs: Any) -> Any:
+    """``index.as_retriever(**kwargs)``, without the id list when the collection is the index's own.
+
+    LlamaIndex's ``as_retriever`` sends every node id of the index with each query, so
+    that a collection shared by several indexes answers for this one only; the database
+    then evaluates an ``id in [...]`` clause as long as the corpus on every query. A
+    collection holding exactly the index's nodes (what ``from_defaults`` builds and
+    ``from_persist_dir`` checks) needs no such clause, and gets none; a shared one keeps it.
+
+    Example::
+
+        retriever = index_retriever(index, similarity_top_k=10, filters=filters)
+    """
+    if store_kind(index.vector_store) not in STORE_KINDS or not _holds_only(index):
+        return index.as_retriever(**kwargs)
+    from llama_index.core.indices.vector_store.retrievers import VectorIndexRetriever
+
+    return VectorIndexRetriever(
+        index,
+        node_ids=None,
+        callback_manager=index._callback_manager,
+        object_map=index._object_map,
+        **kwargs,
+    )
+
+
+_EXCLUSIVE: weakref.WeakKeyDictionary[Any, tuple[int, bool]] = weakref.WeakKeyDictionary()
+
+
+def _holds_only(index: Any) -> bool:
+    """Whether the collection holds as many entries as the index has nodes (cached per size)."""
+    size = len(index.index_struct.nodes_dict)
+    known = _EXCLUSIVE.get(index)
+    if known is not None and known[0] == size:
+        return known[1]
+    store = index.vector_store
+    exists, count, _ = (
+        external_milvus.collection_facts(store)
+        if store_kind(store) == "milvus"
+        else _qdrant_facts(store)
+    )
+    result = exists and size > 0 and count == size
+    _EXCLUSIVE[index] = (size, result)
+    return result
 
 
 def store_supports_async(store: Any) -> bool:

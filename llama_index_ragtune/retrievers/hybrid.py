@@ -88,6 +88,7 @@ from llama_index_ragtune.retrievers.dense import (
     check_dense_filters,
     drop_blank_nodes,
 )
+from llama_index_ragtune.retrievers.external_store import index_retriever
 from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 from llama_index_ragtune.retrievers.fusion import fuse
@@ -372,7 +373,7 @@ class HybridRetriever(BaseRetriever):
             kwargs = {"similarity_top_k": self.dense_top_k, "filters": filters}
             if self._embed_model is not None:
                 kwargs["embed_model"] = self._embed_model
-            self._dense = self._index.as_retriever(**kwargs)
+            self._dense = index_retriever(self._index, **kwargs)
         if isinstance(self._sparse, BM25Retriever):
             self._sparse.filters = filters
         self._filters = filters

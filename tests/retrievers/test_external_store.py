@@ -267,3 +267,62 @@ def test_the_faiss_side_never_imports_qdrant(tmp_path):
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def _node_ids_sent(monkeypatch) -> list:
+    """The ``node_ids`` of every query the Qdrant integration receives (the real store answers)."""
+    sent: list = []
+    original = QdrantVectorStore.query
+
+    def query(self, query, **kwargs):
+        sent.append(query.node_ids)
+        return original(self, query, **kwargs)
+
+    monkeypatch.setattr(QdrantVectorStore, "query", query)
+    return sent
+
+
+def test_a_collection_of_its_own_gets_no_id_list_per_query(nodes, embed, tmp_path, monkeypatch):
+    """LlamaIndex's as_retriever sends every node id with each query (an id clause as long as
+    the corpus); a collection holding exactly the index's nodes needs none, same results."""
+    client = QdrantClient(path=str(tmp_path / "q"))
+    retriever = _hybrid(nodes, embed, dense_index=_store(client))
+    sent = _node_ids_sent(monkeypatch)
+    reference = _hybrid(nodes, embed)
+    for filters in FILTERS[:3]:
+        filtered = retriever.with_filters(filters)
+        for query in QUERIES:
+            _same(_dense(filtered, query), _dense(reference.with_filters(filters), query))
+    assert sent and all(ids is None for ids in sent)
+    client.close()
+
+
+def test_a_shared_collection_answers_for_the_index_only(nodes, embed, tmp_path, monkeypatch):
+    from llama_index.core import StorageContext, VectorStoreIndex
+
+    from llama_index_ragtune.retrievers import BM25Retriever
+
+    client = QdrantClient(path=str(tmp_path / "q"))
+    store = _store(client)
+    ours, theirs = nodes[:150], nodes[150:]
+    for part in (theirs, ours):  # another index's nodes share the collection
+        for node in part:
+            node.embedding = embed.get_text_embedding(node.get_content(metadata_mode="embed"))
+        index = VectorStoreIndex(
+            part,
+            storage_context=StorageContext.from_defaults(vector_store=store),
+            embed_model=embed,
+            store_nodes_override=True,
+        )
+    retriever = HybridRetriever(
+        index=index, sparse_retriever=BM25Retriever(ours), embed_model=embed, micro_batch=False
+    )
+    sent = _node_ids_sent(monkeypatch)
+    mine = {n.node_id for n in ours}
+    for query in QUERIES:
+        hits = retriever.dense_retriever.retrieve(query)
+        assert hits and {h.node.node_id for h in hits} <= mine
+    assert sent and all(set(ids) == mine for ids in sent)
+    for node in nodes:
+        node.embedding = None
+    client.close()
