@@ -41,6 +41,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -201,6 +203,7 @@ class PipelineConfig:
                     f"PipelineConfig.{name} must be a TrainingBudget or None, got "
                     f"{type(value).__name__}"
                 )
+        self._check_types()
         for name in ("test_fraction", "dev_fraction", "p_no_gold"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -220,15 +223,20 @@ class PipelineConfig:
                 raise ValueError(
                     f"PipelineConfig.{name} must be a whole number >= 1, got {value!r}"
                 )
-        for name in ("max_test_questions", "max_dev_questions", "max_synthetic_nodes"):
+        for name in (
+            "max_test_questions",
+            "max_dev_questions",
+            "max_synthetic_nodes",
+            "max_source_chars",
+        ):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"PipelineConfig.{name} must be None or >= 1, got {value!r}")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"PipelineConfig.{name} must be None or a whole number >= 1, got {value!r}"
+                )
         check_max_over_refusal(self.max_over_refusal, "PipelineConfig")
-        if self.max_source_chars is not None and self.max_source_chars < 1:
-            raise ValueError(
-                f"PipelineConfig.max_source_chars must be >= 1, got {self.max_source_chars}"
-            )
         if (
             isinstance(self.eval_points, bool)
             or not isinstance(self.eval_points, int)
@@ -237,11 +245,56 @@ class PipelineConfig:
             raise ValueError(
                 f"PipelineConfig.eval_points must be a whole number >= 0, got {self.eval_points!r}"
             )
-        self.force_promotion = tuple(self.force_promotion)
+        for name in ("force_promotion", "curated_keys"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, Iterable):
+                raise TypeError(
+                    f"PipelineConfig.{name} must be a list of names, got {value!r} (write "
+                    f"[{value!r}] for one)"
+                )
+            value = tuple(value)
+            if not all(isinstance(v, str) for v in value):
+                raise TypeError(f"PipelineConfig.{name} must hold strings, got {list(value)!r}")
+            setattr(self, name, value)
         unknown = [p for p in self.force_promotion if p not in TUNED_PARTS]
         if unknown:
             raise ValueError(f"force_promotion names unknown parts {unknown}; use {TUNED_PARTS}")
-        self.curated_keys = tuple(self.curated_keys)
+
+    def _check_types(self) -> None:
+        """``TypeError`` naming the field for a setting of the wrong type (a string for a
+        number, ``"no"`` for a flag, ...), instead of a failure (or a surprise) mid-run."""
+        expected: dict[str, tuple[tuple[type, ...], str]] = {
+            "test_fraction": ((int, float), "a number"),
+            "dev_fraction": ((int, float), "a number"),
+            "p_no_gold": ((int, float), "a number"),
+            "promotion_margin": ((int, float, type(None)), "a number or None"),
+            "seed": ((int,), "a whole number"),
+            "dpo": ((bool,), "True or False"),
+            "show_progress": ((bool,), "True or False"),
+            "encoder_args": ((dict,), "a dict of settings"),
+            "reranker_args": ((dict,), "a dict of settings"),
+            "decoder_args": ((dict,), "a dict of settings"),
+            "encoder_model": ((str, os.PathLike, type(None)), "a folder or hub id, or None"),
+            "reranker_model": ((str, os.PathLike, type(None)), "a folder or hub id, or None"),
+            "decoder_model": ((str, os.PathLike, type(None)), "a folder or hub id, or None"),
+            "group_key": ((str, type(None)), "a metadata key or None"),
+            "device": ((str, type(None)), "a torch device name ('cpu', 'cuda:0') or None"),
+        }
+        for name, (types, what) in expected.items():
+            value = getattr(self, name)
+            wrong_bool = isinstance(value, bool) and bool not in types
+            if wrong_bool or not isinstance(value, types):
+                raise TypeError(
+                    f"PipelineConfig.{name} must be {what}, got {type(value).__name__} {value!r}"
+                )
+        for name in ("test_fraction", "dev_fraction", "p_no_gold", "promotion_margin"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"PipelineConfig.{name} must be a finite number, got {value!r}")
+        for name in ("encoder_args", "reranker_args", "decoder_args"):
+            keys = [k for k in getattr(self, name) if not isinstance(k, str)]
+            if keys:
+                raise TypeError(f"PipelineConfig.{name} keys must be setting names, got {keys!r}")
 
     # ------------------------------------------------------------------ presets
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -102,6 +103,29 @@ class _NodeIndex:
         for n in nodes:
             self.by_doc.setdefault(n.ref_doc_id or n.node_id, []).append(n.node_id)
         self.keys = {k for m in self.meta.values() for k in m}
+        self._selects: dict[tuple[tuple[str, Any], ...], bool] = {}
+
+    def check_filters(self, filters: dict[str, Any], where: dict[str, Any]) -> None:
+        """``DataError`` when no node passes every filter: the question would be asked of an
+        empty corpus (a typo in a store name, ``5`` for ``"5"``), so it could only be refused."""
+        key = tuple(sorted(filters.items(), key=lambda item: item[0]))
+        if key not in self._selects:
+            self._selects[key] = any(
+                all(k in meta and meta[k] == v and type(meta[k]) is type(v) for k, v in key)
+                for meta in self.meta.values()
+            )
+        if self._selects[key]:
+            return
+        for name, value in key:
+            seen = {repr(m[name]): m[name] for m in self.meta.values() if name in m}
+            if repr(value) not in seen:
+                raise DataError(
+                    f"no node has {name} = {value!r}, so the question would be asked of no document",
+                    hint=f"its values are {[seen[r] for r in sorted(seen)[:8]]} (same spelling and "
+                    "JSON type)",
+                    **where,
+                )
+        raise DataError(f"no node passes all of the filters {filters}", **where)
 
     def resolve(self, ref: Any, where: dict[str, Any]) -> list[str]:
         if isinstance(ref, str):
@@ -167,6 +191,27 @@ class _NodeIndex:
         return hits
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _check_text(name: str, text: str, where: dict[str, Any]) -> None:
+    """``DataError`` for a control character (a NUL, ...: not text, e.g. a binary paste) or,
+    in a question, no visible character at all (only zero-width / format characters)."""
+    bad = _CONTROL.search(text)
+    if bad:
+        raise DataError(
+            f"{name!r} contains the control character U+{ord(bad.group()):04X} at position "
+            f"{bad.start()}",
+            hint="remove it (control characters are not text)",
+            **where,
+        )
+    if name == "question" and not any(c.isprintable() and not c.isspace() for c in text):
+        raise DataError(
+            "'question' has no visible character (only zero-width or format characters)",
+            **where,
+        )
+
+
 def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> LabelledQuery:
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}", **where)
@@ -178,20 +223,31 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
     question = obj.get("question")
     if not isinstance(question, str) or not question.strip():
         raise DataError("'question' must be a non-empty string", **where)
+    _check_text("question", question, where)
     qid = obj.get("id", f"line-{n}")
     if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
         raise DataError(f"'id' must be a non-empty string, got {qid!r}", **where)
-    filters = obj.get("filters") or {}
+    _check_text("id", str(qid), where)
+    # Only null / absent means "none": a false, 0 or "" is a wrong type, not an empty value.
+    filters = {} if obj.get("filters") is None else obj["filters"]
     if not isinstance(filters, dict):
         raise DataError(f"'filters' must be an object {{key: value}}, got {filters!r}", **where)
     if obj.get("store") is not None:
+        if "store" in filters and filters["store"] != obj["store"]:
+            raise DataError(
+                f"'store' {obj['store']!r} contradicts 'filters' store {filters['store']!r}",
+                hint="give the store once",
+                **where,
+            )
         filters = {**filters, "store": obj["store"]}
     for key, value in filters.items():
         if key not in nodes.keys:
             raise DataError(f"filter key {key!r} is not metadata of any node", **where)
         if not isinstance(value, (str, int, float, bool)):
             raise DataError(f"filter {key!r} must compare a flat value, got {value!r}", **where)
-    gold = obj.get("gold") or []
+    if filters:
+        nodes.check_filters(filters, where)
+    gold = [] if obj.get("gold") is None else obj["gold"]
     if not isinstance(gold, list):
         raise DataError(f"'gold' must be a list of references, got {type(gold).__name__}", **where)
     gold_ids = list(dict.fromkeys(i for ref in gold for i in nodes.resolve(ref, where)))
@@ -216,6 +272,8 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
     answer = obj.get("answer")
     if answer is not None and not isinstance(answer, str):
         raise DataError(f"'answer' must be a string or null, got {type(answer).__name__}", **where)
+    if answer is not None:
+        _check_text("answer", answer, where)
     split = obj.get("split")
     if split is not None and split not in SPLITS:
         raise DataError(f"'split' must be 'train', 'test' or null, got {split!r}", **where)
@@ -245,6 +303,7 @@ def load_queries(
     index = _NodeIndex(nodes, skipped)
     queries: list[LabelledQuery] = []
     first_line: dict[str, int] = {}
+    label: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, bool]] = {}
     # The shared strict reader: a BOM, CRLF / CR line ends and U+2028 inside strings are
     # accepted; a repeated key, NaN, a huge number or deep nesting is a DataError at file:line.
     for n, line in iter_lines(path):
@@ -255,6 +314,16 @@ def load_queries(
                 f"duplicate id {query.id!r} (first used on line {first_line[query.id]})", **where
             )
         first_line[query.id] = n
+        twin = (normalize_text(query.question), tuple(sorted(query.filters.items())))
+        if twin in label and label[twin][1] != query.answerable:
+            raise DataError(
+                f"the question {query.question[:80]!r} is marked "
+                f"{'answerable' if query.answerable else 'unanswerable'} here but not on line "
+                f"{label[twin][0]} (same text and filters)",
+                hint="the two labels contradict each other: keep one, or change the filters",
+                **where,
+            )
+        label.setdefault(twin, (n, query.answerable))
         queries.append(query)
     if not queries:
         raise DataError("no questions in the file", path=path)

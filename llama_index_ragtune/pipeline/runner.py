@@ -129,9 +129,23 @@ class TuningPipeline:
         self.config = config or PipelineConfig()
         if not isinstance(self.config, PipelineConfig):
             raise TypeError(f"config must be a PipelineConfig, got {type(self.config).__name__}")
+        if self.config.device is not None:  # a typo fails now, not when a model is loaded
+            from llama_index_ragtune.llms.loading import check_device
+
+            check_device(self.config.device, "TuningPipeline (config.device, --device)")
         self.skip = check_skip(skip)
         self.resume = resume
         self.work = Path(work_dir).expanduser() if work_dir is not None else self.out / WORK_DIR
+        if self.work.exists() and not self.work.is_dir():
+            raise NotADirectoryError(f"work_dir {self.work} is a file; pass a folder")
+        inputs = {"queries file": queries, "metadata file": metadata, "feedback file": feedback}
+        if isinstance(documents, (str, Path)):
+            inputs["documents folder"] = documents
+        _check_layout(
+            {k: Path(v).expanduser() for k, v in inputs.items() if isinstance(v, (str, Path))},
+            self.out,
+            self.work,
+        )
         self.echo = echo or logger.info
         self._sources = {
             "documents": documents,
@@ -285,6 +299,30 @@ class TuningPipeline:
         if evaluation.is_file():
             result.evaluation = EvaluationResults.load(evaluation)
         return result
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_layout(inputs: dict[str, Path], out: Path, work: Path) -> None:
+    """``ValueError`` when the output would mix with the inputs: ``out`` or the work folder
+    inside the documents folder (the next run would read its bundles and reports as
+    documents), or an input inside the work folder (a fresh run clears it)."""
+    docs = inputs.get("documents folder")
+    for name, folder in (("--out", out), ("the work folder", work)):
+        if docs is not None and _inside(folder, docs):
+            raise ValueError(
+                f"{name} {folder} is inside the documents folder {docs}: the next run would read "
+                "its bundles and reports as documents; choose a folder outside it"
+            )
+    for name, path in inputs.items():
+        if _inside(path, work):
+            raise ValueError(
+                f"the {name} {path} is inside the work folder {work}, which a run clears; move "
+                "it out, or choose another --out"
+            )
 
 
 def _topmost_missing(path: Path) -> Path | None:

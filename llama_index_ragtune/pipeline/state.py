@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 FORMAT = "ragtune-pipeline-state"
 FORMAT_VERSION = 1
+STEP_OUTPUTS = {"parse": "nodes.json", "index": "index/baseline", "data": "data/queries.json"}
+"""What a finished step leaves in the work folder, which later steps read back."""
 
 
 class PipelineStateError(ValueError):
@@ -111,6 +113,22 @@ class RunState:
         if data.get("format_version") != FORMAT_VERSION:
             raise PipelineStateError(
                 f"{path} was written by another version of llama-index-ragtune; start without resume"
+            )
+        steps = data.get("steps")
+        if not isinstance(steps, dict) or not all(isinstance(v, dict) for v in steps.values()):
+            raise PipelineStateError(
+                f"{path} is damaged (its 'steps' are not an object of step records); run again "
+                "without --resume to start over"
+            )
+        missing = [
+            f"{step} ({output})"
+            for step, output in STEP_OUTPUTS.items()
+            if steps.get(step, {}).get("status") == "done" and not (work / output).exists()
+        ]
+        if missing:
+            raise PipelineStateError(
+                f"{path} records steps as finished whose output is gone: {', '.join(missing)}; "
+                "run again without --resume to start over"
             )
         if data.get("inputs") != inputs:
             raise PipelineStateError(

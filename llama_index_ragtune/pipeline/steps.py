@@ -104,7 +104,46 @@ def _file_queries(ctx: RunContext, nodes: list[Any]) -> tuple[list[Any], list[An
 
     path = ctx.queries_source
     queries = load_queries(path, nodes, skipped=_skipped_documents(ctx, nodes))
-    return split_with_test(queries, ctx.config.test_fraction, ctx.config.seed, path=path)
+    train, test = split_with_test(queries, ctx.config.test_fraction, ctx.config.seed, path=path)
+    check_split(ctx, train, test, path)
+    return train, test
+
+
+def check_split(ctx: RunContext, train: list[Any], test: list[Any], path: Any = None) -> None:
+    """``DataError`` (naming ``path``, the questions' file) when a step that will run has no
+    question to learn from or measure on, found before anything is embedded or trained
+    (e.g. every question unanswerable, or every answerable one in the test split)."""
+    from llama_index_ragtune.data.errors import DataError
+    from llama_index_ragtune.pipeline.queries import carve_dev
+
+    def with_gold(questions: list[Any]) -> int:
+        return sum(1 for q in questions if q.answerable and q.gold_node_ids)
+
+    rest, _ = carve_dev(train, ctx.config.dev_fraction, ctx.config.seed)
+    tuned = [p for p in ("encoder", "reranker") if p not in ctx.skip]
+    if (tuned and not with_gold(rest)) or ("fusion" not in ctx.skip and not with_gold(train)):
+        needs = [*tuned, *(["fusion"] if "fusion" not in ctx.skip else [])]
+        raise DataError(
+            f"no answerable training question with gold (of {len(train)} training questions, "
+            f"{len(train) - len(rest)} kept for dev): {', '.join(needs)} learn from them",
+            path=path,
+            hint='add answerable questions with gold to the training split (no "split", or '
+            f'"train"), or skip {",".join(needs)}',
+        )
+    if "decoder" not in ctx.skip and not rest:
+        raise DataError(
+            f"no training question left for the decoder ({len(train)} training questions, all "
+            "kept for dev)",
+            path=path,
+            hint="add training questions, lower dev_fraction, or skip decoder",
+        )
+    if "evaluate" not in ctx.skip and not with_gold(test):
+        raise DataError(
+            f"no answerable test question with gold (of {len(test)} test questions): the "
+            "evaluation measures retrieval on them",
+            path=path,
+            hint='mark some answerable questions "split": "test", or skip evaluate',
+        )
 
 
 def index(ctx: RunContext) -> dict[str, Any]:
@@ -154,6 +193,7 @@ def data(ctx: RunContext) -> dict[str, Any]:
         info.update(queries_source="synthetic", synthetic=stats)
     if info["queries_source"] != "file":
         train, test = split_with_test(queries, config.test_fraction, config.seed, path=source)
+        check_split(ctx, train, test, source)
     _, dev = carve_dev(train, config.dev_fraction, config.seed)
     save_queries([*train, *test], ctx.path("data", "queries.json"))
     ctx.__dict__.pop("queries", None)
