@@ -21,7 +21,11 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
     from llama_index_ragtune.data.qa import QAExample, load_scifact_claims, load_squad_v2
     from llama_index_ragtune.data.qa_jsonl import GroundedQAExample, load_grounded_qa
     from llama_index_ragtune.data.schema import Negative, RetrievalDataset
-    from llama_index_ragtune.data.synthetic import CopyFilter, generate_synthetic_queries
+    from llama_index_ragtune.data.synthetic import (
+        CopyFilter,
+        QualityFilter,
+        generate_synthetic_queries,
+    )
 
 # public name -> module (relative to this package). One concept per module.
 _EXPORTS = {
@@ -32,6 +36,7 @@ _EXPORTS = {
     "Negative": "schema",
     "generate_synthetic_queries": "synthetic",
     "CopyFilter": "synthetic",
+    "QualityFilter": "synthetic",
     "HardNegativeMiner": "negatives",
     "MiningStats": "negatives",
     "QAExample": "qa",

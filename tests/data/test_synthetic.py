@@ -1,4 +1,4 @@
-"""Synthetic queries: prompt, parsing, copy filter, dedupe, async, failures, Settings.llm."""
+"""Synthetic queries: prompt, parsing, copy and quality filters, dedupe, async, failures, Settings.llm."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from llama_index.core.schema import TextNode
 from llama_index_ragtune.data.schema import RetrievalDataset
 from llama_index_ragtune.data.synthetic import (
     CopyFilter,
+    QualityFilter,
     generate_synthetic_queries,
     parse_questions,
 )
@@ -33,10 +34,17 @@ CANNED = {
             # copies the passage nearly verbatim
             "2) Fresh apples and other produce bought in our grocery department can be returned within seven days?",
             "- how long do I have to bring back fruit I bought",  # duplicate of 1 (normalised)
-            "Q4: What is the store's phone number?",  # a question shared with the other node
+            "Q4: What can be returned to the department?",  # a question shared with the other node
         ]
     ),
-    "electronics": "What is the return window for a phone?\nWhat is the store's phone number?\nok?",
+    "electronics": "\n".join(
+        [
+            "What is the return window for a phone?",
+            "What can be returned to the department?",
+            "ok?",
+            "I'm ready to help. What's your question?",  # about nothing in the passage
+        ]
+    ),
 }
 
 
@@ -78,6 +86,30 @@ def test_copy_filter():
     assert CopyFilter(max_copied_ngram=3, max_overlap_ratio=None)("the receipt to the desk", APPLES)
 
 
+def test_quality_filter_drops_rambling_looping_and_off_passage_lines():
+    f = QualityFilter()
+    # good questions meet the passage in a topic word, inflections included
+    assert f.reason("How long do I have to bring back fruit I bought?", APPLES) is None
+    assert f.reason("returning produce", APPLES) is None
+    assert f.reason("Is there a fee to return an iPhone?", IPHONE) is None
+    loop = "What is the answer to the question: " * 4 + "apples?"
+    assert f.reason(loop, APPLES) == "degenerate"
+    assert f.reason("Can I return apples " + "and pears " * 25 + "?", APPLES) == "too_long"
+    # the prompt's or the assistant's words, not the passage's
+    assert f.reason("I'm ready to help. What's your question?", APPLES) == "off_passage"
+    assert f.reason("What is the difference between a retrieval test and a search query?", IPHONE)
+    # answers and statements instead of queries; a keyword query is a query
+    assert f.reason("Answer: apples can be returned within seven days", APPLES) == "not_a_question"
+    statement = "Fresh apples are sold loose in the grocery department."
+    assert f.reason(statement, APPLES) == "not_a_question"
+    assert f.reason("### Returning fresh apples", APPLES) == "not_a_question"
+    assert f.reason("apple return receipt", APPLES) is None
+    keep_all = QualityFilter(
+        max_query_tokens=None, max_ngram_repeats=None, min_shared_words=0, drop_statements=False
+    )
+    assert keep_all.reason(loop, IPHONE) is None
+
+
 def test_filters_copies_and_duplicates_and_uses_custom_prompt():
     llm = CannedLLM(prompts=[])
     prompt = "PASSAGE>>> {context_str} <<< write {num_questions} questions"
@@ -92,14 +124,19 @@ def test_filters_copies_and_duplicates_and_uses_custom_prompt():
     reasons = {(q[:20], node): why for q, node, why in result.dropped}
     assert reasons[("Fresh apples and oth", "grocery")] == "copied_ngram"
     assert reasons[("how long do I have t", "grocery")] == "duplicate"
-    assert reasons[("What is the store's ", "grocery")] == "duplicate"  # asked for both nodes
+    assert reasons[("What can be returned", "grocery")] == "duplicate"  # asked for both nodes
     assert reasons[("ok?", "electronics")] == "too_short"
+    assert reasons[("I'm ready to help. W", "electronics")] == "off_passage"
     assert result.stats == {
         "nodes": 2,
-        "generated": 7,
+        "generated": 8,
         "kept": 2,
         "too_short": 1,
         "copy": 1,
+        "too_long": 0,
+        "degenerate": 0,
+        "off_passage": 1,
+        "not_a_question": 0,
         "duplicate": 3,
         "failed_nodes": 0,
     }
@@ -113,7 +150,7 @@ def test_duplicate_policies():
         on_duplicate="merge",
         show_progress=False,
     )
-    shared = [n for q, n in merge.pairs if q == "What is the store's phone number?"]
+    shared = [n for q, n in merge.pairs if q == "What can be returned to the department?"]
     assert shared == ["grocery", "electronics"]
     ds = RetrievalDataset.from_pairs(merge.pairs, NODES)
     assert sorted(max(ds.relevant_docs.values(), key=len)) == ["electronics", "grocery"]
@@ -124,7 +161,9 @@ def test_duplicate_policies():
         on_duplicate="first",
         show_progress=False,
     )
-    assert [n for q, n in first.pairs if q == "What is the store's phone number?"] == ["grocery"]
+    assert [n for q, n in first.pairs if q == "What can be returned to the department?"] == [
+        "grocery"
+    ]
 
 
 def test_from_nodes_async_and_settings_llm(monkeypatch):
@@ -150,7 +189,7 @@ def test_failures_are_counted_or_raised():
     assert result.stats["failed_nodes"] == 1
     assert len(llm.prompts) == 1 + 2  # one try for grocery, two for electronics
     # the shared question now occurs once only, so it is kept
-    assert ("What is the store's phone number?", "grocery") in result.pairs
+    assert ("What can be returned to the department?", "grocery") in result.pairs
     with pytest.raises(RuntimeError, match="'electronics'"):
         generate_synthetic_queries(
             NODES,
@@ -181,3 +220,67 @@ def test_bad_arguments():
         generate_synthetic_queries([], llm=MockLLM())
     with pytest.raises(ValueError, match="num_questions_per_node"):
         generate_synthetic_queries(NODES, llm=MockLLM(), num_questions_per_node=0)
+
+
+class BatchingCannedLLM(CannedLLM):
+    """CannedLLM with ``generate_batch`` (as ``LocalChatLLM`` has); records each batch call."""
+
+    batches: list[tuple[int, int]] = []
+    batch_fails: bool = False
+
+    def generate_batch(self, conversations, *, batch_size=8, show_progress=False):
+        from llama_index.core.llms import ChatMessage, ChatResponse
+
+        self.batches.append((len(conversations), batch_size))
+        if self.batch_fails:
+            raise RuntimeError("out of memory")
+        replies = []
+        for messages in conversations:
+            text = messages[-1].content
+            key = "grocery" if "grocery" in text else "electronics"
+            replies.append(ChatResponse(message=ChatMessage(role="assistant", content=CANNED[key])))
+        return replies
+
+
+def test_an_llm_that_answers_in_batches_gets_every_passage_in_one_call():
+    one_by_one = generate_synthetic_queries(
+        NODES, llm=CannedLLM(prompts=[]), num_questions_per_node=4, show_progress=False
+    )
+    llm = BatchingCannedLLM(prompts=[], batches=[])
+    batched = generate_synthetic_queries(
+        NODES, llm=llm, num_questions_per_node=4, batch_size=16, show_progress=False
+    )
+    assert llm.batches == [(2, 16)] and llm.prompts == []  # no prompt was sent one by one
+    assert batched.pairs == one_by_one.pairs and batched.stats == one_by_one.stats
+    plain = BatchingCannedLLM(prompts=[], batches=[])
+    generate_synthetic_queries(NODES, llm=plain, batch_size=1, show_progress=False)
+    assert plain.batches == [] and len(plain.prompts) == 2  # batch_size=1: one at a time
+
+
+def test_a_failed_batch_is_asked_again_one_passage_at_a_time(caplog):
+    llm = BatchingCannedLLM(prompts=[], batches=[], batch_fails=True)
+    result = generate_synthetic_queries(
+        NODES, llm=llm, num_questions_per_node=4, show_progress=False
+    )
+    assert len(llm.batches) == 1 and len(llm.prompts) == 2
+    assert result.stats["kept"] == 2 and result.stats["failed_nodes"] == 0
+    assert "batched generation failed (out of memory)" in caplog.text
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1, got 0"):
+        generate_synthetic_queries(NODES, llm=llm, batch_size=0)
+
+
+def test_local_chat_llm_answers_synthetic_prompts_in_batches(tiny_causal_lm_path, monkeypatch):
+    from llama_index_ragtune.llms import LocalChatLLM
+
+    calls: list[int] = []
+    original = LocalChatLLM.generate_batch
+
+    def counted(self, conversations, **kwargs):
+        calls.append(len(conversations))
+        return original(self, conversations, **kwargs)
+
+    monkeypatch.setattr(LocalChatLLM, "generate_batch", counted)
+    llm = LocalChatLLM(tiny_causal_lm_path, max_new_tokens=8, device="cpu")
+    result = generate_synthetic_queries(NODES, llm=llm, show_progress=False)
+    assert calls == [2]  # both passages in one call of the real model
+    assert result.stats["nodes"] == 2 and result.stats["failed_nodes"] == 0
