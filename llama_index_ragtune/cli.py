@@ -53,6 +53,10 @@ COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
             "benchmarks.scale",
             "FAISS index types at 1M vectors and BM25 at 1M documents: build, memory, recall, latency",
         ),
+        "synthetic": (
+            "benchmarks.synthetic_queries",
+            "tuning on synthetic questions from the bundled decoder, judged on real questions",
+        ),
         "load": (
             "benchmarks.load",
             "hybrid retrieval (+ reranking) one at a time, 50 concurrent, threaded: q/s, p50/p95/p99",
@@ -108,6 +112,8 @@ INPUT_ARGUMENTS: dict[str, Literal["beir", "file", "model"]] = {
     "base_model": "model",
     "decoder": "model",
     "encoder": "model",
+    "encoder_model": "model",
+    "question_model": "model",
     "reranker": "model",
     "reranker_model": "model",
     "teacher": "model",
