@@ -4,7 +4,8 @@ Two fictional shops' help centres ship with the package (Brambleway Market
 groceries and Voltaris Electronics: Markdown and HTML pages with store /
 department / brand metadata, and labelled questions split train / test). The
 demo runs the tuning pipeline on them with the bundled models (all-MiniLM-L6-v2,
-SmolLM2-135M-Instruct) and the time budgets of ``PipelineConfig.demo()``:
+SmolLM2-135M-Instruct) and the budgets of ``PipelineConfig.demo()``, within its
+time limit (9.25 minutes for the run; the decoder trains for what is left):
 
 1. answers the seed questions with the untuned stack ("apple return policy?" asked
    of the grocery, "Apple return policy?" of the electronics store, and both without

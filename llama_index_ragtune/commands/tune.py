@@ -32,6 +32,14 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="minutes of training in all, shared by encoder 30%%, reranker 30%%, decoder 40%%",
     )
     parser.add_argument(
+        "--time-limit",
+        type=_minutes_or_none,
+        metavar="MIN",
+        help="wall-clock minutes the whole run may take: the decoder trains for what is left "
+        "once its evaluation is reserved ('none': no limit; the default of tune, while the "
+        "demo's is 9.25)",
+    )
+    parser.add_argument(
         "--skip",
         metavar="STEP,...",
         help="steps to leave out: encoder, fusion, reranker, decoder, evaluate, report",
@@ -60,6 +68,18 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of splits and sampling")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+
+
+def _minutes_or_none(text: str) -> float | str:
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected minutes > 0 or 'none', got {text!r}")
+    return value
 
 
 def _share_or_none(text: str) -> float | str:
@@ -140,6 +160,9 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
     cap = getattr(args, "max_over_refusal", None)
     if cap is not None:
         changes["max_over_refusal"] = None if cap == "none" else cap
+    limit = getattr(args, "time_limit", None)
+    if limit is not None:
+        changes["time_limit_minutes"] = None if limit == "none" else limit
     config = replace(config, **changes)
     if args.time_budget is not None:
         config = config.with_time_budget(args.time_budget)

@@ -47,6 +47,7 @@ import os
 import pickle
 import random
 import shutil
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,9 +81,13 @@ class BaseFinetuneEngine(ABC):
 
     Subclasses set ``kind``, ``args_class`` and ``default_output_dir``, implement
     ``default_args`` and the hooks ``_run`` and ``_load_model_for_llama_index``.
+
+    ``train_deadline`` (a ``time.time()`` instant, default None) ends training by then
+    whatever the budget's minutes say; a tuning run with a time limit sets it.
     """
 
     kind: ClassVar[str] = "model"
+    train_deadline: float | None = None
     args_class: ClassVar[type] = object
     default_output_dir: ClassVar[str] = "ragtune-model"
 
@@ -240,30 +245,43 @@ class BaseFinetuneEngine(ABC):
         )
         self.args.greater_is_better = getattr(pool, "greater_is_better", True)
 
+    def _training_deadline(self) -> float | None:
+        """When training must end (``train_deadline``; engines with work after training
+        move it earlier)."""
+        return self.train_deadline
+
     def _budget_callbacks(self, budget: Any) -> tuple[list[Any], Any]:
-        """The user's callbacks plus a ``TimeBudgetCallback`` when ``budget.minutes`` is set."""
+        """The user's callbacks plus a ``TimeBudgetCallback`` when ``budget.minutes`` or a
+        training deadline is set."""
         from llama_index_ragtune.finetuning.budget import TimeBudgetCallback
 
         callbacks = list(self.callbacks)
         timer = None
-        if budget is not None and budget.minutes is not None:
-            timer = TimeBudgetCallback(budget.minutes)
+        minutes = None if budget is None else budget.minutes
+        deadline = self._training_deadline()
+        if minutes is not None or deadline is not None:
+            timer = TimeBudgetCallback(minutes, deadline=deadline)
             callbacks.append(timer)
         return callbacks, timer
 
     def _plan_steps(self, budget: Any, rows: int, probe: Any) -> dict[str, Any]:
-        """Plan ``args.max_steps`` for ``budget.minutes`` by timing ``probe()`` (one micro-batch
-        of one process); steps count global batches (all processes, all accumulation steps)."""
+        """Plan ``args.max_steps`` for ``budget.minutes`` (or the time to the training
+        deadline, when sooner) by timing ``probe()`` (one micro-batch of one process); steps
+        count global batches (all processes, all accumulation steps)."""
         from llama_index_ragtune.finetuning.budget import describe_plan, plan_steps, time_steps
 
         # an optimizer step takes a global batch: every process's batch, every accumulation step
         accumulation = max(1, self.args.gradient_accumulation_steps)
         batch = self.args.per_device_train_batch_size * self.args.world_size * accumulation
         plan: dict[str, Any] = {"rows": rows, "batch_size": batch}
-        if budget is not None and budget.minutes is not None and self.args.max_steps <= 0 and probe:
+        minutes = None if budget is None else budget.minutes
+        if minutes is not None and self.args.max_steps <= 0 and probe:
             # every process plans with the main one's timing: DDP ranks must agree on max_steps
             seconds = self._from_main(time_steps(probe, repeats=2)) * accumulation
-            steps = plan_steps(budget.minutes, seconds, rows, batch)
+            deadline = self._training_deadline()
+            if deadline is not None:
+                minutes = max(min(minutes, (deadline - time.time()) / 60), seconds / 60)
+            steps = plan_steps(minutes, seconds, rows, batch)
             plan.update(seconds_per_step=round(seconds, 2), planned_steps=steps)
             logger.info(describe_plan(rows, batch, steps, seconds))
             if steps is not None:

@@ -161,33 +161,61 @@ def time_steps(step: Any, repeats: int = 2) -> float:
 
 
 class TimeBudgetCallback(TrainerCallback):
-    """Stop training (with a final checkpoint) once ``minutes`` of training have passed.
+    """Stop training (with a final checkpoint) once ``minutes`` of training have passed, or
+    before the step that would end after ``deadline``.
+
+    Args:
+        minutes: training minutes, counted from the trainer's first step.
+        deadline: a ``time.time()`` instant training must end by (e.g. a tuning run's time
+            limit minus what the run still has to do after training). The callback stops
+            when the mean step seen so far would no longer fit before it.
 
     Example::
 
         trainer = SentenceTransformerTrainer(..., callbacks=[TimeBudgetCallback(10)])
+        TimeBudgetCallback(deadline=time.time() + 120)     # done within two minutes from now
     """
 
-    def __init__(self, minutes: float) -> None:
-        if minutes <= 0:
+    def __init__(self, minutes: float | None = None, *, deadline: float | None = None) -> None:
+        if minutes is None and deadline is None:
+            raise ValueError("TimeBudgetCallback needs minutes, a deadline or both")
+        if minutes is not None and minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {minutes}")
         self.minutes = minutes
+        self.deadline = deadline
         self.started: float | None = None
         self.stopped_at_step: int | None = None
+        self.reason: str | None = None
+        self._clock_started: float | None = None
+        self._first_step: int = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
+        self._clock_started = time.time()
+        self._first_step = state.global_step
         return control
+
+    def _reason(self, state: Any) -> str | None:
+        if self.minutes is not None and time.perf_counter() - self.started >= self.minutes * 60:
+            return f"time budget of {self.minutes:.1f} min reached"
+        if self.deadline is not None:
+            now = time.time()
+            steps = max(1, state.global_step - self._first_step)
+            per_step = (now - self._clock_started) / steps
+            if now + per_step > self.deadline:
+                return "the next step would end after the run's time limit allows"
+        return None
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.started is None or self.stopped_at_step is not None:
             return control
-        over = time.perf_counter() - self.started >= self.minutes * 60
-        if _on_any_process(over, args):
+        reason = self._reason(state)
+        if _on_any_process(reason is not None, args):
             self.stopped_at_step = state.global_step
+            self.reason = reason or "another process reached its time budget"
             logger.warning(
-                "time budget of %.1f min reached at step %d of %d: stopping training",
-                self.minutes,
+                "%s at step %d of %d: stopping training",
+                self.reason,
                 state.global_step,
                 state.max_steps,
             )

@@ -84,6 +84,8 @@ logger = logging.getLogger(__name__)
 SFT_COLUMNS = ("prompt", "completion")
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 _SFT_DONE = "sft_complete.json"
+SAVE_SECONDS = 15.0
+"""Seconds kept after training for merging and saving the adapter (a deadline's margin)."""
 
 
 def _check_columns(dataset: Any, needed: tuple[str, ...], what: str, hint: str) -> datasets.Dataset:
@@ -219,6 +221,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         self.sft_trainer: Any = None
         self.preference_trainer: Any = None
         self.timings: dict[str, float] = {}
+        self._after_training_seconds = 0.0
 
     # ------------------------------------------------------------------ config
 
@@ -336,7 +339,9 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             self._configure_checkpoint_selection(
                 _LossPool(), _sft_steps(self.args, len(train)), self.eval_points
             )
-        callbacks, _ = self._budget_callbacks(self.budget)
+        callbacks, timer = self._budget_callbacks(self.budget)
+        if timer is not None and timer.deadline is not None and self.preference_dataset is not None:
+            timer.deadline = time.time() + (timer.deadline - time.time()) / 2  # half for DPO
         start = time.perf_counter()
         self.sft_trainer = SFTTrainer(
             model=self._load_base(),
@@ -402,11 +407,14 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         """
         train, val = self.split_validation()
         before: dict[str, float] = {}
+        started = time.perf_counter()
         if val is not None:
             self.tokenizer = None
             base = self._load_base()
             before = self._validation_loss(base, val)
             del base
+        # after training: the same validation on the tuned model, then merging and saving
+        self._after_training_seconds = time.perf_counter() - started + SAVE_SECONDS
         with PeakMemory() as memory:
             self.train_sft(resume_from_checkpoint, train=train, val=val)
             if self.preference_dataset is not None:
@@ -462,6 +470,12 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         self._write_decision(decision, {"result": self.result.summary()})
         self.result = self._from_main(self.result)  # under DDP: the main process's result
         return self.result
+
+    def _training_deadline(self) -> float | None:
+        """``train_deadline`` minus the validation, merging and saving that follow training."""
+        if self.train_deadline is None:
+            return None
+        return self.train_deadline - self._after_training_seconds
 
     # ------------------------------------------------------------------ saving
     def _save_adapter(self, folder: Path) -> None:

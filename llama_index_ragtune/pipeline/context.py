@@ -81,6 +81,8 @@ class RunContext:
         self.synthetic_llm = synthetic_llm
         self.skip = skip
         self.resume = resume
+        self.deadline: float | None = None  # time.time() by which a time-limited run ends
+        self.echo: Any = logger.info  # where progress lines go (the pipeline sets its own)
         self._llms: dict[str, Any] = {}
         self._embeds: dict[str, Any] = {}
         self._documents: list[Any] | None = None

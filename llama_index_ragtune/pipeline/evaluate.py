@@ -270,35 +270,140 @@ def _mean(values: Any) -> float | None:
     return statistics.fmean(kept) if kept else None
 
 
+def evaluate_decoder(
+    ctx: RunContext,
+    name: str,
+    stage: str,
+    path: str,
+    test: Sequence[LabelledQuery],
+    dev: Sequence[LabelledQuery],
+) -> dict[str, Any]:
+    """One decoder's refusal policy (chosen on ``dev``) and answers to ``test``, JSON-ready:
+    ``name``, ``stage``, ``calibration``, ``policy`` (a dict or None), ``metrics``, ``rows``
+    and ``seconds`` (the time this took)."""
+    start = time.perf_counter()
+    llm = ctx.llm(path)
+    calibration = choose_refusal(ctx, llm, dev)
+    policy = calibration.pop("policy")
+    metrics, rows = answer_questions(ctx, llm, test, name, policy)
+    return {
+        "name": name,
+        "stage": stage,
+        "calibration": calibration,
+        "policy": None if policy is None else policy.to_dict(),
+        "metrics": metrics,
+        "rows": rows,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+STARTING_DECODER_FILE = ("evaluate", "starting-decoder.json")
+"""Where a time-limited run keeps the starting decoder's evaluation, made before the decoder
+trains (its cost is what the tuned decoder's evaluation is reserved)."""
+
+
+def _starting_decoder_key(
+    ctx: RunContext, test: Sequence[LabelledQuery], dev: Sequence[LabelledQuery]
+) -> dict[str, Any]:
+    """What the starting decoder's evaluation depends on: the served retrieval stack, the
+    decoder, the settings and the questions."""
+    return {
+        "encoder": ctx.served_encoder,
+        "fusion": ctx.fusion,
+        "reranker": ctx.served_reranker,
+        "decoder": ctx.base_decoder,
+        "config": ctx.config.fingerprint(),
+        "test": [q.id for q in test],
+        "dev": [q.id for q in dev],
+    }
+
+
+def generation_questions(ctx: RunContext) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
+    """The sampled (test, dev) questions the generation evaluation uses."""
+    config = ctx.config
+    test = sample_questions(ctx.split("test"), config.max_test_questions, config.seed)
+    return test, sample_questions(ctx.split("dev"), config.max_dev_questions, config.seed)
+
+
+def evaluate_starting_decoder(ctx: RunContext) -> dict[str, Any] | None:
+    """The starting decoder's evaluation over the served stack, made now and kept in the work
+    folder (or read back from it when the stack, settings and questions are the same).
+
+    A time-limited run calls this before the decoder trains: the retrieval stack is final
+    by then, and the evaluation's measured ``seconds`` tell how long to reserve for the
+    tuned decoder's. None when there are no generation test questions.
+    """
+    from llama_index_ragtune._atomic import atomic_write_json
+
+    test, dev = generation_questions(ctx)
+    if not test:
+        return None
+    cached = _cached_starting_decoder(ctx, test, dev)
+    if cached is not None:
+        return cached
+    evaluation = evaluate_decoder(ctx, "starting decoder", "before", ctx.base_decoder, test, dev)
+    evaluation["key"] = _starting_decoder_key(ctx, test, dev)
+    ctx.path(*STARTING_DECODER_FILE).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ctx.path(*STARTING_DECODER_FILE), evaluation, default=_plain)
+    return evaluation
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars (their Python value) and anything else (its text)."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _cached_starting_decoder(
+    ctx: RunContext, test: Sequence[LabelledQuery], dev: Sequence[LabelledQuery]
+) -> dict[str, Any] | None:
+    import json
+
+    path = ctx.path(*STARTING_DECODER_FILE)
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # none yet, or damaged: evaluated again
+    if not isinstance(cached, dict) or cached.get("key") != json.loads(
+        json.dumps(_starting_decoder_key(ctx, test, dev), default=_plain)
+    ):
+        return None
+    return cached
+
+
 def evaluate_generation(
     ctx: RunContext, results: Any, test: Sequence[LabelledQuery], dev: Sequence[LabelledQuery]
 ) -> dict[str, Any]:
-    """Add the generation rows to ``results``; return thresholds and per-question answers."""
-    systems = [("starting decoder", "before", ctx.base_decoder)]
+    """Add the generation rows to ``results``; return thresholds and per-question answers.
+
+    The starting decoder's evaluation is read back when a time-limited run made it before
+    the decoder trained (:func:`evaluate_starting_decoder`)."""
+    evaluations = [
+        _cached_starting_decoder(ctx, test, dev)
+        or evaluate_decoder(ctx, "starting decoder", "before", ctx.base_decoder, test, dev)
+    ]
     if ctx.served_decoder != ctx.base_decoder:
-        systems.append(("tuned decoder", "after", ctx.served_decoder))
+        evaluations.append(
+            evaluate_decoder(ctx, "tuned decoder", "after", ctx.served_decoder, test, dev)
+        )
     out: dict[str, Any] = {"thresholds": {}, "policies": {}, "answers": {}}
-    for name, stage, path in systems:
-        llm = ctx.llm(path)
-        calibration = choose_refusal(ctx, llm, dev)
-        policy = calibration.pop("policy")
-        metrics, rows = answer_questions(ctx, llm, test, name, policy)
+    for evaluation in evaluations:
+        rows, calibration = evaluation["rows"], evaluation["calibration"]
         probabilities = [r["refusal_probability"] for r in rows]
         calibrated = all(p is not None for p in probabilities)
         results.add_generation(
-            name,
-            stage,
-            metrics,
+            evaluation["name"],
+            evaluation["stage"],
+            evaluation["metrics"],
             latency_ms=[r["latency_ms"] for r in rows],
             refusal_probabilities=probabilities if calibrated else None,
             should_refuse=[r["should_refuse"] for r in rows] if calibrated else None,
             refusal_threshold=calibration["threshold"],
             refusal_policy=calibration.get("name"),
         )
-        out["thresholds"][stage] = calibration
-        out["policies"][stage] = None if policy is None else policy.to_dict()
-        out["answers"][name] = rows
-    served_stage = "after" if len(systems) == 2 else "before"
+        out["thresholds"][evaluation["stage"]] = calibration
+        out["policies"][evaluation["stage"]] = evaluation["policy"]
+        out["answers"][evaluation["name"]] = rows
+    served_stage = "after" if len(evaluations) == 2 else "before"
     out["served_threshold"] = out["thresholds"][served_stage]["threshold"]
     out["served_policy"] = out["policies"][served_stage]
     return out
@@ -331,9 +436,8 @@ def add_decisions(ctx: RunContext, results: Any) -> None:
                 bool(decision.get("forced", False)),
             )
         else:
-            results.add_decision(
-                part, False, "none", None, None, 0.0, f"step skipped: kept {champion}"
-            )
+            reason = ctx.state.get(part, "note") or f"step skipped: kept {champion}"
+            results.add_decision(part, False, "none", None, None, 0.0, reason)
 
 
 def evaluate(ctx: RunContext) -> dict[str, Any]:
@@ -341,13 +445,11 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     from llama_index_ragtune._atomic import atomic_write_json
     from llama_index_ragtune.evaluation.results import EvaluationResults
 
-    config = ctx.config
     test = ctx.split("test")
     with_gold = [q for q in test if q.answerable and q.gold_node_ids]
     if not with_gold:
         raise ValueError("the test split has no answerable question with gold nodes to evaluate")
-    generation_questions = sample_questions(test, config.max_test_questions, config.seed)
-    dev = sample_questions(ctx.split("dev"), config.max_dev_questions, config.seed)
+    generation_test, dev = generation_questions(ctx)
     results = EvaluationResults(
         title="Tuning run",
         dataset_name=ctx.state.get("data", "queries_source") or "queries",
@@ -355,7 +457,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
             "train": len(ctx.split("train")),
             "test": len(test),
             "retrieval_test": len(with_gold),
-            "generation_test": len(generation_questions),
+            "generation_test": len(generation_test),
             "dev": len(dev),
         },
         bundle_version="unversioned",
@@ -370,9 +472,9 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         "thresholds": {},
         "answers": {},
     }
-    if generation_questions:
+    if generation_test:
         with results.timed("evaluate generation"):
-            generation = evaluate_generation(ctx, results, generation_questions, dev)
+            generation = evaluate_generation(ctx, results, generation_test, dev)
     results.save(ctx.path("evaluation.json"))
     atomic_write_json(ctx.path("answers.json"), generation["answers"], default=str)
     return {

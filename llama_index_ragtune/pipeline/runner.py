@@ -189,6 +189,7 @@ class TuningPipeline:
             inputs = hash_inputs(ctx.documents, self._queries_key())
             ctx.state = RunState.open(self.work, inputs, self.config.fingerprint(), self.resume)
             ctx.state.save()
+            ctx.echo = self.echo
             self._ctx = ctx
         return self._ctx
 
@@ -265,6 +266,9 @@ class TuningPipeline:
         if until is not None and until not in STEPS:
             raise ValueError(f"until must be one of {STEPS}, got {until!r}")
         try:
+            limit = self.config.time_limit_minutes
+            if limit is not None and self.context.deadline is None:  # the clock starts now
+                self.context.deadline = time.time() + limit * 60
             for name in STEPS:
                 self._run_step(name)
                 if name == until:

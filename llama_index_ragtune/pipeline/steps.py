@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -366,17 +367,47 @@ def reranker(ctx: RunContext) -> dict[str, Any]:
 # ---------------------------------------------------------------------- decoder
 
 
+EVALUATION_MARGIN = 1.15
+"""A time-limited run reserves this many times the starting decoder's measured evaluation
+for the tuned decoder's."""
+AFTER_EVALUATION_SECONDS = 20.0
+"""Reserved for the retrieval evaluation, the bundle and the report of a time-limited run."""
+MIN_TRAINING_SECONDS = 60.0
+"""Less time than this left before a time-limited run's training deadline: the starting
+decoder is kept (loading, validating and a few steps would not fit)."""
+
+
+def _evaluation_reserve(ctx: RunContext) -> tuple[float, dict[str, Any]]:
+    """Seconds a time-limited run keeps after the decoder's training, and what they are for.
+
+    The starting decoder is evaluated now (the retrieval stack is final), so the tuned one
+    is reserved what that measurably took."""
+    if "evaluate" in ctx.skip:
+        return AFTER_EVALUATION_SECONDS, {}
+    from llama_index_ragtune.pipeline.evaluate import evaluate_starting_decoder
+
+    before = evaluate_starting_decoder(ctx)
+    if before is None:
+        return AFTER_EVALUATION_SECONDS, {}
+    seconds = float(before["seconds"])
+    info = {"starting_decoder_evaluation_seconds": round(seconds, 1)}
+    return EVALUATION_MARGIN * seconds + AFTER_EVALUATION_SECONDS, info
+
+
 def decoder(ctx: RunContext) -> dict[str, Any]:
     """Grounded SFT (+ DPO) of the decoder over contexts from the served retriever.
 
     Training questions minus the dev ones (kept for the refusal policy); each
     context holds the gold nodes among the served stack's own retrieved nodes, or
-    drops them (refusal target) with ``p_no_gold``.
+    drops them (refusal target) with ``p_no_gold``. With a time limit
+    (``config.time_limit_minutes``) the starting decoder is evaluated first and the
+    training ends early enough for the tuned one's evaluation to fit.
     """
     from llama_index_ragtune.finetuning import DecoderFinetuneEngine
     from llama_index_ragtune.pipeline.training_data import sft_dataset, training_contexts
 
     config = ctx.config
+    reserve, limit = (0.0, {}) if ctx.deadline is None else _evaluation_reserve(ctx)
     folder = ctx.path("decoder")
     dev = {q.id for q in ctx.split("dev")}
     questions = [q for q in ctx.split("train") if q.id not in dev]
@@ -419,6 +450,27 @@ def decoder(ctx: RunContext) -> dict[str, Any]:
         show_progress=config.show_progress,
         **_margin(ctx),
     )
+    counts = {
+        "contexts": len(contexts),
+        "answer_targets": sum(c.answerable for c in contexts),
+        "preference_pairs": 0 if preference is None else len(preference),
+    }
+    if ctx.deadline is not None:
+        engine.train_deadline = ctx.deadline - reserve
+        left = engine.train_deadline - time.time()
+        limit.update(reserved_seconds=round(reserve, 1), seconds_left=round(left, 1))
+        if left < MIN_TRAINING_SECONDS:
+            note = (
+                f"the time limit ({config.time_limit_minutes:g} min) leaves {max(left, 0):.0f} s "
+                f"for training once {reserve:.0f} s are reserved for the evaluation: kept the "
+                "starting decoder"
+            )
+            ctx.echo(f"  {note}")
+            return {"promoted": False, "served": None, "note": note, "time_limit": limit, **counts}
+        ctx.echo(
+            f"  time limit: {left:.0f} s for the decoder's training, validation and saving "
+            f"({reserve:.0f} s kept for the evaluation and the bundle)"
+        )
     result = engine.finetune(resume_from_checkpoint=True if ctx.resume else None)
     result.save_json(folder / "result.json")
     promoted = bool(result.promoted) and (engine.merged_dir / "config.json").is_file()
@@ -427,9 +479,8 @@ def decoder(ctx: RunContext) -> dict[str, Any]:
         "served": str(engine.merged_dir) if promoted else None,
         "decision": _decision(result.decision),
         "result": result.summary(),
-        "contexts": len(contexts),
-        "answer_targets": sum(c.answerable for c in contexts),
-        "preference_pairs": 0 if preference is None else len(preference),
+        **counts,
+        **({"time_limit": limit} if ctx.deadline is not None else {}),
     }
 
 

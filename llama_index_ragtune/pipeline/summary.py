@@ -167,4 +167,9 @@ def estimate_text(config: PipelineConfig, counts: dict[str, Any], skip: Sequence
     )
     if total:
         lines.append(f"  training time budget: {total:g} min in all (plus evaluation)")
+    if config.time_limit_minutes is not None:
+        lines.append(
+            f"  time limit: {config.time_limit_minutes:g} min for the whole run; the decoder "
+            "trains for what is left once its evaluation is reserved"
+        )
     return "\n".join(lines)
