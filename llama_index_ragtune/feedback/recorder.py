@@ -11,10 +11,21 @@ metadata when the engine sets them (``CitationQueryEngine`` does; other
 engines record no citations and ``refused=False``), the answer text, the
 latency (until the whole answer is there), the bundle version and your
 ``metadata``. A streaming answer is recorded when its stream ends (its id is
-in ``metadata`` from the start; ``first_token_ms`` joins the record's
-metadata). When the store fails (say, locked past its timeout), the answer
-is still returned, with a warning and ``feedback_id=None``, unless
+in ``metadata`` from the start, but ``rate`` / ``click`` know it only then;
+``first_token_ms`` joins the record's metadata). A stream the reader stops
+early is recorded with ``answer=None`` (so no export learns from a cut-off
+text), ``stream_closed_early: True`` and the text shown as
+``partial_answer`` in its metadata; a stream never iterated is not recorded.
+When the store fails (say, locked past its timeout), the answer is still
+returned, with a warning and ``feedback_id=None``, unless
 ``on_store_error="raise"``.
+
+A query that fails (the engine, its retriever or its LLM raises, also in the
+middle of a stream) is not recorded: the exception reaches the caller
+unchanged and a stream's ``feedback_id`` turns ``None``; there is no answer
+to rate, and errors belong in logs and tracing. The returned response is a
+shallow copy of the engine's with its own ``metadata`` dict, so an engine that
+hands the same object to several callers (a cache) never mixes up their ids.
 
 Example::
 
@@ -28,10 +39,11 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,6 +143,32 @@ class FeedbackQueryEngine(BaseQueryEngine):
         """The wrapped engine's retrieval (not recorded: nothing was answered)."""
         return self._query_engine.retrieve(query_bundle)
 
+    def synthesize(
+        self,
+        query_bundle: QueryBundle,
+        nodes: list[NodeWithScore],
+        additional_source_nodes: Sequence[NodeWithScore] | None = None,
+    ) -> RESPONSE_TYPE:
+        """The wrapped engine's ``synthesize``, recorded like a query (latency: synthesis only)."""
+        query_bundle = _question(query_bundle)
+        started = time.perf_counter()
+        response = self._query_engine.synthesize(query_bundle, nodes, additional_source_nodes)
+        return self._finish(query_bundle.query_str, response, started)
+
+    async def asynthesize(
+        self,
+        query_bundle: QueryBundle,
+        nodes: list[NodeWithScore],
+        additional_source_nodes: Sequence[NodeWithScore] | None = None,
+    ) -> RESPONSE_TYPE:
+        """The wrapped engine's ``asynthesize``, recorded like a query."""
+        query_bundle = _question(query_bundle)
+        started = time.perf_counter()
+        response = await self._query_engine.asynthesize(
+            query_bundle, nodes, additional_source_nodes
+        )
+        return self._finish(query_bundle.query_str, response, started)
+
     # ------------------------------------------------------------- recording
     def _save(
         self,
@@ -139,15 +177,19 @@ class FeedbackQueryEngine(BaseQueryEngine):
         started: float,
         record_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        complete: bool = True,
     ) -> str | None:
         try:
+            fields = response_fields(response)
+            if not complete:  # a cut-off text must not become an answer to learn from
+                fields["answer"] = None
             return self.store.record(
                 query,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
                 bundle_version=self.bundle_version,
                 metadata={**self.metadata, **(extra or {})},
                 record_id=record_id,
-                **response_fields(response),
+                **fields,
             )
         except Exception as exc:
             if self.on_store_error == "raise":
@@ -160,66 +202,141 @@ class FeedbackQueryEngine(BaseQueryEngine):
             return None
 
     def _finish(self, query: str, response: RESPONSE_TYPE, started: float) -> RESPONSE_TYPE:
-        if response.metadata is None:
-            response.metadata = {}
-        if isinstance(response, StreamingResponse):
+        inner_metadata = response.metadata
+        response = _own_copy(response)
+        if isinstance(response, StreamingResponse) and response.response_gen is not None:
             record_id = uuid.uuid4().hex
             response.metadata["feedback_id"] = record_id
             response.response_gen = self._stream(
-                query, response, response.response_gen, started, record_id
+                query, response, inner_metadata, response.response_gen, started, record_id
             )
-        elif isinstance(response, AsyncStreamingResponse):
+        elif isinstance(response, AsyncStreamingResponse) and response.response_gen is not None:
             record_id = uuid.uuid4().hex
             response.metadata["feedback_id"] = record_id
             response.response_gen = self._astream(
-                query, response, response.response_gen, started, record_id
+                query, response, inner_metadata, response.response_gen, started, record_id
             )
-        else:
+        else:  # a finished answer (or a "stream" that came with its text and no generator)
             response.metadata["feedback_id"] = self._save(query, response, started)
         return response
+
+    def _end_stream(
+        self,
+        query: str,
+        response: StreamingResponse | AsyncStreamingResponse,
+        inner_metadata: Any,
+        parts: list[str],
+        first: float | None,
+        started: float,
+        record_id: str,
+        complete: bool,
+    ) -> None:
+        # The engine may fill its own metadata dict when its stream ends
+        # (CitationQueryEngine's citations): bring that into the caller's copy.
+        if isinstance(inner_metadata, Mapping):
+            response.metadata.update(
+                (k, v) for k, v in inner_metadata.items() if k != "feedback_id"
+            )
+        extra: dict[str, Any] = {"first_token_ms": first}
+        if complete:
+            response.response_txt = "".join(parts)
+        else:
+            extra.update(stream_closed_early=True, partial_answer="".join(parts))
+        if self._save(query, response, started, record_id, extra, complete) is None:
+            response.metadata["feedback_id"] = None
 
     def _stream(
         self,
         query: str,
         response: StreamingResponse,
+        inner_metadata: Any,
         inner: Iterator[str],
         started: float,
         record_id: str,
     ) -> Iterator[str]:
-        parts, first = [], None
-        for delta in inner:
-            first = first if first is not None else (time.perf_counter() - started) * 1000.0
-            parts.append(delta)
-            yield delta
-        response.response_txt = "".join(parts)
-        extra = {"first_token_ms": first}
-        if self._save(query, response, started, record_id, extra) is None:
+        parts: list[str] = []
+        first = None
+        try:
+            for delta in inner:
+                first = first if first is not None else (time.perf_counter() - started) * 1000.0
+                parts.append(delta)
+                yield delta
+        except GeneratorExit:  # the reader stopped early (break, a closed connection)
+            self._end_stream(
+                query, response, inner_metadata, parts, first, started, record_id, False
+            )
+            raise
+        except BaseException:  # the engine failed mid-answer: nothing to rate
             response.metadata["feedback_id"] = None
+            raise
+        self._end_stream(query, response, inner_metadata, parts, first, started, record_id, True)
 
     async def _astream(
         self,
         query: str,
         response: AsyncStreamingResponse,
+        inner_metadata: Any,
         inner: AsyncIterator[str],
         started: float,
         record_id: str,
     ) -> AsyncIterator[str]:
-        parts, first = [], None
-        async for delta in inner:
-            first = first if first is not None else (time.perf_counter() - started) * 1000.0
-            parts.append(delta)
-            yield delta
-        response.response_txt = "".join(parts)
-        extra = {"first_token_ms": first}
-        if self._save(query, response, started, record_id, extra) is None:
+        parts: list[str] = []
+        first = None
+        try:
+            async for delta in inner:
+                first = first if first is not None else (time.perf_counter() - started) * 1000.0
+                parts.append(delta)
+                yield delta
+        except (GeneratorExit, asyncio.CancelledError):  # stopped early, or the reader left
+            self._end_stream(
+                query, response, inner_metadata, parts, first, started, record_id, False
+            )
+            raise
+        except BaseException:
             response.metadata["feedback_id"] = None
+            raise
+        self._end_stream(query, response, inner_metadata, parts, first, started, record_id, True)
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        query_bundle = _question(query_bundle)
         started = time.perf_counter()
         response = self._query_engine.query(query_bundle)
         return self._finish(query_bundle.query_str, response, started)
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        query_bundle = _question(query_bundle)
         started = time.perf_counter()
         response = await self._query_engine.aquery(query_bundle)
         return self._finish(query_bundle.query_str, response, started)
+
+
+def _question(question: Any) -> QueryBundle:
+    """``question`` as a QueryBundle; fail before the engine runs, not after it answered.
+
+    (Core's ``query`` lets ``bytes`` through as if it were a QueryBundle, and
+    ``synthesize`` takes a plain str too.)
+    """
+    if isinstance(question, str):
+        return QueryBundle(question)
+    if not isinstance(question, QueryBundle):
+        raise TypeError(
+            f"FeedbackQueryEngine.query takes a str or a QueryBundle, got {type(question).__name__}"
+        )
+    return question
+
+
+def _own_copy(response: Any) -> Any:
+    """A shallow copy of ``response`` with a metadata dict of its own.
+
+    The wrapped engine may hand the same response object or metadata dict to several
+    callers (a cache, a shared default); writing ``feedback_id`` into it would give
+    them each other's ids. (``copy.copy`` recurses forever on ``PydanticResponse``.)
+    """
+    metadata = response.metadata
+    try:
+        copied = object.__new__(type(response))
+        copied.__dict__.update(vars(response))
+    except TypeError:  # no __dict__: keep the object, still give it its own dict
+        copied = response
+    copied.metadata = dict(metadata) if isinstance(metadata, Mapping) else {}
+    return copied

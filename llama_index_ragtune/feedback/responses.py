@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from llama_index.core.base.response.schema import (
@@ -43,9 +44,20 @@ def response_fields(response: Any) -> dict[str, Any]:
     else:
         answer = getattr(response, "response", None)
         answer = None if answer is None else str(answer)
+    if not isinstance(metadata, Mapping):
+        metadata = {}
     sources = list(getattr(response, "source_nodes", None) or [])
-    source_ids = {n.node.node_id for n in sources}
-    cited = list(metadata.get("cited_node_ids") or [])
+    source_ids = {getattr(getattr(n, "node", n), "node_id", None) for n in sources}
+    cited = metadata.get("cited_node_ids") or []
+    if isinstance(cited, (str, bytes, Mapping)) or not isinstance(cited, Iterable):
+        # core engines key their metadata by node id: a node named "cited_node_ids" lands here
+        warnings.warn(
+            f"the response's metadata['cited_node_ids'] is not a list of node ids "
+            f"({type(cited).__name__}); recording the answer without citations",
+            stacklevel=2,
+        )
+        cited = []
+    cited = list(cited)
     strays = [i for i in cited if i not in source_ids]
     if strays:
         warnings.warn(
@@ -57,6 +69,28 @@ def response_fields(response: Any) -> dict[str, Any]:
     return {
         "retrieved": sources,
         "cited_node_ids": cited,
-        "refused": bool(metadata.get("refused", False)),
+        "refused": _refused(metadata.get("refused")),
         "answer": answer,
     }
+
+
+def _refused(value: Any) -> bool:
+    """``metadata["refused"]`` as a bool; anything but True / False / 0 / 1 / None is not a refusal.
+
+    (``bool("false")`` is True, and core engines key metadata by node id, so a node
+    named ``refused`` puts its metadata dict here.)
+    """
+    if value is None:
+        return False
+    try:
+        ok = not isinstance(value, (str, bytes)) and value in (True, False)
+    except Exception:  # an array or an odd __eq__
+        ok = False
+    if ok:
+        return bool(value)
+    warnings.warn(
+        f"the response's metadata['refused'] is not True or False ({type(value).__name__} "
+        f"{str(value)[:40]!r}); recording the answer as not refused",
+        stacklevel=3,
+    )
+    return False
