@@ -48,8 +48,12 @@ Write one question per line, with no numbering and no other text.
 """
 
 _PREFIX = re.compile(
-    r"^\s*(?:[-*\u2022]+|\(?\d+[\).:\]](?!\d)|q(?:uestion)?\s*\d*\s*[:.)])\s*", re.IGNORECASE
+    r"^\s*(?:[-*\u2022]+\s*)?(?:\*\*)?"
+    r"(?:\(?\d+[\).:\]](?!\d)|(?:q|question|query|sentence|example|item)\s*#?\s*\d*\s*[:.)])"
+    r"(?:\*\*)?\s*|^\s*[-*\u2022]+\s*",
+    re.IGNORECASE,
 )
+"""A line's numbering, bullet or label ("1.", "- ", "Q2:", "**Question 3:**", "Sentence 1:")."""
 
 
 # --------------------------------------------------------------------------- filters

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -202,6 +203,7 @@ class PipelineConfig:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
+        self._plain_numbers()
         for name in ("encoder_budget", "reranker_budget", "decoder_budget"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, TrainingBudget):
@@ -271,6 +273,18 @@ class PipelineConfig:
         unknown = [p for p in self.force_promotion if p not in TUNED_PARTS]
         if unknown:
             raise ValueError(f"force_promotion names unknown parts {unknown}; use {TUNED_PARTS}")
+
+    def _plain_numbers(self) -> None:
+        """NumPy (or other ``numbers``) integers and reals as Python ``int`` / ``float``: a
+        seed or count from ``np.arange`` or a sweep is a setting like any other."""
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, (bool, int, float)) or not isinstance(value, numbers.Real):
+                continue
+            if isinstance(value, numbers.Integral):
+                object.__setattr__(self, name, int(value))
+            else:
+                object.__setattr__(self, name, float(value))
 
     def _check_types(self) -> None:
         """``TypeError`` naming the field for a setting of the wrong type (a string for a

@@ -71,6 +71,21 @@ class CannedLLM(CustomLLM):
         raise NotImplementedError
 
 
+def test_parse_questions_strips_labels_the_small_model_writes():
+    text = (
+        "Sentence 1: What is the fee?\n**Question 2:** Is it free?\n- 2. Bulleted number?\n"
+        "Query #3: How long?\nQuery performance in Postgres?\nSentences about apples?"
+    )
+    assert parse_questions(text) == [
+        "What is the fee?",
+        "Is it free?",
+        "Bulleted number?",
+        "How long?",
+        "Query performance in Postgres?",  # a question that starts with a label word
+        "Sentences about apples?",
+    ]
+
+
 def test_parse_questions_strips_numbering_and_preambles():
     text = 'Sure, here you go:\n1. First?\n2) Second?\n- "Third?"\nQ4: Fourth?\n\n3.5 mg daily?'
     assert parse_questions(text) == ["First?", "Second?", "Third?", "Fourth?", "3.5 mg daily?"]

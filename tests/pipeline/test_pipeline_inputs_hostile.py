@@ -388,6 +388,21 @@ def test_good_settings_of_other_spellings_are_kept(tmp_path):
     assert config.encoder_model == tmp_path and config.fingerprint()
 
 
+def test_numpy_numbers_are_plain_settings():
+    np = pytest.importorskip("numpy")
+    config = PipelineConfig(
+        seed=np.int64(3), max_test_questions=np.int32(5), p_no_gold=np.float32(0.25)
+    )
+    assert (config.seed, config.max_test_questions, config.p_no_gold) == (3, 5, 0.25)
+    assert type(config.seed) is int and type(config.p_no_gold) is float
+    assert (
+        config.fingerprint()
+        == PipelineConfig(seed=3, max_test_questions=5, p_no_gold=0.25).fingerprint()
+    )
+    with pytest.raises(TypeError, match="seed"):
+        PipelineConfig(seed=np.float64(1.5))
+
+
 def test_a_bad_device_fails_before_anything_is_written(tiny_corpus, tmp_path, capsys, no_index):
     out = tmp_path / "o"
     with pytest.raises(ValueError, match=r"device='gpu' is not a torch device"):
