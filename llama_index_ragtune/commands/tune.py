@@ -70,28 +70,25 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
-def _minutes_or_none(text: str) -> float | str:
+def _number_or_none(text: str, accept: Any, expected: str) -> float | str:
+    """``"none"``, or ``text`` as a number that ``accept`` takes (else an argparse error)."""
     if text.strip().lower() == "none":
         return "none"
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected minutes > 0 or 'none', got {text!r}")
+    if not (math.isfinite(value) and accept(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected} or 'none', got {text!r}")
     return value
+
+
+def _minutes_or_none(text: str) -> float | str:
+    return _number_or_none(text, lambda v: v > 0, "minutes > 0")
 
 
 def _share_or_none(text: str) -> float | str:
-    if text.strip().lower() == "none":
-        return "none"
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a share in [0, 1] or 'none', got {text!r}")
-    return value
+    return _number_or_none(text, lambda v: 0 <= v <= 1, "a share in [0, 1]")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
