@@ -151,7 +151,8 @@ class PipelineConfig:
             limit). The decoder then trains only for what is left once its evaluation is
             reserved: the starting decoder is evaluated before the decoder trains, and
             the tuned one is given as long again (a slower machine trains less, the run
-            still ends in time; with too little left the starting decoder is kept).
+            still ends in time; with too little left the starting decoder is kept). The
+            encoder and reranker keep their budgets' minutes.
         seed, device, show_progress.
 
     Example::

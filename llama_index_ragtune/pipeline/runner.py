@@ -269,6 +269,7 @@ class TuningPipeline:
             limit = self.config.time_limit_minutes
             if limit is not None and self.context.deadline is None:  # the clock starts now
                 self.context.deadline = time.time() + limit * 60
+                self._warn_if_limit_too_short(limit)
             for name in STEPS:
                 self._run_step(name)
                 if name == until:
@@ -277,6 +278,25 @@ class TuningPipeline:
             self._discard_if_nothing_done()
             raise
         return self.result()
+
+    def _warn_if_limit_too_short(self, limit: float) -> None:
+        """Say so up front when the parts trained before the decoder, which keep their own
+        budget minutes, would leave the decoder no time under the limit."""
+        if "decoder" in self.skip:
+            return
+        before = sum(
+            budget.minutes
+            for part in ("encoder", "reranker")
+            if part not in self.skip
+            and (budget := self.config.budget(part)) is not None
+            and budget.minutes
+        )
+        if before >= limit - 1:
+            why = f" (the encoder and reranker budgets alone take {before:g} min)" if before else ""
+            self.echo(
+                f"warning: the time limit of {limit:g} min leaves the decoder little or no "
+                f"time{why}; raise --time-limit or lower --time-budget"
+            )
 
     def _discard_if_nothing_done(self) -> None:
         """Remove the folders this pipeline created when no step has finished (bad input)."""

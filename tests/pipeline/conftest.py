@@ -275,19 +275,21 @@ def make_config(tiny_encoder_path, tiny_causal_lm_path):
     return make
 
 
-@pytest.fixture(scope="session")
-def tuned_run(tmp_path_factory, tiny_corpus, tiny_encoder_path, tiny_causal_lm_path):
-    """One full pipeline run on the tiny corpus with tiny models (every part tuned and promoted)."""
+def run_tiny_pipeline(out: Path, corpus: dict[str, Path], config: PipelineConfig) -> dict:
+    """A full pipeline run on ``corpus`` into ``out``: out, result, the lines it printed and
+    the pipeline."""
     from llama_index_ragtune.pipeline import TuningPipeline
 
-    out = tmp_path_factory.mktemp("run")
     lines: list[str] = []
     pipeline = TuningPipeline(
-        tiny_corpus["docs"],
-        out,
-        queries=tiny_corpus["queries"],
-        config=fast_config(tiny_encoder_path, tiny_causal_lm_path),
-        echo=lines.append,
+        corpus["docs"], out, queries=corpus["queries"], config=config, echo=lines.append
     )
     result = pipeline.run()
     return {"out": out, "result": result, "lines": lines, "pipeline": pipeline}
+
+
+@pytest.fixture(scope="session")
+def tuned_run(tmp_path_factory, tiny_corpus, tiny_encoder_path, tiny_causal_lm_path):
+    """One full pipeline run on the tiny corpus with tiny models (every part tuned and promoted)."""
+    config = fast_config(tiny_encoder_path, tiny_causal_lm_path)
+    return run_tiny_pipeline(tmp_path_factory.mktemp("run"), tiny_corpus, config)

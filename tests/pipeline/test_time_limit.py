@@ -88,18 +88,10 @@ def test_the_decoder_engine_ends_training_by_its_deadline(tmp_path, tiny_causal_
 
 @pytest.fixture(scope="module")
 def limited_run(tmp_path_factory, tiny_corpus, tiny_encoder_path, tiny_causal_lm_path):
-    from tests.pipeline.conftest import fast_config
+    from tests.pipeline.conftest import fast_config, run_tiny_pipeline
 
-    out = tmp_path_factory.mktemp("limited")
-    lines: list[str] = []
-    pipeline = TuningPipeline(
-        tiny_corpus["docs"],
-        out,
-        queries=tiny_corpus["queries"],
-        config=fast_config(tiny_encoder_path, tiny_causal_lm_path, time_limit_minutes=30),
-        echo=lines.append,
-    )
-    return {"result": pipeline.run(), "pipeline": pipeline, "lines": lines}
+    config = fast_config(tiny_encoder_path, tiny_causal_lm_path, time_limit_minutes=30)
+    return run_tiny_pipeline(tmp_path_factory.mktemp("limited"), tiny_corpus, config)
 
 
 def test_the_starting_decoder_is_evaluated_before_training_and_read_back(limited_run):
@@ -131,6 +123,7 @@ def test_a_limit_that_leaves_no_training_time_keeps_the_starting_decoder(
         echo=lines.append,
     )
     result = pipeline.run()
+    assert "0.01 min leaves the decoder little or no time;" in "\n".join(lines)
     assert result.bundle_path is not None  # the run still ends with a bundle
     decoder = pipeline.context.state.step("decoder")
     assert decoder["promoted"] is False and "time limit" in decoder["note"]
@@ -138,6 +131,25 @@ def test_a_limit_that_leaves_no_training_time_keeps_the_starting_decoder(
     decision = next(d for d in result.evaluation.decisions if d.part == "decoder")
     assert not decision.promoted and "kept the starting decoder" in decision.reason
     assert {s.stage for s in result.evaluation.generation} == {"before"}
+
+
+def test_a_limit_shorter_than_the_earlier_budgets_is_said_up_front(
+    tmp_path, tiny_corpus, make_config
+):
+    from llama_index_ragtune.finetuning.budget import TrainingBudget
+
+    lines: list[str] = []
+    pipeline = TuningPipeline(
+        tiny_corpus["docs"],
+        tmp_path / "out",
+        queries=tiny_corpus["queries"],
+        config=make_config(
+            time_limit_minutes=3, encoder_budget=TrainingBudget(max_pairs_per_query=2, minutes=2.5)
+        ),
+        echo=lines.append,
+    )
+    pipeline.run(until="parse")
+    assert any("encoder and reranker budgets alone take 2.5 min" in line for line in lines)
 
 
 @pytest.mark.parametrize(
