@@ -4,6 +4,7 @@ Layout (written by the pipeline's ``bundle`` step, atomically: a crash leaves th
 previous version and ``CURRENT`` untouched)::
 
     <out>/bundles/CURRENT          the served version's name, e.g. "v3"
+    <out>/bundles/.lock            held by writers while they add a version or move CURRENT
     <out>/bundles/v3/
         manifest.json              format "ragtune-bundle" v1: versions, data hashes, model ids,
                                    decisions, settings, and the SHA-256 + size of every file

@@ -4,7 +4,9 @@ Everything goes into ``<out>/bundles/<version>.tmp-*`` first (model folders are
 hard-linked from the work folder where the file system allows, else copied),
 the manifest with every file's hash is written last, the folder is renamed into
 place (``_atomic.atomic_dir``), and only then does ``CURRENT`` move to it. A
-failure at any point leaves the previous version served and loadable. See
+failure at any point leaves the previous version served and loadable. The version
+name is picked, written and served holding the bundles folder's writer lock
+(:func:`~.bundle_folders.bundle_lock`), so concurrent writers get distinct versions. See
 :mod:`~llama_index_ragtune.pipeline.bundle` for the layout.
 
 Example::
@@ -31,6 +33,7 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     BUNDLES_DIR,
     CURRENT,
     MANIFEST,
+    bundle_lock,
     next_version,
 )
 from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, FORMAT_VERSION, file_digests
@@ -111,61 +114,64 @@ def write_bundle(ctx: RunContext, out: str | Path, report: bool = True) -> dict[
 
     root = Path(out) / BUNDLES_DIR
     root.mkdir(parents=True, exist_ok=True)
-    version = next_version(root)
     config = ctx.config
     retriever = ctx.served_retriever()
     index_folder = ctx.path(
         "index", "baseline" if retriever is ctx.baseline_retriever else "served"
     )
     evaluation = ctx.path("evaluation.json")
-    decisions = []
-    with atomic_dir(root / version) as tmp:
-        _copy_tree(index_folder, tmp / "index")
-        models = _models(ctx, tmp)
-        report_files = None
-        if evaluation.is_file():
-            results = EvaluationResults.load(evaluation)
-            results.bundle_version = version
-            results.save(tmp / "evaluation.json")
-            decisions = [d.__dict__ for d in results.decisions]
-            if report:
-                from llama_index_ragtune.evaluation.dashboard import write_report
+    # the lock makes the version name ours until CURRENT names it: another writer (a second
+    # run, a refresh, a rollback) waits, and what a killed writer left is removed first
+    with bundle_lock(root):
+        version = next_version(root)
+        decisions = []
+        with atomic_dir(root / version) as tmp:
+            _copy_tree(index_folder, tmp / "index")
+            models = _models(ctx, tmp)
+            report_files = None
+            if evaluation.is_file():
+                results = EvaluationResults.load(evaluation)
+                results.bundle_version = version
+                results.save(tmp / "evaluation.json")
+                decisions = [d.__dict__ for d in results.decisions]
+                if report:
+                    from llama_index_ragtune.evaluation.dashboard import write_report
 
-                write_report(results, tmp / "report", source="evaluation.json")
-                report_files = {"html": "report/report.html", "markdown": "report/report.md"}
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "version": version,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "packages": package_versions(),
-            "config": config.to_dict(),
-            "config_fingerprint": config.fingerprint(),
-            "data": _data(ctx),
-            "models": models,
-            "retrieval": {
-                "fusion": retriever.params(),
-                "similarity_top_k": config.similarity_top_k,
-                "rerank_candidates": config.rerank_candidates,
-            },
-            "generation": {
-                # the decoder threshold of bundles written before refusal policies; a
-                # recorded policy carries its own threshold
-                "refusal_threshold": None
-                if ctx.state.get("evaluate", "refusal_policy")
-                else ctx.state.get("evaluate", "refusal_threshold"),
-                "refusal_policy": ctx.state.get("evaluate", "refusal_policy"),
-                "max_sources": config.max_sources,
-                "max_source_chars": config.max_source_chars,
-                "max_new_tokens": config.max_new_tokens,
-            },
-            "decisions": decisions or _decisions_from_state(ctx),
-            "evaluation": "evaluation.json" if evaluation.is_file() else None,
-            "report": report_files,
-            "files": file_digests(tmp),
-        }
-        atomic_write_json(tmp / MANIFEST, manifest, default=str)
-    atomic_write_text(root / CURRENT, version + "\n")
+                    write_report(results, tmp / "report", source="evaluation.json")
+                    report_files = {"html": "report/report.html", "markdown": "report/report.md"}
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "version": version,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "packages": package_versions(),
+                "config": config.to_dict(),
+                "config_fingerprint": config.fingerprint(),
+                "data": _data(ctx),
+                "models": models,
+                "retrieval": {
+                    "fusion": retriever.params(),
+                    "similarity_top_k": config.similarity_top_k,
+                    "rerank_candidates": config.rerank_candidates,
+                },
+                "generation": {
+                    # the decoder threshold of bundles written before refusal policies; a
+                    # recorded policy carries its own threshold
+                    "refusal_threshold": None
+                    if ctx.state.get("evaluate", "refusal_policy")
+                    else ctx.state.get("evaluate", "refusal_threshold"),
+                    "refusal_policy": ctx.state.get("evaluate", "refusal_policy"),
+                    "max_sources": config.max_sources,
+                    "max_source_chars": config.max_source_chars,
+                    "max_new_tokens": config.max_new_tokens,
+                },
+                "decisions": decisions or _decisions_from_state(ctx),
+                "evaluation": "evaluation.json" if evaluation.is_file() else None,
+                "report": report_files,
+                "files": file_digests(tmp),
+            }
+            atomic_write_json(tmp / MANIFEST, manifest, default=str)
+        atomic_write_text(root / CURRENT, version + "\n")
     return {
         "version": version,
         "path": str(root / version),

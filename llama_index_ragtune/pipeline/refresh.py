@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -233,6 +234,22 @@ def _data_step(
     return data
 
 
+def _check_still_served(root: Path, expected: str | None, champion: str, work: Path) -> None:
+    """``RefreshError`` when ``CURRENT`` no longer names ``expected`` (a rollback, another
+    refresh or a tuning run moved it while this refresh trained): the refreshed stack was
+    compared with bundle ``champion``, not with what is served now, so it must not replace it."""
+    from llama_index_ragtune.pipeline.bundle_folders import current_version
+
+    now = current_version(root)
+    if now != expected:
+        raise RefreshError(
+            f"{root / 'CURRENT'} moved from {expected} to {now} while this refresh ran (a "
+            f"rollback, another refresh or a tuning run); the refreshed parts were compared with "
+            f"bundle {champion}, not with the one served now, so nothing was written: run the "
+            f"refresh again (this refresh's parts stay in {work})"
+        )
+
+
 def _keep_champion_parts(ctx: Any, manifest: dict[str, Any], champion_dir: Path) -> None:
     """A part the refresh did not promote stays the bundle's (fusion and reranker; the
     encoder and decoder already start from the bundle's)."""
@@ -306,7 +323,12 @@ def refresh_bundle(
     from llama_index_ragtune._atomic import sha256_file
     from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN
     from llama_index_ragtune.pipeline.bundle import load_bundle
-    from llama_index_ragtune.pipeline.bundle_folders import MANIFEST, resolve_bundle_dir
+    from llama_index_ragtune.pipeline.bundle_folders import (
+        MANIFEST,
+        bundle_lock,
+        current_version,
+        resolve_bundle_dir,
+    )
     from llama_index_ragtune.pipeline.context import RunContext
     from llama_index_ragtune.pipeline.refresh_data import open_store
     from llama_index_ragtune.pipeline.refresh_eval import (
@@ -333,6 +355,12 @@ def refresh_bundle(
     champion_dir = resolve_bundle_dir(bundle)
     champion = load_bundle(champion_dir, llm=MockLLM())  # verifies every file
     manifest, version = champion.manifest, champion.version
+    # the version CURRENT must still name when the refresh promotes (_check_still_served)
+    expected = (
+        current_version(champion_dir.parent)
+        if (Path(bundle).expanduser() / MANIFEST).is_file()  # a version folder was passed
+        else version
+    )
     store = open_store(feedback)
     try:
         _check_feedback(store)  # before any folder is made or any work is done
@@ -413,38 +441,42 @@ def refresh_bundle(
             "parts": parts,
             "out": str(out),
         }
-        served, path, report_path = version, champion_dir, None
-        if decision.promoted:
-            data = {
-                "documents": manifest.get("data", {}).get("documents")
-                if docs is None
-                else {"count": len(ctx.documents), "sha256": hash_inputs(ctx.documents, None)},
-                "nodes": nodes_digest(ctx),
-                "queries": {"source": "feedback", "feedback_store": str(store.path), **counts},
-            }
-            written = write_refreshed_version(
-                ctx,
-                champion_dir,
-                manifest,
-                results,
-                refresh_info,
-                generation_settings(ctx, manifest),
-                data,
-                report=report,
-            )
-            served, path, report_path = written["version"], written["path"], written["report"]
-        else:
-            results.save(out / "evaluation.json")
-        from llama_index_ragtune._atomic import atomic_write_json
+        # promoting holds the writer lock from the check that CURRENT did not move to the
+        # history line: a rollback or another refresh meanwhile waits, or makes this one stop
+        with bundle_lock(champion_dir.parent) if decision.promoted else contextlib.nullcontext():
+            served, path, report_path = version, champion_dir, None
+            if decision.promoted:
+                _check_still_served(champion_dir.parent, expected, version, work)
+                data = {
+                    "documents": manifest.get("data", {}).get("documents")
+                    if docs is None
+                    else {"count": len(ctx.documents), "sha256": hash_inputs(ctx.documents, None)},
+                    "nodes": nodes_digest(ctx),
+                    "queries": {"source": "feedback", "feedback_store": str(store.path), **counts},
+                }
+                written = write_refreshed_version(
+                    ctx,
+                    champion_dir,
+                    manifest,
+                    results,
+                    refresh_info,
+                    generation_settings(ctx, manifest),
+                    data,
+                    report=report,
+                )
+                served, path, report_path = written["version"], written["path"], written["report"]
+            else:
+                results.save(out / "evaluation.json")
+            from llama_index_ragtune._atomic import atomic_write_json
 
-        record = {
-            "action": "refresh",
-            "promoted": decision.promoted,
-            "served": served,
-            **refresh_info,
-        }
-        atomic_write_json(out / "refresh.json", record, indent=2, default=str)
-        append_history(champion_dir.parent, {**record, "reason": decision.reason})
+            record = {
+                "action": "refresh",
+                "promoted": decision.promoted,
+                "served": served,
+                **refresh_info,
+            }
+            atomic_write_json(out / "refresh.json", record, indent=2, default=str)
+            append_history(champion_dir.parent, {**record, "reason": decision.reason})
         return RefreshResult(
             promoted=decision.promoted,
             decision=decision,
@@ -475,6 +507,7 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
     """
     from llama_index_ragtune.pipeline.bundle_folders import (
         BundleError,
+        bundle_lock,
         bundle_versions,
         bundles_root,
         current_version,
@@ -484,25 +517,26 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
     from llama_index_ragtune.pipeline.refresh_writer import append_history
 
     root = bundles_root(path)
-    versions = bundle_versions(root)
-    try:
-        current = current_version(root)
-    except BundleError:  # a damaged CURRENT: rolling to a named version rewrites it
+    with bundle_lock(root):  # CURRENT read, checked and moved with no other writer between
+        versions = bundle_versions(root)
+        try:
+            current = current_version(root)
+        except BundleError:  # a damaged CURRENT: rolling to a named version rewrites it
+            if to is None:
+                raise
+            current = None
+        if not versions:
+            raise BundleError(f"no bundle in {root}: nothing to roll back")
         if to is None:
-            raise
-        current = None
-    if not versions:
-        raise BundleError(f"no bundle in {root}: nothing to roll back")
-    if to is None:
-        if current not in versions or versions.index(current) == 0:
-            raise BundleError(
-                f"bundle {current} is the oldest version in {root} (versions: {versions}); "
-                "there is nothing earlier to roll back to"
-            )
-        to = versions[versions.index(current) - 1]
-    elif to not in versions:
-        raise BundleError(f"no version {to!r} in {root}; versions here: {versions}")
-    verify_bundle(root / to)
-    set_current_version(root, to)
-    append_history(root, {"action": "rollback", "from": current, "served": to})
+            if current not in versions or versions.index(current) == 0:
+                raise BundleError(
+                    f"bundle {current} is the oldest version in {root} (versions: {versions}); "
+                    "there is nothing earlier to roll back to"
+                )
+            to = versions[versions.index(current) - 1]
+        elif to not in versions:
+            raise BundleError(f"no version {to!r} in {root}; versions here: {versions}")
+        verify_bundle(root / to)
+        set_current_version(root, to)
+        append_history(root, {"action": "rollback", "from": current, "served": to})
     return to

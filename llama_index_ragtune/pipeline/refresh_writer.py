@@ -5,7 +5,8 @@ the refresh promoted or else the one the previous version served (hard-linked
 from it where the file system allows, else copied), so every version loads on
 its own even after older ones are deleted. It is written like every bundle
 (``_atomic.atomic_dir``: the folder appears complete or not at all, the manifest
-with every file's hash is written last) and only then does ``CURRENT`` move.
+with every file's hash is written last) and only then does ``CURRENT`` move, all
+holding the bundles folder's writer lock (``bundle_folders.bundle_lock``).
 
 ``bundles/history.jsonl`` records every refresh decision (promoted or not) and
 every rollback, one JSON object a line, rewritten atomically under a lock.
@@ -37,6 +38,7 @@ from llama_index_ragtune.pipeline.bundle import link_or_copy, package_versions
 from llama_index_ragtune.pipeline.bundle_folders import (
     CURRENT,
     MANIFEST,
+    bundle_lock,
     bundles_root,
     next_version,
 )
@@ -111,48 +113,50 @@ def write_refreshed_version(
         written["version"]      # 'v2'
     """
     root = champion_dir.parent
-    version = next_version(root)
     config = ctx.config
     retriever = ctx.served_retriever()
     index_folder = ctx.path(
         "index", "baseline" if retriever is ctx.baseline_retriever else "served"
     )
     report_files = None
-    with atomic_dir(root / version) as tmp:
-        _copy_tree(index_folder, tmp / "index")
-        models = _models(ctx, champion_dir, old_manifest["models"], tmp)
-        evaluation.bundle_version = version
-        evaluation.save(tmp / "evaluation.json")
-        if report:
-            from llama_index_ragtune.evaluation.dashboard import write_report
+    # the name stays ours until CURRENT names it (bundle_folders.bundle_lock)
+    with bundle_lock(root):
+        version = next_version(root)
+        with atomic_dir(root / version) as tmp:
+            _copy_tree(index_folder, tmp / "index")
+            models = _models(ctx, champion_dir, old_manifest["models"], tmp)
+            evaluation.bundle_version = version
+            evaluation.save(tmp / "evaluation.json")
+            if report:
+                from llama_index_ragtune.evaluation.dashboard import write_report
 
-            write_report(evaluation, tmp / "report", source="evaluation.json")
-            report_files = {"html": "report/report.html", "markdown": "report/report.md"}
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "version": version,
-            "parent": old_manifest["version"],
-            "created": _now(),
-            "packages": package_versions(),
-            "config": config.to_dict(),
-            "config_fingerprint": config.fingerprint(),
-            "data": data,
-            "models": models,
-            "retrieval": {
-                "fusion": retriever.params(),
-                "similarity_top_k": config.similarity_top_k,
-                "rerank_candidates": config.rerank_candidates,
-            },
-            "generation": generation,
-            "decisions": [d.__dict__ for d in evaluation.decisions],
-            "refresh": refresh,
-            "evaluation": "evaluation.json",
-            "report": report_files,
-            "files": file_digests(tmp),
-        }
-        atomic_write_json(tmp / MANIFEST, manifest, default=str)
-    atomic_write_text(root / CURRENT, version + "\n")
+                write_report(evaluation, tmp / "report", source="evaluation.json")
+                report_files = {"html": "report/report.html", "markdown": "report/report.md"}
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "version": version,
+                "parent": old_manifest["version"],
+                "created": _now(),
+                "packages": package_versions(),
+                "config": config.to_dict(),
+                "config_fingerprint": config.fingerprint(),
+                "data": data,
+                "models": models,
+                "retrieval": {
+                    "fusion": retriever.params(),
+                    "similarity_top_k": config.similarity_top_k,
+                    "rerank_candidates": config.rerank_candidates,
+                },
+                "generation": generation,
+                "decisions": [d.__dict__ for d in evaluation.decisions],
+                "refresh": refresh,
+                "evaluation": "evaluation.json",
+                "report": report_files,
+                "files": file_digests(tmp),
+            }
+            atomic_write_json(tmp / MANIFEST, manifest, default=str)
+        atomic_write_text(root / CURRENT, version + "\n")
     return {
         "version": version,
         "path": root / version,

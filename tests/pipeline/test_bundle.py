@@ -102,7 +102,8 @@ def test_a_failed_write_leaves_the_previous_version_served(
         pipeline.run()
     root = bundle_copy / "bundles"
     assert current_version(bundle_copy) == "v1" and bundle_versions(bundle_copy) == ["v1"]
-    assert sorted(p.name for p in root.iterdir()) == ["CURRENT", "v1"]  # no half-written v2
+    # no half-written v2 (".lock" is the writers' lock file)
+    assert sorted(p.name for p in root.iterdir()) == [".lock", "CURRENT", "v1"]
     assert load_bundle(bundle_copy).version == "v1"
     monkeypatch.undo()
     assert pipeline.run().version == "v2"
