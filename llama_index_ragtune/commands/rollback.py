@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         bundle_versions,
         current_version,
     )
-    from llama_index_ragtune.pipeline.refresh import rollback_bundle
+    from llama_index_ragtune.pipeline.rollback import rollback_bundle
 
     before = current_version(args.bundle)
     try:

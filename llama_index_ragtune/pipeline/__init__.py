@@ -48,7 +48,7 @@ _EXPORTS = {
     "feedback_queries": "query_sources",
     "PipelineStateError": "state",
     "refresh_bundle": "refresh",
-    "rollback_bundle": "refresh",
+    "rollback_bundle": "rollback",
     "RefreshResult": "refresh",
     "RefreshError": "refresh_data",
     "read_history": "refresh_writer",

@@ -1,0 +1,67 @@
+"""Serve an earlier bundle version again (``ragtune rollback``).
+
+``rollback_bundle`` points ``CURRENT`` at an earlier version (the one before the
+current one by default) after verifying its files, under the bundles folder's writer
+lock, and records the switch in ``bundles/history.jsonl``; a reader sees the old or
+the new version, never a mix.
+
+Example::
+
+    from llama_index_ragtune.pipeline import rollback_bundle
+
+    rollback_bundle("runs/shop")              # v3 -> v2
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["rollback_bundle"]
+
+
+def rollback_bundle(path: str | Path, to: str | None = None) -> str:
+    """Serve an earlier bundle version again: point ``CURRENT`` at ``to`` (default: the version
+    before the current one), atomically, after verifying its files. Returns the version.
+
+    Raises ``BundleError`` when there is no earlier version, or ``to`` is unknown or damaged.
+
+    Example::
+
+        rollback_bundle("runs/shop")              # v3 -> v2
+        rollback_bundle("runs/shop", to="v1")
+    """
+    from llama_index_ragtune.pipeline.bundle_folders import (
+        BundleError,
+        bundle_lock,
+        bundle_versions,
+        bundles_root,
+        current_version,
+        set_current_version,
+    )
+    from llama_index_ragtune.pipeline.bundle_manifest import verify_bundle
+    from llama_index_ragtune.pipeline.refresh_writer import append_history
+
+    root = bundles_root(path)
+    with bundle_lock(root):  # CURRENT read, checked and moved with no other writer between
+        versions = bundle_versions(root)
+        try:
+            current = current_version(root)
+        except BundleError:  # a damaged CURRENT: rolling to a named version rewrites it
+            if to is None:
+                raise
+            current = None
+        if not versions:
+            raise BundleError(f"no bundle in {root}: nothing to roll back")
+        if to is None:
+            if current not in versions or versions.index(current) == 0:
+                raise BundleError(
+                    f"bundle {current} is the oldest version in {root} (versions: {versions}); "
+                    "there is nothing earlier to roll back to"
+                )
+            to = versions[versions.index(current) - 1]
+        elif to not in versions:
+            raise BundleError(f"no version {to!r} in {root}; versions here: {versions}")
+        verify_bundle(root / to)
+        set_current_version(root, to)
+        append_history(root, {"action": "rollback", "from": current, "served": to})
+    return to
