@@ -275,6 +275,31 @@ def make_config(tiny_encoder_path, tiny_causal_lm_path):
     return make
 
 
+def write_minimal_version(folder: Path, version: str, notes: str | None = None) -> None:
+    """Write a hand-made bundle version into ``folder``: a manifest and one listed file
+    (``notes.txt``, ``version`` unless ``notes`` is given), no models."""
+    from llama_index_ragtune._atomic import sha256_file
+
+    notes_file = folder / "notes.txt"
+    notes_file.write_text(version if notes is None else notes, encoding="utf-8")
+    manifest = {
+        "format": "ragtune-bundle",
+        "format_version": 1,
+        "version": version,
+        "models": {
+            "encoder": {"path": None, "reference": None},
+            "decoder": {"path": None, "reference": None},
+            "reranker": None,
+        },
+        "retrieval": {"similarity_top_k": 5, "rerank_candidates": None},
+        "generation": {"max_new_tokens": 32},
+        "files": {
+            "notes.txt": {"sha256": sha256_file(notes_file), "size": notes_file.stat().st_size}
+        },
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
 def run_tiny_pipeline(out: Path, corpus: dict[str, Path], config: PipelineConfig) -> dict:
     """A full pipeline run on ``corpus`` into ``out``: out, result, the lines it printed and
     the pipeline."""

@@ -115,32 +115,12 @@ def test_a_failed_write_leaves_the_previous_version_served(
 
 def _fake_bundles(tmp_path, versions=("v1", "v2")):
     """A ``bundles/`` folder of hand-written versions (a manifest and one listed file each)."""
-    from llama_index_ragtune._atomic import sha256_file
+    from tests.pipeline.conftest import write_minimal_version
 
     root = tmp_path / "out" / "bundles"
     for version in versions:
-        folder = root / version
-        folder.mkdir(parents=True)
-        (folder / "notes.txt").write_text(version, encoding="utf-8")
-        manifest = {
-            "format": "ragtune-bundle",
-            "format_version": 1,
-            "version": version,
-            "models": {
-                "encoder": {"path": None, "reference": None},
-                "decoder": {"path": None, "reference": None},
-                "reranker": None,
-            },
-            "retrieval": {"similarity_top_k": 5, "rerank_candidates": None},
-            "generation": {"max_new_tokens": 32},
-            "files": {
-                "notes.txt": {
-                    "sha256": sha256_file(folder / "notes.txt"),
-                    "size": len(version),
-                }
-            },
-        }
-        (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        (root / version).mkdir(parents=True)
+        write_minimal_version(root / version, version)
     (root / "CURRENT").write_text(versions[-1] + "\n", encoding="utf-8")
     return root
 

@@ -31,6 +31,7 @@ from llama_index_ragtune.pipeline import (
 )
 from llama_index_ragtune.pipeline.bundle_folders import bundle_lock, next_version
 from llama_index_ragtune.pipeline.runner import TuningPipeline
+from tests.pipeline.conftest import write_minimal_version
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks writer processes")
 
@@ -165,26 +166,7 @@ def test_two_bundle_writers_at_once_get_distinct_versions(out, tiny_corpus, make
 def fake_version(root: Path, version: str) -> None:
     """Write ``version`` as a bundle the way writers do: atomically, under the writer lock."""
     with atomic_dir(root / version) as tmp:
-        (tmp / "notes.txt").write_text(version * 1000, encoding="utf-8")
-        manifest = {
-            "format": "ragtune-bundle",
-            "format_version": 1,
-            "version": version,
-            "models": {
-                "encoder": {"path": None, "reference": None},
-                "decoder": {"path": None, "reference": None},
-                "reranker": None,
-            },
-            "retrieval": {"similarity_top_k": 5, "rerank_candidates": None},
-            "generation": {"max_new_tokens": 32},
-            "files": {
-                "notes.txt": {
-                    "sha256": sha256_file(tmp / "notes.txt"),
-                    "size": (tmp / "notes.txt").stat().st_size,
-                }
-            },
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        write_minimal_version(tmp, version, notes=version * 1000)
 
 
 def fake_bundles(tmp_path: Path, count: int = 2) -> Path:

@@ -114,20 +114,15 @@ def test_the_starting_decoder_is_evaluated_before_training_and_read_back(limited
 def test_a_limit_that_leaves_no_training_time_keeps_the_starting_decoder(
     tmp_path, tiny_corpus, make_config
 ):
-    lines: list[str] = []
-    pipeline = TuningPipeline(
-        tiny_corpus["docs"],
-        tmp_path / "out",
-        queries=tiny_corpus["queries"],
-        config=make_config(time_limit_minutes=0.01),
-        echo=lines.append,
-    )
-    result = pipeline.run()
-    assert "0.01 min leaves the decoder little or no time;" in "\n".join(lines)
+    from tests.pipeline.conftest import run_tiny_pipeline
+
+    run = run_tiny_pipeline(tmp_path / "out", tiny_corpus, make_config(time_limit_minutes=0.01))
+    result, ctx = run["result"], run["pipeline"].context
+    assert "0.01 min leaves the decoder little or no time;" in "\n".join(run["lines"])
     assert result.bundle_path is not None  # the run still ends with a bundle
-    decoder = pipeline.context.state.step("decoder")
+    decoder = ctx.state.step("decoder")
     assert decoder["promoted"] is False and "time limit" in decoder["note"]
-    assert pipeline.context.served_decoder == pipeline.context.base_decoder
+    assert ctx.served_decoder == ctx.base_decoder
     decision = next(d for d in result.evaluation.decisions if d.part == "decoder")
     assert not decision.promoted and "kept the starting decoder" in decision.reason
     assert {s.stage for s in result.evaluation.generation} == {"before"}
