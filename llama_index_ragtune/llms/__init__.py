@@ -29,8 +29,8 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
         NoRefusalPolicy,
         RefusalDecision,
         RefusalPolicy,
-        load_refusal_policy,
     )
+    from llama_index_ragtune.llms.refusal_policy_records import load_refusal_policy
     from llama_index_ragtune.llms.refusal_selection import PolicySelection, select_refusal_policy
 
 _EXPORTS = {
@@ -43,7 +43,7 @@ _EXPORTS = {
     "AnswerabilityRefusalPolicy": "refusal_policy",
     "CombinedRefusalPolicy": "refusal_policy",
     "NoRefusalPolicy": "refusal_policy",
-    "load_refusal_policy": "refusal_policy",
+    "load_refusal_policy": "refusal_policy_records",
     "select_refusal_policy": "refusal_selection",
     "PolicySelection": "refusal_selection",
 }

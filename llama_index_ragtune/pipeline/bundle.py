@@ -283,7 +283,7 @@ def _refusal_policy(
     A policy that reads the decoder's P(refusal) is left out when another LLM answers:
     only the bundled decoder gives that probability.
     """
-    from llama_index_ragtune.llms.refusal_policy import load_refusal_policy
+    from llama_index_ragtune.llms.refusal_policy_records import load_refusal_policy
 
     recorded = generation.get("refusal_policy")
     if recorded is None:

@@ -142,7 +142,7 @@ def _number(value: Any) -> bool:
 def _check_policy(recorded: Any, manifest: Path) -> None:
     """``BundleError`` naming ``generation.refusal_policy...`` unless the recorded policy
     (None: none) can be loaded; a trained scorer's folder must be inside the bundle."""
-    from llama_index_ragtune.llms.refusal_policy import check_policy_record
+    from llama_index_ragtune.llms.refusal_policy_records import check_policy_record
 
     if recorded is None:
         return

@@ -14,8 +14,8 @@ from llama_index_ragtune.llms.refusal_policy import (
     CombinedRefusalPolicy,
     DecoderRefusalPolicy,
     RefusalDecision,
-    load_refusal_policy,
 )
+from llama_index_ragtune.llms.refusal_policy_records import load_refusal_policy
 
 ROME = build_messages("What is the capital of Italy?", ["Rome is the capital of Italy.", "Milan."])
 MARS = build_messages("What is the capital of Mars?", ["Paris is in France.", "Milan."])
@@ -119,6 +119,17 @@ def test_policies_round_trip_through_json(tmp_path):
         load_refusal_policy({"type": "Magic", "threshold": 0.5})
     with pytest.raises(FileNotFoundError, match="no policy file"):
         load_refusal_policy(tmp_path / "missing.json")
+
+
+def test_saved_record_functions_keep_their_old_import_path():
+    from llama_index_ragtune.llms import load_refusal_policy as exported
+    from llama_index_ragtune.llms import refusal_policy, refusal_policy_records
+    from llama_index_ragtune.llms.refusal_policy import check_policy_record
+
+    assert refusal_policy.load_refusal_policy is load_refusal_policy is exported
+    assert check_policy_record is refusal_policy_records.check_policy_record
+    with pytest.raises(AttributeError, match="no_such_name"):
+        refusal_policy.no_such_name  # noqa: B018
 
 
 def test_bad_policy_use_is_a_clear_error(tiny_causal_lm_path, tiny_llm):

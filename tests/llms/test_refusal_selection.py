@@ -14,8 +14,8 @@ from llama_index_ragtune.llms.refusal_policy import (
     CombinedRefusalPolicy,
     DecoderRefusalPolicy,
     NoRefusalPolicy,
-    load_refusal_policy,
 )
+from llama_index_ragtune.llms.refusal_policy_records import load_refusal_policy
 from llama_index_ragtune.llms.refusal_selection import select_refusal_policy
 
 

@@ -11,7 +11,7 @@ import pytest
 from llama_index.core.llms import MockLLM
 
 from llama_index_ragtune._atomic import sha256_file
-from llama_index_ragtune.llms.refusal_policy import load_refusal_policy
+from llama_index_ragtune.llms.refusal_policy_records import load_refusal_policy
 from llama_index_ragtune.pipeline import BundleError, load_bundle, verify_bundle
 from llama_index_ragtune.pipeline.bundle_manifest import file_digests
 
