@@ -33,7 +33,9 @@ answers' ``[n]`` citations refer to the same numbered sources). The prompt is
 the grounded prompt (``build_messages``) over the stored source texts, cut by
 ``max_source_chars`` exactly as ``CitationQueryEngine(max_source_chars=...)`` cuts
 them; an answer text that was both upvoted and downvoted for the group is left
-out.
+out. Answer texts compare after Unicode NFC and with whitespace collapsed (so
+``"7 days."`` and ``"7 days. "`` are one answer); blank answers and answers
+recorded as ``None`` (a stream stopped early) are left out.
 
 Example::
 
@@ -51,6 +53,7 @@ import hashlib
 import json
 import logging
 import math
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -149,16 +152,16 @@ def _check_split(split: str, eval_fraction: float, seed: int = 0) -> None:
         raise TypeError(f"seed must be an integer, got {show(seed)}")
 
 
-def _check_keys(keys: Any) -> tuple[str, ...]:
-    """``query_metadata_keys`` as a tuple of metadata key names (raises naming it)."""
+def check_keys(keys: Any, name: str = "query_metadata_keys") -> tuple[str, ...]:
+    """``keys`` as a tuple of metadata key names (raises naming the argument ``name``)."""
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
         raise TypeError(
-            f"query_metadata_keys must be a list of metadata key names, got {show(keys)}; "
+            f"{name} must be a list of metadata key names, got {show(keys)}; "
             'write ("store",) for one key'
         )
     keys = tuple(keys)
     for i, key in enumerate(keys):
-        check_text(key, f"query_metadata_keys[{i}]")
+        check_text(key, f"{name}[{i}]")
     return keys
 
 
@@ -201,15 +204,38 @@ def _label(record: FeedbackRecord, query: _Query) -> None:
             )
 
 
+def _answer_key(answer: str) -> str:
+    """An answer text compared for preference pairs: NFC, whitespace runs as one space, trimmed."""
+    return " ".join(unicodedata.normalize("NFC", answer).split())
+
+
 def _corpus(
     corpus: Mapping[str, str] | Sequence[BaseNode] | None, metadata_mode: str
 ) -> dict[str, str]:
     if corpus is None:
         return {}
     if isinstance(corpus, Mapping):
+        for key, text in corpus.items():
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"corpus[{key!r}] must be the node's text (a string), got "
+                    f"{type(text).__name__}; pass {{node id: text}} or LlamaIndex nodes"
+                )
         return {str(k): v for k, v in corpus.items()}
-    from llama_index.core.schema import MetadataMode
+    from llama_index.core.schema import BaseNode, MetadataMode
 
+    if isinstance(corpus, (str, bytes)) or not isinstance(corpus, Iterable):
+        raise TypeError(
+            f"corpus must be a {{node id: text}} dict or a list of LlamaIndex nodes, got "
+            f"{type(corpus).__name__}"
+        )
+    corpus = list(corpus)
+    for i, node in enumerate(corpus):
+        if not isinstance(node, BaseNode):
+            raise TypeError(
+                f"corpus[{i}] must be a LlamaIndex node (e.g. TextNode), got "
+                f"{type(node).__name__}; pass nodes, or a {{node id: text}} dict"
+            )
     mode = MetadataMode.EMBED if metadata_mode == "embed" else MetadataMode.NONE
     return {node.node_id: node.get_content(metadata_mode=mode) for node in corpus}
 
@@ -255,15 +281,16 @@ def feedback_retrieval_dataset(
         raise ValueError(f"metadata_mode must be 'embed' or 'none', got {show(metadata_mode)}")
     if not isinstance(negatives, bool):
         raise TypeError(f"negatives must be True or False, got {show(negatives)}")
-    keys = _check_keys(query_metadata_keys)
+    keys = check_keys(query_metadata_keys)
     queries: dict[str, _Query] = {}
     latest: dict[str, str] = {}  # node id -> text hash of the last version in the selection
-    used = 0
+    used = other_side = 0
     for record in store.records(since=since, until=until, bundle_version=bundle_version):
         for source in record.retrieved:
             latest[source.node_id] = source.text_hash
         qid = feedback_query_id(record.query, record.metadata, keys)
         if not _keep(qid, split, eval_fraction, seed):
+            other_side += 1
             continue
         used += 1
         query = queries.setdefault(qid, _Query(record.query))
@@ -295,12 +322,20 @@ def feedback_retrieval_dataset(
     dropped = len(queries) - len(relevant)
     filters = _filters(since, until, bundle_version)
     if not relevant:
+        if split == "train" and other_side:
+            advice = (
+                f"the other {other_side} selected records are on the held-out side "
+                f"(eval_fraction={eval_fraction}): lower eval_fraction, or collect feedback "
+                "on more questions"
+            )
+        else:
+            advice = "collect ratings or clicks (store.rate / store.click) first" + (
+                ", or raise eval_fraction" if split == "eval" else ""
+            )
         raise ValueError(
             f"no query among the {used} selected records of {store.path} (split {split!r}, "
             f"filters {filters}) has a positive: a positive is a node cited by an upvoted "
-            "answer, or a citation opened on an answer that was not downvoted; collect ratings "
-            "or clicks (store.rate / store.click) first"
-            + (", or raise eval_fraction" if split == "eval" else "")
+            f"answer, or a citation opened on an answer that was not downvoted; {advice}"
         )
     if dropped:
         logger.info("feedback export: %d queries without a positive left out", dropped)
@@ -414,17 +449,20 @@ def feedback_preference_pairs(
         raise ValueError(
             f"max_pairs_per_group must be a positive integer or None, got {max_pairs_per_group!r}"
         )
-    keys = _check_keys(query_metadata_keys)
+    keys = check_keys(query_metadata_keys)
     groups: dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, dict[str, FeedbackRecord]]] = {}
     for record in store.records(since=since, until=until, bundle_version=bundle_version):
         if record.rating is None or record.answer is None:
+            continue
+        answer = _answer_key(record.answer)
+        if not answer:  # a blank answer teaches nothing, chosen or rejected
             continue
         qid = feedback_query_id(record.query, record.metadata, keys)
         if not _keep(qid, split, eval_fraction, seed):
             continue
         sources = tuple((s.node_id, s.text_hash) for s in record.retrieved)
         by_rating = groups.setdefault((qid, sources), {1: {}, -1: {}})
-        by_rating[record.rating].setdefault(record.answer, record)
+        by_rating[record.rating].setdefault(answer, record)
 
     rows: list[dict[str, Any]] = []
     needed = {key for (_, sources), g in groups.items() if g[1] and g[-1] for key in sources}

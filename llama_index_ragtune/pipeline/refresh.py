@@ -305,7 +305,7 @@ def refresh_bundle(
         time_budget: minutes of training in all (split as ``from_time_budget`` does).
         reranker: retrain the reranker (default: when the bundle serves one).
         decoder: retrain the decoder too (grounded SFT from the bundle's decoder).
-        keys: feedback metadata keys that are filters (``("store",)``).
+        keys: feedback metadata keys that are filters (a list: ``("store",)``).
         eval_fraction: the feedback's held-out share (stable per question).
         include_earlier: also train on (and guard) the bundle's labelled questions.
         margin: how much better (nDCG@10) the challenger must be (default: the config's,
@@ -316,8 +316,23 @@ def refresh_bundle(
         echo: where progress lines go (default: the logger; the CLI passes ``print``).
 
     Raises ``BundleError`` for a missing or edited bundle, ``FileNotFoundError`` for a
-    missing store, ``RefreshError`` when the feedback gives nothing to train or judge on.
+    missing store, ``RefreshError`` when the feedback gives nothing to train or judge on,
+    ``TypeError`` / ``ValueError`` naming ``keys`` or ``eval_fraction`` before any work.
     """
+    from llama_index_ragtune.feedback.export import check_keys
+
+    # the arguments first: before any heavy import, folder or index
+    if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)):
+        raise TypeError(
+            f"eval_fraction must be a number between 0 and 1 (exclusive), got "
+            f"{type(eval_fraction).__name__} {eval_fraction!r}"
+        )
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(
+            f"eval_fraction must be between 0 and 1 (exclusive), got {eval_fraction!r}"
+        )
+    keys = check_keys(keys, "keys")  # a bare "store" would be split into letters
+
     from llama_index.core.llms import MockLLM
 
     from llama_index_ragtune._atomic import sha256_file
@@ -348,10 +363,6 @@ def refresh_bundle(
     from llama_index_ragtune.pipeline.steps import STEP_FUNCTIONS
 
     say = echo or logger.info
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(
-            f"eval_fraction must be between 0 and 1 (exclusive), got {eval_fraction!r}"
-        )
     champion_dir = resolve_bundle_dir(bundle)
     champion = load_bundle(champion_dir, llm=MockLLM())  # verifies every file
     manifest, version = champion.manifest, champion.version

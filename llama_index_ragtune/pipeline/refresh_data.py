@@ -8,7 +8,10 @@ asked under as its filters (``keys``, e.g. ``("store",)``: "apple return policy?
 asked of the grocery and of the electronics store are two questions), and its
 side of the store's stable held-out split: ``"train"`` questions are trained on,
 ``"test"`` questions (``store.to_evaluation_set``) only judge champion against
-challenger, and a question never changes side however much feedback arrives.
+challenger, and a question never changes side however much feedback arrives. A
+training question that is a held-out question asked again without a filter or
+under filters that do not contradict it ("apple return policy?" unfiltered and for
+the grocery store) is left out of training (:func:`drop_held_out_copies`).
 Feedback judges only the pages users were shown: each question records them as its
 ``judged_node_ids``, and rankings are scored on those alone (a condensed list).
 
@@ -92,18 +95,29 @@ def feedback_split(
         nodes: the nodes served now; positives and negatives outside them are left out
             (a question left without a positive is dropped; both are reported).
         keys: record metadata keys that keep equal question texts apart and become the
-            question's filters (only keys that are node metadata are used).
+            question's filters (a list such as ``("store",)``; only keys that are node
+            metadata are used, the others are said through ``echo``).
         eval_fraction / seed: the stable held-out split (the same for every refresh).
 
-    Raises ``RefreshError`` when no training question has a positive.
+    Raises ``RefreshError`` when no training question has a positive, ``TypeError``
+    when ``keys`` is not a list of key names.
 
     Example::
 
         queries = feedback_split(store, nodes, keys=("store",), eval_fraction=0.2)
     """
+    from llama_index_ragtune.feedback.export import check_keys
+
     say = echo or logger.info
+    keys = check_keys(keys, "keys")
     store = open_store(store)
     node_keys = {k for n in nodes for k in n.metadata}
+    unused = [k for k in keys if k not in node_keys]
+    if unused:
+        say(
+            f"feedback: key(s) {unused} are metadata of no node, so they neither keep equal "
+            "questions apart nor filter them"
+        )
     keys = tuple(k for k in keys if k in node_keys)
     filters, shown = _filters_and_shown(store, keys)
     known = {n.node_id: n for n in nodes}
@@ -154,6 +168,7 @@ def feedback_split(
             f"outside the question's filters); {dropped['questions']} question(s) left without a "
             "positive were dropped"
         )
+    out = drop_held_out_copies(out, say)
     if not any(q.split == "train" for q in out):
         raise RefreshError(
             f"the feedback in {store.path} gives no training question whose positive is one of "
@@ -218,7 +233,8 @@ def merge_queries(
     the earlier run's test split) is left out of training on the other side too: users
     ask the labelled questions again, and training on a copy of a held-out question
     would let the refreshed bundle win on what it memorised. Questions match by
-    normalised text (``data.schema.normalize_text``) and filters.
+    normalised text (``data.schema.normalize_text``) and filters that do not contradict
+    each other (:func:`drop_held_out_copies`).
 
     Example::
 
@@ -228,19 +244,51 @@ def merge_queries(
 
     taken = {q.id for q in feedback}
     renamed = [q if q.id not in taken else replace(q, id=f"earlier:{q.id}") for q in earlier]
-    merged = [*feedback, *renamed]
-    held_out = {_question_key(q) for q in merged if q.split == "test"}
-    kept = [q for q in merged if q.split == "test" or _question_key(q) not in held_out]
-    if len(kept) < len(merged):
-        (echo or logger.info)(
-            f"[refresh] {len(merged) - len(kept)} training question(s) left out: the same "
-            "question is held out (feedback test side or the earlier test split)"
+    return drop_held_out_copies(
+        [*feedback, *renamed],
+        echo,
+        "[refresh] {n} training question(s) left out: the same question is held out "
+        "(feedback test side or the earlier test split)",
+    )
+
+
+def drop_held_out_copies(
+    queries: Sequence[LabelledQuery],
+    echo: Callable[[str], None] | None = None,
+    message: str = "feedback: {n} training question(s) left out: the same question is held "
+    "out (asked without a filter or under other metadata)",
+) -> list[LabelledQuery]:
+    """``queries`` without the training questions that copy a held-out (``"test"``) one.
+
+    A copy has the same normalised text (``data.schema.normalize_text``) and filters
+    that do not contradict the held-out question's (no key with two different values):
+    "apple return policy?" asked unfiltered is a copy of the question held out for the
+    grocery store, the electronics store's is not. The encoder sees the text alone, so
+    training on a copy would let a refreshed bundle win on what it memorised.
+
+    Example::
+
+        drop_held_out_copies([*feedback_questions, *earlier_questions])
+    """
+    from llama_index_ragtune.data.schema import normalize_text
+
+    held_out: dict[str, list[dict[str, str]]] = {}
+    for q in queries:
+        if q.split == "test":
+            held_out.setdefault(normalize_text(q.question), []).append(_filter_values(q))
+
+    def copies(q: LabelledQuery) -> bool:
+        mine = _filter_values(q)
+        return any(
+            all(mine[k] == other[k] for k in mine.keys() & other.keys())
+            for other in held_out.get(normalize_text(q.question), ())
         )
+
+    kept = [q for q in queries if q.split == "test" or not copies(q)]
+    if len(kept) < len(queries):
+        (echo or logger.info)(message.format(n=len(queries) - len(kept)))
     return kept
 
 
-def _question_key(query: LabelledQuery) -> tuple[str, tuple[tuple[str, str], ...]]:
-    from llama_index_ragtune.data.schema import normalize_text
-
-    filters = tuple(sorted((str(k), str(v)) for k, v in query.filters.items()))
-    return normalize_text(query.question), filters
+def _filter_values(query: LabelledQuery) -> dict[str, str]:
+    return {str(k): str(v) for k, v in query.filters.items() if v is not None}
