@@ -18,7 +18,9 @@ text), ``stream_closed_early: True`` and the text shown as
 ``partial_answer`` in its metadata; a stream never iterated is not recorded.
 When the store fails (say, locked past its timeout), the answer is still
 returned, with a warning and ``feedback_id=None``, unless
-``on_store_error="raise"``.
+``on_store_error="raise"``. ``aquery`` / ``asynthesize`` and async streams write to
+the store in a worker thread: a write waiting for the file's lock never blocks the
+event loop.
 
 A query that fails (the engine, its retriever or its LLM raises, also in the
 middle of a stream) is not recorded: the exception reaches the caller
@@ -167,7 +169,7 @@ class FeedbackQueryEngine(BaseQueryEngine):
         response = await self._query_engine.asynthesize(
             query_bundle, nodes, additional_source_nodes
         )
-        return self._finish(query_bundle.query_str, response, started)
+        return await asyncio.to_thread(self._finish, query_bundle.query_str, response, started)
 
     # ------------------------------------------------------------- recording
     def _save(
@@ -288,14 +290,33 @@ class FeedbackQueryEngine(BaseQueryEngine):
                 parts.append(delta)
                 yield delta
         except (GeneratorExit, asyncio.CancelledError):  # stopped early, or the reader left
-            self._end_stream(
-                query, response, inner_metadata, parts, first, started, record_id, False
+            await asyncio.to_thread(
+                self._end_stream,
+                query,
+                response,
+                inner_metadata,
+                parts,
+                first,
+                started,
+                record_id,
+                False,
             )
             raise
         except BaseException:
             response.metadata["feedback_id"] = None
             raise
-        self._end_stream(query, response, inner_metadata, parts, first, started, record_id, True)
+        # the store write (which may wait for SQLite's lock) runs off the event loop
+        await asyncio.to_thread(
+            self._end_stream,
+            query,
+            response,
+            inner_metadata,
+            parts,
+            first,
+            started,
+            record_id,
+            True,
+        )
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         query_bundle = _question(query_bundle)
@@ -307,7 +328,7 @@ class FeedbackQueryEngine(BaseQueryEngine):
         query_bundle = _question(query_bundle)
         started = time.perf_counter()
         response = await self._query_engine.aquery(query_bundle)
-        return self._finish(query_bundle.query_str, response, started)
+        return await asyncio.to_thread(self._finish, query_bundle.query_str, response, started)
 
 
 def _question(question: Any) -> QueryBundle:

@@ -85,10 +85,11 @@ class Bundle:
 
             bundle.as_query_engine(filters={"store": "grocery"}).query("apple return policy?")
         """
-        from llama_index_ragtune.pipeline.context import metadata_filters
         from llama_index_ragtune.query_engine import CitationQueryEngine
 
         if isinstance(filters, Mapping):
+            from llama_index_ragtune.pipeline.context import metadata_filters
+
             filters = metadata_filters(filters)
         retriever = self.retriever.with_filters(filters)
         options = {**self.settings, **kwargs}

@@ -110,7 +110,10 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     )
     keep_retrieval_score: bool = Field(
         default=False,
-        description="Store the retriever's score in node.metadata['retrieval_score'].",
+        description=(
+            "Store the retriever's score in the returned node's metadata['retrieval_score'] "
+            "(a copy of the node: the retrieved node, shared with the index, is not modified)."
+        ),
     )
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Which metadata the scored node text includes."
@@ -121,6 +124,9 @@ class CrossEncoderRerank(BaseNodePostprocessor):
 
     _model: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
+    # models loaded lazily, by settings: shared with copies (``model_copy``, as query engines
+    # make for their own callback managers), so that a copy never loads the weights again
+    _loaded: dict = PrivateAttr(default_factory=dict)
 
     @field_validator("score_threshold")
     @classmethod
@@ -164,7 +170,7 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             **state,
             "__dict__": {k: v for k, v in state["__dict__"].items() if _picklable(v)},
             "__pydantic_private__": {
-                k: v for k, v in private.items() if k not in ("_model", "_lock")
+                k: v for k, v in private.items() if k not in ("_model", "_lock", "_loaded")
             },
         }
 
@@ -174,7 +180,10 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    self._model = self._load()
+                    key = (self.model, self.device, self.max_length, self.trust_remote_code)
+                    if key not in self._loaded:
+                        self._loaded[key] = self._load()
+                    self._model = self._loaded[key]
         return self._model
 
     def _load(self) -> Any:
@@ -293,9 +302,8 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             for node, score, blended in zip(nodes, scores, final, strict=True):
                 if self.score_threshold is not None and score < self.score_threshold:
                     continue
-                if self.keep_retrieval_score:
-                    _keep_retrieval_score(node)
-                reranked.append(NodeWithScore(node=node.node, score=blended))
+                inner = _with_retrieval_score(node) if self.keep_retrieval_score else node.node
+                reranked.append(NodeWithScore(node=inner, score=blended))
             reranked.sort(key=lambda n: n.score, reverse=True)  # stable: ties keep retrieval order
             if self.top_n is not None:
                 reranked = reranked[: self.top_n]
@@ -364,13 +372,22 @@ def _picklable(value: Any) -> bool:
     return True
 
 
-def _keep_retrieval_score(node: NodeWithScore) -> None:
-    """Store the retriever's score on the node, hidden from embedding and LLM text."""
+def _with_retrieval_score(node: NodeWithScore) -> Any:
+    """A copy of the node with the retriever's score in its metadata, hidden from embedding and
+    LLM text. The node itself is left alone: it is the index's (or BM25's) object, shared by
+    every request that retrieves it, so writing into it gave one request another's score."""
     inner = node.node
-    inner.metadata[RETRIEVAL_SCORE_KEY] = node.score
-    for excluded in (inner.excluded_embed_metadata_keys, inner.excluded_llm_metadata_keys):
-        if RETRIEVAL_SCORE_KEY not in excluded:
-            excluded.append(RETRIEVAL_SCORE_KEY)
+
+    def hidden(keys: list[str]) -> list[str]:
+        return [*keys] if RETRIEVAL_SCORE_KEY in keys else [*keys, RETRIEVAL_SCORE_KEY]
+
+    return inner.model_copy(
+        update={
+            "metadata": {**inner.metadata, RETRIEVAL_SCORE_KEY: node.score},
+            "excluded_embed_metadata_keys": hidden(inner.excluded_embed_metadata_keys),
+            "excluded_llm_metadata_keys": hidden(inner.excluded_llm_metadata_keys),
+        }
+    )
 
 
 def _model_name(model: Any) -> str:

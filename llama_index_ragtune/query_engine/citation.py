@@ -48,6 +48,10 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -61,6 +65,7 @@ from llama_index.core.base.response.schema import (
     Response,
     StreamingResponse,
 )
+from llama_index.core.bridge.pydantic import BaseModel
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.synthesis import (
@@ -103,7 +108,9 @@ class CitationQueryEngine(BaseQueryEngine):
     Args:
         retriever: any LlamaIndex retriever (``HybridRetriever``, a vector index retriever, BM25...).
         llm: the answering LLM; ``None`` uses ``Settings.llm``.
-        node_postprocessors: applied in order after retrieval (e.g. ``CrossEncoderRerank``).
+        node_postprocessors: applied in order after retrieval (e.g. ``CrossEncoderRerank``);
+            their events go to this engine's callback manager (one that another engine
+            already reports through is copied for this engine, not taken from it).
         refusal: the exact sentence the model must use when the sources lack the answer
             (``ValueError`` if blank or citing).
         system_prompt: system message template with a ``{refusal}`` slot.
@@ -185,8 +192,9 @@ class CitationQueryEngine(BaseQueryEngine):
         if llm is not None:
             self._check_llm(llm)
         callback_manager = callback_manager or Settings.callback_manager
-        for postprocessor in self._node_postprocessors:
-            postprocessor.callback_manager = callback_manager
+        self._node_postprocessors = [
+            _wired(postprocessor, callback_manager) for postprocessor in self._node_postprocessors
+        ]
         super().__init__(callback_manager=callback_manager)
 
     @classmethod
@@ -519,6 +527,34 @@ def _check_system_prompt(template: str, refusal: str) -> None:
             f"system_prompt may only have the slot {{refusal}} ({exc!r}); write literal braces "
             "as '{{' and '}}'."
         ) from exc
+
+
+# postprocessors an engine has set its callback manager on, by id (entries leave with them)
+_WIRED: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+_WIRED_LOCK = threading.Lock()
+
+
+def _wired(postprocessor: Any, callback_manager: Any) -> Any:
+    """``postprocessor`` reporting its events (RERANKING...) to ``callback_manager``.
+
+    Like core, the first engine sets its callback manager on the postprocessor. One that
+    another engine already set its own manager on is not rewired (that engine's events
+    would go to this one's handlers, e.g. another request's tracer): this engine gets a
+    shallow copy (a ``CrossEncoderRerank`` copy shares the loaded model).
+    """
+    with _WIRED_LOCK:
+        current = getattr(postprocessor, "callback_manager", None)
+        if current is callback_manager or id(postprocessor) not in _WIRED:
+            with contextlib.suppress(TypeError):  # not weakly referable: rewired, as core does
+                _WIRED[id(postprocessor)] = postprocessor
+            postprocessor.callback_manager = callback_manager
+            return postprocessor
+    if isinstance(postprocessor, BaseModel):
+        copied = postprocessor.model_copy()
+    else:
+        copied = copy.copy(postprocessor)
+    copied.callback_manager = callback_manager
+    return copied
 
 
 async def _one(text: str) -> AsyncIterator[str]:
