@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -128,8 +129,17 @@ def as_completion(chat: ChatResponse) -> CompletionResponse:
 async def aiter_in_thread(sync_gen: Iterator[Any]):
     """Iterate a blocking generator from async code, one ``next`` per worker-thread call."""
     done = object()
-    while True:
-        item = await asyncio.to_thread(next, sync_gen, done)
-        if item is done:
-            return
-        yield item
+    try:
+        while True:
+            item = await asyncio.to_thread(next, sync_gen, done)
+            if item is done:
+                return
+            yield item
+    finally:
+        # a reader that stops early closes the blocking generator too (its clean-up, such
+        # as stopping a generation, runs now rather than whenever it is collected); one
+        # still running in the worker thread (a cancelled read) is closed when collected
+        close = getattr(sync_gen, "close", None)
+        if close is not None:
+            with contextlib.suppress(ValueError):  # "generator already executing"
+                close()

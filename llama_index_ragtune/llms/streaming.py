@@ -84,6 +84,10 @@ class Streaming:
             put(value)
 
         streamer.put = counting_put  # type: ignore[method-assign]
+        # a reader that stops early (a client gone) stops the generation, which holds the
+        # LLM's lock, instead of decoding on to max_new_tokens while other requests wait
+        stop = threading.Event()
+        gen = {**gen, "stopping_criteria": _stoppable(gen.get("stopping_criteria"), stop)}
         errors: list[BaseException] = []
         input_ids = torch.tensor([prompt_ids], device=self._model.device)
 
@@ -103,9 +107,12 @@ class Streaming:
         start = time.perf_counter()
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        for delta in streamer:
-            if delta:
-                yield delta, None
+        try:
+            for delta in streamer:
+                if delta:
+                    yield delta, None
+        finally:
+            stop.set()  # a no-op once generation has ended
         thread.join()
         if errors:
             raise errors[0]
@@ -131,3 +138,18 @@ class Streaming:
     ) -> CompletionResponseGen:
         for chunk in self._chat_stream(ids, messages, **kwargs):
             yield as_completion(chunk)
+
+
+def _stoppable(criteria: Any, stop: threading.Event) -> Any:
+    """``criteria`` (a ``StoppingCriteriaList`` or None) plus one that ends generation once
+    ``stop`` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _StopWhenSet(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full(
+                (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
+            )
+
+    return StoppingCriteriaList([*(criteria or []), _StopWhenSet()])

@@ -301,3 +301,68 @@ def test_below_the_threshold_the_answer_cannot_open_with_the_refusal(tiny_causal
 def test_unusable_refusal_is_rejected_before_loading(tiny_causal_lm_path, refusal):
     with pytest.raises(ValueError, match="refusal"):
         LocalChatLLM(tiny_causal_lm_path, refusal_threshold=0.5, refusal=refusal)
+
+
+class _CountSteps:
+    """A logits processor that counts decoding steps and changes nothing."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def __call__(self, input_ids, scores):
+        self.steps += 1
+        return scores
+
+
+def _released(llm: LocalChatLLM) -> bool:
+    """Whether the LLM's generation lock is free again within 60 s (taken and released)."""
+    if not llm._lock.acquire(timeout=60):
+        return False
+    llm._lock.release()
+    return True
+
+
+def test_a_stream_closed_early_stops_generating(tiny_llm):
+    # a web client that goes away mid-answer: decoding on to max_new_tokens would hold the
+    # LLM's lock (and a core) while every other request waits
+    from transformers import LogitsProcessorList
+
+    counter = _CountSteps()
+    stream = tiny_llm.stream_chat(
+        QUESTION,
+        max_new_tokens=400,
+        min_new_tokens=400,
+        logits_processor=LogitsProcessorList([counter]),
+    )
+    next(stream)
+    stream.close()
+    assert _released(tiny_llm)
+    assert counter.steps < 50, f"decoded {counter.steps} of 400 tokens after the reader left"
+    # a stream read to the end still decodes every token
+    full = _CountSteps()
+    chunks = list(
+        tiny_llm.stream_chat(
+            QUESTION, max_new_tokens=12, min_new_tokens=12, logits_processor=[full]
+        )
+    )
+    assert full.steps == 12 and chunks[-1].raw["usage"]["completion_tokens"] == 12
+
+
+def test_an_async_stream_closed_early_stops_generating(tiny_llm):
+    from transformers import LogitsProcessorList
+
+    counter = _CountSteps()
+
+    async def read_one() -> None:
+        stream = await tiny_llm.astream_chat(
+            QUESTION,
+            max_new_tokens=400,
+            min_new_tokens=400,
+            logits_processor=LogitsProcessorList([counter]),
+        )
+        await stream.__anext__()
+        await stream.aclose()
+
+    asyncio.run(read_one())
+    assert _released(tiny_llm)
+    assert counter.steps < 50, f"decoded {counter.steps} of 400 tokens after the reader left"
