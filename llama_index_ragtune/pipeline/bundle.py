@@ -172,10 +172,11 @@ def load_bundle(
             question that has sources), or any ``RefusalPolicy`` to decide instead.
         device: torch device for the reranker and the decoder.
         verify: check every file's SHA-256 (sizes and presence are always checked).
-        llm_kwargs: passed to ``LocalChatLLM`` (e.g. ``max_new_tokens=128``).
+        llm_kwargs: passed to ``LocalChatLLM`` (e.g. ``max_new_tokens=128``); not with ``llm=``.
 
     Raises ``BundleError`` naming the file (and field) for a missing, incomplete or edited
-    bundle, ``TypeError`` for an ``llm`` or ``refusal_policy`` of another type.
+    bundle, ``TypeError`` for an ``llm`` or ``refusal_policy`` of another type, or for
+    ``llm_kwargs`` given with ``llm=`` (they would not be used).
     """
     from llama_index.core.base.llms.base import BaseLLM
 
@@ -192,6 +193,11 @@ def load_bundle(
         raise TypeError(
             f"load_bundle: llm must be a LlamaIndex LLM or None (the bundled decoder), got "
             f"{type(llm).__name__}."
+        )
+    if llm is not None and llm_kwargs:
+        raise TypeError(
+            f"load_bundle: {sorted(llm_kwargs)} configure the bundled decoder (LocalChatLLM), "
+            "which llm= replaces; set them on your own LLM instead."
         )
     if isinstance(refusal_policy, str):
         if refusal_policy != "bundle":

@@ -184,6 +184,9 @@ def test_arguments_of_the_wrong_type_are_named(out):
         load_bundle(out, llm=MockLLM(), refusal_policy=5)
     with pytest.raises(TypeError, match="path must be"):
         load_bundle(None)
+    # decoder settings with another LLM would be dropped without a word
+    with pytest.raises(TypeError, match=r"\['max_new_tokens'\] configure the bundled decoder"):
+        load_bundle(out, llm=MockLLM(), max_new_tokens=64)
 
 
 @pytest.mark.parametrize("target", ["file", "folder", "dangling"])
