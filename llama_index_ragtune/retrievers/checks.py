@@ -151,6 +151,12 @@ def clean_text(text: str) -> str:
 def prepare_query(query_bundle: QueryBundle) -> QueryBundle | None:
     """A cleaned copy of ``query_bundle``; ``None`` when it has no text and no embedding.
 
+    Always a copy: the dense side writes the query vector it computes into the bundle it
+    is given, and a caller's bundle that kept it would hand this encoder's vector to the
+    next retriever it is passed to (a tuned and a starting bundle compared on one
+    ``QueryBundle`` would both search with the first one's vector). A vector the caller
+    set is kept and used.
+
     Example::
 
         prepare_query(QueryBundle("   "))    # None: nothing to search for
@@ -166,8 +172,6 @@ def prepare_query(query_bundle: QueryBundle) -> QueryBundle | None:
         custom = [clean_text(s) for s in custom if isinstance(s, str) and s.strip()]
     if query_bundle.embedding is None and not text.strip() and not custom:
         return None
-    if text is query_bundle.query_str and custom == query_bundle.custom_embedding_strs:
-        return query_bundle
     return QueryBundle(
         query_str=text,
         custom_embedding_strs=custom or None,

@@ -327,3 +327,32 @@ def test_node_ids_stay_unique_across_sides(store_nodes, keyword_embedding):
         nodes=duplicate_text, embed_model=keyword_embedding, similarity_top_k=10
     )
     assert sorted(ids(retriever.retrieve("apple return"))) == ["d0", "d1", "d2"]
+
+
+def test_one_query_bundle_searched_by_two_encoders_gets_each_ones_vector(store_nodes):
+    # comparing a starting and a tuned stack on the same QueryBundle: the first retriever's
+    # query vector must not be left in the bundle for the second to search with
+    from tests.retrievers.conftest import HashEmbedding, KeywordEmbedding
+
+    keyword = HybridRetriever.from_defaults(
+        nodes=store_nodes, embed_model=KeywordEmbedding(), similarity_top_k=8, alpha=1.0
+    )
+    hashed = HybridRetriever.from_defaults(
+        nodes=store_nodes, embed_model=HashEmbedding(dim=20), similarity_top_k=8, alpha=1.0
+    )
+
+    def ranking(hits):
+        return [(h.node.node_id, round(h.score, 6)) for h in hits]
+
+    text = "apple return policy"
+    alone = ranking(hashed.retrieve(QueryBundle(text)))
+    shared = QueryBundle(text)
+    keyword.retrieve(shared)
+    assert shared.embedding is None  # the caller's bundle is left as it was given
+    assert ranking(hashed.retrieve(shared)) == alone
+    assert ranking(asyncio.run(hashed.aretrieve(shared))) == alone
+    # a vector the caller sets is used, not recomputed
+    own = QueryBundle(text, embedding=HashEmbedding(dim=20).get_query_embedding(text))
+    assert ranking(hashed.retrieve(own)) == alone
+    other = QueryBundle(text, embedding=KeywordEmbedding().get_query_embedding(text))
+    assert ranking(hashed.retrieve(other)) != alone
