@@ -25,7 +25,7 @@ from typing import Any, Literal
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.node_parser.interface import NodeParser
 from llama_index.core.node_parser.node_utils import build_nodes_from_splits, default_id_func
-from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode, Document, MetadataMode, NodeRelationship, TextNode
 from llama_index.core.utils import get_tqdm_iterable
 
 from llama_index_ragtune.node_parser.documents import DocumentParseError, document_text
@@ -503,13 +503,29 @@ class StructuredNodeParser(NodeParser):
     def _postprocess_parsed_nodes(
         self, nodes: list[BaseNode], parent_doc_map: dict[str, Document]
     ) -> list[BaseNode]:
-        # The base class re-derives offsets with str.find on the node text, which can
-        # land on an earlier duplicate (or, for HTML, inside the markup); keep ours.
-        spans = [
-            (getattr(n, "start_char_idx", None), getattr(n, "end_char_idx", None)) for n in nodes
-        ]
-        nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
-        for node, (start, end) in zip(nodes, spans, strict=True):
-            if isinstance(node, TextNode):
-                node.start_char_idx, node.end_char_idx = start, end
+        """``NodeParser``'s relationships and metadata merge, keeping our offsets.
+
+        The base class re-derives every node's offsets with ``str.find`` of its text in the
+        document, which can land on an earlier duplicate (or, for HTML, inside the markup)
+        and, for a node whose text is not a substring (HTML rendered as Markdown, a split
+        table with its header repeated), scans the rest of the document: quadratic time
+        for a large page of many nodes. The offsets ``_annotate`` set are kept instead.
+        """
+        sources = [node.source_node for node in nodes]
+        for i, node in enumerate(nodes):
+            parent_doc = parent_doc_map.get(node.ref_doc_id or "")
+            parent_node = sources[i]
+            if parent_doc is not None:
+                if parent_doc.source_node is not None:
+                    node.relationships[NodeRelationship.SOURCE] = parent_doc.source_node
+                if self.include_metadata:
+                    node.metadata = {**parent_doc.metadata, **node.metadata}
+            if parent_node is not None and self.include_metadata:
+                node.metadata.update({**parent_node.metadata, **node.metadata})
+            if not self.include_prev_next_rel or parent_node is None:
+                continue
+            for j, relation in ((i - 1, NodeRelationship.PREVIOUS), (i + 1, NodeRelationship.NEXT)):
+                other = sources[j] if 0 <= j < len(nodes) else None
+                if other is not None and other.node_id == parent_node.node_id:
+                    node.relationships[relation] = nodes[j].as_related_node_info()
         return nodes

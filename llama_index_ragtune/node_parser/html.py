@@ -76,7 +76,8 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
         default_factory=lambda: list(DEFAULT_BOILERPLATE_TAGS),
         description=(
             "Elements dropped with their content. header/footer are dropped only as the page's "
-            "banner/footer (outside article, aside, main, nav, section), aside only as a page "
+            "banner/footer (outside article, aside, main, nav, section and outside a quote, "
+            "figure, details, dialog, fieldset or table cell), aside only as a page "
             "sidebar (outside article, aside, nav, section; footnotes and notes are kept), and "
             "form only when it does not hold the page's content (see html_clean)."
         ),

@@ -15,7 +15,9 @@ mappings (HTML-AAM), so that article content is kept:
 
 - ``header`` / ``footer``: the page's banner and footer, i.e. not inside an
   ``article``, ``aside``, ``main``, ``nav``, ``section`` or ``role="main"``
-  element (inside one they are that part's title block or notes);
+  element (inside one they are that part's title block or notes), nor inside a
+  sectioning root of the HTML standard (``blockquote``, ``details``, ``dialog``,
+  ``fieldset``, ``figure``, ``td``, ``th``: a quote's attribution, a figure's credit);
 - ``aside``: a page sidebar, i.e. not inside an ``article``, ``aside``, ``nav``
   or ``section``; an aside that is a footnote or note (``role="note"`` or a
   ``doc-*`` role such as ``doc-footnote``/``doc-endnotes``, or a class naming
@@ -54,8 +56,12 @@ DEFAULT_BOILERPLATE_ROLES = (
     "navigation", "banner", "contentinfo", "complementary", "search",
     "menu", "menubar", "toolbar",
 )  # fmt: skip
-#: header/footer inside these are content (HTML-AAM: not banner/contentinfo).
-_HEADER_SCOPES = frozenset({"article", "aside", "main", "nav", "section"})
+#: header/footer inside these are content (HTML-AAM: not banner/contentinfo; the HTML
+#: standard scopes a footer to its nearest sectioning content or sectioning root).
+_HEADER_SCOPES = frozenset({
+    "article", "aside", "main", "nav", "section",
+    "blockquote", "details", "dialog", "fieldset", "figure", "td", "th",
+})  # fmt: skip
 #: an aside inside these is content (HTML-AAM: not complementary).
 _ASIDE_SCOPES = frozenset({"article", "aside", "nav", "section"})
 #: a form holding one of these is content (the page's body), not a form control group.
@@ -189,26 +195,32 @@ class BoilerplatePolicy:
                         parent = parent.parent
             return id(form) in holders
 
+        # (tag, its index in its parent's contents, removed only for being hidden). A
+        # parent's children are listed once, in order, so removing in reverse keeps every
+        # index valid; bs4 would otherwise look each one up among its siblings (quadratic
+        # for thousands of dropped siblings).
         doomed = []
         stack = [(soup, False, False)]
         while stack:
             node, header_scoped, aside_scoped = stack.pop()
-            for child in node.contents:
+            for index, child in enumerate(node.contents):
                 if not isinstance(child, bs4.Tag):
                     continue
                 if self._chrome(child, header_scoped, aside_scoped, holds_content):
-                    doomed.append((child, False))
+                    doomed.append((child, index, False))
                 elif self.hidden and is_hidden(child):
-                    doomed.append((child, True))
+                    doomed.append((child, index, True))
                 else:
                     stack.append((child, *self._scopes(child, header_scoped, aside_scoped)))
-        for tag, only_hidden in doomed:
+        for tag, _, only_hidden in doomed:
             if tag.name not in NEVER_TEXT_TAGS and (removed is not None or hidden is not None):
                 entry = (describe(tag), len(_WORD.findall(tag.get_text(" "))))
                 if removed is not None:
                     removed.append(entry)
                 if hidden is not None and only_hidden:
                     hidden.append(entry)
+        for tag, index, _ in reversed(doomed):
+            tag.extract(_self_index=index)
             tag.decompose()
         return len(doomed)
 

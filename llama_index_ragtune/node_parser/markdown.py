@@ -37,7 +37,6 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from functools import lru_cache
-from itertools import islice
 
 from llama_index_ragtune.node_parser.base import StructuredNodeParser
 from llama_index_ragtune.node_parser.block import visible_title
@@ -60,10 +59,11 @@ def _markdown_it(block_only: bool = True):
     return md.disable("inline") if block_only else md
 
 
-def _plain_inline(source: str) -> str:
-    """The visible text of inline Markdown (emphasis, links and code spans unwrapped, image alt text)."""
+def _plain_inline(source: str, env: dict | None = None) -> str:
+    """The visible text of inline Markdown (emphasis, links and code spans unwrapped, image alt
+    text); ``env`` holds the document's link reference definitions, so ``[text][ref]`` reads "text"."""
     parts = []
-    for child in _markdown_it(block_only=False).parseInline(source)[0].children or ():
+    for child in _markdown_it(block_only=False).parseInline(source, env)[0].children or ():
         if child.type in ("text", "code_inline"):
             parts.append(child.content)
         elif child.type == "image":
@@ -146,7 +146,8 @@ def markdown_blocks(text: str) -> list[Block]:
         )
     # markdown-it numbers lines like _Lines; blank out the front matter, keep line numbers.
     parsed = "\n" * skip + text[lines.start(skip) :] if skip else text
-    tokens = _markdown_it().parse(parsed)
+    env: dict = {}  # the link reference definitions, for headings of reference links
+    tokens = _markdown_it().parse(parsed, env)
     covered = skip  # lines before this one belong to a block (or are blank)
     for i, token in enumerate(tokens):
         if token.level != 0 or token.nesting == -1 or token.map is None:
@@ -161,7 +162,7 @@ def markdown_blocks(text: str) -> list[Block]:
         body = text[start:end]
         kind = token.type
         if kind == "heading_open":
-            title = _plain_inline(tokens[i + 1].content)
+            title = _plain_inline(tokens[i + 1].content, env)
             if title:
                 blocks.append(Block("heading", body, start, level=int(token.tag[1]), title=title))
             elif visible_title(body.replace("#", "")):  # no title, but text: an image tag, say
@@ -207,7 +208,8 @@ def _child_spans(tokens, index: int, child_type: str, lines: _Lines, offset: int
     opener = tokens[index]
     spans = []
     depth = 0
-    for token in islice(tokens, index + 1, None):
+    for k in range(index + 1, len(tokens)):  # not islice: it would step over tokens[:index]
+        token = tokens[k]
         if token.level == opener.level and token.nesting == -1 and depth == 0:
             break
         if token.type == child_type and token.map is not None and depth == 0:
