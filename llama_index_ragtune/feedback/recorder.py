@@ -284,39 +284,25 @@ class FeedbackQueryEngine(BaseQueryEngine):
     ) -> AsyncIterator[str]:
         parts: list[str] = []
         first = None
+
+        def end(completed: bool) -> None:
+            self._end_stream(
+                query, response, inner_metadata, parts, first, started, record_id, completed
+            )
+
+        # the store write (which may wait for SQLite's lock) runs off the event loop
         try:
             async for delta in inner:
                 first = first if first is not None else (time.perf_counter() - started) * 1000.0
                 parts.append(delta)
                 yield delta
         except (GeneratorExit, asyncio.CancelledError):  # stopped early, or the reader left
-            await asyncio.to_thread(
-                self._end_stream,
-                query,
-                response,
-                inner_metadata,
-                parts,
-                first,
-                started,
-                record_id,
-                False,
-            )
+            await asyncio.to_thread(end, False)
             raise
         except BaseException:
             response.metadata["feedback_id"] = None
             raise
-        # the store write (which may wait for SQLite's lock) runs off the event loop
-        await asyncio.to_thread(
-            self._end_stream,
-            query,
-            response,
-            inner_metadata,
-            parts,
-            first,
-            started,
-            record_id,
-            True,
-        )
+        await asyncio.to_thread(end, True)
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         query_bundle = _question(query_bundle)

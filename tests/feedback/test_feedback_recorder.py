@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 from fb_helpers import TEXTS
 from llama_index.core import SummaryIndex
-from llama_index.core.base.llms.types import (
-    ChatMessage,
-    ChatResponse,
-    CompletionResponse,
-    LLMMetadata,
-)
+from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 from llama_index.core.embeddings import MockEmbedding
-from llama_index.core.llms import CustomLLM, MockLLM
+from llama_index.core.llms import MockLLM
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import TextNode
@@ -25,49 +19,22 @@ from llama_index.core.schema import TextNode
 from llama_index_ragtune.feedback import FeedbackQueryEngine, FeedbackStore
 from llama_index_ragtune.query_engine import CitationQueryEngine
 from llama_index_ragtune.retrievers import HybridRetriever
+from tests.stub_llm import StubChatLLM
 
 NODES = [TextNode(id_=k, text=v, metadata={"store": k[0]}) for k, v in TEXTS.items()]
 
 
-class FixedLLM(CustomLLM):
+class FixedLLM(StubChatLLM):
     """A chat LLM that always answers ``answer`` (streamed in 4-character chunks)."""
 
     answer: str = ""
+    chunk: int = 4
 
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(is_chat_model=True)
+    def reply(self, messages: Sequence[ChatMessage]) -> str:
+        return self.answer
 
-    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return ChatResponse(message=ChatMessage(role="assistant", content=self.answer))
-
-    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
-        def gen():
-            for i in range(0, len(self.answer), 4):
-                delta = self.answer[i : i + 4]
-                yield ChatResponse(
-                    message=ChatMessage(role="assistant", content=self.answer[: i + 4]), delta=delta
-                )
-
-        return gen()
-
-    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self.chat(messages)
-
-    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
-        chunks = list(self.stream_chat(messages))
-
-        async def gen():
-            for chunk in chunks:
-                yield chunk
-
-        return gen()
-
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self.answer)
-
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        yield CompletionResponse(text=self.answer, delta=self.answer)
+    def completion(self, prompt: str) -> str:
+        return self.answer
 
 
 @pytest.fixture

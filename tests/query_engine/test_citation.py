@@ -11,69 +11,33 @@ from typing import Any
 import pytest
 from llama_index.core import Settings, VectorStoreIndex
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.llms.types import (
-    ChatMessage,
-    ChatResponse,
-    CompletionResponse,
-    LLMMetadata,
-)
+from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.base.response.schema import (
     AsyncStreamingResponse,
     Response,
     StreamingResponse,
 )
 from llama_index.core.embeddings import MockEmbedding
-from llama_index.core.llms import CustomLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from llama_index_ragtune.grounding import DEFAULT_REFUSAL, CitationFilter
 from llama_index_ragtune.query_engine import CitationQueryEngine
+from tests.stub_llm import StubChatLLM
 
 
-class ScriptedLLM(CustomLLM):
+class ScriptedLLM(StubChatLLM):
     """Replies with a fixed text (streamed in 3-character chunks) and records every prompt."""
 
     answer: str = ""
     calls: list[list[ChatMessage]] = []
 
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(is_chat_model=True)
-
-    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+    def reply(self, messages: Sequence[ChatMessage]) -> str:
         self.calls.append(list(messages))
-        return ChatResponse(message=ChatMessage(role="assistant", content=self.answer))
+        return self.answer
 
-    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
-        self.calls.append(list(messages))
-
-        def gen():
-            text = ""
-            for i in range(0, len(self.answer), 3):
-                delta = self.answer[i : i + 3]
-                text += delta
-                yield ChatResponse(message=ChatMessage(role="assistant", content=text), delta=delta)
-
-        return gen()
-
-    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self.chat(messages)
-
-    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
-        chunks = list(self.stream_chat(messages))
-
-        async def gen():
-            for chunk in chunks:
-                yield chunk
-
-        return gen()
-
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self.answer)
-
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        yield CompletionResponse(text=self.answer, delta=self.answer)
+    def completion(self, prompt: str) -> str:
+        return self.answer
 
 
 class ListRetriever(BaseRetriever):

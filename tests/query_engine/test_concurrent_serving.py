@@ -14,21 +14,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.llms.types import (
-    ChatMessage,
-    ChatResponse,
-    CompletionResponse,
-    LLMMetadata,
-)
+from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.base.response.schema import AsyncStreamingResponse
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
 from llama_index.core.embeddings import MockEmbedding
-from llama_index.core.llms import CustomLLM
 from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 
@@ -38,6 +31,7 @@ from llama_index_ragtune.postprocessor import CrossEncoderRerank
 from llama_index_ragtune.postprocessor import cross_encoder as cross_encoder_module
 from llama_index_ragtune.query_engine import CitationQueryEngine
 from llama_index_ragtune.retrievers import HybridRetriever
+from tests.stub_llm import StubChatLLM
 
 TEXTS = {
     "grocery-returns": "Fresh apples must be reported within 48 hours with the receipt.",
@@ -51,48 +45,11 @@ def help_centre() -> list[TextNode]:
     return [TextNode(id_=k, text=v, metadata={"store": k.split("-")[0]}) for k, v in TEXTS.items()]
 
 
-class EchoLLM(CustomLLM):
-    """Answers "<question> [1]", streamed in 3-character deltas (async twins included)."""
+class EchoLLM(StubChatLLM):
+    """Answers "<question length> [1]", streamed in 3-character deltas (async twins included)."""
 
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(is_chat_model=True)
-
-    def _answer(self, messages: Sequence[ChatMessage]) -> str:
+    def reply(self, messages: Sequence[ChatMessage]) -> str:
         return f"{len(messages[-1].content)} [1]"
-
-    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return ChatResponse(message=ChatMessage(role="assistant", content=self._answer(messages)))
-
-    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
-        answer = self._answer(messages)
-
-        def gen():
-            for i in range(0, len(answer), 3):
-                text = answer[: i + 3]
-                yield ChatResponse(
-                    message=ChatMessage(role="assistant", content=text), delta=answer[i : i + 3]
-                )
-
-        return gen()
-
-    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self.chat(messages)
-
-    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
-        chunks = list(self.stream_chat(messages))
-
-        async def gen():
-            for chunk in chunks:
-                yield chunk
-
-        return gen()
-
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=prompt)
-
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        yield CompletionResponse(text=prompt, delta=prompt)
 
 
 class FakeCrossEncoder:

@@ -1,0 +1,65 @@
+"""A scripted chat LLM for tests: a subclass says what to answer (``reply``); the stub streams it
+in ``chunk``-character deltas and provides the async and completion twins."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    CompletionResponse,
+    LLMMetadata,
+)
+from llama_index.core.llms import CustomLLM
+
+
+class StubChatLLM(CustomLLM):
+    """Answers ``reply(messages)``; ``complete`` answers ``completion(prompt)`` (the prompt)."""
+
+    chunk: int = 3
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(is_chat_model=True)
+
+    def reply(self, messages: Sequence[ChatMessage]) -> str:
+        raise NotImplementedError
+
+    def completion(self, prompt: str) -> str:
+        return prompt
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return ChatResponse(message=ChatMessage(role="assistant", content=self.reply(messages)))
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
+        answer = self.reply(messages)
+
+        def gen():
+            for i in range(0, len(answer), self.chunk):
+                yield ChatResponse(
+                    message=ChatMessage(role="assistant", content=answer[: i + self.chunk]),
+                    delta=answer[i : i + self.chunk],
+                )
+
+        return gen()
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self.chat(messages)
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
+        chunks = list(self.stream_chat(messages))
+
+        async def gen():
+            for chunk in chunks:
+                yield chunk
+
+        return gen()
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text=self.completion(prompt))
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        text = self.completion(prompt)
+        yield CompletionResponse(text=text, delta=text)
