@@ -114,7 +114,9 @@ class BM25Retriever(BaseRetriever):
             ) from exc
         self.tokenizer = BM25Tokenizer(language, stopwords, token_pattern)
         self._nodes = nodes
-        self._masks = FilterMaskCache([filterable_metadata(n) for n in nodes])
+        self._masks = FilterMaskCache(
+            [filterable_metadata(n) for n in nodes], owner="BM25Retriever"
+        )
         if _bm25 is None:
             from tqdm.auto import tqdm
 
@@ -188,14 +190,18 @@ class BM25Retriever(BaseRetriever):
 
     @filters.setter
     def filters(self, filters: MetadataFilters | None) -> None:
+        self.check_filters(filters)
+        self._filters = filters
+
+    def check_filters(self, filters: MetadataFilters | None) -> None:
+        """Raise what setting ``filters`` would raise (type, keys, operators, values), changing nothing."""
         if filters is not None:
             if not isinstance(filters, MetadataFilters):
                 raise TypeError(
                     f"filters must be llama_index MetadataFilters, got {type(filters).__name__}"
                 )
             check_filter_keys(filters, self._masks.keys, "BM25Retriever")
-            self._masks.mask(filters)  # unknown operators fail here
-        self._filters = filters
+            self._masks.mask(filters)  # unknown operators and uncomparable values fail here
 
     # ------------------------------------------------------------------ scoring
 

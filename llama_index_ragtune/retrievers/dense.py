@@ -123,3 +123,7 @@ def check_dense_filters(index: Any, filters: MetadataFilters | None) -> None:
         )
     if isinstance(store, FilterableFaissVectorStore) and len(store._masks):
         check_filter_keys(filters, store._masks.keys, "the dense index")
+        store._masks.mask(filters)  # values it cannot compare fail now, not at query time
+    from llama_index_ragtune.retrievers.external_store import check_store_parity
+
+    check_store_parity(index, filters)

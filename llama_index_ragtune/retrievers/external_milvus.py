@@ -47,6 +47,7 @@ __all__ = [
     "collection_facts",
     "count",
     "describe",
+    "ids_passing",
     "load",
     "open_collection",
 ]
@@ -168,6 +169,28 @@ def check_filters(store: Any, filters: MetadataFilters) -> None:
                 f"{where}: the value {item.value!r} holds a backslash, which the Milvus "
                 "integration does not escape"
             )
+
+
+def ids_passing(store: Any, filters: MetadataFilters) -> set[str]:
+    """Ids of the entities passing the integration's translation of ``filters`` (a
+    strongly consistent scan of the id field)."""
+    from llama_index.vector_stores.milvus.base import _to_milvus_filter
+
+    expression = _to_milvus_filter(filters)
+    iterator = store.client.query_iterator(
+        store.collection_name,
+        batch_size=4096,
+        filter=expression,
+        output_fields=[_ID_FIELD],
+        consistency_level="Strong",
+    )
+    ids: set[str] = set()
+    try:
+        while batch := iterator.next():
+            ids.update(str(row[_ID_FIELD]) for row in batch)
+    finally:
+        iterator.close()
+    return ids
 
 
 # ---------------------------------------------------------------------- manifest

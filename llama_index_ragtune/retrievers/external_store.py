@@ -34,10 +34,13 @@ Limits, each refused with a message saying what to do: the collection must be em
 when the nodes are indexed; Qdrant point ids must be UUIDs, so node ids must be UUIDs
 (LlamaIndex's default ids are); an in-memory client (``":memory:"``) works but cannot
 be persisted; local mode allows one client per path (close the first, or pass it as
-``vector_store=``). Filters use the store's semantics, which for the usual operators
-(``==``, ``!=``, ``<``, ``>``, ``in``, ``nin``) match LlamaIndex's in-memory semantics that
-the BM25 side uses; an operator the store does not support is refused when the filter
-is set. Qdrant local mode answers queries by exact search, so it returns the same
+``vector_store=``). Filters run in the store with its own semantics, which differ from
+LlamaIndex's in-memory semantics (the BM25 side's) for some operators and value types
+(e.g. ``!=`` on nodes missing the key, ``text_match_insensitive`` on Qdrant, ``is_empty``
+on Milvus); so when a filter is set, the nodes it passes in memory are compared with the
+ids the store selects (:func:`check_store_parity`), and a filter the store answers
+differently, or cannot translate, is refused then, naming the filter, the store and a
+node they disagree on. Qdrant local mode answers queries by exact search, so it returns the same
 ranking as the exact FAISS side (``tests/retrievers/test_external_store.py``).
 
 Example::
@@ -49,8 +52,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,7 @@ from llama_index_ragtune.retrievers.persistence import PersistenceError, field
 __all__ = [
     "build_store_index",
     "check_store_filters",
+    "check_store_parity",
     "describe_store",
     "index_retriever",
     "open_store",
@@ -215,10 +221,138 @@ def check_store_filters(store: Any, filters: MetadataFilters | None) -> None:
         return
     try:
         store._build_subfilter(filters)
-    except NotImplementedError as exc:
+    except (NotImplementedError, ValueError, TypeError) as exc:  # pydantic's errors included
         raise ValueError(
-            f"filters {filters.model_dump(mode='json')} cannot run on Qdrant: {exc}"
+            f"filters {filters.model_dump(mode='json')} cannot run on Qdrant: the Qdrant "
+            f"integration cannot translate them ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+class _Corpus:
+    """What the parity check needs of an index's nodes, read once per index size."""
+
+    def __init__(self, nodes: list[BaseNode], kind: str) -> None:
+        from llama_index_ragtune.retrievers.filters import filterable_metadata
+
+        self.size = len(nodes)
+        self.ids = [n.node_id for n in nodes]
+        self.metadata = [filterable_metadata(n) for n in nodes]
+        # the database's id of each node (Qdrant writes UUIDs canonically)
+        self.by_store_id = {(_canonical_uuid(i) if kind == "qdrant" else i): i for i in self.ids}
+        # filter keys found exact on this corpus, most recently used last
+        self.accepted: OrderedDict[str, None] = OrderedDict()
+        self.lock = threading.Lock()  # concurrent requests share the index
+
+
+_PARITY: weakref.WeakKeyDictionary[Any, _Corpus] = weakref.WeakKeyDictionary()
+_PARITY_CACHE_SIZE = 1024
+"""Filters remembered as exact per index (each new one costs one scan of the ids it selects)."""
+
+
+def check_store_parity(index: Any, filters: MetadataFilters | None) -> None:
+    """Refuse filters that the store would answer differently from the BM25 side.
+
+    The BM25 side (and FAISS) evaluate filters with LlamaIndex's in-memory semantics; a
+    database evaluates its own translation, which differs for some operators and value
+    types (Qdrant's ``!=`` and ``nin`` drop nodes missing the key, ``text_match_insensitive``
+    is case-sensitive there, its ``==`` on a list matches any element; Milvus's ``is_empty``
+    and ``not`` differ, a ``None`` value drops the clause, ...). So when a filter is set, the
+    nodes of the index's docstore passing it in memory are compared with the ids the store
+    selects with its translation (one id scan per new filter; the 1,024 most recent are
+    remembered); any difference, or a translation the database rejects, is a
+    ``ValueError`` naming the filter, the store and a node on which they disagree. Skipped when the docstore holds no nodes.
+
+    Example::
+
+        check_store_parity(index, MetadataFilters(filters=[...]))
+    """
+    if filters is None or not filters.filters:
+        return
+    store = index.vector_store
+    kind = store_kind(store)
+    if kind not in STORE_KINDS:
+        return
+    from llama_index_ragtune.retrievers.filters import build_filter_fn, filter_key
+
+    size = len(index.index_struct.nodes_dict)
+    corpus = _PARITY.get(index)
+    if corpus is None or corpus.size != size:
+        nodes = list(index.docstore.docs.values())
+        if not nodes:
+            return
+        corpus = _Corpus(nodes, kind)
+        _PARITY[index] = corpus
+    key = filter_key(filters)
+    with corpus.lock:
+        if key in corpus.accepted:
+            corpus.accepted.move_to_end(key)
+            return
+    product = _NAMES[kind]
+    where = f"filters {filters.model_dump(mode='json')} cannot run exactly on {product}"
+    metadata = corpus.metadata
+    passes = build_filter_fn(lambda i: metadata[i], filters)
+    try:
+        expected = {node_id for i, node_id in enumerate(corpus.ids) if passes(i)}
+    except TypeError as exc:
+        raise ValueError(
+            f"{where}: they cannot be evaluated on the indexed nodes with LlamaIndex's "
+            f"in-memory semantics (the BM25 side's): {exc}"
+        ) from exc
+    try:
+        found = (
+            external_milvus.ids_passing(store, filters)
+            if kind == "milvus"
+            else _qdrant_ids_passing(store, filters)
+        )
+    except Exception as exc:  # the integration's translation or the database refused it
+        raise ValueError(
+            f"{where}: the {product} integration or database rejects them "
+            f"({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
+    selected = {corpus.by_store_id[i] for i in found if i in corpus.by_store_id}
+    if selected != expected:
+        differ = sorted(selected ^ expected)
+        position = corpus.ids.index(differ[0])
+        verdict = "selects" if differ[0] in selected else "drops"
+        raise ValueError(
+            f"{where}: {product} selects {len(selected)} of the {corpus.size} indexed nodes "
+            f"where LlamaIndex's in-memory semantics (the BM25 side's) select {len(expected)}, "
+            f"so the two sides would return different nodes; e.g. {product} {verdict} node "
+            f"{differ[0]!r} with metadata {metadata[position]!r}. Filter with an operator both "
+            "read alike (==, in, <, >, ... on a key whose nodes all hold a value of that type), "
+            "or give the nodes uniform metadata"
+        )
+    with corpus.lock:
+        corpus.accepted[key] = None
+        if len(corpus.accepted) > _PARITY_CACHE_SIZE:
+            corpus.accepted.popitem(last=False)  # per-request filters: the least recent goes
+
+
+def _canonical_uuid(value: Any) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return str(value)
+
+
+def _qdrant_ids_passing(store: Any, filters: MetadataFilters) -> set[str]:
+    """Ids (canonical UUIDs) of the points passing the store's translation of ``filters``."""
+    client, name = store.client, store.collection_name
+    condition = store._build_subfilter(filters)
+    ids: set[str] = set()
+    offset = None
+    while True:
+        points, offset = client.scroll(
+            name,
+            scroll_filter=condition,
+            limit=4096,
+            offset=offset,
+            with_payload=False,
+            with_vectors=False,
+        )
+        ids.update(_canonical_uuid(p.id) for p in points)
+        if offset is None:
+            return ids
 
 
 # ---------------------------------------------------------------------- manifest

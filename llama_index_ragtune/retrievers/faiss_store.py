@@ -111,7 +111,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
             )
         if not metadata and faiss_index.ntotal:
             metadata = [{} for _ in range(faiss_index.ntotal)]
-        self._masks = FilterMaskCache(metadata)
+        self._masks = FilterMaskCache(metadata, owner="FilterableFaissVectorStore (FAISS)")
 
     @classmethod
     def class_name(cls) -> str:

@@ -2,7 +2,9 @@
 
 ``MetadataFilters`` are evaluated with LlamaIndex's own
 ``build_metadata_filter_fn`` (same operators and semantics as the in-memory
-vector store), once per distinct filter, and the resulting mask is cached, so a
+vector store; a nested ``MetadataFilters``, which that function refuses, is one
+more clause of its parent's condition, as Qdrant and Milvus read it), once per
+distinct filter, and the resulting mask is cached, so a
 filtered query costs one numpy ``&`` instead of a Python loop over the corpus.
 
 Example::
@@ -18,14 +20,20 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.core.vector_stores.types import FilterCondition, MetadataFilters
 from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 
-__all__ = ["FilterMaskCache", "filter_key", "filterable_metadata", "node_passes"]
+__all__ = [
+    "FilterMaskCache",
+    "build_filter_fn",
+    "filter_key",
+    "filterable_metadata",
+    "node_passes",
+]
 
 _ID_KEYS = ("doc_id", "document_id", "ref_doc_id")
 
@@ -47,11 +55,45 @@ def filter_key(filters: MetadataFilters) -> str:
     return filters.model_dump_json()
 
 
+def build_filter_fn(
+    lookup: Callable[[Any], Mapping[str, Any]], filters: MetadataFilters
+) -> Callable[[Any], bool]:
+    """``build_metadata_filter_fn`` that also takes nested ``MetadataFilters``.
+
+    Flat filters go to LlamaIndex's function unchanged. In a nested one, each leaf is
+    evaluated by that function alone and each nested ``MetadataFilters`` recursively, and
+    the results are combined by the parent's condition (``and``: all, ``or``: any, ``not``:
+    none), every clause evaluated (so a clause that cannot be evaluated raises
+    ``TypeError`` whatever the others say, as in LlamaIndex).
+    """
+    if not any(isinstance(item, MetadataFilters) for item in filters.filters):
+        return build_metadata_filter_fn(lookup, filters)
+    parts = [
+        build_filter_fn(lookup, item)
+        if isinstance(item, MetadataFilters)
+        else build_metadata_filter_fn(lookup, MetadataFilters(filters=[item]))
+        for item in filters.filters
+    ]
+    condition = filters.condition or FilterCondition.AND
+    if condition not in (FilterCondition.AND, FilterCondition.OR, FilterCondition.NOT):
+        raise ValueError(f"Invalid filter condition: {condition}")
+
+    def passes(position: Any) -> bool:
+        matches = [part(position) for part in parts]
+        if condition == FilterCondition.AND:
+            return all(matches)
+        if condition == FilterCondition.OR:
+            return any(matches)
+        return not any(matches)
+
+    return passes
+
+
 def node_passes(metadata: Mapping[str, Any], filters: MetadataFilters | None) -> bool:
     """Whether one node's metadata passes ``filters`` (``None`` passes everything)."""
     if filters is None or not filters.filters:
         return True
-    return bool(build_metadata_filter_fn(lambda _: metadata, filters)(""))
+    return bool(build_filter_fn(lambda _: metadata, filters)(""))
 
 
 class FilterMaskCache:
@@ -60,10 +102,18 @@ class FilterMaskCache:
     Args:
         metadata: one metadata mapping per position.
         max_entries: distinct filters kept.
+        owner: who holds the metadata, named in the error for a filter that cannot be
+            evaluated (e.g. ``"BM25Retriever"``).
     """
 
-    def __init__(self, metadata: Sequence[Mapping[str, Any]], max_entries: int = 64) -> None:
+    def __init__(
+        self,
+        metadata: Sequence[Mapping[str, Any]],
+        max_entries: int = 64,
+        owner: str = "this corpus",
+    ) -> None:
         self._metadata = list(metadata)
+        self._owner = owner
         self._max = max_entries
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -103,14 +153,16 @@ class FilterMaskCache:
                 self._cache.move_to_end(key)
                 return cached
         metadata = self._metadata
-        passes = build_metadata_filter_fn(lambda i: metadata[int(i)], filters)
+        passes = build_filter_fn(lambda i: metadata[int(i)], filters)
         try:
             mask = np.fromiter(
                 (passes(i) for i in range(len(metadata))), dtype=bool, count=len(metadata)
             )
         except TypeError as exc:
             raise ValueError(
-                f"metadata filter {filters.model_dump()} cannot be evaluated on this corpus: {exc}"
+                f"metadata filter {filters.model_dump(mode='json')} cannot be evaluated on the "
+                f"nodes of {self._owner} (LlamaIndex's in-memory filter semantics): {exc}; "
+                "compare a key with values of the type its metadata holds"
             ) from exc
         mask.setflags(write=False)
         with self._lock:

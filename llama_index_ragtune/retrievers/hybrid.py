@@ -13,7 +13,11 @@ the same nodes. Either side can be any LlamaIndex ``BaseRetriever``.
   applied before their top-k cut (FAISS searches only the allowed ids; BM25
   masks its scores), so every returned node passes and ``similarity_top_k`` is
   filled from allowed nodes. A custom side's results are filtered afterwards
-  (give it the filters too, to keep its depth).
+  (give it the filters too, to keep its depth). Semantics are LlamaIndex's in-memory
+  ones, a nested ``MetadataFilters`` being one more clause; a filter that a side cannot
+  run exactly (values it cannot compare, a Qdrant/Milvus translation that selects other
+  nodes) is refused when set, naming the filter and the side, and leaves the previous
+  filters on both sides.
 * **Results** are :class:`FusedNodeWithScore` (a ``NodeWithScore``) whose
   ``score`` is the fused score and whose ``dense_rank``/``dense_score``/
   ``sparse_rank``/``sparse_score`` tell where each side put the node. Nodes
@@ -368,14 +372,20 @@ class HybridRetriever(BaseRetriever):
             raise TypeError(
                 f"filters must be llama_index MetadataFilters, got {type(filters).__name__}"
             )
+        # every side checks the filters before any side takes them: a refused filter
+        # leaves both sides (and self.filters) as they were
+        if isinstance(self._sparse, BM25Retriever):
+            self._sparse.check_filters(filters)
         if self._dense_built_in:
             check_dense_filters(self._index, filters)
             kwargs = {"similarity_top_k": self.dense_top_k, "filters": filters}
             if self._embed_model is not None:
                 kwargs["embed_model"] = self._embed_model
-            self._dense = index_retriever(self._index, **kwargs)
+            dense = index_retriever(self._index, **kwargs)
         if isinstance(self._sparse, BM25Retriever):
             self._sparse.filters = filters
+        if self._dense_built_in:
+            self._dense = dense
         self._filters = filters
 
     def _post_filter(self, nodes: list[NodeWithScore], built_in: bool) -> list[NodeWithScore]:
