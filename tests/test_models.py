@@ -112,3 +112,35 @@ def test_two_processes_convert_the_default_decoder_at_once(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(target).num_parameters() > 100_000_000
     leftovers = [p.name for p in (cache / "models").iterdir() if p.name.startswith(".convert")]
     assert leftovers == [] and gguf.is_file()
+
+
+def test_threads_loading_models_at_once_get_whole_models(tiny_causal_lm_path):
+    """transformers swaps process-wide functions while it loads a model (``tie_weights``,
+    the ``torch.nn.init`` functions); the library's loaders hold ``MODEL_LOADING_LOCK``,
+    so threads loading at once (a server's first requests) get whole models and later loads
+    stay intact (were: an untied ``lm_head`` left on the meta device, in those loads and in
+    every later one of the process)."""
+    import threading
+
+    from llama_index_ragtune.llms.loading import load_causal_lm
+
+    barrier = threading.Barrier(6)
+    loaded, errors = [], []
+
+    def work():
+        try:
+            barrier.wait(60)
+            loaded.append(load_causal_lm(tiny_causal_lm_path, device="cpu")[0])
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    later = load_causal_lm(tiny_causal_lm_path, device="cpu")[0]
+    for model in [*loaded, later]:
+        assert not any(p.is_meta for p in model.parameters())
+        assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as saved

@@ -71,7 +71,7 @@ from llama_index_ragtune.finetuning.decoder_validation import completion_nll
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 from llama_index_ragtune.llms import LocalChatLLM
-from llama_index_ragtune.models import resolve_model
+from llama_index_ragtune.models import MODEL_LOADING_LOCK, resolve_model
 
 if TYPE_CHECKING:
     import datasets
@@ -283,7 +283,8 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                     f"The tokenizer of '{self.base_model}' has no chat template; grounded SFT needs a "
                     "chat/instruct model (or set tokenizer.chat_template and save it with the model)."
                 )
-        return AutoModelForCausalLM.from_pretrained(self.base_model, dtype=dtype)
+        with MODEL_LOADING_LOCK:
+            return AutoModelForCausalLM.from_pretrained(self.base_model, dtype=dtype)
 
     # ---------------------------------------------------------------- validation
     def split_validation(self) -> tuple[datasets.Dataset, datasets.Dataset | None]:

@@ -34,8 +34,10 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,15 +100,45 @@ class Bundle:
         )
 
 
+class _QuietThreads(logging.Filter):
+    """Drops records under ``ERROR`` logged by the threads inside :func:`_quiet`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.depth: dict[int, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.thread not in self.depth
+
+
+_QUIET_FILTERS: dict[str, _QuietThreads] = {}
+_QUIET_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _quiet(name: str) -> Iterator[None]:
-    log = logging.getLogger(name)
-    level = log.level
-    log.setLevel(logging.ERROR)
+    """Silence the logger ``name`` below ``ERROR`` for this thread only.
+
+    A filter keyed by thread, not the logger's level: concurrent loads (threads of a server)
+    neither leave the level changed when they finish in another order than they started,
+    nor silence the logger for the other threads meanwhile.
+    """
+    with _QUIET_LOCK:
+        quiet = _QUIET_FILTERS.get(name)
+        if quiet is None:
+            quiet = _QUIET_FILTERS[name] = _QuietThreads()
+            logging.getLogger(name).addFilter(quiet)
+    me = threading.get_ident()
+    with quiet.lock:
+        quiet.depth[me] = quiet.depth.get(me, 0) + 1
     try:
         yield
     finally:
-        log.setLevel(level)
+        with quiet.lock:
+            quiet.depth[me] -= 1
+            if not quiet.depth[me]:
+                del quiet.depth[me]
 
 
 def _model_path(folder: Path, entry: Mapping[str, Any], kind: str) -> str:
@@ -123,6 +155,35 @@ def _model_path(folder: Path, entry: Mapping[str, Any], kind: str) -> str:
         return str(path)
     with _loading(folder, f"models.{kind}", entry):
         return resolve_model(entry.get("reference"), kind=kind)  # type: ignore[arg-type]
+
+
+def _unwritable(exc: OSError) -> bool:
+    """Whether ``exc`` says a folder cannot be written (read-only, a file in the way)."""
+    kinds = (PermissionError, NotADirectoryError, FileExistsError)
+    return isinstance(exc, kinds) or exc.errno == errno.EROFS
+
+
+def _embed_model(encoder: str, make: Any) -> Any:
+    """The bundle's encoder as an embedding model: ONNX where installed, which exports the
+    model once into the user cache (``RAGTUNE_CACHE_DIR``); a cache that cannot be written
+    (read-only home, a file in the way) falls back to PyTorch with a warning, so a deployed
+    bundle loads wherever it can be read."""
+    try:
+        return make(encoder)
+    except OSError as exc:
+        if not _unwritable(exc):  # e.g. a missing encoder: not a cache problem
+            raise
+        logger.warning(
+            "load_bundle: the encoder's ONNX export could not be cached (%s: %s); encoding "
+            "with PyTorch instead (same embeddings, slower); set RAGTUNE_CACHE_DIR to a "
+            "writable folder to use ONNX",
+            type(exc).__name__,
+            " ".join(str(exc).split())[:300],
+        )
+        import tempfile
+
+        # a local folder is read where it is: the hub cache LlamaIndex would create is unused
+        return make(encoder, backend="torch", cache_folder=tempfile.gettempdir())
 
 
 @contextlib.contextmanager
@@ -222,7 +283,7 @@ def load_bundle(
     top_k = retrieval["similarity_top_k"]
     candidates = retrieval.get("rerank_candidates") or top_k
     with _loading(folder, "models.encoder", models["encoder"]):
-        embed_model = default_embed_model(encoder)
+        embed_model = _embed_model(encoder, default_embed_model)
     with (
         _quiet("llama_index_ragtune.retrievers.persist_hybrid"),
         _loading(folder, "the index (index/) with models.encoder", models["encoder"]),

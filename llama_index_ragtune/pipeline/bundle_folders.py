@@ -11,9 +11,10 @@ next version name, write it and move ``CURRENT``: two writers never get the same
 version, and ``CURRENT`` never names a version another writer replaced. The lock is
 released when its holder exits, even on ``SIGKILL``. Readers take no lock: a version
 folder appears complete (renamed into place) and ``CURRENT`` is replaced by a rename,
-so a reader sees the old or the new one. What a killed writer left (``v3.tmp-*``
-folders, ``.CURRENT.tmp-*`` files) is removed by the next writer and does not use up
-a version number.
+so a reader sees the old or the new one. Readers never write either: a bundle loads
+from a read-only location, and what a killed writer left (``v3.tmp-*`` folders,
+``.CURRENT.tmp-*`` files) is only skipped by readers (errors name it); the next writer
+removes it, and it does not use up a version number.
 
 Example::
 
@@ -25,6 +26,8 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import re
 import threading
@@ -47,6 +50,7 @@ LOCK_TIMEOUT = 600.0  # seconds a writer waits for another one before a BundleEr
 _VERSION_LEFTOVER = re.compile(r"^(v\d{1,9})\.(?:tmp|old)-(\d+)-[0-9a-f]+$")
 _FILE_LEFTOVER = re.compile(r"^\.(?:CURRENT|history\.jsonl)\.tmp-(\d+)-[0-9a-f]+(?:\.jsonl)?$")
 _HELD = threading.local()  # bundles folders whose lock this thread holds: {path: depth}
+logger = logging.getLogger(__name__)
 
 
 class BundleError(ValueError):
@@ -99,6 +103,48 @@ def bundle_versions(path: str | Path) -> list[str]:
     return [name for _, name in sorted(found)]
 
 
+def unfinished_versions(path: str | Path) -> list[str]:
+    """Entries of a bundles folder that look like versions but are not complete ones: a
+    ``v<n>`` folder without ``manifest.json`` (an interrupted copy, a deleted manifest) and
+    the ``v<n>.tmp-*`` / ``v<n>.old-*`` folders of writers (running or killed). Readers skip
+    them; errors and warnings name them.
+
+    Example::
+
+        unfinished_versions("runs/shop")       # ['v3 (no manifest.json)']
+    """
+    root = bundles_root(path)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if VERSION_NAME.match(name):
+            if (root / name).is_dir() and not _is_file(root / name / MANIFEST):
+                out.append(f"{name} (no {MANIFEST})")
+        elif m := _VERSION_LEFTOVER.match(name):
+            kind = "being written, or left by a killed writer" if ".tmp-" in name else "replaced"
+            out.append(f"{name} ({kind}; not {m.group(1)})")
+    return out
+
+
+def _skipped(root: Path) -> str:
+    found = unfinished_versions(root)
+    return f"; skipped unfinished folders: {', '.join(found)}" if found else ""
+
+
+def _read_only_error(root: Path, exc: OSError, action: str) -> BundleError:
+    return BundleError(
+        f"cannot {action} in {root}: {exc.strerror or exc} ({exc.filename or root}); the "
+        "folder is read-only (a deployed copy?): roll back or write versions in the writable "
+        "original and deploy it again, or make the folder writable"
+    )
+
+
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 @contextlib.contextmanager
 def bundle_lock(path: str | Path, timeout: float | None = None) -> Iterator[Path]:
     """Hold the exclusive writer lock of a bundles folder (``bundles/.lock``); yield the folder.
@@ -135,7 +181,12 @@ def bundle_lock(path: str | Path, timeout: float | None = None) -> Iterator[Path
         return
     limit = LOCK_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + limit
-    fd = os.open(root / LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(root / LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY:
+            raise
+        raise _read_only_error(root, exc, "take the writer lock") from None
     try:
         while True:
             try:
@@ -193,6 +244,15 @@ def next_version(path: str | Path) -> str:
     """
     root = bundles_root(path)
     clean_leftovers(root)
+    incomplete = [name for name in unfinished_versions(root) if name.endswith(f"(no {MANIFEST})")]
+    if incomplete:
+        logger.warning(
+            "%s holds version folders without %s (%s): not served, and their numbers are not "
+            "reused; remove them if nothing is copying into them",
+            root,
+            MANIFEST,
+            ", ".join(incomplete),
+        )
     numbers = []
     for name in os.listdir(root) if root.is_dir() else []:
         if m := VERSION_NAME.match(name):
@@ -258,7 +318,12 @@ def set_current_version(path: str | Path, version: str) -> Path:
                 f"{folder / MANIFEST} not found: {version!r} is not a bundle version here "
                 f"(versions: {bundle_versions(root) or 'none'})"
             )
-        return atomic_write_text(root / CURRENT, version + "\n")
+        try:
+            return atomic_write_text(root / CURRENT, version + "\n")
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY:
+                raise
+            raise _read_only_error(root, exc, f"point {CURRENT} at {version}") from None
 
 
 def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
@@ -280,10 +345,36 @@ def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
     else:
         check_version_name(version, "the version argument", root)
     folder = root / version
-    recover_dir(folder)
-    if not _is_file(folder / MANIFEST):
-        raise BundleError(
-            f"{folder / MANIFEST} not found: version {version!r} is missing or incomplete; "
-            f"versions here: {bundle_versions(root) or 'none'}; {REWRITE}"
+    if _is_file(folder / MANIFEST):
+        return folder
+    # a reader writes nothing (the bundle may be read-only): a complete copy a killed writer
+    # left while replacing the folder is read where it is; the next writer renames it back
+    kept = _replaced_copy(root, version)
+    if kept is not None:
+        logger.warning(
+            "%s is missing; loading %s, the complete copy a writer killed while replacing it "
+            "left (the next writer or `ragtune rollback` restores it)",
+            folder,
+            kept.name,
         )
-    return folder
+        return kept
+    raise BundleError(
+        f"{folder / MANIFEST} not found: version {version!r} is missing or incomplete; "
+        f"versions here: {bundle_versions(root) or 'none'}{_skipped(root)}; load one of them "
+        f"(`ragtune rollback --to VERSION` serves it), or {REWRITE}"
+    )
+
+
+def _replaced_copy(root: Path, version: str) -> Path | None:
+    """The newest complete ``<version>.old-*`` folder in ``root`` (None: none)."""
+    found = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return None
+    for name in names:
+        m = _VERSION_LEFTOVER.match(name)
+        if m and m.group(1) == version and ".old-" in name and _is_file(root / name / MANIFEST):
+            with contextlib.suppress(OSError):
+                found.append(((root / name).stat().st_mtime, root / name))
+    return max(found)[1] if found else None

@@ -14,9 +14,12 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 __all__ = ["rollback_bundle"]
+
+logger = logging.getLogger(__name__)
 
 
 def rollback_bundle(path: str | Path, to: str | None = None) -> str:
@@ -24,6 +27,9 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
     before the current one), atomically, after verifying its files. Returns the version.
 
     Raises ``BundleError`` when there is no earlier version, or ``to`` is unknown or damaged.
+    Version folders that are not complete (no manifest: an interrupted copy; a writer's
+    ``v<n>.tmp-*``) are never served; a warning names those passed over, also when
+    ``CURRENT`` itself names one (the newest complete version before it is served).
 
     Example::
 
@@ -37,6 +43,7 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
         bundles_root,
         current_version,
         set_current_version,
+        unfinished_versions,
     )
     from llama_index_ragtune.pipeline.bundle_manifest import verify_bundle
     from llama_index_ragtune.pipeline.refresh_writer import append_history
@@ -50,17 +57,41 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
             if to is None:
                 raise
             current = None
+        unfinished = unfinished_versions(root)
+        skipped = f"; skipped unfinished folders: {', '.join(unfinished)}" if unfinished else ""
         if not versions:
-            raise BundleError(f"no bundle in {root}: nothing to roll back")
+            raise BundleError(f"no bundle in {root}: nothing to roll back{skipped}")
         if to is None:
-            if current not in versions or versions.index(current) == 0:
+            if current is None:
                 raise BundleError(
-                    f"bundle {current} is the oldest version in {root} (versions: {versions}); "
-                    "there is nothing earlier to roll back to"
+                    f"{root / 'CURRENT'} not found: no version is served to roll back from; "
+                    f"pass --to VERSION (versions: {versions}){skipped}"
                 )
-            to = versions[versions.index(current) - 1]
+            number = int(current[1:])
+            earlier = [v for v in versions if int(v[1:]) < number]
+            if not earlier:
+                raise BundleError(
+                    f"bundle {current} is the oldest version in {root} (versions: {versions}"
+                    f"{skipped}); there is nothing earlier to roll back to"
+                )
+            to = earlier[-1]
+            passed = [
+                name
+                for name in unfinished
+                if int(name.split(" ")[0].split(".")[0][1:]) in range(int(to[1:]) + 1, number + 1)
+            ]
+            if current not in versions or passed:
+                logger.warning(
+                    "rollback in %s: CURRENT names %s%s; serving %s, the newest complete version "
+                    "before it (passed over: %s)",
+                    root,
+                    current,
+                    "" if current in versions else ", which is not a complete version",
+                    to,
+                    ", ".join(passed) or "none",
+                )
         elif to not in versions:
-            raise BundleError(f"no version {to!r} in {root}; versions here: {versions}")
+            raise BundleError(f"no version {to!r} in {root}; versions here: {versions}{skipped}")
         verify_bundle(root / to)
         set_current_version(root, to)
         append_history(root, {"action": "rollback", "from": current, "served": to})
