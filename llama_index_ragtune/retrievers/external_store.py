@@ -324,8 +324,8 @@ def check_store_parity(index: Any, filters: MetadataFilters | None) -> None:
         )
     with corpus.lock:
         corpus.accepted[key] = None
-        if len(corpus.accepted) > _PARITY_CACHE_SIZE:
-            corpus.accepted.popitem(last=False)  # per-request filters: the least recent goes
+        while len(corpus.accepted) > _PARITY_CACHE_SIZE:
+            corpus.accepted.popitem(last=False)  # per-request filters: the least recent go
 
 
 def _canonical_uuid(value: Any) -> str:
