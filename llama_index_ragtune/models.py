@@ -38,8 +38,10 @@ DECODER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "RAGTUNE_CACHE_DIR"
 
 MODEL_LOADING_LOCK = threading.RLock()
-"""Held by every loader of the library while model weights load (``from_pretrained``,
-``SentenceTransformer(...)``, ``CrossEncoder(...)``).
+"""Held while model weights load (``from_pretrained``, ``SentenceTransformer(...)``,
+``CrossEncoder(...)``) by the loaders that serve: ``load_bundle``'s, ``LocalChatLLM``,
+``CrossEncoderRerank``, ``default_embed_model`` (and its ONNX export), the answerability
+scorer and the entailment checker; and by the decoder engine.
 
 transformers builds a model with process-wide functions swapped for no-ops
 (``PreTrainedModel.tie_weights``, the ``torch.nn.init`` functions) and puts them back
