@@ -19,7 +19,8 @@ def completion_nll(model: Any, tokenizer: Any, rows: Any, max_length: int = 1024
 
     The validation metric of ``DecoderFinetuneEngine``: the same number for the
     base model and for a LoRA-tuned one (a ``PeftModel``), computed one row at a
-    time with the tokenizer's chat template, prompt tokens masked.
+    time with the tokenizer's chat template, prompt tokens masked. Only the
+    completion's positions go through the output layer (``logits_to_keep``).
 
     Example::
 
@@ -48,18 +49,28 @@ def completion_nll(model: Any, tokenizer: Any, rows: Any, max_length: int = 1024
                 full = full[:max_length]
                 if start >= len(full):
                     continue
+                start = max(start, 1)  # the first token has nothing to be predicted from
                 ids = torch.tensor([full], device=device)
-                labels = ids.clone()
-                labels[:, :start] = -100
-                out = model(input_ids=ids, labels=labels)
-                n = len(full) - start
-                total += float(out.loss) * n
-                count += n
+                total += _completion_nll_sum(model, ids, start)
+                count += len(full) - start
     finally:
         model.train(was_training)
     if count == 0:
         raise ValueError("completion_nll: no completion token left within max_length")
     return total / count
+
+
+def _completion_nll_sum(model: Any, ids: Any, start: int) -> float:
+    """Summed NLL of the tokens of ``ids`` (one row) from position ``start`` on."""
+    import torch
+
+    n = ids.shape[1] - start
+    try:  # logits of the positions that predict the completion only
+        logits = model(input_ids=ids, logits_to_keep=n + 1).logits[0, :n]
+    except TypeError:  # a model whose forward has no logits_to_keep
+        logits = model(input_ids=ids).logits[0, start - 1 : -1]
+    target = ids[0, start:]
+    return float(torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum"))
 
 
 def _ids(encoded: Any) -> list[int]:

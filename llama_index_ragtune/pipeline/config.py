@@ -358,12 +358,13 @@ class PipelineConfig:
         About 0.75 minute of encoder training (batch 16, no mid-training validation)
         and up to 4 minutes of decoder SFT (up to 192 examples, learning rate 5e-4:
         the rate at which the bundled 135M decoder learned to cite in the generation
-        benchmark), cut to what the 9.25-minute time limit leaves once the decoder's
-        evaluation is reserved (on 2 CPU cores, 2 to 3 minutes); validation on 16
-        held-out training questions per part; 32 generation test questions per decoder
-        and every dev question (up to 80) for the refusal policy; answers of at most 40
-        tokens over 3 sources of 600 characters. The demo command leaves the reranker
-        out unless asked (see ``commands.demo``).
+        benchmark; no warm-up, as in every time-limited run: see
+        ``steps.TIME_LIMITED_DECODER_ARGS``), cut to what the 9.25-minute time limit
+        leaves once the decoder's evaluation is reserved (on 2 CPU cores, 2 to 3
+        minutes); validation on 16 held-out training questions per part; 32 generation
+        test questions per decoder and every dev question (up to 80) for the refusal
+        policy; answers of at most 40 tokens over 3 sources of 600 characters. The demo
+        command leaves the reranker out unless asked (see ``commands.demo``).
         """
         settings: dict[str, Any] = {
             "encoder_budget": TrainingBudget(max_pairs_per_query=4, minutes=0.75),

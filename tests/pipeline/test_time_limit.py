@@ -178,3 +178,19 @@ def test_the_demo_has_a_limit_and_the_cli_option_sets_or_clears_it():
     for bad in ("0", "-3", "soon", "nan"):
         with pytest.raises(SystemExit):
             parser.parse_args(["--time-limit", bad])
+
+
+def test_a_time_limited_decoder_trains_without_warm_up_unless_asked():
+    from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
+    from llama_index_ragtune.pipeline.steps import decoder_args
+
+    demo = PipelineConfig.demo()
+    assert decoder_args(demo, time_limited=True) == {"warmup_steps": 0, "learning_rate": 5e-4}
+    assert "warmup_steps" not in decoder_args(demo, time_limited=False)  # the engine's 5 %
+    asked = PipelineConfig.demo(decoder_args={"warmup_steps": 0.1})
+    assert decoder_args(asked, time_limited=True) == {"warmup_steps": 0.1}
+    # transformers' warm-up gives the first step a learning rate of 0: without it, step 1 learns
+    args = DecoderFinetuneEngine.default_args("unused", **decoder_args(demo, time_limited=True))
+    assert args.get_warmup_steps(45) == 0
+    default = DecoderFinetuneEngine.default_args("unused")
+    assert default.get_warmup_steps(45) > 0
