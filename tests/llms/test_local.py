@@ -304,14 +304,24 @@ def test_unusable_refusal_is_rejected_before_loading(tiny_causal_lm_path, refusa
 
 
 class _CountSteps:
-    """A logits processor that counts decoding steps and changes nothing."""
+    """A logits processor that counts decoding steps; with ``word_id`` it decodes that token
+    every step (a word with a leading space: the streamer hands text over at each space, so
+    a random tiny model's run of space-less tokens cannot hold the first chunk back)."""
 
-    def __init__(self) -> None:
+    def __init__(self, word_id: int | None = None) -> None:
         self.steps = 0
+        self.word_id = word_id
 
     def __call__(self, input_ids, scores):
         self.steps += 1
+        if self.word_id is not None:
+            scores = scores.clone().fill_(float("-inf"))
+            scores[:, self.word_id] = 0.0
         return scores
+
+
+def _word_id(llm: LocalChatLLM) -> int:
+    return llm.tokenizer.encode(" the", add_special_tokens=False)[-1]
 
 
 def _released(llm: LocalChatLLM) -> bool:
@@ -327,7 +337,7 @@ def test_a_stream_closed_early_stops_generating(tiny_llm):
     # LLM's lock (and a core) while every other request waits
     from transformers import LogitsProcessorList
 
-    counter = _CountSteps()
+    counter = _CountSteps(_word_id(tiny_llm))
     stream = tiny_llm.stream_chat(
         QUESTION,
         max_new_tokens=400,
@@ -351,7 +361,7 @@ def test_a_stream_closed_early_stops_generating(tiny_llm):
 def test_an_async_stream_closed_early_stops_generating(tiny_llm):
     from transformers import LogitsProcessorList
 
-    counter = _CountSteps()
+    counter = _CountSteps(_word_id(tiny_llm))
 
     async def read_one() -> None:
         stream = await tiny_llm.astream_chat(
