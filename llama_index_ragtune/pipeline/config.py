@@ -361,10 +361,10 @@ class PipelineConfig:
         benchmark; no warm-up, as in every time-limited run: see
         ``steps.TIME_LIMITED_DECODER_ARGS``), cut to what the 9.25-minute time limit
         leaves once the decoder's evaluation is reserved (on 2 CPU cores, 2 to 3
-        minutes); validation on 16 held-out training questions per part; 32 generation
+        minutes); validation on 16 held-out training questions per part; 24 generation
         test questions per decoder and every dev question (up to 80) for the refusal
         policy; answers of at most 40 tokens over 3 sources of 600 characters. The demo
-        command leaves the reranker out unless asked (see ``commands.demo``).
+        command leaves the fusion and the reranker out unless asked (see ``commands.demo``).
         """
         settings: dict[str, Any] = {
             "encoder_budget": TrainingBudget(max_pairs_per_query=4, minutes=0.75),
@@ -378,7 +378,7 @@ class PipelineConfig:
             "rerank_candidates": 20,
             "max_source_chars": 600,
             "max_new_tokens": 40,
-            "max_test_questions": 32,
+            "max_test_questions": 24,
             "time_limit_minutes": 9.25,
         }
         settings.update(overrides)

@@ -67,6 +67,27 @@ def test_demo_help_lists_its_options(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--out DIR" in out and "--resume" in out and "--time-budget" in out
+    assert "--with-fusion" in out and "--with-reranker" in out
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ([], ["fusion", "reranker"]),
+        (["--with-fusion"], ["reranker"]),
+        (["--with-fusion", "--with-reranker"], []),
+        (["--skip", "decoder", "--with-reranker"], ["decoder", "fusion"]),
+        (["--skip", "fusion"], ["fusion", "reranker"]),
+    ],
+)
+def test_the_demo_leaves_out_the_fusion_and_the_reranker_unless_asked(given, expected):
+    import argparse
+
+    from llama_index_ragtune.commands.demo import _skip, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert _skip(parser.parse_args(given)) == expected
 
 
 @pytest.mark.parametrize(("given", "expected"), [([], None), (["0.1"], 0.1), (["none"], None)])
