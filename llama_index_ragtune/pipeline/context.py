@@ -218,9 +218,7 @@ class RunContext:
 
         key = {"encoder": self.served_encoder, "fusion": self.fusion}
         baseline = {"encoder": self.base_encoder, "fusion": self.baseline_retriever.params()}
-        if key["encoder"] == baseline["encoder"] and _same_fusion(
-            key["fusion"], baseline["fusion"]
-        ):
+        if key["encoder"] == baseline["encoder"] and same_fusion(key["fusion"], baseline["fusion"]):
             return self.baseline_retriever
         cached = getattr(self, "_served", None)
         if cached is not None and cached[0] == key:
@@ -301,6 +299,6 @@ class RunContext:
         )
 
 
-def _same_fusion(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def same_fusion(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     keys = ("fusion_mode", "alpha", "rrf_k", "dense_top_k", "sparse_top_k")
     return all(a.get(k) == b.get(k) for k in keys)

@@ -105,6 +105,19 @@ def retrieval_rows(
     return {k: v / len(questions) for k, v in sums.items()}, latency
 
 
+def served_retrieval_name(ctx: RunContext) -> str:
+    """The served hybrid's row name: what differs from the untuned one (the tuned encoder,
+    the chosen fusion, or both)."""
+    from llama_index_ragtune.pipeline.context import same_fusion
+
+    changed = []
+    if ctx.served_encoder != ctx.base_encoder:
+        changed.append("tuned encoder")
+    if not same_fusion(ctx.fusion, ctx.baseline_retriever.params()):
+        changed.append("chosen fusion")
+    return "hybrid, " + (" + ".join(changed) or "untuned")
+
+
 def evaluate_retrieval(ctx: RunContext, results: Any, questions: Sequence[LabelledQuery]) -> None:
     """Add the retrieval (and reranking) rows to ``results``."""
     metrics, latency = retrieval_rows(ctx, questions, served=False, rerank=False)
@@ -112,7 +125,7 @@ def evaluate_retrieval(ctx: RunContext, results: Any, questions: Sequence[Labell
     tuned = ctx.served_retriever() is not ctx.baseline_retriever
     if tuned:
         metrics, latency = retrieval_rows(ctx, questions, served=True, rerank=False)
-        results.add_retrieval("hybrid, tuned encoder + fusion", "after", metrics, latency)
+        results.add_retrieval(served_retrieval_name(ctx), "after", metrics, latency)
     if ctx.reranker() is not None:
         metrics, latency = retrieval_rows(ctx, questions, served=False, rerank=False)
         results.add_reranking("hybrid, untuned", "before", metrics, latency)

@@ -71,6 +71,10 @@ def test_evaluation_and_report_are_in_the_bundle(tuned_run):
     results = EvaluationResults.load(folder / "evaluation.json")
     assert results.bundle_version == "v1"
     assert [s.stage for s in results.retrieval] == ["before", "after"]
+    fusion_chosen = {d.part: d.promoted for d in results.decisions}["fusion"]
+    assert results.retrieval[1].name == "hybrid, tuned encoder" + (
+        " + chosen fusion" if fusion_chosen else ""
+    )
     assert [s.stage for s in results.reranking] == ["before", "after"]
     assert [s.stage for s in results.generation] == ["before", "after"]
     for system in results.retrieval:
