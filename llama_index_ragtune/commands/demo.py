@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--with-fusion",
         action="store_true",
         help="choose the fusion too (left out by default: on the demo's questions the chosen "
-        "fusion has not beaten the library's preset, and its 20 s go to the decoder)",
+        "fusion has not beaten the library's preset, and its 10 to 30 s go to the decoder)",
     )
     add_pipeline_options(parser)
 

@@ -61,7 +61,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         type=_share_or_none,
         metavar="SHARE",
         help="most share of answerable dev questions the refusal policy may refuse, e.g. 0.1 "
-        "(default 'none': the best balanced accuracy, whatever it refuses)",
+        "('none': the best balanced accuracy, whatever it refuses; the default of tune, while "
+        "the demo's is 0.1)",
     )
     parser.add_argument(
         "--dpo", action="store_true", help="add a DPO stage after the decoder's SFT"

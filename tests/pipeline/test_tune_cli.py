@@ -90,6 +90,21 @@ def test_the_demo_leaves_out_the_fusion_and_the_reranker_unless_asked(given, exp
     assert _skip(parser.parse_args(given)) == expected
 
 
+def test_the_demo_caps_over_refusal_unless_lifted():
+    import argparse
+
+    from llama_index_ragtune.commands.demo import add_arguments
+    from llama_index_ragtune.commands.tune import build_config
+    from llama_index_ragtune.pipeline import PipelineConfig
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert PipelineConfig().max_over_refusal is None
+    assert build_config(parser.parse_args([]), PipelineConfig.demo()).max_over_refusal == 0.1
+    lifted = build_config(parser.parse_args(["--max-over-refusal", "none"]), PipelineConfig.demo())
+    assert lifted.max_over_refusal is None
+
+
 @pytest.mark.parametrize(("given", "expected"), [([], None), (["0.1"], 0.1), (["none"], None)])
 def test_the_over_refusal_cap_reaches_the_config(given, expected):
     import argparse
