@@ -366,8 +366,8 @@ class PipelineConfig:
         policy, which may refuse at most 10 % of the answerable ones (a help centre
         answers what it can: uncapped, a policy scoring 0.7 balanced accuracy on the 45 dev
         questions refused 7 of 18 answerable test questions); answers of at most 40 tokens
-        over 3 sources of 600 characters. The demo
-        command leaves the fusion and the reranker out unless asked (see ``commands.demo``).
+        over 3 sources of 600 characters. The demo command leaves the fusion and the
+        reranker out unless asked (see ``commands.demo``).
         """
         settings: dict[str, Any] = {
             "encoder_budget": TrainingBudget(max_pairs_per_query=4, minutes=0.75),

@@ -300,5 +300,13 @@ class RunContext:
 
 
 def same_fusion(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two hybrid parameter dicts fuse alike (mode, weight, RRF k and both depths).
+
+    Example::
+
+        from llama_index_ragtune.pipeline.context import same_fusion
+
+        same_fusion({"fusion_mode": "rrf", "rrf_k": 60}, {"fusion_mode": "rrf", "rrf_k": 60})  # True
+    """
     keys = ("fusion_mode", "alpha", "rrf_k", "dense_top_k", "sparse_top_k")
     return all(a.get(k) == b.get(k) for k in keys)
