@@ -8,11 +8,14 @@ hidden elements that held much of a page's text are named in a warning),
 and what remains is converted to the same block model
 as Markdown (:mod:`.html_blocks`): h1-h6 sections, paragraphs, nested ul/ol,
 dl, tables (thead/tbody/th; colspan and rowspan flattened, with the output
-bounded, see :mod:`.html_tables`) rendered as Markdown tables, pre/code as
-fenced code, and blockquotes. Image alt text, figure captions, details/summary,
-footnotes and notes are kept (:mod:`.html_text`). Splitting and packing are
-shared with :class:`~.markdown.StructuredMarkdownNodeParser`, so both give the
-same text form and metadata schema.
+bounded, see :mod:`.html_tables`) rendered as Markdown tables, pre/code (and
+xmp/plaintext, whose content is literal text with every tree builder) as fenced
+code, and blockquotes. Image alt text, an inline svg's accessible name, figure
+captions, details/summary, footnotes and notes are kept (:mod:`.html_text`,
+:mod:`.html_clean`).
+Splitting and packing are shared with
+:class:`~.markdown.StructuredMarkdownNodeParser`, so both give the same text
+form and metadata schema.
 
 ``start_char_idx``/``end_char_idx`` are left None: a node's text is the
 rendered Markdown, not a substring of the raw HTML.
@@ -77,9 +80,11 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
         description=(
             "Elements dropped with their content. header/footer are dropped only as the page's "
             "banner/footer (outside article, aside, main, nav, section and outside a quote, "
-            "figure, details, dialog, fieldset or table cell), aside only as a page "
-            "sidebar (outside article, aside, nav, section; footnotes and notes are kept), and "
-            "form only when it does not hold the page's content (see html_clean)."
+            "figure, details, dialog, fieldset, table cell or list item), aside only as a page "
+            "sidebar (outside article, aside, nav, section; footnotes and notes, by role or by "
+            "a class such as 'note', 'callout', 'tip' or 'warning', are kept), and form only "
+            "when it does not hold the page's content; an svg leaves its accessible name "
+            "(aria-label or title), not its text labels (see html_clean)."
         ),
     )
     boilerplate_roles: list[str] = Field(

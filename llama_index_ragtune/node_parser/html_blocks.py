@@ -2,8 +2,9 @@
 
 Headings become ``## Title`` lines, lists ``-``/``1.`` items (nesting kept by
 indentation), definition lists ``Term`` / ``: definition`` lines, tables
-Markdown tables (:mod:`.html_tables`), ``pre`` fenced code and blockquotes
-``>`` lines, so the HTML and Markdown parsers give the same text form.
+Markdown tables (:mod:`.html_tables`), ``pre`` (and the obsolete ``listing``,
+``xmp``, ``plaintext``) fenced code and blockquotes ``>`` lines, so the HTML and
+Markdown parsers give the same text form.
 Boilerplate is dropped first (:mod:`.html_clean`); what counts as visible text
 (image alt text, ``<br>``, word breaks at block boundaries) is in :mod:`.html_text`.
 
@@ -39,8 +40,10 @@ from llama_index_ragtune.node_parser.html_tables import render_table
 from llama_index_ragtune.node_parser.html_text import (
     BLOCK_TAGS,
     BR,
+    PRE_TAGS,
     _bs4,
     alt_text,
+    escape_raw_text,
     normalize,
     pre_text,
     text_types,
@@ -288,7 +291,7 @@ class _Writer:
         self.flush()
         if name in _HEADINGS:
             self.push(_Context("heading", tag, tag, level=_HEADINGS[name]))
-        elif name == "pre":
+        elif name in PRE_TAGS:
             self._code(tag)
             return False
         elif name == "table":
@@ -396,12 +399,16 @@ class HTMLConverter:
         self.boilerplate_tags, self.boilerplate_roles = self.policy.tags, self.policy.roles
 
     def parse(self, html: str):
-        """The BeautifulSoup tree of ``html`` (``html.parser`` when the chosen builder is missing)."""
+        """The BeautifulSoup tree of ``html`` (``html.parser`` when the chosen builder is
+        missing; the content of ``xmp``/``plaintext`` is escaped for it to read as text)."""
         bs4 = _bs4()
+        builder = bs4.builder.builder_registry.lookup(*self.features.split())
+        if builder is None or issubclass(builder, bs4.builder.HTMLParserTreeBuilder):
+            return bs4.BeautifulSoup(escape_raw_text(html), "html.parser")
         try:
             return bs4.BeautifulSoup(html, self.features)
-        except bs4.FeatureNotFound:
-            return bs4.BeautifulSoup(html, "html.parser")
+        except bs4.FeatureNotFound:  # pragma: no cover - the lookup found it
+            return bs4.BeautifulSoup(escape_raw_text(html), "html.parser")
 
     def is_boilerplate(self, tag) -> bool:
         """True for a boilerplate element (see :mod:`.html_clean`) to drop with its content."""

@@ -8,20 +8,28 @@ banner, contentinfo, complementary, search, menu, menubar, toolbar), and hidden
 elements (``hidden`` except ``hidden="until-found"``, ``aria-hidden="true"``,
 inline ``display: none`` / ``visibility: hidden``; kept with the parser's
 ``drop_hidden=False``, and a warning names a page that loses much text this way,
-such as a saved FAQ page with collapsed answers).
+such as a saved FAQ page with collapsed answers). A visible ``svg`` leaves its
+accessible name (:func:`svg_name`: its ``aria-label`` or ``<title>``) in its place,
+as an image leaves its alt text; its ``<text>`` labels (a chart's ticks, a
+diagram's boxes, in no reading order) are dropped with it.
 
 Dropped only where they are page chrome, following the HTML accessibility
 mappings (HTML-AAM), so that article content is kept:
 
 - ``header`` / ``footer``: the page's banner and footer, i.e. not inside an
-  ``article``, ``aside``, ``main``, ``nav``, ``section`` or ``role="main"``
-  element (inside one they are that part's title block or notes), nor inside a
-  sectioning root of the HTML standard (``blockquote``, ``details``, ``dialog``,
-  ``fieldset``, ``figure``, ``td``, ``th``: a quote's attribution, a figure's credit);
+  ``article``, ``aside``, ``main``, ``nav``, ``section`` or an element with role
+  ``article``, ``complementary``, ``main``, ``navigation`` or ``region`` (inside one
+  they are that part's title block or notes), nor inside a sectioning root of the
+  HTML standard (``blockquote``, ``details``, ``dialog``, ``fieldset``, ``figure``,
+  ``td``, ``th``: a quote's attribution, a figure's credit) or a list item (``li``,
+  ``dt``, ``dd``: an item's title);
 - ``aside``: a page sidebar, i.e. not inside an ``article``, ``aside``, ``nav``
-  or ``section``; an aside that is a footnote or note (``role="note"`` or a
-  ``doc-*`` role such as ``doc-footnote``/``doc-endnotes``, or a class naming
-  footnotes/endnotes, as Sphinx and Pandoc write them) is always kept;
+  or ``section``; an aside that is a footnote or note is always kept: ``role="note"``
+  or a ``doc-*`` role such as ``doc-footnote``/``doc-endnotes``, a class naming
+  footnotes/endnotes (as Sphinx and Pandoc write them), or a class word (split at
+  ``-``/``_``) naming a note or admonition: ``note(s)``, ``sidenote``, ``callout``,
+  ``admonition``, ``tip``, ``hint``, ``important``, ``warning``, ``caution``,
+  ``attention``, ``danger`` (``note``, ``callout-tip``, ``markdown-alert-warning``);
 - ``form``: dropped unless it holds content (a heading ``h1``-``h6``, ``main``,
   ``article``, ``section``, ``table`` or ``role="main"`` inside it, as on ASP.NET
   pages built as one big form); its controls are dropped either way.
@@ -61,7 +69,10 @@ DEFAULT_BOILERPLATE_ROLES = (
 _HEADER_SCOPES = frozenset({
     "article", "aside", "main", "nav", "section",
     "blockquote", "details", "dialog", "fieldset", "figure", "td", "th",
+    "li", "dt", "dd",
 })  # fmt: skip
+#: ... and inside an element with one of these roles (HTML-AAM).
+_HEADER_SCOPE_ROLES = frozenset({"article", "complementary", "main", "navigation", "region"})
 #: an aside inside these is content (HTML-AAM: not complementary).
 _ASIDE_SCOPES = frozenset({"article", "aside", "nav", "section"})
 #: a form holding one of these is content (the page's body), not a form control group.
@@ -73,6 +84,12 @@ NEVER_TEXT_TAGS = frozenset(
 )  # fmt: skip
 _WORD = re.compile(r"[^\W_]+")
 _NOTE_CLASS = re.compile(r"footnote|endnote", re.I)
+#: Words of a class naming a note or an admonition (docutils' admonition kinds among them).
+_NOTE_WORDS = frozenset({
+    "note", "notes", "sidenote", "marginnote", "callout", "admonition", "tip", "tips", "hint",
+    "important", "warning", "caution", "attention", "danger",
+})  # fmt: skip
+_CLASS_WORD = re.compile(r"[-_]+")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 
 
@@ -83,10 +100,14 @@ def _tokens(value) -> set[str]:
 
 
 def _is_note(tag) -> bool:
+    """A footnote or note by its role or class (see the module docstring)."""
     roles = _tokens(tag.get("role"))
     if "note" in roles or any(role.startswith("doc-") for role in roles):
         return True
-    return any(_NOTE_CLASS.search(cls) for cls in _tokens(tag.get("class")))
+    return any(
+        _NOTE_CLASS.search(cls) or not _NOTE_WORDS.isdisjoint(_CLASS_WORD.split(cls))
+        for cls in _tokens(tag.get("class"))
+    )
 
 
 class BoilerplatePolicy:
@@ -143,7 +164,7 @@ class BoilerplatePolicy:
         name = (tag.name or "").lower()
         roles = _tokens(tag.get("role"))
         return (
-            header_scoped or name in _HEADER_SCOPES or bool(roles & {"main", "article"}),
+            header_scoped or name in _HEADER_SCOPES or bool(roles & _HEADER_SCOPE_ROLES),
             aside_scoped or name in _ASIDE_SCOPES or "article" in roles,
         )
 
@@ -220,9 +241,32 @@ class BoilerplatePolicy:
                 if hidden is not None and only_hidden:
                     hidden.append(entry)
         for tag, index, _ in reversed(doomed):
+            parent = tag.parent
+            name = svg_name(tag) if tag.name == "svg" else ""
+            if name and not (_tokens(tag.get("role")) & self.roles or is_hidden(tag)):
+                parent.insert(index + 1, bs4.NavigableString(f" {name} "))
             tag.extract(_self_index=index)
             tag.decompose()
         return len(doomed)
+
+
+def svg_name(svg) -> str:
+    """The accessible name of an inline ``<svg>``, what a screen reader reads for it: its
+    ``aria-label``, else the text of its ``<title>`` child ('' when it has neither, or
+    ``role="presentation"``/``"none"``). Its ``<text>`` labels are not part of it.
+
+    Example::
+
+        svg_name(BeautifulSoup("<svg><title>Sales chart</title><text>Q1</text></svg>",
+                               "html.parser").svg)     # 'Sales chart'
+    """
+    if _tokens(svg.get("role")) & {"presentation", "none"}:
+        return ""
+    label = svg.get("aria-label")
+    if isinstance(label, str) and label.strip():
+        return " ".join(label.split())
+    title = svg.find("title", recursive=False)
+    return " ".join(title.get_text(" ").split()) if title is not None else ""
 
 
 def is_hidden(tag) -> bool:

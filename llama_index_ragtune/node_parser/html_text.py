@@ -3,9 +3,14 @@
 - text nodes (comments, CDATA, doctype and the contents of script/style/template are not);
 - ruby annotations (``<rt>``), shown above the base text;
 - the ``alt`` text of images (``<img>``, ``<area>``, ``<input type="image">``): what a
-  reader gets when the image does not load, and often the only words of a figure;
+  reader gets when the image does not load, and often the only words of a figure (an
+  inline ``<svg>`` leaves its accessible name instead: :func:`.html_clean.svg_name`);
 - ``<br>`` breaks a line; entering or leaving a block element separates words, so
-  ``Title<div>Subtitle</div>`` reads "Title Subtitle", never "TitleSubtitle".
+  ``Title<div>Subtitle</div>`` reads "Title Subtitle", never "TitleSubtitle";
+- ``pre`` and the obsolete ``listing``, ``xmp`` and ``plaintext`` (:data:`PRE_TAGS`)
+  show their text preformatted; the content of ``xmp`` and ``plaintext`` (to the end of
+  the page) is raw text, literal characters and not markup, which the standard
+  library's ``html.parser`` does not know: :func:`escape_raw_text` escapes it first.
 
 Every walk here is iterative (an explicit stack), so nesting depth is unlimited.
 
@@ -20,8 +25,11 @@ Example::
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 from collections.abc import Iterable, Iterator
+from html.parser import HTMLParser
 
 BLOCK_TAGS = frozenset({
     "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details",
@@ -31,6 +39,11 @@ BLOCK_TAGS = frozenset({
     "search", "section", "summary", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
     "xmp",
 })  # fmt: skip
+#: Elements whose text shows preformatted (whitespace and line breaks kept), as code.
+PRE_TAGS = frozenset({"pre", "listing", "xmp", "plaintext"})
+#: Raw text elements (HTML standard) that ``html.parser`` reads as markup.
+_RAW_TEXT_TAGS = ("xmp", "plaintext")
+_RAW_TEXT_START = re.compile(r"<(?:xmp|plaintext)", re.I)
 #: Marks a ``<br>`` line break inside collected text (a character no HTML text contains
 #: after whitespace normalisation, turned into a newline by :func:`normalize`).
 BR = "\u2028"
@@ -117,9 +130,10 @@ def events(nodes: Iterable) -> Iterator[tuple[bool, object]]:
 
 
 def pre_text(pre) -> str:
-    """The text of a ``<pre>`` element as it shows: whitespace kept, ``<br>`` and block
-    elements inside it start a new line, image alt text kept, CR and CRLF line ends read
-    as LF (``get_text()`` glues ``a<br>b`` into "ab", and ``html.parser`` keeps CRs).
+    """The text of a ``<pre>`` element (or another of :data:`PRE_TAGS`) as it shows:
+    whitespace kept, ``<br>`` and block elements inside it start a new line, image alt
+    text kept, CR and CRLF line ends read as LF (``get_text()`` glues ``a<br>b`` into
+    "ab", and ``html.parser`` keeps CRs).
 
     Example::
 
@@ -165,3 +179,92 @@ def flat_text(nodes: Iterable) -> str:
         elif entering:
             parts.append(alt_text(node))
     return " ".join("".join(parts).replace("\ufeff", "").split())
+
+
+class _RawTextStart(Exception):
+    """Stops a :class:`_RawTextScanner` at a raw text element's start tag."""
+
+
+class _RawTextScanner(HTMLParser):
+    """Reads markup as ``html.parser`` does, up to the start tag of one of ``names``."""
+
+    def __init__(self, names: frozenset[str]):
+        super().__init__(convert_charrefs=False)
+        self.names = names
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.names:
+            raise _RawTextStart(tag, self.getpos(), self.get_starttag_text())
+
+
+@functools.cache
+def _markup_raw_text_tags() -> frozenset[str]:
+    """The raw text elements whose content this Python's ``html.parser`` reads as markup."""
+    bs4 = _bs4()
+
+    def reads_markup(name: str) -> bool:
+        soup = bs4.BeautifulSoup(f"<{name}><b>&amp;</b></{name}>", "html.parser")
+        return not soup.find(name).get_text().startswith("<b>&amp;</b>")
+
+    return frozenset(filter(reads_markup, _RAW_TEXT_TAGS))
+
+
+def _raw_text_start(markup: str, position: int, names, line_starts: list[int]):
+    """``(tag, where its content starts)`` of the first raw text element of ``names`` at or
+    after ``position``, or None. It reads pieces of growing size, so the work is linear in
+    how far it reads, not in the length of the page."""
+    scanner = _RawTextScanner(names)
+    fed, size = position, 1024
+    try:
+        while fed < len(markup):
+            scanner.feed(markup[fed : fed + size])
+            fed, size = fed + size, 2 * size
+        scanner.close()
+        return None
+    except _RawTextStart as found:
+        tag, (line, column), start_tag = found.args
+    if line == 1:  # getpos() counts lines and columns from where this scan started
+        start = position + column
+    else:
+        start = line_starts[bisect.bisect_right(line_starts, position) + line - 2] + column
+    if not markup.startswith(start_tag, start):  # pragma: no cover - getpos() differs
+        start = markup.find(start_tag, position)
+    return tag, start + len(start_tag)
+
+
+def escape_raw_text(markup: str) -> str:
+    """``markup`` with the content of its ``xmp`` and ``plaintext`` elements escaped, so that
+    ``html.parser`` reads it as the literal text it is (as lxml and html5lib do).
+
+    An ``xmp`` ends at the first ``</xmp``, a ``plaintext`` at the end of the page. The start
+    tags are found by ``html.parser`` itself, so one in a comment, a script or an attribute
+    value is left alone. Linear time; the markup is returned as is when it holds none, or
+    when this Python's ``html.parser`` already reads them as raw text.
+
+    Example::
+
+        escape_raw_text("<xmp><b>x</b> &amp;</xmp>")     # '<xmp>&lt;b>x&lt;/b> &amp;amp;</xmp>'
+    """
+    if not isinstance(markup, str) or not _RAW_TEXT_START.search(markup):
+        return markup
+    names = _markup_raw_text_tags()
+    if not names:
+        return markup
+    line_starts = [0] + [match.end() for match in re.finditer("\n", markup)]
+    parts: list[str] = []
+    position = 0
+    # After a raw text element the tokenizer is in its data state: a fresh scan goes on.
+    while _RAW_TEXT_START.search(markup, position):
+        found = _raw_text_start(markup, position, names, line_starts)
+        if found is None:
+            break
+        tag, body = found
+        end = len(markup)
+        if tag != "plaintext":
+            closing = re.compile(rf"</{tag}[\t\n\f\r />]", re.I).search(markup, body)
+            end = closing.start() if closing else end
+        literal = markup[body:end].replace("&", "&amp;").replace("<", "&lt;")
+        parts += [markup[position:body], literal]
+        position = end
+    parts.append(markup[position:])
+    return "".join(parts)

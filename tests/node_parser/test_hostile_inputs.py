@@ -121,6 +121,50 @@ def test_footnote_asides_are_kept_and_sidebars_dropped():
     assert "The end note." in joined(html_nodes(pandoc))
 
 
+@pytest.mark.parametrize(
+    "classes",
+    ["note", "notes", "callout", "tip", "warning", "admonition note", "callout callout-tip",
+     "markdown-alert markdown-alert-warning", "footnotes"],
+)  # fmt: skip
+def test_note_and_admonition_asides_are_kept_and_sidebars_dropped(classes):
+    # a page-level aside that is a note by its class was dropped as a sidebar
+    html = (
+        f'<p>Returns within 30 days.</p><aside class="{classes}"><p>Keep the receipt.</p></aside>'
+        '<aside class="sidebar-ads"><p>Buy now</p></aside><aside class="related">Related</aside>'
+        '<aside class="tooltip-help">Help</aside><aside class="notebook-promo">Laptops</aside>'
+    )
+    assert [n.text for n in html_nodes(html)] == ["Returns within 30 days.\n\nKeep the receipt."]
+
+
+@pytest.mark.parametrize("features", FEATURES)
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        (  # the title is the svg's accessible name, kept as an image's alt text
+            "<p>See the <svg role='img'><title>Returns flow chart</title><text x='4'>Start</text>"
+            "<text x='40'>Refund</text></svg> below.</p>",
+            ["See the Returns flow chart below."],
+        ),
+        (  # aria-label names it before its title
+            "<p>Stock: <svg aria-label='In  stock'><title>dot</title><circle r='4'/></svg></p>",
+            ["Stock: In stock"],
+        ),
+        (
+            "<h2><svg><title>Warning</title><path d='M0 0'/></svg> Recalls</h2><p>None.</p>",
+            ["## Warning Recalls\n\nNone."],
+        ),
+        (  # a chart's labels, a decorative or hidden icon, an unnamed one: no text
+            "<p>Sales <svg><text>0</text><text>10</text><text>Jan</text></svg>"
+            "<svg aria-hidden='true'><title>Copy</title></svg>"
+            "<svg role='presentation'><title>Star</title></svg><svg><path d='M0 0'/></svg> up</p>",
+            ["Sales up"],
+        ),
+    ],
+)
+def test_an_inline_svg_leaves_its_accessible_name_not_its_labels(html, expected, features):
+    assert [n.text for n in html_nodes(html, parser_features=features)] == expected
+
+
 def test_details_definition_lists_ruby_and_text_in_unusual_containers():
     html = (
         "<details><summary>Shipping</summary><p>Two days.</p></details>"

@@ -55,6 +55,32 @@ def test_a_pre_of_br_lines_is_split_at_whole_lines(features):
     assert got == lines
 
 
+@pytest.mark.parametrize("features", FEATURES)
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        ("<xmp><b>x</b> & <i>y</i></xmp>", ["```\n<b>x</b> & <i>y</i>\n```"]),
+        ("<XMP>a &amp; <nav>Home</nav></xmp >", ["```\na &amp; <nav>Home</nav>\n```"]),
+        (
+            "<p>Before</p>\n<xmp>one</xmp>\n<xmp>\n  <u>two</u>\n</xmp><p>after <b>x</b></p>",
+            ["Before\n\n```\none\n```\n\n```\n  <u>two</u>\n```\n\nafter x"],
+        ),
+        (  # plaintext runs to the end of the page
+            "<p>Before</p><plaintext><b>rest</b></p> of <i>page",
+            ["Before\n\n```\n<b>rest</b></p> of <i>page\n```"],
+        ),
+        (  # no xmp: in a comment, a script or an attribute value
+            "<!-- <xmp> --><script>s = '<xmp>'</script><p title='<xmp>'>a <b>b</b> &amp; c</p>",
+            ["a b & c"],
+        ),
+        ("<listing>one\n  two <b>bold</b></listing>", ["```\none\n  two bold\n```"]),
+    ],
+)
+def test_xmp_and_plaintext_are_literal_preformatted_text(html, expected, features):
+    # html.parser read their raw text as markup: "<xmp><b>x</b></xmp>" gave "x"
+    assert texts(html, parser_features=features) == expected
+
+
 # ------------------------------------------------------------ parser_features
 
 

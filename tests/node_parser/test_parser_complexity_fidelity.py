@@ -230,3 +230,37 @@ def test_a_heading_of_reference_links_is_titled_by_the_link_text(text, path):
     nodes = _parser(StructuredMarkdownNodeParser).get_nodes_from_documents([Document(text=text)])
     (node,) = [node for node in nodes if "body" in node.text]
     assert node.metadata["section_path"] == path
+
+
+# ------------------------------------------- header/footer of a list item: content
+
+
+@pytest.mark.parametrize("features", FEATURES)
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        (
+            "<ul><li><header>Step 1</header>Unpack the box.</li>"
+            "<li>Keep the receipt.<footer>Step 2</footer></li></ul>",
+            "- Step 1\n  Unpack the box.\n- Keep the receipt.\n  Step 2",
+        ),
+        (
+            "<dl><dt><header>Refunds</header></dt><dd><header>Cards</header>5 days</dd></dl>",
+            "Refunds\n: Cards\n  5 days",
+        ),
+        (
+            "<div role='region'><header>Delivery</header><p>Next day.</p></div>",
+            "Delivery\n\nNext day.",
+        ),
+    ],
+)
+def test_header_and_footer_of_a_list_item_are_kept(html, expected, features):
+    """HTML-AAM makes a header/footer the page banner/footer only when scoped to the body:
+    an item's title in a header was dropped as if it were the site banner."""
+    page = (
+        f"<body><header><nav>Home</nav>VoltHub logo</header>{html}"
+        "<footer>Copyright 2026</footer></body>"
+    )
+    parser = _parser(StructuredHTMLNodeParser, parser_features=features)
+    nodes = parser.get_nodes_from_documents([Document(text=page, id_="page")])
+    assert "\n\n".join(node.text for node in nodes) == expected
