@@ -16,6 +16,7 @@ from llama_index_ragtune.pipeline.training_data import (
     grounded_context,
     retrieval_dataset,
     sft_dataset,
+    text_blocks,
 )
 
 
@@ -49,6 +50,27 @@ def test_cited_answer_opens_with_the_citation():
     assert evidence_sentence(
         "when are oranges in season", "Apples are red. Oranges are in season in May."
     ) == ("Oranges are in season in May.")
+
+
+def test_evidence_sentence_joins_hard_wrapped_markdown_lines():
+    page = (
+        "## Non-perishable items\n\n"
+        "Packaged groceries can\nbe returned within **30 days** of purchase. For online orders\n"
+        "the 30 days start on the\nday of delivery.\n"
+        "- Keep the receipt\n  with you.\n"
+        "| Item | Window |\n|---|---|\n| Milk | 48 hours |\n"
+    )
+    assert text_blocks(page) == [
+        "Non-perishable items",
+        "Packaged groceries can be returned within **30 days** of purchase. For online "
+        "orders the 30 days start on the day of delivery.",
+        "Keep the receipt with you.",
+        "Item | Window",
+        "Milk | 48 hours",
+    ]
+    assert evidence_sentence("online order return window start", page) == (
+        "For online orders the 30 days start on the day of delivery."
+    )
 
 
 def test_grounded_contexts_force_or_drop_the_gold(nodes):
