@@ -229,6 +229,11 @@ class TuningPipeline:
             note = f": {outputs['decision']['reason']}"
         self.echo(f"{number}: done in {seconds:.1f} s{note}")
         if name == "data":
+            from llama_index_ragtune.pipeline.summary import questions_text
+
+            test = ctx.split("test")
+            with_gold = sum(1 for q in test if q.answerable and q.gold_node_ids)
+            self.echo(questions_text(outputs, with_gold))
             self.echo(self.estimate())
 
     def estimate(self) -> str:

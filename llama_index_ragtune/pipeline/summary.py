@@ -11,7 +11,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_index_ragtune.pipeline.config import PipelineConfig
@@ -136,6 +136,54 @@ def format_tables(results: Any) -> str:
             )
         )
     return "\n\n".join(parts)
+
+
+#: Fewer answerable test questions than this and the run says its figures are coarse.
+FEW_TEST_QUESTIONS = 20
+
+_KEPT_STATS = ("nodes", "generated", "kept", "failed_nodes")
+_SOURCES = {
+    "file": "from the questions file",
+    "feedback": "from feedback",
+    "synthetic": "synthetic",
+}
+
+
+def questions_text(info: Mapping[str, Any], test_with_gold: int | None = None) -> str:
+    """What the ``data`` step found: where the questions came from, the synthetic filter's
+    counts, the split, and a caution when the test questions are too few to measure on.
+
+    Example::
+
+        print(questions_text({"queries_source": "file", "train": 40, "test": 12,
+                              "dev_ids": ["q1", "q2"]}, test_with_gold=10))
+        # Questions: 52 from the questions file: 40 train (2 of them dev), 12 test
+        #   Few test questions: one of the 10 answerable test questions moves a rate by 0.10; ...
+    """
+    train, test = int(info.get("train", 0)), int(info.get("test", 0))
+    dev = len(info.get("dev_ids") or ())
+    origin = _SOURCES.get(str(info.get("queries_source")), str(info.get("queries_source")))
+    line = f"Questions: {train + test} {origin}"
+    stats = info.get("synthetic") or {}
+    if stats.get("generated"):
+        dropped = {k: v for k, v in stats.items() if k not in _KEPT_STATS and v}
+        what = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
+        line += (
+            f" (the LLM wrote {stats['generated']} for {stats.get('nodes', '?')} passages"
+            + (f"; dropped: {what}" if what else "")
+            + ")"
+        )
+    line += f": {train} train ({dev} of them dev), {test} test"
+    shown = test if test_with_gold is None else test_with_gold
+    if not shown:
+        line += "\n  No answerable test question with gold: nothing to measure retrieval on."
+    elif shown < FEW_TEST_QUESTIONS:
+        line += (
+            f"\n  Few test questions: one of the {shown} answerable test questions moves a rate "
+            f"by {1 / shown:.2f}; read the before/after figures as a rough guide, or add "
+            "labelled questions (--queries) or documents."
+        )
+    return line
 
 
 def estimate_text(config: PipelineConfig, counts: dict[str, Any], skip: Sequence[str]) -> str:

@@ -37,6 +37,7 @@ def test_every_step_ran_and_the_bundle_is_current(tuned_run):
     assert set(result.timings) == set(STEPS)
     text = "\n".join(tuned_run["lines"])
     assert "Cost estimate" in text and "training pairs" in text and "SFT examples" in text
+    assert "Questions: " in text and "from the questions file" in text
     summary = result.summary()
     assert str(result.bundle_path) in summary and "nDCG@10" in summary and "right store" in summary
 
