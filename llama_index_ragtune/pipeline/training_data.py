@@ -199,7 +199,7 @@ def text_blocks(text: str) -> list[str]:
 
     Example::
 
-        text_blocks("# Returns\nWithin 30 days\nof delivery.\n- Keep the receipt.")
+        text_blocks("# Returns\\nWithin 30 days\\nof delivery.\\n- Keep the receipt.")
         # ['Returns', 'Within 30 days of delivery.', 'Keep the receipt.']
     """
     blocks: list[list[str]] = []
@@ -226,7 +226,7 @@ def evidence_sentence(question: str, text: str) -> str:
 
     Example::
 
-        evidence_sentence("return window?", "# Returns\nThe return window\nis 30 days.")
+        evidence_sentence("return window?", "# Returns\\nThe return window\\nis 30 days.")
         # 'The return window is 30 days.'
     """
     from llama_index_ragtune.data.qa import split_sentences
