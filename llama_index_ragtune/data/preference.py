@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.grounded import LABEL_WORDS, GroundedContext
-from llama_index_ragtune.data.qa import split_sentences
+from llama_index_ragtune.data.qa import split_sentences, text_blocks
 from llama_index_ragtune.evaluation.rewards import grounded_reward
 from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
@@ -122,9 +122,8 @@ class PreferenceBuilder:
     @staticmethod
     def _fabricate(context: GroundedContext, number: int, rng: random.Random) -> str:
         """A cited answer in the target format, made up from a sentence of source ``number``."""
-        sentences = split_sentences(context.source_texts[number - 1]) or [
-            context.source_texts[number - 1]
-        ]
+        text = context.source_texts[number - 1]
+        sentences = [s for block in text_blocks(text) for s in split_sentences(block)] or [text]
         sentence = rng.choice(sentences).strip()
         quote = sentence if len(sentence) <= 150 else sentence[:150].rsplit(" ", 1)[0] + " ..."
         if context.example.label is not None:

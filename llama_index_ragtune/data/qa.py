@@ -151,6 +151,33 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in sentences if s]
 
 
+_BLOCK_START = re.compile(r"^\s*(?:#{1,6}\s|[-*+]\s|\d+[.)]\s|>|\|)")
+
+
+def text_blocks(text: str) -> list[str]:
+    """``text``'s paragraphs, headings, list items and table rows, hard-wrapped lines joined.
+
+    Example::
+
+        text_blocks("# Returns\\nWithin 30 days\\nof delivery.\\n- Keep the receipt.")
+        # ['Returns', 'Within 30 days of delivery.', 'Keep the receipt.']
+    """
+    blocks: list[list[str]] = []
+    joinable = False  # may the next line continue the last block?
+    for line in text.splitlines():
+        if not line.strip():
+            joinable = False
+            continue
+        starts = bool(_BLOCK_START.match(line))
+        if joinable and not starts:
+            blocks[-1].append(line.strip())
+        else:
+            blocks.append([line.strip()])
+        # A heading or a table row ends on its line; paragraphs and list items run on.
+        joinable = not re.match(r"^\s*(?:#{1,6}\s|\|)", line)
+    return [" ".join(b).strip("#-*+>| ") for b in blocks if " ".join(b).strip("#-*+>| ")]
+
+
 def _sentences_around(text: str, start: int, end: int) -> str:
     """The sentence(s) of ``text`` overlapping characters ``start:end`` (an answer span)."""
     picked: list[str] = []

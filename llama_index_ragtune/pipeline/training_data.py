@@ -36,7 +36,6 @@ Example::
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -191,45 +190,18 @@ def cited_answer(answer: str, numbers: Sequence[int]) -> str:
     return f"{cite(numbers)} {' '.join(answer.split())}"
 
 
-_BLOCK_START = re.compile(r"^\s*(?:#{1,6}\s|[-*+]\s|\d+[.)]\s|>|\|)")
-
-
-def text_blocks(text: str) -> list[str]:
-    """``text``'s paragraphs, headings, list items and table rows, hard-wrapped lines joined.
-
-    Example::
-
-        text_blocks("# Returns\\nWithin 30 days\\nof delivery.\\n- Keep the receipt.")
-        # ['Returns', 'Within 30 days of delivery.', 'Keep the receipt.']
-    """
-    blocks: list[list[str]] = []
-    joinable = False  # may the next line continue the last block?
-    for line in text.splitlines():
-        if not line.strip():
-            joinable = False
-            continue
-        starts = bool(_BLOCK_START.match(line))
-        if joinable and not starts:
-            blocks[-1].append(line.strip())
-        else:
-            blocks.append([line.strip()])
-        # A heading or a table row ends on its line; paragraphs and list items run on.
-        joinable = not re.match(r"^\s*(?:#{1,6}\s|\|)", line)
-    return [" ".join(b).strip("#-*+>| ") for b in blocks if " ".join(b).strip("#-*+>| ")]
-
-
 def evidence_sentence(question: str, text: str) -> str:
     """The sentence of ``text`` sharing most words with ``question`` (ties: the earliest).
 
-    Sentences are split inside :func:`text_blocks`, so a sentence hard-wrapped over
-    several lines of Markdown comes back whole.
+    Sentences are split inside the text's blocks (``data.qa.text_blocks``), so a
+    sentence hard-wrapped over several lines of Markdown comes back whole.
 
     Example::
 
         evidence_sentence("return window?", "# Returns\\nThe return window\\nis 30 days.")
         # 'The return window is 30 days.'
     """
-    from llama_index_ragtune.data.qa import split_sentences
+    from llama_index_ragtune.data.qa import split_sentences, text_blocks
 
     words = set(normalize_text(question).split())
     found = [s for block in text_blocks(text) for s in split_sentences(block)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 
@@ -51,6 +53,23 @@ def _context(qid, answerable=True, label=None, gold=2):
         target=target,
         example=example,
     )
+
+
+def test_a_fabricated_answer_quotes_a_whole_sentence_of_hard_wrapped_markdown():
+    page = (
+        "## Perishables\n\nReport a problem within\n48 hours of delivery. Keep the\nreceipt "
+        "with you."
+    )
+    context = _context("u", answerable=False)
+    context = dataclasses.replace(context, source_texts=[page, page, page])
+    whole = {
+        "Perishables",
+        "Report a problem within 48 hours of delivery.",
+        "Keep the receipt with you.",
+    }
+    for seed in range(8):
+        fabricated = PreferenceBuilder(seed=seed).rejected_candidates(context)["fabricated"]
+        assert fabricated.split(": ", 1)[1].strip('"') in whole
 
 
 def test_rule_made_rejected_answers():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from llama_index_ragtune.data.qa import text_blocks
 from llama_index_ragtune.grounding import DEFAULT_REFUSAL
 from llama_index_ragtune.pipeline.config import PipelineConfig, check_skip
 from llama_index_ragtune.pipeline.queries import LabelledQuery, load_queries
@@ -16,7 +17,6 @@ from llama_index_ragtune.pipeline.training_data import (
     grounded_context,
     retrieval_dataset,
     sft_dataset,
-    text_blocks,
 )
 
 
