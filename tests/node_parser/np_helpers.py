@@ -29,20 +29,37 @@ _BOILERPLATE_ROLES = [
 ]
 
 
+_HEADER_SCOPES = [
+    *("article", "aside", "main", "nav", "section"),
+    *("blockquote", "details", "dialog", "fieldset", "figure", "td", "th"),
+    *("li", "dt", "dd"),
+]
+_HEADER_SCOPE_ROLES = ["article", "complementary", "main", "navigation", "region"]
+_NOTE_WORDS = {
+    *("note", "notes", "sidenote", "callout", "admonition", "tip", "hint"),
+    *("important", "warning", "caution", "attention", "danger"),
+}
+
+
 def _page_chrome(tag) -> bool:
-    """header/footer outside article/aside/main/nav/section; aside outside article/aside/nav/section
-    (unless it is a note or footnote); a form that does not hold the page's content."""
+    """header/footer outside sectioning content, sectioning roots and list items; aside
+    outside article/aside/nav/section (unless it is a note, footnote or admonition); a form
+    that does not hold the page's content."""
     if tag.name in ("header", "footer"):
-        scopes = ["article", "aside", "main", "nav", "section"]
-        return tag.find_parent(scopes) is None and tag.find_parent(role=["main", "article"]) is None
+        return (
+            tag.find_parent(_HEADER_SCOPES) is None
+            and tag.find_parent(role=_HEADER_SCOPE_ROLES) is None
+        )
     if tag.name == "aside":
         roles = " ".join(tag.get("role", "").split()).lower()
         classes = " ".join(tag.get("class", [])).lower()
+        class_words = set(re.split(r"[\s_-]+", classes))
         if (
             "note" in roles.split()
             or "doc-" in roles
             or "footnote" in classes
             or "endnote" in classes
+            or class_words & _NOTE_WORDS
         ):
             return False
         return tag.find_parent(["article", "aside", "nav", "section"]) is None
