@@ -459,7 +459,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     from llama_index_ragtune.evaluation.results import EvaluationResults
 
     test = ctx.split("test")
-    with_gold = [q for q in test if q.answerable and q.gold_node_ids]
+    with_gold = [q for q in test if q.has_gold]
     if not with_gold:
         raise ValueError("the test split has no answerable question with gold nodes to evaluate")
     generation_test, dev = generation_questions(ctx)

@@ -81,6 +81,11 @@ class LabelledQuery:
     negative_node_ids: list[str] = field(default_factory=list)
     judged_node_ids: list[str] | None = None
 
+    @property
+    def has_gold(self) -> bool:
+        """Answerable with at least one gold node: retrieval can be trained and measured on it."""
+        return self.answerable and bool(self.gold_node_ids)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

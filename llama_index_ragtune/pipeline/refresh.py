@@ -416,7 +416,7 @@ def refresh_bundle(
             parts[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], say).get("decision")
         _keep_champion_parts(ctx, manifest, champion_dir)
 
-        test = [q for q in ctx.split("test") if q.answerable and q.gold_node_ids]
+        test = [q for q in ctx.split("test") if q.has_gold]
         groups = {
             "feedback": [q for q in test if q.source == "feedback"],
             "earlier": [q for q in test if q.source != "feedback"],

@@ -231,8 +231,7 @@ class TuningPipeline:
         if name == "data":
             from llama_index_ragtune.pipeline.summary import questions_text
 
-            test = ctx.split("test")
-            with_gold = sum(1 for q in test if q.answerable and q.gold_node_ids)
+            with_gold = sum(1 for q in ctx.split("test") if q.has_gold)
             self.echo(questions_text(outputs, with_gold))
             self.echo(self.estimate())
 
@@ -261,7 +260,7 @@ class TuningPipeline:
         ) * int(config.decoder_args.get("gradient_accumulation_steps", 2))
         counts["decoder_epochs"] = int(config.decoder_args.get("num_train_epochs", 1))
         test = ctx.split("test")
-        counts["retrieval_test"] = sum(1 for q in test if q.answerable and q.gold_node_ids)
+        counts["retrieval_test"] = sum(1 for q in test if q.has_gold)
         counts["generation_test"] = len(sample_questions(test, config.max_test_questions, 0))
         counts["dev"] = len(sample_questions(ctx.split("dev"), config.max_dev_questions, 0))
         return estimate_text(config, counts, self.skip)

@@ -118,7 +118,7 @@ def check_split(ctx: RunContext, train: list[Any], test: list[Any], path: Any = 
     from llama_index_ragtune.pipeline.queries import carve_dev
 
     def with_gold(questions: list[Any]) -> int:
-        return sum(1 for q in questions if q.answerable and q.gold_node_ids)
+        return sum(1 for q in questions if q.has_gold)
 
     rest, _ = carve_dev(train, ctx.config.dev_fraction, ctx.config.seed)
     tuned = [p for p in ("encoder", "reranker") if p not in ctx.skip]

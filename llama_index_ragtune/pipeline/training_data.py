@@ -66,7 +66,7 @@ def retrieval_dataset(
 
     Known negatives of a question (``negative_node_ids``) are kept with source ``"feedback"``.
     """
-    usable = [q for q in queries if q.answerable and q.gold_node_ids]
+    usable = [q for q in queries if q.has_gold]
     if not usable:
         raise ValueError(
             "no answerable training question with gold nodes: the encoder and reranker need some"

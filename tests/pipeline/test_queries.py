@@ -164,3 +164,9 @@ def test_split_keeps_twin_questions_together_and_honours_given_splits():
     rest, dev = carve_dev(train, 0.3, seed=0)
     assert {q.id for q in rest} | {q.id for q in dev} == {q.id for q in train}
     assert not {q.id for q in rest} & {q.id for q in dev} and dev
+
+
+def test_has_gold_needs_an_answerable_question_with_a_gold_node():
+    assert LabelledQuery("a", "q?", ["n1"]).has_gold
+    assert not LabelledQuery("b", "q?", []).has_gold
+    assert not LabelledQuery("c", "q?", ["n1"], answerable=False).has_gold
