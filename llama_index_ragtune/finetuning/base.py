@@ -264,10 +264,20 @@ class BaseFinetuneEngine(ABC):
             callbacks.append(timer)
         return callbacks, timer
 
-    def _plan_steps(self, budget: Any, rows: int, probe: Any) -> dict[str, Any]:
-        """Plan ``args.max_steps`` for ``budget.minutes`` (or the time to the training
-        deadline, when sooner) by timing ``probe()`` (one micro-batch of one process); steps
-        count global batches (all processes, all accumulation steps)."""
+    def _plan_steps(
+        self,
+        budget: Any,
+        rows: int,
+        probe: Any,
+        deadline: float | None = None,
+        repeats: int = 2,
+    ) -> dict[str, Any]:
+        """Plan ``args.max_steps`` for ``budget.minutes`` or the time to the training deadline
+        (``deadline``, else ``_training_deadline()``), whichever ends sooner, by timing
+        ``probe()`` (one micro-batch of one process; ``repeats`` calls, the first a warm-up,
+        see ``time_steps``); steps count global batches (all
+        processes, all accumulation steps). A planned run's learning-rate schedule ends
+        when its time does, instead of being cut off part-way by the timer."""
         from llama_index_ragtune.finetuning.budget import describe_plan, plan_steps, time_steps
 
         # an optimizer step takes a global batch: every process's batch, every accumulation step
@@ -275,13 +285,16 @@ class BaseFinetuneEngine(ABC):
         batch = self.args.per_device_train_batch_size * self.args.world_size * accumulation
         plan: dict[str, Any] = {"rows": rows, "batch_size": batch}
         minutes = None if budget is None else budget.minutes
-        if minutes is not None and self.args.max_steps <= 0 and probe:
+        deadline = self._training_deadline() if deadline is None else deadline
+        if (minutes is not None or deadline is not None) and self.args.max_steps <= 0 and probe:
             # every process plans with the main one's timing: DDP ranks must agree on max_steps
-            seconds = self._from_main(time_steps(probe, repeats=2)) * accumulation
-            deadline = self._training_deadline()
+            seconds = self._from_main(time_steps(probe, repeats=repeats)) * accumulation
             if deadline is not None:
-                minutes = max(min(minutes, (deadline - time.time()) / 60), seconds / 60)
-            steps = plan_steps(minutes, seconds, rows, batch)
+                left = (deadline - time.time()) / 60
+                minutes = left if minutes is None else min(minutes, left)
+                minutes = max(minutes, seconds / 60)
+            epochs = int(math.ceil(self.args.num_train_epochs))
+            steps = plan_steps(minutes, seconds, rows, batch, epochs=epochs)
             plan.update(seconds_per_step=round(seconds, 2), planned_steps=steps)
             logger.info(describe_plan(rows, batch, steps, seconds))
             if steps is not None:

@@ -135,29 +135,40 @@ def _round_robin(ranked: dict[str, list[str]], total: int, seed: int) -> dict[st
 
 
 def plan_steps(
-    minutes: float, seconds_per_step: float, rows: int, batch_size: int, safety: float = 0.9
+    minutes: float,
+    seconds_per_step: float,
+    rows: int,
+    batch_size: int,
+    safety: float = 0.9,
+    epochs: int = 1,
 ) -> int | None:
-    """Optimizer steps that fit ``minutes`` at ``seconds_per_step`` (``None``: one epoch fits).
+    """Optimizer steps that fit ``minutes`` at ``seconds_per_step`` (``None``: all ``epochs`` fit).
 
     ``safety`` leaves room for logging and checkpoints.
+
+    Example::
+
+        plan_steps(10, seconds_per_step=20, rows=10_000, batch_size=32)   # 27
     """
     if seconds_per_step <= 0:
         return None
-    epoch_steps = max(1, math.ceil(rows / batch_size))
+    total = max(1, math.ceil(rows / batch_size)) * max(1, epochs)
     fit = int(minutes * 60 * safety / seconds_per_step)
-    if fit >= epoch_steps:
+    if fit >= total:
         return None
     return max(1, fit)
 
 
 def time_steps(step: Any, repeats: int = 2) -> float:
-    """Seconds per call of ``step()``: the last of ``repeats`` timed calls (the first warms up)."""
-    seconds = 0.0
+    """Seconds per call of ``step()``: the mean of ``repeats`` timed calls after the first,
+    which warms up (a single call: its own time)."""
+    seconds: list[float] = []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
         step()
-        seconds = time.perf_counter() - start
-    return seconds
+        seconds.append(time.perf_counter() - start)
+    timed = seconds[1:] or seconds
+    return sum(timed) / len(timed)
 
 
 class TimeBudgetCallback(TrainerCallback):

@@ -84,6 +84,9 @@ logger = logging.getLogger(__name__)
 SFT_COLUMNS = ("prompt", "completion")
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 _SFT_DONE = "sft_complete.json"
+PROBE_REPEATS = 5
+"""Micro-batches of a time-limited SFT's probe: the first warms up, the mean of the others is
+the step time (grounded prompts differ in length, so one micro-batch is a poor estimate)."""
 SAVE_SECONDS = 15.0
 """Seconds kept after training for merging and saving the adapter (a deadline's margin)."""
 
@@ -132,7 +135,9 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         lora_config: PEFT ``LoraConfig``; None builds ``default_lora_config()``.
         preference_method: ``"dpo"`` (default) or ``"orpo"``.
         budget: a ``TrainingBudget``: ``max_pairs`` caps the SFT rows (sampled),
-            ``minutes`` stops each stage when its time is up.
+            ``minutes`` plans the SFT steps to fit (from a timed step, as does a
+            ``train_deadline``, so the learning-rate schedule ends in time) and stops
+            each stage when its time is up.
         promotion_margin: how much the validation loss must drop to promote the adapter.
         force_promotion: promote whatever validation says.
         eval_points: validation passes during SFT that pick the best checkpoint.
@@ -221,6 +226,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         self.sft_trainer: Any = None
         self.preference_trainer: Any = None
         self.timings: dict[str, float] = {}
+        self.plan: dict[str, Any] | None = None  # the step plan of a time-limited SFT
         self._after_training_seconds = 0.0
 
     # ------------------------------------------------------------------ config
@@ -353,12 +359,11 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             peft_config=self.lora_config,
             callbacks=callbacks or None,
         )
+        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, Path(self.args.output_dir))
         with score_completion_tokens_only(self.device):
-            self.sft_trainer.train(
-                resume_from_checkpoint=self._checkpoint_to_resume(
-                    resume_from_checkpoint, Path(self.args.output_dir)
-                )
-            )
+            if timer is not None:
+                self.plan = self._plan_sft(len(train), timer.deadline, checkpoint)
+            self.sft_trainer.train(resume_from_checkpoint=checkpoint)
         self.model = self.sft_trainer.model
         self.timings["sft_seconds"] = time.perf_counter() - start
         self._save_adapter(self.sft_adapter_dir)
@@ -366,6 +371,26 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             (self.sft_adapter_dir / _SFT_DONE).write_text(
                 json.dumps({"steps": self.sft_trainer.state.global_step})
             )
+
+    def _plan_sft(
+        self, rows: int, deadline: float | None, checkpoint: str | None
+    ) -> dict[str, Any]:
+        """Plan the SFT steps of a time-limited run from a timed probe (see ``_plan_steps``);
+        a run resumed from a checkpoint keeps the step count it was planned with."""
+        planned = _planned_steps(checkpoint) if self.args.max_steps <= 0 else None
+        if planned is not None:
+            self.args.max_steps = planned
+            plan: dict[str, Any] = {"rows": rows, "resumed_plan": True}
+        else:
+            plan = self._plan_steps(
+                self.budget,
+                rows,
+                _probe_step(self.sft_trainer),
+                deadline,
+                repeats=PROBE_REPEATS,
+            )
+        _follow_plan(self.args, self.eval_points)
+        return plan
 
     def train_preference(self, resume_from_checkpoint: bool | str | None = None) -> None:
         """Stage 2: DPO (reference = the SFT model) or ORPO on ``preference_dataset``."""
@@ -462,6 +487,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                 "preference_pairs": 0
                 if self.preference_dataset is None
                 else len(self.preference_dataset),
+                "plan": self.plan,
                 "best_checkpoint": None
                 if self.sft_trainer is None
                 else self.sft_trainer.state.best_model_checkpoint,
@@ -531,6 +557,57 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             )
         check_weights(self.merged_dir)
         return LocalChatLLM(model=str(self.merged_dir), **llm_kwargs)
+
+
+def _probe_step(trainer: Any) -> Any:
+    """One forward and backward pass of ``trainer``'s model on its next training micro-batch,
+    through the trainer's own loss and precision (to time a step before planning); no weight
+    changes."""
+    batches: Any = iter(())
+
+    def probe() -> None:
+        nonlocal batches
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(trainer.get_train_dataloader())
+            batch = next(batches)
+        model = trainer.model
+        model.train()
+        tokens = getattr(trainer, "_total_train_tokens", None)
+        # mixed precision as in training, where accelerate's prepared model autocasts
+        with trainer.accelerator.autocast(), trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        # TRL's running token count and metrics: the probe is not part of training's logs
+        if tokens is not None:
+            trainer._total_train_tokens = tokens
+        for logged in getattr(trainer, "_metrics", {}).values():
+            logged.clear()
+
+    return probe
+
+
+def _planned_steps(checkpoint: str | None) -> int | None:
+    """The ``max_steps`` a checkpoint's run trained towards (its ``trainer_state.json``)."""
+    if checkpoint is None:
+        return None
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+        steps = int(state["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return steps if steps > 0 else None
+
+
+def _follow_plan(args: Any, eval_points: int) -> None:
+    """Spread the checkpoint-selection passes (configured for the unplanned length) over
+    the planned ``max_steps``."""
+    if args.max_steps > 0 and eval_points > 0 and args.load_best_model_at_end:
+        every = max(1, math.ceil(args.max_steps / eval_points))
+        if args.eval_strategy == "steps" and args.eval_steps > every:
+            args.eval_steps = args.save_steps = every
 
 
 class _LossPool:

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -464,7 +465,8 @@ def decoder(ctx: RunContext) -> dict[str, Any]:
         preference_dataset=preference,
         budget=config.decoder_budget,
         # No checkpoint selection during SFT: short CPU runs keep the last one, and the
-        # validation loss still decides promotion.
+        # validation loss still decides promotion. Under a time limit the engine plans its
+        # steps to fit, so the learning-rate schedule ends with the training time.
         eval_points=0,
         max_val_queries=min(config.max_val_queries, 50),
         force_promotion=_forced(ctx, "decoder"),
@@ -495,12 +497,20 @@ def decoder(ctx: RunContext) -> dict[str, Any]:
         )
     result = engine.finetune(resume_from_checkpoint=True if ctx.resume else None)
     result.save_json(folder / "result.json")
+    plan = result.info.get("plan") or {}
+    if plan.get("planned_steps"):
+        epoch = math.ceil(plan["rows"] / plan["batch_size"])
+        ctx.echo(
+            f"  trained {result.global_step} SFT steps of {plan['batch_size']}: planned to fit "
+            f"the time at {plan['seconds_per_step']:.1f} s a step (an epoch is {epoch})"
+        )
     promoted = bool(result.promoted) and (engine.merged_dir / "config.json").is_file()
     return {
         "promoted": promoted,
         "served": str(engine.merged_dir) if promoted else None,
         "decision": _decision(result.decision),
         "result": result.summary(),
+        "plan": result.info.get("plan"),
         **counts,
         **({"time_limit": limit} if ctx.deadline is not None else {}),
     }

@@ -14,6 +14,7 @@ from llama_index_ragtune.finetuning.budget import (
     TrainingBudget,
     plan_steps,
     select_positives,
+    time_steps,
 )
 from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
 from llama_index_ragtune.finetuning.encoder import EncoderFinetuneEngine
@@ -110,6 +111,17 @@ def test_plan_steps_fits_the_time_budget():
     assert plan_steps(10, seconds_per_step=20, rows=10_000, batch_size=32) == 27
     assert plan_steps(10, seconds_per_step=1, rows=320, batch_size=32) is None  # one epoch fits
     assert plan_steps(0.001, seconds_per_step=5, rows=1000, batch_size=32) == 1
+    # every configured epoch counts: 2 epochs of 10 steps do not fit 10 minutes at 40 s/step
+    assert plan_steps(10, seconds_per_step=40, rows=320, batch_size=32, epochs=2) == 13
+    assert plan_steps(10, seconds_per_step=40, rows=320, batch_size=32) is None
+
+
+def test_time_steps_is_the_mean_after_a_warm_up_call():
+    import time
+
+    delays = iter([0.5, 0.01, 0.03])
+    seconds = time_steps(lambda: time.sleep(next(delays)), repeats=3)
+    assert 0.02 <= seconds < 0.15  # 0.18 with the warm-up call counted
 
 
 def _fast_args(output_dir, **overrides):

@@ -307,3 +307,76 @@ def test_finetune_keeps_the_starting_model_when_the_gain_is_under_the_margin(
     assert not engine.merged_dir.exists() and not engine.adapter_dir.exists()
     llm = engine.get_finetuned_model(max_new_tokens=2)
     assert llm.model == str(engine.base_model)
+
+
+def test_a_time_limited_sft_plans_its_steps_so_its_schedule_ends_in_time(
+    tmp_path, tiny_causal_lm_path, sft_data
+):
+    """Under a deadline the steps are planned from a timed step before training, so the
+    learning rate reaches the schedule's end at the last step instead of being cut off
+    part-way by the timer; the checkpoint-selection passes move inside the plan."""
+    import time
+
+    config = _fast(default_sft_config(tmp_path / "sft"), -1)
+    config.num_train_epochs = 50  # 150 steps of 2 unplanned
+    engine = DecoderFinetuneEngine(
+        sft_data,
+        model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        val_fraction=0.25,
+        eval_points=2,
+        args=config,
+    )
+    engine.train_deadline = time.time()  # already due: the plan keeps a single step
+    result = engine.finetune()
+    plan = result.info["plan"]
+    assert plan["planned_steps"] == 1 and plan["seconds_per_step"] > 0
+    assert result.global_step == engine.sft_trainer.state.max_steps == 1
+    assert engine.sft_trainer.lr_scheduler.get_last_lr() == pytest.approx([0.0] * 2, abs=1e-12)
+    assert result.info["best_checkpoint"].endswith("checkpoint-1")
+    assert [log["step"] for log in engine.sft_trainer.state.log_history if "eval_loss" in log] == [
+        1
+    ]
+
+
+def test_sft_without_a_time_limit_is_not_probed(tmp_path, tiny_causal_lm_path, sft_data):
+    engine = DecoderFinetuneEngine(
+        sft_data,
+        model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        val_fraction=0,
+        args=_fast(default_sft_config(tmp_path / "sft"), 2),
+    )
+    result = engine.finetune()
+    assert result.info["plan"] is None and result.global_step == 2
+
+
+def test_a_resumed_time_limited_sft_keeps_the_step_count_it_was_planned_with(
+    tmp_path, tiny_causal_lm_path, sft_data
+):
+    import time
+
+    class StopAfterOneStep(TrainerCallback):  # a run killed after its first checkpoint
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = True
+
+    first = DecoderFinetuneEngine(
+        sft_data,
+        model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        val_fraction=0,
+        args=_fast(default_sft_config(tmp_path / "sft"), 3),  # as if planned: 3 steps
+        callbacks=[StopAfterOneStep()],
+    )
+    first.train_sft()
+    assert (tmp_path / "sft" / "checkpoint-1").is_dir()
+    (tmp_path / "sft-adapter" / "sft_complete.json").unlink()
+    config = _fast(default_sft_config(tmp_path / "sft"), -1)
+    config.num_train_epochs = 50
+    again = DecoderFinetuneEngine(
+        sft_data, model=tiny_causal_lm_path, output_dir=tmp_path, val_fraction=0, args=config
+    )
+    again.train_deadline = time.time() + 3600  # a fresh plan would take all 200 steps
+    again.train_sft(resume_from_checkpoint=True)
+    assert again.plan == {"rows": 8, "resumed_plan": True}
+    assert again.sft_trainer.state.global_step == again.sft_trainer.state.max_steps == 3
