@@ -274,10 +274,10 @@ class BaseFinetuneEngine(ABC):
     ) -> dict[str, Any]:
         """Plan ``args.max_steps`` for ``budget.minutes`` or the time to the training deadline
         (``deadline``, else ``_training_deadline()``), whichever ends sooner, by timing
-        ``probe()`` (one micro-batch of one process; ``repeats`` calls, the first a warm-up,
-        see ``time_steps``); steps count global batches (all
-        processes, all accumulation steps). A planned run's learning-rate schedule ends
-        when its time does, instead of being cut off part-way by the timer."""
+        ``probe()``: one micro-batch of one process, called ``repeats`` times, the first a
+        warm-up (``time_steps``). Steps count global batches (all processes, all
+        accumulation steps). A planned run's learning-rate schedule ends when its time
+        does, instead of being cut off part-way by the timer."""
         from llama_index_ragtune.finetuning.budget import describe_plan, plan_steps, time_steps
 
         # an optimizer step takes a global batch: every process's batch, every accumulation step

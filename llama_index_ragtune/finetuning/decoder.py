@@ -342,6 +342,8 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                 random.Random(self.args.seed).sample(range(len(train)), self.budget.max_pairs)
             )
             train = train.select(keep)
+        # checkpoint selection configured here (not by the caller's args) follows a plan
+        selecting = val is not None and self.args.eval_strategy == "no" and self.eval_points > 0
         if val is not None:
             self._configure_checkpoint_selection(
                 _LossPool(), _sft_steps(self.args, len(train)), self.eval_points
@@ -363,6 +365,8 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         with score_completion_tokens_only(self.device):
             if timer is not None:
                 self.plan = self._plan_sft(len(train), timer.deadline, checkpoint)
+                if selecting:
+                    _follow_plan(self.args, self.eval_points)
             self.sft_trainer.train(resume_from_checkpoint=checkpoint)
         self.model = self.sft_trainer.model
         self.timings["sft_seconds"] = time.perf_counter() - start
@@ -389,7 +393,6 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                 deadline,
                 repeats=PROBE_REPEATS,
             )
-        _follow_plan(self.args, self.eval_points)
         return plan
 
     def train_preference(self, resume_from_checkpoint: bool | str | None = None) -> None:
@@ -602,11 +605,11 @@ def _planned_steps(checkpoint: str | None) -> int | None:
 
 
 def _follow_plan(args: Any, eval_points: int) -> None:
-    """Spread the checkpoint-selection passes (configured for the unplanned length) over
-    the planned ``max_steps``."""
-    if args.max_steps > 0 and eval_points > 0 and args.load_best_model_at_end:
+    """Spread the engine's checkpoint-selection passes (configured for the unplanned
+    length) over the planned ``max_steps``."""
+    if args.max_steps > 0 and args.eval_strategy == "steps":
         every = max(1, math.ceil(args.max_steps / eval_points))
-        if args.eval_strategy == "steps" and args.eval_steps > every:
+        if args.eval_steps > every:
             args.eval_steps = args.save_steps = every
 
 
