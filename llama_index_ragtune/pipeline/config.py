@@ -359,9 +359,8 @@ class PipelineConfig:
         and up to 4 minutes of decoder SFT (up to 192 examples, learning rate 5e-4:
         the rate at which the bundled 135M decoder learned to cite in the generation
         benchmark; no warm-up, as in every time-limited run: see
-        ``steps.TIME_LIMITED_DECODER_ARGS``), cut to what the 9.25-minute time limit
-        leaves once the decoder's evaluation is reserved (on 2 CPU cores, 2 to 3
-        minutes); validation on 16 held-out training questions per part; 24 generation
+        ``steps.TIME_LIMITED_DECODER_ARGS``), its steps planned to fit what the 9.25-minute
+        time limit leaves once the decoder's evaluation is reserved; validation on 16 held-out training questions per part; 24 generation
         test questions per decoder and every dev question (up to 80) for the refusal
         policy, which may refuse at most 10 % of the answerable ones (a help centre
         answers what it can: uncapped, a policy scoring 0.7 balanced accuracy on the 45 dev
