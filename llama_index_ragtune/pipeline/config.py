@@ -360,11 +360,12 @@ class PipelineConfig:
         the rate at which the bundled 135M decoder learned to cite in the generation
         benchmark; no warm-up, as in every time-limited run: see
         ``steps.TIME_LIMITED_DECODER_ARGS``), its steps planned to fit what the 9.25-minute
-        time limit leaves once the decoder's evaluation is reserved; validation on 16 held-out training questions per part; 24 generation
-        test questions per decoder and every dev question (up to 80) for the refusal
-        policy, which may refuse at most 10 % of the answerable ones (a help centre
-        answers what it can: uncapped, a policy scoring 0.7 balanced accuracy on the 45 dev
-        questions refused 7 of 18 answerable test questions); answers of at most 40 tokens
+        time limit leaves once the decoder's evaluation is reserved; validation on 16
+        held-out training questions per part; 24 generation test questions per decoder
+        and every dev question (up to 80) for the refusal policy, which may refuse at most
+        10 % of the answerable ones (a help centre answers what it can: uncapped, a policy
+        scoring 0.7 balanced accuracy on the 45 dev questions refused 7 of 18 answerable
+        test questions); answers of at most 40 tokens
         over 3 sources of 600 characters. The demo command leaves the fusion and the
         reranker out unless asked (see ``commands.demo``).
         """
