@@ -526,6 +526,8 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         if hasattr(self.model, "merge_and_unload"):
             self._save_adapter(self.adapter_dir)
             self.model = self.model.merge_and_unload()
+        # TRL turns the KV cache off for training; the saved model is for generation
+        self.model.config.use_cache = True
         if not self.is_main_process:
             return
         with atomic_dir(self.merged_dir) as tmp:

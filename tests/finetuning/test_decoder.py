@@ -286,6 +286,8 @@ def test_finetune_validates_promotes_and_reports(tmp_path, tiny_causal_lm_path, 
     result = engine.finetune()
     assert result.before["loss"] > result.after["loss"]
     assert result.promoted and (engine.merged_dir / "config.json").exists()
+    # saved for generation: TRL turns the KV cache off while training
+    assert json.loads((engine.merged_dir / "config.json").read_text())["use_cache"] is True
     assert json.loads((tmp_path / "decision.json").read_text())["decision"]["metric"] == "loss"
     assert result.info["val_rows"] == 2 and result.train_seconds > 0
 
