@@ -271,39 +271,38 @@ class BaseFinetuneEngine(ABC):
         probe: Any,
         deadline: float | None = None,
         repeats: int = 2,
+        args: Any = None,
     ) -> dict[str, Any]:
-        """Plan ``args.max_steps`` for ``budget.minutes`` or the time to the training deadline
-        (``deadline``, else ``_training_deadline()``), whichever ends sooner, by timing
-        ``probe()``: one micro-batch of one process, called ``repeats`` times, the first a
-        warm-up (``time_steps``). Steps count global batches (all processes, all
-        accumulation steps). A planned run's learning-rate schedule ends when its time
-        does, instead of being cut off part-way by the timer."""
+        """Plan ``args.max_steps`` (``self.args`` unless another stage's ``args`` are given)
+        for ``budget.minutes`` or the time to the training deadline (``deadline``, else
+        ``_training_deadline()``), whichever ends sooner, by timing ``probe()``: one
+        micro-batch of one process, called ``repeats`` times, the first a warm-up
+        (``time_steps``). Steps count global batches (all processes, all accumulation
+        steps). A planned run's learning-rate schedule ends when its time does, instead of
+        being cut off part-way by the timer."""
         from llama_index_ragtune.finetuning.budget import describe_plan, plan_steps, time_steps
 
+        args = self.args if args is None else args
         # an optimizer step takes a global batch: every process's batch, every accumulation step
-        accumulation = max(1, self.args.gradient_accumulation_steps)
-        batch = self.args.per_device_train_batch_size * self.args.world_size * accumulation
+        accumulation = max(1, args.gradient_accumulation_steps)
+        batch = args.per_device_train_batch_size * args.world_size * accumulation
+        epochs = int(math.ceil(args.num_train_epochs))
         plan: dict[str, Any] = {"rows": rows, "batch_size": batch}
         minutes = None if budget is None else budget.minutes
         deadline = self._training_deadline() if deadline is None else deadline
-        if (minutes is not None or deadline is not None) and self.args.max_steps <= 0 and probe:
+        if (minutes is not None or deadline is not None) and args.max_steps <= 0 and probe:
             # every process plans with the main one's timing: DDP ranks must agree on max_steps
             seconds = self._from_main(time_steps(probe, repeats=repeats)) * accumulation
             if deadline is not None:
                 left = (deadline - time.time()) / 60
                 minutes = left if minutes is None else min(minutes, left)
                 minutes = max(minutes, seconds / 60)
-            epochs = int(math.ceil(self.args.num_train_epochs))
             steps = plan_steps(minutes, seconds, rows, batch, epochs=epochs)
             plan.update(seconds_per_step=round(seconds, 2), planned_steps=steps)
             logger.info(describe_plan(rows, batch, steps, seconds))
             if steps is not None:
-                self.args.max_steps = steps
-        plan["steps"] = (
-            self.args.max_steps
-            if self.args.max_steps > 0
-            else math.ceil(rows / batch) * int(math.ceil(self.args.num_train_epochs))
-        )
+                args.max_steps = steps
+        plan["steps"] = args.max_steps if args.max_steps > 0 else math.ceil(rows / batch) * epochs
         return plan
 
     def _save_outcome(

@@ -135,7 +135,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         lora_config: PEFT ``LoraConfig``; None builds ``default_lora_config()``.
         preference_method: ``"dpo"`` (default) or ``"orpo"``.
         budget: a ``TrainingBudget``: ``max_pairs`` caps the SFT rows (sampled),
-            ``minutes`` plans the SFT steps to fit (from a timed step, as does a
+            ``minutes`` plans each stage's steps to fit (from a timed step, as does a
             ``train_deadline``, so the learning-rate schedule ends in time) and stops
             each stage when its time is up.
         promotion_margin: how much the validation loss must drop to promote the adapter.
@@ -227,6 +227,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         self.preference_trainer: Any = None
         self.timings: dict[str, float] = {}
         self.plan: dict[str, Any] | None = None  # the step plan of a time-limited SFT
+        self.preference_plan: dict[str, Any] | None = None  # ... and of its DPO / ORPO
         self._after_training_seconds = 0.0
 
     # ------------------------------------------------------------------ config
@@ -364,7 +365,9 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, Path(self.args.output_dir))
         with score_completion_tokens_only(self.device):
             if timer is not None:
-                self.plan = self._plan_sft(len(train), timer.deadline, checkpoint)
+                self.plan = self._plan_stage(
+                    self.sft_trainer, self.args, len(train), timer.deadline, checkpoint
+                )
                 if selecting:
                     _follow_plan(self.args, self.eval_points)
             self.sft_trainer.train(resume_from_checkpoint=checkpoint)
@@ -376,24 +379,19 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                 json.dumps({"steps": self.sft_trainer.state.global_step})
             )
 
-    def _plan_sft(
-        self, rows: int, deadline: float | None, checkpoint: str | None
+    def _plan_stage(
+        self, trainer: Any, args: Any, rows: int, deadline: float | None, checkpoint: str | None
     ) -> dict[str, Any]:
-        """Plan the SFT steps of a time-limited run from a timed probe (see ``_plan_steps``);
-        a run resumed from a checkpoint keeps the step count it was planned with."""
-        planned = _planned_steps(checkpoint) if self.args.max_steps <= 0 else None
+        """Plan the steps of a time-limited stage (``trainer`` with its ``args``) from a timed
+        probe (see ``_plan_steps``); a run resumed from a checkpoint keeps the step count it
+        was planned with."""
+        planned = _planned_steps(checkpoint) if args.max_steps <= 0 else None
         if planned is not None:
-            self.args.max_steps = planned
-            plan: dict[str, Any] = {"rows": rows, "resumed_plan": True}
-        else:
-            plan = self._plan_steps(
-                self.budget,
-                rows,
-                _probe_step(self.sft_trainer),
-                deadline,
-                repeats=PROBE_REPEATS,
-            )
-        return plan
+            args.max_steps = planned
+            return {"rows": rows, "resumed_plan": True}
+        return self._plan_steps(
+            self.budget, rows, _probe_step(trainer), deadline, repeats=PROBE_REPEATS, args=args
+        )
 
     def train_preference(self, resume_from_checkpoint: bool | str | None = None) -> None:
         """Stage 2: DPO (reference = the SFT model) or ORPO on ``preference_dataset``."""
@@ -408,7 +406,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             from trl import DPOTrainer as Trainer
         else:
             from trl.experimental.orpo import ORPOTrainer as Trainer
-        callbacks, _ = self._budget_callbacks(self.budget)
+        callbacks, timer = self._budget_callbacks(self.budget)
         self.preference_trainer = Trainer(
             model=self.model,
             args=self.preference_args,
@@ -416,12 +414,19 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             processing_class=self.tokenizer,
             callbacks=callbacks or None,
         )
+        checkpoint = self._checkpoint_to_resume(
+            resume_from_checkpoint, Path(self.preference_args.output_dir)
+        )
         with score_completion_tokens_only(self.device):
-            self.preference_trainer.train(
-                resume_from_checkpoint=self._checkpoint_to_resume(
-                    resume_from_checkpoint, Path(self.preference_args.output_dir)
+            if timer is not None:
+                self.preference_plan = self._plan_stage(
+                    self.preference_trainer,
+                    self.preference_args,
+                    len(self.preference_dataset),
+                    timer.deadline,
+                    checkpoint,
                 )
-            )
+            self.preference_trainer.train(resume_from_checkpoint=checkpoint)
         self.model = self.preference_trainer.model
         if "ref" in getattr(self.model, "peft_config", {}):
             self.model.delete_adapter("ref")  # DPO's frozen copy of the SFT adapter
@@ -491,6 +496,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                 if self.preference_dataset is None
                 else len(self.preference_dataset),
                 "plan": self.plan,
+                "preference_plan": self.preference_plan,
                 "best_checkpoint": None
                 if self.sft_trainer is None
                 else self.sft_trainer.state.best_model_checkpoint,

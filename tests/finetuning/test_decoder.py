@@ -384,3 +384,29 @@ def test_a_resumed_time_limited_sft_keeps_the_step_count_it_was_planned_with(
     again.train_sft(resume_from_checkpoint=True)
     assert again.plan == {"rows": 8, "resumed_plan": True}
     assert again.sft_trainer.state.global_step == again.sft_trainer.state.max_steps == 3
+
+
+def test_a_time_limited_dpo_stage_plans_its_steps_too(
+    tmp_path, tiny_causal_lm_path, sft_data, preference_data
+):
+    import time
+
+    preference = _fast(default_dpo_config(tmp_path / "dpo"), -1)
+    preference.num_train_epochs = 50  # 100 steps of 4 unplanned
+    engine = DecoderFinetuneEngine(
+        sft_data,
+        model=tiny_causal_lm_path,
+        output_dir=tmp_path,
+        val_fraction=0,
+        preference_dataset=preference_data,
+        args=_fast(default_sft_config(tmp_path / "sft"), 1),
+        preference_args=preference,
+        force_promotion=True,
+    )
+    engine.train_deadline = time.time()  # already due: one planned DPO step
+    result = engine.finetune()
+    plan = result.info["preference_plan"]
+    assert plan["planned_steps"] == 1 and plan["seconds_per_step"] > 0
+    trainer = engine.preference_trainer
+    assert trainer.state.global_step == trainer.state.max_steps == 1
+    assert all(lr == pytest.approx(0.0, abs=1e-12) for lr in trainer.lr_scheduler.get_last_lr())
