@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -311,16 +313,25 @@ def test_finetune_keeps_the_starting_model_when_the_gain_is_under_the_margin(
     assert llm.model == str(engine.base_model)
 
 
+def _unplanned(config):
+    """``config`` for 50 epochs with no step count of its own: only a plan bounds it."""
+    config.max_steps = -1
+    config.num_train_epochs = 50
+    return config
+
+
+def _schedule_ended(trainer):
+    """Every parameter group's learning rate is at the end of its schedule (0)."""
+    return all(lr == pytest.approx(0.0, abs=1e-12) for lr in trainer.lr_scheduler.get_last_lr())
+
+
 def test_a_time_limited_sft_plans_its_steps_so_its_schedule_ends_in_time(
     tmp_path, tiny_causal_lm_path, sft_data
 ):
     """Under a deadline the steps are planned from a timed step before training, so the
     learning rate reaches the schedule's end at the last step instead of being cut off
     part-way by the timer; the checkpoint-selection passes move inside the plan."""
-    import time
-
-    config = _fast(default_sft_config(tmp_path / "sft"), -1)
-    config.num_train_epochs = 50  # 150 steps of 2 unplanned
+    config = _unplanned(_fast(default_sft_config(tmp_path / "sft"), 1))  # 150 steps of 2
     engine = DecoderFinetuneEngine(
         sft_data,
         model=tiny_causal_lm_path,
@@ -334,9 +345,7 @@ def test_a_time_limited_sft_plans_its_steps_so_its_schedule_ends_in_time(
     plan = result.info["plan"]
     assert plan["planned_steps"] == 1 and plan["seconds_per_step"] > 0
     assert result.global_step == engine.sft_trainer.state.max_steps == 1
-    assert all(
-        lr == pytest.approx(0.0, abs=1e-12) for lr in engine.sft_trainer.lr_scheduler.get_last_lr()
-    )
+    assert _schedule_ended(engine.sft_trainer)
     assert result.info["best_checkpoint"].endswith("checkpoint-1")
     assert [log["step"] for log in engine.sft_trainer.state.log_history if "eval_loss" in log] == [
         1
@@ -358,8 +367,6 @@ def test_sft_without_a_time_limit_is_not_probed(tmp_path, tiny_causal_lm_path, s
 def test_a_resumed_time_limited_sft_keeps_the_step_count_it_was_planned_with(
     tmp_path, tiny_causal_lm_path, sft_data
 ):
-    import time
-
     class StopAfterOneStep(TrainerCallback):  # a run killed after its first checkpoint
         def on_step_end(self, args, state, control, **kwargs):
             control.should_training_stop = True
@@ -375,8 +382,7 @@ def test_a_resumed_time_limited_sft_keeps_the_step_count_it_was_planned_with(
     first.train_sft()
     assert (tmp_path / "sft" / "checkpoint-1").is_dir()
     (tmp_path / "sft-adapter" / "sft_complete.json").unlink()
-    config = _fast(default_sft_config(tmp_path / "sft"), -1)
-    config.num_train_epochs = 50
+    config = _unplanned(_fast(default_sft_config(tmp_path / "sft"), 1))
     again = DecoderFinetuneEngine(
         sft_data, model=tiny_causal_lm_path, output_dir=tmp_path, val_fraction=0, args=config
     )
@@ -389,10 +395,7 @@ def test_a_resumed_time_limited_sft_keeps_the_step_count_it_was_planned_with(
 def test_a_time_limited_dpo_stage_plans_its_steps_too(
     tmp_path, tiny_causal_lm_path, sft_data, preference_data
 ):
-    import time
-
-    preference = _fast(default_dpo_config(tmp_path / "dpo"), -1)
-    preference.num_train_epochs = 50  # 100 steps of 4 unplanned
+    preference = _unplanned(_fast(default_dpo_config(tmp_path / "dpo"), 1))  # 200 steps of 2
     engine = DecoderFinetuneEngine(
         sft_data,
         model=tiny_causal_lm_path,
@@ -409,4 +412,4 @@ def test_a_time_limited_dpo_stage_plans_its_steps_too(
     assert plan["planned_steps"] == 1 and plan["seconds_per_step"] > 0
     trainer = engine.preference_trainer
     assert trainer.state.global_step == trainer.state.max_steps == 1
-    assert all(lr == pytest.approx(0.0, abs=1e-12) for lr in trainer.lr_scheduler.get_last_lr())
+    assert _schedule_ended(trainer)
