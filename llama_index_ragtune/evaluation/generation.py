@@ -11,7 +11,8 @@ query engine uses; distinct numbers; code never counts):
 - ``citation_valid``: every cited number is within ``1..n_sources``
   (``None`` when nothing is cited). ``refused`` / ``uncited`` follow
   :func:`~llama_index_ragtune.grounding.parse_answer`: a refusal cites no valid
-  source, so ``refused``, cited and ``uncited`` never overlap.
+  source (``"[2] Insufficient information ..."`` is a refusal, not a citation of
+  source 2), so ``refused``, cited and ``uncited`` never overlap.
 - ``citation_precision`` (id-based): cited numbers whose source id is gold,
   over all cited numbers -- a citation to a source that does not exist counts
   as wrong. Answerable examples with at least one citation.

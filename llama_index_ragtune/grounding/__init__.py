@@ -50,9 +50,12 @@ into a new citation or backtick run, so cleaning a cleaned answer changes nothin
 
 Refusals: an answer is a refusal when it opens with the refusal sentence (case,
 spacing and a final full stop ignored, followed by a non-word character or the
-end) and cites no source. An answer that opens with the refusal but cites a
-valid source is an answer, not a refusal: ``refused`` and ``citations`` are
-never both set, and ``uncited`` is "neither".
+end) and cites no source, or when it says nothing but the refusal sentence
+around citation markers (``"[2] Insufficient information in the provided
+sources."``: the markers are dropped; citing a source does not make "the sources
+lack the answer" an answer). An answer that opens with the refusal and goes on
+to a cited claim is an answer: ``refused`` and ``citations`` are never both set,
+and ``uncited`` is "neither".
 
 Example::
 

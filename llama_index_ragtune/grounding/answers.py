@@ -20,30 +20,44 @@ from llama_index_ragtune.grounding.citations import (
     CitationFilter,
     find_citations,
     parse_citations,
+    strip_citations,
 )
 from llama_index_ragtune.grounding.prompt import DEFAULT_REFUSAL, check_refusal
 
 
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .")
+
+
 def _opens_with(answer: str, refusal: str) -> bool:
-    norm = " ".join(answer.lower().split()).strip(" .")
-    target = " ".join(refusal.lower().split()).strip(" .")
+    norm, target = _normal(answer), _normal(refusal)
     return norm.startswith(target) and not norm[len(target) : len(target) + 1].isalnum()
 
 
-def is_refusal(answer: str, refusal: str = DEFAULT_REFUSAL) -> bool:
-    """True when ``answer`` opens with the refusal sentence and cites nothing.
+def _refuses(answer: str, cited: bool, refusal: str) -> bool:
+    """Uncited and opening with the refusal, or cited and saying nothing but the refusal."""
+    if not cited:
+        return _opens_with(answer, refusal)
+    return _normal(strip_citations(answer)) == _normal(refusal)
 
-    Case, spacing and a final full stop are ignored; a refusal followed by a
-    citation is an answer. On an answer cleaned by :func:`parse_answer` this
-    gives its ``refused`` flag.
+
+def is_refusal(answer: str, refusal: str = DEFAULT_REFUSAL) -> bool:
+    """True when ``answer`` opens with the refusal sentence and cites nothing, or says
+    nothing but the refusal around its citations (``"[2] Insufficient information ..."``:
+    citing a source does not turn "the sources lack the answer" into an answer).
+
+    Case, spacing and a final full stop are ignored; a refusal followed by a cited
+    claim is an answer. On an answer cleaned by :func:`parse_answer` this gives its
+    ``refused`` flag.
 
     Example::
 
         is_refusal("insufficient information in the provided sources")   # True
+        is_refusal("[2] " + DEFAULT_REFUSAL)                              # True
         is_refusal(DEFAULT_REFUSAL + " But [1] says Paris.")              # False
     """
     check_refusal(refusal)
-    return _opens_with(answer, refusal) and not parse_citations(answer)
+    return _refuses(answer, bool(parse_citations(answer)), refusal)
 
 
 @dataclass(frozen=True)
@@ -54,11 +68,14 @@ class GroundedAnswer:
     stripped; ``raw``: the model's own text; ``citations``: the valid source
     numbers, in order of first appearance; ``invalid_citations``: the removed
     ones; ``numbers``: every number cited, valid or not; ``refused``: a refusal
-    (see :func:`is_refusal`); ``uncited``: neither refused nor cited.
+    (see :func:`is_refusal`; a refusal keeps no valid citation: its ``text`` and
+    ``numbers`` lose them, though a stream has shown them); ``uncited``: neither
+    refused nor cited.
 
     Example::
 
-        parse_answer("Insufficient information in the provided sources. [1]", 1).refused  # False
+        parse_answer("Insufficient information in the provided sources. [1]", 1).refused  # True
+        parse_answer(DEFAULT_REFUSAL + " But [1] says Paris.", 1).refused                  # False
     """
 
     text: str
@@ -117,13 +134,18 @@ class AnswerStream:
         out = self._show(self.filter.flush())
         text = "".join(self._shown)
         cited = tuple(self.filter.cited)
+        numbers, invalid = tuple(self.filter.numbers), tuple(self.filter.invalid)
+        refused = _refuses(text, bool(cited), self.refusal)
+        if refused and cited:  # "[2] Insufficient ...": a refusal; its valid markers dropped
+            text, cited = strip_citations(text).strip(), ()
+            numbers = tuple(n for n in numbers if n in invalid)
         self.answer = GroundedAnswer(
             text=text,
             raw="".join(self._raw),
             citations=cited,
-            invalid_citations=tuple(self.filter.invalid),
-            refused=not cited and _opens_with(text, self.refusal),
-            numbers=tuple(self.filter.numbers),
+            invalid_citations=invalid,
+            refused=refused,
+            numbers=numbers,
         )
         return out
 

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -203,8 +204,17 @@ class RefusalScoring:
         from transformers import LogitsProcessorList
 
         processors = LogitsProcessorList(gen.get("logits_processor") or [])
-        processors.append(BarRefusalStart(self._refusal_ids()))
+        spaced = self._encode_raw(" " + self.refusal.strip())[:1]
+        processors.append(
+            BarRefusalStart(self._refusal_ids(), tokenizer=self._tokenizer, spaced_ids=spaced)
+        )
         return {**gen, "logits_processor": processors}
+
+
+# What an answer may hold before it has said anything: citation markers (complete or still
+# being written) and whitespace. "[2] Insufficient information ..." opens with the refusal.
+_NOTHING_SAID = re.compile(r"\s*(?:\[[^\]\n]{0,24}\]?\s*)*")
+MARKER_TOKENS = 24  # a prefix longer than this has said something
 
 
 class BarRefusalStart:
@@ -215,18 +225,50 @@ class BarRefusalStart:
     ``In|adequate information ...``). An answer that happens to open with the
     same word piece (``In 1754``) opens differently (``1754``) instead.
 
+    With the ``tokenizer``, the opening lasts while the answer holds only citation
+    markers: a model taught to start with its citation writes ``[2] Insufficient
+    information ...`` when the refusal at the very start is barred, so the refusal's
+    first token after a space (``spaced_ids``: ``" In"``) is barred there too.
+
     Example::
 
-        gen_kwargs["logits_processor"] = LogitsProcessorList([BarRefusalStart(refusal_ids)])
+        bar = BarRefusalStart(refusal_ids, tokenizer=tokenizer, spaced_ids=[533])
+        gen_kwargs["logits_processor"] = LogitsProcessorList([bar])
     """
 
-    def __init__(self, refusal_ids: Sequence[int]) -> None:
+    def __init__(
+        self,
+        refusal_ids: Sequence[int],
+        tokenizer: Any = None,
+        spaced_ids: Sequence[int] = (),
+    ) -> None:
         self.first = list(refusal_ids[:1])
+        self.barred = list(dict.fromkeys([*self.first, *spaced_ids]))
+        self.tokenizer = tokenizer
         self.prompt_width: int | None = None
+        self._said: list[bool] | None = None  # per row: the answer has said something
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if self.prompt_width is None:
             self.prompt_width = input_ids.shape[1]
-        if self.first and input_ids.shape[1] == self.prompt_width:
+        written = input_ids.shape[1] - self.prompt_width
+        if not self.first:
+            return scores
+        if written == 0:
             scores[:, self.first] = float("-inf")
+            return scores
+        if self.tokenizer is None or written > MARKER_TOKENS:
+            return scores
+        if self._said is None:
+            self._said = [False] * input_ids.shape[0]
+        for row, said in enumerate(self._said):
+            if said:
+                continue
+            text = self.tokenizer.decode(
+                input_ids[row, self.prompt_width :].tolist(), skip_special_tokens=True
+            )
+            if _NOTHING_SAID.fullmatch(text):
+                scores[row, self.barred] = float("-inf")
+            else:
+                self._said[row] = True
         return scores

@@ -3,7 +3,9 @@
 ``Response.metadata`` holds ``citations`` (``[{"number", "node_id",
 "ref_doc_id", "claim", "source_snippet"}]``, valid ones, in order of first
 appearance), ``cited_node_ids``, ``refused`` (the answer opens with the refusal and cites
-nothing; exactly one of ``refused``, cited and ``uncited`` holds), ``uncited``
+nothing, or says nothing but the refusal around its markers: see
+:func:`~llama_index_ragtune.grounding.is_refusal`; exactly one of ``refused``, cited
+and ``uncited`` holds), ``uncited``
 (an answer that is neither cited nor a refusal), ``invalid_citations``, ``raw_answer`` (the
 LLM text before cleaning), ``source_node_ids`` (the numbered sources in
 order), ``no_sources`` (nothing was retrieved), ``finished``, and:

@@ -80,6 +80,9 @@ def test_citations_and_refusals_read_like_the_query_engine():
     refused = ev.evaluate_example("q", f"{DEFAULT_REFUSAL} [9]", SOURCES, answerable=False)
     assert refused["refused"] and refused["invalid_citations"] == [9]
     assert refused["predicted_label"] == "NOT ENOUGH INFO" and not refused["uncited"]
+    marked = ev.evaluate_example("q", f"[2] {DEFAULT_REFUSAL}", SOURCES, answerable=False)
+    assert marked["refused"] and marked["cited"] == [] and marked["cited_node_ids"] == []
+    assert marked["predicted_label"] == "NOT ENOUGH INFO"  # not a citation of the gold source
     only_invalid = ev.evaluate_example("q", "Supported [9].", SOURCES, gold_label="SUPPORT")
     assert only_invalid["uncited"] and not only_invalid["refused"]
     with pytest.raises(ValueError, match="refusal must be a sentence"):

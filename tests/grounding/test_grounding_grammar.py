@@ -13,6 +13,7 @@ from llama_index_ragtune.grounding import (
     cite,
     cited_claims,
     find_citations,
+    is_refusal,
     parse_answer,
     parse_citations,
     split_claims,
@@ -146,7 +147,15 @@ def test_refusal_xor_cited():
     assert in_code.refused and not in_code.citations
     longer_word = parse_answer(DEFAULT_REFUSAL.rstrip(".") + "XYZ", 2)
     assert not longer_word.refused and longer_word.uncited
-    for answer in (plain, hedged, invalid_only, in_code, longer_word):
+    marked = parse_answer(f"[2] {DEFAULT_REFUSAL.upper()}", 2)  # says only the refusal
+    assert marked.refused and marked.citations == () and marked.numbers == ()
+    assert marked.text == DEFAULT_REFUSAL.upper() and is_refusal(f"[2] {DEFAULT_REFUSAL}")
+    trailing = parse_answer(f"{DEFAULT_REFUSAL} [1]", 2)
+    assert trailing.refused and trailing.text == DEFAULT_REFUSAL
+    claim_after = parse_answer(f"[1] {DEFAULT_REFUSAL} Paris is the capital.", 2)
+    assert not claim_after.refused and claim_after.citations == (1,)
+    assert not is_refusal(f"[1] {DEFAULT_REFUSAL} Paris is the capital.")
+    for answer in (plain, hedged, invalid_only, in_code, longer_word, marked, claim_after):
         assert [answer.refused, bool(answer.citations), answer.uncited].count(True) == 1
 
 

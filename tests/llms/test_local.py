@@ -7,7 +7,9 @@ import asyncio
 import pytest
 import torch
 from llama_index.core.llms import ChatMessage
+from transformers import AutoTokenizer
 
+from llama_index_ragtune.grounding import DEFAULT_REFUSAL
 from llama_index_ragtune.llms import LocalChatLLM
 
 QUESTION = [ChatMessage(role="user", content="Where is the Eiffel tower?")]
@@ -288,6 +290,23 @@ def test_below_the_threshold_the_answer_cannot_open_with_the_refusal(tiny_causal
 
     one_token = BarRefusalStart([4])
     assert one_token(prompt, torch.zeros(2, 16))[:, 4].eq(float("-inf")).all()
+
+    # A model taught to cite first writes "[2] Insufficient ...": while the answer holds
+    # only citation markers, the refusal's first token (with or without a space) is barred.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm_path)
+    refusal_ids = tokenizer.encode(DEFAULT_REFUSAL, add_special_tokens=False)
+    spaced = tokenizer.encode(" " + DEFAULT_REFUSAL, add_special_tokens=False)[:1]
+    assert spaced != refusal_ids[:1]
+    vocab = len(tokenizer)
+    barred = []
+    for written in ("[2] ", "Paris [1] ", "[1][", "1754"):
+        bar = BarRefusalStart(refusal_ids, tokenizer=tokenizer, spaced_ids=spaced)
+        opening = bar(torch.tensor([[1, 2, 3]]), torch.zeros(1, vocab))
+        assert opening[0, refusal_ids[0]].isinf()
+        ids = tokenizer.encode(written, add_special_tokens=False)
+        out = bar(torch.tensor([[1, 2, 3, *ids]]), torch.zeros(1, vocab))
+        barred.append(bool(out[0, spaced[0]].isinf() and out[0, refusal_ids[0]].isinf()))
+    assert barred == [True, False, True, False]
 
     # End to end: a threshold nothing reaches decodes, and never produces the refusal.
     llm = LocalChatLLM(tiny_causal_lm_path, max_new_tokens=6, refusal_threshold=1.0)

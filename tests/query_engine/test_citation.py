@@ -487,6 +487,22 @@ def test_a_refusal_that_cites_is_an_answer(streaming):
     assert meta["citations"] == [] and meta["uncited"] is False
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("answer", [f"[2] {DEFAULT_REFUSAL}", f"{DEFAULT_REFUSAL} [1][2]"])
+def test_a_refusal_with_only_markers_is_a_refusal_that_cites_nothing(streaming, answer):
+    # what a decoder taught to open with its citation writes when the refusal is barred
+    # at the very start: it says the sources lack the answer, whatever it cites
+    engine, _ = engine_for(answer, streaming=streaming)
+    response = engine.query("capital of Italy?")
+    text = response.get_response().response if streaming else response.response
+    meta = response.metadata
+    assert meta["refused"] is True and meta["uncited"] is False
+    assert meta["citations"] == [] and meta["cited_node_ids"] == []
+    assert meta["raw_answer"] == answer
+    if not streaming:  # a stream has shown the markers already
+        assert text == DEFAULT_REFUSAL
+
+
 @pytest.mark.parametrize("refusal", ["", "  ", "\n"])
 def test_blank_refusal_is_a_clear_error(refusal):
     with pytest.raises(ValueError, match="refusal must be a sentence"):
