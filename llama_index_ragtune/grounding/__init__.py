@@ -55,7 +55,8 @@ around citation markers (``"[2] Insufficient information in the provided
 sources."``: the markers are dropped; citing a source does not make "the sources
 lack the answer" an answer). An answer that opens with the refusal and goes on
 to a cited claim is an answer: ``refused`` and ``citations`` are never both set,
-and ``uncited`` is "neither".
+and ``uncited`` is "neither" (an answer of markers alone, ``"[1] [2]"``, says
+nothing and so backs no source: ``uncited``).
 
 Example::
 

@@ -68,14 +68,16 @@ class GroundedAnswer:
     stripped; ``raw``: the model's own text; ``citations``: the valid source
     numbers, in order of first appearance; ``invalid_citations``: the removed
     ones; ``numbers``: every number cited, valid or not; ``refused``: a refusal
-    (see :func:`is_refusal`; a refusal keeps no valid citation: its ``text`` and
-    ``numbers`` lose them, though a stream has shown them); ``uncited``: neither
-    refused nor cited.
+    (see :func:`is_refusal`); ``uncited``: neither refused nor cited. A refusal, and
+    an answer of citation markers alone (``"[1] [2] [3]"``: it says nothing, so it backs
+    nothing and is ``uncited``), keep no valid citation: their ``text`` and ``numbers``
+    lose them, though a stream has shown them.
 
     Example::
 
         parse_answer("Insufficient information in the provided sources. [1]", 1).refused  # True
         parse_answer(DEFAULT_REFUSAL + " But [1] says Paris.", 1).refused                  # False
+        parse_answer("[1] [2]", 2).uncited                                                 # True
     """
 
     text: str
@@ -136,8 +138,10 @@ class AnswerStream:
         cited = tuple(self.filter.cited)
         numbers, invalid = tuple(self.filter.numbers), tuple(self.filter.invalid)
         refused = _refuses(text, bool(cited), self.refusal)
-        if refused and cited:  # "[2] Insufficient ...": a refusal; its valid markers dropped
-            text, cited = strip_citations(text).strip(), ()
+        said = strip_citations(text).strip()
+        if cited and (refused or not any(c.isalnum() for c in said)):
+            # "[2] Insufficient ...": a refusal; "[1] [2] [3]": says nothing, backs nothing
+            text, cited = said, ()
             numbers = tuple(n for n in numbers if n in invalid)
         self.answer = GroundedAnswer(
             text=text,

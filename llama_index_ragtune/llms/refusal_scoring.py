@@ -205,9 +205,7 @@ class RefusalScoring:
 
         processors = LogitsProcessorList(gen.get("logits_processor") or [])
         spaced = self._encode_raw(" " + self.refusal.strip())[:1]
-        processors.append(
-            BarRefusalStart(self._refusal_ids(), tokenizer=self._tokenizer, spaced_ids=spaced)
-        )
+        processors.append(BarRefusalStart(self._refusal_ids(), self._tokenizer, spaced_ids=spaced))
         return {**gen, "logits_processor": processors}
 
 
@@ -232,7 +230,7 @@ class BarRefusalStart:
 
     Example::
 
-        bar = BarRefusalStart(refusal_ids, tokenizer=tokenizer, spaced_ids=[533])
+        bar = BarRefusalStart(refusal_ids, tokenizer, spaced_ids=[533])
         gen_kwargs["logits_processor"] = LogitsProcessorList([bar])
     """
 

@@ -83,6 +83,8 @@ def test_citations_and_refusals_read_like_the_query_engine():
     marked = ev.evaluate_example("q", f"[2] {DEFAULT_REFUSAL}", SOURCES, answerable=False)
     assert marked["refused"] and marked["cited"] == [] and marked["cited_node_ids"] == []
     assert marked["predicted_label"] == "NOT ENOUGH INFO"  # not a citation of the gold source
+    empty = GenerationEvaluator().evaluate_example("q", "[1] [2]", SOURCES, gold_node_ids=["a"])
+    assert empty["uncited"] and empty["cited_node_ids"] == [] and empty["citation_hit"] == 0.0
     only_invalid = ev.evaluate_example("q", "Supported [9].", SOURCES, gold_label="SUPPORT")
     assert only_invalid["uncited"] and not only_invalid["refused"]
     with pytest.raises(ValueError, match="refusal must be a sentence"):

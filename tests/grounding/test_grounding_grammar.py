@@ -155,7 +155,11 @@ def test_refusal_xor_cited():
     claim_after = parse_answer(f"[1] {DEFAULT_REFUSAL} Paris is the capital.", 2)
     assert not claim_after.refused and claim_after.citations == (1,)
     assert not is_refusal(f"[1] {DEFAULT_REFUSAL} Paris is the capital.")
-    for answer in (plain, hedged, invalid_only, in_code, longer_word, marked, claim_after):
+    markers_only = parse_answer("[1] [2][9]. ", 2)  # says nothing: backs nothing
+    assert markers_only.uncited and markers_only.citations == () and markers_only.text == "."
+    assert markers_only.numbers == (9,) and markers_only.invalid_citations == (9,)
+    answers = (plain, hedged, invalid_only, in_code, longer_word, marked, claim_after, markers_only)
+    for answer in answers:
         assert [answer.refused, bool(answer.citations), answer.uncited].count(True) == 1
 
 

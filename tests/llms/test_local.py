@@ -300,12 +300,14 @@ def test_below_the_threshold_the_answer_cannot_open_with_the_refusal(tiny_causal
     vocab = len(tokenizer)
     barred = []
     for written in ("[2] ", "Paris [1] ", "[1][", "1754"):
-        bar = BarRefusalStart(refusal_ids, tokenizer=tokenizer, spaced_ids=spaced)
+        bar = BarRefusalStart(refusal_ids, tokenizer, spaced_ids=spaced)
         opening = bar(torch.tensor([[1, 2, 3]]), torch.zeros(1, vocab))
         assert opening[0, refusal_ids[0]].isinf()
         ids = tokenizer.encode(written, add_special_tokens=False)
         out = bar(torch.tensor([[1, 2, 3, *ids]]), torch.zeros(1, vocab))
-        barred.append(bool(out[0, spaced[0]].isinf() and out[0, refusal_ids[0]].isinf()))
+        held = [out[0, i].isinf() for i in (spaced[0], refusal_ids[0])]
+        assert all(held) or not any(held)
+        barred.append(bool(all(held)))
     assert barred == [True, False, True, False]
 
     # End to end: a threshold nothing reaches decodes, and never produces the refusal.

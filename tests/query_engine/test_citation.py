@@ -503,6 +503,17 @@ def test_a_refusal_with_only_markers_is_a_refusal_that_cites_nothing(streaming, 
         assert text == DEFAULT_REFUSAL
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_an_answer_of_markers_alone_backs_no_source(streaming):
+    engine, _ = engine_for("[1] [2] [3]", streaming=streaming)
+    response = engine.query("capital of Italy?")
+    if streaming:
+        response.get_response()
+    meta = response.metadata
+    assert meta["uncited"] is True and meta["refused"] is False
+    assert meta["citations"] == [] and meta["cited_node_ids"] == []
+
+
 @pytest.mark.parametrize("refusal", ["", "  ", "\n"])
 def test_blank_refusal_is_a_clear_error(refusal):
     with pytest.raises(ValueError, match="refusal must be a sentence"):
