@@ -79,7 +79,8 @@ def show_answers(title: str, engines: Any, questions: Sequence[tuple[str, str | 
         seconds = time.perf_counter() - start
         scope = f"asked of the {store} store" if store else "no store filter"
         _say(f'  Q: "{question}" ({scope})')
-        _say(f"  A: {_shorten(str(response.response))}  [{seconds:.1f} s]")
+        shown = str(response.response or "").strip() or _nothing_said(response.metadata)
+        _say(f"  A: {_shorten(shown)}  [{seconds:.1f} s]")
         nodes = {n.node.node_id: n.node for n in response.source_nodes}
         citations = response.metadata.get("citations", [])
         if response.metadata.get("refused"):
@@ -94,6 +95,12 @@ def show_answers(title: str, engines: Any, questions: Sequence[tuple[str, str | 
         if not citations and not response.metadata.get("refused"):
             _say("     (no citation)")
     _say()
+
+
+def _nothing_said(metadata: dict[str, Any]) -> str:
+    """What to show for an answer with no text left (e.g. citation markers alone)."""
+    raw = " ".join(str(metadata.get("raw_answer") or "").split())
+    return f"(no answer: the decoder wrote {raw!r})" if raw else "(no answer)"
 
 
 def _rates(evaluation: Any) -> str:
