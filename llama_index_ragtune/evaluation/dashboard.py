@@ -121,7 +121,7 @@ def _kpis(results: EvaluationResults) -> str:
     before = business_proxies(base) if base is not None else None
     base_stage = base.stage if base is not None else ""
     cards = [
-        ("Answer rate", "answer_rate", format_rate, "share of questions answered", 0),
+        ("Answer rate", "answer_rate", format_rate, "share answered, not refused or empty", 0),
         ("Refusal rate", "refusal_rate", format_rate, "share of questions refused", 0),
         ("Time to answer · p50", "p50_ms", format_ms, "median end-to-end", -1),
         ("Time to answer · p95", "p95_ms", format_ms, "95th percentile", -1),

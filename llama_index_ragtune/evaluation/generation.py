@@ -63,7 +63,10 @@ refused & answerable = FP, answered & unanswerable = FN. ``refusal_precision``
 (None without refusals), ``refusal_recall`` (None without unanswerable
 examples), ``refusal_f1`` (0 when nothing is refused); ``over_refusal_rate`` = FP / answerable
 examples; ``refusal_rate`` = refusals / examples. ``uncited_rate`` = answered
-(not refused) examples without any citation / answered examples.
+(not refused) examples without any citation / answered examples. ``empty`` marks an
+answer that says nothing (no letter or digit once its citation markers are removed:
+``"[1] [2] [3]"``, ``""``); ``empty_rate`` = empty answers / examples and
+``answer_rate`` = examples neither refused nor empty / examples.
 
 Example::
 
@@ -269,6 +272,7 @@ class GenerationEvaluator:
             "cited_node_ids": cited_ids,
             "invalid_citations": invalid,
             "uncited": parsed.uncited,
+            "empty": not refused and not any(c.isalnum() for c in parsed.text),
             "citation_valid": None if not cited else float(not invalid),
             "citation_precision": None,
             "citation_recall": None,

@@ -102,7 +102,10 @@ class GenerationReport(ReportIO):
         }
         for key in self.metric_keys:
             agg[key] = _mean(r.get(key) for r in rows)
+        empty = sum(1 for r in answered if r.get("empty"))
         agg.update(
+            answer_rate=_ratio(len(answered) - empty, len(rows)),
+            empty_rate=_ratio(empty, len(rows)),
             refusal_rate=_ratio(sum(r["refused"] for r in rows), len(rows)),
             refusal_precision=precision,
             refusal_recall=recall,

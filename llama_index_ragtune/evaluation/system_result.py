@@ -117,10 +117,10 @@ class SystemResult:
     ) -> SystemResult:
         """A generation system from a ``GenerationReport``.
 
-        Metrics: every numeric aggregate (rates, F1s, means), plus ``answer_rate``
-        (1 - ``refusal_rate``); latencies: each row's ``latency_s`` (from
-        ``GenerationEvaluator.evaluate_query_engine``) in milliseconds; refusal scores
-        when every row has a ``refusal_probability``.
+        Metrics: every numeric aggregate (rates, F1s, means), ``answer_rate`` among them
+        (neither refused nor empty; 1 - ``refusal_rate`` for a report without it);
+        latencies: each row's ``latency_s`` (from ``GenerationEvaluator.evaluate_query_engine``)
+        in milliseconds; refusal scores when every row has a ``refusal_probability``.
 
         Example::
 
@@ -132,7 +132,8 @@ class SystemResult:
             if value is None or (isinstance(value, float) and not isinstance(value, bool))
         }
         rate = metrics.get("refusal_rate")
-        metrics["answer_rate"] = None if rate is None else 1.0 - rate
+        if metrics.get("answer_rate") is None:
+            metrics["answer_rate"] = None if rate is None else 1.0 - rate
         rows = report.rows
         latencies = [row.get("latency_s") for row in rows]
         probabilities = [row.get("refusal_probability") for row in rows]

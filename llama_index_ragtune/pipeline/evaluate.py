@@ -255,7 +255,7 @@ def answer_questions(
         "right_store_citation_rate": _mean(r["right_store"] for r in answerable) if group else None,
         "answer_f1": agg.get("f1"),
         "refusal_f1": agg.get("refusal_f1"),
-        "answer_rate": None if agg.get("refusal_rate") is None else 1 - agg["refusal_rate"],
+        "answer_rate": agg.get("answer_rate"),  # neither refused nor empty
         "refusal_rate": agg.get("refusal_rate"),
     }
     return metrics, rows

@@ -21,6 +21,7 @@ from llama_index_ragtune.evaluation import (
     GenerationEvaluator,
     GenerationReport,
     LLMJudgeEntailment,
+    SystemResult,
 )
 from llama_index_ragtune.evaluation.generation import (
     clean_answer,
@@ -169,6 +170,7 @@ def test_refusal_calibration_and_aggregate():
     assert agg["citation_recall"] == pytest.approx(1 / 3)
     assert agg["uncited_rate"] == pytest.approx(1 / 3)  # U2 of the answered A2, A3, U2
     assert (agg["n_examples"], agg["n_answerable"], agg["n_unanswerable"]) == (5, 3, 2)
+    assert agg["answer_rate"] == pytest.approx(3 / 5) and agg["empty_rate"] == 0.0
 
     md = report.to_markdown()
     assert "| refusal_f1 | 0.500 |" in md and "**toy**" in md
@@ -479,3 +481,22 @@ def test_report_aggregates_refusal_auc_only_when_every_row_has_a_probability():
     assert GenerationReport(rows=rows)["refusal_auc"] == 1.0
     del rows[1]["refusal_probability"]
     assert "refusal_auc" not in GenerationReport(rows=rows).aggregate
+
+
+def test_an_answer_that_says_nothing_is_not_counted_as_answered():
+    # "[1] [2]" and "" are neither refusals nor answers: the answer rate leaves them out
+    ev = GenerationEvaluator()
+    texts = ["Paris [1].", "[1] [2]", "", DEFAULT_REFUSAL]
+    examples = [
+        dict(question=f"q{i}", answer_text=t, source_node_ids=SOURCES, gold_node_ids=["a"])
+        for i, t in enumerate(texts)
+    ]
+    report = ev.evaluate(examples, show_progress=False)
+    assert [r["empty"] for r in report.rows] == [False, True, True, False]
+    assert [r["uncited"] for r in report.rows] == [False, True, True, False]
+    agg = report.aggregate
+    assert agg["answer_rate"] == pytest.approx(1 / 4) and agg["empty_rate"] == pytest.approx(2 / 4)
+    assert agg["refusal_rate"] == pytest.approx(1 / 4)
+    assert agg["citation_recall"] == pytest.approx(1 / 4)  # only "Paris [1]." cites the gold
+    system = SystemResult.from_generation_report(report, "after")
+    assert system.metrics["answer_rate"] == pytest.approx(1 / 4)
