@@ -272,7 +272,7 @@ class GenerationEvaluator:
             "cited_node_ids": cited_ids,
             "invalid_citations": invalid,
             "uncited": parsed.uncited,
-            "empty": not refused and not any(c.isalnum() for c in parsed.text),
+            "empty": parsed.empty,
             "citation_valid": None if not cited else float(not invalid),
             "citation_precision": None,
             "citation_recall": None,

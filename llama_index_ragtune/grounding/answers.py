@@ -41,6 +41,11 @@ def _refuses(answer: str, cited: bool, refusal: str) -> bool:
     return _normal(strip_citations(answer)) == _normal(refusal)
 
 
+def _says_nothing(text: str) -> bool:
+    """No letter or digit: ``""``, ``"."`` (what is left of ``"[1] [2]."`` without its markers)."""
+    return not any(c.isalnum() for c in text)
+
+
 def is_refusal(answer: str, refusal: str = DEFAULT_REFUSAL) -> bool:
     """True when ``answer`` opens with the refusal sentence and cites nothing, or says
     nothing but the refusal around its citations (``"[2] Insufficient information ..."``:
@@ -70,8 +75,8 @@ class GroundedAnswer:
     ones; ``numbers``: every number cited, valid or not; ``refused``: a refusal
     (see :func:`is_refusal`); ``uncited``: neither refused nor cited. A refusal, and
     an answer of citation markers alone (``"[1] [2] [3]"``: it says nothing, so it backs
-    nothing and is ``uncited``), keep no valid citation: their ``text`` and ``numbers``
-    lose them, though a stream has shown them.
+    nothing and is ``uncited`` and ``empty``), keep no valid citation: their ``text`` and
+    ``numbers`` lose them, though a stream has shown them.
 
     Example::
 
@@ -91,6 +96,11 @@ class GroundedAnswer:
     def uncited(self) -> bool:
         """Neither a refusal nor backed by a valid citation."""
         return not self.refused and not self.citations
+
+    @property
+    def empty(self) -> bool:
+        """Not a refusal, and nothing said: no letter or digit once the markers are removed."""
+        return not self.refused and _says_nothing(self.text)
 
 
 class AnswerStream:
@@ -139,7 +149,7 @@ class AnswerStream:
         numbers, invalid = tuple(self.filter.numbers), tuple(self.filter.invalid)
         refused = _refuses(text, bool(cited), self.refusal)
         said = strip_citations(text).strip()
-        if cited and (refused or not any(c.isalnum() for c in said)):
+        if cited and (refused or _says_nothing(said)):
             # "[2] Insufficient ...": a refusal; "[1] [2] [3]": says nothing, backs nothing
             text, cited = said, ()
             numbers = tuple(n for n in numbers if n in invalid)

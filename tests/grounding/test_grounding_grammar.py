@@ -157,6 +157,7 @@ def test_refusal_xor_cited():
     assert not is_refusal(f"[1] {DEFAULT_REFUSAL} Paris is the capital.")
     markers_only = parse_answer("[1] [2][9]. ", 2)  # says nothing: backs nothing
     assert markers_only.uncited and markers_only.citations == () and markers_only.text == "."
+    assert markers_only.empty and not marked.empty and not hedged.empty
     assert markers_only.numbers == (9,) and markers_only.invalid_citations == (9,)
     answers = (plain, hedged, invalid_only, in_code, longer_word, marked, claim_after, markers_only)
     for answer in answers:
