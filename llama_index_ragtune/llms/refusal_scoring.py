@@ -102,6 +102,13 @@ class RefusalScoring:
     def refusal_probabilities(self, batch_ids: Sequence[Sequence[int]]) -> list[float]:
         """P(the whole ``refusal`` sentence | prompt) for token-id prompts (one teacher-forced pass).
 
+        A prompt's probability does not depend on the prompts scored with it: in float32
+        the prompts share one left-padded pass; in half precision (bfloat16 / float16)
+        each gets a pass of its own, since padding changes the rounding there (it moved
+        the demo's tuned decoder's P(refusal) by up to 0.06, where most questions lie
+        between 0.2 and 0.5), and a threshold chosen on dev questions scored in batches
+        would then meet other numbers in the query engine, which scores one at a time.
+
         Example::
 
             llm = LocalChatLLM(refusal_threshold=0.5)
@@ -109,6 +116,8 @@ class RefusalScoring:
         """
         import torch
 
+        if len(batch_ids) > 1 and not self._padding_keeps_scores():
+            return [p for ids in batch_ids for p in self.refusal_probabilities([ids])]
         refusal = self._refusal_ids()
         longest = max((len(ids) for ids in batch_ids), default=0)
         if self.context_window and longest + len(refusal) > self.context_window:
@@ -131,6 +140,14 @@ class RefusalScoring:
         # float64: a float32 exp of a long unlikely sentence underflows to tied zeros.
         return logprobs.double().sum(dim=1).exp().tolist()
 
+    def _padding_keeps_scores(self) -> bool:
+        """Whether a left-padded batch scores each prompt as it scores alone (float32 and
+        float64 weights: to about 1e-6; half precision: not, see ``refusal_probabilities``)."""
+        import torch
+
+        dtype = getattr(self._model, "dtype", None)
+        return dtype in (torch.float32, torch.float64)
+
     def conversation_refusal_probabilities(
         self,
         conversations: Sequence[MessagesLike],
@@ -139,7 +156,8 @@ class RefusalScoring:
         show_progress: bool = False,
     ) -> list[float]:
         """P(``refusal`` | conversation) for many conversations, ``batch_size`` at a time, without
-        generating: what ``choose_refusal_threshold`` needs from a dev set.
+        generating: what ``choose_refusal_threshold`` needs from a dev set. Each value is the one
+        a query engine computes for that conversation alone (see ``refusal_probabilities``).
 
         Example::
 

@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from llama_index_ragtune.grounding import DEFAULT_REFUSAL
 from llama_index_ragtune.llms import LocalChatLLM
+from llama_index_ragtune.llms.refusal_policy import DecoderRefusalPolicy
 
 QUESTION = [ChatMessage(role="user", content="Where is the Eiffel tower?")]
 
@@ -263,6 +264,23 @@ def test_conversation_refusal_probabilities_batch_in_input_order(tiny_causal_lm_
     assert batched == pytest.approx(one_by_one, rel=1e-3, abs=1e-12)
     with pytest.raises(ValueError, match="batch_size"):
         llm.conversation_refusal_probabilities(conversations, batch_size=0)
+
+
+def test_half_precision_scores_each_prompt_as_it_scores_alone(tiny_causal_lm_path):
+    # in bfloat16 a left-padded batch changes the rounding: a threshold chosen on dev
+    # questions scored in batches would meet other numbers at serving time
+    llm = LocalChatLLM(tiny_causal_lm_path, max_new_tokens=4, dtype="bfloat16")
+    conversations = [[{"role": "user", "content": "Where is Rouen? " * k}] for k in (1, 2, 7, 20)]
+    alone = [llm.refusal_probabilities([llm.encode(c)])[0] for c in conversations]
+    assert len(set(alone)) == len(alone)  # four different prompts, four different values
+    assert llm.refusal_probabilities([llm.encode(c) for c in conversations]) == alone
+    assert llm.conversation_refusal_probabilities(conversations, batch_size=4) == alone
+    policy = DecoderRefusalPolicy(threshold=sorted(alone)[1])  # refuses the two likeliest
+    llm.refusal_policy = policy
+    batch = llm.generate_batch(conversations, batch_size=4)
+    single = [llm.chat(c) for c in conversations]
+    assert [r.raw["refusal_probability"] for r in batch] == alone
+    assert [r.message.content for r in batch] == [r.message.content for r in single]
 
 
 def test_threshold_zero_refuses_everywhere_and_streams_the_refusal(tiny_causal_lm_path):
