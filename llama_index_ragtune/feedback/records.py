@@ -100,7 +100,9 @@ class FeedbackRecord:
 class FeedbackStats:
     """Counts and business proxies over a selection of records (``FeedbackStore.stats``).
 
-    ``refusal_rate`` and ``answer_rate`` (= 1 - refusal rate) are over all selected
+    ``empty`` counts answers that say nothing (no letter or digit once the citation
+    markers are removed: ``""``, ``"[1] [2]"``). ``refusal_rate`` and ``answer_rate``
+    (neither refused nor empty, as the generation evaluation counts it) are over all selected
     records; ``latency_p50_ms`` / ``latency_p95_ms`` over those with a latency
     (linear interpolation between ranks). Rates and percentiles are ``None``
     when nothing was selected.
@@ -116,6 +118,7 @@ class FeedbackStats:
     downvoted: int
     unrated: int
     refused: int
+    empty: int
     clicks: int
     records_with_clicks: int
     node_versions: int

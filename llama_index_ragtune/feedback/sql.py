@@ -276,12 +276,22 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
     ]
 
 
+def _says_nothing(answer: Any) -> int:
+    """SQL ``says_nothing(answer)``: 1 for an answer with no letter or digit once its
+    citation markers are removed (``grounding.says_nothing``)."""
+    from llama_index_ragtune.grounding import says_nothing
+
+    return int(isinstance(answer, str) and says_nothing(answer))
+
+
 def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) -> FeedbackStats:
     """``FeedbackStore.stats`` over the records matching ``where`` / ``params``."""
     selected = f"SELECT id FROM records{join_where(where)}"
-    n, up, down, unrated, refused, first, last = conn.execute(
+    conn.create_function("says_nothing", 1, _says_nothing, deterministic=True)
+    n, up, down, unrated, refused, empty, first, last = conn.execute(
         "SELECT count(*), total(rating = 1), total(rating = -1), total(rating IS NULL), "
-        f"total(refused), min(created_at), max(created_at) FROM records{join_where(where)}",
+        "total(refused), total(NOT refused AND says_nothing(answer)), "
+        f"min(created_at), max(created_at) FROM records{join_where(where)}",
         params,
     ).fetchone()
     clicks, clicked_records = conn.execute(
@@ -321,8 +331,9 @@ def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) ->
         records_with_clicks=clicked_records,
         node_versions=versions,
         bundle_versions=bundles,
+        empty=int(empty),
         refusal_rate=refused / n if n else None,
-        answer_rate=1 - refused / n if n else None,
+        answer_rate=(n - refused - empty) / n if n else None,
         latency_p50_ms=percentile(latencies, 0.50),
         latency_p95_ms=percentile(latencies, 0.95),
         first=None if first is None else read_time(first, "the earliest records.created_at"),

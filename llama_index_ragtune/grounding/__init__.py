@@ -84,6 +84,7 @@ from llama_index_ragtune.grounding.answers import (
     cited_claims,
     is_refusal,
     parse_answer,
+    says_nothing,
     sentence_spans,
     split_claims,
 )
@@ -133,6 +134,7 @@ __all__ = [
     "check_refusal",
     "cite",
     "cited_claims",
+    "says_nothing",
     "sentence_spans",
     "find_citations",
     "format_sources",

@@ -46,6 +46,30 @@ def _says_nothing(text: str) -> bool:
     return not any(c.isalnum() for c in text)
 
 
+def says_nothing(answer: str) -> bool:
+    """True when ``answer`` has no letter or digit once its citation markers are removed
+    (``""``, ``"[1] [2] [3]"``): an empty answer, neither answered nor refused.
+
+    Example::
+
+        says_nothing("[1] [2]."), says_nothing("[1] 14 days.")   # (True, False)
+    """
+    return not _said_outside_brackets(answer) and _says_nothing(strip_citations(answer))
+
+
+def _said_outside_brackets(text: str) -> bool:
+    """A letter or digit outside every bracket: no marker holds it (a fast sure "said")."""
+    depth = 0
+    for c in text:
+        if c in "[\uff3b\u3010":
+            depth += 1
+        elif c in "]\uff3d\u3011":
+            depth = max(0, depth - 1)
+        elif depth == 0 and c.isalnum():
+            return True
+    return False
+
+
 def is_refusal(answer: str, refusal: str = DEFAULT_REFUSAL) -> bool:
     """True when ``answer`` opens with the refusal sentence and cites nothing, or says
     nothing but the refusal around its citations (``"[2] Insufficient information ..."``:

@@ -12,6 +12,7 @@ from llama_index_ragtune.grounding import (
     CitationFilter,
     parse_answer,
     parse_citations,
+    says_nothing,
     strip_citations,
 )
 
@@ -131,6 +132,12 @@ code_spans = st.builds(
 prose = st.lists(
     st.sampled_from(["Paris ", "[1]", "[9]", " [5-9]", "[Source 7]", ". ", "[x]"]), max_size=5
 ).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(answers)
+def test_says_nothing_is_no_letter_or_digit_once_the_markers_are_removed(text):
+    assert says_nothing(text) == (not any(c.isalnum() for c in strip_citations(text)))
 
 
 @settings(max_examples=300, deadline=None)
