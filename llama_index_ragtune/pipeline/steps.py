@@ -393,7 +393,7 @@ def decoder_args(config: Any, time_limited: bool) -> dict[str, Any]:
         from llama_index_ragtune.pipeline.steps import decoder_args
 
         decoder_args(PipelineConfig.demo(), time_limited=True)
-        # {'warmup_steps': 0, 'learning_rate': 0.0005}
+        # {'warmup_steps': 0, 'learning_rate': 0.0005, 'num_train_epochs': 2}
     """
     return {**(TIME_LIMITED_DECODER_ARGS if time_limited else {}), **config.decoder_args}
 

@@ -185,7 +185,11 @@ def test_a_time_limited_decoder_trains_without_warm_up_unless_asked():
     from llama_index_ragtune.pipeline.steps import decoder_args
 
     demo = PipelineConfig.demo()
-    assert decoder_args(demo, time_limited=True) == {"warmup_steps": 0, "learning_rate": 5e-4}
+    assert decoder_args(demo, time_limited=True) == {
+        "warmup_steps": 0,
+        "learning_rate": 5e-4,
+        "num_train_epochs": 2,
+    }
     assert "warmup_steps" not in decoder_args(demo, time_limited=False)  # the engine's 5 %
     asked = PipelineConfig.demo(decoder_args={"warmup_steps": 0.1})
     assert decoder_args(asked, time_limited=True) == {"warmup_steps": 0.1}
