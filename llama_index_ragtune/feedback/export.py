@@ -54,9 +54,10 @@ import json
 import logging
 import math
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index_ragtune.data.schema import Negative, RetrievalDataset, stable_query_id
@@ -400,6 +401,19 @@ def feedback_evaluation_set(
     )
 
 
+def _spread_pairs(chosen: Sequence[Any], rejected: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
+    """Every (chosen, rejected) pair once, made as they are read, in shifts that pair each
+    chosen answer with a different rejected one: any first pairs cover the answers evenly.
+
+    Example::
+
+        list(_spread_pairs("ab", "xy"))   # [('a', 'x'), ('b', 'y'), ('a', 'y'), ('b', 'x')]
+    """
+    for shift in range(len(rejected)):
+        for i, good in enumerate(chosen):
+            yield good, rejected[(i + shift) % len(rejected)]
+
+
 def feedback_preference_pairs(
     store: FeedbackStore,
     *,
@@ -422,8 +436,10 @@ def feedback_preference_pairs(
     ``strategy="feedback"``, ``chosen_score=1.0``, ``rejected_score=0.0``), so the
     two concatenate and ``DecoderFinetuneEngine`` / TRL's ``DPOTrainer`` read them.
     ``refusal``, ``system_prompt`` and ``max_source_chars`` must be the answering
-    engine's. Pairs per (query, sources) group follow answer time, capped by
-    ``max_pairs_per_group``. No pair gives an empty dataset with these columns.
+    engine's. Each (query, sources) group pairs every upvoted answer with every downvoted
+    one, in shifts (the earliest answers first) so that the first ``max_pairs_per_group``
+    pairs use as many different answers as they can; only those are built. No pair gives
+    an empty dataset with these columns.
 
     Example::
 
@@ -471,10 +487,7 @@ def feedback_preference_pairs(
         contested = set(by_rating[1]) & set(by_rating[-1])
         chosen = [r for answer, r in by_rating[1].items() if answer not in contested]
         rejected = [r for answer, r in by_rating[-1].items() if answer not in contested]
-        pairs = [(c, r) for c in chosen for r in rejected]
-        if max_pairs_per_group is not None:
-            pairs = pairs[:max_pairs_per_group]
-        for good, bad in pairs:
+        for good, bad in islice(_spread_pairs(chosen, rejected), max_pairs_per_group):
             source_texts = [truncate_source(texts[key], max_source_chars) for key in sources]
             messages = build_messages(
                 good.query, source_texts, refusal=refusal, system_prompt=system_prompt

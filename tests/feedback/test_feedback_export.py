@@ -226,10 +226,24 @@ def test_preference_pairs_cap_and_order(store):
         [("up 1", 1), ("down 1", -1), ("up 2", 1), ("down 2", -1)]
     ):
         log(store, "q?", ["g1"], i, answer=answer, rating=rating)
-    pairs = store.to_preference_pairs()
-    got = [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in pairs]
-    assert got == [("up 1", "down 1"), ("up 1", "down 2"), ("up 2", "down 1"), ("up 2", "down 2")]
-    assert len(store.to_preference_pairs(max_pairs_per_group=2)) == 2
+
+    def got(**kwargs):
+        pairs = store.to_preference_pairs(**kwargs)
+        return [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in pairs]
+
+    # every pair once; the first ones use as many different answers as they can
+    assert got() == [("up 1", "down 1"), ("up 2", "down 2"), ("up 1", "down 2"), ("up 2", "down 1")]
+    assert got(max_pairs_per_group=2) == [("up 1", "down 1"), ("up 2", "down 2")]
+
+
+def test_many_answers_to_one_question_build_only_the_pairs_asked_for(store):
+    # sampled answers are all different: all pairs would grow as the product of the two counts
+    for i in range(60):
+        log(store, "q?", ["g1"], i, answer=f"answer {i}", rating=1 if i % 2 else -1)
+    assert len(store.to_preference_pairs()) == 30 * 30
+    capped = store.to_preference_pairs(max_pairs_per_group=30)
+    assert len({r["chosen"][0]["content"] for r in capped}) == 30  # each upvoted answer once
+    assert len({r["rejected"][0]["content"] for r in capped}) == 30  # each downvoted one once
 
 
 INJECTION = (
