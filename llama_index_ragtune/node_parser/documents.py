@@ -3,7 +3,9 @@
 :func:`document_text` refuses content that is not text (NUL bytes, undecodable
 bytes, mostly control characters) with a :class:`DocumentParseError` that
 names the document and says how to fix it; a few U+FFFD replacement
-characters in otherwise good text are accepted.
+characters in otherwise good text are accepted. Metadata that LlamaIndex
+cannot render (lone surrogates, nesting deeper than :data:`MAX_METADATA_DEPTH`)
+is refused the same way, naming the key.
 
 Example::
 
@@ -30,6 +32,9 @@ _NON_PRINTABLE = re.compile("[\x01-\x08\x0e-\x1f\x7f\ufffd\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _WHITESPACE = re.compile(r"\s")
 _MAX_NON_PRINTABLE_SHARE = 0.1
+#: Metadata nested deeper than this is refused: LlamaIndex renders it recursively (the
+#: document's hash, the node's metadata string) and fails at Python's recursion limit.
+MAX_METADATA_DEPTH = 100
 
 
 class DocumentParseError(ValueError):
@@ -75,6 +80,28 @@ def _surrogate_metadata_key(metadata: Any, depth: int = 0) -> str | None:
                 isinstance(item, dict) and _surrogate_metadata_key(item, depth + 1) is not None
             ):
                 return str(key)
+    return None
+
+
+def _deep_metadata_key(metadata: Any, limit: int = MAX_METADATA_DEPTH) -> str | None:
+    """The top-level metadata key whose value nests dicts/lists more than ``limit`` deep.
+
+    Iterative (any depth), each container visited once (a self-reference is not deep).
+    """
+    if not isinstance(metadata, dict):
+        return None
+    seen: set[int] = set()
+    for key, value in metadata.items():
+        stack = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if not isinstance(item, (dict, list, tuple)) or id(item) in seen:
+                continue
+            if depth > limit:
+                return str(key)
+            seen.add(id(item))
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
     return None
 
 
@@ -128,6 +155,15 @@ def document_text(node: BaseNode) -> str:
             f"The metadata of document '{doc_id}' (key {key!r}) contains undecodable bytes "
             "(lone surrogates from a lossy decode). Decode the value with its real encoding "
             "or drop the key before parsing.",
+            cause="metadata",
+        )
+    key = _deep_metadata_key(node.metadata)
+    if key is not None:
+        raise DocumentParseError(
+            doc_id,
+            f"The metadata of document '{doc_id}' (key {key!r}) is nested more than "
+            f"{MAX_METADATA_DEPTH} levels deep; LlamaIndex cannot render it (recursion limit). "
+            "Flatten the value or drop the key before parsing.",
             cause="metadata",
         )
     visible = len(text) - len(_WHITESPACE.findall(text))

@@ -44,6 +44,7 @@ from llama_index_ragtune.node_parser.html_text import (
     _bs4,
     alt_text,
     escape_raw_text,
+    escape_stray_charrefs,
     normalize,
     pre_text,
     text_types,
@@ -66,6 +67,7 @@ _BLOCK_KIND = {"list": "list", "dl": "definition_list", "quote": "blockquote"}
 _PERMALINK_MARK = re.compile("\\s*[\u00b6\u00a7\U0001f517]+$")  # Sphinx/MkDocs "¶" anchors
 _LANGUAGE = re.compile(r"^(?:language|lang|highlight)-([\w+#.-]+)$")
 _WORD = re.compile(r"[^\W_]+")
+_BACKTICKS = re.compile("`+")
 #: A page left with fewer words than this, by the removal of an element holding
 #: ``WRAPPER_SHARE`` times as many, is parsed again leniently.
 ALMOST_EMPTY_WORDS = 5
@@ -352,9 +354,10 @@ class _Writer:
                     break
             if language:
                 break
-        fence = "```"
-        while fence in code:
-            fence += "`"
+        # longer than any run of backticks in the code (one pass: a run of thousands of
+        # backticks would otherwise cost a search of the code per backtick)
+        longest = max((len(run) for run in _BACKTICKS.findall(code)), default=0)
+        fence = "`" * max(3, longest + 1)
         opening = f"{fence}{language}"
         text = f"{opening}\n{code}\n{fence}"
         head, tail = len(opening) + 1, len(text) - len(fence)
@@ -375,6 +378,11 @@ class _Writer:
         if rendered.text:
             self.add("table", rendered.text, units=rendered.units, head=rendered.head)
         return False
+
+
+def _for_html_parser(html: str) -> str:
+    """``html`` as ``html.parser`` must get it to read it as browsers do (see html_text)."""
+    return escape_stray_charrefs(escape_raw_text(html))
 
 
 class HTMLConverter:
@@ -400,15 +408,16 @@ class HTMLConverter:
 
     def parse(self, html: str):
         """The BeautifulSoup tree of ``html`` (``html.parser`` when the chosen builder is
-        missing; the content of ``xmp``/``plaintext`` is escaped for it to read as text)."""
+        missing; for it, the content of ``xmp``/``plaintext`` and a ``&#`` that starts no
+        character reference are escaped, to read as text)."""
         bs4 = _bs4()
         builder = bs4.builder.builder_registry.lookup(*self.features.split())
         if builder is None or issubclass(builder, bs4.builder.HTMLParserTreeBuilder):
-            return bs4.BeautifulSoup(escape_raw_text(html), "html.parser")
+            return bs4.BeautifulSoup(_for_html_parser(html), "html.parser")
         try:
             return bs4.BeautifulSoup(html, self.features)
         except bs4.FeatureNotFound:  # pragma: no cover - the lookup found it
-            return bs4.BeautifulSoup(escape_raw_text(html), "html.parser")
+            return bs4.BeautifulSoup(_for_html_parser(html), "html.parser")
 
     def is_boilerplate(self, tag) -> bool:
         """True for a boilerplate element (see :mod:`.html_clean`) to drop with its content."""

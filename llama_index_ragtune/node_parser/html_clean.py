@@ -34,6 +34,13 @@ mappings (HTML-AAM), so that article content is kept:
   ``article``, ``section``, ``table`` or ``role="main"`` inside it, as on ASP.NET
   pages built as one big form); its controls are dropped either way.
 
+A ``head`` is dropped with its content while it holds only metadata (``title``,
+``meta``, ``link``, ``base``, ``style``, ``script``, ``noscript``, ``template``).
+``html.parser`` does not end an unclosed ``head`` at the page's first content, as
+browsers and lxml do, so there the head can hold the whole page (``<head><title>T
+</title><body>...``): a head that holds anything else is kept and only its metadata
+is dropped.
+
 These rules never empty a whole page: :data:`NEVER_TEXT_TAGS` lists what is
 never page text, and :class:`~.html_blocks.HTMLConverter` parses a page again
 with only those and ``nav`` dropped when the full rules leave (almost) none
@@ -54,6 +61,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+
+from llama_index_ragtune.node_parser.html_text import text_types
 
 DEFAULT_BOILERPLATE_TAGS = (
     "script", "style", "noscript", "template", "head", "nav", "aside", "form",
@@ -82,6 +91,10 @@ NEVER_TEXT_TAGS = frozenset(
     {"script", "style", "noscript", "template", "head", "iframe", "svg", "canvas",
      "object", "embed", "button", "select", "textarea", "input"}
 )  # fmt: skip
+#: What a ``head`` holds (the HTML standard's metadata content); see :func:`_holds_body`.
+_HEAD_METADATA = frozenset(
+    {"base", "link", "meta", "noscript", "script", "style", "template", "title"}
+)
 _WORD = re.compile(r"[^\W_]+")
 _NOTE_CLASS = re.compile(r"footnote|endnote", re.I)
 #: Words of a class naming a note or an admonition (docutils' admonition kinds among them).
@@ -97,6 +110,27 @@ def _tokens(value) -> set[str]:
     if isinstance(value, (list, tuple)):
         value = " ".join(str(v) for v in value)
     return set(str(value or "").lower().split())
+
+
+def _holds_body(head) -> bool:
+    """True when ``head`` holds more than metadata: page content that ``html.parser`` left in
+    an unclosed ``head`` (browsers and lxml end the head at the first content)."""
+    texts = text_types()
+    for child in head.contents:
+        name = getattr(child, "name", None)
+        if name is not None and name not in _HEAD_METADATA:
+            return True
+        if type(child) in texts and child.strip():
+            return True
+    return False
+
+
+def _is_head_metadata(tag) -> bool:
+    """A metadata element (a ``title``, say) directly inside a ``head``."""
+    parent = tag.parent
+    return (tag.name or "").lower() in _HEAD_METADATA and (
+        parent is not None and (parent.name or "").lower() == "head"
+    )
 
 
 def _is_note(tag) -> bool:
@@ -155,8 +189,13 @@ class BoilerplatePolicy:
             elif name == "form":
                 if not holds_content(tag):
                     return True
+            elif name == "head":
+                if not _holds_body(tag):
+                    return True
             else:
                 return True
+        if "head" in self.tags and _is_head_metadata(tag):  # in a head kept for its content
+            return True
         return bool(_tokens(tag.get("role")) & self.roles)
 
     @staticmethod
@@ -234,7 +273,8 @@ class BoilerplatePolicy:
                 else:
                     stack.append((child, *self._scopes(child, header_scoped, aside_scoped)))
         for tag, _, only_hidden in doomed:
-            if tag.name not in NEVER_TEXT_TAGS and (removed is not None or hidden is not None):
+            never_text = tag.name in NEVER_TEXT_TAGS or _is_head_metadata(tag)
+            if not never_text and (removed is not None or hidden is not None):
                 entry = (describe(tag), len(_WORD.findall(tag.get_text(" "))))
                 if removed is not None:
                     removed.append(entry)

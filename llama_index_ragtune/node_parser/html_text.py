@@ -10,7 +10,9 @@
 - ``pre`` and the obsolete ``listing``, ``xmp`` and ``plaintext`` (:data:`PRE_TAGS`)
   show their text preformatted; the content of ``xmp`` and ``plaintext`` (to the end of
   the page) is raw text, literal characters and not markup, which the standard
-  library's ``html.parser`` does not know: :func:`escape_raw_text` escapes it first.
+  library's ``html.parser`` does not know: :func:`escape_raw_text` escapes it first;
+- a ``&#`` that starts no character reference is text (:func:`escape_stray_charrefs`
+  escapes it for ``html.parser``, which would read the rest of the page as text).
 
 Every walk here is iterative (an explicit stack), so nesting depth is unlimited.
 
@@ -47,6 +49,9 @@ _RAW_TEXT_START = re.compile(r"<(?:xmp|plaintext)", re.I)
 #: Marks a ``<br>`` line break inside collected text (a character no HTML text contains
 #: after whitespace normalisation, turned into a newline by :func:`normalize`).
 BR = "\u2028"
+#: ``&#`` that starts no numeric character reference (``&# 5``, ``&#;``, ``&#x;``): text for
+#: browsers and lxml, where Python's ``html.parser`` (3.11) stops tokenizing.
+_STRAY_CHARREF = re.compile(r"&#(?![0-9]|[xX][0-9a-fA-F])")
 _SPACES = re.compile(r"[ \t\n\r\f\v\u00a0]+")
 _EXACT_TEXT = ("NavigableString", "RubyTextString")
 
@@ -230,6 +235,19 @@ def _raw_text_start(markup: str, position: int, names, line_starts: list[int]):
     if not markup.startswith(start_tag, start):  # pragma: no cover - getpos() differs
         start = markup.find(start_tag, position)
     return tag, start + len(start_tag)
+
+
+def escape_stray_charrefs(markup: str) -> str:
+    """``markup`` with every ``&#`` that starts no numeric character reference written
+    ``&amp;#``, the text browsers read there. ``html.parser`` stops tokenizing at such a
+    ``&#`` and, when no ``;`` follows it, reads the rest of the page (tags, scripts and
+    all) as text.
+
+    Example::
+
+        escape_stray_charrefs("<p>Item &# 5 &#65;</p>")     # '<p>Item &amp;# 5 &#65;</p>'
+    """
+    return _STRAY_CHARREF.sub("&amp;#", markup) if isinstance(markup, str) else markup
 
 
 def escape_raw_text(markup: str) -> str:

@@ -123,16 +123,17 @@ def _line_units(text: str, a: int, b: int) -> list[tuple[int, int]]:
 def markdown_blocks(text: str) -> list[Block]:
     """Parse Markdown into blocks whose ``start`` offsets point into ``text``.
 
-    A leading byte-order mark (a file read as ``utf-8`` rather than ``utf-8-sig``) is
-    skipped, so a first-line heading or front matter is still recognised.
+    Leading byte-order marks (a file read as ``utf-8`` rather than ``utf-8-sig``, any
+    number of them) are skipped, so a first-line heading or front matter is still recognised.
 
     Example::
 
         [(b.kind, b.start) for b in markdown_blocks("# Returns\\n\\n- Apples\\n- Pears")]
         # [('heading', 0), ('list', 11)]
     """
-    if text.startswith(_BOM):
-        return [replace(block, start=block.start + 1) for block in markdown_blocks(text[1:])]
+    bom = len(text) - len(text.lstrip(_BOM))  # any number of them, skipped at once
+    if bom:
+        return [replace(block, start=block.start + bom) for block in markdown_blocks(text[bom:])]
     lines = _Lines(text)
     blocks: list[Block] = []
     skip = _front_matter_end(lines)

@@ -347,6 +347,23 @@ def _split(
         guess, i = j - i, j
 
 
+def _widened(block: Block, region: Span, budget: int, count: TokenCounter) -> Span:
+    """``region`` (the content without surrounding whitespace) grown over the whitespace
+    before or after it when that whitespace alone costs more than a third of the budget
+    (thousands of spaces of indentation, counted by length). Rendered against it, the
+    first and last parts start and end at their own text, without that whitespace, instead
+    of carrying it into a part over the budget that no further cut could shrink
+    (``render_span`` gives the part at the top or bottom of the region everything up to
+    the block's edge)."""
+    lo, hi = _content_bounds(block)
+    a, b = region
+    if a > lo and count(block.text[lo:a]) * MAX_REPEATED_SHARE > budget:
+        a = lo
+    if b < hi and count(block.text[b:hi]) * MAX_REPEATED_SHARE > budget:
+        b = hi
+    return a, b
+
+
 def split_block(
     block: Block, budget: int, count: TokenCounter, room: int | None = None
 ) -> list[Piece]:
@@ -394,10 +411,11 @@ def split_block(
     groups: list[_Group] = []
     if room is not None and not 0 < room < budget:
         room = None
-    _split(block, region, 0, budget, room, count, groups, region)
+    rendered = _widened(block, region, budget, count)  # what parts are rendered against
+    _split(block, region, 0, budget, room, count, groups, rendered)
     pieces = []
     for group in groups:
-        text, begin, end, verbatim = render_span(block, group.a, group.b, region)
+        text, begin, end, verbatim = render_span(block, group.a, group.b, rendered)
         pieces.append(piece(text, begin, end, verbatim, group))
     return pieces
 
