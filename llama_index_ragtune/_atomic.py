@@ -14,9 +14,10 @@ half-written mix.
 1. Leftovers of earlier crashed writers are resolved (:func:`recover_dir`).
 2. The caller writes the new folder into the empty sibling ``<dir>.tmp-<pid>-<token>``.
    A crash here leaves ``<dir>`` untouched; the temporary folder is removed later.
-3. Every file in it is ``fsync``-ed. Then, holding an exclusive lock on the parent
-   folder (``flock``; serialises writers of the same parent across processes and
-   threads): ``<dir>`` is renamed to ``<dir>.old-<pid>-<token>``, the temporary
+3. Every file in it is ``fsync``-ed (one that did not reach the disk, full or failing,
+   ends the write here: ``<dir>`` is left as it was). Then, holding an exclusive lock on
+   the parent folder (``flock``; serialises writers of the same parent across processes
+   and threads): ``<dir>`` is renamed to ``<dir>.old-<pid>-<token>``, the temporary
    folder is renamed to ``<dir>``, and the old one is deleted.
 4. A crash between the two renames leaves no ``<dir>`` but a complete
    ``<dir>.old-*``: :func:`recover_dir` (run by the next writer, and by loaders that
@@ -223,7 +224,11 @@ def _parent_lock(parent: Path) -> Iterator[bool]:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
+    try:
+        folder = path.is_dir() and not path.is_symlink()
+    except OSError:  # a name the system cannot look up (too long): nothing was created
+        return
+    if folder:
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):
@@ -243,7 +248,8 @@ def _recover_locked(target: Path, locked: bool) -> bool:
             continue
         kind, pid = match.group(1), int(match.group(2))
         if kind == "old" and (locked or not _pid_alive(pid)):
-            olds.append(entry)
+            if entry.is_dir() and not entry.is_symlink():  # writers only leave real folders
+                olds.append(entry)
         elif kind == "tmp" and (pid == os.getpid() or not _pid_alive(pid)):
             _remove(entry)
             changed = True
@@ -278,17 +284,37 @@ def recover_dir(path: str | os.PathLike) -> bool:
         return _recover_locked(target, locked)
 
 
+# fsync errors saying the data did not reach the disk: the new version must not replace the old
+_LOST_DATA = frozenset(
+    code for code in (errno.EIO, errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
+)
+
+
 def _fsync_tree(folder: Path) -> None:
+    """``fsync`` every file under ``folder``; raise when one of them did not reach the disk
+    (disk full, quota, I/O error), so that the caller keeps the old version. Files that
+    cannot be opened or synced for other reasons (a socket, a file system without fsync)
+    are skipped."""
     if os.name != "posix":
         return
     for root, _, files in os.walk(folder):
         for name in files:
-            with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(root, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            path = os.path.join(root, name)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                if exc.errno in _LOST_DATA:
+                    raise OSError(
+                        exc.errno,
+                        f"{exc.strerror} while saving {path} to disk; the previous version "
+                        "is kept: free space (or fix the disk) and write again",
+                    ) from exc
+            finally:
+                os.close(fd)
         _fsync_dir(Path(root))
 
 
@@ -372,7 +398,17 @@ def atomic_dir(
     with _ACTIVE_LOCK:
         _ACTIVE.add(str(tmp))
     try:
-        tmp.mkdir()
+        try:
+            tmp.mkdir()
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            raise OSError(
+                errno.ENAMETOOLONG,
+                f"cannot write {target}: the temporary folder beside it ({tmp.name}, "
+                f"{len(tmp.name) - len(target.name)} characters longer) is a name or path too "
+                "long for the file system; choose a shorter name",
+            ) from None
         yield tmp
         _fsync_tree(tmp)
         with _parent_lock(target.parent) as locked:

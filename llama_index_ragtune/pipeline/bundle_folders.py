@@ -42,6 +42,8 @@ MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 BUNDLES_DIR = "bundles"
 VERSION_NAME = re.compile(r"^v(\d{1,9})$")
+_MAX_VERSION = 999_999_999  # the highest number VERSION_NAME reads
+_POINTER_BYTES = 4096  # the most of CURRENT that is read
 REWRITE = "run the tuning pipeline again to write a fresh bundle"
 LOCK = ".lock"
 LOCK_TIMEOUT = 600.0  # seconds a writer waits for another one before a BundleError
@@ -182,8 +184,15 @@ def bundle_lock(path: str | Path, timeout: float | None = None) -> Iterator[Path
     limit = LOCK_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + limit
     try:
-        fd = os.open(root / LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+        # never through a link: O_CREAT would create the file it names, wherever that is
+        fd = os.open(root / LOCK, os.O_RDONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as exc:
+        if exc.errno in (errno.EISDIR, errno.ELOOP):
+            what = "a folder" if exc.errno == errno.EISDIR else "a symbolic link"
+            raise BundleError(
+                f"{root / LOCK} is {what}; it must be the (empty) file that writers lock: "
+                "remove it and run again"
+            ) from None
         if exc.errno not in _READ_ONLY:
             raise
         raise _read_only_error(root, exc, "take the writer lock") from None
@@ -259,7 +268,14 @@ def next_version(path: str | Path) -> str:
             numbers.append(int(m.group(1)))
         elif m := _VERSION_LEFTOVER.match(name):  # a live writer's (left by clean_leftovers)
             numbers.append(int(m.group(1)[1:]))
-    return f"v{max(numbers, default=0) + 1}"
+    highest = max(numbers, default=0)
+    if highest >= _MAX_VERSION:  # v1000000000 would be written, and never be read
+        raise BundleError(
+            f"{root} holds a version numbered {highest}, the highest a version name can have "
+            f"(v1 to v{_MAX_VERSION}): no next version can be named; move that folder away "
+            "(or write the bundle to another --out)"
+        )
+    return f"v{highest + 1}"
 
 
 def check_version_name(version: Any, source: str, root: Path) -> str:
@@ -287,12 +303,21 @@ def current_version(path: str | Path) -> str | None:
     if not _is_file(pointer):
         raise BundleError(
             f"{pointer} is not a file; it must hold the served version's name; versions here: "
-            f"{bundle_versions(root) or 'none'}; `ragtune rollback --to VERSION` rewrites it"
+            f"{bundle_versions(root) or 'none'}; "
+            + (
+                "remove the folder, then `ragtune rollback --to VERSION` writes it"
+                if _is_real_dir(pointer)
+                else "`ragtune rollback --to VERSION` rewrites it"
+            )
         )
+    with open(pointer, "rb") as handle:  # a name is a few bytes: a huge file is not read whole
+        data = handle.read(_POINTER_BYTES + 1)
+    if len(data) > _POINTER_BYTES:  # far too long for a version name (the message cuts it)
+        check_version_name(data.decode("utf-8", "backslashreplace"), str(pointer), root)
     try:
-        text = pointer.read_bytes().decode("utf-8").strip()
+        text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
-        text = pointer.read_bytes()[:40].decode("utf-8", "backslashreplace")
+        text = data[:40].decode("utf-8", "backslashreplace")
         check_version_name(text + "…", str(pointer), root)
     if not text:
         raise BundleError(
@@ -300,6 +325,27 @@ def current_version(path: str | Path) -> str | None:
             "`ragtune rollback --to VERSION` rewrites it"
         )
     return check_version_name(text, str(pointer), root)
+
+
+def _is_real_dir(path: Path) -> bool:
+    """``path`` is a folder, not a link to one (False for a name the system cannot look up)."""
+    try:
+        return path.is_dir() and not path.is_symlink()
+    except (OSError, ValueError):
+        return False
+
+
+def check_current_replaceable(root: Path, version: str) -> None:
+    """``BundleError`` naming ``root/CURRENT`` when a folder stands in its place (no file can
+    replace it, so ``version`` could not be served); writers call it before moving ``CURRENT``.
+    """
+    pointer = root / CURRENT
+    if _is_real_dir(pointer):
+        raise BundleError(
+            f"{pointer} is a folder; it must be a file holding the served version's name, so "
+            f"{version} could not be served: remove the folder, then `ragtune rollback --to "
+            f"{version}` serves it"
+        )
 
 
 def set_current_version(path: str | Path, version: str) -> Path:
@@ -318,6 +364,7 @@ def set_current_version(path: str | Path, version: str) -> Path:
                 f"{folder / MANIFEST} not found: {version!r} is not a bundle version here "
                 f"(versions: {bundle_versions(root) or 'none'})"
             )
+        check_current_replaceable(root, version)
         try:
             return atomic_write_text(root / CURRENT, version + "\n")
         except OSError as exc:
@@ -374,7 +421,13 @@ def _replaced_copy(root: Path, version: str) -> Path | None:
         return None
     for name in names:
         m = _VERSION_LEFTOVER.match(name)
-        if m and m.group(1) == version and ".old-" in name and _is_file(root / name / MANIFEST):
+        if (
+            m
+            and m.group(1) == version
+            and ".old-" in name
+            and _is_real_dir(root / name)  # what a writer left, not a link to elsewhere
+            and _is_file(root / name / MANIFEST)
+        ):
             with contextlib.suppress(OSError):
                 found.append(((root / name).stat().st_mtime, root / name))
     return max(found)[1] if found else None

@@ -34,6 +34,7 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     CURRENT,
     MANIFEST,
     bundle_lock,
+    check_current_replaceable,
     next_version,
 )
 from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, FORMAT_VERSION, file_digests
@@ -171,6 +172,7 @@ def write_bundle(ctx: RunContext, out: str | Path, report: bool = True) -> dict[
                 "files": file_digests(tmp),
             }
             atomic_write_json(tmp / MANIFEST, manifest, default=str)
+        check_current_replaceable(root, version)
         atomic_write_text(root / CURRENT, version + "\n")
     return {
         "version": version,

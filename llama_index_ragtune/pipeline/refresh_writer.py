@@ -21,7 +21,9 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any
 from llama_index_ragtune._atomic import (
     _parent_lock,
     atomic_dir,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     sha256_file,
@@ -40,12 +43,14 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     MANIFEST,
     bundle_lock,
     bundles_root,
+    check_current_replaceable,
     next_version,
 )
 from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, FORMAT_VERSION, file_digests
 from llama_index_ragtune.pipeline.context import RunContext
 
 HISTORY = "history.jsonl"
+logger = logging.getLogger(__name__)
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -156,6 +161,7 @@ def write_refreshed_version(
                 "files": file_digests(tmp),
             }
             atomic_write_json(tmp / MANIFEST, manifest, default=str)
+        check_current_replaceable(root, version)
         atomic_write_text(root / CURRENT, version + "\n")
     return {
         "version": version,
@@ -180,6 +186,10 @@ def nodes_digest(ctx: RunContext) -> dict[str, Any]:
 def append_history(path: str | Path, entry: dict[str, Any]) -> Path:
     """Add ``entry`` (with the time) to ``bundles/history.jsonl``, atomically and under a lock.
 
+    The log never undoes what it records: when it cannot be written (a folder or a
+    symbolic link in its place, a read-only or full disk) a warning names it and the entry
+    is not kept, and lines already there are copied as they are, even damaged ones.
+
     Example::
 
         append_history("runs/shop", {"action": "rollback", "from": "v2", "served": "v1"})
@@ -187,16 +197,31 @@ def append_history(path: str | Path, entry: dict[str, Any]) -> Path:
     root = bundles_root(path)
     target = root / HISTORY
     line = json.dumps({"time": _now(), **entry}, default=str, sort_keys=True)
-    with _parent_lock(root):
-        old = target.read_text(encoding="utf-8") if target.is_file() else ""
-        if old and not old.endswith("\n"):
-            old += "\n"
-        atomic_write_text(target, old + line + "\n")
+    try:
+        with _parent_lock(root):
+            if target.is_symlink():  # its content is not this log's: never copied into it
+                raise OSError(errno.ELOOP, "a symbolic link, not followed", str(target))
+            old = target.read_bytes() if target.is_file() else b""
+            if old and not old.endswith(b"\n"):
+                old += b"\n"
+            atomic_write_bytes(target, old + line.encode("utf-8") + b"\n")
+    except OSError as exc:
+        logger.warning(
+            "%s could not be updated (%s: %s), so this %s is not in the log: %s; move it away "
+            "(or make the folder writable) to keep the next entries",
+            target,
+            type(exc).__name__,
+            exc.strerror or exc,
+            entry.get("action", "entry"),
+            line,
+        )
     return target
 
 
 def read_history(path: str | Path) -> list[dict[str, Any]]:
     """Every refresh decision and rollback recorded for a bundle folder, oldest first.
+
+    Raises ``ValueError`` naming the file and line of an entry that is not a JSON object.
 
     Example::
 
@@ -206,11 +231,26 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
     if not target.is_file():
         return []
     out = []
-    for n, line in enumerate(target.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for n, raw in enumerate(target.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{target}:{n}: not valid JSON ({exc.msg})") from None
+            entry = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, 5,000 digits
+            reason = (
+                exc.msg
+                if isinstance(exc, json.JSONDecodeError)
+                else "nested too deeply"
+                if isinstance(exc, RecursionError)
+                else exc
+            )
+            raise ValueError(
+                f"{target}:{n}: not valid JSON ({str(reason)[:200]}); fix or remove that line"
+            ) from None
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f'{target}:{n}: not a JSON object (an entry is {{"action": ..., ...}}); fix or '
+                "remove that line"
+            )
+        out.append(entry)
     return out

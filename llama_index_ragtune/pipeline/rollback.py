@@ -92,7 +92,12 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
                 )
         elif to not in versions:
             raise BundleError(f"no version {to!r} in {root}; versions here: {versions}{skipped}")
-        verify_bundle(root / to)
+        try:
+            verify_bundle(root / to)
+        except BundleError as exc:  # CURRENT stays: name the damage and the other versions
+            others = [v for v in versions if v not in (to, current)]
+            hint = f"; or serve another version: --to one of {others}" if others else ""
+            raise BundleError(f"cannot roll back to {to}: {exc}{hint}") from None
         set_current_version(root, to)
         append_history(root, {"action": "rollback", "from": current, "served": to})
     return to

@@ -97,9 +97,10 @@ class RunState:
             return cls(work, fresh)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # bad UTF-8/JSON, too deep, digits
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
             raise PipelineStateError(
-                f"{path} is damaged ({exc}); delete the work folder and start again"
+                f"{path} is damaged ({reason}); delete the work folder and start again"
             ) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise PipelineStateError(f"{path} is not a {FORMAT} file; choose another work folder")

@@ -83,7 +83,9 @@ def persist_dir_path(value: Any, what: str) -> Path:
 
     ``None``, a number, ``bytes`` or a list is refused (pathlib's own error does not say
     which argument), and so is ``""``, which pathlib reads as the current folder: a
-    ``persist("")`` from an unset setting would replace the working directory.
+    ``persist("")`` from an unset setting would replace the working directory. A leading
+    ``~`` is expanded, for writers and loaders alike (``persist("~/idx")`` and
+    ``from_persist_dir("~/idx")`` name the same folder).
 
     Example::
 
@@ -98,7 +100,13 @@ def persist_dir_path(value: Any, what: str) -> Path:
         raise ValueError(
             f"{what}: persist_dir is empty; name the folder (use '.' for the current one)"
         )
-    return path
+    try:
+        return path.expanduser()
+    except RuntimeError:  # "~user/..." of an unknown user, or no home folder
+        raise ValueError(
+            f"{what}: cannot expand the '~' of persist_dir {os.fspath(value)!r} (no such home "
+            "folder); give the full path"
+        ) from None
 
 
 def write_manifest(
@@ -127,7 +135,11 @@ def write_manifest(
 
 def _missing_folder_error(folder: Path, hint: str) -> PersistenceError:
     leftovers = (
-        sorted(p.name for p in folder.parent.glob(f"{folder.name}.old-*"))
+        sorted(
+            p.name
+            for p in folder.parent.glob(f"{folder.name}.old-*")
+            if p.is_dir() and not p.is_symlink()
+        )
         if folder.parent.is_dir()
         else []
     )
@@ -170,6 +182,11 @@ def read_manifest(
     if not folder.is_dir():
         raise _missing_folder_error(folder, hint)
     path = folder / name
+    if path.exists() and not path.is_file():
+        raise PersistenceError(
+            f"{path} is not a file (a folder or a special file stands in its place); it is not "
+            f"a persisted {fmt} folder as written — pass the directory given to persist(), or {hint}"
+        )
     if not path.is_file():
         present = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
         raise PersistenceError(
@@ -309,7 +326,7 @@ def _safe_relative(rel: Any, manifest_path: Path, hint: str) -> PurePosixPath:
     if not isinstance(rel, str) or not rel:
         raise PersistenceError(f"{manifest_path} is corrupt: a 'files' entry has no name; {hint}")
     pure = PurePosixPath(rel)
-    if pure.is_absolute() or ".." in pure.parts or "\\" in rel or ":" in rel:
+    if pure.is_absolute() or ".." in pure.parts or "\\" in rel or ":" in rel or "\0" in rel:
         raise PersistenceError(
             f"{manifest_path} lists {rel!r}, which points outside the persist directory; the "
             f"manifest was tampered with — {hint}"
@@ -353,19 +370,13 @@ def verify_files(
                 f"'sha256' and an integer 'bytes'; {hint}"
             )
         path = folder / pure
-        if not path.is_file():
-            raise PersistenceError(f"{path} is missing (it is recorded in {manifest_path}); {hint}")
-        size = path.stat().st_size
-        if size != entry["bytes"]:
+        try:
+            _check_file(path, entry, manifest_path, hint)
+        except OSError as exc:  # a name too long to look up, an unreadable file
             raise PersistenceError(
-                f"{path} holds {size} bytes but {manifest_path} records {entry['bytes']}: it was "
-                f"truncated or replaced after persist(); {hint}"
-            )
-        if sha256_file(path) != entry["sha256"]:
-            raise PersistenceError(
-                f"{path} does not match the SHA-256 recorded in {manifest_path}: it was edited or "
-                f"swapped after persist(); {hint}"
-            )
+                f"{path} (recorded in {manifest_path}) cannot be read ({exc.strerror or exc}); "
+                f"{hint}"
+            ) from None
     for path in folder.rglob("*"):
         if path.is_file():
             rel = path.relative_to(folder).as_posix()
@@ -374,6 +385,22 @@ def verify_files(
                     f"{path} is not part of the persisted index (not recorded in {manifest_path}); "
                     f"remove it, or {hint}"
                 )
+
+
+def _check_file(path: Path, entry: dict[str, Any], manifest_path: Path, hint: str) -> None:
+    if not path.is_file():
+        raise PersistenceError(f"{path} is missing (it is recorded in {manifest_path}); {hint}")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise PersistenceError(
+            f"{path} holds {size} bytes but {manifest_path} records {entry['bytes']}: it was "
+            f"truncated or replaced after persist(); {hint}"
+        )
+    if sha256_file(path) != entry["sha256"]:
+        raise PersistenceError(
+            f"{path} does not match the SHA-256 recorded in {manifest_path}: it was edited or "
+            f"swapped after persist(); {hint}"
+        )
 
 
 def _identity(folder: Path) -> tuple[int, int, int] | None:
