@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "check_text",
     "dump_metadata",
     "in_time_range",
+    "is_rating",
     "prepare_entry",
     "show",
     "text_hash",
@@ -103,11 +105,19 @@ def check_text(value: Any, name: str, allow_empty: bool = False) -> str:
     return value
 
 
+def is_rating(value: Any) -> bool:
+    """Whether ``value`` is the number +1 or -1 (not a bool, NumPy's included, nor an array)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value in (1, -1)
+
+
 def check_rating(rating: Any) -> int | None:
     if rating is None:
         return None
-    if isinstance(rating, bool) or rating not in (1, -1):
-        raise ValueError(f"rating must be +1 (up), -1 (down) or None (unrated), got {rating!r}")
+    if not is_rating(rating):
+        raise ValueError(
+            f"rating must be +1 (up), -1 (down) or None (unrated), got {type(rating).__name__} "
+            f"{show(rating)}"
+        )
     return int(rating)
 
 
@@ -124,6 +134,22 @@ def check_json(value: Any, name: str) -> None:
             check_json(item, f"{name}[{i}]")
 
 
+def _string_keys(value: Any, name: str) -> None:
+    """Raise naming the first dict key that is not a string (JSON would turn ``1`` into
+    ``"1"``, and keep only one of ``{1: ..., "1": ...}``)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(
+                    f"key {show(key)} of {name} is not a string; JSON would store it as text "
+                    "(merging it with an equal string key): use string keys"
+                )
+            _string_keys(item, f"{name}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _string_keys(item, f"{name}[{i}]")
+
+
 def dump_metadata(metadata: Any, name: str, lenient: bool = False) -> str:
     """``metadata`` as JSON (raises ``ValueError`` naming ``name`` when it is not JSON).
 
@@ -133,6 +159,7 @@ def dump_metadata(metadata: Any, name: str, lenient: bool = False) -> str:
         if lenient:
             text = json.dumps(dict(metadata or {}), sort_keys=True, default=str)
         else:
+            _string_keys(metadata, name)
             text = json.dumps(dict(metadata or {}), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(

@@ -439,7 +439,8 @@ def feedback_preference_pairs(
     engine's. Each (query, sources) group pairs every upvoted answer with every downvoted
     one, in shifts (the earliest answers first) so that the first ``max_pairs_per_group``
     pairs use as many different answers as they can; only those are built. No pair gives
-    an empty dataset with these columns.
+    an empty dataset with these columns. A group whose stored source texts are gone (rows
+    deleted by hand) is left out with a logged warning: its prompt cannot be rebuilt.
 
     Example::
 
@@ -484,6 +485,17 @@ def feedback_preference_pairs(
     needed = {key for (_, sources), g in groups.items() if g[1] and g[-1] for key in sources}
     texts = store.node_texts(needed)
     for (qid, sources), by_rating in groups.items():
+        lost = [key for key in sources if key not in texts]
+        if lost and by_rating[1] and by_rating[-1]:
+            # the file lost a source text its answers were given (rows deleted by hand, say)
+            logger.warning(
+                "feedback preference pairs: query %s left out: the store %s has no text for "
+                "its source(s) %s, so its prompt cannot be rebuilt",
+                qid,
+                store.path,
+                ", ".join(f"{node_id!r} (text hash {h})" for node_id, h in lost[:5]),
+            )
+            continue
         contested = set(by_rating[1]) & set(by_rating[-1])
         chosen = [r for answer, r in by_rating[1].items() if answer not in contested]
         rejected = [r for answer, r in by_rating[-1].items() if answer not in contested]

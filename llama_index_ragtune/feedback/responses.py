@@ -58,20 +58,28 @@ def response_fields(response: Any) -> dict[str, Any]:
         )
         cited = []
     cited = list(cited)
-    strays = [i for i in cited if i not in source_ids]
+    strays = [i for i in cited if not _is_source(i, source_ids)]
     if strays:
         warnings.warn(
             f"the response cites node ids that are not among its source_nodes: {strays[:5]}; "
             "recording the answer without them",
             stacklevel=2,
         )
-        cited = [i for i in cited if i in source_ids]
+        cited = [i for i in cited if _is_source(i, source_ids)]
     return {
         "retrieved": sources,
         "cited_node_ids": cited,
         "refused": _refused(metadata.get("refused")),
         "answer": answer,
     }
+
+
+def _is_source(node_id: Any, source_ids: set[Any]) -> bool:
+    """Whether a cited id is one of the sources (an unhashable "id", a list say, is not)."""
+    try:
+        return node_id in source_ids
+    except TypeError:
+        return False
 
 
 def _refused(value: Any) -> bool:

@@ -27,10 +27,12 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
 import warnings
+from contextlib import suppress
 from pathlib import Path
 
 __all__ = ["FORMAT_NAME", "SCHEMA_VERSION", "FeedbackStoreError", "open_database"]
@@ -91,6 +93,16 @@ _DDL = (
 
 
 _TABLES = frozenset({"ragtune_meta", "records", "nodes", "retrieved", "cited", "clicks"})
+_COLUMNS = {  # what this version reads and writes in each table
+    "records": (
+        "id", "created_at", "query", "query_norm", "answer", "refused", "rating", "rated_at",
+        "latency_ms", "bundle_version", "metadata",
+    ),
+    "nodes": ("node_id", "text_hash", "text", "embed_text", "metadata", "first_seen", "last_seen"),
+    "retrieved": ("record_id", "rank", "node_id", "text_hash", "score"),
+    "cited": ("record_id", "position", "node_id"),
+    "clicks": ("id", "record_id", "node_id", "clicked_at"),
+}  # fmt: skip
 _SYNCHRONOUS = {"NORMAL": "PRAGMA synchronous=NORMAL", "FULL": "PRAGMA synchronous=FULL"}
 
 
@@ -112,6 +124,56 @@ def _retry_locked(conn: sqlite3.Connection, sql: str, timeout: float) -> sqlite3
             time.sleep(0.05)
 
 
+def _missing_columns(
+    conn: sqlite3.Connection, path: str, table: str, wanted: tuple[str, ...]
+) -> None:
+    """Raise naming ``table``'s columns that an edit of the file removed or renamed."""
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        raise FeedbackStoreError(
+            f"{path} is a feedback store whose table {table} lacks the columns "
+            f"{', '.join(missing)}; the file was edited or damaged: restore it from a backup "
+            "or start a new store"
+        )
+
+
+def file_error(exc: BaseException, path: str | Path) -> OSError | None:
+    """The file system refusing SQLite (read-only, cannot open, disk full, I/O error) as an
+    ``OSError`` naming ``path`` and the fix; ``None`` for any other error."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    text = str(exc).lower()
+    file = Path(str(path))
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        where = (
+            f"SQLite needs to write the file and, next to it in {file.parent}, "
+            f"{file.name}-wal and {file.name}-shm"
+        )
+        cause = "is read-only" if "unable to open" not in text else "cannot be opened"
+        cls = PermissionError
+        if "unable to open" in text and os.access(file.parent, os.W_OK):
+            cls = OSError  # not (only) permissions: too many open files, say
+        return cls(
+            f"the feedback store {file} {cause} ({exc}): {where}; make them writable, "
+            "or copy the store to a writable folder"
+        )
+    if "disk is full" in text:
+        return OSError(
+            errno.ENOSPC,
+            f"the feedback store {file} could not be written ({exc}); nothing of this write was "
+            "stored: free disk space and retry",
+        )
+    if "disk i/o error" in text:
+        return OSError(
+            errno.EIO,
+            f"the feedback store {file} hit a disk I/O error ({exc}); a write that failed "
+            "stored nothing: check the disk (and that the file was not moved or deleted), "
+            "then retry",
+        )
+    return None
+
+
 def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
     """True when the schema is in place and readable; raise when it is foreign or newer."""
     tables = {
@@ -128,6 +190,13 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
                 "file name to create one"
             )
         return False
+    have = {row[1] for row in conn.execute("PRAGMA table_info(ragtune_meta)")}
+    if not {"key", "value"} <= have:
+        raise FeedbackStoreError(
+            f"{path} has a table ragtune_meta without the columns key and value: not a "
+            "llama-index-ragtune feedback store (or one edited by hand); pass the path of a "
+            "feedback store, or restore it from a backup"
+        )
     meta = dict(conn.execute("SELECT key, value FROM ragtune_meta").fetchall())
     if meta.get("format") != FORMAT_NAME:
         raise FeedbackStoreError(
@@ -148,13 +217,18 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
             "llama-index-ragtune (`pip install -U llama-index-ragtune`)"
         )
     if version < 1:
-        raise FeedbackStoreError(f"{path} has an unknown feedback schema version {version}")
+        raise FeedbackStoreError(
+            f"{path} has an unknown feedback schema version {version} in ragtune_meta; the "
+            "file was edited or damaged: restore it from a backup or start a new store"
+        )
     missing = sorted(_TABLES - tables)
     if missing:
         raise FeedbackStoreError(
             f"{path} is a feedback store without the tables {', '.join(missing)}; the file was "
             "edited or damaged: restore it from a backup or start a new store"
         )
+    for table, columns in _COLUMNS.items():
+        _missing_columns(conn, path, table, columns)
     return True
 
 
@@ -188,9 +262,10 @@ def open_database(
     """Open (and, with ``create``, initialise) the feedback database at ``path``.
 
     ``":memory:"`` gives a private in-memory store (no WAL). Raises
-    ``FileNotFoundError`` when ``create=False`` and the file is missing, and
+    ``FileNotFoundError`` when ``create=False`` and the file is missing,
     :class:`FeedbackStoreError` for a file that is not a feedback store of a
-    schema this version can read.
+    schema this version can read (or whose tables were edited), and
+    ``PermissionError`` when SQLite may not write the file or its folder.
 
     Example::
 
@@ -217,11 +292,21 @@ def open_database(
                     f"feedback store {file} does not exist; check the path (or open it with "
                     "create=True to start an empty store)"
                 )
-            if not file.parent.is_dir():
+            link = f" (a symbolic link to {os.readlink(file)})" if file.is_symlink() else ""
+            folder = Path(os.path.realpath(file)).parent if link else file.parent
+            if not folder.is_dir():
                 raise FileNotFoundError(
-                    f"cannot create feedback store {file}: the folder {file.parent} does not exist"
+                    f"cannot create feedback store {file}{link}: the folder {folder} does not exist"
                 )
-    conn = sqlite3.connect(path_str, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn = sqlite3.connect(
+            path_str, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.OperationalError as exc:
+        problem = file_error(exc, path_str)
+        if problem is None:
+            raise
+        raise problem from exc
     try:
         try:
             mode = _retry_locked(conn, "PRAGMA journal_mode=WAL", timeout).fetchone()[0]
@@ -230,6 +315,8 @@ def open_database(
                 raise TimeoutError(
                     f"{path_str} stayed locked for {timeout} s while switching to WAL mode"
                 ) from exc
+            if file_error(exc, path_str) is not None:
+                raise  # a readable store in a folder SQLite may not write: said below
             raise FeedbackStoreError(
                 f"{path_str} is not a readable SQLite database ({exc}); pass the path of a "
                 "feedback store, or a new file name to create one"
@@ -254,9 +341,14 @@ def open_database(
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):  # the original error is the one to report
+                        conn.execute("ROLLBACK")
                 raise
-    except BaseException:
+    except BaseException as exc:
         conn.close()
+        problem = file_error(exc, path_str)
+        if problem is not None:
+            raise problem from exc
         raise
     return conn

@@ -23,7 +23,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from llama_index_ragtune.data.schema import normalize_text
-from llama_index_ragtune.feedback.entries import TIME_RANGE, check_text, show, timestamp
+from llama_index_ragtune.feedback.entries import (
+    TIME_RANGE,
+    check_text,
+    is_rating,
+    show,
+    timestamp,
+)
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats, RetrievedNode
 
 __all__ = [
@@ -175,6 +181,21 @@ def _number(value: Any, record_id: str, column: str) -> float | None:
     return None
 
 
+def _text(value: Any, where: Any, column: str) -> Any:
+    """A stored TEXT; a blob (another tool's write) is read as UTF-8 text, with a logged warning."""
+    if not isinstance(value, bytes):
+        return value
+    logger.warning(
+        "feedback store: %s holds a blob in %s, not text; read as UTF-8 text. Store it as "
+        "text with SQL (UPDATE ... SET %s = CAST(%s AS TEXT)) to silence this warning",
+        where,
+        column,
+        column.split(".")[-1],
+        column.split(".")[-1],
+    )
+    return value.decode("utf-8", errors="replace")
+
+
 def where_clause(
     since: Any, until: Any, bundle_version: Any, rating: Any
 ) -> tuple[list[str], list[Any]]:
@@ -206,13 +227,16 @@ def where_clause(
         clauses.append(f"bundle_version IN ({', '.join('?' for _ in versions)})")
         params.extend(versions)
     if rating is not None:
-        if rating == "unrated":
+        if isinstance(rating, str) and rating == "unrated":
             clauses.append("rating IS NULL")
-        elif rating in (1, -1) and not isinstance(rating, bool):
+        elif is_rating(rating):
             clauses.append("rating = ?")
             params.append(int(rating))
         else:
-            raise ValueError(f"rating filter must be 1, -1, 'unrated' or None, got {rating!r}")
+            raise ValueError(
+                f"rating filter must be 1, -1, 'unrated' or None, got {type(rating).__name__} "
+                f"{show(rating)}"
+            )
     return clauses, params
 
 
@@ -238,32 +262,36 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
             "ORDER BY record_id, rank",
             ids,
         ):
-            score = _number(score, rid, f"retrieved.score (rank {len(retrieved[rid]) + 1})")
+            rank = f"(rank {len(retrieved[rid]) + 1})"
+            score = _number(score, rid, f"retrieved.score {rank}")
+            node_id = _text(node_id, f"record {rid!r} {rank}", "retrieved.node_id")
+            text_hash = _text(text_hash, f"record {rid!r} {rank}", "retrieved.text_hash")
             retrieved[rid].append(RetrievedNode(node_id, score, text_hash))
         for rid, node_id in conn.execute(
             f"SELECT record_id, node_id FROM cited WHERE record_id IN ({marks}) "
             "ORDER BY record_id, position",
             ids,
         ):
-            cited[rid].append(node_id)
+            cited[rid].append(_text(node_id, f"record {rid!r}", "cited.node_id"))
         for rid, node_id in conn.execute(
             f"SELECT record_id, node_id FROM clicks WHERE record_id IN ({marks}) ORDER BY record_id, id",
             ids,
         ):
+            node_id = _text(node_id, f"record {rid!r}", "clicks.node_id")
             if node_id not in clicked[rid]:
                 clicked[rid].append(node_id)
     return [
         FeedbackRecord(
             id=rid,
-            query=query,
-            answer=answer,
+            query=_text(query, f"record {rid!r}", "records.query"),
+            answer=_text(answer, f"record {rid!r}", "records.answer"),
             retrieved=tuple(retrieved[rid]),
             cited_node_ids=tuple(cited[rid]),
             clicked_node_ids=tuple(clicked[rid]),
             refused=bool(refused),
             rating=rating,
             latency_ms=_number(latency, rid, "records.latency_ms"),
-            bundle_version=version,
+            bundle_version=_text(version, f"record {rid!r}", "records.bundle_version"),
             created_at=read_time(created, f"record {rid!r} (records.created_at)"),
             rated_at=None
             if rated_at is None
@@ -304,7 +332,7 @@ def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) ->
         params,
     ).fetchone()[0]
     bundles = {
-        "" if v is None else v: c
+        "" if v is None else _text(v, "a record", "records.bundle_version"): c
         for v, c in conn.execute(
             f"SELECT bundle_version, count(*) FROM records{join_where(where)} "
             "GROUP BY bundle_version ORDER BY bundle_version",
@@ -351,7 +379,8 @@ def read_node_text(
     if text_hash is not None:
         sql += " AND text_hash = ?"
         params.append(str(text_hash))
-    return conn.execute(sql + " ORDER BY last_seen DESC LIMIT 1", params).fetchone()
+    row = conn.execute(sql + " ORDER BY last_seen DESC LIMIT 1", params).fetchone()
+    return None if row is None else (_text(row[0], f"node {node_id!r}", f"nodes.{column}"),)
 
 
 def read_node_texts(
@@ -369,5 +398,5 @@ def read_node_texts(
             f"WHERE (node_id, text_hash) IN (VALUES {marks})",
             flat,
         ):
-            out[(node_id, text_hash)] = text
+            out[(node_id, text_hash)] = _text(text, f"node {node_id!r}", f"nodes.{column}")
     return out

@@ -40,7 +40,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from llama_index_ragtune.feedback.entries import check_rating, check_text, prepare_entry, show
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats
 from llama_index_ragtune.feedback.responses import response_fields
-from llama_index_ragtune.feedback.schema import FeedbackStoreError, is_damage, open_database
+from llama_index_ragtune.feedback.schema import (
+    FeedbackStoreError,
+    file_error,
+    is_damage,
+    open_database,
+)
 from llama_index_ragtune.feedback.sql import (
     COLUMNS,
     build_records,
@@ -110,6 +115,11 @@ class FeedbackStore:
             starting an empty store (use it where a typo must not go unnoticed).
         synchronous: ``"NORMAL"`` keeps every committed record when a process is
             killed; ``"FULL"`` also through a power loss (one fsync per write).
+
+    A write SQLite cannot make raises an ``OSError`` naming the file, and stores
+    nothing of that write: ``PermissionError`` for a read-only file or folder (WAL
+    mode writes ``<file>-wal`` and ``<file>-shm`` next to it), ``errno.ENOSPC`` for a
+    full disk.
 
     Open one store per process (a store opened before ``fork`` reconnects in the
     child); it is safe to use from several threads.
@@ -202,7 +212,10 @@ class FeedbackStore:
                         f"{self._path} stayed locked by another writer for {self._timeout} s; "
                         "retry, or open the store with a larger timeout="
                     ) from exc
-                raise
+                problem = file_error(exc, self._path)
+                if problem is None:
+                    raise
+                raise problem from exc
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -212,6 +225,9 @@ class FeedbackStore:
                         conn.execute("ROLLBACK")
                 if is_damage(exc):
                     raise self._damaged(exc) from exc
+                problem = file_error(exc, self._path)
+                if problem is not None:
+                    raise problem from exc
                 raise
 
     @contextmanager
@@ -225,7 +241,10 @@ class FeedbackStore:
             except sqlite3.DatabaseError as exc:
                 if is_damage(exc):
                     raise self._damaged(exc) from exc
-                raise
+                problem = file_error(exc, self._path)
+                if problem is None:
+                    raise
+                raise problem from exc
             finally:
                 if conn.in_transaction:  # a read-only transaction: ending it cannot lose data
                     with suppress(sqlite3.Error):
@@ -306,8 +325,8 @@ class FeedbackStore:
 
         Records are committed ``batch_size`` at a time, each batch atomically, so a
         large import never holds the write lock long. A bad entry raises an error
-        naming its index after the entries before it are committed; pass the rest
-        again once it is fixed.
+        naming its index after the entries before it are committed (as does an error
+        of ``entries`` itself, a generator say); pass the rest again once it is fixed.
 
         Example::
 
@@ -330,15 +349,35 @@ class FeedbackStore:
                 with self._write() as conn:
                     for entry in pending:
                         insert_entry(conn, entry, self._path)
-            except ValueError as exc:
-                raise ValueError(
+            except (ValueError, OSError) as exc:  # FeedbackStoreError, TimeoutError, disk full
+                message = (
                     f"record_many: {exc} ({stored()}; the batch of the {len(pending)} entries "
                     "from there on was rolled back)"
-                ) from exc
+                )
+                try:  # the same type, so callers can still tell a damaged file from a lock
+                    error = type(exc)(message)
+                except TypeError:
+                    error = (ValueError if isinstance(exc, ValueError) else OSError)(message)
+                if isinstance(exc, OSError) and isinstance(error, OSError) and exc.errno:
+                    error.errno, error.strerror = exc.errno, message  # e.g. ENOSPC kept
+                raise error from exc
             ids.extend(entry["id"] for entry in pending)
             pending.clear()
 
-        for i, raw in enumerate(entries):
+        if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Iterable):
+            raise TypeError(
+                "record_many: entries must be a list (or iterable) of dicts of record() "
+                f"arguments, got {type(entries).__name__}; for one record pass [entry]"
+            )
+        numbered = enumerate(entries)
+        while True:
+            try:
+                i, raw = next(numbered)
+            except StopIteration:
+                break
+            except Exception:  # the caller's iterable failed: keep what it gave so far
+                flush()
+                raise
             try:
                 if not isinstance(raw, Mapping):
                     raise TypeError(
