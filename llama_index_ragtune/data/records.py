@@ -57,11 +57,15 @@ def normalize_text(text: str) -> str:
 def stable_query_id(text: str, prefix: str = "q-") -> str:
     """A deterministic id for a query text (hash of its normalised form).
 
+    A text with no letter or digit (``"🍎?"``) is hashed NFKC-normalised and case-folded
+    with its spaces collapsed, so that such queries keep ids of their own.
+
     Example::
 
         stable_query_id("What is X?")   # 'q-' + 16 hex digits, the same for "what is x"
     """
-    digest = hashlib.sha1(normalize_text(text).encode("utf-8")).hexdigest()
+    key = normalize_text(text) or " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
     return f"{prefix}{digest[:16]}"
 
 

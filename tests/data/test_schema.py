@@ -431,3 +431,15 @@ def test_save_json_replaces_the_file_atomically(tmp_path):
 def test_a_lone_surrogate_is_named_when_the_dataset_is_built(tmp_path, queries, corpus, kind):
     with pytest.raises(DataError, match=f"{kind} hold an invalid character"):
         RetrievalDataset(queries=queries, corpus=corpus, relevant_docs={"q": ["d"]})
+
+
+def test_queries_without_letters_or_digits_keep_ids_of_their_own():
+    from llama_index_ragtune.feedback.export import feedback_query_id
+
+    apple, phone = stable_query_id("🍎?"), stable_query_id("📱!")
+    assert apple != phone  # both normalise to "": they shared one id, merging their labels
+    assert apple == stable_query_id(" 🍎? ")  # spacing still does not matter
+    assert stable_query_id("?") != stable_query_id("!")
+    assert feedback_query_id("🍎?", {}) != feedback_query_id("📱!", {})
+    ds = RetrievalDataset.from_pairs([("🍎?", ["d1"]), ("📱!", ["d2"])], CORPUS)
+    assert len(ds) == 2 and sorted(ds.relevant_docs.values()) == [["d1"], ["d2"]]
