@@ -73,7 +73,7 @@ def timestamp(value: datetime | float, name: str, stored: bool = True) -> float:
                 f"{name} {value!r} has no UNIX time (a naive datetime is local time); pass a "
                 f"timezone-aware datetime {TIME_RANGE}"
             ) from None
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a datetime or a finite UNIX time, got {show(value)}")
     else:
         try:
@@ -254,7 +254,7 @@ def prepare_entry(
                 "an answer can only cite (and a user only open) one of its sources"
             )
     if latency_ms is not None:
-        if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)):
+        if isinstance(latency_ms, bool) or not isinstance(latency_ms, numbers.Real):
             raise TypeError(f"latency_ms must be a number or None, got {show(latency_ms)}")
         try:
             latency = float(latency_ms)

@@ -53,6 +53,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -143,13 +144,13 @@ def _check_split(split: str, eval_fraction: float, seed: int = 0) -> None:
         raise ValueError(f"split must be 'all', 'train' or 'eval', got {show(split)}")
     if (
         isinstance(eval_fraction, bool)
-        or not isinstance(eval_fraction, (int, float))
+        or not isinstance(eval_fraction, numbers.Real)
         or not 0.0 <= eval_fraction <= 1.0
     ):
         raise ValueError(
             f"eval_fraction must be a number between 0 and 1, got {show(eval_fraction)}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {show(seed)}")
 
 
@@ -452,7 +453,7 @@ def feedback_preference_pairs(
     check_text(system_prompt, "system_prompt")
     if max_source_chars is not None and (
         isinstance(max_source_chars, bool)
-        or not isinstance(max_source_chars, int)
+        or not isinstance(max_source_chars, numbers.Integral)
         or max_source_chars < 1
     ):
         raise ValueError(
@@ -460,7 +461,7 @@ def feedback_preference_pairs(
         )
     if max_pairs_per_group is not None and (
         isinstance(max_pairs_per_group, bool)
-        or not isinstance(max_pairs_per_group, int)
+        or not isinstance(max_pairs_per_group, numbers.Integral)
         or max_pairs_per_group < 1
     ):
         raise ValueError(

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 import os
 import sqlite3
 import threading
@@ -143,7 +144,7 @@ class FeedbackStore:
     ) -> None:
         if (
             isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
+            or not isinstance(timeout, numbers.Real)
             or not 0 < timeout < 10**9
         ):
             raise ValueError(
@@ -332,7 +333,11 @@ class FeedbackStore:
 
             ids = store.record_many([{"query": "q1", "answer": "a1"}, {"query": "q2", "rating": -1}])
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1
+        ):
             raise ValueError(
                 f"record_many: batch_size must be a positive integer, got {batch_size!r}"
             )

@@ -323,6 +323,37 @@ def test_numpy_bools_arrays_and_complex_numbers_are_not_ratings(store, bad):
     assert store.get(rid).rating == -1 and store.count(rating=np.int64(-1)) == 1
 
 
+def test_numpy_numbers_are_numbers_for_every_numeric_argument(tmp_path):
+    # was: np.float32 / np.int64 refused ("must be a number ... got np.float32(0.2)") for
+    # latency_ms, created_at, timeout, eval_fraction, seed and the max_* caps, while
+    # np.float64 (a float subclass) passed
+    with FeedbackStore(tmp_path / "f.sqlite", timeout=np.float32(5)) as store:
+        rid = store.record(
+            "apple return policy?",
+            retrieved=sources("g1", "e1"),
+            cited_node_ids=["g1"],
+            answer="[1] 7 days.",
+            rating=1,
+            latency_ms=np.float32(12.5),
+            created_at=np.int64(1_700_000_000),
+        )
+        record = store.get(rid)
+        assert record.latency_ms == 12.5 and record.created_at.timestamp() == 1_700_000_000
+        assert type(record.latency_ms) is float
+        store.record_many(
+            [{"query": "warranty?", "retrieved": sources("e1"), "answer": "1 year"}],
+            batch_size=np.int64(10),
+        )
+        assert len(store) == 2
+        dataset = store.to_retrieval_dataset(eval_fraction=np.float32(0.0), seed=np.int64(0))
+        assert len(dataset) == 1
+        store.to_preference_pairs(
+            max_source_chars=np.int64(200), max_pairs_per_group=np.int64(2), seed=np.int64(0)
+        )
+    with pytest.raises(TypeError, match="latency_ms must be a number"):
+        FeedbackStore(tmp_path / "g.sqlite").record("q", latency_ms=np.bool_(True))
+
+
 class _Fixed(BaseQueryEngine):
     """An engine that always answers ``response``."""
 
