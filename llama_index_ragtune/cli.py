@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import math
 import os
 import shutil
 import sys
@@ -124,6 +125,11 @@ OUTPUT_ARGUMENTS = ("out", "output", "embedding_cache", "cache_dir")
 # Splits checked against the qrels files of ``--beir`` ('none' skips a split).
 SPLIT_ARGUMENTS = ("split", "train_split", "eval_split")
 DEBUG_ENV = "RAGTUNE_DEBUG"
+MAX_MINUTES = 1_000_000
+"""Most minutes a ``--time-budget`` / ``--time-limit`` may be (``pipeline.config.MAX_MINUTES``,
+repeated here because that module imports torch): more overflowed to infinite seconds mid-run."""
+MAX_SEED = 2**32 - 1
+"""The largest ``--seed`` (NumPy's and so the trainers' limit; a seed is never negative)."""
 
 
 VOCABULARY = """\
@@ -195,12 +201,83 @@ def existing_file(text: str) -> str:
 
         parser.add_argument("evaluation", type=existing_file)
     """
+    _not_empty(text, "file")
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder, expected a file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"file not found: {text}")
     return text
+
+
+def _not_empty(text: str, what: str) -> None:
+    """An empty path (``--docs ""``, an unset shell variable) is ``Path("")``, the current
+    folder: refused instead of reading (or writing into) wherever the command was started."""
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError(f"the path is empty; pass a {what}")
+
+
+def seed_number(text: str) -> int:
+    """``argparse`` type of ``--seed``: a whole number in [0, 2**32 - 1], what the trainers'
+    ``set_seed`` accepts (``-1`` used to fail with a traceback once training started).
+
+    Example::
+
+        parser.add_argument("--seed", type=seed_number, default=0)
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 0 to {MAX_SEED}, got {text!r}"
+        )
+    return value
+
+
+def bounded(
+    kind: type[int] | type[float], low: float, high: float | None = None, above: bool = False
+) -> Callable[[str], Any]:
+    """``argparse`` type: a finite ``kind`` (``int`` or ``float``) >= ``low`` (> ``low`` with
+    ``above``) and <= ``high``. NaN, inf, 0 or a negative number in a count, a share or a
+    rate is a usage error naming the option, instead of a traceback (or a wasted training
+    run) later.
+
+    Example::
+
+        parser.add_argument("--top-k", type=bounded(int, 1), default=3)
+        parser.add_argument("--p-no-gold", type=bounded(float, 0, 1), default=0.1)
+    """
+    noun = "a whole number" if kind is int else "a number"
+
+    def show(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+    expected = f"{noun} {'>' if above else '>='} {show(low)}"
+    if high is not None:
+        expected = (
+            f"{expected} and at most {show(high)}"
+            if above
+            else f"{noun} from {show(low)} to {show(high)}"
+        )
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if (
+            value is None
+            or not math.isfinite(value)
+            or (value <= low if above else value < low)
+            or (high is not None and value > high)
+        ):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected
+    return parse
 
 
 def existing_dir(text: str) -> str:
@@ -210,6 +287,7 @@ def existing_dir(text: str) -> str:
 
         parser.add_argument("--corpus-dir", type=existing_dir)
     """
+    _not_empty(text, "folder")
     path = Path(text)
     if path.is_file():
         raise argparse.ArgumentTypeError(f"{text} is a file, expected a folder")
@@ -331,6 +409,8 @@ def check_arguments(args: argparse.Namespace, options: dict[str, str] | None = N
         value = values.get(dest)
         if value is None:
             continue
+        what = "BEIR folder" if kind == "beir" else kind
+        check(dest, lambda value=value, what=what: _not_empty(value, what))
         if kind == "beir":
             check(dest, lambda value=value: check_beir_folder(value))
             for split_dest in SPLIT_ARGUMENTS if dest == "beir" else ():
@@ -345,6 +425,7 @@ def check_arguments(args: argparse.Namespace, options: dict[str, str] | None = N
         value = values.get(dest)
         if value is None or (dest == "cache_dir" and str(value).lower() == "none"):
             continue
+        check(dest, lambda value=value: _not_empty(value, "folder"))
         problem = _output_problem(Path(value))
         if problem:
             raise UsageError(f"argument {option(dest)}: {problem}")
@@ -410,6 +491,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("llama_index_ragtune.retrievers.persistence", "PersistenceError"),
         ("llama_index_ragtune.evaluation.results", "EvaluationFileError"),
         ("llama_index_ragtune.node_parser.documents", "DocumentParseError"),
+        ("llama_index_ragtune.feedback.schema", "FeedbackStoreError"),
     ):
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from llama_index_ragtune.cli import DeprecatedNames
+from llama_index_ragtune.cli import MAX_MINUTES, DeprecatedNames, bounded, seed_number
 from llama_index_ragtune.data.grounded_tasks import TUNE
 
 __all__ = ["add_common_arguments", "llm_options"]
@@ -49,54 +49,66 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="decoder folder or hub id (default: bundled SmolLM2-135M)",
     )
     parser.add_argument("--retriever", choices=("bm25", "hybrid"), default="bm25")
-    parser.add_argument("--top-k", type=int, default=3, help="sources per prompt")
+    parser.add_argument("--top-k", type=bounded(int, 1), default=3, help="sources per prompt")
     parser.add_argument(
         "--max-context-chars",
-        type=int,
+        type=bounded(int, 1),
         default=800,
         help="cut each source to N characters (same rule in training and test)",
     )
     parser.add_argument(
         "--p-no-gold",
-        type=float,
+        type=bounded(float, 0, 1),
         default=0.1,
         help="share of training answers turned into refusals",
     )
-    parser.add_argument("--max-test-examples", type=int, default=200)
+    parser.add_argument("--max-test-examples", type=bounded(int, 0), default=200)
     parser.add_argument(
         "--train-answerable-share",
-        type=float,
+        type=bounded(float, 0, 1),
         default=None,
         help="answerable fraction of the sampled training questions (before --p-no-gold; "
         "default: 0.6 for --squad / --scifact, the file's own mix for --qa)",
     )
-    parser.add_argument("--epochs", type=float, default=1.0, help="SFT and DPO epochs")
+    parser.add_argument(
+        "--epochs", type=bounded(float, 0, above=True), default=1.0, help="SFT and DPO epochs"
+    )
     parser.add_argument(
         "--max-steps", type=int, default=-1, help="cap optimizer steps per stage (smoke tests)"
     )
     parser.add_argument(
-        "--max-length", type=int, default=1024, help="token limit of a training sequence"
+        "--max-length",
+        type=bounded(int, 1),
+        default=1024,
+        help="token limit of a training sequence",
     )
     parser.add_argument(
-        "--learning-rate", "--lr", type=float, default=3e-4, help="SFT learning rate (LoRA)"
+        "--learning-rate",
+        "--lr",
+        type=bounded(float, 0, above=True),
+        default=3e-4,
+        help="SFT learning rate (LoRA)",
     )
     parser.add_argument(
-        "--dpo-learning-rate", type=float, default=1e-4, help="DPO learning rate (LoRA)"
+        "--dpo-learning-rate",
+        type=bounded(float, 0, above=True),
+        default=1e-4,
+        help="DPO learning rate (LoRA)",
     )
     parser.add_argument(
         "--lora-top-layers",
-        type=int,
+        type=bounded(int, 1),
         default=None,
         help="LoRA on the top N transformer layers only (faster backward on CPU; default: all)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=bounded(int, 1), default=48)
     parser.add_argument(
         "--generation-batch-size",
         "--batch-size",
         dest="generation_batch_size",
         action=DeprecatedNames,
         deprecated=("--batch-size",),
-        type=int,
+        type=bounded(int, 1),
         default=8,
         help="prompts answered at once when generating (--batch-size: deprecated name)",
     )
@@ -125,31 +137,31 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dev-examples",
-        type=int,
+        type=bounded(int, 0),
         default=100,
         help="training-split questions held out to tune the refusal threshold on",
     )
     parser.add_argument(
         "--multihop-train-examples",
-        type=int,
+        type=bounded(int, 0),
         default=48,
         help="SQuAD: two-hop questions (each + its gold-removed twin) added to the training data",
     )
     parser.add_argument(
         "--multihop-dev-examples",
-        type=int,
+        type=bounded(int, 0),
         default=25,
         help="SQuAD: two-hop questions (+ twins) added to the dev questions the refusal is fitted on",
     )
     parser.add_argument(
         "--multihop-test-examples",
-        type=int,
+        type=bounded(int, 0),
         default=50,
         help="SQuAD: two-hop test questions (+ twins) from the test articles, scored as a second set",
     )
     parser.add_argument(
         "--answerability-minutes",
-        type=float,
+        type=bounded(float, 0, MAX_MINUTES),
         default=8.0,
         help="training budget of the encoder-side answerability head (0: decoder signal only)",
     )
@@ -161,7 +173,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--answerability-examples",
-        type=int,
+        type=bounded(int, 0),
         default=1000,
         help="further training-split questions (outside the training and dev samples) the "
         "answerability head learns from, on top of the training contexts",
@@ -173,11 +185,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--answerability-max-length",
-        type=int,
+        type=bounded(int, 1),
         default=320,
         help="token limit of a (question, source) pair for the answerability head",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_number, default=0)
 
 
 def _repeats(value: str) -> int:

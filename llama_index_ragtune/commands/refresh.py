@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llama_index_ragtune.cli import existing_dir, existing_file
+from llama_index_ragtune.cli import MAX_MINUTES, existing_dir, existing_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,10 +109,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"argument --eval-fraction: must be between 0 and 1, got {args.eval_fraction}"
         )
-    if args.margin is not None and not args.margin >= 0:
-        raise UsageError(f"argument --margin: must be >= 0, got {args.margin}")
-    if args.time_budget is not None and not args.time_budget > 0:
-        raise UsageError(f"argument --time-budget: must be > 0 minutes, got {args.time_budget}")
+    # NaN fails every comparison; inf or a huge number passed ">= 0" / "> 0" and failed only
+    # after the bundle was loaded (a traceback) or after training (a gain nothing can reach)
+    if args.margin is not None and not 0 <= args.margin <= 1:
+        raise UsageError(
+            f"argument --margin: must be from 0 to 1 (an nDCG@10 gain; 1 promotes nothing), "
+            f"got {args.margin}"
+        )
+    if args.time_budget is not None and not 0 < args.time_budget <= MAX_MINUTES:
+        raise UsageError(
+            f"argument --time-budget: must be > 0 minutes and at most {MAX_MINUTES}, got "
+            f"{args.time_budget}"
+        )
     try:
         result = refresh_bundle(
             args.bundle,

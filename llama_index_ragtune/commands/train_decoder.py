@@ -33,7 +33,7 @@ import json
 import logging
 from pathlib import Path
 
-from llama_index_ragtune.cli import DeprecatedNames, UsageError
+from llama_index_ragtune.cli import DeprecatedNames, UsageError, bounded
 from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.grounded_tasks import TUNE, GroundedData, prepare_grounded_data
@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="max_train_examples",
         action=DeprecatedNames,
         deprecated=("--max-examples",),
-        type=int,
+        type=bounded(int, 0),
         default=300,
         help="training questions (sampled; --max-examples: deprecated name)",
     )
@@ -98,10 +98,18 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.evaluation.generation import GenerationEvaluator
     from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
     from llama_index_ragtune.llms import LocalChatLLM
+    from llama_index_ragtune.llms.loading import check_device, torch_dtype
     from llama_index_ragtune.models import resolve_model
 
     output = Path(args.out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # a typo fails now, not after training when the models answer the test questions
+    try:
+        check_device(device, "argument --device")
+        torch_dtype(args.dtype, device)
+    except (TypeError, ValueError) as exc:
+        what = "" if "--device" in str(exc) else "argument --dtype: "
+        raise UsageError(f"{what}{exc}") from None
     base_model = resolve_model(args.base_model, kind="decoder")
     fresh = not output.exists()
     data = prepare_grounded_data(args, args.max_train_examples, output)
@@ -207,6 +215,11 @@ def check_data(args: argparse.Namespace, data: GroundedData) -> None:
         raise UsageError(
             f"--max-train-examples {args.max_train_examples} leaves no training question; "
             "pass a number >= 1"
+        )
+    if not any(c.answerable for c in train) and getattr(args, "p_no_gold", 0) >= 1:
+        raise UsageError(
+            f"--p-no-gold {args.p_no_gold:g} turns every training answer into a refusal; pass "
+            "a share below 1 (default 0.1)"
         )
     if not any(c.answerable for c in train):
         raise DataError(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llama_index_ragtune.cli import DeprecatedNames
+from llama_index_ragtune.cli import MAX_MINUTES, DeprecatedNames, bounded, seed_number
 
 if TYPE_CHECKING:
     from llama_index_ragtune.data.schema import RetrievalDataset
@@ -84,14 +84,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--val-fraction",
-        type=float,
+        type=bounded(float, 0, 1),
         default=0.1,
         help="share of the training queries held out for validation (default: 0.1; at least "
         "min(50, n/4), at most --max-val-queries; 0 = no validation, then only "
         "--force-promotion promotes)",
     )
     group.add_argument(
-        "--max-val-queries", type=int, default=200, help="cap on validation queries (default: 200)"
+        "--max-val-queries",
+        type=bounded(int, 1),
+        default=200,
+        help="cap on validation queries (default: 200)",
     )
     group.add_argument(
         "--min-grade",
@@ -100,9 +103,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="train on positives graded at least this (BEIR grades; default: 1)",
     )
     group.add_argument(
-        "--max-train-queries", type=int, help="train on the first N queries only (quick runs)"
+        "--max-train-queries",
+        type=bounded(int, 1),
+        help="train on the first N queries only (quick runs)",
     )
-    group.add_argument("--max-test-queries", type=int, help="report on the first N test queries")
+    group.add_argument(
+        "--max-test-queries", type=bounded(int, 1), help="report on the first N test queries"
+    )
 
 
 def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int = 3) -> None:
@@ -114,15 +121,18 @@ def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int =
     )
     group.add_argument(
         "--num-negatives",
-        type=int,
+        type=bounded(int, 0),
         default=num_negatives,
         help=f"negatives mined per query and source (default: {num_negatives})",
     )
     group.add_argument(
-        "--range-min", type=int, default=0, help="skip the N best-ranked non-positives (default: 0)"
+        "--range-min",
+        type=bounded(int, 0),
+        default=0,
+        help="skip the N best-ranked non-positives (default: 0)",
     )
     group.add_argument(
-        "--range-max", type=int, default=30, help="look down to this rank (default: 30)"
+        "--range-max", type=bounded(int, 1), default=30, help="look down to this rank (default: 30)"
     )
     group.add_argument(
         "--relative-margin",
@@ -150,14 +160,22 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoints, the model to use (<DIR>/final), decision.json and results.json "
         "(--output: deprecated name)",
     )
-    group.add_argument("--epochs", type=float, help="num_train_epochs")
-    group.add_argument("--train-batch-size", type=int, help="per_device_train_batch_size")
-    group.add_argument("--learning-rate", "--lr", type=float, help="learning_rate")
-    group.add_argument("--max-steps", type=int, help="max_steps (overrides --epochs and the plan)")
-    group.add_argument("--warmup", type=float, help="warmup_steps (a float < 1 is a ratio)")
-    group.add_argument("--save-steps", type=int, help="save_steps (checkpoint interval)")
+    group.add_argument("--epochs", type=bounded(float, 0, above=True), help="num_train_epochs")
     group.add_argument(
-        "--seed", type=int, default=42, help="seed for data order, negatives and splits"
+        "--train-batch-size", type=bounded(int, 1), help="per_device_train_batch_size"
+    )
+    group.add_argument(
+        "--learning-rate", "--lr", type=bounded(float, 0, above=True), help="learning_rate"
+    )
+    group.add_argument("--max-steps", type=int, help="max_steps (overrides --epochs and the plan)")
+    group.add_argument(
+        "--warmup", type=bounded(float, 0), help="warmup_steps (a float < 1 is a ratio)"
+    )
+    group.add_argument(
+        "--save-steps", type=bounded(int, 1), help="save_steps (checkpoint interval)"
+    )
+    group.add_argument(
+        "--seed", type=seed_number, default=42, help="seed for data order, negatives and splits"
     )
     group.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint in --out"
@@ -166,21 +184,24 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_argument_group("budget")
     budget.add_argument(
         "--time-budget",
+        type=_budget_minutes,
         metavar="MINUTES",
         default=str(DEFAULT_TIME_BUDGET),
         help=f"minutes of training; steps are planned to fit (default: {DEFAULT_TIME_BUDGET:g}; "
         "'none' = one full epoch)",
     )
-    budget.add_argument("--max-pairs", type=int, help="cap on (query, positive) training pairs")
+    budget.add_argument(
+        "--max-pairs", type=bounded(int, 1), help="cap on (query, positive) training pairs"
+    )
     budget.add_argument(
         "--max-pairs-per-query",
-        type=int,
+        type=bounded(int, 1),
         help="strongest positives used per query (default: the engine's)",
     )
     promotion = parser.add_argument_group("promotion (champion / challenger)")
     promotion.add_argument(
         "--promotion-margin",
-        type=float,
+        type=bounded(float, 0),
         help="how much better on validation the tuned model must be (default: the engine's)",
     )
     promotion.add_argument(
@@ -273,6 +294,15 @@ def parse_sources(text: str) -> list[str]:
             f"{','.join(NEGATIVE_SOURCES)} or 'none'"
         )
     return sources
+
+
+def _budget_minutes(text: str) -> float | None:
+    """``--time-budget``: 'none' (one full epoch) or minutes in (0, MAX_MINUTES] (1e308 passed
+    and overflowed to infinite seconds when the steps were planned; NaN and inf failed in
+    ``TrainingBudget`` with a traceback once the data was loaded)."""
+    if text.strip().lower() in {"none", "off", "no", ""}:
+        return None
+    return bounded(float, 0, MAX_MINUTES, above=True)(text)
 
 
 def parse_optional_float(text: Any, flag: str = "--relative-margin") -> float | None:

@@ -20,7 +20,7 @@ import math
 import sys
 from typing import Any
 
-from llama_index_ragtune.cli import existing_dir, existing_file
+from llama_index_ragtune.cli import MAX_MINUTES, existing_dir, existing_file
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +85,9 @@ def _number_or_none(text: str, accept: Any, expected: str) -> float | str:
 
 
 def _minutes_or_none(text: str) -> float | str:
-    return _number_or_none(text, lambda v: v > 0, "minutes > 0")
+    return _number_or_none(
+        text, lambda v: 0 < v <= MAX_MINUTES, f"minutes > 0 (at most {MAX_MINUTES})"
+    )
 
 
 def _share_or_none(text: str) -> float | str:
@@ -163,7 +165,10 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
         changes["time_limit_minutes"] = None if limit == "none" else limit
     config = replace(config, **changes)
     if args.time_budget is not None:
-        config = config.with_time_budget(args.time_budget)
+        try:
+            config = config.with_time_budget(args.time_budget)
+        except ValueError as exc:
+            raise ValueError(f"argument --time-budget: {exc}") from None
     return config
 
 

@@ -62,7 +62,8 @@ def with_gold_removed(
 
     The twin (question id + ``#gold-removed``) shows ``builder.top_k`` retrieved
     passages that are not gold and expects the refusal: labels for any corpus,
-    no unanswerable questions needed. ``retrieved`` (qid -> doc ids) skips retrieval.
+    no unanswerable questions needed. ``retrieved`` (qid -> doc ids) skips retrieval; a
+    context whose retrieved ids are all gold (a QA line with one source) gets no twin.
 
     Example::
 
@@ -77,6 +78,8 @@ def with_gold_removed(
         if not context.answerable or rng.random() >= share:
             continue
         ids = None if retrieved is None else retrieved.get(context.qid)
+        if ids is not None and set(ids) <= set(context.example.gold_doc_ids):
+            continue  # only gold sources (a QA line with one source): no twin can be shown
         twin = builder.context_for(context.example, retrieved=ids, force_gold=True, drop_gold=True)
         out.append(replace(twin, qid=context.qid + GOLD_REMOVED_SUFFIX))
     return out

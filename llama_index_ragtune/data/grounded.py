@@ -261,9 +261,12 @@ class GroundedSFTBuilder:
         if retrieved is None:
             retrieved = self.retrieve_ids(example.question)
         gold = list(dict.fromkeys(example.gold_doc_ids))
+        distractors = [d for d in retrieved if d not in gold]
         if drop_gold is None:
             drop_gold = force_gold and rng.random() < self.p_no_gold
-        distractors = [d for d in retrieved if d not in gold]
+            # a question shown only its gold sources (a QA line with one source) has nothing
+            # left to show without them: it keeps them (was "No sources for question ...")
+            drop_gold = drop_gold and bool(distractors)
         if drop_gold:
             chosen = distractors[: self.top_k]
         elif force_gold:

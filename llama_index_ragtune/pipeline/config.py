@@ -66,6 +66,28 @@ SKIPPABLE = ("encoder", "fusion", "reranker", "decoder", "evaluate", "report")
 TUNED_PARTS = ("encoder", "reranker", "decoder")
 BUDGET_SHARES = {"encoder": 0.3, "reranker": 0.3, "decoder": 0.4}
 """How ``from_time_budget`` splits a total number of training minutes between the parts."""
+MAX_MINUTES = 1_000_000
+"""Most minutes a time budget or time limit may be (about 694 days): a larger number (``1e308``)
+passed every check but became infinite seconds mid-run (an ``OverflowError`` when the engine
+planned its steps, after the index and the training data were built)."""
+
+
+def check_minutes(minutes: Any, what: str) -> None:
+    """``ValueError`` naming ``what`` unless ``minutes`` is a number in (0, MAX_MINUTES].
+
+    Example::
+
+        check_minutes(1e308, "--time-budget")   # ValueError: ... at most 1000000 ...
+    """
+    if (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, (int, float))
+        or not (math.isfinite(minutes) and 0 < minutes <= MAX_MINUTES)
+    ):
+        raise ValueError(
+            f"{what} must be a number of minutes > 0 and at most {MAX_MINUTES} (about 694 "
+            f"days), got {minutes!r}"
+        )
 
 
 def check_skip(skip: Any) -> tuple[str, ...]:
@@ -246,12 +268,12 @@ class PipelineConfig:
                     f"PipelineConfig.{name} must be None or a whole number >= 1, got {value!r}"
                 )
         check_max_over_refusal(self.max_over_refusal, "PipelineConfig")
-        limit = self.time_limit_minutes
-        if limit is not None and not (math.isfinite(limit) and limit > 0):
-            raise ValueError(
-                f"PipelineConfig.time_limit_minutes must be None or a number of minutes > 0, "
-                f"got {limit!r}"
-            )
+        if self.time_limit_minutes is not None:
+            check_minutes(self.time_limit_minutes, "PipelineConfig.time_limit_minutes")
+        for part in TUNED_PARTS:
+            budget = getattr(self, f"{part}_budget")
+            if budget is not None and budget.minutes is not None:
+                check_minutes(budget.minutes, f"PipelineConfig.{part}_budget.minutes")
         if (
             isinstance(self.eval_points, bool)
             or not isinstance(self.eval_points, int)
@@ -339,12 +361,7 @@ class PipelineConfig:
 
     def with_time_budget(self, minutes: float) -> PipelineConfig:
         """A copy whose parts share ``minutes`` of training; pair caps are kept."""
-        if (
-            isinstance(minutes, bool)
-            or not isinstance(minutes, (int, float))
-            or not (math.isfinite(minutes) and minutes > 0)
-        ):
-            raise ValueError(f"the time budget must be a number of minutes > 0, got {minutes!r}")
+        check_minutes(minutes, "the time budget")
         budgets = {}
         for part, share in BUDGET_SHARES.items():
             old = getattr(self, f"{part}_budget") or TrainingBudget()

@@ -13,7 +13,10 @@ document) or ``{"node_id"}``; ``answer`` (reference answer, optional);
 ``answerable`` (default: whether there is gold; ``false`` = the corpus cannot
 answer, the right reply is the refusal); ``split`` (``"train"`` / ``"test"`` /
 null); ``store`` (shorthand for ``"filters": {"store": ...}``) and ``filters``
-(``{metadata key: value}``: the question is asked of those nodes only). Any other
+(``{metadata key: value}``: the question is asked of those nodes only). Ids and
+sections are compared in Unicode NFC (a file name from macOS is decomposed). An
+``answer`` on an unanswerable question (``"answerable": false``, or no ``gold``) is an
+error unless it is the refusal: its target is the refusal, so the answer would be ignored. Any other
 field, an unknown document / section / node, a gold node outside the question's
 filters, or a duplicate id is a ``DataError`` naming the file and line. The file is
 read like every data file (``data.reading``): UTF-8 with an optional byte-order mark,
@@ -34,6 +37,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -94,6 +98,16 @@ class LabelledQuery:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def _is_refusal(answer: str) -> bool:
+    from llama_index_ragtune.grounding.answers import is_refusal
+
+    return is_refusal(answer)
+
+
 def _section_matches(path: str, section: str) -> bool:
     return path == section or path.startswith(section + " > ")
 
@@ -109,6 +123,19 @@ class _NodeIndex:
             self.by_doc.setdefault(n.ref_doc_id or n.node_id, []).append(n.node_id)
         self.keys = {k for m in self.meta.values() for k in m}
         self._selects: dict[tuple[tuple[str, Any], ...], bool] = {}
+        # NFC spellings of document and node ids: a file name from macOS is decomposed (NFD)
+        # while an id typed in the queries file is composed; both print the same
+        self._nfc: dict[str, str | None] = {}
+        for name in [*self.by_doc, *self.meta]:
+            key = _nfc(name)
+            self._nfc[key] = name if self._nfc.get(key, name) == name else None
+
+    def _known(self, name: str, known: Collection[str]) -> str:
+        """``name``, or the one id of ``known`` with the same NFC form."""
+        if name in known:
+            return name
+        alias = self._nfc.get(_nfc(name))
+        return alias if alias is not None and alias in known else name
 
     def check_filters(self, filters: dict[str, Any], where: dict[str, Any]) -> None:
         """``DataError`` when no node passes every filter: the question would be asked of an
@@ -134,7 +161,8 @@ class _NodeIndex:
 
     def resolve(self, ref: Any, where: dict[str, Any]) -> list[str]:
         if isinstance(ref, str):
-            ref = {"node_id": ref} if ref in self.meta else {"doc_id": ref}
+            node = self._known(ref, self.meta) in self.meta
+            ref = {"node_id": ref} if node else {"doc_id": ref}
         if not isinstance(ref, Mapping):
             raise DataError(
                 f"a gold reference must be an object ({{'doc_id', 'section'}}, {{'doc_id'}} or "
@@ -157,6 +185,7 @@ class _NodeIndex:
                     **where,
                 )
         if "node_id" in ref:
+            ref = {"node_id": self._known(ref["node_id"], self.meta)}
             if ref["node_id"] not in self.meta:
                 raise DataError(
                     f"gold node id {ref['node_id']!r} is not a node of the parsed documents",
@@ -164,7 +193,7 @@ class _NodeIndex:
                     **where,
                 )
             return [ref["node_id"]]
-        doc_id = ref["doc_id"]
+        doc_id = self._known(ref["doc_id"], self.by_doc)
         if doc_id not in self.by_doc and doc_id in self.skipped:
             raise DataError(
                 f"gold doc_id {doc_id!r} was skipped because it has no text (empty, or only "
@@ -184,7 +213,9 @@ class _NodeIndex:
         if section is None:
             return list(ids)
         hits = [
-            i for i in ids if _section_matches(str(self.meta[i].get("section_path", "")), section)
+            i
+            for i in ids
+            if _section_matches(_nfc(str(self.meta[i].get("section_path", ""))), _nfc(section))
         ]
         if not hits:
             sections = list(dict.fromkeys(str(self.meta[i].get("section_path")) for i in ids))
@@ -279,6 +310,17 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
         raise DataError(f"'answer' must be a string or null, got {type(answer).__name__}", **where)
     if answer is not None:
         _check_text("answer", answer, where)
+    if answer is not None and answer.strip() and not answerable and not _is_refusal(answer):
+        # an answer without gold made the question unanswerable: trained to refuse, its
+        # answer never used (the refusal sentence itself is its target, so it may stand)
+        why = "'answerable' is false" if "answerable" in obj else "it has no 'gold' references"
+        raise DataError(
+            f"the question has an 'answer' but {why}, so its target is the refusal and the "
+            "answer is never used",
+            hint='add the "gold" documents/sections that hold the answer, or set "answer": '
+            "null for a question the documents cannot answer",
+            **where,
+        )
     split = obj.get("split")
     if split is not None and split not in SPLITS:
         raise DataError(f"'split' must be 'train', 'test' or null, got {split!r}", **where)

@@ -123,6 +123,11 @@ class TuningPipeline:
             raise FileNotFoundError(f"queries file not found: {queries}")
         if metadata is not None and not Path(metadata).expanduser().is_file():
             raise FileNotFoundError(f"metadata file not found: {metadata}")
+        if isinstance(feedback, (str, Path)):
+            # a file that is not a feedback store fails now, not after the index is built
+            from llama_index_ragtune.pipeline.refresh_data import open_store
+
+            open_store(feedback).close()
         self.out = Path(out).expanduser()
         if self.out.exists() and not self.out.is_dir():
             raise NotADirectoryError(f"--out {self.out} is a file; pass a folder")

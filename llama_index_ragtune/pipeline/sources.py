@@ -7,7 +7,8 @@ Folder layout (the demo corpus in ``llama_index_ragtune/demo/help_centre`` is on
     metadata.json                      optional: {relative path or glob: {key: value}}
 
 ``metadata.json`` maps paths relative to the docs folder, or glob patterns
-(``"grocery/*"``, ``"**/*.html"``; ``*`` does not cross ``/``, ``**`` does), to flat
+(``"grocery/*"``, ``"**/*.html"``; ``*`` does not cross ``/``, ``**`` does; compared in
+Unicode NFC, so a decomposed file name from macOS matches), to flat
 metadata (strings, numbers, booleans). Every entry that matches a file is merged
 into its metadata in file order, so later entries override earlier ones. An entry
 that matches no file is an error (usually a typo), as is a key the parsers own
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +185,12 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
                     path=path,
                     location=where,
                 )
-        matches = [f for f in files if f == pattern] or [f for f in files if glob_match(pattern, f)]
+        # compared in NFC: a file name from macOS (NFD) and a key typed by hand (NFC) look
+        # the same and must match
+        nfc = unicodedata.normalize("NFC", pattern)
+        matches = [f for f in files if f == pattern] or [
+            f for f in files if glob_match(nfc, unicodedata.normalize("NFC", f))
+        ]
         if not matches:
             unmatched.append(pattern)
         for f in matches:
