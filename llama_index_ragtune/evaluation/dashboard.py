@@ -47,6 +47,7 @@ from llama_index_ragtune.evaluation.svg_charts import (
     PALETTE,
     Series,
     calibration_diagram,
+    difference,
     format_ms,
     latency_boxes,
     metric_bars,
@@ -130,9 +131,9 @@ def _kpis(results: EvaluationResults) -> str:
     for title, attr, fmt, hint, direction in cards:
         value = getattr(now, attr)
         compare = ""
-        if before is not None and value is not None and getattr(before, attr) is not None:
-            old = getattr(before, attr)
-            delta = value - old
+        old = getattr(before, attr) if before is not None else None
+        delta = difference(value, old)
+        if delta is not None:
             sign = "+" if delta >= 0 else "−"
             if attr.endswith("rate"):
                 change = f"{sign}{abs(delta) * 100:.1f} pts"
@@ -204,9 +205,9 @@ def _decisions_html(results: EvaluationResults) -> str:
 
 
 def _delta_html(key: str, value: float | None, reference: float | None) -> str:
-    if value is None or reference is None:
+    delta = difference(value, reference)
+    if delta is None:
         return ""
-    delta = value - reference
     sign = metric_direction(key) * (1 if delta > 0 else -1 if delta < 0 else 0)
     css = {1: "good", -1: "bad"}.get(sign, "muted")
     return f' <span class="delta small {css}">{delta:+.3f}</span>'

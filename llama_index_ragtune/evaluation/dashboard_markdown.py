@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from llama_index_ragtune.evaluation.report_summary import (
@@ -28,7 +29,12 @@ from llama_index_ragtune.evaluation.report_summary import (
     reference_indices,
 )
 from llama_index_ragtune.evaluation.results import EvaluationResults, SystemResult
-from llama_index_ragtune.evaluation.svg_charts import format_ms, format_seconds, percentile
+from llama_index_ragtune.evaluation.svg_charts import (
+    difference,
+    format_ms,
+    format_seconds,
+    percentile,
+)
 
 __all__ = ["render_markdown"]
 
@@ -64,7 +70,8 @@ def _section_table(systems: list[SystemResult], latency: str) -> list[str]:
         for system, ref in zip(systems, refs, strict=True):
             value = system.metrics.get(key)
             other = None if ref is None else systems[ref].metrics.get(key)
-            delta = "" if value is None or other is None else f" ({value - other:+.3f})"
+            delta = difference(value, other)
+            delta = "" if delta is None else f" ({delta:+.3f})"
             cells.append(format_number(value) + delta)
         rows.append(cells)
     for pct in (50, 95):
@@ -163,7 +170,11 @@ def render_markdown(results: EvaluationResults) -> str:
     if results.timings:
         total = sum(results.timings.values())
         rows = [
-            [_md(step), format_seconds(sec), f"{sec / total:.0%}" if total else "—"]
+            [
+                _md(step),
+                format_seconds(sec),
+                f"{sec / total:.0%}" if total and math.isfinite(total) else "—",
+            ]
             for step, sec in results.timings.items()
         ]
         rows.append(["**total**", f"**{format_seconds(total)}**", ""])

@@ -87,8 +87,10 @@ Example::
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 from llama_index_ragtune.evaluation.answers import (
@@ -231,6 +233,11 @@ class GenerationEvaluator:
             if isinstance(value, Mapping):
                 out.update({f"custom_{k}": float(v) for k, v in value.items() if k != "score"})
                 value = value.get("score", 0.0)
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+                raise ValueError(
+                    f"the answer_metric callable returned {value!r}; it must return a finite "
+                    "number (or a dict whose 'score' is one)"
+                )
             out["answer_score"] = float(value)
         return out
 
@@ -247,7 +254,22 @@ class GenerationEvaluator:
         source_texts: Sequence[str] | None = None,
         example_id: str | None = None,
     ) -> dict[str, Any]:
-        """Score one answer; ``source_node_ids[n - 1]`` is the id of source ``[n]``."""
+        """Score one answer; ``source_node_ids[n - 1]`` is the id of source ``[n]``.
+
+        ``TypeError`` naming the example for an ``answer_text`` that is not a string, an
+        ``answerable`` that is not a bool (``"false"`` would read as true) and a bare
+        string where a list is expected (``gold_answers="Paris"`` would be scored
+        letter by letter).
+        """
+        _check_example(
+            example_id or question,
+            answer_text,
+            answerable,
+            source_node_ids=source_node_ids,
+            gold_node_ids=gold_node_ids,
+            gold_answers=gold_answers,
+            source_texts=source_texts,
+        )
         if source_texts is not None and len(source_texts) != len(source_node_ids):
             raise ValueError(
                 f"example {example_id or question!r}: {len(source_texts)} source_texts for "
@@ -305,8 +327,8 @@ class GenerationEvaluator:
                 if answerable and not refused
                 else (None, None)
             )
-        row.update(
-            self._answer_scores(
+        try:
+            scores = self._answer_scores(
                 clean_answer(answer_text),
                 refused,
                 answerable,
@@ -314,7 +336,9 @@ class GenerationEvaluator:
                 gold_label,
                 answer_text,
             )
-        )
+        except ValueError as exc:
+            raise ValueError(f"example {example_id or question!r}: {exc}") from None
+        row.update(scores)
         return row
 
     def evaluate_response(
@@ -396,6 +420,7 @@ class GenerationEvaluator:
         ``response`` (a LlamaIndex Response) plus the gold keys of ``evaluate_response``."""
         from tqdm.auto import tqdm
 
+        _check_examples(examples)
         rows = []
         items = list(examples)
         for index, ex in enumerate(tqdm(items, desc="Scoring answers", disable=not show_progress)):
@@ -423,6 +448,7 @@ class GenerationEvaluator:
         """
         from tqdm.auto import tqdm
 
+        _check_examples(examples)
         rows = []
         items = list(examples)
         for index, ex in enumerate(tqdm(items, desc="Answering", disable=not show_progress)):
@@ -446,6 +472,30 @@ def _drained(response: Any) -> Any:
     if not hasattr(response, "response") and hasattr(response, "get_response"):
         return response.get_response()
     return response
+
+
+def _check_examples(examples: Any) -> None:
+    if isinstance(examples, (Mapping, str)):
+        raise TypeError(
+            f"examples must be a list of example dicts, got a {type(examples).__name__}; "
+            "for one example pass [example]"
+        )
+
+
+def _check_example(name: Any, answer_text: Any, answerable: Any, **lists: Any) -> None:
+    """``TypeError`` naming the example for a non-string answer, non-bool label or bare string."""
+    if not isinstance(answer_text, str):
+        raise TypeError(
+            f"example {name!r}: answer_text must be a string, got {type(answer_text).__name__}"
+        )
+    if not isinstance(answerable, bool) and not (
+        getattr(getattr(answerable, "dtype", None), "kind", "") == "b"  # a NumPy bool
+        or (isinstance(answerable, int) and answerable in (0, 1))
+    ):
+        raise TypeError(f"example {name!r}: answerable must be True or False, got {answerable!r}")
+    for key, value in lists.items():
+        if isinstance(value, (str, bytes)):
+            raise TypeError(f"example {name!r}: {key} must be a list, got the string {value!r}")
 
 
 def _check_keys(method: Callable[..., Any], example: Mapping[str, Any], index: int) -> None:

@@ -9,7 +9,11 @@ follow trec_eval (as used by BEIR, ir-measures and pytrec_eval):
   with a ``log2(rank + 1)`` discount, and its ideal DCG is computed over the best
   ``k`` judged documents (capped at ``k``, unlike core LlamaIndex);
 * precision divides by ``k`` even when fewer than ``k`` documents were retrieved;
-* a document id repeated in ``ranked`` counts only at its first (best) rank.
+* a document id repeated in ``ranked`` counts only at its first (best) rank;
+* ``qrels`` may also be a set or list of relevant ids (each grade 1); ``k`` must be a
+  whole number >= 1 and every grade a finite number, else ``ValueError`` /
+  ``TypeError`` naming it (a grade of ``inf`` made nDCG NaN, a string a bare
+  ``'>' not supported``).
 
 Example::
 
@@ -24,15 +28,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from numbers import Integral, Real
 
 Qrels = Mapping[str, int]
 MetricFn = Callable[[Sequence[str], Qrels, int], float]
 
 
-def _top_k(ranked: Iterable[str], k: int) -> list[str]:
-    """The first ``k`` distinct ids of ``ranked``, keeping first occurrences."""
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, Integral):
+        raise TypeError(f"k must be a positive integer, got {k!r}")
     if k <= 0:
         raise ValueError(f"k must be a positive integer, got {k}")
+    return int(k)
+
+
+def _grades(qrels: Qrels | Iterable[str]) -> dict[str, float]:
+    """``qrels`` as ``{doc_id: grade}``: a set / list of relevant ids gets grade 1 each."""
+    if isinstance(qrels, str):
+        raise TypeError(f"qrels must be {{doc_id: grade}} or a list of relevant ids, got {qrels!r}")
+    if not isinstance(qrels, Mapping):
+        return dict.fromkeys(qrels, 1)
+    for doc_id, grade in qrels.items():
+        if not isinstance(grade, Real):
+            raise TypeError(
+                f"qrels: the grade of {doc_id!r} must be a number (0 = not relevant), got {grade!r}"
+            )
+        if not math.isfinite(grade):
+            raise ValueError(f"qrels: the grade of {doc_id!r} must be finite, got {grade!r}")
+    return qrels  # type: ignore[return-value]
+
+
+def _top_k(ranked: Iterable[str], k: int) -> list[str]:
+    """The first ``k`` distinct ids of ``ranked``, keeping first occurrences."""
+    k = _check_k(k)
+    if isinstance(ranked, str):
+        raise TypeError(f"ranked must be a list of document ids, got the string {ranked!r}")
     seen: set[str] = set()
     out: list[str] = []
     for doc_id in ranked:
@@ -50,6 +80,7 @@ def _num_relevant(qrels: Qrels) -> int:
 
 def recall_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
     """Share of the relevant documents found in the top ``k`` (0.0 when none is relevant)."""
+    qrels, k = _grades(qrels), _check_k(k)
     total = _num_relevant(qrels)
     if total == 0:
         return 0.0
@@ -59,17 +90,20 @@ def recall_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
 
 def precision_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
     """Relevant documents in the top ``k``, divided by ``k``."""
+    qrels, k = _grades(qrels), _check_k(k)
     found = sum(1 for doc_id in _top_k(ranked, k) if qrels.get(doc_id, 0) > 0)
     return found / k
 
 
 def hit_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
     """1.0 when at least one relevant document is in the top ``k``, else 0.0."""
+    qrels, k = _grades(qrels), _check_k(k)
     return float(any(qrels.get(doc_id, 0) > 0 for doc_id in _top_k(ranked, k)))
 
 
 def mrr_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
     """Reciprocal rank of the first relevant document within the top ``k`` (0.0 if none)."""
+    qrels, k = _grades(qrels), _check_k(k)
     for rank, doc_id in enumerate(_top_k(ranked, k), start=1):
         if qrels.get(doc_id, 0) > 0:
             return 1.0 / rank
@@ -83,6 +117,7 @@ def dcg(gains: Iterable[float]) -> float:
 
 def ndcg_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
     """Graded nDCG@k: linear gains, ideal DCG over the best ``k`` judged documents."""
+    qrels, k = _grades(qrels), _check_k(k)
     actual = dcg(max(qrels.get(doc_id, 0), 0) for doc_id in _top_k(ranked, k))
     ideal = dcg(sorted((g for g in qrels.values() if g > 0), reverse=True)[:k])
     return actual / ideal if ideal > 0 else 0.0
@@ -110,6 +145,9 @@ def compute_metrics(
         compute_metrics(["d2", "d1"], {"d1": 1}, k_values=(1, 10), metrics=("mrr",))
         # {'mrr@1': 0.0, 'mrr@10': 0.5}
     """
+    for name, value in (("k_values", k_values), ("metrics", metrics)):
+        if isinstance(value, (str, int)):
+            raise TypeError(f"compute_metrics: {name} must be a list, got {value!r}")
     names = list(metrics)
     unknown = [name for name in names if name not in METRICS]
     if unknown:

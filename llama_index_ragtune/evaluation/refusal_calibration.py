@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
 
 OBJECTIVES = ("balanced_accuracy", "macro_f1", "refusal_f1")
 
@@ -94,7 +96,7 @@ def choose_refusal_threshold(
             "choose_refusal_threshold needs both answerable and unanswerable questions; got "
             f"{len(negatives)} answerable and {len(positives)} unanswerable."
         )
-    values = sorted(set(refusal_probabilities))
+    values = sorted(set(positives + negatives))
     candidates = [values[0] / 2]  # refuse all (0 stays >= a threshold of 0)
     candidates += [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)]
     candidates.append((values[-1] + 1.0) / 2 if values[-1] < 1 else 1.0)  # refuse none
@@ -137,6 +139,8 @@ def decision_scores(refused: Sequence[bool], answerable: Sequence[bool]) -> dict
         raise ValueError(
             f"decision_scores: {len(refused)} decisions for {len(answerable)} questions."
         )
+    refused = check_flags(refused, "refused", "decision_scores")
+    answerable = check_flags(answerable, "answerable", "decision_scores")
     pairs = list(zip(refused, answerable, strict=True))
     tp = sum(r and not a for r, a in pairs)  # unanswerable, refused
     fp = sum(r and a for r, a in pairs)  # answerable, refused
@@ -183,6 +187,10 @@ def _split(
         raise ValueError(
             f"{caller}: {len(probabilities)} probabilities for {len(answerable)} examples."
         )
+    for i, p in enumerate(probabilities):
+        if isinstance(p, (bool, str)) or not isinstance(p, Real):
+            raise TypeError(f"{caller}: probability {i} must be a number in [0, 1], got {p!r}")
+    labels = check_flags(answerable, "answerable", caller)
     values = [float(p) for p in probabilities]
     bad = [i for i, p in enumerate(values) if not (0.0 <= p <= 1.0)]  # NaN fails both
     if bad:
@@ -191,9 +199,27 @@ def _split(
             f"({len(bad)} such); a NaN would make every threshold look the same - check the "
             "model or scorer that produced them."
         )
-    positives = [p for p, a in zip(values, answerable, strict=True) if not a]
-    negatives = [p for p, a in zip(values, answerable, strict=True) if a]
+    positives = [p for p, a in zip(values, labels, strict=True) if not a]
+    negatives = [p for p, a in zip(values, labels, strict=True) if a]
     return positives, negatives
+
+
+def check_flags(values: Sequence[Any], name: str, caller: str) -> list[bool]:
+    """``values`` as bools: True / False, 0 / 1 or NumPy bools; a string is a ``TypeError``
+    naming its position (``bool("false")`` is True)."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{caller}: {name} must be a list of True / False, got {values!r}")
+    out = []
+    for i, value in enumerate(values):
+        is_numpy_bool = getattr(getattr(value, "dtype", None), "kind", "") == "b"
+        if not (isinstance(value, bool) or is_numpy_bool) and not (
+            isinstance(value, Integral) and value in (0, 1)
+        ):
+            raise TypeError(
+                f"{caller}: {name}[{i}] must be True or False (or 0 / 1), got {value!r}"
+            )
+        out.append(bool(value))
+    return out
 
 
 # ------------------------------------------------------------------ combination

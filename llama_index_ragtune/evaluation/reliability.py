@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 __all__ = ["CalibrationBin", "expected_calibration_error", "reliability_bins"]
 
@@ -47,6 +48,8 @@ def reliability_bins(
 
         reliability_bins([0.05, 1.0], [0, 1], n_bins=10)[9].count     # 1
     """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, Integral):
+        raise TypeError(f"reliability_bins: n_bins must be a whole number >= 1, got {n_bins!r}.")
     if n_bins < 1:
         raise ValueError(f"reliability_bins: n_bins must be >= 1, got {n_bins}.")
     if len(probabilities) != len(should_refuse):
@@ -54,9 +57,12 @@ def reliability_bins(
             f"reliability_bins: {len(probabilities)} probabilities for {len(should_refuse)} "
             "should_refuse flags; give one flag per question."
         )
+    from llama_index_ragtune.evaluation.refusal_calibration import check_flags
+
+    flags = check_flags(should_refuse, "should_refuse", "reliability_bins")
     members: list[list[tuple[float, int]]] = [[] for _ in range(n_bins)]
-    for p, y in zip(probabilities, should_refuse, strict=True):
-        if not 0.0 <= p <= 1.0:
+    for p, y in zip(probabilities, flags, strict=True):
+        if isinstance(p, (bool, str)) or not isinstance(p, Real) or not 0.0 <= p <= 1.0:
             raise ValueError(f"reliability_bins: probability {p!r} is outside [0, 1].")
         members[min(int(p * n_bins), n_bins - 1)].append((float(p), int(bool(y))))
     bins = []

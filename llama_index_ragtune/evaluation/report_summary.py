@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from llama_index_ragtune.evaluation.svg_charts import metric_direction, percentile
@@ -115,13 +116,17 @@ def reference_indices(systems: list[SystemResult]) -> list[int | None]:
         reference_indices([SystemResult(n, st, {}) for n, st in names])   # [None, None, 1]
     """
     first = baseline_index(systems)
+    # name -> its first baseline, in one pass (10,000 systems stay fast)
+    baselines: dict[str, int] = {}
+    for j, b in enumerate(systems):
+        if is_baseline(b):
+            baselines.setdefault(b.name, j)
     out: list[int | None] = []
     for i, system in enumerate(systems):
         if i == first or is_baseline(system):
             out.append(None)
             continue
-        same = (j for j, b in enumerate(systems) if is_baseline(b) and b.name == system.name)
-        out.append(next(same, first))
+        out.append(baselines.get(system.name, first))
     return out
 
 
@@ -170,15 +175,15 @@ def decision_label(decision: Decision) -> str:
 
 
 def format_gain(value: float | None) -> str:
-    """``"+0.089"`` / ``"-0.010"``; ``"—"`` for None."""
-    return "—" if value is None else f"{value:+.3f}"
+    """``"+0.089"`` / ``"-0.010"``; ``"—"`` for None (or a value that is not finite)."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:+.3f}"
 
 
 def format_number(value: float | None, digits: int = 3) -> str:
-    """``"0.712"``; ``"—"`` for None."""
-    return "—" if value is None else f"{value:.{digits}f}"
+    """``"0.712"``; ``"—"`` for None (or a value that is not finite)."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def format_rate(value: float | None) -> str:
-    """``"82.5%"``; ``"—"`` for None."""
-    return "—" if value is None else f"{value:.1%}"
+    """``"82.5%"``; ``"—"`` for None (or a value that is not finite)."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:.1%}"

@@ -36,7 +36,8 @@ measured on its held-out queries, before and after tuning, for each stage::
     }
 
 Metric values are numbers or ``null`` (undefined, e.g. ``refusal_f1`` without
-unanswerable questions). ``part`` is one of ``encoder``, ``reranker``,
+unanswerable questions); a ``*_rate`` (``answer_rate``, ``refusal_rate``, ...) is a
+share in [0, 1]. ``part`` is one of ``encoder``, ``reranker``,
 ``decoder``, ``fusion``; ``champion`` / ``challenger`` are the two parts'
 values of ``metric`` (``null`` when there was nothing to compare), ``margin`` the
 improvement promotion required; ``add_promotion`` records a ``PromotionDecision``.
@@ -186,9 +187,12 @@ class EvaluationResults:
             )
         refusal = None
         if refusal_probabilities is not None and should_refuse is not None:
+            from llama_index_ragtune.evaluation.refusal_calibration import check_flags
+
+            flags = check_flags(should_refuse, "should_refuse", f"add_generation({name!r})")
             refusal = RefusalScores(
                 [float(p) for p in refusal_probabilities],
-                [int(bool(y)) for y in should_refuse],
+                [int(y) for y in flags],  # "0" is a TypeError, not bool("0") == True
                 refusal_threshold,
                 refusal_policy,
             )
@@ -433,10 +437,18 @@ def _parse_system(item: Fields, generation: bool) -> SystemResult:
     return SystemResult(
         name=item.text("name"),
         stage=item.text("stage"),
-        metrics={key: metrics.number(key, nullable=True) for key in metrics.names()},
+        metrics={key: _metric(metrics, key) for key in metrics.names()},
         latency_ms=item.numbers("latency_ms", low=0.0) if item.has("latency_ms") else [],
         refusal=refusal,
     )
+
+
+def _metric(metrics: Fields, key: str) -> float | None:
+    """A metric value; a ``*_rate`` is a share of questions, so in [0, 1] (the report
+    takes a missing answer or refusal rate as the other's complement: 1.5 gave -50%)."""
+    if key.endswith("_rate"):
+        return metrics.number(key, low=0.0, high=1.0, nullable=True)
+    return metrics.number(key, nullable=True)
 
 
 def _parse_decision(item: Fields) -> Decision:

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from numbers import Real
 from typing import Any
 
 from llama_index.core.schema import NodeWithScore, QueryBundle
@@ -285,12 +287,24 @@ class RetrievalEvaluator:
 
 def _as_grades(qid: Any, judged: Mapping[str, int] | Iterable[str]) -> dict[str, int]:
     if isinstance(judged, Mapping):
-        return {str(doc_id): int(grade) for doc_id, grade in judged.items()}
+        return {str(doc_id): _grade(qid, doc_id, grade) for doc_id, grade in judged.items()}
     if isinstance(judged, str):
         raise TypeError(
             f"qrels for query {qid!r} must be {{doc_id: grade}} or a list of doc ids, got a string"
         )
     return {str(doc_id): 1 for doc_id in judged}
+
+
+def _grade(qid: Any, doc_id: Any, grade: Any) -> int:
+    """A relevance grade as an int; a fraction, NaN or text is an error naming query and document."""
+    if isinstance(grade, str) and grade.strip().lstrip("+-").isdigit():
+        return int(grade)  # "2" from a TSV qrels file
+    if isinstance(grade, Real) and math.isfinite(grade) and float(grade).is_integer():
+        return int(grade)
+    raise ValueError(
+        f"qrels for query {qid!r}: the grade of {doc_id!r} must be a whole number "
+        f"(0 = not relevant, 1, 2, ...), got {grade!r}"
+    )
 
 
 def _progress(total: int, show: bool, name: str | None) -> Any:

@@ -27,6 +27,7 @@ __all__ = [
     "PALETTE",
     "Series",
     "calibration_diagram",
+    "difference",
     "format_ms",
     "format_seconds",
     "latency_boxes",
@@ -41,6 +42,7 @@ __all__ = [
 PALETTE = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#475569")
 WIDTH = 1000
 LABEL_W = 250  # left column for metric / system names
+MAX_AXIS_MS = 1e12  # about 32 years: the latency axis never goes further
 CHAR_W = 7.2  # a generous glyph width at 12 px (bold, wide fonts), for layout and truncation
 HIGHER_IS_BETTER = (
     "ndcg", "recall", "mrr", "map", "hit", "precision", "f1", "accuracy", "exact_match",
@@ -79,9 +81,17 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
+def difference(value: float | None, reference: float | None) -> float | None:
+    """``value - reference``; None when either is None or the difference overflows to infinity."""
+    if value is None or reference is None:
+        return None
+    delta = value - reference
+    return delta if math.isfinite(delta) else None
+
+
 def format_ms(ms: float | None) -> str:
-    """``"840 ms"``, ``"1.24 s"``, ``"—"`` for None."""
-    if ms is None:
+    """``"840 ms"``, ``"1.24 s"``, ``"—"`` for None (or a value that is not finite)."""
+    if ms is None or not math.isfinite(ms):
         return "—"
     if ms == 0:
         return "0 ms"
@@ -91,7 +101,9 @@ def format_ms(ms: float | None) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    """``"0.4 s"``, ``"12.3 s"``, ``"2 min 05 s"``, ``"1 h 02 min"``."""
+    """``"0.4 s"``, ``"12.3 s"``, ``"2 min 05 s"``, ``"1 h 02 min"``; ``"—"`` if not finite."""
+    if not math.isfinite(seconds):
+        return "—"
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
@@ -209,8 +221,8 @@ def metric_bars(
                 f'fill="{s.color}"><title>{_e(tip)}</title></rect>'
             )
             label = f'<tspan class="value">{value:.3f}</tspan>'
-            if base is not None:
-                delta = value - base
+            delta = difference(value, base)
+            if delta is not None:
                 sign = metric_direction(metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
                 css = {1: "good", -1: "bad"}.get(sign, "muted")
                 label += f' <tspan class="delta {css}">{delta:+.3f}</tspan>'
@@ -219,10 +231,11 @@ def metric_bars(
 
 
 def _scale(lo: float, hi: float, x0: float, width: float, log: bool) -> Any:
+    """Value -> x; values outside [lo, hi] sit at the nearest edge."""
     if log:
         a, b = math.log10(lo), math.log10(hi)
-        return lambda v: x0 + width * (math.log10(max(v, lo)) - a) / (b - a)
-    return lambda v: x0 + width * (v - lo) / (hi - lo)
+        return lambda v: x0 + width * (math.log10(min(max(v, lo), hi)) - a) / (b - a)
+    return lambda v: x0 + width * (min(max(v, lo), hi) - lo) / (hi - lo)
 
 
 def _log_steps(value: float) -> list[float]:
@@ -265,11 +278,12 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
     if not rows:
         body.append(f'<text class="muted" x="{plot_x}" y="40">no latencies recorded</text>')
         return _svg(WIDTH, 80, title, body, "latency")
-    lo = min(min(s.values) for s in rows)
-    hi = max(max(s.values) for s in rows)
-    log = lo > 0 and hi / lo > 30
-    if log:
-        lo, hi = _log_floor(lo), _log_ceil(hi)
+    # the axis stops at MAX_AXIS_MS: a slower (absurd) value is drawn at its edge, not overflowed
+    lo = min(min(min(s.values) for s in rows), MAX_AXIS_MS)
+    hi = min(max(max(s.values) for s in rows), MAX_AXIS_MS)
+    log = lo > 0 and hi / lo > 30 and hi >= 1e-3
+    if log:  # at most six decades: faster queries sit at the left edge (a denormal broke it)
+        lo, hi = _log_floor(max(lo, hi * 1e-6)), _log_ceil(hi)
     else:
         lo, hi = 0.0, max(hi, 1e-9) * 1.05
         step = _nice_step(hi)
@@ -438,9 +452,9 @@ def timing_bars(timings: Mapping[str, float], title: str, color: str = PALETTE[7
     body = [f'<text class="note" x="{plot_x}" y="14">total {_e(format_seconds(total))}</text>']
     for index, (step, seconds) in enumerate(timings.items()):
         y = 26 + index * (bar_h + gap)
-        w = max(plot_w * seconds / biggest, 1.0)
+        w = max(plot_w * (seconds / biggest), 1.0)  # not plot_w * seconds: it can overflow
         share = ""
-        if total:
+        if total and math.isfinite(total):
             share = " · <1%" if 0 < seconds / total < 0.005 else f" · {seconds / total:.0%}"
         body.append(
             f'<text class="label" x="{plot_x - 10}" y="{y + 13}" text-anchor="end">'

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
@@ -136,6 +137,18 @@ class SystemResult:
             metrics["answer_rate"] = None if rate is None else 1.0 - rate
         rows = report.rows
         latencies = [row.get("latency_s") for row in rows]
+        for row, seconds in zip(rows, latencies, strict=True):
+            if seconds is not None and (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, Real)
+                or not math.isfinite(seconds)
+                or seconds < 0
+            ):
+                example = row.get("id") or row.get("question")
+                raise ValueError(
+                    f"from_generation_report: example {example!r} has latency_s {seconds!r}; "
+                    "expected a finite number of seconds >= 0 (fix or drop that row's latency_s)"
+                )
         probabilities = [row.get("refusal_probability") for row in rows]
         refusal = None
         if rows and all(p is not None for p in probabilities):
@@ -182,10 +195,13 @@ class Decision:
 
     @property
     def gain(self) -> float | None:
-        """How much better the challenger is (positive = better); None without both values."""
+        """How much better the challenger is (positive = better); None without both values
+        (or when their difference overflows)."""
         if self.champion is None or self.challenger is None:
             return None
         diff = self.challenger - self.champion
+        if not math.isfinite(diff):
+            return None
         return diff if self.greater_is_better else -diff
 
 

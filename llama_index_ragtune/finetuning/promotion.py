@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from numbers import Real
 from typing import Any
 
 DEFAULT_MARGIN = 0.005
@@ -62,6 +63,8 @@ class PromotionDecision:
         if self.champion is None or self.challenger is None:
             return None
         diff = self.challenger - self.champion
+        if not math.isfinite(diff):
+            return None
         return diff if self.greater_is_better else -diff
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,10 +102,16 @@ def decide_promotion(
     only when ``force`` is true; otherwise the champion stays and ``reason``
     says that nothing could be checked.
     """
+    if isinstance(margin, bool) or not isinstance(margin, Real):
+        raise TypeError(f"margin must be a finite number >= 0, got {margin!r}")
     if margin < 0 or not math.isfinite(margin):
         raise ValueError(f"margin must be a finite number >= 0, got {margin}")
-    old = _value(champion, metric)
-    new = _value(challenger, metric)
+    if not isinstance(greater_is_better, bool):
+        raise TypeError(
+            f"greater_is_better must be True or False (False for losses), got {greater_is_better!r}"
+        )
+    old = _value(champion, metric, "champion")
+    new = _value(challenger, metric, "challenger")
     common = {
         "metric": metric,
         "champion": old,
@@ -111,7 +120,18 @@ def decide_promotion(
         "greater_is_better": greater_is_better,
     }
     if old is None or new is None:
-        reason = f"no validation {metric} for both models, so the tuned model could not be checked"
+        missing = "; ".join(
+            _why_missing(values, metric, who)
+            for values, value, who in (
+                (champion, old, champion_name),
+                (challenger, new, "the tuned model"),
+            )
+            if value is None
+        )
+        reason = (
+            f"no validation {metric} for both models ({missing}), so the tuned model could "
+            "not be checked"
+        )
         if force:
             return PromotionDecision(
                 True, forced=True, reason=f"promoted (forced): {reason}", **common
@@ -119,15 +139,17 @@ def decide_promotion(
         return PromotionDecision(False, reason=f"kept {champion_name}: {reason}", **common)
     gain = (new - old) if greater_is_better else (old - new)
     summary = f"{metric} {new:.4f} vs {old:.4f} ({gain:+.4f}; margin {margin:g})"
+    # better by more than margin, beyond float noise (0.30000000000000004 vs 0.3 is a tie)
+    wins = gain > margin and not math.isclose(gain, margin, rel_tol=1e-9, abs_tol=1e-12)
     if force:
-        won = "it won" if gain > margin else "it did not win"
+        won = "it won" if wins else "it did not win"
         return PromotionDecision(
             True,
             forced=True,
             reason=f"promoted the tuned model (forced; {won}): {summary}",
             **common,
         )
-    if gain > margin:
+    if wins:
         return PromotionDecision(
             True, reason=f"promoted the tuned model over {champion_name}: {summary}", **common
         )
@@ -138,8 +160,22 @@ def decide_promotion(
     )
 
 
-def _value(metrics: Mapping[str, float] | None, metric: str) -> float | None:
-    if not metrics or metric not in metrics:
+def _value(metrics: Mapping[str, float] | None, metric: str, side: str) -> float | None:
+    """``metrics[metric]`` as a float; None when absent, None or not finite (NaN: a diverged run)."""
+    if not metrics or metrics.get(metric) is None:
         return None
-    value = float(metrics[metric])
+    value = metrics[metric]
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{side}[{metric!r}] must be a number, got {value!r}")
+    value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _why_missing(metrics: Mapping[str, float] | None, metric: str, who: str) -> str:
+    if not metrics:
+        return f"{who} has no validation metrics"
+    if metric not in metrics:
+        return f"{who} has no {metric} (it has {sorted(metrics)})"
+    if metrics[metric] is None:
+        return f"{who}'s {metric} is undefined (None)"
+    return f"{who}'s {metric} is {float(metrics[metric])!r}"
