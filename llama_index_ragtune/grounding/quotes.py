@@ -14,10 +14,11 @@ into pieces, each matched on its own, weighted by length), and it counts as
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from llama_index_ragtune.grounding._scanner import CodeReader, Lexer
@@ -33,11 +34,18 @@ __all__ = [
     "QuoteCheck",
     "check_quotes",
     "code_mask",
+    "find_quotes",
     "normalize_quote",
 ]
 
 #: A quoted span: ``"..."``, ``“...”`` or ``«...»`` on one line (group 1, 2 or 3: the text).
 QUOTE_PATTERN = re.compile(r"\"([^\"\n]+)\"|\u201c([^\u201d\n]+)\u201d|\u00ab([^\u00bb\n]+)\u00bb")
+_QUOTE_OPENERS = re.compile('["\u201c\u00ab]')
+_QUOTE_STOPS = {
+    '"': re.compile('["\\n]'),
+    "\u201c": re.compile("[\u201d\\n]"),
+    "\u00ab": re.compile("[\u00bb\\n]"),
+}
 _ELLIPSIS = re.compile(r"\s*(?:\.\.\.|\u2026)\s*")
 _JOINERS = frozenset(" \t:;,-\u2013\u2014")
 _PUNCT = re.compile(r"[^\w\s]")
@@ -97,6 +105,38 @@ def normalize_quote(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", text).split())
 
 
+def find_quotes(text: str) -> Iterator[re.Match[str]]:
+    """The matches of ``QUOTE_PATTERN.finditer(text)``, found in time linear in ``text``.
+
+    The regular expression alone reads from every opening mark to the end of its line,
+    so a line of unclosed ``\u201c`` marks costs time quadratic in its length; here the
+    next closing mark (or newline) of each kind is found once and reused.
+
+    Example::
+
+        [m.group(1) for m in find_quotes('He said "fine" twice.')]   # ['fine']
+    """
+    stops: dict[str, int] = {}  # opening mark -> next closing mark or newline after it
+    pos = 0
+    while True:
+        opener = _QUOTE_OPENERS.search(text, pos)
+        if opener is None:
+            return
+        start = opener.start()
+        mark = text[start]
+        stop = stops.get(mark, -1)
+        if stop <= start:
+            found = _QUOTE_STOPS[mark].search(text, start + 1)
+            stop = stops[mark] = len(text) if found is None else found.start()
+        if stop < len(text) and text[stop] != "\n" and stop > start + 1:
+            match = QUOTE_PATTERN.match(text, start, stop + 1)
+            if match is not None:  # always: the pattern reads what was just found
+                yield match
+                pos = stop + 1
+                continue
+        pos = start + 1
+
+
 def _fuzzy(piece: str, source: str) -> float:
     """1.0 when ``piece`` occurs in ``source``; else the best ``2M / (len(piece) + len(window))``
     over stretches (windows) of ``source``, M = characters matched in order (difflib's ratio)."""
@@ -117,12 +157,12 @@ def _fuzzy(piece: str, source: str) -> float:
     return min(best, 0.9999)  # only an exact occurrence scores 1.0
 
 
-def _score(quote: str, source: str) -> float:
+def _score(quote: str, source: str, normalized: bool = False) -> float:
     pieces = [normalize_quote(p) for p in _ELLIPSIS.split(quote)]
     pieces = [p for p in pieces if p]
     if not pieces:
         return 0.0
-    text = normalize_quote(source)
+    text = source if normalized else normalize_quote(source)
     weights = [len(p) for p in pieces]
     return sum(_fuzzy(p, text) * w for p, w in zip(pieces, weights, strict=True)) / sum(weights)
 
@@ -153,13 +193,37 @@ def code_mask(answer: str) -> list[bool]:
     return mask
 
 
-def _adjacent(answer: str, start: int, end: int, marks: Sequence[tuple[int, int, tuple[int, ...]]]):
-    """The citations right before (``[2]: "``) or right after (``" [2]``) a quote."""
-    for _start, m_end, numbers in reversed(marks):
-        if m_end <= start and all(ch in _JOINERS for ch in answer[m_end:start]) and numbers:
+def _joiner_ends(answer: str) -> list[int]:
+    """For each offset ``i`` of ``answer`` (and ``len(answer)``): the first offset ``>= i``
+    that is not a joiner, so "only joiners between ``a`` and ``b``" is ``ends[a] >= b``."""
+    ends = [len(answer)] * (len(answer) + 1)
+    for i in range(len(answer) - 1, -1, -1):
+        ends[i] = ends[i + 1] if answer[i] in _JOINERS else i
+    return ends
+
+
+def _adjacent(
+    start: int,
+    end: int,
+    marks: Sequence[tuple[int, int, tuple[int, ...]]],
+    bounds: tuple[Sequence[int], Sequence[int]],
+    joiner_ends: Sequence[int],
+):
+    """The citations right before (``[2]: "``) or right after (``" [2]``) a quote.
+
+    Only the nearest mark on each side can be next to the quote (a mark farther away has
+    the nearer one, a bracket, between it and the quote), so each side is one lookup.
+    """
+    mark_starts, mark_ends = bounds
+    before = bisect.bisect_right(mark_ends, start) - 1
+    if before >= 0:
+        _start, m_end, numbers = marks[before]
+        if numbers and joiner_ends[m_end] >= start:
             return numbers
-    for m_start, _end, numbers in marks:
-        if m_start >= end and all(ch in _JOINERS for ch in answer[end:m_start]) and numbers:
+    after = bisect.bisect_left(mark_starts, end)
+    if after < len(marks):
+        m_start, _end, numbers = marks[after]
+        if numbers and joiner_ends[end] >= m_start:
             return numbers
     return ()
 
@@ -188,18 +252,25 @@ def check_quotes(
     n_sources = len(source_texts)
     citations = find_citations(answer, n_sources)
     marks = [(c.start, c.end, c.cited) for c in citations]
+    bounds = ([m[0] for m in marks], [m[1] for m in marks])
+    joiner_ends: list[int] | None = None  # made at the first quote
     everywhere = tuple(dict.fromkeys(n for c in citations for n in c.cited))
     code = code_mask(answer)
+    normalized: dict[int, str] = {}  # each source normalised once, not once per quote
     checks: list[QuoteCheck] = []
-    for match in QUOTE_PATTERN.finditer(answer):
+    for match in find_quotes(answer):
         quote = next(g for g in match.groups() if g is not None).strip()
         if len(quote.split()) < min_words or code[match.start()]:
             continue
-        numbers = _adjacent(answer, match.start(), match.end(), marks) or everywhere
-        numbers = numbers or tuple(range(1, n_sources + 1))
+        if joiner_ends is None:
+            joiner_ends = _joiner_ends(answer)
+        numbers = _adjacent(match.start(), match.end(), marks, bounds, joiner_ends)
+        numbers = numbers or everywhere or tuple(range(1, n_sources + 1))
         best, best_score = None, 0.0
         for number in numbers:
-            value = _score(quote, source_texts[number - 1])
+            if number not in normalized:
+                normalized[number] = normalize_quote(source_texts[number - 1])
+            value = _score(quote, normalized[number], normalized=True)
             if best is None or value > best_score:
                 best, best_score = number, value
         kind = (

@@ -52,7 +52,7 @@ import contextlib
 import copy
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -75,7 +75,7 @@ from llama_index.core.instrumentation.events.synthesis import (
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.settings import Settings
 
 from llama_index_ragtune.grounding import (
@@ -217,7 +217,14 @@ class CitationQueryEngine(BaseQueryEngine):
         node_postprocessors: Sequence[BaseNodePostprocessor] | None = None,
         **kwargs: Any,
     ) -> CitationQueryEngine:
-        """An engine over ``index.as_retriever(similarity_top_k=...)``."""
+        """An engine over ``index.as_retriever(similarity_top_k=...)`` (an integer >= 1)."""
+        # checked here: core's retrievers take 0 as "every node", -1 as "none" and 2.5 as 2
+        similarity_top_k = positive_int(similarity_top_k, "similarity_top_k")
+        if not hasattr(index, "as_retriever"):
+            raise TypeError(
+                f"from_index needs a llama_index index (with as_retriever), got "
+                f"{type(index).__name__}; pass a retriever to CitationQueryEngine(...) instead"
+            )
         return cls(
             retriever=index.as_retriever(similarity_top_k=similarity_top_k),
             llm=llm,
@@ -267,18 +274,26 @@ class CitationQueryEngine(BaseQueryEngine):
         return nodes[: self.max_sources] if self.max_sources else nodes
 
     def retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        """Retrieved, postprocessed and capped nodes: source ``n`` is ``nodes[n - 1]``."""
-        nodes = self._retriever.retrieve(query_bundle)
+        """Retrieved, postprocessed and capped nodes: source ``n`` is ``nodes[n - 1]``.
+
+        Each node is one source, once (a node given twice keeps its first place); what the
+        retriever or a postprocessor returns must be a list of ``NodeWithScore`` (``TypeError``
+        naming it otherwise: ``None`` is not "nothing found").
+        """
+        nodes = _checked(self._retriever.retrieve(query_bundle), self._retriever, "retriever")
         for postprocessor in self._node_postprocessors:
             nodes = postprocessor.postprocess_nodes(nodes, query_bundle=query_bundle)
-        return self._limit(nodes)
+            nodes = _checked(nodes, postprocessor, "node postprocessor")
+        return self._limit(_distinct(nodes))
 
     async def aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """Async twin of :meth:`retrieve` (``aretrieve`` and ``apostprocess_nodes``)."""
-        nodes = await self._retriever.aretrieve(query_bundle)
+        retriever = self._retriever
+        nodes = _checked(await retriever.aretrieve(query_bundle), retriever, "retriever")
         for postprocessor in self._node_postprocessors:
             nodes = await postprocessor.apostprocess_nodes(nodes, query_bundle=query_bundle)
-        return self._limit(nodes)
+            nodes = _checked(nodes, postprocessor, "node postprocessor")
+        return self._limit(_distinct(nodes))
 
     def source_texts(self, nodes: Sequence[NodeWithScore]) -> list[str]:
         """The text shown for each source (metadata per ``metadata_mode``, cut to ``max_source_chars``)."""
@@ -568,8 +583,48 @@ def _is_local(llm: Any) -> bool:
     )
 
 
+def _checked(nodes: Any, where: Any, role: str) -> list[NodeWithScore]:
+    """``nodes`` as a list of ``NodeWithScore``, or a ``TypeError`` naming the ``role`` at fault."""
+    name = f"the {role} {type(where).__name__}"
+    if nodes is None or isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
+        raise TypeError(
+            f"{name} returned {type(nodes).__name__}, not a list of NodeWithScore (return [] "
+            "when nothing is found)"
+        )
+    nodes = list(nodes)
+    for position, item in enumerate(nodes):
+        if not isinstance(item, NodeWithScore):
+            hint = (
+                "; wrap each node as NodeWithScore(node=node, score=None)"
+                if isinstance(item, BaseNode)
+                else ""
+            )
+            raise TypeError(
+                f"{name} returned a {type(item).__name__} at position {position}, not a "
+                f"NodeWithScore{hint}"
+            )
+    return nodes
+
+
+def _distinct(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
+    """Each node once, at its first place: one node given twice would be two numbered
+    sources of the same text, each citation of it counted apart."""
+    seen: set[str] = set()
+    out = []
+    for item in nodes:
+        if item.node.node_id not in seen:
+            seen.add(item.node.node_id)
+            out.append(item)
+    return out
+
+
 def _check_query_type(query: Any) -> None:
     if not isinstance(query, (str, QueryBundle)):
         raise TypeError(
             f"the question must be a str or a llama_index QueryBundle, got {type(query).__name__}"
+        )
+    if isinstance(query, QueryBundle) and not isinstance(query.query_str, str):
+        raise TypeError(
+            "the question's QueryBundle must hold a str query_str, got "
+            f"{type(query.query_str).__name__}"
         )

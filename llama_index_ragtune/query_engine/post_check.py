@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from llama_index_ragtune.grounding import (
     is_refusal,
     sentence_spans,
 )
-from llama_index_ragtune.grounding.quotes import QUOTE_PATTERN, code_mask
+from llama_index_ragtune.grounding.quotes import code_mask, find_quotes
 
 MODES = ("flag", "cite")
 _QUOTE_TAIL = re.compile(r"\s*:\s*[\"\u201c\u00ab]")
@@ -88,10 +89,13 @@ def claim_spans(answer: str) -> list[tuple[int, int]]:
         [text[a:b] for a, b in claim_spans(text)]   # ['Rouen [1]: "It is big. It is old."', 'Paris [2].']
     """
     spans = sentence_spans(answer)
-    quotes = [(m.start(), m.end()) for m in QUOTE_PATTERN.finditer(answer)]
+    quotes = [(m.start(), m.end()) for m in find_quotes(answer)]
+    quote_starts = [q0 for q0, _q1 in quotes]
     merged: list[tuple[int, int]] = []
     for start, end in spans:
-        if merged and any(q0 < start < q1 for q0, q1 in quotes):
+        # the quotes are disjoint and in order: only the last one opened before start can hold it
+        last = bisect.bisect_left(quote_starts, start) - 1
+        if merged and last >= 0 and start < quotes[last][1]:
             merged[-1] = (merged[-1][0], end)
         else:
             merged.append((start, end))
@@ -110,13 +114,16 @@ def uncited_claims(
     """
     if is_refusal(answer, refusal):
         return []
-    marks = [c for c in find_citations(answer, n_sources) if c.cited]
+    marks = [(c.end - len(c.text), c.end) for c in find_citations(answer, n_sources) if c.cited]
+    mark_starts = [m_start for m_start, _end in marks]
     code = code_mask(answer)
     out = []
     for start, end in claim_spans(answer):
         if all(code[start:end]):
             continue  # a code block is not a claim
-        if not any(start <= m.end - len(m.text) and m.end <= end for m in marks):
+        # marks are disjoint and in order: the first starting in the claim is the one to check
+        first = bisect.bisect_left(mark_starts, start)
+        if first == len(marks) or marks[first][1] > end:
             out.append((start, end))
     return out
 

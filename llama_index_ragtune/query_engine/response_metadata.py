@@ -94,11 +94,14 @@ def fill_metadata(
         fill_metadata(metadata, nodes, parse_answer("Rome [2].", len(nodes)), texts)
         metadata["cited_node_ids"]     # the id of the second node
     """
-    claims = cited_claims(answer.text)
+    first_claim: dict[int, str] = {}  # each number's first claim, found in one pass
+    for text, cited in cited_claims(answer.text):
+        for number in cited:
+            first_claim.setdefault(number, text)
     citations = []
     for number in answer.citations:  # valid by construction: 1 <= number <= len(nodes)
         node = nodes[number - 1].node
-        claim = next((c for c, cited in claims if number in cited), None)
+        claim = first_claim.get(number)
         citations.append(
             {
                 "number": number,

@@ -127,8 +127,9 @@ class BM25Retriever(BaseRetriever):
             if not any(corpus_tokens):
                 raise ValueError(
                     f"none of the {len(nodes)} nodes has a term BM25 can index after lower-casing, "
-                    f"stopword removal (stopwords={self.tokenizer.stopwords_spec!r}) and stemming "
-                    f"(e.g. node ids {ids[:3]}); index nodes with text, or pass stopwords=None"
+                    f"stopword removal (stopwords={self.tokenizer.stopwords_spec!r}), stemming and "
+                    f"the token_pattern {self.tokenizer.token_pattern!r} (e.g. node ids {ids[:3]}); "
+                    f"{self.tokenizer.no_terms_hint()}"
                 )
             self._index = BM25Index.build(
                 None,

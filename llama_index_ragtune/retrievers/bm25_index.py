@@ -88,6 +88,19 @@ class BM25Tokenizer:
         tokens = [t for t in self._findall(clean_text(text).lower()) if t not in self._stopwords]
         return self._stem(tokens) if self._stem is not None and tokens else tokens
 
+    def no_terms_hint(self) -> str:
+        """How to get terms from a corpus that yields none (for the error that says so):
+        the advice that can help with this tokenizer's settings, never one already taken."""
+        steps = ["give texts with words in them"]
+        if self.stopwords_spec is not None:
+            steps.append("pass stopwords=None")
+        if self.token_pattern == DEFAULT_TOKEN_PATTERN:
+            steps.append(
+                "pass a token_pattern that matches your terms (the default keeps runs of 2 or "
+                "more letters or digits: one-character words, emoji and symbols are dropped)"
+            )
+        return ", or ".join(steps)
+
     def config(self) -> dict[str, Any]:
         return {
             "language": self.language,
@@ -144,7 +157,7 @@ class BM25Index:
             raise ValueError(
                 f"none of the {len(corpus_tokens)} documents has a term BM25 can index after "
                 f"lower-casing, stopword removal (stopwords={tokenizer.stopwords_spec!r}) and "
-                "stemming; give documents with text, or pass stopwords=None"
+                f"stemming (token_pattern={tokenizer.token_pattern!r}); {tokenizer.no_terms_hint()}"
             )
         bm25 = bm25s.BM25(k1=k1, b=b, method=method)
         bm25.index(corpus_tokens, show_progress=show_progress)
