@@ -62,6 +62,10 @@ COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
             "benchmarks.load",
             "hybrid retrieval (+ reranking) one at a time, 50 concurrent, threaded: q/s, p50/p95/p99",
         ),
+        "hostile": (
+            "benchmarks.hostile_inputs",
+            "hostile answers, pages and reports timed at n and 2n: seconds and growth ratio",
+        ),
     },
     "train": {
         "encoder": (

@@ -5,7 +5,6 @@ Chromium rendering the page (skipped when Debian's ``chromium`` is not installed
 import re
 import shutil
 import subprocess
-import time
 from html.parser import HTMLParser
 
 import pytest
@@ -223,7 +222,6 @@ def _chromium() -> str:
 def test_report_renders_in_headless_chromium_with_its_charts(tmp_path):
     chromium = _chromium()
     image = pytest.importorskip("PIL.Image")
-    start = time.perf_counter()
     paths = write_report(hostile_results(), tmp_path / "report")
     url = paths.html.resolve().as_uri()
     common = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
@@ -259,7 +257,6 @@ def test_report_renders_in_headless_chromium_with_its_charts(tmp_path):
     painted = {f"#{r:02x}{g:02x}{b:02x}" for _, (r, g, b) in colors}
     # the retrieval "hybrid · after" bars and the "BM25" hue are painted in the first screen
     assert PALETTE[1] in painted
-    assert time.perf_counter() - start < 15
 
 
 def test_chart_geometry_is_finite():

@@ -4,8 +4,6 @@ long run of backticks."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from llama_index.core import Document
 from np_helpers import whitespace_tokens
@@ -100,14 +98,13 @@ def test_shallow_and_self_referencing_metadata_still_parse(parser_class):
 
 
 @pytest.mark.parametrize("features", FEATURES)
-def test_a_pre_of_a_long_backtick_run_is_fenced_in_linear_time(features):
-    # was: the fence grew one backtick per search of the code: quadratic (100k: ~7 s)
+def test_a_pre_of_a_long_backtick_run_is_fenced_longer_than_the_run(features):
+    # was: the fence grew one backtick per search of the code: quadratic (100k: ~7 s);
+    # the time is measured by `ragtune bench hostile`
     small = parse(StructuredHTMLNodeParser, "<pre>a ``` b ````` c</pre>", parser_features=features)
     assert [node.text for node in small] == ["``````\na ``` b ````` c\n``````"]
     html = "<pre>" + "`" * 100_000 + "</pre><p>after</p>"
-    started = time.perf_counter()
     nodes = parse(StructuredHTMLNodeParser, html, parser_features=features)
-    assert time.perf_counter() - started < 2
     assert nodes[-1].text.endswith("after")
     code = "".join(node.text for node in nodes)
     assert code.count("`") >= 100_000 + 2 * 100_001  # the run, between fences longer than it

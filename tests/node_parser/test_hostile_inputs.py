@@ -464,13 +464,10 @@ def test_unclosed_code_fence_runs_to_the_end_as_code():
 
 
 @pytest.mark.parametrize("parser_class", [StructuredMarkdownNodeParser, StructuredHTMLNodeParser])
-def test_huge_single_line_is_split_in_bounded_time(parser_class):
-    import time
-
+def test_huge_single_line_is_split_under_the_cap(parser_class):
+    # its time is measured by `ragtune bench hostile`, not asserted here
     text = " ".join(f"w{i}" for i in range(100_000))  # ~690 KB on one line
     parser = parser_class(tokenizer=whitespace_tokens, chunk_size=254, count_metadata=False)
-    started = time.perf_counter()
     nodes = parser.get_nodes_from_documents([Document(text=text, id_="line")])
-    assert time.perf_counter() - started < 20
     assert "".join(joined(nodes).split()) == "".join(text.split())
     assert all(len(n.text.split()) <= 254 for n in nodes)
