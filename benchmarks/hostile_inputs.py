@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import shlex
 import statistics
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_path
+from benchmarks.load import _cores, _load
 
 DEFAULT_OUT = "benchmarks/results"
 STEM = "hostile_inputs"
@@ -276,20 +276,6 @@ def benchmark(args: argparse.Namespace, prog: str = "ragtune bench hostile") -> 
             "time": time.strftime("%Y-%m-%d %H:%M"),
         },
     }
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return os.cpu_count() or 1
-
-
-def _load() -> str:
-    try:
-        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover
-        return "n/a"
 
 
 # ------------------------------------------------------------------------- output

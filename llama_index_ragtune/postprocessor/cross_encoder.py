@@ -33,7 +33,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from llama_index_ragtune.llms.loading import check_device
 from llama_index_ragtune.postprocessor.model_folder import NO_MODEL_MESSAGE, resolve_model_path
-from llama_index_ragtune.retrievers.checks import clean_text
+from llama_index_ragtune.retrievers.checks import clean_text, distinct_nodes
 from llama_index_ragtune.retrievers.fusion import normalize_scores
 
 dispatcher = get_dispatcher(__name__)
@@ -273,7 +273,7 @@ class CrossEncoderRerank(BaseNodePostprocessor):
                 "CrossEncoderRerank reranks a list of NodeWithScore (what a retriever returns); "
                 "wrap bare nodes as NodeWithScore(node=node, score=None)"
             )
-        nodes = _distinct(nodes)
+        nodes = distinct_nodes(nodes)
         if not query_bundle.query_str.strip():
             raise ValueError(
                 "CrossEncoderRerank got an empty query: there is nothing to rank the nodes "
@@ -353,18 +353,6 @@ def _retrieval_scores(nodes: list[NodeWithScore]) -> list[float]:
             f"NaN or infinite score (e.g. {bad[:3]}); fix the retriever or set retrieval_weight=0"
         )
     return scores
-
-
-def _distinct(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
-    """``nodes`` without repeats of a node id (the first, best retrieved, is kept): the same
-    passage twice would take two of the ``top_n`` places and reach the LLM twice."""
-    seen: set[str] = set()
-    out = []
-    for n in nodes:
-        if n.node.node_id not in seen:
-            seen.add(n.node.node_id)
-            out.append(n)
-    return out
 
 
 def _picklable(value: Any) -> bool:

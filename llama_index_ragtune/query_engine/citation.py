@@ -95,7 +95,7 @@ from llama_index_ragtune.query_engine.response_metadata import (
     fill_metadata,
     llm_decision,
 )
-from llama_index_ragtune.retrievers.checks import positive_int
+from llama_index_ragtune.retrievers.checks import distinct_nodes, positive_int
 
 __all__ = ["CitationQueryEngine"]
 
@@ -284,7 +284,7 @@ class CitationQueryEngine(BaseQueryEngine):
         for postprocessor in self._node_postprocessors:
             nodes = postprocessor.postprocess_nodes(nodes, query_bundle=query_bundle)
             nodes = _checked(nodes, postprocessor, "node postprocessor")
-        return self._limit(_distinct(nodes))
+        return self._limit(distinct_nodes(nodes))
 
     async def aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """Async twin of :meth:`retrieve` (``aretrieve`` and ``apostprocess_nodes``)."""
@@ -293,7 +293,7 @@ class CitationQueryEngine(BaseQueryEngine):
         for postprocessor in self._node_postprocessors:
             nodes = await postprocessor.apostprocess_nodes(nodes, query_bundle=query_bundle)
             nodes = _checked(nodes, postprocessor, "node postprocessor")
-        return self._limit(_distinct(nodes))
+        return self._limit(distinct_nodes(nodes))
 
     def source_texts(self, nodes: Sequence[NodeWithScore]) -> list[str]:
         """The text shown for each source (metadata per ``metadata_mode``, cut to ``max_source_chars``)."""
@@ -604,18 +604,6 @@ def _checked(nodes: Any, where: Any, role: str) -> list[NodeWithScore]:
                 f"NodeWithScore{hint}"
             )
     return nodes
-
-
-def _distinct(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
-    """Each node once, at its first place: one node given twice would be two numbered
-    sources of the same text, each citation of it counted apart."""
-    seen: set[str] = set()
-    out = []
-    for item in nodes:
-        if item.node.node_id not in seen:
-            seen.add(item.node.node_id)
-            out.append(item)
-    return out
 
 
 def _check_query_type(query: Any) -> None:

@@ -11,6 +11,7 @@ the argument, instead of failing later deep inside FAISS, bm25s or a tokenizer.
 * :func:`prepare_query`: a cleaned ``QueryBundle``, or ``None`` for a query with no text
   and no precomputed embedding (retrievers return no results for it).
 * :func:`check_nodes`: a list of distinct LlamaIndex nodes.
+* :func:`distinct_nodes`: retrieved nodes with each node id once, at its first place.
 * :func:`split_blank_nodes`: nodes whose embedded text is empty or whitespace only.
 * :func:`check_filter_keys`: ``MetadataFilters`` naming keys that no node has.
 
@@ -30,7 +31,7 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from llama_index.core.schema import BaseNode, MetadataMode, QueryBundle
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 
 __all__ = [
@@ -204,6 +205,23 @@ def check_nodes(nodes: Any, where: str) -> list[BaseNode]:
             )
         seen.add(node.node_id)
     return nodes
+
+
+def distinct_nodes(nodes: Iterable[NodeWithScore]) -> list[NodeWithScore]:
+    """``nodes`` with each node id once, at its first (best retrieved) place: the same
+    passage twice would take two places of a cut and reach the LLM as two sources.
+
+    Example::
+
+        [n.node.node_id for n in distinct_nodes(hits)]   # ['a', 'b'] for hits a, b, a
+    """
+    seen: set[str] = set()
+    out = []
+    for item in nodes:
+        if item.node.node_id not in seen:
+            seen.add(item.node.node_id)
+            out.append(item)
+    return out
 
 
 def split_blank_nodes(
