@@ -130,7 +130,7 @@ OUTPUT_ARGUMENTS = ("out", "output", "embedding_cache", "cache_dir")
 SPLIT_ARGUMENTS = ("split", "train_split", "eval_split")
 DEBUG_ENV = "RAGTUNE_DEBUG"
 MAX_MINUTES = 1_000_000
-"""Most minutes a ``--time-budget`` / ``--time-limit`` may be (``pipeline.config.MAX_MINUTES``,
+"""Most minutes a ``--time-budget`` / ``--time-limit`` may be (``finetuning.budget.MAX_MINUTES``,
 repeated here because that module imports torch): more overflowed to infinite seconds mid-run."""
 MAX_SEED = 2**32 - 1
 """The largest ``--seed`` (NumPy's and so the trainers' limit; a seed is never negative)."""

@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MAX_MINUTES = 1_000_000
+"""Most minutes a budget or a time limit may be (about 694 days): a larger number (``1e308``)
+passes as finite but becomes infinite seconds when an engine plans its steps (an
+``OverflowError`` after the index and the training data were built)."""
+
 
 @dataclass(frozen=True)
 class TrainingBudget:
@@ -67,10 +72,12 @@ class TrainingBudget:
         if self.minutes is not None and (
             isinstance(self.minutes, bool)
             or not isinstance(self.minutes, (int, float))
-            or not math.isfinite(self.minutes)
-            or self.minutes <= 0
+            or not (math.isfinite(self.minutes) and 0 < self.minutes <= MAX_MINUTES)
         ):
-            raise ValueError(f"TrainingBudget.minutes must be a number > 0, got {self.minutes!r}")
+            raise ValueError(
+                f"TrainingBudget.minutes must be a number > 0 and at most {MAX_MINUTES} (about "
+                f"694 days), got {self.minutes!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

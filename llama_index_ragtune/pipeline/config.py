@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from llama_index_ragtune.evaluation.refusal_calibration import check_max_over_refusal
-from llama_index_ragtune.finetuning.budget import TrainingBudget
+from llama_index_ragtune.finetuning.budget import MAX_MINUTES, TrainingBudget
 
 STEPS = (
     "parse",
@@ -66,10 +66,6 @@ SKIPPABLE = ("encoder", "fusion", "reranker", "decoder", "evaluate", "report")
 TUNED_PARTS = ("encoder", "reranker", "decoder")
 BUDGET_SHARES = {"encoder": 0.3, "reranker": 0.3, "decoder": 0.4}
 """How ``from_time_budget`` splits a total number of training minutes between the parts."""
-MAX_MINUTES = 1_000_000
-"""Most minutes a time budget or time limit may be (about 694 days): a larger number (``1e308``)
-passed every check but became infinite seconds mid-run (an ``OverflowError`` when the engine
-planned its steps, after the index and the training data were built)."""
 
 
 def check_minutes(minutes: Any, what: str) -> None:

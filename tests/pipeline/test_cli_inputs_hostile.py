@@ -39,11 +39,21 @@ def _tune(tiny_corpus, encoder, out, *extra):
 # ---------------------------------------------------------------------- huge minutes
 
 
-def test_the_cli_and_the_config_share_the_most_minutes():
+def test_the_cli_the_config_and_the_budget_share_the_most_minutes():
     from llama_index_ragtune import cli
+    from llama_index_ragtune.finetuning import budget
     from llama_index_ragtune.pipeline import config
 
-    assert cli.MAX_MINUTES == config.MAX_MINUTES
+    assert cli.MAX_MINUTES == config.MAX_MINUTES == budget.MAX_MINUTES
+
+
+@pytest.mark.parametrize("minutes", [1e308, 2e6, 1_000_000.5])
+def test_an_engine_budget_built_directly_refuses_minutes_that_overflow(minutes):
+    """An engine's own ``TrainingBudget`` (no ``PipelineConfig`` around it) planned its steps
+    with ``minutes * 60`` seconds: 1e308 passed as finite and overflowed when training began."""
+    with pytest.raises(ValueError, match=r"TrainingBudget.minutes .*at most 1000000"):
+        TrainingBudget(minutes=minutes)
+    assert TrainingBudget(minutes=1_000_000).minutes == 1_000_000
 
 
 @pytest.mark.parametrize(
