@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainingArguments
 
 from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
-from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, validation_size
+from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, split_rows_by_question
 from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.promotion import decide_promotion
-from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.llms.answerability import AnswerabilityScorer
 from llama_index_ragtune.models import resolve_model
 
@@ -221,17 +220,9 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
         """``(train, val)`` pair rows: the given ``val_dataset``, or questions carved off."""
         if self.val_dataset is not None:
             return self.train_dataset, self.val_dataset
-        data = self.train_dataset
-        keys = data["qid"] if "qid" in data.column_names else list(range(len(data)))
-        groups = list(dict.fromkeys(str(k) for k in keys))
-        n_val = validation_size(len(groups), self.val_fraction, self.max_val_queries)
-        if self.val_fraction == 0 or n_val == 0:
-            return data, None
-        held = set(random.Random(self.args.seed).sample(groups, n_val))
-        val_idx = [i for i, k in enumerate(keys) if str(k) in held]
-        train_idx = [i for i, k in enumerate(keys) if str(k) not in held]
-        logger.info("validation: %d of %d questions held out", n_val, len(groups))
-        return data.select(train_idx), data.select(val_idx)
+        return split_rows_by_question(
+            self.train_dataset, self.val_fraction, self.max_val_queries, self.args.seed
+        )
 
     def _columns(self, train: datasets.Dataset) -> dict[str, list[Any]]:
         columns = {
@@ -310,9 +301,7 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
             loss=loss,
             callbacks=callbacks,
         )
-        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
-        with PeakMemory() as memory:
-            output = self.trainer.train(resume_from_checkpoint=checkpoint)
+        run = self._train_measured(resume_from_checkpoint)
         after = self.validate(val)
         decision = decide_promotion(
             before,
@@ -323,25 +312,17 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
             champion_name="the starting model",
         )
         self._save_outcome(decision, start_state, keep_start=self.starts_trained)
-        self.result = FinetuneResult(
-            before=before,
-            after=after,
-            train_seconds=memory.seconds,
-            peak_memory_mb=memory.peak_mb,
-            process_peak_memory_mb=process_peak_rss_mb(),
-            global_step=self.trainer.state.global_step,
-            model_path=str(self.final_model_path) if self.final_model_path.exists() else None,
-            decision=decision,
-            info={
-                "train_loss": getattr(output, "training_loss", None),
-                "rows": len(columns["label"]),
-                "positives": positives,
-                "plan": plan,
-                "budget": self.budget.to_dict() if self.budget else None,
-                "stopped_by_time_budget": bool(timer and timer.stopped_at_step is not None),
-                "val_questions": 0 if val is None else len(set(val["qid"])),
-                "challenger_path": None if decision.promoted else str(self.challenger_path),
-            },
+        self.result = self._trained_result(
+            run,
+            before,
+            after,
+            decision,
+            plan,
+            timer,
+            str(self.final_model_path) if self.final_model_path.exists() else None,
+            rows=len(columns["label"]),
+            positives=positives,
+            val_questions=0 if val is None else len(set(val["qid"])),
         )
         self._write_decision(decision, {"result": self.result.summary()})
         return self.result

@@ -57,6 +57,7 @@ from llama_index_ragtune._atomic import atomic_dir, atomic_write_text
 from llama_index_ragtune.finetuning.checkpoints import resolve_resume
 from llama_index_ragtune.finetuning.compat import register_if_loaded
 from llama_index_ragtune.finetuning.promotion import PromotionDecision
+from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,28 @@ def validation_size(n_queries: int, val_fraction: float, max_val: int) -> int:
         return 0
     wanted = max(round(n_queries * val_fraction), min(MIN_VAL_QUERIES, n_queries // 4), 1)
     return max(1, min(wanted, max_val, n_queries - 1))
+
+
+def split_rows_by_question(
+    data: Any, val_fraction: float, max_val: int, seed: int
+) -> tuple[Any, Any | None]:
+    """``(train, val)`` rows of a ``datasets.Dataset``, whole questions (its ``qid`` column, else
+    each row) held out: ``validation_size`` of them, seeded; ``val`` is ``None`` when none are.
+
+    Example::
+
+        train, val = split_rows_by_question(rows, 0.1, 200, seed=0)
+    """
+    keys = data["qid"] if "qid" in data.column_names else list(range(len(data)))
+    groups = list(dict.fromkeys(str(k) for k in keys))
+    n_val = validation_size(len(groups), val_fraction, max_val)
+    if val_fraction == 0 or n_val == 0:
+        return data, None
+    held = set(random.Random(seed).sample(groups, n_val))
+    val_idx = [i for i, k in enumerate(keys) if str(k) in held]
+    train_idx = [i for i, k in enumerate(keys) if str(k) not in held]
+    logger.info("validation: %d of %d questions held out", n_val, len(groups))
+    return data.select(train_idx), data.select(val_idx)
 
 
 class BaseFinetuneEngine(ABC):
@@ -332,6 +355,48 @@ class BaseFinetuneEngine(ABC):
                 self.model.save(str(tmp))
         else:
             shutil.rmtree(final, ignore_errors=True)
+
+    def _train_measured(self, resume_from_checkpoint: bool | str | None) -> tuple[Any, Any, Any]:
+        """Run ``self.trainer``, resuming as asked: ``(its output, PeakMemory, checkpoint)``."""
+        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
+        with PeakMemory() as memory:
+            output = self.trainer.train(resume_from_checkpoint=checkpoint)
+        return output, memory, checkpoint
+
+    def _trained_result(
+        self,
+        run: tuple[Any, Any, Any],
+        before: dict[str, float],
+        after: dict[str, float],
+        decision: PromotionDecision,
+        plan: dict[str, Any],
+        timer: Any,
+        model_path: str | None,
+        **info: Any,
+    ) -> FinetuneResult:
+        """The ``FinetuneResult`` of one ``_train_measured`` run: what every engine reports
+        (training loss, step plan, budget, whether the time budget stopped it, the resumed
+        checkpoint, where a losing challenger is) around the engine's own ``info``."""
+        output, memory, checkpoint = run
+        return FinetuneResult(
+            before=before,
+            after=after,
+            train_seconds=memory.seconds,
+            peak_memory_mb=memory.peak_mb,
+            process_peak_memory_mb=process_peak_rss_mb(),
+            global_step=self.trainer.state.global_step,
+            model_path=model_path,
+            decision=decision,
+            info={
+                "train_loss": getattr(output, "training_loss", None),
+                **info,
+                "plan": plan,
+                "budget": self.budget.to_dict() if self.budget else None,
+                "stopped_by_time_budget": bool(timer and timer.stopped_at_step is not None),
+                "resumed_from": checkpoint,
+                "challenger_path": None if decision.promoted else str(self.challenger_path),
+            },
+        )
 
     # ------------------------------------------------------------------ distributed
 

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index_ragtune._atomic import atomic_dir
-from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, validation_size
+from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, split_rows_by_question
 from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.checkpoints import check_weights
 from llama_index_ragtune.finetuning.decoder_config import (
@@ -298,16 +298,9 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         """``(train, val)`` rows: the given ``val_dataset``, or rows carved off by question."""
         if self.val_dataset is not None:
             return self.train_dataset, self.val_dataset
-        data = self.train_dataset
-        keys = data["qid"] if "qid" in data.column_names else list(range(len(data)))
-        groups = list(dict.fromkeys(str(k) for k in keys))
-        n_val = validation_size(len(groups), self.val_fraction, self.max_val_queries)
-        if self.val_fraction == 0 or n_val == 0:
-            return data, None
-        held = set(random.Random(self.args.seed).sample(groups, n_val))
-        val_idx = [i for i, k in enumerate(keys) if str(k) in held]
-        train_idx = [i for i, k in enumerate(keys) if str(k) not in held]
-        return data.select(train_idx), data.select(val_idx)
+        return split_rows_by_question(
+            self.train_dataset, self.val_fraction, self.max_val_queries, self.args.seed
+        )
 
     def _validation_loss(self, model: Any, val: datasets.Dataset | None) -> dict[str, float]:
         if val is None:

@@ -56,7 +56,7 @@ from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
-from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.finetuning.rows import check_trainable, encoder_rows
 from llama_index_ragtune.models import resolve_model
 
@@ -482,9 +482,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             evaluator=pool,
             callbacks=callbacks,
         )
-        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
-        with PeakMemory() as memory:
-            output = self.trainer.train(resume_from_checkpoint=checkpoint)
+        run = self._train_measured(resume_from_checkpoint)
         fusion_before = getattr(self.evaluator, "chosen_fusion", None)
         after = self._on_main(self._evaluate, self.evaluator)
         fusion_after = getattr(self.evaluator, "chosen_fusion", None)
@@ -493,32 +491,23 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             before, after, metric, self.promotion_margin, force=self.force_promotion
         )
         self._save_outcome(decision, start_state)
-        self.result = FinetuneResult(
-            before=before,
-            after=after,
-            train_seconds=memory.seconds,
-            peak_memory_mb=memory.peak_mb,
-            process_peak_memory_mb=process_peak_rss_mb(),
-            global_step=self.trainer.state.global_step,
-            model_path=str(self.final_model_path),
-            decision=decision,
-            info={
-                "loss": type(loss).__name__,
-                "train_loss": getattr(output, "training_loss", None),
-                "rows": row_stats,
-                "plan": plan,
-                "budget": self.budget.to_dict() if self.budget else None,
-                "stopped_by_time_budget": bool(timer and timer.stopped_at_step is not None),
-                "best_checkpoint": self.trainer.state.best_model_checkpoint,
-                "resumed_from": checkpoint,
-                "val_queries": len(val) if val is not None else 0,
-                "train_queries": len(train),
-                "matryoshka_dims": self.matryoshka_dims,
-                "challenger_path": None if decision.promoted else str(self.challenger_path),
-                "fusion": _fusion_of(decision, fusion_before, fusion_after, self.evaluator),
-                "fusion_start": _fusion_params(fusion_before),
-                "fusion_tuned": _fusion_params(fusion_after),
-            },
+        self.result = self._trained_result(
+            run,
+            before,
+            after,
+            decision,
+            plan,
+            timer,
+            str(self.final_model_path),
+            loss=type(loss).__name__,
+            rows=row_stats,
+            best_checkpoint=self.trainer.state.best_model_checkpoint,
+            val_queries=len(val) if val is not None else 0,
+            train_queries=len(train),
+            matryoshka_dims=self.matryoshka_dims,
+            fusion=_fusion_of(decision, fusion_before, fusion_after, self.evaluator),
+            fusion_start=_fusion_params(fusion_before),
+            fusion_tuned=_fusion_params(fusion_after),
         )
         self._write_decision(
             decision, {"fusion": self.result.info["fusion"], "result": self.result.summary()}

@@ -69,7 +69,7 @@ from llama_index_ragtune.finetuning.rerank_validation import (
     best_blend,
     rerank_evaluators,
 )
-from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.finetuning.rows import check_trainable, cross_encoder_rows, teacher_margins
 from llama_index_ragtune.finetuning.teachers import (  # noqa: F401 - bi_encoder_scorer: public here too
     Teacher,
@@ -499,9 +499,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             evaluator=pool if self.args.eval_strategy != "no" else None,
             callbacks=callbacks,
         )
-        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
-        with PeakMemory() as memory:
-            output = self.trainer.train(resume_from_checkpoint=checkpoint)
+        run = self._train_measured(resume_from_checkpoint)
         after, weight = self._on_main(self._measure, base, blends)
         self.retrieval_weight = weight
         metric = getattr(base, "primary_metric", None) or "ndcg@10"
@@ -519,31 +517,22 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             champion_name=champion,
         )
         self._save_outcome(decision, start_state, keep_start=self.starts_trained)
-        self.result = FinetuneResult(
-            before=before,
-            after=after,
-            train_seconds=memory.seconds,
-            peak_memory_mb=memory.peak_mb,
-            process_peak_memory_mb=process_peak_rss_mb(),
-            global_step=self.trainer.state.global_step,
-            model_path=str(self.final_model_path) if self.final_model_path.exists() else None,
-            decision=decision,
-            info={
-                "loss": type(loss).__name__,
-                "train_loss": getattr(output, "training_loss", None),
-                "rows": row_stats,
-                "plan": plan,
-                "budget": self.budget.to_dict() if self.budget else None,
-                "stopped_by_time_budget": bool(timer and timer.stopped_at_step is not None),
-                "best_checkpoint": self.trainer.state.best_model_checkpoint,
-                "resumed_from": checkpoint,
-                "rerank_depth": self.rerank_depth,
-                "retrieval_weight": weight,
-                "val_queries": len(val) if val is not None else 0,
-                "train_queries": len(train),
-                "starts_trained": self.starts_trained,
-                "challenger_path": None if decision.promoted else str(self.challenger_path),
-            },
+        self.result = self._trained_result(
+            run,
+            before,
+            after,
+            decision,
+            plan,
+            timer,
+            str(self.final_model_path) if self.final_model_path.exists() else None,
+            loss=type(loss).__name__,
+            rows=row_stats,
+            best_checkpoint=self.trainer.state.best_model_checkpoint,
+            rerank_depth=self.rerank_depth,
+            retrieval_weight=weight,
+            val_queries=len(val) if val is not None else 0,
+            train_queries=len(train),
+            starts_trained=self.starts_trained,
         )
         self._write_decision(
             decision, {"retrieval_weight": weight, "result": self.result.summary()}

@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import json
-import logging
 import os
 import resource
 import sys
@@ -27,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune.finetuning.checkpoints import resolve_resume
 from llama_index_ragtune.finetuning.promotion import PromotionDecision
 
 REPORTED_METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -183,44 +181,3 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         self.peak_mb = max(self.peak_mb, _current_rss_mb())
-
-
-def train_and_measure(
-    trainer: Any,
-    final_model_path: Path,
-    resume_from_checkpoint: bool | str | None,
-    evaluate: Any,
-    before: dict[str, float],
-    loss: Any,
-    row_stats: dict[str, Any],
-    **info: Any,
-) -> FinetuneResult:
-    """Train ``trainer`` (resuming as asked), save its model, evaluate it and report.
-
-    Shared by the encoder and reranker engines: ``evaluate()`` gives the after
-    metrics; ``info`` adds engine-specific entries to ``FinetuneResult.info``.
-    """
-
-    checkpoint = resolve_resume(resume_from_checkpoint, trainer.args.output_dir)
-    logging.getLogger(__name__).info(
-        "training %s on %d rows (%s)", type(loss).__name__, row_stats["rows"], row_stats
-    )
-    with PeakMemory() as memory:
-        output = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.model.save(str(final_model_path))
-    return FinetuneResult(
-        before=before,
-        after=evaluate(),
-        train_seconds=memory.seconds,
-        peak_memory_mb=memory.peak_mb,
-        process_peak_memory_mb=process_peak_rss_mb(),
-        global_step=trainer.state.global_step,
-        model_path=str(final_model_path),
-        info={
-            "loss": type(loss).__name__,
-            "train_loss": getattr(output, "training_loss", None),
-            "rows": row_stats,
-            "resumed_from": checkpoint,
-            **info,
-        },
-    )
