@@ -294,12 +294,15 @@ def current_version(path: str | Path) -> str | None:
     """The version ``CURRENT`` names (None when there is no bundle yet).
 
     Raises ``BundleError`` when ``CURRENT`` holds anything but a version name
-    (``../elsewhere``, an absolute path, binary junk).
+    (``../elsewhere``, an absolute path, binary junk) or is a symbolic link (never followed:
+    it could lead outside the bundles folder; writers replace the link, not its target).
     """
     root = bundles_root(path)
     pointer = root / CURRENT
     if not _exists(pointer):
         return None
+    if os.path.islink(pointer):
+        raise _linked_pointer(pointer, root)
     if not _is_file(pointer):
         raise BundleError(
             f"{pointer} is not a file; it must hold the served version's name; versions here: "
@@ -310,7 +313,13 @@ def current_version(path: str | Path) -> str | None:
                 else "`ragtune rollback --to VERSION` rewrites it"
             )
         )
-    with open(pointer, "rb") as handle:  # a name is a few bytes: a huge file is not read whole
+    try:  # never through a link, even one put there since the check above
+        fd = os.open(pointer, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _linked_pointer(pointer, root) from None
+        raise
+    with open(fd, "rb") as handle:  # a name is a few bytes: a huge file is not read whole
         data = handle.read(_POINTER_BYTES + 1)
     if len(data) > _POINTER_BYTES:  # far too long for a version name (the message cuts it)
         check_version_name(data.decode("utf-8", "backslashreplace"), str(pointer), root)
@@ -325,6 +334,19 @@ def current_version(path: str | Path) -> str | None:
             "`ragtune rollback --to VERSION` rewrites it"
         )
     return check_version_name(text, str(pointer), root)
+
+
+def _linked_pointer(pointer: Path, root: Path) -> BundleError:
+    try:
+        target = short(os.readlink(pointer))
+    except OSError:
+        target = "an unreadable target"
+    return BundleError(
+        f"{pointer} is a symbolic link (to {target}); it must be a plain file holding the "
+        f"served version's name, and a link is not followed (it could lead outside {root}); "
+        f"versions here: {bundle_versions(root) or 'none'}; `ragtune rollback --to VERSION` "
+        "replaces the link with that file (its target is left alone)"
+    )
 
 
 def _is_real_dir(path: Path) -> bool:

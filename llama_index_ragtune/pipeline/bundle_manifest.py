@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     BundleError,
     short,
 )
+from llama_index_ragtune.retrievers.persistence import DuplicateKeyError, loads_unique_keys
 
 FORMAT = "ragtune-bundle"
 FORMAT_VERSION = 1
@@ -47,9 +47,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     """The checked manifest of a version folder (``BundleError`` naming the file otherwise)."""
     path = folder / MANIFEST
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_unique_keys(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{path} not found; {REWRITE}") from None
+    except DuplicateKeyError as exc:
+        raise BundleError(f"{path} is damaged: {exc}; {REWRITE}") from None
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, UTF-8, digits
         raise BundleError(f"{path} is not readable JSON ({exc}); {REWRITE}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -103,8 +103,15 @@ def build_dense_index(
     return build_faiss_index(nodes, embed_model, show_progress, dense_index=dense_index)
 
 
-def check_dense_filters(index: Any, filters: MetadataFilters | None) -> None:
-    """Refuse filters the index's vector store cannot apply, or that name unknown keys."""
+def check_dense_filters(
+    index: Any, filters: MetadataFilters | None, lexical_nodes: Sequence[BaseNode] | None = None
+) -> None:
+    """Refuse filters the index's vector store cannot apply, or that name unknown keys.
+
+    A vector database's translation is compared with the in-memory semantics on the
+    index's docstore nodes, or, when the docstore holds none (the store keeps the text),
+    on ``lexical_nodes`` (the BM25 side's); see :func:`check_store_parity`.
+    """
     if filters is None:
         return
     from llama_index.vector_stores.faiss import FaissVectorStore
@@ -124,6 +131,11 @@ def check_dense_filters(index: Any, filters: MetadataFilters | None) -> None:
     if isinstance(store, FilterableFaissVectorStore) and len(store._masks):
         check_filter_keys(filters, store._masks.keys, "the dense index")
         store._masks.mask(filters)  # values it cannot compare fail now, not at query time
+    elif isinstance(store, FilterableFaissVectorStore):
+        logger.warning(
+            "filters %s are set on an empty FAISS index: their keys are not checked",
+            filters.model_dump(mode="json"),
+        )
     from llama_index_ragtune.retrievers.external_store import check_store_parity
 
-    check_store_parity(index, filters)
+    check_store_parity(index, filters, lexical_nodes)

@@ -50,6 +50,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -80,6 +81,8 @@ __all__ = [
 
 STORE_KINDS = ("qdrant", "milvus")
 # kind -> (module, class); a module is never imported here: only if the user did
+logger = logging.getLogger(__name__)
+
 _STORE_CLASSES = {
     "qdrant": ("llama_index.vector_stores.qdrant", "QdrantVectorStore"),
     "milvus": ("llama_index.vector_stores.milvus", "MilvusVectorStore"),
@@ -148,13 +151,37 @@ def build_store_index(
     )
 
 
-def _check_qdrant_ids(nodes: Sequence[BaseNode]) -> None:
+def check_new_store_nodes(store: Any, nodes: Sequence[BaseNode], where: str) -> None:
+    """Refuse nodes the store cannot hold (Qdrant: ids that are not UUIDs); others pass.
+
+    Example::
+
+        check_new_store_nodes(qdrant_store, nodes, "HybridRetriever.insert_nodes")
+    """
+    if store_kind(store) == "qdrant":
+        _check_qdrant_ids(nodes, where)
+
+
+def forget_index(index: Any) -> None:
+    """Drop what this module remembers about ``index`` (its nodes changed).
+
+    Example::
+
+        forget_index(retriever.index)
+    """
+    _PARITY.pop(index, None)
+    _EXCLUSIVE.pop(index, None)
+
+
+def _check_qdrant_ids(
+    nodes: Sequence[BaseNode], where: str = "HybridRetriever.from_defaults"
+) -> None:
     for position, node in enumerate(nodes):
         try:
             uuid.UUID(node.node_id)
         except ValueError:
             raise ValueError(
-                f"node {node.node_id!r} (position {position}) cannot be stored in Qdrant: Qdrant "
+                f"{where}: node {node.node_id!r} (position {position}) cannot be stored in Qdrant: Qdrant "
                 "point ids are UUIDs, and LlamaIndex uses the node id as the point id. Give the "
                 "nodes UUID ids (LlamaIndex's default), e.g. "
                 "node.id_ = str(uuid.uuid5(uuid.NAMESPACE_URL, your_id)), keeping your id in "
@@ -235,8 +262,10 @@ class _Corpus:
         from llama_index_ragtune.retrievers.filters import filterable_metadata
 
         self.size = len(nodes)
+        self.stamp: tuple[int, int] = (-1, -1)  # (index size, lexical nodes) it was read at
         self.ids = [n.node_id for n in nodes]
         self.metadata = [filterable_metadata(n) for n in nodes]
+        self.keys = frozenset(key for metadata in self.metadata for key in metadata)
         # the database's id of each node (Qdrant writes UUIDs canonically)
         self.by_store_id = {(_canonical_uuid(i) if kind == "qdrant" else i): i for i in self.ids}
         # filter keys found exact on this corpus, most recently used last
@@ -249,7 +278,9 @@ _PARITY_CACHE_SIZE = 1024
 """Filters remembered as exact per index (each new one costs one scan of the ids it selects)."""
 
 
-def check_store_parity(index: Any, filters: MetadataFilters | None) -> None:
+def check_store_parity(
+    index: Any, filters: MetadataFilters | None, lexical_nodes: Sequence[BaseNode] | None = None
+) -> None:
     """Refuse filters that the store would answer differently from the BM25 side.
 
     The BM25 side (and FAISS) evaluate filters with LlamaIndex's in-memory semantics; a
@@ -260,7 +291,10 @@ def check_store_parity(index: Any, filters: MetadataFilters | None) -> None:
     nodes of the index's docstore passing it in memory are compared with the ids the store
     selects with its translation (one id scan per new filter; the 1,024 most recent are
     remembered); any difference, or a translation the database rejects, is a
-    ``ValueError`` naming the filter, the store and a node on which they disagree. Skipped when the docstore holds no nodes.
+    ``ValueError`` naming the filter, the store and a node on which they disagree; so is a
+    key that no node has (usually a typo). The nodes compared are the docstore's, or when
+    it holds none (a store that keeps the text) ``lexical_nodes``, the BM25 side's; with
+    neither, nothing can be compared and a warning says the filter is unchecked.
 
     Example::
 
@@ -272,15 +306,24 @@ def check_store_parity(index: Any, filters: MetadataFilters | None) -> None:
     kind = store_kind(store)
     if kind not in STORE_KINDS:
         return
+    from llama_index_ragtune.retrievers.checks import check_filter_keys
     from llama_index_ragtune.retrievers.filters import build_filter_fn, filter_key
 
-    size = len(index.index_struct.nodes_dict)
+    stamp = (len(index.index_struct.nodes_dict), len(lexical_nodes or ()))
     corpus = _PARITY.get(index)
-    if corpus is None or corpus.size != size:
-        nodes = list(index.docstore.docs.values())
+    if corpus is None or corpus.stamp != stamp:
+        nodes = list(index.docstore.docs.values()) or list(lexical_nodes or ())
         if not nodes:
+            logger.warning(
+                "filters %s are set on a %s dense side whose nodes this process cannot see (empty "
+                "docstore, no BM25 side): their keys and their %s semantics are not checked",
+                filters.model_dump(mode="json"),
+                _NAMES[kind],
+                _NAMES[kind],
+            )
             return
         corpus = _Corpus(nodes, kind)
+        corpus.stamp = stamp
         _PARITY[index] = corpus
     key = filter_key(filters)
     with corpus.lock:
@@ -288,6 +331,7 @@ def check_store_parity(index: Any, filters: MetadataFilters | None) -> None:
             corpus.accepted.move_to_end(key)
             return
     product = _NAMES[kind]
+    check_filter_keys(filters, corpus.keys, f"the {product} dense side")
     where = f"filters {filters.model_dump(mode='json')} cannot run exactly on {product}"
     metadata = corpus.metadata
     passes = build_filter_fn(lambda i: metadata[i], filters)

@@ -53,7 +53,11 @@ from llama_index.vector_stores.faiss import FaissVectorStore
 from llama_index_ragtune._atomic import atomic_path, atomic_write_text, sha256_file
 from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
 from llama_index_ragtune.retrievers.filters import FilterMaskCache, filter_key, filterable_metadata
-from llama_index_ragtune.retrievers.persistence import PersistenceError, field
+from llama_index_ragtune.retrievers.persistence import (
+    PersistenceError,
+    field,
+    loads_unique_keys,
+)
 
 __all__ = ["FilterableFaissVectorStore"]
 
@@ -142,6 +146,52 @@ class FilterableFaissVectorStore(FaissVectorStore):
             self._masks.extend([filterable_metadata(node) for node in nodes])
             self._selectors.clear()
         return [str(start + i) for i in range(len(nodes))]
+
+    def keep_positions(self, positions: list[int]) -> None:
+        """Keep only the vectors at ``positions`` (in that order): they become positions 0..n-1.
+
+        What deleting nodes costs here: the kept vectors are copied out and added to an
+        emptied copy of the index (an HNSW graph is rebuilt; IVF lists keep their trained
+        centroids), O(vectors kept). IVF-PQ stores lossy codes, so its vectors cannot be
+        re-added unchanged: refused, naming the fix. Not while queries run.
+
+        Example::
+
+            store.keep_positions([0, 2])   # drops the vector at position 1
+        """
+        import faiss
+
+        index = self._faiss_index
+        if self._kind == "ivfpq":
+            raise ValueError(
+                "nodes cannot be deleted from an IVF-PQ FAISS index (its vectors are stored as "
+                "lossy codes and could not be re-added unchanged); rebuild the retriever with "
+                "HybridRetriever.from_defaults(nodes=...) over the nodes to keep"
+            )
+        keep = np.asarray(positions, dtype=np.int64)
+        source = index
+        if self._kind == "ivf":  # reconstruct needs the id -> list map, made on a copy
+            source = faiss.clone_index(index)
+            faiss.extract_index_ivf(source).make_direct_map()
+        try:
+            vectors = source.reconstruct_batch(keep) if len(keep) else None
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the FAISS index {type(index).__name__} cannot return its stored vectors ({exc}), "
+                "so nodes cannot be deleted from it; rebuild the retriever with "
+                "HybridRetriever.from_defaults(nodes=...) over the nodes to keep"
+            ) from exc
+        fresh = faiss.clone_index(index)
+        fresh.reset()
+        if vectors is not None:
+            fresh.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        metadata = self._masks.metadata
+        with self._lock:
+            self._faiss_index = fresh
+            self._masks = FilterMaskCache(
+                [metadata[int(i)] for i in keep], owner="FilterableFaissVectorStore (FAISS)"
+            )
+            self._selectors.clear()
 
     # ------------------------------------------------------------------ reads
 
@@ -350,7 +400,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
                 f"FilterableFaissVectorStore.persist — {fix}"
             )
         try:
-            payload = json.loads(meta_path.read_text(encoding="utf-8"))
+            payload = loads_unique_keys(meta_path.read_text(encoding="utf-8"))
         except (ValueError, RecursionError) as exc:
             raise PersistenceError(f"{meta_path} is corrupt ({exc}); {fix}") from exc
         if not isinstance(payload, dict):

@@ -37,6 +37,10 @@ the same nodes. Either side can be any LlamaIndex ``BaseRetriever``.
   Numeric arguments are validated when the retriever is built (``dense_top_k=0`` is an
   error, not "dense side off"), and filters naming a metadata key that no node has
   raise ``ValueError``.
+* **Changing nodes** (:mod:`~llama_index_ragtune.retrievers.hybrid_update`):
+  :meth:`insert_nodes`, :meth:`update_nodes` and :meth:`delete_nodes` change both sides
+  and the docstore together; a change made to ``index`` directly is detected at query
+  time and raises ``RuntimeError`` instead of returning one side's nodes.
 * **Persistence** (:mod:`~llama_index_ragtune.retrievers.persist_hybrid`): atomic (a
   crash leaves the old or the new folder), every file hashed in the manifest and
   checked on load, nothing unpickled.
@@ -96,6 +100,7 @@ from llama_index_ragtune.retrievers.external_store import index_retriever
 from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 from llama_index_ragtune.retrievers.fusion import fuse
+from llama_index_ragtune.retrievers.hybrid_update import check_in_step, sides_state
 from llama_index_ragtune.retrievers.node_embedding import index_embed_model
 
 logger = logging.getLogger(__name__)
@@ -225,6 +230,7 @@ class HybridRetriever(BaseRetriever):
                 )
         self._filters: MetadataFilters | None = None
         self._apply_filters(filters)
+        self._sides_state = sides_state(self)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     # ------------------------------------------------------------------ construction
@@ -377,7 +383,8 @@ class HybridRetriever(BaseRetriever):
         if isinstance(self._sparse, BM25Retriever):
             self._sparse.check_filters(filters)
         if self._dense_built_in:
-            check_dense_filters(self._index, filters)
+            lexical = self._sparse.nodes if isinstance(self._sparse, BM25Retriever) else None
+            check_dense_filters(self._index, filters, lexical)
             kwargs = {"similarity_top_k": self.dense_top_k, "filters": filters}
             if self._embed_model is not None:
                 kwargs["embed_model"] = self._embed_model
@@ -387,6 +394,57 @@ class HybridRetriever(BaseRetriever):
         if self._dense_built_in:
             self._dense = dense
         self._filters = filters
+
+    # ------------------------------------------------------------------ changing nodes
+
+    def insert_nodes(self, nodes: Sequence[BaseNode]) -> None:
+        """Add nodes to both sides and the docstore; ids already indexed are refused.
+
+        Only the new nodes are embedded; BM25 is rebuilt from all nodes (O(corpus)). See
+        :mod:`~llama_index_ragtune.retrievers.hybrid_update`; ``persist`` saves the result.
+
+        Example::
+
+            retriever.insert_nodes([TextNode(id_="faq-9", text="Gift cards never expire.")])
+        """
+        from llama_index_ragtune.retrievers.hybrid_update import insert
+
+        insert(self, nodes)
+
+    def update_nodes(self, nodes: Sequence[BaseNode]) -> None:
+        """Replace indexed nodes by new versions with the same ids (unknown ids are refused).
+
+        Example::
+
+            retriever.update_nodes([TextNode(id_="faq-9", text="Gift cards expire after 5 years.")])
+        """
+        from llama_index_ragtune.retrievers.hybrid_update import update
+
+        update(self, nodes)
+
+    def delete_nodes(self, node_ids: Sequence[str]) -> None:
+        """Remove nodes by id from both sides and the docstore (unknown ids are refused).
+
+        Example::
+
+            retriever.delete_nodes(["faq-9"])
+        """
+        from llama_index_ragtune.retrievers.hybrid_update import delete
+
+        delete(self, node_ids)
+
+    def _sync_sides(self, sparse: BM25Retriever) -> None:
+        """Take the rebuilt BM25 side after a change of nodes and re-apply the filters."""
+        self._sparse = sparse
+        self._sides_state = sides_state(self)
+        try:
+            self._apply_filters(self._filters)
+        except ValueError as exc:  # a database reads the filters differently on the new nodes
+            self._apply_filters(None)
+            raise ValueError(
+                f"the nodes were changed, but the filters no longer run exactly on both sides "
+                f"({exc}); they were removed: set retriever.filters to filters both sides read alike"
+            ) from exc
 
     def _post_filter(self, nodes: list[NodeWithScore], built_in: bool) -> list[NodeWithScore]:
         if self._filters is None or built_in:
@@ -424,6 +482,8 @@ class HybridRetriever(BaseRetriever):
                 ranking.append((node_id, 0.0 if n.score is None else float(n.score)))
             rankings.append(ranking)
         hits = self.fuse_rankings(rankings)
+        lexical_only = [h.node_id for h in hits if h.ranks[0] is None]
+        check_in_step(self, [node_id for node_id, _ in rankings[0]], lexical_only)
         return [
             FusedNodeWithScore(
                 node=by_id[h.node_id].node,

@@ -62,6 +62,7 @@ from llama_index_ragtune.embeddings.micro_batch import (
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
+from llama_index_ragtune.retrievers.hybrid_update import check_in_step
 
 if TYPE_CHECKING:
     from llama_index_ragtune.retrievers.hybrid import HybridRetriever
@@ -203,6 +204,7 @@ def search_batch(
     filters = retriever.filters
     # the depth the dense retriever was built with (what one-at-a-time retrieval uses)
     dense_top_k = getattr(retriever.dense_retriever, "similarity_top_k", retriever.dense_top_k)
+    check_in_step(retriever, [], [])  # counts first: a vector id unknown to nodes_dict fails here
     vectors = _embeddings(retriever, bundles)
     answers: list[list[NodeWithScore]] = []
     for bundle, vector in zip(bundles, vectors, strict=True):
@@ -226,6 +228,9 @@ def search_batch(
         }
         # fuse keeps the first occurrence of a node id on a side, as BaseRetriever.retrieve does
         hits = retriever.fuse_rankings([dense, sparse_ranking])
+        check_in_step(
+            retriever, [i for i, _ in dense], [h.node_id for h in hits if h.ranks[0] is None]
+        )
         # nodes as the sides give them: the docstore's for dense hits, BM25's for the others
         dense_ids = [h.node_id for h in hits if h.ranks[0] is not None]
         stored = {n.node_id: n for n in index.docstore.get_nodes(dense_ids, raise_error=False)}

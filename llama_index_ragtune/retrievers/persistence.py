@@ -46,11 +46,13 @@ from llama_index_ragtune._atomic import atomic_write_json, recover_dir, sha256_f
 from llama_index_ragtune._atomic import atomic_write_text as _atomic_write_text
 
 __all__ = [
+    "DuplicateKeyError",
     "PersistenceError",
     "atomic_write_text",
     "field",
     "file_digests",
     "load_snapshot",
+    "loads_unique_keys",
     "persist_dir_path",
     "read_manifest",
     "require_file",
@@ -152,6 +154,33 @@ def _missing_folder_error(folder: Path, hint: str) -> PersistenceError:
     return PersistenceError(f"persist directory {folder} does not exist{extra}; {hint}")
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (readers disagree on which value counts)."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(
+                f"the key {key!r} appears twice in one JSON object (a hand edit or damage: "
+                "JSON readers disagree on which value counts, so none is taken)"
+            )
+        out[key] = value
+    return out
+
+
+def loads_unique_keys(text: str) -> Any:
+    """``json.loads`` refusing an object with a duplicate key (:class:`DuplicateKeyError`,
+    a ``ValueError`` naming the key) instead of keeping the last value silently.
+
+    Example::
+
+        loads_unique_keys('{"a": 1, "a": 2}')   # DuplicateKeyError: the key 'a' appears twice ...
+    """
+    return json.loads(text, object_pairs_hook=_unique_pairs)
+
+
 def read_manifest(
     folder: str | Path,
     name: str,
@@ -194,7 +223,9 @@ def read_manifest(
             f"pass the directory given to persist(), or {hint}"
         )
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = loads_unique_keys(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise PersistenceError(f"{path} is corrupt: {exc}; {hint}") from exc
     except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, an int of 5,000 digits
         raise PersistenceError(f"{path} is corrupt (not valid JSON: {exc}); {hint}") from exc
     if (
