@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.cli import seed_number
 from llama_index_ragtune.data import HardNegativeMiner, RetrievalDataset
 
 BATCH_SIZE = 32
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beir", required=True)
     parser.add_argument("--squad", type=Path, help="SQuAD JSON the set was built from (answers)")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_number, default=0)
     args = parser.parse_args(argv)
     data = RetrievalDataset.from_beir(args.beir, split="train")
     result: dict[str, Any] = {

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_path, display_value
+from llama_index_ragtune.cli import seed_number
 
 KEYS = ("ndcg@10", "recall@10", "mrr@10")
 SKIPPED_STEPS = ("reranker", "decoder", "evaluate")
@@ -73,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="decoder folder that writes the questions (default: bundled SmolLM2-135M)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_number, default=0)
     parser.add_argument(
         "--work", default=None, help="pipeline work folder (default: <out>/work, removed after)"
     )

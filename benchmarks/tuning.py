@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_value
+from llama_index_ragtune.cli import MAX_MINUTES, bounded, seed_number
 from llama_index_ragtune.data import HardNegativeMiner, RetrievalDataset
 from llama_index_ragtune.finetuning import (
     EncoderFinetuneEngine,
@@ -100,7 +101,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the untuned rows and the --ablations only (no default recipe, no reranker)",
     )
     parser.add_argument("--model", help="starting bi-encoder (default: bundled MiniLM)")
-    parser.add_argument("--time-budget", type=float, help="minutes per training run")
+    parser.add_argument(
+        "--time-budget",
+        type=bounded(float, 0, MAX_MINUTES, above=True),
+        help="minutes per training run",
+    )
     parser.add_argument(
         "--max-pairs",
         type=int,
@@ -108,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the machine is (one epoch over them)",
     )
     parser.add_argument("--max-test-queries", type=int, help="report on the first N test queries")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=seed_number, default=42)
     parser.add_argument(
         "--embedding-cache",
         help="corpus embeddings of unchanged models (default: <out>/embedding-cache)",

@@ -29,6 +29,7 @@ import contextlib
 import importlib
 import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -191,11 +192,45 @@ class UsageError(Exception):
     """A command-line argument is wrong; ``main`` prints the message and exits with status 2."""
 
 
+#: A value that starts with "-" and is a number, read as a value, not an option: argparse
+#: (3.11) reads only ``-5``/``-.5`` so; ``--time-budget -inf`` or ``--lr -1e3`` said
+#: "expected one argument" instead of what is wrong with the number.
+_NEGATIVE_NUMBER = re.compile(
+    r"^-(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?$|^-(?:inf|infinity|nan)$", re.IGNORECASE
+)
+
+
 class _Parser(argparse.ArgumentParser):
-    """Reports a usage error on one line (``prog: error: ...``) and exits with status 2."""
+    """Reports a usage error on one line (``prog: error: ...``) and exits with status 2.
+
+    A negative number (``-5``, ``-1e3``, ``-inf``) after an option is its value, so the
+    option's type says what is wrong with it; another value that starts with ``-`` reads
+    as an option, and the message says to write ``--option=VALUE``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+        self._arguments_seen: list[str] = []
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._arguments_seen = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
+        message += self._dash_value_hint(message)
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def _dash_value_hint(self, message: str) -> str:
+        """How to pass the value that an option missed because it starts with ``-``."""
+        if not message.endswith("expected one argument"):
+            return ""
+        names = message.removeprefix("argument ").split(":")[0].split("/")
+        seen = self._arguments_seen
+        for option, value in zip(seen, seen[1:], strict=False):
+            if option in names and value.startswith("-"):
+                return f" ({value!r} reads as an option: write {option}={value})"
+        return ""
 
 
 def existing_file(text: str) -> str:
@@ -238,6 +273,29 @@ def seed_number(text: str) -> int:
             f"expected a whole number from 0 to {MAX_SEED}, got {text!r}"
         )
     return value
+
+
+def check_device_option(device: str | None, option: str = "--device") -> str | None:
+    """``device`` (None: pick the best available) when this machine can run a model there,
+    else a ``UsageError`` naming ``option``: a typo (``gpu``), or a device that is not here
+    (``cuda`` without a GPU, ``mps`` off a Mac), found before any data or model is loaded
+    instead of as a traceback once the model moves there (``llms.loading.check_device``).
+
+    Example::
+
+        check_device_option("cpu")     # 'cpu'
+        check_device_option("mps")     # UsageError: argument --device: device='mps' is not
+                                       # available here (...) on a machine without it
+    """
+    if device is None:
+        return None
+    from llama_index_ragtune.llms.loading import check_device
+
+    try:
+        return check_device(device, f"argument {option}")
+    except (TypeError, ValueError) as exc:
+        # the library's "None to pick one" is leaving the option out on the command line
+        raise UsageError(str(exc).replace("None to pick", f"leave out {option} to pick")) from None
 
 
 def bounded(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llama_index_ragtune.cli import MAX_MINUTES, existing_dir, existing_file
+from llama_index_ragtune.cli import MAX_MINUTES, check_device_option, existing_dir, existing_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.metadata and not args.docs:
         raise UsageError("argument --metadata: it describes --docs; pass --docs too")
+    check_device_option(args.device)  # a device this machine lacks fails before any work
     if not 0.0 < args.eval_fraction < 1.0:
         raise UsageError(
             f"argument --eval-fraction: must be between 0 and 1, got {args.eval_fraction}"

@@ -33,7 +33,7 @@ import json
 import logging
 from pathlib import Path
 
-from llama_index_ragtune.cli import DeprecatedNames, UsageError, bounded
+from llama_index_ragtune.cli import DeprecatedNames, UsageError, bounded, check_device_option
 from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.grounded_tasks import TUNE, GroundedData, prepare_grounded_data
@@ -98,18 +98,17 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.evaluation.generation import GenerationEvaluator
     from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
     from llama_index_ragtune.llms import LocalChatLLM
-    from llama_index_ragtune.llms.loading import check_device, torch_dtype
+    from llama_index_ragtune.llms.loading import torch_dtype
     from llama_index_ragtune.models import resolve_model
 
     output = Path(args.out)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    # a typo fails now, not after training when the models answer the test questions
+    # a typo, or a device this machine lacks, fails now, not after training when the
+    # models answer the test questions
+    device = check_device_option(args.device) or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        check_device(device, "argument --device")
         torch_dtype(args.dtype, device)
     except (TypeError, ValueError) as exc:
-        what = "" if "--device" in str(exc) else "argument --dtype: "
-        raise UsageError(f"{what}{exc}") from None
+        raise UsageError(f"argument --dtype: {exc}") from None
     base_model = resolve_model(args.base_model, kind="decoder")
     fresh = not output.exists()
     data = prepare_grounded_data(args, args.max_train_examples, output)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from llama_index_ragtune.cli import check_device_option
 from llama_index_ragtune.commands.training_data import (
     add_data_arguments,
     add_negative_arguments,
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
     from llama_index_ragtune.models import resolve_model
 
+    check_device_option(args.device)  # not after the data and the model are loaded
     data = load_training_data(args)
     model = SentenceTransformer(resolve_model(args.model, kind="encoder"), device=args.device)
     test_eval, test_before_rankings, shared = None, None, None

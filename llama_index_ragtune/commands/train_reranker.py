@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 
+from llama_index_ragtune.cli import check_device_option
 from llama_index_ragtune.commands.training_data import (
     add_data_arguments,
     add_negative_arguments,
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             "--loss margin_mse needs --teacher (a cross-encoder) or --teacher-encoder (a bi-encoder)"
         )
+    check_device_option(args.device)  # not after the data and the models are loaded
     data = load_training_data(args)
     encoder = SentenceTransformer(resolve_model(args.encoder, kind="encoder"), device=args.device)
     train, mining = mine_negatives(args, data.train, embed_model=encoder)

@@ -20,7 +20,13 @@ import math
 import sys
 from typing import Any
 
-from llama_index_ragtune.cli import MAX_MINUTES, existing_dir, existing_file
+from llama_index_ragtune.cli import (
+    MAX_MINUTES,
+    check_device_option,
+    existing_dir,
+    existing_file,
+    seed_number,
+)
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +73,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dpo", action="store_true", help="add a DPO stage after the decoder's SFT"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of splits and sampling")
+    parser.add_argument("--seed", type=seed_number, default=0, help="seed of splits and sampling")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
@@ -145,6 +151,7 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
 
     from llama_index_ragtune.pipeline.config import PipelineConfig
 
+    check_device_option(args.device)  # a device this machine lacks fails before any work
     config = base or PipelineConfig()
     changes: dict[str, Any] = {"seed": args.seed, "dpo": args.dpo or config.dpo}
     for option, field in (

@@ -81,7 +81,8 @@ def torch_dtype(dtype: Any, device: str) -> Any:
 
 def check_device(device: Any, where: str) -> str:
     """``device`` when torch can run a model there, else ``TypeError`` / ``ValueError`` naming it
-    (a typo such as ``'gpu'``, CUDA on a machine without it, the data-less ``'meta'`` device).
+    (a typo such as ``'gpu'``, CUDA or MPS on a machine without it, the data-less ``'meta'``
+    device).
 
     Example::
 
@@ -110,7 +111,51 @@ def check_device(device: Any, where: str) -> str:
                 f"{where}: device={device!r} is not available here ({count} CUDA devices); "
                 "use 'cpu' or None to pick one."
             )
+    elif parsed.type != "cpu" and not _accelerator_available(parsed):
+        raise ValueError(
+            f"{where}: device={device!r} is not available here (this machine has: "
+            f"{', '.join(devices_here())}); use one of those, or None to pick the best available."
+        )
     return str(device)
+
+
+def _accelerator_available(device: Any) -> bool:
+    """Whether torch can place a tensor on ``device`` (not CPU or CUDA) on this machine."""
+    import torch
+
+    if device.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        return bool(backend is not None and backend.is_available()) and device.index in (None, 0)
+    module = getattr(torch, device.type, None)  # xpu, npu, hpu, ... when torch has them
+    if callable(getattr(module, "is_available", None)):
+        try:
+            count = module.device_count() if module.is_available() else 0
+        except Exception:  # noqa: BLE001 - a backend without devices may raise anything
+            count = 0
+        return count > 0 and (device.index is None or device.index < count)
+    try:
+        torch.empty(0, device=device)
+    except Exception:  # noqa: BLE001 - torch raises RuntimeError, AssertionError, ...
+        return False
+    return True
+
+
+def devices_here() -> list[str]:
+    """The device names this machine has, for a message.
+
+    Example::
+
+        devices_here()   # ['cpu'] on a machine without accelerators
+    """
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    backend = getattr(torch.backends, "mps", None)
+    if backend is not None and backend.is_available():
+        names.append("mps")
+    return names
 
 
 def require_chat_template(tokenizer: Any, name: str) -> None:

@@ -28,7 +28,11 @@ from llama_index.core.node_parser.node_utils import build_nodes_from_splits, def
 from llama_index.core.schema import BaseNode, Document, MetadataMode, NodeRelationship, TextNode
 from llama_index.core.utils import get_tqdm_iterable
 
-from llama_index_ragtune.node_parser.documents import DocumentParseError, document_text
+from llama_index_ragtune.node_parser.documents import (
+    DocumentParseError,
+    document_text,
+    without_control_characters,
+)
 from llama_index_ragtune.node_parser.split import clip_to_tokens
 from llama_index_ragtune.node_parser.structure import Block, Chunk, Section, chunk_blocks
 from llama_index_ragtune.node_parser.tokens import (
@@ -75,7 +79,9 @@ class StructuredNodeParser(NodeParser):
     other failure on one document is reported the same way, as a
     ``DocumentParseError`` chained to the original exception. A missing
     tokenizer or an unusable custom tokenizer is a configuration error and is
-    raised whatever ``on_error`` says.
+    raised whatever ``on_error`` says. The few control characters that accepted text
+    may hold never reach a node: they are replaced one for one
+    (:func:`~.documents.without_control_characters`), so offsets still hold.
 
     Example::
 
@@ -376,7 +382,7 @@ class StructuredNodeParser(NodeParser):
             k = max(0, k - max(1, -(-over // len(path))))
 
     def _nodes_from(self, node: BaseNode, count: TokenCounter, cap: int) -> list[BaseNode]:
-        text = document_text(node)
+        text = without_control_characters(document_text(node))
         if not text.strip():
             return []
         blocks, source = self._blocks_of(node, text)

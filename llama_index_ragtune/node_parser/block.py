@@ -47,6 +47,11 @@ class Block:
     ``head_text`` is set it is used instead of ``text[:head]`` in every part
     (a Markdown table's header with a compact delimiter row: a long run of
     dashes costs one token per dash and tells the embedding model nothing).
+    ``short_head``, when set, is repeated instead at the top of the second and
+    later parts when ``text[:head]`` is too long to repeat (a code fence's
+    opening line without its attributes, ```` ```python ```` for
+    ```` ```python title="..." linenums="1" ````), so that every part is still a
+    fenced block.
     """
 
     kind: str
@@ -58,3 +63,4 @@ class Block:
     level: int = 0
     title: str = ""
     head_text: str | None = None
+    short_head: str | None = None

@@ -5,7 +5,8 @@ bytes, mostly control characters) with a :class:`DocumentParseError` that
 names the document and says how to fix it; a few U+FFFD replacement
 characters in otherwise good text are accepted. Metadata that LlamaIndex
 cannot render (lone surrogates, nesting deeper than :data:`MAX_METADATA_DEPTH`)
-is refused the same way, naming the key.
+is refused the same way, naming the key. :func:`without_control_characters` replaces
+the few control characters that accepted text may hold, one for one.
 
 Example::
 
@@ -32,6 +33,23 @@ _NON_PRINTABLE = re.compile("[\x01-\x08\x0e-\x1f\x7f\ufffd\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _WHITESPACE = re.compile(r"\s")
 _MAX_NON_PRINTABLE_SHARE = 0.1
+#: C0 and C1 control characters other than tab, LF and CR.
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _control_table() -> dict[int, str]:
+    """What :func:`without_control_characters` writes for each control character."""
+    table = {code: " " for code in range(0x20) if chr(code) not in "\t\n\r"}
+    table[0x00], table[0x7F] = "\ufffd", " "
+    for code in range(0x80, 0xA0):
+        try:  # the HTML standard's table for numeric references to C1 controls
+            table[code] = bytes([code]).decode("cp1252")
+        except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d: no character there
+            table[code] = " "
+    return table
+
+
+_CONTROL_TABLE = _control_table()
 #: Metadata nested deeper than this is refused: LlamaIndex renders it recursively (the
 #: document's hash, the node's metadata string) and fails at Python's recursion limit.
 MAX_METADATA_DEPTH = 100
@@ -103,6 +121,19 @@ def _deep_metadata_key(metadata: Any, limit: int = MAX_METADATA_DEPTH) -> str | 
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return None
+
+
+def without_control_characters(text: str) -> str:
+    """``text`` with every C0/C1 control character but tab, LF and CR replaced, one for one
+    (so offsets into ``text`` still hold): a C1 control by the Windows-1252 character of
+    its byte, as the HTML standard reads ``&#x93;`` (such characters in text are Windows-1252
+    read as Latin-1), NUL by U+FFFD, any other by a space.
+
+    Example::
+
+        without_control_characters("\\x93Hi\\x94\\x01there\\x1b[0m")     # '“Hi” there [0m'
+    """
+    return text.translate(_CONTROL_TABLE) if CONTROL_CHARACTERS.search(text) else text
 
 
 def document_text(node: BaseNode) -> str:

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from llama_index_ragtune.node_parser.block import visible_title
+from llama_index_ragtune.node_parser.documents import without_control_characters
 from llama_index_ragtune.node_parser.html_clean import (
     DEFAULT_BOILERPLATE_ROLES,
     DEFAULT_BOILERPLATE_TAGS,
@@ -43,10 +44,11 @@ from llama_index_ragtune.node_parser.html_text import (
     PRE_TAGS,
     _bs4,
     alt_text,
-    escape_raw_text,
-    escape_stray_charrefs,
+    for_html_parser,
     normalize,
+    parse_fallback_content,
     pre_text,
+    replace_control_characters,
     text_types,
 )
 from llama_index_ragtune.node_parser.structure import Block
@@ -380,11 +382,6 @@ class _Writer:
         return False
 
 
-def _for_html_parser(html: str) -> str:
-    """``html`` as ``html.parser`` must get it to read it as browsers do (see html_text)."""
-    return escape_stray_charrefs(escape_raw_text(html))
-
-
 class HTMLConverter:
     """Walks a parsed HTML tree and emits :class:`Block` objects (without source offsets).
 
@@ -408,16 +405,29 @@ class HTMLConverter:
 
     def parse(self, html: str):
         """The BeautifulSoup tree of ``html`` (``html.parser`` when the chosen builder is
-        missing; for it, the content of ``xmp``/``plaintext`` and a ``&#`` that starts no
-        character reference are escaped, to read as text)."""
+        missing; for it, the content of ``xmp``/``plaintext``, a ``&#`` that starts no
+        character reference and comments are prepared to read as browsers read them, see
+        :mod:`.html_text`). Control characters, raw or from numeric references, are
+        replaced (:func:`~.documents.without_control_characters`); the alternative content
+        of ``noframes``/``noembed``, raw text for lxml, is parsed as markup (as
+        ``html.parser`` does), so that no markup shows as text."""
+        html = without_control_characters(html)
+        soup = self._parse_markup(html)
+        if "&#" in html:
+            replace_control_characters(soup)
+        if soup.builder.NAME != "html.parser":
+            parse_fallback_content(soup)
+        return soup
+
+    def _parse_markup(self, html: str):
         bs4 = _bs4()
         builder = bs4.builder.builder_registry.lookup(*self.features.split())
         if builder is None or issubclass(builder, bs4.builder.HTMLParserTreeBuilder):
-            return bs4.BeautifulSoup(_for_html_parser(html), "html.parser")
+            return bs4.BeautifulSoup(for_html_parser(html), "html.parser")
         try:
             return bs4.BeautifulSoup(html, self.features)
         except bs4.FeatureNotFound:  # pragma: no cover - the lookup found it
-            return bs4.BeautifulSoup(_for_html_parser(html), "html.parser")
+            return bs4.BeautifulSoup(for_html_parser(html), "html.parser")
 
     def is_boilerplate(self, tag) -> bool:
         """True for a boilerplate element (see :mod:`.html_clean`) to drop with its content."""

@@ -34,7 +34,8 @@ mappings (HTML-AAM), so that article content is kept:
   ``article``, ``section``, ``table`` or ``role="main"`` inside it, as on ASP.NET
   pages built as one big form); its controls are dropped either way.
 
-A ``head`` is dropped with its content while it holds only metadata (``title``,
+A ``title`` is never page text (a stray one in the body neither), except an SVG
+element's (:func:`svg_name`). A ``head`` is dropped with its content while it holds only metadata (``title``,
 ``meta``, ``link``, ``base``, ``style``, ``script``, ``noscript``, ``template``).
 ``html.parser`` does not end an unclosed ``head`` at the page's first content, as
 browsers and lxml do, so there the head can hold the whole page (``<head><title>T
@@ -95,6 +96,12 @@ NEVER_TEXT_TAGS = frozenset(
 _HEAD_METADATA = frozenset(
     {"base", "link", "meta", "noscript", "script", "style", "template", "title"}
 )
+#: SVG elements that may hold a ``<title>`` naming them.
+_SVG_CONTAINERS = frozenset({
+    "svg", "g", "symbol", "defs", "use", "image", "switch", "a", "text", "tspan", "textpath",
+    "rect", "circle", "ellipse", "line", "path", "polygon", "polyline", "marker", "pattern",
+    "mask", "clippath", "lineargradient", "radialgradient", "foreignobject", "view",
+})  # fmt: skip
 _WORD = re.compile(r"[^\W_]+")
 _NOTE_CLASS = re.compile(r"footnote|endnote", re.I)
 #: Words of a class naming a note or an admonition (docutils' admonition kinds among them).
@@ -131,6 +138,15 @@ def _is_head_metadata(tag) -> bool:
     return (tag.name or "").lower() in _HEAD_METADATA and (
         parent is not None and (parent.name or "").lower() == "head"
     )
+
+
+def _is_title_outside_svg(tag) -> bool:
+    """A ``title`` that no SVG element holds: the document's title (a ``title`` in the body
+    too: browsers never show it), not an SVG element's name (read by :func:`svg_name`)."""
+    if (tag.name or "").lower() != "title":
+        return False
+    parent = tag.parent
+    return parent is None or (parent.name or "").lower() not in _SVG_CONTAINERS
 
 
 def _is_note(tag) -> bool:
@@ -194,8 +210,8 @@ class BoilerplatePolicy:
                     return True
             else:
                 return True
-        if "head" in self.tags and _is_head_metadata(tag):  # in a head kept for its content
-            return True
+        if "head" in self.tags and (_is_head_metadata(tag) or _is_title_outside_svg(tag)):
+            return True  # in a head kept for its content; a title in the body
         return bool(_tokens(tag.get("role")) & self.roles)
 
     @staticmethod
@@ -273,7 +289,9 @@ class BoilerplatePolicy:
                 else:
                     stack.append((child, *self._scopes(child, header_scoped, aside_scoped)))
         for tag, _, only_hidden in doomed:
-            never_text = tag.name in NEVER_TEXT_TAGS or _is_head_metadata(tag)
+            never_text = (
+                tag.name in NEVER_TEXT_TAGS or _is_head_metadata(tag) or _is_title_outside_svg(tag)
+            )
             if not never_text and (removed is not None or hidden is not None):
                 entry = (describe(tag), len(_WORD.findall(tag.get_text(" "))))
                 if removed is not None:

@@ -11,8 +11,15 @@
   show their text preformatted; the content of ``xmp`` and ``plaintext`` (to the end of
   the page) is raw text, literal characters and not markup, which the standard
   library's ``html.parser`` does not know: :func:`escape_raw_text` escapes it first;
-- a ``&#`` that starts no character reference is text (:func:`escape_stray_charrefs`
-  escapes it for ``html.parser``, which would read the rest of the page as text).
+- a ``&#`` that starts no character reference is text, and a numeric reference needs no
+  ``;`` (:func:`escape_stray_charrefs` escapes the one and ends the other with ``;`` for
+  ``html.parser``, which would read the rest of the page as text);
+- comments, doctypes, processing instructions and bogus comments (``<!x>``, ``<?x>``) end
+  as the HTML standard says, at ``-->`` or ``--!>`` (``<!-->`` is an empty comment) or at
+  the first ``>``, and at the end of the page when unclosed: :func:`strip_comments` removes
+  them for the ``html.parser`` of a Python that would show them as text;
+- control characters from numeric references (``&#1;``, ``&#x81;``) are replaced
+  (:func:`replace_control_characters`).
 
 Every walk here is iterative (an explicit stack), so nesting depth is unlimited.
 
@@ -33,6 +40,11 @@ import re
 from collections.abc import Iterable, Iterator
 from html.parser import HTMLParser
 
+from llama_index_ragtune.node_parser.documents import (
+    CONTROL_CHARACTERS,
+    without_control_characters,
+)
+
 BLOCK_TAGS = frozenset({
     "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details",
     "dialog", "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form",
@@ -45,13 +57,31 @@ BLOCK_TAGS = frozenset({
 PRE_TAGS = frozenset({"pre", "listing", "xmp", "plaintext"})
 #: Raw text elements (HTML standard) that ``html.parser`` reads as markup.
 _RAW_TEXT_TAGS = ("xmp", "plaintext")
-_RAW_TEXT_START = re.compile(r"<(?:xmp|plaintext)", re.I)
+#: Escapable raw text (RCDATA) elements: text, with character references, to their end tag;
+#: ``html.parser`` (3.11) reads their content as markup (``<title>a <!-- b</title>`` showed
+#: the markup; ``<textarea><!-- </textarea>`` hid the rest of the page).
+_RCDATA_TAGS = frozenset({"textarea", "title"})
+_RAW_TEXT_START = re.compile(r"<(?:xmp|plaintext|textarea|title)", re.I)
 #: Marks a ``<br>`` line break inside collected text (a character no HTML text contains
 #: after whitespace normalisation, turned into a newline by :func:`normalize`).
 BR = "\u2028"
 #: ``&#`` that starts no numeric character reference (``&# 5``, ``&#;``, ``&#x;``): text for
 #: browsers and lxml, where Python's ``html.parser`` (3.11) stops tokenizing.
 _STRAY_CHARREF = re.compile(r"&#(?![0-9]|[xX][0-9a-fA-F])")
+#: A numeric reference without its ``;``: ``html.parser`` (3.11) reads ``&#65b`` and, at the
+#: end of the page, ``&#65`` as text, and with no ``;`` later, the rest of the page too.
+_UNTERMINATED_CHARREF = re.compile(r"&#(?:[0-9]+(?![0-9;])|[xX][0-9a-fA-F]+(?![0-9a-fA-F;]))")
+#: What a Python's ``html.parser`` may end otherwise than the HTML standard: ``<!-->``,
+#: ``<!--->``, a comment closed by ``--!>`` or ``-- >`` (see :func:`strip_comments`).
+_ODD_COMMENT = re.compile(r"<!---?>|--!>|--\s+>")
+_HTML5_COMMENT_END = re.compile(r"--!?>")
+#: Raw text elements (HTML standard) that ``html.parser`` reads as markup: lxml ends their
+#: content, and so a comment left open in it, at their end tag.
+_RAW_MARKUP_TAGS = frozenset({"iframe", "noembed", "noframes"})
+_RAW_MARKUP_START = re.compile(r"<(?:iframe|noembed|noframes)", re.I)
+#: Raw text elements (for browsers with frames and plugins) whose content is the page's
+#: alternative content, markup that ``html.parser`` parses: parsed for lxml too.
+_FALLBACK_CONTENT = ("noframes", "noembed")
 _SPACES = re.compile(r"[ \t\n\r\f\v\u00a0]+")
 _EXACT_TEXT = ("NavigableString", "RubyTextString")
 
@@ -196,10 +226,17 @@ class _RawTextScanner(HTMLParser):
     def __init__(self, names: frozenset[str]):
         super().__init__(convert_charrefs=False)
         self.names = names
+        self.foreign = 0  # open svg/math elements: a title there is an SVG element, not text
 
     def handle_starttag(self, tag, attrs):
-        if tag in self.names:
+        if tag in ("svg", "math"):
+            self.foreign += 1
+        if tag in self.names and not (tag == "title" and self.foreign):
             raise _RawTextStart(tag, self.getpos(), self.get_starttag_text())
+
+    def handle_endtag(self, tag):
+        if tag in ("svg", "math") and self.foreign:
+            self.foreign -= 1
 
 
 @functools.cache
@@ -239,20 +276,163 @@ def _raw_text_start(markup: str, position: int, names, line_starts: list[int]):
 
 def escape_stray_charrefs(markup: str) -> str:
     """``markup`` with every ``&#`` that starts no numeric character reference written
-    ``&amp;#``, the text browsers read there. ``html.parser`` stops tokenizing at such a
-    ``&#`` and, when no ``;`` follows it, reads the rest of the page (tags, scripts and
-    all) as text.
+    ``&amp;#``, the text browsers read there, and every numeric reference ended with ``;``
+    (``&#65b`` is ``A`` and ``b``). ``html.parser`` stops tokenizing at such a ``&#`` or
+    at ``&#65b`` and, when no ``;`` follows it, reads the rest of the page (tags, scripts
+    and all) as text.
 
     Example::
 
-        escape_stray_charrefs("<p>Item &# 5 &#65;</p>")     # '<p>Item &amp;# 5 &#65;</p>'
+        escape_stray_charrefs("<p>Item &# 5 &#65;&#66c</p>")     # '<p>Item &amp;# 5 &#65;&#66;c</p>'
     """
-    return _STRAY_CHARREF.sub("&amp;#", markup) if isinstance(markup, str) else markup
+    if not isinstance(markup, str) or "&#" not in markup:
+        return markup
+    return _UNTERMINATED_CHARREF.sub(r"\g<0>;", _STRAY_CHARREF.sub("&amp;#", markup))
+
+
+class _CommentScanner(HTMLParser):
+    """Reads markup as ``html.parser`` does, but ends comments, doctypes, processing
+    instructions and bogus comments as the HTML standard does; ``spans`` are where they are."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=False)
+        self.spans: list[tuple[int, int]] = []
+        self.fed = 0
+        #: the open iframe/noembed/noframes: [tag, where its end tag is (found once)]
+        self.raw_open: list[list] = []
+
+    def feed(self, data: str) -> None:
+        self.fed += len(data)
+        super().feed(data)
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _RAW_MARKUP_TAGS:
+            self.raw_open.append([tag, None])
+
+    def handle_endtag(self, tag):
+        if self.raw_open and self.raw_open[-1][0] == tag:
+            self.raw_open.pop()
+
+    def _offset(self) -> int:
+        return self.fed - len(self.rawdata)  # where self.rawdata starts in the markup
+
+    def _span(self, i: int, end: int) -> int:
+        self.spans.append((self._offset() + i, self._offset() + end))
+        return end
+
+    def _limit(self, i: int) -> int:
+        """Where a comment at ``i`` ends at the latest: the end tag of an open iframe,
+        noembed or noframes (their content is raw text), else the end of the markup."""
+        if not self.raw_open:
+            return len(self.rawdata)
+        entry = self.raw_open[-1]
+        if entry[1] is None or entry[1] < self._offset() + i:
+            found = re.compile(rf"</{entry[0]}", re.I).search(self.rawdata, i)
+            entry[1] = self._offset() + (found.start() if found else len(self.rawdata))
+        return entry[1] - self._offset()
+
+    def _to_gt(self, i: int) -> int:
+        """A bogus comment, doctype or processing instruction: to the first ``>``."""
+        end = self.rawdata.find(">", i + 2)
+        return self._span(i, len(self.rawdata) if end < 0 else end + 1)
+
+    def parse_comment(self, i, report=1):
+        raw = self.rawdata
+        if raw.startswith((">", "->"), i + 4):  # <!--> and <!---> are empty comments
+            return self._span(i, raw.index(">", i + 4) + 1)
+        limit = self._limit(i)
+        match = _HTML5_COMMENT_END.search(raw, i + 4, limit)
+        return self._span(i, match.end() if match else limit)
+
+    def parse_bogus_comment(self, i, report=1):
+        return self._to_gt(i)
+
+    def parse_pi(self, i):
+        return self._to_gt(i)
+
+    def parse_html_declaration(self, i):
+        if self.rawdata.startswith("<!--", i):
+            return self.parse_comment(i)
+        if self.rawdata.startswith("<![", i):  # a marked section (CDATA): html.parser's reading
+            end = super().parse_html_declaration(i)
+            return end if end >= 0 else self._to_gt(i)
+        return self._to_gt(i)
+
+
+@functools.cache
+def _html_parser_ends_comments_as_html5() -> bool:
+    """True when this Python's ``html.parser`` ends comments as the HTML standard does."""
+    bs4 = _bs4()
+    markup = "<!-->a<!--->b<!-- c --!>d<!-- e -- >f-->g<!-- h"
+    return bs4.BeautifulSoup(markup, "html.parser").get_text() == "abdg"
+
+
+def _unclosed_markup_at_end(markup: str) -> bool:
+    """A ``<!``/``<?`` with no ``>`` after it, or a ``<!--`` with no ``-->`` after it."""
+    last = max(markup.rfind("<!"), markup.rfind("<?"))
+    comment = markup.rfind("<!--")
+    return (last >= 0 and markup.find(">", last) < 0) or (
+        comment >= 0 and markup.find("-->", comment + 4) < 0
+    )
+
+
+def strip_comments(markup: str) -> str:
+    """``markup`` without its comments, doctypes, processing instructions and bogus
+    comments (``<!x>``, ``<?x>``), ended as the HTML standard ends them, when this
+    Python's ``html.parser`` would end one otherwise and show it, and often what
+    follows it, as text: ``<!-->``, ``--!>``, a comment or ``<!``/``<?`` left unclosed
+    at the end of the page, a comment left open in an ``iframe``, ``noembed`` or
+    ``noframes`` (raw text that ends at their end tag). Else ``markup`` as is. Comments in scripts and attribute
+    values are left alone (``html.parser`` finds them); linear time.
+
+    Example::
+
+        strip_comments("<p>a</p><!-- draft <p>b</p>")     # '<p>a</p>'
+    """
+    if not isinstance(markup, str) or _html_parser_ends_comments_as_html5():
+        return markup
+    if not (
+        _ODD_COMMENT.search(markup)
+        or _unclosed_markup_at_end(markup)
+        or ("<!--" in markup and _RAW_MARKUP_START.search(markup))
+    ):
+        return markup
+    scanner = _CommentScanner()
+    scanner.feed(markup)
+    scanner.close()
+    parts, position = [], 0
+    for start, end in scanner.spans:
+        if start < position or not markup.startswith(("<!", "<?", "</"), start):
+            return markup  # pragma: no cover - this html.parser counts positions otherwise
+        parts.append(markup[position:start])
+        position = end
+    parts.append(markup[position:])
+    return "".join(parts)
+
+
+def replace_control_characters(soup) -> None:
+    """Replace, in place, the control characters in the text and attribute values of
+    ``soup`` (what numeric references such as ``&#1;`` or ``&#x81;`` decode to) as
+    :func:`~.documents.without_control_characters` does.
+
+    Example::
+
+        soup = BeautifulSoup("<p>a&#1;b &#x93;c&#x94;</p>", "html.parser")
+        replace_control_characters(soup)
+        soup.p.get_text()     # 'a b “c”'
+    """
+    for string in soup.find_all(string=CONTROL_CHARACTERS):
+        string.replace_with(type(string)(without_control_characters(str(string))))
+    for tag in soup.find_all(True):
+        for key, value in tag.attrs.items():
+            if isinstance(value, str) and CONTROL_CHARACTERS.search(value):
+                tag.attrs[key] = without_control_characters(value)
 
 
 def escape_raw_text(markup: str) -> str:
     """``markup`` with the content of its ``xmp`` and ``plaintext`` elements escaped, so that
-    ``html.parser`` reads it as the literal text it is (as lxml and html5lib do).
+    ``html.parser`` reads it as the literal text it is (as lxml and html5lib do), and the
+    ``<`` in its ``textarea`` and ``title`` elements (their character references still count).
 
     An ``xmp`` ends at the first ``</xmp``, a ``plaintext`` at the end of the page. The start
     tags are found by ``html.parser`` itself, so one in a comment, a script or an attribute
@@ -265,9 +445,7 @@ def escape_raw_text(markup: str) -> str:
     """
     if not isinstance(markup, str) or not _RAW_TEXT_START.search(markup):
         return markup
-    names = _markup_raw_text_tags()
-    if not names:
-        return markup
+    names = _markup_raw_text_tags() | _RCDATA_TAGS  # "&lt;" reads "<" in RCDATA too
     line_starts = [0] + [match.end() for match in re.finditer("\n", markup)]
     parts: list[str] = []
     position = 0
@@ -281,8 +459,46 @@ def escape_raw_text(markup: str) -> str:
         if tag != "plaintext":
             closing = re.compile(rf"</{tag}[\t\n\f\r />]", re.I).search(markup, body)
             end = closing.start() if closing else end
-        literal = markup[body:end].replace("&", "&amp;").replace("<", "&lt;")
+        literal = markup[body:end]
+        literal = (literal if tag in _RCDATA_TAGS else literal.replace("&", "&amp;")).replace(
+            "<", "&lt;"
+        )
         parts += [markup[position:body], literal]
         position = end
     parts.append(markup[position:])
     return "".join(parts)
+
+
+def for_html_parser(html: str) -> str:
+    """``html`` as ``html.parser`` must get it to read it as browsers do: raw text escaped,
+    stray and unterminated character references fixed, comments ended as the HTML standard
+    ends them (:func:`escape_raw_text`, :func:`escape_stray_charrefs`, :func:`strip_comments`).
+
+    Example::
+
+        for_html_parser("<p>a&#65b</p><!-- draft")     # '<p>a&#65;b</p>'
+    """
+    return strip_comments(escape_stray_charrefs(escape_raw_text(html)))
+
+
+def parse_fallback_content(soup) -> None:
+    """Parse the raw text content of the ``noframes``/``noembed`` elements of ``soup`` (lxml
+    keeps it as text: the markup would show) as markup, with ``html.parser``, which reads
+    nested ones as markup too: one parse of each element's text, linear time.
+
+    Example::
+
+        soup = BeautifulSoup("<noframes><p>No <b>frames</b></p></noframes>", "lxml")
+        parse_fallback_content(soup)
+        soup.noframes.get_text()     # 'No frames'
+    """
+    bs4, texts = _bs4(), text_types()
+    for tag in soup.find_all(_FALLBACK_CONTENT):
+        raw = tag.contents[0] if len(tag.contents) == 1 else None
+        if type(raw) not in texts or not ("<" in raw or "&" in raw):
+            continue
+        fragment = bs4.BeautifulSoup(for_html_parser(str(raw)), "html.parser")
+        if "&#" in raw:
+            replace_control_characters(fragment)
+        tag.clear()
+        tag.extend(list(fragment.contents))

@@ -1,9 +1,10 @@
 """Structure-aware Markdown node parser.
 
 Headings (ATX and setext) define sections; paragraphs, nested lists, GFM
-tables, fenced and indented code, blockquotes, raw HTML blocks and YAML/TOML
-front matter become blocks that are kept whole when they fit the cap and
-otherwise split between items, rows and lines (see :mod:`.split`). Tokenising
+tables, fenced and indented code, ``$$`` display math, blockquotes, raw HTML blocks
+and YAML/TOML front matter become blocks that are kept whole when they fit the cap
+and otherwise split between items, rows and lines (see :mod:`.split`; every part of
+a split code or math block is fenced by its delimiters on its own). Tokenising
 uses markdown-it-py (CommonMark + GFM tables), so a ``#`` inside a code fence
 is code, not a heading.
 
@@ -18,7 +19,9 @@ without a token) are kept as paragraph text; a heading with no visible title
 A node's text is the Markdown source itself, and ``start_char_idx`` /
 ``end_char_idx`` point into the document: ``text[start:end]`` is the node's
 source span (for the second and later parts of a split table or code block,
-the repeated header row / fences are not part of the span).
+the repeated header row / fences are not part of the span; a control character
+other than tab, LF and CR reads as the character that replaced it, see
+:func:`~.documents.without_control_characters`).
 
 Example::
 
@@ -50,12 +53,50 @@ _COMMENTS_ONLY = re.compile(r"\s*(?:<!--.*?-->\s*)+", re.S)
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+def _math_block(state, start_line: int, end_line: int, silent: bool) -> bool:
+    """markdown-it block rule: ``$$`` display math, from a line starting with ``$$`` to the
+    first line ending with ``$$`` (the same line for ``$$x$$``). A ``$$`` line that no such
+    line closes before a blank line, a less indented line or another ``$$`` line is text
+    (so each line is read by at most one failed search: linear time). Like a code fence, it
+    does not interrupt a paragraph."""
+    if state.is_code_block(start_line):
+        return False
+    first = state.src[
+        state.bMarks[start_line] + state.tShift[start_line] : state.eMarks[start_line]
+    ]
+    first = first.rstrip()
+    if not first.startswith("$$") or first.startswith("$$$"):
+        return False
+    close = start_line if len(first) >= 4 and first.endswith("$$") else None
+    line = start_line
+    while close is None:
+        line += 1
+        if line >= end_line:
+            return False
+        begin, end = state.bMarks[line] + state.tShift[line], state.eMarks[line]
+        text = state.src[begin:end].rstrip()
+        if not text or state.sCount[line] < state.blkIndent:
+            return False
+        if text.endswith("$$"):
+            close = line
+        elif text.startswith("$$"):
+            return False
+    if silent:
+        return True
+    token = state.push("math_block", "math", 0)
+    token.block, token.markup, token.map = True, "$$", [start_line, close + 1]
+    state.line = close + 1
+    return True
+
+
 @lru_cache(maxsize=2)
 def _markdown_it(block_only: bool = True):
-    """CommonMark + GFM tables; block-only skips inline parsing (only headings need it)."""
+    """CommonMark + GFM tables + ``$$`` display math; block-only skips inline parsing (only
+    headings need it)."""
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark").enable("table")
+    md.block.ruler.before("fence", "math_block", _math_block)
     return md.disable("inline") if block_only else md
 
 
@@ -181,6 +222,8 @@ def markdown_blocks(text: str) -> list[Block]:
             )
         elif kind == "fence":
             blocks.append(_fence_block(token, body, start))
+        elif kind == "math_block":
+            blocks.append(_display_math_block(body, start))
         elif kind == "code_block":
             blocks.append(Block("code", body, start, _line_units(body, 0, len(body))))
         elif kind == "blockquote_open":
@@ -255,7 +298,22 @@ def _fence_block(token, body: str, start: int) -> Block:
     )
     tail = last_line_start if closed else None
     units = _line_units(body, head, tail if tail is not None else len(body))
-    return Block("code", body, start, units, head=head, tail=tail)
+    opening = body[:head].rstrip()
+    indent = opening[: len(opening) - len(opening.lstrip())]
+    language = token.info.split()[:1]
+    short = f"{indent}{token.markup}{''.join(language)}"
+    short_head = short if short != opening else None  # without the info string's attributes
+    return Block("code", body, start, units, head=head, tail=tail, short_head=short_head)
+
+
+def _display_math_block(body: str, start: int) -> Block:
+    """A ``$$`` block: its ``$$`` lines are repeated in every part when they stand alone."""
+    lines = _LINE_END.split(body)
+    if len(lines) >= 3 and lines[0].strip() == "$$" and lines[-1].strip() == "$$":
+        head = _LINE_END.search(body).end()
+        tail = max(body.rfind("\n"), body.rfind("\r")) + 1
+        return Block("math", body, start, _line_units(body, head, tail), head=head, tail=tail)
+    return Block("math", body, start, _line_units(body, 0, len(body)))
 
 
 class StructuredMarkdownNodeParser(StructuredNodeParser):

@@ -17,9 +17,12 @@ line or, for prose, a single sentence longer than the budget) is flagged
 ``partial``; a part over the budget (``oversized``) can only be a single
 character that alone exceeds the budget (a budget of a few tokens).
 
-A table's header rows and a code block's fences are repeated in every part
-while they take at most a third of the budget; a larger header is split like
-any other line instead, so repeated headers never multiply the output.
+A table's header rows and a code (or math) block's fences are repeated in every
+part while they take at most a third of the budget; a code fence whose opening
+line is longer than that repeats its bare fence (``Block.short_head``) in the
+later parts while that fits, so every part is a fenced block on its own; a larger
+header is split like any other line instead, so repeated headers never multiply
+the output.
 
 Example::
 
@@ -47,7 +50,7 @@ TokenCounter = Callable[[str], int]
 Span = tuple[int, int]
 
 #: Block kinds whose units and lines are natural boundaries (cut below them: ``partial``).
-LINE_KINDS = frozenset({"list", "definition_list", "table", "code", "front_matter"})
+LINE_KINDS = frozenset({"list", "definition_list", "table", "code", "math", "front_matter"})
 #: Block kinds split like prose: blank lines, then sentences (cut below them: ``partial``).
 PROSE_KINDS = frozenset({"heading", "paragraph", "blockquote", "html"})
 #: A repeated header/fence may take at most this share of the budget.
@@ -212,8 +215,8 @@ def render_span(
     at_bottom = b >= region[1]
     begin = 0 if at_top else a
     end = len(text) if at_bottom else b
-    if at_top and block.head_text is None:
-        prefix, body_start = "", 0
+    if at_top and (block.head_text is None or block.head_text == block.short_head):
+        prefix, body_start = "", 0  # the first part keeps its own head (a short head too)
     else:
         head = text[:lo] if block.head_text is None else block.head_text
         prefix = head.rstrip() + "\n" if head.strip() else ""
@@ -239,7 +242,23 @@ def _repeated_tokens(block: Block, count: TokenCounter) -> int:
 
 def _without_repetition(block: Block) -> Block:
     """The block with its header/fences treated as ordinary lines (never repeated)."""
-    return replace(block, head=0, tail=None, head_text=None)
+    return replace(block, head=0, tail=None, head_text=None, short_head=None)
+
+
+def _with_short_head(block: Block, budget: int, count: TokenCounter) -> Block | None:
+    """``block`` repeating its ``short_head`` (not its full first line) in later parts, when
+    that fits a third of ``budget`` and the full first line leaves room in the first part."""
+    if block.short_head is None or block.head_text is not None:
+        return None
+    short = replace(block, head_text=block.short_head)
+    opening = count(
+        block.text[: block.head].strip() + "\n" + block.text[_content_bounds(block)[1] :].strip()
+    )
+    if _repeated_tokens(short, count) * MAX_REPEATED_SHARE > budget:
+        return None
+    if opening * MAX_REPEATED_SHARE > 2 * budget:
+        return None
+    return short
 
 
 # ---------------------------------------------------------------- fitting
@@ -403,6 +422,8 @@ def split_block(
         tokens = count(whole)
         if tokens <= budget:
             return [piece(whole, begin, end, verbatim, _Group(0, 0, tokens, False))]
+    if region is not None and _repeated_tokens(block, count) * MAX_REPEATED_SHARE > budget:
+        block = _with_short_head(block, budget, count) or block
     if region is None or _repeated_tokens(block, count) * MAX_REPEATED_SHARE > budget:
         block = _without_repetition(block)
         region = _trim(block.text, 0, len(block.text))
