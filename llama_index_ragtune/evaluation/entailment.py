@@ -20,7 +20,9 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
+from numbers import Real
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -29,6 +31,29 @@ class EntailmentCheck(Protocol):
     """Does ``source_text`` support ``claim``? A bool, or a score compared to the evaluator's threshold."""
 
     def __call__(self, claim: str, source_text: str) -> bool | float: ...
+
+
+def entailed(value: Any, threshold: float, claim: str) -> bool:
+    """An entailment check's answer read as entailed or not: a bool as it is, a finite
+    score at or above ``threshold``; anything else (NaN, None, "yes") raises ``ValueError``
+    naming ``claim``, never "not entailed".
+
+    Example::
+
+        entailed(0.7, 0.5, "Paris is in France."), entailed(False, 0.5, "...")   # (True, False)
+    """
+    if isinstance(value, bool):
+        return value
+    dtype = getattr(value, "dtype", None)
+    if getattr(dtype, "kind", None) == "b" and not getattr(value, "shape", ()):
+        return bool(value)  # a NumPy / torch boolean scalar
+    if isinstance(value, Real) and math.isfinite(value):
+        return float(value) >= threshold
+    raise ValueError(
+        f"the entailment check returned {value!r} ({type(value).__name__}) for the claim "
+        f"{claim[:80]!r}; it must return True / False or a finite score (a NaN score is "
+        "neither entailed nor not: fix the check, or catch its failures and return False)"
+    )
 
 
 # --------------------------------------------------------- entailment checks

@@ -107,6 +107,7 @@ from llama_index_ragtune.evaluation.entailment import (
     CrossEncoderEntailment,
     EntailmentCheck,
     LLMJudgeEntailment,
+    entailed,
 )
 from llama_index_ragtune.evaluation.generation_report import GenerationReport
 from llama_index_ragtune.grounding import (
@@ -141,7 +142,9 @@ class GenerationEvaluator:
         entailment: optional ``(claim, source_text) -> bool | float`` check for
             the ALCE-style NLI citation metrics (e.g. :class:`CrossEncoderEntailment`
             or :class:`LLMJudgeEntailment`).
-        entailment_threshold: a float score counts as "entailed" at or above it.
+        entailment_threshold: a float score counts as "entailed" at or above it. A check
+            returning anything but a bool or a finite number (NaN, None, "yes") raises a
+            ``ValueError`` naming the example and the claim: it is never read as "no".
         quote_threshold: a quote counts as found at or above this fuzzy score.
         answer_metric: ``"squad"``, ``"scifact"`` or a callable
             ``(clean_prediction, gold_answers) -> float | dict``.
@@ -173,7 +176,15 @@ class GenerationEvaluator:
         self.refusal = check_refusal(refusal)
         self.entailment = entailment
         self.answer_metric = answer_metric
-        self.entailment_threshold = entailment_threshold
+        if (
+            isinstance(entailment_threshold, bool)
+            or not isinstance(entailment_threshold, Real)
+            or not math.isfinite(entailment_threshold)
+        ):
+            raise ValueError(
+                f"entailment_threshold must be a finite number, got {entailment_threshold!r}."
+            )
+        self.entailment_threshold = float(entailment_threshold)
         if not 0.0 < quote_threshold <= 1.0:
             raise ValueError(f"quote_threshold must be in (0, 1], got {quote_threshold}.")
         self.quote_threshold = quote_threshold
@@ -181,7 +192,7 @@ class GenerationEvaluator:
     # -------------------------------------------------------------- pieces
     def _entailed(self, claim: str, text: str) -> bool:
         value = self.entailment(claim, text)  # type: ignore[misc]
-        return bool(value) if isinstance(value, bool) else float(value) >= self.entailment_threshold
+        return entailed(value, self.entailment_threshold, claim)
 
     def _nli(
         self, answer: str, n_sources: int, source_texts: Sequence[str]
@@ -322,11 +333,14 @@ class GenerationEvaluator:
             if checks:
                 row["quote_valid"] = sum(c.verified for c in checks) / len(checks)
         if self.entailment is not None and source_texts is not None:
-            row["nli_citation_precision"], row["nli_citation_recall"] = (
-                self._nli(answer_text, n_sources, source_texts)
-                if answerable and not refused
-                else (None, None)
-            )
+            try:
+                row["nli_citation_precision"], row["nli_citation_recall"] = (
+                    self._nli(answer_text, n_sources, source_texts)
+                    if answerable and not refused
+                    else (None, None)
+                )
+            except ValueError as exc:
+                raise ValueError(f"example {example_id or question!r}: {exc}") from None
         try:
             scores = self._answer_scores(
                 clean_answer(answer_text),

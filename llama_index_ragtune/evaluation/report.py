@@ -111,20 +111,29 @@ class RetrievalReport(ReportIO):
     name: str | None = None
     skipped: list[str] = field(default_factory=list)
 
+    def _nothing_to_report(self) -> ValueError:
+        skipped = f" ({len(self.skipped)} skipped without qrels)" if self.skipped else ""
+        return ValueError(
+            f"retrieval report {self.name or '(unnamed)'!r} holds no evaluated query{skipped}: "
+            "there is nothing to report; evaluate queries whose ids have qrels"
+        )
+
     @property
     def aggregate(self) -> dict[str, float]:
-        """Mean of every ``metric@k`` over the evaluated queries."""
-        keys = [f"{m}@{k}" for m in self.metrics for k in self.k_values]
+        """Mean of every ``metric@k`` over the evaluated queries (``ValueError`` when there are none:
+        a mean of no queries is no score, not 0)."""
         if not self.rows:
-            return dict.fromkeys(keys, 0.0)
+            raise self._nothing_to_report()
+        keys = [f"{m}@{k}" for m in self.metrics for k in self.k_values]
         return {key: statistics.fmean(row.metrics[key] for row in self.rows) for key in keys}
 
     @property
     def latency(self) -> dict[str, float]:
-        """Per-query latency in milliseconds: ``p50_ms``, ``p95_ms``, ``mean_ms``."""
+        """Per-query latency in milliseconds: ``p50_ms``, ``p95_ms``, ``mean_ms`` (``ValueError``
+        when no query was evaluated)."""
         values = sorted(row.latency_ms for row in self.rows)
         if not values:
-            return {"p50_ms": 0.0, "p95_ms": 0.0, "mean_ms": 0.0}
+            raise self._nothing_to_report()
         return {
             "p50_ms": _percentile(values, 50),
             "p95_ms": _percentile(values, 95),
@@ -144,8 +153,8 @@ class RetrievalReport(ReportIO):
             "k_values": list(self.k_values),
             "metrics": list(self.metrics),
             "num_queries": len(self.rows),
-            "aggregate": self.aggregate,
-            "latency": self.latency,
+            "aggregate": self.aggregate if self.rows else {},  # no queries: no means
+            "latency": self.latency if self.rows else {},
             "skipped": list(self.skipped),
             "queries": [asdict(row) for row in self.rows],
         }
@@ -166,7 +175,10 @@ class RetrievalReport(ReportIO):
         return [{"qid": row.qid, "latency_ms": row.latency_ms, **row.metrics} for row in self.rows]
 
     def to_markdown(self, digits: int = 4) -> str:
-        """A Markdown table: one row per metric, one column per cut-off, plus latency."""
+        """A Markdown table: one row per metric, one column per cut-off, plus latency (for a
+        report without queries, a line saying there is nothing to report)."""
+        if not self.rows:
+            return str(self._nothing_to_report())
         agg = self.aggregate
         header = ["metric", *[f"@{k}" for k in self.k_values]]
         lines = [_row(header), _row(["---"] * len(header))]
@@ -200,7 +212,7 @@ def compare_reports(
 
         print(compare_reports(base_report, tuned_report, keys=["ndcg@2", "mrr@2"]))
     """
-    left, right = before.aggregate, after.aggregate
+    left, right = before.aggregate, after.aggregate  # a report without queries raises
     if keys is None:
         keys = [key for key in left if key in right]
     missing = [key for key in keys if key not in left or key not in right]
@@ -254,6 +266,9 @@ def reports_table(
     keys = list(keys)
     lines = [_row(["system", *keys, "p50 ms"]), _row(["---"] * (len(keys) + 2))]
     for name, report in reports.items():
+        if not report.rows:  # nothing to report: no number, not 0
+            lines.append(_row([name, *["—"] * len(keys), "no queries"]))
+            continue
         agg = report.aggregate
         cells = [f"{agg[key]:.{digits}f}" if key in agg else "—" for key in keys]
         lines.append(_row([name, *cells, f"{report.latency['p50_ms']:.1f}"]))

@@ -30,8 +30,8 @@ measured on its held-out queries, before and after tuning, for each stage::
         {"part": "encoder", "promoted": true, "metric": "ndcg@10",
          "champion": 0.61, "challenger": 0.70, "margin": 0.005,
          "reason": "challenger beats champion by 0.09 >= 0.005",
-         "greater_is_better": true, "forced": false}     # these two optional (defaults shown)
-      ],
+         "greater_is_better": true, "forced": false}     # optional: the metric's direction
+      ],                                                  # (a loss: false) and false
       "timings": {"parse": 1.2, "tune encoder": 95.0}    # step -> seconds
     }
 
@@ -70,9 +70,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llama_index_ragtune.evaluation._validate import Fields, Invalid
+from llama_index_ragtune.evaluation.svg_charts import metric_direction
 from llama_index_ragtune.evaluation.system_result import (
     Decision,
     RefusalScores,
@@ -211,10 +212,13 @@ class EvaluationResults:
         challenger: float | None,
         margin: float,
         reason: str,
-        greater_is_better: bool = True,
+        greater_is_better: bool | Literal["auto"] = "auto",
         forced: bool = False,
     ) -> Decision:
-        """Record whether the challenger ``part`` replaced the champion, and why."""
+        """Record whether the challenger ``part`` replaced the champion, and why
+        (``greater_is_better="auto"``: read from the metric's name, False for a loss)."""
+        if isinstance(greater_is_better, str) and greater_is_better == "auto":
+            greater_is_better = metric_direction(metric) >= 0
         decision = Decision(
             part, promoted, metric, champion, challenger, margin, reason, greater_is_better, forced
         )
@@ -236,7 +240,7 @@ class EvaluationResults:
             decision.challenger,
             decision.margin,
             decision.reason,
-            getattr(decision, "greater_is_better", True),
+            getattr(decision, "greater_is_better", "auto"),
             getattr(decision, "forced", False),
         )
 
@@ -469,6 +473,6 @@ def _parse_decision(item: Fields) -> Decision:
         reason=item.text("reason", allow_empty=True),
         greater_is_better=item.boolean("greater_is_better")
         if item.has("greater_is_better")
-        else True,
+        else metric_direction(item.text("metric")) >= 0,  # a loss: lower is better
         forced=item.boolean("forced") if item.has("forced") else False,
     )

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -48,7 +49,13 @@ HIGHER_IS_BETTER = (
     "ndcg", "recall", "mrr", "map", "hit", "precision", "f1", "accuracy", "exact_match",
     "auc", "answer_score", "citation_valid",
 )  # fmt: skip
-LOWER_IS_BETTER = ("over_refusal", "uncited", "error", "calibration_error", "ece")
+LOWER_IS_BETTER = (
+    "over_refusal", "uncited", "error", "calibration_error", "ece", "loss", "perplexity",
+    "ppl", "mse", "rmse", "mae",
+)  # fmt: skip
+_LOWER_WORDS = re.compile(  # whole words: "glossary_hit" holds no loss
+    "|".join(rf"(?<![a-z]){re.escape(w)}(?:e?s)?(?![a-z])" for w in LOWER_IS_BETTER)
+)
 
 
 @dataclass
@@ -135,9 +142,16 @@ def _nice_step(span: float, target: int = 5) -> float:
 
 
 def metric_direction(metric: str) -> int:
-    """+1 when higher is better, -1 when lower is, 0 when it depends (e.g. refusal_rate)."""
-    name = metric.lower()
-    if any(token in name for token in LOWER_IS_BETTER):
+    """+1 when higher is better, -1 when lower is, 0 when it depends (e.g. refusal_rate).
+
+    A lower-is-better word counts whole (``eval_loss``, ``val_losses``; not ``glossary``).
+
+    Example::
+
+        metric_direction("eval_loss"), metric_direction("hybrid_ndcg@10")   # (-1, 1)
+    """
+    name = str(metric).lower()
+    if _LOWER_WORDS.search(name):
         return -1
     return 1 if any(token in name for token in HIGHER_IS_BETTER) else 0
 

@@ -119,6 +119,11 @@ class FeedbackQueryEngine(BaseQueryEngine):
         dump_metadata(metadata, "metadata")
         self._query_engine = query_engine
         self.store = store if isinstance(store, FeedbackStore) else FeedbackStore(store)
+        if self.store.read_only:  # every answer would go unrecorded, one warning each
+            raise PermissionError(
+                f"FeedbackQueryEngine records every answer, but {self.store!r} was opened "
+                "read-only; pass a FeedbackStore opened without read_only=True"
+            )
         self.bundle_version = bundle_version
         self.metadata = dict(metadata or {})
         self.on_store_error = on_store_error

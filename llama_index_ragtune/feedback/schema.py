@@ -35,7 +35,13 @@ import warnings
 from contextlib import suppress
 from pathlib import Path
 
-__all__ = ["FORMAT_NAME", "SCHEMA_VERSION", "FeedbackStoreError", "open_database"]
+__all__ = [
+    "FORMAT_NAME",
+    "SCHEMA_VERSION",
+    "FeedbackStoreError",
+    "SnapshotConnection",
+    "open_database",
+]
 
 FORMAT_NAME = "llama-index-ragtune/feedback"
 SCHEMA_VERSION = 1
@@ -156,7 +162,8 @@ def file_error(exc: BaseException, path: str | Path) -> OSError | None:
             cls = OSError  # not (only) permissions: too many open files, say
         return cls(
             f"the feedback store {file} {cause} ({exc}): {where}; make them writable, "
-            "or copy the store to a writable folder"
+            "or copy the store to a writable folder (to only read it, open it with "
+            "read_only=True)"
         )
     if "disk is full" in text:
         return OSError(
@@ -256,20 +263,79 @@ def _checked(conn: sqlite3.Connection, path: str) -> bool:
         ) from exc
 
 
+class SnapshotConnection(sqlite3.Connection):
+    """A read-only connection opened ``immutable``: it reads the main file only, so it is
+    valid only while no writer has the store open (no ``<file>-wal`` next to it)."""
+
+
+def wal_file(path: str | Path) -> Path:
+    """The WAL file SQLite keeps next to ``path`` while any connection has it open."""
+    return Path(f"{path}-wal")
+
+
+def _open_read_only(file: Path, timeout: float) -> sqlite3.Connection:
+    """A connection that never writes: ``mode=ro``; in a folder this user may not write,
+    with no writer present (no ``-wal``), ``immutable`` (WAL's ``-shm`` cannot be made)."""
+    uri = file.absolute().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None,
+                           check_same_thread=False)  # fmt: skip
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        # immutable is safe only with no writer (no -wal) and where -shm cannot be made
+        snapshot = not wal_file(file).exists() and not os.access(file.parent, os.W_OK)
+        if file_error(exc, file) is None or not snapshot:
+            raise
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise FeedbackStoreError(
+            f"{file} is not a readable SQLite database ({exc}); pass the path of a feedback store"
+        ) from exc
+    return sqlite3.connect(
+        uri + "&immutable=1", uri=True, timeout=timeout, isolation_level=None,
+        check_same_thread=False, factory=SnapshotConnection,
+    )  # fmt: skip
+
+
+def _read_only_store(file: Path, timeout: float) -> sqlite3.Connection:
+    """A read-only connection to the feedback store ``file``, its schema checked."""
+    conn = _open_read_only(file, timeout)
+    try:
+        conn.execute("PRAGMA query_only=ON")
+        if not _checked(conn, str(file)):
+            raise FeedbackStoreError(
+                f"{file} holds no feedback store yet (no tables), so there is nothing to read; "
+                "pass the path of a feedback store"
+            )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def open_database(
-    path: str | Path, timeout: float = 30.0, create: bool = True, synchronous: str = "NORMAL"
+    path: str | Path,
+    timeout: float = 30.0,
+    create: bool = True,
+    synchronous: str = "NORMAL",
+    read_only: bool = False,
 ) -> sqlite3.Connection:
     """Open (and, with ``create``, initialise) the feedback database at ``path``.
 
     ``":memory:"`` gives a private in-memory store (no WAL). Raises
-    ``FileNotFoundError`` when ``create=False`` and the file is missing,
-    :class:`FeedbackStoreError` for a file that is not a feedback store of a
+    ``FileNotFoundError`` when ``create=False`` (or ``read_only``) and the file is
+    missing, :class:`FeedbackStoreError` for a file that is not a feedback store of a
     schema this version can read (or whose tables were edited), and
     ``PermissionError`` when SQLite may not write the file or its folder.
+    ``read_only=True`` never writes: it reads a store in a folder this user may not
+    write (a :class:`SnapshotConnection` when no writer has it open).
 
     Example::
 
         conn = open_database("feedback.sqlite", create=False)   # never makes an empty file
+        conn = open_database("/srv/shared/feedback.sqlite", read_only=True)
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
@@ -282,15 +348,21 @@ def open_database(
             f"synchronous must be 'NORMAL' (survives a killed process) or 'FULL' (also "
             f"survives power loss), got {synchronous!r}"
         )
+    if memory and read_only:
+        raise ValueError(
+            "read_only=True needs a database file: a new ':memory:' store is empty; pass the "
+            "path of a feedback store"
+        )
     if not memory:
-        file = Path(path_str)
+        file = Path(path_str).expanduser()  # "~/feedback.sqlite" is in the home folder
+        path_str = str(file)
         if file.is_dir():
             raise FeedbackStoreError(f"{file} is a directory; pass the path of a database file")
         if not file.exists():
-            if not create:
+            if not create or read_only:
+                hint = "" if read_only else " (or open it with create=True to start an empty store)"
                 raise FileNotFoundError(
-                    f"feedback store {file} does not exist; check the path (or open it with "
-                    "create=True to start an empty store)"
+                    f"feedback store {file} does not exist; check the path{hint}"
                 )
             link = f" (a symbolic link to {os.readlink(file)})" if file.is_symlink() else ""
             folder = Path(os.path.realpath(file)).parent if link else file.parent
@@ -299,6 +371,8 @@ def open_database(
                     f"cannot create feedback store {file}{link}: the folder {folder} does not exist"
                 )
     try:
+        if read_only:
+            return _read_only_store(Path(path_str), timeout)
         conn = sqlite3.connect(
             path_str, timeout=timeout, isolation_level=None, check_same_thread=False
         )

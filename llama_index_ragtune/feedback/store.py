@@ -43,9 +43,11 @@ from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats
 from llama_index_ragtune.feedback.responses import response_fields
 from llama_index_ragtune.feedback.schema import (
     FeedbackStoreError,
+    SnapshotConnection,
     file_error,
     is_damage,
     open_database,
+    wal_file,
 )
 from llama_index_ragtune.feedback.sql import (
     COLUMNS,
@@ -82,7 +84,7 @@ def _record_id(record_id: Any) -> str:
 
 
 def check_path(path: Any) -> str | Path:
-    """The ``path`` argument of a store: ``":memory:"`` or a file path (raises naming it)."""
+    """The ``path`` argument of a store: ``":memory:"`` or a file path, ``~`` expanded (raises naming it)."""
     if isinstance(path, str) and path == ":memory:":
         return path
     if not isinstance(path, (str, os.PathLike)):
@@ -102,20 +104,24 @@ def check_path(path: Any) -> str | Path:
             f"FeedbackStore: path {text!r} contains a NUL character (\\0), which no file name "
             "can hold; pass the database file's path"
         )
-    return Path(text)
+    return Path(text).expanduser()  # like every other path the package takes
 
 
 class FeedbackStore:
     """A feedback log on SQLite (WAL mode); share one file between processes.
 
     Args:
-        path: the database file (created with its folder's permissions when missing),
-            or ``":memory:"`` for a private throw-away store.
+        path: the database file (``~`` is expanded; created with its folder's permissions
+            when missing), or ``":memory:"`` for a private throw-away store.
         timeout: seconds a write waits for another writer's lock before ``TimeoutError``.
         create: ``False`` raises ``FileNotFoundError`` for a missing file instead of
             starting an empty store (use it where a typo must not go unnoticed).
         synchronous: ``"NORMAL"`` keeps every committed record when a process is
             killed; ``"FULL"`` also through a power loss (one fsync per write).
+        read_only: ``True`` opens an existing store for reading only (stats, records,
+            exports), also in a folder this user may not write; every write then raises
+            ``PermissionError``. Opened while no writer has the file open, it reads the
+            file as it is and switches to following the writer once one appears.
 
     A write SQLite cannot make raises an ``OSError`` naming the file, and stores
     nothing of that write: ``PermissionError`` for a read-only file or folder (WAL
@@ -141,6 +147,7 @@ class FeedbackStore:
         timeout: float = 30.0,
         create: bool = True,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        read_only: bool = False,
     ) -> None:
         if (
             isinstance(timeout, bool)
@@ -156,13 +163,16 @@ class FeedbackStore:
                 "FeedbackStore: synchronous must be 'NORMAL' or 'FULL', got "
                 f"{type(synchronous).__name__} {show(synchronous)}"
             )
+        if not isinstance(read_only, bool):
+            raise TypeError(
+                f"FeedbackStore: read_only must be True or False, got {show(read_only)}"
+            )
         self._path = check_path(path)
         self._timeout = float(timeout)
         self._synchronous = synchronous
+        self._read_only = read_only
         self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = open_database(
-            self._path, timeout=self._timeout, create=create, synchronous=synchronous
-        )
+        self._conn: sqlite3.Connection | None = self._open(create)
         self._pid = os.getpid()
         self._inherited: list[sqlite3.Connection] = []
 
@@ -172,18 +182,43 @@ class FeedbackStore:
         """The database file (or ``":memory:"``)."""
         return self._path
 
+    @property
+    def read_only(self) -> bool:
+        """Whether this store was opened with ``read_only=True`` (every write raises)."""
+        return self._read_only
+
     def __repr__(self) -> str:
-        return f"FeedbackStore({str(self._path)!r})"
+        extra = ", read_only=True" if self._read_only else ""
+        return f"FeedbackStore({str(self._path)!r}{extra})"
 
     def __getstate__(self) -> dict[str, Any]:
         if str(self._path) == ":memory:":
             raise TypeError(
                 "an in-memory FeedbackStore cannot be sent to another process; use a file"
             )
-        return {"path": self._path, "timeout": self._timeout, "synchronous": self._synchronous}
+        return {
+            "path": self._path,
+            "timeout": self._timeout,
+            "synchronous": self._synchronous,
+            "read_only": self._read_only,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], timeout=state["timeout"], synchronous=state["synchronous"])
+        self.__init__(
+            state["path"],
+            timeout=state["timeout"],
+            synchronous=state["synchronous"],
+            read_only=state.get("read_only", False),
+        )
+
+    def _open(self, create: bool) -> sqlite3.Connection:
+        return open_database(
+            self._path,
+            timeout=self._timeout,
+            create=create,
+            synchronous=self._synchronous,
+            read_only=self._read_only,
+        )
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -194,16 +229,25 @@ class FeedbackStore:
                     "an in-memory FeedbackStore cannot be used after fork(); use a file"
                 )
             self._inherited.append(self._conn)  # keep it referenced: closing it here is unsafe
-            self._conn = open_database(
-                self._path, timeout=self._timeout, create=False, synchronous=self._synchronous
-            )
+            self._conn = self._open(create=False)
             self._pid = os.getpid()
+        if isinstance(self._conn, SnapshotConnection) and wal_file(self._path).exists():
+            # a writer has opened the store since: the file alone is no longer the whole log
+            self._conn.close()
+            self._conn = None
+            self._conn = self._open(create=False)
         return self._conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
         with self._lock:
+            if self._read_only:
+                raise PermissionError(
+                    f"the feedback store {self._path} was opened with read_only=True: it can be "
+                    f"read, not written; open FeedbackStore({str(self._path)!r}) to write (SQLite "
+                    "needs to write the file and its folder)"
+                )
             conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")

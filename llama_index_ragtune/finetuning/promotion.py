@@ -24,7 +24,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from numbers import Real
-from typing import Any
+from typing import Any, Literal
 
 DEFAULT_MARGIN = 0.005
 """Default promotion margin for ranking metrics (nDCG@10): half a point.
@@ -84,7 +84,7 @@ def decide_promotion(
     challenger: Mapping[str, float] | None,
     metric: str,
     margin: float = DEFAULT_MARGIN,
-    greater_is_better: bool = True,
+    greater_is_better: bool | Literal["auto"] = "auto",
     force: bool = False,
     champion_name: str = "the starting model",
 ) -> PromotionDecision:
@@ -94,21 +94,33 @@ def decide_promotion(
         champion, challenger: validation metrics of the model in use and of the tuned one.
         metric: the key compared.
         margin: the challenger must be better by more than this (``>= 0``).
-        greater_is_better: ``False`` for losses.
+        greater_is_better: ``False`` for losses; ``"auto"`` (default) reads it from the
+            metric's name: lower is better for a loss, perplexity or error
+            (``evaluation.svg_charts.metric_direction``, which the report's charts use
+            too), higher for anything else (nDCG, recall, AUC).
         force: promote whatever the numbers say (the decision records it as forced).
         champion_name: how the champion is named in ``reason``.
 
     Without a value for both (no validation split), the challenger is promoted
     only when ``force`` is true; otherwise the champion stays and ``reason``
     says that nothing could be checked.
+
+    Example::
+
+        decide_promotion({"eval_loss": 1.9}, {"eval_loss": 1.4}, "eval_loss").promoted   # True
     """
     if isinstance(margin, bool) or not isinstance(margin, Real):
         raise TypeError(f"margin must be a finite number >= 0, got {margin!r}")
     if margin < 0 or not math.isfinite(margin):
         raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    if isinstance(greater_is_better, str) and greater_is_better == "auto":
+        from llama_index_ragtune.evaluation.svg_charts import metric_direction
+
+        greater_is_better = metric_direction(metric) >= 0
     if not isinstance(greater_is_better, bool):
         raise TypeError(
-            f"greater_is_better must be True or False (False for losses), got {greater_is_better!r}"
+            f"greater_is_better must be True, False (for losses) or 'auto' (read from the "
+            f"metric's name), got {greater_is_better!r}"
         )
     old = _value(champion, metric, "champion")
     new = _value(challenger, metric, "challenger")

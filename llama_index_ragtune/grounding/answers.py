@@ -29,16 +29,41 @@ def _normal(text: str) -> str:
     return " ".join(text.lower().split()).strip(" .")
 
 
+# What a model wraps its refusal in: Markdown emphasis or code, quotation marks, a quote
+# block or heading mark, and a short apology before it ("Sorry, ...", "I'm sorry, but ...").
+_WRAP_OPEN = " *_~`\"'\u201c\u201d\u2018\u2019\u00ab\u00bb\u201e>#"
+_WRAP_CLOSE = " .*_~`\"'\u201c\u201d\u2018\u2019\u00ab\u00bb"
+_APOLOGY = re.compile(
+    r"(?:(?:i|we)(?:\s*['\u2019]\s*(?:m|re)|\s+am|\s+are)\s+)?(?:very\s+|so\s+|really\s+)?"
+    r"(?:sorry|unfortunately|regrettably|apologies|my\s+apologies|(?:i|we)\s+apologi[sz]e)"
+    r"\s*[,:;.!\u2013\u2014-]+\s*(?:but\s+)?"
+)
+
+
+def _bare(text: str) -> str:
+    """``_normal(text)`` without the wrapping and apology a refusal may come in."""
+    norm = " ".join(text.lower().split()).lstrip(_WRAP_OPEN)
+    apology = _APOLOGY.match(norm)
+    if apology is not None:
+        norm = norm[apology.end() :].lstrip(_WRAP_OPEN)
+    return norm.rstrip(_WRAP_CLOSE)
+
+
 def _opens_with(answer: str, refusal: str) -> bool:
-    norm, target = _normal(answer), _normal(refusal)
-    return norm.startswith(target) and not norm[len(target) : len(target) + 1].isalnum()
+    target = _normal(refusal)
+    return any(
+        norm.startswith(target) and not norm[len(target) : len(target) + 1].isalnum()
+        for norm in (_normal(answer), _bare(answer))
+    )
 
 
 def _refuses(answer: str, cited: bool, refusal: str) -> bool:
-    """Uncited and opening with the refusal, or cited and saying nothing but the refusal."""
+    """Uncited and opening with the refusal, or cited and saying nothing but the refusal
+    (either way in bold, quotes or code, or after a short apology: still the refusal)."""
     if not cited:
         return _opens_with(answer, refusal)
-    return _normal(strip_citations(answer)) == _normal(refusal)
+    said = strip_citations(answer)
+    return _normal(refusal) in (_normal(said), _bare(said))
 
 
 def _says_nothing(text: str) -> bool:
@@ -75,14 +100,17 @@ def is_refusal(answer: str, refusal: str = DEFAULT_REFUSAL) -> bool:
     nothing but the refusal around its citations (``"[2] Insufficient information ..."``:
     citing a source does not turn "the sources lack the answer" into an answer).
 
-    Case, spacing and a final full stop are ignored; a refusal followed by a cited
-    claim is an answer. On an answer cleaned by :func:`parse_answer` this gives its
-    ``refused`` flag.
+    Case, spacing and a final full stop are ignored, and so are Markdown emphasis or
+    code, quotation marks, and a short apology around the sentence (``"**...**"``,
+    ``"Sorry, insufficient ..."``); a refusal followed by a cited claim is an answer,
+    and so is one that mentions the sentence after other text. On an answer cleaned
+    by :func:`parse_answer` this gives its ``refused`` flag.
 
     Example::
 
         is_refusal("insufficient information in the provided sources")   # True
         is_refusal("[2] " + DEFAULT_REFUSAL)                              # True
+        is_refusal("Sorry, **" + DEFAULT_REFUSAL + "**")                  # True
         is_refusal(DEFAULT_REFUSAL + " But [1] says Paris.")              # False
     """
     check_refusal(refusal)

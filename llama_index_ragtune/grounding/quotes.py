@@ -10,6 +10,12 @@ source is ``exact``; otherwise its score is difflib's similarity ratio with
 the best-matching stretch of the source (a clip marker ``...`` splits the quote
 into pieces, each matched on its own, weighted by length), and it counts as
 ``fuzzy`` at or above ``fuzzy_threshold``.
+
+difflib's work grows with quote length x source length, so past ``FUZZY_BUDGET``
+(a piece of several thousand characters, or a source of hundreds of thousands) a
+piece is cut into stretches of about 500 characters, each compared only with
+the parts of the source its 8-character grams point to: work linear in both
+lengths, and the score an estimate (exact matches are still found exactly).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ DEFAULT_FUZZY_THRESHOLD = 0.9
 
 __all__ = [
     "DEFAULT_FUZZY_THRESHOLD",
+    "FUZZY_BUDGET",
     "DEFAULT_MIN_QUOTE_WORDS",
     "QUOTE_PATTERN",
     "QuoteCheck",
@@ -157,6 +164,63 @@ def _fuzzy(piece: str, source: str) -> float:
     return min(best, 0.9999)  # only an exact occurrence scores 1.0
 
 
+#: The most characters of quote x characters of source one difflib comparison may take
+#: (its cost grows with the product); a quote piece and source within it (a 500-character
+#: quote in a 30,000-character source, 4,000 characters in 4,000) are compared whole.
+FUZZY_BUDGET = 16_000_000
+_STRETCH = 500  # a longer over-budget piece is matched in stretches of about this many characters
+_GRAM = 8  # characters of the n-grams that locate a stretch in a long source
+_COMMON_GRAM = 8  # a gram seen more often than this in the source locates nothing
+
+
+def _gram_index(source: str) -> dict[str, list[int]]:
+    """Positions of each ``_GRAM``-character gram of ``source`` (common grams dropped): linear."""
+    index: dict[str, list[int]] = {}
+    for j in range(len(source) - _GRAM + 1):
+        index.setdefault(source[j : j + _GRAM], []).append(j)
+    return {gram: spots for gram, spots in index.items() if len(spots) <= _COMMON_GRAM}
+
+
+def _near(piece: str, source: str, index: dict[str, list[int]]) -> float:
+    """``_fuzzy(piece, source)`` with work linear in ``len(piece)``: the piece is compared with
+    the few stretches of ``source`` where its grams say it would start (at most 2 tries)."""
+    votes: dict[int, int] = {}
+    for i in range(len(piece) - _GRAM + 1):
+        for j in index.get(piece[i : i + _GRAM], ()):
+            votes[(j - i) // 32] = votes.get((j - i) // 32, 0) + 1
+    starts = sorted(votes, key=lambda b: (-votes[b], b))[:2] or [0]
+    slack = len(piece) // 4 + 2  # as _fuzzy: a window is at most this much longer
+    best = 0.0
+    for bucket in starts:
+        begin = max(0, bucket * 32 - slack)
+        best = max(best, _fuzzy(piece, source[begin : bucket * 32 + 32 + len(piece) + slack]))
+    return best
+
+
+def _bounded(piece: str, source: str, index: dict[str, list[int]] | None) -> float:
+    """``_fuzzy``, or past ``FUZZY_BUDGET`` its located, stretch-wise estimate (never 1.0)."""
+    if not piece or piece in source:
+        return 1.0
+    if len(piece) * len(source) <= FUZZY_BUDGET:
+        return _fuzzy(piece, source)
+    if index is None:
+        index = _gram_index(source)
+    stretches, start = [], 0
+    while start < len(piece):  # cut at spaces, each stretch about _STRETCH characters
+        cut = piece.rfind(" ", start + 1, start + _STRETCH) if len(piece) - start > _STRETCH else -1
+        end = (
+            len(piece)
+            if len(piece) - start <= _STRETCH
+            else (cut if cut > start else start + _STRETCH)
+        )
+        stretches.append(piece[start:end].strip())
+        start = end
+    stretches = [s for s in stretches if s]
+    total = sum(len(s) for s in stretches)
+    score = sum(_near(s, source, index) * len(s) for s in stretches) / total
+    return min(score, 0.9999)  # only an exact occurrence scores 1.0
+
+
 def _score(quote: str, source: str, normalized: bool = False) -> float:
     pieces = [normalize_quote(p) for p in _ELLIPSIS.split(quote)]
     pieces = [p for p in pieces if p]
@@ -164,7 +228,13 @@ def _score(quote: str, source: str, normalized: bool = False) -> float:
         return 0.0
     text = source if normalized else normalize_quote(source)
     weights = [len(p) for p in pieces]
-    return sum(_fuzzy(p, text) * w for p, w in zip(pieces, weights, strict=True)) / sum(weights)
+    index: dict[str, list[int]] | None = None  # made once, when a piece needs it
+    total = 0.0
+    for piece, weight in zip(pieces, weights, strict=True):
+        if index is None and piece not in text and len(piece) * len(text) > FUZZY_BUDGET:
+            index = _gram_index(text)
+        total += _bounded(piece, text, index) * weight
+    return total / sum(weights)
 
 
 def code_mask(answer: str) -> list[bool]:

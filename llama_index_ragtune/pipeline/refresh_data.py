@@ -48,7 +48,8 @@ class RefreshError(ValueError):
 
 
 def open_store(store: Any) -> Any:
-    """A ``FeedbackStore`` for ``store`` (a store, or the path of an existing SQLite file)."""
+    """A ``FeedbackStore`` for ``store`` (a store, or the path of an existing SQLite file, opened
+    read-only: a store in a folder the refresh may not write is read too)."""
     from llama_index_ragtune.feedback import FeedbackStore
 
     if isinstance(store, FeedbackStore):
@@ -56,7 +57,7 @@ def open_store(store: Any) -> Any:
     path = Path(store).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"feedback store not found: {path}")
-    return FeedbackStore(path, create=False)
+    return FeedbackStore(path, create=False, read_only=True)  # a refresh only reads it
 
 
 def _filters_and_shown(

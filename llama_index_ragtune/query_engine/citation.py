@@ -280,7 +280,14 @@ class CitationQueryEngine(BaseQueryEngine):
         retriever or a postprocessor returns must be a list of ``NodeWithScore`` (``TypeError``
         naming it otherwise: ``None`` is not "nothing found").
         """
-        nodes = _checked(self._retriever.retrieve(query_bundle), self._retriever, "retriever")
+        try:
+            found = self._retriever.retrieve(query_bundle)
+        except (TypeError, AttributeError) as exc:
+            problem = _unreadable_output(exc, self._retriever)
+            if problem is None:
+                raise
+            raise problem from exc
+        nodes = _checked(found, self._retriever, "retriever")
         for postprocessor in self._node_postprocessors:
             nodes = postprocessor.postprocess_nodes(nodes, query_bundle=query_bundle)
             nodes = _checked(nodes, postprocessor, "node postprocessor")
@@ -289,7 +296,14 @@ class CitationQueryEngine(BaseQueryEngine):
     async def aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """Async twin of :meth:`retrieve` (``aretrieve`` and ``apostprocess_nodes``)."""
         retriever = self._retriever
-        nodes = _checked(await retriever.aretrieve(query_bundle), retriever, "retriever")
+        try:
+            found = await retriever.aretrieve(query_bundle)
+        except (TypeError, AttributeError) as exc:
+            problem = _unreadable_output(exc, retriever)
+            if problem is None:
+                raise
+            raise problem from exc
+        nodes = _checked(found, retriever, "retriever")
         for postprocessor in self._node_postprocessors:
             nodes = await postprocessor.apostprocess_nodes(nodes, query_bundle=query_bundle)
             nodes = _checked(nodes, postprocessor, "node postprocessor")
@@ -583,9 +597,34 @@ def _is_local(llm: Any) -> bool:
     )
 
 
-def _checked(nodes: Any, where: Any, role: str) -> list[NodeWithScore]:
-    """``nodes`` as a list of ``NodeWithScore``, or a ``TypeError`` naming the ``role`` at fault."""
-    name = f"the {role} {type(where).__name__}"
+# core's BaseRetriever.retrieve / aretrieve read what _retrieve returned in these methods
+_CORE_READS_RETRIEVED = frozenset({"_handle_recursive_retrieval", "_ahandle_recursive_retrieval"})
+
+
+def _unreadable_output(exc: BaseException, retriever: Any) -> TypeError | None:
+    """When LlamaIndex core failed reading what a retriever's ``_retrieve`` returned (``None``,
+    a string, bare nodes), the error naming that retriever and what it must return; ``None``
+    when what it returned was fine (the error is someone else's: the retriever's own, say)."""
+    reader, tb = None, exc.__traceback__
+    while tb is not None:  # the innermost core frame that read a retriever's output
+        if tb.tb_frame.f_code.co_name in _CORE_READS_RETRIEVED:
+            reader = tb.tb_frame
+        tb = tb.tb_next
+    if reader is None:
+        return None
+    method = "_aretrieve / _retrieve" if reader.f_code.co_name.startswith("_a") else "_retrieve"
+    where = reader.f_locals.get("self", retriever)
+    try:
+        _checked(reader.f_locals.get("nodes"), where, "retriever", f"'s {method}")
+    except TypeError as problem:
+        return problem
+    return None
+
+
+def _checked(nodes: Any, where: Any, role: str, via: str = "") -> list[NodeWithScore]:
+    """``nodes`` as a list of ``NodeWithScore``, or a ``TypeError`` naming the ``role`` at fault
+    (``via``: the method that returned them, e.g. ``"'s _retrieve"``)."""
+    name = f"the {role} {type(where).__name__}{via}"
     if nodes is None or isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
         raise TypeError(
             f"{name} returned {type(nodes).__name__}, not a list of NodeWithScore (return [] "
