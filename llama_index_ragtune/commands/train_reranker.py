@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.finetuning.hybrid_eval import fusion_params
     from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
     from llama_index_ragtune.finetuning.reranker import DEFAULT_BUDGET, RerankerFinetuneEngine
-    from llama_index_ragtune.models import resolve_model
+    from llama_index_ragtune.models import load_model, resolve_model
 
     if args.loss == "margin_mse" and not (args.teacher or args.teacher_encoder):
         raise SystemExit(
@@ -118,15 +118,19 @@ def run(args: argparse.Namespace) -> int:
         )
     check_device_option(args.device)  # not after the data and the models are loaded
     data = load_training_data(args)
-    encoder = SentenceTransformer(resolve_model(args.encoder, kind="encoder"), device=args.device)
+    encoder = load_model(
+        SentenceTransformer, resolve_model(args.encoder, kind="encoder"), device=args.device
+    )
     train, mining = mine_negatives(args, data.train, embed_model=encoder)
     teacher = args.teacher
     if args.teacher_encoder:
         teacher = (
             encoder
             if args.teacher_encoder == args.encoder
-            else SentenceTransformer(
-                resolve_model(args.teacher_encoder, kind="encoder"), device=args.device
+            else load_model(
+                SentenceTransformer,
+                resolve_model(args.teacher_encoder, kind="encoder"),
+                device=args.device,
             )
         )
     fusion = _fusion(args)

@@ -179,7 +179,9 @@ def load_cross_encoder_scorer(
     if isinstance(cross_encoder, str | Path):
         from sentence_transformers import CrossEncoder
 
-        cross_encoder = CrossEncoder(str(cross_encoder))
+        from llama_index_ragtune.models import load_model
+
+        cross_encoder = load_model(CrossEncoder, str(cross_encoder))
     if hasattr(cross_encoder, "predict"):
         model = cross_encoder
 
@@ -216,10 +218,10 @@ def _load_encoder(model: Any) -> Any:
     if model is None or isinstance(model, str | Path):
         from sentence_transformers import SentenceTransformer
 
-        from llama_index_ragtune.models import resolve_model
+        from llama_index_ragtune.models import load_model, resolve_model
 
         path = resolve_model(None if model is None else str(model), kind="encoder")
-        return SentenceTransformer(str(path))
+        return load_model(SentenceTransformer, str(path))
     if hasattr(model, "encode") or hasattr(model, "get_text_embedding_batch"):
         return model
     raise TypeError(

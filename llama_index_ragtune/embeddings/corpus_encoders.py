@@ -113,7 +113,9 @@ class BlockEncoder:
         if kind == "sentence-transformers":
             from sentence_transformers import SentenceTransformer
 
-            return cls(SentenceTransformer(value, device="cpu"), normalize)
+            from llama_index_ragtune.models import load_model
+
+            return cls(load_model(SentenceTransformer, value, device="cpu"), normalize)
         if kind == "instance":
             return cls(value, normalize)
         raise ValueError(f"unknown model spec kind {kind!r}")

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from llama_index_ragtune.models import MODEL_LOADING_LOCK, resolve_model
+from llama_index_ragtune.models import load_model, resolve_model
 
 Backend = Literal["auto", "onnx", "onnx-int8", "torch"]
 BACKENDS: tuple[str, ...] = ("auto", "onnx", "onnx-int8", "torch")
@@ -58,13 +58,14 @@ def default_embed_model(
     if backend in ("onnx", "onnx-int8"):
         from llama_index_ragtune.embeddings.onnx import OnnxEmbedding
 
-        with MODEL_LOADING_LOCK:  # it may export the model (a SentenceTransformer load)
-            return OnnxEmbedding(model, quantize=backend == "onnx-int8", **kwargs)
+        # not under the loading lock: an export loads the model through load_model itself
+        return OnnxEmbedding(model, quantize=backend == "onnx-int8", **kwargs)
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     kwargs.setdefault("device", "cpu")
-    with MODEL_LOADING_LOCK:
-        return HuggingFaceEmbedding(model_name=resolve_model(model, kind="encoder"), **kwargs)
+    return load_model(
+        HuggingFaceEmbedding, model_name=resolve_model(model, kind="encoder"), **kwargs
+    )
 
 
 def resolve_embed_model(embed_model: BaseEmbedding | None = None) -> BaseEmbedding:

@@ -152,12 +152,14 @@ def _export(name_or_path: str, out: Path) -> dict[str, Any]:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from llama_index_ragtune.models import MODEL_LOADING_LOCK
+    from llama_index_ragtune.models import load_model
 
-    with MODEL_LOADING_LOCK:
-        st = SentenceTransformer(
-            name_or_path, device="cpu", model_kwargs={"attn_implementation": "eager"}
-        )
+    st = load_model(
+        SentenceTransformer,
+        name_or_path,
+        device="cpu",
+        model_kwargs={"attn_implementation": "eager"},
+    )
     st.eval()
     modules = list(st)
     first, tail = modules[0], modules[1:]

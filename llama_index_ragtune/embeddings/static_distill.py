@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llama_index_ragtune._atomic import atomic_dir, atomic_write_json, sha256_file
-from llama_index_ragtune.models import resolve_model
+from llama_index_ragtune.models import load_model, resolve_model
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -73,16 +73,15 @@ def _load(model: str | os.PathLike | SentenceTransformer | None) -> tuple[Any, s
         return model, _portable(str(name))
 
     if model is None:
-        return SentenceTransformer(
-            resolve_model(None, kind="encoder"), device="cpu"
-        ), "bundled all-MiniLM-L6-v2"
+        bundled = resolve_model(None, kind="encoder")
+        return load_model(SentenceTransformer, bundled, device="cpu"), "bundled all-MiniLM-L6-v2"
     source = resolve_model(str(model), kind="encoder")
     if Path(source).expanduser().exists() and not (Path(source) / "modules.json").is_file():
         raise ValueError(
             f"{source} is not a sentence-transformers folder (no modules.json); pass the folder "
             "the encoder was saved to (e.g. runs/encoder/final)"
         )
-    return SentenceTransformer(source, device="cpu"), _portable(source)
+    return load_model(SentenceTransformer, source, device="cpu"), _portable(source)
 
 
 def _pooling_of(model: Any, pooling: str | None) -> str:
@@ -205,7 +204,7 @@ def distill_static_embedding(
     if getattr(static, "weights", None) is not None:
         weights = weights * np.asarray(static.weights, dtype=np.float32)[:, None]
     module = StaticEmbedding(static.tokenizer, embedding_weights=np.ascontiguousarray(weights))
-    st_model = SentenceTransformer(modules=[module, Normalize()], device="cpu")
+    st_model = load_model(SentenceTransformer, modules=[module, Normalize()], device="cpu")
     with atomic_dir(target, what="distill_static_embedding") as tmp:
         st_model.save(str(tmp))
         atomic_write_json(

@@ -90,10 +90,9 @@ class CrossEncoderEntailment:
                     "CrossEncoderEntailment needs a model: an NLI cross-encoder id/path "
                     "(e.g. 'cross-encoder/nli-deberta-v3-small') or a trained reranker folder."
                 )
-            from llama_index_ragtune.models import MODEL_LOADING_LOCK
+            from llama_index_ragtune.models import load_model
 
-            with MODEL_LOADING_LOCK:
-                self.model = CrossEncoder(str(model), device=device, max_length=max_length)
+            self.model = load_model(CrossEncoder, str(model), device=device, max_length=max_length)
         labels = {int(k): str(v).lower() for k, v in (self.model.config.id2label or {}).items()}
         entail = [i for i, name in labels.items() if "entail" in name]
         if self.model.num_labels > 1 and not entail:

@@ -45,7 +45,7 @@ from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.promotion import decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.llms.answerability import AnswerabilityScorer
-from llama_index_ragtune.models import resolve_model
+from llama_index_ragtune.models import load_model, resolve_model
 
 if TYPE_CHECKING:
     import datasets
@@ -196,7 +196,8 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
         if isinstance(model, CrossEncoder):
             ce = model
         elif model is None or isinstance(model, (str, os.PathLike)):
-            ce = CrossEncoder(
+            ce = load_model(
+                CrossEncoder,
                 resolve_model(None if model is None else str(model), kind="encoder"),
                 num_labels=1,
                 max_length=max_length,

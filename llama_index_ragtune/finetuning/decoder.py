@@ -71,7 +71,7 @@ from llama_index_ragtune.finetuning.decoder_validation import completion_nll
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 from llama_index_ragtune.llms import LocalChatLLM
-from llama_index_ragtune.models import MODEL_LOADING_LOCK, resolve_model
+from llama_index_ragtune.models import load_model, resolve_model
 
 if TYPE_CHECKING:
     import datasets
@@ -290,8 +290,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                     f"The tokenizer of '{self.base_model}' has no chat template; grounded SFT needs a "
                     "chat/instruct model (or set tokenizer.chat_template and save it with the model)."
                 )
-        with MODEL_LOADING_LOCK:
-            return AutoModelForCausalLM.from_pretrained(self.base_model, dtype=dtype)
+        return load_model(AutoModelForCausalLM.from_pretrained, self.base_model, dtype=dtype)
 
     # ---------------------------------------------------------------- validation
     def split_validation(self) -> tuple[datasets.Dataset, datasets.Dataset | None]:
@@ -327,8 +326,11 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         train = self.train_dataset if train is None else train
         if resume_from_checkpoint and (self.sft_adapter_dir / _SFT_DONE).exists():
             logger.info("SFT already finished in %s; loading its adapter.", self.sft_adapter_dir)
-            self.model = PeftModel.from_pretrained(
-                self._load_base(), str(self.sft_adapter_dir), is_trainable=True
+            self.model = load_model(
+                PeftModel.from_pretrained,
+                self._load_base(),
+                str(self.sft_adapter_dir),
+                is_trainable=True,
             )
             return
         if self.budget is not None and self.budget.max_pairs and len(train) > self.budget.max_pairs:

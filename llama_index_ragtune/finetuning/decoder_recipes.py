@@ -210,15 +210,15 @@ def train_grpo(
     from trl import GRPOConfig, GRPOTrainer
 
     from llama_index_ragtune.evaluation.rewards import GroundedReward, reward_dataset
+    from llama_index_ragtune.models import load_model
 
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(sft_adapter))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(base_model), str(sft_adapter), is_trainable=True
-    )
+    base = load_model(AutoModelForCausalLM.from_pretrained, base_model)
+    model = load_model(PeftModel.from_pretrained, base, str(sft_adapter), is_trainable=True)
     config = GRPOConfig(
         output_dir=str(output_dir / "grpo"),
         num_generations=args.grpo_generations,

@@ -58,7 +58,7 @@ from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.finetuning.rows import check_trainable, encoder_rows
-from llama_index_ragtune.models import resolve_model
+from llama_index_ragtune.models import load_model, resolve_model
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -260,7 +260,9 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         if isinstance(model, SentenceTransformer):
             st = model
         elif model is None or isinstance(model, (str, Path)):
-            st = SentenceTransformer(resolve_model(model, kind="encoder"), device=device)
+            st = load_model(
+                SentenceTransformer, resolve_model(model, kind="encoder"), device=device
+            )
         else:
             raise TypeError(
                 f"model must be None, a path, a hub id or a SentenceTransformer, got {type(model).__name__}"
@@ -535,7 +537,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             ) from err
         kwargs.setdefault("query_instruction", self.query_prompt)
         kwargs.setdefault("text_instruction", self.passage_prompt)
-        return HuggingFaceEmbedding(model_name=str(path), **kwargs)
+        return load_model(HuggingFaceEmbedding, model_name=str(path), **kwargs)
 
 
 def _fusion_params(choice: Any) -> dict[str, Any] | None:

@@ -76,7 +76,7 @@ from llama_index_ragtune.finetuning.teachers import (  # noqa: F401 - bi_encoder
     bi_encoder_scorer,
     teacher_scorer,
 )
-from llama_index_ragtune.models import resolve_model
+from llama_index_ragtune.models import load_model, resolve_model
 from llama_index_ragtune.postprocessor import CrossEncoderRerank
 
 if TYPE_CHECKING:
@@ -295,7 +295,8 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             if max_length is None and model is None:
                 max_length = DEFAULT_MAX_LENGTH
             # num_labels=1: a bi-encoder checkpoint gets a new one-logit head.
-            ce = CrossEncoder(
+            ce = load_model(
+                CrossEncoder,
                 resolve_model(model, kind="encoder"),
                 num_labels=1,
                 max_length=max_length,

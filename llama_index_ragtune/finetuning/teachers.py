@@ -25,7 +25,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.cross_encoder import CrossEncoder
 from torch import nn
 
-from llama_index_ragtune.models import resolve_model
+from llama_index_ragtune.models import load_model, resolve_model
 
 Teacher = (
     str | CrossEncoder | SentenceTransformer | Callable[[list[tuple[str, str]]], Sequence[float]]
@@ -63,7 +63,7 @@ def bi_encoder_scorer(
 def teacher_scorer(teacher: Teacher) -> Callable[[list[tuple[str, str]]], Sequence[float]]:
     """One scoring function ``pairs -> scores`` from any teacher (see the module docstring)."""
     if isinstance(teacher, (str, Path)):
-        teacher = CrossEncoder(resolve_model(teacher, kind="encoder"))
+        teacher = load_model(CrossEncoder, resolve_model(teacher, kind="encoder"))
     if isinstance(teacher, CrossEncoder):
         model = teacher
         return lambda pairs: model.predict(

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune.models import MODEL_LOADING_LOCK
+from llama_index_ragtune.models import load_model
 from llama_index_ragtune.retrievers.checks import positive_int
 
 DEFAULT_MAX_LENGTH = 320
@@ -73,8 +73,9 @@ class AnswerabilityScorer:
                 )
             if path.exists():
                 _check_scorer_folder(path)
-            with MODEL_LOADING_LOCK:
-                self.model = CrossEncoder(str(path if path.exists() else model), device=device)
+            self.model = load_model(
+                CrossEncoder, str(path if path.exists() else model), device=device
+            )
             self.path = str(path.resolve()) if path.exists() else str(model)
         else:
             raise TypeError(

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune.models import MODEL_LOADING_LOCK, resolve_model
+from llama_index_ragtune.models import load_model, resolve_model
 
 __all__ = [
     "check_device",
@@ -203,16 +203,14 @@ def load_causal_lm(
         base_name = resolve_model(base_id, kind="decoder")
         # Merge in float32: a small LoRA delta added to half-precision weights is rounded away.
         load_dtype = torch.float32 if merge_adapter else weights_dtype
-        with MODEL_LOADING_LOCK:
-            base = AutoModelForCausalLM.from_pretrained(base_name, dtype=load_dtype)
-            hf_model = PeftModel.from_pretrained(base, name)
+        base = load_model(AutoModelForCausalLM.from_pretrained, base_name, dtype=load_dtype)
+        hf_model = load_model(PeftModel.from_pretrained, base, name)
         if merge_adapter:
             hf_model = hf_model.merge_and_unload().to(weights_dtype)
         has_tokenizer = (Path(name) / "tokenizer_config.json").is_file()
         tokenizer_source = name if has_tokenizer else base_name
     else:
-        with MODEL_LOADING_LOCK:
-            hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=weights_dtype)
+        hf_model = load_model(AutoModelForCausalLM.from_pretrained, name, dtype=weights_dtype)
         tokenizer_source = name
     hf_model.to(device)
     return hf_model, tokenizer or AutoTokenizer.from_pretrained(tokenizer_source), name

@@ -182,8 +182,45 @@ def _embed_model(encoder: str, make: Any) -> Any:
         )
         import tempfile
 
-        # a local folder is read where it is: the hub cache LlamaIndex would create is unused
-        return make(encoder, backend="torch", cache_folder=tempfile.gettempdir())
+        # A local folder is read where it is: the hub cache LlamaIndex would otherwise create
+        # is unused, so name the folder itself (a read-only container may have no temp folder).
+        cache = encoder if Path(encoder).is_dir() else tempfile.gettempdir()
+        return make(encoder, backend="torch", cache_folder=cache)
+
+
+def _no_temp_folder() -> str | None:
+    """Why this process has no usable temporary folder, or ``None`` when it has one."""
+    import tempfile
+
+    try:
+        tempfile.gettempdir()
+    except OSError as exc:
+        return " ".join(str(exc).split())[:200]
+    return None
+
+
+def _unreadable(folder: Path, limit: int = 3) -> list[str]:
+    """Up to ``limit`` files or folders under ``folder`` that this process cannot read."""
+    found: list[str] = []
+    for top, dirs, files in os.walk(folder, onerror=lambda exc: found.append(str(exc.filename))):
+        for name in dirs:
+            if not os.access(os.path.join(top, name), os.R_OK | os.X_OK):
+                found.append(os.path.join(top, name))
+        for name in files:
+            if not os.access(os.path.join(top, name), os.R_OK):
+                found.append(os.path.join(top, name))
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
+def _unreadable_error(folder: Path, found: list[str]) -> BundleError:
+    uid = getattr(os, "getuid", lambda: "?")()
+    return BundleError(
+        f"{folder}: {', '.join(found)} cannot be read by this user (uid {uid}): the bundle was "
+        "written by another user and its files are private to them; make the bundle readable "
+        f"to the server (`chmod -R a+rX {folder}`), or serve it as the user who wrote it"
+    )
 
 
 @contextlib.contextmanager
@@ -195,6 +232,17 @@ def _loading(folder: Path, part: str, entry: Mapping[str, Any] | None = None) ->
     except (BundleError, MemoryError):
         raise
     except Exception as exc:
+        unreadable = _unreadable(folder)
+        if unreadable:
+            raise _unreadable_error(folder, unreadable) from exc
+        no_temp = _no_temp_folder()
+        if no_temp:  # not the bundle's fault: torch / dill need a temporary folder
+            raise BundleError(
+                f"{folder / MANIFEST}: could not load {part}: this process has no writable "
+                f"temporary folder ({no_temp}), which the model libraries need; mount a "
+                "writable /tmp (a tmpfs or emptyDir volume) or set TMPDIR to a writable "
+                "folder; the bundle itself may stay read-only"
+            ) from exc
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         entry = entry or {}
         if entry.get("path"):
@@ -272,7 +320,13 @@ def load_bundle(
             f"{type(refusal_policy).__name__}."
         )
     folder = resolve_bundle_dir(path, version)
-    manifest = verify_bundle(folder, hashes=verify)
+    try:
+        manifest = verify_bundle(folder, hashes=verify)
+    except BundleError:
+        unreadable = _unreadable(folder)
+        if unreadable:  # not a damaged bundle: another user's private files
+            raise _unreadable_error(folder, unreadable) from None
+        raise
     models, retrieval, generation = (
         manifest["models"],
         manifest["retrieval"],
@@ -412,11 +466,33 @@ def package_versions() -> dict[str, str | None]:
 
 
 def link_or_copy(src: str, dst: str) -> str:
-    """Hard-link ``src`` to ``dst`` (no second copy of model weights), else copy it."""
+    """Hard-link ``src`` to ``dst`` (no second copy of model weights), else copy it.
+
+    The file gets the read permissions the user's umask gives new files: transformers saves
+    weights private to their owner (``0600``), which a server running as another user
+    (a container's non-root user) could not read from a deployed bundle.
+    """
     import shutil
 
     try:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+    with contextlib.suppress(OSError):  # a file system without modes, another owner's file
+        mode = os.stat(dst).st_mode
+        shared = mode | (0o444 & ~_umask())
+        if shared != mode:
+            os.chmod(dst, shared & 0o7777)
     return dst
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (``0o022`` where it cannot be read)."""
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/self/status", encoding="ascii") as status,
+    ):
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022

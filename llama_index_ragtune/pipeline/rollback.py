@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["rollback_bundle"]
+__all__ = ["rollback_bundle", "switch_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,18 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
 
         rollback_bundle("runs/shop")              # v3 -> v2
         rollback_bundle("runs/shop", to="v1")
+    """
+    return switch_version(path, to)[1]
+
+
+def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None, str]:
+    """:func:`rollback_bundle`, returning ``(served before, served now)``: both read under
+    the writer lock, so a report of the switch names the versions it switched between
+    (the first is ``None`` when ``CURRENT`` was missing or damaged and is now rewritten).
+
+    Example::
+
+        switch_version("runs/shop")               # ('v3', 'v2')
     """
     from llama_index_ragtune.pipeline.bundle_folders import (
         BundleError,
@@ -100,4 +112,4 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
             raise BundleError(f"cannot roll back to {to}: {exc}{hint}") from None
         set_current_version(root, to)
         append_history(root, {"action": "rollback", "from": current, "served": to})
-    return to
+    return current, to

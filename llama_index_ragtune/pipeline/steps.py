@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune.models import load_model
 from llama_index_ragtune.pipeline.context import RunContext
 
 if TYPE_CHECKING:
@@ -291,7 +292,7 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
     evaluator = HybridRetrievalEvaluator(
         train.queries, train.corpus, qrels, show_progress_bar=ctx.config.show_progress
     )
-    model = SentenceTransformer(ctx.served_encoder, device=ctx.config.device)
+    model = load_model(SentenceTransformer, ctx.served_encoder, device=ctx.config.device)
     champion = evaluator.evaluate(model)["hybrid_ndcg@10"]
     grid = "quick" if len(train) < QUICK_FUSION_GRID_BELOW else "full"
     choice = choose_fusion(evaluator.fusion_rankings(), qrels, grid=grid)
@@ -333,7 +334,7 @@ def reranker(ctx: RunContext) -> dict[str, Any]:
     folder = ctx.path("reranker")
     teacher = None
     if config.reranker_model is None:
-        teacher = SentenceTransformer(ctx.served_encoder, device=config.device)
+        teacher = load_model(SentenceTransformer, ctx.served_encoder, device=config.device)
     engine = RerankerFinetuneEngine(
         ctx.retrieval_dataset,
         model=config.reranker_model or ctx.base_encoder,

@@ -194,17 +194,17 @@ class CrossEncoderRerank(BaseNodePostprocessor):
                 "CrossEncoderRerank needs sentence-transformers: `pip install sentence-transformers`"
             ) from exc
         local = Path(self.model).exists()
-        from llama_index_ragtune.models import MODEL_LOADING_LOCK
+        from llama_index_ragtune.models import load_model
 
         try:
-            with MODEL_LOADING_LOCK:
-                model = CrossEncoder(
-                    self.model,
-                    device=self.device,
-                    max_length=self.max_length,
-                    trust_remote_code=self.trust_remote_code,
-                    local_files_only=local,
-                )
+            model = load_model(
+                CrossEncoder,
+                self.model,
+                device=self.device,
+                max_length=self.max_length,
+                trust_remote_code=self.trust_remote_code,
+                local_files_only=local,
+            )
         except Exception as exc:
             if local:
                 hint = (
