@@ -300,6 +300,21 @@ def write_minimal_version(folder: Path, version: str, notes: str | None = None) 
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
+def fake_bundles(tmp_path: Path, count: int = 2) -> Path:
+    """A ``bundles/`` folder of ``count`` hand-made versions (``write_minimal_version``),
+    the last one current."""
+    from llama_index_ragtune._atomic import atomic_dir
+    from llama_index_ragtune.pipeline import set_current_version
+
+    root = tmp_path / "out" / "bundles"
+    root.mkdir(parents=True)
+    for n in range(1, count + 1):
+        with atomic_dir(root / f"v{n}") as tmp:
+            write_minimal_version(tmp, f"v{n}")
+    set_current_version(root, f"v{count}")
+    return root
+
+
 def run_tiny_pipeline(out: Path, corpus: dict[str, Path], config: PipelineConfig) -> dict:
     """A full pipeline run on ``corpus`` into ``out``: out, result, the lines it printed and
     the pipeline."""

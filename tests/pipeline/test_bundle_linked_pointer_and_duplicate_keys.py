@@ -1,4 +1,4 @@
-"""Hostile battery 2 for bundles: a ``CURRENT`` pointer that is a symbolic link, pointer
+"""Bundles folders under hostile edits: a ``CURRENT`` pointer that is a symbolic link, pointer
 texts that would lead outside the bundles folder, and manifests naming a key twice. Each
 is refused naming the file (and the key), nothing outside the folder is read into an
 error or written through a link, and the fix the message names works."""
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.pipeline import (
     BundleError,
     current_version,
@@ -19,18 +18,7 @@ from llama_index_ragtune.pipeline import (
     verify_bundle,
 )
 from llama_index_ragtune.pipeline.bundle_folders import resolve_bundle_dir
-from tests.pipeline.conftest import write_minimal_version
-
-
-def fake_bundles(tmp_path: Path, count: int = 2) -> Path:
-    root = tmp_path / "out" / "bundles"
-    root.mkdir(parents=True)
-    for n in range(1, count + 1):
-        with atomic_dir(root / f"v{n}") as tmp:
-            write_minimal_version(tmp, f"v{n}")
-    set_current_version(root, f"v{count}")
-    return root
-
+from tests.pipeline.conftest import fake_bundles
 
 # ------------------------------------------------------------------ CURRENT as a link
 

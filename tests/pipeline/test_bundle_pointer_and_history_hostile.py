@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 
-from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.pipeline import (
     BundleError,
     current_version,
@@ -22,17 +20,7 @@ from llama_index_ragtune.pipeline import (
 )
 from llama_index_ragtune.pipeline.bundle_folders import bundle_lock, next_version
 from llama_index_ragtune.pipeline.state import PipelineStateError, RunState
-from tests.pipeline.conftest import write_minimal_version
-
-
-def fake_bundles(tmp_path: Path, count: int = 2) -> Path:
-    root = tmp_path / "out" / "bundles"
-    root.mkdir(parents=True)
-    for n in range(1, count + 1):
-        with atomic_dir(root / f"v{n}") as tmp:
-            write_minimal_version(tmp, f"v{n}")
-    set_current_version(root, f"v{count}")
-    return root
+from tests.pipeline.conftest import fake_bundles
 
 
 def test_the_highest_version_number_is_refused_not_written_unreadable(tmp_path):

@@ -1,4 +1,4 @@
-"""Serving path, second hostile battery: huge quotes, dressed-up refusals, a retriever returning None.
+"""Serving path under hostile input: huge quotes, dressed-up refusals, a retriever returning None.
 
 Costs are checked by counting the work done (characters difflib compares), never by time.
 """

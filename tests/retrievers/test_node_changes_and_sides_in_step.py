@@ -1,4 +1,4 @@
-"""Hostile battery 2: changing the nodes of a live HybridRetriever.
+"""Changing the nodes of a live HybridRetriever, and sides that fell out of step.
 
 ``insert_nodes`` / ``update_nodes`` / ``delete_nodes`` keep BM25, the dense index (FAISS,
 Qdrant, Milvus Lite) and the docstore in step, through ``persist`` / ``from_persist_dir``;
