@@ -37,6 +37,7 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -200,15 +201,27 @@ def _no_temp_folder() -> str | None:
 
 
 def _unreadable(folder: Path, limit: int = 3) -> list[str]:
-    """Up to ``limit`` files or folders under ``folder`` that this process cannot read."""
+    """Up to ``limit`` files or folders under ``folder`` that this process may not read (their
+    permissions; links, dangling or not, are the verification's to name, not counted here)."""
     found: list[str] = []
-    for top, dirs, files in os.walk(folder, onerror=lambda exc: found.append(str(exc.filename))):
-        for name in dirs:
-            if not os.access(os.path.join(top, name), os.R_OK | os.X_OK):
-                found.append(os.path.join(top, name))
-        for name in files:
-            if not os.access(os.path.join(top, name), os.R_OK):
-                found.append(os.path.join(top, name))
+
+    def denied(path: str, mode: int) -> bool:
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return False
+        except OSError:
+            return False
+        return not os.access(path, mode)
+
+    def walk_error(exc: OSError) -> None:
+        if isinstance(exc, PermissionError) and exc.filename:
+            found.append(str(exc.filename))
+
+    for top, dirs, files in os.walk(folder, onerror=walk_error):
+        found += [
+            os.path.join(top, d) for d in dirs if denied(os.path.join(top, d), os.R_OK | os.X_OK)
+        ]
+        found += [os.path.join(top, f) for f in files if denied(os.path.join(top, f), os.R_OK)]
         if len(found) >= limit:
             break
     return found[:limit]

@@ -445,7 +445,7 @@ def add_decisions(ctx: RunContext, results: Any) -> None:
                 decision.get("challenger"),
                 float(decision.get("margin") or 0.0),
                 decision.get("reason") or "",
-                bool(decision.get("greater_is_better", True)),
+                decision.get("greater_is_better", "auto"),  # an older decision: from the name
                 bool(decision.get("forced", False)),
             )
         else:

@@ -39,8 +39,9 @@ the same nodes. Either side can be any LlamaIndex ``BaseRetriever``.
   raise ``ValueError``.
 * **Changing nodes** (:mod:`~llama_index_ragtune.retrievers.hybrid_update`):
   :meth:`insert_nodes`, :meth:`update_nodes` and :meth:`delete_nodes` change both sides
-  and the docstore together; a change made to ``index`` directly is detected at query
-  time and raises ``RuntimeError`` instead of returning one side's nodes.
+  and the docstore together, safely while queries run (they see the sides before or after
+  it); a change made to ``index`` directly is detected at query time and raises
+  ``RuntimeError`` instead of returning one side's nodes.
 * **Persistence** (:mod:`~llama_index_ragtune.retrievers.persist_hybrid`): atomic (a
   crash leaves the old or the new folder), every file hashed in the manifest and
   checked on load, nothing unpickled.
@@ -100,7 +101,12 @@ from llama_index_ragtune.retrievers.external_store import index_retriever
 from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 from llama_index_ragtune.retrievers.fusion import fuse
-from llama_index_ragtune.retrievers.hybrid_update import check_in_step, sides_state
+from llama_index_ragtune.retrievers.hybrid_update import (
+    areading,
+    check_in_step,
+    reading,
+    sides_state,
+)
 from llama_index_ragtune.retrievers.node_embedding import index_embed_model
 
 logger = logging.getLogger(__name__)
@@ -510,25 +516,27 @@ class HybridRetriever(BaseRetriever):
         query_bundle = prepare_query(query_bundle)
         if query_bundle is None:  # no text and no embedding: nothing to search for
             return []
-        batch = self._batch_search()
-        if batch is not None:
-            return batch.search(query_bundle)
-        dense = self._dense.retrieve(query_bundle)
-        sparse = self._sparse.retrieve(query_bundle)
-        return self._fuse(dense, sparse)
+        with reading(self):  # a change of nodes swaps the sides before or after, not during
+            batch = self._batch_search()
+            if batch is not None:
+                return batch.search(query_bundle)
+            dense = self._dense.retrieve(query_bundle)
+            sparse = self._sparse.retrieve(query_bundle)
+            return self._fuse(dense, sparse)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query_bundle = prepare_query(query_bundle)
         if query_bundle is None:
             return []
-        batch = self._batch_search()
-        if batch is not None:
-            return await batch.asearch(query_bundle)
-        dense, sparse = await asyncio.gather(
-            self._aretrieve_side(self._dense, query_bundle),
-            self._aretrieve_side(self._sparse, query_bundle),
-        )
-        return self._fuse(dense, sparse)
+        async with areading(self):  # yields the event loop while a swap runs
+            batch = self._batch_search()
+            if batch is not None:
+                return await batch.asearch(query_bundle)
+            dense, sparse = await asyncio.gather(
+                self._aretrieve_side(self._dense, query_bundle),
+                self._aretrieve_side(self._sparse, query_bundle),
+            )
+            return self._fuse(dense, sparse)
 
     def _batch_search(self) -> Any:
         """The batched retrieval of this retriever, made once; ``None`` when it does not batch."""
@@ -568,7 +576,9 @@ class HybridRetriever(BaseRetriever):
         from llama_index_ragtune.retrievers.persist_hybrid import persist_hybrid
         from llama_index_ragtune.retrievers.persistence import persist_dir_path
 
-        persist_hybrid(self, persist_dir_path(persist_dir, "HybridRetriever.persist"))
+        folder = persist_dir_path(persist_dir, "HybridRetriever.persist")
+        with reading(self):  # not half of a change of nodes
+            persist_hybrid(self, folder)
 
     @classmethod
     def from_persist_dir(

@@ -20,7 +20,11 @@ not IVF-PQ, whose codes are lossy) and Qdrant or Milvus collections.
   (counts, a returned node missing from the other side or the docstore, the change
   counter) and raises naming what to do, instead of returning one side's results.
 
-Not safe while queries run on the same retriever: make changes between queries.
+* **While queries run**: a change and the queries of every retriever sharing the index
+  take one :class:`SidesLock`. Checks, embedding and the new BM25 side are made first
+  while queries go on; then the swap waits for the queries already running, and queries
+  that start meanwhile wait for it (the swap itself embeds and tokenises nothing).
+  Queries see the sides before or after a change, never between; changes run one at a time.
 
 Example::
 
@@ -31,8 +35,11 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from llama_index.core.schema import BaseNode
@@ -42,6 +49,7 @@ from llama_index_ragtune.retrievers.checks import check_nodes, split_blank_nodes
 from llama_index_ragtune.retrievers.node_embedding import embed_nodes, index_embed_model
 
 __all__ = [
+    "SidesLock",
     "change_nodes",
     "check_in_step",
     "delete",
@@ -52,6 +60,135 @@ __all__ = [
 ]
 
 _VERSION_ATTR = "_ragtune_nodes_version"
+_LOCK_ATTR = "_ragtune_sides_lock"
+_LOCK_MAKING = threading.Lock()
+
+
+class SidesLock:
+    """Many readers (queries, ``persist``) or one writer (the swap of a change) at a time.
+
+    A waiting writer goes first (queries that start while a swap waits wait for it, so
+    a steady stream of queries cannot starve a change); a swap is short. Coroutines take
+    it with ``areading()``, which waits by yielding the event loop (never blocking it, and
+    holding no worker thread that the queries it waits for may need), so a query holding
+    it across ``await`` is never stuck behind another of the same loop.
+    A thread may read again while it reads (nested retrievers); ``changing()`` lets one
+    change at a time check, embed and swap.
+
+    Example::
+
+        lock = SidesLock()
+        with lock.reading():
+            ...                      # a query
+        with lock.changing(), lock.writing():
+            ...                      # the swap of a change
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting = 0  # writers waiting
+        self._change = threading.Lock()
+        self._depth = threading.local()
+
+    def _try_read(self) -> bool:
+        with self._cond:
+            if self._writing or self._waiting:
+                return False
+            self._readers += 1
+            return True
+
+    def _acquire_read(self) -> None:
+        with self._cond:
+            while self._writing or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def _release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:  # a nested read in the same thread already holds it
+            self._acquire_read()
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                self._release_read()
+
+    @contextlib.asynccontextmanager
+    async def areading(self) -> AsyncIterator[None]:
+        delay = 0.0005
+        while not self._try_read():  # a swap runs or waits: yield the loop, look again
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.01)
+        try:
+            yield
+        finally:
+            self._release_read()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._writing or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        with self._change:
+            yield
+
+
+def sides_lock(index: Any) -> SidesLock:
+    """The lock of ``index``'s sides, shared by every retriever over it (``with_filters``
+    copies included); made on first use.
+
+    Example::
+
+        with sides_lock(retriever.index).reading():
+            nodes = retriever.retrieve("apple return policy?")
+    """
+    lock = getattr(index, _LOCK_ATTR, None)
+    if lock is None:
+        with _LOCK_MAKING:
+            lock = getattr(index, _LOCK_ATTR, None)
+            if lock is None:
+                lock = SidesLock()
+                setattr(index, _LOCK_ATTR, lock)
+    return lock
+
+
+def reading(retriever: Any) -> contextlib.AbstractContextManager[None]:
+    """Hold ``retriever``'s sides still for a query or a persist (a no-op for custom sides)."""
+    index = retriever.index if retriever.has_built_in_dense else None
+    return contextlib.nullcontext() if index is None else sides_lock(index).reading()
+
+
+def areading(retriever: Any) -> contextlib.AbstractAsyncContextManager[None]:
+    """:func:`reading` for a coroutine (waits off the event loop)."""
+    index = retriever.index if retriever.has_built_in_dense else None
+    return contextlib.nullcontext() if index is None else sides_lock(index).areading()
+
+
 _REBUILD = (
     "change nodes only through HybridRetriever.insert_nodes / update_nodes / delete_nodes, "
     "or rebuild it with HybridRetriever.from_defaults(index=...)"
@@ -150,15 +287,16 @@ def change_nodes(
             f"HybridRetriever.{where} refused, nothing changed: after it the retriever's filters "
             f"would not apply ({exc}); set retriever.filters = None (or other filters) first"
         ) from exc
-    if remove_ids:
-        _remove_dense(index, list(remove_ids), kind)
-    if embedded:
-        if kind != "faiss":  # the hybrid keeps every node in the docstore, as when it was built
-            index._store_nodes_override = True
-        index.insert_nodes(embedded)
-    forget_index(index)  # what the database checks remembered of the old node set
-    setattr(index, _VERSION_ATTR, nodes_version(index) + 1)
-    retriever._sync_sides(new_sparse)
+    with sides_lock(index).writing():  # the queries already running finish first
+        if remove_ids:
+            _remove_dense(index, list(remove_ids), kind)
+        if embedded:
+            if kind != "faiss":  # the hybrid keeps every node in the docstore, as when built
+                index._store_nodes_override = True
+            index.insert_nodes(embedded)
+        forget_index(index)  # what the database checks remembered of the old node set
+        setattr(index, _VERSION_ATTR, nodes_version(index) + 1)
+        retriever._sync_sides(new_sparse)
 
 
 def _remove_dense(index: Any, node_ids: list[str], kind: str | None) -> None:
@@ -246,34 +384,43 @@ def check_in_step(retriever: Any, dense_ids: Sequence[str], sparse_ids: Sequence
 def insert(retriever: Any, nodes: Any) -> None:
     """:meth:`HybridRetriever.insert_nodes`: refuses ids already indexed."""
     nodes = check_nodes(nodes, "HybridRetriever.insert_nodes")
-    _require_state(retriever, "insert_nodes")
-    known = retriever._sides_state.sparse_ids
-    already = [n.node_id for n in nodes if n.node_id in known]
-    if already:
-        raise ValueError(
-            f"HybridRetriever.insert_nodes: node id(s) {already[:5]} are already indexed; use "
-            "update_nodes to replace them, or give the new nodes other ids"
-        )
-    if nodes:
-        change_nodes(retriever, [], nodes, "insert_nodes")
+    with _one_change(retriever, "insert_nodes"):
+        known = retriever._sides_state.sparse_ids
+        already = [n.node_id for n in nodes if n.node_id in known]
+        if already:
+            raise ValueError(
+                f"HybridRetriever.insert_nodes: node id(s) {already[:5]} are already indexed; "
+                "use update_nodes to replace them, or give the new nodes other ids"
+            )
+        if nodes:
+            change_nodes(retriever, [], nodes, "insert_nodes")
 
 
 def update(retriever: Any, nodes: Any) -> None:
     """:meth:`HybridRetriever.update_nodes`: every id must be indexed."""
     nodes = check_nodes(nodes, "HybridRetriever.update_nodes")
-    _require_state(retriever, "update_nodes")
-    _require_known(retriever, [n.node_id for n in nodes], "update_nodes", "insert_nodes")
-    if nodes:
-        change_nodes(retriever, [n.node_id for n in nodes], nodes, "update_nodes")
+    with _one_change(retriever, "update_nodes"):
+        _require_known(retriever, [n.node_id for n in nodes], "update_nodes", "insert_nodes")
+        if nodes:
+            change_nodes(retriever, [n.node_id for n in nodes], nodes, "update_nodes")
 
 
 def delete(retriever: Any, node_ids: Any) -> None:
     """:meth:`HybridRetriever.delete_nodes`: every id must be indexed."""
     ids = node_ids_argument(node_ids, "HybridRetriever.delete_nodes")
-    _require_state(retriever, "delete_nodes")
-    _require_known(retriever, ids, "delete_nodes", None)
-    if ids:
-        change_nodes(retriever, ids, [], "delete_nodes")
+    with _one_change(retriever, "delete_nodes"):
+        _require_known(retriever, ids, "delete_nodes", None)
+        if ids:
+            change_nodes(retriever, ids, [], "delete_nodes")
+
+
+@contextlib.contextmanager
+def _one_change(retriever: Any, where: str) -> Iterator[None]:
+    """One change at a time over an index: checked on the state the change will replace."""
+    _check_changeable(retriever, where)
+    with sides_lock(retriever.index).changing():
+        _require_state(retriever, where)
+        yield
 
 
 def _require_state(retriever: Any, where: str) -> None:

@@ -410,3 +410,122 @@ def test_persisted_json_naming_a_key_twice_is_refused_naming_key_and_file(tmp_pa
         match=rf"{re.escape(path.name)} is corrupt\W+the key '{key}' appears twice",
     ):
         load()
+
+
+# ------------------------------------------------------------------ changes while queries run
+
+
+@pytest.mark.parametrize("micro_batch", [False, True])
+def test_queries_running_while_nodes_change_see_one_consistent_state(micro_batch):
+    """A live help centre changes its nodes while users ask: every query sees the sides
+    either before or after a change (never one side changed and the other not, which was a
+    RuntimeError from the in-step check, or a node missing from the docstore), and the
+    change waits only for the queries already running."""
+    import threading
+
+    retriever = _hybrid(_nodes(), micro_batch=micro_batch)
+    known = {n.node_id for n in _nodes()}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def ask() -> None:
+        while not stop.is_set():
+            try:
+                for query in QUERIES:
+                    seen.extend(n.node.node_id for n in retriever.retrieve(query))
+            except BaseException as exc:  # noqa: BLE001 - recorded and asserted below
+                errors.append(exc)
+                return
+
+    askers = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in askers:
+        thread.start()
+    try:
+        for round_ in range(30):
+            retriever.insert_nodes([_node(f"w{round_}", f"Laptop battery warranty case {round_}.")])
+            retriever.update_nodes([_node(f"w{round_}", f"Fresh milk refund case {round_}.")])
+            retriever.delete_nodes([f"w{round_}"])
+    finally:
+        stop.set()
+        for thread in askers:
+            thread.join()
+    assert errors == []
+    assert set(_in_step(retriever)) == known
+    assert seen and set(seen) <= known | {f"w{i}" for i in range(30)}
+
+
+async def test_async_queries_of_one_event_loop_and_changes_from_a_thread_do_not_deadlock():
+    """Coroutines hold the lock across ``await``; one that must wait for a swap yields the
+    loop and holds no worker thread (the sides' own ``to_thread`` calls need them), so the
+    others of the same loop finish and the swap can run."""
+    import asyncio
+    import threading
+
+    retriever = _hybrid(_nodes(), micro_batch=False)
+    done = threading.Event()
+
+    def change() -> None:
+        for round_ in range(15):
+            retriever.insert_nodes([_node(f"a{round_}", f"Apple return case {round_}.")])
+            retriever.delete_nodes([f"a{round_}"])
+        done.set()
+
+    writer = threading.Thread(target=change)
+    writer.start()
+    answers = 0
+    while not done.is_set():
+        results = await asyncio.wait_for(
+            asyncio.gather(*(retriever.aretrieve(q) for q in QUERIES * 3)), timeout=60
+        )
+        answers += len(results)
+    writer.join(timeout=60)
+    assert not writer.is_alive() and answers > 0
+    assert set(_in_step(retriever)) == {n.node_id for n in _nodes()}
+
+
+def test_a_waiting_change_lets_running_queries_finish_and_holds_new_ones():
+    """The lock's order, step by step: a swap waits for the reader already in; a reader that
+    comes while the swap waits goes after it (else a stream of queries starves changes);
+    and a thread may read again while it reads, even with the swap waiting."""
+    import threading
+    import time
+
+    from llama_index_ragtune.retrievers.hybrid_update import SidesLock
+
+    lock, order = SidesLock(), []
+    reader_in, late_trying = threading.Event(), threading.Event()
+
+    def _until(condition) -> None:
+        for _ in range(2000):
+            if condition():
+                return
+            time.sleep(0.005)
+
+    def first_reader() -> None:
+        with lock.reading():
+            reader_in.set()
+            _until(lambda: lock._waiting)  # the swap is queued
+            with lock.reading():  # nested in this thread: no deadlock with the waiting swap
+                late_trying.wait(10)
+                time.sleep(0.2)  # room for the late reader to get in, were it let in
+                order.append("first reader out")
+
+    def swap() -> None:
+        reader_in.wait(10)
+        with lock.writing():
+            order.append("swap")
+
+    def late_reader() -> None:
+        reader_in.wait(10)
+        _until(lambda: lock._waiting)
+        late_trying.set()
+        with lock.reading():
+            order.append("late reader")
+
+    threads = [threading.Thread(target=f) for f in (first_reader, swap, late_reader)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert order == ["first reader out", "swap", "late reader"]
