@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from llama_index_ragtune.cli import bounded
+
 ENGINES = ("local", "multiprocess", "ray")
 SAMPLE_SECONDS = 1.0  # reading /proc/<pid>/smaps costs CPU: sample once a second
 WINDOWS = (1, 2, 3)  # passages: sentences, then 2- and 3-sentence windows
@@ -51,12 +53,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--beir", required=True, help="BEIR folder whose corpus gives the passages")
     parser.add_argument("--squad", default=None, help="SQuAD JSON: more sentences if needed")
-    parser.add_argument("--passages", type=int, default=100_000, help="passages to embed")
+    parser.add_argument(
+        "--passages", type=bounded(int, 1), default=100_000, help="passages to embed"
+    )
     parser.add_argument("--out", default="benchmarks/results", help="folder for JSON + Markdown")
     parser.add_argument("--model", default=None, help="encoder folder (default: bundled MiniLM)")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
-    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
-    parser.add_argument("--shard-size", type=int, default=None, help="texts per shard")
+    parser.add_argument(
+        "--batch-size", type=bounded(int, 1), default=64, help="texts per forward pass"
+    )
+    parser.add_argument("--shard-size", type=bounded(int, 1), default=None, help="texts per shard")
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--vectors", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from llama_index_ragtune.cli import bounded
+
 SLICES = 12
 DEPTH = 100  # results evaluated per query (Recall@100)
 HYBRID_DEPTH = 200  # candidates per side for the hybrid (the fusion presets' largest depth)
@@ -63,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--corpus-vocabulary",
-        type=int,
+        type=bounded(int, 0),
         default=0,
         help="also distil a variant (first --pca-dims value) with the N most frequent corpus words",
     )

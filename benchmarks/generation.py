@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_path, display_value
+from llama_index_ragtune.cli import bounded
 from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
 from llama_index_ragtune.data.grounded_tasks import (
     TUNE,
@@ -100,10 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # The committed results chose each row's refusal policy on one fold split; pass
     # --refusal-cv-repeats 10 for the choice `ragtune train decoder` and the pipeline make.
     parser.set_defaults(refusal_cv_repeats=1)
-    parser.add_argument("--max-train-examples", type=int, default=300)
+    parser.add_argument("--max-train-examples", type=bounded(int, 1), default=300)
     parser.add_argument(
         "--max-preference-examples",
-        type=int,
+        type=bounded(int, 1),
         default=None,
         help="contexts used for DPO pairs, rule-made or mined (default: all training contexts)",
     )
@@ -114,16 +115,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model's own failures), grpo (GRPO with our evaluator's reward)",
     )
     parser.add_argument(
-        "--mined-samples", type=int, default=4, help="answers sampled per context for mined pairs"
+        "--mined-samples",
+        type=bounded(int, 2),
+        default=4,
+        help="answers sampled per context for mined pairs",
     )
     parser.add_argument(
-        "--mined-temperature", type=float, default=0.9, help="sampling temperature (mined, GRPO)"
+        "--mined-temperature",
+        type=bounded(float, 0, above=True),
+        default=0.9,
+        help="sampling temperature (mined, GRPO)",
     )
-    parser.add_argument("--grpo-steps", type=int, default=50, help="GRPO optimizer steps")
     parser.add_argument(
-        "--grpo-generations", type=int, default=4, help="answers sampled per GRPO prompt"
+        "--grpo-steps", type=bounded(int, 1), default=50, help="GRPO optimizer steps"
     )
-    parser.add_argument("--grpo-learning-rate", type=float, default=2e-5)
+    parser.add_argument(
+        "--grpo-generations",
+        type=bounded(int, 2),
+        default=4,
+        help="answers sampled per GRPO prompt",
+    )
+    parser.add_argument("--grpo-learning-rate", type=bounded(float, 0, above=True), default=2e-5)
     parser.add_argument(
         "--out", default="benchmarks/results/generation", help="folder for JSON + Markdown"
     )

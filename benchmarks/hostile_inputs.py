@@ -45,6 +45,7 @@ from typing import Any
 
 from benchmarks._paths import display_path
 from benchmarks.load import _cores, _load
+from llama_index_ragtune.cli import bounded
 
 DEFAULT_OUT = "benchmarks/results"
 STEM = "hostile_inputs"
@@ -332,10 +333,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (``ragtune bench hostile`` and ``python -m benchmarks.hostile_inputs``)."""
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
     parser.add_argument(
-        "--repeats", type=int, default=5, help="timed runs per size; the median is kept (5)"
+        "--repeats",
+        type=bounded(int, 1),
+        default=5,
+        help="timed runs per size; the median is kept (5)",
     )
     parser.add_argument(
-        "--scale", type=float, default=1.0, help="multiplies every case's size n (1.0)"
+        "--scale",
+        type=bounded(float, 0, above=True),
+        default=1.0,
+        help="multiplies every case's size n (1.0)",
     )
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import rss_mb, run_async, run_sequential, run_threads
+from llama_index_ragtune.cli import bounded
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = "benchmarks/results"
@@ -493,17 +494,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beir", required=True, help="BEIR folder (corpus, queries, qrels)")
     parser.add_argument("--split", default="test", help="whose queries to send (default: test)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
-    parser.add_argument("--queries", type=int, default=1000, help="queries per run (cycled)")
-    parser.add_argument("--concurrency", type=int, default=50, help="concurrent aretrieve calls")
-    parser.add_argument("--threads", type=int, default=8, help="thread-pool workers")
     parser.add_argument(
-        "--memory-queries", type=int, default=10_000, help="long async run for RSS (0: skip)"
+        "--queries", type=bounded(int, 1), default=1000, help="queries per run (cycled)"
     )
     parser.add_argument(
-        "--rerank-queries", type=int, default=100, help="queries per reranked run (0: skip)"
+        "--concurrency", type=bounded(int, 1), default=50, help="concurrent aretrieve calls"
     )
-    parser.add_argument("--rerank-depth", type=int, default=10, help="candidates reranked")
-    parser.add_argument("--rerank-max-length", type=int, default=256, help="tokens per pair")
+    parser.add_argument("--threads", type=bounded(int, 1), default=8, help="thread-pool workers")
+    parser.add_argument(
+        "--memory-queries",
+        type=bounded(int, 0),
+        default=10_000,
+        help="long async run for RSS (0: skip)",
+    )
+    parser.add_argument(
+        "--rerank-queries",
+        type=bounded(int, 0),
+        default=100,
+        help="queries per reranked run (0: skip)",
+    )
+    parser.add_argument(
+        "--rerank-depth", type=bounded(int, 1), default=10, help="candidates reranked"
+    )
+    parser.add_argument(
+        "--rerank-max-length", type=bounded(int, 1), default=256, help="tokens per pair"
+    )
     parser.add_argument(
         "--reranker", default=None, help="cross-encoder folder (default: untrained)"
     )
@@ -511,7 +526,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir", default=None, help="corpus-embedding cache ('none' disables)"
     )
-    parser.add_argument("--warmup", type=int, default=20, help="untimed queries before each run")
+    parser.add_argument(
+        "--warmup", type=bounded(int, 0), default=20, help="untimed queries before each run"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

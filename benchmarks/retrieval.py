@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_path, display_value
-from llama_index_ragtune.cli import DeprecatedNames
+from llama_index_ragtune.cli import DeprecatedNames, bounded
 
 DEFAULT_OUT = "benchmarks/results/retrieval"
 WARMUP_QUERIES = (
@@ -54,7 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
     parser.add_argument(
-        "--max-queries", type=int, default=None, help="evaluate only the first N judged queries"
+        "--max-queries",
+        type=bounded(int, 1),
+        default=None,
+        help="evaluate only the first N judged queries",
     )
     parser.add_argument(
         "--out",
@@ -79,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reranker", default=None, help="cross-encoder folder: adds hybrid + CrossEncoderRerank"
     )
     parser.add_argument(
-        "--rerank-depth", type=int, default=100, help="hybrid candidates reranked (default: 100)"
+        "--rerank-depth",
+        type=bounded(int, 1),
+        default=100,
+        help="hybrid candidates reranked (default: 100)",
     )
     parser.add_argument(
         "--embedding-cache",
@@ -93,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir: deprecated name)",
     )
     parser.add_argument(
-        "--warmup", type=int, default=3, help="warm-up queries per system before timing"
+        "--warmup", type=bounded(int, 0), default=3, help="warm-up queries per system before timing"
     )
     parser.add_argument(
         "--anchor-async", action="store_true", help="run the anchor with use_async=True"

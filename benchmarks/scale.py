@@ -81,7 +81,7 @@ from benchmarks.scale_data import (
     synthetic_vectors,
 )
 from benchmarks.scale_report import render_markdown
-from llama_index_ragtune.cli import seed_number
+from llama_index_ragtune.cli import bounded, seed_number
 
 DEFAULT_OUT = "benchmarks/results"
 DEFAULT_WORK = "benchmarks/data/scale"
@@ -558,11 +558,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--spread",
-        type=float,
+        type=bounded(float, 0),
         default=0.5,
         help="norm of a point's offset in its cluster's subspace",
     )
-    parser.add_argument("--noise", type=float, default=0.3, help="norm of the isotropic noise")
+    parser.add_argument(
+        "--noise", type=bounded(float, 0), default=0.3, help="norm of the isotropic noise"
+    )
     parser.add_argument("--seed", type=seed_number, default=0)
     parser.add_argument("--beir", default=None, help=f"SciFact BEIR folder ({DEFAULT_BEIR})")
     parser.add_argument("--squad", default=None, help=f"SQuAD 2.0 JSON file ({DEFAULT_SQUAD})")

@@ -42,6 +42,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from llama_index_ragtune.cli import bounded
 from llama_index_ragtune.data.qa import SQUAD_TEST_ARTICLES, split_sentences
 
 NAME = "squad-passages"
@@ -180,12 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--squad", required=True, type=Path, help="SQuAD 2.0 JSON file")
     parser.add_argument("--out", required=True, type=Path, help="output folder (BEIR layout)")
-    parser.add_argument("--window", type=int, default=WINDOW, help="sentences per passage")
+    parser.add_argument(
+        "--window", type=bounded(int, 1), default=WINDOW, help="sentences per passage"
+    )
     args = parser.parse_args(argv)
     if not args.squad.is_file():
         parser.error(f"--squad: no such file: {args.squad}")
-    if args.window < 1:
-        parser.error("--window must be >= 1")
     dataset = build(args.squad, args.window)
     out = write(dataset, args.out, args.squad, args.window)
     print(json.dumps(dataset["stats"], indent=2))

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_path, display_value
-from llama_index_ragtune.cli import seed_number
+from llama_index_ragtune.cli import MAX_MINUTES, bounded, seed_number
 
 KEYS = ("ndcg@10", "recall@10", "mrr@10")
 SKIPPED_STEPS = ("reranker", "decoder", "evaluate")
@@ -52,19 +52,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--beir", help="BEIR folder: the test queries are the real questions")
     parser.add_argument(
         "--max-docs",
-        type=int,
+        type=bounded(int, 1),
         default=1000,
         help="BEIR: documents kept (every judged one, then a seeded sample)",
     )
     parser.add_argument(
         "--synthetic-nodes",
-        type=int,
+        type=bounded(int, 1),
         default=None,
         help="nodes asked for questions (seeded sample; default: every node)",
     )
-    parser.add_argument("--per-node", type=int, default=2, help="questions asked per node")
     parser.add_argument(
-        "--encoder-minutes", type=float, default=3.0, help="encoder training budget"
+        "--per-node", type=bounded(int, 1), default=2, help="questions asked per node"
+    )
+    parser.add_argument(
+        "--encoder-minutes",
+        type=bounded(float, 0, MAX_MINUTES, above=True),
+        default=3.0,
+        help="encoder training budget",
     )
     parser.add_argument(
         "--encoder-model", default=None, help="starting encoder (default: bundled MiniLM)"

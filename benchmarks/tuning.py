@@ -108,11 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-pairs",
-        type=int,
+        type=bounded(int, 1),
         help="training pairs per run instead of a time budget: the same steps however busy "
         "the machine is (one epoch over them)",
     )
-    parser.add_argument("--max-test-queries", type=int, help="report on the first N test queries")
+    parser.add_argument(
+        "--max-test-queries", type=bounded(int, 1), help="report on the first N test queries"
+    )
     parser.add_argument("--seed", type=seed_number, default=42)
     parser.add_argument(
         "--embedding-cache",

@@ -74,7 +74,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=bounded(float, 0, above=True), default=1.0, help="SFT and DPO epochs"
     )
     parser.add_argument(
-        "--max-steps", type=int, default=-1, help="cap optimizer steps per stage (smoke tests)"
+        "--max-steps",
+        type=bounded(int, -1),
+        default=-1,
+        help="cap optimizer steps per stage (smoke tests)",
     )
     parser.add_argument(
         "--max-length",
@@ -167,7 +170,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--answerability-steps",
-        type=int,
+        type=bounded(int, -1),
         default=-1,
         help="fixed answerability training steps instead of the minutes budget",
     )

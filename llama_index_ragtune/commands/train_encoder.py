@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from llama_index_ragtune.cli import check_device_option
+from llama_index_ragtune.cli import bounded, check_device_option
 from llama_index_ragtune.commands.training_data import (
     add_data_arguments,
     add_negative_arguments,
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-negatives-per-query",
-        type=int,
+        type=bounded(int, 1),
         default=1,
         help="hard-negative columns per training row; 0 = in-batch negatives only (default: 1)",
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from llama_index_ragtune.cli import check_device_option
+from llama_index_ragtune.cli import bounded, check_device_option
 from llama_index_ragtune.commands.training_data import (
     add_data_arguments,
     add_negative_arguments,
@@ -58,7 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "<encoder>/../fusion.json written by `ragtune train encoder`)",
     )
     group.add_argument(
-        "--rerank-depth", type=int, default=50, help="candidates re-scored per query (default: 50)"
+        "--rerank-depth",
+        type=bounded(int, 1),
+        default=50,
+        help="candidates re-scored per query (default: 50)",
     )
     group.add_argument(
         "--loss",
@@ -79,13 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-negatives-per-query",
-        type=int,
+        type=bounded(int, 1),
         default=3,
         help="negatives per query in the training rows (default: 3)",
     )
     group.add_argument(
         "--max-length",
-        type=int,
+        type=bounded(int, 1),
         help="token limit of (query, passage) pairs (default: 256 for the bundled start)",
     )
 

@@ -98,7 +98,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--min-grade",
-        type=int,
+        type=bounded(int, 0),
         default=1,
         help="train on positives graded at least this (BEIR grades; default: 1)",
     )
@@ -167,7 +167,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--learning-rate", "--lr", type=bounded(float, 0, above=True), help="learning_rate"
     )
-    group.add_argument("--max-steps", type=int, help="max_steps (overrides --epochs and the plan)")
+    group.add_argument(
+        "--max-steps", type=bounded(int, 1), help="max_steps (overrides --epochs and the plan)"
+    )
     group.add_argument(
         "--warmup", type=bounded(float, 0), help="warmup_steps (a float < 1 is a ratio)"
     )

@@ -22,6 +22,7 @@ from typing import Any
 
 from llama_index_ragtune.cli import (
     MAX_MINUTES,
+    bounded,
     check_device_option,
     existing_dir,
     existing_file,
@@ -58,7 +59,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-test-questions",
-        type=int,
+        type=bounded(int, 1),
         metavar="N",
         help="test questions answered by each decoder in the evaluation (default: all)",
     )

@@ -119,11 +119,20 @@ def _strings(value):
             yield from _strings(item)
 
 
-def test_bad_arguments_are_refused_before_loading_anything(tmp_path):
+def test_bad_arguments_are_refused_before_loading_anything(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no such folder"):
         load.main(["--beir", str(tmp_path / "missing")])
-    with pytest.raises(SystemExit, match="--concurrency must be >= 1"):
+    with pytest.raises(SystemExit) as info:
         load.main(["--beir", str(tmp_path), "--concurrency", "0"])
+    assert info.value.code == 2
+    assert (
+        "argument --concurrency: expected a whole number >= 1, got '0'" in capsys.readouterr().err
+    )
+    # a caller passing parsed arguments is checked too
+    args = load.build_parser().parse_args(["--beir", str(tmp_path)])
+    args.concurrency = 0
+    with pytest.raises(SystemExit, match="--concurrency must be >= 1"):
+        load.run(args)
 
 
 def test_percentiles_interpolate():

@@ -137,3 +137,85 @@ def test_p_no_gold_of_one_names_the_option_not_the_file(tmp_path, capsys, tiny_c
     err = capsys.readouterr().err
     assert "ragtune train decoder: error: --p-no-gold 1 turns every training answer" in err
     assert not out.exists()
+
+
+# ------------------------------------------------------------- every numeric option
+
+# Checked in the command's body instead (a usage error naming the option, exit status 1):
+# tests/pipeline/test_cli_inputs_hostile.py covers each.
+CHECKED_BY_THE_COMMAND = {
+    ("llama_index_ragtune/commands/refresh.py", "--time-budget"),
+    ("llama_index_ragtune/commands/refresh.py", "--eval-fraction"),
+    ("llama_index_ragtune/commands/refresh.py", "--margin"),
+    ("llama_index_ragtune/commands/tune.py", "--time-budget"),
+}
+
+
+def _plain_number_options() -> list[tuple[str, str]]:
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for path in sorted([*root.glob("llama_index_ragtune/**/*.py"), *root.glob("benchmarks/*.py")]):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for call in ast.walk(tree):
+            if not (
+                isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "add_argument"
+            ):
+                continue
+            kind = next((k.value for k in call.keywords if k.arg == "type"), None)
+            if isinstance(kind, ast.Name) and kind.id in ("int", "float") and call.args:
+                found.append((path.relative_to(root).as_posix(), ast.literal_eval(call.args[0])))
+    return found
+
+
+def test_every_numeric_option_says_which_values_it_takes():
+    # was: about 35 options (`bench load --threads 0`, `bench generation --grpo-generations 1`,
+    # `train reranker --rerank-depth 0`, `tune --max-test-questions -1`, ...) were plain
+    # `int` / `float`: the bad value surfaced as a traceback after loading models and data
+    plain = set(_plain_number_options())
+    assert plain - CHECKED_BY_THE_COMMAND == set()
+    assert plain >= CHECKED_BY_THE_COMMAND, "an exemption no longer needed: remove it"
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "value"),
+    [
+        (["bench", "load", "--beir", "b"], "--threads", "0"),
+        (["bench", "load", "--beir", "b"], "--warmup", "-1"),
+        (["bench", "retrieval", "--beir", "b"], "--rerank-depth", "0"),
+        (["bench", "generation", "--squad", "s"], "--grpo-generations", "1"),
+        (["bench", "generation", "--squad", "s"], "--mined-temperature", "0"),
+        (["bench", "synthetic", "--out", "o"], "--per-node", "0"),
+        (["bench", "synthetic", "--out", "o"], "--encoder-minutes", "inf"),
+        (["bench", "tuning", "--beir", "b", "--out", "o"], "--max-test-queries", "0"),
+        (["bench", "hostile"], "--scale", "nan"),
+        (["bench", "scale"], "--noise", "-0.1"),
+        (["tune", "--docs", ".", "--out", "o"], "--max-test-questions", "0"),
+        (RERANKER, "--rerank-depth", "0"),
+        (RERANKER, "--max-length", "-5"),
+        (ENCODER, "--max-negatives-per-query", "0"),
+        (DECODER, "--max-steps", "-2"),
+    ],
+)
+def test_a_bad_count_of_a_bench_or_tune_option_is_a_usage_error(argv, option, value, capsys):
+    argv = [*argv, option, value]
+    with pytest.raises(SystemExit) as info:
+        _build_parser(argv).parse_args(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: expected" in err and f"got '{value}'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "given"),
+    [
+        (["bench", "load", "--beir", "b"], ["--memory-queries", "0", "--warmup", "0"]),
+        (["bench", "generation", "--squad", "s"], ["--grpo-generations", "2"]),
+        (["bench", "scale"], ["--noise", "0", "--spread", "0"]),
+        (DECODER, ["--max-steps", "-1", "--answerability-steps", "-1"]),
+    ],
+)
+def test_the_documented_off_values_of_bench_options_still_work(argv, given):
+    argv = [*argv, *given]
+    _build_parser(argv).parse_args(argv)
