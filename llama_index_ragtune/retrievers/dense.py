@@ -110,7 +110,7 @@ def check_dense_filters(
 
     A vector database's translation is compared with the in-memory semantics on the
     index's docstore nodes, or, when the docstore holds none (the store keeps the text),
-    on ``lexical_nodes`` (the BM25 side's); see :func:`check_store_parity`.
+    on ``lexical_nodes`` (the BM25 side's); see :func:`~llama_index_ragtune.retrievers.store_filters.check_store_parity`.
     """
     if filters is None:
         return
@@ -119,7 +119,7 @@ def check_dense_filters(
     from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 
     store = index.vector_store
-    from llama_index_ragtune.retrievers.external_store import check_store_filters
+    from llama_index_ragtune.retrievers.store_filters import check_store_filters
 
     check_store_filters(store, filters)
     if isinstance(store, FaissVectorStore) and not isinstance(store, FilterableFaissVectorStore):
@@ -136,6 +136,6 @@ def check_dense_filters(
             "filters %s are set on an empty FAISS index: their keys are not checked",
             filters.model_dump(mode="json"),
         )
-    from llama_index_ragtune.retrievers.external_store import check_store_parity
+    from llama_index_ragtune.retrievers.store_filters import check_store_parity
 
     check_store_parity(index, filters, lexical_nodes)

@@ -257,6 +257,7 @@ def change_nodes(
         forget_index,
         store_kind,
     )
+    from llama_index_ragtune.retrievers.store_filters import forget_filters
 
     index, sparse = retriever.index, retriever.sparse_retriever
     gone = set(remove_ids)
@@ -295,6 +296,7 @@ def change_nodes(
                 index._store_nodes_override = True
             index.insert_nodes(embedded)
         forget_index(index)  # what the database checks remembered of the old node set
+        forget_filters(index)
         setattr(index, _VERSION_ATTR, nodes_version(index) + 1)
         retriever._sync_sides(new_sparse)
 

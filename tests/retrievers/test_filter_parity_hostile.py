@@ -287,17 +287,17 @@ def test_a_refused_assignment_leaves_both_sides_on_the_old_filters(backend, bad)
 def test_the_parity_check_scans_once_per_recent_filter(qdrant_retriever, monkeypatch):
     """Per-request filters: a filter seen recently is not scanned again; past the cache's
     size the least recent one is forgotten (and scanned again when it comes back)."""
-    from llama_index_ragtune.retrievers import external_store
+    from llama_index_ragtune.retrievers import store_filters
 
     scans: list[str] = []
-    original = external_store._qdrant_ids_passing
+    original = store_filters._qdrant_ids_passing
 
     def counting(store, filters):
         scans.append(filters.filters[0].value)
         return original(store, filters)
 
-    monkeypatch.setattr(external_store, "_qdrant_ids_passing", counting)
-    monkeypatch.setattr(external_store, "_PARITY_CACHE_SIZE", 2)
+    monkeypatch.setattr(store_filters, "_qdrant_ids_passing", counting)
+    monkeypatch.setattr(store_filters, "_PARITY_CACHE_SIZE", 2)
     first, second, third = (MetadataFilters(filters=[_f("n", value)]) for value in (101, 102, 103))
     for filters in (first, second, first, third, first, second):
         qdrant_retriever.with_filters(filters)
