@@ -235,6 +235,7 @@ class HybridRetriever(BaseRetriever):
                     f"the {side} retriever {type(retriever).__name__} has no similarity_top_k to set"
                 )
         self._filters: MetadataFilters | None = None
+        self._filters_broken: str | None = None  # why the filters stopped applying (fail closed)
         self._apply_filters(filters)
         self._sides_state = sides_state(self)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
@@ -400,6 +401,7 @@ class HybridRetriever(BaseRetriever):
         if self._dense_built_in:
             self._dense = dense
         self._filters = filters
+        self._filters_broken = None
 
     # ------------------------------------------------------------------ changing nodes
 
@@ -440,17 +442,26 @@ class HybridRetriever(BaseRetriever):
         delete(self, node_ids)
 
     def _sync_sides(self, sparse: BM25Retriever) -> None:
-        """Take the rebuilt BM25 side after a change of nodes and re-apply the filters."""
+        """Take the rebuilt BM25 side after a change of nodes and re-apply the filters.
+
+        When a database reads the filters differently on the new nodes, they cannot apply
+        to both sides: the retriever keeps them but refuses queries and ``persist`` until
+        ``filters`` is set again (it never answers unfiltered in their place)."""
         self._sparse = sparse
         self._sides_state = sides_state(self)
         try:
             self._apply_filters(self._filters)
-        except ValueError as exc:  # a database reads the filters differently on the new nodes
-            self._apply_filters(None)
-            raise ValueError(
-                f"the nodes were changed, but the filters no longer run exactly on both sides "
-                f"({exc}); they were removed: set retriever.filters to filters both sides read alike"
-            ) from exc
+        except ValueError as exc:
+            self._filters_broken = (
+                f"the nodes were changed, but the retriever's filters no longer run exactly on "
+                f"both sides ({exc}); set retriever.filters to filters both sides read alike (or "
+                "None) before querying or persisting it"
+            )
+            raise ValueError(self._filters_broken) from exc
+
+    def _check_filters_apply(self) -> None:
+        if self._filters_broken is not None:
+            raise RuntimeError(self._filters_broken)
 
     def _post_filter(self, nodes: list[NodeWithScore], built_in: bool) -> list[NodeWithScore]:
         if self._filters is None or built_in:
@@ -517,6 +528,7 @@ class HybridRetriever(BaseRetriever):
         if query_bundle is None:  # no text and no embedding: nothing to search for
             return []
         with reading(self):  # a change of nodes swaps the sides before or after, not during
+            self._check_filters_apply()
             batch = self._batch_search()
             if batch is not None:
                 return batch.search(query_bundle)
@@ -529,6 +541,7 @@ class HybridRetriever(BaseRetriever):
         if query_bundle is None:
             return []
         async with areading(self):  # yields the event loop while a swap runs
+            self._check_filters_apply()
             batch = self._batch_search()
             if batch is not None:
                 return await batch.asearch(query_bundle)
@@ -578,6 +591,7 @@ class HybridRetriever(BaseRetriever):
 
         folder = persist_dir_path(persist_dir, "HybridRetriever.persist")
         with reading(self):  # not half of a change of nodes
+            self._check_filters_apply()
             persist_hybrid(self, folder)
 
     @classmethod

@@ -274,6 +274,39 @@ def test_qdrant_on_disk_round_trip_and_direct_delete_detected(tmp_path):
     again.index.vector_store.client.close()
 
 
+async def test_filters_a_database_reads_differently_after_a_change_fail_closed(tmp_path):
+    """was: the filters were removed, so the next query answered unfiltered (grocery nodes
+    from a retriever filtered to exclude them); now queries and persist are refused until
+    the filters are set again."""
+    qdrant_client = pytest.importorskip("qdrant_client")
+    pytest.importorskip("llama_index.vector_stores.qdrant")
+    not_grocery = MetadataFilters(
+        filters=[MetadataFilter(key="store", value="grocery", operator="!=")]
+    )
+    client = qdrant_client.QdrantClient(path=str(tmp_path / "q"))
+    retriever = _qdrant(client, filters=not_grocery)
+    assert {n.node.metadata["store"] for q in QUERIES for n in retriever.retrieve(q)} == {
+        "electronics"
+    }
+    # Qdrant's != drops a node without the key; LlamaIndex's in-memory != (BM25) keeps it
+    keyless = TextNode(id_=_id("k1", True), text="Fresh milk returns.", metadata={"key": "k1"})
+    with pytest.raises(ValueError, match="nodes were changed.*cannot run exactly on Qdrant"):
+        retriever.insert_nodes([keyless])
+    assert retriever.filters == not_grocery  # kept, not silently dropped
+    with pytest.raises(RuntimeError, match="set retriever.filters to filters both sides read"):
+        retriever.retrieve(QUERIES[1])
+    with pytest.raises(RuntimeError, match="set retriever.filters"):
+        await retriever.aretrieve(QUERIES[1])
+    with pytest.raises(RuntimeError, match="set retriever.filters"):
+        retriever.persist(tmp_path / "h")
+    assert not (tmp_path / "h").exists()
+    retriever.filters = ELECTRONICS  # read alike by both sides: serving again
+    stores = {n.node.metadata.get("store") for q in QUERIES for n in retriever.retrieve(q)}
+    assert stores == {"electronics"}
+    retriever.persist(tmp_path / "h")
+    client.close()
+
+
 def test_milvus_lite_changes_in_step_and_round_trip(tmp_path):
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
