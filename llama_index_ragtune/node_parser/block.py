@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Block", "visible_title"]
+__all__ = ["Block", "InnerFence", "visible_title"]
 
 #: Invisible format characters (zero-width space, soft hyphen, bidi marks and
 #: isolates, word joiner, BOM) that would make a section title differ from what a
@@ -33,6 +33,28 @@ def visible_title(text: str) -> str:
         visible_title("Re\\u200bturns \\u200f ")     # 'Returns'
     """
     return " ".join(_INVISIBLE.sub("", text).split())
+
+
+@dataclass(frozen=True)
+class InnerFence:
+    """A fenced code (or ``$$`` math) block inside a container (list item, blockquote).
+
+    Offsets are local to the container's text: ``content_start`` is the first line after
+    the opening fence, ``content_end`` the start of the closing fence line (the end of the
+    container when the fence never closes). ``opening`` / ``closing`` are the fence lines
+    repeated around a part of the code, with the container's prefix (quote markers kept,
+    list markers as spaces); ``closing`` is empty for a fence that never closes.
+
+    Example::
+
+        InnerFence(7, 13, "> ```", "> ```", "> ```")
+    """
+
+    content_start: int
+    content_end: int
+    opening: str
+    closing: str
+    short_opening: str
 
 
 @dataclass
@@ -51,7 +73,10 @@ class Block:
     later parts when ``text[:head]`` is too long to repeat (a code fence's
     opening line without its attributes, ```` ```python ```` for
     ```` ```python title="..." linenums="1" ````), so that every part is still a
-    fenced block.
+    fenced block. ``inner_fences`` are the code fences inside a list or blockquote
+    (:class:`InnerFence`), re-fenced in every part of them when the container is split;
+    ``repeat_quote_markers`` says whether a part that starts inside a quoted line repeats
+    the line's ``>`` markers (the splitter turns it off when they cost too much).
     """
 
     kind: str
@@ -64,3 +89,5 @@ class Block:
     title: str = ""
     head_text: str | None = None
     short_head: str | None = None
+    inner_fences: tuple[InnerFence, ...] = ()
+    repeat_quote_markers: bool = True

@@ -51,6 +51,7 @@ from llama_index_ragtune.node_parser.html_text import (
     replace_control_characters,
     text_types,
 )
+from llama_index_ragtune.node_parser.markdown import container_fences
 from llama_index_ragtune.node_parser.structure import Block
 
 __all__ = [
@@ -259,7 +260,8 @@ class _Writer:
             for a, b in zip(bounds[:-1], bounds[1:], strict=True):
                 if "".join(lines[a:b]).strip():
                     units.append((offsets[a], offsets[b] - 1))
-        self.blocks.append(Block(_BLOCK_KIND[ctx.kind], text, units=units))
+        fences = container_fences(text)
+        self.blocks.append(Block(_BLOCK_KIND[ctx.kind], text, units=units, inner_fences=fences))
 
     # ------------------------------------------------------------ events
 

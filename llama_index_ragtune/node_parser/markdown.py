@@ -19,7 +19,9 @@ without a token) are kept as paragraph text; a heading with no visible title
 A node's text is the Markdown source itself, and ``start_char_idx`` /
 ``end_char_idx`` point into the document: ``text[start:end]`` is the node's
 source span (for the second and later parts of a split table or code block,
-the repeated header row / fences are not part of the span; a control character
+the repeated header row / fences are not part of the span, nor are the fences
+re-added around a part of a code block inside a list or blockquote, or the ``>``
+markers a part of a quote that starts inside a line repeats; a control character
 other than tab, LF and CR reads as the character that replaced it, see
 :func:`~.documents.without_control_characters`).
 
@@ -42,7 +44,8 @@ from dataclasses import replace
 from functools import lru_cache
 
 from llama_index_ragtune.node_parser.base import StructuredNodeParser
-from llama_index_ragtune.node_parser.block import visible_title
+from llama_index_ragtune.node_parser.block import InnerFence, visible_title
+from llama_index_ragtune.node_parser.documents import without_control_characters
 from llama_index_ragtune.node_parser.structure import Block
 
 _BOM = "\ufeff"
@@ -51,6 +54,10 @@ _LINE = re.compile(r"[^\r\n]+")
 _FRONT_MATTER_KEY = re.compile(r"[\w\"'.-]+\s*[:=]")
 _COMMENTS_ONLY = re.compile(r"\s*(?:<!--.*?-->\s*)+", re.S)
 _LINE_END = re.compile(r"\r\n|\r|\n")
+#: CommonMark's numeric character reference (up to 7 decimal or 6 hexadecimal digits).
+_NUMERIC_REFERENCE = re.compile(r"&#([0-9]{1,7}|[xX][0-9a-fA-F]{1,6});")
+#: A list marker in the prefix of a line inside a container (written as spaces when repeated).
+_LIST_MARKER = re.compile(r"[-+*]|\d{1,9}[.)]")
 
 
 def _math_block(state, start_line: int, end_line: int, silent: bool) -> bool:
@@ -89,6 +96,26 @@ def _math_block(state, start_line: int, end_line: int, silent: bool) -> bool:
     return True
 
 
+def _numeric_reference(state, silent: bool) -> bool:
+    """markdown-it inline rule: a numeric character reference (``&#x93;``, ``&#147;``) read
+    as HTML5 reads it, like the HTML parser: a C1 control's number is its Windows-1252
+    character (a quotation mark, not U+FFFD), NUL, a surrogate or a number past U+10FFFF
+    is U+FFFD, and other control characters read as :func:`~.documents.without_control_characters`
+    writes them (a space)."""
+    match = _NUMERIC_REFERENCE.match(state.src, state.pos)
+    if match is None:
+        return False
+    if not silent:
+        digits = match.group(1)
+        code = int(digits[1:], 16) if digits[0] in "xX" else int(digits)
+        invalid = code == 0 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF
+        token = state.push("text_special", "", 0)
+        token.content = "\ufffd" if invalid else without_control_characters(chr(code))
+        token.markup, token.info = match.group(0), "entity"
+    state.pos = match.end()
+    return True
+
+
 @lru_cache(maxsize=2)
 def _markdown_it(block_only: bool = True):
     """CommonMark + GFM tables + ``$$`` display math; block-only skips inline parsing (only
@@ -97,6 +124,7 @@ def _markdown_it(block_only: bool = True):
 
     md = MarkdownIt("commonmark").enable("table")
     md.block.ruler.before("fence", "math_block", _math_block)
+    md.inline.ruler.before("entity", "numeric_reference", _numeric_reference)
     return md.disable("inline") if block_only else md
 
 
@@ -211,7 +239,8 @@ def markdown_blocks(text: str) -> list[Block]:
                 blocks.append(Block("paragraph", body, start))
         elif kind in ("bullet_list_open", "ordered_list_open"):
             units = _child_spans(tokens, i, "list_item_open", lines, start)
-            blocks.append(Block("list", body, start, units))
+            fences = _inner_fences(tokens, i, lines, start)
+            blocks.append(Block("list", body, start, units, inner_fences=fences))
         elif kind == "table_open":
             header_stop = lines.start(first + 2) - start  # header row + delimiter row
             units = _child_spans(tokens, i, "tr_open", lines, start)
@@ -227,7 +256,9 @@ def markdown_blocks(text: str) -> list[Block]:
         elif kind == "code_block":
             blocks.append(Block("code", body, start, _line_units(body, 0, len(body))))
         elif kind == "blockquote_open":
-            blocks.append(Block("blockquote", body, start))
+            units = _quoted_spans(tokens, i, lines, start)
+            fences = _inner_fences(tokens, i, lines, start)
+            blocks.append(Block("blockquote", body, start, units, inner_fences=fences))
         elif kind == "html_block":
             if not _COMMENTS_ONLY.fullmatch(body):  # comments are not visible text
                 blocks.append(Block("html", body, start))
@@ -263,6 +294,80 @@ def _child_spans(tokens, index: int, child_type: str, lines: _Lines, offset: int
         elif token.type in ("bullet_list_close", "ordered_list_close", "table_close"):
             depth -= 1
     return [(a, b) for a, b in spans if b > a]
+
+
+def _quoted_spans(tokens, index: int, lines: _Lines, offset: int) -> list[tuple[int, int]]:
+    """Local spans of the blocks directly inside the blockquote opened at ``index``."""
+    opener = tokens[index]
+    spans = []
+    for k in range(index + 1, len(tokens)):
+        token = tokens[k]
+        if token.level == opener.level and token.nesting == -1:
+            break
+        if token.level == opener.level + 1 and token.nesting != -1 and token.map is not None:
+            first, stop = token.map
+            spans.append((lines.start(first) - offset, lines.end(stop) - offset))
+    return [(a, b) for a, b in spans if b > a]
+
+
+def _inner_fences(tokens, index: int, lines: _Lines, offset: int) -> tuple[InnerFence, ...]:
+    """The code fences and ``$$`` blocks (on lines of their own) inside the container opened
+    at ``index``, at any depth, with the lines that re-fence a part of them."""
+    opener, text = tokens[index], lines.text
+    fences = []
+    for k in range(index + 1, len(tokens)):
+        token = tokens[k]
+        if token.level == opener.level and token.nesting == -1:
+            break
+        if token.type not in ("fence", "math_block") or token.map is None:
+            continue
+        first, stop = token.map
+        opening = text[lines.start(first) : lines.start(first + 1)].rstrip()
+        last = text[lines.start(stop - 1) : lines.start(stop)].rstrip()
+        mark = opening.find(token.markup)
+        if stop - first < 2 or mark < 0:
+            continue
+        closer = last.lstrip(" \t>")
+        prefix = _LIST_MARKER.sub(lambda m: " " * len(m.group()), opening[:mark])
+        if token.type == "math_block":
+            if opening[mark:] != "$$" or closer != "$$" or stop - first < 3:
+                continue  # "$$" not on a line of its own: nothing to repeat
+            closed, info = True, ""
+        else:
+            closed = stop - first >= 2 and set(closer) == {token.markup[0]}
+            closed = closed and len(closer) >= len(token.markup)
+            info = "".join(token.info.split()[:1])
+        if closed:  # the closing line's prefix is the container's own (tabs and all)
+            prefix = last[: len(last) - len(closer)]
+        end = lines.start(stop - 1) if closed else lines.end(stop)
+        fences.append(
+            InnerFence(
+                lines.start(first + 1) - offset,
+                end - offset,
+                prefix + opening[mark:],
+                last if closed else "",
+                prefix + token.markup + info,
+            )
+        )
+    return tuple(fences)
+
+
+def container_fences(text: str) -> tuple[InnerFence, ...]:
+    """The code fences inside ``text``, a Markdown list or blockquote (the HTML parser
+    renders its containers as Markdown), with local offsets.
+
+    Example::
+
+        [f.opening for f in container_fences("> ```py\\n> x = 1\\n> ```")]     # ['> ```py']
+    """
+    if "```" not in text and "~~~" not in text and "$$" not in text:
+        return ()
+    lines, tokens = _Lines(text), _markdown_it().parse(text)
+    fences: list[InnerFence] = []
+    for i, token in enumerate(tokens):
+        if token.level == 0 and token.nesting == 1:
+            fences.extend(_inner_fences(tokens, i, lines, 0))
+    return tuple(fences)
 
 
 def _compact_head(head: str) -> str:

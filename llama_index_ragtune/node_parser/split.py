@@ -6,7 +6,9 @@ block (every level keeps all the text of the level above):
 - lists, definition lists, tables, code and front matter: their units (list
   items, definition groups, table rows, code lines), then lines, then
   sentences, then words, then characters;
-- prose (paragraphs, headings, blockquotes, raw HTML): blank lines, then
+- blockquotes: the blocks they hold, then lines, then sentences, words and
+  characters (a part that starts inside a line repeats the line's ``>`` markers);
+- prose (paragraphs, headings, raw HTML): blank lines, then
   sentences, then words, then characters.
 
 Only a part that is still too large goes down a level, and consecutive parts
@@ -22,7 +24,9 @@ part while they take at most a third of the budget; a code fence whose opening
 line is longer than that repeats its bare fence (``Block.short_head``) in the
 later parts while that fits, so every part is a fenced block on its own; a larger
 header is split like any other line instead, so repeated headers never multiply
-the output.
+the output. A code fence inside a list or blockquote (``Block.inner_fences``) is
+closed at the end of a part that stops inside it and reopened at the top of the
+next, with the container's prefix, under the same limit.
 
 Example::
 
@@ -43,6 +47,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from llama_index_ragtune.node_parser.containers import (
+    CONTAINER_KINDS,
+    affordable_context,
+    context_after,
+    context_before,
+    fence_line_boundary,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index_ragtune.node_parser.block import Block
 
@@ -51,7 +63,8 @@ Span = tuple[int, int]
 
 #: Block kinds whose units and lines are natural boundaries (cut below them: ``partial``).
 LINE_KINDS = frozenset({"list", "definition_list", "table", "code", "math", "front_matter"})
-#: Block kinds split like prose: blank lines, then sentences (cut below them: ``partial``).
+#: Block kinds of prose: cut at sentences is not ``partial``, below them is (a blockquote is
+#: first cut between the blocks it holds and its lines, see ``_ladder``).
 PROSE_KINDS = frozenset({"heading", "paragraph", "blockquote", "html"})
 #: A repeated header/fence may take at most this share of the budget.
 MAX_REPEATED_SHARE = 3
@@ -125,6 +138,8 @@ def _line_spans(block: Block, span: Span) -> Sequence[Span]:
         while b > a and block.text[b - 1].isspace():
             b -= 1
         if block.text[a:b].strip():
+            if out and block.inner_fences and fence_line_boundary(block, a):
+                a = out.pop()[0]  # a bare fence line goes with the code line next to it
             out.append((a, b))
     return out
 
@@ -186,6 +201,14 @@ _LINE_LADDER = (_unit_spans, _line_spans, _sentence_spans, _word_spans, _char_sp
 _NATURAL_DEPTH = 2
 
 
+def _ladder(kind: str) -> tuple[tuple, int]:
+    """The boundaries a block of ``kind`` is cut at, coarsest first, and its natural depth
+    (a blockquote's units are the blocks it holds; a sentence of a quoted line is whole)."""
+    if kind == "blockquote":
+        return _LINE_LADDER, _NATURAL_DEPTH + 1
+    return (_LINE_LADDER if kind in LINE_KINDS else _PROSE_LADDER), _NATURAL_DEPTH
+
+
 # -------------------------------------------------------------- rendering
 
 
@@ -229,6 +252,10 @@ def render_span(
     body = text[body_start:body_end]
     if prefix or suffix:
         body = body.strip("\n")
+    if block.kind in CONTAINER_KINDS:
+        lead = "" if at_top else context_before(block, a)
+        trail = "" if at_bottom else context_after(block, b)
+        prefix, suffix = prefix + lead, trail + suffix
     return prefix + body + suffix, begin, end, not (prefix or suffix)
 
 
@@ -326,7 +353,7 @@ def _split(
     out: list[_Group],
     region: Span,
 ) -> None:
-    ladder = _LINE_LADDER if block.kind in LINE_KINDS else _PROSE_LADDER
+    ladder, natural_depth = _ladder(block.kind)
     kids: Sequence[Span] = ()
     while level < len(ladder):
         kids = ladder[level](block, span)
@@ -343,7 +370,7 @@ def _split(
     def measure(i: int, j: int) -> int:
         return count(render_span(block, kids[i][0], kids[j - 1][1], region)[0])
 
-    partial = level >= _NATURAL_DEPTH
+    partial = level >= natural_depth
     chars = ladder[level] is _char_spans
     n = len(kids)
     total = measure(0, n)  # one count of the whole span gives a first guess of a part's size
@@ -429,6 +456,8 @@ def split_block(
         region = _trim(block.text, 0, len(block.text))
         if region is None:
             return []
+    if block.kind in CONTAINER_KINDS:
+        block = affordable_context(block, budget, count, MAX_REPEATED_SHARE)
     groups: list[_Group] = []
     if room is not None and not 0 < room < budget:
         room = None
