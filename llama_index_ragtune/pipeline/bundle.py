@@ -53,6 +53,8 @@ from llama_index_ragtune.pipeline.bundle_folders import (
 from llama_index_ragtune.pipeline.bundle_manifest import verify_bundle
 
 logger = logging.getLogger(__name__)
+# model weight files: never empty in a model that loads (an empty one is a save cut short)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".gguf")
 
 
 @dataclass
@@ -260,7 +262,13 @@ def _loading(folder: Path, part: str, entry: Mapping[str, Any] | None = None) ->
         entry = entry or {}
         if entry.get("path"):
             where = f"from the bundle folder {folder / entry['path']}"
-            hint = f"it does not hold a model of this kind; {REWRITE}"
+            empty = empty_weights(folder / entry["path"])
+            hint = (
+                f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty (0 bytes): the "
+                f"model was saved incompletely before the bundle was written; {REWRITE}"
+                if empty
+                else f"it does not hold a model of this kind; {REWRITE}"
+            )
         elif part.startswith("models."):
             where = f"from its reference {entry.get('reference') or 'the default model'!r}"
             hint = (
@@ -478,15 +486,42 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def empty_weights(folder: Path, limit: int = 3) -> list[str]:
+    """Up to ``limit`` model weight files (:data:`WEIGHT_SUFFIXES`) under ``folder`` that are
+    empty (0 bytes), as paths relative to ``folder``.
+
+    Example::
+
+        empty_weights(Path("runs/shop/bundles/v2/encoder"))      # ['model.safetensors']
+    """
+    found = []
+    for top, _, files in os.walk(folder):
+        for name in sorted(files):
+            path = os.path.join(top, name)
+            with contextlib.suppress(OSError):
+                if name.endswith(WEIGHT_SUFFIXES) and os.path.getsize(path) == 0:
+                    found.append(os.path.relpath(path, folder))
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
 def link_or_copy(src: str, dst: str) -> str:
     """Hard-link ``src`` to ``dst`` (no second copy of model weights), else copy it.
 
     The file gets the read permissions the user's umask gives new files: transformers saves
     weights private to their owner (``0600``), which a server running as another user
-    (a container's non-root user) could not read from a deployed bundle.
+    (a container's non-root user) could not read from a deployed bundle. An empty weight
+    file (:data:`WEIGHT_SUFFIXES`, a save cut short) is a ``BundleError`` naming it: a
+    version holding it would verify, then fail to load once served.
     """
     import shutil
 
+    if str(src).endswith(WEIGHT_SUFFIXES) and os.path.getsize(src) == 0:
+        raise BundleError(
+            f"{src} is empty (0 bytes): the model was saved incompletely, so no bundle version "
+            "is written from it (the served version stays); train or save that model again"
+        )
     try:
         os.link(src, dst)
     except OSError:

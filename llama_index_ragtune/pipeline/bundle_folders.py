@@ -32,11 +32,17 @@ import os
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune._atomic import _pid_alive, atomic_write_text, recover_dir
+from llama_index_ragtune._atomic import (
+    _parent_lock,
+    _pid_alive,
+    atomic_write_text,
+    recover_dir,
+)
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -51,7 +57,8 @@ LOCK_TIMEOUT = 600.0  # seconds a writer waits for another one before a BundleEr
 # and the temporary files of CURRENT and history.jsonl (_atomic.atomic_path)
 _VERSION_LEFTOVER = re.compile(r"^(v\d{1,9})\.(?:tmp|old)-(\d+)-[0-9a-f]+$")
 _FILE_LEFTOVER = re.compile(r"^\.(?:CURRENT|history\.jsonl)\.tmp-(\d+)-[0-9a-f]+(?:\.jsonl)?$")
-_HELD = threading.local()  # bundles folders whose lock this thread holds: {path: depth}
+# bundles folders whose lock this thread holds: .depth {path: depth}, .locked {path: flock taken}
+_HELD = threading.local()
 logger = logging.getLogger(__name__)
 
 
@@ -60,8 +67,13 @@ class BundleError(ValueError):
 
 
 def bundles_root(path: str | Path) -> Path:
-    """The ``bundles`` folder for a run's ``--out`` folder or the ``bundles`` folder itself."""
-    path = Path(path).expanduser()
+    """The ``bundles`` folder for a run's ``--out`` folder or the ``bundles`` folder itself.
+
+    Always an absolute path: a relative one is resolved against the working directory once,
+    here, so a later ``os.chdir`` (another thread, a server's worker) cannot make a writer
+    or reader act on another folder than the one it checked.
+    """
+    path = Path(path).expanduser().absolute()
     return path if path.name == BUNDLES_DIR or _exists(path / CURRENT) else path / BUNDLES_DIR
 
 
@@ -166,6 +178,7 @@ def bundle_lock(path: str | Path, timeout: float | None = None) -> Iterator[Path
     held = getattr(_HELD, "depth", None)
     if held is None:
         held = _HELD.depth = {}
+        _HELD.locked = {}
     key = str(root)
     if held.get(key):  # this thread holds it already
         held[key] += 1
@@ -200,6 +213,7 @@ def bundle_lock(path: str | Path, timeout: float | None = None) -> Iterator[Path
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -210,14 +224,21 @@ def bundle_lock(path: str | Path, timeout: float | None = None) -> Iterator[Path
                     ) from None
                 time.sleep(0.05)
             except OSError:  # a file system without locks
+                locked = False
                 break
-        held[key] = 1
+        held[key], _HELD.locked[key] = 1, locked
         try:
             yield root
         finally:
-            held[key] = 0
+            held[key], _HELD.locked[key] = 0, False
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock_taken(root: Path) -> bool:
+    """Whether this thread holds :func:`bundle_lock` of ``root`` with a real ``flock`` (not
+    the unlocked fallback of a system or file system without locks)."""
+    return bool(getattr(_HELD, "locked", {}).get(str(root.resolve())))
 
 
 def clean_leftovers(path: str | Path) -> list[str]:
@@ -227,20 +248,43 @@ def clean_leftovers(path: str | Path) -> list[str]:
     renamed back when ``v<n>`` is missing (``_atomic.recover_dir``), and stale
     ``.CURRENT.tmp-*`` / ``.history.jsonl.tmp-*`` files are deleted. Writers call it
     holding :func:`bundle_lock`.
+
+    ``.CURRENT.tmp-*`` files are written only under :func:`bundle_lock` and
+    ``.history.jsonl.tmp-*`` only under the log's lock, so holding those locks they are
+    dead whatever process id their name holds: a writer killed on another host or in
+    another container, whose id is a live process here, leaves none that outlives it.
+    A ``v<n>.tmp-*`` folder whose process id is alive here is kept (a writer that does not
+    take the lock may be filling it) with a warning saying to remove it if it is stale.
     """
     root = bundles_root(path)
     if not root.is_dir():
         return []
+    locked = _lock_taken(root)
     before = set(os.listdir(root))
-    versions = set()
-    for name in before:
-        if m := _VERSION_LEFTOVER.match(name):
-            versions.add(m.group(1))
-        elif (m := _FILE_LEFTOVER.match(name)) and not _pid_alive(int(m.group(1))):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(root / name)
+    versions, kept = set(), []
+    with _parent_lock(root) as log_locked:  # the lock append_history writes the log under
+        for name in before:
+            if m := _VERSION_LEFTOVER.match(name):
+                versions.add(m.group(1))
+                pid = int(m.group(2))
+                if locked and ".tmp-" in name and pid != os.getpid() and _pid_alive(pid):
+                    kept.append(name)
+            elif m := _FILE_LEFTOVER.match(name):
+                dead = log_locked if name.startswith(".history") else locked
+                if dead or not _pid_alive(int(m.group(1))):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(root / name)
     for version in sorted(versions):
         recover_dir(root / version)
+    if kept:
+        logger.warning(
+            "%s holds %s, named after a process id that is alive here but not holding the "
+            "writers' lock: kept, and its version number not reused; if no program is writing "
+            "it (its writer ran on another host or in another container and was killed), "
+            "remove it",
+            root,
+            ", ".join(sorted(kept)),
+        )
     return sorted(before - set(os.listdir(root)))
 
 
@@ -398,13 +442,13 @@ def set_current_version(path: str | Path, version: str) -> Path:
 def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
     """The version folder for ``path``: a version folder, a ``bundles`` folder or a run's
     ``--out`` (their ``CURRENT`` version unless ``version`` is given)."""
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().absolute()  # once: see bundles_root
     if version is None and _is_file(path / MANIFEST):
         return path
     root = bundles_root(path)
     if version is None:
         if not root.is_dir() and not _exists(path):
-            raise BundleError(f"bundle not found: {path} does not exist")
+            raise BundleError(f"bundle not found: {path} does not exist{_spelled_otherwise(path)}")
         version = current_version(root)
         if version is None:
             raise BundleError(
@@ -453,3 +497,26 @@ def _replaced_copy(root: Path, version: str) -> Path | None:
             with contextlib.suppress(OSError):
                 found.append(((root / name).stat().st_mtime, root / name))
     return max(found)[1] if found else None
+
+
+def _spelled_otherwise(path: Path) -> str:
+    """A hint naming the entries beside the first missing part of ``path`` whose names differ
+    from it only in Unicode form (NFC / NFD: macOS file names, copied archives) or letter
+    case; "" when there is none."""
+    for part in (*reversed(path.parents), path):
+        if _exists(part):
+            continue
+        key = unicodedata.normalize("NFC", part.name).casefold()
+        try:
+            names = os.listdir(part.parent)
+        except OSError:
+            return ""
+        similar = sorted(n for n in names if unicodedata.normalize("NFC", n).casefold() == key)
+        if not similar:
+            return ""
+        return (
+            f"; {part.parent} holds {', '.join(ascii(n) for n in similar)}, a name that differs "
+            f"from {ascii(part.name)} only in Unicode form (NFC / NFD) or letter case: pass "
+            "that name as it is spelled there"
+        )
+    return ""

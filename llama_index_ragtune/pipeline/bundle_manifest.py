@@ -15,7 +15,8 @@ Example::
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from llama_index_ragtune._atomic import sha256_file
@@ -31,6 +32,10 @@ from llama_index_ragtune.retrievers.persistence import DuplicateKeyError, loads_
 FORMAT = "ragtune-bundle"
 FORMAT_VERSION = 1
 MAX_COUNT = 1_000_000  # upper bound of the manifest's counts (top k, tokens, sources)
+MAX_FILE_SIZE = 1 << 50  # bytes (1 PiB): a listed size above it is not a real file's
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # as sha256_file writes it
+# sections refresh_bundle reads (its settings, earlier questions): {name: type when present}
+_OPTIONAL_SECTIONS = {"config": dict, "data": dict, "packages": dict, "decisions": list}
 
 
 def file_digests(folder: Path) -> dict[str, dict[str, Any]]:
@@ -56,11 +61,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise BundleError(f"{path} is not readable JSON ({exc}); {REWRITE}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{path} is not a {FORMAT} manifest; {REWRITE}")
-    if type(data.get("format_version")) is not int or data["format_version"] != FORMAT_VERSION:
-        raise BundleError(
-            f"{path} has format version {data.get('format_version')!r}; this version of "
-            f"llama-index-ragtune reads {FORMAT_VERSION}: upgrade it, or {REWRITE}"
-        )
+    _check_format_version(data.get("format_version"), path)
     for key in ("version", "models", "retrieval", "generation", "files"):
         if key not in data:
             raise BundleError(f"{path} lacks the field {key!r}; {REWRITE}")
@@ -77,15 +78,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(data["files"], dict):
         raise BundleError(f"{path}: 'files' must be an object; {REWRITE}")
     for rel, info in data["files"].items():
-        _inside(rel, f"files[{rel!r}]", path)
-        if not (
-            isinstance(info, dict)
-            and isinstance(info.get("sha256"), str)
-            and type(info.get("size")) is int
-        ):
-            raise BundleError(
-                f"{path}: files[{rel!r}] must be {{'sha256': str, 'size': int}}; {REWRITE}"
-            )
+        _check_file_entry(rel, info, path)
+    _check_sections(data, path)
     for key in ("models", "retrieval", "generation"):
         if not isinstance(data[key], dict):
             raise BundleError(f"{path}: {key!r} must be an object; {REWRITE}")
@@ -137,6 +131,74 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return data
 
 
+def _check_format_version(found: Any, path: Path) -> None:
+    """``BundleError`` unless ``found`` is :data:`FORMAT_VERSION`; the message says whether
+    the bundle is older (rewrite it) or newer (upgrade llama-index-ragtune) than this reader."""
+    if type(found) is int and found == FORMAT_VERSION:
+        return
+    if type(found) is not int:
+        fix = "format_version must be a whole number: the manifest was edited"
+    elif found < FORMAT_VERSION:
+        fix = (
+            "an older bundle format, written by an earlier llama-index-ragtune: load it with "
+            "that release"
+        )
+    else:
+        fix = "a newer bundle format: upgrade llama-index-ragtune (pip install -U llama-index-ragtune)"
+    raise BundleError(
+        f"{path} has format version {short(found)}; this version of llama-index-ragtune reads "
+        f"{FORMAT_VERSION}: {fix}, or {REWRITE}"
+    )
+
+
+def _check_file_entry(rel: Any, info: Any, manifest: Path) -> None:
+    """``BundleError`` naming ``files[rel]`` unless ``rel`` is a file path inside the folder as
+    writers spell it (``a/b.txt``: no ``.`` or empty parts, no backslash or drive) and ``info``
+    is ``{"sha256": 64 lowercase hex digits, "size": 0 to MAX_FILE_SIZE}``; checked even when
+    hashes are not (``verify=False``)."""
+    field_name = f"files[{short(rel)}]"
+    _inside(rel, field_name, manifest)
+    if any(part in ("", ".") for part in rel.split("/")):
+        raise BundleError(
+            f"{manifest}: {field_name} must be a file path as the bundle writer spells it "
+            f"(parts joined by '/', without '.' or empty parts), e.g. 'index/docstore.json'; "
+            f"{REWRITE}"
+        )
+    sha = info.get("sha256") if isinstance(info, dict) else None
+    size = info.get("size") if isinstance(info, dict) else None
+    if not (
+        isinstance(sha, str)
+        and _SHA256.fullmatch(sha)
+        and type(size) is int
+        and 0 <= size <= MAX_FILE_SIZE
+    ):
+        raise BundleError(
+            f"{manifest}: {field_name} must be {{'sha256': 64 lowercase hex digits, 'size': a "
+            f"whole number of bytes from 0 to {MAX_FILE_SIZE}}}, got {short(info, 160)}; "
+            f"{REWRITE}"
+        )
+
+
+def _check_sections(data: dict[str, Any], manifest: Path) -> None:
+    """``BundleError`` naming the field when a section other readers use (``config``,
+    ``data``, ``retrieval.fusion``, ...) is present with another type."""
+    found = [(key, data.get(key), kind) for key, kind in _OPTIONAL_SECTIONS.items()]
+    if isinstance(data.get("data"), dict):
+        found += [
+            (f"data.{k}", data["data"].get(k), dict) for k in ("documents", "nodes", "queries")
+        ]
+    if isinstance(data.get("retrieval"), dict):
+        found.append(("retrieval.fusion", data["retrieval"].get("fusion"), dict))
+    if isinstance(data.get("decisions"), list):
+        found += [(f"decisions[{i}]", d, dict) for i, d in enumerate(data["decisions"])]
+    for name, value, kind in found:
+        if value is not None and not isinstance(value, kind):
+            what = "an object" if kind is dict else "a list"
+            raise BundleError(
+                f"{manifest}: {name} must be {what} or null, got {short(value)}; {REWRITE}"
+            )
+
+
 def _number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
@@ -163,12 +225,14 @@ def _inside(rel: Any, field_name: str, manifest: Path) -> None:
         not isinstance(rel, str)
         or not rel
         or "\0" in rel
+        or "\\" in rel  # a separator elsewhere: ..\x leaves the folder on Windows
+        or PureWindowsPath(rel).anchor  # C:x, //host/share
         or Path(rel).is_absolute()
         or ".." in Path(rel).parts
     ):
         raise BundleError(
-            f"{manifest}: {field_name} must be a path inside the bundle folder, got {rel!r}; "
-            f"{REWRITE}"
+            f"{manifest}: {field_name} must be a path inside the bundle folder (relative, parts "
+            f"joined by '/'), got {short(rel)}; {REWRITE}"
         )
 
 
@@ -183,11 +247,24 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
     folder = Path(folder)
     manifest = read_manifest(folder)
     listed = manifest["files"]
+    inside = os.path.realpath(folder)
     for rel, info in listed.items():
         path = folder / rel
         try:
             if not path.is_file():
+                if path.is_dir():
+                    raise BundleError(
+                        f"{path} is a folder, but {folder / MANIFEST} lists it as a file "
+                        f"(files[{rel!r}]): the manifest was edited; {REWRITE}"
+                    )
                 raise BundleError(f"{path} is missing from the bundle; {REWRITE}")
+            real = os.path.realpath(path)
+            if os.path.commonpath([real, inside]) != inside:
+                raise BundleError(
+                    f"{path} leads outside the bundle folder (to {real}) through a symbolic "
+                    f"link: a bundle's files are never read elsewhere (they could change after "
+                    f"verification); put the file itself there (`cp -L`), or {REWRITE}"
+                )
             size = path.stat().st_size
             if size != info.get("size"):
                 raise BundleError(
