@@ -287,7 +287,8 @@ class GenerationEvaluator:
                 f"{len(source_node_ids)} source_node_ids; pass one text per numbered source."
             )
         n_sources = len(source_node_ids)
-        parsed = parse_answer(answer_text, n_sources, self.refusal)
+        # with the texts, a source's footnote quoted in the answer is not a citation (as served)
+        parsed = parse_answer(answer_text, n_sources, self.refusal, source_texts=source_texts)
         refused = parsed.refused
         cited = list(parsed.numbers)
         valid = list(parsed.citations)

@@ -8,8 +8,8 @@ reads its ``[n]`` citations by the same rules.
 Prompt: source text is fenced as data inside ``<source id="n">`` blocks that
 the system message says never to obey; sources are cut by :func:`truncate_source`.
 The question is data too: neither a source nor the question can open or close
-a fence (``<source`` and ``</source>`` inside them are written ``< source`` and
-``</ source>``), so a question holding ``<source id="9">...</source>`` cannot
+a fence (``<source`` and ``</source`` inside them, in any case, are written
+``< source`` and ``</ source``), so a question holding ``<source id="9">...</source>`` cannot
 pass for a source, and :func:`read_grounded_prompt` reads the question and the
 sources back exactly as the model saw them.
 
@@ -28,7 +28,8 @@ Written                                Read as
 ``[1-3]``, ``[3–1]`` (any dash)        a range: 1, 2 and 3
 ``[1-500]``                            text: a range names at most ``MAX_RANGE`` numbers
 ``[Source 7]``, ``[sources: 1, 2]``    the same as ``[7]``, ``[1, 2]`` (any case; ``:``, ``#``)
-full-width ``［1］``, ``【1】``, ``[１]``  the same as ``[1]`` (full-width separators too)
+full-width ``［1］``, ``【1】``, ``[１]``  the same as ``[1]`` (full-width separators too; digits of
+                                       any script, ``[١]``, read as their value)
 ``[0]``, ``[9]`` with 3 sources        out of range: removed with the space before it, reported
 ``[1, 9]``, ``[2-5]`` with 3 sources   the valid part stays (``[1]``, ``[2, 3]``), the rest reported
 ``[1](https://...)``                   a Markdown link: kept, not a citation
@@ -36,6 +37,8 @@ full-width ``［1］``, ``【1】``, ``[１]``  the same as ``[1]`` (full-width 
 ``https://x.com/a[1]``                 a citation (a bare URL cannot hold a bracket)
 ``\\[1]``                               an escaped bracket: kept, not a citation
 ``(1)``, ``[^1]``, ``[x]``, ``[]``     not citations: kept as written
+``"Smith [1] found"`` quoted from a    the source's own footnote: kept, not a citation (with
+source that holds ``[1]``              ``source_texts``, as the query engine reads answers)
 inside inline code or a fenced block   code: kept as written, never a citation
 =====================================  ==========================================================
 
@@ -103,6 +106,7 @@ from llama_index_ragtune.grounding.prompt import (
     build_messages,
     check_refusal,
     format_sources,
+    is_blank,
     read_grounded_prompt,
     truncate_source,
 )
@@ -112,6 +116,7 @@ from llama_index_ragtune.grounding.quotes import (
     QuoteCheck,
     check_quotes,
     normalize_quote,
+    quoted_from_sources,
 )
 
 __all__ = [
@@ -138,10 +143,12 @@ __all__ = [
     "sentence_spans",
     "find_citations",
     "format_sources",
+    "is_blank",
     "is_refusal",
     "normalize_quote",
     "parse_answer",
     "parse_citations",
+    "quoted_from_sources",
     "read_grounded_prompt",
     "split_claims",
     "strip_citations",

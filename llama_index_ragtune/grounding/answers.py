@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llama_index_ragtune.grounding.citations import (
@@ -23,6 +24,7 @@ from llama_index_ragtune.grounding.citations import (
     strip_citations,
 )
 from llama_index_ragtune.grounding.prompt import DEFAULT_REFUSAL, check_refusal
+from llama_index_ragtune.grounding.quotes import quoted_from_sources
 
 
 def _normal(text: str) -> str:
@@ -159,7 +161,9 @@ class AnswerStream:
     """:func:`parse_answer` for a streamed answer: cleaned text per delta, the answer at the end.
 
     The text shown is the same as :func:`parse_answer`'s, whatever the chunks
-    (leading and trailing whitespace held back and dropped).
+    (leading and trailing whitespace held back and dropped). With ``source_texts``
+    (the ``n_sources`` texts the model was shown), a marker inside a quote copied from
+    a source that holds that marker is the source's own footnote, not a citation.
 
     Example::
 
@@ -168,9 +172,23 @@ class AnswerStream:
         "".join(shown), stream.answer.invalid_citations     # ('Paris [1].', (3,))
     """
 
-    def __init__(self, n_sources: int, refusal: str = DEFAULT_REFUSAL) -> None:
+    def __init__(
+        self,
+        n_sources: int,
+        refusal: str = DEFAULT_REFUSAL,
+        *,
+        source_texts: Sequence[str] | None = None,
+    ) -> None:
         self.refusal = check_refusal(refusal)
         self.filter = CitationFilter(n_sources)
+        if source_texts is not None:
+            source_texts = list(source_texts)
+            if len(source_texts) != n_sources:
+                raise ValueError(
+                    f"source_texts holds {len(source_texts)} texts for n_sources={n_sources}; "
+                    "pass the texts of the numbered sources the model was shown, in order."
+                )
+        self.source_texts = source_texts
         self.answer: GroundedAnswer | None = None
         self._raw: list[str] = []
         self._shown: list[str] = []
@@ -199,6 +217,11 @@ class AnswerStream:
         text = "".join(self._shown)
         cited = tuple(self.filter.cited)
         numbers, invalid = tuple(self.filter.numbers), tuple(self.filter.invalid)
+        if cited and self.source_texts is not None:
+            unquoted = _unquoted_citations(text, self.source_texts)
+            if unquoted is not None:  # some markers are a source's footnotes, quoted
+                numbers = tuple(n for n in numbers if n in unquoted or n in invalid)
+                cited = unquoted
         refused = _refuses(text, bool(cited), self.refusal)
         said = strip_citations(text).strip()
         if cited and (refused or _says_nothing(said)):
@@ -226,15 +249,36 @@ class AnswerStream:
         return "".join(self._shown)
 
 
-def parse_answer(raw: str, n_sources: int, refusal: str = DEFAULT_REFUSAL) -> GroundedAnswer:
+def _unquoted_citations(text: str, source_texts: Sequence[str]) -> tuple[int, ...] | None:
+    """The valid numbers of ``text``'s markers other than the sources' footnotes quoted with
+    their text, in order of first appearance; ``None`` when no marker is such a footnote."""
+    quoted = quoted_from_sources(text, source_texts)
+    if not quoted:
+        return None
+    citations = find_citations(text, len(source_texts))
+    return tuple(dict.fromkeys(n for c in citations if c.start not in quoted for n in c.cited))
+
+
+def parse_answer(
+    raw: str,
+    n_sources: int,
+    refusal: str = DEFAULT_REFUSAL,
+    *,
+    source_texts: Sequence[str] | None = None,
+) -> GroundedAnswer:
     """Read a model's answer over ``n_sources`` numbered sources (module docstring: the rules).
+
+    ``source_texts`` (the sources' texts as shown): a marker inside a quote copied from a
+    source that holds it is that source's footnote, kept in the text but not a citation.
 
     Example::
 
         answer = parse_answer("Rome [2][5-6].", n_sources=3)
         answer.text, answer.citations, answer.invalid_citations   # ('Rome [2].', (2,), (5, 6))
+        quoted = parse_answer('"Smith [1] found it" [2].', 2, source_texts=["Rome.", "Smith [1] found it."])
+        quoted.citations                                          # (2,)
     """
-    stream = AnswerStream(n_sources, refusal)
+    stream = AnswerStream(n_sources, refusal, source_texts=source_texts)
     stream.feed(raw)
     stream.finish()
     assert stream.answer is not None

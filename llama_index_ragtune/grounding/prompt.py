@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,9 +52,28 @@ def check_refusal(refusal: str) -> str:
     return refusal
 
 
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Cn", "Zs", "Zl", "Zp"})
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` has no visible character: only whitespace, control characters,
+    direction or zero-width marks (nothing to ask or rank by; an emoji is visible).
+
+    Example::
+
+        is_blank("\u200f \x00\n"), is_blank("\U0001f355?")   # (True, False)
+    """
+    return all(unicodedata.category(ch) in _INVISIBLE for ch in text)
+
+
+# "<source" / "</source" in any case: what a reader (a model, an HTML parser) takes for a fence tag
+_FENCE_TAG = re.compile(r"<(/?)(?=source)", re.IGNORECASE)
+
+
 def _escape(text: str) -> str:
-    # Neither a source nor the question can close a fence or open a fake one.
-    return text.replace("</source>", "</ source>").replace("<source", "< source")
+    # Neither a source nor the question can close a fence or open a fake one, whatever the
+    # case or spacing of the tag ("</SOURCE >", "<Source id=...>"): "</ source>", "< source".
+    return _FENCE_TAG.sub(r"<\1 ", text)
 
 
 def format_sources(texts: Sequence[str]) -> str:

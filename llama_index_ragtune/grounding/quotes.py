@@ -43,6 +43,7 @@ __all__ = [
     "code_mask",
     "find_quotes",
     "normalize_quote",
+    "quoted_from_sources",
 ]
 
 #: A quoted span: ``"..."``, ``“...”`` or ``«...»`` on one line (group 1, 2 or 3: the text).
@@ -358,3 +359,52 @@ def check_quotes(
             )
         )
     return checks
+
+
+def quoted_from_sources(answer: str, source_texts: Sequence[str]) -> set[int]:
+    """Start offsets (as :func:`find_citations` gives them) of the markers of ``answer`` that
+    belong to a quote copied from a source: the quote (normalised) occurs in a source whose
+    text holds the marker as written -- the source's own footnote (``"Smith [1] found ..."``
+    quoted from source 2), not a citation.
+
+    Example::
+
+        quoted_from_sources('"Smith [1] found it" [2]', ["Rome.", "Smith [1] found it."])  # {6}
+    """
+    quotes = [(m.start(), m.end()) for m in find_quotes(answer)]
+    if not quotes:
+        return set()
+    citations = find_citations(answer, len(source_texts))
+    if not citations:
+        return set()
+    code = code_mask(answer)
+    starts = [start for start, _ in quotes]
+    sources: dict[int, str] = {}  # source index -> its text normalised, when first needed
+    quoted: dict[int, str] = {}  # quote start -> the quote normalised
+    holds: dict[tuple[int, int], bool] = {}  # (quote start, source index) -> quote in source
+    verbatim: dict[tuple[int, str], bool] = {}  # (quote start, marker) -> copied from a source
+    found: set[int] = set()
+    for citation in citations:
+        at = citation.end - len(citation.text)
+        index = bisect.bisect_right(starts, at) - 1
+        if index < 0 or code[at] or citation.end > quotes[index][1]:
+            continue
+        start, end = quotes[index]
+        key = (start, citation.text)
+        if key not in verbatim:
+            verbatim[key] = False
+            for number, text in enumerate(source_texts):
+                if citation.text not in text:
+                    continue
+                if (start, number) not in holds:
+                    if start not in quoted:
+                        quoted[start] = normalize_quote(answer[start + 1 : end - 1])
+                    if number not in sources:
+                        sources[number] = normalize_quote(text)
+                    holds[start, number] = quoted[start] in sources[number]
+                if holds[start, number]:
+                    verbatim[key] = True
+                    break
+        if verbatim[key]:
+            found.add(citation.start)
+    return found

@@ -31,6 +31,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from llama_index_ragtune.grounding import is_blank
 from llama_index_ragtune.llms.loading import check_device
 from llama_index_ragtune.postprocessor.model_folder import NO_MODEL_MESSAGE, resolve_model_path
 from llama_index_ragtune.retrievers.checks import clean_text, distinct_nodes
@@ -48,7 +49,9 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     without config/weights/tokenizer, or a bi-encoder folder raise there, naming the
     path); the weights are loaded lazily, once, on first use. Scores are the model's activated
     outputs (a sigmoid probability for the usual 1-logit rerankers), so
-    ``score_threshold=0.5`` drops the nodes the model calls irrelevant.
+    ``score_threshold=0.5`` drops the nodes the model calls irrelevant. A model that scores
+    a node NaN or infinite (broken weights, a half-precision overflow), or returns another
+    number of scores than pairs, is a ``ValueError`` naming the nodes: such scores have no order.
 
     ``retrieval_weight=w`` keeps part of the first stage's judgement: nodes are
     ordered by ``(1 - w) * z(reranker score) + w * z(retriever score)`` (z-scores
@@ -238,6 +241,10 @@ class CrossEncoderRerank(BaseNodePostprocessor):
                 "CrossEncoderRerank.score: texts must be a list of str (one per node), got "
                 f"{type(texts).__name__}"
             )
+        return self._score(query, texts, [f"text {i}" for i in range(len(texts))])
+
+    def _score(self, query: str, texts: list[str], names: list[str]) -> list[float]:
+        """:meth:`score`, its checks done; ``names`` say which item each text is in errors."""
         if not texts:
             return []
         model = self.cross_encoder
@@ -247,9 +254,41 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             probs = model.predict(
                 pairs, batch_size=self.batch_size, apply_softmax=True, show_progress_bar=False
             )
-            return [float(p[1]) for p in probs]
-        scores = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
-        return [float(s) for s in scores.reshape(-1)]
+            scores = self._scores_array(probs, 2 * len(texts)).reshape(-1, 2)[:, 1]
+        else:
+            scores = self._scores_array(
+                model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False),
+                len(texts),
+            )
+        bad = [name for name, value in zip(names, scores, strict=True) if not math.isfinite(value)]
+        if bad:
+            raise ValueError(
+                f"CrossEncoderRerank: the cross-encoder {self.model!r} scored {len(bad)} of "
+                f"{len(texts)} nodes NaN or infinite (e.g. {bad[:3]}), so they cannot be ranked; "
+                "its weights or dtype are broken (half precision overflows): load it in float32 "
+                "or retrain it"
+            )
+        return [float(value) for value in scores]
+
+    def _scores_array(self, raw: Any, expected: int) -> Any:
+        """The model's output as a flat float array of ``expected`` values, or a named error."""
+        import numpy as np
+
+        if hasattr(raw, "detach"):  # a torch tensor (convert_to_tensor=True, a custom model)
+            raw = raw.detach().float().cpu().numpy()
+        try:
+            scores = np.asarray(raw, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"CrossEncoderRerank: the cross-encoder {self.model!r} returned "
+                f"{type(raw).__name__}, not numbers ({exc})"
+            ) from exc
+        if scores.size != expected:
+            raise ValueError(
+                f"CrossEncoderRerank: the cross-encoder {self.model!r} returned {scores.size} "
+                f"values for {expected} expected (one per pair, two per pair for a 2-class model)"
+            )
+        return scores
 
     def _postprocess_nodes(
         self,
@@ -274,10 +313,10 @@ class CrossEncoderRerank(BaseNodePostprocessor):
                 "wrap bare nodes as NodeWithScore(node=node, score=None)"
             )
         nodes = distinct_nodes(nodes)
-        if not query_bundle.query_str.strip():
+        if is_blank(query_bundle.query_str):
             raise ValueError(
-                "CrossEncoderRerank got an empty query: there is nothing to rank the nodes "
-                "against; pass the user's question as query_str"
+                "CrossEncoderRerank got an empty query (no visible character): there is nothing "
+                "to rank the nodes against; pass the user's question as query_str"
             )
         dispatcher.event(
             ReRankStartEvent(
@@ -297,7 +336,8 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             },
         ) as event:
             texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
-            scores = self.score(query_bundle.query_str, texts)
+            names = [n.node.node_id for n in nodes]
+            scores = self._score(query_bundle.query_str, texts, names)
             final = scores
             if self.retrieval_weight > 0:
                 final = blend_scores(scores, _retrieval_scores(nodes), self.retrieval_weight)

@@ -12,7 +12,10 @@ What it does better than core's ``CitationQueryEngine``:
   (``[1, 2]``, ``[1-3]``, ``[Source 2]``, full-width brackets...; code and
   links never count): a citation to a source that does not exist is removed
   from the answer and reported in ``metadata["invalid_citations"]``;
-- no retrieved node -> the refusal, without calling the LLM.
+- no retrieved node, or a question with no visible character (only whitespace,
+  control or direction marks) -> the refusal, without calling the LLM;
+- a marker inside a quote copied from a source that holds it (``"Smith [1]
+  found ..."`` quoted from source 2) is that source's footnote, not a citation.
 
 ``Response.metadata`` (:mod:`~llama_index_ragtune.query_engine.response_metadata`)
 maps each citation to its node id and says whether the answer was refused and
@@ -85,6 +88,7 @@ from llama_index_ragtune.grounding import (
     GroundedAnswer,
     build_messages,
     check_refusal,
+    is_blank,
     parse_answer,
     truncate_source,
 )
@@ -372,7 +376,7 @@ class CitationQueryEngine(BaseQueryEngine):
         decision: Any = None,
     ) -> Response:
         metadata = self._base_metadata(question, nodes)
-        checked = raw
+        checked, texts = raw, self.source_texts(nodes)
         if self.uncited == "cite":
             llm, n = self.llm, len(nodes)
             result = check_citations(
@@ -381,17 +385,18 @@ class CitationQueryEngine(BaseQueryEngine):
                 "cite",
                 choose=lambda prefix: llm.citation_probabilities(messages, prefix, n),
                 refusal=self.refusal,
+                source_texts=texts,
             )
             checked = result.text
             metadata["post_check"] = {
                 **result.to_dict(),
                 "uncited_claims": [
                     " ".join(checked[a:b].split())
-                    for a, b in uncited_claims(checked, n, self.refusal)
+                    for a, b in uncited_claims(checked, n, self.refusal, texts)
                 ],
             }
             metadata["post_checked_answer"] = checked
-        answer = parse_answer(checked, len(nodes), self.refusal)
+        answer = parse_answer(checked, len(nodes), self.refusal, source_texts=texts)
         self._finish(metadata, nodes, answer, raw=raw, decision=decision)
         return Response(answer.text, source_nodes=nodes, metadata=metadata)
 
@@ -403,7 +408,7 @@ class CitationQueryEngine(BaseQueryEngine):
         decision: Any = None,
     ) -> StreamingResponse:
         metadata = self._base_metadata(question, nodes)
-        stream = AnswerStream(len(nodes), self.refusal)
+        stream = AnswerStream(len(nodes), self.refusal, source_texts=self.source_texts(nodes))
         seen: dict[str, Any] = {"decision": decision}
 
         def gen() -> Iterator[str]:
@@ -427,7 +432,7 @@ class CitationQueryEngine(BaseQueryEngine):
         decision: Any = None,
     ) -> AsyncStreamingResponse:
         metadata = self._base_metadata(question, nodes)
-        stream = AnswerStream(len(nodes), self.refusal)
+        stream = AnswerStream(len(nodes), self.refusal, source_texts=self.source_texts(nodes))
         seen: dict[str, Any] = {"decision": decision}
 
         async def gen() -> AsyncIterator[str]:
@@ -481,6 +486,8 @@ class CitationQueryEngine(BaseQueryEngine):
         question = query_bundle.query_str
         if not nodes:
             return self._refusal_response(question)
+        if is_blank(question):  # nothing for the model to answer
+            return self._refusal_response(question, nodes=nodes)
         messages = self.messages(query_bundle, nodes)
         decision = self.decide_refusal(question, nodes, messages)
         if decision is not None and decision.refused:
@@ -500,6 +507,8 @@ class CitationQueryEngine(BaseQueryEngine):
         question = query_bundle.query_str
         if not nodes:
             return self._refusal_response(question, asynchronous=True)
+        if is_blank(question):
+            return self._refusal_response(question, asynchronous=True, nodes=nodes)
         messages = self.messages(query_bundle, nodes)
         decision = await asyncio.to_thread(self.decide_refusal, question, nodes, messages)
         if decision is not None and decision.refused:

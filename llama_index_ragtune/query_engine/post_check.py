@@ -34,7 +34,7 @@ from llama_index_ragtune.grounding import (
     is_refusal,
     sentence_spans,
 )
-from llama_index_ragtune.grounding.quotes import code_mask, find_quotes
+from llama_index_ragtune.grounding.quotes import code_mask, find_quotes, quoted_from_sources
 
 MODES = ("flag", "cite")
 _QUOTE_TAIL = re.compile(r"\s*:\s*[\"\u201c\u00ab]")
@@ -103,9 +103,15 @@ def claim_spans(answer: str) -> list[tuple[int, int]]:
 
 
 def uncited_claims(
-    answer: str, n_sources: int, refusal: str = DEFAULT_REFUSAL
+    answer: str,
+    n_sources: int,
+    refusal: str = DEFAULT_REFUSAL,
+    source_texts: Sequence[str] | None = None,
 ) -> list[tuple[int, int]]:
     """Spans of the claims of ``answer`` that cite no valid source (none for a refusal).
+
+    With ``source_texts``, a source's own footnote quoted with its text is no citation
+    (``grounding.quoted_from_sources``), as the query engine reads answers.
 
     Example::
 
@@ -114,7 +120,12 @@ def uncited_claims(
     """
     if is_refusal(answer, refusal):
         return []
-    marks = [(c.end - len(c.text), c.end) for c in find_citations(answer, n_sources) if c.cited]
+    footnotes = quoted_from_sources(answer, source_texts) if source_texts is not None else ()
+    marks = [
+        (c.end - len(c.text), c.end)
+        for c in find_citations(answer, n_sources)
+        if c.cited and not (footnotes and c.start in footnotes)
+    ]
     mark_starts = [m_start for m_start, _end in marks]
     code = code_mask(answer)
     out = []
@@ -145,12 +156,14 @@ def check_citations(
     mode: str = "flag",
     choose: Callable[[str], Sequence[float]] | None = None,
     refusal: str = DEFAULT_REFUSAL,
+    source_texts: Sequence[str] | None = None,
 ) -> CitationCheck:
     """Flag (``mode="flag"``) or cite (``mode="cite"``) the answered claims without a valid citation.
 
     ``choose(prefix)`` gives one probability per source (``n_sources`` of them) for
     the answer text ``prefix`` that the citation will follow; needed for ``"cite"``.
-    With no source at all, ``"cite"`` cannot cite and flags instead.
+    With no source at all, ``"cite"`` cannot cite and flags instead. ``source_texts``:
+    see :func:`uncited_claims`.
     """
     if mode not in MODES:
         raise ValueError(f"check_citations: mode must be one of {MODES}, got {mode!r}.")
@@ -159,7 +172,7 @@ def check_citations(
             "check_citations(mode='cite') needs choose= (prefix -> a probability per source), "
             "e.g. lambda prefix: llm.citation_probabilities(messages, prefix, n_sources)."
         )
-    spans = uncited_claims(answer, n_sources, refusal)
+    spans = uncited_claims(answer, n_sources, refusal, source_texts)
     if not spans:
         return CitationCheck(answer, mode)
     claims = [" ".join(answer[a:b].split()) for a, b in spans]

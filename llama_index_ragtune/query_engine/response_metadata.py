@@ -113,7 +113,9 @@ def fill_metadata(
         )
     quotes = [] if answer.refused else check_quotes(answer.text, list(source_texts))
     if metadata.get("post_check") is None:
-        metadata["post_check"] = check_citations(answer.text, len(nodes), "flag").to_dict()
+        metadata["post_check"] = check_citations(
+            answer.text, len(nodes), "flag", source_texts=source_texts
+        ).to_dict()
     metadata.update(
         citations=citations,
         cited_node_ids=list(dict.fromkeys(c["node_id"] for c in citations)),
