@@ -133,9 +133,12 @@ def is_eval_query(qid: str, eval_fraction: float, seed: int = 0) -> bool:
 
 @dataclass
 class _Query:
+    """One question's labels, each node once (in the order first seen), so a question
+    asked 100,000 times holds no more than its distinct nodes."""
+
     text: str
-    positives: list[str] = field(default_factory=list)
-    rejected: list[Negative] = field(default_factory=list)
+    positives: dict[str, None] = field(default_factory=dict)
+    rejected: dict[str, Negative] = field(default_factory=dict)  # the first per node id
     records: int = 0
 
 
@@ -189,20 +192,22 @@ def _label(record: FeedbackRecord, query: _Query) -> None:
     cited = set(record.cited_node_ids)
     clicked = set(record.clicked_node_ids)
     if record.rating == 1:
-        query.positives.extend(record.cited_node_ids)
+        query.positives.update(dict.fromkeys(record.cited_node_ids))
     if record.rating != -1:
-        query.positives.extend(record.clicked_node_ids)
+        query.positives.update(dict.fromkeys(record.clicked_node_ids))
     if record.rating == -1 or (record.rating == 1 and record.refused):
         rank = 0
         for source in record.retrieved:
             if source.node_id in cited or source.node_id in clicked:
                 continue
             rank += 1
+            if source.node_id in query.rejected:
+                continue
             score = (
                 source.score if source.score is not None and math.isfinite(source.score) else None
             )
-            query.rejected.append(
-                Negative(source.node_id, source="feedback", score=score, rank=rank)
+            query.rejected[source.node_id] = Negative(
+                source.node_id, source="feedback", score=score, rank=rank
             )
 
 
@@ -308,17 +313,12 @@ def feedback_retrieval_dataset(
     relevant: dict[str, list[str]] = {}
     negs: dict[str, list[Negative]] = {}
     for qid, query in queries.items():
-        positives = list(dict.fromkeys(query.positives))
+        positives = list(query.positives)
         if not positives:
             continue
         relevant[qid] = positives
         if negatives:
-            seen = set(positives)
-            kept = []
-            for neg in query.rejected:
-                if neg.doc_id not in seen:
-                    seen.add(neg.doc_id)
-                    kept.append(neg)
+            kept = [n for n in query.rejected.values() if n.doc_id not in query.positives]
             if kept:
                 negs[qid] = kept
     dropped = len(queries) - len(relevant)
@@ -468,7 +468,10 @@ def feedback_preference_pairs(
             f"max_pairs_per_group must be a positive integer or None, got {max_pairs_per_group!r}"
         )
     keys = check_keys(query_metadata_keys)
-    groups: dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, dict[str, FeedbackRecord]]] = {}
+    # each distinct answer once, as (question, answer text): not the whole record
+    groups: dict[
+        tuple[str, tuple[tuple[str, str], ...]], dict[int, dict[str, tuple[str, str]]]
+    ] = {}
     for record in store.records(since=since, until=until, bundle_version=bundle_version):
         if record.rating is None or record.answer is None:
             continue
@@ -480,7 +483,7 @@ def feedback_preference_pairs(
             continue
         sources = tuple((s.node_id, s.text_hash) for s in record.retrieved)
         by_rating = groups.setdefault((qid, sources), {1: {}, -1: {}})
-        by_rating[record.rating].setdefault(answer, record)
+        by_rating[record.rating].setdefault(answer, (record.query, record.answer))
 
     rows: list[dict[str, Any]] = []
     needed = {key for (_, sources), g in groups.items() if g[1] and g[-1] for key in sources}
@@ -503,15 +506,15 @@ def feedback_preference_pairs(
         for good, bad in islice(_spread_pairs(chosen, rejected), max_pairs_per_group):
             source_texts = [truncate_source(texts[key], max_source_chars) for key in sources]
             messages = build_messages(
-                good.query, source_texts, refusal=refusal, system_prompt=system_prompt
+                good[0], source_texts, refusal=refusal, system_prompt=system_prompt
             )
             rows.append(
                 {
                     "prompt": [
                         {"role": m.role.value, "content": m.content or ""} for m in messages
                     ],
-                    "chosen": [{"role": "assistant", "content": good.answer}],
-                    "rejected": [{"role": "assistant", "content": bad.answer}],
+                    "chosen": [{"role": "assistant", "content": good[1]}],
+                    "rejected": [{"role": "assistant", "content": bad[1]}],
                     "qid": qid,
                     "strategy": "feedback",
                     "chosen_score": 1.0,

@@ -109,6 +109,7 @@ _COLUMNS = {  # what this version reads and writes in each table
     "cited": ("record_id", "position", "node_id"),
     "clicks": ("id", "record_id", "node_id", "clicked_at"),
 }  # fmt: skip
+WAL_SIZE_LIMIT = 4 << 20  # bytes of ``<file>-wal`` kept after a checkpoint restarts it
 _SYNCHRONOUS = {"NORMAL": "PRAGMA synchronous=NORMAL", "FULL": "PRAGMA synchronous=FULL"}
 
 
@@ -403,6 +404,10 @@ def open_database(
             )
         conn.execute(_SYNCHRONOUS[synchronous.upper()])
         conn.execute("PRAGMA foreign_keys=ON")
+        # a reader held open stops checkpoints, so the WAL grows while it reads; once it
+        # lets go, the next checkpoint that restarts the WAL cuts the file back to this
+        # (else it keeps its largest size on disk until the last connection closes)
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         if not _checked(conn, path_str):
             _retry_locked(conn, "BEGIN IMMEDIATE", timeout)
             try:

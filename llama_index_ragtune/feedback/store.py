@@ -10,6 +10,10 @@ Safe to share: several processes (and threads) may write at once; each write
 is one short transaction that waits up to ``timeout`` seconds for the lock, and
 the database runs in WAL mode, so a writer killed mid-write loses only its
 uncommitted record. All SQL is parameterised; texts are stored verbatim.
+Reads and exports take one short read transaction a page (500 records), so a long
+export never holds the WAL back; another program that keeps a read transaction open
+does: ``<file>-wal`` then grows with every write until it lets go, and is cut back to
+4 MiB (``schema.WAL_SIZE_LIMIT``) at the next checkpoint after.
 
 Example::
 

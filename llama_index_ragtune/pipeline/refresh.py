@@ -250,13 +250,17 @@ def _check_still_served(root: Path, expected: str | None, champion: str, work: P
         )
 
 
-def _keep_champion_parts(ctx: Any, manifest: dict[str, Any], champion_dir: Path) -> None:
+def _keep_champion_parts(ctx: Any, champion: Any, champion_dir: Path) -> None:
     """A part the refresh did not promote stays the bundle's (fusion and reranker; the
-    encoder and decoder already start from the bundle's)."""
+    encoder and decoder already start from the bundle's). The fusion is the manifest's
+    ``retrieval.fusion``, or, where that optional field is missing or null, the one the
+    bundle's index was saved with (what the bundle serves)."""
+    manifest = champion.manifest
     steps = ctx.state.data["steps"]
     fusion = steps.get("fusion") or {}
     if not fusion.get("promoted"):
-        params = dict(manifest["retrieval"]["fusion"])
+        recorded = (manifest.get("retrieval") or {}).get("fusion")
+        params = dict(recorded if recorded is not None else champion.retriever.params())
         params.pop("similarity_top_k", None)
         fusion["params"] = params
         steps["fusion"] = fusion
@@ -414,7 +418,7 @@ def refresh_bundle(
                 parts[name] = None
                 continue
             parts[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], say).get("decision")
-        _keep_champion_parts(ctx, manifest, champion_dir)
+        _keep_champion_parts(ctx, champion, champion_dir)
 
         test = [q for q in ctx.split("test") if q.has_gold]
         groups = {
@@ -459,7 +463,7 @@ def refresh_bundle(
             if decision.promoted:
                 _check_still_served(champion_dir.parent, expected, version, work)
                 data = {
-                    "documents": manifest.get("data", {}).get("documents")
+                    "documents": (manifest.get("data") or {}).get("documents")
                     if docs is None
                     else {"count": len(ctx.documents), "sha256": hash_inputs(ctx.documents, None)},
                     "nodes": nodes_digest(ctx),

@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,12 +195,28 @@ def earlier_queries(
     """
     from llama_index_ragtune._atomic import sha256_file
     from llama_index_ragtune.data.errors import DataError
+    from llama_index_ragtune.pipeline.bundle_folders import short
     from llama_index_ragtune.pipeline.queries import load_queries, split_queries
 
     say = echo or logger.info
     info = (manifest.get("data") or {}).get("queries") or {}
     file = info.get("file")
     if info.get("source") != "file" or not file:
+        return []
+    config = manifest.get("config") or {}
+    saved = config.get("test_fraction", 0.2), config.get("seed", 0)
+    try:
+        fraction, seed = float(saved[0]), int(saved[1])
+    except (TypeError, ValueError, OverflowError):
+        fraction, seed = math.nan, 0
+    if not isinstance(file, str) or not 0.0 <= fraction <= 1.0:
+        # the split cannot be rebuilt: its test questions could be trained on
+        say(
+            f"earlier data: the bundle's manifest has data.queries.file {short(file)}, "
+            f"config.test_fraction {short(saved[0])} and config.seed {short(saved[1])} (a "
+            "path, a number in [0, 1] and a whole number), so its split cannot be rebuilt; "
+            "refreshing from feedback only"
+        )
         return []
     path = Path(file)
     if not path.is_file():
@@ -215,10 +232,7 @@ def earlier_queries(
     except DataError as exc:
         say(f"earlier data: {path} no longer matches the documents ({exc}); left out")
         return []
-    config = manifest.get("config") or {}
-    train, test = split_queries(
-        queries, float(config.get("test_fraction", 0.2)), int(config.get("seed", 0))
-    )
+    train, test = split_queries(queries, fraction, seed)
     return [*train, *test]
 
 

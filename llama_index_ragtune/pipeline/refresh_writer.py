@@ -9,7 +9,7 @@ with every file's hash is written last) and only then does ``CURRENT`` move, all
 holding the bundles folder's writer lock (``bundle_folders.bundle_lock``).
 
 ``bundles/history.jsonl`` records every refresh decision (promoted or not) and
-every rollback, one JSON object a line, rewritten atomically under a lock.
+every rollback, one JSON object a line, appended under a lock.
 
 Example::
 
@@ -21,18 +21,21 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
+import os
 import shutil
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from llama_index_ragtune._atomic import (
+    _fsync_dir,
     _parent_lock,
     atomic_dir,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     sha256_file,
@@ -184,11 +187,16 @@ def nodes_digest(ctx: RunContext) -> dict[str, Any]:
 
 
 def append_history(path: str | Path, entry: dict[str, Any]) -> Path:
-    """Add ``entry`` (with the time) to ``bundles/history.jsonl``, atomically and under a lock.
+    """Add ``entry`` (with the time) to ``bundles/history.jsonl``, under a lock.
 
-    The log never undoes what it records: when it cannot be written (a folder or a
-    symbolic link in its place, a read-only or full disk) a warning names it and the entry
-    is not kept, and lines already there are copied as they are, even damaged ones.
+    Appends one line (the work does not grow with the log): the line is written by one
+    ``O_APPEND`` write and synced, so a crash keeps every earlier line; an entry a killed
+    writer left torn (an unterminated line that is not a JSON object) is removed by the
+    next append with a warning quoting it, and skipped with a warning by
+    :func:`read_history` meanwhile. The log never undoes what it records: when it cannot
+    be written (a folder or a symbolic link in its place, a read-only or full disk) a
+    warning names it and the entry is not kept, and lines already there are left as they
+    are, even damaged ones (an unterminated one is ended with a newline first).
 
     Example::
 
@@ -196,15 +204,12 @@ def append_history(path: str | Path, entry: dict[str, Any]) -> Path:
     """
     root = bundles_root(path)
     target = root / HISTORY
-    line = json.dumps({"time": _now(), **entry}, default=str, sort_keys=True)
+    line = json.dumps({"time": _now(), **entry}, default=str, sort_keys=True)  # ASCII
     try:
         with _parent_lock(root):
-            if target.is_symlink():  # its content is not this log's: never copied into it
+            if target.is_symlink():  # its content is not this log's: never appended to
                 raise OSError(errno.ELOOP, "a symbolic link, not followed", str(target))
-            old = target.read_bytes() if target.is_file() else b""
-            if old and not old.endswith(b"\n"):
-                old += b"\n"
-            atomic_write_bytes(target, old + line.encode("utf-8") + b"\n")
+            _append_line(target, line.encode("ascii"))
     except OSError as exc:
         logger.warning(
             "%s could not be updated (%s: %s), so this %s is not in the log: %s; move it away "
@@ -218,10 +223,88 @@ def append_history(path: str | Path, entry: dict[str, Any]) -> Path:
     return target
 
 
+_TAIL_SCAN = 16 << 20  # an entry is at most this long, so a longer tail is not a torn one
+
+
+def _torn_entry(raw: bytes) -> bool:
+    """Whether an unterminated last line is what a killed :func:`append_history` left: the
+    start of one of its lines (ASCII, from ``{``) that is not a whole JSON object."""
+    if not raw.startswith(b"{") or not raw.isascii():
+        return False
+    try:
+        return not isinstance(json.loads(raw), dict)
+    except (ValueError, RecursionError):
+        return True
+
+
+def _read_at(fd: int, offset: int, count: int) -> bytes:
+    """``count`` bytes from ``offset`` (``os.pread`` is POSIX only; appends ignore the
+    position, so moving it is harmless)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, count)
+
+
+def _last_line_start(fd: int, size: int) -> int | None:
+    """Offset of the last line of an open file (reading backwards from the end), or None
+    when it is longer than :data:`_TAIL_SCAN` bytes (then not one of our entries)."""
+    end = size
+    while end > 0 and size - end < _TAIL_SCAN:
+        begin = max(0, end - (64 << 10))
+        newline = _read_at(fd, begin, end - begin).rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1
+        end = begin
+    return 0 if end == 0 else None
+
+
+def _append_line(target: Path, line: bytes) -> None:
+    """Append ``line`` and a newline to the log by one ``O_APPEND`` write, then sync it;
+    a write that fails part-way is cut off again, so no torn line is left."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    created = not target.exists()
+    fd = os.open(target, flags, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(target))
+        size = os.fstat(fd).st_size
+        prefix = b""
+        if size and _read_at(fd, size - 1, 1) != b"\n":
+            start = _last_line_start(fd, size)
+            raw = b"" if start is None else _read_at(fd, start, size - start)
+            if start is not None and _torn_entry(raw):
+                logger.warning(
+                    "%s ended with an entry a writer left torn (it stopped mid-append); "
+                    "removed: %s",
+                    target,
+                    raw.decode("ascii"),
+                )
+                os.ftruncate(fd, start)
+                size = start
+            else:  # a whole entry without its newline, or someone else's bytes: kept
+                prefix = b"\n"
+        data = prefix + line + b"\n"
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)  # no part of this entry stays behind
+            raise
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(target.parent)
+
+
 def read_history(path: str | Path) -> list[dict[str, Any]]:
     """Every refresh decision and rollback recorded for a bundle folder, oldest first.
 
-    Raises ``ValueError`` naming the file and line of an entry that is not a JSON object.
+    Raises ``ValueError`` naming the file and line of an entry that is not a JSON object;
+    an entry a killed writer left torn at the end is skipped with a warning (the next
+    :func:`append_history` removes it).
 
     Example::
 
@@ -231,8 +314,17 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
     if not target.is_file():
         return []
     out = []
-    for n, raw in enumerate(target.read_bytes().splitlines(), start=1):
+    lines = target.read_bytes().split(b"\n")
+    for n, raw in enumerate(lines, start=1):
         if not raw.strip():
+            continue
+        if n == len(lines) and _torn_entry(raw):  # unterminated: the last split part
+            logger.warning(
+                "%s:%d: an entry a writer left torn (it stopped mid-append); skipped: %s",
+                target,
+                n,
+                raw[:200].decode("ascii"),
+            )
             continue
         try:
             entry = json.loads(raw.decode("utf-8"))
