@@ -95,9 +95,9 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
         default=True,
         description=(
             'Drop hidden elements (hidden, aria-hidden="true", inline display: none / '
-            "visibility: hidden) with their content; a warning names the document when they "
-            "held much of its text. False keeps them: for saved pages whose collapsed FAQ "
-            "answers or tabs are content."
+            "visibility: hidden or collapse) with their content; a warning names the document "
+            "when they held much of its text. False keeps them: for saved pages whose collapsed "
+            "FAQ answers or tabs are content."
         ),
     )
 

@@ -44,7 +44,8 @@ from llama_index_ragtune.node_parser.html_text import (
     PRE_TAGS,
     _bs4,
     alt_text,
-    for_html_parser,
+    html_integer,
+    html_parser_soup,
     normalize,
     parse_fallback_content,
     pre_text,
@@ -140,10 +141,8 @@ class _Context:
 
 
 def _start_number(value) -> int:
-    try:
-        number = int(str(value).strip()[:10])
-    except (TypeError, ValueError):
-        return 1
+    """An ``<ol start>`` as browsers read it (:func:`.html_text.html_integer`), 1 when absurd."""
+    number = html_integer(value, default=1)
     return number if abs(number) < 10**9 else 1
 
 
@@ -411,25 +410,25 @@ class HTMLConverter:
         character reference and comments are prepared to read as browsers read them, see
         :mod:`.html_text`). Control characters, raw or from numeric references, are
         replaced (:func:`~.documents.without_control_characters`); the alternative content
-        of ``noframes``/``noembed``, raw text for lxml, is parsed as markup (as
+        of ``noframes``/``noembed``/``iframe``, raw text for lxml, is parsed as markup (as
         ``html.parser`` does), so that no markup shows as text."""
         html = without_control_characters(html)
         soup = self._parse_markup(html)
         if "&#" in html:
             replace_control_characters(soup)
         if soup.builder.NAME != "html.parser":
-            parse_fallback_content(soup)
+            parse_fallback_content(soup, dropped=self.policy.lenient().tags)  # dropped in any case
         return soup
 
     def _parse_markup(self, html: str):
         bs4 = _bs4()
         builder = bs4.builder.builder_registry.lookup(*self.features.split())
         if builder is None or issubclass(builder, bs4.builder.HTMLParserTreeBuilder):
-            return bs4.BeautifulSoup(for_html_parser(html), "html.parser")
+            return html_parser_soup(html)
         try:
             return bs4.BeautifulSoup(html, self.features)
         except bs4.FeatureNotFound:  # pragma: no cover - the lookup found it
-            return bs4.BeautifulSoup(for_html_parser(html), "html.parser")
+            return html_parser_soup(html)
 
     def is_boilerplate(self, tag) -> bool:
         """True for a boilerplate element (see :mod:`.html_clean`) to drop with its content."""

@@ -6,7 +6,8 @@ Always dropped (by default): what is never read as page text (``script``, ``styl
 ``textarea``, ``input``), ``nav``, elements with a chrome ARIA role (navigation,
 banner, contentinfo, complementary, search, menu, menubar, toolbar), and hidden
 elements (``hidden`` except ``hidden="until-found"``, ``aria-hidden="true"``,
-inline ``display: none`` / ``visibility: hidden``; kept with the parser's
+inline ``display: none`` / ``visibility: hidden`` or ``collapse``, the last declaration
+winning as in CSS; kept with the parser's
 ``drop_hidden=False``, and a warning names a page that loses much text this way,
 such as a saved FAQ page with collapsed answers). A visible ``svg`` leaves its
 accessible name (:func:`svg_name`: its ``aria-label`` or ``<title>``) in its place,
@@ -110,7 +111,8 @@ _NOTE_WORDS = frozenset({
     "important", "warning", "caution", "attention", "danger",
 })  # fmt: skip
 _CLASS_WORD = re.compile(r"[-_]+")
-_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.S)
+_IMPORTANT = re.compile(r"!\s*important\s*$", re.I)
 
 
 def _tokens(value) -> set[str]:
@@ -329,18 +331,33 @@ def svg_name(svg) -> str:
 
 def is_hidden(tag) -> bool:
     """True for an element hidden on the page: ``hidden`` (not ``"until-found"``),
-    ``aria-hidden="true"``, or inline ``display: none`` / ``visibility: hidden``.
+    ``aria-hidden="true"`` (any case, spaces around), or an inline style whose last
+    ``display`` is ``none`` or whose last ``visibility`` is ``hidden`` / ``collapse``.
 
     Example::
 
         is_hidden(BeautifulSoup('<div style="display:none">x</div>', "html.parser").div)  # True
     """
     attrs = tag.attrs or {}
-    if "hidden" in attrs and str(attrs.get("hidden") or "").lower() != "until-found":
+    if "hidden" in attrs and str(attrs.get("hidden") or "").strip().lower() != "until-found":
         return True
-    if str(attrs.get("aria-hidden", "")).lower() == "true":
+    if str(attrs.get("aria-hidden", "")).strip().lower() == "true":
         return True
-    return bool(_HIDDEN_STYLE.search(str(attrs.get("style", ""))))
+    style = attrs.get("style")
+    return isinstance(style, str) and ":" in style and _style_hides(style)
+
+
+def _style_hides(style: str) -> bool:
+    """True when an inline ``style`` hides its element: its last ``display`` is ``none`` or
+    its last ``visibility`` is ``hidden``/``collapse`` (CSS: a later declaration wins), read
+    per declaration, so ``--display: none`` or ``max-display: none`` hide nothing."""
+    values: dict[str, str] = {}
+    for declaration in _CSS_COMMENT.sub(" ", style).split(";"):
+        name, colon, value = declaration.partition(":")
+        name = name.strip().lower()
+        if colon and name in ("display", "visibility"):
+            values[name] = _IMPORTANT.sub("", value).strip().lower()
+    return values.get("display") == "none" or values.get("visibility") in ("hidden", "collapse")
 
 
 def describe(tag) -> str:

@@ -6,8 +6,9 @@ per body row, trailing empty cells left out) unless it is a layout table:
 of a single column. Layout tables are returned as None; their content is then
 converted like any other block content.
 
-Spans are clamped as browsers do (``colspan`` 1-1000, ``rowspan`` up to the
-rows left in its row group, ``rowspan="0"`` to the end of the group). The text
+Spans are read and clamped as browsers do (``colspan`` 1-1000, ``rowspan`` up to
+the rows left in its row group, ``rowspan="0"`` to the end of the group; a value
+that is no number, negative, or in other scripts' digits counts 1, ``"2px"`` 2). The text
 of a spanning cell is copied into every slot it covers, so each row reads on
 its own when the table is split; as long as the rendered table stays within
 ``MAX_GROWTH`` times the size of its cells (plus a small constant). Beyond
@@ -34,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llama_index_ragtune.node_parser.html_text import _bs4, flat_text
+from llama_index_ragtune.node_parser.html_text import _bs4, flat_text, html_integer
 
 MAX_COLSPAN = 1000  # the HTML standard's own clamp
 MAX_ROWSPAN = 65534
@@ -67,31 +68,51 @@ class _Row:
     all_th: bool
 
 
-def _split_implied(tag, names: frozenset) -> list[tuple[object, list]]:
-    """``(element, children)`` for ``tag`` and the ``names`` elements nested in it directly.
+def _implied_rows(row, group: int, header: bool, new_group: Callable[[], int]) -> list[tuple]:
+    """``row`` and the rows nested in it, each ``(parts, group, header)``; ``parts`` are
+    ``("cell", cell, children)`` and ``("stray", node)`` in document order.
 
-    With ``html.parser`` an unclosed ``<td>`` swallows the following cells; this puts
-    them back side by side. Iterative (any nesting depth).
+    ``html.parser`` does not imply end tags: after an unclosed ``<td>`` (or ``<tr>``,
+    legal HTML) the next cells, rows and row groups of the table are nested in it. This
+    puts them back side by side, as browsers and lxml read them; ``new_group()`` numbers a
+    nested ``thead``/``tbody``/``tfoot``. Iterative (any nesting depth), linear time.
     """
     tag_type = _bs4().Tag
-    out: list[tuple[object, list]] = [(tag, [])]
-    stack = [iter(tag.contents)]
+    rows: list[tuple] = [([], group, header)]
+    cell_children: list = []
+    stack = [(iter(row.contents), False)]  # (children, inside a cell)
     while stack:
-        for child in stack[-1]:
-            if isinstance(child, tag_type) and child.name in names:
-                out.append((child, []))
-                stack.append(iter(child.contents))
-                break
-            out[-1][1].append(child)
+        children, in_cell = stack[-1]
+        for child in children:
+            name = child.name if isinstance(child, tag_type) else None
+            if name in _CELLS:
+                cell_children = []
+                rows[-1][0].append(("cell", child, cell_children))
+            elif name == "tr":
+                rows.append(([], group, header))
+            elif name in _GROUPS:
+                group, header = new_group(), name == "thead"
+            elif in_cell:
+                cell_children.append(child)
+                continue
+            else:  # outside any cell: shown before the table
+                rows[-1][0].append(("stray", child))
+                continue
+            # what follows a nested cell or row once it ends is outside any cell, as in
+            # browsers (``<td>a<td>b</td> c``: c is stray)
+            stack[-1] = (children, False)
+            stack.append((iter(child.contents), name in _CELLS))
+            break
         else:
             stack.pop()
-    return out
+    return rows
 
 
 def _span(value, limit: int, zero_means_rest: bool) -> int:
-    try:
-        number = int(str(value).strip()[:8])
-    except (TypeError, ValueError):
+    """A ``colspan``/``rowspan`` value as browsers read it (:func:`.html_text.html_integer`:
+    ``"2px"`` is 2, ``"1e9"`` is 1, ``"٣"`` and negatives are 1), clamped to 1-``limit``."""
+    number = html_integer(value, default=1)
+    if number < 0:
         return 1
     if number == 0 and zero_means_rest:  # rowspan="0": to the end of the row group
         return max(limit, 1)
@@ -127,10 +148,16 @@ class _Stray:
 def _collect(table) -> tuple[list[_Row], list[str], list[str]]:
     """The rows (cells with clamped spans), the caption texts and the stray texts of ``table``."""
     tag_type = _bs4().Tag
-    raw_rows: list[tuple[object, int, bool]] = []
+    raw_rows: list[tuple] = []  # (parts, group, header), see _implied_rows
     captions: list[str] = []
     stray = _Stray()
     group = 0
+
+    def new_group() -> int:
+        nonlocal group
+        group += 2  # a number of its own, apart from rows outside any group
+        return group - 1
+
     for child in table.contents:
         if not isinstance(child, tag_type):
             stray.add(child)
@@ -139,16 +166,15 @@ def _collect(table) -> tuple[list[_Row], list[str], list[str]]:
         if child.name == "caption":
             captions.append(flat_text(child.contents))
         elif child.name in _GROUPS:
-            group += 1
+            group_id, header = new_group(), child.name == "thead"
             for row in child.contents:
                 if isinstance(row, tag_type) and row.name == "tr":
-                    raw_rows.append((row, group, child.name == "thead"))
+                    raw_rows += _implied_rows(row, group_id, header, new_group)
                     stray.cut()
                 else:
                     stray.add(row)
-            group += 1
         elif child.name == "tr":
-            raw_rows.append((child, group, False))
+            raw_rows += _implied_rows(child, group, False, new_group)
         else:  # colgroup/col (no text normally), or misplaced content: kept as text
             stray.add(child)
     left_in_group = [0] * len(raw_rows)
@@ -156,20 +182,19 @@ def _collect(table) -> tuple[list[_Row], list[str], list[str]]:
         same = index + 1 < len(raw_rows) and raw_rows[index + 1][1] == raw_rows[index][1]
         left_in_group[index] = 1 + (left_in_group[index + 1] if same else 0)
     rows = []
-    for index, (row, group_id, header) in enumerate(raw_rows):
+    for index, (parts, group_id, header) in enumerate(raw_rows):
         cells, names = [], []
         stray.cut()
-        for child in row.contents:
-            if not (isinstance(child, tag_type) and child.name in _CELLS):
-                stray.add(child)
+        for kind, node, *children in parts:
+            if kind == "stray":
+                stray.add(node)
                 continue
             stray.cut()
-            for cell, children in _split_implied(child, _CELLS):
-                names.append(cell.name)
-                colspan = _span(cell.get("colspan"), MAX_COLSPAN, zero_means_rest=False)
-                limit = min(left_in_group[index], MAX_ROWSPAN)
-                rowspan = _span(cell.get("rowspan"), limit, zero_means_rest=True)
-                cells.append((_cell_text(children), colspan, rowspan))
+            names.append(node.name)
+            colspan = _span(node.get("colspan"), MAX_COLSPAN, zero_means_rest=False)
+            limit = min(left_in_group[index], MAX_ROWSPAN)
+            rowspan = _span(node.get("rowspan"), limit, zero_means_rest=True)
+            cells.append((_cell_text(children[0]), colspan, rowspan))
         rows.append(_Row(cells, group_id, header, bool(names) and set(names) == {"th"}))
     return rows, captions, stray.texts()
 

@@ -80,9 +80,16 @@ _HTML5_COMMENT_END = re.compile(r"--!?>")
 _RAW_MARKUP_TAGS = frozenset({"iframe", "noembed", "noframes"})
 _RAW_MARKUP_START = re.compile(r"<(?:iframe|noembed|noframes)", re.I)
 #: Raw text elements (for browsers with frames and plugins) whose content is the page's
-#: alternative content, markup that ``html.parser`` parses: parsed for lxml too.
-_FALLBACK_CONTENT = ("noframes", "noembed")
+#: alternative content, markup that ``html.parser`` parses: parsed for lxml too (an
+#: ``iframe``'s only shows where ``iframe`` is not a boilerplate tag).
+_FALLBACK_CONTENT = ("noframes", "noembed", "iframe")
 _SPACES = re.compile(r"[ \t\n\r\f\v\u00a0]+")
+#: The HTML standard's "rules for parsing integers": ASCII whitespace, a sign, ASCII digits;
+#: whatever follows the digits is ignored ("2px" is 2).
+_HTML_INTEGER = re.compile(r"[\t\n\f\r ]*([-+]?)0*([0-9]+)")
+#: A decimal character reference longer than any code point (leading zeros and all):
+#: ``html.parser`` would pass its digits to ``int()``, which refuses more than 4300.
+_LONG_DECIMAL_CHARREF = re.compile(r"&#([0-9]{8,})")
 _EXACT_TEXT = ("NavigableString", "RubyTextString")
 
 
@@ -274,12 +281,32 @@ def _raw_text_start(markup: str, position: int, names, line_starts: list[int]):
     return tag, start + len(start_tag)
 
 
+def html_integer(value, default: int) -> int:
+    """``value`` read as the HTML standard reads an integer attribute (``colspan``, ``start``):
+    leading ASCII whitespace, an optional sign, then ASCII digits, whatever follows them
+    ignored; ``default`` when it starts otherwise. Unlike ``int()``, other scripts' digits
+    (``"٣"``, ``"３"``) and underscores (``"1_000"``) are no number, and ``"2px"`` is 2.
+    Numbers of more than 10 digits read as ``±10**10`` (any clamp is below that).
+
+    Example::
+
+        html_integer(" 3;", 1), html_integer("1e9", 1), html_integer("٣", 1)     # (3, 1, 1)
+    """
+    match = _HTML_INTEGER.match(value) if isinstance(value, str) else None
+    if match is None:
+        return default
+    sign, digits = match.groups()
+    number = int(digits) if len(digits) <= 10 else 10**10
+    return -number if sign == "-" else number
+
+
 def escape_stray_charrefs(markup: str) -> str:
     """``markup`` with every ``&#`` that starts no numeric character reference written
     ``&amp;#``, the text browsers read there, and every numeric reference ended with ``;``
     (``&#65b`` is ``A`` and ``b``). ``html.parser`` stops tokenizing at such a ``&#`` or
     at ``&#65b`` and, when no ``;`` follows it, reads the rest of the page (tags, scripts
-    and all) as text.
+    and all) as text. A decimal reference of many digits (``&#000...065;``) is shortened:
+    ``html.parser`` fails on more than 4300.
 
     Example::
 
@@ -287,7 +314,15 @@ def escape_stray_charrefs(markup: str) -> str:
     """
     if not isinstance(markup, str) or "&#" not in markup:
         return markup
+    markup = _LONG_DECIMAL_CHARREF.sub(_shorten_decimal_charref, markup)
     return _UNTERMINATED_CHARREF.sub(r"\g<0>;", _STRAY_CHARREF.sub("&amp;#", markup))
+
+
+def _shorten_decimal_charref(match: re.Match) -> str:
+    """``&#0000065`` as ``&#65``, and a number past the last code point as ``&#65533`` (U+FFFD,
+    as browsers read it)."""
+    digits = match.group(1).lstrip("0") or "0"
+    return "&#" + (digits if len(digits) <= 7 else "65533")
 
 
 class _CommentScanner(HTMLParser):
@@ -481,10 +516,26 @@ def for_html_parser(html: str) -> str:
     return strip_comments(escape_stray_charrefs(escape_raw_text(html)))
 
 
-def parse_fallback_content(soup) -> None:
-    """Parse the raw text content of the ``noframes``/``noembed`` elements of ``soup`` (lxml
-    keeps it as text: the markup would show) as markup, with ``html.parser``, which reads
-    nested ones as markup too: one parse of each element's text, linear time.
+def html_parser_soup(markup: str):
+    """``markup`` parsed with the standard library's ``html.parser`` as browsers read it:
+    prepared by :func:`for_html_parser`, and of an attribute given twice the first value
+    kept (bs4 keeps the last: ``<div hidden="" hidden="until-found">``, a repeated
+    ``colspan`` or ``alt`` read otherwise than with lxml and browsers).
+
+    Example::
+
+        html_parser_soup('<td colspan=2 colspan=9>x</td>').td["colspan"]     # '2'
+    """
+    return _bs4().BeautifulSoup(
+        for_html_parser(markup), "html.parser", on_duplicate_attribute="ignore"
+    )
+
+
+def parse_fallback_content(soup, dropped: Iterable[str] = ()) -> None:
+    """Parse the raw text content of the ``noframes``/``noembed``/``iframe`` elements of
+    ``soup`` (lxml keeps it as text: the markup would show) as markup, with ``html.parser``,
+    which reads nested ones as markup too: one parse of each element's text, linear time.
+    Elements named in ``dropped`` (boilerplate tags, removed anyway) are left alone.
 
     Example::
 
@@ -492,12 +543,13 @@ def parse_fallback_content(soup) -> None:
         parse_fallback_content(soup)
         soup.noframes.get_text()     # 'No frames'
     """
-    bs4, texts = _bs4(), text_types()
-    for tag in soup.find_all(_FALLBACK_CONTENT):
+    texts = text_types()
+    names = [name for name in _FALLBACK_CONTENT if name not in set(dropped)]
+    for tag in soup.find_all(names) if names else ():
         raw = tag.contents[0] if len(tag.contents) == 1 else None
         if type(raw) not in texts or not ("<" in raw or "&" in raw):
             continue
-        fragment = bs4.BeautifulSoup(for_html_parser(str(raw)), "html.parser")
+        fragment = html_parser_soup(str(raw))
         if "&#" in raw:
             replace_control_characters(fragment)
         tag.clear()
