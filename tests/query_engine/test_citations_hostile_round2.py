@@ -1,18 +1,15 @@
-"""Second hostile-input battery of the serving path: citation forms, footnotes quoted from
-sources, fence tags in sources, blank or template-like questions, and a reranker whose
-model scores NaN or the wrong number of values."""
+"""The serving path under hostile input: citation forms and footnotes quoted from
+sources, fence tags in sources, blank or template-like questions (the reranker's cases:
+``tests/postprocessor/test_rerank_scores_hostile.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
-import torch
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from llama_index_ragtune.grounding import DEFAULT_REFUSAL, read_grounded_prompt
-from llama_index_ragtune.postprocessor import CrossEncoderRerank
 from llama_index_ragtune.query_engine import CitationQueryEngine
 from tests.query_engine.test_citation import ListRetriever, ScriptedLLM
 from tests.query_engine.test_refusal_and_post_check import CitingLLM
@@ -154,89 +151,6 @@ def test_template_like_emoji_and_huge_questions_reach_the_prompt_as_written(ques
     assert read_grounded_prompt(llm.calls[0]).question == question.strip()
     assert read_grounded_prompt(llm.calls[0]).source_texts == ("Alpha {query_str} {0} {", "Beta }")
     assert meta["cited_node_ids"] == ["alpha"]
-
-
-# ------------------------------------------------------------------ 4. reranker
-@pytest.fixture(scope="module")
-def cross_encoder_dir(tmp_path_factory, minilm_path) -> Path:
-    """A tiny random 1-logit BERT cross-encoder with the real MiniLM tokenizer."""
-    from sentence_transformers.cross_encoder import CrossEncoder
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("hostile_cross_encoder")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=1,
-    )
-    BertForSequenceClassification(config).save_pretrained(out / "hf")
-    tokenizer.save_pretrained(out / "hf")
-    CrossEncoder(str(out / "hf"), device="cpu", max_length=32).save(str(out / "model"))
-    return out / "model"
-
-
-def scored(*texts: str, score=0.5) -> list[NodeWithScore]:
-    return [
-        NodeWithScore(node=TextNode(id_=f"n{i}", text=t), score=score) for i, t in enumerate(texts)
-    ]
-
-
-def test_a_model_scoring_nan_is_named_not_ranked_in_arbitrary_order(cross_encoder_dir):
-    from sentence_transformers.cross_encoder import CrossEncoder
-
-    model = CrossEncoder(str(cross_encoder_dir), device="cpu")
-    with torch.no_grad():
-        model.model.classifier.bias.fill_(float("nan"))  # broken weights: every score NaN
-    reranker = CrossEncoderRerank(model, top_n=2, score_threshold=0.1)
-    # was: NaN scores sorted anywhere and kept past score_threshold (NaN < 0.1 is False)
-    with pytest.raises(ValueError, match=r"scored 3 of 3 nodes NaN or infinite \(e.g. \['n0'"):
-        reranker.postprocess_nodes(scored("a", "b", "c"), query_str="q")
-    with pytest.raises(ValueError, match=r"NaN or infinite \(e.g. \['text 0'"):
-        reranker.score("q", ["a"])
-
-
-def test_a_model_returning_the_wrong_number_or_kind_of_scores_is_named(cross_encoder_dir):
-    from sentence_transformers.cross_encoder import CrossEncoder
-
-    class OneScore(CrossEncoder):
-        def predict(self, pairs, **kwargs):
-            return super().predict(pairs[:1], **kwargs)  # was: zip() is shorter
-
-    class ListScores(CrossEncoder):
-        def predict(self, pairs, **kwargs):
-            return list(super().predict(pairs, **kwargs))  # was: 'list' has no reshape
-
-    short = CrossEncoderRerank(OneScore(str(cross_encoder_dir), device="cpu"), top_n=None)
-    with pytest.raises(ValueError, match="returned 1 values for 3 expected"):
-        short.postprocess_nodes(scored("a", "b", "c"), query_str="q")
-    listed = CrossEncoderRerank(ListScores(str(cross_encoder_dir), device="cpu"), top_n=None)
-    assert len(listed.postprocess_nodes(scored("a", "b"), query_str="q")) == 2
-
-
-def test_hostile_nodes_and_top_n_rerank_every_node_once(cross_encoder_dir):
-    reranker = CrossEncoderRerank(cross_encoder_dir, top_n=100)  # more than the nodes
-    nodes = scored("", "   ", "x " * 50_000, "abc", score=None)
-    nodes.append(NodeWithScore(node=TextNode(id_="n3", text="same id, other text"), score=0.9))
-    ranked = reranker.postprocess_nodes(nodes, query_str="q")
-    assert sorted(n.node.node_id for n in ranked) == ["n0", "n1", "n2", "n3"]
-    assert [n.score for n in ranked] == sorted((n.score for n in ranked), reverse=True)
-    for top_n in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="top_n"):
-            CrossEncoderRerank(cross_encoder_dir, top_n=top_n)
-
-
-@pytest.mark.parametrize("query", ["\x00", "\u200f\u202e", "\u200b\x01 "])
-def test_a_query_with_nothing_visible_is_an_empty_query_for_the_reranker(cross_encoder_dir, query):
-    # was: ranked against NUL / direction marks as if it were a question
-    reranker = CrossEncoderRerank(cross_encoder_dir, top_n=None)
-    with pytest.raises(ValueError, match="empty query"):
-        reranker.postprocess_nodes(scored("a"), query_str=query)
 
 
 def test_the_generation_evaluator_reads_a_quoted_footnote_as_the_engine_does():
