@@ -90,6 +90,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LABEL_RULES = "feedback-v1"
+MAX_UNCAPPED_PAIRS = 1_000_000
+"""Preference pairs an export without ``max_pairs_per_group`` may build in all (each holds
+its prompt's sources: a million rows is gigabytes)."""
 """Name of the labelling rules above; written to every exported dataset's metadata."""
 
 PREFERENCE_COLUMNS = (
@@ -415,6 +418,28 @@ def _spread_pairs(chosen: Sequence[Any], rejected: Sequence[Any]) -> Iterator[tu
             yield good, rejected[(i + shift) % len(rejected)]
 
 
+def _check_uncapped_pairs(
+    groups: Mapping[Any, Mapping[int, Mapping[str, Any]]], store: Any
+) -> None:
+    """``ValueError`` when every (upvoted, downvoted) pair of ``groups`` (answers rated both
+    ways left out) would be more than :data:`MAX_UNCAPPED_PAIRS`."""
+    sizes = {}
+    for (qid, _), by_rating in groups.items():
+        contested = by_rating[1].keys() & by_rating[-1].keys()
+        sizes[qid] = sizes.get(qid, 0) + (len(by_rating[1]) - len(contested)) * (
+            len(by_rating[-1]) - len(contested)
+        )
+    total = sum(sizes.values())
+    if total > MAX_UNCAPPED_PAIRS:
+        largest = max(sizes, key=sizes.__getitem__)
+        raise ValueError(
+            f"the feedback in {store.path} makes {total:,} preference pairs without "
+            f"max_pairs_per_group (query {largest} alone {sizes[largest]:,}: every upvoted "
+            f"answer with every downvoted one), over {MAX_UNCAPPED_PAIRS:,}; pass "
+            "max_pairs_per_group (e.g. 10) to keep the most varied pairs of each group"
+        )
+
+
 def feedback_preference_pairs(
     store: FeedbackStore,
     *,
@@ -439,7 +464,10 @@ def feedback_preference_pairs(
     ``refusal``, ``system_prompt`` and ``max_source_chars`` must be the answering
     engine's. Each (query, sources) group pairs every upvoted answer with every downvoted
     one, in shifts (the earliest answers first) so that the first ``max_pairs_per_group``
-    pairs use as many different answers as they can; only those are built. No pair gives
+    pairs use as many different answers as they can; only those are built. Without
+    ``max_pairs_per_group`` the pairs grow as a product (5,000 x 5,000 answers to one
+    question: 25 million prompts), so more than :data:`MAX_UNCAPPED_PAIRS` in all is a
+    ``ValueError`` naming the largest group, before any is built. No pair gives
     an empty dataset with these columns. A group whose stored source texts are gone (rows
     deleted by hand) is left out with a logged warning: its prompt cannot be rebuilt.
 
@@ -485,6 +513,8 @@ def feedback_preference_pairs(
         by_rating = groups.setdefault((qid, sources), {1: {}, -1: {}})
         by_rating[record.rating].setdefault(answer, (record.query, record.answer))
 
+    if max_pairs_per_group is None:
+        _check_uncapped_pairs(groups, store)
     rows: list[dict[str, Any]] = []
     needed = {key for (_, sources), g in groups.items() if g[1] and g[-1] for key in sources}
     texts = store.node_texts(needed)
@@ -503,8 +533,8 @@ def feedback_preference_pairs(
         contested = set(by_rating[1]) & set(by_rating[-1])
         chosen = [r for answer, r in by_rating[1].items() if answer not in contested]
         rejected = [r for answer, r in by_rating[-1].items() if answer not in contested]
+        source_texts = [truncate_source(texts[key], max_source_chars) for key in sources]
         for good, bad in islice(_spread_pairs(chosen, rejected), max_pairs_per_group):
-            source_texts = [truncate_source(texts[key], max_source_chars) for key in sources]
             messages = build_messages(
                 good[0], source_texts, refusal=refusal, system_prompt=system_prompt
             )

@@ -393,3 +393,21 @@ def test_preference_pairs_of_one_question_respect_the_cap(tmp_path):
             ("good", "other bad"),
         }
         assert len(store.to_preference_pairs(max_pairs_per_group=1)) == 1
+
+
+def test_uncapped_preference_pairs_that_would_explode_are_refused_before_any_is_built(tmp_path):
+    # 1,001 upvoted x 1,000 downvoted distinct answers to one question: 1,001,000 prompts
+    # (was: built one by one until memory ran out)
+    with FeedbackStore(tmp_path / "feedback.sqlite") as store:
+        store.record_many(
+            {
+                "query": "apple return policy?",
+                "retrieved": sources("g1"),
+                "answer": f"{'up' if i <= 1000 else 'down'} {i}",
+                "rating": 1 if i <= 1000 else -1,
+            }
+            for i in range(2001)
+        )
+        with pytest.raises(ValueError, match=r"1,001,000 preference pairs without max_pairs_per"):
+            store.to_preference_pairs()
+        assert len(store.to_preference_pairs(max_pairs_per_group=5)) == 5
