@@ -533,6 +533,8 @@ def feedback_preference_pairs(
         contested = set(by_rating[1]) & set(by_rating[-1])
         chosen = [r for answer, r in by_rating[1].items() if answer not in contested]
         rejected = [r for answer, r in by_rating[-1].items() if answer not in contested]
+        if not chosen or not rejected:
+            continue
         source_texts = [truncate_source(texts[key], max_source_chars) for key in sources]
         for good, bad in islice(_spread_pairs(chosen, rejected), max_pairs_per_group):
             messages = build_messages(
