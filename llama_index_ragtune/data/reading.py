@@ -80,10 +80,39 @@ def _decode(raw: bytes, path: Path, number: int, error: type[DataError]) -> str:
         ) from None
 
 
-def iter_lines(path: str | Path, error: type[DataError] = DataError) -> Iterator[tuple[int, str]]:
+def _raw_lines(handle: IO[bytes], max_line_bytes: int | None) -> Iterator[bytes]:
+    """The lines of ``handle`` without their ends (``\\n``, ``\\r\\n`` or a lone ``\\r``: it
+    never occurs inside a UTF-8 sequence). With ``max_line_bytes``, no more than about that
+    much is held: a longer line is yielded as soon as it is longer (for the caller to refuse).
+    """
+    limit = -1 if max_line_bytes is None else max_line_bytes + 2
+    pending, skip_lf = b"", False
+    while chunk := handle.readline(limit):
+        if skip_lf and chunk.startswith(b"\n"):  # the \r\n of a chunk cut after its \r
+            chunk = chunk[1:]
+        skip_lf = False
+        raw = pending + chunk
+        complete = raw.endswith(b"\n")
+        raw = raw[:-1] if complete else raw
+        raw = raw[:-1] if complete and raw.endswith(b"\r") else raw
+        parts = raw.split(b"\r")
+        pending = b"" if complete else parts.pop()  # the line goes on in the next chunk
+        skip_lf = not complete and raw.endswith(b"\r")
+        if max_line_bytes is not None and len(pending) > max_line_bytes:
+            parts.append(pending)
+        yield from parts
+    if pending:
+        yield pending
+
+
+def iter_lines(
+    path: str | Path, error: type[DataError] = DataError, max_line_bytes: int | None = None
+) -> Iterator[tuple[int, str]]:
     """Yield ``(1-based line number, stripped text)`` for every non-blank line of ``path``.
 
-    Problems raise ``error`` (``DataError`` or a subclass).
+    Problems raise ``error`` (``DataError`` or a subclass). With ``max_line_bytes``, a
+    longer line is an error naming it, read no further than the limit (memory stays
+    bounded whatever the file holds).
 
     Example::
 
@@ -94,18 +123,20 @@ def iter_lines(path: str | Path, error: type[DataError] = DataError) -> Iterator
     number = 0
     try:
         with _open(path, error) as handle:
-            for raw in handle:
-                raw = raw.rstrip(b"\n")
-                if raw.endswith(b"\r"):
-                    raw = raw[:-1]
-                # A lone \r ends a line too (it never occurs inside a UTF-8 sequence).
-                for part in raw.split(b"\r"):
-                    number += 1
-                    if number == 1 and part.startswith(b"\xef\xbb\xbf"):
-                        part = part[3:]
-                    text = _decode(part, path, number, error).strip()
-                    if text:
-                        yield number, text
+            for part in _raw_lines(handle, max_line_bytes):
+                number += 1
+                if max_line_bytes is not None and len(part) > max_line_bytes:
+                    raise error(
+                        f"the line is longer than {max_line_bytes:,} bytes",
+                        path=path,
+                        line=number,
+                        hint="each line holds one record; check that the file is what you meant",
+                    )
+                if number == 1 and part.startswith(b"\xef\xbb\xbf"):
+                    part = part[3:]
+                text = _decode(part, path, number, error).strip()
+                if text:
+                    yield number, text
     except _GZIP_ERRORS as exc:
         raise error(
             f"the gzip data is corrupt or truncated after line {number} "

@@ -54,6 +54,19 @@ def normalize_text(text: str) -> str:
     return " ".join(re.findall(r"\w+", text))
 
 
+def twin_key(text: str) -> str:
+    """What two questions that are the same (up to case, spacing and punctuation) share:
+    :func:`normalize_text`, or for a text with no letter or digit (``"🍎?"``) its NFKC,
+    case-folded form with spaces collapsed, so that such texts stay apart.
+
+    Example::
+
+        twin_key("What is X?") == twin_key("what  is x")     # True
+        twin_key("🍎?") == twin_key("🍌?")                  # False
+    """
+    return normalize_text(text) or " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
 def stable_query_id(text: str, prefix: str = "q-") -> str:
     """A deterministic id for a query text (hash of its normalised form).
 
@@ -64,8 +77,7 @@ def stable_query_id(text: str, prefix: str = "q-") -> str:
 
         stable_query_id("What is X?")   # 'q-' + 16 hex digits, the same for "what is x"
     """
-    key = normalize_text(text) or " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(twin_key(text).encode("utf-8")).hexdigest()
     return f"{prefix}{digest[:16]}"
 
 

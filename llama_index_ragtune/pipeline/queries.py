@@ -14,14 +14,20 @@ document) or ``{"node_id"}``; ``answer`` (reference answer, optional);
 answer, the right reply is the refusal); ``split`` (``"train"`` / ``"test"`` /
 null); ``store`` (shorthand for ``"filters": {"store": ...}``) and ``filters``
 (``{metadata key: value}``: the question is asked of those nodes only). Ids and
-sections are compared in Unicode NFC (a file name from macOS is decomposed). An
+sections are compared in Unicode NFC (a file name from macOS is decomposed), and a
+document or node id may be written with ``\\`` separators or a ``./`` prefix
+(``"./grocery\\returns.md"`` is ``grocery/returns.md`` when no file is named so). Question
+ids are case-sensitive (``Q1`` and ``q1`` are two), but two ids equal in NFC are
+duplicates, and so are ``1`` and ``"1"``. An
 ``answer`` on an unanswerable question (``"answerable": false``, or no ``gold``) is an
 error unless it is the refusal: its target is the refusal, so the answer would be ignored. Any other
 field, an unknown document / section / node, a gold node outside the question's
 filters, or a duplicate id is a ``DataError`` naming the file and line. The file is
 read like every data file (``data.reading``): UTF-8 with an optional byte-order mark,
 ``\n`` / ``\r\n`` / ``\r`` line ends, strict JSON (no repeated key, ``NaN`` or
-overflowing number).
+overflowing number), lines of at most ``MAX_LINE_BYTES`` (1 MiB). Two questions with
+the same text up to case, spacing and punctuation (``data.records.twin_key``) are always on
+one side of the train / test split: given contradicting splits they are an error.
 
 Example::
 
@@ -45,13 +51,16 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.reading import iter_lines, parse_json
-from llama_index_ragtune.data.schema import normalize_text
+from llama_index_ragtune.data.records import twin_key
+from llama_index_ragtune.pipeline.sources import path_key
 
 if TYPE_CHECKING:
     from llama_index.core.schema import BaseNode
 
 FIELDS = ("id", "question", "store", "filters", "gold", "answer", "answerable", "split")
 SPLITS = ("train", "test")
+MAX_LINE_BYTES = 2**20
+"""The longest line of a queries file (1 MiB): one labelled question, not a corpus."""
 
 
 @dataclass
@@ -123,18 +132,23 @@ class _NodeIndex:
             self.by_doc.setdefault(n.ref_doc_id or n.node_id, []).append(n.node_id)
         self.keys = {k for m in self.meta.values() for k in m}
         self._selects: dict[tuple[tuple[str, Any], ...], bool] = {}
-        # NFC spellings of document and node ids: a file name from macOS is decomposed (NFD)
-        # while an id typed in the queries file is composed; both print the same
-        self._nfc: dict[str, str | None] = {}
+        # Other spellings of document and node ids: a file name from macOS is decomposed
+        # (NFD) while an id typed in the queries file is composed, and a path may be written
+        # with "\\" or "./"; an id already in that form wins, else an alias shared by two
+        # ids is ambiguous (None)
+        self._aliases: dict[str, str | None] = {}
         for name in [*self.by_doc, *self.meta]:
-            key = _nfc(name)
-            self._nfc[key] = name if self._nfc.get(key, name) == name else None
+            key = path_key(name)
+            if name == key or self._aliases.get(key) == key:
+                self._aliases[key] = key
+            else:
+                self._aliases[key] = name if self._aliases.get(key, name) == name else None
 
     def _known(self, name: str, known: Collection[str]) -> str:
-        """``name``, or the one id of ``known`` with the same NFC form."""
+        """``name``, or the one id of ``known`` with the same :func:`path_key`."""
         if name in known:
             return name
-        alias = self._nfc.get(_nfc(name))
+        alias = self._aliases.get(path_key(name))
         return alias if alias is not None and alias in known else name
 
     def check_filters(self, filters: dict[str, Any], where: dict[str, Any]) -> None:
@@ -349,19 +363,35 @@ def load_queries(
         raise FileNotFoundError(f"queries file not found: {path}")
     index = _NodeIndex(nodes, skipped)
     queries: list[LabelledQuery] = []
-    first_line: dict[str, int] = {}
+    first_line: dict[str, tuple[int, str]] = {}
     label: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, bool]] = {}
+    given_split: dict[str, tuple[int, str]] = {}
     # The shared strict reader: a BOM, CRLF / CR line ends and U+2028 inside strings are
     # accepted; a repeated key, NaN, a huge number or deep nesting is a DataError at file:line.
-    for n, line in iter_lines(path):
+    for n, line in iter_lines(path, max_line_bytes=MAX_LINE_BYTES):
         where = {"path": path, "line": n}
         query = _parse_line(parse_json(line, path, n), index, where, n)
-        if query.id in first_line:
+        id_key = _nfc(query.id)  # composed and decomposed spellings print alike
+        if id_key in first_line:
+            before, spelled = first_line[id_key]
+            other = "" if spelled == query.id else f" as {spelled!r}, another Unicode form"
             raise DataError(
-                f"duplicate id {query.id!r} (first used on line {first_line[query.id]})", **where
+                f"duplicate id {query.id!r} (first used on line {before}{other})", **where
             )
-        first_line[query.id] = n
-        twin = (normalize_text(query.question), tuple(sorted(query.filters.items())))
+        first_line[id_key] = (n, query.id)
+        text = twin_key(query.question)
+        if query.split is not None:
+            if text in given_split and given_split[text][1] != query.split:
+                raise DataError(
+                    f"the question {query.question[:80]!r} is in split {query.split!r} here but "
+                    f"its twin on line {given_split[text][0]} (same text up to case, spacing "
+                    f"and punctuation) is in {given_split[text][1]!r}",
+                    hint="a test question whose twin is trained on is not a test: give both "
+                    "the same split",
+                    **where,
+                )
+            given_split.setdefault(text, (n, query.split))
+        twin = (twin_key(query.question), tuple(sorted(query.filters.items())))
         if twin in label and label[twin][1] != query.answerable:
             raise DataError(
                 f"the question {query.question[:80]!r} is marked "
@@ -382,9 +412,11 @@ def split_queries(
 ) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
     """``(train, test)``: the queries' own splits, else a seeded split by question text.
 
-    Questions with the same normalised text (asked under different filters) stay on
-    one side, so none is tested on a twin it was trained on. Answerable and
-    unanswerable groups are split separately, so both sides get some of each.
+    Questions with the same normalised text (up to case, spacing and punctuation; asked
+    under different filters, answerable or not) stay on one side, so none is tested on
+    a twin it was trained on: a question without a split goes to the side of a twin
+    that has one (to test when its twins were given both). Groups with an answerable
+    question and groups without are split separately, so both sides get some of each.
     Queries without a split among queries with one are assigned the same way.
 
     Example::
@@ -394,9 +426,19 @@ def split_queries(
     fixed = [q for q in queries if q.split is not None]
     free = [q for q in queries if q.split is None]
     assigned = {q.id: q.split for q in fixed}
-    groups: dict[tuple[bool, str], list[LabelledQuery]] = {}
+    given: dict[str, set[str]] = {}
+    for q in fixed:
+        given.setdefault(twin_key(q.question), set()).add(str(q.split))
+    by_text: dict[str, list[LabelledQuery]] = {}
     for q in free:
-        groups.setdefault((q.answerable, normalize_text(q.question)), []).append(q)
+        by_text.setdefault(twin_key(q.question), []).append(q)
+    groups: dict[tuple[bool, str], list[LabelledQuery]] = {}
+    for text, group in by_text.items():
+        if text in given:  # follows its twins' split
+            side = "test" if "test" in given[text] else "train"
+            assigned.update((q.id, side) for q in group)
+        else:
+            groups[(any(q.answerable for q in group), text)] = group
     rng = random.Random(seed)
     for answerable in (True, False):
         keys = sorted(k for k in groups if k[0] is answerable)
@@ -433,13 +475,33 @@ def carve_dev(
     train: Sequence[LabelledQuery], fraction: float, seed: int = 0
 ) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
     """``(rest, dev)``: training questions kept out of the decoder's training to choose the
-    refusal threshold on, drawn per class (answerable / unanswerable) with ``seed``."""
+    refusal threshold on, drawn per class (answerable / unanswerable) with ``seed``.
+
+    Twins (the same normalised text, as in :func:`split_queries`) are drawn together, so
+    the threshold is never chosen on a question the decoder was trained on.
+
+    Example::
+
+        rest, dev = carve_dev(train, fraction=0.2, seed=0)
+    """
     rng = random.Random(f"dev:{seed}")
+    twins: dict[str, list[LabelledQuery]] = {}
+    for q in train:
+        twins.setdefault(twin_key(q.question), []).append(q)
     dev_ids: set[str] = set()
     for answerable in (True, False):
-        ids = sorted(q.id for q in train if q.answerable is answerable)
-        rng.shuffle(ids)
-        dev_ids.update(ids[: round(len(ids) * fraction)])
+        groups = sorted(
+            sorted(q.id for q in group)
+            for group in twins.values()
+            if any(q.answerable for q in group) is answerable
+        )
+        rng.shuffle(groups)
+        wanted = round(sum(map(len, groups)) * fraction)
+        for group in groups:
+            if wanted <= 0:
+                break
+            dev_ids.update(group)
+            wanted -= len(group)
     return [q for q in train if q.id not in dev_ids], [q for q in train if q.id in dev_ids]
 
 

@@ -9,11 +9,22 @@ Folder layout (the demo corpus in ``llama_index_ragtune/demo/help_centre`` is on
 ``metadata.json`` maps paths relative to the docs folder, or glob patterns
 (``"grocery/*"``, ``"**/*.html"``; ``*`` does not cross ``/``, ``**`` does; compared in
 Unicode NFC, so a decomposed file name from macOS matches), to flat
-metadata (strings, numbers, booleans). Every entry that matches a file is merged
-into its metadata in file order, so later entries override earlier ones. An entry
-that matches no file is an error (usually a typo), as is a key the parsers own
-(``section_path``...). Without ``--metadata`` the file is looked for as
+metadata (strings, numbers, booleans; ``null`` is no value: it unsets a key an earlier
+entry set). Every entry that matches a file is merged into its metadata in file order,
+so later entries override earlier ones. An entry
+that matches no file is an error (usually a typo) that suggests the closest files,
+as is a key the parsers, the reader or LlamaIndex's vector stores own (``section_path``,
+``file_path``, ``doc_id``...: refused, not namespaced, so a filter on the key means one
+thing everywhere). A path written ``./grocery/returns.md`` or ``grocery\\returns.md``
+is the file ``grocery/returns.md``. Without ``--metadata`` the file is looked for as
 ``<docs>/metadata.json``, then ``<docs>/../metadata.json``.
+
+Skipped when walking the folder: names starting with ``.`` (hidden files and folders:
+``.git``, ``.DS_Store``, macOS ``._*`` copies) or ``~$`` (office lock files), files of
+other types, and linked folders, broken links, FIFOs and devices (a warning names those).
+Two file names equal in Unicode NFC (names differing in case are two documents),
+a file over ``MAX_DOCUMENT_BYTES`` (32 MiB) and a file that is not UTF-8 (UTF-16,
+Latin-1, Windows-1252, Shift-JIS...: every such file is named at once) are each a ``DataError``.
 
 Each document's ``id_`` is its path relative to the docs folder (``"grocery/returns.md"``):
 the ``doc_id`` that labelled queries refer to. Nodes get stable ids
@@ -30,9 +41,11 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
+import stat
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +66,11 @@ METADATA_FILE = "metadata.json"
 RESERVED_KEYS = ("section_path", "section_title", "block_types", "oversized", "partial_unit")
 """Metadata keys the structure-aware parsers set on every node."""
 _BOOKKEEPING = ["file_path"]
+MAX_DOCUMENT_BYTES = 32 * 2**20
+"""The largest document file read (32 MiB, about 8 million tokens): a bigger one is an
+error naming it, so that memory stays bounded (split the file)."""
+LOCK_PREFIX = "~$"
+"""Office lock files (``~$report.html``): skipped like hidden files."""
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"))
 """Characters without a glyph that ``str.strip()`` keeps (zero-width space, BOM...)."""
 
@@ -142,12 +160,33 @@ def glob_match(pattern: str, path: str) -> bool:
     return end in states
 
 
+def path_key(name: str) -> str:
+    """The form two spellings of one relative path share: NFC, ``/`` separators, no ``./``.
+
+    Example::
+
+        path_key("./grocery\\returns.md")     # 'grocery/returns.md'
+    """
+    parts = unicodedata.normalize("NFC", name).replace("\\", "/").split("/")
+    return "/".join(part for part in parts if part not in ("", "."))
+
+
+def _is_glob(pattern: str) -> bool:
+    return "*" in pattern or "?" in pattern
+
+
 def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{relative file: merged metadata}`` from a metadata JSON file (see the module docs).
 
     Raises ``DataError`` naming the file and the entry for a bad value (the shared
     reader refuses a lone surrogate), an entry that matches no file, or a reserved key.
+    A path without ``*`` / ``?`` is looked up, not matched against every file, so
+    a metadata file with an entry per document takes linear time.
     """
+    from llama_index_ragtune.retrievers.filters import _ID_KEYS
+
+    # keys LlamaIndex's vector stores write into (or expose as) a node's metadata
+    store_keys = (*_ID_KEYS, "_node_content", "_node_type")
     path = Path(path)
     if path.is_dir():
         raise DataError("is a folder", path=path, hint="pass the metadata JSON file")
@@ -162,6 +201,9 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
             path=path,
         )
     merged: dict[str, dict[str, Any]] = {f: {} for f in files}
+    by_key: dict[str, list[str]] = {}
+    for f in files:
+        by_key.setdefault(path_key(f), []).append(f)
     unmatched = []
     for pattern, values in data.items():
         where = f"$[{json.dumps(pattern)}]"
@@ -172,9 +214,21 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
                 location=where,
             )
         for key, value in values.items():
-            if key in RESERVED_KEYS or key in _BOOKKEEPING:
+            if not key.strip() or not key.isprintable():
                 raise DataError(
-                    f"key {key!r} is set by the node parsers or the reader; rename it",
+                    f"metadata key {key!r} is blank or holds a control character",
+                    path=path,
+                    location=where,
+                    hint="name each key with visible characters (e.g. 'store')",
+                )
+            if key in RESERVED_KEYS or key in _BOOKKEEPING or key in store_keys:
+                owner = (
+                    "LlamaIndex's vector stores (the node's document id)"
+                    if key in store_keys
+                    else "the node parsers or the reader"
+                )
+                raise DataError(
+                    f"key {key!r} is set by {owner}; rename it (e.g. 'my_{key.lstrip('_')}')",
                     path=path,
                     location=where,
                 )
@@ -187,18 +241,29 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
                 )
         # compared in NFC: a file name from macOS (NFD) and a key typed by hand (NFC) look
         # the same and must match
-        nfc = unicodedata.normalize("NFC", pattern)
-        matches = [f for f in files if f == pattern] or [
-            f for f in files if glob_match(nfc, unicodedata.normalize("NFC", f))
-        ]
+        if pattern in merged:
+            matches = [pattern]
+        elif not _is_glob(pattern):
+            matches = by_key.get(path_key(pattern), [])
+        else:
+            nfc = unicodedata.normalize("NFC", pattern)
+            matches = [f for f in files if glob_match(nfc, unicodedata.normalize("NFC", f))]
         if not matches:
             unmatched.append(pattern)
         for f in matches:
             merged[f].update(values)
+    for file_metadata in merged.values():  # null: no value, unsetting an earlier entry's
+        for key in [k for k, v in file_metadata.items() if v is None]:
+            del file_metadata[key]
     if unmatched:
+        close = {
+            u: found[0]
+            for u in unmatched[:5]
+            if (found := difflib.get_close_matches(path_key(u), list(by_key), n=1, cutoff=0.8))
+        }
         raise DataError(
             f"{len(unmatched)} entr{'y' if len(unmatched) == 1 else 'ies'} match no document: "
-            f"{unmatched[:5]}",
+            f"{unmatched[:5]}" + (f" (did you mean {close}?)" if close else ""),
             path=path,
             hint="keys are paths relative to the docs folder (or glob patterns); fix or remove them",
         )
@@ -213,7 +278,7 @@ class _Scan:
     linked_folders: list[str] = field(default_factory=list)  # symbolic links to folders
     broken_links: list[str] = field(default_factory=list)  # dangling, or a loop
     special: list[str] = field(default_factory=list)  # FIFOs, devices, sockets
-    hidden: list[str] = field(default_factory=list)  # names starting with "."
+    hidden: list[str] = field(default_factory=list)  # names starting with "." or "~$"
     unreadable: list[OSError] = field(default_factory=list)  # folders that cannot be listed
 
 
@@ -232,7 +297,7 @@ def _scan(root: Path, suffixes: Sequence[str]) -> _Scan:
             if Path(name).suffix.lower() not in suffixes:
                 continue
             path, rel_name = os.path.join(folder, name), (rel / name).as_posix()
-            if name.startswith("."):
+            if name.startswith((".", LOCK_PREFIX)):
                 scan.hidden.append(rel_name)
             elif os.path.isfile(path):  # a regular file, or a link to one
                 scan.files.append(rel_name)
@@ -250,8 +315,104 @@ def document_files(docs_dir: str | Path, suffixes: Sequence[str] = SUFFIXES) -> 
     return _scan(Path(docs_dir).expanduser(), suffixes).files
 
 
+def _check_names(root: Path, files: Sequence[str]) -> None:
+    """``DataError`` for a file name that cannot be a document id: not UTF-8, or equal in NFC to
+    another (``café.md`` composed and decomposed print alike: a label meant for one
+    would be read as the other). Names differing only in case are kept, with a warning."""
+    seen: dict[str, str] = {}
+    folded: dict[str, list[str]] = {}
+    for rel in files:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # the name's bytes are not UTF-8 (kept as surrogates)
+            raise DataError(
+                "the file name is not valid UTF-8, so it cannot be a document id",
+                path=root / rel,
+                hint="rename the file (e.g. `convmv -f latin1 -t utf8 --notest`)",
+            ) from None
+        key = unicodedata.normalize("NFC", rel)
+        if key in seen:
+            raise DataError(
+                f"two file names are the same text in different Unicode forms (NFC / NFD): "
+                f"{ascii(seen[key])} and {ascii(rel)}",
+                path=root,
+                hint="they print alike, so labels and metadata cannot tell them apart: "
+                "merge or rename one",
+            )
+        seen[key] = rel
+        folded.setdefault(key.casefold(), []).append(rel)
+    same_case = [names for names in folded.values() if len(names) > 1]
+    if same_case:
+        logger.warning(
+            "%d group(s) of file names under %s differ only in case: %s (kept as separate "
+            "documents; a case-insensitive file system, macOS or Windows, holds one of each)",
+            len(same_case),
+            root,
+            same_case[:5],
+        )
+
+
+def _read_text(path: Path, max_bytes: int) -> str:
+    """The file's UTF-8 text (a leading BOM kept for the parsers, ``\\n`` line ends), at
+    most ``max_bytes``.
+
+    ``DataError`` naming the file when it has gone or cannot be read, is no longer a
+    regular file (replaced by a FIFO after the walk: opened without blocking), is larger
+    than ``max_bytes`` (also when it grows while read), or is not UTF-8
+    (``UnicodeDecodeError`` is left to the caller, which names every such file).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DataError(
+            f"cannot be read ({exc.strerror or exc}): it was removed or changed while the "
+            "folder was read, or its permissions forbid it",
+            path=path,
+            hint="run again once nothing writes to the folder, or fix its permissions",
+        ) from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(
+                "is no longer a regular file (replaced by a FIFO or device while the folder "
+                "was read)",
+                path=path,
+            )
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise DataError(
+            f"is larger than the {max_bytes:,}-byte limit of one document",
+            path=path,
+            hint="split it into smaller files (one per chapter or page), or pass a larger "
+            "max_bytes to read_documents",
+        )
+    # line ends read as Python's text mode reads them (\r\n and a lone \r are \n)
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _not_utf8_error(root: Path, found: Sequence[tuple[str, UnicodeDecodeError]]) -> DataError:
+    """One ``DataError`` for the files that are not UTF-8: the first named with the byte
+    (or its UTF-16 byte-order mark), the others listed, so one run names them all."""
+    rel, exc = found[0]
+    utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")  # a UTF-16 byte-order mark
+    message = "not UTF-8 text but UTF-16" if utf16 else f"not UTF-8 text (byte {exc.start})"
+    others = [other for other, _ in found[1:]]
+    if others:
+        message += f"; nor are {len(others)} other file(s): {others[:10]}"
+    how = (
+        "`iconv -f UTF-16 -t UTF-8`"
+        if utf16
+        else "e.g. `iconv -f WINDOWS-1252 -t UTF-8`, or SHIFT_JIS, LATIN1..., as it was saved"
+    )
+    return DataError(
+        message, path=root / rel, hint=f"convert {'them' if others else 'it'} to UTF-8 ({how})"
+    )
+
+
 def read_documents(
-    docs_dir: str | Path, metadata: str | Path | None = None, suffixes: Sequence[str] = SUFFIXES
+    docs_dir: str | Path,
+    metadata: str | Path | None = None,
+    suffixes: Sequence[str] = SUFFIXES,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
 ) -> list[Document]:
     """The files under ``docs_dir`` as LlamaIndex ``Document`` objects, sorted by path.
 
@@ -259,10 +420,13 @@ def read_documents(
         docs_dir: the folder (searched recursively; hidden files and folders are skipped).
         metadata: a metadata JSON file (default: see :func:`find_metadata_file`).
         suffixes: file types read.
+        max_bytes: the largest file read (a larger one is a ``DataError`` naming it).
 
     Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a missing folder,
     ``DataError`` for a folder without documents, a subfolder that cannot be listed
-    (permissions), a file (or file name) that is not UTF-8, a file that is not text
+    (permissions), a file (or file name) that is not UTF-8 (every such file named), a
+    file name equal in NFC to another, a file over
+    ``max_bytes`` or that vanishes while read, a file that is not text
     (NUL bytes, mostly control characters: binary content, refused like a non-UTF-8
     file) or bad metadata. Empty files (nothing but whitespace or zero-width
     characters) are skipped with a warning naming them. Symbolic links to files are
@@ -293,15 +457,7 @@ def read_documents(
         )
     _warn_passed_over(root, scan)
     files = scan.files
-    for rel in files:
-        try:
-            rel.encode("utf-8")
-        except UnicodeEncodeError:  # the name's bytes are not UTF-8 (kept as surrogates)
-            raise DataError(
-                "the file name is not valid UTF-8, so it cannot be a document id",
-                path=root / rel,
-                hint="rename the file (e.g. `convmv -f latin1 -t utf8 --notest`)",
-            ) from None
+    _check_names(root, files)
     if not files:
         hidden = f" (hidden, so skipped: {scan.hidden[:5]})" if scan.hidden else ""
         raise DataError(
@@ -312,18 +468,14 @@ def read_documents(
     per_file = read_metadata(meta_path, files) if meta_path is not None else {f: {} for f in files}
     if meta_path is not None:
         logger.info("document metadata read from %s", meta_path)
-    documents, empty = [], []
+    documents, empty, not_utf8 = [], [], []
     for rel in files:
         path = root / rel
         try:
-            text = path.read_text(encoding="utf-8")
+            text = _read_text(path, max_bytes)
         except UnicodeDecodeError as exc:
-            utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")  # a UTF-16 byte-order mark
-            raise DataError(
-                "not UTF-8 text but UTF-16" if utf16 else f"not UTF-8 text (byte {exc.start})",
-                path=path,
-                hint="convert it to UTF-8" + (" (`iconv -f UTF-16 -t UTF-8`)" if utf16 else ""),
-            ) from None
+            not_utf8.append((rel, exc))
+            continue
         if is_blank(text):
             empty.append(rel)
             continue
@@ -339,6 +491,8 @@ def read_documents(
         except DocumentParseError as exc:
             raise DataError(str(exc), path=path) from None
         documents.append(document)
+    if not_utf8:
+        raise _not_utf8_error(root, not_utf8)
     if empty:
         logger.warning("skipped %d empty file(s) under %s: %s", len(empty), root, empty[:10])
     if not documents:
