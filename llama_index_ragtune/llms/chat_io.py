@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -33,7 +35,10 @@ __all__ = [
     "as_completion",
     "common_prefix",
     "completion_messages",
+    "control_tokens",
+    "encode_with_plain_controls",
     "length_sorted_chunks",
+    "sanitizes_natively",
     "to_dicts",
 ]
 
@@ -143,3 +148,60 @@ async def aiter_in_thread(sync_gen: Iterator[Any]):
         if close is not None:
             with contextlib.suppress(ValueError):  # "generator already executing"
                 close()
+
+
+def sanitizes_natively(tokenizer: Any) -> bool:
+    """Whether ``tokenizer.apply_chat_template`` takes ``sanitize_control_tokens`` (transformers
+    5.x); older versions hand the keyword to the template, which ignores it."""
+    try:
+        parameters = inspect.signature(tokenizer.apply_chat_template).parameters
+    except (TypeError, ValueError):
+        return False
+    return "sanitize_control_tokens" in parameters
+
+
+def control_tokens(tokenizer: Any) -> list[str]:
+    """The added tokens a message must not write: the special ones and those its chat template
+    writes (as transformers' ``sanitize_control_tokens`` counts them), longest first."""
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    found = set()
+    for token in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        text = getattr(token, "content", str(token))
+        if text and not text.isspace() and (getattr(token, "special", False) or text in template):
+            found.add(text)
+    return sorted(found, key=len, reverse=True)
+
+
+def encode_with_plain_controls(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Ids of ``messages`` through the chat template (with the assistant header), the control
+    tokens written inside the messages encoded as plain text: what ``sanitize_control_tokens``
+    does in transformers 5, for a tokenizer without it.
+
+    Example::
+
+        ids = encode_with_plain_controls(tokenizer, [{"role": "user", "content": "a<|im_end|>"}])
+    """
+    controls = control_tokens(tokenizer)
+    rendered_plain = "".join(m["content"] for m in messages) + str(tokenizer.chat_template)
+    start = next(chr(c) for c in range(0xE000, 0xF8FF) if chr(c) not in rendered_plain)
+    end = next(chr(c) for c in range(ord(start) + 1, 0xF8FF) if chr(c) not in rendered_plain)
+    pattern = re.compile("|".join(map(re.escape, controls)) or "(?!)")
+    written: list[str] = []
+
+    def mark(match: re.Match[str]) -> str:
+        written.append(match.group())
+        return f"{start}{len(written) - 1}{end}"
+
+    marked = [{**m, "content": pattern.sub(mark, m["content"])} for m in messages]
+    rendered = tokenizer.apply_chat_template(marked, add_generation_prompt=True, tokenize=False)
+    ids: list[int] = []
+    for i, piece in enumerate(re.split(f"{start}(\\d+){end}", rendered)):
+        if i % 2:  # a control token written inside a message: plain text
+            text, split = written[int(piece)], True
+        else:
+            text, split = piece, False
+        if text:
+            ids += tokenizer(text, add_special_tokens=False, split_special_tokens=split)[
+                "input_ids"
+            ]
+    return ids

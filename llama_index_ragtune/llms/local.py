@@ -5,7 +5,8 @@ tuned on chat-formatted data (``DecoderFinetuneEngine``) is queried in exactly
 the format it was trained on. Generation is greedy by default (reproducible),
 stops at the template's end-of-turn token (``<|im_end|>`` for SmolLM2), and
 records token counts and tokens/s in every response's ``raw["usage"]`` so
-LlamaIndex's ``TokenCountingHandler`` sees them.
+LlamaIndex's ``TokenCountingHandler`` sees them; ``raw["finish_reason"]`` is
+``"length"`` for an answer cut by ``max_new_tokens`` (not a whole answer), else ``"stop"``.
 
 Calibrated refusal (``refusal_threshold``): greedy decoding picks the refusal
 sentence whenever its first token beats the first token of every single
@@ -80,7 +81,10 @@ from llama_index_ragtune.llms.chat_io import (
     aiter_in_thread,
     as_completion,
     completion_messages,
+    control_tokens,
+    encode_with_plain_controls,
     length_sorted_chunks,
+    sanitizes_natively,
     to_dicts,
 )
 from llama_index_ragtune.llms.loading import check_device, load_causal_lm, require_chat_template
@@ -232,6 +236,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
     _model: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
     _stop_ids: list[int] = PrivateAttr(default_factory=list)
+    _pad_id: int = PrivateAttr(default=0)
     _lock: Any = PrivateAttr(default=None)
     _model_name: str = PrivateAttr(default="")
 
@@ -286,8 +291,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
             )
         require_chat_template(self._tokenizer, self._model_name)
         self._model.eval()
-        if self._tokenizer.pad_token_id is None:
-            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._pad_id = self._find_pad_id()
         positions = getattr(self._model.config, "max_position_embeddings", None)
         if self.context_window is None:
             self.context_window = int(positions or 2048)
@@ -323,6 +327,22 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
             ):
                 ids.append(tid)
         return sorted(set(ids))
+
+    def _find_pad_id(self) -> int:
+        """The id that fills padded positions (masked out, so any id works): the tokenizer's pad
+        token, else its end of sequence, else the model's; the tokenizer is left as it is (it
+        may be shared with a trainer, whose collator would then mask every end of turn)."""
+        config = getattr(self._model, "generation_config", None)
+        for value in (
+            self._tokenizer.pad_token_id,
+            self._tokenizer.eos_token_id,
+            getattr(config, "pad_token_id", None),
+            getattr(config, "eos_token_id", None),
+        ):
+            value = value[0] if isinstance(value, (list, tuple)) and value else value
+            if isinstance(value, int):
+                return value
+        return 0
 
     @classmethod
     def class_name(cls) -> str:
@@ -365,22 +385,36 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
             "return_dict": True,
         }
         if self.sanitize_control_tokens:
-            try:
-                out = self._tokenizer.apply_chat_template(
-                    dicts, sanitize_control_tokens=True, **kwargs
-                )
-                return list(out["input_ids"])
-            except (TypeError, NotImplementedError, ValueError):
-                pass  # older transformers or a template that writes no special tokens
+            if sanitizes_natively(self._tokenizer):
+                try:
+                    out = self._tokenizer.apply_chat_template(
+                        dicts, sanitize_control_tokens=True, **kwargs
+                    )
+                    return list(out["input_ids"])
+                except (TypeError, NotImplementedError, ValueError):
+                    pass  # a template the tokenizer cannot sanitize: done below
+            # older transformers (the keyword went to the template and was ignored, so a
+            # source's "<|im_end|>" ended the turn): the control tokens inside the messages
+            # are encoded as plain text here; messages without one are encoded as before
+            controls = control_tokens(self._tokenizer)
+            if any(c in m["content"] for m in dicts for c in controls):
+                return encode_with_plain_controls(self._tokenizer, dicts)
         return list(self._tokenizer.apply_chat_template(dicts, **kwargs)["input_ids"])
 
     def _encode_raw(self, prompt: str) -> list[int]:
         return list(self._tokenizer(clean_text(prompt), add_special_tokens=False)["input_ids"])
 
-    def _check_length(self, n_prompt: int, max_new: int) -> None:
+    def _encode_text(self, text: str) -> list[int]:
+        """Ids of ``text`` with any control token in it (``<|im_end|>``) encoded as plain text."""
+        tokens = self._tokenizer(
+            clean_text(text), add_special_tokens=False, split_special_tokens=True
+        )
+        return list(tokens["input_ids"])
+
+    def _check_length(self, n_prompt: int, max_new: int, item: str = "") -> None:
         if self.context_window and n_prompt + max_new > self.context_window:
             raise ValueError(
-                f"Prompt of {n_prompt} tokens + max_new_tokens={max_new} exceeds the context window "
+                f"{item}Prompt of {n_prompt} tokens + max_new_tokens={max_new} exceeds the context window "
                 f"({self.context_window}) of {self._model_name}. Send fewer or shorter sources "
                 "(CitationQueryEngine(max_sources=..., max_source_chars=...)) or lower max_new_tokens."
             )
@@ -391,7 +425,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         kw: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "eos_token_id": self._stop_ids or None,
-            "pad_token_id": self._tokenizer.pad_token_id,
+            "pad_token_id": self._pad_id,
         }
         if self.temperature > 0:
             kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
@@ -449,10 +483,20 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
                 results[i] = row[width:].tolist()
         return results, probs, decisions  # type: ignore[return-value]
 
-    def _pad(self, batch_ids: list[list[int]]) -> Any:
-        return self._tokenizer.pad(
-            {"input_ids": batch_ids}, padding=True, padding_side="left", return_tensors="pt"
-        ).to(self._model.device)
+    def _pad(self, batch_ids: Sequence[Sequence[int]]) -> dict[str, Any]:
+        """``input_ids`` and ``attention_mask`` of ``batch_ids`` padded on the left, whatever the
+        tokenizer's padding side or pad token (one without either is padded too)."""
+        import torch
+
+        width = max(len(ids) for ids in batch_ids)
+        input_ids = torch.full((len(batch_ids), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(batch_ids):
+            if ids:
+                input_ids[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
+                mask[row, width - len(ids) :] = 1
+        device = self._model.device
+        return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
     def _response(
         self,
@@ -461,12 +505,16 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         seconds: float,
         refusal_probability: float | None = None,
         decision: Any = None,
+        limit: int | None = None,
     ) -> ChatResponse:
         n_out = self._count_completion(new_ids)
         text = self._tokenizer.decode(new_ids[:n_out], skip_special_tokens=True).strip()
+        cut = limit is not None and n_out >= limit and new_ids[n_out - 1] not in self._stop_ids
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-            raw=self._usage(len(prompt_ids), n_out, seconds, refusal_probability, decision),
+            raw=self._usage(
+                len(prompt_ids), n_out, seconds, refusal_probability, decision, cut=cut
+            ),
             additional_kwargs={
                 "prompt_tokens": len(prompt_ids),
                 "completion_tokens": n_out,
@@ -481,8 +529,13 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         seconds: float,
         refusal_probability: float | None = None,
         decision: Any = None,
+        *,
+        cut: bool = False,
     ) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
+        """The response's ``raw``: token counts, time, and ``finish_reason``: ``"length"`` when
+        the answer ran into ``max_new_tokens`` before its end-of-turn (cut, not whole), else
+        ``"stop"``."""
+        extra: dict[str, Any] = {"finish_reason": "length" if cut else "stop"}
         if refusal_probability is not None:
             extra["refusal_probability"] = refusal_probability
         if decision is not None:
@@ -506,6 +559,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         **kwargs: Any,
     ) -> ChatResponse:
         start = time.perf_counter()
+        limit = self._gen_kwargs(kwargs.get("max_new_tokens"), kwargs)["max_new_tokens"]
         new_ids, probs, decisions = self._generate_ids(
             [prompt_ids],
             None if messages is None else [messages],
@@ -519,6 +573,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
             seconds,
             probs[0] if probs else None,
             decisions[0] if decisions else None,
+            limit,
         )
 
     def generate_batch(
@@ -544,6 +599,11 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
                 f"generate_batch: {len(refuse)} refuse flags for {len(conversations)} conversations."
             )
         encoded = [self.encode(c) for c in conversations]
+        # every prompt is checked before any is answered: a long one among short ones is
+        # named, and no batch is generated only to be thrown away
+        limit = self._gen_kwargs(max_new_tokens, generate_kwargs)["max_new_tokens"]
+        for i, ids in enumerate(encoded):
+            self._check_length(len(ids), limit, f"generate_batch: conversation {i}: ")
         results: list[ChatResponse | None] = [None] * len(encoded)
         chunks = length_sorted_chunks(encoded, batch_size, show_progress, "Generating")
         for chunk in chunks:
@@ -563,6 +623,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
                     seconds,
                     probs[j] if probs else None,
                     decisions[j] if decisions else None,
+                    limit,
                 )
         return results  # type: ignore[return-value]
 

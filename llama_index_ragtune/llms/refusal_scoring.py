@@ -116,29 +116,57 @@ class RefusalScoring:
         """
         import torch
 
+        if not batch_ids:
+            return []
+        refusal = self._refusal_ids()
+        for i, ids in enumerate(batch_ids):
+            self._check_scored_length(len(ids), len(refusal), "the refusal", f"prompt {i}")
         if len(batch_ids) > 1 and not self._padding_keeps_scores():
             return [p for ids in batch_ids for p in self.refusal_probabilities([ids])]
-        refusal = self._refusal_ids()
-        longest = max((len(ids) for ids in batch_ids), default=0)
-        if self.context_window and longest + len(refusal) > self.context_window:
-            raise ValueError(
-                f"Prompt of {longest} tokens + the refusal's {len(refusal)} tokens exceeds the "
-                f"context window ({self.context_window}) of {self._model_name}: its P(refusal) "
-                "would be read past the positions the model knows. Send fewer or shorter sources "
-                "(CitationQueryEngine(max_sources=..., max_source_chars=...))."
-            )
-        enc = self._pad([list(ids) + refusal for ids in batch_ids])
         n = len(refusal)
-        with self._lock, torch.inference_mode():
-            try:
-                logits = self._model(**enc, logits_to_keep=n + 1).logits
-            except TypeError:  # a model whose forward has no logits_to_keep
-                logits = self._model(**enc).logits
-        logits = logits[:, -(n + 1) : -1].float()
+        logits = self._teacher_forced_logits([list(ids) + refusal for ids in batch_ids], n)
         target = torch.tensor(refusal, device=logits.device).expand(logits.shape[0], n)
         logprobs = torch.log_softmax(logits, dim=-1).gather(2, target[..., None])[..., 0]
         # float64: a float32 exp of a long unlikely sentence underflows to tied zeros.
         return logprobs.double().sum(dim=1).exp().tolist()
+
+    def _check_scored_length(self, n_prompt: int, n_scored: int, what: str, item: str) -> None:
+        """``ValueError`` naming ``item`` when ``n_prompt`` tokens + the ``n_scored`` tokens of
+        ``what`` reach past the context window: the model would read positions it does not
+        know (a silent wrong score, or an ``IndexError`` inside a model with learned positions)."""
+        if not self.context_window or n_prompt + n_scored <= self.context_window:
+            return
+        raise ValueError(
+            f"{item}: Prompt of {n_prompt} tokens + {what}'s {n_scored} tokens exceeds the "
+            f"context window ({self.context_window}) of {self._model_name}: its probability "
+            "would be read past the positions the model knows. Send fewer or shorter sources "
+            "(CitationQueryEngine(max_sources=..., max_source_chars=...))."
+        )
+
+    def _teacher_forced_logits(self, sequences: Sequence[Sequence[int]], keep: int) -> Any:
+        """float32 logits of the last ``keep`` positions of each sequence (left padded).
+
+        Position ids count each row's own tokens, so a padded row is read at the positions it
+        has alone (a plain forward pass numbers the padding too, which moved the scores of
+        models with learned positions, such as GPT-2, by half)."""
+        import torch
+
+        enc = self._pad(sequences)
+        positions = (enc["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        options = [
+            {"position_ids": positions, "logits_to_keep": keep + 1},
+            {"position_ids": positions},
+            {},
+        ]
+        with self._lock, torch.inference_mode():
+            for extra in options:  # a model whose forward lacks logits_to_keep / position_ids
+                try:
+                    logits = self._model(**enc, **extra).logits
+                    break
+                except TypeError:
+                    if not extra:
+                        raise
+        return logits[:, -(keep + 1) : -1].float()
 
     def _padding_keeps_scores(self) -> bool:
         """Whether a left-padded batch scores each prompt as it scores alone (float32 and
@@ -168,6 +196,9 @@ class RefusalScoring:
             llm.refusal_threshold = choice.threshold
         """
         encoded = [self.encode(c) for c in conversations]
+        refusal = self._refusal_ids()
+        for i, ids in enumerate(encoded):  # all checked before any is scored
+            self._check_scored_length(len(ids), len(refusal), "the refusal", f"conversation {i}")
         chunks = length_sorted_chunks(encoded, batch_size, show_progress, "Scoring refusals")
         probabilities: list[float] = [0.0] * len(encoded)
         for chunk in chunks:
@@ -182,14 +213,15 @@ class RefusalScoring:
         """P(the next citation is ``[n]``) for n = 1..``n_sources`` after ``answer_prefix``,
         normalised over the sources: which source the model would cite at that point.
 
-        One teacher-forced pass over ``prompt + answer_prefix + " [n]"`` for every n.
+        Teacher-forced passes over ``prompt + answer_prefix + " [n]"``, at most
+        ``CITATION_ROWS`` variants a pass and only variants of one length together (``[7]``
+        and ``[12]`` differ in length): no row is padded, so each score is the one it has
+        alone, and memory stays bounded for 100 sources.
 
         Example::
 
             llm.citation_probabilities(messages, "Rouen", n_sources=3)   # e.g. [0.1, 0.8, 0.1]
         """
-        import torch
-
         positive_int(n_sources, "citation_probabilities: n_sources")
         if not isinstance(answer_prefix, str):
             raise TypeError(
@@ -198,21 +230,29 @@ class RefusalScoring:
             )
         prompt = self.encode(messages)
         prefix = answer_prefix.rstrip()
-        variants = [self._encode_raw(f"{prefix} [{n}]") for n in range(1, n_sources + 1)]
-        shared = min(common_prefix(variants[0], v) for v in variants) if len(variants) > 1 else 0
+        # the answer is text: a "<|im_end|>" quoted in it must not end the turn being scored
+        variants = [self._encode_text(f"{prefix} [{n}]") for n in range(1, n_sources + 1)]
         if len(variants) == 1:
             return [1.0]
-        enc = self._pad([prompt + v for v in variants])
-        width = max(len(v) - shared for v in variants)
-        with self._lock, torch.inference_mode():
-            logits = self._model(**enc).logits[:, -(width + 1) : -1].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        scores = []
-        for row, ids in enumerate(variants):
-            tail = ids[shared:]
-            offset = width - len(tail)  # left padding aligns every sequence's end
-            total = sum(float(logprobs[row, offset + j, tok]) for j, tok in enumerate(tail))
-            scores.append(total)
+        longest = max(len(v) for v in variants)
+        self._check_scored_length(
+            len(prompt), longest, "the answer prefix + citation", "citation_probabilities"
+        )
+        shared = min(common_prefix(variants[0], v) for v in variants)
+        by_length: dict[int, list[int]] = {}
+        for i, ids in enumerate(variants):
+            by_length.setdefault(len(ids), []).append(i)
+        scores = [0.0] * len(variants)
+        for rows in by_length.values():
+            for start in range(0, len(rows), CITATION_ROWS):
+                chunk = rows[start : start + CITATION_ROWS]
+                tails = [variants[i][shared:] for i in chunk]
+                logits = self._teacher_forced_logits(
+                    [prompt + variants[i] for i in chunk], len(tails[0])
+                )
+                logprobs = logits.log_softmax(dim=-1)
+                for row, (i, tail) in enumerate(zip(chunk, tails, strict=True)):
+                    scores[i] = sum(float(logprobs[row, j, tok]) for j, tok in enumerate(tail))
         top = max(scores)
         weights = [math.exp(x - top) for x in scores]
         return [w / sum(weights) for w in weights]
@@ -231,6 +271,7 @@ class RefusalScoring:
 # being written) and whitespace. "[2] Insufficient information ..." opens with the refusal.
 _NOTHING_SAID = re.compile(r"\s*(?:\[[^\]\n]{0,24}\]?\s*)*")
 MARKER_TOKENS = 24  # a prefix longer than this has said something
+CITATION_ROWS = 16  # citation variants scored in one pass (bounds memory for many sources)
 
 
 class BarRefusalStart:

@@ -74,13 +74,14 @@ class Streaming:
                 return
             gen = self._barring_refusal(gen)
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
-        counter = {"calls": 0, "tokens": 0}
+        counter = {"calls": 0, "tokens": 0, "last": None}
         put = streamer.put
 
         def counting_put(value: Any) -> None:
             counter["calls"] += 1
             if counter["calls"] > 1:  # the first call carries the prompt
                 counter["tokens"] += int(value.numel())
+                counter["last"] = int(value.reshape(-1)[-1])
             put(value)
 
         streamer.put = counting_put  # type: ignore[method-assign]
@@ -118,7 +119,8 @@ class Streaming:
             raise errors[0]
         n_out = min(counter["tokens"], gen["max_new_tokens"])
         seconds = time.perf_counter() - start
-        yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision)
+        cut = n_out >= gen["max_new_tokens"] and counter["last"] not in self._stop_ids
+        yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision, cut=cut)
 
     def _chat_stream(
         self, ids: list[int], messages: MessagesLike | None = None, **kwargs: Any
