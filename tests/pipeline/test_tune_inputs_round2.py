@@ -23,20 +23,11 @@ from llama_index_ragtune.pipeline.queries import (
     split_queries,
 )
 from llama_index_ragtune.pipeline.sources import MAX_DOCUMENT_BYTES, read_documents, read_metadata
+from tests.pipeline.test_sources_hostile import _warnings, _write
 
 GOOD = "# Returns\n\nWithin 30 days.\n"
 CAFE_NFC = unicodedata.normalize("NFC", "café")
 CAFE_NFD = unicodedata.normalize("NFD", "café")
-
-
-def _write(root, files: dict[str, str | bytes]) -> None:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
-
-
-def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
 # -- the docs folder ---------------------------------------------------------------------
