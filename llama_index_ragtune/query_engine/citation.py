@@ -345,9 +345,12 @@ class CitationQueryEngine(BaseQueryEngine):
         answer: GroundedAnswer,
         raw: str | None = None,
         decision: Any = None,
+        texts: Sequence[str] | None = None,
     ) -> None:
-        """Fill ``metadata`` from the final answer (in place, so streaming responses see it)."""
-        fill_metadata(metadata, nodes, answer, self.source_texts(nodes), raw, decision)
+        """Fill ``metadata`` from the final answer (in place, so streaming responses see it);
+        ``texts``: the sources' texts when the caller has them already."""
+        texts = self.source_texts(nodes) if texts is None else texts
+        fill_metadata(metadata, nodes, answer, texts, raw, decision)
 
     def _refusal_response(
         self,
@@ -397,7 +400,7 @@ class CitationQueryEngine(BaseQueryEngine):
             }
             metadata["post_checked_answer"] = checked
         answer = parse_answer(checked, len(nodes), self.refusal, source_texts=texts)
-        self._finish(metadata, nodes, answer, raw=raw, decision=decision)
+        self._finish(metadata, nodes, answer, raw=raw, decision=decision, texts=texts)
         return Response(answer.text, source_nodes=nodes, metadata=metadata)
 
     def _stream(
@@ -420,7 +423,13 @@ class CitationQueryEngine(BaseQueryEngine):
             rest = stream.finish()
             if rest:
                 yield rest
-            self._finish(metadata, nodes, stream.answer, decision=seen["decision"])  # type: ignore[arg-type]
+            self._finish(
+                metadata,
+                nodes,
+                stream.answer,  # type: ignore[arg-type]
+                decision=seen["decision"],
+                texts=stream.source_texts,
+            )
 
         return StreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
 
@@ -444,7 +453,13 @@ class CitationQueryEngine(BaseQueryEngine):
             rest = stream.finish()
             if rest:
                 yield rest
-            self._finish(metadata, nodes, stream.answer, decision=seen["decision"])  # type: ignore[arg-type]
+            self._finish(
+                metadata,
+                nodes,
+                stream.answer,  # type: ignore[arg-type]
+                decision=seen["decision"],
+                texts=stream.source_texts,
+            )
 
         return AsyncStreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
 
