@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from llama_index_ragtune.cli import bounded
+from llama_index_ragtune.commands.options import bounded
 
 ENGINES = ("local", "multiprocess", "ray")
 SAMPLE_SECONDS = 1.0  # reading /proc/<pid>/smaps costs CPU: sample once a second

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from llama_index_ragtune.cli import bounded
+from llama_index_ragtune.commands.options import bounded
 
 SLICES = 12
 DEPTH = 100  # results evaluated per query (Recall@100)

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_path, display_value
-from llama_index_ragtune.cli import bounded
 from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
+from llama_index_ragtune.commands.options import bounded
 from llama_index_ragtune.data.grounded_tasks import (
     TUNE,
     GenerationTask,

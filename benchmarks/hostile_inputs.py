@@ -45,7 +45,7 @@ from typing import Any
 
 from benchmarks._paths import display_path
 from benchmarks.load import _cores, _load
-from llama_index_ragtune.cli import bounded
+from llama_index_ragtune.commands.options import bounded
 
 DEFAULT_OUT = "benchmarks/results"
 STEM = "hostile_inputs"

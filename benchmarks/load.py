@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import rss_mb, run_async, run_sequential, run_threads
-from llama_index_ragtune.cli import bounded
+from llama_index_ragtune.commands.options import bounded
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = "benchmarks/results"

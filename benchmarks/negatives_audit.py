@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune.cli import seed_number
+from llama_index_ragtune.commands.options import seed_number
 from llama_index_ragtune.data import HardNegativeMiner, RetrievalDataset
 
 BATCH_SIZE = 32

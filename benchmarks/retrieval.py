@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_path, display_value
-from llama_index_ragtune.cli import DeprecatedNames, bounded
+from llama_index_ragtune.commands.options import DeprecatedNames, bounded
 
 DEFAULT_OUT = "benchmarks/results/retrieval"
 WARMUP_QUERIES = (

@@ -81,7 +81,7 @@ from benchmarks.scale_data import (
     synthetic_vectors,
 )
 from benchmarks.scale_report import render_markdown
-from llama_index_ragtune.cli import bounded, seed_number
+from llama_index_ragtune.commands.options import bounded, seed_number
 
 DEFAULT_OUT = "benchmarks/results"
 DEFAULT_WORK = "benchmarks/data/scale"

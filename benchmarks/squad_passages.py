@@ -42,7 +42,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from llama_index_ragtune.cli import bounded
+from llama_index_ragtune.commands.options import bounded
 from llama_index_ragtune.data.qa import SQUAD_TEST_ARTICLES, split_sentences
 
 NAME = "squad-passages"

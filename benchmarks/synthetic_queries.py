@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_path, display_value
-from llama_index_ragtune.cli import MAX_MINUTES, bounded, seed_number
+from llama_index_ragtune.commands.options import MAX_MINUTES, bounded, seed_number
 
 KEYS = ("ndcg@10", "recall@10", "mrr@10")
 SKIPPED_STEPS = ("reranker", "decoder", "evaluate")

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._paths import display_value
-from llama_index_ragtune.cli import MAX_MINUTES, bounded, seed_number
+from llama_index_ragtune.commands.options import MAX_MINUTES, bounded, seed_number
 from llama_index_ragtune.data import HardNegativeMiner, RetrievalDataset
 from llama_index_ragtune.finetuning import (
     EncoderFinetuneEngine,

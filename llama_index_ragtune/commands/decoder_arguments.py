@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from llama_index_ragtune.cli import MAX_MINUTES, DeprecatedNames, bounded, seed_number
+from llama_index_ragtune.commands.options import MAX_MINUTES, DeprecatedNames, bounded, seed_number
 from llama_index_ragtune.data.grounded_tasks import TUNE
 
 __all__ = ["add_common_arguments", "llm_options"]

@@ -127,7 +127,7 @@ def _skip(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llama_index_ragtune.cli import UsageError
+    from llama_index_ragtune.commands.options import UsageError
     from llama_index_ragtune.commands.tune import build_config, run_pipeline
     from llama_index_ragtune.demo import demo_dir, load_demo_queries
     from llama_index_ragtune.pipeline import PipelineConfig, TuningPipeline, load_bundle

@@ -21,7 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llama_index_ragtune.cli import MAX_MINUTES, check_device_option, existing_dir, existing_file
+from llama_index_ragtune.commands.options import (
+    MAX_MINUTES,
+    check_device_option,
+    existing_dir,
+    existing_file,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llama_index_ragtune.cli import UsageError
+    from llama_index_ragtune.commands.options import UsageError
     from llama_index_ragtune.feedback import FeedbackStoreError
     from llama_index_ragtune.pipeline.bundle_folders import BundleError
     from llama_index_ragtune.pipeline.refresh import refresh_bundle

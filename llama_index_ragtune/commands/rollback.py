@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from llama_index_ragtune.cli import existing_dir
+from llama_index_ragtune.commands.options import existing_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llama_index_ragtune.cli import UsageError
+    from llama_index_ragtune.commands.options import UsageError
     from llama_index_ragtune.pipeline.bundle_folders import BundleError, bundle_versions
     from llama_index_ragtune.pipeline.rollback import switch_version
 

@@ -33,8 +33,13 @@ import json
 import logging
 from pathlib import Path
 
-from llama_index_ragtune.cli import DeprecatedNames, UsageError, bounded, check_device_option
 from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
+from llama_index_ragtune.commands.options import (
+    DeprecatedNames,
+    UsageError,
+    bounded,
+    check_device_option,
+)
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.grounded_tasks import TUNE, GroundedData, prepare_grounded_data
 from llama_index_ragtune.evaluation.decoder_scoring import (

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from llama_index_ragtune.cli import bounded, check_device_option
+from llama_index_ragtune.commands.options import bounded, check_device_option
 from llama_index_ragtune.commands.training_data import (
     add_data_arguments,
     add_negative_arguments,

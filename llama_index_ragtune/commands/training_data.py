@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llama_index_ragtune.cli import MAX_MINUTES, DeprecatedNames, bounded, seed_number
+from llama_index_ragtune.commands.options import MAX_MINUTES, DeprecatedNames, bounded, seed_number
 
 if TYPE_CHECKING:
     from llama_index_ragtune.data.schema import RetrievalDataset

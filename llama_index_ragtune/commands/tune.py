@@ -20,7 +20,7 @@ import math
 import sys
 from typing import Any
 
-from llama_index_ragtune.cli import (
+from llama_index_ragtune.commands.options import (
     MAX_MINUTES,
     bounded,
     check_device_option,
@@ -182,7 +182,7 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
 
 def run_pipeline(pipeline: Any) -> Any:
     """Run ``pipeline``; its user errors become one-line CLI errors (``UsageError``)."""
-    from llama_index_ragtune.cli import UsageError
+    from llama_index_ragtune.commands.options import UsageError
     from llama_index_ragtune.pipeline.bundle_folders import BundleError
     from llama_index_ragtune.pipeline.state import PipelineStateError
 
@@ -193,7 +193,7 @@ def run_pipeline(pipeline: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llama_index_ragtune.cli import UsageError
+    from llama_index_ragtune.commands.options import UsageError
     from llama_index_ragtune.models import check_model_path
     from llama_index_ragtune.pipeline import TuningPipeline
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llama_index_ragtune.cli import UsageError, _build_parser, check_device_option, main
+from llama_index_ragtune.cli import _build_parser, main
+from llama_index_ragtune.commands.options import UsageError, check_device_option
 
 ENCODER = ["train", "encoder", "--dataset", "d.json", "--out", "o"]
 DECODER = ["train", "decoder", "--qa", "qa.jsonl", "--out", "o"]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_index_ragtune.cli import _build_parser, bounded, main
+from llama_index_ragtune.cli import _build_parser, main
+from llama_index_ragtune.commands.options import bounded
 
 DECODER = ["train", "decoder", "--qa", "qa.jsonl", "--out", "o"]
 ENCODER = ["train", "encoder", "--dataset", "d.json", "--out", "o"]

@@ -40,11 +40,11 @@ def _tune(tiny_corpus, encoder, out, *extra):
 
 
 def test_the_cli_the_config_and_the_budget_share_the_most_minutes():
-    from llama_index_ragtune import cli
+    from llama_index_ragtune.commands import options
     from llama_index_ragtune.finetuning import budget
     from llama_index_ragtune.pipeline import config
 
-    assert cli.MAX_MINUTES == config.MAX_MINUTES == budget.MAX_MINUTES
+    assert options.MAX_MINUTES == config.MAX_MINUTES == budget.MAX_MINUTES
 
 
 @pytest.mark.parametrize("minutes", [1e308, 2e6, 1_000_000.5])
@@ -138,7 +138,7 @@ def test_a_seed_the_trainers_refuse_is_a_usage_error(command, seed, capsys):
 
 
 def test_the_largest_seed_is_accepted():
-    from llama_index_ragtune.cli import seed_number
+    from llama_index_ragtune.commands.options import seed_number
 
     assert seed_number(str(2**32 - 1)) == 2**32 - 1 and seed_number("0") == 0
     with pytest.raises(argparse.ArgumentTypeError):

@@ -1,0 +1,194 @@
+"""Option types of the ``ragtune`` commands and benchmarks: what a value must be, checked
+when the command line is parsed (a usage error naming the option, exit status 2) instead
+of a traceback once data and models are loaded.
+
+Example::
+
+    import argparse
+    from llama_index_ragtune.commands.options import bounded, existing_file, seed_number
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--top-k", type=bounded(int, 1), default=3)
+    parser.add_argument("--seed", type=seed_number, default=0)
+    parser.add_argument("evaluation", type=existing_file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+MAX_MINUTES = 1_000_000
+"""Most minutes a ``--time-budget`` / ``--time-limit`` may be (``finetuning.budget.MAX_MINUTES``,
+repeated here because that module imports torch): more overflowed to infinite seconds mid-run."""
+MAX_SEED = 2**32 - 1
+"""The largest ``--seed`` (NumPy's and so the trainers' limit; a seed is never negative)."""
+
+
+class DeprecatedNames(argparse.Action):
+    """``store`` that accepts old option names and says the current one on stderr.
+
+    Example::
+
+        parser.add_argument("--out", "--output", dest="out", action=DeprecatedNames,
+                            deprecated=("--output",), help="output folder")
+        # `--output runs/x` works and prints: warning: --output is deprecated; use --out
+    """
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        deprecated: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        self.deprecated = tuple(deprecated)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string in self.deprecated:
+            current = next(o for o in self.option_strings if o not in self.deprecated)
+            print(
+                f"{parser.prog}: warning: {option_string} is deprecated; use {current}",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong; ``main`` prints the message and exits with status 2."""
+
+
+def existing_file(text: str) -> str:
+    """``argparse`` type: a path to an existing file (checked without opening it).
+
+    Example::
+
+        parser.add_argument("evaluation", type=existing_file)
+    """
+    refuse_empty_path(text, "file")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, expected a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file not found: {text}")
+    return text
+
+
+def refuse_empty_path(text: str, what: str) -> None:
+    """An empty path (``--docs ""``, an unset shell variable) is ``Path("")``, the current
+    folder: refused instead of reading (or writing into) wherever the command was started."""
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError(f"the path is empty; pass a {what}")
+
+
+def seed_number(text: str) -> int:
+    """``argparse`` type of ``--seed``: a whole number in [0, 2**32 - 1], what the trainers'
+    ``set_seed`` accepts (``-1`` used to fail with a traceback once training started).
+
+    Example::
+
+        parser.add_argument("--seed", type=seed_number, default=0)
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 0 to {MAX_SEED}, got {text!r}"
+        )
+    return value
+
+
+def check_device_option(device: str | None, option: str = "--device") -> str | None:
+    """``device`` (None: pick the best available) when this machine can run a model there,
+    else a ``UsageError`` naming ``option``: a typo (``gpu``), or a device that is not here
+    (``cuda`` without a GPU, ``mps`` off a Mac), found before any data or model is loaded
+    instead of as a traceback once the model moves there (``llms.loading.check_device``).
+
+    Example::
+
+        check_device_option("cpu")     # 'cpu'
+        check_device_option("mps")     # UsageError: argument --device: device='mps' is not
+                                       # available here (...) on a machine without it
+    """
+    if device is None:
+        return None
+    from llama_index_ragtune.llms.loading import check_device
+
+    try:
+        return check_device(device, f"argument {option}")
+    except (TypeError, ValueError) as exc:
+        # the library's "None to pick one" is leaving the option out on the command line
+        raise UsageError(str(exc).replace("None to pick", f"leave out {option} to pick")) from None
+
+
+def bounded(
+    kind: type[int] | type[float], low: float, high: float | None = None, above: bool = False
+) -> Callable[[str], Any]:
+    """``argparse`` type: a finite ``kind`` (``int`` or ``float``) >= ``low`` (> ``low`` with
+    ``above``) and <= ``high``. NaN, inf, 0 or a negative number in a count, a share or a
+    rate is a usage error naming the option, instead of a traceback (or a wasted training
+    run) later.
+
+    Example::
+
+        parser.add_argument("--top-k", type=bounded(int, 1), default=3)
+        parser.add_argument("--p-no-gold", type=bounded(float, 0, 1), default=0.1)
+    """
+    noun = "a whole number" if kind is int else "a number"
+
+    def show(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+    expected = f"{noun} {'>' if above else '>='} {show(low)}"
+    if high is not None:
+        expected = (
+            f"{expected} and at most {show(high)}"
+            if above
+            else f"{noun} from {show(low)} to {show(high)}"
+        )
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if (
+            value is None
+            or not math.isfinite(value)
+            or (value <= low if above else value < low)
+            or (high is not None and value > high)
+        ):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected
+    return parse
+
+
+def existing_dir(text: str) -> str:
+    """``argparse`` type: a path to an existing folder.
+
+    Example::
+
+        parser.add_argument("--corpus-dir", type=existing_dir)
+    """
+    refuse_empty_path(text, "folder")
+    path = Path(text)
+    if path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is a file, expected a folder")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"folder not found: {text}")
+    return text
