@@ -7,6 +7,9 @@ stops at the template's end-of-turn token (``<|im_end|>`` for SmolLM2), and
 records token counts and tokens/s in every response's ``raw["usage"]`` so
 LlamaIndex's ``TokenCountingHandler`` sees them; ``raw["finish_reason"]`` is
 ``"length"`` for an answer cut by ``max_new_tokens`` (not a whole answer), else ``"stop"``.
+``max_new_tokens`` is clamped per call to what the context window leaves after the prompt
+(``raw["max_new_tokens"]``); only a prompt that fills the window is an error, and a value
+``>= context_window`` is refused when the LLM is built.
 
 Calibrated refusal (``refusal_threshold``): greedy decoding picks the refusal
 sentence whenever its first token beats the first token of every single
@@ -411,13 +414,21 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         )
         return list(tokens["input_ids"])
 
-    def _check_length(self, n_prompt: int, max_new: int, item: str = "") -> None:
-        if self.context_window and n_prompt + max_new > self.context_window:
+    def _room(self, n_prompt: int, max_new: int, item: str = "") -> int:
+        """The answer's token budget after a prompt of ``n_prompt`` tokens: ``max_new``, clamped
+        to what the context window leaves (a clamped answer that runs into it is reported as
+        ``finish_reason="length"``); ``ValueError`` when the prompt leaves no room at all."""
+        if not self.context_window:
+            return max_new
+        if n_prompt >= self.context_window:
             raise ValueError(
-                f"{item}Prompt of {n_prompt} tokens + max_new_tokens={max_new} exceeds the context window "
-                f"({self.context_window}) of {self._model_name}. Send fewer or shorter sources "
-                "(CitationQueryEngine(max_sources=..., max_source_chars=...)) or lower max_new_tokens."
+                f"{item}Prompt of {n_prompt} tokens exceeds the context window "
+                f"({self.context_window}) of {self._model_name}: it leaves no room for an answer "
+                f"(max_new_tokens={max_new}). Send fewer or shorter sources "
+                "(CitationQueryEngine fits them to the window; max_sources=..., "
+                "max_source_chars=...) or use a model with a larger window."
             )
+        return min(max_new, self.context_window - n_prompt)
 
     def _gen_kwargs(
         self, max_new_tokens: int | None, overrides: Mapping[str, Any]
@@ -462,8 +473,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         import torch
 
         gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
-        for ids in batch_ids:
-            self._check_length(len(ids), gen["max_new_tokens"])
+        limits = [self._room(len(ids), gen["max_new_tokens"]) for ids in batch_ids]
         results: list[list[int] | None] = [None] * len(batch_ids)
         todo = list(range(len(batch_ids)))
         flags, probs, decisions = self._decide(batch_ids, conversations, refuse)
@@ -474,12 +484,15 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
                     results[i] = list(refused)
             todo = [i for i in todo if results[i] is None]
             gen = self._barring_refusal(gen)
-        if todo:
-            enc = self._pad([batch_ids[i] for i in todo])
+        groups: dict[int, list[int]] = {}  # prompts clamped to a smaller budget decode apart
+        for i in todo:
+            groups.setdefault(limits[i], []).append(i)
+        for limit, group in groups.items():
+            enc = self._pad([batch_ids[i] for i in group])
             with self._lock, torch.inference_mode():
-                out = self._model.generate(**enc, **gen)
+                out = self._model.generate(**enc, **{**gen, "max_new_tokens": limit})
             width = enc["input_ids"].shape[1]
-            for i, row in zip(todo, out, strict=True):
+            for i, row in zip(group, out, strict=True):
                 results[i] = row[width:].tolist()
         return results, probs, decisions  # type: ignore[return-value]
 
@@ -513,7 +526,13 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             raw=self._usage(
-                len(prompt_ids), n_out, seconds, refusal_probability, decision, cut=cut
+                len(prompt_ids),
+                n_out,
+                seconds,
+                refusal_probability,
+                decision,
+                cut=cut,
+                budget=limit,
             ),
             additional_kwargs={
                 "prompt_tokens": len(prompt_ids),
@@ -531,11 +550,15 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         decision: Any = None,
         *,
         cut: bool = False,
+        budget: int | None = None,
     ) -> dict[str, Any]:
         """The response's ``raw``: token counts, time, and ``finish_reason``: ``"length"`` when
-        the answer ran into ``max_new_tokens`` before its end-of-turn (cut, not whole), else
-        ``"stop"``."""
+        the answer ran into its token budget before its end-of-turn (cut, not whole), else
+        ``"stop"``; ``max_new_tokens``: that budget (``max_new_tokens`` clamped to what the
+        context window leaves after the prompt)."""
         extra: dict[str, Any] = {"finish_reason": "length" if cut else "stop"}
+        if budget is not None:
+            extra["max_new_tokens"] = budget
         if refusal_probability is not None:
             extra["refusal_probability"] = refusal_probability
         if decision is not None:
@@ -560,6 +583,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
     ) -> ChatResponse:
         start = time.perf_counter()
         limit = self._gen_kwargs(kwargs.get("max_new_tokens"), kwargs)["max_new_tokens"]
+        limit = self._room(len(prompt_ids), limit)
         new_ids, probs, decisions = self._generate_ids(
             [prompt_ids],
             None if messages is None else [messages],
@@ -602,8 +626,10 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         # every prompt is checked before any is answered: a long one among short ones is
         # named, and no batch is generated only to be thrown away
         limit = self._gen_kwargs(max_new_tokens, generate_kwargs)["max_new_tokens"]
-        for i, ids in enumerate(encoded):
-            self._check_length(len(ids), limit, f"generate_batch: conversation {i}: ")
+        limits = [
+            self._room(len(ids), limit, f"generate_batch: conversation {i}: ")
+            for i, ids in enumerate(encoded)
+        ]
         results: list[ChatResponse | None] = [None] * len(encoded)
         chunks = length_sorted_chunks(encoded, batch_size, show_progress, "Generating")
         for chunk in chunks:
@@ -623,7 +649,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
                     seconds,
                     probs[j] if probs else None,
                     decisions[j] if decisions else None,
-                    limit,
+                    limits[i],
                 )
         return results  # type: ignore[return-value]
 

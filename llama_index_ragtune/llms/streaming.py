@@ -56,7 +56,7 @@ class Streaming:
         from transformers import TextIteratorStreamer
 
         gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
-        self._check_length(len(prompt_ids), gen["max_new_tokens"])
+        gen["max_new_tokens"] = self._room(len(prompt_ids), gen["max_new_tokens"])
         start = time.perf_counter()
         flags, probs, decisions = self._decide(
             [prompt_ids],
@@ -117,10 +117,14 @@ class Streaming:
         thread.join()
         if errors:
             raise errors[0]
-        n_out = min(counter["tokens"], gen["max_new_tokens"])
+        limit = gen["max_new_tokens"]
+        n_out = min(counter["tokens"], limit)
         seconds = time.perf_counter() - start
-        cut = n_out >= gen["max_new_tokens"] and counter["last"] not in self._stop_ids
-        yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision, cut=cut)
+        cut = n_out >= limit and counter["last"] not in self._stop_ids
+        usage = self._usage(
+            len(prompt_ids), n_out, seconds, probability, decision, cut=cut, budget=limit
+        )
+        yield "", usage
 
     def _chat_stream(
         self, ids: list[int], messages: MessagesLike | None = None, **kwargs: Any

@@ -16,6 +16,13 @@ What it does better than core's ``CitationQueryEngine``:
   control or direction marks) -> the refusal, without calling the LLM;
 - a marker inside a quote copied from a source that holds it (``"Smith [1]
   found ..."`` quoted from source 2) is that source's footnote, not a citation.
+- sources past the LLM's context window (``metadata.context_window`` less its
+  ``num_output``, as core's ``PromptHelper`` reserves) are fitted, not fatal: the
+  lowest-ranked ones left out, the last kept one cut at a sentence boundary
+  (:meth:`CitationQueryEngine.fit_prompt`, ``metadata["left_out_node_ids"]`` /
+  ``["cut_node_ids"]``); only a question that cannot fit alone is a ``ValueError``;
+- an answer the LLM cut at its token limit (``finish_reason`` ``"length"``) is
+  ``metadata["truncated"]``, and a citation only its cut last sentence makes is not counted.
 
 ``Response.metadata`` (:mod:`~llama_index_ragtune.query_engine.response_metadata`)
 maps each citation to its node id and says whether the answer was refused and
@@ -93,10 +100,17 @@ from llama_index_ragtune.grounding import (
     truncate_source,
 )
 from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
-from llama_index_ragtune.query_engine.post_check import MODES, check_citations, uncited_claims
+from llama_index_ragtune.query_engine.post_check import MODES, cite_uncited
+from llama_index_ragtune.query_engine.prompt_fit import (
+    PromptFit,
+    fit_sources,
+    prompt_budget,
+    token_counter,
+)
 from llama_index_ragtune.query_engine.response_metadata import (
     base_metadata,
     fill_metadata,
+    finish_reason,
     llm_decision,
 )
 from llama_index_ragtune.retrievers.checks import distinct_nodes, positive_int
@@ -334,9 +348,53 @@ class CitationQueryEngine(BaseQueryEngine):
             system_prompt=self.system_prompt,
         )
 
+    def fit_prompt(self, question: str, nodes: Sequence[NodeWithScore]) -> PromptFit:
+        """The sources that fit the LLM's context window with its answer budget, as
+        LlamaIndex's ``PromptHelper`` fits chunks: lowest-ranked ones left out, the last kept
+        one cut at a sentence boundary (``prompt_fit.fit_sources``); ``ValueError`` when
+        the question alone does not fit.
+
+        Example::
+
+            fit = engine.fit_prompt("Capital of Italy?", engine.retrieve(QueryBundle("Italy")))
+            fit.nodes, fit.left_out_node_ids
+        """
+        llm, nodes = self.llm, list(nodes)
+        budget = prompt_budget(llm)
+        if budget is None or not nodes:
+            return PromptFit(nodes)
+        window, num_output = budget
+        if self._scores_refusal(llm):  # P(refusal | prompt) reads the refusal after the prompt
+            num_output = max(num_output, len(llm._refusal_ids()))
+        return fit_sources(
+            question,
+            nodes,
+            lambda shown: self.messages(question, shown),
+            token_counter(llm),
+            window,
+            num_output,
+            llm_name=type(llm).__name__,
+        )
+
+    def _scores_refusal(self, llm: Any) -> bool:
+        """Whether answering reads the decoder's P(refusal) (this engine's policy or the LLM's)."""
+        if not _is_local(llm) or not hasattr(llm, "_refusal_ids"):
+            return False
+        policies = (self.refusal_policy, llm.active_refusal_policy())
+        return any(p is not None and p.uses_decoder for p in policies)
+
     # --------------------------------------------------------------- answers
-    def _base_metadata(self, question: str, nodes: Sequence[NodeWithScore]) -> dict[str, Any]:
-        return base_metadata(question, nodes)
+    def _base_metadata(
+        self, question: str, nodes: Sequence[NodeWithScore], fit: PromptFit | None = None
+    ) -> dict[str, Any]:
+        metadata = base_metadata(question, nodes)
+        if fit is not None:
+            metadata.update(
+                left_out_node_ids=list(fit.left_out_node_ids),
+                cut_node_ids=list(fit.cut_node_ids),
+                prompt=fit.to_dict(),
+            )
+        return metadata
 
     def _finish(
         self,
@@ -346,11 +404,13 @@ class CitationQueryEngine(BaseQueryEngine):
         raw: str | None = None,
         decision: Any = None,
         texts: Sequence[str] | None = None,
+        finish: str | None = None,
     ) -> None:
         """Fill ``metadata`` from the final answer (in place, so streaming responses see it);
-        ``texts``: the sources' texts when the caller has them already."""
+        ``texts``: the sources' texts when the caller has them already; ``finish``: the
+        LLM's finish reason."""
         texts = self.source_texts(nodes) if texts is None else texts
-        fill_metadata(metadata, nodes, answer, texts, raw, decision)
+        fill_metadata(metadata, nodes, answer, texts, raw, decision, finish)
 
     def _refusal_response(
         self,
@@ -358,10 +418,12 @@ class CitationQueryEngine(BaseQueryEngine):
         asynchronous: bool = False,
         nodes: Sequence[NodeWithScore] = (),
         decision: Any = None,
+        fit: PromptFit | None = None,
     ) -> RESPONSE_TYPE:
-        """The refusal, without calling the LLM (nothing retrieved, or the policy refused)."""
+        """The refusal, without calling the LLM (nothing retrieved or fitting the window, or
+        the policy refused)."""
         nodes = list(nodes)
-        metadata = self._base_metadata(question, nodes)
+        metadata = self._base_metadata(question, nodes, fit)
         answer = parse_answer(self.refusal, len(nodes), self.refusal)
         self._finish(metadata, nodes, answer, decision=decision)
         if not self.streaming:
@@ -377,30 +439,25 @@ class CitationQueryEngine(BaseQueryEngine):
         raw: str,
         messages: Sequence[ChatMessage] = (),
         decision: Any = None,
+        fit: PromptFit | None = None,
+        finish: str | None = None,
     ) -> Response:
-        metadata = self._base_metadata(question, nodes)
+        metadata = self._base_metadata(question, nodes, fit)
         checked, texts = raw, self.source_texts(nodes)
         if self.uncited == "cite":
             llm, n = self.llm, len(nodes)
-            result = check_citations(
+            checked, metadata["post_check"] = cite_uncited(
                 raw,
                 n,
-                "cite",
-                choose=lambda prefix: llm.citation_probabilities(messages, prefix, n),
-                refusal=self.refusal,
-                source_texts=texts,
+                lambda prefix: llm.citation_probabilities(messages, prefix, n),
+                self.refusal,
+                texts,
             )
-            checked = result.text
-            metadata["post_check"] = {
-                **result.to_dict(),
-                "uncited_claims": [
-                    " ".join(checked[a:b].split())
-                    for a, b in uncited_claims(checked, n, self.refusal, texts)
-                ],
-            }
             metadata["post_checked_answer"] = checked
         answer = parse_answer(checked, len(nodes), self.refusal, source_texts=texts)
-        self._finish(metadata, nodes, answer, raw=raw, decision=decision, texts=texts)
+        self._finish(
+            metadata, nodes, answer, raw=raw, decision=decision, texts=texts, finish=finish
+        )
         return Response(answer.text, source_nodes=nodes, metadata=metadata)
 
     def _stream(
@@ -409,14 +466,16 @@ class CitationQueryEngine(BaseQueryEngine):
         nodes: list[NodeWithScore],
         chunks: Iterator[Any],
         decision: Any = None,
+        fit: PromptFit | None = None,
     ) -> StreamingResponse:
-        metadata = self._base_metadata(question, nodes)
+        metadata = self._base_metadata(question, nodes, fit)
         stream = AnswerStream(len(nodes), self.refusal, source_texts=self.source_texts(nodes))
-        seen: dict[str, Any] = {"decision": decision}
+        seen: dict[str, Any] = {"decision": decision, "finish": None}
 
         def gen() -> Iterator[str]:
             for chunk in chunks:
                 seen["decision"] = seen["decision"] or llm_decision(chunk)
+                seen["finish"] = finish_reason(chunk) or seen["finish"]
                 out = stream.feed(chunk.delta or "")
                 if out:
                     yield out
@@ -429,6 +488,7 @@ class CitationQueryEngine(BaseQueryEngine):
                 stream.answer,  # type: ignore[arg-type]
                 decision=seen["decision"],
                 texts=stream.source_texts,
+                finish=seen["finish"],
             )
 
         return StreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
@@ -439,14 +499,16 @@ class CitationQueryEngine(BaseQueryEngine):
         nodes: list[NodeWithScore],
         chunks: AsyncIterator[Any],
         decision: Any = None,
+        fit: PromptFit | None = None,
     ) -> AsyncStreamingResponse:
-        metadata = self._base_metadata(question, nodes)
+        metadata = self._base_metadata(question, nodes, fit)
         stream = AnswerStream(len(nodes), self.refusal, source_texts=self.source_texts(nodes))
-        seen: dict[str, Any] = {"decision": decision}
+        seen: dict[str, Any] = {"decision": decision, "finish": None}
 
         async def gen() -> AsyncIterator[str]:
             async for chunk in chunks:
                 seen["decision"] = seen["decision"] or llm_decision(chunk)
+                seen["finish"] = finish_reason(chunk) or seen["finish"]
                 out = stream.feed(chunk.delta or "")
                 if out:
                     yield out
@@ -459,6 +521,7 @@ class CitationQueryEngine(BaseQueryEngine):
                 stream.answer,  # type: ignore[arg-type]
                 decision=seen["decision"],
                 texts=stream.source_texts,
+                finish=seen["finish"],
             )
 
         return AsyncStreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
@@ -503,18 +566,24 @@ class CitationQueryEngine(BaseQueryEngine):
             return self._refusal_response(question)
         if is_blank(question):  # nothing for the model to answer
             return self._refusal_response(question, nodes=nodes)
+        fit = self.fit_prompt(question, nodes)
+        nodes = fit.nodes
+        if not nodes:  # not one source fits the window: nothing to answer from
+            return self._refusal_response(question, fit=fit)
         messages = self.messages(query_bundle, nodes)
         decision = self.decide_refusal(question, nodes, messages)
         if decision is not None and decision.refused:
-            return self._refusal_response(question, nodes=nodes, decision=decision)
+            return self._refusal_response(question, nodes=nodes, decision=decision, fit=fit)
         kwargs = self._chat_kwargs(decision)
         if self.streaming:
             chunks = self.llm.stream_chat(messages, **kwargs)
-            return self._stream(question, nodes, chunks, decision)
+            return self._stream(question, nodes, chunks, decision, fit)
         response = self.llm.chat(messages, **kwargs)
         raw = response.message.content or ""
         decision = decision or llm_decision(response)
-        return self._complete(question, nodes, raw, messages, decision)
+        return self._complete(
+            question, nodes, raw, messages, decision, fit, finish_reason(response)
+        )
 
     async def _aanswer(
         self, query_bundle: QueryBundle, nodes: list[NodeWithScore]
@@ -524,21 +593,25 @@ class CitationQueryEngine(BaseQueryEngine):
             return self._refusal_response(question, asynchronous=True)
         if is_blank(question):
             return self._refusal_response(question, asynchronous=True, nodes=nodes)
+        fit = await asyncio.to_thread(self.fit_prompt, question, nodes)  # tokenizes: off the loop
+        nodes = fit.nodes
+        if not nodes:
+            return self._refusal_response(question, asynchronous=True, fit=fit)
         messages = self.messages(query_bundle, nodes)
         decision = await asyncio.to_thread(self.decide_refusal, question, nodes, messages)
         if decision is not None and decision.refused:
-            return self._refusal_response(question, True, nodes, decision)
+            return self._refusal_response(question, True, nodes, decision, fit)
         kwargs = self._chat_kwargs(decision)
         if self.streaming:
             chunks = await self.llm.astream_chat(messages, **kwargs)
-            return self._astream(question, nodes, chunks, decision)
+            return self._astream(question, nodes, chunks, decision, fit)
         response = await self.llm.achat(messages, **kwargs)
         decision = decision or llm_decision(response)
+        args = (question, nodes, response.message.content or "", messages, decision, fit)
+        finish = finish_reason(response)
         if self.uncited == "cite":  # the post-check asks the model again: off the event loop
-            return await asyncio.to_thread(
-                self._complete, question, nodes, response.message.content or "", messages, decision
-            )
-        return self._complete(question, nodes, response.message.content or "", messages, decision)
+            return await asyncio.to_thread(self._complete, *args, finish)
+        return self._complete(*args, finish)
 
     def query(self, str_or_query_bundle: str | QueryBundle) -> RESPONSE_TYPE:
         """Answer a question (``str`` or ``QueryBundle``) with citations; see the class docs."""

@@ -10,7 +10,9 @@ is never split). An answered claim without a valid citation is either
   -- written as ``[n]`` after the claim's answer (before ``: "quote"``, else
   before its final full stop, else at its end).
 
-A refusal has no claims to check.
+A refusal has no claims to check. :func:`cite_uncited` is the engine's ``"cite"`` step: a
+check that fails (the LLM cannot score a citation: its context window, its memory...)
+leaves the answer as written, its uncited claims flagged and the check marked ``unchecked``.
 
 Example::
 
@@ -27,6 +29,7 @@ import bisect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
@@ -195,3 +198,41 @@ def check_citations(
         added.append(AddedCitation(claim, number, float(probabilities[number - 1])))
     pieces.append(answer[cursor:])
     return CitationCheck("".join(pieces), mode, added=added)
+
+
+def cite_uncited(
+    answer: str,
+    n_sources: int,
+    choose: Callable[[str], Sequence[float]],
+    refusal: str = DEFAULT_REFUSAL,
+    source_texts: Sequence[str] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """``answer`` with each uncited claim cited (:func:`check_citations` ``"cite"``) and the
+    check's record: ``{"mode", "added_citations", "uncited_claims"}`` (those still uncited).
+
+    When the check raises, the answer comes back as written with its uncited claims flagged,
+    ``"unchecked": True`` and the ``"error"``: a served answer is never lost to its check.
+
+    Example::
+
+        def fails(prefix):
+            raise ValueError("past the context window")
+
+        cite_uncited("Rouen. Paris [2].", 2, fails)[1]["unchecked"]      # True
+        cite_uncited("Rouen. Paris [2].", 2, lambda p: [0.7, 0.3])[0]    # 'Rouen [1]. Paris [2].'
+    """
+    try:
+        result = check_citations(answer, n_sources, "cite", choose, refusal, source_texts)
+    except Exception as exc:  # the answer exists: a failed check must not lose it
+        flagged = check_citations(
+            answer, n_sources, "flag", refusal=refusal, source_texts=source_texts
+        )
+        record = {**flagged.to_dict(), "mode": "cite", "unchecked": True}
+        return answer, {**record, "error": f"{type(exc).__name__}: {exc}"}
+    checked = result.text
+    still = uncited_claims(checked, n_sources, refusal, source_texts)
+    record = {
+        **result.to_dict(),
+        "uncited_claims": [" ".join(checked[a:b].split()) for a, b in still],
+    }
+    return checked, record

@@ -8,7 +8,8 @@ nothing, or says nothing but the refusal around its markers: see
 and ``uncited`` holds), ``uncited``
 (an answer that is neither cited nor a refusal), ``invalid_citations``, ``raw_answer`` (the
 LLM text before cleaning), ``source_node_ids`` (the numbered sources in
-order), ``no_sources`` (nothing was retrieved), ``finished``, and:
+order), ``no_sources`` (nothing was retrieved, or not one source fit the context window),
+``finished``, and:
 
 - ``refusal_decision``: why the answer was (or was not) refused -- the signal
   (``decoder``, ``answerability``, ``combined``), its value, the threshold,
@@ -23,7 +24,14 @@ order), ``no_sources`` (nothing was retrieved), ``finished``, and:
   "uncited_claims"}``;
 - ``quotes``: each quoted span of the answer checked against the source it
   cites (``grounding.check_quotes``), and ``unverified_quotes``, their count
-  not found.
+  not found;
+- ``left_out_node_ids`` / ``cut_node_ids``: retrieved sources left out of the prompt, or
+  shown only in part (cut at a sentence), to fit the LLM's context window; ``prompt``: the
+  prompt's tokens, the window and the answer's budget (``num_output``);
+- ``finish_reason``: the LLM's (``raw["finish_reason"]``, OpenAI's ``choices``, or
+  ``stop_reason``; None when it gives none) and ``truncated``: the answer was cut by the
+  token limit. The cut last sentence is ``cut_claim`` (``{"claim", "citations"}``): a
+  number it alone cites is not in ``citations``/``cited_node_ids``.
 
 Example::
 
@@ -43,6 +51,8 @@ from llama_index_ragtune.grounding import (
     GroundedAnswer,
     check_quotes,
     cited_claims,
+    find_citations,
+    sentence_spans,
     strip_citations,
     truncate_source,
 )
@@ -70,6 +80,12 @@ def base_metadata(question: str, nodes: Sequence[NodeWithScore]) -> dict[str, An
         "post_check": None,
         "quotes": [],
         "unverified_quotes": 0,
+        "left_out_node_ids": [],
+        "cut_node_ids": [],
+        "prompt": None,
+        "finish_reason": None,
+        "truncated": False,
+        "cut_claim": None,
         "finished": False,
     }
 
@@ -81,12 +97,14 @@ def fill_metadata(
     source_texts: Sequence[str],
     raw: str | None = None,
     decision: Any = None,
+    finish: str | None = None,
 ) -> None:
     """Fill ``metadata`` (in place) from the final ``answer`` over ``nodes``.
 
     ``source_texts`` are the texts the model was shown (quotes are checked
     against them); ``raw`` the model's own text when a post-check changed it;
-    ``decision`` the refusal decision (a ``RefusalDecision`` or its dict).
+    ``decision`` the refusal decision (a ``RefusalDecision`` or its dict);
+    ``finish`` the LLM's finish reason (:func:`finish_reason`).
 
     Example::
 
@@ -98,8 +116,13 @@ def fill_metadata(
     for text, cited in cited_claims(answer.text):
         for number in cited:
             first_claim.setdefault(number, text)
+    truncated = is_cut(finish)
+    cut = _cut_claim(answer, len(nodes)) if truncated else None
+    unsupported = set(cut["citations"]) if cut else set()
     citations = []
     for number in answer.citations:  # valid by construction: 1 <= number <= len(nodes)
+        if number in unsupported:
+            continue
         node = nodes[number - 1].node
         claim = first_claim.get(number)
         citations.append(
@@ -121,13 +144,96 @@ def fill_metadata(
         cited_node_ids=list(dict.fromkeys(c["node_id"] for c in citations)),
         invalid_citations=list(answer.invalid_citations),
         refused=answer.refused,
-        uncited=answer.uncited,
+        uncited=not answer.refused and not citations,
         raw_answer=answer.raw if raw is None else raw,
         quotes=[q.to_dict() for q in quotes],
         unverified_quotes=sum(not q.verified for q in quotes),
         refusal_decision=None if decision is None else _as_dict(decision),
+        finish_reason=finish,
+        truncated=truncated,
+        cut_claim=cut,
         finished=True,
     )
+
+
+# what LLMs report for an answer stopped by the token limit (OpenAI, Anthropic, Gemini)
+_CUT_REASONS = frozenset({"length", "max_tokens", "max_output_tokens"})
+_SENTENCE_END = ".!?\u3002\uff01\uff1f"
+_CLOSERS = "\"'\u201d\u2019\u00bb)]"
+
+
+def is_cut(reason: str | None) -> bool:
+    """Whether a finish reason says the answer was cut by the token limit.
+
+    Example::
+
+        is_cut("length"), is_cut("stop"), is_cut(None)     # (True, False, False)
+    """
+    return isinstance(reason, str) and reason.lower() in _CUT_REASONS
+
+
+def finish_reason(response: Any) -> str | None:
+    """Why the LLM stopped (``"stop"``, ``"length"``...), as it reports it, or None.
+
+    Read from ``raw["finish_reason"]`` (``LocalChatLLM``), the last of ``raw.choices``
+    (OpenAI, dict or object), ``stop_reason`` (Anthropic) or ``additional_kwargs``.
+
+    Example::
+
+        finish_reason(LocalChatLLM(max_new_tokens=2).chat(messages))   # 'length'
+    """
+    for where in (getattr(response, "raw", None), getattr(response, "additional_kwargs", None)):
+        reason = _reason_in(where)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _reason_in(where: Any, depth: int = 0) -> str | None:
+    if where is None or depth > 2:
+        return None
+
+    def get(key: str) -> Any:
+        if isinstance(where, dict):
+            return where.get(key)
+        try:
+            return getattr(where, key, None)
+        except Exception:  # an object whose attribute raises: no reason there
+            return None
+
+    for key in ("finish_reason", "stop_reason"):
+        value = get(key)
+        value = getattr(value, "value", getattr(value, "name", value))  # an enum member
+        if isinstance(value, str) and value:
+            return value
+    for key in ("choices", "candidates"):
+        items = get(key)
+        if isinstance(items, (list, tuple)) and items:
+            reason = _reason_in(items[-1], depth + 1)
+            if reason is not None:
+                return reason
+    return None
+
+
+def _cut_claim(answer: GroundedAnswer, n_sources: int) -> dict[str, Any] | None:
+    """The last sentence of a cut answer when it is unfinished, with the numbers only it cites."""
+    if answer.refused:
+        return None
+    spans = sentence_spans(answer.text)
+    if not spans:
+        return None
+    start, end = spans[-1]
+    claim = answer.text[start:end]
+    if strip_citations(claim).rstrip().rstrip(_CLOSERS).endswith(tuple(_SENTENCE_END)):
+        return None  # the limit fell right after a whole sentence
+    before, inside = set(), []
+    for mark in find_citations(answer.text, n_sources):
+        if mark.end - len(mark.text) < start:
+            before.update(mark.cited)
+        else:
+            inside.extend(n for n in mark.cited if n not in inside)
+    only_here = [n for n in inside if n not in before and n in answer.citations]
+    return {"claim": " ".join(claim.split()), "citations": only_here}
 
 
 def llm_decision(response: Any) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from llama_index.core.base.llms.types import LLMMetadata
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from llama_index_ragtune.grounding import DEFAULT_REFUSAL, read_grounded_prompt
@@ -24,8 +25,22 @@ def sources(*texts: str) -> list[NodeWithScore]:
     ]
 
 
-def ask(answer: str, texts=("Alpha.", "Beta.", "Gamma."), question="q?", streaming=False):
-    llm = ScriptedLLM(answer=answer, calls=[])
+class WideScriptedLLM(ScriptedLLM):
+    """A scripted LLM whose context window takes a million-character question."""
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(is_chat_model=True, context_window=10**7)
+
+
+def ask(
+    answer: str,
+    texts=("Alpha.", "Beta.", "Gamma."),
+    question="q?",
+    streaming=False,
+    llm_class=ScriptedLLM,
+):
+    llm = llm_class(answer=answer, calls=[])
     engine = CitationQueryEngine(ListRetriever(sources(*texts)), llm=llm, streaming=streaming)
     response = engine.query(question)
     text = "".join(response.response_gen) if streaming else response.response
@@ -147,7 +162,10 @@ def test_a_blank_question_is_refused_async_too():
     ],
 )
 def test_template_like_emoji_and_huge_questions_reach_the_prompt_as_written(question):
-    _, meta, llm = ask("Alpha [1].", ("Alpha {query_str} {0} {", "Beta }"), question=question)
+    # a window that holds the huge question (past the window it is a clear error:
+    # tests/query_engine/test_prompt_window_and_cut_answers.py)
+    texts = ("Alpha {query_str} {0} {", "Beta }")
+    _, meta, llm = ask("Alpha [1].", texts, question=question, llm_class=WideScriptedLLM)
     assert read_grounded_prompt(llm.calls[0]).question == question.strip()
     assert read_grounded_prompt(llm.calls[0]).source_texts == ("Alpha {query_str} {0} {", "Beta }")
     assert meta["cited_node_ids"] == ["alpha"]

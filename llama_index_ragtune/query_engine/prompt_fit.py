@@ -1,0 +1,182 @@
+"""Fit the numbered sources of a grounded prompt into the LLM's context window.
+
+As LlamaIndex's response synthesizers do with ``PromptHelper``, the prompt may use the
+LLM's ``metadata.context_window`` less its answer budget ``metadata.num_output``
+(``max_new_tokens`` for ``LocalChatLLM``). Sources are kept in rank order: the
+lowest-ranked ones that do not fit are left out, and the last one kept may be cut at a
+sentence boundary; the numbering of what is shown stays ``1..k``. Only when the
+question alone (with the system prompt) cannot fit is it an error.
+
+Tokens are counted by the LLM's own chat template when it has one (``LocalChatLLM.encode``),
+else estimated with LlamaIndex's ``Settings.tokenizer`` as core's token counter does.
+
+Example::
+
+    from llama_index_ragtune.query_engine.prompt_fit import fit_sources
+
+    fit = fit_sources("q?", nodes, build=lambda shown: engine.messages("q?", shown),
+                      count=len_in_tokens, context_window=512, num_output=64)
+    fit.nodes, fit.left_out_node_ids, fit.cut_node_ids
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.schema import NodeWithScore, TextNode
+
+from llama_index_ragtune.grounding import sentence_spans
+
+__all__ = ["PromptFit", "fit_sources", "prompt_budget", "token_counter"]
+
+Build = Callable[[Sequence[NodeWithScore]], list[ChatMessage]]
+Count = Callable[[list[ChatMessage]], int]
+
+
+@dataclass(frozen=True)
+class PromptFit:
+    """The sources shown (``nodes``, a cut one as a copy holding the shown text), the ids
+    left out or cut, and the prompt's size against the window.
+
+    Example::
+
+        PromptFit(nodes, prompt_tokens=120, context_window=2048, num_output=256).to_dict()
+    """
+
+    nodes: list[NodeWithScore]
+    prompt_tokens: int | None = None
+    context_window: int | None = None
+    num_output: int | None = None
+    left_out_node_ids: list[str] = field(default_factory=list)
+    cut_node_ids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "context_window": self.context_window,
+            "num_output": self.num_output,
+        }
+
+
+def prompt_budget(llm: Any) -> tuple[int, int] | None:
+    """``(context_window, num_output)`` from ``llm.metadata``, or None when it gives no window.
+
+    Example::
+
+        prompt_budget(LocalChatLLM(max_new_tokens=64))   # (8192, 64) for SmolLM2
+    """
+    metadata = getattr(llm, "metadata", None)
+    window = getattr(metadata, "context_window", None)
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        return None
+    output = getattr(metadata, "num_output", None)
+    if not isinstance(output, int) or isinstance(output, bool) or output < 0:
+        output = 0
+    return window, output
+
+
+def token_counter(llm: Any) -> Count:
+    """Tokens of a chat prompt for ``llm``: its own chat template when it has ``encode``
+    (``LocalChatLLM``), else LlamaIndex's estimate with ``Settings.tokenizer``.
+
+    Example::
+
+        token_counter(llm)(build_messages("Capital of Italy?", ["Rome is."]))   # e.g. 61
+    """
+    encode = getattr(llm, "encode", None)
+    if callable(encode) and hasattr(llm, "hf_model"):
+        return lambda messages: len(encode(messages))
+    from llama_index.core.settings import Settings
+    from llama_index.core.utilities.token_counting import TokenCounter
+
+    counter = TokenCounter(Settings.tokenizer)
+    return lambda messages: counter.estimate_tokens_in_messages(list(messages))
+
+
+def fit_sources(
+    question: str,
+    nodes: Sequence[NodeWithScore],
+    build: Build,
+    count: Count,
+    context_window: int,
+    num_output: int,
+    llm_name: str = "the LLM",
+) -> PromptFit:
+    """The longest rank-order prefix of ``nodes`` whose prompt (``build(shown)``, ``count``
+    tokens) leaves ``num_output`` tokens of ``context_window``, the next source cut at a
+    sentence boundary into what room is left; ``ValueError`` when the question alone is too long.
+
+    Counts O(log n) prompts (plus O(log sentences) for a cut), one when everything fits.
+
+    Example::
+
+        fit_sources("q?", nodes, build, count, context_window=300, num_output=16).left_out_node_ids
+    """
+    nodes = list(nodes)
+    budget = context_window - num_output
+    if budget <= 0:
+        raise ValueError(
+            f"{llm_name}'s num_output={num_output} (the answer's budget, max_new_tokens for "
+            f"LocalChatLLM) leaves no room for a prompt in its context_window of "
+            f"{context_window} tokens; lower num_output / max_new_tokens."
+        )
+    whole = count(build(nodes))
+    if whole <= budget:
+        return PromptFit(nodes, whole, context_window, num_output)
+    bare = count(build([]))
+    if bare > budget:
+        raise ValueError(
+            f"the question ({len(question)} characters) does not fit the context window: the "
+            f"prompt without any source is {bare} tokens, and {llm_name}'s context_window of "
+            f"{context_window} tokens minus num_output={num_output} (the answer's budget) leaves "
+            f"{budget}; shorten the question, or use an LLM with a larger window (or a smaller "
+            "num_output / max_new_tokens)."
+        )
+    low, high, size = 0, len(nodes) - 1, bare  # nodes[:low] fits, nodes[:high + 1] does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        tokens = count(build(nodes[:middle]))
+        if tokens <= budget:
+            low, size = middle, tokens
+        else:
+            high = middle - 1
+    shown = nodes[:low]
+    cut_ids: list[str] = []
+    partial = _cut_to_fit(nodes[low], shown, build, count, budget)
+    if partial is not None:
+        cut_node, size = partial
+        shown = [*shown, cut_node]
+        cut_ids.append(cut_node.node.node_id)
+    left_out = [n.node.node_id for n in nodes[len(shown) :]]
+    return PromptFit(shown, size, context_window, num_output, left_out, cut_ids)
+
+
+def _cut_to_fit(
+    source: NodeWithScore,
+    before: list[NodeWithScore],
+    build: Build,
+    count: Count,
+    budget: int,
+) -> tuple[NodeWithScore, int] | None:
+    """``source`` cut to its most whole sentences that fit after ``before`` (a copy, same id),
+    with the prompt's tokens; None when not one sentence fits or its text cannot be cut."""
+    node = source.node
+    if not isinstance(node, TextNode) or not node.text:
+        return None
+    ends = [end for _start, end in sentence_spans(node.text)][:-1]  # the whole one did not fit
+    best: tuple[NodeWithScore, int] | None = None
+    low, high = 0, len(ends) - 1
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = NodeWithScore(
+            node=node.model_copy(update={"text": node.text[: ends[middle]]}), score=source.score
+        )
+        tokens = count(build([*before, candidate]))
+        if tokens <= budget:
+            best, low = (candidate, tokens), middle + 1
+        else:
+            high = middle - 1
+    return best
