@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from llama_index_ragtune.data.beir_files import (
     read_queries,
 )
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.records import drop_invisible
 
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
@@ -172,8 +174,10 @@ def load_beir(
     qrels = _drop_unknown(qrels, corpus, all_queries, qrels_file)
     _check_judged(qrels, qrels_file, split)
 
+    from llama_index_ragtune.grounding import is_blank  # (imports llama_index.core)
+
     qids = [qid for qid in all_queries if qid in qrels]
-    empty = [qid for qid in qids if not all_queries[qid].strip()]
+    empty = [qid for qid in qids if is_blank(all_queries[qid])]
     if empty:
         raise DataError(
             f"judged queries without text: {_examples(empty, query_lines)}",
@@ -320,7 +324,9 @@ def _drop_unknown(
             f"none of the {sum(len(v) for v in qrels.values())} judgements names both a known "
             f"query and a known document (unknown queries: "
             f"{_examples(unknown_queries, judgements.query_lines) or 'none'}; unknown documents: "
-            f"{_examples(list(dict.fromkeys(unknown_docs)), judgements.doc_lines) or 'none'})",
+            f"{_examples(list(dict.fromkeys(unknown_docs)), judgements.doc_lines) or 'none'})"
+            + _near_misses(unknown_queries, queries)
+            + _near_misses(unknown_docs, corpus),
             path=qrels_file,
             hint="check that the qrels file belongs to this corpus.jsonl and queries.jsonl",
         )
@@ -330,6 +336,7 @@ def _drop_unknown(
         warnings.warn(
             f"{qrels_file}: dropped {len(unknown_docs)} judgements of document ids missing from "
             f"the corpus (e.g. {_examples(unknown_doc_ids, judgements.doc_lines)})"
+            + _near_misses(unknown_doc_ids, corpus)
             + (
                 f"; {emptied} queries had no judged document left and were dropped"
                 if emptied
@@ -340,10 +347,36 @@ def _drop_unknown(
     if unknown_queries:
         warnings.warn(
             f"{qrels_file}: dropped judgements of {len(unknown_queries)} query ids missing from "
-            f"queries.jsonl (e.g. {_examples(unknown_queries, judgements.query_lines)})",
+            f"queries.jsonl (e.g. {_examples(unknown_queries, judgements.query_lines)})"
+            + _near_misses(unknown_queries, queries),
             stacklevel=3,
         )
     return kept
+
+
+def _near_misses(unknown: list[str], known: dict[str, str], limit: int = 3) -> str:
+    """A note on the ``unknown`` ids that match a ``known`` one up to case, Unicode form or
+    invisible characters (``'D1'`` for ``'d1'``, ``'cafe\u0301'`` for ``'caf\u00e9'``), or ""."""
+    if not unknown:
+        return ""
+    by_key: dict[str, str] = {}
+    for ident in known:
+        by_key.setdefault(_id_key(ident), ident)
+    pairs = [
+        f"{ascii(u)} ~ {ascii(by_key[_id_key(u)])}"
+        for u in dict.fromkeys(unknown)
+        if _id_key(u) in by_key
+    ]
+    if not pairs:
+        return ""
+    return (
+        f"; {len(pairs)} of them differ from a known id only in case, Unicode form or invisible "
+        f"characters ({', '.join(pairs[:limit])}): write each id the same way in every file"
+    )
+
+
+def _id_key(ident: str) -> str:
+    return unicodedata.normalize("NFKC", drop_invisible(ident)).casefold()
 
 
 def _check_judged(qrels: dict[str, dict[str, int]], qrels_file: Path, split: str) -> None:
@@ -357,7 +390,9 @@ def _check_judged(qrels: dict[str, dict[str, int]], qrels_file: Path, split: str
 
 
 def _warn_empty_documents(corpus: dict[str, str], lines: dict[str, int], path: Path) -> None:
-    empty = [doc_id for doc_id, text in corpus.items() if not text.strip()]
+    from llama_index_ragtune.grounding import is_blank
+
+    empty = [doc_id for doc_id, text in corpus.items() if is_blank(text)]
     if empty:
         warnings.warn(
             f"{path}: {len(empty)} documents have neither title nor text and cannot be retrieved "

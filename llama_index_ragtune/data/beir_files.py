@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_index_ragtune.data.errors import DataError
-from llama_index_ragtune.data.reading import iter_lines, parse_json
+from llama_index_ragtune.data.reading import JSON_LINES_HINT, iter_lines, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ class BeirFormatError(DataError):
 def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, line in iter_lines(path, BeirFormatError):
         record = parse_json(line, path, number, BeirFormatError)
+        if isinstance(record, list) and number == 1:  # a whole JSON array on one line
+            raise BeirFormatError(
+                "the line holds a JSON array, not one object",
+                path=path,
+                line=number,
+                hint=JSON_LINES_HINT,
+            )
         if not isinstance(record, dict) or "_id" not in record:
             raise BeirFormatError(
                 "expected a JSON object with an '_id' field",
@@ -171,6 +178,26 @@ def _grade(text: str, path: Path, number: int) -> int:
     return int(match.group(0).split(".")[0])
 
 
+_HEADER_NAMES = (
+    {"queryid", "qid", "query", "topic", "topicid"},
+    {"corpusid", "docid", "documentid", "doc", "document", "docno", "passageid", "pid"},
+    {"score", "relevance", "relevancescore", "rel", "label", "grade", "judgement", "judgment"},
+)
+
+
+def _is_header(qid: str, doc_id: str, grade_text: str) -> bool:
+    """Whether a first qrels row is a header (``query-id corpus-id score``): its score is no
+    number and a column is a column name. A row like ``q1 d1 high`` is data, with a bad grade.
+    """
+    if _is_number(grade_text):
+        return False
+    fields = (qid, doc_id, grade_text)
+    return any(
+        re.sub(r"[^a-z]", "", f.lower()) in names
+        for f, names in zip(fields, _HEADER_NAMES, strict=True)
+    )
+
+
 @dataclass
 class Judgements:
     """``grades[qid][doc_id]`` plus the first qrels line naming each query and document."""
@@ -195,7 +222,7 @@ def read_qrels(path: Path) -> Judgements:
                 line=number,
             )
         qid, doc_id, grade_text = (p.strip() for p in parts)
-        if first and not _is_number(grade_text):  # the header row
+        if first and _is_header(qid, doc_id, grade_text):
             first = False
             continue
         first = False

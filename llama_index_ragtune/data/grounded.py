@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.qa import QAExample
+from llama_index_ragtune.data.records import match_text
 from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
     DEFAULT_SYSTEM_PROMPT,
@@ -352,12 +353,12 @@ class GroundedSFTBuilder:
 def _visible(example: QAExample, doc_id: str, text: str) -> bool:
     """True when the answer (QA) or a rationale sentence (claims) is still in the source text;
     for an example with ``evidence_by_doc`` (multi-hop), when this document's own evidence is."""
-    low = " ".join(text.lower().split())
+    low = match_text(text)
     by_doc = getattr(example, "evidence_by_doc", None)
     if by_doc and doc_id in by_doc:
-        return " ".join(by_doc[doc_id].lower().split()) in low
+        return match_text(by_doc[doc_id]) in low
     # claims, and abstractive answers from a QA file (``qa_jsonl``): the evidence quote
     if example.label is not None or getattr(example, "match_evidence", False):
-        quotes = [" ".join(e.lower().split())[:60] for e in example.evidence]
+        quotes = [match_text(e)[:60] for e in example.evidence]
         return not quotes or any(q in low for q in quotes)
-    return any(" ".join(a.lower().split()) in low for a in example.answers)
+    return any(match_text(a) in low for a in example.answers)

@@ -23,10 +23,12 @@ Fields:
   there is an answer; each must be one of the line's ``sources``).
 - ``evidence`` (optional): a quote from a gold source that supports the answer; it
   is written into the target after the citation. Without it the answer itself
-  must appear in a gold source (case and spacing ignored), so an abstractive
+  must appear in a gold source (case, spacing and invisible characters ignored), so an abstractive
   answer needs an ``evidence`` quote.
 - ``id`` (optional, unique; default ``line-<n>``) and ``split`` (optional:
-  ``"train"``, the default, or ``"test"``: held out and scored after training).
+  ``"train"``, the default, or ``"test"``: held out and scored after training). The
+  same question (up to case, spacing, punctuation and invisible characters) may not
+  be in both splits.
 
 Any other field, a wrong type, an unknown gold id, a repeated id or a source id
 with two texts is a ``DataError`` naming the file and line.
@@ -48,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.qa import QAExample
-from llama_index_ragtune.data.reading import iter_lines, parse_json
+from llama_index_ragtune.data.reading import JSON_LINES_HINT, iter_lines, parse_json
+from llama_index_ragtune.data.records import match_text, twin_key
 
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
@@ -115,8 +118,11 @@ class GroundedQAData:
     documents: list[Document] = field(default_factory=list)
 
 
-def _normal(text: str) -> str:
-    return " ".join(text.lower().split())
+def _blank(text: str) -> bool:
+    """No visible character: only spaces, zero-width or direction marks (``grounding.is_blank``)."""
+    from llama_index_ragtune.grounding import is_blank
+
+    return is_blank(text)
 
 
 class _Line:
@@ -124,6 +130,8 @@ class _Line:
 
     def __init__(self, path: Path, number: int, record: Any) -> None:
         self.path, self.number = path, number
+        if isinstance(record, list) and number == 1:  # a whole JSON array on one line
+            raise self.error("the line holds a JSON array, not one object", hint=JSON_LINES_HINT)
         if not isinstance(record, dict):
             raise self.error(f"expected a JSON object, got {type(record).__name__}")
         self.record = record
@@ -141,6 +149,12 @@ class _Line:
             raise self.error(f"field {key!r} must be a string, got {type(value).__name__}")
         if not value.strip() and not empty_ok:
             raise self.error(f"field {key!r} is empty")
+        if value.strip() and _blank(value):
+            raise self.error(
+                f"field {key!r} holds only invisible characters ({ascii(value[:20])})",
+                hint="write the text"
+                + (', or "" for a question its sources cannot answer' if empty_ok else ""),
+            )
         return value
 
 
@@ -155,6 +169,7 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
     path = Path(path)
     texts: dict[str, tuple[str, int]] = {}  # source id -> (text, first line)
     seen_ids: dict[str, int] = {}
+    first_split: dict[str, tuple[str, int]] = {}  # question (twin_key) -> (split, first line)
     examples: list[GroundedQAExample] = []
     sources: dict[str, list[str]] = {}
     for number, raw in iter_lines(path):
@@ -166,6 +181,14 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
                 hint="give every question its own id",
             )
         seen_ids[example.qid] = number
+        twin = first_split.setdefault(twin_key(example.question), (example.split, number))
+        if twin[0] != example.split:
+            raise line.error(
+                f"the question is on line {twin[1]} too (up to case, spacing, punctuation and "
+                f"invisible characters), there in split {twin[0]!r}, here in {example.split!r}",
+                hint="a question in both splits would be scored on what it was trained on: "
+                "give both lines the same split or remove one",
+            )
         examples.append(example)
         sources[example.qid] = shown
     if not examples:
@@ -210,13 +233,13 @@ def _example(line: _Line, texts: dict[str, tuple[str, int]]) -> tuple[GroundedQA
             hint="list the ids of the sources that hold the answer in 'gold', "
             'or write "answer": "" for a question its sources cannot answer',
         )
-    gold_texts = [_normal(texts[g][0]) for g in gold]
-    if evidence and not any(_normal(evidence) in t for t in gold_texts):
+    gold_texts = [match_text(texts[g][0]) for g in gold]
+    if evidence and not any(match_text(evidence) in t for t in gold_texts):
         raise line.error(
             "the 'evidence' quote is not in any gold source",
             hint="copy the quote verbatim from one of the 'gold' sources",
         )
-    if not evidence and not any(_normal(answer) in t for t in gold_texts):
+    if not evidence and not any(match_text(answer) in t for t in gold_texts):
         raise line.error(
             "the answer does not appear in any gold source",
             hint="add an 'evidence' field quoting the sentence of a gold source that supports it",
@@ -247,10 +270,12 @@ def _sources(line: _Line, texts: dict[str, tuple[str, int]]) -> list[str]:
         if not isinstance(source, dict) or set(source) != {"id", "text"}:
             raise line.error(f"{where} must be an object with exactly 'id' and 'text'")
         doc_id, text = source["id"], source["text"]
-        if not isinstance(doc_id, str) or not doc_id.strip():
-            raise line.error(f"{where}.id must be a non-empty string")
-        if not isinstance(text, str) or not text.strip():
-            raise line.error(f"{where}.text must be a non-empty string (source {doc_id!r})")
+        if not isinstance(doc_id, str) or _blank(doc_id):
+            raise line.error(f"{where}.id must be a non-empty string of visible characters")
+        if not isinstance(text, str) or _blank(text):
+            raise line.error(
+                f"{where}.text must be a non-empty string of visible characters (source {doc_id!r})"
+            )
         if doc_id in shown:
             raise line.error(f"source id {doc_id!r} appears twice on the line")
         known = texts.get(doc_id)

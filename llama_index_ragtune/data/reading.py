@@ -2,9 +2,11 @@
 
 Files are UTF-8 (a byte-order mark is allowed) and may be gzip-compressed
 (detected from the content, whatever the name). Lines end in ``\\n``, ``\\r\\n``
-or ``\\r``. JSON is strict: ``NaN``, ``Infinity`` and numbers that overflow a
-float are rejected instead of turning into ``nan`` / ``inf``, a key repeated
-in one object is an error instead of a silent last-wins, and a lone surrogate
+or ``\\r``. A line is at most ``MAX_LINE_BYTES`` (16 MiB) long, checked while
+reading, so a file without newlines is refused without being read whole. JSON is
+strict: ``NaN``, ``Infinity`` and numbers that overflow a float are rejected
+instead of turning into ``nan`` / ``inf``, a key repeated in one object is an
+error instead of a silent last-wins, and a lone surrogate
 escape (``"\\ud800"``, text no UTF-8 file can hold) in any string or key is an error
 instead of a crash when the text is later encoded or tokenized. ``JsonFields`` reads
 typed fields of a parsed document, naming the JSON path of a bad one. Every
@@ -35,6 +37,10 @@ from typing import IO, Any
 from llama_index_ragtune.data.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_LINE_BYTES = 16 * 2**20
+"""Default cap on one line of a JSONL / TSV file (16 MiB, far above any real record):
+a longer line (a file without newlines, a corrupted download) is an error naming the
+file and line, found after reading at most about this much of it."""
 _UTF16_32_BOMS = (
     (b"\xff\xfe\x00\x00", "UTF-32"),
     (b"\x00\x00\xfe\xff", "UTF-32"),
@@ -42,6 +48,11 @@ _UTF16_32_BOMS = (
     (b"\xfe\xff", "UTF-16"),
 )
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+JSON_LINES_HINT = (
+    "the file looks like one JSON document (an array or an indented object); write one JSON "
+    "object per line (JSONL), e.g. `jq -c '.[]' FILE.json > FILE.jsonl`"
+)
+"""How to fix a JSON-lines file that holds one JSON document instead."""
 _REENCODE = "re-save it as UTF-8 (e.g. `iconv -t UTF-8`)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_HINT = (
@@ -106,13 +117,16 @@ def _raw_lines(handle: IO[bytes], max_line_bytes: int | None) -> Iterator[bytes]
 
 
 def iter_lines(
-    path: str | Path, error: type[DataError] = DataError, max_line_bytes: int | None = None
+    path: str | Path,
+    error: type[DataError] = DataError,
+    max_line_bytes: int | None = MAX_LINE_BYTES,
 ) -> Iterator[tuple[int, str]]:
     """Yield ``(1-based line number, stripped text)`` for every non-blank line of ``path``.
 
-    Problems raise ``error`` (``DataError`` or a subclass). With ``max_line_bytes``, a
-    longer line is an error naming it, read no further than the limit (memory stays
-    bounded whatever the file holds).
+    Problems raise ``error`` (``DataError`` or a subclass). A line longer than
+    ``max_line_bytes`` (default :data:`MAX_LINE_BYTES`; ``None``: no cap) is an error
+    naming it, read no further than the limit (memory stays bounded whatever the file
+    holds).
 
     Example::
 
@@ -130,7 +144,9 @@ def iter_lines(
                         f"the line is longer than {max_line_bytes:,} bytes",
                         path=path,
                         line=number,
-                        hint="each line holds one record; check that the file is what you meant",
+                        hint="each line must hold one record: check that the file is JSONL/TSV "
+                        "with a newline after every record (not one JSON document or a "
+                        "truncated download), and split records that are larger",
                     )
                 if number == 1 and part.startswith(b"\xef\xbb\xbf"):
                     part = part[3:]
@@ -243,11 +259,12 @@ def parse_json(
             raise error(
                 f"malformed JSON ({exc.msg})", path=path, line=exc.lineno, column=exc.colno
             ) from None
+        document = text.strip() in ("[", "{")  # the first line of an indented JSON file
         raise error(
             f"malformed JSON ({exc.msg} at column {exc.colno})",
             path=path,
             line=line,
-            hint="each line must hold one JSON object",
+            hint=JSON_LINES_HINT if document else "each line must hold one JSON object",
         ) from None
     except RecursionError:
         raise error(

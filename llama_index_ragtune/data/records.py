@@ -30,6 +30,8 @@ __all__ = [
     "FORMAT_VERSION",
     "Negative",
     "RetrievalExample",
+    "drop_invisible",
+    "match_text",
     "normalize_text",
     "stable_query_id",
 ]
@@ -41,30 +43,70 @@ FORMAT_VERSION = 1
 # --------------------------------------------------------------------------- helpers
 
 
-def normalize_text(text: str) -> str:
-    """Lower-case, Unicode-normalised text with punctuation dropped and spaces collapsed.
+def drop_invisible(text: str) -> str:
+    """``text`` without its invisible characters: Unicode format characters (zero-width
+    space / joiners U+200B-U+200D, word joiner U+2060, BOM U+FEFF, soft hyphen U+00AD,
+    bidi controls...) and variation selectors. For comparing texts only: the text shown
+    to a model keeps them.
 
-    Used to detect duplicate queries and passages (``"What is X?" == "what is x"``).
+    Example::
+
+        drop_invisible("re\u200bturn\u00ad policy")   # 'return policy'
+    """
+    if text.isascii():
+        return text
+    invisible = [ch for ch in set(text) if _is_invisible(ch)]
+    return text.translate(dict.fromkeys(map(ord, invisible))) if invisible else text
+
+
+def _is_invisible(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        unicodedata.category(ch) == "Cf" or 0xFE00 <= code <= 0xFE0F or 0xE0100 <= code <= 0xE01EF
+    )
+
+
+def _folded(text: str) -> str:
+    return unicodedata.normalize("NFKC", drop_invisible(text)).casefold()
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, Unicode-normalised text with punctuation and invisible characters
+    (:func:`drop_invisible`) dropped and spaces collapsed.
+
+    Used to detect duplicate queries and passages (``"What is X?" == "what is x"``,
+    ``"re\u200bturn" == "return"``).
 
     Example::
 
         normalize_text("What is X?")   # 'what is x'
     """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(re.findall(r"\w+", text))
+    return " ".join(re.findall(r"\w+", _folded(text)))
+
+
+def match_text(text: str) -> str:
+    """Lower-case text without invisible characters, spaces collapsed: what an answer or
+    evidence quote is looked for in (``match_text(answer) in match_text(source)``).
+
+    Example::
+
+        match_text("Within 14\u200b  Days")   # 'within 14 days'
+    """
+    return " ".join(drop_invisible(text).lower().split())
 
 
 def twin_key(text: str) -> str:
-    """What two questions that are the same (up to case, spacing and punctuation) share:
-    :func:`normalize_text`, or for a text with no letter or digit (``"🍎?"``) its NFKC,
-    case-folded form with spaces collapsed, so that such texts stay apart.
+    """What two questions that are the same (up to case, spacing, punctuation and invisible
+    characters) share: :func:`normalize_text`, or for a text with no letter or digit
+    (``"🍎?"``) its NFKC, case-folded form without invisible characters and with spaces
+    collapsed, so that such texts stay apart.
 
     Example::
 
         twin_key("What is X?") == twin_key("what  is x")     # True
         twin_key("🍎?") == twin_key("🍌?")                  # False
     """
-    return normalize_text(text) or " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return normalize_text(text) or " ".join(_folded(text).split())
 
 
 def stable_query_id(text: str, prefix: str = "q-") -> str:

@@ -272,9 +272,10 @@ class RetrievalDataset:
     ) -> tuple[RetrievalDataset, RetrievalDataset]:
         """Split by query into ``(train, val)``; both keep the whole corpus.
 
-        A query's positives and negatives stay with it. When a document is a positive
-        of queries on both sides, a warning gives the count; ``group_by_positive=True``
-        keeps queries that share a positive (or the same normalised text) on one side.
+        A query's positives and negatives stay with it, and twins (the same question
+        under two ids, up to case, spacing, punctuation and invisible characters) go to
+        one side. When a document is a positive of queries on both sides, a warning
+        gives the count; ``group_by_positive=True`` keeps such queries on one side.
         """
         train_ids, val_ids = split_query_ids(
             self.queries,

@@ -16,7 +16,7 @@ import random
 import warnings
 from collections.abc import Mapping, Sequence
 
-from llama_index_ragtune.data.records import normalize_text
+from llama_index_ragtune.data.records import twin_key
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ def split_query_ids(
 ) -> tuple[list[str], list[str]]:
     """``(train ids, val ids)`` with about ``val_fraction`` of the queries in val.
 
+    Twins (the same question under two ids, up to case, spacing, punctuation and
+    invisible characters) always go to the same side; ``group_by_positive`` also keeps
+    queries that share a positive together.
+
     The body of ``RetrievalDataset.split`` (which returns the two datasets).
 
     Example::
@@ -41,7 +45,7 @@ def split_query_ids(
     if len(queries) < 2:
         raise ValueError(f"cannot split a dataset with {len(queries)} query; need at least 2")
     n_val = min(len(queries) - 1, max(1, round(len(queries) * val_fraction)))
-    groups = query_groups(queries, relevant_docs) if group_by_positive else [[q] for q in queries]
+    groups = query_groups(queries, relevant_docs) if group_by_positive else twin_groups(queries)
     random.Random(seed).shuffle(groups)
     val: set[str] = set()
     for group in groups:
@@ -70,7 +74,8 @@ def split_query_ids(
 def query_groups(
     queries: Mapping[str, str], relevant_docs: Mapping[str, Sequence[str]]
 ) -> list[list[str]]:
-    """Connected components of queries linked by a shared positive or identical normalised text."""
+    """Connected components of queries linked by a shared positive or the same question
+    (``records.twin_key``)."""
     parent = {q: q for q in queries}
 
     def find(q: str) -> str:
@@ -82,7 +87,7 @@ def query_groups(
     owner: dict[tuple[str, str], str] = {}
     for qid, query in queries.items():
         keys = [("doc", d) for d in relevant_docs[qid]]
-        keys.append(("text", normalize_text(query)))
+        keys.append(("text", twin_key(query)))
         for key in keys:
             if key in owner:
                 parent[find(qid)] = find(owner[key])
@@ -92,3 +97,32 @@ def query_groups(
     for qid in queries:
         groups.setdefault(find(qid), []).append(qid)
     return list(groups.values())
+
+
+def twin_groups(text_of: Mapping[str, str]) -> list[list[str]]:
+    """The ids of ``text_of`` (id -> question) grouped by question up to case, spacing,
+    punctuation and invisible characters (``records.twin_key``), in first-seen order:
+    what a split by question must keep on one side.
+
+    Example::
+
+        twin_groups({"q1": "What is X?", "q2": "y?", "q3": "what is\u200b x"})
+        # [['q1', 'q3'], ['q2']]
+    """
+    groups: dict[str, list[str]] = {}
+    for qid, text in text_of.items():
+        groups.setdefault(twin_key(text), []).append(qid)
+    return list(groups.values())
+
+
+def held_out_twins(text_of: Mapping[str, str], n_groups: int, seed: int) -> set[str]:
+    """The ids of ``n_groups`` question groups (:func:`twin_groups`) drawn with ``seed``;
+    without twins, the same ids as ``random.Random(seed).sample(list(text_of), n_groups)``.
+
+    Example::
+
+        held_out_twins({"q1": "What is X?", "q2": "y?", "q3": "what is x"}, 1, seed=0)
+    """
+    groups = twin_groups(text_of)
+    picked = random.Random(seed).sample(range(len(groups)), n_groups)
+    return {qid for i in picked for qid in groups[i]}

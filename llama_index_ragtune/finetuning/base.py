@@ -45,7 +45,6 @@ import math
 import numbers
 import os
 import pickle
-import random
 import shutil
 import time
 from abc import ABC, abstractmethod
@@ -54,7 +53,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from llama_index_ragtune._atomic import atomic_dir, atomic_write_text
-from llama_index_ragtune.finetuning.checkpoints import resolve_resume
+from llama_index_ragtune.data.splitting import held_out_twins, twin_groups
+from llama_index_ragtune.finetuning.checkpoints import lock_checkpoint_loads, resolve_resume
 from llama_index_ragtune.finetuning.compat import register_if_loaded
 from llama_index_ragtune.finetuning.promotion import PromotionDecision
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
@@ -87,15 +87,18 @@ def split_rows_by_question(
 
         train, val = split_rows_by_question(rows, 0.1, 200, seed=0)
     """
-    keys = data["qid"] if "qid" in data.column_names else list(range(len(data)))
-    groups = list(dict.fromkeys(str(k) for k in keys))
-    n_val = validation_size(len(groups), val_fraction, max_val)
+    keys = [str(k) for k in (data["qid"] if "qid" in data.column_names else range(len(data)))]
+    texts = data["question"] if "question" in data.column_names else keys
+    # twins (the same question under two qids) stay together
+    text_of = dict(zip(keys, texts, strict=True))
+    n_groups = len(twin_groups(text_of))
+    n_val = validation_size(n_groups, val_fraction, max_val)
     if val_fraction == 0 or n_val == 0:
         return data, None
-    held = set(random.Random(seed).sample(groups, n_val))
-    val_idx = [i for i, k in enumerate(keys) if str(k) in held]
-    train_idx = [i for i, k in enumerate(keys) if str(k) not in held]
-    logger.info("validation: %d of %d questions held out", n_val, len(groups))
+    held = held_out_twins(text_of, n_val, seed)
+    val_idx = [i for i, k in enumerate(keys) if k in held]
+    train_idx = [i for i, k in enumerate(keys) if k not in held]
+    logger.info("validation: %d of %d questions held out", n_val, n_groups)
     return data.select(train_idx), data.select(val_idx)
 
 
@@ -235,16 +238,18 @@ class BaseFinetuneEngine(ABC):
     def split_validation(self) -> tuple[Any, Any]:
         """``(train, val)``: the given validation set, or one carved off the training queries.
 
-        Carving is by query and seeded by ``args.seed``; ``val_fraction=0`` (or a
+        Carving is by query (twins: the same question under two ids, kept together) and
+        seeded by ``args.seed``; ``val_fraction=0`` (or a
         single training query) gives no validation split.
         """
         if self.val_dataset is not None:
             return self.train_dataset, self.val_dataset
         ids = list(self.train_dataset.query_ids)
-        n_val = validation_size(len(ids), self.val_fraction, self.max_val_queries)
+        text_of = {q: self.train_dataset.queries[q] for q in ids}  # twins stay together
+        n_val = validation_size(len(twin_groups(text_of)), self.val_fraction, self.max_val_queries)
         if self.val_fraction == 0 or n_val == 0:
             return self.train_dataset, None
-        val_ids = set(random.Random(self.args.seed).sample(ids, n_val))
+        val_ids = held_out_twins(text_of, n_val, self.args.seed)
         train = self.train_dataset.subset([q for q in ids if q not in val_ids])
         val = self.train_dataset.subset([q for q in ids if q in val_ids])
         logger.info("validation: %d of %d training queries held out", len(val), len(ids))
@@ -360,7 +365,7 @@ class BaseFinetuneEngine(ABC):
         """Run ``self.trainer``, resuming as asked: ``(its output, PeakMemory, checkpoint)``."""
         checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
         with PeakMemory() as memory:
-            output = self.trainer.train(resume_from_checkpoint=checkpoint)
+            output = lock_checkpoint_loads(self.trainer).train(resume_from_checkpoint=checkpoint)
         return output, memory, checkpoint
 
     def _trained_result(

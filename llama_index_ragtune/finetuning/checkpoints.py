@@ -24,6 +24,9 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
+
+from llama_index_ragtune.models import MODEL_LOADING_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +151,34 @@ def resolve_resume(
             "to pick the last complete one"
         )
     return str(path)
+
+
+_TRAINER_LOADERS = ("_load_from_checkpoint", "_load_best_model")
+
+
+def lock_checkpoint_loads(trainer: Any) -> Any:
+    """``trainer`` with its own checkpoint loads (resuming, and the best checkpoint reloaded
+    at the end under ``load_best_model_at_end``) made under ``models.MODEL_LOADING_LOCK``.
+
+    sentence-transformers reloads a checkpoint by building a whole model from the folder
+    (``from_pretrained``), which must not run beside another thread's model load, and
+    logs and carries on with the last weights if that fails. Training itself stays
+    unlocked.
+
+    Example::
+
+        trainer = lock_checkpoint_loads(SentenceTransformerTrainer(model=model, args=args))
+        trainer.train()
+    """
+    for name in _TRAINER_LOADERS:
+        original = getattr(trainer, name, None)
+        if original is None or getattr(original, "_holds_loading_lock", False):
+            continue
+
+        def locked(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with MODEL_LOADING_LOCK:
+                return _original(*args, **kwargs)
+
+        locked._holds_loading_lock = True  # type: ignore[attr-defined]
+        setattr(trainer, name, locked)
+    return trainer
