@@ -347,10 +347,14 @@ class StructuredNodeParser(NodeParser):
         def plan(path: tuple[str, ...], kinds: str) -> tuple[int, tuple[str, ...]]:
             key = (path, kinds)
             if key not in cache:
-                shown = path
-                if counting and used(path, kinds) - base > allowance:
-                    shown = self._clip_path(path, lambda p: used(p, kinds) - base, allowance, count)
-                budget = cap - used(shown, kinds) if counting else cap
+                shown, budget = path, cap
+                if counting:  # the whole path's metadata is counted once, not again for the budget
+                    whole = used(path, kinds)
+                    if whole - base > allowance:
+                        shown = self._clip_path(
+                            path, lambda p: used(p, kinds) - base, allowance, count
+                        )
+                    budget = cap - (whole if shown == path else used(shown, kinds))
                 if budget < 1:
                     raise DocumentParseError(
                         node.node_id,
@@ -388,8 +392,10 @@ class StructuredNodeParser(NodeParser):
         blocks, source = self._blocks_of(node, text)
         if not blocks:
             return []
-        plan = self._sections_for(node, cap, count)
         bounded = CharBoundedCounter(count, MAX_CHARS_PER_TOKEN)
+        # Metadata counted like node text, so a heading of one giant "word" (a 1 MB run that a
+        # tokenizer reads as one token) is clipped in section_path, not repeated on every node.
+        plan = self._sections_for(node, cap, bounded)
 
         def budget(section: Section) -> int:
             kinds = ",".join(dict.fromkeys(block.kind for block in section.blocks))

@@ -37,6 +37,7 @@ from llama_index_ragtune.node_parser.html_clean import (
     DEFAULT_BOILERPLATE_TAGS,
     BoilerplatePolicy,
 )
+from llama_index_ragtune.node_parser.html_math import replace_math
 from llama_index_ragtune.node_parser.html_tables import render_table
 from llama_index_ragtune.node_parser.html_text import (
     BLOCK_TAGS,
@@ -71,6 +72,7 @@ _BLOCK_KIND = {"list": "list", "dl": "definition_list", "quote": "blockquote"}
 _PERMALINK_MARK = re.compile("\\s*[\u00b6\u00a7\U0001f517]+$")  # Sphinx/MkDocs "¶" anchors
 _LANGUAGE = re.compile(r"^(?:language|lang|highlight)-([\w+#.-]+)$")
 _WORD = re.compile(r"[^\W_]+")
+_MATH_START = re.compile(r"<math", re.I)
 _BACKTICKS = re.compile("`+")
 #: A page left with fewer words than this, by the removal of an element holding
 #: ``WRAPPER_SHARE`` times as many, is parsed again leniently.
@@ -411,13 +413,16 @@ class HTMLConverter:
         :mod:`.html_text`). Control characters, raw or from numeric references, are
         replaced (:func:`~.documents.without_control_characters`); the alternative content
         of ``noframes``/``noembed``/``iframe``, raw text for lxml, is parsed as markup (as
-        ``html.parser`` does), so that no markup shows as text."""
+        ``html.parser`` does), so that no markup shows as text. Each MathML formula is
+        replaced by one readable form (:func:`~.html_math.replace_math`)."""
         html = without_control_characters(html)
         soup = self._parse_markup(html)
         if "&#" in html:
             replace_control_characters(soup)
         if soup.builder.NAME != "html.parser":
             parse_fallback_content(soup, dropped=self.policy.lenient().tags)  # dropped in any case
+        if _MATH_START.search(html):
+            replace_math(soup)
         return soup
 
     def _parse_markup(self, html: str):

@@ -44,6 +44,7 @@ from llama_index_ragtune.node_parser.documents import (
     CONTROL_CHARACTERS,
     without_control_characters,
 )
+from llama_index_ragtune.node_parser.html_entities import spell_named_references
 
 BLOCK_TAGS = frozenset({
     "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details",
@@ -506,14 +507,16 @@ def escape_raw_text(markup: str) -> str:
 
 def for_html_parser(html: str) -> str:
     """``html`` as ``html.parser`` must get it to read it as browsers do: raw text escaped,
-    stray and unterminated character references fixed, comments ended as the HTML standard
-    ends them (:func:`escape_raw_text`, :func:`escape_stray_charrefs`, :func:`strip_comments`).
+    stray and unterminated numeric references fixed, named references spelled as the HTML
+    standard reads them, comments ended as the HTML standard ends them
+    (:func:`escape_raw_text`, :func:`~.html_entities.spell_named_references`,
+    :func:`escape_stray_charrefs`, :func:`strip_comments`).
 
     Example::
 
         for_html_parser("<p>a&#65b</p><!-- draft")     # '<p>a&#65;b</p>'
     """
-    return strip_comments(escape_stray_charrefs(escape_raw_text(html)))
+    return strip_comments(escape_stray_charrefs(spell_named_references(escape_raw_text(html))))
 
 
 def html_parser_soup(markup: str):

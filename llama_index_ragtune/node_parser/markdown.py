@@ -49,6 +49,9 @@ from llama_index_ragtune.node_parser.documents import without_control_characters
 from llama_index_ragtune.node_parser.structure import Block
 
 _BOM = "\ufeff"
+#: Byte-order marks at the start of a line (files concatenated after reading as ``utf-8``):
+#: invisible, but they hide a heading, list or fence marker from the Markdown parser.
+_LINE_START_BOMS = re.compile("(?<![^\r\n])\ufeff+")
 _FRONT_MATTER_FENCES = {"---": ("---", "..."), "+++": ("+++",)}
 _LINE = re.compile(r"[^\r\n]+")
 _FRONT_MATTER_KEY = re.compile(r"[\w\"'.-]+\s*[:=]")
@@ -193,7 +196,9 @@ def markdown_blocks(text: str) -> list[Block]:
     """Parse Markdown into blocks whose ``start`` offsets point into ``text``.
 
     Leading byte-order marks (a file read as ``utf-8`` rather than ``utf-8-sig``, any
-    number of them) are skipped, so a first-line heading or front matter is still recognised.
+    number of them) are skipped, so a first-line heading or front matter is still recognised;
+    so are those at the start of a later line (files concatenated), for a heading, list or
+    fence there.
 
     Example::
 
@@ -216,6 +221,8 @@ def markdown_blocks(text: str) -> list[Block]:
         )
     # markdown-it numbers lines like _Lines; blank out the front matter, keep line numbers.
     parsed = "\n" * skip + text[lines.start(skip) :] if skip else text
+    if _BOM in parsed:  # node text keeps them: blocks are cut from ``text`` by line
+        parsed = _LINE_START_BOMS.sub("", parsed)
     env: dict = {}  # the link reference definitions, for headings of reference links
     tokens = _markdown_it().parse(parsed, env)
     covered = skip  # lines before this one belong to a block (or are blank)
