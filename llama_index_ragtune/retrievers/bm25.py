@@ -34,7 +34,6 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from llama_index_ragtune.retrievers.bm25_index import (
     BM25_METHODS,
-    DEFAULT_TOKEN_PATTERN,
     BM25Index,
     BM25Tokenizer,
 )
@@ -65,7 +64,10 @@ class BM25Retriever(BaseRetriever):
             nodes can be returned. Settable later through :attr:`filters`.
         k1, b, method: BM25 parameters (bm25s ``method``: ``"lucene"``, ``"robertson"``,
             ``"atire"``, ``"bm25l"``, ``"bm25+"``).
-        language, stopwords, token_pattern: see :class:`BM25Tokenizer`.
+        language, stopwords, token_pattern, analyzer: see :class:`BM25Tokenizer`
+            (``analyzer="unicode"`` matches ``cafe``/``café``, full-width and NFD text,
+            codes such as ``SKU-48213`` and parts of Chinese/Japanese/Thai sentences; the
+            default ``"plain"`` lower-cases and splits only).
         metadata_mode: which metadata is indexed with the text (default: what the
             embedding model sees, ``MetadataMode.EMBED``).
         show_progress: progress bar while indexing.
@@ -89,7 +91,8 @@ class BM25Retriever(BaseRetriever):
         method: str = "lucene",
         language: str | None = "english",
         stopwords: str | Sequence[str] | None = "en",
-        token_pattern: str = DEFAULT_TOKEN_PATTERN,
+        token_pattern: str | None = None,
+        analyzer: str = "plain",
         metadata_mode: MetadataMode = MetadataMode.EMBED,
         show_progress: bool = False,
         callback_manager: CallbackManager | None = None,
@@ -112,7 +115,7 @@ class BM25Retriever(BaseRetriever):
             raise ValueError(
                 f"metadata_mode must be one of {[m.value for m in MetadataMode]}, got {metadata_mode!r}"
             ) from exc
-        self.tokenizer = BM25Tokenizer(language, stopwords, token_pattern)
+        self.tokenizer = BM25Tokenizer(language, stopwords, token_pattern, analyzer)
         self._nodes = nodes
         self._masks = FilterMaskCache(
             [filterable_metadata(n) for n in nodes], owner="BM25Retriever"

@@ -13,6 +13,11 @@ Layout (format ``ragtune-bm25``, version 2)::
 * **Checked**: loading verifies every file against the manifest before parsing it and
   type-checks every manifest field; anything wrong is a ``PersistenceError`` naming the
   file or key. Version-1 folders (no hashes) still load, with a warning.
+* **Tokenizer recorded**: the parameters hold the tokenizer settings (``language``,
+  ``stopwords``, ``token_pattern``, ``analyzer``), so queries after loading are analysed
+  as the corpus was. A manifest without ``analyzer`` was written before the setting
+  existed and loads with ``analyzer="plain"`` (the tokenizer it was built with); one
+  written by a newer version with an ``analyzer`` this version does not know is refused.
 * **No pickle**: arrays are read with ``np.load(allow_pickle=False)``, the rest is JSON.
 
 Example::
@@ -65,7 +70,10 @@ _PARAM_KINDS: dict[str, tuple[type, ...]] = {
     "language": (str, type(None)),
     "stopwords": (str, list, type(None)),
     "token_pattern": (str,),
+    "analyzer": (str,),
 }
+# parameters added after the format's first release: what a manifest without them was built with
+_PARAM_DEFAULTS: dict[str, Any] = {"analyzer": "plain"}
 _LAYOUT_KEYS = ("node_ids", "nodes_saved", "num_docs")
 
 
@@ -102,9 +110,16 @@ def persist_bm25(retriever: Any, folder: Path, save_nodes: bool = True) -> None:
         write_bm25_files(retriever, tmp, save_nodes)
 
 
+def _default(key: str) -> dict[str, Any]:
+    return {"default": _PARAM_DEFAULTS[key]} if key in _PARAM_DEFAULTS else {}
+
+
 def _checked_params(manifest: dict[str, Any], path: Path) -> tuple[dict[str, Any], list[str], bool]:
     params = manifest["params"]
-    kwargs = {key: field(params, key, kinds, path, _FIX) for key, kinds in _PARAM_KINDS.items()}
+    kwargs = {
+        key: field(params, key, kinds, path, _FIX, **_default(key))
+        for key, kinds in _PARAM_KINDS.items()
+    }
     if isinstance(kwargs["stopwords"], list) and not all(
         isinstance(w, str) for w in kwargs["stopwords"]
     ):
