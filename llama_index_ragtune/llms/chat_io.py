@@ -36,8 +36,10 @@ __all__ = [
     "common_prefix",
     "completion_messages",
     "control_tokens",
+    "encode_chat",
     "encode_with_plain_controls",
     "length_sorted_chunks",
+    "response_raw",
     "sanitizes_natively",
     "to_dicts",
 ]
@@ -150,6 +152,39 @@ async def aiter_in_thread(sync_gen: Iterator[Any]):
                 close()
 
 
+def response_raw(
+    n_in: int,
+    n_out: int,
+    seconds: float,
+    refusal_probability: float | None = None,
+    decision: Any = None,
+    *,
+    cut: bool = False,
+    budget: int | None = None,
+) -> dict[str, Any]:
+    """The response's ``raw``: token counts, time, and ``finish_reason``: ``"length"`` when
+    the answer ran into its token budget before its end-of-turn (cut, not whole), else
+    ``"stop"``; ``max_new_tokens``: that budget (``max_new_tokens`` clamped to what the
+    context window leaves after the prompt)."""
+    extra: dict[str, Any] = {"finish_reason": "length" if cut else "stop"}
+    if budget is not None:
+        extra["max_new_tokens"] = budget
+    if refusal_probability is not None:
+        extra["refusal_probability"] = refusal_probability
+    if decision is not None:
+        extra["refusal_decision"] = decision.to_dict()
+    return {
+        **extra,
+        "usage": {
+            "prompt_tokens": n_in,
+            "completion_tokens": n_out,
+            "total_tokens": n_in + n_out,
+        },
+        "seconds": seconds,
+        "tokens_per_second": n_out / seconds if seconds > 0 else None,
+    }
+
+
 def sanitizes_natively(tokenizer: Any) -> bool:
     """Whether ``tokenizer.apply_chat_template`` takes ``sanitize_control_tokens`` (transformers
     5.x); older versions hand the keyword to the template, which ignores it."""
@@ -205,3 +240,30 @@ def encode_with_plain_controls(tokenizer: Any, messages: list[dict[str, str]]) -
                 "input_ids"
             ]
     return ids
+
+
+def encode_chat(
+    tokenizer: Any, dicts: list[dict[str, str]], sanitize_control_tokens: bool
+) -> list[int]:
+    """Token ids of ``dicts`` rendered by ``tokenizer``'s chat template, with the assistant header
+    appended; with ``sanitize_control_tokens``, a control token inside a message's text
+    (``<|im_end|>`` in a document) is encoded as plain text."""
+    kwargs: dict[str, Any] = {
+        "add_generation_prompt": True,
+        "tokenize": True,
+        "return_dict": True,
+    }
+    if sanitize_control_tokens:
+        if sanitizes_natively(tokenizer):
+            try:
+                out = tokenizer.apply_chat_template(dicts, sanitize_control_tokens=True, **kwargs)
+                return list(out["input_ids"])
+            except (TypeError, NotImplementedError, ValueError):
+                pass  # a template the tokenizer cannot sanitize: done below
+        # older transformers (the keyword went to the template and was ignored, so a
+        # source's "<|im_end|>" ended the turn): the control tokens inside the messages
+        # are encoded as plain text here; messages without one are encoded as before
+        controls = control_tokens(tokenizer)
+        if any(c in m["content"] for m in dicts for c in controls):
+            return encode_with_plain_controls(tokenizer, dicts)
+    return list(tokenizer.apply_chat_template(dicts, **kwargs)["input_ids"])

@@ -25,7 +25,9 @@ __all__ = [
     "check_device",
     "cpu_has_native_bf16",
     "load_causal_lm",
+    "pad_token_id",
     "require_chat_template",
+    "stop_token_ids",
     "torch_dtype",
 ]
 
@@ -214,3 +216,40 @@ def load_causal_lm(
         tokenizer_source = name
     hf_model.to(device)
     return hf_model, tokenizer or AutoTokenizer.from_pretrained(tokenizer_source), name
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids that end an answer: the model's and the tokenizer's end of sequence, and the
+    end-of-turn tokens of common chat templates that the vocabulary holds."""
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (gen_eos, tokenizer.eos_token_id):
+        if value is None:
+            continue
+        ids.extend(value if isinstance(value, (list, tuple)) else [value])
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if (
+            isinstance(tid, int)
+            and tid != tokenizer.unk_token_id
+            and token in tokenizer.get_vocab()
+        ):
+            ids.append(tid)
+    return sorted(set(ids))
+
+
+def pad_token_id(model: Any, tokenizer: Any) -> int:
+    """The id that fills padded positions (masked out, so any id works): the tokenizer's pad
+    token, else its end of sequence, else the model's; the tokenizer is left as it is (it
+    may be shared with a trainer, whose collator would then mask every end of turn)."""
+    config = getattr(model, "generation_config", None)
+    for value in (
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        getattr(config, "pad_token_id", None),
+        getattr(config, "eos_token_id", None),
+    ):
+        value = value[0] if isinstance(value, (list, tuple)) and value else value
+        if isinstance(value, int):
+            return value
+    return 0

@@ -34,6 +34,10 @@ threshold). A caller that already decided passes ``refuse=True/False`` to
 barred). ``citation_probabilities`` gives the model's probability of citing
 each source after a partial answer (the post-check that cites uncited claims).
 
+Its parts, one module each: ``loading`` (the model, the tokenizer, stop and pad ids),
+``chat_io`` (messages in, responses out), ``generation`` (token budgets, batches),
+``streaming``, and ``refusal_scoring`` (P(refusal), citation probabilities).
+
 Why not ``llama-index-llms-huggingface``'s ``HuggingFaceLLM``? Its ``chat``
 works with chat templates, but ``complete`` sends raw text to an instruct
 model (SmolLM2 then answers nothing), streaming ignores ``completion_to_prompt``,
@@ -58,7 +62,6 @@ import asyncio
 import functools
 import inspect
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,7 +75,6 @@ from llama_index.core.base.llms.types import (
     CompletionResponseAsyncGen,
     CompletionResponseGen,
     LLMMetadata,
-    MessageRole,
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
@@ -84,13 +86,17 @@ from llama_index_ragtune.llms.chat_io import (
     aiter_in_thread,
     as_completion,
     completion_messages,
-    control_tokens,
-    encode_with_plain_controls,
-    length_sorted_chunks,
-    sanitizes_natively,
+    encode_chat,
     to_dicts,
 )
-from llama_index_ragtune.llms.loading import check_device, load_causal_lm, require_chat_template
+from llama_index_ragtune.llms.generation import Generation
+from llama_index_ragtune.llms.loading import (
+    check_device,
+    load_causal_lm,
+    pad_token_id,
+    require_chat_template,
+    stop_token_ids,
+)
 from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
 from llama_index_ragtune.llms.refusal_scoring import RefusalScoring
 from llama_index_ragtune.llms.streaming import Streaming
@@ -141,7 +147,7 @@ def _checked_messages(method: Any) -> Any:
     return checked
 
 
-class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
+class LocalChatLLM(Generation, RefusalScoring, Streaming, CustomLLM):
     """A local Hugging Face causal LM behind LlamaIndex's ``LLM`` interface, prompted by its chat template.
 
     ``model`` is ``None`` (the bundled SmolLM2-135M-Instruct), a local folder,
@@ -294,7 +300,7 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
             )
         require_chat_template(self._tokenizer, self._model_name)
         self._model.eval()
-        self._pad_id = self._find_pad_id()
+        self._pad_id = pad_token_id(self._model, self._tokenizer)
         positions = getattr(self._model.config, "max_position_embeddings", None)
         if self.context_window is None:
             self.context_window = int(positions or 2048)
@@ -310,42 +316,8 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
                 f"in the context window ({self.context_window}) of {self._model_name}; lower "
                 "max_new_tokens."
             )
-        self._stop_ids = self._find_stop_ids()
+        self._stop_ids = stop_token_ids(self._model, self._tokenizer)
         self._lock = threading.Lock()
-
-    # ------------------------------------------------------------------ loading
-    def _find_stop_ids(self) -> list[int]:
-        ids: list[int] = []
-        gen_eos = getattr(getattr(self._model, "generation_config", None), "eos_token_id", None)
-        for value in (gen_eos, self._tokenizer.eos_token_id):
-            if value is None:
-                continue
-            ids.extend(value if isinstance(value, (list, tuple)) else [value])
-        for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
-            tid = self._tokenizer.convert_tokens_to_ids(token)
-            if (
-                isinstance(tid, int)
-                and tid != self._tokenizer.unk_token_id
-                and token in self._tokenizer.get_vocab()
-            ):
-                ids.append(tid)
-        return sorted(set(ids))
-
-    def _find_pad_id(self) -> int:
-        """The id that fills padded positions (masked out, so any id works): the tokenizer's pad
-        token, else its end of sequence, else the model's; the tokenizer is left as it is (it
-        may be shared with a trainer, whose collator would then mask every end of turn)."""
-        config = getattr(self._model, "generation_config", None)
-        for value in (
-            self._tokenizer.pad_token_id,
-            self._tokenizer.eos_token_id,
-            getattr(config, "pad_token_id", None),
-            getattr(config, "eos_token_id", None),
-        ):
-            value = value[0] if isinstance(value, (list, tuple)) and value else value
-            if isinstance(value, int):
-                return value
-        return 0
 
     @classmethod
     def class_name(cls) -> str:
@@ -381,28 +353,9 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
 
     def encode(self, messages: MessagesLike) -> list[int]:
         """Token ids of ``messages`` rendered by the chat template, with the assistant header appended."""
-        dicts = self._with_system(messages)
-        kwargs: dict[str, Any] = {
-            "add_generation_prompt": True,
-            "tokenize": True,
-            "return_dict": True,
-        }
-        if self.sanitize_control_tokens:
-            if sanitizes_natively(self._tokenizer):
-                try:
-                    out = self._tokenizer.apply_chat_template(
-                        dicts, sanitize_control_tokens=True, **kwargs
-                    )
-                    return list(out["input_ids"])
-                except (TypeError, NotImplementedError, ValueError):
-                    pass  # a template the tokenizer cannot sanitize: done below
-            # older transformers (the keyword went to the template and was ignored, so a
-            # source's "<|im_end|>" ended the turn): the control tokens inside the messages
-            # are encoded as plain text here; messages without one are encoded as before
-            controls = control_tokens(self._tokenizer)
-            if any(c in m["content"] for m in dicts for c in controls):
-                return encode_with_plain_controls(self._tokenizer, dicts)
-        return list(self._tokenizer.apply_chat_template(dicts, **kwargs)["input_ids"])
+        return encode_chat(
+            self._tokenizer, self._with_system(messages), self.sanitize_control_tokens
+        )
 
     def _encode_raw(self, prompt: str) -> list[int]:
         return list(self._tokenizer(clean_text(prompt), add_special_tokens=False)["input_ids"])
@@ -414,246 +367,6 @@ class LocalChatLLM(RefusalScoring, Streaming, CustomLLM):
         )
         return list(tokens["input_ids"])
 
-    def _room(self, n_prompt: int, max_new: int, item: str = "") -> int:
-        """The answer's token budget after a prompt of ``n_prompt`` tokens: ``max_new``, clamped
-        to what the context window leaves (a clamped answer that runs into it is reported as
-        ``finish_reason="length"``); ``ValueError`` when the prompt leaves no room at all."""
-        if not self.context_window:
-            return max_new
-        if n_prompt >= self.context_window:
-            raise ValueError(
-                f"{item}Prompt of {n_prompt} tokens exceeds the context window "
-                f"({self.context_window}) of {self._model_name}: it leaves no room for an answer "
-                f"(max_new_tokens={max_new}). Send fewer or shorter sources "
-                "(CitationQueryEngine fits them to the window; max_sources=..., "
-                "max_source_chars=...) or use a model with a larger window."
-            )
-        return min(max_new, self.context_window - n_prompt)
-
-    def _gen_kwargs(
-        self, max_new_tokens: int | None, overrides: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        kw: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "eos_token_id": self._stop_ids or None,
-            "pad_token_id": self._pad_id,
-        }
-        if self.temperature > 0:
-            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
-        else:
-            kw["do_sample"] = False
-        kw.update(self.generate_kwargs)
-        kw.update({k: v for k, v in overrides.items() if k not in ("formatted",)})
-        if max_new_tokens is not None:
-            kw["max_new_tokens"] = max_new_tokens
-        kw["max_new_tokens"] = positive_int(kw["max_new_tokens"], "LocalChatLLM: max_new_tokens")
-        return kw
-
-    def _count_completion(self, ids: Sequence[int]) -> int:
-        for i, tid in enumerate(ids):
-            if tid in self._stop_ids:
-                return i + 1
-        return len(ids)
-
-    # -------------------------------------------------------------- generation
-
-    def _generate_ids(
-        self,
-        batch_ids: list[list[int]],
-        conversations: Sequence[MessagesLike] | None = None,
-        refuse: Sequence[bool] | None = None,
-        **kwargs: Any,
-    ) -> tuple[list[list[int]], list[float] | None, list[Any] | None]:
-        """Generate for token-id prompts (left padded): the new token ids of each prompt, each
-        prompt's decoder refusal probability and refusal decision (None without a policy).
-
-        Prompts the policy (or ``refuse``) refuses get the refusal's tokens without
-        decoding; the others decode with the refusal barred.
-        """
-        import torch
-
-        gen = self._gen_kwargs(kwargs.pop("max_new_tokens", None), kwargs)
-        limits = [self._room(len(ids), gen["max_new_tokens"]) for ids in batch_ids]
-        results: list[list[int] | None] = [None] * len(batch_ids)
-        todo = list(range(len(batch_ids)))
-        flags, probs, decisions = self._decide(batch_ids, conversations, refuse)
-        if flags is not None:
-            refused = self._refusal_ids() + self._stop_ids[:1]
-            for i, flag in enumerate(flags):
-                if flag:
-                    results[i] = list(refused)
-            todo = [i for i in todo if results[i] is None]
-            gen = self._barring_refusal(gen)
-        groups: dict[int, list[int]] = {}  # prompts clamped to a smaller budget decode apart
-        for i in todo:
-            groups.setdefault(limits[i], []).append(i)
-        for limit, group in groups.items():
-            enc = self._pad([batch_ids[i] for i in group])
-            with self._lock, torch.inference_mode():
-                out = self._model.generate(**enc, **{**gen, "max_new_tokens": limit})
-            width = enc["input_ids"].shape[1]
-            for i, row in zip(group, out, strict=True):
-                results[i] = row[width:].tolist()
-        return results, probs, decisions  # type: ignore[return-value]
-
-    def _pad(self, batch_ids: Sequence[Sequence[int]]) -> dict[str, Any]:
-        """``input_ids`` and ``attention_mask`` of ``batch_ids`` padded on the left, whatever the
-        tokenizer's padding side or pad token (one without either is padded too)."""
-        import torch
-
-        width = max(len(ids) for ids in batch_ids)
-        input_ids = torch.full((len(batch_ids), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, ids in enumerate(batch_ids):
-            if ids:
-                input_ids[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
-                mask[row, width - len(ids) :] = 1
-        device = self._model.device
-        return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
-
-    def _response(
-        self,
-        prompt_ids: list[int],
-        new_ids: list[int],
-        seconds: float,
-        refusal_probability: float | None = None,
-        decision: Any = None,
-        limit: int | None = None,
-    ) -> ChatResponse:
-        n_out = self._count_completion(new_ids)
-        text = self._tokenizer.decode(new_ids[:n_out], skip_special_tokens=True).strip()
-        cut = limit is not None and n_out >= limit and new_ids[n_out - 1] not in self._stop_ids
-        return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-            raw=self._usage(
-                len(prompt_ids),
-                n_out,
-                seconds,
-                refusal_probability,
-                decision,
-                cut=cut,
-                budget=limit,
-            ),
-            additional_kwargs={
-                "prompt_tokens": len(prompt_ids),
-                "completion_tokens": n_out,
-                "total_tokens": len(prompt_ids) + n_out,
-            },
-        )
-
-    @staticmethod
-    def _usage(
-        n_in: int,
-        n_out: int,
-        seconds: float,
-        refusal_probability: float | None = None,
-        decision: Any = None,
-        *,
-        cut: bool = False,
-        budget: int | None = None,
-    ) -> dict[str, Any]:
-        """The response's ``raw``: token counts, time, and ``finish_reason``: ``"length"`` when
-        the answer ran into its token budget before its end-of-turn (cut, not whole), else
-        ``"stop"``; ``max_new_tokens``: that budget (``max_new_tokens`` clamped to what the
-        context window leaves after the prompt)."""
-        extra: dict[str, Any] = {"finish_reason": "length" if cut else "stop"}
-        if budget is not None:
-            extra["max_new_tokens"] = budget
-        if refusal_probability is not None:
-            extra["refusal_probability"] = refusal_probability
-        if decision is not None:
-            extra["refusal_decision"] = decision.to_dict()
-        return {
-            **extra,
-            "usage": {
-                "prompt_tokens": n_in,
-                "completion_tokens": n_out,
-                "total_tokens": n_in + n_out,
-            },
-            "seconds": seconds,
-            "tokens_per_second": n_out / seconds if seconds > 0 else None,
-        }
-
-    def _chat_ids(
-        self,
-        prompt_ids: list[int],
-        messages: MessagesLike | None = None,
-        refuse: bool | None = None,
-        **kwargs: Any,
-    ) -> ChatResponse:
-        start = time.perf_counter()
-        limit = self._gen_kwargs(kwargs.get("max_new_tokens"), kwargs)["max_new_tokens"]
-        limit = self._room(len(prompt_ids), limit)
-        new_ids, probs, decisions = self._generate_ids(
-            [prompt_ids],
-            None if messages is None else [messages],
-            None if refuse is None else [refuse],
-            **kwargs,
-        )
-        seconds = time.perf_counter() - start
-        return self._response(
-            prompt_ids,
-            new_ids[0],
-            seconds,
-            probs[0] if probs else None,
-            decisions[0] if decisions else None,
-            limit,
-        )
-
-    def generate_batch(
-        self,
-        conversations: Sequence[MessagesLike],
-        *,
-        batch_size: int = 8,
-        max_new_tokens: int | None = None,
-        show_progress: bool = False,
-        refuse: Sequence[bool] | None = None,
-        **generate_kwargs: Any,
-    ) -> list[ChatResponse]:
-        """Answer many conversations, ``batch_size`` at a time (left padding, prompts sorted by length).
-
-        Returns one ``ChatResponse`` per conversation, in input order, each with
-        token counts in ``raw["usage"]`` and the batch's wall time share in ``raw["seconds"]``.
-        Greedy results equal ``chat`` up to floating-point noise from padding.
-        ``refuse`` (one flag per conversation) overrides the refusal policy: True
-        gives the refusal, False an answer with the refusal barred.
-        """
-        if refuse is not None and len(refuse) != len(conversations):
-            raise ValueError(
-                f"generate_batch: {len(refuse)} refuse flags for {len(conversations)} conversations."
-            )
-        encoded = [self.encode(c) for c in conversations]
-        # every prompt is checked before any is answered: a long one among short ones is
-        # named, and no batch is generated only to be thrown away
-        limit = self._gen_kwargs(max_new_tokens, generate_kwargs)["max_new_tokens"]
-        limits = [
-            self._room(len(ids), limit, f"generate_batch: conversation {i}: ")
-            for i, ids in enumerate(encoded)
-        ]
-        results: list[ChatResponse | None] = [None] * len(encoded)
-        chunks = length_sorted_chunks(encoded, batch_size, show_progress, "Generating")
-        for chunk in chunks:
-            start = time.perf_counter()
-            outs, probs, decisions = self._generate_ids(
-                [encoded[i] for i in chunk],
-                [conversations[i] for i in chunk],
-                None if refuse is None else [refuse[i] for i in chunk],
-                max_new_tokens=max_new_tokens,
-                **generate_kwargs,
-            )
-            seconds = (time.perf_counter() - start) / len(chunk)
-            for j, (i, new_ids) in enumerate(zip(chunk, outs, strict=True)):
-                results[i] = self._response(
-                    encoded[i],
-                    new_ids,
-                    seconds,
-                    probs[j] if probs else None,
-                    decisions[j] if decisions else None,
-                    limits[i],
-                )
-        return results  # type: ignore[return-value]
-
-    # ------------------------------------------------------------ undecorated cores
     def _prompt_ids(self, prompt: str, formatted: bool) -> list[int]:
         """A completion prompt as ids: one user turn through the chat template unless ``formatted``."""
         if not isinstance(prompt, str):

@@ -1,7 +1,7 @@
 """Streaming generation of the local LLM: tokens as they are decoded, usage at the end.
 
 :class:`Streaming` is mixed into :class:`~llama_index_ragtune.llms.LocalChatLLM`
-(it uses the LLM's model, tokenizer, lock, refusal decision and usage record);
+(it uses the LLM's model, tokenizer, lock, token budget and refusal decision);
 generation runs in a worker thread and ``transformers``' ``TextIteratorStreamer``
 hands the text over. ``stream_chat`` / ``stream_complete`` and their async twins
 on the LLM call these undecorated cores.
@@ -30,7 +30,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
 )
 
-from llama_index_ragtune.llms.chat_io import MessagesLike, as_completion
+from llama_index_ragtune.llms.chat_io import MessagesLike, as_completion, response_raw
 
 __all__ = ["Streaming"]
 
@@ -70,7 +70,7 @@ class Streaming:
                 yield self.refusal.strip(), None
                 n_out = len(self._refusal_ids())
                 seconds = time.perf_counter() - start
-                yield "", self._usage(len(prompt_ids), n_out, seconds, probability, decision)
+                yield "", response_raw(len(prompt_ids), n_out, seconds, probability, decision)
                 return
             gen = self._barring_refusal(gen)
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -121,7 +121,7 @@ class Streaming:
         n_out = min(counter["tokens"], limit)
         seconds = time.perf_counter() - start
         cut = n_out >= limit and counter["last"] not in self._stop_ids
-        usage = self._usage(
+        usage = response_raw(
             len(prompt_ids), n_out, seconds, probability, decision, cut=cut, budget=limit
         )
         yield "", usage

@@ -41,6 +41,11 @@ citations never reach the reader and the text equals the non-streamed one --
 and fills ``metadata`` (the same dict object) when the stream ends;
 ``metadata["finished"]`` turns True then.
 
+Its parts, one module each: ``retrieved_nodes`` (the numbered sources, checked),
+``prompt_fit`` (the context window), ``answering`` (the sync and async answer paths),
+``responses`` (the refusal, a whole or a streamed answer), ``response_metadata``,
+``post_check`` and ``engine_checks`` (clear errors for what the engine is given).
+
 Example::
 
     from llama_index.core import SummaryIndex
@@ -57,25 +62,14 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import copy
-import threading
-import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.llms.types import ChatMessage
-from llama_index.core.base.response.schema import (
-    RESPONSE_TYPE,
-    AsyncStreamingResponse,
-    Response,
-    StreamingResponse,
-)
-from llama_index.core.bridge.pydantic import BaseModel
+from llama_index.core.base.response.schema import RESPONSE_TYPE
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.synthesis import (
@@ -85,35 +79,34 @@ from llama_index.core.instrumentation.events.synthesis import (
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
-from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.settings import Settings
 
 from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
     DEFAULT_SYSTEM_PROMPT,
-    AnswerStream,
-    GroundedAnswer,
     build_messages,
     check_refusal,
-    is_blank,
-    parse_answer,
     truncate_source,
 )
 from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
-from llama_index_ragtune.query_engine.post_check import MODES, cite_uncited
+from llama_index_ragtune.query_engine.answering import aanswer, answer
+from llama_index_ragtune.query_engine.engine_checks import (
+    check_llm,
+    check_query_type,
+    check_system_prompt,
+    is_local,
+)
+from llama_index_ragtune.query_engine.post_check import MODES
+from llama_index_ragtune.query_engine.postprocessor_wiring import wired
 from llama_index_ragtune.query_engine.prompt_fit import (
     PromptFit,
     fit_sources,
     prompt_budget,
     token_counter,
 )
-from llama_index_ragtune.query_engine.response_metadata import (
-    base_metadata,
-    fill_metadata,
-    finish_reason,
-    llm_decision,
-)
-from llama_index_ragtune.retrievers.checks import distinct_nodes, positive_int
+from llama_index_ragtune.query_engine.retrieved_nodes import aretrieve_sources, retrieve_sources
+from llama_index_ragtune.retrievers.checks import positive_int
 
 __all__ = ["CitationQueryEngine"]
 
@@ -195,7 +188,7 @@ class CitationQueryEngine(BaseQueryEngine):
                     f"({', '.join(m.value for m in MetadataMode)}), got {metadata_mode!r}."
                 ) from None
         check_refusal(refusal)
-        _check_system_prompt(system_prompt, refusal)
+        check_system_prompt(system_prompt, refusal)
         self._retriever = retriever
         self._llm = llm
         self._node_postprocessors = list(node_postprocessors or [])
@@ -208,10 +201,10 @@ class CitationQueryEngine(BaseQueryEngine):
         self.refusal_policy = refusal_policy
         self.uncited = uncited
         if llm is not None:
-            self._check_llm(llm)
+            check_llm(llm, refusal_policy, uncited)
         callback_manager = callback_manager or Settings.callback_manager
         self._node_postprocessors = [
-            _wired(postprocessor, callback_manager) for postprocessor in self._node_postprocessors
+            wired(postprocessor, callback_manager) for postprocessor in self._node_postprocessors
         ]
         super().__init__(callback_manager=callback_manager)
 
@@ -250,21 +243,6 @@ class CitationQueryEngine(BaseQueryEngine):
             **kwargs,
         )
 
-    def _check_llm(self, llm: Any) -> None:
-        """A clear error when the LLM cannot serve the policy or the post-check."""
-        policy = self.refusal_policy
-        if policy is not None and policy.uses_decoder and not _is_local(llm):
-            raise ValueError(
-                f"{type(policy).__name__} reads the decoder's refusal probability, which "
-                f"{type(llm).__name__} does not give; use LocalChatLLM, or an "
-                "AnswerabilityRefusalPolicy (encoder side only)."
-            )
-        if self.uncited == "cite" and not hasattr(llm, "citation_probabilities"):
-            raise ValueError(
-                f"uncited='cite' asks the LLM which source to cite; {type(llm).__name__} has no "
-                "citation_probabilities (use LocalChatLLM, or uncited='flag')."
-            )
-
     @property
     def llm(self) -> Any:
         """The answering LLM (``Settings.llm`` when none was given)."""
@@ -284,13 +262,10 @@ class CitationQueryEngine(BaseQueryEngine):
     def _update_prompts(self, prompts: PromptDictType) -> None:
         if "system_prompt" in prompts:
             template = prompts["system_prompt"].get_template()
-            _check_system_prompt(template, self.refusal)
+            check_system_prompt(template, self.refusal)
             self.system_prompt = template
 
     # ---------------------------------------------------------------- sources
-    def _limit(self, nodes: list[NodeWithScore]) -> list[NodeWithScore]:
-        return nodes[: self.max_sources] if self.max_sources else nodes
-
     def retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """Retrieved, postprocessed and capped nodes: source ``n`` is ``nodes[n - 1]``.
 
@@ -298,34 +273,15 @@ class CitationQueryEngine(BaseQueryEngine):
         retriever or a postprocessor returns must be a list of ``NodeWithScore`` (``TypeError``
         naming it otherwise: ``None`` is not "nothing found").
         """
-        try:
-            found = self._retriever.retrieve(query_bundle)
-        except (TypeError, AttributeError) as exc:
-            problem = _unreadable_output(exc, self._retriever)
-            if problem is None:
-                raise
-            raise problem from exc
-        nodes = _checked(found, self._retriever, "retriever")
-        for postprocessor in self._node_postprocessors:
-            nodes = postprocessor.postprocess_nodes(nodes, query_bundle=query_bundle)
-            nodes = _checked(nodes, postprocessor, "node postprocessor")
-        return self._limit(distinct_nodes(nodes))
+        return retrieve_sources(
+            self._retriever, self._node_postprocessors, query_bundle, self.max_sources
+        )
 
     async def aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """Async twin of :meth:`retrieve` (``aretrieve`` and ``apostprocess_nodes``)."""
-        retriever = self._retriever
-        try:
-            found = await retriever.aretrieve(query_bundle)
-        except (TypeError, AttributeError) as exc:
-            problem = _unreadable_output(exc, retriever)
-            if problem is None:
-                raise
-            raise problem from exc
-        nodes = _checked(found, retriever, "retriever")
-        for postprocessor in self._node_postprocessors:
-            nodes = await postprocessor.apostprocess_nodes(nodes, query_bundle=query_bundle)
-            nodes = _checked(nodes, postprocessor, "node postprocessor")
-        return self._limit(distinct_nodes(nodes))
+        return await aretrieve_sources(
+            self._retriever, self._node_postprocessors, query_bundle, self.max_sources
+        )
 
     def source_texts(self, nodes: Sequence[NodeWithScore]) -> list[str]:
         """The text shown for each source (metadata per ``metadata_mode``, cut to ``max_source_chars``)."""
@@ -336,6 +292,7 @@ class CitationQueryEngine(BaseQueryEngine):
             for n in nodes
         ]
 
+    # ----------------------------------------------------------------- prompt
     def messages(
         self, query_bundle: QueryBundle | str, nodes: Sequence[NodeWithScore]
     ) -> list[ChatMessage]:
@@ -378,155 +335,27 @@ class CitationQueryEngine(BaseQueryEngine):
 
     def _scores_refusal(self, llm: Any) -> bool:
         """Whether answering reads the decoder's P(refusal) (this engine's policy or the LLM's)."""
-        if not _is_local(llm) or not hasattr(llm, "_refusal_ids"):
+        if not is_local(llm) or not hasattr(llm, "_refusal_ids"):
             return False
         policies = (self.refusal_policy, llm.active_refusal_policy())
         return any(p is not None and p.uses_decoder for p in policies)
 
-    # --------------------------------------------------------------- answers
-    def _base_metadata(
-        self, question: str, nodes: Sequence[NodeWithScore], fit: PromptFit | None = None
-    ) -> dict[str, Any]:
-        metadata = base_metadata(question, nodes)
-        if fit is not None:
-            metadata.update(
-                left_out_node_ids=list(fit.left_out_node_ids),
-                cut_node_ids=list(fit.cut_node_ids),
-                prompt=fit.to_dict(),
-            )
-        return metadata
-
-    def _finish(
-        self,
-        metadata: dict[str, Any],
-        nodes: Sequence[NodeWithScore],
-        answer: GroundedAnswer,
-        raw: str | None = None,
-        decision: Any = None,
-        texts: Sequence[str] | None = None,
-        finish: str | None = None,
-    ) -> None:
-        """Fill ``metadata`` from the final answer (in place, so streaming responses see it);
-        ``texts``: the sources' texts when the caller has them already; ``finish``: the
-        LLM's finish reason."""
-        texts = self.source_texts(nodes) if texts is None else texts
-        fill_metadata(metadata, nodes, answer, texts, raw, decision, finish)
-
-    def _refusal_response(
-        self,
-        question: str,
-        asynchronous: bool = False,
-        nodes: Sequence[NodeWithScore] = (),
-        decision: Any = None,
-        fit: PromptFit | None = None,
-    ) -> RESPONSE_TYPE:
-        """The refusal, without calling the LLM (nothing retrieved or fitting the window, or
-        the policy refused)."""
-        nodes = list(nodes)
-        metadata = self._base_metadata(question, nodes, fit)
-        answer = parse_answer(self.refusal, len(nodes), self.refusal)
-        self._finish(metadata, nodes, answer, decision=decision)
-        if not self.streaming:
-            return Response(self.refusal, source_nodes=nodes, metadata=metadata)
-        if asynchronous:
-            return AsyncStreamingResponse(_one(self.refusal), source_nodes=nodes, metadata=metadata)
-        return StreamingResponse(iter([self.refusal]), source_nodes=nodes, metadata=metadata)
-
-    def _complete(
-        self,
-        question: str,
-        nodes: list[NodeWithScore],
-        raw: str,
-        messages: Sequence[ChatMessage] = (),
-        decision: Any = None,
-        fit: PromptFit | None = None,
-        finish: str | None = None,
-    ) -> Response:
-        metadata = self._base_metadata(question, nodes, fit)
-        checked, texts = raw, self.source_texts(nodes)
-        if self.uncited == "cite":
-            llm, n = self.llm, len(nodes)
-            checked, metadata["post_check"] = cite_uncited(
-                raw,
-                n,
-                lambda prefix: llm.citation_probabilities(messages, prefix, n),
-                self.refusal,
-                texts,
-            )
-            metadata["post_checked_answer"] = checked
-        answer = parse_answer(checked, len(nodes), self.refusal, source_texts=texts)
-        self._finish(
-            metadata, nodes, answer, raw=raw, decision=decision, texts=texts, finish=finish
+    # ---------------------------------------------------------------- refusal
+    def decide_refusal(
+        self, question: str, nodes: Sequence[NodeWithScore], messages: Sequence[ChatMessage]
+    ) -> Any:
+        """The ``refusal_policy``'s decision for this question and these sources (None without one)."""
+        policy = self.refusal_policy
+        if policy is None:
+            return None
+        llm = self.llm
+        check_llm(llm, policy, self.uncited)
+        probabilities = (
+            llm.conversation_refusal_probabilities([messages]) if policy.uses_decoder else None
         )
-        return Response(answer.text, source_nodes=nodes, metadata=metadata)
+        return policy.decide([question], [self.source_texts(nodes)], probabilities)[0]
 
-    def _stream(
-        self,
-        question: str,
-        nodes: list[NodeWithScore],
-        chunks: Iterator[Any],
-        decision: Any = None,
-        fit: PromptFit | None = None,
-    ) -> StreamingResponse:
-        metadata = self._base_metadata(question, nodes, fit)
-        stream = AnswerStream(len(nodes), self.refusal, source_texts=self.source_texts(nodes))
-        seen: dict[str, Any] = {"decision": decision, "finish": None}
-
-        def gen() -> Iterator[str]:
-            for chunk in chunks:
-                seen["decision"] = seen["decision"] or llm_decision(chunk)
-                seen["finish"] = finish_reason(chunk) or seen["finish"]
-                out = stream.feed(chunk.delta or "")
-                if out:
-                    yield out
-            rest = stream.finish()
-            if rest:
-                yield rest
-            self._finish(
-                metadata,
-                nodes,
-                stream.answer,  # type: ignore[arg-type]
-                decision=seen["decision"],
-                texts=stream.source_texts,
-                finish=seen["finish"],
-            )
-
-        return StreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
-
-    def _astream(
-        self,
-        question: str,
-        nodes: list[NodeWithScore],
-        chunks: AsyncIterator[Any],
-        decision: Any = None,
-        fit: PromptFit | None = None,
-    ) -> AsyncStreamingResponse:
-        metadata = self._base_metadata(question, nodes, fit)
-        stream = AnswerStream(len(nodes), self.refusal, source_texts=self.source_texts(nodes))
-        seen: dict[str, Any] = {"decision": decision, "finish": None}
-
-        async def gen() -> AsyncIterator[str]:
-            async for chunk in chunks:
-                seen["decision"] = seen["decision"] or llm_decision(chunk)
-                seen["finish"] = finish_reason(chunk) or seen["finish"]
-                out = stream.feed(chunk.delta or "")
-                if out:
-                    yield out
-            rest = stream.finish()
-            if rest:
-                yield rest
-            self._finish(
-                metadata,
-                nodes,
-                stream.answer,  # type: ignore[arg-type]
-                decision=seen["decision"],
-                texts=stream.source_texts,
-                finish=seen["finish"],
-            )
-
-        return AsyncStreamingResponse(gen(), source_nodes=nodes, metadata=metadata)
-
-    # ----------------------------------------------------------------- hooks
+    # ---------------------------------------------------------------- queries
     @contextmanager
     def _synthesis(self, query_bundle: QueryBundle) -> Iterator[dict[str, Any]]:
         """Wrap answering in a SYNTHESIZE callback event and Synthesize{Start,End}Event, like core.
@@ -542,85 +371,14 @@ class CitationQueryEngine(BaseQueryEngine):
             event.on_end(payload={EventPayload.RESPONSE: out["response"]})
         dispatcher.event(SynthesizeEndEvent(query=query_bundle, response=out["response"]))
 
-    def decide_refusal(
-        self, question: str, nodes: Sequence[NodeWithScore], messages: Sequence[ChatMessage]
-    ) -> Any:
-        """The ``refusal_policy``'s decision for this question and these sources (None without one)."""
-        policy = self.refusal_policy
-        if policy is None:
-            return None
-        llm = self.llm
-        self._check_llm(llm)
-        probabilities = (
-            llm.conversation_refusal_probabilities([messages]) if policy.uses_decoder else None
-        )
-        return policy.decide([question], [self.source_texts(nodes)], probabilities)[0]
-
-    def _chat_kwargs(self, decision: Any) -> dict[str, Any]:
-        # the policy decided to answer: a LocalChatLLM answers with the refusal barred
-        return {"refuse": False} if decision is not None and _is_local(self.llm) else {}
-
-    def _answer(self, query_bundle: QueryBundle, nodes: list[NodeWithScore]) -> RESPONSE_TYPE:
-        question = query_bundle.query_str
-        if not nodes:
-            return self._refusal_response(question)
-        if is_blank(question):  # nothing for the model to answer
-            return self._refusal_response(question, nodes=nodes)
-        fit = self.fit_prompt(question, nodes)
-        nodes = fit.nodes
-        if not nodes:  # not one source fits the window: nothing to answer from
-            return self._refusal_response(question, fit=fit)
-        messages = self.messages(query_bundle, nodes)
-        decision = self.decide_refusal(question, nodes, messages)
-        if decision is not None and decision.refused:
-            return self._refusal_response(question, nodes=nodes, decision=decision, fit=fit)
-        kwargs = self._chat_kwargs(decision)
-        if self.streaming:
-            chunks = self.llm.stream_chat(messages, **kwargs)
-            return self._stream(question, nodes, chunks, decision, fit)
-        response = self.llm.chat(messages, **kwargs)
-        raw = response.message.content or ""
-        decision = decision or llm_decision(response)
-        return self._complete(
-            question, nodes, raw, messages, decision, fit, finish_reason(response)
-        )
-
-    async def _aanswer(
-        self, query_bundle: QueryBundle, nodes: list[NodeWithScore]
-    ) -> RESPONSE_TYPE:
-        question = query_bundle.query_str
-        if not nodes:
-            return self._refusal_response(question, asynchronous=True)
-        if is_blank(question):
-            return self._refusal_response(question, asynchronous=True, nodes=nodes)
-        fit = await asyncio.to_thread(self.fit_prompt, question, nodes)  # tokenizes: off the loop
-        nodes = fit.nodes
-        if not nodes:
-            return self._refusal_response(question, asynchronous=True, fit=fit)
-        messages = self.messages(query_bundle, nodes)
-        decision = await asyncio.to_thread(self.decide_refusal, question, nodes, messages)
-        if decision is not None and decision.refused:
-            return self._refusal_response(question, True, nodes, decision, fit)
-        kwargs = self._chat_kwargs(decision)
-        if self.streaming:
-            chunks = await self.llm.astream_chat(messages, **kwargs)
-            return self._astream(question, nodes, chunks, decision, fit)
-        response = await self.llm.achat(messages, **kwargs)
-        decision = decision or llm_decision(response)
-        args = (question, nodes, response.message.content or "", messages, decision, fit)
-        finish = finish_reason(response)
-        if self.uncited == "cite":  # the post-check asks the model again: off the event loop
-            return await asyncio.to_thread(self._complete, *args, finish)
-        return self._complete(*args, finish)
-
     def query(self, str_or_query_bundle: str | QueryBundle) -> RESPONSE_TYPE:
         """Answer a question (``str`` or ``QueryBundle``) with citations; see the class docs."""
-        _check_query_type(str_or_query_bundle)
+        check_query_type(str_or_query_bundle)
         return super().query(str_or_query_bundle)
 
     async def aquery(self, str_or_query_bundle: str | QueryBundle) -> RESPONSE_TYPE:
         """Async twin of :meth:`query`."""
-        _check_query_type(str_or_query_bundle)
+        check_query_type(str_or_query_bundle)
         return await super().aquery(str_or_query_bundle)
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
@@ -628,7 +386,7 @@ class CitationQueryEngine(BaseQueryEngine):
         with self.callback_manager.event(CBEventType.QUERY, payload=payload) as query_event:
             nodes = self.retrieve(query_bundle)
             with self._synthesis(query_bundle) as out:
-                out["response"] = self._answer(query_bundle, nodes)
+                out["response"] = answer(self, query_bundle, nodes)
             query_event.on_end(payload={EventPayload.RESPONSE: out["response"]})
         return out["response"]
 
@@ -637,118 +395,6 @@ class CitationQueryEngine(BaseQueryEngine):
         with self.callback_manager.event(CBEventType.QUERY, payload=payload) as query_event:
             nodes = await self.aretrieve(query_bundle)
             with self._synthesis(query_bundle) as out:
-                out["response"] = await self._aanswer(query_bundle, nodes)
+                out["response"] = await aanswer(self, query_bundle, nodes)
             query_event.on_end(payload={EventPayload.RESPONSE: out["response"]})
         return out["response"]
-
-
-def _check_system_prompt(template: str, refusal: str) -> None:
-    """A clear error for a system prompt without the refusal, or with slots other than ``{refusal}``."""
-    if "{refusal}" not in template and refusal not in template:
-        raise ValueError("system_prompt must contain '{refusal}' (or the refusal sentence itself).")
-    try:
-        template.format(refusal=refusal)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(
-            f"system_prompt may only have the slot {{refusal}} ({exc!r}); write literal braces "
-            "as '{{' and '}}'."
-        ) from exc
-
-
-# postprocessors an engine has set its callback manager on, by id (entries leave with them)
-_WIRED: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
-_WIRED_LOCK = threading.Lock()
-
-
-def _wired(postprocessor: Any, callback_manager: Any) -> Any:
-    """``postprocessor`` reporting its events (RERANKING...) to ``callback_manager``.
-
-    Like core, the first engine sets its callback manager on the postprocessor. One that
-    another engine already set its own manager on is not rewired (that engine's events
-    would go to this one's handlers, e.g. another request's tracer): this engine gets a
-    shallow copy (a ``CrossEncoderRerank`` copy shares the loaded model).
-    """
-    with _WIRED_LOCK:
-        current = getattr(postprocessor, "callback_manager", None)
-        if current is callback_manager or id(postprocessor) not in _WIRED:
-            with contextlib.suppress(TypeError):  # not weakly referable: rewired, as core does
-                _WIRED[id(postprocessor)] = postprocessor
-            postprocessor.callback_manager = callback_manager
-            return postprocessor
-    if isinstance(postprocessor, BaseModel):
-        copied = postprocessor.model_copy()
-    else:
-        copied = copy.copy(postprocessor)
-    copied.callback_manager = callback_manager
-    return copied
-
-
-async def _one(text: str) -> AsyncIterator[str]:
-    yield text
-
-
-def _is_local(llm: Any) -> bool:
-    """An LLM that reports its refusal probability and takes ``refuse=`` (``LocalChatLLM``)."""
-    return hasattr(llm, "conversation_refusal_probabilities") and hasattr(
-        llm, "active_refusal_policy"
-    )
-
-
-# core's BaseRetriever.retrieve / aretrieve read what _retrieve returned in these methods
-_CORE_READS_RETRIEVED = frozenset({"_handle_recursive_retrieval", "_ahandle_recursive_retrieval"})
-
-
-def _unreadable_output(exc: BaseException, retriever: Any) -> TypeError | None:
-    """When LlamaIndex core failed reading what a retriever's ``_retrieve`` returned (``None``,
-    a string, bare nodes), the error naming that retriever and what it must return; ``None``
-    when what it returned was fine (the error is someone else's: the retriever's own, say)."""
-    reader, tb = None, exc.__traceback__
-    while tb is not None:  # the innermost core frame that read a retriever's output
-        if tb.tb_frame.f_code.co_name in _CORE_READS_RETRIEVED:
-            reader = tb.tb_frame
-        tb = tb.tb_next
-    if reader is None:
-        return None
-    method = "_aretrieve / _retrieve" if reader.f_code.co_name.startswith("_a") else "_retrieve"
-    where = reader.f_locals.get("self", retriever)
-    try:
-        _checked(reader.f_locals.get("nodes"), where, "retriever", f"'s {method}")
-    except TypeError as problem:
-        return problem
-    return None
-
-
-def _checked(nodes: Any, where: Any, role: str, via: str = "") -> list[NodeWithScore]:
-    """``nodes`` as a list of ``NodeWithScore``, or a ``TypeError`` naming the ``role`` at fault
-    (``via``: the method that returned them, e.g. ``"'s _retrieve"``)."""
-    name = f"the {role} {type(where).__name__}{via}"
-    if nodes is None or isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
-        raise TypeError(
-            f"{name} returned {type(nodes).__name__}, not a list of NodeWithScore (return [] "
-            "when nothing is found)"
-        )
-    nodes = list(nodes)
-    for position, item in enumerate(nodes):
-        if not isinstance(item, NodeWithScore):
-            hint = (
-                "; wrap each node as NodeWithScore(node=node, score=None)"
-                if isinstance(item, BaseNode)
-                else ""
-            )
-            raise TypeError(
-                f"{name} returned a {type(item).__name__} at position {position}, not a "
-                f"NodeWithScore{hint}"
-            )
-    return nodes
-
-
-def _check_query_type(query: Any) -> None:
-    if not isinstance(query, (str, QueryBundle)):
-        raise TypeError(
-            f"the question must be a str or a llama_index QueryBundle, got {type(query).__name__}"
-        )
-    if isinstance(query, QueryBundle) and not isinstance(query.query_str, str):
-        raise TypeError(
-            "the question's QueryBundle must hold a str query_str, got "
-            f"{type(query.query_str).__name__}"
-        )

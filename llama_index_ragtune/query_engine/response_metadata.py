@@ -57,16 +57,20 @@ from llama_index_ragtune.grounding import (
     truncate_source,
 )
 from llama_index_ragtune.query_engine.post_check import check_citations
+from llama_index_ragtune.query_engine.prompt_fit import PromptFit
 
 
-def base_metadata(question: str, nodes: Sequence[NodeWithScore]) -> dict[str, Any]:
-    """The metadata of an answer in progress: every key present, nothing decided yet.
+def base_metadata(
+    question: str, nodes: Sequence[NodeWithScore], fit: PromptFit | None = None
+) -> dict[str, Any]:
+    """The metadata of an answer in progress: every key present, nothing decided yet but
+    how the sources were ``fit`` into the context window (when they were).
 
     Example::
 
         base_metadata("Capital of Italy?", nodes)["finished"]    # False
     """
-    return {
+    metadata = {
         "question": question,
         "source_node_ids": [n.node.node_id for n in nodes],
         "citations": [],
@@ -88,6 +92,13 @@ def base_metadata(question: str, nodes: Sequence[NodeWithScore]) -> dict[str, An
         "cut_claim": None,
         "finished": False,
     }
+    if fit is not None:
+        metadata.update(
+            left_out_node_ids=list(fit.left_out_node_ids),
+            cut_node_ids=list(fit.cut_node_ids),
+            prompt=fit.to_dict(),
+        )
+    return metadata
 
 
 def fill_metadata(

@@ -1,0 +1,64 @@
+"""Clear errors for what ``CitationQueryEngine`` is given: its system prompt, its LLM, a question.
+
+Example::
+
+    check_system_prompt("Answer from the sources or say: {refusal}", DEFAULT_REFUSAL)
+    check_query_type("Capital of Italy?")
+    is_local(LocalChatLLM())    # True: it reports P(refusal) and takes refuse=
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.schema import QueryBundle
+
+__all__ = ["check_llm", "check_query_type", "check_system_prompt", "is_local"]
+
+
+def check_system_prompt(template: str, refusal: str) -> None:
+    """A clear error for a system prompt without the refusal, or with slots other than ``{refusal}``."""
+    if "{refusal}" not in template and refusal not in template:
+        raise ValueError("system_prompt must contain '{refusal}' (or the refusal sentence itself).")
+    try:
+        template.format(refusal=refusal)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"system_prompt may only have the slot {{refusal}} ({exc!r}); write literal braces "
+            "as '{{' and '}}'."
+        ) from exc
+
+
+def is_local(llm: Any) -> bool:
+    """An LLM that reports its refusal probability and takes ``refuse=`` (``LocalChatLLM``)."""
+    return hasattr(llm, "conversation_refusal_probabilities") and hasattr(
+        llm, "active_refusal_policy"
+    )
+
+
+def check_llm(llm: Any, refusal_policy: Any, uncited: str) -> None:
+    """A clear error when ``llm`` cannot serve the refusal policy or the post-check."""
+    if refusal_policy is not None and refusal_policy.uses_decoder and not is_local(llm):
+        raise ValueError(
+            f"{type(refusal_policy).__name__} reads the decoder's refusal probability, which "
+            f"{type(llm).__name__} does not give; use LocalChatLLM, or an "
+            "AnswerabilityRefusalPolicy (encoder side only)."
+        )
+    if uncited == "cite" and not hasattr(llm, "citation_probabilities"):
+        raise ValueError(
+            f"uncited='cite' asks the LLM which source to cite; {type(llm).__name__} has no "
+            "citation_probabilities (use LocalChatLLM, or uncited='flag')."
+        )
+
+
+def check_query_type(query: Any) -> None:
+    """A ``TypeError`` for a question that is not a ``str`` or a ``QueryBundle`` holding one."""
+    if not isinstance(query, (str, QueryBundle)):
+        raise TypeError(
+            f"the question must be a str or a llama_index QueryBundle, got {type(query).__name__}"
+        )
+    if isinstance(query, QueryBundle) and not isinstance(query.query_str, str):
+        raise TypeError(
+            "the question's QueryBundle must hold a str query_str, got "
+            f"{type(query.query_str).__name__}"
+        )
