@@ -9,6 +9,9 @@ Example::
 
     ragtune rollback --bundle runs/shop              # v3 -> v2
     ragtune rollback --bundle runs/shop --to v3      # and forward again
+
+``--to`` the version served already changes nothing and writes nothing (it works on a
+read-only copy too).
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         before, served = switch_version(args.bundle, to=args.to)
     except BundleError as exc:
         raise UsageError(str(exc)) from None
+    versions = ", ".join(bundle_versions(args.bundle))
+    if before == served:
+        print(f"CURRENT: {served} already; nothing changed (versions: {versions})")
+        return 0
     was = before or "(none: CURRENT was missing or damaged, now rewritten)"
-    print(f"CURRENT: {was} -> {served} (versions: {', '.join(bundle_versions(args.bundle))})")
+    print(f"CURRENT: {was} -> {served} (versions: {versions})")
     return 0

@@ -239,10 +239,47 @@ def _system_table(systems: list[SystemResult], latency_name: str) -> str:
     return _table(head, rows)
 
 
+MAX_SHOWN_SYSTEMS = 40
+"""Systems a section's charts and tables show: beyond it, the best ones by the section's
+first metric (with the baselines they are compared with), and a note naming how many
+are left out (every system stays in ``report.md`` and the JSON)."""
+
+
+def shown_systems(systems: list[SystemResult]) -> tuple[list[SystemResult], str]:
+    """The systems a section shows (in their order) and a note on those left out ("": none).
+
+    Example::
+
+        shown, note = shown_systems(results.retrieval)    # 10,000 systems: the best 40
+    """
+    if len(systems) <= MAX_SHOWN_SYSTEMS:
+        return systems, ""
+    keys = metric_keys(systems)
+    key = keys[0] if keys else None
+    sign = metric_direction(key) if key else 1
+
+    def rank(i: int) -> tuple[bool, float, int]:
+        value = systems[i].metrics.get(key) if key else None
+        return (value is None, -sign * value if value is not None else 0.0, i)
+
+    best = sorted(range(len(systems)), key=rank)[:MAX_SHOWN_SYSTEMS]
+    refs = reference_indices(systems)
+    keep = set(best) | {ref for i in best if (ref := refs[i]) is not None}
+    shown = [s for i, s in enumerate(systems) if i in keep]
+    by = f"by {_e(key)}" if key else "first"
+    note = (
+        f" Showing the {len(best)} best of {len(systems):,} systems {by} (with the baselines "
+        f"they are compared with); the other {len(systems) - len(shown):,} are in report.md "
+        "and the evaluation JSON."
+    )
+    return shown, note
+
+
 def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]) -> str:
     systems: list[SystemResult] = getattr(results, section)
     if not systems:
         return ""
+    systems, left_out = shown_systems(systems)
     title = SECTION_TITLES[section]
     series = [Series(_label(s), _color(hues, s), s.metrics) for s in systems]
     keys = _chart_keys(systems)
@@ -255,6 +292,7 @@ def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]
     table_only = [k for k in metric_keys(systems) if k not in keys]
     if table_only:
         lede += f" Not on the 0–1 chart, in the table: {_e(', '.join(table_only))}."
+    lede += left_out
     parts = [f'<section id="{section}"><h2>{title}</h2><p class="lede">{lede}</p>']
     if keys:
         chart = metric_bars(
@@ -299,6 +337,7 @@ def _calibration_html(results: EvaluationResults, hues: dict[str, str]) -> str:
     systems = [s for s in results.generation if s.refusal is not None]
     if not systems:
         return ""
+    systems, left_out = shown_systems(systems)
     figures = []
     for s in systems:
         scores = s.refusal
@@ -322,7 +361,7 @@ def _calibration_html(results: EvaluationResults, hues: dict[str, str]) -> str:
     return (
         '<section id="refusal"><h2>Refusal calibration</h2><p class="lede">Questions binned '
         "by the model's refusal probability: a calibrated model's bars meet the diagonal. "
-        "Right of the threshold it refuses.</p>"
+        f"Right of the threshold it refuses.{left_out}</p>"
         f'<div class="calib-grid">{"".join(figures)}</div></section>'
     )
 

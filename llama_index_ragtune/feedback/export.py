@@ -295,19 +295,19 @@ def feedback_retrieval_dataset(
     queries: dict[str, _Query] = {}
     latest: dict[str, str] = {}  # node id -> text hash of the last version in the selection
     used = other_side = 0
-    for record in store.records(since=since, until=until, bundle_version=bundle_version):
-        for source in record.retrieved:
-            latest[source.node_id] = source.text_hash
-        qid = feedback_query_id(record.query, record.metadata, keys)
-        if not _keep(qid, split, eval_fraction, seed):
-            other_side += 1
-            continue
-        used += 1
-        query = queries.setdefault(qid, _Query(record.query))
-        query.records += 1
-        _label(record, query)
-
-    texts = store.node_texts(latest.items(), embed=metadata_mode == "embed")
+    with store.snapshot() as view:  # records and texts of one moment (writers go on)
+        for record in view.records(since=since, until=until, bundle_version=bundle_version):
+            for source in record.retrieved:
+                latest[source.node_id] = source.text_hash
+            qid = feedback_query_id(record.query, record.metadata, keys)
+            if not _keep(qid, split, eval_fraction, seed):
+                other_side += 1
+                continue
+            used += 1
+            query = queries.setdefault(qid, _Query(record.query))
+            query.records += 1
+            _label(record, query)
+        texts = view.node_texts(latest.items(), embed=metadata_mode == "embed")
     merged = {
         node_id: texts[(node_id, h)] for node_id, h in latest.items() if (node_id, h) in texts
     }
@@ -500,24 +500,24 @@ def feedback_preference_pairs(
     groups: dict[
         tuple[str, tuple[tuple[str, str], ...]], dict[int, dict[str, tuple[str, str]]]
     ] = {}
-    for record in store.records(since=since, until=until, bundle_version=bundle_version):
-        if record.rating is None or record.answer is None:
-            continue
-        answer = _answer_key(record.answer)
-        if not answer:  # a blank answer teaches nothing, chosen or rejected
-            continue
-        qid = feedback_query_id(record.query, record.metadata, keys)
-        if not _keep(qid, split, eval_fraction, seed):
-            continue
-        sources = tuple((s.node_id, s.text_hash) for s in record.retrieved)
-        by_rating = groups.setdefault((qid, sources), {1: {}, -1: {}})
-        by_rating[record.rating].setdefault(answer, (record.query, record.answer))
-
-    if max_pairs_per_group is None:
-        _check_uncapped_pairs(groups, store)
+    with store.snapshot() as view:  # records and texts of one moment (writers go on)
+        for record in view.records(since=since, until=until, bundle_version=bundle_version):
+            if record.rating is None or record.answer is None:
+                continue
+            answer = _answer_key(record.answer)
+            if not answer:  # a blank answer teaches nothing, chosen or rejected
+                continue
+            qid = feedback_query_id(record.query, record.metadata, keys)
+            if not _keep(qid, split, eval_fraction, seed):
+                continue
+            sources = tuple((s.node_id, s.text_hash) for s in record.retrieved)
+            by_rating = groups.setdefault((qid, sources), {1: {}, -1: {}})
+            by_rating[record.rating].setdefault(answer, (record.query, record.answer))
+        if max_pairs_per_group is None:
+            _check_uncapped_pairs(groups, store)
+        needed = {key for (_, sources), g in groups.items() if g[1] and g[-1] for key in sources}
+        texts = view.node_texts(needed)
     rows: list[dict[str, Any]] = []
-    needed = {key for (_, sources), g in groups.items() if g[1] and g[-1] for key in sources}
-    texts = store.node_texts(needed)
     for (qid, sources), by_rating in groups.items():
         lost = [key for key in sources if key not in texts]
         if lost and by_rating[1] and by_rating[-1]:

@@ -10,10 +10,12 @@ Safe to share: several processes (and threads) may write at once; each write
 is one short transaction that waits up to ``timeout`` seconds for the lock, and
 the database runs in WAL mode, so a writer killed mid-write loses only its
 uncommitted record. All SQL is parameterised; texts are stored verbatim.
-Reads and exports take one short read transaction a page (500 records), so a long
-export never holds the WAL back; another program that keeps a read transaction open
-does: ``<file>-wal`` then grows with every write until it lets go, and is cut back to
-4 MiB (``schema.WAL_SIZE_LIMIT``) at the next checkpoint after.
+``records()`` takes one short read transaction a page (500 records), so iterating a
+long log never holds the WAL back. An export reads through :meth:`FeedbackStore.snapshot`,
+one read transaction (on a connection of its own: writers go on), so its records, ratings
+and node texts are of one moment; while it runs, as while another program keeps a read
+transaction open, ``<file>-wal`` grows with every write, and is cut back to 4 MiB
+(``schema.WAL_SIZE_LIMIT``) at the next checkpoint after.
 
 Example::
 
@@ -176,6 +178,7 @@ class FeedbackStore:
         self._synchronous = synchronous
         self._read_only = read_only
         self._lock = threading.RLock()
+        self._pinned: sqlite3.Connection | None = None  # the transaction of snapshot()
         self._conn: sqlite3.Connection | None = self._open(create)
         self._pid = os.getpid()
         self._inherited: list[sqlite3.Connection] = []
@@ -281,8 +284,12 @@ class FeedbackStore:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: every statement inside sees the same snapshot."""
+        """A read transaction: every statement inside sees the same snapshot (inside
+        :meth:`snapshot`, its one transaction)."""
         with self._lock:
+            if self._pinned is not None:
+                yield self._pinned
+                return
             conn = self._connection()
             conn.execute("BEGIN")
             try:
@@ -298,6 +305,44 @@ class FeedbackStore:
                 if conn.in_transaction:  # a read-only transaction: ending it cannot lose data
                     with suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[FeedbackStore]:
+        """A reader of the store as it is now: every read through it (``records``,
+        ``node_texts``, ``stats``...) sees one read transaction, whatever is committed
+        meanwhile, so what it reads agrees (no rating without its record, no record of a
+        batch without the others). The exports read through one. On a file it is a
+        connection of its own: this store's other threads go on writing (the WAL grows
+        until it is closed); ``":memory:"`` holds this store's lock instead.
+
+        Example::
+
+            with store.snapshot() as view:
+                records, stats = list(view.records()), view.stats()
+        """
+        if str(self._path) == ":memory:" or self._pinned is not None:
+            with self._lock, self._read() as conn:
+                outer, self._pinned = self._pinned, conn
+                try:
+                    yield self
+                finally:
+                    self._pinned = outer
+            return
+        view = FeedbackStore(
+            self._path,
+            timeout=self._timeout,
+            create=False,
+            synchronous=self._synchronous,  # type: ignore[arg-type]
+            read_only=self._read_only,
+        )
+        try:
+            with view._read() as conn:
+                conn.execute("SELECT count(*) FROM records").fetchone()  # starts the snapshot
+                view._pinned = conn
+                yield view
+        finally:
+            view._pinned = None
+            view.close()
 
     def _damaged(self, exc: BaseException) -> FeedbackStoreError:
         return FeedbackStoreError(

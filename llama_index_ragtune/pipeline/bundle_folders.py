@@ -47,7 +47,9 @@ from llama_index_ragtune._atomic import (
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 BUNDLES_DIR = "bundles"
-VERSION_NAME = re.compile(r"^v(\d{1,9})$")
+VERSION_NAME = re.compile(r"v([1-9][0-9]{0,8})\Z")
+"""The one spelling of a version name: ``v`` and an ASCII number without leading zeros (``v2``,
+never ``v02``, ``V2``, ``v+2``, ``v2 `` or ``v٢``: two names must not mean one version)."""
 _MAX_VERSION = 999_999_999  # the highest number VERSION_NAME reads
 _POINTER_BYTES = 4096  # the most of CURRENT that is read
 REWRITE = "run the tuning pipeline again to write a fresh bundle"
@@ -55,8 +57,10 @@ LOCK = ".lock"
 LOCK_TIMEOUT = 600.0  # seconds a writer waits for another one before a BundleError
 # what killed writers leave: version folders being written or replaced (_atomic.atomic_dir)
 # and the temporary files of CURRENT and history.jsonl (_atomic.atomic_path)
-_VERSION_LEFTOVER = re.compile(r"^(v\d{1,9})\.(?:tmp|old)-(\d+)-[0-9a-f]+$")
-_FILE_LEFTOVER = re.compile(r"^\.(?:CURRENT|history\.jsonl)\.tmp-(\d+)-[0-9a-f]+(?:\.jsonl)?$")
+_VERSION_LEFTOVER = re.compile(r"(v[1-9][0-9]{0,8})\.(?:tmp|old)-([0-9]+)-[0-9a-f]+\Z")
+_FILE_LEFTOVER = re.compile(r"\.(?:CURRENT|history\.jsonl)\.tmp-([0-9]+)-[0-9a-f]+(?:\.jsonl)?\Z")
+# a name a person may have meant as a version (v02, V2, "v2 ", v+2, v٢): never read as one
+_VERSION_LIKE = re.compile(r"\s*[vV]\s*\+?\s*0*(\d{1,9})\s*\Z")
 # bundles folders whose lock this thread holds: .depth {path: depth}, .locked {path: flock taken}
 _HELD = threading.local()
 logger = logging.getLogger(__name__)
@@ -143,9 +147,51 @@ def unfinished_versions(path: str | Path) -> list[str]:
     return out
 
 
-def _skipped(root: Path) -> str:
-    found = unfinished_versions(root)
-    return f"; skipped unfinished folders: {', '.join(found)}" if found else ""
+def canonical_version(name: Any) -> str | None:
+    """The version name ``name`` was probably meant as (``v2`` for ``v02``, ``V2``, ``v+2``,
+    ``" v2 "``, ``v٢``), None when it is not like one; ``name`` itself when it is one.
+
+    Example::
+
+        canonical_version("V02"), canonical_version("latest")      # ('v2', None)
+    """
+    if not isinstance(name, str):
+        return None
+    found = _VERSION_LIKE.match(name)
+    if found is None or int(found.group(1)) == 0:
+        return None
+    return f"v{int(found.group(1))}"
+
+
+def misnamed_versions(path: str | Path) -> list[str]:
+    """Entries of a bundles folder named like a version but not spelled as one (``v02``,
+    ``V2``, ``"v2 "``, ``v+2``, ``v٢``): never read as a version (two names would mean one
+    version); errors and warnings name them with the spelling that would be read.
+
+    Example::
+
+        misnamed_versions("runs/shop")       # ["'v02' (not a version name; v2 is)"]
+    """
+    root = bundles_root(path)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    return [
+        f"{name!r} (not a version name; {meant} is)"
+        for name in names
+        if (meant := canonical_version(name)) is not None and meant != name
+    ]
+
+
+def skipped_folders(path: str | Path) -> str:
+    """``"; skipped ..."`` naming the unfinished and misnamed version folders ("" for none)."""
+    parts = []
+    if found := unfinished_versions(path):
+        parts.append(f"skipped unfinished folders: {', '.join(found)}")
+    if misnamed := misnamed_versions(path):
+        parts.append(f"skipped misnamed folders: {', '.join(misnamed)}")
+    return "".join(f"; {part}" for part in parts)
 
 
 def _read_only_error(root: Path, exc: OSError, action: str) -> BundleError:
@@ -292,12 +338,21 @@ def next_version(path: str | Path) -> str:
     """The name the next bundle gets: ``v<highest + 1>`` (``v1`` for the first).
 
     Leftovers of killed writers are removed first, so they use up no number; a
-    version folder a live writer is writing still counts. Call it holding
+    version folder a live writer is writing still counts, and so does a misnamed one
+    (``v02``: no ``v2`` is written beside it; a warning names it). Call it holding
     :func:`bundle_lock`, else another writer may pick the same name.
     """
     root = bundles_root(path)
     clean_leftovers(root)
     incomplete = [name for name in unfinished_versions(root) if name.endswith(f"(no {MANIFEST})")]
+    misnamed = misnamed_versions(root)
+    if misnamed:
+        logger.warning(
+            "%s holds folders named like versions but not spelled as one: %s; they are never "
+            "read as versions: rename (or remove) them",
+            root,
+            ", ".join(misnamed),
+        )
     if incomplete:
         logger.warning(
             "%s holds version folders without %s (%s): not served, and their numbers are not "
@@ -312,6 +367,8 @@ def next_version(path: str | Path) -> str:
             numbers.append(int(m.group(1)))
         elif m := _VERSION_LEFTOVER.match(name):  # a live writer's (left by clean_leftovers)
             numbers.append(int(m.group(1)[1:]))
+        elif meant := canonical_version(name):  # v02: no v2 beside it, however it is read
+            numbers.append(int(meant[1:]))
     highest = max(numbers, default=0)
     if highest >= _MAX_VERSION:  # v1000000000 would be written, and never be read
         raise BundleError(
@@ -326,8 +383,11 @@ def check_version_name(version: Any, source: str, root: Path) -> str:
     """``version`` when it is a version name (``v<number>``), else ``BundleError`` naming
     ``source`` (``CURRENT`` or the argument): a name never leads outside ``root``."""
     if not isinstance(version, str) or not VERSION_NAME.match(version):
+        meant = canonical_version(version)
+        spelled = f" (version {meant[1:]} is written {meant})" if meant else ""
         raise BundleError(
-            f"{source} names {short(version)}, which is not a bundle version (v1, v2, ...); "
+            f"{source} names {short(version)}, which is not a bundle version (v1, v2, ...)"
+            f"{spelled}; "
             f"versions here: {bundle_versions(root) or 'none'}; pass one of them, or "
             f"`ragtune rollback --to VERSION` to rewrite {root / CURRENT}"
         )
@@ -473,7 +533,7 @@ def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
         return kept
     raise BundleError(
         f"{folder / MANIFEST} not found: version {version!r} is missing or incomplete; "
-        f"versions here: {bundle_versions(root) or 'none'}{_skipped(root)}; load one of them "
+        f"versions here: {bundle_versions(root) or 'none'}{skipped_folders(root)}; load one of them "
         f"(`ragtune rollback --to VERSION` serves it), or {REWRITE}"
     )
 

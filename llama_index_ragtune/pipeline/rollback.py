@@ -14,7 +14,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 
 __all__ = ["rollback_bundle", "switch_version"]
@@ -27,6 +29,7 @@ def rollback_bundle(path: str | Path, to: str | None = None) -> str:
     before the current one), atomically, after verifying its files. Returns the version.
 
     Raises ``BundleError`` when there is no earlier version, or ``to`` is unknown or damaged.
+    ``to`` already served changes nothing and writes nothing (also on a read-only copy).
     Version folders that are not complete (no manifest: an interrupted copy; a writer's
     ``v<n>.tmp-*``) are never served; a warning names those passed over, also when
     ``CURRENT`` itself names one (the newest complete version before it is served).
@@ -53,14 +56,22 @@ def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None,
         bundle_lock,
         bundle_versions,
         bundles_root,
+        check_version_name,
         current_version,
         set_current_version,
+        skipped_folders,
         unfinished_versions,
     )
-    from llama_index_ragtune.pipeline.bundle_manifest import verify_bundle
     from llama_index_ragtune.pipeline.refresh_writer import append_history
 
     root = bundles_root(path)
+    if to is not None and root.is_dir() and not os.access(root, os.W_OK):
+        # a read-only copy: no switch can be made there, but one to the version served
+        # already changes nothing, so it is answered without the writer lock (a write)
+        with contextlib.suppress(BundleError):
+            if current_version(root) == to:
+                _verify(root, to, bundle_versions(root), to)
+                return to, to
     with bundle_lock(root):  # CURRENT read, checked and moved with no other writer between
         versions = bundle_versions(root)
         try:
@@ -70,7 +81,7 @@ def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None,
                 raise
             current = None
         unfinished = unfinished_versions(root)
-        skipped = f"; skipped unfinished folders: {', '.join(unfinished)}" if unfinished else ""
+        skipped = skipped_folders(root)
         if not versions:
             raise BundleError(f"no bundle in {root}: nothing to roll back{skipped}")
         if to is None:
@@ -103,13 +114,23 @@ def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None,
                     ", ".join(passed) or "none",
                 )
         elif to not in versions:
+            check_version_name(to, "--to", root)  # v02, V2: says how the version is written
             raise BundleError(f"no version {to!r} in {root}; versions here: {versions}{skipped}")
-        try:
-            verify_bundle(root / to)
-        except BundleError as exc:  # CURRENT stays: name the damage and the other versions
-            others = [v for v in versions if v not in (to, current)]
-            hint = f"; or serve another version: --to one of {others}" if others else ""
-            raise BundleError(f"cannot roll back to {to}: {exc}{hint}") from None
-        set_current_version(root, to)
-        append_history(root, {"action": "rollback", "from": current, "served": to})
+        _verify(root, to, versions, current)
+        if to != current:  # already served: nothing to write (the folder may be read-only)
+            set_current_version(root, to)
+            append_history(root, {"action": "rollback", "from": current, "served": to})
     return current, to
+
+
+def _verify(root: Path, version: str, versions: list[str], current: str | None) -> None:
+    """``BundleError`` naming the damage of ``version`` and the other versions to serve."""
+    from llama_index_ragtune.pipeline.bundle_folders import BundleError
+    from llama_index_ragtune.pipeline.bundle_manifest import verify_bundle
+
+    try:
+        verify_bundle(root / version)
+    except BundleError as exc:  # CURRENT stays: name the damage and the other versions
+        others = [v for v in versions if v not in (version, current)]
+        hint = f"; or serve another version: --to one of {others}" if others else ""
+        raise BundleError(f"cannot roll back to {version}: {exc}{hint}") from None

@@ -23,8 +23,9 @@ Skipped when walking the folder: names starting with ``.`` (hidden files and fol
 ``.git``, ``.DS_Store``, macOS ``._*`` copies) or ``~$`` (office lock files), files of
 other types, and linked folders, broken links, FIFOs and devices (a warning names those).
 Two file names equal in Unicode NFC (names differing in case are two documents),
-a file over ``MAX_DOCUMENT_BYTES`` (32 MiB) and a file that is not UTF-8 (UTF-16,
-Latin-1, Windows-1252, Shift-JIS...: every such file is named at once) are each a ``DataError``.
+a file over ``MAX_DOCUMENT_BYTES`` (32 MiB; the metadata file too) and a file that is
+not UTF-8 (UTF-16, Latin-1, Windows-1252, Shift-JIS...: every such file is named at once)
+are each a ``DataError``.
 
 Each document's ``id_`` is its path relative to the docs folder (``"grocery/returns.md"``):
 the ``doc_id`` that labelled queries refer to. Nodes get stable ids
@@ -41,7 +42,9 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import difflib
+import itertools
 import json
 import logging
 import os
@@ -50,7 +53,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.reading import read_json_file
@@ -175,11 +178,30 @@ def _is_glob(pattern: str) -> bool:
     return "*" in pattern or "?" in pattern
 
 
-def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _glob_matches(pattern: str, by_nfc: Sequence[tuple[str, str]]) -> list[str]:
+    """The files (``(NFC name, name)`` pairs, sorted) that glob ``pattern`` matches: only
+    those starting with its literal head (``grocery/`` of ``grocery/*.md``) are compared,
+    so a glob per folder costs its folder's files, not every file."""
+    head = pattern[: min((i for i, c in enumerate(pattern) if c in "*?"), default=len(pattern))]
+    start = bisect.bisect_left(by_nfc, (head,))
+    found = []
+    for nfc, name in itertools.islice(by_nfc, start, None):
+        if not nfc.startswith(head):
+            break
+        if glob_match(pattern, nfc):
+            found.append(name)
+    return found
+
+
+def read_metadata(
+    path: str | Path, files: Sequence[str], max_bytes: int = MAX_DOCUMENT_BYTES
+) -> dict[str, dict[str, Any]]:
     """``{relative file: merged metadata}`` from a metadata JSON file (see the module docs).
 
     Raises ``DataError`` naming the file and the entry for a bad value (the shared
-    reader refuses a lone surrogate), an entry that matches no file, or a reserved key.
+    reader refuses a lone surrogate), an entry that matches no file, or a reserved key,
+    and naming the file when it is over ``max_bytes`` (the documents' limit: memory stays
+    bounded) or not a regular file (a FIFO would block the read).
     A path without ``*`` / ``?`` is looked up, not matched against every file, so
     a metadata file with an entry per document takes linear time.
     """
@@ -190,6 +212,19 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
     path = Path(path)
     if path.is_dir():
         raise DataError("is a folder", path=path, hint="pass the metadata JSON file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"metadata file not found: {path}")
+    # bounded like a document, and never a FIFO (reading one blocks until a writer comes)
+    with _open_regular(path, "not a regular file (a FIFO or device)") as handle:
+        size = os.fstat(handle.fileno()).st_size
+    if size > max_bytes:
+        raise _too_large(
+            path,
+            max_bytes,
+            "a metadata file",
+            'give many files their metadata with one glob entry ("grocery/**": {...}) '
+            "instead of an entry per file, or pass a larger max_bytes",
+        )
     try:
         # Strict JSON: a repeated pattern or key is an error, not a silent last-wins.
         data = read_json_file(path)
@@ -204,6 +239,7 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
     by_key: dict[str, list[str]] = {}
     for f in files:
         by_key.setdefault(path_key(f), []).append(f)
+    by_nfc = sorted((unicodedata.normalize("NFC", f), f) for f in files)
     unmatched = []
     for pattern, values in data.items():
         where = f"$[{json.dumps(pattern)}]"
@@ -246,8 +282,7 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
         elif not _is_glob(pattern):
             matches = by_key.get(path_key(pattern), [])
         else:
-            nfc = unicodedata.normalize("NFC", pattern)
-            matches = [f for f in files if glob_match(nfc, unicodedata.normalize("NFC", f))]
+            matches = _glob_matches(unicodedata.normalize("NFC", pattern), by_nfc)
         if not matches:
             unmatched.append(pattern)
         for f in matches:
@@ -261,9 +296,17 @@ def read_metadata(path: str | Path, files: Sequence[str]) -> dict[str, dict[str,
             for u in unmatched[:5]
             if (found := difflib.get_close_matches(path_key(u), list(by_key), n=1, cutoff=0.8))
         }
+        outside = [u for u in unmatched if ".." in path_key(u).split("/")]
         raise DataError(
             f"{len(unmatched)} entr{'y' if len(unmatched) == 1 else 'ies'} match no document: "
-            f"{unmatched[:5]}" + (f" (did you mean {close}?)" if close else ""),
+            f"{unmatched[:5]}"
+            + (f" (did you mean {close}?)" if close else "")
+            + (
+                f" ('..' in {outside[:5]} is not followed: a key names a file inside the "
+                "docs folder, relative to it)"
+                if outside
+                else ""
+            ),
             path=path,
             hint="keys are paths relative to the docs folder (or glob patterns); fix or remove them",
         )
@@ -352,15 +395,9 @@ def _check_names(root: Path, files: Sequence[str]) -> None:
         )
 
 
-def _read_text(path: Path, max_bytes: int) -> str:
-    """The file's UTF-8 text (a leading BOM kept for the parsers, ``\\n`` line ends), at
-    most ``max_bytes``.
-
-    ``DataError`` naming the file when it has gone or cannot be read, is no longer a
-    regular file (replaced by a FIFO after the walk: opened without blocking), is larger
-    than ``max_bytes`` (also when it grows while read), or is not UTF-8
-    (``UnicodeDecodeError`` is left to the caller, which names every such file).
-    """
+def _open_regular(path: Path, replaced: str) -> BinaryIO:
+    """``path`` opened for reading in binary, without blocking on a FIFO: ``DataError`` naming
+    it when it has gone, cannot be read, or is not a regular file (``replaced`` says how)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
@@ -370,19 +407,35 @@ def _read_text(path: Path, max_bytes: int) -> str:
             path=path,
             hint="run again once nothing writes to the folder, or fix its permissions",
         ) from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DataError(
-                "is no longer a regular file (replaced by a FIFO or device while the folder "
-                "was read)",
-                path=path,
-            )
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise DataError(f"is {replaced}", path=path)
+    return handle
+
+
+def _too_large(path: Path, max_bytes: int, what: str, hint: str) -> DataError:
+    return DataError(f"is larger than the {max_bytes:,}-byte limit of {what}", path=path, hint=hint)
+
+
+def _read_text(path: Path, max_bytes: int) -> str:
+    """The file's UTF-8 text (a leading BOM kept for the parsers, ``\\n`` line ends), at
+    most ``max_bytes``.
+
+    ``DataError`` naming the file when it has gone or cannot be read, is no longer a
+    regular file (replaced by a FIFO after the walk: opened without blocking), is larger
+    than ``max_bytes`` (also when it grows while read), or is not UTF-8
+    (``UnicodeDecodeError`` is left to the caller, which names every such file).
+    """
+    replaced = "no longer a regular file (replaced by a FIFO or device while the folder was read)"
+    with _open_regular(path, replaced) as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise DataError(
-            f"is larger than the {max_bytes:,}-byte limit of one document",
-            path=path,
-            hint="split it into smaller files (one per chapter or page), or pass a larger "
+        raise _too_large(
+            path,
+            max_bytes,
+            "one document",
+            "split it into smaller files (one per chapter or page), or pass a larger "
             "max_bytes to read_documents",
         )
     # line ends read as Python's text mode reads them (\r\n and a lone \r are \n)
@@ -420,7 +473,8 @@ def read_documents(
         docs_dir: the folder (searched recursively; hidden files and folders are skipped).
         metadata: a metadata JSON file (default: see :func:`find_metadata_file`).
         suffixes: file types read.
-        max_bytes: the largest file read (a larger one is a ``DataError`` naming it).
+        max_bytes: the largest document or metadata file read (a larger one is a
+            ``DataError`` naming it).
 
     Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a missing folder,
     ``DataError`` for a folder without documents, a subfolder that cannot be listed
@@ -465,7 +519,11 @@ def read_documents(
             hint="point --docs at the folder holding your Markdown / HTML / text files",
         )
     meta_path = Path(metadata).expanduser() if metadata is not None else find_metadata_file(root)
-    per_file = read_metadata(meta_path, files) if meta_path is not None else {f: {} for f in files}
+    per_file = (
+        read_metadata(meta_path, files, max_bytes)
+        if meta_path is not None
+        else {f: {} for f in files}
+    )
     if meta_path is not None:
         logger.info("document metadata read from %s", meta_path)
     documents, empty, not_utf8 = [], [], []
