@@ -27,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune._invisible import drop_invisible, is_blank
 from llama_index_ragtune.data.beir_files import (
     MAX_GRADE,
     BeirFormatError,
@@ -36,7 +37,6 @@ from llama_index_ragtune.data.beir_files import (
     read_queries,
 )
 from llama_index_ragtune.data.errors import DataError
-from llama_index_ragtune.data.records import drop_invisible
 
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
@@ -173,8 +173,6 @@ def load_beir(
     qrels = read_qrels(qrels_file)
     qrels = _drop_unknown(qrels, corpus, all_queries, qrels_file)
     _check_judged(qrels, qrels_file, split)
-
-    from llama_index_ragtune.grounding import is_blank  # (imports llama_index.core)
 
     qids = [qid for qid in all_queries if qid in qrels]
     empty = [qid for qid in qids if is_blank(all_queries[qid])]
@@ -390,8 +388,6 @@ def _check_judged(qrels: dict[str, dict[str, int]], qrels_file: Path, split: str
 
 
 def _warn_empty_documents(corpus: dict[str, str], lines: dict[str, int], path: Path) -> None:
-    from llama_index_ragtune.grounding import is_blank
-
     empty = [doc_id for doc_id, text in corpus.items() if is_blank(text)]
     if empty:
         warnings.warn(

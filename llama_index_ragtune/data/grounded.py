@@ -321,13 +321,15 @@ class GroundedSFTBuilder:
 
     # ------------------------------------------------------------------ dataset
     def to_dataset(self, contexts: Sequence[GroundedContext]) -> datasets.Dataset:
-        """TRL conversational prompt-completion rows plus metadata columns."""
+        """TRL conversational prompt-completion rows plus metadata columns (``question``: what
+        keeps twin questions under two qids on one side of a validation split)."""
         import datasets
 
         rows: dict[str, list[Any]] = {
             "prompt": [],
             "completion": [],
             "qid": [],
+            "question": [],
             "source_node_ids": [],
             "gold_numbers": [],
             "answerable": [],
@@ -337,6 +339,7 @@ class GroundedSFTBuilder:
             rows["prompt"].append(c.messages(self.refusal, self.system_prompt))
             rows["completion"].append([{"role": "assistant", "content": c.target}])
             rows["qid"].append(c.qid)
+            rows["question"].append(c.question)
             rows["source_node_ids"].append(list(c.source_ids))
             rows["gold_numbers"].append(list(c.gold_numbers))
             rows["answerable"].append(c.answerable)

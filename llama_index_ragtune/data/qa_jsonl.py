@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.qa import QAExample
 from llama_index_ragtune.data.reading import JSON_LINES_HINT, iter_lines, parse_json
@@ -118,13 +119,6 @@ class GroundedQAData:
     documents: list[Document] = field(default_factory=list)
 
 
-def _blank(text: str) -> bool:
-    """No visible character: only spaces, zero-width or direction marks (``grounding.is_blank``)."""
-    from llama_index_ragtune.grounding import is_blank
-
-    return is_blank(text)
-
-
 class _Line:
     """Typed fields of one parsed line; errors name the file, the line and the field."""
 
@@ -149,7 +143,7 @@ class _Line:
             raise self.error(f"field {key!r} must be a string, got {type(value).__name__}")
         if not value.strip() and not empty_ok:
             raise self.error(f"field {key!r} is empty")
-        if value.strip() and _blank(value):
+        if value.strip() and is_blank(value):
             raise self.error(
                 f"field {key!r} holds only invisible characters ({ascii(value[:20])})",
                 hint="write the text"
@@ -270,9 +264,9 @@ def _sources(line: _Line, texts: dict[str, tuple[str, int]]) -> list[str]:
         if not isinstance(source, dict) or set(source) != {"id", "text"}:
             raise line.error(f"{where} must be an object with exactly 'id' and 'text'")
         doc_id, text = source["id"], source["text"]
-        if not isinstance(doc_id, str) or _blank(doc_id):
+        if not isinstance(doc_id, str) or is_blank(doc_id):
             raise line.error(f"{where}.id must be a non-empty string of visible characters")
-        if not isinstance(text, str) or _blank(text):
+        if not isinstance(text, str) or is_blank(text):
             raise line.error(
                 f"{where}.text must be a non-empty string of visible characters (source {doc_id!r})"
             )

@@ -3,7 +3,9 @@
 Files are UTF-8 (a byte-order mark is allowed) and may be gzip-compressed
 (detected from the content, whatever the name). Lines end in ``\\n``, ``\\r\\n``
 or ``\\r``. A line is at most ``MAX_LINE_BYTES`` (16 MiB) long, checked while
-reading, so a file without newlines is refused without being read whole. JSON is
+reading, so a file without newlines is refused without being read whole; a whole-file
+JSON document (SQuAD) is at most ``MAX_JSON_FILE_BYTES`` (1 GiB), checked from its size
+before it is read. JSON is
 strict: ``NaN``, ``Infinity`` and numbers that overflow a float are rejected
 instead of turning into ``nan`` / ``inf``, a key repeated in one object is an
 error instead of a silent last-wins, and a lone surrogate
@@ -28,6 +30,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -41,6 +44,11 @@ MAX_LINE_BYTES = 16 * 2**20
 """Default cap on one line of a JSONL / TSV file (16 MiB, far above any real record):
 a longer line (a file without newlines, a corrupted download) is an error naming the
 file and line, found after reading at most about this much of it."""
+MAX_JSON_FILE_BYTES = 2**30
+"""Default cap on a whole-file JSON document read by :func:`read_json_file` (1 GiB, about
+25 times the real SQuAD 2.0 train file of 40 MiB): a larger file (the wrong file, a
+concatenation, a dataset that should be JSONL) is an error naming it, found from its size
+before any of it is read (a gzip file: after reading at most this much decompressed)."""
 _UTF16_32_BOMS = (
     (b"\xff\xfe\x00\x00", "UTF-32"),
     (b"\x00\x00\xfe\xff", "UTF-32"),
@@ -287,9 +295,16 @@ def parse_json(
 
 
 def read_json_file(
-    path: str | Path, error: type[DataError] = DataError, allow_nan: bool = False
+    path: str | Path,
+    error: type[DataError] = DataError,
+    allow_nan: bool = False,
+    max_bytes: int | None = MAX_JSON_FILE_BYTES,
 ) -> Any:
     """Read and parse a whole JSON file (UTF-8, optionally gzip-compressed).
+
+    A file over ``max_bytes`` (default :data:`MAX_JSON_FILE_BYTES`, 1 GiB; ``None``: no
+    cap) is an error naming it, raised from its size before it is read (a gzip file: once
+    more than ``max_bytes`` have been decompressed).
 
     Example::
 
@@ -298,7 +313,13 @@ def read_json_file(
     path = Path(path)
     try:
         with _open(path, error) as handle:
-            raw = handle.read()
+            gzipped = isinstance(handle, gzip.GzipFile)
+            if max_bytes is not None and not gzipped:
+                _check_json_size(path, os.fstat(handle.fileno()).st_size, max_bytes, error)
+            # read at most one byte over the cap: bounded for gzip and for a growing file
+            raw = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        if max_bytes is not None:
+            _check_json_size(path, len(raw), max_bytes, error, gzipped=gzipped)
     except _GZIP_ERRORS as exc:
         raise error(
             f"the gzip data is corrupt or truncated ({exc or type(exc).__name__})",
@@ -322,6 +343,22 @@ def read_json_file(
     if not text.strip():
         raise error("the file is empty", path=path, hint="expected a JSON document")
     return parse_json(text, path, error=error, allow_nan=allow_nan)
+
+
+def _check_json_size(
+    path: Path, size: int, max_bytes: int, error: type[DataError], gzipped: bool = False
+) -> None:
+    if size <= max_bytes:
+        return
+    what = "decompresses to more than" if gzipped else f"is {size:,} bytes, over"
+    raise error(
+        f"the file {what} the {max_bytes:,}-byte cap of one JSON document",
+        path=path,
+        hint="check that it is the file you meant (the SQuAD 2.0 train file is about 40 MiB); "
+        "a JSON document this large takes several times its size in memory once parsed: keep "
+        "records as JSONL (one per line), or call read_json_file(path, max_bytes=None) to "
+        "read it whole anyway",
+    )
 
 
 _MISSING = object()

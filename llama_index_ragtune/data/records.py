@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
+from llama_index_ragtune._invisible import drop_invisible
 from llama_index_ragtune.data.errors import DataError
 
 __all__ = [
@@ -41,29 +42,6 @@ FORMAT_VERSION = 1
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def drop_invisible(text: str) -> str:
-    """``text`` without its invisible characters: Unicode format characters (zero-width
-    space / joiners U+200B-U+200D, word joiner U+2060, BOM U+FEFF, soft hyphen U+00AD,
-    bidi controls...) and variation selectors. For comparing texts only: the text shown
-    to a model keeps them.
-
-    Example::
-
-        drop_invisible("re\u200bturn\u00ad policy")   # 'return policy'
-    """
-    if text.isascii():
-        return text
-    invisible = [ch for ch in set(text) if _is_invisible(ch)]
-    return text.translate(dict.fromkeys(map(ord, invisible))) if invisible else text
-
-
-def _is_invisible(ch: str) -> bool:
-    code = ord(ch)
-    return (
-        unicodedata.category(ch) == "Cf" or 0xFE00 <= code <= 0xFE0F or 0xE0100 <= code <= 0xE01EF
-    )
 
 
 def _folded(text: str) -> str:

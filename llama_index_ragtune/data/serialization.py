@@ -243,4 +243,7 @@ def read_dataset_json(path: str | Path) -> dict[str, Any]:
         raise IsADirectoryError(f"{path} is a folder; pass the dataset JSON file")
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
-    return parse_dataset_dict(read_json_file(path, allow_nan=True), path=path)
+    # no size cap: the package writes these files itself (RetrievalDataset.save) and they
+    # have no JSONL form, so a large saved dataset must load again
+    data = read_json_file(path, allow_nan=True, max_bytes=None)
+    return parse_dataset_dict(data, path=path)

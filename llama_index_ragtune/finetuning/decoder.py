@@ -116,13 +116,33 @@ def _columns(dataset: datasets.Dataset, needed: tuple[str, ...]) -> datasets.Dat
     return dataset.select_columns(list(needed))
 
 
+def _with_questions(rows: datasets.Dataset) -> datasets.Dataset:
+    """``rows`` with a ``question`` column, read back from their grounded prompts when they
+    have none (rows built by hand or by an older ``GroundedSFTBuilder``), so that twin
+    questions under two qids stay on one side of the validation split. Unchanged when a
+    prompt is not a grounded one. The trainer never sees the column (``_columns``)."""
+    if "question" in rows.column_names or "qid" not in rows.column_names:
+        return rows
+    from llama_index_ragtune.grounding import read_grounded_prompt
+
+    questions = []
+    for prompt in rows["prompt"]:
+        grounded = read_grounded_prompt(prompt)
+        if grounded is None:
+            return rows
+        questions.append(grounded.question)
+    return rows.add_column("question", questions)
+
+
 class DecoderFinetuneEngine(BaseFinetuneEngine):
     """Fine-tune a causal LM for grounded, cited answers: LoRA SFT, then optional DPO/ORPO.
 
     Args:
         train_dataset: SFT rows ``prompt`` (system+user messages) and ``completion``
             (the assistant message); extra columns are kept out of the trainers (a
-            ``qid`` column keeps one question's rows together when validation is carved).
+            ``qid`` column keeps one question's rows together when validation is carved,
+            and a ``question`` column, or the question read from a grounded prompt, keeps
+            twins, the same question under two qids, on one side).
         model: None (bundled SmolLM2-135M-Instruct), a local folder or a hub id.
         args: TRL ``SFTConfig`` for the SFT stage; None builds ``default_args``
             (checkpoints in ``<output_dir>/sft``).
@@ -298,7 +318,10 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         if self.val_dataset is not None:
             return self.train_dataset, self.val_dataset
         return split_rows_by_question(
-            self.train_dataset, self.val_fraction, self.max_val_queries, self.args.seed
+            _with_questions(self.train_dataset),
+            self.val_fraction,
+            self.max_val_queries,
+            self.args.seed,
         )
 
     def _validation_loss(self, model: Any, val: datasets.Dataset | None) -> dict[str, float]:

@@ -75,6 +75,7 @@ Example::
 # ruff: noqa: F401  (the public names of the grounded format, from the modules that define them)
 from __future__ import annotations
 
+from llama_index_ragtune._invisible import is_blank  # a text with no visible character
 from llama_index_ragtune.grounding._scanner import (
     MAX_CODE_SPAN_CHARS,
     MAX_HELD_CHARS,
@@ -106,7 +107,6 @@ from llama_index_ragtune.grounding.prompt import (
     build_messages,
     check_refusal,
     format_sources,
-    is_blank,
     read_grounded_prompt,
     truncate_source,
 )

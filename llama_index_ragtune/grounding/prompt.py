@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,20 +49,6 @@ def check_refusal(refusal: str) -> str:
             "refusal; write it without [n]."
         )
     return refusal
-
-
-_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Cn", "Zs", "Zl", "Zp"})
-
-
-def is_blank(text: str) -> bool:
-    """True when ``text`` has no visible character: only whitespace, control characters,
-    direction or zero-width marks (nothing to ask or rank by; an emoji is visible).
-
-    Example::
-
-        is_blank("\u200f \x00\n"), is_blank("\U0001f355?")   # (True, False)
-    """
-    return all(unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
 # "<source" / "</source" in any case: what a reader (a model, an HTML parser) takes for a fence tag

@@ -22,6 +22,11 @@ __all__ = ["Block", "InnerFence", "visible_title"]
 #: Invisible format characters (zero-width space, soft hyphen, bidi marks and
 #: isolates, word joiner, BOM) that would make a section title differ from what a
 #: reader sees. ZWJ/ZWNJ are kept: they shape emoji and some scripts.
+#: Not ``llama_index_ragtune._invisible`` on purpose: that set serves comparisons (twin
+#: questions, answer matching) and drops every format character and variation selector;
+#: a title is shown, so only characters that neither draw nor change how their neighbours
+#: draw go (ZWJ/ZWNJ, variation selectors, tag characters of flag emoji and visible format
+#: marks such as the Arabic number sign U+0600 stay). Every character here is in that set.
 _INVISIBLE = re.compile("[\u00ad\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 

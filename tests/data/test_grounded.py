@@ -115,6 +115,7 @@ def test_dataset_is_trl_prompt_completion_with_the_shared_prompt(retriever, corp
         "prompt",
         "completion",
         "qid",
+        "question",
         "source_node_ids",
         "gold_numbers",
         "answerable",

@@ -312,7 +312,13 @@ def test_a_json_array_instead_of_jsonl_says_how_to_convert_it(tmp_path, indent):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("question", "\u200b\u200f"), ("answer", "\u200b"), ("id", "\ufeff"), ("sources", "\u2060")],
+    [
+        ("question", "\u200b\u200f"),
+        ("question", "\ufe0f\ufe0e"),  # variation selectors: was accepted as a question
+        ("answer", "\u200b"),
+        ("id", "\ufeff"),
+        ("sources", "\u2060"),
+    ],
 )
 def test_qa_fields_of_only_invisible_characters_are_errors(tmp_path, field, value):
     """Was: accepted; an invisible answer even passed as found in its source (``"" in t``)."""
@@ -335,6 +341,11 @@ def test_beir_texts_of_only_invisible_characters_count_as_empty(tmp_path):
     root = _beir(tmp_path / "beir", corpus, queries, QRELS + "q3\td3\t1\n")
     with pytest.raises(DataError, match="judged queries without text: 'q3' \\(line 3\\)"):
         load_beir(root)
+    selectors = QUERIES + '{"_id": "q3", "text": "\\ufe0f"}\n'  # was loaded as a question
+    (root / "queries.jsonl").write_text(selectors, encoding="utf-8")
+    with pytest.raises(DataError, match="judged queries without text: 'q3' \\(line 3\\)"):
+        load_beir(root)
+    (root / "queries.jsonl").write_text(queries, encoding="utf-8")
     (root / "qrels" / "test.tsv").write_text(QRELS + "q1\td3\t0\n")
     with pytest.warns(UserWarning, match="neither title nor text .*'d3' \\(line 3\\)"):
         load_beir(root)

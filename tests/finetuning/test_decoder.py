@@ -32,11 +32,31 @@ CHOSEN = "Rouen [1]"
 REJECTED = "Paris"
 
 
+# eight questions, not one under eight qids: twins (one question, several qids) are held
+# out together, so copies of PROMPT alone would leave no validation split
+QUESTIONS = [
+    "What is the capital of Normandy?",
+    "Which city is the capital of Normandy?",
+    "Name the capital of Normandy.",
+    "What city is Normandy's capital?",
+    "Capital of Normandy?",
+    "Which town is the capital of Normandy?",
+    "Tell me the capital of Normandy.",
+    "Where is the capital of Normandy?",
+]
+
+
+def _prompt(question: str) -> list[dict[str, str]]:
+    head, _ = PROMPT[1]["content"].rsplit("Question: ", 1)
+    return [PROMPT[0], {"role": "user", "content": f"{head}Question: {question}"}]
+
+
 @pytest.fixture(scope="module")
 def sft_data():
+    assert _prompt(QUESTIONS[0]) == PROMPT
     return datasets.Dataset.from_dict(
         {
-            "prompt": [PROMPT] * 8,
+            "prompt": [_prompt(q) for q in QUESTIONS],
             "completion": [[{"role": "assistant", "content": CHOSEN}]] * 8,
             "qid": [f"q{i}" for i in range(8)],  # metadata columns stay out of the trainers
         }
