@@ -1,5 +1,12 @@
 """``GenerationEvaluator``: citation quality, answer quality and refusal calibration of grounded answers.
 
+An answer is read as ``CitationQueryEngine`` serves it: with the sources' texts, a
+footnote quoted from a source is not a citation; with a ``finish_reason`` that says the
+token limit cut the answer (``"length"``, ``"max_tokens"``), its unfinished last
+sentence is ``cut_claim`` and a number only that sentence cites is no citation
+(``truncated``; ``truncated_rate`` = truncated answers / examples, None when no example
+reports a finish reason: raise ``max_new_tokens`` when it is not 0).
+
 Each example is one answer over numbered sources (source ``n`` has id
 ``source_node_ids[n - 1]``) with its gold evidence ids, gold answers and
 whether it is answerable. Definitions (per example, then averaged over the
@@ -118,6 +125,7 @@ from llama_index_ragtune.grounding import (
     cited_claims,
     parse_answer,
 )
+from llama_index_ragtune.query_engine.response_metadata import cut_claim, is_cut
 
 __all__ = [
     "CrossEncoderEntailment",
@@ -195,11 +203,21 @@ class GenerationEvaluator:
         return entailed(value, self.entailment_threshold, claim)
 
     def _nli(
-        self, answer: str, n_sources: int, source_texts: Sequence[str]
+        self,
+        answer: str,
+        n_sources: int,
+        source_texts: Sequence[str],
+        cut_only: frozenset[int] = frozenset(),
     ) -> tuple[float | None, float | None]:
-        """(pair-level NLI precision, claim-level NLI recall) over the answer's cited claims."""
+        """(pair-level NLI precision, claim-level NLI recall) over the answer's cited claims;
+        ``cut_only``: the numbers only the cut last sentence of a truncated answer cites."""
         supported = pairs = precise = n_claims = 0
-        for claim, numbers in cited_claims(answer):
+        claims = cited_claims(answer)
+        if cut_only and claims:  # as served: the cut sentence's own numbers are no citations
+            last, numbers = claims[-1]
+            kept = tuple(n for n in numbers if n not in cut_only)
+            claims = claims[:-1] + ([(last, kept)] if kept else [])
+        for claim, numbers in claims:
             n_claims += 1
             valid = [n for n in numbers if 1 <= n <= n_sources]
             if valid and self._entailed(claim, "\n\n".join(source_texts[n - 1] for n in valid)):
@@ -264,13 +282,19 @@ class GenerationEvaluator:
         gold_label: str | None = None,
         source_texts: Sequence[str] | None = None,
         example_id: str | None = None,
+        finish_reason: str | None = None,
     ) -> dict[str, Any]:
         """Score one answer; ``source_node_ids[n - 1]`` is the id of source ``[n]``.
 
+        ``finish_reason``: why the LLM stopped (``"stop"``, ``"length"``...; see
+        ``query_engine.response_metadata.finish_reason``), None when unknown. An answer cut
+        by the token limit is read as served: a number only its unfinished last sentence
+        cites is no citation (row keys ``truncated``, ``cut_claim``).
+
         ``TypeError`` naming the example for an ``answer_text`` that is not a string, an
-        ``answerable`` that is not a bool (``"false"`` would read as true) and a bare
-        string where a list is expected (``gold_answers="Paris"`` would be scored
-        letter by letter).
+        ``answerable`` that is not a bool (``"false"`` would read as true), a
+        ``finish_reason`` that is not a string or None, and a bare string where a list is
+        expected (``gold_answers="Paris"`` would be scored letter by letter).
         """
         _check_example(
             example_id or question,
@@ -281,6 +305,11 @@ class GenerationEvaluator:
             gold_answers=gold_answers,
             source_texts=source_texts,
         )
+        if finish_reason is not None and not isinstance(finish_reason, str):
+            raise TypeError(
+                f"example {example_id or question!r}: finish_reason must be the LLM's finish "
+                f"reason as a string (e.g. 'stop', 'length') or None, got {finish_reason!r}"
+            )
         if source_texts is not None and len(source_texts) != len(source_node_ids):
             raise ValueError(
                 f"example {example_id or question!r}: {len(source_texts)} source_texts for "
@@ -290,8 +319,13 @@ class GenerationEvaluator:
         # with the texts, a source's footnote quoted in the answer is not a citation (as served)
         parsed = parse_answer(answer_text, n_sources, self.refusal, source_texts=source_texts)
         refused = parsed.refused
-        cited = list(parsed.numbers)
-        valid = list(parsed.citations)
+        # cut by the token limit: a number only the unfinished last sentence cites is no
+        # citation (as served: query_engine.response_metadata.fill_metadata)
+        truncated = is_cut(finish_reason)
+        cut = cut_claim(parsed, n_sources) if truncated else None
+        cut_only = frozenset(cut["citations"]) if cut else frozenset()
+        cited = [n for n in parsed.numbers if n not in cut_only]
+        valid = [n for n in parsed.citations if n not in cut_only]
         invalid = list(parsed.invalid_citations)
         cited_ids = [source_node_ids[n - 1] for n in valid]
         gold = set(gold_node_ids)
@@ -305,8 +339,11 @@ class GenerationEvaluator:
             "cited": cited,
             "cited_node_ids": cited_ids,
             "invalid_citations": invalid,
-            "uncited": parsed.uncited,
+            "uncited": not refused and not valid,
             "empty": parsed.empty,
+            "finish_reason": finish_reason,
+            "truncated": truncated,
+            "cut_claim": cut,
             "citation_valid": None if not cited else float(not invalid),
             "citation_precision": None,
             "citation_recall": None,
@@ -336,7 +373,7 @@ class GenerationEvaluator:
         if self.entailment is not None and source_texts is not None:
             try:
                 row["nli_citation_precision"], row["nli_citation_recall"] = (
-                    self._nli(answer_text, n_sources, source_texts)
+                    self._nli(answer_text, n_sources, source_texts, cut_only)
                     if answerable and not refused
                     else (None, None)
                 )
@@ -370,7 +407,8 @@ class GenerationEvaluator:
 
         For a ``CitationQueryEngine`` response the model's own text
         (``metadata["raw_answer"]``, invalid citations included; with the citations
-        its post-check added, ``metadata["post_checked_answer"]``) is scored.
+        its post-check added, ``metadata["post_checked_answer"]``) is scored, cut as
+        served when ``metadata["finish_reason"]`` says the token limit stopped it.
 
         A source matches a gold id by its ``node_id`` or, failing that, its
         ``ref_doc_id`` (so gold document ids work for chunked documents).
@@ -403,6 +441,7 @@ class GenerationEvaluator:
             gold_label=gold_label,
             source_texts=texts,
             example_id=example_id,
+            finish_reason=metadata.get("finish_reason"),
         )
 
     def metric_keys(self) -> tuple[str, ...]:
@@ -483,10 +522,21 @@ class GenerationEvaluator:
 
 
 def _drained(response: Any) -> Any:
-    """The final ``Response`` of a (sync) ``StreamingResponse``; other responses unchanged."""
-    if not hasattr(response, "response") and hasattr(response, "get_response"):
+    """The final ``Response`` of a ``StreamingResponse``, or of an ``AsyncStreamingResponse``
+    whose stream was read to its end; other responses unchanged. ``TypeError`` for an
+    async stream not read yet (it cannot be awaited here)."""
+    if hasattr(response, "response") or not hasattr(response, "get_response"):
+        return response
+    if not inspect.iscoroutinefunction(response.get_response):
         return response.get_response()
-    return response
+    if getattr(response, "response_txt", None) is None:
+        raise TypeError(
+            "an AsyncStreamingResponse whose stream was not read: score "
+            "`await response.get_response()` (or read response.async_response_gen() first)"
+        )
+    from llama_index.core.base.response.schema import Response
+
+    return Response(response.response_txt, response.source_nodes, response.metadata)
 
 
 def _check_examples(examples: Any) -> None:

@@ -80,6 +80,8 @@ class GenerationReport(ReportIO):
         rows with ``refusal_signals`` (a dict of refusal signals, e.g. ``decoder``,
         ``answerability``, ``combined``) add ``refusal_auc_<signal>`` for each. The
         Trust-Score-style ``trust_score`` and its parts (``evaluation.trust``) close it.
+        ``truncated_rate``: the share of answers the token limit cut (None when no row
+        reports a ``finish_reason``).
         """
         rows = self.rows
         answerable = [r for r in rows if r["answerable"]]
@@ -103,6 +105,10 @@ class GenerationReport(ReportIO):
         for key in self.metric_keys:
             agg[key] = _mean(r.get(key) for r in rows)
         empty = sum(1 for r in answered if r.get("empty"))
+        # answers cut by the token limit (max_new_tokens too small); None when no row
+        # reports a finish reason
+        reported = any(r.get("finish_reason") is not None for r in rows)
+        truncated = sum(1 for r in rows if r.get("truncated"))
         agg.update(
             answer_rate=_ratio(len(answered) - empty, len(rows)),
             empty_rate=_ratio(empty, len(rows)),
@@ -112,6 +118,7 @@ class GenerationReport(ReportIO):
             refusal_f1=f1,
             over_refusal_rate=_ratio(fp, len(answerable)),
             uncited_rate=_ratio(sum(1 for r in answered if r["uncited"]), len(answered)),
+            truncated_rate=_ratio(truncated, len(rows)) if reported else None,
             refusal_tp=tp,
             refusal_fp=fp,
             refusal_fn=fn,

@@ -6,8 +6,10 @@ completion only (``SFTConfig.completion_only_loss=None`` resolves to True).
 The model gets a PEFT LoRA adapter (``LoraConfig``; default r=16, alpha=32,
 all linear layers). Stage 2, when preference pairs are given (e.g.
 ``PreferenceBuilder.build``), trains the same adapter further with TRL's
-``DPOTrainer``; its reference model is the SFT model itself (TRL copies the
-SFT adapter into a frozen ``ref`` adapter). ``preference_method="orpo"`` uses
+``DPOTrainer``, on the pairs of training questions only (``finetune()`` leaves out
+those of validation questions: validation must score questions it never trained on);
+its reference model is the SFT model itself (TRL copies the SFT adapter into a frozen
+``ref`` adapter). ``preference_method="orpo"`` uses
 ``trl.experimental.orpo.ORPOTrainer`` instead (reference-free; experimental
 upstream).
 
@@ -68,6 +70,7 @@ from llama_index_ragtune.finetuning.decoder_config import (
     score_completion_tokens_only,
 )
 from llama_index_ragtune.finetuning.decoder_validation import completion_nll
+from llama_index_ragtune.finetuning.preference_holdout import leave_out_held_out
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 from llama_index_ragtune.llms import LocalChatLLM
@@ -149,7 +152,9 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         output_dir: where checkpoints, the adapter, the merged model and the decision go.
         val_dataset: SFT-format rows for validation; None carves ``val_fraction`` of
             the training rows off (by question), at most ``max_val_queries`` of them.
-        preference_dataset: optional ``prompt``/``chosen``/``rejected`` rows for stage 2.
+        preference_dataset: optional ``prompt``/``chosen``/``rejected`` rows for stage 2;
+            ``finetune()`` leaves out the pairs of validation questions (same ``qid``, or
+            same question: a ``question`` column, or the one of a grounded prompt).
         preference_args: ``DPOConfig`` or ``ORPOConfig`` (``trl.experimental.orpo``);
             None builds the defaults of this module.
         lora_config: PEFT ``LoraConfig``; None builds ``default_lora_config()``.
@@ -249,6 +254,9 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         self.plan: dict[str, Any] | None = None  # the step plan of a time-limited SFT
         self.preference_plan: dict[str, Any] | None = None  # ... and of its DPO / ORPO
         self._after_training_seconds = 0.0
+        # the pairs stage 2 trains on: finetune() leaves out those of validation questions
+        self._stage2_pairs: datasets.Dataset | None = self.preference_dataset
+        self.preference_pairs_held_out = 0
 
     # ------------------------------------------------------------------ config
 
@@ -368,7 +376,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                 _LossPool(), _sft_steps(self.args, len(train)), self.eval_points
             )
         callbacks, timer = self._budget_callbacks(self.budget)
-        if timer is not None and timer.deadline is not None and self.preference_dataset is not None:
+        if timer is not None and timer.deadline is not None and self._stage2_pairs is not None:
             timer.deadline = time.time() + (timer.deadline - time.time()) / 2  # half for DPO
         start = time.perf_counter()
         self.sft_trainer = SFTTrainer(
@@ -411,9 +419,15 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             self.budget, rows, _probe_step(trainer), deadline, repeats=PROBE_REPEATS, args=args
         )
 
-    def train_preference(self, resume_from_checkpoint: bool | str | None = None) -> None:
-        """Stage 2: DPO (reference = the SFT model) or ORPO on ``preference_dataset``."""
-        if self.preference_dataset is None:
+    def train_preference(
+        self,
+        resume_from_checkpoint: bool | str | None = None,
+        pairs: datasets.Dataset | None = None,
+    ) -> None:
+        """Stage 2: DPO (reference = the SFT model) or ORPO on ``pairs`` (default: every
+        row of ``preference_dataset``; ``finetune()`` passes those of training questions)."""
+        pairs = self.preference_dataset if pairs is None else pairs
+        if pairs is None:
             raise ValueError(
                 "DecoderFinetuneEngine: no preference_dataset was given; build one with PreferenceBuilder."
             )
@@ -428,7 +442,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         self.preference_trainer = Trainer(
             model=self.model,
             args=self.preference_args,
-            train_dataset=_columns(self.preference_dataset, PREFERENCE_COLUMNS),
+            train_dataset=_columns(pairs, PREFERENCE_COLUMNS),
             processing_class=self.tokenizer,
             callbacks=callbacks or None,
         )
@@ -440,7 +454,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                 self.preference_plan = self._plan_stage(
                     self.preference_trainer,
                     self.preference_args,
-                    len(self.preference_dataset),
+                    len(pairs),
                     timer.deadline,
                     checkpoint,
                 )
@@ -458,6 +472,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         serves the starting model.
         """
         train, val = self.split_validation()
+        self._stage2_pairs = self._pairs_of_training_questions(val)
         before: dict[str, float] = {}
         started = time.perf_counter()
         if val is not None:
@@ -469,8 +484,8 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         self._after_training_seconds = time.perf_counter() - started + SAVE_SECONDS
         with PeakMemory() as memory:
             self.train_sft(resume_from_checkpoint, train=train, val=val)
-            if self.preference_dataset is not None:
-                self.train_preference(resume_from_checkpoint)
+            if self._stage2_pairs is not None:
+                self.train_preference(resume_from_checkpoint, pairs=self._stage2_pairs)
         after = self._validation_loss(self.model, val)
         decision = decide_promotion(
             before,
@@ -508,11 +523,10 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                 "train_rows": len(train),
                 "val_rows": 0 if val is None else len(val),
                 "preference_method": self.preference_method
-                if self.preference_dataset is not None
+                if self.preference_trainer is not None
                 else None,
-                "preference_pairs": 0
-                if self.preference_dataset is None
-                else len(self.preference_dataset),
+                "preference_pairs": 0 if self._stage2_pairs is None else len(self._stage2_pairs),
+                "preference_pairs_held_out": self.preference_pairs_held_out,
                 "plan": self.plan,
                 "preference_plan": self.preference_plan,
                 "best_checkpoint": None
@@ -524,6 +538,32 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         self._write_decision(decision, {"result": self.result.summary()})
         self.result = self._from_main(self.result)  # under DDP: the main process's result
         return self.result
+
+    def _pairs_of_training_questions(self, val: datasets.Dataset | None) -> datasets.Dataset | None:
+        """The preference pairs stage 2 may train on: none of a validation question's
+        (validation decides promotion, so it must score questions the model never trained
+        on); None when there are none."""
+        self.preference_pairs_held_out = 0
+        if self.preference_dataset is None:
+            return None
+        kept, held_out = leave_out_held_out(self.preference_dataset, val)
+        self.preference_pairs_held_out = held_out
+        if held_out:
+            logger.info(
+                "preference stage: left out %d of %d pairs whose question is held out for "
+                "validation",
+                held_out,
+                len(self.preference_dataset),
+            )
+        if len(kept) == 0:
+            logger.warning(
+                "preference stage skipped: all %d preference pairs are of validation questions; "
+                "build pairs for the training questions too (e.g. PreferenceBuilder().build("
+                "contexts) over every training context)",
+                held_out,
+            )
+            return None
+        return kept
 
     def _training_deadline(self) -> float | None:
         """``train_deadline`` minus the validation, merging and saving that follow training."""
@@ -562,7 +602,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
                     {
                         "base_model": self.base_model,
                         "preference_method": self.preference_method
-                        if self.preference_dataset is not None
+                        if self.preference_trainer is not None
                         else None,
                         "timings": self.timings,
                     },

@@ -204,6 +204,7 @@ def answer_questions(
 
     from llama_index_ragtune.evaluation.generation import GenerationEvaluator
     from llama_index_ragtune.evaluation.generation_report import GenerationReport
+    from llama_index_ragtune.query_engine.response_metadata import finish_reason
 
     evaluator = GenerationEvaluator(answer_metric="squad")
     group = ctx.config.group_key
@@ -212,7 +213,9 @@ def answer_questions(
         engine = ctx.query_engine(llm, q.filters, refusal_policy=policy)
         start = time.perf_counter()
         nodes = engine.retrieve(QueryBundle(q.question))
-        decision = None
+        decision, finish = None, None
+        if nodes:
+            nodes = engine.fit_prompt(q.question, nodes).nodes  # what serving shows the LLM
         if nodes:
             messages = engine.messages(q.question, nodes)
             decision = engine.decide_refusal(q.question, nodes, messages)
@@ -220,7 +223,7 @@ def answer_questions(
                 answer, probability = engine.refusal, decision.value
             else:
                 reply = llm.chat(messages, **({} if decision is None else {"refuse": False}))
-                answer = reply.message.content or ""
+                answer, finish = reply.message.content or "", finish_reason(reply)
                 probability = (reply.raw or {}).get("refusal_probability")
                 if decision is not None and decision.signal != "none":
                     probability = decision.value
@@ -238,6 +241,8 @@ def answer_questions(
             gold_answers=[q.answer] if q.answer else [],
             answerable=q.answerable,
             example_id=q.id,
+            source_texts=engine.source_texts(nodes),
+            finish_reason=finish,
         )
         row["latency_ms"] = seconds * 1000
         row["refusal_probability"] = probability

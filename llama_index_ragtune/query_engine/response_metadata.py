@@ -128,7 +128,7 @@ def fill_metadata(
         for number in cited:
             first_claim.setdefault(number, text)
     truncated = is_cut(finish)
-    cut = _cut_claim(answer, len(nodes)) if truncated else None
+    cut = cut_claim(answer, len(nodes)) if truncated else None
     unsupported = set(cut["citations"]) if cut else set()
     citations = []
     for number in answer.citations:  # valid by construction: 1 <= number <= len(nodes)
@@ -226,8 +226,16 @@ def _reason_in(where: Any, depth: int = 0) -> str | None:
     return None
 
 
-def _cut_claim(answer: GroundedAnswer, n_sources: int) -> dict[str, Any] | None:
-    """The last sentence of a cut answer when it is unfinished, with the numbers only it cites."""
+def cut_claim(answer: GroundedAnswer, n_sources: int) -> dict[str, Any] | None:
+    """The last sentence of a cut answer when it is unfinished, with the numbers only it
+    cites (``{"claim", "citations"}``); None when the cut fell after a whole sentence.
+    Serving and evaluation both read a cut answer through it.
+
+    Example::
+
+        cut_claim(parse_answer("Rome is the capital [1]. Paris is [2] the", 2), 2)
+        # {'claim': 'Paris is [2] the', 'citations': [2]}
+    """
     if answer.refused:
         return None
     spans = sentence_spans(answer.text)
