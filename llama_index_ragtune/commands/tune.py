@@ -11,6 +11,7 @@ Example::
     ragtune tune --docs help_centre/docs --queries help_centre/queries.jsonl --out runs/shop
     ragtune tune --docs docs/ --out runs/shop --time-budget 30 --skip decoder
     ragtune tune --docs docs/ --queries q.jsonl --out runs/shop --resume     # after a crash
+    ragtune tune --docs zh_help/ --queries q.jsonl --out runs/zh --bm25-analyzer unicode
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def _share_or_none(text: str) -> float | str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from llama_index_ragtune.retrievers.bm25_index import ANALYZERS
+
     parser.add_argument(
         "--docs",
         required=True,
@@ -143,6 +146,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="starting causal LM with a chat template (default: bundled)",
     )
+    parser.add_argument(
+        "--bm25-analyzer",
+        choices=sorted(ANALYZERS),
+        help="how the BM25 side of the index and the hard-negative miner read text: 'unicode' "
+        "for documents in Chinese, Japanese, Thai or Korean (part of a sentence finds it), "
+        "with accents or full-width text, or with product codes (SKU-48213 found by "
+        "SKU48213); 'plain' (default) lower-cases and splits, for English",
+    )
     add_pipeline_options(parser)
 
 
@@ -161,6 +172,7 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
         ("decoder", "decoder_model"),
         ("device", "device"),
         ("max_test_questions", "max_test_questions"),
+        ("bm25_analyzer", "bm25_analyzer"),
     ):
         value = getattr(args, option, None)
         if value is not None:

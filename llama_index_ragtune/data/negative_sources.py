@@ -37,8 +37,15 @@ class BM25Scorer:
     """Okapi BM25 over a corpus: the package's one BM25 (English Snowball stemmer, stopwords).
 
     The same tokenizer and scoring as :class:`~llama_index_ragtune.retrievers.BM25Retriever`
-    (:class:`~llama_index_ragtune.retrievers.bm25_index.BM25Index`). Only documents
-    sharing at least one term with the query (score > 0) are returned.
+    (:class:`~llama_index_ragtune.retrievers.bm25_index.BM25Index`); ``analyzer`` is the
+    retriever's (``"plain"`` or ``"unicode"``: give the one the served retriever uses, so
+    negatives are mined as it ranks). Only documents sharing at least one term with the
+    query (score > 0) are returned.
+
+    Example::
+
+        scorer = BM25Scorer(["退货政策：十四天内", "配送费用"], analyzer="unicode")
+        scorer.search(["退货"], k=1, extra=[[]])[1]     # array([[0]])
     """
 
     name = "bm25"
@@ -51,12 +58,14 @@ class BM25Scorer:
         k1: float = 1.5,
         b: float = 0.75,
         show_progress: bool = True,
+        analyzer: str = "plain",
     ) -> None:
         from llama_index_ragtune.retrievers.bm25_index import BM25Index, BM25Tokenizer
 
+        self.analyzer = analyzer
         self._index = BM25Index.build(
             texts,
-            BM25Tokenizer(language or None, stopwords),
+            BM25Tokenizer(language or None, stopwords, analyzer=analyzer),
             k1=k1,
             b=b,
             show_progress=show_progress,

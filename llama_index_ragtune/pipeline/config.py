@@ -49,6 +49,7 @@ from typing import Any
 
 from llama_index_ragtune.evaluation.refusal_calibration import check_max_over_refusal
 from llama_index_ragtune.finetuning.budget import MAX_MINUTES, TrainingBudget
+from llama_index_ragtune.retrievers.bm25_index import ANALYZERS
 
 STEPS = (
     "parse",
@@ -66,6 +67,8 @@ SKIPPABLE = ("encoder", "fusion", "reranker", "decoder", "evaluate", "report")
 TUNED_PARTS = ("encoder", "reranker", "decoder")
 BUDGET_SHARES = {"encoder": 0.3, "reranker": 0.3, "decoder": 0.4}
 """How ``from_time_budget`` splits a total number of training minutes between the parts."""
+_FINGERPRINT_DEFAULTS_LEFT_OUT = {"bm25_analyzer": "plain"}
+"""Settings added after runs were recorded, with the default those runs used."""
 
 
 def check_minutes(minutes: Any, what: str) -> None:
@@ -149,6 +152,13 @@ class PipelineConfig:
             (target: the refusal), so the decoder learns when to refuse.
         synthetic_questions_per_node / max_synthetic_nodes: synthetic queries when
             none are given.
+        bm25_analyzer: how every BM25 of the run reads text: the hybrid index (and so the
+            bundle, whose BM25 folder records it) and the hard-negative miner.
+            ``"plain"`` (default): lower-case and split, for English. ``"unicode"``: for
+            documents in Chinese, Japanese, Thai or Korean (character bigrams, so part of
+            a sentence finds it), with accents or full-width text, or with product codes
+            (``SKU-48213`` found by ``SKU48213``); see
+            :class:`~llama_index_ragtune.retrievers.BM25Tokenizer`.
 
     Answering and evaluation:
         similarity_top_k: retrieved nodes (and the cut-off of the retrieval metrics).
@@ -206,6 +216,7 @@ class PipelineConfig:
     p_no_gold: float = 0.2
     synthetic_questions_per_node: int = 2
     max_synthetic_nodes: int | None = None
+    bm25_analyzer: str = "plain"
     similarity_top_k: int = 10
     rerank_candidates: int = 30
     max_sources: int = 3
@@ -264,6 +275,12 @@ class PipelineConfig:
                     f"PipelineConfig.{name} must be None or a whole number >= 1, got {value!r}"
                 )
         check_max_over_refusal(self.max_over_refusal, "PipelineConfig")
+        if self.bm25_analyzer not in ANALYZERS:
+            raise ValueError(
+                f"PipelineConfig.bm25_analyzer must be one of {', '.join(ANALYZERS)}, got "
+                f"{self.bm25_analyzer!r} ('unicode' for Chinese/Japanese/Thai/Korean text, "
+                "accents or product codes; 'plain' for English)"
+            )
         if self.time_limit_minutes is not None:
             check_minutes(self.time_limit_minutes, "PipelineConfig.time_limit_minutes")
         for part in TUNED_PARTS:
@@ -323,6 +340,7 @@ class PipelineConfig:
             "reranker_model": ((str, os.PathLike, type(None)), "a folder or hub id, or None"),
             "decoder_model": ((str, os.PathLike, type(None)), "a folder or hub id, or None"),
             "group_key": ((str, type(None)), "a metadata key or None"),
+            "bm25_analyzer": ((str,), f"the name of a BM25 analyzer ({', '.join(ANALYZERS)})"),
             "time_limit_minutes": ((int, float, type(None)), "a number of minutes or None"),
             "device": ((str, type(None)), "a torch device name ('cpu', 'cuda:0') or None"),
         }
@@ -412,6 +430,15 @@ class PipelineConfig:
             raise ValueError(f"unknown part {part!r}; use one of {TUNED_PARTS}")
         return getattr(self, f"{part}_budget")
 
+    def bm25_kwargs(self) -> dict[str, Any]:
+        """The BM25 settings of every BM25 the run builds (``HybridRetriever``'s ``bm25_kwargs``).
+
+        Example::
+
+            PipelineConfig(bm25_analyzer="unicode").bm25_kwargs()   # {'analyzer': 'unicode'}
+        """
+        return {"analyzer": self.bm25_analyzer}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready settings (budgets as dicts)."""
         data = asdict(self)
@@ -423,6 +450,14 @@ class PipelineConfig:
         return data
 
     def fingerprint(self) -> str:
-        """A short hash of the settings (recorded in the state file and the manifest)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """A short hash of the settings (recorded in the state file and the manifest).
+
+        A setting added later is left out while it has its default, so a run started
+        before it existed resumes under the same fingerprint.
+        """
+        data = self.to_dict()
+        for name, default in _FINGERPRINT_DEFAULTS_LEFT_OUT.items():
+            if data.get(name) == default:
+                del data[name]
+        text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -234,6 +234,7 @@ class RunContext:
                 embed_model=embed,
                 similarity_top_k=self.config.similarity_top_k,
                 show_progress=self.config.show_progress,
+                bm25_kwargs=self.config.bm25_kwargs(),
                 **params,
             )
             retriever.persist(folder)

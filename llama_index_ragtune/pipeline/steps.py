@@ -158,6 +158,7 @@ def index(ctx: RunContext) -> dict[str, Any]:
         embed_model=ctx.embed_model(ctx.base_encoder),
         similarity_top_k=ctx.config.similarity_top_k,
         show_progress=ctx.config.show_progress,
+        bm25_kwargs=ctx.config.bm25_kwargs(),
     )
     retriever.persist(ctx.path("index", "baseline"))
     return {"baseline": str(ctx.path("index", "baseline")), "fusion": retriever.params()}
@@ -229,6 +230,7 @@ def write_training_pairs(ctx: RunContext, train: list[Any]) -> Any:
         curated_keys=config.curated_keys,
         seed=config.seed,
         show_progress=config.show_progress,
+        bm25_analyzer=config.bm25_analyzer,
     )
     dataset.save_json(ctx.path("data", "retrieval.json"))
     ctx.__dict__.pop("retrieval_dataset", None)  # the cached property reads the new file

@@ -90,10 +90,12 @@ def curated_confusers(
     nodes: Sequence[BaseNode],
     keys: Sequence[str] = ("store", "department"),
     per_query: int = 2,
+    bm25_analyzer: str = "plain",
 ) -> dict[str, list[str]]:
     """``{query id: node ids}``: nodes of another ``keys`` value (another store, then another
-    department) that share a positive's section title, then those BM25 ranks highest for the
-    query among them. Queries whose positives span every value of a key get none from it."""
+    department) that share a positive's section title, then those BM25 (``bm25_analyzer``)
+    ranks highest for the query among them. Queries whose positives span every value of a
+    key get none from it."""
     from llama_index_ragtune.data.negative_sources import BM25Scorer
 
     meta = {n.node_id: dict(n.metadata) for n in nodes}
@@ -101,7 +103,9 @@ def curated_confusers(
     if not keys:
         return {}
     ids = list(dataset.corpus)
-    scorer = BM25Scorer([dataset.corpus[d] for d in ids], show_progress=False)
+    scorer = BM25Scorer(
+        [dataset.corpus[d] for d in ids], show_progress=False, analyzer=bm25_analyzer
+    )
     qids = list(dataset.queries)
     _, top_idx, _ = scorer.search(
         [dataset.queries[q] for q in qids], CURATED_DEPTH, [[] for _ in qids]
@@ -156,12 +160,16 @@ def mine_negatives(
     curated_keys: Sequence[str] = ("store", "department"),
     seed: int = 0,
     show_progress: bool = True,
+    bm25_analyzer: str = "plain",
 ) -> RetrievalDataset:
     """``dataset`` with hard negatives from BM25, ``encoder`` (the starting model) and curated
-    confusers (see the module docstring); ``dataset.metadata["mining"]`` has the counts."""
+    confusers (see the module docstring); ``dataset.metadata["mining"]`` has the counts.
+    Both BM25s read text with ``bm25_analyzer``, the served retriever's."""
     from llama_index_ragtune.data.negatives import HardNegativeMiner
 
-    curated = curated_confusers(dataset, nodes, curated_keys, per_query=per_source)
+    curated = curated_confusers(
+        dataset, nodes, curated_keys, per_query=per_source, bm25_analyzer=bm25_analyzer
+    )
     miner = HardNegativeMiner(
         sources=("bm25", "dense", "curated") if curated else ("bm25", "dense"),
         num_negatives={"bm25": per_source, "dense": per_source, "curated": 2 * per_source},
@@ -170,6 +178,7 @@ def mine_negatives(
         embed_model=encoder,
         seed=seed,
         show_progress=show_progress,
+        bm25_analyzer=bm25_analyzer,
     )
     return miner.mine(dataset)
 
