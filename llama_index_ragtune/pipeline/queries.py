@@ -16,7 +16,8 @@ null); ``store`` (shorthand for ``"filters": {"store": ...}``) and ``filters``
 (``{metadata key: value}``: the question is asked of those nodes only). Ids and
 sections are compared in Unicode NFC (a file name from macOS is decomposed), and a
 document or node id may be written with ``\\`` separators or a ``./`` prefix
-(``"./grocery\\returns.md"`` is ``grocery/returns.md`` when no file is named so). Question
+(``"./grocery\\returns.md"`` is ``grocery/returns.md`` when no file is named so), but not
+with a leading ``/`` (an absolute path is not relative to the docs folder). Question
 ids are case-sensitive (``Q1`` and ``q1`` are two), but two ids equal in NFC are
 duplicates, and so are ``1`` and ``"1"``. An
 ``answer`` on an unanswerable question (``"answerable": false``, or no ``gold``) is an
@@ -49,6 +50,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.reading import iter_lines, parse_json
 from llama_index_ragtune.data.records import twin_key
@@ -216,7 +218,9 @@ class _NodeIndex:
                 **where,
             )
         if doc_id not in self.by_doc:
-            close = [d for d in self.by_doc if str(doc_id).lower() in d.lower()][:3]
+            # "/grocery/returns.md" (absolute: no alias) suggests "grocery/returns.md"
+            needle = path_key(str(doc_id)).lstrip("/").lower()
+            close = [d for d in self.by_doc if needle in d.lower()][:3]
             raise DataError(
                 f"gold doc_id {doc_id!r} is not one of the documents",
                 hint=f"doc ids are paths relative to the docs folder{f', e.g. {close}' if close else ''}",
@@ -246,7 +250,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 def _check_text(name: str, text: str, where: dict[str, Any]) -> None:
     """``DataError`` for a control character (a NUL, ...: not text, e.g. a binary paste) or,
-    in a question, no visible character at all (only zero-width / format characters)."""
+    in a question or id, no visible character at all (``_invisible.is_blank``: only
+    whitespace, zero-width / format characters, variation selectors)."""
     bad = _CONTROL.search(text)
     if bad:
         raise DataError(
@@ -255,9 +260,11 @@ def _check_text(name: str, text: str, where: dict[str, Any]) -> None:
             hint="remove it (control characters are not text)",
             **where,
         )
-    if name == "question" and not any(c.isprintable() and not c.isspace() for c in text):
+    if name in ("question", "id") and is_blank(text):
         raise DataError(
-            "'question' has no visible character (only zero-width or format characters)",
+            f"{name!r} has no visible character (only whitespace, zero-width or format "
+            f"characters: {ascii(text)})",
+            hint=f"write the {name} in visible characters",
             **where,
         )
 
@@ -324,7 +331,9 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
         raise DataError(f"'answer' must be a string or null, got {type(answer).__name__}", **where)
     if answer is not None:
         _check_text("answer", answer, where)
-    if answer is not None and answer.strip() and not answerable and not _is_refusal(answer):
+    if answer is not None and is_blank(answer):
+        answer = None  # "", " " or a lone zero-width space: no reference answer
+    if answer is not None and not answerable and not _is_refusal(answer):
         # an answer without gold made the question unanswerable: trained to refuse, its
         # answer never used (the refusal sentence itself is its target, so it may stand)
         why = "'answerable' is false" if "answerable" in obj else "it has no 'gold' references"
@@ -342,7 +351,7 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
         id=str(qid),
         question=question.strip(),
         gold_node_ids=gold_ids,
-        answer=answer.strip() if answer and answer.strip() else None,
+        answer=answer.strip() if answer is not None else None,
         answerable=answerable,
         filters=dict(filters),
         split=split,

@@ -202,7 +202,9 @@ def _data_step(
         from llama_index_ragtune.pipeline.training_data import describe_dataset
 
         config = ctx.config
-        feedback = feedback_split(store, ctx.nodes, keys, eval_fraction, config.seed, say)
+        with store.snapshot() as view:  # the questions and the count of one moment
+            feedback = feedback_split(view, ctx.nodes, keys, eval_fraction, config.seed, say)
+            records = len(view)
         earlier = earlier_queries(manifest, ctx.nodes, say) if include_earlier else []
         queries = merge_queries(feedback, earlier, say)
         train = [q for q in queries if q.split == "train"]
@@ -224,6 +226,7 @@ def _data_step(
         )
         return {
             "queries_source": "feedback",
+            "feedback_records": records,  # the records these questions were read from
             "train": len(train),
             "test": len(queries) - len(train),
             "dev_ids": [q.id for q in dev],
@@ -447,7 +450,7 @@ def refresh_bundle(
         refresh_info = {
             "champion": version,
             "feedback": str(store.path),
-            "feedback_records": len(store),
+            "feedback_records": ctx.state.get("data", "feedback_records"),
             "keys": list(keys),
             "eval_fraction": eval_fraction,
             "questions": counts,

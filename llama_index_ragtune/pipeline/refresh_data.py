@@ -82,6 +82,30 @@ def _filters_and_shown(
     return filters, shown
 
 
+SIDES = ("train", "test")
+"""The sides of the feedback's stable held-out split."""
+
+
+def _feedback_side(
+    view: Any,
+    split: str,
+    nodes: Sequence[BaseNode],
+    options: Mapping[str, Any],
+    say: Callable[[str], None],
+) -> Any:
+    """The feedback's ``"train"`` retrieval dataset or ``"test"`` evaluation set (None when
+    no held-out question has a positive yet; ``RefreshError`` when no training one has)."""
+    try:
+        if split == "train":
+            return view.to_retrieval_dataset(split="train", corpus=nodes, **options)
+        return view.to_evaluation_set(corpus=nodes, **options)
+    except ValueError as exc:
+        if split == "test":
+            say(f"feedback: no held-out question with a positive yet ({exc})")
+            return None
+        raise RefreshError(f"nothing to learn from in {view.path}: {exc}") from None
+
+
 def feedback_split(
     store: Any,
     nodes: Sequence[BaseNode],
@@ -102,7 +126,9 @@ def feedback_split(
         eval_fraction / seed: the stable held-out split (the same for every refresh).
 
     Raises ``RefreshError`` when no training question has a positive, ``TypeError``
-    when ``keys`` is not a list of key names.
+    when ``keys`` is not a list of key names. The store is read in one snapshot
+    (``FeedbackStore.snapshot``): what writers commit meanwhile is left for the next
+    refresh, so the questions, their filters and the pages shown agree.
 
     Example::
 
@@ -112,7 +138,7 @@ def feedback_split(
 
     say = echo or logger.info
     keys = check_keys(keys, "keys")
-    store = open_store(store)
+    opened = open_store(store)
     node_keys = {k for n in nodes for k in n.metadata}
     unused = [k for k in keys if k not in node_keys]
     if unused:
@@ -121,22 +147,22 @@ def feedback_split(
             "questions apart nor filter them"
         )
     keys = tuple(k for k in keys if k in node_keys)
-    filters, shown = _filters_and_shown(store, keys)
-    known = {n.node_id: n for n in nodes}
     options = {"eval_fraction": eval_fraction, "seed": seed, "query_metadata_keys": keys}
+    # Every pass (filters and pages shown, train side, test side) reads one snapshot: a
+    # record committed between two passes would give a question without its filters.
+    try:
+        with opened.snapshot() as view:
+            filters, shown = _filters_and_shown(view, keys)
+            datasets = {split: _feedback_side(view, split, nodes, options, say) for split in SIDES}
+    finally:
+        if opened is not store:  # opened here from a path
+            opened.close()
+    known = {n.node_id: n for n in nodes}
     out: list[LabelledQuery] = []
     dropped = {"nodes": 0, "questions": 0}
-    for split in ("train", "test"):
-        try:
-            if split == "train":
-                data = store.to_retrieval_dataset(split="train", corpus=nodes, **options)
-            else:
-                data = store.to_evaluation_set(corpus=nodes, **options)
-        except ValueError as exc:
-            if split == "test":
-                say(f"feedback: no held-out question with a positive yet ({exc})")
-                continue
-            raise RefreshError(f"nothing to learn from in {store.path}: {exc}") from None
+    for split, data in datasets.items():
+        if data is None:
+            continue
         for qid, question in data.queries.items():
             where = filters.get(qid, {})
 
@@ -173,7 +199,7 @@ def feedback_split(
     out = drop_held_out_copies(out, say)
     if not any(q.split == "train" for q in out):
         raise RefreshError(
-            f"the feedback in {store.path} gives no training question whose positive is one of "
+            f"the feedback in {opened.path} gives no training question whose positive is one of "
             "the current nodes; collect ratings or citation clicks on answers of this bundle first"
         )
     return out

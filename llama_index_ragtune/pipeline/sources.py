@@ -15,8 +15,9 @@ so later entries override earlier ones. An entry
 that matches no file is an error (usually a typo) that suggests the closest files,
 as is a key the parsers, the reader or LlamaIndex's vector stores own (``section_path``,
 ``file_path``, ``doc_id``...: refused, not namespaced, so a filter on the key means one
-thing everywhere). A path written ``./grocery/returns.md`` or ``grocery\\returns.md``
-is the file ``grocery/returns.md``. Without ``--metadata`` the file is looked for as
+thing everywhere). A path or glob written ``./grocery/returns.md`` or ``grocery\\returns.md``
+is the file ``grocery/returns.md``; one starting with ``/`` (an absolute path) is an
+error: keys are relative to the docs folder. Without ``--metadata`` the file is looked for as
 ``<docs>/metadata.json``, then ``<docs>/../metadata.json``.
 
 Skipped when walking the folder: names starting with ``.`` (hidden files and folders:
@@ -44,19 +45,22 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import gzip
 import itertools
 import json
 import logging
 import os
 import stat
 import unicodedata
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.errors import DataError
-from llama_index_ragtune.data.reading import read_json_file
+from llama_index_ragtune.data.reading import GZIP_MAGIC, read_json_file
 
 if TYPE_CHECKING:
     from llama_index.core.schema import BaseNode, Document
@@ -74,8 +78,6 @@ MAX_DOCUMENT_BYTES = 32 * 2**20
 error naming it, so that memory stays bounded (split the file)."""
 LOCK_PREFIX = "~$"
 """Office lock files (``~$report.html``): skipped like hidden files."""
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"))
-"""Characters without a glyph that ``str.strip()`` keeps (zero-width space, BOM...)."""
 
 
 def find_metadata_file(docs_dir: str | Path) -> Path | None:
@@ -166,12 +168,17 @@ def glob_match(pattern: str, path: str) -> bool:
 def path_key(name: str) -> str:
     """The form two spellings of one relative path share: NFC, ``/`` separators, no ``./``.
 
+    A leading ``/`` is kept: an absolute path is not the relative path after it (with
+    the docs folder at ``/a``, ``/a/x.md`` is its ``x.md``, not ``a/x.md``).
+
     Example::
 
-        path_key("./grocery\\returns.md")     # 'grocery/returns.md'
+        path_key("./grocery\\returns.md"), path_key("/grocery/returns.md")
+        # ('grocery/returns.md', '/grocery/returns.md')
     """
-    parts = unicodedata.normalize("NFC", name).replace("\\", "/").split("/")
-    return "/".join(part for part in parts if part not in ("", "."))
+    text = unicodedata.normalize("NFC", name).replace("\\", "/")
+    relative = "/".join(part for part in text.split("/") if part not in ("", "."))
+    return "/" + relative if text.startswith("/") else relative
 
 
 def _is_glob(pattern: str) -> bool:
@@ -216,18 +223,19 @@ def read_metadata(
         raise FileNotFoundError(f"metadata file not found: {path}")
     # bounded like a document, and never a FIFO (reading one blocks until a writer comes)
     with _open_regular(path, "not a regular file (a FIFO or device)") as handle:
-        size = os.fstat(handle.fileno()).st_size
+        size, gzipped = _content_size(handle, max_bytes)
     if size > max_bytes:
         raise _too_large(
             path,
             max_bytes,
-            "a metadata file",
+            "a metadata file" + (" (decompressed: it is gzip-compressed)" if gzipped else ""),
             'give many files their metadata with one glob entry ("grocery/**": {...}) '
             "instead of an entry per file, or pass a larger max_bytes",
         )
     try:
-        # Strict JSON: a repeated pattern or key is an error, not a silent last-wins.
-        data = read_json_file(path)
+        # Strict JSON: a repeated pattern or key is an error, not a silent last-wins. The
+        # same cap again: the file may have been replaced since it was measured.
+        data = read_json_file(path, max_bytes=max_bytes)
     except FileNotFoundError:
         raise FileNotFoundError(f"metadata file not found: {path}") from None
     if not isinstance(data, dict):
@@ -250,9 +258,9 @@ def read_metadata(
                 location=where,
             )
         for key, value in values.items():
-            if not key.strip() or not key.isprintable():
+            if is_blank(key) or not key.isprintable():
                 raise DataError(
-                    f"metadata key {key!r} is blank or holds a control character",
+                    f"metadata key {ascii(key)} is blank or holds a control character",
                     path=path,
                     location=where,
                     hint="name each key with visible characters (e.g. 'store')",
@@ -282,7 +290,7 @@ def read_metadata(
         elif not _is_glob(pattern):
             matches = by_key.get(path_key(pattern), [])
         else:
-            matches = _glob_matches(unicodedata.normalize("NFC", pattern), by_nfc)
+            matches = _glob_matches(path_key(pattern), by_nfc)
         if not matches:
             unmatched.append(pattern)
         for f in matches:
@@ -297,6 +305,7 @@ def read_metadata(
             if (found := difflib.get_close_matches(path_key(u), list(by_key), n=1, cutoff=0.8))
         }
         outside = [u for u in unmatched if ".." in path_key(u).split("/")]
+        absolute = [u for u in unmatched if path_key(u).startswith("/")]
         raise DataError(
             f"{len(unmatched)} entr{'y' if len(unmatched) == 1 else 'ies'} match no document: "
             f"{unmatched[:5]}"
@@ -305,6 +314,12 @@ def read_metadata(
                 f" ('..' in {outside[:5]} is not followed: a key names a file inside the "
                 "docs folder, relative to it)"
                 if outside
+                else ""
+            )
+            + (
+                f" ({absolute[:5]} start with '/' or '\\', an absolute path: a key is relative "
+                "to the docs folder, so drop it and any folders above the docs folder)"
+                if absolute
                 else ""
             ),
             path=path,
@@ -414,6 +429,27 @@ def _open_regular(path: Path, replaced: str) -> BinaryIO:
     return handle
 
 
+def _content_size(handle: BinaryIO, max_bytes: int) -> tuple[int, bool]:
+    """The size of the file's content and whether it is gzip-compressed: a gzip file is
+    decompressed in 1 MiB reads, counted, not kept, and only up to ``max_bytes + 1``, so a
+    few KB that expand to gigabytes (a decompression bomb) cost about ``max_bytes`` to
+    refuse. Corrupt gzip data gives the size read so far (the JSON reader names it)."""
+    if handle.read(2) != GZIP_MAGIC:
+        return os.fstat(handle.fileno()).st_size, False
+    handle.seek(0)
+    size = 0
+    try:
+        with gzip.GzipFile(fileobj=handle) as unzipped:
+            while size <= max_bytes:
+                chunk = unzipped.read(min(2**20, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                size += len(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        pass
+    return size, True
+
+
 def _too_large(path: Path, max_bytes: int, what: str, hint: str) -> DataError:
     return DataError(f"is larger than the {max_bytes:,}-byte limit of {what}", path=path, hint=hint)
 
@@ -482,7 +518,7 @@ def read_documents(
     file name equal in NFC to another, a file over
     ``max_bytes`` or that vanishes while read, a file that is not text
     (NUL bytes, mostly control characters: binary content, refused like a non-UTF-8
-    file) or bad metadata. Empty files (nothing but whitespace or zero-width
+    file) or bad metadata. Empty files (no visible character: only whitespace and invisible
     characters) are skipped with a warning naming them. Symbolic links to files are
     read; linked folders are not descended into, and broken links, FIFOs and devices
     with a document suffix are not read: a warning names each of those.
@@ -534,9 +570,6 @@ def read_documents(
         except UnicodeDecodeError as exc:
             not_utf8.append((rel, exc))
             continue
-        if is_blank(text):
-            empty.append(rel)
-            continue
         document = Document(
             id_=rel,
             text=text,
@@ -545,9 +578,14 @@ def read_documents(
             excluded_llm_metadata_keys=list(_BOOKKEEPING),
         )
         try:
-            document_text(document)  # the parsers' own test of "is this text"
+            # the parsers' own test of "is this text", before the blank test: a file of NUL
+            # bytes is binary (a zeroed or truncated download), refused, not skipped as empty
+            document_text(document)
         except DocumentParseError as exc:
             raise DataError(str(exc), path=path) from None
+        if is_blank(text.strip()):  # strip first: whitespace at C speed (32 MiB of it: 7 s)
+            empty.append(rel)
+            continue
         documents.append(document)
     if not_utf8:
         raise _not_utf8_error(root, not_utf8)
@@ -573,11 +611,6 @@ def _warn_passed_over(root: Path, scan: _Scan) -> None:
             logger.warning(
                 "skipped %d entries under %s: %s (%s)", len(found), root, found[:10], why
             )
-
-
-def is_blank(text: str) -> bool:
-    """Whether ``text`` is only whitespace and zero-width characters (U+200B, U+FEFF...)."""
-    return not text.translate(_INVISIBLE).strip()
 
 
 def check_documents(documents: Sequence[Any]) -> list[Document]:
@@ -608,10 +641,11 @@ def check_documents(documents: Sequence[Any]) -> list[Document]:
             raise TypeError(
                 f"documents[{i}] is a {type(doc).__name__}, expected a llama_index Document"
             )
-        if not doc.id_.strip():
+        if is_blank(doc.id_):
             raise ValueError(
-                f"documents[{i}] has an empty id_; give each document a unique id_ (its file "
-                "name, say): labelled questions and node ids refer to it"
+                f"documents[{i}] has an empty id_ ({ascii(doc.id_)}: no visible character); "
+                "give each document a unique id_ (its file name, say): labelled questions "
+                "and node ids refer to it"
             )
         if doc.id_ in seen:
             raise ValueError(f"two documents share the id {doc.id_!r}; give each a unique id_")

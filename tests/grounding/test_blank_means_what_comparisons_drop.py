@@ -56,3 +56,13 @@ def test_only_variation_selectors_and_unassigned_characters_changed_blankness():
     assert changed == sorted(VARIATION_SELECTORS + unassigned)
     for text in ("a", "\U0001f355", "\u2764\ufe0f", "東京", "e\u0301", "?", "\u3164x"):
         assert not is_blank(text), ascii(text)
+
+
+def test_a_long_text_of_invisible_characters_checks_each_distinct_character_once(monkeypatch):
+    from llama_index_ragtune import _invisible
+
+    seen = []
+    check = _invisible._not_visible
+    monkeypatch.setattr(_invisible, "_not_visible", lambda ch: seen.append(ch) or check(ch))
+    assert _invisible.is_blank("\u200b \ufe0f" * 100_000)
+    assert len(seen) <= 256 + 3  # the head, then each distinct character (was 300,000 checks)
