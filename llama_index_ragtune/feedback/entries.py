@@ -29,6 +29,7 @@ from llama_index.core.schema import MetadataMode
 __all__ = [
     "check_json",
     "check_rating",
+    "check_record_id",
     "check_text",
     "dump_metadata",
     "in_time_range",
@@ -88,6 +89,16 @@ def timestamp(value: datetime | float, name: str, stored: bool = True) -> float:
             "answer (or leave it out for now)"
         )
     return seconds
+
+
+def check_record_id(record_id: Any) -> str:
+    """A record id argument, checked like any other text."""
+    if record_id is None:
+        raise TypeError(
+            "record_id is None: that answer was not recorded (FeedbackQueryEngine sets "
+            "feedback_id=None when the store failed); pass the id record() returned"
+        )
+    return check_text(record_id, "record_id")
 
 
 def check_text(value: Any, name: str, allow_empty: bool = False) -> str:

@@ -75,7 +75,7 @@ if TYPE_CHECKING:
     import datasets
     from llama_index.core.schema import BaseNode
 
-    from llama_index_ragtune.feedback.store import FeedbackStore
+    from llama_index_ragtune.feedback.reading import FeedbackReader
 
 __all__ = [
     "LABEL_RULES",
@@ -251,7 +251,7 @@ def _corpus(
 
 
 def feedback_retrieval_dataset(
-    store: FeedbackStore,
+    store: FeedbackReader,
     *,
     corpus: Mapping[str, str] | Sequence[BaseNode] | None = None,
     metadata_mode: Literal["embed", "none"] = "embed",
@@ -366,7 +366,7 @@ def feedback_retrieval_dataset(
 
 
 def feedback_evaluation_set(
-    store: FeedbackStore,
+    store: FeedbackReader,
     *,
     eval_fraction: float = 0.2,
     seed: int = 0,
@@ -441,7 +441,7 @@ def _check_uncapped_pairs(
 
 
 def feedback_preference_pairs(
-    store: FeedbackStore,
+    store: FeedbackReader,
     *,
     refusal: str = DEFAULT_REFUSAL,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,

@@ -1,0 +1,178 @@
+"""``FeedbackReader``: what a ``FeedbackStore`` reads back: records, counts, stats, node texts.
+
+Each read is one read transaction of
+:class:`~llama_index_ragtune.feedback.connection.StoreConnection` (inside
+:meth:`~llama_index_ragtune.feedback.connection.StoreConnection.snapshot`, its one);
+``records()`` reads page by page, so a long log is never in memory at once. The exports
+(``export.py``) read through this class.
+
+Example::
+
+    from llama_index_ragtune.feedback import FeedbackStore
+
+    with FeedbackStore(":memory:") as store:
+        store.record("apple return policy?", answer="7 days.", rating=1)
+        [r.query for r in store.records(rating=1)]      # ['apple return policy?']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Literal
+
+from llama_index_ragtune.feedback.connection import StoreConnection
+from llama_index_ragtune.feedback.entries import check_record_id, check_text, show
+from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats
+from llama_index_ragtune.feedback.sql import (
+    COLUMNS,
+    build_records,
+    join_where,
+    read_node_text,
+    read_node_texts,
+    read_stats,
+    where_clause,
+)
+
+__all__ = ["FeedbackReader", "RatingFilter"]
+
+RatingFilter = Literal[1, -1, "unrated"]
+
+
+_CHUNK = 500  # records per page
+
+
+class FeedbackReader(StoreConnection):
+    """The reads of a ``FeedbackStore``: :meth:`get`, :meth:`records`, :meth:`count`,
+    :meth:`stats`, :meth:`node_text` and :meth:`node_texts`."""
+
+    def get(self, record_id: str) -> FeedbackRecord:
+        """The record with this id (``KeyError`` when there is none).
+
+        Example::
+
+            store.get(rid).rating
+        """
+        record_id = check_record_id(record_id)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM records WHERE id = ?", (record_id,)
+            ).fetchall()
+            if not rows:
+                raise self._unknown(record_id)
+            return build_records(conn, rows)[0]
+
+    def records(
+        self,
+        *,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
+        bundle_version: str | Sequence[str] | None = None,
+        rating: RatingFilter | None = None,
+    ) -> Iterator[FeedbackRecord]:
+        """Records in time order (ties in the order they were stored), filtered by ``since`` <= created_at < ``until``, bundle version(s)
+        and rating (``1``, ``-1`` or ``"unrated"``; ``None`` keeps all).
+
+        Read page by page, so a large log is never in memory at once and writers are
+        not held up. A naive datetime is local time (Python's rule).
+
+        Example::
+
+            for record in store.records(since=datetime(2025, 1, 1), bundle_version="v2", rating=-1):
+                print(record.query, record.answer)
+        """
+        where, params = where_clause(since, until, bundle_version, rating)
+        after: tuple[float, int] | None = None
+        while True:
+            clauses = list(where)
+            page_params = list(params)
+            if after is not None:
+                clauses.append("(created_at > ? OR (created_at = ? AND rowid > ?))")
+                page_params += [after[0], after[0], after[1]]
+            sql = (
+                f"SELECT {COLUMNS}, rowid FROM records{join_where(clauses)} "
+                "ORDER BY created_at, rowid LIMIT ?"
+            )
+            with self._read() as conn:
+                rows = conn.execute(sql, [*page_params, _CHUNK]).fetchall()
+                page = build_records(conn, rows)
+            yield from page
+            if len(rows) < _CHUNK:
+                return
+            after = (rows[-1][1], rows[-1][-1])
+
+    def __iter__(self) -> Iterator[FeedbackRecord]:
+        return self.records()
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def count(
+        self,
+        *,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
+        bundle_version: str | Sequence[str] | None = None,
+        rating: RatingFilter | None = None,
+    ) -> int:
+        """Number of records matching the filters of :meth:`records`."""
+        where, params = where_clause(since, until, bundle_version, rating)
+        with self._read() as conn:
+            return conn.execute(
+                f"SELECT count(*) FROM records{join_where(where)}", params
+            ).fetchone()[0]
+
+    def stats(
+        self,
+        *,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
+        bundle_version: str | Sequence[str] | None = None,
+    ) -> FeedbackStats:
+        """Counts, refusal / answer rate and latency p50 / p95 over the selected records.
+
+        Example::
+
+            store.stats(bundle_version="v2").to_dict()
+        """
+        where, params = where_clause(since, until, bundle_version, None)
+        with self._read() as conn:
+            return read_stats(conn, where, params)
+
+    def node_text(self, node_id: str, text_hash: str | None = None, embed: bool = False) -> str:
+        """A stored node text: the version ``text_hash`` (default: the one seen last).
+
+        ``embed=True`` gives the text as embedded (with the node's embed metadata).
+        ``KeyError`` when the store never saw that node (version).
+
+        Example::
+
+            store.node_text(record.retrieved[0].node_id, record.retrieved[0].text_hash)
+        """
+        node_id = check_text(node_id, "node_id", allow_empty=True)
+        if text_hash is not None:
+            text_hash = check_text(text_hash, "text_hash", allow_empty=True)
+        with self._read() as conn:
+            row = read_node_text(conn, node_id, text_hash, embed)
+        if row is None:
+            version = "" if text_hash is None else f" with text hash {text_hash!r}"
+            raise KeyError(f"the feedback store {self._path} has no node {node_id!r}{version}")
+        return row[0]
+
+    def node_texts(
+        self, keys: Iterable[tuple[str, str]], embed: bool = False
+    ) -> dict[tuple[str, str], str]:
+        """Texts of many ``(node_id, text_hash)`` versions at once (unknown keys are absent)."""
+        wanted: list[tuple[str, str]] = []
+        for i, key in enumerate(keys):
+            if isinstance(key, (str, bytes)) or not isinstance(key, Sequence) or len(key) != 2:
+                raise TypeError(f"keys[{i}] must be a (node_id, text_hash) pair, got {show(key)}")
+            wanted.append(
+                (
+                    check_text(key[0], f"keys[{i}][0]", allow_empty=True),
+                    check_text(key[1], f"keys[{i}][1]", allow_empty=True),
+                )
+            )
+        wanted = list(dict.fromkeys(wanted))
+        with self._read() as conn:
+            return read_node_texts(conn, wanted, embed)
