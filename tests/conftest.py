@@ -191,3 +191,22 @@ def _write_toy_beir(root: Path) -> Path:
 def toy_beir_dir(tmp_path) -> Path:
     """A tiny BEIR folder (16 topic documents; 12 train, 4 test queries) where BM25 is near perfect."""
     return _write_toy_beir(tmp_path / "toybeir")
+
+
+@pytest.fixture
+def loads_seen(monkeypatch):
+    """Whether each ``from_pretrained`` build in this process ran holding
+    ``models.MODEL_LOADING_LOCK`` (one bool a build, in order)."""
+    from transformers import initialization
+
+    from llama_index_ragtune.models import MODEL_LOADING_LOCK
+
+    seen: list[bool] = []
+    original = initialization.no_tie_weights
+
+    def spying():
+        seen.append(MODEL_LOADING_LOCK._is_owned())
+        return original()
+
+    monkeypatch.setattr(initialization, "no_tie_weights", spying)
+    return seen

@@ -97,22 +97,6 @@ def _path_for(fn, encoder: str, reranker: str, decoder: str) -> str:
     return reranker if fn in CROSS_ENCODERS else encoder
 
 
-@pytest.fixture
-def loads_seen(monkeypatch):
-    """Every ``from_pretrained`` build in this process: (entry thread, lock held by it)."""
-    from transformers import initialization
-
-    seen: list[bool] = []
-    original = initialization.no_tie_weights
-
-    def spying():
-        seen.append(MODEL_LOADING_LOCK._is_owned())
-        return original()
-
-    monkeypatch.setattr(initialization, "no_tie_weights", spying)
-    return seen
-
-
 @pytest.mark.parametrize("entry", [*ENCODER_ENTRY_POINTS, "load_causal_lm"])
 def test_every_entry_point_loads_its_weights_holding_the_loading_lock(
     entry, loads_seen, tiny_encoder_path, tiny_reranker_path, tiny_causal_lm_path

@@ -17,22 +17,6 @@ from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
 from llama_index_ragtune.models import MODEL_LOADING_LOCK
 
 
-@pytest.fixture
-def loads_seen(monkeypatch):
-    """Whether each ``from_pretrained`` build in this process ran holding the lock."""
-    from transformers import initialization
-
-    seen: list[bool] = []
-    original = initialization.no_tie_weights
-
-    def spying():
-        seen.append(MODEL_LOADING_LOCK._is_owned())
-        return original()
-
-    monkeypatch.setattr(initialization, "no_tie_weights", spying)
-    return seen
-
-
 def _args(engine_class, output_dir):
     return engine_class.default_args(
         output_dir,
