@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         rerank_depth=args.rerank_depth,
         encoder=args.encoder,
         fusion=fusion,
+        bm25_analyzer=args.bm25_analyzer,
         max_length=args.max_length,
         device=args.device,
         **optional,
@@ -163,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
             data.test.corpus,
             top_k=max(100, args.rerank_depth),
             embed_model=args.encoder,
+            bm25_kwargs={"analyzer": args.bm25_analyzer},
             **fusion_params(fusion),
         )
         weight = engine.retrieval_weight or 0.0

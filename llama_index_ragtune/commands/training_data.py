@@ -113,6 +113,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int = 3) -> None:
+    from llama_index_ragtune.retrievers.bm25_index import ANALYZERS
+
     group = parser.add_argument_group("hard negatives")
     group.add_argument(
         "--negatives",
@@ -139,6 +141,14 @@ def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int =
         default="0.95",
         help="false-negative filter of the dense source: skip candidates scoring above this share "
         "of the query's weakest positive; 'none' disables it (default: 0.95)",
+    )
+    group.add_argument(
+        "--bm25-analyzer",
+        choices=sorted(ANALYZERS),
+        default="plain",
+        help="how every BM25 of the run reads text (the bm25 negatives, the hybrid validation "
+        "and test): 'unicode' for Chinese, Japanese, Thai or Korean text, accents or product "
+        "codes; 'plain' (default) for English. Give the served retriever's",
     )
     group.add_argument(
         "--embedding-cache",
@@ -343,6 +353,7 @@ def mine_negatives(
         embedding_cache_dir=args.embedding_cache,
         seed=args.seed,
         corpus_embeddings=corpus_embeddings if "dense" in sources else None,
+        bm25_analyzer=args.bm25_analyzer,
     )
     started = time.perf_counter()
     mined = miner.mine(train)

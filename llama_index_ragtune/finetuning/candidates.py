@@ -73,7 +73,8 @@ def hybrid_candidates(
 
     ``embed_model`` is the dense side: ``None`` (the retriever's default), a path or
     hub id, or a LlamaIndex ``BaseEmbedding``. ``retriever_kwargs`` go to
-    ``HybridRetriever.from_defaults`` (e.g. ``embed_cache_dir``, ``fusion_mode``).
+    ``HybridRetriever.from_defaults`` (e.g. ``embed_cache_dir``, ``fusion_mode``,
+    ``bm25_kwargs={"analyzer": "unicode"}``: give the served retriever's BM25 settings).
     ``corpus_embeddings`` (rows in ``corpus`` order, made by the same model) skip
     embedding the corpus again.
     """

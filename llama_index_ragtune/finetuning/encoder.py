@@ -55,6 +55,7 @@ from torch import nn
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
+from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_analyzer
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.finetuning.rows import check_trainable, encoder_rows
@@ -114,6 +115,10 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             the fusion mode and weights on the validation queries for the starting
             and for the tuned model (``retrievers.fusion_sweep``); or a mode name,
             ``HybridRetriever`` fusion arguments, ``None`` for the library preset.
+        bm25_analyzer: how the validation hybrid's BM25 reads text, ``"plain"``
+            (default) or ``"unicode"`` (Chinese, Japanese, Thai or Korean text, accents,
+            product codes): give the served retriever's, so fusion and promotion are
+            decided on the BM25 that is served. Recorded in ``result.info["bm25_analyzer"]``.
         decision_metric: validation metric that decides promotion (default: the
             evaluator's primary metric, ``hybrid_ndcg@10``).
         promotion_margin: how much better the tuned model must be on it.
@@ -149,6 +154,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         passage_prompt: str | None = None,
         evaluator: Any = None,
         fusion: str | Mapping[str, Any] | None = "auto",
+        bm25_analyzer: str = "plain",
         decision_metric: str | None = None,
         promotion_margin: float = DEFAULT_MARGIN,
         force_promotion: bool = False,
@@ -192,6 +198,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self.max_negatives_per_query = max_negatives_per_query
         self.fusion = fusion
+        self.bm25_analyzer = check_bm25_analyzer(bm25_analyzer, type(self).__name__)
         self.eval_points = eval_points
         self.cache_dir = cache_dir
         self.device = device
@@ -359,6 +366,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             val.corpus,
             val.graded_qrels(),
             fusion=self.fusion,
+            bm25_analyzer=self.bm25_analyzer,
             query_prompt=self.query_prompt,
             passage_prompt=self.passage_prompt,
             show_progress_bar=self.show_progress,
@@ -510,9 +518,15 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             fusion=_fusion_of(decision, fusion_before, fusion_after, self.evaluator),
             fusion_start=_fusion_params(fusion_before),
             fusion_tuned=_fusion_params(fusion_after),
+            bm25_analyzer=getattr(self.evaluator, "bm25_analyzer", None),
         )
         self._write_decision(
-            decision, {"fusion": self.result.info["fusion"], "result": self.result.summary()}
+            decision,
+            {
+                "fusion": self.result.info["fusion"],
+                "bm25_analyzer": self.result.info["bm25_analyzer"],
+                "result": self.result.summary(),
+            },
         )
         self.result = self._from_main(self.result)  # under DDP: the main process's result
         return self.result

@@ -15,6 +15,10 @@ Example::
     evaluator = HybridRetrievalEvaluator(val.queries, val.corpus, val_qrels, fusion="minmax")
     evaluator.evaluate(model)   # {"ndcg@10": ..., "hybrid_ndcg@10": ..., ...}
     evaluator.fusion_rankings() # {qid: (dense, bm25)} for retrievers.fusion_sweep.choose_fusion
+
+Give it the served retriever's BM25 analyzer (``bm25_analyzer="unicode"`` for Chinese,
+Japanese, Thai or Korean text, accents or product codes), so fusion weights and promotion
+are decided on the BM25 that is served.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator, score_rankings
+from llama_index_ragtune.retrievers.bm25_index import ANALYZERS
 from llama_index_ragtune.retrievers.defaults import fusion_preset
 from llama_index_ragtune.retrievers.fusion import fuse
 from llama_index_ragtune.retrievers.fusion_sweep import MAX_DEPTH
@@ -44,6 +49,22 @@ def fusion_params(fusion: str | Mapping[str, Any] | None) -> dict[str, Any]:
     return params
 
 
+def check_bm25_analyzer(analyzer: Any, owner: str) -> str:
+    """``analyzer`` if it names a BM25 analyzer, else a ``ValueError`` naming ``owner``.
+
+    Example::
+
+        check_bm25_analyzer("unicode", "RerankerFinetuneEngine")   # 'unicode'
+    """
+    if not isinstance(analyzer, str) or analyzer not in ANALYZERS:
+        raise ValueError(
+            f"{owner}: bm25_analyzer must be one of {', '.join(ANALYZERS)}, got {analyzer!r} "
+            "(give the served BM25's: 'unicode' for Chinese/Japanese/Thai/Korean text, accents "
+            "or product codes; 'plain' for English)"
+        )
+    return analyzer
+
+
 class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
     """Dense and hybrid (dense + BM25) ranking metrics of a bi-encoder over a corpus.
 
@@ -56,6 +77,9 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
             the setting that scores best on these queries (``choose_fusion``, quick
             grid), kept in ``chosen_fusion``.
         bm25_language: stemmer language of the BM25 side.
+        bm25_analyzer: how the BM25 side reads text, ``"plain"`` (default) or
+            ``"unicode"`` (see :class:`~llama_index_ragtune.retrievers.BM25Tokenizer`):
+            give the served retriever's.
         kwargs: passed to ``DenseRetrievalEvaluator`` (prompts, batch size, cache...).
     """
 
@@ -66,14 +90,17 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
         qrels: Mapping[str, Mapping[str, int] | Iterable[str]],
         fusion: str | Mapping[str, Any] | None = None,
         bm25_language: str = "english",
+        bm25_analyzer: str = "plain",
         **kwargs: Any,
     ) -> None:
+        check_bm25_analyzer(bm25_analyzer, type(self).__name__)
         kwargs["top_k"] = max(kwargs.get("top_k", 100), MAX_DEPTH)
         super().__init__(queries, corpus, qrels, **kwargs)
         self.auto_fusion = fusion == "auto"
         self.fusion = fusion_params(None if self.auto_fusion else fusion)
         self.chosen_fusion: Any = None
         self.bm25_language = bm25_language
+        self.bm25_analyzer = bm25_analyzer
         self.primary_metric = HYBRID_PREFIX + self.primary_metric
         self._bm25: dict[str, list[tuple[str, float]]] | None = None
 
@@ -89,7 +116,10 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
                 for doc_id, text in zip(self.corpus_ids, self.corpus_texts, strict=True)
             ]
             bm25 = BM25Retriever.from_defaults(
-                nodes=nodes, similarity_top_k=MAX_DEPTH, language=self.bm25_language
+                nodes=nodes,
+                similarity_top_k=MAX_DEPTH,
+                language=self.bm25_language,
+                analyzer=self.bm25_analyzer,
             )
             self._bm25 = {
                 qid: [(bm25.nodes[i].node_id, float(s)) for i, s in bm25.rank(text, MAX_DEPTH)]

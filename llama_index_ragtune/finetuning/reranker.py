@@ -63,6 +63,7 @@ from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
+from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_analyzer, fusion_params
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.rerank_validation import (
     DEFAULT_WEIGHTS,
@@ -132,6 +133,10 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         encoder: the hybrid retriever's embedding model when building candidates
             (path, hub id or LlamaIndex ``BaseEmbedding``; e.g. a fine-tuned encoder).
         fusion: the hybrid's fusion setting when building candidates.
+        bm25_analyzer: how the hybrid's BM25 reads text when building candidates,
+            ``"plain"`` (default) or ``"unicode"`` (Chinese, Japanese, Thai or Korean
+            text, accents, product codes): give the served retriever's. Recorded in
+            ``result.info["bm25_analyzer"]`` (``None`` when ``candidates`` were given).
         max_length: token limit of (query, passage) inputs; ``None`` keeps the
             model's, or 256 when starting from the bundled default.
         retrieval_weights: blend weights of the first-stage score tried on validation
@@ -169,6 +174,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         rerank_depth: int = 50,
         encoder: Any = None,
         fusion: str | Mapping[str, Any] | None = None,
+        bm25_analyzer: str = "plain",
         max_length: int | None = None,
         retrieval_weights: Sequence[float] = DEFAULT_WEIGHTS,
         evaluator: Any = None,
@@ -229,6 +235,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         self.rerank_depth = rerank_depth
         self.encoder = encoder
         self.fusion = fusion
+        self.bm25_analyzer = check_bm25_analyzer(bm25_analyzer, type(self).__name__)
         self.retrieval_weights = weights
         self.eval_points = eval_points
         self.device = device
@@ -239,6 +246,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         self.model = self._load_model(model, loss, max_length, device)
         self._candidates = dict(candidates) if candidates is not None else None
         self._candidate_scores = dict(candidate_scores) if candidate_scores is not None else None
+        self._candidates_given = candidates is not None
         self._user_evaluator = evaluator
         self.evaluator: Any = evaluator
         self.retrieval_weight: float | None = None
@@ -374,17 +382,22 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         if self._candidates is not None:
             scores = self._candidate_scores or {}
             return self._candidates, scores
-        from llama_index_ragtune.finetuning.hybrid_eval import fusion_params
-
         self._candidates, self._candidate_scores = hybrid_candidates_with_scores(
             val.queries,
             val.corpus,
             top_k=max(100, self.rerank_depth),
             embed_model=self.encoder,
             show_progress=self.show_progress,
+            bm25_kwargs={"analyzer": self.bm25_analyzer},
             **fusion_params(self.fusion),
         )
         return self._candidates, self._candidate_scores
+
+    def _candidates_analyzer(self) -> str | None:
+        """The BM25 analyzer of the first-stage candidates validated on (``None``: none built here)."""
+        if self._candidates_given or self._user_evaluator is not None or self._candidates is None:
+            return None
+        return self.bm25_analyzer
 
     @property
     def candidates(self) -> dict[str, list[str]] | None:
@@ -530,6 +543,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             rows=row_stats,
             best_checkpoint=self.trainer.state.best_model_checkpoint,
             rerank_depth=self.rerank_depth,
+            bm25_analyzer=self._candidates_analyzer(),
             retrieval_weight=weight,
             val_queries=len(val) if val is not None else 0,
             train_queries=len(train),

@@ -134,8 +134,18 @@ def _refresh_config(
         return entry.get("reference")
 
     reranker = models.get("reranker")
+    analyzer = (manifest.get("config") or {}).get("bm25_analyzer", "plain")
+    if config.bm25_analyzer != analyzer:
+        logger.warning(
+            "refresh: the bundle's BM25 analyzer %r is kept (the config asked for %r); "
+            "a refresh retunes the models on the retriever the bundle serves: tune anew "
+            "to change the analyzer",
+            analyzer,
+            config.bm25_analyzer,
+        )
     config = dataclasses.replace(
         config,
+        bm25_analyzer=analyzer,
         encoder_model=start("encoder"),
         decoder_model=start("decoder"),
         reranker_model=str(folder / reranker["path"]) if reranker else config.reranker_model,
@@ -308,7 +318,8 @@ def refresh_bundle(
         out: the refresh's folder (``refresh.json`` and ``work/``; a rerun starts over).
         docs / metadata: re-parse these documents (default: the bundle's own nodes).
         config: a ``PipelineConfig`` (default: the bundle's settings); the starting
-            models are always the bundle's.
+            models and the BM25 analyzer are always the bundle's (the challenger is
+            measured on the retriever the champion serves; tune anew to change it).
         time_budget: minutes of training in all (split as ``from_time_budget`` does).
         reranker: retrain the reranker (default: when the bundle serves one).
         decoder: retrain the decoder too (grounded SFT from the bundle's decoder).

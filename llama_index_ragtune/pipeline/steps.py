@@ -252,6 +252,7 @@ def encoder(ctx: RunContext) -> dict[str, Any]:
         args=EncoderFinetuneEngine.default_args(folder, **config.encoder_args),
         budget=config.encoder_budget,
         eval_points=config.eval_points,
+        bm25_analyzer=config.bm25_analyzer,
         max_val_queries=config.max_val_queries,
         force_promotion=_forced(ctx, "encoder"),
         device=config.device,
@@ -292,7 +293,11 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
     train = retrieval_dataset(ctx.split("train"), ctx.nodes)
     qrels = {q: dict.fromkeys(train.relevant_docs[q], 1) for q in train.queries}
     evaluator = HybridRetrievalEvaluator(
-        train.queries, train.corpus, qrels, show_progress_bar=ctx.config.show_progress
+        train.queries,
+        train.corpus,
+        qrels,
+        bm25_analyzer=ctx.config.bm25_analyzer,
+        show_progress_bar=ctx.config.show_progress,
     )
     model = load_model(SentenceTransformer, ctx.served_encoder, device=ctx.config.device)
     champion = evaluator.evaluate(model)["hybrid_ndcg@10"]
@@ -317,6 +322,7 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
         "params": params,
         "chosen": choice.params,
         "grid": grid,
+        "bm25_analyzer": evaluator.bm25_analyzer,
         "queries": len(train),
         "decision": _decision(decision),
     }
@@ -346,6 +352,7 @@ def reranker(ctx: RunContext) -> dict[str, Any]:
         rerank_depth=config.rerank_candidates,
         encoder=ctx.embed_model(ctx.served_encoder),
         fusion={k: v for k, v in ctx.fusion.items() if k != "similarity_top_k"},
+        bm25_analyzer=config.bm25_analyzer,
         eval_points=config.eval_points,
         max_val_queries=config.max_val_queries,
         force_promotion=_forced(ctx, "reranker"),

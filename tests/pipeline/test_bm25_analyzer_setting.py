@@ -39,7 +39,7 @@ QUESTIONS = [
     ("付款信息加密吗", "app/payment.md", "支付方式 > 信用卡"),
     ("礼品卡余额兑换现金", "app/payment.md", "支付方式 > 礼品卡"),
 ]
-SKIP = ("fusion", "reranker", "decoder", "evaluate", "report")
+SKIP = ("decoder", "evaluate", "report")
 
 
 def _write_corpus(root: Path) -> dict[str, Path]:
@@ -67,7 +67,7 @@ def _write_corpus(root: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def unicode_run(tmp_path_factory, tiny_encoder_path, tiny_causal_lm_path):
-    """The Chinese help centre tuned with ``bm25_analyzer="unicode"`` (encoder pairs only)."""
+    """The Chinese help centre tuned with ``bm25_analyzer="unicode"`` (no decoder)."""
     from tests.pipeline.conftest import fast_config
 
     root = tmp_path_factory.mktemp("zh_help")
@@ -143,6 +143,18 @@ def test_the_mined_bm25_negatives_are_scored_as_the_served_retriever_scores(unic
     assert sum(map(len, bm25_negatives("plain").values())) == 0
 
 
+def test_the_tuning_steps_measured_with_the_served_analyzer(unicode_run):
+    """The encoder's validation (promotion, fusion), the fusion sweep and the reranker's
+    first-stage candidates used the served BM25, not a plain one."""
+    _, _, out = unicode_run
+    state = json.loads((out / "work" / "state.json").read_text("utf-8"))
+    steps = state["steps"]
+    assert steps["fusion"]["bm25_analyzer"] == "unicode"
+    for part in ("encoder", "reranker"):
+        result = json.loads((out / "work" / part / "result.json").read_text("utf-8"))
+        assert result["info"]["bm25_analyzer"] == "unicode", part
+
+
 def test_the_default_analyzer_is_plain_and_keeps_the_recorded_fingerprint():
     config = PipelineConfig()
     assert config.bm25_analyzer == "plain"
@@ -178,6 +190,19 @@ def test_a_refresh_of_a_unicode_bundle_keeps_its_analyzer(unicode_run):
     config = _refresh_config(bundle.manifest, bundle.path, None, None)
     assert config.bm25_analyzer == "unicode"
     assert config.bm25_kwargs() == {"analyzer": "unicode"}
+
+
+def test_a_refresh_given_a_config_keeps_the_bundles_analyzer(unicode_run, caplog):
+    # a config built for a refresh (its budgets, say) has the default "plain": the challenger
+    # was indexed with it and compared with a champion serving "unicode", then served
+    from llama_index_ragtune.pipeline.config import PipelineConfig
+    from llama_index_ragtune.pipeline.refresh import _refresh_config
+
+    _, bundle, _ = unicode_run
+    with caplog.at_level("WARNING", logger="llama_index_ragtune.pipeline.refresh"):
+        config = _refresh_config(bundle.manifest, bundle.path, PipelineConfig(), None)
+    assert config.bm25_analyzer == "unicode"
+    assert "'unicode' is kept (the config asked for 'plain')" in caplog.text
 
 
 def test_the_cli_option_reaches_the_config(tmp_path):
