@@ -32,7 +32,9 @@ def toy_pairs(n_questions: int = 64, seed: int = 0) -> datasets.Dataset:
             label = int(answerable and s == 0)
             if label:
                 words.insert(2, topic)
-            rows["question"].append(f"what about the {topic}")
+            # one wording per question: the same text under two qids is one question
+            # (twins), held out together, which would leave one topic for validation
+            rows["question"].append(f"what about the {topic} of order {q}")
             rows["source"].append(" ".join(words))
             rows["label"].append(label)
             rows["qid"].append(f"q{q}")
