@@ -100,7 +100,7 @@ class Generation:
         todo = list(range(len(batch_ids)))
         flags, probs, decisions = self._decide(batch_ids, conversations, refuse)
         if flags is not None:
-            refused = self._refusal_ids() + self._stop_ids[:1]
+            refused = self.refusal_token_ids() + self._stop_ids[:1]
             for i, flag in enumerate(flags):
                 if flag:
                     results[i] = list(refused)

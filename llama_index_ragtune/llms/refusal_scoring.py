@@ -96,7 +96,14 @@ class RefusalScoring:
         decisions = policy.decide(questions, sources, probs)
         return [d.refused for d in decisions], probs, decisions
 
-    def _refusal_ids(self) -> list[int]:
+    def refusal_token_ids(self) -> list[int]:
+        """The token ids of the ``refusal`` sentence as the decoder reads it after a prompt
+        (what :meth:`refusal_probabilities` scores; a prompt needs room for them).
+
+        Example::
+
+            len(LocalChatLLM().refusal_token_ids())   # e.g. 6
+        """
         return self._encode_raw(self.refusal.strip())
 
     def refusal_probabilities(self, batch_ids: Sequence[Sequence[int]]) -> list[float]:
@@ -118,7 +125,7 @@ class RefusalScoring:
 
         if not batch_ids:
             return []
-        refusal = self._refusal_ids()
+        refusal = self.refusal_token_ids()
         for i, ids in enumerate(batch_ids):
             self._check_scored_length(len(ids), len(refusal), "the refusal", f"prompt {i}")
         if len(batch_ids) > 1 and not self._padding_keeps_scores():
@@ -196,7 +203,7 @@ class RefusalScoring:
             llm.refusal_threshold = choice.threshold
         """
         encoded = [self.encode(c) for c in conversations]
-        refusal = self._refusal_ids()
+        refusal = self.refusal_token_ids()
         for i, ids in enumerate(encoded):  # all checked before any is scored
             self._check_scored_length(len(ids), len(refusal), "the refusal", f"conversation {i}")
         chunks = length_sorted_chunks(encoded, batch_size, show_progress, "Scoring refusals")
@@ -263,7 +270,9 @@ class RefusalScoring:
 
         processors = LogitsProcessorList(gen.get("logits_processor") or [])
         spaced = self._encode_raw(" " + self.refusal.strip())[:1]
-        processors.append(BarRefusalStart(self._refusal_ids(), self._tokenizer, spaced_ids=spaced))
+        processors.append(
+            BarRefusalStart(self.refusal_token_ids(), self._tokenizer, spaced_ids=spaced)
+        )
         return {**gen, "logits_processor": processors}
 
 

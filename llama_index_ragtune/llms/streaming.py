@@ -68,7 +68,7 @@ class Streaming:
         if flags is not None:
             if flags[0]:
                 yield self.refusal.strip(), None
-                n_out = len(self._refusal_ids())
+                n_out = len(self.refusal_token_ids())
                 seconds = time.perf_counter() - start
                 yield "", response_raw(len(prompt_ids), n_out, seconds, probability, decision)
                 return

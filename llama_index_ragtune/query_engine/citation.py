@@ -71,6 +71,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.base.response.schema import RESPONSE_TYPE
 from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.indices.prompt_helper import PromptHelper
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.synthesis import (
     SynthesizeEndEvent,
@@ -135,6 +136,9 @@ class CitationQueryEngine(BaseQueryEngine):
         uncited: ``"flag"`` (report answered claims without a valid citation) or
             ``"cite"`` (give each the source the model finds most likely; not with
             ``streaming``).
+        prompt_helper: the ``PromptHelper`` whose ``context_window`` / ``num_output`` the
+            prompt is fitted to, as core's engines take it; ``None`` uses one set on
+            ``Settings``, else the LLM's metadata (``prompt_fit.prompt_budget``).
 
     Example::
 
@@ -162,7 +166,13 @@ class CitationQueryEngine(BaseQueryEngine):
         callback_manager: Any | None = None,
         refusal_policy: Any | None = None,
         uncited: str = "flag",
+        prompt_helper: Any | None = None,
     ) -> None:
+        if prompt_helper is not None and not isinstance(prompt_helper, PromptHelper):
+            raise TypeError(
+                f"prompt_helper must be a llama_index PromptHelper, got "
+                f"{type(prompt_helper).__name__}."
+            )
         if refusal_policy is not None and not isinstance(refusal_policy, RefusalPolicy):
             raise TypeError(
                 f"refusal_policy must be a RefusalPolicy (llms.refusal_policy), got "
@@ -200,6 +210,7 @@ class CitationQueryEngine(BaseQueryEngine):
         self.streaming = streaming
         self.refusal_policy = refusal_policy
         self.uncited = uncited
+        self.prompt_helper = prompt_helper
         if llm is not None:
             check_llm(llm, refusal_policy, uncited)
         callback_manager = callback_manager or Settings.callback_manager
@@ -317,12 +328,12 @@ class CitationQueryEngine(BaseQueryEngine):
             fit.nodes, fit.left_out_node_ids
         """
         llm, nodes = self.llm, list(nodes)
-        budget = prompt_budget(llm)
+        budget = prompt_budget(llm, self.prompt_helper)
         if budget is None or not nodes:
             return PromptFit(nodes)
         window, num_output = budget
         if self._scores_refusal(llm):  # P(refusal | prompt) reads the refusal after the prompt
-            num_output = max(num_output, len(llm._refusal_ids()))
+            num_output = max(num_output, len(llm.refusal_token_ids()))
         return fit_sources(
             question,
             nodes,
@@ -335,7 +346,7 @@ class CitationQueryEngine(BaseQueryEngine):
 
     def _scores_refusal(self, llm: Any) -> bool:
         """Whether answering reads the decoder's P(refusal) (this engine's policy or the LLM's)."""
-        if not is_local(llm) or not hasattr(llm, "_refusal_ids"):
+        if not is_local(llm) or not hasattr(llm, "refusal_token_ids"):
             return False
         policies = (self.refusal_policy, llm.active_refusal_policy())
         return any(p is not None and p.uses_decoder for p in policies)

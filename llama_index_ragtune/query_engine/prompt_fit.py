@@ -2,7 +2,8 @@
 
 As LlamaIndex's response synthesizers do with ``PromptHelper``, the prompt may use the
 LLM's ``metadata.context_window`` less its answer budget ``metadata.num_output``
-(``max_new_tokens`` for ``LocalChatLLM``). Sources are kept in rank order: the
+(``max_new_tokens`` for ``LocalChatLLM``), or those of a ``PromptHelper`` given to the
+engine or set on ``Settings`` (see :func:`prompt_budget`). Sources are kept in rank order: the
 lowest-ranked ones that do not fit are left out, and the last one kept may be cut at a
 sentence boundary; the numbering of what is shown stays ``1..k``. Only when the
 question alone (with the system prompt) cannot fit is it an error.
@@ -61,21 +62,48 @@ class PromptFit:
         }
 
 
-def prompt_budget(llm: Any) -> tuple[int, int] | None:
-    """``(context_window, num_output)`` from ``llm.metadata``, or None when it gives no window.
+def prompt_budget(llm: Any, prompt_helper: Any | None = None) -> tuple[int, int] | None:
+    """``(context_window, num_output)`` for ``llm``, or None when nothing gives a window.
+
+    As core's response synthesizers do, a ``PromptHelper`` given here, else one set on
+    ``Settings`` (``Settings.context_window = ...``, ``Settings.num_output = ...``), takes
+    the place of ``llm.metadata`` (a remote LLM's metadata is often a default). A model run
+    here (``LocalChatLLM``) cannot read past its own window, so that window stays an
+    upper bound, and its ``max_new_tokens`` a lower bound of the answer's budget.
 
     Example::
 
         prompt_budget(LocalChatLLM(max_new_tokens=64))   # (8192, 64) for SmolLM2
+        prompt_budget(my_llm, PromptHelper(context_window=4096, num_output=256))  # (4096, 256)
     """
-    metadata = getattr(llm, "metadata", None)
-    window = getattr(metadata, "context_window", None)
+    own = _metadata_budget(getattr(llm, "metadata", None))
+    if prompt_helper is None:
+        from llama_index.core.settings import Settings
+
+        # read as core's synthesizers read it: the public property would build one from
+        # Settings.llm (resolving, even downloading, a default LLM)
+        prompt_helper = Settings._prompt_helper
+    helper = _metadata_budget(prompt_helper)
+    if helper is None:
+        return own
+    if own is not None and counts_own_tokens(llm):
+        return min(helper[0], own[0]), max(helper[1], own[1])
+    return helper
+
+
+def _metadata_budget(source: Any) -> tuple[int, int] | None:
+    window = getattr(source, "context_window", None)
     if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
         return None
-    output = getattr(metadata, "num_output", None)
+    output = getattr(source, "num_output", None)
     if not isinstance(output, int) or isinstance(output, bool) or output < 0:
         output = 0
     return window, output
+
+
+def counts_own_tokens(llm: Any) -> bool:
+    """Whether ``llm`` runs here with its own chat template and tokenizer (``LocalChatLLM``)."""
+    return callable(getattr(llm, "encode", None)) and hasattr(llm, "hf_model")
 
 
 def token_counter(llm: Any) -> Count:
@@ -86,9 +114,8 @@ def token_counter(llm: Any) -> Count:
 
         token_counter(llm)(build_messages("Capital of Italy?", ["Rome is."]))   # e.g. 61
     """
-    encode = getattr(llm, "encode", None)
-    if callable(encode) and hasattr(llm, "hf_model"):
-        return lambda messages: len(encode(messages))
+    if counts_own_tokens(llm):
+        return lambda messages: len(llm.encode(messages))
     from llama_index.core.settings import Settings
     from llama_index.core.utilities.token_counting import TokenCounter
 

@@ -129,7 +129,7 @@ def test_the_window_keeps_room_for_the_refusal_a_policy_scores(tiny_causal_lm_pa
     policy = DecoderRefusalPolicy(0.99) if policy_on == "engine" else None
     engine = CitationQueryEngine(ListRetriever(long_sources()), llm=llm, refusal_policy=policy)
     meta = engine.query("What is fact 3 of document 1?").metadata
-    n_refusal = len(llm._refusal_ids())
+    n_refusal = len(llm.refusal_token_ids())
     assert meta["prompt"]["num_output"] == n_refusal > 2
     assert meta["prompt"]["prompt_tokens"] + n_refusal <= 340
     assert meta["refusal_decision"]["signal"] == "decoder" and meta["left_out_node_ids"]
