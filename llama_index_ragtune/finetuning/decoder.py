@@ -25,7 +25,10 @@ lowers it by more than ``promotion_margin``.
 
 Upstream config objects pass through untouched (``SFTConfig``, ``DPOConfig``,
 ``ORPOConfig``, ``LoraConfig``); when one is None a CPU-friendly default is
-built (see ``default_sft_config`` and friends). Layout of ``output_dir``::
+built (see ``default_sft_config`` and friends). The stages themselves (loading, SFT,
+DPO / ORPO, step planning under a time budget) are in
+:mod:`~llama_index_ragtune.finetuning.decoder_stages`, the row formats in
+:mod:`~llama_index_ragtune.finetuning.decoder_data`. Layout of ``output_dir``::
 
     sft/            SFT checkpoints (resume with resume_from_checkpoint=True)
     sft-adapter/    the LoRA adapter after SFT (a resumed run skips SFT when present)
@@ -49,16 +52,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
-import random
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index_ragtune._atomic import atomic_dir
-from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, split_rows_by_question
+from llama_index_ragtune.finetuning.base import split_rows_by_question
 from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.checkpoints import check_weights
 from llama_index_ragtune.finetuning.decoder_config import (
@@ -69,12 +70,19 @@ from llama_index_ragtune.finetuning.decoder_config import (
     on_gpu,
     score_completion_tokens_only,
 )
+from llama_index_ragtune.finetuning.decoder_data import (
+    PREFERENCE_COLUMNS,
+    SFT_COLUMNS,
+    _check_columns,
+    _with_questions,
+)
+from llama_index_ragtune.finetuning.decoder_stages import PROBE_REPEATS, DecoderStages
 from llama_index_ragtune.finetuning.decoder_validation import completion_nll
 from llama_index_ragtune.finetuning.preference_holdout import leave_out_held_out
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 from llama_index_ragtune.llms import LocalChatLLM
-from llama_index_ragtune.models import load_model, resolve_model
+from llama_index_ragtune.models import resolve_model
 
 if TYPE_CHECKING:
     import datasets
@@ -82,62 +90,27 @@ if TYPE_CHECKING:
     from peft import LoraConfig
     from trl import SFTConfig
 
+__all__ = [
+    "PREFERENCE_COLUMNS",
+    "PROBE_REPEATS",
+    "SAVE_SECONDS",
+    "SFT_COLUMNS",
+    "DecoderFinetuneEngine",
+    "default_dpo_config",
+    "default_lora_config",
+    "default_orpo_config",
+    "default_sft_config",
+    "on_gpu",
+    "score_completion_tokens_only",
+]
+
 logger = logging.getLogger(__name__)
 
-SFT_COLUMNS = ("prompt", "completion")
-PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
-_SFT_DONE = "sft_complete.json"
-PROBE_REPEATS = 5
-"""Micro-batches of a time-limited SFT's probe: the first warms up, the mean of the others is
-the step time (grounded prompts differ in length, so one micro-batch is a poor estimate)."""
 SAVE_SECONDS = 15.0
 """Seconds kept after training for merging and saving the adapter (a deadline's margin)."""
 
 
-def _check_columns(dataset: Any, needed: tuple[str, ...], what: str, hint: str) -> datasets.Dataset:
-    import datasets
-
-    if isinstance(dataset, list):
-        dataset = datasets.Dataset.from_list(dataset)
-    if not isinstance(dataset, datasets.Dataset):
-        raise TypeError(
-            f"DecoderFinetuneEngine: {what} must be a datasets.Dataset, got {type(dataset).__name__}."
-        )
-    missing = [c for c in needed if c not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"DecoderFinetuneEngine: {what} lacks the columns {missing} (it has {dataset.column_names}). "
-            f"Expected TRL's conversational {'/'.join(needed)} format, {hint}."
-        )
-    if len(dataset) == 0:
-        raise ValueError(f"DecoderFinetuneEngine: {what} is empty.")
-    return dataset
-
-
-def _columns(dataset: datasets.Dataset, needed: tuple[str, ...]) -> datasets.Dataset:
-    """Only the trainer's columns: metadata (qid, source ids...) stays out of the collators."""
-    return dataset.select_columns(list(needed))
-
-
-def _with_questions(rows: datasets.Dataset) -> datasets.Dataset:
-    """``rows`` with a ``question`` column, read back from their grounded prompts when they
-    have none (rows built by hand or by an older ``GroundedSFTBuilder``), so that twin
-    questions under two qids stay on one side of the validation split. Unchanged when a
-    prompt is not a grounded one. The trainer never sees the column (``_columns``)."""
-    if "question" in rows.column_names or "qid" not in rows.column_names:
-        return rows
-    from llama_index_ragtune.grounding import read_grounded_prompt
-
-    questions = []
-    for prompt in rows["prompt"]:
-        grounded = read_grounded_prompt(prompt)
-        if grounded is None:
-            return rows
-        questions.append(grounded.question)
-    return rows.add_column("question", questions)
-
-
-class DecoderFinetuneEngine(BaseFinetuneEngine):
+class DecoderFinetuneEngine(DecoderStages):
     """Fine-tune a causal LM for grounded, cited answers: LoRA SFT, then optional DPO/ORPO.
 
     Args:
@@ -290,35 +263,12 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
 
     # ------------------------------------------------------------------- paths
     @property
-    def sft_adapter_dir(self) -> Path:
-        return self.output_dir / "sft-adapter"
-
-    @property
     def adapter_dir(self) -> Path:
         return self.output_dir / "adapter"
 
     @property
     def merged_dir(self) -> Path:
         return self.output_dir / "merged"
-
-    # ----------------------------------------------------------------- loading
-    def _load_base(self) -> Any:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        # GPU bf16 training holds bf16 weights; on CPU, bf16 is autocast over float32 weights.
-        bf16_weights = getattr(self.args, "bf16", False) and on_gpu(self.device)
-        dtype = torch.bfloat16 if bf16_weights else torch.float32
-        if self.tokenizer is None:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.base_model)
-            if self.tokenizer.pad_token is None:
-                self.tokenizer.pad_token = self.tokenizer.eos_token
-            if getattr(self.tokenizer, "chat_template", None) is None:
-                raise ValueError(
-                    f"The tokenizer of '{self.base_model}' has no chat template; grounded SFT needs a "
-                    "chat/instruct model (or set tokenizer.chat_template and save it with the model)."
-                )
-        return load_model(AutoModelForCausalLM.from_pretrained, self.base_model, dtype=dtype)
 
     # ---------------------------------------------------------------- validation
     def split_validation(self) -> tuple[datasets.Dataset, datasets.Dataset | None]:
@@ -338,132 +288,7 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         max_length = getattr(self.args, "max_length", None) or 1024
         return {"loss": completion_nll(model, self.tokenizer, val, max_length=max_length)}
 
-    # ---------------------------------------------------------------- training
-    def train_sft(
-        self,
-        resume_from_checkpoint: bool | str | None = None,
-        train: datasets.Dataset | None = None,
-        val: datasets.Dataset | None = None,
-    ) -> None:
-        """Stage 1: LoRA SFT on the completion tokens; saves ``sft-adapter/``.
-
-        With ``resume_from_checkpoint=True`` and a finished ``sft-adapter/``,
-        the adapter is loaded and SFT is skipped. ``val`` rows are evaluated during
-        training to keep the best checkpoint.
-        """
-        from peft import PeftModel
-        from trl import SFTTrainer
-
-        train = self.train_dataset if train is None else train
-        if resume_from_checkpoint and (self.sft_adapter_dir / _SFT_DONE).exists():
-            logger.info("SFT already finished in %s; loading its adapter.", self.sft_adapter_dir)
-            self.model = load_model(
-                PeftModel.from_pretrained,
-                self._load_base(),
-                str(self.sft_adapter_dir),
-                is_trainable=True,
-            )
-            return
-        if self.budget is not None and self.budget.max_pairs and len(train) > self.budget.max_pairs:
-            keep = sorted(
-                random.Random(self.args.seed).sample(range(len(train)), self.budget.max_pairs)
-            )
-            train = train.select(keep)
-        # checkpoint selection configured here (not by the caller's args) follows a plan
-        selecting = val is not None and self.args.eval_strategy == "no" and self.eval_points > 0
-        if val is not None:
-            self._configure_checkpoint_selection(
-                _LossPool(), _sft_steps(self.args, len(train)), self.eval_points
-            )
-        callbacks, timer = self._budget_callbacks(self.budget)
-        if timer is not None and timer.deadline is not None and self._stage2_pairs is not None:
-            timer.deadline = time.time() + (timer.deadline - time.time()) / 2  # half for DPO
-        start = time.perf_counter()
-        self.sft_trainer = SFTTrainer(
-            model=self._load_base(),
-            args=self.args,
-            train_dataset=_columns(train, SFT_COLUMNS),
-            eval_dataset=None if val is None else _columns(val, SFT_COLUMNS),
-            processing_class=self.tokenizer,
-            peft_config=self.lora_config,
-            callbacks=callbacks or None,
-        )
-        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, Path(self.args.output_dir))
-        with score_completion_tokens_only(self.device):
-            if timer is not None:
-                self.plan = self._plan_stage(
-                    self.sft_trainer, self.args, len(train), timer.deadline, checkpoint
-                )
-                if selecting:
-                    _follow_plan(self.args, self.eval_points)
-            self.sft_trainer.train(resume_from_checkpoint=checkpoint)
-        self.model = self.sft_trainer.model
-        self.timings["sft_seconds"] = time.perf_counter() - start
-        self._save_adapter(self.sft_adapter_dir)
-        if self.is_main_process:
-            (self.sft_adapter_dir / _SFT_DONE).write_text(
-                json.dumps({"steps": self.sft_trainer.state.global_step})
-            )
-
-    def _plan_stage(
-        self, trainer: Any, args: Any, rows: int, deadline: float | None, checkpoint: str | None
-    ) -> dict[str, Any]:
-        """Plan the steps of a time-limited stage (``trainer`` with its ``args``) from a timed
-        probe (see ``_plan_steps``); a run resumed from a checkpoint keeps the step count it
-        was planned with."""
-        planned = _planned_steps(checkpoint) if args.max_steps <= 0 else None
-        if planned is not None:
-            args.max_steps = planned
-            return {"rows": rows, "resumed_plan": True}
-        return self._plan_steps(
-            self.budget, rows, _probe_step(trainer), deadline, repeats=PROBE_REPEATS, args=args
-        )
-
-    def train_preference(
-        self,
-        resume_from_checkpoint: bool | str | None = None,
-        pairs: datasets.Dataset | None = None,
-    ) -> None:
-        """Stage 2: DPO (reference = the SFT model) or ORPO on ``pairs`` (default: every
-        row of ``preference_dataset``; ``finetune()`` passes those of training questions)."""
-        pairs = self.preference_dataset if pairs is None else pairs
-        if pairs is None:
-            raise ValueError(
-                "DecoderFinetuneEngine: no preference_dataset was given; build one with PreferenceBuilder."
-            )
-        if self.model is None:
-            raise RuntimeError("DecoderFinetuneEngine: run train_sft() before train_preference().")
-        start = time.perf_counter()
-        if self.preference_method == "dpo":
-            from trl import DPOTrainer as Trainer
-        else:
-            from trl.experimental.orpo import ORPOTrainer as Trainer
-        callbacks, timer = self._budget_callbacks(self.budget)
-        self.preference_trainer = Trainer(
-            model=self.model,
-            args=self.preference_args,
-            train_dataset=_columns(pairs, PREFERENCE_COLUMNS),
-            processing_class=self.tokenizer,
-            callbacks=callbacks or None,
-        )
-        checkpoint = self._checkpoint_to_resume(
-            resume_from_checkpoint, Path(self.preference_args.output_dir)
-        )
-        with score_completion_tokens_only(self.device):
-            if timer is not None:
-                self.preference_plan = self._plan_stage(
-                    self.preference_trainer,
-                    self.preference_args,
-                    len(pairs),
-                    timer.deadline,
-                    checkpoint,
-                )
-            self.preference_trainer.train(resume_from_checkpoint=checkpoint)
-        self.model = self.preference_trainer.model
-        if "ref" in getattr(self.model, "peft_config", {}):
-            self.model.delete_adapter("ref")  # DPO's frozen copy of the SFT adapter
-        self.timings[f"{self.preference_method}_seconds"] = time.perf_counter() - start
-
+    # ------------------------------------------------ tuning (stages: decoder_stages)
     def finetune(self, resume_from_checkpoint: bool | str | None = None) -> FinetuneResult:
         """SFT, then the preference stage when pairs were given; validate, decide, save.
 
@@ -572,13 +397,6 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
         return self.train_deadline - self._after_training_seconds
 
     # ------------------------------------------------------------------ saving
-    def _save_adapter(self, folder: Path) -> None:
-        if not self.is_main_process:  # under DDP every process holds the weights; one writes
-            return
-        with atomic_dir(folder) as tmp:
-            self.model.save_pretrained(str(tmp))
-            self.tokenizer.save_pretrained(str(tmp))
-
     def save(self) -> None:
         """Write the LoRA adapter to ``adapter/`` and the merged model to ``merged/`` (both with the tokenizer).
 
@@ -626,74 +444,3 @@ class DecoderFinetuneEngine(BaseFinetuneEngine):
             )
         check_weights(self.merged_dir)
         return LocalChatLLM(model=str(self.merged_dir), **llm_kwargs)
-
-
-def _probe_step(trainer: Any) -> Any:
-    """One forward and backward pass of ``trainer``'s model on its next training micro-batch,
-    through the trainer's own loss and precision (to time a step before planning); no weight
-    changes."""
-    batches: Any = iter(())
-
-    def probe() -> None:
-        nonlocal batches
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(trainer.get_train_dataloader())
-            batch = next(batches)
-        model = trainer.model
-        model.train()
-        tokens = getattr(trainer, "_total_train_tokens", None)
-        # mixed precision as in training, where accelerate's prepared model autocasts
-        with trainer.accelerator.autocast(), trainer.compute_loss_context_manager():
-            loss = trainer.compute_loss(model, batch)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        # TRL's running token count and metrics: the probe is not part of training's logs
-        if tokens is not None:
-            trainer._total_train_tokens = tokens
-        for logged in getattr(trainer, "_metrics", {}).values():
-            logged.clear()
-
-    return probe
-
-
-def _planned_steps(checkpoint: str | None) -> int | None:
-    """The ``max_steps`` a checkpoint's run trained towards (its ``trainer_state.json``)."""
-    if checkpoint is None:
-        return None
-    try:
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-        steps = int(state["max_steps"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return steps if steps > 0 else None
-
-
-def _follow_plan(args: Any, eval_points: int) -> None:
-    """Spread the engine's checkpoint-selection passes (configured for the unplanned
-    length) over the planned ``max_steps``."""
-    if args.max_steps > 0 and args.eval_strategy == "steps":
-        every = max(1, math.ceil(args.max_steps / eval_points))
-        if args.eval_steps > every:
-            args.eval_steps = args.save_steps = every
-
-
-class _LossPool:
-    """Names the SFT trainer's own validation loss for checkpoint selection."""
-
-    name = "sft"
-    primary_metric = "loss"
-    metric_key = "eval_loss"
-    greater_is_better = False
-
-
-def _sft_steps(args: Any, rows: int) -> int:
-    if args.max_steps and args.max_steps > 0:
-        return int(args.max_steps)
-    per_step = (
-        args.per_device_train_batch_size
-        * max(1, args.gradient_accumulation_steps)
-        * max(1, args.world_size)  # under DDP a step takes every process's batch
-    )
-    return math.ceil(rows / per_step) * int(math.ceil(args.num_train_epochs))

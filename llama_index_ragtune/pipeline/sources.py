@@ -32,6 +32,10 @@ Each document's ``id_`` is its path relative to the docs folder (``"grocery/retu
 the ``doc_id`` that labelled queries refer to. Nodes get stable ids
 ``"<doc id>#<n>"``, so citations and labels survive a rerun.
 
+The folder walk and the bounded reading of a file are in :mod:`.document_files`, glob
+matching in :mod:`.path_globs`, checking and parsing ``Document`` objects in
+:mod:`.document_nodes`; their public names stay importable from here.
+
 Example::
 
     from llama_index_ragtune.pipeline.sources import parse_documents, read_documents
@@ -45,39 +49,69 @@ from __future__ import annotations
 
 import bisect
 import difflib
-import gzip
 import itertools
 import json
 import logging
 import os
-import stat
 import unicodedata
-import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.errors import DataError
-from llama_index_ragtune.data.reading import GZIP_MAGIC, read_json_file
+from llama_index_ragtune.data.reading import read_json_file
+from llama_index_ragtune.pipeline.document_files import (
+    LOCK_PREFIX,
+    MAX_DOCUMENT_BYTES,
+    SUFFIXES,
+    _check_names,
+    _content_size,
+    _not_utf8_error,
+    _open_regular,
+    _read_text,
+    _Scan,
+    _scan,
+    _too_large,
+    document_files,
+)
+from llama_index_ragtune.pipeline.document_nodes import (
+    HTML_SUFFIXES,
+    check_documents,
+    load_nodes,
+    parse_documents,
+    save_nodes,
+)
+from llama_index_ragtune.pipeline.path_globs import glob_match, path_key
 
 if TYPE_CHECKING:
-    from llama_index.core.schema import BaseNode, Document
+    from llama_index.core.schema import Document
+
+__all__ = [
+    "HTML_SUFFIXES",
+    "LOCK_PREFIX",
+    "MAX_DOCUMENT_BYTES",
+    "METADATA_FILE",
+    "RESERVED_KEYS",
+    "SUFFIXES",
+    "check_documents",
+    "document_files",
+    "find_metadata_file",
+    "glob_match",
+    "load_nodes",
+    "parse_documents",
+    "path_key",
+    "read_documents",
+    "read_metadata",
+    "save_nodes",
+]
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES = (".md", ".markdown", ".html", ".htm", ".txt")
-HTML_SUFFIXES = (".html", ".htm")
 METADATA_FILE = "metadata.json"
 RESERVED_KEYS = ("section_path", "section_title", "block_types", "oversized", "partial_unit")
 """Metadata keys the structure-aware parsers set on every node."""
 _BOOKKEEPING = ["file_path"]
-MAX_DOCUMENT_BYTES = 32 * 2**20
-"""The largest document file read (32 MiB, about 8 million tokens): a bigger one is an
-error naming it, so that memory stays bounded (split the file)."""
-LOCK_PREFIX = "~$"
-"""Office lock files (``~$report.html``): skipped like hidden files."""
 
 
 def find_metadata_file(docs_dir: str | Path) -> Path | None:
@@ -97,88 +131,6 @@ def find_metadata_file(docs_dir: str | Path) -> Path | None:
                 hint="fix or remove it, or pass the metadata file with --metadata",
             )
     return None
-
-
-def _glob_tokens(pattern: str) -> list[str]:
-    """``**/``, ``**``, ``*``, ``?`` or one literal character per token."""
-    tokens, i = [], 0
-    while i < len(pattern):
-        for token in ("**/", "**", "*", "?"):
-            if pattern.startswith(token, i):
-                break
-        else:
-            token = pattern[i]
-        if not (token == "**/" and tokens[-1:] == ["**/"]):  # a run of **/ is one **/
-            tokens.append(token)
-        i += len(token)
-    return tokens
-
-
-def glob_match(pattern: str, path: str) -> bool:
-    """Whether ``path`` matches ``pattern`` (``*`` = any characters but ``/``, ``**/`` = any
-    folders or none, ``**`` = anything, ``?`` = one character but ``/``).
-
-    Runs in time proportional to ``len(pattern) * len(path)`` whatever the pattern
-    (a regular expression backtracks for minutes on ``**/**/**/...`` against a deep path).
-
-    Example::
-
-        glob_match("grocery/**/*.md", "grocery/fresh/apples.md")      # True
-    """
-    tokens = _glob_tokens(pattern)
-    end = len(tokens)
-    # States: token index i (about to match tokens[i]) or -1 - i (inside the ".*" of a
-    # "**/" at i, which must still end in "/").
-
-    def closure(states: set[int]) -> set[int]:
-        todo, out = list(states), set(states)
-        while todo:
-            i = todo.pop()
-            if 0 <= i < end and tokens[i] in ("**/", "**", "*") and i + 1 not in out:
-                out.add(i + 1)
-                todo.append(i + 1)
-        return out
-
-    states = closure({0})
-    for ch in path:
-        step: set[int] = set()
-        for i in states:
-            if i < 0:  # inside a "**/"
-                step.add(i)
-                if ch == "/":
-                    step.add(-i)  # -1 - i is the token; its successor is -i
-                continue
-            if i == end:
-                continue
-            token = tokens[i]
-            if token == "**/":
-                step.add(-1 - i)
-                if ch == "/":
-                    step.add(i + 1)
-            elif token == "**" or (token == "*" and ch != "/"):
-                step.add(i)
-            elif (token == "?" and ch != "/") or token == ch:
-                step.add(i + 1)
-        if not step:
-            return False
-        states = closure(step)
-    return end in states
-
-
-def path_key(name: str) -> str:
-    """The form two spellings of one relative path share: NFC, ``/`` separators, no ``./``.
-
-    A leading ``/`` is kept: an absolute path is not the relative path after it (with
-    the docs folder at ``/a``, ``/a/x.md`` is its ``x.md``, not ``a/x.md``).
-
-    Example::
-
-        path_key("./grocery\\returns.md"), path_key("/grocery/returns.md")
-        # ('grocery/returns.md', '/grocery/returns.md')
-    """
-    text = unicodedata.normalize("NFC", name).replace("\\", "/")
-    relative = "/".join(part for part in text.split("/") if part not in ("", "."))
-    return "/" + relative if text.startswith("/") else relative
 
 
 def _is_glob(pattern: str) -> bool:
@@ -328,175 +280,6 @@ def read_metadata(
     return merged
 
 
-@dataclass
-class _Scan:
-    """What a walk of the docs folder found (relative POSIX paths)."""
-
-    files: list[str] = field(default_factory=list)  # the documents
-    linked_folders: list[str] = field(default_factory=list)  # symbolic links to folders
-    broken_links: list[str] = field(default_factory=list)  # dangling, or a loop
-    special: list[str] = field(default_factory=list)  # FIFOs, devices, sockets
-    hidden: list[str] = field(default_factory=list)  # names starting with "." or "~$"
-    unreadable: list[OSError] = field(default_factory=list)  # folders that cannot be listed
-
-
-def _scan(root: Path, suffixes: Sequence[str]) -> _Scan:
-    """Walk ``root`` (hidden entries and linked folders not descended into), sorting what
-    it holds; a folder that cannot be listed is recorded, not skipped silently."""
-    scan = _Scan()
-    for folder, dirs, names in os.walk(root, onerror=scan.unreadable.append):
-        rel = Path(folder).relative_to(root)
-        scan.hidden.extend((rel / d).as_posix() for d in dirs if d.startswith("."))
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        scan.linked_folders.extend(
-            (rel / d).as_posix() for d in dirs if os.path.islink(os.path.join(folder, d))
-        )
-        for name in names:
-            if Path(name).suffix.lower() not in suffixes:
-                continue
-            path, rel_name = os.path.join(folder, name), (rel / name).as_posix()
-            if name.startswith((".", LOCK_PREFIX)):
-                scan.hidden.append(rel_name)
-            elif os.path.isfile(path):  # a regular file, or a link to one
-                scan.files.append(rel_name)
-            elif not os.path.exists(path):  # a link to nothing, or a loop of links
-                scan.broken_links.append(rel_name)
-            else:  # a FIFO or a device (or a link to one): reading it could block or never end
-                scan.special.append(rel_name)
-    for found in (scan.files, scan.linked_folders, scan.broken_links, scan.special, scan.hidden):
-        found.sort()
-    return scan
-
-
-def document_files(docs_dir: str | Path, suffixes: Sequence[str] = SUFFIXES) -> list[str]:
-    """The document files under ``docs_dir`` (relative POSIX paths, sorted; hidden ones left out)."""
-    return _scan(Path(docs_dir).expanduser(), suffixes).files
-
-
-def _check_names(root: Path, files: Sequence[str]) -> None:
-    """``DataError`` for a file name that cannot be a document id: not UTF-8, or equal in NFC to
-    another (``café.md`` composed and decomposed print alike: a label meant for one
-    would be read as the other). Names differing only in case are kept, with a warning."""
-    seen: dict[str, str] = {}
-    folded: dict[str, list[str]] = {}
-    for rel in files:
-        try:
-            rel.encode("utf-8")
-        except UnicodeEncodeError:  # the name's bytes are not UTF-8 (kept as surrogates)
-            raise DataError(
-                "the file name is not valid UTF-8, so it cannot be a document id",
-                path=root / rel,
-                hint="rename the file (e.g. `convmv -f latin1 -t utf8 --notest`)",
-            ) from None
-        key = unicodedata.normalize("NFC", rel)
-        if key in seen:
-            raise DataError(
-                f"two file names are the same text in different Unicode forms (NFC / NFD): "
-                f"{ascii(seen[key])} and {ascii(rel)}",
-                path=root,
-                hint="they print alike, so labels and metadata cannot tell them apart: "
-                "merge or rename one",
-            )
-        seen[key] = rel
-        folded.setdefault(key.casefold(), []).append(rel)
-    same_case = [names for names in folded.values() if len(names) > 1]
-    if same_case:
-        logger.warning(
-            "%d group(s) of file names under %s differ only in case: %s (kept as separate "
-            "documents; a case-insensitive file system, macOS or Windows, holds one of each)",
-            len(same_case),
-            root,
-            same_case[:5],
-        )
-
-
-def _open_regular(path: Path, replaced: str) -> BinaryIO:
-    """``path`` opened for reading in binary, without blocking on a FIFO: ``DataError`` naming
-    it when it has gone, cannot be read, or is not a regular file (``replaced`` says how)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise DataError(
-            f"cannot be read ({exc.strerror or exc}): it was removed or changed while the "
-            "folder was read, or its permissions forbid it",
-            path=path,
-            hint="run again once nothing writes to the folder, or fix its permissions",
-        ) from None
-    handle = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        handle.close()
-        raise DataError(f"is {replaced}", path=path)
-    return handle
-
-
-def _content_size(handle: BinaryIO, max_bytes: int) -> tuple[int, bool]:
-    """The size of the file's content and whether it is gzip-compressed: a gzip file is
-    decompressed in 1 MiB reads, counted, not kept, and only up to ``max_bytes + 1``, so a
-    few KB that expand to gigabytes (a decompression bomb) cost about ``max_bytes`` to
-    refuse. Corrupt gzip data gives the size read so far (the JSON reader names it)."""
-    if handle.read(2) != GZIP_MAGIC:
-        return os.fstat(handle.fileno()).st_size, False
-    handle.seek(0)
-    size = 0
-    try:
-        with gzip.GzipFile(fileobj=handle) as unzipped:
-            while size <= max_bytes:
-                chunk = unzipped.read(min(2**20, max_bytes + 1 - size))
-                if not chunk:
-                    break
-                size += len(chunk)
-    except (EOFError, gzip.BadGzipFile, zlib.error):
-        pass
-    return size, True
-
-
-def _too_large(path: Path, max_bytes: int, what: str, hint: str) -> DataError:
-    return DataError(f"is larger than the {max_bytes:,}-byte limit of {what}", path=path, hint=hint)
-
-
-def _read_text(path: Path, max_bytes: int) -> str:
-    """The file's UTF-8 text (a leading BOM kept for the parsers, ``\\n`` line ends), at
-    most ``max_bytes``.
-
-    ``DataError`` naming the file when it has gone or cannot be read, is no longer a
-    regular file (replaced by a FIFO after the walk: opened without blocking), is larger
-    than ``max_bytes`` (also when it grows while read), or is not UTF-8
-    (``UnicodeDecodeError`` is left to the caller, which names every such file).
-    """
-    replaced = "no longer a regular file (replaced by a FIFO or device while the folder was read)"
-    with _open_regular(path, replaced) as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise _too_large(
-            path,
-            max_bytes,
-            "one document",
-            "split it into smaller files (one per chapter or page), or pass a larger "
-            "max_bytes to read_documents",
-        )
-    # line ends read as Python's text mode reads them (\r\n and a lone \r are \n)
-    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _not_utf8_error(root: Path, found: Sequence[tuple[str, UnicodeDecodeError]]) -> DataError:
-    """One ``DataError`` for the files that are not UTF-8: the first named with the byte
-    (or its UTF-16 byte-order mark), the others listed, so one run names them all."""
-    rel, exc = found[0]
-    utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")  # a UTF-16 byte-order mark
-    message = "not UTF-8 text but UTF-16" if utf16 else f"not UTF-8 text (byte {exc.start})"
-    others = [other for other, _ in found[1:]]
-    if others:
-        message += f"; nor are {len(others)} other file(s): {others[:10]}"
-    how = (
-        "`iconv -f UTF-16 -t UTF-8`"
-        if utf16
-        else "e.g. `iconv -f WINDOWS-1252 -t UTF-8`, or SHIFT_JIS, LATIN1..., as it was saved"
-    )
-    return DataError(
-        message, path=root / rel, hint=f"convert {'them' if others else 'it'} to UTF-8 ({how})"
-    )
-
-
 def read_documents(
     docs_dir: str | Path,
     metadata: str | Path | None = None,
@@ -611,124 +394,3 @@ def _warn_passed_over(root: Path, scan: _Scan) -> None:
             logger.warning(
                 "skipped %d entries under %s: %s (%s)", len(found), root, found[:10], why
             )
-
-
-def check_documents(documents: Sequence[Any]) -> list[Document]:
-    """``documents`` as a list of LlamaIndex ``Document`` objects with unique ids (``TypeError`` /
-    ``ValueError`` naming the offender otherwise)."""
-    from llama_index.core.schema import BaseNode, Document
-
-    if documents is None:
-        documents = []
-    if isinstance(documents, BaseNode):
-        raise TypeError(
-            f"documents must be a list of llama_index Documents, got one {type(documents).__name__}"
-            "; wrap it in a list: [document]"
-        )
-    if isinstance(documents, (str, bytes, os.PathLike, dict)) or not isinstance(
-        documents, Iterable
-    ):
-        raise TypeError(
-            "documents must be a folder (a str or pathlib.Path) or a list of llama_index "
-            f"Documents, got a {type(documents).__name__}"
-        )
-    documents = list(documents)
-    if not documents:
-        raise ValueError("no documents given: pass a folder or a non-empty list of Documents")
-    seen: set[str] = set()
-    for i, doc in enumerate(documents):
-        if not isinstance(doc, Document):
-            raise TypeError(
-                f"documents[{i}] is a {type(doc).__name__}, expected a llama_index Document"
-            )
-        if is_blank(doc.id_):
-            raise ValueError(
-                f"documents[{i}] has an empty id_ ({ascii(doc.id_)}: no visible character); "
-                "give each document a unique id_ (its file name, say): labelled questions "
-                "and node ids refer to it"
-            )
-        if doc.id_ in seen:
-            raise ValueError(f"two documents share the id {doc.id_!r}; give each a unique id_")
-        seen.add(doc.id_)
-    return documents
-
-
-def _node_id(index: int, document: Any) -> str:
-    return f"{document.id_}#{index}"
-
-
-def _is_html(doc: Document) -> bool:
-    name = str(doc.metadata.get("file_path") or doc.id_).lower()
-    return name.endswith(HTML_SUFFIXES)
-
-
-def parse_documents(
-    documents: Sequence[Document], tokenizer: str | None = None, show_progress: bool = False
-) -> list[BaseNode]:
-    """Parse each document with the structure-aware parser its type calls for.
-
-    HTML (by ``file_path`` metadata or id suffix) goes to ``StructuredHTMLNodeParser``,
-    everything else to ``StructuredMarkdownNodeParser`` (plain text is Markdown
-    without headings). ``tokenizer`` (the encoder's folder or hub id) sets the node
-    cap; node ids are ``"<document id>#<n>"``. A document that gives no node (an
-    empty HTML shell, only heading markers) is skipped with a warning naming it.
-
-    Example::
-
-        nodes = parse_documents([Document(id_="faq.md", text="# FAQ\\n\\nOpen 9-5.")])
-        nodes[0].node_id           # 'faq.md#0'
-    """
-    from llama_index_ragtune.node_parser import (
-        StructuredHTMLNodeParser,
-        StructuredMarkdownNodeParser,
-    )
-
-    kwargs: dict[str, Any] = {"id_func": _node_id}
-    if tokenizer is not None:
-        kwargs["tokenizer"] = tokenizer
-    markdown = StructuredMarkdownNodeParser.from_defaults(**kwargs)
-    html = StructuredHTMLNodeParser.from_defaults(**kwargs)
-    html_docs = [d for d in documents if _is_html(d)]
-    text_docs = [d for d in documents if not _is_html(d)]
-    nodes: list[BaseNode] = []
-    if text_docs:
-        nodes.extend(markdown.get_nodes_from_documents(text_docs, show_progress=show_progress))
-    if html_docs:
-        nodes.extend(html.get_nodes_from_documents(html_docs, show_progress=show_progress))
-    order = {d.id_: i for i, d in enumerate(documents)}
-    nodes.sort(key=lambda n: (order.get(n.ref_doc_id or "", len(order)), _index(n.node_id)))
-    if not nodes:
-        raise DataError(
-            f"the documents gave no nodes: every one has no text after parsing "
-            f"(only markup or headings): {[d.id_ for d in documents][:5]}",
-            hint="add documents with text",
-        )
-    kept = {n.ref_doc_id for n in nodes}
-    textless = [d.id_ for d in documents if d.id_ not in kept]
-    if textless:
-        logger.warning(
-            "skipped %d document(s) with no text after parsing (only markup or headings): %s",
-            len(textless),
-            textless[:10],
-        )
-    return nodes
-
-
-def _index(node_id: str) -> int:
-    tail = node_id.rsplit("#", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
-
-
-def save_nodes(nodes: Sequence[BaseNode], path: str | Path) -> Path:
-    """Write nodes as JSON (``node.to_dict()``, no pickle), atomically."""
-    from llama_index_ragtune._atomic import atomic_write_json
-
-    return atomic_write_json(Path(path), [n.to_dict() for n in nodes])
-
-
-def load_nodes(path: str | Path) -> list[BaseNode]:
-    """Read nodes written by :func:`save_nodes`."""
-    from llama_index.core.schema import TextNode
-
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [TextNode.from_dict(item) for item in data]

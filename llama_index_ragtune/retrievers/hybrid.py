@@ -42,6 +42,9 @@ the same nodes. Either side can be any LlamaIndex ``BaseRetriever``.
   and the docstore together, safely while queries run (they see the sides before or after
   it); a change made to ``index`` directly is detected at query time and raises
   ``RuntimeError`` instead of returning one side's nodes.
+* **Sides and search**: the sides are made, sized and filtered in
+  :mod:`~llama_index_ragtune.retrievers.hybrid_sides`; a query is answered (both sides,
+  then fusion) in :mod:`~llama_index_ragtune.retrievers.hybrid_search`.
 * **Persistence** (:mod:`~llama_index_ragtune.retrievers.persist_hybrid`): atomic (a
   crash leaves the old or the new folder), every file hashed in the manifest and
   checked on load, nothing unpickled.
@@ -67,7 +70,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import threading
@@ -81,32 +83,27 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
-from llama_index_ragtune.embeddings import resolve_embed_model
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.checks import (
     PositiveIntAttribute,
     positive_float,
     positive_int,
-    prepare_query,
     unit_float,
 )
 from llama_index_ragtune.retrievers.defaults import fusion_preset
-from llama_index_ragtune.retrievers.dense import (
-    build_dense_index,
-    build_faiss_index,
-    check_dense_filters,
-    drop_blank_nodes,
-)
-from llama_index_ragtune.retrievers.external_store import index_retriever
-from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
+from llama_index_ragtune.retrievers.dense import build_faiss_index
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 from llama_index_ragtune.retrievers.fusion import fuse
-from llama_index_ragtune.retrievers.hybrid_update import (
-    areading,
-    check_in_step,
-    reading,
-    sides_state,
+from llama_index_ragtune.retrievers.hybrid_search import asearch, check_query_type, search
+from llama_index_ragtune.retrievers.hybrid_sides import (
+    apply_side_filters,
+    build_sides,
+    check_side_types,
+    check_sides_given,
+    set_side_depths,
+    sync_sides,
 )
+from llama_index_ragtune.retrievers.hybrid_update import reading, sides_state
 from llama_index_ragtune.retrievers.node_embedding import index_embed_model
 
 logger = logging.getLogger(__name__)
@@ -114,13 +111,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["FusedNodeWithScore", "HybridRetriever", "build_faiss_index"]
 
 _BATCH_LOCK = threading.Lock()
-
-
-def _has_native_async(retriever: BaseRetriever) -> bool:
-    from llama_index_ragtune.retrievers.external_store import store_supports_async
-
-    native = type(retriever)._aretrieve is not BaseRetriever._aretrieve
-    return native and store_supports_async(getattr(retriever, "_vector_store", None))
 
 
 class HybridRetriever(BaseRetriever):
@@ -185,18 +175,7 @@ class HybridRetriever(BaseRetriever):
         self.sparse_top_k = positive_int(
             preset["sparse_top_k"] if sparse_top_k is None else sparse_top_k, "sparse_top_k"
         )
-        for name, value in (
-            ("dense_retriever", dense_retriever),
-            ("sparse_retriever", sparse_retriever),
-        ):
-            if value is not None and not isinstance(value, BaseRetriever):
-                raise TypeError(
-                    f"{name} must be a llama_index BaseRetriever, got {type(value).__name__}"
-                )
-        if embed_model is not None and not isinstance(embed_model, BaseEmbedding):
-            raise TypeError(
-                f"embed_model must be a llama_index BaseEmbedding, got {type(embed_model).__name__}"
-            )
+        check_side_types(dense_retriever, sparse_retriever, embed_model)
         self._index = index
         self._embed_model = embed_model if embed_model is not None else index_embed_model(index)
         self._dense_built_in = dense_retriever is None
@@ -207,33 +186,10 @@ class HybridRetriever(BaseRetriever):
             from llama_index_ragtune.embeddings.micro_batch import micro_batched
 
             self._embed_model = micro_batched(self._embed_model)
-        if dense_retriever is None and index is None:
-            raise ValueError(
-                "HybridRetriever needs a dense_retriever or an index to build one from"
-            )
-        if dense_retriever is None and not hasattr(index, "as_retriever"):
-            raise TypeError(
-                f"index must be a llama_index VectorStoreIndex, got {type(index).__name__}"
-            )
-        if sparse_retriever is None:
-            raise ValueError(
-                "HybridRetriever needs a sparse_retriever (e.g. BM25Retriever); or use from_defaults()"
-            )
+        check_sides_given(dense_retriever, sparse_retriever, index)
         self._dense = dense_retriever
         self._sparse = sparse_retriever
-        for side, depth, explicit in (
-            ("sparse", self.sparse_top_k, sparse_top_k is not None),
-            ("dense", self.dense_top_k, dense_top_k is not None),
-        ):
-            retriever = self._sparse if side == "sparse" else self._dense
-            if retriever is None:
-                continue
-            if hasattr(retriever, "similarity_top_k"):
-                retriever.similarity_top_k = depth
-            elif explicit:
-                raise ValueError(
-                    f"the {side} retriever {type(retriever).__name__} has no similarity_top_k to set"
-                )
+        set_side_depths(self, dense_top_k is not None, sparse_top_k is not None)
         self._filters: MetadataFilters | None = None
         self._filters_broken: str | None = None  # why the filters stopped applying (fail closed)
         self._apply_filters(filters)
@@ -276,43 +232,17 @@ class HybridRetriever(BaseRetriever):
         BM25 indexes the nodes of its docstore. ``dense_retriever`` / ``sparse_retriever``
         replace a side.
         """
-        given = [name for name, value in (("nodes", nodes), ("index", index)) if value is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"pass exactly one of nodes or index to HybridRetriever.from_defaults (got {given or 'none'})"
-            )
-        default_dense = isinstance(dense_index, str) and dense_index == "flat"
-        if not default_dense and (index is not None or dense_retriever is not None):
-            raise ValueError(
-                "dense_index chooses the index built over nodes=...; it does not apply to the "
-                "index= or dense_retriever= given (drop one of them)"
-            )
-        if index is not None:
-            nodes = list(index.docstore.docs.values())
-            if not nodes and sparse_retriever is None:
-                raise ValueError(
-                    "index.docstore holds no nodes (its vector store keeps the text); pass nodes=... instead, "
-                    "or a sparse_retriever"
-                )
-            embed = embed_model if embed_model is not None else index_embed_model(index)
-        else:
-            nodes = list(nodes)
-            if not nodes:
-                raise ValueError("HybridRetriever.from_defaults got an empty list of nodes")
-            # the same nodes on both sides: blank ones are skipped on both, with a warning
-            nodes = drop_blank_nodes(nodes, "HybridRetriever.from_defaults")
-            embed = resolve_embed_model(embed_model)
-            if dense_retriever is None:
-                index_embed = embed
-                if embed_cache_dir is not None:
-                    from llama_index_ragtune.embeddings import CachedEmbedding
-
-                    index_embed = CachedEmbedding(embed, cache_dir=embed_cache_dir)
-                index = build_dense_index(nodes, index_embed, dense_index, show_progress)
-        if sparse_retriever is None:
-            sparse_retriever = BM25Retriever(
-                nodes, show_progress=show_progress, **(bm25_kwargs or {})
-            )
+        index, embed, sparse_retriever = build_sides(
+            nodes,
+            index,
+            embed_model,
+            embed_cache_dir,
+            bm25_kwargs,
+            dense_retriever,
+            sparse_retriever,
+            show_progress,
+            dense_index,
+        )
         return cls(
             dense_retriever=dense_retriever,
             sparse_retriever=sparse_retriever,
@@ -381,27 +311,7 @@ class HybridRetriever(BaseRetriever):
         return other
 
     def _apply_filters(self, filters: MetadataFilters | None) -> None:
-        if filters is not None and not isinstance(filters, MetadataFilters):
-            raise TypeError(
-                f"filters must be llama_index MetadataFilters, got {type(filters).__name__}"
-            )
-        # every side checks the filters before any side takes them: a refused filter
-        # leaves both sides (and self.filters) as they were
-        if isinstance(self._sparse, BM25Retriever):
-            self._sparse.check_filters(filters)
-        if self._dense_built_in:
-            lexical = self._sparse.nodes if isinstance(self._sparse, BM25Retriever) else None
-            check_dense_filters(self._index, filters, lexical)
-            kwargs = {"similarity_top_k": self.dense_top_k, "filters": filters}
-            if self._embed_model is not None:
-                kwargs["embed_model"] = self._embed_model
-            dense = index_retriever(self._index, **kwargs)
-        if isinstance(self._sparse, BM25Retriever):
-            self._sparse.filters = filters
-        if self._dense_built_in:
-            self._dense = dense
-        self._filters = filters
-        self._filters_broken = None
+        apply_side_filters(self, filters)
 
     # ------------------------------------------------------------------ changing nodes
 
@@ -442,31 +352,12 @@ class HybridRetriever(BaseRetriever):
         delete(self, node_ids)
 
     def _sync_sides(self, sparse: BM25Retriever) -> None:
-        """Take the rebuilt BM25 side after a change of nodes and re-apply the filters.
-
-        When a database reads the filters differently on the new nodes, they cannot apply
-        to both sides: the retriever keeps them but refuses queries and ``persist`` until
-        ``filters`` is set again (it never answers unfiltered in their place)."""
-        self._sparse = sparse
-        self._sides_state = sides_state(self)
-        try:
-            self._apply_filters(self._filters)
-        except ValueError as exc:
-            self._filters_broken = (
-                f"the nodes were changed, but the retriever's filters no longer run exactly on "
-                f"both sides ({exc}); set retriever.filters to filters both sides read alike (or "
-                "None) before querying or persisting it"
-            )
-            raise ValueError(self._filters_broken) from exc
+        """Take the rebuilt BM25 side after a change of nodes (see :func:`.hybrid_sides.sync_sides`)."""
+        sync_sides(self, sparse)
 
     def _check_filters_apply(self) -> None:
         if self._filters_broken is not None:
             raise RuntimeError(self._filters_broken)
-
-    def _post_filter(self, nodes: list[NodeWithScore], built_in: bool) -> list[NodeWithScore]:
-        if self._filters is None or built_in:
-            return nodes
-        return [n for n in nodes if node_passes(filterable_metadata(n.node), self._filters)]
 
     # ------------------------------------------------------------------ retrieval
 
@@ -486,70 +377,21 @@ class HybridRetriever(BaseRetriever):
             top_k=self.similarity_top_k,
         )
 
-    def _fuse(self, dense: list[NodeWithScore], sparse: list[NodeWithScore]) -> list[NodeWithScore]:
-        dense = self._post_filter(dense, self._dense_built_in)
-        sparse = self._post_filter(sparse, isinstance(self._sparse, BM25Retriever))
-        by_id: dict[str, NodeWithScore] = {}
-        rankings = []
-        for side in (dense, sparse):
-            ranking = []
-            for n in side:
-                node_id = n.node.node_id
-                by_id.setdefault(node_id, n)
-                ranking.append((node_id, 0.0 if n.score is None else float(n.score)))
-            rankings.append(ranking)
-        hits = self.fuse_rankings(rankings)
-        lexical_only = [h.node_id for h in hits if h.ranks[0] is None]
-        check_in_step(self, [node_id for node_id, _ in rankings[0]], lexical_only)
-        return [
-            FusedNodeWithScore(
-                node=by_id[h.node_id].node,
-                score=h.score,
-                dense_rank=h.ranks[0],
-                dense_score=h.scores[0],
-                sparse_rank=h.ranks[1],
-                sparse_score=h.scores[1],
-            )
-            for h in hits
-        ]
-
     def retrieve(self, str_or_query_bundle: str | QueryBundle) -> list[NodeWithScore]:
         """Fused results for a query string or ``QueryBundle`` (empty query: ``[]``)."""
-        _check_query_type(str_or_query_bundle)
+        check_query_type(str_or_query_bundle)
         return super().retrieve(str_or_query_bundle)
 
     async def aretrieve(self, str_or_query_bundle: str | QueryBundle) -> list[NodeWithScore]:
         """Async :meth:`retrieve`; both sides run concurrently."""
-        _check_query_type(str_or_query_bundle)
+        check_query_type(str_or_query_bundle)
         return await super().aretrieve(str_or_query_bundle)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        query_bundle = prepare_query(query_bundle)
-        if query_bundle is None:  # no text and no embedding: nothing to search for
-            return []
-        with reading(self):  # a change of nodes swaps the sides before or after, not during
-            self._check_filters_apply()
-            batch = self._batch_search()
-            if batch is not None:
-                return batch.search(query_bundle)
-            dense = self._dense.retrieve(query_bundle)
-            sparse = self._sparse.retrieve(query_bundle)
-            return self._fuse(dense, sparse)
+        return search(self, query_bundle)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        query_bundle = prepare_query(query_bundle)
-        if query_bundle is None:
-            return []
-        async with areading(self):  # yields the event loop while a swap runs
-            self._check_filters_apply()
-            batch = self._batch_search()
-            if batch is not None:
-                return await batch.asearch(query_bundle)
-            dense, sparse = await asyncio.gather(
-                self._aretrieve_side(self._dense, query_bundle),
-                self._aretrieve_side(self._sparse, query_bundle),
-            )
-            return self._fuse(dense, sparse)
+        return await asearch(self, query_bundle)
 
     def _batch_search(self) -> Any:
         """The batched retrieval of this retriever, made once; ``None`` when it does not batch."""
@@ -562,14 +404,6 @@ class HybridRetriever(BaseRetriever):
                         self._batch = HybridBatchSearch(self)
                     self._batch_checked = True
         return self._batch
-
-    @staticmethod
-    async def _aretrieve_side(
-        retriever: BaseRetriever, query_bundle: QueryBundle
-    ) -> list[NodeWithScore]:
-        if _has_native_async(retriever):
-            return await retriever.aretrieve(query_bundle)
-        return await asyncio.to_thread(retriever.retrieve, query_bundle)
 
     # ------------------------------------------------------------------ persistence
 
@@ -609,10 +443,3 @@ class HybridRetriever(BaseRetriever):
 
         folder = persist_dir_path(persist_dir, "HybridRetriever.from_persist_dir")
         return load_hybrid(cls, folder, embed_model, overrides)
-
-
-def _check_query_type(query: Any) -> None:
-    if not isinstance(query, (str, QueryBundle)):
-        raise TypeError(
-            f"the query must be a str or a llama_index QueryBundle, got {type(query).__name__}"
-        )

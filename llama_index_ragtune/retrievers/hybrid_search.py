@@ -1,0 +1,145 @@
+"""Answering one query with a :class:`~llama_index_ragtune.retrievers.HybridRetriever`.
+
+``search`` (and ``asearch``, its async twin) asks both sides while no change of nodes
+swaps them, or hands the query to the retriever's batched search when it has one
+(:mod:`~llama_index_ragtune.retrievers.hybrid_batch`); ``fuse_sides`` filters what a
+custom side returned and fuses the two rankings into :class:`FusedNodeWithScore`.
+
+Example::
+
+    from llama_index.core.schema import QueryBundle
+    from llama_index_ragtune.retrievers.hybrid_search import search
+
+    results = search(retriever, QueryBundle("apple return policy?"))   # = retriever.retrieve(...)
+    results[0].dense_rank, results[0].sparse_rank
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle
+
+from llama_index_ragtune.retrievers.bm25 import BM25Retriever
+from llama_index_ragtune.retrievers.checks import prepare_query
+from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
+from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
+from llama_index_ragtune.retrievers.hybrid_update import areading, check_in_step, reading
+
+
+def check_query_type(query: Any) -> None:
+    """``TypeError`` naming the type unless ``query`` is a ``str`` or a ``QueryBundle``.
+
+    Example::
+
+        check_query_type("apple return policy?")      # None
+    """
+    if not isinstance(query, (str, QueryBundle)):
+        raise TypeError(
+            f"the query must be a str or a llama_index QueryBundle, got {type(query).__name__}"
+        )
+
+
+def search(retriever: Any, query_bundle: QueryBundle) -> list[NodeWithScore]:
+    """``retriever``'s fused results for ``query_bundle`` (``[]`` for a query with no text
+    and no embedding): what ``HybridRetriever.retrieve`` returns.
+
+    Example::
+
+        search(retriever, QueryBundle("apple return policy?"))[0].score
+    """
+    query_bundle = prepare_query(query_bundle)
+    if query_bundle is None:  # no text and no embedding: nothing to search for
+        return []
+    with reading(retriever):  # a change of nodes swaps the sides before or after, not during
+        retriever._check_filters_apply()
+        batch = retriever._batch_search()
+        if batch is not None:
+            return batch.search(query_bundle)
+        dense = retriever._dense.retrieve(query_bundle)
+        sparse = retriever._sparse.retrieve(query_bundle)
+        return fuse_sides(retriever, dense, sparse)
+
+
+async def asearch(retriever: Any, query_bundle: QueryBundle) -> list[NodeWithScore]:
+    """Async :func:`search`: both sides run concurrently, and the event loop is never blocked.
+
+    Example::
+
+        await asearch(retriever, QueryBundle("apple return policy?"))
+    """
+    query_bundle = prepare_query(query_bundle)
+    if query_bundle is None:
+        return []
+    async with areading(retriever):  # yields the event loop while a swap runs
+        retriever._check_filters_apply()
+        batch = retriever._batch_search()
+        if batch is not None:
+            return await batch.asearch(query_bundle)
+        dense, sparse = await asyncio.gather(
+            _aretrieve_side(retriever._dense, query_bundle),
+            _aretrieve_side(retriever._sparse, query_bundle),
+        )
+        return fuse_sides(retriever, dense, sparse)
+
+
+def fuse_sides(
+    retriever: Any, dense: list[NodeWithScore], sparse: list[NodeWithScore]
+) -> list[NodeWithScore]:
+    """The two sides' results fused with ``retriever``'s settings, as
+    :class:`FusedNodeWithScore` telling where each side put the node (a custom side's
+    results are filtered first).
+
+    Example::
+
+        fused = fuse_sides(retriever, dense_results, sparse_results)
+        fused[0].dense_rank, fused[0].sparse_rank
+    """
+    dense = _post_filter(retriever, dense, retriever._dense_built_in)
+    sparse = _post_filter(retriever, sparse, isinstance(retriever._sparse, BM25Retriever))
+    by_id: dict[str, NodeWithScore] = {}
+    rankings = []
+    for side in (dense, sparse):
+        ranking = []
+        for n in side:
+            node_id = n.node.node_id
+            by_id.setdefault(node_id, n)
+            ranking.append((node_id, 0.0 if n.score is None else float(n.score)))
+        rankings.append(ranking)
+    hits = retriever.fuse_rankings(rankings)
+    lexical_only = [h.node_id for h in hits if h.ranks[0] is None]
+    check_in_step(retriever, [node_id for node_id, _ in rankings[0]], lexical_only)
+    return [
+        FusedNodeWithScore(
+            node=by_id[h.node_id].node,
+            score=h.score,
+            dense_rank=h.ranks[0],
+            dense_score=h.scores[0],
+            sparse_rank=h.ranks[1],
+            sparse_score=h.scores[1],
+        )
+        for h in hits
+    ]
+
+
+def _post_filter(retriever: Any, nodes: list[NodeWithScore], built_in: bool) -> list[NodeWithScore]:
+    if retriever._filters is None or built_in:
+        return nodes
+    return [n for n in nodes if node_passes(filterable_metadata(n.node), retriever._filters)]
+
+
+async def _aretrieve_side(
+    retriever: BaseRetriever, query_bundle: QueryBundle
+) -> list[NodeWithScore]:
+    if _has_native_async(retriever):
+        return await retriever.aretrieve(query_bundle)
+    return await asyncio.to_thread(retriever.retrieve, query_bundle)
+
+
+def _has_native_async(retriever: BaseRetriever) -> bool:
+    from llama_index_ragtune.retrievers.external_store import store_supports_async
+
+    native = type(retriever)._aretrieve is not BaseRetriever._aretrieve
+    return native and store_supports_async(getattr(retriever, "_vector_store", None))
