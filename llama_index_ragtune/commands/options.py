@@ -192,3 +192,45 @@ def existing_dir(text: str) -> str:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"folder not found: {text}")
     return text
+
+
+def bm25_language(text: str) -> str:
+    """``argparse`` type of ``--bm25-language``: a stemmer name, or ``"none"`` (no stemming).
+
+    Example::
+
+        parser.add_argument("--bm25-language", type=bm25_language)   # "german", "none"
+    """
+    from llama_index_ragtune.retrievers.bm25_index import check_bm25_language, stemmer_languages
+
+    try:
+        if text != "none":
+            check_bm25_language(text, "--bm25-language")
+        return text  # as given: an OptionDefault default stays one
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"unknown BM25 language {text!r}: use one of {', '.join(stemmer_languages())}, or "
+        "'none' for no stemming (the language of your documents, e.g. 'german')"
+    )
+
+
+def bm25_language_value(option: str | None) -> str | None:
+    """The ``bm25_language`` setting of a ``--bm25-language`` value (``"none"``: ``None``).
+
+    Example::
+
+        bm25_language_value("none"), bm25_language_value("german")   # (None, 'german')
+    """
+    return None if option == "none" else option
+
+
+class OptionDefault(str):
+    """An option's default value, told apart from the same value given on the command line
+    (``ragtune train reranker`` takes the encoder run's BM25 settings only where none is given).
+
+    Example::
+
+        parser.add_argument("--bm25-analyzer", default=OptionDefault("plain"))
+        isinstance(args.bm25_analyzer, OptionDefault)     # True: not given
+    """

@@ -6,7 +6,9 @@ pick the best checkpoint, and decide promotion. ``<out>/final`` is the model to
 use: the tuned one when it beat the starting one on validation by more than
 ``--promotion-margin``, else the starting one (the tuned one is kept in
 ``<out>/challenger``; ``--force-promotion`` opts into it). The fusion setting
-that goes with it is written to ``<out>/fusion.json``. A BEIR ``--test-split``
+that goes with it is written to ``<out>/fusion.json``; the BM25 analyzer and language
+(``--bm25-analyzer``, ``--bm25-language``) are recorded in ``<out>/results.json``, where
+``ragtune train reranker --encoder <out>/final`` takes them from. A BEIR ``--test-split``
 is reported before and after, never used for a decision. Training stays within
 ``--time-budget`` minutes (steps are planned before training starts).
 
@@ -27,11 +29,13 @@ from llama_index_ragtune.commands.training_data import (
     add_data_arguments,
     add_negative_arguments,
     add_training_arguments,
+    bm25_options,
     engine_options,
     load_training_data,
     mine_negatives,
     namespace_dict,
     report,
+    resolve_bm25_options,
     training_budget,
     training_overrides,
 )
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.models import load_model, resolve_model
 
     check_device_option(args.device)  # not after the data and the model are loaded
+    resolve_bm25_options(args)  # recorded in results.json, where train reranker reads them
     data = load_training_data(args)
     model = load_model(
         SentenceTransformer, resolve_model(args.model, kind="encoder"), device=args.device
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             data.test.queries,
             data.test.corpus,
             data.test.graded_qrels(),
-            bm25_analyzer=args.bm25_analyzer,
+            **bm25_options(args),
             query_prompt=args.query_prompt,
             passage_prompt=args.passage_prompt,
             cache_dir=args.embedding_cache,
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         passage_prompt=args.passage_prompt,
         max_negatives_per_query=args.max_negatives_per_query,
         fusion=args.fusion,
-        bm25_analyzer=args.bm25_analyzer,
+        **bm25_options(args),
         cache_dir=args.embedding_cache,
         device=args.device,
         **optional,

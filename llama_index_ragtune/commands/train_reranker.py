@@ -7,6 +7,9 @@ blended with the hybrid score at the weight that validates best. The reranker is
 promoted (``<out>/final``) only when it beats the hybrid alone by more than
 ``--promotion-margin``; otherwise the command says to leave it out, and the
 tuned model waits in ``<out>/challenger``. A BEIR ``--test-split`` is reported.
+The fusion, BM25 analyzer and BM25 language default to what the ``ragtune train encoder``
+run of ``--encoder`` recorded (``<encoder>/../fusion.json`` and ``results.json``), so the
+candidates come from the hybrid the encoder was validated in.
 
 Example::
 
@@ -26,11 +29,13 @@ from llama_index_ragtune.commands.training_data import (
     add_data_arguments,
     add_negative_arguments,
     add_training_arguments,
+    bm25_options,
     engine_options,
     load_training_data,
     mine_negatives,
     namespace_dict,
     report,
+    resolve_bm25_options,
     training_budget,
     training_overrides,
 )
@@ -106,6 +111,55 @@ def _fusion(args: argparse.Namespace) -> object:
     return None
 
 
+def _encoder_run_bm25(args: argparse.Namespace) -> tuple[dict[str, object], str]:
+    """The BM25 analyzer and language the ``ragtune train encoder`` run of ``--encoder``
+    recorded in ``<encoder>/../results.json`` (``{}``: no such run), and that file's path."""
+    import json
+    from pathlib import Path
+
+    from llama_index_ragtune.commands.options import OptionDefault, UsageError
+
+    if not args.encoder:
+        return {}, ""
+    path = Path(args.encoder).parent / "results.json"
+    if not path.is_file():
+        return {}, ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        record = data.get("info") or {}
+        if record.get("bm25_analyzer") is None:  # validated with a user's evaluator
+            record = data.get("arguments") or {}
+        names = ("bm25_analyzer", "bm25_language")
+        recorded = {name: record[name] for name in names if name in record}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        if not any(isinstance(v, OptionDefault) for v in (args.bm25_analyzer, args.bm25_language)):
+            return {}, ""  # both given: nothing to take from the record
+        raise UsageError(
+            f"{path} (the encoder run's results) is unreadable ({exc}): pass --bm25-analyzer "
+            "and --bm25-language, or run `ragtune train encoder` again"
+        ) from None
+    if recorded.get("bm25_analyzer") is None:  # a run from before the BM25 settings
+        recorded.pop("bm25_analyzer", None)
+    return recorded, str(path)
+
+
+def settle_bm25_options(args: argparse.Namespace) -> None:
+    """``--bm25-analyzer`` / ``--bm25-language`` as given, else as the ``ragtune train encoder``
+    run of ``--encoder`` recorded them (a given one that differs is warned about), else the
+    defaults; ``UsageError`` naming the file for a record that cannot be used.
+
+    Example::
+
+        settle_bm25_options(args)   # --encoder runs/enc/final: runs/enc/results.json's settings
+    """
+    from llama_index_ragtune.commands.options import UsageError
+
+    try:
+        resolve_bm25_options(args, *_encoder_run_bm25(args))
+    except ValueError as exc:
+        raise UsageError(f"{exc}; pass --bm25-analyzer and --bm25-language") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from sentence_transformers import SentenceTransformer
 
@@ -114,12 +168,14 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
     from llama_index_ragtune.finetuning.reranker import DEFAULT_BUDGET, RerankerFinetuneEngine
     from llama_index_ragtune.models import load_model, resolve_model
+    from llama_index_ragtune.retrievers.bm25_index import BM25Text
 
     if args.loss == "margin_mse" and not (args.teacher or args.teacher_encoder):
         raise SystemExit(
             "--loss margin_mse needs --teacher (a cross-encoder) or --teacher-encoder (a bi-encoder)"
         )
     check_device_option(args.device)  # not after the data and the models are loaded
+    settle_bm25_options(args)
     data = load_training_data(args)
     encoder = load_model(
         SentenceTransformer, resolve_model(args.encoder, kind="encoder"), device=args.device
@@ -150,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         rerank_depth=args.rerank_depth,
         encoder=args.encoder,
         fusion=fusion,
-        bm25_analyzer=args.bm25_analyzer,
+        **bm25_options(args),
         max_length=args.max_length,
         device=args.device,
         **optional,
@@ -164,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
             data.test.corpus,
             top_k=max(100, args.rerank_depth),
             embed_model=args.encoder,
-            bm25_kwargs={"analyzer": args.bm25_analyzer},
+            bm25_kwargs=BM25Text(args.bm25_analyzer, args.bm25_language).retriever_kwargs(),
             **fusion_params(fusion),
         )
         weight = engine.retrieval_weight or 0.0

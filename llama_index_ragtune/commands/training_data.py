@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llama_index_ragtune.commands.options import MAX_MINUTES, DeprecatedNames, bounded, seed_number
+from llama_index_ragtune.commands.options import (
+    MAX_MINUTES,
+    DeprecatedNames,
+    OptionDefault,
+    bm25_language,
+    bm25_language_value,
+    bounded,
+    seed_number,
+)
 
 if TYPE_CHECKING:
     from llama_index_ragtune.data.schema import RetrievalDataset
@@ -145,10 +153,20 @@ def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int =
     group.add_argument(
         "--bm25-analyzer",
         choices=sorted(ANALYZERS),
-        default="plain",
+        default=OptionDefault("plain"),
         help="how every BM25 of the run reads text (the bm25 negatives, the hybrid validation "
         "and test): 'unicode' for Chinese, Japanese, Thai or Korean text, accents or product "
-        "codes; 'plain' (default) for English. Give the served retriever's",
+        "codes; 'plain' (default) for English. Give the served retriever's (train reranker: "
+        "by default the --encoder run's)",
+    )
+    group.add_argument(
+        "--bm25-language",
+        type=bm25_language,
+        default=OptionDefault("english"),
+        metavar="LANGUAGE",
+        help="stemmer of every BM25 of the run, the language of your documents: english "
+        "(default), german, french, spanish, ... or 'none' (no stemming); its stopwords "
+        "follow it. Give the served retriever's (train reranker: by default the --encoder run's)",
     )
     group.add_argument(
         "--embedding-cache",
@@ -353,7 +371,7 @@ def mine_negatives(
         embedding_cache_dir=args.embedding_cache,
         seed=args.seed,
         corpus_embeddings=corpus_embeddings if "dense" in sources else None,
-        bm25_analyzer=args.bm25_analyzer,
+        **bm25_options(args),
     )
     started = time.perf_counter()
     mined = miner.mine(train)
@@ -362,8 +380,57 @@ def mine_negatives(
         "seconds": round(time.perf_counter() - started, 1),
         **miner.mine_stats.as_dict(),
     }
+    if "bm25" in sources:  # which BM25 ranked the bm25 negatives
+        stats.update(bm25_options(args))
     print(f"mined negatives in {stats['seconds']:.0f} s: {miner.mine_stats}", file=sys.stderr)
     return mined, stats
+
+
+_BM25_DEFAULTS = {"bm25_analyzer": "plain", "bm25_language": "english"}
+
+
+def resolve_bm25_options(
+    args: argparse.Namespace, recorded: dict[str, Any] | None = None, source: str = ""
+) -> None:
+    """Settle ``args.bm25_analyzer`` / ``args.bm25_language`` in place: the option when given,
+    else what ``recorded`` (the encoder run's, read from ``source``) says, else the defaults.
+    A given option that differs from the record is used, with a warning (the candidates then
+    come from another BM25 than the one the encoder was validated with).
+
+    Example::
+
+        resolve_bm25_options(args, {"bm25_language": "german"}, "runs/enc/results.json")
+    """
+    from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text
+
+    recorded = recorded or {}
+    for name, default in _BM25_DEFAULTS.items():
+        option = getattr(args, name, None)
+        value = bm25_language_value(option) if name == "bm25_language" else option
+        if option is None or isinstance(option, OptionDefault):
+            value = recorded.get(name, default)
+        elif name in recorded and recorded[name] != value:
+            logger.warning(
+                "--%s %s differs from the %r the encoder run recorded in %s: the reranker's "
+                "candidates come from another BM25 than the encoder was validated with",
+                name.replace("_", "-"),
+                option,
+                recorded[name],
+                source,
+            )
+        setattr(args, name, value)
+    where = f"--bm25-* options or {source}" if recorded else "--bm25-* options"
+    check_bm25_text(args.bm25_analyzer, args.bm25_language, where)
+
+
+def bm25_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``bm25_analyzer`` / ``bm25_language`` arguments of the miner, the engines and the
+    evaluators, from the options (settled by :func:`resolve_bm25_options`)."""
+    language = bm25_language_value(args.bm25_language)  # "none": no stemming
+    return {
+        "bm25_analyzer": str(args.bm25_analyzer),
+        "bm25_language": None if language is None else str(language),
+    }
 
 
 def report(

@@ -12,6 +12,7 @@ Example::
     ragtune tune --docs docs/ --out runs/shop --time-budget 30 --skip decoder
     ragtune tune --docs docs/ --queries q.jsonl --out runs/shop --resume     # after a crash
     ragtune tune --docs zh_help/ --queries q.jsonl --out runs/zh --bm25-analyzer unicode
+    ragtune tune --docs de_hilfe/ --queries q.jsonl --out runs/de --bm25-language german
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 
 from llama_index_ragtune.commands.options import (
     MAX_MINUTES,
+    bm25_language,
+    bm25_language_value,
     bounded,
     check_device_option,
     existing_dir,
@@ -154,6 +157,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with accents or full-width text, or with product codes (SKU-48213 found by "
         "SKU48213); 'plain' (default) lower-cases and splits, for English",
     )
+    parser.add_argument(
+        "--bm25-language",
+        type=bm25_language,
+        metavar="LANGUAGE",
+        help="stemmer of the BM25 side of the index and the hard-negative miner, the language "
+        "of your documents: english (default), german, french, spanish, ... or 'none' (no "
+        "stemming); its stopwords follow it (German ones for german)",
+    )
     add_pipeline_options(parser)
 
 
@@ -180,6 +191,9 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
     cap = getattr(args, "max_over_refusal", None)
     if cap is not None:
         changes["max_over_refusal"] = None if cap == "none" else cap
+    language = getattr(args, "bm25_language", None)
+    if language is not None:
+        changes["bm25_language"] = bm25_language_value(language)
     limit = getattr(args, "time_limit", None)
     if limit is not None:
         changes["time_limit_minutes"] = None if limit == "none" else limit

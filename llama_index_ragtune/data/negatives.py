@@ -45,7 +45,7 @@ from llama_index_ragtune.data.negative_sources import (
     load_cross_encoder_scorer,
 )
 from llama_index_ragtune.data.schema import Negative, RetrievalDataset, _fmt_ids, normalize_text
-from llama_index_ragtune.retrievers.bm25_index import ANALYZERS
+from llama_index_ragtune.retrievers.bm25_index import ANALYZERS, BM25Text, check_bm25_language
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -138,11 +138,12 @@ class HardNegativeMiner:
             id, a ``SentenceTransformer`` or a LlamaIndex ``BaseEmbedding``.
         corpus_embeddings: precomputed corpus embeddings, rows in the dataset's corpus
             order; ``embedding_cache_dir`` stores them on disk between runs instead.
-        bm25_language, bm25_analyzer: the ``"bm25"`` source's stemmer and analyzer
+        bm25_language, bm25_analyzer: the ``"bm25"`` source's stemmer (``"english"``,
+            ``"german"``, ..., ``None``: none; its stopwords follow it) and analyzer
             (``"plain"`` or ``"unicode"``, see
             :class:`~llama_index_ragtune.retrievers.BM25Tokenizer`): give the served
             retriever's, so its false positives are the ones mined. Recorded in the mined
-            dataset's ``metadata["mining"]["bm25_analyzer"]``.
+            dataset's ``metadata["mining"]["bm25_analyzer"]`` / ``["bm25_language"]``.
         query_batch_size: queries searched at once (memory is ``O(batch * range_max)``).
     """
 
@@ -168,7 +169,7 @@ class HardNegativeMiner:
         embed_model: str | SentenceTransformer | BaseEmbedding | None = None,
         corpus_embeddings: np.ndarray | None = None,
         embedding_cache_dir: str | Path | None = None,
-        bm25_language: str = "english",
+        bm25_language: str | None = "english",
         bm25_analyzer: str = "plain",
         encode_batch_size: int = 64,
         query_batch_size: int = 256,
@@ -217,6 +218,7 @@ class HardNegativeMiner:
                 f"bm25_analyzer must be one of {', '.join(ANALYZERS)}, got {bm25_analyzer!r} "
                 "(the analyzer of the BM25 retriever the negatives are mined for)"
             )
+        check_bm25_language(bm25_language, "HardNegativeMiner: bm25_language")
         if sampling not in ("top", "random"):
             raise ValueError(f"sampling must be 'top' or 'random', got {sampling!r}")
         for name, value in (("relative_margin", relative_margin),):
@@ -256,6 +258,7 @@ class HardNegativeMiner:
         self.embedding_cache_dir = embedding_cache_dir
         self.bm25_language = bm25_language
         self.bm25_analyzer = bm25_analyzer
+        self.bm25_text = BM25Text(bm25_analyzer, bm25_language)
         self.encode_batch_size, self.query_batch_size = encode_batch_size, query_batch_size
         self.keep_existing = keep_existing
         self.show_progress = show_progress
@@ -286,7 +289,7 @@ class HardNegativeMiner:
         out = dataset.with_negatives(chosen, replace=True)
         out.metadata["mining"] = {"sources": list(self.sources), "stats": stats.as_dict()}
         if "bm25" in self.sources:
-            out.metadata["mining"]["bm25_analyzer"] = self.bm25_analyzer
+            out.metadata["mining"].update(self.bm25_text.options())
         return out
 
     # ------------------------------------------------------------------ sources
@@ -344,10 +347,7 @@ class HardNegativeMiner:
         texts = list(ds.corpus.values())
         if source == "bm25":
             scorer: Any = BM25Scorer(
-                texts,
-                language=self.bm25_language,
-                show_progress=self.show_progress,
-                analyzer=self.bm25_analyzer,
+                texts, show_progress=self.show_progress, **self.bm25_text.tokenizer_kwargs()
             )
         else:
             scorer = DenseScorer(

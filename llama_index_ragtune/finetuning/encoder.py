@@ -55,7 +55,7 @@ from torch import nn
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
-from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_analyzer
+from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.finetuning.rows import check_trainable, encoder_rows
@@ -119,6 +119,9 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             (default) or ``"unicode"`` (Chinese, Japanese, Thai or Korean text, accents,
             product codes): give the served retriever's, so fusion and promotion are
             decided on the BM25 that is served. Recorded in ``result.info["bm25_analyzer"]``.
+        bm25_language: the validation hybrid's BM25 stemmer (``"english"``, ``"german"``,
+            ..., ``None``: none; its stopwords follow): give the served retriever's.
+            Recorded in ``result.info["bm25_language"]``.
         decision_metric: validation metric that decides promotion (default: the
             evaluator's primary metric, ``hybrid_ndcg@10``).
         promotion_margin: how much better the tuned model must be on it.
@@ -155,6 +158,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         evaluator: Any = None,
         fusion: str | Mapping[str, Any] | None = "auto",
         bm25_analyzer: str = "plain",
+        bm25_language: str | None = "english",
         decision_metric: str | None = None,
         promotion_margin: float = DEFAULT_MARGIN,
         force_promotion: bool = False,
@@ -198,7 +202,8 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self.max_negatives_per_query = max_negatives_per_query
         self.fusion = fusion
-        self.bm25_analyzer = check_bm25_analyzer(bm25_analyzer, type(self).__name__)
+        self.bm25_text = check_bm25_text(bm25_analyzer, bm25_language, type(self).__name__)
+        self.bm25_analyzer, self.bm25_language = bm25_analyzer, bm25_language
         self.eval_points = eval_points
         self.cache_dir = cache_dir
         self.device = device
@@ -366,7 +371,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             val.corpus,
             val.graded_qrels(),
             fusion=self.fusion,
-            bm25_analyzer=self.bm25_analyzer,
+            **self.bm25_text.options(),
             query_prompt=self.query_prompt,
             passage_prompt=self.passage_prompt,
             show_progress_bar=self.show_progress,
@@ -519,12 +524,14 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             fusion_start=_fusion_params(fusion_before),
             fusion_tuned=_fusion_params(fusion_after),
             bm25_analyzer=getattr(self.evaluator, "bm25_analyzer", None),
+            bm25_language=getattr(self.evaluator, "bm25_language", None),
         )
         self._write_decision(
             decision,
             {
                 "fusion": self.result.info["fusion"],
                 "bm25_analyzer": self.result.info["bm25_analyzer"],
+                "bm25_language": self.result.info["bm25_language"],
                 "result": self.result.summary(),
             },
         )

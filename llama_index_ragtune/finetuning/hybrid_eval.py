@@ -17,8 +17,9 @@ Example::
     evaluator.fusion_rankings() # {qid: (dense, bm25)} for retrievers.fusion_sweep.choose_fusion
 
 Give it the served retriever's BM25 analyzer (``bm25_analyzer="unicode"`` for Chinese,
-Japanese, Thai or Korean text, accents or product codes), so fusion weights and promotion
-are decided on the BM25 that is served.
+Japanese, Thai or Korean text, accents or product codes) and stemmer language
+(``bm25_language="german"`` for German documents; its stopwords follow), so fusion weights
+and promotion are decided on the BM25 that is served.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator, score_rankings
-from llama_index_ragtune.retrievers.bm25_index import ANALYZERS
+from llama_index_ragtune.retrievers.bm25_index import ANALYZERS, BM25Text, check_bm25_language
 from llama_index_ragtune.retrievers.defaults import fusion_preset
 from llama_index_ragtune.retrievers.fusion import fuse
 from llama_index_ragtune.retrievers.fusion_sweep import MAX_DEPTH
@@ -65,6 +66,19 @@ def check_bm25_analyzer(analyzer: Any, owner: str) -> str:
     return analyzer
 
 
+def check_bm25_text(analyzer: Any, language: Any, owner: str) -> BM25Text:
+    """The BM25 settings ``analyzer`` / ``language`` name, else a ``ValueError`` naming ``owner``
+    and the setting (the stopwords follow the language).
+
+    Example::
+
+        check_bm25_text("plain", "german", "EncoderFinetuneEngine").language   # 'german'
+    """
+    check_bm25_analyzer(analyzer, owner)
+    check_bm25_language(language, f"{owner}: bm25_language")
+    return BM25Text(analyzer, language)
+
+
 class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
     """Dense and hybrid (dense + BM25) ranking metrics of a bi-encoder over a corpus.
 
@@ -76,7 +90,9 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
             ``None`` for the library default, or ``"auto"``: each evaluated model gets
             the setting that scores best on these queries (``choose_fusion``, quick
             grid), kept in ``chosen_fusion``.
-        bm25_language: stemmer language of the BM25 side.
+        bm25_language: stemmer language of the BM25 side (``"english"``, ``"german"``,
+            ... or ``None``: no stemming); its stopwords follow it. Give the served
+            retriever's.
         bm25_analyzer: how the BM25 side reads text, ``"plain"`` (default) or
             ``"unicode"`` (see :class:`~llama_index_ragtune.retrievers.BM25Tokenizer`):
             give the served retriever's.
@@ -89,11 +105,11 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
         corpus: Mapping[str, str],
         qrels: Mapping[str, Mapping[str, int] | Iterable[str]],
         fusion: str | Mapping[str, Any] | None = None,
-        bm25_language: str = "english",
+        bm25_language: str | None = "english",
         bm25_analyzer: str = "plain",
         **kwargs: Any,
     ) -> None:
-        check_bm25_analyzer(bm25_analyzer, type(self).__name__)
+        self.bm25_text = check_bm25_text(bm25_analyzer, bm25_language, type(self).__name__)
         kwargs["top_k"] = max(kwargs.get("top_k", 100), MAX_DEPTH)
         super().__init__(queries, corpus, qrels, **kwargs)
         self.auto_fusion = fusion == "auto"
@@ -118,8 +134,7 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
             bm25 = BM25Retriever.from_defaults(
                 nodes=nodes,
                 similarity_top_k=MAX_DEPTH,
-                language=self.bm25_language,
-                analyzer=self.bm25_analyzer,
+                **self.bm25_text.retriever_kwargs(),
             )
             self._bm25 = {
                 qid: [(bm25.nodes[i].node_id, float(s)) for i, s in bm25.rank(text, MAX_DEPTH)]

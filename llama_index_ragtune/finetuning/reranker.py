@@ -63,7 +63,7 @@ from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
-from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_analyzer, fusion_params
+from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text, fusion_params
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.rerank_validation import (
     DEFAULT_WEIGHTS,
@@ -137,6 +137,9 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             ``"plain"`` (default) or ``"unicode"`` (Chinese, Japanese, Thai or Korean
             text, accents, product codes): give the served retriever's. Recorded in
             ``result.info["bm25_analyzer"]`` (``None`` when ``candidates`` were given).
+        bm25_language: that BM25's stemmer (``"english"``, ``"german"``, ..., ``None``:
+            none; its stopwords follow): give the served retriever's. Recorded in
+            ``result.info["bm25_language"]`` (``None`` when ``candidates`` were given).
         max_length: token limit of (query, passage) inputs; ``None`` keeps the
             model's, or 256 when starting from the bundled default.
         retrieval_weights: blend weights of the first-stage score tried on validation
@@ -175,6 +178,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         encoder: Any = None,
         fusion: str | Mapping[str, Any] | None = None,
         bm25_analyzer: str = "plain",
+        bm25_language: str | None = "english",
         max_length: int | None = None,
         retrieval_weights: Sequence[float] = DEFAULT_WEIGHTS,
         evaluator: Any = None,
@@ -235,7 +239,8 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         self.rerank_depth = rerank_depth
         self.encoder = encoder
         self.fusion = fusion
-        self.bm25_analyzer = check_bm25_analyzer(bm25_analyzer, type(self).__name__)
+        self.bm25_text = check_bm25_text(bm25_analyzer, bm25_language, type(self).__name__)
+        self.bm25_analyzer, self.bm25_language = bm25_analyzer, bm25_language
         self.retrieval_weights = weights
         self.eval_points = eval_points
         self.device = device
@@ -388,16 +393,17 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             top_k=max(100, self.rerank_depth),
             embed_model=self.encoder,
             show_progress=self.show_progress,
-            bm25_kwargs={"analyzer": self.bm25_analyzer},
+            bm25_kwargs=self.bm25_text.retriever_kwargs(),
             **fusion_params(self.fusion),
         )
         return self._candidates, self._candidate_scores
 
-    def _candidates_analyzer(self) -> str | None:
-        """The BM25 analyzer of the first-stage candidates validated on (``None``: none built here)."""
+    def _candidates_bm25(self) -> dict[str, Any]:
+        """The BM25 analyzer and language of the first-stage candidates validated on
+        (``None``: none built here)."""
         if self._candidates_given or self._user_evaluator is not None or self._candidates is None:
-            return None
-        return self.bm25_analyzer
+            return {"bm25_analyzer": None, "bm25_language": None}
+        return self.bm25_text.options()
 
     @property
     def candidates(self) -> dict[str, list[str]] | None:
@@ -543,7 +549,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             rows=row_stats,
             best_checkpoint=self.trainer.state.best_model_checkpoint,
             rerank_depth=self.rerank_depth,
-            bm25_analyzer=self._candidates_analyzer(),
+            **self._candidates_bm25(),
             retrieval_weight=weight,
             val_queries=len(val) if val is not None else 0,
             train_queries=len(train),

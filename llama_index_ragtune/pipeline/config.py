@@ -49,7 +49,7 @@ from typing import Any
 
 from llama_index_ragtune.evaluation.refusal_calibration import check_max_over_refusal
 from llama_index_ragtune.finetuning.budget import MAX_MINUTES, TrainingBudget
-from llama_index_ragtune.retrievers.bm25_index import ANALYZERS
+from llama_index_ragtune.retrievers.bm25_index import ANALYZERS, BM25Text, check_bm25_language
 
 STEPS = (
     "parse",
@@ -67,8 +67,11 @@ SKIPPABLE = ("encoder", "fusion", "reranker", "decoder", "evaluate", "report")
 TUNED_PARTS = ("encoder", "reranker", "decoder")
 BUDGET_SHARES = {"encoder": 0.3, "reranker": 0.3, "decoder": 0.4}
 """How ``from_time_budget`` splits a total number of training minutes between the parts."""
-_FINGERPRINT_DEFAULTS_LEFT_OUT = {"bm25_analyzer": "plain"}
+_FINGERPRINT_DEFAULTS_LEFT_OUT = {"bm25_analyzer": "plain", "bm25_language": "english"}
 """Settings added after runs were recorded, with the default those runs used."""
+_RECORDED_ONLY_WHEN_SET = {"bm25_language": "english"}
+"""Settings ``to_dict`` leaves out while they have their default (readers take the default),
+so the settings recorded for a run that does not use them read as before."""
 
 
 def check_minutes(minutes: Any, what: str) -> None:
@@ -159,6 +162,12 @@ class PipelineConfig:
             a sentence finds it), with accents or full-width text, or with product codes
             (``SKU-48213`` found by ``SKU48213``); see
             :class:`~llama_index_ragtune.retrievers.BM25Tokenizer`.
+        bm25_language: the stemmer of every BM25 of the run (same places as
+            ``bm25_analyzer``): the language of your documents, e.g. ``"german"`` for a
+            German help centre, so ``Rückgaben`` finds ``Rückgabe``; the stopwords follow it
+            (German ones for German, none for a language without a list). ``"english"``
+            (default); ``None``: no stemming and no stopwords. One of
+            :func:`~llama_index_ragtune.retrievers.bm25_index.stemmer_languages`.
 
     Answering and evaluation:
         similarity_top_k: retrieved nodes (and the cut-off of the retrieval metrics).
@@ -217,6 +226,7 @@ class PipelineConfig:
     synthetic_questions_per_node: int = 2
     max_synthetic_nodes: int | None = None
     bm25_analyzer: str = "plain"
+    bm25_language: str | None = "english"
     similarity_top_k: int = 10
     rerank_candidates: int = 30
     max_sources: int = 3
@@ -281,6 +291,7 @@ class PipelineConfig:
                 f"{self.bm25_analyzer!r} ('unicode' for Chinese/Japanese/Thai/Korean text, "
                 "accents or product codes; 'plain' for English)"
             )
+        check_bm25_language(self.bm25_language, "PipelineConfig.bm25_language")
         if self.time_limit_minutes is not None:
             check_minutes(self.time_limit_minutes, "PipelineConfig.time_limit_minutes")
         for part in TUNED_PARTS:
@@ -341,6 +352,7 @@ class PipelineConfig:
             "decoder_model": ((str, os.PathLike, type(None)), "a folder or hub id, or None"),
             "group_key": ((str, type(None)), "a metadata key or None"),
             "bm25_analyzer": ((str,), f"the name of a BM25 analyzer ({', '.join(ANALYZERS)})"),
+            "bm25_language": ((str, type(None)), "a stemmer language name or None"),
             "time_limit_minutes": ((int, float, type(None)), "a number of minutes or None"),
             "device": ((str, type(None)), "a torch device name ('cpu', 'cuda:0') or None"),
         }
@@ -430,23 +442,48 @@ class PipelineConfig:
             raise ValueError(f"unknown part {part!r}; use one of {TUNED_PARTS}")
         return getattr(self, f"{part}_budget")
 
+    def bm25_text(self) -> BM25Text:
+        """How every BM25 the run builds reads text (analyzer, language, its stopwords).
+
+        Example::
+
+            PipelineConfig(bm25_language="german").bm25_text().tokenizer_kwargs()["stopwords"]  # 'de'
+        """
+        return BM25Text(self.bm25_analyzer, self.bm25_language)
+
     def bm25_kwargs(self) -> dict[str, Any]:
         """The BM25 settings of every BM25 the run builds (``HybridRetriever``'s ``bm25_kwargs``).
 
         Example::
 
             PipelineConfig(bm25_analyzer="unicode").bm25_kwargs()   # {'analyzer': 'unicode'}
+            PipelineConfig(bm25_language="german").bm25_kwargs()
+            # {'analyzer': 'plain', 'language': 'german'}: German stopwords follow
         """
-        return {"analyzer": self.bm25_analyzer}
+        return self.bm25_text().retriever_kwargs()
+
+    def bm25_options(self) -> dict[str, Any]:
+        """The ``bm25_analyzer`` / ``bm25_language`` arguments of the engines, the miner and
+        the evaluator, so each tuning step measures with the served BM25.
+
+        Example::
+
+            PipelineConfig(bm25_language="french").bm25_options()
+            # {'bm25_analyzer': 'plain', 'bm25_language': 'french'}
+        """
+        return self.bm25_text().options()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready settings (budgets as dicts)."""
+        """Plain JSON-ready settings (budgets as dicts; ``bm25_language`` only when not English)."""
         data = asdict(self)
         for part in TUNED_PARTS:
             budget = getattr(self, f"{part}_budget")
             data[f"{part}_budget"] = None if budget is None else budget.to_dict()
         data["force_promotion"] = list(self.force_promotion)
         data["curated_keys"] = list(self.curated_keys)
+        for name, default in _RECORDED_ONLY_WHEN_SET.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     def fingerprint(self) -> str:

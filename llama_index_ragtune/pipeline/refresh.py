@@ -134,18 +134,9 @@ def _refresh_config(
         return entry.get("reference")
 
     reranker = models.get("reranker")
-    analyzer = (manifest.get("config") or {}).get("bm25_analyzer", "plain")
-    if config.bm25_analyzer != analyzer:
-        logger.warning(
-            "refresh: the bundle's BM25 analyzer %r is kept (the config asked for %r); "
-            "a refresh retunes the models on the retriever the bundle serves: tune anew "
-            "to change the analyzer",
-            analyzer,
-            config.bm25_analyzer,
-        )
     config = dataclasses.replace(
         config,
-        bm25_analyzer=analyzer,
+        **_bundle_bm25(manifest, config),
         encoder_model=start("encoder"),
         decoder_model=start("decoder"),
         reranker_model=str(folder / reranker["path"]) if reranker else config.reranker_model,
@@ -153,6 +144,30 @@ def _refresh_config(
     if time_budget is not None:
         config = config.with_time_budget(time_budget)
     return config
+
+
+_BM25_SETTINGS = (("bm25_analyzer", "analyzer", "plain"), ("bm25_language", "language", "english"))
+"""The BM25 settings a bundle records, the word for each, and what a bundle without it used."""
+
+
+def _bundle_bm25(manifest: dict[str, Any], config: Any) -> dict[str, Any]:
+    """The bundle's BM25 analyzer and language (a config asking for others is warned about:
+    a refresh retunes the models on the retriever the bundle serves)."""
+    recorded = manifest.get("config") or {}
+    kept = {}
+    for name, word, default in _BM25_SETTINGS:
+        kept[name] = recorded.get(name, default)
+        if getattr(config, name) != kept[name]:
+            logger.warning(
+                "refresh: the bundle's BM25 %s %r is kept (the config asked for %r); "
+                "a refresh retunes the models on the retriever the bundle serves: tune anew "
+                "to change the %s",
+                word,
+                kept[name],
+                getattr(config, name),
+                word,
+            )
+    return kept
 
 
 def _nodes_from_bundle(bundle: Any) -> list[Any]:

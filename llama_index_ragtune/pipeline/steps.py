@@ -230,7 +230,7 @@ def write_training_pairs(ctx: RunContext, train: list[Any]) -> Any:
         curated_keys=config.curated_keys,
         seed=config.seed,
         show_progress=config.show_progress,
-        bm25_analyzer=config.bm25_analyzer,
+        **config.bm25_options(),
     )
     dataset.save_json(ctx.path("data", "retrieval.json"))
     ctx.__dict__.pop("retrieval_dataset", None)  # the cached property reads the new file
@@ -252,7 +252,7 @@ def encoder(ctx: RunContext) -> dict[str, Any]:
         args=EncoderFinetuneEngine.default_args(folder, **config.encoder_args),
         budget=config.encoder_budget,
         eval_points=config.eval_points,
-        bm25_analyzer=config.bm25_analyzer,
+        **config.bm25_options(),
         max_val_queries=config.max_val_queries,
         force_promotion=_forced(ctx, "encoder"),
         device=config.device,
@@ -296,7 +296,7 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
         train.queries,
         train.corpus,
         qrels,
-        bm25_analyzer=ctx.config.bm25_analyzer,
+        **ctx.config.bm25_options(),
         show_progress_bar=ctx.config.show_progress,
     )
     model = load_model(SentenceTransformer, ctx.served_encoder, device=ctx.config.device)
@@ -323,6 +323,7 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
         "chosen": choice.params,
         "grid": grid,
         "bm25_analyzer": evaluator.bm25_analyzer,
+        "bm25_language": evaluator.bm25_language,
         "queries": len(train),
         "decision": _decision(decision),
     }
@@ -352,7 +353,7 @@ def reranker(ctx: RunContext) -> dict[str, Any]:
         rerank_depth=config.rerank_candidates,
         encoder=ctx.embed_model(ctx.served_encoder),
         fusion={k: v for k, v in ctx.fusion.items() if k != "similarity_top_k"},
-        bm25_analyzer=config.bm25_analyzer,
+        **config.bm25_options(),
         eval_points=config.eval_points,
         max_val_queries=config.max_val_queries,
         force_promotion=_forced(ctx, "reranker"),

@@ -91,12 +91,14 @@ def curated_confusers(
     keys: Sequence[str] = ("store", "department"),
     per_query: int = 2,
     bm25_analyzer: str = "plain",
+    bm25_language: str | None = "english",
 ) -> dict[str, list[str]]:
     """``{query id: node ids}``: nodes of another ``keys`` value (another store, then another
-    department) that share a positive's section title, then those BM25 (``bm25_analyzer``)
-    ranks highest for the query among them. Queries whose positives span every value of a
-    key get none from it."""
+    department) that share a positive's section title, then those BM25 (``bm25_analyzer``,
+    ``bm25_language``) ranks highest for the query among them. Queries whose positives span
+    every value of a key get none from it."""
     from llama_index_ragtune.data.negative_sources import BM25Scorer
+    from llama_index_ragtune.retrievers.bm25_index import BM25Text
 
     meta = {n.node_id: dict(n.metadata) for n in nodes}
     keys = [k for k in keys if any(k in m for m in meta.values())]
@@ -104,7 +106,9 @@ def curated_confusers(
         return {}
     ids = list(dataset.corpus)
     scorer = BM25Scorer(
-        [dataset.corpus[d] for d in ids], show_progress=False, analyzer=bm25_analyzer
+        [dataset.corpus[d] for d in ids],
+        show_progress=False,
+        **BM25Text(bm25_analyzer, bm25_language).tokenizer_kwargs(),
     )
     qids = list(dataset.queries)
     _, top_idx, _ = scorer.search(
@@ -161,15 +165,16 @@ def mine_negatives(
     seed: int = 0,
     show_progress: bool = True,
     bm25_analyzer: str = "plain",
+    bm25_language: str | None = "english",
 ) -> RetrievalDataset:
     """``dataset`` with hard negatives from BM25, ``encoder`` (the starting model) and curated
     confusers (see the module docstring); ``dataset.metadata["mining"]`` has the counts.
-    Both BM25s read text with ``bm25_analyzer``, the served retriever's."""
+    Both BM25s read text with ``bm25_analyzer`` and stem with ``bm25_language``, the served
+    retriever's."""
     from llama_index_ragtune.data.negatives import HardNegativeMiner
 
-    curated = curated_confusers(
-        dataset, nodes, curated_keys, per_query=per_source, bm25_analyzer=bm25_analyzer
-    )
+    bm25 = {"bm25_analyzer": bm25_analyzer, "bm25_language": bm25_language}
+    curated = curated_confusers(dataset, nodes, curated_keys, per_query=per_source, **bm25)
     miner = HardNegativeMiner(
         sources=("bm25", "dense", "curated") if curated else ("bm25", "dense"),
         num_negatives={"bm25": per_source, "dense": per_source, "curated": 2 * per_source},
@@ -178,7 +183,7 @@ def mine_negatives(
         embed_model=encoder,
         seed=seed,
         show_progress=show_progress,
-        bm25_analyzer=bm25_analyzer,
+        **bm25,
     )
     return miner.mine(dataset)
 

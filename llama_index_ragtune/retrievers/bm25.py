@@ -34,6 +34,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from llama_index_ragtune.retrievers.bm25_index import (
     BM25_METHODS,
+    LANGUAGE_STOPWORDS,
     BM25Index,
     BM25Tokenizer,
 )
@@ -65,7 +66,8 @@ class BM25Retriever(BaseRetriever):
         k1, b, method: BM25 parameters (bm25s ``method``: ``"lucene"``, ``"robertson"``,
             ``"atire"``, ``"bm25l"``, ``"bm25+"``).
         language, stopwords, token_pattern, analyzer: see :class:`BM25Tokenizer`
-            (``analyzer="unicode"`` matches ``cafe``/``café``, full-width and NFD text,
+            (``language="german"`` stems German and drops German stopwords: the stopwords
+            follow the language unless given; ``analyzer="unicode"`` matches ``cafe``/``café``, full-width and NFD text,
             codes such as ``SKU-48213`` and parts of Chinese/Japanese/Thai sentences; the
             default ``"plain"`` lower-cases and splits only).
         metadata_mode: which metadata is indexed with the text (default: what the
@@ -90,7 +92,7 @@ class BM25Retriever(BaseRetriever):
         b: float = 0.75,
         method: str = "lucene",
         language: str | None = "english",
-        stopwords: str | Sequence[str] | None = "en",
+        stopwords: str | Sequence[str] | None = LANGUAGE_STOPWORDS,
         token_pattern: str | None = None,
         analyzer: str = "plain",
         metadata_mode: MetadataMode = MetadataMode.EMBED,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -36,8 +38,13 @@ __all__ = [
     "ANALYZERS",
     "BM25_METHODS",
     "DEFAULT_TOKEN_PATTERN",
+    "LANGUAGE_STOPWORDS",
     "BM25Index",
+    "BM25Text",
     "BM25Tokenizer",
+    "check_bm25_language",
+    "language_stopwords",
+    "stemmer_languages",
 ]
 
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
@@ -46,14 +53,148 @@ Keeping one-digit numbers too (``iPhone 5``) lowered nDCG@10 / MRR@10 on SciFact
 SQuAD passages and the demo queries; codes keep their digits through whole-code terms."""
 ANALYZERS = ("unicode", "plain")
 BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+LANGUAGE_STOPWORDS = "language"
+"""``stopwords=LANGUAGE_STOPWORDS`` (the default): the stopword list of the stemmer language."""
+_STOPWORDS_OF = {
+    "english": "en",
+    "porter": "en",
+    "german": "de",
+    "dutch": "nl",
+    "french": "fr",
+    "spanish": "es",
+    "portuguese": "pt",
+    "italian": "it",
+    "russian": "ru",
+    "swedish": "sv",
+    "norwegian": "no",
+    "turkish": "tr",
+    "danish": "da",
+}
+"""bm25s' stopword list (NLTK's) of each PyStemmer language that has one."""
+
+
+@cache
+def stemmer_languages() -> tuple[str, ...]:
+    """The PyStemmer (Snowball) stemmer names a BM25 accepts as its ``language``.
+
+    Example::
+
+        "german" in stemmer_languages()     # True
+    """
+    import Stemmer
+
+    return tuple(Stemmer.algorithms())
+
+
+def language_stopwords(language: str | None) -> str | None:
+    """The bm25s stopword list that goes with a stemmer ``language`` (``None``: no list).
+
+    ``None`` (no stemming: the language is not known) and languages bm25s has no list for
+    get none, never the English one: English stopwords would drop words of another language
+    (German ``was``, ``will``) and keep its own (``der``, ``die``, ``und``).
+
+    Example::
+
+        language_stopwords("german"), language_stopwords("finnish")   # ('de', None)
+    """
+    if language is None:
+        return None
+    return _STOPWORDS_OF.get(language, language if language in _STOPWORDS_OF.values() else None)
+
+
+def check_bm25_language(language: Any, what: str) -> str | None:
+    """``language`` if it is a stemmer name or ``None``, else a ``ValueError`` naming ``what``.
+
+    PyStemmer's aliases (``"de"``, ``"ger"``) are accepted as :class:`BM25Tokenizer` accepts
+    them; the stopwords follow a bm25s code (``"de"``) but not a three-letter alias.
+
+    Example::
+
+        check_bm25_language("german", "PipelineConfig.bm25_language")   # 'german'
+    """
+    if language is None or (isinstance(language, str) and language in stemmer_languages()):
+        return language
+    if isinstance(language, str):
+        import Stemmer
+
+        try:
+            Stemmer.Stemmer(language)
+            return language
+        except KeyError:
+            pass
+    raise ValueError(
+        f"{what} must be one of {', '.join(stemmer_languages())} or None (no stemming), got "
+        f"{language!r}: the stemmer of your documents' language, e.g. 'german' for a German "
+        "help centre"
+    )
+
+
+@dataclass(frozen=True)
+class BM25Text:
+    """How a BM25 reads text: analyzer, stemmer language and stopwords, as one setting.
+
+    Every BM25 of a tuning run (the index and bundle, the hard-negative miner, the
+    validation hybrids) is built from the same ``BM25Text``, so they rank alike.
+    ``stopwords`` defaults to the language's list (:func:`language_stopwords`).
+
+    Example::
+
+        BM25Text(language="german").tokenizer_kwargs()
+        # {'analyzer': 'plain', 'language': 'german', 'stopwords': 'de'}
+    """
+
+    analyzer: str = "plain"
+    language: str | None = "english"
+    stopwords: str | tuple[str, ...] | None = LANGUAGE_STOPWORDS
+
+    def __post_init__(self) -> None:
+        if self.analyzer not in ANALYZERS:
+            raise ValueError(
+                f"bm25_analyzer must be one of {', '.join(ANALYZERS)}, got {self.analyzer!r}"
+            )
+        check_bm25_language(self.language, "bm25_language")
+        if isinstance(self.stopwords, list):
+            object.__setattr__(self, "stopwords", tuple(self.stopwords))
+
+    def tokenizer_kwargs(self) -> dict[str, Any]:
+        """:class:`BM25Tokenizer` (and ``BM25Retriever``) arguments, stopwords resolved."""
+        stopwords = self.stopwords
+        if stopwords == LANGUAGE_STOPWORDS:
+            stopwords = language_stopwords(self.language)
+        elif isinstance(stopwords, tuple):
+            stopwords = list(stopwords)
+        return {"analyzer": self.analyzer, "language": self.language, "stopwords": stopwords}
+
+    def retriever_kwargs(self) -> dict[str, Any]:
+        """``BM25Retriever`` arguments (``HybridRetriever``'s ``bm25_kwargs``): the analyzer,
+        and the language and stopwords where they are not the retriever's defaults.
+
+        Example::
+
+            BM25Text(language="german").retriever_kwargs()   # {'analyzer': 'plain', 'language': 'german'}
+        """
+        kwargs: dict[str, Any] = {"analyzer": self.analyzer}
+        if self.language != "english":
+            kwargs["language"] = self.language
+        if self.stopwords != LANGUAGE_STOPWORDS:
+            kwargs["stopwords"] = self.tokenizer_kwargs()["stopwords"]
+        return kwargs
+
+    def options(self) -> dict[str, Any]:
+        """The ``bm25_analyzer`` / ``bm25_language`` arguments of the tuning engines, the
+        miner and the evaluator (and what their results record)."""
+        return {"bm25_analyzer": self.analyzer, "bm25_language": self.language}
 
 
 class BM25Tokenizer:
     """Normalise, split on a regex, drop stopwords, stem (PyStemmer) — the same for documents and queries.
 
     Args:
-        language: PyStemmer algorithm name (``"english"``), or ``None`` for no stemming.
-        stopwords: ``"en"``/``"english"`` (bm25s' NLTK list), another bm25s language code,
+        language: PyStemmer algorithm name (``"english"``, ``"german"``, ...:
+            :func:`stemmer_languages`), or ``None`` for no stemming.
+        stopwords: by default the list of ``language`` (:func:`language_stopwords`: German
+            stopwords for ``"german"``, none for ``None`` or a language bm25s has no list
+            for); or ``"en"``/``"english"`` (bm25s' NLTK list), another bm25s language code,
             a list of words, or ``None`` for none.
         token_pattern: regex whose matches are the tokens (default: runs of 2+ letters,
             digits and marks; one-character words such as ``I``, the ``t`` of ``don't`` or
@@ -75,7 +216,7 @@ class BM25Tokenizer:
     def __init__(
         self,
         language: str | None = "english",
-        stopwords: str | Sequence[str] | None = "en",
+        stopwords: str | Sequence[str] | None = LANGUAGE_STOPWORDS,
         token_pattern: str | None = None,
         analyzer: str = "plain",
     ) -> None:
@@ -91,6 +232,8 @@ class BM25Tokenizer:
 
         if language is not None and not isinstance(language, str):
             raise TypeError(f"language must be a stemmer name or None, got {language!r}")
+        if stopwords == LANGUAGE_STOPWORDS:
+            stopwords = language_stopwords(language)
         word_list = isinstance(stopwords, Sequence) and all(isinstance(w, str) for w in stopwords)
         if stopwords is not None and not isinstance(stopwords, str) and not word_list:
             raise TypeError(
@@ -122,7 +265,7 @@ class BM25Tokenizer:
                 self._stem = Stemmer.Stemmer(language).stemWords
             except KeyError as exc:
                 raise ValueError(
-                    f"unknown stemmer language {language!r}; use one of {Stemmer.algorithms()} or None"
+                    f"unknown stemmer language {language!r}; use one of {stemmer_languages()} or None"
                 ) from exc
 
     def __call__(self, text: str) -> list[str]:
