@@ -16,7 +16,9 @@ import random
 import warnings
 from collections.abc import Mapping, Sequence
 
+from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.records import twin_key
+from llama_index_ragtune.data.validation import fmt_ids
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +56,18 @@ def split_query_ids(
         val.update(group)
     train_ids = [q for q in queries if q not in val]
     if not train_ids:
-        raise ValueError(
-            "split: all queries are linked by shared positives, so no query is left "
-            "for training; use group_by_positive=False"
+        raise DataError(
+            f"split: all {len(queries)} queries "
+            + (
+                "are linked by shared positives or the same question, so no query is left "
+                "for training; use group_by_positive=False, or split by hand "
+                "(dataset.subset(ids))"
+                if group_by_positive
+                else "are the same question (up to case, spacing and punctuation) under "
+                f"different ids ({fmt_ids(queries)}), so any split would put the same "
+                "question on both sides; add different questions, or train without a "
+                "validation split"
+            )
         )
     val_ids = [q for q in queries if q in val]
     train_pos = {d for q in train_ids for d in relevant_docs[q]}

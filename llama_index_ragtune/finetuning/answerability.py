@@ -312,7 +312,7 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
             force=self.force_promotion,
             champion_name="the starting model",
         )
-        self._save_outcome(decision, start_state, keep_start=self.starts_trained)
+        decision = self._save_outcome(decision, start_state, keep_start=self.starts_trained)
         self.result = self._trained_result(
             run,
             before,

@@ -20,7 +20,9 @@ share one shape:
   says what happened; a challenger that lost is kept in
   ``<output_dir>/challenger`` for inspection, and ``get_finetuned_model()``
   returns the model that won. ``force_promotion=True`` opts into the tuned
-  model whatever validation says;
+  model whatever validation says, except when training diverged: a model whose
+  weights hold NaN or infinite values is never promoted (``refuse_broken``; it
+  scores NaN on validation, and the reason names the broken tensors);
 - distributed training: under ``torchrun`` / ``accelerate launch`` (DDP) every
   process trains on its share of each batch; only the main process evaluates (the
   others serve its model inference), decides and writes ``final/``,
@@ -54,9 +56,13 @@ from typing import Any, ClassVar
 
 from llama_index_ragtune._atomic import atomic_dir, atomic_write_text
 from llama_index_ragtune.data.splitting import held_out_twins, twin_groups
-from llama_index_ragtune.finetuning.checkpoints import lock_checkpoint_loads, resolve_resume
+from llama_index_ragtune.finetuning.checkpoints import (
+    lock_checkpoint_loads,
+    nonfinite_tensors,
+    resolve_resume,
+)
 from llama_index_ragtune.finetuning.compat import register_if_loaded
-from llama_index_ragtune.finetuning.promotion import PromotionDecision
+from llama_index_ragtune.finetuning.promotion import PromotionDecision, refuse_broken
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 
 logger = logging.getLogger(__name__)
@@ -114,6 +120,8 @@ class BaseFinetuneEngine(ABC):
 
     kind: ClassVar[str] = "model"
     train_deadline: float | None = None
+    #: tensors of the trained model holding NaN / infinite values (set by ``_train_measured``)
+    broken_weights: tuple[str, ...] = ()
     args_class: ClassVar[type] = object
     default_output_dir: ClassVar[str] = "ragtune-model"
 
@@ -225,7 +233,13 @@ class BaseFinetuneEngine(ABC):
             return PromotionDecision.from_dict(data.get("decision", data))
         return None
 
+    def _final_decision(self, decision: PromotionDecision) -> PromotionDecision:
+        """``decision``, or "kept" when the trained weights are NaN / infinite (``refuse_broken``):
+        a diverged model is never promoted, saved to ``final/`` or reported as promoted."""
+        return refuse_broken(decision, self.broken_weights)
+
     def _write_decision(self, decision: PromotionDecision, extra: Mapping[str, Any]) -> None:
+        decision = self._final_decision(decision)
         if not self.is_main_process:
             return
         payload = {"engine": type(self).__name__, "decision": decision.to_dict(), **extra}
@@ -248,6 +262,15 @@ class BaseFinetuneEngine(ABC):
         text_of = {q: self.train_dataset.queries[q] for q in ids}  # twins stay together
         n_val = validation_size(len(twin_groups(text_of)), self.val_fraction, self.max_val_queries)
         if self.val_fraction == 0 or n_val == 0:
+            if self.val_fraction:
+                logger.warning(
+                    "%s: no validation split: %s, so none can be held out and the tuned model "
+                    "cannot be checked (the starting model is kept); pass val_dataset=",
+                    type(self).__name__,
+                    "there is one training query"
+                    if len(ids) < 2
+                    else f"all {len(ids)} training queries are the same question",
+                )
             return self.train_dataset, None
         val_ids = held_out_twins(text_of, n_val, self.args.seed)
         train = self.train_dataset.subset([q for q in ids if q not in val_ids])
@@ -335,11 +358,13 @@ class BaseFinetuneEngine(ABC):
 
     def _save_outcome(
         self, decision: PromotionDecision, start_state: Mapping[str, Any], keep_start: bool = True
-    ) -> None:
+    ) -> PromotionDecision:
         """Save the challenger to ``final/`` when promoted; else to ``challenger/``, and restore
-        the starting weights (saved to ``final/`` when ``keep_start``, else ``final/`` removed)."""
+        the starting weights (saved to ``final/`` when ``keep_start``, else ``final/`` removed).
+        Returns the decision applied (``_final_decision``: never a model with NaN weights)."""
         import torch
 
+        decision = self._final_decision(decision)
         final = self.output_dir / "final"
         main = self.is_main_process  # under DDP every process holds the same weights; one writes
         if decision.promoted:
@@ -347,25 +372,38 @@ class BaseFinetuneEngine(ABC):
                 with atomic_dir(final) as tmp:
                     self.model.save(str(tmp))
                 shutil.rmtree(self.challenger_path, ignore_errors=True)
-            return
+            return decision
         if main:
             with atomic_dir(self.challenger_path) as tmp:
                 self.model.save(str(tmp))
         with torch.no_grad():
             self.model.load_state_dict(start_state)
         if not main:
-            return
+            return decision
         if keep_start:
             with atomic_dir(final) as tmp:
                 self.model.save(str(tmp))
         else:
             shutil.rmtree(final, ignore_errors=True)
+        return decision
 
     def _train_measured(self, resume_from_checkpoint: bool | str | None) -> tuple[Any, Any, Any]:
-        """Run ``self.trainer``, resuming as asked: ``(its output, PeakMemory, checkpoint)``."""
+        """Run ``self.trainer``, resuming as asked: ``(its output, PeakMemory, checkpoint)``.
+
+        Afterwards ``broken_weights`` names the tensors that hold NaN or infinite values (a
+        diverged run), which ``_final_decision`` never promotes."""
         checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
         with PeakMemory() as memory:
             output = lock_checkpoint_loads(self.trainer).train(resume_from_checkpoint=checkpoint)
+        self.broken_weights = tuple(nonfinite_tensors(self.model.named_parameters()))
+        if self.broken_weights:
+            logger.warning(
+                "%s: training diverged: %d weight tensors hold NaN or infinite values (%s); "
+                "the tuned model will not be promoted",
+                type(self).__name__,
+                len(self.broken_weights),
+                ", ".join(self.broken_weights[:3]),
+            )
         return output, memory, checkpoint
 
     def _trained_result(
@@ -382,6 +420,7 @@ class BaseFinetuneEngine(ABC):
         """The ``FinetuneResult`` of one ``_train_measured`` run: what every engine reports
         (training loss, step plan, budget, whether the time budget stopped it, the resumed
         checkpoint, where a losing challenger is) around the engine's own ``info``."""
+        decision = self._final_decision(decision)
         output, memory, checkpoint = run
         return FinetuneResult(
             before=before,
@@ -400,6 +439,7 @@ class BaseFinetuneEngine(ABC):
                 "stopped_by_time_budget": bool(timer and timer.stopped_at_step is not None),
                 "resumed_from": checkpoint,
                 "challenger_path": None if decision.promoted else str(self.challenger_path),
+                "nonfinite_weights": list(self.broken_weights),
             },
         )
 

@@ -51,7 +51,8 @@ def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
 
 
 def check_weights(folder: str | os.PathLike) -> None:
-    """``RuntimeError`` naming the file when a model folder's weights are cut short or garbled.
+    """``RuntimeError`` naming the file when a model folder's weights are cut short or garbled,
+    or hold NaN or infinite values (a diverged run: such a model must never be served).
 
     Example::
 
@@ -63,6 +64,49 @@ def check_weights(folder: str | os.PathLike) -> None:
             f"{bad} is damaged (cut short or garbled: its size does not match its header); "
             f"fine-tune again, or restore {folder} from a copy"
         )
+    broken = nonfinite_weights(folder)
+    if broken:
+        raise RuntimeError(
+            f"the model in {folder} has NaN or infinite weights ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}): its training diverged; do not serve it, "
+            "fine-tune again with a lower learning rate"
+        )
+
+
+def nonfinite_tensors(named: Any) -> list[str]:
+    """The names of the floating-point tensors holding a NaN or infinite value, from
+    ``(name, tensor)`` pairs (``model.named_parameters()``, a state dict's ``items()``).
+
+    Example::
+
+        nonfinite_tensors(model.named_parameters())   # ["0.auto_model.pooler.dense.bias"] or []
+    """
+    import torch
+
+    with torch.no_grad():
+        return [
+            name
+            for name, tensor in named
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+        ]
+
+
+def nonfinite_weights(folder: str | os.PathLike) -> list[str]:
+    """``file:tensor`` names of the weights under ``folder`` (``*.safetensors``) that hold a
+    NaN or infinite value; read one tensor at a time.
+
+    Example::
+
+        nonfinite_weights("runs/encoder/final")   # [] for a healthy model
+    """
+    from safetensors import safe_open
+
+    broken: list[str] = []
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = ((key, handle.get_tensor(key)) for key in handle.keys())  # noqa: SIM118
+            broken.extend(f"{path.name}:{name}" for name in nonfinite_tensors(tensors))
+    return broken
 
 
 def damaged_weights(folder: str | os.PathLike) -> Path | None:

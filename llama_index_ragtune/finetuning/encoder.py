@@ -505,7 +505,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         decision = decide_promotion(
             before, after, metric, self.promotion_margin, force=self.force_promotion
         )
-        self._save_outcome(decision, start_state)
+        decision = self._save_outcome(decision, start_state)  # never a diverged (NaN) model
         self.result = self._trained_result(
             run,
             before,

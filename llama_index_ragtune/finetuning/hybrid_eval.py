@@ -27,7 +27,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator, score_rankings
+from llama_index_ragtune.finetuning.ranking_eval import (
+    DenseRetrievalEvaluator,
+    score_rankings,
+    unscorable,
+)
 from llama_index_ragtune.retrievers.bm25_index import ANALYZERS, BM25Text, check_bm25_language
 from llama_index_ragtune.retrievers.defaults import fusion_preset
 from llama_index_ragtune.retrievers.fusion import fuse
@@ -194,6 +198,9 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
     def evaluate(self, model: SentenceTransformer) -> dict[str, float]:
         """Dense metrics plus ``hybrid_``-prefixed metrics of the fused ranking."""
         metrics = super().evaluate(model)
+        if not self.finite_scores:  # NaN / infinite embeddings: the hybrid cannot be scored either
+            metrics.update({HYBRID_PREFIX + k: v for k, v in unscorable(self.metrics).items()})
+            return metrics
         if self.auto_fusion:
             from llama_index_ragtune.retrievers.fusion_sweep import choose_fusion
 

@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Real
 from typing import Any, Literal
@@ -170,6 +170,47 @@ def decide_promotion(
         reason=f"kept {champion_name}: the tuned model is not better on validation: {summary}",
         **common,
     )
+
+
+def refuse_broken(decision: PromotionDecision, broken: Sequence[str]) -> PromotionDecision:
+    """``decision``, unless the tuned model's weights hold NaN or infinite values (``broken``
+    names those tensors): then the starting model is kept, even when promotion was forced,
+    and the reason says which weights diverged and what to do.
+
+    Example::
+
+        refuse_broken(decision, ["encoder.layer.0.weight"]).promoted   # False
+    """
+    if not broken:
+        return decision
+    names = ", ".join(broken[:3]) + (f", ... ({len(broken)} in total)" if len(broken) > 3 else "")
+    champion = _champion_of(decision.reason)
+    outcome = f"kept {champion}" if champion else "not promoted (forced promotion refused)"
+    reason = (
+        f"{outcome}: the tuned model's weights are NaN or infinite ({names}), so it is never "
+        "promoted; training diverged: lower the learning rate or check the training data"
+    )
+    return PromotionDecision(
+        False,
+        metric=decision.metric,
+        champion=decision.champion,
+        challenger=None,
+        margin=decision.margin,
+        greater_is_better=decision.greater_is_better,
+        forced=False,
+        reason=reason,
+    )
+
+
+def _champion_of(reason: str) -> str | None:
+    """The champion named in a ``decide_promotion`` reason ("kept X: ...", "... over X: ..."),
+    None when it names none (a forced promotion)."""
+    head = reason.split(":", 1)[0]
+    if head.startswith("kept "):
+        return head[len("kept ") :]
+    if " over " in head:
+        return head.split(" over ", 1)[1]
+    return None
 
 
 def _value(metrics: Mapping[str, float] | None, metric: str, side: str) -> float | None:

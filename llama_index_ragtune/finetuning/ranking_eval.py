@@ -76,6 +76,18 @@ def score_rankings(
     return {key: value / len(judged) for key, value in totals.items()}
 
 
+def unscorable(metrics: Sequence[tuple[str, int]]) -> dict[str, float]:
+    """Every ``metric@k`` as NaN: what a model whose scores are not finite (NaN or infinite
+    weights after a diverged run) gets, so a promotion decision keeps the model it would
+    replace and checkpoint selection never picks it.
+
+    Example::
+
+        unscorable((("ndcg", 10),))   # {"ndcg@10": nan}
+    """
+    return {f"{name}@{k}": float("nan") for name, k in metrics}
+
+
 def _check_inputs(
     queries: Mapping[str, str], corpus: Mapping[str, str], qrels: Mapping[str, Any]
 ) -> None:
@@ -84,6 +96,10 @@ def _check_inputs(
     unknown = [q for q in qrels if q not in queries]
     if unknown:
         raise ValueError(f"qrels name query ids without a query text: {unknown[:5]}")
+
+
+class _NonFiniteEmbeddings(Exception):
+    """The model embedded a passage as NaN / infinite values (nothing is cached then)."""
 
 
 class DenseRetrievalEvaluator(BaseEvaluator):
@@ -141,6 +157,8 @@ class DenseRetrievalEvaluator(BaseEvaluator):
         self.corpus_embeddings: Any = None
         #: ``{qid: [(doc id, cosine), ...]}`` of the last ``rank()`` call (for fusion).
         self.last_scored_rankings: dict[str, list[tuple[str, float]]] = {}
+        #: whether every embedding of the last ``rank()`` call was finite
+        self.finite_scores = True
 
     def rank(self, model: SentenceTransformer) -> dict[str, list[str]]:
         """``{qid: [doc ids, best first]}`` (``top_k`` long) for every scored query.
@@ -160,6 +178,9 @@ class DenseRetrievalEvaluator(BaseEvaluator):
             show_progress_bar=False,
         )
         self.corpus_embeddings = doc_emb.detach().cpu()
+        self.finite_scores = bool(
+            torch.isfinite(doc_emb).all().item() and torch.isfinite(query_emb).all().item()
+        )
         k = min(self.top_k, len(self.corpus_ids))
         rankings: dict[str, list[str]] = {}
         scored: dict[str, list[tuple[str, float]]] = {}
@@ -180,27 +201,29 @@ class DenseRetrievalEvaluator(BaseEvaluator):
     def _corpus_embeddings(self, model: SentenceTransformer) -> Any:
         import torch
 
-        if self.cache_dir is None:
+        def embed(texts: list[str], **output: Any) -> Any:
             return model.encode_document(
-                self.corpus_texts,
-                prompt=self.passage_prompt,
-                batch_size=self.batch_size,
-                convert_to_tensor=True,
-                normalize_embeddings=True,
-                show_progress_bar=self.show_progress_bar,
-            )
-        store = open_store(self.cache_dir, encoder_identity(model, self.passage_prompt))
-        vectors, counts = store.fetch_or_embed(
-            self.corpus_texts,
-            lambda texts: model.encode_document(
                 texts,
                 prompt=self.passage_prompt,
                 batch_size=self.batch_size,
-                convert_to_numpy=True,
                 normalize_embeddings=True,
                 show_progress_bar=self.show_progress_bar,
-            ),
-        )
+                **output,
+            )
+
+        def embed_finite(texts: list[str]) -> Any:
+            vectors = embed(texts, convert_to_numpy=True)
+            if not np.isfinite(vectors).all():
+                raise _NonFiniteEmbeddings
+            return vectors
+
+        if self.cache_dir is None:
+            return embed(self.corpus_texts, convert_to_tensor=True)
+        store = open_store(self.cache_dir, encoder_identity(model, self.passage_prompt))
+        try:
+            vectors, counts = store.fetch_or_embed(self.corpus_texts, embed_finite)
+        except _NonFiniteEmbeddings:  # a diverged model: scored (NaN) without touching the cache
+            return embed(self.corpus_texts, convert_to_tensor=True)
         logger.info(
             "corpus embeddings: %d read from %s, %d embedded",
             counts["hits"],
@@ -210,11 +233,16 @@ class DenseRetrievalEvaluator(BaseEvaluator):
         return torch.from_numpy(vectors).to(model.device)
 
     def evaluate(self, model: SentenceTransformer) -> dict[str, float]:
-        """Unprefixed metrics, e.g. ``{"ndcg@10": 0.64, "recall@100": 0.92, "mrr@10": 0.61}``."""
+        """Unprefixed metrics, e.g. ``{"ndcg@10": 0.64, "recall@100": 0.92, "mrr@10": 0.61}``;
+        all NaN (``unscorable``) when the model's embeddings are not finite."""
         was_training = model.training
         model.eval()
         try:
-            return score_rankings(self.rank(model), self.qrels, self.metrics)
+            rankings = self.rank(model)
+            if not self.finite_scores:
+                logger.warning("the model's embeddings are NaN or infinite; it cannot be scored")
+                return unscorable(self.metrics)
+            return score_rankings(rankings, self.qrels, self.metrics)
         finally:
             model.train(was_training)
 
@@ -368,19 +396,23 @@ class CandidateRerankingEvaluator(BaseEvaluator):
         return score_rankings(self.candidates, self.qrels, self.metrics)
 
     def evaluate_scores(self, scores: Mapping[str, Sequence[float]] | None) -> dict[str, float]:
-        """Unprefixed metrics of the candidates re-ranked by given scores (``last_scores``)."""
+        """Unprefixed metrics of the candidates re-ranked by given scores (``last_scores``);
+        all NaN (``unscorable``) when a score is NaN or infinite."""
         if scores is None:
             raise ValueError(
                 "no cross-encoder scores to rank by: evaluate a model first and pass its last_scores"
             )
+        if not all(np.isfinite(np.asarray(s, dtype=np.float64)).all() for s in scores.values()):
+            logger.warning("the model's scores are NaN or infinite; it cannot be scored")
+            return unscorable(self.metrics)
         return score_rankings(self.rerank_with(scores), self.qrels, self.metrics)
 
     def evaluate(self, model: CrossEncoder) -> dict[str, float]:
-        """Unprefixed metrics of the re-ranked candidates."""
+        """Unprefixed metrics of the re-ranked candidates (all NaN when a score is not finite)."""
         was_training = model.training
         model.eval()
         try:
-            return score_rankings(self.rerank(model), self.qrels, self.metrics)
+            return self.evaluate_scores(self.predict(model))
         finally:
             model.train(was_training)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.validation import fmt_ids
 from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
 
 if TYPE_CHECKING:
@@ -41,7 +43,17 @@ def rerank_evaluators(
 
     Blends need the first-stage ``scores``; without them only weight 0 is built.
     ``pool_depth`` (``None``: no pool) re-scores fewer candidates, for checkpoint selection.
+
+    A ``DataError`` naming them when no validation query has a candidate: there would be
+    nothing to rerank, so every model would score 0 and training could not be judged.
     """
+    if not any(candidates.get(q) for q in val.query_ids):
+        raise DataError(
+            f"none of the {len(val)} validation queries has a first-stage candidate "
+            f"({fmt_ids(val.query_ids)}), so a reranker cannot be validated on them; give "
+            "candidates={qid: [doc ids, best first]} for the validation queries, or leave "
+            "candidates out to build them with the hybrid retriever"
+        )
     qrels = val.graded_qrels()
     common = {"depth": depth}
     base = CandidateRerankingEvaluator(

@@ -536,7 +536,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             force=self.force_promotion,
             champion_name=champion,
         )
-        self._save_outcome(decision, start_state, keep_start=self.starts_trained)
+        decision = self._save_outcome(decision, start_state, keep_start=self.starts_trained)
         self.result = self._trained_result(
             run,
             before,

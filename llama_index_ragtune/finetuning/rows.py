@@ -15,6 +15,13 @@ negatives and mined sources mix (a query with fewer negatives than asked reuses
 them). A query without any negative gets random corpus passages that are none
 of its positives (counted in the stats), so no pair is silently dropped.
 
+A negative is never the same passage as a positive: a mined negative that is a
+positive of the query's twin (the same question under another id) or has the
+same text as one of its positives (a duplicated document) is left out with a
+warning naming it (``RowStats.dropped_negatives``), a negative listed twice is
+used once, and random fillers skip such passages too. A query whose every
+document is such a passage is a ``DataError`` naming it.
+
 Example::
 
     from llama_index_ragtune.finetuning.rows import encoder_rows
@@ -25,13 +32,20 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.records import twin_key
+from llama_index_ragtune.data.validation import fmt_ids
+
 if TYPE_CHECKING:
     from llama_index_ragtune.data.schema import RetrievalDataset
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +57,9 @@ class RowStats:
     mined_negatives: int = 0
     random_negatives: int = 0
     sources: dict[str, int] = field(default_factory=dict)
+    #: ``"query:doc"`` of mined negatives left out: a positive of the query (or of its
+    #: twin), or the same text as one
+    dropped_negatives: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,7 +68,20 @@ class RowStats:
             "mined_negatives": self.mined_negatives,
             "random_negatives": self.random_negatives,
             "sources": dict(self.sources),
+            "dropped_negatives": list(self.dropped_negatives),
         }
+
+    def warn_dropped(self) -> None:
+        """Log the negatives left out because they are the same passage as a positive."""
+        if self.dropped_negatives:
+            logger.warning(
+                "training rows: left out %d negatives that are the same passage as a positive "
+                "of their query or of its twin (same doc id, or the same text under another "
+                "id), query:doc %s; remove them from the negatives, or the duplicated "
+                "documents from the corpus",
+                len(self.dropped_negatives),
+                fmt_ids(self.dropped_negatives),
+            )
 
 
 def check_trainable(dataset: Any, what: str) -> RetrievalDataset:
@@ -82,20 +112,45 @@ def check_trainable(dataset: Any, what: str) -> RetrievalDataset:
 
 
 class _NegativeSampler:
-    """Hands out a query's mined negatives (shuffled, round-robin), or random passages when it has none."""
+    """Hands out a query's mined negatives (shuffled, round-robin), or random passages when it
+    has none; never a passage that is one of its positives (see the module doc)."""
 
     def __init__(self, dataset: RetrievalDataset, seed: int, stats: RowStats) -> None:
         self.dataset = dataset
         self.seed = seed
         self.stats = stats
         self.doc_ids = list(dataset.corpus)
+        self._text_keys: dict[str, str] = {}
+        # a query's positives and its twins' (the same question under another id)
+        twins: dict[str, set[str]] = {}
+        for qid, text in dataset.queries.items():
+            twins.setdefault(twin_key(text), set()).update(dataset.relevant_docs.get(qid, ()))
+        self._positives_of = {q: twins[twin_key(t)] for q, t in dataset.queries.items()}
+
+    def _text_key(self, doc_id: str) -> str:
+        if doc_id not in self._text_keys:
+            self._text_keys[doc_id] = twin_key(self.dataset.corpus[doc_id])
+        return self._text_keys[doc_id]
+
+    def _is_positive(self, doc_id: str, positives: set[str], texts: set[str]) -> bool:
+        return doc_id in positives or self._text_key(doc_id) in texts
 
     def for_query(self, qid: str, count: int, distinct: bool = False) -> list[str]:
         """``count`` negative doc ids for ``qid``: its mined ones (shuffled; reused
         round-robin when it has fewer, or only the available ones when ``distinct``),
-        else random passages."""
+        else random passages (reused the same way when the corpus has fewer)."""
         rng = random.Random(f"{self.seed}:{qid}")
-        mined = list(self.dataset.negatives.get(qid, []))
+        positives = self._positives_of[qid]
+        texts = {self._text_key(d) for d in positives}
+        mined, seen = [], set()
+        for neg in self.dataset.negatives.get(qid, []):
+            if neg.doc_id in seen:  # listed twice: used once
+                continue
+            seen.add(neg.doc_id)
+            if self._is_positive(neg.doc_id, positives, texts):
+                self.stats.dropped_negatives.append(f"{qid}:{neg.doc_id}")
+            else:
+                mined.append(neg)
         if mined:
             rng.shuffle(mined)
             picked = mined[:count] if distinct else [mined[i % len(mined)] for i in range(count)]
@@ -103,20 +158,36 @@ class _NegativeSampler:
                 self.stats.sources[neg.source] = self.stats.sources.get(neg.source, 0) + 1
             self.stats.mined_negatives += len(picked)
             return [neg.doc_id for neg in picked]
-        taken = set(self.dataset.relevant_docs[qid])
-        if len(self.doc_ids) - len(taken) < count:
-            raise ValueError(
-                f"query {qid!r} has no negatives and the corpus has too few other documents to draw "
-                f"{count} random ones; lower max_negatives_per_query or add documents"
-            )
-        out: list[str] = []
-        while len(out) < count:
-            doc = self.doc_ids[rng.randrange(len(self.doc_ids))]
-            if doc not in taken:
-                out.append(doc)
-                taken.add(doc)
+        out = self._random(qid, count, rng, positives, texts)
         self.stats.random_negatives += len(out)
-        return out
+        return out if distinct else [out[i % len(out)] for i in range(count)]
+
+    def _random(
+        self, qid: str, count: int, rng: random.Random, positives: set[str], texts: set[str]
+    ) -> list[str]:
+        """Up to ``count`` distinct random passages that are not positives of ``qid``."""
+        if count < 1:
+            return []
+        out: list[str] = []
+        taken: set[str] = set()
+        for _ in range(8 * count + 64):  # draws; a corpus of mostly positives is listed below
+            doc = self.doc_ids[rng.randrange(len(self.doc_ids))]
+            if doc not in taken and not self._is_positive(doc, positives, texts):
+                out.append(doc)
+                if len(out) == count:
+                    return out
+            taken.add(doc)
+        eligible = [d for d in self.doc_ids if not self._is_positive(d, positives, texts)]
+        if not eligible:
+            raise DataError(
+                f"query {qid!r} has no negatives and every document in the corpus is one of its "
+                "positives (or has the same text as one), so there is nothing to train it "
+                "against; add other documents to the corpus, give it negatives, or drop it "
+                "(dataset.subset(...))"
+            )
+        rest = [d for d in eligible if d not in taken]
+        rng.shuffle(rest)
+        return out + rest[: count - len(out)]
 
 
 def _negatives_per_pair(
@@ -164,6 +235,7 @@ def encoder_rows(
             for col, doc in zip(neg_cols, negs, strict=True):
                 columns[col].append(dataset.corpus[doc])
     stats.rows = len(columns["anchor"])
+    stats.warn_dropped()
     return columns, stats
 
 
@@ -187,14 +259,17 @@ def cross_encoder_rows(
         raise ValueError(
             f"a cross-encoder needs negatives: max_negatives_per_query must be >= 1, got {max_negatives_per_query}"
         )
+    stats = RowStats()
+    # negatives are drawn against every positive, not only the ones trained on: a positive
+    # left out by the budget is still relevant, never a negative
+    sampler = _NegativeSampler(dataset, seed, stats)
     if positives is not None:
         dataset = dataset._replace(
             queries={q: dataset.queries[q] for q in positives},
             relevant_docs={q: list(p) for q, p in positives.items()},
             negatives={q: dataset.negatives[q] for q in positives if q in dataset.negatives},
         )
-    stats = RowStats(queries=len(dataset))
-    sampler = _NegativeSampler(dataset, seed, stats)
+    stats.queries = len(dataset)
     if layout == "pointwise":
         columns: dict[str, list[Any]] = {"query": [], "passage": [], "label": []}
         for qid, query, positives, _ in dataset:
@@ -223,6 +298,7 @@ def cross_encoder_rows(
     else:
         raise ValueError(f"unknown layout {layout!r}; use 'pointwise', 'listwise' or 'triplets'")
     stats.rows = len(columns["query"])
+    stats.warn_dropped()
     return columns, stats
 
 
