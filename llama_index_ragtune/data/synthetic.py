@@ -6,8 +6,16 @@ long run of words taken verbatim, or most of the query's word pairs found in the
 passage; an easy query teaches the encoder nothing), not a usable question
 (``QualityFilter``: too long, looping, sharing no topic word with the passage, or
 an answer instead of a question, as small LLMs write when they ramble or answer
-the prompt), and duplicates (same normalised text; by default a question produced
-for several nodes is dropped, since it does not point at one passage).
+the prompt), and duplicates (same text up to case, punctuation and invisible
+characters, ``twin_key``; by default a question produced for several nodes is dropped,
+since it does not point at one passage).
+
+What the LLM answers is read by ``synthetic_parsing.parse_questions`` (reasoning blocks,
+JSON, code fences, ``Q:``/``A:`` pairs, chatter and echoed instructions left out). Blank
+nodes are not sent; nodes with the same text are sent once and
+each question names all of them; a passage longer than the LLM's context window is cut to
+fit, with a note; when the LLM fails on every passage, one error names it and its first
+error.
 
 Example::
 
@@ -27,7 +35,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from llama_index_ragtune.data.records import normalize_text
+from llama_index_ragtune._invisible import is_blank
+from llama_index_ragtune.data.records import twin_key
+from llama_index_ragtune.data.synthetic_parsing import (
+    MAX_QUESTION_CHARS,
+    answer_text,
+    as_prompt,
+    echo_text,
+    parse_questions,
+    prompt_args,
+    prompt_messages,
+    query_tokens,
+    window_fitter,
+)
 
 if TYPE_CHECKING:
     from llama_index.core.llms import LLM
@@ -46,15 +66,6 @@ You write search queries for a retrieval test. Using only the context above, wri
 not seen the passage might type. Do not copy sentences from the passage; paraphrase. \
 Write one question per line, with no numbering and no other text.
 """
-
-_PREFIX = re.compile(
-    r"^\s*(?:[-*\u2022]+\s*)?(?:\*\*)?"
-    r"(?:\(?\d+[\).:\]](?!\d)|(?:q|question|query|sentence|example|item)\s*#?\s*\d*\s*[:.)])"
-    r"(?:\*\*)?\s*|^\s*[-*\u2022]+\s*",
-    re.IGNORECASE,
-)
-"""A line's numbering, bullet or label ("1.", "- ", "Q2:", "**Question 3:**", "Sentence 1:")."""
-
 
 # --------------------------------------------------------------------------- filters
 
@@ -79,8 +90,8 @@ class CopyFilter:
 
     def reason(self, query: str, passage: str) -> str | None:
         """``"copied_ngram"`` or ``"overlap_ratio"`` when the query copies the passage, else None."""
-        q = normalize_text(query).split()
-        p = normalize_text(passage).split()
+        q = query_tokens(query)
+        p = query_tokens(passage)
         n = self.max_copied_ngram
         if n is not None and len(q) >= n and _ngrams(q, n) & _ngrams(p, n):
             return "copied_ngram"
@@ -114,7 +125,7 @@ _FUNCTION_WORDS = frozenset(
 def _content_stems(text: str) -> set[str]:
     """Topic words of ``text`` (function words left out), cut to 5 characters so that
     "returns" meets "returned"."""
-    return {w[:5] for w in normalize_text(text).split() if w not in _FUNCTION_WORDS}
+    return {w[:5] for w in query_tokens(text) if w not in _FUNCTION_WORDS}
 
 
 # an answer labelled as such, or a Markdown heading copied from the passage
@@ -156,7 +167,7 @@ class QualityFilter:
 
     def reason(self, query: str, passage: str) -> str | None:
         """``"too_long"``, ``"degenerate"``, ``"off_passage"`` or ``"not_a_question"``, else None."""
-        words = normalize_text(query).split()
+        words = query_tokens(query)
         if self.max_query_tokens is not None and len(words) > self.max_query_tokens:
             return "too_long"
         n = self.repeat_ngram
@@ -173,7 +184,11 @@ class QualityFilter:
                 return "off_passage"
         if self.drop_statements and (
             _NOT_A_QUERY.match(query)
-            or (len(words) >= 6 and query.rstrip().endswith(".") and "?" not in query)
+            or (
+                len(words) >= 6
+                and query.rstrip().endswith((".", "\u3002"))
+                and not any(mark in query for mark in "?\uff1f\u061f")
+            )
         ):
             return "not_a_question"
         return None
@@ -181,18 +196,6 @@ class QualityFilter:
 
 def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
-
-
-def parse_questions(text: str, limit: int | None = None) -> list[str]:
-    """Split an LLM answer into questions: one per line, numbering/bullets/quotes removed,
-    preamble lines ending with ':' skipped."""
-    out: list[str] = []
-    for line in str(text).splitlines():
-        line = _PREFIX.sub("", line).strip().strip("\"'\u201c\u201d").strip()
-        if not line or line.endswith(":"):
-            continue
-        out.append(line)
-    return out[:limit] if limit is not None else out
 
 
 # --------------------------------------------------------------------------- generation
@@ -203,12 +206,18 @@ class SyntheticQueries:
     """Result of ``generate_synthetic_queries``.
 
     ``pairs`` holds the kept ``(query, node_id)`` pairs, ``dropped`` the rejected
-    ``(query, node_id, reason)`` triples, ``stats`` the counts per outcome.
+    ``(query, node_id, reason)`` triples, ``stats`` the counts per outcome (every generated
+    question is kept or dropped for one reason; ``failed_nodes`` counts nodes).
+    ``node_stats`` counts nodes not asked or not answered: ``blank`` (not sent),
+    ``same_text`` (asked once with an earlier node of the same text), ``cut_to_window``
+    (passage cut to fit the LLM's context window) and ``empty_answers`` (no question
+    in the answer: empty, only reasoning or chatter).
     """
 
     pairs: list[tuple[str, str]] = field(default_factory=list)
     dropped: list[tuple[str, str, str]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    node_stats: dict[str, int] = field(default_factory=dict)
 
 
 def generate_synthetic_queries(
@@ -240,16 +249,20 @@ def generate_synthetic_queries(
         quality_filter: the usability test (too long, looping, off the passage);
             ``QualityFilter()`` by default, ``QualityFilter(None, None, min_shared_words=0)``
             keeps every question.
-        min_query_tokens: drop questions with fewer words.
+        min_query_tokens: drop questions with fewer words (a script written without
+            spaces, such as Chinese, counts character bigrams: ``query_tokens``).
         on_duplicate: a question produced for several nodes is dropped (``"drop"``),
             kept for the first node (``"first"``) or kept with every node as a
-            positive (``"merge"``). Repeats within one node are always kept once.
+            positive (``"merge"``). Repeats within one node are always kept once. Nodes
+            with the same text are asked once and each kept question is paired with
+            every one of them (``stats["kept"]`` counts questions, ``pairs`` one per node).
         use_async: ask the LLM concurrently (``apredict``), ``num_workers`` at a time.
         batch_size: an LLM that answers many prompts at once (``generate_batch``, as
             ``LocalChatLLM`` does) gets this many passages per call; ``1`` asks one at
             a time. Passages a batch fails on are asked again one at a time.
         retries / on_failure: retries per node after an LLM error, then skip the node
-            (counted in ``stats["failed_nodes"]``) or raise.
+            (counted in ``stats["failed_nodes"]``) or raise. When every passage fails,
+            ``RuntimeError`` names the LLM and the first error.
 
     Example::
 
@@ -259,8 +272,14 @@ def generate_synthetic_queries(
     from llama_index.core import Settings
     from llama_index.core.schema import MetadataMode
 
-    if num_questions_per_node < 1:
-        raise ValueError(f"num_questions_per_node must be >= 1, got {num_questions_per_node}")
+    if (
+        isinstance(num_questions_per_node, bool)
+        or not isinstance(num_questions_per_node, int)
+        or num_questions_per_node < 1
+    ):
+        raise ValueError(
+            f"num_questions_per_node must be a whole number >= 1, got {num_questions_per_node!r}"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     if not nodes:
@@ -268,15 +287,34 @@ def generate_synthetic_queries(
     if on_duplicate not in ("drop", "first", "merge"):
         raise ValueError(f"on_duplicate must be 'drop', 'first' or 'merge', got {on_duplicate!r}")
     llm = llm if llm is not None else Settings.llm
-    prompt = _as_prompt(prompt_template)
+    prompt = as_prompt(prompt_template, DEFAULT_QUERY_PROMPT)
     copy_filter = copy_filter if copy_filter is not None else CopyFilter()
     quality_filter = quality_filter if quality_filter is not None else QualityFilter()
     texts = {node.node_id: node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes}
+    twins = _same_text_groups(texts)
+    fit = window_fitter(llm, prompt, num_questions_per_node)
+    shown = {first: fit(texts[first]) for first in twins}
+    if not shown:
+        raise ValueError(
+            f"all {len(texts)} nodes are blank (only whitespace or invisible characters): "
+            "there is no passage to ask the LLM about"
+        )
+    node_stats = {
+        "blank": len(texts) - sum(len(group) for group in twins.values()),
+        "same_text": sum(len(group) - 1 for group in twins.values()),
+        "cut_to_window": sum(shown[first] != texts[first] for first in shown),
+        "empty_answers": 0,
+    }
+    if node_stats["cut_to_window"]:
+        logger.warning(
+            "%d passage(s) cut to fit the LLM's context window", node_stats["cut_to_window"]
+        )
 
+    errors: list[tuple[str, Exception]] = []
     answers = _ask(
         llm,
         prompt,
-        texts,
+        shown,
         num_questions_per_node,
         use_async,
         num_workers,
@@ -284,69 +322,111 @@ def generate_synthetic_queries(
         retries,
         on_failure,
         show_progress,
+        errors,
     )
+    if errors and all(answers.get(first) is None for first in shown):
+        node_id, err = errors[0]
+        raise RuntimeError(
+            f"the LLM {_llm_name(llm)} failed on every one of the {len(shown)} passages "
+            f"(tries per passage: {retries + 1}); the first error, on node {node_id!r}, was "
+            f"{type(err).__name__}: {err}. Check the LLM (its key, address, model name, "
+            "rate limit) or pass labelled queries"
+        )
 
     result = SyntheticQueries()
-    stats = dict.fromkeys(
-        (
-            "nodes",
-            "generated",
-            "kept",
-            "too_short",
-            "copy",
-            "too_long",
-            "degenerate",
-            "off_passage",
-            "not_a_question",
-            "duplicate",
-            "failed_nodes",
-        ),
-        0,
-    )
+    stats = dict.fromkeys(STATS_KEYS, 0)
     stats["nodes"] = len(texts)
+    echoed = echo_text(prompt, num_questions_per_node)
     candidates: list[tuple[str, str]] = []
-    for node_id, text in texts.items():
+    for node_id in shown:
+        text = texts[node_id]
         answer = answers.get(node_id)
         if answer is None:
-            stats["failed_nodes"] += 1
+            stats["failed_nodes"] += len(twins[node_id])
             continue
+        questions = parse_questions(answer, limit=num_questions_per_node, echo=echoed)
+        node_stats["empty_answers"] += not questions
         seen_here: set[str] = set()
-        for question in parse_questions(answer, limit=num_questions_per_node):
+        for question in questions:
             stats["generated"] += 1
-            key = normalize_text(question)
-            if len(key.split()) < min_query_tokens:
-                result.dropped.append((question, node_id, "too_short"))
-                stats["too_short"] += 1
-            elif (why := copy_filter.reason(question, text)) is not None:
-                result.dropped.append((question, node_id, why))
-                stats["copy"] += 1
-            elif (why := quality_filter.reason(question, text)) is not None:
-                result.dropped.append((question, node_id, why))
-                stats[why] += 1
-            elif key in seen_here:
-                result.dropped.append((question, node_id, "duplicate"))
-                stats["duplicate"] += 1
-            else:
+            key = twin_key(question)
+            reason = _rejection(question, text, min_query_tokens, copy_filter, quality_filter)
+            if reason is None and key in seen_here:
+                reason = "duplicate"
+            if reason is None:
                 seen_here.add(key)
                 candidates.append((question, node_id))
+                continue
+            result.dropped.append((question, node_id, reason))
+            stats["copy" if reason in ("copied_ngram", "overlap_ratio") else reason] += 1
 
     nodes_per_key: dict[str, set[str]] = {}
     for question, node_id in candidates:
-        nodes_per_key.setdefault(normalize_text(question), set()).add(node_id)
+        nodes_per_key.setdefault(twin_key(question), set()).add(node_id)
     kept_keys: set[str] = set()
     for question, node_id in candidates:
-        key = normalize_text(question)
+        key = twin_key(question)
         shared = len(nodes_per_key[key]) > 1
         if (shared and on_duplicate == "drop") or (on_duplicate == "first" and key in kept_keys):
             result.dropped.append((question, node_id, "duplicate"))
             stats["duplicate"] += 1
             continue
         kept_keys.add(key)
-        result.pairs.append((question, node_id))
-    stats["kept"] = len(result.pairs)
+        stats["kept"] += 1
+        result.pairs.extend((question, twin) for twin in twins[node_id])
     result.stats = stats
-    logger.info("synthetic queries: %s", stats)
+    result.node_stats = node_stats
+    logger.info("synthetic queries: %s; nodes: %s", stats, node_stats)
     return result
+
+
+#: The counts of ``SyntheticQueries.stats``, in this order.
+STATS_KEYS = (
+    "nodes",
+    "generated",
+    "kept",
+    "too_short",
+    "copy",
+    "too_long",
+    "degenerate",
+    "off_passage",
+    "not_a_question",
+    "duplicate",
+    "failed_nodes",
+)
+
+
+def _rejection(
+    question: str,
+    passage: str,
+    min_query_tokens: int,
+    copy_filter: CopyFilter,
+    quality_filter: QualityFilter,
+) -> str | None:
+    """Why ``question`` is no training question for ``passage`` (a reason of ``dropped``)."""
+    if len(query_tokens(question)) < min_query_tokens:
+        return "too_short"
+    if len(question) > MAX_QUESTION_CHARS:
+        return "too_long"
+    return copy_filter.reason(question, passage) or quality_filter.reason(question, passage)
+
+
+def _same_text_groups(texts: dict[str, str]) -> dict[str, list[str]]:
+    """``{first node id: ids of every node with its text}`` (``twin_key``), blank nodes left
+    out: a question one of them answers is answered by each, so the LLM is asked once."""
+    groups: dict[str, list[str]] = {}
+    for node_id, text in texts.items():
+        if not is_blank(text):
+            groups.setdefault(twin_key(text), []).append(node_id)
+    return {ids[0]: ids for ids in groups.values()}
+
+
+def _llm_name(llm: Any) -> str:
+    try:
+        model = getattr(llm.metadata, "model_name", None)
+    except Exception:  # noqa: BLE001 - a name for an error message only
+        model = None
+    return f"{type(llm).__name__}" + (f" ({model!r})" if model else "")
 
 
 def _ask_batched(
@@ -359,53 +439,21 @@ def _ask_batched(
 ) -> dict[str, str | None]:
     """Answers from ``llm.generate_batch`` (the messages ``llm.predict`` would send); empty
     when the batch call fails, so that every passage is asked again one at a time."""
-    from llama_index.core.llms import ChatMessage, MessageRole
-
-    system = getattr(llm, "system_prompt", None)
-    conversations = []
-    for text in texts.values():
-        messages = prompt.format_messages(llm=llm, **_prompt_args(prompt, text, n))
-        if system:
-            messages = [ChatMessage(role=MessageRole.SYSTEM, content=system), *messages]
-        conversations.append(messages)
+    conversations = [prompt_messages(llm, prompt, text, n) for text in texts.values()]
     try:
-        responses = llm.generate_batch(
-            conversations, batch_size=batch_size, show_progress=show_progress
+        responses = list(
+            llm.generate_batch(conversations, batch_size=batch_size, show_progress=show_progress)
         )
+        if len(responses) != len(conversations):
+            raise ValueError(f"{len(responses)} answers for {len(conversations)} prompts")
+        contents = [getattr(getattr(r, "message", None), "content", None) for r in responses]
     except Exception as err:  # noqa: BLE001 - any failure falls back to one prompt at a time
         logger.warning("batched generation failed (%s); asking one passage at a time", err)
         return {}
     return {
-        node_id: response.message.content
-        for node_id, response in zip(texts, responses, strict=True)
+        node_id: None if content is None else answer_text(content)
+        for node_id, content in zip(texts, contents, strict=True)
     }
-
-
-def _as_prompt(template: Any) -> BasePromptTemplate:
-    from llama_index.core.prompts import BasePromptTemplate, PromptTemplate
-
-    if template is None:
-        template = DEFAULT_QUERY_PROMPT
-    if isinstance(template, str):
-        template = PromptTemplate(template)
-    if not isinstance(template, BasePromptTemplate):
-        raise TypeError(
-            f"prompt_template must be a str or PromptTemplate, got {type(template).__name__}"
-        )
-    if "context_str" not in template.template_vars:
-        raise ValueError(
-            "prompt_template must contain {context_str} (the passage); "
-            f"it has variables {template.template_vars}"
-        )
-    return template
-
-
-def _prompt_args(prompt: BasePromptTemplate, text: str, n: int) -> dict[str, Any]:
-    args: dict[str, Any] = {"context_str": text}
-    for name in ("num_questions", "num_questions_per_chunk", "num_questions_per_node"):
-        if name in prompt.template_vars:
-            args[name] = n
-    return args
 
 
 def _ask(
@@ -419,8 +467,10 @@ def _ask(
     retries: int,
     on_failure: str,
     show_progress: bool,
+    errors: list[tuple[str, Exception]],
 ) -> dict[str, str | None]:
-    """The LLM's raw answer per node id (``None`` for nodes that failed)."""
+    """The LLM's answer text per node id (``None`` for nodes that failed; each failure's
+    last error is appended to ``errors``)."""
     batched: dict[str, str | None] = {}
     if not use_async and batch_size > 1 and callable(getattr(llm, "generate_batch", None)):
         batched = _ask_batched(llm, prompt, texts, n, batch_size, show_progress)
@@ -429,6 +479,7 @@ def _ask(
             return batched
 
     def failed(node_id: str, err: Exception) -> None:
+        errors.append((node_id, err))
         if on_failure == "raise":
             raise RuntimeError(
                 f"LLM failed on node {node_id!r} after {retries + 1} tries: {err}"
@@ -447,7 +498,9 @@ def _ask(
             answers[node_id] = None
             for attempt in range(retries + 1):
                 try:
-                    answers[node_id] = llm.predict(prompt, **_prompt_args(prompt, text, n))
+                    answers[node_id] = answer_text(
+                        llm.predict(prompt, **prompt_args(prompt, text, n))
+                    )
                     break
                 except Exception as err:  # noqa: BLE001 - any LLM client error is retried
                     if attempt == retries:
@@ -459,7 +512,8 @@ def _ask(
     async def one(node_id: str, text: str) -> tuple[str, str | None]:
         for attempt in range(retries + 1):
             try:
-                return node_id, await llm.apredict(prompt, **_prompt_args(prompt, text, n))
+                answer = await llm.apredict(prompt, **prompt_args(prompt, text, n))
+                return node_id, answer_text(answer)
             except Exception as err:  # noqa: BLE001
                 if attempt == retries:
                     failed(node_id, err)

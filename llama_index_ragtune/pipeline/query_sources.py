@@ -8,7 +8,8 @@
   are left out, and a question left without any positive is dropped (both logged).
 - :func:`synthetic_queries`: ``generate_synthetic_queries`` asks an LLM (any
   LlamaIndex LLM; default the bundled SmolLM2-135M-Instruct, offline) for
-  questions each node answers; each question's positive is its node. They have no
+  questions each node answers; each question's positives are its node and every
+  node with the same text. They have no
   reference answer; the decoder's training targets then quote the node's sentence
   that best matches the question (see ``training_data``). A 135M model writes
   short, often generic questions: see the README for what it measured on the demo.
@@ -48,14 +49,16 @@ def synthetic_queries(
     show_progress: bool = True,
 ) -> tuple[list[LabelledQuery], dict[str, int]]:
     """``(queries, stats)``: synthetic questions for ``nodes`` (a seeded sample of
-    ``max_nodes`` of them), each with its node as the positive.
+    ``max_nodes`` of them), each with its node as the positive, and every node of ``nodes``
+    with the same text too (a footer repeated on each page: its twins are no negatives).
 
     ``llm=None`` loads the bundled decoder (``LocalChatLLM``, greedy, 64 new tokens).
     ``stats`` counts generated, kept and dropped questions (copies, too short, duplicates).
     """
     from llama_index_ragtune.data.synthetic import generate_synthetic_queries
 
-    nodes = list(nodes)
+    every_node = list(nodes)
+    nodes = every_node
     if max_nodes is not None and len(nodes) > max_nodes:
         nodes = random.Random(seed).sample(nodes, max_nodes)
     if llm is None:
@@ -68,21 +71,43 @@ def synthetic_queries(
         num_questions_per_node=questions_per_node,
         show_progress=show_progress,
     )
+    same_text = _same_text_nodes(every_node)
+    gold: dict[str, list[str]] = {}
+    for question, node_id in result.pairs:
+        ids = gold.setdefault(question, [])
+        ids.extend(n for n in same_text.get(node_id, [node_id]) if n not in ids)
     queries = [
         LabelledQuery(
             id=f"synthetic-{i}",
             question=question,
-            gold_node_ids=[node_id],
+            gold_node_ids=ids,
             source="synthetic",
         )
-        for i, (question, node_id) in enumerate(result.pairs)
+        for i, (question, ids) in enumerate(gold.items())
     ]
+    skipped = {k: v for k, v in result.node_stats.items() if v and k != "same_text"}
+    if skipped:
+        logger.warning("synthetic questions: nodes not asked or not answered: %s", skipped)
     if not queries:
         raise ValueError(
-            f"the LLM gave no usable synthetic question for {len(nodes)} nodes ({result.stats}); "
-            "pass labelled queries, or a stronger LLM"
+            f"the LLM gave no usable synthetic question for {len(nodes)} nodes ({result.stats}; "
+            f"nodes: {result.node_stats}); pass labelled queries, or a stronger LLM"
         )
     return queries, dict(result.stats)
+
+
+def _same_text_nodes(nodes: Sequence[BaseNode]) -> dict[str, list[str]]:
+    """``{node id: ids of every node with the same text}`` (``twin_key`` of the text the LLM
+    reads) for the nodes that share their text: a question about one is answered by each,
+    so each is its gold (not a false negative of the others)."""
+    from llama_index.core.schema import MetadataMode
+
+    from llama_index_ragtune.data.records import twin_key
+
+    by_text: dict[str, list[str]] = {}
+    for node in nodes:
+        by_text.setdefault(twin_key(node.get_content(MetadataMode.NONE)), []).append(node.node_id)
+    return {node_id: ids for ids in by_text.values() if len(ids) > 1 for node_id in ids}
 
 
 def feedback_queries(
