@@ -383,6 +383,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("llama_index_ragtune.evaluation.results", "EvaluationFileError"),
         ("llama_index_ragtune.node_parser.documents", "DocumentParseError"),
         ("llama_index_ragtune.feedback.schema", "FeedbackStoreError"),
+        ("llama_index_ragtune.data.synthetic", "SyntheticQueryError"),
     ):
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):

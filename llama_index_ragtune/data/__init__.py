@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
     from llama_index_ragtune.data.synthetic import (
         CopyFilter,
         QualityFilter,
+        SyntheticQueryError,
         generate_synthetic_queries,
     )
 
@@ -37,6 +38,7 @@ _EXPORTS = {
     "generate_synthetic_queries": "synthetic",
     "CopyFilter": "synthetic",
     "QualityFilter": "synthetic",
+    "SyntheticQueryError": "synthetic",
     "HardNegativeMiner": "negatives",
     "MiningStats": "negatives",
     "QAExample": "qa",

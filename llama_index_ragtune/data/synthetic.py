@@ -67,6 +67,12 @@ not seen the passage might type. Do not copy sentences from the passage; paraphr
 Write one question per line, with no numbering and no other text.
 """
 
+class SyntheticQueryError(RuntimeError, ValueError):
+    """The LLM gave no synthetic question to train on (it failed on every passage, or none of
+    its questions passed the filters); the message says why and what to do. The CLI shows
+    it as one line."""
+
+
 # --------------------------------------------------------------------------- filters
 
 
@@ -326,7 +332,7 @@ def generate_synthetic_queries(
     )
     if errors and all(answers.get(first) is None for first in shown):
         node_id, err = errors[0]
-        raise RuntimeError(
+        raise SyntheticQueryError(
             f"the LLM {_llm_name(llm)} failed on every one of the {len(shown)} passages "
             f"(tries per passage: {retries + 1}); the first error, on node {node_id!r}, was "
             f"{type(err).__name__}: {err}. Check the LLM (its key, address, model name, "

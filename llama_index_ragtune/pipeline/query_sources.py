@@ -55,7 +55,7 @@ def synthetic_queries(
     ``llm=None`` loads the bundled decoder (``LocalChatLLM``, greedy, 64 new tokens).
     ``stats`` counts generated, kept and dropped questions (copies, too short, duplicates).
     """
-    from llama_index_ragtune.data.synthetic import generate_synthetic_queries
+    from llama_index_ragtune.data.synthetic import SyntheticQueryError, generate_synthetic_queries
 
     every_node = list(nodes)
     nodes = every_node
@@ -89,7 +89,7 @@ def synthetic_queries(
     if skipped:
         logger.warning("synthetic questions: nodes not asked or not answered: %s", skipped)
     if not queries:
-        raise ValueError(
+        raise SyntheticQueryError(
             f"the LLM gave no usable synthetic question for {len(nodes)} nodes ({result.stats}; "
             f"nodes: {result.node_stats}); pass labelled queries, or a stronger LLM"
         )

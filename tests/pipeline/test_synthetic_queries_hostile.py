@@ -12,6 +12,8 @@ from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.schema import TextNode
 
+from llama_index_ragtune.cli import _user_error_types
+from llama_index_ragtune.data import SyntheticQueryError
 from llama_index_ragtune.pipeline import TuningPipeline
 from llama_index_ragtune.pipeline.query_sources import synthetic_queries
 from llama_index_ragtune.pipeline.training_data import retrieval_dataset
@@ -108,8 +110,9 @@ def test_an_llm_failing_on_every_passage_stops_the_pipeline_with_its_error(
         config=make_config(synthetic_questions_per_node=1, test_fraction=0.3),
         echo=lambda line: None,
     )
-    with pytest.raises(RuntimeError) as caught:
+    with pytest.raises(SyntheticQueryError) as caught:
         pipeline.run(until="data")
+    assert isinstance(caught.value, _user_error_types())  # the CLI shows it as one line
     message = str(caught.value)
     assert "UserLLM ('user-model') failed on every one of the" in message
     assert "ConnectionError: connection refused: localhost:11434" in message
