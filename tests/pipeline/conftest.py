@@ -333,3 +333,51 @@ def tuned_run(tmp_path_factory, tiny_corpus, tiny_encoder_path, tiny_causal_lm_p
     """One full pipeline run on the tiny corpus with tiny models (every part tuned and promoted)."""
     config = fast_config(tiny_encoder_path, tiny_causal_lm_path)
     return run_tiny_pipeline(tmp_path_factory.mktemp("run"), tiny_corpus, config)
+
+
+def tune_help_centre(
+    root: Path,
+    docs: dict[str, str],
+    questions: list[tuple[str, str, str]],
+    encoder: str,
+    decoder: str,
+    **overrides,
+) -> tuple[object, object, Path]:
+    """``(result, bundle, out)``: ``docs`` (relative path -> Markdown) under ``root`` with
+    a store per top folder and ``questions`` (question, gold document, gold section; the
+    1st and 5th for test) tuned without the decoder, served with ``MockLLM``."""
+    from llama_index.core.llms import MockLLM
+
+    from llama_index_ragtune.pipeline import TuningPipeline, load_bundle
+
+    folder = root / "docs"
+    for rel, text in docs.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text, encoding="utf-8")
+    stores = sorted({rel.split("/")[0] for rel in docs})
+    metadata = root / "metadata.json"
+    metadata.write_text(json.dumps({f"{s}/*": {"store": s} for s in stores}))
+    lines = [
+        {
+            "id": f"q{i}",
+            "question": question,
+            "gold": [{"doc_id": doc, "section": section}],
+            "answer": question,
+            "answerable": True,
+            "split": "test" if i in (0, 4) else "train",
+        }
+        for i, (question, doc, section) in enumerate(questions)
+    ]
+    queries = root / "queries.jsonl"
+    queries.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), "utf-8")
+    pipeline = TuningPipeline(
+        folder,
+        root / "out",
+        queries=queries,
+        metadata=metadata,
+        config=fast_config(encoder, decoder, **overrides),
+        skip=("decoder", "evaluate", "report"),
+        echo=lambda line: None,
+    )
+    result = pipeline.run()
+    return result, load_bundle(root / "out", llm=MockLLM()), root / "out"

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
-from llama_index.core.llms import MockLLM
 
 from llama_index_ragtune.data.negatives import HardNegativeMiner
 from llama_index_ragtune.data.schema import RetrievalDataset
-from llama_index_ragtune.pipeline import PipelineConfig, TuningPipeline, load_bundle
+from llama_index_ragtune.pipeline import PipelineConfig
+from tests.pipeline.conftest import tune_help_centre
 
 DOCS = {
     "shop/returns.md": "# 退货政策\n\n## 电子产品\n已开封的电子产品可在十四天内退货，需扣除百分之十五的开箱费。\n\n"
@@ -39,53 +38,21 @@ QUESTIONS = [
     ("付款信息加密吗", "app/payment.md", "支付方式 > 信用卡"),
     ("礼品卡余额兑换现金", "app/payment.md", "支付方式 > 礼品卡"),
 ]
-SKIP = ("decoder", "evaluate", "report")
-
-
-def _write_corpus(root: Path) -> dict[str, Path]:
-    docs = root / "docs"
-    for rel, text in DOCS.items():
-        (docs / rel).parent.mkdir(parents=True, exist_ok=True)
-        (docs / rel).write_text(text, encoding="utf-8")
-    metadata = root / "metadata.json"
-    metadata.write_text(json.dumps({"shop/*": {"store": "shop"}, "app/*": {"store": "app"}}))
-    lines = [
-        {
-            "id": f"q{i}",
-            "question": question,
-            "gold": [{"doc_id": doc, "section": section}],
-            "answer": question,
-            "answerable": True,
-            "split": "test" if i in (0, 4) else "train",
-        }
-        for i, (question, doc, section) in enumerate(QUESTIONS)
-    ]
-    queries = root / "queries.jsonl"
-    queries.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), "utf-8")
-    return {"docs": docs, "metadata": metadata, "queries": queries}
 
 
 @pytest.fixture(scope="module")
 def unicode_run(tmp_path_factory, tiny_encoder_path, tiny_causal_lm_path):
     """The Chinese help centre tuned with ``bm25_analyzer="unicode"`` (no decoder)."""
-    from tests.pipeline.conftest import fast_config
-
     root = tmp_path_factory.mktemp("zh_help")
-    corpus = _write_corpus(root)
-    config = fast_config(
-        tiny_encoder_path, tiny_causal_lm_path, bm25_analyzer="unicode", similarity_top_k=3
+    return tune_help_centre(
+        root,
+        DOCS,
+        QUESTIONS,
+        tiny_encoder_path,
+        tiny_causal_lm_path,
+        bm25_analyzer="unicode",
+        similarity_top_k=3,
     )
-    pipeline = TuningPipeline(
-        corpus["docs"],
-        root / "out",
-        queries=corpus["queries"],
-        metadata=corpus["metadata"],
-        config=config,
-        skip=SKIP,
-        echo=lambda line: None,
-    )
-    result = pipeline.run()
-    return result, load_bundle(root / "out", llm=MockLLM()), root / "out"
 
 
 def _gold_node(bundle, section: str) -> str:

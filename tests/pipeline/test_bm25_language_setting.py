@@ -12,15 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from pathlib import Path
 
 import pytest
-from llama_index.core.llms import MockLLM
 
 from llama_index_ragtune.data.negatives import HardNegativeMiner
 from llama_index_ragtune.data.schema import RetrievalDataset
-from llama_index_ragtune.pipeline import PipelineConfig, TuningPipeline, load_bundle
+from llama_index_ragtune.pipeline import PipelineConfig
 from llama_index_ragtune.retrievers import BM25Retriever
+from tests.pipeline.conftest import tune_help_centre
 
 DOCS = {
     "shop/rueckgabe.md": "# Rückgabe\n\n## Elektronik\nGeöffnete Geräte können innerhalb von "
@@ -47,53 +46,21 @@ QUESTIONS = [
     ("Werden Kreditkartendaten verschlüsselt?", "app/zahlung.md", "Zahlung > Kreditkarte"),
     ("Gutschein in Bargeld umtauschen", "app/zahlung.md", "Zahlung > Gutschein"),
 ]
-SKIP = ("decoder", "evaluate", "report")
-
-
-def _write_corpus(root: Path) -> dict[str, Path]:
-    docs = root / "docs"
-    for rel, text in DOCS.items():
-        (docs / rel).parent.mkdir(parents=True, exist_ok=True)
-        (docs / rel).write_text(text, encoding="utf-8")
-    metadata = root / "metadata.json"
-    metadata.write_text(json.dumps({"shop/*": {"store": "shop"}, "app/*": {"store": "app"}}))
-    lines = [
-        {
-            "id": f"q{i}",
-            "question": question,
-            "gold": [{"doc_id": doc, "section": section}],
-            "answer": question,
-            "answerable": True,
-            "split": "test" if i in (0, 4) else "train",
-        }
-        for i, (question, doc, section) in enumerate(QUESTIONS)
-    ]
-    queries = root / "queries.jsonl"
-    queries.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), "utf-8")
-    return {"docs": docs, "metadata": metadata, "queries": queries}
 
 
 @pytest.fixture(scope="module")
 def german_run(tmp_path_factory, tiny_encoder_path, tiny_causal_lm_path):
     """The German help centre tuned with ``bm25_language="german"`` (no decoder)."""
-    from tests.pipeline.conftest import fast_config
-
     root = tmp_path_factory.mktemp("de_help")
-    corpus = _write_corpus(root)
-    config = fast_config(
-        tiny_encoder_path, tiny_causal_lm_path, bm25_language="german", similarity_top_k=3
+    return tune_help_centre(
+        root,
+        DOCS,
+        QUESTIONS,
+        tiny_encoder_path,
+        tiny_causal_lm_path,
+        bm25_language="german",
+        similarity_top_k=3,
     )
-    pipeline = TuningPipeline(
-        corpus["docs"],
-        root / "out",
-        queries=corpus["queries"],
-        metadata=corpus["metadata"],
-        config=config,
-        skip=SKIP,
-        echo=lambda line: None,
-    )
-    result = pipeline.run()
-    return result, load_bundle(root / "out", llm=MockLLM()), root / "out"
 
 
 def test_the_bundle_serves_the_german_stemmer_and_stopwords(german_run):

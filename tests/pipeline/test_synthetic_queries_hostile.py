@@ -4,12 +4,8 @@ meets repeated passages: what ``synthetic_queries`` and the ``data`` step then d
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
 
 import pytest
-from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
-from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.schema import TextNode
 
 from llama_index_ragtune.cli import _user_error_types
@@ -17,33 +13,11 @@ from llama_index_ragtune.data import SyntheticQueryError
 from llama_index_ragtune.pipeline import TuningPipeline
 from llama_index_ragtune.pipeline.query_sources import synthetic_queries
 from llama_index_ragtune.pipeline.training_data import retrieval_dataset
+from tests.data.test_synthetic_hostile_llm import UserLLM
 
 FOOTER = "Questions about returns? Call the service desk on 0800 123 456, open every day."
 PRODUCE = "Fresh apples can be returned within seven days with the receipt."
 PHONES = "Apple iPhones can be returned within fourteen days in their box."
-
-
-class UserLLM(CustomLLM):
-    """A user's LLM: ``reply(prompt)`` is its answer; an exception it returns is raised."""
-
-    reply: Callable[[str], Any]
-    prompts: list[str] = []
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(model_name="user-model")
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        self.prompts.append(prompt)
-        answer = self.reply(prompt)
-        if isinstance(answer, Exception):
-            raise answer
-        return CompletionResponse(text=answer)
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        raise NotImplementedError
 
 
 def thinking_writer(prompt: str) -> str:
