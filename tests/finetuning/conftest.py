@@ -87,3 +87,21 @@ def toy() -> RetrievalDataset:
 @pytest.fixture()
 def toy_without_negatives() -> RetrievalDataset:
     return toy_dataset(with_negatives=False)
+
+
+def help_centre(corpus: dict[str, str], questions: dict[str, str]) -> RetrievalDataset:
+    """One question per page: ``q_<page>`` asks ``questions[page]``, answered by ``page``."""
+    return RetrievalDataset(
+        queries={f"q_{doc}": text for doc, text in questions.items()},
+        corpus=dict(corpus),
+        relevant_docs={f"q_{doc}": [doc] for doc in questions},
+    )
+
+
+def hybrid_evaluator(data: RetrievalDataset, **kwargs):
+    """A ``HybridRetrievalEvaluator`` over all of ``data`` (``kwargs``: its BM25 settings)."""
+    from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
+
+    return HybridRetrievalEvaluator(
+        data.queries, data.corpus, data.graded_qrels(), show_progress_bar=False, **kwargs
+    )

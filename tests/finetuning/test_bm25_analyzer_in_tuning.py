@@ -15,8 +15,8 @@ import pytest
 
 from llama_index_ragtune.data.schema import RetrievalDataset
 from llama_index_ragtune.finetuning.encoder import EncoderFinetuneEngine
-from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
 from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
+from tests.finetuning.conftest import help_centre, hybrid_evaluator
 
 CORPUS = {
     "returns": "已开封的电子产品可在十四天内退货，需扣除百分之十五的开箱费。",
@@ -41,17 +41,7 @@ QUESTIONS = {
 
 
 def chinese_help_centre() -> RetrievalDataset:
-    return RetrievalDataset(
-        queries={f"q_{doc}": text for doc, text in QUESTIONS.items()},
-        corpus=dict(CORPUS),
-        relevant_docs={f"q_{doc}": [doc] for doc in QUESTIONS},
-    )
-
-
-def evaluator(data: RetrievalDataset, **kwargs) -> HybridRetrievalEvaluator:
-    return HybridRetrievalEvaluator(
-        data.queries, data.corpus, data.graded_qrels(), show_progress_bar=False, **kwargs
-    )
+    return help_centre(CORPUS, QUESTIONS)
 
 
 def top_bm25_hit(rankings: dict[str, list[tuple[str, float]]]) -> dict[str, str | None]:
@@ -61,16 +51,16 @@ def top_bm25_hit(rankings: dict[str, list[tuple[str, float]]]) -> dict[str, str 
 def test_the_unicode_evaluator_finds_the_gold_passages_the_plain_one_misses():
     data = chinese_help_centre()
     gold = {q: docs[0] for q, docs in data.relevant_docs.items()}
-    assert top_bm25_hit(evaluator(data, bm25_analyzer="unicode").bm25_rankings()) == gold
-    plain = evaluator(data)
+    assert top_bm25_hit(hybrid_evaluator(data, bm25_analyzer="unicode").bm25_rankings()) == gold
+    plain = hybrid_evaluator(data)
     assert plain.bm25_analyzer == "plain"  # the default is unchanged
     assert all(not ranked for ranked in plain.bm25_rankings().values())
 
 
 def test_the_default_evaluator_ranks_english_exactly_as_before(make_toy):
     data = make_toy()
-    default = evaluator(data).bm25_rankings()
-    assert default == evaluator(data, bm25_analyzer="plain").bm25_rankings()
+    default = hybrid_evaluator(data).bm25_rankings()
+    assert default == hybrid_evaluator(data, bm25_analyzer="plain").bm25_rankings()
     assert all(ranked for ranked in default.values())
 
 
@@ -168,7 +158,7 @@ def test_the_reranker_engine_records_the_analyzer_of_its_candidates(tiny_encoder
 def test_a_wrong_analyzer_is_refused_by_name(value, tiny_encoder_path, tmp_path):
     data = chinese_help_centre()
     with pytest.raises(ValueError, match="HybridRetrievalEvaluator: bm25_analyzer must be one of"):
-        evaluator(data, bm25_analyzer=value)
+        hybrid_evaluator(data, bm25_analyzer=value)
     for engine in (EncoderFinetuneEngine, RerankerFinetuneEngine):
         with pytest.raises(ValueError, match=f"{engine.__name__}: bm25_analyzer") as caught:
             engine(

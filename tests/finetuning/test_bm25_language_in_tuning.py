@@ -18,7 +18,6 @@ import pytest
 from llama_index_ragtune.data.negatives import HardNegativeMiner
 from llama_index_ragtune.data.schema import RetrievalDataset
 from llama_index_ragtune.finetuning.encoder import EncoderFinetuneEngine
-from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
 from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
 from llama_index_ragtune.retrievers.bm25_index import (
     BM25Text,
@@ -26,6 +25,7 @@ from llama_index_ragtune.retrievers.bm25_index import (
     language_stopwords,
     stemmer_languages,
 )
+from tests.finetuning.conftest import help_centre, hybrid_evaluator
 
 CORPUS = {
     "returns": "Geöffnete Geräte können innerhalb von vierzehn Tagen zurückgegeben werden.",
@@ -50,17 +50,7 @@ QUESTIONS = {
 
 
 def german_help_centre() -> RetrievalDataset:
-    return RetrievalDataset(
-        queries={f"q_{doc}": text for doc, text in QUESTIONS.items()},
-        corpus=dict(CORPUS),
-        relevant_docs={f"q_{doc}": [doc] for doc in QUESTIONS},
-    )
-
-
-def evaluator(data: RetrievalDataset, **kwargs) -> HybridRetrievalEvaluator:
-    return HybridRetrievalEvaluator(
-        data.queries, data.corpus, data.graded_qrels(), show_progress_bar=False, **kwargs
-    )
+    return help_centre(CORPUS, QUESTIONS)
 
 
 def hits(rankings: dict[str, list[tuple[str, float]]]) -> dict[str, list[str]]:
@@ -92,10 +82,10 @@ def test_the_stopwords_follow_the_language_unless_given():
 def test_the_german_evaluator_finds_every_gold_passage_the_english_one_misses():
     data = german_help_centre()
     gold = {q: docs[0] for q, docs in data.relevant_docs.items()}
-    german = hits(evaluator(data, bm25_language="german").bm25_rankings())
+    german = hits(hybrid_evaluator(data, bm25_language="german").bm25_rankings())
     assert {q: ranked[:1] for q, ranked in german.items()} == {q: [d] for q, d in gold.items()}
     assert german["q_cards"] == ["cards"]  # "werden" is a German stopword: no noise
-    english = hits(evaluator(data).bm25_rankings())
+    english = hits(hybrid_evaluator(data).bm25_rankings())
     # "Lieferungen", "Rückgaben" keep their German endings: no term in common with the gold
     assert english["q_fees"] == [] and english["q_fresh"] == []
     assert english["q_cards"][:1] == ["cards"] and len(english["q_cards"]) > 1
@@ -192,7 +182,7 @@ def test_the_miner_stems_and_drops_stopwords_in_the_language_and_records_it():
 def test_a_wrong_language_is_refused_by_name(value, tiny_encoder_path, tmp_path):
     data = german_help_centre()
     with pytest.raises(ValueError, match="HybridRetrievalEvaluator: bm25_language must be one of"):
-        evaluator(data, bm25_language=value)
+        hybrid_evaluator(data, bm25_language=value)
     with pytest.raises(ValueError, match="HardNegativeMiner: bm25_language must be one of"):
         HardNegativeMiner(sources=("bm25",), bm25_language=value)
     for engine in (EncoderFinetuneEngine, RerankerFinetuneEngine):
@@ -210,7 +200,7 @@ def test_a_wrong_language_is_refused_by_name(value, tiny_encoder_path, tmp_path)
 
 def test_no_language_means_no_stemming_and_no_stopwords():
     data = german_help_centre()
-    bare = evaluator(data, bm25_language=None)
+    bare = hybrid_evaluator(data, bm25_language=None)
     assert bare.bm25_language is None
     ranked = hits(bare.bm25_rankings())
     assert ranked["q_gift"][:1] == ["gift"]  # the same words still match
