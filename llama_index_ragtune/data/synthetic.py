@@ -67,6 +67,7 @@ not seen the passage might type. Do not copy sentences from the passage; paraphr
 Write one question per line, with no numbering and no other text.
 """
 
+
 class SyntheticQueryError(RuntimeError, ValueError):
     """The LLM gave no synthetic question to train on (it failed on every passage, or none of
     its questions passed the filters); the message says why and what to do. The CLI shows
