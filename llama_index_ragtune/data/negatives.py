@@ -28,81 +28,46 @@ Example::
 from __future__ import annotations
 
 import logging
-import math
 import random
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from llama_index_ragtune.data.mining_context import _Context
+from llama_index_ragtune.data.mining_options import (
+    DEFAULT_RELATIVE_MARGIN,
+    KNOWN_SOURCES,
+    MINED_SOURCES,
+    CuratedFn,
+    check_miner_options,
+)
+from llama_index_ragtune.data.mining_stats import FILTERS, MiningStats
 from llama_index_ragtune.data.negative_sources import (
     BM25Scorer,
     DenseScorer,
     load_cross_encoder_scorer,
 )
-from llama_index_ragtune.data.schema import Negative, RetrievalDataset, _fmt_ids, normalize_text
-from llama_index_ragtune.retrievers.bm25_index import ANALYZERS, BM25Text, check_bm25_language
+from llama_index_ragtune.data.schema import Negative, RetrievalDataset, _fmt_ids
+from llama_index_ragtune.retrievers.bm25_index import BM25Text
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
+__all__ = [
+    "DEFAULT_RELATIVE_MARGIN",
+    "FILTERS",
+    "KNOWN_SOURCES",
+    "MINED_SOURCES",
+    "CuratedFn",
+    "HardNegativeMiner",
+    "MiningStats",
+]
+
 logger = logging.getLogger(__name__)
-
-MINED_SOURCES = ("bm25", "dense")
-KNOWN_SOURCES = (*MINED_SOURCES, "curated")
-CuratedFn = Callable[[str, str, list[str], RetrievalDataset], Iterable[str]]
-DEFAULT_RELATIVE_MARGIN: Mapping[str, float] = MappingProxyType({"dense": 0.95})
-FILTERS = (
-    "positive",
-    "same_text",
-    "duplicate",
-    "max_score",
-    "margin",
-    "relative_margin",
-    "cross_encoder",
-)
-
-
-@dataclass
-class MiningStats:
-    """What ``HardNegativeMiner.mine`` did, per source.
-
-    ``negatives[source]``: negatives kept; ``filtered[source][reason]``: candidates in
-    the rank window removed by each filter (see ``FILTERS``); ``short[source]``:
-    queries that got fewer than the requested number.
-    """
-
-    queries: int = 0
-    negatives: dict[str, int] = field(default_factory=dict)
-    filtered: dict[str, dict[str, int]] = field(default_factory=dict)
-    short: dict[str, int] = field(default_factory=dict)
-
-    def _count(self, source: str, reason: str, n: int = 1) -> None:
-        bucket = self.filtered.setdefault(source, dict.fromkeys(FILTERS, 0))
-        bucket[reason] += n
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "queries": self.queries,
-            "negatives": dict(self.negatives),
-            "filtered": {s: dict(v) for s, v in self.filtered.items()},
-            "short": dict(self.short),
-        }
-
-    def __str__(self) -> str:
-        parts = []
-        for source, kept in self.negatives.items():
-            removed = {k: v for k, v in self.filtered.get(source, {}).items() if v}
-            parts.append(
-                f"{source}: {kept} kept, filtered {removed or 'none'}, "
-                f"{self.short.get(source, 0)} queries short"
-            )
-        return f"mined {self.queries} queries; " + "; ".join(parts)
 
 
 class HardNegativeMiner:
@@ -176,71 +141,24 @@ class HardNegativeMiner:
         keep_existing: bool = True,
         show_progress: bool = True,
     ) -> None:
-        if isinstance(sources, str):  # "bm25" is one source, not four letters
-            sources = [sources]
-        sources = list(dict.fromkeys(sources))
-        if curated is not None and "curated" not in sources:
-            sources.append("curated")
-        unknown = [s for s in sources if s not in KNOWN_SOURCES]
-        if unknown:
-            raise ValueError(
-                f"unknown negative source(s) {_fmt_ids(unknown)}; choose from {KNOWN_SOURCES}"
-            )
-        if not sources:
-            raise ValueError("HardNegativeMiner needs at least one source")
-        if "curated" in sources and curated is None:
-            raise ValueError(
-                "source 'curated' needs `curated=` (a {query_id: doc_ids} mapping or a callable)"
-            )
-        if curated is not None and not isinstance(curated, Mapping) and not callable(curated):
-            raise TypeError(
-                f"curated must be a {{query_id: doc_ids}} mapping or a callable, got {type(curated).__name__}"
-            )
-        if not 0 <= range_min < range_max:
-            raise ValueError(
-                f"need 0 <= range_min < range_max, got range_min={range_min}, range_max={range_max}"
-            )
-        for name, value, check in (
-            ("num_negatives", num_negatives, _whole),
-            ("max_score", max_score, _finite),
-            ("margin", margin, _finite),
-        ):
-            for v in value.values() if isinstance(value, Mapping) else [value]:
-                check(v, name)
-        for name, value in (
-            ("query_batch_size", query_batch_size),
-            ("encode_batch_size", encode_batch_size),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-        if bm25_analyzer not in ANALYZERS:
-            raise ValueError(
-                f"bm25_analyzer must be one of {', '.join(ANALYZERS)}, got {bm25_analyzer!r} "
-                "(the analyzer of the BM25 retriever the negatives are mined for)"
-            )
-        check_bm25_language(bm25_language, "HardNegativeMiner: bm25_language")
-        if sampling not in ("top", "random"):
-            raise ValueError(f"sampling must be 'top' or 'random', got {sampling!r}")
-        for name, value in (("relative_margin", relative_margin),):
-            for v in value.values() if isinstance(value, Mapping) else [value]:
-                if v is not None and not 0 < v <= 1:
-                    raise ValueError(
-                        f"{name} must be in (0, 1] (0.95 = skip above 95% of the positive's score), got {v}"
-                    )
-                if v is not None and v < 0.5:
-                    warnings.warn(
-                        f"relative_margin={v} skips every negative above {v:.0%} of the positive's score; "
-                        f"for sentence-transformers' convention use {1 - v:g}",
-                        stacklevel=2,
-                    )
-        if (
-            cross_encoder is not None
-            and cross_encoder_max_score is None
-            and cross_encoder_margin is None
-        ):
-            raise ValueError(
-                "cross_encoder needs cross_encoder_max_score and/or cross_encoder_margin"
-            )
+        sources = check_miner_options(
+            sources=sources,
+            num_negatives=num_negatives,
+            range_min=range_min,
+            range_max=range_max,
+            sampling=sampling,
+            max_score=max_score,
+            margin=margin,
+            relative_margin=relative_margin,
+            cross_encoder=cross_encoder,
+            cross_encoder_max_score=cross_encoder_max_score,
+            cross_encoder_margin=cross_encoder_margin,
+            curated=curated,
+            bm25_language=bm25_language,
+            bm25_analyzer=bm25_analyzer,
+            encode_batch_size=encode_batch_size,
+            query_batch_size=query_batch_size,
+        )
         self.sources = sources
         self.num_negatives = num_negatives
         self.range_min, self.range_max = range_min, range_max
@@ -480,58 +398,7 @@ class HardNegativeMiner:
         return picked
 
 
-class _Context:
-    """Per-dataset lookups shared by all sources: doc index, positives per query group."""
-
-    def __init__(self, ds: RetrievalDataset, dedupe_text: bool) -> None:
-        self.ds = ds
-        self.doc_ids = list(ds.corpus)
-        self.index = {d: i for i, d in enumerate(self.doc_ids)}
-        by_text: dict[str, set[int]] = {}
-        for qid, query in ds.queries.items():
-            by_text.setdefault(normalize_text(query), set()).update(
-                self.index[d] for d in ds.relevant_docs[qid]
-            )
-        self.positive_idx = {q: by_text[normalize_text(t)] for q, t in ds.queries.items()}
-        self.dedupe_text = dedupe_text
-        self._norm: dict[int, str] = {}
-        self.positive_texts = (
-            {q: {self._text(d) for d in self.positive_idx[q]} for q in ds.queries}
-            if dedupe_text
-            else {}
-        )
-
-    def _text(self, doc: int) -> str:
-        if doc not in self._norm:
-            self._norm[doc] = normalize_text(self.ds.corpus[self.doc_ids[doc]])
-        return self._norm[doc]
-
-    def exclusion(self, qid: str, doc: int, taken: set[str]) -> str | None:
-        """Why ``doc`` cannot be a negative of ``qid`` regardless of score, or None."""
-        if doc in self.positive_idx[qid]:
-            return "positive"
-        if self.doc_ids[doc] in taken:
-            return "duplicate"
-        if self.dedupe_text and self._text(doc) in self.positive_texts[qid]:
-            return "same_text"
-        return None
-
-
 def _for(value: float | Mapping[str, float] | None, source: str) -> float | None:
     if isinstance(value, Mapping):
         return value.get(source)
     return value
-
-
-def _whole(value: Any, name: str) -> None:
-    """``ValueError`` unless ``value`` is a whole number >= 0 (negatives per query)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a whole number >= 0 per source, got {value!r}")
-
-
-def _finite(value: Any, name: str) -> None:
-    """``ValueError`` unless ``value`` is None or a finite number (a score bound)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number or None, got {value!r}")
