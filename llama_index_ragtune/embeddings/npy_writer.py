@@ -24,6 +24,8 @@ from types import TracebackType
 
 import numpy as np
 
+from llama_index_ragtune._atomic import check_file_target
+
 __all__ = ["NpyRowWriter"]
 
 _HEADER_BYTES = 128
@@ -69,6 +71,7 @@ class NpyRowWriter:
         self.dim = int(dim)
         self.dtype = np.dtype(dtype)
         self.rows = 0
+        check_file_target(self.path)  # before any row is computed and written, not at close
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(
             f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}.npy"
@@ -100,7 +103,11 @@ class NpyRowWriter:
             os.fsync(handle.fileno())
         finally:
             handle.close()
-        os.replace(self._tmp, self.path)
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError:
+            self._tmp.unlink(missing_ok=True)  # never leave a corpus-sized temporary behind
+            raise
         return self.path
 
     def abort(self) -> None:

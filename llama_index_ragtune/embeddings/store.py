@@ -37,9 +37,13 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingStore", "check_texts", "make_folder", "open_store"]
+__all__ = ["CacheSchemaError", "EmbeddingStore", "check_texts", "make_folder", "open_store"]
 
 _SCHEMA_VERSION = 1
+
+
+class CacheSchemaError(ValueError):
+    """An embedding cache file of another schema version (kept as it is, never rewritten)."""
 
 
 def open_store(cache_dir: str | os.PathLike, identity: str, stem: str = "corpus") -> EmbeddingStore:
@@ -67,6 +71,7 @@ class EmbeddingStore:
         self.path = Path(path)
         self.identity = identity
         self._lock = threading.Lock()
+        self._unwritable = False  # a write was refused (full disk, read-only): warned once
         make_folder(self.path.parent, "the embedding cache folder")
         if self.path.exists() and not self.path.is_file():
             raise IsADirectoryError(
@@ -96,6 +101,15 @@ class EmbeddingStore:
         )
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)", (self.identity,))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
+        schema = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+        if schema != str(_SCHEMA_VERSION):
+            conn.close()
+            raise CacheSchemaError(
+                f"the embedding cache {self.path} was written with cache schema {schema!r}, and "
+                f"this version of llama-index-ragtune reads schema {_SCHEMA_VERSION} only (a "
+                "newer release wrote it?); nothing in it was changed. Upgrade llama-index-ragtune, "
+                "or pass another cache_dir"
+            )
         stored = conn.execute("SELECT value FROM meta WHERE key='identity'").fetchone()[0]
         if stored != self.identity:
             conn.close()
@@ -156,6 +170,17 @@ class EmbeddingStore:
                 self._conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._safe_rollback()
+                if _is_unwritable(exc):  # the vectors are computed: return them uncached
+                    (logger.debug if self._unwritable else logger.warning)(  # once a store
+                        "embedding cache %s cannot be written (%s); %d vectors were computed "
+                        "and are used but not cached: free disk space or make the file "
+                        "writable (or pass another cache_dir) to cache them",
+                        self.path,
+                        exc,
+                        len(rows),
+                    )
+                    self._unwritable = True
+                    return
                 if not _is_corruption(exc):
                     raise
                 self._conn.close()
@@ -293,6 +318,14 @@ def make_folder(folder: Path, what: str) -> None:
             f"{what} {folder} cannot be created: {blocker} is a file, not a folder; pass another "
             "cache_dir or move that file"
         ) from exc
+
+
+def _is_unwritable(exc: sqlite3.DatabaseError) -> bool:
+    """The file system refusing a write (full disk, quota, read-only file, I/O error)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        cause in text for cause in ("disk is full", "readonly", "read-only", "disk i/o error")
+    )
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:

@@ -19,8 +19,9 @@ import json
 import math
 import numbers
 import time
+import unicodedata
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "is_rating",
     "prepare_entry",
     "show",
+    "source_spelling",
     "text_hash",
     "timestamp",
 ]
@@ -229,6 +231,27 @@ def _ids(values: Any, name: str) -> list[str]:
     return [check_text(v, f"{name}[{i}]") for i, v in enumerate(values)]
 
 
+def source_spelling(node_id: str, sources: Iterable[str]) -> str | None:
+    """The source id ``node_id`` names: itself, else the one source equal to it in Unicode
+    NFC (a front end sending ``café`` composed for a node id stored decomposed); ``None``
+    when no source, or more than one, matches.
+
+    Example::
+
+        source_spelling("cafe\u0301.md", ["caf\u00e9.md", "tea.md"])   # 'café.md' (composed)
+    """
+    sources = list(sources)
+    if node_id in sources:
+        return node_id
+    form = unicodedata.normalize("NFC", node_id)
+    same = {s for s in sources if unicodedata.normalize("NFC", s) == form}
+    return same.pop() if len(same) == 1 else None
+
+
+def _spelled(ids: Iterable[str], sources: set[str]) -> Iterator[str]:
+    return (source_spelling(i, sources) or i for i in ids)
+
+
 def prepare_entry(
     query: str,
     retrieved: Sequence[Any] = (),
@@ -255,8 +278,9 @@ def prepare_entry(
         )
     nodes = [_node_row(item, i) for i, item in enumerate(retrieved)]
     sources = {n[0] for n in nodes}
-    cited = list(dict.fromkeys(_ids(cited_node_ids, "cited_node_ids")))
-    clicked = list(dict.fromkeys(_ids(clicked_node_ids, "clicked_node_ids")))
+    # an id in another Unicode form than its source's is stored as the source spells it
+    cited = list(dict.fromkeys(_spelled(_ids(cited_node_ids, "cited_node_ids"), sources)))
+    clicked = list(dict.fromkeys(_spelled(_ids(clicked_node_ids, "clicked_node_ids"), sources)))
     for name, ids in (("cited_node_ids", cited), ("clicked_node_ids", clicked)):
         missing = [i for i in ids if i not in sources]
         if missing:

@@ -269,6 +269,28 @@ class SnapshotConnection(sqlite3.Connection):
     valid only while no writer has the store open (no ``<file>-wal`` next to it)."""
 
 
+def _refuse_orphan_log(file: Path, state: str = "does not exist") -> None:
+    """Refuse to start a store at ``file`` while a log of a missing (or emptied) database
+    lies beside it.
+
+    A ``-wal`` (or ``-journal``) holds committed records that never reached the database
+    file: a half-copied or half-restored store. A new store there would make SQLite reset
+    the log on its first write and delete it on close, losing those records for good.
+    """
+    for log in (wal_file(file), Path(f"{file}-journal")):
+        try:
+            size = log.stat().st_size
+        except OSError:
+            continue
+        if size:
+            raise FeedbackStoreError(
+                f"feedback store {file} {state}, but its log {log.name} ({size} bytes of "
+                "records not yet in the database file) lies beside it: the store was copied or "
+                f"restored without its main file. Put {file.name} back beside the log (copy "
+                "the files together), or move the log away to start an empty store"
+            )
+
+
 def wal_file(path: str | Path) -> Path:
     """The WAL file SQLite keeps next to ``path`` while any connection has it open."""
     return Path(f"{path}-wal")
@@ -365,12 +387,15 @@ def open_database(
                 raise FileNotFoundError(
                     f"feedback store {file} does not exist; check the path{hint}"
                 )
+            _refuse_orphan_log(file)
             link = f" (a symbolic link to {os.readlink(file)})" if file.is_symlink() else ""
             folder = Path(os.path.realpath(file)).parent if link else file.parent
             if not folder.is_dir():
                 raise FileNotFoundError(
                     f"cannot create feedback store {file}{link}: the folder {folder} does not exist"
                 )
+        elif file.stat().st_size == 0:  # a new store's file is never empty beside a log
+            _refuse_orphan_log(file, "is empty (0 bytes)")
     try:
         if read_only:
             return _read_only_store(Path(path_str), timeout)

@@ -27,6 +27,7 @@ from llama_index_ragtune.feedback.entries import (
     check_record_id,
     check_text,
     prepare_entry,
+    source_spelling,
 )
 from llama_index_ragtune.feedback.responses import response_fields
 from llama_index_ragtune.feedback.sql import insert_entry
@@ -236,6 +237,7 @@ class FeedbackWriter(StoreConnection):
                     (record_id,),
                 )
             ]
+            node_id = source_spelling(node_id, sources) or node_id
             if node_id not in sources:
                 raise ValueError(
                     f"click: node {node_id!r} is not a source of record {record_id!r} "

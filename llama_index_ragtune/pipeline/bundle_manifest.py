@@ -27,7 +27,11 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     BundleError,
     short,
 )
-from llama_index_ragtune.retrievers.persistence import DuplicateKeyError, loads_unique_keys
+from llama_index_ragtune.retrievers.persistence import (
+    DuplicateKeyError,
+    loads_unique_keys,
+    not_a_file,
+)
 
 FORMAT = "ragtune-bundle"
 FORMAT_VERSION = 1
@@ -257,7 +261,13 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
                         f"{path} is a folder, but {folder / MANIFEST} lists it as a file "
                         f"(files[{rel!r}]): the manifest was edited; {REWRITE}"
                     )
-                raise BundleError(f"{path} is missing from the bundle; {REWRITE}")
+                what = not_a_file(path)
+                if what == "missing":
+                    raise BundleError(f"{path} is missing from the bundle; {REWRITE}")
+                raise BundleError(
+                    f"{path} is {what}: the bundle was copied incompletely or changed after it "
+                    f"was written; {REWRITE}"
+                )
             real = os.path.realpath(path)
             if os.path.commonpath([real, inside]) != inside:
                 raise BundleError(

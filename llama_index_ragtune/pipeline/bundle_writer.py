@@ -171,7 +171,7 @@ def write_bundle(ctx: RunContext, out: str | Path, report: bool = True) -> dict[
                 "report": report_files,
                 "files": file_digests(tmp),
             }
-            atomic_write_json(tmp / MANIFEST, manifest, default=str)
+            atomic_write_json(tmp / MANIFEST, manifest, strict=True, default=str)
         check_current_replaceable(root, version)
         atomic_write_text(root / CURRENT, version + "\n")
     return {

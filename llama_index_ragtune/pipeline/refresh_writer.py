@@ -39,6 +39,7 @@ from llama_index_ragtune._atomic import (
     atomic_write_json,
     atomic_write_text,
     sha256_file,
+    strict_json,
 )
 from llama_index_ragtune.pipeline.bundle import link_or_copy, package_versions
 from llama_index_ragtune.pipeline.bundle_folders import (
@@ -163,7 +164,7 @@ def write_refreshed_version(
                 "report": report_files,
                 "files": file_digests(tmp),
             }
-            atomic_write_json(tmp / MANIFEST, manifest, default=str)
+            atomic_write_json(tmp / MANIFEST, manifest, strict=True, default=str)
         check_current_replaceable(root, version)
         atomic_write_text(root / CURRENT, version + "\n")
     return {
@@ -204,7 +205,9 @@ def append_history(path: str | Path, entry: dict[str, Any]) -> Path:
     """
     root = bundles_root(path)
     target = root / HISTORY
-    line = json.dumps({"time": _now(), **entry}, default=str, sort_keys=True)  # ASCII
+    line = json.dumps(  # ASCII, strict JSON (NaN as null)
+        strict_json({"time": _now(), **entry}), default=str, sort_keys=True, allow_nan=False
+    )
     try:
         with _parent_lock(root):
             if target.is_symlink():  # its content is not this log's: never appended to

@@ -173,7 +173,7 @@ class RunState:
 
     def save(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path, self.data, indent=2, default=str)
+        atomic_write_json(self.path, self.data, strict=True, indent=2, default=str)
 
     def timings(self) -> dict[str, float]:
         """Seconds per finished step."""

@@ -53,6 +53,7 @@ __all__ = [
     "file_digests",
     "load_snapshot",
     "loads_unique_keys",
+    "not_a_file",
     "persist_dir_path",
     "read_manifest",
     "require_file",
@@ -131,7 +132,7 @@ def write_manifest(
     payload.update(sections)
     if files is not None:
         payload["files"] = files
-    atomic_write_json(path, payload, indent=2, sort_keys=True)
+    atomic_write_json(path, payload, strict=True, indent=2, sort_keys=True)
     return path
 
 
@@ -418,9 +419,28 @@ def verify_files(
                 )
 
 
+def not_a_file(path: Path) -> str:
+    """What is at ``path`` where a file should be, for an error message: ``"missing"``, a
+    dangling symbolic link, a folder, or a file in the place of one of its folders.
+
+    Example::
+
+        f"{path} is {not_a_file(path)}"   # '.../index/docstore.json is a folder (...)'
+    """
+    if path.is_symlink():
+        return f"a symbolic link to {os.readlink(path)!r}, which does not lead to a file"
+    if path.exists():
+        return "a folder (or another non-file), not the file"
+    blocker = next((p for p in path.parents if p.is_file()), None)
+    return "missing" if blocker is None else f"missing: {blocker} is a file, not a folder"
+
+
 def _check_file(path: Path, entry: dict[str, Any], manifest_path: Path, hint: str) -> None:
     if not path.is_file():
-        raise PersistenceError(f"{path} is missing (it is recorded in {manifest_path}); {hint}")
+        raise PersistenceError(
+            f"{path} is {not_a_file(path)} (it is recorded in {manifest_path}); the folder was "
+            f"copied incompletely or changed after persist(); {hint}"
+        )
     size = path.stat().st_size
     if size != entry["bytes"]:
         raise PersistenceError(
