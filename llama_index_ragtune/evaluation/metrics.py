@@ -153,3 +153,72 @@ def compute_metrics(
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
     return {f"{name}@{k}": METRICS[name](ranked, qrels, k) for name in names for k in k_values}
+
+
+class MeanMetrics(dict):
+    """Mean ``metric@k`` values (a plain ``dict``: ``{"ndcg@10": 0.61, ...}``) that also keep
+    each query's values in ``per_query`` (``{metric: {qid: value}}``), so a champion /
+    challenger decision can pair the two models query by query
+    (``finetuning.promotion.decide_promotion``). ``dict(...)``, JSON and ``==`` see only
+    the means.
+
+    Example::
+
+        means = mean_metrics({"q1": {"ndcg@10": 1.0}, "q2": {"ndcg@10": 0.5}})
+        means["ndcg@10"], means.per_query["ndcg@10"]   # 0.75, {'q1': 1.0, 'q2': 0.5}
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        per_query: Mapping[str, Mapping[str, float]] | None = None,
+        **kwargs: float,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.per_query: dict[str, dict[str, float]] = {
+            metric: dict(values) for metric, values in (per_query or {}).items()
+        }
+
+    def prefixed(self, prefix: str) -> MeanMetrics:
+        """The same values with every metric name prefixed (``"hybrid_"`` + ``"ndcg@10"``)."""
+        return MeanMetrics(
+            {prefix + key: value for key, value in self.items()},
+            per_query={prefix + key: values for key, values in self.per_query.items()},
+        )
+
+    def merged(self, other: Mapping[str, float]) -> MeanMetrics:
+        """These metrics and ``other``'s (its per-query values too, when it keeps them)."""
+        return MeanMetrics(
+            {**self, **other},
+            per_query={**self.per_query, **getattr(other, "per_query", {})},
+        )
+
+
+def mean_metrics(per_query: Mapping[str, Mapping[str, float]]) -> MeanMetrics:
+    """``MeanMetrics`` of ``{qid: {metric: value}}`` (every query scored on the same metrics).
+
+    Example::
+
+        mean_metrics({"q1": {"mrr@10": 1.0}, "q2": {"mrr@10": 0.0}})["mrr@10"]   # 0.5
+    """
+    if not per_query:
+        raise ValueError("mean_metrics: no query was scored")
+    names = list(next(iter(per_query.values())))
+    by_metric = {name: {qid: scores[name] for qid, scores in per_query.items()} for name in names}
+    return MeanMetrics(
+        {name: sum(values.values()) / len(values) for name, values in by_metric.items()},
+        per_query=by_metric,
+    )
+
+
+def copy_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """A copy of ``metrics`` that keeps ``MeanMetrics.per_query`` when it has it (``dict(...)``
+    would drop it).
+
+    Example::
+
+        copy_metrics(mean_metrics({"q1": {"ndcg@10": 1.0}})).per_query   # {'ndcg@10': {'q1': 1.0}}
+    """
+    if isinstance(metrics, MeanMetrics):
+        return MeanMetrics(metrics, per_query=metrics.per_query)
+    return dict(metrics)

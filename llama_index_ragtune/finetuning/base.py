@@ -54,7 +54,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from llama_index_ragtune._atomic import atomic_dir, atomic_write_text
+from llama_index_ragtune._atomic import atomic_dir, atomic_write_json
 from llama_index_ragtune.data.splitting import held_out_twins, twin_groups
 from llama_index_ragtune.finetuning.checkpoints import (
     lock_checkpoint_loads,
@@ -243,7 +243,7 @@ class BaseFinetuneEngine(ABC):
         if not self.is_main_process:
             return
         payload = {"engine": type(self).__name__, "decision": decision.to_dict(), **extra}
-        atomic_write_text(self.decision_path, json.dumps(payload, indent=2, default=str) + "\n")
+        atomic_write_json(self.decision_path, payload, strict=True, default=str)  # NaN as null
         log = logger.info if decision.promoted else logger.warning
         log("%s: %s", type(self).__name__, decision.reason)
 

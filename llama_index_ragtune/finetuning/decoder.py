@@ -319,6 +319,7 @@ class DecoderFinetuneEngine(DecoderStages):
             self.promotion_margin,
             greater_is_better=False,
             force=self.force_promotion,
+            validation_examples=None if val is None else len(val),
         )
         if decision.promoted:
             self.save()

@@ -52,6 +52,7 @@ from sentence_transformers.sentence_transformer.training_args import (
 )
 from torch import nn
 
+from llama_index_ragtune.evaluation.metrics import copy_metrics
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
@@ -421,7 +422,7 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
             return {}
         evaluate = getattr(evaluator, "evaluate", None)
         if callable(evaluate):
-            return dict(evaluate(self.model))
+            return copy_metrics(evaluate(self.model))
         raw = evaluator(self.model)
         return (
             {_strip_prefix(k): float(v) for k, v in raw.items()}

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune.evaluation.metrics import MeanMetrics
 from llama_index_ragtune.finetuning.ranking_eval import (
     DenseRetrievalEvaluator,
     score_rankings,
@@ -157,7 +158,7 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
         self,
         scored_rankings: Mapping[str, list[tuple[str, float]]],
         fusion: str | Mapping[str, Any] | None,
-    ) -> dict[str, float]:
+    ) -> MeanMetrics:
         """``hybrid_``-prefixed metrics of stored dense rankings (a ``last_scored_rankings``
         kept from an earlier model) fused with BM25 under ``fusion``.
 
@@ -171,10 +172,7 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
         bm25 = self.bm25_rankings()
         f = fusion_params(fusion)
         ranked = self._fuse({q: (scored_rankings[q], bm25[q]) for q in self.query_ids}, f)
-        return {
-            HYBRID_PREFIX + k: v
-            for k, v in score_rankings(ranked, self.qrels, self.metrics).items()
-        }
+        return score_rankings(ranked, self.qrels, self.metrics).prefixed(HYBRID_PREFIX)
 
     def hybrid_rankings(self) -> dict[str, list[str]]:
         """The fused rankings of the last evaluated model (doc ids, best first)."""
@@ -196,7 +194,8 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
         return out
 
     def evaluate(self, model: SentenceTransformer) -> dict[str, float]:
-        """Dense metrics plus ``hybrid_``-prefixed metrics of the fused ranking."""
+        """Dense metrics plus ``hybrid_``-prefixed metrics of the fused ranking (a
+        ``MeanMetrics`` keeping each query's values, unless the model cannot be scored)."""
         metrics = super().evaluate(model)
         if not self.finite_scores:  # NaN / infinite embeddings: the hybrid cannot be scored either
             metrics.update({HYBRID_PREFIX + k: v for k, v in unscorable(self.metrics).items()})
@@ -207,5 +206,4 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
             self.chosen_fusion = choose_fusion(self.fusion_rankings(), self.qrels, grid="quick")
             self.fusion = dict(self.chosen_fusion.params)
         hybrid = score_rankings(self.hybrid_rankings(), self.qrels, self.metrics)
-        metrics.update({HYBRID_PREFIX + k: v for k, v in hybrid.items()})
-        return metrics
+        return metrics.merged(hybrid.prefixed(HYBRID_PREFIX))

@@ -31,7 +31,7 @@ from sentence_transformers.base.evaluation import BaseEvaluator
 
 from llama_index_ragtune.embeddings.fingerprint import encoder_identity
 from llama_index_ragtune.embeddings.store import open_store
-from llama_index_ragtune.evaluation.metrics import compute_metrics
+from llama_index_ragtune.evaluation.metrics import MeanMetrics, compute_metrics, mean_metrics
 from llama_index_ragtune.postprocessor.cross_encoder import blend_scores
 
 if TYPE_CHECKING:
@@ -61,19 +61,23 @@ def score_rankings(
     rankings: Mapping[str, Sequence[str]],
     qrels: Mapping[str, Mapping[str, int]],
     metrics: Sequence[tuple[str, int]] = DEFAULT_METRICS,
-) -> dict[str, float]:
-    """Mean of each ``metric@k`` over the judged queries (a missing ranking scores 0)."""
+) -> MeanMetrics:
+    """Mean of each ``metric@k`` over the judged queries (a missing ranking scores 0); each
+    query's values stay in the result's ``per_query`` (for a paired promotion decision)."""
     judged = [q for q, docs in qrels.items() if any(g > 0 for g in docs.values())]
     if not judged:
         raise ValueError("no query has a relevant document in the qrels; nothing to evaluate")
-    totals = {f"{name}@{k}": 0.0 for name, k in metrics}
-    for qid in judged:
-        ranked = list(rankings.get(qid, ()))
-        for name, k in metrics:
-            totals[f"{name}@{k}"] += compute_metrics(
-                ranked, qrels[qid], k_values=(k,), metrics=(name,)
-            )[f"{name}@{k}"]
-    return {key: value / len(judged) for key, value in totals.items()}
+    return mean_metrics(
+        {
+            qid: {
+                f"{name}@{k}": compute_metrics(
+                    list(rankings.get(qid, ())), qrels[qid], k_values=(k,), metrics=(name,)
+                )[f"{name}@{k}"]
+                for name, k in metrics
+            }
+            for qid in judged
+        }
+    )
 
 
 def unscorable(metrics: Sequence[tuple[str, int]]) -> dict[str, float]:

@@ -98,4 +98,4 @@ def best_blend(
         metrics = evaluator.evaluate_scores(raw)
         if best is None or metrics[base.primary_metric] > best[base.primary_metric]:
             best_weight, best = weight, metrics
-    return dict(best or {}), best_weight
+    return (best if best is not None else {}), best_weight  # keeps per-query values

@@ -59,6 +59,7 @@ from sentence_transformers.cross_encoder import (
 from torch import nn
 from transformers import set_seed
 
+from llama_index_ragtune.evaluation.metrics import copy_metrics
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
 from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
@@ -444,7 +445,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
     def _evaluate_with(self, evaluator: Any) -> dict[str, float]:
         evaluate = getattr(evaluator, "evaluate", None)
         if callable(evaluate):
-            return dict(evaluate(self.model))
+            return copy_metrics(evaluate(self.model))
         raw = evaluator(self.model)
         return (
             {k.rsplit("_", 1)[-1]: float(v) for k, v in raw.items()}
@@ -457,7 +458,7 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
             return {}
         if self.starts_trained or not hasattr(base, "baseline"):
             return self._evaluate_with(base)
-        return dict(base.baseline())
+        return copy_metrics(base.baseline())
 
     # ------------------------------------------------------------------ planning
 

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
@@ -69,29 +68,38 @@ class FinetuneResult:
         return None if self.decision is None else self.decision.promoted
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as strict JSON data: a NaN or infinite metric (a diverged run) as ``None``."""
+        from llama_index_ragtune._atomic import strict_json
+
         data = asdict(self)
         data["decision"] = None if self.decision is None else self.decision.to_dict()
         data["delta"] = self.delta
-        return data
+        return strict_json(data)
 
     def summary(self) -> dict[str, Any]:
-        """The headline figures (no per-run details): before, after, time, memory, decision."""
-        return {
-            "before": self.before,
-            "after": self.after,
-            "train_minutes": round(self.train_seconds / 60, 2),
-            "peak_memory_mb": round(self.peak_memory_mb),
-            "steps": self.global_step,
-            "model_path": self.model_path,
-            "promoted": self.promoted,
-        }
+        """The headline figures (no per-run details): before, after, time, memory, decision
+        (strict JSON data, as ``to_dict``)."""
+        from llama_index_ragtune._atomic import strict_json
+
+        return strict_json(
+            {
+                "before": self.before,
+                "after": self.after,
+                "train_minutes": round(self.train_seconds / 60, 2),
+                "peak_memory_mb": round(self.peak_memory_mb),
+                "steps": self.global_step,
+                "model_path": self.model_path,
+                "promoted": self.promoted,
+            }
+        )
 
     def save_json(self, path: str | os.PathLike) -> Path:
-        """Write the result as JSON (parent folders are created)."""
+        """Write the result as strict JSON (NaN as ``null``; parent folders are created)."""
+        from llama_index_ragtune._atomic import atomic_write_json
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=str), encoding="utf-8")
-        return path
+        return atomic_write_json(path, self.to_dict(), strict=True, default=str)
 
     def format_table(self, metrics: tuple[str, ...] | None = None) -> str:
         """A plain-text before/after/delta table, the wall time, peak memory and the decision.

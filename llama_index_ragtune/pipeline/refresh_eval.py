@@ -27,7 +27,9 @@ METRIC = "ndcg@10"
 
 def score(rank: Callable[[Any], list[str]], questions: Sequence[Any]) -> tuple[dict, list]:
     """``(mean metrics, per-question latency in ms)`` of ``rank`` (question -> ranked node ids)
-    on ``questions`` (``LabelledQuery`` with gold nodes), after one warm-up call.
+    on ``questions`` (``LabelledQuery`` with gold nodes), after one warm-up call. The means
+    are a ``MeanMetrics`` keeping each question's values (keyed by position), so
+    :func:`decide` can pair champion and challenger question by question.
 
     A question with ``judged_node_ids`` (feedback: only the pages users saw are judged) is
     scored on a condensed list - the ranking with unjudged nodes left out - so neither
@@ -38,24 +40,22 @@ def score(rank: Callable[[Any], list[str]], questions: Sequence[Any]) -> tuple[d
         metrics, latency = score(lambda q: ["grocery/returns.md#1"], questions)
         metrics["ndcg@10"]
     """
-    from llama_index_ragtune.evaluation.metrics import compute_metrics
+    from llama_index_ragtune.evaluation.metrics import compute_metrics, mean_metrics
 
     rank(questions[0])  # warm-up
-    sums = {"ndcg@10": 0.0, "recall@10": 0.0, "mrr@10": 0.0}
+    per_question: dict[str, dict[str, float]] = {}
     latency = []
-    for q in questions:
+    for position, q in enumerate(questions):
         start = time.perf_counter()
         ranked = rank(q)
         latency.append((time.perf_counter() - start) * 1000)
         if q.judged_node_ids is not None:
             judged = set(q.judged_node_ids)
             ranked = [node_id for node_id in ranked if node_id in judged]
-        scores = compute_metrics(
+        per_question[str(position)] = compute_metrics(
             ranked, dict.fromkeys(q.gold_node_ids, 1), (10,), ("ndcg", "recall", "mrr")
         )
-        for key in sums:
-            sums[key] += scores[key]
-    return {k: v / len(questions) for k, v in sums.items()}, latency
+    return mean_metrics(per_question), latency
 
 
 def rankers(ctx: Any, champion: Any) -> tuple[Callable, Callable]:
@@ -85,6 +85,8 @@ def rankers(ctx: Any, champion: Any) -> tuple[Callable, Callable]:
 
 
 SETS = {"feedback": "held-out feedback questions", "earlier": "earlier test questions"}
+QUESTIONS = "held-out questions"
+"""What a decision's reason calls the questions champion and challenger were compared on."""
 
 
 def decide(
@@ -99,10 +101,16 @@ def decide(
         decide({"feedback": {"champion": {"ndcg@10": 0.61}, "challenger": {"ndcg@10": 0.68}}},
                margin=0.005, force=False, version="v1").promoted      # True
     """
-    from llama_index_ragtune.finetuning.promotion import PromotionDecision, decide_promotion
+    from llama_index_ragtune.finetuning.promotion import (
+        PromotionDecision,
+        decide_promotion,
+        evidence_text,
+    )
 
     per = {
-        name: decide_promotion(pair["champion"], pair["challenger"], METRIC, margin)
+        name: decide_promotion(
+            pair["champion"], pair["challenger"], METRIC, margin, queries_name=QUESTIONS
+        )
         for name, pair in metrics.items()
     }
     won = [n for n, d in per.items() if d.promoted]
@@ -110,6 +118,7 @@ def decide(
     main = won[0] if won else next(iter(per))
     figures = "; ".join(
         f"{SETS.get(n, n)}: {METRIC} {d.challenger:.4f} vs {d.champion:.4f} ({d.gain:+.4f})"
+        f"{evidence_text(d, QUESTIONS)}"
         for n, d in per.items()
         if d.gain is not None
     )
@@ -144,6 +153,11 @@ def decide(
         margin,
         forced=force,
         reason=reason,
+        validation_size=per[main].validation_size,
+        wins=per[main].wins,
+        losses=per[main].losses,
+        ties=per[main].ties,
+        gain_interval=per[main].gain_interval,
     )
 
 

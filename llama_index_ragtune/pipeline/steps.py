@@ -284,6 +284,7 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
 
     from sentence_transformers import SentenceTransformer
 
+    from llama_index_ragtune.evaluation.metrics import MeanMetrics
     from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
     from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
     from llama_index_ragtune.pipeline.training_data import retrieval_dataset
@@ -300,18 +301,23 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
         show_progress_bar=ctx.config.show_progress,
     )
     model = load_model(SentenceTransformer, ctx.served_encoder, device=ctx.config.device)
-    champion = evaluator.evaluate(model)["hybrid_ndcg@10"]
+    metric = "hybrid_ndcg@10"
+    preset = evaluator.evaluate(model)
     grid = "quick" if len(train) < QUICK_FUSION_GRID_BELOW else "full"
     choice = choose_fusion(evaluator.fusion_rankings(), qrels, grid=grid)
     margin = (
         ctx.config.promotion_margin if ctx.config.promotion_margin is not None else DEFAULT_MARGIN
     )
+    # the chosen setting's per-query values (one more fusion of the rankings the sweep
+    # scored), so the decision can pair it with the preset query by query
+    chosen = evaluator.hybrid_metrics(evaluator.last_scored_rankings, choice.params)
     decision = decide_promotion(
-        {"hybrid_ndcg@10": champion},
-        {"hybrid_ndcg@10": choice.ndcg_at_10},
-        "hybrid_ndcg@10",
+        MeanMetrics({metric: preset[metric]}, per_query=_only(preset, metric)),
+        MeanMetrics({metric: choice.ndcg_at_10}, per_query=_only(chosen, metric)),
+        metric,
         margin,
         champion_name="the library's fusion preset",
+        queries_name="training queries",
     )
     decision = dataclasses.replace(
         decision, reason=decision.reason.replace("the tuned model", "the fusion chosen on them")
@@ -327,6 +333,12 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
         "queries": len(train),
         "decision": _decision(decision),
     }
+
+
+def _only(metrics: Any, metric: str) -> dict[str, Any]:
+    """``metrics.per_query`` of ``metric`` alone (empty when it keeps none)."""
+    values = getattr(metrics, "per_query", {}).get(metric)
+    return {} if values is None else {metric: values}
 
 
 def reranker(ctx: RunContext) -> dict[str, Any]:
