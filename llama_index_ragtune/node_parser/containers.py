@@ -29,8 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
 _LINE_END = re.compile(r"\r\n?|\n")
 #: The ``>`` markers (and the space after them) at the start of a line of a quote.
 _QUOTE_MARKERS = re.compile(r"(?:[ \t]*>)+[ \t]?")
-#: The quote and list markers a line of a container starts with.
-_CONTAINER_PREFIX = re.compile(r"(?:[ \t]*(?:>|[-+*]|\d{1,9}[.)]))*[ \t]*")
+#: The quote and list markers (a list marker is followed by a space or the line's end, as in
+#: CommonMark: the "---" of a table's delimiter row is none) a line of a container starts with.
+CONTAINER_PREFIX = re.compile(r"(?:[ \t]*(?:>|(?:[-+*]|\d{1,9}[.)])(?=\s|$)))*[ \t]*")
 _LINE_QUOTE_MARKERS = re.compile(r"(?:^|(?<=[\r\n]))(?:[ \t]*>)+[ \t]?", re.M)
 #: Block kinds whose lines carry a container prefix (``>`` markers, list indentation).
 CONTAINER_KINDS = frozenset({"list", "definition_list", "blockquote"})
@@ -72,7 +73,7 @@ def context_before(block: Block, a: int) -> str:
         starts = _line_starts(text)
         line_start = starts[bisect_right(starts, a) - 1]
         markers = _QUOTE_MARKERS.match(text, line_start)
-        if markers is not None and a > _CONTAINER_PREFIX.match(text, line_start).end():
+        if markers is not None and a > CONTAINER_PREFIX.match(text, line_start).end():
             lead += markers.group()  # not when the part starts in the markers themselves
     return lead
 

@@ -36,9 +36,10 @@ from llama_index_ragtune.node_parser.html_clean import (
     DEFAULT_BOILERPLATE_ROLES,
     DEFAULT_BOILERPLATE_TAGS,
     BoilerplatePolicy,
+    unshown_text,
 )
 from llama_index_ragtune.node_parser.html_math import replace_math
-from llama_index_ragtune.node_parser.html_tables import render_table
+from llama_index_ragtune.node_parser.html_tables import layout_tables, render_table
 from llama_index_ragtune.node_parser.html_text import (
     BLOCK_TAGS,
     BR,
@@ -152,7 +153,7 @@ def _start_number(value) -> int:
 class _Writer:
     """Turns the walk's events into blocks (one document)."""
 
-    contains_table: object
+    is_layout_table: object
     blocks: list[Block] = field(default_factory=list)
     buffer: list[str] = field(default_factory=list)
     stack: list[_Context] = field(default_factory=list)
@@ -375,7 +376,7 @@ class _Writer:
         self.add("code", text, units=units, head=head, tail=tail)
 
     def _table(self, table) -> bool:
-        rendered = render_table(table, self.contains_table)
+        rendered = render_table(table, self.is_layout_table)
         if rendered is None:  # a layout table: its cells are ordinary block content
             return True
         for paragraph in rendered.before:
@@ -470,6 +471,13 @@ class HTMLConverter:
                     "parse with drop_hidden=False.",
                     document_id, len(hidden), hidden_words, _largest(hidden),
                 )  # fmt: skip
+            if not blocks and (unshown := unshown_text(self.parse(html))):
+                logger.warning(
+                    "HTML document '%s' gives no nodes: its only text is inside elements a "
+                    "browser running scripts never shows (%s). If that is the page's content, "
+                    "unwrap them before parsing (replace <noscript> / <template> by <div>).",
+                    document_id, _largest(unshown),
+                )  # fmt: skip
             return blocks
         soup = self.parse(html)
         self.policy.lenient().drop(soup)
@@ -492,13 +500,8 @@ class HTMLConverter:
 
     def _convert(self, soup) -> list[Block]:
         """Walk ``soup`` (boilerplate already dropped) into blocks."""
-        with_tables: set[int] = set()  # elements that hold a table
-        for table in soup.find_all("table"):
-            parent = table.parent
-            while parent is not None and id(parent) not in with_tables:
-                with_tables.add(id(parent))
-                parent = parent.parent
-        writer = _Writer(contains_table=lambda tag: id(tag) in with_tables)
+        layout = layout_tables(soup)
+        writer = _Writer(is_layout_table=lambda table: id(table) in layout)
         tag_type, texts = _bs4().Tag, text_types()
         stack: list[tuple[object, Iterable]] = [(None, iter(list(soup.contents)))]
         while stack:

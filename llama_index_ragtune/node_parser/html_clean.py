@@ -310,6 +310,38 @@ class BoilerplatePolicy:
         return len(doomed)
 
 
+#: Never-text elements that may still hold a page's words (a script-free fallback, a
+#: client-side template) which a browser running scripts never shows: named when a page
+#: gives no other text (see :func:`unshown_text`).
+UNSHOWN_TEXT_TAGS = frozenset({"noscript", "template"})
+
+
+def unshown_text(soup) -> list[tuple[str, int]]:
+    """``(description, words)`` of each outermost ``<noscript>`` / ``<template>`` in ``soup``
+    that holds words: one iterative walk (linear, any nesting depth).
+
+    Example::
+
+        unshown_text(BeautifulSoup("<noscript><p>Refunds in 30 days</p></noscript>",
+                                   "html.parser"))     # [('<noscript>', 4)]
+    """
+    import bs4
+
+    found = []
+    stack = [soup]
+    while stack:
+        for child in stack.pop().contents:
+            if not isinstance(child, bs4.Tag):
+                continue
+            if child.name in UNSHOWN_TEXT_TAGS:
+                words = len(_WORD.findall(child.get_text(" ")))
+                if words:
+                    found.append((describe(child), words))
+            else:
+                stack.append(child)
+    return found
+
+
 def svg_name(svg) -> str:
     """The accessible name of an inline ``<svg>``, what a screen reader reads for it: its
     ``aria-label``, else the text of its ``<title>`` child ('' when it has neither, or

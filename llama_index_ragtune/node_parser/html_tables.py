@@ -2,9 +2,9 @@
 
 A table is rendered as Markdown (header row, ``| --- |`` delimiter, one line
 per body row, trailing empty cells left out) unless it is a layout table:
-``role="presentation"``/``"none"``, a table holding another table, or a table
-of a single column. Layout tables are returned as None; their content is then
-converted like any other block content.
+``role="presentation"``/``"none"``, a table holding another table or a heading in a
+``<td>`` (:func:`layout_tables`), or a table of a single column. Layout tables are
+returned as None; their content is then converted like any other block content.
 
 Spans are read and clamped as browsers do (``colspan`` 1-1000, ``rowspan`` up to
 the rows left in its row group, ``rowspan="0"`` to the end of the group; a value
@@ -26,7 +26,7 @@ Example::
 
     soup = BeautifulSoup("<table><tr><th>Item</th><th>Days</th></tr>"
                          "<tr><td colspan=2>None</td></tr></table>", "html.parser")
-    render_table(soup.table, contains_table=lambda tag: False).text
+    render_table(soup.table, is_layout_table=lambda tag: False).text
     # '| Item | Days |\\n| --- | --- |\\n| None | None |'
 """
 
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from llama_index_ragtune.node_parser.html_text import _bs4, flat_text, html_integer
 
 MAX_COLSPAN = 1000  # the HTML standard's own clamp
+_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 MAX_ROWSPAN = 65534
 #: The rendered table may be at most this many times the size of its cells (+ _SLACK chars).
 MAX_GROWTH = 3
@@ -244,18 +245,56 @@ def _grid(rows: list[_Row], spans: bool, copies: bool, limit: int) -> list[list[
     return grid
 
 
-def render_table(table, contains_table: Callable[[object], bool]) -> RenderedTable | None:
+def _holders(elements) -> set[int]:
+    """The ids of the elements that hold any of ``elements`` (each ancestor visited once)."""
+    holders: set[int] = set()
+    for element in elements:
+        parent = element.parent
+        while parent is not None and id(parent) not in holders:
+            holders.add(id(parent))
+            parent = parent.parent
+    return holders
+
+
+def layout_tables(soup) -> set[int]:
+    """The ids of the tables that lay out the page rather than hold data: those holding
+    another table or a heading in a ``<td>`` (a section per cell: its heading must stay a
+    heading, not become cell text). ``role="presentation"`` and one-column tables are
+    found by :func:`render_table`.
+
+    Example::
+
+        soup = BeautifulSoup("<table><tr><td><h2>Returns</h2></td><td><h2>Shipping</h2>"
+                             "</td></tr></table>", "html.parser")
+        id(soup.table) in layout_tables(soup)     # True
+    """
+    tables = soup.find_all("table")
+    with_tables = _holders(tables)
+    with_headings = _holders(soup.find_all(_HEADINGS))
+    layout = {id(t) for t in tables if id(t) in with_tables}
+    for table in tables:  # a table not in layout holds no table: its cells are its own
+        if (
+            id(table) in with_headings
+            and id(table) not in layout
+            and any(id(cell) in with_headings for cell in table.find_all("td"))
+        ):
+            layout.add(id(table))
+    return layout
+
+
+def render_table(table, is_layout_table: Callable[[object], bool]) -> RenderedTable | None:
     """``table`` as Markdown, or None for a layout table (see the module docstring).
 
-    ``contains_table(tag)`` tells whether an element holds another table.
+    ``is_layout_table(tag)`` tells whether a table lays out the page by what it holds
+    (another table, a heading in a cell).
 
     Example::
 
         soup = BeautifulSoup("<table role=presentation><tr><td>a</td><td>b</td></tr></table>",
                              "html.parser")
-        render_table(soup.table, contains_table=lambda tag: False)     # None (layout)
+        render_table(soup.table, is_layout_table=lambda tag: False)     # None (layout)
     """
-    if str(table.get("role", "")).lower() in ("presentation", "none") or contains_table(table):
+    if str(table.get("role", "")).lower() in ("presentation", "none") or is_layout_table(table):
         return None
     rows, captions, stray = _collect(table)
     base = sum(len(text) + 3 for row in rows for text, _, _ in row.cells)

@@ -14,7 +14,10 @@ unclosed code fence runs to the end of the document, as in CommonMark, and is
 kept as code.
 Link reference definitions (``[1]: https://...``, which markdown-it consumes
 without a token) are kept as paragraph text; a heading with no visible title
-(only an HTML tag) is kept as a paragraph. ``\r\n``, ``\r`` and ``\n`` all end a line.
+(only an HTML tag) is kept as a paragraph. A raw HTML block that is one ``<h1>``..``<h6>``
+element opens a section like ``#``, and a heading's trailing attribute list (``{#id}``) is
+left out of its title (:mod:`.markdown_headings`). A table in a list or blockquote repeats
+its header rows in every part, like a top-level one. ``\r\n``, ``\r`` and ``\n`` all end a line.
 
 A node's text is the Markdown source itself, and ``start_char_idx`` /
 ``end_char_idx`` point into the document: ``text[start:end]`` is the node's
@@ -45,7 +48,9 @@ from functools import lru_cache
 
 from llama_index_ragtune.node_parser.base import StructuredNodeParser
 from llama_index_ragtune.node_parser.block import InnerFence, visible_title
+from llama_index_ragtune.node_parser.containers import CONTAINER_PREFIX
 from llama_index_ragtune.node_parser.documents import without_control_characters
+from llama_index_ragtune.node_parser.markdown_headings import html_heading, without_attributes
 from llama_index_ragtune.node_parser.structure import Block
 
 _BOM = "\ufeff"
@@ -54,7 +59,15 @@ _BOM = "\ufeff"
 _LINE_START_BOMS = re.compile("(?<![^\r\n])\ufeff+")
 _FRONT_MATTER_FENCES = {"---": ("---", "..."), "+++": ("+++",)}
 _LINE = re.compile(r"[^\r\n]+")
-_FRONT_MATTER_KEY = re.compile(r"[\w\"'.-]+\s*[:=]")
+#: The first line of front matter that is not blank or a ``#`` comment: a YAML "key:" / TOML
+#: "key =", or for TOML (``+++``) a line that is only a "[table]" header (otherwise the
+#: ``---`` was a thematic break).
+_COMMENT_LINES = r"(?:[ \t]*(?:#[^\r\n]*)?(?:\r\n|\r|\n))*"
+_KEY = r"[\w\"'.-]+\s*[:=]"
+_FRONT_MATTER_START = {
+    "---": re.compile(_COMMENT_LINES + _KEY),
+    "+++": re.compile(_COMMENT_LINES + rf"(?:{_KEY}|\[[^\]\r\n]+\][ \t]*(?:\r\n|\r|\n|$))"),
+}
 _COMMENTS_ONLY = re.compile(r"\s*(?:<!--.*?-->\s*)+", re.S)
 _LINE_END = re.compile(r"\r\n|\r|\n")
 #: CommonMark's numeric character reference (up to 7 decimal or 6 hexadecimal digits).
@@ -174,10 +187,10 @@ def _front_matter_end(lines: _Lines) -> int:
     if closers is None:
         return 0
     for line in range(1, len(lines.starts)):
-        if text[lines.start(line) : lines.start(line + 1)].strip() in closers:
-            body = text[lines.start(1) : lines.start(line)].strip()
-            # YAML "key: value" / TOML "key = value"; otherwise "---" was a thematic break
-            return line + 1 if _FRONT_MATTER_KEY.match(body) else 0
+        # the closer starts its line: an indented "---" is inside a value (a YAML block scalar)
+        if text[lines.start(line) : lines.start(line + 1)].rstrip() in closers:
+            body = text[lines.start(1) : lines.start(line)]
+            return line + 1 if _FRONT_MATTER_START[first].match(body) else 0
     return 0
 
 
@@ -239,7 +252,7 @@ def markdown_blocks(text: str) -> list[Block]:
         body = text[start:end]
         kind = token.type
         if kind == "heading_open":
-            title = _plain_inline(tokens[i + 1].content, env)
+            title = _plain_inline(without_attributes(tokens[i + 1].content), env)
             if title:
                 blocks.append(Block("heading", body, start, level=int(token.tag[1]), title=title))
             elif visible_title(body.replace("#", "")):  # no title, but text: an image tag, say
@@ -267,7 +280,12 @@ def markdown_blocks(text: str) -> list[Block]:
             fences = _inner_fences(tokens, i, lines, start)
             blocks.append(Block("blockquote", body, start, units, inner_fences=fences))
         elif kind == "html_block":
-            if not _COMMENTS_ONLY.fullmatch(body):  # comments are not visible text
+            if _COMMENTS_ONLY.fullmatch(body):  # comments are not visible text
+                continue
+            level, title = html_heading(body)
+            if title:
+                blocks.append(Block("heading", body, start, level=level, title=title))
+            else:
                 blocks.append(Block("html", body, start))
         elif kind == "hr":
             continue
@@ -326,6 +344,9 @@ def _inner_fences(tokens, index: int, lines: _Lines, offset: int) -> tuple[Inner
         token = tokens[k]
         if token.level == opener.level and token.nesting == -1:
             break
+        if token.type == "table_open" and token.map is not None:
+            fences.extend(_inner_table(token, lines, offset))
+            continue
         if token.type not in ("fence", "math_block") or token.map is None:
             continue
         first, stop = token.map
@@ -359,6 +380,24 @@ def _inner_fences(tokens, index: int, lines: _Lines, offset: int) -> tuple[Inner
     return tuple(fences)
 
 
+def _inner_table(token, lines: _Lines, offset: int) -> list[InnerFence]:
+    """A table inside a container as an :class:`InnerFence` whose opening is its header and
+    (compact) delimiter rows with the container's prefix: a part of the container that
+    starts among the table's rows repeats them, as a part of a top-level table does."""
+    first, stop = token.map
+    if stop - first < 3:  # no body row
+        return []
+    text = lines.text
+    header = text[lines.start(first) : lines.start(first + 1)].rstrip()
+    delimiter = text[lines.start(first + 1) : lines.start(first + 2)].rstrip()
+    prefix = CONTAINER_PREFIX.match(delimiter).group()  # "> ", "  ": no list marker there
+    header_cells = header[len(CONTAINER_PREFIX.match(header).group()) :]
+    compact = _compact_head(header_cells + "\n" + delimiter[len(prefix) :])
+    opening = "\n".join(prefix + line for line in compact.split("\n"))
+    start, end = lines.start(first + 2) - offset, lines.end(stop) - offset
+    return [InnerFence(start, end, opening, "", opening)] if end > start else []
+
+
 def container_fences(text: str) -> tuple[InnerFence, ...]:
     """The code fences inside ``text``, a Markdown list or blockquote (the HTML parser
     renders its containers as Markdown), with local offsets.
@@ -367,7 +406,7 @@ def container_fences(text: str) -> tuple[InnerFence, ...]:
 
         [f.opening for f in container_fences("> ```py\\n> x = 1\\n> ```")]     # ['> ```py']
     """
-    if "```" not in text and "~~~" not in text and "$$" not in text:
+    if "```" not in text and "~~~" not in text and "$$" not in text and "|" not in text:
         return ()
     lines, tokens = _Lines(text), _markdown_it().parse(text)
     fences: list[InnerFence] = []

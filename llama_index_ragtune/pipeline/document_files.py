@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import stat
 import unicodedata
 import zlib
@@ -51,9 +52,28 @@ class _Scan:
     unreadable: list[OSError] = field(default_factory=list)  # folders that cannot be listed
 
 
+def _checked_suffixes(suffixes: Sequence[str]) -> frozenset[str]:
+    """``suffixes`` lower-cased (a file's suffix is compared in lower case, so ``.MD`` and
+    ``.md`` both read ``README.MD``); ``TypeError`` / ``ValueError`` naming a value that is
+    no list of suffixes (one string would match by substring: ``"" in ".md"``)."""
+    if isinstance(suffixes, (str, bytes)) or not isinstance(suffixes, (Sequence, set, frozenset)):
+        raise TypeError(
+            f"suffixes must be a list of file suffixes such as ['.md', '.html'], got "
+            f"{suffixes!r}; wrap one suffix in a list: [{suffixes!r}]"
+        )
+    for suffix in suffixes:
+        if not isinstance(suffix, str) or not suffix.startswith(".") or len(suffix) < 2:
+            raise ValueError(
+                f"suffix {suffix!r} must be a string starting with '.' (such as '.md'), "
+                f"as pathlib's Path.suffix gives it"
+            )
+    return frozenset(suffix.lower() for suffix in suffixes)
+
+
 def _scan(root: Path, suffixes: Sequence[str]) -> _Scan:
     """Walk ``root`` (hidden entries and linked folders not descended into), sorting what
     it holds; a folder that cannot be listed is recorded, not skipped silently."""
+    suffixes = _checked_suffixes(suffixes)
     scan = _Scan()
     for folder, dirs, names in os.walk(root, onerror=scan.unreadable.append):
         rel = Path(folder).relative_to(root)
@@ -87,9 +107,11 @@ def document_files(docs_dir: str | Path, suffixes: Sequence[str] = SUFFIXES) -> 
 def _check_names(root: Path, files: Sequence[str]) -> None:
     """``DataError`` for a file name that cannot be a document id: not UTF-8, or equal in NFC to
     another (``café.md`` composed and decomposed print alike: a label meant for one
-    would be read as the other). Names differing only in case are kept, with a warning."""
+    would be read as the other). Names differing only in case, and one name in several
+    formats (``faq.md`` and ``faq.html``), are kept, with a warning."""
     seen: dict[str, str] = {}
     folded: dict[str, list[str]] = {}
+    stems: dict[str, list[str]] = {}  # "faq.md" and "faq.html": one page in two formats?
     for rel in files:
         try:
             rel.encode("utf-8")
@@ -110,6 +132,7 @@ def _check_names(root: Path, files: Sequence[str]) -> None:
             )
         seen[key] = rel
         folded.setdefault(key.casefold(), []).append(rel)
+        stems.setdefault(os.path.splitext(key)[0], []).append(rel)
     same_case = [names for names in folded.values() if len(names) > 1]
     if same_case:
         logger.warning(
@@ -118,6 +141,20 @@ def _check_names(root: Path, files: Sequence[str]) -> None:
             len(same_case),
             root,
             same_case[:5],
+        )
+    formats = [
+        names
+        for names in stems.values()
+        if len({os.path.splitext(name)[1].lower() for name in names}) > 1  # not case only
+    ]
+    if formats:
+        logger.warning(
+            "%d page(s) under %s are there in several formats: %s (kept as separate "
+            "documents; if one is an export of the other, every answer is indexed twice: "
+            "remove one, or pass suffixes= to read one format)",
+            len(formats),
+            root,
+            formats[:5],
         )
 
 
@@ -189,20 +226,45 @@ def _read_text(path: Path, max_bytes: int) -> str:
     return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
 
 
+#: An HTML page's declared encoding (``<meta charset="...">`` or the ``http-equiv``
+#: form), looked for in its first 1024 bytes as the HTML standard's prescan does.
+_DECLARED_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]+)", re.I)
+
+
+def declared_charset(data: bytes) -> str | None:
+    """The character encoding an HTML page declares in its first 1024 bytes, upper-cased.
+
+    Example::
+
+        declared_charset(b'<meta charset="windows-1252"><p>Caf\xe9</p>')   # 'WINDOWS-1252'
+    """
+    found = _DECLARED_CHARSET.search(data[:1024])
+    return found.group(1).decode("ascii").upper() if found else None
+
+
 def _not_utf8_error(root: Path, found: Sequence[tuple[str, UnicodeDecodeError]]) -> DataError:
     """One ``DataError`` for the files that are not UTF-8: the first named with the byte
-    (or its UTF-16 byte-order mark), the others listed, so one run names them all."""
+    (or its UTF-16 byte-order mark), the others listed, so one run names them all; an
+    HTML page that declares its encoding is converted from that one in the hint."""
     rel, exc = found[0]
     utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")  # a UTF-16 byte-order mark
-    message = "not UTF-8 text but UTF-16" if utf16 else f"not UTF-8 text (byte {exc.start})"
+    declared = None if utf16 else declared_charset(exc.object)
+    if declared is not None and declared.replace("-", "").replace("_", "") == "UTF8":
+        declared = None  # a wrong declaration says nothing about the bytes
+    if utf16:
+        message = "not UTF-8 text but UTF-16"
+    else:
+        says = f"; the page declares charset {declared}" if declared else ""
+        message = f"not UTF-8 text (byte {exc.start}{says})"
     others = [other for other, _ in found[1:]]
     if others:
         message += f"; nor are {len(others)} other file(s): {others[:10]}"
-    how = (
-        "`iconv -f UTF-16 -t UTF-8`"
-        if utf16
-        else "e.g. `iconv -f WINDOWS-1252 -t UTF-8`, or SHIFT_JIS, LATIN1..., as it was saved"
-    )
+    if declared is not None:
+        how = f"`iconv -f {declared} -t UTF-8` for the first, then make its <meta charset> utf-8"
+    elif utf16:
+        how = "`iconv -f UTF-16 -t UTF-8`"
+    else:
+        how = "e.g. `iconv -f WINDOWS-1252 -t UTF-8`, or SHIFT_JIS, LATIN1..., as it was saved"
     return DataError(
         message, path=root / rel, hint=f"convert {'them' if others else 'it'} to UTF-8 ({how})"
     )

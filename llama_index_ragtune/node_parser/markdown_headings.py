@@ -1,0 +1,54 @@
+"""Markdown heading titles written in other syntaxes: a raw HTML heading element on its
+own (``<h1 align="center">Shop</h1>``), and a heading's trailing attribute list
+(``## Refunds {#refunds}``) that is an anchor, not part of the title.
+
+Example::
+
+    from llama_index_ragtune.node_parser.markdown_headings import html_heading, without_attributes
+
+    html_heading("<h2 id='r'>Refunds &amp; returns</h2>")   # (2, 'Refunds & returns')
+    without_attributes("Refunds {#refunds .small}")          # 'Refunds'
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from llama_index_ragtune.node_parser.block import visible_title
+
+#: A heading's trailing attribute list (Pandoc / kramdown / MkDocs / Hugo: ``{#id .class
+#: key=value}``, ``{: #id}``, ``{-}``): an anchor for links, not part of the title.
+_HEADING_ATTRIBUTE = r"(?:[#.][\w:-]+|[\w-]+=(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s}\"']+)|-)"
+_HEADING_ATTRIBUTES = re.compile(
+    rf"[ \t]\{{:?[ \t]*{_HEADING_ATTRIBUTE}(?:[ \t]+{_HEADING_ATTRIBUTE})*[ \t]*\}}[ \t]*"
+)
+#: A raw HTML block that is one heading element, its image alt texts and its tags.
+_HTML_HEADING = re.compile(r"\s*<(h([1-6]))\b[^>]*>(.*?)</\1\s*>\s*", re.S | re.I)
+#: (Every scan stops at the next ``<``: a run of unclosed tags is read in linear time.)
+_HTML_IMAGE_ALT = re.compile(
+    r"<img\b[^<>]*?\balt\s*=\s*(?:\"([^\"<>]*)\"|'([^'<>]*)')[^<>]*>", re.I
+)
+_HTML_TAG = re.compile(r"<(br\b)?[^<>]*>", re.I)
+
+
+def html_heading(block: str) -> tuple[int, str]:
+    """The level and title of a raw HTML block that is one heading element
+    (``<h1 align="center">Shop</h1>``, as READMEs and converted pages write them), else
+    ``(0, "")``: it opens a section like ``#`` does (an image's alt text is its title)."""
+    found = _HTML_HEADING.fullmatch(block)
+    if found is None or "</h" in found.group(3).lower():  # two headings: left as HTML
+        return 0, ""
+    inner = _HTML_IMAGE_ALT.sub(lambda m: f" {m.group(1) or m.group(2) or ''} ", found.group(3))
+    inner = _HTML_TAG.sub(lambda m: " " if m.group(1) else "", inner)  # <br>: a space
+    return int(found.group(2)), visible_title(html.unescape(inner))
+
+
+def without_attributes(heading: str) -> str:
+    """A heading's inline text without its trailing attribute list (``Returns {#returns}``
+    reads "Returns"); braces that are no attribute list (``{like this}``) are kept.
+    Only the last `` {`` is tried: linear in the heading's length."""
+    brace = max(heading.rfind(" {"), heading.rfind("\t{"))
+    if brace > 0 and _HEADING_ATTRIBUTES.fullmatch(heading, brace):
+        return heading[:brace]
+    return heading
