@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
+from transformers import TrainerCallback
 
 from llama_index_ragtune.data.schema import Negative, RetrievalDataset
 
@@ -104,4 +106,44 @@ def hybrid_evaluator(data: RetrievalDataset, **kwargs):
 
     return HybridRetrievalEvaluator(
         data.queries, data.corpus, data.graded_qrels(), show_progress_bar=False, **kwargs
+    )
+
+
+FAST = dict(
+    max_steps=2,
+    per_device_train_batch_size=16,
+    warmup_steps=0,
+    save_strategy="no",
+    logging_steps=50,
+    disable_tqdm=True,
+)
+"""Training arguments of a two-step run (``Engine.default_args(tmp_path, **FAST)``)."""
+
+
+class Diverge(TrainerCallback):
+    """Training that diverged: every weight is NaN when the trainer stops."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        with torch.no_grad():
+            for param in model.parameters():
+                param.fill_(float("nan"))
+
+
+def toy_reranker_engine(data: RetrievalDataset, model: str, output_dir, **kwargs):
+    """A two-step ``RerankerFinetuneEngine`` validating on ``data`` itself, every query's
+    candidates the corpus's first eight passages."""
+    from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
+
+    candidates = {q: list(data.corpus)[:8] for q in data.query_ids}
+    return RerankerFinetuneEngine(
+        data,
+        model=model,
+        val_dataset=data,
+        candidates=candidates,
+        rerank_depth=8,
+        budget=None,
+        eval_points=0,
+        args=RerankerFinetuneEngine.default_args(output_dir, **FAST),
+        show_progress=False,
+        **kwargs,
     )

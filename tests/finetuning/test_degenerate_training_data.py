@@ -13,7 +13,6 @@ import math
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.schema import Negative, RetrievalDataset
@@ -30,24 +29,7 @@ from llama_index_ragtune.finetuning.reranker import (
     RerankerNotPromotedError,
 )
 from llama_index_ragtune.finetuning.rows import cross_encoder_rows, encoder_rows
-
-FAST = dict(
-    max_steps=2,
-    per_device_train_batch_size=16,
-    warmup_steps=0,
-    save_strategy="no",
-    logging_steps=50,
-    disable_tqdm=True,
-)
-
-
-class Diverge(TrainerCallback):
-    """Training that diverged: every weight is NaN when the trainer stops."""
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        with torch.no_grad():
-            for param in model.parameters():
-                param.fill_(float("nan"))
+from tests.finetuning.conftest import FAST, Diverge, toy_reranker_engine
 
 
 def _finite(model) -> bool:
@@ -110,19 +92,8 @@ def test_a_diverged_reranker_is_never_promoted_even_when_forced(
     tiny_encoder_path, tmp_path, make_toy
 ):
     data = make_toy(with_negatives=False)
-    candidates = {q: list(data.corpus)[:8] for q in data.query_ids}
-    engine = RerankerFinetuneEngine(
-        data,
-        model=tiny_encoder_path,
-        val_dataset=data,
-        candidates=candidates,
-        rerank_depth=8,
-        budget=None,
-        eval_points=0,
-        force_promotion=True,
-        callbacks=[Diverge()],
-        args=RerankerFinetuneEngine.default_args(tmp_path, **FAST),
-        show_progress=False,
+    engine = toy_reranker_engine(
+        data, tiny_encoder_path, tmp_path, force_promotion=True, callbacks=[Diverge()]
     )
     result = engine.finetune()
     # was: promoted (forced) and served a reranker whose every score is NaN

@@ -15,8 +15,6 @@ import math
 import random
 
 import pytest
-import torch
-from transformers import TrainerCallback
 
 from llama_index_ragtune.evaluation.metrics import MeanMetrics, compute_metrics, mean_metrics
 from llama_index_ragtune.evaluation.results import EvaluationResults
@@ -28,19 +26,9 @@ from llama_index_ragtune.finetuning.promotion import (
     paired_evidence,
 )
 from llama_index_ragtune.finetuning.ranking_eval import score_rankings
-from llama_index_ragtune.finetuning.reranker import RerankerFinetuneEngine
 from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.pipeline.summary import format_tables
-from tests.finetuning.conftest import hybrid_evaluator
-
-FAST = dict(
-    max_steps=2,
-    per_device_train_batch_size=16,
-    warmup_steps=0,
-    save_strategy="no",
-    logging_steps=50,
-    disable_tqdm=True,
-)
+from tests.finetuning.conftest import FAST, Diverge, hybrid_evaluator, toy_reranker_engine
 
 
 def strict_loads(text: str):
@@ -213,15 +201,6 @@ def test_a_result_with_nan_metrics_is_written_as_strict_json(tmp_path):
 # ---------------------------------------------------------------- real small runs
 
 
-class Diverge(TrainerCallback):
-    """Training that diverged: every weight is NaN when the trainer stops."""
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        with torch.no_grad():
-            for param in model.parameters():
-                param.fill_(float("nan"))
-
-
 def test_a_small_encoder_run_records_paired_evidence(tiny_encoder_path, tmp_path, make_toy):
     data = make_toy()  # 16 queries, carved: a handful of validation queries
     engine = EncoderFinetuneEngine(
@@ -248,18 +227,7 @@ def test_a_small_reranker_run_pairs_the_first_stage_with_the_reranker(
     tiny_encoder_path, tmp_path, make_toy
 ):
     data = make_toy(with_negatives=False)
-    candidates = {q: list(data.corpus)[:8] for q in data.query_ids}
-    engine = RerankerFinetuneEngine(
-        data,
-        model=tiny_encoder_path,
-        val_dataset=data,
-        candidates=candidates,
-        rerank_depth=8,
-        budget=None,
-        eval_points=0,
-        args=RerankerFinetuneEngine.default_args(tmp_path, **FAST),
-        show_progress=False,
-    )
+    engine = toy_reranker_engine(data, tiny_encoder_path, tmp_path)
     decision = engine.finetune().decision
     judged = [q for q in data.query_ids if q in data.relevant_docs]
     assert decision.validation_size == len(judged) == 16
