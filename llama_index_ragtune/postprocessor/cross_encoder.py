@@ -24,7 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr, field_validator
+from llama_index.core.bridge.pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+)
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -79,6 +85,11 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         len(best), 0.0 <= best[0].score <= 1.0     # (1, True)
     """
 
+    # every setting is checked when assigned too, as when built: a late ``top_n = 0`` kept
+    # no node (a silent refusal downstream), ``-1`` dropped the best-but-last one, NaN
+    # thresholds and weights were ignored
+    model_config = ConfigDict(arbitrary_types_allowed=True, validate_assignment=True)
+
     model: str = Field(description="Local folder written by CrossEncoder.save, or a hub id.")
     top_n: int | None = Field(
         default=10, ge=1, strict=True, description="Nodes kept after reranking (None keeps all)."
@@ -126,6 +137,8 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     )
 
     _model: Any = PrivateAttr(default=None)
+    _model_key: Any = PrivateAttr(default=None)  # the settings _model was loaded with
+    _given: bool = PrivateAttr(default=False)  # _model was passed in, not loaded from a path
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
     # models loaded lazily, by settings: shared with copies (``model_copy``, as query engines
     # make for their own callback managers), so that a copy never loads the weights again
@@ -136,6 +149,13 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     def _finite_threshold(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError(f"score_threshold must be a finite number or None, got {value}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _usable_device(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_device(value, "CrossEncoderRerank")
         return value
 
     def __init__(self, model: Any = None, top_n: int | None = 10, **kwargs: Any) -> None:
@@ -153,9 +173,9 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         else:
             model = resolve_model_path(model)
         super().__init__(model=model, top_n=top_n, **kwargs)
-        if self.device is not None:
-            check_device(self.device, "CrossEncoderRerank")
         self._model = loaded
+        if loaded is not None:
+            self._model_key, self._given = self._load_key(), True
 
     @classmethod
     def class_name(cls) -> str:
@@ -173,21 +193,58 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             **state,
             "__dict__": {k: v for k, v in state["__dict__"].items() if _picklable(v)},
             "__pydantic_private__": {
-                k: v for k, v in private.items() if k not in ("_model", "_lock", "_loaded")
+                k: v
+                for k, v in private.items()
+                if k not in ("_model", "_model_key", "_given", "_lock", "_loaded")
             },
         }
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the settings; the private state (lock, model cache) starts fresh.
+
+        ``BaseComponent`` re-runs ``__init__``, and falls back to pydantic's plain restore
+        when that fails (a reranker given an in-memory CrossEncoder whose name is no
+        cross-encoder folder), which left no lock or model slot: an ``AttributeError`` at
+        the first query.
+        """
+        super().__setstate__(state)
+        private = dict(getattr(self, "__pydantic_private__", None) or {})
+        for name, attribute in self.__private_attributes__.items():
+            if name not in private:
+                private[name] = attribute.get_default(call_default_factory=True)
+        object.__setattr__(self, "__pydantic_private__", private)
+
     @property
     def cross_encoder(self) -> Any:
-        """The sentence-transformers ``CrossEncoder``, loaded on first access."""
-        if self._model is None:
+        """The sentence-transformers ``CrossEncoder``, loaded on first access, and again when
+        ``model``, ``device``, ``max_length`` or ``trust_remote_code`` was changed since (the
+        change was ignored: the first model kept serving)."""
+        key = self._load_key()
+        if self._model is None or key != self._model_key:
             with self._lock:
-                if self._model is None:
-                    key = (self.model, self.device, self.max_length, self.trust_remote_code)
+                if self._model is not None and key != self._model_key and self._given:
+                    raise ValueError(
+                        f"CrossEncoderRerank was given a loaded CrossEncoder, so its settings "
+                        f"{self._changed(key)} cannot change: set them on the CrossEncoder "
+                        "itself, or build the reranker from its folder path"
+                    )
+                if self._model is None or key != self._model_key:
                     if key not in self._loaded:
                         self._loaded[key] = self._load()
-                    self._model = self._loaded[key]
+                    self._model, self._model_key = self._loaded[key], key
         return self._model
+
+    def _load_key(self) -> tuple:
+        return (self.model, self.device, self.max_length, self.trust_remote_code)
+
+    def _changed(self, key: tuple) -> str:
+        names = ("model", "device", "max_length", "trust_remote_code")
+        old = self._model_key or (None,) * len(names)
+        return ", ".join(
+            f"{n}={new!r} (was {was!r})"
+            for n, new, was in zip(names, key, old, strict=True)
+            if new != was
+        )
 
     def _load(self) -> Any:
         try:

@@ -71,7 +71,6 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.base.response.schema import RESPONSE_TYPE
 from llama_index.core.callbacks import CBEventType, EventPayload
-from llama_index.core.indices.prompt_helper import PromptHelper
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.synthesis import (
     SynthesizeEndEvent,
@@ -87,10 +86,8 @@ from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
     DEFAULT_SYSTEM_PROMPT,
     build_messages,
-    check_refusal,
     truncate_source,
 )
-from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
 from llama_index_ragtune.query_engine.answering import aanswer, answer
 from llama_index_ragtune.query_engine.engine_checks import (
     check_llm,
@@ -98,7 +95,7 @@ from llama_index_ragtune.query_engine.engine_checks import (
     check_system_prompt,
     is_local,
 )
-from llama_index_ragtune.query_engine.post_check import MODES
+from llama_index_ragtune.query_engine.engine_settings import EngineSettings
 from llama_index_ragtune.query_engine.postprocessor_wiring import wired
 from llama_index_ragtune.query_engine.prompt_fit import (
     PromptFit,
@@ -114,7 +111,7 @@ __all__ = ["CitationQueryEngine"]
 dispatcher = get_dispatcher(__name__)
 
 
-class CitationQueryEngine(BaseQueryEngine):
+class CitationQueryEngine(EngineSettings, BaseQueryEngine):
     """Retrieve, number the nodes as sources, answer with ``[n]`` citations or refuse, and check the citations.
 
     Args:
@@ -168,49 +165,19 @@ class CitationQueryEngine(BaseQueryEngine):
         uncited: str = "flag",
         prompt_helper: Any | None = None,
     ) -> None:
-        if prompt_helper is not None and not isinstance(prompt_helper, PromptHelper):
-            raise TypeError(
-                f"prompt_helper must be a llama_index PromptHelper, got "
-                f"{type(prompt_helper).__name__}."
-            )
-        if refusal_policy is not None and not isinstance(refusal_policy, RefusalPolicy):
-            raise TypeError(
-                f"refusal_policy must be a RefusalPolicy (llms.refusal_policy), got "
-                f"{type(refusal_policy).__name__}."
-            )
-        if uncited not in MODES:
-            raise ValueError(f"uncited must be one of {MODES}, got {uncited!r}.")
-        if uncited == "cite" and streaming:
-            raise ValueError(
-                "uncited='cite' rewrites the answer once it is complete; use streaming=False, "
-                "or uncited='flag' to stream."
-            )
-        if max_sources is not None:
-            max_sources = positive_int(max_sources, "max_sources (or None)")
-        if max_source_chars is not None:
-            max_source_chars = positive_int(max_source_chars, "max_source_chars (or None)")
-        if not isinstance(metadata_mode, MetadataMode):
-            try:
-                metadata_mode = MetadataMode(metadata_mode)
-            except ValueError:
-                raise ValueError(
-                    f"metadata_mode must be a llama_index MetadataMode "
-                    f"({', '.join(m.value for m in MetadataMode)}), got {metadata_mode!r}."
-                ) from None
-        check_refusal(refusal)
-        check_system_prompt(system_prompt, refusal)
-        self._retriever = retriever
-        self._llm = llm
-        self._node_postprocessors = list(node_postprocessors or [])
-        self.refusal = refusal
-        self.system_prompt = system_prompt
+        # each setting is checked as it is assigned, here and on a built engine (EngineSettings)
+        self.prompt_helper = prompt_helper
+        self.refusal_policy = refusal_policy
+        self.uncited = uncited
+        self.streaming = streaming
         self.max_sources = max_sources
         self.max_source_chars = max_source_chars
         self.metadata_mode = metadata_mode
-        self.streaming = streaming
-        self.refusal_policy = refusal_policy
-        self.uncited = uncited
-        self.prompt_helper = prompt_helper
+        self.refusal = refusal
+        self.system_prompt = system_prompt
+        self._retriever = retriever
+        self._llm = llm
+        self._node_postprocessors = list(node_postprocessors or [])
         if llm is not None:
             check_llm(llm, refusal_policy, uncited)
         callback_manager = callback_manager or Settings.callback_manager
@@ -280,18 +247,27 @@ class CitationQueryEngine(BaseQueryEngine):
     def retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """Retrieved, postprocessed and capped nodes: source ``n`` is ``nodes[n - 1]``.
 
-        Each node is one source, once (a node given twice keeps its first place); what the
-        retriever or a postprocessor returns must be a list of ``NodeWithScore`` (``TypeError``
-        naming it otherwise: ``None`` is not "nothing found").
+        Each node is one source, once (a node given twice keeps its first place); a node
+        showing no text in ``metadata_mode`` (an image, a blank node) is skipped with a
+        warning. What the retriever or a postprocessor returns must be a list of
+        ``NodeWithScore`` (``TypeError`` naming it otherwise: ``None`` is not "nothing found").
         """
         return retrieve_sources(
-            self._retriever, self._node_postprocessors, query_bundle, self.max_sources
+            self._retriever,
+            self._node_postprocessors,
+            query_bundle,
+            self.max_sources,
+            self.metadata_mode,
         )
 
     async def aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """Async twin of :meth:`retrieve` (``aretrieve`` and ``apostprocess_nodes``)."""
         return await aretrieve_sources(
-            self._retriever, self._node_postprocessors, query_bundle, self.max_sources
+            self._retriever,
+            self._node_postprocessors,
+            query_bundle,
+            self.max_sources,
+            self.metadata_mode,
         )
 
     def source_texts(self, nodes: Sequence[NodeWithScore]) -> list[str]:
@@ -385,12 +361,21 @@ class CitationQueryEngine(BaseQueryEngine):
     def query(self, str_or_query_bundle: str | QueryBundle) -> RESPONSE_TYPE:
         """Answer a question (``str`` or ``QueryBundle``) with citations; see the class docs."""
         check_query_type(str_or_query_bundle)
+        self._check_settings_llm()
         return super().query(str_or_query_bundle)
 
     async def aquery(self, str_or_query_bundle: str | QueryBundle) -> RESPONSE_TYPE:
         """Async twin of :meth:`query`."""
         check_query_type(str_or_query_bundle)
+        self._check_settings_llm()
         return await super().aquery(str_or_query_bundle)
+
+    def _check_settings_llm(self) -> None:
+        # an engine built without an LLM answers with Settings.llm as it is at query time
+        # (set or changed after the engine was built): the constructor's checks run on it now
+        # (uncited='cite' on an LLM without citation_probabilities was served "unchecked")
+        if self._llm is None and (self.uncited == "cite" or self.refusal_policy is not None):
+            check_llm(self.llm, self.refusal_policy, self.uncited)
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         payload = {EventPayload.QUERY_STR: query_bundle.query_str}

@@ -14,15 +14,25 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
+from llama_index_ragtune.grounding import is_blank
 from llama_index_ragtune.retrievers.checks import distinct_nodes
 
-__all__ = ["aretrieve_sources", "checked_nodes", "retrieve_sources", "unreadable_output"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "aretrieve_sources",
+    "checked_nodes",
+    "retrieve_sources",
+    "unreadable_output",
+    "visible_nodes",
+]
 
 # core's BaseRetriever.retrieve / aretrieve read what _retrieve returned in these methods
 _CORE_READS_RETRIEVED = frozenset({"_handle_recursive_retrieval", "_ahandle_recursive_retrieval"})
@@ -33,15 +43,17 @@ def retrieve_sources(
     postprocessors: Sequence[Any],
     query_bundle: QueryBundle,
     max_sources: int | None,
+    metadata_mode: MetadataMode = MetadataMode.NONE,
 ) -> list[NodeWithScore]:
-    """The retrieved nodes, postprocessed in order, each once, at most ``max_sources`` of them."""
+    """The retrieved nodes, postprocessed in order, each once, without those that show no text
+    (:func:`visible_nodes`), at most ``max_sources`` of them."""
     with _naming_unreadable_output(retriever):
         found = retriever.retrieve(query_bundle)
     nodes = checked_nodes(found, retriever, "retriever")
     for postprocessor in postprocessors:
         nodes = postprocessor.postprocess_nodes(nodes, query_bundle=query_bundle)
         nodes = checked_nodes(nodes, postprocessor, "node postprocessor")
-    return _capped(distinct_nodes(nodes), max_sources)
+    return _capped(visible_nodes(distinct_nodes(nodes), metadata_mode), max_sources)
 
 
 async def aretrieve_sources(
@@ -49,6 +61,7 @@ async def aretrieve_sources(
     postprocessors: Sequence[Any],
     query_bundle: QueryBundle,
     max_sources: int | None,
+    metadata_mode: MetadataMode = MetadataMode.NONE,
 ) -> list[NodeWithScore]:
     """Async twin of :func:`retrieve_sources` (``aretrieve`` and ``apostprocess_nodes``)."""
     with _naming_unreadable_output(retriever):
@@ -57,7 +70,33 @@ async def aretrieve_sources(
     for postprocessor in postprocessors:
         nodes = await postprocessor.apostprocess_nodes(nodes, query_bundle=query_bundle)
         nodes = checked_nodes(nodes, postprocessor, "node postprocessor")
-    return _capped(distinct_nodes(nodes), max_sources)
+    return _capped(visible_nodes(distinct_nodes(nodes), metadata_mode), max_sources)
+
+
+def visible_nodes(
+    nodes: list[NodeWithScore], metadata_mode: MetadataMode = MetadataMode.NONE
+) -> list[NodeWithScore]:
+    """``nodes`` without those whose text in ``metadata_mode`` has no visible character (an
+    image or a blank node), each skipped with a warning naming it.
+
+    Such a node was an empty numbered source: the model's citation of it counted as citing
+    that node, and it took a place of ``max_sources`` from a source with text.
+
+    Example::
+
+        [n.node.node_id for n in visible_nodes(nodes)]   # without 'blank' for text="  "
+    """
+    kept = [n for n in nodes if not is_blank(n.node.get_content(metadata_mode=metadata_mode))]
+    if len(kept) < len(nodes):
+        skipped = [n.node.node_id for n in nodes if n not in kept]
+        logger.warning(
+            "CitationQueryEngine: skipping %d retrieved node(s) that show no text "
+            "(metadata_mode=%s), so they cannot be sources: %s",
+            len(skipped),
+            metadata_mode.value,
+            skipped[:20],
+        )
+    return kept
 
 
 def _capped(nodes: list[NodeWithScore], max_sources: int | None) -> list[NodeWithScore]:

@@ -28,13 +28,15 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 
 __all__ = [
+    "CheckedAttribute",
+    "PositiveIntAttribute",
     "check_filter_keys",
     "check_nodes",
     "clean_text",
@@ -65,7 +67,33 @@ def positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-class PositiveIntAttribute:
+class CheckedAttribute:
+    """A class attribute that checks every assignment with ``check(value, name)`` (the
+    function the constructor uses), so a setting changed after construction fails like the
+    constructor would instead of giving wrong results or an obscure error at query time.
+
+    Example::
+
+        class MyRetriever(BaseRetriever):
+            alpha = CheckedAttribute(unit_float)
+
+        retriever.alpha = 5.0    # ValueError: alpha must be a number in [0, 1], got 5.0
+    """
+
+    def __init__(self, check: Callable[[Any, str], Any]) -> None:
+        self.check = check
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, f"_{name}_checked"
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.slot, self.check(value, self.name))
+
+
+class PositiveIntAttribute(CheckedAttribute):
     """A class attribute that checks every assignment with :func:`positive_int`, so
     ``retriever.similarity_top_k = 0`` after construction fails like the constructor would.
 
@@ -75,14 +103,8 @@ class PositiveIntAttribute:
             similarity_top_k = PositiveIntAttribute()
     """
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name, self.slot = name, f"_{name}_checked"
-
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
-        return self if obj is None else getattr(obj, self.slot)
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        setattr(obj, self.slot, positive_int(value, self.name))
+    def __init__(self) -> None:
+        super().__init__(positive_int)
 
 
 def _real(value: Any, name: str, requirement: str) -> float:

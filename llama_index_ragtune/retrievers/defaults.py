@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEFAULT_FUSION_MODE", "FUSION_PRESETS", "fusion_preset"]
+__all__ = ["DEFAULT_FUSION_MODE", "FUSION_PRESETS", "fusion_mode_name", "fusion_preset"]
 
 #: best mode on SciFact train (see module docstring): z-score fusion, train nDCG@10 0.7327
 #: (dense alone 0.6602, BM25 alone 0.6960, best RRF 0.7278)
@@ -40,3 +40,17 @@ def fusion_preset(mode: str | None = None) -> dict[str, Any]:
     if mode not in FUSION_PRESETS:
         raise ValueError(f"unknown fusion mode {mode!r}; choose one of {', '.join(FUSION_PRESETS)}")
     return {"fusion_mode": mode, **FUSION_PRESETS[mode]}
+
+
+def fusion_mode_name(value: Any, name: str = "fusion_mode") -> str:
+    """``value`` if it names a fusion mode; ``TypeError``/``ValueError`` naming ``name`` otherwise.
+
+    Example::
+
+        fusion_mode_name("rrf")    # 'rrf'; fusion_mode_name("bogus") raises ValueError
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+    if value not in FUSION_PRESETS:
+        raise ValueError(f"{name} must be one of {', '.join(FUSION_PRESETS)}, got {value!r}")
+    return value

@@ -85,12 +85,13 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.checks import (
+    CheckedAttribute,
     PositiveIntAttribute,
     positive_float,
     positive_int,
     unit_float,
 )
-from llama_index_ragtune.retrievers.defaults import fusion_preset
+from llama_index_ragtune.retrievers.defaults import fusion_mode_name, fusion_preset
 from llama_index_ragtune.retrievers.dense import build_faiss_index
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 from llama_index_ragtune.retrievers.fusion import fuse
@@ -142,6 +143,11 @@ class HybridRetriever(BaseRetriever):
     similarity_top_k = PositiveIntAttribute()
     dense_top_k = PositiveIntAttribute()
     sparse_top_k = PositiveIntAttribute()
+    # checked on every assignment, as when built (a late alpha=5 failed at the next query
+    # with "weights must be finite and >= 0", naming neither the setting nor the retriever)
+    fusion_mode = CheckedAttribute(fusion_mode_name)
+    alpha = CheckedAttribute(unit_float)
+    rrf_k = CheckedAttribute(positive_float)
 
     def __init__(
         self,
@@ -164,8 +170,8 @@ class HybridRetriever(BaseRetriever):
             raise TypeError(f"fusion_mode must be a string or None, got {fusion_mode!r}")
         preset = fusion_preset(fusion_mode)
         self.fusion_mode = preset["fusion_mode"]
-        self.alpha = unit_float(preset["alpha"] if alpha is None else alpha, "alpha")
-        self.rrf_k = positive_float(preset["rrf_k"] if rrf_k is None else rrf_k, "rrf_k")
+        self.alpha = preset["alpha"] if alpha is None else alpha
+        self.rrf_k = preset["rrf_k"] if rrf_k is None else rrf_k
         self.similarity_top_k = positive_int(similarity_top_k, "similarity_top_k")
         # 0 is refused, not read as "switch the side off": use BM25Retriever or the dense
         # retriever alone for that, or alpha=0/1 to give one side no weight.

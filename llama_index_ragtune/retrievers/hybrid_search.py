@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -99,6 +100,7 @@ def fuse_sides(
     """
     dense = _post_filter(retriever, dense, retriever._dense_built_in)
     sparse = _post_filter(retriever, sparse, isinstance(retriever._sparse, BM25Retriever))
+    _check_side_scores(retriever, ("dense", dense), ("sparse", sparse))
     by_id: dict[str, NodeWithScore] = {}
     rankings = []
     for side in (dense, sparse):
@@ -122,6 +124,32 @@ def fuse_sides(
         )
         for h in hits
     ]
+
+
+def _check_side_scores(retriever: Any, *sides: tuple[str, list[NodeWithScore]]) -> None:
+    """``ValueError`` naming the side, its retriever and the nodes when score fusion would
+    read a NaN or infinite score, or a missing one beside scored nodes (a custom side's bug).
+
+    Such scores made every fused score NaN in an arbitrary order, or put a node the side
+    ranked first last (``None`` was read as 0.0). RRF reads only ranks, so it takes them.
+    """
+    if retriever.fusion_mode == "rrf":
+        return
+    weights = {"dense": retriever.alpha, "sparse": 1.0 - retriever.alpha}
+    for name, nodes in sides:
+        if not weights[name] or not nodes:
+            continue
+        missing = [n.node.node_id for n in nodes if n.score is None]
+        bad = [n.node.node_id for n in nodes if n.score is not None and not math.isfinite(n.score)]
+        if bad or (missing and len(missing) < len(nodes)):
+            component = getattr(retriever, f"_{name}")
+            what = "a NaN or infinite score" if bad else "no score (None) beside scored nodes"
+            raise ValueError(
+                f"HybridRetriever: the {name} side ({type(component).__name__}) returned "
+                f"{len(bad or missing)} node(s) with {what} (e.g. {(bad or missing)[:3]}); "
+                f"{retriever.fusion_mode!r} fusion cannot rank them. Fix that retriever's "
+                "scores, or use fusion_mode='rrf', which reads only ranks."
+            )
 
 
 def _post_filter(retriever: Any, nodes: list[NodeWithScore], built_in: bool) -> list[NodeWithScore]:

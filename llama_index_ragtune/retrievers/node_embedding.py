@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode
 
@@ -96,4 +97,29 @@ def embed_nodes(
         raise ValueError(
             f"nodes carry embeddings of different sizes {sorted(dims)}; re-embed them with one model"
         )
+    _check_finite(embedded, todo, where)
     return embedded
+
+
+def _check_finite(embedded: list[BaseNode], todo: list[int], where: str) -> None:
+    """``ValueError`` naming the nodes whose vector holds NaN or infinity, before any is indexed.
+
+    Such a node was indexed and never found again (its similarity to every query is NaN),
+    while BM25 still returned it: the two sides disagreed without a word.
+    """
+    matrix = np.asarray([n.embedding for n in embedded], dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist()
+    if not bad:
+        return
+    made = set(todo)
+    ids = [embedded[i].node_id for i in bad]
+    origin = (
+        "the embedding model returned"
+        if any(i in made for i in bad)
+        else "the nodes' own embeddings (node.embedding) hold"
+    )
+    raise ValueError(
+        f"{where}: {origin} NaN or infinite values for {len(ids)} node(s) (e.g. {ids[:5]}); "
+        "nothing was indexed. Fix the model or its input (a half-precision overflow, broken "
+        "weights), or set node.embedding = None to embed those nodes again"
+    )
