@@ -131,6 +131,7 @@ OUTPUT_ARGUMENTS = ("out", "output", "embedding_cache", "cache_dir")
 # Splits checked against the qrels files of ``--beir`` ('none' skips a split).
 SPLIT_ARGUMENTS = ("split", "train_split", "eval_split")
 DEBUG_ENV = "RAGTUNE_DEBUG"
+_OFF = ("", "0", "false", "no", "off")  # RAGTUNE_DEBUG values that leave tracebacks off
 VOCABULARY = """\
 One name per concept in every command:
   --out DIR                 the folder a command writes (--output: deprecated name)
@@ -413,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = args.__dict__.pop("_prog")
     options = args.__dict__.pop("_options", None)
     debug = bool(args.__dict__.pop("_debug", False))
-    debug = debug or os.environ.get(DEBUG_ENV, "0").strip() not in ("", "0")
+    debug = debug or os.environ.get(DEBUG_ENV, "0").strip().lower() not in _OFF
     try:
         check_arguments(args, options)
     except UsageError as exc:

@@ -65,6 +65,32 @@ class DeprecatedNames(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+class _GivenList(str):
+    """A ``CommaList`` value given on the command line (not the default)."""
+
+
+class CommaList(argparse.Action):
+    """A comma-separated list option that may be given more than once: ``--skip encoder
+    --skip decoder`` is ``"encoder,decoder"`` (a plain option kept only the last, so the
+    encoder was trained). The first use replaces the default.
+
+    Example::
+
+        parser.add_argument("--skip", action=CommaList, metavar="STEP,...")
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        earlier = getattr(namespace, self.dest, None)
+        joined = f"{earlier},{values}" if isinstance(earlier, _GivenList) else values
+        setattr(namespace, self.dest, _GivenList(joined))
+
+
 class UsageError(Exception):
     """A command-line argument is wrong; ``main`` prints the message and exits with status 2."""
 
@@ -192,6 +218,29 @@ def existing_dir(text: str) -> str:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"folder not found: {text}")
     return text
+
+
+def refuse_output_in_docs(docs: str | None, outputs: dict[str, str | None]) -> None:
+    """``UsageError`` when an output folder (``{"--out": path}``) is ``docs`` or inside it:
+    the next run would read this run's bundle and reports (``report.md``, ``report.html``)
+    as documents. Links are followed, so a link into ``docs`` is refused too.
+
+    Example::
+
+        refuse_output_in_docs("help_centre/docs", {"--out": "help_centre/docs/run"})
+        # UsageError: argument --out: help_centre/docs/run is inside --docs ...
+    """
+    if not docs:
+        return
+    root = Path(docs).expanduser().resolve()
+    for option, value in outputs.items():
+        if value and Path(value).expanduser().resolve().is_relative_to(root):
+            where = "the --docs folder" if Path(value).resolve() == root else "inside --docs"
+            raise UsageError(
+                f"argument {option}: {value} is {where} ({docs}): the next run would read "
+                "this run's bundle and reports (report.md, report.html) as documents; "
+                f"write it outside the documents, e.g. {root.parent / (root.name + '-runs')}"
+            )
 
 
 def bm25_language(text: str) -> str:

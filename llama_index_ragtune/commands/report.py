@@ -17,6 +17,33 @@ import argparse
 import sys
 from pathlib import Path
 
+REPORT_SUFFIXES = (".html", ".htm", ".md", ".markdown")
+"""Suffixes of the report's files: an ``--out`` ending so is a file name, not a folder."""
+
+
+def bundle_version_holding(folder: Path) -> Path | None:
+    """The bundle version folder (``bundles/vN``, holding a ``ragtune-bundle`` manifest)
+    that is ``folder`` or holds it, else None.
+
+    Example::
+
+        bundle_version_holding(Path("runs/shop/bundles/v1/report"))   # .../bundles/v1
+    """
+    from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, MANIFEST
+
+    resolved = folder.expanduser().resolve()
+    for candidate in (resolved, *resolved.parents):
+        manifest = candidate / MANIFEST
+        if manifest.is_file():
+            try:
+                with manifest.open("rb") as handle:  # "format" is the manifest's first key
+                    head = handle.read(4096)
+            except OSError:
+                continue
+            if f'"{FORMAT}"'.encode() in head:
+                return candidate
+    return None
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -37,6 +64,25 @@ def run(args: argparse.Namespace) -> int:
 
     source = Path(args.evaluation)
     out = Path(args.out) if args.out else source.parent
+    version = bundle_version_holding(out)
+    if version is not None:  # load_bundle refuses a version with files added or changed
+        given = "--out" if args.out else "the JSON's folder (the default --out)"
+        print(
+            f"ragtune report: error: {given} {out} is in bundle version {version}, whose "
+            "manifest.json lists every file: a report written there makes load_bundle refuse "
+            f"the bundle as edited; pass --out outside it, e.g. --out {version.parent.parent}"
+            f"/report-{version.name} (the bundle's own report is in {version / 'report'})",
+            file=sys.stderr,
+        )
+        return 2
+    if out.suffix.lower() in REPORT_SUFFIXES and not out.is_dir():
+        # "--out runs/report.html" made a folder named report.html holding report.html
+        print(
+            f"ragtune report: error: argument --out: {out} names a file, but --out is the "
+            f"folder report.html and report.md are written into; pass {out.parent}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         results = EvaluationResults.load(source)
     except EvaluationFileError as exc:

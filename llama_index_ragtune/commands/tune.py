@@ -24,6 +24,7 @@ from typing import Any
 
 from llama_index_ragtune.commands.options import (
     MAX_MINUTES,
+    CommaList,
     bm25_language,
     bm25_language_value,
     bounded,
@@ -52,6 +53,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--skip",
+        action=CommaList,
         metavar="STEP,...",
         help="steps to leave out: encoder, fusion, reranker, decoder, evaluate, report",
     )

@@ -49,6 +49,7 @@ from llama_index_ragtune.evaluation.svg_charts import (
     calibration_diagram,
     difference,
     format_ms,
+    isolate_bidi,
     latency_boxes,
     metric_bars,
     metric_direction,
@@ -76,7 +77,8 @@ class ReportPaths:
 
 
 def _e(value: Any) -> str:
-    return escape(str(value), quote=True)
+    """``value`` HTML-escaped, as a bidi isolate when it could reorder what follows it."""
+    return escape(isolate_bidi(value), quote=True)
 
 
 def _chart_keys(systems: list[SystemResult]) -> list[str]:
@@ -106,11 +108,11 @@ def _color(hues: dict[str, str], system: SystemResult) -> str:
 
 def _policy_label(scores: Any) -> str:
     """``"policy decoder · "`` when the results name the refusal policy, else ``""``."""
-    return f"policy {scores.policy} · " if scores.policy else ""
+    return f"policy {isolate_bidi(scores.policy)} · " if scores.policy else ""
 
 
 def _label(system: SystemResult) -> str:
-    return f"{system.name} · {system.stage}"
+    return f"{isolate_bidi(system.name)} · {isolate_bidi(system.stage)}"
 
 
 # ---------------------------------------------------------------------- HTML
@@ -291,7 +293,9 @@ def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]
         )
     table_only = [k for k in metric_keys(systems) if k not in keys]
     if table_only:
-        lede += f" Not on the 0–1 chart, in the table: {_e(', '.join(table_only))}."
+        lede += (
+            f" Not on the 0–1 chart, in the table: {_e(', '.join(map(isolate_bidi, table_only)))}."
+        )
     lede += left_out
     parts = [f'<section id="{section}"><h2>{title}</h2><p class="lede">{lede}</p>']
     if keys:

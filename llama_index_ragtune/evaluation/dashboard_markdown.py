@@ -16,8 +16,8 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Any
 
+from llama_index_ragtune.evaluation.report import markdown_cell as _md
 from llama_index_ragtune.evaluation.report_summary import (
     SECTION_TITLES,
     business_proxies,
@@ -37,15 +37,6 @@ from llama_index_ragtune.evaluation.svg_charts import (
 )
 
 __all__ = ["render_markdown"]
-
-_MD_SPECIAL = str.maketrans(
-    {"\\": "\\\\", "|": "\\|", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]", "`": "\\`"}
-)
-
-
-def _md(value: Any) -> str:
-    """Text safe inside a Markdown table cell: no raw HTML, links, code or column breaks."""
-    return " ".join(str(value).split()).translate(_MD_SPECIAL)
 
 
 def _md_table(head: list[str], rows: list[list[str]], align: str = "l") -> list[str]:

@@ -21,7 +21,7 @@ PAGE_CSS = """
 body{margin:0;background:var(--bg);color:var(--ink);
 font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,
 "Liberation Sans",sans-serif}
-main{max-width:1120px;margin:0 auto;padding:32px 28px 48px}
+main{max-width:1120px;margin:0 auto;padding:32px 28px 48px;overflow-wrap:break-word}
 header{padding-bottom:18px;border-bottom:1px solid var(--line)}
 .eyebrow{margin:0;font-size:12px;font-weight:700;letter-spacing:.08em;
 text-transform:uppercase;color:var(--accent)}
@@ -96,6 +96,7 @@ font-weight:700;white-space:nowrap}
 .delta.muted{color:var(--muted)}
 .delta.small{font-size:12px;font-weight:600}
 th .sys{text-transform:none;letter-spacing:0;font-size:13px;color:var(--ink)}
+td:first-child,th .sys,.reason{overflow-wrap:anywhere;white-space:normal}
 .muted{color:var(--muted)}
 .reason{color:#334155}
 footer{margin-top:40px;padding-top:14px;border-top:1px solid var(--line);

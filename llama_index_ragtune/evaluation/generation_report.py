@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
-from llama_index_ragtune.evaluation.report import ReportIO
+from llama_index_ragtune.evaluation.report import ReportIO, markdown_cell
 from llama_index_ragtune.evaluation.trust import trust_score
 
 __all__ = ["GenerationReport"]
@@ -45,7 +45,7 @@ def _ratio(num: int, den: int) -> float | None:
 def _cell(value: Any, digits: int) -> str:
     if value is None:
         return "—"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else markdown_cell(value)
 
 
 @dataclass
@@ -162,9 +162,12 @@ class GenerationReport(ReportIO):
     def to_markdown(self, digits: int = 3) -> str:
         """A two-column Markdown table (metric, value); undefined metrics show as "—"."""
         lines = ["| metric | value |", "| --- | --- |"]
-        lines += [f"| {key} | {_cell(value, digits)} |" for key, value in self.aggregate.items()]
+        lines += [
+            f"| {markdown_cell(key)} | {_cell(value, digits)} |"
+            for key, value in self.aggregate.items()
+        ]
         if self.name:
-            lines.insert(0, f"**{self.name}**\n")
+            lines.insert(0, f"**{markdown_cell(self.name)}**\n")
         return "\n".join(lines)
 
     def compare(
@@ -186,10 +189,12 @@ class GenerationReport(ReportIO):
                 for k, v in left.items()
                 if isinstance(v, float) or isinstance(right.get(k), float)
             ]
-        names = (self.name or "before", other.name or "after")
+        names = (markdown_cell(self.name or "before"), markdown_cell(other.name or "after"))
         lines = [f"| metric | {names[0]} | {names[1]} | Δ |", "| --- | --- | --- | --- |"]
         for key in keys:
             a, b = left.get(key), right.get(key)
             delta = f"{b - a:+.{digits}f}" if a is not None and b is not None else "—"
-            lines.append(f"| {key} | {_cell(a, digits)} | {_cell(b, digits)} | {delta} |")
+            lines.append(
+                f"| {markdown_cell(key)} | {_cell(a, digits)} | {_cell(b, digits)} | {delta} |"
+            )
         return "\n".join(lines)

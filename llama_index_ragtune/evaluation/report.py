@@ -27,6 +27,33 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.evaluation.svg_charts import isolate_bidi
+
+_MARKDOWN_SPECIAL = str.maketrans(
+    {
+        "\\": "\\\\",
+        "|": "\\|",
+        "<": "&lt;",
+        ">": "&gt;",
+        "&": "&amp;",
+        "[": "\\[",
+        "]": "\\]",
+        "`": "\\`",
+    }
+)
+
+
+def markdown_cell(value: Any) -> str:
+    """``value`` as text safe in a Markdown table cell or line: no raw HTML, character
+    references (``&#x202e;``), links, code, column or line breaks, and no bidi control
+    reordering the rest of the line.
+
+    Example::
+
+        markdown_cell("bm25 | fast\\nv2")     # 'bm25 \\\\| fast v2'
+    """
+    return isolate_bidi(" ".join(str(value).split()).translate(_MARKDOWN_SPECIAL))
+
 
 class ReportIO:
     """What every evaluation report shares: ``len``, ``report[key]``, JSON files and DataFrames.
@@ -47,8 +74,12 @@ class ReportIO:
         return self.to_markdown()  # type: ignore[attr-defined]
 
     def to_json(self, path: str | Path | None = None, indent: int | None = 2) -> str:
-        """The report as JSON; also written to ``path`` (parent folders created) when given."""
-        text = json.dumps(self.to_dict(), indent=indent, default=str)  # type: ignore[attr-defined]
+        """The report as strict JSON (a NaN or infinite number as ``null``); also written to
+        ``path`` (parent folders created) when given."""
+        from llama_index_ragtune._atomic import strict_json
+
+        data = strict_json(self.to_dict())  # type: ignore[attr-defined]
+        text = json.dumps(data, indent=indent, default=str, allow_nan=False)
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text, encoding="utf-8")
@@ -163,7 +194,7 @@ class RetrievalReport(ReportIO):
     def from_dict(cls, data: Mapping[str, Any]) -> RetrievalReport:
         """Rebuild a report written by ``to_dict``."""
         return cls(
-            rows=[QueryResult(**row) for row in data["queries"]],
+            rows=[_query_result(row) for row in data["queries"]],
             k_values=tuple(data["k_values"]),
             metrics=tuple(data["metrics"]),
             name=data.get("name"),
@@ -187,7 +218,7 @@ class RetrievalReport(ReportIO):
                 _row([metric, *[f"{agg[f'{metric}@{k}']:.{digits}f}" for k in self.k_values]])
             )
         lat = self.latency
-        title = f"**{self.name}** — " if self.name else ""
+        title = f"**{markdown_cell(self.name)}** — " if self.name else ""
         footer = (
             f"{title}{len(self.rows)} queries; latency p50 {lat['p50_ms']:.1f} ms, "
             f"p95 {lat['p95_ms']:.1f} ms"
@@ -276,7 +307,17 @@ def reports_table(
 
 
 def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+    return "| " + " | ".join(map(markdown_cell, cells)) + " |"
+
+
+def _query_result(row: Mapping[str, Any]) -> QueryResult:
+    """A ``QueryResult`` from its JSON; a ``null`` metric or latency (strict JSON's NaN) is NaN."""
+    nan = float("nan")
+    fields = dict(row)
+    fields["metrics"] = {k: nan if v is None else v for k, v in row["metrics"].items()}
+    if fields.get("latency_ms") is None:
+        fields["latency_ms"] = nan
+    return QueryResult(**fields)
 
 
 def _percentile(sorted_values: Sequence[float], pct: float) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -31,6 +32,7 @@ __all__ = [
     "difference",
     "format_ms",
     "format_seconds",
+    "isolate_bidi",
     "latency_boxes",
     "metric_direction",
     "metric_bars",
@@ -67,8 +69,45 @@ class Series:
     values: Any
 
 
+# Bidi classes that can reorder the text around a string: right-to-left letters and the
+# explicit embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069).
+_BIDI_CLASSES = frozenset(
+    {"R", "AL", "RLE", "RLO", "LRE", "LRO", "PDF", "RLI", "LRI", "FSI", "PDI"}
+)
+_FSI, _PDI, _ISOLATE_OPENERS = "\u2068", "\u2069", frozenset("\u2066\u2067\u2068")
+
+
+def isolate_bidi(text: Any) -> str:
+    """``text`` as a bidi isolate (U+2068 ... U+2069) when it holds right-to-left letters or
+    bidi controls, so it cannot reorder the text after it; other text unchanged.
+
+    A name holding U+202E (right-to-left override) otherwise reversed the rest of its line
+    in the report ("on 2 held-out questions" read "gsnoitseuq tuo-dleh 2 no"). Isolates
+    the text leaves open are closed, and a stray U+2069 that would close the wrapper
+    early is dropped.
+
+    Example::
+
+        isolate_bidi("hybrid"), isolate_bidi("a\\u202eb")   # ('hybrid', '\\u2068a\\u202eb\\u2069')
+    """
+    text = str(text)
+    if not any(unicodedata.bidirectional(ch) in _BIDI_CLASSES for ch in text):
+        return text
+    kept, depth = [], 0
+    for ch in text:
+        if ch in _ISOLATE_OPENERS:
+            depth += 1
+        elif ch == _PDI:
+            if not depth:
+                continue  # would match the wrapper's U+2068 and end the isolate early
+            depth -= 1
+        kept.append(ch)
+    return _FSI + "".join(kept) + _PDI * (depth + 1)
+
+
 def _e(value: Any) -> str:
-    return escape(str(value), quote=True)
+    """``value`` HTML-escaped, as a bidi isolate when it could reorder what follows it."""
+    return escape(isolate_bidi(value), quote=True)
 
 
 def tint(color: str, amount: float) -> str:
@@ -222,7 +261,9 @@ def metric_bars(
             base = None if ref is None else series[ref].values.get(metric)
             value = s.values.get(metric)
             by = gy + s_index * (bar_h + gap)
-            tip = f"{s.label} — {metric}: " + ("n/a" if value is None else f"{value:.3f}")
+            tip = f"{isolate_bidi(s.label)} — {isolate_bidi(metric)}: " + (
+                "n/a" if value is None else f"{value:.3f}"
+            )
             if value is None:
                 body.append(
                     f'<text class="value muted" x="{plot_x + 4}" y="{by + 12:.1f}">n/a'
@@ -335,7 +376,7 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
             )
         x_min, x_max = x_of(values[0]), x_of(values[-1])
         x25, x50, x75, x95 = (x_of(q[p]) for p in (25, 50, 75, 95))
-        tip = f"{s.label}: {summary}, min {format_ms(values[0])}, max {format_ms(values[-1])}"
+        tip = f"{isolate_bidi(s.label)}: {summary}, min {format_ms(values[0])}, max {format_ms(values[-1])}"
         body.append(
             f"<g><title>{_e(tip)}</title>"
             f'<line class="whisker" x1="{x_min:.1f}" y1="{cy:.1f}" x2="{x_max:.1f}" y2="{cy:.1f}"'
