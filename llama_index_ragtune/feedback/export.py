@@ -1,10 +1,10 @@
-"""Training and evaluation data from a ``FeedbackStore``: retrieval sets and DPO pairs.
+"""Retrieval training and evaluation sets from a ``FeedbackStore``.
 
-Queries merge by normalised text (``data.schema.normalize_text``: case,
-punctuation and spacing ignored), optionally kept apart by record metadata
-(``query_metadata_keys=("store",)`` when the app filters by store). The query id
-is ``stable_query_id(text)`` (the id ``RetrievalDataset.from_pairs`` gives the
-same text), with a suffix per metadata value when keys are given.
+Queries merge and split as :mod:`~llama_index_ragtune.feedback.query_split` says;
+the query id is ``stable_query_id(text)`` (the id ``RetrievalDataset.from_pairs``
+gives the same text), with a suffix per metadata value when keys are given. DPO
+pairs live in :mod:`~llama_index_ragtune.feedback.preference_pairs` (both are
+importable from here too).
 
 Labels (rules "feedback-v1"), per record, then merged per query:
 
@@ -22,21 +22,6 @@ Labels (rules "feedback-v1"), per record, then merged per query:
   a query without any positive is left out (counted in the dataset's
   ``metadata["queries_without_positive"]``).
 
-Held-out split: a query is on the evaluation side when a hash of
-``(seed, query id)`` falls below ``eval_fraction``, so the same query always
-lands on the same side, however much feedback arrives later, and never leaks
-into training (``split="train"`` / ``split="eval"``).
-
-Preference pairs: an upvoted answer over a downvoted one for the same query
-and the same sources (same node ids, same stored texts, same order: the
-answers' ``[n]`` citations refer to the same numbered sources). The prompt is
-the grounded prompt (``build_messages``) over the stored source texts, cut by
-``max_source_chars`` exactly as ``CitationQueryEngine(max_source_chars=...)`` cuts
-them; an answer text that was both upvoted and downvoted for the group is left
-out. Answer texts compare after Unicode NFC and with whitespace collapsed (so
-``"7 days."`` and ``"7 days. "`` are one answer); blank answers and answers
-recorded as ``None`` (a stream stopped early) are left out.
-
 Example::
 
     from llama_index_ragtune.feedback import FeedbackStore
@@ -49,30 +34,34 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import numbers
-import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
-from llama_index_ragtune.data.schema import Negative, RetrievalDataset, stable_query_id
-from llama_index_ragtune.feedback.entries import check_text, show
-from llama_index_ragtune.feedback.records import FeedbackRecord
-from llama_index_ragtune.grounding import (
-    DEFAULT_REFUSAL,
-    DEFAULT_SYSTEM_PROMPT,
-    build_messages,
-    truncate_source,
+from llama_index_ragtune.data.schema import Negative, RetrievalDataset
+from llama_index_ragtune.feedback.entries import show
+from llama_index_ragtune.feedback.preference_pairs import (  # noqa: F401 - importable here too
+    MAX_UNCAPPED_PAIRS,
+    PREFERENCE_COLUMNS,
+    _answer_key,
+    _check_uncapped_pairs,
+    _spread_pairs,
+    feedback_preference_pairs,
 )
+from llama_index_ragtune.feedback.query_split import (  # noqa: F401 - importable here too
+    Split,
+    _check_split,
+    _keep,
+    check_keys,
+    feedback_query_id,
+    is_eval_query,
+)
+from llama_index_ragtune.feedback.records import FeedbackRecord
 
 if TYPE_CHECKING:
-    import datasets
     from llama_index.core.schema import BaseNode
 
     from llama_index_ragtune.feedback.reading import FeedbackReader
@@ -90,48 +79,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LABEL_RULES = "feedback-v1"
-MAX_UNCAPPED_PAIRS = 1_000_000
-"""Preference pairs an export without ``max_pairs_per_group`` may build in all (each holds
-its prompt's sources: a million rows is gigabytes)."""
 """Name of the labelling rules above; written to every exported dataset's metadata."""
-
-PREFERENCE_COLUMNS = (
-    "prompt",
-    "chosen",
-    "rejected",
-    "qid",
-    "strategy",
-    "chosen_score",
-    "rejected_score",
-)
-"""The columns of ``PreferenceBuilder``'s datasets, so both concatenate."""
-
-Split = Literal["all", "train", "eval"]
-
-
-def feedback_query_id(query: str, metadata: Mapping[str, Any], keys: Sequence[str] = ()) -> str:
-    """The query id of a record: ``stable_query_id(query)``, plus a suffix for ``keys``' metadata values.
-
-    Example::
-
-        feedback_query_id("Apple return policy?", {"store": "grocery"}, ("store",))
-    """
-    qid = stable_query_id(query)
-    if not keys:
-        return qid
-    values = json.dumps([metadata.get(k) for k in keys], sort_keys=True, default=str)
-    return f"{qid}-{hashlib.sha1(values.encode()).hexdigest()[:8]}"
-
-
-def is_eval_query(qid: str, eval_fraction: float, seed: int = 0) -> bool:
-    """True when query ``qid`` belongs to the held-out evaluation side (stable per seed).
-
-    Example::
-
-        is_eval_query("q-1a2b", 0.2)        # the same answer on every export
-    """
-    digest = hashlib.sha256(f"{seed}:{qid}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
 
 
 @dataclass
@@ -143,38 +91,6 @@ class _Query:
     positives: dict[str, None] = field(default_factory=dict)
     rejected: dict[str, Negative] = field(default_factory=dict)  # the first per node id
     records: int = 0
-
-
-def _check_split(split: str, eval_fraction: float, seed: int = 0) -> None:
-    if not isinstance(split, str) or split not in ("all", "train", "eval"):
-        raise ValueError(f"split must be 'all', 'train' or 'eval', got {show(split)}")
-    if (
-        isinstance(eval_fraction, bool)
-        or not isinstance(eval_fraction, numbers.Real)
-        or not 0.0 <= eval_fraction <= 1.0
-    ):
-        raise ValueError(
-            f"eval_fraction must be a number between 0 and 1, got {show(eval_fraction)}"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer, got {show(seed)}")
-
-
-def check_keys(keys: Any, name: str = "query_metadata_keys") -> tuple[str, ...]:
-    """``keys`` as a tuple of metadata key names (raises naming the argument ``name``)."""
-    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
-        raise TypeError(
-            f"{name} must be a list of metadata key names, got {show(keys)}; "
-            'write ("store",) for one key'
-        )
-    keys = tuple(keys)
-    for i, key in enumerate(keys):
-        check_text(key, f"{name}[{i}]")
-    return keys
-
-
-def _keep(qid: str, split: str, eval_fraction: float, seed: int) -> bool:
-    return split == "all" or is_eval_query(qid, eval_fraction, seed) == (split == "eval")
 
 
 def _filters(since: Any, until: Any, bundle_version: Any) -> dict[str, Any]:
@@ -212,11 +128,6 @@ def _label(record: FeedbackRecord, query: _Query) -> None:
             query.rejected[source.node_id] = Negative(
                 source.node_id, source="feedback", score=score, rank=rank
             )
-
-
-def _answer_key(answer: str) -> str:
-    """An answer text compared for preference pairs: NFC, whitespace runs as one space, trimmed."""
-    return " ".join(unicodedata.normalize("NFC", answer).split())
 
 
 def _corpus(
@@ -403,156 +314,3 @@ def feedback_evaluation_set(
         until=until,
         bundle_version=bundle_version,
     )
-
-
-def _spread_pairs(chosen: Sequence[Any], rejected: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
-    """Every (chosen, rejected) pair once, made as they are read, in shifts that pair each
-    chosen answer with a different rejected one: any first pairs cover the answers evenly.
-
-    Example::
-
-        list(_spread_pairs("ab", "xy"))   # [('a', 'x'), ('b', 'y'), ('a', 'y'), ('b', 'x')]
-    """
-    for shift in range(len(rejected)):
-        for i, good in enumerate(chosen):
-            yield good, rejected[(i + shift) % len(rejected)]
-
-
-def _check_uncapped_pairs(
-    groups: Mapping[Any, Mapping[int, Mapping[str, Any]]], store: Any
-) -> None:
-    """``ValueError`` when every (upvoted, downvoted) pair of ``groups`` (answers rated both
-    ways left out) would be more than :data:`MAX_UNCAPPED_PAIRS`."""
-    sizes = {}
-    for (qid, _), by_rating in groups.items():
-        contested = by_rating[1].keys() & by_rating[-1].keys()
-        sizes[qid] = sizes.get(qid, 0) + (len(by_rating[1]) - len(contested)) * (
-            len(by_rating[-1]) - len(contested)
-        )
-    total = sum(sizes.values())
-    if total > MAX_UNCAPPED_PAIRS:
-        largest = max(sizes, key=sizes.__getitem__)
-        raise ValueError(
-            f"the feedback in {store.path} makes {total:,} preference pairs without "
-            f"max_pairs_per_group (query {largest} alone {sizes[largest]:,}: every upvoted "
-            f"answer with every downvoted one), over {MAX_UNCAPPED_PAIRS:,}; pass "
-            "max_pairs_per_group (e.g. 10) to keep the most varied pairs of each group"
-        )
-
-
-def feedback_preference_pairs(
-    store: FeedbackReader,
-    *,
-    refusal: str = DEFAULT_REFUSAL,
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-    max_source_chars: int | None = None,
-    max_pairs_per_group: int | None = None,
-    split: Split = "all",
-    eval_fraction: float = 0.2,
-    seed: int = 0,
-    query_metadata_keys: Sequence[str] = (),
-    since: datetime | float | None = None,
-    until: datetime | float | None = None,
-    bundle_version: str | Sequence[str] | None = None,
-) -> datasets.Dataset:
-    """DPO pairs: an upvoted answer over a downvoted one, same query and same sources.
-
-    Columns are ``PreferenceBuilder``'s (``prompt`` = system + user messages,
-    ``chosen`` / ``rejected`` = one assistant message each, ``qid``,
-    ``strategy="feedback"``, ``chosen_score=1.0``, ``rejected_score=0.0``), so the
-    two concatenate and ``DecoderFinetuneEngine`` / TRL's ``DPOTrainer`` read them.
-    ``refusal``, ``system_prompt`` and ``max_source_chars`` must be the answering
-    engine's. Each (query, sources) group pairs every upvoted answer with every downvoted
-    one, in shifts (the earliest answers first) so that the first ``max_pairs_per_group``
-    pairs use as many different answers as they can; only those are built. Without
-    ``max_pairs_per_group`` the pairs grow as a product (5,000 x 5,000 answers to one
-    question: 25 million prompts), so more than :data:`MAX_UNCAPPED_PAIRS` in all is a
-    ``ValueError`` naming the largest group, before any is built. No pair gives
-    an empty dataset with these columns. A group whose stored source texts are gone (rows
-    deleted by hand) is left out with a logged warning: its prompt cannot be rebuilt.
-
-    Example::
-
-        pairs = store.to_preference_pairs(max_source_chars=1500, split="train")
-        pairs[0]["chosen"][0]["content"], pairs[0]["rejected"][0]["content"]
-    """
-    _check_split(split, eval_fraction, seed)
-    check_text(refusal, "refusal")
-    check_text(system_prompt, "system_prompt")
-    if max_source_chars is not None and (
-        isinstance(max_source_chars, bool)
-        or not isinstance(max_source_chars, numbers.Integral)
-        or max_source_chars < 1
-    ):
-        raise ValueError(
-            f"max_source_chars must be a positive integer or None, got {show(max_source_chars)}"
-        )
-    if max_pairs_per_group is not None and (
-        isinstance(max_pairs_per_group, bool)
-        or not isinstance(max_pairs_per_group, numbers.Integral)
-        or max_pairs_per_group < 1
-    ):
-        raise ValueError(
-            f"max_pairs_per_group must be a positive integer or None, got {max_pairs_per_group!r}"
-        )
-    keys = check_keys(query_metadata_keys)
-    # each distinct answer once, as (question, answer text): not the whole record
-    groups: dict[
-        tuple[str, tuple[tuple[str, str], ...]], dict[int, dict[str, tuple[str, str]]]
-    ] = {}
-    with store.snapshot() as view:  # records and texts of one moment (writers go on)
-        for record in view.records(since=since, until=until, bundle_version=bundle_version):
-            if record.rating is None or record.answer is None:
-                continue
-            answer = _answer_key(record.answer)
-            if not answer:  # a blank answer teaches nothing, chosen or rejected
-                continue
-            qid = feedback_query_id(record.query, record.metadata, keys)
-            if not _keep(qid, split, eval_fraction, seed):
-                continue
-            sources = tuple((s.node_id, s.text_hash) for s in record.retrieved)
-            by_rating = groups.setdefault((qid, sources), {1: {}, -1: {}})
-            by_rating[record.rating].setdefault(answer, (record.query, record.answer))
-        if max_pairs_per_group is None:
-            _check_uncapped_pairs(groups, store)
-        needed = {key for (_, sources), g in groups.items() if g[1] and g[-1] for key in sources}
-        texts = view.node_texts(needed)
-    rows: list[dict[str, Any]] = []
-    for (qid, sources), by_rating in groups.items():
-        lost = [key for key in sources if key not in texts]
-        if lost and by_rating[1] and by_rating[-1]:
-            # the file lost a source text its answers were given (rows deleted by hand, say)
-            logger.warning(
-                "feedback preference pairs: query %s left out: the store %s has no text for "
-                "its source(s) %s, so its prompt cannot be rebuilt",
-                qid,
-                store.path,
-                ", ".join(f"{node_id!r} (text hash {h})" for node_id, h in lost[:5]),
-            )
-            continue
-        contested = set(by_rating[1]) & set(by_rating[-1])
-        chosen = [r for answer, r in by_rating[1].items() if answer not in contested]
-        rejected = [r for answer, r in by_rating[-1].items() if answer not in contested]
-        if not chosen or not rejected:
-            continue
-        source_texts = [truncate_source(texts[key], max_source_chars) for key in sources]
-        for good, bad in islice(_spread_pairs(chosen, rejected), max_pairs_per_group):
-            messages = build_messages(
-                good[0], source_texts, refusal=refusal, system_prompt=system_prompt
-            )
-            rows.append(
-                {
-                    "prompt": [
-                        {"role": m.role.value, "content": m.content or ""} for m in messages
-                    ],
-                    "chosen": [{"role": "assistant", "content": good[1]}],
-                    "rejected": [{"role": "assistant", "content": bad[1]}],
-                    "qid": qid,
-                    "strategy": "feedback",
-                    "chosen_score": 1.0,
-                    "rejected_score": 0.0,
-                }
-            )
-    import datasets
-
-    return datasets.Dataset.from_dict({k: [row[k] for row in rows] for k in PREFERENCE_COLUMNS})

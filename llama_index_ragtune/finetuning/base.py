@@ -28,6 +28,10 @@ share one shape:
   others serve its model inference), decides and writes ``final/``,
   ``challenger/`` and ``decision.json``, and every process returns its result.
 
+Step planning lives in :mod:`~llama_index_ragtune.finetuning.training_plan`, the
+distributed steps in :mod:`~llama_index_ragtune.finetuning.distributed`, the
+validation split's size in :mod:`~llama_index_ragtune.finetuning.validation_split`.
+
 Example::
 
     from llama_index_ragtune.finetuning import EncoderFinetuneEngine
@@ -40,15 +44,12 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import numbers
 import os
-import pickle
 import shutil
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,53 +63,25 @@ from llama_index_ragtune.finetuning.checkpoints import (
     resolve_resume,
 )
 from llama_index_ragtune.finetuning.compat import register_if_loaded
+from llama_index_ragtune.finetuning.distributed import DistributedMixin
 from llama_index_ragtune.finetuning.promotion import PromotionDecision, refuse_broken
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.finetuning.training_plan import TrainingPlanMixin
+from llama_index_ragtune.finetuning.validation_split import (  # noqa: F401 - importable here too
+    DEFAULT_MAX_VAL_QUERIES,
+    DEFAULT_VAL_FRACTION,
+    MIN_VAL_QUERIES,
+    split_rows_by_question,
+    validation_size,
+)
 
 logger = logging.getLogger(__name__)
 
 DECISION_FILE = "decision.json"
 CHALLENGER_DIR = "challenger"
-DEFAULT_VAL_FRACTION = 0.1
-DEFAULT_MAX_VAL_QUERIES = 200
-MIN_VAL_QUERIES = 50
 
 
-def validation_size(n_queries: int, val_fraction: float, max_val: int) -> int:
-    """How many of ``n_queries`` go to validation: ``val_fraction`` of them, at least
-    ``min(50, n / 4)`` (decisions on a handful of queries are noise), at most ``max_val``."""
-    if n_queries < 2:
-        return 0
-    wanted = max(round(n_queries * val_fraction), min(MIN_VAL_QUERIES, n_queries // 4), 1)
-    return max(1, min(wanted, max_val, n_queries - 1))
-
-
-def split_rows_by_question(
-    data: Any, val_fraction: float, max_val: int, seed: int
-) -> tuple[Any, Any | None]:
-    """``(train, val)`` rows of a ``datasets.Dataset``, whole questions (its ``qid`` column, else
-    each row) held out: ``validation_size`` of them, seeded; ``val`` is ``None`` when none are.
-
-    Example::
-
-        train, val = split_rows_by_question(rows, 0.1, 200, seed=0)
-    """
-    keys = [str(k) for k in (data["qid"] if "qid" in data.column_names else range(len(data)))]
-    texts = data["question"] if "question" in data.column_names else keys
-    # twins (the same question under two qids) stay together
-    text_of = dict(zip(keys, texts, strict=True))
-    n_groups = len(twin_groups(text_of))
-    n_val = validation_size(n_groups, val_fraction, max_val)
-    if val_fraction == 0 or n_val == 0:
-        return data, None
-    held = held_out_twins(text_of, n_val, seed)
-    val_idx = [i for i, k in enumerate(keys) if k in held]
-    train_idx = [i for i, k in enumerate(keys) if k not in held]
-    logger.info("validation: %d of %d questions held out", n_val, n_groups)
-    return data.select(train_idx), data.select(val_idx)
-
-
-class BaseFinetuneEngine(ABC):
+class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
     """Shared constructor checks, paths, resume, decision and result of the engines.
 
     Subclasses set ``kind``, ``args_class`` and ``default_output_dir``, implement
@@ -278,84 +251,6 @@ class BaseFinetuneEngine(ABC):
         logger.info("validation: %d of %d training queries held out", len(val), len(ids))
         return train, val
 
-    def _configure_checkpoint_selection(
-        self, pool: Any, total_steps: int, eval_points: int
-    ) -> None:
-        """Evaluate ``pool`` ``eval_points`` times during training and keep the best checkpoint
-        (``load_best_model_at_end``), unless the caller configured evaluation in ``args``."""
-        if pool is None or eval_points < 1 or self.args.eval_strategy != "no" or total_steps < 2:
-            return
-        every = max(1, math.ceil(total_steps / eval_points))
-        self.args.eval_strategy = "steps"
-        self.args.eval_steps = every
-        self.args.save_strategy = "steps"
-        self.args.save_steps = every
-        self.args.load_best_model_at_end = True
-        self.args.metric_for_best_model = getattr(
-            pool, "metric_key", f"eval_{pool.name}_{pool.primary_metric}"
-        )
-        self.args.greater_is_better = getattr(pool, "greater_is_better", True)
-
-    def _training_deadline(self) -> float | None:
-        """When training must end (``train_deadline``; engines with work after training
-        move it earlier)."""
-        return self.train_deadline
-
-    def _budget_callbacks(self, budget: Any) -> tuple[list[Any], Any]:
-        """The user's callbacks plus a ``TimeBudgetCallback`` when ``budget.minutes`` or a
-        training deadline is set."""
-        from llama_index_ragtune.finetuning.budget import TimeBudgetCallback
-
-        callbacks = list(self.callbacks)
-        timer = None
-        minutes = None if budget is None else budget.minutes
-        deadline = self._training_deadline()
-        if minutes is not None or deadline is not None:
-            timer = TimeBudgetCallback(minutes, deadline=deadline)
-            callbacks.append(timer)
-        return callbacks, timer
-
-    def _plan_steps(
-        self,
-        budget: Any,
-        rows: int,
-        probe: Any,
-        deadline: float | None = None,
-        repeats: int = 2,
-        args: Any = None,
-    ) -> dict[str, Any]:
-        """Plan ``args.max_steps`` (``self.args`` unless another stage's ``args`` are given)
-        for ``budget.minutes`` or the time to the training deadline (``deadline``, else
-        ``_training_deadline()``), whichever ends sooner, by timing ``probe()``: one
-        micro-batch of one process, called ``repeats`` times, the first a warm-up
-        (``time_steps``). Steps count global batches (all processes, all accumulation
-        steps). A planned run's learning-rate schedule ends when its time does, instead of
-        being cut off part-way by the timer."""
-        from llama_index_ragtune.finetuning.budget import describe_plan, plan_steps, time_steps
-
-        args = self.args if args is None else args
-        # an optimizer step takes a global batch: every process's batch, every accumulation step
-        accumulation = max(1, args.gradient_accumulation_steps)
-        batch = args.per_device_train_batch_size * args.world_size * accumulation
-        epochs = int(math.ceil(args.num_train_epochs))
-        plan: dict[str, Any] = {"rows": rows, "batch_size": batch}
-        minutes = None if budget is None else budget.minutes
-        deadline = self._training_deadline() if deadline is None else deadline
-        if (minutes is not None or deadline is not None) and args.max_steps <= 0 and probe:
-            # every process plans with the main one's timing: DDP ranks must agree on max_steps
-            seconds = self._from_main(time_steps(probe, repeats=repeats)) * accumulation
-            if deadline is not None:
-                left = (deadline - time.time()) / 60
-                minutes = left if minutes is None else min(minutes, left)
-                minutes = max(minutes, seconds / 60)
-            steps = plan_steps(minutes, seconds, rows, batch, epochs=epochs)
-            plan.update(seconds_per_step=round(seconds, 2), planned_steps=steps)
-            logger.info(describe_plan(rows, batch, steps, seconds))
-            if steps is not None:
-                args.max_steps = steps
-        plan["steps"] = args.max_steps if args.max_steps > 0 else math.ceil(rows / batch) * epochs
-        return plan
-
     def _save_outcome(
         self, decision: PromotionDecision, start_state: Mapping[str, Any], keep_start: bool = True
     ) -> PromotionDecision:
@@ -442,96 +337,6 @@ class BaseFinetuneEngine(ABC):
                 "nonfinite_weights": list(self.broken_weights),
             },
         )
-
-    # ------------------------------------------------------------------ distributed
-
-    @property
-    def is_main_process(self) -> bool:
-        """Whether this process evaluates, decides and writes ``final/``, ``challenger/`` and
-        ``decision.json``: always in a single process; under ``torchrun`` / ``accelerate
-        launch`` only rank 0 (every rank trains).
-
-        Example::
-
-            result = engine.finetune()          # every process returns the same result
-            if engine.is_main_process:
-                print(result.format_table())    # printed once under torchrun
-        """
-        return self.args.process_index == 0
-
-    def _distributed(self) -> bool:
-        """Whether training runs in several processes (DDP through ``torchrun`` / ``accelerate``).
-
-        Raises ``RuntimeError`` when the launcher started several processes but ``args``
-        sees only one (on a machine without a GPU, DDP needs ``use_cpu=True``): each
-        process would then train alone on all the data and write the same folders.
-        """
-        launched = int(os.environ.get("WORLD_SIZE") or 1)
-        world = self.args.world_size
-        if launched > 1 and world == 1:
-            raise RuntimeError(
-                f"{type(self).__name__}: the launcher started {launched} processes "
-                f"(WORLD_SIZE={launched}) but args.world_size is 1, so each process would train "
-                "alone; without a GPU pass use_cpu=True in args (DDP over the gloo backend), "
-                "e.g. default_args(output_dir, use_cpu=True), or ragtune train ... --device cpu"
-            )
-        return world > 1
-
-    def _from_main(self, value: Any) -> Any:
-        """The main process's ``value`` on every process (``value`` itself in a single process)."""
-        if not self._distributed():
-            return value
-        from torch import distributed as dist
-
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def _on_main(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` run by the main process only; its return value reaches every process.
-
-        Under DDP the other processes serve the model inference that ``fn`` asks for
-        (sentence-transformers' ``distributed_evaluation``: encode/predict calls are
-        sharded over the ranks), and raise too when ``fn`` raises on the main process,
-        so no rank waits forever.
-        """
-        if not self._distributed():
-            return fn(*args)
-
-        from sentence_transformers.util.distributed import distributed_evaluation
-
-        value = None
-        with distributed_evaluation(self.model) as run:
-            if run:
-                value = fn(*args)
-                pickle.dumps(value)  # an unpicklable value fails here, stopping the other ranks
-        return self._from_main(value)
-
-    def _same_on_every_process(self, columns: Mapping[str, Any]) -> Any:
-        """``columns`` (the training rows), checked to be identical on every DDP process.
-
-        Row selection is seeded, so the processes normally build the same rows; rows
-        that differ (a dataset built differently per process, scores computed on
-        different devices) are replaced by the main process's, with a warning.
-        """
-        if not self._distributed():
-            return columns
-
-        from torch import distributed as dist
-
-        text = json.dumps(columns, sort_keys=True, default=str).encode("utf-8")
-        digests: list[Any] = [None] * self.args.world_size
-        dist.all_gather_object(digests, hashlib.sha256(text).hexdigest())
-        if len(set(digests)) == 1:
-            return columns
-        if self.is_main_process:
-            logger.warning(
-                "%s: the training rows differ across the %d processes; every process trains "
-                "on the main process's rows (build the dataset the same way in every process)",
-                type(self).__name__,
-                len(digests),
-            )
-        return self._from_main(columns)
 
     # ------------------------------------------------------------------ public
 

@@ -1,26 +1,15 @@
 """Fine-tune the bi-encoder on a ``RetrievalDataset``, validated, within a budget, never worse.
 
 ``EncoderFinetuneEngine`` wraps sentence-transformers' ``SentenceTransformerTrainer``
-and keeps the engine contract of :mod:`~llama_index_ragtune.finetuning.base`:
-
-- training rows (query, positive, mined negative) within a ``TrainingBudget``:
-  strongest positives first, queries covered evenly, a wall-clock budget
-  planned before training starts (``finetuning.budget``);
-- the loss: ``MultipleNegativesRankingLoss`` (``"mnrl"``), its cached variant,
-  or GIST (``"gist"`` / ``"cached_gist"``: the starting model, frozen, guides which
-  in-batch negatives count, so other queries' positives that are relevant to this
-  query are not pushed away); optionally inside ``MatryoshkaLoss``;
-- validation on held-out training queries (carved off when none is given),
-  scored as the retriever is used: dense alone and fused with BM25
-  (``HybridRetrievalEvaluator``); during training a small candidate pool of the
-  validation queries picks the best checkpoint (``load_best_model_at_end``);
-- champion / challenger: ``<output_dir>/final`` holds the tuned model only when
-  it beats the starting model on validation (``hybrid_ndcg@10`` by default) by
-  more than ``promotion_margin``; otherwise it holds the starting model and the
-  tuned one waits in ``<output_dir>/challenger``.
-
-Hyperparameters live in the upstream ``SentenceTransformerTrainingArguments``;
-``default_args()`` builds the defaults (tuned for a 2-core CPU).
+under the engine contract of :mod:`~llama_index_ragtune.finetuning.base`: training
+rows (query, positive, mined negative) within a ``TrainingBudget``; an MNRL or GIST
+loss (optionally inside ``MatryoshkaLoss``); validation on held-out queries scored
+dense and fused with BM25; ``<output_dir>/final`` holds the tuned model only when it
+beats the starting one by more than ``promotion_margin`` (else the tuned one waits in
+``challenger/``). Building the rows, model and loss lives in
+:mod:`~llama_index_ragtune.finetuning.encoder_training`, validation in
+:mod:`~llama_index_ragtune.finetuning.encoder_evaluation`; ``default_args()`` builds
+the ``SentenceTransformerTrainingArguments`` defaults (tuned for a 2-core CPU).
 
 Example::
 
@@ -38,7 +27,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -52,15 +40,26 @@ from sentence_transformers.sentence_transformer.training_args import (
 )
 from torch import nn
 
-from llama_index_ragtune.evaluation.metrics import copy_metrics
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
-from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
+from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
+from llama_index_ragtune.finetuning.encoder_evaluation import (  # noqa: F401 - importable here too
+    MAX_POOL_DOCS,
+    POOL_DEPTH,
+    EncoderEvaluationMixin,
+    _fusion_of,
+    _fusion_params,
+    _strip_prefix,
+)
+from llama_index_ragtune.finetuning.encoder_training import (  # noqa: F401 - importable here too
+    GIST_TEMPERATURE,
+    EncoderTrainingMixin,
+)
 from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult
-from llama_index_ragtune.finetuning.rows import check_trainable, encoder_rows
-from llama_index_ragtune.models import load_model, resolve_model
+from llama_index_ragtune.finetuning.rows import check_trainable
+from llama_index_ragtune.models import load_model
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -74,12 +73,9 @@ LOSSES = ("mnrl", "cached_mnrl", "gist", "cached_gist")
 DEFAULT_LOSS = "mnrl"
 DEFAULT_BUDGET = TrainingBudget(max_pairs_per_query=8, minutes=10.0)
 """Default training budget: the 8 strongest positives of each query, 10 minutes of training."""
-POOL_DEPTH = 10
-MAX_POOL_DOCS = 2000
-GIST_TEMPERATURE = 0.05  # = MultipleNegativesRankingLoss's default scale of 20
 
 
-class EncoderFinetuneEngine(BaseFinetuneEngine):
+class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFinetuneEngine):
     """Contrastive fine-tuning of a sentence-transformers bi-encoder, validated and gated.
 
     Args:
@@ -263,199 +259,6 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
 
     default_training_args = default_args
 
-    # ------------------------------------------------------------------ building
-
-    @staticmethod
-    def _load_model(model: Any, loss: Any, device: str | None) -> SentenceTransformer:
-        loss_model = getattr(loss, "model", None) if isinstance(loss, nn.Module) else None
-        if model is None and isinstance(loss_model, SentenceTransformer):
-            return loss_model
-        if isinstance(model, SentenceTransformer):
-            st = model
-        elif model is None or isinstance(model, (str, Path)):
-            st = load_model(
-                SentenceTransformer, resolve_model(model, kind="encoder"), device=device
-            )
-        else:
-            raise TypeError(
-                f"model must be None, a path, a hub id or a SentenceTransformer, got {type(model).__name__}"
-            )
-        if loss_model is not None and loss_model is not st:
-            raise ValueError(
-                "the loss module was built on a different model than the engine's; pass that model as "
-                "model=..., or pass the loss as a callable `lambda model: Loss(model)`"
-            )
-        return st
-
-    def _build_loss(self) -> nn.Module:
-        from sentence_transformers.sentence_transformer import losses
-
-        # under DDP the in-batch negatives come from the whole global batch, as in one process
-        gather = {"gather_across_devices": self._distributed()}
-        if self.loss == "mnrl":
-            loss: nn.Module = losses.MultipleNegativesRankingLoss(self.model, **gather)
-        elif self.loss == "cached_mnrl":
-            loss = losses.CachedMultipleNegativesRankingLoss(
-                self.model, mini_batch_size=16, **gather
-            )
-        elif self.loss in ("gist", "cached_gist"):
-            guide = self._guide_model()
-            # query -> document terms only, like MultipleNegativesRankingLoss: the guide
-            # only decides which in-batch and mined candidates count as negatives.
-            gist = {
-                "temperature": GIST_TEMPERATURE,
-                "contrast_anchors": False,
-                "contrast_positives": False,
-                **gather,
-            }
-            if self.loss == "gist":
-                loss = losses.GISTEmbedLoss(self.model, guide, **gist)
-            else:
-                loss = losses.CachedGISTEmbedLoss(self.model, guide, mini_batch_size=16, **gist)
-        elif isinstance(self.loss, nn.Module):
-            loss = self.loss
-        elif callable(self.loss):
-            loss = self.loss(self.model)
-        else:
-            raise TypeError(
-                f"loss must be a name, a loss module or a callable, got {type(self.loss).__name__}"
-            )
-        if self.matryoshka_dims:
-            loss = losses.MatryoshkaLoss(self.model, loss, matryoshka_dims=self.matryoshka_dims)
-        return loss
-
-    def _guide_model(self) -> SentenceTransformer:
-        """A frozen copy of the starting model: GIST's judge of which in-batch negatives count."""
-        guide = copy.deepcopy(self.model)
-        guide.eval()
-        for param in guide.parameters():
-            param.requires_grad_(False)
-        return guide
-
-    def build_train_rows(
-        self, dataset: RetrievalDataset | None = None
-    ) -> tuple[dict[str, list[str]], dict[str, Any]]:
-        """The trainer's columns (``anchor``, ``positive``, ``negative``...) within the budget."""
-        dataset = dataset if dataset is not None else self.train_dataset
-        positives = select_positives(
-            dataset,
-            self.budget,
-            seed=self.args.seed,
-            min_grade=self.min_grade,
-            top_grade_only=self.top_grade_only,
-        )
-        if not positives:
-            raise ValueError(
-                f"no training pair left: every positive is graded below min_grade={self.min_grade}"
-            )
-        columns, stats = encoder_rows(
-            dataset, self.max_negatives_per_query, seed=self.args.seed, positives=positives
-        )
-        if (
-            self.query_prompt is not None or self.passage_prompt is not None
-        ) and self.args.prompts is None:
-            self.args.prompts = {
-                col: (self.query_prompt if col == "anchor" else self.passage_prompt) or ""
-                for col in columns
-            }
-        info = stats.as_dict()
-        info["pairs_available"] = dataset.num_pairs
-        return columns, info
-
-    def _validation_evaluator(self, val: RetrievalDataset | None) -> Any:
-        if self._user_evaluator is not None or val is None:
-            return self._user_evaluator
-        from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
-
-        return HybridRetrievalEvaluator(
-            val.queries,
-            val.corpus,
-            val.graded_qrels(),
-            fusion=self.fusion,
-            **self.bm25_text.options(),
-            query_prompt=self.query_prompt,
-            passage_prompt=self.passage_prompt,
-            show_progress_bar=self.show_progress,
-            cache_dir=self.cache_dir,
-        )
-
-    def _pool_evaluator(self, val: RetrievalDataset | None, evaluator: Any) -> Any:
-        """A cheap evaluator for checkpoint selection: the validation queries over a
-        pool of their positives and their top BM25 / starting-model candidates."""
-        from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
-        from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator
-
-        if (
-            val is None
-            or self.eval_points == 0
-            or not isinstance(evaluator, HybridRetrievalEvaluator)
-        ):
-            return None
-        pool: dict[str, None] = {}
-        bm25 = evaluator.bm25_rankings()
-        for qid in evaluator.query_ids:
-            pool.update(dict.fromkeys(val.relevant_docs[qid]))
-            pool.update(dict.fromkeys(d for d, _ in bm25[qid][:POOL_DEPTH]))
-            pool.update(
-                dict.fromkeys(
-                    d for d, _ in evaluator.last_scored_rankings.get(qid, [])[:POOL_DEPTH]
-                )
-            )
-            if len(pool) >= MAX_POOL_DOCS:
-                break
-        corpus = {d: val.corpus[d] for d in pool}
-        qids = [q for q in evaluator.query_ids if all(d in corpus for d in val.relevant_docs[q])]
-        if not qids:
-            return None
-        return DenseRetrievalEvaluator(
-            {q: val.queries[q] for q in qids},
-            corpus,
-            {q: evaluator.qrels[q] for q in qids},
-            query_prompt=self.query_prompt,
-            passage_prompt=self.passage_prompt,
-            show_progress_bar=False,
-            name="pool",
-        )
-
-    def _evaluate(self, evaluator: Any) -> dict[str, float]:
-        if evaluator is None:
-            return {}
-        evaluate = getattr(evaluator, "evaluate", None)
-        if callable(evaluate):
-            return copy_metrics(evaluate(self.model))
-        raw = evaluator(self.model)
-        return (
-            {_strip_prefix(k): float(v) for k, v in raw.items()}
-            if isinstance(raw, dict)
-            else {"score": float(raw)}
-        )
-
-    def _decision_metric(self, evaluator: Any, after: Mapping[str, float]) -> str:
-        if self.decision_metric:
-            return self.decision_metric
-        primary = getattr(evaluator, "primary_metric", None)
-        if primary and primary in after:
-            return primary
-        return "ndcg@10" if "ndcg@10" in after else next(iter(after), "ndcg@10")
-
-    # ------------------------------------------------------------------ planning
-
-    def _probe_step(self, loss: nn.Module, columns: Mapping[str, list[str]]) -> Callable[[], None]:
-        """One forward + backward on real rows, without an optimizer step (weights unchanged)."""
-        batch = min(self.args.per_device_train_batch_size, len(columns["anchor"]))
-        texts = [list(v[:batch]) for v in columns.values()]
-
-        def step() -> None:
-            from sentence_transformers.util import batch_to_device
-
-            features = [
-                batch_to_device(self.model.preprocess(col), self.model.device) for col in texts
-            ]
-            loss(features, None).backward()
-            self.model.zero_grad(set_to_none=True)
-
-        return step
-
     # ------------------------------------------------------------------ public
 
     @property
@@ -560,24 +363,3 @@ class EncoderFinetuneEngine(BaseFinetuneEngine):
         kwargs.setdefault("query_instruction", self.query_prompt)
         kwargs.setdefault("text_instruction", self.passage_prompt)
         return load_model(HuggingFaceEmbedding, model_name=str(path), **kwargs)
-
-
-def _fusion_params(choice: Any) -> dict[str, Any] | None:
-    return None if choice is None else dict(choice.params)
-
-
-def _fusion_of(decision: Any, before: Any, after: Any, evaluator: Any) -> dict[str, Any] | None:
-    """``HybridRetriever`` fusion arguments that go with the promoted model (``None`` if not hybrid).
-
-    With ``fusion="auto"`` they were chosen on the validation queries for that model.
-    """
-    chosen = after if decision.promoted else before
-    if chosen is not None:
-        return dict(chosen.params)
-    fusion = getattr(evaluator, "fusion", None)
-    return dict(fusion) if fusion else None
-
-
-def _strip_prefix(key: str) -> str:
-    """``"val_ndcg@10"`` -> ``"ndcg@10"``; ``"val_cosine_ndcg@10"`` -> ``"ndcg@10"``."""
-    return key.rsplit("_", 1)[-1] if "@" in key else key

@@ -1,32 +1,15 @@
 """Fine-tune the cross-encoder reranker on a ``RetrievalDataset``; keep it only where it helps.
 
 ``RerankerFinetuneEngine`` wraps sentence-transformers' ``CrossEncoderTrainer``
-and keeps the engine contract of :mod:`~llama_index_ragtune.finetuning.base`.
-It starts from a cross-encoder, or from a bi-encoder checkpoint with a new
-one-logit head (the offline default: the bundled all-MiniLM-L6-v2), and trains
-with one of:
-
-- ``"margin_mse"`` (default when a teacher is given): ``MarginMSELoss`` distilling a
-  teacher's score margins on (query, positive, negative) triplets (``teacher=`` a
-  CrossEncoder path, a ``SentenceTransformer`` bi-encoder whose scaled cosine
-  similarity is the score, e.g. the fine-tuned encoder, or a callable ``pairs -> scores``);
-- ``"bce"``: ``BinaryCrossEntropyLoss`` on (query, passage, label) rows, positives
-  weighted by the negative-to-positive ratio (default without a teacher);
-- ``"lambda"`` / ``"listnet"``: ``LambdaLoss`` / ``ListNetLoss`` over
-  (query, [positives + negatives], [labels]) lists.
-
-A new head on a bi-encoder learns slowly from binary labels: on SciFact, one
-CPU epoch of BCE leaves it ranking at random. Distilling a fine-tuned
-bi-encoder's margins gives every pair a graded target and trains in the same budget.
-
-Validation reranks the first-stage candidates of held-out queries (the hybrid
-retriever's top ``rerank_depth`` over the validation corpus, or ``candidates=``):
-"before" is the first-stage order (or the starting cross-encoder's, when it is a
-trained one), "after" the tuned reranker blended with the first-stage score at the
-``retrieval_weights`` value that validates best. The reranker is promoted only
-when that beats "before" by more than ``promotion_margin``; otherwise
-``get_finetuned_model()`` raises ``RerankerNotPromotedError`` (leave the reranker
-out: it does not help on this data) and the tuned model waits in ``challenger/``.
+under the engine contract of :mod:`~llama_index_ragtune.finetuning.base`. Losses:
+``"margin_mse"`` (default with a ``teacher=``: distils its score margins), ``"bce"``
+(default without), ``"lambda"`` and ``"listnet"``. Validation reranks the hybrid
+retriever's candidates of held-out queries, blended with the first-stage score at
+the best ``retrieval_weights`` value; the reranker is promoted only when that beats
+the first stage by more than ``promotion_margin``, otherwise
+``get_finetuned_model()`` raises ``RerankerNotPromotedError``. Building the rows,
+model and loss lives in :mod:`~llama_index_ragtune.finetuning.reranker_training`,
+validation in :mod:`~llama_index_ragtune.finetuning.reranker_evaluation`.
 
 Example::
 
@@ -43,14 +26,12 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from sentence_transformers.cross_encoder import (
     CrossEncoder,
     CrossEncoderTrainer,
@@ -59,26 +40,29 @@ from sentence_transformers.cross_encoder import (
 from torch import nn
 from transformers import set_seed
 
-from llama_index_ragtune.evaluation.metrics import copy_metrics
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
-from llama_index_ragtune.finetuning.budget import TrainingBudget, select_positives
-from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
+from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
-from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text, fusion_params
+from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
-from llama_index_ragtune.finetuning.rerank_validation import (
-    DEFAULT_WEIGHTS,
-    best_blend,
-    rerank_evaluators,
+from llama_index_ragtune.finetuning.rerank_validation import DEFAULT_WEIGHTS
+from llama_index_ragtune.finetuning.reranker_evaluation import (  # noqa: F401 - importable here too
+    POOL_QUERY_DEPTH,
+    RerankerEvaluationMixin,
+)
+from llama_index_ragtune.finetuning.reranker_training import (  # noqa: F401 - importable here too
+    _LAYOUTS,
+    DEFAULT_MAX_LENGTH,
+    RerankerTrainingMixin,
+    _is_trained_cross_encoder,
 )
 from llama_index_ragtune.finetuning.result import FinetuneResult
-from llama_index_ragtune.finetuning.rows import check_trainable, cross_encoder_rows, teacher_margins
+from llama_index_ragtune.finetuning.rows import check_trainable
 from llama_index_ragtune.finetuning.teachers import (  # noqa: F401 - bi_encoder_scorer: public here too
     Teacher,
     bi_encoder_scorer,
     teacher_scorer,
 )
-from llama_index_ragtune.models import load_model, resolve_model
 from llama_index_ragtune.postprocessor import CrossEncoderRerank
 
 if TYPE_CHECKING:
@@ -89,16 +73,8 @@ if TYPE_CHECKING:
 
 
 LOSSES = ("bce", "lambda", "listnet", "margin_mse")
-_LAYOUTS = {
-    "bce": "pointwise",
-    "lambda": "listwise",
-    "listnet": "listwise",
-    "margin_mse": "triplets",
-}
-DEFAULT_MAX_LENGTH = 256
 DEFAULT_BUDGET = TrainingBudget(max_pairs_per_query=4, minutes=10.0)
 """Default budget: the 4 strongest positives of each query, 10 minutes of training."""
-POOL_QUERY_DEPTH = 20
 logger = logging.getLogger(__name__)
 
 
@@ -106,7 +82,7 @@ class RerankerNotPromotedError(RuntimeError):
     """The tuned reranker did not beat the first stage on validation: leave it out."""
 
 
-class RerankerFinetuneEngine(BaseFinetuneEngine):
+class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, BaseFinetuneEngine):
     """Fine-tuning of a cross-encoder reranker with hard negatives, validated and gated.
 
     Args:
@@ -292,192 +268,6 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
 
     default_training_args = default_args
 
-    # ------------------------------------------------------------------ building
-
-    @staticmethod
-    def _load_model(
-        model: Any, loss: Any, max_length: int | None, device: str | None
-    ) -> CrossEncoder:
-        loss_model = getattr(loss, "model", None) if isinstance(loss, nn.Module) else None
-        if model is None and isinstance(loss_model, CrossEncoder):
-            return loss_model
-        if isinstance(model, CrossEncoder):
-            ce = model
-            if max_length is not None:
-                ce.max_length = max_length
-        elif model is None or isinstance(model, (str, Path)):
-            if max_length is None and model is None:
-                max_length = DEFAULT_MAX_LENGTH
-            # num_labels=1: a bi-encoder checkpoint gets a new one-logit head.
-            ce = load_model(
-                CrossEncoder,
-                resolve_model(model, kind="encoder"),
-                num_labels=1,
-                max_length=max_length,
-                device=device,
-            )
-        else:
-            raise TypeError(
-                f"model must be None, a path, a hub id or a CrossEncoder, got {type(model).__name__}"
-            )
-        if ce.num_labels != 1:
-            raise ValueError(
-                f"the reranker must output one score per pair, but the model has {ce.num_labels} labels; "
-                "load it with CrossEncoder(path, num_labels=1) to get a new one-logit head"
-            )
-        if loss_model is not None and loss_model is not ce:
-            raise ValueError(
-                "the loss module was built on a different model than the engine's; pass that model as "
-                "model=..., or pass the loss as a callable `lambda model: Loss(model)`"
-            )
-        return ce
-
-    def _layout(self) -> str:
-        return _LAYOUTS.get(self.loss, "pointwise") if isinstance(self.loss, str) else "pointwise"
-
-    def build_train_rows(
-        self, dataset: RetrievalDataset | None = None
-    ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-        """The trainer's columns for the loss's layout (within the budget), and their stats."""
-        dataset = dataset if dataset is not None else self.train_dataset
-        positives = select_positives(
-            dataset, self.budget, seed=self.args.seed, top_grade_only=self.top_grade_only
-        )
-        columns, stats = cross_encoder_rows(
-            dataset,
-            self._layout(),
-            self.max_negatives_per_query,
-            seed=self.args.seed,
-            positives=positives,
-        )
-        if self.loss == "margin_mse":
-            columns["label"] = teacher_margins(self._teacher_scorer(), columns)
-        return columns, stats.as_dict()
-
-    def _teacher_scorer(self) -> Callable[[list[tuple[str, str]]], Sequence[float]]:
-        return teacher_scorer(self.teacher)
-
-    def _build_loss(self, columns: Mapping[str, list[Any]]) -> nn.Module:
-        from sentence_transformers.cross_encoder import losses
-
-        if self.loss == "bce":
-            positives = sum(1 for label in columns["label"] if label > 0)
-            negatives = len(columns["label"]) - positives
-            pos_weight = torch.tensor(negatives / max(positives, 1))
-            return losses.BinaryCrossEntropyLoss(self.model, pos_weight=pos_weight)
-        if self.loss == "lambda":
-            return losses.LambdaLoss(self.model, mini_batch_size=32)
-        if self.loss == "listnet":
-            return losses.ListNetLoss(self.model, mini_batch_size=32)
-        if self.loss == "margin_mse":
-            return losses.MarginMSELoss(self.model)
-        if isinstance(self.loss, nn.Module):
-            return self.loss
-        if callable(self.loss):
-            return self.loss(self.model)
-        raise TypeError(
-            f"loss must be a name, a loss module or a callable, got {type(self.loss).__name__}"
-        )
-
-    # ------------------------------------------------------------------ evaluation
-
-    def _first_stage(
-        self, val: RetrievalDataset
-    ) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
-        """First-stage candidates (and scores) of the validation queries."""
-        if self._candidates is not None:
-            scores = self._candidate_scores or {}
-            return self._candidates, scores
-        self._candidates, self._candidate_scores = hybrid_candidates_with_scores(
-            val.queries,
-            val.corpus,
-            top_k=max(100, self.rerank_depth),
-            embed_model=self.encoder,
-            show_progress=self.show_progress,
-            bm25_kwargs=self.bm25_text.retriever_kwargs(),
-            **fusion_params(self.fusion),
-        )
-        return self._candidates, self._candidate_scores
-
-    def _candidates_bm25(self) -> dict[str, Any]:
-        """The BM25 analyzer and language of the first-stage candidates validated on
-        (``None``: none built here)."""
-        if self._candidates_given or self._user_evaluator is not None or self._candidates is None:
-            return {"bm25_analyzer": None, "bm25_language": None}
-        return self.bm25_text.options()
-
-    @property
-    def candidates(self) -> dict[str, list[str]] | None:
-        """First-stage candidates of the validation queries (built on first use)."""
-        if self._candidates is None:
-            _, val = self.split_validation()
-            if val is not None:
-                self._first_stage(val)
-        return self._candidates
-
-    def _evaluators(self, val: RetrievalDataset | None) -> tuple[Any, dict[float, Any], Any]:
-        """(before/after evaluator, blend evaluators by weight, cheap pool evaluator)."""
-        if self._user_evaluator is not None:
-            return self._user_evaluator, {}, None
-        if val is None:
-            return None, {}, None
-        candidates, scores = self._first_stage(val)
-        return rerank_evaluators(
-            val,
-            candidates,
-            scores,
-            depth=self.rerank_depth,
-            retrieval_weights=self.retrieval_weights,
-            pool_depth=min(POOL_QUERY_DEPTH, self.rerank_depth) if self.eval_points > 0 else None,
-            show_progress=self.show_progress,
-        )
-
-    def _measure(
-        self, base: Any, blends: Mapping[float, Any]
-    ) -> tuple[dict[str, float], float | None]:
-        """The tuned model's metrics at its best blend weight, and that weight."""
-        if base is None:
-            return {}, None
-        if not blends:
-            return self._evaluate_with(base), None
-        return best_blend(self.model, base, blends)
-
-    def _evaluate_with(self, evaluator: Any) -> dict[str, float]:
-        evaluate = getattr(evaluator, "evaluate", None)
-        if callable(evaluate):
-            return copy_metrics(evaluate(self.model))
-        raw = evaluator(self.model)
-        return (
-            {k.rsplit("_", 1)[-1]: float(v) for k, v in raw.items()}
-            if isinstance(raw, dict)
-            else {"score": float(raw)}
-        )
-
-    def _before(self, base: Any) -> dict[str, float]:
-        if base is None:
-            return {}
-        if self.starts_trained or not hasattr(base, "baseline"):
-            return self._evaluate_with(base)
-        return copy_metrics(base.baseline())
-
-    # ------------------------------------------------------------------ planning
-
-    def _probe_step(
-        self, loss: nn.Module, columns: Mapping[str, list[Any]]
-    ) -> Callable[[], None] | None:
-        """One forward + backward on real rows (no optimizer step); ``None`` for listwise rows."""
-        if "docs" in columns:
-            return None
-        batch = min(self.args.per_device_train_batch_size, len(columns["query"]))
-        inputs = [list(v[:batch]) for k, v in columns.items() if k != "label"]
-        labels = torch.tensor([float(x) for x in columns["label"][:batch]])
-
-        def step() -> None:
-            loss(inputs, labels).backward()
-            self.model.zero_grad(set_to_none=True)
-
-        return step
-
     # ------------------------------------------------------------------ public
 
     @property
@@ -591,22 +381,3 @@ class RerankerFinetuneEngine(BaseFinetuneEngine):
         if model_name is None and self.retrieval_weight is not None:
             kwargs.setdefault("retrieval_weight", self.retrieval_weight)
         return CrossEncoderRerank(model=str(path), top_n=top_n, **kwargs)
-
-
-def _is_trained_cross_encoder(model: Any) -> bool:
-    """Whether the starting model already is a one-score cross-encoder (not a new head)."""
-    if isinstance(model, CrossEncoder):
-        return True
-    if model is None:
-        return False
-    config = Path(str(model)) / "config.json"
-    if not config.is_file():
-        return False  # a hub id: assume a bi-encoder checkpoint unless its config says otherwise
-
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return any(
-        str(a).endswith("ForSequenceClassification") for a in data.get("architectures") or []
-    )

@@ -28,7 +28,7 @@ from llama_index_ragtune._atomic import (
     atomic_write_text,
     sha256_file,
 )
-from llama_index_ragtune.pipeline.bundle import link_or_copy, package_versions
+from llama_index_ragtune.pipeline.bundle_files import link_or_copy
 from llama_index_ragtune.pipeline.bundle_folders import (
     BUNDLES_DIR,
     CURRENT,
@@ -39,6 +39,7 @@ from llama_index_ragtune.pipeline.bundle_folders import (
 )
 from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, FORMAT_VERSION, file_digests
 from llama_index_ragtune.pipeline.context import RunContext
+from llama_index_ragtune.pipeline.package_versions import package_versions
 
 
 def _copy_tree(src: Path, dst: Path) -> None:

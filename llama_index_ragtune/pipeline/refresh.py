@@ -20,6 +20,10 @@
    ``bundles/history.jsonl``, and the refresh's work folder (``<out>/work``) keeps
    the challenger's parts for inspection.
 
+Its set-up lives in :mod:`~llama_index_ragtune.pipeline.refresh_setup`, its steps in
+:mod:`~llama_index_ragtune.pipeline.refresh_steps`, its result in
+:mod:`~llama_index_ragtune.pipeline.refresh_result`.
+
 :func:`~llama_index_ragtune.pipeline.rollback.rollback_bundle` (CLI ``ragtune rollback``)
 serves an earlier version again.
 
@@ -38,267 +42,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from llama_index_ragtune.pipeline.refresh_data import RefreshError
+from llama_index_ragtune.pipeline.refresh_result import RefreshResult
+from llama_index_ragtune.pipeline.refresh_setup import (  # noqa: F401 - importable here too
+    _BM25_SETTINGS,
+    _bundle_bm25,
+    _check_feedback,
+    _nodes_from_bundle,
+    _refresh_config,
+)
+from llama_index_ragtune.pipeline.refresh_steps import (  # noqa: F401 - importable here too
+    _check_still_served,
+    _data_step,
+    _keep_champion_parts,
+    _run_step,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RefreshError", "RefreshResult", "refresh_bundle"]
-
-
-@dataclasses.dataclass
-class RefreshResult:
-    """What a refresh decided.
-
-    Attributes:
-        promoted: whether a new version was written and is served now.
-        decision: the champion / challenger decision (``PromotionDecision``).
-        champion_version: the version in use when the refresh started.
-        served_version: the version served now (the new one when promoted).
-        bundle_path: the served version's folder.
-        out: the refresh's folder (``refresh.json``, ``work/``).
-        metrics: ``{"feedback" | "earlier": {"champion": {...}, "challenger": {...}}}``.
-        parts: each part's own decision (``{"encoder": {...}, ...}``; ``None`` when left out).
-        questions: counts of training and held-out questions by origin.
-        report: the new version's HTML report (``None`` when nothing was promoted).
-
-    Example::
-
-        result = refresh_bundle("runs/shop", "feedback.sqlite", out="runs/refresh-1")
-        result.promoted, result.served_version, result.metrics["feedback"]["challenger"]
-    """
-
-    promoted: bool
-    decision: Any
-    champion_version: str
-    served_version: str
-    bundle_path: Path
-    out: Path
-    metrics: dict[str, dict[str, dict[str, float]]]
-    parts: dict[str, Any]
-    questions: dict[str, int]
-    report: Path | None = None
-
-    def summary(self) -> str:
-        """The decision, the held-out figures and where the served bundle is."""
-        lines = [
-            f"Refresh of bundle {self.champion_version}: "
-            + (f"promoted as {self.served_version}" if self.promoted else "nothing promoted"),
-            f"  {self.decision.reason}",
-        ]
-        for name, pair in self.metrics.items():
-            champion, challenger = pair["champion"], pair["challenger"]
-            figures = ", ".join(
-                f"{k} {champion[k]:.3f} -> {challenger[k]:.3f}" for k in champion if k in challenger
-            )
-            count = self.questions.get(f"{name}_test", 0)
-            lines.append(f"  {name} held-out questions ({count}): {figures}")
-        for part, info in self.parts.items():
-            lines.append(f"  {part}: {info['reason'] if info else 'left out'}")
-        lines.append(f"Served: bundle {self.served_version} at {self.bundle_path}")
-        if self.report is not None:
-            lines.append(f"Report: {self.report}")
-        return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------- set-up
-
-
-def _refresh_config(
-    manifest: dict[str, Any], folder: Path, config: Any, time_budget: float | None
-) -> Any:
-    """The bundle's own settings (or ``config``) with the bundle's models as starting models."""
-    from llama_index_ragtune.finetuning.budget import TrainingBudget
-    from llama_index_ragtune.pipeline.config import PipelineConfig
-
-    if config is None:
-        saved = dict(manifest.get("config") or {})
-        fields = {f.name for f in dataclasses.fields(PipelineConfig)}
-        saved = {k: v for k, v in saved.items() if k in fields}
-        for part in ("encoder", "reranker", "decoder"):
-            budget = saved.get(f"{part}_budget")
-            if isinstance(budget, dict):
-                saved[f"{part}_budget"] = TrainingBudget(**budget)
-        saved["force_promotion"] = ()
-        config = PipelineConfig(**saved)
-    models = manifest["models"]
-
-    def start(part: str) -> str | None:
-        entry = models.get(part) or {}
-        if entry.get("path"):
-            return str(folder / entry["path"])
-        return entry.get("reference")
-
-    reranker = models.get("reranker")
-    config = dataclasses.replace(
-        config,
-        **_bundle_bm25(manifest, config),
-        encoder_model=start("encoder"),
-        decoder_model=start("decoder"),
-        reranker_model=str(folder / reranker["path"]) if reranker else config.reranker_model,
-    )
-    if time_budget is not None:
-        config = config.with_time_budget(time_budget)
-    return config
-
-
-_BM25_SETTINGS = (("bm25_analyzer", "analyzer", "plain"), ("bm25_language", "language", "english"))
-"""The BM25 settings a bundle records, the word for each, and what a bundle without it used."""
-
-
-def _bundle_bm25(manifest: dict[str, Any], config: Any) -> dict[str, Any]:
-    """The bundle's BM25 analyzer and language (a config asking for others is warned about:
-    a refresh retunes the models on the retriever the bundle serves)."""
-    recorded = manifest.get("config") or {}
-    kept = {}
-    for name, word, default in _BM25_SETTINGS:
-        kept[name] = recorded.get(name, default)
-        if getattr(config, name) != kept[name]:
-            logger.warning(
-                "refresh: the bundle's BM25 %s %r is kept (the config asked for %r); "
-                "a refresh retunes the models on the retriever the bundle serves: tune anew "
-                "to change the %s",
-                word,
-                kept[name],
-                getattr(config, name),
-                word,
-            )
-    return kept
-
-
-def _nodes_from_bundle(bundle: Any) -> list[Any]:
-    nodes = list(bundle.retriever.index.docstore.docs.values())
-    if not nodes:
-        raise RefreshError(
-            f"{bundle.path / 'index'} holds no nodes; pass docs= (--docs) to parse the documents"
-        )
-    return nodes
-
-
-def _check_feedback(store: Any) -> None:
-    """Raise ``RefreshError`` when the store has no record, or no record with a positive."""
-    if len(store) == 0:
-        raise RefreshError(
-            f"nothing to learn from in {store.path}: the feedback store holds no records yet; "
-            "record answers (FeedbackQueryEngine) and collect ratings or clicks first"
-        )
-    try:
-        store.to_retrieval_dataset(split="all", negatives=False)
-    except ValueError as exc:
-        raise RefreshError(f"nothing to learn from in {store.path}: {exc}") from None
-
-
-def _run_step(
-    ctx: Any, name: str, function: Callable[[Any], dict[str, Any]], say: Callable[[str], None]
-) -> dict[str, Any]:
-    say(f"[refresh] {name} ...")
-    start = time.perf_counter()
-    outputs = function(ctx)
-    seconds = time.perf_counter() - start
-    ctx.state.record(name, seconds=round(seconds, 2), **outputs)
-    decision = outputs.get("decision")
-    say(
-        f"[refresh] {name}: done in {seconds:.1f} s"
-        + (f": {decision['reason']}" if decision else "")
-    )
-    return outputs
-
-
-def _data_step(
-    store: Any,
-    manifest: dict[str, Any],
-    keys: Sequence[str],
-    eval_fraction: float,
-    include_earlier: bool,
-    say: Callable[[str], None],
-) -> Callable[[Any], dict[str, Any]]:
-    def data(ctx: Any) -> dict[str, Any]:
-        from llama_index_ragtune.pipeline.queries import carve_dev, save_queries
-        from llama_index_ragtune.pipeline.refresh_data import (
-            earlier_queries,
-            feedback_split,
-            merge_queries,
-        )
-        from llama_index_ragtune.pipeline.steps import write_training_pairs
-        from llama_index_ragtune.pipeline.training_data import describe_dataset
-
-        config = ctx.config
-        with store.snapshot() as view:  # the questions and the count of one moment
-            feedback = feedback_split(view, ctx.nodes, keys, eval_fraction, config.seed, say)
-            records = len(view)
-        earlier = earlier_queries(manifest, ctx.nodes, say) if include_earlier else []
-        queries = merge_queries(feedback, earlier, say)
-        train = [q for q in queries if q.split == "train"]
-        _, dev = carve_dev(train, config.dev_fraction, config.seed)
-        save_queries(queries, ctx.path("data", "queries.json"))
-        ctx.__dict__.pop("queries", None)
-        held_out = {q.id for q in dev}  # they choose the refusal policy: not trained on
-        dataset = write_training_pairs(ctx, [q for q in train if q.id not in held_out])
-        counts = {
-            f"{origin}_{split}": sum(
-                1 for q in queries if q.split == split and (q.source == "feedback") == fb
-            )
-            for origin, fb in (("feedback", True), ("earlier", False))
-            for split in ("train", "test")
-        }
-        say(
-            "[refresh] questions: "
-            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
-        )
-        return {
-            "queries_source": "feedback",
-            "feedback_records": records,  # the records these questions were read from
-            "train": len(train),
-            "test": len(queries) - len(train),
-            "dev_ids": [q.id for q in dev],
-            "counts": counts,
-            "pairs": describe_dataset(dataset),
-        }
-
-    return data
-
-
-def _check_still_served(root: Path, expected: str | None, champion: str, work: Path) -> None:
-    """``RefreshError`` when ``CURRENT`` no longer names ``expected`` (a rollback, another
-    refresh or a tuning run moved it while this refresh trained): the refreshed stack was
-    compared with bundle ``champion``, not with what is served now, so it must not replace it."""
-    from llama_index_ragtune.pipeline.bundle_folders import current_version
-
-    now = current_version(root)
-    if now != expected:
-        raise RefreshError(
-            f"{root / 'CURRENT'} moved from {expected} to {now} while this refresh ran (a "
-            f"rollback, another refresh or a tuning run); the refreshed parts were compared with "
-            f"bundle {champion}, not with the one served now, so nothing was written: run the "
-            f"refresh again (this refresh's parts stay in {work})"
-        )
-
-
-def _keep_champion_parts(ctx: Any, champion: Any, champion_dir: Path) -> None:
-    """A part the refresh did not promote stays the bundle's (fusion and reranker; the
-    encoder and decoder already start from the bundle's). The fusion is the manifest's
-    ``retrieval.fusion``, or, where that optional field is missing or null, the one the
-    bundle's index was saved with (what the bundle serves)."""
-    manifest = champion.manifest
-    steps = ctx.state.data["steps"]
-    fusion = steps.get("fusion") or {}
-    if not fusion.get("promoted"):
-        recorded = (manifest.get("retrieval") or {}).get("fusion")
-        params = dict(recorded if recorded is not None else champion.retriever.params())
-        params.pop("similarity_top_k", None)
-        fusion["params"] = params
-        steps["fusion"] = fusion
-    reranker = manifest["models"].get("reranker")
-    if reranker and not (steps.get("reranker") or {}).get("promoted"):
-        steps.setdefault("reranker", {})["served"] = {
-            "path": str(champion_dir / reranker["path"]),
-            "retrieval_weight": reranker.get("retrieval_weight"),
-        }
-    ctx.state.save()
 
 
 # ---------------------------------------------------------------------- the refresh

@@ -41,7 +41,7 @@ from llama_index_ragtune._atomic import (
     sha256_file,
     strict_json,
 )
-from llama_index_ragtune.pipeline.bundle import link_or_copy, package_versions
+from llama_index_ragtune.pipeline.bundle_files import link_or_copy
 from llama_index_ragtune.pipeline.bundle_folders import (
     CURRENT,
     MANIFEST,
@@ -52,6 +52,7 @@ from llama_index_ragtune.pipeline.bundle_folders import (
 )
 from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, FORMAT_VERSION, file_digests
 from llama_index_ragtune.pipeline.context import RunContext
+from llama_index_ragtune.pipeline.package_versions import package_versions
 
 HISTORY = "history.jsonl"
 logger = logging.getLogger(__name__)

@@ -1,0 +1,120 @@
+"""How the encoder engine validates: dense and hybrid evaluators, the metric it decides on.
+
+``EncoderEvaluationMixin`` holds these steps of ``EncoderFinetuneEngine``
+(:mod:`~llama_index_ragtune.finetuning.encoder`); use the engine, not the mixin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from llama_index_ragtune.evaluation.metrics import copy_metrics
+
+if TYPE_CHECKING:
+    from llama_index_ragtune.data.schema import RetrievalDataset
+
+
+POOL_DEPTH = 10
+MAX_POOL_DOCS = 2000
+
+
+class EncoderEvaluationMixin:
+    """The encoder engine's validation evaluators and before/after measurements."""
+
+    def _validation_evaluator(self, val: RetrievalDataset | None) -> Any:
+        if self._user_evaluator is not None or val is None:
+            return self._user_evaluator
+        from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
+
+        return HybridRetrievalEvaluator(
+            val.queries,
+            val.corpus,
+            val.graded_qrels(),
+            fusion=self.fusion,
+            **self.bm25_text.options(),
+            query_prompt=self.query_prompt,
+            passage_prompt=self.passage_prompt,
+            show_progress_bar=self.show_progress,
+            cache_dir=self.cache_dir,
+        )
+
+    def _pool_evaluator(self, val: RetrievalDataset | None, evaluator: Any) -> Any:
+        """A cheap evaluator for checkpoint selection: the validation queries over a
+        pool of their positives and their top BM25 / starting-model candidates."""
+        from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
+        from llama_index_ragtune.finetuning.ranking_eval import DenseRetrievalEvaluator
+
+        if (
+            val is None
+            or self.eval_points == 0
+            or not isinstance(evaluator, HybridRetrievalEvaluator)
+        ):
+            return None
+        pool: dict[str, None] = {}
+        bm25 = evaluator.bm25_rankings()
+        for qid in evaluator.query_ids:
+            pool.update(dict.fromkeys(val.relevant_docs[qid]))
+            pool.update(dict.fromkeys(d for d, _ in bm25[qid][:POOL_DEPTH]))
+            pool.update(
+                dict.fromkeys(
+                    d for d, _ in evaluator.last_scored_rankings.get(qid, [])[:POOL_DEPTH]
+                )
+            )
+            if len(pool) >= MAX_POOL_DOCS:
+                break
+        corpus = {d: val.corpus[d] for d in pool}
+        qids = [q for q in evaluator.query_ids if all(d in corpus for d in val.relevant_docs[q])]
+        if not qids:
+            return None
+        return DenseRetrievalEvaluator(
+            {q: val.queries[q] for q in qids},
+            corpus,
+            {q: evaluator.qrels[q] for q in qids},
+            query_prompt=self.query_prompt,
+            passage_prompt=self.passage_prompt,
+            show_progress_bar=False,
+            name="pool",
+        )
+
+    def _evaluate(self, evaluator: Any) -> dict[str, float]:
+        if evaluator is None:
+            return {}
+        evaluate = getattr(evaluator, "evaluate", None)
+        if callable(evaluate):
+            return copy_metrics(evaluate(self.model))
+        raw = evaluator(self.model)
+        return (
+            {_strip_prefix(k): float(v) for k, v in raw.items()}
+            if isinstance(raw, dict)
+            else {"score": float(raw)}
+        )
+
+    def _decision_metric(self, evaluator: Any, after: Mapping[str, float]) -> str:
+        if self.decision_metric:
+            return self.decision_metric
+        primary = getattr(evaluator, "primary_metric", None)
+        if primary and primary in after:
+            return primary
+        return "ndcg@10" if "ndcg@10" in after else next(iter(after), "ndcg@10")
+
+
+def _fusion_params(choice: Any) -> dict[str, Any] | None:
+    return None if choice is None else dict(choice.params)
+
+
+def _fusion_of(decision: Any, before: Any, after: Any, evaluator: Any) -> dict[str, Any] | None:
+    """``HybridRetriever`` fusion arguments that go with the promoted model (``None`` if not hybrid).
+
+    With ``fusion="auto"`` they were chosen on the validation queries for that model.
+    """
+    chosen = after if decision.promoted else before
+    if chosen is not None:
+        return dict(chosen.params)
+    fusion = getattr(evaluator, "fusion", None)
+    return dict(fusion) if fusion else None
+
+
+def _strip_prefix(key: str) -> str:
+    """``"val_ndcg@10"`` -> ``"ndcg@10"``; ``"val_cosine_ndcg@10"`` -> ``"ndcg@10"``."""
+    return key.rsplit("_", 1)[-1] if "@" in key else key
