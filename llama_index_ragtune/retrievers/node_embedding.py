@@ -101,14 +101,21 @@ def embed_nodes(
     return embedded
 
 
+_CHECK_ROWS = 4096  # vectors checked at once
+
+
 def _check_finite(embedded: list[BaseNode], todo: list[int], where: str) -> None:
     """``ValueError`` naming the nodes whose vector holds NaN or infinity, before any is indexed.
 
     Such a node was indexed and never found again (its similarity to every query is NaN),
     while BM25 still returned it: the two sides disagreed without a word.
     """
-    matrix = np.asarray([n.embedding for n in embedded], dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist()
+    bad: list[int] = []
+    for start in range(0, len(embedded), _CHECK_ROWS):  # bounded memory on a large corpus
+        rows = [n.embedding for n in embedded[start : start + _CHECK_ROWS]]
+        with np.errstate(over="ignore"):  # a value beyond float32 (the index's) becomes inf
+            finite = np.isfinite(np.asarray(rows, dtype=np.float32)).all(axis=1)
+        bad.extend(start + int(i) for i in np.flatnonzero(~finite))
     if not bad:
         return
     made = set(todo)
