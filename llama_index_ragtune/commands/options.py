@@ -220,29 +220,6 @@ def existing_dir(text: str) -> str:
     return text
 
 
-def refuse_output_in_docs(docs: str | None, outputs: dict[str, str | None]) -> None:
-    """``UsageError`` when an output folder (``{"--out": path}``) is ``docs`` or inside it:
-    the next run would read this run's bundle and reports (``report.md``, ``report.html``)
-    as documents. Links are followed, so a link into ``docs`` is refused too.
-
-    Example::
-
-        refuse_output_in_docs("help_centre/docs", {"--out": "help_centre/docs/run"})
-        # UsageError: argument --out: help_centre/docs/run is inside --docs ...
-    """
-    if not docs:
-        return
-    root = Path(docs).expanduser().resolve()
-    for option, value in outputs.items():
-        if value and Path(value).expanduser().resolve().is_relative_to(root):
-            where = "the --docs folder" if Path(value).resolve() == root else "inside --docs"
-            raise UsageError(
-                f"argument {option}: {value} is {where} ({docs}): the next run would read "
-                "this run's bundle and reports (report.md, report.html) as documents; "
-                f"write it outside the documents, e.g. {root.parent / (root.name + '-runs')}"
-            )
-
-
 def bm25_language(text: str) -> str:
     """``argparse`` type of ``--bm25-language``: a stemmer name, or ``"none"`` (no stemming).
 

@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llama_index_ragtune.commands.options import UsageError, refuse_output_in_docs
+    from llama_index_ragtune.commands.options import UsageError
     from llama_index_ragtune.feedback import FeedbackStoreError
     from llama_index_ragtune.pipeline.bundle_folders import BundleError
     from llama_index_ragtune.pipeline.refresh import refresh_bundle
@@ -112,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.metadata and not args.docs:
         raise UsageError("argument --metadata: it describes --docs; pass --docs too")
-    refuse_output_in_docs(args.docs, {"--out": args.out, "--bundle": args.bundle})
     check_device_option(args.device)  # a device this machine lacks fails before any work
     if not 0.0 < args.eval_fraction < 1.0:
         raise UsageError(

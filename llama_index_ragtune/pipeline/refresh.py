@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,13 @@ def refresh_bundle(
             f"eval_fraction must be between 0 and 1 (exclusive), got {eval_fraction!r}"
         )
     keys = check_keys(keys, "keys")  # a bare "store" would be split into letters
+    if isinstance(docs, (str, os.PathLike)):  # a rerun would parse this run's reports
+        from llama_index_ragtune.pipeline.runner import check_outside_documents
+
+        try:
+            check_outside_documents(docs, {"--out": out, "--bundle": bundle})
+        except ValueError as exc:
+            raise RefreshError(str(exc)) from None
 
     from llama_index.core.llms import MockLLM
 

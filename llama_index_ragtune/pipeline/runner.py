@@ -339,17 +339,31 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def check_outside_documents(docs: str | Path, folders: dict[str, str | Path]) -> None:
+    """``ValueError`` when a folder a run writes (``{"--out": path}``) is the documents folder
+    ``docs`` or inside it (links followed): the next run would read its bundles and reports
+    as documents. ``TuningPipeline`` and ``refresh_bundle`` check their folders with it.
+
+    Example::
+
+        check_outside_documents("shop/docs", {"--out": "shop/docs/run"})   # ValueError
+        check_outside_documents("shop/docs", {"--out": "shop/runs"})       # fine
+    """
+    for name, folder in folders.items():
+        if _inside(Path(folder).expanduser(), Path(docs).expanduser()):
+            raise ValueError(
+                f"{name} {folder} is inside the documents folder {docs}: the next run would read "
+                "its bundles and reports as documents; choose a folder outside it"
+            )
+
+
 def _check_layout(inputs: dict[str, Path], out: Path, work: Path) -> None:
     """``ValueError`` when the output would mix with the inputs: ``out`` or the work folder
     inside the documents folder (the next run would read its bundles and reports as
     documents), or an input inside the work folder (a fresh run clears it)."""
     docs = inputs.get("documents folder")
-    for name, folder in (("--out", out), ("the work folder", work)):
-        if docs is not None and _inside(folder, docs):
-            raise ValueError(
-                f"{name} {folder} is inside the documents folder {docs}: the next run would read "
-                "its bundles and reports as documents; choose a folder outside it"
-            )
+    if docs is not None:
+        check_outside_documents(docs, {"--out": out, "the work folder": work})
     for name, path in inputs.items():
         if _inside(path, work):
             raise ValueError(

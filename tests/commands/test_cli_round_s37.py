@@ -38,7 +38,7 @@ def test_tune_out_in_the_docs_folder_is_refused_before_anything_is_written(
 
 
 @pytest.mark.parametrize("option", ["--out", "--bundle"])
-def test_refresh_folders_in_the_docs_folder_are_usage_errors(docs, tmp_path, capsys, option):
+def test_refresh_folders_in_the_docs_folder_are_refused(docs, tmp_path, capsys, option):
     store = tmp_path / "feedback.db"
     sqlite3.connect(store).close()
     bundle = tmp_path / "bundle"
@@ -46,16 +46,20 @@ def test_refresh_folders_in_the_docs_folder_are_usage_errors(docs, tmp_path, cap
     folders = {"--out": str(tmp_path / "refresh"), "--bundle": str(bundle)}
     folders[option] = str(docs)
     argv = ["refresh", "--docs", str(docs), "--feedback", str(store)]
+    before = _listing(tmp_path)
     assert main([*argv, *(x for pair in folders.items() for x in pair)]) == 1
-    assert f"argument {option}: {docs} is the --docs folder" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"{option} {docs} is inside the documents folder {docs}" in error
+    assert _listing(tmp_path) == before
 
 
-def test_tune_out_beside_the_docs_is_still_accepted(docs, tmp_path):
-    from llama_index_ragtune.commands.options import refuse_output_in_docs
+def test_folders_beside_or_above_the_docs_are_accepted(docs, tmp_path):
+    from llama_index_ragtune.pipeline.runner import check_outside_documents
 
-    refuse_output_in_docs(str(docs), {"--out": str(tmp_path / "docs-runs")})  # a sibling
-    refuse_output_in_docs(str(docs), {"--out": str(tmp_path)})  # a parent holds the docs
-    refuse_output_in_docs(None, {"--out": str(docs)})  # no --docs: nothing to read
+    check_outside_documents(docs, {"--out": tmp_path / "docs-runs"})  # a sibling
+    check_outside_documents(docs, {"--out": tmp_path})  # a parent holds the docs
+    with pytest.raises(ValueError, match="inside the documents folder"):
+        check_outside_documents(docs, {"--out": tmp_path / "link" / "run"})  # through a link
 
 
 @pytest.mark.parametrize("name", ["report.html", "REPORT.MD", "r.htm", "notes.markdown"])
