@@ -175,6 +175,7 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         super().__init__(model=model, top_n=top_n, **kwargs)
         self._model = loaded
         if loaded is not None:
+            _check_loaded_settings(loaded, self.max_length)
             self._model_key, self._given = self._load_key(), True
 
     @classmethod
@@ -476,6 +477,19 @@ def _with_retrieval_score(node: NodeWithScore) -> Any:
             "excluded_llm_metadata_keys": hidden(inner.excluded_llm_metadata_keys),
         }
     )
+
+
+def _check_loaded_settings(loaded: Any, max_length: int | None) -> None:
+    """``ValueError`` when ``max_length`` differs from a loaded CrossEncoder's own: the model
+    is used as it is, so the setting would be ignored without a word."""
+    own = getattr(loaded, "max_length", None)
+    if max_length is not None and own != max_length:
+        raise ValueError(
+            f"CrossEncoderRerank was given a loaded CrossEncoder (max_length {own}), which is "
+            f"used as it is: max_length={max_length} would be ignored. Set it on the model "
+            f"(cross_encoder.max_length = {max_length}), or build the reranker from its folder "
+            "path"
+        )
 
 
 def _model_name(model: Any) -> str:

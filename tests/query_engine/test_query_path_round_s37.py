@@ -200,6 +200,14 @@ def test_an_in_memory_cross_encoders_settings_cannot_change(cross_encoder):
         scores(reranker)
 
 
+def test_a_max_length_the_given_model_would_ignore_is_refused_when_built(cross_encoder):
+    # was: accepted and ignored (the loaded model kept its own max_length)
+    with pytest.raises(ValueError, match=r"max_length=7 would be ignored"):
+        CrossEncoderRerank(cross_encoder, max_length=7)
+    same = CrossEncoderRerank(cross_encoder, max_length=cross_encoder.max_length)
+    assert same.cross_encoder is cross_encoder
+
+
 def test_a_pickled_reranker_of_an_in_memory_model_still_ranks(cross_encoder):
     import pickle
 
