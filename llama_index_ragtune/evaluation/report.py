@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune._atomic import strict_json
 from llama_index_ragtune.evaluation.svg_charts import isolate_bidi
 
 _MARKDOWN_SPECIAL = str.maketrans(
@@ -76,8 +77,6 @@ class ReportIO:
     def to_json(self, path: str | Path | None = None, indent: int | None = 2) -> str:
         """The report as strict JSON (a NaN or infinite number as ``null``); also written to
         ``path`` (parent folders created) when given."""
-        from llama_index_ragtune._atomic import strict_json
-
         data = strict_json(self.to_dict())  # type: ignore[attr-defined]
         text = json.dumps(data, indent=indent, default=str, allow_nan=False)
         if path is not None:

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from numbers import Real
 from typing import Any, Literal
 
+from llama_index_ragtune._atomic import strict_json
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MARGIN = 0.005
@@ -110,8 +112,6 @@ class PromotionDecision:
 
     def to_dict(self) -> dict[str, Any]:
         """The decision as strict JSON data (a NaN or infinite value as ``None``)."""
-        from llama_index_ragtune._atomic import strict_json
-
         return strict_json({**asdict(self), "gain": self.gain})
 
     @classmethod

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune._atomic import atomic_write_json, strict_json
 from llama_index_ragtune.finetuning.promotion import PromotionDecision
 
 REPORTED_METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -69,8 +70,6 @@ class FinetuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as strict JSON data: a NaN or infinite metric (a diverged run) as ``None``."""
-        from llama_index_ragtune._atomic import strict_json
-
         data = asdict(self)
         data["decision"] = None if self.decision is None else self.decision.to_dict()
         data["delta"] = self.delta
@@ -79,8 +78,6 @@ class FinetuneResult:
     def summary(self) -> dict[str, Any]:
         """The headline figures (no per-run details): before, after, time, memory, decision
         (strict JSON data, as ``to_dict``)."""
-        from llama_index_ragtune._atomic import strict_json
-
         return strict_json(
             {
                 "before": self.before,
@@ -95,8 +92,6 @@ class FinetuneResult:
 
     def save_json(self, path: str | os.PathLike) -> Path:
         """Write the result as strict JSON (NaN as ``null``; parent folders are created)."""
-        from llama_index_ragtune._atomic import atomic_write_json
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         return atomic_write_json(path, self.to_dict(), strict=True, default=str)

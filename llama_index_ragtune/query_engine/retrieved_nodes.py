@@ -86,9 +86,13 @@ def visible_nodes(
 
         [n.node.node_id for n in visible_nodes(nodes)]   # without 'blank' for text="  "
     """
-    kept = [n for n in nodes if not is_blank(n.node.get_content(metadata_mode=metadata_mode))]
-    if len(kept) < len(nodes):
-        skipped = [n.node.node_id for n in nodes if n not in kept]
+    kept, skipped = [], []
+    for n in nodes:
+        if is_blank(n.node.get_content(metadata_mode=metadata_mode)):
+            skipped.append(n.node.node_id)
+        else:
+            kept.append(n)
+    if skipped:
         logger.warning(
             "CitationQueryEngine: skipping %d retrieved node(s) that show no text "
             "(metadata_mode=%s), so they cannot be sources: %s",
