@@ -19,11 +19,22 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from html import escape
 from typing import Any
+
+from llama_index_ragtune.evaluation.chart_text import (
+    escape_text as _e,
+)
+from llama_index_ragtune.evaluation.chart_text import (
+    fit_text as _fit,
+)
+from llama_index_ragtune.evaluation.chart_text import (
+    format_ms,
+    format_seconds,
+    isolate_bidi,
+    text_width,
+)
 
 __all__ = [
     "PALETTE",
@@ -46,7 +57,6 @@ PALETTE = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#db2777", "#0891b2", "#c
 WIDTH = 1000
 LABEL_W = 250  # left column for metric / system names
 MAX_AXIS_MS = 1e12  # about 32 years: the latency axis never goes further
-CHAR_W = 7.2  # a generous glyph width at 12 px (bold, wide fonts), for layout and truncation
 HIGHER_IS_BETTER = (
     "ndcg", "recall", "mrr", "map", "hit", "precision", "f1", "accuracy", "exact_match",
     "auc", "answer_score", "citation_valid",
@@ -67,47 +77,6 @@ class Series:
     label: str
     color: str
     values: Any
-
-
-# Bidi classes that can reorder the text around a string: right-to-left letters and the
-# explicit embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069).
-_BIDI_CLASSES = frozenset(
-    {"R", "AL", "RLE", "RLO", "LRE", "LRO", "PDF", "RLI", "LRI", "FSI", "PDI"}
-)
-_FSI, _PDI, _ISOLATE_OPENERS = "\u2068", "\u2069", frozenset("\u2066\u2067\u2068")
-
-
-def isolate_bidi(text: Any) -> str:
-    """``text`` as a bidi isolate (U+2068 ... U+2069) when it holds right-to-left letters or
-    bidi controls, so it cannot reorder the text after it; other text unchanged.
-
-    A name holding U+202E (right-to-left override) otherwise reversed the rest of its line
-    in the report ("on 2 held-out questions" read "gsnoitseuq tuo-dleh 2 no"). Isolates
-    the text leaves open are closed, and a stray U+2069 that would close the wrapper
-    early is dropped.
-
-    Example::
-
-        isolate_bidi("hybrid"), isolate_bidi("a\\u202eb")   # ('hybrid', '\\u2068a\\u202eb\\u2069')
-    """
-    text = str(text)
-    if not any(unicodedata.bidirectional(ch) in _BIDI_CLASSES for ch in text):
-        return text
-    kept, depth = [], 0
-    for ch in text:
-        if ch in _ISOLATE_OPENERS:
-            depth += 1
-        elif ch == _PDI:
-            if not depth:
-                continue  # would match the wrapper's U+2068 and end the isolate early
-            depth -= 1
-        kept.append(ch)
-    return _FSI + "".join(kept) + _PDI * (depth + 1)
-
-
-def _e(value: Any) -> str:
-    """``value`` HTML-escaped, as a bidi isolate when it could reorder what follows it."""
-    return escape(isolate_bidi(value), quote=True)
 
 
 def tint(color: str, amount: float) -> str:
@@ -135,40 +104,10 @@ def difference(value: float | None, reference: float | None) -> float | None:
     return delta if math.isfinite(delta) else None
 
 
-def format_ms(ms: float | None) -> str:
-    """``"840 ms"``, ``"1.24 s"``, ``"—"`` for None (or a value that is not finite)."""
-    if ms is None or not math.isfinite(ms):
-        return "—"
-    if ms == 0:
-        return "0 ms"
-    if ms >= 1000:
-        return f"{ms / 1000:.2f} s"
-    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
-
-
-def format_seconds(seconds: float) -> str:
-    """``"0.4 s"``, ``"12.3 s"``, ``"2 min 05 s"``, ``"1 h 02 min"``; ``"—"`` if not finite."""
-    if not math.isfinite(seconds):
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def _fit(text: str, width: float, size: float = 12) -> str:
-    """``text`` cut with an ellipsis to about ``width`` pixels."""
-    chars = max(4, int(width / (CHAR_W * size / 12)))
-    return text if len(text) <= chars else text[: chars - 1] + "…"
-
-
 def _label_column(labels: Sequence[str]) -> int:
     """Width of a left label column that fits ``labels`` (at most ``LABEL_W``)."""
-    longest = max((len(label) for label in labels), default=0)
-    return int(min(LABEL_W, max(110, longest * CHAR_W + 26)))
+    longest = max(map(text_width, labels), default=0)
+    return int(min(LABEL_W, max(110, longest + 26)))
 
 
 def _nice_step(span: float, target: int = 5) -> float:
@@ -208,7 +147,7 @@ def _legend(series: Sequence[Series], y: float, x0: float = LABEL_W) -> tuple[li
     out, x = [], x0
     for s in series:
         text = _fit(s.label, 260)
-        w = 18 + len(text) * CHAR_W + 18
+        w = 18 + text_width(text) + 18
         if x + w > WIDTH - 8 and x > x0:
             x, y = x0, y + 20
         out.append(
