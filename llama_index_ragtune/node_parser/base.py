@@ -20,20 +20,32 @@ import logging
 import os
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.node_parser.interface import NodeParser
 from llama_index.core.node_parser.node_utils import build_nodes_from_splits, default_id_func
-from llama_index.core.schema import BaseNode, Document, MetadataMode, NodeRelationship, TextNode
+from llama_index.core.schema import BaseNode, Document, NodeRelationship, TextNode
 from llama_index.core.utils import get_tqdm_iterable
 
 from llama_index_ragtune.node_parser.documents import (
     DocumentParseError,
     document_text,
+    shown_id,
     without_control_characters,
 )
-from llama_index_ragtune.node_parser.split import clip_to_tokens
+from llama_index_ragtune.node_parser.section_metadata import (  # noqa: F401 - re-exported
+    BLOCK_TYPES,
+    DEFAULT_EXCLUDED_KEYS,
+    OVERSIZED,
+    PARSER_KEYS,
+    PARTIAL_UNIT,
+    SECTION_PATH,
+    SECTION_TITLE,
+    merged_keys,
+    section_metadata,
+    section_plan,
+)
 from llama_index_ragtune.node_parser.structure import Block, Chunk, Section, chunk_blocks
 from llama_index_ragtune.node_parser.tokens import (
     MAX_CHARS_PER_TOKEN,
@@ -47,22 +59,8 @@ __all__ = ["DocumentParseError", "StructuredNodeParser", "document_text"]
 
 logger = logging.getLogger(__name__)
 
-SECTION_PATH = "section_path"
-SECTION_TITLE = "section_title"
-BLOCK_TYPES = "block_types"
-OVERSIZED = "oversized"
-PARTIAL_UNIT = "partial_unit"
-#: Kept out of what the embedding model and the LLM see: the title repeats the
-#: end of ``section_path``; block types and the two flags are bookkeeping.
-DEFAULT_EXCLUDED_KEYS = (SECTION_TITLE, BLOCK_TYPES, OVERSIZED, PARTIAL_UNIT)
-#: The metadata keys the parsers write on every node.
-PARSER_KEYS = (SECTION_PATH, SECTION_TITLE, BLOCK_TYPES, OVERSIZED, PARTIAL_UNIT)
 #: Any non-blank text has at least one token under a usable tokenizer.
 _TOKENIZER_PROBE = "Returns are accepted within 30 days."
-
-
-def _merged_keys(*groups: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(key for group in groups for key in group))
 
 
 class StructuredNodeParser(NodeParser):
@@ -93,6 +91,8 @@ class StructuredNodeParser(NodeParser):
         [n.ref_doc_id for n in parser.get_nodes_from_documents(docs)]   # ['a.md'] (b.zip logged)
     """
 
+    #: Whether bytes given in ``text_resource`` are an HTML page (its declared charset read).
+    reads_html: ClassVar[bool] = False
     chunk_size: int | None = Field(
         default=None,
         gt=0,
@@ -297,96 +297,21 @@ class StructuredNodeParser(NodeParser):
     # ---------------------------------------------------------- parsing
 
     def _section_metadata(self, path: tuple[str, ...], kinds: str, flags: tuple = ()) -> dict:
-        oversized, partial = (*flags, False, False)[:2]
-        return {
-            SECTION_PATH: self.section_separator.join(path),
-            SECTION_TITLE: path[-1] if path else "",
-            BLOCK_TYPES: kinds,
-            OVERSIZED: oversized,
-            PARTIAL_UNIT: partial,
-        }
+        return section_metadata(path, kinds, self.section_separator, flags)
 
     def _sections_for(self, node: BaseNode, cap: int, count: TokenCounter):
-        """``plan(path, kinds) -> (budget, shown_path)`` for the sections of ``node``.
-
-        The budget is the cap minus the embed-mode metadata (when counted). A heading
-        chain that would take more than half of what the document's own metadata
-        leaves of the cap is shown shortened ("…") in ``section_path``/``section_title``;
-        the headings themselves stay whole in the node text.
-        """
-        counting = self.include_metadata and self.count_metadata
-        template = getattr(node, "text_template", TextNode().text_template)
-        excluded = _merged_keys(
-            node.excluded_embed_metadata_keys, self.excluded_embed_metadata_keys
+        """:func:`~.section_metadata.section_plan` for ``node`` with this parser's settings."""
+        return section_plan(
+            node,
+            cap,
+            count,
+            counting=self.include_metadata and self.count_metadata,
+            excluded_keys=self.excluded_embed_metadata_keys,
+            separator=self.section_separator,
         )
 
-        def used(path: tuple[str, ...], kinds: str) -> int:
-            probe = TextNode(
-                text="",
-                metadata={**node.metadata, **self._section_metadata(path, kinds)},
-                excluded_embed_metadata_keys=excluded,
-                metadata_template=node.metadata_template,
-                metadata_separator=node.metadata_separator,
-                text_template=template,
-            )
-            meta = probe.get_metadata_str(MetadataMode.EMBED)
-            return count(template.format(metadata_str=meta, content="")) if meta else 0
-
-        base = used((), "") if counting else 0
-        if base >= cap:
-            raise DocumentParseError(
-                node.node_id,
-                f"The embed-mode metadata of document '{node.node_id}' takes {base} tokens, not "
-                f"less than chunk_size={cap}. Shorten the metadata, exclude keys from embedding "
-                "(excluded_embed_metadata_keys), raise chunk_size, or set count_metadata=False.",
-                cause="metadata",
-            )
-        allowance = (cap - base) // 2
-        cache: dict[tuple, tuple[int, tuple[str, ...]]] = {}
-
-        def plan(path: tuple[str, ...], kinds: str) -> tuple[int, tuple[str, ...]]:
-            key = (path, kinds)
-            if key not in cache:
-                shown, budget = path, cap
-                if counting:  # the whole path's metadata is counted once, not again for the budget
-                    whole = used(path, kinds)
-                    if whole - base > allowance:
-                        shown = self._clip_path(
-                            path, lambda p: used(p, kinds) - base, allowance, count
-                        )
-                    budget = cap - (whole if shown == path else used(shown, kinds))
-                if budget < 1:
-                    raise DocumentParseError(
-                        node.node_id,
-                        f"The embed-mode metadata of document '{node.node_id}' (section "
-                        f"'{self.section_separator.join(shown)}') takes {cap - budget} tokens, "
-                        f"not less than chunk_size={cap}. Shorten the metadata, exclude keys "
-                        "from embedding (excluded_embed_metadata_keys), raise chunk_size, or "
-                        "set count_metadata=False.",
-                        cause="metadata",
-                    )
-                cache[key] = (budget, shown)
-            return cache[key]
-
-        return plan
-
-    @staticmethod
-    def _clip_path(path: tuple[str, ...], extra, allowance: int, count) -> tuple[str, ...]:
-        """``path`` with every title clipped to the same number of tokens, so that
-        ``extra(path)`` (the tokens it adds to the metadata) is at most ``allowance``;
-        only the last title, clipped, when even one token a title is too many."""
-        k = max(0, allowance // len(path))
-        while True:
-            shown = tuple(clip_to_tokens(title, k, count) for title in path)
-            over = extra(shown) - allowance
-            if over <= 0:
-                return shown
-            if k == 0:
-                return shown[-1:]
-            k = max(0, k - max(1, -(-over // len(path))))
-
     def _nodes_from(self, node: BaseNode, count: TokenCounter, cap: int) -> list[BaseNode]:
-        text = without_control_characters(document_text(node))
+        text = without_control_characters(document_text(node, html=self.reads_html))
         if not text.strip():
             return []
         blocks, source = self._blocks_of(node, text)
@@ -413,10 +338,10 @@ class StructuredNodeParser(NodeParser):
         shadowed = [key for key in PARSER_KEYS if key in node.metadata]
         if self.include_metadata and shadowed:
             logger.warning(
-                "%s: the metadata of document '%s' already has the key(s) %s, which the parser "
+                "%s: the metadata of document %s already has the key(s) %s, which the parser "
                 "writes on every node; the nodes hold the parser's values. Rename those keys "
                 "in the document metadata to keep yours.",
-                type(self).__name__, node.node_id, ", ".join(shadowed),
+                type(self).__name__, shown_id(node.node_id), ", ".join(shadowed),
             )  # fmt: skip
 
     def _annotate(self, text_node: TextNode, chunk: Chunk, parent: BaseNode, plan) -> None:
@@ -427,10 +352,10 @@ class StructuredNodeParser(NodeParser):
                 **parent.metadata,
                 **self._section_metadata(shown, kinds, (chunk.oversized, chunk.partial)),
             }
-        text_node.excluded_embed_metadata_keys = _merged_keys(
+        text_node.excluded_embed_metadata_keys = merged_keys(
             parent.excluded_embed_metadata_keys, self.excluded_embed_metadata_keys
         )
-        text_node.excluded_llm_metadata_keys = _merged_keys(
+        text_node.excluded_llm_metadata_keys = merged_keys(
             parent.excluded_llm_metadata_keys, self.excluded_llm_metadata_keys
         )
         text_node.start_char_idx = chunk.start
@@ -441,24 +366,24 @@ class StructuredNodeParser(NodeParser):
         by_length = sum(bounded.char_bound(chunk.text) for chunk in chunks if chunk.partial)
         if by_length:
             logger.warning(
-                "%s: %d node(s) of document '%s' were cut at the character bound (%d characters "
+                "%s: %d node(s) of document %s were cut at the character bound (%d characters "
                 "per token of the cap): the document has words or runs far longer than its "
                 "tokens (encoded data, a hash, combining marks?). Check or clean the document.",
-                type(self).__name__, by_length, parent.node_id, bounded.chars_per_token,
+                type(self).__name__, by_length, shown_id(parent.node_id), bounded.chars_per_token,
             )  # fmt: skip
         over = [chunk for chunk in chunks if chunk.oversized]
         if partial:
             logger.info(
-                "%s: %d node(s) of document '%s' hold part of a list item, table row, code line "
+                "%s: %d node(s) of document %s hold part of a list item, table row, code line "
                 "or sentence longer than the cap (cut at sentence, word or character "
                 "boundaries; metadata %s=True).",
-                type(self).__name__, partial, parent.node_id, PARTIAL_UNIT,
+                type(self).__name__, partial, shown_id(parent.node_id), PARTIAL_UNIT,
             )  # fmt: skip
         for chunk in over:
             logger.warning(
-                "%s: a node of document '%s' (section '%s') has %d tokens, over its budget of %d: "
+                "%s: a node of document %s (section '%s') has %d tokens, over its budget of %d: "
                 "a single character takes more tokens than the budget; raise chunk_size.",
-                type(self).__name__, parent.node_id,
+                type(self).__name__, shown_id(parent.node_id),
                 self.section_separator.join(chunk.section_path), chunk.tokens, chunk.budget,
             )  # fmt: skip
 
@@ -482,7 +407,9 @@ class StructuredNodeParser(NodeParser):
                     if error is err:
                         raise
                     raise error from err
-                logger.warning("Skipped document '%s' (on_error='skip'): %s", node.node_id, error)
+                logger.warning(
+                    "Skipped document %s (on_error='skip'): %s", shown_id(node.node_id), error
+                )
         return out
 
     def _check_tokenizer(self, count: TokenCounter) -> None:
@@ -507,7 +434,7 @@ class StructuredNodeParser(NodeParser):
             return err
         return DocumentParseError(
             node.node_id,
-            f"{type(self).__name__} could not parse document '{node.node_id}': "
+            f"{type(self).__name__} could not parse document {shown_id(node.node_id)}: "
             f"{type(err).__name__}: {err} (on_error='skip' skips such a document with a warning "
             "and parses the others).",
         )

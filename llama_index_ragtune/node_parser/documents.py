@@ -1,9 +1,12 @@
 """Reading a document's text for the structured parsers, and the error that names a bad document.
 
 :func:`document_text` refuses content that is not text (NUL bytes, undecodable
-bytes, mostly control characters) with a :class:`DocumentParseError` that
+bytes, mostly control characters) or that is only referenced (a ``text_resource`` path
+or URL, which a parser does not fetch) with a :class:`DocumentParseError` that
 names the document and says how to fix it; a few U+FFFD replacement
-characters in otherwise good text are accepted. Metadata that LlamaIndex
+characters in otherwise good text are accepted. Bytes are decoded by
+:func:`~.text_encoding.decode_document`. Messages show ids with :func:`shown_id`
+(escaped when they hold :data:`ID_BREAKING_CHARACTERS`). Metadata that LlamaIndex
 cannot render (lone surrogates, nesting deeper than :data:`MAX_METADATA_DEPTH`)
 is refused the same way, naming the key. :func:`without_control_characters` replaces
 the few control characters that accepted text may hold, one for one.
@@ -29,6 +32,8 @@ from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode
 
+from llama_index_ragtune.node_parser.text_encoding import DocumentEncodingError, decode_document
+
 _NON_PRINTABLE = re.compile("[\x01-\x08\x0e-\x1f\x7f\ufffd\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _WHITESPACE = re.compile(r"\s")
@@ -50,6 +55,12 @@ def _control_table() -> dict[int, str]:
 
 
 _CONTROL_TABLE = _control_table()
+#: Characters that change how a printed line reads: C0 / C1 controls and DEL (a newline
+#: forges a log line, ESC colours a terminal), line and paragraph separators, and the bidi
+#: controls that reorder what follows them (``evil\u202egpj.md`` prints as ``evilдm.jpg``).
+ID_BREAKING_CHARACTERS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+)
 #: Metadata nested deeper than this is refused: LlamaIndex renders it recursively (the
 #: document's hash, the node's metadata string) and fails at Python's recursion limit.
 MAX_METADATA_DEPTH = 100
@@ -123,6 +134,20 @@ def _deep_metadata_key(metadata: Any, limit: int = MAX_METADATA_DEPTH) -> str | 
     return None
 
 
+def shown_id(doc_id: object) -> str:
+    """``doc_id`` quoted for a message: ``'faq.md'``, or its ``repr()`` (escaped) when it
+    holds a character of :data:`ID_BREAKING_CHARACTERS`, so a log line stays one line
+    and reads as written.
+
+    Example::
+
+        shown_id("faq.md"), shown_id("a\\nb.md")      # ("'faq.md'", "'a\\\\nb.md'")
+    """
+    if isinstance(doc_id, str) and ID_BREAKING_CHARACTERS.search(doc_id):
+        return repr(doc_id)
+    return f"'{doc_id}'"
+
+
 def without_control_characters(text: str) -> str:
     """``text`` with every C0/C1 control character but tab, LF and CR replaced, one for one
     (so offsets into ``text`` still hold): a C1 control by the Windows-1252 character of
@@ -136,8 +161,12 @@ def without_control_characters(text: str) -> str:
     return text.translate(_CONTROL_TABLE) if CONTROL_CHARACTERS.search(text) else text
 
 
-def document_text(node: BaseNode) -> str:
+def document_text(node: BaseNode, html: bool = False) -> str:
     """The text of ``node``, or a :class:`DocumentParseError` naming it when the content is not text.
+
+    Bytes (``text_resource.data``) are decoded as files are
+    (:func:`~.text_encoding.decode_document`: a byte-order mark, else UTF-8, else, with
+    ``html=True``, the charset the page declares).
 
     Example::
 
@@ -148,42 +177,57 @@ def document_text(node: BaseNode) -> str:
         # Document(text="%PDF\\x00\\x01", id_="report.pdf") -> DocumentParseError naming 'report.pdf'
     """
     doc_id = node.node_id
+    shown = shown_id(doc_id)
     text = node.get_content(metadata_mode=MetadataMode.NONE) or ""
     resource = getattr(node, "text_resource", None)
+    where = resource is not None and not resource.data and (resource.path or resource.url)
+    if not text and where:
+        raise DocumentParseError(
+            doc_id,
+            f"Document {shown} holds its text only by reference ({where}), which a parser does "
+            "not fetch: it would give no nodes. Load the text first (Document(text=...), or "
+            "MediaResource(data=...)).",
+        )
     if not text and resource is not None and resource.data:
         try:
-            text = base64.b64decode(resource.data).decode("utf-8")
+            text = decode_document(base64.b64decode(resource.data), html=html)
+        except DocumentEncodingError as err:
+            raise DocumentParseError(
+                doc_id,
+                f"Document {shown} {err}. Decode the bytes with their real encoding, or fix "
+                "the declaration (<meta charset>), before parsing.",
+            ) from err
         except (binascii.Error, UnicodeDecodeError) as err:
             raise DocumentParseError(
                 doc_id,
-                f"Document '{doc_id}' holds bytes that are not valid UTF-8 text ({err}). "
-                "Decode the file with its real encoding, or extract its text with a reader "
-                "(e.g. llama_index.core.SimpleDirectoryReader) before parsing.",
+                f"Document {shown} holds bytes that are not valid UTF-8 text ({err}) and "
+                "declare no encoding. Decode the file with its real encoding, or extract its "
+                "text with a reader (e.g. llama_index.core.SimpleDirectoryReader) before parsing.",
             ) from err
     if not isinstance(text, str):
         raise DocumentParseError(
             doc_id,
-            f"Document '{doc_id}' has content of type {type(text).__name__}, not str. "
+            f"Document {shown} has content of type {type(text).__name__}, not str. "
             "Pass the decoded text (Document(text=...)).",
         )
     if "\x00" in text:
         raise DocumentParseError(
             doc_id,
-            f"Document '{doc_id}' contains NUL bytes: it looks like binary content "
+            f"Document {shown} contains NUL bytes: it looks like binary content "
             "(a PDF, image or archive), not text. Extract its text with a reader "
             "(e.g. llama_index.core.SimpleDirectoryReader) or leave it out.",
         )
     if _SURROGATE.search(text):
         raise DocumentParseError(
             doc_id,
-            f"Document '{doc_id}' contains undecodable bytes (lone surrogates from a "
+            f"Document {shown} contains undecodable bytes (lone surrogates from a "
             "lossy decode). Decode the file with its real encoding before parsing.",
         )
     key = _surrogate_metadata_key(node.metadata)
     if key is not None:
         raise DocumentParseError(
             doc_id,
-            f"The metadata of document '{doc_id}' (key {key!r}) contains undecodable bytes "
+            f"The metadata of document {shown} (key {key!r}) contains undecodable bytes "
             "(lone surrogates from a lossy decode). Decode the value with its real encoding "
             "or drop the key before parsing.",
             cause="metadata",
@@ -192,7 +236,7 @@ def document_text(node: BaseNode) -> str:
     if key is not None:
         raise DocumentParseError(
             doc_id,
-            f"The metadata of document '{doc_id}' (key {key!r}) is nested more than "
+            f"The metadata of document {shown} (key {key!r}) is nested more than "
             f"{MAX_METADATA_DEPTH} levels deep; LlamaIndex cannot render it (recursion limit). "
             "Flatten the value or drop the key before parsing.",
             cause="metadata",
@@ -202,7 +246,7 @@ def document_text(node: BaseNode) -> str:
     if visible and bad / visible > _MAX_NON_PRINTABLE_SHARE:
         raise DocumentParseError(
             doc_id,
-            f"Document '{doc_id}' is mostly non-printable characters ({bad} of {visible}): "
+            f"Document {shown} is mostly non-printable characters ({bad} of {visible}): "
             "it looks like binary content or text decoded with the wrong encoding. "
             "Decode it correctly or extract its text with a reader before parsing.",
         )

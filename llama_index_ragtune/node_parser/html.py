@@ -34,6 +34,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from llama_index.core.bridge.pydantic import Field, field_validator
 
 from llama_index_ragtune.node_parser.base import StructuredNodeParser
@@ -68,6 +70,7 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
         # '| Item | Days |\\n| --- | --- |\\n| Apples | 2 |'
     """
 
+    reads_html: ClassVar[bool] = True
     parser_features: str = Field(
         default="lxml",
         description=(

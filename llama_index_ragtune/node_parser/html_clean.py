@@ -342,6 +342,45 @@ def unshown_text(soup) -> list[tuple[str, int]]:
     return found
 
 
+#: ``(name, opener, closer)`` of what hides everything up to its end (raw text, a comment).
+_UNCLOSED = (
+    ("<!--", re.compile(r"<!--(?!-?>)"), re.compile(r"--!?>")),  # "<!-->" is a whole comment
+    ("<script>", re.compile(r"<script(?=[\s>/])", re.I), re.compile(r"</script", re.I)),
+    ("<style>", re.compile(r"<style(?=[\s>/])", re.I), re.compile(r"</style", re.I)),
+)
+#: A tag, for counting the words around tags (``[^<>]``: a run of ``<`` costs linear time).
+_TAG = re.compile(r"<[^<>]*>")
+#: Markup of content: what an unclosed comment or script swallowing it hides is a page.
+_CONTENT_TAG = re.compile(
+    r"<(?:p|h[1-6]|div|li|dd|td|th|tr|table|section|article|main|body|blockquote|pre)\b", re.I
+)
+
+
+def swallowed_by_unclosed(markup: str) -> tuple[str, int, int] | None:
+    """``(name, offset, words)`` when a comment, ``<script>`` or ``<style>`` opened at
+    ``offset`` is never closed and so hides, as in a browser, the content markup after
+    it (``words`` words); the first such one, else ``None``. Linear: only the last opener
+    of each kind can be the unclosed one.
+
+    Example::
+
+        swallowed_by_unclosed("<!-- draft <h1>Refunds</h1><p>Within 30 days</p>")
+        # ('<!--', 0, 5)
+    """
+    found = None
+    for name, opener, closer in _UNCLOSED:
+        last = None
+        for last in opener.finditer(markup):  # noqa: B007 - the last one is wanted
+            pass
+        if last is None or closer.search(markup, last.end()):
+            continue
+        body = last.end() if name == "<!--" else markup.find(">", last.end()) + 1
+        tail = markup[body or last.end() :]
+        if _CONTENT_TAG.search(tail) and (found is None or last.start() < found[1]):
+            found = (name, last.start(), len(_WORD.findall(_TAG.sub(" ", tail))))
+    return found
+
+
 def svg_name(svg) -> str:
     """The accessible name of an inline ``<svg>``, what a screen reader reads for it: its
     ``aria-label``, else the text of its ``<title>`` child ('' when it has neither, or

@@ -2,7 +2,7 @@
 
 ``_scan`` sorts what a walk of the docs folder finds (documents, hidden files, linked
 folders, broken links, FIFOs); ``_check_names`` refuses file names that cannot be
-document ids; ``_read_text`` reads one file as UTF-8 text without blocking on a FIFO and
+document ids; ``_read_text`` reads one file as text (``text_encoding.decode_document``) without blocking on a FIFO and
 without reading past ``MAX_DOCUMENT_BYTES``. :func:`~.sources.read_documents` puts them
 together.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import re
 import stat
 import unicodedata
 import zlib
@@ -29,6 +28,7 @@ from typing import BinaryIO
 
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.reading import GZIP_MAGIC
+from llama_index_ragtune.pipeline.document_nodes import HTML_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +104,27 @@ def document_files(docs_dir: str | Path, suffixes: Sequence[str] = SUFFIXES) -> 
     return _scan(Path(docs_dir).expanduser(), suffixes).files
 
 
+def _shell_quoted(name: str) -> str:
+    """``name`` quoted for bash (``$'a\\tb.md'``): control and bidi characters escaped."""
+    from llama_index_ragtune.node_parser.documents import ID_BREAKING_CHARACTERS
+
+    def escape(char: str) -> str:
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+    escaped = name.replace("\\", "\\\\").replace("'", "\\'")
+    return "$'" + ID_BREAKING_CHARACTERS.sub(lambda found: escape(found.group()), escaped) + "'"
+
+
 def _check_names(root: Path, files: Sequence[str]) -> None:
-    """``DataError`` for a file name that cannot be a document id: not UTF-8, or equal in NFC to
+    """``DataError`` for a file name that cannot be a document id: not UTF-8, holding a
+    control, line-separator or bidi character (``node_parser.documents.ID_BREAKING_CHARACTERS``:
+    it would break every line that prints the id), or equal in NFC to
     another (``café.md`` composed and decomposed print alike: a label meant for one
     would be read as the other). Names differing only in case, and one name in several
     formats (``faq.md`` and ``faq.html``), are kept, with a warning."""
+    from llama_index_ragtune.node_parser.documents import ID_BREAKING_CHARACTERS
+
     seen: dict[str, str] = {}
     folded: dict[str, list[str]] = {}
     stems: dict[str, list[str]] = {}  # "faq.md" and "faq.html": one page in two formats?
@@ -121,6 +137,17 @@ def _check_names(root: Path, files: Sequence[str]) -> None:
                 path=root / rel,
                 hint="rename the file (e.g. `convmv -f latin1 -t utf8 --notest`)",
             ) from None
+        bad = ID_BREAKING_CHARACTERS.search(rel)
+        if bad:
+            what = unicodedata.name(bad.group(), "a control character")
+            renamed = ID_BREAKING_CHARACTERS.sub("-", rel)
+            raise DataError(
+                f"the file name {rel!r} holds {what} (U+{ord(bad.group()):04X}), which would "
+                "break the log lines, reports and files that print its document id",
+                path=root,
+                hint=f"rename it without that character: `mv {_shell_quoted(rel)} "
+                f"{_shell_quoted(renamed)}` in that folder",
+            )
         key = unicodedata.normalize("NFC", rel)
         if key in seen:
             raise DataError(
@@ -203,13 +230,16 @@ def _too_large(path: Path, max_bytes: int, what: str, hint: str) -> DataError:
 
 
 def _read_text(path: Path, max_bytes: int) -> str:
-    """The file's UTF-8 text (a leading BOM kept for the parsers, ``\\n`` line ends), at
-    most ``max_bytes``.
+    """The file's text (:func:`~llama_index_ragtune.node_parser.text_encoding.decode_document`:
+    a byte-order mark, else UTF-8, else the charset an HTML page declares; a leading UTF-8
+    BOM kept for the parsers, ``\\n`` line ends), at most ``max_bytes``.
 
     ``DataError`` naming the file when it has gone or cannot be read, is no longer a
     regular file (replaced by a FIFO after the walk: opened without blocking), is larger
-    than ``max_bytes`` (also when it grows while read), or is not UTF-8
-    (``UnicodeDecodeError`` is left to the caller, which names every such file).
+    than ``max_bytes`` (also when it grows while read), or names an encoding that does
+    not decode it (its byte-order mark, its declared charset). ``UnicodeDecodeError`` for
+    a file that is not UTF-8 and declares nothing is left to the caller, which names every
+    such file.
     """
     replaced = "no longer a regular file (replaced by a FIFO or device while the folder was read)"
     with _open_regular(path, replaced) as handle:
@@ -222,47 +252,55 @@ def _read_text(path: Path, max_bytes: int) -> str:
             "split it into smaller files (one per chapter or page), or pass a larger "
             "max_bytes to read_documents",
         )
+    # imported here: the parsers' package loads LlamaIndex, which a folder walk does not need
+    from llama_index_ragtune.node_parser.text_encoding import (
+        DocumentEncodingError,
+        decode_document,
+    )
+
+    try:
+        text = decode_document(data, html=path.suffix.lower() in HTML_SUFFIXES)
+    except DocumentEncodingError as exc:
+        raise DataError(
+            str(exc),
+            path=path,
+            hint="re-save it as UTF-8 from the encoding it was really saved in (`iconv -f "
+            f"ENCODING -t UTF-8`; {exc.charset} does not read it), and fix or remove its "
+            "charset declaration",
+        ) from None
     # line ends read as Python's text mode reads them (\r\n and a lone \r are \n)
-    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-
-
-#: An HTML page's declared encoding (``<meta charset="...">`` or the ``http-equiv``
-#: form), looked for in its first 1024 bytes as the HTML standard's prescan does.
-_DECLARED_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]+)", re.I)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def declared_charset(data: bytes) -> str | None:
-    """The character encoding an HTML page declares in its first 1024 bytes, upper-cased.
+    """:func:`llama_index_ragtune.node_parser.text_encoding.declared_charset` (kept importable
+    here).
 
     Example::
 
         declared_charset(b'<meta charset="windows-1252"><p>Caf\xe9</p>')   # 'WINDOWS-1252'
     """
-    found = _DECLARED_CHARSET.search(data[:1024])
-    return found.group(1).decode("ascii").upper() if found else None
+    from llama_index_ragtune.node_parser.text_encoding import declared_charset as declared
+
+    return declared(data)
 
 
 def _not_utf8_error(root: Path, found: Sequence[tuple[str, UnicodeDecodeError]]) -> DataError:
-    """One ``DataError`` for the files that are not UTF-8: the first named with the byte
-    (or its UTF-16 byte-order mark), the others listed, so one run names them all; an
+    """One ``DataError`` for the files that are not UTF-8 and declare no charset that
+    reads them: the first named with the byte, the others listed, so one run names them all; an
     HTML page that declares its encoding is converted from that one in the hint."""
     rel, exc = found[0]
-    utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")  # a UTF-16 byte-order mark
-    declared = None if utf16 else declared_charset(exc.object)
-    if declared is not None and declared.replace("-", "").replace("_", "") == "UTF8":
+    # a declaration here is UTF-8 (or UTF-16, read as UTF-8), or in a Markdown / text file
+    declared = declared_charset(exc.object)
+    if declared is not None and declared.replace("-", "").replace("_", "") in ("UTF8", "UTF16"):
         declared = None  # a wrong declaration says nothing about the bytes
-    if utf16:
-        message = "not UTF-8 text but UTF-16"
-    else:
-        says = f"; the page declares charset {declared}" if declared else ""
-        message = f"not UTF-8 text (byte {exc.start}{says})"
+    says = f"; the page declares charset {declared}" if declared else ""
+    message = f"not UTF-8 text (byte {exc.start}{says})"
     others = [other for other, _ in found[1:]]
     if others:
         message += f"; nor are {len(others)} other file(s): {others[:10]}"
     if declared is not None:
         how = f"`iconv -f {declared} -t UTF-8` for the first, then make its <meta charset> utf-8"
-    elif utf16:
-        how = "`iconv -f UTF-16 -t UTF-8`"
     else:
         how = "e.g. `iconv -f WINDOWS-1252 -t UTF-8`, or SHIFT_JIS, LATIN1..., as it was saved"
     return DataError(

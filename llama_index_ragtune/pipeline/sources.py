@@ -23,10 +23,15 @@ error: keys are relative to the docs folder. Without ``--metadata`` the file is 
 Skipped when walking the folder: names starting with ``.`` (hidden files and folders:
 ``.git``, ``.DS_Store``, macOS ``._*`` copies) or ``~$`` (office lock files), files of
 other types, and linked folders, broken links, FIFOs and devices (a warning names those).
-Two file names equal in Unicode NFC (names differing in case are two documents),
-a file over ``MAX_DOCUMENT_BYTES`` (32 MiB; the metadata file too) and a file that is
-not UTF-8 (UTF-16, Latin-1, Windows-1252, Shift-JIS...: every such file is named at once)
-are each a ``DataError``.
+Files are read by ``node_parser.text_encoding.decode_document``: a byte-order mark
+(UTF-8, UTF-16, UTF-32) names the encoding; else UTF-8; else an HTML page is read in the
+charset it declares (``<meta charset>``, ``http-equiv``, ``<?xml encoding?>``).
+Two file names equal in Unicode NFC (names differing in case are two documents), a file
+name holding a control, line-separator or bidi character (it would break every line
+that prints its id), a file over ``MAX_DOCUMENT_BYTES`` (32 MiB; the metadata file too),
+a declared charset that does not read its page, and a file that is not UTF-8 and
+declares nothing (Latin-1, Windows-1252, Shift-JIS...: every such file is named at
+once) are each a ``DataError``.
 
 Each document's ``id_`` is its path relative to the docs folder (``"grocery/returns.md"``):
 the ``doc_id`` that labelled queries refer to. Nodes get stable ids
@@ -297,8 +302,9 @@ def read_documents(
 
     Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a missing folder,
     ``DataError`` for a folder without documents, a subfolder that cannot be listed
-    (permissions), a file (or file name) that is not UTF-8 (every such file named), a
-    file name equal in NFC to another, a file over
+    (permissions), a file that is not UTF-8 and has no byte-order mark or (HTML) declared
+    charset that reads it (every such file named), a file name that is not UTF-8, holds a
+    control or bidi character, or is equal in NFC to another, a file over
     ``max_bytes`` or that vanishes while read, a file that is not text
     (NUL bytes, mostly control characters: binary content, refused like a non-UTF-8
     file) or bad metadata. Empty files (no visible character: only whitespace and invisible

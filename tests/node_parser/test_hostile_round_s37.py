@@ -218,32 +218,6 @@ def test_suffixes_are_checked_and_compared_in_lower_case(tmp_path):
         read_documents(tmp_path, suffixes=["md"])  # was: "no documents (md) found"
 
 
-@pytest.mark.parametrize(
-    ("declaration", "charset", "encoding"),
-    [
-        ('<meta charset="windows-1252">', "WINDOWS-1252", "cp1252"),
-        (
-            '<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1">',
-            "ISO-8859-1",
-            "latin-1",
-        ),
-        ("<META CHARSET=Shift_JIS>", "SHIFT_JIS", "shift_jis"),
-    ],
-)
-def test_an_undecodable_page_is_named_with_the_charset_it_declares(
-    tmp_path, declaration, charset, encoding
-):
-    page = f"<html><head>{declaration}</head><body><h1>Café « menu »</h1></body></html>"
-    if encoding == "shift_jis":
-        page = page.replace("Café « menu »", "返品について")
-    (tmp_path / "old.html").write_bytes(page.encode(encoding))
-    with pytest.raises(DataError) as caught:
-        read_documents(tmp_path)
-    message = str(caught.value)
-    assert "old.html" in message and f"the page declares charset {charset}" in message
-    assert f"iconv -f {charset} -t UTF-8" in message  # was always "iconv -f WINDOWS-1252"
-
-
 def test_a_page_declaring_utf8_wrongly_gets_the_generic_hint(tmp_path):
     (tmp_path / "old.html").write_bytes(b'<meta charset="utf-8"><p>Caf\xe9</p>')
     with pytest.raises(DataError, match=r"not UTF-8 text \(byte \d+\).*WINDOWS-1252"):

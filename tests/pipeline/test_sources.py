@@ -156,7 +156,7 @@ def test_missing_empty_or_undecodable_folders_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="no documents"):
         read_documents(empty)
     bad = tmp_path / "bad"
-    _write(bad, {"x.md": b"\xff\xfe\x00bad"})
+    _write(bad, {"x.md": b"caf\xe9 bad"})  # a UTF-16 BOM now names the encoding
     with pytest.raises(DataError, match=r"x\.md: not UTF-8"):
         read_documents(bad)
 

@@ -97,12 +97,12 @@ def test_a_folder_of_only_hidden_documents_says_they_are_hidden(tmp_path):
     assert "hidden, so skipped: ['.draft.md', '.git']" in str(err.value)
 
 
-def test_a_utf16_file_is_named_with_its_encoding(tmp_path):
-    _write(tmp_path, {"ok.md": GOOD, "export.html": "<p>Hello</p>".encode("utf-16")})
-    with pytest.raises(DataError, match=r"export\.html: not UTF-8 text but UTF-16") as err:
-        read_documents(tmp_path)
-    assert err.value.path == tmp_path / "export.html"
-    assert "convert it to UTF-8 (`iconv -f UTF-16 -t UTF-8`)" in str(err.value)
+def test_a_utf16_file_is_read_by_its_byte_order_mark(tmp_path):
+    # was refused with "convert it to UTF-8 (`iconv -f UTF-16 -t UTF-8`)"; a BOM names the
+    # encoding, as browsers and iconv read it
+    _write(tmp_path, {"ok.md": GOOD, "export.html": "<p>Héllo</p>".encode("utf-16")})
+    docs = {doc.id_: doc.text for doc in read_documents(tmp_path)}
+    assert docs["export.html"] == "<p>Héllo</p>"
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,9 @@ def test_other_undecodable_files_are_named_with_the_byte(tmp_path, data):
 
 
 def test_odd_but_valid_names_are_distinct_document_ids(tmp_path):
-    names = ["FAQ.md", "faq.md", "new\nline.md", "a#1.md", "back\\slash.md", "x" * 200 + ".md"]
+    # "new\nline.md" was here: control characters in a name are refused since (they broke
+    # every log line printing the id): tests/node_parser/test_hostile_round_s38.py
+    names = ["FAQ.md", "faq.md", "a#1.md", "back\\slash.md", "x" * 200 + ".md"]
     _write(tmp_path, {name: f"# {i}\n\nText {i}." for i, name in enumerate(names)})
     docs = read_documents(tmp_path)
     assert [d.id_ for d in docs] == sorted(names)
