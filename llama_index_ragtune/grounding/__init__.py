@@ -39,6 +39,8 @@ full-width ``［1］``, ``【1】``, ``[１]``  the same as ``[1]`` (full-width 
 ``(1)``, ``[^1]``, ``[x]``, ``[]``     not citations: kept as written
 ``"Smith [1] found"`` quoted from a    the source's own footnote: kept, not a citation (with
 source that holds ``[1]``              ``source_texts``, as the query engine reads answers)
+``Smith [1] found it`` unquoted, the   the same: a marker with the source's words around it
+words around ``[1]`` in a source       (one each side, a third on either) is its footnote
 inside inline code or a fenced block   code: kept as written, never a citation
 =====================================  ==========================================================
 
@@ -115,6 +117,8 @@ from llama_index_ragtune.grounding.quotes import (
     DEFAULT_MIN_QUOTE_WORDS,
     QuoteCheck,
     check_quotes,
+    copied_from_sources,
+    footnotes_from_sources,
     normalize_quote,
     quoted_from_sources,
 )
@@ -139,9 +143,11 @@ __all__ = [
     "check_refusal",
     "cite",
     "cited_claims",
+    "copied_from_sources",
     "says_nothing",
     "sentence_spans",
     "find_citations",
+    "footnotes_from_sources",
     "format_sources",
     "is_blank",
     "is_refusal",

@@ -24,7 +24,7 @@ from llama_index_ragtune.grounding.citations import (
     strip_citations,
 )
 from llama_index_ragtune.grounding.prompt import DEFAULT_REFUSAL, check_refusal
-from llama_index_ragtune.grounding.quotes import quoted_from_sources
+from llama_index_ragtune.grounding.quotes import footnotes_from_sources
 
 
 def _normal(text: str) -> str:
@@ -163,7 +163,8 @@ class AnswerStream:
     The text shown is the same as :func:`parse_answer`'s, whatever the chunks
     (leading and trailing whitespace held back and dropped). With ``source_texts``
     (the ``n_sources`` texts the model was shown), a marker inside a quote copied from
-    a source that holds that marker is the source's own footnote, not a citation.
+    a source that holds that marker, or copied unquoted with the source's words around
+    it, is the source's own footnote, not a citation (:func:`footnotes_from_sources`).
 
     Example::
 
@@ -219,7 +220,7 @@ class AnswerStream:
         numbers, invalid = tuple(self.filter.numbers), tuple(self.filter.invalid)
         if cited and self.source_texts is not None:
             unquoted = _unquoted_citations(text, self.source_texts)
-            if unquoted is not None:  # some markers are a source's footnotes, quoted
+            if unquoted is not None:  # some markers are a source's footnotes, copied
                 numbers = tuple(n for n in numbers if n in unquoted or n in invalid)
                 cited = unquoted
         refused = _refuses(text, bool(cited), self.refusal)
@@ -250,9 +251,10 @@ class AnswerStream:
 
 
 def _unquoted_citations(text: str, source_texts: Sequence[str]) -> tuple[int, ...] | None:
-    """The valid numbers of ``text``'s markers other than the sources' footnotes quoted with
-    their text, in order of first appearance; ``None`` when no marker is such a footnote."""
-    quoted = quoted_from_sources(text, source_texts)
+    """The valid numbers of ``text``'s markers other than the sources' footnotes quoted or
+    copied with their text, in order of first appearance; ``None`` when no marker is such a
+    footnote."""
+    quoted = footnotes_from_sources(text, source_texts)
     if not quoted:
         return None
     citations = find_citations(text, len(source_texts))
@@ -269,7 +271,8 @@ def parse_answer(
     """Read a model's answer over ``n_sources`` numbered sources (module docstring: the rules).
 
     ``source_texts`` (the sources' texts as shown): a marker inside a quote copied from a
-    source that holds it is that source's footnote, kept in the text but not a citation.
+    source that holds it, or copied unquoted with the source's words around it, is that
+    source's footnote, kept in the text but not a citation.
 
     Example::
 

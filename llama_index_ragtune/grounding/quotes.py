@@ -27,7 +27,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from llama_index_ragtune.grounding._scanner import CodeReader, Lexer
+from llama_index_ragtune.grounding._scanner import MAX_MARKER_CHARS, CodeReader, Lexer
 from llama_index_ragtune.grounding.citations import find_citations
 
 DEFAULT_MIN_QUOTE_WORDS = 3
@@ -41,7 +41,9 @@ __all__ = [
     "QuoteCheck",
     "check_quotes",
     "code_mask",
+    "copied_from_sources",
     "find_quotes",
+    "footnotes_from_sources",
     "normalize_quote",
     "quoted_from_sources",
 ]
@@ -408,3 +410,86 @@ def quoted_from_sources(answer: str, source_texts: Sequence[str]) -> set[int]:
         if verbatim[key]:
             found.add(citation.start)
     return found
+
+
+# A marker counts as copied with its source's text when the words around it are the source's
+# words around that marker: one word on each side and a third on either, compared normalised.
+_COPY_WINDOW_CHARS = 200  # enough text on each side of a marker to hold two words
+# a bracket group as a citation marker can be written (ASCII, full-width, lenticular brackets)
+_BRACKET_GROUP = re.compile(
+    rf"[\[\uff3b\u3010][^\[\]\uff3b\uff3d\u3010\u3011\n]{{0,{MAX_MARKER_CHARS}}}[\]\uff3d\u3011]"
+)
+
+
+def _words_before(text: str, at: int) -> list[str]:
+    """The last two normalised words of ``text[:at]``, nearest first."""
+    start = max(0, at - _COPY_WINDOW_CHARS)
+    words = normalize_quote(text[start:at]).split()
+    if start and words and text[start - 1].isalnum():
+        words = words[1:]  # the window began inside a word
+    return words[::-1][:2]
+
+
+def _words_after(text: str, at: int) -> list[str]:
+    """The first two normalised words of ``text[at:]``."""
+    end = at + _COPY_WINDOW_CHARS
+    words = normalize_quote(text[at:end]).split()
+    if end < len(text) and words and text[end].isalnum():
+        words = words[:-1]  # the window ended inside a word
+    return words[:2]
+
+
+def _copy_keys(before: list[str], after: list[str]) -> set[tuple[str, ...]]:
+    """Three-word contexts of a marker: two words before and one after, or one and two."""
+    keys: set[tuple[str, ...]] = set()
+    if before and after:
+        if len(before) == 2:
+            keys.add(("before", before[1], before[0], after[0]))
+        if len(after) == 2:
+            keys.add(("after", before[0], after[0], after[1]))
+    return keys
+
+
+def copied_from_sources(answer: str, source_texts: Sequence[str]) -> set[int]:
+    """Start offsets (as :func:`find_citations` gives them) of the markers of ``answer`` copied
+    with a source's text, unquoted: the marker as written occurs in a source with the same
+    words around it there as in the answer -- one word on each side and a third on either
+    (normalised as :func:`normalize_quote`) -- so it is that source's own footnote, not a
+    citation. A marker at the end of a sentence the answer copies is not told apart (no word
+    of the source follows it) and stays a citation. Time linear in the texts' lengths.
+
+    Example::
+
+        copied_from_sources("Smith [2] found it [1].", ["Smith [2] found it in 2001."])  # {5}
+    """
+    citations = find_citations(answer, len(source_texts))
+    if not citations:
+        return set()
+    # marker as written -> its contexts in the sources; one pass over each source's brackets
+    contexts: dict[str, set[tuple[str, ...]]] = {c.text: set() for c in citations}
+    for text in source_texts:
+        for group in _BRACKET_GROUP.finditer(text):
+            if group.group() in contexts:
+                contexts[group.group()] |= _copy_keys(
+                    _words_before(text, group.start()), _words_after(text, group.end())
+                )
+    found: set[int] = set()
+    for citation in citations:
+        at = citation.end - len(citation.text)
+        keys = _copy_keys(_words_before(answer, at), _words_after(answer, citation.end))
+        if keys & contexts[citation.text]:
+            found.add(citation.start)
+    return found
+
+
+def footnotes_from_sources(answer: str, source_texts: Sequence[str]) -> set[int]:
+    """Start offsets of the markers of ``answer`` that are a source's own footnotes, not
+    citations: quoted with the source's text (:func:`quoted_from_sources`) or copied with it
+    unquoted (:func:`copied_from_sources`).
+
+    Example::
+
+        sources = ["Rome.", "Smith [1] found it in 2001."]
+        footnotes_from_sources('"Smith [1] found it" [2]. Smith [1] found it [2].', sources)  # {6, 31}
+    """
+    return quoted_from_sources(answer, source_texts) | copied_from_sources(answer, source_texts)

@@ -39,6 +39,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from llama_index_ragtune.grounding import is_blank
 from llama_index_ragtune.llms.loading import check_device
+from llama_index_ragtune.postprocessor.loaded_model import check_loaded_settings, warn_long_query
 from llama_index_ragtune.postprocessor.model_folder import NO_MODEL_MESSAGE, resolve_model_path
 from llama_index_ragtune.retrievers.checks import clean_text, distinct_nodes
 from llama_index_ragtune.retrievers.fusion import normalize_scores
@@ -140,6 +141,7 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     _model_key: Any = PrivateAttr(default=None)  # the settings _model was loaded with
     _given: bool = PrivateAttr(default=False)  # _model was passed in, not loaded from a path
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _warned_long_query: bool = PrivateAttr(default=False)  # said once that queries are cut
     # models loaded lazily, by settings: shared with copies (``model_copy``, as query engines
     # make for their own callback managers), so that a copy never loads the weights again
     _loaded: dict = PrivateAttr(default_factory=dict)
@@ -175,7 +177,7 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         super().__init__(model=model, top_n=top_n, **kwargs)
         self._model = loaded
         if loaded is not None:
-            _check_loaded_settings(loaded, self.max_length)
+            check_loaded_settings(loaded, self.max_length, self.device)
             self._model_key, self._given = self._load_key(), True
 
     @classmethod
@@ -307,6 +309,8 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             return []
         model = self.cross_encoder
         query = clean_text(query)  # lone surrogates / NUL would crash the tokenizer
+        if not self._warned_long_query:
+            self._warned_long_query = warn_long_query(model, query, self.model)
         pairs = [(query, clean_text(text)) for text in texts]
         if model.num_labels == 2:
             probs = model.predict(
@@ -477,19 +481,6 @@ def _with_retrieval_score(node: NodeWithScore) -> Any:
             "excluded_llm_metadata_keys": hidden(inner.excluded_llm_metadata_keys),
         }
     )
-
-
-def _check_loaded_settings(loaded: Any, max_length: int | None) -> None:
-    """``ValueError`` when ``max_length`` differs from a loaded CrossEncoder's own: the model
-    is used as it is, so the setting would be ignored without a word."""
-    own = getattr(loaded, "max_length", None)
-    if max_length is not None and own != max_length:
-        raise ValueError(
-            f"CrossEncoderRerank was given a loaded CrossEncoder (max_length {own}), which is "
-            f"used as it is: max_length={max_length} would be ignored. Set it on the model "
-            f"(cross_encoder.max_length = {max_length}), or build the reranker from its folder "
-            "path"
-        )
 
 
 def _model_name(model: Any) -> str:

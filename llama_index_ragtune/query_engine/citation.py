@@ -15,7 +15,8 @@ What it does better than core's ``CitationQueryEngine``:
 - no retrieved node, or a question with no visible character (only whitespace,
   control or direction marks) -> the refusal, without calling the LLM;
 - a marker inside a quote copied from a source that holds it (``"Smith [1]
-  found ..."`` quoted from source 2) is that source's footnote, not a citation.
+  found ..."`` quoted from source 2), or copied unquoted with the source's words
+  around it (``Smith [1] found it``), is that source's footnote, not a citation.
 - sources past the LLM's context window (``metadata.context_window`` less its
   ``num_output``, as core's ``PromptHelper`` reserves) are fitted, not fatal: the
   lowest-ranked ones left out, the last kept one cut at a sentence boundary

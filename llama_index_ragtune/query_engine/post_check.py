@@ -37,7 +37,7 @@ from llama_index_ragtune.grounding import (
     is_refusal,
     sentence_spans,
 )
-from llama_index_ragtune.grounding.quotes import code_mask, find_quotes, quoted_from_sources
+from llama_index_ragtune.grounding.quotes import code_mask, find_quotes, footnotes_from_sources
 
 MODES = ("flag", "cite")
 _QUOTE_TAIL = re.compile(r"\s*:\s*[\"\u201c\u00ab]")
@@ -113,8 +113,8 @@ def uncited_claims(
 ) -> list[tuple[int, int]]:
     """Spans of the claims of ``answer`` that cite no valid source (none for a refusal).
 
-    With ``source_texts``, a source's own footnote quoted with its text is no citation
-    (``grounding.quoted_from_sources``), as the query engine reads answers.
+    With ``source_texts``, a source's own footnote quoted or copied with its text is no
+    citation (``grounding.footnotes_from_sources``), as the query engine reads answers.
 
     Example::
 
@@ -123,7 +123,7 @@ def uncited_claims(
     """
     if is_refusal(answer, refusal):
         return []
-    footnotes = quoted_from_sources(answer, source_texts) if source_texts is not None else ()
+    footnotes = footnotes_from_sources(answer, source_texts) if source_texts is not None else ()
     marks = [
         (c.end - len(c.text), c.end)
         for c in find_citations(answer, n_sources)

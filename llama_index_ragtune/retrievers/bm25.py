@@ -206,7 +206,7 @@ class BM25Retriever(BaseRetriever):
                 raise TypeError(
                     f"filters must be llama_index MetadataFilters, got {type(filters).__name__}"
                 )
-            check_filter_keys(filters, self._masks.keys, "BM25Retriever")
+            check_filter_keys(filters, self._masks.keys, "BM25Retriever", self._masks.value_kinds)
             self._masks.mask(filters)  # unknown operators and uncomparable values fail here
 
     # ------------------------------------------------------------------ scoring

@@ -10,10 +10,12 @@ the argument, instead of failing later deep inside FAISS, bm25s or a tokenizer.
   returned unchanged.
 * :func:`prepare_query`: a cleaned ``QueryBundle``, or ``None`` for a query with no text
   and no precomputed embedding (retrievers return no results for it).
+* :func:`check_query_vector`: a query embedding with NaN, infinity or only zeros.
 * :func:`check_nodes`: a list of distinct LlamaIndex nodes.
 * :func:`distinct_nodes`: retrieved nodes with each node id once, at its first place.
 * :func:`split_blank_nodes`: nodes whose embedded text is empty or whitespace only.
-* :func:`check_filter_keys`: ``MetadataFilters`` naming keys that no node has.
+* :func:`check_filter_keys`: ``MetadataFilters`` naming keys that no node has, or comparing
+  a key with values of a kind no node holds there (``"1"`` for numbers).
 
 Example::
 
@@ -25,19 +27,25 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CheckedAttribute",
     "PositiveIntAttribute",
     "check_filter_keys",
+    "check_query_vector",
+    "metadata_value_kinds",
     "check_nodes",
     "clean_text",
     "non_negative_float",
@@ -203,6 +211,45 @@ def prepare_query(query_bundle: QueryBundle) -> QueryBundle | None:
     )
 
 
+def check_query_vector(
+    vector: Sequence[float], query_str: str, dimension: int | None = None
+) -> bool:
+    """Whether the query vector can rank documents: ``False`` when it is all zeros (every
+    document equally similar: a static embedding model gives zeros to a text of unknown
+    tokens, e.g. a product code, so the caller searches with BM25 alone); ``ValueError``
+    naming the query for another size than the index's ``dimension`` (when known) or a NaN
+    or infinite value (a broken model, which FAISS, Qdrant and Milvus refuse in their own
+    words or rank arbitrarily).
+
+    Example::
+
+        check_query_vector([0.6, 0.8], "apple return")       # True
+        check_query_vector([0.0, 0.0], "XK-9")               # False: BM25 alone
+        check_query_vector([float("nan"), 0.0], "apple")     # ValueError: ... NaN
+    """
+    values = np.asarray(vector, dtype=np.float64)
+    shown = query_str if len(query_str) <= 80 else query_str[:77] + "..."
+    if dimension is not None and values.shape != (dimension,):
+        raise ValueError(
+            f"the query embedding of {shown!r} has shape {values.shape} but the index holds "
+            f"{dimension}-d vectors; embed the query with the index's embedding model"
+        )
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f"the query embedding of {shown!r} holds NaN or infinite values; check the "
+            "embedding model (an fp16 overflow, damaged weights), or search this query with "
+            "BM25Retriever alone"
+        )
+    if values.size and not values.any():
+        logger.warning(
+            "the query embedding of %r is all zeros (the embedding model knows none of its "
+            "tokens): searched with BM25 alone",
+            shown,
+        )
+        return False
+    return True
+
+
 def check_nodes(nodes: Any, where: str) -> list[BaseNode]:
     """``nodes`` as a list of ``BaseNode`` with unique ids; ``TypeError``/``ValueError`` otherwise.
 
@@ -264,23 +311,76 @@ def split_blank_nodes(
     return kept, blank
 
 
-def _filter_keys(filters: MetadataFilters) -> list[tuple[str, Any]]:
-    keys = []
+def _filter_leaves(filters: MetadataFilters) -> list[MetadataFilter]:
+    leaves = []
     for item in filters.filters:
         if isinstance(item, MetadataFilters):
-            keys.extend(_filter_keys(item))
+            leaves.extend(_filter_leaves(item))
         elif isinstance(item, MetadataFilter):
-            keys.append((item.key, item.operator))
-    return keys
+            leaves.append(item)
+    return leaves
+
+
+def _value_kind(value: Any) -> str | None:
+    """``"number"`` or ``"text"`` (the kinds a filter can confuse), else ``None``."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return "number"
+    return None
+
+
+def _kinds(value: Any) -> set[str]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return {kind for item in values if (kind := _value_kind(item)) is not None}
+
+
+def metadata_value_kinds(metadata: Iterable[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+    """For each metadata key, the kinds of value the nodes hold under it (``"number"``,
+    ``"text"``; a list's items counted), for :func:`check_filter_keys`.
+
+    Example::
+
+        metadata_value_kinds([{"n": 1, "tags": ["a"]}, {"n": 2.5}])   # {'n': {'number'}, 'tags': {'text'}}
+    """
+    kinds: dict[str, set[str]] = {}
+    for mapping in metadata:
+        for key, value in mapping.items():
+            kinds.setdefault(key, set()).update(_kinds(value))
+    return {key: frozenset(found) for key, found in kinds.items()}
+
+
+# operators comparing a node's value with the filter's (a text match or is_empty compares none)
+_COMPARING = frozenset(
+    {
+        FilterOperator.EQ,
+        FilterOperator.NE,
+        FilterOperator.GT,
+        FilterOperator.LT,
+        FilterOperator.GTE,
+        FilterOperator.LTE,
+        FilterOperator.IN,
+        FilterOperator.NIN,
+        FilterOperator.ANY,
+        FilterOperator.ALL,
+        FilterOperator.CONTAINS,
+    }
+)
 
 
 def check_filter_keys(
-    filters: MetadataFilters | None, known_keys: Collection[str], where: str
+    filters: MetadataFilters | None,
+    known_keys: Collection[str],
+    where: str,
+    value_kinds: Mapping[str, Collection[str]] | None = None,
 ) -> None:
-    """Raise ``ValueError`` if ``filters`` names a key that no node's metadata has.
+    """Raise ``ValueError`` if ``filters`` names a key that no node's metadata has, or (with
+    ``value_kinds``, from :func:`metadata_value_kinds`) compares a key with text where every
+    node holds a number there, or with a number where every node holds text.
 
     Such a filter can never match (``is_empty`` excepted), so it would silently return
-    nothing; the usual cause is a misspelt key.
+    nothing (or, negated, everything); the usual causes are a misspelt key and a number
+    passed as a string (``"1"`` from a URL's query string for metadata ``1``).
 
     Example::
 
@@ -288,9 +388,9 @@ def check_filter_keys(
     """
     if filters is None:
         return
+    leaves = _filter_leaves(filters)
     unknown = sorted(
-        {key for key, op in _filter_keys(filters) if op != FilterOperator.IS_EMPTY}
-        - set(known_keys)
+        {leaf.key for leaf in leaves if leaf.operator != FilterOperator.IS_EMPTY} - set(known_keys)
     )
     if unknown:
         known = ", ".join(sorted(known_keys)[:20]) or "none"
@@ -298,3 +398,31 @@ def check_filter_keys(
             f"metadata filter key(s) {unknown} appear in no node indexed by {where} (keys present: "
             f"{known}); fix the key name, or add that metadata to the nodes before indexing"
         )
+    for leaf in leaves if value_kinds is not None else ():
+        held = set(value_kinds.get(leaf.key, ()))
+        given = _kinds(leaf.value)
+        if leaf.operator in _COMPARING and held and given and not given & held:
+            given_kind, held_kind = (
+                ("string", "number") if "number" in held else ("number", "string")
+            )
+            raise ValueError(
+                f"metadata filter {leaf.key!r} {leaf.operator.value} {leaf.value!r} compares "
+                f"with a {given_kind}, but every node indexed by {where} holds a {held_kind} "
+                f"under {leaf.key!r}, so it can never match; pass the value as a {held_kind} "
+                f"({_as_kind(leaf.value, held_kind)}), or store the metadata with the type you "
+                "filter by"
+            )
+
+
+def _as_kind(value: Any, kind: str) -> str:
+    """An example of ``value`` written as a ``kind`` (``"number"`` / ``"string"``)."""
+    if isinstance(value, (list, tuple)):
+        return "each item of the list"
+    if kind == "string":
+        return f"{str(value)!r}, not {value!r}"
+    try:
+        number = float(value)
+    except ValueError:
+        return f"a number, not {value!r}"
+    shown = int(number) if number.is_integer() else number
+    return f"{shown!r}, not {value!r}"

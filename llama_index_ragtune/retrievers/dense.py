@@ -129,7 +129,7 @@ def check_dense_filters(
             "does), or pass a dense_retriever that applies the filters itself"
         )
     if isinstance(store, FilterableFaissVectorStore) and len(store._masks):
-        check_filter_keys(filters, store._masks.keys, "the dense index")
+        check_filter_keys(filters, store._masks.keys, "the dense index", store._masks.value_kinds)
         store._masks.mask(filters)  # values it cannot compare fail now, not at query time
     elif isinstance(store, FilterableFaissVectorStore):
         logger.warning(

@@ -435,6 +435,30 @@ def _holds_only(index: Any) -> bool:
     return result
 
 
+_DIMENSIONS: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
+
+
+def index_dimension(index: Any) -> int | None:
+    """The size of the vectors ``index``'s store holds: the FAISS index's, or the Qdrant /
+    Milvus collection's (asked once per index); ``None`` for another store or no collection.
+
+    Example::
+
+        index_dimension(retriever.index)   # e.g. 384
+    """
+    store = getattr(index, "vector_store", None)
+    faiss_index = getattr(store, "_faiss_index", None)
+    if faiss_index is not None:
+        return int(faiss_index.d)
+    kind = store_kind(store)
+    if kind not in STORE_KINDS:
+        return None
+    if index not in _DIMENSIONS:
+        facts = external_milvus.collection_facts if kind == "milvus" else _qdrant_facts
+        _DIMENSIONS[index] = facts(store)[2]
+    return _DIMENSIONS[index]
+
+
 def store_supports_async(store: Any) -> bool:
     """Whether a store's native ``aquery`` can run (Qdrant needs an async client for it).
 

@@ -118,6 +118,7 @@ class FilterMaskCache:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._keys: frozenset[str] | None = None
+        self._value_kinds: dict[str, frozenset[str]] | None = None
 
     def __len__(self) -> int:
         return len(self._metadata)
@@ -137,12 +138,22 @@ class FilterMaskCache:
             self._keys = frozenset(keys)
         return self._keys
 
+    @property
+    def value_kinds(self) -> dict[str, frozenset[str]]:
+        """Per key, the kinds of value held (``checks.metadata_value_kinds``)."""
+        if self._value_kinds is None:
+            from llama_index_ragtune.retrievers.checks import metadata_value_kinds
+
+            self._value_kinds = metadata_value_kinds(self._metadata)
+        return self._value_kinds
+
     def extend(self, metadata: Sequence[Mapping[str, Any]]) -> None:
         """Append positions (invalidates cached masks)."""
         with self._lock:
             self._metadata.extend(metadata)
             self._cache.clear()
             self._keys = None
+            self._value_kinds = None
 
     def mask(self, filters: MetadataFilters) -> np.ndarray:
         """Read-only boolean array: ``True`` where the position passes ``filters``."""

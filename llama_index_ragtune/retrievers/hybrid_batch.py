@@ -49,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llama_index.core.schema import IndexNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import VectorStoreQuery
@@ -60,12 +60,10 @@ from llama_index_ragtune.embeddings.micro_batch import (
     batch_query_fn,
 )
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
+from llama_index_ragtune.retrievers.checks import check_query_vector
 from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 from llama_index_ragtune.retrievers.hybrid_update import check_in_step
-
-if TYPE_CHECKING:
-    from llama_index_ragtune.retrievers.hybrid import HybridRetriever
 
 __all__ = ["DEFAULT_MAX_BATCH_SIZE", "DEFAULT_MAX_WAIT_MS", "HybridBatchSearch", "batchable"]
 
@@ -75,7 +73,7 @@ DEFAULT_MAX_WAIT_MS = 2.0
 DEFAULT_MAX_BATCH_SIZE = 32
 
 
-def batchable(retriever: HybridRetriever, dense_built_in: bool) -> bool:
+def batchable(retriever: Any, dense_built_in: bool) -> bool:
     """Whether ``retriever``'s sides can be answered a batch at a time (module docstring).
 
     Example::
@@ -116,7 +114,7 @@ class HybridBatchSearch:
 
     def __init__(
         self,
-        retriever: HybridRetriever,
+        retriever: Any,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
@@ -159,7 +157,7 @@ def _same(result: Any) -> Any:
     return result
 
 
-def _embeddings(retriever: HybridRetriever, bundles: Sequence[QueryBundle]) -> list[list[float]]:
+def _embeddings(retriever: Any, bundles: Sequence[QueryBundle]) -> list[list[float]]:
     """Each bundle's query vector, as the dense retriever would compute it; one encoder call
     for the plain queries (``embedding_strs == [query_str]``)."""
     embed = retriever.embed_model
@@ -188,9 +186,7 @@ def _embeddings(retriever: HybridRetriever, bundles: Sequence[QueryBundle]) -> l
     return vectors  # type: ignore[return-value]
 
 
-def search_batch(
-    retriever: HybridRetriever, bundles: Sequence[QueryBundle]
-) -> list[list[NodeWithScore]]:
+def search_batch(retriever: Any, bundles: Sequence[QueryBundle]) -> list[list[NodeWithScore]]:
     """Fused results for each of ``bundles`` (already cleaned by ``prepare_query``).
 
     Example::
@@ -206,21 +202,28 @@ def search_batch(
     dense_top_k = getattr(retriever.dense_retriever, "similarity_top_k", retriever.dense_top_k)
     check_in_step(retriever, [], [])  # counts first: a vector id unknown to nodes_dict fails here
     vectors = _embeddings(retriever, bundles)
+    # a batch failing is retried query by query: each caller gets its own error
+    rankable = [
+        check_query_vector(vector, bundle.query_str, int(store.client.d))
+        for bundle, vector in zip(bundles, vectors, strict=True)
+    ]
     answers: list[list[NodeWithScore]] = []
-    for bundle, vector in zip(bundles, vectors, strict=True):
+    for bundle, vector, can_rank in zip(bundles, vectors, rankable, strict=True):
         bundle.embedding = vector  # as the dense retriever does for the caller's bundle
-        found = store.query(
-            VectorStoreQuery(
-                query_embedding=vector,
-                similarity_top_k=dense_top_k,
-                query_str=bundle.query_str,
-                filters=filters,
+        dense = []  # an all-zero vector ranks nothing: BM25 alone
+        if can_rank:
+            found = store.query(
+                VectorStoreQuery(
+                    query_embedding=vector,
+                    similarity_top_k=dense_top_k,
+                    query_str=bundle.query_str,
+                    filters=filters,
+                )
             )
-        )
-        dense = [
-            (nodes_dict[vid], float(score))
-            for vid, score in zip(found.ids or [], found.similarities or [], strict=True)
-        ]
+            dense = [
+                (nodes_dict[vid], float(score))
+                for vid, score in zip(found.ids or [], found.similarities or [], strict=True)
+            ]
         positions = sparse.rank(bundle.query_str, sparse.similarity_top_k, sparse.filters)
         sparse_ranking = [(sparse.nodes[i].node_id, score) for i, score in positions]
         lexical = {

@@ -24,7 +24,8 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
-from llama_index_ragtune.retrievers.checks import prepare_query
+from llama_index_ragtune.retrievers.checks import check_query_vector, prepare_query
+from llama_index_ragtune.retrievers.external_store import index_dimension
 from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 from llama_index_ragtune.retrievers.hybrid_update import areading, check_in_step, reading
@@ -59,7 +60,13 @@ def search(retriever: Any, query_bundle: QueryBundle) -> list[NodeWithScore]:
         batch = retriever._batch_search()
         if batch is not None:
             return batch.search(query_bundle)
-        dense = retriever._dense.retrieve(query_bundle)
+        embed = _query_embed_model(retriever, query_bundle)
+        if embed is not None:  # the vector the dense side would compute, checked first
+            query_bundle.embedding = embed.get_agg_embedding_from_queries(
+                query_bundle.embedding_strs
+            )
+        rankable = _check_vector(retriever, query_bundle)
+        dense = retriever._dense.retrieve(query_bundle) if rankable else []
         sparse = retriever._sparse.retrieve(query_bundle)
         return fuse_sides(retriever, dense, sparse)
 
@@ -79,11 +86,39 @@ async def asearch(retriever: Any, query_bundle: QueryBundle) -> list[NodeWithSco
         batch = retriever._batch_search()
         if batch is not None:
             return await batch.asearch(query_bundle)
+        embed = _query_embed_model(retriever, query_bundle)
+        if embed is not None:
+            query_bundle.embedding = await embed.aget_agg_embedding_from_queries(
+                query_bundle.embedding_strs
+            )
+        if not _check_vector(retriever, query_bundle):  # all zeros: BM25 alone
+            return fuse_sides(retriever, [], await _aretrieve_side(retriever._sparse, query_bundle))
         dense, sparse = await asyncio.gather(
             _aretrieve_side(retriever._dense, query_bundle),
             _aretrieve_side(retriever._sparse, query_bundle),
         )
         return fuse_sides(retriever, dense, sparse)
+
+
+def _query_embed_model(retriever: Any, query_bundle: QueryBundle) -> Any:
+    """The model the built-in dense side embeds ``query_bundle`` with, when it has no vector
+    yet (``None`` for a custom dense side, which embeds on its own, or a text-only store)."""
+    if query_bundle.embedding is not None or not retriever._dense_built_in:
+        return None
+    store = getattr(retriever._index, "vector_store", None)
+    if not getattr(store, "is_embedding_query", True) or not query_bundle.embedding_strs:
+        return None
+    return getattr(retriever._dense, "_embed_model", None)
+
+
+def _check_vector(retriever: Any, query_bundle: QueryBundle) -> bool:
+    """Whether the dense side can rank this query (``checks.check_query_vector``: ``False``
+    for an all-zero vector), checked against the built-in dense index's size too, which
+    Qdrant and Milvus report only in a raw error of their own."""
+    if query_bundle.embedding is None:
+        return True
+    dimension = index_dimension(retriever._index) if retriever._dense_built_in else None
+    return check_query_vector(query_bundle.embedding, query_bundle.query_str, dimension)
 
 
 def fuse_sides(

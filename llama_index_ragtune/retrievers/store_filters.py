@@ -60,6 +60,7 @@ class _Corpus:
     """What the parity check needs of an index's nodes, read once per index size."""
 
     def __init__(self, nodes: list[BaseNode], kind: str) -> None:
+        from llama_index_ragtune.retrievers.checks import metadata_value_kinds
         from llama_index_ragtune.retrievers.filters import filterable_metadata
 
         self.size = len(nodes)
@@ -67,6 +68,7 @@ class _Corpus:
         self.ids = [n.node_id for n in nodes]
         self.metadata = [filterable_metadata(n) for n in nodes]
         self.keys = frozenset(key for metadata in self.metadata for key in metadata)
+        self.value_kinds = metadata_value_kinds(self.metadata)
         # the database's id of each node (Qdrant writes UUIDs canonically)
         self.by_store_id = {(_canonical_uuid(i) if kind == "qdrant" else i): i for i in self.ids}
         # filter keys found exact on this corpus, most recently used last
@@ -142,7 +144,7 @@ def check_store_parity(
             corpus.accepted.move_to_end(key)
             return
     product = STORE_NAMES[kind]
-    check_filter_keys(filters, corpus.keys, f"the {product} dense side")
+    check_filter_keys(filters, corpus.keys, f"the {product} dense side", corpus.value_kinds)
     where = f"filters {filters.model_dump(mode='json')} cannot run exactly on {product}"
     metadata = corpus.metadata
     passes = build_filter_fn(lambda i: metadata[i], filters)
