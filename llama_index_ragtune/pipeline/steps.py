@@ -2,7 +2,8 @@
 
 Each step function takes the ``RunContext``, writes its output into the work
 folder and returns what the state file records about it (``PipelineRunner``
-times it and writes the state). The evaluation step lives in
+times it and writes the state). The fusion step lives in
+:mod:`~llama_index_ragtune.pipeline.fusion_step`, the evaluation step in
 :mod:`~llama_index_ragtune.pipeline.evaluate`, the bundle in
 :mod:`~llama_index_ragtune.pipeline.bundle`. Tuning steps promote their part only
 on the engine's champion / challenger decision and record it either way.
@@ -24,14 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.models import load_model
 from llama_index_ragtune.pipeline.context import RunContext
+from llama_index_ragtune.pipeline.fusion_step import fusion
 
 if TYPE_CHECKING:
     from llama_index_ragtune.finetuning.promotion import PromotionDecision
 
 logger = logging.getLogger(__name__)
-
-QUICK_FUSION_GRID_BELOW = 300
-"""Fewer training queries than this: the fusion sweep uses the quick grid (less to overfit)."""
 
 
 def _margin(ctx: RunContext) -> dict[str, Any]:
@@ -270,75 +269,6 @@ def encoder(ctx: RunContext) -> dict[str, Any]:
         "plan": result.info.get("plan"),
         "engine_fusion": result.info.get("fusion"),
     }
-
-
-def fusion(ctx: RunContext) -> dict[str, Any]:
-    """Choose the fusion mode and weights for the served encoder on the training queries.
-
-    The library preset is the champion; the best setting of the sweep
-    (``retrievers.fusion_sweep.choose_fusion``; quick grid below 300 queries)
-    replaces it only when it scores better by more than the promotion margin.
-    The choice is made on training queries, never on the test split.
-    """
-    import dataclasses
-
-    from sentence_transformers import SentenceTransformer
-
-    from llama_index_ragtune.evaluation.metrics import MeanMetrics
-    from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
-    from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
-    from llama_index_ragtune.pipeline.training_data import retrieval_dataset
-    from llama_index_ragtune.retrievers.defaults import fusion_preset
-    from llama_index_ragtune.retrievers.fusion_sweep import choose_fusion
-
-    train = retrieval_dataset(ctx.split("train"), ctx.nodes)
-    qrels = {q: dict.fromkeys(train.relevant_docs[q], 1) for q in train.queries}
-    evaluator = HybridRetrievalEvaluator(
-        train.queries,
-        train.corpus,
-        qrels,
-        **ctx.config.bm25_options(),
-        show_progress_bar=ctx.config.show_progress,
-    )
-    model = load_model(SentenceTransformer, ctx.served_encoder, device=ctx.config.device)
-    metric = "hybrid_ndcg@10"
-    preset = evaluator.evaluate(model)
-    grid = "quick" if len(train) < QUICK_FUSION_GRID_BELOW else "full"
-    choice = choose_fusion(evaluator.fusion_rankings(), qrels, grid=grid)
-    margin = (
-        ctx.config.promotion_margin if ctx.config.promotion_margin is not None else DEFAULT_MARGIN
-    )
-    # the chosen setting's per-query values (one more fusion of the rankings the sweep
-    # scored), so the decision can pair it with the preset query by query
-    chosen = evaluator.hybrid_metrics(evaluator.last_scored_rankings, choice.params)
-    decision = decide_promotion(
-        MeanMetrics({metric: preset[metric]}, per_query=_only(preset, metric)),
-        MeanMetrics({metric: choice.ndcg_at_10}, per_query=_only(chosen, metric)),
-        metric,
-        margin,
-        champion_name="the library's fusion preset",
-        queries_name="training queries",
-    )
-    decision = dataclasses.replace(
-        decision, reason=decision.reason.replace("the tuned model", "the fusion chosen on them")
-    )
-    params = choice.params if decision.promoted else fusion_preset(None)
-    return {
-        "promoted": decision.promoted,
-        "params": params,
-        "chosen": choice.params,
-        "grid": grid,
-        "bm25_analyzer": evaluator.bm25_analyzer,
-        "bm25_language": evaluator.bm25_language,
-        "queries": len(train),
-        "decision": _decision(decision),
-    }
-
-
-def _only(metrics: Any, metric: str) -> dict[str, Any]:
-    """``metrics.per_query`` of ``metric`` alone (empty when it keeps none)."""
-    values = getattr(metrics, "per_query", {}).get(metric)
-    return {} if values is None else {metric: values}
 
 
 def reranker(ctx: RunContext) -> dict[str, Any]:

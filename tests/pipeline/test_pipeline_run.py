@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from llama_index.core.base.llms.types import CompletionResponse, LLMMetadata
@@ -63,6 +64,12 @@ def test_manifest_records_models_data_and_decisions(tuned_run):
     assert set(parts) == {"encoder", "fusion", "reranker", "decoder"}
     assert all(parts[p]["forced"] for p in ("encoder", "reranker", "decoder"))
     assert manifest["retrieval"]["fusion"]["fusion_mode"] in ("rrf", "minmax", "zscore")
+    # the sweep's choice is judged out of sample: each query scored by the setting chosen
+    # on the other folds, paired with the preset query by query
+    reason = parts["fusion"]["reason"]
+    assert "chosen on the other folds (5-fold cross-validation)" in reason
+    judged = int(re.search(r"on (\d+) training queries: better on", reason).group(1))
+    assert 5 <= judged <= data["queries"]["train"]  # those with a gold node, one value each
     assert "index/hybrid_retriever.json" in manifest["files"]
     assert all(len(v["sha256"]) == 64 for v in manifest["files"].values())
 
