@@ -293,8 +293,10 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_training_data(args: argparse.Namespace) -> TrainingData:
-    """Training queries from ``--beir`` or ``--dataset``, ``--val-dataset``, and the BEIR test split."""
+    """Training queries from ``--beir`` or ``--dataset`` (less the ``--val-dataset``
+    questions), ``--val-dataset``, and the BEIR test split."""
     from llama_index_ragtune.data.schema import RetrievalDataset
+    from llama_index_ragtune.finetuning.validation_split import leave_out_validation_questions
 
     val = RetrievalDataset.load_json(args.val_dataset) if args.val_dataset else None
     if args.beir:
@@ -306,11 +308,15 @@ def load_training_data(args: argparse.Namespace) -> TrainingData:
             test = RetrievalDataset.from_beir(
                 args.beir, split=args.test_split, max_queries=args.max_test_queries
             )
-        return TrainingData(train, val, test, info={"source": args.beir})
+        return TrainingData(
+            leave_out_validation_questions(train, val), val, test, info={"source": args.beir}
+        )
     train = RetrievalDataset.load_json(args.dataset)
     if args.max_train_queries:
         train = train.subset(train.query_ids[: args.max_train_queries])
-    return TrainingData(train, val, None, info={"source": args.dataset})
+    return TrainingData(
+        leave_out_validation_questions(train, val), val, None, info={"source": args.dataset}
+    )
 
 
 def parse_sources(text: str) -> list[str]:

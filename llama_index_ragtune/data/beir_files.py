@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from llama_index_ragtune.data.errors import DataError
-from llama_index_ragtune.data.reading import JSON_LINES_HINT, iter_lines, parse_json
+from llama_index_ragtune.data.json_files import iter_json_lines
+from llama_index_ragtune.data.reading import JSON_LINES_HINT, iter_lines
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ class BeirFormatError(DataError):
 
 
 def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in iter_lines(path, BeirFormatError):
-        record = parse_json(line, path, number, BeirFormatError)
+    for number, record in iter_json_lines(path, BeirFormatError):
         if isinstance(record, list) and number == 1:  # a whole JSON array on one line
             raise BeirFormatError(
                 "the line holds a JSON array, not one object",

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune._atomic import atomic_write_text
 from llama_index_ragtune.data.grounded import GroundedContext, GroundedSFTBuilder
 from llama_index_ragtune.data.qa import QAExample
 
@@ -190,16 +191,32 @@ def retrieve_all(
     from tqdm.auto import tqdm
 
     path = Path(cache) if cache is not None else None
-    retrieved: dict[str, list[str]] = (
-        json.loads(path.read_text()) if path is not None and path.exists() else {}
-    )
+    retrieved = _read_retrieval_cache(path) if path is not None and path.exists() else {}
     missing = [e for e in examples if e.qid not in retrieved]
     for example in tqdm(missing, desc="Retrieving", disable=not show_progress):
         retrieved[example.qid] = builder.retrieve_ids(example.question)
     if path is not None and missing:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(retrieved))
+        atomic_write_text(path, json.dumps(retrieved))  # a killed run leaves the old file
     return retrieved
+
+
+def _read_retrieval_cache(path: Path) -> dict[str, list[str]]:
+    """The cached retrievals of ``path``; ``{}`` (retrieve again) with a warning when it cannot
+    be read or is not ``{question id: [document ids]}`` (a file cut short by a killed run
+    of an older version, or edited): it is a cache, never a reason to stop."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        problem = f"unreadable ({type(exc).__name__}: {exc})"
+    else:
+        if isinstance(data, dict) and all(
+            isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in data.values()
+        ):
+            return data
+        problem = "not {question id: [document ids]}"
+    logger.warning("retrieval cache %s is %s: retrieving again and rewriting it", path, problem)
+    return {}
 
 
 @dataclass

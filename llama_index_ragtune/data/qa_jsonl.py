@@ -30,8 +30,12 @@ Fields:
   same question (up to case, spacing, punctuation and invisible characters) may not
   be in both splits.
 
-Any other field, a wrong type, an unknown gold id, a repeated id or a source id
-with two texts is a ``DataError`` naming the file and line.
+Any other field (named with the accepted field it most likely means: ``query`` ->
+``question``), a wrong type, an unknown gold id, a repeated id or a source id
+with two texts is a ``DataError`` naming the file and line. So are two lines that ask
+the same question (up to case, spacing and punctuation) of the same sources with other
+``gold`` ids, or answerable on one and not on the other; lines repeating another
+entirely are kept and counted in a warning.
 
 Example::
 
@@ -44,18 +48,23 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.field_names import unknown_fields_message
+from llama_index_ragtune.data.json_files import iter_json_lines
 from llama_index_ragtune.data.qa import QAExample
-from llama_index_ragtune.data.reading import JSON_LINES_HINT, iter_lines, parse_json
+from llama_index_ragtune.data.reading import JSON_LINES_HINT
 from llama_index_ragtune.data.records import match_text, twin_key
 
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
+
+logger = logging.getLogger(__name__)
 
 FORMAT = """\
 --qa FILE: JSONL, one question a line:
@@ -166,8 +175,9 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
     first_split: dict[str, tuple[str, int]] = {}  # question (twin_key) -> (split, first line)
     examples: list[GroundedQAExample] = []
     sources: dict[str, list[str]] = {}
-    for number, raw in iter_lines(path):
-        line = _Line(path, number, parse_json(raw, path, number))
+    asked = _AskedTwice(sources)
+    for number, record in iter_json_lines(path):
+        line = _Line(path, number, record)
         example, shown = _example(line, texts)
         if example.qid in seen_ids:
             raise line.error(
@@ -175,7 +185,8 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
                 hint="give every question its own id",
             )
         seen_ids[example.qid] = number
-        twin = first_split.setdefault(twin_key(example.question), (example.split, number))
+        question = twin_key(example.question)
+        twin = first_split.setdefault(question, (example.split, number))
         if twin[0] != example.split:
             raise line.error(
                 f"the question is on line {twin[1]} too (up to case, spacing, punctuation and "
@@ -183,10 +194,12 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
                 hint="a question in both splits would be scored on what it was trained on: "
                 "give both lines the same split or remove one",
             )
-        examples.append(example)
         sources[example.qid] = shown
+        asked.check(line, example, question, twin[1])
+        examples.append(example)
     if not examples:
         raise DataError("the file holds no questions", path=path, hint=SCHEMA)
+    asked.warn_repeats(path)
     from llama_index.core.schema import Document
 
     documents = [Document(text=text, id_=doc_id) for doc_id, (text, _) in texts.items()]
@@ -198,11 +211,81 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
     )
 
 
+class _AskedTwice:
+    """The same question over the same sources on two lines: contradicting labels or a copy.
+
+    Two lines that ask one question (``twin_key``) of one set of sources must agree on
+    whether it is answerable and on the gold sources (the model would be taught to cite
+    both ways for one prompt): a ``DataError`` naming both lines. Lines that agree in
+    everything are repeats (a file concatenated twice), counted in one warning. Holds one
+    reference per distinct question (a million-line file costs a dictionary entry a line).
+    """
+
+    def __init__(self, sources: dict[str, list[str]]) -> None:
+        self.sources = sources  # question id -> its source ids (the loader's)
+        # twin_key -> its first example; once asked again: {source ids: (line, example)}
+        self.asked: dict[
+            str, GroundedQAExample | dict[frozenset[str], tuple[int, GroundedQAExample]]
+        ] = {}
+        self.repeats = 0
+        self.first_repeat: tuple[int, int] | None = None  # (earlier line, its repeat)
+
+    def check(self, line: _Line, example: GroundedQAExample, twin: str, first: int) -> None:
+        """``twin``: the question's ``twin_key``; ``first``: the line it was first on."""
+        earlier = self.asked.setdefault(twin, example)
+        if earlier is example:
+            return
+        if not isinstance(earlier, dict):
+            earlier = self.asked[twin] = {frozenset(self.sources[earlier.qid]): (first, earlier)}
+        number, other = earlier.setdefault(
+            frozenset(self.sources[example.qid]), (line.number, example)
+        )
+        if other is example:
+            return
+        if other.answerable != example.answerable:
+            what = "answerable on line {} and unanswerable on line {}"
+            lines = (number, line.number) if other.answerable else (line.number, number)
+            raise line.error(
+                "the same question over the same sources is " + what.format(*lines),
+                hint="decide whether the sources answer it and keep one line",
+            )
+        if set(other.gold_doc_ids) != set(example.gold_doc_ids):
+            raise line.error(
+                f"the same question over the same sources has gold {other.gold_doc_ids} on "
+                f"line {number} and {example.gold_doc_ids} here",
+                hint="list every source that holds the answer in 'gold' on one line and "
+                "remove the other",
+            )
+        if match_text(" ".join(other.answers)) == match_text(" ".join(example.answers)):
+            self.repeats += 1
+            self.first_repeat = self.first_repeat or (number, line.number)
+
+    def warn_repeats(self, path: Path) -> None:
+        if self.first_repeat is not None:
+            first, again = self.first_repeat
+            logger.warning(
+                "%s: %d line(s) repeat an earlier line's question, sources, gold and answer "
+                "(e.g. line %d repeats line %d): each copy counts again in training and in "
+                "the scores; remove the copies unless the weight is meant",
+                path,
+                self.repeats,
+                again,
+                first,
+            )
+
+
 def _example(line: _Line, texts: dict[str, tuple[str, int]]) -> tuple[GroundedQAExample, list[str]]:
     record = line.record
-    unknown = sorted(set(record) - set(FIELDS))
+    unknown = set(record) - set(FIELDS)
     if unknown:
-        raise line.error(f"unknown field(s) {unknown}")
+        squad = "answers" in unknown and "answer" not in record
+        raise line.error(
+            unknown_fields_message(unknown, FIELDS),
+            hint='rename the fields; "answer" is one string: of SQuAD-style "answers" '
+            '({"text": [...]}) keep one text'
+            if squad
+            else SCHEMA,
+        )
     if "sources" in record and "contexts" in record:
         raise line.error("both 'sources' and 'contexts' given", hint="keep one of them")
     question = line.text("question", required=True)
@@ -261,8 +344,20 @@ def _sources(line: _Line, texts: dict[str, tuple[str, int]]) -> list[str]:
     shown: list[str] = []
     for i, source in enumerate(value):
         where = f"{key}[{i}]"
-        if not isinstance(source, dict) or set(source) != {"id", "text"}:
-            raise line.error(f"{where} must be an object with exactly 'id' and 'text'")
+        if not isinstance(source, dict):
+            raise line.error(
+                f"{where} must be an object with exactly 'id' and 'text', "
+                f"got {type(source).__name__}"
+            )
+        if set(source) != {"id", "text"}:
+            missing = [k for k in ("id", "text") if k not in source]
+            unknown = set(source) - {"id", "text"}
+            found = unknown_fields_message(unknown, ("id", "text")) if unknown else ""
+            raise line.error(
+                f"{where} must be an object with exactly 'id' and 'text'"
+                + (f"; missing {' and '.join(map(repr, missing))}" if missing else "")
+                + (f"; {found}" if found else "")
+            )
         doc_id, text = source["id"], source["text"]
         if not isinstance(doc_id, str) or is_blank(doc_id):
             raise line.error(f"{where}.id must be a non-empty string of visible characters")

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from llama_index.core.bridge.pydantic import BaseModel
 
 from llama_index_ragtune.data.errors import DataError
-from llama_index_ragtune.data.reading import read_json_file
+from llama_index_ragtune.data.json_files import read_json_document
 from llama_index_ragtune.data.records import FORMAT_NAME, FORMAT_VERSION, Negative
 
 logger = logging.getLogger(__name__)
@@ -245,5 +245,11 @@ def read_dataset_json(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"dataset file not found: {path}")
     # no size cap: the package writes these files itself (RetrievalDataset.save) and they
     # have no JSONL form, so a large saved dataset must load again
-    data = read_json_file(path, allow_nan=True, max_bytes=None)
+    data = read_json_document(
+        path,
+        expected="a RetrievalDataset JSON file (one object: 'queries', 'corpus', "
+        "'relevant_docs'), as written by RetrievalDataset.save_json",
+        allow_nan=True,
+        max_bytes=None,
+    )
     return parse_dataset_dict(data, path=path)

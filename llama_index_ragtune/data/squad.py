@@ -18,8 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from llama_index_ragtune.data.json_files import read_json_document
 from llama_index_ragtune.data.qa_example import QAExample, _check_limit
-from llama_index_ragtune.data.reading import JsonFields, read_json_file
+from llama_index_ragtune.data.reading import JsonFields
 from llama_index_ragtune.data.sentences import split_sentences
 
 if TYPE_CHECKING:
@@ -125,7 +126,11 @@ def load_squad_v2(
     if not path.is_file():
         raise FileNotFoundError(f"SQuAD 2.0 file not found: {path}")
     reader = JsonFields(path, _SQUAD_SCHEMA)
-    top = read_json_file(path)
+    top = read_json_document(
+        path,
+        expected="the SQuAD 2.0 JSON file (one object: {'version', 'data': [...]})",
+        hint="for your own grounded QA as JSONL use `ragtune train decoder --qa`",
+    )
     if not isinstance(top, dict):
         raise reader.error(f"the file holds a JSON {type(top).__name__}, not an object", "$")
     data = reader.items(top, "data", "$")

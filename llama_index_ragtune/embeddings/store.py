@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CacheSchemaError", "EmbeddingStore", "check_texts", "make_folder", "open_store"]
 
 _SCHEMA_VERSION = 1
+_UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class CacheSchemaError(ValueError):
@@ -72,7 +74,13 @@ class EmbeddingStore:
         self.identity = identity
         self._lock = threading.Lock()
         self._unwritable = False  # a write was refused (full disk, read-only): warned once
-        make_folder(self.path.parent, "the embedding cache folder")
+        try:
+            make_folder(self.path.parent, "the embedding cache folder")
+        except OSError as exc:
+            if isinstance(exc, NotADirectoryError) or exc.errno not in _UNWRITABLE_ERRNOS:
+                raise
+            self._conn = self._read_only(exc)  # a read-only or another user's folder
+            return
         if self.path.exists() and not self.path.is_file():
             raise IsADirectoryError(
                 f"the embedding cache file {self.path} is a folder (or another non-file); "
@@ -84,23 +92,69 @@ class EmbeddingStore:
         try:
             return self._connect()
         except sqlite3.DatabaseError as exc:
+            if _is_unwritable(exc) or "unable to open" in str(exc).lower():
+                return self._read_only(exc)
             if not _is_corruption(exc):
                 raise
             return self._recover(exc)
+
+    def _read_only(self, exc: Exception) -> sqlite3.Connection:
+        """The cache where it cannot be written (a read-only folder or mount, another user's
+        folder): its vectors read as they are (``immutable``), new ones computed and not
+        stored; one warning names the folder. Never an error: the cache only saves time.
+        """
+        self._unwritable = True
+        conn = None
+        if self.path.is_file():
+            try:
+                conn = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?immutable=1",
+                    uri=True,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+            except sqlite3.Error:
+                conn = None
+            if conn is not None and not self._checked_meta(conn):
+                conn = None
+        logger.warning(
+            "embedding cache %s cannot be written (%s): %s; make the folder writable or pass "
+            "another cache folder (--embedding-cache, cache_dir=) to keep vectors across runs",
+            self.path.parent,
+            exc,
+            "the vectors stored in it are used, new ones are computed in every run"
+            if conn is not None
+            else "vectors are computed in every run",
+        )
+        if conn is None:  # an empty store of this process alone
+            conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._create_tables(conn)
+        return conn
+
+    def _checked_meta(self, conn: sqlite3.Connection) -> bool:
+        """Whether a file opened read-only holds this store's schema and identity."""
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            conn.execute("SELECT hash, dim, crc, data FROM vectors LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            conn.close()
+            return False
+        if meta.get("schema") == str(_SCHEMA_VERSION) and meta.get("identity") == self.identity:
+            return True
+        conn.close()
+        return False
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             str(self.path), timeout=60, check_same_thread=False, isolation_level=None
         )
-        conn.execute("PRAGMA busy_timeout=60000")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS vectors (hash BLOB PRIMARY KEY, dim INTEGER NOT NULL, "
-            "crc INTEGER NOT NULL, data BLOB NOT NULL)"
-        )
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)", (self.identity,))
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
+        try:
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._create_tables(conn)
+        except sqlite3.Error:
+            conn.close()  # not left open beside the read-only or recovered one
+            raise
         schema = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
         if schema != str(_SCHEMA_VERSION):
             conn.close()
@@ -117,6 +171,15 @@ class EmbeddingStore:
                 f"identity mismatch (file holds vectors of {stored[:80]!r})"
             )
         return conn
+
+    def _create_tables(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS vectors (hash BLOB PRIMARY KEY, dim INTEGER NOT NULL, "
+            "crc INTEGER NOT NULL, data BLOB NOT NULL)"
+        )
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)", (self.identity,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
 
     def _recover(self, exc: Exception) -> sqlite3.Connection:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")

@@ -40,10 +40,14 @@ from typing import TYPE_CHECKING, Any
 from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainingArguments
 
 from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
-from llama_index_ragtune.finetuning.base import BaseFinetuneEngine, split_rows_by_question
+from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.promotion import decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult
+from llama_index_ragtune.finetuning.validation_split import (
+    split_rows_by_question,
+    warn_validation_rows_trained,
+)
 from llama_index_ragtune.llms.answerability import AnswerabilityScorer
 from llama_index_ragtune.models import load_model, resolve_model
 
@@ -218,11 +222,17 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
 
     # ------------------------------------------------------------------ data
     def split_validation(self) -> tuple[datasets.Dataset, datasets.Dataset | None]:
-        """``(train, val)`` pair rows: the given ``val_dataset``, or questions carved off."""
+        """``(train, val)`` pair rows: the given ``val_dataset`` (a warning names training
+        rows of its questions), or questions carved off."""
         if self.val_dataset is not None:
+            warn_validation_rows_trained(self, self.train_dataset, self.val_dataset)
             return self.train_dataset, self.val_dataset
         return split_rows_by_question(
-            self.train_dataset, self.val_fraction, self.max_val_queries, self.args.seed
+            self.train_dataset,
+            self.val_fraction,
+            self.max_val_queries,
+            self.args.seed,
+            owner=type(self).__name__,
         )
 
     def _columns(self, train: datasets.Dataset) -> dict[str, list[Any]]:

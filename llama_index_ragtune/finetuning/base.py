@@ -73,6 +73,8 @@ from llama_index_ragtune.finetuning.validation_split import (  # noqa: F401 - im
     MIN_VAL_QUERIES,
     split_rows_by_question,
     validation_size,
+    warn_no_validation,
+    warn_validation_questions_trained,
 )
 
 logger = logging.getLogger(__name__)
@@ -227,23 +229,21 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
 
         Carving is by query (twins: the same question under two ids, kept together) and
         seeded by ``args.seed``; ``val_fraction=0`` (or a
-        single training query) gives no validation split.
+        single training query) gives no validation split. Training queries that are also
+        questions of a given validation set are named in a warning
+        (``warn_validation_questions_trained``).
         """
         if self.val_dataset is not None:
-            return self.train_dataset, self.val_dataset
+            train, val = self.train_dataset, self.val_dataset
+            questions = [train.queries[q] for q in train.query_ids]
+            warn_validation_questions_trained(type(self).__name__, questions, val.queries.values())
+            return train, val
         ids = list(self.train_dataset.query_ids)
         text_of = {q: self.train_dataset.queries[q] for q in ids}  # twins stay together
         n_val = validation_size(len(twin_groups(text_of)), self.val_fraction, self.max_val_queries)
         if self.val_fraction == 0 or n_val == 0:
             if self.val_fraction:
-                logger.warning(
-                    "%s: no validation split: %s, so none can be held out and the tuned model "
-                    "cannot be checked (the starting model is kept); pass val_dataset=",
-                    type(self).__name__,
-                    "there is one training query"
-                    if len(ids) < 2
-                    else f"all {len(ids)} training queries are the same question",
-                )
+                warn_no_validation(type(self).__name__, len(ids))
             return self.train_dataset, None
         val_ids = held_out_twins(text_of, n_val, self.args.seed)
         train = self.train_dataset.subset([q for q in ids if q not in val_ids])

@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index_ragtune._atomic import atomic_dir
-from llama_index_ragtune.finetuning.base import split_rows_by_question
 from llama_index_ragtune.finetuning.budget import TrainingBudget
 from llama_index_ragtune.finetuning.checkpoints import check_weights
 from llama_index_ragtune.finetuning.decoder_config import (
@@ -81,6 +80,10 @@ from llama_index_ragtune.finetuning.decoder_validation import completion_nll
 from llama_index_ragtune.finetuning.preference_holdout import leave_out_held_out
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.finetuning.validation_split import (
+    split_rows_by_question,
+    warn_validation_rows_trained,
+)
 from llama_index_ragtune.llms import LocalChatLLM
 from llama_index_ragtune.models import resolve_model
 
@@ -272,14 +275,17 @@ class DecoderFinetuneEngine(DecoderStages):
 
     # ---------------------------------------------------------------- validation
     def split_validation(self) -> tuple[datasets.Dataset, datasets.Dataset | None]:
-        """``(train, val)`` rows: the given ``val_dataset``, or rows carved off by question."""
+        """``(train, val)`` rows: the given ``val_dataset`` (a warning names training
+        rows of its questions), or rows carved off by question."""
         if self.val_dataset is not None:
+            warn_validation_rows_trained(self, self.train_dataset, self.val_dataset)
             return self.train_dataset, self.val_dataset
         return split_rows_by_question(
             _with_questions(self.train_dataset),
             self.val_fraction,
             self.max_val_queries,
             self.args.seed,
+            owner=type(self).__name__,
         )
 
     def _validation_loss(self, model: Any, val: datasets.Dataset | None) -> dict[str, float]:
