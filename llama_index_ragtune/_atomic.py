@@ -65,6 +65,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_file_target",
+    "fsync_tree",
     "recover_dir",
     "sha256_file",
     "strict_json",
@@ -137,17 +138,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}{target.suffix}"
     )
     try:
-        yield tmp
-        deferred = _inside_active_dir(target)  # atomic_dir syncs its whole folder once
-        if not deferred:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
+        with _naming(target):
+            yield tmp
+            deferred = _inside_active_dir(target)  # atomic_dir syncs its whole folder once
+            if not deferred:
+                with open(tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
         os.replace(tmp, target)
         if not deferred:
             _fsync_dir(target.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _naming(target: Path) -> Iterator[None]:
+    """An ``OSError`` that names no file (a full disk met by ``write`` / ``fsync``: "[Errno 28]
+    No space left on device") raised again naming ``target`` (which is not replaced)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None or str(target) in str(exc):
+            raise
+        raise OSError(
+            exc.errno,
+            f"{exc.strerror or exc} while writing {target}; nothing was replaced: free space "
+            "(or fix the disk) and write again",
+        ) from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -344,11 +362,16 @@ _LOST_DATA = frozenset(
 )
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: str | os.PathLike) -> None:
     """``fsync`` every file under ``folder``; raise when one of them did not reach the disk
     (disk full, quota, I/O error), so that the caller keeps the old version. Files that
     cannot be opened or synced for other reasons (a socket, a file system without fsync)
-    are skipped."""
+    are skipped.
+
+    Example::
+
+        fsync_tree("out/model.tmp")   # before renaming the folder into place
+    """
     if os.name != "posix":
         return
     for root, _, files in os.walk(folder):
@@ -370,6 +393,9 @@ def _fsync_tree(folder: Path) -> None:
             finally:
                 os.close(fd)
         _fsync_dir(Path(root))
+
+
+_fsync_tree = fsync_tree  # the earlier private name, kept for callers that import it
 
 
 def _check_owned(target: Path, owned: Collection[str] | None, what: str) -> None:
@@ -464,7 +490,7 @@ def atomic_dir(
                 "long for the file system; choose a shorter name",
             ) from None
         yield tmp
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         with _parent_lock(target.parent) as locked:
             _recover_locked(target, locked)
             _check_owned(target, owned_entries, what)

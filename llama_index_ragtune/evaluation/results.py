@@ -36,7 +36,11 @@ measured on its held-out queries, before and after tuning, for each stage::
     }
 
 Metric values are numbers or ``null`` (undefined, e.g. ``refusal_f1`` without
-unanswerable questions); a ``*_rate`` (``answer_rate``, ``refusal_rate``, ...) is a
+unanswerable questions; reports show "—"). The builders (``add_retrieval``, ...,
+``add_decision``, ``add_promotion``) take a NaN or infinite metric, ``champion`` /
+``challenger`` or refusal ``threshold`` as undefined (``None``, written ``null``), as the
+other result files write them; such a value put into the fields by hand is refused by
+validation, naming it. A ``*_rate`` (``answer_rate``, ``refusal_rate``, ...) is a
 share in [0, 1]. ``part`` is one of ``encoder``, ``reranker``,
 ``decoder``, ``fusion``; ``champion`` / ``challenger`` are the two parts'
 values of ``metric`` (``null`` when there was nothing to compare), ``margin`` the
@@ -63,12 +67,14 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from numbers import Real
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,7 +154,7 @@ class EvaluationResults:
         latency_ms: Sequence[float] = (),
     ) -> SystemResult:
         """Add one retrieval system (e.g. ``stage="before"`` for the untuned hybrid)."""
-        system = SystemResult(name, stage, plain_metrics(metrics), [float(x) for x in latency_ms])
+        system = SystemResult(name, stage, _metric_values(metrics), [float(x) for x in latency_ms])
         self.retrieval.append(system)
         return system
 
@@ -160,7 +166,7 @@ class EvaluationResults:
         latency_ms: Sequence[float] = (),
     ) -> SystemResult:
         """Add one retrieve-then-rerank system."""
-        system = SystemResult(name, stage, plain_metrics(metrics), [float(x) for x in latency_ms])
+        system = SystemResult(name, stage, _metric_values(metrics), [float(x) for x in latency_ms])
         self.reranking.append(system)
         return system
 
@@ -194,11 +200,11 @@ class EvaluationResults:
             refusal = RefusalScores(
                 [float(p) for p in refusal_probabilities],
                 [int(y) for y in flags],  # "0" is a TypeError, not bool("0") == True
-                refusal_threshold,
+                _finite_or_none(refusal_threshold),
                 refusal_policy,
             )
         system = SystemResult(
-            name, stage, plain_metrics(metrics), [float(x) for x in latency_ms], refusal
+            name, stage, _metric_values(metrics), [float(x) for x in latency_ms], refusal
         )
         self.generation.append(system)
         return system
@@ -220,7 +226,15 @@ class EvaluationResults:
         if isinstance(greater_is_better, str) and greater_is_better == "auto":
             greater_is_better = metric_direction(metric) >= 0
         decision = Decision(
-            part, promoted, metric, champion, challenger, margin, reason, greater_is_better, forced
+            part,
+            promoted,
+            metric,
+            _finite_or_none(champion),
+            _finite_or_none(challenger),
+            margin,
+            reason,
+            greater_is_better,
+            forced,
         )
         self.decisions.append(decision)
         return decision
@@ -350,6 +364,22 @@ class EvaluationResults:
         except ValueError as exc:  # an integer of thousands of digits, a repeated key
             raise EvaluationFileError(f"not valid JSON ({exc})", path) from None
         return cls.from_dict(data, source=path)
+
+
+def _finite_or_none(value: Any) -> Any:
+    """``None`` for a NaN or infinite number (an undefined value: ``null`` in the file);
+    anything else as it is, for validation to judge."""
+    if isinstance(value, Real) and not isinstance(value, bool):
+        try:
+            return value if math.isfinite(value) else None
+        except OverflowError:  # an integer beyond floats: validation names it
+            return value
+    return value
+
+
+def _metric_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain metric values with NaN / infinite ones as ``None`` (undefined)."""
+    return {key: _finite_or_none(value) for key, value in plain_metrics(metrics).items()}
 
 
 def _system_dict(system: SystemResult) -> dict[str, Any]:

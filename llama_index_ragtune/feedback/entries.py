@@ -27,6 +27,8 @@ from typing import Any
 
 from llama_index.core.schema import MetadataMode
 
+from llama_index_ragtune._invisible import is_blank
+
 __all__ = [
     "check_json",
     "check_rating",
@@ -268,6 +270,12 @@ def prepare_entry(
 ) -> dict[str, Any]:
     """Check and normalise one record's fields (raises naming the bad one)."""
     query = check_text(query, "query")
+    if is_blank(query):  # the package's one definition (a question file refuses it too)
+        raise ValueError(
+            f"query must be a non-empty string with a visible character, got {ascii(query)[:80]} "
+            "(only invisible, control or space characters): nothing to learn from; record the "
+            "question the user asked"
+        )
     if answer is not None:
         answer = check_text(answer, "answer", allow_empty=True)
     if not isinstance(refused, bool):

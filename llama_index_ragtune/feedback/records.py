@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from llama_index_ragtune._atomic import strict_json
+
 __all__ = ["FeedbackRecord", "FeedbackStats", "RetrievedNode"]
 
 
@@ -25,7 +27,8 @@ class RetrievedNode:
     Args:
         node_id: the node's id in the index.
         score: the retriever's (or reranker's) score; ``None`` when it gave none
-            (a NaN score is stored as ``None``: SQLite has no NaN).
+            (a NaN score is stored as ``None``: SQLite has no NaN; an infinite one is kept
+            here and is ``None`` in ``FeedbackRecord.to_dict()``, strict JSON).
         text_hash: key of the node text stored with the record
             (``FeedbackStore.node_text(node_id, text_hash)``), so the text the
             engine saw stays available after the index changes.
@@ -75,25 +78,29 @@ class FeedbackRecord:
         return [n.node_id for n in self.retrieved]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (datetimes as ISO 8601 strings)."""
-        return {
-            "id": self.id,
-            "query": self.query,
-            "answer": self.answer,
-            "retrieved": [
-                {"node_id": n.node_id, "score": n.score, "text_hash": n.text_hash}
-                for n in self.retrieved
-            ],
-            "cited_node_ids": list(self.cited_node_ids),
-            "clicked_node_ids": list(self.clicked_node_ids),
-            "refused": self.refused,
-            "rating": self.rating,
-            "latency_ms": self.latency_ms,
-            "bundle_version": self.bundle_version,
-            "created_at": self.created_at.isoformat(),
-            "rated_at": None if self.rated_at is None else self.rated_at.isoformat(),
-            "metadata": dict(self.metadata),
-        }
+        """A JSON-ready dict: datetimes as ISO 8601 strings, a NaN or infinite number (a
+        source's score, a number in the metadata) as ``None``, so ``json.dumps`` writes strict
+        JSON (``null``, not ``Infinity`` / ``NaN``, which most JSON readers refuse)."""
+        return strict_json(
+            {
+                "id": self.id,
+                "query": self.query,
+                "answer": self.answer,
+                "retrieved": [
+                    {"node_id": n.node_id, "score": n.score, "text_hash": n.text_hash}
+                    for n in self.retrieved
+                ],
+                "cited_node_ids": list(self.cited_node_ids),
+                "clicked_node_ids": list(self.clicked_node_ids),
+                "refused": self.refused,
+                "rating": self.rating,
+                "latency_ms": self.latency_ms,
+                "bundle_version": self.bundle_version,
+                "created_at": self.created_at.isoformat(),
+                "rated_at": None if self.rated_at is None else self.rated_at.isoformat(),
+                "metadata": dict(self.metadata),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -131,9 +138,10 @@ class FeedbackStats:
     last: datetime | None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (datetimes as ISO 8601 strings)."""
+        """A JSON-ready dict (datetimes as ISO 8601 strings, a NaN or infinite number as
+        ``None``: strict JSON)."""
         out = dict(self.__dict__)
         out["bundle_versions"] = dict(self.bundle_versions)
         for key in ("first", "last"):
             out[key] = None if out[key] is None else out[key].isoformat()
-        return out
+        return strict_json(out)

@@ -181,6 +181,21 @@ def _number(value: Any, record_id: str, column: str) -> float | None:
     return None
 
 
+def _latency(value: Any, record_id: str) -> float | None:
+    """A stored latency: a number ``record`` accepts (finite, >= 0), else ``None`` with a
+    logged warning (another tool stored ``inf``, a negative number, text or a blob)."""
+    number = _number(value, record_id, "records.latency_ms")
+    if number is None or (math.isfinite(number) and number >= 0):
+        return number
+    logger.warning(
+        "feedback store: record %r holds %r in records.latency_ms, not a time in ms >= 0; "
+        "read as None",
+        record_id,
+        number,
+    )
+    return None
+
+
 def _text(value: Any, where: Any, column: str) -> Any:
     """A stored TEXT; a blob (another tool's write) is read as UTF-8 text, with a logged warning."""
     if not isinstance(value, bytes):
@@ -290,7 +305,7 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
             clicked_node_ids=tuple(clicked[rid]),
             refused=bool(refused),
             rating=rating,
-            latency_ms=_number(latency, rid, "records.latency_ms"),
+            latency_ms=_latency(latency, rid),
             bundle_version=_text(version, f"record {rid!r}", "records.bundle_version"),
             created_at=read_time(created, f"record {rid!r} (records.created_at)"),
             rated_at=None
@@ -339,7 +354,8 @@ def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) ->
             params,
         )
     }
-    typeof_number = "typeof(latency_ms) IN ('integer', 'real')"  # not text another tool wrote
+    # a number record() accepts: not text, a negative number or inf another tool wrote
+    typeof_number = "typeof(latency_ms) IN ('integer', 'real') AND latency_ms BETWEEN 0 AND 1.7976931348623157e308"
     latencies = [
         row[0]
         for row in conn.execute(

@@ -3,16 +3,19 @@
 Example::
 
     from pathlib import Path
-    from llama_index_ragtune.pipeline.bundle_files import empty_weights, link_or_copy
+    from llama_index_ragtune.pipeline.bundle_files import copy_tree, empty_weights, link_or_copy
 
     empty_weights(Path("runs/shop/bundles/v2/encoder"))      # [] when every weight file has bytes
     link_or_copy("runs/encoder/final/model.safetensors", "bundle/encoder/model.safetensors")
+    copy_tree(Path("runs/encoder/final"), Path("bundle/encoder"))
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 from pathlib import Path
 
 from llama_index_ragtune.pipeline.bundle_folders import BundleError
@@ -67,6 +70,33 @@ def link_or_copy(src: str, dst: str) -> str:
         if shared != mode:
             os.chmod(dst, shared & 0o7777)
     return dst
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    """Copy the folder ``src`` to ``dst`` with :func:`link_or_copy`.
+
+    Files that could not be copied (a full disk, an I/O error) are one ``OSError`` naming
+    the first of them and its reason, with the count of the others (``shutil.copytree``
+    raises a ``shutil.Error`` whose message is the list of every pair).
+
+    Example::
+
+        copy_tree(Path("runs/encoder/final"), Path("bundle.tmp/encoder"))
+    """
+    try:
+        shutil.copytree(src, dst, copy_function=link_or_copy)
+    except shutil.Error as exc:
+        failed = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        if not failed or not all(isinstance(f, tuple) and len(f) == 3 for f in failed):
+            raise
+        source, target, why = failed[0]
+        code = re.match(r"\[Errno (\d+)\] ([^:]*)", str(why))  # the reason without the paths
+        others = f" (and {len(failed) - 1} other file(s))" if len(failed) > 1 else ""
+        message = (
+            f"cannot copy {source} to {target}{others}: {code.group(2) if code else why}; "
+            "nothing was replaced: free space (or fix the disk) and run again"
+        )
+        raise (OSError(int(code.group(1)), message) if code else OSError(message)) from exc
 
 
 def _umask() -> int:

@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from llama_index_ragtune._atomic import (
     atomic_write_text,
     sha256_file,
 )
-from llama_index_ragtune.pipeline.bundle_files import link_or_copy
+from llama_index_ragtune.pipeline.bundle_files import copy_tree
 from llama_index_ragtune.pipeline.bundle_folders import (
     BUNDLES_DIR,
     CURRENT,
@@ -41,9 +40,7 @@ from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, FORMAT_VERSION,
 from llama_index_ragtune.pipeline.context import RunContext
 from llama_index_ragtune.pipeline.package_versions import package_versions
 
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, copy_function=link_or_copy)
+_copy_tree = copy_tree  # one name for every copy of this writer (a test pauses it mid-write)
 
 
 def _reference(value: str | None, resolved: str) -> str | None:

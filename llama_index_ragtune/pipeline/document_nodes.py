@@ -136,10 +136,11 @@ def _index(node_id: str) -> int:
 
 
 def save_nodes(nodes: Sequence[BaseNode], path: str | Path) -> Path:
-    """Write nodes as JSON (``node.to_dict()``, no pickle), atomically."""
+    """Write nodes as strict JSON (``node.to_dict()``, no pickle; a NaN or infinite number in
+    a node's metadata as ``null``, read back as ``None``), atomically."""
     from llama_index_ragtune._atomic import atomic_write_json
 
-    return atomic_write_json(Path(path), [n.to_dict() for n in nodes])
+    return atomic_write_json(Path(path), [n.to_dict() for n in nodes], strict=True)
 
 
 def load_nodes(path: str | Path) -> list[BaseNode]:

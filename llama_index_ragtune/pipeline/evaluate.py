@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -362,13 +363,16 @@ def evaluate_starting_decoder(ctx: RunContext) -> dict[str, Any] | None:
     evaluation = evaluate_decoder(ctx, "starting decoder", "before", ctx.base_decoder, test, dev)
     evaluation["key"] = _starting_decoder_key(ctx, test, dev)
     ctx.path(*STARTING_DECODER_FILE).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(ctx.path(*STARTING_DECODER_FILE), evaluation, default=_plain)
+    atomic_write_json(ctx.path(*STARTING_DECODER_FILE), evaluation, strict=True, default=_plain)
     return evaluation
 
 
 def _plain(value: Any) -> Any:
-    """JSON for numpy scalars (their Python value) and anything else (its text)."""
-    return value.item() if hasattr(value, "item") else str(value)
+    """JSON for numpy scalars (their Python value, NaN or infinite as None) and anything
+    else (its text)."""
+    from llama_index_ragtune._atomic import strict_json
+
+    return strict_json(value.item()) if hasattr(value, "item") else str(value)
 
 
 def _cached_starting_decoder(
@@ -376,15 +380,16 @@ def _cached_starting_decoder(
 ) -> dict[str, Any] | None:
     import json
 
+    from llama_index_ragtune._atomic import strict_json
+
     path = ctx.path(*STARTING_DECODER_FILE)
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # none yet, or damaged: evaluated again
-    if not isinstance(cached, dict) or cached.get("key") != json.loads(
-        json.dumps(_starting_decoder_key(ctx, test, dev), default=_plain)
-    ):
-        return None
+    key = json.dumps(strict_json(_starting_decoder_key(ctx, test, dev)), default=_plain)
+    if not isinstance(cached, dict) or cached.get("key") != json.loads(key):
+        return None  # the file as written: strict JSON, a NaN or infinite number as null
     return cached
 
 
@@ -407,7 +412,8 @@ def evaluate_generation(
     for evaluation in evaluations:
         rows, calibration = evaluation["rows"], evaluation["calibration"]
         probabilities = [r["refusal_probability"] for r in rows]
-        calibrated = all(p is not None for p in probabilities)
+        # a NaN one (null once cached in the strict JSON file): no calibration chart either way
+        calibrated = all(p is not None and math.isfinite(p) for p in probabilities)
         results.add_generation(
             evaluation["name"],
             evaluation["stage"],
@@ -494,7 +500,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         with results.timed("evaluate generation"):
             generation = evaluate_generation(ctx, results, generation_test, dev)
     results.save(ctx.path("evaluation.json"))
-    atomic_write_json(ctx.path("answers.json"), generation["answers"], default=str)
+    atomic_write_json(ctx.path("answers.json"), generation["answers"], strict=True, default=str)
     return {
         "refusal_threshold": generation["served_threshold"],
         "refusal_policy": generation["served_policy"],

@@ -65,10 +65,11 @@ class LabelledQuery:
 
 
 def save_queries(queries: Iterable[LabelledQuery], path: str | Path) -> Path:
-    """Write resolved queries as JSON (the work folder's copy), atomically."""
+    """Write resolved queries as strict JSON (the work folder's copy; a NaN or infinite
+    number as ``null``), atomically."""
     from llama_index_ragtune._atomic import atomic_write_json
 
-    return atomic_write_json(Path(path), [q.to_dict() for q in queries])
+    return atomic_write_json(Path(path), [q.to_dict() for q in queries], strict=True)
 
 
 def read_saved_queries(path: str | Path) -> list[LabelledQuery]:

@@ -166,7 +166,7 @@ def refresh_bundle(
         write_refreshed_version,
     )
     from llama_index_ragtune.pipeline.sources import save_nodes
-    from llama_index_ragtune.pipeline.state import RunState, hash_inputs
+    from llama_index_ragtune.pipeline.state import RunState, hash_inputs, work_folder_lock
     from llama_index_ragtune.pipeline.steps import STEP_FUNCTIONS
 
     say = echo or logger.info
@@ -180,6 +180,7 @@ def refresh_bundle(
         else version
     )
     store = open_store(feedback)
+    held = contextlib.ExitStack()  # the work folder's lock, once it is known
     try:
         _check_feedback(store)  # before any folder is made or any work is done
         config = _refresh_config(manifest, champion_dir, config, time_budget)
@@ -194,6 +195,8 @@ def refresh_bundle(
             raise NotADirectoryError(f"out {out} is a file; pass a folder")
         work = out / "work"
         key = f"refresh:{sha256_file(champion_dir / MANIFEST)}:{Path(str(store.path)).resolve()}"
+        # another refresh (or run) in the same --out at once: an error before its files go
+        held.enter_context(work_folder_lock(work))
         state = RunState.open(work, hash_inputs([], key), config.fingerprint(), resume=False)
         state.save()
         ctx = RunContext(
@@ -293,7 +296,7 @@ def refresh_bundle(
                 "served": served,
                 **refresh_info,
             }
-            atomic_write_json(out / "refresh.json", record, indent=2, default=str)
+            atomic_write_json(out / "refresh.json", record, strict=True, default=str)
             append_history(champion_dir.parent, {**record, "reason": decision.reason})
         return RefreshResult(
             promoted=decision.promoted,
@@ -308,5 +311,6 @@ def refresh_bundle(
             report=report_path,
         )
     finally:
+        held.close()
         if store is not feedback:  # opened here from a path
             store.close()

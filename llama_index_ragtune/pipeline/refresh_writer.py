@@ -26,7 +26,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import stat
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +40,7 @@ from llama_index_ragtune._atomic import (
     sha256_file,
     strict_json,
 )
-from llama_index_ragtune.pipeline.bundle_files import link_or_copy
+from llama_index_ragtune.pipeline.bundle_files import copy_tree
 from llama_index_ragtune.pipeline.bundle_folders import (
     CURRENT,
     MANIFEST,
@@ -58,10 +57,6 @@ HISTORY = "history.jsonl"
 logger = logging.getLogger(__name__)
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, copy_function=link_or_copy)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -74,18 +69,18 @@ def _models(ctx: RunContext, champion_dir: Path, old: dict[str, Any], tmp: Path)
         entry = dict(old.get(part) or {"path": None, "promoted": False})
         if state.get(part, "promoted"):
             served = ctx.served_encoder if part == "encoder" else ctx.served_decoder
-            _copy_tree(Path(served), tmp / part)
+            copy_tree(Path(served), tmp / part)
             entry.update(path=part, promoted=True, refreshed=True)
         else:
             if entry.get("path"):
-                _copy_tree(champion_dir / entry["path"], tmp / part)
+                copy_tree(champion_dir / entry["path"], tmp / part)
                 entry["path"] = part
             entry["refreshed"] = False
         models[part] = entry
     served = ctx.served_reranker
     old_reranker = old.get("reranker")
     if state.get("reranker", "promoted") and served:
-        _copy_tree(Path(served["path"]), tmp / "reranker")
+        copy_tree(Path(served["path"]), tmp / "reranker")
         models["reranker"] = {
             **(old_reranker or {}),
             "path": "reranker",
@@ -94,7 +89,7 @@ def _models(ctx: RunContext, champion_dir: Path, old: dict[str, Any], tmp: Path)
             "retrieval_weight": served.get("retrieval_weight"),
         }
     elif old_reranker:
-        _copy_tree(champion_dir / old_reranker["path"], tmp / "reranker")
+        copy_tree(champion_dir / old_reranker["path"], tmp / "reranker")
         models["reranker"] = {**old_reranker, "path": "reranker", "refreshed": False}
     else:
         models["reranker"] = None
@@ -133,7 +128,7 @@ def write_refreshed_version(
     with bundle_lock(root):
         version = next_version(root)
         with atomic_dir(root / version) as tmp:
-            _copy_tree(index_folder, tmp / "index")
+            copy_tree(index_folder, tmp / "index")
             models = _models(ctx, champion_dir, old_manifest["models"], tmp)
             evaluation.bundle_version = version
             evaluation.save(tmp / "evaluation.json")

@@ -30,7 +30,7 @@ from typing import Any
 
 from llama_index_ragtune.pipeline.config import STEPS, PipelineConfig, check_skip
 from llama_index_ragtune.pipeline.context import RunContext
-from llama_index_ragtune.pipeline.state import RunState, hash_inputs
+from llama_index_ragtune.pipeline.state import RunState, hash_inputs, work_folder_lock
 
 logger = logging.getLogger(__name__)
 
@@ -192,8 +192,9 @@ class TuningPipeline:
                 resume=self.resume,
             )
             inputs = hash_inputs(ctx.documents, self._queries_key())
-            ctx.state = RunState.open(self.work, inputs, self.config.fingerprint(), self.resume)
-            ctx.state.save()
+            with work_folder_lock(self.work):  # a fresh state clears the folder
+                ctx.state = RunState.open(self.work, inputs, self.config.fingerprint(), self.resume)
+                ctx.state.save()
             ctx.echo = self.echo
             self._ctx = ctx
         return self._ctx
@@ -274,18 +275,20 @@ class TuningPipeline:
         """Run every step (or up to and including ``until``); return the :class:`PipelineResult`."""
         if until is not None and until not in STEPS:
             raise ValueError(f"until must be one of {STEPS}, got {until!r}")
-        try:
-            limit = self.config.time_limit_minutes
-            if limit is not None and self.context.deadline is None:  # the clock starts now
-                self.context.deadline = time.time() + limit * 60
-                self._warn_if_limit_too_short(limit)
-            for name in STEPS:
-                self._run_step(name)
-                if name == until:
-                    break
-        except BaseException:
-            self._discard_if_nothing_done()
-            raise
+        # another run in the work folder at once: an error before anything here is touched
+        with work_folder_lock(self.work):
+            try:
+                limit = self.config.time_limit_minutes
+                if limit is not None and self.context.deadline is None:  # the clock starts now
+                    self.context.deadline = time.time() + limit * 60
+                    self._warn_if_limit_too_short(limit)
+                for name in STEPS:
+                    self._run_step(name)
+                    if name == until:
+                        break
+            except BaseException:
+                self._discard_if_nothing_done()
+                raise
         return self.result()
 
     def _warn_if_limit_too_short(self, limit: float) -> None:

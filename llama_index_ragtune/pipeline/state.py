@@ -10,7 +10,10 @@ atomically after every step::
 
 A run with ``resume=True`` skips steps recorded as done, provided the inputs are
 the same; a run without it starts over and clears the work folder (only a folder
-that holds a state file, or nothing, is ever cleared).
+that holds a state file, or nothing, is ever cleared). A run holds the folder's lock
+(:func:`work_folder_lock`, ``<work>/.lock``) while it works there, so a second run in the
+same folder at once stops with a ``PipelineStateError`` instead of clearing the first's
+files.
 
 Example::
 
@@ -22,11 +25,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,10 +47,107 @@ FORMAT = "ragtune-pipeline-state"
 FORMAT_VERSION = 1
 STEP_OUTPUTS = {"parse": "nodes.json", "index": "index/baseline", "data": "data/queries.json"}
 """What a finished step leaves in the work folder, which later steps read back."""
+WORK_LOCK = ".lock"
+"""The file a run locks in its work folder (:func:`work_folder_lock`); kept when it is cleared."""
+_HELD = threading.local()  # .depth {work folder: how many times this thread entered its lock}
 
 
 class PipelineStateError(ValueError):
-    """The work folder cannot be used: foreign files, a damaged state file, changed inputs."""
+    """The work folder cannot be used: foreign files, a damaged state file, changed inputs,
+    another run working in it."""
+
+
+@contextlib.contextmanager
+def work_folder_lock(work: str | Path) -> Iterator[Path]:
+    """Hold the exclusive lock of a run's work folder (``<work>/.lock``, created with the
+    folder); yield the folder.
+
+    Another process or thread holding it is a ``PipelineStateError`` at once, naming the
+    folder and the process: two runs in one folder would clear and overwrite each other's
+    files. The same thread may enter it again. The lock is released when its holder exits,
+    even on ``SIGKILL``; without ``flock`` (Windows), or where the lock file cannot be made
+    (a read-only folder) or locked, the run goes on unlocked.
+
+    Example::
+
+        with work_folder_lock("runs/shop/work"):
+            state = RunState.open("runs/shop/work", inputs, config, resume=False)
+    """
+    folder = Path(work).expanduser().resolve()
+    depth = _HELD.__dict__.setdefault("depth", {})
+    key = str(folder)
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield folder
+        finally:
+            depth[key] -= 1
+        return
+    _check_work_folder(folder)  # another program's folder: no lock file left in it
+    fd = _lock_file(folder)
+    if fd is None:
+        yield folder
+        return
+    try:
+        import fcntl
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise PipelineStateError(
+                f"{folder} is the work folder of another run in progress (process {holder}, "
+                f"lock file {folder / WORK_LOCK}); two runs there would delete each other's "
+                "files: wait for it to finish or stop it, or pass another --out"
+            ) from None
+        except OSError:  # a file system without locks
+            pass
+        else:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        depth[key] = 1
+        try:
+            yield folder
+        finally:
+            depth[key] = 0
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _check_work_folder(work: Path) -> None:
+    """``PipelineStateError`` when ``work`` holds files but no state file (not a work folder)."""
+    if (
+        work.is_dir()
+        and any(entry.name != WORK_LOCK for entry in work.iterdir())
+        and not (work / STATE_FILE).is_file()
+    ):
+        raise PipelineStateError(
+            f"{work} holds files but no {STATE_FILE}: it is not a pipeline work folder, and "
+            "nothing in it is touched; choose an empty or new folder"
+        )
+
+
+def _lock_file(folder: Path) -> int | None:
+    """The open lock file of ``folder`` (made with it), or None where there can be no lock."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # Windows
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # never through a link: O_CREAT would create the file it names, wherever that is
+        return os.open(
+            folder / WORK_LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644
+        )
+    except OSError as exc:
+        if exc.errno in (errno.EISDIR, errno.ELOOP):
+            what = "a folder" if exc.errno == errno.EISDIR else "a symbolic link"
+            raise PipelineStateError(
+                f"{folder / WORK_LOCK} is {what}; it must be the file runs lock: remove it and "
+                "run again"
+            ) from None
+        return None  # read-only or not a folder: reported by the run's own first write
 
 
 def hash_inputs(documents: Iterable[Any], queries: bytes | str | None) -> str:
@@ -88,11 +192,7 @@ class RunState:
             "config": config,
             "steps": {},
         }
-        if work.exists() and any(work.iterdir()) and not path.is_file():
-            raise PipelineStateError(
-                f"{work} holds files but no {STATE_FILE}: it is not a pipeline work folder, and "
-                "nothing in it is touched; choose an empty or new folder"
-            )
+        _check_work_folder(work)
         if not path.is_file():
             return cls(work, fresh)
         try:
@@ -106,6 +206,8 @@ class RunState:
             raise PipelineStateError(f"{path} is not a {FORMAT} file; choose another work folder")
         if not resume:
             for entry in work.iterdir():
+                if entry.name == WORK_LOCK:  # the lock this run (or none) holds
+                    continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
                 else:
