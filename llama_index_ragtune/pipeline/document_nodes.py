@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,10 +64,84 @@ def check_documents(documents: Sequence[Any]) -> list[Document]:
                 "give each document a unique id_ (its file name, say): labelled questions "
                 "and node ids refer to it"
             )
+        _check_id_characters(i, doc.id_)
         if doc.id_ in seen:
             raise ValueError(f"two documents share the id {doc.id_!r}; give each a unique id_")
         seen.add(doc.id_)
+        _check_metadata_is_json(i, doc)
     return documents
+
+
+def _check_id_characters(i: int, doc_id: str) -> None:
+    """``ValueError`` for an id holding a control, line-separator or bidi character
+    (``node_parser.documents.ID_BREAKING_CHARACTERS``), as ``read_documents`` refuses such
+    a file name: it would break every log line, report and file that prints the id."""
+    from llama_index_ragtune.node_parser.documents import ID_BREAKING_CHARACTERS
+
+    bad = ID_BREAKING_CHARACTERS.search(doc_id)
+    if bad:
+        what = unicodedata.name(bad.group(), "a control character")
+        raise ValueError(
+            f"documents[{i}] has the id {doc_id!r}, which holds {what} "
+            f"(U+{ord(bad.group()):04X}) and would break the log lines, reports and files "
+            f"that print it; give it an id_ without that character, e.g. "
+            f"{ID_BREAKING_CHARACTERS.sub('-', doc_id)!r}"
+        )
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_metadata_is_json(i: int, doc: Document) -> None:
+    """``TypeError`` naming the document, key and type for metadata JSON cannot hold (a
+    ``datetime``, ``set``, ``bytes``, NumPy integer, any other object, or a dict key that
+    is not a string or number, at any depth): the parsed nodes are saved as JSON, as
+    LlamaIndex's ``Document.to_json`` and docstore persist them, and both fail on it.
+    Converting it silently (a date to a string) would change what a filter compares."""
+    named = f"documents[{i}] ({doc.id_!r}): metadata"
+    stack: list[tuple[str, Any]] = [("", doc.metadata)]
+    seen: set[int] = set()
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, _JSON_SCALARS) or id(value) in seen:
+            continue
+        if isinstance(value, dict):
+            seen.add(id(value))
+            for key, item in value.items():
+                if not isinstance(key, _JSON_SCALARS):
+                    raise TypeError(
+                        f"{named}{where} holds a key of type "
+                        f"{type(key).__name__} ({key!r}), which JSON cannot hold; use a "
+                        "string key: str(key)"
+                    )
+                stack.append((f"{where}[{key!r}]", item))
+        elif isinstance(value, (list, tuple)):
+            seen.add(id(value))
+            stack.extend((f"{where}[{n}]", item) for n, item in enumerate(value))
+        else:
+            raise TypeError(
+                f"{named}{where} is a {type(value).__name__} "
+                f"({str(value)[:80]!r}), which JSON cannot hold, and the parsed nodes are "
+                f"saved as JSON; convert it first: {_conversion(value)}"
+            )
+
+
+def _conversion(value: Any) -> str:
+    """How to turn ``value`` into a JSON value, for the message of a metadata type error."""
+    import datetime
+    import numbers
+
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "value.isoformat() (an ISO 8601 string, e.g. '2024-01-31')"
+    if isinstance(value, (set, frozenset)):
+        return "sorted(value) (a list)"
+    if isinstance(value, (bytes, bytearray)):
+        return "value.decode('utf-8') (a string)"
+    if isinstance(value, numbers.Integral):
+        return "int(value)"
+    if isinstance(value, numbers.Real):
+        return "float(value)"
+    return "str(value), or a number, list or dict of such values"
 
 
 def _node_id(index: int, document: Any) -> str:

@@ -22,9 +22,12 @@ ids are case-sensitive (``Q1`` and ``q1`` are two), but two ids equal in NFC are
 duplicates, and so are ``1`` and ``"1"``. An
 ``answer`` on an unanswerable question (``"answerable": false``, or no ``gold``) is an
 error unless it is the refusal: its target is the refusal, so the answer would be ignored. Any other
-field, an unknown document / section / node, a gold node outside the question's
-filters, or a duplicate id is a ``DataError`` naming the file and line. The file is
-read like every data file (``data.reading``): UTF-8 with an optional byte-order mark,
+field (named with the accepted field it likely means, ``data.field_names``), an unknown
+document / section / node, a gold node outside the question's filters, or a duplicate id
+is a ``DataError`` naming the file and line. The file is read like every JSONL file
+(``data.json_files.iter_json_lines``): a JSON array or indented document, a last line
+cut off mid-record and a NUL-filled end are named as such; UTF-8 with a byte-order mark
+(also one starting a later line: files concatenated),
 ``\n`` / ``\r\n`` / ``\r`` line ends, strict JSON (no repeated key, ``NaN`` or
 overflowing number), lines of at most ``MAX_LINE_BYTES`` (1 MiB). Two questions with
 the same text up to case, spacing and punctuation (``data.records.twin_key``) are always on
@@ -46,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.errors import DataError
-from llama_index_ragtune.data.reading import iter_lines, parse_json
+from llama_index_ragtune.data.json_files import iter_json_lines
 from llama_index_ragtune.data.records import twin_key
 from llama_index_ragtune.pipeline.gold_references import _nfc, _NodeIndex
 from llama_index_ragtune.pipeline.labelled_query import (
@@ -94,11 +97,12 @@ def load_queries(
     first_line: dict[str, tuple[int, str]] = {}
     label: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, bool]] = {}
     given_split: dict[str, tuple[int, str]] = {}
-    # The shared strict reader: a BOM, CRLF / CR line ends and U+2028 inside strings are
-    # accepted; a repeated key, NaN, a huge number or deep nesting is a DataError at file:line.
-    for n, line in iter_lines(path, max_line_bytes=MAX_LINE_BYTES):
+    # The shared strict JSONL reader: a BOM (also one starting a later line), CRLF / CR line
+    # ends and U+2028 inside strings are accepted; a repeated key, NaN, a huge number, deep
+    # nesting, a NUL-filled end or a last line cut off mid-record is a DataError at file:line.
+    for n, record in iter_json_lines(path, max_line_bytes=MAX_LINE_BYTES):
         where = {"path": path, "line": n}
-        query = _parse_line(parse_json(line, path, n), index, where, n)
+        query = _parse_line(record, index, where, n)
         id_key = _nfc(query.id)  # composed and decomposed spellings print alike
         if id_key in first_line:
             before, spelled = first_line[id_key]

@@ -11,6 +11,8 @@ from typing import Any
 
 from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.field_names import unknown_fields_message
+from llama_index_ragtune.data.reading import JSON_LINES_HINT
 from llama_index_ragtune.pipeline.gold_references import _NodeIndex
 from llama_index_ragtune.pipeline.labelled_query import LabelledQuery
 
@@ -49,12 +51,18 @@ def _check_text(name: str, text: str, where: dict[str, Any]) -> None:
 
 
 def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> LabelledQuery:
+    if isinstance(obj, list) and n == 1:  # a whole JSON array on one line, not JSON Lines
+        raise DataError(
+            "the line holds a JSON array, not one object", hint=JSON_LINES_HINT, **where
+        )
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}", **where)
-    unknown = sorted(set(obj) - set(FIELDS))
+    unknown = set(obj) - set(FIELDS)
     if unknown:
         raise DataError(
-            f"unknown field(s) {unknown}", hint=f"the fields are {list(FIELDS)}", **where
+            unknown_fields_message(unknown, FIELDS),
+            hint="rename each field to the accepted name it stands for, or remove it",
+            **where,
         )
     question = obj.get("question")
     if not isinstance(question, str) or not question.strip():
