@@ -34,6 +34,7 @@ from llama_index_ragtune.feedback.schema import (
     open_database,
     wal_file,
 )
+from llama_index_ragtune.feedback.undecodable import column_of, undecodable_row
 
 __all__ = ["StoreConnection", "check_path"]
 
@@ -200,7 +201,7 @@ class StoreConnection:
                     with suppress(sqlite3.Error):  # the original error is the one to report
                         conn.execute("ROLLBACK")
                 if is_damage(exc):
-                    raise self._damaged(exc) from exc
+                    raise self._damaged(exc, conn) from exc
                 problem = file_error(exc, self._path)
                 if problem is not None:
                     raise problem from exc
@@ -220,7 +221,7 @@ class StoreConnection:
                 yield conn
             except sqlite3.DatabaseError as exc:
                 if is_damage(exc):
-                    raise self._damaged(exc) from exc
+                    raise self._damaged(exc, conn) from exc
                 problem = file_error(exc, self._path)
                 if problem is None:
                     raise
@@ -268,7 +269,16 @@ class StoreConnection:
             view._pinned = None
             view.close()
 
-    def _damaged(self, exc: BaseException) -> FeedbackStoreError:
+    def _damaged(
+        self, exc: BaseException, conn: sqlite3.Connection | None = None
+    ) -> FeedbackStoreError:
+        """The error for a damaged file; for text that is not UTF-8 it names the row and the
+        SQL that repairs it (found through ``conn``, still in the failed read's snapshot)."""
+        if conn is not None and "could not decode" in str(exc).lower():
+            with suppress(sqlite3.Error):
+                row = undecodable_row(conn, column_of(exc))
+                if row is not None:
+                    return FeedbackStoreError(f"{self._path} is damaged ({exc}): {row}")
         return FeedbackStoreError(
             f"{self._path} is damaged ({exc}); restore it from a backup (SQLite's `.recover` "
             "command can save what is left) or start a new store"

@@ -36,6 +36,7 @@ __all__ = [
     "check_text",
     "dump_metadata",
     "in_time_range",
+    "node_row",
     "is_rating",
     "prepare_entry",
     "show",
@@ -189,7 +190,7 @@ def text_hash(text: str, embed_text: str) -> str:
     return hashlib.sha256(payload).hexdigest()[:32]
 
 
-def _node_row(item: Any, index: int) -> tuple[str, str, str, str, str, float | None]:
+def node_row(item: Any, index: int) -> tuple[str, str, str, str, str, float | None]:
     """``(node_id, text_hash, text, embed_text, metadata JSON, score)`` of one source."""
     if hasattr(item, "node") and hasattr(item, "score"):
         node, score = item.node, item.score
@@ -284,7 +285,7 @@ def prepare_entry(
         raise TypeError(
             f"retrieved must be a list of NodeWithScore, got {type(retrieved).__name__}"
         )
-    nodes = [_node_row(item, i) for i, item in enumerate(retrieved)]
+    nodes = [node_row(item, i) for i, item in enumerate(retrieved)]
     sources = {n[0] for n in nodes}
     # an id in another Unicode form than its source's is stored as the source spells it
     cited = list(dict.fromkeys(_spelled(_ids(cited_node_ids, "cited_node_ids"), sources)))

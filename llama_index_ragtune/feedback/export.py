@@ -20,7 +20,9 @@ Labels (rules "feedback-v1"), per record, then merged per query:
   (cited or not);
 - a node that is a positive of a query is never its negative (positive wins);
   a query without any positive is left out (counted in the dataset's
-  ``metadata["queries_without_positive"]``).
+  ``metadata["queries_without_positive"]``);
+- a record whose question has no visible character (stored by another tool, or before
+  ``record`` refused it) is left out, with a logged warning naming it.
 
 Example::
 
@@ -58,6 +60,7 @@ from llama_index_ragtune.feedback.query_split import (  # noqa: F401 - importabl
     check_keys,
     feedback_query_id,
     is_eval_query,
+    with_visible_questions,
 )
 from llama_index_ragtune.feedback.records import FeedbackRecord
 
@@ -207,7 +210,8 @@ def feedback_retrieval_dataset(
     latest: dict[str, str] = {}  # node id -> text hash of the last version in the selection
     used = other_side = 0
     with store.snapshot() as view:  # records and texts of one moment (writers go on)
-        for record in view.records(since=since, until=until, bundle_version=bundle_version):
+        selected = view.records(since=since, until=until, bundle_version=bundle_version)
+        for record in with_visible_questions(selected, store):
             for source in record.retrieved:
                 latest[source.node_id] = source.text_hash
             qid = feedback_query_id(record.query, record.metadata, keys)

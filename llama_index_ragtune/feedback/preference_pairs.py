@@ -6,8 +6,11 @@ prompt is the grounded prompt (``build_messages``) over the stored source texts,
 cut by ``max_source_chars`` exactly as ``CitationQueryEngine(max_source_chars=...)``
 cuts them; an answer text that was both upvoted and downvoted for the group is left
 out. Answer texts compare after Unicode NFC and with whitespace collapsed (so
-``"7 days."`` and ``"7 days. "`` are one answer); blank answers and answers
-recorded as ``None`` (a stream stopped early) are left out.
+``"7 days."`` and ``"7 days. "`` are one answer); blank answers, answers
+recorded as ``None`` (a stream stopped early) and answers given sources the store could
+not keep (``metadata["sources_left_out"]``: their prompt cannot be rebuilt) are left out.
+Each distinct answer is held as a digest and a record id while the groups are made; only
+the answers of the pairs built are read again, so long answers are not all in memory.
 
 Example::
 
@@ -19,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import numbers
 import unicodedata
@@ -34,7 +38,9 @@ from llama_index_ragtune.feedback.query_split import (
     _keep,
     check_keys,
     feedback_query_id,
+    with_visible_questions,
 )
+from llama_index_ragtune.feedback.responses import SOURCES_LEFT_OUT
 from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
     DEFAULT_SYSTEM_PROMPT,
@@ -69,6 +75,11 @@ PREFERENCE_COLUMNS = (
 def _answer_key(answer: str) -> str:
     """An answer text compared for preference pairs: NFC, whitespace runs as one space, trimmed."""
     return " ".join(unicodedata.normalize("NFC", answer).split())
+
+
+def _digest(answer_key: str) -> bytes:
+    """16 bytes standing for an answer text (``_answer_key``) in the comparisons."""
+    return hashlib.blake2b(answer_key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _spread_pairs(chosen: Sequence[Any], rejected: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
@@ -162,13 +173,21 @@ def feedback_preference_pairs(
             f"max_pairs_per_group must be a positive integer or None, got {max_pairs_per_group!r}"
         )
     keys = check_keys(query_metadata_keys)
-    # each distinct answer once, as (question, answer text): not the whole record
-    groups: dict[
-        tuple[str, tuple[tuple[str, str], ...]], dict[int, dict[str, tuple[str, str]]]
-    ] = {}
+    # each distinct answer once, as (digest of its text: id of its first record): its text
+    # is read again for the pairs built, so 10 MB answers are not all held at once
+    groups: dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, dict[bytes, str]]] = {}
+    unrebuildable: list[str] = []  # the first five ids
+    left_out = 0
+    rows: list[dict[str, Any]] = []
     with store.snapshot() as view:  # records and texts of one moment (writers go on)
-        for record in view.records(since=since, until=until, bundle_version=bundle_version):
+        selected = view.records(since=since, until=until, bundle_version=bundle_version)
+        for record in with_visible_questions(selected, store):
             if record.rating is None or record.answer is None:
+                continue
+            if record.metadata.get(SOURCES_LEFT_OUT):  # the prompt it answered is not stored
+                left_out += 1
+                if len(unrebuildable) < 5:
+                    unrebuildable.append(record.id)
                 continue
             answer = _answer_key(record.answer)
             if not answer:  # a blank answer teaches nothing, chosen or rejected
@@ -178,47 +197,59 @@ def feedback_preference_pairs(
                 continue
             sources = tuple((s.node_id, s.text_hash) for s in record.retrieved)
             by_rating = groups.setdefault((qid, sources), {1: {}, -1: {}})
-            by_rating[record.rating].setdefault(answer, (record.query, record.answer))
+            by_rating[record.rating].setdefault(_digest(answer), record.id)
+        if left_out:
+            logger.warning(
+                "feedback preference pairs: %d rated answer(s) left out (%s%s): the engine gave "
+                "them sources the store could not keep (metadata %r), so their prompts cannot "
+                "be rebuilt",
+                left_out,
+                ", ".join(repr(i) for i in unrebuildable),
+                " ..." if left_out > len(unrebuildable) else "",
+                SOURCES_LEFT_OUT,
+            )
         if max_pairs_per_group is None:
             _check_uncapped_pairs(groups, store)
         needed = {key for (_, sources), g in groups.items() if g[1] and g[-1] for key in sources}
         texts = view.node_texts(needed)
-    rows: list[dict[str, Any]] = []
-    for (qid, sources), by_rating in groups.items():
-        lost = [key for key in sources if key not in texts]
-        if lost and by_rating[1] and by_rating[-1]:
-            # the file lost a source text its answers were given (rows deleted by hand, say)
-            logger.warning(
-                "feedback preference pairs: query %s left out: the store %s has no text for "
-                "its source(s) %s, so its prompt cannot be rebuilt",
-                qid,
-                store.path,
-                ", ".join(f"{node_id!r} (text hash {h})" for node_id, h in lost[:5]),
-            )
-            continue
-        contested = set(by_rating[1]) & set(by_rating[-1])
-        chosen = [r for answer, r in by_rating[1].items() if answer not in contested]
-        rejected = [r for answer, r in by_rating[-1].items() if answer not in contested]
-        if not chosen or not rejected:
-            continue
-        source_texts = [truncate_source(texts[key], max_source_chars) for key in sources]
-        for good, bad in islice(_spread_pairs(chosen, rejected), max_pairs_per_group):
-            messages = build_messages(
-                good[0], source_texts, refusal=refusal, system_prompt=system_prompt
-            )
-            rows.append(
-                {
-                    "prompt": [
-                        {"role": m.role.value, "content": m.content or ""} for m in messages
-                    ],
-                    "chosen": [{"role": "assistant", "content": good[1]}],
-                    "rejected": [{"role": "assistant", "content": bad[1]}],
-                    "qid": qid,
-                    "strategy": "feedback",
-                    "chosen_score": 1.0,
-                    "rejected_score": 0.0,
-                }
-            )
+        for (qid, sources), by_rating in groups.items():
+            lost = [key for key in sources if key not in texts]
+            if lost and by_rating[1] and by_rating[-1]:
+                # the file lost a source text its answers were given (rows deleted by hand)
+                logger.warning(
+                    "feedback preference pairs: query %s left out: the store %s has no text "
+                    "for its source(s) %s, so its prompt cannot be rebuilt",
+                    qid,
+                    store.path,
+                    ", ".join(f"{node_id!r} (text hash {h})" for node_id, h in lost[:5]),
+                )
+                continue
+            contested = by_rating[1].keys() & by_rating[-1].keys()
+            chosen = [rid for key, rid in by_rating[1].items() if key not in contested]
+            rejected = [rid for key, rid in by_rating[-1].items() if key not in contested]
+            if not chosen or not rejected:
+                continue
+            source_texts = [truncate_source(texts[key], max_source_chars) for key in sources]
+            answers: dict[str, Any] = {}  # this group's records, each read once
+            for good_id, bad_id in islice(_spread_pairs(chosen, rejected), max_pairs_per_group):
+                good = answers.get(good_id) or answers.setdefault(good_id, view.get(good_id))
+                bad = answers.get(bad_id) or answers.setdefault(bad_id, view.get(bad_id))
+                messages = build_messages(
+                    good.query, source_texts, refusal=refusal, system_prompt=system_prompt
+                )
+                rows.append(
+                    {
+                        "prompt": [
+                            {"role": m.role.value, "content": m.content or ""} for m in messages
+                        ],
+                        "chosen": [{"role": "assistant", "content": good.answer}],
+                        "rejected": [{"role": "assistant", "content": bad.answer}],
+                        "qid": qid,
+                        "strategy": "feedback",
+                        "chosen_score": 1.0,
+                        "rejected_score": 0.0,
+                    }
+                )
     import datasets
 
     return datasets.Dataset.from_dict({k: [row[k] for row in rows] for k in PREFERENCE_COLUMNS})

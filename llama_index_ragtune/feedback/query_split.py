@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
+from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.schema import stable_query_id
 from llama_index_ragtune.feedback.entries import check_text, show
+
+if TYPE_CHECKING:
+    from llama_index_ragtune.feedback.records import FeedbackRecord
+
+# the feedback exports' one logger: users and tests configure it by this name
+logger = logging.getLogger("llama_index_ragtune.feedback.export")
 
 Split = Literal["all", "train", "eval"]
 
@@ -40,6 +48,38 @@ def feedback_query_id(query: str, metadata: Mapping[str, Any], keys: Sequence[st
         return qid
     values = json.dumps([metadata.get(k) for k in keys], sort_keys=True, default=str)
     return f"{qid}-{hashlib.sha1(values.encode()).hexdigest()[:8]}"
+
+
+def with_visible_questions(
+    records: Iterable[FeedbackRecord], store: Any
+) -> Iterator[FeedbackRecord]:
+    """``records`` whose question has a visible character; the others (only invisible,
+    control or space characters, stored before ``record`` refused them, or by another
+    tool) are left out of the export, with one logged warning naming them.
+
+    Example::
+
+        with store.snapshot() as view:
+            questions = [r.query for r in with_visible_questions(view.records(), view)]
+    """
+    blank: list[str] = []  # the first five ids
+    left_out = 0
+    for record in records:
+        if is_blank(record.query):
+            left_out += 1
+            if len(blank) < 5:
+                blank.append(record.id)
+            continue
+        yield record
+    if left_out:
+        logger.warning(
+            "feedback export: %d record(s) of %s left out: their question has no visible "
+            "character (nothing to learn from): %s; delete them with SQL (DELETE FROM records "
+            "WHERE id = ...)",
+            left_out,
+            store.path,
+            ", ".join(repr(i) for i in blank) + (" ..." if left_out > len(blank) else ""),
+        )
 
 
 def is_eval_query(qid: str, eval_fraction: float, seed: int = 0) -> bool:

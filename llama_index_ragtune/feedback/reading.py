@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Literal
@@ -40,6 +41,33 @@ RatingFilter = Literal[1, -1, "unrated"]
 
 
 _CHUNK = 500  # records per page
+_PAGE_CHARS = 16 << 20  # text per page at most (and one record more): long answers stay few
+
+
+def _in_time_order(conn: sqlite3.Connection) -> str:
+    """``records`` read through its time index, so every page of :meth:`FeedbackReader.records`
+    resumes where the last ended whatever the filters (with ``bundle_version`` SQLite would
+    pick that index and sort all the bundle's records for each page); plain ``records`` when
+    the index is gone (a store edited by hand)."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_by_time'"
+    ).fetchone()
+    return "records INDEXED BY records_by_time" if found else "records"
+
+
+def _page(cursor: sqlite3.Cursor) -> tuple[list[tuple], bool]:
+    """The rows of one page, and whether more may follow: ``_CHUNK`` rows, or fewer once
+    they hold ``_PAGE_CHARS`` characters of text (500 answers of 10 MB each are not read at
+    once)."""
+    rows: list[tuple] = []
+    chars = 0
+    for row in cursor:
+        rows.append(row)
+        chars += sum(len(value) for value in row if isinstance(value, (str, bytes)))
+        if chars >= _PAGE_CHARS:
+            cursor.close()  # the rest of this page is the next page
+            return rows, True
+    return rows, len(rows) == _CHUNK
 
 
 class FeedbackReader(StoreConnection):
@@ -73,8 +101,10 @@ class FeedbackReader(StoreConnection):
         """Records in time order (ties in the order they were stored), filtered by ``since`` <= created_at < ``until``, bundle version(s)
         and rating (``1``, ``-1`` or ``"unrated"``; ``None`` keeps all).
 
-        Read page by page, so a large log is never in memory at once and writers are
-        not held up. A naive datetime is local time (Python's rule).
+        Read page by page (500 records, fewer once they hold 16 M characters of text; each
+        page a range of the time index), so a large log is never in memory at once, reading
+        it all takes time linear in its size, and writers are not held up. A naive datetime
+        is local time (Python's rule).
 
         Example::
 
@@ -83,21 +113,25 @@ class FeedbackReader(StoreConnection):
         """
         where, params = where_clause(since, until, bundle_version, rating)
         after: tuple[float, int] | None = None
+        table: str | None = None
         while True:
             clauses = list(where)
             page_params = list(params)
             if after is not None:
-                clauses.append("(created_at > ? OR (created_at = ? AND rowid > ?))")
+                # a range of the time index: each page starts where the last ended (was
+                # "created_at > ? OR (...)", which SQLite scans from the first record)
+                clauses.append("created_at >= ? AND (created_at > ? OR rowid > ?)")
                 page_params += [after[0], after[0], after[1]]
-            sql = (
-                f"SELECT {COLUMNS}, rowid FROM records{join_where(clauses)} "
-                "ORDER BY created_at, rowid LIMIT ?"
-            )
             with self._read() as conn:
-                rows = conn.execute(sql, [*page_params, _CHUNK]).fetchall()
+                table = table or _in_time_order(conn)
+                sql = (
+                    f"SELECT {COLUMNS}, rowid FROM {table}{join_where(clauses)} "
+                    "ORDER BY created_at, rowid LIMIT ?"
+                )
+                rows, full = _page(conn.execute(sql, [*page_params, _CHUNK]))
                 page = build_records(conn, rows)
             yield from page
-            if len(rows) < _CHUNK:
+            if not full:
                 return
             after = (rows[-1][1], rows[-1][-1])
 

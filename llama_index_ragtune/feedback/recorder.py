@@ -53,13 +53,14 @@ from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import (
     RESPONSE_TYPE,
     AsyncStreamingResponse,
+    Response,
     StreamingResponse,
 )
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from llama_index_ragtune.feedback.entries import check_text, dump_metadata
-from llama_index_ragtune.feedback.responses import response_fields
+from llama_index_ragtune.feedback.responses import merge_metadata, response_fields
 from llama_index_ragtune.feedback.store import FeedbackStore
 
 __all__ = ["FeedbackQueryEngine", "response_fields"]
@@ -190,11 +191,12 @@ class FeedbackQueryEngine(BaseQueryEngine):
             fields = response_fields(response)
             if not complete:  # a cut-off text must not become an answer to learn from
                 fields["answer"] = None
+            found = fields.pop("metadata", None)
             return self.store.record(
                 query,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
                 bundle_version=self.bundle_version,
-                metadata={**self.metadata, **(extra or {})},
+                metadata=merge_metadata({**self.metadata, **(extra or {})}, found),
                 record_id=record_id,
                 **fields,
             )
@@ -209,6 +211,24 @@ class FeedbackQueryEngine(BaseQueryEngine):
             return None
 
     def _finish(self, query: str, response: RESPONSE_TYPE, started: float) -> RESPONSE_TYPE:
+        if response is None or isinstance(response, str):
+            # an engine overriding query(): core's own query() refuses these, so wrap them
+            warnings.warn(
+                f"FeedbackQueryEngine: the engine {type(self._query_engine).__name__} returned "
+                f"{type(response).__name__}, not a LlamaIndex response; it is returned and "
+                "recorded as a Response (without sources) holding it",
+                stacklevel=4,
+            )
+            response = Response(response)
+        elif not hasattr(response, "metadata"):  # a dict, say: no place for a feedback_id
+            warnings.warn(
+                f"FeedbackQueryEngine: the answer to {query[:60]!r} was not recorded: the "
+                f"engine {type(self._query_engine).__name__} returned {type(response).__name__}, "
+                "not a LlamaIndex response (Response, StreamingResponse...), so there is no "
+                "metadata to carry its feedback_id; it is returned as the engine gave it",
+                stacklevel=4,
+            )
+            return response
         inner_metadata = response.metadata
         response = _own_copy(response)
         if isinstance(response, StreamingResponse) and response.response_gen is not None:

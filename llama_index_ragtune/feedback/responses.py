@@ -22,7 +22,13 @@ from llama_index.core.base.response.schema import (
     StreamingResponse,
 )
 
-__all__ = ["response_fields"]
+from llama_index_ragtune.feedback.entries import node_row
+
+__all__ = ["SOURCES_LEFT_OUT", "merge_metadata", "response_fields"]
+
+SOURCES_LEFT_OUT = "sources_left_out"
+"""Record metadata key: the 1-based ranks of the sources the store could not keep (no node
+id, say); the preference pairs leave such an answer out (its prompt cannot be rebuilt)."""
 
 
 def response_fields(response: Any) -> dict[str, Any]:
@@ -30,7 +36,9 @@ def response_fields(response: Any) -> dict[str, Any]:
 
     ``retrieved`` = ``source_nodes``; ``cited_node_ids`` / ``refused`` from its
     metadata when present (a cited id that is not a source is dropped with a warning); ``answer`` = the text (a ``PydanticResponse``'s model as
-    JSON, a finished stream's collected text).
+    JSON, a finished stream's collected text). A source the store cannot keep (no node
+    id, not a node) is dropped with a warning, and ``metadata`` is then
+    ``{"sources_left_out": [its 1-based ranks]}``.
 
     Example::
 
@@ -46,7 +54,7 @@ def response_fields(response: Any) -> dict[str, Any]:
         answer = None if answer is None else str(answer)
     if not isinstance(metadata, Mapping):
         metadata = {}
-    sources = list(getattr(response, "source_nodes", None) or [])
+    sources, left_out = _keepable_sources(getattr(response, "source_nodes", None) or [])
     source_ids = {getattr(getattr(n, "node", n), "node_id", None) for n in sources}
     cited = metadata.get("cited_node_ids") or []
     if isinstance(cited, (str, bytes, Mapping)) or not isinstance(cited, Iterable):
@@ -66,12 +74,44 @@ def response_fields(response: Any) -> dict[str, Any]:
             stacklevel=2,
         )
         cited = [i for i in cited if _is_source(i, source_ids)]
-    return {
+    fields = {
         "retrieved": sources,
         "cited_node_ids": cited,
         "refused": _refused(metadata.get("refused")),
         "answer": answer,
     }
+    if left_out:  # the answer's [n] numbering no longer matches: no preference pair from it
+        fields["metadata"] = {SOURCES_LEFT_OUT: left_out}
+    return fields
+
+
+def merge_metadata(metadata: Any, found: Mapping[str, Any] | None) -> Any:
+    """The caller's record ``metadata`` with what ``response_fields`` found added (a
+    ``metadata`` that is not a dict is passed on as it is, for ``record`` to refuse)."""
+    if not found or not (metadata is None or isinstance(metadata, Mapping)):
+        return metadata
+    return {**(metadata or {}), **found}
+
+
+def _keepable_sources(source_nodes: Iterable[Any]) -> tuple[list[Any], list[int]]:
+    """The sources the store can keep, and the 1-based ranks of the others (no node id, an
+    id that is not text, not a node at all), each said in a warning: one odd source must
+    not lose the whole answer."""
+    kept: list[Any] = []
+    left_out: list[int] = []
+    for index, item in enumerate(source_nodes):
+        try:
+            node_row(item, index)
+        except (TypeError, ValueError) as exc:
+            left_out.append(index + 1)
+            warnings.warn(
+                f"the response's source_nodes[{index}] cannot be recorded ({exc}); recording "
+                "the answer without it (give every node a non-empty string id)",
+                stacklevel=3,
+            )
+            continue
+        kept.append(item)
+    return kept, left_out
 
 
 def _is_source(node_id: Any, source_ids: set[Any]) -> bool:

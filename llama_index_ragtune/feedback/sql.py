@@ -107,6 +107,11 @@ COLUMNS = (
 )
 
 
+UNRATED = "(rating IS NULL OR rating NOT IN (-1, 1))"
+"""SQL for an unrated record: no rating, or one another tool wrote past the CHECK (read as
+``None``, see ``_rating``)."""
+
+
 def join_where(clauses: Sequence[str]) -> str:
     return " WHERE " + " AND ".join(clauses) if clauses else ""
 
@@ -196,6 +201,60 @@ def _latency(value: Any, record_id: str) -> float | None:
     return None
 
 
+def _rating(value: Any, record_id: str) -> int | None:
+    """A stored rating: +1, -1 or ``None``; anything else another tool wrote past the
+    column's CHECK (``5``, ``"good"``, ``0.5``) is read as ``None`` (unrated), with a warning."""
+    if value is None or is_rating(value):
+        return None if value is None else int(value)
+    logger.warning(
+        "feedback store: record %r holds %s in records.rating, not +1, -1 or NULL; read as "
+        "unrated. Set it with store.rate(%r, +1 or -1), or UPDATE records SET rating = NULL",
+        record_id,
+        show(value),
+        record_id,
+    )
+    return None
+
+
+def _refused(value: Any, record_id: str) -> bool:
+    """A stored refusal flag: 1 or 0; anything else (``"yes"``, ``7``) is read as not refused,
+    with a warning."""
+    if value in (0, 1) and isinstance(value, int):
+        return bool(value)
+    logger.warning(
+        "feedback store: record %r holds %s in records.refused, not 0 or 1; read as 0 (not "
+        "refused). Set it with SQL: UPDATE records SET refused = 0 or 1 WHERE id = %r",
+        record_id,
+        show(value),
+        record_id,
+    )
+    return False
+
+
+def _among_sources(
+    ids: list[str], sources: list[RetrievedNode], record_id: str, column: str
+) -> tuple[str, ...]:
+    """``ids`` that name one of the record's sources; the others (another tool's rows:
+    ``record`` refuses them) are dropped with a warning, so no export learns a node the
+    answer was never given."""
+    known = {source.node_id for source in sources}
+    kept = tuple(i for i in ids if i in known)
+    if len(kept) < len(ids):
+        stray = [i for i in ids if i not in known]
+        logger.warning(
+            "feedback store: record %r holds %s in %s, not among its retrieved nodes %s; "
+            "left out (an answer can only cite, and a user only open, one of its sources). "
+            "Delete the rows with SQL: DELETE FROM %s WHERE record_id = %r AND node_id = ...",
+            record_id,
+            show(stray),
+            column,
+            show([source.node_id for source in sources]),
+            column.split(".")[0],
+            record_id,
+        )
+    return kept
+
+
 def _text(value: Any, where: Any, column: str) -> Any:
     """A stored TEXT; a blob (another tool's write) is read as UTF-8 text, with a logged warning."""
     if not isinstance(value, bytes):
@@ -243,7 +302,7 @@ def where_clause(
         params.extend(versions)
     if rating is not None:
         if isinstance(rating, str) and rating == "unrated":
-            clauses.append("rating IS NULL")
+            clauses.append(UNRATED)
         elif is_rating(rating):
             clauses.append("rating = ?")
             params.append(int(rating))
@@ -297,14 +356,14 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
                 clicked[rid].append(node_id)
     return [
         FeedbackRecord(
-            id=rid,
+            id=_text(rid, f"record {rid!r}", "records.id"),
             query=_text(query, f"record {rid!r}", "records.query"),
             answer=_text(answer, f"record {rid!r}", "records.answer"),
             retrieved=tuple(retrieved[rid]),
-            cited_node_ids=tuple(cited[rid]),
-            clicked_node_ids=tuple(clicked[rid]),
-            refused=bool(refused),
-            rating=rating,
+            cited_node_ids=_among_sources(cited[rid], retrieved[rid], rid, "cited.node_id"),
+            clicked_node_ids=_among_sources(clicked[rid], retrieved[rid], rid, "clicks.node_id"),
+            refused=_refused(refused, rid),
+            rating=_rating(rating, rid),
             latency_ms=_latency(latency, rid),
             bundle_version=_text(version, f"record {rid!r}", "records.bundle_version"),
             created_at=read_time(created, f"record {rid!r} (records.created_at)"),
@@ -320,10 +379,13 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
 
 
 def _says_nothing(answer: Any) -> int:
-    """SQL ``says_nothing(answer)``: 1 for an answer with no letter or digit once its
-    citation markers are removed (``grounding.says_nothing``)."""
+    """SQL ``says_nothing(CAST(answer AS BLOB))``: 1 for an answer with no letter or digit
+    once its citation markers are removed (``grounding.says_nothing``). It gets the bytes, so
+    an answer another tool wrote as bytes that are not UTF-8 is counted, not a failed query."""
     from llama_index_ragtune.grounding import says_nothing
 
+    if isinstance(answer, bytes):
+        answer = answer.decode("utf-8", errors="replace")
     return int(isinstance(answer, str) and says_nothing(answer))
 
 
@@ -332,8 +394,8 @@ def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) ->
     selected = f"SELECT id FROM records{join_where(where)}"
     conn.create_function("says_nothing", 1, _says_nothing, deterministic=True)
     n, up, down, unrated, refused, empty, first, last = conn.execute(
-        "SELECT count(*), total(rating = 1), total(rating = -1), total(rating IS NULL), "
-        "total(refused), total(NOT refused AND says_nothing(answer)), "
+        f"SELECT count(*), total(rating = 1), total(rating = -1), total({UNRATED}), "
+        "total(refused IS 1), total(refused IS NOT 1 AND says_nothing(CAST(answer AS BLOB))), "
         f"min(created_at), max(created_at) FROM records{join_where(where)}",
         params,
     ).fetchone()

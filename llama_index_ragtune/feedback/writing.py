@@ -29,7 +29,7 @@ from llama_index_ragtune.feedback.entries import (
     prepare_entry,
     source_spelling,
 )
-from llama_index_ragtune.feedback.responses import response_fields
+from llama_index_ragtune.feedback.responses import merge_metadata, response_fields
 from llama_index_ragtune.feedback.sql import insert_entry
 
 __all__ = ["FeedbackWriter"]
@@ -187,13 +187,13 @@ class FeedbackWriter(StoreConnection):
             response = engine.query("apple return policy?")
             rid = store.record_response("apple return policy?", response, latency_ms=350.0)
         """
-
+        fields = response_fields(response)
         return self.record(
             query,
             latency_ms=latency_ms,
             bundle_version=bundle_version,
-            metadata=metadata,
-            **response_fields(response),
+            metadata=merge_metadata(metadata, fields.pop("metadata", None)),
+            **fields,
         )
 
     def rate(self, record_id: str, rating: int | None) -> None:
