@@ -129,8 +129,11 @@ def load_beir(
     """Load ``split`` of the BEIR data set in ``path``.
 
     Files are UTF-8 and may be gzip-compressed; lines may end in LF, CRLF or CR.
-    The qrels file may start with a header row and may use the 4-column TREC
-    layout (``qid iter doc grade``). Best-effort rules, each announced by a
+    The qrels file may start with a header row, may quote its fields as a CSV
+    writer does (``"q1"``, read as BEIR's ``csv.reader`` reads them) and may use the
+    4-column TREC layout (``qid iter doc grade``, the iteration ``0`` or ``Q0``).
+    Ids equal in NFC are one id: a second spelling in corpus.jsonl or queries.jsonl
+    is a duplicate. Best-effort rules, each announced by a
     ``UserWarning`` naming the file, a count and examples with line numbers:
     judgements of query or document ids that are not in the corpus / queries are
     dropped; a (query, document) pair judged twice with different grades keeps
@@ -353,8 +356,9 @@ def _drop_unknown(
 
 
 def _near_misses(unknown: list[str], known: dict[str, str], limit: int = 3) -> str:
-    """A note on the ``unknown`` ids that match a ``known`` one up to case, Unicode form or
-    invisible characters (``'D1'`` for ``'d1'``, ``'cafe\u0301'`` for ``'caf\u00e9'``), or ""."""
+    """A note on the ``unknown`` ids that match a ``known`` one up to case, Unicode form,
+    invisible characters or leading zeros of a number (``'D1'`` for ``'d1'``, ``'cafe\u0301'``
+    for ``'caf\u00e9'``, ``'7'`` for ``'007'``), or ""."""
     if not unknown:
         return ""
     by_key: dict[str, str] = {}
@@ -368,13 +372,15 @@ def _near_misses(unknown: list[str], known: dict[str, str], limit: int = 3) -> s
     if not pairs:
         return ""
     return (
-        f"; {len(pairs)} of them differ from a known id only in case, Unicode form or invisible "
-        f"characters ({', '.join(pairs[:limit])}): write each id the same way in every file"
+        f"; {len(pairs)} of them differ from a known id only in case, Unicode form, invisible "
+        f"characters or leading zeros ({', '.join(pairs[:limit])}): write each id the same way "
+        "in every file"
     )
 
 
 def _id_key(ident: str) -> str:
-    return unicodedata.normalize("NFKC", drop_invisible(ident)).casefold()
+    key = unicodedata.normalize("NFKC", drop_invisible(ident)).casefold()
+    return key.lstrip("0") or "0" if key.isdigit() else key  # '007' ~ '7' (a spreadsheet's)
 
 
 def _check_judged(qrels: dict[str, dict[str, int]], qrels_file: Path, split: str) -> None:

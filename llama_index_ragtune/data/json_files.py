@@ -6,7 +6,10 @@ Built on :mod:`~llama_index_ragtune.data.reading` (encodings, line caps, strict 
   corpus and queries): a last line cut off mid-record in a file without a final
   newline (its writer was stopped) is named as such, with how to use the rest,
   instead of a bare ``malformed JSON (Unterminated string ...)``; so is a line of NUL
-  bytes; a byte-order mark starting a later line (files concatenated) is dropped.
+  bytes; a byte-order mark starting a later line (files concatenated) is dropped. A
+  file that is one JSON document (a JSON array, on one line or many, or indented
+  objects), wherever its first record starts, is named as such with the ``jq`` command
+  that converts it; so are a later record spanning lines and a comma after a record.
 - :func:`read_json_document`, for options that take one JSON document (``--dataset``,
   ``--val-dataset``, ``--squad``): a JSON Lines file is named as such, with what the
   option takes and which option reads JSONL, instead of ``malformed JSON (Extra data)``
@@ -27,6 +30,7 @@ import json
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from llama_index_ragtune.data.errors import DataError
@@ -99,7 +103,10 @@ def iter_json_lines(
     :func:`~.reading.parse_json` (their errors, as ``error``). A malformed last line of a
     file that does not end with a newline is reported as cut off, saying how to keep the
     complete lines. A byte-order mark at the start of any line (files concatenated) is
-    dropped; a line of NUL bytes (a zero-filled file end) is named as such.
+    dropped; a line of NUL bytes (a zero-filled file end) is named as such. A first
+    record (after any blank lines) that is a JSON array, or that the end of its line
+    leaves unfinished, is "one JSON document, not JSON Lines", with the ``jq`` command
+    converting it; a later record spanning lines and a comma after a record are named too.
 
     Example::
 
@@ -107,6 +114,7 @@ def iter_json_lines(
     """
     path = Path(path)
     lines = iter_lines(path, error, max_line_bytes)
+    first = True
     for number, text in lines:
         text = text.removeprefix("\ufeff")  # files concatenated: each may start with a BOM
         if not text.strip("\x00"):
@@ -120,7 +128,10 @@ def iter_json_lines(
         try:
             value = parse_json(text, path, number, error)
         except DataError:
-            if _syntax_error(text) and _at_end(lines) and _no_final_newline(path):
+            problem = _decode_error(text)
+            if problem is None:
+                raise
+            if _at_end(lines) and _no_final_newline(path):
                 raise error(
                     "the last line ends in the middle of a record and the file has no "
                     "newline at its end: it was cut off (its writer stopped part-way?)",
@@ -129,8 +140,47 @@ def iter_json_lines(
                     hint=f"write the file again, or delete line {number} to use the "
                     "complete lines before it",
                 ) from None
-            raise
+            unfinished = problem.pos >= len(text)
+            if first and (unfinished or text.startswith("[")):
+                raise _one_document(path, number, text, error) from None
+            if unfinished:
+                what = "the record is not finished at the end of the line (indented JSON?)"
+                fix = "complete the record or join its lines"
+            elif _comma_after_record(text):
+                what, fix = "a comma follows the record (the inside of a JSON array?)", "drop it"
+            else:
+                raise
+            raise error(
+                f"malformed JSON ({problem.msg} at column {problem.colno}): {what}",
+                path=path,
+                line=number,
+                hint=f"JSON Lines keep each record whole on one line, with no comma between "
+                f"records: {fix}",
+            ) from None
+        if first and isinstance(value, list):
+            raise _one_document(path, number, text, error)
+        first = False
         yield number, value
+
+
+def _one_document(path: Path, number: int, text: str, error: type[DataError]) -> DataError:
+    """The error for a JSONL file whose first record is a JSON array or spans lines."""
+    name = path.name
+    target = f"{path.stem}.jsonl" if path.suffix != ".jsonl" else f"{path.stem}.fixed.jsonl"
+    array = text.startswith("[")
+    if array and not _unfinished(text):
+        what = "the line holds a JSON array"
+    else:
+        what = f"the line starts a JSON {'array' if array else 'object'} spanning several lines"
+    command = f"jq -c {quote('.[]') if array else '.'} {name} > {target}"
+    return error(
+        f"{what}: this file looks like one JSON document, not JSON Lines (one JSON object "
+        "per line)",
+        path=path,
+        line=number,
+        hint=f"convert it with `{command}`"
+        + ("" if array else " (objects listed under a key: `jq -c '.KEY[]'`)"),
+    )
 
 
 def _at_end(lines: Iterator[tuple[int, str]]) -> bool:
@@ -141,14 +191,27 @@ def _at_end(lines: Iterator[tuple[int, str]]) -> bool:
         return False
 
 
-def _syntax_error(text: str) -> bool:
+def _unfinished(text: str) -> bool:
+    """Whether ``text`` starts a JSON value that the end of the line leaves unfinished."""
+    problem = _decode_error(text)
+    return problem is not None and problem.pos >= len(text)
+
+
+def _comma_after_record(text: str) -> bool:
+    """Whether ``text`` is one JSON value followed by a comma (a line of an unbracketed array)."""
+    return text.endswith(",") and _decode_error(text[:-1].rstrip()) is None
+
+
+def _decode_error(text: str) -> json.JSONDecodeError | None:
+    """The JSON syntax error in ``text``; None when it parses or fails otherwise (a bad
+    value, deep nesting: not a problem of where the line ends)."""
     try:
         json.loads(text)
-    except json.JSONDecodeError:
-        return True
-    except (ValueError, RecursionError):  # a bad value, deep nesting: not a cut-off line
-        return False
-    return False
+    except json.JSONDecodeError as exc:
+        return exc
+    except (ValueError, RecursionError):
+        return None
+    return None
 
 
 def _no_final_newline(path: Path) -> bool:

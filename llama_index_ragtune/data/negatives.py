@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import random
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -228,9 +228,9 @@ class HardNegativeMiner:
         conflicts = 0
         for qid, query in ds.queries.items():
             if isinstance(self.curated, Mapping):
-                docs = list(self.curated.get(qid, []))
+                docs = _curated_ids(self.curated.get(qid), qid)
             else:
-                docs = list(self.curated(qid, query, list(ds.relevant_docs[qid]), ds) or [])
+                docs = _curated_ids(self.curated(qid, query, list(ds.relevant_docs[qid]), ds), qid)
             unknown = [d for d in docs if d not in ds.corpus]
             if unknown:
                 raise ValueError(
@@ -396,6 +396,28 @@ class HardNegativeMiner:
             if len(picked) >= n:
                 break
         return picked
+
+
+def _curated_ids(value: Any, qid: str) -> list[str]:
+    """One query's curated negatives as a list of doc ids: ``None`` is none, a bare string is
+    one id (it was read letter by letter: ``"d2"`` gave ``'d'`` and ``'2'``)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, Iterable) or isinstance(value, bytes):
+        raise TypeError(
+            f"curated negatives for query {qid!r} must be a list of doc ids, got "
+            f"{type(value).__name__}"
+        )
+    docs = list(value)
+    wrong = [d for d in docs if not isinstance(d, str)]
+    if wrong:
+        raise TypeError(
+            f"curated negatives for query {qid!r} must be doc ids (strings), got "
+            f"{type(wrong[0]).__name__} {wrong[0]!r}"
+        )
+    return docs
 
 
 def _for(value: float | Mapping[str, float] | None, source: str) -> float | None:

@@ -32,7 +32,9 @@ Fields:
 
 Any other field (named with the accepted field it most likely means: ``query`` ->
 ``question``), a wrong type, an unknown gold id, a repeated id or a source id
-with two texts is a ``DataError`` naming the file and line. So are two lines that ask
+with two texts is a ``DataError`` naming the file and line; ids written in two Unicode
+forms (``'caf\u00e9'``, ``'cafe\u0301'``: equal in NFC, printed alike) are one id, so
+the second spelling is such an error, naming both. So are two lines that ask
 the same question (up to case, spacing and punctuation) of the same sources with other
 ``gold`` ids, or answerable on one and not on the other; lines repeating another
 entirely are kept and counted in a warning.
@@ -58,8 +60,7 @@ from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.field_names import unknown_fields_message
 from llama_index_ragtune.data.json_files import iter_json_lines
 from llama_index_ragtune.data.qa import QAExample
-from llama_index_ragtune.data.reading import JSON_LINES_HINT
-from llama_index_ragtune.data.records import match_text, twin_key
+from llama_index_ragtune.data.records import id_form, match_text, other_form_note, twin_key
 
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
@@ -128,13 +129,15 @@ class GroundedQAData:
     documents: list[Document] = field(default_factory=list)
 
 
+_Texts = dict[str, tuple[str, int, str]]
+"""The sources read so far: ``records.id_form(id)`` -> (text, first line, the id as written)."""
+
+
 class _Line:
     """Typed fields of one parsed line; errors name the file, the line and the field."""
 
     def __init__(self, path: Path, number: int, record: Any) -> None:
         self.path, self.number = path, number
-        if isinstance(record, list) and number == 1:  # a whole JSON array on one line
-            raise self.error("the line holds a JSON array, not one object", hint=JSON_LINES_HINT)
         if not isinstance(record, dict):
             raise self.error(f"expected a JSON object, got {type(record).__name__}")
         self.record = record
@@ -170,8 +173,8 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
         [e.answerable for e in qa.train]          # False where "answer" is empty
     """
     path = Path(path)
-    texts: dict[str, tuple[str, int]] = {}  # source id -> (text, first line)
-    seen_ids: dict[str, int] = {}
+    texts: _Texts = {}  # id_form(source id) -> (text, first line, id as written)
+    seen_ids: dict[str, tuple[str, int]] = {}  # id_form -> (id as written, line)
     first_split: dict[str, tuple[str, int]] = {}  # question (twin_key) -> (split, first line)
     examples: list[GroundedQAExample] = []
     sources: dict[str, list[str]] = {}
@@ -179,12 +182,13 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
     for number, record in iter_json_lines(path):
         line = _Line(path, number, record)
         example, shown = _example(line, texts)
-        if example.qid in seen_ids:
+        spelled, first_line = seen_ids.setdefault(id_form(example.qid), (example.qid, number))
+        if first_line != number:
             raise line.error(
-                f"id {example.qid!r} is used on line {seen_ids[example.qid]} too",
+                f"id {example.qid!r} is used on line {first_line} too"
+                + other_form_note(example.qid, spelled),
                 hint="give every question its own id",
             )
-        seen_ids[example.qid] = number
         question = twin_key(example.question)
         twin = first_split.setdefault(question, (example.split, number))
         if twin[0] != example.split:
@@ -202,7 +206,7 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
     asked.warn_repeats(path)
     from llama_index.core.schema import Document
 
-    documents = [Document(text=text, id_=doc_id) for doc_id, (text, _) in texts.items()]
+    documents = [Document(text=text, id_=doc_id) for text, _, doc_id in texts.values()]
     return GroundedQAData(
         train=[e for e in examples if e.split == "train"],
         test=[e for e in examples if e.split == "test"],
@@ -274,7 +278,7 @@ class _AskedTwice:
             )
 
 
-def _example(line: _Line, texts: dict[str, tuple[str, int]]) -> tuple[GroundedQAExample, list[str]]:
+def _example(line: _Line, texts: _Texts) -> tuple[GroundedQAExample, list[str]]:
     record = line.record
     unknown = set(record) - set(FIELDS)
     if unknown:
@@ -310,7 +314,7 @@ def _example(line: _Line, texts: dict[str, tuple[str, int]]) -> tuple[GroundedQA
             hint="list the ids of the sources that hold the answer in 'gold', "
             'or write "answer": "" for a question its sources cannot answer',
         )
-    gold_texts = [match_text(texts[g][0]) for g in gold]
+    gold_texts = [match_text(texts[id_form(g)][0]) for g in gold]
     if evidence and not any(match_text(evidence) in t for t in gold_texts):
         raise line.error(
             "the 'evidence' quote is not in any gold source",
@@ -334,7 +338,7 @@ def _example(line: _Line, texts: dict[str, tuple[str, int]]) -> tuple[GroundedQA
     return example, shown
 
 
-def _sources(line: _Line, texts: dict[str, tuple[str, int]]) -> list[str]:
+def _sources(line: _Line, texts: _Texts) -> list[str]:
     key = "contexts" if "contexts" in line.record else "sources"
     value = line.record.get(key)
     if value is None:
@@ -365,15 +369,23 @@ def _sources(line: _Line, texts: dict[str, tuple[str, int]]) -> list[str]:
             raise line.error(
                 f"{where}.text must be a non-empty string of visible characters (source {doc_id!r})"
             )
-        if doc_id in shown:
-            raise line.error(f"source id {doc_id!r} appears twice on the line")
-        known = texts.get(doc_id)
-        if known is not None and known[0] != text:
+        twice = next((d for d in shown if id_form(d) == id_form(doc_id)), None)
+        if twice is not None:
             raise line.error(
-                f"source id {doc_id!r} has another text on line {known[1]}",
+                f"source id {doc_id!r} appears twice on the line{other_form_note(doc_id, twice)}"
+            )
+        known_text, first, spelled = texts.setdefault(id_form(doc_id), (text, line.number, doc_id))
+        if spelled != doc_id:
+            raise line.error(
+                f"source id {doc_id!r} is written on line {first}"
+                + other_form_note(doc_id, spelled),
+                hint="a source id names one source: write it the same way (NFC) on every line",
+            )
+        if known_text != text:
+            raise line.error(
+                f"source id {doc_id!r} has another text on line {first}",
                 hint="a source id names one text across the file; rename one of them",
             )
-        texts.setdefault(doc_id, (text, line.number))
         shown.append(doc_id)
     return shown
 
@@ -386,8 +398,14 @@ def _gold(line: _Line, shown: list[str]) -> list[str]:
         raise line.error("field 'gold' must be a list of source ids (strings)")
     missing = [g for g in value if g not in shown]
     if missing:
+        forms = {id_form(d): d for d in shown}
+        notes = [
+            f"; {g!r} names the source written{other_form_note(g, forms[id_form(g)])}"
+            for g in missing
+            if id_form(g) in forms
+        ]
         raise line.error(
-            f"gold id(s) {missing} are not among the line's sources {shown}",
-            hint="each gold id must be the 'id' of one of the line's sources",
+            f"gold id(s) {missing} are not among the line's sources {shown}" + "".join(notes),
+            hint="each gold id must be the 'id' of one of the line's sources, written the same way",
         )
     return list(dict.fromkeys(value))

@@ -32,8 +32,10 @@ __all__ = [
     "Negative",
     "RetrievalExample",
     "drop_invisible",
+    "id_form",
     "match_text",
     "normalize_text",
+    "other_form_note",
     "stable_query_id",
 ]
 
@@ -60,6 +62,30 @@ def normalize_text(text: str) -> str:
         normalize_text("What is X?")   # 'what is x'
     """
     return " ".join(re.findall(r"\w+", _folded(text)))
+
+
+def id_form(ident: str) -> str:
+    """The NFC form of an id: two ids with one form are one id (``'caf\u00e9'`` and
+    ``'cafe\u0301'`` print alike), so a loader refuses the second spelling.
+
+    Example::
+
+        id_form("cafe\u0301") == id_form("caf\u00e9")   # True
+    """
+    return unicodedata.normalize("NFC", ident)
+
+
+def other_form_note(ident: str, spelled: str) -> str:
+    """``" as 'café', another Unicode form ('cafe\\u0301' ~ 'caf\\xe9')"``: how ``ident``
+    differs from the earlier ``spelled`` of the same :func:`id_form`; "" when equal.
+
+    Example::
+
+        other_form_note("cafe\u0301", "caf\u00e9")
+    """
+    if ident == spelled:
+        return ""
+    return f" as {spelled!r}, another Unicode form ({ascii(ident)} ~ {ascii(spelled)})"
 
 
 def match_text(text: str) -> str:

@@ -59,7 +59,8 @@ def load_scifact_claims(
     Raises:
         FileNotFoundError, DataError: see ``load_beir``; also a rationale that is
             not ``{"sentences": [non-negative ints], "label": "SUPPORT" | "CONTRADICT"}``,
-            one naming a document missing from the corpus, and a claim whose
+            one naming a document missing from the corpus, a document with an empty list
+            of rationales, and a claim whose
             rationales mix SUPPORT and CONTRADICT (the message names queries.jsonl,
             the claim id and the JSON path).
         ValueError: ``question_template`` lacks ``{claim}`` or has other fields.
@@ -110,6 +111,13 @@ def load_scifact_claims(
                 )
             if not isinstance(entries, list):
                 raise reader.error(f"must be a list, got {type(entries).__name__}", where)
+            if not entries:
+                raise reader.error(
+                    f"rationale document {doc_id!r} lists no rationale",
+                    where,
+                    "add its {'sentences': [...], 'label': ...} entries, or remove the document "
+                    "from the claim's metadata (it would be gold without evidence)",
+                )
             sentences = split_sentences(_abstract(dataset, doc_id))
             for i, entry in enumerate(entries):
                 e_where = f"{where}[{i}]"

@@ -15,12 +15,15 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.json_files import read_json_document
 from llama_index_ragtune.data.qa_example import QAExample, _check_limit
 from llama_index_ragtune.data.reading import JsonFields
+from llama_index_ragtune.data.records import match_text
 from llama_index_ragtune.data.sentences import split_sentences
 
 if TYPE_CHECKING:
@@ -103,15 +106,18 @@ def load_squad_v2(
         ``article``; unanswerable questions get ``answerable=False`` with their
         own paragraph as gold. Evidence is the sentence holding the first answer
         span (an ``answer_start`` that does not point at the answer text is
-        corrected to the text's first occurrence in the paragraph).
+        corrected to the text's first occurrence in the paragraph). A paragraph
+        whose text occurs more than once (up to case and spacing) makes every copy
+        gold, with a warning.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (``IsADirectoryError``: it is a folder).
         DataError: (a ``ValueError``) the file is not UTF-8 JSON in the SQuAD 2.0
             layout: a missing field or one of the wrong type, an empty paragraph or
-            question, a duplicate question id, an answerable question without an
-            answer (or an unanswerable one with answers), an answer that is not in
-            its paragraph. The message names the file and the JSON path.
+            question (also one of only invisible characters), a duplicate question id,
+            an answerable question without an answer (or an unanswerable one with
+            answers), an answer (any of them) that is not in its paragraph. The message
+            names the file and the JSON path.
 
     Example::
 
@@ -140,14 +146,20 @@ def load_squad_v2(
     examples: list[QAExample] = []
     documents: list[Document] = []
     seen: dict[str, str] = {}
+    copies: dict[str, list[str]] = {}  # match_text(paragraph) -> its document ids
     for a in _select_articles(len(data), articles, split):
         where, article = data[a]
         title = reader.get(article, "title", (str,), where, default="").replace("_", " ")
         for p, (p_where, paragraph) in enumerate(reader.items(article, "paragraphs", where)):
             doc_id = f"{a}-{p}"
             context = reader.get(paragraph, "context", (str,), p_where)
-            if not context.strip():
-                raise reader.error("empty paragraph text", f"{p_where}.context", "give it a text")
+            if is_blank(context):
+                raise reader.error(
+                    f"empty paragraph text{_invisible_note(context)}",
+                    f"{p_where}.context",
+                    "give it a text",
+                )
+            copies.setdefault(match_text(context), []).append(doc_id)
             documents.append(
                 Document(
                     id_=doc_id,
@@ -167,9 +179,50 @@ def load_squad_v2(
                     )
                 seen[example.qid] = q_where
                 examples.append(example)
+    _share_copies(examples, copies, path)
     if max_examples is not None:
         examples = examples[:max_examples]
     return examples, documents
+
+
+def _answer_span(
+    reader: JsonFields, context: str, where: str, text: str, start: int
+) -> tuple[int, int]:
+    """Where answer ``text`` is in ``context``: at ``answer_start`` when it points at the text,
+    else at its first occurrence; an answer the paragraph lacks is an error naming ``where``.
+    """
+    if start < 0 or context[start : start + len(text)] != text:
+        start = context.find(text)
+        if start < 0:
+            raise reader.error(
+                f"the answer {text[:60]!r} does not occur in the paragraph",
+                where,
+                "fix the answer text or the paragraph (every SQuAD answer is a span of it)",
+            )
+    return start, start + len(text)
+
+
+def _invisible_note(text: str) -> str:
+    return f" (only invisible characters: {ascii(text[:20])})" if text.strip() else ""
+
+
+def _share_copies(examples: list[QAExample], copies: dict[str, list[str]], path: Path) -> None:
+    """Make every paragraph with the same text (``match_text``) gold for each question of one
+    of them: a copy left out would be a wrong negative, and shown without its twin the
+    question's target would be the refusal."""
+    twin_ids = {d: ids for ids in copies.values() if len(ids) > 1 for d in ids}
+    if not twin_ids:
+        return
+    for example in examples:
+        own = example.gold_doc_ids[0]
+        if own in twin_ids:
+            example.gold_doc_ids = [own] + [d for d in twin_ids[own] if d != own]
+    groups = [ids for ids in copies.values() if len(ids) > 1]
+    warnings.warn(
+        f"{path}: {len(groups)} paragraph text(s) occur more than once (e.g. "
+        f"{', '.join(groups[0][:3])}); every copy is gold for the questions of each",
+        stacklevel=3,
+    )
 
 
 def _squad_example(
@@ -179,8 +232,12 @@ def _squad_example(
     if not qid.strip():
         raise reader.error("empty question id", f"{where}.id")
     question = reader.get(qa, "question", (str,), where).strip()
-    if not question:
-        raise reader.error("empty question", f"{where}.question", "give it a text or remove it")
+    if is_blank(question):
+        raise reader.error(
+            f"empty question{_invisible_note(question)}",
+            f"{where}.question",
+            "give it a text or remove it",
+        )
     answers_raw = reader.items(qa, "answers", where, default=[])
     impossible = reader.get(qa, "is_impossible", (bool,), where, default=not answers_raw)
     texts: list[tuple[str, str, int]] = []
@@ -194,7 +251,7 @@ def _squad_example(
             f"{where}.answers",
             "move them to 'plausible_answers' or set 'is_impossible' to false",
         )
-    answers = list(dict.fromkeys(t.strip() for _, t, _ in texts if t.strip()))
+    answers = list(dict.fromkeys(t.strip() for _, t, _ in texts if not is_blank(t)))
     if not impossible and not answers:
         raise reader.error(
             f"question {qid!r} is answerable but has no answer text",
@@ -203,16 +260,9 @@ def _squad_example(
         )
     evidence = []
     if not impossible:
-        a_where, text, start = next(t for t in texts if t[1].strip())
-        if context[start : start + len(text)] != text or start < 0:
-            start = context.find(text)
-            if start < 0:
-                raise reader.error(
-                    f"the answer {text[:60]!r} does not occur in the paragraph",
-                    a_where,
-                    "fix the answer text or the paragraph",
-                )
-        evidence = [_sentences_around(context, start, start + len(text))]
+        spans = [_answer_span(reader, context, *t) for t in texts if not is_blank(t[1])]
+        start, end = spans[0]
+        evidence = [_sentences_around(context, start, end)]
     return QAExample(
         qid=qid,
         question=question,

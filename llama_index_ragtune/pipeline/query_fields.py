@@ -12,7 +12,6 @@ from typing import Any
 from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.field_names import unknown_fields_message
-from llama_index_ragtune.data.reading import JSON_LINES_HINT
 from llama_index_ragtune.pipeline.gold_references import _NodeIndex
 from llama_index_ragtune.pipeline.labelled_query import LabelledQuery
 
@@ -51,10 +50,6 @@ def _check_text(name: str, text: str, where: dict[str, Any]) -> None:
 
 
 def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> LabelledQuery:
-    if isinstance(obj, list) and n == 1:  # a whole JSON array on one line, not JSON Lines
-        raise DataError(
-            "the line holds a JSON array, not one object", hint=JSON_LINES_HINT, **where
-        )
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}", **where)
     unknown = set(obj) - set(FIELDS)
