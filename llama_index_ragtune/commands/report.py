@@ -45,6 +45,20 @@ def bundle_version_holding(folder: Path) -> Path | None:
     return None
 
 
+def report_file_named_like(source: Path, out: Path) -> Path | None:
+    """The report file in ``out`` that is ``source`` (after links), else None.
+
+    Example::
+
+        report_file_named_like(Path("runs/report.md"), Path("runs"))   # .../runs/report.md
+    """
+    from llama_index_ragtune.evaluation.dashboard import REPORT_FILE_NAMES
+
+    target = source.expanduser().resolve()
+    folder = out.expanduser().resolve()  # the file names themselves are replaced, not followed
+    return next((folder / n for n in REPORT_FILE_NAMES if folder / n == target), None)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "evaluation",
@@ -83,6 +97,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    overwritten = report_file_named_like(source, out)
+    if overwritten is not None:  # the report would replace the evaluation it was made from
+        print(
+            f"ragtune report: error: EVAL_JSON {source} is the {overwritten.name} the report "
+            f"writes into {out}: writing it would replace the evaluation; rename the JSON "
+            "(e.g. evaluation.json) or pass another --out",
+            file=sys.stderr,
+        )
+        return 2
     try:
         results = EvaluationResults.load(source)
     except EvaluationFileError as exc:
@@ -92,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
         paths = write_report(results, out, source=source.name)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        print(f"ragtune report: error: cannot write the report to {out}: {reason}", file=sys.stderr)
+        where = exc.filename or out  # the file at fault, when the error names it
+        print(
+            f"ragtune report: error: cannot write the report to {where}: {reason}", file=sys.stderr
+        )
         return 1
     print(paths.html)
     print(paths.markdown)

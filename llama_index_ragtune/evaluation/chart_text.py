@@ -24,10 +24,13 @@ from typing import Any
 __all__ = [
     "CHAR_W",
     "escape_text",
+    "drawn_text",
+    "fit_label",
     "fit_text",
     "format_ms",
     "format_seconds",
     "isolate_bidi",
+    "printable_text",
     "text_width",
 ]
 
@@ -70,13 +73,14 @@ def isolate_bidi(text: Any) -> str:
 
 
 def escape_text(value: Any) -> str:
-    """``value`` HTML-escaped, as a bidi isolate when it could reorder what follows it.
+    """``value`` HTML-escaped, as a bidi isolate when it could reorder what follows it,
+    control characters shown as U+FFFD (see ``printable_text``).
 
     Example::
 
         escape_text("<b>R&D</b>")   # '&lt;b&gt;R&amp;D&lt;/b&gt;'
     """
-    return escape(isolate_bidi(value), quote=True)
+    return escape(isolate_bidi(printable_text(str(value))), quote=True)
 
 
 def _glyphs(ch: str) -> int:
@@ -98,13 +102,56 @@ def text_width(text: str, size: float = 12) -> float:
     return sum(map(_glyphs, text)) * CHAR_W * size / 12
 
 
+_KEPT_CONTROLS = frozenset("\t\n\r\f")  # the control characters HTML counts as white space
+
+
+def printable_text(text: str) -> str:
+    """``text`` with every control character but tab, line feed, carriage return and form
+    feed as U+FFFD (the replacement character).
+
+    A NUL, ESC or BEL from the JSON reached the page (HTML forbids them; the parser drops
+    a NUL) and ``report.md``, where ``cat`` ran its escape sequences in the terminal
+    (cleared the screen, set the window title).
+
+    Example::
+
+        printable_text("v2\\x1b[2J\\nok")   # 'v2\\ufffd[2J\\nok'
+    """
+    if text.isprintable() or not any(
+        ch not in _KEPT_CONTROLS and unicodedata.category(ch) == "Cc" for ch in text
+    ):
+        return text
+    return "".join(
+        "\ufffd" if ch not in _KEPT_CONTROLS and unicodedata.category(ch) == "Cc" else ch
+        for ch in text
+    )
+
+
+def drawn_text(text: str) -> str:
+    """``text`` as a chart draws it: ``printable_text``, with a line break or tab as a space.
+
+    Counting control characters as no width let a name with hundreds of line breaks (or
+    NULs, drawn as boxes) run across the chart.
+
+    Example::
+
+        drawn_text("hybrid\\nafter\\x00")   # 'hybrid after\\ufffd'
+    """
+    return printable_text(text).translate(_AS_SPACE)
+
+
+_AS_SPACE = str.maketrans(dict.fromkeys(_KEPT_CONTROLS, " "))
+
+
 def fit_text(text: str, width: float, size: float = 12) -> str:
-    """``text`` cut with an ellipsis to about ``width`` pixels (at least 4 glyphs kept).
+    """``text`` as drawn (see ``drawn_text``) cut with an ellipsis to about ``width`` pixels
+    (at least 4 glyphs kept).
 
     Example::
 
         fit_text("electronics · after tuning", 80)   # 'electronic…'
     """
+    text = drawn_text(text)
     room = max(4, int(width / (CHAR_W * size / 12)))
     if sum(map(_glyphs, text)) <= room:
         return text
@@ -114,6 +161,27 @@ def fit_text(text: str, width: float, size: float = 12) -> str:
         if used > room - 1:
             return text[:end] + "…"
     return text  # pragma: no cover - the sum above said it does not fit
+
+
+def fit_label(text: str, width: float, size: float = 12) -> tuple[str, str]:
+    """``(label, attributes)`` of an SVG text in ``width`` pixels: ``fit_text``'s cut, and
+    for a label over half the room a ``textLength`` of its estimated width.
+
+    The estimate holds for an average font; where the page's font is wider (bold DejaVu
+    Sans, Linux's default, draws ``a`` 8.1 px and ``m`` 12.5 px wide, not ``CHAR_W``), the
+    browser squeezes a long label into its room instead of drawing it past the chart's
+    edge. A short label keeps its font's own width: even twice as wide, it fits.
+
+    Example::
+
+        fit_label("ndcg@10", 200)        # ('ndcg@10', '')
+        fit_label("x" * 40, 200)[1]      # ' textLength="194.4" lengthAdjust="spacingAndGlyphs"'
+    """
+    label = fit_text(text, width, size)
+    estimate = text_width(label, size)
+    if estimate <= width / 2:
+        return label, ""
+    return label, f' textLength="{estimate:.1f}" lengthAdjust="spacingAndGlyphs"'
 
 
 def format_ms(ms: float | None) -> str:

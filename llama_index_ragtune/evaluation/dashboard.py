@@ -22,10 +22,11 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune._atomic import atomic_path
+from llama_index_ragtune.evaluation.chart_text import escape_text
 from llama_index_ragtune.evaluation.dashboard_markdown import render_markdown
 from llama_index_ragtune.evaluation.dashboard_style import PAGE_CSS
 from llama_index_ragtune.evaluation.report_summary import (
@@ -57,9 +58,11 @@ from llama_index_ragtune.evaluation.svg_charts import (
     timing_bars,
     tint,
 )
-from llama_index_ragtune.retrievers.persistence import atomic_write_text
 
-__all__ = ["ReportPaths", "render_html", "write_report"]
+__all__ = ["REPORT_FILE_NAMES", "ReportPaths", "render_html", "write_report"]
+
+REPORT_FILE_NAMES = ("report.html", "report.md")
+"""The files ``write_report`` writes into its folder."""
 
 SECTION_LEDES = {
     "retrieval": "First-stage retrieval on the held-out queries.",
@@ -77,8 +80,9 @@ class ReportPaths:
 
 
 def _e(value: Any) -> str:
-    """``value`` HTML-escaped, as a bidi isolate when it could reorder what follows it."""
-    return escape(isolate_bidi(value), quote=True)
+    """``value`` HTML-escaped, as a bidi isolate when it could reorder what follows it,
+    control characters shown as U+FFFD (``chart_text.escape_text``)."""
+    return escape_text(value)
 
 
 def _chart_keys(systems: list[SystemResult]) -> list[str]:
@@ -291,7 +295,8 @@ def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]
             " Δ: each tuned system against the <i>before</i> row of the same name (else the "
             f"first one, <b>{_e(_label(systems[baseline_index(systems)]))}</b>)."
         )
-    table_only = [k for k in metric_keys(systems) if k not in keys]
+    on_chart = set(keys)
+    table_only = [k for k in metric_keys(systems) if k not in on_chart]
     if table_only:
         lede += (
             f" Not on the 0–1 chart, in the table: {_e(', '.join(map(isolate_bidi, table_only)))}."
@@ -428,8 +433,8 @@ def write_report(
 ) -> ReportPaths:
     """Validate ``results``, then write ``report.html`` and ``report.md`` into ``out_dir``.
 
-    The folder is created; each file is written atomically (a temporary sibling
-    renamed into place), so a crash leaves the old report or the new one. Invalid
+    The folder is created; both files are written to temporary siblings, then renamed
+    into place, so a crash or a failed write leaves the old report or the new one. Invalid
     results raise ``EvaluationFileError`` naming the field before anything is written.
 
     Example::
@@ -439,7 +444,11 @@ def write_report(
     results.validate()
     out = Path(out_dir)
     html_text, md_text = render_html(results, source=source), render_markdown(results)
-    paths = ReportPaths(html=out / "report.html", markdown=out / "report.md")
-    atomic_write_text(paths.html, html_text)
-    atomic_write_text(paths.markdown, md_text)
+    paths = ReportPaths(*(out / name for name in REPORT_FILE_NAMES))
+    # both written before either is renamed into place: a failure writing either one (a
+    # full disk, a folder in the way) leaves both old files, not a new page beside an old
+    # summary (was: report.html replaced, then "nothing was written" for report.md)
+    with atomic_path(paths.html) as html_tmp, atomic_path(paths.markdown) as md_tmp:
+        html_tmp.write_bytes(html_text.encode("utf-8"))
+        md_tmp.write_bytes(md_text.encode("utf-8"))
     return paths

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_index_ragtune._atomic import strict_json
+from llama_index_ragtune.evaluation.chart_text import printable_text
 from llama_index_ragtune.evaluation.svg_charts import isolate_bidi
 
 _MARKDOWN_SPECIAL = str.maketrans(
@@ -46,14 +47,16 @@ _MARKDOWN_SPECIAL = str.maketrans(
 
 def markdown_cell(value: Any) -> str:
     """``value`` as text safe in a Markdown table cell or line: no raw HTML, character
-    references (``&#x202e;``), links, code, column or line breaks, and no bidi control
-    reordering the rest of the line.
+    references (``&#x202e;``), links, code, column or line breaks, control characters
+    (an ESC sequence ran in the terminal of whoever ``cat``-ed the report), and no bidi
+    control reordering the rest of the line.
 
     Example::
 
         markdown_cell("bm25 | fast\\nv2")     # 'bm25 \\\\| fast v2'
     """
-    return isolate_bidi(" ".join(str(value).split()).translate(_MARKDOWN_SPECIAL))
+    text = printable_text(" ".join(str(value).split()))  # no ESC for a terminal to run
+    return isolate_bidi(text.translate(_MARKDOWN_SPECIAL))
 
 
 class ReportIO:

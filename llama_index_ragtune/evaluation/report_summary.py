@@ -148,10 +148,10 @@ def headline(systems: list[SystemResult]) -> tuple[SystemResult | None, SystemRe
 
 def metric_keys(systems: list[SystemResult]) -> list[str]:
     """Every metric name of ``systems``, in order of first appearance."""
-    keys: list[str] = []
+    keys: dict[str, None] = {}  # a dict keeps the order and finds a key in one step
     for system in systems:
-        keys += [k for k in system.metrics if k not in keys]
-    return keys
+        keys.update(dict.fromkeys(system.metrics))
+    return list(keys)
 
 
 def best_value(systems: list[SystemResult], key: str) -> float | None:

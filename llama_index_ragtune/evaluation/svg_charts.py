@@ -27,9 +27,7 @@ from llama_index_ragtune.evaluation.chart_text import (
     escape_text as _e,
 )
 from llama_index_ragtune.evaluation.chart_text import (
-    fit_text as _fit,
-)
-from llama_index_ragtune.evaluation.chart_text import (
+    fit_label,
     format_ms,
     format_seconds,
     isolate_bidi,
@@ -146,14 +144,14 @@ def _legend(series: Sequence[Series], y: float, x0: float = LABEL_W) -> tuple[li
     """Legend swatches wrapped over lines from (x0, y); returns the marks and the next free y."""
     out, x = [], x0
     for s in series:
-        text = _fit(s.label, 260)
+        text, fitted = fit_label(s.label, 260)
         w = 18 + text_width(text) + 18
         if x + w > WIDTH - 8 and x > x0:
             x, y = x0, y + 20
         out.append(
             f'<rect class="swatch" x="{x:.1f}" y="{y - 10:.1f}" width="12" height="12" rx="2" '
             f'fill="{s.color}"><title>{_e(s.label)}</title></rect>'
-            f'<text class="legend" x="{x + 18:.1f}" y="{y:.1f}">{_e(text)}</text>'
+            f'<text class="legend" x="{x + 18:.1f}" y="{y:.1f}"{fitted}>{_e(text)}</text>'
         )
         x += w
     return out, y + 22
@@ -191,9 +189,10 @@ def metric_bars(
         )
     for m_index, metric in enumerate(metrics):
         gy = top + m_index * (group_h + group_gap)
+        text, fitted = fit_label(metric, plot_x - 16)
         body.append(
             f'<text class="label" x="{plot_x - 10}" y="{gy + group_h / 2 + 4:.1f}" '
-            f'text-anchor="end">{_e(_fit(metric, plot_x - 16))}<title>{_e(metric)}</title></text>'
+            f'text-anchor="end"{fitted}>{_e(text)}<title>{_e(metric)}</title></text>'
         )
         for s_index, s in enumerate(series):
             ref = references[s_index]
@@ -301,9 +300,10 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
         values = sorted(s.values)
         q = {p: percentile(values, p) for p in (25, 50, 75, 95)}
         summary = f"p50 {format_ms(q[50])} · p95 {format_ms(q[95])} · n={len(values)}"
+        text, fitted = fit_label(s.label, plot_w * 0.6)
         body.append(
-            f'<text x="{plot_x}" y="{cy - 20:.1f}"><tspan class="label">'
-            f"{_e(_fit(s.label, plot_w * 0.6))}</tspan>"
+            f'<text x="{plot_x}" y="{cy - 20:.1f}"><tspan class="label"{fitted}>'
+            f"{_e(text)}</tspan>"
             f'<tspan class="note" dx="12">{_e(summary)}</tspan><title>{_e(s.label)}</title></text>'
         )
         stride = max(1, math.ceil(len(values) / max_dots))
@@ -450,9 +450,10 @@ def timing_bars(timings: Mapping[str, float], title: str, color: str = PALETTE[7
         share = ""
         if total and math.isfinite(total):
             share = " · <1%" if 0 < seconds / total < 0.005 else f" · {seconds / total:.0%}"
+        text, fitted = fit_label(step, plot_x - 16)
         body.append(
-            f'<text class="label" x="{plot_x - 10}" y="{y + 13}" text-anchor="end">'
-            f"{_e(_fit(step, plot_x - 16))}<title>{_e(step)}</title></text>"
+            f'<text class="label" x="{plot_x - 10}" y="{y + 13}" text-anchor="end"{fitted}>'
+            f"{_e(text)}<title>{_e(step)}</title></text>"
             f'<rect x="{plot_x}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="2" '
             f'fill="{color}"><title>{_e(step)}: {_e(format_seconds(seconds))}</title></rect>'
             f'<text class="value" x="{plot_x + w + 6:.1f}" y="{y + 13}">'
