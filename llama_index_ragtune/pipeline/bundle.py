@@ -179,6 +179,7 @@ def load_bundle(
             f"{type(refusal_policy).__name__}."
         )
     folder = resolve_bundle_dir(path, version)
+    _check_utf8_path(folder)
     try:
         manifest = verify_bundle(folder, hashes=verify)
     except BundleError:
@@ -249,3 +250,22 @@ def load_bundle(
         retriever, llm=llm, node_postprocessors=postprocessors or None, **settings
     )
     return Bundle(folder, manifest, retriever, postprocessors, llm, engine, settings)
+
+
+def _check_utf8_path(folder: Path) -> None:
+    """``BundleError`` naming the folder whose name holds bytes that are not UTF-8 (written
+    by a system using another encoding, e.g. Latin-1 ``caf\\xe9``): FAISS opens the index's
+    vector file only by a UTF-8 path (it failed with a bare ``TypeError``)."""
+    for part in (folder, *folder.parents):
+        name = os.fsencode(part.name)
+        try:
+            name.decode("utf-8")
+        except UnicodeDecodeError:
+            shown = os.fsencode(part).decode("utf-8", "backslashreplace")
+            raise BundleError(
+                f"{shown} is a folder name that is not UTF-8 (bytes from another encoding); "
+                f"the bundle {os.fsencode(folder).decode('utf-8', 'backslashreplace')} cannot "
+                "be loaded through it: its index's vector file (FAISS) opens only by a UTF-8 "
+                "path; rename that folder to a UTF-8 name (e.g. `convmv -f latin1 -t utf8 "
+                "--notest`) or move the bundle elsewhere"
+            ) from None

@@ -37,6 +37,7 @@ from llama_index_ragtune.pipeline.bundle_names import (
     short,
     skipped_folders,
 )
+from llama_index_ragtune.pipeline.bundle_reads import decode_text, read_capped
 
 __all__ = ["current_version", "resolve_bundle_dir"]
 
@@ -67,18 +68,22 @@ def current_version(path: str | Path) -> str | None:
                 else "`ragtune rollback --to VERSION` rewrites it"
             )
         )
-    try:  # never through a link, even one put there since the check above
-        fd = os.open(pointer, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:  # never through a link, nor a pipe or device, even one put there since the check above
+        data = read_capped(  # a name is a few bytes: a huge file is not read whole
+            pointer,
+            _POINTER_BYTES,
+            f"versions here: {bundle_versions(root) or 'none'}; remove it, then "
+            "`ragtune rollback --to VERSION` writes it",
+            follow_links=False,
+        )
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _linked_pointer(pointer, root) from None
         raise
-    with open(fd, "rb") as handle:  # a name is a few bytes: a huge file is not read whole
-        data = handle.read(_POINTER_BYTES + 1)
     if len(data) > _POINTER_BYTES:  # far too long for a version name (the message cuts it)
         check_version_name(data.decode("utf-8", "backslashreplace"), str(pointer), root)
     try:
-        text = data.decode("utf-8").strip()
+        text = decode_text(data).strip()  # a byte order mark a Windows editor wrote: dropped
     except UnicodeDecodeError:
         text = data[:40].decode("utf-8", "backslashreplace")
         check_version_name(text + "…", str(pointer), root)
@@ -114,7 +119,23 @@ def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
         if not root.is_dir() and not exists(path):
             raise BundleError(f"bundle not found: {path} does not exist{_spelled_otherwise(path)}")
         version = current_version(root)
+        versions = bundle_versions(root) if version is None else []
+        if versions:  # copied without CURRENT (`cp -r bundles/v*`): which one is served?
+            newest = versions[-1]
+            raise BundleError(
+                f"{root / CURRENT} not found, so no version is marked as served, but {root} "
+                f"holds the versions {versions}{skipped_folders(root)} (a copy that left "
+                f"CURRENT out?); load one by name (load_bundle(path, version={newest!r})), or "
+                f"serve one with `ragtune rollback --bundle {root} --to {newest}`, which writes "
+                f"{CURRENT}"
+            )
         if version is None:
+            enclosing = _enclosing_bundle(path)
+            if enclosing is not None:  # bundles/CURRENT, v2/manifest.json, v2/index
+                raise BundleError(
+                    f"{path} is a {'file' if is_file(path) else 'folder'} inside a bundle, not a "
+                    f"bundle folder: pass {enclosing}"
+                )
             raise BundleError(
                 f"{root / CURRENT} not found: {path} holds no bundle (pass the --out folder of a "
                 "tuning run, its bundles/ folder, or a version folder)"
@@ -140,6 +161,15 @@ def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
         f"versions here: {bundle_versions(root) or 'none'}{skipped_folders(root)}; load one of them "
         f"(`ragtune rollback --to VERSION` serves it), or {REWRITE}"
     )
+
+
+def _enclosing_bundle(path: Path) -> Path | None:
+    """The version folder (holding ``manifest.json``) or bundles folder (holding ``CURRENT``)
+    that ``path`` is a file or folder inside of; None when there is none."""
+    for folder in path.parents:
+        if is_file(folder / MANIFEST) or (is_file(folder / CURRENT) and folder / CURRENT == path):
+            return folder
+    return None
 
 
 def _replaced_copy(root: Path, version: str) -> Path | None:

@@ -19,14 +19,16 @@ import re
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from llama_index_ragtune._atomic import sha256_file
+from llama_index_ragtune._atomic import atomic_write_json, sha256_file
 from llama_index_ragtune.pipeline.bundle_folders import (
     MANIFEST,
     REWRITE,
+    VERSION_LEFTOVER,
     VERSION_NAME,
     BundleError,
     short,
 )
+from llama_index_ragtune.pipeline.bundle_reads import decode_text, read_capped
 from llama_index_ragtune.retrievers.persistence import (
     DuplicateKeyError,
     loads_unique_keys,
@@ -37,6 +39,9 @@ FORMAT = "ragtune-bundle"
 FORMAT_VERSION = 1
 MAX_COUNT = 1_000_000  # upper bound of the manifest's counts (top k, tokens, sources)
 MAX_FILE_SIZE = 1 << 50  # bytes (1 PiB): a listed size above it is not a real file's
+MAX_MANIFEST_BYTES = 16 << 20
+"""The largest ``manifest.json`` read (16 MiB; a written one is some KB: settings and about
+100 bytes per file): a bigger one is refused unread, a writer never writes one."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")  # as sha256_file writes it
 # sections refresh_bundle reads (its settings, earlier questions): {name: type when present}
 _OPTIONAL_SECTIONS = {"config": dict, "data": dict, "packages": dict, "decisions": list}
@@ -52,11 +57,52 @@ def file_digests(folder: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest`` as ``folder/manifest.json`` (strict JSON) and read it back as
+    loaders do (:func:`read_manifest`), so a version no reader accepts (a manifest over
+    :data:`MAX_MANIFEST_BYTES`, a field out of range) is a ``BundleError`` before the
+    folder is renamed into place; writers call it last, inside ``atomic_dir``.
+
+    Example::
+
+        with atomic_dir(root / "v3") as tmp:
+            ...                                  # the version's files
+            write_manifest(tmp, {..., "files": file_digests(tmp)})
+    """
+    path = atomic_write_json(folder / MANIFEST, manifest, strict=True, default=str)
+    try:
+        read_manifest(folder)
+    except BundleError as exc:
+        raise BundleError(
+            f"the bundle version being written would not load ({exc}); nothing was written: "
+            "the served version stays"
+        ) from None
+    return path
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The checked manifest of a version folder (``BundleError`` naming the file otherwise)."""
+    """The checked manifest of a version folder (``BundleError`` naming the file otherwise):
+    a plain file of at most :data:`MAX_MANIFEST_BYTES` inside the folder (a link to a file
+    outside, a pipe or a device in its place is never read)."""
     path = folder / MANIFEST
     try:
-        data = loads_unique_keys(path.read_text(encoding="utf-8"))
+        outside = _leads_outside(path, folder)
+        if outside:
+            raise BundleError(
+                f"{path} leads outside the bundle folder (to {outside}) through a symbolic "
+                f"link: a bundle's manifest is never read elsewhere; put the file itself there "
+                f"(`cp -L`), or {REWRITE}"
+            )
+        raw = read_capped(path, MAX_MANIFEST_BYTES, REWRITE)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise BundleError(
+                f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB (a manifest is a few KB: "
+                f"settings and one line per file), so it is not read: it was edited or replaced; "
+                f"{REWRITE}"
+            )
+        data = loads_unique_keys(decode_text(raw))  # edited in Notepad: a byte order mark
+    except BundleError:
+        raise
     except FileNotFoundError:
         raise BundleError(f"{path} not found; {REWRITE}") from None
     except DuplicateKeyError as exc:
@@ -74,7 +120,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise BundleError(
             f"{path}: version must be a version name (v1, v2, ...), got {short(version)}; {REWRITE}"
         )
-    if VERSION_NAME.match(folder.name) and version != folder.name:
+    if version != _version_of(folder.name, version):
         raise BundleError(
             f"{path}: version is {version!r} but the manifest is in the folder {folder.name!r}: "
             f"the manifest was edited or moved; {REWRITE}"
@@ -133,6 +179,14 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         )
     _check_policy(data["generation"].get("refusal_policy"), path)
     return data
+
+
+def _version_of(name: str, default: str) -> str:
+    """The version a folder named ``name`` holds: ``v2`` for ``v2`` and for what writers
+    leave of it (``v2.tmp-*``, ``v2.old-*``, read when ``v2`` is missing); ``default`` for
+    any other name (a version copied alone to ``my-bundle/``)."""
+    found = VERSION_NAME.match(name) or VERSION_LEFTOVER.match(name)
+    return default if found is None else found.group(0).split(".")[0]
 
 
 def _check_format_version(found: Any, path: Path) -> None:
@@ -251,7 +305,6 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
     folder = Path(folder)
     manifest = read_manifest(folder)
     listed = manifest["files"]
-    inside = os.path.realpath(folder)
     for rel, info in listed.items():
         path = folder / rel
         try:
@@ -268,8 +321,8 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
                     f"{path} is {what}: the bundle was copied incompletely or changed after it "
                     f"was written; {REWRITE}"
                 )
-            real = os.path.realpath(path)
-            if os.path.commonpath([real, inside]) != inside:
+            real = _leads_outside(path, folder)
+            if real:
                 raise BundleError(
                     f"{path} leads outside the bundle folder (to {real}) through a symbolic "
                     f"link: a bundle's files are never read elsewhere (they could change after "
@@ -303,6 +356,12 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
                 f"file, or {REWRITE}"
             )
     return manifest
+
+
+def _leads_outside(path: Path, folder: Path) -> str | None:
+    """Where ``path`` really is when a symbolic link takes it outside ``folder`` (None: inside)."""
+    real, inside = os.path.realpath(path), os.path.realpath(folder)
+    return None if os.path.commonpath([real, inside]) == inside else real
 
 
 def _entries(folder: Path) -> list[Path]:

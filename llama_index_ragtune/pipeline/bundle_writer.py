@@ -23,7 +23,6 @@ from typing import Any
 
 from llama_index_ragtune._atomic import (
     atomic_dir,
-    atomic_write_json,
     atomic_write_text,
     sha256_file,
 )
@@ -36,7 +35,12 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     check_current_replaceable,
     next_version,
 )
-from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, FORMAT_VERSION, file_digests
+from llama_index_ragtune.pipeline.bundle_manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    file_digests,
+    write_manifest,
+)
 from llama_index_ragtune.pipeline.context import RunContext
 from llama_index_ragtune.pipeline.package_versions import package_versions
 
@@ -169,7 +173,7 @@ def write_bundle(ctx: RunContext, out: str | Path, report: bool = True) -> dict[
                 "report": report_files,
                 "files": file_digests(tmp),
             }
-            atomic_write_json(tmp / MANIFEST, manifest, strict=True, default=str)
+            write_manifest(tmp, manifest)  # read back as loaders do, before it is served
         check_current_replaceable(root, version)
         atomic_write_text(root / CURRENT, version + "\n")
     return {

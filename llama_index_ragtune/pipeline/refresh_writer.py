@@ -35,7 +35,6 @@ from llama_index_ragtune._atomic import (
     _fsync_dir,
     _parent_lock,
     atomic_dir,
-    atomic_write_json,
     atomic_write_text,
     sha256_file,
     strict_json,
@@ -43,13 +42,17 @@ from llama_index_ragtune._atomic import (
 from llama_index_ragtune.pipeline.bundle_files import copy_tree
 from llama_index_ragtune.pipeline.bundle_folders import (
     CURRENT,
-    MANIFEST,
     bundle_lock,
     bundles_root,
     check_current_replaceable,
     next_version,
 )
-from llama_index_ragtune.pipeline.bundle_manifest import FORMAT, FORMAT_VERSION, file_digests
+from llama_index_ragtune.pipeline.bundle_manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    file_digests,
+    write_manifest,
+)
 from llama_index_ragtune.pipeline.context import RunContext
 from llama_index_ragtune.pipeline.package_versions import package_versions
 
@@ -160,7 +163,7 @@ def write_refreshed_version(
                 "report": report_files,
                 "files": file_digests(tmp),
             }
-            atomic_write_json(tmp / MANIFEST, manifest, strict=True, default=str)
+            write_manifest(tmp, manifest)  # read back as loaders do, before it is served
         check_current_replaceable(root, version)
         atomic_write_text(root / CURRENT, version + "\n")
     return {
