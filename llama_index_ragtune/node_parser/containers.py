@@ -71,11 +71,29 @@ def context_before(block: Block, a: int) -> str:
     text = block.text
     if block.repeat_quote_markers and a > 0 and text[a - 1] not in "\r\n":
         starts = _line_starts(text)
-        line_start = starts[bisect_right(starts, a) - 1]
-        markers = _QUOTE_MARKERS.match(text, line_start)
-        if markers is not None and a > CONTAINER_PREFIX.match(text, line_start).end():
-            lead += markers.group()  # not when the part starts in the markers themselves
+        markers, prefix_end = _line_prefix(text, starts[bisect_right(starts, a) - 1])
+        if markers and a > prefix_end:
+            lead += markers  # not when the part starts in the markers themselves
     return lead
+
+
+@lru_cache(maxsize=4)
+def _line_prefixes(text: str) -> dict[int, tuple[str, int]]:
+    """The memo of :func:`_line_prefix` for one container's text."""
+    return {}
+
+
+def _line_prefix(text: str, line_start: int) -> tuple[str, int]:
+    """The ``>`` markers the line at ``line_start`` starts with and the end of its container
+    prefix, read once per line: a line of thousands of markers (``> - > - ...``) split into
+    many parts is not read again for each part (that was quadratic)."""
+    prefixes = _line_prefixes(text)
+    found = prefixes.get(line_start)
+    if found is None:
+        markers = _QUOTE_MARKERS.match(text, line_start)
+        found = (markers.group() if markers else "", CONTAINER_PREFIX.match(text, line_start).end())
+        prefixes[line_start] = found
+    return found
 
 
 def context_after(block: Block, b: int) -> str:

@@ -161,6 +161,28 @@ def without_control_characters(text: str) -> str:
     return text.translate(_CONTROL_TABLE) if CONTROL_CHARACTERS.search(text) else text
 
 
+def utf16_without_mark(text: str) -> str | None:
+    """``"UTF-16LE"`` / ``"UTF-16BE"`` when ``text`` is UTF-16 read as a one-byte encoding
+    (a NUL beside each character, on the same side, the others printable, in its first
+    4,096 characters), else ``None``.
+
+    Example::
+
+        utf16_without_mark("# Title".encode("utf-16-le").decode())     # 'UTF-16LE'
+    """
+    sample = text[:4096]
+    if len(sample) < 4:
+        return None
+    for name, nuls, chars in (
+        ("UTF-16LE", sample[1::2], sample[::2]),
+        ("UTF-16BE", sample[::2], sample[1::2]),
+    ):
+        readable = sum(char.isprintable() or char.isspace() for char in chars)
+        if nuls.count("\x00") >= 0.9 * len(nuls) and readable >= 0.9 * len(chars):
+            return name
+    return None
+
+
 def document_text(node: BaseNode, html: bool = False) -> str:
     """The text of ``node``, or a :class:`DocumentParseError` naming it when the content is not text.
 
@@ -211,11 +233,16 @@ def document_text(node: BaseNode, html: bool = False) -> str:
             "Pass the decoded text (Document(text=...)).",
         )
     if "\x00" in text:
+        utf16 = utf16_without_mark(text)
         raise DocumentParseError(
             doc_id,
             f"Document {shown} contains NUL bytes: it looks like binary content "
             "(a PDF, image or archive), not text. Extract its text with a reader "
-            "(e.g. llama_index.core.SimpleDirectoryReader) or leave it out.",
+            "(e.g. llama_index.core.SimpleDirectoryReader) or leave it out."
+            if utf16 is None
+            else f"Document {shown} contains NUL bytes between its characters: it is {utf16} "
+            f"text without a byte-order mark. Re-save it as UTF-8 (`iconv -f {utf16} -t "
+            "UTF-8`), or decode it with that encoding before parsing.",
         )
     if _SURROGATE.search(text):
         raise DocumentParseError(

@@ -37,6 +37,10 @@ from llama_index_ragtune.node_parser.html_clean import (
     swallowed_by_unclosed,
     unshown_text,
 )
+from llama_index_ragtune.node_parser.html_foreign import (
+    FOREIGN_START,
+    break_out_of_foreign_content,
+)
 from llama_index_ragtune.node_parser.html_math import replace_math
 from llama_index_ragtune.node_parser.html_tables import layout_tables
 from llama_index_ragtune.node_parser.html_text import (
@@ -132,7 +136,9 @@ class HTMLConverter:
         :mod:`.html_text`). Control characters, raw or from numeric references, are
         replaced (:func:`~.documents.without_control_characters`); the alternative content
         of ``noframes``/``noembed``/``iframe``, raw text for lxml, is parsed as markup (as
-        ``html.parser`` does), so that no markup shows as text. Each MathML formula is
+        ``html.parser`` does), so that no markup shows as text. HTML elements inside
+        ``svg`` / ``math`` are moved out as browsers move them
+        (:func:`~.html_foreign.break_out_of_foreign_content`). Each MathML formula is
         replaced by one readable form (:func:`~.html_math.replace_math`)."""
         html = without_control_characters(html)
         soup = self._parse_markup(html)
@@ -140,6 +146,8 @@ class HTMLConverter:
             replace_control_characters(soup)
         if soup.builder.NAME != "html.parser":
             parse_fallback_content(soup, dropped=self.policy.lenient().tags)  # dropped in any case
+        if FOREIGN_START.search(html):
+            break_out_of_foreign_content(soup)
         if _MATH_START.search(html):
             replace_math(soup)
         return soup
@@ -180,7 +188,8 @@ class HTMLConverter:
             logger.warning(
                 "HTML document %s: a %s opened at character %d is never closed, so the "
                 "%d words of markup after it are hidden (as a browser hides them) and give no "
-                "nodes. Close it (with -->, </script> or </style>) if that text is content.",
+                "nodes. Close it (with -->, </script>, </style>, or > for a tag) if that text "
+                "is content; a tag left open at the end may mean the file was cut off.",
                 shown_id(document_id), *swallowed,
             )  # fmt: skip
         soup = self.parse(html)

@@ -64,6 +64,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from llama_index_ragtune.node_parser.html_parser_repairs import TAG_OPEN
 from llama_index_ragtune.node_parser.html_text import text_types
 
 DEFAULT_BOILERPLATE_TAGS = (
@@ -348,6 +349,12 @@ _UNCLOSED = (
     ("<script>", re.compile(r"<script(?=[\s>/])", re.I), re.compile(r"</script", re.I)),
     ("<style>", re.compile(r"<style(?=[\s>/])", re.I), re.compile(r"</style", re.I)),
 )
+#: The opening of a comment or of an element whose content is text, not markup.
+_RAW_TEXT_OPEN = re.compile(
+    r"<!--|<(plaintext|xmp|textarea|title|script|style|iframe|noembed|noframes)(?=[\s>/])", re.I
+)
+#: The ``<name`` of a start or end tag.
+_TAG_NAME = re.compile(r"</?[A-Za-z][^\s/>]{0,30}")
 #: A tag, for counting the words around tags (``[^<>]``: a run of ``<`` costs linear time).
 _TAG = re.compile(r"<[^<>]*>")
 #: Markup of content: what an unclosed comment or script swallowing it hides is a page.
@@ -359,8 +366,9 @@ _CONTENT_TAG = re.compile(
 def swallowed_by_unclosed(markup: str) -> tuple[str, int, int] | None:
     """``(name, offset, words)`` when a comment, ``<script>`` or ``<style>`` opened at
     ``offset`` is never closed and so hides, as in a browser, the content markup after
-    it (``words`` words); the first such one, else ``None``. Linear: only the last opener
-    of each kind can be the unclosed one.
+    it (``words`` words), or a tag is (a ``<`` and a letter with no ``>`` after it, a
+    cut-off page: it hides the text after it); the first such one, else ``None``.
+    Linear: only the last opener of each kind can be the unclosed one.
 
     Example::
 
@@ -378,7 +386,32 @@ def swallowed_by_unclosed(markup: str) -> tuple[str, int, int] | None:
         tail = markup[body or last.end() :]
         if _CONTENT_TAG.search(tail) and (found is None or last.start() < found[1]):
             found = (name, last.start(), len(_WORD.findall(_TAG.sub(" ", tail))))
+    tag = TAG_OPEN.search(markup, markup.rfind(">") + 1)  # no ">" after it: never closed
+    if (
+        tag is not None
+        and not _in_raw_text(markup, tag.start())
+        and (found is None or tag.start() < found[1])
+    ):
+        name = _TAG_NAME.match(markup, tag.start()).group()
+        found = (f"{name} tag", tag.start(), len(_WORD.findall(markup, tag.start() + len(name))))
     return found
+
+
+def _in_raw_text(markup: str, offset: int) -> bool:
+    """Whether ``offset`` is inside a comment or the text of a raw text element (``xmp``,
+    ``plaintext``, ``textarea``, ``script``, ...) left open before it, where a ``<`` starts
+    no tag. Linear."""
+    opener = None
+    for opener in _RAW_TEXT_OPEN.finditer(markup, 0, offset):  # noqa: B007 - the last one
+        pass
+    if opener is None:
+        return False
+    name = opener.group(1)
+    if name is None:  # a comment
+        return markup.find("-->", opener.end(), offset) < 0
+    if name.lower() == "plaintext":  # never ends
+        return True
+    return re.compile(f"</{name}", re.I).search(markup, opener.end(), offset) is None
 
 
 def svg_name(svg) -> str:

@@ -18,6 +18,8 @@
   as the HTML standard says, at ``-->`` or ``--!>`` (``<!-->`` is an empty comment) or at
   the first ``>``, and at the end of the page when unclosed: :func:`strip_comments` removes
   them for the ``html.parser`` of a Python that would show them as text;
+- a tag left open at the end of the page (a cut-off file) is dropped with what follows it,
+  as the HTML standard and lxml drop it (:func:`end_unclosed_tag`);
 - control characters from numeric references (``&#1;``, ``&#x81;``) are replaced
   (:func:`replace_control_characters`).
 
@@ -47,6 +49,7 @@ from llama_index_ragtune.node_parser.documents import (
 )
 from llama_index_ragtune.node_parser.html_entities import spell_named_references
 from llama_index_ragtune.node_parser.html_parser_repairs import (
+    end_unclosed_tag,
     escape_raw_text,
     escape_stray_charrefs,
     strip_comments,
@@ -247,15 +250,17 @@ def replace_control_characters(soup) -> None:
 def for_html_parser(html: str) -> str:
     """``html`` as ``html.parser`` must get it to read it as browsers do: raw text escaped,
     stray and unterminated numeric references fixed, named references spelled as the HTML
-    standard reads them, comments ended as the HTML standard ends them
-    (:func:`escape_raw_text`, :func:`~.html_entities.spell_named_references`,
-    :func:`escape_stray_charrefs`, :func:`strip_comments`).
+    standard reads them, comments ended as the HTML standard ends them, a tag left open at
+    the end dropped (:func:`escape_raw_text`, :func:`end_unclosed_tag`,
+    :func:`~.html_entities.spell_named_references`, :func:`escape_stray_charrefs`,
+    :func:`strip_comments`).
 
     Example::
 
         for_html_parser("<p>a&#65b</p><!-- draft")     # '<p>a&#65;b</p>'
     """
-    return strip_comments(escape_stray_charrefs(spell_named_references(escape_raw_text(html))))
+    markup = end_unclosed_tag(escape_raw_text(html))
+    return strip_comments(escape_stray_charrefs(spell_named_references(markup)))
 
 
 def html_parser_soup(markup: str):

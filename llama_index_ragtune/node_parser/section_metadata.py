@@ -78,8 +78,9 @@ def section_plan(
 
     The budget is ``cap`` minus the embed-mode metadata (when ``counting``). A heading
     chain that would take more than half of what the document's own metadata
-    leaves of the cap is shown shortened ("…") in ``section_path``/``section_title``;
-    the headings themselves stay whole in the node text. ``DocumentParseError``
+    leaves of the cap (when not ``counting``: more than the cap, so that a heading of
+    megabytes is not copied whole onto each of its thousands of nodes) is shown shortened
+    ("…") in ``section_path``/``section_title``; the headings stay whole in the node text. ``DocumentParseError``
     (``cause="metadata"``) when the metadata leaves no room for text.
 
     Example::
@@ -125,6 +126,8 @@ def section_plan(
                 if whole - base > allowance:
                     shown = clip_path(path, lambda p: used(p, kinds) - base, allowance, count)
                 budget = cap - (whole if shown == path else used(shown, kinds))
+            elif count(separator.join(path)) > cap:  # a heading longer than a node: not whole
+                shown = clip_path(path, lambda p: count(separator.join(p)), cap, count)
             if budget < 1:
                 raise DocumentParseError(
                     node.node_id,

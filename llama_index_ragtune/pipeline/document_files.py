@@ -261,13 +261,14 @@ def _read_text(path: Path, max_bytes: int) -> str:
     try:
         text = decode_document(data, html=path.suffix.lower() in HTML_SUFFIXES)
     except DocumentEncodingError as exc:
-        raise DataError(
-            str(exc),
-            path=path,
-            hint="re-save it as UTF-8 from the encoding it was really saved in (`iconv -f "
+        hint = (
+            "leave it out of the documents folder, or extract its text with a reader first"
+            if exc.binary
+            else "re-save it as UTF-8 from the encoding it was really saved in (`iconv -f "
             f"ENCODING -t UTF-8`; {exc.charset} does not read it), and fix or remove its "
-            "charset declaration",
-        ) from None
+            "charset declaration"
+        )
+        raise DataError(str(exc), path=path, hint=hint) from None
     # line ends read as Python's text mode reads them (\r\n and a lone \r are \n)
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
