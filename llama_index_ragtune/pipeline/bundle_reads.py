@@ -1,4 +1,6 @@
-"""Reading a bundle's small files (``CURRENT``, ``manifest.json``): plain files only, capped.
+"""Reading a bundle's small files (``CURRENT``, ``manifest.json``): plain files only, capped
+(the shared reader of :mod:`llama_index_ragtune._atomic_reads`, raising ``BundleError``),
+and decoded as Windows tools save them.
 
 A named pipe, a device or a socket in their place (``manifest.json`` linked to
 ``/dev/zero``, a FIFO left by a tool) would block a reader forever or fill its
@@ -17,67 +19,25 @@ Example::
 from __future__ import annotations
 
 import codecs
-import os
-import stat
 from pathlib import Path
 
+from llama_index_ragtune._atomic_reads import file_kind
+from llama_index_ragtune._atomic_reads import read_capped as _read_capped
 from llama_index_ragtune.pipeline.bundle_names import BundleError
 
 __all__ = ["decode_text", "file_kind", "read_capped"]
 
-_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def file_kind(mode: int) -> str:
-    """What a ``st_mode`` is, for an error message: ``"a file"``, ``"a named pipe (FIFO)"``, ...
-
-    Example::
-
-        file_kind(os.stat("/dev/zero").st_mode)      # 'a character device'
-    """
-    return next((name for test, name in _KINDS if test(mode)), "a file")
-
 
 def read_capped(path: Path, limit: int, fix: str, *, follow_links: bool = True) -> bytes:
-    """At most ``limit + 1`` bytes of the plain file ``path`` (more than ``limit``: the
-    caller refuses it as too long, without reading the rest).
-
-    Anything but a plain file (after following links, unless ``follow_links`` is False:
-    then a link is an ``OSError`` with ``errno.ELOOP``) is a ``BundleError`` naming
-    ``path``, what it is, and ``fix``; it is opened without blocking (a named pipe with no
-    writer) and never read. A missing file is ``FileNotFoundError``.
+    """:func:`llama_index_ragtune._atomic_reads.read_capped` raising ``BundleError``: at most
+    ``limit + 1`` bytes of the plain file ``path``; a pipe, device or socket in its place is
+    named and never read.
 
     Example::
 
         read_capped(Path("bundles/CURRENT"), 4096, "rewrite it", follow_links=False)  # b'v2\\n'
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    if not follow_links:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise BundleError(
-                f"{path} is {file_kind(mode)}, not a plain file; it was not read (it could "
-                f"block or never end); {fix}"
-            )
-        chunks, left = [], limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    return _read_capped(path, limit, fix, follow_links=follow_links, error=BundleError)
 
 
 def decode_text(raw: bytes) -> str:

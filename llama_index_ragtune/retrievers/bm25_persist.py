@@ -41,9 +41,11 @@ from llama_index_ragtune.retrievers.checks import positive_int
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
     check_json_metadata,
+    check_nothing_unrecorded,
     field,
     file_digests,
     read_manifest,
+    refuse_special_files,
     require_file,
     verify_files,
     write_manifest,
@@ -106,6 +108,7 @@ def persist_bm25(retriever: Any, folder: Path, save_nodes: bool = True) -> None:
     if save_nodes:
         check_json_metadata(retriever.nodes, "BM25Retriever.persist")
     owned = {MANIFEST, INDEX_DIR, DOCSTORE_FILE}
+    check_nothing_unrecorded(folder, MANIFEST, "BM25Retriever.persist")
     with atomic_dir(folder, owned_entries=owned, what="BM25Retriever.persist") as tmp:
         write_bm25_files(retriever, tmp, save_nodes)
 
@@ -238,6 +241,7 @@ def load_bm25(
             "again to have its files checked when loading",
             folder,
         )
+        refuse_special_files(folder, path, _FIX)
     kwargs, node_ids, nodes_saved = _checked_params(manifest, path)
     if docstore is None:
         if not nodes_saved:

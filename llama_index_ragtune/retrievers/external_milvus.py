@@ -275,6 +275,16 @@ def open_collection(dense: dict[str, Any], manifest_path: Path, rebuild: str) ->
     try:  # look before MilvusVectorStore, which would create a missing collection
         exists = MilvusClient(uri=uri, token=token, db_name=db_name).has_collection(name)
     except MilvusException as exc:
+        unwritable = _lock_file_error(uri) if isinstance(location.get("path"), str) else None
+        if unwritable is not None:  # a read-only mount: not another process
+            raise OSError(
+                unwritable.errno,
+                f"cannot open the Milvus Lite database {uri} ({exc.message}): its lock file "
+                f"cannot be opened for writing ({unwritable.strerror or unwritable}), and Milvus "
+                "Lite writes it even to read, so the folder must be writable; copy it to a "
+                "writable place, serve it with a Milvus server, or pass an open store as "
+                "vector_store= to from_persist_dir",
+            ) from exc
         raise RuntimeError(
             f"the Milvus database {uri} could not be opened ({exc.message}); Milvus Lite lets one "
             "process open a database at a time: close it there, or pass its store as "
@@ -293,6 +303,17 @@ def open_collection(dense: dict[str, Any], manifest_path: Path, rebuild: str) ->
         embedding_field=vector_name,
         text_key=text_key,
     )
+
+
+def _lock_file_error(database: str) -> OSError | None:
+    """Why the lock file Milvus Lite keeps in the ``database`` folder cannot be opened for
+    writing (a read-only mount, a folder in its place), or ``None`` when it can."""
+    flags = os.O_CREAT | os.O_RDWR | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        os.close(os.open(os.path.join(database, "LOCK"), flags, 0o644))
+    except OSError as exc:
+        return exc
+    return None
 
 
 def load(store: Any) -> None:

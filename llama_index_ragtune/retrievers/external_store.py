@@ -322,6 +322,14 @@ def open_store(dense: dict[str, Any], manifest_path: Path) -> Any:
                 f"the local Qdrant storage {path} is open in another client ({exc}); close that "
                 "client (client.close()) or pass its store as vector_store= to from_persist_dir"
             ) from exc
+        except OSError as exc:  # a read-only mount: the lock file cannot be opened for writing
+            raise OSError(
+                exc.errno,
+                f"cannot open the local Qdrant storage {path} ({exc.strerror or exc}): Qdrant's "
+                "local mode writes its lock file there even to read, so the folder must be "
+                "writable; copy it to a writable place, serve it with a Qdrant server, or pass "
+                "an open store as vector_store= to from_persist_dir",
+            ) from exc
     elif isinstance(location.get("url"), str):
         client = QdrantClient(url=location["url"], api_key=os.environ.get("QDRANT_API_KEY"))
     else:

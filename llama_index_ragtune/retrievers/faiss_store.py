@@ -59,7 +59,7 @@ from llama_index_ragtune.retrievers.persistence import (
     loads_unique_keys,
 )
 
-__all__ = ["FilterableFaissVectorStore"]
+__all__ = ["FilterableFaissVectorStore", "read_faiss_file", "write_faiss_file"]
 
 METADATA_SUFFIX = ".metadata.json"
 #: Widest ``efSearch`` a filtered HNSW query is given (see the module docstring).
@@ -365,13 +365,10 @@ class FilterableFaissVectorStore(FaissVectorStore):
         two different ``persist`` calls (e.g. after a crash between the two writes) is
         refused by :meth:`from_persist_path`.
         """
-        import faiss
-
         if fs is not None and type(fs).__name__ != "LocalFileSystem":
             raise NotImplementedError("FilterableFaissVectorStore persists to local files only")
         path = Path(persist_path)
-        with atomic_path(path) as tmp:
-            faiss.write_index(self._faiss_index, os.fspath(tmp))
+        write_faiss_file(self._faiss_index, path)
         payload = {
             "normalize": self.normalize,
             "metadata": self._masks.metadata,
@@ -388,8 +385,6 @@ class FilterableFaissVectorStore(FaissVectorStore):
 
     @classmethod
     def _load(cls, path: Path, verify: bool) -> FilterableFaissVectorStore:
-        import faiss
-
         fix = "rebuild the index and persist again"
         if not path.is_file():
             raise PersistenceError(f"{path} (the FAISS index) is missing; {fix}")
@@ -417,7 +412,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
                 f"from different persist() calls, or the index was edited; {fix}"
             )
         try:
-            index = faiss.read_index(os.fspath(path))
+            index = read_faiss_file(path)
         except RuntimeError as exc:
             raise PersistenceError(f"{path} is not a readable FAISS index ({exc}); {fix}") from exc
         if len(metadata) != index.ntotal:
@@ -428,6 +423,38 @@ class FilterableFaissVectorStore(FaissVectorStore):
         return cls(
             faiss_index=index, metadata=metadata, normalize=normalize, exhaustive_below=exhaustive
         )
+
+
+def write_faiss_file(index: Any, path: str | os.PathLike) -> None:
+    """Write the FAISS ``index`` to ``path`` atomically, streamed through a Python file.
+
+    ``faiss.write_index`` takes a file name only as a UTF-8 ``str``: a folder named in
+    another encoding (Latin-1 ``caf\\xe9`` on Linux, seen by Python as a surrogate escape)
+    was a bare ``TypeError``. Streaming writes any path the system accepts, without a
+    second copy of the index in memory (``faiss.serialize_index`` would make one).
+
+    Example::
+
+        write_faiss_file(faiss.IndexFlatIP(8), Path("idx/vectors.faiss"))
+    """
+    import faiss
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(out.write))
+
+
+def read_faiss_file(path: str | os.PathLike) -> Any:
+    """The FAISS index in the file ``path`` (any path the system accepts; see
+    :func:`write_faiss_file`). A damaged file is FAISS' ``RuntimeError``.
+
+    Example::
+
+        index = read_faiss_file(Path("idx/vectors.faiss"))
+    """
+    import faiss
+
+    with open(path, "rb") as src:
+        return faiss.read_index(faiss.PyCallbackIOReader(src.read))
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

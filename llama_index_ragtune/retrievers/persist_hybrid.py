@@ -63,10 +63,12 @@ from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_k
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
     check_json_metadata,
+    check_nothing_unrecorded,
     field,
     file_digests,
     load_snapshot,
     read_manifest,
+    refuse_special_files,
     require_file,
     verify_files,
     write_manifest,
@@ -143,6 +145,7 @@ def persist_hybrid(retriever: Any, folder: Path) -> None:
     check_json_metadata(retriever.sparse_retriever.nodes, "HybridRetriever.persist")
     dense = _dense_section(retriever)  # an unpersistable store fails before anything is written
     owned = {MANIFEST, STORAGE_DIR, BM25_DIR}
+    check_nothing_unrecorded(folder, MANIFEST, "HybridRetriever.persist")
     with atomic_dir(folder, owned_entries=owned, what="HybridRetriever.persist") as tmp:
         retriever.index.storage_context.persist(persist_dir=str(tmp / STORAGE_DIR))
         write_bm25_files(retriever.sparse_retriever, tmp / BM25_DIR, save_nodes=False)
@@ -248,6 +251,7 @@ def _load(
             "again to have its files checked when loading",
             folder,
         )
+        refuse_special_files(folder, path, _REBUILD)
     kwargs, dense, embed_info = _sections(manifest, path)
     storage = folder / STORAGE_DIR
     faiss_side = dense["kind"] == "faiss"

@@ -37,18 +37,29 @@ import contextlib
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Collection
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune._atomic import atomic_write_json, recover_dir, sha256_file
+from llama_index_ragtune._atomic import atomic_write_json, recover_dir
 from llama_index_ragtune._atomic import atomic_write_text as _atomic_write_text
+from llama_index_ragtune._atomic_reads import read_capped
+from llama_index_ragtune.retrievers.persist_errors import DEFAULT_HINT as _DEFAULT_HINT
+from llama_index_ragtune.retrievers.persist_errors import PersistenceError
+from llama_index_ragtune.retrievers.persist_files import (
+    MAX_MANIFEST_BYTES,
+    check_nothing_unrecorded,
+    file_digests,
+    not_a_file,
+    refuse_special_files,
+    verify_files,
+)
 
 __all__ = [
     "DuplicateKeyError",
     "PersistenceError",
     "atomic_write_text",
+    "check_nothing_unrecorded",
     "field",
     "file_digests",
     "load_snapshot",
@@ -56,19 +67,14 @@ __all__ = [
     "not_a_file",
     "persist_dir_path",
     "read_manifest",
+    "refuse_special_files",
     "require_file",
     "verify_files",
     "write_manifest",
 ]
 
-_DEFAULT_HINT = "rebuild the retriever and call persist() again"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MISSING = object()
 _ATTEMPTS = 5
-
-
-class PersistenceError(ValueError):
-    """A persisted retriever folder is missing, corrupt, edited, or of another format/version."""
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -182,6 +188,21 @@ def loads_unique_keys(text: str) -> Any:
     return json.loads(text, object_pairs_hook=_unique_pairs)
 
 
+def _read_manifest_bytes(path: Path, hint: str) -> bytes:
+    """The manifest's bytes: a plain file of at most :data:`MAX_MANIFEST_BYTES`, read without
+    blocking (a named pipe, a device, a link to ``/dev/zero`` are named, never read)."""
+    try:
+        raw = read_capped(path, MAX_MANIFEST_BYTES, hint, error=PersistenceError)
+    except FileNotFoundError:  # removed since the check: a writer swapping the folder
+        raise PersistenceError(f"{path} is missing; {hint}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise PersistenceError(
+            f"{path} holds more than {MAX_MANIFEST_BYTES >> 20} MiB (persist() writes a few KiB): "
+            f"it is not a manifest this library wrote, and was not read whole; {hint}"
+        )
+    return raw
+
+
 def read_manifest(
     folder: str | Path,
     name: str,
@@ -193,6 +214,8 @@ def read_manifest(
 
     ``version`` is the version this code writes, or all the versions it reads. A folder
     missing because a writer was killed mid-swap is first restored (:func:`recover_dir`).
+    The manifest must be a plain file of at most 16 MiB (a named pipe, a device, a link to
+    ``/dev/zero``, a longer file: named, never read whole).
 
     Example::
 
@@ -212,19 +235,20 @@ def read_manifest(
     if not folder.is_dir():
         raise _missing_folder_error(folder, hint)
     path = folder / name
-    if path.exists() and not path.is_file():
+    if path.is_dir():
         raise PersistenceError(
-            f"{path} is not a file (a folder or a special file stands in its place); it is not "
+            f"{path} is not a file (a folder stands in its place); it is not "
             f"a persisted {fmt} folder as written — pass the directory given to persist(), or {hint}"
         )
-    if not path.is_file():
+    if not path.exists():
         present = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
         raise PersistenceError(
             f"{path} is missing (the folder holds: {present}); it is not a persisted {fmt} folder — "
             f"pass the directory given to persist(), or {hint}"
         )
+    raw = _read_manifest_bytes(path, hint)
     try:
-        payload = loads_unique_keys(path.read_text(encoding="utf-8"))
+        payload = loads_unique_keys(raw.decode("utf-8"))
     except DuplicateKeyError as exc:
         raise PersistenceError(f"{path} is corrupt: {exc}; {hint}") from exc
     except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, an int of 5,000 digits
@@ -335,123 +359,6 @@ def check_json_metadata(nodes: Any, what: str) -> None:
                 f"{what}: the metadata of node {node.node_id!r} cannot be saved as JSON; convert "
                 "its values to str, int, float, bool, list or dict before building the index"
             ) from None
-
-
-def file_digests(folder: str | Path, exclude: Collection[str] = ()) -> dict[str, dict[str, Any]]:
-    """``{relative posix path: {"sha256": hex, "bytes": size}}`` of every file under ``folder``.
-
-    Example::
-
-        file_digests("idx", exclude={"hybrid_retriever.json"})
-    """
-    folder = Path(folder)
-    digests: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        if rel in exclude:
-            continue
-        digests[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    return digests
-
-
-def _safe_relative(rel: Any, manifest_path: Path, hint: str) -> PurePosixPath:
-    if not isinstance(rel, str) or not rel:
-        raise PersistenceError(f"{manifest_path} is corrupt: a 'files' entry has no name; {hint}")
-    pure = PurePosixPath(rel)
-    if pure.is_absolute() or ".." in pure.parts or "\\" in rel or ":" in rel or "\0" in rel:
-        raise PersistenceError(
-            f"{manifest_path} lists {rel!r}, which points outside the persist directory; the "
-            f"manifest was tampered with — {hint}"
-        )
-    return pure
-
-
-def verify_files(
-    folder: str | Path, manifest: dict[str, Any], manifest_name: str, hint: str = ""
-) -> None:
-    """Check every file of ``folder`` against ``manifest["files"]`` (hash, size, nothing extra).
-
-    Raises :class:`PersistenceError` naming the first file that is missing, truncated,
-    edited, swapped, or not recorded in the manifest.
-
-    Example::
-
-        verify_files("idx", read_manifest("idx", "m.json", "ragtune-x", 2), "m.json")
-    """
-    folder = Path(folder)
-    hint = hint or _DEFAULT_HINT
-    manifest_path = folder / manifest_name
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise PersistenceError(
-            f"{manifest_path} is corrupt: 'files' (the content hash of every file) is missing; {hint}"
-        )
-    listed = set()
-    for rel, entry in files.items():
-        pure = _safe_relative(rel, manifest_path, hint)
-        listed.add(pure.as_posix())
-        if (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("sha256"), str)
-            or not _SHA256.match(entry["sha256"])
-            or not isinstance(entry.get("bytes"), int)
-            or isinstance(entry.get("bytes"), bool)
-        ):
-            raise PersistenceError(
-                f"{manifest_path} is corrupt: the entry of {rel!r} in 'files' needs a 64-digit "
-                f"'sha256' and an integer 'bytes'; {hint}"
-            )
-        path = folder / pure
-        try:
-            _check_file(path, entry, manifest_path, hint)
-        except OSError as exc:  # a name too long to look up, an unreadable file
-            raise PersistenceError(
-                f"{path} (recorded in {manifest_path}) cannot be read ({exc.strerror or exc}); "
-                f"{hint}"
-            ) from None
-    for path in folder.rglob("*"):
-        if path.is_file():
-            rel = path.relative_to(folder).as_posix()
-            if rel != manifest_name and rel not in listed:
-                raise PersistenceError(
-                    f"{path} is not part of the persisted index (not recorded in {manifest_path}); "
-                    f"remove it, or {hint}"
-                )
-
-
-def not_a_file(path: Path) -> str:
-    """What is at ``path`` where a file should be, for an error message: ``"missing"``, a
-    dangling symbolic link, a folder, or a file in the place of one of its folders.
-
-    Example::
-
-        f"{path} is {not_a_file(path)}"   # '.../index/docstore.json is a folder (...)'
-    """
-    if path.is_symlink():
-        return f"a symbolic link to {os.readlink(path)!r}, which does not lead to a file"
-    if path.exists():
-        return "a folder (or another non-file), not the file"
-    blocker = next((p for p in path.parents if p.is_file()), None)
-    return "missing" if blocker is None else f"missing: {blocker} is a file, not a folder"
-
-
-def _check_file(path: Path, entry: dict[str, Any], manifest_path: Path, hint: str) -> None:
-    if not path.is_file():
-        raise PersistenceError(
-            f"{path} is {not_a_file(path)} (it is recorded in {manifest_path}); the folder was "
-            f"copied incompletely or changed after persist(); {hint}"
-        )
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        raise PersistenceError(
-            f"{path} holds {size} bytes but {manifest_path} records {entry['bytes']}: it was "
-            f"truncated or replaced after persist(); {hint}"
-        )
-    if sha256_file(path) != entry["sha256"]:
-        raise PersistenceError(
-            f"{path} does not match the SHA-256 recorded in {manifest_path}: it was edited or "
-            f"swapped after persist(); {hint}"
-        )
 
 
 def _identity(folder: Path) -> tuple[int, int, int] | None:
