@@ -30,12 +30,27 @@ import importlib
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from llama_index_ragtune.commands.options import UsageError, existing_file, refuse_empty_path
+from llama_index_ragtune.commands.options import (
+    UsageError,
+    existing_file,
+    path_kind,
+    refuse_empty_path,
+    shown_path,
+)
+from llama_index_ragtune.commands.process import (
+    Terminated,
+    current_folder_gone,
+    discard_stdout,
+    stdout_reader_gone,
+    termination_raises,
+    unencodable_output_escaped,
+)
 
 # command group -> name -> (module, one-line help), or single command -> (module, one-line help)
 COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
@@ -295,7 +310,10 @@ def check_arguments(args: argparse.Namespace, options: dict[str, str] | None = N
         try:
             test()
         except (OSError, ValueError, argparse.ArgumentTypeError) as exc:
-            raise UsageError(f"argument {option(dest)}: {exc}") from None
+            message, value = str(exc), values.get(dest)
+            if isinstance(value, str) and shown_path(value) != value:  # a line break in it
+                message = message.replace(f"'{value}'", value).replace(value, shown_path(value))
+            raise UsageError(f"argument {option(dest)}: {message}") from None
 
     for dest, kind in INPUT_ARGUMENTS.items():
         value = values.get(dest)
@@ -303,6 +321,10 @@ def check_arguments(args: argparse.Namespace, options: dict[str, str] | None = N
             continue
         what = "BEIR folder" if kind == "beir" else kind
         check(dest, lambda value=value, what=what: refuse_empty_path(value, what))
+        found = path_kind(os.path.expanduser(value))
+        if kind != "file" and found not in (None, "a file", "a folder"):
+            shown = shown_path(value)
+            raise UsageError(f"argument {option(dest)}: {shown} is {found}, expected a folder")
         if kind == "beir":
             check(dest, lambda value=value: check_beir_folder(value))
             for split_dest in SPLIT_ARGUMENTS if dest == "beir" else ():
@@ -323,19 +345,54 @@ def check_arguments(args: argparse.Namespace, options: dict[str, str] | None = N
             raise UsageError(f"argument {option(dest)}: {problem}")
 
 
+# Commands that load no model, so never use the model cache.
+MODEL_FREE_COMMANDS = ("report", "rollback")
+
+
+def check_cache_folder() -> None:
+    """Refuse (``UsageError``) a model cache folder that cannot be made, naming the variable
+    that put it there (``RAGTUNE_CACHE_DIR``, ``XDG_CACHE_HOME`` or ``HOME``): a file or an
+    unwritable folder failed the run once the index was built, naming no variable.
+
+    Example::
+
+        check_cache_folder()   # XDG_CACHE_HOME=/etc/passwd: UsageError "... is a file ..."
+    """
+    from llama_index_ragtune.models import CACHE_ENV, cache_dir
+
+    folder = cache_dir()
+    problem = _output_problem(folder)
+    if problem is None:
+        return
+    source = next(
+        (
+            f"{name}={shown_path(os.environ[name])}"
+            for name in (CACHE_ENV, "XDG_CACHE_HOME", "HOME")
+            if os.environ.get(name)
+        ),
+        "the default",
+    )
+    raise UsageError(
+        f"the model cache folder {shown_path(folder)} (from {source}) cannot be used: {problem}; "
+        f"set {CACHE_ENV} to a writable folder"
+    )
+
+
 def _output_problem(path: Path) -> str | None:
     """Why ``path`` cannot be (or become) a folder, or None."""
-    if path.exists() and not path.is_dir():
-        return f"{path} is a file, expected a folder (it is created if missing)"
+    kind, shown = path_kind(path), shown_path(path)
+    if kind is not None and kind != "a folder":
+        return f"{shown} is {kind}, expected a folder (it is created if missing)"
     parent = path
-    while not parent.exists():
+    while path_kind(parent) is None:
         if parent.parent == parent:
             return None
         parent = parent.parent
-    if not parent.is_dir():
-        return f"cannot create {path}: {parent} is a file"
+    parent_kind = path_kind(parent)
+    if parent_kind != "a folder":
+        return f"cannot create {shown}: {shown_path(parent)} is {parent_kind}"
     if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot write to {parent if parent != path else path}: permission denied"
+        return f"cannot write to {shown_path(parent)}: permission denied"
     return None
 
 
@@ -400,15 +457,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ragtune`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
     0: success; 1: a user error while the command ran (one line on stderr); 2: a wrong
-    argument, found before the command starts; 130: interrupted. Unexpected errors
-    (bugs) keep their traceback.
+    argument, found before the command starts; 130: interrupted (Ctrl-C); 143 / 129:
+    ended by SIGTERM / SIGHUP; 141: the reader of stdout exited (``| head``), silently,
+    as a program ended by SIGPIPE. Unexpected errors (bugs) keep their traceback.
 
     Example::
 
         main(["bench", "retrieval", "--beir", "../shared/data/scifact", "--max-queries", "50"])
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _build_parser(argv).parse_args(argv)
+    debug = os.environ.get(DEBUG_ENV, "0").strip().lower() not in _OFF or "--debug" in argv
+    prog = "ragtune"
+    if current_folder_gone():
+        print(
+            f"{prog}: error: the current folder no longer exists (deleted or moved while the "
+            "shell was in it), so relative paths name nothing; cd to an existing folder and "
+            "run again",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with termination_raises(), unencodable_output_escaped():
+            # a signal while the command is imported or its arguments checked is one line too
+            args = _build_parser(argv).parse_args(argv)
+            prog = args._prog
+            status = _run_command(args)
+            if sys.stdout is not None:  # a reader gone is found here, not at the last flush
+                sys.stdout.flush()
+            return status
+    except KeyboardInterrupt as exc:
+        if debug:
+            raise
+        if isinstance(exc, Terminated):
+            print(f"{prog}: terminated ({exc})", file=sys.stderr)
+            return 128 + exc.signum
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        if debug or not stdout_reader_gone():
+            raise
+        discard_stdout()
+        return 128 + getattr(signal, "SIGPIPE", 13)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Check the arguments of the parsed command ``args`` and run it; the exit status."""
     # The command sees only its own arguments (some write them into their results).
     run = args.__dict__.pop("_run")
     prog = args.__dict__.pop("_prog")
@@ -417,6 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = debug or os.environ.get(DEBUG_ENV, "0").strip().lower() not in _OFF
     try:
         check_arguments(args, options)
+        if not prog.endswith(MODEL_FREE_COMMANDS):
+            check_cache_folder()
     except UsageError as exc:
         if debug:
             raise
@@ -426,12 +521,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 1
     try:
         status = int(run(args) or 0)
-        return status
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print(f"{prog}: interrupted", file=sys.stderr)
-        status = 130
         return status
     except Exception as exc:
         if debug or not isinstance(exc, _user_error_types()):

@@ -131,7 +131,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--refusal-cv-repeats",
-        type=_repeats,
+        type=bounded(int, 1),
         default=10,
         metavar="N",
         help="with --refusal-threshold tune: differently seeded cross-validation splits of the "
@@ -193,16 +193,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="token limit of a (question, source) pair for the answerability head",
     )
     parser.add_argument("--seed", type=seed_number, default=0)
-
-
-def _repeats(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
-    return number
 
 
 def _threshold(value: str) -> float | str | None:

@@ -16,15 +16,20 @@ Example::
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 MAX_MINUTES = 1_000_000
 """Most minutes a ``--time-budget`` / ``--time-limit`` may be (``finetuning.budget.MAX_MINUTES``,
 repeated here because that module imports torch): more overflowed to infinite seconds mid-run."""
+MAX_WHOLE_NUMBER = 2**63 - 1
+"""The largest whole number a ``bounded(int, ...)`` option takes (what torch and NumPy hold;
+a larger one raised ``OverflowError`` as a traceback while the command line was read)."""
 MAX_SEED = 2**32 - 1
 """The largest ``--seed`` (NumPy's and so the trainers' limit; a seed is never negative)."""
 
@@ -103,12 +108,52 @@ def existing_file(text: str) -> str:
         parser.add_argument("evaluation", type=existing_file)
     """
     refuse_empty_path(text, "file")
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder, expected a file")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"file not found: {text}")
+    kind, shown = path_kind(text), shown_path(text)
+    if kind is None:
+        raise argparse.ArgumentTypeError(f"file not found: {shown}")
+    if kind == "a folder":
+        raise argparse.ArgumentTypeError(f"{shown} is a folder, expected a file")
+    if kind != "a file":
+        stream = "link" not in kind and "unreachable" not in kind
+        hint = "; pass a file (save a stream to one first)" if stream else "; pass a file"
+        raise argparse.ArgumentTypeError(f"{shown} is {kind}, not a regular file{hint}")
     return text
+
+
+def path_kind(path: str | os.PathLike[str]) -> str | None:
+    """What ``path`` is, as a phrase for messages (links followed), or None when nothing is
+    there: "a file", "a folder", "a FIFO (named pipe)", "a character device" (``/dev/null``),
+    "a block device", "a socket", "a broken symbolic link", "a looping symbolic link", or
+    "unreachable (...)" when it cannot be looked at. ``Path.is_file`` is false for all but
+    the first two, so such a path was reported as "not found".
+
+    Example::
+
+        path_kind("/dev/null"), path_kind("/nope")   # ('a character device', None)
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(path) else None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a looping symbolic link"
+        if exc.errno == errno.ENOTDIR:
+            return None  # a file stands where a folder of the path should be
+        return f"unreachable ({exc.strerror or exc})"
+    except ValueError:  # a NUL byte in the path
+        return None
+    for test, kind in (
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file or folder"
 
 
 def refuse_empty_path(text: str, what: str) -> None:
@@ -116,6 +161,20 @@ def refuse_empty_path(text: str, what: str) -> None:
     folder: refused instead of reading (or writing into) wherever the command was started."""
     if not str(text).strip():
         raise argparse.ArgumentTypeError(f"the path is empty; pass a {what}")
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a message shows it: as it is, or quoted with escapes (``'a\\nb.jsonl'``)
+    when it holds a character that does not print as itself (a line break, a tab, another
+    control character, a no-break space): printed raw they split the one-line error, or,
+    folded to spaces, named another path.
+
+    Example::
+
+        shown_path("docs/a.md"), shown_path("a\\nb")   # ('docs/a.md', "'a\\\\nb'")
+    """
+    text = os.fspath(path)
+    return text if text.isprintable() else repr(text)
 
 
 def seed_number(text: str) -> int:
@@ -191,13 +250,18 @@ def bounded(
             value = kind(text)
         except ValueError:
             value = None
+        shown = repr(text) if len(text) <= 24 else f"{text[:12]!r}... ({len(text)} characters)"
+        if kind is int and value is not None and value > MAX_WHOLE_NUMBER:
+            raise argparse.ArgumentTypeError(
+                f"expected {expected}, got {shown}: above {MAX_WHOLE_NUMBER} (2**63 - 1)"
+            )
         if (
             value is None
-            or not math.isfinite(value)
+            or not (kind is int or math.isfinite(value))  # an int is finite, maybe too big
             or (value <= low if above else value < low)
             or (high is not None and value > high)
         ):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {shown}")
         return value
 
     parse.__name__ = expected
@@ -212,11 +276,11 @@ def existing_dir(text: str) -> str:
         parser.add_argument("--corpus-dir", type=existing_dir)
     """
     refuse_empty_path(text, "folder")
-    path = Path(text)
-    if path.is_file():
-        raise argparse.ArgumentTypeError(f"{text} is a file, expected a folder")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"folder not found: {text}")
+    kind, shown = path_kind(text), shown_path(text)
+    if kind is None:
+        raise argparse.ArgumentTypeError(f"folder not found: {shown}")
+    if kind != "a folder":
+        raise argparse.ArgumentTypeError(f"{shown} is {kind}, expected a folder")
     return text
 
 

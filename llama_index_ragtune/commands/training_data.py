@@ -146,6 +146,7 @@ def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int =
     )
     group.add_argument(
         "--relative-margin",
+        type=_relative_margin,
         default="0.95",
         help="false-negative filter of the dense source: skip candidates scoring above this share "
         "of the query's weakest positive; 'none' disables it (default: 0.95)",
@@ -336,13 +337,26 @@ def _budget_minutes(text: str) -> float | None:
     """``--time-budget``: 'none' (one full epoch) or minutes in (0, MAX_MINUTES] (1e308 passed
     and overflowed to infinite seconds when the steps were planned; NaN and inf failed in
     ``TrainingBudget`` with a traceback once the data was loaded)."""
-    if text.strip().lower() in {"none", "off", "no", ""}:
+    if text.strip().lower() in NONE_WORDS:
         return None
     return bounded(float, 0, MAX_MINUTES, above=True)(text)
 
 
+NONE_WORDS = ("none", "off", "no")
+"""What turns an optional number off. An empty value (an unset shell variable:
+``--time-budget "$BUDGET"``) is not one of them: it meant unlimited training."""
+
+
+def _relative_margin(text: str) -> float | None:
+    """``--relative-margin``: 'none' or a share in (0, 1], checked when the command line is
+    read (an empty value turned the filter off; NaN failed after the data was loaded)."""
+    if text.strip().lower() in NONE_WORDS:
+        return None
+    return bounded(float, 0, 1, above=True)(text)
+
+
 def parse_optional_float(text: Any, flag: str = "--relative-margin") -> float | None:
-    if text is None or str(text).strip().lower() in {"none", "off", "no", ""}:
+    if text is None or str(text).strip().lower() in NONE_WORDS:
         return None
     try:
         return float(text)
