@@ -38,7 +38,9 @@ from typing import Any, Literal, NoReturn
 
 from llama_index_ragtune.commands.options import (
     UsageError,
+    check_cache_folder,
     existing_file,
+    output_folder_problem,
     path_kind,
     refuse_empty_path,
     shown_path,
@@ -340,60 +342,13 @@ def check_arguments(args: argparse.Namespace, options: dict[str, str] | None = N
         if value is None or (dest == "cache_dir" and str(value).lower() == "none"):
             continue
         check(dest, lambda value=value: refuse_empty_path(value, "folder"))
-        problem = _output_problem(Path(value))
+        problem = output_folder_problem(Path(value))
         if problem:
             raise UsageError(f"argument {option(dest)}: {problem}")
 
 
 # Commands that load no model, so never use the model cache.
 MODEL_FREE_COMMANDS = ("report", "rollback")
-
-
-def check_cache_folder() -> None:
-    """Refuse (``UsageError``) a model cache folder that cannot be made, naming the variable
-    that put it there (``RAGTUNE_CACHE_DIR``, ``XDG_CACHE_HOME`` or ``HOME``): a file or an
-    unwritable folder failed the run once the index was built, naming no variable.
-
-    Example::
-
-        check_cache_folder()   # XDG_CACHE_HOME=/etc/passwd: UsageError "... is a file ..."
-    """
-    from llama_index_ragtune.models import CACHE_ENV, cache_dir
-
-    folder = cache_dir()
-    problem = _output_problem(folder)
-    if problem is None:
-        return
-    source = next(
-        (
-            f"{name}={shown_path(os.environ[name])}"
-            for name in (CACHE_ENV, "XDG_CACHE_HOME", "HOME")
-            if os.environ.get(name)
-        ),
-        "the default",
-    )
-    raise UsageError(
-        f"the model cache folder {shown_path(folder)} (from {source}) cannot be used: {problem}; "
-        f"set {CACHE_ENV} to a writable folder"
-    )
-
-
-def _output_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be (or become) a folder, or None."""
-    kind, shown = path_kind(path), shown_path(path)
-    if kind is not None and kind != "a folder":
-        return f"{shown} is {kind}, expected a folder (it is created if missing)"
-    parent = path
-    while path_kind(parent) is None:
-        if parent.parent == parent:
-            return None
-        parent = parent.parent
-    parent_kind = path_kind(parent)
-    if parent_kind != "a folder":
-        return f"cannot create {shown}: {shown_path(parent)} is {parent_kind}"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot write to {shown_path(parent)}: permission denied"
-    return None
 
 
 def _new_folders(args: argparse.Namespace) -> list[Path]:

@@ -22,6 +22,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 MAX_MINUTES = 1_000_000
@@ -324,3 +325,55 @@ class OptionDefault(str):
         parser.add_argument("--bm25-analyzer", default=OptionDefault("plain"))
         isinstance(args.bm25_analyzer, OptionDefault)     # True: not given
     """
+
+
+def check_cache_folder() -> None:
+    """Refuse (``UsageError``) a model cache folder that cannot be made, naming the variable
+    that put it there (``RAGTUNE_CACHE_DIR``, ``XDG_CACHE_HOME`` or ``HOME``): a file or an
+    unwritable folder failed the run once the index was built, naming no variable.
+
+    Example::
+
+        check_cache_folder()   # XDG_CACHE_HOME=/etc/passwd: UsageError "... is a file ..."
+    """
+    from llama_index_ragtune.models import CACHE_ENV, cache_dir
+
+    folder = cache_dir()
+    problem = output_folder_problem(folder)
+    if problem is None:
+        return
+    source = next(
+        (
+            f"{name}={shown_path(os.environ[name])}"
+            for name in (CACHE_ENV, "XDG_CACHE_HOME", "HOME")
+            if os.environ.get(name)
+        ),
+        "the default",
+    )
+    raise UsageError(
+        f"the model cache folder {shown_path(folder)} (from {source}) cannot be used: {problem}; "
+        f"set {CACHE_ENV} to a writable folder"
+    )
+
+
+def output_folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder (an output folder of a command), or None.
+
+    Example::
+
+        output_folder_problem(Path("/dev/null/runs"))   # 'cannot create ...: /dev/null is a character device'
+    """
+    kind, shown = path_kind(path), shown_path(path)
+    if kind is not None and kind != "a folder":
+        return f"{shown} is {kind}, expected a folder (it is created if missing)"
+    parent = path
+    while path_kind(parent) is None:
+        if parent.parent == parent:
+            return None
+        parent = parent.parent
+    parent_kind = path_kind(parent)
+    if parent_kind != "a folder":
+        return f"cannot create {shown}: {shown_path(parent)} is {parent_kind}"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write to {shown_path(parent)}: permission denied"
+    return None
