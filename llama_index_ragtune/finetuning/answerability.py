@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainingArguments
 
+from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget
@@ -62,6 +63,9 @@ DEFAULT_BUDGET = TrainingBudget(minutes=10.0)
 """Default budget: 10 minutes of training (steps planned from a timed probe)."""
 PROMOTION_MARGIN = 0.01
 """The tuned head must raise the validation AUC by more than this."""
+SPLIT_RESEEDS = 20
+"""Seeds tried (``args.seed``, ``+1``, ...) for a carved validation split holding both
+answerable and unanswerable questions (the first one that does is used)."""
 
 
 class AnswerabilityNotPromotedError(RuntimeError):
@@ -83,6 +87,21 @@ def _check_pairs(dataset: Any, what: str) -> datasets.Dataset:
             f"AnswerabilityFinetuneEngine: {what} labels must be 0 or 1, got {sorted(labels)}."
         )
     return dataset
+
+
+def _missing_question_class(rows: datasets.Dataset) -> str | None:
+    """``"answerable"`` / ``"unanswerable"`` when ``rows`` hold no question of that kind (a
+    question is answerable when one of its rows has label 1), else None."""
+    groups = rows["qid"] if "qid" in rows.column_names else range(len(rows))
+    answerable: dict[str, bool] = {}
+    for group, label in zip(groups, rows["label"], strict=True):
+        answerable[str(group)] = answerable.get(str(group), False) or bool(int(label))
+    kinds = set(answerable.values())
+    if True not in kinds:
+        return "answerable"
+    if False not in kinds:
+        return "unanswerable"
+    return None
 
 
 def question_level_auc(
@@ -169,6 +188,11 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
         self.budget = budget
         self.device = device
         self.starts_trained = _is_trained(model)
+        # a new head is initialised from the global RNG: seeded with args.seed (as the
+        # reranker's), so a resumed run starts from the same weights as the one it resumes
+        from transformers import set_seed
+
+        set_seed(self.args.seed)
         self.model = self._load(model, max_length, device)
         self.trainer: Any = None
 
@@ -224,16 +248,39 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
     def split_validation(self) -> tuple[datasets.Dataset, datasets.Dataset | None]:
         """``(train, val)`` pair rows: the given ``val_dataset`` (a warning names training
         rows of its questions), or questions carved off."""
+        name = type(self).__name__
         if self.val_dataset is not None:
             warn_validation_rows_trained(self, self.train_dataset, self.val_dataset)
+            missing = _missing_question_class(self.val_dataset)
+            if missing:
+                raise DataError(
+                    f"{name}: val_dataset has no {missing} question, so the AUC that decides "
+                    "promotion cannot be measured (the run would train and keep the starting "
+                    "model)",
+                    hint="give val_dataset answerable and unanswerable questions, or leave it "
+                    "out to carve validation from train_dataset",
+                )
             return self.train_dataset, self.val_dataset
-        return split_rows_by_question(
-            self.train_dataset,
-            self.val_fraction,
-            self.max_val_queries,
-            self.args.seed,
-            owner=type(self).__name__,
+        # a split of one kind of question cannot measure the AUC: try the next seeds
+        for attempt in range(SPLIT_RESEEDS):
+            train, val = split_rows_by_question(
+                self.train_dataset,
+                self.val_fraction,
+                self.max_val_queries,
+                self.args.seed + attempt,
+                owner=name,
+            )
+            if val is None or not _missing_question_class(val):
+                return train, val
+        logger.warning(
+            "%s: every validation split tried holds no %s question, so the AUC that decides "
+            "promotion cannot be measured and the starting model is kept; add %s questions "
+            "(e.g. with_gold_removed twins), raise val_fraction, or pass val_dataset=",
+            name,
+            _missing_question_class(val),
+            _missing_question_class(val),
         )
+        return train, val
 
     def _columns(self, train: datasets.Dataset) -> dict[str, list[Any]]:
         columns = {

@@ -58,9 +58,12 @@ from typing import Any, ClassVar
 from llama_index_ragtune._atomic import atomic_dir, atomic_write_json
 from llama_index_ragtune.data.splitting import held_out_twins, twin_groups
 from llama_index_ragtune.finetuning.checkpoints import (
+    FINAL_DIR,
     lock_checkpoint_loads,
+    mark_checkpoints,
     nonfinite_tensors,
     resolve_resume,
+    run_identity,
 )
 from llama_index_ragtune.finetuning.compat import register_if_loaded
 from llama_index_ragtune.finetuning.distributed import DistributedMixin
@@ -98,6 +101,8 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
     #: tensors of the trained model holding NaN / infinite values (set by ``_train_measured``)
     broken_weights: tuple[str, ...] = ()
     args_class: ClassVar[type] = object
+    #: the model folders written under ``output_dir`` after training (``_check_output_paths``)
+    output_folders: ClassVar[tuple[str, ...]] = (FINAL_DIR, CHALLENGER_DIR)
     default_output_dir: ClassVar[str] = "ragtune-model"
 
     def _init_common(
@@ -139,6 +144,7 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
             raise NotADirectoryError(
                 f"{type(self).__name__}: output_dir {self.args.output_dir} is a file; choose a folder"
             )
+        self._check_output_paths()
         self.promotion_margin = float(promotion_margin)
         self.force_promotion = bool(force_promotion)
         self.val_fraction = val_fraction
@@ -191,10 +197,45 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
     def decision_path(self) -> Path:
         return self.output_dir / DECISION_FILE
 
+    def _check_output_paths(self) -> None:
+        """Fail when built, not after training, when a path the engine writes once trained is
+        taken by the wrong kind of entry: a file where a model folder goes
+        (``output_folders``), a folder where ``decision.json`` goes. Nothing is removed."""
+        name = type(self).__name__
+        for folder in self.output_folders:
+            path = self.output_dir / folder
+            if path.exists() and not path.is_dir():
+                raise NotADirectoryError(
+                    f"{name}: {path} is a file, but the engine saves a model folder there after "
+                    "training; move it away or choose another output_dir"
+                )
+        if self.decision_path.is_dir():
+            raise IsADirectoryError(
+                f"{name}: {self.decision_path} is a folder, but the engine writes its promotion "
+                "decision to that file after training; move it away or choose another output_dir"
+            )
+        owner = _engine_of_run(self.decision_path)
+        if owner is not None and owner not in {c.__name__ for c in type(self).__mro__}:
+            raise FileExistsError(
+                f"{name}: output_dir {self.output_dir} holds a {owner} run ({DECISION_FILE}); "
+                f"training here would replace that engine's model folders and decision; "
+                "choose another output_dir"
+            )
+
+    @classmethod
+    def _engine_name(cls) -> str:
+        """The library engine this class is (a user's subclass: the engine it extends)."""
+        library = __name__.rsplit(".", 1)[0]
+        return next(c.__name__ for c in cls.__mro__ if c.__module__.startswith(library))
+
     def _checkpoint_to_resume(
-        self, resume: bool | str | os.PathLike | None, folder: Path
+        self, resume: bool | str | os.PathLike | None, folder: Path, trainer: Any
     ) -> str | None:
-        return resolve_resume(resume, folder)
+        """The checkpoint ``trainer`` resumes from (``resolve_resume``): only one this engine
+        wrote from the same starting model; and ``trainer`` marks its own checkpoints so."""
+        run = run_identity(self._engine_name(), trainer.model)
+        mark_checkpoints(trainer, run)
+        return resolve_resume(resume, folder, run)
 
     # ------------------------------------------------------------------ decision
 
@@ -287,19 +328,27 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
 
         Afterwards ``broken_weights`` names the tensors that hold NaN or infinite values (a
         diverged run), which ``_final_decision`` never promotes."""
-        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, self.output_dir)
+        checkpoint = self._checkpoint_to_resume(
+            resume_from_checkpoint, self.output_dir, self.trainer
+        )
         with PeakMemory() as memory:
             output = lock_checkpoint_loads(self.trainer).train(resume_from_checkpoint=checkpoint)
-        self.broken_weights = tuple(nonfinite_tensors(self.model.named_parameters()))
-        if self.broken_weights:
+        self.broken_weights = self._nonfinite_trained_weights()
+        return output, memory, checkpoint
+
+    def _nonfinite_trained_weights(self) -> tuple[str, ...]:
+        """The trained model's tensors holding NaN or infinite values (a diverged run), with
+        a warning naming them; ``_final_decision`` never promotes such a model."""
+        broken = tuple(nonfinite_tensors(self.model.named_parameters()))
+        if broken:
             logger.warning(
                 "%s: training diverged: %d weight tensors hold NaN or infinite values (%s); "
                 "the tuned model will not be promoted",
                 type(self).__name__,
-                len(self.broken_weights),
-                ", ".join(self.broken_weights[:3]),
+                len(broken),
+                ", ".join(broken[:3]),
             )
-        return output, memory, checkpoint
+        return broken
 
     def _trained_result(
         self,
@@ -347,3 +396,13 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
     @abstractmethod
     def get_finetuned_model(self, **kwargs: Any) -> Any:
         """The promoted model as a LlamaIndex object."""
+
+
+def _engine_of_run(decision_path: Path) -> str | None:
+    """The engine named in a run's ``decision.json``; None when there is none or it is unreadable."""
+    try:
+        data = json.loads(decision_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    engine = data.get("engine") if isinstance(data, dict) else None
+    return engine if isinstance(engine, str) else None

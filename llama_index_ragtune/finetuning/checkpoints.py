@@ -10,6 +10,10 @@ such a folder and continues from the last complete checkpoint, which restores th
 weights, optimizer, scheduler, RNG states and the position in the data, so the
 resumed run reaches the weights an uninterrupted run would have.
 
+Each checkpoint also records the engine and a fingerprint of the starting model
+(``RUN_MARKER``): a run resumes only its own checkpoints, never another engine's or one
+trained from another starting model (skipped with a warning, or refused when named).
+
 Example::
 
     from llama_index_ragtune.finetuning.checkpoints import resolve_resume
@@ -32,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 FINAL_DIR = "final"
 TRAINER_STATE = "trainer_state.json"
+RUN_MARKER = "ragtune_run.json"
+"""Written into each checkpoint: the engine and the starting model's fingerprint, so that a
+run resumes only its own checkpoints (``resolve_resume``)."""
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -137,9 +144,12 @@ def damaged_weights(folder: str | os.PathLike) -> Path | None:
     return None
 
 
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+def last_complete_checkpoint(
+    output_dir: str | os.PathLike, run: dict[str, str] | None = None
+) -> str | None:
     """The newest complete ``checkpoint-<step>`` in ``output_dir`` (``None`` if there is none);
-    newer folders a killed run left half-written are skipped with a warning.
+    newer folders a killed run left half-written, or (with ``run``) another run wrote
+    (``foreign_checkpoint``), are skipped with a warning.
 
     Example::
 
@@ -154,6 +164,10 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
         if p.is_dir() and (m := _CHECKPOINT.match(p.name))
     )
     for _, path in reversed(steps):
+        why = foreign_checkpoint(path, run)
+        if why:
+            logger.warning("%s is not of this run (%s); skipping it", path, why)
+            continue
         if is_complete_checkpoint(path):
             return str(path)
         logger.warning(
@@ -165,18 +179,22 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
 
 
 def resolve_resume(
-    resume: bool | str | os.PathLike | None, output_dir: str | os.PathLike
+    resume: bool | str | os.PathLike | None,
+    output_dir: str | os.PathLike,
+    run: dict[str, str] | None = None,
 ) -> str | None:
     """The checkpoint to pass as ``trainer.train(resume_from_checkpoint=...)``.
 
     ``True`` picks the last complete ``checkpoint-*`` in ``output_dir`` and starts fresh
     (with a log line) when there is none; a path must be a complete checkpoint;
-    ``None``/``False`` start fresh.
+    ``None``/``False`` start fresh. With ``run`` (``run_identity``), a checkpoint another
+    run wrote (another engine, another starting model: ``foreign_checkpoint``) is skipped
+    with a warning (``True``) or refused with a ``ValueError`` (a path).
     """
     if resume is None or resume is False:
         return None
     if resume is True:
-        last = last_complete_checkpoint(output_dir)
+        last = last_complete_checkpoint(output_dir, run)
         if last is None:
             logger.info("no checkpoint in %s to resume from; training from the start", output_dir)
         else:
@@ -194,7 +212,104 @@ def resolve_resume(
             "cut short); pass an earlier checkpoint-<step> folder, or resume_from_checkpoint=True "
             "to pick the last complete one"
         )
+    why = foreign_checkpoint(path, run)
+    if why:
+        raise ValueError(
+            f"checkpoint {path} is not of this run: {why}; resuming would continue another "
+            "model's training. Pass a checkpoint of this engine and starting model, or "
+            "resume_from_checkpoint=False to train from the start"
+        )
     return str(path)
+
+
+def weights_fingerprint(model: Any) -> str:
+    """A short fingerprint of ``model``'s starting weights: the names, shapes and a sample of
+    the values of the weights it does not train (a LoRA run's base model), or of all of them
+    when it trains all. Equal for the same model loaded again, on any device.
+
+    Example::
+
+        weights_fingerprint(SentenceTransformer("runs/encoder/final"))   # '3f1c...'
+    """
+    import hashlib
+
+    import torch
+
+    named = list(model.named_parameters())
+    frozen = [(n, p) for n, p in named if not p.requires_grad]
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in frozen or named:
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            if tensor.is_meta or tensor.numel() == 0:
+                continue
+            try:  # a quantized weight that cannot be read as floats: its name and shape only
+                flat = tensor.reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 16)][:16].to("cpu", torch.float32)
+                digest.update(sample.numpy().tobytes())
+            except (RuntimeError, TypeError, ValueError):
+                continue
+    return digest.hexdigest()[:16]
+
+
+def run_identity(engine: str, model: Any) -> dict[str, str]:
+    """What a checkpoint records of the run that wrote it (``RUN_MARKER``): the engine's
+    class name and ``weights_fingerprint`` of the starting model.
+
+    Example::
+
+        run_identity("EncoderFinetuneEngine", model)   # {'engine': ..., 'start': '3f1c...'}
+    """
+    return {"engine": engine, "start": weights_fingerprint(model)}
+
+
+def foreign_checkpoint(folder: str | os.PathLike, run: dict[str, str] | None) -> str | None:
+    """Why checkpoint ``folder`` is another run's (written by another engine, or from another
+    starting model), or None when it is this ``run``'s or says nothing (an older checkpoint
+    without ``RUN_MARKER``).
+
+    Example::
+
+        foreign_checkpoint("runs/x/checkpoint-50", run_identity("RerankerFinetuneEngine", m))
+        # "it was written by EncoderFinetuneEngine, not RerankerFinetuneEngine"
+    """
+    if run is None:
+        return None
+    try:
+        written = json.loads((Path(folder) / RUN_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(written, dict):
+        return None
+    if written.get("engine") != run["engine"]:
+        return f"it was written by {written.get('engine')}, not {run['engine']}"
+    if written.get("start") != run["start"]:
+        return (
+            "it was trained from another starting model (weights fingerprint "
+            f"{written.get('start')}, this run's {run['start']})"
+        )
+    return None
+
+
+def mark_checkpoints(trainer: Any, run: dict[str, str]) -> None:
+    """Have ``trainer`` write ``run`` (``run_identity``) as ``RUN_MARKER`` into each checkpoint
+    it saves, so that a later resume can tell its own checkpoints from another run's.
+
+    Example::
+
+        mark_checkpoints(trainer, run_identity("EncoderFinetuneEngine", model))
+    """
+    from transformers import TrainerCallback
+
+    from llama_index_ragtune._atomic import atomic_write_json
+
+    class _MarkCheckpoints(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                atomic_write_json(folder / RUN_MARKER, run)
+
+    trainer.add_callback(_MarkCheckpoints())
 
 
 _TRAINER_LOADERS = ("_load_from_checkpoint", "_load_best_model")

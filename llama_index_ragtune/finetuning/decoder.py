@@ -148,6 +148,7 @@ class DecoderFinetuneEngine(DecoderStages):
 
     kind = "decoder"
     default_output_dir = "ragtune-decoder"
+    output_folders = ("adapter", "merged", "challenger", "sft-adapter")
 
     def __init__(
         self,
@@ -317,6 +318,7 @@ class DecoderFinetuneEngine(DecoderStages):
             self.train_sft(resume_from_checkpoint, train=train, val=val)
             if self._stage2_pairs is not None:
                 self.train_preference(resume_from_checkpoint, pairs=self._stage2_pairs)
+        self.broken_weights = self._nonfinite_trained_weights()
         after = self._validation_loss(self.model, val)
         decision = decide_promotion(
             before,
@@ -327,6 +329,7 @@ class DecoderFinetuneEngine(DecoderStages):
             force=self.force_promotion,
             validation_examples=None if val is None else len(val),
         )
+        decision = self._final_decision(decision)  # never a diverged (NaN) model
         if decision.promoted:
             self.save()
             if self.is_main_process:
@@ -365,6 +368,7 @@ class DecoderFinetuneEngine(DecoderStages):
                 if self.sft_trainer is None
                 else self.sft_trainer.state.best_model_checkpoint,
                 "challenger_path": None if decision.promoted else str(self.challenger_path),
+                "nonfinite_weights": list(self.broken_weights),
             },
         )
         self._write_decision(decision, {"result": self.result.summary()})

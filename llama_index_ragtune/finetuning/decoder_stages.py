@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
+from llama_index_ragtune.finetuning.checkpoints import weights_fingerprint
 from llama_index_ragtune.finetuning.decoder_config import on_gpu, score_completion_tokens_only
 from llama_index_ragtune.finetuning.decoder_data import PREFERENCE_COLUMNS, SFT_COLUMNS, _columns
 from llama_index_ragtune.models import load_model
@@ -88,13 +89,12 @@ class DecoderStages(BaseFinetuneEngine):
         from trl import SFTTrainer
 
         train = self.train_dataset if train is None else train
-        if resume_from_checkpoint and (self.sft_adapter_dir / _SFT_DONE).exists():
+        base = self._load_base()
+        base_start = weights_fingerprint(base)
+        if resume_from_checkpoint and self._finished_sft_of(base_start):
             logger.info("SFT already finished in %s; loading its adapter.", self.sft_adapter_dir)
             self.model = load_model(
-                PeftModel.from_pretrained,
-                self._load_base(),
-                str(self.sft_adapter_dir),
-                is_trainable=True,
+                PeftModel.from_pretrained, base, str(self.sft_adapter_dir), is_trainable=True
             )
             return
         if self.budget is not None and self.budget.max_pairs and len(train) > self.budget.max_pairs:
@@ -113,7 +113,7 @@ class DecoderStages(BaseFinetuneEngine):
             timer.deadline = time.time() + (timer.deadline - time.time()) / 2  # half for DPO
         start = time.perf_counter()
         self.sft_trainer = SFTTrainer(
-            model=self._load_base(),
+            model=base,
             args=self.args,
             train_dataset=_columns(train, SFT_COLUMNS),
             eval_dataset=None if val is None else _columns(val, SFT_COLUMNS),
@@ -121,7 +121,9 @@ class DecoderStages(BaseFinetuneEngine):
             peft_config=self.lora_config,
             callbacks=callbacks or None,
         )
-        checkpoint = self._checkpoint_to_resume(resume_from_checkpoint, Path(self.args.output_dir))
+        checkpoint = self._checkpoint_to_resume(
+            resume_from_checkpoint, Path(self.args.output_dir), self.sft_trainer
+        )
         with score_completion_tokens_only(self.device):
             if timer is not None:
                 self.plan = self._plan_stage(
@@ -135,8 +137,28 @@ class DecoderStages(BaseFinetuneEngine):
         self._save_adapter(self.sft_adapter_dir)
         if self.is_main_process:
             (self.sft_adapter_dir / _SFT_DONE).write_text(
-                json.dumps({"steps": self.sft_trainer.state.global_step})
+                json.dumps({"steps": self.sft_trainer.state.global_step, "start": base_start})
             )
+
+    def _finished_sft_of(self, start: str) -> bool:
+        """Whether ``sft-adapter/`` holds a finished SFT of the starting model whose
+        ``weights_fingerprint`` is ``start`` (one of another starting model: a warning, so
+        SFT runs again instead of serving that model's adapter on this one)."""
+        try:
+            done = json.loads((self.sft_adapter_dir / _SFT_DONE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        written = done.get("start", start) if isinstance(done, dict) else start
+        if written != start:
+            logger.warning(
+                "%s holds a finished SFT of another starting model (weights fingerprint %s, "
+                "this run's %s); not reused: SFT runs again from the start",
+                self.sft_adapter_dir,
+                written,
+                start,
+            )
+            return False
+        return True
 
     def _plan_stage(
         self, trainer: Any, args: Any, rows: int, deadline: float | None, checkpoint: str | None
@@ -180,7 +202,7 @@ class DecoderStages(BaseFinetuneEngine):
             callbacks=callbacks or None,
         )
         checkpoint = self._checkpoint_to_resume(
-            resume_from_checkpoint, Path(self.preference_args.output_dir)
+            resume_from_checkpoint, Path(self.preference_args.output_dir), self.preference_trainer
         )
         with score_completion_tokens_only(self.device):
             if timer is not None:
