@@ -19,11 +19,12 @@ import argparse
 import errno
 import math
 import os
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from llama_index_ragtune._atomic_reads import file_kind
 
 MAX_MINUTES = 1_000_000
 """Most minutes a ``--time-budget`` / ``--time-limit`` may be (``finetuning.budget.MAX_MINUTES``,
@@ -123,7 +124,7 @@ def existing_file(text: str) -> str:
 
 def path_kind(path: str | os.PathLike[str]) -> str | None:
     """What ``path`` is, as a phrase for messages (links followed), or None when nothing is
-    there: "a file", "a folder", "a FIFO (named pipe)", "a character device" (``/dev/null``),
+    there: "a file", "a folder", "a named pipe (FIFO)", "a character device" (``/dev/null``),
     "a block device", "a socket", "a broken symbolic link", "a looping symbolic link", or
     "unreachable (...)" when it cannot be looked at. ``Path.is_file`` is false for all but
     the first two, so such a path was reported as "not found".
@@ -144,17 +145,7 @@ def path_kind(path: str | os.PathLike[str]) -> str | None:
         return f"unreachable ({exc.strerror or exc})"
     except ValueError:  # a NUL byte in the path
         return None
-    for test, kind in (
-        (stat.S_ISREG, "a file"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a file or folder"
+    return file_kind(mode)
 
 
 def refuse_empty_path(text: str, what: str) -> None:

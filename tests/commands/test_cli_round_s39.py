@@ -93,7 +93,7 @@ def _special(tmp_path: Path, kind: str) -> str:
 
 _KINDS = {
     "device": "a character device",
-    "fifo": "a FIFO (named pipe)",
+    "fifo": "a named pipe (FIFO)",
     "socket": "a socket",
     "broken link": "a broken symbolic link",
 }
