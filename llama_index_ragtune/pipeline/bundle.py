@@ -254,8 +254,9 @@ def load_bundle(
 
 def _check_utf8_path(folder: Path) -> None:
     """``BundleError`` naming the folder whose name holds bytes that are not UTF-8 (written
-    by a system using another encoding, e.g. Latin-1 ``caf\\xe9``): FAISS opens the index's
-    vector file only by a UTF-8 path (it failed with a bare ``TypeError``)."""
+    by a system using another encoding, e.g. Latin-1 ``caf\\xe9``): the bundled models'
+    weights (safetensors) open only by a UTF-8 path (``SafetensorError``: "is not valid
+    UTF-8", after the index had loaded; the index itself reads such paths)."""
     for part in (folder, *folder.parents):
         name = os.fsencode(part.name)
         try:
@@ -265,7 +266,7 @@ def _check_utf8_path(folder: Path) -> None:
             raise BundleError(
                 f"{shown} is a folder name that is not UTF-8 (bytes from another encoding); "
                 f"the bundle {os.fsencode(folder).decode('utf-8', 'backslashreplace')} cannot "
-                "be loaded through it: its index's vector file (FAISS) opens only by a UTF-8 "
-                "path; rename that folder to a UTF-8 name (e.g. `convmv -f latin1 -t utf8 "
+                "be loaded through it: its models' weight files (safetensors) open only by a "
+                "UTF-8 path; rename that folder to a UTF-8 name (e.g. `convmv -f latin1 -t utf8 "
                 "--notest`) or move the bundle elsewhere"
             ) from None
