@@ -52,7 +52,10 @@ def _child(tmp_path: Path, argv: list[str], **popen: object) -> subprocess.Popen
     (tmp_path / "ragtune_probe39.py").write_text(_PROBE)
     code = textwrap.dedent(
         f"""
-        import sys
+        import signal, sys
+        # Ctrl-C as in a terminal: a job started in the background (a CI runner's shell)
+        # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(tmp_path)!r})
         from llama_index_ragtune import cli
         cli.COMMANDS["probe"] = ("ragtune_probe39", "test command")
