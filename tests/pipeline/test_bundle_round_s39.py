@@ -12,7 +12,6 @@ import codecs
 import json
 import os
 import shutil
-import threading
 
 import pytest
 
@@ -25,6 +24,7 @@ from llama_index_ragtune.pipeline import (
     verify_bundle,
 )
 from llama_index_ragtune.pipeline.bundle_folders import resolve_bundle_dir
+from tests.blocking_calls import call_in_thread
 from tests.pipeline.conftest import fake_bundles, write_minimal_version
 
 SIXTEEN_MIB = 16 << 20  # bundle_manifest.MAX_MANIFEST_BYTES, spelled out (the old code lacks it)
@@ -32,24 +32,6 @@ SIXTEEN_MIB = 16 << 20  # bundle_manifest.MAX_MANIFEST_BYTES, spelled out (the o
 
 def _manifest(folder):
     return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-
-
-def _verify_in_thread(folder) -> dict:
-    """verify_bundle(folder) in a thread, so a read that blocks (the old code on a FIFO)
-    fails the test instead of hanging it: {"done": bool, "error": exception or None}."""
-    result = {"done": False, "error": None}
-
-    def work():
-        try:
-            verify_bundle(folder)
-        except Exception as exc:  # noqa: BLE001 - reported to the test
-            result["error"] = exc
-        result["done"] = True
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(30)
-    return result
 
 
 # ------------------------------------------------------------ manifest: not a plain file
@@ -60,7 +42,7 @@ def test_a_manifest_that_is_a_named_pipe_is_refused_without_blocking(tmp_path):
     manifest = root / "v1" / "manifest.json"
     manifest.unlink()
     os.mkfifo(manifest)
-    result = _verify_in_thread(root / "v1")
+    result = call_in_thread(lambda: verify_bundle(root / "v1"))
     if not result["done"]:  # unblock the old code's read, then fail
         with open(manifest, "wb"):
             pass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import tracemalloc
 
 import faiss
@@ -22,6 +21,7 @@ import pytest
 from llama_index_ragtune.retrievers import BM25Retriever, HybridRetriever
 from llama_index_ragtune.retrievers.faiss_store import read_faiss_file, write_faiss_file
 from llama_index_ragtune.retrievers.persistence import PersistenceError
+from tests.blocking_calls import call_in_thread
 from tests.retrievers.conftest import topical_nodes
 
 MANIFEST = "hybrid_retriever.json"
@@ -36,19 +36,7 @@ def _ids(nodes) -> list[str]:
 def _load_in_thread(folder, embed) -> dict:
     """from_persist_dir in a thread, so a read that blocks (the old code on a named pipe)
     fails the test instead of hanging it: {"done": bool, "error": exception or None}."""
-    result = {"done": False, "error": None}
-
-    def work():
-        try:
-            HybridRetriever.from_persist_dir(folder, embed_model=embed)
-        except Exception as exc:  # noqa: BLE001 - reported to the test
-            result["error"] = exc
-        result["done"] = True
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(30)
-    return result
+    return call_in_thread(lambda: HybridRetriever.from_persist_dir(folder, embed_model=embed))
 
 
 def _unblock(fifo) -> None:
@@ -222,18 +210,7 @@ def test_a_bm25_folder_without_hashes_with_a_named_pipe_is_named(
     planted = folder / "bm25s" / "vocab.index.json"
     planted.unlink()
     os.mkfifo(planted)
-    result = {"done": False, "error": None}
-
-    def work():
-        try:
-            BM25Retriever.from_persist_dir(folder)
-        except Exception as exc:  # noqa: BLE001 - reported to the test
-            result["error"] = exc
-        result["done"] = True
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(30)
+    result = call_in_thread(lambda: BM25Retriever.from_persist_dir(folder))
     if not result["done"]:
         _unblock(planted)
     assert result["done"], "BM25Retriever.from_persist_dir blocked on a named pipe"
