@@ -58,6 +58,15 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune._atomic_disk import (
+    _UNWRITABLE,
+    _fsync_dir,
+    _make_parent,
+    _naming,
+    _unwritable,
+    fsync_tree,
+)
+
 __all__ = [
     "atomic_dir",
     "atomic_path",
@@ -76,17 +85,6 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------------- files
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _is_active(path: Path) -> bool:
@@ -132,13 +130,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     check_file_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     # keep the suffix: some writers append theirs when it is missing (np.save adds .npy)
     tmp = target.with_name(
         f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}{target.suffix}"
     )
     try:
-        with _naming(target):
+        with _naming(target, tmp):
             yield tmp
             deferred = _inside_active_dir(target)  # atomic_dir syncs its whole folder once
             if not deferred:
@@ -148,24 +146,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if not deferred:
             _fsync_dir(target.parent)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-@contextlib.contextmanager
-def _naming(target: Path) -> Iterator[None]:
-    """An ``OSError`` that names no file (a full disk met by ``write`` / ``fsync``: "[Errno 28]
-    No space left on device") raised again naming ``target`` (which is not replaced)."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.filename is not None or exc.errno is None or str(target) in str(exc):
-            raise
-        raise OSError(
-            exc.errno,
-            f"{exc.strerror or exc} while writing {target}; nothing was replaced: free space "
-            "(or fix the disk) and write again",
-        ) from exc
+        _remove(tmp)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -296,9 +277,9 @@ def _parent_lock(parent: Path) -> Iterator[bool]:
 
 
 def _remove(path: Path) -> None:
-    try:
-        folder = path.is_dir() and not path.is_symlink()
-    except OSError:  # a name the system cannot look up (too long): nothing was created
+    try:  # nothing there: done (a read-only folder refuses even to unlink a missing name)
+        folder = stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:  # missing, or a name the system cannot look up (too long)
         return
     if folder:
         shutil.rmtree(path, ignore_errors=True)
@@ -354,45 +335,6 @@ def recover_dir(path: str | os.PathLike) -> bool:
         return False
     with _parent_lock(target.parent) as locked:
         return _recover_locked(target, locked)
-
-
-# fsync errors saying the data did not reach the disk: the new version must not replace the old
-_LOST_DATA = frozenset(
-    code for code in (errno.EIO, errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
-)
-
-
-def fsync_tree(folder: str | os.PathLike) -> None:
-    """``fsync`` every file under ``folder``; raise when one of them did not reach the disk
-    (disk full, quota, I/O error), so that the caller keeps the old version. Files that
-    cannot be opened or synced for other reasons (a socket, a file system without fsync)
-    are skipped.
-
-    Example::
-
-        fsync_tree("out/model.tmp")   # before renaming the folder into place
-    """
-    if os.name != "posix":
-        return
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                if exc.errno in _LOST_DATA:
-                    raise OSError(
-                        exc.errno,
-                        f"{exc.strerror} while saving {path} to disk; the previous version "
-                        "is kept: free space (or fix the disk) and write again",
-                    ) from exc
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(root))
 
 
 _fsync_tree = fsync_tree  # the earlier private name, kept for callers that import it
@@ -470,7 +412,7 @@ def atomic_dir(
             write_everything(tmp)
     """
     target = _resolve_target(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     _check_owned(target, owned_entries, what)
     recover_dir(target)
     token = secrets.token_hex(3)
@@ -481,6 +423,8 @@ def atomic_dir(
         try:
             tmp.mkdir()
         except OSError as exc:
+            if exc.errno in _UNWRITABLE:
+                raise _unwritable(target, exc) from exc
             if exc.errno != errno.ENAMETOOLONG:
                 raise
             raise OSError(

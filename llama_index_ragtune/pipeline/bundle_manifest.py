@@ -29,6 +29,7 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     short,
 )
 from llama_index_ragtune.pipeline.bundle_reads import decode_text, read_capped
+from llama_index_ragtune.retrievers.persist_files import leads_outside
 from llama_index_ragtune.retrievers.persistence import (
     DuplicateKeyError,
     loads_unique_keys,
@@ -86,7 +87,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     outside, a pipe or a device in its place is never read)."""
     path = folder / MANIFEST
     try:
-        outside = _leads_outside(path, folder)
+        outside = leads_outside(path, folder)
         if outside:
             raise BundleError(
                 f"{path} leads outside the bundle folder (to {outside}) through a symbolic "
@@ -321,7 +322,7 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
                     f"{path} is {what}: the bundle was copied incompletely or changed after it "
                     f"was written; {REWRITE}"
                 )
-            real = _leads_outside(path, folder)
+            real = leads_outside(path, folder)
             if real:
                 raise BundleError(
                     f"{path} leads outside the bundle folder (to {real}) through a symbolic "
@@ -356,12 +357,6 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
                 f"file, or {REWRITE}"
             )
     return manifest
-
-
-def _leads_outside(path: Path, folder: Path) -> str | None:
-    """Where ``path`` really is when a symbolic link takes it outside ``folder`` (None: inside)."""
-    real, inside = os.path.realpath(path), os.path.realpath(folder)
-    return None if os.path.commonpath([real, inside]) == inside else real
 
 
 def _entries(folder: Path) -> list[Path]:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
         score_fusion,
     )
     from llama_index_ragtune.retrievers.hybrid import HybridRetriever
+    from llama_index_ragtune.retrievers.persist_errors import PersistWriteError
     from llama_index_ragtune.retrievers.persistence import PersistenceError
 
 # public name -> module (relative to this package). One concept per module.
@@ -48,6 +49,7 @@ _EXPORTS = {
     "score_fusion": "fusion",
     "FusedHit": "fusion",
     "PersistenceError": "persistence",
+    "PersistWriteError": "persist_errors",
     "DEFAULT_FUSION_MODE": "defaults",
     "FUSION_PRESETS": "defaults",
 }

@@ -38,6 +38,7 @@ from llama_index.core.storage.docstore.types import BaseDocumentStore
 
 from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.retrievers.checks import positive_int
+from llama_index_ragtune.retrievers.persist_errors import read_only_as_persistence_error
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
     check_json_metadata,
@@ -109,7 +110,10 @@ def persist_bm25(retriever: Any, folder: Path, save_nodes: bool = True) -> None:
         check_json_metadata(retriever.nodes, "BM25Retriever.persist")
     owned = {MANIFEST, INDEX_DIR, DOCSTORE_FILE}
     check_nothing_unrecorded(folder, MANIFEST, "BM25Retriever.persist")
-    with atomic_dir(folder, owned_entries=owned, what="BM25Retriever.persist") as tmp:
+    with (
+        read_only_as_persistence_error(folder, "BM25Retriever.persist"),
+        atomic_dir(folder, owned_entries=owned, what="BM25Retriever.persist") as tmp,
+    ):
         write_bm25_files(retriever, tmp, save_nodes)
 
 

@@ -38,6 +38,8 @@ import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 
+from llama_index_ragtune._invisible import is_blank
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -200,8 +202,8 @@ def prepare_query(query_bundle: QueryBundle) -> QueryBundle | None:
     text = clean_text(query_bundle.query_str)
     custom = query_bundle.custom_embedding_strs
     if custom is not None:
-        custom = [clean_text(s) for s in custom if isinstance(s, str) and s.strip()]
-    if query_bundle.embedding is None and not text.strip() and not custom:
+        custom = [clean_text(s) for s in custom if isinstance(s, str) and not is_blank(s)]
+    if query_bundle.embedding is None and is_blank(query_bundle.query_str) and not custom:
         return None
     return QueryBundle(
         query_str=text,
@@ -296,7 +298,9 @@ def distinct_nodes(nodes: Iterable[NodeWithScore]) -> list[NodeWithScore]:
 def split_blank_nodes(
     nodes: Sequence[BaseNode], metadata_mode: MetadataMode = MetadataMode.EMBED
 ) -> tuple[list[BaseNode], list[str]]:
-    """``(nodes with text, ids of nodes whose text in metadata_mode is empty or whitespace)``.
+    """``(nodes with text, ids of nodes whose text in metadata_mode is blank)``: empty,
+    whitespace, or only invisible characters (zero-width spaces, a BOM): nothing to embed
+    or match (:func:`llama_index_ragtune._invisible.is_blank`).
 
     Example::
 
@@ -304,7 +308,7 @@ def split_blank_nodes(
     """
     kept, blank = [], []
     for node in nodes:
-        if node.get_content(metadata_mode=metadata_mode).strip():
+        if not is_blank(node.get_content(metadata_mode=metadata_mode)):
             kept.append(node)
         else:
             blank.append(node.node_id)
@@ -374,9 +378,10 @@ def check_filter_keys(
     where: str,
     value_kinds: Mapping[str, Collection[str]] | None = None,
 ) -> None:
-    """Raise ``ValueError`` if ``filters`` names a key that no node's metadata has, or (with
-    ``value_kinds``, from :func:`metadata_value_kinds`) compares a key with text where every
-    node holds a number there, or with a number where every node holds text.
+    """Raise ``ValueError`` if ``filters`` compares with NaN, names a key that no node's
+    metadata has, or (with ``value_kinds``, from :func:`metadata_value_kinds`) compares a key
+    with text where every node holds a number there, or with a number where every node holds
+    text.
 
     Such a filter can never match (``is_empty`` excepted), so it would silently return
     nothing (or, negated, everything); the usual causes are a misspelt key and a number
@@ -389,6 +394,17 @@ def check_filter_keys(
     if filters is None:
         return
     leaves = _filter_leaves(filters)
+    for leaf in leaves:
+        values = leaf.value if isinstance(leaf.value, (list, tuple)) else [leaf.value]
+        if leaf.operator in _COMPARING and any(
+            isinstance(v, float) and math.isnan(v) for v in values
+        ):
+            raise ValueError(
+                f"metadata filter {leaf.key!r} {leaf.operator.value} {leaf.value!r} holds NaN, "
+                f"which equals and orders with nothing (on {where} it would match no node, or "
+                "every node when negated): a missing value read as NaN? Filter with the "
+                "is_empty operator for nodes without the key, or pass a number"
+            )
     unknown = sorted(
         {leaf.key for leaf in leaves if leaf.operator != FilterOperator.IS_EMPTY} - set(known_keys)
     )

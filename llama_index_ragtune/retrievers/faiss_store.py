@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -50,9 +49,19 @@ from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryResult
 from llama_index.vector_stores.faiss import FaissVectorStore
 
-from llama_index_ragtune._atomic import atomic_path, atomic_write_text, sha256_file
+from llama_index_ragtune._atomic import atomic_write_text, sha256_file
 from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
+from llama_index_ragtune.retrievers.faiss_persist import (
+    METADATA_SUFFIX,
+    check_metadata_size,
+    header_vector_count,
+    read_faiss_file,
+    read_metadata_bytes,
+    write_faiss_file,
+)
 from llama_index_ragtune.retrievers.filters import FilterMaskCache, filter_key, filterable_metadata
+from llama_index_ragtune.retrievers.persist_errors import read_only_as_persistence_error
+from llama_index_ragtune.retrievers.persist_files import not_a_file
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
     field,
@@ -60,8 +69,6 @@ from llama_index_ragtune.retrievers.persistence import (
 )
 
 __all__ = ["FilterableFaissVectorStore", "read_faiss_file", "write_faiss_file"]
-
-METADATA_SUFFIX = ".metadata.json"
 #: Widest ``efSearch`` a filtered HNSW query is given (see the module docstring).
 MAX_FILTERED_EF_SEARCH = 1024
 
@@ -363,20 +370,27 @@ class FilterableFaissVectorStore(FaissVectorStore):
 
         The metadata file records the SHA-256 of the FAISS file, so a pair of files from
         two different ``persist`` calls (e.g. after a crash between the two writes) is
-        refused by :meth:`from_persist_path`.
+        refused by :meth:`from_persist_path`. Metadata over what a loader reads
+        (:func:`~llama_index_ragtune.retrievers.faiss_persist.metadata_cap`) is refused
+        before anything is written; a folder that cannot be written (read-only) is a
+        ``PersistenceError`` naming it.
         """
         if fs is not None and type(fs).__name__ != "LocalFileSystem":
             raise NotImplementedError("FilterableFaissVectorStore persists to local files only")
         path = Path(persist_path)
-        write_faiss_file(self._faiss_index, path)
-        payload = {
-            "normalize": self.normalize,
-            "metadata": self._masks.metadata,
-            "faiss_sha256": sha256_file(path),
-            "index_type": type(self._faiss_index).__name__,
-            "exhaustive_below": self.exhaustive_below,
-        }
-        atomic_write_text(Path(persist_path + METADATA_SUFFIX), json.dumps(payload, default=str))
+        metadata = self._masks.metadata
+        text = json.dumps({"metadata": metadata}, default=str)
+        check_metadata_size(text, metadata, int(self._faiss_index.ntotal))
+        with read_only_as_persistence_error(path, "FilterableFaissVectorStore.persist"):
+            write_faiss_file(self._faiss_index, path)
+            payload = {
+                "normalize": self.normalize,
+                "metadata": metadata,
+                "faiss_sha256": sha256_file(path),
+                "index_type": type(self._faiss_index).__name__,
+                "exhaustive_below": self.exhaustive_below,
+            }
+            atomic_write_text(Path(f"{path}{METADATA_SUFFIX}"), json.dumps(payload, default=str))
 
     @classmethod
     def from_persist_path(cls, persist_path: str, fs: Any = None) -> FilterableFaissVectorStore:
@@ -387,15 +401,23 @@ class FilterableFaissVectorStore(FaissVectorStore):
     def _load(cls, path: Path, verify: bool) -> FilterableFaissVectorStore:
         fix = "rebuild the index and persist again"
         if not path.is_file():
-            raise PersistenceError(f"{path} (the FAISS index) is missing; {fix}")
+            raise PersistenceError(f"{path} (the FAISS index) is {not_a_file(path)}; {fix}")
         meta_path = Path(f"{path}{METADATA_SUFFIX}")
         if not meta_path.is_file():
+            what = not_a_file(meta_path)
             raise PersistenceError(
-                f"{meta_path} (metadata for filters) is missing beside {path.name}; it was not written by "
-                f"FilterableFaissVectorStore.persist — {fix}"
+                f"{meta_path} (metadata for filters) is {what} beside {path.name}"
+                + (
+                    "; it was not written by FilterableFaissVectorStore.persist"
+                    if what == "missing"
+                    else ""
+                )
+                + f" — {fix}"
             )
+        actual = sha256_file(path) if verify else None
+        raw = read_metadata_bytes(meta_path, header_vector_count(path), fix)
         try:
-            payload = loads_unique_keys(meta_path.read_text(encoding="utf-8"))
+            payload = loads_unique_keys(raw.decode("utf-8"))
         except (ValueError, RecursionError) as exc:
             raise PersistenceError(f"{meta_path} is corrupt ({exc}); {fix}") from exc
         if not isinstance(payload, dict):
@@ -406,7 +428,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
         exhaustive = field(payload, "exhaustive_below", (int,), meta_path, fix, "", 20_000)
         if not all(isinstance(m, dict) for m in metadata):
             raise PersistenceError(f"{meta_path} is corrupt: 'metadata' must list objects; {fix}")
-        if verify and digest is not None and sha256_file(path) != digest:
+        if verify and digest is not None and actual != digest:
             raise PersistenceError(
                 f"{path} does not match the SHA-256 recorded in {meta_path.name}: the two files come "
                 f"from different persist() calls, or the index was edited; {fix}"
@@ -423,38 +445,6 @@ class FilterableFaissVectorStore(FaissVectorStore):
         return cls(
             faiss_index=index, metadata=metadata, normalize=normalize, exhaustive_below=exhaustive
         )
-
-
-def write_faiss_file(index: Any, path: str | os.PathLike) -> None:
-    """Write the FAISS ``index`` to ``path`` atomically, streamed through a Python file.
-
-    ``faiss.write_index`` takes a file name only as a UTF-8 ``str``: a folder named in
-    another encoding (Latin-1 ``caf\\xe9`` on Linux, seen by Python as a surrogate escape)
-    was a bare ``TypeError``. Streaming writes any path the system accepts, without a
-    second copy of the index in memory (``faiss.serialize_index`` would make one).
-
-    Example::
-
-        write_faiss_file(faiss.IndexFlatIP(8), Path("idx/vectors.faiss"))
-    """
-    import faiss
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        faiss.write_index(index, faiss.PyCallbackIOWriter(out.write))
-
-
-def read_faiss_file(path: str | os.PathLike) -> Any:
-    """The FAISS index in the file ``path`` (any path the system accepts; see
-    :func:`write_faiss_file`). A damaged file is FAISS' ``RuntimeError``.
-
-    Example::
-
-        index = read_faiss_file(Path("idx/vectors.faiss"))
-    """
-    import faiss
-
-    with open(path, "rb") as src:
-        return faiss.read_index(faiss.PyCallbackIOReader(src.read))
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

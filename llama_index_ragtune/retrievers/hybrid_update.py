@@ -274,7 +274,7 @@ def change_nodes(
         if blank:
             raise ValueError(
                 f"HybridRetriever.{where}: node(s) {blank[:5]} have empty or whitespace-only text "
-                "(nothing to embed or match); give them text, or delete_nodes them instead"
+                "(or only invisible characters: nothing to embed or match); give them text, or delete_nodes them instead"
             )
         check_new_store_nodes(index.vector_store, add, f"HybridRetriever.{where}")
         embedded = embed_nodes(add, index_embed_model(index), f"HybridRetriever.{where}")

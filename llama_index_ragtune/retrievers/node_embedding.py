@@ -55,13 +55,13 @@ def drop_blank_nodes(nodes: Sequence[BaseNode], where: str) -> list[BaseNode]:
     if blank:
         if not kept:
             raise ValueError(
-                f"{where}: all {len(blank)} nodes have empty or whitespace-only text (e.g. node ids "
-                f"{blank[:5]}); there is nothing to index"
+                f"{where}: all {len(blank)} nodes have empty or whitespace-only text (or only "
+                f"invisible characters; e.g. node ids {blank[:5]}); there is nothing to index"
             )
         shown = ", ".join(repr(i) for i in blank[:20]) + (" ..." if len(blank) > 20 else "")
         logger.warning(
-            "%s: skipping %d node(s) with empty or whitespace-only text (nothing to embed or "
-            "match), on both the dense and the BM25 side: %s",
+            "%s: skipping %d node(s) with empty or whitespace-only text (or only invisible "
+            "characters: nothing to embed or match), on both the dense and the BM25 side: %s",
             where,
             len(blank),
             shown,

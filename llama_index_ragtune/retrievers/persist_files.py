@@ -32,6 +32,8 @@ __all__ = [
     "check_nothing_unrecorded",
     "file_digests",
     "not_a_file",
+    "leads_outside",
+    "refuse_outside_link",
     "refuse_special_files",
     "verify_files",
 ]
@@ -107,6 +109,7 @@ def verify_files(
             )
         path = folder / pure
         try:
+            refuse_outside_link(path, folder, manifest_path, hint)
             _check_file(path, entry, manifest_path, hint)
         except OSError as exc:  # a name too long to look up, an unreadable file
             raise PersistenceError(
@@ -145,6 +148,38 @@ def _unlisted_entries(folder: Path, listed: Collection[str]) -> Iterator[Path]:
             if rel.as_posix() in listed or (name in dirs and rel in parents):
                 continue
             yield path
+
+
+def leads_outside(path: str | os.PathLike, folder: str | os.PathLike) -> str | None:
+    """Where ``path`` really is when a symbolic link (``path`` itself or a folder on the way)
+    takes it outside ``folder``; ``None`` when it stays inside. ``folder`` may itself be
+    reached through links (``idx -> /data/idx``).
+
+    Example::
+
+        leads_outside("idx/storage/docstore.json", "idx")   # '/home/me/other/docstore.json'
+    """
+    real, inside = os.path.realpath(path), os.path.realpath(folder)
+    return None if os.path.commonpath([real, inside]) == inside else real
+
+
+def refuse_outside_link(path: Path, folder: Path, manifest_path: Path, hint: str) -> None:
+    """Refuse, naming it, a file of the index that a symbolic link leads outside ``folder``:
+    ``persist()`` writes no links, and a file read elsewhere can change after it was checked
+    (as bundles refuse a manifest outside their version folder)."""
+    real = leads_outside(path, folder)
+    if real is None:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # a dangling link: the caller names it as what it is
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a pipe or a device: named by its kind
+        raise PersistenceError(
+            f"{path} leads outside the persist directory {folder} (to {real}) through a "
+            f"symbolic link; the files of an index beside {manifest_path.name} are never read "
+            f"elsewhere: copy the folder with the files themselves (`cp -rL`), or {hint}"
+        )
 
 
 def not_a_file(path: Path) -> str:
@@ -198,6 +233,7 @@ def refuse_special_files(folder: str | Path, manifest_path: Path, hint: str = ""
     for root, dirs, files in os.walk(folder):
         for name in sorted([*dirs, *files]):
             path = Path(root, name)
+            refuse_outside_link(path, Path(folder), manifest_path, hint or _DEFAULT_HINT)
             try:
                 mode = os.stat(path).st_mode
             except OSError:

@@ -60,6 +60,7 @@ from llama_index_ragtune.retrievers.external_store import (
     store_kind,
 )
 from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
+from llama_index_ragtune.retrievers.persist_errors import read_only_as_persistence_error
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
     check_json_metadata,
@@ -146,7 +147,10 @@ def persist_hybrid(retriever: Any, folder: Path) -> None:
     dense = _dense_section(retriever)  # an unpersistable store fails before anything is written
     owned = {MANIFEST, STORAGE_DIR, BM25_DIR}
     check_nothing_unrecorded(folder, MANIFEST, "HybridRetriever.persist")
-    with atomic_dir(folder, owned_entries=owned, what="HybridRetriever.persist") as tmp:
+    with (
+        read_only_as_persistence_error(folder, "HybridRetriever.persist"),
+        atomic_dir(folder, owned_entries=owned, what="HybridRetriever.persist") as tmp,
+    ):
         retriever.index.storage_context.persist(persist_dir=str(tmp / STORAGE_DIR))
         write_bm25_files(retriever.sparse_retriever, tmp / BM25_DIR, save_nodes=False)
         embed = retriever.embed_model

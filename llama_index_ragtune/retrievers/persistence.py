@@ -51,6 +51,7 @@ from llama_index_ragtune.retrievers.persist_files import (
     check_nothing_unrecorded,
     file_digests,
     not_a_file,
+    refuse_outside_link,
     refuse_special_files,
     verify_files,
 )
@@ -214,8 +215,9 @@ def read_manifest(
 
     ``version`` is the version this code writes, or all the versions it reads. A folder
     missing because a writer was killed mid-swap is first restored (:func:`recover_dir`).
-    The manifest must be a plain file of at most 16 MiB (a named pipe, a device, a link to
-    ``/dev/zero``, a longer file: named, never read whole).
+    The manifest must be a plain file of at most 16 MiB inside ``folder`` (a named pipe, a
+    device, a link to ``/dev/zero`` or to a file outside, a longer file: named, never read
+    whole).
 
     Example::
 
@@ -246,6 +248,7 @@ def read_manifest(
             f"{path} is missing (the folder holds: {present}); it is not a persisted {fmt} folder — "
             f"pass the directory given to persist(), or {hint}"
         )
+    refuse_outside_link(path, folder, path, hint)
     raw = _read_manifest_bytes(path, hint)
     try:
         payload = loads_unique_keys(raw.decode("utf-8"))
@@ -333,8 +336,27 @@ def field(
     return float(value) if kinds[0] is float and isinstance(value, int) else value
 
 
+def _non_str_key(value: Any, path: str = "") -> str | None:
+    """The first key of ``value`` (dicts inside dicts and lists) that is not a ``str``, shown
+    with the keys leading to it; ``None`` when there is none."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path}[{key!r}]" if path else repr(key)
+            found = _non_str_key(item, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _non_str_key(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 def check_json_metadata(nodes: Any, what: str) -> None:
-    """Raise ``TypeError`` naming the node and key when a node's metadata cannot be saved as JSON.
+    """Raise ``TypeError`` naming the node and key when a node's metadata cannot be saved as JSON,
+    or would come back changed (a key that is not a string: ``1`` is loaded as ``"1"``).
 
     Run before anything is written, so a failed persist leaves the old folder as it was.
 
@@ -343,6 +365,13 @@ def check_json_metadata(nodes: Any, what: str) -> None:
         check_json_metadata(retriever.nodes, "BM25Retriever.persist")
     """
     for node in nodes:
+        where = _non_str_key(node.metadata)
+        if where is not None:
+            raise TypeError(
+                f"{what}: node {node.node_id!r} has the metadata key {where}, which is not a "
+                "string: JSON would save it as a string (1 as '1', True as 'true'), so the "
+                "loaded node would differ; make every metadata key a str"
+            )
         try:
             json.dumps(node.metadata, allow_nan=True)
         except (TypeError, ValueError):
