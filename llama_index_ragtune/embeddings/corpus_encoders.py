@@ -15,13 +15,23 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BlockEncoder", "finish", "is_static_folder", "model_spec"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BlockEncoder",
+    "check_finite_rows",
+    "finish",
+    "is_static_folder",
+    "model_spec",
+    "warn_cut_texts",
+]
 
 
 def is_static_folder(path: str | os.PathLike) -> bool:
@@ -101,6 +111,7 @@ class BlockEncoder:
     def __init__(self, model: Any, normalize: bool = True) -> None:
         self.model = model
         self.normalize = normalize
+        self.warned_cut = False  # said once that texts were cut to the model's window
 
     @classmethod
     def load(cls, spec: tuple[str, Any], normalize: bool = True) -> BlockEncoder:
@@ -131,8 +142,13 @@ class BlockEncoder:
         return None
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Embeddings of ``texts`` in order (document side: the model's document prompt, if any)."""
+        """Embeddings of ``texts`` in order (document side: the model's document prompt, if any).
+
+        No texts: a ``(0, dimension)`` array (models return a bare empty list for them).
+        """
         model = self.model
+        if not len(texts):
+            return np.zeros((0, self.dimension or 0), dtype=np.float32)
         if hasattr(model, "get_text_embedding_batch"):  # LlamaIndex BaseEmbedding
             own = getattr(model, "encode", None)  # OnnxEmbedding / StaticEmbeddingModel: numpy
             out = (
@@ -141,11 +157,77 @@ class BlockEncoder:
                 else model.get_text_embedding_batch(texts, show_progress=False)
             )
         else:
+            if not self.warned_cut:
+                self.warned_cut = warn_cut_texts(model, texts)
             encode = getattr(model, "encode_document", None) or model.encode
             out = encode(
                 texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
             )
         return finish(out, self.normalize)
+
+
+def warn_cut_texts(model: Any, texts: list[str]) -> bool:
+    """Log one warning when texts hold more tokens than a sentence-transformers ``model``
+    reads (``max_seq_length``): they are cut to it, silently, by the model. ``True`` once
+    warned (the caller stops asking). Only texts long enough to pass the limit are tokenised.
+
+    Example::
+
+        warn_cut_texts(SentenceTransformer("runs/encoder/final"), ["a short passage"])  # False
+    """
+    limit, tokenizer = getattr(model, "max_seq_length", None), getattr(model, "tokenizer", None)
+    if not isinstance(limit, int) or limit < 1 or not callable(tokenizer):
+        return False
+    long = [t for t in texts if len(t) + 2 > limit]  # a token covers at least one character
+    if not long:
+        return False
+    try:
+        ids = tokenizer(long, add_special_tokens=True, truncation=False, verbose=False)
+        counts = [len(row) for row in ids["input_ids"]]
+    except Exception:  # noqa: BLE001 - a custom tokenizer: no count, no warning
+        return False
+    cut = [n for n in counts if n > limit]
+    if not cut:
+        return False
+    logger.warning(
+        "%d of the %d texts of this call are longer than the encoder reads (max_seq_length %d; the "
+        "longest has %d tokens): only their first %d tokens are embedded. Chunk the documents "
+        "to fit (a node parser's chunk_size below the window). (Said once per encoder; later "
+        "texts are cut silently.)",
+        len(cut),
+        len(texts),
+        limit,
+        max(cut),
+        limit,
+    )
+    return True
+
+
+def check_finite_rows(vectors: np.ndarray, texts: list[str], first: int, model: Any) -> None:
+    """Refuse vectors with NaN or infinity (a model whose training diverged), naming the
+    corpus items (``first``: the corpus position of ``texts[0]``) and the model.
+
+    Example::
+
+        check_finite_rows(np.array([[np.nan, 0.0]]), ["a passage"], 0, "runs/encoder/final")
+        # ValueError: ... NaN or infinite values for 1 of 1 texts (corpus items 0; ...
+    """
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if bad.size:
+        items = ", ".join(str(first + int(i)) for i in bad[:10])
+        name = (
+            "(the bundled default)"
+            if model is None
+            else model
+            if isinstance(model, str | os.PathLike)
+            else type(model).__name__
+        )
+        raise ValueError(
+            f"the encoder {name} returned NaN or infinite values for {bad.size} of {len(texts)} "
+            f"texts (corpus items {items}; first {texts[int(bad[0])][:60]!r}); nothing was "
+            "written. Its weights hold NaN or infinity (a training run that diverged?): use an "
+            "earlier checkpoint or the starting model"
+        )
 
 
 def finish(vectors: Any, normalize: bool) -> np.ndarray:

@@ -81,6 +81,7 @@ class OnnxEmbedding(BaseEmbedding):
     )
     _encoder: OnnxSessionEncoder = PrivateAttr()
     _fingerprint: str = PrivateAttr()
+    _warned_cut: set = PrivateAttr(default_factory=set)  # "query" / "text": said once each
 
     def __init__(
         self,
@@ -154,10 +155,13 @@ class OnnxEmbedding(BaseEmbedding):
         )
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        """Document embeddings as one float32 array (``text_instruction`` applied)."""
-        return self._encoder.encode(
-            _prefixed(self.text_instruction, texts), _batch_size(batch_size, self.embed_batch_size)
-        )
+        """Document embeddings as one float32 array (``text_instruction`` applied).
+
+        Texts longer than ``max_length`` tokens are cut to it; the first time, one warning
+        says how many were (chunk documents to fit the window).
+        """
+        prefixed = _prefixed(self.text_instruction, texts)
+        return self._run(prefixed, _batch_size(batch_size, self.embed_batch_size), "text")
 
     def encode_queries(self, queries: list[str], batch_size: int | None = None) -> np.ndarray:
         """Query embeddings as one float32 array (``query_instruction`` applied).
@@ -171,9 +175,29 @@ class OnnxEmbedding(BaseEmbedding):
 
             OnnxEmbedding().encode_queries(["apple return policy?", "store hours"]).shape  # (2, 384)
         """
-        return self._encoder.encode(
-            _prefixed(self.query_instruction, queries), _batch_size(batch_size, QUERY_BATCH_SIZE)
+        prefixed = _prefixed(self.query_instruction, queries)
+        return self._run(prefixed, _batch_size(batch_size, QUERY_BATCH_SIZE), "query")
+
+    def _run(self, texts: list[str], batch_size: int, kind: str) -> np.ndarray:
+        """Encode; warn once per kind about texts cut to ``max_length``; refuse NaN output."""
+        cut: list[tuple[int, int]] = []
+        vectors = self._encoder.encode(
+            texts, batch_size, cut=None if kind in self._warned_cut else cut
         )
+        if cut:
+            self._warned_cut.add(kind)
+            _warn_cut(kind, cut, len(texts), self.max_length, self.model_name)
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if bad.size:
+            raise ValueError(
+                f"OnnxEmbedding: the model {self.model_name!r} returned NaN or infinite values "
+                f"for {bad.size} of {len(texts)} {'queries' if kind == 'query' else 'texts'} "
+                "(positions "
+                f"{', '.join(map(str, bad[:10].tolist()))}; first {texts[int(bad[0])][:60]!r}); "
+                "nothing was returned. Its weights hold NaN or infinity (a training run that "
+                "diverged?): use an earlier checkpoint or the starting model"
+            )
+        return vectors
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self.encode_queries([query])[0].tolist()
@@ -192,6 +216,35 @@ class OnnxEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+def _warn_cut(kind: str, cut: list[tuple[int, int]], total: int, limit: int, name: str) -> None:
+    """Say once that texts were cut to the encoder's window: how many tokens, the limit."""
+    longest = max(tokens for _, tokens in cut)
+    if kind == "query":
+        logger.warning(
+            "OnnxEmbedding: a query of %d tokens is longer than the encoder %r reads "
+            "(max_seq_length %d): its last %d tokens were dropped, so it is searched by its "
+            "start only. Shorten long queries, or use a model with a longer max_seq_length. "
+            "(Said once per embedding model; later queries are cut silently.)",
+            longest,
+            name,
+            limit,
+            longest - limit,
+        )
+        return
+    logger.warning(
+        "OnnxEmbedding: %d of the %d texts of this call are longer than the encoder %r reads "
+        "(max_seq_length %d; the longest has %d tokens): only their first %d tokens are "
+        "embedded. Chunk the documents to fit (a node parser's chunk_size below the window). "
+        "(Said once per embedding model; later texts are cut silently.)",
+        len(cut),
+        total,
+        name,
+        limit,
+        longest,
+        limit,
+    )
 
 
 def _open(exported: Any, quantize: bool, threads: int) -> OnnxSessionEncoder:

@@ -40,7 +40,7 @@ from llama_index_ragtune.embeddings.onnx_session import (
     OnnxSessionEncoder,
     require_onnx,
 )
-from llama_index_ragtune.embeddings.store import make_folder
+from llama_index_ragtune.embeddings.store import make_folder, path_kind
 from llama_index_ragtune.models import cache_dir as default_cache_dir
 from llama_index_ragtune.models import resolve_model
 
@@ -89,6 +89,7 @@ def export_sentence_transformer(
     """Export ``model`` (``None`` = bundled MiniLM, a folder, or a hub id) once; return the cached export."""
     require_onnx()
     name_or_path = resolve_model(model, kind="encoder")
+    _check_source_folder(name_or_path)
     fingerprint = model_fingerprint(name_or_path)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
     key = _export_key(fingerprint)
@@ -97,6 +98,12 @@ def export_sentence_transformer(
         or "model"
     )
     target = root / f"{slug}-{key}"
+    kind = path_kind(target)
+    if kind not in (None, "a folder"):  # found before the export, not by the final rename
+        raise NotADirectoryError(
+            f"the ONNX export folder {target} is {kind}, not a folder; remove it or pass "
+            "another cache_dir"
+        )
     if not force and target.is_dir():
         config = _read_export(target)
         if config is not None:
@@ -109,7 +116,9 @@ def export_sentence_transformer(
         config = _export(name_or_path, tmp)
         config["fingerprint"] = fingerprint
         (tmp / "export.json").write_text(json.dumps(config, indent=2))
-        if force and target.exists():
+        if force and target.is_symlink():  # a link to an export elsewhere: replace the link
+            target.unlink()
+        elif force and target.exists():
             shutil.rmtree(target, ignore_errors=True)
         try:
             os.rename(tmp, target)
@@ -120,6 +129,22 @@ def export_sentence_transformer(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return ExportedEncoder(target, json.loads((target / "export.json").read_text()))
+
+
+def _check_source_folder(name_or_path: str) -> None:
+    """Refuse a local folder without a PyTorch model to export (an ONNX-only folder, such as
+    an export itself or another tool's, or a tokenizer alone), naming what it holds (was
+    transformers' "Should have a `model_type` key in its config.json")."""
+    folder = Path(name_or_path)
+    if not folder.is_dir() or any((folder / n).is_file() for n in ("config.json", "modules.json")):
+        return
+    graphs = sorted(p.name for p in folder.glob("*.onnx"))
+    what = f"an ONNX graph ({', '.join(graphs[:3])})" if graphs else "no config.json"
+    raise ValueError(
+        f"{folder} holds {what} but no sentence-transformers model (config.json, "
+        "modules.json): OnnxEmbedding exports the graph itself from the model's folder or hub "
+        "id and caches it; pass the folder the model was saved to"
+    )
 
 
 _CONFIG_KEYS = ("source", "input_names", "max_seq_length", "pad_token_id", "fingerprint")
@@ -135,6 +160,9 @@ def _read_export(folder: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(config, dict) or any(key not in config for key in _CONFIG_KEYS):
         return None
+    checked = config.get("verified_min_cosine", 1.0)
+    if not isinstance(checked, int | float) or not checked >= 0.9999:  # NaN: an older release
+        return None  # accepted a model with NaN weights; export (and so check) it again
     return config
 
 
@@ -226,11 +254,17 @@ def _export(name_or_path: str, out: Path) -> dict[str, Any]:
                 f"{name_or_path}: exported tokenizer disagrees with the model's tokenizer on {text[:40]!r}"
             )
     reference = st.encode(texts, convert_to_numpy=True, normalize_embeddings=False)
+    if not np.isfinite(reference).all():
+        raise ValueError(
+            f"{name_or_path}: the model returns NaN or infinite vectors (its weights hold NaN "
+            "or infinity: a training run that diverged?); it was not exported. Use an earlier "
+            "checkpoint or the starting model"
+        )
     exported = encoder.encode(texts)
     cosine = (exported * reference).sum(1) / (
         np.linalg.norm(exported, axis=1) * np.linalg.norm(reference, axis=1)
     )
-    if float(cosine.min()) < 0.9999:
+    if not float(cosine.min()) >= 0.9999:  # NaN fails too
         raise RuntimeError(
             f"{name_or_path}: the ONNX export does not reproduce PyTorch (min cosine {cosine.min():.6f}); "
             "please report this model; use HuggingFaceEmbedding meanwhile"

@@ -68,6 +68,7 @@ class OnnxSessionEncoder:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length)
+        self._counter: Any = None  # the same tokenizer without truncation, made when needed
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(num_threads or available_cores())
         options.inter_op_num_threads = 1
@@ -91,6 +92,17 @@ class OnnxSessionEncoder:
             else [self.tokenizer.encode(texts[0])]
         )
 
+    def token_count(self, text: str) -> int:
+        """Tokens of ``text`` (special tokens included) before truncation to ``max_length``."""
+        if self._counter is None:
+            from tokenizers import Tokenizer
+
+            counter = Tokenizer.from_str(self.tokenizer.to_str())
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
+        return len(self._counter.encode(text).ids)
+
     def _run(self, encodings: list[Any]) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
         batch = len(encodings)
@@ -107,11 +119,22 @@ class OnnxSessionEncoder:
         feeds = {name: arrays[name] for name in self.input_names}
         return self.session.run(None, feeds)[0]
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Embeddings of ``texts`` (float32, shape ``(len(texts), dim)``), in input order."""
+    def encode(
+        self, texts: list[str], batch_size: int = 32, cut: list[tuple[int, int]] | None = None
+    ) -> np.ndarray:
+        """Embeddings of ``texts`` (float32, shape ``(len(texts), dim)``), in input order.
+
+        Texts longer than ``max_length`` tokens are cut to it (as sentence-transformers
+        does); when ``cut`` is a list, ``(position, tokens before the cut)`` of each such
+        text is appended to it, so the caller can say so.
+        """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         encodings = self.tokenize(list(texts))
+        if cut is not None:
+            cut.extend(
+                (i, self.token_count(texts[i])) for i, e in enumerate(encodings) if e.overflowing
+            )
         if len(encodings) == 1:
             return np.asarray(self._run(encodings), dtype=np.float32)
         order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))

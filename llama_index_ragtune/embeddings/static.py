@@ -34,6 +34,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,13 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks.base import CallbackManager
 
-__all__ = ["StaticEmbeddingModel", "load_static_weights"]
+from llama_index_ragtune.embeddings.store import check_texts
+
+__all__ = ["StaticEmbeddingModel", "check_static_weights", "load_static_weights"]
 
 _ST_STATIC = "StaticEmbedding"
 _ST_NORMALIZE = "Normalize"
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _fold_model2vec(tensors: dict[str, np.ndarray]) -> np.ndarray:
@@ -123,7 +127,51 @@ def load_static_weights(path: str | os.PathLike) -> tuple[np.ndarray, Path, bool
             f"{weights_file} has no 'embedding.weight' or 'embeddings' tensor "
             f"(found: {', '.join(sorted(tensors)) or 'none'})"
         )
+    check_static_weights(weights, weights_file, tokenizer_file)
     return weights, tokenizer_file, normalize
+
+
+def check_static_weights(weights: np.ndarray, weights_file: Path, tokenizer_file: Path) -> None:
+    """Refuse token vectors no text can be embedded with, naming ``weights_file``: not a
+    (tokens, dimension) table, none at all, fewer rows than the tokenizer has ids (a text
+    with a later token read past the table), NaN or infinity (a diverged distillation:
+    such texts embed to NaN), or every vector zero (every text embeds to the zero vector).
+
+    Example::
+
+        check_static_weights(np.zeros((0, 8)), Path("m/model.safetensors"), tokenizer_file)
+        # ValueError: m/model.safetensors holds no token vectors ...
+    """
+    fix = "distil the model again (distill_static_embedding) or pass another static model folder"
+    if weights.ndim != 2 or 0 in weights.shape:
+        what = "no token vectors" if weights.size == 0 else f"a table of shape {weights.shape}"
+        raise ValueError(
+            f"{weights_file} holds {what}, not one vector per token (shape: tokens x "
+            f"dimension); {fix}"
+        )
+    from tokenizers import Tokenizer
+
+    try:
+        ids = Tokenizer.from_file(str(tokenizer_file)).get_vocab_size(with_added_tokens=True)
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception
+        raise ValueError(f"{tokenizer_file} cannot be read as a tokenizer ({exc}); {fix}") from exc
+    if ids > weights.shape[0]:
+        raise ValueError(
+            f"{weights_file} holds {weights.shape[0]} token vectors, but {tokenizer_file} has "
+            f"{ids} token ids: texts with the later tokens cannot be embedded; {fix}"
+        )
+    bad = np.flatnonzero(~np.isfinite(weights).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{weights_file} holds NaN or infinite values in {bad.size} of {weights.shape[0]} "
+            f"token vectors (token ids {', '.join(map(str, bad[:10].tolist()))}): texts with "
+            f"those tokens would embed to NaN (a distillation that diverged?); {fix}"
+        )
+    if not weights.any():
+        raise ValueError(
+            f"{weights_file}: every one of its {weights.shape[0]} token vectors is zero, so "
+            f"every text would embed to the zero vector; {fix}"
+        )
 
 
 class StaticEmbeddingModel(BaseEmbedding):
@@ -198,12 +246,23 @@ class StaticEmbeddingModel(BaseEmbedding):
         """Embeddings of ``texts`` as one float32 array ``(len(texts), dimension)``, in order.
 
         A text without any known token gets the zero vector (as in sentence-transformers).
+        ``texts`` must be a list of ``str`` (``TypeError`` naming the position otherwise); a
+        lone surrogate, which the tokenizer cannot take, is read as U+FFFD.
         """
-        texts = list(texts)
+        check_texts(texts)
+        texts = [_encodable(t) for t in texts]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         step = max(1, int(batch_size or self.embed_batch_size))
         for start in range(0, len(texts), step):
             out[start : start + step] = self._pool(texts[start : start + step])
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        if bad.size:  # finite token vectors whose sum overflows float32
+            raise ValueError(
+                f"StaticEmbeddingModel {self.model_dir}: the vectors of {bad.size} of "
+                f"{len(texts)} texts overflow to infinity or NaN (positions "
+                f"{', '.join(map(str, bad[:10].tolist()))}): the token vectors are too large; "
+                "distil the model again"
+            )
         return out
 
     def encode_queries(self, queries: list[str], batch_size: int | None = None) -> np.ndarray:
@@ -236,6 +295,18 @@ class StaticEmbeddingModel(BaseEmbedding):
             pooled /= np.maximum(norms, 1e-12)  # torch.nn.functional.normalize's eps
         return pooled
 
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        check_texts(texts)  # a bare string was embedded letter by letter
+        return super().get_text_embedding_batch(texts, show_progress=show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        check_texts(texts)
+        return await super().aget_text_embedding_batch(texts, show_progress=show_progress, **kwargs)
+
     def _get_query_embedding(self, query: str) -> Embedding:
         return self.encode([query])[0].tolist()
 
@@ -253,6 +324,15 @@ class StaticEmbeddingModel(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+def _encodable(text: str) -> str:
+    """``text`` with lone surrogates (from bad decoding) replaced by U+FFFD; else as it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
 
 
 def _fingerprint(tokenizer_file: Path, weights: np.ndarray) -> str:

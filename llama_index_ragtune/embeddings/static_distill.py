@@ -27,7 +27,7 @@ import importlib.util
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,8 +171,10 @@ def distill_static_embedding(
             f"{target} exists and is not a static model written by distill_static_embedding; "
             "choose another output_dir or remove it"
         )
+    words = _check_vocabulary(vocabulary)
     encoder, source = _load(model)
     auto_model, tokenizer = _check_pipeline(encoder)
+    _check_finite_weights(encoder, source)
     hidden = int(encoder.get_embedding_dimension() or auto_model.config.hidden_size)
     if pca_dims is not None and not 1 <= int(pca_dims) <= hidden:
         raise ValueError(
@@ -181,10 +183,8 @@ def distill_static_embedding(
     if sif_coefficient is not None and not 0 < sif_coefficient < 1:
         raise ValueError(f"sif_coefficient must be in (0, 1) or None, got {sif_coefficient}")
     token_pooling = _pooling_of(encoder, pooling)
-    if isinstance(vocabulary, str):
-        raise TypeError("vocabulary must be a list of words, not one string")
     known = tokenizer.get_vocab()  # words that are already one token need no vector of their own
-    words = [w for w in dict.fromkeys(vocabulary or []) if w.strip() and w not in known]
+    words = [w for w in words if w not in known]
     start = time.perf_counter()
     static = distill_from_model(
         model=auto_model,
@@ -203,6 +203,13 @@ def distill_static_embedding(
         weights = weights[np.asarray(static.token_mapping, dtype=np.int64)]
     if getattr(static, "weights", None) is not None:
         weights = weights * np.asarray(static.weights, dtype=np.float32)[:, None]
+    bad = np.flatnonzero(~np.isfinite(weights).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"distilling {source} gave NaN or infinite vectors for {bad.size} of "
+            f"{weights.shape[0]} tokens; nothing was written to {target}. Use an earlier "
+            "checkpoint of the encoder"
+        )
     module = StaticEmbedding(static.tokenizer, embedding_weights=np.ascontiguousarray(weights))
     st_model = load_model(SentenceTransformer, modules=[module, Normalize()], device="cpu")
     with atomic_dir(target, what="distill_static_embedding") as tmp:
@@ -230,6 +237,38 @@ def distill_static_embedding(
             },
         )
     return target
+
+
+def _check_vocabulary(vocabulary: Any) -> list[str]:
+    """The distinct, non-blank extra words; anything but words (``str``) is a ``TypeError``."""
+    if vocabulary is None:
+        return []
+    if isinstance(vocabulary, str | bytes) or not isinstance(vocabulary, Iterable):
+        raise TypeError(
+            f"vocabulary must be a list of words, got {type(vocabulary).__name__}"
+            + (" (one string)" if isinstance(vocabulary, str) else "")
+        )
+    vocabulary = list(vocabulary)
+    for i, word in enumerate(vocabulary):
+        if not isinstance(word, str):
+            raise TypeError(
+                f"vocabulary item {i} is {type(word).__name__}, not str: {word!r}; pass words"
+            )
+    return [w for w in dict.fromkeys(vocabulary) if w.strip()]
+
+
+def _check_finite_weights(encoder: Any, source: str) -> None:
+    """Refuse an encoder with NaN or infinite weights (a diverged run) before distilling."""
+    import torch
+
+    with torch.no_grad():
+        bad = [n for n, t in encoder.named_parameters() if not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(
+            f"the encoder {source} has NaN or infinite weights in {len(bad)} tensors "
+            f"({', '.join(bad[:5])}): a training run that diverged? Nothing was distilled; "
+            "use an earlier checkpoint or the starting model"
+        )
 
 
 def _portable(source: str) -> str:

@@ -36,9 +36,18 @@ from typing import Any
 
 import numpy as np
 
+from llama_index_ragtune._atomic_reads import path_kind
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["CacheSchemaError", "EmbeddingStore", "check_texts", "make_folder", "open_store"]
+__all__ = [
+    "CacheSchemaError",
+    "EmbeddingStore",
+    "check_texts",
+    "make_folder",
+    "open_store",
+    "path_kind",
+]
 
 _SCHEMA_VERSION = 1
 _UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -81,11 +90,7 @@ class EmbeddingStore:
                 raise
             self._conn = self._read_only(exc)  # a read-only or another user's folder
             return
-        if self.path.exists() and not self.path.is_file():
-            raise IsADirectoryError(
-                f"the embedding cache file {self.path} is a folder (or another non-file); "
-                "remove it or pass another cache_dir"
-            )
+        _check_cache_file(self.path)
         self._conn = self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -378,9 +383,27 @@ def make_folder(folder: Path, what: str) -> None:
             folder,
         )
         raise NotADirectoryError(
-            f"{what} {folder} cannot be created: {blocker} is a file, not a folder; pass another "
-            "cache_dir or move that file"
+            f"{what} {folder} cannot be created: {blocker} is {path_kind(blocker) or 'a file'}, "
+            "not a folder; pass another cache_dir or move that file"
         ) from exc
+
+
+def _check_cache_file(path: Path) -> None:
+    """Refuse anything but a plain file (or nothing) at the cache file's name, naming what is
+    there: a folder (``IsADirectoryError``), a device, FIFO or socket, a broken or looping
+    link (``ValueError``; SQLite would block on a FIFO, or fail as "unable to open", which
+    read as an unwritable folder)."""
+    kind = path_kind(path)
+    if kind in (None, "a file"):
+        return
+    if kind == "a folder":
+        raise IsADirectoryError(
+            f"the embedding cache file {path} is a folder; remove it or pass another cache_dir"
+        )
+    raise ValueError(
+        f"the embedding cache file {path} is {kind}, not a file; remove it or pass another "
+        "cache_dir"
+    )
 
 
 def _is_unwritable(exc: sqlite3.DatabaseError) -> bool:
