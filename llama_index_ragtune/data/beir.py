@@ -37,6 +37,7 @@ from llama_index_ragtune.data.beir_files import (
     read_queries,
 )
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.paths import check_file, check_folder, path_kind
 
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
@@ -209,18 +210,15 @@ def check_beir_folder(
 
     Raises:
         FileNotFoundError: the folder, corpus.jsonl, queries.jsonl or qrels/ is missing.
-        NotADirectoryError: ``path`` is a file.
-        DataError: a split has no qrels file (the message lists the splits there are).
+        NotADirectoryError: ``path`` is a file (or a named pipe, a device, a socket).
+        DataError: a split has no qrels file (the message lists the splits there are); a
+            file of the layout is a named pipe, a device or a socket (named, never opened).
 
     Example::
 
         check_beir_folder("../shared/data/scifact", ["train", "test"])
     """
-    root = Path(path).expanduser()
-    if root.is_file():
-        raise NotADirectoryError(f"{root} is a file, not a BEIR folder ({EXPECTED_LAYOUT})")
-    if not root.is_dir():
-        raise FileNotFoundError(f"BEIR folder not found: {root} ({EXPECTED_LAYOUT})")
+    root = check_folder(Path(path).expanduser(), "BEIR folder", EXPECTED_LAYOUT)
     corpus_file = find_file(root, "corpus.jsonl")
     queries_file = find_file(root, "queries.jsonl")
     return corpus_file, queries_file, [_find_qrels(root, split) for split in splits]
@@ -248,16 +246,28 @@ def available_splits(path: str | Path) -> list[str]:
 
 
 def find_file(root: Path, name: str) -> Path:
-    """``root/name``, else ``root/name.gz``; ``FileNotFoundError`` naming the layout otherwise.
+    """``root/name``, else ``root/name.gz``; ``FileNotFoundError`` naming the layout when
+    neither is there; a folder, a named pipe, a device, a socket or a broken link in their
+    place is an error naming what it is (never opened).
 
     Example::
 
         find_file(Path("../shared/data/scifact"), "corpus.jsonl")
     """
-    for candidate in (root / name, root / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"missing {name} (or {name}.gz) in {root} ({EXPECTED_LAYOUT})")
+    found = _first_file(root / name, root / f"{name}.gz")
+    if found is None:
+        raise FileNotFoundError(f"missing {name} (or {name}.gz) in {root} ({EXPECTED_LAYOUT})")
+    return found
+
+
+def _first_file(*candidates: Path) -> Path | None:
+    """The first of ``candidates`` that is there: a plain file is returned; anything else
+    there (a folder, a named pipe, a device, a socket, a broken link) is an error naming
+    what it is, never opened (``paths.check_file``); None when none is there."""
+    for candidate in candidates:
+        if path_kind(candidate) is not None:
+            return check_file(candidate, f"{candidate.name} of the BEIR layout", BeirFormatError)
+    return None
 
 
 def _find_qrels(root: Path, split: str) -> Path:
@@ -275,9 +285,11 @@ def _find_qrels(root: Path, split: str) -> Path:
             hint=f"pass the name of a file in {root / 'qrels'} without .tsv; "
             f"available splits: {listed}",
         )
-    for candidate in (root / "qrels" / f"{split}.tsv", root / "qrels" / f"{split}.tsv.gz"):
-        if candidate.is_file():
-            return candidate
+    found = _first_file(root / "qrels" / f"{split}.tsv", root / "qrels" / f"{split}.tsv.gz")
+    if found is not None:
+        return found
+    if path_kind(root / "qrels") not in (None, "a folder"):
+        check_folder(root / "qrels", "qrels folder", EXPECTED_LAYOUT)
     if not splits:
         raise FileNotFoundError(
             f"missing qrels folder with <split>.tsv files in {root} ({EXPECTED_LAYOUT})"

@@ -54,6 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.qa import QAExample
 from llama_index_ragtune.data.records import match_text
 from llama_index_ragtune.grounding import (
@@ -86,15 +87,21 @@ def format_target(
             raise ValueError(
                 f"example {example.qid}: unknown label {example.label!r} (expected {list(LABEL_WORDS)})."
             )
-    elif example.answers:
-        answer = example.answers[0].strip()
+    elif _answers(example):
+        answer = _answers(example)[0].strip()
     else:
         raise ValueError(
-            f"example {example.qid} is answerable but has no answers; mark it answerable=False."
+            f"example {example.qid} is answerable but has no answer text (answers: "
+            f"{example.answers!r}); give the answer, or mark it answerable=False."
         )
     if max_quote_chars <= 0 or not example.evidence:
         return f"{answer} {cite(gold_numbers)}"
     return f'{answer} {cite(gold_numbers)}: "{_clip(example.evidence[0], max_quote_chars)}"'
+
+
+def _answers(example: QAExample) -> list[str]:
+    """The reference answers with some visible text (a blank one is in every source)."""
+    return [a for a in example.answers if match_text(a)]
 
 
 def _clip(text: str, max_chars: int) -> str:
@@ -194,8 +201,20 @@ class GroundedSFTBuilder:
         seed: int = 0,
         max_quote_chars: int = 150,
     ) -> None:
-        if top_k < 1:
-            raise ValueError(f"GroundedSFTBuilder: top_k must be >= 1, got {top_k}.")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(
+                f"GroundedSFTBuilder: top_k must be a whole number >= 1, got {top_k!r}."
+            )
+        if max_context_chars is not None and (
+            isinstance(max_context_chars, bool)
+            or not isinstance(max_context_chars, int)
+            or max_context_chars < 1
+        ):
+            raise ValueError(
+                "GroundedSFTBuilder: max_context_chars must be None (whole sources) or a whole "
+                f"number >= 1, got {max_context_chars!r} (0 showed ' ...' for every source, a "
+                "negative number cut that many characters off the end)."
+            )
         if not 0.0 <= p_no_gold <= 1.0:
             raise ValueError(f"GroundedSFTBuilder: p_no_gold must be in [0, 1], got {p_no_gold}.")
         self.retriever = retriever
@@ -258,6 +277,16 @@ class GroundedSFTBuilder:
             drop_gold: remove the gold passages; None draws it with ``p_no_gold``
                 when ``force_gold`` (never otherwise).
         """
+        if is_blank(example.question):
+            raise ValueError(
+                f"question {example.qid!r} is empty (or only invisible characters): there is "
+                "nothing to answer; write the question or leave the example out."
+            )
+        if example.answerable and example.label is None and not _answers(example):
+            raise ValueError(
+                f"question {example.qid!r} is answerable but has no answer text (answers: "
+                f"{example.answers!r}); give the answer, or mark it answerable=False."
+            )
         rng = random.Random(f"{self.seed}:{example.qid}")
         if retrieved is None:
             retrieved = self.retrieve_ids(example.question)
@@ -364,4 +393,4 @@ def _visible(example: QAExample, doc_id: str, text: str) -> bool:
     if example.label is not None or getattr(example, "match_evidence", False):
         quotes = [match_text(e)[:60] for e in example.evidence]
         return not quotes or any(q in low for q in quotes)
-    return any(match_text(a) in low for a in example.answers)
+    return any(match_text(a) in low for a in _answers(example))

@@ -34,6 +34,7 @@ from shlex import quote
 from typing import Any
 
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.paths import open_plain
 from llama_index_ragtune.data.reading import (
     GZIP_MAGIC,
     MAX_LINE_BYTES,
@@ -216,7 +217,7 @@ def _decode_error(text: str) -> json.JSONDecodeError | None:
 
 def _no_final_newline(path: Path) -> bool:
     """Whether the (uncompressed) file's last byte is not a line end."""
-    with open(path, "rb") as handle:
+    with open_plain(path) as handle:
         if handle.read(2) == GZIP_MAGIC:
             return False  # a cut gzip stream is reported by the reader itself
         handle.seek(0, 2)

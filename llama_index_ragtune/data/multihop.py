@@ -356,6 +356,7 @@ def build_squad_multihop(
             "sentence after a sentence naming what the question asks about); pass SQuAD-style "
             "answerable questions with their paragraphs."
         )
+    _refuse_id_clashes([example.qid for example, _, _ in chosen], texts)
     if max_examples is not None and len(chosen) > max_examples:
         chosen = random.Random(seed).sample(chosen, max_examples)
     out_texts = dict(texts)
@@ -363,7 +364,7 @@ def build_squad_multihop(
     distractors: dict[str, list[str]] = {}
     for example, paragraph_id, bridge in chosen:
         bridge_id, answer_id = example.qid + BRIDGE_SUFFIX, example.qid + ANSWER_SUFFIX
-        answers = [a.lower() for a in example.answers]
+        answers = [a.lower() for a in example.answers if a.strip()]  # "" is in every text
         picked = []
         for hit in retriever.retrieve(example.question):
             doc = hit.node.ref_doc_id or hit.node.node_id
@@ -392,3 +393,24 @@ def build_squad_multihop(
             )
         )
     return MultiHopSet(out_examples, out_texts, distractors)
+
+
+def _refuse_id_clashes(qids: list[str], texts: Mapping[str, str]) -> None:
+    """A ``ValueError`` when a question id is used twice, or a half's id (``<qid>#bridge``,
+    ``<qid>#answer``) is already a document id (a set built from an earlier set's halves):
+    the halves would replace a document's text, or another question's halves."""
+    seen: set[str] = set()
+    for qid in qids:
+        if qid in seen:
+            raise ValueError(
+                f"build_squad_multihop: question id {qid!r} is used by two questions; their "
+                "halves would share ids: give every question its own id."
+            )
+        seen.add(qid)
+        taken = [i for i in (qid + BRIDGE_SUFFIX, qid + ANSWER_SUFFIX) if i in texts]
+        if taken:
+            raise ValueError(
+                f"build_squad_multihop: question {qid!r} would split its paragraph into "
+                f"{taken[0]!r}, which is already a document id (documents made by an earlier "
+                "build_squad_multihop?); pass the original paragraphs, or rename the document."
+            )

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.data.grounded import LABEL_WORDS, GroundedContext
 from llama_index_ragtune.data.qa import split_sentences, text_blocks
+from llama_index_ragtune.data.synthetic_parsing import answer_text
 from llama_index_ragtune.evaluation.rewards import grounded_reward
 from llama_index_ragtune.grounding import (
     DEFAULT_REFUSAL,
@@ -81,14 +83,17 @@ class PreferenceBuilder:
         pairs_per_context: int = 1,
         seed: int = 0,
     ) -> None:
+        if isinstance(strategies, str):
+            strategies = (strategies,)  # one strategy, not its letters
         unknown = [s for s in strategies if s not in STRATEGIES]
         if unknown or not strategies:
             raise ValueError(
                 f"PreferenceBuilder: unknown strategies {unknown}; choose from {STRATEGIES}."
             )
-        if pairs_per_context < 1:
+        if not _whole(pairs_per_context, 1):
             raise ValueError(
-                f"PreferenceBuilder: pairs_per_context must be >= 1, got {pairs_per_context}."
+                "PreferenceBuilder: pairs_per_context must be a whole number >= 1, got "
+                f"{pairs_per_context!r}."
             )
         self.refusal = check_refusal(refusal)
         self.system_prompt = system_prompt
@@ -196,9 +201,14 @@ class PreferenceBuilder:
         """
         from tqdm.auto import tqdm
 
-        if num_samples < 2:
+        if not _whole(num_samples, 2):
             raise ValueError(
-                f"from_model_failures: num_samples must be >= 2 to form a pair, got {num_samples}."
+                "from_model_failures: num_samples must be a whole number >= 2 to form a pair, "
+                f"got {num_samples!r}."
+            )
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
+            raise ValueError(
+                f"from_model_failures: temperature must be a finite number > 0, got {temperature!r}."
             )
         if temperature <= 0:
             raise ValueError(
@@ -219,6 +229,13 @@ class PreferenceBuilder:
         answers = _sample(
             llm, conversations, temperature, max_new_tokens, batch_size, show_progress
         )
+        if len(answers) != len(conversations):
+            raise ValueError(
+                f"from_model_failures: the LLM {type(llm).__name__} gave {len(answers)} answers "
+                f"for {len(conversations)} prompts ({len(contexts)} contexts x {num_samples} "
+                "samples); every prompt needs its answer, or the answers of one question would "
+                "be paired under another's prompt."
+            )
         rows: list[dict[str, Any]] = []
         for i, context in enumerate(
             tqdm(contexts, desc="Pairing samples", disable=not show_progress)
@@ -247,6 +264,10 @@ class PreferenceBuilder:
         if not rows:
             return datasets.Dataset.from_dict({k: [] for k in _COLUMNS})
         return _to_dataset(rows)
+
+
+def _whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _recite(text: str, citation: str) -> str:
@@ -289,14 +310,15 @@ def _sample(
             temperature=temperature,
             top_p=0.95,
         )
-        return [r.message.content or "" for r in responses]
+        return [answer_text(r) for r in responses]
     from llama_index.core.base.llms.types import ChatMessage
 
     return [
-        llm.chat(
-            [ChatMessage(role=m["role"], content=m["content"]) for m in conv],
-            temperature=temperature,
-        ).message.content
-        or ""
+        answer_text(
+            llm.chat(
+                [ChatMessage(role=m["role"], content=m["content"]) for m in conv],
+                temperature=temperature,
+            )
+        )
         for conv in conversations
     ]

@@ -44,8 +44,48 @@ class QAExample:
     evidence: list[str] = field(default_factory=list)
     label: str | None = None
 
+    def __post_init__(self) -> None:
+        """Ids as text (``1`` is ``"1"``, as ``RetrievalDataset`` reads them); a bare string
+        of answers, evidence or gold ids is one item (it was read letter by letter: the
+        target ``P [1]`` for ``answers="Paris"``); other types are a ``TypeError``."""
+        self.qid = _id_text(self.qid, "qid", self.qid)
+        self.gold_doc_ids = [
+            _id_text(d, "gold_doc_ids", self.qid) for d in _items(self, "gold_doc_ids")
+        ]
+        for name in ("answers", "evidence"):
+            values = _items(self, name)
+            bad = next((v for v in values if not isinstance(v, str)), None)
+            if bad is not None:
+                raise TypeError(
+                    f"QAExample {self.qid!r}: {name} must be strings, got "
+                    f"{type(bad).__name__} {bad!r}"
+                )
+            setattr(self, name, values)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _id_text(value: object, name: str, qid: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(
+        f"QAExample {qid!r}: {name} must hold ids (strings or integers), got "
+        f"{type(value).__name__} {value!r}"
+    )
+
+
+def _items(example: QAExample, name: str) -> list:
+    value = getattr(example, name)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise TypeError(
+        f"QAExample {example.qid!r}: {name} must be a list, got {type(value).__name__} {value!r}"
+    )
 
 
 # ------------------------------------------- shared by the QAExample loaders

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from llama_index_ragtune.data.errors import DataError
+from llama_index_ragtune.data.paths import open_plain
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_LINE_BYTES = 16 * 2**20
@@ -69,22 +70,41 @@ _SURROGATE_HINT = (
 )
 
 
+class _OwnedGzip(gzip.GzipFile):
+    """A gzip stream that closes the file it reads when it is closed."""
+
+    def close(self) -> None:
+        raw = self.fileobj
+        try:
+            super().close()
+        finally:
+            if raw is not None:
+                raw.close()
+
+
 def _open(path: Path, error: type[DataError]) -> IO[bytes]:
-    """The file as a binary stream, decompressed when its content is gzip."""
-    with open(path, "rb") as handle:
+    """The plain file as a binary stream, decompressed when its content is gzip; a named
+    pipe, a device or a socket is ``error`` (``paths.open_plain``: opened once, never
+    waited on)."""
+    handle = open_plain(path, error)
+    try:
         head = handle.read(4)
-    for bom, name in _UTF16_32_BOMS:
-        if head.startswith(bom):
-            raise error(f"the file is {name}-encoded, not UTF-8", path=path, hint=_REENCODE)
-    if head[:2] == GZIP_MAGIC:
-        return gzip.open(path, "rb")
-    if path.suffix == ".gz":
-        raise error(
-            "the name ends in .gz but the file is not gzip-compressed",
-            path=path,
-            hint="compress it with gzip or drop the .gz suffix",
-        )
-    return open(path, "rb")  # noqa: SIM115 - closed by the caller
+        for bom, name in _UTF16_32_BOMS:
+            if head.startswith(bom):
+                raise error(f"the file is {name}-encoded, not UTF-8", path=path, hint=_REENCODE)
+        handle.seek(0)
+        if head[:2] == GZIP_MAGIC:
+            return _OwnedGzip(fileobj=handle, mode="rb")
+        if path.suffix == ".gz":
+            raise error(
+                "the name ends in .gz but the file is not gzip-compressed",
+                path=path,
+                hint="compress it with gzip or drop the .gz suffix",
+            )
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def _decode(raw: bytes, path: Path, number: int, error: type[DataError]) -> str:

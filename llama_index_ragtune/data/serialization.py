@@ -34,6 +34,7 @@ from llama_index.core.bridge.pydantic import BaseModel
 
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.json_files import read_json_document
+from llama_index_ragtune.data.paths import check_file
 from llama_index_ragtune.data.records import FORMAT_NAME, FORMAT_VERSION, Negative
 
 logger = logging.getLogger(__name__)
@@ -238,11 +239,7 @@ def read_dataset_json(path: str | Path) -> dict[str, Any]:
     Raises ``FileNotFoundError`` / ``IsADirectoryError`` for a wrong path and
     ``DataError`` (naming the file and the line or JSON path) for a bad file.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; pass the dataset JSON file")
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset file not found: {path}")
+    path = check_file(Path(path).expanduser(), "dataset JSON file")
     # no size cap: the package writes these files itself (RetrievalDataset.save) and they
     # have no JSONL form, so a large saved dataset must load again
     data = read_json_document(

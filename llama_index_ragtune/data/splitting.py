@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import numbers
 import random
 import warnings
 from collections.abc import Mapping, Sequence
@@ -42,8 +43,13 @@ def split_query_ids(
 
         train_ids, val_ids = split_query_ids(ds.queries, ds.relevant_docs, val_fraction=0.2)
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not 0.0 < val_fraction < 1.0
+    ):
+        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    seed = check_seed(seed)
     if len(queries) < 2:
         raise ValueError(f"cannot split a dataset with {len(queries)} query; need at least 2")
     n_val = min(len(queries) - 1, max(1, round(len(queries) * val_fraction)))
@@ -80,6 +86,25 @@ def split_query_ids(
         warnings.warn(msg, stacklevel=3)
         logger.warning(msg)
     return train_ids, val_ids
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an ``int`` (a NumPy integer too); a ``TypeError`` unless it is a whole
+    number: ``None`` drew another split on each
+    call, ``"1"`` another split than ``1`` (a seed read from a config file as text), and
+    ``1.5`` was hashed like any object.
+
+    Example::
+
+        check_seed(0), check_seed(numpy.int64(3))   # (0, 3); check_seed(None): TypeError
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"seed must be a whole number (the same seed gives the same split), got "
+            f"{type(seed).__name__} {seed!r}"
+            + ("; None would draw another split on every run" if seed is None else "")
+        )
+    return int(seed)
 
 
 def query_groups(
@@ -134,6 +159,14 @@ def held_out_twins(text_of: Mapping[str, str], n_groups: int, seed: int) -> set[
 
         held_out_twins({"q1": "What is X?", "q2": "y?", "q3": "what is x"}, 1, seed=0)
     """
+    seed = check_seed(seed)
     groups = twin_groups(text_of)
+    if isinstance(n_groups, bool) or not isinstance(n_groups, int) or n_groups < 0:
+        raise ValueError(f"n_groups must be a whole number >= 0, got {n_groups!r}")
+    if n_groups > len(groups):
+        raise ValueError(
+            f"cannot hold out {n_groups} question groups: the {len(text_of)} questions make "
+            f"only {len(groups)} (twins, the same question under several ids, are one group)"
+        )
     picked = random.Random(seed).sample(range(len(groups)), n_groups)
     return {qid for i in picked for qid in groups[i]}

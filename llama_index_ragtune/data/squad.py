@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.json_files import read_json_document
+from llama_index_ragtune.data.paths import check_file
 from llama_index_ragtune.data.qa_example import QAExample, _check_limit
 from llama_index_ragtune.data.reading import JsonFields
 from llama_index_ragtune.data.records import match_text
@@ -111,7 +112,8 @@ def load_squad_v2(
         gold, with a warning.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist (``IsADirectoryError``: it is a folder).
+        FileNotFoundError: ``path`` does not exist, or is a broken link (``IsADirectoryError``:
+            it is a folder; ``DataError``: a named pipe, a device or a socket, never opened).
         DataError: (a ``ValueError``) the file is not UTF-8 JSON in the SQuAD 2.0
             layout: a missing field or one of the wrong type, an empty paragraph or
             question (also one of only invisible characters), a duplicate question id,
@@ -126,11 +128,7 @@ def load_squad_v2(
     from llama_index.core.schema import Document
 
     _check_limit("max_examples", max_examples)
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; pass the SQuAD 2.0 JSON file")
-    if not path.is_file():
-        raise FileNotFoundError(f"SQuAD 2.0 file not found: {path}")
+    path = check_file(Path(path).expanduser(), "SQuAD 2.0 JSON file")
     reader = JsonFields(path, _SQUAD_SCHEMA)
     top = read_json_document(
         path,

@@ -30,7 +30,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -136,9 +136,15 @@ def generate_synthetic_queries(
         batch_size: an LLM that answers many prompts at once (``generate_batch``, as
             ``LocalChatLLM`` does) gets this many passages per call; ``1`` asks one at
             a time. Passages a batch fails on are asked again one at a time.
-        retries / on_failure: retries per node after an LLM error, then skip the node
-            (counted in ``stats["failed_nodes"]``) or raise. When every passage fails,
-            ``RuntimeError`` names the LLM and the first error.
+        retries / on_failure: retries per node after an LLM error (a whole number >= 0),
+            then skip the node (counted in ``stats["failed_nodes"]``) or raise. When every
+            passage fails, ``RuntimeError`` names the LLM and the first error.
+
+    Raises:
+        ValueError: a count that is no whole number in range (``num_workers`` and
+            ``batch_size`` >= 1, ``retries`` and ``min_query_tokens`` >= 0), an unknown
+            ``on_failure`` / ``on_duplicate``, no node.
+        TypeError: ``nodes`` is a string or holds something that is not a node.
 
     Example::
 
@@ -156,10 +162,23 @@ def generate_synthetic_queries(
         raise ValueError(
             f"num_questions_per_node must be a whole number >= 1, got {num_questions_per_node!r}"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    _check_count("batch_size", batch_size, 1)
+    _check_count("num_workers", num_workers, 1)  # 0 waited forever for a free worker
+    _check_count("retries", retries, 0)  # below 0 asked nothing and failed every node silently
+    _check_count("min_query_tokens", min_query_tokens, 0)
+    if on_failure not in ("skip", "raise"):
+        raise ValueError(f"on_failure must be 'skip' or 'raise', got {on_failure!r}")
+    if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
+        raise TypeError(f"nodes must be a list of LlamaIndex nodes, got {type(nodes).__name__}")
+    nodes = list(nodes)
     if not nodes:
         raise ValueError("generate_synthetic_queries needs at least one node")
+    bad = next((i for i, node in enumerate(nodes) if not hasattr(node, "get_content")), None)
+    if bad is not None:
+        raise TypeError(
+            f"nodes[{bad}] is a {type(nodes[bad]).__name__}, not a LlamaIndex node: wrap texts "
+            "as TextNode(text=...) with an id"
+        )
     if on_duplicate not in ("drop", "first", "merge"):
         raise ValueError(f"on_duplicate must be 'drop', 'first' or 'merge', got {on_duplicate!r}")
     llm = llm if llm is not None else Settings.llm
@@ -270,6 +289,11 @@ STATS_KEYS = (
     "duplicate",
     "failed_nodes",
 )
+
+
+def _check_count(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
 
 
 def _rejection(

@@ -10,7 +10,9 @@ Users' LLMs answer in many shapes; :func:`parse_questions` keeps the questions a
   lines), ``Q: ... A: ...`` pairs (the answers are dropped) and an answer written after the
   question on its line (cut at the last question mark);
 * preambles ("Here are 3 questions:"), closing remarks ("I hope these help!"), lines of the
-  prompt's own instructions echoed back (``echo``) and lines with no letter or digit.
+  prompt's own instructions echoed back (``echo``) and lines with no letter or digit;
+* terminal colour codes (ANSI escape sequences) and other control characters (NUL, BEL...)
+  are removed, a run of them read as one space.
 
 The answer is read lazily up to :data:`MAX_ANSWER_CHARS` characters and each line is cut to
 :data:`MAX_QUESTION_CHARS`, so a runaway answer (1 MB on one line, 100k lines) costs bounded
@@ -74,6 +76,13 @@ _CHATTER = re.compile(
     r"|feel\s+free|these\s+questions|i(?:'ve|\s+have)\s+(?:written|generated|created))\b)",
     re.IGNORECASE,
 )
+_CONTROLS = re.compile(
+    r"[ \t]*(?:\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?"
+    r"|\x9b[0-?]*[ -/]*[@-~]|[\x00-\x08\x0e-\x1a\x1f\x7f-\x84\x86-\x9a\x9c-\x9f])+[ \t]*"
+)
+"""Terminal colour codes (ANSI escape sequences: ``ESC [ 1 m``, ``ESC ] ... BEL``) and other
+control characters but tabs and line breaks, with the spaces around them: what an LLM wrapped
+in a terminal tool, or a broken decoder, adds to its answer; never part of a question."""
 _LINE = re.compile(r"[^\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")  # str.splitlines' breaks
 _FENCE = re.compile(r"^\s*(?:```|~~~)")
 _JSON_FIELD = re.compile(r'^\s*"([^"]{1,20})"\s*:\s*(.*?)\s*,?\s*$')
@@ -141,7 +150,8 @@ def parse_questions(text: Any, limit: int | None = None, echo: str = "") -> list
     out: list[str] = []
     if limit is not None and limit <= 0:
         return out
-    for line in _lines(strip_reasoning(answer_text(text))[:MAX_ANSWER_CHARS]):
+    answer = strip_reasoning(answer_text(text))[:MAX_ANSWER_CHARS]
+    for line in _lines(_CONTROLS.sub(" ", answer)):
         for question in _questions_of_line(line):
             if echo and _echoed(twin_key(question), echo):
                 continue

@@ -14,13 +14,14 @@ Example::
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.reading import lone_surrogate
-from llama_index_ragtune.data.records import Negative
+from llama_index_ragtune.data.records import Negative, id_form
 
 
 def fmt_ids(ids: Iterable[Any], limit: int = 5) -> str:
@@ -48,7 +49,26 @@ def coerce_ids(value: Any, field_name: str, shape: str) -> dict[str, Any]:
                     "same id once turned into text; keep one"
                 )
             seen[str(key)] = key
+    _refuse_other_forms(out, field_name)
     return out
+
+
+def _refuse_other_forms(ids: Mapping[str, Any], field_name: str) -> None:
+    """Two ids equal in NFC (``'caf\u00e9'``, ``'cafe\u0301'``: printed alike) are one id
+    spelled twice, as the loaders read them (``records.id_form``): a tool that normalises
+    text (an editor, a database) would turn the saved file into one with a repeated key."""
+    first: dict[str, str] = {}
+    for key in ids:
+        if unicodedata.is_normalized("NFC", key):
+            continue
+        form = id_form(key)
+        other = form if form in ids else first.setdefault(form, key)
+        if other != key:
+            raise DataError(
+                f"RetrievalDataset.{field_name}: ids {other!r} and {key!r} are one id in two "
+                f"Unicode forms (printed alike: {ascii(other)} ~ {ascii(key)}); keep one "
+                "spelling (unicodedata.normalize('NFC', id)) in every field"
+            )
 
 
 def coerce_positives(qid: str, ids: Any) -> list[str]:
