@@ -81,11 +81,20 @@ def _check_pairs(dataset: Any, what: str) -> datasets.Dataset:
         )
     if len(dataset) == 0:
         raise ValueError(f"AnswerabilityFinetuneEngine: {what} is empty.")
-    labels = set(int(x) for x in dataset["label"])
-    if not labels <= {0, 1}:
-        raise ValueError(
-            f"AnswerabilityFinetuneEngine: {what} labels must be 0 or 1, got {sorted(labels)}."
-        )
+    for row, (question, source, label) in enumerate(
+        zip(dataset["question"], dataset["source"], dataset["label"], strict=True)
+    ):
+        where = f"AnswerabilityFinetuneEngine: {what} row {row} (question {question!r:.80})"
+        if isinstance(label, str) or label not in (0, 1):  # NaN, 0.5, None, inf: not a label
+            raise DataError(
+                f"{where}: labels must be 0 or 1 (1: the source holds the answer), got "
+                f"{label!r}; fix or drop the row"
+            )
+        if not isinstance(question, str) or not isinstance(source, str):
+            raise DataError(
+                f"{where}: question and source must be text, got {type(question).__name__} "
+                f"and {type(source).__name__}"
+            )
     return dataset
 
 
@@ -397,7 +406,7 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
             AnswerabilityNotPromotedError: the tuned head lost on validation (it waits in
                 ``challenger/``; load it with ``AnswerabilityScorer(path)`` to inspect it).
         """
-        if not self.final_model_path.is_dir():
+        if self.interrupted_run or not self.final_model_path.is_dir():
             decision = self.decision
             if decision is not None and not decision.promoted:
                 raise AnswerabilityNotPromotedError(

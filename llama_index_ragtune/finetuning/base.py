@@ -44,6 +44,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -67,8 +68,10 @@ from llama_index_ragtune.finetuning.checkpoints import (
 )
 from llama_index_ragtune.finetuning.compat import register_if_loaded
 from llama_index_ragtune.finetuning.distributed import DistributedMixin
+from llama_index_ragtune.finetuning.output_dir_check import check_output_dir
 from llama_index_ragtune.finetuning.promotion import PromotionDecision, refuse_broken
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.finetuning.training_args_check import check_training_args
 from llama_index_ragtune.finetuning.training_plan import TrainingPlanMixin
 from llama_index_ragtune.finetuning.validation_split import (  # noqa: F401 - importable here too
     DEFAULT_MAX_VAL_QUERIES,
@@ -83,6 +86,8 @@ from llama_index_ragtune.finetuning.validation_split import (  # noqa: F401 - im
 logger = logging.getLogger(__name__)
 
 DECISION_FILE = "decision.json"
+SAVING = "saving_models"
+"""Set in ``decision.json`` while a run saves its model folders (``_mark_saving``)."""
 CHALLENGER_DIR = "challenger"
 
 
@@ -140,10 +145,8 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
                 f"0.005), got {promotion_margin}"
             )
         self.args = self._resolve_args(args, output_dir)
-        if os.path.exists(self.args.output_dir) and not os.path.isdir(self.args.output_dir):
-            raise NotADirectoryError(
-                f"{type(self).__name__}: output_dir {self.args.output_dir} is a file; choose a folder"
-            )
+        check_training_args(type(self).__name__, self.args)
+        check_output_dir(type(self).__name__, self.args.output_dir)
         self._check_output_paths()
         self.promotion_margin = float(promotion_margin)
         self.force_promotion = bool(force_promotion)
@@ -254,6 +257,36 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
         a diverged model is never promoted, saved to ``final/`` or reported as promoted."""
         return refuse_broken(decision, self.broken_weights)
 
+    @property
+    def interrupted_run(self) -> bool:
+        """Whether ``decision.json`` says the last run was killed while saving its models
+        (``_mark_saving``): the model folders may hold a model no decision was recorded for,
+        so the starting model stays the one used."""
+        try:
+            data = json.loads(self.decision_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and data.get(SAVING) is True
+
+    def _mark_saving(self, decision: PromotionDecision) -> None:
+        """Before the model folders change, write ``decision.json`` as "not promoted: the run
+        was interrupted while saving" (``interrupted_run``); ``_write_decision`` replaces it
+        once they are written, so a run killed in between never serves the tuned model."""
+        if not self.is_main_process:
+            return
+        pending = dataclasses.replace(
+            decision,
+            promoted=False,
+            forced=False,
+            reason=(
+                f"the run was interrupted after training, while saving its models to "
+                f"{self.output_dir}, before its decision was written; the starting model stays "
+                "the one used: run finetune() again"
+            ),
+        )
+        payload = {"engine": type(self).__name__, "decision": pending.to_dict(), SAVING: True}
+        atomic_write_json(self.decision_path, payload, strict=True, default=str)
+
     def _write_decision(self, decision: PromotionDecision, extra: Mapping[str, Any]) -> None:
         decision = self._final_decision(decision)
         if not self.is_main_process:
@@ -301,6 +334,7 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
         import torch
 
         decision = self._final_decision(decision)
+        self._mark_saving(decision)
         final = self.output_dir / "final"
         main = self.is_main_process  # under DDP every process holds the same weights; one writes
         if decision.promoted:

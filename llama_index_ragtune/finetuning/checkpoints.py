@@ -13,6 +13,10 @@ resumed run reaches the weights an uninterrupted run would have.
 Each checkpoint also records the engine and a fingerprint of the starting model
 (``RUN_MARKER``): a run resumes only its own checkpoints, never another engine's or one
 trained from another starting model (skipped with a warning, or refused when named).
+A checkpoint written before that file existed is compared by what its own files say
+(``checkpoint_evidence``): one clearly of another kind of model or another model is
+refused the same way; one that matches resumes with a warning that it could not be fully
+checked.
 
 Example::
 
@@ -30,6 +34,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.finetuning.checkpoint_evidence import (
+    described,
+    legacy_mismatch,
+    model_signature,
+)
 from llama_index_ragtune.models import MODEL_LOADING_LOCK
 
 logger = logging.getLogger(__name__)
@@ -145,7 +154,7 @@ def damaged_weights(folder: str | os.PathLike) -> Path | None:
 
 
 def last_complete_checkpoint(
-    output_dir: str | os.PathLike, run: dict[str, str] | None = None
+    output_dir: str | os.PathLike, run: dict[str, Any] | None = None
 ) -> str | None:
     """The newest complete ``checkpoint-<step>`` in ``output_dir`` (``None`` if there is none);
     newer folders a killed run left half-written, or (with ``run``) another run wrote
@@ -169,6 +178,7 @@ def last_complete_checkpoint(
             logger.warning("%s is not of this run (%s); skipping it", path, why)
             continue
         if is_complete_checkpoint(path):
+            _warn_unverified(path, run)
             return str(path)
         logger.warning(
             "%s is incomplete or damaged (no whole %s, or weights cut short); skipping it",
@@ -181,7 +191,7 @@ def last_complete_checkpoint(
 def resolve_resume(
     resume: bool | str | os.PathLike | None,
     output_dir: str | os.PathLike,
-    run: dict[str, str] | None = None,
+    run: dict[str, Any] | None = None,
 ) -> str | None:
     """The checkpoint to pass as ``trainer.train(resume_from_checkpoint=...)``.
 
@@ -219,7 +229,24 @@ def resolve_resume(
             "model's training. Pass a checkpoint of this engine and starting model, or "
             "resume_from_checkpoint=False to train from the start"
         )
+    _warn_unverified(path, run)
     return str(path)
+
+
+def _warn_unverified(folder: Path, run: dict[str, Any] | None) -> None:
+    """Warn that ``folder`` (a checkpoint resumed for ``run``) was written before checkpoints
+    recorded ``RUN_MARKER``: only its model's kind and shape were checked."""
+    if run is None or _run_marker(folder) is not None:
+        return
+    logger.warning(
+        "%s was written before checkpoints recorded %s (or that record is unreadable): it "
+        "could not be fully checked. Its files match this run's model (%s), but which engine "
+        "and starting model trained it is unknown; resuming it. If it is another run's, pass "
+        "resume_from_checkpoint=False",
+        folder,
+        RUN_MARKER,
+        described(run.get("model")),
+    )
 
 
 def weights_fingerprint(model: Any) -> str:
@@ -252,21 +279,36 @@ def weights_fingerprint(model: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_identity(engine: str, model: Any) -> dict[str, str]:
+def run_identity(engine: str, model: Any) -> dict[str, Any]:
     """What a checkpoint records of the run that wrote it (``RUN_MARKER``): the engine's
-    class name and ``weights_fingerprint`` of the starting model.
+    class name, ``weights_fingerprint`` of the starting model and its ``model_signature``
+    (what an older checkpoint without ``RUN_MARKER`` is compared with).
 
     Example::
 
-        run_identity("EncoderFinetuneEngine", model)   # {'engine': ..., 'start': '3f1c...'}
+        run_identity("EncoderFinetuneEngine", model)   # {'engine': ..., 'start': '3f1c...', 'model': {...}}
     """
-    return {"engine": engine, "start": weights_fingerprint(model)}
+    return {
+        "engine": engine,
+        "start": weights_fingerprint(model),
+        "model": model_signature(model),
+    }
 
 
-def foreign_checkpoint(folder: str | os.PathLike, run: dict[str, str] | None) -> str | None:
+def _run_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``RUN_MARKER`` checkpoint ``folder`` holds, or None (none, or unreadable)."""
+    try:
+        written = json.loads((Path(folder) / RUN_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return written if isinstance(written, dict) else None
+
+
+def foreign_checkpoint(folder: str | os.PathLike, run: dict[str, Any] | None) -> str | None:
     """Why checkpoint ``folder`` is another run's (written by another engine, or from another
-    starting model), or None when it is this ``run``'s or says nothing (an older checkpoint
-    without ``RUN_MARKER``).
+    starting model), or None when it is this ``run``'s. An older checkpoint without
+    ``RUN_MARKER`` is judged by its own files (``checkpoint_evidence.legacy_mismatch``):
+    another kind of model, architecture, hidden size or vocabulary.
 
     Example::
 
@@ -275,12 +317,10 @@ def foreign_checkpoint(folder: str | os.PathLike, run: dict[str, str] | None) ->
     """
     if run is None:
         return None
-    try:
-        written = json.loads((Path(folder) / RUN_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(written, dict):
-        return None
+    written = _run_marker(folder)
+    if written is None:
+        why = legacy_mismatch(folder, run.get("model"))
+        return None if why is None else f"{why} (a checkpoint without {RUN_MARKER})"
     if written.get("engine") != run["engine"]:
         return f"it was written by {written.get('engine')}, not {run['engine']}"
     if written.get("start") != run["start"]:
@@ -291,7 +331,7 @@ def foreign_checkpoint(folder: str | os.PathLike, run: dict[str, str] | None) ->
     return None
 
 
-def mark_checkpoints(trainer: Any, run: dict[str, str]) -> None:
+def mark_checkpoints(trainer: Any, run: dict[str, Any]) -> None:
     """Have ``trainer`` write ``run`` (``run_identity``) as ``RUN_MARKER`` into each checkpoint
     it saves, so that a later resume can tell its own checkpoints from another run's.
 

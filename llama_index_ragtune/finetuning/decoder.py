@@ -77,9 +77,11 @@ from llama_index_ragtune.finetuning.decoder_data import (
 )
 from llama_index_ragtune.finetuning.decoder_stages import PROBE_REPEATS, DecoderStages
 from llama_index_ragtune.finetuning.decoder_validation import completion_nll
+from llama_index_ragtune.finetuning.output_dir_check import check_output_dir
 from llama_index_ragtune.finetuning.preference_holdout import leave_out_held_out
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
+from llama_index_ragtune.finetuning.training_args_check import check_training_args
 from llama_index_ragtune.finetuning.validation_split import (
     split_rows_by_question,
     warn_validation_rows_trained,
@@ -219,6 +221,8 @@ class DecoderFinetuneEngine(DecoderStages):
                 if preference_method == "dpo"
                 else default_orpo_config(self._root / "orpo", self.device)
             )
+        check_training_args(type(self).__name__, preference_args, "preference_args")
+        check_output_dir(type(self).__name__, preference_args.output_dir)
         self.preference_args = preference_args
         self.lora_config = lora_config or default_lora_config()
         self.budget = budget
@@ -330,6 +334,7 @@ class DecoderFinetuneEngine(DecoderStages):
             validation_examples=None if val is None else len(val),
         )
         decision = self._final_decision(decision)  # never a diverged (NaN) model
+        self._mark_saving(decision)  # a kill while saving: the starting model stays in use
         if decision.promoted:
             self.save()
             if self.is_main_process:

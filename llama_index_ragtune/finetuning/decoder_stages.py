@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
+from llama_index_ragtune.finetuning.checkpoint_evidence import older_adapter_fits
 from llama_index_ragtune.finetuning.checkpoints import weights_fingerprint
 from llama_index_ragtune.finetuning.decoder_config import on_gpu, score_completion_tokens_only
 from llama_index_ragtune.finetuning.decoder_data import PREFERENCE_COLUMNS, SFT_COLUMNS, _columns
@@ -91,7 +92,7 @@ class DecoderStages(BaseFinetuneEngine):
         train = self.train_dataset if train is None else train
         base = self._load_base()
         base_start = weights_fingerprint(base)
-        if resume_from_checkpoint and self._finished_sft_of(base_start):
+        if resume_from_checkpoint and self._finished_sft_of(base_start, base):
             logger.info("SFT already finished in %s; loading its adapter.", self.sft_adapter_dir)
             self.model = load_model(
                 PeftModel.from_pretrained, base, str(self.sft_adapter_dir), is_trainable=True
@@ -140,7 +141,7 @@ class DecoderStages(BaseFinetuneEngine):
                 json.dumps({"steps": self.sft_trainer.state.global_step, "start": base_start})
             )
 
-    def _finished_sft_of(self, start: str) -> bool:
+    def _finished_sft_of(self, start: str, base: Any = None) -> bool:
         """Whether ``sft-adapter/`` holds a finished SFT of the starting model whose
         ``weights_fingerprint`` is ``start`` (one of another starting model: a warning, so
         SFT runs again instead of serving that model's adapter on this one)."""
@@ -148,7 +149,9 @@ class DecoderStages(BaseFinetuneEngine):
             done = json.loads((self.sft_adapter_dir / _SFT_DONE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        written = done.get("start", start) if isinstance(done, dict) else start
+        written = done.get("start") if isinstance(done, dict) else None
+        if not isinstance(written, str):  # written before it recorded the starting model
+            return older_adapter_fits(self.sft_adapter_dir, base)
         if written != start:
             logger.warning(
                 "%s holds a finished SFT of another starting model (weights fingerprint %s, "

@@ -350,7 +350,14 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         ``result.decision``); the tuned one is in ``challenger_path``.
         """
         path = self.final_model_path
-        if not (path / "modules.json").exists():
+        if self.interrupted_run:  # final/ may hold a model no decision was recorded for
+            if self.start_model is None:
+                raise RuntimeError(f"{self.decision.reason} (or load the starting model)")
+            logger.warning(
+                "%s; serving the starting model %s", self.decision.reason, self.start_model
+            )
+            path = self.start_model
+        elif not (path / "modules.json").exists():
             raise RuntimeError(f"no fine-tuned model at {path}; call finetune() first")
         check_weights(path)
         try:

@@ -209,6 +209,13 @@ def decide_promotion(
             f"no validation {metric} for both models ({missing}), so the tuned model could "
             "not be checked"
         )
+        if force and challenger and _nonfinite(challenger, metric):
+            reason = (
+                f"kept {champion_name}: the tuned model's validation {metric} is "
+                f"{float(challenger[metric])!r} (its outputs are NaN or infinite), so it is never "
+                "promoted, even when forced; lower the learning rate or check the training data"
+            )
+            return PromotionDecision(False, reason=reason, **common)
         if force:
             return PromotionDecision(
                 True, forced=True, reason=f"promoted (forced): {reason}", **common
@@ -411,6 +418,12 @@ def _value(metrics: Mapping[str, float] | None, metric: str, side: str) -> float
         raise TypeError(f"{side}[{metric!r}] must be a number, got {value!r}")
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _nonfinite(metrics: Mapping[str, float] | None, metric: str) -> bool:
+    """Whether ``metrics[metric]`` is a NaN or infinite number (not merely absent)."""
+    value = metrics.get(metric) if metrics else None
+    return isinstance(value, Real) and not isinstance(value, bool) and not math.isfinite(value)
 
 
 def _why_missing(metrics: Mapping[str, float] | None, metric: str, who: str) -> str:

@@ -369,7 +369,7 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
                 on validation (leave it out; ``challenger_path`` holds it for inspection).
         """
         path = Path(model_name) if model_name is not None else self.final_model_path
-        if model_name is None and not path.is_dir():
+        if model_name is None and (self.interrupted_run or not path.is_dir()):
             decision = self.decision
             if decision is not None and not decision.promoted:
                 raise RerankerNotPromotedError(
