@@ -34,6 +34,7 @@ from llama_index_ragtune.feedback.schema import (
     open_database,
     wal_file,
 )
+from llama_index_ragtune.feedback.times import use_time_function
 from llama_index_ragtune.feedback.undecodable import column_of, undecodable_row
 
 __all__ = ["StoreConnection", "check_path"]
@@ -144,13 +145,15 @@ class StoreConnection:
         )
 
     def _open(self, create: bool) -> sqlite3.Connection:
-        return open_database(
+        conn = open_database(
             self._path,
             timeout=self._timeout,
             create=create,
             synchronous=self._synchronous,
             read_only=self._read_only,
         )
+        use_time_function(conn)  # times another tool stored as text compare as times
+        return conn
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -31,6 +31,7 @@ from llama_index_ragtune._invisible import is_blank
 
 __all__ = [
     "check_json",
+    "check_label",
     "check_rating",
     "check_record_id",
     "check_text",
@@ -118,6 +119,31 @@ def check_text(value: Any, name: str, allow_empty: bool = False) -> str:
             f"{name} is not valid Unicode text (a lone surrogate at position {exc.start}); "
             "decode the input properly before storing it"
         ) from None
+    return value
+
+
+MAX_LABEL_CHARS = 256
+
+
+def check_label(value: Any, name: str) -> str:
+    """A label a filter must match exactly (``bundle_version``): visible text, no control
+    character, no space at either end, at most ``MAX_LABEL_CHARS`` characters."""
+    value = str(check_text(value, name))  # a NumPy str_ as a plain str
+    problem = None
+    if is_blank(value):
+        problem = "has no visible character"
+    elif len(value) > MAX_LABEL_CHARS:
+        problem = f"is {len(value):,} characters long (at most {MAX_LABEL_CHARS})"
+    elif any(unicodedata.category(ch) == "Cc" for ch in value):
+        problem = "holds a control character (a line break, tab, NUL or escape)"
+    elif value != value.strip():
+        problem = "has spaces at its ends"
+    if problem:
+        raise ValueError(
+            f"{name} {ascii(value[:80])} {problem}: it is a label that filters "
+            f"(records(bundle_version=...), refresh) match exactly; pass the bundle's version "
+            "as it is named, such as 'v3'"
+        )
     return value
 
 
@@ -252,7 +278,19 @@ def source_spelling(node_id: str, sources: Iterable[str]) -> str | None:
 
 
 def _spelled(ids: Iterable[str], sources: set[str]) -> Iterator[str]:
-    return (source_spelling(i, sources) or i for i in ids)
+    """``source_spelling`` of each id, in time linear in ids and sources (the NFC forms of
+    the sources are worked out once, and only when an id is not a source as given)."""
+    forms: dict[str, set[str]] | None = None
+    for node_id in ids:
+        if node_id in sources:
+            yield node_id
+            continue
+        if forms is None:
+            forms = {}
+            for source in sources:
+                forms.setdefault(unicodedata.normalize("NFC", source), set()).add(source)
+        same = forms.get(unicodedata.normalize("NFC", node_id), set())
+        yield next(iter(same)) if len(same) == 1 else node_id
 
 
 def prepare_entry(
@@ -308,7 +346,7 @@ def prepare_entry(
             raise ValueError(f"latency_ms must be a finite number >= 0, got {show(latency_ms)}")
         latency_ms = latency
     if bundle_version is not None:
-        bundle_version = check_text(bundle_version, "bundle_version")
+        bundle_version = check_label(bundle_version, "bundle_version")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
     meta = dump_metadata(metadata, "metadata")

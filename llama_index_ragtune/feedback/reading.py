@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -24,15 +25,22 @@ from typing import Literal
 
 from llama_index_ragtune.feedback.connection import StoreConnection
 from llama_index_ragtune.feedback.entries import check_record_id, check_text, show
+from llama_index_ragtune.feedback.node_texts import read_node_text, read_node_texts
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats
 from llama_index_ragtune.feedback.sql import (
     COLUMNS,
     build_records,
+    filter_clause,
     join_where,
-    read_node_text,
-    read_node_texts,
     read_stats,
     where_clause,
+)
+from llama_index_ragtune.feedback.times import (
+    number_range,
+    odd_keys,
+    time_bounds,
+    time_parts,
+    use_time_function,
 )
 
 __all__ = ["FeedbackReader", "RatingFilter"]
@@ -56,7 +64,7 @@ def _in_time_order(conn: sqlite3.Connection) -> str:
 
 
 def _page(cursor: sqlite3.Cursor) -> tuple[list[tuple], bool]:
-    """The rows of one page, and whether more may follow: ``_CHUNK`` rows, or fewer once
+    """The rows of one page, and whether it was cut short: ``_CHUNK`` rows, or fewer once
     they hold ``_PAGE_CHARS`` characters of text (500 answers of 10 MB each are not read at
     once)."""
     rows: list[tuple] = []
@@ -67,7 +75,54 @@ def _page(cursor: sqlite3.Cursor) -> tuple[list[tuple], bool]:
         if chars >= _PAGE_CHARS:
             cursor.close()  # the rest of this page is the next page
             return rows, True
-    return rows, len(rows) == _CHUNK
+    return rows, False
+
+
+def _merge_odd(
+    conn: sqlite3.Connection,
+    rows: list[tuple],
+    full: bool,
+    odd: list[tuple[float, int]],
+    taken: int,
+) -> tuple[list[tuple], int, int]:
+    """One page of ``records()``: the numeric-time ``rows`` (sorted, each ending in its
+    rowid) merged with the next ``odd`` records (``times.odd_keys``: times stored as text)
+    that sort before the page's end. Returns the page, how many of ``rows`` it holds and
+    how many odd keys are now used; at most ``_CHUNK`` odd records and ``_PAGE_CHARS`` of
+    their text are read at a time."""
+    bound = (rows[-1][1], rows[-1][-1]) if full else None
+    take = []
+    for key in odd[taken : taken + _CHUNK]:
+        if bound is not None and key >= bound:
+            break
+        take.append(key)
+    if not take:
+        return rows, len(rows), taken
+    rest = taken + len(take)
+    more = rest < len(odd) and (bound is None or odd[rest] < bound)  # below the end, not read
+    marks = ", ".join("(?, ?)" for _ in take)
+    cursor = conn.execute(
+        f"WITH k(pos, rid) AS (VALUES {marks}) SELECT {COLUMNS}, k.pos FROM k "
+        "JOIN records ON records.rowid = k.rid ORDER BY k.pos",
+        [value for pos, key in enumerate(take) for value in (pos, key[1])],
+    )
+    odd_rows, cut = _page(cursor)  # a record deleted meanwhile is absent
+    limits = [key for key in (bound, take[odd_rows[-1][-1]] if cut else None) if key is not None]
+    if more and not cut:
+        limits.append(take[-1])
+    limit = min(limits) if limits else None
+    merged = heapq.merge(
+        (((row[1], row[-1]), 0, row) for row in rows),
+        ((take[row[-1]], 1, row) for row in odd_rows),
+    )
+    page, numbers = [], 0
+    for key, is_odd, row in merged:
+        if limit is not None and key > limit:
+            break
+        page.append(row)
+        numbers += not is_odd
+    used = sum(1 for key in take if limit is None or key <= limit)
+    return page, numbers, taken + used
 
 
 class FeedbackReader(StoreConnection):
@@ -104,19 +159,24 @@ class FeedbackReader(StoreConnection):
         Read page by page (500 records, fewer once they hold 16 M characters of text; each
         page a range of the time index), so a large log is never in memory at once, reading
         it all takes time linear in its size, and writers are not held up. A naive datetime
-        is local time (Python's rule).
+        is local time (Python's rule). A time another tool stored as ISO 8601 text is read,
+        ordered and filtered as the time it names, with a warning (``times``).
 
         Example::
 
             for record in store.records(since=datetime(2025, 1, 1), bundle_version="v2", rating=-1):
                 print(record.query, record.answer)
         """
-        where, params = where_clause(since, until, bundle_version, rating)
+        filters, filter_params = filter_clause(bundle_version, rating)
+        low, high = time_bounds(since, until)
+        number, number_params = number_range(low, high)  # one range of the time index
         after: tuple[float, int] | None = None
         table: str | None = None
+        odd: list[tuple[float, int]] | None = None  # times another tool stored as text
+        taken = 0
         while True:
-            clauses = list(where)
-            page_params = list(params)
+            clauses = [*number, *filters]
+            page_params = [*number_params, *filter_params]
             if after is not None:
                 # a range of the time index: each page starts where the last ended (was
                 # "created_at > ? OR (...)", which SQLite scans from the first record)
@@ -124,16 +184,21 @@ class FeedbackReader(StoreConnection):
                 page_params += [after[0], after[0], after[1]]
             with self._read() as conn:
                 table = table or _in_time_order(conn)
+                if odd is None:
+                    odd = odd_keys(conn, table, filters, filter_params, low, high, self._path)
                 sql = (
                     f"SELECT {COLUMNS}, rowid FROM {table}{join_where(clauses)} "
                     "ORDER BY created_at, rowid LIMIT ?"
                 )
-                rows, full = _page(conn.execute(sql, [*page_params, _CHUNK]))
-                page = build_records(conn, rows)
+                rows, cut = _page(conn.execute(sql, [*page_params, _CHUNK]))
+                full = cut or len(rows) == _CHUNK
+                merged, numbers, taken = _merge_odd(conn, rows, full, odd, taken)
+                page = build_records(conn, merged)
             yield from page
-            if not full:
+            if numbers:
+                after = (rows[numbers - 1][1], rows[numbers - 1][-1])
+            if not full and numbers == len(rows) and taken >= len(odd):
                 return
-            after = (rows[-1][1], rows[-1][-1])
 
     def __iter__(self) -> Iterator[FeedbackRecord]:
         return self.records()
@@ -150,11 +215,19 @@ class FeedbackReader(StoreConnection):
         rating: RatingFilter | None = None,
     ) -> int:
         """Number of records matching the filters of :meth:`records`."""
-        where, params = where_clause(since, until, bundle_version, rating)
+        filters, params = filter_clause(bundle_version, rating)
+        low, high = time_bounds(since, until)
+        # each part one range of the time index (numbers, texts, NULLs): counted in it
+        parts = [([], [])] if low is None and high is None else time_parts(low, high)
         with self._read() as conn:
-            return conn.execute(
-                f"SELECT count(*) FROM records{join_where(where)}", params
-            ).fetchone()[0]
+            use_time_function(conn)
+            return sum(
+                conn.execute(
+                    f"SELECT count(*) FROM records{join_where([*clauses, *filters])}",
+                    [*part_params, *params],
+                ).fetchone()[0]
+                for clauses, part_params in parts
+            )
 
     def stats(
         self,

@@ -59,7 +59,7 @@ from llama_index.core.base.response.schema import (
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from llama_index_ragtune.feedback.entries import check_text, dump_metadata
+from llama_index_ragtune.feedback.entries import check_label, dump_metadata
 from llama_index_ragtune.feedback.responses import merge_metadata, response_fields
 from llama_index_ragtune.feedback.store import FeedbackStore
 
@@ -114,7 +114,7 @@ class FeedbackQueryEngine(BaseQueryEngine):
                 f"bundle_version must be a non-empty string or None, got {bundle_version!r}"
             )
         if bundle_version is not None:
-            check_text(bundle_version, "bundle_version")
+            bundle_version = check_label(bundle_version, "bundle_version")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
         dump_metadata(metadata, "metadata")

@@ -35,6 +35,12 @@ import warnings
 from contextlib import suppress
 from pathlib import Path
 
+from llama_index_ragtune.feedback.side_files import (
+    refuse_odd_side_files,
+    refuse_orphan_log,
+    wal_file,
+)
+
 __all__ = [
     "FORMAT_NAME",
     "SCHEMA_VERSION",
@@ -189,6 +195,7 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
         for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         if not row[0].startswith("sqlite_")
     }
+    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
     if "ragtune_meta" not in tables:
         if tables:
             shown = ", ".join(sorted(tables)[:8])
@@ -197,6 +204,7 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
                 f"(it holds the tables {shown}); pass the path of a feedback store, or a new "
                 "file name to create one"
             )
+        _refuse_foreign_empty(conn, path, user_version)
         return False
     have = {row[1] for row in conn.execute("PRAGMA table_info(ragtune_meta)")}
     if not {"key", "value"} <= have:
@@ -224,6 +232,12 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
             f"llama-index-ragtune reads versions up to {SCHEMA_VERSION}: upgrade "
             "llama-index-ragtune (`pip install -U llama-index-ragtune`)"
         )
+    if user_version > SCHEMA_VERSION:
+        raise FeedbackStoreError(
+            f"{path} is marked as feedback schema version {user_version} (PRAGMA user_version), "
+            f"but this llama-index-ragtune reads versions up to {SCHEMA_VERSION}: upgrade "
+            "llama-index-ragtune (`pip install -U llama-index-ragtune`)"
+        )
     if version < 1:
         raise FeedbackStoreError(
             f"{path} has an unknown feedback schema version {version} in ragtune_meta; the "
@@ -238,6 +252,28 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
     for table, columns in _COLUMNS.items():
         _missing_columns(conn, path, table, columns)
     return True
+
+
+def _refuse_foreign_empty(conn: sqlite3.Connection, path: str, user_version: int) -> None:
+    """Raise for a database without tables that another program has marked as its own
+    (``user_version``, ``application_id``, views or triggers): a store started there would
+    mix this package's tables into that program's file."""
+    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    objects = sorted(
+        f"{kind} {name}"
+        for kind, name in conn.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('view', 'trigger')"
+        )
+    )
+    marks = [f"user_version {user_version}"] if user_version else []
+    marks += [f"application_id {application_id}"] if application_id else []
+    marks += objects[:5]
+    if marks:
+        raise FeedbackStoreError(
+            f"{path} is an SQLite database of another program ({', '.join(marks)}; no "
+            "tables yet), not a llama-index-ragtune feedback store; nothing was changed. Pass "
+            "the path of a feedback store, or a new file name to create one"
+        )
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -267,33 +303,6 @@ def _checked(conn: sqlite3.Connection, path: str) -> bool:
 class SnapshotConnection(sqlite3.Connection):
     """A read-only connection opened ``immutable``: it reads the main file only, so it is
     valid only while no writer has the store open (no ``<file>-wal`` next to it)."""
-
-
-def _refuse_orphan_log(file: Path, state: str = "does not exist") -> None:
-    """Refuse to start a store at ``file`` while a log of a missing (or emptied) database
-    lies beside it.
-
-    A ``-wal`` (or ``-journal``) holds committed records that never reached the database
-    file: a half-copied or half-restored store. A new store there would make SQLite reset
-    the log on its first write and delete it on close, losing those records for good.
-    """
-    for log in (wal_file(file), Path(f"{file}-journal")):
-        try:
-            size = log.stat().st_size
-        except OSError:
-            continue
-        if size:
-            raise FeedbackStoreError(
-                f"feedback store {file} {state}, but its log {log.name} ({size} bytes of "
-                "records not yet in the database file) lies beside it: the store was copied or "
-                f"restored without its main file. Put {file.name} back beside the log (copy "
-                "the files together), or move the log away to start an empty store"
-            )
-
-
-def wal_file(path: str | Path) -> Path:
-    """The WAL file SQLite keeps next to ``path`` while any connection has it open."""
-    return Path(f"{path}-wal")
 
 
 def _open_read_only(file: Path, timeout: float) -> sqlite3.Connection:
@@ -381,13 +390,14 @@ def open_database(
         path_str = str(file)
         if file.is_dir():
             raise FeedbackStoreError(f"{file} is a directory; pass the path of a database file")
+        refuse_odd_side_files(file)
         if not file.exists():
             if not create or read_only:
                 hint = "" if read_only else " (or open it with create=True to start an empty store)"
                 raise FileNotFoundError(
                     f"feedback store {file} does not exist; check the path{hint}"
                 )
-            _refuse_orphan_log(file)
+            refuse_orphan_log(file)
             link = f" (a symbolic link to {os.readlink(file)})" if file.is_symlink() else ""
             folder = Path(os.path.realpath(file)).parent if link else file.parent
             if not folder.is_dir():
@@ -395,7 +405,7 @@ def open_database(
                     f"cannot create feedback store {file}{link}: the folder {folder} does not exist"
                 )
         elif file.stat().st_size == 0:  # a new store's file is never empty beside a log
-            _refuse_orphan_log(file, "is empty (0 bytes)")
+            refuse_orphan_log(file, "is empty (0 bytes)")
     try:
         if read_only:
             return _read_only_store(Path(path_str), timeout)
@@ -408,6 +418,9 @@ def open_database(
             raise
         raise problem from exc
     try:
+        if not memory:  # another program's file is refused before WAL mode rewrites its header
+            with suppress(sqlite3.DatabaseError):  # not SQLite, damaged, locked: said below
+                _check_meta(conn, path_str)
         try:
             mode = _retry_locked(conn, "PRAGMA journal_mode=WAL", timeout).fetchone()[0]
         except sqlite3.DatabaseError as exc:
@@ -439,6 +452,7 @@ def open_database(
                 if not _checked(conn, path_str):  # another process may have won the race
                     for statement in _DDL:
                         conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     conn.executemany(
                         "INSERT OR IGNORE INTO ragtune_meta (key, value) VALUES (?, ?)",
                         [("format", FORMAT_NAME), ("schema_version", str(SCHEMA_VERSION))],

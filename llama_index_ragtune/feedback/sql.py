@@ -28,9 +28,18 @@ from llama_index_ragtune.feedback.entries import (
     check_text,
     is_rating,
     show,
-    timestamp,
 )
 from llama_index_ragtune.feedback.records import FeedbackRecord, FeedbackStats, RetrievedNode
+from llama_index_ragtune.feedback.times import (
+    EARLIEST,
+    FUNCTION,
+    LATEST,
+    NUMBER,
+    parse_text_time,
+    time_bounds,
+    time_clause,
+    use_time_function,
+)
 
 __all__ = [
     "COLUMNS",
@@ -38,18 +47,14 @@ __all__ = [
     "insert_entry",
     "join_where",
     "percentile",
-    "read_node_text",
-    "read_node_texts",
     "read_stats",
     "read_time",
     "utc",
+    "filter_clause",
     "where_clause",
 ]
 
 logger = logging.getLogger(__name__)
-
-_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
-_LATEST = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], path: Any) -> None:
@@ -82,10 +87,11 @@ def insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], path: Any) -> 
         "INSERT INTO nodes (node_id, text_hash, text, embed_text, metadata, first_seen, "
         "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (node_id, text_hash) DO UPDATE SET "
-        "metadata = CASE WHEN excluded.last_seen >= last_seen THEN excluded.metadata "
-        "ELSE metadata END, "
-        "first_seen = min(first_seen, excluded.first_seen), "
-        "last_seen = max(last_seen, excluded.last_seen)",
+        # ragtune_time: a time another tool stored as text compares as the time it names
+        f"metadata = CASE WHEN excluded.last_seen >= {FUNCTION}(last_seen) "
+        "THEN excluded.metadata ELSE metadata END, "
+        f"first_seen = min({FUNCTION}(first_seen), excluded.first_seen), "
+        f"last_seen = max({FUNCTION}(last_seen), excluded.last_seen)",
         [(n[0], n[1], n[2], n[3], n[4], at, at) for n in entry["nodes"]],
     )
     conn.executemany(
@@ -128,23 +134,23 @@ def read_time(value: Any, where: str) -> datetime:
     version or another tool may hold a number outside them, text or a blob. Such a
     value is read as the nearest representable time (a number below the range,
     text that is not ISO 8601, or a blob: 0001-01-01 UTC; a number above it:
-    9999-12-31 UTC; ISO 8601 text: that time, naive as UTC), with a logged warning
-    naming ``where``; the file itself is left as it is.
+    9999-12-31 UTC; ISO 8601 text: that time in UTC, naive as UTC: ``times.time_value``
+    orders and filters by the same time), with a logged warning naming ``where``
+    (for ISO 8601 text the read that finds it warns, ``times.odd_keys``); the file
+    itself is left as it is.
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             return utc(value)
         except (OverflowError, ValueError, OSError):
-            result = _EARLIEST if value < 0 or math.isnan(value) else _LATEST
+            result = EARLIEST if value < 0 or math.isnan(value) else LATEST
     elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            result = _EARLIEST
-        else:
-            return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+        parsed = parse_text_time(value)
+        if parsed is not None:
+            return parsed
+        result = EARLIEST
     else:
-        result = _EARLIEST
+        result = EARLIEST
     logger.warning(
         "feedback store: %s holds %s, not a UNIX time %s; read as %s. The row was written by "
         "another tool or an older version: set it to the real UNIX time with SQL (UPDATE ...) "
@@ -273,15 +279,26 @@ def _text(value: Any, where: Any, column: str) -> Any:
 def where_clause(
     since: Any, until: Any, bundle_version: Any, rating: Any
 ) -> tuple[list[str], list[Any]]:
-    """SQL conditions (fixed fragments) and their parameters for the record filters."""
+    """SQL conditions (fixed fragments) and their parameters for the record filters.
+
+    A time filter selects by the time each record names, a time another tool stored as
+    text too (``times.time_clause``): the connection needs ``times.use_time_function``.
+    """
     clauses: list[str] = []
     params: list[Any] = []
-    if since is not None:
-        clauses.append("created_at >= ?")
-        params.append(timestamp(since, "since", stored=False))
-    if until is not None:
-        clauses.append("created_at < ?")
-        params.append(timestamp(until, "until", stored=False))
+    low, high = time_bounds(since, until)
+    if low is not None or high is not None:
+        clause, time_params = time_clause(low, high)
+        clauses.append(clause)
+        params.extend(time_params)
+    more, more_params = filter_clause(bundle_version, rating)
+    return clauses + more, params + more_params
+
+
+def filter_clause(bundle_version: Any, rating: Any) -> tuple[list[str], list[Any]]:
+    """SQL conditions and parameters for the ``bundle_version`` and ``rating`` filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
     if bundle_version is not None:
         if isinstance(bundle_version, str):
             versions = [bundle_version]
@@ -328,7 +345,7 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
     ids = [row[0] for row in rows]
     retrieved: dict[str, list[RetrievedNode]] = {i: [] for i in ids}
     cited: dict[str, list[str]] = {i: [] for i in ids}
-    clicked: dict[str, list[str]] = {i: [] for i in ids}
+    clicked: dict[str, dict[str, None]] = {i: {} for i in ids}  # first click of each node
     marks = ", ".join("?" for _ in ids)
     if ids:
         for rid, node_id, score, text_hash in conn.execute(
@@ -351,9 +368,7 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
             f"SELECT record_id, node_id FROM clicks WHERE record_id IN ({marks}) ORDER BY record_id, id",
             ids,
         ):
-            node_id = _text(node_id, f"record {rid!r}", "clicks.node_id")
-            if node_id not in clicked[rid]:
-                clicked[rid].append(node_id)
+            clicked[rid].setdefault(_text(node_id, f"record {rid!r}", "clicks.node_id"))
     return [
         FeedbackRecord(
             id=_text(rid, f"record {rid!r}", "records.id"),
@@ -361,7 +376,9 @@ def build_records(conn: sqlite3.Connection, rows: list[tuple]) -> list[FeedbackR
             answer=_text(answer, f"record {rid!r}", "records.answer"),
             retrieved=tuple(retrieved[rid]),
             cited_node_ids=_among_sources(cited[rid], retrieved[rid], rid, "cited.node_id"),
-            clicked_node_ids=_among_sources(clicked[rid], retrieved[rid], rid, "clicks.node_id"),
+            clicked_node_ids=_among_sources(
+                list(clicked[rid]), retrieved[rid], rid, "clicks.node_id"
+            ),
             refused=_refused(refused, rid),
             rating=_rating(rating, rid),
             latency_ms=_latency(latency, rid),
@@ -393,10 +410,13 @@ def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) ->
     """``FeedbackStore.stats`` over the records matching ``where`` / ``params``."""
     selected = f"SELECT id FROM records{join_where(where)}"
     conn.create_function("says_nothing", 1, _says_nothing, deterministic=True)
+    use_time_function(conn)
+    # a time another tool stored as text sorts after every number: compare the times named
+    time = f"CASE WHEN {NUMBER} THEN created_at ELSE {FUNCTION}(created_at) END"
     n, up, down, unrated, refused, empty, first, last = conn.execute(
         f"SELECT count(*), total(rating = 1), total(rating = -1), total({UNRATED}), "
         "total(refused IS 1), total(refused IS NOT 1 AND says_nothing(CAST(answer AS BLOB))), "
-        f"min(created_at), max(created_at) FROM records{join_where(where)}",
+        f"min({time}), max({time}) FROM records{join_where(where)}",
         params,
     ).fetchone()
     clicks, clicked_records = conn.execute(
@@ -445,36 +465,3 @@ def read_stats(conn: sqlite3.Connection, where: list[str], params: list[Any]) ->
         first=None if first is None else read_time(first, "the earliest records.created_at"),
         last=None if last is None else read_time(last, "the latest records.created_at"),
     )
-
-
-def read_node_text(
-    conn: sqlite3.Connection, node_id: str, text_hash: str | None, embed: bool
-) -> tuple[str] | None:
-    """The row holding one node version's text (the one seen last when ``text_hash`` is None)."""
-    column = "embed_text" if embed else "text"
-    sql = f"SELECT {column} FROM nodes WHERE node_id = ?"
-    params: list[Any] = [node_id]
-    if text_hash is not None:
-        sql += " AND text_hash = ?"
-        params.append(str(text_hash))
-    row = conn.execute(sql + " ORDER BY last_seen DESC LIMIT 1", params).fetchone()
-    return None if row is None else (_text(row[0], f"node {node_id!r}", f"nodes.{column}"),)
-
-
-def read_node_texts(
-    conn: sqlite3.Connection, keys: Sequence[tuple[str, str]], embed: bool, chunk: int = 500
-) -> dict[tuple[str, str], str]:
-    """Texts of the ``(node_id, text_hash)`` versions in ``keys`` (unknown keys are absent)."""
-    column = "embed_text" if embed else "text"
-    out: dict[tuple[str, str], str] = {}
-    for start in range(0, len(keys), chunk):
-        part = keys[start : start + chunk]
-        marks = ", ".join("(?, ?)" for _ in part)
-        flat = [value for key in part for value in key]
-        for node_id, text_hash, text in conn.execute(
-            f"SELECT node_id, text_hash, {column} FROM nodes "
-            f"WHERE (node_id, text_hash) IN (VALUES {marks})",
-            flat,
-        ):
-            out[(node_id, text_hash)] = _text(text, f"node {node_id!r}", f"nodes.{column}")
-    return out
