@@ -28,13 +28,12 @@ import argparse
 import contextlib
 import importlib
 import os
-import re
 import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 from llama_index_ragtune.commands.options import (
     UsageError,
@@ -45,10 +44,15 @@ from llama_index_ragtune.commands.options import (
     refuse_empty_path,
     shown_path,
 )
+from llama_index_ragtune.commands.parser import _NEGATIVE_NUMBER, _Parser  # noqa: F401
 from llama_index_ragtune.commands.process import (
+    StdoutUnwritable,
     Terminated,
     current_folder_gone,
     discard_stdout,
+    progress_bars_for_logs,
+    reserve_standard_descriptors,
+    stdout_errors_named,
     stdout_reader_gone,
     termination_raises,
     unencodable_output_escaped,
@@ -164,47 +168,6 @@ One name per concept in every command:
 """
 
 
-#: A value that starts with "-" and is a number, read as a value, not an option: argparse
-#: (3.11) reads only ``-5``/``-.5`` so; ``--time-budget -inf`` or ``--lr -1e3`` said
-#: "expected one argument" instead of what is wrong with the number.
-_NEGATIVE_NUMBER = re.compile(
-    r"^-(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?$|^-(?:inf|infinity|nan)$", re.IGNORECASE
-)
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a usage error on one line (``prog: error: ...``) and exits with status 2.
-
-    A negative number (``-5``, ``-1e3``, ``-inf``) after an option is its value, so the
-    option's type says what is wrong with it; another value that starts with ``-`` reads
-    as an option, and the message says to write ``--option=VALUE``.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._negative_number_matcher = _NEGATIVE_NUMBER
-        self._arguments_seen: list[str] = []
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        self._arguments_seen = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(args, namespace)
-
-    def error(self, message: str) -> NoReturn:
-        message += self._dash_value_hint(message)
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-    def _dash_value_hint(self, message: str) -> str:
-        """How to pass the value that an option missed because it starts with ``-``."""
-        if not message.endswith("expected one argument"):
-            return ""
-        names = message.removeprefix("argument ").split(":")[0].split("/")
-        seen = self._arguments_seen
-        for option, value in zip(seen, seen[1:], strict=False):
-            if option in names and value.startswith("-"):
-                return f" ({value!r} reads as an option: write {option}={value})"
-        return ""
-
-
 def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ragtune",
@@ -269,7 +232,8 @@ def _add_command(
                 help="show the full traceback of an error",
             )
         options = {action.dest: _shown_name(action) for action in cmd._actions}
-        cmd.set_defaults(_run=mod.run, _prog=cmd.prog, _options=options)
+        spellings = [o for action in cmd._actions for o in action.option_strings]
+        cmd.set_defaults(_run=mod.run, _prog=cmd.prog, _options=options, _spellings=spellings)
 
 
 def _shown_name(action: argparse.Action) -> str | None:
@@ -291,8 +255,9 @@ def check_arguments(args: argparse.Namespace, options: dict[str, str] | None = N
     Inputs named in ``INPUT_ARGUMENTS`` must exist (a BEIR folder must hold its
     files, and the qrels of the splits asked for; a model must be an existing
     model folder or a hub id); outputs named in ``OUTPUT_ARGUMENTS`` must not be
-    files and must be creatable. ``options`` maps a ``dest`` to the option shown
-    in messages (default ``--dest-with-dashes``).
+    files and must be creatable. A leading ``~`` the shell left (``--out=~/runs``) is
+    expanded in ``args``; ``-`` and an empty path are refused. ``options`` maps a
+    ``dest`` to the option shown in messages (default ``--dest-with-dashes``).
 
     Example::
 
@@ -304,6 +269,9 @@ def check_arguments(args: argparse.Namespace, options: dict[str, str] | None = N
 
     values = vars(args)
     options = options or {}
+    for dest in (*INPUT_ARGUMENTS, *OUTPUT_ARGUMENTS):  # `--out=~/runs`: the shell left the ~
+        if isinstance(values.get(dest), str) and values[dest].startswith("~"):
+            values[dest] = os.path.expanduser(values[dest])
 
     def option(dest: str) -> str:
         return options.get(dest) or "--" + dest.replace("_", "-")
@@ -358,7 +326,7 @@ def _new_folders(args: argparse.Namespace) -> list[Path]:
         value = getattr(args, dest, None)
         if not isinstance(value, (str, os.PathLike)) or str(value).lower() == "none":
             continue
-        path = Path(value).absolute()
+        path = Path(value).expanduser().absolute()
         if path.exists():
             continue
         while not path.parent.exists() and path.parent != path:
@@ -413,16 +381,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0: success; 1: a user error while the command ran (one line on stderr); 2: a wrong
     argument, found before the command starts; 130: interrupted (Ctrl-C); 143 / 129:
-    ended by SIGTERM / SIGHUP; 141: the reader of stdout exited (``| head``), silently,
-    as a program ended by SIGPIPE. Unexpected errors (bugs) keep their traceback.
+    ended by SIGTERM / SIGHUP (a second signal while the first one's clean-up runs is held
+    back until it ends); 141: the reader of stdout exited (``| head``), silently, as a
+    program ended by SIGPIPE; 1 too when stdout cannot be written (a full disk). Unexpected
+    errors (bugs) keep their traceback. Closed descriptors 0-2 get the null device first.
 
     Example::
 
         main(["bench", "retrieval", "--beir", "../shared/data/scifact", "--max-queries", "50"])
     """
+    from_shell = argv is None  # the console script: the process ends when this returns
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get(DEBUG_ENV, "0").strip().lower() not in _OFF or "--debug" in argv
     prog = "ragtune"
+    reserve_standard_descriptors()  # `2>&-`: the next file opened is not "stderr"
     if current_folder_gone():
         print(
             f"{prog}: error: the current folder no longer exists (deleted or moved while the "
@@ -431,28 +403,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        with termination_raises(), unencodable_output_escaped():
+    # the handlers stay while an interrupt is reported: a second Ctrl-C then is held back
+    guards = (unencodable_output_escaped(), stdout_errors_named(), progress_bars_for_logs())
+    with termination_raises() as interruptions, guards[0], guards[1], guards[2]:
+        try:
             # a signal while the command is imported or its arguments checked is one line too
             args = _build_parser(argv).parse_args(argv)
-            prog = args._prog
+            prog = interruptions.prog = args._prog
             status = _run_command(args)
             if sys.stdout is not None:  # a reader gone is found here, not at the last flush
                 sys.stdout.flush()
             return status
-    except KeyboardInterrupt as exc:
-        if debug:
-            raise
-        if isinstance(exc, Terminated):
-            print(f"{prog}: terminated ({exc})", file=sys.stderr)
-            return 128 + exc.signum
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        if debug or not stdout_reader_gone():
-            raise
-        discard_stdout()
-        return 128 + getattr(signal, "SIGPIPE", 13)
+        except KeyboardInterrupt as exc:
+            if debug:
+                raise
+            interruptions.ending = from_shell  # the process exits next: signals stay ignored
+            if isinstance(exc, Terminated):
+                print(f"{prog}: terminated ({exc})", file=sys.stderr)
+                return 128 + exc.signum
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:
+            if debug or not stdout_reader_gone():
+                raise
+            discard_stdout()
+            return 128 + getattr(signal, "SIGPIPE", 13)
+        except StdoutUnwritable as exc:  # `>/dev/full`: was a traceback from print()
+            if debug:
+                raise
+            discard_stdout()
+            print(
+                f"{prog}: error: cannot write to standard output: {exc.strerror}", file=sys.stderr
+            )
+            return 1
 
 
 def _run_command(args: argparse.Namespace) -> int:
@@ -461,6 +444,7 @@ def _run_command(args: argparse.Namespace) -> int:
     run = args.__dict__.pop("_run")
     prog = args.__dict__.pop("_prog")
     options = args.__dict__.pop("_options", None)
+    args.__dict__.pop("_spellings", None)
     debug = bool(args.__dict__.pop("_debug", False))
     debug = debug or os.environ.get(DEBUG_ENV, "0").strip().lower() not in _OFF
     try:

@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import errno
 import math
 import os
 import sys
@@ -24,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune._atomic_reads import file_kind
+from llama_index_ragtune._atomic_reads import path_kind
 
 MAX_MINUTES = 1_000_000
 """Most minutes a ``--time-budget`` / ``--time-limit`` may be (``finetuning.budget.MAX_MINUTES``,
@@ -63,6 +62,9 @@ class DeprecatedNames(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
+        from llama_index_ragtune.commands.parser import refuse_second_value
+
+        refuse_second_value(self, parser, values, option_string)
         if option_string in self.deprecated:
             current = next(o for o in self.option_strings if o not in self.deprecated)
             print(
@@ -110,6 +112,7 @@ def existing_file(text: str) -> str:
         parser.add_argument("evaluation", type=existing_file)
     """
     refuse_empty_path(text, "file")
+    text = os.path.expanduser(text)  # `--docs=~/shop`: the shell left the ~
     kind, shown = path_kind(text), shown_path(text)
     if kind is None:
         raise argparse.ArgumentTypeError(f"file not found: {shown}")
@@ -122,37 +125,17 @@ def existing_file(text: str) -> str:
     return text
 
 
-def path_kind(path: str | os.PathLike[str]) -> str | None:
-    """What ``path`` is, as a phrase for messages (links followed), or None when nothing is
-    there: "a file", "a folder", "a named pipe (FIFO)", "a character device" (``/dev/null``),
-    "a block device", "a socket", "a broken symbolic link", "a looping symbolic link", or
-    "unreachable (...)" when it cannot be looked at. ``Path.is_file`` is false for all but
-    the first two, so such a path was reported as "not found".
-
-    Example::
-
-        path_kind("/dev/null"), path_kind("/nope")   # ('a character device', None)
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "a broken symbolic link" if os.path.islink(path) else None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a looping symbolic link"
-        if exc.errno == errno.ENOTDIR:
-            return None  # a file stands where a folder of the path should be
-        return f"unreachable ({exc.strerror or exc})"
-    except ValueError:  # a NUL byte in the path
-        return None
-    return file_kind(mode)
-
-
 def refuse_empty_path(text: str, what: str) -> None:
     """An empty path (``--docs ""``, an unset shell variable) is ``Path("")``, the current
-    folder: refused instead of reading (or writing into) wherever the command was started."""
+    folder: refused instead of reading (or writing into) wherever the command was started;
+    ``-`` too (stdin / stdout to most tools; it made a folder named ``-``)."""
     if not str(text).strip():
         raise argparse.ArgumentTypeError(f"the path is empty; pass a {what}")
+    if str(text).strip() == "-":  # "-" is stdin / stdout to most tools: never a file here
+        raise argparse.ArgumentTypeError(
+            f"'-' (standard input / output) is not read or written here; pass a {what} "
+            "(./- for one named '-')"
+        )
 
 
 def shown_path(path: str | os.PathLike[str]) -> str:
@@ -268,6 +251,7 @@ def existing_dir(text: str) -> str:
         parser.add_argument("--corpus-dir", type=existing_dir)
     """
     refuse_empty_path(text, "folder")
+    text = os.path.expanduser(text)  # `--docs=~/shop`: the shell left the ~
     kind, shown = path_kind(text), shown_path(text)
     if kind is None:
         raise argparse.ArgumentTypeError(f"folder not found: {shown}")

@@ -1,7 +1,8 @@
 """How a ``ragtune`` command meets its process: signals, stdout and the current folder.
 
 ``cli.main`` runs every command inside these guards: SIGTERM / SIGHUP stop it as Ctrl-C
-does (clean-up runs, one line, status 128 + the signal), a stdout that cannot encode a
+does (clean-up runs, one line, status 128 + the signal; a second signal during the
+clean-up is held back until it ends), a stdout that cannot encode a
 character escapes it, a reader of stdout that went away ends the command quietly (status
 141), and a deleted current folder is named before anything runs.
 
@@ -22,7 +23,7 @@ import select
 import signal
 import sys
 import threading
-from typing import Any, NoReturn
+from typing import Any
 
 
 class Terminated(KeyboardInterrupt):
@@ -35,33 +36,81 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _raise_terminated(signum: int, frame: Any) -> NoReturn:
-    raise Terminated(signum)
+def _being_handled(first: BaseException) -> bool:
+    """Whether ``first`` is the exception being handled now (a ``finally``, ``except`` or
+    ``__exit__`` running because of it), or the context or cause of that one."""
+    seen: set[int] = set()
+    exc = sys.exc_info()[1]
+    while exc is not None and id(exc) not in seen:
+        if exc is first:
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__ or exc.__cause__
+    return False
+
+
+class _Interruptions:
+    """The handler of SIGINT / SIGTERM / SIGHUP while a command runs: the first signal
+    raises (``KeyboardInterrupt`` / ``Terminated``); one that comes while the clean-up of
+    that first one runs is held back, so the clean-up ends (temporary files removed,
+    locks released) instead of being cut short, and one line says so."""
+
+    def __init__(self) -> None:
+        self.prog = "ragtune"
+        self.first: KeyboardInterrupt | None = None
+        self.held_back = 0
+        self.ending = False  # set: the process ends next, so the signals stay ignored after
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.first is not None and _being_handled(self.first):
+            self.held_back += 1
+            if self.held_back == 1:  # os.write: print() may be in the middle of a write
+                line = (
+                    f"{self.prog}: {signal.Signals(signum).name} while cleaning up after the "
+                    "interrupt: the clean-up finishes first, then the command stops "
+                    "(further signals are held back too; Ctrl-\\ quits at once)\n"
+                )
+                with contextlib.suppress(OSError, ValueError):
+                    os.write(2, line.encode("utf-8", "backslashreplace"))
+            return
+        self.first = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+        raise self.first
 
 
 @contextlib.contextmanager
 def termination_raises() -> Any:
     """While the command runs, SIGTERM / SIGHUP raise ``Terminated`` (Python's default ends
-    the process at once: no message, no clean-up). A signal set to be ignored (``nohup``)
-    stays ignored; outside the main thread nothing changes.
+    the process at once: no message, no clean-up) and Ctrl-C ``KeyboardInterrupt``; a
+    second signal while the clean-up of the first runs is held back (one line), so the
+    clean-up is not cut short. A signal set to be ignored (``nohup``, SIGINT of a
+    background job) stays ignored; outside the main thread nothing changes. Yields the
+    handler: its ``prog`` names the command in the line it prints; ``ending = True``
+    leaves the signals ignored afterwards (the process exits next).
 
     Example::
 
         with termination_raises():
             run_the_command()   # `kill PID`: Terminated (a KeyboardInterrupt) raised here
     """
+    handler = _Interruptions()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield handler
         return
     earlier = {}
-    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
-            earlier[signum] = signal.signal(signum, _raise_terminated)
+    for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is None:
+            continue
+        current = signal.getsignal(signum)
+        if current is signal.SIG_DFL or (
+            signum == signal.SIGINT and current is signal.default_int_handler
+        ):
+            earlier[signum] = signal.signal(signum, handler)
     try:
-        yield
+        yield handler
     finally:
-        for signum, handler in earlier.items():
-            signal.signal(signum, handler)
+        for signum, previous in earlier.items():
+            # a signal during the interpreter's exit printed "Exception ignored ..." lines
+            signal.signal(signum, signal.SIG_IGN if handler.ending else previous)
 
 
 @contextlib.contextmanager
@@ -138,3 +187,112 @@ def current_folder_gone() -> bool:
     except FileNotFoundError:
         return True
     return False
+
+
+def reserve_standard_descriptors() -> list[int]:
+    """Open the null device on each of descriptors 0, 1, 2 that is closed (``ragtune ...
+    >&-``, ``2>&-``, ``<&-``); the numbers opened are returned. Left closed, the next file the
+    command opened took the number, so whatever a library wrote to "stderr" (C and Rust code
+    write to descriptor 2 itself) went into that file: an output, a model, a database.
+
+    Example::
+
+        reserve_standard_descriptors()   # [2] after `2>&-`, else []
+    """
+    reserved = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+                reserved.append(fd)
+    return reserved
+
+
+class StdoutUnwritable(OSError):
+    """Standard output failed with an error other than a gone reader (a full disk:
+    ``>/dev/full``, an I/O error); ``main`` says so in one line, exit status 1."""
+
+
+class _GuardedStdout:
+    """``sys.stdout`` whose write errors (but a gone reader) are :class:`StdoutUnwritable`."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _guarded(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StdoutUnwritable(exc.errno, exc.strerror or str(exc)) from exc
+
+    def write(self, text: str) -> Any:
+        return self._guarded("write", text)
+
+    def flush(self) -> Any:
+        return self._guarded("flush")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def stdout_errors_named() -> Any:
+    """While the command runs, an ``OSError`` writing to stdout (``ragtune report
+    >/dev/full``) is raised as :class:`StdoutUnwritable` so it is told from a file the
+    command writes (it was a traceback from ``print``).
+
+    Example::
+
+        with stdout_errors_named():
+            print(path)   # >/dev/full: StdoutUnwritable(28, 'No space left on device')
+    """
+    stream = sys.stdout
+    if stream is None:  # started with stdout closed: print() writes nothing
+        yield
+        return
+    sys.stdout = _GuardedStdout(stream)
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _GuardedStdout):
+            sys.stdout = stream
+
+
+PROGRESS_INTERVAL_ENV = "TQDM_MININTERVAL"
+LOG_PROGRESS_SECONDS = "30"
+"""Seconds between two redraws of a progress bar written to a log (not a terminal)."""
+
+
+@contextlib.contextmanager
+def progress_bars_for_logs() -> Any:
+    """When stderr is not a terminal (a CI log, ``2>run.log``) or ``TERM=dumb``, progress
+    bars redraw every 30 seconds instead of ten times a second (each redraw is a line in a
+    log: about 36,000 an hour per bar), unless ``TQDM_MININTERVAL`` is set. ``tqdm`` reads
+    the variable once, when imported: a process that imported it already is left as it is.
+
+    Example::
+
+        with progress_bars_for_logs():
+            run_the_command()   # `ragtune tune ... 2>run.log`: a bar line every 30 s
+    """
+    stream = sys.stderr
+    try:
+        terminal = stream is not None and stream.isatty()
+    except (ValueError, OSError):
+        terminal = False
+    plain = terminal and os.environ.get("TERM", "") != "dumb"
+    if plain or PROGRESS_INTERVAL_ENV in os.environ or "tqdm.std" in sys.modules:
+        yield
+        return
+    os.environ[PROGRESS_INTERVAL_ENV] = LOG_PROGRESS_SECONDS
+    try:
+        yield
+    finally:
+        os.environ.pop(PROGRESS_INTERVAL_ENV, None)

@@ -17,6 +17,7 @@ read-only copy too).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from llama_index_ragtune.commands.options import existing_dir
 
@@ -44,6 +45,13 @@ def run(args: argparse.Namespace) -> int:
     # CURRENT is read by the switch itself, under the writer lock: read here beforehand, a
     # damaged CURRENT (which --to repairs) stopped the command, and a switch made by
     # another process in between was reported as this one's starting point.
+    version = _version_folder(Path(args.bundle))
+    if version is not None:  # was "no bundle in bundles/v2/bundles: nothing to roll back"
+        raise UsageError(
+            f"--bundle {args.bundle} is the bundle version {version.name} itself; pass the run "
+            f"folder {version.parent.parent} (or its bundles folder {version.parent}), and "
+            f"--to {version.name} to serve this version"
+        )
     try:
         before, served = switch_version(args.bundle, to=args.to)
     except BundleError as exc:
@@ -55,3 +63,14 @@ def run(args: argparse.Namespace) -> int:
     was = before or "(none: CURRENT was missing or damaged, now rewritten)"
     print(f"CURRENT: {was} -> {served} (versions: {versions})")
     return 0
+
+
+def _version_folder(folder: Path) -> Path | None:
+    """``folder`` when it is one version of a bundles folder (``bundles/v2``: it holds a
+    ``ragtune-bundle`` manifest and no ``bundles/`` of its own), else None."""
+    from llama_index_ragtune.commands.report import bundle_version_holding
+
+    if (folder / "bundles").is_dir():
+        return None
+    version = bundle_version_holding(folder)
+    return version if version == folder.expanduser().resolve() else None
