@@ -172,5 +172,8 @@ def _number(
             if low is not None and high is not None
             else (f">= {low:g}" if low is not None else f"<= {high:g}")
         )
-        raise Invalid(field, f"expected a number {bounds}, got {value!r}")
+        hint = ""
+        if low == 0 and high == 1 and 1 < value <= 100:  # a share written in percent
+            hint = f"; given in percent? divide by 100 ({value / 100:g})"
+        raise Invalid(field, f"expected a number {bounds}, got {value!r}{hint}")
     return float(value)

@@ -57,7 +57,8 @@ Answers (answerable examples; a refusal scores 0):
   scored on *every* example (an unanswerable one's gold is NOT ENOUGH INFO);
   ``answer_score`` = ``label_accuracy`` on answerable examples.
 - a callable ``(clean_prediction, gold_answers) -> float | dict`` sets
-  ``answer_score`` (a dict's ``"score"`` key, other keys are kept as columns).
+  ``answer_score`` (a dict's ``"score"`` key, other keys are kept as ``custom_<key>``
+  columns: finite numbers, or None where undefined; a NaN or text is a ``ValueError``).
 
 Trust score (:mod:`~llama_index_ragtune.evaluation.trust`): the report's
 ``trust_score`` is the mean of ``trust_refusal`` (macro F1 of refusing and

@@ -140,7 +140,9 @@ class GenerationScorer:
         elif answerable:
             value = 0.0 if refused else self.answer_metric(clean, gold_answers)  # type: ignore[operator]
             if isinstance(value, Mapping):
-                out.update({f"custom_{k}": float(v) for k, v in value.items() if k != "score"})
+                out.update(
+                    {f"custom_{k}": _custom_value(k, v) for k, v in value.items() if k != "score"}
+                )
                 value = value.get("score", 0.0)
             if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
                 raise ValueError(
@@ -292,6 +294,19 @@ class GenerationScorer:
             keys += ["label_accuracy"]
         keys.append("answer_score")
         return tuple(keys)
+
+
+def _custom_value(key: Any, value: Any) -> float | None:
+    """A custom metric's value: a finite number, or None (undefined: left out of its mean);
+    anything else is a ``ValueError`` naming ``custom_<key>`` (a NaN made its mean NaN)."""
+    if value is None:
+        return None
+    if not isinstance(value, Real) or not math.isfinite(value):  # True / False: 1.0 / 0.0
+        raise ValueError(
+            f"the answer_metric callable returned {value!r} for custom_{key}; each value of "
+            "its dict must be a finite number, or None when it is undefined"
+        )
+    return float(value)
 
 
 def _check_example(name: Any, answer_text: Any, answerable: Any, **lists: Any) -> None:

@@ -14,6 +14,9 @@ follow trec_eval (as used by BEIR, ir-measures and pytrec_eval):
   whole number >= 1 and every grade a finite number, else ``ValueError`` /
   ``TypeError`` naming it (a grade of ``inf`` made nDCG NaN, a string a bare
   ``'>' not supported``).
+* ids compare as they are: a ranked ``1`` and a judged ``"1"`` (the same text, two
+  types) is a ``TypeError`` saying to give both as strings (every metric was 0);
+  ``ranked`` and ``qrels`` may be any iterables, read once.
 
 Example::
 
@@ -44,7 +47,7 @@ def _check_k(k: int) -> int:
 
 def _grades(qrels: Qrels | Iterable[str]) -> dict[str, float]:
     """``qrels`` as ``{doc_id: grade}``: a set / list of relevant ids gets grade 1 each."""
-    if isinstance(qrels, str):
+    if isinstance(qrels, str) or qrels is None:
         raise TypeError(f"qrels must be {{doc_id: grade}} or a list of relevant ids, got {qrels!r}")
     if not isinstance(qrels, Mapping):
         return dict.fromkeys(qrels, 1)
@@ -53,20 +56,37 @@ def _grades(qrels: Qrels | Iterable[str]) -> dict[str, float]:
             raise TypeError(
                 f"qrels: the grade of {doc_id!r} must be a number (0 = not relevant), got {grade!r}"
             )
-        if not math.isfinite(grade):
-            raise ValueError(f"qrels: the grade of {doc_id!r} must be finite, got {grade!r}")
+        try:
+            finite = math.isfinite(grade)
+        except OverflowError:  # an integer past the largest float
+            finite = False
+        if not finite:
+            raise ValueError(f"qrels: the grade of {doc_id!r} must be finite, got {_short(grade)}")
     return qrels  # type: ignore[return-value]
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, an integer of hundreds of digits cut to its digit count."""
+    if isinstance(value, int) and abs(value) > 10**30:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return repr(value)
 
 
 def _top_k(ranked: Iterable[str], k: int) -> list[str]:
     """The first ``k`` distinct ids of ``ranked``, keeping first occurrences."""
     k = _check_k(k)
-    if isinstance(ranked, str):
-        raise TypeError(f"ranked must be a list of document ids, got the string {ranked!r}")
+    if isinstance(ranked, str) or ranked is None:
+        raise TypeError(f"ranked must be a list of document ids, got {ranked!r}")
     seen: set[str] = set()
     out: list[str] = []
     for doc_id in ranked:
-        if doc_id not in seen:
+        try:
+            fresh = doc_id not in seen
+        except TypeError:  # a list or dict as an id
+            raise TypeError(
+                f"ranked: document ids must be strings, got {type(doc_id).__name__} {doc_id!r}"
+            ) from None
+        if fresh:
             seen.add(doc_id)
             out.append(doc_id)
             if len(out) == k:
@@ -74,37 +94,55 @@ def _top_k(ranked: Iterable[str], k: int) -> list[str]:
     return out
 
 
+def _check_id_kinds(ranked: Sequence[object], qrels: Mapping[object, object]) -> None:
+    """``TypeError`` when a ranked id and a judged id are the same text of two types
+    (``1`` and ``"1"``): they never compare equal, so every metric would silently be 0."""
+    if not qrels or not ranked:
+        return
+    if all(type(key) is str for key in qrels) and all(type(d) is str for d in ranked):
+        return  # the usual case, checked at C speed
+    judged_text: dict[str, object] | None = None
+    for doc_id in ranked:
+        if doc_id in qrels:
+            continue
+        if judged_text is None:
+            judged_text = {str(key): key for key in qrels}
+        key = judged_text.get(str(doc_id), doc_id)
+        if key is not doc_id and type(key) is not type(doc_id):
+            raise TypeError(
+                f"document id {doc_id!r} ({type(doc_id).__name__}) in ranked and {key!r} "
+                f"({type(key).__name__}) in qrels are the same text but never equal: give "
+                "both as strings"
+            )
+
+
 def _num_relevant(qrels: Qrels) -> int:
     return sum(1 for grade in qrels.values() if grade > 0)
 
 
-def recall_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
-    """Share of the relevant documents found in the top ``k`` (0.0 when none is relevant)."""
-    qrels, k = _grades(qrels), _check_k(k)
+def _judged_top(ranked: Iterable[str], qrels: Qrels | Iterable[str], k: int) -> tuple[list, Qrels]:
+    """(the first ``k`` distinct ids of ``ranked``, ``qrels`` as grades), both checked."""
+    grades, k = _grades(qrels), _check_k(k)
+    top = _top_k(ranked, k)
+    _check_id_kinds(top, grades)
+    return top, grades
+
+
+def _recall(top: list, qrels: Qrels, k: int) -> float:
     total = _num_relevant(qrels)
-    if total == 0:
-        return 0.0
-    found = sum(1 for doc_id in _top_k(ranked, k) if qrels.get(doc_id, 0) > 0)
-    return found / total
+    return sum(1 for d in top if qrels.get(d, 0) > 0) / total if total else 0.0
 
 
-def precision_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
-    """Relevant documents in the top ``k``, divided by ``k``."""
-    qrels, k = _grades(qrels), _check_k(k)
-    found = sum(1 for doc_id in _top_k(ranked, k) if qrels.get(doc_id, 0) > 0)
-    return found / k
+def _precision(top: list, qrels: Qrels, k: int) -> float:
+    return sum(1 for d in top if qrels.get(d, 0) > 0) / k
 
 
-def hit_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
-    """1.0 when at least one relevant document is in the top ``k``, else 0.0."""
-    qrels, k = _grades(qrels), _check_k(k)
-    return float(any(qrels.get(doc_id, 0) > 0 for doc_id in _top_k(ranked, k)))
+def _hit(top: list, qrels: Qrels, k: int) -> float:
+    return float(any(qrels.get(d, 0) > 0 for d in top))
 
 
-def mrr_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
-    """Reciprocal rank of the first relevant document within the top ``k`` (0.0 if none)."""
-    qrels, k = _grades(qrels), _check_k(k)
-    for rank, doc_id in enumerate(_top_k(ranked, k), start=1):
+def _mrr(top: list, qrels: Qrels, k: int) -> float:
+    for rank, doc_id in enumerate(top, start=1):
         if qrels.get(doc_id, 0) > 0:
             return 1.0 / rank
     return 0.0
@@ -115,12 +153,42 @@ def dcg(gains: Iterable[float]) -> float:
     return sum(gain / math.log2(rank + 1) for rank, gain in enumerate(gains, start=1) if gain > 0)
 
 
+def _ndcg(top: list, qrels: Qrels, k: int) -> float:
+    gains = [max(qrels.get(doc_id, 0), 0) for doc_id in top]
+    best = sorted((g for g in qrels.values() if g > 0), reverse=True)[:k]
+    actual, ideal = dcg(gains), dcg(best)
+    if not math.isfinite(ideal):  # grades near the largest float: the same ratio, rescaled
+        scale = float(best[0])
+        actual, ideal = dcg(g / scale for g in gains), dcg(g / scale for g in best)
+    return actual / ideal if ideal > 0 else 0.0
+
+
+def recall_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
+    """Share of the relevant documents found in the top ``k`` (0.0 when none is relevant)."""
+    return _recall(*_judged_top(ranked, qrels, k), _check_k(k))
+
+
+def precision_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
+    """Relevant documents in the top ``k``, divided by ``k``."""
+    return _precision(*_judged_top(ranked, qrels, k), _check_k(k))
+
+
+def hit_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
+    """1.0 when at least one relevant document is in the top ``k``, else 0.0."""
+    return _hit(*_judged_top(ranked, qrels, k), _check_k(k))
+
+
+def mrr_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
+    """Reciprocal rank of the first relevant document within the top ``k`` (0.0 if none)."""
+    return _mrr(*_judged_top(ranked, qrels, k), _check_k(k))
+
+
 def ndcg_at_k(ranked: Sequence[str], qrels: Qrels, k: int) -> float:
     """Graded nDCG@k: linear gains, ideal DCG over the best ``k`` judged documents."""
-    qrels, k = _grades(qrels), _check_k(k)
-    actual = dcg(max(qrels.get(doc_id, 0), 0) for doc_id in _top_k(ranked, k))
-    ideal = dcg(sorted((g for g in qrels.values() if g > 0), reverse=True)[:k])
-    return actual / ideal if ideal > 0 else 0.0
+    return _ndcg(*_judged_top(ranked, qrels, k), _check_k(k))
+
+
+_SCORERS = {"ndcg": _ndcg, "recall": _recall, "mrr": _mrr, "hit": _hit, "precision": _precision}
 
 
 METRICS: dict[str, MetricFn] = {
@@ -152,7 +220,24 @@ def compute_metrics(
     unknown = [name for name in names if name not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
-    return {f"{name}@{k}": METRICS[name](ranked, qrels, k) for name in names for k in k_values}
+    # read once (a generator of ids or of qrels was used up by the first metric, and every
+    # later one scored 0); the first max(k) distinct ids serve every cut-off
+    ks = [_check_k(k) for k in k_values]
+    grades = _grades(qrels)
+    grades = grades if isinstance(grades, Mapping) else dict(grades)
+    if isinstance(ranked, str) or ranked is None:
+        raise TypeError(f"ranked must be a list of document ids, got {ranked!r}")
+    if not isinstance(ranked, (list, tuple)):
+        ranked = list(ranked)
+    distinct = _top_k(ranked, max(ks, default=1))
+    _check_id_kinds(distinct, grades)
+    return {
+        f"{name}@{k}": _SCORERS[name](distinct[:k], grades, k)
+        if name in _SCORERS
+        else METRICS[name](ranked, grades, k)  # a metric registered in METRICS
+        for name in names
+        for k in ks
+    }
 
 
 class MeanMetrics(dict):
@@ -204,6 +289,13 @@ def mean_metrics(per_query: Mapping[str, Mapping[str, float]]) -> MeanMetrics:
     if not per_query:
         raise ValueError("mean_metrics: no query was scored")
     names = list(next(iter(per_query.values())))
+    for qid, scores in per_query.items():
+        missing = [name for name in names if name not in scores]
+        if missing:
+            raise ValueError(
+                f"mean_metrics: query {qid!r} has no {missing} (the first query has {names}); "
+                "score every query on the same metrics"
+            )
     by_metric = {name: {qid: scores[name] for qid, scores in per_query.items()} for name in names}
     return MeanMetrics(
         {name: sum(values.values()) / len(values) for name, values in by_metric.items()},

@@ -224,6 +224,7 @@ def check_flags(values: Sequence[Any], name: str, caller: str) -> list[bool]:
 
 # ------------------------------------------------------------------ combination
 _EPS = 1e-6
+_ROUNDING = 1e-6  # how far past [0, 1] a signal may be from rounding alone
 
 
 def _logit(p: float) -> float:
@@ -260,6 +261,8 @@ class RefusalCombination:
             raise KeyError(
                 f"RefusalCombination needs the signals {list(self.signals)}; missing {missing}."
             )
+        for name in self.signals:  # a NaN was clamped to 0.0: "never refuse"
+            _check_signal(values[name], f"RefusalCombination.probability: signal {name!r}")
         z = self.intercept + sum(
             w * (_logit(values[s]) - m) / sc
             for s, w, m, sc in zip(self.signals, self.weights, self.means, self.scales, strict=True)
@@ -280,16 +283,58 @@ class RefusalCombination:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> RefusalCombination:
-        """Rebuild a combination written by ``to_dict``."""
+        """Rebuild a combination written by ``to_dict``; ``ValueError`` naming the field for
+        lists of other lengths than ``signals``, a value that is not a finite number, or a
+        scale <= 0 (were a bare ``zip()`` error, a ``ZeroDivisionError``, or a NaN weight
+        that made every probability 0.0)."""
+        signals = data["signals"]
+        if isinstance(signals, str) or not all(isinstance(name, str) for name in signals):
+            raise ValueError(
+                f"RefusalCombination: signals must be a list of names, got {signals!r}"
+            )
+        fields = {
+            key: _finite_list(data, key, len(signals)) for key in ("weights", "means", "scales")
+        }
+        bad_scale = [i for i, scale in enumerate(fields["scales"]) if scale <= 0]
+        if bad_scale:
+            raise ValueError(
+                f"RefusalCombination: scales[{bad_scale[0]}] is {fields['scales'][bad_scale[0]]!r}; "
+                "a scale is a standard deviation > 0 (refit the combination)"
+            )
         return cls(
-            signals=tuple(data["signals"]),
-            weights=tuple(float(w) for w in data["weights"]),
-            intercept=float(data["intercept"]),
-            means=tuple(float(m) for m in data["means"]),
-            scales=tuple(float(s) for s in data["scales"]),
+            signals=tuple(signals),
+            weights=fields["weights"],
+            intercept=_finite(data["intercept"], "intercept"),
+            means=fields["means"],
+            scales=fields["scales"],
             n_examples=int(data.get("n_examples", 0)),
-            l2=float(data.get("l2", 1.0)),
+            l2=_finite(data.get("l2", 1.0), "l2"),
         )
+
+
+def _finite(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"RefusalCombination: {field} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _finite_list(data: Mapping, key: str, n: int) -> tuple[float, ...]:
+    values = data[key]
+    if isinstance(values, (str, bytes)) or len(values) != n:
+        raise ValueError(
+            f"RefusalCombination: {key} must hold one number per signal ({n}), got {values!r}"
+        )
+    return tuple(_finite(value, f"{key}[{i}]") for i, value in enumerate(values))
+
+
+def _check_signal(value: Any, where: str) -> float:
+    """A refusal signal's value: a number in [0, 1], give or take float rounding (``1 - p``
+    of a float32 probability); ``ValueError`` / ``TypeError`` naming ``where`` otherwise."""
+    if isinstance(value, (bool, str)) or not isinstance(value, Real):
+        raise TypeError(f"{where} must be a number in [0, 1], got {value!r}")
+    if not -_ROUNDING <= value <= 1.0 + _ROUNDING:  # NaN fails too
+        raise ValueError(f"{where} is {value!r}, not a number in [0, 1]")
+    return float(value)
 
 
 def _logistic(x, y, l2: float, iterations: int):
@@ -338,16 +383,26 @@ def fit_refusal_combination(
     """
     import numpy as np
 
+    if not isinstance(signals, Mapping):
+        raise TypeError(
+            "fit_refusal_combination: signals must be a dict {name: [one value per question]}, "
+            f"got {type(signals).__name__}"
+        )
     names = tuple(signals)
     if not names:
         raise ValueError("fit_refusal_combination: pass at least one signal.")
+    answerable = check_flags(answerable, "answerable", "fit_refusal_combination")
     n = len(answerable)
     for name in names:
-        if len(signals[name]) != n:
+        if isinstance(signals[name], (str, bytes)) or len(signals[name]) != n:
             raise ValueError(
                 f"fit_refusal_combination: signal {name!r} has {len(signals[name])} values for "
                 f"{n} questions; pass one value per question."
             )
+        for i, value in enumerate(signals[name]):  # a NaN made every weight NaN
+            _check_signal(value, f"fit_refusal_combination: signal {name!r}[{i}]")
+    if isinstance(l2, bool) or not isinstance(l2, Real) or not math.isfinite(l2):
+        raise ValueError(f"fit_refusal_combination: l2 must be a finite number >= 0, got {l2!r}.")
     y = np.array([0.0 if a else 1.0 for a in answerable])
     if n == 0 or y.min() == y.max():
         raise ValueError(

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -163,10 +164,13 @@ class RetrievalReport(ReportIO):
     @property
     def latency(self) -> dict[str, float]:
         """Per-query latency in milliseconds: ``p50_ms``, ``p95_ms``, ``mean_ms`` (``ValueError``
-        when no query was evaluated)."""
-        values = sorted(row.latency_ms for row in self.rows)
-        if not values:
+        when no query was evaluated). An unknown latency (NaN: ``null`` in the JSON) is left
+        out (sorting it put the percentiles anywhere); all unknown: NaN."""
+        if not self.rows:
             raise self._nothing_to_report()
+        values = sorted(row.latency_ms for row in self.rows if not math.isnan(row.latency_ms))
+        if not values:
+            return dict.fromkeys(("p50_ms", "p95_ms", "mean_ms"), math.nan)
         return {
             "p50_ms": _percentile(values, 50),
             "p95_ms": _percentile(values, 95),

@@ -40,8 +40,10 @@ unanswerable questions; reports show "—"). The builders (``add_retrieval``, ..
 ``add_decision``, ``add_promotion``) take a NaN or infinite metric, ``champion`` /
 ``challenger`` or refusal ``threshold`` as undefined (``None``, written ``null``), as the
 other result files write them; such a value put into the fields by hand is refused by
-validation, naming it. A ``*_rate`` (``answer_rate``, ``refusal_rate``, ...) is a
-share in [0, 1]. ``part`` is one of ``encoder``, ``reranker``,
+validation, naming it. A share (a ``*_rate`` such as ``answer_rate``, nDCG, recall,
+MRR, precision, F1, AUC, ...: ``metric_bounds.bounded_range``) is in [0, 1]: 73.0 or
+-0.2 is refused naming the system and the metric ("given in percent? divide by 100");
+custom metrics (``custom_*``), latencies and counts have no bound. ``part`` is one of ``encoder``, ``reranker``,
 ``decoder``, ``fusion``; ``champion`` / ``challenger`` are the two parts'
 values of ``metric`` (``null`` when there was nothing to compare), ``margin`` the
 improvement promotion required; ``add_promotion`` records a ``PromotionDecision``.
@@ -82,6 +84,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llama_index_ragtune.evaluation._validate import Invalid
+from llama_index_ragtune.evaluation.metric_bounds import check_metric, out_of_range
 from llama_index_ragtune.evaluation.results_format import (
     FORMAT,
     FORMAT_VERSION,
@@ -154,7 +157,8 @@ class EvaluationResults:
         latency_ms: Sequence[float] = (),
     ) -> SystemResult:
         """Add one retrieval system (e.g. ``stage="before"`` for the untuned hybrid)."""
-        system = SystemResult(name, stage, _metric_values(metrics), [float(x) for x in latency_ms])
+        values = _metric_values(metrics, f"add_retrieval({name!r}, {stage!r})")
+        system = SystemResult(name, stage, values, [float(x) for x in latency_ms])
         self.retrieval.append(system)
         return system
 
@@ -166,7 +170,8 @@ class EvaluationResults:
         latency_ms: Sequence[float] = (),
     ) -> SystemResult:
         """Add one retrieve-then-rerank system."""
-        system = SystemResult(name, stage, _metric_values(metrics), [float(x) for x in latency_ms])
+        values = _metric_values(metrics, f"add_reranking({name!r}, {stage!r})")
+        system = SystemResult(name, stage, values, [float(x) for x in latency_ms])
         self.reranking.append(system)
         return system
 
@@ -203,9 +208,8 @@ class EvaluationResults:
                 _finite_or_none(refusal_threshold),
                 refusal_policy,
             )
-        system = SystemResult(
-            name, stage, _metric_values(metrics), [float(x) for x in latency_ms], refusal
-        )
+        values = _metric_values(metrics, f"add_generation({name!r}, {stage!r})")
+        system = SystemResult(name, stage, values, [float(x) for x in latency_ms], refusal)
         self.generation.append(system)
         return system
 
@@ -225,12 +229,17 @@ class EvaluationResults:
         (``greater_is_better="auto"``: read from the metric's name, False for a loss)."""
         if isinstance(greater_is_better, str) and greater_is_better == "auto":
             greater_is_better = metric_direction(metric) >= 0
+        champion, challenger = _finite_or_none(champion), _finite_or_none(challenger)
+        for side, value in (("champion", champion), ("challenger", challenger)):
+            problem = out_of_range(metric, value) if isinstance(metric, str) else None
+            if problem is not None:
+                raise ValueError(f"add_decision({part!r}): the {side}'s {problem}")
         decision = Decision(
             part,
             promoted,
             metric,
-            _finite_or_none(champion),
-            _finite_or_none(challenger),
+            champion,
+            challenger,
             margin,
             reason,
             greater_is_better,
@@ -361,9 +370,14 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def _metric_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain metric values with NaN / infinite ones as ``None`` (undefined)."""
-    return {key: _finite_or_none(value) for key, value in plain_metrics(metrics).items()}
+def _metric_values(metrics: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Plain metric values with NaN / infinite ones as ``None`` (undefined); a share out of
+    [0, 1] (``ndcg@10`` of 73.0) is a ``ValueError`` naming ``where`` and the metric."""
+    values = {key: _finite_or_none(value) for key, value in plain_metrics(metrics).items()}
+    for key, value in values.items():
+        if isinstance(key, str) and isinstance(value, float):
+            check_metric(key, value, where)
+    return values
 
 
 def _system_dict(system: SystemResult) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from llama_index_ragtune.evaluation._validate import Fields, Invalid
+from llama_index_ragtune.evaluation.metric_bounds import out_of_range
 from llama_index_ragtune.evaluation.svg_charts import metric_direction
 from llama_index_ragtune.evaluation.system_result import Decision, RefusalScores, SystemResult
 
@@ -105,18 +106,32 @@ def _parse_system(item: Fields, generation: bool) -> SystemResult:
     return SystemResult(
         name=item.text("name"),
         stage=item.text("stage"),
-        metrics={key: _metric(metrics, key) for key in metrics.names()},
+        metrics={key: _metric(metrics, key, item) for key in metrics.names()},
         latency_ms=item.numbers("latency_ms", low=0.0) if item.has("latency_ms") else [],
         refusal=refusal,
     )
 
 
-def _metric(metrics: Fields, key: str) -> float | None:
-    """A metric value; a ``*_rate`` is a share of questions, so in [0, 1] (the report
-    takes a missing answer or refusal rate as the other's complement: 1.5 gave -50%)."""
-    if key.endswith("_rate"):
-        return metrics.number(key, low=0.0, high=1.0, nullable=True)
-    return metrics.number(key, nullable=True)
+def _metric(metrics: Fields, key: str, system: Fields | None = None) -> float | None:
+    """A metric value; a share (a ``*_rate``, nDCG, recall, MRR, precision, F1, ...:
+    ``metric_bounds``) is in [0, 1] (the report takes a missing answer or refusal rate as
+    the other's complement: 1.5 gave -50%; an nDCG of 73.0 was drawn as a bar 73 times
+    the axis). Custom metrics, latencies and counts have no bound."""
+    value = metrics.number(key, nullable=True)
+    problem = None if value is None else out_of_range(key, value)
+    if problem is not None:
+        raise Invalid(metrics.path(key), _named(problem, system))
+    return value
+
+
+def _named(problem: str, system: Fields | None) -> str:
+    """``problem`` prefixed by the system's name and stage, when they are readable."""
+    if system is None:
+        return problem
+    name, stage = system.get("name"), system.get("stage")
+    if isinstance(name, str) and isinstance(stage, str):
+        return f"system {name!r} ({stage}): {problem}"
+    return problem
 
 
 def _parse_decision(item: Fields) -> Decision:
@@ -131,8 +146,8 @@ def _parse_decision(item: Fields) -> Decision:
         part=part,
         promoted=item.boolean("promoted"),
         metric=item.text("metric"),
-        champion=item.number("champion", nullable=True),
-        challenger=item.number("challenger", nullable=True),
+        champion=_decision_value(item, "champion"),
+        challenger=_decision_value(item, "challenger"),
         margin=item.number("margin"),  # type: ignore[arg-type]
         reason=item.text("reason", allow_empty=True),
         greater_is_better=item.boolean("greater_is_better")
@@ -140,3 +155,14 @@ def _parse_decision(item: Fields) -> Decision:
         else metric_direction(item.text("metric")) >= 0,  # a loss: lower is better
         forced=item.boolean("forced") if item.has("forced") else False,
     )
+
+
+def _decision_value(item: Fields, key: str) -> float | None:
+    """The champion's or challenger's value of the decision's metric (a share in [0, 1]
+    when the metric is one)."""
+    value = item.number(key, nullable=True)
+    metric = item.get("metric")
+    problem = None if value is None or not isinstance(metric, str) else out_of_range(metric, value)
+    if problem is not None:
+        raise Invalid(item.path(key), f"the {key}'s {problem}")
+    return value

@@ -3,7 +3,10 @@
 Each retrieved node maps to a document id with ``node.ref_doc_id or node.node_id``
 (override with ``doc_id_fn``); when several chunks of one document come back, the
 document keeps its best rank. Metrics are those of
-:mod:`llama_index_ragtune.evaluation.metrics` (trec_eval conventions).
+:mod:`llama_index_ragtune.evaluation.metrics` (trec_eval conventions). Ids are compared
+as text (qrels are read that way, so an integer id from ``doc_id_fn`` is too); grades
+are whole numbers up to ``MAX_GRADE``; queries whose qrels hold no relevant document
+are scored (0 on every metric) with a warning naming them.
 
 Example::
 
@@ -42,6 +45,7 @@ from llama_index_ragtune.evaluation.report import QueryResult, RetrievalReport
 __all__ = ["RetrievalEvaluator", "RetrievalReport", "QueryResult", "default_doc_id"]
 
 QrelsLike = Mapping[str, Mapping[str, int] | Iterable[str]]
+MAX_GRADE = 10**6  # a relevance grade beyond it is a typo or a score, not a judgement
 
 
 def default_doc_id(node: NodeWithScore) -> str:
@@ -231,6 +235,8 @@ class RetrievalEvaluator:
         seen: set[str] = set()
         for node in nodes:
             doc_id = self.doc_id_fn(node)
+            if doc_id is not None and not isinstance(doc_id, str):
+                doc_id = str(doc_id)  # qrels ids are read as text: an int 7 matches "7"
             if doc_id not in seen:  # a document keeps its best (first) rank
                 seen.add(doc_id)
                 ranked.append(doc_id)
@@ -270,6 +276,14 @@ class RetrievalEvaluator:
             raise ValueError(
                 "no query has qrels: check that the query ids match the qrels' query ids"
             )
+        unjudged = [qid for qid, _ in todo if not any(g > 0 for g in judgements[qid].values())]
+        if unjudged:
+            warnings.warn(
+                f"{len(unjudged)} of {len(todo)} queries have no relevant document in their "
+                f"qrels (e.g. {', '.join(map(repr, unjudged[:5]))}): they score 0 on every "
+                "metric and lower the means; judge a relevant document (grade > 0) or drop them",
+                stacklevel=3,
+            )
         return todo, judgements, skipped
 
     def _report(self, rows: list[QueryResult], skipped: list[str]) -> RetrievalReport:
@@ -297,14 +311,30 @@ def _as_grades(qid: Any, judged: Mapping[str, int] | Iterable[str]) -> dict[str,
 
 def _grade(qid: Any, doc_id: Any, grade: Any) -> int:
     """A relevance grade as an int; a fraction, NaN or text is an error naming query and document."""
-    if isinstance(grade, str) and grade.strip().lstrip("+-").isdigit():
-        return int(grade)  # "2" from a TSV qrels file
-    if isinstance(grade, Real) and math.isfinite(grade) and float(grade).is_integer():
-        return int(grade)
+    try:
+        if isinstance(grade, str) and grade.strip().lstrip("+-").isdigit():
+            value = int(grade)  # "2" from a TSV qrels file
+        elif isinstance(grade, Real) and math.isfinite(grade) and float(grade).is_integer():
+            value = int(grade)
+        else:
+            value = None
+        if value is not None and abs(value) <= MAX_GRADE:
+            return value
+    except (OverflowError, ValueError):  # an integer past floats, or of 4,300+ digits
+        pass
+    shown = _shown(grade)
     raise ValueError(
         f"qrels for query {qid!r}: the grade of {doc_id!r} must be a whole number "
-        f"(0 = not relevant, 1, 2, ...), got {grade!r}"
+        f"(0 = not relevant, 1, 2, ..., at most {MAX_GRADE:,}), got {shown}"
     )
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, a long one cut to 40 characters and its length."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"  # str() of 4,300+ digits fails
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}... ({len(text)} characters)"
 
 
 def _progress(total: int, show: bool, name: str | None) -> Any:

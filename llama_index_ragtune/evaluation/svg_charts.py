@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 from llama_index_ragtune.evaluation.chart_text import (
@@ -84,14 +85,34 @@ def tint(color: str, amount: float) -> str:
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default); None for no values."""
+    """Linear-interpolated percentile (numpy's default); None for no values; a NaN is a
+    ``ValueError`` naming its position (sorted, it put the result anywhere)."""
     if not values:
         return None
+    _check_no_nan(values, "percentile")
     ordered = sorted(values)
     pos = (len(ordered) - 1) * pct / 100
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _check_no_nan(values: Sequence[float], where: str, low: float | None = None) -> None:
+    """``ValueError`` naming ``where`` and the position of a NaN (or a value under ``low``)."""
+    try:  # C-speed sums first: a report may hold millions of latencies
+        clean = not math.isnan(math.fsum(values)) and (low is None or min(values) >= low)
+    except (TypeError, ValueError, OverflowError):  # text, inf - inf, a sum past floats
+        clean = False
+    if clean:
+        return
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"{where}: value {i} must be a number, got {value!r}")
+        if math.isnan(value) or (low is not None and value < low):
+            raise ValueError(
+                f"{where}: value {i} is {value!r}; expected a number"
+                + ("" if low is None else f" >= {low:g}")
+            )
 
 
 def difference(value: float | None, reference: float | None) -> float | None:
@@ -197,7 +218,8 @@ def metric_bars(
         for s_index, s in enumerate(series):
             ref = references[s_index]
             base = None if ref is None else series[ref].values.get(metric)
-            value = s.values.get(metric)
+            value = _finite_value(s.values.get(metric))  # a NaN drew width="nan": n/a
+            base = _finite_value(base)
             by = gy + s_index * (bar_h + gap)
             tip = f"{isolate_bidi(s.label)} — {isolate_bidi(metric)}: " + (
                 "n/a" if value is None else f"{value:.3f}"
@@ -221,6 +243,13 @@ def metric_bars(
                 label += f' <tspan class="delta {css}">{delta:+.3f}</tspan>'
             body.append(f'<text x="{plot_x + w + 6:.1f}" y="{by + 12:.1f}">{label}</text>')
     return _svg(WIDTH, height, title, body, "bars")
+
+
+def _finite_value(value: Any) -> float | None:
+    """``value`` when it is a finite number, else None (shown "n/a")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
 
 
 def _scale(lo: float, hi: float, x0: float, width: float, log: bool) -> Any:
@@ -264,6 +293,8 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
     A log axis is used when the slowest query is over 30x the fastest.
     """
     rows = [s for s in series if s.values]
+    for s in rows:  # a NaN drew x="nan"; a negative time is a clock error
+        _check_no_nan(s.values, f"latency_boxes: series {s.label!r}", low=0.0)
     row_h = 60
     plot_x, plot_w = 40, WIDTH - 80
     top, height = 24, 24 + max(len(rows), 1) * row_h + 40
@@ -439,6 +470,8 @@ def calibration_diagram(
 def timing_bars(timings: Mapping[str, float], title: str, color: str = PALETTE[7]) -> str:
     """Horizontal bars of each pipeline step's wall time, in run order, with the total."""
     bar_h, gap = 18, 8
+    for step, seconds in timings.items():  # a NaN drew width="nan"
+        _check_no_nan([seconds], f"timing_bars: step {step!r}", low=0.0)
     plot_x = _label_column(list(timings))
     plot_w = WIDTH - plot_x - 160
     total = sum(timings.values())

@@ -142,9 +142,10 @@ def _no_non_finite_numbers(results: EvaluationResults) -> None:
 
 def test_differences_that_overflow_show_no_inf():
     data = _data()
-    data["retrieval"][1]["metrics"]["ndcg@10"] = 1e308  # "hybrid" before
-    data["retrieval"][2]["metrics"]["ndcg@10"] = -1e308  # "hybrid" after: Δ was -inf
-    data["decisions"][0].update(champion=-1e308, challenger=1e308)  # gain was +inf
+    # an unbounded (custom) metric: an nDCG of 1e308 is refused as out of [0, 1]
+    data["retrieval"][1]["metrics"]["custom_score"] = 1e308  # "hybrid" before
+    data["retrieval"][2]["metrics"]["custom_score"] = -1e308  # "hybrid" after: Δ was -inf
+    data["decisions"][0].update(metric="custom_score", champion=-1e308, challenger=1e308)
     results = EvaluationResults.from_dict(data)
     assert results.decisions[0].gain is None
     _no_non_finite_numbers(results)
