@@ -227,10 +227,15 @@ class RefusalPolicy(ABC):
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_dict` as JSON to ``path`` (folders created); returns the path."""
+        """Write :meth:`to_dict` as strict JSON to ``path`` (folders created), atomically: a
+        crash leaves the old file or the new one, never half of it; a NaN in the calibration
+        (an AUC of one class) is written ``null``. Returns the path."""
+        from llama_index_ragtune._atomic import atomic_write_text, strict_json
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(strict_json(self.to_dict()), indent=2, allow_nan=False) + "\n"
+        atomic_write_text(path, text)
         return path
 
     def __repr__(self) -> str:

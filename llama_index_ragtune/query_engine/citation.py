@@ -319,6 +319,7 @@ class CitationQueryEngine(EngineSettings, BaseQueryEngine):
             window,
             num_output,
             llm_name=type(llm).__name__,
+            metadata_mode=self.metadata_mode,
         )
 
     def _scores_refusal(self, llm: Any) -> bool:

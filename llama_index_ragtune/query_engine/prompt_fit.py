@@ -5,7 +5,9 @@ LLM's ``metadata.context_window`` less its answer budget ``metadata.num_output``
 (``max_new_tokens`` for ``LocalChatLLM``), or those of a ``PromptHelper`` given to the
 engine or set on ``Settings`` (see :func:`prompt_budget`). Sources are kept in rank order: the
 lowest-ranked ones that do not fit are left out, and the last one kept may be cut at a
-sentence boundary; the numbering of what is shown stays ``1..k``. Only when the
+sentence boundary; a source of which not one sentence fits is left out and the ones
+after it still get the room; metadata (``metadata_mode``) that alone overflows the room is
+left out of the prompt, its node's text shown; the numbering of what is shown stays ``1..k``. Only when the
 question alone (with the system prompt) cannot fit is it an error.
 
 Tokens are counted by the LLM's own chat template when it has one (``LocalChatLLM.encode``),
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage
-from llama_index.core.schema import NodeWithScore, TextNode
+from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 
 from llama_index_ragtune.grounding import sentence_spans
 
@@ -131,12 +133,16 @@ def fit_sources(
     context_window: int,
     num_output: int,
     llm_name: str = "the LLM",
+    metadata_mode: MetadataMode = MetadataMode.NONE,
 ) -> PromptFit:
     """The longest rank-order prefix of ``nodes`` whose prompt (``build(shown)``, ``count``
     tokens) leaves ``num_output`` tokens of ``context_window``, the next source cut at a
-    sentence boundary into what room is left; ``ValueError`` when the question alone is too long.
+    sentence boundary into what room is left (one of which not one sentence fits is left out
+    and the next tried; ``metadata_mode``: how the sources' metadata is shown, left out when
+    it alone overflows); ``ValueError`` when the question alone is too long.
 
-    Counts O(log n) prompts (plus O(log sentences) for a cut), one when everything fits.
+    Counts O(log n) prompts (plus O(log sentences) for a cut, and again for each source left
+    out as too long), one when everything fits.
 
     Example::
 
@@ -162,22 +168,33 @@ def fit_sources(
             f"{budget}; shorten the question, or use an LLM with a larger window (or a smaller "
             "num_output / max_new_tokens)."
         )
-    low, high, size = 0, len(nodes) - 1, bare  # nodes[:low] fits, nodes[:high + 1] does not
-    while low < high:
-        middle = (low + high + 1) // 2
-        tokens = count(build(nodes[:middle]))
-        if tokens <= budget:
-            low, size = middle, tokens
-        else:
-            high = middle - 1
-    shown = nodes[:low]
+    shown: list[NodeWithScore] = []
+    left_out: list[str] = []
     cut_ids: list[str] = []
-    partial = _cut_to_fit(nodes[low], shown, build, count, budget)
-    if partial is not None:
-        cut_node, size = partial
-        shown = [*shown, cut_node]
-        cut_ids.append(cut_node.node.node_id)
-    left_out = [n.node.node_id for n in nodes[len(shown) :]]
+    size, rest, known_too_long = bare, nodes, True  # the whole list did not fit
+    while rest:
+        # the longest prefix of ``rest`` that fits after ``shown``
+        low, high = 0, len(rest) - 1 if known_too_long else len(rest)
+        while low < high:
+            middle = (low + high + 1) // 2
+            tokens = count(build([*shown, *rest[:middle]]))
+            if tokens <= budget:
+                low, size = middle, tokens
+            else:
+                high = middle - 1
+        shown, rest, known_too_long = [*shown, *rest[:low]], rest[low:], False
+        if not rest:
+            break
+        partial = _cut_to_fit(rest[0], shown, build, count, budget, metadata_mode)
+        if partial is not None:
+            cut_node, size = partial
+            shown.append(cut_node)
+            cut_ids.append(cut_node.node.node_id)
+            left_out.extend(n.node.node_id for n in rest[1:])
+            break
+        # not one sentence of it fits: left out, and the sources after it still get the room
+        left_out.append(rest[0].node.node_id)
+        rest = rest[1:]
     return PromptFit(shown, size, context_window, num_output, left_out, cut_ids)
 
 
@@ -187,20 +204,47 @@ def _cut_to_fit(
     build: Build,
     count: Count,
     budget: int,
+    metadata_mode: MetadataMode = MetadataMode.NONE,
 ) -> tuple[NodeWithScore, int] | None:
-    """``source`` cut to its most whole sentences that fit after ``before`` (a copy, same id),
-    with the prompt's tokens; None when not one sentence fits or its text cannot be cut."""
+    """``source`` cut to its most whole sentences that fit after ``before`` (a copy, same
+    id), with the prompt's tokens. When the metadata shown with it (``metadata_mode``) alone
+    leaves no room, its text is shown without it, whole or cut the same way (the copy keeps
+    its metadata). None when not one sentence fits or its text cannot be cut."""
     node = source.node
     if not isinstance(node, TextNode) or not node.text:
         return None
-    ends = [end for _start, end in sentence_spans(node.text)][:-1]  # the whole one did not fit
+    text = node.text
+    ends = [end for _start, end in sentence_spans(text)]
+
+    def cut(update: dict[str, Any]) -> Callable[[int], NodeWithScore]:
+        def make(end: int) -> NodeWithScore:
+            copy = node.model_copy(update={**update, "text": text[:end]})
+            return NodeWithScore(node=copy, score=source.score)
+
+        return make
+
+    best = _longest(ends[:-1], cut({}), before, build, count, budget)  # whole did not fit
+    if best is None and node.get_content(metadata_mode=metadata_mode) != text:
+        # the metadata fills the room: the text is what answers, shown without it
+        best = _longest(ends, cut({"text_template": "{content}"}), before, build, count, budget)
+    return best
+
+
+def _longest(
+    ends: Sequence[int],
+    make: Callable[[int], NodeWithScore],
+    before: list[NodeWithScore],
+    build: Build,
+    count: Count,
+    budget: int,
+) -> tuple[NodeWithScore, int] | None:
+    """The candidate ``make(end)`` of the largest of the sorted ``ends`` whose prompt fits
+    (a binary search: O(log len(ends)) prompts counted), with its tokens; None if none fits."""
     best: tuple[NodeWithScore, int] | None = None
     low, high = 0, len(ends) - 1
     while low <= high:
         middle = (low + high) // 2
-        candidate = NodeWithScore(
-            node=node.model_copy(update={"text": node.text[: ends[middle]]}), score=source.score
-        )
+        candidate = make(ends[middle])
         tokens = count(build([*before, candidate]))
         if tokens <= budget:
             best, low = (candidate, tokens), middle + 1

@@ -154,11 +154,35 @@ class _StreamedAnswer:
             len(nodes), engine.refusal, source_texts=engine.source_texts(nodes)
         )
         self.decision, self.finish = decision, None
+        self.llm_name = type(engine.llm).__name__
+        self.content = ""  # the answer so far, as the chunks' ``message.content`` gives it
 
     def feed(self, chunk: Any) -> str:
         self.decision = self.decision or llm_decision(chunk)
         self.finish = finish_reason(chunk) or self.finish
-        return self.stream.feed(chunk.delta or "")
+        return self.stream.feed(self.delta(chunk))
+
+    def delta(self, chunk: Any) -> str:
+        """The new text of ``chunk``: its ``delta``; for an LLM whose chunks carry none
+        (``delta=None``), what its ``message.content`` adds to the answer so far, or that
+        content whole when it does not extend it (an LLM sending each piece as content)."""
+        delta = getattr(chunk, "delta", None)
+        message = getattr(chunk, "message", None)
+        content = getattr(message, "content", None)
+        if delta is None and isinstance(content, str):
+            seen = self.content
+            delta = content[len(seen) :] if content.startswith(seen) else content
+            self.content = content if content.startswith(seen) else seen + content
+            return delta
+        if delta is None:
+            return ""
+        if not isinstance(delta, str):
+            raise TypeError(
+                f"CitationQueryEngine(streaming=True): {self.llm_name}.stream_chat yielded a "
+                f"delta of type {type(delta).__name__}; ChatResponse.delta must be a str"
+            )
+        self.content = content if isinstance(content, str) else self.content + delta
+        return delta
 
     def flush(self) -> str:
         return self.stream.finish()
