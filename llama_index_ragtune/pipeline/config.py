@@ -45,10 +45,12 @@ import numbers
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 from llama_index_ragtune.evaluation.refusal_calibration import check_max_over_refusal
 from llama_index_ragtune.finetuning.budget import MAX_MINUTES, TrainingBudget
+from llama_index_ragtune.finetuning.training_args_check import check_training_args
 from llama_index_ragtune.retrievers.bm25_index import ANALYZERS, BM25Text, check_bm25_language
 
 STEPS = (
@@ -70,6 +72,9 @@ BUDGET_SHARES = {"encoder": 0.3, "reranker": 0.3, "decoder": 0.4}
 _FINGERPRINT_DEFAULTS_LEFT_OUT = {"bm25_analyzer": "plain", "bm25_language": "english"}
 """Settings added after runs were recorded, with the default those runs used."""
 _RECORDED_ONLY_WHEN_SET = {"bm25_language": "english"}
+# what the engines' arguments hold where an ``*_args`` override gives nothing (to check the
+# values the user did give with :func:`check_training_args`)
+_PLAIN_ARGS = {"learning_rate": 2e-5, "num_train_epochs": 1, "max_steps": -1}
 """Settings ``to_dict`` leaves out while they have their default (readers take the default),
 so the settings recorded for a run that does not use them read as before."""
 
@@ -371,6 +376,9 @@ class PipelineConfig:
             keys = [k for k in getattr(self, name) if not isinstance(k, str)]
             if keys:
                 raise TypeError(f"PipelineConfig.{name} keys must be setting names, got {keys!r}")
+            # a NaN epoch count or a learning rate of 0 fails here, not after the data step
+            given = SimpleNamespace(**{**_PLAIN_ARGS, **getattr(self, name)})
+            check_training_args("PipelineConfig", given, label=name)
 
     # ------------------------------------------------------------------ presets
 

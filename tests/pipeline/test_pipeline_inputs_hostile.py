@@ -364,6 +364,27 @@ def test_settings_of_the_wrong_type_are_type_errors_naming_the_field(field, valu
 
 
 @pytest.mark.parametrize(
+    ("field", "settings", "message"),
+    [
+        ("encoder_args", {"num_train_epochs": float("nan")}, "num_train_epochs must be a finite"),
+        ("decoder_args", {"learning_rate": 0}, "learning_rate must be a finite number > 0"),
+        ("reranker_args", {"per_device_train_batch_size": 0}, "batch_size must be a whole number"),
+        ("decoder_args", {"num_train_epochs": 0}, "num_train_epochs must be > 0 when max_steps"),
+    ],
+)
+def test_engine_settings_that_cannot_train_fail_when_the_config_is_built(field, settings, message):
+    """Was: accepted, then the cost estimate failed on ``int(nan)`` after the data step, or
+    the engine refused them only when its step began."""
+    with pytest.raises(ValueError, match=rf"PipelineConfig: {field}\.\w*{message}"):
+        PipelineConfig(**{field: settings})
+    # settings that train are kept as given
+    assert PipelineConfig(**{field: {"max_steps": 2, "num_train_epochs": 0}}).__dict__[field] == {
+        "max_steps": 2,
+        "num_train_epochs": 0,
+    }
+
+
+@pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("test_fraction", float("nan"), "test_fraction must be a finite number"),
