@@ -38,7 +38,7 @@ def test_model_path_that_is_a_special_file_names_what_it_is(tmp_path, monkeypatc
         cases = {
             "/dev/null": "a character device",
             str(tmp_path / "fifo"): "a named pipe (FIFO)",
-            str(tmp_path / "broken"): "a broken symbolic link",
+            str(tmp_path / "broken"): f"a broken symbolic link to {str(tmp_path / 'gone')!r}",
             str(tmp_path / "loop"): "a looping symbolic link",
             str(tmp_path / "sock"): "a socket",
         }
