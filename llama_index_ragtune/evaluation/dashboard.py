@@ -29,6 +29,7 @@ from llama_index_ragtune._atomic import atomic_path
 from llama_index_ragtune.evaluation.chart_text import escape_text
 from llama_index_ragtune.evaluation.dashboard_markdown import render_markdown
 from llama_index_ragtune.evaluation.dashboard_style import PAGE_CSS
+from llama_index_ragtune.evaluation.file_paths import checked_path
 from llama_index_ragtune.evaluation.report_summary import (
     SECTION_TITLES,
     baseline_index,
@@ -385,7 +386,7 @@ def render_html(results: EvaluationResults, source: str | None = None) -> str:
     from llama_index_ragtune import __version__
 
     hues = _hues(results)
-    queries = " · ".join(f"{_e(split)} {n}" for split, n in results.queries.items())
+    queries = " · ".join(f"{_e(split)} {_e(n)}" for split, n in results.queries.items())
     nav = [("decisions", "Decisions")]
     nav += [(sec, SECTION_TITLES[sec]) for sec in SECTION_TITLES if getattr(results, sec)]
     if any(s.refusal is not None for s in results.generation):
@@ -441,8 +442,13 @@ def write_report(
 
         paths = write_report(EvaluationResults.load("evaluation.json"), "runs/report")
     """
+    out = checked_path(out_dir, "write_report")
     results.validate()
-    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(
+            f"write_report: {out} is a file, not a folder; the report is two files "
+            "(report.html, report.md): pass a folder to write them into"
+        )
     html_text, md_text = render_html(results, source=source), render_markdown(results)
     paths = ReportPaths(*(out / name for name in REPORT_FILE_NAMES))
     # both written before either is renamed into place: a failure writing either one (a

@@ -79,7 +79,7 @@ def render_markdown(results: EvaluationResults) -> str:
 
         print(render_markdown(EvaluationResults.load("evaluation.json")))
     """
-    queries = ", ".join(f"{_md(split)} {n}" for split, n in results.queries.items())
+    queries = ", ".join(f"{_md(split)} {_md(n)}" for split, n in results.queries.items())
     out = [
         f"# {_md(results.title)}",
         "",

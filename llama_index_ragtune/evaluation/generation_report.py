@@ -28,6 +28,7 @@ from typing import Any
 
 from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
 from llama_index_ragtune.evaluation.report import ReportIO, markdown_cell
+from llama_index_ragtune.evaluation.report_reading import check_generation_report
 from llama_index_ragtune.evaluation.trust import trust_score
 
 __all__ = ["GenerationReport"]
@@ -149,7 +150,9 @@ class GenerationReport(ReportIO):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GenerationReport:
-        """Rebuild a report written by ``to_dict``."""
+        """Rebuild a report written by ``to_dict`` (``EvaluationFileError`` naming the
+        field when ``data`` is not of that shape)."""
+        check_generation_report(data)
         return cls(
             rows=list(data["rows"]),
             name=data.get("name"),

@@ -30,6 +30,16 @@ from typing import Any
 
 from llama_index_ragtune._atomic import strict_json
 from llama_index_ragtune.evaluation.chart_text import printable_text
+from llama_index_ragtune.evaluation.file_paths import checked_path
+from llama_index_ragtune.evaluation.report_reading import (
+    check_retrieval_report,
+    naming_file,
+    read_report_json,
+)
+from llama_index_ragtune.evaluation.results_reading import (
+    MAX_EVALUATION_BYTES,
+    EvaluationFileError,
+)
 from llama_index_ragtune.evaluation.svg_charts import isolate_bidi
 
 _MARKDOWN_SPECIAL = str.maketrans(
@@ -80,18 +90,36 @@ class ReportIO:
 
     def to_json(self, path: str | Path | None = None, indent: int | None = 2) -> str:
         """The report as strict JSON (a NaN or infinite number as ``null``); also written to
-        ``path`` (parent folders created) when given."""
+        ``path`` (parent folders created) when given.
+
+        The file is written to a temporary sibling and renamed into place: a crash or a
+        full disk leaves the old file whole, and a symbolic link or named pipe standing at
+        ``path`` is replaced, never written through (the file it led to is left as it was).
+        """
         data = strict_json(self.to_dict())  # type: ignore[attr-defined]
         text = json.dumps(data, indent=indent, default=str, allow_nan=False)
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text, encoding="utf-8")
+            from llama_index_ragtune.retrievers.persistence import atomic_write_text
+
+            path = checked_path(path, f"{type(self).__name__}.to_json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
         return text
 
     @classmethod
-    def from_json(cls, path: str | Path) -> Any:
-        """Load a report saved with ``to_json(path)``."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))  # type: ignore[attr-defined]
+    def from_json(cls, path: str | Path, max_bytes: int | None = MAX_EVALUATION_BYTES) -> Any:
+        """Load a report saved with ``to_json(path)``.
+
+        Read as an evaluation JSON is (a plain file of at most ``max_bytes``, ``None``: no
+        cap; UTF-8; no repeated key or integer of thousands of digits) and checked field by
+        field: anything else is an ``EvaluationFileError`` naming the file and the field.
+        """
+        path = checked_path(path, f"{cls.__name__}.from_json")
+        data = read_report_json(path, max_bytes=max_bytes)
+        try:
+            return cls.from_dict(data)  # type: ignore[attr-defined]
+        except EvaluationFileError as exc:
+            raise naming_file(exc, path) from None
 
     def to_dataframe(self) -> Any:
         """One row per evaluated query or example as a pandas DataFrame."""
@@ -198,7 +226,9 @@ class RetrievalReport(ReportIO):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RetrievalReport:
-        """Rebuild a report written by ``to_dict``."""
+        """Rebuild a report written by ``to_dict`` (``EvaluationFileError`` naming the
+        field when ``data`` is not of that shape)."""
+        check_retrieval_report(data)
         return cls(
             rows=[_query_result(row) for row in data["queries"]],
             k_values=tuple(data["k_values"]),

@@ -84,6 +84,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llama_index_ragtune.evaluation._validate import Invalid
+from llama_index_ragtune.evaluation.file_paths import checked_path
 from llama_index_ragtune.evaluation.metric_bounds import check_metric, out_of_range
 from llama_index_ragtune.evaluation.results_format import (
     FORMAT,
@@ -342,8 +343,9 @@ class EvaluationResults:
         return re.sub(rf'"{marker}-(\d+)"', lambda found: compact[int(found[1])], text)
 
     def save(self, path: str | Path) -> Path:
-        """Validate, then write ``path`` atomically (a temporary sibling renamed into place)."""
-        path = Path(path)
+        """Validate, then write ``path`` atomically (a temporary sibling renamed into place;
+        ``~`` is the home folder, ``file_paths.checked_path``)."""
+        path = checked_path(path, "EvaluationResults.save")
         atomic_write_text(path, self.to_json() + "\n")
         return path
 
@@ -356,7 +358,8 @@ class EvaluationResults:
         A file over ``max_bytes`` (default 256 MiB; ``None``: no cap), not UTF-8, empty or
         cut off is refused before it is parsed (see ``results_reading``).
         """
-        return cls.from_dict(read_evaluation_json(path, max_bytes), source=Path(path))
+        path = checked_path(path, "EvaluationResults.load")
+        return cls.from_dict(read_evaluation_json(path, max_bytes), source=path)
 
 
 def _finite_or_none(value: Any) -> Any:

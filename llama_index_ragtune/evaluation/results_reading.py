@@ -2,9 +2,10 @@
 
 ``EvaluationResults.load`` validates what :func:`read_evaluation_json` returns. The
 file is UTF-8 (a byte-order mark is accepted); one in UTF-16 or UTF-32 (what Windows
-PowerShell's ``>`` writes), one that is empty, cut off while it was written, larger
-than ``MAX_EVALUATION_BYTES`` (checked from its size, before it is read), nested too
-deeply, holding a repeated key or an integer of thousands of digits is an
+PowerShell's ``>`` writes), a named pipe, device or folder in its place (refused, never
+read: a pipe blocked), one that is empty, cut off while it was written, larger than
+``MAX_EVALUATION_BYTES`` (checked from its size, before it is read), nested too deeply,
+holding a repeated key or an integer of thousands of digits is an
 ``EvaluationFileError`` saying what is wrong and how to fix it.
 
 Example::
@@ -19,8 +20,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
+
+from llama_index_ragtune._atomic_reads import file_kind
 
 __all__ = [
     "MAX_EVALUATION_BYTES",
@@ -109,9 +113,32 @@ def _hint(error: json.JSONDecodeError, text: str) -> str:
     return ""
 
 
+def _open_plain_file(path: Path) -> int:
+    """A descriptor of the plain file ``path``, opened without blocking; anything else
+    (a named pipe, a device, a folder, a socket) is an ``EvaluationFileError`` naming what
+    it is, never read: ``open`` of a FIFO with no writer waited forever, ``/dev/zero``
+    was read up to the cap."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise EvaluationFileError(
+                f"it is {file_kind(mode)}, not a plain file, so it was not read (it could "
+                "block or never end); save the JSON to a file and pass that",
+                path,
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
     try:
-        with path.open("rb") as handle:
+        with os.fdopen(_open_plain_file(path), "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if max_bytes is not None and size > max_bytes:
                 raise EvaluationFileError(

@@ -39,6 +39,7 @@ __all__ = [
     "PALETTE",
     "Series",
     "calibration_diagram",
+    "check_color",
     "difference",
     "format_ms",
     "format_seconds",
@@ -69,17 +70,60 @@ _LOWER_WORDS = re.compile(  # whole words: "glossary_hit" holds no loss
 )
 
 
+_HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
+_NAMED_COLOR = re.compile(r"[a-zA-Z]{3,30}")
+
+
+def check_color(color: Any, where: str) -> str:
+    """``color`` as it goes into an SVG attribute: ``#rrggbb`` (``#rgb`` widened) or a CSS
+    colour name (letters only); anything else is a ``ValueError`` naming ``where``.
+
+    A colour is written into ``fill="..."`` / ``stroke="..."`` attributes: one holding
+    a quote (``'red" onload="alert(1)'``) or markup added attributes or elements to the
+    chart (it was written unescaped).
+
+    Example::
+
+        check_color("#25e", "series 'a'"), check_color("teal", "x")   # ('#2255ee', 'teal')
+    """
+    if isinstance(color, str) and _HEX_COLOR.fullmatch(color):
+        return color if len(color) == 7 else "#" + "".join(ch * 2 for ch in color[1:])
+    if isinstance(color, str) and _NAMED_COLOR.fullmatch(color):
+        return color
+    raise ValueError(
+        f"{where}: color must be '#rrggbb', '#rgb' or a CSS colour name (letters only), got "
+        f"{str(color)[:60]!r}"
+    )
+
+
 @dataclass
 class Series:
-    """One system in a chart: its legend label, colour and values (per metric, or a list)."""
+    """One system in a chart: its legend label, colour and values (per metric, or a list).
+
+    ``color``: ``#rrggbb``, ``#rgb`` or a CSS colour name (``check_color``); anything
+    else is a ``ValueError`` when the series is made or the colour set.
+    """
 
     label: str
     color: str
     values: Any
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "color":
+            label = str(getattr(self, "label", ""))[:60]
+            value = check_color(value, f"Series {label!r}")
+        super().__setattr__(name, value)
+
 
 def tint(color: str, amount: float) -> str:
-    """``color`` (``#rrggbb``) mixed with white by ``amount`` (0: unchanged, 1: white)."""
+    """``color`` (``#rrggbb`` or ``#rgb``) mixed with white by ``amount`` (0: unchanged,
+    1: white); a colour name is a ``ValueError`` saying to give it in hex."""
+    color = check_color(color, "tint")
+    if not color.startswith("#"):
+        raise ValueError(
+            f"tint: {color!r} is a colour name; box plots and calibration diagrams mix their "
+            "colour with white, so give it as '#rrggbb'"
+        )
     rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
     return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
 
@@ -380,6 +424,8 @@ def calibration_diagram(
     refusal threshold (refuse at or right of it). The strip below is the histogram of
     predicted probabilities, each bin labelled with its question count.
     """
+    color = check_color(color, "calibration_diagram")
+    tint(color, 0.6)  # a colour name: the error now, not halfway through the chart
     left, top, strip = 56, 28, 54
     plot = size
     y0 = top + plot
@@ -469,6 +515,7 @@ def calibration_diagram(
 
 def timing_bars(timings: Mapping[str, float], title: str, color: str = PALETTE[7]) -> str:
     """Horizontal bars of each pipeline step's wall time, in run order, with the total."""
+    color = check_color(color, "timing_bars")
     bar_h, gap = 18, 8
     for step, seconds in timings.items():  # a NaN drew width="nan"
         _check_no_nan([seconds], f"timing_bars: step {step!r}", low=0.0)

@@ -109,6 +109,15 @@ def _filters(since: Any, until: Any, bundle_version: Any) -> dict[str, Any]:
     }
 
 
+def _shown_filters(filters: dict[str, Any]) -> str:
+    """``filters`` for a message: a long ``bundle_version`` list by its first versions and
+    its length (a filter of 250,000 versions made a 2.6 MB error message)."""
+    versions = filters["bundle_version"]
+    if isinstance(versions, list) and len(versions) > 5:
+        versions = f"{versions[:5]!r:.200} and {len(versions) - 5:,} more"
+    return repr({**filters, "bundle_version": versions})
+
+
 def _label(record: FeedbackRecord, query: _Query) -> None:
     """Add one record's positives and rejected sources to its query (rules "feedback-v1")."""
     cited = set(record.cited_node_ids)
@@ -254,7 +263,7 @@ def feedback_retrieval_dataset(
             )
         raise ValueError(
             f"no query among the {used} selected records of {store.path} (split {split!r}, "
-            f"filters {filters}) has a positive: a positive is a node cited by an upvoted "
+            f"filters {_shown_filters(filters)}) has a positive: a positive is a node cited by an upvoted "
             f"answer, or a citation opened on an answer that was not downvoted; {advice}"
         )
     if dropped:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import sqlite3
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -113,6 +114,12 @@ COLUMNS = (
 )
 
 
+MAX_LISTED_VERSIONS = 100
+"""A ``bundle_version`` filter of more versions is passed to SQLite as one JSON list
+(``json_each``), not one ``?`` per version: a statement may hold at most 999 parameters
+in SQLite before 3.32 (32,766 after), and a longer list raised "too many SQL variables"."""
+
+
 UNRATED = "(rating IS NULL OR rating NOT IN (-1, 1))"
 """SQL for an unrated record: no rating, or one another tool wrote past the CHECK (read as
 ``None``, see ``_rating``)."""
@@ -164,12 +171,35 @@ def read_time(value: Any, where: str) -> datetime:
 
 
 def _metadata(text: Any, record_id: str) -> dict[str, Any]:
-    """A record's metadata JSON (``{}`` with a logged warning when another tool stored no JSON object)."""
+    """A record's metadata JSON (``{}`` with a logged warning when another tool stored no
+    JSON object).
+
+    An integer of more digits than Python reads (``sys.get_int_max_str_digits()``, 4,300)
+    is kept as its digits (a string), with a warning: it made the whole object unreadable,
+    so every other key was lost too.
+    """
+    huge: list[str] = []
+
+    def read_int(digits: str) -> int | str:
+        try:
+            return int(digits)
+        except ValueError:  # over the digit limit
+            huge.append(digits)
+            return digits
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=read_int)
     except (TypeError, ValueError, RecursionError):
         value = None
     if isinstance(value, dict):
+        if huge:
+            logger.warning(
+                "feedback store: record %r holds %d integer(s) of more than %s digits in its "
+                "metadata (another tool's write); kept as strings of digits",
+                record_id,
+                len(huge),
+                f"{sys.get_int_max_str_digits():,}",
+            )
         return value
     logger.warning(
         "feedback store: record %r holds metadata %s, not a JSON object; read as {}",
@@ -315,8 +345,13 @@ def filter_clause(bundle_version: Any, rating: Any) -> tuple[list[str], list[Any
             )
         for i, version in enumerate(versions):
             check_text(version, "bundle_version" if len(versions) == 1 else f"bundle_version[{i}]")
-        clauses.append(f"bundle_version IN ({', '.join('?' for _ in versions)})")
-        params.extend(versions)
+        versions = list(dict.fromkeys(versions))  # each once, in order
+        if len(versions) <= MAX_LISTED_VERSIONS:
+            clauses.append(f"bundle_version IN ({', '.join('?' for _ in versions)})")
+            params.extend(versions)
+        else:  # one parameter: SQLite caps them per statement (999 before 3.32, then 32766)
+            clauses.append("bundle_version IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(versions))
     if rating is not None:
         if isinstance(rating, str) and rating == "unrated":
             clauses.append(UNRATED)
