@@ -237,6 +237,8 @@ def _leftover_pattern(name: str) -> re.Pattern[str]:
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    if not 0 < pid <= 0x7FFFFFFF:  # no process has it (0 would ask about our process group)
+        return False
     if os.name != "posix":
         try:
             import psutil

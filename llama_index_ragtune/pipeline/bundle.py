@@ -49,7 +49,11 @@ from llama_index_ragtune.pipeline.bundle_files import (  # noqa: F401 - importab
     empty_weights,
     link_or_copy,
 )
-from llama_index_ragtune.pipeline.bundle_folders import BundleError, resolve_bundle_dir
+from llama_index_ragtune.pipeline.bundle_folders import (
+    BundleError,
+    bundle_path,
+    resolve_bundle_dir,
+)
 from llama_index_ragtune.pipeline.bundle_load_errors import (  # noqa: F401 - importable here too
     _loading,
     _no_temp_folder,
@@ -143,8 +147,9 @@ def load_bundle(
         llm_kwargs: passed to ``LocalChatLLM`` (e.g. ``max_new_tokens=128``); not with ``llm=``.
 
     Raises ``BundleError`` naming the file (and field) for a missing, incomplete or edited
-    bundle, ``TypeError`` for an ``llm`` or ``refusal_policy`` of another type, or for
-    ``llm_kwargs`` given with ``llm=`` (they would not be used).
+    bundle or an empty ``path``, ``TypeError`` for a ``path``, ``llm``, ``refusal_policy``,
+    ``verify`` or ``device`` of another type, or for ``llm_kwargs`` given with ``llm=``
+    (they would not be used); ``ValueError`` for a device this machine lacks.
     """
     from llama_index.core.base.llms.base import BaseLLM
 
@@ -153,10 +158,13 @@ def load_bundle(
     from llama_index_ragtune.query_engine import CitationQueryEngine
     from llama_index_ragtune.retrievers import HybridRetriever
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            f"load_bundle: path must be a folder path (str or Path), got {type(path).__name__}."
-        )
+    path = bundle_path(path, "load_bundle: path")  # None, 5, "" (an unset setting), ...
+    if not isinstance(verify, bool):  # verify=None from an unset setting skipped every hash
+        raise TypeError(f"load_bundle: verify must be True or False, got {verify!r:.60}.")
+    if device is not None:  # before any model loads, not after the encoder and the index
+        from llama_index_ragtune.llms.loading import check_device
+
+        check_device(device, "load_bundle")
     if llm is not None and not isinstance(llm, BaseLLM):
         raise TypeError(
             f"load_bundle: llm must be a LlamaIndex LLM or None (the bundled decoder), got "
@@ -167,6 +175,8 @@ def load_bundle(
             f"load_bundle: {sorted(llm_kwargs)} configure the bundled decoder (LocalChatLLM), "
             "which llm= replaces; set them on your own LLM instead."
         )
+    if llm_kwargs:  # before any model loads; LocalChatLLM drops unknown names silently
+        _check_decoder_settings(llm_kwargs)
     if isinstance(refusal_policy, str):
         if refusal_policy != "bundle":
             raise BundleError(
@@ -250,6 +260,23 @@ def load_bundle(
         retriever, llm=llm, node_postprocessors=postprocessors or None, **settings
     )
     return Bundle(folder, manifest, retriever, postprocessors, llm, engine, settings)
+
+
+def _check_decoder_settings(settings: dict[str, Any]) -> None:
+    """``TypeError`` naming the ``llm_kwargs`` of :func:`load_bundle` that ``LocalChatLLM``
+    has no setting for (a typo such as ``max_new_token=64`` was dropped silently), or that
+    the bundle sets itself (``model``); ``TypeError`` / ``ValueError`` for a value
+    ``LocalChatLLM`` refuses (``max_new_tokens="64"``), all before any model loads."""
+    from llama_index_ragtune.llms.local import LocalChatLLM, _check_settings
+
+    known = set(LocalChatLLM.model_fields) - {"model"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TypeError(
+            f"load_bundle: {unknown} {'is not a setting' if len(unknown) == 1 else 'are not settings'}"
+            f" of the bundled decoder (LocalChatLLM); its settings: {sorted(known)}"
+        )
+    _check_settings(settings)
 
 
 def _check_utf8_path(folder: Path) -> None:

@@ -28,6 +28,7 @@ from llama_index_ragtune.pipeline.bundle_names import (
     REWRITE,
     VERSION_LEFTOVER,
     BundleError,
+    bundle_path,
     bundle_versions,
     bundles_root,
     check_version_name,
@@ -111,7 +112,7 @@ def _linked_pointer(pointer: Path, root: Path) -> BundleError:
 def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
     """The version folder for ``path``: a version folder, a ``bundles`` folder or a run's
     ``--out`` (their ``CURRENT`` version unless ``version`` is given)."""
-    path = Path(path).expanduser().absolute()  # once: see bundles_root
+    path = bundle_path(path)  # once: see bundles_root
     if version is None and is_file(path / MANIFEST):
         return path
     root = bundles_root(path)

@@ -56,6 +56,7 @@ from llama_index_ragtune.pipeline.bundle_names import (
     VERSION_LEFTOVER,
     VERSION_NAME,
     BundleError,
+    bundle_path,
     bundle_versions,
     bundles_root,
     canonical_version,
@@ -74,10 +75,12 @@ __all__ = [  # the writers' part, and the names readers and writers import from 
     "LOCK",
     "LOCK_TIMEOUT",
     "MANIFEST",
+    "NEW_VERSION",
     "REWRITE",
     "VERSION_NAME",
     "BundleError",
     "bundle_lock",
+    "bundle_path",
     "bundle_versions",
     "bundles_root",
     "canonical_version",
@@ -96,6 +99,9 @@ __all__ = [  # the writers' part, and the names readers and writers import from 
 
 LOCK = ".lock"
 LOCK_TIMEOUT = 600.0  # seconds a writer waits for another one before a BundleError
+NEW_VERSION: frozenset[str] = frozenset()
+"""What a new version's folder may already hold (nothing): writers pass it to ``atomic_dir``
+as its owned entries, so a folder holding anything is never replaced by a new version."""
 # the temporary files of CURRENT and history.jsonl that killed writers leave (_atomic.atomic_path)
 _FILE_LEFTOVER = re.compile(r"\.(?:CURRENT|history\.jsonl)\.tmp-([0-9]+)-[0-9a-f]+(?:\.jsonl)?\Z")
 # bundles folders whose lock this thread holds: .depth {path: depth}, .locked {path: flock taken}

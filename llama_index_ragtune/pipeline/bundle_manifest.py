@@ -26,6 +26,7 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     VERSION_LEFTOVER,
     VERSION_NAME,
     BundleError,
+    bundle_path,
     short,
 )
 from llama_index_ragtune.pipeline.bundle_reads import decode_text, read_capped
@@ -303,7 +304,9 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
 
         verify_bundle("ragtune-demo/bundles/v1")      # BundleError naming an edited file
     """
-    folder = Path(folder)
+    if not isinstance(hashes, bool):  # None from an unset setting would skip every hash
+        raise TypeError(f"verify_bundle: hashes must be True or False, got {short(hashes)}")
+    folder = bundle_path(folder, "verify_bundle: folder")
     manifest = read_manifest(folder)
     listed = manifest["files"]
     for rel, info in listed.items():

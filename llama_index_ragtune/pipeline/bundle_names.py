@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "VERSION_LEFTOVER",
     "VERSION_NAME",
     "BundleError",
+    "bundle_path",
     "bundle_versions",
     "bundles_root",
     "canonical_version",
@@ -66,8 +68,51 @@ def bundles_root(path: str | Path) -> Path:
     here, so a later ``os.chdir`` (another thread, a server's worker) cannot make a writer
     or reader act on another folder than the one it checked.
     """
-    path = Path(path).expanduser().absolute()
+    path = bundle_path(path)
     return path if path.name == BUNDLES_DIR or exists(path / CURRENT) else path / BUNDLES_DIR
+
+
+def bundle_path(value: Any, what: str = "the bundle path") -> Path:
+    """``value`` as an absolute, ``~``-expanded path, or an error naming ``what``: a
+    ``TypeError`` for ``None``, a number, ``bytes`` or a list (pathlib's own error does not
+    say which argument), a ``BundleError`` for ``""`` or blanks (pathlib reads them as the
+    working folder: an unset setting would roll back or load whatever bundle is there), a
+    NUL byte, an unknown ``~user`` or a name too long for the system.
+
+    Example::
+
+        bundle_path("~/runs/shop")          # PosixPath('/home/me/runs/shop')
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"{what} must be a folder path (str or Path), got {type(value).__name__} {short(value)}"
+        )
+    text = os.fspath(value)
+    if not isinstance(text, str):  # an os.PathLike returning bytes
+        raise TypeError(f"{what} must be a folder path (str or Path), got bytes {short(text)}")
+    if not text.strip():
+        raise BundleError(
+            f"{what} is empty ({text!r}); name the run's --out folder, its bundles/ folder or a "
+            "version folder (use '.' for the current folder)"
+        )
+    if "\0" in text:
+        raise BundleError(f"{what} {short(text)} holds a NUL byte, which no file name can hold")
+    try:
+        path = Path(text).expanduser().absolute()
+    except RuntimeError:  # "~user/..." of an unknown user, or no home folder
+        raise BundleError(
+            f"cannot expand the '~' of {what} {short(text)} (no such home folder); give the "
+            "full path"
+        ) from None
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise BundleError(
+                f"{what} {short(text)} is a name too long for this system ({len(text)} "
+                "characters); give the bundle's real folder"
+            ) from None
+    return path
 
 
 def exists(path: Path) -> bool:

@@ -31,6 +31,7 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     BUNDLES_DIR,
     CURRENT,
     MANIFEST,
+    NEW_VERSION,
     bundle_lock,
     check_current_replaceable,
     next_version,
@@ -128,7 +129,7 @@ def write_bundle(ctx: RunContext, out: str | Path, report: bool = True) -> dict[
     with bundle_lock(root):
         version = next_version(root)
         decisions = []
-        with atomic_dir(root / version) as tmp:
+        with atomic_dir(root / version, NEW_VERSION, "the bundle writer") as tmp:
             _copy_tree(index_folder, tmp / "index")
             models = _models(ctx, tmp)
             report_files = None

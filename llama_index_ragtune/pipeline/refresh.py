@@ -115,9 +115,11 @@ def refresh_bundle(
         report: write the HTML / Markdown report into a new version.
         echo: where progress lines go (default: the logger; the CLI passes ``print``).
 
-    Raises ``BundleError`` for a missing or edited bundle, ``FileNotFoundError`` for a
-    missing store, ``RefreshError`` when the feedback gives nothing to train or judge on,
-    ``TypeError`` / ``ValueError`` naming ``keys`` or ``eval_fraction`` before any work.
+    Raises ``BundleError`` for a missing or edited bundle (or an empty ``bundle`` / ``out``),
+    ``FileNotFoundError`` for a missing store, ``RefreshError`` when the feedback gives
+    nothing to train or judge on, when the version is not in a bundles folder or ``out`` is
+    inside it, ``TypeError`` / ``ValueError`` naming ``keys``, ``eval_fraction``, a flag that
+    is not a bool, ``margin``, ``time_budget``, ``config`` or ``device`` before any work.
     """
     from llama_index_ragtune.feedback.export import check_keys
 
@@ -132,6 +134,15 @@ def refresh_bundle(
             f"eval_fraction must be between 0 and 1 (exclusive), got {eval_fraction!r}"
         )
     keys = check_keys(keys, "keys")  # a bare "store" would be split into letters
+    _check_options(config, time_budget, reranker, decoder, include_earlier, margin, force, report)
+    if device is not None:  # a device this machine lacks: before the champion loads
+        from llama_index_ragtune.llms.loading import check_device
+
+        check_device(device, "refresh_bundle")
+    from llama_index_ragtune.pipeline.bundle_names import bundle_path
+
+    bundle = bundle_path(bundle, "refresh_bundle: bundle")  # None, "" (an unset setting), ...
+    out = bundle_path(out, "refresh_bundle: out")
     if isinstance(docs, (str, os.PathLike)):  # a rerun would parse this run's reports
         from llama_index_ragtune.pipeline.runner import check_outside_documents
 
@@ -171,6 +182,8 @@ def refresh_bundle(
 
     say = echo or logger.info
     champion_dir = resolve_bundle_dir(bundle)
+    _check_in_bundles_folder(champion_dir)  # before anything loads or is written
+    _check_out_outside_bundles(out, champion_dir.parent)
     champion = load_bundle(champion_dir, llm=MockLLM())  # verifies every file
     manifest, version = champion.manifest, champion.version
     # the version CURRENT must still name when the refresh promotes (_check_still_served)
@@ -314,3 +327,88 @@ def refresh_bundle(
         held.close()
         if store is not feedback:  # opened here from a path
             store.close()
+
+
+def _check_in_bundles_folder(champion_dir: Path) -> None:
+    """``RefreshError`` when the version to refresh is not inside a bundles folder (a version
+    copied alone to ``deploy/my-bundle``): the next version and ``CURRENT`` are written
+    beside it, so its parent would get them, and a folder there named like the next version
+    (``deploy/v1``) would be replaced."""
+    from llama_index_ragtune.pipeline.bundle_manifest import read_manifest
+    from llama_index_ragtune.pipeline.bundle_names import BUNDLES_DIR, CURRENT, bundles_root
+
+    parent = champion_dir.parent
+    if bundles_root(parent) == parent:
+        return
+    version = read_manifest(champion_dir)["version"]  # a damaged one: BundleError naming it
+    raise RefreshError(
+        f"{champion_dir} is a bundle version outside a bundles folder ({parent} is not named "
+        f"{BUNDLES_DIR!r} and holds no {CURRENT}); a refresh writes the next version and "
+        f"{CURRENT} beside the version it refreshes, so nothing was done (it would write into "
+        f"{parent}): copy the version into a run folder as <run>/{BUNDLES_DIR}/{version}, serve "
+        f"it (`ragtune rollback --bundle <run> --to {version}`) and refresh <run>"
+    )
+
+
+def _check_out_outside_bundles(out: Path, root: Path) -> None:
+    """``RefreshError`` when ``out`` is the bundles folder ``root`` or inside it (links
+    followed): the refresh's ``work/``, ``refresh.json`` and ``evaluation.json`` in a version
+    folder are files its manifest does not list, so the served version would no longer load."""
+    try:
+        real_out, real_root = out.resolve(), root.resolve()
+    except (OSError, RuntimeError):  # a link loop: the folders cannot be compared
+        return
+    if real_out == real_root or real_root in real_out.parents:
+        raise RefreshError(
+            f"refresh_bundle: out {out} is inside the bundles folder {root}: the refresh's files "
+            "(work/, refresh.json) there are not a bundle's, and in a version folder they would "
+            "stop it from loading (files its manifest does not list); nothing was done: choose a "
+            f"folder outside it, e.g. {root.parent / 'refresh-1'}"
+        )
+
+
+def _check_options(
+    config: Any,
+    time_budget: Any,
+    reranker: Any,
+    decoder: Any,
+    include_earlier: Any,
+    margin: Any,
+    force: Any,
+    report: Any,
+) -> None:
+    """``TypeError`` / ``ValueError`` naming the first argument of ``refresh_bundle`` that
+    would be misread (``force="false"`` is true: a losing challenger promoted) or would fail
+    only after the champion loaded and every part trained (a negative margin, ``config`` a
+    dict)."""
+    from llama_index_ragtune.pipeline.config import PipelineConfig, check_minutes
+
+    flags = {"decoder": decoder, "include_earlier": include_earlier, "force": force}
+    flags["report"] = report
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"refresh_bundle: {name} must be True or False, got {value!r:.60}")
+    if reranker is not None and not isinstance(reranker, bool):
+        raise TypeError(
+            "refresh_bundle: reranker must be True, False or None (retrain it when the bundle "
+            f"serves one), got {reranker!r:.60}"
+        )
+    if config is not None and not isinstance(config, PipelineConfig):
+        raise TypeError(
+            "refresh_bundle: config must be a PipelineConfig or None (the bundle's settings), "
+            f"got {type(config).__name__}"
+        )
+    if time_budget is not None:
+        check_minutes(time_budget, "refresh_bundle: time_budget")
+    if margin is None:
+        return
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        raise TypeError(
+            f"refresh_bundle: margin must be a number from 0 to 1 (an nDCG@10 gain) or None, "
+            f"got {type(margin).__name__} {margin!r:.60}"
+        )
+    if not 0 <= margin <= 1:  # NaN too
+        raise ValueError(
+            f"refresh_bundle: margin must be from 0 to 1 (an nDCG@10 gain; 1 promotes nothing), "
+            f"got {margin!r}"
+        )

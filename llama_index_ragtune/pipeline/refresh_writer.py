@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import json
@@ -42,6 +43,8 @@ from llama_index_ragtune._atomic import (
 from llama_index_ragtune.pipeline.bundle_files import copy_tree
 from llama_index_ragtune.pipeline.bundle_folders import (
     CURRENT,
+    NEW_VERSION,
+    BundleError,
     bundle_lock,
     bundles_root,
     check_current_replaceable,
@@ -55,6 +58,7 @@ from llama_index_ragtune.pipeline.bundle_manifest import (
 )
 from llama_index_ragtune.pipeline.context import RunContext
 from llama_index_ragtune.pipeline.package_versions import package_versions
+from llama_index_ragtune.retrievers.persistence import _unique_pairs
 
 HISTORY = "history.jsonl"
 logger = logging.getLogger(__name__)
@@ -121,6 +125,11 @@ def write_refreshed_version(
         written["version"]      # 'v2'
     """
     root = champion_dir.parent
+    if bundles_root(root) != root:  # next_version would count the versions of another folder
+        raise BundleError(
+            f"{champion_dir} is not inside a bundles folder ({root} is not named 'bundles' and "
+            "holds no CURRENT): no version is written beside it"
+        )
     config = ctx.config
     retriever = ctx.served_retriever()
     index_folder = ctx.path(
@@ -130,7 +139,7 @@ def write_refreshed_version(
     # the name stays ours until CURRENT names it (bundle_folders.bundle_lock)
     with bundle_lock(root):
         version = next_version(root)
-        with atomic_dir(root / version) as tmp:
+        with atomic_dir(root / version, NEW_VERSION, "the bundle writer") as tmp:
             copy_tree(index_folder, tmp / "index")
             models = _models(ctx, champion_dir, old_manifest["models"], tmp)
             evaluation.bundle_version = version
@@ -304,23 +313,65 @@ def _append_line(target: Path, line: bytes) -> None:
 def read_history(path: str | Path) -> list[dict[str, Any]]:
     """Every refresh decision and rollback recorded for a bundle folder, oldest first.
 
-    Raises ``ValueError`` naming the file and line of an entry that is not a JSON object;
-    an entry a killed writer left torn at the end is skipped with a warning (the next
-    :func:`append_history` removes it).
+    Raises ``ValueError`` naming the file and line of an entry that is not a JSON object
+    (also one naming a key twice, or longer than any entry a writer makes), and naming the
+    file when a symbolic link, a folder, a named pipe or a device stands in its place (never
+    followed or read, as :func:`append_history` never writes through one). A byte order mark
+    is accepted, NaN / infinite numbers read as None; an entry a killed writer left torn at
+    the end is skipped with a warning (the next :func:`append_history` removes it). Read a
+    line at a time: memory is that of the entries, not of the file twice over.
 
     Example::
 
         [e["action"] for e in read_history("runs/shop")]      # ['refresh', 'rollback']
     """
+    from llama_index_ragtune._atomic_reads import file_kind
+
     target = bundles_root(path) / HISTORY
-    if not target.is_file():
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(target, flags | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
         return []
+    except OSError as exc:
+        what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(exc.errno)
+        if what is None:
+            raise
+        raise ValueError(
+            f"{target} is {what}, not the log file; it is not read (nor written by "
+            "append_history): move it away"
+        ) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(
+                f"{target} is {file_kind(mode)}, not the log file; it is not read (nor written by "
+                "append_history): move it away"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as handle:
+        return _history_entries(handle, target)
+
+
+def _history_entries(handle: Any, target: Path) -> list[dict[str, Any]]:
     out = []
-    lines = target.read_bytes().split(b"\n")
-    for n, raw in enumerate(lines, start=1):
+    n = 0
+    while raw := handle.readline(_TAIL_SCAN + 1):
+        n += 1
+        if n == 1 and raw.startswith(codecs.BOM_UTF8):  # saved by a Windows editor
+            raw = raw[len(codecs.BOM_UTF8) :]
+        ended = raw.endswith(b"\n")
+        if not ended and len(raw) > _TAIL_SCAN:
+            raise ValueError(
+                f"{target}:{n}: a line longer than {_TAIL_SCAN >> 20} MiB (an entry is a few "
+                "hundred bytes): not an entry this library wrote; fix or remove that line"
+            )
+        raw = raw.rstrip(b"\r\n")
         if not raw.strip():
             continue
-        if n == len(lines) and _torn_entry(raw):  # unterminated: the last split part
+        if not ended and _torn_entry(raw):  # unterminated: the last line
             logger.warning(
                 "%s:%d: an entry a writer left torn (it stopped mid-append); skipped: %s",
                 target,
@@ -329,7 +380,11 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
             )
             continue
         try:
-            entry = json.loads(raw.decode("utf-8"))
+            entry = json.loads(
+                raw.decode("utf-8"),
+                object_pairs_hook=_unique_pairs,
+                parse_constant=lambda name: None,  # NaN / Infinity as no value (strict_json)
+            )
         except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, 5,000 digits
             reason = (
                 exc.msg

@@ -83,7 +83,7 @@ def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None,
         unfinished = unfinished_versions(root)
         skipped = skipped_folders(root)
         if not versions:
-            raise BundleError(f"no bundle in {root}: nothing to roll back{skipped}")
+            raise BundleError(f"no bundle in {root}: nothing to roll back{skipped}{_hint(path)}")
         if to is None:
             if current is None:
                 raise BundleError(
@@ -134,3 +134,16 @@ def _verify(root: Path, version: str, versions: list[str], current: str | None) 
         others = [v for v in versions if v not in (version, current)]
         hint = f"; or serve another version: --to one of {others}" if others else ""
         raise BundleError(f"cannot roll back to {version}: {exc}{hint}") from None
+
+
+def _hint(path: str | Path) -> str:
+    """``"; ... pass ..."`` when ``path`` is a version folder itself (``bundles/v2``), else ""."""
+    from llama_index_ragtune.pipeline.bundle_names import MANIFEST, bundle_path, is_file
+
+    folder = bundle_path(path)
+    if not is_file(folder / MANIFEST):
+        return ""
+    return (
+        f"; {folder} is a bundle version itself: pass its bundles folder {folder.parent} (or "
+        f"the run folder above it), and to={folder.name!r} to serve this version"
+    )
