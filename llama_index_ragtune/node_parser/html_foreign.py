@@ -65,10 +65,10 @@ def _first_breakout(root):
     return None
 
 
-def _move_after(root, element) -> None:
+def _move_after(root, element, root_index: int) -> None:
     """Move ``element``, its later siblings and the later siblings of each of its ancestors
-    inside ``root``, in document order, to just after ``root``. Linear: one index lookup
-    for each run of siblings."""
+    inside ``root``, in document order, to just after ``root`` (``root_index``: its index in
+    its parent). Linear: one index lookup for each run of siblings."""
     chain, node = [], element
     while node is not root:  # the element and its ancestors inside root
         chain.append(node)
@@ -82,18 +82,34 @@ def _move_after(root, element) -> None:
                 following = sibling.next_sibling
                 moved.append(sibling.extract(_self_index=index))  # the next one takes its place
                 sibling = following
-    parent = root.parent
-    position = parent.index(root) + 1
     if moved:
-        parent.insert(position, *moved)
+        root.parent.insert(root_index + 1, *moved)
 
 
 def break_out_of_foreign_content(soup) -> None:
     """Move the HTML elements that break out of ``svg`` / ``math`` elements of ``soup`` (and
-    what follows them there) to after the outermost such element, as browsers parse them."""
-    for root in soup.find_all(_FOREIGN_ROOTS):
-        if root.parent is None or root.find_parent(_FOREIGN_ROOTS) is not None:
+    what follows them there) to after the outermost such element, as browsers parse them.
+
+    One walk over the tree in document order (linear: thousands of icons, each deep in the
+    page, used to look up their ancestors one by one); what is moved out of an element
+    comes next in the walk, so a ``svg`` among it is read as an outermost one."""
+    from llama_index_ragtune.node_parser.html_text import _bs4
+
+    tag_type = _bs4().Tag
+    stack = [[soup, 0]]  # (element, index of its next child to visit)
+    while stack:
+        frame = stack[-1]
+        parent, index = frame
+        if index >= len(parent.contents):
+            stack.pop()
             continue
-        element = _first_breakout(root)
-        if element is not None:  # everything after it leaves the root with it
-            _move_after(root, element)
+        frame[1] = index + 1
+        child = parent.contents[index]
+        if not isinstance(child, tag_type):
+            continue
+        if child.name in _FOREIGN_ROOTS:  # outermost: the walk does not enter foreign content
+            element = _first_breakout(child)
+            if element is not None:  # everything after it leaves the root with it
+                _move_after(child, element, index)
+        else:
+            stack.append([child, 0])

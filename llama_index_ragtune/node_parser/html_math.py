@@ -61,19 +61,29 @@ def math_text(math) -> str:
 
 def replace_math(soup) -> int:
     """Replace, in place, each ``<math>`` element of ``soup`` by its :func:`math_text`
-    (set off by spaces); return how many were replaced.
+    (set off by spaces); return how many were replaced. Linear in the page (each formula
+    replaced at the index the walk found it at, not looked up among its siblings).
 
     Example::
 
         soup = BeautifulSoup("<p>a<math><mi>x</mi><mo>=</mo><mn>1</mn></math>b</p>", "lxml")
         replace_math(soup), soup.p.get_text()     # (1, 'a x = 1 b')
     """
-    replaced = 0
-    for math in soup.find_all("math"):
-        if math.decomposed:  # inside a formula already replaced
-            continue
+    bs4 = _bs4()
+    found = []  # (formula, its parent, its index there); formulas inside one are not visited
+    stack = [soup]
+    while stack:
+        node = stack.pop()
+        for index, child in enumerate(node.contents):
+            if not isinstance(child, bs4.Tag):
+                continue
+            if child.name == "math":
+                found.append((child, node, index))
+            else:
+                stack.append(child)
+    for math, parent, index in found:  # one child replaced by one: the other indices hold
         text = math_text(math)
-        math.replace_with(_bs4().NavigableString(f" {text} " if text else " "))
+        math.extract(_self_index=index)
+        parent.insert(index, bs4.NavigableString(f" {text} " if text else " "))
         math.decompose()
-        replaced += 1
-    return replaced
+    return len(found)

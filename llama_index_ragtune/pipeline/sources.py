@@ -163,7 +163,8 @@ def read_metadata(
     """``{relative file: merged metadata}`` from a metadata JSON file (see the module docs).
 
     Raises ``DataError`` naming the file and the entry for a bad value (the shared
-    reader refuses a lone surrogate), an entry that matches no file, or a reserved key,
+    reader refuses a lone surrogate), an entry that matches no file, a reserved key, a key
+    with spaces around it (``" store"`` is another key than ``"store"``),
     and naming the file when it is over ``max_bytes`` (the documents' limit: memory stays
     bounded) or not a regular file (a FIFO would block the read).
     A path without ``*`` / ``?`` is looked up, not matched against every file, so
@@ -221,6 +222,13 @@ def read_metadata(
                     path=path,
                     location=where,
                     hint="name each key with visible characters (e.g. 'store')",
+                )
+            if key != key.strip():  # " store" is another key than "store": filters miss it
+                raise DataError(
+                    f"metadata key {key!r} starts or ends with spaces",
+                    path=path,
+                    location=where,
+                    hint=f"write it {key.strip()!r}; a filter on {key.strip()!r} would not see it",
                 )
             if key in RESERVED_KEYS or key in _BOOKKEEPING or key in store_keys:
                 owner = (
