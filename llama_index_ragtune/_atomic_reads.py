@@ -21,8 +21,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 
-__all__ = ["file_kind", "path_kind", "read_capped"]
+__all__ = ["file_kind", "open_plain_fd", "path_kind", "read_capped"]
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -75,6 +76,41 @@ def path_kind(path: str | os.PathLike) -> str | None:
         return None
 
 
+def open_plain_fd(
+    path: str | os.PathLike,
+    refuse: Callable[[str], BaseException],
+    *,
+    follow_links: bool = True,
+) -> int:
+    """A descriptor of the plain file ``path`` for reading, or ``refuse(kind)`` raised
+    (``kind`` as :func:`file_kind` says it: "a named pipe (FIFO)", "a character device", ...)
+    when anything else stands there. It is opened without blocking (``open`` of a named
+    pipe with no writer waits forever) and checked on the opened descriptor (a file swapped
+    after a check is caught too), then set back to blocking. Without ``follow_links`` a
+    link is an ``OSError`` with ``errno.ELOOP``; nothing there is ``FileNotFoundError``.
+
+    Example::
+
+        fd = open_plain_fd("run/evaluation.json", lambda kind: ValueError(f"it is {kind}"))
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(file_kind(mode))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_capped(
     path: str | os.PathLike,
     limit: int,
@@ -96,17 +132,15 @@ def read_capped(
 
         read_capped(Path("bundles/CURRENT"), 4096, "rewrite it", follow_links=False)  # b'v2\\n'
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    if not follow_links:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
+    fd = open_plain_fd(
+        path,
+        lambda kind: error(
+            f"{path} is {kind}, not a plain file; it was not read (it could block or never "
+            f"end); {fix}"
+        ),
+        follow_links=follow_links,
+    )
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(
-                f"{path} is {file_kind(mode)}, not a plain file; it was not read (it could "
-                f"block or never end); {fix}"
-            )
         chunks, left = [], limit + 1
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 20))

@@ -19,12 +19,12 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
-import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from llama_index_ragtune._atomic_reads import file_kind, path_kind
+from llama_index_ragtune._atomic_reads import open_plain_fd, path_kind
 from llama_index_ragtune.data.errors import DataError
 
 __all__ = ["check_file", "check_folder", "open_plain", "path_kind"]
@@ -86,10 +86,6 @@ def check_folder(path: str | os.PathLike[str], what: str, expected: str = "") ->
     raise NotADirectoryError(f"{path} is {kind}, not a {what}{tail}")
 
 
-def _nonblocking(name: str, flags: int) -> int:
-    return os.open(name, flags | getattr(os, "O_NONBLOCK", 0))
-
-
 def open_plain(path: str | os.PathLike[str], error: type[DataError] = DataError) -> BinaryIO:
     """``path`` opened for reading in binary, when it is a plain file (checked on the opened
     descriptor, so a file swapped after a check is caught too). A named pipe is opened
@@ -102,18 +98,14 @@ def open_plain(path: str | os.PathLike[str], error: type[DataError] = DataError)
         with open_plain("corpus.jsonl") as handle:
             head = handle.read(4)
     """
-    handle = open(path, "rb", opener=_nonblocking)  # noqa: SIM115 - returned to the caller
-    try:
-        mode = os.fstat(handle.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(
-                f"is {file_kind(mode)}, not a plain file; {_NOT_READ}",
-                path=Path(path),
-                hint="pass a regular file (save a stream to a file first)",
-            )
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(handle.fileno(), True)
-    except BaseException:
-        handle.close()
-        raise
-    return handle
+
+    def refuse(kind: str) -> Exception:
+        if kind == "a folder":
+            return IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
+        return error(
+            f"is {kind}, not a plain file; {_NOT_READ}",
+            path=Path(path),
+            hint="pass a regular file (save a stream to a file first)",
+        )
+
+    return os.fdopen(open_plain_fd(path, refuse), "rb")

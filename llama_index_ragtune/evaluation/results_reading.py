@@ -20,11 +20,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune._atomic_reads import file_kind
+from llama_index_ragtune._atomic_reads import open_plain_fd
 
 __all__ = [
     "MAX_EVALUATION_BYTES",
@@ -118,22 +117,14 @@ def _open_plain_file(path: Path) -> int:
     (a named pipe, a device, a folder, a socket) is an ``EvaluationFileError`` naming what
     it is, never read: ``open`` of a FIFO with no writer waited forever, ``/dev/zero``
     was read up to the cap."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise EvaluationFileError(
-                f"it is {file_kind(mode)}, not a plain file, so it was not read (it could "
-                "block or never end); save the JSON to a file and pass that",
-                path,
-            )
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return open_plain_fd(
+        path,
+        lambda kind: EvaluationFileError(
+            f"it is {kind}, not a plain file, so it was not read (it could block or never "
+            "end); save the JSON to a file and pass that",
+            path,
+        ),
+    )
 
 
 def _read_bytes(path: Path, max_bytes: int | None) -> bytes:

@@ -325,32 +325,25 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
 
         [e["action"] for e in read_history("runs/shop")]      # ['refresh', 'rollback']
     """
-    from llama_index_ragtune._atomic_reads import file_kind
+    from llama_index_ragtune._atomic_reads import open_plain_fd
 
     target = bundles_root(path) / HISTORY
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+    def refuse(kind: str) -> ValueError:
+        return ValueError(
+            f"{target} is {kind}, not the log file; it is not read (nor written by "
+            "append_history): move it away"
+        )
+
     try:
-        fd = os.open(target, flags | getattr(os, "O_NOFOLLOW", 0))
+        fd = open_plain_fd(target, refuse, follow_links=False)
     except FileNotFoundError:
         return []
     except OSError as exc:
         what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(exc.errno)
         if what is None:
             raise
-        raise ValueError(
-            f"{target} is {what}, not the log file; it is not read (nor written by "
-            "append_history): move it away"
-        ) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ValueError(
-                f"{target} is {file_kind(mode)}, not the log file; it is not read (nor written by "
-                "append_history): move it away"
-            )
-    except BaseException:
-        os.close(fd)
-        raise
+        raise refuse(what) from None
     with open(fd, "rb") as handle:
         return _history_entries(handle, target)
 

@@ -17,12 +17,11 @@ Example::
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from llama_index_ragtune._atomic import atomic_path
-from llama_index_ragtune._atomic_reads import file_kind, read_capped
+from llama_index_ragtune._atomic_reads import open_plain_fd, read_capped
 from llama_index_ragtune.retrievers.persist_errors import PersistenceError
 
 __all__ = [
@@ -93,21 +92,14 @@ def read_faiss_file(path: str | os.PathLike) -> Any:
     """
     import faiss
 
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise PersistenceError(
-                f"{os.fspath(path)} is {file_kind(mode)}, not a FAISS index file; it was not read "
-                "(it could block or never end): rebuild the index and persist again"
-            )
-        os.set_blocking(fd, True)
-        src = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    with src:
+    fd = open_plain_fd(
+        path,
+        lambda kind: PersistenceError(
+            f"{os.fspath(path)} is {kind}, not a FAISS index file; it was not read (it could "
+            "block or never end): rebuild the index and persist again"
+        ),
+    )
+    with os.fdopen(fd, "rb") as src:
         return faiss.read_index(faiss.PyCallbackIOReader(src.read))
 
 
