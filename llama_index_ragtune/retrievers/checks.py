@@ -11,6 +11,7 @@ the argument, instead of failing later deep inside FAISS, bm25s or a tokenizer.
 * :func:`prepare_query`: a cleaned ``QueryBundle``, or ``None`` for a query with no text
   and no precomputed embedding (retrievers return no results for it).
 * :func:`check_query_vector`: a query embedding with NaN, infinity or only zeros.
+* :func:`query_embedding_errors`: a model's query vector that is not a list of numbers.
 * :func:`check_nodes`: a list of distinct LlamaIndex nodes.
 * :func:`distinct_nodes`: retrieved nodes with each node id once, at its first place.
 * :func:`split_blank_nodes`: nodes whose embedded text is empty or whitespace only.
@@ -27,16 +28,18 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
+from pydantic import ValidationError
 
 from llama_index_ragtune._invisible import is_blank
 
@@ -47,6 +50,7 @@ __all__ = [
     "PositiveIntAttribute",
     "check_filter_keys",
     "check_query_vector",
+    "query_embedding_errors",
     "metadata_value_kinds",
     "check_nodes",
     "clean_text",
@@ -213,6 +217,32 @@ def prepare_query(query_bundle: QueryBundle) -> QueryBundle | None:
     )
 
 
+@contextlib.contextmanager
+def query_embedding_errors(model: Any, query_str: str) -> Iterator[None]:
+    """Turn what LlamaIndex raises for a query vector that is not a list of numbers (``None``,
+    text, a nested list: a pydantic error about ``EmbeddingEndEvent``) into a ``TypeError``
+    naming the embedding model and the query.
+
+    Example::
+
+        with query_embedding_errors(embed_model, "apple return"):
+            vector = embed_model.get_query_embedding("apple return")
+    """
+    try:
+        yield
+    except ValidationError as exc:
+        if "Embedding" not in exc.title:  # another model's validation: not ours to name
+            raise
+        shown = query_str if len(query_str) <= 80 else query_str[:77] + "..."
+        first = exc.errors()[0] if exc.errors() else {}
+        got = first.get("input", "?")
+        raise TypeError(
+            f"the embedding model {type(model).__name__} returned "
+            f"{type(got).__name__} {str(got)[:60]!r} in the query embedding of {shown!r}, not a "
+            "list of numbers; it must return one float per dimension"
+        ) from exc
+
+
 def check_query_vector(
     vector: Sequence[float], query_str: str, dimension: int | None = None
 ) -> bool:
@@ -229,13 +259,27 @@ def check_query_vector(
         check_query_vector([0.0, 0.0], "XK-9")               # False: BM25 alone
         check_query_vector([float("nan"), 0.0], "apple")     # ValueError: ... NaN
     """
-    values = np.asarray(vector, dtype=np.float64)
     shown = query_str if len(query_str) <= 80 else query_str[:77] + "..."
+    try:
+        values = np.asarray(vector, dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # text, None, ragged lists
+        raise TypeError(
+            f"the query embedding of {shown!r} is not a list of numbers ({exc}); the embedding "
+            "model must return one float per dimension"
+        ) from exc
     if dimension is not None and values.shape != (dimension,):
         raise ValueError(
             f"the query embedding of {shown!r} has shape {values.shape} but the index holds "
             f"{dimension}-d vectors; embed the query with the index's embedding model"
         )
+    if values.ndim == 1 and values.size and np.isfinite(values).all():
+        peak = float(np.abs(values).max())
+        if peak > float(np.finfo(np.float32).max):  # FAISS, Qdrant, Milvus hold float32
+            raise ValueError(
+                f"the query embedding of {shown!r} holds {peak:.3g}, past the float32 range "
+                "the vector indexes search in (it would become infinite); check the "
+                "embedding model, or normalise its vectors"
+            )
     if not np.isfinite(values).all():
         raise ValueError(
             f"the query embedding of {shown!r} holds NaN or infinite values; check the "
@@ -393,6 +437,9 @@ def check_filter_keys(
     """
     if filters is None:
         return
+    from llama_index_ragtune.retrievers.filters import check_filter_depth
+
+    check_filter_depth(filters, where)
     leaves = _filter_leaves(filters)
     for leaf in leaves:
         values = leaf.value if isinstance(leaf.value, (list, tuple)) else [leaf.value]

@@ -25,6 +25,11 @@ filled to ``min(similarity_top_k, allowed vectors)``:
   the query is repeated as the exhaustive scan above. The same fallback fills
   unfiltered queries that an IVF index answers short.
 
+Threads: searches run side by side; an ``add`` (FAISS grows the index in place, so a
+search reading it meanwhile would read freed memory and crash the process) and the swap
+of ``keep_positions`` wait for the searches running and hold back new ones; changes
+run one at a time.
+
 Example::
 
     import faiss
@@ -37,9 +42,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +100,8 @@ class FilterableFaissVectorStore(FaissVectorStore):
     _masks: FilterMaskCache = PrivateAttr()
     _selectors: dict = PrivateAttr(default_factory=dict)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _searches: Any = PrivateAttr(default_factory=lambda: _SearchLock())
+    _change: Any = PrivateAttr(default_factory=threading.Lock)
     _kind: str = PrivateAttr(default="flat")
     _config: Any = PrivateAttr(default=None)
 
@@ -147,7 +156,9 @@ class FilterableFaissVectorStore(FaissVectorStore):
             )
         if self.normalize:
             vectors = _normalize(vectors)
-        with self._lock:
+        # FAISS grows the index in place: a search reading it meanwhile reads freed memory
+        # (a segmentation fault), so the add waits for running searches and holds new ones
+        with self._change, self._searches.writing(), self._lock:
             start = self._faiss_index.ntotal
             self._faiss_index.add(vectors)
             self._masks.extend([filterable_metadata(node) for node in nodes])
@@ -166,6 +177,10 @@ class FilterableFaissVectorStore(FaissVectorStore):
 
             store.keep_positions([0, 2])   # drops the vector at position 1
         """
+        with self._change:  # one change at a time: an add meanwhile would be dropped
+            self._keep_positions(positions)
+
+    def _keep_positions(self, positions: list[int]) -> None:
         import faiss
 
         index = self._faiss_index
@@ -193,7 +208,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
         if vectors is not None:
             fresh.add(np.ascontiguousarray(vectors, dtype=np.float32))
         metadata = self._masks.metadata
-        with self._lock:
+        with self._searches.writing(), self._lock:  # searches see the old or the new index
             self._faiss_index = fresh
             self._masks = FilterMaskCache(
                 [metadata[int(i)] for i in keep], owner="FilterableFaissVectorStore (FAISS)"
@@ -223,6 +238,10 @@ class FilterableFaissVectorStore(FaissVectorStore):
         vector = vector[np.newaxis, :]
         if self.normalize:
             vector = _normalize(vector)
+        with self._searches.reading():  # an add waits (module docstring: Threads)
+            return self._query(vector, query)
+
+    def _query(self, vector: np.ndarray, query: VectorStoreQuery) -> VectorStoreQueryResult:
         top_k = int(query.similarity_top_k)
         entry = None
         if query.filters is not None and query.filters.filters:
@@ -450,3 +469,46 @@ class FilterableFaissVectorStore(FaissVectorStore):
 def _normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class _SearchLock:
+    """Searches of one FAISS index share it; a change (an add, the swap of a delete) waits
+    for those running and holds back new ones (a waiting change goes first, so a stream of
+    searches cannot starve it). Searches never nest, so the preference cannot deadlock."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._writing or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()

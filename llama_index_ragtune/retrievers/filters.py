@@ -24,18 +24,58 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from llama_index.core.vector_stores.types import FilterCondition, MetadataFilters
+from llama_index.core.vector_stores.types import (
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+)
 from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 
 __all__ = [
+    "MAX_FILTER_DEPTH",
     "FilterMaskCache",
     "build_filter_fn",
+    "check_filter_depth",
     "filter_key",
     "filterable_metadata",
     "node_passes",
 ]
 
 _ID_KEYS = ("doc_id", "document_id", "ref_doc_id")
+
+MAX_FILTER_DEPTH = 100
+"""Most levels of ``MetadataFilters`` inside one another that filters may have (pydantic
+cannot serialise past ~126, Python's recursion ends near 1000)."""
+
+_SET_LOOKUP_FROM = 16  # ``in`` / ``nin`` lists at least this long are looked up in a set
+
+
+def check_filter_depth(filters: MetadataFilters | None, where: str = "filters") -> None:
+    """Raise ``ValueError`` when ``filters`` nests more than :data:`MAX_FILTER_DEPTH` levels
+    (found without recursion, so any depth is measured).
+
+    Example::
+
+        check_filter_depth(MetadataFilters(filters=[]))   # passes
+    """
+    if filters is None:
+        return
+    level, depth = [filters], 0
+    while level:
+        depth += 1
+        if depth > MAX_FILTER_DEPTH:
+            raise ValueError(
+                f"{where}: metadata filters nested more than {MAX_FILTER_DEPTH} levels deep "
+                "(MetadataFilters inside MetadataFilters); flatten them: a group with one "
+                "clause, or an 'and' inside an 'and', is the same as the clause itself"
+            )
+        level = [
+            item
+            for group in level
+            for item in getattr(group, "filters", ())
+            if isinstance(item, MetadataFilters)
+        ]
 
 
 def filterable_metadata(node: Any) -> dict[str, Any]:
@@ -52,7 +92,41 @@ def filterable_metadata(node: Any) -> dict[str, Any]:
 
 def filter_key(filters: MetadataFilters) -> str:
     """A stable text key of a ``MetadataFilters`` object (for caching)."""
+    check_filter_depth(filters)
     return filters.model_dump_json()
+
+
+def _long_membership(item: Any) -> bool:
+    return (
+        isinstance(item, MetadataFilter)
+        and item.operator in (FilterOperator.IN, FilterOperator.NIN)
+        and isinstance(item.value, list)
+        and len(item.value) >= _SET_LOOKUP_FROM
+    )
+
+
+def _membership_fn(lookup: Callable[[Any], Mapping[str, Any]], leaf: MetadataFilter) -> Any:
+    """LlamaIndex's ``in`` / ``nin`` of one leaf, with the list looked up in a set (linear in
+    the nodes, not nodes x values); a metadata value that cannot be hashed (a list) is
+    compared with the list itself, as LlamaIndex does."""
+    values = list(leaf.value)
+    try:
+        lookup_set: frozenset[Any] | None = frozenset(values)
+    except TypeError:
+        lookup_set = None
+    negate = leaf.operator == FilterOperator.NIN
+
+    def passes(position: Any) -> bool:
+        metadata_value = lookup(position).get(leaf.key, None)
+        if metadata_value is None:
+            return negate
+        try:
+            found = metadata_value in (values if lookup_set is None else lookup_set)
+        except TypeError:  # unhashable metadata value
+            found = metadata_value in values
+        return found != negate
+
+    return passes
 
 
 def build_filter_fn(
@@ -64,13 +138,20 @@ def build_filter_fn(
     evaluated by that function alone and each nested ``MetadataFilters`` recursively, and
     the results are combined by the parent's condition (``and``: all, ``or``: any, ``not``:
     none), every clause evaluated (so a clause that cannot be evaluated raises
-    ``TypeError`` whatever the others say, as in LlamaIndex).
+    ``TypeError`` whatever the others say, as in LlamaIndex). An ``in`` / ``nin`` list of
+    16 values or more is looked up in a set (same result, linear in the nodes); filters
+    nested past :data:`MAX_FILTER_DEPTH` levels are a ``ValueError``.
     """
-    if not any(isinstance(item, MetadataFilters) for item in filters.filters):
+    check_filter_depth(filters)
+    if not any(
+        isinstance(item, MetadataFilters) or _long_membership(item) for item in filters.filters
+    ):
         return build_metadata_filter_fn(lookup, filters)
     parts = [
         build_filter_fn(lookup, item)
         if isinstance(item, MetadataFilters)
+        else _membership_fn(lookup, item)
+        if _long_membership(item)
         else build_metadata_filter_fn(lookup, MetadataFilters(filters=[item]))
         for item in filters.filters
     ]

@@ -60,7 +60,7 @@ from llama_index_ragtune.embeddings.micro_batch import (
     batch_query_fn,
 )
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
-from llama_index_ragtune.retrievers.checks import check_query_vector
+from llama_index_ragtune.retrievers.checks import check_query_vector, query_embedding_errors
 from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
 from llama_index_ragtune.retrievers.hybrid_update import check_in_step
@@ -177,12 +177,16 @@ def _embeddings(retriever: Any, bundles: Sequence[QueryBundle]) -> list[list[flo
                 "queries; it must return one per query"
             )
         for i, vector in zip(plain, batch, strict=True):
-            vectors[i] = (
-                vector.tolist() if hasattr(vector, "tolist") else [float(x) for x in vector]
-            )
+            try:
+                vectors[i] = (
+                    vector.tolist() if hasattr(vector, "tolist") else [float(x) for x in vector]
+                )
+            except (TypeError, ValueError):  # not numbers: check_query_vector names the query
+                vectors[i] = vector
     for i, b in enumerate(bundles):
         if vectors[i] is None:  # several embedding strings (averaged), or a model without batches
-            vectors[i] = embed.get_agg_embedding_from_queries(b.embedding_strs)
+            with query_embedding_errors(embed, b.query_str):
+                vectors[i] = embed.get_agg_embedding_from_queries(b.embedding_strs)
     return vectors  # type: ignore[return-value]
 
 

@@ -24,7 +24,11 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from llama_index_ragtune.retrievers.bm25 import BM25Retriever
-from llama_index_ragtune.retrievers.checks import check_query_vector, prepare_query
+from llama_index_ragtune.retrievers.checks import (
+    check_query_vector,
+    prepare_query,
+    query_embedding_errors,
+)
 from llama_index_ragtune.retrievers.external_store import index_dimension
 from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
@@ -62,9 +66,10 @@ def search(retriever: Any, query_bundle: QueryBundle) -> list[NodeWithScore]:
             return batch.search(query_bundle)
         embed = _query_embed_model(retriever, query_bundle)
         if embed is not None:  # the vector the dense side would compute, checked first
-            query_bundle.embedding = embed.get_agg_embedding_from_queries(
-                query_bundle.embedding_strs
-            )
+            with query_embedding_errors(embed, query_bundle.query_str):
+                query_bundle.embedding = embed.get_agg_embedding_from_queries(
+                    query_bundle.embedding_strs
+                )
         rankable = _check_vector(retriever, query_bundle)
         dense = retriever._dense.retrieve(query_bundle) if rankable else []
         sparse = retriever._sparse.retrieve(query_bundle)
@@ -88,9 +93,10 @@ async def asearch(retriever: Any, query_bundle: QueryBundle) -> list[NodeWithSco
             return await batch.asearch(query_bundle)
         embed = _query_embed_model(retriever, query_bundle)
         if embed is not None:
-            query_bundle.embedding = await embed.aget_agg_embedding_from_queries(
-                query_bundle.embedding_strs
-            )
+            with query_embedding_errors(embed, query_bundle.query_str):
+                query_bundle.embedding = await embed.aget_agg_embedding_from_queries(
+                    query_bundle.embedding_strs
+                )
         if not _check_vector(retriever, query_bundle):  # all zeros: BM25 alone
             return fuse_sides(retriever, [], await _aretrieve_side(retriever._sparse, query_bundle))
         dense, sparse = await asyncio.gather(

@@ -34,6 +34,7 @@ from llama_index_ragtune.retrievers.dense import (
     drop_blank_nodes,
 )
 from llama_index_ragtune.retrievers.external_store import index_retriever
+from llama_index_ragtune.retrievers.filters import check_filter_depth
 from llama_index_ragtune.retrievers.hybrid_update import sides_state
 from llama_index_ragtune.retrievers.node_embedding import index_embed_model
 
@@ -177,6 +178,7 @@ def apply_side_filters(retriever: Any, filters: MetadataFilters | None) -> None:
         )
     # every side checks the filters before any side takes them: a refused filter
     # leaves both sides (and retriever.filters) as they were
+    check_filter_depth(filters, "HybridRetriever")
     if isinstance(retriever._sparse, BM25Retriever):
         retriever._sparse.check_filters(filters)
     if retriever._dense_built_in:

@@ -72,8 +72,12 @@ class SidesLock:
     it with ``areading()``, which waits by yielding the event loop (never blocking it, and
     holding no worker thread that the queries it waits for may need), so a query holding
     it across ``await`` is never stuck behind another of the same loop.
-    A thread may read again while it reads (nested retrievers); ``changing()`` lets one
-    change at a time check, embed and swap.
+    A thread may read again while it reads (nested retrievers), and while coroutines of its
+    event loop read (a synchronous query inside a coroutine never waits for a swap that
+    waits for those coroutines); ``changing()`` lets one change at a time check, embed and
+    swap. A swap asked for on an event loop's thread while that loop's coroutines read
+    could never start: it raises ``RuntimeError`` saying to run the change in a worker
+    thread (``await asyncio.to_thread(retriever.insert_nodes, nodes)``) instead of hanging.
 
     Example::
 
@@ -91,6 +95,7 @@ class SidesLock:
         self._waiting = 0  # writers waiting
         self._change = threading.Lock()
         self._depth = threading.local()
+        self._async_reads: Counter[int] = Counter()  # thread id -> reads its coroutines hold
 
     def _try_read(self) -> bool:
         with self._cond:
@@ -101,8 +106,11 @@ class SidesLock:
 
     def _acquire_read(self) -> None:
         with self._cond:
-            while self._writing or self._waiting:
-                self._cond.wait()
+            # this thread's coroutines already read: a waiting swap waits for them, and
+            # they run only when this thread returns, so waiting for it would never end
+            if not self._async_reads[threading.get_ident()]:
+                while self._writing or self._waiting:
+                    self._cond.wait()
             self._readers += 1
 
     def _release_read(self) -> None:
@@ -130,14 +138,34 @@ class SidesLock:
         while not self._try_read():  # a swap runs or waits: yield the loop, look again
             await asyncio.sleep(delay)
             delay = min(2 * delay, 0.01)
+        thread = threading.get_ident()
+        with self._cond:
+            self._async_reads[thread] += 1
         try:
             yield
         finally:
+            with self._cond:
+                self._async_reads[thread] -= 1
+                if not self._async_reads[thread]:
+                    del self._async_reads[thread]
             self._release_read()
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         with self._cond:
+            held = self._async_reads[threading.get_ident()]
+            if held or getattr(self._depth, "n", 0):
+                running = (
+                    f"{held} aretrieve call(s) of this thread's event loop"
+                    if held
+                    else "a query or persist of this same thread"
+                )
+                raise RuntimeError(
+                    f"a change of nodes was asked for while {running} still read the same "
+                    "index: the change would wait for them, and they for it, forever. Nothing "
+                    "was changed; run the change in a worker thread, e.g. "
+                    "`await asyncio.to_thread(retriever.insert_nodes, nodes)`"
+                )
             self._waiting += 1
             try:
                 while self._writing or self._readers:
