@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from llama_index_ragtune.grounding.arguments import require_text, require_texts
 from llama_index_ragtune.grounding.citations import (
     CitationFilter,
     find_citations,
@@ -81,6 +82,7 @@ def says_nothing(answer: str) -> bool:
 
         says_nothing("[1] [2]."), says_nothing("[1] 14 days.")   # (True, False)
     """
+    require_text(answer, "says_nothing: answer")
     return not _said_outside_brackets(answer) and _says_nothing(strip_citations(answer))
 
 
@@ -115,6 +117,7 @@ def is_refusal(answer: str, refusal: str = DEFAULT_REFUSAL) -> bool:
         is_refusal("Sorry, **" + DEFAULT_REFUSAL + "**")                  # True
         is_refusal(DEFAULT_REFUSAL + " But [1] says Paris.")              # False
     """
+    require_text(answer, "is_refusal: answer")
     check_refusal(refusal)
     return _refuses(answer, bool(parse_citations(answer)), refusal)
 
@@ -183,7 +186,7 @@ class AnswerStream:
         self.refusal = check_refusal(refusal)
         self.filter = CitationFilter(n_sources)
         if source_texts is not None:
-            source_texts = list(source_texts)
+            source_texts = require_texts(source_texts, "AnswerStream: source_texts")
             if len(source_texts) != n_sources:
                 raise ValueError(
                     f"source_texts holds {len(source_texts)} texts for n_sources={n_sources}; "
@@ -209,6 +212,7 @@ class AnswerStream:
 
     def feed(self, delta: str) -> str:
         """The cleaned text to show for the next streamed ``delta``."""
+        require_text(delta, "AnswerStream.feed: delta")
         self._raw.append(delta)
         return self._show(self.filter.feed(delta))
 
@@ -221,14 +225,16 @@ class AnswerStream:
         if cited and self.source_texts is not None:
             unquoted = _unquoted_citations(text, self.source_texts)
             if unquoted is not None:  # some markers are a source's footnotes, copied
-                numbers = tuple(n for n in numbers if n in unquoted or n in invalid)
+                kept = {*unquoted, *invalid}  # a set: tuples made many numbers quadratic
+                numbers = tuple(n for n in numbers if n in kept)
                 cited = unquoted
         refused = _refuses(text, bool(cited), self.refusal)
         said = strip_citations(text).strip()
         if cited and (refused or _says_nothing(said)):
             # "[2] Insufficient ...": a refusal; "[1] [2] [3]": says nothing, backs nothing
             text, cited = said, ()
-            numbers = tuple(n for n in numbers if n in invalid)
+            removed = set(invalid)
+            numbers = tuple(n for n in numbers if n in removed)
         self.answer = GroundedAnswer(
             text=text,
             raw="".join(self._raw),
@@ -281,6 +287,7 @@ def parse_answer(
         quoted = parse_answer('"Smith [1] found it" [2].', 2, source_texts=["Rome.", "Smith [1] found it."])
         quoted.citations                                          # (2,)
     """
+    require_text(raw, "parse_answer: raw")
     stream = AnswerStream(n_sources, refusal, source_texts=source_texts)
     stream.feed(raw)
     stream.finish()
@@ -305,6 +312,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
         sentence_spans("Opened: 14 days [1]. Sealed: 30 days [2].")   # [(0, 20), (21, 41)]
     """
+    require_text(text, "sentence_spans: text")
     cuts, start = [], 0
     for match in _SENTENCE_BREAK.finditer(text):
         after = text[match.end() : match.end() + 1]
@@ -334,6 +342,7 @@ def split_claims(answer: str) -> list[str]:
         split_claims("Paris is in France [1]. É.U. is not [2]. 巴黎很大[1]。罗马也是[2]。")
         # ['Paris is in France [1].', 'É.U. is not [2].', '巴黎很大[1]。', '罗马也是[2]。']
     """
+    require_text(answer, "split_claims: answer")
     return [answer[a:b] for a, b in sentence_spans(answer)]
 
 
@@ -346,17 +355,18 @@ def cited_claims(answer: str) -> list[tuple[str, tuple[int, ...]]]:
         cited_claims("Paris is in France [1]. Rome is big. It is old [2][1].")
         # [('Paris is in France.', (1,)), ('It is old.', (2, 1))]
     """
+    require_text(answer, "cited_claims: answer")
     marks = find_citations(answer)
     out: list[tuple[str, tuple[int, ...]]] = []
     i = 0
     for start, end in sentence_spans(answer):
-        pieces, cursor, numbers = [], start, []
+        pieces, cursor, numbers = [], start, {}  # a dict: ordered, constant-time "seen?"
         while i < len(marks) and marks[i].end - len(marks[i].text) < end:
             mark = marks[i]
             i += 1
             pieces.append(answer[cursor : max(cursor, mark.start)])
             cursor = max(cursor, mark.end)
-            numbers.extend(n for n in (*mark.cited, *mark.invalid) if n not in numbers)
+            numbers.update(dict.fromkeys((*mark.cited, *mark.invalid)))
         pieces.append(answer[cursor:end])
         if numbers:
             out.append((" ".join("".join(pieces).split()), tuple(numbers)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
+from llama_index_ragtune.grounding.arguments import require_text, require_texts
 from llama_index_ragtune.grounding.citations import parse_citations
 
 DEFAULT_REFUSAL = "Insufficient information in the provided sources."
@@ -68,6 +69,7 @@ def format_sources(texts: Sequence[str]) -> str:
 
         format_sources(["Rome is in Italy."])   # '<source id="1">\\nRome is in Italy.\\n</source>'
     """
+    texts = require_texts(texts, "format_sources: texts")
     return "\n".join(
         f'<source id="{i}">\n{_escape(t.strip())}\n</source>' for i, t in enumerate(texts, 1)
     )
@@ -87,9 +89,19 @@ def build_messages(
         # ['system', 'user']
     """
     check_refusal(refusal)
+    require_text(question, "build_messages: question")
+    source_texts = require_texts(source_texts, "build_messages: source_texts")
+    require_text(system_prompt, "build_messages: system_prompt")
+    try:
+        system = system_prompt.format(refusal=refusal)
+    except (KeyError, IndexError, ValueError) as exc:  # was a bare KeyError '"answer"'
+        raise ValueError(
+            f"build_messages: system_prompt may only have the slot {{refusal}} ({exc!r}); "
+            "write literal braces as {{ and }}"
+        ) from exc
     user = f"{_SOURCES_HEADER}{format_sources(source_texts)}{_QUESTION_HEADER}{_escape(question.strip())}"
     return [
-        ChatMessage(role=MessageRole.SYSTEM, content=system_prompt.format(refusal=refusal)),
+        ChatMessage(role=MessageRole.SYSTEM, content=system),
         ChatMessage(role=MessageRole.USER, content=user),
     ]
 
@@ -163,6 +175,12 @@ def truncate_source(text: str, max_chars: int | None) -> str:
 
         truncate_source("one two three four", 9)   # 'one two ...'
     """
+    require_text(text, "truncate_source: text")
+    if max_chars is not None:
+        if isinstance(max_chars, bool) or not isinstance(max_chars, int):
+            raise TypeError(f"truncate_source: max_chars must be an int or None, got {max_chars!r}")
+        if max_chars < 1:  # 0 and -1 left a bare " ..." or the text's first letters
+            raise ValueError(f"truncate_source: max_chars must be >= 1 or None, got {max_chars}")
     text = text.strip()
     if max_chars is None or len(text) <= max_chars:
         return text

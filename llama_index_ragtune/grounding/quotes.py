@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from llama_index_ragtune.grounding._scanner import MAX_MARKER_CHARS, CodeReader, Lexer
+from llama_index_ragtune.grounding.arguments import require_text, require_texts
 from llama_index_ragtune.grounding.citations import find_citations
 
 DEFAULT_MIN_QUOTE_WORDS = 3
@@ -111,6 +112,7 @@ def normalize_quote(text: str) -> str:
 
         normalize_quote("  The “Capital” —  of   Normandy. ")   # 'the capital of normandy'
     """
+    require_text(text, "normalize_quote: text")
     text = unicodedata.normalize("NFKC", text).lower()
     return " ".join(_PUNCT.sub(" ", text).split())
 
@@ -320,6 +322,8 @@ def check_quotes(
         [c.verified for c in check_quotes('Forever [2]: "gift cards last a lifetime"', sources)]
         # [False]
     """
+    require_text(answer, "check_quotes: answer")
+    source_texts = require_texts(source_texts, "check_quotes: source_texts")
     if not 0.0 < fuzzy_threshold <= 1.0:
         raise ValueError(f"fuzzy_threshold must be in (0, 1], got {fuzzy_threshold}.")
     n_sources = len(source_texts)
@@ -373,6 +377,8 @@ def quoted_from_sources(answer: str, source_texts: Sequence[str]) -> set[int]:
 
         quoted_from_sources('"Smith [1] found it" [2]', ["Rome.", "Smith [1] found it."])  # {6}
     """
+    require_text(answer, "quoted_from_sources: answer")
+    source_texts = require_texts(source_texts, "quoted_from_sources: source_texts")
     quotes = [(m.start(), m.end()) for m in find_quotes(answer)]
     if not quotes:
         return set()
@@ -462,6 +468,8 @@ def copied_from_sources(answer: str, source_texts: Sequence[str]) -> set[int]:
 
         copied_from_sources("Smith [2] found it [1].", ["Smith [2] found it in 2001."])  # {5}
     """
+    require_text(answer, "copied_from_sources: answer")
+    source_texts = require_texts(source_texts, "copied_from_sources: source_texts")
     citations = find_citations(answer, len(source_texts))
     if not citations:
         return set()

@@ -65,6 +65,7 @@ def to_dicts(messages: MessagesLike) -> list[dict[str, str]]:
     out = []
     for i, m in enumerate(messages):
         if isinstance(m, ChatMessage):
+            _check_text_blocks(m, i)
             role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
             out.append({"role": role, "content": clean_text(m.content or "")})
         elif isinstance(m, Mapping) and "role" in m and "content" in m:
@@ -87,6 +88,25 @@ def to_dicts(messages: MessagesLike) -> list[dict[str, str]]:
     if not out:
         raise ValueError("Cannot generate from an empty list of messages.")
     return out
+
+
+# blocks a text-only chat template may leave out: the text itself, a provider's cache mark,
+# a model's earlier reasoning (chat templates drop it from past turns too)
+_TEXT_ONLY_BLOCKS = frozenset({"text", "cache", "thinking"})
+
+
+def _check_text_blocks(message: ChatMessage, index: int) -> None:
+    """``TypeError`` when ``message`` holds a block a text model cannot read (an image, audio,
+    video, a document, a tool call): ``ChatMessage.content`` keeps only the text blocks, so
+    the model answered about a picture it never saw."""
+    kinds = [str(getattr(block, "block_type", type(block).__name__)) for block in message.blocks]
+    other = [kind for kind in kinds if kind not in _TEXT_ONLY_BLOCKS]
+    if other:
+        raise TypeError(
+            f"Chat message {index}: holds {', '.join(sorted(set(other)))} content, but this LLM "
+            "reads text only (its chat template would silently drop it); put the content into "
+            "the message as text, or use a multimodal LLM."
+        )
 
 
 def length_sorted_chunks(

@@ -27,7 +27,40 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageR
 from llama_index_ragtune.llms.chat_io import MessagesLike, length_sorted_chunks, response_raw
 from llama_index_ragtune.retrievers.checks import positive_int
 
-__all__ = ["Generation"]
+__all__ = ["Generation", "check_stop_strings"]
+
+
+def _without_padding(ids: list[int], pad_id: int) -> list[int]:
+    """``ids`` without the run of ``pad_id`` that ends them."""
+    end = len(ids)
+    while end and ids[end - 1] == pad_id:
+        end -= 1
+    return ids[:end]
+
+
+def check_stop_strings(stops: Any) -> list[str]:
+    """``stop_strings`` (a ``generate()`` argument) as a list: ``None`` and ``[]`` stop
+    nowhere; an empty string, which stopped every answer after its first token, or a value
+    that is not text is a ``ValueError`` / ``TypeError`` naming it.
+
+    Example::
+
+        check_stop_strings("\\n\\n"), check_stop_strings(None)   # (['\\n\\n'], [])
+    """
+    if stops is None:
+        return []
+    listed = [stops] if isinstance(stops, str) else stops
+    if not isinstance(listed, (list, tuple)) or not all(isinstance(s, str) for s in listed):
+        raise TypeError(
+            f"LocalChatLLM: stop_strings must be a str or a list of str, got {stops!r}"[:300]
+        )
+    empty = [i for i, s in enumerate(listed) if not s]
+    if empty:
+        raise ValueError(
+            f"LocalChatLLM: stop_strings holds an empty string (item {empty[0]}), which would "
+            "stop every answer after its first token; remove it."
+        )
+    return list(listed)
 
 
 class Generation:
@@ -71,6 +104,10 @@ class Generation:
         if max_new_tokens is not None:
             kw["max_new_tokens"] = max_new_tokens
         kw["max_new_tokens"] = positive_int(kw["max_new_tokens"], "LocalChatLLM: max_new_tokens")
+        if "stop_strings" in kw:
+            stops = check_stop_strings(kw.pop("stop_strings"))
+            if stops:  # generate() matches them with the tokenizer, which it must be given
+                kw.update(stop_strings=stops, tokenizer=self._tokenizer)
         return kw
 
     def _count_completion(self, ids: Sequence[int]) -> int:
@@ -116,6 +153,10 @@ class Generation:
             width = enc["input_ids"].shape[1]
             for i, row in zip(group, out, strict=True):
                 results[i] = row[width:].tolist()
+                if gen.get("stop_strings") and len(group) > 1:
+                    # a row stopped by a stop string ends in no stop id: the padding after
+                    # it is not part of its answer (it was counted, and read as cut)
+                    results[i] = _without_padding(results[i], self._pad_id)
         return results, probs, decisions  # type: ignore[return-value]
 
     def _pad(self, batch_ids: Sequence[Sequence[int]]) -> dict[str, Any]:

@@ -89,7 +89,7 @@ from llama_index_ragtune.llms.chat_io import (
     encode_chat,
     to_dicts,
 )
-from llama_index_ragtune.llms.generation import Generation
+from llama_index_ragtune.llms.generation import Generation, check_stop_strings
 from llama_index_ragtune.llms.loading import (
     check_device,
     load_causal_lm,
@@ -108,9 +108,15 @@ from llama_index_ragtune.retrievers.checks import (
 )
 
 
-def _check_settings(kwargs: Mapping[str, Any]) -> None:
-    """Numeric settings as the user passed them: ``TypeError`` / ``ValueError`` naming the argument
-    (a bool, a string or ``2.5`` is refused, never coerced)."""
+def check_llm_settings(kwargs: Mapping[str, Any]) -> None:
+    """Numeric settings of :class:`LocalChatLLM` as the user passed them, checked before any
+    model loads: ``TypeError`` / ``ValueError`` naming the argument (a bool, a string or
+    ``2.5`` is refused, never coerced).
+
+    Example::
+
+        check_llm_settings({"max_new_tokens": 64, "temperature": 0.0})   # passes
+    """
 
     def name(key: str) -> str:
         return f"LocalChatLLM: {key}"
@@ -125,6 +131,9 @@ def _check_settings(kwargs: Mapping[str, Any]) -> None:
         raise ValueError(f"{name('top_p')} must be a number in (0, 1], got 0.0")
     if kwargs.get("refusal_threshold") is not None:
         unit_float(kwargs["refusal_threshold"], name("refusal_threshold"))
+    extra = kwargs.get("generate_kwargs")
+    if isinstance(extra, Mapping) and "stop_strings" in extra:
+        check_stop_strings(extra["stop_strings"])
 
 
 def _checked_messages(method: Any) -> Any:
@@ -262,7 +271,7 @@ class LocalChatLLM(Generation, RefusalScoring, Streaming, CustomLLM):
                 f"LocalChatLLM: model must be None (the bundled decoder), a folder path or a hub "
                 f"id, got {type(model).__name__} {model!r}; pass an in-memory model as hf_model=."
             )
-        _check_settings(kwargs)
+        check_llm_settings(kwargs)
         super().__init__(model=None if model is None else str(model), **kwargs)
         import torch
 

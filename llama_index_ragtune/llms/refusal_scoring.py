@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,7 @@ class RefusalScoring:
 
         if not batch_ids:
             return []
+        self._check_prompt_ids(batch_ids)
         refusal = self.refusal_token_ids()
         for i, ids in enumerate(batch_ids):
             self._check_scored_length(len(ids), len(refusal), "the refusal", f"prompt {i}")
@@ -136,6 +137,43 @@ class RefusalScoring:
         logprobs = torch.log_softmax(logits, dim=-1).gather(2, target[..., None])[..., 0]
         # float64: a float32 exp of a long unlikely sentence underflows to tied zeros.
         return logprobs.double().sum(dim=1).exp().tolist()
+
+    def _check_prompt_ids(self, batch_ids: Any) -> None:
+        """``TypeError`` / ``ValueError`` naming the prompt that is not a non-empty list of
+        token ids the model knows (a conversation failed deep in torch; an id past the
+        vocabulary is an ``IndexError`` on CPU and a device-side assert, fatal to the
+        process's CUDA context, on a GPU)."""
+        if isinstance(batch_ids, (str, bytes)) or not isinstance(batch_ids, Sequence):
+            raise TypeError(
+                "refusal_probabilities takes a list of token-id prompts (llm.encode(messages)), "
+                f"got {type(batch_ids).__name__}; for conversations use "
+                "conversation_refusal_probabilities."
+            )
+        embeddings = getattr(self._model, "get_input_embeddings", lambda: None)()
+        vocab = getattr(embeddings, "num_embeddings", None)
+        for i, ids in enumerate(batch_ids):
+            if hasattr(ids, "tolist"):
+                ids = ids.tolist()
+            if (
+                isinstance(ids, (str, bytes, Mapping))
+                or not isinstance(ids, Sequence)
+                or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids)
+            ):
+                raise TypeError(
+                    f"refusal_probabilities: prompt {i} is not a list of token ids, got "
+                    f"{type(ids).__name__}; encode conversations with llm.encode(messages), "
+                    "or use conversation_refusal_probabilities."
+                )
+            if not ids:
+                raise ValueError(f"refusal_probabilities: prompt {i} is empty (no token ids).")
+            bad = [t for t in ids if t < 0 or (isinstance(vocab, int) and t >= vocab)]
+            if bad:
+                known = f"ids 0 to {vocab - 1}" if isinstance(vocab, int) else "ids from 0"
+                raise ValueError(
+                    f"refusal_probabilities: prompt {i} holds token id {bad[0]}, outside the "
+                    f"vocabulary of {self._model_name} ({known}); encode it with this LLM's "
+                    "llm.encode(messages)."
+                )
 
     def _check_scored_length(self, n_prompt: int, n_scored: int, what: str, item: str) -> None:
         """``ValueError`` naming ``item`` when ``n_prompt`` tokens + the ``n_scored`` tokens of

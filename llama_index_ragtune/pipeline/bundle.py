@@ -267,7 +267,7 @@ def _check_decoder_settings(settings: dict[str, Any]) -> None:
     has no setting for (a typo such as ``max_new_token=64`` was dropped silently), or that
     the bundle sets itself (``model``); ``TypeError`` / ``ValueError`` for a value
     ``LocalChatLLM`` refuses (``max_new_tokens="64"``), all before any model loads."""
-    from llama_index_ragtune.llms.local import LocalChatLLM, _check_settings
+    from llama_index_ragtune.llms.local import LocalChatLLM, check_llm_settings
 
     known = set(LocalChatLLM.model_fields) - {"model"}
     unknown = sorted(set(settings) - known)
@@ -276,7 +276,7 @@ def _check_decoder_settings(settings: dict[str, Any]) -> None:
             f"load_bundle: {unknown} {'is not a setting' if len(unknown) == 1 else 'are not settings'}"
             f" of the bundled decoder (LocalChatLLM); its settings: {sorted(known)}"
         )
-    _check_settings(settings)
+    check_llm_settings(settings)
 
 
 def _check_utf8_path(folder: Path) -> None:

@@ -41,6 +41,7 @@ from llama_index_ragtune.grounding import is_blank
 from llama_index_ragtune.llms.loading import check_device
 from llama_index_ragtune.postprocessor.loaded_model import check_loaded_settings, warn_long_query
 from llama_index_ragtune.postprocessor.model_folder import NO_MODEL_MESSAGE, resolve_model_path
+from llama_index_ragtune.postprocessor.pair_input import fit_pairs, model_lock
 from llama_index_ragtune.retrievers.checks import clean_text, distinct_nodes
 from llama_index_ragtune.retrievers.fusion import normalize_scores
 
@@ -308,20 +309,28 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         if not texts:
             return []
         model = self.cross_encoder
-        query = clean_text(query)  # lone surrogates / NUL would crash the tokenizer
-        if not self._warned_long_query:
-            self._warned_long_query = warn_long_query(model, query, self.model)
-        pairs = [(query, clean_text(text)) for text in texts]
-        if model.num_labels == 2:
-            probs = model.predict(
-                pairs, batch_size=self.batch_size, apply_softmax=True, show_progress_bar=False
-            )
-            scores = self._scores_array(probs, 2 * len(texts)).reshape(-1, 2)[:, 1]
-        else:
-            scores = self._scores_array(
-                model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False),
-                len(texts),
-            )
+        # one call at a time per model (rerankers and their copies share it): concurrent
+        # predicts switched the tokenizer's padding and truncation under each other
+        with model_lock(model):
+            # lone surrogates / NUL would crash the tokenizer; a text far longer than the
+            # model reads is cut first (it was tokenised whole, once per pair)
+            query = clean_text(query)
+            cut, texts = fit_pairs(model, query, [clean_text(text) for text in texts])
+            if not self._warned_long_query:
+                self._warned_long_query = warn_long_query(
+                    model, cut, self.model, cut=len(cut) < len(query)
+                )
+            pairs = [(cut, text) for text in texts]
+            if model.num_labels == 2:
+                probs = model.predict(
+                    pairs, batch_size=self.batch_size, apply_softmax=True, show_progress_bar=False
+                )
+                scores = self._scores_array(probs, 2 * len(texts)).reshape(-1, 2)[:, 1]
+            else:
+                scores = self._scores_array(
+                    model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False),
+                    len(texts),
+                )
         bad = [name for name, value in zip(names, scores, strict=True) if not math.isfinite(value)]
         if bad:
             raise ValueError(

@@ -66,19 +66,23 @@ def same_device(wanted: str, where: Any) -> bool:
     )
 
 
-def warn_long_query(model: Any, query: str, name: str) -> bool:
+def warn_long_query(model: Any, query: str, name: str, *, cut: bool = False) -> bool:
     """Log one warning when ``query`` holds more tokens than ``model`` (a CrossEncoder) reads
     per (query, text) pair: the tokenizer cuts the query (and the texts) to fit, so the
-    ranking reads only its start. ``True`` once warned (the caller stops asking).
+    ranking reads only its start. ``cut``: ``query`` is already the start of a longer one
+    (``pair_input.cut_to_model``), so its count is a lower bound. ``True`` once warned (the
+    caller stops asking).
 
     Example::
 
         warn_long_query(cross_encoder, "what lowers LDL?", "my-reranker")   # False: it fits
     """
-    limit = getattr(model, "max_length", None)
+    from llama_index_ragtune.postprocessor.pair_input import model_limit
+
+    limit = model_limit(model)
     tokenizer = getattr(model, "tokenizer", None)
     # a token is at least one UTF-8 byte: shorter queries need no tokenizing
-    if not isinstance(limit, int) or tokenizer is None or len(query.encode()) + 2 <= limit:
+    if limit is None or tokenizer is None or len(query.encode()) + 2 <= limit:
         return False
     try:
         tokens = len(tokenizer(query, add_special_tokens=True, verbose=False)["input_ids"])
@@ -87,10 +91,11 @@ def warn_long_query(model: Any, query: str, name: str) -> bool:
     if tokens <= limit:
         return False
     logger.warning(
-        "CrossEncoderRerank: a query of %d tokens is longer than the cross-encoder %r reads "
+        "CrossEncoderRerank: a query of %s%d tokens is longer than the cross-encoder %r reads "
         "per (query, text) pair (max_length %d): the query and the node texts are cut to fit, "
         "so nodes are ranked against its start only. Shorten long queries before reranking, "
         "or use a model with a longer max_length. (Said once per reranker.)",
+        "more than " if cut else "",
         tokens,
         name,
         limit,
