@@ -43,7 +43,7 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
@@ -67,6 +67,46 @@ STEPS = (
 SKIPPABLE = ("encoder", "fusion", "reranker", "decoder", "evaluate", "report")
 """Steps a run may leave out (``report``: the bundle gets no HTML/Markdown report)."""
 TUNED_PARTS = ("encoder", "reranker", "decoder")
+SETTING_STEPS = {
+    "encoder_model": "parse",  # also the parsers' tokenizer
+    "bm25_analyzer": "index",
+    "bm25_language": "index",
+    "similarity_top_k": "index",
+    "test_fraction": "data",
+    "dev_fraction": "data",
+    "seed": "data",
+    "negatives_per_source": "data",
+    "curated_keys": "data",
+    "synthetic_questions_per_node": "data",
+    "max_synthetic_nodes": "data",
+    "encoder_budget": "encoder",
+    "encoder_args": "encoder",
+    "eval_points": "encoder",
+    "max_val_queries": "encoder",
+    "promotion_margin": "encoder",
+    "force_promotion": "encoder",
+    "reranker_model": "reranker",
+    "reranker_budget": "reranker",
+    "reranker_args": "reranker",
+    "rerank_candidates": "reranker",
+    "decoder_model": "decoder",
+    "decoder_budget": "decoder",
+    "decoder_args": "decoder",
+    "dpo": "decoder",
+    "p_no_gold": "decoder",
+    "max_sources": "decoder",
+    "max_source_chars": "decoder",
+    "max_new_tokens": "decoder",
+    "max_test_questions": "evaluate",
+    "max_dev_questions": "evaluate",
+    "max_over_refusal": "evaluate",
+    "refusal_cv_repeats": "evaluate",
+    "group_key": "evaluate",
+}
+"""The first step whose result each setting shapes: a resumed run whose settings changed
+redoes that step and every later one (:func:`first_changed_step`)."""
+RUN_CONTROL_SETTINGS = ("time_limit_minutes", "device", "show_progress")
+"""Settings that shape no step's result: a resumed run may change them and keep every step."""
 BUDGET_SHARES = {"encoder": 0.3, "reranker": 0.3, "decoder": 0.4}
 """How ``from_time_budget`` splits a total number of training minutes between the parts."""
 _FINGERPRINT_DEFAULTS_LEFT_OUT = {"bm25_analyzer": "plain", "bm25_language": "english"}
@@ -97,6 +137,27 @@ def check_minutes(minutes: Any, what: str) -> None:
         )
 
 
+def first_changed_step(before: dict[str, Any], now: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """The earliest step whose result a change from settings ``before`` to ``now`` (both
+    ``PipelineConfig.to_dict()`` as JSON reads them back) makes stale, and the settings
+    that changed; ``(None, [])`` when only run control changed (time limit, device, ...).
+    A setting this version does not know is read as shaping every step.
+
+    Example::
+
+        first_changed_step({"seed": 0, "show_progress": True}, {"seed": 1, "show_progress": False})
+        # ('data', ['seed'])
+    """
+    changed = sorted(
+        name
+        for name in {*before, *now}
+        if name not in RUN_CONTROL_SETTINGS and before.get(name) != now.get(name)
+    )
+    if not changed:
+        return None, []
+    return min((SETTING_STEPS.get(n, STEPS[0]) for n in changed), key=STEPS.index), changed
+
+
 def check_skip(skip: Any) -> tuple[str, ...]:
     """``skip`` as a tuple of step names (a comma-separated string works); ``ValueError`` names
     an unknown or required step.
@@ -107,7 +168,20 @@ def check_skip(skip: Any) -> tuple[str, ...]:
     """
     if skip is None:
         return ()
-    names = [s.strip() for s in skip.split(",")] if isinstance(skip, str) else list(skip)
+    if isinstance(skip, str):
+        skip = skip.split(",")
+    elif isinstance(skip, (bytes, bytearray, Mapping)) or not isinstance(skip, Iterable):
+        raise TypeError(
+            f"skip must be step names (a list, or one string 'reranker,decoder'), got "
+            f"{type(skip).__name__} {skip!r}"
+        )
+    else:
+        skip = list(skip)
+    wrong = [s for s in skip if not isinstance(s, str)]
+    if wrong:  # None, a number: not left out silently
+        raise TypeError(f"skip must hold step names (strings), got {wrong!r}")
+    # the names are lower-case ASCII: "Decoder " is the decoder
+    names = [n.strip().lower() for n in skip]
     names = [n for n in names if n]
     required = [n for n in names if n in STEPS and n not in SKIPPABLE]
     if required:

@@ -82,6 +82,8 @@ class RunContext:
         self.skip = skip
         self.resume = resume
         self.deadline: float | None = None  # time.time() by which a time-limited run ends
+        # SHA-256 of the queries file as the run read it when it started (the state's inputs)
+        self.queries_sha256: str | None = None
         self.echo: Any = logger.info  # where progress lines go (the pipeline sets its own)
         self._llms: dict[str, Any] = {}
         self._embeds: dict[str, Any] = {}

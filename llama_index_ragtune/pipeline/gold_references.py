@@ -141,9 +141,25 @@ class _NodeIndex:
         ]
         if not hits:
             sections = list(dict.fromkeys(str(self.meta[i].get("section_path")) for i in ids))
+            near = [p for p in sections if _section_key(p) == _section_key(section)]
+            # a long document: the sections sharing words with the one asked for come first
+            words = set(_section_key(section).replace(">", " ").split())
+            sections.sort(
+                key=lambda p: -len(words & set(_section_key(p).replace(">", " ").split()))
+            )
             raise DataError(
-                f"no section {section!r} in {doc_id!r}",
-                hint=f"its sections are {sections[:8]}",
+                f"no section {section!r} in {doc_id!r}"
+                + (f": did you mean {near[0]!r}? (sections match exactly)" if near else ""),
+                hint=f"its sections are {sections[:8]}"
+                + (f" and {len(sections) - 8} more" if len(sections) > 8 else "")
+                + " (a section is its headings joined by ' > ')",
                 **where,
             )
         return hits
+
+
+def _section_key(section: str) -> str:
+    """``section`` compared loosely for a suggestion: NFC, case folded, spaces around ``>``
+    and runs of whitespace as one."""
+    parts = _nfc(section).casefold().split(">")
+    return " > ".join(" ".join(p.split()) for p in parts)

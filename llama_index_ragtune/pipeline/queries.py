@@ -89,9 +89,9 @@ def load_queries(
     says so). Raises ``FileNotFoundError`` for a missing file and ``DataError`` naming
     the file and line for anything malformed.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"queries file not found: {path}")
+    from llama_index_ragtune.pipeline.runner import check_input_file
+
+    path = check_input_file(path, "queries file")
     index = _NodeIndex(nodes, skipped)
     queries: list[LabelledQuery] = []
     first_line: dict[str, tuple[int, str]] = {}

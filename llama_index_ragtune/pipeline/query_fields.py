@@ -128,7 +128,14 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
         )
     split = obj.get("split")
     if split is not None and split not in SPLITS:
-        raise DataError(f"'split' must be 'train', 'test' or null, got {split!r}", **where)
+        meant = split.strip().lower() if isinstance(split, str) else None
+        raise DataError(
+            f"'split' must be 'train', 'test' or null, got {split!r}",
+            hint=f"write {meant!r} (lower case, no spaces)"
+            if meant in SPLITS
+            else "leave it out (null) to let the run split the questions",
+            **where,
+        )
     return LabelledQuery(
         id=str(qid),
         question=question.strip(),

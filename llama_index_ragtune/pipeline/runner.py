@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
@@ -30,7 +31,13 @@ from typing import Any
 
 from llama_index_ragtune.pipeline.config import STEPS, PipelineConfig, check_skip
 from llama_index_ragtune.pipeline.context import RunContext
-from llama_index_ragtune.pipeline.state import RunState, hash_inputs, work_folder_lock
+from llama_index_ragtune.pipeline.state import (
+    RESUMABLE_STEPS,
+    RunState,
+    hash_inputs,
+    remove_step_outputs,
+    work_folder_lock,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +97,8 @@ class TuningPipeline:
         feedback: a ``FeedbackStore`` or its SQLite path (instead of ``queries``).
         config: a ``PipelineConfig`` (default settings when None).
         skip: steps to leave out (``"reranker,decoder"`` or a sequence; see ``SKIPPABLE``).
-        resume: continue the run in the work folder (finished steps are skipped).
+        resume: continue the run in the work folder (finished steps are skipped; changed
+            settings or ``skip`` redo the first step they shape and every later one).
             A run that fails before any step finished removes the folders it created.
         work_dir: the work folder (default ``<out>/work``).
         echo: where progress lines go (default: the logger); the CLI passes ``print``.
@@ -119,10 +127,9 @@ class TuningPipeline:
                 raise FileNotFoundError(f"documents folder not found: {folder}")
             if not folder.is_dir():
                 raise NotADirectoryError(f"{folder} is a file; pass the folder of documents")
-        if queries is not None and not Path(queries).expanduser().is_file():
-            raise FileNotFoundError(f"queries file not found: {queries}")
-        if metadata is not None and not Path(metadata).expanduser().is_file():
-            raise FileNotFoundError(f"metadata file not found: {metadata}")
+        for name, given in (("queries", queries), ("metadata", metadata)):
+            if given is not None:
+                check_input_file(given, f"{name} file")
         if isinstance(feedback, (str, Path)):
             # a file that is not a feedback store fails now, not after the index is built
             from llama_index_ragtune.pipeline.refresh_data import open_store
@@ -191,13 +198,43 @@ class TuningPipeline:
                 skip=self.skip,
                 resume=self.resume,
             )
-            inputs = hash_inputs(ctx.documents, self._queries_key())
+            key = self._queries_key()
+            if isinstance(key, bytes):
+                ctx.queries_sha256 = hashlib.sha256(key).hexdigest()
+            inputs = hash_inputs(ctx.documents, key)
             with work_folder_lock(self.work):  # a fresh state clears the folder
-                ctx.state = RunState.open(self.work, inputs, self.config.fingerprint(), self.resume)
+                ctx.state = RunState.open(
+                    self.work,
+                    inputs,
+                    self.config.fingerprint(),
+                    self.resume,
+                    settings=self.config.to_dict(),
+                )
+                self._redo_changed_skips(ctx.state)
                 ctx.state.save()
             ctx.echo = self.echo
             self._ctx = ctx
         return self._ctx
+
+    def _redo_changed_skips(self, state: RunState) -> None:
+        """A resumed run whose ``skip`` differs from what a recorded step did (skipped then,
+        to run now, or the reverse) redoes that step and every later one: kept, the decoder
+        a first run skipped would never be tuned, and the evaluation and bundle would not
+        show the parts this run serves."""
+        recorded = state.data["steps"]
+        changed = [
+            name
+            for name in STEPS
+            if name in recorded
+            and (recorded[name].get("status") == "skipped") != (name in self.skip)
+        ]
+        if changed:
+            was = recorded[changed[0]].get("status") == "skipped"
+            state.redo_from(
+                changed[0],
+                f"the step {changed[0]!r} was {'skipped' if was else 'run'} but is "
+                f"{'to run' if was else 'skipped'} now (--skip)",
+            )
 
     # ------------------------------------------------------------------ steps
 
@@ -217,6 +254,8 @@ class TuningPipeline:
             self.echo(f"{number}: skipped")
             return
         self.echo(f"{number} ...")
+        if name not in RESUMABLE_STEPS:  # what a killed run half wrote: never mixed in
+            remove_step_outputs(ctx.work, [name])
         start = time.perf_counter()
         if name == "evaluate":
             from llama_index_ragtune.pipeline.evaluate import evaluate
@@ -256,7 +295,8 @@ class TuningPipeline:
                 args = getattr(config, f"{part}_args")
                 counts[f"{part}_rows"] = sum(len(v) for v in chosen.values())
                 counts[f"{part}_batch"] = int(args.get("per_device_train_batch_size", batch))
-                counts[f"{part}_epochs"] = int(args.get("num_train_epochs", 1))
+                counts[f"{part}_epochs"] = float(args.get("num_train_epochs", 1))
+                counts[f"{part}_max_steps"] = int(args.get("max_steps", -1))
         dev = {q.id for q in ctx.split("dev")}
         sft = len([q for q in ctx.split("train") if q.id not in dev])
         cap = config.decoder_budget.max_pairs if config.decoder_budget else None
@@ -264,7 +304,8 @@ class TuningPipeline:
         counts["decoder_batch"] = int(
             config.decoder_args.get("per_device_train_batch_size", 2)
         ) * int(config.decoder_args.get("gradient_accumulation_steps", 2))
-        counts["decoder_epochs"] = int(config.decoder_args.get("num_train_epochs", 1))
+        counts["decoder_epochs"] = float(config.decoder_args.get("num_train_epochs", 1))
+        counts["decoder_max_steps"] = int(config.decoder_args.get("max_steps", -1))
         test = ctx.split("test")
         counts["retrieval_test"] = sum(1 for q in test if q.has_gold)
         counts["generation_test"] = len(sample_questions(test, config.max_test_questions, 0))
@@ -335,6 +376,29 @@ class TuningPipeline:
         if evaluation.is_file():
             result.evaluation = EvaluationResults.load(evaluation)
         return result
+
+
+def check_input_file(path: str | Path, what: str) -> Path:
+    """``path`` expanded, when it is a regular file (links followed); else
+    ``FileNotFoundError`` for nothing there, ``IsADirectoryError`` for a folder and
+    ``ValueError`` for a named pipe, device, socket or broken link, naming ``what`` and the
+    kind (all were "not found"; reading a named pipe would wait for a writer for ever).
+
+    Example::
+
+        check_input_file("help_centre", "queries file")   # IsADirectoryError: ... a folder
+    """
+    from llama_index_ragtune._atomic_reads import path_kind
+
+    path = Path(path).expanduser()
+    kind = path_kind(path)
+    if kind == "a file":
+        return path
+    if kind is None:
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if kind == "a folder":
+        raise IsADirectoryError(f"the {what} {path} is a folder; pass the file itself")
+    raise ValueError(f"the {what} {path} is {kind}, not a regular file; pass a file")
 
 
 def _inside(path: Path, folder: Path) -> bool:

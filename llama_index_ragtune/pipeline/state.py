@@ -9,7 +9,10 @@ atomically after every step::
                "reranker": {"status": "skipped", ...}}}
 
 A run with ``resume=True`` skips steps recorded as done, provided the inputs are
-the same; a run without it starts over and clears the work folder (only a folder
+the same; with other settings (``settings``, compared field by field) or another
+``--skip`` it redoes the first step they shape and every later one, removing their
+outputs (``STEP_FILES``); a step that did not finish starts from an empty output, except
+the engines' checkpoints (``RESUMABLE_STEPS``). A run without it starts over and clears the work folder (only a folder
 that holds a state file, or nothing, is ever cleared). A run holds the folder's lock
 (:func:`work_folder_lock`, ``<work>/.lock``) while it works there, so a second run in the
 same folder at once stops with a ``PipelineStateError`` instead of clearing the first's
@@ -150,6 +153,49 @@ def _lock_file(folder: Path) -> int | None:
         return None  # read-only or not a folder: reported by the run's own first write
 
 
+STEP_FILES = {
+    "parse": ("nodes.json",),
+    "index": ("index",),
+    "data": ("data",),
+    "encoder": ("encoder", "index/served"),
+    "fusion": ("index/served",),
+    "reranker": ("reranker",),
+    "decoder": ("decoder", "evaluate"),
+    "evaluate": ("evaluation.json", "answers.json"),
+}
+"""What each step writes in the work folder: removed when the step is to be redone, so an
+engine never resumes a checkpoint of the old settings."""
+
+
+def _served_models(steps: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(step, folder)`` of each tuned model a finished step serves (``"served"``: a
+    folder, or ``{"path": folder}`` for the reranker)."""
+    found = []
+    for step, record in steps.items():
+        served = record.get("served") if record.get("status") == "done" else None
+        if isinstance(served, dict):
+            served = served.get("path")
+        if isinstance(served, str) and served:
+            found.append((step, served))
+    return found
+
+
+RESUMABLE_STEPS = ("encoder", "reranker", "decoder")
+"""Steps whose unfinished work (the engines' checkpoints) a rerun continues; every other
+step starts from an empty output when it runs (a killed run's half-written files removed)."""
+
+
+def remove_step_outputs(work: Path, steps: Iterable[str]) -> None:
+    """Remove what ``steps`` wrote in the work folder (``STEP_FILES``; links, not their targets)."""
+    for step in steps:
+        for name in STEP_FILES.get(step, ()):
+            entry = work / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+
+
 def hash_inputs(documents: Iterable[Any], queries: bytes | str | None) -> str:
     """SHA-256 over every document (id, text, metadata) and the queries' bytes (or a label)."""
     digest = hashlib.sha256()
@@ -176,12 +222,23 @@ class RunState:
         return self.work / STATE_FILE
 
     @classmethod
-    def open(cls, work: str | Path, inputs: str, config: str, resume: bool) -> RunState:
+    def open(
+        cls,
+        work: str | Path,
+        inputs: str,
+        config: str,
+        resume: bool,
+        settings: dict[str, Any] | None = None,
+    ) -> RunState:
         """Read (``resume``) or start the state of ``work``.
 
-        Raises ``PipelineStateError`` when ``work`` holds files but no state file (it is
-        not a pipeline work folder: nothing is deleted), when the state file is damaged,
-        or when resuming with other documents or queries than the run that wrote it.
+        ``settings``: the run's ``PipelineConfig.to_dict()``, recorded so that a resumed
+        run with other settings redoes the first step they shape and every later one
+        (``config.first_changed_step``; their outputs are removed), instead of mixing
+        results made under both. Raises ``PipelineStateError`` when ``work`` holds files
+        but no state file (it is not a pipeline work folder: nothing is deleted), when the
+        state file is damaged, or when resuming with other documents or queries than the
+        run that wrote it.
         """
         work = Path(work)
         path = work / STATE_FILE
@@ -192,6 +249,8 @@ class RunState:
             "config": config,
             "steps": {},
         }
+        if settings is not None:  # as JSON reads it back, to compare with a recorded one
+            fresh["settings"] = json.loads(json.dumps(settings, sort_keys=True, default=str))
         _check_work_folder(work)
         if not path.is_file():
             return cls(work, fresh)
@@ -228,6 +287,11 @@ class RunState:
             for step, output in STEP_OUTPUTS.items()
             if steps.get(step, {}).get("status") == "done" and not (work / output).exists()
         ]
+        missing += [
+            f"{step} ({served})"
+            for step, served in _served_models(steps)
+            if not Path(served).is_dir()  # the tuned model that later steps load and bundle
+        ]
         if missing:
             raise PipelineStateError(
                 f"{path} records steps as finished whose output is gone: {', '.join(missing)}; "
@@ -238,14 +302,58 @@ class RunState:
                 f"the documents or queries changed since the run in {work} started; resuming would "
                 "mix the two; run again without --resume to start over"
             )
+        state = cls(work, data)
         if data.get("config") != config:
+            state._settings_changed(config, fresh.get("settings"))
+        elif "settings" in fresh and not isinstance(data.get("settings"), dict):
+            data["settings"] = fresh["settings"]  # the same settings, now recorded
+        return state
+
+    def _settings_changed(self, config: str, settings: dict[str, Any] | None) -> None:
+        """Redo the steps the new settings shape (a resumed run must not mix results made
+        under two settings: nodes of one chunking indexed under another, an encoder trained
+        with one seed's split evaluated on another's)."""
+        from llama_index_ragtune.pipeline.config import STEPS, first_changed_step
+
+        before = self.data.get("settings")
+        if settings is None:
+            first, changed = None, []
+        elif not isinstance(before, dict):  # an older state file: which changed is unknown
+            first, changed = STEPS[0], ["(not recorded by the run that started it)"]
+        else:
+            first, changed = first_changed_step(before, settings)
+        if first is not None:
+            self.redo_from(first, f"the settings changed ({', '.join(changed)})")
+        self.data["config"] = config
+        if settings is not None:
+            self.data["settings"] = settings
+        self.save()
+
+    def redo_from(self, first: str, why: str) -> list[str]:
+        """Forget ``first`` and every later recorded step, removing what they wrote in the
+        work folder (``STEP_FILES``), so a resumed run redoes them; return the steps forgotten.
+
+        Example::
+
+            state.redo_from("data", "the seed changed")   # ['data', 'encoder', ...]
+        """
+        from llama_index_ragtune.pipeline.config import STEPS
+
+        steps = self.data["steps"]
+        redo = [s for s in STEPS[STEPS.index(first) :] if s in steps]
+        if redo:
             logger.warning(
-                "the settings changed since the run in %s started; finished steps keep their "
-                "results, the others use the new settings",
-                work,
+                "%s since the run in %s started: redoing %s and every later step so that no "
+                "result mixes the two runs",
+                why,
+                self.work,
+                first,
             )
-            data["config"] = config
-        return cls(work, data)
+            for step in redo:
+                steps.pop(step, None)
+            remove_step_outputs(self.work, redo)
+            self.save()
+        return redo
 
     def done(self, step: str) -> bool:
         """Whether ``step`` finished (or was skipped) in this state."""

@@ -105,10 +105,36 @@ def _file_queries(ctx: RunContext, nodes: list[Any]) -> tuple[list[Any], list[An
     from llama_index_ragtune.pipeline.queries import load_queries, split_with_test
 
     path = ctx.queries_source
+    _check_queries_unchanged(ctx)
     queries = load_queries(path, nodes, skipped=_skipped_documents(ctx, nodes))
     train, test = split_with_test(queries, ctx.config.test_fraction, ctx.config.seed, path=path)
     check_split(ctx, train, test, path)
     return train, test
+
+
+def _check_queries_unchanged(ctx: RunContext) -> None:
+    """``DataError`` when the queries file is no longer what the run read when it started
+    (edited while the index was built): the questions checked at ``parse`` and trained on
+    at ``data`` would differ, and the state would record inputs the run did not use."""
+    import hashlib
+
+    from llama_index_ragtune.data.errors import DataError
+
+    if ctx.queries_sha256 is None:
+        return
+    path = Path(ctx.queries_source).expanduser()
+    try:
+        now = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        now = f"unreadable ({exc.strerror or exc})"
+    if now != ctx.queries_sha256:
+        raise DataError(
+            "the queries file changed (or went) while the run was going; the questions it "
+            "started with and the ones read now would be mixed",
+            path=path,
+            hint="let a run finish before editing its queries file (or edit a copy), then run "
+            "again; finished steps are kept with --resume only when the file is as it was",
+        )
 
 
 def check_split(ctx: RunContext, train: list[Any], test: list[Any], path: Any = None) -> None:

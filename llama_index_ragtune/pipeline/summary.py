@@ -199,12 +199,17 @@ def estimate_text(config: PipelineConfig, counts: dict[str, Any], skip: Sequence
         rows = counts.get(f"{part}_rows", 0)
         batch = counts.get(f"{part}_batch", 1)
         epochs = counts.get(f"{part}_epochs", 1)
-        steps = math.ceil(rows / max(batch, 1)) * epochs
+        # a fraction of an epoch is a fraction of its steps (was cut to 0 by int()); a
+        # positive max_steps is what the trainer stops at, whatever the epochs
+        steps = math.ceil(math.ceil(rows / max(batch, 1)) * epochs)
+        max_steps = counts.get(f"{part}_max_steps", -1)
+        if max_steps > 0:
+            steps = max_steps
         what = "SFT examples" if part == "decoder" else "training pairs"
         extra = " + DPO" if part == "decoder" and config.dpo else ""
         limit = "no time limit" if minutes is None else f"at most {minutes:g} min"
         lines.append(
-            f"  {part:<9} {rows} {what}, up to {steps} steps of {batch} ({epochs} epoch(s)){extra}, "
+            f"  {part:<9} {rows} {what}, up to {steps} steps of {batch} ({epochs:g} epoch(s)){extra}, "
             f"{limit}"
         )
         total += minutes or 0.0
