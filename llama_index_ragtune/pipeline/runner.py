@@ -379,26 +379,18 @@ class TuningPipeline:
 
 
 def check_input_file(path: str | Path, what: str) -> Path:
-    """``path`` expanded, when it is a regular file (links followed); else
-    ``FileNotFoundError`` for nothing there, ``IsADirectoryError`` for a folder and
-    ``ValueError`` for a named pipe, device, socket or broken link, naming ``what`` and the
-    kind (all were "not found"; reading a named pipe would wait for a writer for ever).
+    """``path`` with ``~`` expanded, when it is a regular file (links followed); else the
+    error of :func:`llama_index_ragtune.data.paths.check_file` naming ``what`` and the kind
+    (``FileNotFoundError``, ``IsADirectoryError``, ``DataError`` for a named pipe or device;
+    all were "not found", and reading a named pipe would wait for a writer for ever).
 
     Example::
 
         check_input_file("help_centre", "queries file")   # IsADirectoryError: ... a folder
     """
-    from llama_index_ragtune._atomic_reads import path_kind
+    from llama_index_ragtune.data.paths import check_file
 
-    path = Path(path).expanduser()
-    kind = path_kind(path)
-    if kind == "a file":
-        return path
-    if kind is None:
-        raise FileNotFoundError(f"{what} not found: {path}")
-    if kind == "a folder":
-        raise IsADirectoryError(f"the {what} {path} is a folder; pass the file itself")
-    raise ValueError(f"the {what} {path} is {kind}, not a regular file; pass a file")
+    return check_file(Path(path).expanduser(), what)
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -42,11 +42,9 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +78,14 @@ __all__ = ["FilterableFaissVectorStore", "read_faiss_file", "write_faiss_file"]
 MAX_FILTERED_EF_SEARCH = 1024
 
 
+def _search_lock() -> Any:
+    """Searches of one FAISS index share it; an add or the swap of a delete waits for
+    those running and holds back new ones (the hybrid retriever's readers/writer lock)."""
+    from llama_index_ragtune.retrievers.hybrid_update import SidesLock
+
+    return SidesLock()
+
+
 class FilterableFaissVectorStore(FaissVectorStore):
     """``FaissVectorStore`` with exact metadata filtering and batched, normalised adds.
 
@@ -100,7 +106,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
     _masks: FilterMaskCache = PrivateAttr()
     _selectors: dict = PrivateAttr(default_factory=dict)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
-    _searches: Any = PrivateAttr(default_factory=lambda: _SearchLock())
+    _searches: Any = PrivateAttr(default_factory=_search_lock)
     _change: Any = PrivateAttr(default_factory=threading.Lock)
     _kind: str = PrivateAttr(default="flat")
     _config: Any = PrivateAttr(default=None)
@@ -469,46 +475,3 @@ class FilterableFaissVectorStore(FaissVectorStore):
 def _normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-class _SearchLock:
-    """Searches of one FAISS index share it; a change (an add, the swap of a delete) waits
-    for those running and holds back new ones (a waiting change goes first, so a stream of
-    searches cannot starve it). Searches never nest, so the preference cannot deadlock."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._waiting = 0
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-            try:
-                while self._writing or self._readers:
-                    self._cond.wait()
-            finally:
-                self._waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()

@@ -194,7 +194,7 @@ def test_a_queries_path_that_is_not_a_file_says_what_it_is(tiny_corpus, tmp_path
         expected = (IsADirectoryError, "is a folder")
     elif make == "fifo":
         os.mkfifo(path)
-        expected = (ValueError, r"named pipe \(FIFO\), not a regular file")
+        expected = (ValueError, r"named pipe \(FIFO\), not a plain file")
     else:
         expected = (FileNotFoundError, "queries file not found")
     with pytest.raises(expected[0], match=expected[1]):
