@@ -390,12 +390,21 @@ def metadata_value_kinds(metadata: Iterable[Mapping[str, Any]]) -> dict[str, fro
     Example::
 
         metadata_value_kinds([{"n": 1, "tags": ["a"]}, {"n": 2.5}])   # {'n': {'number'}, 'tags': {'text'}}
+
+    A NaN value also adds ``"nan"`` (see :func:`check_filter_keys`).
     """
     kinds: dict[str, set[str]] = {}
     for mapping in metadata:
         for key, value in mapping.items():
-            kinds.setdefault(key, set()).update(_kinds(value))
+            found = kinds.setdefault(key, set())
+            found.update(_kinds(value))
+            if _is_nan(value):  # what is_empty misses (check_filter_keys)
+                found.add("nan")
     return {key: frozenset(found) for key, found in kinds.items()}
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value != value
 
 
 # operators comparing a node's value with the filter's (a text match or is_empty compares none)
@@ -425,7 +434,8 @@ def check_filter_keys(
     """Raise ``ValueError`` if ``filters`` compares with NaN, names a key that no node's
     metadata has, or (with ``value_kinds``, from :func:`metadata_value_kinds`) compares a key
     with text where every node holds a number there, or with a number where every node holds
-    text.
+    text, or asks ``is_empty`` of a key some node holds NaN under (not empty for LlamaIndex:
+    those nodes would be missed; comparisons read NaN as a missing value already).
 
     Such a filter can never match (``is_empty`` excepted), so it would silently return
     nothing (or, negated, everything); the usual causes are a misspelt key and a number
@@ -463,6 +473,14 @@ def check_filter_keys(
         )
     for leaf in leaves if value_kinds is not None else ():
         held = set(value_kinds.get(leaf.key, ()))
+        if leaf.operator == FilterOperator.IS_EMPTY and "nan" in held:
+            raise ValueError(
+                f"metadata filter {leaf.key!r} is_empty: nodes indexed by {where} hold NaN under "
+                f"{leaf.key!r}, which LlamaIndex's is_empty does not count as empty (only None, "
+                "'' and []), so those nodes would be left out: a missing value read as NaN "
+                "(pandas)? Store None there, or leave the key out of those nodes' metadata"
+            )
+        held.discard("nan")
         given = _kinds(leaf.value)
         if leaf.operator in _COMPARING and held and given and not given & held:
             given_kind, held_kind = (

@@ -55,6 +55,7 @@ from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQu
 from llama_index.vector_stores.faiss import FaissVectorStore
 
 from llama_index_ragtune._atomic import atomic_write_text, sha256_file
+from llama_index_ragtune.retrievers.checks import check_filter_keys
 from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
 from llama_index_ragtune.retrievers.faiss_persist import (
     METADATA_SUFFIX,
@@ -69,6 +70,7 @@ from llama_index_ragtune.retrievers.persist_errors import read_only_as_persisten
 from llama_index_ragtune.retrievers.persist_files import not_a_file
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
+    check_json_mapping,
     field,
     loads_unique_keys,
 )
@@ -109,6 +111,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
     _searches: Any = PrivateAttr(default_factory=_search_lock)
     _change: Any = PrivateAttr(default_factory=threading.Lock)
     _kind: str = PrivateAttr(default="flat")
+    _node_ids: list = PrivateAttr(default_factory=list)  # per position; None once loaded
     _config: Any = PrivateAttr(default=None)
 
     def __init__(
@@ -138,6 +141,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
         if not metadata and faiss_index.ntotal:
             metadata = [{} for _ in range(faiss_index.ntotal)]
         self._masks = FilterMaskCache(metadata, owner="FilterableFaissVectorStore (FAISS)")
+        self._node_ids = [None] * len(metadata)
 
     @classmethod
     def class_name(cls) -> str:
@@ -160,6 +164,14 @@ class FilterableFaissVectorStore(FaissVectorStore):
                 f"the FAISS index {type(self._faiss_index).__name__} is not trained; train it on the "
                 "corpus vectors first (FaissIndexConfig.build(vectors, add=False) does)"
             )
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            bad = [nodes[i].node_id for i in np.flatnonzero(~finite)[:5]]
+            raise ValueError(
+                f"FilterableFaissVectorStore.add: the embeddings of {int((~finite).sum())} node(s) "
+                f"hold NaN or infinite values (e.g. {bad}); nothing was added (such a vector is "
+                "never found by a search). Check the embedding model's output for these texts"
+            )
         if self.normalize:
             vectors = _normalize(vectors)
         # FAISS grows the index in place: a search reading it meanwhile reads freed memory
@@ -168,6 +180,7 @@ class FilterableFaissVectorStore(FaissVectorStore):
             start = self._faiss_index.ntotal
             self._faiss_index.add(vectors)
             self._masks.extend([filterable_metadata(node) for node in nodes])
+            self._node_ids.extend(node.node_id for node in nodes)
             self._selectors.clear()
         return [str(start + i) for i in range(len(nodes))]
 
@@ -177,14 +190,15 @@ class FilterableFaissVectorStore(FaissVectorStore):
         What deleting nodes costs here: the kept vectors are copied out and added to an
         emptied copy of the index (an HNSW graph is rebuilt; IVF lists keep their trained
         centroids), O(vectors kept). IVF-PQ stores lossy codes, so its vectors cannot be
-        re-added unchanged: refused, naming the fix. Not while queries run.
+        re-added unchanged: refused, naming the fix. Each position must be a stored one, given
+        once (``TypeError`` / ``ValueError`` naming it; nothing changed). Not while queries run.
 
         Example::
 
             store.keep_positions([0, 2])   # drops the vector at position 1
         """
         with self._change:  # one change at a time: an add meanwhile would be dropped
-            self._keep_positions(positions)
+            self._keep_positions(_checked_positions(positions, int(self._faiss_index.ntotal)))
 
     def _keep_positions(self, positions: list[int]) -> None:
         import faiss
@@ -213,12 +227,13 @@ class FilterableFaissVectorStore(FaissVectorStore):
         fresh.reset()
         if vectors is not None:
             fresh.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        metadata = self._masks.metadata
+        metadata, node_ids = self._masks.metadata, self._node_ids
         with self._searches.writing(), self._lock:  # searches see the old or the new index
             self._faiss_index = fresh
             self._masks = FilterMaskCache(
                 [metadata[int(i)] for i in keep], owner="FilterableFaissVectorStore (FAISS)"
             )
+            self._node_ids = [node_ids[int(i)] for i in keep]
             self._selectors.clear()
 
     # ------------------------------------------------------------------ reads
@@ -347,7 +362,10 @@ class FilterableFaissVectorStore(FaissVectorStore):
         return {}
 
     def _selector(self, filters: Any) -> dict[str, Any]:
-        """Cached per filter: allowed count, the selector and the search parameters using it."""
+        """Cached per filter: allowed count, the selector and the search parameters using it.
+
+        A filter that can never match as meant is a ``ValueError`` naming it (``checks.
+        check_filter_keys``: NaN, a key no vector's metadata holds, ``"1"`` for numbers)."""
         import faiss
 
         key = filter_key(filters)
@@ -355,6 +373,10 @@ class FilterableFaissVectorStore(FaissVectorStore):
             hit = self._selectors.get(key)
         if hit is not None:
             return hit
+        if len(self._masks):  # as the hybrid retriever checks them: never a silent nothing
+            check_filter_keys(
+                filters, self._masks.keys, "FilterableFaissVectorStore", self._masks.value_kinds
+            )
         mask = self._masks.mask(filters)
         bitmap = np.packbits(mask, bitorder="little")
         selector = faiss.IDSelectorBitmap(bitmap)
@@ -397,25 +419,39 @@ class FilterableFaissVectorStore(FaissVectorStore):
         two different ``persist`` calls (e.g. after a crash between the two writes) is
         refused by :meth:`from_persist_path`. Metadata over what a loader reads
         (:func:`~llama_index_ragtune.retrievers.faiss_persist.metadata_cap`) is refused
-        before anything is written; a folder that cannot be written (read-only) is a
-        ``PersistenceError`` naming it.
+        before anything is written, and so is metadata JSON would not give back as it is
+        (``bytes``, a ``set``, a ``date``, a key that is not a ``str``): a ``TypeError``
+        naming the node and key. A folder that cannot be written (read-only) is a
+        ``PersistenceError`` naming it. An ``add`` on another thread waits for the persist
+        (and the persist for it), so the two files always hold the same vectors.
         """
         if fs is not None and type(fs).__name__ != "LocalFileSystem":
             raise NotImplementedError("FilterableFaissVectorStore persists to local files only")
         path = Path(persist_path)
-        metadata = self._masks.metadata
-        text = json.dumps({"metadata": metadata}, default=str)
-        check_metadata_size(text, metadata, int(self._faiss_index.ntotal))
-        with read_only_as_persistence_error(path, "FilterableFaissVectorStore.persist"):
-            write_faiss_file(self._faiss_index, path)
-            payload = {
-                "normalize": self.normalize,
-                "metadata": metadata,
-                "faiss_sha256": sha256_file(path),
-                "index_type": type(self._faiss_index).__name__,
-                "exhaustive_below": self.exhaustive_below,
-            }
-            atomic_write_text(Path(f"{path}{METADATA_SUFFIX}"), json.dumps(payload, default=str))
+        # a persist reads the index and the metadata as one: an add on another thread waits
+        with self._searches.reading():
+            metadata = list(self._masks.metadata)
+            node_ids = list(self._node_ids)[: len(metadata)]
+            node_ids += [None] * (len(metadata) - len(node_ids))
+            for position, (mapping, node_id) in enumerate(zip(metadata, node_ids, strict=True)):
+                owner = (
+                    f"the vector at position {position}"
+                    if node_id is None
+                    else f"node {node_id!r} (position {position})"
+                )
+                check_json_mapping(mapping, owner, "FilterableFaissVectorStore.persist")
+            text = json.dumps({"metadata": metadata})
+            check_metadata_size(text, metadata, int(self._faiss_index.ntotal))
+            with read_only_as_persistence_error(path, "FilterableFaissVectorStore.persist"):
+                write_faiss_file(self._faiss_index, path)
+                payload = {
+                    "normalize": self.normalize,
+                    "metadata": metadata,
+                    "faiss_sha256": sha256_file(path),
+                    "index_type": type(self._faiss_index).__name__,
+                    "exhaustive_below": self.exhaustive_below,
+                }
+                atomic_write_text(Path(f"{path}{METADATA_SUFFIX}"), json.dumps(payload))
 
     @classmethod
     def from_persist_path(cls, persist_path: str, fs: Any = None) -> FilterableFaissVectorStore:
@@ -470,6 +506,37 @@ class FilterableFaissVectorStore(FaissVectorStore):
         return cls(
             faiss_index=index, metadata=metadata, normalize=normalize, exhaustive_below=exhaustive
         )
+
+
+def _checked_positions(positions: Any, total: int) -> list[int]:
+    """``positions`` as a list of distinct ints in ``[0, total)``; ``TypeError`` / ``ValueError``
+    naming the first that is not (``-1`` read the last vector, ``0.5`` the first, a repeat
+    stored a vector twice)."""
+    if isinstance(positions, (str, bytes)) or not hasattr(positions, "__iter__"):
+        raise TypeError(
+            f"keep_positions needs a list of int positions, got {type(positions).__name__}"
+        )
+    checked: list[int] = []
+    seen: set[int] = set()
+    for item in positions:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, (int, np.integer)):
+            raise TypeError(
+                f"keep_positions: position {item!r} is {type(item).__name__}, not an int"
+            )
+        position = int(item)
+        if not 0 <= position < total:
+            raise ValueError(
+                f"keep_positions: position {position} is outside the {total} stored vectors "
+                f"(0..{total - 1}); nothing was changed"
+            )
+        if position in seen:
+            raise ValueError(
+                f"keep_positions: position {position} is given twice; each vector is kept once"
+                "; nothing was changed"
+            )
+        seen.add(position)
+        checked.append(position)
+    return checked
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

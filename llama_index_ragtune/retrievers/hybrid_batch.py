@@ -63,7 +63,7 @@ from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.checks import check_query_vector, query_embedding_errors
 from llama_index_ragtune.retrievers.faiss_store import FilterableFaissVectorStore
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
-from llama_index_ragtune.retrievers.hybrid_update import check_in_step
+from llama_index_ragtune.retrievers.hybrid_update import check_in_step, until_done
 
 __all__ = ["DEFAULT_MAX_BATCH_SIZE", "DEFAULT_MAX_WAIT_MS", "HybridBatchSearch", "batchable"]
 
@@ -146,7 +146,8 @@ class HybridBatchSearch:
 
     async def asearch(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """The fused results of ``query_bundle``; the event loop stays free meanwhile."""
-        return await asyncio.wrap_future(self._batcher.submit(query_bundle))  # type: ignore[arg-type]
+        # a cancelled caller still waits for its batch: it searches on under the caller's lock
+        return await until_done(asyncio.wrap_future(self._batcher.submit(query_bundle)))  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Answer the queued queries, then stop the worker (the next query starts a new one)."""

@@ -17,6 +17,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import math
 from typing import Any
 
@@ -32,7 +34,12 @@ from llama_index_ragtune.retrievers.checks import (
 from llama_index_ragtune.retrievers.external_store import index_dimension
 from llama_index_ragtune.retrievers.filters import filterable_metadata, node_passes
 from llama_index_ragtune.retrievers.fused_node import FusedNodeWithScore
-from llama_index_ragtune.retrievers.hybrid_update import areading, check_in_step, reading
+from llama_index_ragtune.retrievers.hybrid_update import (
+    areading,
+    check_in_step,
+    reading,
+    until_done,
+)
 
 
 def check_query_type(query: Any) -> None:
@@ -79,6 +86,9 @@ def search(retriever: Any, query_bundle: QueryBundle) -> list[NodeWithScore]:
 async def asearch(retriever: Any, query_bundle: QueryBundle) -> list[NodeWithScore]:
     """Async :func:`search`: both sides run concurrently, and the event loop is never blocked.
 
+    A call cancelled (or one whose side fails) while a side searches in a worker thread
+    returns only once that search has ended, so no change of nodes runs beside it.
+
     Example::
 
         await asearch(retriever, QueryBundle("apple return policy?"))
@@ -99,10 +109,16 @@ async def asearch(retriever: Any, query_bundle: QueryBundle) -> list[NodeWithSco
                 )
         if not _check_vector(retriever, query_bundle):  # all zeros: BM25 alone
             return fuse_sides(retriever, [], await _aretrieve_side(retriever._sparse, query_bundle))
+        # both sides end before the lock is released, also when one fails or the caller is
+        # cancelled (gather would return at the first error, a thread searching on)
         dense, sparse = await asyncio.gather(
             _aretrieve_side(retriever._dense, query_bundle),
             _aretrieve_side(retriever._sparse, query_bundle),
+            return_exceptions=True,
         )
+        for found in (dense, sparse):
+            if isinstance(found, BaseException):
+                raise found
         return fuse_sides(retriever, dense, sparse)
 
 
@@ -204,7 +220,10 @@ async def _aretrieve_side(
 ) -> list[NodeWithScore]:
     if _has_native_async(retriever):
         return await retriever.aretrieve(query_bundle)
-    return await asyncio.to_thread(retriever.retrieve, query_bundle)
+    # a cancelled caller waits for the thread: it searches on, and must not outlive the lock
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, retriever.retrieve, query_bundle)
+    return await until_done(loop.run_in_executor(None, call))
 
 
 def _has_native_async(retriever: BaseRetriever) -> bool:

@@ -56,6 +56,7 @@ __all__ = [
     "insert",
     "node_ids_argument",
     "sides_state",
+    "until_done",
     "update",
 ]
 
@@ -215,6 +216,37 @@ def areading(retriever: Any) -> contextlib.AbstractAsyncContextManager[None]:
     """:func:`reading` for a coroutine (waits off the event loop)."""
     index = retriever.index if retriever.has_built_in_dense else None
     return contextlib.nullcontext() if index is None else sides_lock(index).areading()
+
+
+async def until_done(work: Any) -> Any:
+    """Await ``work`` (an asyncio future, e.g. of a worker thread) to its end, even when the
+    awaiting coroutine is cancelled meanwhile: a thread cannot be stopped, and a query
+    cancelled while it searched must keep the sides still (its :func:`areading`) until the
+    search has really finished. The cancellation is raised then; a second one is waited
+    out alike.
+
+    Example::
+
+        loop = asyncio.get_running_loop()
+        nodes = await until_done(loop.run_in_executor(None, side.retrieve, query_bundle))
+    """
+    future = asyncio.ensure_future(work)
+    cancelled: BaseException | None = None
+    while True:
+        try:
+            result = await asyncio.shield(future)
+        except asyncio.CancelledError as exc:
+            if not future.done():  # the caller was cancelled: the work goes on, so wait
+                cancelled = exc
+                continue
+            raise (cancelled or exc) from None
+        except BaseException:
+            if cancelled is not None:
+                raise cancelled from None
+            raise
+        if cancelled is not None:
+            raise cancelled
+        return result
 
 
 _REBUILD = (

@@ -365,29 +365,47 @@ def check_json_metadata(nodes: Any, what: str) -> None:
         check_json_metadata(retriever.nodes, "BM25Retriever.persist")
     """
     for node in nodes:
-        where = _non_str_key(node.metadata)
-        if where is not None:
-            raise TypeError(
-                f"{what}: node {node.node_id!r} has the metadata key {where}, which is not a "
-                "string: JSON would save it as a string (1 as '1', True as 'true'), so the "
-                "loaded node would differ; make every metadata key a str"
-            )
-        try:
-            json.dumps(node.metadata, allow_nan=True)
-        except (TypeError, ValueError):
-            for key, value in node.metadata.items():
-                try:
-                    json.dumps(value)
-                except (TypeError, ValueError):
-                    raise TypeError(
-                        f"{what}: node {node.node_id!r} has metadata {key!r} of type "
-                        f"{type(value).__name__}, which cannot be saved as JSON; convert it to a "
-                        "str, int, float, bool, list or dict before building the index"
-                    ) from None
-            raise TypeError(
-                f"{what}: the metadata of node {node.node_id!r} cannot be saved as JSON; convert "
-                "its values to str, int, float, bool, list or dict before building the index"
-            ) from None
+        check_json_mapping(node.metadata, f"node {node.node_id!r}", what)
+
+
+def check_json_mapping(metadata: Any, owner: str, what: str) -> None:
+    """:func:`check_json_metadata` for one mapping, ``owner`` naming whose it is in the error.
+
+    Example::
+
+        check_json_mapping({"when": b"x"}, "node 'a'", "persist")   # TypeError naming 'when'
+    """
+    try:
+        where = _non_str_key(metadata)
+    except RecursionError:
+        where = None  # nested too deep: json.dumps below names it
+    if where is not None:
+        raise TypeError(
+            f"{what}: {owner} has the metadata key {where}, which is not a "
+            "string: JSON would save it as a string (1 as '1', True as 'true'), so the "
+            "loaded node would differ; make every metadata key a str"
+        )
+    try:
+        json.dumps(metadata, allow_nan=True)
+    except RecursionError:
+        raise ValueError(
+            f"{what}: the metadata of {owner} is nested too deeply to be saved as JSON "
+            "(lists or dicts inside one another hundreds of levels deep); flatten it"
+        ) from None
+    except (TypeError, ValueError):
+        for key, value in metadata.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"{what}: {owner} has metadata {key!r} of type "
+                    f"{type(value).__name__}, which cannot be saved as JSON; convert it to a "
+                    "str, int, float, bool, list or dict before building the index"
+                ) from None
+        raise TypeError(
+            f"{what}: the metadata of {owner} cannot be saved as JSON; convert "
+            "its values to str, int, float, bool, list or dict before building the index"
+        ) from None
 
 
 def _identity(folder: Path) -> tuple[int, int, int] | None:
