@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from llama_index_ragtune._invisible import is_invisible
+
 
 class Invalid(Exception):
     """A bad field: ``field`` is its dotted path, ``message`` what is wrong."""
@@ -38,6 +40,19 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:37] + "...")
     return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def shows_nothing(text: str) -> bool:
+    """True when ``text`` is empty or only white space and invisible characters (zero-width
+    space, bidi marks, variation selectors): a report shows it as nothing. A control
+    character is shown (as U+FFFD), so it is not nothing.
+
+    Example::
+
+        shows_nothing("\\u200b "), shows_nothing("a\\u200b"), shows_nothing("\\x00")
+        # (True, False, False)
+    """
+    return all(ch.isspace() or is_invisible(ch) for ch in text)
 
 
 def _is_number(value: Any) -> bool:
@@ -84,15 +99,26 @@ class Fields:
     def get(self, key: str) -> Any:
         return self.data.get(key)
 
-    def names(self) -> list[str]:
+    def names(self, what: str | None = None) -> list[str]:
+        """The object's keys; with ``what`` (``"metric"``), each must show as a name: one
+        of only spaces or invisible characters (``""``, ``"\\u200b"``) is ``Invalid``
+        (it made a blank table row, indistinguishable from the next)."""
+        if what is not None:
+            for key in self.data:
+                if shows_nothing(key):
+                    raise Invalid(
+                        self.base,
+                        f"a {what} is named {key!r}, which shows as nothing (only spaces or "
+                        "invisible characters); give it a visible name",
+                    )
         return list(self.data)
 
     def text(self, key: str, allow_empty: bool = False) -> str:
         value = self.data.get(key)
         if not isinstance(value, str):
             raise Invalid(self.path(key), f"expected a string, got {_kind(value)}")
-        if not allow_empty and not value.strip():
-            raise Invalid(self.path(key), "expected a non-empty string")
+        if not allow_empty and shows_nothing(value):  # "\u200b" passed strip() and showed nothing
+            raise Invalid(self.path(key), "expected a non-empty string with a visible character")
         return value
 
     def boolean(self, key: str) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "drawn_text",
     "fit_label",
     "fit_text",
+    "fixed",
     "format_ms",
     "format_seconds",
     "isolate_bidi",
@@ -184,6 +185,24 @@ def fit_label(text: str, width: float, size: float = 12) -> tuple[str, str]:
     return label, f' textLength="{estimate:.1f}" lengthAdjust="spacingAndGlyphs"'
 
 
+LARGE = 1e15
+"""From this magnitude on, numbers are written in scientific notation: ``1.000e+300``, not
+the 301 digits of fixed-point (a custom metric, margin or latency of 1e300 was written out
+whole in table cells, the page and ``report.md``)."""
+
+
+def fixed(value: float, digits: int = 3, sign: bool = False) -> str:
+    """``value`` with ``digits`` decimals (``+`` shown when ``sign``); at or above ``LARGE``
+    in magnitude, in scientific notation.
+
+    Example::
+
+        fixed(0.7123), fixed(-0.01, sign=True), fixed(1e300)   # ('0.712', '-0.010', '1.000e+300')
+    """
+    kind = "e" if math.isfinite(value) and abs(value) >= LARGE else "f"
+    return format(value, f"{'+' if sign else ''}.{digits}{kind}")
+
+
 def format_ms(ms: float | None) -> str:
     """``"840 ms"``, ``"1.24 s"``, ``"—"`` for None (or a value that is not finite)."""
     if ms is None or not math.isfinite(ms):
@@ -191,16 +210,19 @@ def format_ms(ms: float | None) -> str:
     if ms == 0:
         return "0 ms"
     if ms >= 1000:
-        return f"{ms / 1000:.2f} s"
+        return f"{fixed(ms / 1000, 2)} s"
     return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
 
 
 def format_seconds(seconds: float) -> str:
-    """``"0.4 s"``, ``"12.3 s"``, ``"2 min 05 s"``, ``"1 h 02 min"``; ``"—"`` if not finite."""
+    """``"0.4 s"``, ``"12.3 s"``, ``"2 min 05 s"``, ``"1 h 02 min"``; ``"—"`` if not finite;
+    ``"2.778e+296 h"`` for an absurd time."""
     if not math.isfinite(seconds):
         return "—"
     if seconds < 60:
         return f"{seconds:.1f} s"
+    if seconds >= LARGE:
+        return f"{fixed(seconds / 3600)} h"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {secs:02d} s"

@@ -21,13 +21,17 @@ Example::
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llama_index_ragtune._atomic import atomic_path
 from llama_index_ragtune.evaluation.chart_text import escape_text
-from llama_index_ragtune.evaluation.dashboard_markdown import render_markdown
+from llama_index_ragtune.evaluation.dashboard_markdown import (  # noqa: F401 - importable here
+    markdown_page,
+    render_markdown,
+)
 from llama_index_ragtune.evaluation.dashboard_style import PAGE_CSS
 from llama_index_ragtune.evaluation.file_paths import checked_path
 from llama_index_ragtune.evaluation.report_summary import (
@@ -44,7 +48,11 @@ from llama_index_ragtune.evaluation.report_summary import (
     metric_keys,
     reference_indices,
 )
-from llama_index_ragtune.evaluation.results import EvaluationResults, SystemResult
+from llama_index_ragtune.evaluation.results import (
+    EvaluationResults,
+    SystemResult,
+    checked_results,
+)
 from llama_index_ragtune.evaluation.svg_charts import (
     PALETTE,
     Series,
@@ -190,7 +198,7 @@ def _decisions_html(results: EvaluationResults) -> str:
     if not results.decisions:
         return '<p class="muted">No champion / challenger decisions recorded.</p>'
     rows = []
-    for d in results.decisions:
+    for d in results.decisions[:MAX_SHOWN_DECISIONS]:
         verdict = decision_label(d)
         badge = f'<span class="badge {"promoted" if d.promoted else "kept"}">{_e(verdict)}</span>'
         gain = d.gain
@@ -208,7 +216,14 @@ def _decisions_html(results: EvaluationResults) -> str:
             ]
         )
     head = ["part", "decision", "metric", "champion", "challenger", "gain", "margin", "reason"]
-    return _table(head, rows, align="lllrrrrl")
+    table = _table(head, rows, align="lllrrrrl")
+    if len(results.decisions) > MAX_SHOWN_DECISIONS:
+        table += (
+            f'<p class="muted">Showing the first {MAX_SHOWN_DECISIONS} of '
+            f"{len(results.decisions):,} decisions; the others are in report.md and the "
+            "evaluation JSON.</p>"
+        )
+    return table
 
 
 def _delta_html(key: str, value: float | None, reference: float | None) -> str:
@@ -217,14 +232,15 @@ def _delta_html(key: str, value: float | None, reference: float | None) -> str:
         return ""
     sign = metric_direction(key) * (1 if delta > 0 else -1 if delta < 0 else 0)
     css = {1: "good", -1: "bad"}.get(sign, "muted")
-    return f' <span class="delta small {css}">{delta:+.3f}</span>'
+    return f' <span class="delta small {css}">{format_gain(delta)}</span>'
 
 
-def _system_table(systems: list[SystemResult], latency_name: str) -> str:
-    """Metrics as rows, systems as columns (best value in bold, Δ against the reference)."""
+def _system_table(systems: list[SystemResult], keys: list[str], latency_name: str) -> str:
+    """Metrics ``keys`` as rows, systems as columns (best value in bold, Δ against the
+    reference)."""
     refs = reference_indices(systems)
     rows = []
-    for key in metric_keys(systems):
+    for key in keys:
         best = best_value(systems, key)
         cells = [_e(key)]
         for s, ref in zip(systems, refs, strict=True):
@@ -245,6 +261,20 @@ def _system_table(systems: list[SystemResult], latency_name: str) -> str:
     ]
     return _table(head, rows)
 
+
+MAX_SHOWN_METRICS = 200
+"""Metric rows a section's table shows (in order of first appearance); the rest are named
+by count in a note and stay in ``report.md`` and the JSON. 10,000 metrics of 40 systems
+made a 107 MB page (``report.md``: 5 MB)."""
+MAX_CHART_METRICS = 30
+"""Metric groups a section's 0-1 bar chart draws: the first ones the table shows."""
+MAX_SHOWN_STEPS = 60
+"""Pipeline steps the timings chart draws one bar each: the longest, in run order; the
+others share one bar (100,000 steps drew a chart 2.6 million pixels tall, 32 MB)."""
+MAX_SHOWN_DECISIONS = 200
+"""Champion / challenger rows the page's table shows; the others are in ``report.md``."""
+MAX_SHOWN_SPLITS = 20
+"""Query splits the page's header names; the others are counted."""
 
 MAX_SHOWN_SYSTEMS = 40
 """Systems a section's charts and tables show: beyond it, the best ones by the section's
@@ -282,6 +312,28 @@ def shown_systems(systems: list[SystemResult]) -> tuple[list[SystemResult], str]
     return shown, note
 
 
+def shown_steps(timings: dict[str, float]) -> dict[str, float]:
+    """The steps the timings chart draws: all of them up to ``MAX_SHOWN_STEPS``, else the
+    longest ones in run order and one bar for the others (so the total stays right).
+
+    Example::
+
+        shown_steps({f"step {i}": float(i) for i in range(1000)})   # 59 steps + "940 other steps"
+    """
+    if len(timings) <= MAX_SHOWN_STEPS:
+        return timings
+    longest = sorted(timings, key=timings.__getitem__, reverse=True)[: MAX_SHOWN_STEPS - 1]
+    kept = set(longest)
+    shown = {step: seconds for step, seconds in timings.items() if step in kept}
+    others = len(timings) - len(shown)
+    label = f"{others:,} other steps"
+    while label in shown:  # a step of that very name
+        label += " (together)"
+    rest = sum(seconds for step, seconds in timings.items() if step not in kept)
+    shown[label] = min(rest, sys.float_info.max)  # a bar of finite width, even past floats
+    return shown
+
+
 def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]) -> str:
     systems: list[SystemResult] = getattr(results, section)
     if not systems:
@@ -296,11 +348,20 @@ def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]
             " Δ: each tuned system against the <i>before</i> row of the same name (else the "
             f"first one, <b>{_e(_label(systems[baseline_index(systems)]))}</b>)."
         )
+    all_keys = metric_keys(systems)
+    table_keys = all_keys[:MAX_SHOWN_METRICS]
+    shown = set(table_keys)
+    keys = [k for k in keys if k in shown][:MAX_CHART_METRICS]
     on_chart = set(keys)
-    table_only = [k for k in metric_keys(systems) if k not in on_chart]
+    table_only = [k for k in table_keys if k not in on_chart]
     if table_only:
         lede += (
             f" Not on the 0–1 chart, in the table: {_e(', '.join(map(isolate_bidi, table_only)))}."
+        )
+    if len(all_keys) > len(table_keys):
+        lede += (
+            f" The table shows the first {len(table_keys)} of {len(all_keys):,} metrics; the "
+            f"other {len(all_keys) - len(table_keys):,} are in report.md and the evaluation JSON."
         )
     lede += left_out
     parts = [f'<section id="{section}"><h2>{title}</h2><p class="lede">{lede}</p>']
@@ -310,7 +371,7 @@ def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]
         )
         parts.append(f'<figure class="card">{chart}</figure>')
     latency_name = "time to answer" if section == "generation" else "latency"
-    parts.append(_system_table(systems, latency_name))
+    parts.append(_system_table(systems, table_keys, latency_name))
     lat_series = [Series(_label(s), _color(hues, s), s.latency_ms) for s in systems]
     if any(s.values for s in lat_series):
         what = "Time to answer" if section == "generation" else "Latency per query"
@@ -379,14 +440,25 @@ def _calibration_html(results: EvaluationResults, hues: dict[str, str]) -> str:
 def render_html(results: EvaluationResults, source: str | None = None) -> str:
     """The self-contained HTML report of ``results`` (``source``: the JSON's name, for the footer).
 
+    ``results`` is validated first (``EvaluationResults.validate``; a dict is read as the
+    evaluation JSON): a bad field is an ``EvaluationFileError`` naming it.
+
     Example::
 
         html = render_html(EvaluationResults.load("evaluation.json"), source="evaluation.json")
     """
+    return _page(checked_results(results, "render_html"), source)
+
+
+def _page(results: EvaluationResults, source: str | None) -> str:
+    """``render_html`` of results already validated."""
     from llama_index_ragtune import __version__
 
     hues = _hues(results)
-    queries = " · ".join(f"{_e(split)} {_e(n)}" for split, n in results.queries.items())
+    splits = list(results.queries.items())
+    queries = " · ".join(f"{_e(split)} {_e(n)}" for split, n in splits[:MAX_SHOWN_SPLITS])
+    if len(splits) > MAX_SHOWN_SPLITS:
+        queries += f" · {len(splits) - MAX_SHOWN_SPLITS:,} more splits"
     nav = [("decisions", "Decisions")]
     nav += [(sec, SECTION_TITLES[sec]) for sec in SECTION_TITLES if getattr(results, sec)]
     if any(s.refusal is not None for s in results.generation):
@@ -411,7 +483,7 @@ def render_html(results: EvaluationResults, source: str | None = None) -> str:
     if results.timings:
         body.append(
             '<section id="timings"><h2>Timings</h2><figure class="card">'
-            + timing_bars(results.timings, "Wall time per pipeline step")
+            + timing_bars(shown_steps(results.timings), "Wall time per pipeline step")
             + "</figure></section>"
         )
     origin = f" from {_e(source)}" if source else ""
@@ -443,13 +515,13 @@ def write_report(
         paths = write_report(EvaluationResults.load("evaluation.json"), "runs/report")
     """
     out = checked_path(out_dir, "write_report")
-    results.validate()
+    results = checked_results(results, "write_report")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(
             f"write_report: {out} is a file, not a folder; the report is two files "
             "(report.html, report.md): pass a folder to write them into"
         )
-    html_text, md_text = render_html(results, source=source), render_markdown(results)
+    html_text, md_text = _page(results, source), markdown_page(results)
     paths = ReportPaths(*(out / name for name in REPORT_FILE_NAMES))
     # both written before either is renamed into place: a failure writing either one (a
     # full disk, a folder in the way) leaves both old files, not a new page beside an old

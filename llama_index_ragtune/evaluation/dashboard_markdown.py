@@ -28,7 +28,11 @@ from llama_index_ragtune.evaluation.report_summary import (
     metric_keys,
     reference_indices,
 )
-from llama_index_ragtune.evaluation.results import EvaluationResults, SystemResult
+from llama_index_ragtune.evaluation.results import (
+    EvaluationResults,
+    SystemResult,
+    checked_results,
+)
 from llama_index_ragtune.evaluation.svg_charts import (
     difference,
     format_ms,
@@ -62,7 +66,7 @@ def _section_table(systems: list[SystemResult], latency: str) -> list[str]:
             value = system.metrics.get(key)
             other = None if ref is None else systems[ref].metrics.get(key)
             delta = difference(value, other)
-            delta = "" if delta is None else f" ({delta:+.3f})"
+            delta = "" if delta is None else f" ({format_gain(delta)})"
             cells.append(format_number(value) + delta)
         rows.append(cells)
     for pct in (50, 95):
@@ -75,10 +79,18 @@ def _section_table(systems: list[SystemResult], latency: str) -> list[str]:
 def render_markdown(results: EvaluationResults) -> str:
     """The report's tables as Markdown (no charts): proxies, decisions, stages, calibration.
 
+    ``results`` is validated first (``EvaluationResults.validate``; a dict is read as the
+    evaluation JSON): a bad field is an ``EvaluationFileError`` naming it.
+
     Example::
 
         print(render_markdown(EvaluationResults.load("evaluation.json")))
     """
+    return markdown_page(checked_results(results, "render_markdown"))
+
+
+def markdown_page(results: EvaluationResults) -> str:
+    """``render_markdown`` of results already validated (``write_report`` validates once)."""
     queries = ", ".join(f"{_md(split)} {_md(n)}" for split, n in results.queries.items())
     out = [
         f"# {_md(results.title)}",

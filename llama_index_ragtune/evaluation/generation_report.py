@@ -21,13 +21,20 @@ Example::
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llama_index_ragtune.evaluation.chart_text import fixed
 from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
-from llama_index_ragtune.evaluation.report import ReportIO, markdown_cell
+from llama_index_ragtune.evaluation.report import (
+    ReportIO,
+    check_digits,
+    markdown_cell,
+    metric_key_list,
+)
 from llama_index_ragtune.evaluation.report_reading import check_generation_report
 from llama_index_ragtune.evaluation.trust import trust_score
 
@@ -43,10 +50,12 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _cell(value: Any, digits: int) -> str:
+def _cell(value: Any, digits: int, sign: bool = False) -> str:
     if value is None:
         return "—"
-    return f"{value:.{digits}f}" if isinstance(value, float) else markdown_cell(value)
+    if isinstance(value, float):
+        return "—" if not math.isfinite(value) else fixed(value, digits, sign)
+    return markdown_cell(value)
 
 
 @dataclass
@@ -164,6 +173,7 @@ class GenerationReport(ReportIO):
 
     def to_markdown(self, digits: int = 3) -> str:
         """A two-column Markdown table (metric, value); undefined metrics show as "—"."""
+        check_digits(digits, "GenerationReport.to_markdown")
         lines = ["| metric | value |", "| --- | --- |"]
         lines += [
             f"| {markdown_cell(key)} | {_cell(value, digits)} |"
@@ -185,6 +195,8 @@ class GenerationReport(ReportIO):
             tuned = GenerationReport(rows=[dict(rows[0])], metric_keys=("f1",), name="tuned")
             print(report.compare(tuned, keys=["f1"]))     # | f1 | 0.500 | 1.000 | +0.500 |
         """
+        check_digits(digits, "GenerationReport.compare")
+        keys = metric_key_list(keys, "GenerationReport.compare")
         left, right = self.aggregate, other.aggregate
         if keys is None:
             keys = [
@@ -196,7 +208,8 @@ class GenerationReport(ReportIO):
         lines = [f"| metric | {names[0]} | {names[1]} | Δ |", "| --- | --- | --- | --- |"]
         for key in keys:
             a, b = left.get(key), right.get(key)
-            delta = f"{b - a:+.{digits}f}" if a is not None and b is not None else "—"
+            both = isinstance(a, (int, float)) and isinstance(b, (int, float))
+            delta = _cell(float(b - a), digits, sign=True) if both else "—"
             lines.append(
                 f"| {markdown_cell(key)} | {_cell(a, digits)} | {_cell(b, digits)} | {delta} |"
             )

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,8 +45,16 @@ def refusal_auc(refusal_probabilities: Sequence[float], answerable: Sequence[boo
     positives, negatives = _split(refusal_probabilities, answerable, "refusal_auc")
     if not positives or not negatives:
         return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
-    return wins / (len(positives) * len(negatives))
+    # one pass over the sorted values (comparing every pair took minutes for 50,000
+    # questions): each unanswerable question wins against the answerable ones below it
+    # and half-wins against those tied with it; ``twice_wins`` keeps it in integers
+    negatives = sorted(negatives)
+    twice_wins = 0
+    for p in positives:
+        below = bisect.bisect_left(negatives, p)
+        tied = bisect.bisect_right(negatives, p, lo=below) - below
+        twice_wins += 2 * below + tied
+    return twice_wins / 2 / (len(positives) * len(negatives))
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,9 @@ def choose_refusal_threshold(
     candidates += [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)]
     candidates.append((values[-1] + 1.0) / 2 if values[-1] < 1 else 1.0)  # refuse none
     best: ThresholdChoice | None = None
-    for threshold in candidates:
+    positives, negatives = sorted(positives), sorted(negatives)
+    for threshold in candidates:  # counted by bisection: scoring every question for every
+        # candidate took minutes for 20,000 distinct probabilities
         choice = _score(threshold, positives, negatives, objective)
         if max_over_refusal is not None and choice.over_refusal_rate > max_over_refusal + 1e-12:
             continue
@@ -146,6 +157,11 @@ def decision_scores(refused: Sequence[bool], answerable: Sequence[bool]) -> dict
     fp = sum(r and a for r, a in pairs)  # answerable, refused
     fn = sum(not r and not a for r, a in pairs)
     tn = sum(not r and a for r, a in pairs)
+    return _count_scores(tp, fp, fn, tn)
+
+
+def _count_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """``decision_scores`` from the four counts (refusals are the positive class)."""
     refusal_f1, answer_f1 = _f1(tp, fp, fn), _f1(tn, fn, fp)
     refused_share = tp / (tp + fn) if tp + fn else 0.0  # of the unanswerable questions
     answered_share = tn / (tn + fp) if tn + fp else 0.0  # of the answerable questions
@@ -161,9 +177,10 @@ def decision_scores(refused: Sequence[bool], answerable: Sequence[bool]) -> dict
 def _score(
     threshold: float, positives: list[float], negatives: list[float], objective: str
 ) -> ThresholdChoice:
-    refused = [p >= threshold for p in positives] + [n >= threshold for n in negatives]
-    answerable = [False] * len(positives) + [True] * len(negatives)
-    scores = decision_scores(refused, answerable)
+    """The scores of refusing at ``threshold``; ``positives`` / ``negatives`` sorted."""
+    tp = len(positives) - bisect.bisect_left(positives, threshold)  # p >= threshold
+    fp = len(negatives) - bisect.bisect_left(negatives, threshold)
+    scores = _count_scores(tp, fp, len(positives) - tp, len(negatives) - fp)
     return ThresholdChoice(
         threshold=threshold,
         objective=objective,
@@ -171,7 +188,7 @@ def _score(
         refusal_f1=scores["refusal_f1"],
         answer_f1=scores["answer_f1"],
         over_refusal_rate=scores["over_refusal_rate"],
-        n_examples=len(refused),
+        n_examples=len(positives) + len(negatives),
     )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_index_ragtune._atomic import strict_json
-from llama_index_ragtune.evaluation.chart_text import printable_text
+from llama_index_ragtune.evaluation.chart_text import fixed, printable_text
 from llama_index_ragtune.evaluation.file_paths import checked_path
 from llama_index_ragtune.evaluation.report_reading import (
     check_retrieval_report,
@@ -52,22 +53,50 @@ _MARKDOWN_SPECIAL = str.maketrans(
         "[": "\\[",
         "]": "\\]",
         "`": "\\`",
+        "*": "\\*",  # emphasis, also inside a word ("a*b*c")
+        "~": "\\~",  # GFM strikethrough (and "~~~" fences)
+        "$": "\\$",  # GitHub's inline math ("$x$")
     }
 )
+# "_" opens or closes emphasis only next to a space or punctuation ("__init__", "_x_"):
+# one between two letters or digits ("answer_rate") is left readable.
+_LOOSE_UNDERSCORE = re.compile(r"_(?![^\W_])|(?<![^\W_])_")
+# "#" starting a word: a heading at the start of a line, a heading's closing sequence
+# ("# Run #") at its end, an issue link on GitHub.
+_WORD_HASH = re.compile(r"(?<!\S)#")
+# what makes a line a block at its start: a list item ("- x", "+ x", "1. x", "1) x") or a
+# thematic break ("---", "- - -"); "*", "#", ">" and "|" are escaped everywhere already
+_LINE_START_BLOCK = re.compile(r"^(?:[-+](?=\s|$)|\d{1,9}[.)](?=\s|$)|-(?=(?:\s*-){2,}\s*$))")
 
 
 def markdown_cell(value: Any) -> str:
-    """``value`` as text safe in a Markdown table cell or line: no raw HTML, character
-    references (``&#x202e;``), links, code, column or line breaks, control characters
+    """``value`` as text shown literally in a Markdown table cell or line (CommonMark and
+    GitHub Flavored Markdown): no raw HTML, character references (``&#x202e;``), links,
+    code, emphasis or strikethrough (``__init__``, ``*x*``, ``~~x~~``), math (``$x$``),
+    headings or list items at a line's start, column or line breaks, control characters
     (an ESC sequence ran in the terminal of whoever ``cat``-ed the report), and no bidi
-    control reordering the rest of the line.
+    control reordering the rest of the line. Letters, digits, ``answer_rate``-style names
+    and numbers stay as they are.
 
     Example::
 
         markdown_cell("bm25 | fast\\nv2")     # 'bm25 \\\\| fast v2'
+        markdown_cell("__init__ *x*")         # '\\\\_\\\\_init\\\\_\\\\_ \\\\*x\\\\*'
     """
     text = printable_text(" ".join(str(value).split()))  # no ESC for a terminal to run
-    return isolate_bidi(text.translate(_MARKDOWN_SPECIAL))
+    text = text.translate(_MARKDOWN_SPECIAL)
+    if "_" in text:
+        text = _LOOSE_UNDERSCORE.sub(r"\\_", text)
+    if "#" in text:
+        text = _WORD_HASH.sub(r"\\#", text)
+    text = _LINE_START_BLOCK.sub(_escape_block_start, text, count=1)
+    return isolate_bidi(text)
+
+
+def _escape_block_start(found: re.Match[str]) -> str:
+    """The list or break marker at a line's start made literal: ``\\-``, ``1\\.``."""
+    marker = found.group()
+    return marker[:-1] + "\\" + marker[-1]
 
 
 class ReportIO:
@@ -244,20 +273,21 @@ class RetrievalReport(ReportIO):
     def to_markdown(self, digits: int = 4) -> str:
         """A Markdown table: one row per metric, one column per cut-off, plus latency (for a
         report without queries, a line saying there is nothing to report)."""
+        check_digits(digits, "RetrievalReport.to_markdown")
         if not self.rows:
             return str(self._nothing_to_report())
         agg = self.aggregate
         header = ["metric", *[f"@{k}" for k in self.k_values]]
-        lines = [_row(header), _row(["---"] * len(header))]
+        lines = [_row(header), _rule(len(header))]
         for metric in self.metrics:
             lines.append(
-                _row([metric, *[f"{agg[f'{metric}@{k}']:.{digits}f}" for k in self.k_values]])
+                _row([metric, *[_number(agg[f"{metric}@{k}"], digits) for k in self.k_values]])
             )
         lat = self.latency
         title = f"**{markdown_cell(self.name)}** — " if self.name else ""
         footer = (
-            f"{title}{len(self.rows)} queries; latency p50 {lat['p50_ms']:.1f} ms, "
-            f"p95 {lat['p95_ms']:.1f} ms"
+            f"{title}{len(self.rows)} queries; latency p50 {_number(lat['p50_ms'], 1)} ms, "
+            f"p95 {_number(lat['p95_ms'], 1)} ms"
         )
         return "\n".join([*lines, "", footer])
 
@@ -279,6 +309,8 @@ def compare_reports(
 
         print(compare_reports(base_report, tuned_report, keys=["ndcg@2", "mrr@2"]))
     """
+    check_digits(digits, "compare_reports")
+    keys = metric_key_list(keys, "compare_reports")
     left, right = before.aggregate, after.aggregate  # a report without queries raises
     if keys is None:
         keys = [key for key in left if key in right]
@@ -288,24 +320,32 @@ def compare_reports(
             f"metric(s) {missing} are not in both reports; available: {sorted(set(left) & set(right))}"
         )
     header = ["metric", before.name or names[0], after.name or names[1], "Δ", "Δ%"]
-    lines = [_row(header), _row(["---"] * len(header))]
+    lines = [_row(header), _rule(len(header))]
     for key in keys:
         delta = right[key] - left[key]
-        rel = f"{100 * delta / left[key]:+.1f}%" if left[key] else "—"
+        rel = _percent(delta, left[key])
         lines.append(
             _row(
                 [
                     key,
-                    f"{left[key]:.{digits}f}",
-                    f"{right[key]:.{digits}f}",
-                    f"{delta:+.{digits}f}",
+                    _number(left[key], digits),
+                    _number(right[key], digits),
+                    _number(delta, digits, sign=True),
                     rel,
                 ]
             )
         )
     lat_b, lat_a = before.latency["p50_ms"], after.latency["p50_ms"]
     lines.append(
-        _row(["latency p50 (ms)", f"{lat_b:.1f}", f"{lat_a:.1f}", f"{lat_a - lat_b:+.1f}", "—"])
+        _row(
+            [
+                "latency p50 (ms)",
+                _number(lat_b, 1),
+                _number(lat_a, 1),
+                _number(lat_a - lat_b, 1, sign=True),
+                "—",
+            ]
+        )
     )
     if keys and {r.qid for r in before.rows} == {r.qid for r in after.rows} and before.rows:
         first = keys[0]
@@ -330,20 +370,72 @@ def reports_table(
 
         print(reports_table({"base": base_report, "tuned": tuned_report}, keys=["ndcg@2"]))
     """
-    keys = list(keys)
-    lines = [_row(["system", *keys, "p50 ms"]), _row(["---"] * (len(keys) + 2))]
+    check_digits(digits, "reports_table")
+    keys = metric_key_list(keys, "reports_table") or []
+    lines = [_row(["system", *keys, "p50 ms"]), _rule(len(keys) + 2)]
     for name, report in reports.items():
         if not report.rows:  # nothing to report: no number, not 0
             lines.append(_row([name, *["—"] * len(keys), "no queries"]))
             continue
         agg = report.aggregate
-        cells = [f"{agg[key]:.{digits}f}" if key in agg else "—" for key in keys]
-        lines.append(_row([name, *cells, f"{report.latency['p50_ms']:.1f}"]))
+        cells = [_number(agg[key], digits) if key in agg else "—" for key in keys]
+        lines.append(_row([name, *cells, _number(report.latency["p50_ms"], 1)]))
     return "\n".join(lines)
+
+
+def _number(value: float, digits: int, sign: bool = False) -> str:
+    """``value`` with ``digits`` decimals (scientific from 1e15 on); "—" when it is not a
+    finite number (a null metric read back as NaN was shown "nan", a 1e-320 baseline
+    gave a Δ% of "+inf%")."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "—"
+    return fixed(value, digits, sign)
+
+
+def _percent(delta: float, base: float) -> str:
+    """``delta`` as a signed percentage of ``base``; "—" for a zero base or no finite share."""
+    share = 100 * delta / base if base else math.nan
+    return "—" if not math.isfinite(share) else fixed(share, 1, sign=True) + "%"
+
+
+def check_digits(digits: Any, where: str) -> int:
+    """``digits`` for a table's numbers: a whole number from 0 to 17, else a ``TypeError`` /
+    ``ValueError`` naming ``where`` (``digits=10**6`` wrote a megabyte per cell, ``None``
+    failed with "Invalid format specifier").
+
+    Example::
+
+        check_digits(3, "to_markdown")    # 3
+    """
+    if not isinstance(digits, int) or isinstance(digits, bool):
+        raise TypeError(f"{where}: digits must be a whole number, got {digits!r}")
+    if not 0 <= digits <= 17:
+        raise ValueError(f"{where}: digits must be from 0 to 17, got {digits}")
+    return digits
+
+
+def metric_key_list(keys: Any, where: str) -> list[str] | None:
+    """``keys`` as a list of metric names (None stays None); a bare string is a
+    ``TypeError`` naming ``where`` (``keys="ndcg@10"`` gave one column per letter).
+
+    Example::
+
+        metric_key_list(("ndcg@10",), "reports_table")   # ['ndcg@10']
+    """
+    if keys is None:
+        return None
+    if isinstance(keys, (str, bytes)):
+        raise TypeError(f"{where}: keys must be a list of metric names; write keys=[{keys!r}]")
+    return list(keys)
 
 
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(map(markdown_cell, cells)) + " |"
+
+
+def _rule(columns: int) -> str:
+    """The line under a table's header (not a cell: ``markdown_cell`` escapes "---")."""
+    return "|" + " --- |" * columns
 
 
 def _query_result(row: Mapping[str, Any]) -> QueryResult:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llama_index_ragtune.evaluation.chart_text import fixed
 from llama_index_ragtune.evaluation.svg_charts import metric_direction, percentile
 from llama_index_ragtune.evaluation.system_result import Decision, SystemResult
 
@@ -176,12 +177,12 @@ def decision_label(decision: Decision) -> str:
 
 def format_gain(value: float | None) -> str:
     """``"+0.089"`` / ``"-0.010"``; ``"—"`` for None (or a value that is not finite)."""
-    return "—" if value is None or not math.isfinite(value) else f"{value:+.3f}"
+    return "—" if value is None or not math.isfinite(value) else fixed(value, sign=True)
 
 
 def format_number(value: float | None, digits: int = 3) -> str:
     """``"0.712"``; ``"—"`` for None (or a value that is not finite)."""
-    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+    return "—" if value is None or not math.isfinite(value) else fixed(value, digits)
 
 
 def format_rate(value: float | None) -> str:

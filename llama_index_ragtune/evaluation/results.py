@@ -77,7 +77,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from numbers import Real
 from pathlib import Path
@@ -86,6 +86,7 @@ from typing import Any, Literal
 from llama_index_ragtune.evaluation._validate import Invalid
 from llama_index_ragtune.evaluation.file_paths import checked_path
 from llama_index_ragtune.evaluation.metric_bounds import check_metric, out_of_range
+from llama_index_ragtune.evaluation.results_export import results_data
 from llama_index_ragtune.evaluation.results_format import (
     FORMAT,
     FORMAT_VERSION,
@@ -117,6 +118,7 @@ __all__ = [
     "EvaluationResults",
     "RefusalScores",
     "SystemResult",
+    "checked_results",
 ]
 
 
@@ -279,22 +281,13 @@ class EvaluationResults:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        """The evaluation JSON as a dict (see the module docstring)."""
-        data: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "title": self.title,
-            "created": self.created,
-            "bundle_version": self.bundle_version,
-            "dataset": {"name": self.dataset_name, "queries": dict(self.queries)},
-        }
-        if self.notes is not None:
-            data["notes"] = self.notes
-        for section in SECTIONS:
-            data[section] = [_system_dict(s) for s in getattr(self, section)]
-        data["decisions"] = [asdict(d) for d in self.decisions]
-        data["timings"] = dict(self.timings)
-        return data
+        """The evaluation JSON as a dict (see the module docstring); a field that cannot be
+        written as JSON (a system given as a dict, ``queries=None``, a ``set`` as a metric)
+        is an ``EvaluationFileError`` naming it. NumPy numbers become plain ones."""
+        try:
+            return results_data(self)
+        except Invalid as exc:
+            raise EvaluationFileError(exc.message, None, exc.field) from None
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> EvaluationResults:
@@ -314,8 +307,9 @@ class EvaluationResults:
             raise EvaluationFileError(exc.message, source, exc.field) from None
 
     def validate(self) -> None:
-        """Raise ``EvaluationFileError`` naming the first bad field (``save`` calls it)."""
-        EvaluationResults.from_dict(json.loads(json.dumps(self.to_dict(), allow_nan=True)))
+        """Raise ``EvaluationFileError`` naming the first bad field (``save``, ``render_html``,
+        ``render_markdown`` and ``write_report`` call it)."""
+        EvaluationResults.from_dict(self.to_dict())
 
     def to_json(self, indent: int | None = 2) -> str:
         """The validated evaluation JSON text; per-query number lists stay on one line each."""
@@ -383,19 +377,21 @@ def _metric_values(metrics: Mapping[str, Any], where: str) -> dict[str, Any]:
     return values
 
 
-def _system_dict(system: SystemResult) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": system.name,
-        "stage": system.stage,
-        "metrics": dict(system.metrics),
-        "latency_ms": list(system.latency_ms),
-    }
-    if system.refusal is not None:
-        data["refusal"] = {
-            "probabilities": list(system.refusal.probabilities),
-            "should_refuse": list(system.refusal.should_refuse),
-            "threshold": system.refusal.threshold,
-        }
-        if system.refusal.policy is not None:
-            data["refusal"]["policy"] = system.refusal.policy
-    return data
+def checked_results(results: Any, where: str) -> EvaluationResults:
+    """A validated copy of ``results`` (as ``EvaluationResults.validate`` checks it: NumPy
+    numbers and arrays as plain ones), or parsed evaluation JSON (a dict) read into
+    ``EvaluationResults``; a bad field is an ``EvaluationFileError`` naming it, anything
+    else a ``TypeError`` naming ``where``.
+
+    Example::
+
+        checked_results(json.loads(text), "render_html").title     # 'Help-centre demo'
+    """
+    if isinstance(results, EvaluationResults):
+        return EvaluationResults.from_dict(results.to_dict())
+    if isinstance(results, Mapping):
+        return EvaluationResults.from_dict(dict(results))
+    raise TypeError(
+        f"{where}: expected EvaluationResults (or the evaluation JSON as a dict), got "
+        f"{type(results).__name__}; load a file with EvaluationResults.load(path)"
+    )

@@ -64,7 +64,7 @@ def parse_evaluation(data: Any) -> dict[str, Any]:
         created=created,
         bundle_version=top.text("bundle_version"),
         dataset_name=dataset.text("name"),
-        queries={key: queries.count(key) for key in queries.names()},
+        queries={key: queries.count(key) for key in queries.names("query split")},
         notes=top.text("notes", allow_empty=True) if top.has("notes") else None,
         retrieval=[_parse_system(item, False) for item in top.items("retrieval")],
         reranking=[_parse_system(item, False) for item in top.items("reranking")],
@@ -75,7 +75,7 @@ def parse_evaluation(data: Any) -> dict[str, Any]:
 
 
 def _parse_timings(timings: Fields) -> dict[str, float]:
-    return {step: timings.number(step, low=0.0) for step in timings.names()}  # type: ignore[misc]
+    return {step: timings.number(step, low=0.0) for step in timings.names("step")}  # type: ignore[misc]
 
 
 def _parse_system(item: Fields, generation: bool) -> SystemResult:
@@ -106,7 +106,7 @@ def _parse_system(item: Fields, generation: bool) -> SystemResult:
     return SystemResult(
         name=item.text("name"),
         stage=item.text("stage"),
-        metrics={key: _metric(metrics, key, item) for key in metrics.names()},
+        metrics={key: _metric(metrics, key, item) for key in metrics.names("metric")},
         latency_ms=item.numbers("latency_ms", low=0.0) if item.has("latency_ms") else [],
         refusal=refusal,
     )

@@ -193,6 +193,8 @@ def find_lone_surrogate(data: Any) -> tuple[str, str, str | None] | None:
 
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=True)
-    except (TypeError, ValueError, RecursionError):  # not plain JSON data: walk it
+    except ValueError:  # a dict or list holding itself (built in code): the walk would
+        return None  # never end; validation refuses the container where a value belongs
+    except (TypeError, RecursionError):  # not plain JSON data: walk it
         return lone_surrogate(data)
     return lone_surrogate(data) if _SURROGATE.search(text) else None

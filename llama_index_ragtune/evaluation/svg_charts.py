@@ -29,6 +29,7 @@ from llama_index_ragtune.evaluation.chart_text import (
 )
 from llama_index_ragtune.evaluation.chart_text import (
     fit_label,
+    fixed,
     format_ms,
     format_seconds,
     isolate_bidi,
@@ -284,7 +285,7 @@ def metric_bars(
             if delta is not None:
                 sign = metric_direction(metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
                 css = {1: "good", -1: "bad"}.get(sign, "muted")
-                label += f' <tspan class="delta {css}">{delta:+.3f}</tspan>'
+                label += f' <tspan class="delta {css}">{fixed(delta, sign=True)}</tspan>'
             body.append(f'<text x="{plot_x + w + 6:.1f}" y="{by + 12:.1f}">{label}</text>')
     return _svg(WIDTH, height, title, body, "bars")
 
@@ -358,12 +359,20 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
         hi = math.ceil(hi / step) * step
     x_of = _scale(lo, hi, plot_x, plot_w, log)
     bottom = top + len(rows) * row_h
-    for tick in _latency_ticks(lo, hi, log):
-        x = x_of(tick)
+    ticks = _latency_ticks(lo, hi, log)
+    widest = max((text_width(format_ms(t), 11) + 12 for t in ticks), default=0.0)
+    if log and widest * len(ticks) > plot_w:  # 6 decades of "5000.00 s" labels overlapped
+        ticks = [t for t in ticks if f"{t:.0e}".startswith("1")]  # powers of ten only
+    for tick in ticks:
+        x, label = x_of(tick), format_ms(tick)
+        # a long label at the right edge ends there, not past the chart ("1000000.00 s")
+        label_x, anchor = x, "middle"
+        if x + text_width(label, 11) / 2 > WIDTH - 4:
+            label_x, anchor = WIDTH - 4, "end"
         body.append(
             f'<line class="grid" x1="{x:.1f}" y1="{top:.1f}" x2="{x:.1f}" y2="{bottom:.1f}"/>'
-            f'<text class="axis" x="{x:.1f}" y="{bottom + 16:.1f}" text-anchor="middle">'
-            f"{_e(format_ms(tick))}</text>"
+            f'<text class="axis" x="{label_x:.1f}" y="{bottom + 16:.1f}" text-anchor="{anchor}">'
+            f"{_e(label)}</text>"
         )
     axis_name = "milliseconds per query" + (" (log scale)" if log else "")
     body.append(
