@@ -74,8 +74,21 @@ class Token(NamedTuple):
     blank: bool = False  # nl: the line it ends holds only whitespace
 
 
+#: Characters :meth:`Lexer._plain` only appends as text, and that leave the link tracking of
+#: :meth:`Lexer._word` in a state computable at once while no link is open: no bracket,
+#: whitespace, backtick or tilde run, backslash or ``<``.
+_INERT = r"[^\s\[\]\uff3b\u3010`~\\<]"
+#: A stretch :meth:`Lexer.feed` reads at once after its first character: inert words
+#: separated by at most :data:`_MAX_SPACE` spaces/tabs (never a newline).
+_INERT_RUN = re.compile(rf"{_INERT}+(?:[ \t]{{1,{_MAX_SPACE}}}{_INERT}+)*")
+
+
 class Lexer:
-    """Characters -> tokens, one character at a time, holding back at most a bracket group."""
+    """Characters -> tokens, one character at a time, holding back at most a bracket group.
+
+    :meth:`feed` reads a whole text, taking stretches of plain words at once (the
+    result is that of :meth:`char` on each character, about ten times faster).
+    """
 
     def __init__(self, n_sources: int | None, emit: Callable[[Token], None]) -> None:
         self.n, self.emit = n_sources, emit
@@ -300,6 +313,36 @@ class Lexer:
         else:
             self._plain(ch)
         self.pos += 1
+
+    def feed(self, text: str) -> None:
+        """:meth:`char` on each character of ``text``, stretches of plain words at once."""
+        text = str(text)  # plain characters: a str subclass may override indexing
+        char, run_at = self.char, _INERT_RUN.match
+        i, n = 0, len(text)
+        while i < n:
+            if self.stack or self.closed or self.link:
+                char(text[i])
+                i += 1
+                continue
+            match = run_at(text, i)
+            char(text[i])  # the first character the full way: held space, gaps, ticks, "]("
+            i += 1
+            if match is not None and match.end() > i and not self.link:
+                self._plain_run(text[i : match.end()])
+                i = match.end()
+
+    def _plain_run(self, rest: str) -> None:
+        """``_add(ch, ch)`` for each character of ``rest`` (inert words and short space runs),
+        right after an inert character, outside any link: no space, tick or gap is held."""
+        self.text_raw.append(rest)
+        self.text.append(rest)
+        self.indent, self.blank, self.slashes = -1, False, 0
+        word = rest[max(rest.rfind(" "), rest.rfind("\t")) + 1 :]
+        if len(word) == len(rest):  # one word: it goes on
+            word = self.word + rest
+        self.word = word if len(word) <= 4 else word[:4] + word[-2:]
+        self.steps += len(rest)
+        self.pos += len(rest)
 
     def drain(self) -> None:
         self._emit_text()

@@ -124,9 +124,7 @@ class CitationFilter:
         require_text(chunk, "CitationFilter.feed: chunk")
         if self._done:
             raise RuntimeError("CitationFilter: feed() after flush(); use a new filter per answer.")
-        char = self._lexer.char
-        for ch in chunk:
-            char(ch)
+        self._lexer.feed(chunk)
         self._lexer.drain()
         return self._take()
 

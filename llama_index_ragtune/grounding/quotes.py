@@ -254,15 +254,14 @@ def code_mask(answer: str) -> list[bool]:
 
     def out(tok, code: bool) -> None:
         nonlocal position
-        if code:
-            for i in range(position, min(len(answer), position + len(tok.raw))):
-                mask[i] = True
+        end = min(len(answer), position + len(tok.raw))
+        if code and end > position:
+            mask[position:end] = [True] * (end - position)
         position += len(tok.raw)
 
     reader = CodeReader(out)
     lexer = Lexer(None, reader.push)
-    for ch in answer:
-        lexer.char(ch)
+    lexer.feed(answer)
     lexer.finish()
     reader.finish()
     return mask

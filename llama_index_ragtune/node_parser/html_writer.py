@@ -5,8 +5,10 @@ enters and leaves it (an explicit stack: nesting depth is unlimited) and writes 
 as ``## Title`` lines, lists as ``-`` / ``1.`` items (nesting kept by indentation),
 definition lists as ``Term`` / ``: definition`` lines, quotes as ``>`` lines, ``pre`` as
 fenced code and tables through :mod:`.html_tables`. Lists, definition lists and quotes
-nested more than :data:`MAX_NESTING` deep are written at that depth. Moved from
-:mod:`.html_blocks`, which still exports :data:`MAX_NESTING`.
+nested more than :data:`MAX_NESTING` deep are written at that depth. Text that would
+read as Markdown block syntax at a line start (``<p># x</p>``, ``<li>1. x</li>``) is
+escaped, so it stays text (:mod:`.markdown_escape`). Moved from :mod:`.html_blocks`,
+which still exports :data:`MAX_NESTING`.
 
 Example::
 
@@ -33,6 +35,10 @@ from llama_index_ragtune.node_parser.html_text import (
     pre_text,
 )
 from llama_index_ragtune.node_parser.markdown import container_fences
+from llama_index_ragtune.node_parser.markdown_escape import (
+    escape_block_syntax,
+    escape_closing_hashes,
+)
 from llama_index_ragtune.node_parser.structure import Block
 
 #: Lists, definitions and quotes deeper than this are written at this depth.
@@ -114,7 +120,7 @@ class _Writer:
             if ctx.kind == "heading":
                 self._heading(ctx, text)
             elif text:
-                self.emit([text])
+                self.emit([escape_block_syntax(text)])
         if self.stack:
             self.stack[-1].content |= ctx.content
         elif ctx.top:
@@ -162,7 +168,7 @@ class _Writer:
 
     def flush(self) -> None:
         if self.buffer:
-            text = normalize("".join(self.buffer))
+            text = escape_block_syntax(normalize("".join(self.buffer)))
             self.buffer.clear()
             if text:
                 self.add("paragraph", text)
@@ -170,7 +176,8 @@ class _Writer:
     def _heading(self, ctx: _Context, title: str) -> None:
         title = _PERMALINK_MARK.sub("", visible_title(title)).strip()
         if title:
-            self.add("heading", f"{'#' * ctx.level} {title}", level=ctx.level, title=title)
+            line = f"{'#' * ctx.level} {escape_closing_hashes(title)}"
+            self.add("heading", line, level=ctx.level, title=title)
 
     def _close_block(self, ctx: _Context) -> None:
         lines, starts = self.lines, self.unit_starts
@@ -305,7 +312,7 @@ class _Writer:
         if rendered is None:  # a layout table: its cells are ordinary block content
             return True
         for paragraph in rendered.before:
-            self.add("paragraph", paragraph)
+            self.add("paragraph", escape_block_syntax(paragraph))
         if rendered.text:
             self.add("table", rendered.text, units=rendered.units, head=rendered.head)
         return False

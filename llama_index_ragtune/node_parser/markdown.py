@@ -74,16 +74,42 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 _LIST_MARKER = re.compile(r"[-+*]|\d{1,9}[.)]")
 
 
+_CELL_TOKENS = frozenset({"th_open", "th_close", "td_open", "td_close", "inline"})
+
+
+def _table_rows_only(state, start: int, end: int, silent: bool) -> bool:
+    """markdown-it's GFM table rule, giving the table, row-group and row tokens but no token
+    per cell (the parser reads rows only): a 50,000-column table made 300,000 tokens a row."""
+    from markdown_it.rules_block import table
+    from markdown_it.token import Token
+
+    if silent:
+        return table(state, start, end, silent)
+    push, scratch = state.push, Token("inline", "", 0)
+
+    def rows_only(kind: str, tag: str, nesting):
+        return scratch if kind in _CELL_TOKENS else push(kind, tag, nesting)
+
+    state.push = rows_only  # cells open and close in pairs: the nesting level is unchanged
+    try:
+        return table(state, start, end, silent)
+    finally:
+        vars(state).pop("push", None)
+
+
 @lru_cache(maxsize=2)
 def _markdown_it(block_only: bool = True):
     """CommonMark + GFM tables + ``$$`` display math; block-only skips inline parsing (only
-    headings need it)."""
+    headings need it) and makes no token per table cell."""
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark").enable("table")
     md.block.ruler.before("fence", "math_block", math_block)
     md.inline.ruler.before("entity", "numeric_reference", numeric_reference)
-    return md.disable("inline") if block_only else md
+    if not block_only:
+        return md
+    md.block.ruler.at("table", _table_rows_only, {"alt": ["paragraph", "reference"]})
+    return md.disable("inline")
 
 
 def _plain_inline(source: str, env: dict | None = None) -> str:

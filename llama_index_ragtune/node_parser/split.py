@@ -54,6 +54,7 @@ from llama_index_ragtune.node_parser.containers import (
     context_before,
     fence_line_boundary,
 )
+from llama_index_ragtune.node_parser.tokens import CharBoundedCounter
 
 if TYPE_CHECKING:  # pragma: no cover
     from llama_index_ragtune.node_parser.block import Block
@@ -426,6 +427,8 @@ def split_block(
         # ['One two.', 'Three four five.', 'Six.']
     """
     offset = block.start
+    if isinstance(count, CharBoundedCounter):  # huge texts are over the budget by length alone
+        count = count.over(budget)
 
     def piece(text: str, begin: int, end: int, verbatim: bool, group: _Group) -> Piece:
         oversized = group.tokens > budget

@@ -60,6 +60,27 @@ class CharBoundedCounter:
     def __call__(self, text: str) -> int:
         return max(self.count(text), -(-len(text) // self.chars_per_token))
 
+    def over(self, tokens: int) -> TokenCounter:
+        """This counter, except that a text of more than ``chars_per_token * tokens``
+        characters is counted by its length alone, without the tokenizer: its count is over
+        ``tokens`` either way, so every comparison with a limit up to ``tokens`` holds, while
+        the splitter's probes of a huge block (a 50,000-column table row) cost no tokenizer
+        pass over hundreds of kilobytes.
+
+        Example::
+
+            counter = CharBoundedCounter(lambda text: len(text.split()), 16).over(4)
+            counter("a b c"), counter("x" * 100)     # (3, 7)
+        """
+        longest = self.chars_per_token * max(tokens, 0)
+
+        def count(text: str) -> int:
+            if len(text) > longest:
+                return -(-len(text) // self.chars_per_token)
+            return self(text)
+
+        return count
+
     def char_bound(self, text: str) -> bool:
         """True when ``text`` is counted by its length, not by its tokens."""
         return -(-len(text) // self.chars_per_token) > self.count(text)
