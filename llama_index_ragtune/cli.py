@@ -234,6 +234,8 @@ def _add_command(
         options = {action.dest: _shown_name(action) for action in cmd._actions}
         spellings = [o for action in cmd._actions for o in action.option_strings]
         cmd.set_defaults(_run=mod.run, _prog=cmd.prog, _options=options, _spellings=spellings)
+        # options that must agree with each other, checked before the command's work
+        cmd.set_defaults(_check=getattr(mod, "check_arguments", None))
 
 
 def _shown_name(action: argparse.Action) -> str | None:
@@ -445,10 +447,13 @@ def _run_command(args: argparse.Namespace) -> int:
     prog = args.__dict__.pop("_prog")
     options = args.__dict__.pop("_options", None)
     args.__dict__.pop("_spellings", None)
+    command_check = args.__dict__.pop("_check", None)
     debug = bool(args.__dict__.pop("_debug", False))
     debug = debug or os.environ.get(DEBUG_ENV, "0").strip().lower() not in _OFF
     try:
         check_arguments(args, options)
+        if command_check is not None:
+            command_check(args)
         if not prog.endswith(MODEL_FREE_COMMANDS):
             check_cache_folder()
     except UsageError as exc:

@@ -291,6 +291,71 @@ def bm25_language_value(option: str | None) -> str | None:
     return None if option == "none" else option
 
 
+BM25_STOPWORD_CHOICES = "'language' (the --bm25-language's list, default), 'none', a list code"
+
+
+def bm25_stopwords(text: str) -> str:
+    """``argparse`` type of ``--bm25-stopwords``: ``language`` (the stemmer language's list),
+    ``none``, a bm25s list code (``en``, ``de``, ``fr``, ...) or comma-separated words
+    (``the,a,an``; one word: ``sku,``). Returned as given (see :func:`bm25_stopwords_value`).
+
+    Example::
+
+        parser.add_argument("--bm25-stopwords", type=bm25_stopwords)   # "de", "the,a,an"
+    """
+    try:
+        bm25_stopwords_value(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text  # as given: an OptionDefault default stays one
+
+
+def bm25_stopwords_value(option: Any) -> str | list[str] | None:
+    """The ``bm25_stopwords`` setting of a ``--bm25-stopwords`` value: ``"language"``,
+    ``None`` (``"none"``), a bm25s list code, or a list of lower-cased words; a list (as a
+    run records it) is checked word by word. ``ValueError`` naming what is wrong.
+
+    Example::
+
+        bm25_stopwords_value("none"), bm25_stopwords_value("The,A")   # (None, ['the', 'a'])
+    """
+    from llama_index_ragtune.retrievers.bm25_index import LANGUAGE_STOPWORDS
+
+    if option is None or option == "none":
+        return None
+    if isinstance(option, (list, tuple)):
+        words = list(option)
+    elif not isinstance(option, str):
+        raise ValueError(f"BM25 stopwords must be text or a list of words, got {option!r}")
+    elif "," not in option:
+        if option == LANGUAGE_STOPWORDS or _is_stopword_list_code(option):
+            return str(option)
+        raise ValueError(
+            f"unknown BM25 stopword list {option!r}: use {BM25_STOPWORD_CHOICES} (en, de, "
+            "fr, ...), or your words separated by commas (one word: 'sku,')"
+        )
+    else:
+        words = [w.strip() for w in option.split(",") if w.strip()]
+    if not words:
+        raise ValueError(f"no stopword in {option!r}: give words separated by commas")
+    bad = [w for w in words if not isinstance(w, str) or not w or any(c.isspace() for c in w)]
+    if bad:
+        raise ValueError(
+            f"BM25 stopwords {bad[:5]!r} can never match: a stopword is one word without "
+            "spaces (BM25 splits text into words before stopwords are dropped)"
+        )
+    return list(dict.fromkeys(w.lower() for w in words))
+
+
+def _is_stopword_list_code(text: str) -> bool:
+    from bm25s.tokenization import _infer_stopwords
+
+    try:
+        return bool(_infer_stopwords(text))
+    except ValueError:
+        return False
+
+
 class OptionDefault(str):
     """An option's default value, told apart from the same value given on the command line
     (``ragtune train reranker`` takes the encoder run's BM25 settings only where none is given).

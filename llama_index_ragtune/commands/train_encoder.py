@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from llama_index_ragtune.commands.options import bounded, check_device_option
 from llama_index_ragtune.commands.training_data import (
@@ -30,6 +31,7 @@ from llama_index_ragtune.commands.training_data import (
     add_negative_arguments,
     add_training_arguments,
     bm25_options,
+    check_mining_options,
     engine_options,
     load_training_data,
     mine_negatives,
@@ -39,6 +41,7 @@ from llama_index_ragtune.commands.training_data import (
     training_budget,
     training_overrides,
 )
+from llama_index_ragtune.retrievers.defaults import FUSION_PRESETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,16 +66,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hard-negative columns per training row; 0 = in-batch negatives only (default: 1)",
     )
     group.add_argument(
-        "--matryoshka-dims", help="comma-separated dimensions for MatryoshkaLoss, e.g. 384,256,128"
+        "--matryoshka-dims",
+        type=matryoshka_dims,
+        help="comma-separated dimensions for MatryoshkaLoss, e.g. 384,256,128",
     )
     group.add_argument(
         "--fusion",
         default="auto",
+        choices=("auto", *FUSION_PRESETS),
         help="hybrid fusion validated against: 'auto' (chosen on the validation queries), "
         "rrf, minmax or zscore (default: auto)",
     )
     group.add_argument("--query-prompt", help="text prepended to queries (e.g. 'query: ')")
     group.add_argument("--passage-prompt", help="text prepended to passages (e.g. 'passage: ')")
+
+
+def matryoshka_dims(text: str) -> str:
+    """``argparse`` type of ``--matryoshka-dims``: distinct whole numbers >= 1 separated by
+    commas (``abc`` or ``0`` stopped the command with a traceback after the data was loaded
+    and the negatives mined). Returned as given; :func:`dims_of` reads it.
+
+    Example::
+
+        parser.add_argument("--matryoshka-dims", type=matryoshka_dims)   # "384,256,128"
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError("expected dimensions separated by commas, e.g. 384,256")
+    dims = []
+    for part in parts:
+        if not part.isascii() or not part.isdigit() or int(part) < 1 or len(part) > 9:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is no dimension: give whole numbers >= 1 separated by commas, "
+                "e.g. 384,256,128"
+            )
+        dims.append(int(part))
+    twice = sorted({d for d in dims if dims.count(d) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{twice} given twice: give each dimension once")
+    return text
+
+
+def dims_of(text: str | None) -> list[int] | None:
+    """The dimensions of a ``--matryoshka-dims`` value (``None``: not given)."""
+    return [int(d) for d in text.split(",")] if text else None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Options that must agree with each other, checked before any data or model is loaded;
+    ``UsageError`` naming them.
+
+    Example::
+
+        check_arguments(args)   # --range-min 40 --range-max 30: UsageError
+    """
+    check_mining_options(args)
+
+
+def _check_dims_fit(dims: list[int] | None, model: Any) -> None:
+    """``UsageError`` when ``--matryoshka-dims`` exceed the model's embedding size (found
+    once the model is loaded, before the negatives are mined)."""
+    from llama_index_ragtune.commands.options import UsageError
+
+    size = model.get_embedding_dimension() if dims else None
+    over = [d for d in dims or () if size and d > size]
+    if over:
+        raise UsageError(
+            f"argument --matryoshka-dims: {over} exceed the model's embedding size {size}: give "
+            f"dimensions up to {size}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,12 +145,15 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
     from llama_index_ragtune.models import load_model, resolve_model
 
+    check_arguments(args)
     check_device_option(args.device)  # not after the data and the model are loaded
     resolve_bm25_options(args)  # recorded in results.json, where train reranker reads them
     data = load_training_data(args)
     model = load_model(
         SentenceTransformer, resolve_model(args.model, kind="encoder"), device=args.device
     )
+    dims = dims_of(args.matryoshka_dims)
+    _check_dims_fit(dims, model)
     test_eval, test_before_rankings, shared = None, None, None
     if data.test is not None:
         test_eval = HybridRetrievalEvaluator(
@@ -105,7 +170,6 @@ def run(args: argparse.Namespace) -> int:
         if list(data.train.corpus) == test_eval.corpus_ids:  # BEIR splits share one corpus
             shared = test_eval.corpus_embeddings.numpy()
     train, mining = mine_negatives(args, data.train, embed_model=model, corpus_embeddings=shared)
-    dims = [int(d) for d in args.matryoshka_dims.split(",")] if args.matryoshka_dims else None
     optional = {"loss": args.loss} if args.loss else {}
     engine = EncoderFinetuneEngine(
         train,

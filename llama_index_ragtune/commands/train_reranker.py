@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from llama_index_ragtune.commands.options import bounded, check_device_option
 from llama_index_ragtune.commands.training_data import (
@@ -30,6 +31,7 @@ from llama_index_ragtune.commands.training_data import (
     add_negative_arguments,
     add_training_arguments,
     bm25_options,
+    check_mining_options,
     engine_options,
     load_training_data,
     mine_negatives,
@@ -39,6 +41,7 @@ from llama_index_ragtune.commands.training_data import (
     training_budget,
     training_overrides,
 )
+from llama_index_ragtune.retrievers.defaults import FUSION_PRESETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--fusion",
         default=None,
+        choices=tuple(FUSION_PRESETS),
         help="hybrid fusion of the candidates: rrf, minmax, zscore (default: the library's, or "
         "<encoder>/../fusion.json written by `ragtune train encoder`)",
     )
@@ -99,16 +103,107 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fusion(args: argparse.Namespace) -> object:
-    import json
+    """``--fusion``, else the fusion the ``ragtune train encoder`` run of ``--encoder`` wrote
+    to ``<encoder>/../fusion.json``, else ``None`` (the library's); ``UsageError`` naming that
+    file when it cannot be used (it was a traceback once the data was loaded and mined)."""
     from pathlib import Path
+
+    from llama_index_ragtune.commands.options import UsageError, shown_path
 
     if args.fusion:
         return args.fusion
-    if args.encoder:
-        saved = Path(args.encoder).parent / "fusion.json"
-        if saved.is_file():
-            return json.loads(saved.read_text(encoding="utf-8"))
-    return None
+    if not args.encoder:
+        return None
+    saved = Path(args.encoder).parent / "fusion.json"
+    if not saved.exists() and not saved.is_symlink():
+        return None
+    problem = _fusion_file_problem(saved)
+    if isinstance(problem, str):
+        raise UsageError(
+            f"{shown_path(saved)} (the fusion of the --encoder run) {problem}: pass --fusion "
+            f"{'|'.join(FUSION_PRESETS)}, or run `ragtune train encoder` again"
+        )
+    return problem
+
+
+def _fusion_file_problem(path: Any) -> object:
+    """The fusion setting read from ``path``, or a string saying why it cannot be used."""
+    import json
+    import math
+
+    from llama_index_ragtune._atomic_reads import path_kind
+
+    kind = path_kind(str(path))
+    if kind != "a file":
+        return f"is {kind}, not a regular file"
+    try:
+        if path.stat().st_size > 1 << 20:
+            return "is over 1 MiB, not a fusion setting"
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return f"is unreadable ({' '.join(str(exc).split())})"
+    if not isinstance(data, dict):
+        return f"holds {type(data).__name__}, not a fusion setting (an object)"
+    mode = data.get("fusion_mode", data.get("mode"))
+    if mode not in FUSION_PRESETS:
+        return f"names the fusion mode {mode!r}, not one of {', '.join(FUSION_PRESETS)}"
+    limits = {"alpha": (0.0, 1.0), "rrf_k": (0.0, None)}
+    for key, value in data.items():
+        if key in limits or key.endswith("_top_k"):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            low, high = limits.get(key, (1, None))
+            if (
+                not number
+                or not math.isfinite(value)
+                or value < low
+                or (high is not None and value > high)
+                or (key.endswith("_top_k") and (not float(value).is_integer() or value > 10**6))
+            ):
+                return f"has {key}={value!r}, out of range"
+    return data
+
+
+def _check_max_length(args: argparse.Namespace) -> None:
+    """``UsageError`` when ``--max-length`` is above the tokens the starting model reads (its
+    ``config.json``), before any data is loaded (it crashed at the first long passage)."""
+    import json
+    from pathlib import Path
+
+    from llama_index_ragtune.commands.options import UsageError
+    from llama_index_ragtune.finetuning.reranker_training import token_limit
+    from llama_index_ragtune.models import resolve_model
+
+    if args.max_length is None:
+        return
+    config = Path(resolve_model(args.model, kind="encoder")) / "config.json"
+    try:
+        limit = token_limit(json.loads(config.read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError):  # a hub id, or a config the loader names
+        return
+    if limit is not None and args.max_length > limit:
+        raise UsageError(
+            f"argument --max-length: {args.max_length} is more tokens than the model reads "
+            f"({limit} positions in {config}): give at most {limit}"
+        )
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Options that must agree with each other (and the ``--encoder`` run's fusion file),
+    checked before any data or model is loaded; ``UsageError`` naming them.
+
+    Example::
+
+        check_arguments(args)   # --loss margin_mse without a teacher: UsageError
+    """
+    from llama_index_ragtune.commands.options import UsageError
+
+    if args.loss == "margin_mse" and not (args.teacher or args.teacher_encoder):
+        raise UsageError(
+            "argument --loss: margin_mse needs --teacher (a cross-encoder) or --teacher-encoder "
+            "(a bi-encoder)"
+        )
+    check_mining_options(args)
+    _fusion(args)
 
 
 def _encoder_run_bm25(args: argparse.Namespace) -> tuple[dict[str, object], str]:
@@ -129,14 +224,15 @@ def _encoder_run_bm25(args: argparse.Namespace) -> tuple[dict[str, object], str]
         record = data.get("info") or {}
         if record.get("bm25_analyzer") is None:  # validated with a user's evaluator
             record = data.get("arguments") or {}
-        names = ("bm25_analyzer", "bm25_language")
+        names = ("bm25_analyzer", "bm25_language", "bm25_stopwords")
         recorded = {name: record[name] for name in names if name in record}
     except (OSError, ValueError, AttributeError, TypeError) as exc:
+        # both given: nothing to take from the record (the stopwords follow the language)
         if not any(isinstance(v, OptionDefault) for v in (args.bm25_analyzer, args.bm25_language)):
-            return {}, ""  # both given: nothing to take from the record
+            return {}, ""
         raise UsageError(
-            f"{path} (the encoder run's results) is unreadable ({exc}): pass --bm25-analyzer "
-            "and --bm25-language, or run `ragtune train encoder` again"
+            f"{path} (the encoder run's results) is unreadable ({exc}): pass --bm25-analyzer and "
+            "--bm25-language (and --bm25-stopwords), or run `ragtune train encoder` again"
         ) from None
     if recorded.get("bm25_analyzer") is None:  # a run from before the BM25 settings
         recorded.pop("bm25_analyzer", None)
@@ -144,9 +240,10 @@ def _encoder_run_bm25(args: argparse.Namespace) -> tuple[dict[str, object], str]
 
 
 def settle_bm25_options(args: argparse.Namespace) -> None:
-    """``--bm25-analyzer`` / ``--bm25-language`` as given, else as the ``ragtune train encoder``
-    run of ``--encoder`` recorded them (a given one that differs is warned about), else the
-    defaults; ``UsageError`` naming the file for a record that cannot be used.
+    """``--bm25-analyzer`` / ``--bm25-language`` / ``--bm25-stopwords`` as given, else as the
+    ``ragtune train encoder`` run of ``--encoder`` recorded them (a given one that differs is
+    warned about), else the defaults; ``UsageError`` naming the file for a record that cannot
+    be used.
 
     Example::
 
@@ -157,7 +254,9 @@ def settle_bm25_options(args: argparse.Namespace) -> None:
     try:
         resolve_bm25_options(args, *_encoder_run_bm25(args))
     except ValueError as exc:
-        raise UsageError(f"{exc}; pass --bm25-analyzer and --bm25-language") from None
+        raise UsageError(
+            f"{exc}; pass --bm25-analyzer and --bm25-language (and --bm25-stopwords)"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,13 +267,11 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.finetuning.ranking_eval import CandidateRerankingEvaluator
     from llama_index_ragtune.finetuning.reranker import DEFAULT_BUDGET, RerankerFinetuneEngine
     from llama_index_ragtune.models import load_model, resolve_model
-    from llama_index_ragtune.retrievers.bm25_index import BM25Text
 
-    if args.loss == "margin_mse" and not (args.teacher or args.teacher_encoder):
-        raise SystemExit(
-            "--loss margin_mse needs --teacher (a cross-encoder) or --teacher-encoder (a bi-encoder)"
-        )
+    check_arguments(args)
+    fusion = _fusion(args)
     check_device_option(args.device)  # not after the data and the models are loaded
+    _check_max_length(args)
     settle_bm25_options(args)
     data = load_training_data(args)
     encoder = load_model(
@@ -192,7 +289,6 @@ def run(args: argparse.Namespace) -> int:
                 device=args.device,
             )
         )
-    fusion = _fusion(args)
     optional = {"loss": args.loss} if args.loss else {}
     engine = RerankerFinetuneEngine(
         train,
@@ -220,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
             data.test.corpus,
             top_k=max(100, args.rerank_depth),
             embed_model=args.encoder,
-            bm25_kwargs=BM25Text(args.bm25_analyzer, args.bm25_language).retriever_kwargs(),
+            bm25_kwargs=engine.bm25_text.retriever_kwargs(),
             **fusion_params(fusion),
         )
         weight = engine.retrieval_weight or 0.0

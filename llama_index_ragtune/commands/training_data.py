@@ -37,6 +37,8 @@ from llama_index_ragtune.commands.options import (
     OptionDefault,
     bm25_language,
     bm25_language_value,
+    bm25_stopwords,
+    bm25_stopwords_value,
     bounded,
     seed_number,
 )
@@ -126,6 +128,7 @@ def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int =
     group = parser.add_argument_group("hard negatives")
     group.add_argument(
         "--negatives",
+        type=negative_sources,
         default="bm25,dense",
         help="comma-separated sources to mine: bm25, dense, or 'none' (default: bm25,dense)",
     )
@@ -168,6 +171,16 @@ def add_negative_arguments(parser: argparse.ArgumentParser, num_negatives: int =
         help="stemmer of every BM25 of the run, the language of your documents: english "
         "(default), german, french, spanish, ... or 'none' (no stemming); its stopwords "
         "follow it. Give the served retriever's (train reranker: by default the --encoder run's)",
+    )
+    group.add_argument(
+        "--bm25-stopwords",
+        type=bm25_stopwords,
+        default=OptionDefault("language"),
+        metavar="LIST",
+        help="words every BM25 of the run drops: 'language' (default: the --bm25-language's "
+        "list), 'none', a list code (en, de, fr, es, ...) or your words separated by commas "
+        "('the,a,an'; one word: 'sku,'). Give the served retriever's (train reranker: by "
+        "default the --encoder run's)",
     )
     group.add_argument(
         "--embedding-cache",
@@ -333,6 +346,39 @@ def parse_sources(text: str) -> list[str]:
     return sources
 
 
+def negative_sources(text: str) -> str:
+    """``argparse`` type of ``--negatives``: a comma-separated subset of ``bm25,dense`` or
+    ``none``, checked when the command line is read (an unknown source stopped the command
+    once the data and the model were loaded). Returned as given.
+
+    Example::
+
+        parser.add_argument("--negatives", type=negative_sources, default="bm25,dense")
+    """
+    try:
+        parse_sources(text)
+    except SystemExit as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--negatives: ")) from None
+    return text
+
+
+def check_mining_options(args: argparse.Namespace) -> None:
+    """``UsageError`` naming the options when ``--range-min`` is not below ``--range-max``
+    (the miner refused it with a traceback once the data and the model were loaded).
+
+    Example::
+
+        check_mining_options(args)   # --range-min 40 --range-max 30: UsageError
+    """
+    from llama_index_ragtune.commands.options import UsageError
+
+    if parse_sources(args.negatives) and args.range_min >= args.range_max:
+        raise UsageError(
+            f"argument --range-min: {args.range_min} skips every candidate down to --range-max "
+            f"{args.range_max}; give a --range-min below --range-max"
+        )
+
+
 def _budget_minutes(text: str) -> float | None:
     """``--time-budget``: 'none' (one full epoch) or minutes in (0, MAX_MINUTES] (1e308 passed
     and overflowed to infinite seconds when the steps were planned; NaN and inf failed in
@@ -394,7 +440,7 @@ def mine_negatives(
         **bm25_options(args),
     )
     started = time.perf_counter()
-    mined = miner.mine(train)
+    mined = _mine(miner, train, sources, args)
     stats = {
         "sources": sources,
         "seconds": round(time.perf_counter() - started, 1),
@@ -406,16 +452,40 @@ def mine_negatives(
     return mined, stats
 
 
-_BM25_DEFAULTS = {"bm25_analyzer": "plain", "bm25_language": "english"}
+def _mine(miner: Any, train: RetrievalDataset, sources: list[str], args: Any) -> Any:
+    """``miner.mine(train)``; what the data gives the miner nothing to work with (a corpus of
+    stopwords, one document) is a ``DataError`` naming the options that help (it was a
+    traceback with the library's argument names)."""
+    from llama_index_ragtune.data.errors import DataError
+
+    try:
+        return miner.mine(train)
+    except DataError:
+        raise
+    except ValueError as exc:
+        text = " ".join(str(exc).split()).replace("pass stopwords=None", "--bm25-stopwords none")
+        where = getattr(args, "dataset", None) or getattr(args, "beir", None) or "the data"
+        raise DataError(
+            f"{where}: mining hard negatives ({','.join(sources)}) failed: {text}",
+            hint="or leave a source out with --negatives (--negatives none: no mining)",
+        ) from exc
+
+
+_BM25_DEFAULTS = {
+    "bm25_analyzer": "plain",
+    "bm25_language": "english",
+    "bm25_stopwords": "language",
+}
 
 
 def resolve_bm25_options(
     args: argparse.Namespace, recorded: dict[str, Any] | None = None, source: str = ""
 ) -> None:
-    """Settle ``args.bm25_analyzer`` / ``args.bm25_language`` in place: the option when given,
-    else what ``recorded`` (the encoder run's, read from ``source``) says, else the defaults.
-    A given option that differs from the record is used, with a warning (the candidates then
-    come from another BM25 than the one the encoder was validated with).
+    """Settle ``args.bm25_analyzer`` / ``args.bm25_language`` / ``args.bm25_stopwords`` in
+    place: the option when given, else what ``recorded`` (the encoder run's, read from
+    ``source``) says, else the defaults. A given option that differs from the record is used,
+    with a warning (the candidates then come from another BM25 than the one the encoder was
+    validated with). ``ValueError`` naming the setting when it cannot be used.
 
     Example::
 
@@ -423,10 +493,12 @@ def resolve_bm25_options(
     """
     from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text
 
-    recorded = recorded or {}
+    recorded = dict(recorded or {})
+    if "bm25_stopwords" in recorded:
+        recorded["bm25_stopwords"] = bm25_stopwords_value(recorded["bm25_stopwords"])
     for name, default in _BM25_DEFAULTS.items():
         option = getattr(args, name, None)
-        value = bm25_language_value(option) if name == "bm25_language" else option
+        value = _bm25_value(name, option)
         if option is None or isinstance(option, OptionDefault):
             value = recorded.get(name, default)
         elif name in recorded and recorded[name] != value:
@@ -440,17 +512,31 @@ def resolve_bm25_options(
             )
         setattr(args, name, value)
     where = f"--bm25-* options or {source}" if recorded else "--bm25-* options"
-    check_bm25_text(args.bm25_analyzer, args.bm25_language, where)
+    check_bm25_text(args.bm25_analyzer, args.bm25_language, where, args.bm25_stopwords)
+
+
+def _bm25_value(name: str, option: Any) -> Any:
+    if name == "bm25_language":
+        return bm25_language_value(option)
+    if name == "bm25_stopwords":
+        return bm25_stopwords_value(option)
+    return option
 
 
 def bm25_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``bm25_analyzer`` / ``bm25_language`` arguments of the miner, the engines and the
-    evaluators, from the options (settled by :func:`resolve_bm25_options`)."""
+    evaluators, from the options (settled by :func:`resolve_bm25_options`), and
+    ``bm25_stopwords`` when it is not the language's list."""
     language = bm25_language_value(args.bm25_language)  # "none": no stemming
-    return {
+    options: dict[str, Any] = {
         "bm25_analyzer": str(args.bm25_analyzer),
         "bm25_language": None if language is None else str(language),
     }
+    stopwords = getattr(args, "bm25_stopwords", "language")  # a namespace made before it
+    stopwords = bm25_stopwords_value(str(stopwords) if isinstance(stopwords, str) else stopwords)
+    if stopwords != "language":  # the language's list: the receivers' default
+        options["bm25_stopwords"] = stopwords
+    return options
 
 
 def report(

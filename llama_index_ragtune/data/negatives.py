@@ -109,6 +109,9 @@ class HardNegativeMiner:
             :class:`~llama_index_ragtune.retrievers.BM25Tokenizer`): give the served
             retriever's, so its false positives are the ones mined. Recorded in the mined
             dataset's ``metadata["mining"]["bm25_analyzer"]`` / ``["bm25_language"]``.
+        bm25_stopwords: the words that source drops: ``"language"`` (the language's
+            list, default), ``None``, a bm25s list code (``"de"``) or a list of words
+            (recorded in ``["bm25_stopwords"]`` when given).
         query_batch_size: queries searched at once (memory is ``O(batch * range_max)``).
     """
 
@@ -136,6 +139,7 @@ class HardNegativeMiner:
         embedding_cache_dir: str | Path | None = None,
         bm25_language: str | None = "english",
         bm25_analyzer: str = "plain",
+        bm25_stopwords: str | Sequence[str] | None = "language",
         encode_batch_size: int = 64,
         query_batch_size: int = 256,
         keep_existing: bool = True,
@@ -176,7 +180,8 @@ class HardNegativeMiner:
         self.embedding_cache_dir = embedding_cache_dir
         self.bm25_language = bm25_language
         self.bm25_analyzer = bm25_analyzer
-        self.bm25_text = BM25Text(bm25_analyzer, bm25_language)
+        stopwords = tuple(bm25_stopwords) if isinstance(bm25_stopwords, list) else bm25_stopwords
+        self.bm25_text = BM25Text(bm25_analyzer, bm25_language, stopwords)
         self.encode_batch_size, self.query_batch_size = encode_batch_size, query_batch_size
         self.keep_existing = keep_existing
         self.show_progress = show_progress
@@ -208,6 +213,9 @@ class HardNegativeMiner:
         out.metadata["mining"] = {"sources": list(self.sources), "stats": stats.as_dict()}
         if "bm25" in self.sources:
             out.metadata["mining"].update(self.bm25_text.options())
+            if self.bm25_text.stopwords != "language":  # given: recorded
+                stopwords = self.bm25_text.tokenizer_kwargs()["stopwords"]
+                out.metadata["mining"]["bm25_stopwords"] = stopwords
         return out
 
     # ------------------------------------------------------------------ sources

@@ -111,10 +111,13 @@ def hybrid_candidates_with_scores(
         )
         for i, (doc_id, text) in enumerate(corpus.items())
     ]
-    retriever = HybridRetriever.from_defaults(
-        nodes=nodes,
-        embed_model=as_embed_model(embed_model),
-        similarity_top_k=top_k,
-        **retriever_kwargs,
-    )
+    from llama_index_ragtune.finetuning.hybrid_eval import bm25_text_named
+
+    with bm25_text_named("first-stage candidates (HybridRetriever)"):
+        retriever = HybridRetriever.from_defaults(
+            nodes=nodes,
+            embed_model=as_embed_model(embed_model),
+            similarity_top_k=top_k,
+            **retriever_kwargs,
+        )
     return retrieve_scored(retriever, queries, show_progress=show_progress)

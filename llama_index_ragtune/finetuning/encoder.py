@@ -55,11 +55,12 @@ from llama_index_ragtune.finetuning.encoder_training import (  # noqa: F401 - im
     GIST_TEMPERATURE,
     EncoderTrainingMixin,
 )
-from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text
+from llama_index_ragtune.finetuning.hybrid_eval import bm25_settings, check_bm25_text
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.finetuning.rows import check_trainable
 from llama_index_ragtune.models import load_model
+from llama_index_ragtune.retrievers.bm25_index import LANGUAGE_STOPWORDS
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -119,6 +120,10 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         bm25_language: the validation hybrid's BM25 stemmer (``"english"``, ``"german"``,
             ..., ``None``: none; its stopwords follow): give the served retriever's.
             Recorded in ``result.info["bm25_language"]``.
+        bm25_stopwords: the words that BM25 drops: ``"language"`` (the language's list,
+            default), ``None``, a bm25s list code (``"de"``) or a list of words: give the
+            served retriever's. Recorded in ``result.info["bm25_stopwords"]`` when not the
+            default.
         decision_metric: validation metric that decides promotion (default: the
             evaluator's primary metric, ``hybrid_ndcg@10``).
         promotion_margin: how much better the tuned model must be on it.
@@ -156,6 +161,7 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         fusion: str | Mapping[str, Any] | None = "auto",
         bm25_analyzer: str = "plain",
         bm25_language: str | None = "english",
+        bm25_stopwords: str | Sequence[str] | None = LANGUAGE_STOPWORDS,
         decision_metric: str | None = None,
         promotion_margin: float = DEFAULT_MARGIN,
         force_promotion: bool = False,
@@ -199,7 +205,9 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self.max_negatives_per_query = max_negatives_per_query
         self.fusion = fusion
-        self.bm25_text = check_bm25_text(bm25_analyzer, bm25_language, type(self).__name__)
+        self.bm25_text = check_bm25_text(
+            bm25_analyzer, bm25_language, type(self).__name__, bm25_stopwords
+        )
         self.bm25_analyzer, self.bm25_language = bm25_analyzer, bm25_language
         self.eval_points = eval_points
         self.cache_dir = cache_dir
@@ -329,6 +337,7 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
             fusion_tuned=_fusion_params(fusion_after),
             bm25_analyzer=getattr(self.evaluator, "bm25_analyzer", None),
             bm25_language=getattr(self.evaluator, "bm25_language", None),
+            **_stopwords_of(self.evaluator),
         )
         self._write_decision(
             decision,
@@ -336,6 +345,7 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
                 "fusion": self.result.info["fusion"],
                 "bm25_analyzer": self.result.info["bm25_analyzer"],
                 "bm25_language": self.result.info["bm25_language"],
+                **_stopwords_of(self.evaluator),
                 "result": self.result.summary(),
             },
         )
@@ -370,3 +380,13 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         kwargs.setdefault("query_instruction", self.query_prompt)
         kwargs.setdefault("text_instruction", self.passage_prompt)
         return load_model(HuggingFaceEmbedding, model_name=str(path), **kwargs)
+
+
+def _stopwords_of(evaluator: Any) -> dict[str, Any]:
+    """``{"bm25_stopwords": ...}`` of the validation hybrid when not the language's list."""
+    text = getattr(evaluator, "bm25_text", None)
+    return (
+        {}
+        if text is None
+        else {k: v for k, v in bm25_settings(text).items() if k == "bm25_stopwords"}
+    )

@@ -25,14 +25,17 @@ class EncoderEvaluationMixin:
     def _validation_evaluator(self, val: RetrievalDataset | None) -> Any:
         if self._user_evaluator is not None or val is None:
             return self._user_evaluator
-        from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
+        from llama_index_ragtune.finetuning.hybrid_eval import (
+            HybridRetrievalEvaluator,
+            bm25_settings,
+        )
 
         return HybridRetrievalEvaluator(
             val.queries,
             val.corpus,
             val.graded_qrels(),
             fusion=self.fusion,
-            **self.bm25_text.options(),
+            **bm25_settings(self.bm25_text),
             query_prompt=self.query_prompt,
             passage_prompt=self.passage_prompt,
             show_progress_bar=self.show_progress,

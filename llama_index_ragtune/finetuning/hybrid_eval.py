@@ -24,7 +24,8 @@ and promotion are decided on the BM25 that is served.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.evaluation.metrics import MeanMetrics
@@ -33,7 +34,12 @@ from llama_index_ragtune.finetuning.ranking_eval import (
     score_rankings,
     unscorable,
 )
-from llama_index_ragtune.retrievers.bm25_index import ANALYZERS, BM25Text, check_bm25_language
+from llama_index_ragtune.retrievers.bm25_index import (
+    ANALYZERS,
+    LANGUAGE_STOPWORDS,
+    BM25Text,
+    check_bm25_language,
+)
 from llama_index_ragtune.retrievers.defaults import fusion_preset
 from llama_index_ragtune.retrievers.fusion import fuse
 from llama_index_ragtune.retrievers.fusion_sweep import MAX_DEPTH
@@ -71,17 +77,90 @@ def check_bm25_analyzer(analyzer: Any, owner: str) -> str:
     return analyzer
 
 
-def check_bm25_text(analyzer: Any, language: Any, owner: str) -> BM25Text:
-    """The BM25 settings ``analyzer`` / ``language`` name, else a ``ValueError`` naming ``owner``
-    and the setting (the stopwords follow the language).
+def check_bm25_text(
+    analyzer: Any, language: Any, owner: str, stopwords: Any = LANGUAGE_STOPWORDS
+) -> BM25Text:
+    """The BM25 settings ``analyzer`` / ``language`` / ``stopwords`` name, else a ``ValueError``
+    naming ``owner`` and the setting (``stopwords``: the language's list by default, ``None``,
+    a bm25s list code such as ``"de"``, or a list of words).
 
     Example::
 
         check_bm25_text("plain", "german", "EncoderFinetuneEngine").language   # 'german'
+        check_bm25_text("plain", "english", "X", ["sku"]).stopwords          # ('sku',)
     """
     check_bm25_analyzer(analyzer, owner)
     check_bm25_language(language, f"{owner}: bm25_language")
-    return BM25Text(analyzer, language)
+    if isinstance(stopwords, str) and stopwords != LANGUAGE_STOPWORDS:
+        known = True
+        try:
+            known = bool(_infer_stopwords(stopwords))
+        except ValueError:
+            known = False
+        if not known:
+            raise ValueError(
+                f"{owner}: bm25_stopwords={stopwords!r} is no stopword list: give "
+                f"{LANGUAGE_STOPWORDS!r} (the language's), None, a list code (en, de, fr, ...) "
+                "or a list of words"
+            )
+    elif stopwords is not None and stopwords != LANGUAGE_STOPWORDS:
+        words = list(stopwords) if isinstance(stopwords, (list, tuple)) else None
+        if words is None or not all(isinstance(w, str) for w in words):
+            raise TypeError(
+                f"{owner}: bm25_stopwords must be {LANGUAGE_STOPWORDS!r}, None, a list code or "
+                f"a list of words, got {stopwords!r}"
+            )
+        stopwords = tuple(words)
+    return BM25Text(analyzer, language, stopwords)
+
+
+def _infer_stopwords(code: str) -> Any:
+    from bm25s.tokenization import _infer_stopwords as infer
+
+    return infer(code)
+
+
+def bm25_settings(text: BM25Text) -> dict[str, Any]:
+    """``text`` as the ``bm25_analyzer`` / ``bm25_language`` (/ ``bm25_stopwords`` when not
+    the language's list) arguments of the engines, the miner and the evaluators, and as they
+    are recorded.
+
+    Example::
+
+        bm25_settings(BM25Text(stopwords=("sku",)))
+        # {'bm25_analyzer': 'plain', 'bm25_language': 'english', 'bm25_stopwords': ['sku']}
+    """
+    options = text.options()
+    if text.stopwords != LANGUAGE_STOPWORDS:
+        stopwords = text.stopwords
+        options["bm25_stopwords"] = list(stopwords) if isinstance(stopwords, tuple) else stopwords
+    return options
+
+
+@contextmanager
+def bm25_text_named(owner: str) -> Iterator[None]:
+    """A corpus the BM25 can index no term of (only stopwords, symbols, one-letter words)
+    raised inside as a ``DataError`` naming ``owner`` and the settings that help
+    (``bm25_stopwords=None``, ``--bm25-stopwords none``), before any training (it was a
+    plain ``ValueError``: a traceback in ``ragtune train``).
+
+    Example::
+
+        with bm25_text_named("HybridRetrievalEvaluator"):
+            BM25Retriever.from_defaults(nodes=nodes)
+    """
+    from llama_index_ragtune.data.errors import DataError
+
+    try:
+        yield
+    except DataError:
+        raise
+    except ValueError as exc:
+        text = " ".join(str(exc).split())
+        if "BM25 can index" not in text:
+            raise
+        fix = "pass bm25_stopwords=None (--bm25-stopwords none)"
+        raise DataError(f"{owner}: {text.replace('pass stopwords=None', fix)}") from exc
 
 
 class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
@@ -101,6 +180,8 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
         bm25_analyzer: how the BM25 side reads text, ``"plain"`` (default) or
             ``"unicode"`` (see :class:`~llama_index_ragtune.retrievers.BM25Tokenizer`):
             give the served retriever's.
+        bm25_stopwords: the words the BM25 side drops: ``"language"`` (the language's
+            list, default), ``None``, a bm25s list code (``"de"``) or a list of words.
         kwargs: passed to ``DenseRetrievalEvaluator`` (prompts, batch size, cache...).
     """
 
@@ -112,9 +193,12 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
         fusion: str | Mapping[str, Any] | None = None,
         bm25_language: str | None = "english",
         bm25_analyzer: str = "plain",
+        bm25_stopwords: str | Sequence[str] | None = LANGUAGE_STOPWORDS,
         **kwargs: Any,
     ) -> None:
-        self.bm25_text = check_bm25_text(bm25_analyzer, bm25_language, type(self).__name__)
+        self.bm25_text = check_bm25_text(
+            bm25_analyzer, bm25_language, type(self).__name__, bm25_stopwords
+        )
         kwargs["top_k"] = max(kwargs.get("top_k", 100), MAX_DEPTH)
         super().__init__(queries, corpus, qrels, **kwargs)
         self.auto_fusion = fusion == "auto"
@@ -122,6 +206,9 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
         self.chosen_fusion: Any = None
         self.bm25_language = bm25_language
         self.bm25_analyzer = bm25_analyzer
+        self.bm25_stopwords = bm25_settings(self.bm25_text).get(
+            "bm25_stopwords", LANGUAGE_STOPWORDS
+        )
         self.primary_metric = HYBRID_PREFIX + self.primary_metric
         self._bm25: dict[str, list[tuple[str, float]]] | None = None
 
@@ -136,11 +223,12 @@ class HybridRetrievalEvaluator(DenseRetrievalEvaluator):
                 TextNode(id_=doc_id, text=text)
                 for doc_id, text in zip(self.corpus_ids, self.corpus_texts, strict=True)
             ]
-            bm25 = BM25Retriever.from_defaults(
-                nodes=nodes,
-                similarity_top_k=MAX_DEPTH,
-                **self.bm25_text.retriever_kwargs(),
-            )
+            with bm25_text_named(type(self).__name__):
+                bm25 = BM25Retriever.from_defaults(
+                    nodes=nodes,
+                    similarity_top_k=MAX_DEPTH,
+                    **self.bm25_text.retriever_kwargs(),
+                )
             self._bm25 = {
                 qid: [(bm25.nodes[i].node_id, float(s)) for i, s in bm25.rank(text, MAX_DEPTH)]
                 for qid, text in self.queries.items()

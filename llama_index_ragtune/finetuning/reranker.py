@@ -64,6 +64,7 @@ from llama_index_ragtune.finetuning.teachers import (  # noqa: F401 - bi_encoder
     teacher_scorer,
 )
 from llama_index_ragtune.postprocessor import CrossEncoderRerank
+from llama_index_ragtune.retrievers.bm25_index import LANGUAGE_STOPWORDS
 
 if TYPE_CHECKING:
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -117,6 +118,10 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
         bm25_language: that BM25's stemmer (``"english"``, ``"german"``, ..., ``None``:
             none; its stopwords follow): give the served retriever's. Recorded in
             ``result.info["bm25_language"]`` (``None`` when ``candidates`` were given).
+        bm25_stopwords: the words that BM25 drops: ``"language"`` (the language's list,
+            default), ``None``, a bm25s list code (``"de"``) or a list of words: give the
+            served retriever's. Recorded in ``result.info["bm25_stopwords"]`` when not the
+            default.
         max_length: token limit of (query, passage) inputs; ``None`` keeps the
             model's, or 256 when starting from the bundled default.
         retrieval_weights: blend weights of the first-stage score tried on validation
@@ -156,6 +161,7 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
         fusion: str | Mapping[str, Any] | None = None,
         bm25_analyzer: str = "plain",
         bm25_language: str | None = "english",
+        bm25_stopwords: str | Sequence[str] | None = LANGUAGE_STOPWORDS,
         max_length: int | None = None,
         retrieval_weights: Sequence[float] = DEFAULT_WEIGHTS,
         evaluator: Any = None,
@@ -216,7 +222,9 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
         self.rerank_depth = rerank_depth
         self.encoder = encoder
         self.fusion = fusion
-        self.bm25_text = check_bm25_text(bm25_analyzer, bm25_language, type(self).__name__)
+        self.bm25_text = check_bm25_text(
+            bm25_analyzer, bm25_language, type(self).__name__, bm25_stopwords
+        )
         self.bm25_analyzer, self.bm25_language = bm25_analyzer, bm25_language
         self.retrieval_weights = weights
         self.eval_points = eval_points

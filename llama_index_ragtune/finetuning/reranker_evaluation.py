@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.evaluation.metrics import copy_metrics
 from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
-from llama_index_ragtune.finetuning.hybrid_eval import fusion_params
+from llama_index_ragtune.finetuning.hybrid_eval import bm25_settings, fusion_params
 from llama_index_ragtune.finetuning.rerank_validation import best_blend, rerank_evaluators
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class RerankerEvaluationMixin:
         (``None``: none built here)."""
         if self._candidates_given or self._user_evaluator is not None or self._candidates is None:
             return {"bm25_analyzer": None, "bm25_language": None}
-        return self.bm25_text.options()
+        return bm25_settings(self.bm25_text)
 
     @property
     def candidates(self) -> dict[str, list[str]] | None:

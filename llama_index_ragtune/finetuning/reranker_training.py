@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from llama_index_ragtune.models import load_model, resolve_model
 if TYPE_CHECKING:
     from llama_index_ragtune.data.schema import RetrievalDataset
 
+logger = logging.getLogger(__name__)
 
 _LAYOUTS = {
     "bce": "pointwise",
@@ -74,6 +76,7 @@ class RerankerTrainingMixin:
                 "the loss module was built on a different model than the engine's; pass that model as "
                 "model=..., or pass the loss as a callable `lambda model: Loss(model)`"
             )
+        fit_max_length(ce, max_length)
         return ce
 
     def _layout(self) -> str:
@@ -159,3 +162,49 @@ def _is_trained_cross_encoder(model: Any) -> bool:
     return any(
         str(a).endswith("ForSequenceClassification") for a in data.get("architectures") or []
     )
+
+
+_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
+"""Position slots these model types keep for padding (514 positions hold 512 tokens)."""
+
+
+def token_limit(config: Mapping[str, Any]) -> int | None:
+    """The most tokens a model of this ``config.json`` reads (its positions, less the
+    padding slots of RoBERTa-like models); ``None`` when the config does not say.
+
+    Example::
+
+        token_limit({"max_position_embeddings": 514, "model_type": "roberta"})   # 512
+    """
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
+        return None
+    return positions - _POSITION_OFFSET.get(str(config.get("model_type", "")), 0)
+
+
+def fit_max_length(ce: Any, asked: int | None) -> None:
+    """Keep ``ce.max_length`` within the positions the model has: an ``asked`` length above
+    them is a ``ValueError`` naming both (it crashed with "The size of tensor a (339) must
+    match the size of tensor b (128)" at the first long passage, mid-run); a default above
+    them is lowered with a warning.
+
+    Example::
+
+        fit_max_length(CrossEncoder(path, num_labels=1), 256)
+    """
+    config = getattr(getattr(ce, "model", None), "config", None)
+    limit = token_limit(config.to_dict() if hasattr(config, "to_dict") else {})
+    if limit is None or not ce.max_length or ce.max_length <= limit:
+        return
+    if asked is not None:
+        raise ValueError(
+            f"max_length={asked} is more tokens than the model has positions ({limit}): give "
+            f"max_length <= {limit} (--max-length)"
+        )
+    logger.warning(
+        "the reranker's default max_length %s is more than the model's %s positions: using %s",
+        ce.max_length,
+        limit,
+        limit,
+    )
+    ce.max_length = limit
