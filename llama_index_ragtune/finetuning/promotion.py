@@ -166,6 +166,9 @@ def decide_promotion(
     the paired evidence (``paired_evidence``) and ``reason`` says it, with a warning when
     the split is too small to tell the two apart (``too_small_to_tell``).
 
+    Raises ``ValueError`` when both keep per-query values but on different queries (two
+    evaluations of different question sets: apples and oranges), naming some of them.
+
     Without a value for both (no validation split), the challenger is promoted
     only when ``force`` is true; otherwise the champion stays and ``reason``
     says that nothing could be checked.
@@ -360,6 +363,14 @@ def _evidence_of(
     new = (getattr(challenger, "per_query", None) or {}).get(metric)
     if not old or not new:
         return None
+    apart = sorted(set(old) ^ set(new), key=str)
+    if apart:  # two evaluations on different questions: their means do not compare either
+        raise ValueError(
+            f"decide_promotion: the champion and the challenger were evaluated on different "
+            f"queries ({len(old)} and {len(new)} queries, {len(apart)} on one side only, e.g. "
+            f"{[str(q)[:60] for q in apart[:5]]}); their {metric} values do not compare: "
+            "evaluate both on the same queries"
+        )
     try:
         return paired_evidence(old, new, greater_is_better)
     except ValueError as exc:  # the decision still follows the means; only the evidence is lost

@@ -31,6 +31,7 @@ from llama_index_ragtune.pipeline.bundle_names import (
     bundle_path,
     bundle_versions,
     bundles_root,
+    check_version_folder,
     check_version_name,
     exists,
     is_file,
@@ -114,7 +115,7 @@ def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
     ``--out`` (their ``CURRENT`` version unless ``version`` is given)."""
     path = bundle_path(path)  # once: see bundles_root
     if version is None and is_file(path / MANIFEST):
-        return path
+        return check_version_folder(path)  # bundles/v2 a link to elsewhere: refused
     root = bundles_root(path)
     if version is None:
         if not root.is_dir() and not exists(path):
@@ -145,7 +146,7 @@ def resolve_bundle_dir(path: str | Path, version: str | None = None) -> Path:
         check_version_name(version, "the version argument", root)
     folder = root / version
     if is_file(folder / MANIFEST):
-        return folder
+        return check_version_folder(folder)
     # a reader writes nothing (the bundle may be read-only): a complete copy a killed writer
     # left while replacing the folder is read where it is; the next writer renames it back
     kept = _replaced_copy(root, version)

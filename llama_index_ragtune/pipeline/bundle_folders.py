@@ -60,6 +60,7 @@ from llama_index_ragtune.pipeline.bundle_names import (
     bundle_versions,
     bundles_root,
     canonical_version,
+    check_version_folder,
     check_version_name,
     is_file,
     is_real_dir,
@@ -318,6 +319,7 @@ def set_current_version(path: str | Path, version: str) -> Path:
     folder = root / check_version_name(version, "the version argument", root)
     with bundle_lock(root):
         recover_dir(folder)
+        check_version_folder(folder)  # a link leading outside bundles/ is never served
         if not is_file(folder / MANIFEST):
             raise BundleError(
                 f"{folder / MANIFEST} not found: {version!r} is not a bundle version here "

@@ -29,6 +29,7 @@ from llama_index_ragtune.pipeline.bundle_folders import (
     bundle_path,
     short,
 )
+from llama_index_ragtune.pipeline.bundle_names import check_version_folder
 from llama_index_ragtune.pipeline.bundle_reads import decode_text, read_capped
 from llama_index_ragtune.retrievers.persist_files import leads_outside
 from llama_index_ragtune.retrievers.persistence import (
@@ -306,7 +307,7 @@ def verify_bundle(folder: str | Path, hashes: bool = True) -> dict[str, Any]:
     """
     if not isinstance(hashes, bool):  # None from an unset setting would skip every hash
         raise TypeError(f"verify_bundle: hashes must be True or False, got {short(hashes)}")
-    folder = bundle_path(folder, "verify_bundle: folder")
+    folder = check_version_folder(bundle_path(folder, "verify_bundle: folder"))
     manifest = read_manifest(folder)
     listed = manifest["files"]
     for rel, info in listed.items():

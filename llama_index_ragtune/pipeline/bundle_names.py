@@ -34,6 +34,7 @@ __all__ = [
     "bundles_root",
     "canonical_version",
     "check_version_name",
+    "check_version_folder",
     "exists",
     "is_file",
     "is_real_dir",
@@ -249,3 +250,34 @@ def check_version_name(version: Any, source: str, root: Path) -> str:
             f"`ragtune rollback --to VERSION` to rewrite {root / CURRENT}"
         )
     return version
+
+
+def check_version_folder(folder: Path) -> Path:
+    """``folder`` unless it is a version folder of a bundles folder that a symbolic link leads
+    outside that bundles folder (``bundles/v2 -> /tmp/other``): then ``BundleError`` naming
+    the link and its target. Writers never make such a link, and what it leads to can be
+    changed by whoever owns the target after it was checked, so no reader loads it, no
+    refresh starts from it and no rollback serves it (as a manifest or ``CURRENT`` that a
+    link leads elsewhere is refused).
+
+    Example::
+
+        check_version_folder(Path("runs/shop/bundles/v2"))     # the folder itself
+    """
+    root = folder.parent
+    if not os.path.islink(folder) or bundles_root(root) != root:
+        return folder
+    try:
+        target = os.readlink(folder)
+        real, inside = os.path.realpath(folder), os.path.realpath(root)
+    except (OSError, ValueError):
+        target, real, inside = "an unreadable target", "", "-"
+    if real and os.path.commonpath([real, inside]) == inside and real != inside:
+        return folder  # a link to another folder of the same bundles folder
+    raise BundleError(
+        f"{folder} is a symbolic link (to {short(target, 200)}) leading outside the bundles "
+        f"folder {root}: a bundle version is never read, refreshed or served through a link "
+        f"to elsewhere (its files could change after they were checked); replace the link "
+        f"with the folder itself (`cp -rL`), or remove it; versions here: "
+        f"{[v for v in bundle_versions(root) if v != folder.name] or 'none'}"
+    )

@@ -65,7 +65,7 @@ from llama_index_ragtune.pipeline.refresh_steps import (  # noqa: F401 - importa
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RefreshError", "RefreshResult", "refresh_bundle"]
+__all__ = ["RefreshError", "RefreshResult", "check_refresh_out", "refresh_bundle"]
 
 
 # ---------------------------------------------------------------------- the refresh
@@ -97,7 +97,9 @@ def refresh_bundle(
         bundle: a tuning run's ``--out`` folder or its ``bundles/`` folder (its ``CURRENT``
             version is the champion; new versions go beside it).
         feedback: a ``FeedbackStore`` or the path of its SQLite file.
-        out: the refresh's folder (``refresh.json`` and ``work/``; a rerun starts over).
+        out: the refresh's folder (``refresh.json`` and ``work/``; a rerun starts over): new,
+            empty or an earlier refresh's; one holding anything else (a run's folder, its
+            ``work/``) is refused (:func:`check_refresh_out`).
         docs / metadata: re-parse these documents (default: the bundle's own nodes).
         config: a ``PipelineConfig`` (default: the bundle's settings); the starting
             models and the BM25 analyzer are always the bundle's (the challenger is
@@ -118,7 +120,7 @@ def refresh_bundle(
     Raises ``BundleError`` for a missing or edited bundle (or an empty ``bundle`` / ``out``),
     ``FileNotFoundError`` for a missing store, ``RefreshError`` when the feedback gives
     nothing to train or judge on, when the version is not in a bundles folder or ``out`` is
-    inside it, ``TypeError`` / ``ValueError`` naming ``keys``, ``eval_fraction``, a flag that
+    inside it or holds files a refresh did not write, ``TypeError`` / ``ValueError`` naming ``keys``, ``eval_fraction``, a flag that
     is not a bool, ``margin``, ``time_budget``, ``config`` or ``device`` before any work.
     """
     from llama_index_ragtune.feedback.export import check_keys
@@ -184,6 +186,7 @@ def refresh_bundle(
     champion_dir = resolve_bundle_dir(bundle)
     _check_in_bundles_folder(champion_dir)  # before anything loads or is written
     _check_out_outside_bundles(out, champion_dir.parent)
+    check_refresh_out(out)  # a run folder, its work/, a documents folder: nothing cleared
     champion = load_bundle(champion_dir, llm=MockLLM())  # verifies every file
     manifest, version = champion.manifest, champion.version
     # the version CURRENT must still name when the refresh promotes (_check_still_served)
@@ -210,7 +213,9 @@ def refresh_bundle(
         key = f"refresh:{sha256_file(champion_dir / MANIFEST)}:{Path(str(store.path)).resolve()}"
         # another refresh (or run) in the same --out at once: an error before its files go
         held.enter_context(work_folder_lock(work))
+        check_refresh_out(out)  # again under the lock: nothing put there since is cleared
         state = RunState.open(work, hash_inputs([], key), config.fingerprint(), resume=False)
+        state.data[REFRESH_MARK] = True  # the next refresh into `out` knows the folder as its own
         state.save()
         ctx = RunContext(
             config, work, state, documents=docs, metadata=metadata, feedback=store, skip=skip
@@ -327,6 +332,85 @@ def refresh_bundle(
         held.close()
         if store is not feedback:  # opened here from a path
             store.close()
+
+
+REFRESH_MARK = "refresh"
+"""The key a refresh's ``work/state.json`` holds (``true``): its work folder, not a tuning run's."""
+_REFRESH_FILES = ("refresh.json", "evaluation.json")
+"""What a refresh writes in its ``out`` besides ``work/`` (and their temporary copies)."""
+
+
+def check_refresh_out(out: str | Path) -> None:
+    """``RefreshError`` when ``out`` holds anything a refresh did not write: a rerun clears the
+    refresh's ``work/`` and rewrites ``refresh.json`` / ``evaluation.json``, so a folder of
+    other data passed by mistake (a tuning run's ``--out`` with its bundles, its ``work/``,
+    documents) would be emptied. A new or empty folder, or one an earlier refresh wrote, is
+    accepted; nothing is read or changed.
+
+    Example::
+
+        check_refresh_out("runs/refresh-1")       # None: new, empty, or a refresh's own
+        check_refresh_out("runs/shop")            # RefreshError: holds bundles/ and work/
+    """
+    out = Path(out)
+    if not os.path.isdir(out):  # new (or a file: named later as one)
+        return
+    try:
+        foreign = _foreign_entries(out)
+    except OSError as exc:  # an unreadable folder: what it holds cannot be told
+        raise RefreshError(
+            f"refresh_bundle: out {out} cannot be listed ({exc.strerror or exc}), so whether it "
+            "holds other data cannot be told; nothing was done: pass a new or empty folder you "
+            "can read"
+        ) from None
+    if foreign:
+        shown = ", ".join(ascii(f)[1:-1] for f in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise RefreshError(
+            f"refresh_bundle: out {out} already holds {shown}{more}, which a refresh did not "
+            "write; a refresh clears its out folder's work/ and rewrites refresh.json there, so "
+            "nothing was done (the bundle's run folder or its work/ passed as --out would be "
+            f"emptied): pass a new or empty folder, e.g. {out.parent / 'refresh-1'}"
+        )
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """The entries of ``out`` a refresh did not write (``name/`` for a folder)."""
+    from llama_index_ragtune.pipeline.state import STATE_FILE, WORK_LOCK
+
+    foreign = []
+    for entry in sorted(os.scandir(out), key=lambda e: e.name):
+        name = entry.name
+        if name in _REFRESH_FILES and entry.is_file(follow_symlinks=False):
+            continue
+        if name.startswith(tuple(f".{f}.tmp-" for f in _REFRESH_FILES)):
+            continue  # a killed writer's temporary copy
+        if name == "work" and entry.is_dir(follow_symlinks=False):
+            names = set(os.listdir(entry.path)) - {WORK_LOCK}
+            if not names or _refresh_state(Path(entry.path) / STATE_FILE, out):
+                continue
+            whose = "a tuning run's" if STATE_FILE in names else "not a refresh's"
+            foreign.append(f"work/ ({whose})")
+            continue
+        foreign.append(name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+    return foreign
+
+
+def _refresh_state(path: Path, out: Path) -> bool:
+    """Whether ``path`` is the state file of a refresh's work folder: marked so, or (a
+    refresh of an earlier version, unmarked) with ``refresh.json`` beside its folder."""
+    import json
+
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read(4 << 20) or b"null")
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    return data.get(REFRESH_MARK) is True or (out / "refresh.json").is_file()
 
 
 def _check_in_bundles_folder(champion_dir: Path) -> None:

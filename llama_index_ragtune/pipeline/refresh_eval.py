@@ -28,8 +28,9 @@ METRIC = "ndcg@10"
 def score(rank: Callable[[Any], list[str]], questions: Sequence[Any]) -> tuple[dict, list]:
     """``(mean metrics, per-question latency in ms)`` of ``rank`` (question -> ranked node ids)
     on ``questions`` (``LabelledQuery`` with gold nodes), after one warm-up call. The means
-    are a ``MeanMetrics`` keeping each question's values (keyed by position), so
-    :func:`decide` can pair champion and challenger question by question.
+    are a ``MeanMetrics`` keeping each question's values (keyed by its id), so
+    :func:`decide` can pair champion and challenger question by question, and refuses
+    (``ValueError``) two evaluations made on different questions.
 
     A question with ``judged_node_ids`` (feedback: only the pages users saw are judged) is
     scored on a condensed list - the ranking with unjudged nodes left out - so neither
@@ -52,7 +53,10 @@ def score(rank: Callable[[Any], list[str]], questions: Sequence[Any]) -> tuple[d
         if q.judged_node_ids is not None:
             judged = set(q.judged_node_ids)
             ranked = [node_id for node_id in ranked if node_id in judged]
-        per_question[str(position)] = compute_metrics(
+        key = str(q.id)  # the question's id: two evaluations pair (or refuse) by it
+        if key in per_question:  # an id given twice: each question still counts once
+            key = f"{key}#{position}"
+        per_question[key] = compute_metrics(
             ranked, dict.fromkeys(q.gold_node_ids, 1), (10,), ("ndcg", "recall", "mrr")
         )
     return mean_metrics(per_question), latency

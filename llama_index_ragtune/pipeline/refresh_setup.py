@@ -27,12 +27,22 @@ def _refresh_config(
         saved = dict(manifest.get("config") or {})
         fields = {f.name for f in dataclasses.fields(PipelineConfig)}
         saved = {k: v for k, v in saved.items() if k in fields}
-        for part in ("encoder", "reranker", "decoder"):
-            budget = saved.get(f"{part}_budget")
-            if isinstance(budget, dict):
-                saved[f"{part}_budget"] = TrainingBudget(**budget)
         saved["force_promotion"] = ()
-        config = PipelineConfig(**saved)
+        try:
+            for part in ("encoder", "reranker", "decoder"):
+                budget = saved.get(f"{part}_budget")
+                if isinstance(budget, dict):
+                    saved[f"{part}_budget"] = TrainingBudget(**budget)
+            config = PipelineConfig(**saved)
+        except (TypeError, ValueError) as exc:  # a manifest edited by hand
+            from llama_index_ragtune.pipeline.bundle_names import MANIFEST, BundleError
+
+            raise BundleError(
+                f"{folder / MANIFEST}: its 'config' (the settings the refresh reuses) is not "
+                f"valid: {str(exc)[:300]}; the manifest was edited: pass config= (a "
+                "PipelineConfig) to refresh with other settings, or run the tuning pipeline "
+                "again to write a fresh bundle"
+            ) from None
     models = manifest["models"]
 
     def start(part: str) -> str | None:

@@ -32,8 +32,10 @@ from typing import Any
 from llama_index_ragtune.pipeline.config import STEPS, PipelineConfig, check_skip
 from llama_index_ragtune.pipeline.context import RunContext
 from llama_index_ragtune.pipeline.state import (
+    FEEDBACK_FINGERPRINT,
     RESUMABLE_STEPS,
     RunState,
+    feedback_fingerprint,
     hash_inputs,
     remove_step_outputs,
     work_folder_lock,
@@ -211,6 +213,7 @@ class TuningPipeline:
                     settings=self.config.to_dict(),
                 )
                 self._redo_changed_skips(ctx.state)
+                self._redo_if_feedback_changed(ctx.state)
                 ctx.state.save()
             ctx.echo = self.echo
             self._ctx = ctx
@@ -235,6 +238,33 @@ class TuningPipeline:
                 f"the step {changed[0]!r} was {'skipped' if was else 'run'} but is "
                 f"{'to run' if was else 'skipped'} now (--skip)",
             )
+
+    def _redo_if_feedback_changed(self, state: RunState) -> None:
+        """Record the feedback store's content fingerprint; a resumed run whose store changed
+        since (the app kept recording: its path alone is the same) redoes the data step and
+        every later one, which would otherwise train and judge on the old records."""
+        feedback = self._sources["feedback"]
+        if feedback is None:
+            return
+        from llama_index_ragtune.pipeline.refresh_data import open_store
+
+        store = open_store(feedback)
+        try:
+            now = feedback_fingerprint(store)
+        finally:
+            if store is not feedback:
+                store.close()
+        before = state.data.get(FEEDBACK_FINGERPRINT)
+        if before != now and "data" in state.data["steps"]:
+            change = (
+                "changed (records, ratings or clicks)"
+                if before
+                else "may have changed (the release that started the run kept no fingerprint)"
+            )
+            state.redo_from(
+                "data", f"the feedback store {getattr(store, 'path', feedback)} {change}"
+            )
+        state.data[FEEDBACK_FINGERPRINT] = now
 
     # ------------------------------------------------------------------ steps
 

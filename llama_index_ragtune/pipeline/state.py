@@ -210,6 +210,56 @@ def hash_inputs(documents: Iterable[Any], queries: bytes | str | None) -> str:
     return digest.hexdigest()
 
 
+FEEDBACK_FINGERPRINT = "feedback_fingerprint"
+"""The state file's key for :func:`feedback_fingerprint` of a run's feedback store."""
+_FINGERPRINT_SQL = (
+    "SELECT count(*), max(rowid), total(rating), count(rating), max(rated_at), max(created_at),"
+    " total(length(query)), total(length(metadata)) FROM records",
+    "SELECT count(*), max(id), max(clicked_at) FROM clicks",
+    "SELECT count(*) FROM retrieved",
+    "SELECT count(*) FROM cited",
+    "SELECT count(*), max(last_seen) FROM nodes",
+)
+
+
+def feedback_fingerprint(store: Any) -> str:
+    """A short SHA-256 of what a feedback store (``FeedbackStore``) holds: its records (count,
+    newest row, ratings), clicks, sources and node texts, read in one snapshot. It changes
+    when the app records, rates or clicks anything, so a resumed run knows the store grew
+    since it started (its path alone says nothing). Cheap: a few aggregates, no row read.
+
+    Example::
+
+        feedback_fingerprint(FeedbackStore("feedback.sqlite"))     # 'a41c09...'
+    """
+    digest = hashlib.sha256()
+    with store._read() as conn:  # one read transaction: one consistent snapshot
+        for sql in _FINGERPRINT_SQL:
+            row = conn.execute(sql).fetchone()
+            digest.update(json.dumps(list(row), default=str).encode("utf-8") + b"\n")
+    return digest.hexdigest()[:32]
+
+
+MAX_STATE_BYTES = 64 << 20
+"""The largest ``state.json`` read (64 MiB; a run writes some KB): a bigger one is refused
+after reading 64 MiB + 1 byte, not read whole into memory."""
+
+
+def _read_state(path: Path) -> str:
+    """The text of the state file ``path``: a plain file (a link to one is followed, a pipe
+    or a device is never opened for reading) of at most :data:`MAX_STATE_BYTES`."""
+    from llama_index_ragtune._atomic_reads import read_capped
+
+    fix = "delete the work folder (or run without --resume) and start again"
+    raw = read_capped(path, MAX_STATE_BYTES, fix, error=PipelineStateError)
+    if len(raw) > MAX_STATE_BYTES:
+        raise PipelineStateError(
+            f"{path} is over {MAX_STATE_BYTES >> 20} MiB, far more than a run's state file "
+            f"(some KB): not read; {fix}"
+        )
+    return raw.decode("utf-8")
+
+
 class RunState:
     """The state file of one work folder (see the module docstring)."""
 
@@ -255,7 +305,9 @@ class RunState:
         if not path.is_file():
             return cls(work, fresh)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_read_state(path))
+        except PipelineStateError:
+            raise
         except (OSError, ValueError, RecursionError) as exc:  # bad UTF-8/JSON, too deep, digits
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
             raise PipelineStateError(

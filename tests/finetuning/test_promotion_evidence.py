@@ -97,12 +97,11 @@ def test_paired_evidence_names_queries_scored_on_one_side_only():
         paired_evidence({}, {})
 
 
-def test_values_on_different_queries_lose_the_evidence_not_the_decision(caplog):
+def test_values_on_different_queries_are_refused_naming_them():
     old = ndcg_means([0.5, 0.5])
     new = MeanMetrics({"ndcg@10": 1.0}, per_query={"ndcg@10": {"q0": 1.0, "other": 1.0}})
-    decision = decide_promotion(old, new, "ndcg@10")
-    assert decision.promoted and decision.wins is None and decision.validation_size is None
-    assert "no paired evidence" in caplog.text and "'other'" in caplog.text
+    with pytest.raises(ValueError, match=r"different queries .*'other'.*same queries"):
+        decide_promotion(old, new, "ndcg@10")
 
 
 def test_the_reason_gives_the_evidence_and_warns_when_the_split_is_too_small(caplog):
@@ -281,7 +280,7 @@ def test_refresh_and_the_run_summary_say_the_evidence():
     ]
     old, _ = score(lambda q: ["x", "n" + q.question[1:]], questions)  # each gold at rank 2
     new, _ = score(lambda q: ["n" + q.question[1:]], questions)  # each gold first
-    assert old["mrr@10"] == 0.5 and set(old.per_query["ndcg@10"]) == {"0", "1", "2", "3"}
+    assert old["mrr@10"] == 0.5 and set(old.per_query["ndcg@10"]) == {"q0", "q1", "q2", "q3"}
     decision = decide({"feedback": {"champion": old, "challenger": new}}, 0.005, False, "v1")
     assert decision.promoted and (decision.validation_size, decision.wins) == (4, 4)
     assert (

@@ -292,12 +292,23 @@ def _relocate(how: str, bundles: Path, tmp_path: Path) -> Path:
         "linked out folder",
         "linked version folder",
         "version copied alone",
-        "version folder a link",
     ],
 )
 def test_a_relocated_or_linked_bundle_answers_the_same(bundles, tmp_path, expected, how):
     path = _relocate(how, bundles, tmp_path)
     assert answers(load(path)) == expected
+
+
+def test_a_version_folder_linked_outside_its_bundles_folder_is_refused_the_target_loads(
+    bundles, tmp_path, expected
+):
+    """bundles/v1 -> a folder on another disk: never served through the link (round s42:
+    as a manifest, CURRENT or a file a link leads outside is refused); the folder itself,
+    passed as the version, loads."""
+    path = _relocate("version folder a link", bundles, tmp_path)
+    with pytest.raises(BundleError, match=r"v1 is a symbolic link .*leading outside"):
+        load(path)
+    assert answers(load(os.path.realpath(path / "v1"))) == expected
 
 
 # ------------------------------------------------------------------ threads and processes
