@@ -46,6 +46,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from llama_index_ragtune.embeddings.fingerprint import model_fingerprint
 from llama_index_ragtune.embeddings.store import EmbeddingStore, check_texts, open_store
+from llama_index_ragtune.embeddings.truncation import CutWarner, wrapped_cut_warner
 
 __all__ = ["CachedEmbedding", "EmbeddingStore", "model_identity"]
 
@@ -95,6 +96,7 @@ class CachedEmbedding(BaseEmbedding):
     _inner: BaseEmbedding = PrivateAttr()
     _store: EmbeddingStore = PrivateAttr()
     _stats: dict = PrivateAttr(default_factory=dict)
+    _cut_warner: CutWarner | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -128,6 +130,8 @@ class CachedEmbedding(BaseEmbedding):
         stem = f"{embed_model.class_name()}-{Path(embed_model.model_name or 'model').name}"
         self._store = open_store(folder, identity, stem=stem)
         self._stats = {"hits": 0, "misses": 0, "corrupt": 0}
+        # a plain HuggingFaceEmbedding cuts long texts silently: say so once (truncation.py)
+        self._cut_warner = wrapped_cut_warner(embed_model)
 
     @classmethod
     def class_name(cls) -> str:
@@ -153,10 +157,16 @@ class CachedEmbedding(BaseEmbedding):
     # ------------------------------------------------------------------ queries: never cached
 
     def _get_query_embedding(self, query: str) -> Embedding:
+        self._check_cut([query], "query")
         return self._inner.get_query_embedding(query)
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
+        self._check_cut([query], "query")
         return await self._inner.aget_query_embedding(query)
+
+    def _check_cut(self, texts: list[str], kind: str) -> None:
+        if self._cut_warner is not None:
+            self._cut_warner.check(texts, kind)
 
     # ------------------------------------------------------------------ documents: cached
 
@@ -176,7 +186,11 @@ class CachedEmbedding(BaseEmbedding):
         return self._get_text_embeddings([text])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        vectors, counts = self._store.fetch_or_embed(texts, self._inner.get_text_embedding_batch)
+        def embed(misses: list[str]) -> list[Embedding]:
+            self._check_cut(misses, "text")
+            return self._inner.get_text_embedding_batch(misses)
+
+        vectors, counts = self._store.fetch_or_embed(texts, embed)
         for name, count in counts.items():
             self._stats[name] += count
         return vectors.tolist()

@@ -46,7 +46,8 @@ def default_embed_model(
     """The bundled MiniLM (or ``model``: a folder or hub id) as a LlamaIndex embedding.
 
     ``backend``: ``"onnx"`` / ``"onnx-int8"`` (:class:`OnnxEmbedding`), ``"torch"``
-    (``HuggingFaceEmbedding``), or ``"auto"`` (ONNX when installed, else torch).
+    (``HuggingFaceEmbedding``, warning once when it cuts texts to ``max_seq_length``),
+    or ``"auto"`` (ONNX when installed, else torch).
     Extra keyword arguments go to the embedding class.
     """
     if backend not in BACKENDS:
@@ -60,11 +61,12 @@ def default_embed_model(
 
         # not under the loading lock: an export loads the model through load_model itself
         return OnnxEmbedding(model, quantize=backend == "onnx-int8", **kwargs)
-    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    # HuggingFaceEmbedding that warns (once) when it cuts texts to max_seq_length
+    from llama_index_ragtune.embeddings.hf_embedding import WarnedHuggingFaceEmbedding
 
     kwargs.setdefault("device", "cpu")
     return load_model(
-        HuggingFaceEmbedding, model_name=resolve_model(model, kind="encoder"), **kwargs
+        WarnedHuggingFaceEmbedding, model_name=resolve_model(model, kind="encoder"), **kwargs
     )
 
 

@@ -303,8 +303,18 @@ def batch_query_fn(embed_model: BaseEmbedding) -> BatchFn | None:
     # an instance exists only if its module is imported: never import torch just to check
     huggingface = sys.modules.get("llama_index.embeddings.huggingface")
     if huggingface is not None and isinstance(embed_model, huggingface.HuggingFaceEmbedding):
-        # the call HuggingFaceEmbedding._get_query_embedding makes, with more than one query
-        return lambda queries: embed_model._embed(list(queries), prompt_name="query")
+        from llama_index_ragtune.embeddings.truncation import wrapped_cut_warner
+
+        warner = wrapped_cut_warner(embed_model)  # a plain one cuts long queries silently
+
+        def embed_queries(queries: Any) -> Any:
+            queries = list(queries)
+            if warner is not None:
+                warner.check(queries, "query")
+            # the call HuggingFaceEmbedding._get_query_embedding makes, with more than one query
+            return embed_model._embed(queries, prompt_name="query")
+
+        return embed_queries
     return None
 
 

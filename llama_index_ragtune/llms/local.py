@@ -58,7 +58,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import threading
@@ -99,7 +98,7 @@ from llama_index_ragtune.llms.loading import (
 )
 from llama_index_ragtune.llms.refusal_policy import RefusalPolicy
 from llama_index_ragtune.llms.refusal_scoring import RefusalScoring
-from llama_index_ragtune.llms.streaming import Streaming
+from llama_index_ragtune.llms.streaming import Streaming, stoppable_in_thread
 from llama_index_ragtune.retrievers.checks import (
     clean_text,
     non_negative_float,
@@ -426,7 +425,9 @@ class LocalChatLLM(Generation, RefusalScoring, Streaming, CustomLLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async twin of :meth:`chat` (generation in a worker thread)."""
-        return await asyncio.to_thread(self._chat_ids, self.encode(messages), messages, **kwargs)
+        # a cancelled request stops generating at the next token (and frees the lock)
+        kwargs.setdefault("stopping_criteria", self.generate_kwargs.get("stopping_criteria"))
+        return await stoppable_in_thread(self._chat_ids, self.encode(messages), messages, **kwargs)
 
     @llm_completion_callback()
     async def acomplete(
@@ -435,7 +436,8 @@ class LocalChatLLM(Generation, RefusalScoring, Streaming, CustomLLM):
         """Async twin of :meth:`complete` (generation in a worker thread)."""
         ids = self._prompt_ids(prompt, formatted)
         messages = completion_messages(prompt, formatted)
-        return as_completion(await asyncio.to_thread(self._chat_ids, ids, messages, **kwargs))
+        kwargs.setdefault("stopping_criteria", self.generate_kwargs.get("stopping_criteria"))
+        return as_completion(await stoppable_in_thread(self._chat_ids, ids, messages, **kwargs))
 
     @_checked_messages
     @llm_chat_callback()

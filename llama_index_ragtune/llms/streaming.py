@@ -17,9 +17,10 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -32,7 +33,7 @@ from llama_index.core.base.llms.types import (
 
 from llama_index_ragtune.llms.chat_io import MessagesLike, as_completion, response_raw
 
-__all__ = ["Streaming"]
+__all__ = ["Streaming", "stoppable_in_thread"]
 
 
 class Streaming:
@@ -103,7 +104,7 @@ class Streaming:
                     )
             except BaseException as exc:  # surfaced in the consuming thread
                 errors.append(exc)
-                streamer.end()
+                _end(streamer, errors)
 
         start = time.perf_counter()
         thread = threading.Thread(target=work, daemon=True)
@@ -144,6 +145,38 @@ class Streaming:
     ) -> CompletionResponseGen:
         for chunk in self._chat_stream(ids, messages, **kwargs):
             yield as_completion(chunk)
+
+
+def _end(streamer: Any, errors: list[BaseException]) -> None:
+    """End ``streamer`` after generation failed, so its reader wakes up and raises the error.
+
+    ``streamer.end()`` decodes the text it still holds; when that decoding is what failed
+    (a token id the tokenizer cannot decode), it fails again, and the reader, waiting for
+    an end that never came, hung for ever. The end signal then goes in directly.
+    """
+    try:
+        streamer.end()
+    except BaseException as exc:  # noqa: BLE001 - the first error is the one raised
+        errors.append(exc)
+        streamer.text_queue.put(streamer.stop_signal, timeout=streamer.timeout)
+
+
+async def stoppable_in_thread(generate: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``generate(*args, **kwargs)`` (a whole, not streamed, generation) in a worker thread,
+    stopped at the next token when the awaiting task is cancelled (a client gone, a
+    timeout): it went on to ``max_new_tokens`` holding the LLM's lock, so every later
+    request waited for an answer no one would read.
+
+    Example::
+
+        response = await stoppable_in_thread(llm._chat_ids, llm.encode(messages), messages)
+    """
+    stop = threading.Event()
+    kwargs["stopping_criteria"] = _stoppable(kwargs.get("stopping_criteria"), stop)
+    try:
+        return await asyncio.to_thread(generate, *args, **kwargs)
+    finally:
+        stop.set()  # cancelled, or done (a no-op then)
 
 
 def _stoppable(criteria: Any, stop: threading.Event) -> Any:

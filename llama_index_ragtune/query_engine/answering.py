@@ -52,7 +52,7 @@ def answer(engine: Any, query_bundle: QueryBundle, nodes: list[NodeWithScore]) -
         chunks = engine.llm.stream_chat(messages, **kwargs)
         return stream_response(engine, question, nodes, chunks, decision, fit)
     response = engine.llm.chat(messages, **kwargs)
-    raw = response.message.content or ""
+    raw = _answer_text(engine, response)
     decision = decision or llm_decision(response)
     return complete_response(
         engine, question, nodes, raw, messages, decision, fit, finish_reason(response)
@@ -81,12 +81,31 @@ async def aanswer(
         chunks = await engine.llm.astream_chat(messages, **kwargs)
         return astream_response(engine, question, nodes, chunks, decision, fit)
     response = await engine.llm.achat(messages, **kwargs)
+    raw = _answer_text(engine, response)
     decision = decision or llm_decision(response)
-    args = (engine, question, nodes, response.message.content or "", messages, decision, fit)
+    args = (engine, question, nodes, raw, messages, decision, fit)
     finish = finish_reason(response)
     if engine.uncited == "cite":  # the post-check asks the model again: off the event loop
         return await asyncio.to_thread(complete_response, *args, finish)
     return complete_response(*args, finish)
+
+
+def _answer_text(engine: Any, response: Any) -> str:
+    """The text of the LLM's ``ChatResponse``; a ``TypeError`` naming the LLM for anything
+    else (a bare string was an ``AttributeError`` about ``message``)."""
+    content = getattr(getattr(response, "message", None), "content", None)
+    if content is None and not hasattr(getattr(response, "message", None), "content"):
+        raise TypeError(
+            f"CitationQueryEngine: {type(engine.llm).__name__}.chat returned a "
+            f"{type(response).__name__} ({str(response)[:40]!r}); a LlamaIndex LLM returns a "
+            "ChatResponse (text in .message.content)"
+        )
+    if content is not None and not isinstance(content, str):
+        raise TypeError(
+            f"CitationQueryEngine: {type(engine.llm).__name__}.chat answered "
+            f"message.content of type {type(content).__name__}; it must be a str"
+        )
+    return content or ""
 
 
 def _chat_kwargs(engine: Any, decision: Any) -> dict[str, Any]:

@@ -92,6 +92,7 @@ from llama_index_ragtune.grounding import (
 from llama_index_ragtune.query_engine.answering import aanswer, answer
 from llama_index_ragtune.query_engine.engine_checks import (
     check_llm,
+    check_llm_type,
     check_query_type,
     check_system_prompt,
     is_local,
@@ -180,6 +181,7 @@ class CitationQueryEngine(EngineSettings, BaseQueryEngine):
         self._llm = llm
         self._node_postprocessors = list(node_postprocessors or [])
         if llm is not None:
+            check_llm_type(llm, streaming)
             check_llm(llm, refusal_policy, uncited)
         callback_manager = callback_manager or Settings.callback_manager
         self._node_postprocessors = [
@@ -376,6 +378,13 @@ class CitationQueryEngine(EngineSettings, BaseQueryEngine):
         # an engine built without an LLM answers with Settings.llm as it is at query time
         # (set or changed after the engine was built): the constructor's checks run on it now
         # (uncited='cite' on an LLM without citation_probabilities was served "unchecked")
+        # an LLM that cannot chat (a name, an embedding model) fails here, before retrieval;
+        # an unset Settings.llm is not resolved here (a query retrieving nothing needs none)
+        given = self._llm if self._llm is not None else getattr(Settings, "_llm", None)
+        if given is not None:
+            check_llm_type(
+                given, self.streaming, "llm" if self._llm is not None else "Settings.llm"
+            )
         if self._llm is None and (self.uncited == "cite" or self.refusal_policy is not None):
             check_llm(self.llm, self.refusal_policy, self.uncited)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from llama_index.core.schema import QueryBundle
 
-__all__ = ["check_llm", "check_query_type", "check_system_prompt", "is_local"]
+__all__ = ["check_llm", "check_llm_type", "check_query_type", "check_system_prompt", "is_local"]
 
 
 def check_system_prompt(template: str, refusal: str) -> None:
@@ -34,6 +34,27 @@ def is_local(llm: Any) -> bool:
     return hasattr(llm, "conversation_refusal_probabilities") and hasattr(
         llm, "active_refusal_policy"
     )
+
+
+def check_llm_type(llm: Any, streaming: bool, where: str = "llm") -> None:
+    """A ``TypeError`` for an answering LLM that cannot chat (a model name as a string, an
+    embedding model, ``5``): it was an ``AttributeError`` ('str' object has no attribute
+    'chat') after retrieval, at each query.
+
+    Example::
+
+        check_llm_type(MockLLM(), streaming=False)       # None
+        check_llm_type("gpt-4o", streaming=False)        # TypeError naming it
+    """
+    needed = ("chat", "stream_chat") if streaming else ("chat",)
+    missing = [name for name in needed if not callable(getattr(llm, name, None))]
+    if missing:
+        raise TypeError(
+            f"CitationQueryEngine: {where} must be a LlamaIndex LLM (with "
+            f"{' and '.join(needed)}), got {type(llm).__name__} {str(llm)[:60]!r} (no "
+            f"{', '.join(missing)}); pass an LLM object such as LocalChatLLM(...) or "
+            "OpenAI(model=...), not its name"
+        )
 
 
 def check_llm(llm: Any, refusal_policy: Any, uncited: str) -> None:

@@ -9,7 +9,8 @@ and ``uncited`` holds), ``uncited``
 (an answer that is neither cited nor a refusal), ``invalid_citations``, ``raw_answer`` (the
 LLM text before cleaning), ``source_node_ids`` (the numbered sources in
 order), ``no_sources`` (nothing was retrieved, or not one source fit the context window),
-``finished``, and:
+``finished`` (True once the answer is whole, or its stream broke), ``error`` (None,
+or the error that broke a streamed answer mid-way: ``"RuntimeError: ..."``), and:
 
 - ``refusal_decision``: why the answer was (or was not) refused -- the signal
   (``decoder``, ``answerability``, ``combined``), its value, the threshold,
@@ -91,6 +92,7 @@ def base_metadata(
         "truncated": False,
         "cut_claim": None,
         "finished": False,
+        "error": None,
     }
     if fit is not None:
         metadata.update(

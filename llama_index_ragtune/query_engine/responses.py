@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -109,7 +110,8 @@ def stream_response(
             yield rest
         streamed.close()
 
-    return StreamingResponse(gen(), source_nodes=nodes, metadata=streamed.metadata)
+    tokens = _FailingLoudly(gen(), streamed)
+    return StreamingResponse(tokens, source_nodes=nodes, metadata=streamed.metadata)
 
 
 def astream_response(
@@ -133,7 +135,8 @@ def astream_response(
             yield rest
         streamed.close()
 
-    return AsyncStreamingResponse(gen(), source_nodes=nodes, metadata=streamed.metadata)
+    tokens = _AsyncFailingLoudly(gen(), streamed)
+    return _AsyncStream(tokens, source_nodes=nodes, metadata=streamed.metadata)
 
 
 class _StreamedAnswer:
@@ -166,6 +169,13 @@ class _StreamedAnswer:
         """The new text of ``chunk``: its ``delta``; for an LLM whose chunks carry none
         (``delta=None``), what its ``message.content`` adds to the answer so far, or that
         content whole when it does not extend it (an LLM sending each piece as content)."""
+        if not (hasattr(chunk, "delta") or hasattr(chunk, "message")):
+            # a bare string or dict read as nothing: the answer was silently empty
+            raise TypeError(
+                f"CitationQueryEngine(streaming=True): {self.llm_name}.stream_chat yielded a "
+                f"{type(chunk).__name__} ({str(chunk)[:40]!r}); a LlamaIndex LLM's stream "
+                "yields ChatResponse chunks (text in .delta)"
+            )
         delta = getattr(chunk, "delta", None)
         message = getattr(chunk, "message", None)
         content = getattr(message, "content", None)
@@ -187,6 +197,18 @@ class _StreamedAnswer:
     def flush(self) -> str:
         return self.stream.finish()
 
+    def fail(self, exc: BaseException) -> None:
+        """The stream broke (the LLM raised mid-answer, or the read was cancelled): the
+        metadata says so -- ``finished`` (nothing more will come), ``error`` naming it,
+        ``raw_answer`` the text received so far -- so no one waits on it or takes the
+        part received for the whole answer."""
+        self.metadata.update(
+            finished=True,
+            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            raw_answer=self.content,
+            finish_reason=self.finish,
+        )
+
     def close(self) -> None:
         fill_metadata(
             self.metadata,
@@ -196,6 +218,91 @@ class _StreamedAnswer:
             decision=self.decision,
             finish=self.finish,
         )
+
+
+_STOPPED = (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt, SystemExit)
+
+
+def _again(error: BaseException) -> BaseException:
+    """What a stream that broke with ``error`` raises when it is read again: the LLM's own
+    error; for a cancelled or closed read, a ``RuntimeError`` saying so (re-raising the
+    cancellation would cancel the new reader)."""
+    if isinstance(error, _STOPPED):
+        return RuntimeError(
+            f"CitationQueryEngine(streaming=True): this answer's stream was stopped "
+            f"({type(error).__name__}) before its end and cannot be read again; query again"
+        )
+    return error
+
+
+class _FailingLoudly:
+    """The answer's token iterator: an error the LLM raises mid-stream reaches the reader,
+    marks the response's metadata ``finished`` with its ``error``, and is raised again on
+    every later read (a second ``get_response()`` was an empty answer)."""
+
+    def __init__(self, tokens: Iterator[str], streamed: _StreamedAnswer) -> None:
+        self._tokens, self._streamed = tokens, streamed
+        self._error: BaseException | None = None
+
+    def __iter__(self) -> _FailingLoudly:
+        return self
+
+    def __next__(self) -> str:
+        if self._error is not None:
+            raise _again(self._error)
+        try:
+            return next(self._tokens)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self._error = exc
+            self._streamed.fail(exc)
+            raise
+
+    def close(self) -> None:
+        """Stop reading: the LLM's stream is closed (a local LLM stops decoding)."""
+        self._tokens.close()  # type: ignore[attr-defined]
+
+
+class _AsyncFailingLoudly:
+    """Async twin of :class:`_FailingLoudly` (a cancelled read too marks the metadata)."""
+
+    def __init__(self, tokens: AsyncIterator[str], streamed: _StreamedAnswer) -> None:
+        self._tokens, self._streamed = tokens, streamed
+        self._error: BaseException | None = None
+
+    def __aiter__(self) -> _AsyncFailingLoudly:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._error is not None:
+            raise _again(self._error)
+        try:
+            return await self._tokens.__anext__()
+        except StopAsyncIteration:
+            raise
+        except BaseException as exc:
+            self._error = exc
+            self._streamed.fail(exc)
+            raise
+
+    async def aclose(self) -> None:
+        """Stop reading: the LLM's stream is closed."""
+        await self._tokens.aclose()  # type: ignore[attr-defined]
+
+
+class _AsyncStream(AsyncStreamingResponse):
+    """An ``AsyncStreamingResponse`` whose failed stream is not later served as a whole
+    answer: core keeps the text read before the error as ``response_txt`` and returned
+    that half answer from the next ``get_response()``; here it raises again."""
+
+    async def _yield_response(self) -> AsyncIterator[str]:  # type: ignore[override]
+        try:
+            async for text in super()._yield_response():
+                yield text
+        except BaseException:
+            self.response_txt = None  # the next read meets the stream's error again
+            raise
 
 
 async def _one(text: str) -> AsyncIterator[str]:
