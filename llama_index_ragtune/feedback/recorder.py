@@ -24,8 +24,9 @@ event loop.
 
 A query that fails (the engine, its retriever or its LLM raises, also in the
 middle of a stream) is not recorded: the exception reaches the caller
-unchanged and a stream's ``feedback_id`` turns ``None``; there is no answer
-to rate, and errors belong in logs and tracing. The returned response is a
+unchanged and a stream's ``feedback_id`` turns ``None`` (what the engine
+marked meanwhile, e.g. ``CitationQueryEngine``'s ``finished`` and ``error``, is
+copied over); there is no answer to rate, and errors belong in logs and tracing. The returned response is a
 shallow copy of the engine's with its own ``metadata`` dict, so an engine that
 hands the same object to several callers (a cache) never mixes up their ids.
 
@@ -258,12 +259,7 @@ class FeedbackQueryEngine(BaseQueryEngine):
         record_id: str,
         complete: bool,
     ) -> None:
-        # The engine may fill its own metadata dict when its stream ends
-        # (CitationQueryEngine's citations): bring that into the caller's copy.
-        if isinstance(inner_metadata, Mapping):
-            response.metadata.update(
-                (k, v) for k, v in inner_metadata.items() if k != "feedback_id"
-            )
+        _copy_inner_metadata(response, inner_metadata)
         extra: dict[str, Any] = {"first_token_ms": first}
         if complete:
             response.response_txt = "".join(parts)
@@ -294,6 +290,7 @@ class FeedbackQueryEngine(BaseQueryEngine):
             )
             raise
         except BaseException:  # the engine failed mid-answer: nothing to rate
+            _copy_inner_metadata(response, inner_metadata)  # its finished / error marks
             response.metadata["feedback_id"] = None
             raise
         self._end_stream(query, response, inner_metadata, parts, first, started, record_id, True)
@@ -325,6 +322,7 @@ class FeedbackQueryEngine(BaseQueryEngine):
             await asyncio.to_thread(end, False)
             raise
         except BaseException:
+            _copy_inner_metadata(response, inner_metadata)
             response.metadata["feedback_id"] = None
             raise
         await asyncio.to_thread(end, True)
@@ -340,6 +338,14 @@ class FeedbackQueryEngine(BaseQueryEngine):
         started = time.perf_counter()
         response = await self._query_engine.aquery(query_bundle)
         return await asyncio.to_thread(self._finish, query_bundle.query_str, response, started)
+
+
+def _copy_inner_metadata(response: Any, inner_metadata: Any) -> None:
+    """Bring what the engine wrote into its own metadata dict while its stream ran
+    (``CitationQueryEngine``'s citations when it ends; ``finished`` / ``error`` /
+    ``raw_answer`` when it breaks) into the caller's copy, keeping our ``feedback_id``."""
+    if isinstance(inner_metadata, Mapping):
+        response.metadata.update((k, v) for k, v in inner_metadata.items() if k != "feedback_id")
 
 
 def _question(question: Any) -> QueryBundle:

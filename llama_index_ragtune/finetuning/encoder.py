@@ -353,7 +353,8 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         return self.result
 
     def get_finetuned_model(self, **kwargs: Any) -> BaseEmbedding:
-        """The model that won (``final/``) as a LlamaIndex ``HuggingFaceEmbedding`` (``kwargs`` go to it).
+        """The model that won (``final/``) as a LlamaIndex ``HuggingFaceEmbedding`` (``kwargs`` go to it)
+        that warns once when it cuts a text to ``max_seq_length``.
 
         Ready for ``Settings.embed_model = ...`` or ``HybridRetriever.from_defaults(embed_model=...)``.
         When the tuned model lost on validation this is the starting model (see
@@ -371,7 +372,7 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
             raise RuntimeError(f"no fine-tuned model at {path}; call finetune() first")
         check_weights(path)
         try:
-            from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+            from llama_index_ragtune.embeddings.hf_embedding import WarnedHuggingFaceEmbedding
         except ImportError as err:
             raise ImportError(
                 "get_finetuned_model() needs llama-index-embeddings-huggingface: "
@@ -379,7 +380,7 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
             ) from err
         kwargs.setdefault("query_instruction", self.query_prompt)
         kwargs.setdefault("text_instruction", self.passage_prompt)
-        return load_model(HuggingFaceEmbedding, model_name=str(path), **kwargs)
+        return load_model(WarnedHuggingFaceEmbedding, model_name=str(path), **kwargs)
 
 
 def _stopwords_of(evaluator: Any) -> dict[str, Any]:

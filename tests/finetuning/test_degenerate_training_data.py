@@ -301,3 +301,20 @@ def test_validation_without_any_candidate_fails_before_training(
     with pytest.raises(DataError, match=r"none of the 4 validation queries .*'q12'"):
         engine.finetune()
     assert engine.trainer is None
+
+
+def test_the_served_encoder_warns_once_when_it_cuts_a_text(diverged_encoder, caplog):
+    # was a plain HuggingFaceEmbedding: texts over max_seq_length were cut without a word
+    engine, _ = diverged_encoder
+    served = engine.get_finetuned_model()
+    assert served.class_name() == "HuggingFaceEmbedding"  # same cache identity as before
+    limit = int(served._model.max_seq_length)
+    caplog.set_level(logging.WARNING)
+    served.get_text_embedding("volcano")
+    assert not [r for r in caplog.records if "longer than the encoder" in r.getMessage()]
+    served.get_text_embedding_batch(["volcano " * (4 * limit)] * 2)
+    served.get_text_embedding("volcano " * (4 * limit))
+    (message,) = [
+        r.getMessage() for r in caplog.records if "longer than the encoder" in r.getMessage()
+    ]
+    assert f"max_seq_length {limit}" in message and "dropped" in message
