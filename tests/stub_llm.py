@@ -63,3 +63,36 @@ class StubChatLLM(CustomLLM):
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
         text = self.completion(prompt)
         yield CompletionResponse(text=text, delta=text)
+
+
+class DiesMidStream(StubChatLLM):
+    """Streams ``answer`` and fails (a reset backend connection) after ``good`` chunks,
+    sync and async; ``chat`` answers whole."""
+
+    answer: str = "Paris is the capital of France [1]."
+    good: int = 3
+
+    def reply(self, messages: Sequence[ChatMessage]) -> str:
+        return self.answer
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
+        chunks = super().stream_chat(messages)
+
+        def gen():
+            for i, chunk in enumerate(chunks):
+                if i == self.good:
+                    raise ConnectionError("backend connection reset")
+                yield chunk
+
+        return gen()
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
+        chunks = list(super().stream_chat(messages))
+
+        async def gen():
+            for i, chunk in enumerate(chunks):
+                if i == self.good:
+                    raise ConnectionError("backend connection reset")
+                yield chunk
+
+        return gen()

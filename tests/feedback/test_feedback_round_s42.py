@@ -15,39 +15,9 @@ from llama_index_ragtune.feedback import FeedbackQueryEngine, FeedbackStore
 from llama_index_ragtune.query_engine import CitationQueryEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stub_llm import StubChatLLM  # noqa: E402
+from stub_llm import DiesMidStream  # noqa: E402
 
 ANSWER = "Perishables can be returned within 48 hours with the receipt [1]."
-
-
-class DiesMidStream(StubChatLLM):
-    """A real LlamaIndex CustomLLM whose backend fails after three chunks."""
-
-    def reply(self, messages):
-        return ANSWER
-
-    def stream_chat(self, messages, **kwargs):
-        chunks = super().stream_chat(messages)
-
-        def gen():
-            for i, chunk in enumerate(chunks):
-                if i == 3:
-                    raise ConnectionError("backend connection reset")
-                yield chunk
-
-        return gen()
-
-    async def astream_chat(self, messages, **kwargs):
-        chunks = list(super().stream_chat(messages))
-
-        async def gen():
-            for i, chunk in enumerate(chunks):
-                if i == 3:
-                    raise ConnectionError("backend connection reset")
-                await asyncio.sleep(0)
-                yield chunk
-
-        return gen()
 
 
 def _wrapped(tmp_path, llm):
@@ -58,7 +28,7 @@ def _wrapped(tmp_path, llm):
 
 
 def test_a_stream_breaking_mid_answer_marks_the_callers_copy_finished_with_the_error(tmp_path):
-    engine, store = _wrapped(tmp_path, DiesMidStream())
+    engine, store = _wrapped(tmp_path, DiesMidStream(answer=ANSWER))
     response = engine.query("apple return policy?")
     with pytest.raises(ConnectionError, match="connection reset"):
         for _ in response.response_gen:
@@ -72,7 +42,7 @@ def test_a_stream_breaking_mid_answer_marks_the_callers_copy_finished_with_the_e
 
 
 def test_an_async_stream_breaking_mid_answer_marks_the_callers_copy_alike(tmp_path):
-    engine, store = _wrapped(tmp_path, DiesMidStream())
+    engine, store = _wrapped(tmp_path, DiesMidStream(answer=ANSWER))
 
     async def main():
         response = await engine.aquery("apple return policy?")

@@ -21,41 +21,9 @@ from llama_index_ragtune.llms import LocalChatLLM
 from llama_index_ragtune.query_engine import CitationQueryEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stub_llm import StubChatLLM  # noqa: E402
+from stub_llm import DiesMidStream, StubChatLLM  # noqa: E402
 
 ANSWER = "Paris is the capital of France [1]. It lies on the Seine [1]."
-
-
-class DiesMidStream(StubChatLLM):
-    """A real LlamaIndex CustomLLM whose backend fails after ``good`` chunks."""
-
-    good: int = 3
-
-    def reply(self, messages):
-        return ANSWER
-
-    def stream_chat(self, messages, **kwargs):
-        chunks = super().stream_chat(messages)
-
-        def gen():
-            for i, chunk in enumerate(chunks):
-                if i == self.good:
-                    raise ConnectionError("backend connection reset")
-                yield chunk
-
-        return gen()
-
-    async def astream_chat(self, messages, **kwargs):
-        chunks = list(super().stream_chat(messages))
-
-        async def gen():
-            for i, chunk in enumerate(chunks):
-                if i == self.good:
-                    raise ConnectionError("backend connection reset")
-                await asyncio.sleep(0)
-                yield chunk
-
-        return gen()
 
 
 class SlowStream(StubChatLLM):
@@ -85,7 +53,7 @@ def _engine(llm, streaming=True):
 
 
 def test_stream_error_reaches_reader_and_marks_the_response_finished_with_the_error():
-    response = _engine(DiesMidStream()).query("Capital of France?")
+    response = _engine(DiesMidStream(answer=ANSWER)).query("Capital of France?")
     read = []
     with pytest.raises(ConnectionError, match="connection reset"):
         for text in response.response_gen:
@@ -115,7 +83,7 @@ def test_good_streams_report_no_error():
 
 def test_async_stream_error_is_raised_again_not_served_as_a_half_answer():
     async def main():
-        response = await _engine(DiesMidStream()).aquery("Capital of France?")
+        response = await _engine(DiesMidStream(answer=ANSWER)).aquery("Capital of France?")
         with pytest.raises(ConnectionError):
             await response.get_response()
         assert response.metadata["finished"] is True
