@@ -50,6 +50,7 @@ from llama_index_ragtune.commands.process import (
     Terminated,
     current_folder_gone,
     discard_stdout,
+    package_warnings,
     progress_bars_for_logs,
     reserve_standard_descriptors,
     stdout_errors_named,
@@ -406,8 +407,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     # the handlers stay while an interrupt is reported: a second Ctrl-C then is held back
-    guards = (unencodable_output_escaped(), stdout_errors_named(), progress_bars_for_logs())
-    with termination_raises() as interruptions, guards[0], guards[1], guards[2]:
+    guards = (
+        unencodable_output_escaped(),
+        stdout_errors_named(),
+        progress_bars_for_logs(),
+        package_warnings(),
+    )
+    with termination_raises() as interruptions, guards[0], guards[1], guards[2], guards[3]:
         try:
             # a signal while the command is imported or its arguments checked is one line too
             args = _build_parser(argv).parse_args(argv)

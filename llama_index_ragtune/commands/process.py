@@ -1,10 +1,11 @@
-"""How a ``ragtune`` command meets its process: signals, stdout and the current folder.
+"""How a ``ragtune`` command meets its process: signals, stdout, stderr and the current folder.
 
 ``cli.main`` runs every command inside these guards: SIGTERM / SIGHUP stop it as Ctrl-C
 does (clean-up runs, one line, status 128 + the signal; a second signal during the
 clean-up is held back until it ends), a stdout that cannot encode a
 character escapes it, a reader of stdout that went away ends the command quietly (status
-141), and a deleted current folder is named before anything runs.
+141), a deleted current folder is named before anything runs, and the library's logged
+warnings show as ``warning: ...`` lines when the program configured no logging.
 
 Example::
 
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import logging
 import os
 import select
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -296,3 +299,38 @@ def progress_bars_for_logs() -> Any:
         yield
     finally:
         os.environ.pop(PROGRESS_INTERVAL_ENV, None)
+
+
+class _WarningLines(logging.Formatter):
+    """``warning: <message>`` (``error: ...``), as the commands' own warning lines read."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
+@contextlib.contextmanager
+def package_warnings() -> Iterator[None]:
+    """Show the library's warnings (``llama_index_ragtune`` loggers) on stderr as
+    ``warning: ...`` lines while a command runs, each once, when the program configured no
+    logging: without a handler Python's fallback printed them bare, unlike the command's
+    own lines. A program that set up logging keeps its own handlers and format.
+
+    ``cli.main`` runs every command inside it.
+
+    Example::
+
+        with package_warnings():
+            TuningPipeline(docs, out, resume=True).run()   # "warning: ... redoing index ..."
+    """
+    package = logging.getLogger("llama_index_ragtune")
+    if package.hasHandlers():  # logging configured (basicConfig, a server's, pytest's)
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_WarningLines("%(message)s"))
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)

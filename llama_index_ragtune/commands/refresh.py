@@ -130,26 +130,23 @@ def run(args: argparse.Namespace) -> int:
             f"argument --time-budget: must be > 0 minutes and at most {MAX_MINUTES}, got "
             f"{args.time_budget}"
         )
-    from llama_index_ragtune.commands.tune import package_warnings
-
     try:
-        with package_warnings():
-            result = refresh_bundle(
-                args.bundle,
-                args.feedback,
-                args.out,
-                docs=args.docs,
-                metadata=args.metadata,
-                device=args.device,
-                time_budget=args.time_budget,
-                reranker=True if args.with_reranker else None,
-                decoder=args.with_decoder,
-                keys=tuple(k.strip() for k in args.keys.split(",") if k.strip()),
-                eval_fraction=args.eval_fraction,
-                include_earlier=not args.no_earlier_data,
-                margin=args.margin,
-                echo=lambda line: print(line, flush=True),
-            )
+        result = refresh_bundle(
+            args.bundle,
+            args.feedback,
+            args.out,
+            docs=args.docs,
+            metadata=args.metadata,
+            device=args.device,
+            time_budget=args.time_budget,
+            reranker=True if args.with_reranker else None,
+            decoder=args.with_decoder,
+            keys=tuple(k.strip() for k in args.keys.split(",") if k.strip()),
+            eval_fraction=args.eval_fraction,
+            include_earlier=not args.no_earlier_data,
+            margin=args.margin,
+            echo=lambda line: print(line, flush=True),
+        )
     except (BundleError, PipelineStateError, FeedbackStoreError, RefreshError) as exc:
         raise UsageError(str(exc)) from None
     print()

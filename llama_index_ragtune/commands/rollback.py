@@ -52,11 +52,8 @@ def run(args: argparse.Namespace) -> int:
             f"folder {version.parent.parent} (or its bundles folder {version.parent}), and "
             f"--to {version.name} to serve this version"
         )
-    from llama_index_ragtune.commands.tune import package_warnings
-
     try:
-        with package_warnings():
-            before, served = switch_version(args.bundle, to=args.to)
+        before, served = switch_version(args.bundle, to=args.to)
     except BundleError as exc:
         raise UsageError(str(exc)) from None
     versions = ", ".join(bundle_versions(args.bundle))

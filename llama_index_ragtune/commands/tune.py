@@ -18,11 +18,8 @@ Example::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import math
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 from llama_index_ragtune.commands.options import (
@@ -211,39 +208,6 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
     return config
 
 
-class _WarningLines(logging.Formatter):
-    """``warning: <message>`` (``error: ...``), as the commands' own warning lines read."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {super().format(record)}"
-
-
-@contextlib.contextmanager
-def package_warnings() -> Iterator[None]:
-    """Show the library's warnings (``llama_index_ragtune`` loggers) on stderr as
-    ``warning: ...`` lines while a command runs, each once, when the program configured no
-    logging: without a handler Python's fallback printed them bare, unlike the command's
-    own lines. A program that set up logging keeps its own handlers and format.
-
-    Example::
-
-        with package_warnings():
-            TuningPipeline(docs, out, resume=True).run()   # "warning: ... redoing index ..."
-    """
-    package = logging.getLogger("llama_index_ragtune")
-    if package.hasHandlers():  # logging configured (basicConfig, a server's, pytest's)
-        yield
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(_WarningLines("%(message)s"))
-    package.addHandler(handler)
-    try:
-        yield
-    finally:
-        package.removeHandler(handler)
-
-
 def run_pipeline(pipeline: Any) -> Any:
     """Run ``pipeline``; its user errors become one-line CLI errors (``UsageError``)."""
     from llama_index_ragtune.commands.options import UsageError
@@ -251,8 +215,7 @@ def run_pipeline(pipeline: Any) -> Any:
     from llama_index_ragtune.pipeline.state import PipelineStateError
 
     try:
-        with package_warnings():
-            return pipeline.run()
+        return pipeline.run()
     except (BundleError, PipelineStateError) as exc:
         raise UsageError(str(exc)) from exc
 
