@@ -16,7 +16,8 @@ that, covered slots stay empty, and when even that is too large the spans are
 ignored (each cell takes one column): a hostile ``colspan="1000"`` cannot turn
 a small page into megabytes of node text.
 
-Text directly inside ``<table>``/``<tr>`` (outside any cell) is kept as a
+A cell's backslashes, character references and pipes are escaped, so Markdown reads it back
+as written. Text directly inside ``<table>``/``<tr>`` (outside any cell) is kept as a
 paragraph before the table, where browsers show it; the caption likewise.
 
 Example::
@@ -36,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llama_index_ragtune.node_parser.html_text import _bs4, flat_text, html_integer
+from llama_index_ragtune.node_parser.markdown_escape import escape_inline_syntax
 
 MAX_COLSPAN = 1000  # the HTML standard's own clamp
 _HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
@@ -121,7 +123,9 @@ def _span(value, limit: int, zero_means_rest: bool) -> int:
 
 
 def _cell_text(children) -> str:
-    return flat_text(children).replace("|", "\\|")
+    """A cell's text as Markdown reads it back: its backslashes and references escaped
+    (:func:`.markdown_escape.escape_inline_syntax`), then its pipes (GFM's ``\\|``)."""
+    return escape_inline_syntax(flat_text(children)).replace("|", "\\|")
 
 
 class _Stray:

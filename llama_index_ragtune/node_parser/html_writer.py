@@ -6,9 +6,10 @@ as ``## Title`` lines, lists as ``-`` / ``1.`` items (nesting kept by indentatio
 definition lists as ``Term`` / ``: definition`` lines, quotes as ``>`` lines, ``pre`` as
 fenced code and tables through :mod:`.html_tables`. Lists, definition lists and quotes
 nested more than :data:`MAX_NESTING` deep are written at that depth. Text that would
-read as Markdown block syntax at a line start (``<p># x</p>``, ``<li>1. x</li>``) is
-escaped, so it stays text (:mod:`.markdown_escape`). Moved from :mod:`.html_blocks`,
-which still exports :data:`MAX_NESTING`.
+read as Markdown block syntax at a line start (``<p># x</p>``, ``<li>1. x</li>``), and the
+page's own backslashes and character references (``\\*``, ``&amp;copy;``), are escaped,
+so the text reads back as written (:mod:`.markdown_escape`). Moved from
+:mod:`.html_blocks`, which still exports :data:`MAX_NESTING`.
 
 Example::
 
@@ -36,8 +37,9 @@ from llama_index_ragtune.node_parser.html_text import (
 )
 from llama_index_ragtune.node_parser.markdown import container_fences
 from llama_index_ragtune.node_parser.markdown_escape import (
-    escape_block_syntax,
     escape_closing_hashes,
+    escape_inline_syntax,
+    escape_markdown_text,
 )
 from llama_index_ragtune.node_parser.structure import Block
 
@@ -46,7 +48,9 @@ MAX_NESTING = 4
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
 _LIST_TAGS = frozenset({"ul", "ol", "menu", "dir"})
 _BLOCK_KIND = {"list": "list", "dl": "definition_list", "quote": "blockquote"}
-_PERMALINK_MARK = re.compile("\\s*[\u00b6\u00a7\U0001f517]+$")  # Sphinx/MkDocs "¶" anchors
+#: Sphinx/MkDocs "¶" anchors ending a heading (stripped, not searched for with a regular
+#: expression: a title of thousands of "¶" made one quadratic, 20,000 took 3 s).
+_PERMALINK_MARKS = "\u00b6\u00a7\U0001f517"
 _LANGUAGE = re.compile(r"^(?:language|lang|highlight)-([\w+#.-]+)$")
 _BACKTICKS = re.compile("`+")
 
@@ -120,7 +124,7 @@ class _Writer:
             if ctx.kind == "heading":
                 self._heading(ctx, text)
             elif text:
-                self.emit([escape_block_syntax(text)])
+                self.emit([escape_markdown_text(text)])
         if self.stack:
             self.stack[-1].content |= ctx.content
         elif ctx.top:
@@ -168,15 +172,15 @@ class _Writer:
 
     def flush(self) -> None:
         if self.buffer:
-            text = escape_block_syntax(normalize("".join(self.buffer)))
+            text = escape_markdown_text(normalize("".join(self.buffer)))
             self.buffer.clear()
             if text:
                 self.add("paragraph", text)
 
     def _heading(self, ctx: _Context, title: str) -> None:
-        title = _PERMALINK_MARK.sub("", visible_title(title)).strip()
+        title = visible_title(title).rstrip(_PERMALINK_MARKS).strip()
         if title:
-            line = f"{'#' * ctx.level} {escape_closing_hashes(title)}"
+            line = f"{'#' * ctx.level} {escape_closing_hashes(escape_inline_syntax(title))}"
             self.add("heading", line, level=ctx.level, title=title)
 
     def _close_block(self, ctx: _Context) -> None:
@@ -312,7 +316,7 @@ class _Writer:
         if rendered is None:  # a layout table: its cells are ordinary block content
             return True
         for paragraph in rendered.before:
-            self.add("paragraph", escape_block_syntax(paragraph))
+            self.add("paragraph", escape_markdown_text(paragraph))
         if rendered.text:
             self.add("table", rendered.text, units=rendered.units, head=rendered.head)
         return False

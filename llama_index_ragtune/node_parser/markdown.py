@@ -72,6 +72,11 @@ _COMMENTS_ONLY = re.compile(r"\s*(?:<!--.*?-->\s*)+", re.S)
 _LINE_END = re.compile(r"\r\n|\r|\n")
 #: A list marker in the prefix of a line inside a container (written as spaces when repeated).
 _LIST_MARKER = re.compile(r"[-+*]|\d{1,9}[.)]")
+#: Only this many characters of a heading are parsed for its title (``section_path``), which
+#: ends with "…" then: markdown-it's inline parser, run only for this metadata, slows down
+#: more than linearly on long runs of emphasis marks or brackets (400 KB took seconds). The
+#: node text keeps the whole heading; metadata is clipped far shorter anyway.
+MAX_TITLE_SOURCE = 8192
 
 
 _CELL_TOKENS = frozenset({"th_open", "th_close", "td_open", "td_close", "inline"})
@@ -126,6 +131,23 @@ def _plain_inline(source: str, env: dict | None = None) -> str:
         elif child.type in ("softbreak", "hardbreak"):
             parts.append(" ")
     return visible_title("".join(parts))
+
+
+def heading_title(source: str, env: dict | None = None) -> str:
+    """The title of a heading whose inline Markdown is ``source``: its visible text without a
+    trailing attribute list (``{#id}``); of a heading over :data:`MAX_TITLE_SOURCE`
+    characters only that much is read (cut at a space near it), with "…" after. Linear.
+
+    Example::
+
+        heading_title("Refunds *for* [opened boxes](/r) {#refunds}")  # 'Refunds for opened boxes'
+    """
+    source = without_attributes(source)
+    if len(source) <= MAX_TITLE_SOURCE:
+        return _plain_inline(source, env)
+    cut = source.rfind(" ", MAX_TITLE_SOURCE // 2, MAX_TITLE_SOURCE + 1)
+    title = _plain_inline(source[: cut if cut > 0 else MAX_TITLE_SOURCE], env)
+    return f"{title}\u2026" if title else ""
 
 
 class _Lines:
@@ -220,7 +242,7 @@ def markdown_blocks(text: str) -> list[Block]:
         body = text[start:end]
         kind = token.type
         if kind == "heading_open":
-            title = _plain_inline(without_attributes(tokens[i + 1].content), env)
+            title = heading_title(tokens[i + 1].content, env)
             if title:
                 blocks.append(Block("heading", body, start, level=int(token.tag[1]), title=title))
             elif visible_title(body.replace("#", "")):  # no title, but text: an image tag, say

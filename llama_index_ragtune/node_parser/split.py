@@ -72,9 +72,10 @@ MAX_REPEATED_SHARE = 3
 
 _BLANK_LINE = re.compile(r"(?:\r\n?|\n)[ \t>]*(?:\r\n?|\n)")  # any line ends (CR too)
 # A sentence ends at ". ! ? …" (plus closing quotes/brackets) before whitespace, or at a
-# CJK full stop "。！？", which takes no space after it.
+# CJK full stop "。！？", which takes no space after it. A match starts only where a run of
+# marks starts: tried inside a run as well, each of 20,000 dots re-read the rest (6.8 s).
 _SENTENCE_END = re.compile(
-    r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)"
+    r"(?<![.!?\u2026])[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)"
     r"|[\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]\u300d\u300f\uff09]*"
 )
 _WORD = re.compile(r"\S+")
