@@ -207,14 +207,15 @@ def test_a_refresh_into_the_out_of_a_refresh_in_progress_is_refused(tuned_run, t
     out, signals = tmp_path / "refresh", tmp_path / "signals"
     signals.mkdir()
     (out / "work").mkdir(parents=True)
-    (out / "work" / "state.json").write_text('{"format": "ragtune-pipeline-state"}')
+    state = '{"format": "ragtune-pipeline-state", "refresh": true}'  # a refresh's work folder
+    (out / "work" / "state.json").write_text(state)
     holder = FORK.Process(target=_hold_work_folder, args=(out / "work", signals))
     holder.start()
     try:
         wait_for(signals / "held", holder)
         with pytest.raises(PipelineStateError, match="another run in progress"):
             refresh_bundle(shop, tmp_path / "feedback.db", out)
-        assert (out / "work" / "state.json").read_text() == '{"format": "ragtune-pipeline-state"}'
+        assert (out / "work" / "state.json").read_text() == state
         assert current_version(shop) == "v1"
     finally:
         (signals / "go").touch()
