@@ -13,6 +13,7 @@ Example::
     ragtune tune --docs docs/ --queries q.jsonl --out runs/shop --resume     # after a crash
     ragtune tune --docs zh_help/ --queries q.jsonl --out runs/zh --bm25-analyzer unicode
     ragtune tune --docs de_hilfe/ --queries q.jsonl --out runs/de --bm25-language german
+    ragtune tune --docs shop/ --queries q.jsonl --out runs/shop --bm25-stopwords the,a,pcs
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from llama_index_ragtune.commands.options import (
     CommaList,
     bm25_language,
     bm25_language_value,
+    bm25_stopwords,
+    bm25_stopwords_value,
     bounded,
     check_device_option,
     existing_dir,
@@ -167,6 +170,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "of your documents: english (default), german, french, spanish, ... or 'none' (no "
         "stemming); its stopwords follow it (German ones for german)",
     )
+    parser.add_argument(
+        "--bm25-stopwords",
+        type=bm25_stopwords,
+        metavar="LIST",
+        help="words the BM25 side of the index (and so the served bundle) and the "
+        "hard-negative miner drop: 'language' (default: the --bm25-language's list), 'none', "
+        "a list code (en, de, fr, es, ...) or your words separated by commas ('the,a,an'; "
+        "one word: 'sku,')",
+    )
     add_pipeline_options(parser)
 
 
@@ -196,6 +208,9 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
     language = getattr(args, "bm25_language", None)
     if language is not None:
         changes["bm25_language"] = bm25_language_value(language)
+    stopwords = getattr(args, "bm25_stopwords", None)
+    if stopwords is not None:  # checked when the command line was read
+        changes["bm25_stopwords"] = bm25_stopwords_value(stopwords)
     limit = getattr(args, "time_limit", None)
     if limit is not None:
         changes["time_limit_minutes"] = None if limit == "none" else limit

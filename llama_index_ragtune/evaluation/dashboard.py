@@ -21,12 +21,13 @@ Example::
 
 from __future__ import annotations
 
-import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_index_ragtune._atomic import atomic_path
+from llama_index_ragtune._atomic import _parent_lock, atomic_path
+from llama_index_ragtune._atomic_disk import _make_parent
 from llama_index_ragtune.evaluation.chart_text import escape_text
 from llama_index_ragtune.evaluation.dashboard_markdown import (  # noqa: F401 - importable here
     markdown_page,
@@ -53,7 +54,9 @@ from llama_index_ragtune.evaluation.results import (
     SystemResult,
     checked_results,
 )
-from llama_index_ragtune.evaluation.svg_charts import (
+from llama_index_ragtune.evaluation.svg_charts import (  # noqa: F401 - caps importable here
+    MAX_CHART_METRICS,
+    MAX_SHOWN_STEPS,
     PALETTE,
     Series,
     calibration_diagram,
@@ -64,6 +67,7 @@ from llama_index_ragtune.evaluation.svg_charts import (
     metric_bars,
     metric_direction,
     percentile,
+    shown_steps,
     timing_bars,
     tint,
 )
@@ -266,11 +270,6 @@ MAX_SHOWN_METRICS = 200
 """Metric rows a section's table shows (in order of first appearance); the rest are named
 by count in a note and stay in ``report.md`` and the JSON. 10,000 metrics of 40 systems
 made a 107 MB page (``report.md``: 5 MB)."""
-MAX_CHART_METRICS = 30
-"""Metric groups a section's 0-1 bar chart draws: the first ones the table shows."""
-MAX_SHOWN_STEPS = 60
-"""Pipeline steps the timings chart draws one bar each: the longest, in run order; the
-others share one bar (100,000 steps drew a chart 2.6 million pixels tall, 32 MB)."""
 MAX_SHOWN_DECISIONS = 200
 """Champion / challenger rows the page's table shows; the others are in ``report.md``."""
 MAX_SHOWN_SPLITS = 20
@@ -312,28 +311,6 @@ def shown_systems(systems: list[SystemResult]) -> tuple[list[SystemResult], str]
     return shown, note
 
 
-def shown_steps(timings: dict[str, float]) -> dict[str, float]:
-    """The steps the timings chart draws: all of them up to ``MAX_SHOWN_STEPS``, else the
-    longest ones in run order and one bar for the others (so the total stays right).
-
-    Example::
-
-        shown_steps({f"step {i}": float(i) for i in range(1000)})   # 59 steps + "940 other steps"
-    """
-    if len(timings) <= MAX_SHOWN_STEPS:
-        return timings
-    longest = sorted(timings, key=timings.__getitem__, reverse=True)[: MAX_SHOWN_STEPS - 1]
-    kept = set(longest)
-    shown = {step: seconds for step, seconds in timings.items() if step in kept}
-    others = len(timings) - len(shown)
-    label = f"{others:,} other steps"
-    while label in shown:  # a step of that very name
-        label += " (together)"
-    rest = sum(seconds for step, seconds in timings.items() if step not in kept)
-    shown[label] = min(rest, sys.float_info.max)  # a bar of finite width, even past floats
-    return shown
-
-
 def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]) -> str:
     systems: list[SystemResult] = getattr(results, section)
     if not systems:
@@ -351,7 +328,7 @@ def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]
     all_keys = metric_keys(systems)
     table_keys = all_keys[:MAX_SHOWN_METRICS]
     shown = set(table_keys)
-    keys = [k for k in keys if k in shown][:MAX_CHART_METRICS]
+    keys = [k for k in keys if k in shown][:MAX_CHART_METRICS]  # metric_bars' cap, named here
     on_chart = set(keys)
     table_only = [k for k in table_keys if k not in on_chart]
     if table_only:
@@ -483,7 +460,7 @@ def _page(results: EvaluationResults, source: str | None) -> str:
     if results.timings:
         body.append(
             '<section id="timings"><h2>Timings</h2><figure class="card">'
-            + timing_bars(shown_steps(results.timings), "Wall time per pipeline step")
+            + timing_bars(results.timings, "Wall time per pipeline step")
             + "</figure></section>"
         )
     origin = f" from {_e(source)}" if source else ""
@@ -507,7 +484,9 @@ def write_report(
     """Validate ``results``, then write ``report.html`` and ``report.md`` into ``out_dir``.
 
     The folder is created; both files are written to temporary siblings, then renamed
-    into place, so a crash or a failed write leaves the old report or the new one. Invalid
+    into place, so a crash or a failed write leaves the old report or the new one.
+    Concurrent writers of one folder (threads or processes) take turns: the folder ends
+    with one run's ``report.html`` and ``report.md``, never a mix. Invalid
     results raise ``EvaluationFileError`` naming the field before anything is written.
 
     Example::
@@ -526,7 +505,19 @@ def write_report(
     # both written before either is renamed into place: a failure writing either one (a
     # full disk, a folder in the way) leaves both old files, not a new page beside an old
     # summary (was: report.html replaced, then "nothing was written" for report.md)
-    with atomic_path(paths.html) as html_tmp, atomic_path(paths.markdown) as md_tmp:
+    _make_parent(paths.html)  # the folder must exist to be locked
+    # one writer of a folder at a time (threads, and processes through ``flock`` on the
+    # folder itself: no lock file is added to it), so two concurrent reports leave one run's
+    # pair, never one's page beside the other's summary (was: 20 of 60 racing rounds mixed)
+    with (
+        _WRITING,
+        _parent_lock(out),
+        atomic_path(paths.html) as html_tmp,
+        atomic_path(paths.markdown) as md_tmp,
+    ):
         html_tmp.write_bytes(html_text.encode("utf-8"))
         md_tmp.write_bytes(md_text.encode("utf-8"))
     return paths
+
+
+_WRITING = threading.Lock()  # serialises this process's writers where ``flock`` is missing

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
@@ -37,6 +38,11 @@ from llama_index_ragtune.evaluation.chart_text import (
 )
 
 __all__ = [
+    "MAX_CALIBRATION_BINS",
+    "MAX_CHART_METRICS",
+    "MAX_CHART_SERIES",
+    "MAX_LATENCY_DOTS",
+    "MAX_SHOWN_STEPS",
     "PALETTE",
     "Series",
     "calibration_diagram",
@@ -49,6 +55,7 @@ __all__ = [
     "metric_direction",
     "metric_bars",
     "percentile",
+    "shown_steps",
     "timing_bars",
     "tint",
 ]
@@ -58,6 +65,20 @@ PALETTE = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#db2777", "#0891b2", "#c
 WIDTH = 1000
 LABEL_W = 250  # left column for metric / system names
 MAX_AXIS_MS = 1e12  # about 32 years: the latency axis never goes further
+# What one chart draws at most (called directly or from the report page, which never
+# passes more): the rest is named in a note under the chart, so a huge input stays a small
+# SVG instead of one mark per item (50,000 timing steps were 50,000 bars).
+MAX_CHART_METRICS = 30
+"""Metric groups :func:`metric_bars` draws: the first ones (a note counts the rest)."""
+MAX_CHART_SERIES = 80
+"""Systems :func:`metric_bars` and :func:`latency_boxes` draw: the first ones (the report
+page passes at most its 40 best systems and the baselines they are compared with)."""
+MAX_SHOWN_STEPS = 60
+"""Bars :func:`timing_bars` draws: the longest steps, in run order, and one for the others."""
+MAX_LATENCY_DOTS = 2000
+"""Most per-query dots :func:`latency_boxes` draws per system (``max_dots`` above it is refused)."""
+MAX_CALIBRATION_BINS = 100
+"""Most probability bins :func:`calibration_diagram` draws (more is refused)."""
 HIGHER_IS_BETTER = (
     "ndcg", "recall", "mrr", "map", "hit", "precision", "f1", "accuracy", "exact_match",
     "auc", "answer_score", "citation_valid",
@@ -206,6 +227,20 @@ def _svg(width: float, height: float, title: str, body: list[str], css: str = ""
     )
 
 
+def _left_out(count: int, cap: int, what: str) -> str:
+    """A note part naming how many of ``count`` items a chart leaves out ("" when none)."""
+    return "" if count <= cap else f"first {cap} of {count:,} {what} drawn"
+
+
+def _with_note(title: str, body: list[str], height: float, notes: list[str]) -> tuple[str, float]:
+    """Add the left-out notes under the chart (and to its title); return the title and height."""
+    text = "; ".join(n for n in notes if n)
+    if not text:
+        return title, height
+    body.append(f'<text class="note" x="8" y="{height + 6:.1f}">{_e(text)}</text>')
+    return f"{title} ({text})", height + 18
+
+
 def _legend(series: Sequence[Series], y: float, x0: float = LABEL_W) -> tuple[list[str], float]:
     """Legend swatches wrapped over lines from (x0, y); returns the marks and the next free y."""
     out, x = [], x0
@@ -236,8 +271,15 @@ def metric_bars(
     difference to it, green when better and red when worse (grey when the metric's
     direction is not known, e.g. ``refusal_rate``). Missing / null values read "n/a".
     """
+    notes = [
+        _left_out(len(metrics), MAX_CHART_METRICS, "metrics"),
+        _left_out(len(series), MAX_CHART_SERIES, "systems"),
+    ]
+    metrics, series = list(metrics)[:MAX_CHART_METRICS], list(series)[:MAX_CHART_SERIES]
     if references is None:
         references = [None] + [0] * (len(series) - 1)
+    # a reference to a system not drawn compares with nothing
+    references = [r if r is None or r < len(series) else None for r in references]
     bar_h, gap, group_gap = 16, 3, 16
     plot_x = _label_column(metrics)
     plot_w = WIDTH - plot_x - 130
@@ -287,6 +329,7 @@ def metric_bars(
                 css = {1: "good", -1: "bad"}.get(sign, "muted")
                 label += f' <tspan class="delta {css}">{fixed(delta, sign=True)}</tspan>'
             body.append(f'<text x="{plot_x + w + 6:.1f}" y="{by + 12:.1f}">{label}</text>')
+    title, height = _with_note(title, body, height, notes)
     return _svg(WIDTH, height, title, body, "bars")
 
 
@@ -335,9 +378,20 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
 
     Box: 25th-75th percentile; whiskers: min-max; thick line: p50; diamond: p95; dots:
     the individual queries (at most ``max_dots`` per system, evenly spaced in rank).
-    A log axis is used when the slowest query is over 30x the fastest.
+    A log axis is used when the slowest query is over 30x the fastest. At most
+    :data:`MAX_CHART_SERIES` systems are drawn (a note counts the rest); ``max_dots`` is
+    1 to :data:`MAX_LATENCY_DOTS`.
     """
+    if not isinstance(max_dots, int) or isinstance(max_dots, bool):
+        raise TypeError(f"latency_boxes: max_dots must be an int, not {type(max_dots).__name__}")
+    if not 1 <= max_dots <= MAX_LATENCY_DOTS:
+        raise ValueError(
+            f"latency_boxes: max_dots={max_dots} is outside 1..{MAX_LATENCY_DOTS} (dots per "
+            "system; the default 400 is what the report draws)"
+        )
     rows = [s for s in series if s.values]
+    notes = [_left_out(len(rows), MAX_CHART_SERIES, "systems")]
+    rows = rows[:MAX_CHART_SERIES]
     for s in rows:  # a NaN drew x="nan"; a negative time is a clock error
         _check_no_nan(s.values, f"latency_boxes: series {s.label!r}", low=0.0)
     row_h = 60
@@ -415,6 +469,7 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
         f'<text class="note" x="{WIDTH - 24}" y="{12}" text-anchor="end">box: p25–p75 · '
         "bar: p50 · ◆ p95 · whiskers: min–max · dots: queries</text>"
     )
+    title, height = _with_note(title, body, height, notes)
     return _svg(WIDTH, height, title, body, "latency")
 
 
@@ -434,6 +489,12 @@ def calibration_diagram(
     predicted probabilities, each bin labelled with its question count.
     """
     color = check_color(color, "calibration_diagram")
+    bins = list(bins)
+    if len(bins) > MAX_CALIBRATION_BINS:
+        raise ValueError(
+            f"calibration_diagram: {len(bins):,} bins; at most {MAX_CALIBRATION_BINS} can be "
+            "drawn: pass reliability_bins(n) with a smaller n (the report uses 10)"
+        )
     tint(color, 0.6)  # a colour name: the error now, not halfway through the chart
     left, top, strip = 56, 28, 54
     plot = size
@@ -523,8 +584,13 @@ def calibration_diagram(
 
 
 def timing_bars(timings: Mapping[str, float], title: str, color: str = PALETTE[7]) -> str:
-    """Horizontal bars of each pipeline step's wall time, in run order, with the total."""
+    """Horizontal bars of each pipeline step's wall time, in run order, with the total.
+
+    More than :data:`MAX_SHOWN_STEPS` steps: the longest ones and one bar for the others
+    (:func:`shown_steps`), so the total stays right.
+    """
     color = check_color(color, "timing_bars")
+    timings = shown_steps(timings)
     bar_h, gap = 18, 8
     for step, seconds in timings.items():  # a NaN drew width="nan"
         _check_no_nan([seconds], f"timing_bars: step {step!r}", low=0.0)
@@ -550,3 +616,25 @@ def timing_bars(timings: Mapping[str, float], title: str, color: str = PALETTE[7
         )
     height = 26 + len(timings) * (bar_h + gap) + 4
     return _svg(WIDTH, height, title, body, "timings")
+
+
+def shown_steps(timings: Mapping[str, float]) -> Mapping[str, float]:
+    """The steps :func:`timing_bars` draws: all of them up to ``MAX_SHOWN_STEPS``, else the
+    longest ones in run order and one bar for the others (so the total stays right).
+
+    Example::
+
+        shown_steps({f"step {i}": float(i) for i in range(1000)})   # 59 steps + "940 other steps"
+    """
+    if len(timings) <= MAX_SHOWN_STEPS:
+        return timings
+    longest = sorted(timings, key=timings.__getitem__, reverse=True)[: MAX_SHOWN_STEPS - 1]
+    kept = set(longest)
+    shown = {step: seconds for step, seconds in timings.items() if step in kept}
+    others = len(timings) - len(shown)
+    label = f"{others:,} other steps"
+    while label in shown:  # a step of that very name
+        label += " (together)"
+    rest = sum(seconds for step, seconds in timings.items() if step not in kept)
+    shown[label] = min(rest, sys.float_info.max)  # a bar of finite width, even past floats
+    return shown

@@ -75,3 +75,69 @@ def check_training_args(owner: str, args: Any, label: str = "args") -> None:
     norm = getattr(args, "max_grad_norm", None)
     if norm is not None and not (_number(norm) and not math.isnan(norm) and norm >= 0):
         fail("max_grad_norm", "a number >= 0 (0: no clipping)", "1.0")
+
+
+_NO_WARMUP_SCHEDULES = {"constant", "reduce_lr_on_plateau"}  # these never warm up
+
+
+def warmup_covers_training(args: Any, total_steps: int, label: str = "args") -> str | None:
+    """The warning text when the warm-up of ``args`` (a ``TrainingArguments``) lasts all of
+    ``total_steps`` optimizer steps, else None: the learning rate then climbs the whole run
+    and never reaches ``learning_rate`` (``warmup_steps=1e308`` trained at a rate of about 0,
+    silently).
+
+    Example::
+
+        warmup_covers_training(TrainingArguments("out", warmup_steps=500), total_steps=120)
+        # "args.warmup_steps=500 covers all 120 training steps: ..."
+    """
+    schedule = getattr(args, "lr_scheduler_type", "linear")
+    schedule = str(getattr(schedule, "value", schedule))
+    value = getattr(args, "warmup_steps", 0) or 0
+    if schedule in _NO_WARMUP_SCHEDULES or not _number(value) or not math.isfinite(value):
+        return None
+    if not (_whole(total_steps) and total_steps >= 1) or value <= 0:
+        return None
+    warmup = int(value) if value >= 1 else math.ceil(total_steps * value)  # as transformers
+    if warmup < total_steps:
+        return None
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    steps = f"{total_steps} training step" + ("s" if total_steps != 1 else "")
+    fix = (
+        "warmup_steps=0 (--warmup 0): the run is too short to warm up"
+        if value < 1
+        else "a warm-up shorter than the run: warmup_steps=0.1 (--warmup 0.1, a tenth of it) "
+        "or 0 for none"
+    )
+    return (
+        f"{label}.warmup_steps={shown} covers all {steps}: the learning rate climbs the whole "
+        f"run and never reaches its peak (learning_rate={getattr(args, 'learning_rate', '?')}), "
+        f"so the model barely changes; pass {fix}"
+    )
+
+
+def warmup_check_callback(owner: str, label: str = "args") -> Any:
+    """A ``transformers.TrainerCallback`` that logs :func:`warmup_covers_training`'s warning
+    once, when training starts (the step count is known only then). Every engine adds it
+    (sentence-transformers and cross-encoder trainers, TRL's SFT / DPO trainers).
+
+    Example::
+
+        trainer = SentenceTransformerTrainer(..., callbacks=[warmup_check_callback("Encoder")])
+    """
+    import logging
+
+    from transformers import TrainerCallback
+
+    log = logging.getLogger("llama_index_ragtune.finetuning.base")
+
+    class WarmupCheck(TrainerCallback):
+        warned = False
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            message = warmup_covers_training(args, getattr(state, "max_steps", 0), label)
+            if message and not self.warned:
+                self.warned = True
+                log.warning("%s: %s", owner, message)
+
+    return WarmupCheck()

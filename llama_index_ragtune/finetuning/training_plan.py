@@ -44,11 +44,13 @@ class TrainingPlanMixin:
         return self.train_deadline
 
     def _budget_callbacks(self, budget: Any) -> tuple[list[Any], Any]:
-        """The user's callbacks plus a ``TimeBudgetCallback`` when ``budget.minutes`` or a
-        training deadline is set."""
+        """The user's callbacks, the warm-up check, and a ``TimeBudgetCallback`` when
+        ``budget.minutes`` or a training deadline is set."""
         from llama_index_ragtune.finetuning.budget import TimeBudgetCallback
+        from llama_index_ragtune.finetuning.training_args_check import warmup_check_callback
 
-        callbacks = list(self.callbacks)
+        # a warm-up as long as the run trains at a rate near 0: said once, when it starts
+        callbacks = [*self.callbacks, warmup_check_callback(type(self).__name__)]
         timer = None
         minutes = None if budget is None else budget.minutes
         deadline = self._training_deadline()

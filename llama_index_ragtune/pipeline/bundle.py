@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llama_index_ragtune.pipeline.bundle_bm25 import check_served_bm25
 from llama_index_ragtune.pipeline.bundle_files import (  # noqa: F401 - importable here too
     WEIGHT_SUFFIXES,
     _umask,
@@ -146,6 +147,10 @@ def load_bundle(
         verify: check every file's SHA-256 (sizes and presence are always checked).
         llm_kwargs: passed to ``LocalChatLLM`` (e.g. ``max_new_tokens=128``); not with ``llm=``.
 
+    The served hybrid's BM25 reads text as the run's BM25 settings say (its analyzer,
+    stemmer language and stopwords: ``PipelineConfig.bm25_*``, recorded in the manifest's
+    ``config`` and in ``index/``); a bundle whose index and manifest disagree is refused.
+
     Raises ``BundleError`` naming the file (and field) for a missing, incomplete or edited
     bundle or an empty ``path``, ``TypeError`` for a ``path``, ``llm``, ``refusal_policy``,
     ``verify`` or ``device`` of another type, or for ``llm_kwargs`` given with ``llm=``
@@ -219,6 +224,8 @@ def load_bundle(
             embed_model=embed_model,
             similarity_top_k=candidates if reranker_entry else top_k,
         )
+    # the served BM25 reads text as the manifest's settings say (a refresh tunes on them)
+    check_served_bm25(folder, manifest, retriever)
     postprocessors = []
     if reranker_entry:
         from llama_index_ragtune.postprocessor import CrossEncoderRerank

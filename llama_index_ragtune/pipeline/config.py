@@ -51,7 +51,12 @@ from typing import Any
 from llama_index_ragtune.evaluation.refusal_calibration import check_max_over_refusal
 from llama_index_ragtune.finetuning.budget import MAX_MINUTES, TrainingBudget
 from llama_index_ragtune.finetuning.training_args_check import check_training_args
-from llama_index_ragtune.retrievers.bm25_index import ANALYZERS, BM25Text, check_bm25_language
+from llama_index_ragtune.retrievers.bm25_index import (
+    ANALYZERS,
+    LANGUAGE_STOPWORDS,
+    BM25Text,
+    check_bm25_language,
+)
 
 STEPS = (
     "parse",
@@ -71,6 +76,7 @@ SETTING_STEPS = {
     "encoder_model": "parse",  # also the parsers' tokenizer
     "bm25_analyzer": "index",
     "bm25_language": "index",
+    "bm25_stopwords": "index",
     "similarity_top_k": "index",
     "test_fraction": "data",
     "dev_fraction": "data",
@@ -107,11 +113,37 @@ SETTING_STEPS = {
 redoes that step and every later one (:func:`first_changed_step`)."""
 RUN_CONTROL_SETTINGS = ("time_limit_minutes", "device", "show_progress")
 """Settings that shape no step's result: a resumed run may change them and keep every step."""
+MAX_EVAL_POINTS = 10_000
+"""Most validation passes ``eval_points`` may ask for during one part's training."""
+MAX_TOP_K = 10_000
+"""Largest ``similarity_top_k`` / ``rerank_candidates``: nodes retrieved per query."""
+MAX_COUNT = 2**31 - 1
+"""Largest cap on a count (questions, nodes, characters): a C ``int``, more than any corpus."""
+INTEGER_LIMITS: dict[str, tuple[int, str]] = {
+    "similarity_top_k": (MAX_TOP_K, "nodes retrieved per query; FAISS and the score arrays "
+                         "allocate one slot per node asked for"),
+    "rerank_candidates": (MAX_TOP_K, "nodes the reranker scores per query"),
+    "max_sources": (MAX_TOP_K, "sources in one prompt, at most the retrieved nodes"),
+    "negatives_per_source": (1_000, "hard negatives mined per training pair"),
+    "synthetic_questions_per_node": (1_000, "questions generated per node"),
+    "refusal_cv_repeats": (1_000, "cross-validation repeats; each refits the refusal policy"),
+    "max_new_tokens": (1_048_576, "tokens generated per answer; more than any model's context"),
+    "max_val_queries": (MAX_COUNT, "a cap on validation queries"),
+    "max_test_questions": (MAX_COUNT, "a cap on test questions"),
+    "max_dev_questions": (MAX_COUNT, "a cap on dev questions"),
+    "max_synthetic_nodes": (MAX_COUNT, "a cap on nodes given synthetic questions"),
+    "max_source_chars": (MAX_COUNT, "a cap on characters per source"),
+}  # fmt: skip
+"""Upper bounds of whole-number settings, with what each counts (named in the error)."""
 BUDGET_SHARES = {"encoder": 0.3, "reranker": 0.3, "decoder": 0.4}
 """How ``from_time_budget`` splits a total number of training minutes between the parts."""
-_FINGERPRINT_DEFAULTS_LEFT_OUT = {"bm25_analyzer": "plain", "bm25_language": "english"}
+_FINGERPRINT_DEFAULTS_LEFT_OUT = {
+    "bm25_analyzer": "plain",
+    "bm25_language": "english",
+    "bm25_stopwords": LANGUAGE_STOPWORDS,
+}
 """Settings added after runs were recorded, with the default those runs used."""
-_RECORDED_ONLY_WHEN_SET = {"bm25_language": "english"}
+_RECORDED_ONLY_WHEN_SET = {"bm25_language": "english", "bm25_stopwords": LANGUAGE_STOPWORDS}
 # what the engines' arguments hold where an ``*_args`` override gives nothing (to check the
 # values the user did give with :func:`check_training_args`)
 _PLAIN_ARGS = {"learning_rate": 2e-5, "num_train_epochs": 1, "max_steps": -1}
@@ -148,6 +180,10 @@ def first_changed_step(before: dict[str, Any], now: dict[str, Any]) -> tuple[str
         first_changed_step({"seed": 0, "show_progress": True}, {"seed": 1, "show_progress": False})
         # ('data', ['seed'])
     """
+    # a setting recorded only when set reads as its default where absent: a run resumed
+    # with bm25_language=None (or bm25_stopwords=None) after the default changed it
+    before = {**_RECORDED_ONLY_WHEN_SET, **before}
+    now = {**_RECORDED_ONLY_WHEN_SET, **now}
     changed = sorted(
         name
         for name in {*before, *now}
@@ -247,6 +283,13 @@ class PipelineConfig:
             (German ones for German, none for a language without a list). ``"english"``
             (default); ``None``: no stemming and no stopwords. One of
             :func:`~llama_index_ragtune.retrievers.bm25_index.stemmer_languages`.
+        bm25_stopwords: the words every BM25 of the run drops (same places as
+            ``bm25_analyzer``; the bundle's BM25 folder records them, so the served
+            retriever drops them too): ``"language"`` (default: ``bm25_language``'s list),
+            ``None`` (none), a bm25s list code (``"en"``, ``"de"``, ``"fr"``, ...) or your
+            words, as a list (``["sku", "pcs"]``) or comma-separated (``"sku,pcs"``),
+            stored lower-cased as a list. The values of ``--bm25-stopwords``
+            (:func:`~llama_index_ragtune.commands.options.bm25_stopwords_value`).
 
     Answering and evaluation:
         similarity_top_k: retrieved nodes (and the cut-off of the retrieval metrics).
@@ -306,6 +349,7 @@ class PipelineConfig:
     max_synthetic_nodes: int | None = None
     bm25_analyzer: str = "plain"
     bm25_language: str | None = "english"
+    bm25_stopwords: str | list[str] | None = LANGUAGE_STOPWORDS
     similarity_top_k: int = 10
     rerank_candidates: int = 30
     max_sources: int = 3
@@ -363,6 +407,7 @@ class PipelineConfig:
                 raise ValueError(
                     f"PipelineConfig.{name} must be None or a whole number >= 1, got {value!r}"
                 )
+        self._check_upper_bounds()
         check_max_over_refusal(self.max_over_refusal, "PipelineConfig")
         if self.bm25_analyzer not in ANALYZERS:
             raise ValueError(
@@ -371,6 +416,7 @@ class PipelineConfig:
                 "accents or product codes; 'plain' for English)"
             )
         check_bm25_language(self.bm25_language, "PipelineConfig.bm25_language")
+        self._check_stopwords()
         if self.time_limit_minutes is not None:
             check_minutes(self.time_limit_minutes, "PipelineConfig.time_limit_minutes")
         for part in TUNED_PARTS:
@@ -399,6 +445,22 @@ class PipelineConfig:
         unknown = [p for p in self.force_promotion if p not in TUNED_PARTS]
         if unknown:
             raise ValueError(f"force_promotion names unknown parts {unknown}; use {TUNED_PARTS}")
+
+    def _check_upper_bounds(self) -> None:
+        """``ValueError`` naming the field for a whole-number setting past what a run can
+        use (``similarity_top_k=10**30`` was accepted, then broke FAISS, whose ``k`` is a C
+        int, or allocated arrays of that size; ``refusal_cv_repeats=10**12`` asked for 10**12 refits)."""
+        if isinstance(self.eval_points, int) and self.eval_points > MAX_EVAL_POINTS:
+            raise ValueError(
+                f"PipelineConfig.eval_points must be at most {MAX_EVAL_POINTS:,} (each is a "
+                f"validation run during training), got {self.eval_points!r}"
+            )
+        for name, (top, why) in INTEGER_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, int) and value > top:
+                raise ValueError(
+                    f"PipelineConfig.{name} must be at most {top:,} ({why}), got {value!r}"
+                )
 
     def _plain_numbers(self) -> None:
         """NumPy (or other ``numbers``) integers and reals as Python ``int`` / ``float``: a
@@ -432,6 +494,10 @@ class PipelineConfig:
             "group_key": ((str, type(None)), "a metadata key or None"),
             "bm25_analyzer": ((str,), f"the name of a BM25 analyzer ({', '.join(ANALYZERS)})"),
             "bm25_language": ((str, type(None)), "a stemmer language name or None"),
+            "bm25_stopwords": (
+                (str, list, tuple, type(None)),
+                f"{LANGUAGE_STOPWORDS!r}, None, a stopword list code or a list of words",
+            ),
             "time_limit_minutes": ((int, float, type(None)), "a number of minutes or None"),
             "device": ((str, type(None)), "a torch device name ('cpu', 'cuda:0') or None"),
         }
@@ -453,6 +519,18 @@ class PipelineConfig:
             # a NaN epoch count or a learning rate of 0 fails here, not after the data step
             given = SimpleNamespace(**{**_PLAIN_ARGS, **getattr(self, name)})
             check_training_args("PipelineConfig", given, label=name)
+
+    def _check_stopwords(self) -> None:
+        """``bm25_stopwords`` as :func:`~llama_index_ragtune.commands.options.bm25_stopwords_value`
+        reads it (``"the,A"`` and ``("the", "a")`` as ``["the", "a"]``), else a ``ValueError``
+        naming the setting."""
+        from llama_index_ragtune.commands.options import bm25_stopwords_value
+
+        try:
+            value = bm25_stopwords_value(self.bm25_stopwords)
+        except ValueError as exc:
+            raise ValueError(f"PipelineConfig.bm25_stopwords: {exc}") from None
+        object.__setattr__(self, "bm25_stopwords", value)
 
     # ------------------------------------------------------------------ presets
 
@@ -531,7 +609,7 @@ class PipelineConfig:
 
             PipelineConfig(bm25_language="german").bm25_text().tokenizer_kwargs()["stopwords"]  # 'de'
         """
-        return BM25Text(self.bm25_analyzer, self.bm25_language)
+        return BM25Text(self.bm25_analyzer, self.bm25_language, self.bm25_stopwords)
 
     def bm25_kwargs(self) -> dict[str, Any]:
         """The BM25 settings of every BM25 the run builds (``HybridRetriever``'s ``bm25_kwargs``).
@@ -541,22 +619,29 @@ class PipelineConfig:
             PipelineConfig(bm25_analyzer="unicode").bm25_kwargs()   # {'analyzer': 'unicode'}
             PipelineConfig(bm25_language="german").bm25_kwargs()
             # {'analyzer': 'plain', 'language': 'german'}: German stopwords follow
+            PipelineConfig(bm25_stopwords=["SKU"]).bm25_kwargs()
+            # {'analyzer': 'plain', 'stopwords': ['sku']}
         """
         return self.bm25_text().retriever_kwargs()
 
     def bm25_options(self) -> dict[str, Any]:
-        """The ``bm25_analyzer`` / ``bm25_language`` arguments of the engines, the miner and
-        the evaluator, so each tuning step measures with the served BM25.
+        """The ``bm25_analyzer`` / ``bm25_language`` (and ``bm25_stopwords`` when not the
+        language's list) arguments of the engines, the miner and the evaluator, so each
+        tuning step measures with the served BM25.
 
         Example::
 
             PipelineConfig(bm25_language="french").bm25_options()
             # {'bm25_analyzer': 'plain', 'bm25_language': 'french'}
+            PipelineConfig(bm25_stopwords=None).bm25_options()["bm25_stopwords"]   # None
         """
-        return self.bm25_text().options()
+        from llama_index_ragtune.finetuning.hybrid_eval import bm25_settings
+
+        return bm25_settings(self.bm25_text())
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready settings (budgets as dicts; ``bm25_language`` only when not English)."""
+        """Plain JSON-ready settings (budgets as dicts; ``bm25_language`` only when not English,
+        ``bm25_stopwords`` only when not the language's list)."""
         data = asdict(self)
         for part in TUNED_PARTS:
             budget = getattr(self, f"{part}_budget")

@@ -41,6 +41,7 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
     from llama_index_ragtune.finetuning.hybrid_eval import HybridRetrievalEvaluator
     from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
     from llama_index_ragtune.pipeline.training_data import retrieval_dataset
+    from llama_index_ragtune.retrievers.bm25_index import LANGUAGE_STOPWORDS
     from llama_index_ragtune.retrievers.defaults import fusion_preset
     from llama_index_ragtune.retrievers.fusion_sweep import choose_fusion, cross_validated_ndcg
 
@@ -84,7 +85,7 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
         decision, reason=decision.reason.replace("the tuned model", chosen_where)
     )
     params = choice.params if decision.promoted else fusion_preset(None)
-    return {
+    result = {
         "promoted": decision.promoted,
         "params": params,
         "chosen": choice.params,
@@ -96,3 +97,6 @@ def fusion(ctx: RunContext) -> dict[str, Any]:
         "queries": len(train),
         "decision": decision.to_dict(),
     }
+    if evaluator.bm25_stopwords != LANGUAGE_STOPWORDS:  # recorded when not the language's
+        result["bm25_stopwords"] = evaluator.bm25_stopwords
+    return result

@@ -102,8 +102,9 @@ def refresh_bundle(
             ``work/``) is refused (:func:`check_refresh_out`).
         docs / metadata: re-parse these documents (default: the bundle's own nodes).
         config: a ``PipelineConfig`` (default: the bundle's settings); the starting
-            models and the BM25 analyzer are always the bundle's (the challenger is
-            measured on the retriever the champion serves; tune anew to change it).
+            models and the BM25 settings (analyzer, language, stopwords) are always the
+            bundle's (the challenger is measured on the retriever the champion serves;
+            tune anew to change them).
         time_budget: minutes of training in all (split as ``from_time_budget`` does).
         reranker: retrain the reranker (default: when the bundle serves one).
         decoder: retrain the decoder too (grounded SFT from the bundle's decoder).

@@ -35,14 +35,7 @@ def _refresh_config(
                     saved[f"{part}_budget"] = TrainingBudget(**budget)
             config = PipelineConfig(**saved)
         except (TypeError, ValueError) as exc:  # a manifest edited by hand
-            from llama_index_ragtune.pipeline.bundle_names import MANIFEST, BundleError
-
-            raise BundleError(
-                f"{folder / MANIFEST}: its 'config' (the settings the refresh reuses) is not "
-                f"valid: {str(exc)[:300]}; the manifest was edited: pass config= (a "
-                "PipelineConfig) to refresh with other settings, or run the tuning pipeline "
-                "again to write a fresh bundle"
-            ) from None
+            raise _edited_config(folder, exc) from None
     models = manifest["models"]
 
     def start(part: str) -> str | None:
@@ -52,37 +45,64 @@ def _refresh_config(
         return entry.get("reference")
 
     reranker = models.get("reranker")
-    config = dataclasses.replace(
-        config,
-        **_bundle_bm25(manifest, config),
-        encoder_model=start("encoder"),
-        decoder_model=start("decoder"),
-        reranker_model=str(folder / reranker["path"]) if reranker else config.reranker_model,
-    )
+    try:  # the bundle's BM25 settings, checked as any config's (a hand-edited manifest)
+        config = dataclasses.replace(
+            config,
+            **_bundle_bm25(manifest, config),
+            encoder_model=start("encoder"),
+            decoder_model=start("decoder"),
+            reranker_model=str(folder / reranker["path"]) if reranker else config.reranker_model,
+        )
+    except (TypeError, ValueError) as exc:
+        raise _edited_config(folder, exc) from None
     if time_budget is not None:
         config = config.with_time_budget(time_budget)
     return config
 
 
-_BM25_SETTINGS = (("bm25_analyzer", "analyzer", "plain"), ("bm25_language", "language", "english"))
+def _edited_config(folder: Path, exc: Exception) -> Exception:
+    """The ``BundleError`` of a manifest whose recorded settings are not valid."""
+    from llama_index_ragtune.pipeline.bundle_names import MANIFEST, BundleError
+
+    return BundleError(
+        f"{folder / MANIFEST}: its 'config' (the settings the refresh reuses) is not "
+        f"valid: {str(exc)[:300]}; the manifest was edited: pass config= (a "
+        "PipelineConfig) to refresh with other settings, or run the tuning pipeline "
+        "again to write a fresh bundle"
+    )
+
+
+_BM25_SETTINGS = (
+    ("bm25_analyzer", "analyzer", "plain"),
+    ("bm25_language", "language", "english"),
+    ("bm25_stopwords", "stopwords", "language"),
+)
 """The BM25 settings a bundle records, the word for each, and what a bundle without it used."""
 
 
 def _bundle_bm25(manifest: dict[str, Any], config: Any) -> dict[str, Any]:
-    """The bundle's BM25 analyzer and language (a config asking for others is warned about:
-    a refresh retunes the models on the retriever the bundle serves)."""
+    """The bundle's BM25 analyzer, language and stopwords (a config asking for others is
+    warned about: a refresh retunes the models on the retriever the bundle serves)."""
+    from llama_index_ragtune.commands.options import bm25_stopwords_value
+    from llama_index_ragtune.pipeline.bundle_bm25 import shown_stopwords as _shown
+
     recorded = manifest.get("config") or {}
     kept = {}
     for name, word, default in _BM25_SETTINGS:
         kept[name] = recorded.get(name, default)
+        if name == "bm25_stopwords":  # as the config holds it ("the,a" -> ['the', 'a'])
+            try:
+                kept[name] = bm25_stopwords_value(kept[name])
+            except ValueError as exc:
+                raise ValueError(f"PipelineConfig.bm25_stopwords: {exc}") from None
         if getattr(config, name) != kept[name]:
             logger.warning(
                 "refresh: the bundle's BM25 %s %r is kept (the config asked for %r); "
                 "a refresh retunes the models on the retriever the bundle serves: tune anew "
                 "to change the %s",
                 word,
-                kept[name],
-                getattr(config, name),
+                _shown(kept[name]),
+                _shown(getattr(config, name)),
                 word,
             )
     return kept

@@ -92,10 +92,11 @@ def curated_confusers(
     per_query: int = 2,
     bm25_analyzer: str = "plain",
     bm25_language: str | None = "english",
+    bm25_stopwords: str | Sequence[str] | None = "language",
 ) -> dict[str, list[str]]:
     """``{query id: node ids}``: nodes of another ``keys`` value (another store, then another
     department) that share a positive's section title, then those BM25 (``bm25_analyzer``,
-    ``bm25_language``) ranks highest for the query among them. Queries whose positives span
+    ``bm25_language``, ``bm25_stopwords``) ranks highest for the query among them. Queries whose positives span
     every value of a key get none from it."""
     from llama_index_ragtune.data.negative_sources import BM25Scorer
     from llama_index_ragtune.retrievers.bm25_index import BM25Text
@@ -108,7 +109,7 @@ def curated_confusers(
     scorer = BM25Scorer(
         [dataset.corpus[d] for d in ids],
         show_progress=False,
-        **BM25Text(bm25_analyzer, bm25_language).tokenizer_kwargs(),
+        **BM25Text(bm25_analyzer, bm25_language, bm25_stopwords).tokenizer_kwargs(),
     )
     qids = list(dataset.queries)
     _, top_idx, _ = scorer.search(
@@ -166,14 +167,17 @@ def mine_negatives(
     show_progress: bool = True,
     bm25_analyzer: str = "plain",
     bm25_language: str | None = "english",
+    bm25_stopwords: str | Sequence[str] | None = "language",
 ) -> RetrievalDataset:
     """``dataset`` with hard negatives from BM25, ``encoder`` (the starting model) and curated
     confusers (see the module docstring); ``dataset.metadata["mining"]`` has the counts.
-    Both BM25s read text with ``bm25_analyzer`` and stem with ``bm25_language``, the served
-    retriever's."""
+    Both BM25s read text with ``bm25_analyzer``, stem with ``bm25_language`` and drop
+    ``bm25_stopwords`` (``"language"``: the language's list), the served retriever's."""
     from llama_index_ragtune.data.negatives import HardNegativeMiner
 
-    bm25 = {"bm25_analyzer": bm25_analyzer, "bm25_language": bm25_language}
+    bm25: dict[str, Any] = {"bm25_analyzer": bm25_analyzer, "bm25_language": bm25_language}
+    if bm25_stopwords != "language":  # the receivers' default: the call reads as before
+        bm25["bm25_stopwords"] = bm25_stopwords
     curated = curated_confusers(dataset, nodes, curated_keys, per_query=per_source, **bm25)
     miner = HardNegativeMiner(
         sources=("bm25", "dense", "curated") if curated else ("bm25", "dense"),

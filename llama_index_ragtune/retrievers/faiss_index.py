@@ -66,6 +66,13 @@ MIN_POINTS_PER_CENTROID = 39
 SMALL_TRAINING_WORK = 5e7
 
 
+#: Largest ``efSearch`` / ``efConstruction`` (FAISS allocates the candidate list per query:
+#: 2**31 - 1 took 16 GB and 28 s for one query; 1,000,000 takes about 15 MB).
+MAX_EF_SEARCH = 1_000_000
+#: Largest ``nprobe`` (a C ``int``; any value above ``nlist`` scans every list).
+MAX_NPROBE = 2**31 - 1
+
+
 class FaissIndexConfig(BaseModel):
     """Which FAISS index the dense side uses, and its build and search parameters.
 
@@ -88,11 +95,15 @@ class FaissIndexConfig(BaseModel):
         default=32, ge=2, le=256, description="HNSW: links per vector and layer (FAISS M)."
     )
     ef_construction: int = Field(
-        default=200, ge=1, description="HNSW: candidate list size while building (efConstruction)."
+        default=200,
+        ge=1,
+        le=MAX_EF_SEARCH,
+        description="HNSW: candidate list size while building (efConstruction).",
     )
     ef_search: int = Field(
         default=128,
         ge=1,
+        le=MAX_EF_SEARCH,
         description="HNSW: candidate list size per query (efSearch); higher = better recall, slower.",
     )
     nlist: int | None = Field(
@@ -101,7 +112,10 @@ class FaissIndexConfig(BaseModel):
         description="IVF: number of k-means lists (None: sqrt(N), at most N / 39).",
     )
     nprobe: int = Field(
-        default=32, ge=1, description="IVF: lists scanned per query (capped at nlist)."
+        default=32,
+        ge=1,
+        le=MAX_NPROBE,
+        description="IVF: lists scanned per query (capped at nlist).",
     )
     pq_m: int | None = Field(
         default=None,

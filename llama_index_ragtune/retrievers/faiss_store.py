@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import threading
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,12 @@ from llama_index.vector_stores.faiss import FaissVectorStore
 
 from llama_index_ragtune._atomic import atomic_write_text, sha256_file
 from llama_index_ragtune.retrievers.checks import check_filter_keys
-from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
+from llama_index_ragtune.retrievers.faiss_index import (
+    MAX_EF_SEARCH,
+    MAX_NPROBE,
+    FaissIndexConfig,
+    index_kind,
+)
 from llama_index_ragtune.retrievers.faiss_persist import (
     METADATA_SUFFIX,
     check_metadata_size,
@@ -308,34 +314,49 @@ class FilterableFaissVectorStore(FaissVectorStore):
         return index.search(vector, top_k, params=params)
 
     def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
-        """Change the query-time breadth of an approximate index (not while queries run).
+        """Change the query-time breadth of an approximate index.
 
-        ``ef_search``: HNSW candidate list size; ``nprobe``: IVF lists scanned (capped at
-        ``nlist``). A parameter the index does not have raises ``ValueError``.
+        ``ef_search``: HNSW candidate list size (1 to ``MAX_EF_SEARCH``); ``nprobe``: IVF
+        lists scanned (1 to ``MAX_NPROBE``, capped at ``nlist``). A parameter the index does
+        not have, or a value out of range, raises ``ValueError`` naming it; nothing changes.
+        The change waits for running searches and searches started meanwhile wait for it,
+        so each search runs wholly with the old settings or wholly with the new ones.
 
         Example::
 
             retriever.index.vector_store.set_search_params(ef_search=256)
         """
-        for name, value in (("ef_search", ef_search), ("nprobe", nprobe)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
+        checked = {}
+        for name, value, top in (
+            ("ef_search", ef_search, MAX_EF_SEARCH),
+            ("nprobe", nprobe, MAX_NPROBE),
+        ):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            if value > top:
+                raise ValueError(
+                    f"{name} must be at most {top:,}, got {value!r} (a larger search breadth "
+                    "allocates per query: ef_search=2**31-1 took 16 GB and 28 s for one query)"
+                )
+            checked[name] = int(value)
         index = self._faiss_index
-        if ef_search is not None:
-            if self._kind != "hnsw":
-                raise ValueError(
-                    f"ef_search applies to HNSW indexes; this store holds {type(index).__name__}"
-                )
-            index.hnsw.efSearch = ef_search
-        if nprobe is not None:
-            if self._kind not in ("ivf", "ivfpq"):
-                raise ValueError(
-                    f"nprobe applies to IVF indexes; this store holds {type(index).__name__}"
-                )
-            index.nprobe = min(nprobe, int(index.nlist))
-        with self._lock:
+        if "ef_search" in checked and self._kind != "hnsw":
+            raise ValueError(
+                f"ef_search applies to HNSW indexes; this store holds {type(index).__name__}"
+            )
+        if "nprobe" in checked and self._kind not in ("ivf", "ivfpq"):
+            raise ValueError(
+                f"nprobe applies to IVF indexes; this store holds {type(index).__name__}"
+            )
+        # a search reads these settings throughout: it runs with the old ones or the new ones
+        with self._searches.writing(), self._lock:
+            index = self._faiss_index  # a delete meanwhile may have swapped the index
+            if "ef_search" in checked:
+                index.hnsw.efSearch = checked["ef_search"]
+            if "nprobe" in checked:
+                index.nprobe = min(checked["nprobe"], int(index.nlist))
             self._selectors.clear()
 
     def index_config(self) -> FaissIndexConfig | None:
