@@ -291,9 +291,6 @@ def bm25_language_value(option: str | None) -> str | None:
     return None if option == "none" else option
 
 
-BM25_STOPWORD_CHOICES = "'language' (the --bm25-language's list, default), 'none', a list code"
-
-
 def bm25_stopwords(text: str) -> str:
     """``argparse`` type of ``--bm25-stopwords``: ``language`` (the stemmer language's list),
     ``none``, a bm25s list code (``en``, ``de``, ``fr``, ...) or comma-separated words
@@ -311,49 +308,16 @@ def bm25_stopwords(text: str) -> str:
 
 
 def bm25_stopwords_value(option: Any) -> str | list[str] | None:
-    """The ``bm25_stopwords`` setting of a ``--bm25-stopwords`` value: ``"language"``,
-    ``None`` (``"none"``), a bm25s list code, or a list of lower-cased words; a list (as a
-    run records it) is checked word by word. ``ValueError`` naming what is wrong.
+    """:func:`llama_index_ragtune.retrievers.bm25_index.bm25_stopwords_value`, imported when
+    called (building the command line needs no LlamaIndex import).
 
     Example::
 
-        bm25_stopwords_value("none"), bm25_stopwords_value("The,A")   # (None, ['the', 'a'])
+        bm25_stopwords_value("The,A")   # ['the', 'a']
     """
-    from llama_index_ragtune.retrievers.bm25_index import LANGUAGE_STOPWORDS
+    from llama_index_ragtune.retrievers.bm25_index import bm25_stopwords_value as setting
 
-    if option is None or option == "none":
-        return None
-    if isinstance(option, (list, tuple)):
-        words = list(option)
-    elif not isinstance(option, str):
-        raise ValueError(f"BM25 stopwords must be text or a list of words, got {option!r}")
-    elif "," not in option:
-        if option == LANGUAGE_STOPWORDS or _is_stopword_list_code(option):
-            return str(option)
-        raise ValueError(
-            f"unknown BM25 stopword list {option!r}: use {BM25_STOPWORD_CHOICES} (en, de, "
-            "fr, ...), or your words separated by commas (one word: 'sku,')"
-        )
-    else:
-        words = [w.strip() for w in option.split(",") if w.strip()]
-    if not words:
-        raise ValueError(f"no stopword in {option!r}: give words separated by commas")
-    bad = [w for w in words if not isinstance(w, str) or not w or any(c.isspace() for c in w)]
-    if bad:
-        raise ValueError(
-            f"BM25 stopwords {bad[:5]!r} can never match: a stopword is one word without "
-            "spaces (BM25 splits text into words before stopwords are dropped)"
-        )
-    return list(dict.fromkeys(w.lower() for w in words))
-
-
-def _is_stopword_list_code(text: str) -> bool:
-    from bm25s.tokenization import _infer_stopwords
-
-    try:
-        return bool(_infer_stopwords(text))
-    except ValueError:
-        return False
+    return setting(option)
 
 
 class OptionDefault(str):

@@ -37,8 +37,11 @@ def manifest_bm25_tokenizer(folder: Path, manifest: dict[str, Any]) -> Any:
         manifest_bm25_tokenizer(folder, {"config": {"bm25_stopwords": ["sku"]}}).stopwords_spec
         # ['sku']
     """
-    from llama_index_ragtune.commands.options import bm25_stopwords_value
-    from llama_index_ragtune.retrievers.bm25_index import BM25Text, BM25Tokenizer
+    from llama_index_ragtune.retrievers.bm25_index import (
+        BM25Text,
+        BM25Tokenizer,
+        bm25_stopwords_value,
+    )
 
     recorded = manifest.get("config")
     recorded = recorded if isinstance(recorded, dict) else {}

@@ -289,7 +289,7 @@ class PipelineConfig:
             ``None`` (none), a bm25s list code (``"en"``, ``"de"``, ``"fr"``, ...) or your
             words, as a list (``["sku", "pcs"]``) or comma-separated (``"sku,pcs"``),
             stored lower-cased as a list. The values of ``--bm25-stopwords``
-            (:func:`~llama_index_ragtune.commands.options.bm25_stopwords_value`).
+            (:func:`~llama_index_ragtune.retrievers.bm25_index.bm25_stopwords_value`).
 
     Answering and evaluation:
         similarity_top_k: retrieved nodes (and the cut-off of the retrieval metrics).
@@ -521,10 +521,10 @@ class PipelineConfig:
             check_training_args("PipelineConfig", given, label=name)
 
     def _check_stopwords(self) -> None:
-        """``bm25_stopwords`` as :func:`~llama_index_ragtune.commands.options.bm25_stopwords_value`
+        """``bm25_stopwords`` as :func:`~llama_index_ragtune.retrievers.bm25_index.bm25_stopwords_value`
         reads it (``"the,A"`` and ``("the", "a")`` as ``["the", "a"]``), else a ``ValueError``
         naming the setting."""
-        from llama_index_ragtune.commands.options import bm25_stopwords_value
+        from llama_index_ragtune.retrievers.bm25_index import bm25_stopwords_value
 
         try:
             value = bm25_stopwords_value(self.bm25_stopwords)

@@ -83,8 +83,8 @@ _BM25_SETTINGS = (
 def _bundle_bm25(manifest: dict[str, Any], config: Any) -> dict[str, Any]:
     """The bundle's BM25 analyzer, language and stopwords (a config asking for others is
     warned about: a refresh retunes the models on the retriever the bundle serves)."""
-    from llama_index_ragtune.commands.options import bm25_stopwords_value
     from llama_index_ragtune.pipeline.bundle_bm25 import shown_stopwords as _shown
+    from llama_index_ragtune.retrievers.bm25_index import bm25_stopwords_value
 
     recorded = manifest.get("config") or {}
     kept = {}

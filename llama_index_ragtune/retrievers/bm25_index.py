@@ -37,11 +37,13 @@ from llama_index_ragtune.retrievers.checks import clean_text
 __all__ = [
     "ANALYZERS",
     "BM25_METHODS",
+    "BM25_STOPWORD_CHOICES",
     "DEFAULT_TOKEN_PATTERN",
     "LANGUAGE_STOPWORDS",
     "BM25Index",
     "BM25Text",
     "BM25Tokenizer",
+    "bm25_stopwords_value",
     "check_bm25_language",
     "language_stopwords",
     "stemmer_languages",
@@ -127,6 +129,55 @@ def check_bm25_language(language: Any, what: str) -> str | None:
         f"{language!r}: the stemmer of your documents' language, e.g. 'german' for a German "
         "help centre"
     )
+
+
+BM25_STOPWORD_CHOICES = "'language' (the BM25 language's list, default), 'none', a list code"
+"""The stopword settings named in errors about them."""
+
+
+def bm25_stopwords_value(option: Any) -> str | list[str] | None:
+    """The ``bm25_stopwords`` setting of a value as a user gives it (``--bm25-stopwords``,
+    ``PipelineConfig(bm25_stopwords=...)``, a manifest): ``"language"``,
+    ``None`` (``"none"``), a bm25s list code, or a list of lower-cased words; a list (as a
+    run records it) is checked word by word. ``ValueError`` naming what is wrong.
+
+    Example::
+
+        bm25_stopwords_value("none"), bm25_stopwords_value("The,A")   # (None, ['the', 'a'])
+    """
+    if option is None or option == "none":
+        return None
+    if isinstance(option, (list, tuple)):
+        words = list(option)
+    elif not isinstance(option, str):
+        raise ValueError(f"BM25 stopwords must be text or a list of words, got {option!r}")
+    elif "," not in option:
+        if option == LANGUAGE_STOPWORDS or _is_stopword_list_code(option):
+            return str(option)
+        raise ValueError(
+            f"unknown BM25 stopword list {option!r}: use {BM25_STOPWORD_CHOICES} (en, de, "
+            "fr, ...), or your words separated by commas (one word: 'sku,')"
+        )
+    else:
+        words = [w.strip() for w in option.split(",") if w.strip()]
+    if not words:
+        raise ValueError(f"no stopword in {option!r}: give words separated by commas")
+    bad = [w for w in words if not isinstance(w, str) or not w or any(c.isspace() for c in w)]
+    if bad:
+        raise ValueError(
+            f"BM25 stopwords {bad[:5]!r} can never match: a stopword is one word without "
+            "spaces (BM25 splits text into words before stopwords are dropped)"
+        )
+    return list(dict.fromkeys(w.lower() for w in words))
+
+
+def _is_stopword_list_code(text: str) -> bool:
+    from bm25s.tokenization import _infer_stopwords
+
+    try:
+        return bool(_infer_stopwords(text))
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
