@@ -35,7 +35,6 @@ from llama_index_ragtune.pipeline.state import (
     FEEDBACK_FINGERPRINT,
     RESUMABLE_STEPS,
     RunState,
-    feedback_fingerprint,
     hash_inputs,
     remove_step_outputs,
     work_folder_lock,
@@ -250,7 +249,7 @@ class TuningPipeline:
 
         store = open_store(feedback)
         try:
-            now = feedback_fingerprint(store)
+            now = store.fingerprint()
         finally:
             if store is not feedback:
                 store.close()

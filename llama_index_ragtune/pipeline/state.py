@@ -211,35 +211,7 @@ def hash_inputs(documents: Iterable[Any], queries: bytes | str | None) -> str:
 
 
 FEEDBACK_FINGERPRINT = "feedback_fingerprint"
-"""The state file's key for :func:`feedback_fingerprint` of a run's feedback store."""
-_FINGERPRINT_SQL = (
-    "SELECT count(*), max(rowid), total(rating), count(rating), max(rated_at), max(created_at),"
-    " total(length(query)), total(length(metadata)) FROM records",
-    "SELECT count(*), max(id), max(clicked_at) FROM clicks",
-    "SELECT count(*) FROM retrieved",
-    "SELECT count(*) FROM cited",
-    "SELECT count(*), max(last_seen) FROM nodes",
-)
-
-
-def feedback_fingerprint(store: Any) -> str:
-    """A short SHA-256 of what a feedback store (``FeedbackStore``) holds: its records (count,
-    newest row, ratings), clicks, sources and node texts, read in one snapshot. It changes
-    when the app records, rates or clicks anything, so a resumed run knows the store grew
-    since it started (its path alone says nothing). Cheap: a few aggregates, no row read.
-
-    Example::
-
-        feedback_fingerprint(FeedbackStore("feedback.sqlite"))     # 'a41c09...'
-    """
-    digest = hashlib.sha256()
-    with store._read() as conn:  # one read transaction: one consistent snapshot
-        for sql in _FINGERPRINT_SQL:
-            row = conn.execute(sql).fetchone()
-            digest.update(json.dumps(list(row), default=str).encode("utf-8") + b"\n")
-    return digest.hexdigest()[:32]
-
-
+"""The state file's key for ``FeedbackStore.fingerprint()`` of a run's feedback store."""
 MAX_STATE_BYTES = 64 << 20
 """The largest ``state.json`` read (64 MiB; a run writes some KB): a bigger one is refused
 after reading 64 MiB + 1 byte, not read whole into memory."""

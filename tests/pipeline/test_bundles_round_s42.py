@@ -34,7 +34,6 @@ from llama_index_ragtune.pipeline.bundle_manifest import verify_bundle
 from llama_index_ragtune.pipeline.labelled_query import LabelledQuery
 from llama_index_ragtune.pipeline.refresh import check_refresh_out
 from llama_index_ragtune.pipeline.refresh_eval import decide, score
-from llama_index_ragtune.pipeline.state import feedback_fingerprint
 
 
 def _tree(folder):
@@ -217,7 +216,7 @@ def test_resume_redoes_the_data_step_when_the_feedback_store_grew(tmp_path, capl
     pipeline(False).run(until="parse")
     work = out / "work"
     state = json.loads((work / "state.json").read_text())
-    assert state["feedback_fingerprint"] == feedback_fingerprint(FeedbackStore(db))
+    assert state["feedback_fingerprint"] == FeedbackStore(db).fingerprint()
     # the data step finished (as far as the state file says) on the store as it was
     (work / "data").mkdir()
     (work / "data" / "queries.json").write_text("[]")
@@ -236,9 +235,9 @@ def test_a_rating_changed_in_place_changes_the_fingerprint(tmp_path):
     db = tmp_path / "fb.sqlite"
     with FeedbackStore(db) as store:
         rid = store.record("apple?", answer="a", rating=1)
-        first = feedback_fingerprint(store)
+        first = store.fingerprint()
         store.rate(rid, -1)
-        assert feedback_fingerprint(store) != first
+        assert store.fingerprint() != first
 
 
 # ---------------------------------------------------------------------- warnings of commands
