@@ -31,13 +31,32 @@ from llama_index_ragtune.feedback.schema import (
     SnapshotConnection,
     file_error,
     is_damage,
+    is_lock,
+    lock_error,
     open_database,
+    schema_error,
     wal_file,
 )
 from llama_index_ragtune.feedback.times import use_time_function
 from llama_index_ragtune.feedback.undecodable import column_of, undecodable_row
 
 __all__ = ["StoreConnection", "check_path"]
+
+_REPLACED: list[sqlite3.Connection] = []
+"""Connections to a store file that was replaced on disk, kept open for good: closing one
+makes SQLite checkpoint and delete ``<path>-wal``, which may by then be the new file's."""
+
+
+def _file_identity(path: str | Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the database file (``None`` in memory); ``(-1, -1)`` once it is gone."""
+    if str(path) == ":memory:":
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (info.st_dev, info.st_ino)
+
 
 _Store = TypeVar("_Store", bound="StoreConnection")
 
@@ -106,6 +125,9 @@ class StoreConnection:
         self._read_only = read_only
         self._lock = threading.RLock()
         self._pinned: sqlite3.Connection | None = None  # the transaction of snapshot()
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        # where that file is, whatever the working folder later (SQLite keeps it absolute)
+        self._where = self._path if str(self._path) == ":memory:" else Path(self._path).absolute()
         self._conn: sqlite3.Connection | None = self._open(create)
         self._pid = os.getpid()
         self._inherited: list[sqlite3.Connection] = []
@@ -153,7 +175,26 @@ class StoreConnection:
             read_only=self._read_only,
         )
         use_time_function(conn)  # times another tool stored as text compare as times
+        self._file = _file_identity(self._where)
         return conn
+
+    def _check_same_file(self) -> None:
+        """Raise before a write when the file at ``path`` is no longer the one this store
+        opened (a backup moved over it, the file deleted): SQLite would write into the old
+        file, which nothing reads any more (every later record silently lost), and a restored
+        backup was read with the old file's ``-wal``, losing its records."""
+        if self._file is None or self._file == _file_identity(self._where):
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:  # never closed: closing it deletes the -wal beside the path
+            _REPLACED.append(conn)
+        raise FeedbackStoreError(
+            f"the feedback store {self._path} was replaced or deleted on disk after this "
+            "FeedbackStore opened it: its writes would go to the old file, which nothing reads "
+            "any more; nothing was written, and this store is closed. Stop every program using "
+            "the store before you restore, move or delete its file (its -wal and -shm belong "
+            f"to the old file), then open FeedbackStore({str(self._path)!r}) again"
+        )
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -184,14 +225,12 @@ class StoreConnection:
                     "needs to write the file and its folder)"
                 )
             conn = self._connection()
+            self._check_same_file()
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise TimeoutError(
-                        f"{self._path} stayed locked by another writer for {self._timeout} s; "
-                        "retry, or open the store with a larger timeout="
-                    ) from exc
+                if is_lock(exc):
+                    raise lock_error(exc, self._path, self._timeout, "writing") from exc
                 problem = file_error(exc, self._path)
                 if problem is None:
                     raise
@@ -205,7 +244,9 @@ class StoreConnection:
                         conn.execute("ROLLBACK")
                 if is_damage(exc):
                     raise self._damaged(exc, conn) from exc
-                problem = file_error(exc, self._path)
+                if is_lock(exc):  # a COMMIT waiting for readers (no WAL on this file system)
+                    raise lock_error(exc, self._path, self._timeout, "writing") from exc
+                problem = file_error(exc, self._path) or schema_error(exc, self._path)
                 if problem is not None:
                     raise problem from exc
                 raise
@@ -225,6 +266,8 @@ class StoreConnection:
             except sqlite3.DatabaseError as exc:
                 if is_damage(exc):
                     raise self._damaged(exc, conn) from exc
+                if is_lock(exc):  # another program's exclusive lock, or no WAL
+                    raise lock_error(exc, self._path, self._timeout, "reading") from exc
                 problem = file_error(exc, self._path)
                 if problem is None:
                     raise

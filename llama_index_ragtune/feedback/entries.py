@@ -125,17 +125,30 @@ def check_text(value: Any, name: str, allow_empty: bool = False) -> str:
 MAX_LABEL_CHARS = 256
 
 
+_HIDDEN = {
+    "Cf": "an invisible format character (a zero-width space, a byte-order mark, a "
+    "direction mark or override)",
+    "Zl": "a line separator (U+2028)",
+    "Zp": "a paragraph separator (U+2029)",
+}
+
+
 def check_label(value: Any, name: str) -> str:
-    """A label a filter must match exactly (``bundle_version``): visible text, no control
-    character, no space at either end, at most ``MAX_LABEL_CHARS`` characters."""
+    """A label a filter must match exactly (``bundle_version``): visible text, no control,
+    invisible or line-separating character, no space at either end, at most
+    ``MAX_LABEL_CHARS`` characters; returned in Unicode NFC (``"ve\u0301"`` is ``"vé"``),
+    the form filters also look for."""
     value = str(check_text(value, name))  # a NumPy str_ as a plain str
     problem = None
+    hidden = next((_HIDDEN[c] for c in map(unicodedata.category, value) if c in _HIDDEN), None)
     if is_blank(value):
         problem = "has no visible character"
     elif len(value) > MAX_LABEL_CHARS:
         problem = f"is {len(value):,} characters long (at most {MAX_LABEL_CHARS})"
     elif any(unicodedata.category(ch) == "Cc" for ch in value):
         problem = "holds a control character (a line break, tab, NUL or escape)"
+    elif hidden:  # "v1\u200b" shows as "v1" but no filter "v1" matches it
+        problem = f"holds {hidden}: no filter typed as the label looks matches it"
     elif value != value.strip():
         problem = "has spaces at its ends"
     if problem:
@@ -144,7 +157,7 @@ def check_label(value: Any, name: str) -> str:
             f"(records(bundle_version=...), refresh) match exactly; pass the bundle's version "
             "as it is named, such as 'v3'"
         )
-    return value
+    return unicodedata.normalize("NFC", value)
 
 
 def is_rating(value: Any) -> bool:
@@ -216,6 +229,20 @@ def text_hash(text: str, embed_text: str) -> str:
     return hashlib.sha256(payload).hexdigest()[:32]
 
 
+def _content(node: Any, mode: MetadataMode, index: int) -> Any:
+    """``node.get_content(metadata_mode=mode)``; its failure (a custom node's, a metadata value
+    whose ``str()`` raises) as ``ValueError`` naming the source, so a recorder can leave that
+    source out and keep the answer (it lost the whole answer)."""
+    try:
+        return node.get_content(metadata_mode=mode)
+    except Exception as exc:  # noqa: BLE001 - any node class's own error, named
+        raise ValueError(
+            f"retrieved[{index}] (node {show(getattr(node, 'node_id', None))}): its text could "
+            f"not be read (get_content raised {type(exc).__name__}: {show(str(exc))}); fix the "
+            "node, or leave it out of the sources"
+        ) from exc
+
+
 def node_row(item: Any, index: int) -> tuple[str, str, str, str, str, float | None]:
     """``(node_id, text_hash, text, embed_text, metadata JSON, score)`` of one source."""
     if hasattr(item, "node") and hasattr(item, "score"):
@@ -232,10 +259,8 @@ def node_row(item: Any, index: int) -> tuple[str, str, str, str, str, float | No
             f"retrieved[{index}].metadata must be a dict, got {type(node.metadata).__name__}"
         )
     meta = dump_metadata(node.metadata, f"retrieved[{index}].metadata", lenient=True)
-    text = check_text(
-        node.get_content(metadata_mode=MetadataMode.NONE), f"retrieved[{index}] text", True
-    )
-    embed = node.get_content(metadata_mode=MetadataMode.EMBED)
+    text = check_text(_content(node, MetadataMode.NONE, index), f"retrieved[{index}] text", True)
+    embed = _content(node, MetadataMode.EMBED, index)
     try:
         check_text(embed, f"retrieved[{index}] text", True)
     except ValueError:  # the text is fine, so the metadata shown with it is not: name the key

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,6 +143,21 @@ def _label(record: FeedbackRecord, query: _Query) -> None:
             )
 
 
+def _warn_textless(node_ids: list[str], path: Any) -> None:
+    """Say which labelled nodes were left out for want of a text: their ``nodes`` rows were
+    deleted (by hand, or by another tool) and ``corpus`` does not hold them either. (The
+    export failed with a ``DataError`` for the whole dataset.)"""
+    logger.warning(
+        "feedback export: %d labelled node(s) left out (%s%s): %s holds no text for them "
+        "(their rows in its nodes table are gone) and corpus= does not give one; pass the "
+        "current index's nodes as corpus= to keep those still in it",
+        len(node_ids),
+        ", ".join(show(node_id) for node_id in node_ids[:5]),
+        " ..." if len(node_ids) > 5 else "",
+        path,
+    )
+
+
 def _corpus(
     corpus: Mapping[str, str] | Sequence[BaseNode] | None, metadata_mode: str
 ) -> dict[str, str]:
@@ -154,7 +170,21 @@ def _corpus(
                     f"corpus[{key!r}] must be the node's text (a string), got "
                     f"{type(text).__name__}; pass {{node id: text}} or LlamaIndex nodes"
                 )
-        return {str(k): v for k, v in corpus.items()}
+        texts: dict[str, str] = {}
+        for key, text in corpus.items():
+            # an integer id is read as text; None or a float named a node "None" / "1.0"
+            if isinstance(key, bool) or not isinstance(key, (str, numbers.Integral)):
+                raise TypeError(
+                    f"corpus key {show(key)} is not a node id: pass {{node id (a string): text}}"
+                )
+            node_id = str(key) if isinstance(key, str) else str(int(key))
+            if node_id in texts:  # {1: ..., "1": ...}: one text was silently dropped
+                raise ValueError(
+                    f"corpus holds node id {node_id!r} twice (as {show(key)} and as another "
+                    "key of the same text form); keep one text per node id"
+                )
+            texts[node_id] = text
+        return texts
     from llama_index.core.schema import BaseNode, MetadataMode
 
     if isinstance(corpus, (str, bytes)) or not isinstance(corpus, Iterable):
@@ -239,15 +269,21 @@ def feedback_retrieval_dataset(
 
     relevant: dict[str, list[str]] = {}
     negs: dict[str, list[Negative]] = {}
+    textless: dict[str, None] = {}  # labelled nodes with no text in the store nor corpus
     for qid, query in queries.items():
-        positives = list(query.positives)
+        positives = [node_id for node_id in query.positives if node_id in merged]
+        textless.update((n, None) for n in query.positives if n not in merged)
         if not positives:
             continue
         relevant[qid] = positives
         if negatives:
             kept = [n for n in query.rejected.values() if n.doc_id not in query.positives]
+            textless.update((n.doc_id, None) for n in kept if n.doc_id not in merged)
+            kept = [n for n in kept if n.doc_id in merged]
             if kept:
                 negs[qid] = kept
+    if textless:
+        _warn_textless(list(textless), store.path)
     dropped = len(queries) - len(relevant)
     filters = _filters(since, until, bundle_version)
     if not relevant:
@@ -260,6 +296,12 @@ def feedback_retrieval_dataset(
         else:
             advice = "collect ratings or clicks (store.rate / store.click) first" + (
                 ", or raise eval_fraction" if split == "eval" else ""
+            )
+        if textless:
+            advice = (
+                f"the positives of {len(textless)} node(s) have no text (not in the store's "
+                "nodes table nor in corpus=): pass the current index's nodes as corpus=; or "
+                + advice
             )
         raise ValueError(
             f"no query among the {used} selected records of {store.path} (split {split!r}, "

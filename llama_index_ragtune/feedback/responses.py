@@ -106,7 +106,8 @@ def _keepable_sources(source_nodes: Iterable[Any]) -> tuple[list[Any], list[int]
             left_out.append(index + 1)
             warnings.warn(
                 f"the response's source_nodes[{index}] cannot be recorded ({exc}); recording "
-                "the answer without it (give every node a non-empty string id)",
+                "the answer without it (give every node a non-empty string id and a readable "
+                "text)",
                 stacklevel=3,
             )
             continue

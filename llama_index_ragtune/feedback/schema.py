@@ -36,6 +36,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from llama_index_ragtune.feedback.side_files import (
+    refuse_odd_database_file,
     refuse_odd_side_files,
     refuse_orphan_log,
     wal_file,
@@ -46,7 +47,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "FeedbackStoreError",
     "SnapshotConnection",
+    "is_lock",
+    "lock_error",
     "open_database",
+    "schema_error",
 ]
 
 FORMAT_NAME = "llama-index-ragtune/feedback"
@@ -188,6 +192,68 @@ def file_error(exc: BaseException, path: str | Path) -> OSError | None:
     return None
 
 
+def is_lock(exc: BaseException) -> bool:
+    """SQLite giving up on a lock another connection held past the busy timeout."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def lock_error(exc: BaseException, path: str | Path, timeout: float, doing: str) -> TimeoutError:
+    """A lock held past ``timeout`` while ``doing`` (reading, writing, opening) as a
+    ``TimeoutError`` naming the file and ``timeout=``."""
+    return TimeoutError(
+        f"{path} stayed locked by another connection for {timeout} s while {doing} ({exc}); "
+        "retry when it lets go, or open the store with a larger timeout= (another program "
+        "holding an exclusive lock, PRAGMA locking_mode=EXCLUSIVE, keeps it until it closes)"
+    )
+
+
+_FOREIGN_SCHEMA = ("no such function", "no such table", "no such column", "no such collation")
+
+
+def schema_error(exc: BaseException, path: str | Path) -> FeedbackStoreError | None:
+    """A write refused by what another program added to the store's tables (a ``CHECK`` or
+    ``NOT NULL`` column, a ``UNIQUE`` index, a trigger calling ``RAISE`` or a function this
+    process lacks) as :class:`FeedbackStoreError` naming SQLite's reason and the fix;
+    ``None`` for any other error. (``record`` once called every such refusal a record id
+    that "is already in" the store.)"""
+    text = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        cause = f"SQLite refused the write: {text}"
+    elif isinstance(exc, sqlite3.OperationalError) and text.lower().startswith(_FOREIGN_SCHEMA):
+        cause = f"SQLite could not run the write: {text}"
+    else:
+        return None
+    return FeedbackStoreError(
+        f"{path}: {cause}. This package's tables have no such rule: another program changed "
+        "the store's schema (an added column, CHECK, UNIQUE index or trigger); nothing of this "
+        "write was stored. Undo that change (see the tables with the sqlite3 shell's .schema), "
+        "or write to a new store"
+    )
+
+
+def _refuse_foreign_triggers(conn: sqlite3.Connection, path: str) -> None:
+    """Raise naming triggers on the store's tables: this package creates none, and one that
+    another program planted runs inside every write (it may delete, change or multiply
+    what is recorded; an ``AFTER INSERT ... DELETE`` lost every record silently)."""
+    marks = ", ".join("?" for _ in _TABLES)
+    found = conn.execute(
+        f"SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN ({marks}) "
+        "ORDER BY name",
+        sorted(_TABLES),
+    ).fetchall()
+    if found:
+        shown = ", ".join(f"{name!r} on {table}" for name, table in found[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        drop = " ".join(f'DROP TRIGGER "{name}";' for name, _ in found[:5])
+        raise FeedbackStoreError(
+            f"{path} has the trigger(s) {shown}{more}, which llama-index-ragtune never creates: "
+            "another program added them, and they would run inside every write (changing or "
+            "deleting what is recorded); nothing was changed. Remove them if nothing needs "
+            f"them ({drop}), or open the store with read_only=True to read it"
+        )
+
+
 def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
     """True when the schema is in place and readable; raise when it is foreign or newer."""
     tables = {
@@ -213,7 +279,13 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
             "llama-index-ragtune feedback store (or one edited by hand); pass the path of a "
             "feedback store, or restore it from a backup"
         )
-    meta = dict(conn.execute("SELECT key, value FROM ragtune_meta").fetchall())
+    # the two keys read, not the whole table: another tool's 100,000 rows of 4 kB there
+    # cost 400 MB and 2 s at every open (and again for every export's snapshot)
+    meta = dict(
+        conn.execute(
+            "SELECT key, value FROM ragtune_meta WHERE key IN ('format', 'schema_version')"
+        ).fetchall()
+    )
     if meta.get("format") != FORMAT_NAME:
         raise FeedbackStoreError(
             f"{path} holds format {meta.get('format')!r}, expected {FORMAT_NAME!r}; "
@@ -251,6 +323,16 @@ def _check_meta(conn: sqlite3.Connection, path: str) -> bool:
         )
     for table, columns in _COLUMNS.items():
         _missing_columns(conn, path, table, columns)
+    try:  # records are read in (time, rowid) order: a table rebuilt WITHOUT ROWID has none
+        conn.execute("SELECT rowid FROM records LIMIT 0")
+    except sqlite3.OperationalError as exc:
+        if "no such column" not in str(exc):
+            raise
+        raise FeedbackStoreError(
+            f"{path} is a feedback store whose table records has no rowid (it was rebuilt "
+            "WITHOUT ROWID by another program), so its records cannot be read in order: "
+            "restore it from a backup, or start a new store"
+        ) from None
     return True
 
 
@@ -333,7 +415,12 @@ def _open_read_only(file: Path, timeout: float) -> sqlite3.Connection:
 
 def _read_only_store(file: Path, timeout: float) -> sqlite3.Connection:
     """A read-only connection to the feedback store ``file``, its schema checked."""
-    conn = _open_read_only(file, timeout)
+    try:
+        conn = _open_read_only(file, timeout)
+    except sqlite3.OperationalError as exc:
+        if is_lock(exc):
+            raise lock_error(exc, file, timeout, "opening it") from exc
+        raise
     try:
         conn.execute("PRAGMA query_only=ON")
         if not _checked(conn, str(file)):
@@ -341,8 +428,10 @@ def _read_only_store(file: Path, timeout: float) -> sqlite3.Connection:
                 f"{file} holds no feedback store yet (no tables), so there is nothing to read; "
                 "pass the path of a feedback store"
             )
-    except BaseException:
+    except BaseException as exc:
         conn.close()
+        if is_lock(exc):
+            raise lock_error(exc, file, timeout, "opening it") from exc
         raise
     return conn
 
@@ -390,6 +479,7 @@ def open_database(
         path_str = str(file)
         if file.is_dir():
             raise FeedbackStoreError(f"{file} is a directory; pass the path of a database file")
+        refuse_odd_database_file(file)
         refuse_odd_side_files(file)
         if not file.exists():
             if not create or read_only:
@@ -401,8 +491,9 @@ def open_database(
             link = f" (a symbolic link to {os.readlink(file)})" if file.is_symlink() else ""
             folder = Path(os.path.realpath(file)).parent if link else file.parent
             if not folder.is_dir():
+                what = "is a file, not a folder" if folder.exists() else "does not exist"
                 raise FileNotFoundError(
-                    f"cannot create feedback store {file}{link}: the folder {folder} does not exist"
+                    f"cannot create feedback store {file}{link}: the folder {folder} {what}"
                 )
         elif file.stat().st_size == 0:  # a new store's file is never empty beside a log
             refuse_orphan_log(file, "is empty (0 bytes)")
@@ -413,21 +504,24 @@ def open_database(
             path_str, timeout=timeout, isolation_level=None, check_same_thread=False
         )
     except sqlite3.OperationalError as exc:
+        if is_lock(exc):
+            raise lock_error(exc, path_str, timeout, "opening it") from exc
         problem = file_error(exc, path_str)
         if problem is None:
             raise
         raise problem from exc
     try:
         if not memory:  # another program's file is refused before WAL mode rewrites its header
-            with suppress(sqlite3.DatabaseError):  # not SQLite, damaged, locked: said below
+            try:
                 _check_meta(conn, path_str)
+            except sqlite3.DatabaseError as exc:  # not SQLite, damaged: said below
+                if is_lock(exc):  # waited the whole timeout already: not a second time
+                    raise lock_error(exc, path_str, timeout, "opening it") from exc
         try:
             mode = _retry_locked(conn, "PRAGMA journal_mode=WAL", timeout).fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise TimeoutError(
-                    f"{path_str} stayed locked for {timeout} s while switching to WAL mode"
-                ) from exc
+            if is_lock(exc):
+                raise lock_error(exc, path_str, timeout, "switching it to WAL mode") from exc
             if file_error(exc, path_str) is not None:
                 raise  # a readable store in a folder SQLite may not write: said below
             raise FeedbackStoreError(
@@ -463,8 +557,11 @@ def open_database(
                     with suppress(sqlite3.Error):  # the original error is the one to report
                         conn.execute("ROLLBACK")
                 raise
+        _refuse_foreign_triggers(conn, path_str)
     except BaseException as exc:
         conn.close()
+        if is_lock(exc):
+            raise lock_error(exc, path_str, timeout, "opening it") from exc
         problem = file_error(exc, path_str)
         if problem is not None:
             raise problem from exc

@@ -19,6 +19,7 @@ import logging
 import math
 import sqlite3
 import sys
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -80,6 +81,8 @@ def insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], path: Any) -> 
             ),
         )
     except sqlite3.IntegrityError as exc:
+        if str(exc) != "UNIQUE constraint failed: records.id":
+            raise  # a rule another program added: said by the write (``schema.schema_error``)
         raise ValueError(
             f"record id {entry['id']!r} is already in {path}; give a new record_id"
         ) from exc
@@ -345,7 +348,11 @@ def filter_clause(bundle_version: Any, rating: Any) -> tuple[list[str], list[Any
             )
         for i, version in enumerate(versions):
             check_text(version, "bundle_version" if len(versions) == 1 else f"bundle_version[{i}]")
-        versions = list(dict.fromkeys(versions))  # each once, in order
+        # each once, in order; with its NFC form, which record() stores (a label typed
+        # decomposed, "ve\u0301", matches "vé"; one stored decomposed before still matches)
+        versions = list(
+            dict.fromkeys(form for v in versions for form in (v, unicodedata.normalize("NFC", v)))
+        )
         if len(versions) <= MAX_LISTED_VERSIONS:
             clauses.append(f"bundle_version IN ({', '.join('?' for _ in versions)})")
             params.extend(versions)

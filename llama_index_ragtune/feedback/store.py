@@ -71,7 +71,10 @@ class FeedbackStore(FeedbackWriter, FeedbackReader):
     A write SQLite cannot make raises an ``OSError`` naming the file, and stores
     nothing of that write: ``PermissionError`` for a read-only file or folder (WAL
     mode writes ``<file>-wal`` and ``<file>-shm`` next to it), ``errno.ENOSPC`` for a
-    full disk.
+    full disk. A lock held past ``timeout`` is a ``TimeoutError`` for reads too. A file
+    replaced or deleted on disk while the store is open is refused at the next write
+    (:class:`FeedbackStoreError`; the write would go to the old file), as are triggers
+    another program planted on the store's tables, when it is opened for writing.
 
     Open one store per process (a store opened before ``fork`` reconnects in the
     child); it is safe to use from several threads.

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
+
 from llama_index_ragtune.feedback.connection import StoreConnection
 from llama_index_ragtune.feedback.entries import (
     check_rating,
@@ -33,6 +35,24 @@ from llama_index_ragtune.feedback.responses import merge_metadata, response_fiel
 from llama_index_ragtune.feedback.sql import insert_entry
 
 __all__ = ["FeedbackWriter"]
+
+
+def _check_stream_read(response: Any) -> None:
+    """Raise for a streaming response whose text is not there yet: not read to its end, or
+    read through ``response_gen`` (which keeps no text). Recording it stored ``answer=None``,
+    the answer lost with no mark saying why."""
+    if (
+        isinstance(response, (StreamingResponse, AsyncStreamingResponse))
+        and response.response_txt is None
+        and response.response_gen is not None
+    ):
+        raise ValueError(
+            f"record_response: the {type(response).__name__} has no text yet (response_txt is "
+            "None): its stream was not read to the end, or was read through response_gen, "
+            "which keeps no text. Record it after response.get_response() (or set "
+            "response.response_txt to the text shown), or wrap the engine in "
+            "FeedbackQueryEngine, which records each stream when it ends; nothing was stored"
+        )
 
 
 class FeedbackWriter(StoreConnection):
@@ -182,11 +202,16 @@ class FeedbackWriter(StoreConnection):
         For code that calls its query engine itself; ``FeedbackQueryEngine`` does this
         for you and sets ``response.metadata["feedback_id"]``.
 
+        A streaming response is recorded once its text is there (``get_response()``, or
+        ``response_txt`` set); before, ``ValueError`` and nothing stored (it was recorded
+        with no answer).
+
         Example::
 
             response = engine.query("apple return policy?")
             rid = store.record_response("apple return policy?", response, latency_ms=350.0)
         """
+        _check_stream_read(response)
         fields = response_fields(response)
         return self.record(
             query,
