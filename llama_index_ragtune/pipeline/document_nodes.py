@@ -31,8 +31,8 @@ HTML_SUFFIXES = (".html", ".htm")
 
 
 def check_documents(documents: Sequence[Any]) -> list[Document]:
-    """``documents`` as a list of LlamaIndex ``Document`` objects with unique ids (``TypeError`` /
-    ``ValueError`` naming the offender otherwise)."""
+    """``documents`` as a list of LlamaIndex ``Document`` objects with unique ids, also in
+    Unicode NFC (``TypeError`` / ``ValueError`` naming the offender otherwise)."""
     from llama_index.core.schema import BaseNode, Document
 
     if documents is None:
@@ -52,7 +52,7 @@ def check_documents(documents: Sequence[Any]) -> list[Document]:
     documents = list(documents)
     if not documents:
         raise ValueError("no documents given: pass a folder or a non-empty list of Documents")
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # NFC id: index
     for i, doc in enumerate(documents):
         if not isinstance(doc, Document):
             raise TypeError(
@@ -65,9 +65,20 @@ def check_documents(documents: Sequence[Any]) -> list[Document]:
                 "and node ids refer to it"
             )
         _check_id_characters(i, doc.id_)
-        if doc.id_ in seen:
-            raise ValueError(f"two documents share the id {doc.id_!r}; give each a unique id_")
-        seen.add(doc.id_)
+        key = unicodedata.normalize("NFC", doc.id_)
+        if key in seen:
+            other = documents[seen[key]].id_
+            if other == doc.id_:
+                raise ValueError(f"two documents share the id {doc.id_!r}; give each a unique id_")
+            # "café.md" composed and decomposed print alike: a label meant for one would be
+            # read as the other (read_documents refuses such file names too)
+            raise ValueError(
+                f"documents[{seen[key]}] and documents[{i}] have ids that are the same text in "
+                f"different Unicode forms (NFC / NFD): {ascii(other)} and {ascii(doc.id_)}; "
+                "give each a unique id_ (unicodedata.normalize('NFC', id_) for both, then "
+                "merge or rename one)"
+            )
+        seen[key] = i
         _check_metadata_is_json(i, doc)
     return documents
 
@@ -219,8 +230,50 @@ def save_nodes(nodes: Sequence[BaseNode], path: str | Path) -> Path:
 
 
 def load_nodes(path: str | Path) -> list[BaseNode]:
-    """Read nodes written by :func:`save_nodes`."""
+    """Read nodes written by :func:`save_nodes`.
+
+    A file that is not such a list (cut short, emptied, edited: ``{}`` or ``[1]``) is a
+    ``PipelineStateError`` naming it and saying to run without ``--resume`` (was a raw
+    ``JSONDecodeError``, or ``{}`` read as no nodes at all).
+    """
     from llama_index.core.schema import TextNode
 
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [TextNode.from_dict(item) for item in data]
+    path = Path(path)
+    data = read_saved_list(path, "nodes", ("id_", "text"))
+    try:
+        return [TextNode.from_dict(item) for item in data]
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        raise _damaged(path, f"a node does not load ({str(exc)[:200]})") from None
+
+
+def read_saved_list(path: Path, what: str, fields: Sequence[str]) -> list[dict[str, Any]]:
+    """The JSON list of objects with string ``fields`` a pipeline step saved at ``path`` (the
+    work folder's ``nodes.json``, ``data/queries.json``); ``PipelineStateError`` naming the
+    file and the fault otherwise.
+
+    Example::
+
+        read_saved_list(Path("work/nodes.json"), "nodes", ("id_", "text"))[0]["id_"]
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _damaged(path, f"it is not JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise _damaged(path, f"it holds a {type(data).__name__}, not the list of {what}")
+    for n, item in enumerate(data):
+        missing = [
+            f for f in fields if not isinstance(item, dict) or not isinstance(item.get(f), str)
+        ]
+        if missing:
+            raise _damaged(path, f"item {n} of its {what} has no string {missing}")
+    return data
+
+
+def _damaged(path: Path, why: str) -> Exception:
+    from llama_index_ragtune.pipeline.state import PipelineStateError
+
+    return PipelineStateError(
+        f"{path} is damaged: {why}; the pipeline writes it, so run again without --resume "
+        "(or delete the work folder) to rebuild it"
+    )

@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,5 +72,9 @@ def save_queries(queries: Iterable[LabelledQuery], path: str | Path) -> Path:
 
 
 def read_saved_queries(path: str | Path) -> list[LabelledQuery]:
-    """Read queries written by :func:`save_queries`."""
-    return [LabelledQuery.from_dict(d) for d in json.loads(Path(path).read_text("utf-8"))]
+    """Read queries written by :func:`save_queries` (``PipelineStateError`` naming the file
+    when it is damaged: not JSON, not a list, an item without ``id`` / ``question``)."""
+    from llama_index_ragtune.pipeline.document_nodes import read_saved_list
+
+    items = read_saved_list(Path(path), "queries", ("id", "question"))
+    return [LabelledQuery.from_dict(d) for d in items]

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.json_files import iter_json_lines
 from llama_index_ragtune.data.records import twin_key
-from llama_index_ragtune.pipeline.gold_references import _nfc, _NodeIndex
+from llama_index_ragtune.pipeline.gold_references import _nfc, _NodeIndex, shown
 from llama_index_ragtune.pipeline.labelled_query import (
     LabelledQuery,
     read_saved_queries,
@@ -106,9 +106,9 @@ def load_queries(
         id_key = _nfc(query.id)  # composed and decomposed spellings print alike
         if id_key in first_line:
             before, spelled = first_line[id_key]
-            other = "" if spelled == query.id else f" as {spelled!r}, another Unicode form"
+            other = "" if spelled == query.id else f" as {shown(spelled)}, another Unicode form"
             raise DataError(
-                f"duplicate id {query.id!r} (first used on line {before}{other})", **where
+                f"duplicate id {shown(query.id)} (first used on line {before}{other})", **where
             )
         first_line[id_key] = (n, query.id)
         text = twin_key(query.question)

@@ -6,13 +6,15 @@ every fault is a ``DataError`` naming the file and line (``where``).
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 from typing import Any
 
 from llama_index_ragtune._invisible import is_blank
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.field_names import unknown_fields_message
-from llama_index_ragtune.pipeline.gold_references import _NodeIndex
+from llama_index_ragtune.pipeline.gold_references import _NodeIndex, clipped, shown
 from llama_index_ragtune.pipeline.labelled_query import LabelledQuery
 
 FIELDS = ("id", "question", "store", "filters", "gold", "answer", "answerable", "split")
@@ -43,10 +45,44 @@ def _check_text(name: str, text: str, where: dict[str, Any]) -> None:
     if name in ("question", "id") and is_blank(text):
         raise DataError(
             f"{name!r} has no visible character (only whitespace, zero-width or format "
-            f"characters: {ascii(text)})",
+            f"characters: {clipped(ascii(text))})",
             hint=f"write the {name} in visible characters",
             **where,
         )
+    if name == "id":
+        _check_id(text, where)
+
+
+def _check_id(qid: str, where: dict[str, Any]) -> None:
+    """``DataError`` for an id holding a line-separator, C1 control or bidi character
+    (``node_parser.documents.ID_BREAKING_CHARACTERS``, as document ids are checked): ids
+    are printed in logs, reports and evaluation files, where U+2028 breaks the line and
+    U+202E reverses what follows."""
+    from llama_index_ragtune.node_parser.documents import ID_BREAKING_CHARACTERS
+
+    bad = ID_BREAKING_CHARACTERS.search(qid)
+    if bad:
+        what = unicodedata.name(bad.group(), "a control character")
+        raise DataError(
+            f"'id' {shown(qid)} holds {what} (U+{ord(bad.group()):04X}) at position "
+            f"{bad.start()}, which would break the logs and reports that print it",
+            hint=f"write the id without it, e.g. {shown(ID_BREAKING_CHARACTERS.sub('-', qid))}",
+            **where,
+        )
+
+
+def _gold_ids(gold: list[Any], nodes: _NodeIndex, where: dict[str, Any]) -> list[str]:
+    """The node ids of the ``gold`` references, in order, each once; a reference repeated in
+    the list (20,000 copies fit in one line) is resolved once."""
+    ids: dict[str, None] = {}
+    done: set[str] = set()
+    for ref in gold:
+        key = json.dumps(ref, sort_keys=True)
+        if key in done:
+            continue
+        done.add(key)
+        ids.update(dict.fromkeys(nodes.resolve(ref, where)))
+    return list(ids)
 
 
 def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> LabelledQuery:
@@ -65,34 +101,41 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
     _check_text("question", question, where)
     qid = obj.get("id", f"line-{n}")
     if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
-        raise DataError(f"'id' must be a non-empty string, got {qid!r}", **where)
+        raise DataError(f"'id' must be a non-empty string, got {shown(qid)}", **where)
     _check_text("id", str(qid), where)
     # Only null / absent means "none": a false, 0 or "" is a wrong type, not an empty value.
     filters = {} if obj.get("filters") is None else obj["filters"]
     if not isinstance(filters, dict):
-        raise DataError(f"'filters' must be an object {{key: value}}, got {filters!r}", **where)
+        raise DataError(
+            f"'filters' must be an object {{key: value}}, got {shown(filters)}", **where
+        )
     if obj.get("store") is not None:
         if "store" in filters and filters["store"] != obj["store"]:
             raise DataError(
-                f"'store' {obj['store']!r} contradicts 'filters' store {filters['store']!r}",
+                f"'store' {shown(obj['store'])} contradicts 'filters' store "
+                f"{shown(filters['store'])}",
                 hint="give the store once",
                 **where,
             )
         filters = {**filters, "store": obj["store"]}
     for key, value in filters.items():
         if key not in nodes.keys:
-            raise DataError(f"filter key {key!r} is not metadata of any node", **where)
+            raise DataError(f"filter key {shown(key)} is not metadata of any node", **where)
         if not isinstance(value, (str, int, float, bool)):
-            raise DataError(f"filter {key!r} must compare a flat value, got {value!r}", **where)
+            raise DataError(
+                f"filter {shown(key)} must compare a flat value (a string, number or "
+                f"boolean), got {shown(value)}",
+                **where,
+            )
     if filters:
         nodes.check_filters(filters, where)
     gold = [] if obj.get("gold") is None else obj["gold"]
     if not isinstance(gold, list):
         raise DataError(f"'gold' must be a list of references, got {type(gold).__name__}", **where)
-    gold_ids = list(dict.fromkeys(i for ref in gold for i in nodes.resolve(ref, where)))
+    gold_ids = _gold_ids(gold, nodes, where)
     answerable = obj.get("answerable", bool(gold_ids))
     if not isinstance(answerable, bool):
-        raise DataError(f"'answerable' must be true or false, got {answerable!r}", **where)
+        raise DataError(f"'answerable' must be true or false, got {shown(answerable)}", **where)
     if answerable and not gold_ids:
         raise DataError(
             "an answerable question needs 'gold' references",
@@ -100,12 +143,12 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
             **where,
         )
     for node_id in gold_ids:
-        outside = {k: v for k, v in filters.items() if nodes.meta[node_id].get(k) != v}
-        if outside and answerable:
+        outside = nodes.failed_filters(node_id, filters) if answerable else {}
+        if outside:
             raise DataError(
-                f"gold node {node_id!r} does not pass the question's filters {outside} (its "
-                f"metadata: { {k: nodes.meta[node_id].get(k) for k in outside} }), so it can "
-                "never be retrieved for it",
+                f"gold node {node_id!r} does not pass the question's filters {shown(outside)} "
+                f"(its metadata: {shown({k: nodes.meta[node_id].get(k) for k in outside})}), "
+                "so it can never be retrieved for it",
                 **where,
             )
     answer = obj.get("answer")
@@ -130,7 +173,7 @@ def _parse_line(obj: Any, nodes: _NodeIndex, where: dict[str, Any], n: int) -> L
     if split is not None and split not in SPLITS:
         meant = split.strip().lower() if isinstance(split, str) else None
         raise DataError(
-            f"'split' must be 'train', 'test' or null, got {split!r}",
+            f"'split' must be 'train', 'test' or null, got {shown(split)}",
             hint=f"write {meant!r} (lower case, no spaces)"
             if meant in SPLITS
             else "leave it out (null) to let the run split the questions",

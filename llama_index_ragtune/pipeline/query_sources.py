@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import numbers
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,15 @@ def synthetic_queries(
     """
     from llama_index_ragtune.data.synthetic import SyntheticQueryError, generate_synthetic_queries
 
+    if max_nodes is not None and (
+        isinstance(max_nodes, bool) or not isinstance(max_nodes, numbers.Integral) or max_nodes < 1
+    ):
+        # was random's "Sample larger than population or is negative" for -1, a TypeError
+        # deep in random.sample for 2.5, and one node for True
+        raise ValueError(
+            f"max_nodes must be a whole number >= 1 (how many nodes to ask questions of) or "
+            f"None for every node, got {max_nodes!r}"
+        )
     every_node = list(nodes)
     nodes = every_node
     if max_nodes is not None and len(nodes) > max_nodes:

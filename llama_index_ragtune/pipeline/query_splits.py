@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 import random
 from collections.abc import Sequence
 from dataclasses import replace
@@ -45,22 +46,24 @@ def split_queries(
 
         train, test = split_queries(queries, test_fraction=0.25, seed=0)
     """
-    fixed = [q for q in queries if q.split is not None]
-    free = [q for q in queries if q.split is None]
-    assigned = {q.id: q.split for q in fixed}
+    _check_fraction("test_fraction", test_fraction)
+    # by position, not id: two questions sharing an id (a list built by hand) keep their own
+    # given splits
+    assigned: dict[int, str] = {n: q.split for n, q in enumerate(queries) if q.split is not None}
     given: dict[str, set[str]] = {}
-    for q in fixed:
-        given.setdefault(twin_key(q.question), set()).add(str(q.split))
-    by_text: dict[str, list[LabelledQuery]] = {}
-    for q in free:
-        by_text.setdefault(twin_key(q.question), []).append(q)
-    groups: dict[tuple[bool, str], list[LabelledQuery]] = {}
+    for n in assigned:
+        given.setdefault(twin_key(queries[n].question), set()).add(str(assigned[n]))
+    by_text: dict[str, list[int]] = {}
+    for n, q in enumerate(queries):
+        if q.split is None:
+            by_text.setdefault(twin_key(q.question), []).append(n)
+    groups: dict[tuple[bool, str], list[int]] = {}
     for text, group in by_text.items():
         if text in given:  # follows its twins' split
             side = "test" if "test" in given[text] else "train"
-            assigned.update((q.id, side) for q in group)
+            assigned.update((n, side) for n in group)
         else:
-            groups[(any(q.answerable for q in group), text)] = group
+            groups[(any(queries[n].answerable for n in group), text)] = group
     rng = random.Random(seed)
     for answerable in (True, False):
         keys = sorted(k for k in groups if k[0] is answerable)
@@ -69,10 +72,19 @@ def split_queries(
         if test_fraction > 0 and n_test == 0 and len(keys) > 1:
             n_test = 1
         for i, key in enumerate(keys):
-            for q in groups[key]:
-                assigned[q.id] = "test" if i < n_test else "train"
-    done = [replace(q, split=assigned[q.id]) for q in queries]
+            for n in groups[key]:
+                assigned[n] = "test" if i < n_test else "train"
+    done = [replace(q, split=assigned[n]) for n, q in enumerate(queries)]
     return [q for q in done if q.split == "train"], [q for q in done if q.split == "test"]
+
+
+def _check_fraction(name: str, fraction: float) -> None:
+    """``TypeError`` / ``ValueError`` naming ``name`` unless ``fraction`` is a number in
+    [0, 1] (NaN failed deep inside ``round``; a negative one silently tested nothing)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+        raise TypeError(f"{name} must be a number between 0 and 1, got {fraction!r}")
+    if not 0 <= fraction <= 1:  # also False for NaN
+        raise ValueError(f"{name} must be between 0 and 1, got {fraction!r}")
 
 
 def split_with_test(
@@ -106,6 +118,7 @@ def carve_dev(
 
         rest, dev = carve_dev(train, fraction=0.2, seed=0)
     """
+    _check_fraction("fraction", fraction)
     rng = random.Random(f"dev:{seed}")
     twins: dict[str, list[LabelledQuery]] = {}
     for q in train:

@@ -52,12 +52,11 @@ Example::
 
 from __future__ import annotations
 
-import bisect
 import difflib
-import itertools
 import json
 import logging
 import os
+import reprlib
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,7 +86,7 @@ from llama_index_ragtune.pipeline.document_nodes import (
     parse_documents,
     save_nodes,
 )
-from llama_index_ragtune.pipeline.path_globs import glob_match, path_key
+from llama_index_ragtune.pipeline.path_globs import GlobIndex, glob_match, path_key
 
 if TYPE_CHECKING:
     from llama_index.core.schema import Document
@@ -117,6 +116,15 @@ METADATA_FILE = "metadata.json"
 RESERVED_KEYS = ("section_path", "section_title", "block_types", "oversized", "partial_unit")
 """Metadata keys the structure-aware parsers set on every node."""
 _BOOKKEEPING = ["file_path"]
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 120
+_shown = _REPR.repr  # a key or pattern of megabytes is named in an error, not printed whole
+
+
+def _clipped(text: str, limit: int = 120) -> str:
+    """``text`` with its middle cut out ("...") when longer than ``limit``: for messages."""
+    half = limit // 2
+    return text if len(text) <= limit else f"{text[:half]}...{text[-half:]}"
 
 
 def find_metadata_file(docs_dir: str | Path) -> Path | None:
@@ -140,21 +148,6 @@ def find_metadata_file(docs_dir: str | Path) -> Path | None:
 
 def _is_glob(pattern: str) -> bool:
     return "*" in pattern or "?" in pattern
-
-
-def _glob_matches(pattern: str, by_nfc: Sequence[tuple[str, str]]) -> list[str]:
-    """The files (``(NFC name, name)`` pairs, sorted) that glob ``pattern`` matches: only
-    those starting with its literal head (``grocery/`` of ``grocery/*.md``) are compared,
-    so a glob per folder costs its folder's files, not every file."""
-    head = pattern[: min((i for i, c in enumerate(pattern) if c in "*?"), default=len(pattern))]
-    start = bisect.bisect_left(by_nfc, (head,))
-    found = []
-    for nfc, name in itertools.islice(by_nfc, start, None):
-        if not nfc.startswith(head):
-            break
-        if glob_match(pattern, nfc):
-            found.append(name)
-    return found
 
 
 def read_metadata(
@@ -205,30 +198,30 @@ def read_metadata(
     by_key: dict[str, list[str]] = {}
     for f in files:
         by_key.setdefault(path_key(f), []).append(f)
-    by_nfc = sorted((unicodedata.normalize("NFC", f), f) for f in files)
+    by_nfc = GlobIndex((unicodedata.normalize("NFC", f), f) for f in files)
     unmatched = []
     for pattern, values in data.items():
-        where = f"$[{json.dumps(pattern)}]"
+        where = f"$[{_clipped(json.dumps(pattern))}]"
         if not isinstance(values, dict):
             raise DataError(
-                f"the metadata of {pattern!r} must be an object, got {type(values).__name__}",
+                f"the metadata of {_shown(pattern)} must be an object, got {type(values).__name__}",
                 path=path,
                 location=where,
             )
         for key, value in values.items():
             if is_blank(key) or not key.isprintable():
                 raise DataError(
-                    f"metadata key {ascii(key)} is blank or holds a control character",
+                    f"metadata key {_clipped(ascii(key))} is blank or holds a control character",
                     path=path,
                     location=where,
                     hint="name each key with visible characters (e.g. 'store')",
                 )
             if key != key.strip():  # " store" is another key than "store": filters miss it
                 raise DataError(
-                    f"metadata key {key!r} starts or ends with spaces",
+                    f"metadata key {_shown(key)} starts or ends with spaces",
                     path=path,
                     location=where,
-                    hint=f"write it {key.strip()!r}; a filter on {key.strip()!r} would not see it",
+                    hint=f"write it {_shown(key.strip())}; a filter on it would not see it",
                 )
             if key in RESERVED_KEYS or key in _BOOKKEEPING or key in store_keys:
                 owner = (
@@ -243,11 +236,13 @@ def read_metadata(
                 )
             if value is not None and not isinstance(value, (str, int, float, bool)):
                 raise DataError(
-                    f"value of {key!r} must be a string, number, boolean or null (metadata filters "
-                    f"compare flat values), got {type(value).__name__}",
+                    f"value of {_shown(key)} must be a string, number, boolean or null (metadata "
+                    f"filters compare flat values), got {type(value).__name__}",
                     path=path,
                     location=where,
                 )
+            if isinstance(value, str):
+                _check_value_text(key, value, path, where)
         # compared in NFC: a file name from macOS (NFD) and a key typed by hand (NFC) look
         # the same and must match
         if pattern in merged:
@@ -255,7 +250,8 @@ def read_metadata(
         elif not _is_glob(pattern):
             matches = by_key.get(path_key(pattern), [])
         else:
-            matches = _glob_matches(path_key(pattern), by_nfc)
+            glob = path_key(pattern)
+            matches = [name for nfc, name in by_nfc.candidates(glob) if glob_match(glob, nfc)]
         if not matches:
             unmatched.append(pattern)
         for f in matches:
@@ -273,16 +269,16 @@ def read_metadata(
         absolute = [u for u in unmatched if path_key(u).startswith("/")]
         raise DataError(
             f"{len(unmatched)} entr{'y' if len(unmatched) == 1 else 'ies'} match no document: "
-            f"{unmatched[:5]}"
-            + (f" (did you mean {close}?)" if close else "")
+            f"{_shown(unmatched[:5])}"
+            + (f" (did you mean {_shown(close)}?)" if close else "")
             + (
-                f" ('..' in {outside[:5]} is not followed: a key names a file inside the "
+                f" ('..' in {_shown(outside[:5])} is not followed: a key names a file inside the "
                 "docs folder, relative to it)"
                 if outside
                 else ""
             )
             + (
-                f" ({absolute[:5]} start with '/' or '\\', an absolute path: a key is relative "
+                f" ({_shown(absolute[:5])} start with '/' or '\\', an absolute path: a key is relative "
                 "to the docs folder, so drop it and any folders above the docs folder)"
                 if absolute
                 else ""
@@ -291,6 +287,27 @@ def read_metadata(
             hint="keys are paths relative to the docs folder (or glob patterns); fix or remove them",
         )
     return merged
+
+
+def _check_value_text(key: str, value: str, path: Path, where: str) -> None:
+    """``DataError`` for a metadata value holding a line break, control or bidi character
+    (``node_parser.documents.ID_BREAKING_CHARACTERS``; a tab is allowed): each value is
+    embedded as one ``key: value`` line of the node's text, so ``"a\nstore: other"``
+    would forge another key's line, and a NUL or ESC is not text."""
+    from llama_index_ragtune.node_parser.documents import ID_BREAKING_CHARACTERS
+
+    bad = next((c for c in ID_BREAKING_CHARACTERS.finditer(value) if c.group() != "\t"), None)
+    if bad is not None:
+        what = unicodedata.name(bad.group(), "a control character")
+        raise DataError(
+            f"the value of {_shown(key)} holds {what} (U+{ord(bad.group()):04X}) at position "
+            f"{bad.start()}: {_shown(value)}",
+            path=path,
+            location=where,
+            hint="write the value on one line of visible text (each value is embedded as one "
+            f"'{_shown(key)[1:-1]}: value' line of the node's text, which a line break would "
+            "split into a forged line)",
+        )
 
 
 def read_documents(

@@ -35,6 +35,8 @@ Example::
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -115,11 +117,18 @@ def curated_confusers(
     _, top_idx, _ = scorer.search(
         [dataset.queries[q] for q in qids], CURATED_DEPTH, [[] for _ in qids]
     )
-    titles: dict[str, list[str]] = {}
+    # {key: {section title: {key's value: node ids in corpus order}}}: the nodes of another
+    # store sharing a title are merged lazily from these lists, so a title on thousands of
+    # pages ("Overview") costs each query the few it picks, not a scan of them all
+    titles: dict[str, dict[str, dict[Any, list[str]]]] = {key: {} for key in keys}
     for d in ids:
         title = normalize_text(str(meta.get(d, {}).get("section_title", "")))
         if title:
-            titles.setdefault(title, []).append(d)
+            for key in keys:
+                value = meta.get(d, {}).get(key)
+                if value is not None:
+                    titles[key].setdefault(title, {}).setdefault(value, []).append(d)
+    position = {d: i for i, d in enumerate(ids)}
     # Queries with the same normalised text share their positives (as HardNegativeMiner
     # treats them): "apple return policy?" and "Apple return policy?" read the same to an
     # uncased encoder, only the store filter tells them apart.
@@ -128,6 +137,7 @@ def curated_confusers(
         shared.setdefault(normalize_text(dataset.queries[qid]), set()).update(
             dataset.relevant_docs[qid]
         )
+    limit = per_query * len(keys)
     out: dict[str, list[str]] = {}
     for row, qid in enumerate(qids):
         positives = dataset.relevant_docs[qid]
@@ -140,20 +150,27 @@ def curated_confusers(
                 value = meta.get(d, {}).get(key)
                 return value is not None and value not in own
 
-            same_title = [
-                d
-                for p in positives
-                for d in titles.get(
-                    normalize_text(str(meta.get(p, {}).get("section_title", ""))), []
+            same_title = itertools.chain.from_iterable(
+                heapq.merge(
+                    *(
+                        found
+                        for value, found in titles[key]
+                        .get(normalize_text(str(meta.get(p, {}).get("section_title", ""))), {})
+                        .items()
+                        if value not in own
+                    ),
+                    key=position.__getitem__,
                 )
-                if other(d)
-            ]
-            by_terms = [ids[i] for i in top_idx[row].tolist() if i >= 0 and other(ids[i])]
-            for d in [*same_title, *by_terms]:
-                if d not in picked and d not in excluded and len(picked) < per_query * len(keys):
+                for p in positives
+            )
+            by_terms = (ids[i] for i in top_idx[row].tolist() if i >= 0 and other(ids[i]))
+            for d in itertools.chain(same_title, by_terms):
+                if len(picked) >= limit:
+                    break
+                if d not in picked and d not in excluded:
                     picked.append(d)
         if picked:
-            out[qid] = picked[: per_query * len(keys)]
+            out[qid] = picked[:limit]
     return out
 
 
