@@ -33,7 +33,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--to",
         metavar="VERSION",
-        help="the version to serve, e.g. v1 (default: the one before the current version)",
+        help="the version to serve, e.g. v1 (default: the version the current one was refreshed "
+        "from, else the newest earlier one)",
+    )
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """``--to`` spelled as a version (``v1``, ``v2``, ...): else a ``UsageError`` (exit status
+    2) naming it, before the bundles folder is read (``--to ""``, an unset shell variable, or
+    ``--to v02`` were found by the switch: exit status 1).
+
+    Example::
+
+        check_arguments(args)   # --to V2: UsageError "argument --to: ... written v2"
+    """
+    from llama_index_ragtune.commands.options import UsageError
+    from llama_index_ragtune.pipeline.bundle_names import VERSION_NAME, canonical_version
+
+    if args.to is None or VERSION_NAME.match(args.to):
+        return
+    meant = canonical_version(args.to)
+    spelled = f"; version {meant[1:]} is written {meant}" if meant else ""
+    raise UsageError(
+        f"argument --to: expected a bundle version (v1, v2, ...; `ls BUNDLE/bundles` lists "
+        f"them), got {args.to!r}{spelled}"
     )
 
 

@@ -326,6 +326,9 @@ def set_current_version(path: str | Path, version: str) -> Path:
                 f"(versions: {bundle_versions(root) or 'none'})"
             )
         check_current_replaceable(root, version)
+        from llama_index_ragtune.pipeline.refresh_writer import reconcile_history
+
+        reconcile_history(root)  # a stopped refresh's line, before CURRENT leaves its version
         try:
             return atomic_write_text(root / CURRENT, version + "\n")
         except OSError as exc:

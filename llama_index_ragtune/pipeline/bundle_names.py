@@ -173,6 +173,8 @@ def unfinished_versions(path: str | Path) -> list[str]:
     Example::
 
         unfinished_versions("runs/shop")       # ['v3 (no manifest.json)']
+
+    A ``v<n>`` entry that is not a folder (a file, a dangling link) is named too.
     """
     root = bundles_root(path)
     try:
@@ -182,8 +184,13 @@ def unfinished_versions(path: str | Path) -> list[str]:
     out = []
     for name in names:
         if VERSION_NAME.match(name):
-            if (root / name).is_dir() and not is_file(root / name / MANIFEST):
-                out.append(f"{name} (no {MANIFEST})")
+            if (root / name).is_dir():
+                if not is_file(root / name / MANIFEST):
+                    out.append(f"{name} (no {MANIFEST})")
+            elif os.path.islink(root / name):  # dangling: where its folder was moved or lost
+                out.append(f"{name} (a symbolic link to nothing, not a version folder)")
+            else:  # a file copied or written in the folder's place
+                out.append(f"{name} (a file, not a version folder)")
         elif m := VERSION_LEFTOVER.match(name):
             kind = "being written, or left by a killed writer" if ".tmp-" in name else "replaced"
             out.append(f"{name} ({kind}; not {m.group(1)})")

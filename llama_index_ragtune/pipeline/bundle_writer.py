@@ -127,6 +127,9 @@ def write_bundle(ctx: RunContext, out: str | Path, report: bool = True) -> dict[
     # the lock makes the version name ours until CURRENT names it: another writer (a second
     # run, a refresh, a rollback) waits, and what a killed writer left is removed first
     with bundle_lock(root):
+        from llama_index_ragtune.pipeline.refresh_writer import reconcile_history
+
+        reconcile_history(root)  # a stopped refresh's line, before CURRENT leaves its version
         version = next_version(root)
         decisions = []
         with atomic_dir(root / version, NEW_VERSION, "the bundle writer") as tmp:

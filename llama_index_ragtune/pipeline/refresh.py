@@ -305,18 +305,20 @@ def refresh_bundle(
                     report=report,
                 )
                 served, path, report_path = written["version"], written["path"], written["report"]
-            else:
-                results.save(out / "evaluation.json")
-            from llama_index_ragtune._atomic import atomic_write_json
-
             record = {
                 "action": "refresh",
                 "promoted": decision.promoted,
                 "served": served,
                 **refresh_info,
             }
-            atomic_write_json(out / "refresh.json", record, strict=True, default=str)
+            # logged right after CURRENT moved, before any file of `out`: a write there that
+            # fails (a full disk) cannot leave the served version out of the log
             append_history(champion_dir.parent, {**record, "reason": decision.reason})
+            if not decision.promoted:
+                results.save(out / "evaluation.json")
+            from llama_index_ragtune._atomic import atomic_write_json
+
+            atomic_write_json(out / "refresh.json", record, strict=True, default=str)
         return RefreshResult(
             promoted=decision.promoted,
             decision=decision,
@@ -377,7 +379,7 @@ def check_refresh_out(out: str | Path) -> None:
 
 def _foreign_entries(out: Path) -> list[str]:
     """The entries of ``out`` a refresh did not write (``name/`` for a folder)."""
-    from llama_index_ragtune.pipeline.state import STATE_FILE, WORK_LOCK
+    from llama_index_ragtune.pipeline.state import STATE_FILE, is_own_leftover
 
     foreign = []
     for entry in sorted(os.scandir(out), key=lambda e: e.name):
@@ -387,7 +389,8 @@ def _foreign_entries(out: Path) -> list[str]:
         if name.startswith(tuple(f".{f}.tmp-" for f in _REFRESH_FILES)):
             continue  # a killed writer's temporary copy
         if name == "work" and entry.is_dir(follow_symlinks=False):
-            names = set(os.listdir(entry.path)) - {WORK_LOCK}
+            # the lock and a first state file cut short: a refresh killed as it started
+            names = {n for n in os.listdir(entry.path) if not is_own_leftover(n)}
             if not names or _refresh_state(Path(entry.path) / STATE_FILE, out):
                 continue
             whose = "a tuning run's" if STATE_FILE in names else "not a refresh's"

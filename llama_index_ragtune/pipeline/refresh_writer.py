@@ -138,6 +138,7 @@ def write_refreshed_version(
     report_files = None
     # the name stays ours until CURRENT names it (bundle_folders.bundle_lock)
     with bundle_lock(root):
+        reconcile_history(root)  # the champion's own line, when its refresh was stopped
         version = next_version(root)
         with atomic_dir(root / version, NEW_VERSION, "the bundle writer") as tmp:
             copy_tree(index_folder, tmp / "index")
@@ -308,6 +309,139 @@ def _append_line(target: Path, line: bytes) -> None:
         os.close(fd)
     if created:
         _fsync_dir(target.parent)
+
+
+def reconcile_history(path: str | Path) -> dict[str, Any] | None:
+    """Log the refresh that wrote the served version when its line is missing; return the
+    entry added (None: nothing was missing).
+
+    A refresh moves ``CURRENT`` first and then appends its line, so one killed in between
+    (or whose disk filled there) served its version unlogged. Writers (refresh, rollback,
+    :func:`~.bundle_folders.set_current_version`, the bundle step) call this holding the
+    writer lock before they change anything: when ``CURRENT`` names a version a refresh
+    wrote (its manifest holds ``refresh``) and the log's last promoting refresh line serves
+    an older version (or there is none), the line is added from that manifest, marked
+    ``"recovered": true``, with the version's creation time. Reads the log from its end, a
+    few lines as a rule; never raises (a damaged ``CURRENT``, manifest or log is left to the
+    caller's own checks).
+
+    Example::
+
+        reconcile_history("runs/shop")      # {'action': 'refresh', 'served': 'v3', ...} or None
+    """
+    from llama_index_ragtune.pipeline.bundle_folders import current_version
+    from llama_index_ragtune.pipeline.bundle_manifest import read_manifest
+    from llama_index_ragtune.pipeline.bundle_names import check_version_folder
+
+    root = bundles_root(path)
+    try:
+        served = current_version(root)
+        if served is None:
+            return None
+        # a version linked outside the bundles folder is never read (check_version_folder)
+        manifest = read_manifest(check_version_folder(root / served))
+        record = manifest.get("refresh")
+        target = root / HISTORY
+        if not isinstance(record, dict) or (target.is_symlink() or target.is_dir()):
+            return None  # not a refresh's version; a log in the way is named by its writers
+        number = int(served[1:])
+        for entry in _entries_from_end(target):
+            if entry.get("action") != "refresh" or entry.get("promoted") is not True:
+                continue
+            logged = entry.get("served")
+            if logged == served or (_number(logged) or 0) > number:
+                return None  # logged, or a newer version was logged after it
+            break  # the last promotion logged is of an older version: this one's is missing
+    except (OSError, ValueError, BundleError):
+        return None
+    decision = record.get("decision")
+    reason = decision.get("reason") if isinstance(decision, dict) else None
+    entry = {
+        **record,
+        "action": "refresh",
+        "promoted": True,
+        "served": served,
+        "recovered": True,
+        "reason": (
+            f"{reason or 'promoted'} (recorded afterwards: the refresh that wrote {served} "
+            "stopped after serving it, before logging it)"
+        ),
+    }
+    if isinstance(manifest.get("created"), str):
+        entry["time"] = manifest["created"]
+    logger.warning(
+        "%s: the refresh that wrote %s (served now) was not logged (it was stopped after moving "
+        "CURRENT); its line is added from %s",
+        target,
+        served,
+        root / served / "manifest.json",
+    )
+    append_history(root, entry)
+    return entry
+
+
+def _number(version: Any) -> int | None:
+    """The number of a version name (``v3``: 3), None for anything else."""
+    from llama_index_ragtune.pipeline.bundle_names import VERSION_NAME
+
+    if isinstance(version, str) and (m := VERSION_NAME.match(version)):
+        return int(m.group(1))
+    return None
+
+
+def _entries_from_end(target: Path, block: int = 64 << 10) -> Any:
+    """The log's entries newest first, read backwards a block at a time (a line that is not
+    a JSON object is skipped, and one longer than any entry is passed over unread, so the
+    work is linear in what is read); nothing when there is no log."""
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        end = os.fstat(fd).st_size
+        later: list[bytes] = []  # the pieces of the line being read, last piece first
+        length, skipping = 0, False
+        while end > 0:
+            begin = max(0, end - block)
+            parts = _read_at(fd, begin, end - begin).split(b"\n")
+            end = begin
+            first = parts.pop(0) if end > 0 else None  # its line starts in an earlier block
+            if parts:  # the line of `later` starts in this block
+                if not skipping:
+                    entry = _entry_or_none(b"".join([parts.pop(), *reversed(later)]))
+                    if entry is not None:
+                        yield entry
+                else:
+                    parts.pop()
+                later, length, skipping = [], 0, False
+                for raw in reversed(parts):
+                    entry = _entry_or_none(raw)
+                    if entry is not None:
+                        yield entry
+            if first is not None and not skipping:
+                later.append(first)
+                length += len(first)
+                if length > _TAIL_SCAN:  # no entry is this long: not one of ours
+                    later, length, skipping = [], 0, True
+        if later and not skipping:
+            entry = _entry_or_none(b"".join(reversed(later)))
+            if entry is not None:
+                yield entry
+    finally:
+        os.close(fd)
+
+
+def _entry_or_none(raw: bytes) -> dict[str, Any] | None:
+    raw = raw.strip().removeprefix(codecs.BOM_UTF8)
+    if not raw:
+        return None
+    try:
+        entry = json.loads(raw.decode("utf-8"), parse_constant=lambda name: None)
+    except (ValueError, RecursionError):
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 def read_history(path: str | Path) -> list[dict[str, Any]]:

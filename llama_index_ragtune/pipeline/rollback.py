@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 def rollback_bundle(path: str | Path, to: str | None = None) -> str:
     """Serve an earlier bundle version again: point ``CURRENT`` at ``to`` (default: the version
-    before the current one), atomically, after verifying its files. Returns the version.
+    before the current one: the one a refresh made it from, else the newest earlier one),
+    atomically, after verifying its files. Returns the version.
 
     Raises ``BundleError`` when there is no earlier version, or ``to`` is unknown or damaged.
     ``to`` already served changes nothing and writes nothing (also on a read-only copy).
@@ -97,7 +98,7 @@ def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None,
                     f"bundle {current} is the oldest version in {root} (versions: {versions}"
                     f"{skipped}); there is nothing earlier to roll back to"
                 )
-            to = earlier[-1]
+            to = _refreshed_from(root, current, earlier) or earlier[-1]
             passed = [
                 name
                 for name in unfinished
@@ -109,7 +110,11 @@ def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None,
                     "before it (passed over: %s)",
                     root,
                     current,
-                    "" if current in versions else ", which is not a complete version",
+                    ""
+                    if current in versions
+                    else ", which is not a complete version"
+                    if os.path.lexists(root / current)
+                    else ", which does not exist (deleted or moved)",
                     to,
                     ", ".join(passed) or "none",
                 )
@@ -121,6 +126,38 @@ def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None,
             set_current_version(root, to)
             append_history(root, {"action": "rollback", "from": current, "served": to})
     return current, to
+
+
+def _refreshed_from(root: Path, current: str, earlier: list[str]) -> str | None:
+    """The version a refresh made ``current`` from (its manifest's ``parent``), when that is
+    one of the complete ``earlier`` versions; None otherwise (a tuning run's version, or a
+    manifest that cannot be read: the newest earlier version is served).
+
+    A refresh made after a rollback starts from the version rolled back to, so the version
+    numbered just below it is the one the operator rolled back from (v1, v2 refreshed,
+    rolled back to v1, v3 refreshed from v1: rolling back v3 serves v1, not v2).
+    """
+    from llama_index_ragtune.pipeline.bundle_folders import BundleError
+    from llama_index_ragtune.pipeline.bundle_manifest import read_manifest
+    from llama_index_ragtune.pipeline.bundle_names import check_version_folder
+
+    try:  # a version linked outside the bundles folder is never read
+        manifest = read_manifest(check_version_folder(root / current))
+    except BundleError:
+        return None
+    parent = manifest.get("parent")
+    if not isinstance(manifest.get("refresh"), dict) or parent not in earlier:
+        return None
+    if parent != earlier[-1]:
+        logger.info(
+            "rollback in %s: serving %s, the version %s was refreshed from (not %s, served "
+            "in between and rolled back from)",
+            root,
+            parent,
+            current,
+            earlier[-1],
+        )
+    return parent
 
 
 def _verify(root: Path, version: str, versions: list[str], current: str | None) -> None:

@@ -119,16 +119,31 @@ def work_folder_lock(work: str | Path) -> Iterator[Path]:
 
 
 def _check_work_folder(work: Path) -> None:
-    """``PipelineStateError`` when ``work`` holds files but no state file (not a work folder)."""
+    """``PipelineStateError`` when ``work`` holds files but no state file (not a work folder).
+
+    The lock and temporary copies of the state file (``.state.json.tmp-*``: a run killed
+    while it wrote its first state) are a run's own, so a folder holding only those is one.
+    """
     if (
         work.is_dir()
-        and any(entry.name != WORK_LOCK for entry in work.iterdir())
+        and any(not is_own_leftover(entry.name) for entry in work.iterdir())
         and not (work / STATE_FILE).is_file()
     ):
         raise PipelineStateError(
             f"{work} holds files but no {STATE_FILE}: it is not a pipeline work folder, and "
             "nothing in it is touched; choose an empty or new folder"
         )
+
+
+def is_own_leftover(name: str) -> bool:
+    """Whether ``name`` in a work folder is the run's lock or a temporary copy of its state
+    file (``_atomic.atomic_path``), what a run killed before its first state leaves.
+
+    Example::
+
+        is_own_leftover(".state.json.tmp-4242-0a1b2c.json")     # True
+    """
+    return name == WORK_LOCK or name.startswith(f".{STATE_FILE}.tmp-")
 
 
 def _lock_file(folder: Path) -> int | None:
@@ -288,7 +303,10 @@ class RunState:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise PipelineStateError(f"{path} is not a {FORMAT} file; choose another work folder")
         if not resume:
-            for entry in work.iterdir():
+            # the state file last: a run killed while clearing leaves a folder that still
+            # reads as a work folder, which the next run clears (not refused as foreign)
+            entries = sorted(work.iterdir(), key=lambda entry: entry.name == STATE_FILE)
+            for entry in entries:
                 if entry.name == WORK_LOCK:  # the lock this run (or none) holds
                     continue
                 if entry.is_dir() and not entry.is_symlink():
