@@ -22,6 +22,7 @@ Example::
 
     ragtune demo                       # writes ./ragtune-demo
     ragtune demo --out /tmp/demo --resume
+    ragtune demo --bm25-stopwords none    # the BM25 side keeps every word
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ DEFAULT_OUT = "ragtune-demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from llama_index_ragtune.commands.tune import add_pipeline_options
+    from llama_index_ragtune.commands.tune import add_bm25_stopwords_option, add_pipeline_options
 
     parser.add_argument(
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})"
@@ -58,7 +59,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="choose the fusion too (left out by default: on the demo's questions the chosen "
         "fusion has not beaten the library's preset, and its 10 to 30 s go to the decoder)",
     )
+    add_bm25_stopwords_option(
+        parser,
+        help="words the BM25 side of the index (and so the bundle) drops: 'language' (default: "
+        "the English list), 'none', a list code (en, de, fr, ...) or your words separated by "
+        "commas ('the,a,an'; one word: 'sku,')",
+    )
     add_pipeline_options(parser)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The options checked before the demo starts: ``UsageError`` (exit status 2) naming the
+    option (:func:`llama_index_ragtune.commands.tune.check_pipeline_options`).
+
+    Example::
+
+        check_arguments(args)   # --max-test-questions 3000000000: UsageError naming it
+    """
+    from llama_index_ragtune.commands.tune import check_pipeline_options
+    from llama_index_ragtune.pipeline.config import PipelineConfig
+
+    check_pipeline_options(args, PipelineConfig.demo())
 
 
 def _say(text: str = "") -> None:
@@ -119,7 +140,9 @@ def _rates(evaluation: Any) -> str:
 def _skip(args: argparse.Namespace) -> list[str]:
     """``--skip`` plus the fusion unless ``--with-fusion`` and the reranker unless
     ``--with-reranker``."""
-    skip = [s.strip() for s in (args.skip or "").split(",") if s.strip()]
+    from llama_index_ragtune.commands.tune import skip_of
+
+    skip = skip_of(args)
     for part, wanted in (("fusion", args.with_fusion), ("reranker", args.with_reranker)):
         if not wanted and part not in skip:
             skip.append(part)

@@ -104,6 +104,26 @@ class UsageError(Exception):
     """A command-line argument is wrong; ``main`` prints the message and exits with status 2."""
 
 
+def number_text_problem(text: str) -> str | None:
+    """Why ``text`` is not a number as a command line writes one, or None. Python's ``int`` and
+    ``float`` also read other digits (``'٣'``, ``'５'``), spaces or a line break around the
+    number (``' 5 '``, ``'5\\n'``) and ``_`` between digits (``'5_000'``): a pasted or mistyped
+    value was used as some number, silently; only ASCII digits, a sign, ``.``, ``e`` and
+    ``inf`` / ``nan`` pass here (the option's type then says which values it takes).
+
+    Example::
+
+        number_text_problem("5"), number_text_problem("5_000")   # (None, "write it without '_' ...")
+    """
+    if not text.isascii():
+        return "write it in ASCII digits 0-9 (it holds other characters)"
+    if text != text.strip():
+        return "remove the spaces or line breaks around it"
+    if "_" in text:
+        return "write it without '_' (5000, not 5_000)"
+    return None
+
+
 def existing_file(text: str) -> str:
     """``argparse`` type: a path to an existing file (checked without opening it).
 
@@ -161,7 +181,7 @@ def seed_number(text: str) -> int:
         parser.add_argument("--seed", type=seed_number, default=0)
     """
     try:
-        value = int(text)
+        value = -1 if number_text_problem(text) else int(text)
     except ValueError:
         value = -1
     if not 0 <= value <= MAX_SEED:
@@ -221,11 +241,14 @@ def bounded(
         )
 
     def parse(text: str) -> Any:
+        shown = repr(text) if len(text) <= 24 else f"{text[:12]!r}... ({len(text)} characters)"
+        problem = number_text_problem(text)
+        if problem:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {shown}: {problem}")
         try:
-            value = kind(text)
+            value = kind(text) + kind(0)  # + 0: -0.0 is 0.0
         except ValueError:
             value = None
-        shown = repr(text) if len(text) <= 24 else f"{text[:12]!r}... ({len(text)} characters)"
         if kind is int and value is not None and value > MAX_WHOLE_NUMBER:
             raise argparse.ArgumentTypeError(
                 f"expected {expected}, got {shown}: above {MAX_WHOLE_NUMBER} (2**63 - 1)"

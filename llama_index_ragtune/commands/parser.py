@@ -25,6 +25,12 @@ _NEGATIVE_NUMBER = re.compile(
 )
 
 
+END_OF_OPTIONS = (
+    "'--' ends the options: what follows it is not read as an option; remove the '--', or put "
+    "the options before it"
+)
+
+
 class _Parser(argparse.ArgumentParser):
     """Reports a usage error on one line (``prog: error: ...``) and exits with status 2.
 
@@ -53,19 +59,37 @@ class _Parser(argparse.ArgumentParser):
         if extras:
             prog = getattr(parsed, "_prog", self.prog)
             known = getattr(parsed, "_spellings", ())
-            hints = [
-                f"{word.split('=')[0]}: did you mean {close[0]}?"
-                for word in extras
-                if word.startswith("--")
-                and (close := difflib.get_close_matches(word.split("=")[0], known, n=1))
-            ]
-            hint = f" ({'; '.join(hints)})" if hints else ""
+            if "--" in self._arguments_seen:  # `ragtune tune --docs d --out o -- --seed 3`
+                hint = f" ({END_OF_OPTIONS})"
+            else:
+                hints = [
+                    f"{word.split('=')[0]}: did you mean {close[0]}?"
+                    for word in extras
+                    if word.startswith("--")
+                    and (close := difflib.get_close_matches(word.split("=")[0], known, n=1))
+                ]
+                hint = f" ({'; '.join(hints)})" if hints else ""
             self.exit(
                 2,
                 f"{prog}: error: unrecognized arguments: {' '.join(extras)}{hint} "
                 f"(see '{prog} --help')\n",
             )
         return parsed
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        """A plain ``int`` / ``float`` option reads numbers as ``bounded`` does: ``'٣'``,
+        ``' 5 '`` or ``'5_000'`` is a usage error naming the option (Python read them as 3, 5
+        and 5000)."""
+        from llama_index_ragtune.commands.options import number_text_problem
+
+        if action.type in (int, float) and isinstance(arg_string, str):
+            problem = number_text_problem(arg_string)
+            if problem:
+                noun = "a whole number" if action.type is int else "a number"
+                raise argparse.ArgumentError(
+                    action, f"expected {noun}, got {arg_string!r}: {problem}"
+                )
+        return super()._get_value(action, arg_string)
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         """A value outside the choices (a command, ``--bm25-analyzer``) names the closest."""
@@ -82,6 +106,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         message += self._dash_value_hint(message)
+        if "--" in self._arguments_seen and "arguments are required" in message:
+            message += f" ({END_OF_OPTIONS})"
         for action in self._actions:  # was "the following arguments are required: group"
             if isinstance(action, argparse._SubParsersAction) and message.endswith(
                 f"the following arguments are required: {action.dest}"
@@ -135,10 +161,23 @@ def refuse_second_value(
     if not isinstance(given, dict) or not action.option_strings:
         return
     earlier = given.setdefault(action.dest, (option_string, values))
-    if earlier[1] != values:
+    if not _same_value(earlier[1], values):
         first, second = (earlier[0] or "", earlier[1]), (option_string or "", values)
         raise argparse.ArgumentError(
             action,
             f"given twice, with two values ({first[0]} {first[1]}, then {second[0]} {second[1]}):"
             " only one is used; give it once",
         )
+
+
+def _same_value(first: Any, second: Any) -> bool:
+    """Whether two values of one option are the same: NaN is not equal to itself, so
+    ``--time-budget nan`` given once was "given twice, with two values"."""
+    if first is second or first == second:
+        return True
+    return (
+        isinstance(first, float)
+        and isinstance(second, float)
+        and first != first
+        and second != second  # both NaN
+    )

@@ -96,24 +96,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> str:
+    """``--device`` and ``--dtype`` checked before the data is prepared: a typo, or a device
+    this machine lacks, is a ``UsageError`` (exit status 2), not a failure after training when
+    the models answer the test questions. Returns the device the run uses.
+
+    Example::
+
+        check_arguments(args)   # --device gpu: UsageError naming --device
+    """
     import torch
 
-    from llama_index_ragtune.data.preference import PreferenceBuilder
-    from llama_index_ragtune.evaluation.generation import GenerationEvaluator
-    from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
-    from llama_index_ragtune.llms import LocalChatLLM
     from llama_index_ragtune.llms.loading import torch_dtype
-    from llama_index_ragtune.models import resolve_model
 
-    output = Path(args.out)
-    # a typo, or a device this machine lacks, fails now, not after training when the
-    # models answer the test questions
     device = check_device_option(args.device) or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         torch_dtype(args.dtype, device)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"argument --dtype: {exc}") from None
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+
+    from llama_index_ragtune.data.preference import PreferenceBuilder
+    from llama_index_ragtune.evaluation.generation import GenerationEvaluator
+    from llama_index_ragtune.finetuning.decoder import DecoderFinetuneEngine
+    from llama_index_ragtune.llms import LocalChatLLM
+    from llama_index_ragtune.models import resolve_model
+
+    output = Path(args.out)
+    device = check_arguments(args)
     base_model = resolve_model(args.base_model, kind="decoder")
     fresh = not output.exists()
     data = prepare_grounded_data(args, args.max_train_examples, output)

@@ -121,6 +121,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_arguments(args)   # --range-min 40 --range-max 30: UsageError
     """
     check_mining_options(args)
+    check_device_option(args.device)  # a typo or a device not here: exit status 2
 
 
 def _check_dims_fit(dims: list[int] | None, model: Any) -> None:

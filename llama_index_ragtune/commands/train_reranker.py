@@ -203,6 +203,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             "(a bi-encoder)"
         )
     check_mining_options(args)
+    check_device_option(args.device)  # a typo or a device not here: exit status 2
     _fusion(args)
 
 

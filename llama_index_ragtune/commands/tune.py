@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from typing import Any
 
 from llama_index_ragtune.commands.options import (
     MAX_MINUTES,
     CommaList,
+    UsageError,
     bm25_language,
     bm25_language_value,
     bm25_stopwords,
@@ -34,6 +36,7 @@ from llama_index_ragtune.commands.options import (
     check_device_option,
     existing_dir,
     existing_file,
+    number_text_problem,
     seed_number,
 )
 
@@ -91,8 +94,11 @@ def _number_or_none(text: str, accept: Any, expected: str) -> float | str:
     """``"none"``, or ``text`` as a number that ``accept`` takes (else an argparse error)."""
     if text.strip().lower() == "none":
         return "none"
+    problem = number_text_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected {expected} or 'none', got {text!r}: {problem}")
     try:
-        value = float(text)
+        value = float(text) + 0.0  # + 0.0: -0.0 is 0.0
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and accept(value)):
@@ -170,16 +176,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "of your documents: english (default), german, french, spanish, ... or 'none' (no "
         "stemming); its stopwords follow it (German ones for german)",
     )
-    parser.add_argument(
-        "--bm25-stopwords",
-        type=bm25_stopwords,
-        metavar="LIST",
-        help="words the BM25 side of the index (and so the served bundle) and the "
-        "hard-negative miner drop: 'language' (default: the --bm25-language's list), 'none', "
-        "a list code (en, de, fr, es, ...) or your words separated by commas ('the,a,an'; "
-        "one word: 'sku,')",
-    )
+    add_bm25_stopwords_option(parser)
     add_pipeline_options(parser)
+
+
+STOPWORDS_HELP = (
+    "words the BM25 side of the index (and so the served bundle) and the hard-negative miner "
+    "drop: 'language' (default: the --bm25-language's list), 'none', a list code (en, de, fr, "
+    "es, ...) or your words separated by commas ('the,a,an'; one word: 'sku,')"
+)
+
+
+def add_bm25_stopwords_option(parser: argparse.ArgumentParser, help: str = STOPWORDS_HELP) -> None:
+    """``--bm25-stopwords LIST`` (checked by :func:`options.bm25_stopwords`; ``build_config``
+    puts it into ``PipelineConfig.bm25_stopwords``): ``ragtune tune``, ``demo`` and ``refresh``.
+
+    Example::
+
+        add_bm25_stopwords_option(parser)   # ragtune demo --bm25-stopwords the,a,an
+    """
+    parser.add_argument("--bm25-stopwords", type=bm25_stopwords, metavar="LIST", help=help)
 
 
 def build_config(args: argparse.Namespace, base: Any = None) -> Any:
@@ -214,13 +230,89 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
     limit = getattr(args, "time_limit", None)
     if limit is not None:
         changes["time_limit_minutes"] = None if limit == "none" else limit
-    config = replace(config, **changes)
+    try:
+        config = replace(config, **changes)
+    except (TypeError, ValueError) as exc:  # a bound of PipelineConfig: named as the option
+        raise UsageError(_named_as_option(str(exc))) from None
     if args.time_budget is not None:
         try:
             config = config.with_time_budget(args.time_budget)
         except ValueError as exc:
-            raise ValueError(f"argument --time-budget: {exc}") from None
+            raise UsageError(f"argument --time-budget: {exc}") from None
     return config
+
+
+# PipelineConfig fields the command line sets, and the option of each
+FIELD_OPTIONS = {
+    "seed": "--seed",
+    "device": "--device",
+    "encoder_model": "--encoder",
+    "reranker_model": "--reranker-model",
+    "decoder_model": "--decoder",
+    "max_test_questions": "--max-test-questions",
+    "bm25_analyzer": "--bm25-analyzer",
+    "bm25_language": "--bm25-language",
+    "bm25_stopwords": "--bm25-stopwords",
+    "max_over_refusal": "--max-over-refusal",
+    "time_limit_minutes": "--time-limit",
+    "encoder_budget": "--time-budget",
+    "reranker_budget": "--time-budget",
+    "decoder_budget": "--time-budget",
+}
+
+
+def _named_as_option(message: str) -> str:
+    """``PipelineConfig.max_test_questions must be at most ...`` as ``argument
+    --max-test-questions: must be at most ...`` (the option the user typed)."""
+    found = re.search(r"PipelineConfig\.(\w+)(?:\.\w+)?:? ", message)
+    option = FIELD_OPTIONS.get(found.group(1)) if found else None
+    if found is None or option is None:
+        return message
+    return f"argument {option}: {message[: found.start()]}{message[found.end() :]}"
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every option value checked before any document is read: ``UsageError`` (exit status 2)
+    naming the option and the values it takes (a bound of ``PipelineConfig``, ``--skip``,
+    ``--time-budget``, ``--device``, ``--out`` inside ``--docs``; these were exit status 1,
+    as if the run had failed).
+
+    Example::
+
+        check_arguments(args)   # --max-test-questions 3000000000: UsageError naming it
+    """
+    from llama_index_ragtune.pipeline.runner import check_outside_documents
+
+    if args.queries and args.feedback:
+        raise UsageError("give --queries or --feedback, not both")
+    try:  # the next run would read the bundles as documents (was exit status 1)
+        check_outside_documents(args.docs, {"--out": args.out})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    check_pipeline_options(args)
+
+
+def check_pipeline_options(args: argparse.Namespace, base: Any = None) -> None:
+    """``UsageError`` naming the option when the options of :func:`add_pipeline_options` (and
+    the BM25 ones) make no ``PipelineConfig`` over ``base``, or ``--skip`` names a step that
+    cannot be skipped. ``ragtune tune`` and ``ragtune demo`` run it before their work.
+
+    Example::
+
+        check_pipeline_options(args, PipelineConfig.demo())   # ragtune demo's check
+    """
+    from llama_index_ragtune.pipeline.config import check_skip
+
+    build_config(args, base)
+    try:
+        check_skip(skip_of(args))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"argument --skip: {exc}") from None
+
+
+def skip_of(args: argparse.Namespace) -> list[str]:
+    """The steps ``--skip`` names."""
+    return [s.strip() for s in (args.skip or "").split(",") if s.strip()]
 
 
 def run_pipeline(pipeline: Any) -> Any:
@@ -240,8 +332,6 @@ def run(args: argparse.Namespace) -> int:
     from llama_index_ragtune.models import check_model_path
     from llama_index_ragtune.pipeline import TuningPipeline
 
-    if args.queries and args.feedback:
-        raise UsageError("give --queries or --feedback, not both")
     if args.decoder:
         try:
             check_model_path(args.decoder)

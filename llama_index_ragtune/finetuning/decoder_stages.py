@@ -196,7 +196,7 @@ class DecoderStages(BaseFinetuneEngine):
             from trl import DPOTrainer as Trainer
         else:
             from trl.experimental.orpo import ORPOTrainer as Trainer
-        callbacks, timer = self._budget_callbacks(self.budget)
+        callbacks, timer = self._budget_callbacks(self.budget, "preference_args")
         self.preference_trainer = Trainer(
             model=self.model,
             args=self.preference_args,

@@ -43,14 +43,15 @@ class TrainingPlanMixin:
         move it earlier)."""
         return self.train_deadline
 
-    def _budget_callbacks(self, budget: Any) -> tuple[list[Any], Any]:
-        """The user's callbacks, the warm-up check, and a ``TimeBudgetCallback`` when
+    def _budget_callbacks(self, budget: Any, label: str = "args") -> tuple[list[Any], Any]:
+        """The user's callbacks, the warm-up check (its warning names ``label``, the engine
+        argument holding the stage's training arguments), and a ``TimeBudgetCallback`` when
         ``budget.minutes`` or a training deadline is set."""
         from llama_index_ragtune.finetuning.budget import TimeBudgetCallback
         from llama_index_ragtune.finetuning.training_args_check import warmup_check_callback
 
         # a warm-up as long as the run trains at a rate near 0: said once, when it starts
-        callbacks = [*self.callbacks, warmup_check_callback(type(self).__name__)]
+        callbacks = [*self.callbacks, warmup_check_callback(type(self).__name__, label)]
         timer = None
         minutes = None if budget is None else budget.minutes
         deadline = self._training_deadline()

@@ -29,7 +29,7 @@ def test_tune_out_in_the_docs_folder_is_refused_before_anything_is_written(
 ):
     before = _listing(tmp_path)
     argv = ["tune", "--docs", str(docs), "--out", str(tmp_path / out), "--skip", "decoder"]
-    assert main(argv) == 1
+    assert main(argv) == 2
     error = capsys.readouterr().err.strip()
     # refused by the pipeline's own layout check (TuningPipeline), before any work
     assert error.startswith("ragtune tune: error: --out") and "\n" not in error
@@ -47,7 +47,7 @@ def test_refresh_folders_in_the_docs_folder_are_refused(docs, tmp_path, capsys, 
     folders[option] = str(docs)
     argv = ["refresh", "--docs", str(docs), "--feedback", str(store)]
     before = _listing(tmp_path)
-    assert main([*argv, *(x for pair in folders.items() for x in pair)]) == 1
+    assert main([*argv, *(x for pair in folders.items() for x in pair)]) == 2
     error = capsys.readouterr().err
     assert f"{option} {docs} is inside the documents folder {docs}" in error
     assert _listing(tmp_path) == before

@@ -92,7 +92,7 @@ def test_train_with_a_device_that_is_not_here_fails_before_the_data_is_loaded(
     monkeypatch.setattr(train_decoder, "prepare_grounded_data", _never)
     out = tmp_path / "out"
     data = ["--qa", str(_qa(tmp_path))] if command == "decoder" else ["--beir", str(toy_beir_dir)]
-    assert main(["train", command, *data, "--out", str(out), "--device", "mps"]) == 1
+    assert main(["train", command, *data, "--out", str(out), "--device", "mps"]) == 2
     err = capsys.readouterr().err
     assert (
         f"ragtune train {command}: error: argument --device: device='mps' is not available" in err
@@ -106,7 +106,7 @@ def test_tune_with_a_device_that_is_not_here_fails_before_any_work(tmp_path, cap
     docs.mkdir()
     (docs / "a.md").write_text("# Returns\n\nWithin 30 days.\n", encoding="utf-8")
     out = tmp_path / "out"
-    assert main(["tune", "--docs", str(docs), "--out", str(out), "--device", "mps"]) == 1
+    assert main(["tune", "--docs", str(docs), "--out", str(out), "--device", "mps"]) == 2
     err = capsys.readouterr().err
     assert "ragtune tune: error: argument --device: device='mps' is not available" in err
     assert not out.exists()

@@ -124,7 +124,7 @@ def test_a_dtype_or_device_typo_fails_before_the_data_is_prepared(
     monkeypatch.setattr(train_decoder, "prepare_grounded_data", prepared)
     out = tmp_path / "out"
     argv = ["train", "decoder", "--qa", str(_qa(tmp_path)), "--out", str(out)]
-    assert main([*argv, "--base-model", tiny_causal_lm_path, *flags]) == 1
+    assert main([*argv, "--base-model", tiny_causal_lm_path, *flags]) == 2
     err = capsys.readouterr().err
     assert f"ragtune train decoder: error: {message}" in err and "Traceback" not in err
     assert not out.exists()
@@ -142,7 +142,7 @@ def test_p_no_gold_of_one_names_the_option_not_the_file(tmp_path, capsys, tiny_c
 
 # ------------------------------------------------------------- every numeric option
 
-# Checked in the command's body instead (a usage error naming the option, exit status 1):
+# Checked by the command before its work instead (a usage error naming the option, exit status 2):
 # tests/pipeline/test_cli_inputs_hostile.py covers each.
 CHECKED_BY_THE_COMMAND = {
     ("llama_index_ragtune/commands/refresh.py", "--time-budget"),

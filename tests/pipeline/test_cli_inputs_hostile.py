@@ -77,7 +77,7 @@ def test_huge_cli_minutes_are_one_line_and_write_nothing(
     tiny_corpus, tiny_encoder_path, tmp_path, capsys, no_index
 ):
     out = tmp_path / "o"
-    assert _tune(tiny_corpus, tiny_encoder_path, out, "--time-budget", "1e308") == 1
+    assert _tune(tiny_corpus, tiny_encoder_path, out, "--time-budget", "1e308") == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "argument --time-budget:" in err and "at most" in err
     with pytest.raises(SystemExit) as info:
@@ -107,7 +107,7 @@ def test_refresh_values_that_pass_a_sign_check_but_cannot_work_are_refused(
     feedback.write_bytes(b"")
     out = tmp_path / "o"
     argv = ["refresh", "--bundle", str(bundle), "--feedback", str(feedback), "--out", str(out)]
-    assert main([*argv, option, value]) == 1
+    assert main([*argv, option, value]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()

@@ -273,7 +273,7 @@ def test_cli_out_inside_docs_is_one_line_and_writes_nothing(
     docs = _docs(tiny_corpus, tmp_path)
     code = main(["tune", "--docs", str(docs), "--out", str(docs / "runs")])
     err = capsys.readouterr().err
-    assert code == 1 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
     assert f"ragtune tune: error: --out {docs / 'runs'} is inside the documents folder" in err
     assert not (docs / "runs").exists()
 
@@ -430,5 +430,5 @@ def test_a_bad_device_fails_before_anything_is_written(tiny_corpus, tmp_path, ca
         TuningPipeline(tiny_corpus["docs"], out, config=PipelineConfig(device="gpu"))
     code = main(["tune", "--docs", str(tiny_corpus["docs"]), "--out", str(out), "--device", "gpu"])
     err = capsys.readouterr().err
-    assert code == 1 and "device='gpu' is not a torch device" in err and "Traceback" not in err
+    assert code == 2 and "device='gpu' is not a torch device" in err and "Traceback" not in err
     assert not out.exists()

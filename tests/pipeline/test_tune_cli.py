@@ -20,10 +20,10 @@ def test_missing_docs_folder_is_a_usage_error(tmp_path, capsys):
 
 def test_bad_options_are_one_line_errors(tmp_path, tiny_corpus, capsys):
     docs = str(tiny_corpus["docs"])
-    assert main(["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--skip", "parse"]) == 1
+    assert main(["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--skip", "parse"]) == 2
     assert "cannot be skipped" in capsys.readouterr().err
     code = main(["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--time-budget", "-3"])
-    assert code == 1 and "minutes > 0" in capsys.readouterr().err
+    assert code == 2 and "minutes > 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--max-over-refusal", "2"])
     assert exit_info.value.code == 2
