@@ -77,8 +77,51 @@ def load_model(factory: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         encoder = load_model(SentenceTransformer, default_encoder(), device="cpu")
         lm = load_model(AutoModelForCausalLM.from_pretrained, "runs/decoder/final")
     """
+    if _transformers_from_pretrained(factory) and "use_kernels" not in kwargs:
+        kwargs.update(hub_kernel_kwargs())
     with MODEL_LOADING_LOCK:
         return factory(*args, **kwargs)
+
+
+def _transformers_from_pretrained(factory: Any) -> bool:
+    """Whether ``factory`` is a transformers model class's ``from_pretrained`` (an
+    ``AutoModel*`` or a ``PreTrainedModel``; not a tokenizer's or a config's)."""
+    owner = getattr(factory, "__self__", None)
+    if getattr(factory, "__name__", "") != "from_pretrained" or not isinstance(owner, type):
+        return False
+    if not owner.__module__.startswith("transformers."):
+        return False
+    from transformers import PreTrainedModel
+
+    return issubclass(owner, PreTrainedModel) or owner.__name__.startswith("AutoModel")
+
+
+def hub_kernel_kwargs() -> dict[str, Any]:
+    """``{"use_kernels": False}`` while the Hugging Face Hub is offline, else ``{}``.
+
+    Recent transformers swap a model's layers for compute kernels fetched from the
+    Hub when it runs on CUDA (``use_kernels`` defaults to on); offline, that fetch
+    fails at the first ``model.train()`` or CUDA load ("... is not available in the
+    local cache and Hugging Face Hub is in offline mode"). :func:`load_model` adds
+    these arguments to every transformers ``from_pretrained`` it calls without
+    ``use_kernels``; pass ``use_kernels=True`` yourself where the kernels are cached.
+
+    Example::
+
+        from transformers import AutoModelForCausalLM
+
+        from llama_index_ragtune.models import hub_kernel_kwargs
+
+        lm = AutoModelForCausalLM.from_pretrained("runs/decoder/merged", **hub_kernel_kwargs())
+    """
+    import huggingface_hub
+
+    offline = getattr(huggingface_hub, "is_offline_mode", None)
+    hub_offline = offline() if callable(offline) else huggingface_hub.constants.HF_HUB_OFFLINE
+    flag = os.environ.get("TRANSFORMERS_OFFLINE", "").strip().upper()
+    if hub_offline or flag in {"1", "ON", "YES", "TRUE"}:
+        return {"use_kernels": False}
+    return {}
 
 
 _INSTALL_HINTS = {
