@@ -88,9 +88,10 @@ def choose_refusal_threshold(
     ``"refusal_f1"`` maximises the refusal F1 alone. Candidates are midpoints between
     consecutive distinct probabilities (plus "refuse all" and "refuse none"); ties go
     to the candidate nearest 0.5. ``max_over_refusal`` (e.g. ``0.1``) keeps only
-    thresholds that refuse at most that share of the answerable questions ("refuse
-    none" always qualifies): the operating point for an app that would rather answer
-    than refuse.
+    thresholds that refuse at most that share of the answerable questions: the operating
+    point for an app that would rather answer than refuse. Answerable questions at
+    probability 1.0 are refused by every threshold in [0, 1]; when they alone exceed
+    the share, the thresholds refusing the fewest answerable questions compete instead.
 
     Example::
 
@@ -111,9 +112,13 @@ def choose_refusal_threshold(
     candidates.append((values[-1] + 1.0) / 2 if values[-1] < 1 else 1.0)  # refuse none
     best: ThresholdChoice | None = None
     positives, negatives = sorted(positives), sorted(negatives)
-    for threshold in candidates:  # counted by bisection: scoring every question for every
-        # candidate took minutes for 20,000 distinct probabilities
-        choice = _score(threshold, positives, negatives, objective)
+    # counted by bisection: scoring every question for every candidate took minutes for
+    # 20,000 distinct probabilities
+    choices = [_score(threshold, positives, negatives, objective) for threshold in candidates]
+    if max_over_refusal is not None:  # "refuse none" refuses the answerable ones at 1.0
+        max_over_refusal = max(max_over_refusal, min(c.over_refusal_rate for c in choices))
+    for choice in choices:
+        threshold = choice.threshold
         if max_over_refusal is not None and choice.over_refusal_rate > max_over_refusal + 1e-12:
             continue
         if (
@@ -125,7 +130,8 @@ def choose_refusal_threshold(
             )
         ):
             best = choice
-    return best  # type: ignore[return-value]
+    assert best is not None  # the least-refusing candidate always qualifies
+    return best
 
 
 def check_max_over_refusal(value: float | None, where: str) -> None:
