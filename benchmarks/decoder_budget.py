@@ -57,8 +57,7 @@ def prepare(run: Path, out: Path) -> None:
     from llama_index_ragtune.llms.answerability import SimilarityAnswerabilityScorer
     from llama_index_ragtune.pipeline import PipelineConfig, TuningPipeline
     from llama_index_ragtune.pipeline.evaluate import generation_questions
-    from llama_index_ragtune.pipeline.steps import TIME_LIMITED_DECODER_ARGS
-    from llama_index_ragtune.pipeline.training_data import training_contexts
+    from llama_index_ragtune.pipeline.steps import TIME_LIMITED_DECODER_ARGS, decoder_contexts
 
     args = _build_parser(["demo"]).parse_args(["demo", "--out", str(run), "--resume"])
     config = build_config(args, PipelineConfig.demo())
@@ -78,22 +77,7 @@ def prepare(run: Path, out: Path) -> None:
         ctx = pipeline.context
         if not ctx.state.done("decoder"):
             raise SystemExit(f"{run}: finish `ragtune demo --out {run}` first")
-        dev_ids = {q.id for q in ctx.split("dev")}
-        questions = [q for q in ctx.split("train") if q.id not in dev_ids]
-        depth = 3 * config.max_sources
-
-        def retrieve(query: Any) -> list[str]:
-            return [h.node.node_id for h in ctx.ranked_nodes(query.question, query.filters)[:depth]]
-
-        contexts = training_contexts(
-            questions,
-            retrieve,
-            ctx.llm_texts,
-            top_k=config.max_sources,
-            max_source_chars=config.max_source_chars,
-            p_no_gold=config.p_no_gold,
-            seed=config.seed,
-        )
+        contexts = decoder_contexts(ctx)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "sft.jsonl", "w", encoding="utf-8") as f:
             for c in contexts:
@@ -138,7 +122,7 @@ def prepare(run: Path, out: Path) -> None:
                     "answer": None if q is None else q.answer,
                     "groups": {
                         i: ctx.node_map[i].metadata.get(group)
-                        for i in {*ids, *gold}
+                        for i in sorted({*ids, *gold})
                         if i in ctx.node_map
                     }
                     if group

@@ -394,6 +394,33 @@ def _evaluation_reserve(ctx: RunContext) -> tuple[float, dict[str, Any]]:
     return EVALUATION_MARGIN * seconds + AFTER_EVALUATION_SECONDS, info
 
 
+def decoder_contexts(ctx: RunContext) -> list[Any]:
+    """The decoder's grounded SFT contexts: the training questions minus the dev ones (kept
+    for the refusal policy), over the served stack's retrieved nodes; each holds the gold
+    nodes, or drops them (refusal target) with ``config.p_no_gold``."""
+    from llama_index_ragtune.pipeline.training_data import training_contexts
+
+    config = ctx.config
+    dev = {q.id for q in ctx.split("dev")}
+    questions = [q for q in ctx.split("train") if q.id not in dev]
+    depth = 3 * config.max_sources
+
+    def retrieve(query: Any) -> list[str]:
+        hits = ctx.ranked_nodes(query.question, query.filters)
+        return [h.node.node_id for h in hits[:depth]]
+
+    return training_contexts(
+        questions,
+        retrieve,
+        ctx.llm_texts,
+        top_k=config.max_sources,
+        max_source_chars=config.max_source_chars,
+        p_no_gold=config.p_no_gold,
+        seed=config.seed,
+        show_progress=config.show_progress,
+    )
+
+
 def decoder(ctx: RunContext) -> dict[str, Any]:
     """Grounded SFT (+ DPO) of the decoder over contexts from the served retriever.
 
@@ -404,29 +431,12 @@ def decoder(ctx: RunContext) -> dict[str, Any]:
     training ends early enough for the tuned one's evaluation to fit.
     """
     from llama_index_ragtune.finetuning import DecoderFinetuneEngine
-    from llama_index_ragtune.pipeline.training_data import sft_dataset, training_contexts
+    from llama_index_ragtune.pipeline.training_data import sft_dataset
 
     config = ctx.config
     reserve, limit = (0.0, {}) if ctx.deadline is None else _evaluation_reserve(ctx)
     folder = ctx.path("decoder")
-    dev = {q.id for q in ctx.split("dev")}
-    questions = [q for q in ctx.split("train") if q.id not in dev]
-    depth = 3 * config.max_sources
-
-    def retrieve(query: Any) -> list[str]:
-        hits = ctx.ranked_nodes(query.question, query.filters)
-        return [h.node.node_id for h in hits[:depth]]
-
-    contexts = training_contexts(
-        questions,
-        retrieve,
-        ctx.llm_texts,
-        top_k=config.max_sources,
-        max_source_chars=config.max_source_chars,
-        p_no_gold=config.p_no_gold,
-        seed=config.seed,
-        show_progress=config.show_progress,
-    )
+    contexts = decoder_contexts(ctx)
     preference = None
     if config.dpo:
         from llama_index_ragtune.data.preference import PreferenceBuilder
