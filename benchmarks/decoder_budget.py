@@ -50,17 +50,19 @@ def prepare(run: Path, out: Path) -> None:
     """Write ``sft.jsonl`` and ``items.jsonl`` from the finished demo run in ``run``."""
     from llama_index.core.schema import QueryBundle
 
-    from llama_index_ragtune.cli import _build_parser
-    from llama_index_ragtune.commands.demo import SEED_QUESTIONS, _skip
-    from llama_index_ragtune.commands.tune import build_config
+    from llama_index_ragtune.commands.demo import SEED_QUESTIONS
     from llama_index_ragtune.demo import demo_dir
     from llama_index_ragtune.llms.answerability import SimilarityAnswerabilityScorer
     from llama_index_ragtune.pipeline import PipelineConfig, TuningPipeline
     from llama_index_ragtune.pipeline.evaluate import generation_questions
     from llama_index_ragtune.pipeline.steps import TIME_LIMITED_DECODER_ARGS, decoder_contexts
 
-    args = _build_parser(["demo"]).parse_args(["demo", "--out", str(run), "--resume"])
-    config = build_config(args, PipelineConfig.demo())
+    config = PipelineConfig.demo()  # a default `ragtune demo` run's settings
+    try:  # the steps it skipped (the fusion and the reranker, unless it was asked for them)
+        steps = json.loads((run / "work" / "state.json").read_text(encoding="utf-8"))["steps"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"{run}: not a finished `ragtune demo --out {run}` ({exc})") from None
+    skipped = [name for name, step in steps.items() if step.get("status") == "skipped"]
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "run"  # opening a run may rewrite its state: work on a copy
         shutil.copytree(run, copy, symlinks=True)
@@ -71,12 +73,15 @@ def prepare(run: Path, out: Path) -> None:
             queries=root / "queries.jsonl",
             metadata=root / "metadata.json",
             config=config,
-            skip=_skip(args),
+            skip=skipped,
             resume=True,
         )
         ctx = pipeline.context
         if not ctx.state.done("decoder"):
-            raise SystemExit(f"{run}: finish `ragtune demo --out {run}` first")
+            raise SystemExit(
+                f"{run}: not a finished default `ragtune demo --out {run}` (its settings differ "
+                "from PipelineConfig.demo(), or it stopped before the decoder)"
+            )
         contexts = decoder_contexts(ctx)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "sft.jsonl", "w", encoding="utf-8") as f:
@@ -191,7 +196,7 @@ def train(data: Path, out: Path, configs: list[str], device: str | None) -> dict
     from tqdm.auto import tqdm
 
     from llama_index_ragtune.evaluation.generation import GenerationEvaluator
-    from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
+    from llama_index_ragtune.evaluation.refusal_calibration import decision_scores, refusal_auc
     from llama_index_ragtune.finetuning import DecoderFinetuneEngine, TrainingBudget
     from llama_index_ragtune.llms import LocalChatLLM
     from llama_index_ragtune.llms.refusal_selection import select_refusal_policy
@@ -281,9 +286,7 @@ def train(data: Path, out: Path, configs: list[str], device: str | None) -> dict
             return round(sum(values) / len(values), 3) if values else None
 
         refused = [bool(d.refused) for _i, _p, d, _t in answers[: len(test)]]
-        tp = sum(r and s for r, s in zip(refused, should_refuse, strict=True))
-        precision = tp / sum(refused) if any(refused) else 0.0
-        recall = tp / sum(should_refuse) if any(should_refuse) else 0.0
+        decisions = decision_scores(refused, [not s for s in should_refuse])
         results.append(
             {
                 "config": name,
@@ -310,9 +313,7 @@ def train(data: Path, out: Path, configs: list[str], device: str | None) -> dict
                     "answer_f1": mean("f1"),
                     "refused": sum(refused),
                     "should_refuse": sum(should_refuse),
-                    "refusal_f1": round(2 * precision * recall / (precision + recall), 3)
-                    if precision + recall
-                    else 0.0,
+                    "refusal_f1": round(decisions["refusal_f1"], 3),
                 },
                 "seeds": [
                     {
