@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 from llama_index_ragtune._invisible import drop_invisible
+from llama_index_ragtune._words import words
 from llama_index_ragtune.data.errors import DataError
 
 __all__ = [
@@ -47,12 +47,14 @@ FORMAT_VERSION = 1
 
 
 def _folded(text: str) -> str:
-    return unicodedata.normalize("NFKC", drop_invisible(text)).casefold()
+    # casefold() writes "İ" as "i" + combining dot above, which prints as "i": one letter
+    return unicodedata.normalize("NFKC", drop_invisible(text)).casefold().replace("i\u0307", "i")
 
 
 def normalize_text(text: str) -> str:
     """Lower-case, Unicode-normalised text with punctuation and invisible characters
-    (:func:`drop_invisible`) dropped and spaces collapsed.
+    (:func:`drop_invisible`) dropped and spaces collapsed; combining marks stay in their
+    words (``_words.words``: ``"किताब"`` and ``"कीताब"`` are two words, not ``"क त ब"``).
 
     Used to detect duplicate queries and passages (``"What is X?" == "what is x"``,
     ``"re\u200bturn" == "return"``).
@@ -61,7 +63,7 @@ def normalize_text(text: str) -> str:
 
         normalize_text("What is X?")   # 'what is x'
     """
-    return " ".join(re.findall(r"\w+", _folded(text)))
+    return " ".join(words(_folded(text)))
 
 
 def id_form(ident: str) -> str:

@@ -27,6 +27,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from llama_index_ragtune._words import words
 from llama_index_ragtune.grounding._scanner import MAX_MARKER_CHARS, CodeReader, Lexer
 from llama_index_ragtune.grounding.arguments import require_text, require_texts
 from llama_index_ragtune.grounding.citations import find_citations
@@ -59,7 +60,6 @@ _QUOTE_STOPS = {
 }
 _ELLIPSIS = re.compile(r"\s*(?:\.\.\.|\u2026)\s*")
 _JOINERS = frozenset(" \t:;,-\u2013\u2014")
-_PUNCT = re.compile(r"[^\w\s]")
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,8 @@ class QuoteCheck:
 
 
 def normalize_quote(text: str) -> str:
-    """``text`` as quote checking compares it: NFKC, lower case, no punctuation, single spaces.
+    """``text`` as quote checking compares it: NFKC, lower case, no punctuation, single spaces
+    (combining marks stay in their words: a quote with other vowel signs is another quote).
 
     Example::
 
@@ -114,7 +115,7 @@ def normalize_quote(text: str) -> str:
     """
     require_text(text, "normalize_quote: text")
     text = unicodedata.normalize("NFKC", text).lower()
-    return " ".join(_PUNCT.sub(" ", text).split())
+    return " ".join(words(text))
 
 
 def find_quotes(text: str) -> Iterator[re.Match[str]]:
