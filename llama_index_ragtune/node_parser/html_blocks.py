@@ -34,6 +34,7 @@ from llama_index_ragtune.node_parser.html_clean import (
     DEFAULT_BOILERPLATE_ROLES,
     DEFAULT_BOILERPLATE_TAGS,
     BoilerplatePolicy,
+    dropped_by_unclosed,
     swallowed_by_unclosed,
     unshown_text,
 )
@@ -41,6 +42,7 @@ from llama_index_ragtune.node_parser.html_foreign import (
     FOREIGN_START,
     break_out_of_foreign_content,
 )
+from llama_index_ragtune.node_parser.html_lxml_repairs import nest_paragraphs_in_headings
 from llama_index_ragtune.node_parser.html_math import replace_math
 from llama_index_ragtune.node_parser.html_tables import layout_tables
 from llama_index_ragtune.node_parser.html_text import (
@@ -157,6 +159,8 @@ class HTMLConverter:
         builder = bs4.builder.builder_registry.lookup(*self.features.split())
         if builder is None or issubclass(builder, bs4.builder.HTMLParserTreeBuilder):
             return html_parser_soup(html)
+        if getattr(builder, "NAME", None) == "lxml":  # lxml ends a heading at a <p>
+            html = nest_paragraphs_in_headings(html)
         try:
             return bs4.BeautifulSoup(html, self.features)
         except bs4.FeatureNotFound:  # pragma: no cover - the lookup found it
@@ -188,11 +192,20 @@ class HTMLConverter:
             logger.warning(
                 "HTML document %s: a %s opened at character %d is never closed, so the "
                 "%d words of markup after it are hidden (as a browser hides them) and give no "
-                "nodes. Close it (with -->, </script>, </style>, or > for a tag) if that text "
-                "is content; a tag left open at the end may mean the file was cut off.",
+                "nodes. Close it (with -->, its end tag such as </script>, or > for a tag) if "
+                "that text is content; a tag left open at the end may mean the file was cut off.",
                 shown_id(document_id), *swallowed,
             )  # fmt: skip
         soup = self.parse(html)
+        dropped = dropped_by_unclosed(html, soup, self.policy.tags)
+        if dropped is not None and dropped[2] >= ALMOST_EMPTY_WORDS:
+            logger.warning(
+                "HTML document %s: a %s opened at character %d is never closed, so it holds "
+                "the %d words of headings, paragraphs or lists after it, and they are dropped "
+                "with it as boilerplate (a browser shows them). Close it with </%s> where its "
+                "own text ends.",
+                shown_id(document_id), *dropped, dropped[0][1:-1],
+            )  # fmt: skip
         self.policy.drop(soup, removed, hidden)
         blocks = self._convert(soup)
         kept = _word_count(blocks)

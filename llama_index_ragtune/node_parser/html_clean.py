@@ -3,7 +3,10 @@
 Always dropped (by default): what is never read as page text (``script``, ``style``,
 ``noscript``, ``template``, ``head``), graphics and embeds (``svg``, ``canvas``,
 ``iframe``, ``object``, ``embed``), form controls (``button``, ``select``,
-``textarea``, ``input``), ``nav``, elements with a chrome ARIA role (navigation,
+``textarea``, ``input``; a ``button`` that holds all of the text of a heading, ARIA
+heading, ``dt`` or ``summary`` is kept: the title of an accordion or disclosure section,
+``<h3><button>Question</button></h3>``),
+``nav``, elements with a chrome ARIA role (navigation,
 banner, contentinfo, complementary, search, menu, menubar, toolbar), and hidden
 elements (``hidden`` except ``hidden="until-found"``, ``aria-hidden="true"``,
 inline ``display: none`` / ``visibility: hidden`` or ``collapse``, the last declaration
@@ -114,6 +117,8 @@ _NOTE_WORDS = frozenset({
 _CLASS_WORD = re.compile(r"[-_]+")
 _CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.S)
 _IMPORTANT = re.compile(r"!\s*important\s*$", re.I)
+#: Elements whose text titles what follows: a button holding all of it is that title.
+_TITLE_TAGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "dt", "summary"})
 
 
 def _tokens(value) -> set[str]:
@@ -150,6 +155,28 @@ def _is_title_outside_svg(tag) -> bool:
         return False
     parent = tag.parent
     return parent is None or (parent.name or "").lower() not in _SVG_CONTAINERS
+
+
+def _is_title_holder(tag) -> bool:
+    """A heading (``h1``..``h6`` or ARIA ``role="heading"``), definition term or summary."""
+    if (tag.name or "").lower() in _TITLE_TAGS:
+        return True
+    roles = str(tag.get("role") or "").split()
+    return bool(roles) and roles[0].lower() == "heading"
+
+
+def _is_button_title(tag, heading, titles: dict[int, bool]) -> bool:
+    """A ``button`` in ``heading`` (a title holder, :func:`_is_title_holder`) whose buttons
+    hold all of its words: its title (the accordion pattern of WAI-ARIA and Bootstrap), not
+    a form control. ``titles`` caches the answer per heading: one with many buttons is read
+    once."""
+    if heading is None or (tag.name or "").lower() != "button":
+        return False
+    key = id(heading)
+    if key not in titles:
+        inside = sum(len(_WORD.findall(b.get_text(" "))) for b in heading.find_all("button"))
+        titles[key] = 0 < len(_WORD.findall(heading.get_text(" "))) <= inside
+    return titles[key]
 
 
 def _is_note(tag) -> bool:
@@ -190,13 +217,18 @@ class BoilerplatePolicy:
         empty a page)."""
         return BoilerplatePolicy(self.tags & (NEVER_TEXT_TAGS | {"nav"}), (), hidden=False)
 
-    def _verdict(self, tag, header_scoped: bool, aside_scoped: bool, holds_content) -> bool:
-        if self._chrome(tag, header_scoped, aside_scoped, holds_content):
+    def _verdict(
+        self, tag, header_scoped: bool, aside_scoped: bool, holds_content, heading=None
+    ) -> bool:
+        if self._chrome(tag, header_scoped, aside_scoped, holds_content, heading):
             return True
         return self.hidden and is_hidden(tag)
 
-    def _chrome(self, tag, header_scoped: bool, aside_scoped: bool, holds_content) -> bool:
-        """Boilerplate by its tag or role (the hidden rule aside)."""
+    def _chrome(
+        self, tag, header_scoped: bool, aside_scoped: bool, holds_content, heading=None, titles=None
+    ) -> bool:
+        """Boilerplate by its tag or role (the hidden rule aside); ``heading`` is the
+        ``h1``..``h6`` element ``tag`` is in, if any (``titles``: see :func:`_is_button_title`)."""
         name = (tag.name or "").lower()
         if name in self.tags:
             if name in ("header", "footer"):
@@ -211,7 +243,7 @@ class BoilerplatePolicy:
             elif name == "head":
                 if not _holds_body(tag):
                     return True
-            else:
+            elif not _is_button_title(tag, heading, {} if titles is None else titles):
                 return True
         if "head" in self.tags and (_is_head_metadata(tag) or _is_title_outside_svg(tag)):
             return True  # in a head kept for its content; a title in the body
@@ -235,13 +267,16 @@ class BoilerplatePolicy:
             BoilerplatePolicy().is_boilerplate(soup.aside)     # True
         """
         header_scoped = aside_scoped = False
+        heading = None
         for parent in reversed(list(tag.parents)):
             header_scoped, aside_scoped = self._scopes(parent, header_scoped, aside_scoped)
+            if heading is None and _is_title_holder(parent):
+                heading = parent
 
         def holds_content(form) -> bool:
             return form.find(_FORM_CONTENT) is not None or form.find(role="main") is not None
 
-        return self._verdict(tag, header_scoped, aside_scoped, holds_content)
+        return self._verdict(tag, header_scoped, aside_scoped, holds_content, heading)
 
     def drop(self, soup, removed: list | None = None, hidden: list | None = None) -> int:
         """Remove every boilerplate element from ``soup`` in place; return how many were removed.
@@ -279,18 +314,26 @@ class BoilerplatePolicy:
         # index valid; bs4 would otherwise look each one up among its siblings (quadratic
         # for thousands of dropped siblings).
         doomed = []
-        stack = [(soup, False, False)]
+        titles: dict[int, bool] = {}  # per heading holding buttons: are they its title?
+        stack = [(soup, False, False, None)]  # and the heading the node is in
         while stack:
-            node, header_scoped, aside_scoped = stack.pop()
+            node, header_scoped, aside_scoped, heading = stack.pop()
             for index, child in enumerate(node.contents):
                 if not isinstance(child, bs4.Tag):
                     continue
-                if self._chrome(child, header_scoped, aside_scoped, holds_content):
+                chrome = self._chrome(
+                    child, header_scoped, aside_scoped, holds_content, heading, titles
+                )
+                if chrome:
                     doomed.append((child, index, False))
                 elif self.hidden and is_hidden(child):
                     doomed.append((child, index, True))
                 else:
-                    stack.append((child, *self._scopes(child, header_scoped, aside_scoped)))
+                    scopes = self._scopes(child, header_scoped, aside_scoped)
+                    if heading is None and _is_title_holder(child):
+                        stack.append((child, *scopes, child))
+                    else:
+                        stack.append((child, *scopes, heading))
         for tag, _, only_hidden in doomed:
             never_text = (
                 tag.name in NEVER_TEXT_TAGS or _is_head_metadata(tag) or _is_title_outside_svg(tag)
@@ -343,12 +386,28 @@ def unshown_text(soup) -> list[tuple[str, int]]:
     return found
 
 
-#: ``(name, opener, closer)`` of what hides everything up to its end (raw text, a comment).
+def _element(name: str) -> tuple[str, re.Pattern, re.Pattern]:
+    return (
+        f"<{name}>",
+        re.compile(rf"<{name}(?=[\s>/])", re.I),
+        re.compile(rf"</{name}(?=[\s>/])", re.I),
+    )
+
+
+#: ``(name, opener, closer)`` of what hides everything up to its end (raw text, a comment,
+#: and elements whose content a browser does not show: a form field's text, a title, the
+#: fallback of an iframe, noscript or canvas, a template).
 _UNCLOSED = (
     ("<!--", re.compile(r"<!--(?!-?>)"), re.compile(r"--!?>")),  # "<!-->" is a whole comment
-    ("<script>", re.compile(r"<script(?=[\s>/])", re.I), re.compile(r"</script", re.I)),
-    ("<style>", re.compile(r"<style(?=[\s>/])", re.I), re.compile(r"</style", re.I)),
+    *map(_element, ("script", "style", "textarea", "title", "iframe", "noscript")),
+    *map(_element, ("template", "canvas")),
 )
+#: Boilerplate elements a browser shows but the parser drops with their content, and that
+#: hold no blocks when valid: never closed, they take the rest of the page with them (see
+#: :func:`dropped_by_unclosed`).
+_SHOWN_BOILERPLATE = ("button", "select", "object")
+#: What such an element holds only when it swallowed the page.
+_BLOCKS = ("h1", "h2", "h3", "h4", "h5", "h6", "p", "table", "ul", "ol", "dl", "pre", "blockquote")
 #: The opening of a comment or of an element whose content is text, not markup.
 _RAW_TEXT_OPEN = re.compile(
     r"<!--|<(plaintext|xmp|textarea|title|script|style|iframe|noembed|noframes)(?=[\s>/])", re.I
@@ -363,8 +422,53 @@ _CONTENT_TAG = re.compile(
 )
 
 
+def _last_unclosed(markup: str, opener: re.Pattern, closer: re.Pattern):
+    """The last match of ``opener`` in ``markup`` when no ``closer`` follows it, else None."""
+    last = None
+    for last in opener.finditer(markup):  # noqa: B007 - the last one is wanted
+        pass
+    if last is None or closer.search(markup, last.end()):
+        return None
+    return last
+
+
+def dropped_by_unclosed(markup: str, soup, tags: Iterable[str]) -> tuple[str, int, int] | None:
+    """``(name, offset, words)`` when a ``button``, ``select`` or ``object`` of the boilerplate
+    ``tags`` opened at ``offset`` in ``markup`` is never closed and so holds, in ``soup``
+    (``markup`` parsed), headings, paragraphs, tables or lists (``words`` words), which a
+    browser shows and the parser drops with it; the first such one, else None. Linear.
+
+    Example::
+
+        page = "<p>Hi</p><button>Buy <h2>Fees</h2><p>None</p>"
+        dropped_by_unclosed(page, BeautifulSoup(page, "lxml"), ["button"])
+        # ('<button>', 9, 3)
+    """
+    found = None
+    wanted = {tag.lower() for tag in tags}
+    for name in _SHOWN_BOILERPLATE:
+        if name not in wanted:
+            continue
+        _, opener, closer = _element(name)
+        last = _last_unclosed(markup, opener, closer)
+        if last is None or (found is not None and last.start() >= found[1]):
+            continue
+        words = max(
+            (
+                len(_WORD.findall(element.get_text(" ")))
+                for element in soup.find_all(name)
+                if element.find(_BLOCKS) is not None
+            ),
+            default=0,
+        )
+        if words:
+            found = (f"<{name}>", last.start(), words)
+    return found
+
+
 def swallowed_by_unclosed(markup: str) -> tuple[str, int, int] | None:
-    """``(name, offset, words)`` when a comment, ``<script>`` or ``<style>`` opened at
+    """``(name, offset, words)`` when a comment, ``<script>``, ``<style>``, ``<textarea>``,
+    ``<title>``, ``<iframe>``, ``<noscript>``, ``<template>`` or ``<canvas>`` opened at
     ``offset`` is never closed and so hides, as in a browser, the content markup after
     it (``words`` words), or a tag is (a ``<`` and a letter with no ``>`` after it, a
     cut-off page: it hides the text after it); the first such one, else ``None``.
@@ -377,10 +481,8 @@ def swallowed_by_unclosed(markup: str) -> tuple[str, int, int] | None:
     """
     found = None
     for name, opener, closer in _UNCLOSED:
-        last = None
-        for last in opener.finditer(markup):  # noqa: B007 - the last one is wanted
-            pass
-        if last is None or closer.search(markup, last.end()):
+        last = _last_unclosed(markup, opener, closer)
+        if last is None:
             continue
         body = last.end() if name == "<!--" else markup.find(">", last.end()) + 1
         tail = markup[body or last.end() :]

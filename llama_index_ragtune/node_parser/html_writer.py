@@ -78,6 +78,23 @@ class _Context:
         return self.kind in ("item", "dd", "quote") or bool(self.indent)
 
 
+def aria_heading_level(tag) -> int:
+    """The level of an element whose ARIA role is ``heading`` (``<div role="heading"
+    aria-level="3">``, as single-page apps write headings): its ``aria-level`` within 1..6
+    (2, the ARIA default, when missing or invalid), else 0.
+
+    Example::
+
+        aria_heading_level(BeautifulSoup('<div role="heading" aria-level="3">A</div>', "lxml").div)
+        # 3
+    """
+    roles = str(tag.get("role") or "").split()
+    if not roles or roles[0].lower() != "heading":
+        return 0
+    level = html_integer(tag.get("aria-level"), default=2)
+    return min(level, 6) if level >= 1 else 2
+
+
 def _start_number(value) -> int:
     """An ``<ol start>`` as browsers read it (:func:`.html_text.html_integer`), 1 when absurd."""
     number = html_integer(value, default=1)
@@ -229,6 +246,11 @@ class _Writer:
         if name == "br":
             self.buffer.append(BR)
             return False
+        level = 0 if name in _HEADINGS else aria_heading_level(tag)
+        if level:  # an ARIA heading; it ends with its element (close_owned), block or not
+            self.flush()
+            self.push(_Context("heading", tag, tag, level=level))
+            return True
         if name not in BLOCK_TAGS:
             self.buffer.append(alt_text(tag))
             return True

@@ -26,8 +26,9 @@ _HEADING_ATTRIBUTES = re.compile(
 #: A raw HTML block that is one heading element, its image alt texts and its tags.
 _HTML_HEADING = re.compile(r"\s*<(h([1-6]))\b[^>]*>(.*?)</\1\s*>\s*", re.S | re.I)
 #: (Every scan stops at the next ``<``: a run of unclosed tags is read in linear time.)
+#: The alt value may be unquoted (``<img src=logo.png alt=Acme>``), as HTML allows.
 _HTML_IMAGE_ALT = re.compile(
-    r"<img\b[^<>]*?\balt\s*=\s*(?:\"([^\"<>]*)\"|'([^'<>]*)')[^<>]*>", re.I
+    r"<img\b[^<>]*?\balt\s*=\s*(?:\"([^\"<>]*)\"|'([^'<>]*)'|([^\s\"'=<>`]++))[^<>]*>", re.I
 )
 _HTML_TAG = re.compile(r"<(br\b)?[^<>]*>", re.I)
 _HEADING_OPEN = re.compile(r"<(h[1-6])\b[^<>]*>", re.I)
@@ -42,9 +43,13 @@ def html_heading(block: str) -> tuple[int, str]:
     found = _HTML_HEADING.fullmatch(block) or _HTML_HEADING.fullmatch(_wrapped_heading(block))
     if found is None or "</h" in found.group(3).lower():  # two headings: left as HTML
         return 0, ""
-    inner = _HTML_IMAGE_ALT.sub(lambda m: f" {m.group(1) or m.group(2) or ''} ", found.group(3))
+    inner = _HTML_IMAGE_ALT.sub(_alt_text, found.group(3))
     inner = _HTML_TAG.sub(lambda m: " " if m.group(1) else "", inner)  # <br>: a space
     return int(found.group(2)), visible_title(html.unescape(inner))
+
+
+def _alt_text(match: re.Match) -> str:
+    return f" {match.group(1) or match.group(2) or match.group(3) or ''} "
 
 
 def _wrapped_heading(block: str) -> str:
@@ -53,9 +58,7 @@ def _wrapped_heading(block: str) -> str:
     opener = _HEADING_OPEN.search(block)
     if opener is None:
         return ""
-    before = _HTML_IMAGE_ALT.sub(
-        lambda m: f" {m.group(1) or m.group(2) or ''} ", block[: opener.start()]
-    )
+    before = _HTML_IMAGE_ALT.sub(_alt_text, block[: opener.start()])
     comment = before.rfind("<!--")
     if comment >= 0 and before.find("-->", comment + 4) < 0:  # the heading is commented out
         return ""
