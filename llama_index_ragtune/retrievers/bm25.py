@@ -65,7 +65,7 @@ class BM25Retriever(BaseRetriever):
             nodes can be returned. Settable later through :attr:`filters`.
         k1, b, method: BM25 parameters (bm25s ``method``: ``"lucene"``, ``"robertson"``,
             ``"atire"``, ``"bm25l"``, ``"bm25+"``).
-        language, stopwords, token_pattern, analyzer: see :class:`BM25Tokenizer`
+        language, stopwords, token_pattern, analyzer, split_marks: see :class:`BM25Tokenizer`
             (``language="german"`` stems German and drops German stopwords: the stopwords
             follow the language unless given; ``analyzer="unicode"`` matches ``cafe``/``café``, full-width and NFD text,
             codes such as ``SKU-48213`` and parts of Chinese/Japanese/Thai sentences; the
@@ -95,6 +95,7 @@ class BM25Retriever(BaseRetriever):
         stopwords: str | Sequence[str] | None = LANGUAGE_STOPWORDS,
         token_pattern: str | None = None,
         analyzer: str = "plain",
+        split_marks: bool = False,
         metadata_mode: MetadataMode = MetadataMode.EMBED,
         show_progress: bool = False,
         callback_manager: CallbackManager | None = None,
@@ -117,7 +118,7 @@ class BM25Retriever(BaseRetriever):
             raise ValueError(
                 f"metadata_mode must be one of {[m.value for m in MetadataMode]}, got {metadata_mode!r}"
             ) from exc
-        self.tokenizer = BM25Tokenizer(language, stopwords, token_pattern, analyzer)
+        self.tokenizer = BM25Tokenizer(language, stopwords, token_pattern, analyzer, split_marks)
         self._nodes = nodes
         self._masks = FilterMaskCache(
             [filterable_metadata(n) for n in nodes], owner="BM25Retriever"

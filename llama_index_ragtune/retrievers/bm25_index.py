@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import regex
 
+from llama_index_ragtune._words import words
 from llama_index_ragtune.retrievers.bm25_analysis import (
     code_terms,
     fold_text,
@@ -237,6 +238,11 @@ class BM25Text:
         return {"bm25_analyzer": self.analyzer, "bm25_language": self.language}
 
 
+def _words_of_two_or_more(text: str) -> list[str]:
+    """``re.findall(DEFAULT_TOKEN_PATTERN, text)`` with combining marks kept in their words."""
+    return [w for w in words(text) if len(w) > 1]
+
+
 class BM25Tokenizer:
     """Normalise, split on a regex, drop stopwords, stem (PyStemmer) — the same for documents and queries.
 
@@ -251,12 +257,17 @@ class BM25Tokenizer:
             digits and marks; one-character words such as ``I``, the ``t`` of ``don't`` or
             the ``5`` of ``iPhone 5`` are dropped, codes such as ``USB-C`` are kept whole by
             the analyzer; pass ``r"(?u)\\b\\w+\\b"`` to keep every one-character word).
-        analyzer: ``"plain"`` (default): ``str.lower()`` and the pattern only.
+        analyzer: ``"plain"`` (default): ``str.lower()`` and the pattern only (the default
+            pattern keeps combining marks inside their words, as ``\\w`` alone does not:
+            ``"हिन्दी"`` is one term, not the cut ``"न्द"``).
             ``"unicode"``: NFKC + case folding, accent-insensitive terms, character bigrams
             for Chinese/Japanese/Thai, whole codes such as ``SKU-48213`` (see
             :mod:`~llama_index_ragtune.retrievers.bm25_analysis`); for corpora in other
             scripts than Latin, or with accents, full-width text or product codes. On
             English text the two score alike (``benchmarks/bm25_analyzers.py``).
+        split_marks: read text as indexes persisted before the plain analyzer kept combining
+            marks did (words cut at each vowel sign or virama, the signs dropped), so that
+            such an index still finds its terms; a persisted index records it.
 
     Example::
 
@@ -270,6 +281,7 @@ class BM25Tokenizer:
         stopwords: str | Sequence[str] | None = LANGUAGE_STOPWORDS,
         token_pattern: str | None = None,
         analyzer: str = "plain",
+        split_marks: bool = False,
     ) -> None:
         from bm25s.tokenization import _infer_stopwords
 
@@ -279,7 +291,10 @@ class BM25Tokenizer:
             token_pattern = DEFAULT_TOKEN_PATTERN
         if not isinstance(token_pattern, str):
             raise TypeError(f"token_pattern must be a regex string, got {token_pattern!r}")
+        if not isinstance(split_marks, bool):
+            raise TypeError(f"split_marks must be True or False, got {split_marks!r}")
         self.analyzer = analyzer
+        self.split_marks = split_marks
 
         if language is not None and not isinstance(language, str):
             raise TypeError(f"language must be a stemmer name or None, got {language!r}")
@@ -302,6 +317,8 @@ class BM25Tokenizer:
             self._stopwords = frozenset(map(fold_text, words) if analyzer == "unicode" else words)
             compile_pattern = regex.compile if analyzer == "unicode" else re.compile
             self._findall = compile_pattern(token_pattern).findall
+            if analyzer == "plain" and token_pattern == DEFAULT_TOKEN_PATTERN and not split_marks:
+                self._findall = _words_of_two_or_more
         except (re.error, regex.error) as exc:
             raise ValueError(
                 f"token_pattern {token_pattern!r} is not a valid regular expression: {exc}"
@@ -350,6 +367,7 @@ class BM25Tokenizer:
             "stopwords": self.stopwords_spec,
             "token_pattern": self.token_pattern,
             "analyzer": self.analyzer,
+            "split_marks": self.split_marks,
         }
 
 

@@ -14,10 +14,12 @@ Layout (format ``ragtune-bm25``, version 2)::
   type-checks every manifest field; anything wrong is a ``PersistenceError`` naming the
   file or key. Version-1 folders (no hashes) still load, with a warning.
 * **Tokenizer recorded**: the parameters hold the tokenizer settings (``language``,
-  ``stopwords``, ``token_pattern``, ``analyzer``), so queries after loading are analysed
-  as the corpus was. A manifest without ``analyzer`` was written before the setting
-  existed and loads with ``analyzer="plain"`` (the tokenizer it was built with); one
-  written by a newer version with an ``analyzer`` this version does not know is refused.
+  ``stopwords``, ``token_pattern``, ``analyzer``, ``split_marks``), so queries after
+  loading are analysed as the corpus was. A manifest without ``analyzer`` was written
+  before the setting existed and loads with ``analyzer="plain"`` (the tokenizer it was
+  built with), one without ``split_marks`` with ``split_marks=True`` (words cut at
+  combining marks, as they were indexed); one written by a newer version with an
+  ``analyzer`` this version does not know is refused.
 * **No pickle**: arrays are read with ``np.load(allow_pickle=False)``, the rest is JSON.
 
 Example::
@@ -74,9 +76,11 @@ _PARAM_KINDS: dict[str, tuple[type, ...]] = {
     "stopwords": (str, list, type(None)),
     "token_pattern": (str,),
     "analyzer": (str,),
+    "split_marks": (bool,),
 }
-# parameters added after the format's first release: what a manifest without them was built with
-_PARAM_DEFAULTS: dict[str, Any] = {"analyzer": "plain"}
+# parameters added after the format's first release: what a manifest without them was built
+# with (before split_marks, the plain analyzer cut words at combining marks)
+_PARAM_DEFAULTS: dict[str, Any] = {"analyzer": "plain", "split_marks": True}
 _LAYOUT_KEYS = ("node_ids", "nodes_saved", "num_docs")
 
 
