@@ -40,6 +40,7 @@ from llama_index.core.storage.docstore.types import BaseDocumentStore
 
 from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.retrievers.checks import positive_int
+from llama_index_ragtune.retrievers.persist_docstore import check_node_templates, read_docstore
 from llama_index_ragtune.retrievers.persist_errors import read_only_as_persistence_error
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
@@ -155,10 +156,7 @@ def _checked_params(manifest: dict[str, Any], path: Path) -> tuple[dict[str, Any
 
 def _load_docstore(folder: Path) -> BaseDocumentStore:
     path = require_file(folder / DOCSTORE_FILE, "the nodes", _FIX)
-    try:
-        return SimpleDocumentStore.from_persist_path(str(path))
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise PersistenceError(f"{path} is not a readable docstore ({exc}); {_FIX}") from exc
+    return read_docstore(path, _FIX)
 
 
 def _get_nodes(
@@ -186,6 +184,7 @@ def _get_nodes(
             f"{where} stores node {wrong[0][1]!r} under the id {wrong[0][0]!r} ({len(wrong)} such "
             f"nodes): it was edited or mixed with another index; {_FIX}"
         )
+    check_node_templates(nodes, where, _FIX)
     return nodes
 
 
@@ -196,8 +195,20 @@ def _check_bm25s(bm25: Any, index_dir: Path) -> None:
     data, indices, indptr = (np.asarray(scores.get(k)) for k in ("data", "indices", "indptr"))
     num_docs = int(scores["num_docs"])
     terms = len(vocab) - ("" in vocab)  # bm25s adds "" last, without a column
+    nonoccurrence = getattr(bm25, "nonoccurrence_array", None)
     problem = None
-    if indptr.ndim != 1 or data.ndim != 1 or indices.ndim != 1 or len(indptr) < 1:
+    if data.dtype.kind != "f" or indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu":
+        problem = (
+            f"score arrays of the wrong type (data {data.dtype}, indices {indices.dtype}, indptr "
+            f"{indptr.dtype}; bm25s writes floats, integers, integers)"
+        )
+    elif nonoccurrence is not None and (
+        np.asarray(nonoccurrence).dtype.kind != "f"
+        or np.asarray(nonoccurrence).ndim != 1
+        or not np.isfinite(nonoccurrence).all()
+    ):
+        problem = "a non-occurrence array that is not one-dimensional finite floats"
+    elif indptr.ndim != 1 or data.ndim != 1 or indices.ndim != 1 or len(indptr) < 1:
         problem = "the score arrays are not one-dimensional"
     elif len(data) != len(indices) or indptr[0] != 0 or indptr[-1] != len(data):
         problem = "indptr does not span data/indices"
@@ -218,6 +229,84 @@ def _check_bm25s(bm25: Any, index_dir: Path) -> None:
         )
 
 
+def _params_problem(file: Path, problems: list[str]) -> PersistenceError:
+    return PersistenceError(
+        f"{file} is damaged or comes from another index ({'; '.join(problems[:3])}); {_FIX}"
+    )
+
+
+def _check_bm25s_params(bm25: Any, index_dir: Path) -> None:
+    """``bm25s/params.index.json`` must hold what bm25s wrote: a whole ``num_docs`` and numpy
+    float / integer type names (others failed at the first query, or scored into objects)."""
+    num_docs = bm25.scores.get("num_docs") if isinstance(bm25.scores, dict) else None
+    problems = []
+    if not isinstance(num_docs, int) or isinstance(num_docs, bool) or num_docs < 0:
+        problems.append(f"'num_docs' must be a whole number >= 0, got {num_docs!r:.60}")
+    for key, kind in (("dtype", "f"), ("int_dtype", "iu")):
+        value = getattr(bm25, key, None)
+        try:
+            ok = isinstance(value, str) and np.dtype(value).kind in kind
+        except TypeError:
+            ok = False
+        if not ok:
+            what = "a float" if kind == "f" else "an integer"
+            problems.append(f"{key!r} must name {what} type (e.g. 'float32'), got {value!r:.60}")
+    if problems:
+        raise _params_problem(index_dir / "params.index.json", problems)
+
+
+def _check_bm25s_settings(bm25: Any, kwargs: dict[str, Any], index_dir: Path) -> None:
+    """bm25s keeps its own ``k1`` / ``b`` / ``method``: they must be the manifest's (an
+    edited copy scored with other settings than the manifest names)."""
+    problems = [
+        f"{key!r} is {getattr(bm25, key, None)!r:.60} but the manifest says {kwargs[key]!r}"
+        for key in ("k1", "b", "method")
+        if getattr(bm25, key, None) != kwargs[key]
+    ]
+    if problems:
+        raise _params_problem(index_dir / "params.index.json", problems)
+
+
+_SAMPLED_NODES = 16
+
+
+def _check_node_terms(retriever: Any, path: Path, docstore_file: Path | None) -> None:
+    """Up to 16 nodes, spread over the index, must be what their BM25 documents were built
+    from: most terms the index holds for document ``i`` come from node ``i``'s text.
+
+    ``params.node_ids`` (the order of the documents) or a node's text edited, or the
+    docstore of another index under the same ids, would otherwise score one node's words
+    and return another node, silently. Checking a sample costs one tokenisation of 16
+    nodes and one pass over the index's entries.
+    """
+    nodes = retriever.nodes
+    if not nodes:
+        return
+    scores = retriever.index.bm25.scores
+    indices, indptr = np.asarray(scores["indices"]), np.asarray(scores["indptr"])
+    sample = np.unique(np.linspace(0, len(nodes) - 1, min(len(nodes), _SAMPLED_NODES)).astype(int))
+    terms_of_entry = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    hit = np.isin(indices, sample)
+    indexed: dict[int, set[int]] = {int(i): set() for i in sample}
+    for doc, term in zip(indices[hit].tolist(), terms_of_entry[hit].tolist(), strict=True):
+        indexed[doc].add(term)
+    vocab = retriever.index.vocab
+    for position in indexed:
+        node = nodes[position]
+        text = node.get_content(metadata_mode=retriever.metadata_mode)
+        own = {vocab[t] for t in retriever.tokenizer(text) if t in vocab}
+        foreign = indexed[position] - own
+        # more than half: another node's words (a tokenizer update changes only a few stems)
+        if 2 * len(foreign) > len(indexed[position]):
+            where = "the docstore" if docstore_file is None else str(docstore_file)
+            raise PersistenceError(
+                f"document {position} of {path.parent / INDEX_DIR} holds "
+                f"{len(foreign)} term(s) that node {node.node_id!r} of {where} does not contain: "
+                f"'params.node_ids' of {path} or the node's text was edited, or the docstore "
+                f"comes from another index; {_FIX}"
+            )
+
+
 def load_bm25(
     cls: type,
     folder: Path,
@@ -232,6 +321,16 @@ def load_bm25(
     """
     import bm25s
 
+    if docstore is not None and not isinstance(docstore, BaseDocumentStore):
+        hint = (
+            " (a path: load it first, SimpleDocumentStore.from_persist_path(path))"
+            if isinstance(docstore, (str, Path))
+            else ""
+        )
+        raise TypeError(
+            "BM25Retriever.from_persist_dir: docstore must be a LlamaIndex document store "
+            f"(e.g. index.docstore), got {type(docstore).__name__} {docstore!r:.60}{hint}"
+        )
     fixed = sorted(set(overrides) - set(QUERY_TIME_PARAMS))
     if fixed:
         raise ValueError(
@@ -270,6 +369,7 @@ def load_bm25(
         raise PersistenceError(
             f"{index_dir} holds a damaged bm25s index ({type(exc).__name__}: {exc}); {_FIX}"
         ) from exc
+    _check_bm25s_params(bm25, index_dir)
     if int(bm25.scores.get("num_docs", -1)) != len(node_ids):
         raise PersistenceError(
             f"{index_dir} indexes {bm25.scores.get('num_docs')} documents but {path} lists "
@@ -281,6 +381,8 @@ def load_bm25(
         retriever = cls(nodes=nodes, _bm25=bm25, **kwargs, **extra)
     except (ValueError, TypeError) as exc:
         raise PersistenceError(f"{path} holds invalid parameters ({exc}); {_FIX}") from exc
+    _check_bm25s_settings(bm25, kwargs, index_dir)
+    _check_node_terms(retriever, path, docstore_file)
     if "similarity_top_k" in overrides:
         retriever.similarity_top_k = positive_int(overrides["similarity_top_k"], "similarity_top_k")
     if "filters" in overrides:

@@ -28,6 +28,7 @@ __all__ = [
     "METADATA_SUFFIX",
     "header_vector_count",
     "metadata_cap",
+    "nonfinite_vectors",
     "read_faiss_file",
     "write_faiss_file",
 ]
@@ -132,3 +133,85 @@ def read_metadata_bytes(meta_path: Path, num_vectors: int, fix: str) -> bytes:
             f"and was not read whole; {fix}"
         )
     return raw
+
+
+def _flat_storage(index: Any) -> Any:
+    """The ``IndexFlat`` holding ``index``'s full vectors (itself, or an HNSW graph's storage);
+    ``None`` for index types that keep only codes (IVF lists, product quantisation)."""
+    import faiss
+
+    if isinstance(index, faiss.IndexHNSW):
+        index = faiss.downcast_index(index.storage)
+    return index if isinstance(index, faiss.IndexFlat) else None
+
+
+def _bad_rows(vectors: Any, chunk_rows: int) -> list[int]:
+    import numpy as np
+
+    bad: list[int] = []
+    for start in range(0, len(vectors), chunk_rows):
+        rows = vectors[start : start + chunk_rows]
+        bad.extend(int(i) + start for i in np.flatnonzero(~np.isfinite(rows).all(axis=1)))
+    return bad
+
+
+def _ivf_problems(index: Any, chunk_rows: int) -> list[int]:
+    """Stored ids of an IVF index whose full vector (IVF-flat lists) holds NaN / infinity;
+    ``[-1]`` when the coarse centroids or product-quantisation codebooks do (every search
+    through them is wrong)."""
+    import faiss
+    import numpy as np
+
+    quantizer = _flat_storage(faiss.downcast_index(index.quantizer))
+    if (
+        quantizer is not None
+        and quantizer.ntotal
+        and _bad_rows(_flat_vectors(quantizer), chunk_rows)
+    ):
+        return [-1]
+    if isinstance(index, faiss.IndexIVFPQ):
+        books = faiss.vector_to_array(index.pq.centroids)
+        return [-1] if not np.isfinite(books).all() else []
+    if not isinstance(index, faiss.IndexIVFFlat):
+        return []
+    lists, dim, bad = index.invlists, int(index.d), []
+    for number in range(int(index.nlist)):
+        size = int(lists.list_size(number))
+        if not size:
+            continue
+        codes = faiss.rev_swig_ptr(lists.get_codes(number), size * dim * 4)
+        rows = _bad_rows(codes.view(np.float32).reshape(size, dim), chunk_rows)
+        if rows:
+            ids = faiss.rev_swig_ptr(lists.get_ids(number), size)
+            bad.extend(int(ids[row]) for row in rows)
+    return sorted(bad)
+
+
+def _flat_vectors(flat: Any) -> Any:
+    import faiss
+
+    total, dim = int(flat.ntotal), int(flat.d)
+    return faiss.rev_swig_ptr(flat.get_xb(), total * dim).reshape(total, dim)
+
+
+def nonfinite_vectors(index: Any, chunk_rows: int = 65_536) -> list[int]:
+    """Positions of stored vectors holding NaN or infinity (flat, HNSW, IVF-flat: read in
+    place, a chunk at a time); ``[-1]`` when an IVF index's centroids or codebooks do;
+    ``[]`` for sound indexes and types that keep no floats.
+
+    ``add`` refuses such vectors, so one in a loaded file is damage or an edit: it is
+    never found (every score with it is NaN) and could come out of a search in any order.
+
+    Example::
+
+        index = faiss.IndexFlatIP(4); index.add(np.ones((2, 4), dtype="float32"))
+        nonfinite_vectors(index)   # []
+    """
+    import faiss
+
+    if isinstance(index, faiss.IndexIVF):
+        return _ivf_problems(index, chunk_rows)
+    flat = _flat_storage(index)
+    if flat is None or flat.ntotal == 0:
+        return []
+    return _bad_rows(_flat_vectors(flat), chunk_rows)

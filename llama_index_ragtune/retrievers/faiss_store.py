@@ -67,6 +67,7 @@ from llama_index_ragtune.retrievers.faiss_persist import (
     METADATA_SUFFIX,
     check_metadata_size,
     header_vector_count,
+    nonfinite_vectors,
     read_faiss_file,
     read_metadata_bytes,
     write_faiss_file,
@@ -523,6 +524,21 @@ class FilterableFaissVectorStore(FaissVectorStore):
             raise PersistenceError(
                 f"{meta_path} lists {len(metadata)} vectors but {path.name} holds {index.ntotal}: the files come "
                 f"from different indexes; {fix}"
+            )
+        if exhaustive < 0:
+            raise PersistenceError(
+                f"{meta_path} is corrupt: 'exhaustive_below' must be >= 0, got {exhaustive}; {fix}"
+            )
+        bad = nonfinite_vectors(index)
+        if bad == [-1]:
+            raise PersistenceError(
+                f"{path} holds centroids or codebooks with NaN or infinity: the file was edited "
+                f"or damaged; {fix}"
+            )
+        if bad:
+            raise PersistenceError(
+                f"{path} holds {len(bad)} vector(s) with NaN or infinity (positions {bad[:3]}), "
+                f"which add() refuses: the file was edited or damaged; {fix}"
             )
         return cls(
             faiss_index=index, metadata=metadata, normalize=normalize, exhaustive_below=exhaustive

@@ -60,6 +60,7 @@ from llama_index_ragtune.retrievers.external_store import (
     store_kind,
 )
 from llama_index_ragtune.retrievers.faiss_index import FaissIndexConfig, index_kind
+from llama_index_ragtune.retrievers.persist_docstore import check_loaded_nodes, read_docstore
 from llama_index_ragtune.retrievers.persist_errors import read_only_as_persistence_error
 from llama_index_ragtune.retrievers.persistence import (
     PersistenceError,
@@ -277,8 +278,11 @@ def _load(
         check_store(store, dense, path)
     embed = resolve_embed_model(embed_model)
     _check_encoder(embed, dense["dimension"], embed_info, path, explicit=embed_model is not None)
+    docstore = read_docstore(storage / "docstore.json", _REBUILD)
     try:
-        context = StorageContext.from_defaults(persist_dir=str(storage), vector_store=store)
+        context = StorageContext.from_defaults(
+            persist_dir=str(storage), vector_store=store, docstore=docstore
+        )
         index = load_index_from_storage(context, index_id=dense["index_id"], embed_model=embed)
     except (
         ValueError,
@@ -313,6 +317,7 @@ def _load(
         verify=False,
         docstore_file=storage / "docstore.json",
     )
+    check_loaded_nodes(sparse.nodes, storage / "docstore.json", _REBUILD)
     dense_ids = list(nodes_dict.values())
     only_dense = sorted(set(dense_ids) - {n.node_id for n in sparse.nodes})
     if len(sparse.nodes) != node_count or len(set(dense_ids)) != node_count or only_dense:
@@ -321,10 +326,51 @@ def _load(
             f"{len(set(dense_ids))} distinct nodes, e.g. {only_dense[:3]} only in the dense "
             f"index; {len(sparse.nodes)} nodes in BM25): the folder mixes two indexes; {_REBUILD}"
         )
+    if faiss_side:
+        _check_filter_metadata(store, nodes_dict, sparse.nodes, storage)
     kwargs.update(overrides)  # the saved values were checked: errors here name an override
     return cls(
         dense_retriever=None, sparse_retriever=sparse, index=index, embed_model=embed, **kwargs
     )
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values (NaN equal to NaN: both files hold the same token)."""
+    if a == b:
+        return True
+    try:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def _check_filter_metadata(
+    store: Any, nodes_dict: dict[str, str], nodes: list[Any], storage: Path
+) -> None:
+    """The FAISS side filters on the metadata kept beside its index; it must be each node's
+    metadata in the docstore (as ``persist`` wrote it), or a filter would pick other nodes on
+    the dense side than on the BM25 side, silently."""
+    from llama_index_ragtune.retrievers.filters import filterable_metadata
+
+    by_id = {node.node_id: node for node in nodes}
+    kept = store._masks.metadata
+    for position in range(len(kept)):
+        node = by_id[nodes_dict[str(position)]]
+        if not _same_json(kept[position], filterable_metadata(node)):
+            differ = sorted(
+                set(kept[position]) ^ set(filterable_metadata(node))
+                | {
+                    k
+                    for k in set(kept[position]) & set(node.metadata)
+                    if not _same_json(kept[position][k], node.metadata[k])
+                }
+            )
+            raise PersistenceError(
+                f"{storage / (VECTOR_STORE_FILE + '.metadata.json')} holds other metadata for "
+                f"node {node.node_id!r} (position {position}; keys {differ[:5]}) than "
+                f"{storage / 'docstore.json'}: one of them was edited, so filters would pick "
+                f"other nodes on the dense side than on the BM25 side; {_REBUILD}"
+            )
 
 
 def _damaged_json(storage: Path) -> Path | None:

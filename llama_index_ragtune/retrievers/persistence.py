@@ -167,15 +167,18 @@ class DuplicateKeyError(ValueError):
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
+    out = dict(pairs)  # built in C; only a short dict means a key came twice
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
             raise DuplicateKeyError(
                 f"the key {key!r} appears twice in one JSON object (a hand edit or damage: "
                 "JSON readers disagree on which value counts, so none is taken)"
             )
-        out[key] = value
-    return out
+        seen.add(key)
+    return out  # not reached
 
 
 def loads_unique_keys(text: str) -> Any:
@@ -336,27 +339,48 @@ def field(
     return float(value) if kinds[0] is float and isinstance(value, int) else value
 
 
-def _non_str_key(value: Any, path: str = "") -> str | None:
-    """The first key of ``value`` (dicts inside dicts and lists) that is not a ``str``, shown
-    with the keys leading to it; ``None`` when there is none."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path}[{key!r}]" if path else repr(key)
-            found = _non_str_key(item, f"{path}[{key!r}]")
-            if found is not None:
-                return found
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            found = _non_str_key(item, f"{path}[{index}]")
-            if found is not None:
-                return found
+MAX_METADATA_DEPTH = 100
+"""How deeply lists and dicts may nest inside node metadata that is persisted. JSON readers
+recurse once per level, with the caller's stack below them: metadata a few hundred levels
+deep saved but then failed to load (``RecursionError``), so ``persist`` refuses it first."""
+
+
+def _json_shape_problem(value: Any) -> tuple[str, str] | None:
+    """``(where, what)`` for the first part of ``value`` that JSON would not give back as it
+    is: a key that is not a ``str``, a ``tuple`` (read back as a list), nesting deeper than
+    :data:`MAX_METADATA_DEPTH`; ``None`` when there is none. Walked with a stack, not
+    recursion, so any depth is named rather than raising ``RecursionError``."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)) and depth >= MAX_METADATA_DEPTH:
+            return path or "(the metadata)", "depth"
+        if isinstance(item, tuple):
+            return path, "tuple"
+        if isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return (f"{path}[{key!r}]" if path else repr(key)), "key"
+                children.append((child, f"{path}[{key!r}]", depth + 1))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(
+                (child, f"{path}[{index}]", depth + 1)
+                for index, child in reversed(list(enumerate(item)))
+            )
     return None
 
 
+def _short(where: str, limit: int = 80) -> str:
+    return where if len(where) <= limit else f"{where[: limit - 20]}...{where[-17:]}"
+
+
 def check_json_metadata(nodes: Any, what: str) -> None:
-    """Raise ``TypeError`` naming the node and key when a node's metadata cannot be saved as JSON,
-    or would come back changed (a key that is not a string: ``1`` is loaded as ``"1"``).
+    """Raise ``TypeError`` / ``ValueError`` naming the node and key when a node's metadata
+    cannot be saved as JSON, or would come back changed or not at all: a key that is not a
+    string (``1`` is loaded as ``"1"``), a ``tuple`` (loaded as a list, so filters match
+    otherwise), nesting deeper than :data:`MAX_METADATA_DEPTH` levels (the loader would fail).
 
     Run before anything is written, so a failed persist leaves the old folder as it was.
 
@@ -375,19 +399,29 @@ def check_json_mapping(metadata: Any, owner: str, what: str) -> None:
 
         check_json_mapping({"when": b"x"}, "node 'a'", "persist")   # TypeError naming 'when'
     """
-    try:
-        where = _non_str_key(metadata)
-    except RecursionError:
-        where = None  # nested too deep: json.dumps below names it
-    if where is not None:
-        raise TypeError(
-            f"{what}: {owner} has the metadata key {where}, which is not a "
-            "string: JSON would save it as a string (1 as '1', True as 'true'), so the "
-            "loaded node would differ; make every metadata key a str"
+    problem = _json_shape_problem(metadata)
+    if problem is not None:
+        where, kind = problem
+        if kind == "key":
+            raise TypeError(
+                f"{what}: {owner} has the metadata key {where}, which is not a "
+                "string: JSON would save it as a string (1 as '1', True as 'true'), so the "
+                "loaded node would differ; make every metadata key a str"
+            )
+        if kind == "tuple":
+            raise TypeError(
+                f"{what}: {owner} has a tuple as metadata {_short(where)}: JSON saves it as a list, so "
+                "the loaded node would differ (a filter `== [...]` would match after loading but "
+                "not before); store a list instead"
+            )
+        raise ValueError(
+            f"{what}: the metadata of {owner} is nested too deeply to be saved and loaded as "
+            f"JSON ({_short(where)} is more than {MAX_METADATA_DEPTH} lists or dicts deep); "
+            "flatten it"
         )
     try:
         json.dumps(metadata, allow_nan=True)
-    except RecursionError:
+    except RecursionError:  # not reached: the depth was checked above
         raise ValueError(
             f"{what}: the metadata of {owner} is nested too deeply to be saved as JSON "
             "(lists or dicts inside one another hundreds of levels deep); flatten it"
