@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,15 +28,30 @@ from llama_index_ragtune.grounding.citations import (
 from llama_index_ragtune.grounding.prompt import DEFAULT_REFUSAL, check_refusal
 from llama_index_ragtune.grounding.quotes import footnotes_from_sources
 
+#: Full stops of the scripts that write their own: CJK and half-width, Devanagari and Bengali
+#: (danda, double danda), Urdu, Ethiopic, Myanmar, Armenian, Khmer, Tibetan. A refusal
+#: written with one still matches an answer that drops it, as ``.`` always did.
+FULL_STOPS = ".\u3002\uff0e\uff61\u0964\u0965\u06d4\u1362\u104b\u0589\u17d4\u0f0d"
+#: What ends a sentence: the full stops, and the question and exclamation marks
+#: (ASCII, CJK full-width, Arabic, Ethiopic, the Greek question mark).
+SENTENCE_STOPS = FULL_STOPS + "!?\uff01\uff1f\u061f\u1367\u1368\u037e"
+
 
 def _normal(text: str) -> str:
-    return " ".join(text.lower().split()).strip(" .")
+    return " ".join(text.lower().split()).strip(" " + FULL_STOPS)
 
 
-# What a model wraps its refusal in: Markdown emphasis or code, quotation marks, a quote
-# block or heading mark, and a short apology before it ("Sorry, ...", "I'm sorry, but ...").
-_WRAP_OPEN = " *_~`\"'\u201c\u201d\u2018\u2019\u00ab\u00bb\u201e>#"
-_WRAP_CLOSE = " .*_~`\"'\u201c\u201d\u2018\u2019\u00ab\u00bb"
+def _in_word(ch: str) -> bool:
+    """``ch`` goes on a word: a letter, a digit or a combining mark (a vowel sign after
+    ``है`` makes ``हैं``, another word)."""
+    return ch.isalnum() or (bool(ch) and unicodedata.category(ch)[0] == "M")
+
+
+# What a model wraps its refusal in: Markdown emphasis or code, quotation marks (CJK corner
+# brackets too), a quote block or heading mark, and a short apology before it ("Sorry, ...",
+# "I'm sorry, but ...").
+_WRAP_OPEN = " *_~`\"'\u201c\u201d\u2018\u2019\u00ab\u00bb\u201e\u300c\u300e>#"
+_WRAP_CLOSE = " " + FULL_STOPS + "*_~`\"'\u201c\u201d\u2018\u2019\u00ab\u00bb\u300d\u300f"
 _APOLOGY = re.compile(
     r"(?:(?:i|we)(?:\s*['\u2019]\s*(?:m|re)|\s+am|\s+are)\s+)?(?:very\s+|so\s+|really\s+)?"
     r"(?:sorry|unfortunately|regrettably|apologies|my\s+apologies|(?:i|we)\s+apologi[sz]e)"
@@ -55,7 +71,7 @@ def _bare(text: str) -> str:
 def _opens_with(answer: str, refusal: str) -> bool:
     target = _normal(refusal)
     return any(
-        norm.startswith(target) and not norm[len(target) : len(target) + 1].isalnum()
+        norm.startswith(target) and not _in_word(norm[len(target) : len(target) + 1])
         for norm in (_normal(answer), _bare(answer))
     )
 
@@ -296,11 +312,14 @@ def parse_answer(
 
 
 # --------------------------------------------------------------------- claims
-# A sentence ends at ". ! ?" + whitespace (when a capital letter or an opening quote
-# follows), or at a CJK full stop, which takes no space after it.
+# A sentence ends at a stop (". ! ?", a danda, "\u061f", "\u06d4"... see SENTENCE_STOPS) +
+# whitespace (when a capital or caseless letter or an opening quote follows), or at a CJK
+# full stop, which takes no space after it.
 # A closing quotation mark or bracket right after the stop belongs to the sentence it ends.
+_SPACED_STOPS = re.escape(SENTENCE_STOPS.translate(str.maketrans("", "", "\u3002\uff01\uff1f")))
 _SENTENCE_BREAK = re.compile(
-    r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d\u2019)])\s+|(?<=[\u3002\uff01\uff1f])\s*"
+    rf"(?<=[{_SPACED_STOPS}])\s+|(?<=[{_SPACED_STOPS}][\"'\u201d\u2019)])\s+"
+    r"|(?<=[\u3002\uff01\uff1f])\s*"
 )
 _SENTENCE_OPENERS = frozenset("\"'\u201c\u2018(")
 
@@ -331,8 +350,9 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 
 def split_claims(answer: str) -> list[str]:
-    """Sentences of ``answer``: split after ``. ! ?`` (and a closing quote or parenthesis right
-    after it) before a capital (or caseless) letter or an opening quote or parenthesis, and
+    """Sentences of ``answer``: split after ``. ! ?`` or another script's stop (``।``, ``؟``,
+    ``۔``, ``။``, ``።``: :data:`SENTENCE_STOPS`), and a closing quote or parenthesis right
+    after it, before a capital (or caseless) letter or an opening quote or parenthesis, and
     after the CJK full stops ``。！？``.
 
     A citation written after the full stop (``"Paris is big. [1]"``) stays with its sentence.

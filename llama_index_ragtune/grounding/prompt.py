@@ -56,10 +56,23 @@ def check_refusal(refusal: str) -> str:
 _FENCE_TAG = re.compile(r"<(/?)(?=source)", re.IGNORECASE)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a surrogate pair (text decoded with
+    ``surrogatepass``) joined into its character, a lone surrogate replaced with U+FFFD.
+    A lone surrogate made every HTTP LLM client fail while encoding the request
+    (``UnicodeEncodeError: ... surrogates not allowed``), after retrieval."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def _escape(text: str) -> str:
     # Neither a source nor the question can close a fence or open a fake one, whatever the
     # case or spacing of the tag ("</SOURCE >", "<Source id=...>"): "</ source>", "< source".
-    return _FENCE_TAG.sub(r"<\1 ", text)
+    return _FENCE_TAG.sub(r"<\1 ", _valid_unicode(text))
 
 
 def format_sources(texts: Sequence[str]) -> str:

@@ -1,9 +1,11 @@
 """Quotes in an answer checked against the sources they cite (part of :mod:`llama_index_ragtune.grounding`).
 
-A quote is text between double quotes (``"..."``, ``“...”``, ``«...»``) outside
-code, of at least ``min_words`` words. It is checked against the sources cited
-right next to it (``Paris [2]: "..."`` or ``"..." [2]``), else against the
-sources the answer cites anywhere, else against every source. Texts are
+A quote is text between double quotes (``"..."``, ``“...”``, ``«...»``, ``„...“``) or
+corner brackets (``「...」``, ``『...』``) outside code, of at least ``min_words`` words
+(:func:`quote_words`: in Chinese, Japanese, Thai..., written without spaces, words are
+counted by letters). It is checked against the sources cited right next to it
+(``Paris [2]: "..."`` or ``"..." [2]``), else against the sources the answer cites
+anywhere, else against every source. Texts are
 compared normalised (Unicode NFKC, lower case, curly quotes and dashes
 unified, punctuation dropped, whitespace collapsed): a quote that occurs in a
 source is ``exact``; otherwise its score is difflib's similarity ratio with
@@ -47,16 +49,25 @@ __all__ = [
     "find_quotes",
     "footnotes_from_sources",
     "normalize_quote",
+    "quote_words",
     "quoted_from_sources",
 ]
 
-#: A quoted span: ``"..."``, ``“...”`` or ``«...»`` on one line (group 1, 2 or 3: the text).
-QUOTE_PATTERN = re.compile(r"\"([^\"\n]+)\"|\u201c([^\u201d\n]+)\u201d|\u00ab([^\u00bb\n]+)\u00bb")
-_QUOTE_OPENERS = re.compile('["\u201c\u00ab]')
+#: A quoted span on one line: ``"..."``, ``“...”``, ``«...»``, the CJK corner brackets
+#: ``「...」`` and ``『...』`` (Japanese, Chinese), and ``„...“`` or ``„...”`` (German,
+#: Polish, Czech...); the text is the one group that matched (``next(g for g in groups)``).
+QUOTE_PATTERN = re.compile(
+    r"\"([^\"\n]+)\"|\u201c([^\u201d\n]+)\u201d|\u00ab([^\u00bb\n]+)\u00bb"
+    r"|\u300c([^\u300d\n]+)\u300d|\u300e([^\u300f\n]+)\u300f|\u201e([^\u201c\u201d\n]+)[\u201c\u201d]"
+)
+_QUOTE_OPENERS = re.compile('["\u201c\u00ab\u300c\u300e\u201e]')
 _QUOTE_STOPS = {
     '"': re.compile('["\\n]'),
     "\u201c": re.compile("[\u201d\\n]"),
     "\u00ab": re.compile("[\u00bb\\n]"),
+    "\u300c": re.compile("[\u300d\\n]"),
+    "\u300e": re.compile("[\u300f\\n]"),
+    "\u201e": re.compile("[\u201c\u201d\\n]"),
 }
 _ELLIPSIS = re.compile(r"\s*(?:\.\.\.|\u2026)\s*")
 _JOINERS = frozenset(" \t:;,-\u2013\u2014")
@@ -103,6 +114,61 @@ class QuoteCheck:
             "match": self.match,
             "verified": self.verified,
         }
+
+
+# Scripts written without spaces between words: a quote in them is one whitespace "word".
+# Counted by letters instead (combining marks not counted): two Han or kana characters a
+# word (Chinese, Japanese), four letters a word (Thai, Lao, Khmer, Myanmar, Tibetan).
+_UNSPACED = (
+    (0x3040, 0x30FF, 2),  # Hiragana, Katakana
+    (0x3400, 0x4DBF, 2),  # CJK extension A
+    (0x4E00, 0x9FFF, 2),  # CJK unified ideographs
+    (0xF900, 0xFAFF, 2),  # CJK compatibility ideographs
+    (0xFF66, 0xFF9F, 2),  # half-width Katakana
+    (0x20000, 0x3FFFF, 2),  # CJK extensions B-H
+    (0x0E00, 0x0EFF, 4),  # Thai, Lao
+    (0x0F00, 0x0FFF, 4),  # Tibetan
+    (0x1000, 0x109F, 4),  # Myanmar
+    (0x1780, 0x17FF, 4),  # Khmer
+)
+_UNSPACED_CHAR = re.compile(
+    "[" + "".join(f"{chr(low)}-{chr(high)}" for low, high, _per_word in _UNSPACED) + "]"
+)
+
+
+def _letters_per_word(ch: str) -> int:
+    """How many letters ``ch``'s script writes a word with when it uses no spaces; 0 otherwise."""
+    code = ord(ch)
+    for low, high, per_word in _UNSPACED:
+        if low <= code <= high:
+            return per_word if unicodedata.category(ch)[0] == "L" else 0
+    return 0
+
+
+def quote_words(text: str) -> int:
+    """How many words ``text`` holds, for ``min_words``: its whitespace-separated words, and
+    in scripts written without spaces (Chinese, Japanese, Thai, Lao, Khmer, Myanmar) a word
+    per two Han or kana characters, per four letters of the others (a whole Thai or Chinese
+    sentence used to count as one word, so its quotes were never checked).
+
+    Example::
+
+        quote_words("the capital of Normandy"), quote_words("東京は日本の首都")   # (4, 4)
+    """
+    require_text(text, "quote_words: text")
+    tokens = text.split()
+    if _UNSPACED_CHAR.search(text) is None:  # the usual case, at the speed of str.split
+        return len(tokens)
+    count = 0
+    for token in tokens:
+        shares: dict[int, int] = {}
+        for ch in token:
+            per_word = _letters_per_word(ch)
+            if per_word:
+                shares[per_word] = shares.get(per_word, 0) + 1
+        unspaced = sum(-(-letters // per_word) for per_word, letters in shares.items())
+        count += max(1, unspaced)
+    return count
 
 
 def normalize_quote(text: str) -> str:
@@ -337,7 +403,7 @@ def check_quotes(
     checks: list[QuoteCheck] = []
     for match in find_quotes(answer):
         quote = next(g for g in match.groups() if g is not None).strip()
-        if len(quote.split()) < min_words or code[match.start()]:
+        if code[match.start()] or quote_words(quote) < min_words:
             continue
         if joiner_ends is None:
             joiner_ends = _joiner_ends(answer)

@@ -37,11 +37,12 @@ from llama_index_ragtune.grounding import (
     is_refusal,
     sentence_spans,
 )
+from llama_index_ragtune.grounding.answers import SENTENCE_STOPS
 from llama_index_ragtune.grounding.quotes import code_mask, find_quotes, footnotes_from_sources
 
 MODES = ("flag", "cite")
-_QUOTE_TAIL = re.compile(r"\s*:\s*[\"\u201c\u00ab]")
-_END = ".!?\u3002\uff01\uff1f"
+_QUOTE_TAIL = re.compile(r"\s*:\s*[\"\u201c\u00ab\u300c\u300e\u201e]")
+_END = SENTENCE_STOPS  # the citation goes before a danda or "\u06d4" too, as before "."
 
 
 @dataclass(frozen=True)

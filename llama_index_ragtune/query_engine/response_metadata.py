@@ -57,6 +57,7 @@ from llama_index_ragtune.grounding import (
     strip_citations,
     truncate_source,
 )
+from llama_index_ragtune.grounding.answers import SENTENCE_STOPS
 from llama_index_ragtune.query_engine.post_check import check_citations
 from llama_index_ragtune.query_engine.prompt_fit import PromptFit
 
@@ -171,7 +172,7 @@ def fill_metadata(
 
 # what LLMs report for an answer stopped by the token limit (OpenAI, Anthropic, Gemini)
 _CUT_REASONS = frozenset({"length", "max_tokens", "max_output_tokens"})
-_SENTENCE_END = ".!?\u3002\uff01\uff1f"
+_SENTENCE_END = SENTENCE_STOPS  # a danda, "\u061f" or "\u06d4" ends a sentence too
 _CLOSERS = "\"'\u201d\u2019\u00bb)]"
 
 

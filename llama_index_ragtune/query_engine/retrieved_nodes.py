@@ -30,6 +30,7 @@ __all__ = [
     "aretrieve_sources",
     "checked_nodes",
     "retrieve_sources",
+    "shown_text",
     "unreadable_output",
     "visible_nodes",
 ]
@@ -88,7 +89,7 @@ def visible_nodes(
     """
     kept, skipped = [], []
     for n in nodes:
-        if is_blank(n.node.get_content(metadata_mode=metadata_mode)):
+        if is_blank(shown_text(n.node, metadata_mode)):
             skipped.append(n.node.node_id)
         else:
             kept.append(n)
@@ -101,6 +102,31 @@ def visible_nodes(
             skipped[:20],
         )
     return kept
+
+
+def shown_text(node: BaseNode, metadata_mode: MetadataMode = MetadataMode.NONE) -> str:
+    """``node.get_content(metadata_mode)``, or a ``ValueError`` naming the node and its template
+    when one of them has a slot LlamaIndex cannot fill (``metadata_template="{key}: {x}"``,
+    ``text_template="{content} {source}"``; was a bare ``KeyError: 'x'`` from core).
+
+    Example::
+
+        shown_text(TextNode(text="Rome.", metadata={"city": "Rome"}), MetadataMode.LLM)
+        # 'city: Rome\n\nRome.'
+    """
+    try:
+        return node.get_content(metadata_mode=metadata_mode)
+    except (KeyError, IndexError, ValueError) as exc:
+        templates = {
+            name: getattr(node, name, None) for name in ("text_template", "metadata_template")
+        }
+        raise ValueError(
+            f"CitationQueryEngine: node {node.node_id!r} cannot show its text with "
+            f"metadata_mode={metadata_mode.value!r} ({type(exc).__name__}: {exc}); its "
+            f"templates are {templates}: text_template may only use {{content}} and "
+            "{metadata_str}, metadata_template {key} and {value}; write literal braces "
+            "as {{ and }}"
+        ) from exc
 
 
 def _capped(nodes: list[NodeWithScore], max_sources: int | None) -> list[NodeWithScore]:
