@@ -264,8 +264,16 @@ def _first_file(*candidates: Path) -> Path | None:
     """The first of ``candidates`` that is there: a plain file is returned; anything else
     there (a folder, a named pipe, a device, a socket, a broken link) is an error naming
     what it is, never opened (``paths.check_file``); None when none is there."""
-    for candidate in candidates:
+    for i, candidate in enumerate(candidates):
         if path_kind(candidate) is not None:
+            others = [c.name for c in candidates[i + 1 :] if path_kind(c) is not None]
+            if others:  # e.g. an old corpus.jsonl next to a newer download corpus.jsonl.gz
+                warnings.warn(
+                    f"{candidate.parent}: both {candidate.name} and {', '.join(others)} are "
+                    f"there; reading {candidate.name} only. Delete or move the one that is "
+                    "not current",
+                    stacklevel=4,
+                )
             return check_file(candidate, f"{candidate.name} of the BEIR layout", BeirFormatError)
     return None
 

@@ -78,7 +78,7 @@ def pairs_fields(
         dict(corpus) if isinstance(corpus, Mapping) else corpus_from_nodes(corpus, metadata_mode)
     )
     queries: dict[str, str] = {}
-    relevant: dict[str, list[str]] = {}
+    relevant: dict[str, dict[str, None]] = {}  # ordered sets: a list scan per pair was quadratic
     for i, pair in enumerate(pairs):
         try:
             query, doc_ids = pair
@@ -89,12 +89,11 @@ def pairs_fields(
         doc_ids = [doc_ids] if isinstance(doc_ids, str) else list(doc_ids)
         qid = stable_query_id(query)
         queries.setdefault(qid, query)
-        docs = relevant.setdefault(qid, [])
-        docs.extend(d for d in doc_ids if d not in docs)
+        relevant.setdefault(qid, {}).update(dict.fromkeys(doc_ids))
     return {
         "queries": queries,
         "corpus": corpus_dict,
-        "relevant_docs": relevant,
+        "relevant_docs": {qid: list(docs) for qid, docs in relevant.items()},
         "metadata": {"source": "pairs"},
     }
 

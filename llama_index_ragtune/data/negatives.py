@@ -209,6 +209,8 @@ class HardNegativeMiner:
             else:
                 self._mine_scored(source, dataset, ctx, chosen)
         logger.info("%s", stats)
+        if any(self._n(source) > 0 for source in self.sources if source != "curated"):
+            _warn_without_negatives(dataset, chosen, stats)
         out = dataset.with_negatives(chosen, replace=True)
         out.metadata["mining"] = {"sources": list(self.sources), "stats": stats.as_dict()}
         if "bm25" in self.sources:
@@ -404,6 +406,30 @@ class HardNegativeMiner:
             if len(picked) >= n:
                 break
         return picked
+
+
+def _warn_without_negatives(
+    dataset: RetrievalDataset, chosen: dict[str, list[Negative]], stats: MiningStats
+) -> None:
+    """One warning naming the queries left without any negative (a one-document corpus,
+    passages that all repeat a positive's text, a query whose positives are the whole
+    corpus): they were silent, and such a query trains on in-batch negatives only."""
+    empty = [q for q in dataset.queries if not chosen.get(q)]
+    if not empty:
+        return
+    filtered: dict[str, int] = {}
+    for bucket in stats.filtered.values():
+        for reason, n in bucket.items():
+            filtered[reason] = filtered.get(reason, 0) + n
+    why = ", ".join(f"{reason}: {n}" for reason, n in filtered.items() if n) or "no candidate"
+    msg = (
+        f"mining: {len(empty)} of {len(dataset.queries)} queries got no negative "
+        f"(e.g. {_fmt_ids(empty)}); candidates removed ({why}). "
+        f"The corpus has {len(dataset.corpus)} documents: add documents that are not "
+        "positives (or copies of one), or curated negatives"
+    )
+    warnings.warn(msg, stacklevel=3)
+    logger.warning(msg)
 
 
 def _curated_ids(value: Any, qid: str) -> list[str]:

@@ -179,9 +179,10 @@ def load_grounded_qa(path: str | Path) -> GroundedQAData:
     examples: list[GroundedQAExample] = []
     sources: dict[str, list[str]] = {}
     asked = _AskedTwice(sources)
+    matched: dict[str, str] = {}  # id_form(source id) -> match_text(its text), once per source
     for number, record in iter_json_lines(path):
         line = _Line(path, number, record)
-        example, shown = _example(line, texts)
+        example, shown = _example(line, texts, matched)
         spelled, first_line = seen_ids.setdefault(id_form(example.qid), (example.qid, number))
         if first_line != number:
             raise line.error(
@@ -278,16 +279,23 @@ class _AskedTwice:
             )
 
 
-def _example(line: _Line, texts: _Texts) -> tuple[GroundedQAExample, list[str]]:
+def _example(
+    line: _Line, texts: _Texts, matched: dict[str, str]
+) -> tuple[GroundedQAExample, list[str]]:
     record = line.record
     unknown = set(record) - set(FIELDS)
     if unknown:
         squad = "answers" in unknown and "answer" not in record
+        offsets = sorted(unknown & {"answer_start", "answer_end", "start", "end", "span"})
         raise line.error(
             unknown_fields_message(unknown, FIELDS),
             hint='rename the fields; "answer" is one string: of SQuAD-style "answers" '
             '({"text": [...]}) keep one text'
             if squad
+            else f"remove {', '.join(map(repr, offsets))}: no character offset is read, the "
+            "answer text is looked for in its gold sources (case, spacing and Unicode form "
+            "ignored)"
+            if offsets
             else SCHEMA,
         )
     if "sources" in record and "contexts" in record:
@@ -314,7 +322,11 @@ def _example(line: _Line, texts: _Texts) -> tuple[GroundedQAExample, list[str]]:
             hint="list the ids of the sources that hold the answer in 'gold', "
             'or write "answer": "" for a question its sources cannot answer',
         )
-    gold_texts = [match_text(texts[id_form(g)][0]) for g in gold]
+    # each source's text read once (a source of megabytes on every line was read again each line)
+    gold_texts = [
+        matched.get(id_form(g)) or matched.setdefault(id_form(g), match_text(texts[id_form(g)][0]))
+        for g in gold
+    ]
     if evidence and not any(match_text(evidence) in t for t in gold_texts):
         raise line.error(
             "the 'evidence' quote is not in any gold source",
@@ -346,6 +358,7 @@ def _sources(line: _Line, texts: _Texts) -> list[str]:
     if not isinstance(value, list) or not value:
         raise line.error(f"field {key!r} must be a non-empty list of {{'id', 'text'}} objects")
     shown: list[str] = []
+    forms: dict[str, tuple[str, int]] = {}  # id_form -> (id as written, index): no list scan
     for i, source in enumerate(value):
         where = f"{key}[{i}]"
         if not isinstance(source, dict):
@@ -369,8 +382,8 @@ def _sources(line: _Line, texts: _Texts) -> list[str]:
             raise line.error(
                 f"{where}.text must be a non-empty string of visible characters (source {doc_id!r})"
             )
-        twice = next((d for d in shown if id_form(d) == id_form(doc_id)), None)
-        if twice is not None:
+        twice, first_index = forms.setdefault(id_form(doc_id), (doc_id, i))
+        if first_index != i:
             raise line.error(
                 f"source id {doc_id!r} appears twice on the line{other_form_note(doc_id, twice)}"
             )
@@ -396,7 +409,8 @@ def _gold(line: _Line, shown: list[str]) -> list[str]:
         return []
     if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
         raise line.error("field 'gold' must be a list of source ids (strings)")
-    missing = [g for g in value if g not in shown]
+    listed = set(shown)
+    missing = [g for g in value if g not in listed]
     if missing:
         forms = {id_form(d): d for d in shown}
         notes = [

@@ -91,14 +91,15 @@ def other_form_note(ident: str, spelled: str) -> str:
 
 
 def match_text(text: str) -> str:
-    """Lower-case text without invisible characters, spaces collapsed: what an answer or
-    evidence quote is looked for in (``match_text(answer) in match_text(source)``).
+    """Lower-case NFC text without invisible characters, spaces collapsed: what an answer or
+    evidence quote is looked for in (``match_text(answer) in match_text(source)``); an
+    answer written ``'cafe\u0301'`` is found in a source's ``'caf\u00e9'`` (printed alike).
 
     Example::
 
         match_text("Within 14\u200b  Days")   # 'within 14 days'
     """
-    return " ".join(drop_invisible(text).lower().split())
+    return " ".join(unicodedata.normalize("NFC", drop_invisible(text)).lower().split())
 
 
 def twin_key(text: str) -> str:

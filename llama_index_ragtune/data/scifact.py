@@ -60,7 +60,7 @@ def load_scifact_claims(
         FileNotFoundError, DataError: see ``load_beir``; also a rationale that is
             not ``{"sentences": [non-negative ints], "label": "SUPPORT" | "CONTRADICT"}``,
             one naming a document missing from the corpus, a document with an empty list
-            of rationales, and a claim whose
+            of rationales, a rationale without sentence indices, and a claim whose
             rationales mix SUPPORT and CONTRADICT (the message names queries.jsonl,
             the claim id and the JSON path).
         ValueError: ``question_template`` lacks ``{claim}`` or has other fields.
@@ -131,9 +131,16 @@ def load_scifact_claims(
                         "use SUPPORT or CONTRADICT",
                     )
                 labels.setdefault(label, f"{e_where}.label")
-                for j, index in enumerate(
-                    reader.get(entry, "sentences", (list,), e_where, default=[])
-                ):
+                indices = reader.get(entry, "sentences", (list,), e_where, default=[])
+                if not indices:
+                    raise reader.error(
+                        "the rationale lists no sentence",
+                        f"{e_where}.sentences",
+                        "give the indices of the abstract's sentences that support or "
+                        "contradict the claim (0 = the first), e.g. 'sentences': [0, 2], or "
+                        "remove the rationale (it made the document gold without evidence)",
+                    )
+                for j, index in enumerate(indices):
                     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
                         raise reader.error(
                             f"sentence index {index!r} is not a non-negative integer",

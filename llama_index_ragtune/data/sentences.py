@@ -56,6 +56,11 @@ _LOWER_ABBREV = _ALWAYS_ABBREV | {
 }
 
 
+_WORD_WINDOW = 64
+"""Characters before a boundary read for the word that ends there: longer words are no
+abbreviation, and cut to this they still are none."""
+
+
 def split_sentences(text: str) -> list[str]:
     """Split prose into sentences at ``. ? !`` + space, keeping common abbreviations whole.
 
@@ -67,7 +72,9 @@ def split_sentences(text: str) -> list[str]:
     sentences: list[str] = []
     start = 0
     for match in _BOUNDARY.finditer(text):
-        words = text[start : match.start() + 1].split()
+        # the word before the boundary, from a bounded window: slicing from ``start`` was
+        # quadratic when abbreviations keep ``start`` in place ("fig. 2" 40,000 times: 77 s)
+        words = text[max(start, match.start() - _WORD_WINDOW) : match.start() + 1].split()
         last = words[-1].rstrip(".?!").lstrip("([").lower() if words else ""
         after = text[match.end() : match.end() + 1]
         period = text[match.start()] == "."

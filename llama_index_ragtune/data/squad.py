@@ -15,6 +15,8 @@ Example::
 
 from __future__ import annotations
 
+import re
+import unicodedata
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -192,12 +194,29 @@ def _answer_span(
     if start < 0 or context[start : start + len(text)] != text:
         start = context.find(text)
         if start < 0:
-            raise reader.error(
-                f"the answer {text[:60]!r} does not occur in the paragraph",
-                where,
-                "fix the answer text or the paragraph (every SQuAD answer is a span of it)",
-            )
+            span = _loose_span(context, text)
+            if span is None:
+                raise reader.error(
+                    f"the answer {text[:60]!r} does not occur in the paragraph",
+                    where,
+                    "fix the answer text or the paragraph (every SQuAD answer is a span of it)",
+                )
+            return span
     return start, start + len(text)
+
+
+def _loose_span(context: str, text: str) -> tuple[int, int] | None:
+    """Where ``text`` is in ``context`` written in another Unicode form (NFC / NFD ``café``,
+    printed alike) or with other spacing (``"café  ouvre"``, a no-break space): the
+    paragraph's own span, or None. Such answers were refused as "does not occur"."""
+    for form in ("NFC", "NFD"):
+        words = unicodedata.normalize(form, text).split()
+        if not words:
+            return None
+        found = re.search(r"\s+".join(map(re.escape, words)), context)
+        if found:
+            return found.start(), found.end()
+    return None
 
 
 def _invisible_note(text: str) -> str:
@@ -259,6 +278,8 @@ def _squad_example(
     evidence = []
     if not impossible:
         spans = [_answer_span(reader, context, *t) for t in texts if not is_blank(t[1])]
+        # an answer found in another Unicode form or spacing is read as the paragraph writes it
+        answers = list(dict.fromkeys(context[s:e].strip() for s, e in spans))
         start, end = spans[0]
         evidence = [_sentences_around(context, start, end)]
     return QAExample(

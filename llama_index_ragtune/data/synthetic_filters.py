@@ -19,8 +19,12 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
+from llama_index_ragtune.data.records import twin_key
+from llama_index_ragtune.data.sentences import split_sentences
 from llama_index_ragtune.data.synthetic_parsing import query_tokens
 
 
@@ -45,14 +49,13 @@ class CopyFilter:
     def reason(self, query: str, passage: str) -> str | None:
         """``"copied_ngram"`` or ``"overlap_ratio"`` when the query copies the passage, else None."""
         q = query_tokens(query)
-        p = query_tokens(passage)
         n = self.max_copied_ngram
-        if n is not None and len(q) >= n and _ngrams(q, n) & _ngrams(p, n):
+        if n is not None and len(q) >= n and _ngrams(q, n) & _passage_ngrams(passage, n):
             return "copied_ngram"
         k = self.overlap_ngram
         if self.max_overlap_ratio is not None and len(q) >= k + 3:
             q_grams = [tuple(q[i : i + k]) for i in range(len(q) - k + 1)]
-            p_grams = _ngrams(p, k)
+            p_grams = _passage_ngrams(passage, k)
             ratio = sum(g in p_grams for g in q_grams) / len(q_grams)
             if ratio >= self.max_overlap_ratio:
                 return "overlap_ratio"
@@ -76,14 +79,39 @@ _FUNCTION_WORDS = frozenset(
 )
 
 
-def _content_stems(text: str) -> set[str]:
-    """Topic words of ``text`` (function words left out), cut to 5 characters so that
-    "returns" meets "returned"."""
-    return {w[:5] for w in query_tokens(text) if w not in _FUNCTION_WORDS}
+def _content_stems(text: str, tokens: Sequence[str] | None = None) -> set[str]:
+    """Topic words of ``text`` (or of its ``tokens``), function words left out, cut to 5
+    characters so that "returns" meets "returned"."""
+    words = query_tokens(text) if tokens is None else tokens
+    return {w[:5] for w in words if w not in _FUNCTION_WORDS}
 
 
 # an answer labelled as such, or a Markdown heading copied from the passage
 _NOT_A_QUERY = re.compile(r"\s*(?:(?:answer|a)\s*:|#{1,6}\s)", re.IGNORECASE)
+# the LLM declining the task or refusing to answer, with or without a question mark
+_DECLINES = re.compile(
+    r"^\W*(?:(?:i'?m|i\s+am)\s+(?:sorry|unable|not\s+able|afraid)\b|sorry\b(?!-)|apologies\b"
+    r"|i\s+(?:cannot|can'?t|can\s+not|could\s+not|couldn'?t|won'?t|will\s+not|am\s+unable)\b"
+    r"|as\s+an\s+ai\b|(?:the|this|these)\s+(?:provided\s+|given\s+)?"
+    r"(?:passage|text|context|document|sources?)\s+(?:does|do|did)\s*(?:not|n'?t)\s+"
+    r"(?:contain|provide|include|mention|say|answer|have|give)\b)",
+    re.IGNORECASE,
+)
+
+
+def declines(line: str) -> bool:
+    """True when ``line`` is the LLM declining or refusing, not a question: the grounded
+    refusal sentence (``DEFAULT_REFUSAL``, in bold or quotes too, with or without its full
+    stop), an apology, "I cannot ...", "As an AI ...", "The passage does not contain ...".
+
+    Example::
+
+        declines("Insufficient information in the provided sources"), declines("What is X?")
+        # (True, False)
+    """
+    from llama_index_ragtune.grounding import is_refusal
+
+    return bool(_DECLINES.match(line)) or (bool(line.strip()) and is_refusal(line))
 
 
 @dataclass
@@ -103,9 +131,11 @@ class QualityFilter:
             left out, compared on their first 5 letters) with its passage
             (``"off_passage"``: it is about the prompt or nothing; ``0`` disables).
         drop_statements: drop an answer or a statement instead of a query
-            (``"not_a_question"``: a line labelled ``Answer:``, a Markdown heading, or a
-            sentence of six words or more ending in a full stop; a keyword query such as
-            "apple return policy" is kept).
+            (``"not_a_question"``: a line labelled ``Answer:``, a Markdown heading, a
+            refusal or apology (:func:`declines`), a line or sentence of the passage written
+            back without a question mark (:func:`echoes_passage`), or a sentence of six
+            words or more ending in a full stop; a keyword query such as "apple return
+            policy" is kept).
 
     Example::
 
@@ -133,20 +163,58 @@ class QualityFilter:
             if max(counts.values()) > self.max_ngram_repeats:
                 return "degenerate"
         if self.min_shared_words > 0:
-            shared = _content_stems(query) & _content_stems(passage)
+            shared = _content_stems(query) & _content_stems(passage, _passage_tokens(passage))
             if len(shared) < self.min_shared_words:
                 return "off_passage"
+        asks = any(mark in query for mark in "?\uff1f\u061f")
         if self.drop_statements and (
             _NOT_A_QUERY.match(query)
-            or (
-                len(words) >= 6
-                and query.rstrip().endswith((".", "\u3002"))
-                and not any(mark in query for mark in "?\uff1f\u061f")
-            )
+            or declines(query)
+            or (len(words) >= 6 and query.rstrip().endswith((".", "\u3002")) and not asks)
+            or (not asks and echoes_passage(query, passage))
         ):
             return "not_a_question"
         return None
 
 
-def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
+def echoes_passage(line: str, passage: str) -> bool:
+    """True when ``line`` is a whole line or sentence of ``passage`` (up to case, spacing and
+    punctuation, ``twin_key``): the LLM writing the passage back, as "Price: 20 EUR" from a
+    product sheet, not a question about it.
+
+    Example::
+
+        echoes_passage("price: 20 eur", "Kettle K2\nPrice: 20 EUR"), echoes_passage("K2 price", "Kettle K2")
+        # (True, False)
+    """
+    key = twin_key(line)
+    return bool(key) and len(key) <= len(passage) + 1 and key in _passage_units(passage)
+
+
+@lru_cache(maxsize=8)
+def _passage_units(passage: str) -> frozenset[str]:
+    """The ``twin_key`` of each line and sentence of ``passage``, once per passage (the
+    filters see one passage for each of its questions)."""
+    units = set()
+    for passage_line in passage.splitlines():
+        units.add(twin_key(passage_line))
+        units.update(twin_key(sentence) for sentence in split_sentences(passage_line))
+    units.discard("")
+    return frozenset(units)
+
+
+@lru_cache(maxsize=8)
+def _passage_tokens(passage: str) -> tuple[str, ...]:
+    """``query_tokens(passage)``, once per passage: read again for each of its questions by
+    both filters, a passage of a megabyte cost 0.4 s a question."""
+    return tuple(query_tokens(passage))
+
+
+@lru_cache(maxsize=8)
+def _passage_ngrams(passage: str, n: int) -> frozenset[tuple[str, ...]]:
+    """The word ``n``-grams of ``passage``, once per passage and size."""
+    return frozenset(_ngrams(_passage_tokens(passage), n))
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}

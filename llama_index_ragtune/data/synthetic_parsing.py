@@ -57,15 +57,29 @@ _REASONING_TAG = re.compile(
     re.IGNORECASE,
 )
 
+_BULLETS = "-*\u2022\u2023\u2043\u00b7\u2013\u2014\u2219\u25aa-\u25cf\u25e6\u30fb\u00bb\u203a\u2192"
+_CJK_NUMERALS = "\u3007\u4e00\u4e8c\u4e09\u56db\u4e94\u516d\u4e03\u516b\u4e5d\u5341"  # 〇一二...十
+_LABELS = (
+    "q|question|query|sentence|example|item|frage|pregunta|pergunta|domanda|soru|vraag"
+    "|\u0432\u043e\u043f\u0440\u043e\u0441|\u0633\u0624\u0627\u0644"  # вопрос, سؤال
+    "|\u092a\u094d\u0930\u0936\u094d\u0928|\uc9c8\ubb38"  # प्रश्न, 질문
+    "|[\u554f\u95ee\u984c\u9898]{1,2}"  # 問 问 題 题 (問題, 问题)
+)
 _PREFIX = re.compile(
-    r"^\s*(?:[-*\u2022]+\s*)?(?:\*\*)?"
-    r"(?:\(?\d+[\).:\]](?!\d)|(?:q|question|query|sentence|example|item)\s*#?\s*\d*\s*[:.)]"
+    rf"^\s*(?:[{_BULLETS}]+\s*)?(?:\*\*)?"
+    r"(?:[\(\uff08]?\d+\s?[\).:\]\uff09\uff0e\u3001\uff1a](?!\d)|#\d+(?=\s)|\d+[-\u2013\u2014](?=\s)"
+    rf"|[\(\uff08]?[{_CJK_NUMERALS}]+[\)\uff09\u3001\uff0e.:\uff1a]"
+    rf"|\u7b2c[\d{_CJK_NUMERALS}]+(?:[\u9898\u984c\u554f\u95ee]\s*[:.\uff1a\uff0e\u3001]?|\s*[:.\uff1a\uff0e\u3001])"
+    r"|[\u2460-\u24ff\u2776-\u2793\u3251-\u325f\u32b1-\u32bf][.\uff0e\u3001]?"
+    rf"|(?:{_LABELS})\s*(?:#|n[o\u00b0\u00ba]\.?)?\s*\d*\s*[:.)\uff1a\uff0e\uff09]"
     r"|\(?(?:[a-h]|[ivx]{1,4})\)(?=\s)|(?:i|[ivx]{2,4})\.(?=\s))"
-    r"(?:\*\*)?\s*|^\s*[-*\u2022]+\s*",
+    rf"(?:\*\*)?\s*|^\s*[{_BULLETS}]+\s*",
     re.IGNORECASE,
 )
-"""A line's numbering, bullet or label ("1.", "a)", "iv.", "- ", "Q2:", "**Question 3:**"); a
-letter with a full stop is not one ("E. coli", "J. Smith")."""
+"""A line's numbering, bullet or label ("1.", "a)", "iv.", "- ", "Q2:", "**Question 3:**"), in
+other scripts too: full-width ("１．", "（2）", "3、"), circled ("①"), Chinese numerals
+("一、", "第2题："), "問1：", "Вопрос 1:", "سؤال ١:", "・"; a letter with a full stop is not
+one ("E. coli", "J. Smith")."""
 
 # an answer line of a Q/A pair ("A: ...", "**Answer 2:** ..."), not a question
 _ANSWER_LABEL = re.compile(r"^\W{0,3}(?:a|ans|answer|response)\s*\d*\s*(?:\*\*)?\s*:", re.I)
@@ -191,7 +205,7 @@ def _questions_of_line(line: str) -> list[str]:
     if _ANSWER_LABEL.match(stripped):
         return []
     question = _PREFIX.sub("", stripped).strip().rstrip(",").strip()
-    question = question.strip("\"'\u201c\u201d`").strip()
+    question = question.strip("\"'\u201c\u201d`*").strip()  # quotes, Markdown bold
     if not normalize_text(question) or question.endswith(":"):
         return []
     last_mark = max(question.rfind(mark) for mark in _QUESTION_MARKS)
