@@ -43,8 +43,10 @@ from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.evaluation.refusal_calibration import refusal_auc
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget
+from llama_index_ragtune.finetuning.checkpoints import check_resume_argument
 from llama_index_ragtune.finetuning.promotion import decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult
+from llama_index_ragtune.finetuning.training_args_check import check_count
 from llama_index_ragtune.finetuning.validation_split import (
     split_rows_by_question,
     warn_validation_rows_trained,
@@ -182,6 +184,8 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
     ) -> None:
         if budget is not None and not isinstance(budget, TrainingBudget):
             raise TypeError(f"budget must be a TrainingBudget or None, got {type(budget).__name__}")
+        if max_length is not None:
+            max_length = check_count(type(self).__name__, "max_length", max_length, 1, 512)
         self._init_common(
             args,
             output_dir,
@@ -194,6 +198,7 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
         )
         self.train_dataset = _check_pairs(train_dataset, "train_dataset")
         self.val_dataset = None if val_dataset is None else _check_pairs(val_dataset, "val_dataset")
+        self._check_start_model(model)
         self.budget = budget
         self.device = device
         self.starts_trained = _is_trained(model)
@@ -338,6 +343,7 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
         from datasets import Dataset
         from sentence_transformers.cross_encoder import CrossEncoderTrainer, losses
 
+        check_resume_argument(resume_from_checkpoint)  # before any scoring
         train, val = self.split_validation()
         columns = self._columns(train)
         positives = sum(1 for x in columns["label"] if x > 0)
@@ -347,6 +353,7 @@ class AnswerabilityFinetuneEngine(BaseFinetuneEngine):
                 f"{len(columns['label']) - positives} negative labels; both are needed (add "
                 "unanswerable questions or with_gold_removed twins)."
             )
+        self._check_full_batch(len(columns["label"]))  # before the "before" scores
         start_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         before = self.validate(val)
         pos_weight = torch.tensor((len(columns["label"]) - positives) / positives)

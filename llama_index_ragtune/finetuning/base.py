@@ -68,7 +68,10 @@ from llama_index_ragtune.finetuning.checkpoints import (
 )
 from llama_index_ragtune.finetuning.compat import register_if_loaded
 from llama_index_ragtune.finetuning.distributed import DistributedMixin
-from llama_index_ragtune.finetuning.output_dir_check import check_output_dir
+from llama_index_ragtune.finetuning.output_dir_check import (
+    check_apart_from_start_model,
+    check_output_dir,
+)
 from llama_index_ragtune.finetuning.promotion import PromotionDecision, refuse_broken
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
 from llama_index_ragtune.finetuning.training_args_check import check_training_args
@@ -121,6 +124,17 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
         callbacks: list[Any] | None,
         show_progress: bool,
     ) -> None:
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
+            raise TypeError(
+                f"{type(self).__name__}: val_fraction must be a number in [0, 1) (e.g. 0.1; 0 = "
+                f"no validation split), got {type(val_fraction).__name__} {val_fraction!r}"
+            )
+        if type(force_promotion).__name__ not in ("bool", "bool_"):  # numpy's bool too
+            # bool("false") is True: a text or a number here would force a promotion
+            raise TypeError(
+                f"{type(self).__name__}: force_promotion must be True or False, got "
+                f"{type(force_promotion).__name__} {force_promotion!r}"
+            )
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(
                 f"{type(self).__name__}: val_fraction must be in [0, 1) (0 = no validation split), "
@@ -225,6 +239,13 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
                 "choose another output_dir"
             )
 
+    def _check_start_model(self, model: Any) -> None:
+        """``ValueError`` when ``output_dir`` is, or lies inside, the starting model's folder, or
+        the starting model lies in a folder the run replaces or removes
+        (``check_apart_from_start_model``; ``final/`` excepted)."""
+        replaced = tuple(f for f in self.output_folders if f != FINAL_DIR)
+        check_apart_from_start_model(type(self).__name__, self.output_dir, model, replaced)
+
     @classmethod
     def _engine_name(cls) -> str:
         """The library engine this class is (a user's subclass: the engine it extends)."""
@@ -248,8 +269,16 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
         if self.result is not None and getattr(self.result, "decision", None) is not None:
             return self.result.decision
         if self.decision_path.is_file():
-            data = json.loads(self.decision_path.read_text(encoding="utf-8"))
-            return PromotionDecision.from_dict(data.get("decision", data))
+            try:
+                data = json.loads(self.decision_path.read_text(encoding="utf-8"))
+                if not isinstance(data, dict):
+                    raise TypeError(f"a JSON object is expected, got {type(data).__name__}")
+                return PromotionDecision.from_dict(data.get("decision", data))
+            except (ValueError, TypeError) as exc:  # cut short or edited: named, not guessed
+                raise ValueError(
+                    f"{type(self).__name__}: {self.decision_path} is damaged ({exc}); run "
+                    "finetune() again to decide anew, or delete the file"
+                ) from exc
         return None
 
     def _final_decision(self, decision: PromotionDecision) -> PromotionDecision:

@@ -188,6 +188,24 @@ def last_complete_checkpoint(
     return None
 
 
+def check_resume_argument(resume: Any) -> None:
+    """``TypeError`` naming ``resume_from_checkpoint`` unless it is ``True``, ``False``,
+    ``None`` or a path (``1`` or ``5`` failed after the "before" scores as a bare ``Path``
+    error). The engines call it when ``finetune()`` starts.
+
+    Example::
+
+        check_resume_argument(True)   # fine
+    """
+    if resume is None or isinstance(resume, (bool, str, os.PathLike)):
+        return
+    raise TypeError(
+        f"resume_from_checkpoint must be True (the last checkpoint in output_dir), a "
+        f"checkpoint-<step> folder, or None / False (train from the start), got "
+        f"{type(resume).__name__} {resume!r}"
+    )
+
+
 def resolve_resume(
     resume: bool | str | os.PathLike | None,
     output_dir: str | os.PathLike,
@@ -203,6 +221,7 @@ def resolve_resume(
     """
     if resume is None or resume is False:
         return None
+    check_resume_argument(resume)
     if resume is True:
         last = last_complete_checkpoint(output_dir, run)
         if last is None:

@@ -60,8 +60,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index_ragtune._atomic import atomic_dir
 from llama_index_ragtune.finetuning.budget import TrainingBudget
-from llama_index_ragtune.finetuning.checkpoints import check_weights
+from llama_index_ragtune.finetuning.checkpoints import check_resume_argument, check_weights
 from llama_index_ragtune.finetuning.decoder_config import (
+    check_lora_config,
     default_dpo_config,
     default_lora_config,
     default_orpo_config,
@@ -77,11 +78,17 @@ from llama_index_ragtune.finetuning.decoder_data import (
 )
 from llama_index_ragtune.finetuning.decoder_stages import PROBE_REPEATS, DecoderStages
 from llama_index_ragtune.finetuning.decoder_validation import completion_nll
-from llama_index_ragtune.finetuning.output_dir_check import check_output_dir
+from llama_index_ragtune.finetuning.output_dir_check import (
+    check_apart_from_start_model,
+    check_output_dir,
+)
 from llama_index_ragtune.finetuning.preference_holdout import leave_out_held_out
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult, PeakMemory, process_peak_rss_mb
-from llama_index_ragtune.finetuning.training_args_check import check_training_args
+from llama_index_ragtune.finetuning.training_args_check import (
+    check_count,
+    check_training_args,
+)
 from llama_index_ragtune.finetuning.validation_split import (
     split_rows_by_question,
     warn_validation_rows_trained,
@@ -182,8 +189,7 @@ class DecoderFinetuneEngine(DecoderStages):
             )
         if budget is not None and not isinstance(budget, TrainingBudget):
             raise TypeError(f"budget must be a TrainingBudget or None, got {type(budget).__name__}")
-        if eval_points < 0:
-            raise ValueError(f"eval_points must be >= 0, got {eval_points}")
+        eval_points = check_count(type(self).__name__, "eval_points", eval_points, 0, 2)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._root = Path(output_dir or self.default_output_dir)
         self._init_common(
@@ -214,6 +220,14 @@ class DecoderFinetuneEngine(DecoderStages):
             )
         )
         self.base_model = resolve_model(model, kind="decoder")
+        self._check_start_model(self.base_model)
+        for label, stage_args in (("args", self.args), ("preference_args", preference_args)):
+            if stage_args is not None:  # the stages' checkpoints: not among the model's files
+                check_apart_from_start_model(
+                    f"{type(self).__name__} ({label}.output_dir)",
+                    stage_args.output_dir,
+                    self.base_model,
+                )
         self.preference_method = preference_method
         if preference_args is None:
             preference_args = (
@@ -225,6 +239,7 @@ class DecoderFinetuneEngine(DecoderStages):
         check_output_dir(type(self).__name__, preference_args.output_dir)
         self.preference_args = preference_args
         self.lora_config = lora_config or default_lora_config()
+        check_lora_config(type(self).__name__, self.lora_config)
         self.budget = budget
         self.eval_points = eval_points
         self.model: Any = None
@@ -307,6 +322,7 @@ class DecoderFinetuneEngine(DecoderStages):
         removed, the adapter goes to ``challenger/adapter`` and ``get_finetuned_model()``
         serves the starting model.
         """
+        check_resume_argument(resume_from_checkpoint)  # before any scoring
         train, val = self.split_validation()
         self._stage2_pairs = self._pairs_of_training_questions(val)
         before: dict[str, float] = {}

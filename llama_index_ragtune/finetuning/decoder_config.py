@@ -163,3 +163,42 @@ def default_lora_config() -> LoraConfig:
     return LoraConfig(
         r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
     )
+
+
+def check_lora_config(owner: str, config: Any) -> None:
+    """``TypeError`` / ``ValueError`` naming ``lora_config.<field>`` when the adapter's rank is
+    not a whole number >= 1, its alpha not a finite number > 0, or its dropout outside
+    [0, 1): peft accepts them all, and the run then failed when the adapter was built (after
+    the "before" loss) or trained NaN weights (a NaN alpha).
+
+    Example::
+
+        check_lora_config("DecoderFinetuneEngine", default_lora_config())
+    """
+    import math
+    import numbers
+
+    from llama_index_ragtune.finetuning.training_args_check import check_count
+
+    if not hasattr(config, "r"):
+        raise TypeError(
+            f"{owner}: lora_config must be a peft LoraConfig (e.g. default_lora_config()), got "
+            f"{type(config).__name__}"
+        )
+    check_count(owner, "lora_config.r", config.r, 1, 16)
+    for field, low, high, example in (("lora_alpha", 0, None, 32), ("lora_dropout", 0, 1, 0.05)):
+        value = getattr(config, field, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                f"{owner}: lora_config.{field} must be a number (e.g. {example}), got "
+                f"{type(value).__name__} {value!r}"
+            )
+        ok = math.isfinite(value) and (value > low if high is None else low <= value < high)
+        if not ok:
+            rule = f"> {low}" if high is None else f"in [{low}, {high})"
+            raise ValueError(
+                f"{owner}: lora_config.{field} must be a finite number {rule} (e.g. {example}), "
+                f"got {value!r}"
+            )

@@ -103,6 +103,7 @@ class DecoderStages(BaseFinetuneEngine):
                 random.Random(self.args.seed).sample(range(len(train)), self.budget.max_pairs)
             )
             train = train.select(keep)
+        self._check_full_batch(len(train))
         # checkpoint selection configured here (not by the caller's args) follows a plan
         selecting = val is not None and self.args.eval_strategy == "no" and self.eval_points > 0
         if val is not None:
@@ -191,6 +192,7 @@ class DecoderStages(BaseFinetuneEngine):
             )
         if self.model is None:
             raise RuntimeError("DecoderFinetuneEngine: run train_sft() before train_preference().")
+        self._check_full_batch(len(pairs), self.preference_args, "preference_args")
         start = time.perf_counter()
         if self.preference_method == "dpo":
             from trl import DPOTrainer as Trainer

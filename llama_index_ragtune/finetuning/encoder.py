@@ -28,6 +28,8 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -42,7 +44,11 @@ from torch import nn
 
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget
-from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
+from llama_index_ragtune.finetuning.checkpoints import (
+    FINAL_DIR,
+    check_resume_argument,
+    check_weights,
+)
 from llama_index_ragtune.finetuning.encoder_evaluation import (  # noqa: F401 - importable here too
     MAX_POOL_DOCS,
     POOL_DEPTH,
@@ -55,10 +61,11 @@ from llama_index_ragtune.finetuning.encoder_training import (  # noqa: F401 - im
     GIST_TEMPERATURE,
     EncoderTrainingMixin,
 )
-from llama_index_ragtune.finetuning.hybrid_eval import bm25_settings, check_bm25_text
+from llama_index_ragtune.finetuning.hybrid_eval import bm25_settings, check_bm25_text, check_fusion
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
 from llama_index_ragtune.finetuning.result import FinetuneResult
 from llama_index_ragtune.finetuning.rows import check_trainable
+from llama_index_ragtune.finetuning.training_args_check import check_count
 from llama_index_ragtune.models import load_model
 from llama_index_ragtune.retrievers.bm25_index import LANGUAGE_STOPWORDS
 
@@ -191,19 +198,46 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
             raise ValueError(
                 f"unknown loss {loss!r}; use one of {LOSSES}, a loss module or a callable"
             )
-        if max_negatives_per_query < 0:
-            raise ValueError(f"max_negatives_per_query must be >= 0, got {max_negatives_per_query}")
+        name = type(self).__name__
+        max_negatives_per_query = check_count(
+            name, "max_negatives_per_query", max_negatives_per_query, 0, 1
+        )
+        eval_points = check_count(name, "eval_points", eval_points, 0, 2)
+        if isinstance(min_grade, bool) or not isinstance(min_grade, numbers.Real):
+            raise TypeError(f"{name}: min_grade must be a number (e.g. 1), got {min_grade!r}")
+        if not math.isfinite(min_grade):
+            raise ValueError(f"{name}: min_grade must be a finite number (e.g. 1), got {min_grade}")
+        self._check_start_model(model)
         if budget is not None and not isinstance(budget, TrainingBudget):
             raise TypeError(f"budget must be a TrainingBudget or None, got {type(budget).__name__}")
-        if eval_points < 0:
-            raise ValueError(f"eval_points must be >= 0, got {eval_points}")
         self.loss = loss
         self.budget = budget
         self.min_grade = min_grade
         self.top_grade_only = top_grade_only
-        self.matryoshka_dims = list(matryoshka_dims) if matryoshka_dims else None
+        if isinstance(matryoshka_dims, (str, bytes)):
+            raise TypeError(
+                f"{name}: matryoshka_dims must be a list of whole numbers (e.g. [256, 128, 64]), "
+                f"got {matryoshka_dims!r}"
+            )
+        self.matryoshka_dims = (
+            [check_count(name, "matryoshka_dims item", d, 1, 64) for d in matryoshka_dims]
+            if matryoshka_dims
+            else None
+        )
+        if self.matryoshka_dims and len(set(self.matryoshka_dims)) < len(self.matryoshka_dims):
+            raise ValueError(
+                f"{name}: matryoshka_dims {self.matryoshka_dims} lists a dimension twice (its loss "
+                "would count twice); give each dimension once"
+            )
+        for label, prompt in (("query_prompt", query_prompt), ("passage_prompt", passage_prompt)):
+            if prompt is not None and not isinstance(prompt, str):
+                raise TypeError(
+                    f"{name}: {label} must be a text (prepended to each {label.split('_')[0]}) "
+                    f"or None, got {type(prompt).__name__} {prompt!r}"
+                )
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self.max_negatives_per_query = max_negatives_per_query
+        check_fusion(type(self).__name__, fusion)
         self.fusion = fusion
         self.bm25_text = check_bm25_text(
             bm25_analyzer, bm25_language, type(self).__name__, bm25_stopwords
@@ -288,10 +322,12 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         """
         from datasets import Dataset
 
+        check_resume_argument(resume_from_checkpoint)  # before any scoring
         train, val = self.split_validation()
         self.evaluator = self._validation_evaluator(val)
         columns, row_stats = self.build_train_rows(train)
         columns = self._same_on_every_process(columns)
+        self._check_full_batch(len(columns["anchor"]))  # before the "before" scores
         start_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         before = self._on_main(self._evaluate, self.evaluator) if evaluate_before else {}
         loss = self._build_loss()

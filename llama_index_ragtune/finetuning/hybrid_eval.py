@@ -40,7 +40,7 @@ from llama_index_ragtune.retrievers.bm25_index import (
     BM25Text,
     check_bm25_language,
 )
-from llama_index_ragtune.retrievers.defaults import fusion_preset
+from llama_index_ragtune.retrievers.defaults import FUSION_PRESETS, fusion_preset
 from llama_index_ragtune.retrievers.fusion import fuse
 from llama_index_ragtune.retrievers.fusion_sweep import MAX_DEPTH
 
@@ -56,9 +56,63 @@ def fusion_params(fusion: str | Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError("fusion='auto' is chosen per model by HybridRetrievalEvaluator")
     if fusion is None or isinstance(fusion, str):
         return fusion_preset(fusion)
+    if not isinstance(fusion, Mapping):
+        raise TypeError(
+            f"fusion must be a mode name ({', '.join(FUSION_PRESETS)}), 'auto', None or a dict of "
+            f"fusion settings, got {type(fusion).__name__} {fusion!r:.80}"
+        )
     params = fusion_preset(fusion.get("fusion_mode") or fusion.get("mode"))
     params.update({k: v for k, v in fusion.items() if k in params})
+    _check_fusion_values(params)
     return params
+
+
+def _check_fusion_values(params: Mapping[str, Any]) -> None:
+    """``TypeError`` / ``ValueError`` naming ``fusion[key]`` when a fusion setting is text, NaN,
+    out of range or a fraction where a count goes: a NaN ``alpha`` failed as "weights must be
+    finite" and ``dense_top_k=2.5`` as a slicing error at the "before" scores, and
+    ``dense_top_k=0`` validated an encoder on BM25's ranking alone (its model never counted)."""
+    import math
+    import numbers
+
+    for key in ("alpha", "rrf_k"):
+        value = params.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                f"fusion[{key!r}] must be a number, got {type(value).__name__} {value!r}"
+            )
+        ok = 0.0 <= value <= 1.0 if key == "alpha" else value > 0
+        if not (math.isfinite(value) and ok):
+            rule = "in [0, 1]" if key == "alpha" else "> 0"
+            raise ValueError(f"fusion[{key!r}] must be a finite number {rule}, got {value!r}")
+    for key in ("dense_top_k", "sparse_top_k"):
+        value = params.get(key)
+        if value is not None and not (
+            isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+        ):
+            error = ValueError if isinstance(value, numbers.Real) else TypeError
+            raise error(
+                f"fusion[{key!r}] must be a whole number >= 1 (e.g. 100), got "
+                f"{type(value).__name__} {value!r}"
+            )
+
+
+def check_fusion(owner: str, fusion: Any) -> None:
+    """``fusion_params``' errors for an engine's ``fusion=`` argument, named by ``owner``, when
+    the engine is built ("auto" and ``None`` pass).
+
+    Example::
+
+        check_fusion("EncoderFinetuneEngine", {"fusion_mode": "minmax", "alpha": 0.4})
+    """
+    if fusion == "auto" and isinstance(fusion, str):
+        return
+    try:
+        fusion_params(fusion)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{owner}: {exc}") from None
 
 
 def check_bm25_analyzer(analyzer: Any, owner: str) -> str:

@@ -118,7 +118,27 @@ class PromotionDecision:
     def from_dict(cls, data: Mapping[str, Any]) -> PromotionDecision:
         """Read ``to_dict``'s output, or an older decision.json (without the evidence fields;
         a NaN value written by an older version reads as ``None``: no value)."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a promotion decision must be a JSON object, got {data!r:.80}")
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        missing = [k for k in ("promoted", "metric", "champion", "challenger", "margin")
+                   if k not in fields]  # fmt: skip
+        if missing:
+            raise ValueError(f"a promotion decision without {missing}: damaged or edited")
+        for key in ("promoted", "greater_is_better", "forced"):
+            # "false" read as promoted (a text is true): the damaged field is named instead
+            if key in fields and not isinstance(fields[key], bool):
+                raise TypeError(
+                    f"a promotion decision's {key!r} must be true or false, got "
+                    f"{fields[key]!r:.80}: damaged or edited"
+                )
+        for key in ("champion", "challenger", "margin"):
+            value = fields.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise TypeError(
+                    f"a promotion decision's {key!r} must be a number or null, got "
+                    f"{value!r:.80}: damaged or edited"
+                )
         for key in ("champion", "challenger"):
             value = fields.get(key)
             if isinstance(value, float) and not math.isfinite(value):

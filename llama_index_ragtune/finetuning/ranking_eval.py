@@ -92,6 +92,34 @@ def unscorable(metrics: Sequence[tuple[str, int]]) -> dict[str, float]:
     return {f"{name}@{k}": float("nan") for name, k in metrics}
 
 
+def first_stage_score(qid: str, position: int, score: Any) -> float:
+    """``score`` (``candidate_scores[qid][position]``) as a float, or ``TypeError`` /
+    ``ValueError`` naming it: blended into the reranker's z-scores, one NaN or infinite
+    first-stage score made a query's whole candidate list NaN, ranked in arbitrary order, and
+    promotion was decided on it; ``None`` or text failed as a bare ``float()`` error.
+
+    Example::
+
+        first_stage_score("q1", 0, 0.83)   # 0.83
+    """
+    where = f"candidate_scores[{qid!r}][{position}]"
+    try:  # numbers, numpy and torch scalars; not text, None or True
+        value = None if isinstance(score, (bool, str, bytes)) else float(score)
+    except (TypeError, ValueError):
+        value = None
+    if value is None:
+        raise TypeError(
+            f"{where} must be a number (the first stage's score of that candidate), got "
+            f"{type(score).__name__} {score!r}"
+        )
+    if not np.isfinite(value):
+        raise ValueError(
+            f"{where} is {value!r}: first-stage scores must be finite numbers; fix that "
+            "retriever score, or leave candidate_scores out (no blending with the first stage)"
+        )
+    return value
+
+
 def _check_inputs(
     queries: Mapping[str, str], corpus: Mapping[str, str], qrels: Mapping[str, Any]
 ) -> None:
@@ -334,8 +362,8 @@ class CandidateRerankingEvaluator(BaseEvaluator):
                     f"{len(candidates.get(qid, ()))} candidates; give one score per candidate"
                 )
             first_score: dict[str, float] = {}  # a doc id listed twice keeps its first score
-            for doc_id, score in zip(candidates.get(qid, ()), scores, strict=True):
-                first_score.setdefault(doc_id, float(score))
+            for i, (doc_id, score) in enumerate(zip(candidates.get(qid, ()), scores, strict=True)):
+                first_score.setdefault(doc_id, first_stage_score(qid, i, score))
             self.candidate_scores[qid] = list(first_score.values())
         self.retrieval_weight = retrieval_weight
         self.last_scores: dict[str, list[float]] | None = None

@@ -42,9 +42,14 @@ from transformers import set_seed
 
 from llama_index_ragtune.finetuning.base import BaseFinetuneEngine
 from llama_index_ragtune.finetuning.budget import TrainingBudget
-from llama_index_ragtune.finetuning.checkpoints import FINAL_DIR, check_weights
-from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text
+from llama_index_ragtune.finetuning.checkpoints import (
+    FINAL_DIR,
+    check_resume_argument,
+    check_weights,
+)
+from llama_index_ragtune.finetuning.hybrid_eval import check_bm25_text, check_fusion
 from llama_index_ragtune.finetuning.promotion import DEFAULT_MARGIN, decide_promotion
+from llama_index_ragtune.finetuning.ranking_eval import first_stage_score
 from llama_index_ragtune.finetuning.rerank_validation import DEFAULT_WEIGHTS
 from llama_index_ragtune.finetuning.reranker_evaluation import (  # noqa: F401 - importable here too
     POOL_QUERY_DEPTH,
@@ -63,6 +68,7 @@ from llama_index_ragtune.finetuning.teachers import (  # noqa: F401 - bi_encoder
     bi_encoder_scorer,
     teacher_scorer,
 )
+from llama_index_ragtune.finetuning.training_args_check import check_count
 from llama_index_ragtune.postprocessor import CrossEncoderRerank
 from llama_index_ragtune.retrievers.bm25_index import LANGUAGE_STOPWORDS
 
@@ -199,11 +205,24 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
                 "loss='margin_mse' distils a teacher: pass teacher= (a CrossEncoder path, a "
                 "SentenceTransformer bi-encoder such as the fine-tuned encoder, or a callable)"
             )
-        if rerank_depth < 1:
-            raise ValueError(f"rerank_depth must be >= 1, got {rerank_depth}")
-        if max_negatives_per_query < 1:
-            raise ValueError(f"max_negatives_per_query must be >= 1, got {max_negatives_per_query}")
-        weights = tuple(float(w) for w in retrieval_weights)
+        name = type(self).__name__
+        rerank_depth = check_count(name, "rerank_depth", rerank_depth, 1, 50)
+        max_negatives_per_query = check_count(
+            name, "max_negatives_per_query", max_negatives_per_query, 1, 3
+        )
+        eval_points = check_count(name, "eval_points", eval_points, 0, 2)
+        if max_length is not None:  # 0 trained on empty inputs, -3 failed in the tokenizer
+            max_length = check_count(name, "max_length", max_length, 1, 512)
+        self._check_start_model(model)
+        try:  # 0.5 or "0.5" (not a list) failed as "'float' object is not iterable" / float(".")
+            if isinstance(retrieval_weights, (str, bytes)):
+                raise TypeError
+            weights = tuple(float(w) for w in retrieval_weights)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name}: retrieval_weights must be a list of numbers in [0, 1] (e.g. "
+                f"[0.0, 0.25, 0.5]), got {type(retrieval_weights).__name__} {retrieval_weights!r:.100}"
+            ) from None
         if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
             raise ValueError(
                 f"retrieval_weights must be values in [0, 1], got {retrieval_weights!r}"
@@ -221,6 +240,7 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
         self.max_negatives_per_query = max_negatives_per_query
         self.rerank_depth = rerank_depth
         self.encoder = encoder
+        check_fusion(type(self).__name__, fusion)
         self.fusion = fusion
         self.bm25_text = check_bm25_text(
             bm25_analyzer, bm25_language, type(self).__name__, bm25_stopwords
@@ -235,7 +255,14 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
         set_seed(self.args.seed)
         self.model = self._load_model(model, loss, max_length, device)
         self._candidates = dict(candidates) if candidates is not None else None
-        self._candidate_scores = dict(candidate_scores) if candidate_scores is not None else None
+        self._candidate_scores = (
+            None
+            if candidate_scores is None
+            else {  # a NaN or text score named now, not after the "before" scores
+                q: [first_stage_score(q, i, s) for i, s in enumerate(scores)]
+                for q, scores in dict(candidate_scores).items()
+            }
+        )
         self._candidates_given = candidates is not None
         self._user_evaluator = evaluator
         self.evaluator: Any = evaluator
@@ -295,10 +322,12 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
         """
         from datasets import Dataset
 
+        check_resume_argument(resume_from_checkpoint)  # before any scoring
         train, val = self.split_validation()
         base, blends, pool = self._evaluators(val)
         self.evaluator = base
         columns, row_stats = self.build_train_rows(train)
+        self._check_full_batch(len(columns["query"]))  # before the "before" scores
         columns = self._same_on_every_process(columns)
         start_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         before = self._on_main(self._before, base) if evaluate_before else {}

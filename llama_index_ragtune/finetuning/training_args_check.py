@@ -77,6 +77,27 @@ def check_training_args(owner: str, args: Any, label: str = "args") -> None:
         fail("max_grad_norm", "a number >= 0 (0: no clipping)", "1.0")
 
 
+def check_count(owner: str, name: str, value: Any, minimum: int, example: int) -> int:
+    """``value`` as an ``int`` when it is a whole number >= ``minimum`` (``3`` or ``3.0``), else
+    ``TypeError`` / ``ValueError`` naming ``name``: an engine's own counts (``eval_points``,
+    ``max_negatives_per_query``, ``rerank_depth``) of NaN, ``2.5``, ``True`` or ``"3"`` failed
+    late (after the "before" scores) with errors naming no argument, or ran as another number.
+
+    Example::
+
+        check_count("EncoderFinetuneEngine", "eval_points", 2, minimum=0, example=2)   # 2
+    """
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not _whole(value) or value < minimum:
+        error = TypeError if not _number(value) else ValueError
+        raise error(
+            f"{owner}: {name} must be a whole number >= {minimum} (e.g. {example}), got "
+            f"{type(value).__name__} {value!r}"
+        )
+    return int(value)
+
+
 _NO_WARMUP_SCHEDULES = {"constant", "reduce_lr_on_plateau"}  # these never warm up
 
 

@@ -60,6 +60,25 @@ class TrainingPlanMixin:
             callbacks.append(timer)
         return callbacks, timer
 
+    def _check_full_batch(self, rows: int, args: Any = None, label: str = "args") -> None:
+        """``ValueError`` when ``dataloader_drop_last`` would drop every batch: fewer than
+        ``rows`` than one batch of all processes (the trainer then failed after the "before"
+        scores with "args.max_steps must be set to a positive value if dataloader does not have
+        a length", or trained 0 steps)."""
+        args = self.args if args is None else args
+        if not getattr(args, "dataloader_drop_last", False):
+            return
+        per_device = args.per_device_train_batch_size
+        batch = per_device * max(1, getattr(args, "world_size", 1))
+        if rows < batch:
+            raise ValueError(
+                f"{type(self).__name__}: {label}.dataloader_drop_last=True drops every batch: "
+                f"there are {rows} training rows, fewer than one batch of {batch} "
+                f"({label}.per_device_train_batch_size={per_device}), so nothing would be "
+                f"trained; lower {label}.per_device_train_batch_size to at most {rows} or set "
+                f"{label}.dataloader_drop_last=False"
+            )
+
     def _plan_steps(
         self,
         budget: Any,
@@ -79,6 +98,7 @@ class TrainingPlanMixin:
         from llama_index_ragtune.finetuning.budget import describe_plan, plan_steps, time_steps
 
         args = self.args if args is None else args
+        self._check_full_batch(rows, args, "args" if args is self.args else "preference_args")
         # an optimizer step takes a global batch: every process's batch, every accumulation step
         accumulation = max(1, args.gradient_accumulation_steps)
         batch = args.per_device_train_batch_size * args.world_size * accumulation
