@@ -47,7 +47,11 @@ _NO_SPACE_RUN = regex.compile(
     r"(?:[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
     r"\u30fc\u3005]\p{M}*)+"
 )
-_CODE = re.compile(r"\b\w+(?=[-./]\w)(?:[-./]\w+)+")  # \b: tried at word starts only
+_CODE_IN_WORDS = re.compile(r"\b\w+(?=[-./]\w)(?:[-./]\w+)+")  # \b: tried at word starts only
+# the same where a word holds combining marks, which re's \w leaves out: it cut the word
+# there ("न/ब" of "दुकान/बाज़ार" was a code of one-letter parts)
+_CODE_WITH_MARKS = regex.compile(r"(?<![\w\p{M}])[\w\p{M}]+(?=[-./]\w)(?:[-./][\w\p{M}]+)+")
+_MARK = regex.compile(r"\p{M}")
 _CODE_SEPARATORS = re.compile(r"[-./]")
 _DECIMAL = re.compile(r"\d\.\d")
 _CODE_JOINERS = re.compile(r"[-/]|(?<!\d)\.|\.(?!\d)")  # a decimal point stays
@@ -100,8 +104,10 @@ def no_space_terms(text: str) -> tuple[list[str], str]:
     return terms, _NO_SPACE_RUN.sub(take, text)
 
 
-def code_terms(text: str) -> list[str]:
-    """The codes in ``text``, each as one term without its ``-``/``/`` (and non-decimal ``.``).
+def code_terms(text: str, split_marks: bool = False) -> list[str]:
+    """The codes in ``text``, each as one term without its ``-``/``/`` (and non-decimal ``.``);
+    a word's combining marks stay in it (``split_marks``: cut words at them, as indexes
+    persisted before did).
 
     A code is a run of letters/digits joined by ``-``, ``.`` or ``/`` that mixes letters and
     digits, holds a decimal number, or has a one-letter part; number ranges, dates and
@@ -112,7 +118,8 @@ def code_terms(text: str) -> list[str]:
         code_terms("sku-48213 fits the 1.5l usb-c kettle, 3-5 days")   # ['sku48213', '1.5l', 'usbc']
     """
     terms = []
-    for code in _CODE.findall(text):
+    marks = not split_marks and _MARK.search(text) is not None
+    for code in (_CODE_WITH_MARKS if marks else _CODE_IN_WORDS).findall(text):
         parts = _CODE_SEPARATORS.split(code)
         has_digit = any(c.isdigit() for c in code)
         if (

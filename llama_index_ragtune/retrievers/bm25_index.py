@@ -265,9 +265,10 @@ class BM25Tokenizer:
             :mod:`~llama_index_ragtune.retrievers.bm25_analysis`); for corpora in other
             scripts than Latin, or with accents, full-width text or product codes. On
             English text the two score alike (``benchmarks/bm25_analyzers.py``).
-        split_marks: read text as indexes persisted before the plain analyzer kept combining
-            marks did (words cut at each vowel sign or virama, the signs dropped), so that
-            such an index still finds its terms; a persisted index records it.
+        split_marks: read text as indexes persisted before the analyzers kept combining
+            marks did (plain: words cut at each vowel sign or virama, the signs dropped;
+            unicode: codes such as ``"न/ब"`` found inside words), so that such an index
+            still finds its terms; a persisted index records it.
 
     Example::
 
@@ -346,7 +347,8 @@ class BM25Tokenizer:
         tokens = [strip_accents(t) for t in self._findall(text) if t not in self._stopwords]
         if self._stem is not None and tokens:
             tokens = self._stem(tokens)
-        return tokens + [strip_accents(c) for c in code_terms(text)] + no_space
+        codes = code_terms(text, self.split_marks)
+        return tokens + [strip_accents(c) for c in codes] + no_space
 
     def no_terms_hint(self) -> str:
         """How to get terms from a corpus that yields none (for the error that says so):

@@ -80,3 +80,14 @@ def test_index_persisted_before_marks_were_kept_loads_as_it_was_built(tmp_path):
     loaded = BM25Retriever.from_persist_dir(tmp_path / "old", similarity_top_k=1)
     assert loaded.tokenizer.split_marks is True  # its vocabulary holds the cut terms
     assert loaded.retrieve("डिलीवरी कितने दिन में?")[0].node.node_id == "delivery"
+
+
+def test_unicode_analyzer_finds_no_codes_inside_words_with_marks():
+    tokenizer = BM25Tokenizer(language=None, analyzer="unicode")
+    # before: "न/ब" (the letters around "/" of "दुकान/बाज़ार") was taken for a code: term 'नब'
+    assert tokenizer("दुकान/बाज़ार") == ["दुकान", "बाज़ार"]
+    assert (
+        BM25Tokenizer(language=None, analyzer="unicode", split_marks=True)("दुकान/बाज़ार")[-1] == "नब"
+    )
+    # codes are found as before
+    assert tokenizer("SKU-48213 हिन्दी usb-c")[-2:] == ["sku48213", "usbc"]
