@@ -164,6 +164,40 @@ def _html_report(n: int) -> Callable[[], Any]:
     return lambda: render_html(results)
 
 
+def _abbreviations(n: int) -> Callable[[], Any]:
+    from llama_index_ragtune.data.sentences import split_sentences
+
+    text = "See fig. 2 and " * n + "the end."
+    return lambda: split_sentences(text)
+
+
+def _copies_of_a_passage(n: int) -> Callable[[], Any]:
+    from llama_index_ragtune.data.schema import RetrievalDataset
+
+    corpus = {f"page-{i}": "Returns are accepted within 14 days." for i in range(n)}
+    pairs = [("How long do I have to return an item?", list(corpus))]
+    return lambda: RetrievalDataset.from_pairs(pairs, corpus)
+
+
+def _qa_line_of_sources(n: int) -> Callable[[], Any]:
+    import json
+    import tempfile
+
+    from llama_index_ragtune.data.qa_jsonl import load_grounded_qa
+
+    sources = [{"id": f"s{i}", "text": f"Passage {i} about returns."} for i in range(n)]
+    line = {"question": "Returns?", "sources": sources, "gold": ["s0"], "answer": "Passage 0"}
+    folder = tempfile.TemporaryDirectory(prefix="ragtune-hostile-")  # removed with the call
+    path = Path(folder.name) / "qa.jsonl"
+    path.write_text(json.dumps(line) + "\n", encoding="utf-8")
+
+    def call() -> Any:
+        assert folder.name  # the call keeps the folder alive
+        return load_grounded_qa(path)
+
+    return call
+
+
 CASES = [
     Case("unclosed quotation marks", "check_quotes", "n unclosed \u201c", 30_000, _unclosed_quotes),
     Case(
@@ -210,6 +244,17 @@ CASES = [
         _single_line("Markdown"),
     ),
     Case("one line of words", "StructuredHTMLNodeParser", "n words", 100_000, _single_line("HTML")),
+    Case("many abbreviations", "split_sentences", 'n times "fig. 2"', 20_000, _abbreviations),
+    Case(
+        "one question over copies of a passage",
+        "RetrievalDataset.from_pairs",
+        "n copies",
+        40_000,
+        _copies_of_a_passage,
+    ),
+    Case(
+        "one QA line of many sources", "load_grounded_qa", "n sources", 8_000, _qa_line_of_sources
+    ),
     Case("evaluation of many systems", "render_markdown", "n systems", 10_000, _markdown_report),
     Case("evaluation of many systems", "render_html (report)", "n systems", 10_000, _html_report),
 ]
