@@ -3,7 +3,7 @@ in ``chunk``-character deltas and provides the async and completion twins."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -13,6 +13,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
 )
 from llama_index.core.llms import CustomLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
 
 
 class StubChatLLM(CustomLLM):
@@ -96,3 +97,28 @@ class DiesMidStream(StubChatLLM):
                 yield chunk
 
         return gen()
+
+
+class UserLLM(CustomLLM):
+    """A user's completion LLM: ``reply(prompt)`` is its answer (an exception it returns is
+    raised); ``prompts`` records what it was asked, ``window`` is its context window."""
+
+    reply: Callable[[str], Any]
+    prompts: list[str] = []
+    window: int = 3900
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(context_window=self.window, num_output=64, model_name="user-model")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.prompts.append(prompt)
+        answer = self.reply(prompt)
+        if isinstance(answer, Exception):
+            raise answer
+        return CompletionResponse(text=answer)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        raise NotImplementedError

@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
-from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
-from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.schema import TextNode
 
 from llama_index_ragtune.data import DataError, GroundedSFTBuilder, QAExample, RetrievalDataset
@@ -34,6 +32,7 @@ from llama_index_ragtune.data.splitting import held_out_twins, split_query_ids
 from llama_index_ragtune.data.squad import load_squad_v2
 from llama_index_ragtune.data.synthetic import generate_synthetic_queries
 from llama_index_ragtune.data.synthetic_parsing import parse_questions
+from tests.stub_llm import UserLLM
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 needs_dev_null = pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null")
@@ -149,24 +148,6 @@ APPLES = (
     "Fresh apples and other produce bought in our grocery department can be returned "
     "within seven days when you bring the receipt to the customer service desk"
 )
-
-
-class UserLLM(CustomLLM):
-    """A user's LLM answering every prompt with ``reply(prompt)``."""
-
-    reply: Callable[[str], Any]
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=3900, num_output=64, model_name="user-model")
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self.reply(prompt))
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
-        raise NotImplementedError
 
 
 def test_terminal_codes_and_control_characters_are_not_part_of_questions() -> None:

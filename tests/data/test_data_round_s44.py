@@ -12,13 +12,9 @@ import json
 import time
 import unicodedata
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
-from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.schema import TextNode
 
 from llama_index_ragtune.data import DataError, RetrievalDataset, qa_jsonl
@@ -29,26 +25,9 @@ from llama_index_ragtune.data.squad import load_squad_v2
 from llama_index_ragtune.data.synthetic import generate_synthetic_queries
 from llama_index_ragtune.data.synthetic_filters import QualityFilter, declines, echoes_passage
 from llama_index_ragtune.data.synthetic_parsing import parse_questions
+from tests.stub_llm import UserLLM
 
 NFC = unicodedata.normalize("NFC", "Le café ouvre à 8h. Il ferme à 20h.")
-
-
-class UserLLM(CustomLLM):
-    """A user's LLM: ``reply(prompt)`` is its answer."""
-
-    reply: Callable[[str], Any]
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=3900, num_output=64, model_name="user-model")
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self.reply(prompt))
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        raise NotImplementedError
 
 
 def _synthetic(passage: str, answer: str, n: int = 8):

@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from llama_index.core import Settings
-from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
-from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms import CompletionResponse
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.schema import TextNode
 
@@ -30,6 +28,7 @@ from llama_index_ragtune.data.synthetic_parsing import (
     parse_questions,
     query_tokens,
 )
+from tests.stub_llm import UserLLM
 
 APPLES = (
     "Fresh apples and other produce bought in our grocery department can be returned "
@@ -37,30 +36,6 @@ APPLES = (
 )
 IPHONE = "Apple iPhones bought in the electronics department can be returned within fourteen days"
 Q1, Q2 = "How long can I return apples?", "Do I need a receipt to return produce?"
-
-
-class UserLLM(CustomLLM):
-    """A user's LLM: ``reply(prompt)`` is its answer; an exception it returns is raised."""
-
-    reply: Callable[[str], Any]
-    prompts: list[str] = []
-    window: int = 3900
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=self.window, num_output=64, model_name="user-model")
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        self.prompts.append(prompt)
-        answer = self.reply(prompt)
-        if isinstance(answer, Exception):
-            raise answer
-        return CompletionResponse(text=answer)
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        raise NotImplementedError
 
 
 def answering(text: str) -> UserLLM:
