@@ -56,6 +56,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from llama_index_ragtune._atomic import atomic_dir, atomic_write_json
 from llama_index_ragtune.data.splitting import held_out_twins, twin_groups
 from llama_index_ragtune.finetuning.checkpoints import (
@@ -129,7 +131,7 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
                 f"{type(self).__name__}: val_fraction must be a number in [0, 1) (e.g. 0.1; 0 = "
                 f"no validation split), got {type(val_fraction).__name__} {val_fraction!r}"
             )
-        if type(force_promotion).__name__ not in ("bool", "bool_"):  # numpy's bool too
+        if not isinstance(force_promotion, (bool, np.bool_)):
             # bool("false") is True: a text or a number here would force a promotion
             raise TypeError(
                 f"{type(self).__name__}: force_promotion must be True or False, got "

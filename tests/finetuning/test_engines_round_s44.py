@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("datasets")
@@ -139,6 +140,12 @@ def test_force_promotion_must_be_a_bool(data, tiny_encoder_path, tmp_path, value
     """Was: bool("false") is True, so force_promotion="false" promoted whatever validation said."""
     with pytest.raises(TypeError, match="force_promotion must be True or False"):
         _encoder(data, tiny_encoder_path, tmp_path / "out", force_promotion=value)
+
+
+@pytest.mark.parametrize("value", [False, np.bool_(False)])
+def test_force_promotion_takes_python_and_numpy_bools(data, tiny_encoder_path, tmp_path, value):
+    engine = _encoder(data, tiny_encoder_path, tmp_path / "out", force_promotion=value)
+    assert not engine.force_promotion
 
 
 def test_val_fraction_as_text_is_named(data, tiny_encoder_path, tmp_path):
