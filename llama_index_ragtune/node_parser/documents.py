@@ -7,8 +7,9 @@ names the document and says how to fix it; a few U+FFFD replacement
 characters in otherwise good text are accepted. Bytes are decoded by
 :func:`~.text_encoding.decode_document`. Messages show ids with :func:`shown_id`
 (escaped when they hold :data:`ID_BREAKING_CHARACTERS`). Metadata that LlamaIndex
-cannot render (lone surrogates, nesting deeper than :data:`MAX_METADATA_DEPTH`)
-is refused the same way, naming the key. :func:`without_control_characters` replaces
+cannot render (lone surrogates, nesting deeper than :data:`MAX_METADATA_DEPTH`,
+integers of more digits than Python turns into text) is refused the same way, naming
+the key. :func:`without_control_characters` replaces
 the few control characters that accepted text may hold, one for one.
 
 Example::
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
+import sys
 from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode
@@ -131,6 +134,29 @@ def _deep_metadata_key(metadata: Any, limit: int = MAX_METADATA_DEPTH) -> str | 
             seen.add(id(item))
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _huge_int_metadata_key(metadata: Any) -> tuple[str, int] | None:
+    """``(top-level key, about how many digits)`` of the first integer in ``metadata``
+    (nested in dicts/lists too) with more digits than Python turns into text
+    (``sys.get_int_max_str_digits()``), else None. Iterative, each container visited once."""
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+    if not limit or not isinstance(metadata, dict):
+        return None
+    seen: set[int] = set()
+    for key, value in metadata.items():
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, int) and item.bit_length() > 3 * limit:  # may be over it
+                try:
+                    str(item)
+                except ValueError:
+                    return str(key), int(item.bit_length() * math.log10(2)) + 1
+            elif isinstance(item, (dict, list, tuple)) and id(item) not in seen:
+                seen.add(id(item))
+                stack.extend(item.values() if isinstance(item, dict) else item)
     return None
 
 
@@ -266,6 +292,17 @@ def document_text(node: BaseNode, html: bool = False) -> str:
             f"The metadata of document {shown} (key {key!r}) is nested more than "
             f"{MAX_METADATA_DEPTH} levels deep; LlamaIndex cannot render it (recursion limit). "
             "Flatten the value or drop the key before parsing.",
+            cause="metadata",
+        )
+    huge = _huge_int_metadata_key(node.metadata)
+    if huge is not None:
+        raise DocumentParseError(
+            doc_id,
+            f"The metadata of document {shown} (key {huge[0]!r}) holds an integer of about "
+            f"{huge[1]} digits, more than Python turns into text "
+            f"(sys.get_int_max_str_digits() is {sys.get_int_max_str_digits()}), so no node "
+            "could show or store it. Store the value as a string or a shorter number (a hash), "
+            "drop the key, or raise the limit with sys.set_int_max_str_digits() before parsing.",
             cause="metadata",
         )
     visible = len(text) - len(_WHITESPACE.findall(text))

@@ -83,10 +83,12 @@ class StructuredHTMLNodeParser(StructuredNodeParser):
         description=(
             "Elements dropped with their content. header/footer are dropped only as the page's "
             "banner/footer (outside article, aside, main, nav, section and outside a quote, "
-            "figure, details, dialog, fieldset, table cell or list item), aside only as a page "
+            "figure, details, dialog, fieldset, table cell or list item; a banner's h1 that is "
+            "the page's only one, not a logo or home link, is kept), aside only as a page "
             "sidebar (outside article, aside, nav, section; footnotes and notes, by role or by "
             "a class such as 'note', 'callout', 'tip' or 'warning', are kept), and form only "
-            "when it does not hold the page's content; an svg leaves its accessible name "
+            "when it does not hold the page's content and is in no heading; an svg leaves its "
+            "accessible name "
             "(aria-label or title), not its text labels (see html_clean)."
         ),
     )

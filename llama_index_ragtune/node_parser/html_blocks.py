@@ -42,7 +42,10 @@ from llama_index_ragtune.node_parser.html_foreign import (
     FOREIGN_START,
     break_out_of_foreign_content,
 )
-from llama_index_ragtune.node_parser.html_lxml_repairs import nest_paragraphs_in_headings
+from llama_index_ragtune.node_parser.html_lxml_repairs import (
+    close_definitions,
+    nest_paragraphs_in_headings,
+)
 from llama_index_ragtune.node_parser.html_math import replace_math
 from llama_index_ragtune.node_parser.html_tables import layout_tables
 from llama_index_ragtune.node_parser.html_text import (
@@ -159,8 +162,8 @@ class HTMLConverter:
         builder = bs4.builder.builder_registry.lookup(*self.features.split())
         if builder is None or issubclass(builder, bs4.builder.HTMLParserTreeBuilder):
             return html_parser_soup(html)
-        if getattr(builder, "NAME", None) == "lxml":  # lxml ends a heading at a <p>
-            html = nest_paragraphs_in_headings(html)
+        if getattr(builder, "NAME", None) == "lxml":  # lxml ends a heading at a <p>, <table>...
+            html = close_definitions(nest_paragraphs_in_headings(html))
         try:
             return bs4.BeautifulSoup(html, self.features)
         except bs4.FeatureNotFound:  # pragma: no cover - the lookup found it

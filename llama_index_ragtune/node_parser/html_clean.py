@@ -20,7 +20,8 @@ diagram's boxes, in no reading order) are dropped with it.
 Dropped only where they are page chrome, following the HTML accessibility
 mappings (HTML-AAM), so that article content is kept:
 
-- ``header`` / ``footer``: the page's banner and footer, i.e. not inside an
+- ``header`` / ``footer``: the page's banner and footer (a banner's ``h1`` is kept when
+  it is the page's only one and no logo or home link: the page's title), i.e. not inside an
   ``article``, ``aside``, ``main``, ``nav``, ``section`` or an element with role
   ``article``, ``complementary``, ``main``, ``navigation`` or ``region`` (inside one
   they are that part's title block or notes), nor inside a sectioning root of the
@@ -36,7 +37,8 @@ mappings (HTML-AAM), so that article content is kept:
   ``attention``, ``danger`` (``note``, ``callout-tip``, ``markdown-alert-warning``);
 - ``form``: dropped unless it holds content (a heading ``h1``-``h6``, ``main``,
   ``article``, ``section``, ``table`` or ``role="main"`` inside it, as on ASP.NET
-  pages built as one big form); its controls are dropped either way.
+  pages built as one big form) or is inside a heading (its text is the heading's title,
+  as lxml reads it too); its controls are dropped either way.
 
 A ``title`` is never page text (a stray one in the body neither), except an SVG
 element's (:func:`svg_name`). A ``head`` is dropped with its content while it holds only metadata (``title``,
@@ -179,6 +181,23 @@ def _is_button_title(tag, heading, titles: dict[int, bool]) -> bool:
     return titles[key]
 
 
+#: A link to a site's home page (``/``, ``/index.html``, ``https://host/``).
+_ROOT_LINK = re.compile(
+    r"\s*(?:(?:[a-z][a-z0-9+.-]*:)?//[^/\s]+/?|\.?/|(?=index))(?:index\.\w+)?\s*", re.I
+)
+
+
+def _is_site_name(heading) -> bool:
+    """A heading that names the site, not the page: it holds no text but image alt text (a
+    logo), or a link to the site's home page."""
+    if not heading.get_text(strip=True):
+        return True
+    return any(
+        isinstance(link.get("href"), str) and _ROOT_LINK.fullmatch(link["href"])
+        for link in heading.find_all("a")
+    )
+
+
 def _is_note(tag) -> bool:
     """A footnote or note by its role or class (see the module docstring)."""
     roles = _tokens(tag.get("role"))
@@ -238,7 +257,7 @@ class BoilerplatePolicy:
                 if not (aside_scoped or _is_note(tag)):
                     return True
             elif name == "form":
-                if not holds_content(tag):
+                if heading is None and not holds_content(tag):  # in a heading: its title
                     return True
             elif name == "head":
                 if not _holds_body(tag):
@@ -278,6 +297,24 @@ class BoilerplatePolicy:
 
         return self._verdict(tag, header_scoped, aside_scoped, holds_content, heading)
 
+    def _keep_page_title(self, soup) -> None:
+        """Move the page's only ``h1`` (with its ``hgroup``) out of the page banner holding it
+        (a ``header`` or ``role="banner"`` dropped as boilerplate), to just before it: it is
+        the page's title, ``<header><h1>Returns</h1></header>``. The rest of the banner is
+        dropped as before, and so is an ``h1`` that is the site's name (only an image, or a
+        link to the site's root: ``<h1><a href="/">Acme</a></h1>``). One search, linear."""
+        h1s = soup.find_all("h1", limit=2)
+        if len(h1s) != 1 or _is_site_name(h1s[0]):
+            return
+        title, banner = h1s[0], None
+        for parent in title.parents:  # the outermost header or banner holding it
+            if parent.name == "hgroup" and banner is None:
+                title = parent
+            elif parent.name == "header" or "banner" in _tokens(parent.get("role")):
+                banner = parent
+        if banner is not None and not is_hidden(banner) and self.is_boilerplate(banner):
+            banner.insert_before(title)
+
     def drop(self, soup, removed: list | None = None, hidden: list | None = None) -> int:
         """Remove every boilerplate element from ``soup`` in place; return how many were removed.
 
@@ -295,6 +332,7 @@ class BoilerplatePolicy:
         """
         import bs4
 
+        self._keep_page_title(soup)
         holders: set[int] | None = None
 
         def holds_content(form) -> bool:

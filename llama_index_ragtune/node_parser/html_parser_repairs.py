@@ -7,8 +7,13 @@ and lxml do; :func:`.html_text.for_html_parser` applies them in order.
   reference needs no ``;``, a reference of thousands of digits is shortened;
 - :func:`end_unclosed_tag`: a tag left open at the end of the page dropped with what follows;
 - :func:`strip_comments`: comments, doctypes, processing instructions, bogus comments and
-  unclosed ``<![CDATA[`` ended as the HTML standard ends them, when this Python's
-  ``html.parser`` would show them, and what follows them, as text.
+  ``<![CDATA[`` ended as the HTML standard ends them, when this Python's ``html.parser``
+  would show them, and what follows them, as text (or, for ``<![CDATA[ a > b ]]>``, hide
+  the text after the ``>`` that lxml and browsers show);
+- :func:`close_implied_elements`: the end tags that browsers and lxml imply (a ``<p>``
+  ended by the next block, a ``<li>`` by the next item, a ``<dt>``/``<dd>`` by the next
+  term or definition, table cells, rows and row groups by the next, a heading by a
+  heading started in it) written out.
 
 Every scan is linear. Moved from :mod:`.html_text`, which still exports these names.
 
@@ -200,10 +205,16 @@ class _CommentScanner(HTMLParser):
     def parse_html_declaration(self, i):
         if self.rawdata.startswith("<!--", i):
             return self.parse_comment(i)
-        if self.rawdata.startswith("<![", i):  # a marked section (CDATA): html.parser's reading
-            end = super().parse_html_declaration(i)
-            return end if end >= 0 else self._to_gt(i)
-        return self._to_gt(i)
+        return self._to_gt(i)  # a marked section (<![CDATA[) too: a bogus comment in HTML
+
+
+@functools.cache
+def _html_parser_ends_marked_sections_as_html5() -> bool:
+    """True when this Python's ``html.parser`` ends a ``<![CDATA[`` at the first ``>``, as the
+    HTML standard (outside svg/math) and lxml do, not at ``]]>`` (hiding the text between)."""
+    from llama_index_ragtune.node_parser.html_text import _bs4  # a cycle at import time
+
+    return _bs4().BeautifulSoup("<![CDATA[a>b]]>", "html.parser").get_text() == "b]]>"
 
 
 @functools.cache
@@ -235,18 +246,24 @@ def strip_comments(markup: str) -> str:
     comments (``<!x>``, ``<?x>``), ended as the HTML standard ends them, when this
     Python's ``html.parser`` would end one otherwise and show it, and often what
     follows it, as text: ``<!-->``, ``--!>``, a comment or ``<!``/``<?`` left unclosed
-    at the end of the page, a ``<![CDATA[`` never closed by ``]]>``, a comment left open in an ``iframe``, ``noembed`` or
-    ``noframes`` (raw text that ends at their end tag). Else ``markup`` as is. Comments in scripts and attribute
+    at the end of the page, a ``<![CDATA[`` (a bogus comment in HTML: it ends at the first
+    ``>``, as in lxml and browsers, where ``html.parser`` hid everything up to ``]]>``), a
+    comment left open in an ``iframe``, ``noembed`` or ``noframes`` (raw text that ends at
+    their end tag). Else ``markup`` as is. Comments in scripts and attribute
     values are left alone (``html.parser`` finds them); linear time.
 
     Example::
 
         strip_comments("<p>a</p><!-- draft <p>b</p>")     # '<p>a</p>'
     """
-    if not isinstance(markup, str) or _html_parser_ends_comments_as_html5():
+    if not isinstance(markup, str):
+        return markup
+    sections = "<![" in markup and not _html_parser_ends_marked_sections_as_html5()
+    if _html_parser_ends_comments_as_html5() and not sections:
         return markup
     if not (
-        _ODD_COMMENT.search(markup)
+        sections
+        or _ODD_COMMENT.search(markup)
         or _unclosed_markup_at_end(markup)
         or ("<!--" in markup and _RAW_MARKUP_START.search(markup))
     ):
@@ -322,5 +339,126 @@ def escape_raw_text(markup: str) -> str:
         )
         parts += [markup[position:body], literal]
         position = end
+    parts.append(markup[position:])
+    return "".join(parts)
+
+
+#: Start tags that end an open ``p`` (HTML standard, "close a p element"; lxml ends it at
+#: these too).
+_P_CLOSERS = frozenset({
+    "address", "article", "aside", "blockquote", "center", "details", "dialog", "dir", "div",
+    "dl", "dd", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3",
+    "h4", "h5", "h6", "header", "hgroup", "hr", "li", "listing", "main", "menu", "nav", "ol",
+    "p", "plaintext", "pre", "search", "section", "summary", "table", "ul", "xmp",
+})  # fmt: skip
+#: An open element of these hides a ``p``, ``li``, ``dt``/``dd`` opened before it from the
+#: start tags that would end them (the standard's scopes, simplified).
+_SCOPE = frozenset({
+    "applet", "button", "caption", "html", "marquee", "math", "object", "svg", "table", "td",
+    "template", "th",
+})  # fmt: skip
+_TABLE_SCOPE = frozenset({"html", "table", "template"})
+_SECTIONS = frozenset({"tbody", "thead", "tfoot"})
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+#: ``start tag -> [(open elements it ends, the innermost of them), open elements that keep
+#: them open when opened after them)]``: the HTML standard's implied end tags.
+_CAPTION = (frozenset({"caption"}), _TABLE_SCOPE)  # a caption ends at the table's rows
+_IMPLIED_ENDS = {
+    "li": [(frozenset({"li"}), frozenset({"ol", "ul", "menu", "dir"}) | _SCOPE)],
+    "dt": [(frozenset({"dt", "dd"}), frozenset({"dl"}) | _SCOPE)],
+    "td": [_CAPTION, (frozenset({"td", "th"}), _TABLE_SCOPE)],
+    "tr": [_CAPTION, (frozenset({"tr"}), _TABLE_SCOPE)],
+    **{name: [_CAPTION, (_SECTIONS, _TABLE_SCOPE)] for name in _SECTIONS},
+}
+_IMPLIED_ENDS["dd"], _IMPLIED_ENDS["th"] = _IMPLIED_ENDS["dt"], _IMPLIED_ENDS["td"]
+for _name in _P_CLOSERS:
+    _IMPLIED_ENDS.setdefault(_name, []).append((frozenset({"p"}), _SCOPE))
+_VOID = frozenset({
+    "area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "img", "input",
+    "keygen", "link", "meta", "param", "source", "track", "wbr",
+})  # fmt: skip
+_IMPLIED_START = re.compile(r"<(?:p|li|dt|dd|td|th|tr|tbody|thead|tfoot|h[1-6])(?=[\s/>])", re.I)
+
+
+class _ImpliedEndScanner(HTMLParser):
+    """Reads markup as ``html.parser`` does, with the stack of open elements that ``bs4``
+    builds from it; ``ends`` are ``(line, column, end tags)`` to write before a start tag.
+    For each name the positions of its open elements are kept, so each check is O(1)."""
+
+    def __init__(self, write: frozenset[str] | None = None):
+        super().__init__(convert_charrefs=False)
+        self.stack: list[str] = []
+        self.open: dict[str, list[int]] = {}
+        self.ends: list[tuple[int, int, str]] = []
+        self.write = write  # the names whose end tags are written (None: all)
+
+    def _last(self, names) -> int:
+        return max((self.open[n][-1] for n in names if self.open.get(n)), default=-1)
+
+    def _pop_to(self, index: int) -> None:
+        while len(self.stack) > index:
+            self.open[self.stack.pop()].pop()
+
+    def handle_starttag(self, tag, attrs):
+        written: list[str] = []
+        for names, stoppers in _IMPLIED_ENDS.get(tag, ()):
+            at = self._last(names)  # the innermost open one, unless a stopper is inside it
+            if at >= 0 and at > self._last(stoppers):
+                if self.write is None or self.stack[at] in self.write:
+                    written.append(f"</{self.stack[at]}>")
+                self._pop_to(at)
+        if tag in _HEADINGS and self.write is None and self.stack and self.stack[-1] in _HEADINGS:
+            written.append(f"</{self.stack[-1]}>")  # a heading ends an unclosed one
+            self._pop_to(len(self.stack) - 1)
+        if written:
+            self.ends.append((*self.getpos(), "".join(written)))
+        if tag not in _VOID:
+            self.open.setdefault(tag, []).append(len(self.stack))
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in _VOID:  # bs4 ends "<p/>" at once
+            self.handle_endtag(tag)
+
+    def handle_endtag(self, tag):
+        if self.open.get(tag):  # bs4 closes the innermost open one, with all inside it
+            self._pop_to(self.open[tag][-1])
+
+
+def close_implied_elements(markup: str, write: frozenset[str] | None = None) -> str:
+    """``markup`` with the end tags that browsers and lxml imply written out, so that
+    ``html.parser`` (which implies none) builds the same tree: an open ``<p>`` ends at the
+    start of a block (``div``, ``ul``, ``table``, a heading, another ``p``, ...), an open
+    ``<li>`` at the next ``<li>`` of its list, an open ``<dt>``/``<dd>`` at the next term or
+    definition, a table cell at the next cell or row, a row at the next row or row group,
+    a row group at the next, a caption at the table's rows, a heading at the next heading
+    started right in it. Without
+    them a ``<p hidden>``, ``<li hidden>``, ``<tr hidden>`` or ``<h2 hidden>`` left open took
+    the rest of the page (or table) into it, and hid it. ``write``, when given, names the
+    elements whose end tags are written (for lxml, which implies the others itself). Tags
+    are found by ``html.parser`` itself (none in a comment, script or attribute value);
+    linear time.
+
+    Example::
+
+        close_implied_elements("<p hidden>Old<h2>Fees</h2><ul><li>A<li>B</ul>")
+        # '<p hidden>Old</p><h2>Fees</h2><ul><li>A</li><li>B</ul>'
+    """
+    if not isinstance(markup, str) or not _IMPLIED_START.search(markup):
+        return markup
+    scanner = _ImpliedEndScanner(write)
+    scanner.feed(markup)
+    scanner.close()
+    if not scanner.ends:
+        return markup
+    line_starts = [0] + [match.end() for match in re.finditer("\n", markup)]
+    parts, position = [], 0
+    for line, column, ends in scanner.ends:
+        offset = line_starts[line - 1] + column
+        if offset < position or not markup.startswith("<", offset):
+            return markup  # pragma: no cover - this html.parser counts positions otherwise
+        parts += [markup[position:offset], ends]
+        position = offset
     parts.append(markup[position:])
     return "".join(parts)

@@ -20,6 +20,9 @@
   them for the ``html.parser`` of a Python that would show them as text;
 - a tag left open at the end of the page (a cut-off file) is dropped with what follows it,
   as the HTML standard and lxml drop it (:func:`end_unclosed_tag`);
+- a ``<p>`` left open ends at the next block, a ``<li>`` at the next item, a ``<dt>`` /
+  ``<dd>`` at the next term or definition, as in browsers and lxml (``html.parser`` nested
+  the rest of the page in them: :func:`close_implied_elements`);
 - control characters from numeric references (``&#1;``, ``&#x81;``) are replaced
   (:func:`replace_control_characters`).
 
@@ -49,6 +52,7 @@ from llama_index_ragtune.node_parser.documents import (
 )
 from llama_index_ragtune.node_parser.html_entities import spell_named_references
 from llama_index_ragtune.node_parser.html_parser_repairs import (
+    close_implied_elements,
     end_unclosed_tag,
     escape_raw_text,
     escape_stray_charrefs,
@@ -251,16 +255,17 @@ def for_html_parser(html: str) -> str:
     """``html`` as ``html.parser`` must get it to read it as browsers do: raw text escaped,
     stray and unterminated numeric references fixed, named references spelled as the HTML
     standard reads them, comments ended as the HTML standard ends them, a tag left open at
-    the end dropped (:func:`escape_raw_text`, :func:`end_unclosed_tag`,
-    :func:`~.html_entities.spell_named_references`, :func:`escape_stray_charrefs`,
-    :func:`strip_comments`).
+    the end dropped, implied end tags written (:func:`escape_raw_text`,
+    :func:`end_unclosed_tag`, :func:`~.html_entities.spell_named_references`,
+    :func:`escape_stray_charrefs`, :func:`strip_comments`, :func:`close_implied_elements`).
 
     Example::
 
         for_html_parser("<p>a&#65b</p><!-- draft")     # '<p>a&#65;b</p>'
     """
     markup = end_unclosed_tag(escape_raw_text(html))
-    return strip_comments(escape_stray_charrefs(spell_named_references(markup)))
+    markup = strip_comments(escape_stray_charrefs(spell_named_references(markup)))
+    return close_implied_elements(markup)
 
 
 def html_parser_soup(markup: str):
