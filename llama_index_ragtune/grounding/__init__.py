@@ -30,6 +30,9 @@ Written                                Read as
 ``[Source 7]``, ``[sources: 1, 2]``    the same as ``[7]``, ``[1, 2]`` (any case; ``:``, ``#``)
 full-width ``［1］``, ``【1】``, ``[１]``  the same as ``[1]`` (full-width separators too; digits of
                                        any script, ``[١]``, read as their value)
+``[1\\u200b]``, ``[¹]``, ``[①]``        the same as ``[1]``: invisible characters (zero-width,
+                                       joiners, BOM, soft hyphen) inside a marker are read as
+                                       nothing, digit forms NFKC-equal to digits as the digits
 ``[0]``, ``[9]`` with 3 sources        out of range: removed with the space before it, reported
 ``[1, 9]``, ``[2-5]`` with 3 sources   the valid part stays (``[1]``, ``[2, 3]``), the rest reported
 ``[1](https://...)``                   a Markdown link: kept, not a citation
@@ -111,6 +114,7 @@ from llama_index_ragtune.grounding.prompt import (
     format_sources,
     read_grounded_prompt,
     truncate_source,
+    valid_unicode,
 )
 from llama_index_ragtune.grounding.quotes import (
     DEFAULT_FUZZY_THRESHOLD,
@@ -159,4 +163,5 @@ __all__ = [
     "split_claims",
     "strip_citations",
     "truncate_source",
+    "valid_unicode",
 ]

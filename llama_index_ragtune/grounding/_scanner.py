@@ -12,10 +12,13 @@ cleaned text changes nothing. The rules are documented in ``grounding``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import NamedTuple
+
+from llama_index_ragtune._invisible import is_invisible
 
 MAX_MARKER_CHARS = 64
 """A bracket group (nested groups included) longer than this is text, not a citation."""
@@ -43,9 +46,30 @@ _GROUP = re.compile(
 _ITEMS = re.compile(_ITEM)
 
 
+@lru_cache(maxsize=1024)
+def _read_as(ch: str) -> str:
+    """What ``ch`` reads as inside a bracket group: nothing for an invisible character (a
+    zero-width space, word joiner, BOM or soft hyphen: the reader sees ``[1]``), the ASCII
+    digits of a digit form equal to them under NFKC (``¹``, ``①``: decimal digits of any
+    script, ``١``, are read by value already), else ``ch`` itself."""
+    if is_invisible(ch):
+        return ""
+    if not ch.isdecimal():
+        form = unicodedata.normalize("NFKC", ch)
+        if form.isascii() and form.isdigit():
+            return form
+    return ch
+
+
+def _visible_content(content: str) -> str:
+    """A bracket group's content as it reads (:func:`_read_as` on each character)."""
+    return content if content.isascii() else "".join(map(_read_as, content))
+
+
 @lru_cache(maxsize=4096)
 def _group_numbers(content: str) -> tuple[int, ...] | None:
     """The numbers a bracket group names (ranges expanded), or None if it is not a citation."""
+    content = _visible_content(content)
     if not _GROUP.fullmatch(content):
         return None
     out: list[int] = []
@@ -175,7 +199,8 @@ class Lexer:
         """Too much removed inside open groups: drop them all (their numbers are reported)."""
         raw = "".join(level[4] + level[1] for level in self.stack)
         clean = "".join(level[2] for level in self.stack)
-        invalid = [*self.stack_invalid, *(int(d) for d in re.findall(r"\d+", clean))]
+        digits = re.findall(r"\d+", _visible_content(clean))
+        invalid = [*self.stack_invalid, *(int(d) for d in digits)]
         self._removed(raw, self.stack[0][3], invalid)
         self.stack, self.stack_invalid = [], []
         self.held_raw = self.held_clean = 0
@@ -248,7 +273,12 @@ class Lexer:
             return
         if ch in _CLOSE and len(self.stack) < _MAX_NESTING:
             self.stack.append([_CLOSE[ch], ch, ch, self.pos, ""])
-        elif ch in _IN_GROUP or ch.isdecimal() or (ch.isspace() and ch != "\n"):
+        elif (
+            ch in _IN_GROUP
+            or ch.isdecimal()
+            or (ch.isspace() and ch != "\n")
+            or _read_as(ch) != ch  # invisible, or a digit form: "[1\u200b]", "[¹]"
+        ):
             top[1] += ch
             top[2] += ch
         else:

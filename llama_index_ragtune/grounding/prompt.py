@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import regex
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from llama_index_ragtune.grounding.arguments import require_text, require_texts
@@ -59,11 +60,17 @@ _FENCE_TAG = re.compile(r"<(/?)(?=source)", re.IGNORECASE)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _valid_unicode(text: str) -> str:
+def valid_unicode(text: str) -> str:
     """``text`` as UTF-8 can carry it: a surrogate pair (text decoded with
     ``surrogatepass``) joined into its character, a lone surrogate replaced with U+FFFD.
     A lone surrogate made every HTTP LLM client fail while encoding the request
-    (``UnicodeEncodeError: ... surrogates not allowed``), after retrieval."""
+    (``UnicodeEncodeError: ... surrogates not allowed``), after retrieval. The prompt and
+    the question a response records are this text.
+
+    Example::
+
+        valid_unicode("Capital \\ud800 of France?")   # "Capital \\ufffd of France?"
+    """
     if _SURROGATE.search(text) is None:
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
@@ -72,7 +79,7 @@ def _valid_unicode(text: str) -> str:
 def _escape(text: str) -> str:
     # Neither a source nor the question can close a fence or open a fake one, whatever the
     # case or spacing of the tag ("</SOURCE >", "<Source id=...>"): "</ source>", "< source".
-    return _FENCE_TAG.sub(r"<\1 ", _valid_unicode(text))
+    return _FENCE_TAG.sub(r"<\1 ", valid_unicode(text))
 
 
 def format_sources(texts: Sequence[str]) -> str:
@@ -181,6 +188,9 @@ def read_grounded_prompt(messages: Sequence[ChatMessage | dict]) -> GroundedProm
 def truncate_source(text: str, max_chars: int | None) -> str:
     """Cut ``text`` to at most ``max_chars`` at a word boundary, marked with `` ...`` (``None`` keeps it whole).
 
+    Text written without spaces (Thai, Chinese) is cut at a grapheme boundary: never
+    between a letter and its combining marks.
+
     The citation query engine and the grounded training data use this same rule,
     so a tuned decoder sees sources cut the way it was trained on.
 
@@ -197,7 +207,37 @@ def truncate_source(text: str, max_chars: int | None) -> str:
     text = text.strip()
     if max_chars is None or len(text) <= max_chars:
         return text
-    cut = text[:max_chars]
+    cut = text[: _grapheme_end(text, max_chars)]
     if " " in cut[max_chars // 2 :]:
         cut = cut.rsplit(" ", 1)[0]
     return cut + " ..."
+
+
+_GRAPHEME = regex.compile(r"\X")
+#: A grapheme boundary is sure right before an ASCII character but a line feed not after a
+#: Prepend character, and between two characters of break class Other (a Han character, a
+#: Thai consonant): no rule of UAX #29 joins them. Searched backwards.
+_BREAK_BEFORE = regex.compile(
+    r"(?r)(?<!\p{Grapheme_Cluster_Break=Prepend})[\x00-\x09\x0b-\x7f]"
+    r"|(?<=\p{Grapheme_Cluster_Break=Other})\p{Grapheme_Cluster_Break=Other}"
+)
+
+
+def _grapheme_end(text: str, max_chars: int) -> int:
+    """The last grapheme boundary at or before ``max_chars``: a cut there never parts a
+    combining mark (a Thai vowel sign or tone mark, a Devanagari matra) from its letter, nor
+    an emoji sequence. Text without spaces (Thai, Chinese) had no word boundary to cut at,
+    and was cut wherever ``max_chars`` fell. ``max_chars`` itself when the first grapheme
+    is longer (it cannot be kept whole). Graphemes are read from the last sure boundary
+    (after a line feed, or :data:`_BREAK_BEFORE`): at once in most text, linear in
+    ``max_chars`` at worst."""
+    line = text.rfind("\n", 0, max_chars) + 1
+    sure = _BREAK_BEFORE.search(text, line, max_chars + 1)
+    end = start = line if sure is None else sure.start()
+    if start == max_chars:
+        return max_chars
+    for grapheme in _GRAPHEME.finditer(text, start):
+        if grapheme.end() > max_chars:
+            break
+        end = grapheme.end()
+    return end or max_chars

@@ -10,7 +10,10 @@ and ``uncited`` holds), ``uncited``
 LLM text before cleaning), ``source_node_ids`` (the numbered sources in
 order), ``no_sources`` (nothing was retrieved, or not one source fit the context window),
 ``finished`` (True once the answer is whole, or its stream broke), ``error`` (None,
-or the error that broke a streamed answer mid-way: ``"RuntimeError: ..."``), and:
+or the error that broke a streamed answer mid-way: ``"RuntimeError: ..."``),
+``empty_answer`` (the LLM answered no visible text -- ``content=None``, ``""``, only
+spaces or invisible characters --, so the refusal is served in its place: ``refused``
+is True, ``raw_answer`` the LLM's own text), and:
 
 - ``refusal_decision``: why the answer was (or was not) refused -- the signal
   (``decoder``, ``answerability``, ``combined``), its value, the threshold,
@@ -56,6 +59,7 @@ from llama_index_ragtune.grounding import (
     sentence_spans,
     strip_citations,
     truncate_source,
+    valid_unicode,
 )
 from llama_index_ragtune.grounding.answers import SENTENCE_STOPS
 from llama_index_ragtune.query_engine.post_check import check_citations
@@ -73,7 +77,9 @@ def base_metadata(
         base_metadata("Capital of Italy?", nodes)["finished"]    # False
     """
     metadata = {
-        "question": question,
+        # the question as the prompt holds it: a lone surrogate is U+FFFD there too (kept,
+        # it failed every UTF-8 writer of the metadata: a log, a feedback store)
+        "question": valid_unicode(question) if isinstance(question, str) else question,
         "source_node_ids": [n.node.node_id for n in nodes],
         "citations": [],
         "cited_node_ids": [],
@@ -94,6 +100,7 @@ def base_metadata(
         "cut_claim": None,
         "finished": False,
         "error": None,
+        "empty_answer": False,
     }
     if fit is not None:
         metadata.update(

@@ -26,7 +26,7 @@ from llama_index.core.base.response.schema import (
 )
 from llama_index.core.schema import NodeWithScore
 
-from llama_index_ragtune.grounding import AnswerStream, parse_answer
+from llama_index_ragtune.grounding import AnswerStream, is_blank, parse_answer
 from llama_index_ragtune.query_engine.post_check import cite_uncited
 from llama_index_ragtune.query_engine.prompt_fit import PromptFit
 from llama_index_ragtune.query_engine.response_metadata import (
@@ -71,7 +71,8 @@ def complete_response(
     finish: str | None = None,
 ) -> Response:
     """The LLM's whole answer ``raw``, cleaned and checked (with ``uncited="cite"``, each
-    uncited claim given the source the model finds most likely)."""
+    uncited claim given the source the model finds most likely). An answer with no
+    visible character is the refusal, marked ``empty_answer`` (:func:`refuse_in_place`)."""
     metadata = base_metadata(question, nodes, fit)
     checked, texts = raw, engine.source_texts(nodes)
     if engine.uncited == "cite":
@@ -84,9 +85,29 @@ def complete_response(
             texts,
         )
         metadata["post_checked_answer"] = checked
+    if is_blank(checked):
+        refuse_in_place(engine, metadata, nodes, raw, decision, finish)
+        return Response(engine.refusal, source_nodes=nodes, metadata=metadata)
     answer = parse_answer(checked, len(nodes), engine.refusal, source_texts=texts)
     fill_metadata(metadata, nodes, answer, texts, raw, decision, finish)
     return Response(answer.text, source_nodes=nodes, metadata=metadata)
+
+
+def refuse_in_place(
+    engine: Any,
+    metadata: dict[str, Any],
+    nodes: Sequence[NodeWithScore],
+    raw: str,
+    decision: Any = None,
+    finish: str | None = None,
+) -> None:
+    """Fill ``metadata`` for an answer with no visible character (``content=None``, ``""``,
+    spaces, invisible characters: served as is, an empty string that looked like an
+    ``uncited`` answer): the refusal stands in for it
+    (``refused``, ``empty_answer``); ``raw_answer`` keeps the LLM's own text."""
+    answer = parse_answer(engine.refusal, len(nodes), engine.refusal)
+    fill_metadata(metadata, nodes, answer, engine.source_texts(nodes), raw, decision, finish)
+    metadata["empty_answer"] = True
 
 
 def stream_response(
@@ -159,11 +180,23 @@ class _StreamedAnswer:
         self.decision, self.finish = decision, None
         self.llm_name = type(engine.llm).__name__
         self.content = ""  # the answer so far, as the chunks' ``message.content`` gives it
+        self.engine = engine
+        # what was cleaned while the LLM sent nothing visible (None once it has): held, so
+        # an answer with no visible character is the refusal, streamed as served whole
+        self.blank: list[str] | None = []
 
     def feed(self, chunk: Any) -> str:
         self.decision = self.decision or llm_decision(chunk)
         self.finish = finish_reason(chunk) or self.finish
-        return self.stream.feed(self.delta(chunk))
+        delta = self.delta(chunk)
+        out = self.stream.feed(delta)
+        if self.blank is None:
+            return out
+        self.blank.append(out)  # blank too: cleaning keeps no character that was not there
+        if is_blank(delta):
+            return ""
+        out, self.blank = "".join(self.blank), None
+        return out
 
     def delta(self, chunk: Any) -> str:
         """The new text of ``chunk``: its ``delta``; for an LLM whose chunks carry none
@@ -195,7 +228,8 @@ class _StreamedAnswer:
         return delta
 
     def flush(self) -> str:
-        return self.stream.finish()
+        rest = self.stream.finish()
+        return self.engine.refusal if self.blank is not None else rest
 
     def fail(self, exc: BaseException) -> None:
         """The stream broke (the LLM raised mid-answer, or the read was cancelled): the
@@ -210,6 +244,11 @@ class _StreamedAnswer:
         )
 
     def close(self) -> None:
+        if self.blank is not None:  # the answer showed nothing: the refusal stood in for it
+            refuse_in_place(
+                self.engine, self.metadata, self.nodes, self.stream.raw, self.decision, self.finish
+            )
+            return
         fill_metadata(
             self.metadata,
             self.nodes,

@@ -87,6 +87,7 @@ from llama_index_ragtune.retrievers.bm25 import BM25Retriever
 from llama_index_ragtune.retrievers.checks import (
     CheckedAttribute,
     PositiveIntAttribute,
+    check_nodes,
     positive_float,
     positive_int,
     unit_float,
@@ -106,6 +107,7 @@ from llama_index_ragtune.retrievers.hybrid_sides import (
 )
 from llama_index_ragtune.retrievers.hybrid_update import reading, sides_state
 from llama_index_ragtune.retrievers.node_embedding import index_embed_model
+from llama_index_ragtune.retrievers.persistence import check_metadata_depth
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +238,11 @@ class HybridRetriever(BaseRetriever):
         store such as Qdrant (:mod:`~llama_index_ragtune.retrievers.external_store`).
         ``index``: its retriever is the dense side and
         BM25 indexes the nodes of its docstore. ``dense_retriever`` / ``sparse_retriever``
-        replace a side.
+        replace a side. Metadata nested more than ``MAX_METADATA_DEPTH`` levels deep is
+        refused (``ValueError`` naming the node), as ``persist`` refuses it.
         """
+        if nodes is not None:
+            nodes = _shallow_nodes(nodes, "HybridRetriever.from_defaults")
         index, embed, sparse_retriever = build_sides(
             nodes,
             index,
@@ -333,7 +338,7 @@ class HybridRetriever(BaseRetriever):
         """
         from llama_index_ragtune.retrievers.hybrid_update import insert
 
-        insert(self, nodes)
+        insert(self, _shallow_nodes(nodes, "HybridRetriever.insert_nodes"))
 
     def update_nodes(self, nodes: Sequence[BaseNode]) -> None:
         """Replace indexed nodes by new versions with the same ids (unknown ids are refused).
@@ -344,7 +349,7 @@ class HybridRetriever(BaseRetriever):
         """
         from llama_index_ragtune.retrievers.hybrid_update import update
 
-        update(self, nodes)
+        update(self, _shallow_nodes(nodes, "HybridRetriever.update_nodes"))
 
     def delete_nodes(self, node_ids: Sequence[str]) -> None:
         """Remove nodes by id from both sides and the docstore (unknown ids are refused).
@@ -449,3 +454,11 @@ class HybridRetriever(BaseRetriever):
 
         folder = persist_dir_path(persist_dir, "HybridRetriever.from_persist_dir")
         return load_hybrid(cls, folder, embed_model, overrides)
+
+
+def _shallow_nodes(nodes: Any, where: str) -> list[BaseNode]:
+    """``nodes`` checked (:func:`~.checks.check_nodes`), their metadata no deeper than
+    ``persist`` allows (:func:`~.persistence.check_metadata_depth`), before anything is built."""
+    nodes = check_nodes(nodes, where)
+    check_metadata_depth(nodes, where)
+    return nodes

@@ -5,8 +5,9 @@ last entry silently, so a hand-edited or merged file served another text under a
 the index was built on. Here the file is read refusing any JSON object that names a key
 twice, and the loaded nodes are checked against what ``persist`` writes: no node with
 blank text is ever written (they are skipped when the index is built), so one is an
-edit that would be served as an empty source (hybrid folders; a ``BM25Retriever`` on its
-own keeps the nodes it is given).
+edit that would be served as an empty source, and neither is a stored embedding holding
+NaN or of another size than the index's (hybrid folders; a ``BM25Retriever`` on its own
+keeps the nodes it is given).
 
 Example::
 
@@ -20,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +88,19 @@ def check_node_templates(nodes: list[Any], source: Path | str, fix: str) -> None
             ) from exc
 
 
-def check_loaded_nodes(nodes: list[Any], source: Path | str, fix: str) -> None:
+def check_loaded_nodes(
+    nodes: list[Any], source: Path | str, fix: str, dimension: int | None = None
+) -> None:
     """Raise :class:`PersistenceError` naming the node when a node loaded from a hybrid folder
     could not have been written by ``HybridRetriever.persist``: nothing to embed or match
-    (text missing or blank; ``from_defaults`` and ``insert_nodes`` never index such nodes).
+    (text missing or blank; ``from_defaults`` and ``insert_nodes`` never index such nodes),
+    or a stored ``embedding`` holding NaN or infinity, or not of the index's ``dimension``
+    (building refuses such vectors; the node was served with it, and inserting it into
+    another index failed there or indexed a vector no query finds).
 
     Example::
 
-        check_loaded_nodes(retriever.sparse_retriever.nodes, "idx/storage/docstore.json", "fix")
+        check_loaded_nodes(retriever.sparse_retriever.nodes, "idx/storage/docstore.json", "fix", 384)
     """
     from llama_index_ragtune._invisible import is_blank
     from llama_index_ragtune.retrievers.checks import split_blank_nodes
@@ -105,3 +112,25 @@ def check_loaded_nodes(nodes: list[Any], source: Path | str, fix: str) -> None:
             f"{source} holds {len(blank)} node(s) without text (e.g. {json.dumps(blank[:3])}), "
             f"which persist() never writes: the file was edited or damaged; {fix}"
         )
+    bad = [
+        (node.node_id, problem)
+        for node in nodes
+        if (problem := _embedding_problem(getattr(node, "embedding", None), dimension))
+    ]
+    if bad:
+        raise PersistenceError(
+            f"{source} holds node {bad[0][0]!r}, whose stored embedding {bad[0][1]} ({len(bad)} "
+            f"such node(s), e.g. {json.dumps([i for i, _ in bad[:3]])}); building refuses such a "
+            f"vector and persist() never writes one: the file was edited or damaged; {fix}"
+        )
+
+
+def _embedding_problem(embedding: Any, dimension: int | None) -> str | None:
+    """What is wrong with a node's stored ``embedding`` (None: nothing, or no embedding)."""
+    if embedding is None:
+        return None
+    if dimension is not None and len(embedding) != dimension:
+        return f"has {len(embedding)} values where the index has {dimension}"
+    if not all(math.isfinite(value) for value in embedding):
+        return "holds NaN or infinite values"
+    return None

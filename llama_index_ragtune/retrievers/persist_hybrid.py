@@ -317,7 +317,7 @@ def _load(
         verify=False,
         docstore_file=storage / "docstore.json",
     )
-    check_loaded_nodes(sparse.nodes, storage / "docstore.json", _REBUILD)
+    check_loaded_nodes(sparse.nodes, storage / "docstore.json", _REBUILD, dense["dimension"])
     dense_ids = list(nodes_dict.values())
     only_dense = sorted(set(dense_ids) - {n.node_id for n in sparse.nodes})
     if len(sparse.nodes) != node_count or len(set(dense_ids)) != node_count or only_dense:

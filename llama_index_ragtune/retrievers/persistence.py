@@ -60,6 +60,7 @@ __all__ = [
     "DuplicateKeyError",
     "PersistenceError",
     "atomic_write_text",
+    "check_metadata_depth",
     "check_nothing_unrecorded",
     "field",
     "file_digests",
@@ -345,26 +346,27 @@ recurse once per level, with the caller's stack below them: metadata a few hundr
 deep saved but then failed to load (``RecursionError``), so ``persist`` refuses it first."""
 
 
-def _json_shape_problem(value: Any) -> tuple[str, str] | None:
+def _json_shape_problem(value: Any, depth_only: bool = False) -> tuple[str, str] | None:
     """``(where, what)`` for the first part of ``value`` that JSON would not give back as it
     is: a key that is not a ``str``, a ``tuple`` (read back as a list), nesting deeper than
-    :data:`MAX_METADATA_DEPTH`; ``None`` when there is none. Walked with a stack, not
-    recursion, so any depth is named rather than raising ``RecursionError``."""
+    :data:`MAX_METADATA_DEPTH`; ``None`` when there is none (``depth_only``: only the
+    nesting is checked). Walked with a stack, not recursion, so any depth is named rather
+    than raising ``RecursionError``."""
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, (dict, list, tuple)) and depth >= MAX_METADATA_DEPTH:
             return path or "(the metadata)", "depth"
-        if isinstance(item, tuple):
+        if isinstance(item, tuple) and not depth_only:
             return path, "tuple"
         if isinstance(item, dict):
             children = []
             for key, child in item.items():
-                if not isinstance(key, str):
+                if not isinstance(key, str) and not depth_only:
                     return (f"{path}[{key!r}]" if path else repr(key)), "key"
                 children.append((child, f"{path}[{key!r}]", depth + 1))
             stack.extend(reversed(children))
-        elif isinstance(item, list):
+        elif isinstance(item, (list, tuple)):
             stack.extend(
                 (child, f"{path}[{index}]", depth + 1)
                 for index, child in reversed(list(enumerate(item)))
@@ -390,6 +392,46 @@ def check_json_metadata(nodes: Any, what: str) -> None:
     """
     for node in nodes:
         check_json_mapping(node.metadata, f"node {node.node_id!r}", what)
+
+
+def check_metadata_depth(nodes: Any, what: str) -> None:
+    """``ValueError`` naming the node and where, when a node's metadata nests lists or dicts
+    deeper than :data:`MAX_METADATA_DEPTH` (the limit ``persist`` holds to): LlamaIndex
+    formats metadata recursively (``str(metadata)`` for the node hash, ``get_metadata_str``),
+    so about a thousand levels failed deep inside the index build with ``RecursionError``,
+    and a few hundred built an index ``persist`` then refused. Run before anything is
+    embedded or indexed; items that are not nodes are left to the node checks.
+
+    Example::
+
+        check_metadata_depth(nodes, "HybridRetriever.from_defaults")
+    """
+    for node in nodes:
+        metadata = getattr(node, "metadata", None)
+        if not isinstance(metadata, dict) or not _too_deep(metadata):
+            continue
+        problem = _json_shape_problem(metadata, depth_only=True)  # where: named in the error
+        if problem is not None:
+            raise ValueError(
+                f"{what}: the metadata of node {node.node_id!r} is nested too deeply "
+                f"({_short(problem[0])} is more than {MAX_METADATA_DEPTH} lists or dicts deep, "
+                "the limit persist holds to; about a thousand failed inside LlamaIndex with "
+                "RecursionError); flatten it (e.g. store it as a JSON string) and build again"
+            )
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether lists, tuples and dicts nest in ``value`` deeper than :data:`MAX_METADATA_DEPTH`
+    (:func:`_json_shape_problem`'s depth, walked without building paths: only containers are
+    stacked, so a long list of numbers costs one pass over it)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth >= MAX_METADATA_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple)))
+    return False
 
 
 def check_json_mapping(metadata: Any, owner: str, what: str) -> None:
