@@ -295,15 +295,23 @@ def check_arguments(args: argparse.Namespace) -> None:
 def check_pipeline_options(args: argparse.Namespace, base: Any = None) -> None:
     """``UsageError`` naming the option when the options of :func:`add_pipeline_options` (and
     the BM25 ones) make no ``PipelineConfig`` over ``base``, or ``--skip`` names a step that
-    cannot be skipped. ``ragtune tune`` and ``ragtune demo`` run it before their work.
+    cannot be skipped or a blank one (``--skip ""``, ``--skip "encoder,"``). ``ragtune tune``
+    and ``ragtune demo`` run it before their work.
 
     Example::
 
         check_pipeline_options(args, PipelineConfig.demo())   # ragtune demo's check
     """
-    from llama_index_ragtune.pipeline.config import check_skip
+    from llama_index_ragtune.pipeline.config import SKIPPABLE, check_skip
 
     build_config(args, base)
+    given = getattr(args, "skip", None)
+    if given is not None and any(not part.strip() for part in str(given).split(",")):
+        # `--skip "$STEPS"` unset, "," or a doubled comma: nothing was skipped, silently
+        raise UsageError(
+            f"argument --skip: {given!r} holds a blank step name; give step names separated "
+            f"by commas, from {', '.join(SKIPPABLE)} (leave --skip out to run every step)"
+        )
     try:
         check_skip(skip_of(args))
     except (TypeError, ValueError) as exc:

@@ -85,7 +85,7 @@ def load_scifact_claims(
     dataset = load_beir(beir_dir, split=split)
     queries_file = find_file(Path(beir_dir).expanduser(), "queries.jsonl")
     examples: list[QAExample] = []
-    fallbacks = 0
+    fallbacks: list[str] = []
     for qid, claim in dataset.queries.items():
         rationales = dataset.query_metadata.get(qid) or {}
         question = question_template.format(claim=claim.strip())
@@ -147,7 +147,7 @@ def load_scifact_claims(
                             f"{e_where}.sentences[{j}]",
                         )
                     if index >= len(sentences):
-                        fallbacks += 1
+                        fallbacks.append(f"claim {qid!r}, doc {doc_id!r}, index {index}")
                         index = len(sentences) - 1
                     if sentences and sentences[index] not in evidence:
                         evidence.append(sentences[index])
@@ -172,9 +172,11 @@ def load_scifact_claims(
         )
     if fallbacks:
         logger.info(
-            "SciFact %s: %d rationale sentence indices past the end of their abstract",
+            "SciFact %s: %d rationale sentence indices past the end of their abstract, read "
+            "as its last sentence (%s)",
             split,
-            fallbacks,
+            len(fallbacks),
+            "; ".join(fallbacks[:5]) + ("; ..." if len(fallbacks) > 5 else ""),
         )
     if max_examples is not None:
         examples = examples[:max_examples]

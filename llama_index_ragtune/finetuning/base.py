@@ -44,6 +44,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -52,7 +53,7 @@ import numbers
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -387,6 +388,25 @@ class BaseFinetuneEngine(TrainingPlanMixin, DistributedMixin, ABC):
         else:
             shutil.rmtree(final, ignore_errors=True)
         return decision
+
+    @contextlib.contextmanager
+    def _trained_model_kept(self) -> Iterator[None]:
+        """Around the validation after training: when it fails (a user evaluator that breaks on
+        the tuned model), the trained model is saved to ``challenger/`` first and the error
+        says where, so the training time is not lost; ``final/`` and ``decision.json`` stay
+        as they were."""
+        try:
+            yield
+        except Exception as exc:
+            if self.is_main_process:
+                with atomic_dir(self.challenger_path) as tmp:
+                    self.model.save(str(tmp))
+            raise RuntimeError(
+                f"{type(self).__name__}: validating the trained model failed "
+                f"({type(exc).__name__}: {exc}); the trained model is saved in "
+                f"{self.challenger_path} (final/ and {DECISION_FILE} are unchanged): fix the "
+                "evaluator and score that model, or run finetune() again"
+            ) from exc
 
     def _train_measured(self, resume_from_checkpoint: bool | str | None) -> tuple[Any, Any, Any]:
         """Run ``self.trainer``, resuming as asked: ``(its output, PeakMemory, checkpoint)``.

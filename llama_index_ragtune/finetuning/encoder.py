@@ -115,7 +115,10 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         query_prompt, passage_prompt: text prepended to queries / passages in
             training, evaluation and the saved model's ``prompts``.
         evaluator: a sentence-transformers evaluator replacing the default
-            ``HybridRetrievalEvaluator`` on the validation split (before/after).
+            ``HybridRetrievalEvaluator`` on the validation split (before/after). Its score
+            of the starting model must give the decision metric as a finite number, checked
+            before training (``finetuning.evaluator_output``); when it fails on the tuned
+            model, that model is left in ``challenger/`` and the error says so.
         fusion: the hybrid setting validated against: ``"auto"`` (default) chooses
             the fusion mode and weights on the validation queries for the starting
             and for the tuned model (``retrievers.fusion_sweep``); or a mode name,
@@ -330,6 +333,7 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         self._check_full_batch(len(columns["anchor"]))  # before the "before" scores
         start_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         before = self._on_main(self._evaluate, self.evaluator) if evaluate_before else {}
+        self._check_user_before(before, evaluate_before)
         loss = self._build_loss()
         plan = self._plan_steps(
             self.budget, len(columns["anchor"]), self._probe_step(loss, columns)
@@ -347,12 +351,13 @@ class EncoderFinetuneEngine(EncoderTrainingMixin, EncoderEvaluationMixin, BaseFi
         )
         run = self._train_measured(resume_from_checkpoint)
         fusion_before = getattr(self.evaluator, "chosen_fusion", None)
-        after = self._on_main(self._evaluate, self.evaluator)
-        fusion_after = getattr(self.evaluator, "chosen_fusion", None)
-        metric = self._decision_metric(self.evaluator, after)
-        decision = decide_promotion(
-            before, after, metric, self.promotion_margin, force=self.force_promotion
-        )
+        with self._trained_model_kept():
+            after = self._on_main(self._evaluate, self.evaluator)
+            fusion_after = getattr(self.evaluator, "chosen_fusion", None)
+            metric = self._decision_metric(self.evaluator, after)
+            decision = decide_promotion(
+                before, after, metric, self.promotion_margin, force=self.force_promotion
+            )
         decision = self._save_outcome(decision, start_state)  # never a diverged (NaN) model
         self.result = self._trained_result(
             run,

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.evaluation.metrics import copy_metrics
+from llama_index_ragtune.finetuning.evaluator_output import check_decision_value, user_metrics
 
 if TYPE_CHECKING:
     from llama_index_ragtune.data.schema import RetrievalDataset
@@ -84,6 +85,11 @@ class EncoderEvaluationMixin:
         if evaluator is None:
             return {}
         evaluate = getattr(evaluator, "evaluate", None)
+        if evaluator is self._user_evaluator:  # numbers only, named (``user_metrics``)
+            owner = type(self).__name__
+            if callable(evaluate):
+                return user_metrics(owner, evaluate(self.model), str)
+            return user_metrics(owner, evaluator(self.model), _strip_prefix)
         if callable(evaluate):
             return copy_metrics(evaluate(self.model))
         raw = evaluator(self.model)
@@ -99,7 +105,19 @@ class EncoderEvaluationMixin:
         primary = getattr(evaluator, "primary_metric", None)
         if primary and primary in after:
             return primary
+        if primary and _strip_prefix(primary) in after:  # "val_cosine_ndcg@10": its values'
+            return _strip_prefix(primary)  # keys lost the prefix (``_evaluate``)
         return "ndcg@10" if "ndcg@10" in after else next(iter(after), "ndcg@10")
+
+    def _check_user_before(self, before: Mapping[str, float], evaluated: bool) -> None:
+        """Before training: a user evaluator's score of the starting model must hold a finite
+        value of the decision metric (``check_decision_value``), unless promotion is forced."""
+        if self._user_evaluator is None or not evaluated or self.force_promotion:
+            return
+        metric = self._decision_metric(self._user_evaluator, before)
+        check_decision_value(
+            type(self).__name__, before, metric, ", or pass decision_metric= one it returns"
+        )
 
 
 def _fusion_params(choice: Any) -> dict[str, Any] | None:

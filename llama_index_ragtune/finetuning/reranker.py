@@ -134,7 +134,9 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
             (``CrossEncoderRerank(retrieval_weight=...)``) besides 0 (the reranker
             alone); the best one is kept and served by ``get_finetuned_model()``.
         evaluator: a sentence-transformers evaluator replacing the default
-            ``CandidateRerankingEvaluator`` (before/after).
+            ``CandidateRerankingEvaluator`` (before/after), checked as the encoder
+            engine's is (``finetuning.evaluator_output``); promotion compares its
+            ``primary_metric`` (``"ndcg@10"`` when it has none).
         promotion_margin, force_promotion, val_fraction, max_val_queries: the
             engine contract (see ``finetuning.base``).
         eval_points: evaluations during training that pick the best checkpoint.
@@ -331,6 +333,7 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
         columns = self._same_on_every_process(columns)
         start_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         before = self._on_main(self._before, base) if evaluate_before else {}
+        self._check_user_before(base, before, evaluate_before)
         loss = self._build_loss(columns)
         plan = self._plan_steps(self.budget, len(columns["query"]), self._probe_step(loss, columns))
         self._configure_checkpoint_selection(pool, plan["steps"], self.eval_points)
@@ -348,22 +351,22 @@ class RerankerFinetuneEngine(RerankerTrainingMixin, RerankerEvaluationMixin, Bas
             callbacks=callbacks,
         )
         run = self._train_measured(resume_from_checkpoint)
-        after, weight = self._on_main(self._measure, base, blends)
-        self.retrieval_weight = weight
-        metric = getattr(base, "primary_metric", None) or "ndcg@10"
         champion = (
             "the starting cross-encoder"
             if self.starts_trained
             else "the first-stage order (no reranker)"
         )
-        decision = decide_promotion(
-            before,
-            after,
-            metric,
-            self.promotion_margin,
-            force=self.force_promotion,
-            champion_name=champion,
-        )
+        with self._trained_model_kept():
+            after, weight = self._on_main(self._measure, base, blends)
+            self.retrieval_weight = weight
+            decision = decide_promotion(
+                before,
+                after,
+                self._decision_key(base, after),
+                self.promotion_margin,
+                force=self.force_promotion,
+                champion_name=champion,
+            )
         decision = self._save_outcome(decision, start_state, keep_start=self.starts_trained)
         self.result = self._trained_result(
             run,

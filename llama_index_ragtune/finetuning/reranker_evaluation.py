@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_ragtune.evaluation.metrics import copy_metrics
 from llama_index_ragtune.finetuning.candidates import hybrid_candidates_with_scores
+from llama_index_ragtune.finetuning.evaluator_output import check_decision_value, user_metrics
 from llama_index_ragtune.finetuning.hybrid_eval import bm25_settings, fusion_params
 from llama_index_ragtune.finetuning.rerank_validation import best_blend, rerank_evaluators
 
@@ -89,11 +90,16 @@ class RerankerEvaluationMixin:
 
     def _evaluate_with(self, evaluator: Any) -> dict[str, float]:
         evaluate = getattr(evaluator, "evaluate", None)
+        if evaluator is self._user_evaluator:  # numbers only, named (``user_metrics``)
+            owner = type(self).__name__
+            if callable(evaluate):
+                return user_metrics(owner, evaluate(self.model), str)
+            return user_metrics(owner, evaluator(self.model), _unprefixed)
         if callable(evaluate):
             return copy_metrics(evaluate(self.model))
         raw = evaluator(self.model)
         return (
-            {k.rsplit("_", 1)[-1]: float(v) for k, v in raw.items()}
+            {_unprefixed(k): float(v) for k, v in raw.items()}
             if isinstance(raw, dict)
             else {"score": float(raw)}
         )
@@ -103,4 +109,27 @@ class RerankerEvaluationMixin:
             return {}
         if self.starts_trained or not hasattr(base, "baseline"):
             return self._evaluate_with(base)
+        if base is self._user_evaluator:
+            return user_metrics(type(self).__name__, base.baseline(), str)
         return copy_metrics(base.baseline())
+
+    def _decision_key(self, base: Any, metrics: Mapping[str, float]) -> str:
+        """The metric promotion compares: ``base``'s primary metric (``"ndcg@10"`` when it has
+        none), without the ``"<name>_"`` prefix a sentence-transformers evaluator adds to it
+        once called when ``metrics`` hold it unprefixed (``_evaluate_with`` drops it)."""
+        metric = getattr(base, "primary_metric", None) or "ndcg@10"
+        if metric not in metrics and _unprefixed(metric) in metrics:
+            return _unprefixed(metric)
+        return metric
+
+    def _check_user_before(self, base: Any, before: Mapping[str, float], evaluated: bool) -> None:
+        """Before training: a user evaluator's first score must hold a finite value of the
+        decision metric (``check_decision_value``), unless promotion is forced."""
+        if self._user_evaluator is None or not evaluated or self.force_promotion:
+            return
+        check_decision_value(type(self).__name__, before, self._decision_key(base, before))
+
+
+def _unprefixed(key: str) -> str:
+    """``"dev_ndcg@10"`` -> ``"ndcg@10"``: a sentence-transformers metric name without its prefix."""
+    return key.rsplit("_", 1)[-1]
