@@ -145,6 +145,7 @@ def prepare(run: Path, out: Path) -> None:
             "max_new_tokens": config.max_new_tokens,
             "max_val_queries": min(config.max_val_queries, 50),
             "max_over_refusal": config.max_over_refusal,
+            "over_refusal_confidence": config.over_refusal_confidence,
             "refusal_cv_repeats": config.refusal_cv_repeats,
             "seed": config.seed,
             "decoder_model": config.decoder_model,
@@ -249,6 +250,8 @@ def train(data: Path, out: Path, configs: list[str], device: str | None) -> dict
             scorer=scorer,
             seed=meta["seed"],
             max_over_refusal=meta["max_over_refusal"],
+            # data prepared before the setting existed: the cap on the dev questions
+            over_refusal_confidence=meta.get("over_refusal_confidence"),
             repeats=meta["refusal_cv_repeats"],
         )
         policy = selection.policy

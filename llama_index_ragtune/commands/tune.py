@@ -84,6 +84,14 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         "the demo's is 0.1)",
     )
     parser.add_argument(
+        "--over-refusal-confidence",
+        type=_probability_or_none,
+        metavar="P",
+        help="make --max-over-refusal hold on new questions with probability P, e.g. 0.95, "
+        "not only on the dev questions ('none': on the dev questions, the default of tune; "
+        "the demo's is 0.95)",
+    )
+    parser.add_argument(
         "--dpo", action="store_true", help="add a DPO stage after the decoder's SFT"
     )
     parser.add_argument("--seed", type=seed_number, default=0, help="seed of splits and sampling")
@@ -114,6 +122,10 @@ def _minutes_or_none(text: str) -> float | str:
 
 def _share_or_none(text: str) -> float | str:
     return _number_or_none(text, lambda v: 0 <= v <= 1, "a share in [0, 1]")
+
+
+def _probability_or_none(text: str) -> float | str:
+    return _number_or_none(text, lambda v: 0 < v < 1, "a probability in (0, 1)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,6 +233,9 @@ def build_config(args: argparse.Namespace, base: Any = None) -> Any:
     cap = getattr(args, "max_over_refusal", None)
     if cap is not None:
         changes["max_over_refusal"] = None if cap == "none" else cap
+    confidence = getattr(args, "over_refusal_confidence", None)
+    if confidence is not None:
+        changes["over_refusal_confidence"] = None if confidence == "none" else confidence
     language = getattr(args, "bm25_language", None)
     if language is not None:
         changes["bm25_language"] = bm25_language_value(language)
@@ -254,6 +269,7 @@ FIELD_OPTIONS = {
     "bm25_language": "--bm25-language",
     "bm25_stopwords": "--bm25-stopwords",
     "max_over_refusal": "--max-over-refusal",
+    "over_refusal_confidence": "--over-refusal-confidence",
     "time_limit_minutes": "--time-limit",
     "encoder_budget": "--time-budget",
     "reranker_budget": "--time-budget",

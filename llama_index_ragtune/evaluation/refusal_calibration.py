@@ -75,6 +75,7 @@ def choose_refusal_threshold(
     answerable: Sequence[bool],
     objective: str = "balanced_accuracy",
     max_over_refusal: float | None = None,
+    over_refusal_confidence: float | None = None,
 ) -> ThresholdChoice:
     """The refusal threshold (refuse iff probability >= it) that scores best on these questions.
 
@@ -92,6 +93,11 @@ def choose_refusal_threshold(
     point for an app that would rather answer than refuse. Answerable questions at
     probability 1.0 are refused by every threshold in [0, 1]; when they alone exceed
     the share, the thresholds refusing the fewest answerable questions compete instead.
+    ``over_refusal_confidence`` (e.g. ``0.95``) makes the cap hold on new questions, not
+    only on these: a threshold qualifies when the upper ``over_refusal_confidence``
+    Clopper-Pearson bound of its share is within the cap (``allowed_over_refusal``). A
+    share fitted on a few dozen questions is exceeded on the next ones in about a third
+    of random splits (``python -m benchmarks.refusal_cap``).
 
     Example::
 
@@ -100,6 +106,7 @@ def choose_refusal_threshold(
     if objective not in OBJECTIVES:
         raise ValueError(f"choose_refusal_threshold: objective must be one of {OBJECTIVES}.")
     check_max_over_refusal(max_over_refusal, "choose_refusal_threshold")
+    check_over_refusal_confidence(over_refusal_confidence, "choose_refusal_threshold")
     positives, negatives = _split(refusal_probabilities, answerable, "choose_refusal_threshold")
     if not positives or not negatives:
         raise ValueError(
@@ -115,6 +122,10 @@ def choose_refusal_threshold(
     # counted by bisection: scoring every question for every candidate took minutes for
     # 20,000 distinct probabilities
     choices = [_score(threshold, positives, negatives, objective) for threshold in candidates]
+    if max_over_refusal is not None and over_refusal_confidence is not None:
+        max_over_refusal = allowed_over_refusal(
+            len(negatives), max_over_refusal, over_refusal_confidence
+        )
     if max_over_refusal is not None:  # "refuse none" refuses the answerable ones at 1.0
         max_over_refusal = max(max_over_refusal, min(c.over_refusal_rate for c in choices))
     for choice in choices:
@@ -132,6 +143,48 @@ def choose_refusal_threshold(
             best = choice
     assert best is not None  # the least-refusing candidate always qualifies
     return best
+
+
+def allowed_over_refusal(n_answerable: int, cap: float, confidence: float) -> float:
+    """The share of ``n_answerable`` questions a threshold may refuse so that, with probability
+    ``confidence``, it refuses at most ``cap`` of new answerable questions: the largest
+    ``k / n`` whose one-sided Clopper-Pearson upper bound is within ``cap``, i.e.
+    ``P(Binomial(n, cap) <= k) <= 1 - confidence`` (0 when even ``k = 0`` is not: too few
+    questions to promise the cap, so none may be refused). Linear in ``k``.
+
+    Example::
+
+        allowed_over_refusal(37, 0.1, 0.95)     # 0.0: 1 refusal of 37 could be 12 % of new ones
+        allowed_over_refusal(1000, 0.1, 0.95)   # 0.084
+    """
+    if n_answerable <= 0 or cap >= 1:
+        return cap
+    if cap <= 0:
+        return 0.0
+    log_ratio = math.log(cap) - math.log1p(-cap)
+    log_pmf = n_answerable * math.log1p(-cap)  # P(X = 0)
+    cdf, k = math.exp(log_pmf), -1
+    while cdf <= 1 - confidence and k + 1 < n_answerable:
+        k += 1  # P(X <= k) is within 1 - confidence: k refusals keep the promise
+        log_pmf += math.log(n_answerable - k) - math.log(k + 1) + log_ratio
+        cdf += math.exp(log_pmf)
+    return max(k, 0) / n_answerable
+
+
+def check_over_refusal_confidence(value: float | None, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``value`` is None or in (0, 1)."""
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 < value < 1
+    ):
+        raise ValueError(
+            f"{where}: over_refusal_confidence must be None or a probability in (0, 1) "
+            f"(e.g. 0.95), got {value!r}."
+        )
 
 
 def check_max_over_refusal(value: float | None, where: str) -> None:

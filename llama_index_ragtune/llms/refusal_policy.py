@@ -247,9 +247,14 @@ def _choose(
     answerable: Sequence[bool],
     objective: str,
     max_over_refusal: float | None,
+    over_refusal_confidence: float | None,
 ) -> Any:
     return choose_refusal_threshold(
-        values, answerable, objective=objective, max_over_refusal=max_over_refusal
+        values,
+        answerable,
+        objective=objective,
+        max_over_refusal=max_over_refusal,
+        over_refusal_confidence=over_refusal_confidence,
     )
 
 
@@ -274,9 +279,12 @@ class DecoderRefusalPolicy(RefusalPolicy):
         answerable: Sequence[bool],
         objective: str = "balanced_accuracy",
         max_over_refusal: float | None = None,
+        over_refusal_confidence: float | None = None,
     ) -> DecoderRefusalPolicy:
         """The threshold that scores best on these (dev) questions (``choose_refusal_threshold``)."""
-        choice = _choose(decoder_probabilities, answerable, objective, max_over_refusal)
+        choice = _choose(
+            decoder_probabilities, answerable, objective, max_over_refusal, over_refusal_confidence
+        )
         policy = cls(choice.threshold)
         policy.calibration = _calibration(choice, decoder_probabilities, answerable)
         return policy
@@ -321,11 +329,14 @@ class AnswerabilityRefusalPolicy(RefusalPolicy):
         answerable: Sequence[bool],
         objective: str = "balanced_accuracy",
         max_over_refusal: float | None = None,
+        over_refusal_confidence: float | None = None,
     ) -> AnswerabilityRefusalPolicy:
         """``answerability``: the scorer's P(answerable) on dev questions; threshold as in
         ``choose_refusal_threshold``."""
         no_answer = [1.0 - float(p) for p in answerability]
-        choice = _choose(no_answer, answerable, objective, max_over_refusal)
+        choice = _choose(
+            no_answer, answerable, objective, max_over_refusal, over_refusal_confidence
+        )
         policy = cls(scorer, choice.threshold)
         policy.calibration = _calibration(choice, no_answer, answerable)
         return policy
@@ -390,6 +401,7 @@ class CombinedRefusalPolicy(RefusalPolicy):
         l2: float = 1.0,
         objective: str = "balanced_accuracy",
         max_over_refusal: float | None = None,
+        over_refusal_confidence: float | None = None,
     ) -> CombinedRefusalPolicy:
         """Fit the combination and its threshold on the same dev questions.
 
@@ -403,7 +415,7 @@ class CombinedRefusalPolicy(RefusalPolicy):
             combination.probability({DECODER: p, ANSWERABILITY: q})
             for p, q in zip(decoder_probabilities, no_answer, strict=True)
         ]
-        choice = _choose(combined, answerable, objective, max_over_refusal)
+        choice = _choose(combined, answerable, objective, max_over_refusal, over_refusal_confidence)
         policy = cls(scorer, combination, choice.threshold)
         policy.calibration = _calibration(choice, combined, answerable)
         return policy

@@ -17,7 +17,9 @@ questions a fold holds one or two): ``repeats`` repeats the cross-validation
 over differently seeded splits and averages the scores (repeated stratified
 k-fold; the tuning pipeline uses 10). The winner is refitted on all dev questions.
 ``max_over_refusal`` caps the share of answerable questions any threshold may
-refuse (off unless given).
+refuse (off unless given); with ``over_refusal_confidence`` (e.g. 0.95) the cap holds
+on new questions with that probability, not only on the dev questions
+(``evaluation.refusal_calibration.allowed_over_refusal``).
 
 Example::
 
@@ -45,6 +47,7 @@ from typing import Any
 from llama_index_ragtune.evaluation.refusal_calibration import (
     OBJECTIVES,
     check_max_over_refusal,
+    check_over_refusal_confidence,
     decision_scores,
 )
 from llama_index_ragtune.llms.refusal_policy import (
@@ -79,6 +82,7 @@ class PolicySelection:
     max_over_refusal: float | None = None
     repeats: int = 1
     spread: dict[str, float] = field(default_factory=dict)
+    over_refusal_confidence: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (the policy itself saves with ``policy.save``)."""
@@ -87,6 +91,7 @@ class PolicySelection:
             "threshold": None if self.name == NONE else self.policy.threshold,
             "objective": self.objective,
             "max_over_refusal": self.max_over_refusal,
+            "over_refusal_confidence": self.over_refusal_confidence,
             "cross_validated": dict(self.scores),
             "details": {k: dict(v) for k, v in self.details.items()},
             "folds": self.folds,
@@ -106,6 +111,7 @@ def select_refusal_policy(
     objective: str = "balanced_accuracy",
     max_over_refusal: float | None = None,
     repeats: int = 1,
+    over_refusal_confidence: float | None = None,
 ) -> PolicySelection:
     """Cross-validate every candidate the signals allow and return the best (module docstring).
 
@@ -115,8 +121,10 @@ def select_refusal_policy(
     ``objective``: what thresholds and candidates are scored by (``OBJECTIVES`` of
     ``evaluation.refusal_calibration``). ``max_over_refusal``: every threshold (in each
     fold and in the final fit) refuses at most that share of the answerable questions it
-    is fitted on; None lifts the cap. ``repeats``: how many differently seeded fold splits
-    (``seed``, ``seed + 1``, ...) the scores are averaged over. Raises ``ValueError`` when
+    is fitted on; None lifts the cap. ``over_refusal_confidence``: the cap holds on new
+    questions with this probability (None: on the questions fitted on). ``repeats``: how
+    many differently seeded fold splits (``seed``, ``seed + 1``, ...) the scores are
+    averaged over. Raises ``ValueError`` when
     either class has fewer than two questions.
     """
     if objective not in OBJECTIVES:
@@ -126,6 +134,7 @@ def select_refusal_policy(
             f"select_refusal_policy: repeats must be a whole number >= 1, got {repeats!r}."
         )
     check_max_over_refusal(max_over_refusal, "select_refusal_policy")
+    check_over_refusal_confidence(over_refusal_confidence, "select_refusal_policy")
     n = len(answerable)
     for name, values in (
         ("decoder_probabilities", decoder_probabilities),
@@ -145,7 +154,14 @@ def select_refusal_policy(
             f"questions; got {labels.count(True)} answerable and {labels.count(False)} unanswerable."
         )
     k = max(2, min(folds, smallest))
-    fitters = _fitters(decoder_probabilities, answerability, scorer, objective, max_over_refusal)
+    fitters = _fitters(
+        decoder_probabilities,
+        answerability,
+        scorer,
+        objective,
+        max_over_refusal,
+        over_refusal_confidence,
+    )
     runs: dict[str, list[dict[str, float]]] = {}
     for repeat in range(repeats):
         fold_of = _stratified_folds(labels, k, seed + repeat)
@@ -171,7 +187,17 @@ def select_refusal_policy(
     best = max(scores, key=lambda name: (round(scores[name], 12), -CANDIDATES.index(name)))
     policy = NoRefusalPolicy() if best == NONE else fitters[best](list(range(n)), labels)
     return PolicySelection(
-        best, policy, scores, k, n, details, objective, max_over_refusal, repeats, spread
+        best,
+        policy,
+        scores,
+        k,
+        n,
+        details,
+        objective,
+        max_over_refusal,
+        repeats,
+        spread,
+        over_refusal_confidence,
     )
 
 
@@ -181,9 +207,14 @@ def _fitters(
     scorer: Any,
     objective: str,
     max_over_refusal: float | None,
+    over_refusal_confidence: float | None,
 ) -> dict[str, Any]:
     """name -> fit(row indices, their labels) for every candidate the signals allow."""
-    options = {"objective": objective, "max_over_refusal": max_over_refusal}
+    options = {
+        "objective": objective,
+        "max_over_refusal": max_over_refusal,
+        "over_refusal_confidence": over_refusal_confidence,
+    }
 
     def pick(values: Sequence[float], rows: list[int]) -> list[float]:
         return [float(values[i]) for i in rows]

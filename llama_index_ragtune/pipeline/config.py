@@ -48,7 +48,10 @@ from dataclasses import asdict, dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
-from llama_index_ragtune.evaluation.refusal_calibration import check_max_over_refusal
+from llama_index_ragtune.evaluation.refusal_calibration import (
+    check_max_over_refusal,
+    check_over_refusal_confidence,
+)
 from llama_index_ragtune.finetuning.budget import MAX_MINUTES, TrainingBudget
 from llama_index_ragtune.finetuning.training_args_check import check_training_args
 from llama_index_ragtune.retrievers.bm25_index import (
@@ -106,6 +109,7 @@ SETTING_STEPS = {
     "max_test_questions": "evaluate",
     "max_dev_questions": "evaluate",
     "max_over_refusal": "evaluate",
+    "over_refusal_confidence": "evaluate",
     "refusal_cv_repeats": "evaluate",
     "group_key": "evaluate",
 }
@@ -143,7 +147,11 @@ _FINGERPRINT_DEFAULTS_LEFT_OUT = {
     "bm25_stopwords": LANGUAGE_STOPWORDS,
 }
 """Settings added after runs were recorded, with the default those runs used."""
-_RECORDED_ONLY_WHEN_SET = {"bm25_language": "english", "bm25_stopwords": LANGUAGE_STOPWORDS}
+_RECORDED_ONLY_WHEN_SET = {
+    "bm25_language": "english",
+    "bm25_stopwords": LANGUAGE_STOPWORDS,
+    "over_refusal_confidence": None,
+}
 # what the engines' arguments hold where an ``*_args`` override gives nothing (to check the
 # values the user did give with :func:`check_training_args`)
 _PLAIN_ARGS = {"learning_rate": 2e-5, "num_train_epochs": 1, "max_steps": -1}
@@ -302,6 +310,10 @@ class PipelineConfig:
         max_over_refusal: most share of answerable dev questions a refusal policy may
             refuse, e.g. 0.1 when you would rather answer than turn a customer away
             (default ``None``: the threshold with the best balanced accuracy).
+        over_refusal_confidence: with ``max_over_refusal``, the probability that the cap
+            holds on new questions, not only on the dev questions it is fitted on (e.g.
+            0.95; default ``None``: on the dev questions, where a share fitted on a few
+            dozen questions is exceeded on the next ones about a third of the time).
         refusal_cv_repeats: differently seeded fold splits the refusal policy's
             cross-validation is averaged over (one split of a few dozen dev questions
             is a coin toss; see ``llms.refusal_selection``).
@@ -358,6 +370,7 @@ class PipelineConfig:
     max_test_questions: int | None = None
     max_dev_questions: int | None = 80
     max_over_refusal: float | None = None
+    over_refusal_confidence: float | None = None
     refusal_cv_repeats: int = 10
     group_key: str | None = "store"
     time_limit_minutes: float | None = None
@@ -409,6 +422,7 @@ class PipelineConfig:
                 )
         self._check_upper_bounds()
         check_max_over_refusal(self.max_over_refusal, "PipelineConfig")
+        check_over_refusal_confidence(self.over_refusal_confidence, "PipelineConfig")
         if self.bm25_analyzer not in ANALYZERS:
             raise ValueError(
                 f"PipelineConfig.bm25_analyzer must be one of {', '.join(ANALYZERS)}, got "
@@ -569,9 +583,10 @@ class PipelineConfig:
         or "No."; planned to the limit, 60 steps, none); validation on 16
         held-out training questions per part; 24 generation test questions per decoder
         and every dev question (up to 80) for the refusal policy, which may refuse at most
-        10 % of the answerable ones (a help centre answers what it can: uncapped, a policy
-        scoring 0.7 balanced accuracy on the 45 dev questions refused 7 of 18 answerable
-        test questions); answers of at most 40 tokens
+        10 % of the answerable ones, a cap that holds on new questions with 95 % confidence
+        (a help centre answers what it can: uncapped, a policy scoring 0.7 balanced accuracy
+        on the 45 dev questions refused 7 of 18 answerable test questions; capped on the dev
+        questions alone, 4 of 19); answers of at most 40 tokens
         over 3 sources of 600 characters. The demo command leaves the fusion and the
         reranker out unless asked (see ``commands.demo``).
         """
@@ -589,6 +604,7 @@ class PipelineConfig:
             "max_new_tokens": 40,
             "max_test_questions": 24,
             "max_over_refusal": 0.1,
+            "over_refusal_confidence": 0.95,
             "time_limit_minutes": 9.25,
         }
         settings.update(overrides)

@@ -145,7 +145,8 @@ def choose_refusal(ctx: RunContext, llm: Any, dev: Sequence[LabelledQuery]) -> d
     encoder's similarity of question and best source, and their combination,
     compared by balanced accuracy cross-validated over ``config.refusal_cv_repeats``
     fold splits (``select_refusal_policy``), each
-    threshold refusing at most ``config.max_over_refusal`` of the answerable ones. Returns the
+    threshold refusing at most ``config.max_over_refusal`` of the answerable ones (of new ones
+    with probability ``config.over_refusal_confidence`` when set). Returns the
     selection's summary with ``policy`` (a ``RefusalPolicy``) and ``threshold``;
     ``policy`` is None with a ``note`` when the dev questions lack one of the two classes.
     """
@@ -176,6 +177,7 @@ def choose_refusal(ctx: RunContext, llm: Any, dev: Sequence[LabelledQuery]) -> d
             scorer=scorer,
             seed=ctx.config.seed,
             max_over_refusal=ctx.config.max_over_refusal,
+            over_refusal_confidence=ctx.config.over_refusal_confidence,
             repeats=ctx.config.refusal_cv_repeats,
         )
     except ValueError as exc:

@@ -115,3 +115,34 @@ def test_the_over_refusal_cap_reaches_the_config(given, expected):
     add_pipeline_options(parser)
     args = parser.parse_args(["--max-over-refusal", *given] if given else [])
     assert build_config(args).max_over_refusal == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "base", "expected"),
+    [([], None, None), (["0.9"], None, 0.9), ([], "demo", 0.95), (["none"], "demo", None)],
+)
+def test_the_over_refusal_confidence_reaches_the_config(given, base, expected):
+    import argparse
+
+    from llama_index_ragtune.commands.tune import add_pipeline_options, build_config
+    from llama_index_ragtune.pipeline import PipelineConfig
+
+    parser = argparse.ArgumentParser()
+    add_pipeline_options(parser)
+    args = parser.parse_args(["--over-refusal-confidence", *given] if given else [])
+    config = build_config(args, PipelineConfig.demo() if base else None)
+    assert config.over_refusal_confidence == expected
+
+
+@pytest.mark.parametrize("bad", ["1", "0", "1.5", "nan", "x"])
+def test_a_bad_over_refusal_confidence_is_a_one_line_error(tmp_path, tiny_corpus, capsys, bad):
+    docs = str(tiny_corpus["docs"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["tune", "--docs", docs, "--out", str(tmp_path / "o"), "--over-refusal-confidence", bad]
+        )
+    assert exit_info.value.code == 2
+    assert "--over-refusal-confidence: expected a probability in (0, 1) or 'none'" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "o").exists()
