@@ -586,7 +586,7 @@ class PipelineConfig:
         10 % of the answerable ones, a cap that holds on new questions with 95 % confidence
         (a help centre answers what it can: uncapped, a policy scoring 0.7 balanced accuracy
         on the 45 dev questions refused 7 of 18 answerable test questions; capped on the dev
-        questions alone, 4 of 19); answers of at most 40 tokens
+        questions alone, 4 of 18); answers of at most 40 tokens
         over 3 sources of 600 characters. The demo command leaves the fusion and the
         reranker out unless asked (see ``commands.demo``).
         """
