@@ -398,10 +398,11 @@ def _open_read_only(file: Path, timeout: float) -> sqlite3.Connection:
         return conn
     except sqlite3.OperationalError as exc:
         conn.close()
-        # immutable is safe only with no writer (no -wal) and where -shm cannot be made
-        snapshot = not wal_file(file).exists() and not os.access(file.parent, os.W_OK)
-        if file_error(exc, file) is None or not snapshot:
+        if file_error(exc, file) is None or os.access(file.parent, os.W_OK):
             raise
+        # immutable is safe only with no records in a -wal (none, or an empty one a writer
+        # left) and where -shm cannot be made
+        _refuse_unreadable_log(file)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise FeedbackStoreError(
@@ -411,6 +412,28 @@ def _open_read_only(file: Path, timeout: float) -> sqlite3.Connection:
         uri + "&immutable=1", uri=True, timeout=timeout, isolation_level=None,
         check_same_thread=False, factory=SnapshotConnection,
     )  # fmt: skip
+
+
+def _refuse_unreadable_log(file: Path) -> None:
+    """``PermissionError`` when ``file``'s ``-wal`` holds records that SQLite cannot read in
+    its read-only folder (no ``-shm`` there, and none can be made): read from the file
+    alone, those records would be missing without a word."""
+    wal = wal_file(file)
+    try:
+        size = wal.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    shm = Path(f"{file}-shm")
+    why = "cannot read" if shm.exists() else "cannot create in the read-only folder"
+    raise PermissionError(
+        f"the feedback store {file} cannot be read: {wal.name} beside it holds {size} bytes of "
+        f"records not yet in the file, and SQLite needs {shm.name} to read them, which it "
+        f"{why} {file.parent}; open the store once where the "
+        f"folder is writable (closing it folds {wal.name} into the file), or copy {file.name} "
+        f"with its {wal.name} to a writable folder and read the copy",
+    )
 
 
 def _read_only_store(file: Path, timeout: float) -> sqlite3.Connection:

@@ -103,8 +103,10 @@ LOCK_TIMEOUT = 600.0  # seconds a writer waits for another one before a BundleEr
 NEW_VERSION: frozenset[str] = frozenset()
 """What a new version's folder may already hold (nothing): writers pass it to ``atomic_dir``
 as its owned entries, so a folder holding anything is never replaced by a new version."""
-# the temporary files of CURRENT and history.jsonl that killed writers leave (_atomic.atomic_path)
-_FILE_LEFTOVER = re.compile(r"\.(?:CURRENT|history\.jsonl)\.tmp-([0-9]+)-[0-9a-f]+(?:\.jsonl)?\Z")
+# the temporary files of CURRENT, history.jsonl and the rollback mark that killed writers leave
+_FILE_LEFTOVER = re.compile(
+    r"\.(?:CURRENT|history\.jsonl|\.rollback-pending\.json)\.tmp-([0-9]+)-[0-9a-f]+(?:\.jsonl?)?\Z"
+)
 # bundles folders whose lock this thread holds: .depth {path: depth}, .locked {path: flock taken}
 _HELD = threading.local()
 logger = logging.getLogger(__name__)

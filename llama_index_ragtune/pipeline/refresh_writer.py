@@ -323,7 +323,8 @@ def reconcile_history(path: str | Path) -> dict[str, Any] | None:
     an older version (or there is none), the line is added from that manifest, marked
     ``"recovered": true``, with the version's creation time. Reads the log from its end, a
     few lines as a rule; never raises (a damaged ``CURRENT``, manifest or log is left to the
-    caller's own checks).
+    caller's own checks). A rollback stopped the same way is logged first
+    (:func:`~.rollback.settle_pending_switch`).
 
     Example::
 
@@ -332,8 +333,10 @@ def reconcile_history(path: str | Path) -> dict[str, Any] | None:
     from llama_index_ragtune.pipeline.bundle_folders import current_version
     from llama_index_ragtune.pipeline.bundle_manifest import read_manifest
     from llama_index_ragtune.pipeline.bundle_names import check_version_folder
+    from llama_index_ragtune.pipeline.rollback import settle_pending_switch
 
     root = bundles_root(path)
+    settle_pending_switch(root)  # a rollback stopped between moving CURRENT and its line
     try:
         served = current_version(root)
         if served is None:
@@ -453,7 +456,9 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
     followed or read, as :func:`append_history` never writes through one). A byte order mark
     is accepted, NaN / infinite numbers read as None; an entry a killed writer left torn at
     the end is skipped with a warning (the next :func:`append_history` removes it). Read a
-    line at a time: memory is that of the entries, not of the file twice over.
+    line at a time: memory is that of the entries, not of the file twice over. A rollback
+    killed after it moved ``CURRENT`` but before it logged its switch is shown last, marked
+    ``"recovered": true`` (the next writer logs it: ``rollback.settle_pending_switch``).
 
     Example::
 
@@ -469,17 +474,23 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
             "append_history): move it away"
         )
 
+    from llama_index_ragtune.pipeline.rollback import pending_switch
+
     try:
         fd = open_plain_fd(target, refuse, follow_links=False)
     except FileNotFoundError:
-        return []
+        fd = None
     except OSError as exc:
         what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(exc.errno)
         if what is None:
             raise
         raise refuse(what) from None
-    with open(fd, "rb") as handle:
-        return _history_entries(handle, target)
+    entries = []
+    if fd is not None:
+        with open(fd, "rb") as handle:
+            entries = _history_entries(handle, target)
+    pending = pending_switch(target.parent)  # a rollback stopped before its line: shown
+    return entries if pending is None else [*entries, pending]
 
 
 def _history_entries(handle: Any, target: Path) -> list[dict[str, Any]]:

@@ -3,7 +3,10 @@
 ``rollback_bundle`` points ``CURRENT`` at an earlier version (the one before the
 current one by default) after verifying its files, under the bundles folder's writer
 lock, and records the switch in ``bundles/history.jsonl``; a reader sees the old or
-the new version, never a mix.
+the new version, never a mix. The line is written to ``bundles/.rollback-pending.json``
+before ``CURRENT`` moves and removed after it is logged, so a rollback killed in between
+is logged by the next writer (:func:`settle_pending_switch`) and :func:`read_history
+<llama_index_ragtune.pipeline.refresh_writer.read_history>` shows it meanwhile.
 
 Example::
 
@@ -15,12 +18,16 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["rollback_bundle", "switch_version"]
+__all__ = ["pending_switch", "rollback_bundle", "settle_pending_switch", "switch_version"]
 
+PENDING = ".rollback-pending.json"  # the switch in progress: {"pid", "entry"}
+_PENDING_BYTES = 64 << 10  # the most of it that is read (an entry is a few hundred bytes)
 logger = logging.getLogger(__name__)
 
 
@@ -63,7 +70,7 @@ def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None,
         skipped_folders,
         unfinished_versions,
     )
-    from llama_index_ragtune.pipeline.refresh_writer import append_history
+    from llama_index_ragtune.pipeline.refresh_writer import append_history, reconcile_history
 
     root = bundles_root(path)
     if to is not None and root.is_dir() and not os.access(root, os.W_OK):
@@ -123,9 +130,127 @@ def switch_version(path: str | Path, to: str | None = None) -> tuple[str | None,
             raise BundleError(f"no version {to!r} in {root}; versions here: {versions}{skipped}")
         _verify(root, to, versions, current)
         if to != current:  # already served: nothing to write (the folder may be read-only)
-            set_current_version(root, to)
-            append_history(root, {"action": "rollback", "from": current, "served": to})
+            reconcile_history(root)  # what killed writers left unlogged, before this switch
+            entry = {"time": _now(), "action": "rollback", "from": current, "served": to}
+            _write_mark(root, entry)  # first: a kill from here on is logged by the next writer
+            try:
+                set_current_version(root, to)
+            except BaseException:
+                _drop_mark(root)  # CURRENT did not move: nothing to log
+                raise
+            append_history(root, entry)
+            _drop_mark(root)
     return current, to
+
+
+def _now() -> str:
+    from llama_index_ragtune.pipeline.refresh_writer import _now
+
+    return _now()
+
+
+def _write_mark(root: Path, entry: dict[str, Any]) -> None:
+    """Write the switch about to be made to :data:`PENDING` (atomically); a read-only folder
+    raises the ``BundleError`` a switch there raises."""
+    from llama_index_ragtune._atomic import atomic_write_text
+    from llama_index_ragtune.pipeline.bundle_folders import _READ_ONLY, _read_only_error
+
+    try:
+        atomic_write_text(root / PENDING, json.dumps({"pid": os.getpid(), "entry": entry}))
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY:
+            raise
+        raise _read_only_error(root, exc, f"point CURRENT at {entry['served']}") from None
+
+
+def _drop_mark(root: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(root / PENDING)
+
+
+def _read_mark(root: Path) -> dict[str, Any] | None:
+    """The mark a switch left (``{"pid", "entry"}``); None when there is none or it is not
+    one (unreadable, damaged, a link or folder in its place: never followed)."""
+    from llama_index_ragtune._atomic_reads import read_capped
+
+    try:
+        raw = read_capped(root / PENDING, _PENDING_BYTES, "", follow_links=False)
+        mark = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    entry = mark.get("entry") if isinstance(mark, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("served"), str):
+        return None
+    return mark
+
+
+def _logged(root: Path, entry: dict[str, Any], newest: int = 16) -> bool:
+    """Whether ``entry`` is among the ``newest`` lines of the log (read from its end)."""
+    from llama_index_ragtune.pipeline.refresh_writer import HISTORY, _entries_from_end
+
+    for n, logged in enumerate(_entries_from_end(root / HISTORY)):
+        if n >= newest:
+            return False
+        if all(logged.get(key) == value for key, value in entry.items()):
+            return True
+    return False
+
+
+def pending_switch(path: str | Path) -> dict[str, Any] | None:
+    """The rollback a killed ``ragtune rollback`` made but did not log (``CURRENT`` serves
+    its version, its line is missing), marked ``"recovered": true``; None otherwise. Reads
+    only: :func:`~llama_index_ragtune.pipeline.refresh_writer.read_history` adds it.
+
+    Example::
+
+        pending_switch("runs/shop")     # {'action': 'rollback', 'from': 'v3', 'served': 'v2', ...}
+    """
+    from llama_index_ragtune.pipeline.bundle_folders import BundleError, current_version
+    from llama_index_ragtune.pipeline.bundle_names import bundles_root
+
+    root = bundles_root(path)
+    mark = _read_mark(root)
+    if mark is None:
+        return None
+    entry = mark["entry"]
+    try:
+        if current_version(root) != entry["served"] or _logged(root, entry):
+            return None
+    except (OSError, BundleError):
+        return None
+    return {**entry, "recovered": True}
+
+
+def settle_pending_switch(path: str | Path) -> dict[str, Any] | None:
+    """Log the rollback a killed writer made but did not log, and remove its mark; return
+    the entry added (None: nothing was missing).
+
+    Writers call it (through ``reconcile_history``) holding the writer lock, so a mark seen
+    is that of a switch that stopped, unless this process is making it now (left alone).
+    A rollback killed before ``CURRENT`` moved switched nothing: its mark is only removed.
+    """
+    from llama_index_ragtune.pipeline.bundle_names import bundles_root
+    from llama_index_ragtune.pipeline.refresh_writer import append_history
+
+    root = bundles_root(path)
+    if not os.path.lexists(root / PENDING):
+        return None
+    mark = _read_mark(root)
+    if mark is not None and mark.get("pid") == os.getpid():
+        return None  # this process's own switch, in progress
+    entry = pending_switch(root)
+    if entry is not None:
+        logger.warning(
+            "%s: the rollback from %s to %s (served now) was not logged (it was stopped after "
+            "moving CURRENT); its line is added",
+            root / "history.jsonl",
+            entry.get("from"),
+            entry["served"],
+        )
+        append_history(root, entry)
+    with contextlib.suppress(OSError):
+        _drop_mark(root)
+    return entry
 
 
 def _refreshed_from(root: Path, current: str, earlier: list[str]) -> str | None:

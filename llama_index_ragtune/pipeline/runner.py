@@ -24,7 +24,7 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,7 @@ class TuningPipeline:
             from llama_index_ragtune.llms.loading import check_device
 
             check_device(self.config.device, "TuningPipeline (config.device, --device)")
-        self.skip = check_skip(skip)
+        self.skip = check_skip(_no_blank_skip(skip))
         self.resume = resume
         self.work = Path(work_dir).expanduser() if work_dir is not None else self.out / WORK_DIR
         if self.work.exists() and not self.work.is_dir():
@@ -405,6 +405,29 @@ class TuningPipeline:
         if evaluation.is_file():
             result.evaluation = EvaluationResults.load(evaluation)
         return result
+
+
+def _no_blank_skip(skip: Any) -> Any:
+    """``skip`` as given (an iterator as a list, read once); ``ValueError`` when it holds a
+    blank step name (``""``, ``","``, ``"encoder,"``, ``["encoder", ""]``: an unset variable
+    or a stray comma, which would otherwise skip nothing without a word), as ``--skip``."""
+    from llama_index_ragtune.pipeline.config import SKIPPABLE
+
+    given = skip
+    if isinstance(skip, str):
+        parts: Any = skip.split(",")
+    elif isinstance(skip, Iterable) and not isinstance(skip, (bytes, bytearray, Mapping)):
+        skip = parts = list(skip)
+        given = skip if iter(given) is given else given  # an iterator is shown as read
+    else:
+        return skip  # None, or a wrong type check_skip names
+    if any(isinstance(part, str) and not part.strip() for part in parts):
+        raise ValueError(
+            f"skip={given!r} holds a blank step name; give step names (a list, or one string "
+            f"separated by commas) from {', '.join(SKIPPABLE)}, or leave skip out (skip=None) "
+            "to run every step"
+        )
+    return skip
 
 
 def check_input_file(path: str | Path, what: str) -> Path:
