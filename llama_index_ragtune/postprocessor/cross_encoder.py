@@ -42,6 +42,7 @@ from llama_index_ragtune.llms.loading import check_device
 from llama_index_ragtune.postprocessor.loaded_model import check_loaded_settings, warn_long_query
 from llama_index_ragtune.postprocessor.model_folder import NO_MODEL_MESSAGE, resolve_model_path
 from llama_index_ragtune.postprocessor.pair_input import fit_pairs, model_lock
+from llama_index_ragtune.postprocessor.shared_models import folder_stamp, shared_model
 from llama_index_ragtune.retrievers.checks import clean_text, distinct_nodes
 from llama_index_ragtune.retrievers.fusion import normalize_scores
 
@@ -60,6 +61,8 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     ``score_threshold=0.5`` drops the nodes the model calls irrelevant. A model that scores
     a node NaN or infinite (broken weights, a half-precision overflow), or returns another
     number of scores than pairs, is a ``ValueError`` naming the nodes: such scores have no order.
+    A node showing no text (empty, whitespace or invisible characters) ranks after every node
+    with text, its score capped at theirs.
 
     ``retrieval_weight=w`` keeps part of the first stage's judgement: nodes are
     ordered by ``(1 - w) * z(reranker score) + w * z(retriever score)`` (z-scores
@@ -69,7 +72,8 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     the reranker's own score.
 
     ``to_dict()`` and pickling keep the settings only; the model is reloaded from
-    ``model`` on first use.
+    ``model`` on first use. Rerankers over the same folder and settings share one loaded
+    model (``shared_models``), and one lock around its calls.
 
     Example::
 
@@ -233,8 +237,9 @@ class CrossEncoderRerank(BaseNodePostprocessor):
                         "itself, or build the reranker from its folder path"
                     )
                 if self._model is None or key != self._model_key:
-                    if key not in self._loaded:
-                        self._loaded[key] = self._load()
+                    if key not in self._loaded:  # one model per folder in the process
+                        stamped = (*key, folder_stamp(self.model))
+                        self._loaded[key] = shared_model(stamped, self._load)
                     self._model, self._model_key = self._loaded[key], key
         return self._model
 
@@ -412,13 +417,16 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             final = scores
             if self.retrieval_weight > 0:
                 final = blend_scores(scores, _retrieval_scores(nodes), self.retrieval_weight)
-            reranked = []
-            for node, score, blended in zip(nodes, scores, final, strict=True):
+            visible = [not is_blank(text) for text in texts]
+            final = _blank_last(final, visible)
+            kept = []
+            for node, score, blended, shown in zip(nodes, scores, final, visible, strict=True):
                 if self.score_threshold is not None and score < self.score_threshold:
                     continue
                 inner = _with_retrieval_score(node) if self.keep_retrieval_score else node.node
-                reranked.append(NodeWithScore(node=inner, score=blended))
-            reranked.sort(key=lambda n: n.score, reverse=True)  # stable: ties keep retrieval order
+                kept.append((shown, NodeWithScore(node=inner, score=blended)))
+            kept.sort(key=lambda k: (k[0], k[1].score), reverse=True)  # stable: ties keep order
+            reranked = [node for _, node in kept]
             if self.top_n is not None:
                 reranked = reranked[: self.top_n]
             event.on_end(payload={EventPayload.NODES: reranked})
@@ -447,6 +455,17 @@ def blend_scores(
         (1.0 - retrieval_weight) * r + retrieval_weight * f
         for r, f in zip(rerank_z, retrieval_z, strict=True)
     ]
+
+
+def _blank_last(scores: list[float], visible: list[bool]) -> list[float]:
+    """``scores`` with each node showing no text (empty, whitespace or invisible characters)
+    capped at the lowest score of a node with text, so that it ranks after all of them: a
+    model may score an empty passage high, and such a node took a ``top_n`` place from a
+    real one (a query engine then drops it: one source fewer)."""
+    if all(visible) or not any(visible):
+        return scores
+    floor = min(s for s, shown in zip(scores, visible, strict=True) if shown)
+    return [s if shown else min(s, floor) for s, shown in zip(scores, visible, strict=True)]
 
 
 def _retrieval_scores(nodes: list[NodeWithScore]) -> list[float]:

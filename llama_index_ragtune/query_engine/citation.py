@@ -13,7 +13,9 @@ What it does better than core's ``CitationQueryEngine``:
   links never count): a citation to a source that does not exist is removed
   from the answer and reported in ``metadata["invalid_citations"]``;
 - no retrieved node, or a question with no visible character (only whitespace,
-  control or direction marks) -> the refusal, without calling the LLM;
+  control or direction marks) -> the refusal, without calling the LLM; an answer that
+  says nothing (no letter or digit once its citation markers are removed: ``""``,
+  ``"[1]"``) -> the refusal too, ``metadata["empty_answer"]``, streamed or whole;
 - a marker inside a quote copied from a source that holds it (``"Smith [1]
   found ..."`` quoted from source 2), or copied unquoted with the source's words
   around it (``Smith [1] found it``), is that source's footnote, not a citation.
@@ -92,6 +94,7 @@ from llama_index_ragtune.grounding import (
 from llama_index_ragtune.query_engine.answering import aanswer, answer
 from llama_index_ragtune.query_engine.engine_checks import (
     check_llm,
+    check_llm_enabled,
     check_llm_type,
     check_query_type,
     check_system_prompt,
@@ -118,7 +121,8 @@ class CitationQueryEngine(EngineSettings, BaseQueryEngine):
 
     Args:
         retriever: any LlamaIndex retriever (``HybridRetriever``, a vector index retriever, BM25...).
-        llm: the answering LLM; ``None`` uses ``Settings.llm``.
+        llm: the answering LLM; ``None`` uses ``Settings.llm`` (a ``ValueError`` at query
+            time when that is disabled, ``Settings.llm = None``: its ``MockLLM`` echoes the prompt).
         node_postprocessors: applied in order after retrieval (e.g. ``CrossEncoderRerank``);
             their events go to this engine's callback manager (one that another engine
             already reports through is copied for this engine, not taken from it).
@@ -379,12 +383,15 @@ class CitationQueryEngine(EngineSettings, BaseQueryEngine):
         # (set or changed after the engine was built): the constructor's checks run on it now
         # (uncited='cite' on an LLM without citation_probabilities was served "unchecked")
         # an LLM that cannot chat (a name, an embedding model) fails here, before retrieval;
-        # an unset Settings.llm is not resolved here (a query retrieving nothing needs none)
+        # an unset Settings.llm is not resolved here (a query retrieving nothing needs none);
+        # Settings.llm = None (a MockLLM echoing the prompt) fails here too, retrieval or not
         given = self._llm if self._llm is not None else getattr(Settings, "_llm", None)
         if given is not None:
             check_llm_type(
                 given, self.streaming, "llm" if self._llm is not None else "Settings.llm"
             )
+        if self._llm is None:
+            check_llm_enabled(given)
         if self._llm is None and (self.uncited == "cite" or self.refusal_policy is not None):
             check_llm(self.llm, self.refusal_policy, self.uncited)
 

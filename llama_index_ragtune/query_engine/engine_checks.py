@@ -13,7 +13,14 @@ from typing import Any
 
 from llama_index.core.schema import QueryBundle
 
-__all__ = ["check_llm", "check_llm_type", "check_query_type", "check_system_prompt", "is_local"]
+__all__ = [
+    "check_llm",
+    "check_llm_enabled",
+    "check_llm_type",
+    "check_query_type",
+    "check_system_prompt",
+    "is_local",
+]
 
 
 def check_system_prompt(template: str, refusal: str) -> None:
@@ -54,6 +61,38 @@ def check_llm_type(llm: Any, streaming: bool, where: str = "llm") -> None:
             f"{' and '.join(needed)}), got {type(llm).__name__} {str(llm)[:60]!r} (no "
             f"{', '.join(missing)}); pass an LLM object such as LocalChatLLM(...) or "
             "OpenAI(model=...), not its name"
+        )
+
+
+def echoes_prompt(llm: Any) -> bool:
+    """``llm`` is LlamaIndex's ``MockLLM`` without ``max_tokens``: it answers its prompt back
+    (what ``Settings.llm = None`` stands in); ``MockLLM(max_tokens=n)`` answers ``"text"`` n times."""
+    from llama_index.core.llms.mock import MockLLM
+
+    if not isinstance(llm, MockLLM) or llm.max_tokens:
+        return False
+    # a subclass with its own complete() may answer otherwise
+    owner = next(c for c in type(llm).__mro__ if "complete" in c.__dict__)
+    return owner is MockLLM
+
+
+def check_llm_enabled(llm: Any) -> None:
+    """A ``ValueError`` when the engine would answer with ``Settings.llm`` and it is disabled
+    (``Settings.llm = None``): LlamaIndex then stands in a ``MockLLM`` that echoes the prompt,
+    which was served as an answer -- the system prompt and the sources -- "citing" [1].
+
+    Example::
+
+        Settings.llm = None
+        check_llm_enabled(Settings.llm)     # ValueError naming Settings.llm
+    """
+    if echoes_prompt(llm):
+        raise ValueError(
+            "CitationQueryEngine has no LLM to answer with: Settings.llm is None (LlamaIndex "
+            "stands in a MockLLM that echoes the prompt back, which would be served as the "
+            "answer). Set one -- Settings.llm = LocalChatLLM(...) or OpenAI(model=...) -- or "
+            "pass llm=... to the engine; for the sources alone (retrieval only), call "
+            "engine.retrieve(QueryBundle(question)) or the retriever."
         )
 
 

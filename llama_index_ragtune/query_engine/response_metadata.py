@@ -11,9 +11,10 @@ LLM text before cleaning), ``source_node_ids`` (the numbered sources in
 order), ``no_sources`` (nothing was retrieved, or not one source fit the context window),
 ``finished`` (True once the answer is whole, or its stream broke), ``error`` (None,
 or the error that broke a streamed answer mid-way: ``"RuntimeError: ..."``),
-``empty_answer`` (the LLM answered no visible text -- ``content=None``, ``""``, only
-spaces or invisible characters --, so the refusal is served in its place: ``refused``
-is True, ``raw_answer`` the LLM's own text), and:
+``empty_answer`` (the LLM's answer says nothing -- ``content=None``, ``""``, only
+spaces or invisible characters, or citation markers alone such as ``"[1]"``: no letter or
+digit once its markers are removed --, so the refusal is served in its place, streamed
+too: ``refused`` is True, ``raw_answer`` the LLM's own text), and:
 
 - ``refusal_decision``: why the answer was (or was not) refused -- the signal
   (``decoder``, ``answerability``, ``combined``), its value, the threshold,

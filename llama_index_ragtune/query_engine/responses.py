@@ -26,7 +26,7 @@ from llama_index.core.base.response.schema import (
 )
 from llama_index.core.schema import NodeWithScore
 
-from llama_index_ragtune.grounding import AnswerStream, is_blank, parse_answer
+from llama_index_ragtune.grounding import AnswerStream, parse_answer, says_nothing
 from llama_index_ragtune.query_engine.post_check import cite_uncited
 from llama_index_ragtune.query_engine.prompt_fit import PromptFit
 from llama_index_ragtune.query_engine.response_metadata import (
@@ -71,8 +71,9 @@ def complete_response(
     finish: str | None = None,
 ) -> Response:
     """The LLM's whole answer ``raw``, cleaned and checked (with ``uncited="cite"``, each
-    uncited claim given the source the model finds most likely). An answer with no
-    visible character is the refusal, marked ``empty_answer`` (:func:`refuse_in_place`)."""
+    uncited claim given the source the model finds most likely). An answer that says
+    nothing -- no letter or digit once its citation markers are removed: ``""``, ``"[1]"``,
+    ``"[1] [2]."`` -- is the refusal, marked ``empty_answer`` (:func:`refuse_in_place`)."""
     metadata = base_metadata(question, nodes, fit)
     checked, texts = raw, engine.source_texts(nodes)
     if engine.uncited == "cite":
@@ -85,10 +86,10 @@ def complete_response(
             texts,
         )
         metadata["post_checked_answer"] = checked
-    if is_blank(checked):
-        refuse_in_place(engine, metadata, nodes, raw, decision, finish)
-        return Response(engine.refusal, source_nodes=nodes, metadata=metadata)
     answer = parse_answer(checked, len(nodes), engine.refusal, source_texts=texts)
+    if answer.empty:
+        refuse_in_place(engine, metadata, nodes, raw, decision, finish, answer.invalid_citations)
+        return Response(engine.refusal, source_nodes=nodes, metadata=metadata)
     fill_metadata(metadata, nodes, answer, texts, raw, decision, finish)
     return Response(answer.text, source_nodes=nodes, metadata=metadata)
 
@@ -100,14 +101,16 @@ def refuse_in_place(
     raw: str,
     decision: Any = None,
     finish: str | None = None,
+    invalid: Sequence[int] = (),
 ) -> None:
-    """Fill ``metadata`` for an answer with no visible character (``content=None``, ``""``,
-    spaces, invisible characters: served as is, an empty string that looked like an
-    ``uncited`` answer): the refusal stands in for it
-    (``refused``, ``empty_answer``); ``raw_answer`` keeps the LLM's own text."""
+    """Fill ``metadata`` for an answer that says nothing (``content=None``, ``""``, spaces,
+    invisible characters, or citation markers alone such as ``"[1]"`` or ``"[12[9]]"``:
+    served as an empty string that looked like an ``uncited`` answer): the refusal stands
+    in for it (``refused``, ``empty_answer``); ``raw_answer`` keeps the LLM's own text, and
+    ``invalid_citations`` the ``invalid`` numbers it named."""
     answer = parse_answer(engine.refusal, len(nodes), engine.refusal)
     fill_metadata(metadata, nodes, answer, engine.source_texts(nodes), raw, decision, finish)
-    metadata["empty_answer"] = True
+    metadata.update(empty_answer=True, invalid_citations=list(invalid))
 
 
 def stream_response(
@@ -181,8 +184,9 @@ class _StreamedAnswer:
         self.llm_name = type(engine.llm).__name__
         self.content = ""  # the answer so far, as the chunks' ``message.content`` gives it
         self.engine = engine
-        # what was cleaned while the LLM sent nothing visible (None once it has): held, so
-        # an answer with no visible character is the refusal, streamed as served whole
+        # what was cleaned while the answer said nothing (None once a letter or digit
+        # outside a citation marker was shown): held, so an answer that says nothing
+        # ("", "[1]", "[1] [2].") is the refusal, streamed as served whole
         self.blank: list[str] | None = []
 
     def feed(self, chunk: Any) -> str:
@@ -192,8 +196,9 @@ class _StreamedAnswer:
         out = self.stream.feed(delta)
         if self.blank is None:
             return out
-        self.blank.append(out)  # blank too: cleaning keeps no character that was not there
-        if is_blank(delta):
+        self.blank.append(out)
+        # a marker comes out of the filter whole, so each piece is read once: linear
+        if says_nothing(out):
             return ""
         out, self.blank = "".join(self.blank), None
         return out
@@ -229,7 +234,12 @@ class _StreamedAnswer:
 
     def flush(self) -> str:
         rest = self.stream.finish()
-        return self.engine.refusal if self.blank is not None else rest
+        if self.blank is None:
+            return rest
+        if not self.stream.answer.empty:  # said something in its last, held-back piece
+            rest, self.blank = "".join(self.blank) + rest, None
+            return rest
+        return self.engine.refusal
 
     def fail(self, exc: BaseException) -> None:
         """The stream broke (the LLM raised mid-answer, or the read was cancelled): the
@@ -244,9 +254,15 @@ class _StreamedAnswer:
         )
 
     def close(self) -> None:
-        if self.blank is not None:  # the answer showed nothing: the refusal stood in for it
+        if self.blank is not None:  # the answer said nothing: the refusal stood in for it
             refuse_in_place(
-                self.engine, self.metadata, self.nodes, self.stream.raw, self.decision, self.finish
+                self.engine,
+                self.metadata,
+                self.nodes,
+                self.stream.raw,
+                self.decision,
+                self.finish,
+                self.stream.answer.invalid_citations,  # type: ignore[union-attr]
             )
             return
         fill_metadata(

@@ -262,11 +262,11 @@ def test_ordinary_answers_are_served_as_before(raw, text, uncited):
         assert metadata["empty_answer"] is False
 
 
-def test_answers_of_markers_alone_stay_uncited_answers():
-    # not empty text: the model wrote markers; as before, an uncited (empty) answer
+def test_answers_of_markers_alone_are_empty_answers():
+    # markers alone say nothing: the refusal, as for an answer with no visible text (s45b)
     response = _engine(Says(answer="[9]")).query("Capitals?")
-    assert response.response == "" and response.metadata["invalid_citations"] == [9]
-    assert response.metadata["uncited"] is True and response.metadata["empty_answer"] is False
+    assert response.response == DEFAULT_REFUSAL and response.metadata["invalid_citations"] == [9]
+    assert response.metadata["uncited"] is False and response.metadata["empty_answer"] is True
 
 
 # ------------------------------------------------ 4. sources cut inside a grapheme cluster

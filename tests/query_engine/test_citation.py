@@ -395,7 +395,9 @@ def test_nested_brackets_never_leave_an_invalid_citation(raw, expected, invalid)
     assert filt.clean(raw) == expected and filt.invalid == invalid
     engine, _ = engine_for(raw)
     response = engine.query("q")  # used to raise IndexError on "[[9]7]"
-    assert response.response == expected
+    # markers alone say nothing: served as the refusal (metadata["empty_answer"])
+    assert response.response == (expected or engine.refusal)
+    assert response.metadata["empty_answer"] is (not expected)
     assert all(1 <= c["number"] <= 3 for c in response.metadata["citations"])
 
 
@@ -508,10 +510,13 @@ def test_an_answer_of_markers_alone_backs_no_source(streaming):
     engine, _ = engine_for("[1] [2] [3]", streaming=streaming)
     response = engine.query("capital of Italy?")
     if streaming:
-        response.get_response()
+        response = response.get_response()
     meta = response.metadata
-    assert meta["uncited"] is True and meta["refused"] is False
+    # it says nothing: served as the refusal (it was an uncited "" answer before s45b)
+    assert response.response == DEFAULT_REFUSAL and meta["empty_answer"] is True
+    assert meta["uncited"] is False and meta["refused"] is True
     assert meta["citations"] == [] and meta["cited_node_ids"] == []
+    assert meta["raw_answer"] == "[1] [2] [3]"
 
 
 @pytest.mark.parametrize("refusal", ["", "  ", "\n"])
