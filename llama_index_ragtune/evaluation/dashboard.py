@@ -92,10 +92,25 @@ class ReportPaths:
     markdown: Path
 
 
-def _e(value: Any) -> str:
+MAX_SHOWN_CHARS = 2_000
+"""Characters of one string from the JSON (a name, a metric, the title) the page shows: a
+1 MB system name, shown in every table and caption, made a page 2 million pixels tall."""
+MAX_SHOWN_NOTE_CHARS = 20_000
+"""Characters of the notes and of a decision's reason the page shows (prose, longer)."""
+
+
+def _e(value: Any, cap: int | None = MAX_SHOWN_CHARS) -> str:
     """``value`` HTML-escaped, as a bidi isolate when it could reorder what follows it,
-    control characters shown as U+FFFD (``chart_text.escape_text``)."""
-    return escape_text(value)
+    control characters shown as U+FFFD (``chart_text.escape_text``); cut past ``cap``
+    characters (``_cut``)."""
+    return escape_text(_cut(str(value), cap))
+
+
+def _cut(text: str, cap: int | None = MAX_SHOWN_CHARS) -> str:
+    """``text``, or its first ``cap`` characters and how many more the evaluation JSON holds."""
+    if cap is None or len(text) <= cap:
+        return text
+    return f"{text[:cap]}… ({len(text) - cap:,} more characters in the evaluation JSON)"
 
 
 def _chart_keys(systems: list[SystemResult]) -> list[str]:
@@ -125,11 +140,11 @@ def _color(hues: dict[str, str], system: SystemResult) -> str:
 
 def _policy_label(scores: Any) -> str:
     """``"policy decoder · "`` when the results name the refusal policy, else ``""``."""
-    return f"policy {isolate_bidi(scores.policy)} · " if scores.policy else ""
+    return f"policy {isolate_bidi(_cut(scores.policy))} · " if scores.policy else ""
 
 
 def _label(system: SystemResult) -> str:
-    return f"{isolate_bidi(system.name)} · {isolate_bidi(system.stage)}"
+    return f"{isolate_bidi(_cut(system.name))} · {isolate_bidi(_cut(system.stage))}"
 
 
 # ---------------------------------------------------------------------- HTML
@@ -216,7 +231,7 @@ def _decisions_html(results: EvaluationResults) -> str:
                 format_number(d.challenger),
                 f'<span class="delta {css}">{format_gain(gain)}</span>',
                 format_number(d.margin),
-                f'<span class="reason">{_e(d.reason)}</span>',
+                f'<span class="reason">{_e(d.reason, MAX_SHOWN_NOTE_CHARS)}</span>',
             ]
         )
     head = ["part", "decision", "metric", "champion", "challenger", "gain", "margin", "reason"]
@@ -323,7 +338,7 @@ def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]
     if len(systems) > 1:
         lede += (
             " Δ: each tuned system against the <i>before</i> row of the same name (else the "
-            f"first one, <b>{_e(_label(systems[baseline_index(systems)]))}</b>)."
+            f"first one, <b>{_e(_label(systems[baseline_index(systems)]), None)}</b>)."
         )
     all_keys = metric_keys(systems)
     table_keys = all_keys[:MAX_SHOWN_METRICS]
@@ -332,9 +347,8 @@ def _section_html(results: EvaluationResults, section: str, hues: dict[str, str]
     on_chart = set(keys)
     table_only = [k for k in table_keys if k not in on_chart]
     if table_only:
-        lede += (
-            f" Not on the 0–1 chart, in the table: {_e(', '.join(map(isolate_bidi, table_only)))}."
-        )
+        listed = ", ".join(isolate_bidi(_cut(k)) for k in table_only)
+        lede += f" Not on the 0–1 chart, in the table: {_e(listed, None)}."
     if len(all_keys) > len(table_keys):
         lede += (
             f" The table shows the first {len(table_keys)} of {len(all_keys):,} metrics; the "
@@ -403,7 +417,7 @@ def _calibration_html(results: EvaluationResults, hues: dict[str, str]) -> str:
             f'<figure class="card calib"><figcaption><b>{_e(s.name)}</b> '
             f'<span class="stage">{_e(s.stage)}</span><br><span class="muted">'
             f"{len(scores.probabilities)} questions, {should} should be refused · "
-            f"{_e(_policy_label(scores))}threshold {threshold} · calibration error "
+            f"{_e(_policy_label(scores), None)}threshold {threshold} · calibration error "
             f"{format_number(ece)}</span></figcaption>{svg}</figure>"
         )
     return (
@@ -442,7 +456,9 @@ def _page(results: EvaluationResults, source: str | None) -> str:
         nav.append(("refusal", "Refusal calibration"))
     if results.timings:
         nav.append(("timings", "Timings"))
-    notes = f'<p class="notes">{_e(results.notes)}</p>' if results.notes else ""
+    notes = (
+        f'<p class="notes">{_e(results.notes, MAX_SHOWN_NOTE_CHARS)}</p>' if results.notes else ""
+    )
     body = [
         '<header><p class="eyebrow">ragtune · evaluation report</p>',
         f"<h1>{_e(results.title)}</h1>",

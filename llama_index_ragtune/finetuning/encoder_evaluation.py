@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from llama_index_ragtune.evaluation.metrics import copy_metrics
+from llama_index_ragtune.evaluation.metrics import MeanMetrics, copy_metrics
 from llama_index_ragtune.finetuning.evaluator_output import check_decision_value, user_metrics
 
 if TYPE_CHECKING:
@@ -89,15 +89,17 @@ class EncoderEvaluationMixin:
             owner = type(self).__name__
             if callable(evaluate):
                 return user_metrics(owner, evaluate(self.model), str)
-            return user_metrics(owner, evaluator(self.model), _strip_prefix)
+            raw = evaluator(self.model)
+            if isinstance(raw, Mapping) and not isinstance(raw, MeanMetrics):
+                raw = _strip_keys(owner, raw, getattr(evaluator, "primary_metric", None))
+            return user_metrics(owner, raw, str)
         if callable(evaluate):
             return copy_metrics(evaluate(self.model))
         raw = evaluator(self.model)
-        return (
-            {_strip_prefix(k): float(v) for k, v in raw.items()}
-            if isinstance(raw, dict)
-            else {"score": float(raw)}
-        )
+        if not isinstance(raw, dict):
+            return {"score": float(raw)}
+        primary = getattr(evaluator, "primary_metric", None)
+        return {k: float(v) for k, v in _strip_keys(type(self).__name__, raw, primary).items()}
 
     def _decision_metric(self, evaluator: Any, after: Mapping[str, float]) -> str:
         if self.decision_metric:
@@ -139,3 +141,36 @@ def _fusion_of(decision: Any, before: Any, after: Any, evaluator: Any) -> dict[s
 def _strip_prefix(key: str) -> str:
     """``"val_ndcg@10"`` -> ``"ndcg@10"``; ``"val_cosine_ndcg@10"`` -> ``"ndcg@10"``."""
     return key.rsplit("_", 1)[-1] if "@" in key else key
+
+
+def _strip_keys(owner: str, raw: Mapping[Any, Any], primary: str | None) -> dict[str, Any]:
+    """``raw`` with its keys through :func:`_strip_prefix`, no value silently lost.
+
+    Several keys may lose their prefix to one name: a sentence-transformers
+    ``InformationRetrievalEvaluator`` with two score functions returns both
+    ``val_cosine_ndcg@10`` and ``val_dot_ndcg@10``. The name then takes the value of the
+    key with the prefix of the evaluator's own ``primary_metric`` (its ``main_score_function``,
+    else the function it chose), and each colliding key is also kept whole (so
+    ``decision_metric="val_dot_ndcg@10"`` can pick another). ``ValueError`` names the
+    colliding keys when no ``primary_metric`` says which one the name stands for.
+    """
+    groups: dict[str, list[Any]] = {}
+    for key in raw:
+        groups.setdefault(_strip_prefix(str(key)), []).append(key)
+    lead = primary[: -len(_strip_prefix(primary))] if isinstance(primary, str) else None
+    out: dict[str, Any] = {}
+    for name, keys in groups.items():
+        if len(keys) == 1:
+            out[name] = raw[keys[0]]
+            continue
+        chosen = [k for k in keys if lead is not None and str(k) == lead + name]
+        if not chosen:
+            raise ValueError(
+                f"{owner}: the evaluator returned {', '.join(repr(str(k)) for k in keys)}, "
+                f"all named {name!r} once their prefix is dropped, and its primary_metric "
+                f"({primary!r}) does not say which one counts; give it one score function or "
+                "main_score_function= (sentence-transformers), or return distinct names"
+            )
+        out[name] = raw[chosen[0]]
+        out.update({str(k): raw[k] for k in keys if str(k) != name})
+    return out
