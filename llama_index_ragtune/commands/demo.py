@@ -100,11 +100,14 @@ def show_answers(title: str, engines: Any, questions: Sequence[tuple[str, str | 
         seconds = time.perf_counter() - start
         scope = f"asked of the {store} store" if store else "no store filter"
         _say(f'  Q: "{question}" ({scope})')
-        shown = str(response.response or "").strip() or _nothing_said(response.metadata)
-        _say(f"  A: {_shorten(shown)}  [{seconds:.1f} s]")
+        # an answer that said nothing (markers alone) is served as the refusal: show what it was
+        said_nothing = bool(response.metadata.get("empty_answer"))
+        shown = "" if said_nothing else str(response.response or "").strip()
+        _say(f"  A: {_shorten(shown or _nothing_said(response.metadata))}  [{seconds:.1f} s]")
         nodes = {n.node.node_id: n.node for n in response.source_nodes}
-        citations = response.metadata.get("citations", [])
-        if response.metadata.get("refused"):
+        citations = [] if said_nothing else response.metadata.get("citations", [])
+        refused = response.metadata.get("refused") and not said_nothing
+        if refused:
             _say("     refused: the sources do not hold the answer")
         for citation in citations:
             node = nodes.get(citation["node_id"])
@@ -113,7 +116,7 @@ def show_answers(title: str, engines: Any, questions: Sequence[tuple[str, str | 
                 f"     [{citation['number']}] {meta.get('store', '?')}: {citation['node_id']} "
                 f"({meta.get('section_path', '')})"
             )
-        if not citations and not response.metadata.get("refused"):
+        if not citations and not refused:
             _say("     (no citation)")
     _say()
 
