@@ -1,6 +1,6 @@
 """Arguments shared by ``ragtune train decoder`` and the decoder benchmark (``ragtune bench generation``).
 
-The data (``--squad`` / ``--scifact``), the retrieval that builds the contexts,
+The data (``--squad`` / ``--scifact`` / ``--qa``), the retrieval that builds the contexts,
 the training settings (``--epochs``, ``--learning-rate``...), generation and the
 refusal policy (``--refusal-threshold``, ``--dev-examples``, the answerability
 head). ``llm_options`` maps them onto ``LocalChatLLM`` keyword arguments.
@@ -21,7 +21,14 @@ from typing import Any
 from llama_index_ragtune.commands.options import MAX_MINUTES, DeprecatedNames, bounded, seed_number
 from llama_index_ragtune.data.grounded_tasks import TUNE
 
-__all__ = ["add_common_arguments", "llm_options"]
+__all__ = ["add_common_arguments", "check_squad_only", "llm_options"]
+
+MULTIHOP_DEFAULTS = {
+    "multihop_train_examples": 48,
+    "multihop_dev_examples": 25,
+    "multihop_test_examples": 50,
+}
+"""The two-hop question counts (SQuAD 2.0 only) when the options are left out."""
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,19 +154,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--multihop-train-examples",
         type=bounded(int, 0),
-        default=48,
+        default=MULTIHOP_DEFAULTS["multihop_train_examples"],
         help="SQuAD: two-hop questions (each + its gold-removed twin) added to the training data",
     )
     parser.add_argument(
         "--multihop-dev-examples",
         type=bounded(int, 0),
-        default=25,
+        default=MULTIHOP_DEFAULTS["multihop_dev_examples"],
         help="SQuAD: two-hop questions (+ twins) added to the dev questions the refusal is fitted on",
     )
     parser.add_argument(
         "--multihop-test-examples",
         type=bounded(int, 0),
-        default=50,
+        default=MULTIHOP_DEFAULTS["multihop_test_examples"],
         help="SQuAD: two-hop test questions (+ twins) from the test articles, scored as a second set",
     )
     parser.add_argument(
@@ -193,6 +200,36 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="token limit of a (question, source) pair for the answerability head",
     )
     parser.add_argument("--seed", type=seed_number, default=0)
+
+
+def check_squad_only(args: argparse.Namespace) -> None:
+    """``UsageError`` for a ``--multihop-*-examples`` count other than its default (and not 0)
+    with ``--qa`` or ``--scifact``: two-hop questions are made from SQuAD 2.0 paragraphs
+    only, so the run trained and scored none while the command line asked for them.
+
+    Example::
+
+        check_squad_only(args)   # --qa my.jsonl --multihop-train-examples 100: UsageError
+    """
+    from llama_index_ragtune.commands.options import UsageError
+
+    data = (
+        "--qa"
+        if getattr(args, "qa", None)
+        else "--scifact"
+        if getattr(args, "scifact", None)
+        else None
+    )
+    asked = [
+        f"--{dest.replace('_', '-')} {getattr(args, dest)}"
+        for dest, default in MULTIHOP_DEFAULTS.items()
+        if getattr(args, dest, default) not in (default, 0)
+    ]
+    if data and asked:
+        raise UsageError(
+            f"argument {asked[0].split()[0]}: two-hop questions are made from SQuAD 2.0 "
+            f"(--squad) only, none from {data} data; drop {', '.join(asked)}"
+        )
 
 
 def _threshold(value: str) -> float | str | None:

@@ -404,3 +404,40 @@ def output_folder_problem(path: Path) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot write to {shown_path(parent)}: permission denied"
     return None
+
+
+def check_out_apart(out: Any, models: dict[str, tuple[Any, tuple[str, ...]]]) -> None:
+    """``UsageError`` before any model loads when ``--out`` is a model folder an option names,
+    lies inside it, or holds it in a folder the run writes over.
+
+    ``models``: option -> (its value, the folders of ``--out`` the run writes: for the starting
+    model ``challenger`` ..., for a model only read ``final`` too); ``checkpoint-N`` folders
+    (rotated away) always count. A value that is not a local folder (a hub id, None) is skipped.
+    The engines check the starting model again when they are built, after the data is read.
+
+    Example::
+
+        check_out_apart("runs/rr", {"--encoder": ("runs/rr/final", ("final", "challenger"))})
+    """
+    if out is None:
+        return
+    target = Path(out).expanduser().resolve()
+    for option, (value, written) in models.items():
+        if not isinstance(value, (str, os.PathLike)) or not Path(value).expanduser().is_dir():
+            continue
+        model = Path(value).expanduser().resolve()
+        if target == model or model in target.parents:
+            where = "is" if target == model else "lies inside"
+            raise UsageError(
+                f"argument --out: {shown_path(out)} {where} the folder of {option} "
+                f"{shown_path(value)}: the run would write among the model's files; choose "
+                "an --out outside it"
+            )
+        if target in model.parents:
+            part = model.relative_to(target).parts[0]
+            if part in written or part.startswith("checkpoint-"):
+                raise UsageError(
+                    f"argument --out: {option} {shown_path(value)} lies in "
+                    f"{shown_path(target / part)}, which this run writes over; choose another "
+                    f"--out, or copy the model elsewhere first"
+                )

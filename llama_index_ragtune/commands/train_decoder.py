@@ -33,12 +33,17 @@ import json
 import logging
 from pathlib import Path
 
-from llama_index_ragtune.commands.decoder_arguments import add_common_arguments, llm_options
+from llama_index_ragtune.commands.decoder_arguments import (
+    add_common_arguments,
+    check_squad_only,
+    llm_options,
+)
 from llama_index_ragtune.commands.options import (
     DeprecatedNames,
     UsageError,
     bounded,
     check_device_option,
+    check_out_apart,
 )
 from llama_index_ragtune.data.errors import DataError
 from llama_index_ragtune.data.grounded_tasks import TUNE, GroundedData, prepare_grounded_data
@@ -97,9 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> str:
-    """``--device`` and ``--dtype`` checked before the data is prepared: a typo, or a device
-    this machine lacks, is a ``UsageError`` (exit status 2), not a failure after training when
-    the models answer the test questions. Returns the device the run uses.
+    """``--multihop-*`` only with ``--squad``, ``--out`` apart from the model folders
+    (``check_out_apart``), ``--device`` and ``--dtype`` checked before the data is
+    prepared: a typo, or a device this machine lacks, is a ``UsageError`` (exit status 2),
+    not a failure after training when the models answer the test questions. Returns the
+    device the run uses.
 
     Example::
 
@@ -109,6 +116,14 @@ def check_arguments(args: argparse.Namespace) -> str:
 
     from llama_index_ragtune.llms.loading import torch_dtype
 
+    check_squad_only(args)
+    check_out_apart(
+        args.out,
+        {
+            "--base-model": (args.base_model, ("merged", "challenger")),
+            "--answerability-model": (args.answerability_model, ("answerability",)),
+        },
+    )
     device = check_device_option(args.device) or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         torch_dtype(args.dtype, device)

@@ -120,8 +120,11 @@ def check_arguments(args: argparse.Namespace) -> None:
 
         check_arguments(args)   # --range-min 40 --range-max 30: UsageError
     """
+    from llama_index_ragtune.commands.options import check_out_apart
+
     check_mining_options(args)
     check_device_option(args.device)  # a typo or a device not here: exit status 2
+    check_out_apart(args.out, {"--model": (args.model, ("challenger",))})
 
 
 def _check_dims_fit(dims: list[int] | None, model: Any) -> None:

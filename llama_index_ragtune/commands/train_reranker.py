@@ -195,7 +195,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
         check_arguments(args)   # --loss margin_mse without a teacher: UsageError
     """
-    from llama_index_ragtune.commands.options import UsageError
+    from llama_index_ragtune.commands.options import UsageError, check_out_apart
 
     if args.loss == "margin_mse" and not (args.teacher or args.teacher_encoder):
         raise UsageError(
@@ -204,6 +204,16 @@ def check_arguments(args: argparse.Namespace) -> None:
         )
     check_mining_options(args)
     check_device_option(args.device)  # a typo or a device not here: exit status 2
+    read = ("final", "challenger")  # models only read: the run's final/ would replace them
+    check_out_apart(
+        args.out,
+        {
+            "--model": (args.model, ("challenger",)),
+            "--encoder": (args.encoder, read),
+            "--teacher": (args.teacher, read),
+            "--teacher-encoder": (args.teacher_encoder, read),
+        },
+    )
     _fusion(args)
 
 

@@ -20,7 +20,8 @@ training articles outside the training and dev samples.
 
 Splits: SQuAD 2.0 by article (all but the last 4 articles train, the last 4
 test); SciFact claims by its qrels (``train`` / ``test``). Dev questions are
-training-split questions left out of the training sample.
+training-split questions left out of the training sample, none asking one of its
+questions again (up to case, spacing and punctuation).
 
 Your own QA file (``--qa``, JSONL, ``data.qa_jsonl``): each question shows its
 own sources, in the order written, instead of retrieved ones (training
@@ -94,6 +95,24 @@ def _sample(
     return picked
 
 
+def _apart_from(dev: list[QAExample], sample: list[QAExample]) -> list[QAExample]:
+    """``dev`` without the questions that ask one of ``sample``'s again (``records.twin_key``:
+    up to case, spacing and punctuation; other sources or another answer): a question trained
+    on, written twice, was drawn as a dev question and the refusal was fitted on what the
+    model had learnt. Filtered after drawing, so a dev sample without twins stays the same."""
+    from llama_index_ragtune.data.records import twin_key
+
+    asked = {twin_key(e.question) for e in sample}
+    kept = [e for e in dev if twin_key(e.question) not in asked]
+    if len(kept) < len(dev):
+        logger.warning(
+            "%d dev questions left out: they ask a training question again (e.g. %r)",
+            len(dev) - len(kept),
+            next(e.question for e in dev if twin_key(e.question) in asked)[:80],
+        )
+    return kept
+
+
 def load_task(
     squad: str | Path | None = None,
     scifact: str | Path | None = None,
@@ -109,7 +128,8 @@ def load_task(
 
     ``train_answerable_share`` fixes the answerable fraction of the training
     sample (None: the data's own mix; the dev and test samples always keep it).
-    ``max_dev`` dev questions come from the training split, outside the training sample.
+    ``max_dev`` dev questions come from the training split, outside the training sample
+    (a drawn one asking a training question again is left out).
 
     Example::
 
@@ -140,7 +160,7 @@ def load_task(
     train_sample = _sample(train, max_train, seed, train_answerable_share)
     taken = {e.qid for e in train_sample}
     rest = [e for e in train if e.qid not in taken]
-    dev = _sample(rest, max_dev, seed + 2) if max_dev > 0 else []
+    dev = _apart_from(_sample(rest, max_dev, seed + 2), train_sample) if max_dev > 0 else []
     if max_dev > 0 and len(dev) < max_dev:
         logger.warning("Only %d dev questions left outside the training sample.", len(dev))
     return GenerationTask(

@@ -32,7 +32,8 @@ Fields:
 
 Any other field (named with the accepted field it most likely means: ``query`` ->
 ``question``), a wrong type, an unknown gold id, a repeated id or a source id
-with two texts is a ``DataError`` naming the file and line; ids written in two Unicode
+with two texts, or a NUL character (``\\u0000``) in a text, is a ``DataError``
+naming the file and line; ids written in two Unicode
 forms (``'caf\u00e9'``, ``'cafe\u0301'``: equal in NFC, printed alike) are one id, so
 the second spelling is such an error, naming both. So are two lines that ask
 the same question (up to case, spacing and punctuation) of the same sources with other
@@ -145,6 +146,16 @@ class _Line:
     def error(self, message: str, hint: str = SCHEMA) -> DataError:
         return DataError(message, path=self.path, line=self.number, hint=hint)
 
+    def refuse_nul(self, value: str, what: str) -> None:
+        """A NUL character (``\\u0000``) in a text is a broken export, never text to train on."""
+        at = value.find("\x00")
+        if at >= 0:
+            raise self.error(
+                f"{what} holds a NUL character (\\u0000) at position {at}",
+                hint="remove the \\u0000 from the text (a binary or broken export?) "
+                "and check the text around it",
+            )
+
     def text(self, key: str, required: bool = False, empty_ok: bool = False) -> str | None:
         value = self.record.get(key)
         if value is None:
@@ -153,6 +164,7 @@ class _Line:
             return None
         if not isinstance(value, str):
             raise self.error(f"field {key!r} must be a string, got {type(value).__name__}")
+        self.refuse_nul(value, f"field {key!r}")
         if not value.strip() and not empty_ok:
             raise self.error(f"field {key!r} is empty")
         if value.strip() and is_blank(value):
@@ -382,6 +394,8 @@ def _sources(line: _Line, texts: _Texts) -> list[str]:
             raise line.error(
                 f"{where}.text must be a non-empty string of visible characters (source {doc_id!r})"
             )
+        line.refuse_nul(doc_id, f"{where}.id")
+        line.refuse_nul(text, f"{where}.text (source {doc_id!r})")
         twice, first_index = forms.setdefault(id_form(doc_id), (doc_id, i))
         if first_index != i:
             raise line.error(
