@@ -38,6 +38,12 @@ _ALWAYS_ABBREV = {
     "resp",
     "viz",
 }
+# Titles and "No." as written so ("Dr. Smith", "St. James", "No. 5"); in capitals they are
+# acronyms ending a sentence ("nitric oxide (NO). ... increased NO. In", "DR. DA"), and "ms."
+# is milliseconds ("300 ms. We").
+_TITLES = {"dr", "mr", "ms", "st", "no", "nos"}
+# Besides an upper-case letter or a digit, these open a sentence after ". " ("©2016 AACR").
+_OPENERS = ("(", "[", '"', "\u201c", "\u2018", "\u00a9", "#")
 # Before a lower-case word these end an abbreviation, not a sentence ("et al. reported").
 _LOWER_ABBREV = _ALWAYS_ABBREV | {
     "al",
@@ -75,12 +81,16 @@ def split_sentences(text: str) -> list[str]:
         # the word before the boundary, from a bounded window: slicing from ``start`` was
         # quadratic when abbreviations keep ``start`` in place ("fig. 2" 40,000 times: 77 s)
         words = text[max(start, match.start() - _WORD_WINDOW) : match.start() + 1].split()
-        last = words[-1].rstrip(".?!").lstrip("([").lower() if words else ""
+        word = words[-1].rstrip(".?!").lstrip("([") if words else ""
+        last = word.lower()
         after = text[match.end() : match.end() + 1]
         period = text[match.start()] == "."
-        if after.isupper() or after.isdigit() or after in ("(", "[", '"'):
-            if period and last in _ALWAYS_ABBREV:
+        if after.isupper() or after.isdigit() or after in _OPENERS:
+            acronym = last in _TITLES and (word.isupper() or word == "ms")
+            if period and last in _ALWAYS_ABBREV and not acronym:
                 continue
+            if after == '"' and not text[match.end() + 1 : match.end() + 2].strip():
+                continue  # a closing quote ('"not MS. "'), not an opening one
         elif after.islower():
             if period and (last in _LOWER_ABBREV or len(last) <= 1):
                 continue

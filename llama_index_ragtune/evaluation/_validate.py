@@ -30,13 +30,28 @@ class Invalid(Exception):
         self.message = message
 
 
+MAX_SHOWN_CHARS = 200
+"""Characters of a value (a key, a number) an error message shows: an unknown 1 MB key
+was echoed whole, in the message and in the field path."""
+
+
+def shown(text: str, cap: int = MAX_SHOWN_CHARS) -> str:
+    """``text``, or its first ``cap`` characters and how many more there are.
+
+    Example::
+
+        shown("k" * 1_000_000)[-27:]   # '… (999,800 more characters)'
+    """
+    return text if len(text) <= cap else f"{text[:cap]}… ({len(text) - cap:,} more characters)"
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
     if isinstance(value, (int, float)):
-        return repr(value)
+        return shown(repr(value))  # a 4,000-digit integer
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:37] + "...")
     return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
@@ -91,6 +106,7 @@ class Fields:
     def path(self, key: str | int) -> str:
         if isinstance(key, int):
             return f"{self.base}[{key}]"
+        key = shown(key)
         return f"{self.base}.{key}" if self.base else key
 
     def has(self, key: str) -> bool:
@@ -108,7 +124,7 @@ class Fields:
                 if shows_nothing(key):
                     raise Invalid(
                         self.base,
-                        f"a {what} is named {key!r}, which shows as nothing (only spaces or "
+                        f"a {what} is named {shown(repr(key))}, which shows as nothing (only spaces or "
                         "invisible characters); give it a visible name",
                     )
         return list(self.data)
@@ -189,7 +205,7 @@ def _number(
 ) -> float | None:
     if value is None and nullable:
         return None
-    if not _is_number(value) or not math.isfinite(value):
+    if not _is_number(value) or not _finite(value):
         expected = "a finite number or null" if nullable else "a finite number"
         raise Invalid(field, f"expected {expected}, got {_kind(value)}")
     if (low is not None and value < low) or (high is not None and value > high):
@@ -201,5 +217,13 @@ def _number(
         hint = ""
         if low == 0 and high == 1 and 1 < value <= 100:  # a share written in percent
             hint = f"; given in percent? divide by 100 ({value / 100:g})"
-        raise Invalid(field, f"expected a number {bounds}, got {value!r}{hint}")
+        raise Invalid(field, f"expected a number {bounds}, got {_kind(value)}{hint}")
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite``, False for an integer past floats (``10**400`` raised OverflowError)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -90,6 +90,11 @@ LOWER_IS_BETTER = (
 _LOWER_WORDS = re.compile(  # whole words: "glossary_hit" holds no loss
     "|".join(rf"(?<![a-z]){re.escape(w)}(?:e?s)?(?![a-z])" for w in LOWER_IS_BETTER)
 )
+MAX_LABEL_CHARS = 2_000
+"""Characters of a name (system, metric, step, title) a chart shows, as the HTML report
+cuts them: a 1 MB metric name was copied whole into five tooltips of one chart."""
+MAX_ERROR_NAME_CHARS = 200
+"""Characters of a name an error message shows."""
 
 
 _HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
@@ -219,7 +224,19 @@ def metric_direction(metric: str) -> int:
     return 1 if any(token in name for token in HIGHER_IS_BETTER) else 0
 
 
+def _cut(text: Any, cap: int = MAX_LABEL_CHARS) -> str:
+    """``text``, or its first ``cap`` characters and how many more there are.
+
+    Example::
+
+        _cut("x" * 2_005)[-21:]   # '… (5 more characters)'
+    """
+    text = str(text)
+    return text if len(text) <= cap else f"{text[:cap]}… ({len(text) - cap:,} more characters)"
+
+
 def _svg(width: float, height: float, title: str, body: list[str], css: str = "") -> str:
+    title = _cut(title)
     return (
         f'<svg class="chart {css}" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'width="{width:.0f}" height="{height:.0f}" role="img" aria-label="{_e(title)}">'
@@ -251,7 +268,7 @@ def _legend(series: Sequence[Series], y: float, x0: float = LABEL_W) -> tuple[li
             x, y = x0, y + 20
         out.append(
             f'<rect class="swatch" x="{x:.1f}" y="{y - 10:.1f}" width="12" height="12" rx="2" '
-            f'fill="{s.color}"><title>{_e(s.label)}</title></rect>'
+            f'fill="{s.color}"><title>{_e(_cut(s.label))}</title></rect>'
             f'<text class="legend" x="{x + 18:.1f}" y="{y:.1f}"{fitted}>{_e(text)}</text>'
         )
         x += w
@@ -300,7 +317,7 @@ def metric_bars(
         text, fitted = fit_label(metric, plot_x - 16)
         body.append(
             f'<text class="label" x="{plot_x - 10}" y="{gy + group_h / 2 + 4:.1f}" '
-            f'text-anchor="end"{fitted}>{_e(text)}<title>{_e(metric)}</title></text>'
+            f'text-anchor="end"{fitted}>{_e(text)}<title>{_e(_cut(metric))}</title></text>'
         )
         for s_index, s in enumerate(series):
             ref = references[s_index]
@@ -308,7 +325,7 @@ def metric_bars(
             value = _finite_value(s.values.get(metric))  # a NaN drew width="nan": n/a
             base = _finite_value(base)
             by = gy + s_index * (bar_h + gap)
-            tip = f"{isolate_bidi(s.label)} — {isolate_bidi(metric)}: " + (
+            tip = f"{isolate_bidi(_cut(s.label))} — {isolate_bidi(_cut(metric))}: " + (
                 "n/a" if value is None else f"{value:.3f}"
             )
             if value is None:
@@ -393,7 +410,9 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
     notes = [_left_out(len(rows), MAX_CHART_SERIES, "systems")]
     rows = rows[:MAX_CHART_SERIES]
     for s in rows:  # a NaN drew x="nan"; a negative time is a clock error
-        _check_no_nan(s.values, f"latency_boxes: series {s.label!r}", low=0.0)
+        _check_no_nan(
+            s.values, f"latency_boxes: series {_cut(s.label, MAX_ERROR_NAME_CHARS)!r}", low=0.0
+        )
     row_h = 60
     plot_x, plot_w = 40, WIDTH - 80
     top, height = 24, 24 + max(len(rows), 1) * row_h + 40
@@ -442,7 +461,7 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
         body.append(
             f'<text x="{plot_x}" y="{cy - 20:.1f}"><tspan class="label"{fitted}>'
             f"{_e(text)}</tspan>"
-            f'<tspan class="note" dx="12">{_e(summary)}</tspan><title>{_e(s.label)}</title></text>'
+            f'<tspan class="note" dx="12">{_e(summary)}</tspan><title>{_e(_cut(s.label))}</title></text>'
         )
         stride = max(1, math.ceil(len(values) / max_dots))
         for rank, v in enumerate(values[::stride]):
@@ -453,7 +472,7 @@ def latency_boxes(series: Sequence[Series], title: str, max_dots: int = 400) -> 
             )
         x_min, x_max = x_of(values[0]), x_of(values[-1])
         x25, x50, x75, x95 = (x_of(q[p]) for p in (25, 50, 75, 95))
-        tip = f"{isolate_bidi(s.label)}: {summary}, min {format_ms(values[0])}, max {format_ms(values[-1])}"
+        tip = f"{isolate_bidi(_cut(s.label))}: {summary}, min {format_ms(values[0])}, max {format_ms(values[-1])}"
         body.append(
             f"<g><title>{_e(tip)}</title>"
             f'<line class="whisker" x1="{x_min:.1f}" y1="{cy:.1f}" x2="{x_max:.1f}" y2="{cy:.1f}"'
@@ -593,7 +612,7 @@ def timing_bars(timings: Mapping[str, float], title: str, color: str = PALETTE[7
     timings = shown_steps(timings)
     bar_h, gap = 18, 8
     for step, seconds in timings.items():  # a NaN drew width="nan"
-        _check_no_nan([seconds], f"timing_bars: step {step!r}", low=0.0)
+        _check_no_nan([seconds], f"timing_bars: step {_cut(step, MAX_ERROR_NAME_CHARS)!r}", low=0.0)
     plot_x = _label_column(list(timings))
     plot_w = WIDTH - plot_x - 160
     total = sum(timings.values())
@@ -608,9 +627,9 @@ def timing_bars(timings: Mapping[str, float], title: str, color: str = PALETTE[7
         text, fitted = fit_label(step, plot_x - 16)
         body.append(
             f'<text class="label" x="{plot_x - 10}" y="{y + 13}" text-anchor="end"{fitted}>'
-            f"{_e(text)}<title>{_e(step)}</title></text>"
+            f"{_e(text)}<title>{_e(_cut(step))}</title></text>"
             f'<rect x="{plot_x}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="2" '
-            f'fill="{color}"><title>{_e(step)}: {_e(format_seconds(seconds))}</title></rect>'
+            f'fill="{color}"><title>{_e(_cut(step))}: {_e(format_seconds(seconds))}</title></rect>'
             f'<text class="value" x="{plot_x + w + 6:.1f}" y="{y + 13}">'
             f"{_e(format_seconds(seconds) + share)}</text>"
         )
