@@ -20,7 +20,8 @@ non-default database), never the token; ``from_persist_dir`` reopens it
 
 Limits, each refused with a message saying what to do: ``MilvusVectorStore`` creates its
 collection when constructed, so ``dim=`` must be the embedding model's dimension and the
-collection must be empty; the collection must rank by ``IP`` or ``COSINE`` (not ``L2``);
+collection must be empty; node ids, texts and metadata values must fit the collection's
+``VARCHAR`` fields (65,535 characters: split longer texts); the collection must rank by ``IP`` or ``COSINE`` (not ``L2``);
 Milvus Lite lets one process open a ``.db`` at a time (clients in one process share it).
 Filters are translated to a Milvus expression by the integration; those it would translate
 wrongly are refused when set (see :func:`check_filters`). Milvus Lite answers queries by
@@ -32,10 +33,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilters
 
 from llama_index_ragtune.retrievers.persistence import PersistenceError, field
@@ -43,6 +46,7 @@ from llama_index_ragtune.retrievers.persistence import PersistenceError, field
 __all__ = [
     "check_empty",
     "check_filters",
+    "check_storable",
     "check_vectors",
     "collection_facts",
     "count",
@@ -122,6 +126,81 @@ def check_vectors(store: Any, dimension: int) -> None:
             f"{_name(store)} {what}, but the hybrid retriever fuses similarities (higher is "
             "closer): build the store with similarity_metric='COSINE' or 'IP'. " + _FIX
         )
+
+
+def check_storable(store: Any, nodes: Sequence[BaseNode], where: str) -> None:
+    """Refuse, before anything is embedded or written, a node Milvus would reject (the whole
+    insert batch, after the batches before it were written): an id, text, document id or
+    metadata value longer than the collection's ``VARCHAR`` field that stores it (the
+    integration creates them with ``max_length=65535``), a metadata key named like Milvus's
+    dynamic field (``$meta``), or an integer in the metadata outside the 64-bit range that
+    pymilvus encodes JSON with.
+
+    Lengths are counted in characters, as Milvus Lite counts them (a Milvus server counts
+    UTF-8 bytes, so text of multi-byte characters may still be refused there).
+    """
+    from pymilvus import DataType
+
+    limits = {
+        f["name"]: int(f["params"]["max_length"])
+        for f in store.client.describe_collection(store.collection_name)["fields"]
+        if f.get("type") == DataType.VARCHAR and "max_length" in f.get("params", {})
+    }
+    doc_id = getattr(store, "doc_id_field", "doc_id")
+    own = {_ID_FIELD: "id", store.text_key: "text", doc_id: "document id"}
+    for position, node in enumerate(nodes):
+        _check_metadata(store, node, position, where)
+        values = {
+            _ID_FIELD: node.node_id,
+            store.text_key: getattr(node, store.text_key, None),
+            doc_id: node.ref_doc_id,
+        }
+        for name, limit in limits.items():
+            value = values[name] if name in values else node.metadata.get(name)
+            if isinstance(value, str) and len(value) > limit:
+                what = own.get(name, f"metadata value {name!r}")
+                fix = (
+                    "split it into smaller nodes (e.g. with SentenceSplitter)"
+                    if name == store.text_key
+                    else f"shorten its {what}"
+                )
+                raise ValueError(
+                    f"{where}: node {node.node_id[:80]!r} (position {position}) cannot be stored "
+                    f"in {_name(store)}: its {what} is {len(value):,} characters long, over the "
+                    f"{limit:,} of the collection's field {name!r}; {fix}. Nothing was written"
+                )
+
+
+_DYNAMIC_FIELD = "$meta"
+_JSON_INTS = (-(2**63), 2**64 - 1)  # what orjson, pymilvus's JSON encoder, takes
+
+
+def _check_metadata(store: Any, node: BaseNode, position: int, where: str) -> None:
+    """Milvus's dynamic field cannot take the key ``$meta``, nor integers past 64 bits."""
+    at = f"{where}: node {node.node_id[:80]!r} (position {position}) cannot be stored in {_name(store)}"
+    if _DYNAMIC_FIELD in node.metadata:
+        raise ValueError(
+            f"{at}: its metadata key {_DYNAMIC_FIELD!r} is the name of Milvus's dynamic field; "
+            "rename that metadata key. Nothing was written"
+        )
+    for key, value in node.metadata.items():
+        pending = [value]
+        while pending:  # nested lists and mappings, without recursion
+            item = pending.pop()
+            if isinstance(item, dict):
+                pending.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                pending.extend(item)
+            elif (
+                isinstance(item, int)
+                and not isinstance(item, bool)
+                and not _JSON_INTS[0] <= item <= _JSON_INTS[1]
+            ):
+                raise ValueError(
+                    f"{at}: its metadata value {key!r} holds the integer {item}, outside the "
+                    "64-bit range Milvus's JSON encoding takes; store it as a string (or a "
+                    "float). Nothing was written"
+                )
 
 
 def check_filters(store: Any, filters: MetadataFilters) -> None:
@@ -262,8 +341,8 @@ def open_collection(dense: dict[str, Any], manifest_path: Path, rebuild: str) ->
         uri, token = location["path"], ""
         if not Path(uri).is_dir():
             raise PersistenceError(
-                f"{manifest_path} keeps its vectors in the Milvus Lite database {uri}, which does "
-                "not exist (moved or deleted?); pass vector_store=<a MilvusVectorStore on the "
+                f"{manifest_path} keeps its vectors in the Milvus Lite database {uri}, which "
+                f"{missing_folder(uri)}; pass vector_store=<a MilvusVectorStore on the "
                 f"collection {name!r}> to from_persist_dir, or {rebuild}"
             )
     elif isinstance(location.get("url"), str):
@@ -303,6 +382,13 @@ def open_collection(dense: dict[str, Any], manifest_path: Path, rebuild: str) ->
         embedding_field=vector_name,
         text_key=text_key,
     )
+
+
+def missing_folder(path: str) -> str:
+    """Why the storage folder ``path`` cannot be reopened, for an error message."""
+    if os.path.lexists(path):
+        return "is a file (or a broken link), not the folder the database keeps (replaced?)"
+    return "does not exist (moved or deleted?)"
 
 
 def _lock_file_error(database: str) -> OSError | None:

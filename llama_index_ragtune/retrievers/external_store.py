@@ -32,7 +32,8 @@ collection holds as many vectors of the recorded dimension as the folder has nod
 
 Limits, each refused with a message saying what to do: the collection must be empty
 when the nodes are indexed; Qdrant point ids must be UUIDs, so node ids must be UUIDs
-(LlamaIndex's default ids are); an in-memory client (``":memory:"``) works but cannot
+(LlamaIndex's default ids are), and two spellings of one UUID (case, dashes) are one point;
+a new collection's name must be one Qdrant can create; an in-memory client (``":memory:"``) works but cannot
 be persisted; local mode allows one client per path (close the first, or pass it as
 ``vector_store=``). Filters run in the store with its own semantics, which differ from
 LlamaIndex's in-memory semantics (the BM25 side's) for some operators and value types
@@ -50,6 +51,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import uuid
@@ -123,11 +125,14 @@ def build_store_index(
     from llama_index_ragtune.retrievers.checks import check_nodes
 
     kind = store_kind(store)
+    where = "HybridRetriever.from_defaults"
     if kind == "qdrant":
-        _check_qdrant_ids(check_nodes(nodes, "HybridRetriever.from_defaults"))
+        _check_qdrant_ids(check_nodes(nodes, where))
+        _check_qdrant_names(store)
         _check_qdrant_empty(store)
     elif kind == "milvus":
         external_milvus.check_empty(store)
+        external_milvus.check_storable(store, check_nodes(nodes, where), where)
     embedded = embed_nodes(nodes, embed_model, "HybridRetriever.from_defaults", show_progress)
     if kind == "qdrant":
         _check_qdrant_vectors(store, len(embedded[0].embedding))
@@ -144,14 +149,18 @@ def build_store_index(
 
 
 def check_new_store_nodes(store: Any, nodes: Sequence[BaseNode], where: str) -> None:
-    """Refuse nodes the store cannot hold (Qdrant: ids that are not UUIDs); others pass.
+    """Refuse nodes the store cannot hold (Qdrant: ids that are not UUIDs or that spell a held
+    point's UUID differently; Milvus: :func:`external_milvus.check_storable`); others pass.
 
     Example::
 
         check_new_store_nodes(qdrant_store, nodes, "HybridRetriever.insert_nodes")
     """
-    if store_kind(store) == "qdrant":
-        _check_qdrant_ids(nodes, where)
+    kind = store_kind(store)
+    if kind == "qdrant":
+        _check_qdrant_held(store, _check_qdrant_ids(nodes, where), where)
+    elif kind == "milvus":
+        external_milvus.check_storable(store, nodes, where)
 
 
 def forget_index(index: Any) -> None:
@@ -167,10 +176,14 @@ def forget_index(index: Any) -> None:
 
 def _check_qdrant_ids(
     nodes: Sequence[BaseNode], where: str = "HybridRetriever.from_defaults"
-) -> None:
+) -> dict[str, str]:
+    """Refuse node ids Qdrant cannot keep apart: ids that are not UUIDs, and two spellings of
+    one UUID (upper case, no dashes, braces, ``urn:uuid:``), which Qdrant stores as one point.
+    Returns each canonical UUID with the node id spelling it."""
+    spelled: dict[str, str] = {}
     for position, node in enumerate(nodes):
         try:
-            uuid.UUID(node.node_id)
+            canonical = str(uuid.UUID(node.node_id))
         except ValueError:
             raise ValueError(
                 f"{where}: node {node.node_id!r} (position {position}) cannot be stored in Qdrant: Qdrant "
@@ -179,6 +192,37 @@ def _check_qdrant_ids(
                 "node.id_ = str(uuid.uuid5(uuid.NAMESPACE_URL, your_id)), keeping your id in "
                 "node.metadata"
             ) from None
+        other = spelled.setdefault(canonical, node.node_id)
+        if other != node.node_id:
+            raise ValueError(_same_point(where, other, node.node_id, canonical, position))
+    return spelled
+
+
+def _same_point(where: str, first: str, second: str, canonical: str, position: int) -> str:
+    return (
+        f"{where}: node ids {first!r} and {second!r} (position {position}) are one UUID spelled "
+        f"two ways; Qdrant stores both as the point {canonical}, so one node would overwrite "
+        "the other in the dense side while the BM25 side keeps both. Give the nodes distinct "
+        "UUIDs, or spell ids canonically: node.id_ = str(uuid.UUID(node.id_))"
+    )
+
+
+def _check_qdrant_held(store: Any, spelled: dict[str, str], where: str) -> None:
+    """Refuse new nodes whose point the collection already holds for another spelling of the
+    id (the same spelling is an update: it replaces its point)."""
+    client, name = store.client, store.collection_name
+    if not spelled or not client.collection_exists(name):
+        return
+    points = client.retrieve(
+        name, ids=list(spelled), with_payload=["_node_content"], with_vectors=False
+    )
+    for point in points:
+        content = (point.payload or {}).get("_node_content")
+        held = json.loads(content).get("id_") if isinstance(content, str) else None
+        new = spelled[str(uuid.UUID(str(point.id)))]
+        if held is not None and held != new:
+            position = list(spelled.values()).index(new)
+            raise ValueError(_same_point(where, held, new, str(point.id), position))
 
 
 def _check_qdrant_empty(store: Any) -> None:
@@ -193,6 +237,28 @@ def _check_qdrant_empty(store: Any) -> None:
                 "the same nodes). Use a new collection_name, delete the collection, or reload a "
                 "persisted retriever with HybridRetriever.from_persist_dir"
             )
+
+
+def _check_qdrant_names(store: Any) -> None:
+    """A collection still to be created needs a name (and vector name) Qdrant accepts; checked
+    with Qdrant's own rules (those of its local mode, the server's) before anything is embedded."""
+    client, name = store.client, store.collection_name
+    try:
+        if client.collection_exists(name):  # raises for some names Qdrant refuses (empty)
+            return
+        from qdrant_client.local.qdrant_local import QdrantLocal
+
+        QdrantLocal._validate_new_collection_name(name)
+        QdrantLocal._validate_new_vector_name(store.dense_vector_name, "dense")
+    except (ImportError, AttributeError):  # a qdrant-client without these rules: it decides
+        return
+    except ValueError as exc:
+        raise ValueError(
+            f"the Qdrant collection {name!r} (vector {store.dense_vector_name!r}) cannot be "
+            f"created: {exc}. Pass a collection_name (and dense_vector_name) Qdrant accepts: 1 "
+            'to 255 characters, none of < > : " / \\ | ? * or control characters; nothing '
+            "was written"
+        ) from exc
 
 
 def _check_qdrant_vectors(store: Any, dimension: int) -> None:
@@ -311,8 +377,8 @@ def open_store(dense: dict[str, Any], manifest_path: Path) -> Any:
         path = location["path"]
         if not Path(path).is_dir():
             raise PersistenceError(
-                f"{manifest_path} keeps its vectors in the local Qdrant storage {path}, which does "
-                f"not exist (moved or deleted?); pass vector_store=<a QdrantVectorStore on the "
+                f"{manifest_path} keeps its vectors in the local Qdrant storage {path}, which "
+                f"{external_milvus.missing_folder(path)}; pass vector_store=<a QdrantVectorStore on the "
                 f"collection {name!r}> to from_persist_dir, or {_REBUILD}"
             )
         try:
