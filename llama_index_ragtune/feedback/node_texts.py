@@ -38,7 +38,12 @@ def read_node_text(
 def read_node_texts(
     conn: sqlite3.Connection, keys: Sequence[tuple[str, str]], embed: bool, chunk: int = 500
 ) -> dict[tuple[str, str], str]:
-    """Texts of the ``(node_id, text_hash)`` versions in ``keys`` (unknown keys are absent)."""
+    """Texts of the ``(node_id, text_hash)`` versions in ``keys`` (unknown keys are absent).
+
+    Each chunk of keys looks its rows up by the primary key (the keys ``CROSS JOIN`` the
+    table, so they are the outer loop): ``(node_id, text_hash) IN (VALUES ...)`` scanned the
+    whole table for every 500 keys, an export time quadratic in the store's nodes.
+    """
     column = "embed_text" if embed else "text"
     out: dict[tuple[str, str], str] = {}
     for start in range(0, len(keys), chunk):
@@ -46,8 +51,9 @@ def read_node_texts(
         marks = ", ".join("(?, ?)" for _ in part)
         flat = [value for key in part for value in key]
         for node_id, text_hash, text in conn.execute(
-            f"SELECT node_id, text_hash, {column} FROM nodes "
-            f"WHERE (node_id, text_hash) IN (VALUES {marks})",
+            f"WITH wanted (node_id, text_hash) AS (VALUES {marks}) "
+            f"SELECT n.node_id, n.text_hash, n.{column} FROM wanted CROSS JOIN nodes AS n "
+            "ON n.node_id = wanted.node_id AND n.text_hash = wanted.text_hash",
             flat,
         ):
             out[(node_id, text_hash)] = _text(text, f"node {node_id!r}", f"nodes.{column}")

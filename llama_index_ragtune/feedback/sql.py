@@ -59,8 +59,48 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _oversized(entry: dict[str, Any]) -> str:
+    """The largest row of ``entry`` (SQLite's limit is on a row: the record's, or one source's
+    in ``nodes``), named by its longest value, with their sizes as UTF-8."""
+    record = {"query": entry["query"], "normalised query": entry["query"]}
+    record.update({"answer": entry["answer"] or "", "metadata (as JSON)": entry["metadata"]})
+    rows = [record] + [
+        {f"retrieved[{i}] {part}": value for part, value in zip(_NODE_PARTS, n[2:5], strict=True)}
+        for i, n in enumerate(entry["nodes"])
+    ]
+    sized = [[(len(value.encode("utf-8")), name) for name, value in r.items()] for r in rows]
+    row = max(sized, key=lambda parts: sum(size for size, _ in parts))
+    size, name = max(row)
+    total = sum(part for part, _ in row)
+    return f"{name} is {size:,} bytes as UTF-8 ({total:,} with the rest of its row)"
+
+
+_NODE_PARTS = ("text", "text as embedded", "metadata (as JSON)")
+
+
 def insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], path: Any) -> None:
-    """Insert one checked entry (``entries.prepare_entry``) with its sources, citations and clicks."""
+    """Insert one checked entry (``entries.prepare_entry``) with its sources, citations and clicks.
+
+    A row longer than SQLite stores (``SQLITE_LIMIT_LENGTH``, 1,000,000,000 bytes by
+    default: the record's query, answer and metadata, or one source's texts and metadata;
+    2 GiB for one value in Python's ``sqlite3``) is a ``ValueError`` naming its longest
+    value (SQLite's own ``DataError`` said only "string or blob too big"); the caller's
+    transaction then rolls the whole entry back.
+    """
+    try:
+        _insert(conn, entry, path)
+    except (sqlite3.DataError, OverflowError) as exc:  # Python's own check: over 2 GiB
+        if "too big" not in str(exc) and "longer than INT_MAX" not in str(exc):
+            raise
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) if hasattr(conn, "getlimit") else 10**9
+        raise ValueError(
+            f"record {entry['id']!r}: {_oversized(entry)}, over the {limit:,} bytes SQLite "
+            f"stores in one row of {path}; shorten it (cut the text, or leave the source out) "
+            "and record it again: nothing of this record was stored"
+        ) from exc
+
+
+def _insert(conn: sqlite3.Connection, entry: dict[str, Any], path: Any) -> None:
     try:
         conn.execute(
             "INSERT INTO records (id, created_at, query, query_norm, answer, refused, rating, "
