@@ -11,7 +11,8 @@ is code, not a heading.
 Nesting depth is unlimited (the source is kept verbatim; markdown-it's own
 nesting limit only decides which lines belong to which top-level block). An
 unclosed code fence runs to the end of the document, as in CommonMark, and is
-kept as code.
+kept as code. A ``---`` at the top opens YAML front matter only when the lines up to the
+next ``---`` read as YAML (a column-0 line of prose makes both thematic breaks).
 Link reference definitions (``[1]: https://...``, which markdown-it consumes
 without a token) are kept as paragraph text; a heading with no visible title
 (only an HTML tag) is kept as a paragraph. A raw HTML block that is one ``<h1>``..``<h6>``
@@ -68,6 +69,11 @@ _FRONT_MATTER_START = {
     "---": re.compile(_COMMENT_LINES + _KEY),
     "+++": re.compile(_COMMENT_LINES + rf"(?:{_KEY}|\[[^\]\r\n]+\][ \t]*(?:\r\n|\r|\n|$))"),
 }
+#: A line of YAML front matter that starts at column 0: blank, a ``#`` comment, a "key:",
+#: a "- item", a closing bracket or a "..." document end. A column-0 line of anything else
+#: ("Welcome to the shop.") is Markdown, not YAML: the opening ``---`` was a thematic break
+#: left before a later one, not front matter (which would swallow the headings between).
+_YAML_TOP_LINE = re.compile(r"(?:[ \t]|#|-(?:[ \t]|$)|[\]}]|\.\.\.|[^\s#][^\r\n]*?:(?:[ \t]|$)|$)")
 _COMMENTS_ONLY = re.compile(r"\s*(?:<!--.*?-->\s*)+", re.S)
 _LINE_END = re.compile(r"\r\n|\r|\n")
 #: A list marker in the prefix of a line inside a container (written as spaces when repeated).
@@ -180,8 +186,23 @@ def _front_matter_end(lines: _Lines) -> int:
         # the closer starts its line: an indented "---" is inside a value (a YAML block scalar)
         if text[lines.start(line) : lines.start(line + 1)].rstrip() in closers:
             body = text[lines.start(1) : lines.start(line)]
+            if first == "---" and not _reads_as_yaml(body):
+                return 0
             return line + 1 if _FRONT_MATTER_START[first].match(body) else 0
     return 0
+
+
+def _reads_as_yaml(body: str) -> bool:
+    """Whether every line of ``body`` that starts at column 0 is YAML (:data:`_YAML_TOP_LINE`),
+    or continues a double-quoted or ``[`` / ``{`` value left open above (YAML lets those wrap
+    at column 0). Linear: one pass over the characters."""
+    quoted, depth = False, 0
+    for line in _LINE_END.split(body):
+        if not quoted and depth <= 0 and not _YAML_TOP_LINE.match(line):
+            return False
+        quoted ^= line.count('"') % 2 == 1
+        depth += line.count("[") + line.count("{") - line.count("]") - line.count("}")
+    return True
 
 
 def _line_units(text: str, a: int, b: int) -> list[tuple[int, int]]:

@@ -11,6 +11,9 @@ block (every level keeps all the text of the level above):
 - prose (paragraphs, headings, raw HTML): blank lines, then
   sentences, then words, then characters.
 
+A word over the budget is first cut after runs of punctuation (:func:`_mark_spans`), and
+at characters only where a piece between them is still too large.
+
 Only a part that is still too large goes down a level, and consecutive parts
 are packed greedily up to the budget. Every size decision counts the exact
 text that will be emitted, so the cap holds for any tokenizer. A part cut
@@ -79,6 +82,11 @@ _SENTENCE_END = re.compile(
     r"|[\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]\u300d\u300f\uff09]*"
 )
 _WORD = re.compile(r"\S+")
+#: Punctuation (ASCII, General Punctuation, CJK and full-width commas and stops): a word
+#: over the budget (a table row of 10,000 cells, a long URL or path, CJK without spaces) is
+#: cut after a run of it before any cut at a character: "|c1074|" is not cut into "c10", "74".
+_MARKS = "!-/:-@\\[-`{-~\u2010-\u2027\u2030-\u205e\u3001\u3002\uff0c\uff1b"
+_MARK_PIECE = re.compile(f"[^{_MARKS}]*[{_MARKS}]+|[^{_MARKS}]+")
 _LINE = re.compile(r"[^\r\n]+")
 _JOINERS = frozenset("\u200c\u200d")
 
@@ -130,6 +138,11 @@ def _sentence_spans(block: Block, span: Span) -> Sequence[Span]:
 
 def _word_spans(block: Block, span: Span) -> Sequence[Span]:
     return [m.span() for m in _WORD.finditer(block.text, *span)]
+
+
+def _mark_spans(block: Block, span: Span) -> Sequence[Span]:
+    """Pieces of a word ending after each run of punctuation (``|c1|c2|`` reads "|", "c1|", "c2|")."""
+    return [m.span() for m in _MARK_PIECE.finditer(block.text, *span)]
 
 
 def _line_spans(block: Block, span: Span) -> Sequence[Span]:
@@ -197,8 +210,15 @@ def _cluster_end(text: str, lo: int, cut: int) -> int:
     return at if at > lo else cut
 
 
-_PROSE_LADDER = (_paragraph_spans, _sentence_spans, _word_spans, _char_spans)
-_LINE_LADDER = (_unit_spans, _line_spans, _sentence_spans, _word_spans, _char_spans)
+_PROSE_LADDER = (_paragraph_spans, _sentence_spans, _word_spans, _mark_spans, _char_spans)
+_LINE_LADDER = (
+    _unit_spans,
+    _line_spans,
+    _sentence_spans,
+    _word_spans,
+    _mark_spans,
+    _char_spans,
+)
 #: Levels at and below this index of a ladder cut a natural unit (the part is ``partial``).
 _NATURAL_DEPTH = 2
 

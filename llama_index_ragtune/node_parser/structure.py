@@ -41,6 +41,7 @@ from llama_index_ragtune.node_parser.split import (
     render_span,
     split_block,
 )
+from llama_index_ragtune.node_parser.tokens import CharBoundedCounter
 
 __all__ = [
     "LINE_KINDS",
@@ -117,6 +118,8 @@ class _Packer:
     """
 
     def __init__(self, budget: int, count: TokenCounter, source: str | None):
+        if isinstance(count, CharBoundedCounter):  # a node of source text between its pieces
+            count = count.over(budget)  # (deep indentation) is over the budget by its length
         self.budget, self.count, self.source = budget, count, source
         self.groups: list[tuple[list[Piece], int]] = []
         self.current: list[Piece] = []
