@@ -3,12 +3,12 @@ business proxies, escaping of hostile strings, ``ragtune report``, and a real he
 Chromium rendering the page (skipped when Debian's ``chromium`` is not installed)."""
 
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 
 import pytest
 from dashboard_fixture import sample_results
+from headless_chromium import chromium  # tests/evaluation
 
 from llama_index_ragtune.cli import main
 from llama_index_ragtune.evaluation.dashboard import render_html, write_report
@@ -212,19 +212,12 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        if found := shutil.which(name):
-            return found
-    pytest.skip("headless Chromium not installed: `apt-get install -y chromium` (Debian)")
-
-
 def test_report_renders_in_headless_chromium_with_its_charts(tmp_path):
-    chromium = _chromium()
+    browser = chromium()
     image = pytest.importorskip("PIL.Image")
     paths = write_report(hostile_results(), tmp_path / "report")
     url = paths.html.resolve().as_uri()
-    common = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    common = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
         [*common, "--dump-dom", url], capture_output=True, text=True, timeout=60, check=True
     )

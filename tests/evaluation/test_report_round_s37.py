@@ -5,11 +5,10 @@ unbroken names in the HTML page (measured in headless Chromium)."""
 import html
 import json
 import re
-import shutil
-import subprocess
 
 import pytest
 from dashboard_fixture import sample_results
+from headless_chromium import chromium, data_attribute, measured_dom  # tests/evaluation
 
 from llama_index_ragtune.evaluation.dashboard import render_html, write_report
 from llama_index_ragtune.evaluation.dashboard_markdown import render_markdown
@@ -178,13 +177,6 @@ def test_retrieval_report_json_is_strict_and_reads_its_nulls_back(tmp_path):
     assert RetrievalReport.from_dict(nulled).rows[1].metrics["recall@10"] != 0.0
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        if found := shutil.which(name):
-            return found
-    pytest.skip("headless Chromium not installed: `apt-get install -y chromium` (Debian)")
-
-
 MEASURE = (
     "<script>addEventListener('load',()=>{document.body.dataset.overflow=JSON.stringify("
     "[...document.querySelectorAll('.table-wrap')].map(e=>e.scrollWidth-e.clientWidth))})"
@@ -193,26 +185,12 @@ MEASURE = (
 
 
 def test_long_unbroken_names_do_not_widen_the_tables_past_the_page(tmp_path):
-    chromium = _chromium()
+    browser = chromium()
     results = sample_results(n_test=5)
     long = "W" * 300
     results.add_retrieval(long, "after", {"ndcg@10": 0.5, long: 0.9}, [1.0])
     results.add_decision("decoder", False, "answer_f1", 0.5, 0.4, 0.01, "R" * 400)
     html = write_report(results, tmp_path / "report").html.read_text(encoding="utf-8")
-    # measured by a script, so the copy drops the page's no-script policy
-    html = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html)
-    page = tmp_path / "measure.html"
-    page.write_text(html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1300,2000"]
-    dom = subprocess.run(
-        [chromium, *flags, "--virtual-time-budget=3000", f"--user-data-dir={tmp_path / 'p'}"]
-        + ["--dump-dom", page.resolve().as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=True,
-    ).stdout
-    overflow = json.loads(
-        re.search(r'data-overflow="([^"]*)"', dom).group(1).replace("&quot;", '"')
-    )
+    dom = measured_dom(browser, html, tmp_path, MEASURE)[0]
+    overflow = data_attribute(dom, "overflow")
     assert len(overflow) >= 4 and max(overflow) <= 2, overflow  # was 7,994 px of scrolling

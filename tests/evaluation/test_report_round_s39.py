@@ -5,13 +5,12 @@ labels that run past the chart's edge (measured in headless Chromium)."""
 
 import json
 import re
-import shutil
-import subprocess
 import sys
 import tracemalloc
 
 import pytest
 from dashboard_fixture import sample_results
+from headless_chromium import chromium, data_attribute, measured_dom  # tests/evaluation
 
 from llama_index_ragtune.cli import main
 from llama_index_ragtune.evaluation.dashboard import render_html, write_report
@@ -246,13 +245,6 @@ def test_long_labels_are_held_to_their_room_whatever_the_font():
     assert "textLength=" in timing_bars({"W" * 80: 2.0, "index": 1.0}, "timings")
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        if found := shutil.which(name):
-            return found
-    pytest.skip("headless Chromium not installed: `apt-get install -y chromium` (Debian)")
-
-
 MEASURE = (
     "<script>addEventListener('load',()=>{const out=[];"
     "for(const s of document.querySelectorAll('svg.chart')){const v=s.viewBox.baseVal;"
@@ -287,29 +279,14 @@ def _edge_results() -> EvaluationResults:
 
 
 def test_every_chart_stays_inside_its_box_in_headless_chromium(tmp_path):
-    chromium = _chromium()
+    browser = chromium()
     html = render_html(_edge_results())
-    # measured by a script, so the copy drops the page's no-script policy
-    html = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html)
-    page = tmp_path / "measure.html"
-    page.write_text(html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1300,2000"]
-    run = subprocess.run(
-        [chromium, *flags, "--virtual-time-budget=3000", "--enable-logging=stderr", "--v=0"]
-        + [f"--user-data-dir={tmp_path / 'p'}", "--dump-dom", page.resolve().as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=True,
-    )
+    dom, stderr = measured_dom(browser, html, tmp_path, MEASURE, console=True)
 
-    def data(name: str) -> str:
-        return re.search(rf'data-{name}="([^"]*)"', run.stdout).group(1).replace("&quot;", '"')
-
-    assert int(data("charts")) == html.count('<svg class="chart')
-    outside = json.loads(data("outside"))
+    assert data_attribute(dom, "charts") == html.count('<svg class="chart')
+    outside = data_attribute(dom, "outside")
     assert outside == []  # was: labels drawn up to 522 px past the chart's left edge
-    assert [line for line in run.stderr.splitlines() if ":CONSOLE" in line] == []
+    assert [line for line in stderr.splitlines() if ":CONSOLE" in line] == []
 
 
 # ---------------------------------------------------------------------- control characters

@@ -10,14 +10,12 @@ CommonMark + GFM tables / strikethrough, headless Chromium for the page.
 from __future__ import annotations
 
 import html
-import json
 import random
 import re
-import subprocess
 import time
 
 import pytest
-from test_dashboard import _chromium  # tests/evaluation
+from headless_chromium import chromium, data_attribute, measured_dom  # tests/evaluation
 
 from llama_index_ragtune.evaluation import GenerationReport, RetrievalReport
 from llama_index_ragtune.evaluation.dashboard import (
@@ -316,33 +314,19 @@ def test_report_tables_show_dashes_for_undefined_values_and_check_their_argument
 
 
 def test_an_absurd_and_markdown_looking_page_fits_its_tables_in_headless_chromium(tmp_path):
-    chromium = _chromium()
+    browser = chromium()
     results = _many_metrics(400, 4)
     results.retrieval[0].metrics["custom_x"] = 1e300
     results.retrieval[1].metrics["__init__ *x* ~~y~~"] = 123456789e290
     results.timings = {f"step {i}": 1e300 for i in range(400)}
     page = write_report(results, tmp_path / "report").html.read_text(encoding="utf-8")
-    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
     measure = (
         "<script>addEventListener('load',()=>{document.body.dataset.m=JSON.stringify({"
         "wrap:[...document.querySelectorAll('.table-wrap')].map(e=>e.scrollWidth-e.clientWidth),"
         "svg:Math.max(...[...document.querySelectorAll('svg')].map(e=>e.getBBox().height)),"
         "page:document.documentElement.scrollWidth-innerWidth})})</script>"
     )
-    copy = tmp_path / "measure.html"
-    copy.write_text(page.replace("</body>", measure + "</body>"), encoding="utf-8")
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1300,2000"]
-        + ["--virtual-time-budget=3000", f"--user-data-dir={tmp_path / 'p'}"]
-        + ["--dump-dom", copy.resolve().as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=True,
-    ).stdout
-    found = re.search(r'data-m="([^"]*)"', dom)
-    assert found, dom[-500:]
-    measured = json.loads(html.unescape(found.group(1)))
+    measured = data_attribute(measured_dom(browser, page, tmp_path, measure)[0], "m")
     assert max(measured["wrap"]) <= 2 and measured["page"] <= 2, measured
     assert measured["svg"] < 6000, measured  # the timings chart: 60 bars, not 400 (10,430 px)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 import subprocess
 
-from test_dashboard import CHROMIUM_FLAGS, _chromium, _parse  # tests/evaluation
+from headless_chromium import chromium  # tests/evaluation
+from test_dashboard import CHROMIUM_FLAGS, _parse  # tests/evaluation
 
 from llama_index_ragtune.evaluation.dashboard import MAX_SHOWN_SYSTEMS, write_report
 from llama_index_ragtune.evaluation.results import EvaluationResults
@@ -61,9 +62,9 @@ def test_a_few_systems_are_all_shown_without_a_note(tmp_path):
 
 
 def test_the_page_of_ten_thousand_systems_renders_in_headless_chromium(tmp_path):
-    chromium = _chromium()
+    browser = chromium()
     paths = write_report(_many_systems(10_000), tmp_path / "report")
-    common = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    common = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
         [*common, "--dump-dom", paths.html.resolve().as_uri()],
         capture_output=True,

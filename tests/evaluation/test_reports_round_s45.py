@@ -7,13 +7,10 @@ Real pages (Chromium measures one when installed), a real sentence-transformers
 
 from __future__ import annotations
 
-import html
-import json
 import re
-import shutil
-import subprocess
 
 import pytest
+from headless_chromium import chromium, data_attribute, measured_dom  # tests/evaluation
 
 from llama_index_ragtune.evaluation.dashboard import (
     MAX_SHOWN_CHARS,
@@ -75,43 +72,21 @@ def test_strings_up_to_the_caps_are_shown_whole_as_before():
     assert "… (1 more characters in the evaluation JSON)" in page
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        if found := shutil.which(name):
-            return found
-    pytest.skip("headless Chromium not installed: `apt-get install -y chromium` (Debian)")
-
-
-def _page_height(chromium: str, page: str, tmp_path) -> int:
-    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+def _page_height(browser: str, page: str, folder) -> int:
     measure = (
         "<script>addEventListener('load',()=>{document.body.dataset.m=JSON.stringify("
         "{h:document.documentElement.scrollHeight,"
         "w:document.documentElement.scrollWidth-innerWidth})})</script>"
     )
-    tmp_path.mkdir()
-    copy = tmp_path / "measure.html"
-    copy.write_text(page.replace("</body>", measure + "</body>"), encoding="utf-8")
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1300,2000"]
-        + ["--virtual-time-budget=3000", f"--user-data-dir={tmp_path / 'p'}"]
-        + ["--dump-dom", copy.resolve().as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    found = re.search(r'data-m="([^"]*)"', dom)
-    assert found, dom[-500:]
-    measured = json.loads(html.unescape(found.group(1)))
+    measured = data_attribute(measured_dom(browser, page, folder, measure, timeout=120)[0], "m")
     assert measured["w"] <= 2, measured  # no sideways scrolling
     return measured["h"]
 
 
 def test_a_megabyte_name_keeps_the_page_a_few_screens_tall_in_headless_chromium(tmp_path):
-    chromium = _chromium()
-    ordinary = _page_height(chromium, render_html(_results()), tmp_path / "a")
-    hostile = _page_height(chromium, render_html(_results(name=BIG, title=BIG)), tmp_path / "b")
+    browser = chromium()
+    ordinary = _page_height(browser, render_html(_results()), tmp_path / "a")
+    hostile = _page_height(browser, render_html(_results(name=BIG, title=BIG)), tmp_path / "b")
     assert hostile < ordinary + 30_000, (ordinary, hostile)  # was 2,208,155 px
 
 

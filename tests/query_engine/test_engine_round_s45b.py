@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 from llama_index.core import Settings, SummaryIndex
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
@@ -20,6 +19,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index_ragtune.grounding import DEFAULT_REFUSAL
 from llama_index_ragtune.postprocessor import CrossEncoderRerank
 from llama_index_ragtune.query_engine import CitationQueryEngine
+from tests.postprocessor.tiny_cross_encoder import save_tiny_cross_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stub_llm import StubChatLLM  # noqa: E402
@@ -152,26 +152,9 @@ def test_a_mock_llm_that_does_not_echo_answers_as_before(monkeypatch):
 
 # --------------------------------------------------------------------- 3. the reranker
 def _save_cross_encoder(folder: Path, seed: int) -> Path:
-    from sentence_transformers.cross_encoder import CrossEncoder
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
     from llama_index_ragtune.models import default_encoder
 
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(default_encoder())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=1,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder / "hf")
-    tokenizer.save_pretrained(folder / "hf")
-    CrossEncoder(str(folder / "hf"), device="cpu", max_length=32).save(str(folder / "model"))
-    return folder / "model"
+    return save_tiny_cross_encoder(folder, default_encoder(), seed=seed, name="model")
 
 
 def test_rerankers_over_one_folder_share_one_model_across_threads(tmp_path, monkeypatch):
