@@ -114,5 +114,17 @@ def main(path: str) -> int:
     return 0
 
 
+def end_process_group() -> None:
+    """Destroy the process group, as a torchrun script should before it exits: left to the
+    interpreter's exit, gloo's threads could still be running and abort the process after
+    its work was done ("terminate called without an active exception", exit code -6)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    code = main(sys.argv[1])
+    end_process_group()
+    sys.exit(code)
